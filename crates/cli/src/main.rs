@@ -1,0 +1,40 @@
+//! `qmpkit`: one binary for QAPI schemas and QMP.
+//!
+//! This file only routes the first word of the command line to a module that
+//! owns the subcommand; each module parses its own options.
+
+use std::process::ExitCode;
+
+mod schema_cmd;
+mod serve_cmd;
+
+const USAGE: &str = "\
+usage: qmpkit <command> [options]
+
+commands:
+  schema check|dump|stats|introspect|diff   work with QAPI schemas
+  serve                                     run a simulated machine's QMP monitor
+  help                                      show this text
+
+Run `qmpkit <command> --help` for the options of one command.";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().collect();
+    let rest = if args.len() > 2 { args[2..].to_vec() } else { Vec::new() };
+    match args.get(1).map(String::as_str) {
+        Some("schema") => schema_cmd::run(rest),
+        Some("serve") => serve_cmd::run(rest),
+        Some("help") | Some("--help") | Some("-h") | None => {
+            println!("{USAGE}");
+            ExitCode::SUCCESS
+        }
+        Some("--version") | Some("-V") => {
+            println!("qmpkit {}", env!("CARGO_PKG_VERSION"));
+            ExitCode::SUCCESS
+        }
+        Some(other) => {
+            eprintln!("qmpkit: unknown command '{other}' (try 'qmpkit help')");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,1 @@
+//! qmpkit-machine
