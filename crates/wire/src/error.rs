@@ -48,7 +48,10 @@ pub struct QmpError {
 
 impl QmpError {
     pub fn new(class: ErrorClass, desc: impl Into<String>) -> QmpError {
-        QmpError { class, desc: desc.into() }
+        QmpError {
+            class,
+            desc: desc.into(),
+        }
     }
 
     /// A `GenericError` with the given text (most QEMU errors).

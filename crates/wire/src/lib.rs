@@ -1,5 +1,9 @@
 //! QMP on the wire: QEMU's JSON dialect and the protocol's messages.
 
 pub mod error;
+pub mod json;
+pub mod message;
 
 pub use error::{ErrorClass, QmpError};
+pub use json::{to_qemu_string, write_qemu, JsonError, JsonStreamer};
+pub use message::*;

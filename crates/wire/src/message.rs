@@ -1,0 +1,209 @@
+//! QMP messages: greeting, requests, responses and events, in QEMU's member order.
+
+use crate::error::QmpError;
+use crate::json::write_qemu;
+use serde_json::{Map, Value};
+
+/// The server's greeting:
+/// `{"QMP": {"version": {"qemu": {"micro", "minor", "major"}, "package"}, "capabilities": [...]}}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Greeting {
+    pub major: u64,
+    pub minor: u64,
+    pub micro: u64,
+    pub package: String,
+    pub capabilities: Vec<String>,
+}
+
+impl Greeting {
+    /// The greeting as QEMU orders its members.
+    pub fn to_value(&self) -> Value {
+        let mut qemu = Map::new();
+        qemu.insert("micro".into(), Value::from(self.micro));
+        qemu.insert("minor".into(), Value::from(self.minor));
+        qemu.insert("major".into(), Value::from(self.major));
+        let mut version = Map::new();
+        version.insert("qemu".into(), Value::Object(qemu));
+        version.insert("package".into(), Value::String(self.package.clone()));
+        let mut qmp = Map::new();
+        qmp.insert("version".into(), Value::Object(version));
+        qmp.insert(
+            "capabilities".into(),
+            Value::Array(
+                self.capabilities
+                    .iter()
+                    .cloned()
+                    .map(Value::String)
+                    .collect(),
+            ),
+        );
+        let mut top = Map::new();
+        top.insert("QMP".into(), Value::Object(qmp));
+        Value::Object(top)
+    }
+}
+
+/// `{"return": value, "id": id}` (the `id` member only when the request had one).
+pub fn response_return(ret: Value, id: Option<Value>) -> Value {
+    let mut m = Map::new();
+    m.insert("return".into(), ret);
+    if let Some(id) = id {
+        m.insert("id".into(), id);
+    }
+    Value::Object(m)
+}
+
+/// `{"id": id, "error": {"class": …, "desc": …}}` (the `id` member only when the request had one).
+pub fn response_error(error: &QmpError, id: Option<Value>) -> Value {
+    let mut m = Map::new();
+    if let Some(id) = id {
+        m.insert("id".into(), id);
+    }
+    let mut e = Map::new();
+    e.insert("class".into(), Value::String(error.class.as_str().into()));
+    e.insert("desc".into(), Value::String(error.desc.clone()));
+    m.insert("error".into(), Value::Object(e));
+    Value::Object(m)
+}
+
+/// An asynchronous event:
+/// `{"timestamp": {"seconds", "microseconds"}, "event": …, "data": …}`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    pub seconds: i64,
+    pub microseconds: i64,
+    pub event: String,
+    /// Omitted from the wire when `None`.
+    pub data: Option<Value>,
+}
+
+impl Event {
+    /// An event stamped with the current host time.
+    pub fn now(event: impl Into<String>, data: Option<Value>) -> Event {
+        let (seconds, microseconds) =
+            match std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
+                Ok(d) => (d.as_secs() as i64, i64::from(d.subsec_micros())),
+                Err(_) => (-1, -1),
+            };
+        Event {
+            seconds,
+            microseconds,
+            event: event.into(),
+            data,
+        }
+    }
+
+    /// The event as QEMU orders its members.
+    pub fn to_value(&self) -> Value {
+        let mut ts = Map::new();
+        ts.insert("seconds".into(), Value::from(self.seconds));
+        ts.insert("microseconds".into(), Value::from(self.microseconds));
+        let mut m = Map::new();
+        m.insert("timestamp".into(), Value::Object(ts));
+        m.insert("event".into(), Value::String(self.event.clone()));
+        if let Some(data) = &self.data {
+            m.insert("data".into(), data.clone());
+        }
+        Value::Object(m)
+    }
+}
+
+/// A request that passed QEMU's envelope checks.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Request {
+    /// The command name (`execute` or `exec-oob` member).
+    pub command: String,
+    /// True for `exec-oob`.
+    pub oob: bool,
+    /// The `arguments` member, if present.
+    pub arguments: Option<Map<String, Value>>,
+    /// The `id` member, echoed verbatim in the reply.
+    pub id: Option<Value>,
+}
+
+/// A request refused by the envelope checks: the error to answer and the `id` to answer it with.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{error}")]
+pub struct RequestError {
+    pub id: Option<Value>,
+    pub error: QmpError,
+}
+
+impl RequestError {
+    /// The reply QEMU sends for this error.
+    pub fn to_response(&self) -> Value {
+        response_error(&self.error, self.id.clone())
+    }
+}
+
+impl Request {
+    /// Check a decoded top-level value as QEMU's dispatcher does.
+    /// `allow_oob` is true once the session negotiated the `oob` capability.
+    pub fn parse(value: Value, allow_oob: bool) -> Result<Request, RequestError> {
+        let Value::Object(mut obj) = value else {
+            return Err(RequestError {
+                id: None,
+                error: QmpError::generic("QMP input must be a JSON object"),
+            });
+        };
+        let id = obj.get("id").cloned();
+        let fail = |desc: String| RequestError {
+            id: id.clone(),
+            error: QmpError::generic(desc),
+        };
+        for (key, val) in &obj {
+            match key.as_str() {
+                "execute" => {
+                    if !val.is_string() {
+                        return Err(fail("QMP input member 'execute' must be a string".into()));
+                    }
+                }
+                "exec-oob" if allow_oob => {
+                    if !val.is_string() {
+                        return Err(fail("QMP input member 'exec-oob' must be a string".into()));
+                    }
+                }
+                "arguments" => {
+                    if !val.is_object() {
+                        return Err(fail(
+                            "QMP input member 'arguments' must be an object".into(),
+                        ));
+                    }
+                }
+                "id" => {}
+                other => {
+                    return Err(fail(format!("QMP input member '{other}' is unexpected")));
+                }
+            }
+        }
+        let execute = obj.shift_remove("execute");
+        let exec_oob = obj.shift_remove("exec-oob");
+        let (command, oob) = match (execute, exec_oob) {
+            (Some(Value::String(c)), None) => (c, false),
+            (None, Some(Value::String(c))) => (c, true),
+            (Some(_), Some(_)) => {
+                return Err(fail("QMP input member 'exec-oob' is unexpected".into()));
+            }
+            _ => return Err(fail("QMP input lacks member 'execute'".into())),
+        };
+        let arguments = match obj.shift_remove("arguments") {
+            Some(Value::Object(m)) => Some(m),
+            _ => None,
+        };
+        let id = obj.shift_remove("id");
+        Ok(Request {
+            command,
+            oob,
+            arguments,
+            id,
+        })
+    }
+}
+
+/// A whole reply on the wire: QEMU's output form followed by CRLF.
+pub fn encode_line(value: &Value) -> Vec<u8> {
+    let mut out = Vec::with_capacity(128);
+    write_qemu(value, &mut out);
+    out.extend_from_slice(b"\r\n");
+    out
+}
