@@ -1,7 +1,32 @@
 //! QEMU's JSON dialect: a streaming decoder and QEMU's output form.
+//!
+//! The decoder has two paths that give the same results:
+//!
+//! * the *exact* path ([`Lexer`]) reproduces QEMU's lexer, its message streamer
+//!   (bracket counting, limits, error recovery) and its parser, byte for byte,
+//!   including every error text;
+//! * the *fast* path hands a message that starts at a clean point to
+//!   `serde_json` with a visitor that refuses everything QEMU would treat
+//!   differently (floats, duplicate keys, noncharacters, …). Anything refused
+//!   or malformed is replayed through the exact path from the message's first
+//!   byte, so only correct input is ever taken from the fast path.
 
-use serde_json::Value;
+use serde::de::{DeserializeSeed, MapAccess, SeqAccess, Visitor};
+use serde_json::{Map, Number, Value};
+use std::cell::Cell;
 use std::fmt;
+
+/// Largest size of one token, and of all tokens of one message (QEMU: 64 MiB).
+pub const MAX_TOKEN_SIZE: usize = 64 << 20;
+/// Largest number of tokens in one message (QEMU: 2 Mi).
+pub const MAX_TOKEN_COUNT: usize = 2 << 20;
+/// Deepest nesting of arrays and objects (QEMU: 1024).
+pub const MAX_NESTING: i64 = 1 << 10;
+
+/// Longest input the fast path keeps waiting for the rest of a message.
+const FAST_PENDING_MAX: usize = 1 << 20;
+/// How often the fast path retries one incomplete message before the exact path takes it.
+const FAST_RETRIES_MAX: u32 = 16;
 
 /// A JSON error as QEMU reports it; `Display` is QEMU's `desc` text.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -10,6 +35,7 @@ pub struct JsonError {
 }
 
 impl JsonError {
+    /// An error with the given `desc` text.
     pub fn new(desc: impl Into<String>) -> JsonError {
         JsonError { desc: desc.into() }
     }
@@ -17,6 +43,20 @@ impl JsonError {
     /// QEMU's `desc` text, e.g. `JSON parse error, expecting value`.
     pub fn desc(&self) -> &str {
         &self.desc
+    }
+
+    fn from_bytes(bytes: &[u8]) -> JsonError {
+        JsonError {
+            desc: decode_lossy(bytes),
+        }
+    }
+
+    fn parse(msg: &str) -> JsonError {
+        // QEMU formats the parser's message into a 1024-byte buffer.
+        let mut bytes = b"JSON parse error, ".to_vec();
+        let m = msg.as_bytes();
+        bytes.extend_from_slice(&m[..m.len().min(1023)]);
+        JsonError::from_bytes(&bytes)
     }
 }
 
@@ -28,39 +68,1152 @@ impl fmt::Display for JsonError {
 
 impl std::error::Error for JsonError {}
 
+impl From<JsonError> for crate::error::QmpError {
+    fn from(e: JsonError) -> crate::error::QmpError {
+        crate::error::QmpError::generic(e.desc)
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Unicode as QEMU sees it ("modified UTF-8": \xC0\x80 is U+0000).
+
+fn is_valid_codepoint(cp: u32) -> bool {
+    if cp > 0x10FFFF {
+        return false;
+    }
+    if (0xFDD0..=0xFDEF).contains(&cp) || (cp & 0xFFFE) == 0xFFFE {
+        return false;
+    }
+    !(0xD800..=0xDFFF).contains(&cp)
+}
+
+/// Decode one code point at `bytes[pos..]` (at most 6 bytes); `None` when invalid.
+/// Returns the position after what was consumed.
+fn mod_utf8_codepoint(bytes: &[u8], pos: usize) -> (Option<u32>, usize) {
+    const MIN_CP: [u32; 5] = [0x80, 0x800, 0x10000, 0x200000, 0x4000000];
+    let Some(&lead) = bytes.get(pos) else {
+        return (None, pos);
+    };
+    let mut p = pos + 1;
+    if lead < 0x80 {
+        return (Some(u32::from(lead)), p);
+    }
+    if lead >= 0xFE || lead & 0x40 == 0 {
+        return (None, p);
+    }
+    let len = lead.leading_ones() as usize; // 2..=6
+    let mut cp = u32::from(lead) & ((1u32 << (7 - len)) - 1);
+    for _ in 1..len {
+        let b = bytes.get(p).copied().unwrap_or(0);
+        if b & 0xC0 != 0x80 {
+            return (None, p);
+        }
+        p += 1;
+        cp = (cp << 6) | u32::from(b & 0x3F);
+    }
+    if !is_valid_codepoint(cp) || (cp < MIN_CP[len - 2] && !(cp == 0 && len == 2)) {
+        return (None, p);
+    }
+    (Some(cp), p)
+}
+
+/// Text of a byte string as QEMU's output shows it: what it cannot decode becomes U+FFFD.
+fn decode_lossy(bytes: &[u8]) -> String {
+    if let Ok(s) = std::str::from_utf8(bytes) {
+        if s.chars().all(|c| is_valid_codepoint(c as u32)) {
+            return s.to_owned();
+        }
+    }
+    let mut out = String::with_capacity(bytes.len());
+    let mut pos = 0;
+    while pos < bytes.len() {
+        let (cp, next) = mod_utf8_codepoint(bytes, pos);
+        out.push(cp.and_then(char::from_u32).unwrap_or('\u{FFFD}'));
+        pos = next.max(pos + 1);
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------
+// The exact path: lexer.
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LexState {
+    Start,
+    Recovery,
+    DqString,
+    DqEscape,
+    SqString,
+    SqEscape,
+    Zero,
+    Sign,
+    Digits,
+    Mantissa,
+    MantissaDigits,
+    ExpE,
+    ExpSign,
+    ExpDigits,
+    Keyword,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TokKind {
+    LCurly,
+    RCurly,
+    LSquare,
+    RSquare,
+    Colon,
+    Comma,
+    Integer,
+    Float,
+    Keyword,
+    String,
+    /// A token cut off at the size limit.
+    Oversize,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Next {
+    /// Go to this state.
+    State(LexState),
+    /// The token is complete.
+    Token(TokKind),
+    /// Back to the start state, the token is dropped (whitespace, end of recovery).
+    Start,
+    /// A lexical error: the token so far is stray.
+    Error,
+    /// Still skipping after an error.
+    Recovery,
+}
+
+/// One transition: the next step and whether `ch` belongs to the token.
+fn step(state: LexState, ch: u8) -> (Next, bool) {
+    use LexState as S;
+    use Next as N;
+    match state {
+        S::Start => match ch {
+            b'"' => (N::State(S::DqString), true),
+            b'\'' => (N::State(S::SqString), true),
+            b'0' => (N::State(S::Zero), true),
+            b'1'..=b'9' => (N::State(S::Digits), true),
+            b'-' => (N::State(S::Sign), true),
+            b'{' => (N::Token(TokKind::LCurly), true),
+            b'}' => (N::Token(TokKind::RCurly), true),
+            b'[' => (N::Token(TokKind::LSquare), true),
+            b']' => (N::Token(TokKind::RSquare), true),
+            b',' => (N::Token(TokKind::Comma), true),
+            b':' => (N::Token(TokKind::Colon), true),
+            b'a'..=b'z' => (N::State(S::Keyword), true),
+            b' ' | b'\t' | b'\r' | b'\n' => (N::Start, true),
+            _ => (N::Error, true),
+        },
+        S::Recovery => match ch {
+            b'\t' => (N::Recovery, true),
+            0..=0x1F | 0xFE | 0xFF | b'[' | b']' | b'{' | b'}' => (N::Start, false),
+            _ => (N::Recovery, true),
+        },
+        S::DqString => match ch {
+            b'"' => (N::Token(TokKind::String), true),
+            b'\\' => (N::State(S::DqEscape), true),
+            0x20..=0xFD => (N::State(S::DqString), true),
+            _ => (N::Error, true),
+        },
+        S::SqString => match ch {
+            b'\'' => (N::Token(TokKind::String), true),
+            b'\\' => (N::State(S::SqEscape), true),
+            0x20..=0xFD => (N::State(S::SqString), true),
+            _ => (N::Error, true),
+        },
+        S::DqEscape => match ch {
+            0x20..=0xFD => (N::State(S::DqString), true),
+            _ => (N::Error, true),
+        },
+        S::SqEscape => match ch {
+            0x20..=0xFD => (N::State(S::SqString), true),
+            _ => (N::Error, true),
+        },
+        S::Zero => match ch {
+            b'0'..=b'9' => (N::Error, true),
+            b'.' => (N::State(S::Mantissa), true),
+            b'e' | b'E' => (N::State(S::ExpE), true),
+            _ => (N::Token(TokKind::Integer), false),
+        },
+        S::Digits => match ch {
+            b'0'..=b'9' => (N::State(S::Digits), true),
+            b'.' => (N::State(S::Mantissa), true),
+            b'e' | b'E' => (N::State(S::ExpE), true),
+            _ => (N::Token(TokKind::Integer), false),
+        },
+        S::Sign => match ch {
+            b'0' => (N::State(S::Zero), true),
+            b'1'..=b'9' => (N::State(S::Digits), true),
+            _ => (N::Error, true),
+        },
+        S::Mantissa => match ch {
+            b'0'..=b'9' => (N::State(S::MantissaDigits), true),
+            _ => (N::Error, true),
+        },
+        S::MantissaDigits => match ch {
+            b'0'..=b'9' => (N::State(S::MantissaDigits), true),
+            b'e' | b'E' => (N::State(S::ExpE), true),
+            _ => (N::Token(TokKind::Float), false),
+        },
+        S::ExpE => match ch {
+            b'+' | b'-' => (N::State(S::ExpSign), true),
+            b'0'..=b'9' => (N::State(S::ExpDigits), true),
+            _ => (N::Error, true),
+        },
+        S::ExpSign => match ch {
+            b'0'..=b'9' => (N::State(S::ExpDigits), true),
+            _ => (N::Error, true),
+        },
+        S::ExpDigits => match ch {
+            b'0'..=b'9' => (N::State(S::ExpDigits), true),
+            _ => (N::Token(TokKind::Float), false),
+        },
+        S::Keyword => match ch {
+            b'a'..=b'z' => (N::State(S::Keyword), true),
+            _ => (N::Token(TokKind::Keyword), false),
+        },
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Token {
+    kind: TokKind,
+    start: usize,
+    end: usize,
+}
+
+/// QEMU's lexer and message streamer, exactly.
+#[derive(Debug)]
+struct Lexer {
+    state: LexState,
+    /// The token being lexed.
+    tok: Vec<u8>,
+    /// Tokens of the message being gathered; their text is in `arena`.
+    tokens: Vec<Token>,
+    arena: Vec<u8>,
+    brace: i64,
+    bracket: i64,
+    token_size: usize,
+}
+
+impl Lexer {
+    fn new() -> Lexer {
+        Lexer {
+            state: LexState::Start,
+            tok: Vec::new(),
+            tokens: Vec::new(),
+            arena: Vec::new(),
+            brace: 0,
+            bracket: 0,
+            token_size: 0,
+        }
+    }
+
+    /// Nothing pending: the next byte starts a new message.
+    fn is_clean(&self) -> bool {
+        self.state == LexState::Start && self.tokens.is_empty() && self.tok.is_empty()
+    }
+
+    /// Feed bytes until everything is consumed or the lexer is clean again
+    /// after at least one byte; returns how many bytes were consumed.
+    fn feed_until_clean(&mut self, bytes: &[u8], out: &mut Vec<Result<Value, JsonError>>) -> usize {
+        let mut i = 0;
+        while i < bytes.len() {
+            // Runs of string content go in bulk.
+            if matches!(self.state, LexState::DqString | LexState::SqString) {
+                let quote = if self.state == LexState::DqString {
+                    b'"'
+                } else {
+                    b'\''
+                };
+                let room = (MAX_TOKEN_SIZE + 1).saturating_sub(self.tok.len());
+                let run = bytes[i..]
+                    .iter()
+                    .take(room)
+                    .position(|&b| b == quote || b == b'\\' || !(0x20..=0xFD).contains(&b))
+                    .unwrap_or(room.min(bytes.len() - i));
+                if run > 0 {
+                    self.tok.extend_from_slice(&bytes[i..i + run]);
+                    i += run;
+                    self.check_token_size(out);
+                    continue;
+                }
+            } else if self.state == LexState::Recovery {
+                let run = bytes[i..]
+                    .iter()
+                    .position(|&b| {
+                        (b < 0x20 && b != b'\t')
+                            || matches!(b, 0xFE | 0xFF | b'[' | b']' | b'{' | b'}')
+                    })
+                    .unwrap_or(bytes.len() - i);
+                i += run;
+                if i == bytes.len() {
+                    break;
+                }
+            }
+            self.feed_byte(bytes[i], out);
+            i += 1;
+            if self.is_clean() {
+                break;
+            }
+        }
+        i
+    }
+
+    fn feed_byte(&mut self, ch: u8, out: &mut Vec<Result<Value, JsonError>>) {
+        loop {
+            let (next, consumed) = step(self.state, ch);
+            if consumed {
+                self.tok.push(ch);
+            }
+            self.apply(next, out);
+            if consumed {
+                break;
+            }
+        }
+        self.check_token_size(out);
+    }
+
+    fn apply(&mut self, next: Next, out: &mut Vec<Result<Value, JsonError>>) {
+        match next {
+            Next::State(s) => self.state = s,
+            Next::Token(kind) => {
+                self.process_token(Some(kind), out);
+                self.tok.clear();
+                self.state = LexState::Start;
+            }
+            Next::Start => {
+                self.tok.clear();
+                self.state = LexState::Start;
+            }
+            Next::Error => {
+                let mut desc = b"JSON parse error, stray '".to_vec();
+                let end = self
+                    .tok
+                    .iter()
+                    .position(|&b| b == 0)
+                    .unwrap_or(self.tok.len());
+                desc.extend_from_slice(&self.tok[..end]);
+                desc.push(b'\'');
+                out.push(Err(JsonError::from_bytes(&desc)));
+                self.reset_message();
+                self.tok.clear();
+                self.state = LexState::Recovery;
+            }
+            Next::Recovery => self.tok.clear(),
+        }
+    }
+
+    fn check_token_size(&mut self, out: &mut Vec<Result<Value, JsonError>>) {
+        if self.tok.len() > MAX_TOKEN_SIZE {
+            self.process_token(Some(TokKind::Oversize), out);
+            self.tok.clear();
+            self.state = LexState::Start;
+        }
+    }
+
+    /// End of input: QEMU's flush.
+    fn flush(&mut self, out: &mut Vec<Result<Value, JsonError>>) {
+        if self.state != LexState::Start {
+            let (next, _) = step(self.state, 0);
+            self.apply(next, out);
+        }
+        // End of input token.
+        if !self.tokens.is_empty() {
+            let result = parse_tokens(&self.tokens, &self.arena);
+            out.push(result);
+        }
+        self.reset_message();
+        self.tok.clear();
+        self.state = LexState::Start;
+    }
+
+    fn reset_message(&mut self) {
+        self.brace = 0;
+        self.bracket = 0;
+        self.tokens.clear();
+        self.arena.clear();
+        self.token_size = 0;
+    }
+
+    /// The streamer: gathers tokens until brackets balance, then parses.
+    fn process_token(&mut self, kind: Option<TokKind>, out: &mut Vec<Result<Value, JsonError>>) {
+        let Some(kind) = kind else { return };
+        match kind {
+            TokKind::LCurly => self.brace += 1,
+            TokKind::RCurly => self.brace -= 1,
+            TokKind::LSquare => self.bracket += 1,
+            TokKind::RSquare => self.bracket -= 1,
+            _ => {}
+        }
+        let len = self.tok.len();
+        let err = if self.token_size + len + 1 > MAX_TOKEN_SIZE {
+            Some("JSON token size limit exceeded")
+        } else if self.tokens.len() + 1 > MAX_TOKEN_COUNT {
+            Some("JSON token count limit exceeded")
+        } else if self.brace + self.bracket > MAX_NESTING {
+            Some("JSON nesting depth limit exceeded")
+        } else {
+            None
+        };
+        if let Some(err) = err {
+            out.push(Err(JsonError::new(err)));
+            self.reset_message();
+            return;
+        }
+        let start = self.arena.len();
+        self.arena.extend_from_slice(&self.tok);
+        self.tokens.push(Token {
+            kind,
+            start,
+            end: self.arena.len(),
+        });
+        self.token_size += len;
+        if (self.brace > 0 || self.bracket > 0) && self.brace >= 0 && self.bracket >= 0 {
+            return;
+        }
+        out.push(parse_tokens(&self.tokens, &self.arena));
+        self.reset_message();
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The exact path: parser (iterative, QEMU's recursive descent and its first error).
+
+enum Frame {
+    Array(Vec<Value>),
+    /// An object; `key` is set while its value is parsed.
+    Object(Map<String, Value>, Option<String>),
+    /// A key is being parsed (it may itself be any value).
+    Key(Map<String, Value>),
+}
+
+struct TokenStream<'a> {
+    tokens: &'a [Token],
+    arena: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> TokenStream<'a> {
+    fn peek(&self) -> Option<Token> {
+        self.tokens.get(self.pos).copied()
+    }
+    fn pop(&mut self) -> Option<Token> {
+        let t = self.peek();
+        if t.is_some() {
+            self.pos += 1;
+        }
+        t
+    }
+    fn text(&self, t: Token) -> &'a [u8] {
+        &self.arena[t.start..t.end]
+    }
+}
+
+fn premature() -> JsonError {
+    JsonError::parse("premature EOI")
+}
+
+fn parse_tokens(tokens: &[Token], arena: &[u8]) -> Result<Value, JsonError> {
+    let mut ts = TokenStream {
+        tokens,
+        arena,
+        pos: 0,
+    };
+    let mut stack: Vec<Frame> = Vec::new();
+    // `None`: a value must be parsed next; `Some(v)`: a value was completed.
+    let mut done: Option<Value> = None;
+    loop {
+        let value = match done.take() {
+            Some(v) => v,
+            None => {
+                let t = ts.peek().ok_or_else(premature)?;
+                match t.kind {
+                    TokKind::LCurly => {
+                        ts.pop();
+                        let t = ts.peek().ok_or_else(premature)?;
+                        if t.kind == TokKind::RCurly {
+                            ts.pop();
+                            Value::Object(Map::new())
+                        } else {
+                            stack.push(Frame::Key(Map::new()));
+                            continue;
+                        }
+                    }
+                    TokKind::LSquare => {
+                        ts.pop();
+                        let t = ts.peek().ok_or_else(premature)?;
+                        if t.kind == TokKind::RSquare {
+                            ts.pop();
+                            Value::Array(Vec::new())
+                        } else {
+                            stack.push(Frame::Array(Vec::new()));
+                            continue;
+                        }
+                    }
+                    TokKind::String => {
+                        ts.pop();
+                        Value::String(parse_string(ts.text(t))?)
+                    }
+                    TokKind::Integer | TokKind::Float => {
+                        ts.pop();
+                        parse_number(ts.text(t), t.kind == TokKind::Integer)
+                    }
+                    TokKind::Keyword => {
+                        ts.pop();
+                        match ts.text(t) {
+                            b"true" => Value::Bool(true),
+                            b"false" => Value::Bool(false),
+                            b"null" => Value::Null,
+                            other => {
+                                let mut msg = b"invalid keyword '".to_vec();
+                                msg.extend_from_slice(other);
+                                msg.push(b'\'');
+                                return Err(JsonError::parse(&String::from_utf8_lossy(&msg)));
+                            }
+                        }
+                    }
+                    _ => return Err(JsonError::parse("expecting value")),
+                }
+            }
+        };
+        // Hand the completed value to the innermost frame.
+        match stack.pop() {
+            None => return Ok(value),
+            Some(Frame::Key(map)) => {
+                let Value::String(key) = value else {
+                    return Err(JsonError::parse("key is not a string in object"));
+                };
+                let t = ts.pop().ok_or_else(premature)?;
+                if t.kind != TokKind::Colon {
+                    return Err(JsonError::parse("missing : in object pair"));
+                }
+                stack.push(Frame::Object(map, Some(key)));
+            }
+            Some(Frame::Object(mut map, key)) => {
+                let key = key.unwrap_or_default();
+                if map.contains_key(&key) {
+                    return Err(JsonError::parse("duplicate key"));
+                }
+                map.insert(key, value);
+                let t = ts.pop().ok_or_else(premature)?;
+                match t.kind {
+                    TokKind::RCurly => done = Some(Value::Object(map)),
+                    TokKind::Comma => stack.push(Frame::Key(map)),
+                    _ => return Err(JsonError::parse("expected separator in dict")),
+                }
+            }
+            Some(Frame::Array(mut list)) => {
+                list.push(value);
+                let t = ts.pop().ok_or_else(premature)?;
+                match t.kind {
+                    TokKind::RSquare => done = Some(Value::Array(list)),
+                    TokKind::Comma => stack.push(Frame::Array(list)),
+                    _ => return Err(JsonError::parse("expected separator in list")),
+                }
+            }
+        }
+    }
+}
+
+fn parse_number(text: &[u8], integer: bool) -> Value {
+    let s = std::str::from_utf8(text).unwrap_or("0");
+    if integer {
+        if let Ok(i) = s.parse::<i64>() {
+            return Value::from(i);
+        }
+        if !s.starts_with('-') {
+            if let Ok(u) = s.parse::<u64>() {
+                return Value::from(u);
+            }
+        }
+    }
+    let mut f = s.parse::<f64>().unwrap_or(0.0);
+    if f.is_infinite() {
+        // QEMU keeps an infinity (and prints "inf"); a JSON value cannot hold one.
+        f = f64::MAX.copysign(f);
+    }
+    Number::from_f64(f)
+        .map(Value::Number)
+        .unwrap_or(Value::Null)
+}
+
+fn hex4(text: &[u8], pos: usize) -> Option<u32> {
+    let mut cp = 0u32;
+    for i in 0..4 {
+        let d = (*text.get(pos + i)? as char).to_digit(16)?;
+        cp = cp * 16 + d;
+    }
+    Some(cp)
+}
+
+/// A string token (with its quotes) to its value, with QEMU's errors.
+fn parse_string(text: &[u8]) -> Result<String, JsonError> {
+    let quote = text.first().copied().unwrap_or(b'"');
+    let mut out = String::with_capacity(text.len());
+    let mut p = 1;
+    while p < text.len() && text[p] != quote {
+        if text[p] == b'\\' {
+            let beg = p;
+            p += 1;
+            let c = text.get(p).copied().unwrap_or(0);
+            p += 1;
+            match c {
+                b'"' => out.push('"'),
+                b'\'' => out.push('\''),
+                b'\\' => out.push('\\'),
+                b'/' => out.push('/'),
+                b'b' => out.push('\u{8}'),
+                b'f' => out.push('\u{c}'),
+                b'n' => out.push('\n'),
+                b'r' => out.push('\r'),
+                b't' => out.push('\t'),
+                b'u' => {
+                    let Some(mut cp) = hex4(text, p) else {
+                        return Err(JsonError::parse("invalid hex escape sequence in string"));
+                    };
+                    p += 4;
+                    let mut valid = true;
+                    if (0xD800..=0xDBFF).contains(&cp)
+                        && text.get(p) == Some(&b'\\')
+                        && text.get(p + 1) == Some(&b'u')
+                    {
+                        match hex4(text, p + 2) {
+                            Some(trail @ 0xDC00..=0xDFFF) => {
+                                cp = 0x10000 + ((cp & 0x3FF) << 10) + (trail & 0x3FF);
+                                p += 6;
+                            }
+                            _ => valid = false,
+                        }
+                    }
+                    match char::from_u32(cp) {
+                        Some(ch) if valid && is_valid_codepoint(cp) => out.push(ch),
+                        _ => {
+                            let shown = String::from_utf8_lossy(&text[beg..p]);
+                            return Err(JsonError::parse(&format!(
+                                "{shown} is not a valid Unicode character"
+                            )));
+                        }
+                    }
+                }
+                _ => return Err(JsonError::parse("invalid escape sequence in string")),
+            }
+        } else {
+            let (cp, next) = mod_utf8_codepoint(text, p);
+            match cp.and_then(char::from_u32) {
+                Some(ch) => out.push(ch),
+                None => return Err(JsonError::parse("invalid UTF-8 sequence in string")),
+            }
+            p = next;
+        }
+    }
+    Ok(out)
+}
+
+// ---------------------------------------------------------------------------
+// The fast path: serde_json with a visitor that refuses what QEMU reads differently.
+
+struct FastCtx {
+    tokens: Cell<usize>,
+}
+
+struct Refused;
+
+impl fmt::Display for Refused {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("refused by the fast path")
+    }
+}
+
+fn qemu_accepts(s: &str) -> bool {
+    s.is_ascii() || s.chars().all(|c| is_valid_codepoint(c as u32))
+}
+
+impl<'de, 'a> DeserializeSeed<'de> for &'a FastCtx {
+    type Value = Value;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+struct FastKey;
+
+impl<'de> DeserializeSeed<'de> for FastKey {
+    type Value = String;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<String, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for FastKey {
+    type Value = String;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a key")
+    }
+    fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<String, E> {
+        if qemu_accepts(s) {
+            Ok(s.to_owned())
+        } else {
+            Err(E::custom(Refused))
+        }
+    }
+}
+
+impl<'de, 'a> Visitor<'de> for &'a FastCtx {
+    type Value = Value;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_bool<E>(self, b: bool) -> Result<Value, E> {
+        self.tokens.set(self.tokens.get() + 1);
+        Ok(Value::Bool(b))
+    }
+    fn visit_i64<E>(self, i: i64) -> Result<Value, E> {
+        self.tokens.set(self.tokens.get() + 1);
+        Ok(Value::from(i))
+    }
+    fn visit_u64<E>(self, u: u64) -> Result<Value, E> {
+        self.tokens.set(self.tokens.get() + 1);
+        Ok(Value::from(u))
+    }
+    fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<Value, E> {
+        // serde_json's float reading may differ from strtod in the last bit,
+        // and it reads -0 and huge integers as floats: the exact path does these.
+        Err(E::custom(Refused))
+    }
+    fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Value, E> {
+        self.tokens.set(self.tokens.get() + 1);
+        if qemu_accepts(s) {
+            Ok(Value::String(s.to_owned()))
+        } else {
+            Err(E::custom(Refused))
+        }
+    }
+    fn visit_string<E: serde::de::Error>(self, s: String) -> Result<Value, E> {
+        self.tokens.set(self.tokens.get() + 1);
+        if qemu_accepts(&s) {
+            Ok(Value::String(s))
+        } else {
+            Err(E::custom(Refused))
+        }
+    }
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        self.tokens.set(self.tokens.get() + 1);
+        Ok(Value::Null)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut list = Vec::new();
+        while let Some(v) = seq.next_element_seed(self)? {
+            list.push(v);
+        }
+        // Brackets and commas.
+        self.tokens.set(self.tokens.get() + 1 + list.len().max(1));
+        Ok(Value::Array(list))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<Value, A::Error> {
+        let mut map = Map::new();
+        while let Some(key) = access.next_key_seed(FastKey)? {
+            let value = access.next_value_seed(self)?;
+            if map.insert(key, value).is_some() {
+                return Err(serde::de::Error::custom(Refused));
+            }
+        }
+        // Braces, keys, colons and commas.
+        self.tokens
+            .set(self.tokens.get() + 1 + 3 * map.len().max(1) - usize::from(!map.is_empty()));
+        Ok(Value::Object(map))
+    }
+}
+
+enum Fast {
+    Value(Value, usize),
+    Incomplete,
+    Refused,
+}
+
+/// A value read by the fast path, with its token count.
+struct FastValue(Value, usize);
+
+impl<'de> serde::Deserialize<'de> for FastValue {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<FastValue, D::Error> {
+        let ctx = FastCtx {
+            tokens: Cell::new(0),
+        };
+        let v = d.deserialize_any(&ctx)?;
+        Ok(FastValue(v, ctx.tokens.get()))
+    }
+}
+
+/// Parse one object or array at the start of `data` with serde_json.
+fn fast_parse(data: &[u8]) -> Fast {
+    let mut stream = serde_json::Deserializer::from_slice(data).into_iter::<FastValue>();
+    match stream.next() {
+        Some(Ok(FastValue(v, tokens))) => {
+            let used = stream.byte_offset();
+            if tokens > MAX_TOKEN_COUNT || used + 1 >= MAX_TOKEN_SIZE {
+                return Fast::Refused;
+            }
+            Fast::Value(v, used)
+        }
+        Some(Err(e)) if e.is_eof() => Fast::Incomplete,
+        None => Fast::Incomplete,
+        Some(Err(_)) => Fast::Refused,
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The streamer.
+
 /// Streaming decoder for QEMU's JSON dialect: bytes in, complete top-level values (or errors) out.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct JsonStreamer {
+    lexer: Lexer,
+    /// A valid beginning of an object or array that waits for its end (fast path).
     pending: Vec<u8>,
+    retries: u32,
+    fast: bool,
+}
+
+impl Default for JsonStreamer {
+    fn default() -> Self {
+        JsonStreamer::new()
+    }
 }
 
 impl JsonStreamer {
     /// A decoder with QEMU's limits: 64 MiB per token, 2 Mi tokens, nesting 1024.
     pub fn new() -> JsonStreamer {
-        JsonStreamer::default()
+        JsonStreamer {
+            lexer: Lexer::new(),
+            pending: Vec::new(),
+            retries: 0,
+            fast: true,
+        }
+    }
+
+    /// A decoder that never takes the fast path (for tests comparing both paths).
+    #[doc(hidden)]
+    pub fn exact_only() -> JsonStreamer {
+        JsonStreamer {
+            fast: false,
+            ..JsonStreamer::new()
+        }
     }
 
     /// Feed bytes; push every complete top-level value or error (in input order) onto `out`.
     pub fn feed(&mut self, bytes: &[u8], out: &mut Vec<Result<Value, JsonError>>) {
-        self.pending.extend_from_slice(bytes);
-        let _ = out;
+        if !self.pending.is_empty() {
+            let mut data = std::mem::take(&mut self.pending);
+            data.extend_from_slice(bytes);
+            self.run(&data, out);
+            return;
+        }
+        let mut pos = 0;
+        if !self.lexer.is_clean() {
+            pos = self.lexer.feed_until_clean(bytes, out);
+        }
+        self.run(&bytes[pos..], out);
     }
 
-    /// End of input: flush what is pending.
+    /// End of input: flush what is pending (QEMU reports an incomplete value at EOF as it does).
     pub fn finish(&mut self, out: &mut Vec<Result<Value, JsonError>>) {
-        self.pending.clear();
-        let _ = out;
+        if !self.pending.is_empty() {
+            let data = std::mem::take(&mut self.pending);
+            let mut pos = 0;
+            while pos < data.len() {
+                pos += self.lexer.feed_until_clean(&data[pos..], out);
+            }
+        }
+        self.retries = 0;
+        self.lexer.flush(out);
+    }
+
+    /// Bytes held while waiting for the rest of a message.
+    pub fn buffered(&self) -> usize {
+        self.pending.len() + self.lexer.arena.len() + self.lexer.tok.len()
+    }
+
+    /// Decode `data`; the lexer is clean on entry.
+    fn run(&mut self, data: &[u8], out: &mut Vec<Result<Value, JsonError>>) {
+        let mut pos = 0;
+        while pos < data.len() {
+            if !self.lexer.is_clean() {
+                pos += self.lexer.feed_until_clean(&data[pos..], out);
+                continue;
+            }
+            match data[pos] {
+                b' ' | b'\t' | b'\r' | b'\n' => {
+                    pos += 1;
+                    continue;
+                }
+                b'{' | b'[' if self.fast => {}
+                _ => {
+                    pos += self.lexer.feed_until_clean(&data[pos..], out);
+                    continue;
+                }
+            }
+            let rest = &data[pos..];
+            match fast_parse(rest) {
+                Fast::Value(v, used) => {
+                    out.push(Ok(v));
+                    pos += used;
+                    self.retries = 0;
+                }
+                Fast::Incomplete
+                    if rest.len() <= FAST_PENDING_MAX
+                        && self.retries < FAST_RETRIES_MAX
+                        && !rest.iter().any(|&b| b >= 0xFE) =>
+                {
+                    // A valid beginning: QEMU would answer nothing yet.
+                    self.retries += 1;
+                    self.pending = rest.to_vec();
+                    return;
+                }
+                Fast::Incomplete | Fast::Refused => {
+                    self.retries = 0;
+                    pos += self.lexer.feed_until_clean(rest, out);
+                }
+            }
+        }
     }
 }
+
+/// Decode a complete input as QEMU would, including what the end of input flushes.
+pub fn decode_all(bytes: &[u8]) -> Vec<Result<Value, JsonError>> {
+    let mut out = Vec::new();
+    let mut s = JsonStreamer::new();
+    s.feed(bytes, &mut out);
+    s.finish(&mut out);
+    out
+}
+
+// ---------------------------------------------------------------------------
+// Output.
 
 /// QEMU's output form of a value (no line terminator).
 pub fn to_qemu_string(value: &Value) -> String {
     let mut out = Vec::new();
     write_qemu(value, &mut out);
+    // The writer only ever produces ASCII.
     String::from_utf8(out).unwrap_or_default()
 }
 
 /// Append QEMU's output form of `value` to `out`.
 pub fn write_qemu(value: &Value, out: &mut Vec<u8>) {
-    out.extend_from_slice(value.to_string().as_bytes());
+    match value {
+        Value::Null => out.extend_from_slice(b"null"),
+        Value::Bool(true) => out.extend_from_slice(b"true"),
+        Value::Bool(false) => out.extend_from_slice(b"false"),
+        Value::Number(n) => write_number(n, out),
+        Value::String(s) => write_string(s, out),
+        Value::Array(list) => {
+            out.push(b'[');
+            for (i, v) in list.iter().enumerate() {
+                if i > 0 {
+                    out.extend_from_slice(b", ");
+                }
+                write_qemu(v, out);
+            }
+            out.push(b']');
+        }
+        Value::Object(map) => {
+            out.push(b'{');
+            for (i, (k, v)) in map.iter().enumerate() {
+                if i > 0 {
+                    out.extend_from_slice(b", ");
+                }
+                write_string(k, out);
+                out.extend_from_slice(b": ");
+                write_qemu(v, out);
+            }
+            out.push(b'}');
+        }
+    }
+}
+
+fn write_number(n: &Number, out: &mut Vec<u8>) {
+    if let Some(u) = n.as_u64() {
+        out.extend_from_slice(u.to_string().as_bytes());
+    } else if let Some(i) = n.as_i64() {
+        out.extend_from_slice(i.to_string().as_bytes());
+    } else if let Some(f) = n.as_f64() {
+        format_g17(f, out);
+    }
+}
+
+/// C's `printf("%.17g", x)`.
+pub fn format_g17(x: f64, out: &mut Vec<u8>) {
+    if x.is_nan() {
+        out.extend_from_slice(if x.is_sign_negative() {
+            b"-nan"
+        } else {
+            b"nan"
+        });
+        return;
+    }
+    if x.is_infinite() {
+        out.extend_from_slice(if x < 0.0 { b"-inf" } else { b"inf" });
+        return;
+    }
+    if x == 0.0 {
+        out.extend_from_slice(if x.is_sign_negative() { b"-0" } else { b"0" });
+        return;
+    }
+    let s = format!("{:.16e}", x);
+    let (mant, exp) = s.split_once('e').unwrap_or((&s, "0"));
+    let exp: i32 = exp.parse().unwrap_or(0);
+    let neg = mant.starts_with('-');
+    let digits: Vec<u8> = mant.bytes().filter(u8::is_ascii_digit).collect();
+    let mut sig = digits.len();
+    while sig > 1 && digits[sig - 1] == b'0' {
+        sig -= 1;
+    }
+    let digits = &digits[..sig];
+    if neg {
+        out.push(b'-');
+    }
+    if !(-4..17).contains(&exp) {
+        out.push(digits[0]);
+        if digits.len() > 1 {
+            out.push(b'.');
+            out.extend_from_slice(&digits[1..]);
+        }
+        out.push(b'e');
+        out.push(if exp < 0 { b'-' } else { b'+' });
+        let e = exp.unsigned_abs();
+        if e < 10 {
+            out.push(b'0');
+        }
+        out.extend_from_slice(e.to_string().as_bytes());
+    } else if exp >= 0 {
+        let int_len = exp as usize + 1;
+        for i in 0..int_len {
+            out.push(digits.get(i).copied().unwrap_or(b'0'));
+        }
+        if digits.len() > int_len {
+            out.push(b'.');
+            out.extend_from_slice(&digits[int_len..]);
+        }
+    } else {
+        out.extend_from_slice(b"0.");
+        for _ in 0..(-exp - 1) {
+            out.push(b'0');
+        }
+        out.extend_from_slice(digits);
+    }
+}
+
+fn write_string(s: &str, out: &mut Vec<u8>) {
+    out.push(b'"');
+    let bytes = s.as_bytes();
+    let mut start = 0;
+    for (i, c) in s.char_indices() {
+        let plain = (' '..'\u{7f}').contains(&c) && c != '"' && c != '\\';
+        if plain {
+            continue;
+        }
+        out.extend_from_slice(&bytes[start..i]);
+        start = i + c.len_utf8();
+        match c {
+            '"' => out.extend_from_slice(b"\\\""),
+            '\\' => out.extend_from_slice(b"\\\\"),
+            '\u{8}' => out.extend_from_slice(b"\\b"),
+            '\u{c}' => out.extend_from_slice(b"\\f"),
+            '\n' => out.extend_from_slice(b"\\n"),
+            '\r' => out.extend_from_slice(b"\\r"),
+            '\t' => out.extend_from_slice(b"\\t"),
+            _ => {
+                let cp = if is_valid_codepoint(c as u32) {
+                    c as u32
+                } else {
+                    0xFFFD
+                };
+                if cp > 0xFFFF {
+                    let v = cp - 0x10000;
+                    push_u_escape(0xD800 + (v >> 10), out);
+                    push_u_escape(0xDC00 + (v & 0x3FF), out);
+                } else {
+                    push_u_escape(cp, out);
+                }
+            }
+        }
+    }
+    out.extend_from_slice(&bytes[start..]);
+    out.push(b'"');
+}
+
+fn push_u_escape(cp: u32, out: &mut Vec<u8>) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    out.extend_from_slice(b"\\u");
+    for shift in [12, 8, 4, 0] {
+        out.push(HEX[((cp >> shift) & 0xF) as usize]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn descs(input: &[u8]) -> Vec<String> {
+        let mut out = Vec::new();
+        JsonStreamer::new().feed(input, &mut out);
+        out.into_iter()
+            .map(|r| match r {
+                Ok(v) => to_qemu_string(&v),
+                Err(e) => format!("ERR {e}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn transcript_errors() {
+        assert_eq!(
+            descs(b"{\"execute\": query-status}\n"),
+            [
+                "ERR JSON parse error, stray '-s'",
+                "ERR JSON parse error, expecting value"
+            ]
+        );
+        assert_eq!(
+            descs(b"{\"execute\": \"query-version\", \"id\": \"\xff\xfe\"}\n"),
+            [
+                "ERR JSON parse error, stray '\"\u{FFFD}'",
+                "ERR JSON parse error, stray '\u{FFFD}'",
+                "ERR JSON parse error, expecting value"
+            ]
+        );
+        assert_eq!(
+            descs(b"{\"execute\": \"query-version\", \"id\": \"\\ud800\"}\n"),
+            ["ERR JSON parse error, \\ud800 is not a valid Unicode character"]
+        );
+        assert_eq!(descs(b"{'execute': 'x'}"), ["{\"execute\": \"x\"}"]);
+        assert_eq!(
+            descs(b"{\"a\": 1e3, \"b\": 1.5}"),
+            ["{\"a\": 1000, \"b\": 1.5}"]
+        );
+        assert_eq!(
+            descs(b"[12345678901234567890, 99999999999999999999, -0]"),
+            ["[12345678901234567890, 1e+20, 0]"]
+        );
+    }
+
+    #[test]
+    fn g17() {
+        let f = |x: f64| {
+            let mut o = Vec::new();
+            format_g17(x, &mut o);
+            String::from_utf8(o).unwrap_or_default()
+        };
+        assert_eq!(f(0.1), "0.10000000000000001");
+        assert_eq!(f(1e21), "1e+21");
+        assert_eq!(f(1234567890123456.25), "1234567890123456.2");
+        assert_eq!(f(1e-5), "1.0000000000000001e-05");
+        assert_eq!(f(0.0001), "0.0001");
+        assert_eq!(f(-2.5), "-2.5");
+        assert_eq!(f(1e16), "10000000000000000");
+        assert_eq!(f(1e17), "1e+17");
+    }
 }
