@@ -3,7 +3,9 @@
 pub mod error;
 pub mod json;
 pub mod message;
+pub mod qdict;
 
 pub use error::{ErrorClass, QmpError};
 pub use json::{to_qemu_string, write_qemu, JsonError, JsonStreamer};
 pub use message::*;
+pub use qdict::qemu_order;

@@ -117,7 +117,7 @@ pub struct Request {
     pub oob: bool,
     /// The `arguments` member, if present.
     pub arguments: Option<Map<String, Value>>,
-    /// The `id` member, echoed verbatim in the reply.
+    /// The `id` member, in the order QEMU prints it: echo it as is.
     pub id: Option<Value>,
 }
 
@@ -146,22 +146,27 @@ impl Request {
                 error: QmpError::generic("QMP input must be a JSON object"),
             });
         };
-        let id = obj.get("id").cloned();
+        let id = obj.get("id").cloned().map(crate::qdict::qemu_order);
         let fail = |desc: String| RequestError {
             id: id.clone(),
             error: QmpError::generic(desc),
         };
-        for (key, val) in &obj {
-            match key.as_str() {
-                "execute" => {
-                    if !val.is_string() {
-                        return Err(fail("QMP input member 'execute' must be a string".into()));
+        // QEMU checks the members in its own walking order, and the first
+        // member of `execute` / `exec-oob` it meets is the command.
+        let keys: Vec<&String> = obj.keys().collect();
+        let values: Vec<&Value> = obj.values().collect();
+        let mut command: Option<(&str, bool)> = None;
+        for i in crate::qdict::walk_order(&obj) {
+            let (key, val) = (keys[i].as_str(), values[i]);
+            match key {
+                "execute" | "exec-oob" if key == "execute" || allow_oob => {
+                    let Value::String(name) = val else {
+                        return Err(fail(format!("QMP input member '{key}' must be a string")));
+                    };
+                    if command.is_some() {
+                        return Err(fail(format!("QMP input member '{key}' is unexpected")));
                     }
-                }
-                "exec-oob" if allow_oob => {
-                    if !val.is_string() {
-                        return Err(fail("QMP input member 'exec-oob' must be a string".into()));
-                    }
+                    command = Some((name.as_str(), key == "exec-oob"));
                 }
                 "arguments" => {
                     if !val.is_object() {
@@ -176,21 +181,14 @@ impl Request {
                 }
             }
         }
-        let execute = obj.shift_remove("execute");
-        let exec_oob = obj.shift_remove("exec-oob");
-        let (command, oob) = match (execute, exec_oob) {
-            (Some(Value::String(c)), None) => (c, false),
-            (None, Some(Value::String(c))) => (c, true),
-            (Some(_), Some(_)) => {
-                return Err(fail("QMP input member 'exec-oob' is unexpected".into()));
-            }
-            _ => return Err(fail("QMP input lacks member 'execute'".into())),
+        let Some((command, oob)) = command else {
+            return Err(fail("QMP input lacks member 'execute'".into()));
         };
+        let command = command.to_owned();
         let arguments = match obj.shift_remove("arguments") {
             Some(Value::Object(m)) => Some(m),
             _ => None,
         };
-        let id = obj.shift_remove("id");
         Ok(Request {
             command,
             oob,
