@@ -1001,35 +1001,71 @@ pub fn to_qemu_string(value: &Value) -> String {
     String::from_utf8(out).unwrap_or_default()
 }
 
-/// Append QEMU's output form of `value` to `out`.
+/// Append QEMU's output form of `value` to `out`. Works without recursion, at any depth.
 pub fn write_qemu(value: &Value, out: &mut Vec<u8>) {
-    match value {
-        Value::Null => out.extend_from_slice(b"null"),
-        Value::Bool(true) => out.extend_from_slice(b"true"),
-        Value::Bool(false) => out.extend_from_slice(b"false"),
-        Value::Number(n) => write_number(n, out),
-        Value::String(s) => write_string(s, out),
-        Value::Array(list) => {
-            out.push(b'[');
-            for (i, v) in list.iter().enumerate() {
-                if i > 0 {
-                    out.extend_from_slice(b", ");
+    enum Open<'a> {
+        Array(std::slice::Iter<'a, Value>),
+        Object(serde_json::map::Iter<'a>),
+    }
+    let mut stack: Vec<Open<'_>> = Vec::new();
+    let mut next = Some(value);
+    loop {
+        if let Some(v) = next.take() {
+            match v {
+                Value::Null => out.extend_from_slice(b"null"),
+                Value::Bool(true) => out.extend_from_slice(b"true"),
+                Value::Bool(false) => out.extend_from_slice(b"false"),
+                Value::Number(n) => write_number(n, out),
+                Value::String(s) => write_string(s, out),
+                Value::Array(list) => {
+                    out.push(b'[');
+                    let mut it = list.iter();
+                    next = it.next();
+                    stack.push(Open::Array(it));
+                    if next.is_some() {
+                        continue;
+                    }
                 }
-                write_qemu(v, out);
+                Value::Object(map) => {
+                    out.push(b'{');
+                    let mut it = map.iter();
+                    if let Some((k, v)) = it.next() {
+                        write_string(k, out);
+                        out.extend_from_slice(b": ");
+                        next = Some(v);
+                    }
+                    stack.push(Open::Object(it));
+                    if next.is_some() {
+                        continue;
+                    }
+                }
             }
-            out.push(b']');
         }
-        Value::Object(map) => {
-            out.push(b'{');
-            for (i, (k, v)) in map.iter().enumerate() {
-                if i > 0 {
+        // Continue the innermost open array or object.
+        match stack.last_mut() {
+            None => return,
+            Some(Open::Array(it)) => match it.next() {
+                Some(v) => {
                     out.extend_from_slice(b", ");
+                    next = Some(v);
                 }
-                write_string(k, out);
-                out.extend_from_slice(b": ");
-                write_qemu(v, out);
-            }
-            out.push(b'}');
+                None => {
+                    out.push(b']');
+                    stack.pop();
+                }
+            },
+            Some(Open::Object(it)) => match it.next() {
+                Some((k, v)) => {
+                    out.extend_from_slice(b", ");
+                    write_string(k, out);
+                    out.extend_from_slice(b": ");
+                    next = Some(v);
+                }
+                None => {
+                    out.push(b'}');
+                    stack.pop();
+                }
+            },
         }
     }
 }

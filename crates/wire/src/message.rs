@@ -146,45 +146,18 @@ impl Request {
                 error: QmpError::generic("QMP input must be a JSON object"),
             });
         };
-        let id = obj.get("id").cloned().map(crate::qdict::qemu_order);
-        let fail = |desc: String| RequestError {
-            id: id.clone(),
-            error: QmpError::generic(desc),
-        };
-        // QEMU checks the members in its own walking order, and the first
-        // member of `execute` / `exec-oob` it meets is the command.
-        let keys: Vec<&String> = obj.keys().collect();
-        let values: Vec<&Value> = obj.values().collect();
-        let mut command: Option<(&str, bool)> = None;
-        for i in crate::qdict::walk_order(&obj) {
-            let (key, val) = (keys[i].as_str(), values[i]);
-            match key {
-                "execute" | "exec-oob" if key == "execute" || allow_oob => {
-                    let Value::String(name) = val else {
-                        return Err(fail(format!("QMP input member '{key}' must be a string")));
-                    };
-                    if command.is_some() {
-                        return Err(fail(format!("QMP input member '{key}' is unexpected")));
-                    }
-                    command = Some((name.as_str(), key == "exec-oob"));
-                }
-                "arguments" => {
-                    if !val.is_object() {
-                        return Err(fail(
-                            "QMP input member 'arguments' must be an object".into(),
-                        ));
-                    }
-                }
-                "id" => {}
-                other => {
-                    return Err(fail(format!("QMP input member '{other}' is unexpected")));
-                }
+        let checked = check_members(&obj, allow_oob);
+        // Moved out, not copied: it can be as deep as the input allows.
+        let id = obj.shift_remove("id").map(crate::qdict::qemu_order);
+        let (command, oob) = match checked {
+            Ok(c) => c,
+            Err(desc) => {
+                return Err(RequestError {
+                    id,
+                    error: QmpError::generic(desc),
+                })
             }
-        }
-        let Some((command, oob)) = command else {
-            return Err(fail("QMP input lacks member 'execute'".into()));
         };
-        let command = command.to_owned();
         let arguments = match obj.shift_remove("arguments") {
             Some(Value::Object(m)) => Some(m),
             _ => None,
@@ -195,6 +168,41 @@ impl Request {
             arguments,
             id,
         })
+    }
+}
+
+/// QEMU checks the members in its own walking order; the first `execute` /
+/// `exec-oob` member it meets names the command.
+fn check_members(obj: &Map<String, Value>, allow_oob: bool) -> Result<(String, bool), String> {
+    let mut command: Option<(&str, bool)> = None;
+    let members: Vec<(&String, &Value)> = obj.iter().collect();
+    for i in crate::qdict::walk_order(obj) {
+        let Some(&(key, val)) = members.get(i) else {
+            continue;
+        };
+        let key = key.as_str();
+        match key {
+            "execute" | "exec-oob" if key == "execute" || allow_oob => {
+                let Value::String(name) = val else {
+                    return Err(format!("QMP input member '{key}' must be a string"));
+                };
+                if command.is_some() {
+                    return Err(format!("QMP input member '{key}' is unexpected"));
+                }
+                command = Some((name.as_str(), key == "exec-oob"));
+            }
+            "arguments" => {
+                if !val.is_object() {
+                    return Err("QMP input member 'arguments' must be an object".into());
+                }
+            }
+            "id" => {}
+            other => return Err(format!("QMP input member '{other}' is unexpected")),
+        }
+    }
+    match command {
+        Some((name, oob)) => Ok((name.to_owned(), oob)),
+        None => Err("QMP input lacks member 'execute'".into()),
     }
 }
 

@@ -48,26 +48,47 @@ pub fn walk_order(map: &Map<String, Value>) -> Vec<usize> {
 /// Reorder every object in `value`, whose members are in the order QEMU would
 /// have inserted them (input order for parsed JSON, schema order for command
 /// results), into the order QEMU prints them. Apply once: the result's order
-/// is no longer an insertion order.
+/// is no longer an insertion order. Works without recursion, at any depth.
 pub fn qemu_order(value: Value) -> Value {
-    match value {
-        Value::Object(map) => {
-            if map.len() <= 1 {
-                return Value::Object(map.into_iter().map(|(k, v)| (k, qemu_order(v))).collect());
-            }
-            let order = walk_order(&map);
-            let mut slots: Vec<Option<(String, Value)>> = map.into_iter().map(Some).collect();
-            let mut out = Map::with_capacity(slots.len());
-            for i in order {
-                if let Some((k, v)) = slots.get_mut(i).and_then(Option::take) {
-                    out.insert(k, qemu_order(v));
-                }
-            }
-            Value::Object(out)
-        }
-        Value::Array(list) => Value::Array(list.into_iter().map(qemu_order).collect()),
-        other => other,
+    enum Task {
+        Visit(Value),
+        Array(usize),
+        Object(Vec<String>),
     }
+    let mut tasks = vec![Task::Visit(value)];
+    let mut done: Vec<Value> = Vec::new();
+    while let Some(task) = tasks.pop() {
+        match task {
+            Task::Visit(Value::Array(list)) => {
+                tasks.push(Task::Array(list.len()));
+                tasks.extend(list.into_iter().rev().map(Task::Visit));
+            }
+            Task::Visit(Value::Object(map)) => {
+                let order = walk_order(&map);
+                let mut slots: Vec<Option<(String, Value)>> = map.into_iter().map(Some).collect();
+                let mut keys = Vec::with_capacity(slots.len());
+                let mut values = Vec::with_capacity(slots.len());
+                for i in order {
+                    if let Some((k, v)) = slots.get_mut(i).and_then(Option::take) {
+                        keys.push(k);
+                        values.push(v);
+                    }
+                }
+                tasks.push(Task::Object(keys));
+                tasks.extend(values.into_iter().rev().map(Task::Visit));
+            }
+            Task::Visit(scalar) => done.push(scalar),
+            Task::Array(n) => {
+                let items = done.split_off(done.len().saturating_sub(n));
+                done.push(Value::Array(items));
+            }
+            Task::Object(keys) => {
+                let values = done.split_off(done.len().saturating_sub(keys.len()));
+                done.push(Value::Object(keys.into_iter().zip(values).collect()));
+            }
+        }
+    }
+    done.pop().unwrap_or(Value::Null)
 }
 
 #[cfg(test)]
