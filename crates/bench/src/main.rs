@@ -1,5 +1,9 @@
 //! `cargo run --release -p qmpkit-bench` — the benchmark harness.
 
+mod wire;
+
 fn main() {
-    println!("no benchmarks yet");
+    let mut results = serde_json::Map::new();
+    wire::run(&mut results);
+    println!("{}", serde_json::Value::Object(results));
 }
