@@ -1,0 +1,1021 @@
+//! The async client: one reader task, one writer task, requests matched to replies by `id`.
+//!
+//! Invariants:
+//! - A request is queued to the writer as one whole frame before its future first yields, and
+//!   the writer writes whole frames only; so dropping a request future (cancellation, timeout)
+//!   never leaves a partial message on the wire.
+//! - An `id` stays registered until its reply arrives, even when its waiter has gone: a late
+//!   reply is consumed quietly and can never be mistaken for another request's reply.
+//! - Ids the client generates are integers from a per-connection counter, never reused.
+//! - The reader never waits for a subscriber: each subscriber has its own queue of bounded
+//!   length; when it is full the subscriber gets an [`EventItem::Lagged`] in place of what it missed.
+//! - When the connection ends, every waiter gets [`Error::Disconnected`] and every subscription ends.
+
+use crate::error::{Error, RequestInfo, Result};
+use crate::fdpass::{send_with_fds, MAX_FDS};
+use crate::message::{check_limits, Event, EventFilter, EventItem, Greeting, IdKey, MAX_TOKENS};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use std::collections::HashMap;
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::net::{TcpStream, ToSocketAddrs, UnixStream};
+use tokio::sync::{mpsc, oneshot, watch};
+
+/// Where a QMP server listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Endpoint {
+    Unix(PathBuf),
+    /// `HOST:PORT`.
+    Tcp(String),
+}
+
+impl Endpoint {
+    /// `unix:PATH`, `tcp:HOST:PORT`, or a bare path (unix) / `HOST:PORT` (tcp).
+    pub fn parse(s: &str) -> Endpoint {
+        if let Some(p) = s.strip_prefix("unix:") {
+            Endpoint::Unix(PathBuf::from(p))
+        } else if let Some(a) = s.strip_prefix("tcp:") {
+            Endpoint::Tcp(a.to_string())
+        } else if s.contains(':') && !s.contains('/') {
+            Endpoint::Tcp(s.to_string())
+        } else {
+            Endpoint::Unix(PathBuf::from(s))
+        }
+    }
+}
+
+/// How to connect. `ConnectOptions::default()` negotiates, enables `oob` when offered, and sets
+/// no request timeout.
+#[derive(Debug, Clone)]
+pub struct ConnectOptions {
+    /// Send `qmp_capabilities` right after the greeting (default true).
+    pub negotiate: bool,
+    /// Enable the `oob` capability when the server offers it (default true).
+    pub enable_oob: bool,
+    /// Default timeout for every request (a [`Command`] can override it). Default: none.
+    pub timeout: Option<Duration>,
+    /// How long to wait for the greeting (default 10 s).
+    pub greeting_timeout: Duration,
+    /// Events a subscriber may have queued before it starts lagging (default 4096).
+    pub event_buffer: usize,
+    /// Longest message accepted from the server (default 1 GiB).
+    pub max_message: usize,
+}
+
+impl Default for ConnectOptions {
+    fn default() -> Self {
+        ConnectOptions {
+            negotiate: true,
+            enable_oob: true,
+            timeout: None,
+            greeting_timeout: Duration::from_secs(10),
+            event_buffer: 4096,
+            max_message: 1 << 30,
+        }
+    }
+}
+
+impl ConnectOptions {
+    pub fn timeout(mut self, t: Duration) -> Self {
+        self.timeout = Some(t);
+        self
+    }
+
+    pub fn negotiate(mut self, yes: bool) -> Self {
+        self.negotiate = yes;
+        self
+    }
+
+    pub fn enable_oob(mut self, yes: bool) -> Self {
+        self.enable_oob = yes;
+        self
+    }
+
+    pub fn event_buffer(mut self, n: usize) -> Self {
+        self.event_buffer = n.max(1);
+        self
+    }
+
+    pub async fn connect(&self, endpoint: &Endpoint) -> Result<Client> {
+        match endpoint {
+            Endpoint::Unix(p) => self.connect_unix(p).await,
+            Endpoint::Tcp(a) => self.connect_tcp(a.as_str()).await,
+        }
+    }
+
+    pub async fn connect_unix(&self, path: impl AsRef<Path>) -> Result<Client> {
+        let s = UnixStream::connect(path).await?;
+        self.from_unix_stream(s).await
+    }
+
+    pub async fn connect_tcp(&self, addr: impl ToSocketAddrs) -> Result<Client> {
+        let s = TcpStream::connect(addr).await?;
+        self.from_tcp_stream(s).await
+    }
+
+    /// Use an already connected unix socket (file descriptors can be passed).
+    pub async fn from_unix_stream(&self, s: UnixStream) -> Result<Client> {
+        let (r, w) = s.into_split();
+        Client::start(Box::new(r), WriteSide::Unix(w), self).await
+    }
+
+    pub async fn from_tcp_stream(&self, s: TcpStream) -> Result<Client> {
+        s.set_nodelay(true)?;
+        let (r, w) = s.into_split();
+        Client::start(Box::new(r), WriteSide::Tcp(w), self).await
+    }
+
+    /// Any byte stream (no file descriptor passing), e.g. stdio of a child or an in-memory pipe.
+    pub async fn from_io(
+        &self,
+        reader: impl AsyncRead + Send + Unpin + 'static,
+        writer: impl AsyncWrite + Send + Unpin + 'static,
+    ) -> Result<Client> {
+        Client::start(Box::new(reader), WriteSide::Io(Box::new(writer)), self).await
+    }
+}
+
+/// One request: command name, arguments and options.
+#[derive(Debug)]
+pub struct Command {
+    name: String,
+    args: Value,
+    oob: bool,
+    id: Option<Value>,
+    timeout: Option<Option<Duration>>,
+    fds: Vec<OwnedFd>,
+}
+
+impl Command {
+    pub fn new(name: impl Into<String>) -> Command {
+        Command {
+            name: name.into(),
+            args: Value::Null,
+            oob: false,
+            id: None,
+            timeout: None,
+            fds: Vec::new(),
+        }
+    }
+
+    /// The `arguments` member: a JSON object (or `null` for none).
+    pub fn args(mut self, args: Value) -> Command {
+        self.args = args;
+        self
+    }
+
+    /// Add one argument.
+    pub fn arg(mut self, key: impl Into<String>, value: impl Into<Value>) -> Command {
+        if !self.args.is_object() {
+            self.args = Value::Object(Map::new());
+        }
+        if let Value::Object(m) = &mut self.args {
+            m.insert(key.into(), value.into());
+        }
+        self
+    }
+
+    /// Send with `exec-oob` instead of `execute`.
+    pub fn oob(mut self) -> Command {
+        self.oob = true;
+        self
+    }
+
+    /// Use this `id` (any JSON value) instead of a generated one; it must not be in flight.
+    pub fn id(mut self, id: Value) -> Command {
+        self.id = Some(id);
+        self
+    }
+
+    /// Give up waiting after `t` (overrides the connection's default).
+    pub fn timeout(mut self, t: Duration) -> Command {
+        self.timeout = Some(Some(t));
+        self
+    }
+
+    /// Wait as long as it takes (overrides the connection's default).
+    pub fn no_timeout(mut self) -> Command {
+        self.timeout = Some(None);
+        self
+    }
+
+    /// Pass a file descriptor with SCM_RIGHTS alongside this command (unix sockets only).
+    pub fn fd(mut self, fd: OwnedFd) -> Command {
+        self.fds.push(fd);
+        self
+    }
+}
+
+/// What `add-fd` answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AddFdInfo {
+    #[serde(rename = "fdset-id")]
+    pub fdset_id: i64,
+    pub fd: i64,
+}
+
+enum Reply {
+    Return(Value),
+    Error { class: String, desc: String },
+    Closed(Arc<str>),
+}
+
+enum Frame {
+    Data(Vec<u8>),
+    WithFds(Vec<u8>, Vec<OwnedFd>),
+    Close,
+}
+
+struct Pending {
+    map: HashMap<IdKey, oneshot::Sender<Reply>>,
+    closed: Option<Arc<str>>,
+}
+
+struct Slot {
+    filter: EventFilter,
+    tx: mpsc::UnboundedSender<EventItem>,
+    queued: Arc<AtomicUsize>,
+    cap: usize,
+    missed: u64,
+}
+
+impl Slot {
+    /// Queue an item, or count it as missed when the subscriber is full. False once the
+    /// subscription is gone.
+    fn push(&mut self, item: EventItem) -> bool {
+        if self.tx.is_closed() {
+            return false;
+        }
+        if self.queued.load(Ordering::Acquire) >= self.cap {
+            self.missed += 1;
+            return true;
+        }
+        if self.missed > 0 {
+            let missed = std::mem::take(&mut self.missed);
+            if self.tx.send(EventItem::Lagged { missed }).is_err() {
+                return false;
+            }
+        }
+        self.queued.fetch_add(1, Ordering::AcqRel);
+        self.tx.send(item).is_ok()
+    }
+}
+
+struct Subs {
+    slots: Vec<Slot>,
+    closed: bool,
+    unmatched: u64,
+}
+
+/// State shared by the client handles and the reader/writer tasks.
+struct Conn {
+    pending: Mutex<Pending>,
+    subs: Mutex<Subs>,
+    closed_tx: watch::Sender<Option<Arc<str>>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Conn {
+    /// End the connection: every waiter gets `Closed`, every subscription ends.
+    fn fail(&self, reason: &str) {
+        let reason: Arc<str> = Arc::from(reason);
+        let drained = {
+            let mut p = lock(&self.pending);
+            if p.closed.is_some() {
+                return;
+            }
+            p.closed = Some(reason.clone());
+            std::mem::take(&mut p.map)
+        };
+        for (_, tx) in drained {
+            let _ = tx.send(Reply::Closed(reason.clone()));
+        }
+        {
+            let mut s = lock(&self.subs);
+            s.closed = true;
+            s.slots.clear();
+        }
+        self.closed_tx.send_replace(Some(reason));
+    }
+
+    fn dispatch(&self, line: &[u8]) {
+        if line.iter().all(u8::is_ascii_whitespace) {
+            return;
+        }
+        let v: Value = match serde_json::from_slice(line) {
+            Ok(v) => v,
+            Err(_) => {
+                self.unmatched(Value::String(
+                    String::from_utf8_lossy(line).trim_end().into(),
+                ));
+                return;
+            }
+        };
+        let mut m = match v {
+            Value::Object(m) => m,
+            other => return self.unmatched(other),
+        };
+        if m.contains_key("event") {
+            match Event::from_map(m.clone()) {
+                Some(e) => self.deliver(e),
+                None => self.unmatched(Value::Object(m)),
+            }
+            return;
+        }
+        if !(m.contains_key("return") || m.contains_key("error")) {
+            return self.unmatched(Value::Object(m));
+        }
+        let waiter = match m.get("id") {
+            Some(id) => lock(&self.pending).map.remove(&IdKey::of(id)),
+            None => None,
+        };
+        let Some(tx) = waiter else {
+            return self.unmatched(Value::Object(m));
+        };
+        let reply = if let Some(r) = m.remove("return") {
+            Reply::Return(r)
+        } else {
+            let e = m.remove("error").unwrap_or(Value::Null);
+            let class = e.get("class").and_then(Value::as_str).map(str::to_owned);
+            let desc = e.get("desc").and_then(Value::as_str).map(str::to_owned);
+            Reply::Error {
+                class: class.unwrap_or_default(),
+                desc: desc.unwrap_or_else(|| e.to_string()),
+            }
+        };
+        // The waiter may have given up (timeout, cancellation): the reply is consumed either way.
+        let _ = tx.send(reply);
+    }
+
+    fn deliver(&self, e: Event) {
+        let mut s = lock(&self.subs);
+        s.slots.retain_mut(|slot| {
+            if slot.filter.matches(&e.event) {
+                slot.push(EventItem::Event(e.clone()))
+            } else {
+                !slot.tx.is_closed()
+            }
+        });
+    }
+
+    fn unmatched(&self, v: Value) {
+        let mut s = lock(&self.subs);
+        s.unmatched += 1;
+        s.slots.retain_mut(|slot| {
+            if slot.filter == EventFilter::All {
+                slot.push(EventItem::Unmatched(v.clone()))
+            } else {
+                !slot.tx.is_closed()
+            }
+        });
+    }
+}
+
+enum WriteSide {
+    Unix(tokio::net::unix::OwnedWriteHalf),
+    Tcp(tokio::net::tcp::OwnedWriteHalf),
+    Io(Box<dyn AsyncWrite + Send + Unpin>),
+}
+
+impl WriteSide {
+    async fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        match self {
+            WriteSide::Unix(w) => w.write_all(buf).await,
+            WriteSide::Tcp(w) => w.write_all(buf).await,
+            WriteSide::Io(w) => {
+                w.write_all(buf).await?;
+                w.flush().await
+            }
+        }
+    }
+
+    async fn write_with_fds(&mut self, buf: &[u8], fds: &[OwnedFd]) -> io::Result<()> {
+        let WriteSide::Unix(w) = self else {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "file descriptors need a unix socket",
+            ));
+        };
+        let s: &UnixStream = w.as_ref();
+        let n = s
+            .async_io(tokio::io::Interest::WRITABLE, || {
+                send_with_fds(s.as_raw_fd(), buf, fds)
+            })
+            .await?;
+        match buf.get(n..) {
+            Some(rest) if !rest.is_empty() => w.write_all(rest).await,
+            _ => Ok(()),
+        }
+    }
+
+    async fn shutdown(&mut self) {
+        let _ = match self {
+            WriteSide::Unix(w) => w.shutdown().await,
+            WriteSide::Tcp(w) => w.shutdown().await,
+            WriteSide::Io(w) => w.shutdown().await,
+        };
+    }
+}
+
+async fn writer_loop(conn: Arc<Conn>, mut w: WriteSide, mut rx: mpsc::UnboundedReceiver<Frame>) {
+    let mut buf: Vec<u8> = Vec::with_capacity(64 * 1024);
+    let mut next = rx.recv().await;
+    while let Some(frame) = next.take() {
+        // Batch whatever else is already queued into one write.
+        let mut item = Some(frame);
+        let mut close = false;
+        while let Some(f) = item.take() {
+            let r = match f {
+                Frame::Data(b) => {
+                    buf.extend_from_slice(&b);
+                    Ok(())
+                }
+                Frame::WithFds(b, fds) => {
+                    let r = if buf.is_empty() {
+                        Ok(())
+                    } else {
+                        w.write_all(&buf).await
+                    };
+                    buf.clear();
+                    match r {
+                        Ok(()) => w.write_with_fds(&b, &fds).await,
+                        Err(e) => Err(e),
+                    }
+                }
+                Frame::Close => {
+                    close = true;
+                    Ok(())
+                }
+            };
+            if let Err(e) = r {
+                conn.fail(&format!("write failed: {e}"));
+                return;
+            }
+            if close || buf.len() >= 256 * 1024 {
+                break;
+            }
+            item = rx.try_recv().ok();
+        }
+        if !buf.is_empty() {
+            if let Err(e) = w.write_all(&buf).await {
+                conn.fail(&format!("write failed: {e}"));
+                return;
+            }
+            buf.clear();
+        }
+        if close {
+            break;
+        }
+        next = rx.recv().await;
+    }
+    w.shutdown().await;
+}
+
+/// Read one `\n`-terminated message into `line`; false at end of file with nothing read.
+async fn read_line<R: AsyncRead + Unpin>(
+    r: &mut BufReader<R>,
+    line: &mut Vec<u8>,
+    max: usize,
+) -> io::Result<bool> {
+    loop {
+        let buf = r.fill_buf().await?;
+        if buf.is_empty() {
+            return Ok(!line.is_empty());
+        }
+        match buf.iter().position(|&b| b == b'\n') {
+            Some(i) => {
+                line.extend_from_slice(&buf[..=i]);
+                r.consume(i + 1);
+                return Ok(true);
+            }
+            None => {
+                let n = buf.len();
+                line.extend_from_slice(buf);
+                r.consume(n);
+            }
+        }
+        if line.len() > max {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("message from the server longer than {max} bytes"),
+            ));
+        }
+    }
+}
+
+type Reader = BufReader<Box<dyn AsyncRead + Send + Unpin>>;
+
+async fn reader_loop(conn: Arc<Conn>, mut r: Reader, max: usize) {
+    let mut line = Vec::with_capacity(4096);
+    let reason = loop {
+        line.clear();
+        match read_line(&mut r, &mut line, max).await {
+            Ok(true) => conn.dispatch(&line),
+            Ok(false) => break "the server closed the connection".to_string(),
+            Err(e) => break format!("read failed: {e}"),
+        }
+    };
+    conn.fail(&reason);
+}
+
+struct Inner {
+    conn: Arc<Conn>,
+    tx: mpsc::UnboundedSender<Frame>,
+    greeting: Greeting,
+    oob: AtomicBool,
+    want_oob: bool,
+    next_id: AtomicU64,
+    timeout: Option<Duration>,
+    event_buffer: usize,
+    fd_capable: bool,
+    reader: tokio::task::AbortHandle,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.reader.abort();
+        self.conn.fail("the client was dropped");
+    }
+}
+
+/// An async QMP client. Cheap to clone; all clones share the connection, which closes when the
+/// last clone is dropped (or on [`Client::close`]).
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("greeting", &self.inner.greeting.raw)
+            .field("oob", &self.oob_enabled())
+            .field("closed", &self.is_closed())
+            .finish()
+    }
+}
+
+/// A stream of events (and lag markers) from one subscription; see [`Client::subscribe`].
+pub struct Subscription {
+    rx: mpsc::UnboundedReceiver<EventItem>,
+    queued: Arc<AtomicUsize>,
+}
+
+impl Subscription {
+    /// The next item; `None` once the connection has closed and everything queued was read.
+    pub async fn recv(&mut self) -> Option<EventItem> {
+        let item = self.rx.recv().await?;
+        self.took(&item);
+        Some(item)
+    }
+
+    /// The next item if one is queued.
+    pub fn try_recv(&mut self) -> Option<EventItem> {
+        let item = self.rx.try_recv().ok()?;
+        self.took(&item);
+        Some(item)
+    }
+
+    /// Wait for an event named `name`, skipping everything else; `None` if the connection closes.
+    pub async fn wait_for(&mut self, name: &str) -> Option<Event> {
+        loop {
+            if let EventItem::Event(e) = self.recv().await? {
+                if e.event == name {
+                    return Some(e);
+                }
+            }
+        }
+    }
+
+    fn took(&self, item: &EventItem) {
+        if !matches!(item, EventItem::Lagged { .. }) {
+            self.queued.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
+
+fn to_arguments(command: &str, args: Value) -> Result<Option<Map<String, Value>>> {
+    match args {
+        Value::Null => Ok(None),
+        Value::Object(m) => Ok(Some(m)),
+        other => Err(Error::InvalidRequest {
+            command: command.to_string(),
+            reason: format!("arguments must be a JSON object, not {other}"),
+        }),
+    }
+}
+
+fn decode<T: DeserializeOwned>(v: Value, request: impl FnOnce() -> RequestInfo) -> Result<T> {
+    // Commands that return nothing answer `{}`: let `()` (and other unit-like types) accept it.
+    let empty = matches!(&v, Value::Object(m) if m.is_empty());
+    match serde_json::from_value::<T>(v) {
+        Ok(t) => Ok(t),
+        Err(e) => {
+            if empty {
+                if let Ok(t) = serde_json::from_value::<T>(Value::Null) {
+                    return Ok(t);
+                }
+            }
+            Err(Error::Decode {
+                source: e,
+                request: Box::new(request()),
+            })
+        }
+    }
+}
+
+impl Client {
+    /// Connect to a unix socket with default options.
+    pub async fn connect_unix(path: impl AsRef<Path>) -> Result<Client> {
+        ConnectOptions::default().connect_unix(path).await
+    }
+
+    /// Connect over TCP with default options.
+    pub async fn connect_tcp(addr: impl ToSocketAddrs) -> Result<Client> {
+        ConnectOptions::default().connect_tcp(addr).await
+    }
+
+    /// Connect to `unix:PATH` / `tcp:HOST:PORT` with default options.
+    pub async fn connect(endpoint: &str) -> Result<Client> {
+        ConnectOptions::default()
+            .connect(&Endpoint::parse(endpoint))
+            .await
+    }
+
+    async fn start(
+        reader: Box<dyn AsyncRead + Send + Unpin>,
+        writer: WriteSide,
+        opts: &ConnectOptions,
+    ) -> Result<Client> {
+        let fd_capable = matches!(writer, WriteSide::Unix(_));
+        let mut r: Reader = BufReader::with_capacity(64 * 1024, reader);
+        let mut line = Vec::new();
+        let got = tokio::time::timeout(
+            opts.greeting_timeout,
+            read_line(&mut r, &mut line, opts.max_message),
+        )
+        .await
+        .map_err(|_| Error::Greeting(format!("none within {:?}", opts.greeting_timeout)))??;
+        if !got {
+            return Err(Error::Greeting(
+                "the server closed the connection before greeting".into(),
+            ));
+        }
+        let raw: Value = serde_json::from_slice(&line).map_err(|e| {
+            Error::Greeting(format!(
+                "{e}: {}",
+                String::from_utf8_lossy(&line).trim_end()
+            ))
+        })?;
+        let greeting = Greeting::from_value(raw)?;
+
+        let (closed_tx, _) = watch::channel(None);
+        let conn = Arc::new(Conn {
+            pending: Mutex::new(Pending {
+                map: HashMap::new(),
+                closed: None,
+            }),
+            subs: Mutex::new(Subs {
+                slots: Vec::new(),
+                closed: false,
+                unmatched: 0,
+            }),
+            closed_tx,
+        });
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(writer_loop(conn.clone(), writer, rx));
+        let reader = tokio::spawn(reader_loop(conn.clone(), r, opts.max_message)).abort_handle();
+        let client = Client {
+            inner: Arc::new(Inner {
+                conn,
+                tx,
+                greeting,
+                oob: AtomicBool::new(false),
+                want_oob: opts.enable_oob,
+                next_id: AtomicU64::new(1),
+                timeout: opts.timeout,
+                event_buffer: opts.event_buffer.max(1),
+                fd_capable,
+                reader,
+            }),
+        };
+        if opts.negotiate {
+            client.negotiate().await?;
+        }
+        Ok(client)
+    }
+
+    /// Send `qmp_capabilities` (done by `connect` unless [`ConnectOptions::negotiate`] is off),
+    /// enabling `oob` when the server offers it and the options allow it.
+    pub async fn negotiate(&self) -> Result<()> {
+        let oob = self.inner.want_oob && self.inner.greeting.offers("oob");
+        let mut cmd = Command::new("qmp_capabilities");
+        if oob {
+            cmd = cmd.arg("enable", Value::Array(vec![Value::from("oob")]));
+        }
+        self.call(cmd).await?;
+        self.inner.oob.store(oob, Ordering::Release);
+        Ok(())
+    }
+
+    /// The server's greeting (version and capabilities).
+    pub fn greeting(&self) -> &Greeting {
+        &self.inner.greeting
+    }
+
+    /// True once `oob` was negotiated (`exec-oob` is then allowed).
+    pub fn oob_enabled(&self) -> bool {
+        self.inner.oob.load(Ordering::Acquire)
+    }
+
+    /// True when the server's socket can carry file descriptors (unix sockets).
+    pub fn can_pass_fds(&self) -> bool {
+        self.inner.fd_capable
+    }
+
+    /// Run a command and deserialize what it returns (`Value` for raw JSON, `()` for `{}`).
+    /// `args` must serialize to a JSON object, or to `null` (`()`, `None`) for no arguments.
+    pub async fn execute<T: DeserializeOwned>(
+        &self,
+        command: &str,
+        args: impl Serialize,
+    ) -> Result<T> {
+        self.typed(Command::new(command), args).await
+    }
+
+    /// Like [`Client::execute`] with `exec-oob`.
+    pub async fn execute_oob<T: DeserializeOwned>(
+        &self,
+        command: &str,
+        args: impl Serialize,
+    ) -> Result<T> {
+        self.typed(Command::new(command).oob(), args).await
+    }
+
+    async fn typed<T: DeserializeOwned>(&self, cmd: Command, args: impl Serialize) -> Result<T> {
+        let args = serde_json::to_value(args).map_err(|e| Error::InvalidRequest {
+            command: cmd.name.clone(),
+            reason: format!("arguments: {e}"),
+        })?;
+        let name = cmd.name.clone();
+        let oob = cmd.oob;
+        let v = self.call(cmd.args(args)).await?;
+        decode(v, || RequestInfo {
+            command: name,
+            arguments: None,
+            id: Value::Null,
+            oob,
+        })
+    }
+
+    /// Send a request and wait for its reply: the `return` value, or the error.
+    pub async fn call(&self, cmd: Command) -> Result<Value> {
+        let Command {
+            name,
+            args,
+            oob,
+            id,
+            timeout,
+            fds,
+        } = cmd;
+        let invalid = |reason: String| Error::InvalidRequest {
+            command: name.clone(),
+            reason,
+        };
+        let arguments = to_arguments(&name, args)?;
+        if !fds.is_empty() && !self.inner.fd_capable {
+            return Err(invalid(
+                "file descriptors can only be passed over a unix socket".into(),
+            ));
+        }
+        if fds.len() > MAX_FDS {
+            return Err(invalid(format!("more than {MAX_FDS} file descriptors")));
+        }
+        let (id, key) = match id {
+            Some(id) => {
+                let key = IdKey::of(&id);
+                (id, key)
+            }
+            None => {
+                let n = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+                (Value::from(n), IdKey::Int(n))
+            }
+        };
+
+        let mut tokens = 12u64 + check_limits(&id, 1).map_err(&invalid)?;
+        if let Some(a) = &arguments {
+            tokens += check_limits_map(a).map_err(&invalid)?;
+        }
+        if tokens > MAX_TOKENS {
+            return Err(invalid(format!("more than {MAX_TOKENS} JSON tokens")));
+        }
+        let mut buf = Vec::with_capacity(48 + name.len());
+        buf.extend_from_slice(if oob {
+            b"{\"exec-oob\": "
+        } else {
+            b"{\"execute\": "
+        });
+        let encoded = serde_json::to_writer(&mut buf, &name)
+            .and_then(|()| {
+                if let Some(a) = &arguments {
+                    buf.extend_from_slice(b", \"arguments\": ");
+                    serde_json::to_writer(&mut buf, a)?;
+                }
+                buf.extend_from_slice(b", \"id\": ");
+                serde_json::to_writer(&mut buf, &id)
+            })
+            .map_err(|e| invalid(e.to_string()));
+        encoded?;
+        buf.extend_from_slice(b"}\n");
+
+        let info = move || {
+            Box::new(RequestInfo {
+                command: name,
+                arguments,
+                id,
+                oob,
+            })
+        };
+        let (tx, rx) = oneshot::channel();
+        {
+            let mut p = lock(&self.inner.conn.pending);
+            if let Some(reason) = &p.closed {
+                return Err(Error::Disconnected {
+                    reason: reason.clone(),
+                    request: Some(info()),
+                });
+            }
+            if p.map.contains_key(&key) {
+                drop(p);
+                let info = info();
+                return Err(Error::InvalidRequest {
+                    reason: format!("id {} is already in flight", info.id),
+                    command: info.command,
+                });
+            }
+            p.map.insert(key.clone(), tx);
+        }
+        let frame = if fds.is_empty() {
+            Frame::Data(buf)
+        } else {
+            Frame::WithFds(buf, fds)
+        };
+        if self.inner.tx.send(frame).is_err() {
+            lock(&self.inner.conn.pending).map.remove(&key);
+            return Err(Error::Disconnected {
+                reason: Arc::from("the connection's writer has stopped"),
+                request: Some(info()),
+            });
+        }
+
+        let timeout = timeout.unwrap_or(self.inner.timeout);
+        let reply = match timeout {
+            Some(t) => match tokio::time::timeout(t, rx).await {
+                Ok(r) => r,
+                Err(_) => {
+                    return Err(Error::Timeout {
+                        timeout: t,
+                        request: info(),
+                    })
+                }
+            },
+            None => rx.await,
+        };
+        match reply {
+            Ok(Reply::Return(v)) => Ok(v),
+            Ok(Reply::Error { class, desc }) => Err(Error::Qmp {
+                class,
+                desc,
+                request: info(),
+            }),
+            Ok(Reply::Closed(reason)) => Err(Error::Disconnected {
+                reason,
+                request: Some(info()),
+            }),
+            Err(_) => Err(Error::Disconnected {
+                reason: Arc::from("the connection was dropped"),
+                request: Some(info()),
+            }),
+        }
+    }
+
+    /// Subscribe to events. Only events that arrive after this call are delivered.
+    pub fn subscribe(&self, filter: EventFilter) -> Subscription {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let queued = Arc::new(AtomicUsize::new(0));
+        let mut s = lock(&self.inner.conn.subs);
+        if !s.closed {
+            s.slots.push(Slot {
+                filter,
+                tx,
+                queued: queued.clone(),
+                cap: self.inner.event_buffer,
+                missed: 0,
+            });
+        }
+        Subscription { rx, queued }
+    }
+
+    /// Subscribe to every event (and unmatched replies).
+    pub fn events(&self) -> Subscription {
+        self.subscribe(EventFilter::All)
+    }
+
+    /// `getfd`: pass `fd` to the server under `fdname`.
+    pub async fn getfd(&self, fdname: &str, fd: BorrowedFd<'_>) -> Result<()> {
+        let fd = fd.try_clone_to_owned()?;
+        let v = self
+            .call(Command::new("getfd").arg("fdname", fdname).fd(fd))
+            .await?;
+        decode(v, || RequestInfo {
+            command: "getfd".into(),
+            arguments: None,
+            id: Value::Null,
+            oob: false,
+        })
+    }
+
+    /// `add-fd`: pass `fd` into an fd set (a new one when `fdset_id` is `None`).
+    pub async fn add_fd(
+        &self,
+        fd: BorrowedFd<'_>,
+        fdset_id: Option<i64>,
+        opaque: Option<&str>,
+    ) -> Result<AddFdInfo> {
+        let fd = fd.try_clone_to_owned()?;
+        let mut cmd = Command::new("add-fd").fd(fd);
+        if let Some(id) = fdset_id {
+            cmd = cmd.arg("fdset-id", id);
+        }
+        if let Some(o) = opaque {
+            cmd = cmd.arg("opaque", o);
+        }
+        let v = self.call(cmd).await?;
+        decode(v, || RequestInfo {
+            command: "add-fd".into(),
+            arguments: None,
+            id: Value::Null,
+            oob: false,
+        })
+    }
+
+    /// Requests sent whose reply has not arrived (including abandoned ones).
+    pub fn in_flight(&self) -> usize {
+        lock(&self.inner.conn.pending).map.len()
+    }
+
+    /// Messages received that matched no request (no `id`, unknown `id`, not JSON).
+    pub fn unmatched_count(&self) -> u64 {
+        lock(&self.inner.conn.subs).unmatched
+    }
+
+    /// True once the connection has ended.
+    pub fn is_closed(&self) -> bool {
+        lock(&self.inner.conn.pending).closed.is_some()
+    }
+
+    /// Wait until the connection ends; returns why.
+    pub async fn closed(&self) -> Arc<str> {
+        let mut rx = self.inner.conn.closed_tx.subscribe();
+        loop {
+            if let Some(r) = rx.borrow_and_update().clone() {
+                return r;
+            }
+            if rx.changed().await.is_err() {
+                return Arc::from("the connection was dropped");
+            }
+        }
+    }
+
+    /// Close the connection: waiters get [`Error::Disconnected`], subscriptions end, and the
+    /// socket is shut down once what was already queued is written.
+    pub fn close(&self) {
+        self.inner.conn.fail("closed by the client");
+        let _ = self.inner.tx.send(Frame::Close);
+        self.inner.reader.abort();
+    }
+}
+
+fn check_limits_map(m: &Map<String, Value>) -> std::result::Result<u64, String> {
+    // The arguments object sits inside the request object.
+    let mut tokens = 2 + m.len().saturating_sub(1) as u64 + 2 * m.len() as u64;
+    for v in m.values() {
+        tokens += check_limits(v, 2)?;
+    }
+    if m.keys()
+        .any(|k| k.len() > crate::message::MAX_TOKEN_BYTES / 6)
+    {
+        check_limits(&Value::Object(m.clone()), 1)?;
+    }
+    Ok(tokens)
+}

@@ -1,0 +1,153 @@
+//! Shared helpers for the client's integration tests: a qemu-storage-daemon fixture and a
+//! runner for Python's qemu.qmp (tests/py/qmp_run.py).
+#![allow(dead_code)]
+
+pub mod mock;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A qemu-storage-daemon serving QMP on a unix socket in a temporary directory; killed on drop.
+pub struct Qsd {
+    child: Child,
+    pub socket: PathBuf,
+    pub dir: tempfile::TempDir,
+}
+
+impl Qsd {
+    /// Start one, or `Err(reason)` when the program is not installed.
+    pub fn start() -> Result<Qsd, String> {
+        let dir = tempfile::tempdir().map_err(|e| format!("tempdir: {e}"))?;
+        let socket = dir.path().join("qmp.sock");
+        let child = Command::new("qemu-storage-daemon")
+            .arg("--chardev")
+            .arg(format!(
+                "socket,path={},server=on,wait=off,id=m",
+                socket.display()
+            ))
+            .arg("--monitor")
+            .arg("chardev=m")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .map_err(|e| format!("qemu-storage-daemon not runnable: {e}"))?;
+        let mut qsd = Qsd { child, socket, dir };
+        let start = Instant::now();
+        while !qsd.socket.exists() {
+            if let Ok(Some(status)) = qsd.child.try_wait() {
+                return Err(format!("qemu-storage-daemon exited: {status}"));
+            }
+            if start.elapsed() > Duration::from_secs(10) {
+                return Err("qemu-storage-daemon did not create its socket".into());
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        Ok(qsd)
+    }
+
+    /// True once the daemon has exited (waits up to `t`).
+    pub fn exited_within(&mut self, t: Duration) -> bool {
+        let start = Instant::now();
+        while start.elapsed() < t {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        false
+    }
+}
+
+impl Drop for Qsd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Start qemu-storage-daemon or print `skipped: …` and return from the test.
+#[macro_export]
+macro_rules! qsd_or_skip {
+    () => {
+        match common::Qsd::start() {
+            Ok(q) => q,
+            Err(reason) => {
+                println!("skipped: {reason}");
+                return;
+            }
+        }
+    };
+}
+
+/// The Python interpreter that has qemu.qmp: `$QMPKIT_PYTHON`, else `python3` if it can import it.
+pub fn python() -> Result<PathBuf, String> {
+    if let Some(p) = std::env::var_os("QMPKIT_PYTHON") {
+        return Ok(PathBuf::from(p));
+    }
+    let ok = Command::new("python3")
+        .args(["-c", "import qemu.qmp"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if ok {
+        Ok(PathBuf::from("python3"))
+    } else {
+        Err("QMPKIT_PYTHON is unset and python3 cannot import qemu.qmp".into())
+    }
+}
+
+/// The qmp-shell entry point next to the interpreter (venv), or `qmp-shell` on PATH.
+pub fn qmp_shell(python: &Path) -> PathBuf {
+    if let Some(dir) = python.parent() {
+        let p = dir.join("qmp-shell");
+        if p.exists() {
+            return p;
+        }
+    }
+    PathBuf::from("qmp-shell")
+}
+
+pub fn qmp_run_script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/py/qmp_run.py")
+}
+
+/// Run tests/py/qmp_run.py against `socket` with `extra` arguments, feeding `stdin`;
+/// returns stdout's JSON lines.
+pub fn run_python(
+    python: &Path,
+    socket: &Path,
+    extra: &[&str],
+    stdin: &str,
+) -> Result<Vec<serde_json::Value>, String> {
+    let mut child = Command::new(python)
+        .arg(qmp_run_script())
+        .arg(socket)
+        .args(extra)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot run {}: {e}", python.display()))?;
+    if let Some(mut i) = child.stdin.take() {
+        i.write_all(stdin.as_bytes())
+            .map_err(|e| format!("stdin: {e}"))?;
+    }
+    let out = child.wait_with_output().map_err(|e| e.to_string())?;
+    if !out.status.success() {
+        return Err(format!(
+            "qmp_run.py failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).map_err(|e| format!("{e}: {l}")))
+        .collect()
+}
