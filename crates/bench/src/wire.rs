@@ -55,9 +55,7 @@ fn messages() -> Vec<(&'static str, Vec<u8>)> {
     m
 }
 
-/// Best time per iteration of `f` over a few rounds of about `budget` each.
-fn time_per_iter(budget: Duration, mut f: impl FnMut()) -> f64 {
-    // Calibrate.
+fn calibrate(budget: Duration, f: &mut impl FnMut()) -> u64 {
     let mut n = 1u64;
     loop {
         let t = Instant::now();
@@ -65,19 +63,31 @@ fn time_per_iter(budget: Duration, mut f: impl FnMut()) -> f64 {
             f();
         }
         if t.elapsed() > budget / 10 || n > 1 << 30 {
-            break;
+            return n;
         }
         n *= 2;
     }
-    let mut best = f64::INFINITY;
-    for _ in 0..5 {
+}
+
+/// Best time per iteration of `a` and of `b`, measured in alternating rounds
+/// so that a burst of load elsewhere hits both alike.
+fn time_pair(budget: Duration, mut a: impl FnMut(), mut b: impl FnMut()) -> (f64, f64) {
+    let na = calibrate(budget, &mut a);
+    let nb = calibrate(budget, &mut b);
+    let (mut best_a, mut best_b) = (f64::INFINITY, f64::INFINITY);
+    for _ in 0..7 {
         let t = Instant::now();
-        for _ in 0..n {
-            f();
+        for _ in 0..na {
+            a();
         }
-        best = best.min(t.elapsed().as_secs_f64() / n as f64);
+        best_a = best_a.min(t.elapsed().as_secs_f64() / na as f64);
+        let t = Instant::now();
+        for _ in 0..nb {
+            b();
+        }
+        best_b = best_b.min(t.elapsed().as_secs_f64() / nb as f64);
     }
-    best
+    (best_a, best_b)
 }
 
 fn fmt_time(s: f64) -> String {
@@ -106,25 +116,31 @@ pub fn run(results: &mut Map<String, Value>) {
         line.extend_from_slice(b"\r\n");
         let mut streamer = JsonStreamer::new();
         let mut items = Vec::with_capacity(4);
-        let ours = time_per_iter(budget, || {
-            streamer.feed(black_box(&line), &mut items);
-            black_box(items.drain(..).count());
-        });
-        let theirs = time_per_iter(budget, || {
-            let v: Result<Value, _> = serde_json::from_slice(black_box(&bytes));
-            black_box(v.is_ok());
-        });
+        let (ours, theirs) = time_pair(
+            budget,
+            || {
+                streamer.feed(black_box(&line), &mut items);
+                black_box(items.drain(..).count());
+            },
+            || {
+                let v: Result<Value, _> = serde_json::from_slice(black_box(&bytes));
+                black_box(v.is_ok());
+            },
+        );
         let value: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-        let enc_ours = time_per_iter(budget, || {
-            black_box(encode_line(black_box(&value)).len());
-        });
-        let enc_theirs = time_per_iter(budget, || {
-            black_box(
-                serde_json::to_vec(black_box(&value))
-                    .map(|v| v.len())
-                    .unwrap_or(0),
-            );
-        });
+        let (enc_ours, enc_theirs) = time_pair(
+            budget,
+            || {
+                black_box(encode_line(black_box(&value)).len());
+            },
+            || {
+                black_box(
+                    serde_json::to_vec(black_box(&value))
+                        .map(|v| v.len())
+                        .unwrap_or(0),
+                );
+            },
+        );
         let (rd, re) = (ours / theirs, enc_ours / enc_theirs);
         worst_decode = worst_decode.max(rd);
         worst_encode = worst_encode.max(re);

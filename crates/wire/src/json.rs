@@ -5,15 +5,15 @@
 //! * the *exact* path ([`Lexer`]) reproduces QEMU's lexer, its message streamer
 //!   (bracket counting, limits, error recovery) and its parser, byte for byte,
 //!   including every error text;
-//! * the *fast* path hands a message that starts at a clean point to
-//!   `serde_json` with a visitor that refuses everything QEMU would treat
-//!   differently (floats, duplicate keys, noncharacters, …). Anything refused
-//!   or malformed is replayed through the exact path from the message's first
-//!   byte, so only correct input is ever taken from the fast path.
+//! * the *fast* path ([`crate::fast`]) reads a plain JSON object or array that
+//!   starts at a clean point in one pass, and refuses everything QEMU would
+//!   treat differently (single quotes, duplicate keys, noncharacters, deep
+//!   nesting, any error). Anything refused is read by the exact path from the
+//!   message's first byte, so only correct input is ever taken from the fast
+//!   path.
 
-use serde::de::{DeserializeSeed, MapAccess, SeqAccess, Visitor};
+use crate::fast::{self, Fast};
 use serde_json::{Map, Number, Value};
-use std::cell::Cell;
 use std::fmt;
 
 /// Largest size of one token, and of all tokens of one message (QEMU: 64 MiB).
@@ -77,7 +77,7 @@ impl From<JsonError> for crate::error::QmpError {
 // ---------------------------------------------------------------------------
 // Unicode as QEMU sees it ("modified UTF-8": \xC0\x80 is U+0000).
 
-fn is_valid_codepoint(cp: u32) -> bool {
+pub(crate) fn is_valid_codepoint(cp: u32) -> bool {
     if cp > 0x10FFFF {
         return false;
     }
@@ -619,7 +619,7 @@ fn parse_tokens(tokens: &[Token], arena: &[u8]) -> Result<Value, JsonError> {
     }
 }
 
-fn parse_number(text: &[u8], integer: bool) -> Value {
+pub(crate) fn parse_number(text: &[u8], integer: bool) -> Value {
     let s = std::str::from_utf8(text).unwrap_or("0");
     if integer {
         if let Ok(i) = s.parse::<i64>() {
@@ -714,157 +714,6 @@ fn parse_string(text: &[u8]) -> Result<String, JsonError> {
 }
 
 // ---------------------------------------------------------------------------
-// The fast path: serde_json with a visitor that refuses what QEMU reads differently.
-
-struct FastCtx {
-    tokens: Cell<usize>,
-}
-
-struct Refused;
-
-impl fmt::Display for Refused {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("refused by the fast path")
-    }
-}
-
-fn qemu_accepts(s: &str) -> bool {
-    s.is_ascii() || s.chars().all(|c| is_valid_codepoint(c as u32))
-}
-
-impl<'de, 'a> DeserializeSeed<'de> for &'a FastCtx {
-    type Value = Value;
-    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
-        d.deserialize_any(self)
-    }
-}
-
-struct FastKey;
-
-impl<'de> DeserializeSeed<'de> for FastKey {
-    type Value = String;
-    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<String, D::Error> {
-        d.deserialize_str(self)
-    }
-}
-
-impl<'de> Visitor<'de> for FastKey {
-    type Value = String;
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a key")
-    }
-    fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<String, E> {
-        if qemu_accepts(s) {
-            Ok(s.to_owned())
-        } else {
-            Err(E::custom(Refused))
-        }
-    }
-}
-
-impl<'de, 'a> Visitor<'de> for &'a FastCtx {
-    type Value = Value;
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a JSON value")
-    }
-    fn visit_bool<E>(self, b: bool) -> Result<Value, E> {
-        self.tokens.set(self.tokens.get() + 1);
-        Ok(Value::Bool(b))
-    }
-    fn visit_i64<E>(self, i: i64) -> Result<Value, E> {
-        self.tokens.set(self.tokens.get() + 1);
-        Ok(Value::from(i))
-    }
-    fn visit_u64<E>(self, u: u64) -> Result<Value, E> {
-        self.tokens.set(self.tokens.get() + 1);
-        Ok(Value::from(u))
-    }
-    fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<Value, E> {
-        // serde_json's float reading may differ from strtod in the last bit,
-        // and it reads -0 and huge integers as floats: the exact path does these.
-        Err(E::custom(Refused))
-    }
-    fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Value, E> {
-        self.tokens.set(self.tokens.get() + 1);
-        if qemu_accepts(s) {
-            Ok(Value::String(s.to_owned()))
-        } else {
-            Err(E::custom(Refused))
-        }
-    }
-    fn visit_string<E: serde::de::Error>(self, s: String) -> Result<Value, E> {
-        self.tokens.set(self.tokens.get() + 1);
-        if qemu_accepts(&s) {
-            Ok(Value::String(s))
-        } else {
-            Err(E::custom(Refused))
-        }
-    }
-    fn visit_unit<E>(self) -> Result<Value, E> {
-        self.tokens.set(self.tokens.get() + 1);
-        Ok(Value::Null)
-    }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
-        let mut list = Vec::new();
-        while let Some(v) = seq.next_element_seed(self)? {
-            list.push(v);
-        }
-        // Brackets and commas.
-        self.tokens.set(self.tokens.get() + 1 + list.len().max(1));
-        Ok(Value::Array(list))
-    }
-    fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<Value, A::Error> {
-        let mut map = Map::new();
-        while let Some(key) = access.next_key_seed(FastKey)? {
-            let value = access.next_value_seed(self)?;
-            if map.insert(key, value).is_some() {
-                return Err(serde::de::Error::custom(Refused));
-            }
-        }
-        // Braces, keys, colons and commas.
-        self.tokens
-            .set(self.tokens.get() + 1 + 3 * map.len().max(1) - usize::from(!map.is_empty()));
-        Ok(Value::Object(map))
-    }
-}
-
-enum Fast {
-    Value(Value, usize),
-    Incomplete,
-    Refused,
-}
-
-/// A value read by the fast path, with its token count.
-struct FastValue(Value, usize);
-
-impl<'de> serde::Deserialize<'de> for FastValue {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<FastValue, D::Error> {
-        let ctx = FastCtx {
-            tokens: Cell::new(0),
-        };
-        let v = d.deserialize_any(&ctx)?;
-        Ok(FastValue(v, ctx.tokens.get()))
-    }
-}
-
-/// Parse one object or array at the start of `data` with serde_json.
-fn fast_parse(data: &[u8]) -> Fast {
-    let mut stream = serde_json::Deserializer::from_slice(data).into_iter::<FastValue>();
-    match stream.next() {
-        Some(Ok(FastValue(v, tokens))) => {
-            let used = stream.byte_offset();
-            if tokens > MAX_TOKEN_COUNT || used + 1 >= MAX_TOKEN_SIZE {
-                return Fast::Refused;
-            }
-            Fast::Value(v, used)
-        }
-        Some(Err(e)) if e.is_eof() => Fast::Incomplete,
-        None => Fast::Incomplete,
-        Some(Err(_)) => Fast::Refused,
-    }
-}
-
-// ---------------------------------------------------------------------------
 // The streamer.
 
 /// Streaming decoder for QEMU's JSON dialect: bytes in, complete top-level values (or errors) out.
@@ -956,7 +805,7 @@ impl JsonStreamer {
                 }
             }
             let rest = &data[pos..];
-            match fast_parse(rest) {
+            match fast::parse(rest) {
                 Fast::Value(v, used) => {
                     out.push(Ok(v));
                     pos += used;
@@ -1001,8 +850,52 @@ pub fn to_qemu_string(value: &Value) -> String {
     String::from_utf8(out).unwrap_or_default()
 }
 
-/// Append QEMU's output form of `value` to `out`. Works without recursion, at any depth.
+/// Append QEMU's output form of `value` to `out`, at any depth (nesting
+/// beyond a few levels is written without recursion).
 pub fn write_qemu(value: &Value, out: &mut Vec<u8>) {
+    write_shallow(value, out, 0);
+}
+
+const WRITE_RECURSION: usize = 32;
+
+fn write_shallow(value: &Value, out: &mut Vec<u8>, depth: usize) {
+    match value {
+        Value::Null => out.extend_from_slice(b"null"),
+        Value::Bool(true) => out.extend_from_slice(b"true"),
+        Value::Bool(false) => out.extend_from_slice(b"false"),
+        Value::Number(n) => write_number(n, out),
+        Value::String(s) => write_string(s, out),
+        _ if depth >= WRITE_RECURSION => write_deep(value, out),
+        Value::Array(list) => {
+            out.push(b'[');
+            let mut first = true;
+            for v in list {
+                if !first {
+                    out.extend_from_slice(b", ");
+                }
+                first = false;
+                write_shallow(v, out, depth + 1);
+            }
+            out.push(b']');
+        }
+        Value::Object(map) => {
+            out.push(b'{');
+            let mut first = true;
+            for (k, v) in map {
+                if !first {
+                    out.extend_from_slice(b", ");
+                }
+                first = false;
+                write_string(k, out);
+                out.extend_from_slice(b": ");
+                write_shallow(v, out, depth + 1);
+            }
+            out.push(b'}');
+        }
+    }
+}
+
+fn write_deep(value: &Value, out: &mut Vec<u8>) {
     enum Open<'a> {
         Array(std::slice::Iter<'a, Value>),
         Object(serde_json::map::Iter<'a>),
@@ -1072,12 +965,38 @@ pub fn write_qemu(value: &Value, out: &mut Vec<u8>) {
 
 fn write_number(n: &Number, out: &mut Vec<u8>) {
     if let Some(u) = n.as_u64() {
-        out.extend_from_slice(u.to_string().as_bytes());
+        write_u64(u, out);
     } else if let Some(i) = n.as_i64() {
-        out.extend_from_slice(i.to_string().as_bytes());
+        out.push(b'-');
+        write_u64(i.unsigned_abs(), out);
     } else if let Some(f) = n.as_f64() {
         format_g17(f, out);
     }
+}
+
+fn write_u64(mut u: u64, out: &mut Vec<u8>) {
+    const PAIRS: &[u8; 200] = b"0001020304050607080910111213141516171819\
+        2021222324252627282930313233343536373839\
+        4041424344454647484950515253545556575859\
+        6061626364656667686970717273747576777879\
+        8081828384858687888990919293949596979899";
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    while u >= 100 {
+        let pair = (u % 100) as usize * 2;
+        u /= 100;
+        i -= 2;
+        buf[i..i + 2].copy_from_slice(&PAIRS[pair..pair + 2]);
+    }
+    if u >= 10 {
+        let pair = u as usize * 2;
+        i -= 2;
+        buf[i..i + 2].copy_from_slice(&PAIRS[pair..pair + 2]);
+    } else {
+        i -= 1;
+        buf[i] = b'0' + u as u8;
+    }
+    out.extend_from_slice(&buf[i..]);
 }
 
 /// C's `printf("%.17g", x)`.
@@ -1146,13 +1065,25 @@ fn write_string(s: &str, out: &mut Vec<u8>) {
     out.push(b'"');
     let bytes = s.as_bytes();
     let mut start = 0;
-    for (i, c) in s.char_indices() {
-        let plain = (' '..'\u{7f}').contains(&c) && c != '"' && c != '\\';
-        if plain {
+    let mut i = 0;
+    while i < bytes.len() {
+        if let Some(chunk) = bytes.get(i..i + 8) {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(chunk);
+            if !needs_escape_in_word(u64::from_le_bytes(w)) {
+                i += 8;
+                continue;
+            }
+        }
+        let b = bytes[i];
+        if (0x20..0x7F).contains(&b) && b != b'"' && b != b'\\' {
+            i += 1;
             continue;
         }
         out.extend_from_slice(&bytes[start..i]);
-        start = i + c.len_utf8();
+        let c = s[i..].chars().next().unwrap_or('\u{FFFD}');
+        i += c.len_utf8();
+        start = i;
         match c {
             '"' => out.extend_from_slice(b"\\\""),
             '\\' => out.extend_from_slice(b"\\\\"),
@@ -1179,6 +1110,19 @@ fn write_string(s: &str, out: &mut Vec<u8>) {
     }
     out.extend_from_slice(&bytes[start..]);
     out.push(b'"');
+}
+
+/// Whether any byte of `x` is `"`, `\\`, below 0x20 or above 0x7E.
+#[inline]
+fn needs_escape_in_word(x: u64) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let has_zero = |v: u64| v.wrapping_sub(ONES) & !v & HIGH;
+    let below_20 = x.wrapping_sub(ONES * 0x20) & !x & HIGH;
+    let quote = has_zero(x ^ (ONES * u64::from(b'"')));
+    let backslash = has_zero(x ^ (ONES * u64::from(b'\\')));
+    let del = has_zero(x ^ (ONES * 0x7F));
+    (below_20 | quote | backslash | del | (x & HIGH)) != 0
 }
 
 fn push_u_escape(cp: u32, out: &mut Vec<u8>) {

@@ -1,6 +1,7 @@
 //! QMP on the wire: QEMU's JSON dialect and the protocol's messages.
 
 pub mod error;
+mod fast;
 pub mod json;
 pub mod message;
 pub mod qdict;

@@ -208,7 +208,7 @@ fn check_members(obj: &Map<String, Value>, allow_oob: bool) -> Result<(String, b
 
 /// A whole reply on the wire: QEMU's output form followed by CRLF.
 pub fn encode_line(value: &Value) -> Vec<u8> {
-    let mut out = Vec::with_capacity(128);
+    let mut out = Vec::with_capacity(256);
     write_qemu(value, &mut out);
     out.extend_from_slice(b"\r\n");
     out
