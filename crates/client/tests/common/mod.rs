@@ -36,12 +36,13 @@ impl Qsd {
             .map_err(|e| format!("qemu-storage-daemon not runnable: {e}"))?;
         let mut qsd = Qsd { child, socket, dir };
         let start = Instant::now();
-        while !qsd.socket.exists() {
+        // Wait until it accepts connections (the socket file appears just before it listens).
+        while std::os::unix::net::UnixStream::connect(&qsd.socket).is_err() {
             if let Ok(Some(status)) = qsd.child.try_wait() {
                 return Err(format!("qemu-storage-daemon exited: {status}"));
             }
             if start.elapsed() > Duration::from_secs(10) {
-                return Err("qemu-storage-daemon did not create its socket".into());
+                return Err("qemu-storage-daemon did not listen on its socket".into());
             }
             std::thread::sleep(Duration::from_millis(5));
         }
@@ -150,4 +151,31 @@ pub fn run_python(
         .filter(|l| !l.trim().is_empty())
         .map(|l| serde_json::from_str(l).map_err(|e| format!("{e}: {l}")))
         .collect()
+}
+
+/// Poll a future exactly once, then drop it (the sharpest cancellation there is).
+pub async fn poll_once<F: std::future::Future>(f: F) -> Option<F::Output> {
+    let mut f = std::pin::pin!(f);
+    std::future::poll_fn(|cx| {
+        std::task::Poll::Ready(match f.as_mut().poll(cx) {
+            std::task::Poll::Ready(v) => Some(v),
+            std::task::Poll::Pending => None,
+        })
+    })
+    .await
+}
+
+/// Connect, retrying while the server has created its socket but is not listening yet.
+pub async fn connect_retry(path: &Path) -> qmpkit_client::Client {
+    let start = Instant::now();
+    loop {
+        match qmpkit_client::Client::connect_unix(path).await {
+            Ok(c) => return c,
+            Err(qmpkit_client::Error::Io(e)) if start.elapsed() < Duration::from_secs(5) => {
+                let _ = e;
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            Err(e) => panic!("connect {}: {e}", path.display()),
+        }
+    }
 }
