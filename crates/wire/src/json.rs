@@ -25,6 +25,8 @@ pub const MAX_NESTING: i64 = 1 << 10;
 
 /// Longest input the fast path keeps waiting for the rest of a message.
 const FAST_PENDING_MAX: usize = 1 << 20;
+/// Buffers larger than this are released once their message is done.
+const KEEP_CAPACITY: usize = 1 << 20;
 /// How often the fast path retries one incomplete message before the exact path takes it.
 const FAST_RETRIES_MAX: u32 = 16;
 
@@ -382,11 +384,11 @@ impl Lexer {
             Next::State(s) => self.state = s,
             Next::Token(kind) => {
                 self.process_token(Some(kind), out);
-                self.tok.clear();
+                self.clear_tok();
                 self.state = LexState::Start;
             }
             Next::Start => {
-                self.tok.clear();
+                self.clear_tok();
                 self.state = LexState::Start;
             }
             Next::Error => {
@@ -400,17 +402,17 @@ impl Lexer {
                 desc.push(b'\'');
                 out.push(Err(JsonError::from_bytes(&desc)));
                 self.reset_message();
-                self.tok.clear();
+                self.clear_tok();
                 self.state = LexState::Recovery;
             }
-            Next::Recovery => self.tok.clear(),
+            Next::Recovery => self.clear_tok(),
         }
     }
 
     fn check_token_size(&mut self, out: &mut Vec<Result<Value, JsonError>>) {
         if self.tok.len() > MAX_TOKEN_SIZE {
             self.process_token(Some(TokKind::Oversize), out);
-            self.tok.clear();
+            self.tok = Vec::new();
             self.state = LexState::Start;
         }
     }
@@ -427,7 +429,7 @@ impl Lexer {
             out.push(result);
         }
         self.reset_message();
-        self.tok.clear();
+        self.clear_tok();
         self.state = LexState::Start;
     }
 
@@ -437,6 +439,21 @@ impl Lexer {
         self.tokens.clear();
         self.arena.clear();
         self.token_size = 0;
+        // Do not keep a huge message's memory for the rest of the session.
+        if self.arena.capacity() > KEEP_CAPACITY {
+            self.arena = Vec::new();
+        }
+        if self.tokens.capacity() > KEEP_CAPACITY / 16 {
+            self.tokens = Vec::new();
+        }
+    }
+
+    fn clear_tok(&mut self) {
+        if self.tok.capacity() > KEEP_CAPACITY {
+            self.tok = Vec::new();
+        } else {
+            self.tok.clear();
+        }
     }
 
     /// The streamer: gathers tokens until brackets balance, then parses.
