@@ -83,10 +83,15 @@ macro_rules! qsd_or_skip {
     };
 }
 
-/// The Python interpreter that has qemu.qmp: `$QMPKIT_PYTHON`, else `python3` if it can import it.
+/// The Python interpreter that has qemu.qmp: `$QMPKIT_PYTHON`, else the venv `.ci/run` creates
+/// (`.ci/venv`), else `python3` if it can import it.
 pub fn python() -> Result<PathBuf, String> {
     if let Some(p) = std::env::var_os("QMPKIT_PYTHON") {
         return Ok(PathBuf::from(p));
+    }
+    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.ci/venv/bin/python");
+    if venv.exists() {
+        return Ok(venv);
     }
     let ok = Command::new("python3")
         .args(["-c", "import qemu.qmp"])
