@@ -2,10 +2,10 @@
 //!
 //! The decoder has two paths that give the same results:
 //!
-//! * the *exact* path ([`Lexer`]) reproduces QEMU's lexer, its message streamer
+//! * the *exact* path (`Lexer`) reproduces QEMU's lexer, its message streamer
 //!   (bracket counting, limits, error recovery) and its parser, byte for byte,
 //!   including every error text;
-//! * the *fast* path ([`crate::fast`]) reads a plain JSON object or array that
+//! * the *fast* path (`crate::fast`) reads a plain JSON object or array that
 //!   starts at a clean point in one pass, and refuses everything QEMU would
 //!   treat differently (single quotes, duplicate keys, noncharacters, deep
 //!   nesting, any error). Anything refused is read by the exact path from the

@@ -1,4 +1,19 @@
-//! QMP on the wire: QEMU's JSON dialect and the protocol's messages.
+//! QMP on the wire: QEMU's JSON dialect and the protocol's messages, byte for byte.
+//!
+//! * [`json`] — [`JsonStreamer`], the streaming decoder (bytes in, top-level
+//!   values or QEMU's JSON errors out, with QEMU's limits and error recovery),
+//!   and the writer of QEMU's output form ([`to_qemu_string`], [`write_qemu`]).
+//! * `fast` (private) — a one-pass reader for plain, complete messages; it
+//!   refuses anything QEMU reads differently, and the exact path takes over.
+//! * [`qdict`] — the order in which QEMU walks and prints an object's members
+//!   ([`qemu_order`]); QEMU prints every object in that order.
+//! * [`message`] — greeting, responses, events, requests and QEMU's envelope
+//!   checks ([`Request::parse`]), and [`encode_line`] (output form + CRLF).
+//! * [`error`] — [`ErrorClass`] and [`QmpError`].
+//!
+//! Invariants: decoding never panics and never recurses without bound; the
+//! way input is cut into chunks never changes what comes out; the fast path
+//! and the exact path give the same results (the fuzz target checks both).
 
 pub mod error;
 mod fast;

@@ -16,6 +16,17 @@ pub struct Greeting {
 }
 
 impl Greeting {
+    /// A greeting offering the `oob` capability, as QEMU 2.12 and later do.
+    pub fn new(major: u64, minor: u64, micro: u64, package: impl Into<String>) -> Greeting {
+        Greeting {
+            major,
+            minor,
+            micro,
+            package: package.into(),
+            capabilities: vec!["oob".into()],
+        }
+    }
+
     /// The greeting as QEMU orders its members.
     pub fn to_value(&self) -> Value {
         let mut qemu = Map::new();
@@ -127,6 +138,25 @@ pub struct Request {
 pub struct RequestError {
     pub id: Option<Value>,
     pub error: QmpError,
+}
+
+impl From<crate::json::JsonError> for RequestError {
+    /// A JSON error answers without an id.
+    fn from(e: crate::json::JsonError) -> RequestError {
+        RequestError {
+            id: None,
+            error: e.into(),
+        }
+    }
+}
+
+/// One item from [`crate::JsonStreamer`] through QEMU's envelope checks: the
+/// request, or the error to answer (as [`RequestError::to_response`] builds it).
+pub fn request_from(
+    item: Result<Value, crate::json::JsonError>,
+    allow_oob: bool,
+) -> Result<Request, RequestError> {
+    Request::parse(item?, allow_oob)
 }
 
 impl RequestError {
