@@ -39,11 +39,8 @@ async fn negotiation_with_oob() {
 #[tokio::test]
 async fn without_oob_exec_oob_is_refused() {
     let q = qsd_or_skip!();
-    let c = qmpkit_client::ConnectOptions::default()
-        .enable_oob(false)
-        .connect_unix(&q.socket)
-        .await
-        .expect("connect");
+    let opts = qmpkit_client::ConnectOptions::default().enable_oob(false);
+    let c = common::connect_retry_with(&q.socket, &opts).await;
     assert!(!c.oob_enabled());
     let e = c
         .execute_oob::<Value>("query-version", ())
@@ -291,7 +288,7 @@ async fn fd_passing_keeps_the_stream_in_step() {
 #[test]
 fn blocking_wrapper_against_qsd() {
     let q = qsd_or_skip!();
-    let c = qmpkit_client::blocking::Client::connect_unix(&q.socket).expect("connect");
+    let c = common::blocking_connect_retry(&q.socket);
     let v: VersionInfo = c.execute("query-version", ()).expect("query-version");
     assert_eq!(v, c.greeting().version);
     let names: Vec<Value> = c.execute("query-commands", ()).expect("query-commands");

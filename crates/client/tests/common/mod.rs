@@ -36,13 +36,14 @@ impl Qsd {
             .map_err(|e| format!("qemu-storage-daemon not runnable: {e}"))?;
         let mut qsd = Qsd { child, socket, dir };
         let start = Instant::now();
-        // Wait until it accepts connections (the socket file appears just before it listens).
-        while std::os::unix::net::UnixStream::connect(&qsd.socket).is_err() {
+        // The socket file appears just before the daemon listens; a probing connection would
+        // take the daemon's one client slot, so look for the listening socket in /proc instead.
+        while !listening(&qsd.socket) {
             if let Ok(Some(status)) = qsd.child.try_wait() {
                 return Err(format!("qemu-storage-daemon exited: {status}"));
             }
             if start.elapsed() > Duration::from_secs(10) {
-                return Err("qemu-storage-daemon did not listen on its socket".into());
+                return Err("qemu-storage-daemon did not create its socket".into());
             }
             std::thread::sleep(Duration::from_millis(5));
         }
@@ -60,6 +61,19 @@ impl Qsd {
         }
         false
     }
+}
+
+/// True when a unix socket bound to `path` is listening (`/proc/net/unix` flag __SO_ACCEPTCON),
+/// or when /proc cannot tell and the file exists.
+fn listening(path: &Path) -> bool {
+    let Ok(table) = std::fs::read_to_string("/proc/net/unix") else {
+        return path.exists();
+    };
+    let p = path.to_string_lossy();
+    table.lines().any(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        f.len() >= 8 && f[7] == p && f[3] == "00010000"
+    })
 }
 
 impl Drop for Qsd {
@@ -172,13 +186,39 @@ pub async fn poll_once<F: std::future::Future>(f: F) -> Option<F::Output> {
 
 /// Connect, retrying while the server has created its socket but is not listening yet.
 pub async fn connect_retry(path: &Path) -> qmpkit_client::Client {
+    connect_retry_with(path, &qmpkit_client::ConnectOptions::default()).await
+}
+
+pub async fn connect_retry_with(
+    path: &Path,
+    opts: &qmpkit_client::ConnectOptions,
+) -> qmpkit_client::Client {
     let start = Instant::now();
     loop {
-        match qmpkit_client::Client::connect_unix(path).await {
+        match opts.connect_unix(path).await {
             Ok(c) => return c,
-            Err(qmpkit_client::Error::Io(e)) if start.elapsed() < Duration::from_secs(5) => {
-                let _ = e;
+            Err(qmpkit_client::Error::Io(e))
+                if e.kind() == std::io::ErrorKind::ConnectionRefused
+                    && start.elapsed() < Duration::from_secs(5) =>
+            {
                 tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            Err(e) => panic!("connect {}: {e}", path.display()),
+        }
+    }
+}
+
+/// Blocking `connect_retry`.
+pub fn blocking_connect_retry(path: &Path) -> qmpkit_client::blocking::Client {
+    let start = Instant::now();
+    loop {
+        match qmpkit_client::blocking::Client::connect_unix(path) {
+            Ok(c) => return c,
+            Err(qmpkit_client::Error::Io(e))
+                if e.kind() == std::io::ErrorKind::ConnectionRefused
+                    && start.elapsed() < Duration::from_secs(5) =>
+            {
+                std::thread::sleep(Duration::from_millis(5));
             }
             Err(e) => panic!("connect {}: {e}", path.display()),
         }
