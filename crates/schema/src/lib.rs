@@ -13,3 +13,9 @@ pub mod source;
 
 pub use error::QapiError;
 pub use source::{Dialect, Info};
+pub mod dump;
+pub mod introspect;
+pub mod model;
+pub mod stats;
+
+pub use model::Schema;

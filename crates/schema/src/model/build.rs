@@ -1,0 +1,823 @@
+//! Definition phase: predefined entities, then one call per expression,
+//! creating implicit types on the way (QEMU's `_def_*` functions).
+
+use super::*;
+use crate::error::QapiError;
+use std::path::{Component, Path, PathBuf};
+
+type Result<T> = std::result::Result<T, QapiError>;
+
+/// How a member's type is written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TypeRef {
+    /// A type name.
+    Named(String),
+    /// `['T']`.
+    Array(String),
+    /// Legacy: a nested anonymous struct.
+    Nested(Vec<MemberDef>),
+}
+
+/// A member as written in `data` / `base`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberDef {
+    pub name: String,
+    pub optional: bool,
+    pub typ: TypeRef,
+    pub ifcond: IfCond,
+    pub features: Vec<FeatureDef>,
+}
+
+/// A feature as written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FeatureDef {
+    pub name: String,
+    pub ifcond: IfCond,
+}
+
+/// An enum value as written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnumMemberDef {
+    pub name: String,
+    pub ifcond: IfCond,
+    pub features: Vec<FeatureDef>,
+}
+
+/// A union branch or alternative as written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BranchDef {
+    pub name: String,
+    pub typ: TypeRef,
+    pub ifcond: IfCond,
+}
+
+/// `data` of a command or event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ArgsDef {
+    None,
+    Members(Vec<MemberDef>),
+    Type(String),
+}
+
+/// `base` of a union.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BaseDef {
+    None,
+    Members(Vec<MemberDef>),
+    Type(String),
+}
+
+/// Everything common to definitions.
+#[derive(Debug, Clone)]
+pub struct DefnCommon {
+    pub name: String,
+    pub info: Info,
+    pub doc: Option<usize>,
+    pub ifcond: IfCond,
+    pub features: Vec<FeatureDef>,
+}
+
+/// Command flags.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CommandFlags {
+    pub gen: bool,
+    pub success_response: bool,
+    pub boxed: bool,
+    pub allow_oob: bool,
+    pub allow_preconfig: bool,
+    pub coroutine: bool,
+}
+
+impl Default for CommandFlags {
+    fn default() -> Self {
+        CommandFlags {
+            gen: true,
+            success_response: true,
+            boxed: false,
+            allow_oob: false,
+            allow_preconfig: false,
+            coroutine: false,
+        }
+    }
+}
+
+const BUILTINS: &[(&str, &str)] = &[
+    ("str", "string"),
+    ("number", "number"),
+    ("int", "int"),
+    ("int8", "int"),
+    ("int16", "int"),
+    ("int32", "int"),
+    ("int64", "int"),
+    ("uint8", "int"),
+    ("uint16", "int"),
+    ("uint32", "int"),
+    ("uint64", "int"),
+    ("size", "int"),
+    ("bool", "boolean"),
+    ("any", "value"),
+    ("null", "null"),
+];
+
+/// Pseudo-types the legacy generator accepted (QEMU 1.x): both mean
+/// "any JSON value".
+const LEGACY_BUILTINS: &[(&str, &str)] = &[("**", "value"), ("visitor", "value")];
+
+const QTYPES: &[&str] = &[
+    "none", "qnull", "qnum", "qstring", "qdict", "qlist", "qbool",
+];
+
+/// Lexically normalised absolute path (like Python's `os.path.abspath`).
+fn abspath(p: &Path, cwd: &Path) -> PathBuf {
+    let joined = if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        cwd.join(p)
+    };
+    let mut out = PathBuf::new();
+    for c in joined.components() {
+        match c {
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::CurDir => {}
+            other => out.push(other.as_os_str()),
+        }
+    }
+    out
+}
+
+/// `os.path.relpath(path, start)`.
+fn relpath(path: &Path, start: &Path, cwd: &Path) -> String {
+    let p = abspath(path, cwd);
+    let s = abspath(start, cwd);
+    let pc: Vec<_> = p.components().collect();
+    let sc: Vec<_> = s.components().collect();
+    let common = pc.iter().zip(sc.iter()).take_while(|(a, b)| a == b).count();
+    let mut parts: Vec<String> = Vec::new();
+    for _ in common..sc.len() {
+        parts.push("..".to_string());
+    }
+    for c in &pc[common..] {
+        parts.push(c.as_os_str().to_string_lossy().into_owned());
+    }
+    if parts.is_empty() {
+        ".".to_string()
+    } else {
+        parts.join("/")
+    }
+}
+
+impl Schema {
+    /// An empty schema for the main file `fname`, with the predefined
+    /// entities defined.
+    pub fn new(fname: &str, dialect: Dialect) -> Schema {
+        let schema_dir = Path::new(fname)
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
+        let mut s = Schema {
+            dialect,
+            entities: Vec::with_capacity(4096),
+            modules: Vec::new(),
+            docs: Vec::new(),
+            pragma: Pragma::default(),
+            by_name: HashMap::with_capacity(4096),
+            feature_names: vec!["deprecated".to_string(), "unstable".to_string()],
+            schema_dir,
+            module_by_path: HashMap::new(),
+            qtype: UNRESOLVED,
+            q_empty: UNRESOLVED,
+        };
+        s.modules.push(Module {
+            name: BUILTIN_MODULE.to_string(),
+            entities: Vec::new(),
+        });
+        s.module_for_file(fname);
+        s.def_predefineds();
+        s
+    }
+
+    /// The module of a schema file, created on first use.
+    pub(crate) fn module_for_file(&mut self, fname: &str) -> ModuleId {
+        if let Some(&m) = self.module_by_path.get(fname) {
+            return m;
+        }
+        let cwd = std::env::current_dir().unwrap_or_default();
+        let name = relpath(Path::new(fname), &self.schema_dir, &cwd);
+        let id = match self.modules.iter().position(|m| m.name == name) {
+            Some(i) => i,
+            None => {
+                self.modules.push(Module {
+                    name,
+                    entities: Vec::new(),
+                });
+                self.modules.len() - 1
+            }
+        };
+        self.module_by_path.insert(fname.to_string(), id);
+        id
+    }
+
+    fn push_entity(&mut self, e: Entity) -> EntityId {
+        self.entities.push(e);
+        self.entities.len() - 1
+    }
+
+    /// Define a named entity, reporting a redefinition as QEMU does.
+    fn def_definition(&mut self, e: Entity) -> Result<EntityId> {
+        if let Some(&other) = self.by_name.get(&e.name) {
+            let o = &self.entities[other];
+            let msg = match &o.info {
+                Some(oi) => format!(
+                    "'{}' is already defined\n{}: previous definition",
+                    e.name, oi
+                ),
+                None => format!("{} is already defined", self.describe(other)),
+            };
+            return Err(match &e.info {
+                Some(i) => QapiError::new(i, msg),
+                None => QapiError::bare(msg),
+            });
+        }
+        let name = e.name.clone();
+        let id = self.push_entity(e);
+        self.by_name.insert(name, id);
+        Ok(id)
+    }
+
+    fn def_predefineds(&mut self) {
+        let builtins: Vec<(&str, &str)> = match self.dialect {
+            Dialect::Modern => BUILTINS.to_vec(),
+            Dialect::Legacy => BUILTINS
+                .iter()
+                .chain(LEGACY_BUILTINS.iter())
+                .copied()
+                .collect(),
+        };
+        for (name, json_type) in builtins {
+            let e = Entity {
+                name: name.to_string(),
+                info: None,
+                doc: None,
+                ifcond: IfCond::Always,
+                features: Vec::new(),
+                implicit: false,
+                module: 0,
+                kind: EntityKind::Builtin(BuiltinType { json_type }),
+            };
+            // Predefined names are distinct: this cannot fail.
+            let _ = self.def_definition(e);
+            let _ = self.make_array_type(name, None);
+        }
+        let e = Entity {
+            name: "q_empty".to_string(),
+            info: None,
+            doc: None,
+            ifcond: IfCond::Always,
+            features: Vec::new(),
+            implicit: true,
+            module: 0,
+            kind: EntityKind::Object(ObjectType {
+                base_name: None,
+                base: None,
+                local_members: Vec::new(),
+                branches: None,
+                members: Vec::new(),
+                state: CheckState::Unchecked,
+            }),
+        };
+        self.q_empty = self.def_definition(e).unwrap_or(UNRESOLVED);
+        let members = QTYPES
+            .iter()
+            .map(|n| EnumMember {
+                name: n.to_string(),
+                ifcond: IfCond::Always,
+                features: Vec::new(),
+                info: None,
+            })
+            .collect();
+        let e = Entity {
+            name: "QType".to_string(),
+            info: None,
+            doc: None,
+            ifcond: IfCond::Always,
+            features: Vec::new(),
+            implicit: true,
+            module: 0,
+            kind: EntityKind::Enum(EnumType {
+                members,
+                prefix: None,
+            }),
+        };
+        self.qtype = self.def_definition(e).unwrap_or(UNRESOLVED);
+    }
+
+    /// The array type of `element`, created on first use.
+    fn make_array_type(&mut self, element: &str, info: Option<&Info>) -> Result<String> {
+        let name = format!("{element}List");
+        if self.lookup_type(&name).is_none() {
+            let e = Entity {
+                name: name.clone(),
+                info: info.cloned(),
+                doc: None,
+                ifcond: IfCond::Always,
+                features: Vec::new(),
+                implicit: true,
+                module: 0,
+                kind: EntityKind::Array(ArrayType {
+                    element_name: element.to_string(),
+                    element: UNRESOLVED,
+                }),
+            };
+            self.def_definition(e)?;
+        }
+        Ok(name)
+    }
+
+    fn make_features(&mut self, features: &[FeatureDef], info: &Info) -> Result<Vec<Feature>> {
+        for f in features {
+            if !self.feature_names.iter().any(|n| n == &f.name) {
+                if self.feature_names.len() == 64 {
+                    return Err(QapiError::new(
+                        info,
+                        "Maximum of 64 schema features is permitted",
+                    ));
+                }
+                self.feature_names.push(f.name.clone());
+            }
+        }
+        Ok(features
+            .iter()
+            .map(|f| Feature {
+                name: f.name.clone(),
+                ifcond: f.ifcond.clone(),
+                info: Some(info.clone()),
+            })
+            .collect())
+    }
+
+    fn make_type_name(
+        &mut self,
+        owner: &str,
+        member: &str,
+        typ: &TypeRef,
+        info: &Info,
+    ) -> Result<String> {
+        match typ {
+            TypeRef::Named(n) => Ok(n.clone()),
+            TypeRef::Array(n) => self.make_array_type(n, Some(info)),
+            TypeRef::Nested(members) => {
+                // Legacy nested anonymous struct: an implicit object type.
+                let name = format!("q_obj_{owner}-{member}-nested");
+                let ms = self.make_members(&name, members, info)?;
+                if self.lookup(&name).is_none() {
+                    let e = self.implicit_object(&name, info, IfCond::Always, None, ms);
+                    self.def_object(e)?;
+                }
+                Ok(name)
+            }
+        }
+    }
+
+    fn make_members(
+        &mut self,
+        owner: &str,
+        members: &[MemberDef],
+        info: &Info,
+    ) -> Result<Vec<Member>> {
+        let mut out = Vec::with_capacity(members.len());
+        for m in members {
+            let type_name = self.make_type_name(owner, &m.name, &m.typ, info)?;
+            let features = self.make_features(&m.features, info)?;
+            out.push(Member {
+                name: m.name.clone(),
+                type_name,
+                typ: UNRESOLVED,
+                optional: m.optional,
+                ifcond: m.ifcond.clone(),
+                features,
+                info: Some(info.clone()),
+                defined_in: UNRESOLVED,
+            });
+        }
+        Ok(out)
+    }
+
+    fn implicit_object(
+        &self,
+        name: &str,
+        info: &Info,
+        ifcond: IfCond,
+        base: Option<String>,
+        members: Vec<Member>,
+    ) -> Entity {
+        Entity {
+            name: name.to_string(),
+            info: Some(info.clone()),
+            doc: None,
+            ifcond,
+            features: Vec::new(),
+            implicit: true,
+            module: 0,
+            kind: EntityKind::Object(ObjectType {
+                base_name: base,
+                base: None,
+                local_members: members,
+                branches: None,
+                members: Vec::new(),
+                state: CheckState::Unchecked,
+            }),
+        }
+    }
+
+    /// `q_obj_NAME-ROLE` holding `members`, unless there are none.
+    fn make_implicit_object_type(
+        &mut self,
+        name: &str,
+        info: &Info,
+        ifcond: &IfCond,
+        role: &str,
+        members: Vec<Member>,
+    ) -> Result<Option<String>> {
+        if members.is_empty() {
+            return Ok(None);
+        }
+        let name = format!("q_obj_{name}-{role}");
+        if self.lookup(&name).is_none() {
+            let e = self.implicit_object(&name, info, ifcond.clone(), None, members);
+            self.def_definition(e)?;
+        }
+        // Else: several users of one implicit type, which can only be a
+        // duplicate definition, reported when the user is defined.
+        Ok(Some(name))
+    }
+
+    /// Register the definition and stamp `defined_in` on its members.
+    fn def_object(&mut self, e: Entity) -> Result<EntityId> {
+        let id = self.def_definition(e)?;
+        self.stamp_defined_in(id);
+        Ok(id)
+    }
+
+    fn stamp_defined_in(&mut self, id: EntityId) {
+        match &mut self.entities[id].kind {
+            EntityKind::Object(o) => {
+                for m in &mut o.local_members {
+                    m.defined_in = id;
+                }
+                if let Some(b) = &mut o.branches {
+                    for v in &mut b.variants {
+                        v.defined_in = id;
+                    }
+                }
+            }
+            EntityKind::Alternate(a) => {
+                for v in &mut a.variants {
+                    v.defined_in = id;
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Fix up `defined_in` for implicit object types created before their
+    /// id was known.
+    fn stamp_by_name(&mut self, name: &Option<String>) {
+        if let Some(n) = name {
+            if let Some(id) = self.lookup(n) {
+                if self.entities[id].implicit {
+                    self.stamp_defined_in(id);
+                }
+            }
+        }
+    }
+
+    /// `{ 'include': F }`.
+    pub fn def_include(&mut self, fname: &str, info: &Info) {
+        let module = self.module_for_file(fname);
+        let e = Entity {
+            name: String::new(),
+            info: Some(info.clone()),
+            doc: None,
+            ifcond: IfCond::Always,
+            features: Vec::new(),
+            implicit: false,
+            module: 0,
+            kind: EntityKind::Include(Include { module }),
+        };
+        self.push_entity(e);
+    }
+
+    pub fn def_enum(
+        &mut self,
+        c: &DefnCommon,
+        members: &[EnumMemberDef],
+        prefix: Option<&str>,
+    ) -> Result<EntityId> {
+        let features = self.make_features(&c.features, &c.info)?;
+        let mut ms = Vec::with_capacity(members.len());
+        for m in members {
+            let mf = self.make_features(&m.features, &c.info)?;
+            ms.push(EnumMember {
+                name: m.name.clone(),
+                ifcond: m.ifcond.clone(),
+                features: mf,
+                info: Some(c.info.clone()),
+            });
+        }
+        let e = Entity {
+            name: c.name.clone(),
+            info: Some(c.info.clone()),
+            doc: c.doc,
+            ifcond: c.ifcond.clone(),
+            features,
+            implicit: false,
+            module: 0,
+            kind: EntityKind::Enum(EnumType {
+                members: ms,
+                prefix: prefix.map(str::to_string),
+            }),
+        };
+        self.def_definition(e)
+    }
+
+    pub fn def_struct(
+        &mut self,
+        c: &DefnCommon,
+        base: Option<&str>,
+        members: &[MemberDef],
+    ) -> Result<EntityId> {
+        let features = self.make_features(&c.features, &c.info)?;
+        let ms = self.make_members(&c.name, members, &c.info)?;
+        let e = Entity {
+            name: c.name.clone(),
+            info: Some(c.info.clone()),
+            doc: c.doc,
+            ifcond: c.ifcond.clone(),
+            features,
+            implicit: false,
+            module: 0,
+            kind: EntityKind::Object(ObjectType {
+                base_name: base.map(str::to_string),
+                base: None,
+                local_members: ms,
+                branches: None,
+                members: Vec::new(),
+                state: CheckState::Unchecked,
+            }),
+        };
+        self.def_object(e)
+    }
+
+    /// A union; `discriminator: None` is a legacy simple union.
+    pub fn def_union(
+        &mut self,
+        c: &DefnCommon,
+        base: &BaseDef,
+        discriminator: Option<&str>,
+        branches: &[BranchDef],
+    ) -> Result<EntityId> {
+        let features = self.make_features(&c.features, &c.info)?;
+        let base_name = match base {
+            BaseDef::None => None,
+            BaseDef::Type(t) => Some(t.clone()),
+            BaseDef::Members(ms) => {
+                let implicit_name = format!("q_obj_{}-base", c.name);
+                let ms = self.make_members(&implicit_name, ms, &c.info)?;
+                let n = self.make_implicit_object_type(&c.name, &c.info, &c.ifcond, "base", ms)?;
+                self.stamp_by_name(&n);
+                n
+            }
+        };
+        let mut variants = Vec::with_capacity(branches.len());
+        let mut local_members = Vec::new();
+        let tag_name;
+        match discriminator {
+            Some(d) => {
+                tag_name = d.to_string();
+                for b in branches {
+                    let type_name = self.make_type_name(&c.name, &b.name, &b.typ, &c.info)?;
+                    variants.push(Variant {
+                        name: b.name.clone(),
+                        type_name,
+                        typ: UNRESOLVED,
+                        ifcond: b.ifcond.clone(),
+                        info: Some(c.info.clone()),
+                        defined_in: UNRESOLVED,
+                    });
+                }
+            }
+            None => {
+                // Legacy simple union: wrapper types, implicit enum, tag 'type'.
+                tag_name = "type".to_string();
+                for b in branches {
+                    let typ = self.make_type_name(&c.name, &b.name, &b.typ, &c.info)?;
+                    let data = Member {
+                        name: "data".to_string(),
+                        type_name: typ.clone(),
+                        typ: UNRESOLVED,
+                        optional: false,
+                        ifcond: IfCond::Always,
+                        features: Vec::new(),
+                        info: Some(c.info.clone()),
+                        defined_in: UNRESOLVED,
+                    };
+                    let w = self.make_implicit_object_type(
+                        &typ,
+                        &c.info,
+                        &IfCond::Always,
+                        "wrapper",
+                        vec![data],
+                    )?;
+                    self.stamp_by_name(&w);
+                    variants.push(Variant {
+                        name: b.name.clone(),
+                        type_name: w.unwrap_or_default(),
+                        typ: UNRESOLVED,
+                        ifcond: b.ifcond.clone(),
+                        info: Some(c.info.clone()),
+                        defined_in: UNRESOLVED,
+                    });
+                }
+                let kind_name = format!("{}Kind", c.name);
+                let values = variants
+                    .iter()
+                    .map(|v| EnumMember {
+                        name: v.name.clone(),
+                        ifcond: v.ifcond.clone(),
+                        features: Vec::new(),
+                        info: Some(c.info.clone()),
+                    })
+                    .collect();
+                let e = Entity {
+                    name: kind_name.clone(),
+                    info: Some(c.info.clone()),
+                    doc: None,
+                    ifcond: c.ifcond.clone(),
+                    features: Vec::new(),
+                    implicit: true,
+                    module: 0,
+                    kind: EntityKind::Enum(EnumType {
+                        members: values,
+                        prefix: None,
+                    }),
+                };
+                self.def_definition(e)?;
+                local_members.push(Member {
+                    name: "type".to_string(),
+                    type_name: kind_name,
+                    typ: UNRESOLVED,
+                    optional: false,
+                    ifcond: IfCond::Always,
+                    features: Vec::new(),
+                    info: Some(c.info.clone()),
+                    defined_in: UNRESOLVED,
+                });
+            }
+        }
+        let e = Entity {
+            name: c.name.clone(),
+            info: Some(c.info.clone()),
+            doc: c.doc,
+            ifcond: c.ifcond.clone(),
+            features,
+            implicit: false,
+            module: 0,
+            kind: EntityKind::Object(ObjectType {
+                base_name,
+                base: None,
+                local_members,
+                branches: Some(Branches {
+                    tag_name,
+                    tag_member: None,
+                    variants,
+                }),
+                members: Vec::new(),
+                state: CheckState::Unchecked,
+            }),
+        };
+        self.def_object(e)
+    }
+
+    pub fn def_alternate(&mut self, c: &DefnCommon, branches: &[BranchDef]) -> Result<EntityId> {
+        let features = self.make_features(&c.features, &c.info)?;
+        let mut variants = Vec::with_capacity(branches.len());
+        for b in branches {
+            let type_name = self.make_type_name(&c.name, &b.name, &b.typ, &c.info)?;
+            variants.push(Variant {
+                name: b.name.clone(),
+                type_name,
+                typ: UNRESOLVED,
+                ifcond: b.ifcond.clone(),
+                info: Some(c.info.clone()),
+                defined_in: UNRESOLVED,
+            });
+        }
+        let e = Entity {
+            name: c.name.clone(),
+            info: Some(c.info.clone()),
+            doc: c.doc,
+            ifcond: c.ifcond.clone(),
+            features,
+            implicit: false,
+            module: 0,
+            kind: EntityKind::Alternate(AlternateType { variants }),
+        };
+        self.def_object(e)
+    }
+
+    fn make_args(&mut self, c: &DefnCommon, data: &ArgsDef) -> Result<Option<String>> {
+        Ok(match data {
+            ArgsDef::None => None,
+            ArgsDef::Type(t) => Some(t.clone()),
+            ArgsDef::Members(ms) => {
+                let implicit_name = format!("q_obj_{}-arg", c.name);
+                let ms = self.make_members(&implicit_name, ms, &c.info)?;
+                let n = self.make_implicit_object_type(&c.name, &c.info, &c.ifcond, "arg", ms)?;
+                self.stamp_by_name(&n);
+                n
+            }
+        })
+    }
+
+    pub fn def_command(
+        &mut self,
+        c: &DefnCommon,
+        data: &ArgsDef,
+        returns: Option<&TypeRef>,
+        flags: CommandFlags,
+    ) -> Result<EntityId> {
+        let features = self.make_features(&c.features, &c.info)?;
+        let arg_type_name = self.make_args(c, data)?;
+        let ret_type_name = match returns {
+            None => None,
+            Some(t) => Some(self.make_type_name(&c.name, "returns", t, &c.info)?),
+        };
+        let e = Entity {
+            name: c.name.clone(),
+            info: Some(c.info.clone()),
+            doc: c.doc,
+            ifcond: c.ifcond.clone(),
+            features,
+            implicit: false,
+            module: 0,
+            kind: EntityKind::Command(Command {
+                arg_type_name,
+                arg_type: None,
+                ret_type_name,
+                ret_type: None,
+                gen: flags.gen,
+                success_response: flags.success_response,
+                boxed: flags.boxed,
+                allow_oob: flags.allow_oob,
+                allow_preconfig: flags.allow_preconfig,
+                coroutine: flags.coroutine,
+            }),
+        };
+        self.def_definition(e)
+    }
+
+    pub fn def_event(&mut self, c: &DefnCommon, data: &ArgsDef, boxed: bool) -> Result<EntityId> {
+        let features = self.make_features(&c.features, &c.info)?;
+        let arg_type_name = self.make_args(c, data)?;
+        let e = Entity {
+            name: c.name.clone(),
+            info: Some(c.info.clone()),
+            doc: c.doc,
+            ifcond: c.ifcond.clone(),
+            features,
+            implicit: false,
+            module: 0,
+            kind: EntityKind::Event(Event {
+                arg_type_name,
+                arg_type: None,
+                boxed,
+            }),
+        };
+        self.def_definition(e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relpaths() {
+        let cwd = Path::new("/w");
+        assert_eq!(relpath(Path::new("a.json"), Path::new(""), cwd), "a.json");
+        assert_eq!(
+            relpath(Path::new("include/../sub.json"), Path::new(""), cwd),
+            "sub.json"
+        );
+        assert_eq!(
+            relpath(Path::new("d/qapi/x.json"), Path::new("d"), cwd),
+            "qapi/x.json"
+        );
+        assert_eq!(
+            relpath(Path::new("/abs/x.json"), Path::new("/abs"), cwd),
+            "x.json"
+        );
+    }
+}

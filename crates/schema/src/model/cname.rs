@@ -1,0 +1,133 @@
+//! QAPI names as C identifiers: the mapping QEMU uses to detect clashes
+//! between member names that differ only in `-` / `.` / `_`.
+
+/// Words that `c_name` protects with a `q_` prefix (C89, C99, C11, GCC,
+/// C++ keywords and a few namespace polluters).
+const PROTECTED: &[&str] = &[
+    // C89
+    "auto",
+    "break",
+    "case",
+    "char",
+    "const",
+    "continue",
+    "default",
+    "do",
+    "double",
+    "else",
+    "enum",
+    "extern",
+    "float",
+    "for",
+    "goto",
+    "if",
+    "int",
+    "long",
+    "register",
+    "return",
+    "short",
+    "signed",
+    "sizeof",
+    "static",
+    "struct",
+    "switch",
+    "typedef",
+    "union",
+    "unsigned",
+    "void",
+    "volatile",
+    "while", // C99
+    "inline",
+    "restrict",
+    "_Bool",
+    "_Complex",
+    "_Imaginary", // C11
+    "_Alignas",
+    "_Alignof",
+    "_Atomic",
+    "_Generic",
+    "_Noreturn",
+    "_Static_assert",
+    "_Thread_local", // GCC
+    "asm",
+    "typeof", // C++
+    "bool",
+    "catch",
+    "class",
+    "const_cast",
+    "delete",
+    "dynamic_cast",
+    "explicit",
+    "false",
+    "friend",
+    "mutable",
+    "namespace",
+    "new",
+    "operator",
+    "private",
+    "protected",
+    "public",
+    "reinterpret_cast",
+    "static_cast",
+    "template",
+    "this",
+    "throw",
+    "true",
+    "try",
+    "typeid",
+    "typename",
+    "using",
+    "virtual",
+    "wchar_t",
+    "and",
+    "and_eq",
+    "bitand",
+    "bitor",
+    "compl",
+    "not",
+    "not_eq",
+    "or",
+    "or_eq",
+    "xor",
+    "xor_eq", // pollution
+    "unix",
+    "errno",
+    "mips",
+    "sparc",
+    "i386",
+    "linux",
+];
+
+/// The C identifier QEMU's generator derives from a QAPI name: every
+/// character outside `[A-Za-z0-9_]` becomes `_`, and reserved words or
+/// names starting with a digit get a `q_` prefix.
+pub fn c_name(name: &str) -> String {
+    let mut out = String::with_capacity(name.len() + 2);
+    for ch in name.chars() {
+        if ch.is_ascii_alphanumeric() || ch == '_' {
+            out.push(ch);
+        } else {
+            out.push('_');
+        }
+    }
+    let digit = out.chars().next().is_some_and(|c| c.is_ascii_digit());
+    if digit || PROTECTED.contains(&out.as_str()) {
+        out.insert_str(0, "q_");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::c_name;
+
+    #[test]
+    fn mapping() {
+        assert_eq!(c_name("a-b.c"), "a_b_c");
+        assert_eq!(c_name("wchar-t"), "q_wchar_t");
+        assert_eq!(c_name("unix"), "q_unix");
+        assert_eq!(c_name("1x"), "q_1x");
+        assert_eq!(c_name("__org.qemu_x-Enum"), "__org_qemu_x_Enum");
+        assert_eq!(c_name(""), "");
+    }
+}

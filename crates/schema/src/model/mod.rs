@@ -1,0 +1,437 @@
+//! The checked schema model: QEMU 10.0's entities with resolved references.
+//!
+//! A [`Schema`] holds every entity in definition order (QEMU's
+//! "entity list"): the built-in types first, then, per expression, the
+//! implicit types it creates (array types, `q_obj_*` argument and base
+//! types) followed by the entity itself. Modules (one per schema file, plus
+//! `./builtin`) list their entities in the same order. References between
+//! entities are [`EntityId`]s, resolved by the semantic checks.
+//!
+//! Construction mirrors QEMU's two phases: definition ([`build`]) turns the
+//! normalised expressions into entities, detecting redefinitions; checking
+//! ([`check`]) resolves names, flattens bases, adds the implicit empty union
+//! branches, runs every semantic check with QEMU's messages and connects the
+//! doc comments.
+//!
+//! Counting rule used by [`crate::stats`]: only entities written as an
+//! expression count; implicit types (`q_obj_*`, `*List`, `*Kind`, legacy
+//! nested anonymous structs) do not.
+
+pub mod build;
+pub mod check;
+pub mod cname;
+
+use crate::source::{Dialect, Info};
+use std::collections::HashMap;
+
+pub use cname::c_name;
+
+/// Index of an entity in [`Schema::entities`].
+pub type EntityId = usize;
+/// Index of a module in [`Schema::modules`].
+pub type ModuleId = usize;
+
+/// Placeholder for a reference not resolved yet.
+pub(crate) const UNRESOLVED: EntityId = usize::MAX;
+
+/// An `if` condition: a configuration symbol, or all/any/not of
+/// conditions.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum IfCond {
+    /// No condition.
+    #[default]
+    Always,
+    Name(String),
+    All(Vec<IfCond>),
+    Any(Vec<IfCond>),
+    Not(Box<IfCond>),
+}
+
+impl IfCond {
+    pub fn is_present(&self) -> bool {
+        !matches!(self, IfCond::Always)
+    }
+
+    /// The condition as QEMU's test harness prints it: a bare symbol, or
+    /// the Python repr of the condition's dict.
+    pub fn to_qemu_repr(&self) -> String {
+        match self {
+            IfCond::Always => "None".to_string(),
+            IfCond::Name(n) => n.clone(),
+            _ => {
+                let mut s = String::new();
+                self.repr_into(&mut s);
+                s
+            }
+        }
+    }
+
+    fn repr_into(&self, out: &mut String) {
+        fn list(out: &mut String, key: &str, items: &[IfCond]) {
+            out.push_str("{'");
+            out.push_str(key);
+            out.push_str("': [");
+            for (i, c) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push_str(", ");
+                }
+                c.repr_into(out);
+            }
+            out.push_str("]}");
+        }
+        match self {
+            IfCond::Always => out.push_str("None"),
+            IfCond::Name(n) => {
+                out.push('\'');
+                out.push_str(n);
+                out.push('\'');
+            }
+            IfCond::All(v) => list(out, "all", v),
+            IfCond::Any(v) => list(out, "any", v),
+            IfCond::Not(c) => {
+                out.push_str("{'not': ");
+                c.repr_into(out);
+                out.push('}');
+            }
+        }
+    }
+
+    /// Evaluate against a set of enabled symbols.
+    pub fn eval(&self, enabled: &dyn Fn(&str) -> bool) -> bool {
+        match self {
+            IfCond::Always => true,
+            IfCond::Name(n) => enabled(n),
+            IfCond::All(v) => v.iter().all(|c| c.eval(enabled)),
+            IfCond::Any(v) => v.iter().any(|c| c.eval(enabled)),
+            IfCond::Not(c) => !c.eval(enabled),
+        }
+    }
+}
+
+/// A feature attached to a definition or a member.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Feature {
+    pub name: String,
+    pub ifcond: IfCond,
+    pub info: Option<Info>,
+}
+
+impl Feature {
+    /// `deprecated` and `unstable` have a meaning to QEMU itself.
+    pub fn is_special(&self) -> bool {
+        self.name == "deprecated" || self.name == "unstable"
+    }
+}
+
+/// A schema module: one source file (or `./builtin`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Module {
+    /// Path relative to the main schema's directory, as QEMU names it.
+    pub name: String,
+    /// Entities belonging to the module, in definition order.
+    pub entities: Vec<EntityId>,
+}
+
+/// Name of the module holding the built-in types.
+pub const BUILTIN_MODULE: &str = "./builtin";
+
+/// One entity of the schema.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Entity {
+    pub name: String,
+    /// Where it was defined; `None` for built-in entities.
+    pub info: Option<Info>,
+    /// The doc comment (index into [`Schema::docs`]).
+    pub doc: Option<usize>,
+    pub ifcond: IfCond,
+    pub features: Vec<Feature>,
+    /// True for types the schema defines implicitly (`q_obj_*`, `q_empty`,
+    /// `QType`, legacy `*Kind` enums and nested anonymous structs).
+    pub implicit: bool,
+    pub module: ModuleId,
+    pub kind: EntityKind,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum EntityKind {
+    Include(Include),
+    Builtin(BuiltinType),
+    Enum(EnumType),
+    Array(ArrayType),
+    Object(ObjectType),
+    Alternate(AlternateType),
+    Command(Command),
+    Event(Event),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Include {
+    /// The module the directive includes.
+    pub module: ModuleId,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuiltinType {
+    /// How values are encoded on the wire: `string`, `number`, `int`,
+    /// `boolean`, `null` or `value`.
+    pub json_type: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnumMember {
+    pub name: String,
+    pub ifcond: IfCond,
+    pub features: Vec<Feature>,
+    pub info: Option<Info>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnumType {
+    pub members: Vec<EnumMember>,
+    pub prefix: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArrayType {
+    pub element_name: String,
+    pub element: EntityId,
+}
+
+/// A member of an object type.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    pub name: String,
+    pub type_name: String,
+    pub typ: EntityId,
+    pub optional: bool,
+    pub ifcond: IfCond,
+    pub features: Vec<Feature>,
+    pub info: Option<Info>,
+    /// The object type that declares the member.
+    pub defined_in: EntityId,
+}
+
+/// A union branch or an alternate's alternative.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Variant {
+    pub name: String,
+    pub type_name: String,
+    pub typ: EntityId,
+    pub ifcond: IfCond,
+    pub info: Option<Info>,
+    pub defined_in: EntityId,
+}
+
+/// Reference to a member: the object type declaring it and its position
+/// among that type's local members.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemberRef {
+    pub owner: EntityId,
+    pub index: usize,
+}
+
+/// A union's branches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Branches {
+    pub tag_name: String,
+    /// The tag member (resolved during checking).
+    pub tag_member: Option<MemberRef>,
+    pub variants: Vec<Variant>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) enum CheckState {
+    #[default]
+    Unchecked,
+    InProgress,
+    Done,
+}
+
+/// A struct or union type (QEMU calls both "object").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectType {
+    pub base_name: Option<String>,
+    pub base: Option<EntityId>,
+    pub local_members: Vec<Member>,
+    pub branches: Option<Branches>,
+    /// All members, the base's first (valid once checked).
+    pub members: Vec<MemberRef>,
+    pub(crate) state: CheckState,
+}
+
+/// An alternate type; its implicit tag member `type` is of type `QType`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AlternateType {
+    pub variants: Vec<Variant>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Command {
+    pub arg_type_name: Option<String>,
+    pub arg_type: Option<EntityId>,
+    pub ret_type_name: Option<String>,
+    pub ret_type: Option<EntityId>,
+    pub gen: bool,
+    pub success_response: bool,
+    pub boxed: bool,
+    pub allow_oob: bool,
+    pub allow_preconfig: bool,
+    pub coroutine: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    pub arg_type_name: Option<String>,
+    pub arg_type: Option<EntityId>,
+    pub boxed: bool,
+}
+
+/// The pragmas that matter to the model (QEMU 10.0 names; the legacy
+/// names map onto them).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Pragma {
+    pub doc_required: bool,
+    pub command_name_exceptions: Vec<String>,
+    pub command_returns_exceptions: Vec<String>,
+    pub member_name_exceptions: Vec<String>,
+    pub documentation_exceptions: Vec<String>,
+}
+
+/// The checked model of a whole schema.
+#[derive(Debug, Clone)]
+pub struct Schema {
+    pub dialect: Dialect,
+    pub entities: Vec<Entity>,
+    pub modules: Vec<Module>,
+    pub docs: Vec<Doc>,
+    pub pragma: Pragma,
+    by_name: HashMap<String, EntityId>,
+    /// Feature names seen so far (QEMU allows at most 64, the two special
+    /// ones included).
+    feature_names: Vec<String>,
+    /// Directory of the main schema file, for module names.
+    schema_dir: std::path::PathBuf,
+    module_by_path: HashMap<String, ModuleId>,
+    /// Names of the `QType` enum and `q_empty` object.
+    pub(crate) qtype: EntityId,
+    pub(crate) q_empty: EntityId,
+}
+
+impl Schema {
+    pub fn entity(&self, id: EntityId) -> &Entity {
+        &self.entities[id]
+    }
+
+    /// Look up any definition by name.
+    pub fn lookup(&self, name: &str) -> Option<EntityId> {
+        self.by_name.get(name).copied()
+    }
+
+    /// Look up a type (not a command or event) by name.
+    pub fn lookup_type(&self, name: &str) -> Option<EntityId> {
+        let id = self.lookup(name)?;
+        if self.is_type(id) {
+            Some(id)
+        } else {
+            None
+        }
+    }
+
+    pub fn is_type(&self, id: EntityId) -> bool {
+        matches!(
+            self.entities[id].kind,
+            EntityKind::Builtin(_)
+                | EntityKind::Enum(_)
+                | EntityKind::Array(_)
+                | EntityKind::Object(_)
+                | EntityKind::Alternate(_)
+        )
+    }
+
+    /// The member a reference points to.
+    pub fn member(&self, r: MemberRef) -> &Member {
+        match &self.entities[r.owner].kind {
+            EntityKind::Object(o) => &o.local_members[r.index],
+            // MemberRefs are only ever made for object types.
+            _ => unreachable_member(),
+        }
+    }
+
+    /// All members of an object type (base members first), once checked.
+    pub fn object_members(&self, id: EntityId) -> impl Iterator<Item = &Member> {
+        let refs: &[MemberRef] = match &self.entities[id].kind {
+            EntityKind::Object(o) => &o.members,
+            _ => &[],
+        };
+        refs.iter().map(move |r| self.member(*r))
+    }
+
+    /// QEMU's "meta" word for a definition: `built-in`, `enum`, `array`,
+    /// `struct`, `union`, `alternate`, `command`, `event`, `include`.
+    pub fn meta(&self, id: EntityId) -> &'static str {
+        match &self.entities[id].kind {
+            EntityKind::Include(_) => "include",
+            EntityKind::Builtin(_) => "built-in",
+            EntityKind::Enum(_) => "enum",
+            EntityKind::Array(_) => "array",
+            EntityKind::Object(o) => {
+                if o.branches.is_some() {
+                    "union"
+                } else {
+                    "struct"
+                }
+            }
+            EntityKind::Alternate(_) => "alternate",
+            EntityKind::Command(_) => "command",
+            EntityKind::Event(_) => "event",
+        }
+    }
+
+    /// How QEMU describes a type in messages, e.g. `union type 'Uni'`,
+    /// `array type ['int']`.
+    pub fn describe(&self, id: EntityId) -> String {
+        let e = &self.entities[id];
+        match &e.kind {
+            EntityKind::Array(a) => format!("array type ['{}']", a.element_name),
+            EntityKind::Command(_) | EntityKind::Event(_) | EntityKind::Include(_) => {
+                format!("{} '{}'", self.meta(id), e.name)
+            }
+            _ => format!("{} type '{}'", self.meta(id), e.name),
+        }
+    }
+
+    /// The `if` condition QEMU associates with an entity; an array type
+    /// takes its element type's.
+    pub fn ifcond(&self, id: EntityId) -> &IfCond {
+        match &self.entities[id].kind {
+            EntityKind::Array(a) if a.element != UNRESOLVED => self.ifcond(a.element),
+            _ => &self.entities[id].ifcond,
+        }
+    }
+
+    /// Entities in definition order, with their ids.
+    pub fn iter(&self) -> impl Iterator<Item = (EntityId, &Entity)> {
+        self.entities.iter().enumerate()
+    }
+
+    /// Id of the `q_empty` object type.
+    pub fn q_empty(&self) -> EntityId {
+        self.q_empty
+    }
+
+    /// Id of the `QType` enum.
+    pub fn qtype(&self) -> EntityId {
+        self.qtype
+    }
+}
+
+#[cold]
+fn unreachable_member() -> ! {
+    // A MemberRef always names an object type's local member; reaching
+    // this means the model was corrupted by a bug, not by input.
+    panic!("MemberRef does not point into an object type")
+}
+
+/// Placeholder until the doc comment model is wired in.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Doc;
