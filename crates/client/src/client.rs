@@ -539,6 +539,7 @@ struct Inner {
     event_buffer: usize,
     fd_capable: bool,
     reader: tokio::task::AbortHandle,
+    tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
 impl Drop for Inner {
@@ -693,8 +694,8 @@ impl Client {
             closed_tx,
         });
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(writer_loop(conn.clone(), writer, rx));
-        let reader = tokio::spawn(reader_loop(conn.clone(), r, opts.max_message)).abort_handle();
+        let writer = tokio::spawn(writer_loop(conn.clone(), writer, rx));
+        let reader = tokio::spawn(reader_loop(conn.clone(), r, opts.max_message));
         let client = Client {
             inner: Arc::new(Inner {
                 conn,
@@ -706,7 +707,8 @@ impl Client {
                 timeout: opts.timeout,
                 event_buffer: opts.event_buffer.max(1),
                 fd_capable,
-                reader,
+                reader: reader.abort_handle(),
+                tasks: Mutex::new(vec![writer, reader]),
             }),
         };
         if opts.negotiate {
@@ -1003,6 +1005,15 @@ impl Client {
         self.inner.conn.fail("closed by the client");
         let _ = self.inner.tx.send(Frame::Close);
         self.inner.reader.abort();
+    }
+
+    /// [`Client::close`], then wait until the socket is closed (the server sees the hang-up).
+    pub async fn shutdown(&self) {
+        self.close();
+        let tasks = std::mem::take(&mut *lock(&self.inner.tasks));
+        for t in tasks {
+            let _ = t.await;
+        }
     }
 }
 

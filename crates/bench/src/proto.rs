@@ -1,0 +1,386 @@
+//! QMP round trips over a unix socket, per target server, measured in the same run:
+//! sequential `query-version` per second, pipelined (16 in flight) requests per second,
+//! p50/p99 latency at a paced 1 000 requests per second — all with our client — and Python
+//! qemu.qmp's sequential rate against the same target (the client ratio).
+//!
+//! A target is anything serving QMP on a unix socket. qemu-storage-daemon is started here when
+//! installed; another server is one call away:
+//! `targets.push(Target::unix("qmpkit serve", socket_path, guard))` in [`run`], where `guard`
+//! keeps that server alive (a child process handle, a runtime, …) until the target is dropped.
+//! Ratios against qemu-storage-daemon are reported for every other target.
+
+use qmpkit_client::{Client, ConnectOptions, Endpoint};
+use serde_json::{json, Map, Value};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// How long each rate is measured.
+const MEASURE: Duration = Duration::from_millis(1500);
+/// Requests in flight for the pipelined figure.
+const IN_FLIGHT: usize = 16;
+/// Paced latency: this many requests, one per millisecond.
+const PACED: usize = 2000;
+
+/// A QMP server to measure.
+pub struct Target {
+    pub name: String,
+    pub endpoint: Endpoint,
+    _guard: Box<dyn Send>,
+}
+
+impl Target {
+    /// A server already listening on a unix socket; `guard` is dropped with the target.
+    pub fn unix(
+        name: impl Into<String>,
+        socket: impl Into<PathBuf>,
+        guard: impl Send + 'static,
+    ) -> Target {
+        Target {
+            name: name.into(),
+            endpoint: Endpoint::Unix(socket.into()),
+            _guard: Box::new(guard),
+        }
+    }
+
+    /// Start qemu-storage-daemon on a socket in a temporary directory.
+    pub fn qsd() -> Result<Target, String> {
+        let dir = std::env::temp_dir().join(format!("qmpkit-bench-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let socket = dir.join("qsd.sock");
+        let _ = std::fs::remove_file(&socket);
+        let child = Command::new("qemu-storage-daemon")
+            .arg("--chardev")
+            .arg(format!(
+                "socket,path={},server=on,wait=off,id=m",
+                socket.display()
+            ))
+            .args(["--monitor", "chardev=m"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("qemu-storage-daemon: {e}"))?;
+        let guard = ChildGuard(child, dir);
+        wait_listening(&socket)?;
+        let version = Command::new("qemu-storage-daemon")
+            .arg("--version")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8(o.stdout).ok())
+            .and_then(|s| s.split_whitespace().nth(2).map(str::to_owned))
+            .unwrap_or_default();
+        Ok(Target::unix(
+            format!("qemu-storage-daemon {version}"),
+            socket,
+            guard,
+        ))
+    }
+
+    fn socket(&self) -> Option<&Path> {
+        match &self.endpoint {
+            Endpoint::Unix(p) => Some(p),
+            Endpoint::Tcp(_) => None,
+        }
+    }
+}
+
+struct ChildGuard(Child, PathBuf);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+        let _ = std::fs::remove_dir_all(&self.1);
+    }
+}
+
+/// Wait until a unix socket listens on `path` (without connecting: QEMU serves one client at a time).
+pub fn wait_listening(path: &Path) -> Result<(), String> {
+    let start = Instant::now();
+    let p = path.to_string_lossy().into_owned();
+    loop {
+        let listening = match std::fs::read_to_string("/proc/net/unix") {
+            Ok(t) => t.lines().any(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                f.len() >= 8 && f[7] == p && f[3] == "00010000"
+            }),
+            Err(_) => path.exists(),
+        };
+        if listening {
+            return Ok(());
+        }
+        if start.elapsed() > Duration::from_secs(10) {
+            return Err(format!("nothing listens on {p}"));
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// What one target measured.
+#[derive(Debug, Clone, Default)]
+pub struct Figures {
+    pub seq_per_sec: f64,
+    pub pipelined_per_sec: f64,
+    pub paced_p50_us: f64,
+    pub paced_p99_us: f64,
+    pub python_seq_per_sec: Option<f64>,
+}
+
+impl Figures {
+    pub fn client_ratio(&self) -> Option<f64> {
+        self.python_seq_per_sec.map(|p| self.seq_per_sec / p)
+    }
+
+    fn to_json(&self) -> Value {
+        json!({
+            "seq_per_sec": self.seq_per_sec.round(),
+            "pipelined16_per_sec": self.pipelined_per_sec.round(),
+            "paced1000_p50_us": (self.paced_p50_us * 10.0).round() / 10.0,
+            "paced1000_p99_us": (self.paced_p99_us * 10.0).round() / 10.0,
+            "python_seq_per_sec": self.python_seq_per_sec.map(f64::round),
+            "client_ratio_vs_python": self.client_ratio().map(|r| (r * 100.0).round() / 100.0),
+        })
+    }
+}
+
+async fn connect(endpoint: &Endpoint) -> Result<Client, String> {
+    let start = Instant::now();
+    loop {
+        match ConnectOptions::default().connect(endpoint).await {
+            Ok(c) => return Ok(c),
+            Err(e) if start.elapsed() > Duration::from_secs(10) => return Err(e.to_string()),
+            Err(_) => tokio::time::sleep(Duration::from_millis(5)).await,
+        }
+    }
+}
+
+/// Sequential round trips of `query-version` per second.
+pub async fn sequential(c: &Client, d: Duration) -> Result<f64, String> {
+    for _ in 0..200 {
+        c.execute::<Value>("query-version", ())
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    let start = Instant::now();
+    let mut n = 0u64;
+    while start.elapsed() < d {
+        for _ in 0..100 {
+            c.execute::<Value>("query-version", ())
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        n += 100;
+    }
+    Ok(n as f64 / start.elapsed().as_secs_f64())
+}
+
+/// Requests per second with `in_flight` requests outstanding at all times on one connection.
+pub async fn pipelined(c: &Client, in_flight: usize, d: Duration) -> Result<f64, String> {
+    let start = Instant::now();
+    let mut set = tokio::task::JoinSet::new();
+    for _ in 0..in_flight {
+        let c = c.clone();
+        set.spawn(async move {
+            let mut n = 0u64;
+            while start.elapsed() < d {
+                c.execute::<Value>("query-version", ())
+                    .await
+                    .map_err(|e| e.to_string())?;
+                n += 1;
+            }
+            Ok::<u64, String>(n)
+        });
+    }
+    let mut total = 0;
+    while let Some(r) = set.join_next().await {
+        total += r.map_err(|e| e.to_string())??;
+    }
+    Ok(total as f64 / start.elapsed().as_secs_f64())
+}
+
+/// p50 and p99 latency (µs) of `n` requests sent one per millisecond.
+pub async fn paced(c: &Client, n: usize) -> Result<(f64, f64), String> {
+    let mut lat = Vec::with_capacity(n);
+    let start = tokio::time::Instant::now();
+    for i in 0..n {
+        tokio::time::sleep_until(start + Duration::from_millis(i as u64)).await;
+        let t = Instant::now();
+        c.execute::<Value>("query-version", ())
+            .await
+            .map_err(|e| e.to_string())?;
+        lat.push(t.elapsed().as_secs_f64() * 1e6);
+    }
+    lat.sort_by(f64::total_cmp);
+    let at = |q: f64| {
+        lat.get(((lat.len() as f64 - 1.0) * q).round() as usize)
+            .copied()
+            .unwrap_or(0.0)
+    };
+    Ok((at(0.50), at(0.99)))
+}
+
+/// The Python interpreter with qemu.qmp: `$QMPKIT_PYTHON`, the repo's `.ci/venv`, or `python3`.
+pub fn python() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("QMPKIT_PYTHON") {
+        return Some(PathBuf::from(p));
+    }
+    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.ci/venv/bin/python");
+    if venv.exists() {
+        return Some(venv);
+    }
+    let ok = Command::new("python3")
+        .args(["-c", "import qemu.qmp"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    ok.then(|| PathBuf::from("python3"))
+}
+
+/// Python qemu.qmp's sequential `query-version` rate against a unix socket.
+pub fn python_sequential(python: &Path, socket: &Path, d: Duration) -> Result<f64, String> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../client/tests/py/qmp_run.py");
+    let mut child = Command::new(python)
+        .arg(script)
+        .arg(socket)
+        .arg("--bench-seq")
+        .arg(format!("{}", d.as_secs_f64()))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("{}: {e}", python.display()))?;
+    let start = Instant::now();
+    loop {
+        match child.try_wait() {
+            Ok(Some(_)) => break,
+            Ok(None) if start.elapsed() < d + Duration::from_secs(30) => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err("qmp_run.py did not finish in time".into());
+            }
+        }
+    }
+    let out = child.wait_with_output().map_err(|e| e.to_string())?;
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).trim().to_string());
+    }
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find_map(|v| v.get("seq_per_sec").and_then(Value::as_f64))
+        .ok_or_else(|| "no rate in qmp_run.py's output".to_string())
+}
+
+/// Measure one target: each figure on its own connection, one connection at a time.
+pub fn measure(rt: &tokio::runtime::Runtime, target: &Target) -> Result<Figures, String> {
+    let mut f = Figures::default();
+    let ep = &target.endpoint;
+    rt.block_on(async {
+        let c = connect(ep).await?;
+        f.seq_per_sec = sequential(&c, MEASURE).await?;
+        f.pipelined_per_sec = pipelined(&c, IN_FLIGHT, MEASURE).await?;
+        let (p50, p99) = paced(&c, PACED).await?;
+        f.paced_p50_us = p50;
+        f.paced_p99_us = p99;
+        // The server must see the hang-up before the next client connects.
+        c.shutdown().await;
+        Ok::<(), String>(())
+    })?;
+    if let (Some(py), Some(sock)) = (python(), target.socket()) {
+        match python_sequential(&py, sock, MEASURE) {
+            Ok(r) => f.python_seq_per_sec = Some(r),
+            Err(e) => eprintln!("proto: python qemu.qmp against {}: {e}", target.name),
+        }
+    }
+    Ok(f)
+}
+
+/// The section: measure every target, print a table, add figures and ratios to `results`.
+pub fn run(results: &mut Map<String, Value>) {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("proto: no runtime: {e}");
+            return;
+        }
+    };
+    let mut targets = Vec::new();
+    match Target::qsd() {
+        Ok(t) => targets.push(t),
+        Err(e) => println!("proto: skipped qemu-storage-daemon: {e}"),
+    }
+    // Further targets (e.g. the project's own server) go here with `Target::unix(…)`.
+    run_targets(&rt, &targets, results);
+}
+
+/// Measure `targets` (the first is the reference for ratios) and report.
+pub fn run_targets(
+    rt: &tokio::runtime::Runtime,
+    targets: &[Target],
+    results: &mut Map<String, Value>,
+) {
+    if targets.is_empty() {
+        return;
+    }
+    let mut measured: Vec<(&Target, Figures)> = Vec::new();
+    for t in targets {
+        match measure(rt, t) {
+            Ok(f) => measured.push((t, f)),
+            Err(e) => eprintln!("proto: {}: {e}", t.name),
+        }
+    }
+    println!();
+    println!("QMP round trips over a unix socket (query-version; our client unless noted)");
+    println!(
+        "{:<32} {:>12} {:>14} {:>10} {:>10} {:>14} {:>8}",
+        "target", "seq/s", "pipelined16/s", "p50 µs", "p99 µs", "python seq/s", "ours/py"
+    );
+    let mut out = Map::new();
+    for (t, f) in &measured {
+        println!(
+            "{:<32} {:>12.0} {:>14.0} {:>10.1} {:>10.1} {:>14} {:>8}",
+            t.name,
+            f.seq_per_sec,
+            f.pipelined_per_sec,
+            f.paced_p50_us,
+            f.paced_p99_us,
+            f.python_seq_per_sec
+                .map_or("-".into(), |p| format!("{p:.0}")),
+            f.client_ratio().map_or("-".into(), |r| format!("{r:.2}x")),
+        );
+        out.insert(t.name.clone(), f.to_json());
+    }
+    if let Some((reference, base)) = measured.first() {
+        let mut ratios = Map::new();
+        for (t, f) in measured.iter().skip(1) {
+            println!(
+                "{} vs {}: sequential {:.2}x, pipelined {:.2}x, p99 {:.2}x",
+                t.name,
+                reference.name,
+                f.seq_per_sec / base.seq_per_sec,
+                f.pipelined_per_sec / base.pipelined_per_sec,
+                f.paced_p99_us / base.paced_p99_us
+            );
+            ratios.insert(
+                format!("{} / {}", t.name, reference.name),
+                json!({
+                    "seq": (f.seq_per_sec / base.seq_per_sec * 100.0).round() / 100.0,
+                    "pipelined16": (f.pipelined_per_sec / base.pipelined_per_sec * 100.0).round() / 100.0,
+                    "p99": (f.paced_p99_us / base.paced_p99_us * 100.0).round() / 100.0,
+                }),
+            );
+        }
+        if !ratios.is_empty() {
+            out.insert("ratios".into(), Value::Object(ratios));
+        }
+    }
+    results.insert("proto".into(), Value::Object(out));
+}
