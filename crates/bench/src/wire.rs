@@ -161,6 +161,34 @@ pub fn run(results: &mut Map<String, Value>) {
         );
     }
     println!("worst decode ratio {worst_decode:.2}, worst encode ratio {worst_encode:.2}");
+
+    // For information: QEMU's extensions take the exact path.
+    let plain =
+        br#"{"execute": "qom-list", "arguments": {"path": "/machine/peripheral"}, "id": "req-17"}"#;
+    let quoted = b"{'execute': 'qom-list', 'arguments': {'path': '/machine/peripheral'}, 'id': 'req-17'}\r\n";
+    let mut streamer = JsonStreamer::new();
+    let mut items = Vec::with_capacity(4);
+    let (exact, theirs) = time_pair(
+        budget,
+        || {
+            streamer.feed(black_box(quoted), &mut items);
+            black_box(items.drain(..).count());
+        },
+        || {
+            let v: Result<Value, _> = serde_json::from_slice(black_box(plain));
+            black_box(v.is_ok());
+        },
+    );
+    println!(
+        "exact path (single-quoted qom-list) {} vs serde_json on the double-quoted form {}: {:.2}",
+        fmt_time(exact),
+        fmt_time(theirs),
+        exact / theirs
+    );
+    out.insert(
+        "exact_path_vs_serde_json".into(),
+        json!((exact / theirs * 1000.0).round() / 1000.0),
+    );
     out.insert(
         "worst_decode_vs_serde_json".into(),
         json!((worst_decode * 1000.0).round() / 1000.0),

@@ -75,6 +75,25 @@ fn decode_chunks(mut s: JsonStreamer, input: &[u8], cuts: &[usize]) -> Vec<Item>
     shown(out)
 }
 
+/// Outputs tagged with the index of the chunk whose arrival produced them.
+fn decode_timed(mut s: JsonStreamer, input: &[u8], cuts: &[usize]) -> Vec<(usize, Item)> {
+    let mut cuts: Vec<usize> = cuts.iter().map(|c| c % (input.len() + 1)).collect();
+    cuts.sort_unstable();
+    cuts.push(input.len());
+    let mut timed = Vec::new();
+    let mut last = 0;
+    for (i, c) in cuts.into_iter().enumerate() {
+        let mut out = Vec::new();
+        s.feed(&input[last..c], &mut out);
+        last = c;
+        timed.extend(shown(out).into_iter().map(|o| (i, o)));
+    }
+    let mut out = Vec::new();
+    s.finish(&mut out);
+    timed.extend(shown(out).into_iter().map(|o| (usize::MAX, o)));
+    timed
+}
+
 /// Byte soup made of JSON's pieces, QEMU's extensions and troublemakers.
 fn jsonish() -> impl Strategy<Value = Vec<u8>> {
     let piece = prop_oneof![
@@ -153,6 +172,11 @@ proptest! {
         let whole = decode_chunks(JsonStreamer::new(), &bytes, &[]);
         prop_assert_eq!(&whole, &decode_chunks(JsonStreamer::new(), &bytes, &cuts));
         prop_assert_eq!(&whole, &decode_chunks(JsonStreamer::exact_only(), &bytes, &cuts));
+        // And every answer comes as soon as QEMU would give it.
+        prop_assert_eq!(
+            decode_timed(JsonStreamer::new(), &bytes, &cuts),
+            decode_timed(JsonStreamer::exact_only(), &bytes, &cuts)
+        );
     }
 
     #[test]
@@ -168,5 +192,9 @@ proptest! {
         let fast = decode_chunks(JsonStreamer::new(), &input, &cuts);
         prop_assert_eq!(&fast, &decode_chunks(JsonStreamer::exact_only(), &input, &[]));
         prop_assert_eq!(fast.len(), vs.len());
+        prop_assert_eq!(
+            decode_timed(JsonStreamer::new(), &input, &cuts),
+            decode_timed(JsonStreamer::exact_only(), &input, &cuts)
+        );
     }
 }

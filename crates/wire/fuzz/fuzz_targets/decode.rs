@@ -6,16 +6,30 @@
 use libfuzzer_sys::fuzz_target;
 use qmpkit_wire::{to_qemu_string, JsonStreamer, Request};
 
-fn decode(mut s: JsonStreamer, data: &[u8], cuts: &[usize]) -> Vec<Result<String, String>> {
-    let mut out = Vec::new();
+type Item = Result<String, String>;
+
+/// Outputs, each with the index of the chunk whose arrival produced it.
+fn decode_timed(mut s: JsonStreamer, data: &[u8], cuts: &[usize]) -> Vec<(usize, Item)> {
+    let mut timed = Vec::new();
     let mut last = 0;
-    for &c in cuts {
+    for (i, &c) in cuts.iter().chain(std::iter::once(&data.len())).enumerate() {
         let c = c.clamp(last, data.len());
+        let mut out = Vec::new();
         s.feed(&data[last..c], &mut out);
         last = c;
+        timed.extend(shown(out).into_iter().map(|o| (i, o)));
     }
-    s.feed(&data[last..], &mut out);
+    let mut out = Vec::new();
     s.finish(&mut out);
+    timed.extend(shown(out).into_iter().map(|o| (usize::MAX, o)));
+    timed
+}
+
+fn decode(s: JsonStreamer, data: &[u8], cuts: &[usize]) -> Vec<Item> {
+    decode_timed(s, data, cuts).into_iter().map(|(_, o)| o).collect()
+}
+
+fn shown(out: Vec<Result<serde_json::Value, qmpkit_wire::JsonError>>) -> Vec<Item> {
     out.into_iter()
         .map(|r| match r {
             Ok(v) => {
@@ -34,12 +48,20 @@ fuzz_target!(|data: &[u8]| {
         Some((s, d)) => (*s as usize, d),
         None => return,
     };
-    let cuts: Vec<usize> = (1..=seed % 5).map(|i| data.len() * i * 7 / (5 * 8) + seed % 3).collect();
+    let mut cuts: Vec<usize> = (0..seed % 8)
+        .map(|k| (seed * 31 + k * 97 + k * k * 13) % (data.len() + 1))
+        .collect();
+    cuts.sort_unstable();
     let whole = decode(JsonStreamer::new(), data, &[]);
     let exact = decode(JsonStreamer::exact_only(), data, &[]);
     assert_eq!(whole, exact, "fast and exact paths differ");
     let chunked = decode(JsonStreamer::new(), data, &cuts);
     assert_eq!(whole, chunked, "chunking changed the result");
+    assert_eq!(
+        decode_timed(JsonStreamer::new(), data, &cuts),
+        decode_timed(JsonStreamer::exact_only(), data, &cuts),
+        "an answer came later (or earlier) than QEMU would give it"
+    );
     for text in whole.iter().flatten() {
         let again = decode(JsonStreamer::new(), format!("{text}\n").as_bytes(), &[]);
         assert_eq!(again.len(), 1, "{text}");
