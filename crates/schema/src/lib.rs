@@ -8,11 +8,15 @@
 //! one expression) → `model` (entities, resolved references, semantic
 //! checks) → back ends (`dump`, `introspect`, `diff`).
 
+pub mod ast;
 pub mod error;
+pub mod expr;
 pub mod source;
 
 pub use error::QapiError;
-pub use source::{Dialect, Info};
+pub use ast::ParsedSchema;
+pub use expr::parse_schema;
+pub use source::{Dialect, FsProvider, Info, MemoryProvider, SourceProvider};
 pub mod dump;
 pub mod introspect;
 pub mod model;

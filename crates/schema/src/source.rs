@@ -47,7 +47,11 @@ pub struct Info {
 
 impl Info {
     pub fn new(file: Arc<SourceFile>, line: u32) -> Info {
-        Info { file, line, defn: None }
+        Info {
+            file,
+            line,
+            defn: None,
+        }
     }
 
     /// The same position, now known to belong to definition `meta` `name`.
@@ -92,5 +96,190 @@ impl Info {
 impl fmt::Display for Info {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}{}{}", self.include_path(), self.in_defn(), self.loc())
+    }
+}
+
+/// Largest schema file accepted (a guard against reading unbounded data
+/// such as `/dev/zero`).
+pub const MAX_FILE_SIZE: u64 = 256 * 1024 * 1024;
+
+/// Why a schema file could not be read. `Display` gives the text QEMU
+/// prints after "can't read schema file 'X': ", e.g.
+/// "No such file or directory".
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadError(pub String);
+
+impl fmt::Display for ReadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl From<std::io::Error> for ReadError {
+    fn from(e: std::io::Error) -> ReadError {
+        ReadError(strerror(&e))
+    }
+}
+
+/// The C library's wording of an I/O error, without Rust's
+/// " (os error N)" suffix.
+pub fn strerror(e: &std::io::Error) -> String {
+    let s = e.to_string();
+    match s.rfind(" (os error ") {
+        Some(i) if s.ends_with(')') => s[..i].to_string(),
+        _ => s,
+    }
+}
+
+/// Where schema files come from: the real file system, or an in-memory
+/// map of path → text (for schemas embedded with `include_str!`).
+///
+/// Paths are the names QEMU uses: the main file as given, and each include
+/// joined with the including file's directory (see [`join_include`]).
+pub trait SourceProvider {
+    /// The whole text of `path`. Must fail cleanly (not hang, not read
+    /// more than [`MAX_FILE_SIZE`] bytes) on directories, devices and huge
+    /// files; must reject text that is not UTF-8.
+    fn read(&self, path: &str) -> Result<String, ReadError>;
+
+    /// A canonical name for `path`, used to detect repeated includes and
+    /// inclusion loops (QEMU compares `os.path.abspath` names).
+    fn canonical(&self, path: &str) -> String;
+}
+
+/// Reads schema files from the file system, relative to the current
+/// directory.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct FsProvider;
+
+impl SourceProvider for FsProvider {
+    fn read(&self, path: &str) -> Result<String, ReadError> {
+        use std::io::Read;
+        let file = std::fs::File::open(path)?;
+        let meta = file.metadata()?;
+        if meta.is_dir() {
+            return Err(ReadError("Is a directory".to_string()));
+        }
+        if meta.len() > MAX_FILE_SIZE {
+            return Err(too_large());
+        }
+        let mut buf = Vec::with_capacity(meta.len() as usize);
+        // `take` bounds devices and files that grow while being read.
+        file.take(MAX_FILE_SIZE + 1).read_to_end(&mut buf)?;
+        if buf.len() as u64 > MAX_FILE_SIZE {
+            return Err(too_large());
+        }
+        into_utf8(buf)
+    }
+
+    fn canonical(&self, path: &str) -> String {
+        let p = std::path::Path::new(path);
+        if p.is_absolute() {
+            normalize(path)
+        } else {
+            match std::env::current_dir() {
+                Ok(cwd) => normalize(&format!("{}/{}", cwd.display(), path)),
+                Err(_) => normalize(path),
+            }
+        }
+    }
+}
+
+fn too_large() -> ReadError {
+    ReadError(format!("file too large (more than {MAX_FILE_SIZE} bytes)"))
+}
+
+fn into_utf8(buf: Vec<u8>) -> Result<String, ReadError> {
+    String::from_utf8(buf).map_err(|e| {
+        let off = e.utf8_error().valid_up_to();
+        ReadError(format!("invalid UTF-8 at byte offset {off}"))
+    })
+}
+
+/// Schema files held in memory: path → text.
+#[derive(Debug, Clone, Default)]
+pub struct MemoryProvider {
+    files: std::collections::HashMap<String, String>,
+}
+
+impl MemoryProvider {
+    pub fn new() -> MemoryProvider {
+        MemoryProvider::default()
+    }
+
+    /// Add (or replace) a file. `path` is normalised, so `a/./b.json` and
+    /// `a/b.json` name the same file.
+    pub fn add(&mut self, path: &str, text: impl Into<String>) -> &mut Self {
+        self.files.insert(normalize(path), text.into());
+        self
+    }
+
+    /// Build from `(path, text)` pairs, e.g. `include_str!` contents.
+    pub fn from_files<'a>(files: impl IntoIterator<Item = (&'a str, &'a str)>) -> MemoryProvider {
+        let mut m = MemoryProvider::new();
+        for (p, t) in files {
+            m.add(p, t);
+        }
+        m
+    }
+}
+
+impl SourceProvider for MemoryProvider {
+    fn read(&self, path: &str) -> Result<String, ReadError> {
+        match self.files.get(&normalize(path)) {
+            Some(t) if t.len() as u64 > MAX_FILE_SIZE => Err(too_large()),
+            Some(t) => Ok(t.clone()),
+            None => Err(ReadError("No such file or directory".to_string())),
+        }
+    }
+
+    fn canonical(&self, path: &str) -> String {
+        normalize(path)
+    }
+}
+
+/// Lexical path normalisation as Python's `os.path.normpath` does it:
+/// collapses `//`, `.` and `dir/..`; no file system access.
+pub fn normalize(path: &str) -> String {
+    let abs = path.starts_with('/');
+    let mut parts: Vec<&str> = Vec::new();
+    for c in path.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => {
+                if matches!(parts.last(), Some(p) if *p != "..") {
+                    parts.pop();
+                } else if !abs {
+                    parts.push("..");
+                }
+            }
+            c => parts.push(c),
+        }
+    }
+    let body = parts.join("/");
+    match (abs, body.is_empty()) {
+        (true, _) => format!("/{body}"),
+        (false, true) => ".".to_string(),
+        (false, false) => body,
+    }
+}
+
+/// The name QEMU gives an included file: `os.path.join(dirname(including),
+/// name)` (an absolute `name` stands alone).
+pub fn join_include(including: &str, name: &str) -> String {
+    if name.starts_with('/') {
+        return name.to_string();
+    }
+    let dir = match including.rfind('/') {
+        Some(0) => "/",
+        Some(i) => &including[..i],
+        None => "",
+    };
+    if dir.is_empty() {
+        name.to_string()
+    } else if dir.ends_with('/') {
+        format!("{dir}{name}")
+    } else {
+        format!("{dir}/{name}")
     }
 }
