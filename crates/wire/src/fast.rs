@@ -262,7 +262,7 @@ impl Reader<'_> {
     /// already have complained about a byte in it (the exact path says what).
     fn string_tail_eof<T>(&self, _i: usize) -> R<T> {
         let rest = &self.data[self.pos..];
-        if rest.iter().any(|&b| b < 0x20 || b >= 0xFE) {
+        if rest.iter().any(|&b| !(0x20..0xFE).contains(&b)) {
             Err(Stop::Refused)
         } else {
             Err(Stop::Eof)

@@ -208,8 +208,8 @@ fn two_messages_and_split_messages() {
 
 fn nested(depth: usize) -> Vec<u8> {
     let mut v = b"{\"execute\": \"x\", \"id\": ".to_vec();
-    v.extend(std::iter::repeat_n(b'[', depth));
-    v.extend(std::iter::repeat_n(b']', depth));
+    v.resize(v.len() + depth, b'[');
+    v.resize(v.len() + depth, b']');
     v.extend_from_slice(b"}\n");
     v
 }
@@ -266,7 +266,7 @@ fn token_count_limit() {
 fn token_size_limit() {
     // A 64 MiB string: the token is cut at the limit and the rest read afresh.
     let mut input = b"{\"execute\": \"x\", \"arguments\": {\"s\": \"".to_vec();
-    input.extend(std::iter::repeat_n(b'a', 64 << 20));
+    input.resize(input.len() + (64 << 20), b'a');
     input.extend_from_slice(b"\"}}\n{\"execute\": \"after\"}\n");
     let mut s = JsonStreamer::new();
     let mut out = Vec::new();

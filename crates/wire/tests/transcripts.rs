@@ -72,8 +72,8 @@ fn sent_bytes(line: &str) -> Vec<u8> {
         let a = (extra + closes - opens) / 2;
         let b = extra - a;
         let mut v = head.clone();
-        v.extend(std::iter::repeat(open).take(a as usize));
-        v.extend(std::iter::repeat(close).take(b as usize));
+        v.resize(v.len() + a as usize, open);
+        v.resize(v.len() + b as usize, close);
         v.extend_from_slice(&tail);
         assert_eq!(v.len(), n);
         return v;
