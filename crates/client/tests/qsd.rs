@@ -294,3 +294,65 @@ fn blocking_wrapper_against_qsd() {
     let names: Vec<Value> = c.execute("query-commands", ()).expect("query-commands");
     assert!(names.contains(&json!({"name": "query-version"})));
 }
+
+fn nested(depth: usize) -> Value {
+    let mut v = json!("x");
+    for _ in 0..depth {
+        v = json!([v]);
+    }
+    v
+}
+
+#[tokio::test]
+async fn inputs_beyond_the_parser_limits_are_refused_before_sending() {
+    // QEMU answers input nested deeper than 1024 with errors that carry no id (one per token
+    // it then skips); the client refuses such a request itself, so no reply ever loses its id.
+    let q = qsd_or_skip!();
+    let c = connect(&q).await;
+    // Request object + arguments object + 1022 arrays = 1024 levels: the server parses it.
+    let e = c
+        .execute::<Value>("qom-list", json!({"path": nested(1022)}))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        e.desc(),
+        Some("Invalid parameter type for 'path', expected: string")
+    );
+    let e = c
+        .execute::<Value>("qom-list", json!({"path": nested(1023)}))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&e, qmpkit_client::Error::InvalidRequest { reason, .. } if reason == "nesting deeper than 1024"),
+        "{e}"
+    );
+    let v: VersionInfo = c.execute("query-version", ()).await.expect("query-version");
+    assert_eq!(v, c.greeting().version);
+    assert_eq!(c.unmatched_count(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_on_a_multi_thread_runtime() {
+    let q = qsd_or_skip!();
+    let c = connect(&q).await;
+    let mut set = tokio::task::JoinSet::new();
+    for i in 0..200 {
+        let c = c.clone();
+        set.spawn(async move {
+            if i % 2 == 0 {
+                c.execute::<VersionInfo>("query-version", ())
+                    .await
+                    .map(|v| v.qemu.major > 0)
+            } else {
+                let e = c
+                    .execute::<Value>("blockdev-del", json!({"node-name": format!("m{i}")}))
+                    .await
+                    .unwrap_err();
+                Ok(e.desc() == Some(&format!("Failed to find node with node-name='m{i}'")))
+            }
+        });
+    }
+    while let Some(r) = set.join_next().await {
+        assert!(r.expect("join").expect("reply"));
+    }
+}
