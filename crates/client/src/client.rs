@@ -13,7 +13,12 @@
 
 use crate::error::{Error, RequestInfo, Result};
 use crate::fdpass::{send_with_fds, MAX_FDS};
-use crate::message::{check_limits, Event, EventFilter, EventItem, Greeting, IdKey, MAX_TOKENS};
+use crate::message::{
+    check_limits, Event, EventFilter, EventItem, Greeting, IdKey, MAX_NESTING, MAX_TOKENS,
+};
+
+/// Deepest nesting accepted in a custom request id.
+const MAX_ID_NESTING: usize = 64;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -188,7 +193,8 @@ impl Command {
         self
     }
 
-    /// Use this `id` (any JSON value) instead of a generated one; it must not be in flight.
+    /// Use this `id` (any JSON value nested at most 64 deep) instead of a generated one; it must
+    /// not be in flight.
     pub fn id(mut self, id: Value) -> Command {
         self.id = Some(id);
         self
@@ -326,9 +332,9 @@ impl Conn {
             other => return self.unmatched(other),
         };
         if m.contains_key("event") {
-            match Event::from_map(m.clone()) {
-                Some(e) => self.deliver(e),
-                None => self.unmatched(Value::Object(m)),
+            match Event::from_map(m) {
+                Ok(e) => self.deliver(e),
+                Err(m) => self.unmatched(Value::Object(m)),
             }
             return;
         }
@@ -805,6 +811,10 @@ impl Client {
         }
         let (id, key) = match id {
             Some(id) => {
+                // The reply echoes the id, and replies are decoded with serde_json's
+                // recursion limit (128): keep custom ids well inside it.
+                check_limits(&id, MAX_NESTING - MAX_ID_NESTING)
+                    .map_err(|_| invalid(format!("id nested deeper than {MAX_ID_NESTING}")))?;
                 let key = IdKey::of(&id);
                 (id, key)
             }

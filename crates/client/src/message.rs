@@ -72,11 +72,12 @@ pub struct Event {
 }
 
 impl Event {
-    /// Read an event from a decoded message that has an `event` member.
-    pub(crate) fn from_map(mut m: Map<String, Value>) -> Option<Event> {
-        let event = match m.remove("event")? {
-            Value::String(s) => s,
-            _ => return None,
+    /// Read an event from a decoded message that has an `event` member; gives the message
+    /// back when `event` is not a string.
+    pub(crate) fn from_map(mut m: Map<String, Value>) -> Result<Event, Map<String, Value>> {
+        let event = match m.get("event") {
+            Some(Value::String(s)) => s.clone(),
+            _ => return Err(m),
         };
         let timestamp = m
             .remove("timestamp")
@@ -85,7 +86,7 @@ impl Event {
                 seconds: -1,
                 microseconds: -1,
             });
-        Some(Event {
+        Ok(Event {
             event,
             data: m.remove("data").unwrap_or(Value::Null),
             timestamp,

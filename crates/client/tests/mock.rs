@@ -96,6 +96,13 @@ async fn custom_ids_of_any_json_type() {
             .expect("echo");
         assert_eq!(v, json!({"k": id}));
     }
+    // Ids too deep for the reply to be decoded are refused.
+    let mut deep = json!(1);
+    for _ in 0..65 {
+        deep = json!([deep]);
+    }
+    let e = c.call(Command::new("echo").id(deep)).await.unwrap_err();
+    assert!(matches!(e, Error::InvalidRequest { .. }), "{e}");
     // An id already in flight is refused.
     let slow = c.call(Command::new("sleep").arg("ms", 300).id(json!("dup")));
     let dup = async {
