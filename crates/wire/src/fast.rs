@@ -208,10 +208,10 @@ impl Reader<'_> {
                             let cp = self.hex4(i)?;
                             i += 4;
                             let cp = if (0xD800..0xDC00).contains(&cp) {
-                                if self.data.get(i) != Some(&b'\\')
-                                    || self.data.get(i + 1) != Some(&b'u')
-                                {
-                                    return self.refuse_or_eof(i + 2);
+                                match (self.data.get(i), self.data.get(i + 1)) {
+                                    (Some(b'\\'), Some(b'u')) => {}
+                                    (None, _) | (Some(b'\\'), None) => return Err(Stop::Eof),
+                                    _ => return Err(Stop::Refused),
                                 }
                                 let lo = self.hex4(i + 2)?;
                                 if !(0xDC00..0xE000).contains(&lo) {
@@ -243,7 +243,14 @@ impl Reader<'_> {
                         _ => return Err(Stop::Refused),
                     };
                     let Some(seq) = self.data.get(i..i + len) else {
-                        return self.string_tail_eof(i);
+                        // Cut short: wait only if what is there may continue.
+                        if self.data[i + 1..]
+                            .iter()
+                            .all(|&c| (0x80..0xC0).contains(&c))
+                        {
+                            return self.string_tail_eof(i);
+                        }
+                        return Err(Stop::Refused);
                     };
                     let s = std::str::from_utf8(seq).map_err(|_| Stop::Refused)?;
                     let c = s.chars().next().ok_or(Stop::Refused)?;
@@ -277,12 +284,13 @@ impl Reader<'_> {
         }
     }
 
+    /// Four hex digits at `at`; the input may only end early if all that is there is hex.
     fn hex4(&self, at: usize) -> R<u32> {
-        let Some(h) = self.data.get(at..at + 4) else {
-            return Err(Stop::Eof);
-        };
         let mut cp = 0;
-        for &d in h {
+        for k in 0..4 {
+            let Some(&d) = self.data.get(at + k) else {
+                return Err(Stop::Eof);
+            };
             cp = cp * 16 + (d as char).to_digit(16).ok_or(Stop::Refused)?;
         }
         Ok(cp)

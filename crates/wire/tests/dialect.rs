@@ -188,6 +188,35 @@ fn waiting_and_end_of_input() {
 }
 
 #[test]
+fn answers_come_without_waiting() {
+    // Found by the fuzz target: the fast path must not wait for bytes that
+    // cannot change QEMU's answer.
+    let e = |s: &str| format!("ERR JSON parse error, {s}");
+    let cases: &[(&[u8], String)] = &[
+        (b"{\"ess\\u\"}", e("invalid hex escape sequence in string")),
+        (b"[\"\\u12\"]", e("invalid hex escape sequence in string")),
+        (b"[\"\xf0\"]", e("invalid UTF-8 sequence in string")),
+        (b"[\"\xe2\x82\"]", e("invalid UTF-8 sequence in string")),
+        (
+            b"[\"\\ud800\"]",
+            e("\\ud800 is not a valid Unicode character"),
+        ),
+        (
+            b"[\"\\ud800\\x\"]",
+            e("\\ud800 is not a valid Unicode character"),
+        ),
+    ];
+    for (input, expected) in cases {
+        assert_eq!(
+            decode(input),
+            [expected.clone()],
+            "{}",
+            String::from_utf8_lossy(input)
+        );
+    }
+}
+
+#[test]
 fn two_messages_and_split_messages() {
     assert_eq!(
         decode(b"{\"execute\": \"a\", \"id\": 1}{\"execute\": \"b\", \"id\": 2}\n"),
