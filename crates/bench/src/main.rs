@@ -2,6 +2,7 @@
 
 mod client;
 mod proto;
+mod schema;
 mod wire;
 
 fn main() {
@@ -9,5 +10,6 @@ fn main() {
     wire::run(&mut results);
     proto::run(&mut results);
     client::run(&mut results);
+    schema::run(&mut results);
     println!("{}", serde_json::Value::Object(results));
 }

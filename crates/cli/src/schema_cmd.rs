@@ -1,8 +1,292 @@
-//! `qmpkit schema …`
+//! `qmpkit schema …`: check, dump, stats and introspect a QAPI schema.
 
+use clap::{Parser, Subcommand, ValueEnum};
+use qmpkit_schema::{Dialect, QapiError};
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-pub fn run(_args: Vec<String>) -> ExitCode {
-    eprintln!("qmpkit schema: not built yet");
-    ExitCode::FAILURE
+#[derive(Parser, Debug)]
+#[command(name = "qmpkit schema", about = "Work with QAPI schemas")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum DialectArg {
+    /// QEMU 10.0's language
+    Modern,
+    /// What QEMU accepted from 1.0 to 2.12
+    Legacy,
+}
+
+impl From<DialectArg> for Dialect {
+    fn from(d: DialectArg) -> Dialect {
+        match d {
+            DialectArg::Modern => Dialect::Modern,
+            DialectArg::Legacy => Dialect::Legacy,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum DumpFormat {
+    /// What QEMU's tests/qapi-schema/test-qapi.py prints
+    QemuTest,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Check a schema; diagnostics on stderr, exit 1 on error
+    Check {
+        #[arg(long, value_enum, default_value = "modern")]
+        dialect: DialectArg,
+        file: PathBuf,
+    },
+    /// Print the checked model
+    Dump {
+        #[arg(long, value_enum, default_value = "qemu-test")]
+        format: DumpFormat,
+        #[arg(long, value_enum, default_value = "modern")]
+        dialect: DialectArg,
+        file: PathBuf,
+    },
+    /// Count commands, events, types and includes
+    Stats {
+        #[arg(long, value_enum, default_value = "modern")]
+        dialect: DialectArg,
+        /// Print one JSON object instead of text
+        #[arg(long)]
+        json: bool,
+        file: PathBuf,
+    },
+    /// Print what query-qmp-schema returns for the schema
+    Introspect {
+        #[arg(long, value_enum, default_value = "modern")]
+        dialect: DialectArg,
+        /// Enable a configuration symbol (repeatable)
+        #[arg(long = "cfg", value_name = "SYMBOL")]
+        cfg: Vec<String>,
+        /// Read enabled symbols from a file, one per line
+        #[arg(long = "cfg-file", value_name = "FILE")]
+        cfg_file: Vec<PathBuf>,
+        /// Use real type names instead of QEMU's masked numbers
+        #[arg(long)]
+        unmask: bool,
+        file: PathBuf,
+    },
+}
+
+pub fn run(args: Vec<String>) -> ExitCode {
+    let argv = std::iter::once("qmpkit schema".to_string()).chain(args);
+    let cli = match Cli::try_parse_from(argv) {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() { 2 } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    match cli.cmd {
+        Cmd::Check { dialect, file } => check(&file, dialect.into()),
+        Cmd::Dump {
+            format: DumpFormat::QemuTest,
+            dialect,
+            file,
+        } => dump(&file, dialect.into()),
+        Cmd::Stats {
+            dialect,
+            json,
+            file,
+        } => stats(&file, dialect.into(), json),
+        Cmd::Introspect {
+            dialect,
+            cfg,
+            cfg_file,
+            unmask,
+            file,
+        } => introspect(&file, dialect.into(), cfg, &cfg_file, unmask),
+    }
+}
+
+fn load(file: &Path, dialect: Dialect) -> Result<qmpkit_schema::Schema, ExitCode> {
+    qmpkit_schema::load(file, dialect).map_err(|e| {
+        report(&e);
+        ExitCode::FAILURE
+    })
+}
+
+fn check(file: &Path, dialect: Dialect) -> ExitCode {
+    match load(file, dialect) {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(code) => code,
+    }
+}
+
+fn dump(file: &Path, dialect: Dialect) -> ExitCode {
+    let r = qmpkit_schema::dump::run_qemu_test(file, dialect);
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(r.stdout.as_bytes());
+    let _ = out.flush();
+    let mut err = std::io::stderr().lock();
+    let _ = err.write_all(r.stderr.as_bytes());
+    if r.ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+fn stats(file: &Path, dialect: Dialect, json: bool) -> ExitCode {
+    let schema = match load(file, dialect) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let s = qmpkit_schema::stats::SchemaStats::of(&schema);
+    if json {
+        match serde_json::to_string(&s) {
+            Ok(t) => println!("{t}"),
+            Err(e) => {
+                eprintln!("qmpkit schema stats: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        print!("{}", s.to_text());
+    }
+    ExitCode::SUCCESS
+}
+
+fn introspect(
+    file: &Path,
+    dialect: Dialect,
+    mut cfg: Vec<String>,
+    cfg_files: &[PathBuf],
+    unmask: bool,
+) -> ExitCode {
+    for f in cfg_files {
+        match std::fs::read_to_string(f) {
+            Ok(text) => cfg.extend(qmpkit_schema::introspect::parse_cfg_file(&text)),
+            Err(e) => {
+                eprintln!(
+                    "qmpkit schema introspect: can't read '{}': {e}",
+                    f.display()
+                );
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    let schema = match load(file, dialect) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let opts = qmpkit_schema::introspect::Options {
+        enabled: cfg.into_iter().collect(),
+        unmask,
+    };
+    let infos = qmpkit_schema::introspect::introspect(&schema, &opts);
+    match qmpkit_schema::introspect::to_json_text(&infos) {
+        Ok(t) => {
+            println!("{t}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("qmpkit schema introspect: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Print a diagnostic: QEMU's text, plus a source snippet with a caret
+/// when stderr is a terminal.
+fn report(e: &QapiError) {
+    let text = e.to_string();
+    let mut err = std::io::stderr().lock();
+    if !std::io::stderr().is_terminal() {
+        let _ = writeln!(err, "{text}");
+        return;
+    }
+    match snippet(e) {
+        Some(s) => {
+            // The "In file included from" / "In definition" lines first,
+            // then the rendered snippet carrying the location and message.
+            let mut lines: Vec<&str> = text.lines().collect();
+            let first_msg_line = lines
+                .iter()
+                .position(|l| l.contains(&e.msg.lines().next().unwrap_or("")[..]));
+            if let Some(p) = first_msg_line {
+                lines.truncate(p);
+            }
+            for l in lines {
+                let _ = writeln!(err, "{l}");
+            }
+            let _ = writeln!(err, "{s}");
+        }
+        None => {
+            let _ = writeln!(err, "{text}");
+        }
+    }
+}
+
+/// Byte offset range within `line` that QEMU's column `col` points at
+/// (tabs advance to the next multiple of 8).
+fn col_to_range(line: &str, col: u32) -> std::ops::Range<usize> {
+    let mut c = 1u32;
+    for (i, ch) in line.char_indices() {
+        if c >= col {
+            return i..i + ch.len_utf8();
+        }
+        c = if ch == '\t' {
+            (c + 7) / 8 * 8 + 1
+        } else {
+            c + 1
+        };
+    }
+    line.len()..line.len()
+}
+
+fn snippet(e: &QapiError) -> Option<String> {
+    use annotate_snippets::{Level, Renderer, Snippet};
+    let info = e.info.as_ref()?;
+    if info.line == 0 {
+        return None;
+    }
+    let src = std::fs::read_to_string(&info.file.name).ok()?;
+    let line_no = info.line as usize;
+    let line = src.lines().nth(line_no - 1)?;
+    let range = match e.col {
+        Some(c) => col_to_range(line, c),
+        None => {
+            let start = line.len() - line.trim_start().len();
+            start..line.len().max(start)
+        }
+    };
+    let first = e.msg.lines().next().unwrap_or("");
+    let origin = info.file.name.clone();
+    let message = Level::Error.title(first).snippet(
+        Snippet::source(line)
+            .line_start(line_no)
+            .origin(&origin)
+            .annotation(Level::Error.span(range).label("")),
+    );
+    let mut out = Renderer::styled().render(message).to_string();
+    for extra in e.msg.lines().skip(1) {
+        out.push('\n');
+        out.push_str(extra);
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::col_to_range;
+
+    #[test]
+    fn columns_with_tabs() {
+        assert_eq!(col_to_range("abc", 1), 0..1);
+        assert_eq!(col_to_range("abc", 3), 2..3);
+        assert_eq!(col_to_range("\tx", 9), 1..2);
+        assert_eq!(col_to_range("ab", 7), 2..2);
+    }
 }

@@ -149,5 +149,80 @@ pub fn dump_qemu_test(schema: &Schema) -> String {
 
 /// The doc comment part.
 pub fn dump_docs(schema: &Schema, out: &mut String) {
-    let _ = (schema, out);
+    for (i, doc) in schema.docs.iter().enumerate() {
+        match &doc.symbol {
+            Some(sym) => {
+                let _ = writeln!(out, "doc symbol={sym}");
+            }
+            None => out.push_str("doc freeform\n"),
+        }
+        let _ = writeln!(out, "    body=\n{}", doc.body.text);
+        for a in &doc.args {
+            let _ = writeln!(
+                out,
+                "    arg={}\n{}",
+                a.name.as_deref().unwrap_or(""),
+                a.text
+            );
+        }
+        if let Some(links) = schema.doc_links.get(i) {
+            for stub in &links.stub_args {
+                let _ = writeln!(out, "    arg={stub}\n");
+            }
+        }
+        for f in &doc.features {
+            let _ = writeln!(
+                out,
+                "    feature={}\n{}",
+                f.name.as_deref().unwrap_or(""),
+                f.text
+            );
+        }
+        for s in &doc.sections {
+            let _ = writeln!(out, "    section={}\n{}", s.kind, s.text);
+        }
+    }
+}
+
+/// What the test harness produces for one schema file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QemuTestOutput {
+    /// The `.out` text.
+    pub stdout: String,
+    /// The `.err` text (empty on success).
+    pub stderr: String,
+    /// False when the schema has an error.
+    pub ok: bool,
+}
+
+/// Run QEMU's schema test harness logic on `path`: dump the model, or on
+/// error give the error text with the file's directory prefix removed
+/// (the harness's way of making the text independent of where it runs).
+pub fn run_qemu_test(path: &std::path::Path, dialect: crate::Dialect) -> QemuTestOutput {
+    match crate::load(path, dialect) {
+        Ok(schema) => QemuTestOutput {
+            stdout: dump_qemu_test(&schema),
+            stderr: String::new(),
+            ok: true,
+        },
+        Err(e) => {
+            let mut text = format!("{e}\n");
+            let p = path.to_string_lossy();
+            if let Some(i) = p.rfind('/') {
+                let dir = &p[..i];
+                let dir = if dir.is_empty() { "/" } else { dir };
+                let prefix = if dir.ends_with('/') {
+                    dir.to_string()
+                } else {
+                    format!("{dir}/")
+                };
+                text = text.replace(&prefix, "");
+            }
+            QemuTestOutput {
+                stdout: String::new(),
+                stderr: text,
+                ok: false,
+            }
+        }
+    }
 }

@@ -13,8 +13,8 @@ pub mod error;
 pub mod expr;
 pub mod source;
 
-pub use error::QapiError;
 pub use ast::ParsedSchema;
+pub use error::QapiError;
 pub use expr::parse_schema;
 pub use source::{Dialect, FsProvider, Info, MemoryProvider, SourceProvider};
 pub mod dump;
@@ -23,3 +23,19 @@ pub mod model;
 pub mod stats;
 
 pub use model::Schema;
+
+/// Read, parse and check the schema at `path` (and its includes) from the
+/// file system: the whole pipeline up to the checked model.
+pub fn load(path: &std::path::Path, dialect: Dialect) -> Result<Schema, QapiError> {
+    load_from(&path.to_string_lossy(), dialect, &FsProvider)
+}
+
+/// [`load`] with files from any [`SourceProvider`].
+pub fn load_from(
+    path: &str,
+    dialect: Dialect,
+    provider: &dyn SourceProvider,
+) -> Result<Schema, QapiError> {
+    let parsed = parse_schema(path, dialect, provider)?;
+    Schema::from_parsed(parsed)
+}

@@ -2,104 +2,16 @@
 //! creating implicit types on the way (QEMU's `_def_*` functions).
 
 use super::*;
+use crate::ast::{ExprKind, ParsedSchema, SectionKind};
 use crate::error::QapiError;
 use std::path::{Component, Path, PathBuf};
 
 type Result<T> = std::result::Result<T, QapiError>;
 
-/// How a member's type is written.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TypeRef {
-    /// A type name.
-    Named(String),
-    /// `['T']`.
-    Array(String),
-    /// Legacy: a nested anonymous struct.
-    Nested(Vec<MemberDef>),
-}
-
-/// A member as written in `data` / `base`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MemberDef {
-    pub name: String,
-    pub optional: bool,
-    pub typ: TypeRef,
-    pub ifcond: IfCond,
-    pub features: Vec<FeatureDef>,
-}
-
-/// A feature as written.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FeatureDef {
-    pub name: String,
-    pub ifcond: IfCond,
-}
-
-/// An enum value as written.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EnumMemberDef {
-    pub name: String,
-    pub ifcond: IfCond,
-    pub features: Vec<FeatureDef>,
-}
-
-/// A union branch or alternative as written.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BranchDef {
-    pub name: String,
-    pub typ: TypeRef,
-    pub ifcond: IfCond,
-}
-
-/// `data` of a command or event.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ArgsDef {
-    None,
-    Members(Vec<MemberDef>),
-    Type(String),
-}
-
-/// `base` of a union.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum BaseDef {
-    None,
-    Members(Vec<MemberDef>),
-    Type(String),
-}
-
-/// Everything common to definitions.
-#[derive(Debug, Clone)]
-pub struct DefnCommon {
-    pub name: String,
-    pub info: Info,
-    pub doc: Option<usize>,
-    pub ifcond: IfCond,
-    pub features: Vec<FeatureDef>,
-}
-
-/// Command flags.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct CommandFlags {
-    pub gen: bool,
-    pub success_response: bool,
-    pub boxed: bool,
-    pub allow_oob: bool,
-    pub allow_preconfig: bool,
-    pub coroutine: bool,
-}
-
-impl Default for CommandFlags {
-    fn default() -> Self {
-        CommandFlags {
-            gen: true,
-            success_response: true,
-            boxed: false,
-            allow_oob: false,
-            allow_preconfig: false,
-            coroutine: false,
-        }
-    }
-}
+pub use crate::ast::{
+    ArgsDef, BaseDef, BranchDef, CommandFlags, DefnCommon, EnumMemberDef, FeatureDef, MemberDef,
+    TypeRef,
+};
 
 const BUILTINS: &[(&str, &str)] = &[
     ("str", "string"),
@@ -181,6 +93,7 @@ impl Schema {
             entities: Vec::with_capacity(4096),
             modules: Vec::new(),
             docs: Vec::new(),
+            doc_links: Vec::new(),
             pragma: Pragma::default(),
             by_name: HashMap::with_capacity(4096),
             feature_names: vec!["deprecated".to_string(), "unstable".to_string()],
@@ -196,6 +109,84 @@ impl Schema {
         s.module_for_file(fname);
         s.def_predefineds();
         s
+    }
+
+    /// Build and check the model of a parsed schema.
+    pub fn from_parsed(parsed: ParsedSchema) -> Result<Schema> {
+        let mut s = Schema::new(&parsed.fname, parsed.dialect);
+        s.pragma = parsed.pragma.clone();
+        s.docs = parsed.docs;
+        for e in &parsed.exprs {
+            if let Some(c) = e.kind.common() {
+                s.check_doc_expr(c, &e.kind)?;
+            }
+            match &e.kind {
+                ExprKind::Include(i) => s.def_include(&i.path, &e.info),
+                ExprKind::Pragma(_) => {}
+                ExprKind::Enum(d) => {
+                    s.def_enum(&d.common, &d.members, d.prefix.as_deref())?;
+                }
+                ExprKind::Struct(d) => {
+                    s.def_struct(&d.common, d.base.as_deref(), &d.members)?;
+                }
+                ExprKind::Union(d) => {
+                    s.def_union(&d.common, &d.base, d.discriminator.as_deref(), &d.branches)?;
+                }
+                ExprKind::Alternate(d) => {
+                    s.def_alternate(&d.common, &d.branches)?;
+                }
+                ExprKind::Command(d) => {
+                    s.def_command(&d.common, &d.data, d.returns.as_ref(), d.flags)?;
+                }
+                ExprKind::Event(d) => {
+                    s.def_event(&d.common, &d.data, d.boxed)?;
+                }
+            }
+        }
+        s.check()?;
+        Ok(s)
+    }
+
+    /// The doc comment rules QEMU applies per expression: a definition
+    /// needs one under `doc-required`, and `Returns` / `Errors` sections
+    /// belong to commands (returning something, for `Returns`).
+    fn check_doc_expr(&self, c: &DefnCommon, kind: &ExprKind) -> Result<()> {
+        if self.dialect == Dialect::Legacy {
+            return Ok(());
+        }
+        let Some(d) = c.doc.and_then(|d| self.docs.get(d)) else {
+            if self.pragma.doc_required {
+                return Err(QapiError::new(&c.info, "documentation comment required"));
+            }
+            return Ok(());
+        };
+        let returns = d.section(SectionKind::Returns);
+        let errors = d.section(SectionKind::Errors);
+        match kind {
+            ExprKind::Command(cmd) => {
+                if let (Some(r), None) = (returns, &cmd.returns) {
+                    return Err(QapiError::new(
+                        &r.info,
+                        "'Returns' section, but command doesn't return anything",
+                    ));
+                }
+            }
+            _ => {
+                if let Some(r) = returns {
+                    return Err(QapiError::new(
+                        &r.info,
+                        "'Returns' section is only valid for commands",
+                    ));
+                }
+                if let Some(r) = errors {
+                    return Err(QapiError::new(
+                        &r.info,
+                        "'Errors' section is only valid for commands",
+                    ));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// The module of a schema file, created on first use.

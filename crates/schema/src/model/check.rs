@@ -637,11 +637,181 @@ impl Schema {
         Ok(())
     }
 
-    fn connect_doc(&mut self, _id: EntityId) -> Result<()> {
+    fn connect_member(
+        &mut self,
+        d: usize,
+        role: &str,
+        name: &str,
+        info: &Option<Info>,
+    ) -> Result<()> {
+        let Some(doc) = self.docs.get(d) else {
+            return Ok(());
+        };
+        if let Some(k) = doc
+            .args
+            .iter()
+            .position(|a| a.name.as_deref() == Some(name))
+        {
+            if let Some(c) = self.doc_links[d].args_connected.get_mut(k) {
+                *c = true;
+            }
+            return Ok(());
+        }
+        if self.doc_links[d].stub_args.iter().any(|s| s == name) || self.dialect == Dialect::Legacy
+        {
+            return Ok(());
+        }
+        let excepted = doc
+            .symbol
+            .as_ref()
+            .is_some_and(|s| self.pragma.documentation_exceptions.iter().any(|e| e == s));
+        if !excepted {
+            return Err(Self::err(
+                info,
+                format!("{role} '{name}' lacks documentation"),
+            ));
+        }
+        self.doc_links[d].stub_args.push(name.to_string());
         Ok(())
     }
 
-    fn check_docs(&self) -> Result<()> {
+    fn connect_features(&mut self, d: usize, features: &[Feature]) -> Result<()> {
+        let Some(doc) = self.docs.get(d) else {
+            return Ok(());
+        };
+        for f in features {
+            match doc
+                .features
+                .iter()
+                .position(|a| a.name.as_deref() == Some(f.name.as_str()))
+            {
+                Some(k) => {
+                    if let Some(c) = self.doc_links[d].features_connected.get_mut(k) {
+                        *c = true;
+                    }
+                }
+                None if self.dialect == Dialect::Legacy => {}
+                None => {
+                    return Err(Self::err(
+                        &f.info,
+                        format!("feature '{}' lacks documentation", f.name),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Connect an object type's members (and an implicit base's) to `d`.
+    fn connect_object_doc(&mut self, id: EntityId, d: usize) -> Result<()> {
+        let features = self.entities[id].features.clone();
+        self.connect_features(d, &features)?;
+        let Some(o) = self.object(id) else {
+            return Ok(());
+        };
+        if let Some(b) = o.base {
+            if self.entities[b].implicit {
+                self.connect_object_doc(b, d)?;
+            }
+        }
+        let members: Vec<(String, Option<Info>, Vec<Feature>)> = match self.object(id) {
+            Some(o) => o
+                .local_members
+                .iter()
+                .map(|m| (m.name.clone(), m.info.clone(), m.features.clone()))
+                .collect(),
+            None => Vec::new(),
+        };
+        for (name, info, features) in members {
+            self.connect_member(d, "member", &name, &info)?;
+            self.connect_features(d, &features)?;
+        }
+        Ok(())
+    }
+
+    /// Connect entity `id`'s members and features to its doc comment
+    /// (QEMU's `connect_doc`).
+    fn connect_doc(&mut self, id: EntityId) -> Result<()> {
+        let Some(d) = self.entities[id].doc else {
+            return Ok(());
+        };
+        if d >= self.docs.len() {
+            return Ok(());
+        }
+        if self.doc_links.len() < self.docs.len() {
+            self.doc_links = self
+                .docs
+                .iter()
+                .map(|doc| DocLinks {
+                    args_connected: vec![false; doc.args.len()],
+                    features_connected: vec![false; doc.features.len()],
+                    stub_args: Vec::new(),
+                })
+                .collect();
+        }
+        match &self.entities[id].kind {
+            EntityKind::Enum(e) => {
+                let members: Vec<EnumMember> = e.members.clone();
+                let features = self.entities[id].features.clone();
+                self.connect_features(d, &features)?;
+                for m in members {
+                    self.connect_member(d, "value", &m.name, &m.info)?;
+                    self.connect_features(d, &m.features)?;
+                }
+            }
+            EntityKind::Object(_) => self.connect_object_doc(id, d)?,
+            EntityKind::Alternate(a) => {
+                let variants = a.variants.clone();
+                let features = self.entities[id].features.clone();
+                self.connect_features(d, &features)?;
+                for v in variants {
+                    self.connect_member(d, "branch", &v.name, &v.info)?;
+                }
+            }
+            EntityKind::Command(Command { arg_type, .. })
+            | EntityKind::Event(Event { arg_type, .. }) => {
+                let arg_type = *arg_type;
+                let features = self.entities[id].features.clone();
+                self.connect_features(d, &features)?;
+                if let Some(t) = arg_type {
+                    if self.entities[t].implicit {
+                        self.connect_object_doc(t, d)?;
+                    }
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Every documented member and feature must exist.
+    fn check_docs(&mut self) -> Result<()> {
+        if self.dialect == Dialect::Legacy {
+            return Ok(());
+        }
+        if self.doc_links.len() < self.docs.len() {
+            self.doc_links.resize(self.docs.len(), DocLinks::default());
+        }
+        for (doc, links) in self.docs.iter().zip(&self.doc_links) {
+            for (k, a) in doc.args.iter().enumerate() {
+                if !links.args_connected.get(k).copied().unwrap_or(false) {
+                    let name = a.name.clone().unwrap_or_default();
+                    return Err(QapiError::new(
+                        &a.info,
+                        format!("documented member '{name}' does not exist"),
+                    ));
+                }
+            }
+            for (k, a) in doc.features.iter().enumerate() {
+                if !links.features_connected.get(k).copied().unwrap_or(false) {
+                    let name = a.name.clone().unwrap_or_default();
+                    return Err(QapiError::new(
+                        &a.info,
+                        format!("documented feature '{name}' does not exist"),
+                    ));
+                }
+            }
+        }
         Ok(())
     }
 

@@ -34,79 +34,7 @@ pub type ModuleId = usize;
 /// Placeholder for a reference not resolved yet.
 pub(crate) const UNRESOLVED: EntityId = usize::MAX;
 
-/// An `if` condition: a configuration symbol, or all/any/not of
-/// conditions.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub enum IfCond {
-    /// No condition.
-    #[default]
-    Always,
-    Name(String),
-    All(Vec<IfCond>),
-    Any(Vec<IfCond>),
-    Not(Box<IfCond>),
-}
-
-impl IfCond {
-    pub fn is_present(&self) -> bool {
-        !matches!(self, IfCond::Always)
-    }
-
-    /// The condition as QEMU's test harness prints it: a bare symbol, or
-    /// the Python repr of the condition's dict.
-    pub fn to_qemu_repr(&self) -> String {
-        match self {
-            IfCond::Always => "None".to_string(),
-            IfCond::Name(n) => n.clone(),
-            _ => {
-                let mut s = String::new();
-                self.repr_into(&mut s);
-                s
-            }
-        }
-    }
-
-    fn repr_into(&self, out: &mut String) {
-        fn list(out: &mut String, key: &str, items: &[IfCond]) {
-            out.push_str("{'");
-            out.push_str(key);
-            out.push_str("': [");
-            for (i, c) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push_str(", ");
-                }
-                c.repr_into(out);
-            }
-            out.push_str("]}");
-        }
-        match self {
-            IfCond::Always => out.push_str("None"),
-            IfCond::Name(n) => {
-                out.push('\'');
-                out.push_str(n);
-                out.push('\'');
-            }
-            IfCond::All(v) => list(out, "all", v),
-            IfCond::Any(v) => list(out, "any", v),
-            IfCond::Not(c) => {
-                out.push_str("{'not': ");
-                c.repr_into(out);
-                out.push('}');
-            }
-        }
-    }
-
-    /// Evaluate against a set of enabled symbols.
-    pub fn eval(&self, enabled: &dyn Fn(&str) -> bool) -> bool {
-        match self {
-            IfCond::Always => true,
-            IfCond::Name(n) => enabled(n),
-            IfCond::All(v) => v.iter().all(|c| c.eval(enabled)),
-            IfCond::Any(v) => v.iter().any(|c| c.eval(enabled)),
-            IfCond::Not(c) => !c.eval(enabled),
-        }
-    }
-}
+pub use crate::ast::{Doc, IfCond, Pragma};
 
 /// A feature attached to a definition or a member.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -286,17 +214,6 @@ pub struct Event {
     pub boxed: bool,
 }
 
-/// The pragmas that matter to the model (QEMU 10.0 names; the legacy
-/// names map onto them).
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Pragma {
-    pub doc_required: bool,
-    pub command_name_exceptions: Vec<String>,
-    pub command_returns_exceptions: Vec<String>,
-    pub member_name_exceptions: Vec<String>,
-    pub documentation_exceptions: Vec<String>,
-}
-
 /// The checked model of a whole schema.
 #[derive(Debug, Clone)]
 pub struct Schema {
@@ -304,6 +221,8 @@ pub struct Schema {
     pub entities: Vec<Entity>,
     pub modules: Vec<Module>,
     pub docs: Vec<Doc>,
+    /// How each doc comment was connected to the entities it documents.
+    pub doc_links: Vec<check::DocLinks>,
     pub pragma: Pragma,
     by_name: HashMap<String, EntityId>,
     /// Feature names seen so far (QEMU allows at most 64, the two special
@@ -431,7 +350,3 @@ fn unreachable_member() -> ! {
     // this means the model was corrupted by a bug, not by input.
     panic!("MemberRef does not point into an object type")
 }
-
-/// Placeholder until the doc comment model is wired in.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Doc;
