@@ -709,7 +709,7 @@ fn parse_string(text: &[u8]) -> Result<String, JsonError> {
                     match char::from_u32(cp) {
                         Some(ch) if valid && is_valid_codepoint(cp) => out.push(ch),
                         _ => {
-                            let shown = String::from_utf8_lossy(&text[beg..p]);
+                            let shown = String::from_utf8_lossy(&text[beg..p.min(text.len())]);
                             return Err(JsonError::parse(&format!(
                                 "{shown} is not a valid Unicode character"
                             )));
