@@ -95,10 +95,10 @@ impl Schema {
             docs: Vec::new(),
             doc_links: Vec::new(),
             pragma: Pragma::default(),
-            by_name: HashMap::with_capacity(4096),
+            by_name: NameMap::with_capacity_and_hasher(4096, Default::default()),
             feature_names: vec!["deprecated".to_string(), "unstable".to_string()],
             schema_dir,
-            module_by_path: HashMap::new(),
+            module_by_path: NameMap::default(),
             qtype: UNRESOLVED,
             q_empty: UNRESOLVED,
         };
@@ -160,6 +160,14 @@ impl Schema {
             }
             return Ok(());
         };
+        if let Some(sym) = &d.symbol {
+            if sym != &c.name {
+                return Err(QapiError::new(
+                    &c.info,
+                    format!("documentation comment is for '{sym}'"),
+                ));
+            }
+        }
         let returns = d.section(SectionKind::Returns);
         let errors = d.section(SectionKind::Errors);
         match kind {
@@ -390,6 +398,7 @@ impl Schema {
                 features,
                 info: Some(info.clone()),
                 defined_in: UNRESOLVED,
+                cname_hash: cname::c_name_hash(&m.name),
             });
         }
         Ok(out)
@@ -613,6 +622,7 @@ impl Schema {
                         features: Vec::new(),
                         info: Some(c.info.clone()),
                         defined_in: UNRESOLVED,
+                        cname_hash: cname::c_name_hash("data"),
                     };
                     let w = self.make_implicit_object_type(
                         &typ,
@@ -664,6 +674,7 @@ impl Schema {
                     features: Vec::new(),
                     info: Some(c.info.clone()),
                     defined_in: UNRESOLVED,
+                    cname_hash: cname::c_name_hash("type"),
                 });
             }
         }

@@ -4,23 +4,24 @@
 
 use super::*;
 use crate::error::QapiError;
+use cname::{c_name_eq, c_name_hash};
 
 type Result<T> = std::result::Result<T, QapiError>;
 
 /// What a name in a clash check is: its role, its name and the definition
 /// it belongs to (QEMU's `QAPISchemaMember.describe`).
 #[derive(Debug, Clone)]
-struct Described {
+struct Described<'a> {
     role: &'static str,
-    name: String,
-    defined_in: String,
+    name: &'a str,
+    defined_in: &'a str,
 }
 
-impl Described {
+impl Described<'_> {
     fn describe(&self, info: &Info) -> String {
         let mut role = self.role.to_string();
         let mut meta = "type";
-        let mut defined_in = self.defined_in.as_str();
+        let mut defined_in = self.defined_in;
         if let Some(rest) = defined_in.strip_prefix("q_obj_") {
             if let Some(x) = rest.strip_suffix("-arg") {
                 role = "parameter".to_string();
@@ -43,24 +44,19 @@ impl Described {
     }
 }
 
-/// Names seen so far, by C name.
-type Seen = HashMap<String, Described>;
-
-fn clash(seen: &mut Seen, d: Described, info: &Info) -> Result<()> {
-    let cname = c_name(&d.name);
-    if let Some(other) = seen.get(&cname) {
-        return Err(QapiError::new(
-            info,
-            format!(
-                "{} collides with {}",
-                d.describe(info),
-                other.describe(info)
-            ),
-        ));
-    }
-    seen.insert(cname, d);
-    Ok(())
+/// A name taking part in a clash check, by position in the model.
+#[derive(Debug, Clone, Copy)]
+enum SeenItem {
+    /// An object type's member.
+    Member(MemberRef),
+    /// Value `.1` of enum `.0`.
+    Value(EntityId, usize),
+    /// Alternative `.1` of alternate `.0`.
+    Branch(EntityId, usize),
 }
+
+/// Names seen so far, with the hash of their C name.
+type Seen = Vec<(u64, SeenItem)>;
 
 /// The QType an alternative's type is told apart by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -85,6 +81,10 @@ pub struct DocLinks {
     pub stub_args: Vec<String>,
 }
 
+fn entity_name(entities: &[Entity], id: EntityId) -> &str {
+    entities.get(id).map_or("", |e| e.name.as_str())
+}
+
 impl Schema {
     fn err(info: &Option<Info>, msg: String) -> QapiError {
         match info {
@@ -93,58 +93,108 @@ impl Schema {
         }
     }
 
-    fn resolve_type(&self, name: &str, info: &Option<Info>, what: &str) -> Result<EntityId> {
+    /// Resolve a type name; `what` (only called on error) says who uses it.
+    fn resolve_type(
+        &self,
+        name: &str,
+        info: &Option<Info>,
+        what: impl FnOnce() -> String,
+    ) -> Result<EntityId> {
         match self.lookup_type(name) {
             Some(id) => Ok(id),
             None => Err(Self::err(
                 info,
-                format!("{what} uses unknown type '{name}'"),
+                format!("{} uses unknown type '{name}'", what()),
             )),
         }
     }
 
-    fn describe_member_of(
-        &self,
-        role: &'static str,
-        name: &str,
-        defined_in: EntityId,
-    ) -> Described {
-        let defined_in = if defined_in == UNRESOLVED {
-            String::new()
-        } else {
-            self.entities[defined_in].name.clone()
-        };
-        Described {
-            role,
-            name: name.to_string(),
-            defined_in,
+    fn described(&self, item: SeenItem) -> Described<'_> {
+        match item {
+            SeenItem::Member(r) => {
+                let m = self.member(r);
+                Described {
+                    role: "member",
+                    name: &m.name,
+                    defined_in: entity_name(&self.entities, m.defined_in),
+                }
+            }
+            SeenItem::Value(e, k) => Described {
+                role: "value",
+                name: match &self.entities[e].kind {
+                    EntityKind::Enum(en) => en.members.get(k).map_or("", |m| m.name.as_str()),
+                    _ => "",
+                },
+                defined_in: &self.entities[e].name,
+            },
+            SeenItem::Branch(e, k) => Described {
+                role: "branch",
+                name: match &self.entities[e].kind {
+                    EntityKind::Alternate(a) => a.variants.get(k).map_or("", |v| v.name.as_str()),
+                    _ => "",
+                },
+                defined_in: &self.entities[e].name,
+            },
         }
     }
 
-    fn check_features(&self, owner: &str, features: &[Feature], info: &Option<Info>) -> Result<()> {
+    /// Add `item` to `seen`, or report that its C name collides.
+    fn clash(&self, seen: &mut Seen, item: SeenItem, info: &Info) -> Result<()> {
+        let d = self.described(item);
+        let h = match item {
+            SeenItem::Member(r) => self.member(r).cname_hash,
+            _ => c_name_hash(d.name),
+        };
+        for (h2, other) in seen.iter() {
+            if *h2 == h {
+                let o = self.described(*other);
+                if c_name_eq(d.name, o.name) {
+                    return Err(QapiError::new(
+                        info,
+                        format!("{} collides with {}", d.describe(info), o.describe(info)),
+                    ));
+                }
+            }
+        }
+        seen.push((h, item));
+        Ok(())
+    }
+
+    /// Features of one definition or member must not clash.
+    fn check_features(features: &[Feature], info: &Option<Info>) -> Result<()> {
         let Some(info) = info else { return Ok(()) };
-        let mut seen = Seen::new();
-        let defn = info
-            .defn
-            .as_ref()
-            .map(|d| d.1.clone())
-            .unwrap_or_else(|| owner.to_string());
-        for f in features {
-            clash(
-                &mut seen,
-                Described {
+        for (i, f) in features.iter().enumerate() {
+            if let Some(o) = features[..i].iter().find(|o| c_name_eq(&o.name, &f.name)) {
+                let defn = info.defn.as_ref().map_or("", |d| d.1.as_str());
+                let d = |name| Described {
                     role: "feature",
-                    name: f.name.clone(),
-                    defined_in: defn.clone(),
-                },
-                info,
-            )?;
+                    name,
+                    defined_in: defn,
+                };
+                return Err(QapiError::new(
+                    info,
+                    format!(
+                        "{} collides with {}",
+                        d(&f.name).describe(info),
+                        d(&o.name).describe(info)
+                    ),
+                ));
+            }
         }
         Ok(())
     }
 
     /// Run every semantic check, connect doc comments and assign modules.
     pub fn check(&mut self) -> Result<()> {
+        self.doc_links = self
+            .docs
+            .iter()
+            .map(|doc| DocLinks {
+                args_connected: vec![false; doc.args.len()],
+                features_connected: vec![false; doc.features.len()],
+                stub_args: Vec::new(),
+            })
+            .collect();
         for id in 0..self.entities.len() {
             self.check_entity(id)?;
             self.connect_doc(id)?;
@@ -154,36 +204,28 @@ impl Schema {
     }
 
     fn check_entity(&mut self, id: EntityId) -> Result<()> {
-        let info = self.entities[id].info.clone();
-        let name = self.entities[id].name.clone();
-        match &self.entities[id].kind {
+        let e = &self.entities[id];
+        match &e.kind {
             EntityKind::Include(_) | EntityKind::Builtin(_) => Ok(()),
-            EntityKind::Enum(e) => {
-                self.check_features(&name, &self.entities[id].features, &info)?;
-                if let Some(i) = &info {
-                    let mut seen = Seen::new();
-                    for m in &e.members {
-                        clash(
-                            &mut seen,
-                            Described {
-                                role: "value",
-                                name: m.name.clone(),
-                                defined_in: name.clone(),
-                            },
-                            i,
-                        )?;
-                        self.check_features(&name, &m.features, &info)?;
+            EntityKind::Enum(en) => {
+                Self::check_features(&e.features, &e.info)?;
+                if let Some(i) = &e.info {
+                    let mut seen = Seen::with_capacity(en.members.len());
+                    for (k, m) in en.members.iter().enumerate() {
+                        self.clash(&mut seen, SeenItem::Value(id, k), i)?;
+                        Self::check_features(&m.features, &e.info)?;
                     }
                 }
                 Ok(())
             }
             EntityKind::Array(a) => {
-                let what = info
-                    .as_ref()
-                    .and_then(|i| i.defn.as_ref())
-                    .map(|d| d.0.clone())
-                    .unwrap_or_default();
-                let el = self.resolve_type(&a.element_name.clone(), &info, &what)?;
+                let el = self.resolve_type(&a.element_name, &e.info, || {
+                    e.info
+                        .as_ref()
+                        .and_then(|i| i.defn.as_ref())
+                        .map(|d| d.0.clone())
+                        .unwrap_or_default()
+                })?;
                 if let EntityKind::Array(a) = &mut self.entities[id].kind {
                     a.element = el;
                 }
@@ -197,14 +239,14 @@ impl Schema {
     }
 
     fn object(&self, id: EntityId) -> Option<&ObjectType> {
-        match &self.entities[id].kind {
+        match &self.entities.get(id)?.kind {
             EntityKind::Object(o) => Some(o),
             _ => None,
         }
     }
 
     fn object_mut(&mut self, id: EntityId) -> Option<&mut ObjectType> {
-        match &mut self.entities[id].kind {
+        match &mut self.entities.get_mut(id)?.kind {
             EntityKind::Object(o) => Some(o),
             _ => None,
         }
@@ -215,30 +257,35 @@ impl Schema {
     /// "contains itself".
     fn check_object(&mut self, id: EntityId) -> Result<()> {
         let info = self.entities[id].info.clone();
-        let name = self.entities[id].name.clone();
         let Some(o) = self.object(id) else {
             return Ok(());
         };
         match o.state {
             CheckState::Done => return Ok(()),
             CheckState::InProgress => {
+                let name = &self.entities[id].name;
                 return Err(Self::err(&info, format!("object {name} contains itself")));
             }
             CheckState::Unchecked => {}
         }
-        let base_name = o.base_name.clone();
         let nlocal = o.local_members.len();
+        let has_base = o.base_name.is_some();
+        Self::check_features(&self.entities[id].features, &info)?;
         if let Some(o) = self.object_mut(id) {
             o.state = CheckState::InProgress;
         }
-        self.check_features(&name, &self.entities[id].features, &info)?;
 
         let mut seen = Seen::new();
         let mut members: Vec<MemberRef> = Vec::new();
-        if let Some(bn) = &base_name {
-            let base = self.resolve_type(bn, &info, "'base'")?;
-            let ok = matches!(self.object(base), Some(b) if b.branches.is_none());
-            if !ok {
+        if has_base {
+            let base = {
+                let bn = self
+                    .object(id)
+                    .and_then(|o| o.base_name.as_deref())
+                    .unwrap_or("");
+                self.resolve_type(bn, &info, || "'base'".to_string())?
+            };
+            if !matches!(self.object(base), Some(b) if b.branches.is_none()) {
                 return Err(Self::err(
                     &info,
                     format!(
@@ -258,40 +305,43 @@ impl Schema {
                 o.base = Some(base);
             }
         }
+        members.reserve(nlocal);
         for k in 0..nlocal {
-            let (mname, tname, defined_in) = match self.object(id) {
-                Some(o) => {
-                    let m = &o.local_members[k];
-                    (m.name.clone(), m.type_name.clone(), m.defined_in)
-                }
-                None => return Ok(()),
+            let t = {
+                let Some(o) = self.object(id) else { break };
+                let m = &o.local_members[k];
+                Self::check_features(&m.features, &info)?;
+                self.resolve_type(&m.type_name, &info, || match &info {
+                    Some(i) => self
+                        .described(SeenItem::Member(MemberRef {
+                            owner: id,
+                            index: k,
+                        }))
+                        .describe(i),
+                    None => format!("member '{}'", m.name),
+                })?
             };
-            let d = self.describe_member_of("member", &mname, defined_in);
-            let what = match &info {
-                Some(i) => d.describe(i),
-                None => format!("member '{mname}'"),
-            };
-            let t = self.resolve_type(&tname, &info, &what)?;
             if let Some(o) = self.object_mut(id) {
                 o.local_members[k].typ = t;
             }
-            if let Some(o) = self.object(id) {
-                self.check_features(&name, &o.local_members[k].features, &info)?;
-            }
-            if let Some(i) = &info {
-                clash(&mut seen, d, i)?;
-            }
-            members.push(MemberRef {
+            let r = MemberRef {
                 owner: id,
                 index: k,
-            });
+            };
+            if let Some(i) = &info {
+                self.clash(&mut seen, SeenItem::Member(r), i)?;
+            }
+            members.push(r);
         }
-        if let Some(o) = self.object_mut(id) {
-            // Provisional, for the tag lookup below.
-            o.members = members.clone();
-        }
-        if self.object(id).is_some_and(|o| o.branches.is_some()) {
-            self.check_branches(id, &members)?;
+        let has_branches = match self.object_mut(id) {
+            Some(o) => {
+                o.members = members;
+                o.branches.is_some()
+            }
+            None => false,
+        };
+        if has_branches {
+            self.check_branches(id)?;
             if let Some(i) = &info {
                 self.branches_check_clash(id, i, &seen)?;
             }
@@ -309,12 +359,7 @@ impl Schema {
             return Ok(());
         };
         for r in &o.members {
-            let m = self.member(*r);
-            clash(
-                seen,
-                self.describe_member_of("member", &m.name, m.defined_in),
-                info,
-            )?;
+            self.clash(seen, SeenItem::Member(*r), info)?;
         }
         if o.branches.is_some() {
             self.branches_check_clash(id, info, seen)?;
@@ -326,125 +371,140 @@ impl Schema {
         let Some(b) = self.object(id).and_then(|o| o.branches.as_ref()) else {
             return Ok(());
         };
+        let mut s = Seen::with_capacity(seen.len() + 16);
         for v in &b.variants {
             // Each branch starts from the common members only.
-            let mut s = seen.clone();
+            s.clear();
+            s.extend_from_slice(seen);
             self.object_check_clash(v.typ, info, &mut s)?;
         }
         Ok(())
     }
 
-    fn check_branches(&mut self, id: EntityId, members: &[MemberRef]) -> Result<()> {
+    fn check_branches(&mut self, id: EntityId) -> Result<()> {
         let info = self.entities[id].info.clone();
-        let Some(tag_name) = self
-            .object(id)
-            .and_then(|o| o.branches.as_ref())
-            .map(|b| b.tag_name.clone())
-        else {
-            return Ok(());
-        };
-        let tag_c = c_name(&tag_name);
-        let tag = members
-            .iter()
-            .copied()
-            .find(|r| c_name(&self.member(*r).name) == tag_c);
-        let tag = match tag {
-            Some(r) if self.member(r).name == tag_name => r,
-            _ => {
-                return Err(Self::err(
-                    &info,
-                    format!("discriminator '{tag_name}' is not a member of 'base'"),
-                ));
-            }
-        };
-        let tm = self.member(tag).clone();
-        let base = if self.entities[tm.defined_in].implicit {
-            "'base'".to_string()
-        } else {
-            format!("base type '{}'", self.entities[tm.defined_in].name)
-        };
-        let enum_values: Vec<(String, IfCond)> = match &self.entities[tm.typ].kind {
-            EntityKind::Enum(e) => e
-                .members
-                .iter()
-                .map(|m| (m.name.clone(), m.ifcond.clone()))
-                .collect(),
-            _ => {
+        let (tag, tag_enum, base) = {
+            let Some(o) = self.object(id) else {
+                return Ok(());
+            };
+            let Some(b) = o.branches.as_ref() else {
+                return Ok(());
+            };
+            let tag_name = b.tag_name.as_str();
+            let h = c_name_hash(tag_name);
+            let tag = o.members.iter().copied().find(|r| {
+                let m = self.member(*r);
+                m.cname_hash == h && c_name_eq(&m.name, tag_name)
+            });
+            let tag = match tag {
+                Some(r) if self.member(r).name == tag_name => r,
+                _ => {
+                    return Err(Self::err(
+                        &info,
+                        format!("discriminator '{tag_name}' is not a member of 'base'"),
+                    ));
+                }
+            };
+            let tm = self.member(tag);
+            let base = match self.entities.get(tm.defined_in) {
+                Some(e) if !e.implicit => format!("base type '{}'", e.name),
+                _ => "'base'".to_string(),
+            };
+            if !matches!(self.entities[tm.typ].kind, EntityKind::Enum(_)) {
                 return Err(Self::err(
                     &info,
                     format!("discriminator member '{tag_name}' of {base} must be of enum type"),
                 ));
             }
+            if tm.optional {
+                return Err(Self::err(
+                    &info,
+                    format!("discriminator member '{tag_name}' of {base} must not be optional"),
+                ));
+            }
+            if tm.ifcond.is_present() {
+                return Err(Self::err(
+                    &info,
+                    format!("discriminator member '{tag_name}' of {base} must not be conditional"),
+                ));
+            }
+            (tag, tm.typ, base)
         };
-        if tm.optional {
-            return Err(Self::err(
-                &info,
-                format!("discriminator member '{tag_name}' of {base} must not be optional"),
-            ));
-        }
-        if tm.ifcond.is_present() {
-            return Err(Self::err(
-                &info,
-                format!("discriminator member '{tag_name}' of {base} must not be conditional"),
-            ));
-        }
-        let q_empty = self.q_empty;
-        let tag_enum = tm.typ;
-        if let Some(b) = self.object_mut(id).and_then(|o| o.branches.as_mut()) {
-            b.tag_member = Some(tag);
-            // Values without a branch get the empty type.
-            for (v, ifc) in &enum_values {
-                if !b.variants.iter().any(|x| &x.name == v) {
-                    b.variants.push(Variant {
-                        name: v.clone(),
+        let _ = base;
+        let defined_in = self.member(tag).defined_in;
+        // Values without a branch get the empty type.
+        let mut extra = Vec::new();
+        if let (EntityKind::Enum(en), Some(b)) = (
+            &self.entities[tag_enum].kind,
+            self.object(id).and_then(|o| o.branches.as_ref()),
+        ) {
+            for m in &en.members {
+                if !b.variants.iter().any(|x| x.name == m.name) {
+                    extra.push(Variant {
+                        name: m.name.clone(),
                         type_name: "q_empty".to_string(),
-                        typ: q_empty,
-                        ifcond: ifc.clone(),
+                        typ: self.q_empty,
+                        ifcond: m.ifcond.clone(),
                         info: info.clone(),
-                        defined_in: tm.defined_in,
+                        defined_in,
                     });
                 }
             }
         }
-        let nvar = self
-            .object(id)
-            .and_then(|o| o.branches.as_ref())
-            .map_or(0, |b| b.variants.len());
+        let nvar = match self.object_mut(id).and_then(|o| o.branches.as_mut()) {
+            Some(b) => {
+                b.tag_member = Some(tag);
+                b.variants.extend(extra);
+                b.variants.len()
+            }
+            None => 0,
+        };
         if nvar == 0 {
             return Err(Self::err(&info, "union has no branches".to_string()));
         }
         for k in 0..nvar {
-            let Some(v) = self
-                .object(id)
-                .and_then(|o| o.branches.as_ref())
-                .map(|b| b.variants[k].clone())
-            else {
-                break;
+            let t = {
+                let Some(v) = self
+                    .object(id)
+                    .and_then(|o| o.branches.as_ref())
+                    .and_then(|b| b.variants.get(k))
+                else {
+                    break;
+                };
+                let what = || match &info {
+                    Some(i) => Described {
+                        role: "branch",
+                        name: &v.name,
+                        defined_in: entity_name(&self.entities, v.defined_in),
+                    }
+                    .describe(i),
+                    None => format!("branch '{}'", v.name),
+                };
+                let t = self.resolve_type(&v.type_name, &info, what)?;
+                let is_value = match &self.entities[tag_enum].kind {
+                    EntityKind::Enum(en) => en.members.iter().any(|m| m.name == v.name),
+                    _ => false,
+                };
+                if !is_value {
+                    return Err(Self::err(
+                        &info,
+                        format!(
+                            "branch '{}' is not a value of {}",
+                            v.name,
+                            self.describe(tag_enum)
+                        ),
+                    ));
+                }
+                if self.object(t).is_none() {
+                    return Err(Self::err(
+                        &info,
+                        format!("{} cannot use {}", what(), self.describe(t)),
+                    ));
+                }
+                t
             };
-            let d = self.describe_member_of("branch", &v.name, v.defined_in);
-            let what = match &info {
-                Some(i) => d.describe(i),
-                None => format!("branch '{}'", v.name),
-            };
-            let t = self.resolve_type(&v.type_name, &info, &what)?;
             if let Some(b) = self.object_mut(id).and_then(|o| o.branches.as_mut()) {
                 b.variants[k].typ = t;
-            }
-            if !enum_values.iter().any(|(n, _)| n == &v.name) {
-                return Err(Self::err(
-                    &info,
-                    format!(
-                        "branch '{}' is not a value of {}",
-                        v.name,
-                        self.describe(tag_enum)
-                    ),
-                ));
-            }
-            if self.object(t).is_none() {
-                return Err(Self::err(
-                    &info,
-                    format!("{what} cannot use {}", self.describe(t)),
-                ));
             }
             self.check_object(t)?;
         }
@@ -469,36 +529,43 @@ impl Schema {
 
     fn check_alternate(&mut self, id: EntityId) -> Result<()> {
         let info = self.entities[id].info.clone();
-        let name = self.entities[id].name.clone();
-        self.check_features(&name, &self.entities[id].features, &info)?;
-        let variants = match &self.entities[id].kind {
-            EntityKind::Alternate(a) => a.variants.clone(),
+        Self::check_features(&self.entities[id].features, &info)?;
+        let n = match &self.entities[id].kind {
+            EntityKind::Alternate(a) => a.variants.len(),
             _ => return Ok(()),
         };
-        let mut types = Vec::with_capacity(variants.len());
-        for v in &variants {
-            let d = self.describe_member_of("branch", &v.name, v.defined_in);
-            let what = match &info {
-                Some(i) => d.describe(i),
-                None => format!("branch '{}'", v.name),
+        for k in 0..n {
+            let t = {
+                let EntityKind::Alternate(a) = &self.entities[id].kind else {
+                    break;
+                };
+                let v = &a.variants[k];
+                self.resolve_type(&v.type_name, &info, || match &info {
+                    Some(i) => self.described(SeenItem::Branch(id, k)).describe(i),
+                    None => format!("branch '{}'", v.name),
+                })?
             };
-            types.push(self.resolve_type(&v.type_name, &info, &what)?);
-        }
-        if let EntityKind::Alternate(a) = &mut self.entities[id].kind {
-            for (v, t) in a.variants.iter_mut().zip(&types) {
-                v.typ = *t;
+            if let EntityKind::Alternate(a) = &mut self.entities[id].kind {
+                a.variants[k].typ = t;
             }
         }
         let Some(i) = &info else { return Ok(()) };
-        let mut seen = Seen::new();
-        let mut types_seen: Vec<(QType, String)> = Vec::new();
-        for (v, &t) in variants.iter().zip(&types) {
-            let d = self.describe_member_of("branch", &v.name, v.defined_in);
-            clash(&mut seen, d.clone(), i)?;
+        let EntityKind::Alternate(a) = &self.entities[id].kind else {
+            return Ok(());
+        };
+        let mut seen = Seen::with_capacity(n);
+        let mut types_seen: Vec<(QType, &str)> = Vec::new();
+        for (k, v) in a.variants.iter().enumerate() {
+            self.clash(&mut seen, SeenItem::Branch(id, k), i)?;
+            let t = v.typ;
             let Some(qt) = self.alternate_qtype(t) else {
                 return Err(QapiError::new(
                     i,
-                    format!("{} cannot use {}", d.describe(i), self.describe(t)),
+                    format!(
+                        "{} cannot use {}",
+                        self.described(SeenItem::Branch(id, k)).describe(i),
+                        self.describe(t)
+                    ),
                 ));
             };
             let mut conflicting = vec![qt];
@@ -523,15 +590,17 @@ impl Schema {
                 if let Some((_, other)) = types_seen.iter().find(|(q, _)| q == qt) {
                     return Err(QapiError::new(
                         i,
-                        format!("{} can't be distinguished from '{}'", d.describe(i), other),
+                        format!(
+                            "{} can't be distinguished from '{}'",
+                            self.described(SeenItem::Branch(id, k)).describe(i),
+                            other
+                        ),
                     ));
                 }
             }
             for qt in conflicting {
                 if !types_seen.iter().any(|(q, _)| *q == qt) {
-                    types_seen.push((qt, v.name.clone()));
-                } else if let Some(e) = types_seen.iter_mut().find(|(q, _)| *q == qt) {
-                    e.1 = v.name.clone();
+                    types_seen.push((qt, &v.name));
                 }
             }
         }
@@ -551,7 +620,7 @@ impl Schema {
         boxed: bool,
     ) -> Result<EntityId> {
         let info = self.entities[id].info.clone();
-        let t = self.resolve_type(arg, &info, &format!("{what}'s 'data'"))?;
+        let t = self.resolve_type(arg, &info, || format!("{what}'s 'data'"))?;
         let Some(o) = self.object(t) else {
             return Err(Self::err(
                 &info,
@@ -579,8 +648,7 @@ impl Schema {
 
     fn check_command(&mut self, id: EntityId) -> Result<()> {
         let info = self.entities[id].info.clone();
-        let name = self.entities[id].name.clone();
-        self.check_features(&name, &self.entities[id].features, &info)?;
+        Self::check_features(&self.entities[id].features, &info)?;
         let (arg, ret, boxed) = match &self.entities[id].kind {
             EntityKind::Command(c) => (c.arg_type_name.clone(), c.ret_type_name.clone(), c.boxed),
             _ => return Ok(()),
@@ -592,10 +660,11 @@ impl Schema {
             }
         }
         if let Some(ret) = ret {
-            let t = self.resolve_type(&ret, &info, "command's 'returns'")?;
+            let t = self.resolve_type(&ret, &info, || "command's 'returns'".to_string())?;
             if let EntityKind::Command(c) = &mut self.entities[id].kind {
                 c.ret_type = Some(t);
             }
+            let name = &self.entities[id].name;
             let legacy_unchecked = self.dialect == Dialect::Legacy
                 && self.pragma.command_returns_exceptions.is_empty();
             if !legacy_unchecked
@@ -603,13 +672,13 @@ impl Schema {
                     .pragma
                     .command_returns_exceptions
                     .iter()
-                    .any(|n| n == &name)
+                    .any(|n| n == name)
             {
                 let el = match &self.entities[t].kind {
                     EntityKind::Array(a) => a.element,
                     _ => t,
                 };
-                if el == UNRESOLVED || self.object(el).is_none() {
+                if self.object(el).is_none() {
                     return Err(Self::err(
                         &info,
                         format!("command's 'returns' cannot take {}", self.describe(t)),
@@ -622,8 +691,7 @@ impl Schema {
 
     fn check_event(&mut self, id: EntityId) -> Result<()> {
         let info = self.entities[id].info.clone();
-        let name = self.entities[id].name.clone();
-        self.check_features(&name, &self.entities[id].features, &info)?;
+        Self::check_features(&self.entities[id].features, &info)?;
         let (arg, boxed) = match &self.entities[id].kind {
             EntityKind::Event(e) => (e.arg_type_name.clone(), e.boxed),
             _ => return Ok(()),

@@ -117,9 +117,64 @@ pub fn c_name(name: &str) -> String {
     out
 }
 
+fn map_char(ch: char) -> char {
+    if ch.is_ascii_alphanumeric() || ch == '_' {
+        ch
+    } else {
+        '_'
+    }
+}
+
+fn protected(name: &str) -> bool {
+    if name.starts_with(|c: char| c.is_ascii_digit()) {
+        return true;
+    }
+    name.len() <= 16
+        && PROTECTED
+            .iter()
+            .any(|w| name.len() == w.len() && name.chars().map(map_char).eq(w.chars()))
+}
+
+/// The characters of `c_name(name)`, without allocating.
+fn c_name_chars(name: &str) -> impl Iterator<Item = char> + '_ {
+    let prefix = if protected(name) { "q_" } else { "" };
+    prefix.chars().chain(name.chars().map(map_char))
+}
+
+/// `c_name(a) == c_name(b)`, without allocating.
+pub fn c_name_eq(a: &str, b: &str) -> bool {
+    c_name_chars(a).eq(c_name_chars(b))
+}
+
+/// A hash of `c_name(name)` (equal C names hash equally).
+pub fn c_name_hash(name: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for ch in c_name_chars(name) {
+        h ^= ch as u64;
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
 #[cfg(test)]
 mod tests {
-    use super::c_name;
+    use super::{c_name, c_name_eq, c_name_hash};
+
+    #[test]
+    fn eq_and_hash_agree_with_c_name() {
+        let names = [
+            "a-b", "a_b", "a.b", "unix", "q_unix", "q-unix", "wchar-t", "wchar_t", "1x", "q_1x",
+            "é", "_",
+        ];
+        for a in names {
+            for b in names {
+                assert_eq!(c_name_eq(a, b), c_name(a) == c_name(b), "{a} {b}");
+                if c_name(a) == c_name(b) {
+                    assert_eq!(c_name_hash(a), c_name_hash(b));
+                }
+            }
+        }
+    }
 
     #[test]
     fn mapping() {

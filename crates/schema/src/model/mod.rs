@@ -26,6 +26,33 @@ use std::collections::HashMap;
 
 pub use cname::c_name;
 
+/// A small, fast hasher for name lookups (FNV-1a over the bytes); the
+/// keys are schema names, not attacker-controlled at scale.
+#[derive(Debug, Clone, Copy)]
+pub struct NameHasher(u64);
+
+impl Default for NameHasher {
+    fn default() -> Self {
+        NameHasher(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl std::hash::Hasher for NameHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 ^= u64::from(*b);
+            self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+}
+
+/// Hash maps keyed by schema names.
+pub type NameMap<V> = HashMap<String, V, std::hash::BuildHasherDefault<NameHasher>>;
+
 /// Index of an entity in [`Schema::entities`].
 pub type EntityId = usize;
 /// Index of a module in [`Schema::modules`].
@@ -137,6 +164,8 @@ pub struct Member {
     pub info: Option<Info>,
     /// The object type that declares the member.
     pub defined_in: EntityId,
+    /// Hash of the member's C name (for clash checks).
+    pub cname_hash: u64,
 }
 
 /// A union branch or an alternate's alternative.
@@ -224,13 +253,13 @@ pub struct Schema {
     /// How each doc comment was connected to the entities it documents.
     pub doc_links: Vec<check::DocLinks>,
     pub pragma: Pragma,
-    by_name: HashMap<String, EntityId>,
+    by_name: NameMap<EntityId>,
     /// Feature names seen so far (QEMU allows at most 64, the two special
     /// ones included).
     feature_names: Vec<String>,
     /// Directory of the main schema file, for module names.
     schema_dir: std::path::PathBuf,
-    module_by_path: HashMap<String, ModuleId>,
+    module_by_path: NameMap<ModuleId>,
     /// Names of the `QType` enum and `q_empty` object.
     pub(crate) qtype: EntityId,
     pub(crate) q_empty: EntityId,
@@ -267,12 +296,12 @@ impl Schema {
         )
     }
 
-    /// The member a reference points to.
+    /// The member a reference points to. References are only ever made
+    /// to object types' members; anything else yields an empty member.
     pub fn member(&self, r: MemberRef) -> &Member {
-        match &self.entities[r.owner].kind {
-            EntityKind::Object(o) => &o.local_members[r.index],
-            // MemberRefs are only ever made for object types.
-            _ => unreachable_member(),
+        match self.entities.get(r.owner).map(|e| &e.kind) {
+            Some(EntityKind::Object(o)) => o.local_members.get(r.index).unwrap_or(&NO_MEMBER),
+            _ => &NO_MEMBER,
         }
     }
 
@@ -344,9 +373,14 @@ impl Schema {
     }
 }
 
-#[cold]
-fn unreachable_member() -> ! {
-    // A MemberRef always names an object type's local member; reaching
-    // this means the model was corrupted by a bug, not by input.
-    panic!("MemberRef does not point into an object type")
-}
+static NO_MEMBER: Member = Member {
+    name: String::new(),
+    type_name: String::new(),
+    typ: UNRESOLVED,
+    optional: false,
+    ifcond: IfCond::Always,
+    features: Vec::new(),
+    info: None,
+    defined_in: UNRESOLVED,
+    cname_hash: 0,
+};
