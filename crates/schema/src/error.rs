@@ -3,8 +3,16 @@
 use crate::source::Info;
 use std::fmt;
 
+/// The hint attached to errors caused by constructs of the legacy dialect.
+pub const LEGACY_HINT: &str = "accepted with --dialect legacy";
+
 /// A schema error, printed exactly as QEMU prints it:
 /// `<include path><context>F:L[:C]: message`.
+///
+/// `Display` gives QEMU's text only (what `schema dump --format qemu-test`
+/// prints, byte for byte). An optional [`QapiError::hint`] says more, e.g.
+/// that `--dialect legacy` accepts the construct; [`QapiError::full`]
+/// appends it as a separate `note:` line, for `schema check`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub struct QapiError {
     /// Where; `None` for errors with no position (e.g. the top file cannot
@@ -13,19 +21,61 @@ pub struct QapiError {
     /// Column for lexical/syntax errors (1-based, tabs to multiples of 8).
     pub col: Option<u32>,
     pub msg: String,
+    /// A note that is not part of QEMU's message.
+    pub hint: Option<String>,
 }
 
 impl QapiError {
     pub fn new(info: &Info, msg: impl Into<String>) -> QapiError {
-        QapiError { info: Some(info.clone()), col: None, msg: msg.into() }
+        QapiError {
+            info: Some(info.clone()),
+            col: None,
+            msg: msg.into(),
+            hint: None,
+        }
     }
 
     pub fn at(info: &Info, col: u32, msg: impl Into<String>) -> QapiError {
-        QapiError { info: Some(info.clone()), col: Some(col), msg: msg.into() }
+        QapiError {
+            info: Some(info.clone()),
+            col: Some(col),
+            msg: msg.into(),
+            hint: None,
+        }
     }
 
     pub fn bare(msg: impl Into<String>) -> QapiError {
-        QapiError { info: None, col: None, msg: msg.into() }
+        QapiError {
+            info: None,
+            col: None,
+            msg: msg.into(),
+            hint: None,
+        }
+    }
+
+    /// Attach a note.
+    pub fn with_hint(mut self, hint: impl Into<String>) -> QapiError {
+        self.hint = Some(hint.into());
+        self
+    }
+
+    /// Mark as caused by a construct the legacy dialect accepts.
+    pub fn legacy_hint(self) -> QapiError {
+        self.with_hint(LEGACY_HINT)
+    }
+
+    /// True when the legacy dialect accepts what caused this error.
+    pub fn is_legacy_construct(&self) -> bool {
+        self.hint.as_deref() == Some(LEGACY_HINT)
+    }
+
+    /// QEMU's text, then `note: <hint>` on its own line when there is one
+    /// (e.g. "note: accepted with --dialect legacy").
+    pub fn full(&self) -> String {
+        match &self.hint {
+            Some(h) => format!("{self}\nnote: {h}"),
+            None => self.to_string(),
+        }
     }
 }
 

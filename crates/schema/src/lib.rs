@@ -9,6 +9,8 @@
 //! checks) → back ends (`dump`, `introspect`, `diff`).
 
 pub mod ast;
+pub mod doc;
+pub mod parser;
 pub mod error;
 pub mod expr;
 pub mod source;

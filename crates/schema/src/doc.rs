@@ -1,0 +1,444 @@
+//! Doc comment blocks: from the lines between `##` and `##` to a
+//! structured [`Doc`] (QEMU 10.0's model), with QEMU's doc errors.
+//!
+//! A block whose first line is `@NAME:` documents the definition NAME:
+//! after the symbol line come body paragraphs, `@member:` descriptions, a
+//! `Features:` line with `@feature:` descriptions, tagged sections
+//! (`Returns:`, `Errors:`, `Since:`, `TODO:`) and plain paragraphs.
+//! Any other block is free-form documentation. Descriptions and tagged
+//! sections continue over indented lines; a line indented less than the
+//! first continuation line ends them, but only after a blank line.
+
+use crate::ast::{Doc, DocSection, SectionKind};
+use crate::error::QapiError;
+use crate::source::Info;
+
+/// One token of a doc comment block, as the lexer saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DocItem {
+    /// A comment line: `text` runs from `#` to the end of the line.
+    Line { line: u32, col: u32, text: String },
+    /// The closing `##`.
+    End,
+    /// A closing line starting with `##` followed by more text.
+    JunkAtEnd { line: u32, col: u32 },
+    /// A token that is not a comment, before the closing `##`.
+    Unterminated { line: u32, col: u32 },
+}
+
+struct Reader<'a> {
+    info: &'a Info,
+    items: std::vec::IntoIter<DocItem>,
+    /// Position of the last item read (for errors).
+    line: u32,
+    col: u32,
+    done: bool,
+}
+
+impl Reader<'_> {
+    fn err(&self, msg: impl Into<String>) -> QapiError {
+        QapiError::at(&self.line_info(), self.col, msg)
+    }
+
+    fn line_info(&self) -> Info {
+        Info::new(self.info.file.clone(), self.line)
+    }
+
+    /// The next line with `# ` removed and trailing white space trimmed;
+    /// `None` at the closing `##`.
+    fn next(&mut self) -> Result<Option<String>, QapiError> {
+        if self.done {
+            return Ok(None);
+        }
+        match self.items.next() {
+            None | Some(DocItem::End) => {
+                self.done = true;
+                Ok(None)
+            }
+            Some(DocItem::JunkAtEnd { line, col }) => {
+                self.line = line;
+                self.col = col;
+                Err(self.err("junk after '##' at end of documentation comment"))
+            }
+            Some(DocItem::Unterminated { line, col }) => {
+                self.line = line;
+                self.col = col;
+                Err(self.err("documentation comment must end with '##'"))
+            }
+            Some(DocItem::Line { line, col, text }) => {
+                self.line = line;
+                self.col = col;
+                if text == "#" {
+                    return Ok(Some(String::new()));
+                }
+                if text.as_bytes().get(1) != Some(&b' ') {
+                    return Err(self.err("missing space after #"));
+                }
+                Ok(Some(text[2..].trim_end().to_string()))
+            }
+        }
+    }
+}
+
+/// `@NAME:` at the start of a line: the name and the text after the colon
+/// (and any spaces).
+fn at_name_colon(line: &str) -> Option<(&str, &str)> {
+    let rest = line.strip_prefix('@')?;
+    let colon = rest.find(':')?;
+    Some((&rest[..colon], rest[colon + 1..].trim_start_matches(' ')))
+}
+
+/// A tagged section line: the tag as written and the text after it. A tag
+/// followed by `::` is rST markup, not a section.
+fn tagged(line: &str) -> Option<(&'static str, &str)> {
+    const TAGS: [&str; 8] = [
+        "Returns", "Errors", "Since", "Notes", "Note", "Examples", "Example", "TODO",
+    ];
+    for tag in TAGS {
+        if let Some(rest) = line.strip_prefix(tag) {
+            if rest.starts_with("::") {
+                continue;
+            }
+            if let Some(text) = rest.strip_prefix(':') {
+                return Some((tag, text.trim_start_matches(' ')));
+            }
+        }
+    }
+    None
+}
+
+fn indent_of(line: &str) -> usize {
+    line.bytes().take_while(|b| b.is_ascii_whitespace()).count()
+}
+
+/// Which section receives appended lines.
+#[derive(Clone, Copy)]
+enum Cur {
+    Body,
+    Arg(usize),
+    Feature(usize),
+    Section(usize),
+}
+
+struct Builder<'a> {
+    r: Reader<'a>,
+    doc: Doc,
+    cur: Cur,
+}
+
+impl Builder<'_> {
+    fn cur_section(&mut self) -> &mut DocSection {
+        let d = &mut self.doc;
+        match self.cur {
+            Cur::Body => &mut d.body,
+            Cur::Arg(i) => &mut d.args[i],
+            Cur::Feature(i) => &mut d.features[i],
+            Cur::Section(i) => &mut d.sections[i],
+        }
+    }
+
+    fn append(&mut self, line: &str) {
+        let s = self.cur_section();
+        s.text.push_str(line);
+        s.text.push('\n');
+    }
+
+    fn section(&self, kind: SectionKind, name: Option<String>) -> DocSection {
+        DocSection {
+            kind,
+            name,
+            info: self.r.line_info(),
+            text: String::new(),
+        }
+    }
+
+    /// Continue the current plain section with a new paragraph, or start
+    /// a plain section.
+    fn ensure_untagged(&mut self) {
+        let info = self.r.line_info();
+        let s = self.cur_section();
+        if s.kind == SectionKind::Plain {
+            if s.text.is_empty() {
+                s.info = info;
+            }
+            s.text.push('\n');
+            return;
+        }
+        let s = self.section(SectionKind::Plain, None);
+        self.doc.sections.push(s);
+        self.cur = Cur::Section(self.doc.sections.len() - 1);
+    }
+
+    fn new_argument(&mut self, name: &str) -> Result<(), QapiError> {
+        if name.is_empty() {
+            return Err(QapiError::new(
+                &self.r.line_info(),
+                "invalid parameter name",
+            ));
+        }
+        if self.doc.arg(name).is_some() {
+            return Err(QapiError::new(
+                &self.r.line_info(),
+                format!("'{name}' parameter name duplicated"),
+            ));
+        }
+        let s = self.section(SectionKind::Member, Some(name.to_string()));
+        self.doc.args.push(s);
+        self.cur = Cur::Arg(self.doc.args.len() - 1);
+        Ok(())
+    }
+
+    fn new_feature(&mut self, name: &str) -> Result<(), QapiError> {
+        if name.is_empty() {
+            return Err(QapiError::new(&self.r.line_info(), "invalid feature name"));
+        }
+        if self.doc.feature(name).is_some() {
+            return Err(QapiError::new(
+                &self.r.line_info(),
+                format!("'{name}' feature name duplicated"),
+            ));
+        }
+        let s = self.section(SectionKind::Feature, Some(name.to_string()));
+        self.doc.features.push(s);
+        self.cur = Cur::Feature(self.doc.features.len() - 1);
+        Ok(())
+    }
+
+    fn new_tagged(&mut self, kind: SectionKind) -> Result<(), QapiError> {
+        if matches!(kind, SectionKind::Returns | SectionKind::Since)
+            && self.doc.section(kind).is_some()
+        {
+            return Err(QapiError::new(
+                &self.r.line_info(),
+                format!("duplicated '{kind}' section"),
+            ));
+        }
+        let s = self.section(kind, None);
+        self.doc.sections.push(s);
+        self.cur = Cur::Section(self.doc.sections.len() - 1);
+        Ok(())
+    }
+
+    /// The continuation lines of a description or tagged section; returns
+    /// the first line that is not part of it.
+    fn indented(&mut self) -> Result<Option<String>, QapiError> {
+        let mut line = self.r.next()?;
+        while line.as_deref() == Some("") {
+            self.append("");
+            line = self.r.next()?;
+        }
+        let Some(first) = line else { return Ok(None) };
+        let indent = indent_of(&first);
+        if indent == 0 {
+            return Ok(Some(first));
+        }
+        self.append(&first);
+        let mut prev_blank = false;
+        loop {
+            let Some(l) = self.r.next()? else {
+                return Ok(None);
+            };
+            if at_name_colon(&l).is_some() {
+                return Ok(Some(l));
+            }
+            if !l.is_empty() && indent_of(&l) < indent {
+                if prev_blank {
+                    return Ok(Some(l));
+                }
+                return Err(self.r.err(format!(
+                    "unexpected de-indent (expected at least {indent} spaces)"
+                )));
+            }
+            self.append(&l);
+            prev_blank = l.is_empty();
+        }
+    }
+
+    /// The rest of a plain paragraph; returns the blank line ending it
+    /// (`Some("")`) or `None` at the end of the block.
+    fn paragraph(&mut self) -> Result<Option<String>, QapiError> {
+        loop {
+            match self.r.next()? {
+                None => return Ok(None),
+                Some(l) if l.is_empty() => return Ok(Some(l)),
+                Some(l) => self.append(&l),
+            }
+        }
+    }
+
+    /// `@NAME: text` lines with their continuations, as arguments or
+    /// features; returns the first line that is not part of them.
+    fn descriptions(
+        &mut self,
+        mut line: Option<String>,
+        feature: bool,
+    ) -> Result<Option<String>, QapiError> {
+        while let Some((name, text)) = line.as_deref().and_then(at_name_colon) {
+            let (name, text) = (name.to_string(), text.to_string());
+            if feature {
+                self.new_feature(&name)?;
+            } else {
+                self.new_argument(&name)?;
+            }
+            if !text.is_empty() {
+                self.append(&text);
+            }
+            line = self.indented()?;
+        }
+        Ok(line)
+    }
+
+    fn definition(&mut self) -> Result<(), QapiError> {
+        let mut line = self.r.next()?;
+        let mut no_more_args = false;
+        loop {
+            while line.as_deref() == Some("") {
+                line = self.r.next()?;
+            }
+            let Some(l) = line.take() else { break };
+            if l == "Features:" {
+                if !self.doc.features.is_empty() {
+                    return Err(self.r.err("duplicated 'Features:' line"));
+                }
+                line = self.r.next()?;
+                while line.as_deref() == Some("") {
+                    line = self.r.next()?;
+                }
+                line = self.descriptions(line, true)?;
+                if self.doc.features.is_empty() {
+                    return Err(self.r.err("feature descriptions expected"));
+                }
+                no_more_args = true;
+            } else if let Some((name, _)) = at_name_colon(&l) {
+                if no_more_args {
+                    return Err(self
+                        .r
+                        .err(format!("description of '@{name}:' follows a section")));
+                }
+                line = self.descriptions(Some(l), false)?;
+                no_more_args = true;
+            } else if let Some((tag, text)) = tagged(&l) {
+                if tag.starts_with("Note") {
+                    return Err(self.r.err(format!(
+                        "The '{tag}' section is no longer supported. Please use rST's '.. note::' or \
+                         '.. admonition:: notes' directives, or another suitable admonition instead."
+                    )));
+                }
+                if tag.starts_with("Example") {
+                    return Err(self.r.err(format!(
+                        "The '{tag}' section is no longer supported. Please use the '.. qmp-example::' \
+                         directive, or other suitable markup instead."
+                    )));
+                }
+                let kind = match tag {
+                    "Returns" => SectionKind::Returns,
+                    "Errors" => SectionKind::Errors,
+                    "Since" => SectionKind::Since,
+                    _ => SectionKind::Todo,
+                };
+                let text = text.to_string();
+                self.new_tagged(kind)?;
+                if !text.is_empty() {
+                    self.append(&text);
+                }
+                line = self.indented()?;
+                no_more_args = true;
+            } else if l.starts_with('=') {
+                return Err(self
+                    .r
+                    .err("unexpected '=' markup in definition documentation"));
+            } else {
+                self.ensure_untagged();
+                self.append(&l);
+                line = self.paragraph()?;
+            }
+        }
+        Ok(())
+    }
+
+    fn freeform(&mut self, first_line: Option<String>) -> Result<(), QapiError> {
+        self.ensure_untagged();
+        let mut line = first_line;
+        let mut first = true;
+        while let Some(l) = line {
+            if let Some((name, _)) = at_name_colon(&l) {
+                return Err(self
+                    .r
+                    .err(format!("'@{name}:' not allowed in free-form documentation")));
+            }
+            if l.starts_with('=') && !first {
+                return Err(self.r.err("'=' heading must come first in a comment block"));
+            }
+            self.append(&l);
+            line = self.r.next()?;
+            first = false;
+        }
+        Ok(())
+    }
+}
+
+fn strip_newlines(s: &mut String) {
+    let end = s.trim_end_matches('\n').len();
+    s.truncate(end);
+    let start = s.len() - s.trim_start_matches('\n').len();
+    if start > 0 {
+        s.drain(..start);
+    }
+}
+
+/// Build a [`Doc`] from the items of one block; `info` is the position of
+/// its opening `##`.
+pub fn parse_doc(info: &Info, items: Vec<DocItem>) -> Result<Doc, QapiError> {
+    let mut r = Reader {
+        info,
+        items: items.into_iter(),
+        line: info.line,
+        col: 1,
+        done: false,
+    };
+    let first = r.next()?;
+    let body = DocSection {
+        kind: SectionKind::Plain,
+        name: None,
+        info: info.clone(),
+        text: String::new(),
+    };
+    let doc = Doc {
+        info: info.clone(),
+        symbol: None,
+        body,
+        args: Vec::new(),
+        features: Vec::new(),
+        sections: Vec::new(),
+    };
+    let mut b = Builder {
+        r,
+        doc,
+        cur: Cur::Body,
+    };
+    match first {
+        Some(l) if l.starts_with('@') => {
+            if !l.ends_with(':') {
+                return Err(b.r.err("line should end with ':'"));
+            }
+            let sym = &l[1..l.len() - 1];
+            if sym.is_empty() {
+                return Err(b.r.err("name required after '@'"));
+            }
+            b.doc.symbol = Some(sym.to_string());
+            b.definition()?;
+        }
+        first => b.freeform(first)?,
+    }
+    let mut doc = b.doc;
+    strip_newlines(&mut doc.body.text);
+    for s in doc
+        .args
+        .iter_mut()
+        .chain(doc.features.iter_mut())
+        .chain(doc.sections.iter_mut())
+    {
+        strip_newlines(&mut s.text);
+    }
+    Ok(doc)
+}

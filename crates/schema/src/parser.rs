@@ -1,0 +1,658 @@
+//! The schema syntax: tokens and JSON-like values with QEMU's lexical and
+//! syntax errors, doc comment blocks, `include` and `pragma` directives.
+//!
+//! The lexer works on bytes. Values are parsed without recursion and nest
+//! at most [`MAX_DEPTH`] deep. Errors carry a column (1-based, a tab
+//! advances to the next multiple of 8, plus one).
+
+use crate::ast::{Doc, Pragma};
+use crate::doc::{self, DocItem};
+use crate::error::QapiError;
+use crate::source::{join_include, Dialect, Info, SourceFile, SourceProvider};
+use std::sync::Arc;
+
+/// Deepest nesting of `{` / `[` accepted.
+pub const MAX_DEPTH: usize = 256;
+/// Deepest chain of nested includes accepted.
+pub const MAX_INCLUDE_DEPTH: usize = 128;
+
+/// A JSON-like value of the schema language.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Value {
+    Str(String),
+    Bool(bool),
+    List(Vec<Value>),
+    /// Keys in the order written (no duplicates).
+    Dict(Vec<(String, Value)>),
+}
+
+impl Value {
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            Value::Str(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    pub fn as_dict(&self) -> Option<&[(String, Value)]> {
+        match self {
+            Value::Dict(d) => Some(d),
+            _ => None,
+        }
+    }
+
+    /// Look a key up in a dict value.
+    pub fn get(&self, key: &str) -> Option<&Value> {
+        self.as_dict().and_then(|d| get(d, key))
+    }
+}
+
+/// Look a key up in a dict's members.
+pub fn get<'a>(d: &'a [(String, Value)], key: &str) -> Option<&'a Value> {
+    d.iter().find(|(k, _)| k == key).map(|(_, v)| v)
+}
+
+/// One raw top-level expression as the parser saw it.
+#[derive(Debug, Clone)]
+pub struct RawExpr {
+    pub info: Info,
+    pub value: Vec<(String, Value)>,
+    pub doc: Option<usize>,
+    /// For `include`: the joined file name and whether it was seen before.
+    pub include: Option<(String, bool)>,
+}
+
+/// Everything parsing produced, before expression checks.
+#[derive(Debug, Clone, Default)]
+pub struct RawSchema {
+    pub exprs: Vec<RawExpr>,
+    pub docs: Vec<Doc>,
+    pub pragma: Pragma,
+    pub legacy_returns_whitelist: Vec<String>,
+    pub legacy_name_case_whitelist: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Tok {
+    LBrace,
+    RBrace,
+    LBrack,
+    RBrack,
+    Comma,
+    Colon,
+    Str,
+    True,
+    False,
+    /// A comment that starts a doc block or lies within one (`val` holds
+    /// the comment text from `#` to the end of the line).
+    Comment,
+    Eof,
+}
+
+/// The 1-based column of byte `pos` in the line starting at `line_pos`.
+pub fn column(src: &[u8], line_pos: usize, pos: usize) -> u32 {
+    let mut col: u32 = 1;
+    let end = pos.min(src.len());
+    let mut i = line_pos.min(end);
+    while i < end {
+        let b = src[i];
+        if b == b'\t' {
+            col = ((col - 1) / 8 + 1).saturating_mul(8).saturating_add(1);
+        } else if b & 0xC0 != 0x80 {
+            // count characters, not UTF-8 continuation bytes
+            col = col.saturating_add(1);
+        }
+        i += 1;
+    }
+    col
+}
+
+struct Lexer<'a> {
+    src: &'a [u8],
+    text: &'a str,
+    cursor: usize,
+    pos: usize,
+    line: u32,
+    line_pos: usize,
+    tok: Tok,
+    /// String value (for `Str`) or comment text (for `Comment`).
+    val: String,
+    file: Arc<SourceFile>,
+}
+
+fn memchr_nl(src: &[u8], from: usize) -> usize {
+    match src
+        .get(from..)
+        .and_then(|s| s.iter().position(|&b| b == b'\n'))
+    {
+        Some(i) => from + i,
+        None => src.len(),
+    }
+}
+
+fn is_word_end(b: u8) -> bool {
+    matches!(
+        b,
+        b'[' | b']'
+            | b'{'
+            | b'}'
+            | b':'
+            | b','
+            | b'\''
+            | b' '
+            | b'\t'
+            | b'\n'
+            | b'\r'
+            | 0x0b
+            | 0x0c
+    )
+}
+
+impl Lexer<'_> {
+    fn info(&self) -> Info {
+        Info::new(self.file.clone(), self.line)
+    }
+
+    fn err(&self, msg: impl Into<String>) -> QapiError {
+        QapiError::at(&self.info(), column(self.src, self.line_pos, self.pos), msg)
+    }
+
+    /// Read the next token. Plain comments are skipped when `skip_comment`;
+    /// a comment starting with `##` is always a token.
+    fn accept(&mut self, skip_comment: bool) -> Result<(), QapiError> {
+        loop {
+            let Some(&b) = self.src.get(self.cursor) else {
+                self.pos = self.src.len().saturating_sub(1);
+                self.tok = Tok::Eof;
+                return Ok(());
+            };
+            self.pos = self.cursor;
+            self.cursor += 1;
+            match b {
+                b'#' => {
+                    let doc_start = self.src.get(self.cursor) == Some(&b'#');
+                    let end = memchr_nl(self.src, self.cursor);
+                    self.cursor = end;
+                    if !skip_comment || doc_start {
+                        self.val.clear();
+                        self.val.push_str(&self.text[self.pos..end]);
+                        self.tok = Tok::Comment;
+                        return Ok(());
+                    }
+                }
+                b'{' => return self.set(Tok::LBrace),
+                b'}' => return self.set(Tok::RBrace),
+                b'[' => return self.set(Tok::LBrack),
+                b']' => return self.set(Tok::RBrack),
+                b',' => return self.set(Tok::Comma),
+                b':' => return self.set(Tok::Colon),
+                b'\'' => return self.string(),
+                b'\n' => {
+                    if self.cursor == self.src.len() {
+                        self.pos = self.cursor - 1;
+                        self.tok = Tok::Eof;
+                        return Ok(());
+                    }
+                    self.line = self.line.saturating_add(1);
+                    self.line_pos = self.cursor;
+                }
+                b' ' | b'\t' | b'\r' | 0x0b | 0x0c => {}
+                _ => {
+                    // A word: everything up to a structural character,
+                    // white space or a quote.
+                    let mut end = self.pos;
+                    while end < self.src.len() && !is_word_end(self.src[end]) {
+                        end += 1;
+                    }
+                    self.cursor = end;
+                    match &self.src[self.pos..end] {
+                        b"true" => return self.set(Tok::True),
+                        b"false" => return self.set(Tok::False),
+                        word => {
+                            let shown = String::from_utf8_lossy(word);
+                            let mut shown: String = shown.chars().take(80).collect();
+                            if word.len() > shown.len() {
+                                shown.push_str("...");
+                            }
+                            return Err(self.err(format!("stray '{shown}'")));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn set(&mut self, t: Tok) -> Result<(), QapiError> {
+        self.tok = t;
+        Ok(())
+    }
+
+    fn string(&mut self) -> Result<(), QapiError> {
+        self.val.clear();
+        let start = self.cursor;
+        // Fast path: the closing quote with no escape or funny byte before.
+        let mut i = start;
+        while i < self.src.len() {
+            let b = self.src[i];
+            if b == b'\'' {
+                self.val.push_str(&self.text[start..i]);
+                self.cursor = i + 1;
+                self.tok = Tok::Str;
+                return Ok(());
+            }
+            if b == b'\\' || !(32..127).contains(&b) {
+                break;
+            }
+            i += 1;
+        }
+        self.val.push_str(&self.text[start..i]);
+        self.cursor = i;
+        loop {
+            let Some(&b) = self.src.get(self.cursor) else {
+                return Err(self.err("missing terminating \"'\""));
+            };
+            self.cursor += 1;
+            match b {
+                b'\n' => return Err(self.err("missing terminating \"'\"")),
+                b'\'' => {
+                    self.tok = Tok::Str;
+                    return Ok(());
+                }
+                b'\\' => {
+                    let Some(&e) = self.src.get(self.cursor) else {
+                        return Err(self.err("missing terminating \"'\""));
+                    };
+                    if e == b'\\' {
+                        self.cursor += 1;
+                        self.val.push('\\');
+                    } else {
+                        let ch = self
+                            .text
+                            .get(self.cursor..)
+                            .and_then(|t| t.chars().next())
+                            .unwrap_or('?');
+                        return Err(self.err(format!("unknown escape \\{ch}")));
+                    }
+                }
+                32..=126 => self.val.push(b as char),
+                _ => return Err(self.err("funny character in string")),
+            }
+        }
+    }
+}
+
+enum Frame {
+    List(Vec<Value>),
+    Dict(Vec<(String, Value)>, String),
+}
+
+impl Lexer<'_> {
+    fn too_deep(&self) -> QapiError {
+        self.err(format!("nesting too deep (more than {MAX_DEPTH} levels)"))
+    }
+
+    /// Parse one value; the current token is its first token. Iterative,
+    /// with an explicit stack bounded by [`MAX_DEPTH`].
+    fn get_expr(&mut self) -> Result<Value, QapiError> {
+        let mut stack: Vec<Frame> = Vec::new();
+        loop {
+            let mut value = match self.tok {
+                Tok::LBrace => {
+                    self.accept(true)?;
+                    if self.tok == Tok::RBrace {
+                        self.accept(true)?;
+                        Some(Value::Dict(Vec::new()))
+                    } else if self.tok != Tok::Str {
+                        return Err(self.err("expected string or '}'"));
+                    } else {
+                        let key = self.dict_key(&[])?;
+                        if stack.len() >= MAX_DEPTH {
+                            return Err(self.too_deep());
+                        }
+                        stack.push(Frame::Dict(Vec::new(), key));
+                        None
+                    }
+                }
+                Tok::LBrack => {
+                    self.accept(true)?;
+                    if self.tok == Tok::RBrack {
+                        self.accept(true)?;
+                        Some(Value::List(Vec::new()))
+                    } else if !matches!(
+                        self.tok,
+                        Tok::LBrace | Tok::LBrack | Tok::Str | Tok::True | Tok::False
+                    ) {
+                        return Err(self.err("expected '{', '[', ']', string, or boolean"));
+                    } else {
+                        if stack.len() >= MAX_DEPTH {
+                            return Err(self.too_deep());
+                        }
+                        stack.push(Frame::List(Vec::new()));
+                        None
+                    }
+                }
+                Tok::Str => {
+                    let s = std::mem::take(&mut self.val);
+                    self.accept(true)?;
+                    Some(Value::Str(s))
+                }
+                Tok::True => {
+                    self.accept(true)?;
+                    Some(Value::Bool(true))
+                }
+                Tok::False => {
+                    self.accept(true)?;
+                    Some(Value::Bool(false))
+                }
+                _ => return Err(self.err("expected '{', '[', string, or boolean")),
+            };
+            // Attach completed values to their containers.
+            while let Some(v) = value.take() {
+                match stack.last_mut() {
+                    None => return Ok(v),
+                    Some(Frame::List(items)) => {
+                        items.push(v);
+                        match self.tok {
+                            Tok::RBrack => {
+                                self.accept(true)?;
+                                if let Some(Frame::List(items)) = stack.pop() {
+                                    value = Some(Value::List(items));
+                                }
+                            }
+                            Tok::Comma => self.accept(true)?,
+                            _ => return Err(self.err("expected ',' or ']'")),
+                        }
+                    }
+                    Some(Frame::Dict(members, key)) => {
+                        members.push((std::mem::take(key), v));
+                        match self.tok {
+                            Tok::RBrace => {
+                                self.accept(true)?;
+                                if let Some(Frame::Dict(members, _)) = stack.pop() {
+                                    value = Some(Value::Dict(members));
+                                }
+                            }
+                            Tok::Comma => {
+                                self.accept(true)?;
+                                if self.tok != Tok::Str {
+                                    return Err(self.err("expected string"));
+                                }
+                                let k = self.dict_key(members)?;
+                                *key = k;
+                            }
+                            _ => return Err(self.err("expected ',' or '}'")),
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The current token is a string key: check the colon and duplicates,
+    /// and move to the value's first token.
+    fn dict_key(&mut self, members: &[(String, Value)]) -> Result<String, QapiError> {
+        let key = std::mem::take(&mut self.val);
+        self.accept(true)?;
+        if self.tok != Tok::Colon {
+            return Err(self.err("expected ':'"));
+        }
+        self.accept(true)?;
+        if members.iter().any(|(k, _)| *k == key) {
+            return Err(self.err(format!("duplicate key '{key}'")));
+        }
+        Ok(key)
+    }
+
+    /// Collect the lines of a doc comment block; the current token is its
+    /// opening `##` comment.
+    fn get_doc_items(&mut self) -> Result<Vec<DocItem>, QapiError> {
+        if self.val != "##" {
+            return Err(self.err("junk after '##' at start of documentation comment"));
+        }
+        let mut items = Vec::new();
+        loop {
+            self.accept(false)?;
+            let line = self.line;
+            let col = column(self.src, self.line_pos, self.pos);
+            if self.tok != Tok::Comment {
+                items.push(DocItem::Unterminated { line, col });
+                return Ok(items);
+            }
+            if self.val.starts_with("##") {
+                if self.val != "##" {
+                    items.push(DocItem::JunkAtEnd { line, col });
+                } else {
+                    items.push(DocItem::End);
+                }
+                return Ok(items);
+            }
+            items.push(DocItem::Line {
+                line,
+                col,
+                text: self.val.clone(),
+            });
+        }
+    }
+}
+
+/// State shared by all files of one schema.
+struct Ctx<'p> {
+    provider: &'p dyn SourceProvider,
+    dialect: Dialect,
+    /// Canonical names of every file read so far.
+    included: Vec<String>,
+    out: RawSchema,
+}
+
+/// Parse `fname` and everything it includes (expressions are not checked
+/// yet).
+pub fn parse_files(
+    fname: &str,
+    dialect: Dialect,
+    provider: &dyn SourceProvider,
+) -> Result<RawSchema, QapiError> {
+    let mut ctx = Ctx {
+        provider,
+        dialect,
+        included: Vec::new(),
+        out: RawSchema::default(),
+    };
+    let file = Arc::new(SourceFile {
+        name: fname.to_string(),
+        included_from: None,
+    });
+    let text = provider
+        .read(fname)
+        .map_err(|e| QapiError::bare(format!("can't read schema file '{fname}': {e}")))?;
+    ctx.included.push(provider.canonical(fname));
+    parse_file(&mut ctx, file, &text, 0)?;
+    Ok(ctx.out)
+}
+
+fn reject_expr_doc(docs: &[Doc], cur: Option<usize>) -> Result<(), QapiError> {
+    if let Some(d) = cur.and_then(|i| docs.get(i)) {
+        if let Some(sym) = &d.symbol {
+            return Err(QapiError::new(
+                &d.info,
+                format!("documentation for '{sym}' is not followed by the definition"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn parse_file(
+    ctx: &mut Ctx<'_>,
+    file: Arc<SourceFile>,
+    text: &str,
+    depth: usize,
+) -> Result<(), QapiError> {
+    let owned;
+    let text = if text.ends_with('\n') {
+        text
+    } else {
+        owned = format!("{text}\n");
+        &owned
+    };
+    let mut lx = Lexer {
+        src: text.as_bytes(),
+        text,
+        cursor: 0,
+        pos: 0,
+        line: 1,
+        line_pos: 0,
+        tok: Tok::Eof,
+        val: String::new(),
+        file: file.clone(),
+    };
+    let mut cur_doc: Option<usize> = None;
+    lx.accept(true)?;
+    while lx.tok != Tok::Eof {
+        let info = lx.info();
+        if lx.tok == Tok::Comment {
+            reject_expr_doc(&ctx.out.docs, cur_doc)?;
+            let items = lx.get_doc_items()?;
+            let d = doc::parse_doc(&info, items)?;
+            ctx.out.docs.push(d);
+            cur_doc = Some(ctx.out.docs.len() - 1);
+            lx.accept(true)?;
+            continue;
+        }
+        let expr = lx.get_expr()?;
+        let Value::Dict(expr) = expr else {
+            return Err(QapiError::new(
+                &info,
+                "top-level expression must be an object",
+            ));
+        };
+        if let Some(inc) = get(&expr, "include") {
+            reject_expr_doc(&ctx.out.docs, cur_doc)?;
+            if expr.len() != 1 {
+                return Err(QapiError::new(&info, "invalid 'include' directive"));
+            }
+            let Value::Str(name) = inc else {
+                return Err(QapiError::new(&info, "value of 'include' must be a string"));
+            };
+            let incl_fname = join_include(&file.name, name);
+            let canon = ctx.provider.canonical(&incl_fname);
+            // An inclusion loop: the file is one of those including us.
+            let mut inf = Some(info.clone());
+            while let Some(i) = inf {
+                if ctx.provider.canonical(&i.file.name) == canon {
+                    return Err(QapiError::new(&info, format!("inclusion loop for {name}")));
+                }
+                inf = i.file.included_from.clone();
+            }
+            let repeated = ctx.included.contains(&canon);
+            ctx.out.exprs.push(RawExpr {
+                info: info.clone(),
+                value: expr.clone(),
+                doc: None,
+                include: Some((incl_fname.clone(), repeated)),
+            });
+            if !repeated {
+                if depth >= MAX_INCLUDE_DEPTH {
+                    return Err(QapiError::new(
+                        &info,
+                        format!(
+                            "includes nested too deeply (more than {MAX_INCLUDE_DEPTH} levels)"
+                        ),
+                    ));
+                }
+                ctx.included.push(canon);
+                let sub = ctx.provider.read(&incl_fname).map_err(|e| {
+                    QapiError::new(
+                        &info,
+                        format!("can't read include file '{incl_fname}': {e}"),
+                    )
+                })?;
+                let subfile = Arc::new(SourceFile {
+                    name: incl_fname.clone(),
+                    included_from: Some(info.clone()),
+                });
+                parse_file(ctx, subfile, &sub, depth + 1)?;
+            }
+        } else if let Some(pragma) = get(&expr, "pragma") {
+            reject_expr_doc(&ctx.out.docs, cur_doc)?;
+            if expr.len() != 1 {
+                return Err(QapiError::new(&info, "invalid 'pragma' directive"));
+            }
+            let Value::Dict(pairs) = pragma else {
+                return Err(QapiError::new(&info, "value of 'pragma' must be an object"));
+            };
+            for (name, value) in pairs {
+                apply_pragma(ctx, name, value, &info)?;
+            }
+            ctx.out.exprs.push(RawExpr {
+                info,
+                value: expr,
+                doc: None,
+                include: None,
+            });
+        } else {
+            if let Some(d) = cur_doc.and_then(|i| ctx.out.docs.get(i)) {
+                if d.symbol.is_none() {
+                    return Err(QapiError::new(&d.info, "definition documentation required"));
+                }
+            }
+            ctx.out.exprs.push(RawExpr {
+                info,
+                value: expr,
+                doc: cur_doc,
+                include: None,
+            });
+        }
+        cur_doc = None;
+    }
+    reject_expr_doc(&ctx.out.docs, cur_doc)
+}
+
+fn apply_pragma(
+    ctx: &mut Ctx<'_>,
+    name: &str,
+    value: &Value,
+    info: &Info,
+) -> Result<(), QapiError> {
+    let list = |v: &Value| -> Result<Vec<String>, QapiError> {
+        let bad = || QapiError::new(info, format!("pragma {name} must be a list of strings"));
+        let Value::List(items) = v else {
+            return Err(bad());
+        };
+        items
+            .iter()
+            .map(|i| i.as_str().map(str::to_string).ok_or_else(bad))
+            .collect()
+    };
+    let p = &mut ctx.out.pragma;
+    match name {
+        "doc-required" => match value {
+            Value::Bool(b) => p.doc_required = *b,
+            _ => {
+                return Err(QapiError::new(
+                    info,
+                    "pragma 'doc-required' must be boolean",
+                ))
+            }
+        },
+        "command-name-exceptions" => p.command_name_exceptions = list(value)?,
+        "command-returns-exceptions" => p.command_returns_exceptions = list(value)?,
+        "documentation-exceptions" => p.documentation_exceptions = list(value)?,
+        "member-name-exceptions" => p.member_name_exceptions = list(value)?,
+        "returns-whitelist" | "name-case-whitelist" if ctx.dialect == Dialect::Legacy => {
+            let l = list(value)?;
+            if name == "returns-whitelist" {
+                p.command_returns_exceptions.extend(l.iter().cloned());
+                ctx.out.legacy_returns_whitelist = l;
+            } else {
+                p.member_name_exceptions.extend(l.iter().cloned());
+                p.command_name_exceptions.extend(l.iter().cloned());
+                ctx.out.legacy_name_case_whitelist = l;
+            }
+        }
+        "returns-whitelist" | "name-case-whitelist" => {
+            return Err(QapiError::new(info, format!("unknown pragma '{name}'")).legacy_hint());
+        }
+        _ => return Err(QapiError::new(info, format!("unknown pragma '{name}'"))),
+    }
+    Ok(())
+}
