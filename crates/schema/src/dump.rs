@@ -199,7 +199,16 @@ pub struct QemuTestOutput {
 /// error give the error text with the file's directory prefix removed
 /// (the harness's way of making the text independent of where it runs).
 pub fn run_qemu_test(path: &std::path::Path, dialect: crate::Dialect) -> QemuTestOutput {
-    match crate::load(path, dialect) {
+    run_qemu_test_from(&path.to_string_lossy(), dialect, &crate::FsProvider)
+}
+
+/// [`run_qemu_test`] with files from any provider.
+pub fn run_qemu_test_from(
+    path: &str,
+    dialect: crate::Dialect,
+    provider: &dyn crate::SourceProvider,
+) -> QemuTestOutput {
+    match crate::load_from(path, dialect, provider) {
         Ok(schema) => QemuTestOutput {
             stdout: dump_qemu_test(&schema),
             stderr: String::new(),
@@ -207,9 +216,8 @@ pub fn run_qemu_test(path: &std::path::Path, dialect: crate::Dialect) -> QemuTes
         },
         Err(e) => {
             let mut text = format!("{e}\n");
-            let p = path.to_string_lossy();
-            if let Some(i) = p.rfind('/') {
-                let dir = &p[..i];
+            if let Some(i) = path.rfind('/') {
+                let dir = &path[..i];
                 let dir = if dir.is_empty() { "/" } else { dir };
                 let prefix = if dir.ends_with('/') {
                     dir.to_string()

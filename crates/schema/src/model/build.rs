@@ -114,32 +114,32 @@ impl Schema {
     /// Build and check the model of a parsed schema.
     pub fn from_parsed(parsed: ParsedSchema) -> Result<Schema> {
         let mut s = Schema::new(&parsed.fname, parsed.dialect);
-        s.pragma = parsed.pragma.clone();
+        s.pragma = parsed.pragma;
         s.docs = parsed.docs;
-        for e in &parsed.exprs {
+        for e in parsed.exprs {
             if let Some(c) = e.kind.common() {
                 s.check_doc_expr(c, &e.kind)?;
             }
-            match &e.kind {
+            match e.kind {
                 ExprKind::Include(i) => s.def_include(&i.path, &e.info),
                 ExprKind::Pragma(_) => {}
                 ExprKind::Enum(d) => {
-                    s.def_enum(&d.common, &d.members, d.prefix.as_deref())?;
+                    s.def_enum(d.common, d.members, d.prefix)?;
                 }
                 ExprKind::Struct(d) => {
-                    s.def_struct(&d.common, d.base.as_deref(), &d.members)?;
+                    s.def_struct(d.common, d.base, d.members)?;
                 }
                 ExprKind::Union(d) => {
-                    s.def_union(&d.common, &d.base, d.discriminator.as_deref(), &d.branches)?;
+                    s.def_union(d.common, d.base, d.discriminator, d.branches)?;
                 }
                 ExprKind::Alternate(d) => {
-                    s.def_alternate(&d.common, &d.branches)?;
+                    s.def_alternate(d.common, d.branches)?;
                 }
                 ExprKind::Command(d) => {
-                    s.def_command(&d.common, &d.data, d.returns.as_ref(), d.flags)?;
+                    s.def_command(d.common, d.data, d.returns, d.flags)?;
                 }
                 ExprKind::Event(d) => {
-                    s.def_event(&d.common, &d.data, d.boxed)?;
+                    s.def_event(d.common, d.data, d.boxed)?;
                 }
             }
         }
@@ -334,8 +334,8 @@ impl Schema {
         Ok(name)
     }
 
-    fn make_features(&mut self, features: &[FeatureDef], info: &Info) -> Result<Vec<Feature>> {
-        for f in features {
+    fn make_features(&mut self, features: Vec<FeatureDef>, info: &Info) -> Result<Vec<Feature>> {
+        for f in &features {
             if !self.feature_names.iter().any(|n| n == &f.name) {
                 if self.feature_names.len() == 64 {
                     return Err(QapiError::new(
@@ -347,11 +347,11 @@ impl Schema {
             }
         }
         Ok(features
-            .iter()
+            .into_iter()
             .map(|f| Feature {
-                name: f.name.clone(),
-                ifcond: f.ifcond.clone(),
-                info: Some(info.clone()),
+                name: f.name,
+                ifcond: f.ifcond,
+                info: Some(f.info),
             })
             .collect())
     }
@@ -360,12 +360,12 @@ impl Schema {
         &mut self,
         owner: &str,
         member: &str,
-        typ: &TypeRef,
+        typ: TypeRef,
         info: &Info,
     ) -> Result<String> {
         match typ {
-            TypeRef::Named(n) => Ok(n.clone()),
-            TypeRef::Array(n) => self.make_array_type(n, Some(info)),
+            TypeRef::Named(n) => Ok(n),
+            TypeRef::Array(n) => self.make_array_type(&n, Some(info)),
             TypeRef::Nested(members) => {
                 // Legacy nested anonymous struct: an implicit object type.
                 let name = format!("q_obj_{owner}-{member}-nested");
@@ -382,23 +382,24 @@ impl Schema {
     fn make_members(
         &mut self,
         owner: &str,
-        members: &[MemberDef],
+        members: Vec<MemberDef>,
         info: &Info,
     ) -> Result<Vec<Member>> {
         let mut out = Vec::with_capacity(members.len());
         for m in members {
-            let type_name = self.make_type_name(owner, &m.name, &m.typ, info)?;
-            let features = self.make_features(&m.features, info)?;
+            let type_name = self.make_type_name(owner, &m.name, m.typ, info)?;
+            let features = self.make_features(m.features, info)?;
+            let cname_hash = cname::c_name_hash(&m.name);
             out.push(Member {
-                name: m.name.clone(),
+                name: m.name,
                 type_name,
                 typ: UNRESOLVED,
                 optional: m.optional,
-                ifcond: m.ifcond.clone(),
+                ifcond: m.ifcond,
                 features,
-                info: Some(info.clone()),
+                info: Some(m.info),
                 defined_in: UNRESOLVED,
-                cname_hash: cname::c_name_hash(&m.name),
+                cname_hash,
             });
         }
         Ok(out)
@@ -509,79 +510,79 @@ impl Schema {
         self.push_entity(e);
     }
 
-    pub fn def_enum(
-        &mut self,
-        c: &DefnCommon,
-        members: &[EnumMemberDef],
-        prefix: Option<&str>,
-    ) -> Result<EntityId> {
-        let features = self.make_features(&c.features, &c.info)?;
-        let mut ms = Vec::with_capacity(members.len());
-        for m in members {
-            let mf = self.make_features(&m.features, &c.info)?;
-            ms.push(EnumMember {
-                name: m.name.clone(),
-                ifcond: m.ifcond.clone(),
-                features: mf,
-                info: Some(c.info.clone()),
-            });
-        }
-        let e = Entity {
-            name: c.name.clone(),
-            info: Some(c.info.clone()),
+    fn definition(c: DefnCommon, features: Vec<Feature>, kind: EntityKind) -> Entity {
+        Entity {
+            name: c.name,
+            info: Some(c.info),
             doc: c.doc,
-            ifcond: c.ifcond.clone(),
+            ifcond: c.ifcond,
             features,
             implicit: false,
             module: 0,
-            kind: EntityKind::Enum(EnumType {
+            kind,
+        }
+    }
+
+    pub fn def_enum(
+        &mut self,
+        mut c: DefnCommon,
+        members: Vec<EnumMemberDef>,
+        prefix: Option<String>,
+    ) -> Result<EntityId> {
+        let features = self.make_features(std::mem::take(&mut c.features), &c.info)?;
+        let mut ms = Vec::with_capacity(members.len());
+        for m in members {
+            let mf = self.make_features(m.features, &c.info)?;
+            ms.push(EnumMember {
+                name: m.name,
+                ifcond: m.ifcond,
+                features: mf,
+                info: Some(m.info),
+            });
+        }
+        let e = Self::definition(
+            c,
+            features,
+            EntityKind::Enum(EnumType {
                 members: ms,
-                prefix: prefix.map(str::to_string),
+                prefix,
             }),
-        };
+        );
         self.def_definition(e)
     }
 
     pub fn def_struct(
         &mut self,
-        c: &DefnCommon,
-        base: Option<&str>,
-        members: &[MemberDef],
+        mut c: DefnCommon,
+        base: Option<String>,
+        members: Vec<MemberDef>,
     ) -> Result<EntityId> {
-        let features = self.make_features(&c.features, &c.info)?;
+        let features = self.make_features(std::mem::take(&mut c.features), &c.info)?;
         let ms = self.make_members(&c.name, members, &c.info)?;
-        let e = Entity {
-            name: c.name.clone(),
-            info: Some(c.info.clone()),
-            doc: c.doc,
-            ifcond: c.ifcond.clone(),
-            features,
-            implicit: false,
-            module: 0,
-            kind: EntityKind::Object(ObjectType {
-                base_name: base.map(str::to_string),
-                base: None,
-                local_members: ms,
-                branches: None,
-                members: Vec::new(),
-                state: CheckState::Unchecked,
-            }),
-        };
+        let kind = EntityKind::Object(ObjectType {
+            base_name: base,
+            base: None,
+            local_members: ms,
+            branches: None,
+            members: Vec::new(),
+            state: CheckState::Unchecked,
+        });
+        let e = Self::definition(c, features, kind);
         self.def_object(e)
     }
 
     /// A union; `discriminator: None` is a legacy simple union.
     pub fn def_union(
         &mut self,
-        c: &DefnCommon,
-        base: &BaseDef,
-        discriminator: Option<&str>,
-        branches: &[BranchDef],
+        mut c: DefnCommon,
+        base: BaseDef,
+        discriminator: Option<String>,
+        branches: Vec<BranchDef>,
     ) -> Result<EntityId> {
-        let features = self.make_features(&c.features, &c.info)?;
+        let features = self.make_features(std::mem::take(&mut c.features), &c.info)?;
         let base_name = match base {
             BaseDef::None => None,
-            BaseDef::Type(t) => Some(t.clone()),
+            BaseDef::Type(t) => Some(t),
             BaseDef::Members(ms) => {
                 let implicit_name = format!("q_obj_{}-base", c.name);
                 let ms = self.make_members(&implicit_name, ms, &c.info)?;
@@ -595,15 +596,15 @@ impl Schema {
         let tag_name;
         match discriminator {
             Some(d) => {
-                tag_name = d.to_string();
+                tag_name = d;
                 for b in branches {
-                    let type_name = self.make_type_name(&c.name, &b.name, &b.typ, &c.info)?;
+                    let type_name = self.make_type_name(&c.name, &b.name, b.typ, &c.info)?;
                     variants.push(Variant {
-                        name: b.name.clone(),
+                        name: b.name,
                         type_name,
                         typ: UNRESOLVED,
-                        ifcond: b.ifcond.clone(),
-                        info: Some(c.info.clone()),
+                        ifcond: b.ifcond,
+                        info: Some(b.info),
                         defined_in: UNRESOLVED,
                     });
                 }
@@ -612,7 +613,7 @@ impl Schema {
                 // Legacy simple union: wrapper types, implicit enum, tag 'type'.
                 tag_name = "type".to_string();
                 for b in branches {
-                    let typ = self.make_type_name(&c.name, &b.name, &b.typ, &c.info)?;
+                    let typ = self.make_type_name(&c.name, &b.name, b.typ, &c.info)?;
                     let data = Member {
                         name: "data".to_string(),
                         type_name: typ.clone(),
@@ -633,11 +634,11 @@ impl Schema {
                     )?;
                     self.stamp_by_name(&w);
                     variants.push(Variant {
-                        name: b.name.clone(),
+                        name: b.name,
                         type_name: w.unwrap_or_default(),
                         typ: UNRESOLVED,
-                        ifcond: b.ifcond.clone(),
-                        info: Some(c.info.clone()),
+                        ifcond: b.ifcond,
+                        info: Some(b.info),
                         defined_in: UNRESOLVED,
                     });
                 }
@@ -678,61 +679,52 @@ impl Schema {
                 });
             }
         }
-        let e = Entity {
-            name: c.name.clone(),
-            info: Some(c.info.clone()),
-            doc: c.doc,
-            ifcond: c.ifcond.clone(),
-            features,
-            implicit: false,
-            module: 0,
-            kind: EntityKind::Object(ObjectType {
-                base_name,
-                base: None,
-                local_members,
-                branches: Some(Branches {
-                    tag_name,
-                    tag_member: None,
-                    variants,
-                }),
-                members: Vec::new(),
-                state: CheckState::Unchecked,
+        let kind = EntityKind::Object(ObjectType {
+            base_name,
+            base: None,
+            local_members,
+            branches: Some(Branches {
+                tag_name,
+                tag_member: None,
+                variants,
             }),
-        };
+            members: Vec::new(),
+            state: CheckState::Unchecked,
+        });
+        let e = Self::definition(c, features, kind);
         self.def_object(e)
     }
 
-    pub fn def_alternate(&mut self, c: &DefnCommon, branches: &[BranchDef]) -> Result<EntityId> {
-        let features = self.make_features(&c.features, &c.info)?;
+    pub fn def_alternate(
+        &mut self,
+        mut c: DefnCommon,
+        branches: Vec<BranchDef>,
+    ) -> Result<EntityId> {
+        let features = self.make_features(std::mem::take(&mut c.features), &c.info)?;
         let mut variants = Vec::with_capacity(branches.len());
         for b in branches {
-            let type_name = self.make_type_name(&c.name, &b.name, &b.typ, &c.info)?;
+            let type_name = self.make_type_name(&c.name, &b.name, b.typ, &c.info)?;
             variants.push(Variant {
-                name: b.name.clone(),
+                name: b.name,
                 type_name,
                 typ: UNRESOLVED,
-                ifcond: b.ifcond.clone(),
-                info: Some(c.info.clone()),
+                ifcond: b.ifcond,
+                info: Some(b.info),
                 defined_in: UNRESOLVED,
             });
         }
-        let e = Entity {
-            name: c.name.clone(),
-            info: Some(c.info.clone()),
-            doc: c.doc,
-            ifcond: c.ifcond.clone(),
+        let e = Self::definition(
+            c,
             features,
-            implicit: false,
-            module: 0,
-            kind: EntityKind::Alternate(AlternateType { variants }),
-        };
+            EntityKind::Alternate(AlternateType { variants }),
+        );
         self.def_object(e)
     }
 
-    fn make_args(&mut self, c: &DefnCommon, data: &ArgsDef) -> Result<Option<String>> {
+    fn make_args(&mut self, c: &DefnCommon, data: ArgsDef) -> Result<Option<String>> {
         Ok(match data {
             ArgsDef::None => None,
-            ArgsDef::Type(t) => Some(t.clone()),
+            ArgsDef::Type(t) => Some(t),
             ArgsDef::Members(ms) => {
                 let implicit_name = format!("q_obj_{}-arg", c.name);
                 let ms = self.make_members(&implicit_name, ms, &c.info)?;
@@ -745,58 +737,42 @@ impl Schema {
 
     pub fn def_command(
         &mut self,
-        c: &DefnCommon,
-        data: &ArgsDef,
-        returns: Option<&TypeRef>,
+        mut c: DefnCommon,
+        data: ArgsDef,
+        returns: Option<TypeRef>,
         flags: CommandFlags,
     ) -> Result<EntityId> {
-        let features = self.make_features(&c.features, &c.info)?;
-        let arg_type_name = self.make_args(c, data)?;
+        let features = self.make_features(std::mem::take(&mut c.features), &c.info)?;
+        let arg_type_name = self.make_args(&c, data)?;
         let ret_type_name = match returns {
             None => None,
             Some(t) => Some(self.make_type_name(&c.name, "returns", t, &c.info)?),
         };
-        let e = Entity {
-            name: c.name.clone(),
-            info: Some(c.info.clone()),
-            doc: c.doc,
-            ifcond: c.ifcond.clone(),
-            features,
-            implicit: false,
-            module: 0,
-            kind: EntityKind::Command(Command {
-                arg_type_name,
-                arg_type: None,
-                ret_type_name,
-                ret_type: None,
-                gen: flags.gen,
-                success_response: flags.success_response,
-                boxed: flags.boxed,
-                allow_oob: flags.allow_oob,
-                allow_preconfig: flags.allow_preconfig,
-                coroutine: flags.coroutine,
-            }),
-        };
+        let kind = EntityKind::Command(Command {
+            arg_type_name,
+            arg_type: None,
+            ret_type_name,
+            ret_type: None,
+            gen: flags.gen,
+            success_response: flags.success_response,
+            boxed: flags.boxed,
+            allow_oob: flags.allow_oob,
+            allow_preconfig: flags.allow_preconfig,
+            coroutine: flags.coroutine,
+        });
+        let e = Self::definition(c, features, kind);
         self.def_definition(e)
     }
 
-    pub fn def_event(&mut self, c: &DefnCommon, data: &ArgsDef, boxed: bool) -> Result<EntityId> {
-        let features = self.make_features(&c.features, &c.info)?;
-        let arg_type_name = self.make_args(c, data)?;
-        let e = Entity {
-            name: c.name.clone(),
-            info: Some(c.info.clone()),
-            doc: c.doc,
-            ifcond: c.ifcond.clone(),
-            features,
-            implicit: false,
-            module: 0,
-            kind: EntityKind::Event(Event {
-                arg_type_name,
-                arg_type: None,
-                boxed,
-            }),
-        };
+    pub fn def_event(&mut self, mut c: DefnCommon, data: ArgsDef, boxed: bool) -> Result<EntityId> {
+        let features = self.make_features(std::mem::take(&mut c.features), &c.info)?;
+        let arg_type_name = self.make_args(&c, data)?;
+        let kind = EntityKind::Event(Event {
+            arg_type_name,
+            arg_type: None,
+            boxed,
+        });
+        let e = Self::definition(c, features, kind);
         self.def_definition(e)
     }
 }
