@@ -454,7 +454,7 @@ impl Doc {
 }
 
 /// A whole schema after parsing and per-expression checks.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ParsedSchema {
     /// The main file's name, as given.
     pub fname: String,
@@ -475,4 +475,11 @@ pub struct ParsedSchema {
     /// lower-case rule; merged into [`Pragma::member_name_exceptions`]
     /// too).
     pub legacy_name_case_whitelist: Vec<String>,
+    /// Doc comments were read with the syntax of older QEMU (always under
+    /// the legacy dialect; under the modern one for schemas written for
+    /// QEMU up to 9.0, recognised by their `Note:` / `Example:` sections).
+    /// QEMU 10.0's doc checks (sections valid for the definition,
+    /// documented members that exist, missing documentation) do not apply
+    /// then; docs are attached best-effort.
+    pub legacy_docs: bool,
 }

@@ -28,6 +28,7 @@ pub enum DocItem {
 
 struct Reader<'a> {
     info: &'a Info,
+    lenient: bool,
     items: std::vec::IntoIter<DocItem>,
     /// Position of the last item read (for errors).
     line: u32,
@@ -37,7 +38,7 @@ struct Reader<'a> {
 
 impl Reader<'_> {
     fn err(&self, msg: impl Into<String>) -> QapiError {
-        QapiError::at(&self.line_info(), self.col, msg)
+        QapiError::at(&self.line_info(), self.col, msg).doc_error()
     }
 
     fn line_info(&self) -> Info {
@@ -58,11 +59,19 @@ impl Reader<'_> {
             Some(DocItem::JunkAtEnd { line, col }) => {
                 self.line = line;
                 self.col = col;
+                if self.lenient {
+                    self.done = true;
+                    return Ok(None);
+                }
                 Err(self.err("junk after '##' at end of documentation comment"))
             }
             Some(DocItem::Unterminated { line, col }) => {
                 self.line = line;
                 self.col = col;
+                if self.lenient {
+                    self.done = true;
+                    return Ok(None);
+                }
                 Err(self.err("documentation comment must end with '##'"))
             }
             Some(DocItem::Line { line, col, text }) => {
@@ -72,6 +81,9 @@ impl Reader<'_> {
                     return Ok(Some(String::new()));
                 }
                 if text.as_bytes().get(1) != Some(&b' ') {
+                    if self.lenient {
+                        return Ok(Some(text[1..].trim_end().to_string()));
+                    }
                     return Err(self.err("missing space after #"));
                 }
                 Ok(Some(text[2..].trim_end().to_string()))
@@ -124,6 +136,11 @@ struct Builder<'a> {
     r: Reader<'a>,
     doc: Doc,
     cur: Cur,
+    /// Accept the doc syntax of QEMU before 9.1 (and the unchecked text
+    /// of QEMU before 2.9).
+    lenient: bool,
+    /// Saw a `Note:` / `Example:` section (syntax QEMU 10.0 retired).
+    old_style: bool,
 }
 
 impl Builder<'_> {
@@ -171,16 +188,14 @@ impl Builder<'_> {
 
     fn new_argument(&mut self, name: &str) -> Result<(), QapiError> {
         if name.is_empty() {
-            return Err(QapiError::new(
-                &self.r.line_info(),
-                "invalid parameter name",
-            ));
+            return Err(QapiError::new(&self.r.line_info(), "invalid parameter name").doc_error());
         }
-        if self.doc.arg(name).is_some() {
+        if self.doc.arg(name).is_some() && !self.lenient {
             return Err(QapiError::new(
                 &self.r.line_info(),
                 format!("'{name}' parameter name duplicated"),
-            ));
+            )
+            .doc_error());
         }
         let s = self.section(SectionKind::Member, Some(name.to_string()));
         self.doc.args.push(s);
@@ -190,13 +205,14 @@ impl Builder<'_> {
 
     fn new_feature(&mut self, name: &str) -> Result<(), QapiError> {
         if name.is_empty() {
-            return Err(QapiError::new(&self.r.line_info(), "invalid feature name"));
+            return Err(QapiError::new(&self.r.line_info(), "invalid feature name").doc_error());
         }
-        if self.doc.feature(name).is_some() {
+        if self.doc.feature(name).is_some() && !self.lenient {
             return Err(QapiError::new(
                 &self.r.line_info(),
                 format!("'{name}' feature name duplicated"),
-            ));
+            )
+            .doc_error());
         }
         let s = self.section(SectionKind::Feature, Some(name.to_string()));
         self.doc.features.push(s);
@@ -207,11 +223,13 @@ impl Builder<'_> {
     fn new_tagged(&mut self, kind: SectionKind) -> Result<(), QapiError> {
         if matches!(kind, SectionKind::Returns | SectionKind::Since)
             && self.doc.section(kind).is_some()
+            && !self.lenient
         {
             return Err(QapiError::new(
                 &self.r.line_info(),
                 format!("duplicated '{kind}' section"),
-            ));
+            )
+            .doc_error());
         }
         let s = self.section(kind, None);
         self.doc.sections.push(s);
@@ -242,7 +260,7 @@ impl Builder<'_> {
                 return Ok(Some(l));
             }
             if !l.is_empty() && indent_of(&l) < indent {
-                if prev_blank {
+                if prev_blank || self.lenient {
                     return Ok(Some(l));
                 }
                 return Err(self.r.err(format!(
@@ -297,7 +315,7 @@ impl Builder<'_> {
             }
             let Some(l) = line.take() else { break };
             if l == "Features:" {
-                if !self.doc.features.is_empty() {
+                if !self.doc.features.is_empty() && !self.lenient {
                     return Err(self.r.err("duplicated 'Features:' line"));
                 }
                 line = self.r.next()?;
@@ -305,12 +323,12 @@ impl Builder<'_> {
                     line = self.r.next()?;
                 }
                 line = self.descriptions(line, true)?;
-                if self.doc.features.is_empty() {
+                if self.doc.features.is_empty() && !self.lenient {
                     return Err(self.r.err("feature descriptions expected"));
                 }
                 no_more_args = true;
             } else if let Some((name, _)) = at_name_colon(&l) {
-                if no_more_args {
+                if no_more_args && !self.lenient {
                     return Err(self
                         .r
                         .err(format!("description of '@{name}:' follows a section")));
@@ -318,6 +336,19 @@ impl Builder<'_> {
                 line = self.descriptions(Some(l), false)?;
                 no_more_args = true;
             } else if let Some((tag, text)) = tagged(&l) {
+                if tag.starts_with("Note") || tag.starts_with("Example") {
+                    self.old_style = true;
+                    if self.lenient {
+                        // Before 9.1: a section of free text.
+                        let s = self.section(SectionKind::Plain, None);
+                        self.doc.sections.push(s);
+                        self.cur = Cur::Section(self.doc.sections.len() - 1);
+                        self.append(&l);
+                        line = self.indented()?;
+                        no_more_args = true;
+                        continue;
+                    }
+                }
                 if tag.starts_with("Note") {
                     return Err(self.r.err(format!(
                         "The '{tag}' section is no longer supported. Please use rST's '.. note::' or \
@@ -343,7 +374,7 @@ impl Builder<'_> {
                 }
                 line = self.indented()?;
                 no_more_args = true;
-            } else if l.starts_with('=') {
+            } else if l.starts_with('=') && !self.lenient {
                 return Err(self
                     .r
                     .err("unexpected '=' markup in definition documentation"));
@@ -361,12 +392,12 @@ impl Builder<'_> {
         let mut line = first_line;
         let mut first = true;
         while let Some(l) = line {
-            if let Some((name, _)) = at_name_colon(&l) {
+            if let Some((name, _)) = at_name_colon(&l).filter(|_| !self.lenient) {
                 return Err(self
                     .r
                     .err(format!("'@{name}:' not allowed in free-form documentation")));
             }
-            if l.starts_with('=') && !first {
+            if l.starts_with('=') && !first && !self.lenient {
                 return Err(self.r.err("'=' heading must come first in a comment block"));
             }
             self.append(&l);
@@ -386,11 +417,22 @@ fn strip_newlines(s: &mut String) {
     }
 }
 
+/// A parsed doc comment block.
+#[derive(Debug, Clone)]
+pub struct ParsedDoc {
+    pub doc: Doc,
+    /// The block uses `Note:` / `Example:` sections (QEMU before 9.1).
+    pub old_style: bool,
+}
+
 /// Build a [`Doc`] from the items of one block; `info` is the position of
-/// its opening `##`.
-pub fn parse_doc(info: &Info, items: Vec<DocItem>) -> Result<Doc, QapiError> {
+/// its opening `##`. `lenient` accepts the doc syntax of older QEMU
+/// (sections QEMU 10.0 retired, loose indentation, `@Symbol` without a
+/// colon) instead of raising QEMU 10.0's errors.
+pub fn parse_doc(info: &Info, items: Vec<DocItem>, lenient: bool) -> Result<ParsedDoc, QapiError> {
     let mut r = Reader {
         info,
+        lenient,
         items: items.into_iter(),
         line: info.line,
         col: 1,
@@ -415,8 +457,22 @@ pub fn parse_doc(info: &Info, items: Vec<DocItem>) -> Result<Doc, QapiError> {
         r,
         doc,
         cur: Cur::Body,
+        lenient,
+        old_style: false,
     };
     match first {
+        Some(l) if l.starts_with('@') && lenient => {
+            let sym: String = l[1..]
+                .chars()
+                .take_while(|c| !c.is_whitespace() && *c != ':')
+                .collect();
+            if sym.is_empty() {
+                b.freeform(Some(l))?;
+            } else {
+                b.doc.symbol = Some(sym);
+                b.definition()?;
+            }
+        }
         Some(l) if l.starts_with('@') => {
             if !l.ends_with(':') {
                 return Err(b.r.err("line should end with ':'"));
@@ -430,6 +486,7 @@ pub fn parse_doc(info: &Info, items: Vec<DocItem>) -> Result<Doc, QapiError> {
         }
         first => b.freeform(first)?,
     }
+    let old_style = b.old_style;
     let mut doc = b.doc;
     strip_newlines(&mut doc.body.text);
     for s in doc
@@ -440,5 +497,5 @@ pub fn parse_doc(info: &Info, items: Vec<DocItem>) -> Result<Doc, QapiError> {
     {
         strip_newlines(&mut s.text);
     }
-    Ok(doc)
+    Ok(ParsedDoc { doc, old_style })
 }

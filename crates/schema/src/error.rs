@@ -23,6 +23,9 @@ pub struct QapiError {
     pub msg: String,
     /// A note that is not part of QEMU's message.
     pub hint: Option<String>,
+    /// Raised by the doc comment parser (the front end then retries with
+    /// the doc syntax of older QEMU, see `expr::parse_schema`).
+    pub(crate) doc_syntax: bool,
 }
 
 impl QapiError {
@@ -32,6 +35,7 @@ impl QapiError {
             col: None,
             msg: msg.into(),
             hint: None,
+            doc_syntax: false,
         }
     }
 
@@ -41,6 +45,7 @@ impl QapiError {
             col: Some(col),
             msg: msg.into(),
             hint: None,
+            doc_syntax: false,
         }
     }
 
@@ -50,7 +55,14 @@ impl QapiError {
             col: None,
             msg: msg.into(),
             hint: None,
+            doc_syntax: false,
         }
+    }
+
+    /// Mark as an error in a doc comment's syntax.
+    pub(crate) fn doc_error(mut self) -> QapiError {
+        self.doc_syntax = true;
+        self
     }
 
     /// Attach a note.

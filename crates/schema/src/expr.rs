@@ -25,9 +25,26 @@ pub fn parse_schema(
     dialect: Dialect,
     provider: &dyn SourceProvider,
 ) -> Result<ParsedSchema> {
-    let raw = parser::parse_files(path, dialect, provider)?;
+    // Doc comments: QEMU 10.0's rules, except for schemas written for
+    // older QEMU. The legacy dialect always reads them the older way; a
+    // modern schema whose doc comments fail QEMU 10.0's rules is read again
+    // the older way, and accepted so if it uses the retired `Note:` /
+    // `Example:` sections (as QEMU up to 9.0 did), else QEMU 10.0's error
+    // stands.
+    let lenient = dialect == Dialect::Legacy;
+    let raw = match parser::parse_files(path, dialect, provider, lenient) {
+        Ok(raw) => raw,
+        Err(e) if e.doc_syntax && !lenient => {
+            match parser::parse_files(path, dialect, provider, true) {
+                Ok(raw) if raw.old_style_docs => raw,
+                _ => return Err(e),
+            }
+        }
+        Err(e) => return Err(e),
+    };
     let mut ck = Checker {
         dialect,
+        lenient_docs: raw.lenient_docs,
         pragma: &raw.pragma,
         docs: &raw.docs,
     };
@@ -43,6 +60,7 @@ pub fn parse_schema(
         pragma: raw.pragma,
         legacy_returns_whitelist: raw.legacy_returns_whitelist,
         legacy_name_case_whitelist: raw.legacy_name_case_whitelist,
+        legacy_docs: raw.lenient_docs,
     })
 }
 
@@ -55,6 +73,7 @@ const METAS: [&str; 6] = ["enum", "struct", "union", "alternate", "command", "ev
 
 struct Checker<'a> {
     dialect: Dialect,
+    lenient_docs: bool,
     pragma: &'a Pragma,
     docs: &'a [Doc],
 }
@@ -665,18 +684,25 @@ impl Checker<'_> {
         let dinfo = info.with_defn(meta, name);
         let info = &dinfo;
         self.check_defn_name(name, info, meta)?;
+        let mut doc_idx = e.doc;
         if let Some(doc) = e.doc.and_then(|i| self.docs.get(i)) {
             if doc.symbol.as_deref() != Some(name.as_str()) {
-                return Err(QapiError::new(
-                    info,
-                    format!(
-                        "documentation comment is for '{}'",
-                        doc.symbol.as_deref().unwrap_or_default()
-                    ),
-                ));
+                if self.lenient_docs {
+                    // Older QEMU did not check; the doc stays unattached.
+                    doc_idx = None;
+                } else {
+                    return Err(QapiError::new(
+                        info,
+                        format!(
+                            "documentation comment is for '{}'",
+                            doc.symbol.as_deref().unwrap_or_default()
+                        ),
+                    ));
+                }
+            } else if !self.lenient_docs {
+                self.check_doc_expr(doc, meta, d)?;
             }
-            self.check_doc_expr(doc, meta, d)?;
-        } else if self.pragma.doc_required {
+        } else if self.pragma.doc_required && !self.lenient_docs {
             return Err(QapiError::new(info, "documentation comment required"));
         }
         let kind = match meta {
@@ -688,7 +714,7 @@ impl Checker<'_> {
                     &["enum", "data"],
                     &["if", "features", "prefix"],
                 )?;
-                self.enum_def(d, info, name, e.doc)?
+                self.enum_def(d, info, name, doc_idx)?
             }
             "struct" => {
                 if legacy_type {
@@ -718,7 +744,7 @@ impl Checker<'_> {
                 let base = get(d, "base");
                 self.check_type_name(base, info, "'base'")?;
                 ExprKind::Struct(StructDef {
-                    common: self.placeholder(name, info, e.doc),
+                    common: self.placeholder(name, info, doc_idx),
                     base: base.and_then(Value::as_str).map(str::to_string),
                     members,
                     legacy_type_keyword: legacy_type,
@@ -746,11 +772,11 @@ impl Checker<'_> {
                         e
                     });
                 }
-                self.union_def(d, info, name, e.doc)?
+                self.union_def(d, info, name, doc_idx)?
             }
             "alternate" => {
                 check_keys(d, info, meta, &["alternate", "data"], &["if", "features"])?;
-                self.alternate_def(d, info, name, e.doc)?
+                self.alternate_def(d, info, name, doc_idx)?
             }
             "command" => {
                 check_keys(
@@ -795,7 +821,7 @@ impl Checker<'_> {
                     Some(v) => Some(type_ref(v)),
                 };
                 ExprKind::Command(CommandDef {
-                    common: self.placeholder(name, info, e.doc),
+                    common: self.placeholder(name, info, doc_idx),
                     data: args,
                     returns,
                     flags: CommandFlags::default(),
@@ -820,7 +846,7 @@ impl Checker<'_> {
                     self.args(data, info, "'data'", name)?
                 };
                 ExprKind::Event(EventDef {
-                    common: self.placeholder(name, info, e.doc),
+                    common: self.placeholder(name, info, doc_idx),
                     data: args,
                     boxed: false,
                 })
@@ -841,7 +867,7 @@ impl Checker<'_> {
         }
         Ok(TopExpr {
             info: e.info.clone(),
-            doc: e.doc,
+            doc: doc_idx,
             kind,
         })
     }

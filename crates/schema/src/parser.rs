@@ -70,6 +70,10 @@ pub struct RawSchema {
     pub pragma: Pragma,
     pub legacy_returns_whitelist: Vec<String>,
     pub legacy_name_case_whitelist: Vec<String>,
+    /// Doc comments were read with the older doc syntax.
+    pub lenient_docs: bool,
+    /// Some doc comment uses `Note:` / `Example:` sections.
+    pub old_style_docs: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -118,6 +122,9 @@ struct Lexer<'a> {
     /// String value (for `Str`) or comment text (for `Comment`).
     val: String,
     file: Arc<SourceFile>,
+    /// Legacy: commas between members and elements may be left out (QEMU
+    /// 1.x's parser did not require them).
+    optional_commas: bool,
 }
 
 fn memchr_nl(src: &[u8], from: usize) -> usize {
@@ -360,6 +367,8 @@ impl Lexer<'_> {
                                 }
                             }
                             Tok::Comma => self.accept(true)?,
+                            Tok::LBrace | Tok::LBrack | Tok::Str | Tok::True | Tok::False
+                                if self.optional_commas => {}
                             _ => return Err(self.err("expected ',' or ']'")),
                         }
                     }
@@ -377,6 +386,10 @@ impl Lexer<'_> {
                                 if self.tok != Tok::Str {
                                     return Err(self.err("expected string"));
                                 }
+                                let k = self.dict_key(members)?;
+                                *key = k;
+                            }
+                            Tok::Str if self.optional_commas => {
                                 let k = self.dict_key(members)?;
                                 *key = k;
                             }
@@ -405,9 +418,11 @@ impl Lexer<'_> {
 
     /// Collect the lines of a doc comment block; the current token is its
     /// opening `##` comment.
-    fn get_doc_items(&mut self) -> Result<Vec<DocItem>, QapiError> {
-        if self.val != "##" {
-            return Err(self.err("junk after '##' at start of documentation comment"));
+    fn get_doc_items(&mut self, lenient: bool) -> Result<Vec<DocItem>, QapiError> {
+        if self.val != "##" && !lenient {
+            return Err(self
+                .err("junk after '##' at start of documentation comment")
+                .doc_error());
         }
         let mut items = Vec::new();
         loop {
@@ -441,6 +456,7 @@ struct Ctx<'p> {
     dialect: Dialect,
     /// Canonical names of every file read so far.
     included: Vec<String>,
+    lenient_docs: bool,
     out: RawSchema,
 }
 
@@ -450,13 +466,16 @@ pub fn parse_files(
     fname: &str,
     dialect: Dialect,
     provider: &dyn SourceProvider,
+    lenient_docs: bool,
 ) -> Result<RawSchema, QapiError> {
     let mut ctx = Ctx {
         provider,
         dialect,
         included: Vec::new(),
+        lenient_docs,
         out: RawSchema::default(),
     };
+    ctx.out.lenient_docs = lenient_docs;
     let file = Arc::new(SourceFile {
         name: fname.to_string(),
         included_from: None,
@@ -469,13 +488,17 @@ pub fn parse_files(
     Ok(ctx.out)
 }
 
-fn reject_expr_doc(docs: &[Doc], cur: Option<usize>) -> Result<(), QapiError> {
+fn reject_expr_doc(docs: &[Doc], cur: Option<usize>, lenient: bool) -> Result<(), QapiError> {
+    if lenient {
+        return Ok(());
+    }
     if let Some(d) = cur.and_then(|i| docs.get(i)) {
         if let Some(sym) = &d.symbol {
             return Err(QapiError::new(
                 &d.info,
                 format!("documentation for '{sym}' is not followed by the definition"),
-            ));
+            )
+            .doc_error());
         }
     }
     Ok(())
@@ -504,18 +527,23 @@ fn parse_file(
         tok: Tok::Eof,
         val: String::new(),
         file: file.clone(),
+        optional_commas: ctx.dialect == Dialect::Legacy,
     };
     let mut cur_doc: Option<usize> = None;
     lx.accept(true)?;
     while lx.tok != Tok::Eof {
         let info = lx.info();
         if lx.tok == Tok::Comment {
-            reject_expr_doc(&ctx.out.docs, cur_doc)?;
-            let items = lx.get_doc_items()?;
-            let d = doc::parse_doc(&info, items)?;
-            ctx.out.docs.push(d);
+            reject_expr_doc(&ctx.out.docs, cur_doc, ctx.lenient_docs)?;
+            let items = lx.get_doc_items(ctx.lenient_docs)?;
+            let unterminated = matches!(items.last(), Some(DocItem::Unterminated { .. }));
+            let d = doc::parse_doc(&info, items, ctx.lenient_docs)?;
+            ctx.out.old_style_docs |= d.old_style;
+            ctx.out.docs.push(d.doc);
             cur_doc = Some(ctx.out.docs.len() - 1);
-            lx.accept(true)?;
+            if !unterminated {
+                lx.accept(true)?;
+            }
             continue;
         }
         let expr = lx.get_expr()?;
@@ -526,7 +554,7 @@ fn parse_file(
             ));
         };
         if let Some(inc) = get(&expr, "include") {
-            reject_expr_doc(&ctx.out.docs, cur_doc)?;
+            reject_expr_doc(&ctx.out.docs, cur_doc, ctx.lenient_docs)?;
             if expr.len() != 1 {
                 return Err(QapiError::new(&info, "invalid 'include' directive"));
             }
@@ -573,7 +601,7 @@ fn parse_file(
                 parse_file(ctx, subfile, &sub, depth + 1)?;
             }
         } else if let Some(pragma) = get(&expr, "pragma") {
-            reject_expr_doc(&ctx.out.docs, cur_doc)?;
+            reject_expr_doc(&ctx.out.docs, cur_doc, ctx.lenient_docs)?;
             if expr.len() != 1 {
                 return Err(QapiError::new(&info, "invalid 'pragma' directive"));
             }
@@ -591,8 +619,12 @@ fn parse_file(
             });
         } else {
             if let Some(d) = cur_doc.and_then(|i| ctx.out.docs.get(i)) {
-                if d.symbol.is_none() {
-                    return Err(QapiError::new(&d.info, "definition documentation required"));
+                if d.symbol.is_none() && ctx.lenient_docs {
+                    cur_doc = None;
+                } else if d.symbol.is_none() {
+                    return Err(
+                        QapiError::new(&d.info, "definition documentation required").doc_error()
+                    );
                 }
             }
             ctx.out.exprs.push(RawExpr {
@@ -604,7 +636,7 @@ fn parse_file(
         }
         cur_doc = None;
     }
-    reject_expr_doc(&ctx.out.docs, cur_doc)
+    reject_expr_doc(&ctx.out.docs, cur_doc, ctx.lenient_docs)
 }
 
 fn apply_pragma(

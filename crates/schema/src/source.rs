@@ -72,14 +72,20 @@ impl Info {
         }
     }
 
-    /// The "In file included from F:L:" lines, outermost last as QEMU
-    /// prints them (innermost include first).
+    /// The "In file included from F:L:" lines, outermost first as QEMU
+    /// prints them.
     pub fn include_path(&self) -> String {
-        let mut out = String::new();
-        let mut parent = self.file.included_from.clone();
+        let mut chain = Vec::new();
+        let mut parent = self.file.included_from.as_ref();
         while let Some(p) = parent {
-            out.push_str(&format!("In file included from {}:\n", p.loc()));
-            parent = p.file.included_from.clone();
+            chain.push(p);
+            parent = p.file.included_from.as_ref();
+        }
+        let mut out = String::new();
+        for p in chain.iter().rev() {
+            out.push_str("In file included from ");
+            out.push_str(&p.loc());
+            out.push_str(":\n");
         }
         out
     }
