@@ -366,7 +366,16 @@ impl Lexer<'_> {
                                     value = Some(Value::List(items));
                                 }
                             }
-                            Tok::Comma => self.accept(true)?,
+                            Tok::Comma => {
+                                self.accept(true)?;
+                                // Legacy: a trailing comma.
+                                if self.tok == Tok::RBrack && self.optional_commas {
+                                    self.accept(true)?;
+                                    if let Some(Frame::List(items)) = stack.pop() {
+                                        value = Some(Value::List(items));
+                                    }
+                                }
+                            }
                             Tok::LBrace | Tok::LBrack | Tok::Str | Tok::True | Tok::False
                                 if self.optional_commas => {}
                             _ => return Err(self.err("expected ',' or ']'")),
@@ -383,6 +392,14 @@ impl Lexer<'_> {
                             }
                             Tok::Comma => {
                                 self.accept(true)?;
+                                // Legacy: a trailing comma.
+                                if self.tok == Tok::RBrace && self.optional_commas {
+                                    self.accept(true)?;
+                                    if let Some(Frame::Dict(members, _)) = stack.pop() {
+                                        value = Some(Value::Dict(members));
+                                    }
+                                    continue;
+                                }
                                 if self.tok != Tok::Str {
                                     return Err(self.err("expected string"));
                                 }
