@@ -18,7 +18,7 @@ pub mod source;
 pub use ast::ParsedSchema;
 pub use error::QapiError;
 pub use expr::parse_schema;
-pub use source::{Dialect, FsProvider, Info, MemoryProvider, SourceProvider};
+pub use source::{Dialect, DirProvider, FsProvider, Info, MemoryProvider, SourceProvider};
 pub mod dump;
 pub mod introspect;
 pub mod model;

@@ -202,6 +202,38 @@ fn into_utf8(buf: Vec<u8>) -> Result<String, ReadError> {
     })
 }
 
+/// Reads schema files from the file system, resolving relative names
+/// against a directory instead of the current one (the names in messages
+/// stay relative, as when QEMU runs in that directory).
+#[derive(Debug, Clone, Default)]
+pub struct DirProvider {
+    pub root: std::path::PathBuf,
+}
+
+impl DirProvider {
+    pub fn new(root: impl Into<std::path::PathBuf>) -> DirProvider {
+        DirProvider { root: root.into() }
+    }
+
+    fn resolve(&self, path: &str) -> String {
+        if path.starts_with('/') {
+            path.to_string()
+        } else {
+            format!("{}/{}", self.root.display(), path)
+        }
+    }
+}
+
+impl SourceProvider for DirProvider {
+    fn read(&self, path: &str) -> Result<String, ReadError> {
+        FsProvider.read(&self.resolve(path))
+    }
+
+    fn canonical(&self, path: &str) -> String {
+        FsProvider.canonical(&self.resolve(path))
+    }
+}
+
 /// Schema files held in memory: path → text.
 #[derive(Debug, Clone, Default)]
 pub struct MemoryProvider {
