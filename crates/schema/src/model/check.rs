@@ -706,7 +706,8 @@ impl Schema {
     }
 
     fn connect_member(
-        &mut self,
+        &self,
+        links: &mut DocLinks,
         d: usize,
         role: &str,
         name: &str,
@@ -720,13 +721,12 @@ impl Schema {
             .iter()
             .position(|a| a.name.as_deref() == Some(name))
         {
-            if let Some(c) = self.doc_links[d].args_connected.get_mut(k) {
+            if let Some(c) = links.args_connected.get_mut(k) {
                 *c = true;
             }
             return Ok(());
         }
-        if self.doc_links[d].stub_args.iter().any(|s| s == name) || self.dialect == Dialect::Legacy
-        {
+        if self.dialect == Dialect::Legacy || links.stub_args.iter().any(|s| s == name) {
             return Ok(());
         }
         let excepted = doc
@@ -739,11 +739,11 @@ impl Schema {
                 format!("{role} '{name}' lacks documentation"),
             ));
         }
-        self.doc_links[d].stub_args.push(name.to_string());
+        links.stub_args.push(name.to_string());
         Ok(())
     }
 
-    fn connect_features(&mut self, d: usize, features: &[Feature]) -> Result<()> {
+    fn connect_features(&self, links: &mut DocLinks, d: usize, features: &[Feature]) -> Result<()> {
         let Some(doc) = self.docs.get(d) else {
             return Ok(());
         };
@@ -754,7 +754,7 @@ impl Schema {
                 .position(|a| a.name.as_deref() == Some(f.name.as_str()))
             {
                 Some(k) => {
-                    if let Some(c) = self.doc_links[d].features_connected.get_mut(k) {
+                    if let Some(c) = links.features_connected.get_mut(k) {
                         *c = true;
                     }
                 }
@@ -771,28 +771,19 @@ impl Schema {
     }
 
     /// Connect an object type's members (and an implicit base's) to `d`.
-    fn connect_object_doc(&mut self, id: EntityId, d: usize) -> Result<()> {
-        let features = self.entities[id].features.clone();
-        self.connect_features(d, &features)?;
+    fn connect_object_doc(&self, links: &mut DocLinks, id: EntityId, d: usize) -> Result<()> {
+        self.connect_features(links, d, &self.entities[id].features)?;
         let Some(o) = self.object(id) else {
             return Ok(());
         };
         if let Some(b) = o.base {
             if self.entities[b].implicit {
-                self.connect_object_doc(b, d)?;
+                self.connect_object_doc(links, b, d)?;
             }
         }
-        let members: Vec<(String, Option<Info>, Vec<Feature>)> = match self.object(id) {
-            Some(o) => o
-                .local_members
-                .iter()
-                .map(|m| (m.name.clone(), m.info.clone(), m.features.clone()))
-                .collect(),
-            None => Vec::new(),
-        };
-        for (name, info, features) in members {
-            self.connect_member(d, "member", &name, &info)?;
-            self.connect_features(d, &features)?;
+        for m in &o.local_members {
+            self.connect_member(links, d, "member", &m.name, &m.info)?;
+            self.connect_features(links, d, &m.features)?;
         }
         Ok(())
     }
@@ -803,47 +794,38 @@ impl Schema {
         let Some(d) = self.entities[id].doc else {
             return Ok(());
         };
-        if d >= self.docs.len() {
+        if d >= self.docs.len() || d >= self.doc_links.len() {
             return Ok(());
         }
-        if self.doc_links.len() < self.docs.len() {
-            self.doc_links = self
-                .docs
-                .iter()
-                .map(|doc| DocLinks {
-                    args_connected: vec![false; doc.args.len()],
-                    features_connected: vec![false; doc.features.len()],
-                    stub_args: Vec::new(),
-                })
-                .collect();
-        }
-        match &self.entities[id].kind {
-            EntityKind::Enum(e) => {
-                let members: Vec<EnumMember> = e.members.clone();
-                let features = self.entities[id].features.clone();
-                self.connect_features(d, &features)?;
-                for m in members {
-                    self.connect_member(d, "value", &m.name, &m.info)?;
-                    self.connect_features(d, &m.features)?;
+        let mut links = std::mem::take(&mut self.doc_links[d]);
+        let r = self.connect_doc_to(&mut links, id, d);
+        self.doc_links[d] = links;
+        r
+    }
+
+    fn connect_doc_to(&self, links: &mut DocLinks, id: EntityId, d: usize) -> Result<()> {
+        let e = &self.entities[id];
+        match &e.kind {
+            EntityKind::Enum(en) => {
+                self.connect_features(links, d, &e.features)?;
+                for m in &en.members {
+                    self.connect_member(links, d, "value", &m.name, &m.info)?;
+                    self.connect_features(links, d, &m.features)?;
                 }
             }
-            EntityKind::Object(_) => self.connect_object_doc(id, d)?,
+            EntityKind::Object(_) => self.connect_object_doc(links, id, d)?,
             EntityKind::Alternate(a) => {
-                let variants = a.variants.clone();
-                let features = self.entities[id].features.clone();
-                self.connect_features(d, &features)?;
-                for v in variants {
-                    self.connect_member(d, "branch", &v.name, &v.info)?;
+                self.connect_features(links, d, &e.features)?;
+                for v in &a.variants {
+                    self.connect_member(links, d, "branch", &v.name, &v.info)?;
                 }
             }
             EntityKind::Command(Command { arg_type, .. })
             | EntityKind::Event(Event { arg_type, .. }) => {
-                let arg_type = *arg_type;
-                let features = self.entities[id].features.clone();
-                self.connect_features(d, &features)?;
-                if let Some(t) = arg_type {
+                self.connect_features(links, d, &e.features)?;
+                if let Some(t) = *arg_type {
                     if self.entities[t].implicit {
-                        self.connect_object_doc(t, d)?;
+                        self.connect_object_doc(links, t, d)?;
                     }
                 }
             }
@@ -887,16 +869,27 @@ impl Schema {
         for m in &mut self.modules {
             m.entities.clear();
         }
+        // Consecutive entities mostly come from the same file: remember the
+        // last file's module.
+        let mut last: Option<(*const crate::source::SourceFile, ModuleId)> = None;
         for id in 0..self.entities.len() {
-            let info_of = match &self.entities[id].kind {
-                EntityKind::Array(a) if a.element != UNRESOLVED => {
-                    self.entities[a.element].info.clone()
-                }
-                _ => self.entities[id].info.clone(),
+            let file = match &self.entities[id].kind {
+                EntityKind::Array(a) if a.element != UNRESOLVED => self.entities[a.element]
+                    .info
+                    .as_ref()
+                    .map(|i| i.file.clone()),
+                _ => self.entities[id].info.as_ref().map(|i| i.file.clone()),
             };
-            let module = match info_of {
-                Some(i) => self.module_for_file(&i.file.name.clone()),
+            let module = match file {
                 None => 0,
+                Some(f) => match last {
+                    Some((p, m)) if std::ptr::eq(p, std::sync::Arc::as_ptr(&f)) => m,
+                    _ => {
+                        let m = self.module_for_file(&f.name);
+                        last = Some((std::sync::Arc::as_ptr(&f), m));
+                        m
+                    }
+                },
             };
             self.entities[id].module = module;
             self.modules[module].entities.push(id);

@@ -126,13 +126,24 @@ fn map_char(ch: char) -> char {
 }
 
 fn protected(name: &str) -> bool {
-    if name.starts_with(|c: char| c.is_ascii_digit()) {
+    let b = name.as_bytes();
+    if b.first().is_some_and(u8::is_ascii_digit) {
         return true;
     }
-    name.len() <= 16
-        && PROTECTED
-            .iter()
-            .any(|w| name.len() == w.len() && name.chars().map(map_char).eq(w.chars()))
+    // Every protected word is 2 to 16 ASCII characters long.
+    if b.len() < 2 || b.len() > 16 {
+        return false;
+    }
+    let mut buf = [0u8; 16];
+    for (d, c) in buf.iter_mut().zip(b) {
+        *d = if c.is_ascii_alphanumeric() || *c == b'_' {
+            *c
+        } else {
+            b'_'
+        };
+    }
+    let mapped = &buf[..b.len()];
+    PROTECTED.iter().any(|w| w.as_bytes() == mapped)
 }
 
 /// The characters of `c_name(name)`, without allocating.
