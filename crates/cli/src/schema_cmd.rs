@@ -198,33 +198,15 @@ fn introspect(
     }
 }
 
-/// Print a diagnostic: QEMU's text, plus a source snippet with a caret
-/// when stderr is a terminal.
+/// Print a diagnostic: QEMU's text (include chain, definition context,
+/// `file:line[:col]: message`), then, when stderr is a terminal, the source
+/// line with a caret under the spot.
 fn report(e: &QapiError) {
-    let text = e.to_string();
     let mut err = std::io::stderr().lock();
-    if !std::io::stderr().is_terminal() {
-        let _ = writeln!(err, "{text}");
-        return;
-    }
-    match snippet(e) {
-        Some(s) => {
-            // The "In file included from" / "In definition" lines first,
-            // then the rendered snippet carrying the location and message.
-            let mut lines: Vec<&str> = text.lines().collect();
-            let first_msg_line = lines
-                .iter()
-                .position(|l| l.contains(&e.msg.lines().next().unwrap_or("")[..]));
-            if let Some(p) = first_msg_line {
-                lines.truncate(p);
-            }
-            for l in lines {
-                let _ = writeln!(err, "{l}");
-            }
+    let _ = writeln!(err, "{}", e.full());
+    if std::io::stderr().is_terminal() {
+        if let Some(s) = snippet(e) {
             let _ = writeln!(err, "{s}");
-        }
-        None => {
-            let _ = writeln!(err, "{text}");
         }
     }
 }
@@ -268,13 +250,9 @@ fn snippet(e: &QapiError) -> Option<String> {
         Snippet::source(line)
             .line_start(line_no)
             .origin(&origin)
-            .annotation(Level::Error.span(range).label("")),
+            .annotation(Level::Error.span(range)),
     );
-    let mut out = Renderer::styled().render(message).to_string();
-    for extra in e.msg.lines().skip(1) {
-        out.push('\n');
-        out.push_str(extra);
-    }
+    let out = Renderer::styled().render(message).to_string();
     Some(out)
 }
 

@@ -96,7 +96,6 @@ fn check_reports_in_qemu_words() {
 }
 
 #[test]
-#[ignore = "front end: legacy doc comments and QEMU 7.2 doc syntax not accepted yet (run with --ignored)"]
 fn check_dialects_on_a_seed() {
     let seeds = qemu_ref().join("../seeds");
     if !seeds.join("qemu-1.0-dev.json").exists() {
@@ -123,7 +122,6 @@ fn check_dialects_on_a_seed() {
 }
 
 #[test]
-#[ignore = "front end: legacy doc comments and QEMU 7.2 doc syntax not accepted yet (run with --ignored)"]
 fn stats_text_and_json() {
     let seeds = qemu_ref().join("../seeds");
     if !seeds.join("qemu-2.12-dev/qapi-schema.json").exists() {

@@ -33,13 +33,11 @@ fn qemu_10_0_storage_daemon() {
 }
 
 #[test]
-#[ignore = "front end: legacy doc comments and QEMU 7.2 doc syntax not accepted yet (run with --ignored)"]
 fn qemu_7_2_system() {
     check("schema-7.2.22/qapi/qapi-schema.json");
 }
 
 #[test]
-#[ignore = "front end: legacy doc comments and QEMU 7.2 doc syntax not accepted yet (run with --ignored)"]
 fn qemu_7_2_storage_daemon() {
     check("schema-7.2.22/storage-daemon/qapi/qapi-schema.json");
 }

@@ -58,7 +58,6 @@ fn qemu_storage_daemon_10_0_2() {
 }
 
 #[test]
-#[ignore = "front end: legacy doc comments and QEMU 7.2 doc syntax not accepted yet (run with --ignored)"]
 fn qemu_storage_daemon_7_2_22() {
     compare(
         "schema-7.2.22/storage-daemon/qapi/qapi-schema.json",
@@ -67,7 +66,6 @@ fn qemu_storage_daemon_7_2_22() {
 }
 
 #[test]
-#[ignore = "front end: legacy doc comments and QEMU 7.2 doc syntax not accepted yet (run with --ignored)"]
 fn qemu_system_x86_64_7_2_22() {
     compare(
         "schema-7.2.22/qapi/qapi-schema.json",

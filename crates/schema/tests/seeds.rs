@@ -27,7 +27,6 @@ fn load(rel: &str) -> Option<SchemaStats> {
 }
 
 #[test]
-#[ignore = "front end: legacy doc comments and QEMU 7.2 doc syntax not accepted yet (run with --ignored)"]
 fn qemu_1_0() {
     let Some(s) = load("qemu-1.0-dev.json") else {
         return;
@@ -37,7 +36,6 @@ fn qemu_1_0() {
 }
 
 #[test]
-#[ignore = "front end: legacy doc comments and QEMU 7.2 doc syntax not accepted yet (run with --ignored)"]
 fn qemu_1_1() {
     let Some(s) = load("qemu-1.1-dev.json") else {
         return;
@@ -46,7 +44,6 @@ fn qemu_1_1() {
 }
 
 #[test]
-#[ignore = "front end: legacy doc comments and QEMU 7.2 doc syntax not accepted yet (run with --ignored)"]
 fn qemu_1_3() {
     let Some(s) = load("qemu-1.3-dev.json") else {
         return;
@@ -55,7 +52,6 @@ fn qemu_1_3() {
 }
 
 #[test]
-#[ignore = "front end: legacy doc comments and QEMU 7.2 doc syntax not accepted yet (run with --ignored)"]
 fn qemu_2_12() {
     let Some(s) = load("qemu-2.12-dev/qapi-schema.json") else {
         return;

@@ -94,6 +94,7 @@ impl Schema {
             modules: Vec::new(),
             docs: Vec::new(),
             doc_links: Vec::new(),
+            legacy_docs: false,
             pragma: Pragma::default(),
             by_name: NameMap::with_capacity_and_hasher(4096, Default::default()),
             feature_names: vec!["deprecated".to_string(), "unstable".to_string()],
@@ -115,6 +116,7 @@ impl Schema {
     pub fn from_parsed(parsed: ParsedSchema) -> Result<Schema> {
         let mut s = Schema::new(&parsed.fname, parsed.dialect);
         s.pragma = parsed.pragma;
+        s.legacy_docs = parsed.legacy_docs;
         s.docs = parsed.docs;
         for e in parsed.exprs {
             if let Some(c) = e.kind.common() {
@@ -151,7 +153,7 @@ impl Schema {
     /// needs one under `doc-required`, and `Returns` / `Errors` sections
     /// belong to commands (returning something, for `Returns`).
     fn check_doc_expr(&self, c: &DefnCommon, kind: &ExprKind) -> Result<()> {
-        if self.dialect == Dialect::Legacy {
+        if self.lax_docs() {
             return Ok(());
         }
         let Some(d) = c.doc.and_then(|d| self.docs.get(d)) else {

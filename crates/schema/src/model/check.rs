@@ -726,7 +726,7 @@ impl Schema {
             }
             return Ok(());
         }
-        if self.dialect == Dialect::Legacy || links.stub_args.iter().any(|s| s == name) {
+        if self.lax_docs() || links.stub_args.iter().any(|s| s == name) {
             return Ok(());
         }
         let excepted = doc
@@ -758,7 +758,7 @@ impl Schema {
                         *c = true;
                     }
                 }
-                None if self.dialect == Dialect::Legacy => {}
+                None if self.lax_docs() => {}
                 None => {
                     return Err(Self::err(
                         &f.info,
@@ -836,7 +836,7 @@ impl Schema {
 
     /// Every documented member and feature must exist.
     fn check_docs(&mut self) -> Result<()> {
-        if self.dialect == Dialect::Legacy {
+        if self.lax_docs() {
             return Ok(());
         }
         if self.doc_links.len() < self.docs.len() {

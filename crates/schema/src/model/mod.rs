@@ -253,6 +253,9 @@ pub struct Schema {
     /// How each doc comment was connected to the entities it documents.
     pub doc_links: Vec<check::DocLinks>,
     pub pragma: Pragma,
+    /// Doc comments were read with older QEMU's syntax: QEMU 10.0's doc
+    /// checks do not apply.
+    pub legacy_docs: bool,
     by_name: NameMap<EntityId>,
     /// Feature names seen so far (QEMU allows at most 64, the two special
     /// ones included).
@@ -360,6 +363,12 @@ impl Schema {
     /// Entities in definition order, with their ids.
     pub fn iter(&self) -> impl Iterator<Item = (EntityId, &Entity)> {
         self.entities.iter().enumerate()
+    }
+
+    /// True when QEMU 10.0's doc comment checks are off (legacy dialect,
+    /// or docs in older QEMU's syntax).
+    pub fn lax_docs(&self) -> bool {
+        self.dialect == Dialect::Legacy || self.legacy_docs
     }
 
     /// Id of the `q_empty` object type.
