@@ -184,6 +184,20 @@ impl Schema {
         Ok(())
     }
 
+    /// Features of a type: no clashes, and none of the special ones
+    /// (`deprecated`, `unstable`), which only commands, events and members
+    /// may have.
+    fn check_type_features(features: &[Feature], info: &Option<Info>) -> Result<()> {
+        Self::check_features(features, info)?;
+        if let Some(f) = features.iter().find(|f| f.is_special()) {
+            return Err(Self::err(
+                info,
+                format!("feature '{}' is not supported for types", f.name),
+            ));
+        }
+        Ok(())
+    }
+
     /// Run every semantic check, connect doc comments and assign modules.
     pub fn check(&mut self) -> Result<()> {
         self.doc_links = self
@@ -208,7 +222,7 @@ impl Schema {
         match &e.kind {
             EntityKind::Include(_) | EntityKind::Builtin(_) => Ok(()),
             EntityKind::Enum(en) => {
-                Self::check_features(&e.features, &e.info)?;
+                Self::check_type_features(&e.features, &e.info)?;
                 if let Some(i) = &e.info {
                     let mut seen = Seen::with_capacity(en.members.len());
                     for (k, m) in en.members.iter().enumerate() {
@@ -270,7 +284,7 @@ impl Schema {
         }
         let nlocal = o.local_members.len();
         let has_base = o.base_name.is_some();
-        Self::check_features(&self.entities[id].features, &info)?;
+        Self::check_type_features(&self.entities[id].features, &info)?;
         if let Some(o) = self.object_mut(id) {
             o.state = CheckState::InProgress;
         }
@@ -529,7 +543,7 @@ impl Schema {
 
     fn check_alternate(&mut self, id: EntityId) -> Result<()> {
         let info = self.entities[id].info.clone();
-        Self::check_features(&self.entities[id].features, &info)?;
+        Self::check_type_features(&self.entities[id].features, &info)?;
         let n = match &self.entities[id].kind {
             EntityKind::Alternate(a) => a.variants.len(),
             _ => return Ok(()),
