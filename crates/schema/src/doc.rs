@@ -15,9 +15,9 @@ use crate::source::Info;
 
 /// One token of a doc comment block, as the lexer saw it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum DocItem {
+pub enum DocItem<'t> {
     /// A comment line: `text` runs from `#` to the end of the line.
-    Line { line: u32, col: u32, text: String },
+    Line { line: u32, col: u32, text: &'t str },
     /// The closing `##`.
     End,
     /// A closing line starting with `##` followed by more text.
@@ -26,17 +26,17 @@ pub enum DocItem {
     Unterminated { line: u32, col: u32 },
 }
 
-struct Reader<'a> {
+struct Reader<'a, 't> {
     info: &'a Info,
     lenient: bool,
-    items: std::vec::IntoIter<DocItem>,
+    items: std::vec::IntoIter<DocItem<'t>>,
     /// Position of the last item read (for errors).
     line: u32,
     col: u32,
     done: bool,
 }
 
-impl Reader<'_> {
+impl<'t> Reader<'_, 't> {
     fn err(&self, msg: impl Into<String>) -> QapiError {
         QapiError::at(&self.line_info(), self.col, msg).doc_error()
     }
@@ -47,7 +47,7 @@ impl Reader<'_> {
 
     /// The next line with `# ` removed and trailing white space trimmed;
     /// `None` at the closing `##`.
-    fn next(&mut self) -> Result<Option<String>, QapiError> {
+    fn next(&mut self) -> Result<Option<&'t str>, QapiError> {
         if self.done {
             return Ok(None);
         }
@@ -78,15 +78,15 @@ impl Reader<'_> {
                 self.line = line;
                 self.col = col;
                 if text == "#" {
-                    return Ok(Some(String::new()));
+                    return Ok(Some(""));
                 }
                 if text.as_bytes().get(1) != Some(&b' ') {
                     if self.lenient {
-                        return Ok(Some(text[1..].trim_end().to_string()));
+                        return Ok(Some(text[1..].trim_end()));
                     }
                     return Err(self.err("missing space after #"));
                 }
-                Ok(Some(text[2..].trim_end().to_string()))
+                Ok(Some(text[2..].trim_end()))
             }
         }
     }
@@ -132,8 +132,8 @@ enum Cur {
     Section(usize),
 }
 
-struct Builder<'a> {
-    r: Reader<'a>,
+struct Builder<'a, 't> {
+    r: Reader<'a, 't>,
     doc: Doc,
     cur: Cur,
     /// Accept the doc syntax of QEMU before 9.1 (and the unchecked text
@@ -143,7 +143,7 @@ struct Builder<'a> {
     old_style: bool,
 }
 
-impl Builder<'_> {
+impl<'t> Builder<'_, 't> {
     fn cur_section(&mut self) -> &mut DocSection {
         let d = &mut self.doc;
         match self.cur {
@@ -239,7 +239,7 @@ impl Builder<'_> {
 
     /// The continuation lines of a description or tagged section; returns
     /// the first line that is not part of it.
-    fn indented(&mut self) -> Result<Option<String>, QapiError> {
+    fn indented(&mut self) -> Result<Option<&'t str>, QapiError> {
         let mut line = self.r.next()?;
         while line.as_deref() == Some("") {
             self.append("");
@@ -274,7 +274,7 @@ impl Builder<'_> {
 
     /// The rest of a plain paragraph; returns the blank line ending it
     /// (`Some("")`) or `None` at the end of the block.
-    fn paragraph(&mut self) -> Result<Option<String>, QapiError> {
+    fn paragraph(&mut self) -> Result<Option<&'t str>, QapiError> {
         loop {
             match self.r.next()? {
                 None => return Ok(None),
@@ -288,9 +288,9 @@ impl Builder<'_> {
     /// features; returns the first line that is not part of them.
     fn descriptions(
         &mut self,
-        mut line: Option<String>,
+        mut line: Option<&'t str>,
         feature: bool,
-    ) -> Result<Option<String>, QapiError> {
+    ) -> Result<Option<&'t str>, QapiError> {
         while let Some((name, text)) = line.as_deref().and_then(at_name_colon) {
             let (name, text) = (name.to_string(), text.to_string());
             if feature {
@@ -387,7 +387,7 @@ impl Builder<'_> {
         Ok(())
     }
 
-    fn freeform(&mut self, first_line: Option<String>) -> Result<(), QapiError> {
+    fn freeform(&mut self, first_line: Option<&'t str>) -> Result<(), QapiError> {
         self.ensure_untagged();
         let mut line = first_line;
         let mut first = true;
@@ -429,7 +429,11 @@ pub struct ParsedDoc {
 /// its opening `##`. `lenient` accepts the doc syntax of older QEMU
 /// (sections QEMU 10.0 retired, loose indentation, `@Symbol` without a
 /// colon) instead of raising QEMU 10.0's errors.
-pub fn parse_doc(info: &Info, items: Vec<DocItem>, lenient: bool) -> Result<ParsedDoc, QapiError> {
+pub fn parse_doc(
+    info: &Info,
+    items: Vec<DocItem<'_>>,
+    lenient: bool,
+) -> Result<ParsedDoc, QapiError> {
     let mut r = Reader {
         info,
         lenient,

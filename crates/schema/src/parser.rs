@@ -121,6 +121,8 @@ struct Lexer<'a> {
     tok: Tok,
     /// String value (for `Str`) or comment text (for `Comment`).
     val: String,
+    /// Byte range of the comment (for `Comment`).
+    com: (usize, usize),
     file: Arc<SourceFile>,
     /// Legacy: commas between members and elements may be left out (QEMU
     /// 1.x's parser did not require them).
@@ -155,7 +157,12 @@ fn is_word_end(b: u8) -> bool {
     )
 }
 
-impl Lexer<'_> {
+impl<'a> Lexer<'a> {
+    /// The text of the current `Comment` token.
+    fn comment(&self) -> &'a str {
+        &self.text[self.com.0..self.com.1]
+    }
+
     fn info(&self) -> Info {
         Info::new(self.file.clone(), self.line)
     }
@@ -181,8 +188,7 @@ impl Lexer<'_> {
                     let end = memchr_nl(self.src, self.cursor);
                     self.cursor = end;
                     if !skip_comment || doc_start {
-                        self.val.clear();
-                        self.val.push_str(&self.text[self.pos..end]);
+                        self.com = (self.pos, end);
                         self.tok = Tok::Comment;
                         return Ok(());
                     }
@@ -293,7 +299,7 @@ enum Frame {
     Dict(Vec<(String, Value)>, String),
 }
 
-impl Lexer<'_> {
+impl<'a> Lexer<'a> {
     fn too_deep(&self) -> QapiError {
         self.err(format!("nesting too deep (more than {MAX_DEPTH} levels)"))
     }
@@ -435,8 +441,8 @@ impl Lexer<'_> {
 
     /// Collect the lines of a doc comment block; the current token is its
     /// opening `##` comment.
-    fn get_doc_items(&mut self, lenient: bool) -> Result<Vec<DocItem>, QapiError> {
-        if self.val != "##" && !lenient {
+    fn get_doc_items(&mut self, lenient: bool) -> Result<Vec<DocItem<'a>>, QapiError> {
+        if self.comment() != "##" && !lenient {
             return Err(self
                 .err("junk after '##' at start of documentation comment")
                 .doc_error());
@@ -450,19 +456,16 @@ impl Lexer<'_> {
                 items.push(DocItem::Unterminated { line, col });
                 return Ok(items);
             }
-            if self.val.starts_with("##") {
-                if self.val != "##" {
+            let text = self.comment();
+            if text.starts_with("##") {
+                if text != "##" {
                     items.push(DocItem::JunkAtEnd { line, col });
                 } else {
                     items.push(DocItem::End);
                 }
                 return Ok(items);
             }
-            items.push(DocItem::Line {
-                line,
-                col,
-                text: self.val.clone(),
-            });
+            items.push(DocItem::Line { line, col, text });
         }
     }
 }
@@ -543,6 +546,7 @@ fn parse_file(
         line_pos: 0,
         tok: Tok::Eof,
         val: String::new(),
+        com: (0, 0),
         file: file.clone(),
         optional_commas: ctx.dialect == Dialect::Legacy,
     };
