@@ -241,7 +241,63 @@ enum Frame {
 
 struct Pending {
     map: HashMap<IdKey, oneshot::Sender<Reply>>,
+    /// Custom ids holding non-integer numbers: a server may print those back with a last digit
+    /// that decodes one unit off, so a reply whose id misses the map is compared to these too.
+    inexact: Vec<(IdKey, Value)>,
     closed: Option<Arc<str>>,
+}
+
+impl Pending {
+    fn remove(&mut self, key: &IdKey) -> Option<oneshot::Sender<Reply>> {
+        let tx = self.map.remove(key)?;
+        if !self.inexact.is_empty() {
+            self.inexact.retain(|(k, _)| k != key);
+        }
+        Some(tx)
+    }
+
+    /// The waiter for a reply's id.
+    fn take(&mut self, id: &Value) -> Option<oneshot::Sender<Reply>> {
+        let key = IdKey::of(id);
+        if let Some(tx) = self.remove(&key) {
+            return Some(tx);
+        }
+        let key = self
+            .inexact
+            .iter()
+            .find(|(_, v)| close_enough(v, id))
+            .map(|(k, _)| k.clone())?;
+        self.remove(&key)
+    }
+}
+
+/// True when a value holds a number that is not an integer.
+fn has_fraction(v: &Value) -> bool {
+    match v {
+        Value::Number(n) => n.is_f64(),
+        Value::Array(a) => a.iter().any(has_fraction),
+        Value::Object(m) => m.values().any(has_fraction),
+        _ => false,
+    }
+}
+
+/// Equal JSON values, numbers equal to within a few units in the last place.
+fn close_enough(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => match (x.as_f64(), y.as_f64()) {
+            (Some(x), Some(y)) => x == y || (x - y).abs() <= 1e-12 * x.abs().max(y.abs()),
+            _ => x == y,
+        },
+        (Value::Array(x), Value::Array(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(x, y)| close_enough(x, y))
+        }
+        (Value::Object(x), Value::Object(y)) => {
+            x.len() == y.len()
+                && x.iter()
+                    .all(|(k, v)| y.get(k).is_some_and(|w| close_enough(v, w)))
+        }
+        _ => a == b,
+    }
 }
 
 struct Slot {
@@ -303,6 +359,7 @@ impl Conn {
             p.closed = Some(reason.clone());
             std::mem::take(&mut p.map)
         };
+        lock(&self.pending).inexact.clear();
         for (_, tx) in drained {
             let _ = tx.send(Reply::Closed(reason.clone()));
         }
@@ -342,7 +399,7 @@ impl Conn {
             return self.unmatched(Value::Object(m));
         }
         let waiter = match m.get("id") {
-            Some(id) => lock(&self.pending).map.remove(&IdKey::of(id)),
+            Some(id) => lock(&self.pending).take(id),
             None => None,
         };
         let Some(tx) = waiter else {
@@ -690,6 +747,7 @@ impl Client {
         let conn = Arc::new(Conn {
             pending: Mutex::new(Pending {
                 map: HashMap::new(),
+                inexact: Vec::new(),
                 closed: None,
             }),
             subs: Mutex::new(Subs {
@@ -850,6 +908,7 @@ impl Client {
         encoded?;
         buf.extend_from_slice(b"}\n");
 
+        let inexact = has_fraction(&id).then(|| id.clone());
         let info = move || {
             Box::new(RequestInfo {
                 command: name,
@@ -867,7 +926,10 @@ impl Client {
                     request: Some(info()),
                 });
             }
-            if p.map.contains_key(&key) {
+            let clash = inexact
+                .as_ref()
+                .is_some_and(|id| p.inexact.iter().any(|(_, v)| close_enough(v, id)));
+            if p.map.contains_key(&key) || clash {
                 drop(p);
                 let info = info();
                 return Err(Error::InvalidRequest {
@@ -876,6 +938,9 @@ impl Client {
                 });
             }
             p.map.insert(key.clone(), tx);
+            if let Some(id) = inexact {
+                p.inexact.push((key.clone(), id));
+            }
         }
         let frame = if fds.is_empty() {
             Frame::Data(buf)
@@ -883,7 +948,7 @@ impl Client {
             Frame::WithFds(buf, fds)
         };
         if self.inner.tx.send(frame).is_err() {
-            lock(&self.inner.conn.pending).map.remove(&key);
+            lock(&self.inner.conn.pending).remove(&key);
             return Err(Error::Disconnected {
                 reason: Arc::from("the connection's writer has stopped"),
                 request: Some(info()),
