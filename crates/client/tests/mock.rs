@@ -445,3 +445,39 @@ fn blocking_wrapper() {
     let e = c.execute::<Value>("nope", ()).unwrap_err();
     assert_eq!(e.class(), Some("CommandNotFound"));
 }
+
+#[tokio::test]
+async fn over_tcp() {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let (r, mut w) = s.into_split();
+                let _ = w.write_all(b"{\"QMP\": {\"version\": {\"qemu\": {\"micro\": 3, \"minor\": 2, \"major\": 1}, \"package\": \"tcp\"}, \"capabilities\": [\"oob\"]}}\r\n").await;
+                let mut lines = BufReader::new(r).lines();
+                while let Ok(Some(l)) = lines.next_line().await {
+                    let v: Value = serde_json::from_str(&l).unwrap_or(Value::Null);
+                    let out = json!({"return": {"got": v.get("arguments")}, "id": v.get("id")});
+                    if w.write_all(format!("{out}\r\n").as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    let c = Client::connect_tcp(addr).await.expect("connect");
+    assert_eq!(c.greeting().version.package, "tcp");
+    assert!(c.oob_enabled());
+    assert!(!c.can_pass_fds());
+    let v: Value = c.execute("x", json!({"a": 1})).await.expect("x");
+    assert_eq!(v, json!({"got": {"a": 1}}));
+    let c2 = Client::connect(&format!("tcp:{addr}"))
+        .await
+        .expect("connect tcp:");
+    let v: Value = c2.execute("y", ()).await.expect("y");
+    assert_eq!(v, json!({"got": null}));
+}
