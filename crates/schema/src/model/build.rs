@@ -90,15 +90,16 @@ impl Schema {
             .unwrap_or_default();
         let mut s = Schema {
             dialect,
-            entities: Vec::with_capacity(4096),
+            entities: Vec::with_capacity(1024),
             modules: Vec::new(),
             docs: Vec::new(),
             doc_links: Vec::new(),
             legacy_docs: false,
             pragma: Pragma::default(),
-            by_name: NameMap::with_capacity_and_hasher(4096, Default::default()),
+            by_name: NameMap::with_capacity_and_hasher(1024, Default::default()),
             feature_names: vec!["deprecated".to_string(), "unstable".to_string()],
             schema_dir,
+            cwd: std::env::current_dir().unwrap_or_default(),
             module_by_path: NameMap::default(),
             qtype: UNRESOLVED,
             q_empty: UNRESOLVED,
@@ -115,6 +116,9 @@ impl Schema {
     /// Build and check the model of a parsed schema.
     pub fn from_parsed(parsed: ParsedSchema) -> Result<Schema> {
         let mut s = Schema::new(&parsed.fname, parsed.dialect);
+        // Implicit types roughly double the count of definitions.
+        s.entities.reserve(parsed.exprs.len() * 5 / 2);
+        s.by_name.reserve(parsed.exprs.len() * 5 / 2);
         s.pragma = parsed.pragma;
         s.legacy_docs = parsed.legacy_docs;
         s.docs = parsed.docs;
@@ -204,8 +208,7 @@ impl Schema {
         if let Some(&m) = self.module_by_path.get(fname) {
             return m;
         }
-        let cwd = std::env::current_dir().unwrap_or_default();
-        let name = relpath(Path::new(fname), &self.schema_dir, &cwd);
+        let name = relpath(Path::new(fname), &self.schema_dir, &self.cwd);
         let id = match self.modules.iter().position(|m| m.name == name) {
             Some(i) => i,
             None => {
@@ -685,11 +688,11 @@ impl Schema {
             base_name,
             base: None,
             local_members,
-            branches: Some(Branches {
+            branches: Some(Box::new(Branches {
                 tag_name,
                 tag_member: None,
                 variants,
-            }),
+            })),
             members: Vec::new(),
             state: CheckState::Unchecked,
         });

@@ -125,6 +125,15 @@ fn map_char(ch: char) -> char {
     }
 }
 
+fn sorted_protected() -> &'static [&'static [u8]] {
+    static SORTED: std::sync::OnceLock<Vec<&'static [u8]>> = std::sync::OnceLock::new();
+    SORTED.get_or_init(|| {
+        let mut v: Vec<&'static [u8]> = PROTECTED.iter().map(|w| w.as_bytes()).collect();
+        v.sort_unstable();
+        v
+    })
+}
+
 fn protected(name: &str) -> bool {
     let b = name.as_bytes();
     if b.first().is_some_and(u8::is_ascii_digit) {
@@ -143,7 +152,7 @@ fn protected(name: &str) -> bool {
         };
     }
     let mapped = &buf[..b.len()];
-    PROTECTED.iter().any(|w| w.as_bytes() == mapped)
+    sorted_protected().binary_search(&mapped).is_ok()
 }
 
 /// The characters of `c_name(name)`, without allocating.

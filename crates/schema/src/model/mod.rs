@@ -210,7 +210,7 @@ pub struct ObjectType {
     pub base_name: Option<String>,
     pub base: Option<EntityId>,
     pub local_members: Vec<Member>,
-    pub branches: Option<Branches>,
+    pub branches: Option<Box<Branches>>,
     /// All members, the base's first (valid once checked).
     pub members: Vec<MemberRef>,
     pub(crate) state: CheckState,
@@ -262,6 +262,9 @@ pub struct Schema {
     feature_names: Vec<String>,
     /// Directory of the main schema file, for module names.
     schema_dir: std::path::PathBuf,
+    /// The current directory when the schema was read (relative file
+    /// names are relative to it).
+    cwd: std::path::PathBuf,
     module_by_path: NameMap<ModuleId>,
     /// Names of the `QType` enum and `q_empty` object.
     pub(crate) qtype: EntityId,
