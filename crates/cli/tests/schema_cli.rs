@@ -175,3 +175,49 @@ fn usage_errors_exit_2() {
     assert_eq!(code, 1);
     assert!(err.contains("x.json"), "{err}");
 }
+
+#[test]
+fn introspect_equals_the_real_answer() {
+    let base = qemu_ref();
+    let answer = base.join("introspection/qemu-storage-daemon-10.0.2-query-qmp-schema.json");
+    let Ok(answer) = std::fs::read_to_string(&answer) else {
+        println!("skipped: {} not found", answer.display());
+        return;
+    };
+    let (code, out, err) = qmpkit(
+        &base,
+        &[
+            "schema",
+            "introspect",
+            "--cfg-file",
+            "introspection/cfg-qemu-storage-daemon-10.0.2.txt",
+            "schema-10.0.2/storage-daemon/qapi/qapi-schema.json",
+        ],
+    );
+    assert_eq!((code, err.as_str()), (0, ""));
+    let got: serde_json::Value = serde_json::from_str(&out).expect("introspect prints JSON");
+    let want: serde_json::Value = serde_json::from_str(&answer).expect("answer is JSON");
+    assert_eq!(got, want["return"]);
+
+    // --unmask gives real names; --cfg adds symbols one by one.
+    let (code, out, _) = qmpkit(
+        &base,
+        &[
+            "schema",
+            "introspect",
+            "--unmask",
+            "--cfg",
+            "CONFIG_POSIX",
+            "schema-10.0.2/storage-daemon/qapi/qapi-schema.json",
+        ],
+    );
+    assert_eq!(code, 0);
+    let v: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+    let names: Vec<&str> = v
+        .as_array()
+        .expect("array")
+        .iter()
+        .filter_map(|e| e["name"].as_str())
+        .collect();
+    assert!(names.contains(&"BlockdevOptions") && names.contains(&"q_empty"));
+}
