@@ -171,3 +171,34 @@ fn legacy_simple_union() {
     });
     assert_eq!((s.structs, s.unions, s.enums, s.commands), (1, 1, 0, 1));
 }
+
+#[test]
+fn deep_base_chains_are_an_error_not_a_crash() {
+    let mut src = String::new();
+    for i in 0..5000 {
+        src.push_str(&format!(
+            "{{ 'struct': 'Type{i}', 'base': 'Type{}', 'data': {{ 'm{i}': 'int' }} }}\n",
+            i + 1
+        ));
+    }
+    src.push_str("{ 'struct': 'Type5000', 'data': { } }\n");
+    let r = run(&src, Dialect::Modern);
+    assert!(!r.ok);
+    assert!(
+        r.stderr
+            .contains("nests bases and branches more than 200 levels deep"),
+        "{}",
+        r.stderr
+    );
+    // A chain of 150 is fine.
+    let mut src = String::new();
+    for i in 0..150 {
+        src.push_str(&format!(
+            "{{ 'struct': 'Type{i}', 'base': 'Type{}', 'data': {{ 'm{i}': 'int' }} }}\n",
+            i + 1
+        ));
+    }
+    src.push_str("{ 'struct': 'Type150', 'data': { } }\n");
+    let r = run(&src, Dialect::Modern);
+    assert!(r.ok, "{}", r.stderr);
+}

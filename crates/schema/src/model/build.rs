@@ -101,6 +101,7 @@ impl Schema {
             schema_dir,
             cwd: std::env::current_dir().unwrap_or_default(),
             module_by_path: NameMap::default(),
+            check_depth: 0,
             qtype: UNRESOLVED,
             q_empty: UNRESOLVED,
         };

@@ -55,6 +55,11 @@ enum SeenItem {
     Branch(EntityId, usize),
 }
 
+/// How deep bases and union branches may nest (QEMU's own limit is
+/// Python's recursion limit); deeper input is an error, not a stack
+/// overflow.
+const MAX_NESTING: usize = 200;
+
 /// Names seen so far, with the hash of their C name.
 type Seen = Vec<(u64, SeenItem)>;
 
@@ -284,6 +289,15 @@ impl Schema {
         }
         let nlocal = o.local_members.len();
         let has_base = o.base_name.is_some();
+        if self.check_depth >= MAX_NESTING {
+            let name = &self.entities[id].name;
+            return Err(Self::err(
+                &info,
+                format!(
+                    "object {name} nests bases and branches more than {MAX_NESTING} levels deep"
+                ),
+            ));
+        }
         Self::check_type_features(&self.entities[id].features, &info)?;
         if let Some(o) = self.object_mut(id) {
             o.state = CheckState::InProgress;
@@ -308,7 +322,10 @@ impl Schema {
                     ),
                 ));
             }
-            self.check_object(base)?;
+            self.check_depth += 1;
+            let r = self.check_object(base);
+            self.check_depth -= 1;
+            r?;
             if let Some(i) = &info {
                 self.object_check_clash(base, i, &mut seen)?;
             }
@@ -520,7 +537,10 @@ impl Schema {
             if let Some(b) = self.object_mut(id).and_then(|o| o.branches.as_mut()) {
                 b.variants[k].typ = t;
             }
-            self.check_object(t)?;
+            self.check_depth += 1;
+            let r = self.check_object(t);
+            self.check_depth -= 1;
+            r?;
         }
         Ok(())
     }

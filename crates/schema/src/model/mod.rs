@@ -266,6 +266,8 @@ pub struct Schema {
     /// names are relative to it).
     cwd: std::path::PathBuf,
     module_by_path: NameMap<ModuleId>,
+    /// Current nesting of object checks (bases, branches).
+    pub(crate) check_depth: usize,
     /// Names of the `QType` enum and `q_empty` object.
     pub(crate) qtype: EntityId,
     pub(crate) q_empty: EntityId,
