@@ -7,11 +7,15 @@
 //! QEMU's. Under [`Dialect::Modern`], an error caused by a construct of the
 //! legacy dialect carries a hint ([`QapiError::legacy_hint`]) that is not
 //! part of the message.
+//!
+//! Expressions are consumed: their strings move into the normalised
+//! [`ast`](crate::ast) form, and message texts are only built for errors.
 
 use crate::ast::*;
 use crate::error::QapiError;
-use crate::parser::{self, get, RawExpr, Value};
+use crate::parser::{self, get, Dict, RawExpr, TextArena, Value};
 use crate::source::{Dialect, Info, SourceProvider};
+use std::borrow::Cow;
 
 type Result<T> = std::result::Result<T, QapiError>;
 
@@ -32,35 +36,50 @@ pub fn parse_schema(
     // `Example:` sections (as QEMU up to 9.0 did), else QEMU 10.0's error
     // stands.
     let lenient = dialect == Dialect::Legacy;
-    let raw = match parser::parse_files(path, dialect, provider, lenient) {
+    let arena = TextArena::new();
+    let raw = match parser::parse_files(path, dialect, provider, lenient, &arena) {
         Ok(raw) => raw,
         Err(e) if e.doc_syntax && !lenient => {
-            match parser::parse_files(path, dialect, provider, true) {
-                Ok(raw) if raw.old_style_docs => raw,
+            let arena2 = TextArena::new();
+            match parser::parse_files(path, dialect, provider, true, &arena2) {
+                Ok(raw) if raw.old_style_docs => return check_all(path, dialect, raw),
                 _ => return Err(e),
             }
         }
         Err(e) => return Err(e),
     };
-    let mut ck = Checker {
+    check_all(path, dialect, raw)
+}
+
+fn check_all(path: &str, dialect: Dialect, raw: parser::RawSchema<'_>) -> Result<ParsedSchema> {
+    let parser::RawSchema {
+        exprs: raw_exprs,
+        docs,
+        pragma,
+        legacy_returns_whitelist,
+        legacy_name_case_whitelist,
+        lenient_docs,
+        old_style_docs: _,
+    } = raw;
+    let ck = Checker {
         dialect,
-        lenient_docs: raw.lenient_docs,
-        pragma: &raw.pragma,
-        docs: &raw.docs,
+        lenient_docs,
+        pragma: &pragma,
+        docs: &docs,
     };
-    let mut exprs = Vec::with_capacity(raw.exprs.len());
-    for e in &raw.exprs {
+    let mut exprs = Vec::with_capacity(raw_exprs.len());
+    for e in raw_exprs {
         exprs.push(ck.check_expr(e)?);
     }
     Ok(ParsedSchema {
         fname: path.to_string(),
         dialect,
         exprs,
-        docs: raw.docs,
-        pragma: raw.pragma,
-        legacy_returns_whitelist: raw.legacy_returns_whitelist,
-        legacy_name_case_whitelist: raw.legacy_name_case_whitelist,
-        legacy_docs: raw.lenient_docs,
+        docs,
+        pragma,
+        legacy_returns_whitelist,
+        legacy_name_case_whitelist,
+        legacy_docs: lenient_docs,
     })
 }
 
@@ -78,9 +97,12 @@ struct Checker<'a> {
     docs: &'a [Doc],
 }
 
-type Dict = [(String, Value)];
+/// Builds the "source" part of a message (e.g. `'data' member 'a'`) only
+/// when an error needs it.
+type Src<'s> = &'s dyn Fn() -> String;
 
-fn truthy(v: &Value) -> bool {
+/// Python's truth value of a JSON value.
+fn truthy(v: &Value<'_>) -> bool {
     match v {
         Value::Bool(b) => *b,
         Value::Str(s) => !s.is_empty(),
@@ -101,35 +123,37 @@ fn pprint<'k>(keys: impl IntoIterator<Item = &'k str>) -> String {
 
 /// QEMU's `check_keys`.
 fn check_keys(
-    d: &Dict,
+    d: &Dict<'_>,
     info: &Info,
-    source: &str,
+    source: Src<'_>,
     required: &[&str],
     optional: &[&str],
 ) -> Result<()> {
-    let missing: Vec<&str> = required
-        .iter()
-        .copied()
-        .filter(|r| get(d, r).is_none())
-        .collect();
-    if !missing.is_empty() {
+    if required.iter().any(|r| get(d, r).is_none()) {
+        let missing: Vec<&str> = required
+            .iter()
+            .copied()
+            .filter(|r| get(d, r).is_none())
+            .collect();
         let s = if missing.len() > 1 { "s" } else { "" };
         return Err(QapiError::new(
             info,
-            format!("{source} misses key{s} {}", pprint(missing)),
+            format!("{} misses key{s} {}", source(), pprint(missing)),
         ));
     }
-    let unknown: Vec<&str> = d
-        .iter()
-        .map(|(k, _)| k.as_str())
-        .filter(|k| !required.contains(k) && !optional.contains(k))
-        .collect();
-    if !unknown.is_empty() {
+    let known = |k: &str| required.contains(&k) || optional.contains(&k);
+    if d.iter().any(|(k, _)| !known(k)) {
+        let unknown: Vec<&str> = d
+            .iter()
+            .map(|(k, _)| k.as_ref())
+            .filter(|k| !known(k))
+            .collect();
         let s = if unknown.len() > 1 { "s" } else { "" };
         return Err(QapiError::new(
             info,
             format!(
-                "{source} has unknown key{s} {}\nValid keys are {}.",
+                "{} has unknown key{s} {}\nValid keys are {}.",
+                source(),
                 pprint(unknown),
                 pprint(required.iter().chain(optional.iter()).copied())
             ),
@@ -138,9 +162,8 @@ fn check_keys(
     Ok(())
 }
 
-/// The stem of a valid name (QEMU's `valid_name` pattern: optional
-/// `__RFQDN_` prefix, optional `x-`, a letter, then letters, digits, `_`
-/// and `-`).
+/// The stem of a valid name (QEMU's naming rule: optional `__RFQDN_`
+/// prefix, optional `x-`, a letter, then letters, digits, `_` and `-`).
 fn name_stem(name: &str) -> Option<&str> {
     let mut s = name;
     if let Some(rest) = s.strip_prefix("__") {
@@ -171,20 +194,26 @@ fn name_stem(name: &str) -> Option<&str> {
     }
 }
 
+/// Names whose C form starts with `q_` are reserved for the generator.
 fn q_prefixed(name: &str) -> bool {
     let b = name.as_bytes();
     b.len() >= 2 && b[0] == b'q' && matches!(b[1], b'_' | b'-' | b'.')
 }
 
-fn to_ifcond(v: &Value) -> IfCond {
+fn into_string(c: Cow<'_, str>) -> String {
+    c.into_owned()
+}
+
+/// An `if` value already checked by `check_cond`.
+fn to_ifcond(v: Value<'_>) -> IfCond {
     match v {
-        Value::Str(s) => IfCond::Name(s.clone()),
-        Value::Dict(d) => match d.first() {
+        Value::Str(s) => IfCond::Name(into_string(s)),
+        Value::Dict(d) => match d.into_iter().next() {
             Some((k, Value::List(items))) if k == "all" => {
-                IfCond::All(items.iter().map(to_ifcond).collect())
+                IfCond::All(items.into_iter().map(to_ifcond).collect())
             }
             Some((k, Value::List(items))) if k == "any" => {
-                IfCond::Any(items.iter().map(to_ifcond).collect())
+                IfCond::Any(items.into_iter().map(to_ifcond).collect())
             }
             Some((k, c)) if k == "not" => IfCond::Not(Box::new(to_ifcond(c))),
             _ => IfCond::Always,
@@ -193,17 +222,24 @@ fn to_ifcond(v: &Value) -> IfCond {
     }
 }
 
-fn type_ref(v: &Value) -> TypeRef {
+/// A type value already checked to be a name or a one-name array.
+fn type_ref(v: Value<'_>) -> TypeRef {
     match v {
-        Value::List(l) => TypeRef::Array(
-            l.first()
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_string(),
-        ),
-        Value::Str(s) => TypeRef::Named(s.clone()),
+        Value::List(l) => match l.into_iter().next() {
+            Some(Value::Str(s)) => TypeRef::Array(into_string(s)),
+            _ => TypeRef::Array(String::new()),
+        },
+        Value::Str(s) => TypeRef::Named(into_string(s)),
         _ => TypeRef::Named(String::new()),
     }
+}
+
+/// Remove the value of `key` from `d` (leaving the key, for messages that
+/// list keys).
+fn take<'t>(d: &mut [(Cow<'t, str>, Value<'t>)], key: &str) -> Option<Value<'t>> {
+    d.iter_mut()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| std::mem::replace(v, Value::Bool(false)))
 }
 
 impl Checker<'_> {
@@ -220,22 +256,22 @@ impl Checker<'_> {
         }
     }
 
-    fn check_name_str<'n>(&self, name: &'n str, info: &Info, source: &str) -> Result<&'n str> {
+    fn check_name_str<'n>(&self, name: &'n str, info: &Info, source: Src<'_>) -> Result<&'n str> {
         match name_stem(name) {
             Some(stem) if !q_prefixed(name) => Ok(stem),
             _ => Err(QapiError::new(
                 info,
-                format!("{source} has an invalid name"),
+                format!("{} has an invalid name", source()),
             )),
         }
     }
 
-    fn check_name_upper(&self, name: &str, info: &Info, source: &str) -> Result<()> {
+    fn check_name_upper(&self, name: &str, info: &Info, source: Src<'_>) -> Result<()> {
         let stem = self.check_name_str(name, info, source)?;
         if !self.legacy() && stem.bytes().any(|b| b.is_ascii_lowercase() || b == b'-') {
             return Err(self.hint(QapiError::new(
                 info,
-                format!("name of {source} must not use lowercase or '-'"),
+                format!("name of {} must not use lowercase or '-'", source()),
             )));
         }
         Ok(())
@@ -245,26 +281,26 @@ impl Checker<'_> {
         &self,
         name: &str,
         info: &Info,
-        source: &str,
+        source: Src<'_>,
         permit_upper: bool,
-        permit_us: bool,
+        permit_underscore: bool,
     ) -> Result<()> {
         let stem = self.check_name_str(name, info, source)?;
         if self.legacy() {
             return Ok(());
         }
         if (!permit_upper && stem.bytes().any(|b| b.is_ascii_uppercase()))
-            || (!permit_us && stem.contains('_'))
+            || (!permit_underscore && stem.contains('_'))
         {
             return Err(self.hint(QapiError::new(
                 info,
-                format!("name of {source} must not use uppercase or '_'"),
+                format!("name of {} must not use uppercase or '_'", source()),
             )));
         }
         Ok(())
     }
 
-    fn check_name_camel(&self, name: &str, info: &Info, source: &str) -> Result<()> {
+    fn check_name_camel(&self, name: &str, info: &Info, source: Src<'_>) -> Result<()> {
         let stem = self.check_name_str(name, info, source)?;
         let b = stem.as_bytes();
         let ok = !b.is_empty()
@@ -274,24 +310,25 @@ impl Checker<'_> {
         if !ok && !self.legacy() {
             return Err(self.hint(QapiError::new(
                 info,
-                format!("name of {source} must use CamelCase"),
+                format!("name of {} must use CamelCase", source()),
             )));
         }
         Ok(())
     }
 
     fn check_defn_name(&self, name: &str, info: &Info, meta: &str) -> Result<()> {
+        let src = || meta.to_string();
         match meta {
-            "event" => self.check_name_upper(name, info, meta)?,
+            "event" => self.check_name_upper(name, info, &src)?,
             "command" => {
                 let permit = self
                     .pragma
                     .command_name_exceptions
                     .iter()
                     .any(|n| n == name);
-                self.check_name_lower(name, info, meta, false, permit)?
+                self.check_name_lower(name, info, &src, false, permit)?
             }
-            _ => self.check_name_camel(name, info, meta)?,
+            _ => self.check_name_camel(name, info, &src)?,
         }
         if name.ends_with("List") && !self.legacy() {
             return Err(self.hint(QapiError::new(
@@ -302,15 +339,15 @@ impl Checker<'_> {
         Ok(())
     }
 
-    fn check_if(&self, d: &Dict, info: &Info, source: &str) -> Result<IfCond> {
-        let Some(c) = get(d, "if") else {
-            return Ok(IfCond::Always);
-        };
-        self.check_cond(c, info, source)?;
-        Ok(to_ifcond(c))
+    /// QEMU's `check_if` on the `if` member of `d`.
+    fn check_if(&self, d: &Dict<'_>, info: &Info, source: Src<'_>) -> Result<()> {
+        match get(d, "if") {
+            None => Ok(()),
+            Some(c) => self.check_cond(c, info, source),
+        }
     }
 
-    fn check_cond(&self, c: &Value, info: &Info, source: &str) -> Result<()> {
+    fn check_cond(&self, c: &Value<'_>, info: &Info, source: Src<'_>) -> Result<()> {
         match c {
             Value::Str(s) => {
                 let b = s.as_bytes();
@@ -321,7 +358,10 @@ impl Checker<'_> {
                 if !ok {
                     return Err(QapiError::new(
                         info,
-                        format!("'if' condition '{s}' of {source} is not a valid identifier"),
+                        format!(
+                            "'if' condition '{s}' of {} is not a valid identifier",
+                            source()
+                        ),
                     ));
                 }
                 Ok(())
@@ -330,14 +370,14 @@ impl Checker<'_> {
                 check_keys(
                     d,
                     info,
-                    &format!("'if' condition of {source}"),
+                    &|| format!("'if' condition of {}", source()),
                     &[],
                     &["all", "any", "not"],
                 )?;
                 if d.len() != 1 {
                     return Err(QapiError::new(
                         info,
-                        format!("'if' condition of {source} has conflicting keys"),
+                        format!("'if' condition of {} has conflicting keys", source()),
                     ));
                 }
                 let (op, operand) = &d[0];
@@ -347,13 +387,13 @@ impl Checker<'_> {
                 let Value::List(items) = operand else {
                     return Err(QapiError::new(
                         info,
-                        format!("'{op}' condition of {source} must be an array"),
+                        format!("'{op}' condition of {} must be an array", source()),
                     ));
                 };
                 if items.is_empty() {
                     return Err(QapiError::new(
                         info,
-                        format!("'if' condition [] of {source} is useless"),
+                        format!("'if' condition [] of {} is useless", source()),
                     ));
                 }
                 for i in items {
@@ -363,12 +403,27 @@ impl Checker<'_> {
             }
             _ => Err(QapiError::new(
                 info,
-                format!("'if' condition of {source} must be a string or an object"),
+                format!(
+                    "'if' condition of {} must be a string or an object",
+                    source()
+                ),
             )),
         }
     }
 
-    fn check_features(&self, v: Option<&Value>, info: &Info) -> Result<Vec<FeatureDef>> {
+    /// Check and take the `if` member of `d`.
+    fn take_if<'t>(
+        &self,
+        d: &mut [(Cow<'t, str>, Value<'t>)],
+        info: &Info,
+        source: Src<'_>,
+    ) -> Result<IfCond> {
+        self.check_if(d, info, source)?;
+        Ok(take(d, "if").map(to_ifcond).unwrap_or_default())
+    }
+
+    /// QEMU's `check_features`, consuming the value.
+    fn features(&self, v: Option<Value<'_>>, info: &Info) -> Result<Vec<FeatureDef>> {
         let Some(v) = v else { return Ok(Vec::new()) };
         let Value::List(items) = v else {
             return Err(QapiError::new(info, "'features' must be an array"));
@@ -376,27 +431,34 @@ impl Checker<'_> {
         let mut out = Vec::with_capacity(items.len());
         for f in items {
             let (name, ifcond) = match f {
-                Value::Dict(d) => {
-                    check_keys(d, info, "'features' member", &["name"], &["if"])?;
-                    let Some(Value::Str(name)) = get(d, "name") else {
+                Value::Dict(mut d) => {
+                    check_keys(
+                        &d,
+                        info,
+                        &|| "'features' member".to_string(),
+                        &["name"],
+                        &["if"],
+                    )?;
+                    let Some(Value::Str(name)) = take(&mut d, "name") else {
                         return Err(QapiError::new(
                             info,
                             "'features' member requires a string name",
                         ));
                     };
-                    let source = format!("'features' member '{name}'");
-                    self.check_name_lower(name, info, &source, false, false)?;
-                    (name.clone(), self.check_if(d, info, &source)?)
+                    let src = || format!("'features' member '{name}'");
+                    self.check_name_lower(&name, info, &src, false, false)?;
+                    let ifcond = self.take_if(&mut d, info, &src)?;
+                    (into_string(name), ifcond)
                 }
                 Value::Str(name) => {
                     self.check_name_lower(
-                        name,
+                        &name,
                         info,
-                        &format!("'features' member '{name}'"),
+                        &|| format!("'features' member '{name}'"),
                         false,
                         false,
                     )?;
-                    (name.clone(), IfCond::Always)
+                    (into_string(name), IfCond::Always)
                 }
                 _ => {
                     return Err(QapiError::new(
@@ -414,24 +476,29 @@ impl Checker<'_> {
         Ok(out)
     }
 
-    fn check_type_name(&self, v: Option<&Value>, info: &Info, source: &str) -> Result<()> {
+    fn check_type_name(&self, v: Option<&Value<'_>>, info: &Info, source: Src<'_>) -> Result<()> {
         match v {
             None | Some(Value::Str(_)) => Ok(()),
             _ => Err(QapiError::new(
                 info,
-                format!("{source} should be a type name"),
+                format!("{} should be a type name", source()),
             )),
         }
     }
 
-    fn check_type_name_or_array(&self, v: Option<&Value>, info: &Info, source: &str) -> Result<()> {
+    fn check_type_name_or_array(
+        &self,
+        v: Option<&Value<'_>>,
+        info: &Info,
+        source: Src<'_>,
+    ) -> Result<()> {
         match v {
             None | Some(Value::Str(_)) => Ok(()),
             Some(Value::List(l)) => {
                 if l.len() != 1 || l[0].as_str().is_none() {
                     return Err(QapiError::new(
                         info,
-                        format!("{source}: array type must contain single type name"),
+                        format!("{}: array type must contain single type name", source()),
                     ));
                 }
                 Ok(())
@@ -439,30 +506,30 @@ impl Checker<'_> {
             Some(Value::Dict(_)) if self.legacy() => Ok(()),
             Some(Value::Dict(_)) => Err(self.hint(QapiError::new(
                 info,
-                format!("{source} should be a type name or array"),
+                format!("{} should be a type name or array", source()),
             ))),
             Some(_) => Err(QapiError::new(
                 info,
-                format!("{source} should be a type name or array"),
+                format!("{} should be a type name or array", source()),
             )),
         }
     }
 
     /// A legacy nested anonymous struct: a member value that is a dict but
     /// not the `{ 'type': …, 'if': …, 'features': … }` form.
-    fn is_nested(&self, v: &Value) -> bool {
+    fn is_nested(&self, v: &Value<'_>) -> bool {
         let Value::Dict(d) = v else { return false };
         let member_form = matches!(get(d, "type"), Some(Value::Str(_) | Value::List(_)))
             && d.iter()
-                .all(|(k, _)| matches!(k.as_str(), "type" | "if" | "features"));
+                .all(|(k, _)| matches!(k.as_ref(), "type" | "if" | "features"));
         !member_form
     }
 
     /// QEMU's `check_type_implicit` plus normalisation: an inline member
-    /// list.
+    /// list, consumed.
     fn members(
         &self,
-        v: &Value,
+        v: Value<'_>,
         info: &Info,
         source: &str,
         parent: &str,
@@ -481,10 +548,10 @@ impl Checker<'_> {
             .any(|n| n == parent);
         let mut out = Vec::with_capacity(d.len());
         for (key, arg) in d {
-            let key_source = format!("{source} member '{key}'");
+            let key_source = || format!("{source} member '{key}'");
             let (name, optional) = match key.strip_prefix('*') {
                 Some(k) => (k, true),
-                None => (key.as_str(), false),
+                None => (key.as_ref(), false),
             };
             self.check_name_lower(name, info, &key_source, permissive, permissive)?;
             if name == "u"
@@ -494,14 +561,14 @@ impl Checker<'_> {
             {
                 return Err(QapiError::new(
                     info,
-                    format!("{key_source} uses reserved name"),
+                    format!("{} uses reserved name", key_source()),
                 ));
             }
-            if self.legacy() && self.is_nested(arg) {
+            if self.legacy() && self.is_nested(&arg) {
                 if depth >= parser::MAX_DEPTH {
                     return Err(QapiError::new(info, "nesting too deep"));
                 }
-                let nested = self.members(arg, info, &key_source, parent, depth + 1)?;
+                let nested = self.members(arg, info, &key_source(), parent, depth + 1)?;
                 out.push(MemberDef {
                     name: name.to_string(),
                     optional,
@@ -513,32 +580,40 @@ impl Checker<'_> {
                 continue;
             }
             let (typ, ifcond, features) = match arg {
-                Value::Dict(a) => {
-                    if let Err(e) = check_keys(a, info, &key_source, &["type"], &["if", "features"])
+                Value::Dict(mut a) => {
+                    if let Err(e) =
+                        check_keys(&a, info, &key_source, &["type"], &["if", "features"])
                     {
-                        return Err(if get(a, "type").is_none() {
+                        return Err(if get(&a, "type").is_none() {
                             self.hint(e)
                         } else {
                             e
                         });
                     }
-                    let ifcond = self.check_if(a, info, &key_source)?;
-                    let features = self.check_features(get(a, "features"), info)?;
-                    let t = get(a, "type");
-                    self.check_type_name_or_array(t, info, &key_source)?;
-                    (
-                        t.map(type_ref).unwrap_or(TypeRef::Named(String::new())),
-                        ifcond,
-                        features,
-                    )
+                    self.check_if(&a, info, &key_source)?;
+                    let features = self.features(take(&mut a, "features"), info)?;
+                    self.check_type_name_or_array(get(&a, "type"), info, &key_source)?;
+                    let ifcond = take(&mut a, "if").map(to_ifcond).unwrap_or_default();
+                    let typ = take(&mut a, "type")
+                        .map(type_ref)
+                        .unwrap_or(TypeRef::Named(String::new()));
+                    (typ, ifcond, features)
                 }
                 other => {
-                    self.check_type_name_or_array(Some(other), info, &key_source)?;
+                    self.check_type_name_or_array(Some(&other), info, &key_source)?;
                     (type_ref(other), IfCond::Always, Vec::new())
                 }
             };
+            let name = match key {
+                Cow::Owned(mut k) if optional => {
+                    k.remove(0);
+                    k
+                }
+                Cow::Owned(k) => k,
+                Cow::Borrowed(k) => k[usize::from(optional)..].to_string(),
+            };
             out.push(MemberDef {
-                name: name.to_string(),
+                name,
                 optional,
                 typ,
                 ifcond,
@@ -549,27 +624,30 @@ impl Checker<'_> {
         Ok(out)
     }
 
-    fn args(&self, v: Option<&Value>, info: &Info, source: &str, parent: &str) -> Result<ArgsDef> {
+    fn args(&self, v: Option<Value<'_>>, info: &Info, parent: &str) -> Result<ArgsDef> {
         match v {
             None => Ok(ArgsDef::None),
-            Some(Value::Str(s)) => Ok(ArgsDef::Type(s.clone())),
-            Some(v) => Ok(ArgsDef::Members(self.members(v, info, source, parent, 0)?)),
+            Some(Value::Str(s)) => Ok(ArgsDef::Type(into_string(s))),
+            Some(v) => Ok(ArgsDef::Members(
+                self.members(v, info, "'data'", parent, 0)?,
+            )),
         }
     }
 
-    fn check_flags(&self, d: &Dict, info: &Info) -> Result<CommandFlags> {
+    fn check_flags(&self, d: &Dict<'_>, info: &Info) -> Result<CommandFlags> {
         let mut f = CommandFlags::default();
         for key in ["gen", "success-response"] {
             if let Some(v) = get(d, key) {
                 let ok = match v {
                     Value::Bool(false) => true,
-                    Value::Str(s) if s == "no" => {
-                        self.legacy() || return Err(self.flag_err(info, key, "false"))
-                    }
+                    // QEMU 1.x spelled false 'no'.
+                    Value::Str(s) if s == "no" => self.legacy(),
                     _ => false,
                 };
                 if !ok {
-                    return Err(self.flag_err(info, key, "false"));
+                    let e = QapiError::new(info, format!("flag '{key}' may only use false value"));
+                    let legacy_form = matches!(v, Value::Str(s) if s == "no");
+                    return Err(if legacy_form { self.hint(e) } else { e });
                 }
                 if key == "gen" {
                     f.gen = false;
@@ -580,7 +658,7 @@ impl Checker<'_> {
         }
         for key in ["boxed", "allow-oob", "allow-preconfig", "coroutine"] {
             if let Some(v) = get(d, key) {
-                if *v != Value::Bool(true) {
+                if !matches!(v, Value::Bool(true)) {
                     return Err(QapiError::new(
                         info,
                         format!("flag '{key}' may only use true value"),
@@ -603,90 +681,88 @@ impl Checker<'_> {
         Ok(f)
     }
 
-    fn flag_err(&self, info: &Info, key: &str, val: &str) -> QapiError {
-        let e = QapiError::new(info, format!("flag '{key}' may only use {val} value"));
-        if key == "gen" {
-            self.hint(e)
-        } else {
-            e
-        }
-    }
-
-    fn check_expr(&mut self, e: &RawExpr) -> Result<TopExpr> {
-        let info = &e.info;
-        let d: &Dict = &e.value;
-        if let Some((path, repeated)) = &e.include {
-            let name = get(d, "include")
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_string();
+    fn check_expr(&self, e: RawExpr<'_>) -> Result<TopExpr> {
+        let RawExpr {
+            info: einfo,
+            value: mut d,
+            doc,
+            include,
+        } = e;
+        if let Some((path, repeated)) = include {
+            let name = match take(&mut d, "include") {
+                Some(Value::Str(s)) => into_string(s),
+                _ => String::new(),
+            };
             return Ok(TopExpr {
-                info: info.clone(),
+                info: einfo,
                 doc: None,
                 kind: ExprKind::Include(IncludeDef {
                     name,
-                    path: path.clone(),
-                    repeated: *repeated,
+                    path,
+                    repeated,
                 }),
             });
         }
-        if let Some(Value::Dict(p)) = get(d, "pragma") {
+        if let Some(Value::Dict(p)) = take(&mut d, "pragma") {
             let settings = p
-                .iter()
+                .into_iter()
                 .map(|(k, v)| {
                     let v = match v {
-                        Value::Bool(b) => PragmaValue::Bool(*b),
+                        Value::Bool(b) => PragmaValue::Bool(b),
                         Value::List(l) => PragmaValue::List(
-                            l.iter()
-                                .filter_map(Value::as_str)
-                                .map(str::to_string)
+                            l.into_iter()
+                                .filter_map(|i| match i {
+                                    Value::Str(s) => Some(into_string(s)),
+                                    _ => None,
+                                })
                                 .collect(),
                         ),
                         _ => PragmaValue::List(Vec::new()),
                     };
-                    (k.clone(), v)
+                    (into_string(k), v)
                 })
                 .collect();
             return Ok(TopExpr {
-                info: info.clone(),
+                info: einfo,
                 doc: None,
                 kind: ExprKind::Pragma(PragmaDef { settings }),
             });
         }
-        let mut metas: Vec<&str> = METAS
-            .iter()
-            .copied()
-            .filter(|m| get(d, m).is_some())
-            .collect();
-        let legacy_type = self.legacy() && get(d, "type").is_some() && metas.is_empty();
-        if legacy_type {
-            metas.push("struct");
-        }
-        if metas.len() != 1 {
-            let e = QapiError::new(
-                info,
-                "expression must have exactly one key 'enum', 'struct', 'union', 'alternate', 'command', 'event'",
-            );
-            return Err(if metas.is_empty() && get(d, "type").is_some() {
-                self.hint(e)
-            } else {
-                e
-            });
-        }
-        let meta = metas[0];
-        let key = if legacy_type { "type" } else { meta };
-        let Some(Value::Str(name)) = get(d, key) else {
-            return Err(QapiError::new(
-                info,
-                format!("'{key}' requires a string name"),
-            ));
+        let mut metas = METAS.iter().copied().filter(|m| get(&d, m).is_some());
+        let (first, second) = (metas.next(), metas.next());
+        let has_type = get(&d, "type").is_some();
+        let legacy_type = self.legacy() && has_type && first.is_none();
+        let meta = match (first, second) {
+            (Some(m), None) => m,
+            (None, _) if legacy_type => "struct",
+            _ => {
+                let e = QapiError::new(
+                    &einfo,
+                    "expression must have exactly one key 'enum', 'struct', 'union', 'alternate', 'command', 'event'",
+                );
+                return Err(if first.is_none() && has_type {
+                    self.hint(e)
+                } else {
+                    e
+                });
+            }
         };
-        let dinfo = info.with_defn(meta, name);
+        let key = if legacy_type { "type" } else { meta };
+        let name = match get(&d, key) {
+            Some(Value::Str(name)) => name.to_string(),
+            _ => {
+                return Err(QapiError::new(
+                    &einfo,
+                    format!("'{key}' requires a string name"),
+                ))
+            }
+        };
+        let dinfo = einfo.with_defn(meta, &name);
         let info = &dinfo;
-        self.check_defn_name(name, info, meta)?;
-        let mut doc_idx = e.doc;
-        if let Some(doc) = e.doc.and_then(|i| self.docs.get(i)) {
-            if doc.symbol.as_deref() != Some(name.as_str()) {
+        self.check_defn_name(&name, info, meta)?;
+        let mut doc_idx = doc;
+        if let Some(docv) = doc.and_then(|i| self.docs.get(i)) {
+            if docv.symbol.as_deref() != Some(name.as_str()) {
                 if self.lenient_docs {
                     // Older QEMU did not check; the doc stays unattached.
                     doc_idx = None;
@@ -695,57 +771,63 @@ impl Checker<'_> {
                         info,
                         format!(
                             "documentation comment is for '{}'",
-                            doc.symbol.as_deref().unwrap_or_default()
+                            docv.symbol.as_deref().unwrap_or_default()
                         ),
                     ));
                 }
             } else if !self.lenient_docs {
-                self.check_doc_expr(doc, meta, d)?;
+                self.check_doc_expr(docv, meta, &d)?;
             }
         } else if self.pragma.doc_required && !self.lenient_docs {
             return Err(QapiError::new(info, "documentation comment required"));
         }
-        let kind = match meta {
+        let meta_src = || meta.to_string();
+        let common = |name: String| DefnCommon {
+            name,
+            info: info.clone(),
+            doc: doc_idx,
+            ifcond: IfCond::Always,
+            features: Vec::new(),
+        };
+        let mut kind = match meta {
             "enum" => {
                 check_keys(
-                    d,
+                    &d,
                     info,
-                    meta,
+                    &meta_src,
                     &["enum", "data"],
                     &["if", "features", "prefix"],
                 )?;
-                self.enum_def(d, info, name, doc_idx)?
+                self.enum_def(&mut d, info, common(name))?
             }
             "struct" => {
                 if legacy_type {
                     check_keys(
-                        d,
+                        &d,
                         info,
-                        meta,
+                        &meta_src,
                         &["type", "data"],
                         &["base", "if", "features", "gen"],
                     )?;
                 } else {
                     check_keys(
-                        d,
+                        &d,
                         info,
-                        meta,
+                        &meta_src,
                         &["struct", "data"],
                         &["base", "if", "features"],
                     )?;
                 }
-                let members = self.members(
-                    get(d, "data").unwrap_or(&Value::Bool(false)),
-                    info,
-                    "'data'",
-                    name,
-                    0,
-                )?;
-                let base = get(d, "base");
-                self.check_type_name(base, info, "'base'")?;
+                let data = take(&mut d, "data").unwrap_or(Value::Bool(false));
+                let members = self.members(data, info, "'data'", &name, 0)?;
+                self.check_type_name(get(&d, "base"), info, &|| "'base'".to_string())?;
+                let base = match take(&mut d, "base") {
+                    Some(Value::Str(s)) => Some(into_string(s)),
+                    _ => None,
+                };
                 ExprKind::Struct(StructDef {
-                    common: self.placeholder(name, info, doc_idx),
-                    base: base.and_then(Value::as_str).map(str::to_string),
+                    common: common(name),
+                    base,
                     members,
                     legacy_type_keyword: legacy_type,
                 })
@@ -753,36 +835,42 @@ impl Checker<'_> {
             "union" => {
                 if self.legacy() {
                     check_keys(
-                        d,
+                        &d,
                         info,
-                        meta,
+                        &meta_src,
                         &["union", "data"],
                         &["base", "discriminator", "if", "features"],
                     )?;
                 } else if let Err(e) = check_keys(
-                    d,
+                    &d,
                     info,
-                    meta,
+                    &meta_src,
                     &["union", "base", "discriminator", "data"],
                     &["if", "features"],
                 ) {
-                    return Err(if get(d, "discriminator").is_none() {
+                    return Err(if get(&d, "discriminator").is_none() {
                         self.hint(e)
                     } else {
                         e
                     });
                 }
-                self.union_def(d, info, name, doc_idx)?
+                self.union_def(&mut d, info, common(name.clone()), &name)?
             }
             "alternate" => {
-                check_keys(d, info, meta, &["alternate", "data"], &["if", "features"])?;
-                self.alternate_def(d, info, name, doc_idx)?
+                check_keys(
+                    &d,
+                    info,
+                    &meta_src,
+                    &["alternate", "data"],
+                    &["if", "features"],
+                )?;
+                self.alternate_def(&mut d, info, common(name))?
             }
             "command" => {
                 check_keys(
-                    d,
+                    &d,
                     info,
-                    meta,
+                    &meta_src,
                     &["command"],
                     &[
                         "data",
@@ -797,31 +885,22 @@ impl Checker<'_> {
                         "coroutine",
                     ],
                 )?;
-                let data = get(d, "data");
-                let args = if get(d, "boxed").is_some_and(truthy) {
-                    if data.is_none() {
-                        return Err(QapiError::new(info, "'boxed': true requires 'data'"));
-                    }
-                    self.check_type_name(data, info, "'data'")?;
-                    self.args(data, info, "'data'", name)?
-                } else {
-                    self.args(data, info, "'data'", name)?
-                };
-                let rets = get(d, "returns");
-                self.check_type_name_or_array(rets, info, "'returns'")?;
+                let args = self.data(&mut d, info, &name)?;
+                let rets = take(&mut d, "returns");
+                self.check_type_name_or_array(rets.as_ref(), info, &|| "'returns'".to_string())?;
                 let returns = match rets {
                     None => None,
                     Some(v @ Value::Dict(_)) => Some(TypeRef::Nested(self.members(
                         v,
                         info,
                         "'returns'",
-                        name,
+                        &name,
                         0,
                     )?)),
                     Some(v) => Some(type_ref(v)),
                 };
                 ExprKind::Command(CommandDef {
-                    common: self.placeholder(name, info, doc_idx),
+                    common: common(name),
                     data: args,
                     returns,
                     flags: CommandFlags::default(),
@@ -829,33 +908,23 @@ impl Checker<'_> {
             }
             _ => {
                 check_keys(
-                    d,
+                    &d,
                     info,
-                    meta,
+                    &meta_src,
                     &["event"],
                     &["data", "boxed", "if", "features"],
                 )?;
-                let data = get(d, "data");
-                let args = if get(d, "boxed").is_some_and(truthy) {
-                    if data.is_none() {
-                        return Err(QapiError::new(info, "'boxed': true requires 'data'"));
-                    }
-                    self.check_type_name(data, info, "'data'")?;
-                    self.args(data, info, "'data'", name)?
-                } else {
-                    self.args(data, info, "'data'", name)?
-                };
+                let args = self.data(&mut d, info, &name)?;
                 ExprKind::Event(EventDef {
-                    common: self.placeholder(name, info, doc_idx),
+                    common: common(name),
                     data: args,
                     boxed: false,
                 })
             }
         };
-        let ifcond = self.check_if(d, info, meta)?;
-        let features = self.check_features(get(d, "features"), info)?;
-        let flags = self.check_flags(d, info)?;
-        let mut kind = kind;
+        let ifcond = self.take_if(&mut d, info, &meta_src)?;
+        let features = self.features(take(&mut d, "features"), info)?;
+        let flags = self.check_flags(&d, info)?;
         match &mut kind {
             ExprKind::Command(c) => c.flags = flags,
             ExprKind::Event(ev) => ev.boxed = flags.boxed,
@@ -866,23 +935,31 @@ impl Checker<'_> {
             c.features = features;
         }
         Ok(TopExpr {
-            info: e.info.clone(),
+            info: einfo,
             doc: doc_idx,
             kind,
         })
     }
 
-    fn placeholder(&self, name: &str, info: &Info, doc: Option<usize>) -> DefnCommon {
-        DefnCommon {
-            name: name.to_string(),
-            info: info.clone(),
-            doc,
-            ifcond: IfCond::Always,
-            features: Vec::new(),
+    /// `data` of a command or event.
+    fn data<'t>(
+        &self,
+        d: &mut [(Cow<'t, str>, Value<'t>)],
+        info: &Info,
+        name: &str,
+    ) -> Result<ArgsDef> {
+        let boxed = get(d, "boxed").is_some_and(truthy);
+        let data = take(d, "data");
+        if boxed {
+            if data.is_none() {
+                return Err(QapiError::new(info, "'boxed': true requires 'data'"));
+            }
+            self.check_type_name(data.as_ref(), info, &|| "'data'".to_string())?;
         }
+        self.args(data, info, name)
     }
 
-    fn check_doc_expr(&self, doc: &Doc, meta: &str, d: &Dict) -> Result<()> {
+    fn check_doc_expr(&self, doc: &Doc, meta: &str, d: &Dict<'_>) -> Result<()> {
         let returns = doc.section(SectionKind::Returns);
         if meta == "command" {
             if let Some(r) = returns {
@@ -910,38 +987,54 @@ impl Checker<'_> {
         Ok(())
     }
 
-    fn enum_def(&self, d: &Dict, info: &Info, name: &str, doc: Option<usize>) -> Result<ExprKind> {
-        let Some(Value::List(items)) = get(d, "data") else {
+    fn enum_def<'t>(
+        &self,
+        d: &mut [(Cow<'t, str>, Value<'t>)],
+        info: &Info,
+        common: DefnCommon,
+    ) -> Result<ExprKind> {
+        let Some(Value::List(items)) = take(d, "data") else {
             return Err(QapiError::new(info, "'data' must be an array"));
         };
-        let prefix = match get(d, "prefix") {
+        let prefix = match take(d, "prefix") {
             None => None,
-            Some(Value::Str(s)) => Some(s.clone()),
+            Some(Value::Str(s)) => Some(into_string(s)),
             Some(_) => return Err(QapiError::new(info, "'prefix' must be a string")),
         };
-        let permissive = self.pragma.member_name_exceptions.iter().any(|n| n == name);
+        let permissive = self
+            .pragma
+            .member_name_exceptions
+            .iter()
+            .any(|n| *n == common.name);
         let mut members = Vec::with_capacity(items.len());
         for m in items {
             let (mname, ifcond, features) = match m {
-                Value::Dict(md) => {
-                    check_keys(md, info, "'data' member", &["name"], &["if", "features"])?;
-                    let Some(Value::Str(mname)) = get(md, "name") else {
+                Value::Dict(mut md) => {
+                    check_keys(
+                        &md,
+                        info,
+                        &|| "'data' member".to_string(),
+                        &["name"],
+                        &["if", "features"],
+                    )?;
+                    let Some(Value::Str(mname)) = take(&mut md, "name") else {
                         return Err(QapiError::new(info, "'data' member requires a string name"));
                     };
-                    let source = format!("'data' member '{mname}'");
-                    self.check_enum_value(mname, info, &source, permissive)?;
-                    let ifcond = self.check_if(md, info, &source)?;
-                    let features = self.check_features(get(md, "features"), info)?;
-                    (mname.clone(), ifcond, features)
+                    let src = || format!("'data' member '{mname}'");
+                    self.check_enum_value(&mname, info, &src, permissive)?;
+                    self.check_if(&md, info, &src)?;
+                    let features = self.features(take(&mut md, "features"), info)?;
+                    let ifcond = take(&mut md, "if").map(to_ifcond).unwrap_or_default();
+                    (into_string(mname), ifcond, features)
                 }
                 Value::Str(mname) => {
                     self.check_enum_value(
-                        mname,
+                        &mname,
                         info,
-                        &format!("'data' member '{mname}'"),
+                        &|| format!("'data' member '{mname}'"),
                         permissive,
                     )?;
-                    (mname.clone(), IfCond::Always, Vec::new())
+                    (into_string(mname), IfCond::Always, Vec::new())
                 }
                 _ => return Err(QapiError::new(info, "'data' member requires a string name")),
             };
@@ -953,7 +1046,7 @@ impl Checker<'_> {
             });
         }
         Ok(ExprKind::Enum(EnumDef {
-            common: self.placeholder(name, info, doc),
+            common,
             members,
             prefix,
         }))
@@ -963,7 +1056,7 @@ impl Checker<'_> {
         &self,
         name: &str,
         info: &Info,
-        source: &str,
+        source: Src<'_>,
         permissive: bool,
     ) -> Result<()> {
         // Enum values may start with a digit.
@@ -974,15 +1067,21 @@ impl Checker<'_> {
         self.check_name_lower(name, info, source, permissive, permissive)
     }
 
-    fn union_def(&self, d: &Dict, info: &Info, name: &str, doc: Option<usize>) -> Result<ExprKind> {
-        let base = match get(d, "base") {
+    fn union_def<'t>(
+        &self,
+        d: &mut [(Cow<'t, str>, Value<'t>)],
+        info: &Info,
+        common: DefnCommon,
+        name: &str,
+    ) -> Result<ExprKind> {
+        let base = match take(d, "base") {
             None => BaseDef::None,
-            Some(Value::Str(s)) => BaseDef::Type(s.clone()),
+            Some(Value::Str(s)) => BaseDef::Type(into_string(s)),
             Some(v) => BaseDef::Members(self.members(v, info, "'base'", name, 0)?),
         };
-        let discriminator = match get(d, "discriminator") {
+        let discriminator = match take(d, "discriminator") {
             None => None,
-            Some(Value::Str(s)) => Some(s.clone()),
+            Some(Value::Str(s)) => Some(into_string(s)),
             Some(_) => {
                 return Err(QapiError::new(
                     info,
@@ -990,37 +1089,40 @@ impl Checker<'_> {
                 ))
             }
         };
-        let Some(Value::Dict(data)) = get(d, "data") else {
+        let Some(Value::Dict(data)) = take(d, "data") else {
             return Err(QapiError::new(info, "'data' must be an object"));
         };
+        let simple = discriminator.is_none();
         let mut branches = Vec::with_capacity(data.len());
         for (key, value) in data {
-            let source = format!("'data' member '{key}'");
+            let source = || format!("'data' member '{key}'");
             let (typ, ifcond) = match value {
-                Value::Dict(v) => {
-                    check_keys(v, info, &source, &["type"], &["if"])?;
-                    let ifcond = self.check_if(v, info, &source)?;
-                    let t = get(v, "type");
-                    self.branch_type(t, info, &source, discriminator.is_none())?;
+                Value::Dict(mut v) => {
+                    check_keys(&v, info, &source, &["type"], &["if"])?;
+                    self.check_if(&v, info, &source)?;
+                    self.branch_type(get(&v, "type"), info, &source, simple)?;
+                    let ifcond = take(&mut v, "if").map(to_ifcond).unwrap_or_default();
                     (
-                        t.map(type_ref).unwrap_or(TypeRef::Named(String::new())),
+                        take(&mut v, "type")
+                            .map(type_ref)
+                            .unwrap_or(TypeRef::Named(String::new())),
                         ifcond,
                     )
                 }
                 other => {
-                    self.branch_type(Some(other), info, &source, discriminator.is_none())?;
+                    self.branch_type(Some(&other), info, &source, simple)?;
                     (type_ref(other), IfCond::Always)
                 }
             };
             branches.push(BranchDef {
-                name: key.clone(),
+                name: into_string(key),
                 typ,
                 ifcond,
                 info: info.clone(),
             });
         }
         Ok(ExprKind::Union(UnionDef {
-            common: self.placeholder(name, info, doc),
+            common,
             base,
             discriminator,
             branches,
@@ -1029,65 +1131,60 @@ impl Checker<'_> {
 
     fn branch_type(
         &self,
-        t: Option<&Value>,
+        t: Option<&Value<'_>>,
         info: &Info,
-        source: &str,
+        source: Src<'_>,
         simple: bool,
     ) -> Result<()> {
-        if simple && self.legacy() {
-            // Simple unions allowed arrays as branch types.
-            if let Some(Value::List(_)) = t {
-                return self.check_type_name_or_array(t, info, source);
-            }
+        // Legacy simple unions allowed arrays as branch types.
+        if simple && self.legacy() && matches!(t, Some(Value::List(_))) {
+            return self.check_type_name_or_array(t, info, source);
         }
         self.check_type_name(t, info, source)
     }
 
-    fn alternate_def(
+    fn alternate_def<'t>(
         &self,
-        d: &Dict,
+        d: &mut [(Cow<'t, str>, Value<'t>)],
         info: &Info,
-        name: &str,
-        doc: Option<usize>,
+        common: DefnCommon,
     ) -> Result<ExprKind> {
-        let data = get(d, "data");
-        if !data.is_some_and(truthy) {
+        if !get(d, "data").is_some_and(truthy) {
             return Err(QapiError::new(info, "'data' must not be empty"));
         }
-        let Some(Value::Dict(data)) = data else {
+        let Some(Value::Dict(data)) = take(d, "data") else {
             return Err(QapiError::new(info, "'data' must be an object"));
         };
         let mut branches = Vec::with_capacity(data.len());
         for (key, value) in data {
-            let source = format!("'data' member '{key}'");
-            self.check_name_lower(key, info, &source, false, false)?;
+            let source = || format!("'data' member '{key}'");
+            self.check_name_lower(&key, info, &source, false, false)?;
             let (typ, ifcond) = match value {
-                Value::Dict(v) => {
-                    check_keys(v, info, &source, &["type"], &["if"])?;
-                    let ifcond = self.check_if(v, info, &source)?;
-                    let t = get(v, "type");
-                    self.check_type_name_or_array(t, info, &source)?;
+                Value::Dict(mut v) => {
+                    check_keys(&v, info, &source, &["type"], &["if"])?;
+                    self.check_if(&v, info, &source)?;
+                    self.check_type_name_or_array(get(&v, "type"), info, &source)?;
+                    let ifcond = take(&mut v, "if").map(to_ifcond).unwrap_or_default();
                     (
-                        t.map(type_ref).unwrap_or(TypeRef::Named(String::new())),
+                        take(&mut v, "type")
+                            .map(type_ref)
+                            .unwrap_or(TypeRef::Named(String::new())),
                         ifcond,
                     )
                 }
                 other => {
-                    self.check_type_name_or_array(Some(other), info, &source)?;
+                    self.check_type_name_or_array(Some(&other), info, &source)?;
                     (type_ref(other), IfCond::Always)
                 }
             };
             branches.push(BranchDef {
-                name: key.clone(),
+                name: into_string(key),
                 typ,
                 ifcond,
                 info: info.clone(),
             });
         }
-        Ok(ExprKind::Alternate(AlternateDef {
-            common: self.placeholder(name, info, doc),
-            branches,
-        }))
+        Ok(ExprKind::Alternate(AlternateDef { common, branches }))
     }
 }
 

@@ -9,7 +9,34 @@ use crate::ast::{Doc, Pragma};
 use crate::doc::{self, DocItem};
 use crate::error::QapiError;
 use crate::source::{join_include, Dialect, Info, SourceFile, SourceProvider};
+use std::borrow::Cow;
+use std::cell::RefCell;
 use std::sync::Arc;
+
+/// Keeps the text of every schema file alive while the values parsed from
+/// it borrow from it (strings without escapes are not copied).
+#[derive(Debug, Default)]
+pub struct TextArena {
+    texts: RefCell<Vec<Box<str>>>,
+}
+
+impl TextArena {
+    pub fn new() -> TextArena {
+        TextArena::default()
+    }
+
+    /// Store `text`; the result lives as long as the arena.
+    pub fn alloc(&self, text: String) -> &str {
+        let boxed = text.into_boxed_str();
+        let ptr: *const str = &*boxed;
+        self.texts.borrow_mut().push(boxed);
+        // SAFETY: the boxed text is owned by the arena until the arena is
+        // dropped; it is never moved (only the Box pointer moves when the
+        // Vec grows), mutated or freed before then, and the returned
+        // reference cannot outlive `&self`.
+        unsafe { &*ptr }
+    }
+}
 
 /// Deepest nesting of `{` / `[` accepted.
 pub const MAX_DEPTH: usize = 256;
@@ -18,15 +45,18 @@ pub const MAX_INCLUDE_DEPTH: usize = 128;
 
 /// A JSON-like value of the schema language.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Value {
-    Str(String),
+pub enum Value<'t> {
+    Str(Cow<'t, str>),
     Bool(bool),
-    List(Vec<Value>),
+    List(Vec<Value<'t>>),
     /// Keys in the order written (no duplicates).
-    Dict(Vec<(String, Value)>),
+    Dict(Vec<(Cow<'t, str>, Value<'t>)>),
 }
 
-impl Value {
+/// The members of a dict value.
+pub type Dict<'t> = [(Cow<'t, str>, Value<'t>)];
+
+impl<'t> Value<'t> {
     pub fn as_str(&self) -> Option<&str> {
         match self {
             Value::Str(s) => Some(s),
@@ -34,7 +64,7 @@ impl Value {
         }
     }
 
-    pub fn as_dict(&self) -> Option<&[(String, Value)]> {
+    pub fn as_dict(&self) -> Option<&Dict<'t>> {
         match self {
             Value::Dict(d) => Some(d),
             _ => None,
@@ -42,21 +72,21 @@ impl Value {
     }
 
     /// Look a key up in a dict value.
-    pub fn get(&self, key: &str) -> Option<&Value> {
+    pub fn get(&self, key: &str) -> Option<&Value<'t>> {
         self.as_dict().and_then(|d| get(d, key))
     }
 }
 
 /// Look a key up in a dict's members.
-pub fn get<'a>(d: &'a [(String, Value)], key: &str) -> Option<&'a Value> {
-    d.iter().find(|(k, _)| k == key).map(|(_, v)| v)
+pub fn get<'a, 't>(d: &'a Dict<'t>, key: &str) -> Option<&'a Value<'t>> {
+    d.iter().find(|(k, _)| k.as_ref() == key).map(|(_, v)| v)
 }
 
 /// One raw top-level expression as the parser saw it.
 #[derive(Debug, Clone)]
-pub struct RawExpr {
+pub struct RawExpr<'t> {
     pub info: Info,
-    pub value: Vec<(String, Value)>,
+    pub value: Vec<(Cow<'t, str>, Value<'t>)>,
     pub doc: Option<usize>,
     /// For `include`: the joined file name and whether it was seen before.
     pub include: Option<(String, bool)>,
@@ -64,8 +94,8 @@ pub struct RawExpr {
 
 /// Everything parsing produced, before expression checks.
 #[derive(Debug, Clone, Default)]
-pub struct RawSchema {
-    pub exprs: Vec<RawExpr>,
+pub struct RawSchema<'t> {
+    pub exprs: Vec<RawExpr<'t>>,
     pub docs: Vec<Doc>,
     pub pragma: Pragma,
     pub legacy_returns_whitelist: Vec<String>,
@@ -119,8 +149,8 @@ struct Lexer<'a> {
     line: u32,
     line_pos: usize,
     tok: Tok,
-    /// String value (for `Str`) or comment text (for `Comment`).
-    val: String,
+    /// String value (for `Str`).
+    val: Cow<'a, str>,
     /// Byte range of the comment (for `Comment`).
     com: (usize, usize),
     file: Arc<SourceFile>,
@@ -241,14 +271,13 @@ impl<'a> Lexer<'a> {
     }
 
     fn string(&mut self) -> Result<(), QapiError> {
-        self.val.clear();
         let start = self.cursor;
         // Fast path: the closing quote with no escape or funny byte before.
         let mut i = start;
         while i < self.src.len() {
             let b = self.src[i];
             if b == b'\'' {
-                self.val.push_str(&self.text[start..i]);
+                self.val = Cow::Borrowed(&self.text[start..i]);
                 self.cursor = i + 1;
                 self.tok = Tok::Str;
                 return Ok(());
@@ -258,7 +287,8 @@ impl<'a> Lexer<'a> {
             }
             i += 1;
         }
-        self.val.push_str(&self.text[start..i]);
+        let mut val = String::with_capacity(i - start + 16);
+        val.push_str(&self.text[start..i]);
         self.cursor = i;
         loop {
             let Some(&b) = self.src.get(self.cursor) else {
@@ -268,6 +298,7 @@ impl<'a> Lexer<'a> {
             match b {
                 b'\n' => return Err(self.err("missing terminating \"'\"")),
                 b'\'' => {
+                    self.val = Cow::Owned(val);
                     self.tok = Tok::Str;
                     return Ok(());
                 }
@@ -277,7 +308,7 @@ impl<'a> Lexer<'a> {
                     };
                     if e == b'\\' {
                         self.cursor += 1;
-                        self.val.push('\\');
+                        val.push('\\');
                     } else {
                         let ch = self
                             .text
@@ -287,16 +318,16 @@ impl<'a> Lexer<'a> {
                         return Err(self.err(format!("unknown escape \\{ch}")));
                     }
                 }
-                32..=126 => self.val.push(b as char),
+                32..=126 => val.push(b as char),
                 _ => return Err(self.err("funny character in string")),
             }
         }
     }
 }
 
-enum Frame {
-    List(Vec<Value>),
-    Dict(Vec<(String, Value)>, String),
+enum Frame<'t> {
+    List(Vec<Value<'t>>),
+    Dict(Vec<(Cow<'t, str>, Value<'t>)>, Cow<'t, str>),
 }
 
 impl<'a> Lexer<'a> {
@@ -306,8 +337,8 @@ impl<'a> Lexer<'a> {
 
     /// Parse one value; the current token is its first token. Iterative,
     /// with an explicit stack bounded by [`MAX_DEPTH`].
-    fn get_expr(&mut self) -> Result<Value, QapiError> {
-        let mut stack: Vec<Frame> = Vec::new();
+    fn get_expr(&mut self) -> Result<Value<'a>, QapiError> {
+        let mut stack: Vec<Frame<'a>> = Vec::new();
         loop {
             let mut value = match self.tok {
                 Tok::LBrace => {
@@ -426,7 +457,7 @@ impl<'a> Lexer<'a> {
 
     /// The current token is a string key: check the colon and duplicates,
     /// and move to the value's first token.
-    fn dict_key(&mut self, members: &[(String, Value)]) -> Result<String, QapiError> {
+    fn dict_key(&mut self, members: &Dict<'a>) -> Result<Cow<'a, str>, QapiError> {
         let key = std::mem::take(&mut self.val);
         self.accept(true)?;
         if self.tok != Tok::Colon {
@@ -471,25 +502,30 @@ impl<'a> Lexer<'a> {
 }
 
 /// State shared by all files of one schema.
-struct Ctx<'p> {
+struct Ctx<'p, 't> {
     provider: &'p dyn SourceProvider,
+    arena: &'t TextArena,
     dialect: Dialect,
     /// Canonical names of every file read so far.
     included: Vec<String>,
     lenient_docs: bool,
-    out: RawSchema,
+    out: RawSchema<'t>,
 }
 
 /// Parse `fname` and everything it includes (expressions are not checked
 /// yet).
-pub fn parse_files(
+///
+/// File texts are kept in `arena`; the values borrow from them.
+pub fn parse_files<'t>(
     fname: &str,
     dialect: Dialect,
     provider: &dyn SourceProvider,
     lenient_docs: bool,
-) -> Result<RawSchema, QapiError> {
+    arena: &'t TextArena,
+) -> Result<RawSchema<'t>, QapiError> {
     let mut ctx = Ctx {
         provider,
+        arena,
         dialect,
         included: Vec::new(),
         lenient_docs,
@@ -504,7 +540,8 @@ pub fn parse_files(
         .read(fname)
         .map_err(|e| QapiError::bare(format!("can't read schema file '{fname}': {e}")))?;
     ctx.included.push(provider.canonical(fname));
-    parse_file(&mut ctx, file, &text, 0)?;
+    let text = arena.alloc(with_final_newline(text));
+    parse_file(&mut ctx, file, text, 0)?;
     Ok(ctx.out)
 }
 
@@ -524,19 +561,20 @@ fn reject_expr_doc(docs: &[Doc], cur: Option<usize>, lenient: bool) -> Result<()
     Ok(())
 }
 
-fn parse_file(
-    ctx: &mut Ctx<'_>,
+/// QEMU reads a file as if it ended with a newline.
+fn with_final_newline(mut text: String) -> String {
+    if !text.ends_with('\n') {
+        text.push('\n');
+    }
+    text
+}
+
+fn parse_file<'t>(
+    ctx: &mut Ctx<'_, 't>,
     file: Arc<SourceFile>,
-    text: &str,
+    text: &'t str,
     depth: usize,
 ) -> Result<(), QapiError> {
-    let owned;
-    let text = if text.ends_with('\n') {
-        text
-    } else {
-        owned = format!("{text}\n");
-        &owned
-    };
     let mut lx = Lexer {
         src: text.as_bytes(),
         text,
@@ -545,7 +583,7 @@ fn parse_file(
         line: 1,
         line_pos: 0,
         tok: Tok::Eof,
-        val: String::new(),
+        val: Cow::Borrowed(""),
         com: (0, 0),
         file: file.clone(),
         optional_commas: ctx.dialect == Dialect::Legacy,
@@ -619,7 +657,8 @@ fn parse_file(
                     name: incl_fname.clone(),
                     included_from: Some(info.clone()),
                 });
-                parse_file(ctx, subfile, &sub, depth + 1)?;
+                let sub = ctx.arena.alloc(with_final_newline(sub));
+                parse_file(ctx, subfile, sub, depth + 1)?;
             }
         } else if let Some(pragma) = get(&expr, "pragma") {
             reject_expr_doc(&ctx.out.docs, cur_doc, ctx.lenient_docs)?;
@@ -661,12 +700,12 @@ fn parse_file(
 }
 
 fn apply_pragma(
-    ctx: &mut Ctx<'_>,
+    ctx: &mut Ctx<'_, '_>,
     name: &str,
-    value: &Value,
+    value: &Value<'_>,
     info: &Info,
 ) -> Result<(), QapiError> {
-    let list = |v: &Value| -> Result<Vec<String>, QapiError> {
+    let list = |v: &Value<'_>| -> Result<Vec<String>, QapiError> {
         let bad = || QapiError::new(info, format!("pragma {name} must be a list of strings"));
         let Value::List(items) = v else {
             return Err(bad());
