@@ -107,10 +107,15 @@ impl Schema {
     ) -> Result<EntityId> {
         match self.lookup_type(name) {
             Some(id) => Ok(id),
-            None => Err(Self::err(
-                info,
-                format!("{} uses unknown type '{name}'", what()),
-            )),
+            None => {
+                let e = Self::err(info, format!("{} uses unknown type '{name}'", what()));
+                // QEMU 1.x's pseudo-types.
+                if name == "**" || name == "visitor" {
+                    Err(e.legacy_hint())
+                } else {
+                    Err(e)
+                }
+            }
         }
     }
 
