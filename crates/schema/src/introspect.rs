@@ -17,7 +17,7 @@
 
 use crate::model::{EntityId, EntityKind, IfCond, Schema};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
 /// One element of `query-qmp-schema`'s answer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -143,9 +143,11 @@ pub fn parse_cfg_file(text: &str) -> Vec<String> {
 struct Gen<'a> {
     schema: &'a Schema,
     opts: &'a Options,
-    names: HashMap<String, String>,
+    /// Masked number of each entity, in order of first use.
+    numbers: Vec<u32>,
+    next_number: u32,
     used: Vec<EntityId>,
-    used_set: HashSet<EntityId>,
+    used_set: Vec<bool>,
     out: Vec<SchemaInfo>,
 }
 
@@ -154,16 +156,19 @@ impl Gen<'_> {
         c.eval(&|s| self.opts.enabled.contains(s))
     }
 
-    fn name(&mut self, name: &str) -> String {
+    /// The name of type `id` as shown: its own, or its masked number.
+    fn name(&mut self, id: EntityId) -> String {
         if self.opts.unmask {
-            return name.to_string();
+            return self.schema.entities[id].name.clone();
         }
-        if let Some(n) = self.names.get(name) {
-            return n.clone();
+        let Some(slot) = self.numbers.get_mut(id) else {
+            return self.schema.entities[id].name.clone();
+        };
+        if *slot == u32::MAX {
+            *slot = self.next_number;
+            self.next_number += 1;
         }
-        let n = self.names.len().to_string();
-        self.names.insert(name.to_string(), n.clone());
-        n
+        slot.to_string()
     }
 
     fn json_type(&self, t: EntityId) -> &'static str {
@@ -192,8 +197,11 @@ impl Gen<'_> {
                 t = s.lookup_type("any").unwrap_or(t);
             }
         }
-        if self.used_set.insert(t) {
-            self.used.push(t);
+        if let Some(u) = self.used_set.get_mut(t) {
+            if !*u {
+                *u = true;
+                self.used.push(t);
+            }
         }
         match &s.entities[t].kind {
             EntityKind::Builtin(_) => s.entities[t].name.clone(),
@@ -205,7 +213,7 @@ impl Gen<'_> {
                     format!("[{}]", a.element_name)
                 }
             }
-            _ => self.name(&s.entities[t].name),
+            _ => self.name(t),
         }
     }
 
@@ -293,7 +301,7 @@ impl Gen<'_> {
                         values.push(m.name.clone());
                     }
                 }
-                let name = self.name(&e.name);
+                let name = self.name(id);
                 self.push(
                     name,
                     SchemaInfoMeta::Enum {
@@ -352,7 +360,7 @@ impl Gen<'_> {
                     }
                     None => (None, None),
                 };
-                let name = self.name(&e.name);
+                let name = self.name(id);
                 self.push(
                     name,
                     SchemaInfoMeta::Object {
@@ -372,7 +380,7 @@ impl Gen<'_> {
                         members.push(SchemaInfoAlternateMember { typ });
                     }
                 }
-                let name = self.name(&e.name);
+                let name = self.name(id);
                 self.push(
                     name,
                     SchemaInfoMeta::Alternate { members },
@@ -390,9 +398,10 @@ pub fn introspect(schema: &Schema, opts: &Options) -> Vec<SchemaInfo> {
     let mut g = Gen {
         schema,
         opts,
-        names: HashMap::new(),
+        numbers: vec![u32::MAX; schema.entities.len()],
+        next_number: 0,
         used: Vec::new(),
-        used_set: HashSet::new(),
+        used_set: vec![false; schema.entities.len()],
         out: Vec::new(),
     };
     for m in &schema.modules {
