@@ -101,6 +101,9 @@ pub fn run(results: &mut Map<String, Value>) {
     println!("input: {exprs} expressions, {} KB", bytes / 1024);
 
     let iters = 200;
+    let parse = time(iters, || {
+        qmpkit_schema::parse_schema(main, Dialect::Modern, &files).is_ok()
+    });
     let check = time(iters, || {
         qmpkit_schema::load_from(main, Dialect::Modern, &files).is_ok()
     });
@@ -111,7 +114,7 @@ pub fn run(results: &mut Map<String, Value>) {
             Err(_) => false,
         }
     });
-    let (Some(check), Some(intro)) = (check, intro) else {
+    let (Some(parse), Some(check), Some(intro)) = (parse, check, intro) else {
         println!("skipped: the schema does not load");
         return;
     };
@@ -121,6 +124,12 @@ pub fn run(results: &mut Map<String, Value>) {
     };
     println!("{:<44} {:>10}", "case", "median ms");
     println!("{:<44} {:>10.3}", "parse + check (qmpkit)", check);
+    println!("{:<44} {:>10.3}", "  of which parse (front end)", parse);
+    println!(
+        "{:<44} {:>10.3}",
+        "  of which model and checks",
+        check - parse
+    );
     println!(
         "{:<44} {:>10.3}",
         "parse + check + introspect + JSON (qmpkit)", intro
@@ -133,6 +142,7 @@ pub fn run(results: &mut Map<String, Value>) {
     results.insert(
         "schema".to_string(),
         json!({
+            "parse_ms": parse,
             "parse_check_ms": check,
             "introspect_ms": intro,
             "python_ms": py,
