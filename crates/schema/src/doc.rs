@@ -26,10 +26,16 @@ pub enum DocItem<'t> {
     Unterminated { line: u32, col: u32 },
 }
 
+/// Where the tokens of a doc comment block come from (the lexer): each
+/// call moves to the next token.
+pub trait DocSource<'t> {
+    fn next_item(&mut self) -> Result<DocItem<'t>, QapiError>;
+}
+
 struct Reader<'a, 't> {
     info: &'a Info,
     lenient: bool,
-    items: std::vec::IntoIter<DocItem<'t>>,
+    items: &'a mut dyn DocSource<'t>,
     /// Position of the last item read (for errors).
     line: u32,
     col: u32,
@@ -51,12 +57,12 @@ impl<'t> Reader<'_, 't> {
         if self.done {
             return Ok(None);
         }
-        match self.items.next() {
-            None | Some(DocItem::End) => {
+        match self.items.next_item()? {
+            DocItem::End => {
                 self.done = true;
                 Ok(None)
             }
-            Some(DocItem::JunkAtEnd { line, col }) => {
+            DocItem::JunkAtEnd { line, col } => {
                 self.line = line;
                 self.col = col;
                 if self.lenient {
@@ -65,7 +71,7 @@ impl<'t> Reader<'_, 't> {
                 }
                 Err(self.err("junk after '##' at end of documentation comment"))
             }
-            Some(DocItem::Unterminated { line, col }) => {
+            DocItem::Unterminated { line, col } => {
                 self.line = line;
                 self.col = col;
                 if self.lenient {
@@ -74,7 +80,7 @@ impl<'t> Reader<'_, 't> {
                 }
                 Err(self.err("documentation comment must end with '##'"))
             }
-            Some(DocItem::Line { line, col, text }) => {
+            DocItem::Line { line, col, text } => {
                 self.line = line;
                 self.col = col;
                 if text == "#" {
@@ -141,6 +147,9 @@ struct Builder<'a, 't> {
     lenient: bool,
     /// Saw a `Note:` / `Example:` section (syntax QEMU 10.0 retired).
     old_style: bool,
+    /// Text of the current section so far (sections only receive text
+    /// while current; the text is stored when the next one starts).
+    scratch: String,
 }
 
 impl<'t> Builder<'_, 't> {
@@ -155,9 +164,19 @@ impl<'t> Builder<'_, 't> {
     }
 
     fn append(&mut self, line: &str) {
-        let s = self.cur_section();
-        s.text.push_str(line);
-        s.text.push('\n');
+        self.scratch.push_str(line);
+        self.scratch.push('\n');
+    }
+
+    /// Store the current section's text (without leading and trailing
+    /// newlines) and make `next` current.
+    fn switch(&mut self, next: Cur) {
+        if !self.scratch.is_empty() {
+            let text = self.scratch.trim_matches('\n').to_string();
+            self.scratch.clear();
+            self.cur_section().text = text;
+        }
+        self.cur = next;
     }
 
     fn section(&self, kind: SectionKind, name: Option<String>) -> DocSection {
@@ -173,17 +192,18 @@ impl<'t> Builder<'_, 't> {
     /// a plain section.
     fn ensure_untagged(&mut self) {
         let info = self.r.line_info();
+        let empty = self.scratch.is_empty();
         let s = self.cur_section();
         if s.kind == SectionKind::Plain {
-            if s.text.is_empty() {
+            if empty {
                 s.info = info;
             }
-            s.text.push('\n');
+            self.scratch.push('\n');
             return;
         }
         let s = self.section(SectionKind::Plain, None);
         self.doc.sections.push(s);
-        self.cur = Cur::Section(self.doc.sections.len() - 1);
+        self.switch(Cur::Section(self.doc.sections.len() - 1));
     }
 
     fn new_argument(&mut self, name: &str) -> Result<(), QapiError> {
@@ -199,7 +219,7 @@ impl<'t> Builder<'_, 't> {
         }
         let s = self.section(SectionKind::Member, Some(name.to_string()));
         self.doc.args.push(s);
-        self.cur = Cur::Arg(self.doc.args.len() - 1);
+        self.switch(Cur::Arg(self.doc.args.len() - 1));
         Ok(())
     }
 
@@ -216,7 +236,7 @@ impl<'t> Builder<'_, 't> {
         }
         let s = self.section(SectionKind::Feature, Some(name.to_string()));
         self.doc.features.push(s);
-        self.cur = Cur::Feature(self.doc.features.len() - 1);
+        self.switch(Cur::Feature(self.doc.features.len() - 1));
         Ok(())
     }
 
@@ -233,7 +253,7 @@ impl<'t> Builder<'_, 't> {
         }
         let s = self.section(kind, None);
         self.doc.sections.push(s);
-        self.cur = Cur::Section(self.doc.sections.len() - 1);
+        self.switch(Cur::Section(self.doc.sections.len() - 1));
         Ok(())
     }
 
@@ -342,7 +362,7 @@ impl<'t> Builder<'_, 't> {
                         // Before 9.1: a section of free text.
                         let s = self.section(SectionKind::Plain, None);
                         self.doc.sections.push(s);
-                        self.cur = Cur::Section(self.doc.sections.len() - 1);
+                        self.switch(Cur::Section(self.doc.sections.len() - 1));
                         self.append(&l);
                         line = self.indented()?;
                         no_more_args = true;
@@ -408,15 +428,6 @@ impl<'t> Builder<'_, 't> {
     }
 }
 
-fn strip_newlines(s: &mut String) {
-    let end = s.trim_end_matches('\n').len();
-    s.truncate(end);
-    let start = s.len() - s.trim_start_matches('\n').len();
-    if start > 0 {
-        s.drain(..start);
-    }
-}
-
 /// A parsed doc comment block.
 #[derive(Debug, Clone)]
 pub struct ParsedDoc {
@@ -425,19 +436,20 @@ pub struct ParsedDoc {
     pub old_style: bool,
 }
 
-/// Build a [`Doc`] from the items of one block; `info` is the position of
-/// its opening `##`. `lenient` accepts the doc syntax of older QEMU
+/// Build a [`Doc`] from the tokens of one block, read from `items` up to
+/// and including its closing `##`; `info` is the position of its opening
+/// `##`. `lenient` accepts the doc syntax of older QEMU
 /// (sections QEMU 10.0 retired, loose indentation, `@Symbol` without a
 /// colon) instead of raising QEMU 10.0's errors.
-pub fn parse_doc(
+pub fn parse_doc<'t>(
     info: &Info,
-    items: Vec<DocItem<'_>>,
+    items: &mut dyn DocSource<'t>,
     lenient: bool,
 ) -> Result<ParsedDoc, QapiError> {
     let mut r = Reader {
         info,
         lenient,
-        items: items.into_iter(),
+        items,
         line: info.line,
         col: 1,
         done: false,
@@ -463,6 +475,7 @@ pub fn parse_doc(
         cur: Cur::Body,
         lenient,
         old_style: false,
+        scratch: String::with_capacity(1024),
     };
     match first {
         Some(l) if l.starts_with('@') && lenient => {
@@ -490,16 +503,8 @@ pub fn parse_doc(
         }
         first => b.freeform(first)?,
     }
+    b.switch(Cur::Body);
     let old_style = b.old_style;
-    let mut doc = b.doc;
-    strip_newlines(&mut doc.body.text);
-    for s in doc
-        .args
-        .iter_mut()
-        .chain(doc.features.iter_mut())
-        .chain(doc.sections.iter_mut())
-    {
-        strip_newlines(&mut s.text);
-    }
+    let doc = b.doc;
     Ok(ParsedDoc { doc, old_style })
 }

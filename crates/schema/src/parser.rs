@@ -6,7 +6,7 @@
 //! advances to the next multiple of 8, plus one).
 
 use crate::ast::{Doc, Pragma};
-use crate::doc::{self, DocItem};
+use crate::doc::{self, DocItem, DocSource};
 use crate::error::QapiError;
 use crate::source::{join_include, Dialect, Info, SourceFile, SourceProvider};
 use std::borrow::Cow;
@@ -469,35 +469,24 @@ impl<'a> Lexer<'a> {
         }
         Ok(key)
     }
+}
 
-    /// Collect the lines of a doc comment block; the current token is its
-    /// opening `##` comment.
-    fn get_doc_items(&mut self, lenient: bool) -> Result<Vec<DocItem<'a>>, QapiError> {
-        if self.comment() != "##" && !lenient {
-            return Err(self
-                .err("junk after '##' at start of documentation comment")
-                .doc_error());
+impl<'a> DocSource<'a> for Lexer<'a> {
+    fn next_item(&mut self) -> Result<DocItem<'a>, QapiError> {
+        self.accept(false)?;
+        let line = self.line;
+        let col = column(self.src, self.line_pos, self.pos);
+        if self.tok != Tok::Comment {
+            return Ok(DocItem::Unterminated { line, col });
         }
-        let mut items = Vec::new();
-        loop {
-            self.accept(false)?;
-            let line = self.line;
-            let col = column(self.src, self.line_pos, self.pos);
-            if self.tok != Tok::Comment {
-                items.push(DocItem::Unterminated { line, col });
-                return Ok(items);
+        let text = self.comment();
+        if text.starts_with("##") {
+            if text != "##" {
+                return Ok(DocItem::JunkAtEnd { line, col });
             }
-            let text = self.comment();
-            if text.starts_with("##") {
-                if text != "##" {
-                    items.push(DocItem::JunkAtEnd { line, col });
-                } else {
-                    items.push(DocItem::End);
-                }
-                return Ok(items);
-            }
-            items.push(DocItem::Line { line, col, text });
+            return Ok(DocItem::End);
         }
+        Ok(DocItem::Line { line, col, text })
     }
 }
 
@@ -594,9 +583,14 @@ fn parse_file<'t>(
         let info = lx.info();
         if lx.tok == Tok::Comment {
             reject_expr_doc(&ctx.out.docs, cur_doc, ctx.lenient_docs)?;
-            let items = lx.get_doc_items(ctx.lenient_docs)?;
-            let unterminated = matches!(items.last(), Some(DocItem::Unterminated { .. }));
-            let d = doc::parse_doc(&info, items, ctx.lenient_docs)?;
+            if lx.comment() != "##" && !ctx.lenient_docs {
+                return Err(lx
+                    .err("junk after '##' at start of documentation comment")
+                    .doc_error());
+            }
+            let d = doc::parse_doc(&info, &mut lx, ctx.lenient_docs)?;
+            // Lenient docs may end at a token that is not a comment.
+            let unterminated = lx.tok != Tok::Comment;
             ctx.out.old_style_docs |= d.old_style;
             ctx.out.docs.push(d.doc);
             cur_doc = Some(ctx.out.docs.len() - 1);
