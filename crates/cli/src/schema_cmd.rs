@@ -220,7 +220,7 @@ fn col_to_range(line: &str, col: u32) -> std::ops::Range<usize> {
             return i..i + ch.len_utf8();
         }
         c = if ch == '\t' {
-            (c + 7) / 8 * 8 + 1
+            c.div_ceil(8) * 8 + 1
         } else {
             c + 1
         };
