@@ -160,10 +160,7 @@ struct Lexer<'a> {
 }
 
 fn memchr_nl(src: &[u8], from: usize) -> usize {
-    match src
-        .get(from..)
-        .and_then(|s| s.iter().position(|&b| b == b'\n'))
-    {
+    match src.get(from..).and_then(|s| memchr::memchr(b'\n', s)) {
         Some(i) => from + i,
         None => src.len(),
     }
