@@ -96,7 +96,7 @@ impl Schema {
             doc_links: Vec::new(),
             legacy_docs: false,
             pragma: Pragma::default(),
-            by_name: NameMap::with_capacity_and_hasher(1024, Default::default()),
+            by_name: NameIndex::default(),
             feature_names: vec!["deprecated".to_string(), "unstable".to_string()],
             schema_dir,
             cwd: std::env::current_dir().unwrap_or_default(),
@@ -231,7 +231,7 @@ impl Schema {
 
     /// Define a named entity, reporting a redefinition as QEMU does.
     fn def_definition(&mut self, e: Entity) -> Result<EntityId> {
-        if let Some(&other) = self.by_name.get(&e.name) {
+        if let Some(other) = self.lookup(&e.name) {
             let o = &self.entities[other];
             let msg = match &o.info {
                 Some(oi) => format!(
@@ -245,9 +245,8 @@ impl Schema {
                 None => QapiError::bare(msg),
             });
         }
-        let name = e.name.clone();
         let id = self.push_entity(e);
-        self.by_name.insert(name, id);
+        self.by_name.insert(&self.entities[id].name, id);
         Ok(id)
     }
 

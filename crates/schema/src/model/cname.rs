@@ -125,15 +125,6 @@ fn map_char(ch: char) -> char {
     }
 }
 
-fn sorted_protected() -> &'static [&'static [u8]] {
-    static SORTED: std::sync::OnceLock<Vec<&'static [u8]>> = std::sync::OnceLock::new();
-    SORTED.get_or_init(|| {
-        let mut v: Vec<&'static [u8]> = PROTECTED.iter().map(|w| w.as_bytes()).collect();
-        v.sort_unstable();
-        v
-    })
-}
-
 fn protected(name: &str) -> bool {
     let b = name.as_bytes();
     if b.first().is_some_and(u8::is_ascii_digit) {
@@ -151,8 +142,105 @@ fn protected(name: &str) -> bool {
             b'_'
         };
     }
-    let mapped = &buf[..b.len()];
-    sorted_protected().binary_search(&mapped).is_ok()
+    is_protected_word(&buf[..b.len()])
+}
+
+/// `PROTECTED`, as a match the compiler turns into a length switch.
+fn is_protected_word(w: &[u8]) -> bool {
+    matches!(
+        w,
+        b"auto"
+            | b"break"
+            | b"case"
+            | b"char"
+            | b"const"
+            | b"continue"
+            | b"default"
+            | b"do"
+            | b"double"
+            | b"else"
+            | b"enum"
+            | b"extern"
+            | b"float"
+            | b"for"
+            | b"goto"
+            | b"if"
+            | b"int"
+            | b"long"
+            | b"register"
+            | b"return"
+            | b"short"
+            | b"signed"
+            | b"sizeof"
+            | b"static"
+            | b"struct"
+            | b"switch"
+            | b"typedef"
+            | b"union"
+            | b"unsigned"
+            | b"void"
+            | b"volatile"
+            | b"while"
+            | b"inline"
+            | b"restrict"
+            | b"_Bool"
+            | b"_Complex"
+            | b"_Imaginary"
+            | b"_Alignas"
+            | b"_Alignof"
+            | b"_Atomic"
+            | b"_Generic"
+            | b"_Noreturn"
+            | b"_Static_assert"
+            | b"_Thread_local"
+            | b"asm"
+            | b"typeof"
+            | b"bool"
+            | b"catch"
+            | b"class"
+            | b"const_cast"
+            | b"delete"
+            | b"dynamic_cast"
+            | b"explicit"
+            | b"false"
+            | b"friend"
+            | b"mutable"
+            | b"namespace"
+            | b"new"
+            | b"operator"
+            | b"private"
+            | b"protected"
+            | b"public"
+            | b"reinterpret_cast"
+            | b"static_cast"
+            | b"template"
+            | b"this"
+            | b"throw"
+            | b"true"
+            | b"try"
+            | b"typeid"
+            | b"typename"
+            | b"using"
+            | b"virtual"
+            | b"wchar_t"
+            | b"and"
+            | b"and_eq"
+            | b"bitand"
+            | b"bitor"
+            | b"compl"
+            | b"not"
+            | b"not_eq"
+            | b"or"
+            | b"or_eq"
+            | b"xor"
+            | b"xor_eq"
+            | b"unix"
+            | b"errno"
+            | b"mips"
+            | b"sparc"
+            | b"i386"
+            | b"linux"
+    )
 }
 
 /// The characters of `c_name(name)`, without allocating.
@@ -178,6 +266,14 @@ pub fn c_name_hash(name: &str) -> u64 {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn protected_match_agrees_with_list() {
+        for w in super::PROTECTED {
+            assert!(super::is_protected_word(w.as_bytes()), "{w}");
+        }
+        assert!(!super::is_protected_word(b"unixx"));
+    }
+
     use super::{c_name, c_name_eq, c_name_hash};
 
     #[test]

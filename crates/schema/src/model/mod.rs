@@ -53,6 +53,68 @@ impl std::hash::Hasher for NameHasher {
 /// Hash maps keyed by schema names.
 pub type NameMap<V> = HashMap<String, V, std::hash::BuildHasherDefault<NameHasher>>;
 
+/// FNV-1a of a name's bytes.
+pub(crate) fn name_hash(name: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in name.as_bytes() {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+/// A hasher for keys that already are hashes.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PrehashedHasher(u64);
+
+impl std::hash::Hasher for PrehashedHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+/// Definitions by name, keyed by the name's hash (names live in the
+/// entities); the rare names whose hash is taken go to `collisions`.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct NameIndex {
+    by_hash: HashMap<u64, EntityId, std::hash::BuildHasherDefault<PrehashedHasher>>,
+    collisions: NameMap<EntityId>,
+}
+
+impl NameIndex {
+    fn get(&self, entities: &[Entity], name: &str) -> Option<EntityId> {
+        match self.by_hash.get(&name_hash(name)) {
+            Some(&id) if entities.get(id).is_some_and(|e| e.name == name) => Some(id),
+            _ => self.collisions.get(name).copied(),
+        }
+    }
+
+    fn insert(&mut self, name: &str, id: EntityId) {
+        match self.by_hash.entry(name_hash(name)) {
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(id);
+            }
+            std::collections::hash_map::Entry::Occupied(_) => {
+                self.collisions.insert(name.to_string(), id);
+            }
+        }
+    }
+
+    fn reserve(&mut self, n: usize) {
+        self.by_hash.reserve(n);
+    }
+}
+
 /// Index of an entity in [`Schema::entities`].
 pub type EntityId = usize;
 /// Index of a module in [`Schema::modules`].
@@ -256,7 +318,7 @@ pub struct Schema {
     /// Doc comments were read with older QEMU's syntax: QEMU 10.0's doc
     /// checks do not apply.
     pub legacy_docs: bool,
-    by_name: NameMap<EntityId>,
+    by_name: NameIndex,
     /// Feature names seen so far (QEMU allows at most 64, the two special
     /// ones included).
     feature_names: Vec<String>,
@@ -280,7 +342,7 @@ impl Schema {
 
     /// Look up any definition by name.
     pub fn lookup(&self, name: &str) -> Option<EntityId> {
-        self.by_name.get(name).copied()
+        self.by_name.get(&self.entities, name)
     }
 
     /// Look up a type (not a command or event) by name.
