@@ -172,7 +172,10 @@ impl Gen<'_> {
     }
 
     fn json_type(&self, t: EntityId) -> &'static str {
-        match &self.schema.entities[t].kind {
+        let Some(e) = self.schema.entities.get(t) else {
+            return "value";
+        };
+        match &e.kind {
             EntityKind::Builtin(b) => b.json_type,
             EntityKind::Enum(_) => "string",
             EntityKind::Array(_) => "array",
@@ -184,6 +187,10 @@ impl Gen<'_> {
     fn use_type(&mut self, t: EntityId) -> String {
         let mut t = t;
         let s = self.schema;
+        if t >= s.entities.len() {
+            // Only an unchecked schema has unresolved references.
+            return String::new();
+        }
         if self.json_type(t) == "int" {
             t = s.lookup_type("int").unwrap_or(t);
         } else if let EntityKind::Array(a) = &s.entities[t].kind {
