@@ -17,7 +17,7 @@ use std::sync::Arc;
 /// it borrow from it (strings without escapes are not copied).
 #[derive(Debug, Default)]
 pub struct TextArena {
-    texts: RefCell<Vec<Box<str>>>,
+    texts: RefCell<Vec<String>>,
 }
 
 impl TextArena {
@@ -27,13 +27,13 @@ impl TextArena {
 
     /// Store `text`; the result lives as long as the arena.
     pub fn alloc(&self, text: String) -> &str {
-        let boxed = text.into_boxed_str();
-        let ptr: *const str = &*boxed;
-        self.texts.borrow_mut().push(boxed);
-        // SAFETY: the boxed text is owned by the arena until the arena is
-        // dropped; it is never moved (only the Box pointer moves when the
-        // Vec grows), mutated or freed before then, and the returned
-        // reference cannot outlive `&self`.
+        let ptr: *const str = text.as_str();
+        self.texts.borrow_mut().push(text);
+        // SAFETY: the text's heap buffer is owned by the arena until the
+        // arena is dropped; it is never reallocated (the String is never
+        // mutated again; only the String header moves when the Vec grows)
+        // nor freed before then, and the returned reference cannot outlive
+        // `&self`.
         unsafe { &*ptr }
     }
 }
@@ -142,6 +142,8 @@ pub fn column(src: &[u8], line_pos: usize, pos: usize) -> u32 {
 }
 
 struct Lexer<'a> {
+    /// The parser's stack of open containers, kept for its capacity.
+    stack: Vec<Frame<'a>>,
     src: &'a [u8],
     text: &'a str,
     cursor: usize,
@@ -335,7 +337,14 @@ impl<'a> Lexer<'a> {
     /// Parse one value; the current token is its first token. Iterative,
     /// with an explicit stack bounded by [`MAX_DEPTH`].
     fn get_expr(&mut self) -> Result<Value<'a>, QapiError> {
-        let mut stack: Vec<Frame<'a>> = Vec::new();
+        let mut stack = std::mem::take(&mut self.stack);
+        stack.clear();
+        let r = self.get_expr_with(&mut stack);
+        self.stack = stack;
+        r
+    }
+
+    fn get_expr_with(&mut self, stack: &mut Vec<Frame<'a>>) -> Result<Value<'a>, QapiError> {
         loop {
             let mut value = match self.tok {
                 Tok::LBrace => {
@@ -569,6 +578,7 @@ fn parse_file<'t>(
         line: 1,
         line_pos: 0,
         tok: Tok::Eof,
+        stack: Vec::with_capacity(16),
         val: Cow::Borrowed(""),
         com: (0, 0),
         file: file.clone(),

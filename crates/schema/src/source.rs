@@ -169,7 +169,8 @@ impl SourceProvider for FsProvider {
         if meta.len() > MAX_FILE_SIZE {
             return Err(too_large());
         }
-        let mut buf = Vec::with_capacity(meta.len() as usize);
+        // One spare byte: reading to the end needs room to see the end.
+        let mut buf = Vec::with_capacity((meta.len() as usize).saturating_add(1));
         // `take` bounds devices and files that grow while being read.
         file.take(MAX_FILE_SIZE + 1).read_to_end(&mut buf)?;
         if buf.len() as u64 > MAX_FILE_SIZE {
