@@ -506,5 +506,21 @@ pub fn parse_doc<'t>(
     b.switch(Cur::Body);
     let old_style = b.old_style;
     let doc = b.doc;
+    if !lenient {
+        // Descriptions and tagged sections need text.
+        let all = doc
+            .args
+            .iter()
+            .chain(doc.features.iter())
+            .chain(doc.sections.iter());
+        if let Some(s) = all
+            .filter(|s| s.kind != SectionKind::Plain && s.text.is_empty())
+            .min_by_key(|s| s.info.line)
+        {
+            return Err(
+                QapiError::new(&s.info, format!("text required after '{}:'", s.kind)).doc_error(),
+            );
+        }
+    }
     Ok(ParsedDoc { doc, old_style })
 }
