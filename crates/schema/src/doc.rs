@@ -198,7 +198,9 @@ impl<'t> Builder<'_, 't> {
             if empty {
                 s.info = info;
             }
-            self.scratch.push('\n');
+            if !self.scratch.ends_with("\n\n") {
+                self.scratch.push('\n');
+            }
             return;
         }
         let s = self.section(SectionKind::Plain, None);

@@ -33,8 +33,8 @@ pub fn parse_schema(
     // older QEMU. The legacy dialect always reads them the older way; a
     // modern schema whose doc comments fail QEMU 10.0's rules is read again
     // the older way, and accepted so if it uses the retired `Note:` /
-    // `Example:` sections (as QEMU up to 9.0 did), else QEMU 10.0's error
-    // stands.
+    // `Example:` sections in several doc comments (as QEMU up to 9.0 did),
+    // else QEMU 10.0's error stands.
     let lenient = dialect == Dialect::Legacy;
     let arena = TextArena::new();
     let raw = match parser::parse_files(path, dialect, provider, lenient, &arena) {
@@ -42,7 +42,9 @@ pub fn parse_schema(
         Err(e) if e.doc_syntax && !lenient => {
             let arena2 = TextArena::new();
             match parser::parse_files(path, dialect, provider, true, &arena2) {
-                Ok(raw) if raw.old_style_docs => return check_all(path, dialect, raw),
+                Ok(raw) if raw.old_style_blocks >= OLD_STYLE_MIN_BLOCKS => {
+                    return check_all(path, dialect, raw)
+                }
                 _ => return Err(e),
             }
         }
@@ -60,6 +62,7 @@ fn check_all(path: &str, dialect: Dialect, raw: parser::RawSchema<'_>) -> Result
         legacy_name_case_whitelist,
         lenient_docs,
         old_style_docs: _,
+        old_style_blocks: _,
     } = raw;
     let ck = Checker {
         dialect,
@@ -87,6 +90,10 @@ fn check_all(path: &str, dialect: Dialect, raw: parser::RawSchema<'_>) -> Result
 pub fn parse_schema_file(path: &str, dialect: Dialect) -> Result<ParsedSchema> {
     parse_schema(path, dialect, &crate::source::FsProvider)
 }
+
+/// Doc comments with `Note:` / `Example:` sections that mark a schema as
+/// written for QEMU before 9.1 (one such section is QEMU 10.0's error).
+const OLD_STYLE_MIN_BLOCKS: usize = 3;
 
 const METAS: [&str; 6] = ["enum", "struct", "union", "alternate", "command", "event"];
 

@@ -104,6 +104,8 @@ pub struct RawSchema<'t> {
     pub lenient_docs: bool,
     /// Some doc comment uses `Note:` / `Example:` sections.
     pub old_style_docs: bool,
+    /// How many doc comments use them.
+    pub old_style_blocks: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -599,6 +601,7 @@ fn parse_file<'t>(
             // Lenient docs may end at a token that is not a comment.
             let unterminated = lx.tok != Tok::Comment;
             ctx.out.old_style_docs |= d.old_style;
+            ctx.out.old_style_blocks += usize::from(d.old_style);
             ctx.out.docs.push(d.doc);
             cur_doc = Some(ctx.out.docs.len() - 1);
             if !unterminated {
