@@ -505,6 +505,9 @@ struct Ctx<'p, 't> {
     dialect: Dialect,
     /// Canonical names of every file read so far.
     included: Vec<String>,
+    /// Canonical names of the files being read: the main file, the file
+    /// it includes, and so on down to the current one.
+    chain: Vec<String>,
     lenient_docs: bool,
     out: RawSchema<'t>,
 }
@@ -525,6 +528,7 @@ pub fn parse_files<'t>(
         arena,
         dialect,
         included: Vec::new(),
+        chain: Vec::new(),
         lenient_docs,
         out: RawSchema::default(),
     };
@@ -538,6 +542,7 @@ pub fn parse_files<'t>(
         .map_err(|e| QapiError::bare(format!("can't read schema file '{fname}': {e}")))?;
     ctx.included.push(provider.canonical(fname));
     let text = arena.alloc(with_final_newline(text));
+    ctx.chain.push(provider.canonical(fname));
     parse_file(&mut ctx, file, text, 0)?;
     Ok(ctx.out)
 }
@@ -627,12 +632,8 @@ fn parse_file<'t>(
             let incl_fname = join_include(&file.name, name);
             let canon = ctx.provider.canonical(&incl_fname);
             // An inclusion loop: the file is one of those including us.
-            let mut inf = Some(info.clone());
-            while let Some(i) = inf {
-                if ctx.provider.canonical(&i.file.name) == canon {
-                    return Err(QapiError::new(&info, format!("inclusion loop for {name}")));
-                }
-                inf = i.file.included_from.clone();
+            if ctx.chain.contains(&canon) {
+                return Err(QapiError::new(&info, format!("inclusion loop for {name}")));
             }
             let repeated = ctx.included.contains(&canon);
             ctx.out.exprs.push(RawExpr {
@@ -650,7 +651,7 @@ fn parse_file<'t>(
                         ),
                     ));
                 }
-                ctx.included.push(canon);
+                ctx.included.push(canon.clone());
                 let sub = ctx.provider.read(&incl_fname).map_err(|e| {
                     QapiError::new(
                         &info,
@@ -662,7 +663,9 @@ fn parse_file<'t>(
                     included_from: Some(info.clone()),
                 });
                 let sub = ctx.arena.alloc(with_final_newline(sub));
+                ctx.chain.push(canon);
                 parse_file(ctx, subfile, sub, depth + 1)?;
+                ctx.chain.pop();
             }
         } else if let Some(pragma) = get(&expr, "pragma") {
             reject_expr_doc(&ctx.out.docs, cur_doc, ctx.lenient_docs)?;
