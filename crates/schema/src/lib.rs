@@ -10,9 +10,9 @@
 
 pub mod ast;
 pub mod doc;
-pub mod parser;
 pub mod error;
 pub mod expr;
+pub mod parser;
 pub mod source;
 
 pub use ast::ParsedSchema;
