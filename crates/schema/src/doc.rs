@@ -313,15 +313,14 @@ impl<'t> Builder<'_, 't> {
         mut line: Option<&'t str>,
         feature: bool,
     ) -> Result<Option<&'t str>, QapiError> {
-        while let Some((name, text)) = line.as_deref().and_then(at_name_colon) {
-            let (name, text) = (name.to_string(), text.to_string());
+        while let Some((name, text)) = line.and_then(at_name_colon) {
             if feature {
-                self.new_feature(&name)?;
+                self.new_feature(name)?;
             } else {
-                self.new_argument(&name)?;
+                self.new_argument(name)?;
             }
             if !text.is_empty() {
-                self.append(&text);
+                self.append(text);
             }
             line = self.indented()?;
         }
@@ -389,10 +388,9 @@ impl<'t> Builder<'_, 't> {
                     "Since" => SectionKind::Since,
                     _ => SectionKind::Todo,
                 };
-                let text = text.to_string();
                 self.new_tagged(kind)?;
                 if !text.is_empty() {
-                    self.append(&text);
+                    self.append(text);
                 }
                 line = self.indented()?;
                 no_more_args = true;
@@ -442,11 +440,13 @@ pub struct ParsedDoc {
 /// and including its closing `##`; `info` is the position of its opening
 /// `##`. `lenient` accepts the doc syntax of older QEMU
 /// (sections QEMU 10.0 retired, loose indentation, `@Symbol` without a
-/// colon) instead of raising QEMU 10.0's errors.
+/// colon) instead of raising QEMU 10.0's errors. `scratch` is a buffer
+/// reused between calls.
 pub fn parse_doc<'t>(
     info: &Info,
     items: &mut dyn DocSource<'t>,
     lenient: bool,
+    scratch: &mut String,
 ) -> Result<ParsedDoc, QapiError> {
     let mut r = Reader {
         info,
@@ -477,7 +477,10 @@ pub fn parse_doc<'t>(
         cur: Cur::Body,
         lenient,
         old_style: false,
-        scratch: String::with_capacity(1024),
+        scratch: {
+            scratch.clear();
+            std::mem::take(scratch)
+        },
     };
     match first {
         Some(l) if l.starts_with('@') && lenient => {
@@ -506,6 +509,7 @@ pub fn parse_doc<'t>(
         first => b.freeform(first)?,
     }
     b.switch(Cur::Body);
+    *scratch = std::mem::take(&mut b.scratch);
     let old_style = b.old_style;
     let doc = b.doc;
     if !lenient {

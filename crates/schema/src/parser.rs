@@ -508,6 +508,8 @@ struct Ctx<'p, 't> {
     /// Canonical names of the files being read: the main file, the file
     /// it includes, and so on down to the current one.
     chain: Vec<String>,
+    /// Buffer for doc comment text, reused.
+    doc_scratch: String,
     lenient_docs: bool,
     out: RawSchema<'t>,
 }
@@ -529,6 +531,7 @@ pub fn parse_files<'t>(
         dialect,
         included: Vec::new(),
         chain: Vec::new(),
+        doc_scratch: String::with_capacity(4096),
         lenient_docs,
         out: RawSchema::default(),
     };
@@ -602,7 +605,7 @@ fn parse_file<'t>(
                     .err("junk after '##' at start of documentation comment")
                     .doc_error());
             }
-            let d = doc::parse_doc(&info, &mut lx, ctx.lenient_docs)?;
+            let d = doc::parse_doc(&info, &mut lx, ctx.lenient_docs, &mut ctx.doc_scratch)?;
             // Lenient docs may end at a token that is not a comment.
             let unterminated = lx.tok != Tok::Comment;
             ctx.out.old_style_docs |= d.old_style;
