@@ -206,6 +206,12 @@ impl<'a> Lexer<'a> {
     /// a comment starting with `##` is always a token.
     fn accept(&mut self, skip_comment: bool) -> Result<(), QapiError> {
         loop {
+            // Runs of blanks (indentation) in one tight loop.
+            let mut c = self.cursor;
+            while let Some(b' ' | b'\t' | b'\r') = self.src.get(c) {
+                c += 1;
+            }
+            self.cursor = c;
             let Some(&b) = self.src.get(self.cursor) else {
                 self.pos = self.src.len().saturating_sub(1);
                 self.tok = Tok::Eof;
