@@ -6,6 +6,11 @@ use std::fmt;
 /// The hint attached to errors caused by constructs of the legacy dialect.
 pub const LEGACY_HINT: &str = "accepted with --dialect legacy";
 
+/// The hint attached to doc comment errors that the legacy dialect's
+/// reading of doc comments (as QEMU before 9.1 wrote them) does not raise.
+pub const LEGACY_DOC_HINT: &str =
+    "accepted with --dialect legacy (which reads doc comments as QEMU before 9.1 wrote them)";
+
 /// A schema error, printed exactly as QEMU prints it:
 /// `<include path><context>F:L[:C]: message`.
 ///
@@ -78,7 +83,9 @@ impl QapiError {
 
     /// True when the legacy dialect accepts what caused this error.
     pub fn is_legacy_construct(&self) -> bool {
-        self.hint.as_deref() == Some(LEGACY_HINT)
+        self.hint
+            .as_deref()
+            .is_some_and(|h| h.starts_with(LEGACY_HINT))
     }
 
     /// QEMU's text, then `note: <hint>` on its own line when there is one

@@ -39,16 +39,29 @@ pub fn parse_schema(
     let arena = TextArena::new();
     let raw = match parser::parse_files(path, dialect, provider, lenient, &arena) {
         Ok(raw) => raw,
-        Err(e) if e.doc_syntax && !lenient => {
-            let arena2 = TextArena::new();
-            match parser::parse_files(path, dialect, provider, true, &arena2) {
-                Ok(raw) if raw.old_style_blocks >= OLD_STYLE_MIN_BLOCKS => {
-                    return check_all(path, dialect, raw)
+        Err(e) if lenient || e.hint.is_some() => return Err(e),
+        Err(e) => {
+            if e.doc_syntax {
+                let arena2 = TextArena::new();
+                if let Ok(raw) = parser::parse_files(path, dialect, provider, true, &arena2) {
+                    if raw.old_style_blocks >= OLD_STYLE_MIN_BLOCKS {
+                        return check_all(path, dialect, raw);
+                    }
                 }
-                _ => return Err(e),
             }
+            // Say so when the legacy dialect reads what QEMU 10.0 rejects
+            // (e.g. QEMU 1.x's optional commas, older doc comments).
+            let arena3 = TextArena::new();
+            if parser::parse_files(path, Dialect::Legacy, provider, true, &arena3).is_ok() {
+                let hint = if e.doc_syntax {
+                    crate::error::LEGACY_DOC_HINT
+                } else {
+                    crate::error::LEGACY_HINT
+                };
+                return Err(e.with_hint(hint));
+            }
+            return Err(e);
         }
-        Err(e) => return Err(e),
     };
     check_all(path, dialect, raw)
 }

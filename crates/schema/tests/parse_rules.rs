@@ -409,4 +409,27 @@ fn legacy_dialect() {
         err("{ 'enum': 'E'\n 'data': [ 'a' ] }"),
         "s.json:2:2: expected ',' or '}'"
     );
+    // Under the modern dialect QEMU's error stands, with a note.
+    let modern = |t: &str| {
+        parse_schema(
+            "s.json",
+            Dialect::Modern,
+            &MemoryProvider::from_files([("s.json", t)]),
+        )
+        .unwrap_err()
+    };
+    let e = modern("{ 'enum': 'Ee', 'data': [ 'a', ] }");
+    assert_eq!(
+        e.to_string(),
+        "s.json:1:32: expected '{', '[', string, or boolean"
+    );
+    assert!(e.is_legacy_construct());
+    let e = modern("##\n# @Ee\n##\n{ 'enum': 'Ee', 'data': [ 'a' ] }");
+    assert_eq!(e.to_string(), "s.json:2:1: line should end with ':'");
+    assert!(e.is_legacy_construct());
+    assert!(e
+        .full()
+        .contains("note: accepted with --dialect legacy (which reads doc comments"));
+    let e = modern("{ 'enum': 'Ee', 'data': [ 'a' ]; }");
+    assert!(!e.is_legacy_construct());
 }
