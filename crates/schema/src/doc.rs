@@ -263,25 +263,25 @@ impl<'t> Builder<'_, 't> {
     /// the first line that is not part of it.
     fn indented(&mut self) -> Result<Option<&'t str>, QapiError> {
         let mut line = self.r.next()?;
-        while line.as_deref() == Some("") {
+        while line == Some("") {
             self.append("");
             line = self.r.next()?;
         }
         let Some(first) = line else { return Ok(None) };
-        let indent = indent_of(&first);
+        let indent = indent_of(first);
         if indent == 0 {
             return Ok(Some(first));
         }
-        self.append(&first);
+        self.append(first);
         let mut prev_blank = false;
         loop {
             let Some(l) = self.r.next()? else {
                 return Ok(None);
             };
-            if at_name_colon(&l).is_some() {
+            if at_name_colon(l).is_some() {
                 return Ok(Some(l));
             }
-            if !l.is_empty() && indent_of(&l) < indent {
+            if !l.is_empty() && indent_of(l) < indent {
                 if prev_blank || self.lenient {
                     return Ok(Some(l));
                 }
@@ -289,7 +289,7 @@ impl<'t> Builder<'_, 't> {
                     "unexpected de-indent (expected at least {indent} spaces)"
                 )));
             }
-            self.append(&l);
+            self.append(l);
             prev_blank = l.is_empty();
         }
     }
@@ -301,7 +301,7 @@ impl<'t> Builder<'_, 't> {
             match self.r.next()? {
                 None => return Ok(None),
                 Some(l) if l.is_empty() => return Ok(Some(l)),
-                Some(l) => self.append(&l),
+                Some(l) => self.append(l),
             }
         }
     }
@@ -331,7 +331,7 @@ impl<'t> Builder<'_, 't> {
         let mut line = self.r.next()?;
         let mut no_more_args = false;
         loop {
-            while line.as_deref() == Some("") {
+            while line == Some("") {
                 line = self.r.next()?;
             }
             let Some(l) = line.take() else { break };
@@ -340,7 +340,7 @@ impl<'t> Builder<'_, 't> {
                     return Err(self.r.err("duplicated 'Features:' line"));
                 }
                 line = self.r.next()?;
-                while line.as_deref() == Some("") {
+                while line == Some("") {
                     line = self.r.next()?;
                 }
                 line = self.descriptions(line, true)?;
@@ -348,7 +348,7 @@ impl<'t> Builder<'_, 't> {
                     return Err(self.r.err("feature descriptions expected"));
                 }
                 no_more_args = true;
-            } else if let Some((name, _)) = at_name_colon(&l) {
+            } else if let Some((name, _)) = at_name_colon(l) {
                 if no_more_args && !self.lenient {
                     return Err(self
                         .r
@@ -356,7 +356,7 @@ impl<'t> Builder<'_, 't> {
                 }
                 line = self.descriptions(Some(l), false)?;
                 no_more_args = true;
-            } else if let Some((tag, text)) = tagged(&l) {
+            } else if let Some((tag, text)) = tagged(l) {
                 if tag.starts_with("Note") || tag.starts_with("Example") {
                     self.old_style = true;
                     if self.lenient {
@@ -364,7 +364,7 @@ impl<'t> Builder<'_, 't> {
                         let s = self.section(SectionKind::Plain, None);
                         self.doc.sections.push(s);
                         self.switch(Cur::Section(self.doc.sections.len() - 1));
-                        self.append(&l);
+                        self.append(l);
                         line = self.indented()?;
                         no_more_args = true;
                         continue;
@@ -400,7 +400,7 @@ impl<'t> Builder<'_, 't> {
                     .err("unexpected '=' markup in definition documentation"));
             } else {
                 self.ensure_untagged();
-                self.append(&l);
+                self.append(l);
                 line = self.paragraph()?;
             }
         }
@@ -412,7 +412,7 @@ impl<'t> Builder<'_, 't> {
         let mut line = first_line;
         let mut first = true;
         while let Some(l) = line {
-            if let Some((name, _)) = at_name_colon(&l).filter(|_| !self.lenient) {
+            if let Some((name, _)) = at_name_colon(l).filter(|_| !self.lenient) {
                 return Err(self
                     .r
                     .err(format!("'@{name}:' not allowed in free-form documentation")));
@@ -420,7 +420,7 @@ impl<'t> Builder<'_, 't> {
             if l.starts_with('=') && !first && !self.lenient {
                 return Err(self.r.err("'=' heading must come first in a comment block"));
             }
-            self.append(&l);
+            self.append(l);
             line = self.r.next()?;
             first = false;
         }

@@ -1021,11 +1021,7 @@ impl Checker<'_> {
             Some(Value::Str(s)) => Some(into_string(s)),
             Some(_) => return Err(QapiError::new(info, "'prefix' must be a string")),
         };
-        let permissive = self
-            .pragma
-            .member_name_exceptions
-            .iter()
-            .any(|n| *n == common.name);
+        let permissive = self.pragma.member_name_exceptions.contains(&common.name);
         let mut members = Vec::with_capacity(items.len());
         for m in items {
             let (mname, ifcond, features) = match m {
