@@ -17,7 +17,7 @@ pub mod source;
 
 pub use ast::ParsedSchema;
 pub use error::QapiError;
-pub use expr::parse_schema;
+pub use expr::{parse_schema, parse_schema_file};
 pub use source::{Dialect, DirProvider, FsProvider, Info, MemoryProvider, SourceProvider};
 pub mod dump;
 pub mod introspect;

@@ -138,8 +138,9 @@ fn file_of_100_mb() {
         use std::io::Write;
         let f = std::fs::File::create(&path).expect("create");
         let mut w = std::io::BufWriter::new(f);
-        let line = format!("# {}\n", "x".repeat(1021));
-        for _ in 0..(100 * 1024) {
+        // 100 comment lines of 1 MiB each.
+        let line = format!("# {}\n", "x".repeat(1024 * 1024 - 3));
+        for _ in 0..100 {
             w.write_all(line.as_bytes()).expect("write");
         }
         w.write_all(b"{ 'enum': 'Big', 'data': [ 'a' ] }\n{ 'oops' }\n")
@@ -147,7 +148,7 @@ fn file_of_100_mb() {
         w.flush().expect("flush");
     }
     let e = parse_schema("big.json", Dialect::Modern, &DirProvider::new(&d)).unwrap_err();
-    assert_eq!(e.to_string(), "big.json:102402:10: expected ':'");
+    assert_eq!(e.to_string(), "big.json:102:10: expected ':'");
     let _ = std::fs::remove_dir_all(&d);
 }
 
@@ -274,7 +275,7 @@ fn tabs_expand_to_eight() {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 2000, .. ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 500, .. ProptestConfig::default() })]
 
     #[test]
     fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
