@@ -434,6 +434,9 @@ pub struct Doc {
     pub sections: Vec<DocSection>,
 }
 
+/// QEMU's name for a doc comment block.
+pub type QapiDoc = Doc;
+
 impl Doc {
     /// The description of member `name`, if documented.
     pub fn arg(&self, name: &str) -> Option<&DocSection> {
