@@ -1,0 +1,131 @@
+//! The contract between the server and whatever implements commands.
+//!
+//! A command is a schema entity plus a [`HandlerFn`] registered under its
+//! name in a [`Registry`]. Handlers receive a [`Call`]: the arguments,
+//! already validated against the schema, and a context (the session, an
+//! event sender, the file descriptors that came with the request).
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::os::fd::OwnedFd;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+
+use qmpkit_wire::QmpError;
+use serde_json::{Map, Value};
+
+/// What a handler's future resolves to: the `return` value (in schema
+/// order; the server applies `qemu_order` once when it writes the reply), or
+/// the error to answer.
+pub type HandlerResult = Result<Value, QmpError>;
+
+/// A boxed handler future.
+pub type HandlerFuture = Pin<Box<dyn Future<Output = HandlerResult> + Send + 'static>>;
+
+/// A command handler: an async function of the call.
+pub type HandlerFn = Arc<dyn Fn(Call) -> HandlerFuture + Send + Sync + 'static>;
+
+/// Broadcasts events to every negotiated session of one server (one
+/// monitor). Cheap to clone. The server stamps the timestamp and applies
+/// QEMU's per-event rate limits.
+#[derive(Clone)]
+pub struct EventSender {
+    pub(crate) inner: Arc<dyn Fn(&str, Option<Value>) + Send + Sync + 'static>,
+}
+
+impl EventSender {
+    /// An event sender over any sink (tests, fleets, bridges).
+    pub fn from_fn(f: impl Fn(&str, Option<Value>) + Send + Sync + 'static) -> EventSender {
+        EventSender { inner: Arc::new(f) }
+    }
+
+    /// Emit `name` with optional `data` (schema order).
+    pub fn emit(&self, name: &str, data: Option<Value>) {
+        (self.inner)(name, data)
+    }
+}
+
+impl std::fmt::Debug for EventSender {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("EventSender")
+    }
+}
+
+/// What a handler may know and keep about the session that sent the call.
+#[derive(Clone, Debug)]
+pub struct SessionInfo {
+    /// Unique per server, counting from 1 in connection order.
+    pub id: u64,
+    /// File descriptors kept by name for this session (`getfd`/`closefd`):
+    /// in QEMU they belong to the monitor connection and close with it.
+    pub named_fds: Arc<Mutex<HashMap<String, OwnedFd>>>,
+}
+
+/// One command call, as a handler receives it.
+pub struct Call {
+    /// The command's name as the client sent it.
+    pub command: String,
+    /// Arguments, validated against the schema (an empty map when the
+    /// client sent none). For `boxed` commands: the members of the boxed
+    /// type; for `gen: false` commands: exactly what the client sent.
+    pub args: Map<String, Value>,
+    /// Whether the request came as `exec-oob`.
+    pub oob: bool,
+    pub session: SessionInfo,
+    pub events: EventSender,
+    /// File descriptors received (SCM_RIGHTS) with or before this request
+    /// and not yet consumed; a handler takes what it uses.
+    pub fds: Vec<OwnedFd>,
+}
+
+/// Handlers by command name.
+#[derive(Clone, Default)]
+pub struct Registry {
+    handlers: HashMap<String, HandlerFn>,
+}
+
+impl Registry {
+    pub fn new() -> Registry {
+        Registry::default()
+    }
+
+    /// Register an async handler.
+    pub fn register<F, Fut>(&mut self, name: &str, f: F)
+    where
+        F: Fn(Call) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = HandlerResult> + Send + 'static,
+    {
+        self.handlers
+            .insert(name.to_string(), Arc::new(move |call| Box::pin(f(call))));
+    }
+
+    /// Register a synchronous handler (most machine commands).
+    pub fn register_sync<F>(&mut self, name: &str, f: F)
+    where
+        F: Fn(Call) -> HandlerResult + Send + Sync + 'static,
+    {
+        let f = Arc::new(f);
+        self.handlers.insert(
+            name.to_string(),
+            Arc::new(move |call| {
+                let r = f(call);
+                Box::pin(async move { r })
+            }),
+        );
+    }
+
+    pub fn get(&self, name: &str) -> Option<&HandlerFn> {
+        self.handlers.get(name)
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.handlers.contains_key(name)
+    }
+
+    /// Registered command names, sorted.
+    pub fn names(&self) -> Vec<&str> {
+        let mut v: Vec<&str> = self.handlers.keys().map(String::as_str).collect();
+        v.sort_unstable();
+        v
+    }
+}
