@@ -20,7 +20,11 @@ Run `qmpkit <command> --help` for the options of one command.";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
-    let rest = if args.len() > 2 { args[2..].to_vec() } else { Vec::new() };
+    let rest = if args.len() > 2 {
+        args[2..].to_vec()
+    } else {
+        Vec::new()
+    };
     match args.get(1).map(String::as_str) {
         Some("schema") => schema_cmd::run(rest),
         Some("serve") => serve_cmd::run(rest),
