@@ -10,3 +10,5 @@ pub mod handler;
 pub use handler::{
     Call, EventSender, HandlerFn, HandlerFuture, HandlerResult, Registry, SessionInfo,
 };
+pub mod synth;
+pub mod validate;
