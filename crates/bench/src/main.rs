@@ -6,10 +6,24 @@ mod schema;
 mod wire;
 
 fn main() {
+    // `QMPKIT_BENCH_ONLY=schema,wire` runs only the sections named.
+    let only = std::env::var("QMPKIT_BENCH_ONLY").ok();
+    let on = |name: &str| match only.as_deref() {
+        None => true,
+        Some(o) => o.split(',').any(|s| s.trim() == name),
+    };
     let mut results = serde_json::Map::new();
-    wire::run(&mut results);
-    proto::run(&mut results);
-    client::run(&mut results);
-    schema::run(&mut results);
+    if on("wire") {
+        wire::run(&mut results);
+    }
+    if on("proto") {
+        proto::run(&mut results);
+    }
+    if on("client") {
+        client::run(&mut results);
+    }
+    if on("schema") {
+        schema::run(&mut results);
+    }
     println!("{}", serde_json::Value::Object(results));
 }

@@ -1,14 +1,16 @@
 //! Schema front end: parse + check of QEMU 10.0.2's whole system schema
 //! (about 1 060 expressions in ~40 files), and parse + check + introspect +
-//! serialise. Files are read once into memory so the figure is the
-//! language work, not the disk.
+//! serialise. Like QEMU's own front end, every iteration reads the files
+//! from disk in-process (the disk cache is warm after the warm-up runs);
+//! process startup is not measured, nor is freeing the result. Each figure
+//! is the minimum (best) of the iterations, with the median beside it.
 //!
 //! The peer is QEMU's own Python front end (`qapi.schema.QAPISchema`); it
 //! is measured when `python3` can import QEMU's `qapi` package (set
 //! `QMPKIT_QEMU_SCRIPTS` to QEMU's `scripts/` directory), otherwise the
 //! reference figure from the issue (230 ms) is printed and labelled as such.
 
-use qmpkit_schema::{introspect, Dialect, MemoryProvider};
+use qmpkit_schema::{introspect, Dialect, DirProvider, MemoryProvider};
 use serde_json::{json, Map, Value};
 use std::hint::black_box;
 use std::path::{Path, PathBuf};
@@ -42,14 +44,24 @@ fn collect(root: &Path, dir: &Path, out: &mut MemoryProvider, bytes: &mut usize)
     }
 }
 
-fn median_ms(mut samples: Vec<f64>) -> f64 {
-    samples.sort_by(|a, b| a.total_cmp(b));
-    samples.get(samples.len() / 2).copied().unwrap_or(f64::NAN)
+/// Best and median of a run's samples, in ms.
+#[derive(Debug, Clone, Copy)]
+struct Timing {
+    min: f64,
+    median: f64,
 }
 
-/// Median time of `f`; what it returns is freed after the clock stops
-/// (freeing is not the work measured), `None` means it failed.
-fn time<T>(iters: usize, mut f: impl FnMut() -> Option<T>) -> Option<f64> {
+fn summarise(mut samples: Vec<f64>) -> Timing {
+    samples.sort_by(|a, b| a.total_cmp(b));
+    Timing {
+        min: samples.first().copied().unwrap_or(f64::NAN),
+        median: samples.get(samples.len() / 2).copied().unwrap_or(f64::NAN),
+    }
+}
+
+/// Time of `f` (best and median); what it returns is freed after the
+/// clock stops (freeing is not the work measured), `None` means it failed.
+fn time<T>(iters: usize, mut f: impl FnMut() -> Option<T>) -> Option<Timing> {
     // Warm up, and make sure it works at all.
     for _ in 0..3 {
         f()?;
@@ -61,7 +73,7 @@ fn time<T>(iters: usize, mut f: impl FnMut() -> Option<T>) -> Option<f64> {
         samples.push(t.elapsed().as_secs_f64() * 1e3);
         drop(r);
     }
-    Some(median_ms(samples))
+    Some(summarise(samples))
 }
 
 /// Time QEMU's Python front end, if its `qapi` package is importable.
@@ -85,6 +97,10 @@ fn python_ms() -> Option<f64> {
     String::from_utf8_lossy(&out.stdout).trim().parse().ok()
 }
 
+/// Goals for the two end-to-end figures (ms, best of the iterations).
+const GOAL_PARSE_CHECK_MS: f64 = 3.0;
+const GOAL_INTROSPECT_MS: f64 = 5.0;
+
 pub fn run(results: &mut Map<String, Value>) {
     println!("== schema front end (QEMU 10.0.2 system schema) ==");
     let root = schema_root();
@@ -100,17 +116,19 @@ pub fn run(results: &mut Map<String, Value>) {
         }
     };
     println!("input: {exprs} expressions, {} KB", bytes / 1024);
+    // What is timed reads the files from disk, as QEMU does.
+    let disk = DirProvider::new(&root);
 
     let iters = 200;
     let parse = time(iters, || {
-        qmpkit_schema::parse_schema(main, Dialect::Modern, &files).ok()
+        qmpkit_schema::parse_schema(main, Dialect::Modern, &disk).ok()
     });
     let check = time(iters, || {
-        qmpkit_schema::load_from(main, Dialect::Modern, &files).ok()
+        qmpkit_schema::load_from(main, Dialect::Modern, &disk).ok()
     });
     let opts = introspect::Options::default();
     let intro = time(iters, || {
-        let s = qmpkit_schema::load_from(main, Dialect::Modern, &files).ok()?;
+        let s = qmpkit_schema::load_from(main, Dialect::Modern, &disk).ok()?;
         let text = introspect::to_json_text(&introspect::introspect(&s, &opts)).ok()?;
         Some((s, text))
     });
@@ -122,32 +140,65 @@ pub fn run(results: &mut Map<String, Value>) {
         Some(ms) => (ms, "QEMU python (measured)"),
         None => (REFERENCE_PYTHON_MS, "QEMU python (reference)"),
     };
-    println!("{:<44} {:>10}", "case", "median ms");
-    println!("{:<44} {:>10.3}", "parse + check (qmpkit)", check);
-    println!("{:<44} {:>10.3}", "  of which parse (front end)", parse);
+    let goal = |t: Timing, g: f64| {
+        let verdict = if t.min < g { "met" } else { "NOT met" };
+        format!("< {g} ms ({verdict})")
+    };
     println!(
-        "{:<44} {:>10.3}",
+        "{:<44} {:>9} {:>9}  goal (on min)",
+        format!("case (files read from disk, {iters} runs)"),
+        "min ms",
+        "median ms"
+    );
+    println!(
+        "{:<44} {:>9.3} {:>9.3}  {}",
+        "parse + check (qmpkit)",
+        check.min,
+        check.median,
+        goal(check, GOAL_PARSE_CHECK_MS)
+    );
+    println!(
+        "{:<44} {:>9.3} {:>9.3}",
+        "  of which parse (front end)", parse.min, parse.median
+    );
+    println!(
+        "{:<44} {:>9.3} {:>9.3}",
         "  of which model and checks",
-        check - parse
+        check.min - parse.min,
+        check.median - parse.median
     );
     println!(
-        "{:<44} {:>10.3}",
-        "parse + check + introspect + JSON (qmpkit)", intro
+        "{:<44} {:>9.3} {:>9.3}  {}",
+        "parse + check + introspect + JSON (qmpkit)",
+        intro.min,
+        intro.median,
+        goal(intro, GOAL_INTROSPECT_MS)
     );
-    println!("{:<44} {:>10.3}", format!("parse + check, {py_label}"), py);
     println!(
-        "speed-up vs QEMU python: {:.0}x (goal: parse + check < 3 ms, introspection < 5 ms)",
-        py / check
+        "{:<44} {:>9} {:>9.3}",
+        format!("parse + check, {py_label}"),
+        "",
+        py
+    );
+    println!(
+        "speed-up vs QEMU python (median against median): {:.0}x",
+        py / check.median
     );
     results.insert(
         "schema".to_string(),
         json!({
-            "parse_ms": parse,
-            "parse_check_ms": check,
-            "introspect_ms": intro,
+            "statistic": "min",
+            "parse_ms": parse.min,
+            "parse_check_ms": check.min,
+            "introspect_ms": intro.min,
+            "parse_median_ms": parse.median,
+            "parse_check_median_ms": check.median,
+            "introspect_median_ms": intro.median,
+            "goal_parse_check_ms": GOAL_PARSE_CHECK_MS,
+            "goal_introspect_ms": GOAL_INTROSPECT_MS,
             "python_ms": py,
             "python_measured": py_label.contains("measured"),
-            "ratio_vs_python": check / py,
+            "ratio_vs_python": check.median / py,
         }),
     );
 }
