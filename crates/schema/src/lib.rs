@@ -25,6 +25,7 @@ pub mod model;
 pub mod stats;
 
 pub use model::Schema;
+pub use model::from_introspection::{load_any, load_introspection, SchemaSource};
 
 /// Read, parse and check the schema at `path` (and its includes) from the
 /// file system: the whole pipeline up to the checked model.

@@ -1,0 +1,238 @@
+//! A model loaded from a `query-qmp-schema` answer introspects back to
+//! that answer, element for element and in the same order.
+
+use qmpkit_schema::introspect::{self, Options, SchemaInfo};
+use qmpkit_schema::model::from_introspection::is_hidden;
+use qmpkit_schema::model::EntityKind;
+use qmpkit_schema::{load_any, load_introspection, Dialect, SchemaSource};
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+
+fn shared() -> PathBuf {
+    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared")).to_path_buf()
+}
+
+fn to_json(infos: &[SchemaInfo]) -> Value {
+    serde_json::to_value(infos).expect("serialise")
+}
+
+fn unmasked() -> Options {
+    Options {
+        unmask: true,
+        ..Default::default()
+    }
+}
+
+fn assert_same(got: &Value, want: &Value, what: &str) {
+    let (g, w) = (
+        got.as_array().expect("array"),
+        want.as_array().expect("array"),
+    );
+    for (i, (a, b)) in g.iter().zip(w.iter()).enumerate() {
+        assert_eq!(a, b, "{what}: element {i} differs");
+    }
+    assert_eq!(g.len(), w.len(), "{what}: number of elements");
+}
+
+/// source → introspect → load → introspect.
+fn round_trip_source(rel: &str, dialect: Dialect, cfg: Option<&str>) {
+    let path = shared().join(rel);
+    if !path.exists() {
+        eprintln!("skipped: {} not found", path.display());
+        return;
+    }
+    let s = qmpkit_schema::load(&path, dialect).unwrap_or_else(|e| panic!("{rel}: {e}"));
+    let mut opts = Options::default();
+    if let Some(cfg) = cfg {
+        let text = std::fs::read_to_string(shared().join(cfg)).expect("cfg");
+        opts.enabled = introspect::parse_cfg_file(&text).into_iter().collect();
+    }
+    for unmask in [false, true] {
+        opts.unmask = unmask;
+        let first = to_json(&introspect::introspect(&s, &opts));
+        let loaded = load_introspection(&first).unwrap_or_else(|e| panic!("{rel}: {e}"));
+        let again = to_json(&introspect::introspect(&loaded, &unmasked()));
+        assert_same(&again, &first, rel);
+    }
+}
+
+#[test]
+fn round_trip_seed_2_12() {
+    round_trip_source(
+        "seeds/qemu-2.12-dev/qapi-schema.json",
+        Dialect::Legacy,
+        None,
+    );
+}
+
+#[test]
+fn round_trip_seed_1_3() {
+    round_trip_source("seeds/qemu-1.3-dev.json", Dialect::Legacy, None);
+}
+
+#[test]
+fn round_trip_qemu_10_0_2() {
+    round_trip_source(
+        "qemu-ref/schema-10.0.2/qapi/qapi-schema.json",
+        Dialect::Modern,
+        None,
+    );
+}
+
+#[test]
+fn round_trip_qemu_10_0_2_storage_daemon() {
+    round_trip_source(
+        "qemu-ref/schema-10.0.2/storage-daemon/qapi/qapi-schema.json",
+        Dialect::Modern,
+        Some("qemu-ref/introspection/cfg-qemu-storage-daemon-10.0.2.txt"),
+    );
+}
+
+#[test]
+fn round_trip_qemu_7_2_22() {
+    round_trip_source(
+        "qemu-ref/schema-7.2.22/qapi/qapi-schema.json",
+        Dialect::Modern,
+        Some("qemu-ref/introspection/cfg-qemu-system-x86_64-7.2.22.txt"),
+    );
+}
+
+/// A real server's answer → load → introspect gives the answer back.
+fn real_answer(binary: &str) {
+    let path = shared().join(format!(
+        "qemu-ref/introspection/{binary}-query-qmp-schema.json"
+    ));
+    let Ok(text) = std::fs::read_to_string(&path) else {
+        eprintln!("skipped: {} not found", path.display());
+        return;
+    };
+    let v: Value = serde_json::from_str(&text).expect("JSON");
+    let s = load_introspection(&v).unwrap_or_else(|e| panic!("{binary}: {e}"));
+    let got = to_json(&introspect::introspect(&s, &unmasked()));
+    assert_same(&got, &v["return"], binary);
+    // The bare array loads the same.
+    let s2 = load_introspection(&v["return"]).expect("bare array");
+    assert_eq!(s2.entities.len(), s.entities.len());
+    // load_any recognises the file.
+    let (s3, how) = load_any(&path, None).expect("load_any");
+    assert_eq!(how, SchemaSource::Introspection);
+    assert_eq!(s3.entities.len(), s.entities.len());
+}
+
+#[test]
+fn real_answer_storage_daemon_10_0_2() {
+    real_answer("qemu-storage-daemon-10.0.2");
+}
+
+#[test]
+fn real_answer_storage_daemon_7_2_22() {
+    real_answer("qemu-storage-daemon-7.2.22");
+}
+
+#[test]
+fn real_answer_system_x86_64_7_2_22() {
+    real_answer("qemu-system-x86_64-7.2.22");
+}
+
+/// Types the x86 answer lists but reaches only through compiled-out parts
+/// (e.g. the cocoa display options) are kept in order by hidden helpers.
+#[test]
+fn hidden_helpers_only_when_needed() {
+    let dir = shared().join("qemu-ref/introspection");
+    for (binary, want_hidden) in [
+        ("qemu-system-x86_64-7.2.22", true),
+        ("qemu-storage-daemon-10.0.2", false),
+    ] {
+        let path = dir.join(format!("{binary}-query-qmp-schema.json"));
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            eprintln!("skipped: {} not found", path.display());
+            return;
+        };
+        let v: Value = serde_json::from_str(&text).expect("JSON");
+        let s = load_introspection(&v).expect("loads");
+        let hidden = s.iter().filter(|(_, e)| is_hidden(e)).count();
+        assert_eq!(hidden > 0, want_hidden, "{binary}: {hidden} hidden");
+        assert!(s
+            .iter()
+            .filter(|(_, e)| is_hidden(e))
+            .all(|(_, e)| !e.ifcond.eval(&|_| true) && !e.ifcond.eval(&|_| false)));
+    }
+}
+
+#[test]
+fn loaded_model_is_usable() {
+    let v = json!([
+        {"name": "block-job-set-speed", "meta-type": "command", "arg-type": "1", "ret-type": "0"},
+        {"name": "query-x", "meta-type": "command", "arg-type": "0", "ret-type": "[2]",
+         "allow-oob": true, "features": ["unstable"]},
+        {"name": "1", "meta-type": "object", "members": [
+            {"name": "device", "type": "str"},
+            {"name": "speed", "type": "int", "default": null, "features": ["deprecated"]}]},
+        {"name": "0", "meta-type": "object", "members": []},
+        {"name": "[2]", "meta-type": "array", "element-type": "2"},
+        {"name": "2", "meta-type": "object", "members": [
+            {"name": "kind", "type": "3"}, {"name": "v", "type": "4"}],
+         "tag": "kind", "variants": [{"case": "a", "type": "0"}, {"case": "b", "type": "0"}]},
+        {"name": "str", "meta-type": "builtin", "json-type": "string"},
+        {"name": "int", "meta-type": "builtin", "json-type": "int"},
+        {"name": "3", "meta-type": "enum", "values": ["a", "b"]},
+        {"name": "4", "meta-type": "alternate", "members": [{"type": "str"}, {"type": "int"}]}
+    ]);
+    let s = load_introspection(&v).expect("loads");
+    let cmd = s.lookup("block-job-set-speed").expect("command");
+    let EntityKind::Command(c) = &s.entity(cmd).kind else {
+        panic!("not a command")
+    };
+    assert_eq!(c.ret_type, None, "the empty object is 'no return value'");
+    let arg = c.arg_type.expect("arguments");
+    let members: Vec<(&str, &str, bool)> = s
+        .object_members(arg)
+        .map(|m| (m.name.as_str(), s.entity(m.typ).name.as_str(), m.optional))
+        .collect();
+    assert_eq!(members, [("device", "str", false), ("speed", "int", true)]);
+    let q = s.lookup("query-x").expect("command");
+    let EntityKind::Command(c) = &s.entity(q).kind else {
+        panic!("not a command")
+    };
+    assert!(c.allow_oob);
+    assert_eq!(c.arg_type, None);
+    let ret = c.ret_type.expect("returns");
+    let EntityKind::Array(a) = &s.entity(ret).kind else {
+        panic!("not an array")
+    };
+    assert_eq!(s.meta(a.element), "union");
+    let EntityKind::Object(o) = &s.entity(a.element).kind else {
+        panic!("not an object")
+    };
+    let b = o.branches.as_ref().expect("branches");
+    assert_eq!(s.member(b.tag_member.expect("tag")).name, "kind");
+    assert_eq!(b.variants.len(), 2);
+    // An enum given with values only gets members.
+    let e = s.lookup_type("3").expect("enum");
+    let EntityKind::Enum(en) = &s.entity(e).kind else {
+        panic!("not an enum")
+    };
+    assert_eq!(en.members.len(), 2);
+    // The answer is in the order the model gives: no hidden helpers.
+    assert!(s.iter().all(|(_, e)| !is_hidden(e)));
+    let mut v2 = v.clone();
+    v2[8]["members"] = json!([{"name": "a"}, {"name": "b"}]);
+    let back = serde_json::to_value(introspect::introspect(&s, &unmasked())).expect("json");
+    assert_eq!(back, v2);
+}
+
+#[test]
+fn bad_answers_are_errors() {
+    for bad in [
+        json!(42),
+        json!({"return": 1}),
+        json!([{"name": "x", "meta-type": "command", "arg-type": "9", "ret-type": "0"}]),
+        json!([{"name": "x", "meta-type": "nothing"}]),
+        json!([{"name": "o", "meta-type": "object", "members": [], "tag": "t"}]),
+        json!([{"name": "int", "meta-type": "builtin", "json-type": "string"}]),
+        json!([{"name": "e", "meta-type": "enum", "members": []},
+               {"name": "e", "meta-type": "enum", "members": []}]),
+    ] {
+        assert!(load_introspection(&bad).is_err(), "{bad}");
+    }
+}
