@@ -13,38 +13,53 @@ use crate::ast::{Doc, DocSection, SectionKind};
 use crate::error::QapiError;
 use crate::source::Info;
 
+/// Where an item starts: the byte offsets of its line's start and of
+/// the item itself (the column is only worked out for errors).
+pub type ItemPos = (usize, usize);
+
 /// One token of a doc comment block, as the lexer saw it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DocItem<'t> {
     /// A comment line: `text` runs from `#` to the end of the line.
-    Line { line: u32, col: u32, text: &'t str },
+    Line {
+        line: u32,
+        at: ItemPos,
+        text: &'t str,
+    },
     /// The closing `##`.
     End,
     /// A closing line starting with `##` followed by more text.
-    JunkAtEnd { line: u32, col: u32 },
+    JunkAtEnd { line: u32, at: ItemPos },
     /// A token that is not a comment, before the closing `##`.
-    Unterminated { line: u32, col: u32 },
+    Unterminated { line: u32, at: ItemPos },
 }
 
 /// Where the tokens of a doc comment block come from (the lexer): each
 /// call moves to the next token.
 pub trait DocSource<'t> {
     fn next_item(&mut self) -> Result<DocItem<'t>, QapiError>;
+
+    /// The 1-based column of an item's position.
+    fn column(&self, at: ItemPos) -> u32;
 }
 
-struct Reader<'a, 't> {
+struct Reader<'a, 't, S: DocSource<'t>> {
     info: &'a Info,
     lenient: bool,
-    items: &'a mut dyn DocSource<'t>,
-    /// Position of the last item read (for errors).
+    items: &'a mut S,
+    /// Position of the last item read (for errors); `None` before the
+    /// first one (column 1).
     line: u32,
-    col: u32,
+    at: Option<ItemPos>,
     done: bool,
+    _t: std::marker::PhantomData<&'t str>,
 }
 
-impl<'t> Reader<'_, 't> {
+impl<'t, S: DocSource<'t>> Reader<'_, 't, S> {
+    #[cold]
     fn err(&self, msg: impl Into<String>) -> QapiError {
-        QapiError::at(&self.line_info(), self.col, msg).doc_error()
+        let col = self.at.map_or(1, |at| self.items.column(at));
+        QapiError::at(&self.line_info(), col, msg).doc_error()
     }
 
     fn line_info(&self) -> Info {
@@ -53,48 +68,61 @@ impl<'t> Reader<'_, 't> {
 
     /// The next line with `# ` removed and trailing white space trimmed;
     /// `None` at the closing `##`.
+    #[inline]
     fn next(&mut self) -> Result<Option<&'t str>, QapiError> {
         if self.done {
             return Ok(None);
         }
         match self.items.next_item()? {
+            DocItem::Line { line, at, text } => {
+                self.line = line;
+                self.at = Some(at);
+                let b = text.as_bytes();
+                if b.len() == 1 {
+                    return Ok(Some(""));
+                }
+                if b[1] != b' ' {
+                    if self.lenient {
+                        return Ok(Some(trim_end(&text[1..])));
+                    }
+                    return Err(self.err("missing space after #"));
+                }
+                Ok(Some(trim_end(&text[2..])))
+            }
             DocItem::End => {
                 self.done = true;
                 Ok(None)
             }
-            DocItem::JunkAtEnd { line, col } => {
+            DocItem::JunkAtEnd { line, at } => {
                 self.line = line;
-                self.col = col;
+                self.at = Some(at);
                 if self.lenient {
                     self.done = true;
                     return Ok(None);
                 }
                 Err(self.err("junk after '##' at end of documentation comment"))
             }
-            DocItem::Unterminated { line, col } => {
+            DocItem::Unterminated { line, at } => {
                 self.line = line;
-                self.col = col;
+                self.at = Some(at);
                 if self.lenient {
                     self.done = true;
                     return Ok(None);
                 }
                 Err(self.err("documentation comment must end with '##'"))
             }
-            DocItem::Line { line, col, text } => {
-                self.line = line;
-                self.col = col;
-                if text == "#" {
-                    return Ok(Some(""));
-                }
-                if text.as_bytes().get(1) != Some(&b' ') {
-                    if self.lenient {
-                        return Ok(Some(text[1..].trim_end()));
-                    }
-                    return Err(self.err("missing space after #"));
-                }
-                Ok(Some(text[2..].trim_end()))
-            }
         }
+    }
+}
+
+/// `str::trim_end`, with a fast answer for lines that end in a visible
+/// ASCII character.
+#[inline]
+fn trim_end(s: &str) -> &str {
+    match s.as_bytes().last() {
+        Some(&b) if b > b' ' && b < 0x80 => s,
+        None => s,
+        _ => s.trim_end(),
     }
 }
 
@@ -138,8 +166,8 @@ enum Cur {
     Section(usize),
 }
 
-struct Builder<'a, 't> {
-    r: Reader<'a, 't>,
+struct Builder<'a, 't, S: DocSource<'t>> {
+    r: Reader<'a, 't, S>,
     doc: Doc,
     cur: Cur,
     /// Accept the doc syntax of QEMU before 9.1 (and the unchecked text
@@ -152,7 +180,7 @@ struct Builder<'a, 't> {
     scratch: String,
 }
 
-impl<'t> Builder<'_, 't> {
+impl<'t, S: DocSource<'t>> Builder<'_, 't, S> {
     fn cur_section(&mut self) -> &mut DocSection {
         let d = &mut self.doc;
         match self.cur {
@@ -442,9 +470,9 @@ pub struct ParsedDoc {
 /// (sections QEMU 10.0 retired, loose indentation, `@Symbol` without a
 /// colon) instead of raising QEMU 10.0's errors. `scratch` is a buffer
 /// reused between calls.
-pub fn parse_doc<'t>(
+pub fn parse_doc<'t, S: DocSource<'t>>(
     info: &Info,
-    items: &mut dyn DocSource<'t>,
+    items: &mut S,
     lenient: bool,
     scratch: &mut String,
 ) -> Result<ParsedDoc, QapiError> {
@@ -453,8 +481,9 @@ pub fn parse_doc<'t>(
         lenient,
         items,
         line: info.line,
-        col: 1,
+        at: None,
         done: false,
+        _t: std::marker::PhantomData,
     };
     let first = r.next()?;
     let body = DocSection {

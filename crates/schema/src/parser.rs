@@ -486,21 +486,52 @@ impl<'a> Lexer<'a> {
 }
 
 impl<'a> DocSource<'a> for Lexer<'a> {
+    #[inline]
     fn next_item(&mut self) -> Result<DocItem<'a>, QapiError> {
-        self.accept(false)?;
+        // Fast path: blank space and line ends, then a comment line (the
+        // general lexer below gives the same result, only slower).
+        let src = self.src;
+        let mut c = self.cursor;
+        loop {
+            match src.get(c) {
+                Some(b' ' | b'\t' | b'\r' | 0x0b | 0x0c) => c += 1,
+                Some(b'\n') if c + 1 < src.len() => {
+                    c += 1;
+                    self.line = self.line.saturating_add(1);
+                    self.line_pos = c;
+                }
+                Some(b'#') => {
+                    let end = memchr_nl(src, c + 1);
+                    self.pos = c;
+                    self.cursor = end;
+                    self.com = (c, end);
+                    self.tok = Tok::Comment;
+                    break;
+                }
+                _ => {
+                    self.cursor = c;
+                    self.accept(false)?;
+                    break;
+                }
+            }
+        }
         let line = self.line;
-        let col = column(self.src, self.line_pos, self.pos);
+        let at = (self.line_pos, self.pos);
         if self.tok != Tok::Comment {
-            return Ok(DocItem::Unterminated { line, col });
+            return Ok(DocItem::Unterminated { line, at });
         }
         let text = self.comment();
-        if text.starts_with("##") {
-            if text != "##" {
-                return Ok(DocItem::JunkAtEnd { line, col });
+        if text.as_bytes().get(1) == Some(&b'#') {
+            if text.len() != 2 {
+                return Ok(DocItem::JunkAtEnd { line, at });
             }
             return Ok(DocItem::End);
         }
-        Ok(DocItem::Line { line, col, text })
+        Ok(DocItem::Line { line, at, text })
+    }
+
+    fn column(&self, at: doc::ItemPos) -> u32 {
+        column(self.src, at.0, at.1)
     }
 }
 
