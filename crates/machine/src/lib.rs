@@ -21,6 +21,8 @@ use std::collections::BTreeMap;
 use qmpkit_wire::QmpError;
 use serde_json::{Map, Value};
 
+pub mod embedded;
+
 /// Arguments of one call, validated against the schema by the server.
 pub type Args = Map<String, Value>;
 

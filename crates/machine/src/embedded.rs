@@ -1,0 +1,129 @@
+//! The machine's own QAPI schema (`schema/` at the repository root),
+//! compiled into the binary.
+//!
+//! The files keep their names relative to `schema/`, so include
+//! directives resolve exactly as they do on disk and diagnostics name the
+//! same files. [`load_schema`] runs the whole schema pipeline on them
+//! under the legacy dialect (the schema keeps QEMU 2.12's constructs, such
+//! as simple unions, that shape its introspection).
+
+use qmpkit_schema::{Dialect, MemoryProvider, QapiError, Schema};
+
+/// Name of the main schema file (the others are reached through its
+/// includes).
+pub const ROOT: &str = "qapi-schema.json";
+
+/// The dialect the schema is written in.
+pub const DIALECT: Dialect = Dialect::Legacy;
+
+macro_rules! embed {
+    ($($name:literal),* $(,)?) => {
+        &[$(
+            (
+                $name,
+                include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/../../schema/", $name)),
+            ),
+        )*]
+    };
+}
+
+/// Every file under `schema/`: `(path relative to schema/, text)`.
+/// A test checks that this list matches the directory.
+pub const FILES: &[(&str, &str)] = embed![
+    "qapi-schema.json",
+    "qmpkit.json",
+    "qapi/block-core.json",
+    "qapi/block.json",
+    "qapi/char.json",
+    "qapi/common.json",
+    "qapi/crypto.json",
+    "qapi/introspect.json",
+    "qapi/migration.json",
+    "qapi/net.json",
+    "qapi/rocker.json",
+    "qapi/run-state.json",
+    "qapi/sockets.json",
+    "qapi/tpm.json",
+    "qapi/trace.json",
+    "qapi/transaction.json",
+    "qapi/ui.json",
+];
+
+/// The text of one embedded file, by its path relative to `schema/`.
+pub fn file(name: &str) -> Option<&'static str> {
+    FILES.iter().find(|(n, _)| *n == name).map(|(_, t)| *t)
+}
+
+/// A source provider serving the embedded files.
+pub fn provider() -> MemoryProvider {
+    MemoryProvider::from_files(FILES.iter().copied())
+}
+
+/// Parse and check the embedded schema.
+pub fn load_schema() -> Result<Schema, QapiError> {
+    qmpkit_schema::load_from(ROOT, DIALECT, &provider())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeSet;
+    use std::path::Path;
+
+    fn json_files_under(dir: &Path, rel: &str, out: &mut BTreeSet<String>) {
+        let entries = match std::fs::read_dir(dir) {
+            Ok(e) => e,
+            Err(e) => panic!("cannot read {}: {e}", dir.display()),
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let rel_name = if rel.is_empty() {
+                name.clone()
+            } else {
+                format!("{rel}/{name}")
+            };
+            let path = entry.path();
+            if path.is_dir() {
+                json_files_under(&path, &rel_name, out);
+            } else if name.ends_with(".json") {
+                out.insert(rel_name);
+            }
+        }
+    }
+
+    #[test]
+    fn every_schema_file_is_embedded() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../schema");
+        let mut on_disk = BTreeSet::new();
+        json_files_under(&dir, "", &mut on_disk);
+        let embedded: BTreeSet<String> = FILES.iter().map(|(n, _)| n.to_string()).collect();
+        assert_eq!(embedded.len(), FILES.len(), "a file is listed twice");
+        let missing: Vec<_> = on_disk.difference(&embedded).collect();
+        let stale: Vec<_> = embedded.difference(&on_disk).collect();
+        assert!(
+            missing.is_empty() && stale.is_empty(),
+            "schema/ files not embedded: {missing:?}; embedded but gone: {stale:?} \
+             (update FILES in crates/machine/src/embedded.rs)"
+        );
+    }
+
+    #[test]
+    fn embedded_schema_loads_and_uses_every_file() {
+        let schema = match load_schema() {
+            Ok(s) => s,
+            Err(e) => panic!("embedded schema does not load:\n{e}"),
+        };
+        // Every embedded file is a module of the schema (none is dead).
+        let modules: BTreeSet<&str> = schema.modules.iter().map(|m| m.name.as_str()).collect();
+        for (name, _) in FILES {
+            assert!(
+                modules.contains(name),
+                "{name} is embedded but not included; modules: {modules:?}"
+            );
+        }
+        assert!(schema.lookup("query-qmp-schema").is_some());
+        assert!(schema.lookup("__org.qmpkit_guest-panic").is_some());
+        assert_eq!(file(ROOT).map(|t| t.is_empty()), Some(false));
+        assert_eq!(file("nope.json"), None);
+    }
+}
