@@ -1,14 +1,44 @@
 //! qmpkit-server: QMP sessions over a checked schema.
 //!
+//! ```no_run
+//! # async fn demo(schema: std::sync::Arc<qmpkit_schema::Schema>) -> Result<(), qmpkit_server::ServerError> {
+//! use qmpkit_server::{BindOptions, Registry, Server, ServerOptions, Transport};
+//! let mut registry = Registry::new();
+//! registry.register_sync("stop", |call| {
+//!     call.events.emit("STOP", None);
+//!     Ok(serde_json::json!({}))
+//! });
+//! let server = Server::new(schema, registry, ServerOptions::default());
+//! let t = Transport::parse_qmp("unix:/tmp/qmp.sock,server=on,wait=off")?;
+//! let listener = qmpkit_server::bind(&t, &BindOptions::default()).await?;
+//! println!("QMP on {}", listener.describe());
+//! server.serve(listener).await
+//! # }
+//! ```
+//!
 //! * [`handler`] — the contract with command implementations: [`Registry`],
 //!   [`Call`], [`EventSender`], [`SessionInfo`].
+//! * `server` — [`Server`], [`ServerOptions`]: the command table built once, the
+//!   protocol's built-in answers, dispatch, event broadcast and QEMU's event rate limits.
+//! * `session` (private) — one connection's task: greeting, negotiation, command mode,
+//!   the in-band queue, out-of-band overtaking, output without blocking on slow clients.
+//! * [`transport`] — QEMU's `-qmp` / `-chardev` / `-mon` options, binding (unix 0600,
+//!   loopback-only TCP unless allowed), serving listeners and streams.
 //! * `validate` — arguments checked as QEMU's input visitor checks them.
 //! * `synth` — reply values synthesised from a command's return type.
 
+pub mod error;
+mod fdpass;
 pub mod handler;
+mod server;
+mod session;
+pub mod synth;
+pub mod transport;
+pub mod validate;
 
+pub use error::ServerError;
 pub use handler::{
     Call, EventSender, HandlerFn, HandlerFuture, HandlerResult, Registry, SessionInfo,
 };
-pub mod synth;
-pub mod validate;
+pub use server::{Served, Server, ServerOptions, EVENT_RATE_LIMIT};
+pub use transport::{bind, bind_unix, BindOptions, Listener, Transport};

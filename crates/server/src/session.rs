@@ -1,0 +1,317 @@
+//! One connection: greeting, negotiation, command mode, as one task.
+//!
+//! The task reads, decodes, queues and executes requests and writes replies itself; other
+//! tasks (event broadcasters, out-of-band handlers still running) hand it bytes through the
+//! session's [`Shared`] output. Replies gathered while handling one read go out in one write.
+//!
+//! QEMU's rules kept here: in-band requests (and JSON errors) are answered in order, one at a
+//! time; at most `max_inband_queue` wait, then reading stops until there is room;
+//! `exec-oob` requests (once `oob` is negotiated) run as soon as they are read, overtaking
+//! queued in-band ones; events reach only negotiated sessions.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use qmpkit_wire::{JsonError, JsonStreamer};
+use serde_json::Value;
+use tokio::io::Interest;
+
+use crate::handler::SessionInfo;
+use crate::server::{Inner, Pending, Server, SessState, Shared};
+
+/// A connected socket the session task drives directly.
+pub(crate) enum Sock {
+    Unix(tokio::net::UnixStream),
+    Tcp(tokio::net::TcpStream),
+}
+
+impl Sock {
+    async fn readable(&self) -> io::Result<()> {
+        match self {
+            Sock::Unix(s) => s.readable().await,
+            Sock::Tcp(s) => s.readable().await,
+        }
+    }
+
+    async fn writable(&self) -> io::Result<()> {
+        match self {
+            Sock::Unix(s) => s.writable().await,
+            Sock::Tcp(s) => s.writable().await,
+        }
+    }
+
+    fn try_read(&self, buf: &mut [u8], fds: &mut Vec<OwnedFd>) -> io::Result<usize> {
+        match self {
+            Sock::Unix(s) => s.try_io(Interest::READABLE, || {
+                crate::fdpass::recv_with_fds(s.as_raw_fd(), buf, fds)
+            }),
+            Sock::Tcp(s) => s.try_read(buf),
+        }
+    }
+
+    fn try_write(&self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Sock::Unix(s) => s.try_write(buf),
+            Sock::Tcp(s) => s.try_write(buf),
+        }
+    }
+}
+
+/// A queued in-band item and the descriptors that came before it.
+struct Queued {
+    item: Result<Value, JsonError>,
+    fds: Vec<OwnedFd>,
+}
+
+/// Size of one read.
+const READ_CHUNK: usize = 64 * 1024;
+/// How long a session that is ending waits for its client to take the last replies.
+const LINGER: Duration = Duration::from_secs(10);
+
+/// Is this decoded item an `exec-oob` request QEMU would run at once?
+fn is_oob(item: &Result<Value, JsonError>) -> bool {
+    match item {
+        Ok(Value::Object(m)) => m.contains_key("exec-oob") && !m.contains_key("execute"),
+        _ => false,
+    }
+}
+
+struct Out {
+    buf: Vec<u8>,
+    pos: usize,
+}
+
+impl Out {
+    fn unwritten(&self) -> usize {
+        self.buf.len() - self.pos
+    }
+
+    /// Write what can be written without blocking. `Ok(true)`: all written.
+    fn write(&mut self, sock: &Sock) -> io::Result<bool> {
+        while self.pos < self.buf.len() {
+            match sock.try_write(&self.buf[self.pos..]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => self.pos += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        self.buf.clear();
+        self.pos = 0;
+        if self.buf.capacity() > 4 << 20 {
+            self.buf = Vec::with_capacity(64 * 1024);
+        }
+        Ok(true)
+    }
+}
+
+impl Server {
+    pub(crate) async fn run_session(&self, sock: Sock) {
+        let inner = self.inner.clone();
+        inner.active_sessions.fetch_add(1, Ordering::Relaxed);
+        let id = inner.new_session_id();
+        let shared = Arc::new(Shared::new());
+        let mut st = SessState {
+            negotiated: false,
+            oob: false,
+            info: SessionInfo {
+                id,
+                named_fds: Arc::new(Mutex::new(Default::default())),
+            },
+            shared: shared.clone(),
+        };
+        run(&inner, &sock, &mut st).await;
+        shared.closed.store(true, Ordering::Relaxed);
+        inner.unregister_session(id);
+        inner.active_sessions.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+async fn run(inner: &Arc<Inner>, sock: &Sock, st: &mut SessState) {
+    let shared = st.shared.clone();
+    let max_queue = inner.opts.max_inband_queue.max(1);
+    let pause = inner.opts.pause_backlog;
+    let mut out = Out {
+        buf: inner.greeting.clone(),
+        pos: 0,
+    };
+    let mut decoder = JsonStreamer::new();
+    let mut items: Vec<Result<Value, JsonError>> = Vec::new();
+    let mut queue: VecDeque<Queued> = VecDeque::new();
+    let mut new_fds: Vec<OwnedFd> = Vec::new();
+    let mut pending_fds: Vec<OwnedFd> = Vec::new();
+    let mut current: Option<Pending> = None;
+    let mut rbuf = vec![0u8; READ_CHUNK];
+    let mut eof = false;
+    let mut blocked = false;
+    let mut shutdown = inner.shutdown.subscribe();
+    loop {
+        // Run queued in-band requests until one has to wait.
+        while current.is_none() {
+            let Some(q) = queue.pop_front() else {
+                break;
+            };
+            current = inner.dispatch(st, q.item, q.fds, &mut out.buf);
+            if let Some(p) = current.as_mut() {
+                // Most handlers are done at once: answer without another turn of the loop.
+                let waker = noop_waker();
+                let mut cx = std::task::Context::from_waker(&waker);
+                if let std::task::Poll::Ready(r) = std::pin::Pin::new(&mut p.fut).poll(&mut cx) {
+                    let p = current.take();
+                    if let Some(p) = p {
+                        inner.finish(r, p.id, p.respond, &mut out.buf);
+                    }
+                }
+            }
+        }
+        // Events and out-of-band replies from other tasks.
+        if let Ok(mut p) = shared.pending.lock() {
+            if !p.is_empty() {
+                if out.unwritten() == 0 {
+                    out.buf.clear();
+                    out.pos = 0;
+                    std::mem::swap(&mut out.buf, &mut p);
+                } else {
+                    out.buf.extend_from_slice(&p);
+                    p.clear();
+                }
+            }
+        }
+        if shared.closed.load(Ordering::Relaxed) {
+            return;
+        }
+        if !blocked && out.unwritten() > 0 {
+            match out.write(sock) {
+                Ok(done) => blocked = !done,
+                Err(_) => return,
+            }
+        }
+        shared.backlog.store(out.unwritten(), Ordering::Relaxed);
+        if eof && queue.is_empty() && current.is_none() {
+            linger(sock, &mut out).await;
+            return;
+        }
+        if *shutdown.borrow() {
+            linger(sock, &mut out).await;
+            return;
+        }
+        let can_read = !eof && queue.len() < max_queue && out.unwritten() < pause;
+        tokio::select! {
+            r = async {
+                match current.as_mut() {
+                    Some(p) => (&mut p.fut).await,
+                    None => std::future::pending().await,
+                }
+            }, if current.is_some() => {
+                if let Some(p) = current.take() {
+                    inner.finish(r, p.id, p.respond, &mut out.buf);
+                }
+            }
+            r = sock.readable(), if can_read => {
+                if r.is_err() {
+                    eof = true;
+                    continue;
+                }
+                match sock.try_read(&mut rbuf, &mut new_fds) {
+                    Ok(0) => {
+                        eof = true;
+                        decoder.finish(&mut items);
+                    }
+                    Ok(n) => decoder.feed(&rbuf[..n], &mut items),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock
+                        || e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(_) => {
+                        // The connection is gone: nobody is left to answer.
+                        return;
+                    }
+                }
+                if !new_fds.is_empty() {
+                    pending_fds.append(&mut new_fds);
+                }
+                for item in items.drain(..) {
+                    let fds = std::mem::take(&mut pending_fds);
+                    if st.oob && is_oob(&item) {
+                        run_oob(inner, st, item, fds, &mut out.buf);
+                    } else {
+                        queue.push_back(Queued { item, fds });
+                    }
+                }
+            }
+            r = sock.writable(), if blocked => {
+                if r.is_err() {
+                    return;
+                }
+                blocked = false;
+            }
+            _ = shared.notify.notified() => {}
+            _ = shutdown.changed() => {}
+        }
+    }
+}
+
+/// Dispatch an out-of-band request now; a handler that does not finish at once completes on
+/// its own task and hands its reply over through the session's shared output.
+fn run_oob(
+    inner: &Arc<Inner>,
+    st: &mut SessState,
+    item: Result<Value, JsonError>,
+    fds: Vec<OwnedFd>,
+    out: &mut Vec<u8>,
+) {
+    let Some(mut p) = inner.dispatch(st, item, fds, out) else {
+        return;
+    };
+    let waker = noop_waker();
+    let mut cx = std::task::Context::from_waker(&waker);
+    if let std::task::Poll::Ready(r) = std::pin::Pin::new(&mut p.fut).poll(&mut cx) {
+        inner.finish(r, p.id, p.respond, out);
+        return;
+    }
+    let inner = inner.clone();
+    let shared = st.shared.clone();
+    tokio::spawn(async move {
+        let r = (&mut p.fut).await;
+        let mut line = Vec::new();
+        inner.finish(r, p.id, p.respond, &mut line);
+        if !line.is_empty() {
+            shared.push(&line, inner.opts.max_backlog);
+        }
+    });
+}
+
+/// Give the client a last chance to read what is left, bounded in time.
+async fn linger(sock: &Sock, out: &mut Out) {
+    let _ = tokio::time::timeout(LINGER, async {
+        while out.unwritten() > 0 {
+            match out.write(sock) {
+                Ok(true) => break,
+                Ok(false) => {
+                    if sock.writable().await.is_err() {
+                        break;
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+    })
+    .await;
+}
+
+/// A waker that does nothing: for the first, immediate poll of a handler's future (the
+/// session's own loop polls it again with a real waker if it is not done).
+fn noop_waker() -> std::task::Waker {
+    use std::task::{RawWaker, RawWakerVTable, Waker};
+    fn clone(_: *const ()) -> RawWaker {
+        RawWaker::new(std::ptr::null(), &VTABLE)
+    }
+    fn noop(_: *const ()) {}
+    static VTABLE: RawWakerVTable = RawWakerVTable::new(clone, noop, noop, noop);
+    // SAFETY: the vtable's functions ignore the data pointer and do nothing.
+    unsafe { Waker::from_raw(RawWaker::new(std::ptr::null(), &VTABLE)) }
+}
