@@ -1,0 +1,344 @@
+//! The machine's embedded schema against the seed it implements
+//! (QEMU 2.12's `qapi-schema.json` in `../shared/seeds/qemu-2.12-dev/`).
+//!
+//! Same interface, entity by entity: the introspection of every entity
+//! (real type names, not numbers) and the full model dump (which also
+//! carries what introspection leaves out: `gen`, `boxed`,
+//! `success-response`, enum prefixes, types nothing reaches). The
+//! machine's own `__org.qmpkit` extensions, and seed types that only the
+//! extensions make visible, are set aside. The doc comments are checked to
+//! exist for every definition and to be our own text.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+
+use qmpkit_machine::embedded;
+use qmpkit_schema::dump::dump_entities;
+use qmpkit_schema::introspect::{introspect, Options};
+use qmpkit_schema::model::{EntityKind, Schema};
+use qmpkit_schema::stats::SchemaStats;
+use qmpkit_schema::Dialect;
+use serde_json::Value;
+
+/// Names of the machine's extension entities contain this.
+const EXT: &str = "__org.qmpkit";
+
+/// Extension commands the schema must offer (more may be added).
+const EXT_COMMANDS: &[&str] = &[
+    "__org.qmpkit_guest-shutdown",
+    "__org.qmpkit_guest-panic",
+    "__org.qmpkit_guest-suspend",
+    "__org.qmpkit_watchdog-fire",
+    "__org.qmpkit_io-error",
+    "__org.qmpkit_inject-failure",
+    "__org.qmpkit_set-guest",
+    "__org.qmpkit_query-keyboard",
+];
+
+fn seed_path() -> Result<PathBuf, String> {
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../../shared/seeds/qemu-2.12-dev/qapi-schema.json");
+    if p.is_file() {
+        Ok(p)
+    } else {
+        Err(format!("{} not found", p.display()))
+    }
+}
+
+fn ours() -> Schema {
+    match embedded::load_schema() {
+        Ok(s) => s,
+        Err(e) => panic!("embedded schema does not load:\n{e}"),
+    }
+}
+
+/// The seed's checked model, or `None` (with the skip line printed).
+fn seed() -> Option<Schema> {
+    let path = match seed_path() {
+        Ok(p) => p,
+        Err(why) => {
+            eprintln!("skipped: {why}");
+            return None;
+        }
+    };
+    match qmpkit_schema::load(&path, Dialect::Legacy) {
+        Ok(s) => Some(s),
+        Err(e) => panic!("seed does not load:\n{e}"),
+    }
+}
+
+fn is_ext(name: &str) -> bool {
+    name.contains(EXT)
+}
+
+/// Introspection with real type names, by entity name.
+fn introspection(schema: &Schema) -> BTreeMap<String, Value> {
+    let opts = Options {
+        unmask: true,
+        ..Options::default()
+    };
+    let mut out = BTreeMap::new();
+    for info in introspect(schema, &opts) {
+        let json = match serde_json::to_value(&info) {
+            Ok(v) => v,
+            Err(e) => panic!("introspection of {} is not JSON: {e}", info.name),
+        };
+        assert!(
+            out.insert(info.name.clone(), json).is_none(),
+            "{} introspected twice",
+            info.name
+        );
+    }
+    out
+}
+
+/// The model dump cut into one block per entity, keyed by "kind name"
+/// (module and include lines left out: the module layout is ours).
+fn dump_blocks(schema: &Schema) -> BTreeMap<String, String> {
+    let mut text = String::new();
+    dump_entities(schema, &mut text);
+    let mut out: BTreeMap<String, String> = BTreeMap::new();
+    let mut current: Option<String> = None;
+    for line in text.lines() {
+        if line.starts_with(' ') {
+            if let Some(k) = &current {
+                if let Some(block) = out.get_mut(k) {
+                    block.push_str(line);
+                    block.push('\n');
+                }
+            }
+            continue;
+        }
+        if line.starts_with("module ") || line.starts_with("include ") {
+            current = None;
+            continue;
+        }
+        let mut words = line.split(' ');
+        let key = format!(
+            "{} {}",
+            words.next().unwrap_or(""),
+            words.next().unwrap_or("")
+        );
+        assert!(!out.contains_key(&key), "{key} dumped twice");
+        out.insert(key.clone(), format!("{line}\n"));
+        current = Some(key);
+    }
+    out
+}
+
+/// Definitions written in the schema, by kind, leaving out extensions:
+/// `[commands, events, structs, unions, alternates, enums]`.
+fn counts(schema: &Schema, with_ext: bool) -> [usize; 6] {
+    let mut c = [0; 6];
+    for e in &schema.entities {
+        if e.implicit || e.info.is_none() || (!with_ext && is_ext(&e.name)) {
+            continue;
+        }
+        let i = match &e.kind {
+            EntityKind::Command(_) => 0,
+            EntityKind::Event(_) => 1,
+            EntityKind::Object(o) if o.branches.is_none() => 2,
+            EntityKind::Object(_) => 3,
+            EntityKind::Alternate(_) => 4,
+            EntityKind::Enum(_) => 5,
+            _ => continue,
+        };
+        c[i] += 1;
+    }
+    c
+}
+
+#[test]
+fn introspection_matches_the_seed_entity_by_entity() {
+    let ours_schema = ours();
+    let Some(seed_schema) = seed() else { return };
+    let ours = introspection(&ours_schema);
+    let seed = introspection(&seed_schema);
+
+    let mut differ = Vec::new();
+    let mut missing = Vec::new();
+    for (name, want) in &seed {
+        match ours.get(name) {
+            Some(got) if got == want => {}
+            Some(got) => differ.push(format!("{name}:\n  seed: {want}\n  ours: {got}")),
+            None => missing.push(name.as_str()),
+        }
+    }
+    // Entries only we have: extensions, and seed types that nothing in
+    // the seed reaches but an extension does (e.g. QapiErrorClass).
+    let mut extra = Vec::new();
+    for name in ours.keys() {
+        if seed.contains_key(name) || is_ext(name) {
+            continue;
+        }
+        let base = name.trim_start_matches('[').trim_end_matches(']');
+        if seed_schema.lookup_type(base).is_some() || is_ext(base) {
+            continue;
+        }
+        extra.push(name.as_str());
+    }
+    assert!(
+        differ.is_empty() && missing.is_empty() && extra.is_empty(),
+        "introspection differs from the seed\n\
+         differing ({}): {}\nmissing ({}): {:?}\nextra ({}): {:?}",
+        differ.len(),
+        differ.join("\n"),
+        missing.len(),
+        missing,
+        extra.len(),
+        extra
+    );
+    // Sanity: the comparison covered the whole seed.
+    assert!(
+        seed.len() > 500,
+        "seed introspection has {} entries",
+        seed.len()
+    );
+    for cmd in EXT_COMMANDS {
+        let got = ours.get(*cmd).and_then(|v| v.get("meta-type"));
+        assert_eq!(got, Some(&Value::from("command")), "{cmd} not introspected");
+    }
+}
+
+#[test]
+fn model_matches_the_seed_entity_by_entity() {
+    let ours_schema = ours();
+    let Some(seed_schema) = seed() else { return };
+    let ours = dump_blocks(&ours_schema);
+    let seed = dump_blocks(&seed_schema);
+
+    let mut differ = Vec::new();
+    let mut missing = Vec::new();
+    for (key, want) in &seed {
+        match ours.get(key) {
+            Some(got) if got == want => {}
+            Some(got) => differ.push(format!("{key}:\n--- seed\n{want}--- ours\n{got}")),
+            None => missing.push(key.as_str()),
+        }
+    }
+    let extra: Vec<&str> = ours
+        .keys()
+        .filter(|k| !seed.contains_key(*k) && !is_ext(k))
+        .map(String::as_str)
+        .collect();
+    assert!(
+        differ.is_empty() && missing.is_empty() && extra.is_empty(),
+        "model differs from the seed\ndiffering ({}):\n{}\nmissing ({}): {:?}\nextra ({}): {:?}",
+        differ.len(),
+        differ.join("\n"),
+        missing.len(),
+        missing,
+        extra.len(),
+        extra
+    );
+}
+
+#[test]
+fn counts_match_the_seed() {
+    let ours_schema = ours();
+    let ext_commands = ours_schema
+        .entities
+        .iter()
+        .filter(|e| is_ext(&e.name) && matches!(e.kind, EntityKind::Command(_)))
+        .count();
+    assert!(ext_commands >= EXT_COMMANDS.len());
+    // Without the extensions: QEMU 2.12's figures.
+    assert_eq!(counts(&ours_schema, false), [156, 37, 201, 22, 4, 79]);
+    let all = SchemaStats::of(&ours_schema);
+    assert_eq!(all.commands, 156 + ext_commands);
+    assert_eq!(
+        [
+            all.commands,
+            all.events,
+            all.structs,
+            all.unions,
+            all.alternates,
+            all.enums
+        ],
+        counts(&ours_schema, true)
+    );
+    let Some(seed_schema) = seed() else { return };
+    let s = SchemaStats::of(&seed_schema);
+    assert_eq!(
+        [
+            s.commands,
+            s.events,
+            s.structs,
+            s.unions,
+            s.alternates,
+            s.enums
+        ],
+        counts(&ours_schema, false)
+    );
+}
+
+/// Definitions (not implicit types) of a schema with their doc body.
+fn doc_bodies(schema: &Schema) -> Vec<(String, Option<String>)> {
+    schema
+        .entities
+        .iter()
+        .filter(|e| {
+            !e.implicit
+                && e.info.is_some()
+                && !matches!(
+                    e.kind,
+                    EntityKind::Include(_) | EntityKind::Builtin(_) | EntityKind::Array(_)
+                )
+        })
+        .map(|e| {
+            let body = e
+                .doc
+                .and_then(|i| schema.docs.get(i))
+                .map(|d| d.body.text.split_whitespace().collect::<Vec<_>>().join(" "));
+            (e.name.clone(), body)
+        })
+        .collect()
+}
+
+#[test]
+fn every_definition_has_a_doc_comment() {
+    let schema = ours();
+    let bodies = doc_bodies(&schema);
+    assert!(bodies.len() >= 499 + EXT_COMMANDS.len());
+    let undocumented: Vec<&str> = bodies
+        .iter()
+        .filter(|(_, b)| b.as_deref().map_or(true, str::is_empty))
+        .map(|(n, _)| n.as_str())
+        .collect();
+    assert!(
+        undocumented.is_empty(),
+        "definitions without a doc comment: {undocumented:?}"
+    );
+    for (name, body) in &bodies {
+        let body = body.as_deref().unwrap_or("");
+        assert!(
+            body.len() <= 400,
+            "{name}: doc comment longer than a short description ({} bytes)",
+            body.len()
+        );
+    }
+}
+
+#[test]
+fn doc_comments_are_our_own() {
+    let ours_schema = ours();
+    let Some(seed_schema) = seed() else { return };
+    let seed: BTreeMap<String, Option<String>> = doc_bodies(&seed_schema).into_iter().collect();
+    let ours_bodies = doc_bodies(&ours_schema);
+    let same: BTreeSet<&str> = ours_bodies
+        .iter()
+        .filter(|(n, b)| {
+            let b = b.as_deref().unwrap_or("").to_lowercase();
+            !b.is_empty()
+                && seed
+                    .get(n)
+                    .and_then(|s| s.as_deref())
+                    .is_some_and(|s| s.to_lowercase() == b)
+        })
+        .map(|(n, _)| n.as_str())
+        .collect();
+    assert!(
+        same.is_empty(),
+        "doc comments identical to the seed's: {same:?}"
+    );
+}
