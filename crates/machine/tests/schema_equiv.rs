@@ -302,7 +302,7 @@ fn every_definition_has_a_doc_comment() {
     assert!(bodies.len() >= 499 + EXT_COMMANDS.len());
     let undocumented: Vec<&str> = bodies
         .iter()
-        .filter(|(_, b)| b.as_deref().map_or(true, str::is_empty))
+        .filter(|(_, b)| b.as_deref().is_none_or(str::is_empty))
         .map(|(n, _)| n.as_str())
         .collect();
     assert!(
