@@ -149,6 +149,27 @@ struct Gen<'a> {
     used: Vec<EntityId>,
     used_set: Vec<bool>,
     out: Vec<SchemaInfo>,
+    /// Ids of `int`, `intList` and `any` (looked up once).
+    int: Option<EntityId>,
+    int_list: Option<EntityId>,
+    any: Option<EntityId>,
+}
+
+/// Append the decimal digits of `n`.
+fn push_u32(out: &mut String, mut n: u32) {
+    let mut buf = [0u8; 10];
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    for &d in &buf[i..] {
+        out.push(char::from(d));
+    }
 }
 
 impl Gen<'_> {
@@ -168,7 +189,9 @@ impl Gen<'_> {
             *slot = self.next_number;
             self.next_number += 1;
         }
-        slot.to_string()
+        let mut n = String::with_capacity(4);
+        push_u32(&mut n, *slot);
+        n
     }
 
     fn json_type(&self, t: EntityId) -> &'static str {
@@ -192,16 +215,16 @@ impl Gen<'_> {
             return String::new();
         }
         if self.json_type(t) == "int" {
-            t = s.lookup_type("int").unwrap_or(t);
+            t = self.int.unwrap_or(t);
         } else if let EntityKind::Array(a) = &s.entities[t].kind {
             if a.element < s.entities.len() && self.json_type(a.element) == "int" {
-                t = s.lookup_type("intList").unwrap_or(t);
+                t = self.int_list.unwrap_or(t);
             }
         }
         if let EntityKind::Builtin(b) = &s.entities[t].kind {
             // Legacy pseudo-types are plain 'any' on the wire.
             if b.json_type == "value" && s.entities[t].name != "any" {
-                t = s.lookup_type("any").unwrap_or(t);
+                t = self.any.unwrap_or(t);
             }
         }
         if let Some(u) = self.used_set.get_mut(t) {
@@ -409,7 +432,10 @@ pub fn introspect(schema: &Schema, opts: &Options) -> Vec<SchemaInfo> {
         next_number: 0,
         used: Vec::new(),
         used_set: vec![false; schema.entities.len()],
-        out: Vec::new(),
+        out: Vec::with_capacity(schema.entities.len()),
+        int: schema.lookup_type("int"),
+        int_list: schema.lookup_type("intList"),
+        any: schema.lookup_type("any"),
     };
     for m in &schema.modules {
         for &id in &m.entities {
@@ -425,7 +451,311 @@ pub fn introspect(schema: &Schema, opts: &Options) -> Vec<SchemaInfo> {
     g.out
 }
 
-/// The JSON text of an introspection (one line).
+/// The JSON text of an introspection (one line): exactly what
+/// `serde_json::to_string` makes of it, written directly.
 pub fn to_json_text(infos: &[SchemaInfo]) -> Result<String, serde_json::Error> {
-    serde_json::to_string(infos)
+    let mut w = JsonWriter {
+        out: String::with_capacity(infos.len() * 96 + 2),
+    };
+    w.out.push('[');
+    for (i, info) in infos.iter().enumerate() {
+        if i > 0 {
+            w.out.push(',');
+        }
+        w.info(info);
+    }
+    w.out.push(']');
+    Ok(w.out)
+}
+
+/// Writes [`SchemaInfo`] values as JSON text, in serde's field order.
+struct JsonWriter {
+    out: String,
+}
+
+impl JsonWriter {
+    /// A JSON string, escaped as serde_json escapes it.
+    fn string(&mut self, s: &str) {
+        let out = &mut self.out;
+        let b = s.as_bytes();
+        if !b.iter().any(|&c| c < 0x20 || c == b'"' || c == b'\\') {
+            out.reserve(b.len() + 2);
+            out.push('"');
+            out.push_str(s);
+            out.push('"');
+            return;
+        }
+        out.push('"');
+        let mut start = 0;
+        for (i, &c) in b.iter().enumerate() {
+            let esc: &str = match c {
+                b'"' => "\\\"",
+                b'\\' => "\\\\",
+                b'\n' => "\\n",
+                b'\r' => "\\r",
+                b'\t' => "\\t",
+                0x08 => "\\b",
+                0x0c => "\\f",
+                0..=0x1f => "",
+                _ => continue,
+            };
+            out.push_str(&s[start..i]);
+            if esc.is_empty() {
+                out.push_str("\\u00");
+                const HEX: &[u8; 16] = b"0123456789abcdef";
+                out.push(char::from(HEX[usize::from(c >> 4)]));
+                out.push(char::from(HEX[usize::from(c & 0xf)]));
+            } else {
+                out.push_str(esc);
+            }
+            start = i + 1;
+        }
+        out.push_str(&s[start..]);
+        out.push('"');
+    }
+
+    /// `,"key":` (or without the comma for the first key).
+    fn key(&mut self, first: bool, k: &str) {
+        if !first {
+            self.out.push(',');
+        }
+        self.out.push('"');
+        self.out.push_str(k);
+        self.out.push_str("\":");
+    }
+
+    fn str_field(&mut self, first: bool, k: &str, v: &str) {
+        self.key(first, k);
+        self.string(v);
+    }
+
+    fn strings(&mut self, v: &[String]) {
+        self.out.push('[');
+        for (i, s) in v.iter().enumerate() {
+            if i > 0 {
+                self.out.push(',');
+            }
+            self.string(s);
+        }
+        self.out.push(']');
+    }
+
+    fn features(&mut self, f: &Option<Vec<String>>) {
+        if let Some(f) = f {
+            self.key(false, "features");
+            self.strings(f);
+        }
+    }
+
+    fn list<T>(&mut self, items: &[T], mut each: impl FnMut(&mut Self, &T)) {
+        self.out.push('[');
+        for (i, x) in items.iter().enumerate() {
+            if i > 0 {
+                self.out.push(',');
+            }
+            each(self, x);
+        }
+        self.out.push(']');
+    }
+
+    fn info(&mut self, info: &SchemaInfo) {
+        self.out.push('{');
+        self.str_field(true, "name", &info.name);
+        match &info.meta {
+            SchemaInfoMeta::Builtin { json_type } => {
+                self.str_field(false, "meta-type", "builtin");
+                self.str_field(false, "json-type", json_type);
+            }
+            SchemaInfoMeta::Enum { members, values } => {
+                self.str_field(false, "meta-type", "enum");
+                self.key(false, "members");
+                self.list(members, |w, m| {
+                    w.out.push('{');
+                    w.str_field(true, "name", &m.name);
+                    w.features(&m.features);
+                    w.out.push('}');
+                });
+                if let Some(v) = values {
+                    self.key(false, "values");
+                    self.strings(v);
+                }
+            }
+            SchemaInfoMeta::Array { element_type } => {
+                self.str_field(false, "meta-type", "array");
+                self.str_field(false, "element-type", element_type);
+            }
+            SchemaInfoMeta::Object {
+                members,
+                tag,
+                variants,
+            } => {
+                self.str_field(false, "meta-type", "object");
+                self.key(false, "members");
+                self.list(members, |w, m| {
+                    w.out.push('{');
+                    w.str_field(true, "name", &m.name);
+                    w.str_field(false, "type", &m.typ);
+                    if m.optional {
+                        w.key(false, "default");
+                        w.out.push_str("null");
+                    }
+                    w.features(&m.features);
+                    w.out.push('}');
+                });
+                if let Some(t) = tag {
+                    self.str_field(false, "tag", t);
+                }
+                if let Some(v) = variants {
+                    self.key(false, "variants");
+                    self.list(v, |w, v| {
+                        w.out.push('{');
+                        w.str_field(true, "case", &v.case);
+                        w.str_field(false, "type", &v.typ);
+                        w.out.push('}');
+                    });
+                }
+            }
+            SchemaInfoMeta::Alternate { members } => {
+                self.str_field(false, "meta-type", "alternate");
+                self.key(false, "members");
+                self.list(members, |w, m| {
+                    w.out.push('{');
+                    w.str_field(true, "type", &m.typ);
+                    w.out.push('}');
+                });
+            }
+            SchemaInfoMeta::Command {
+                arg_type,
+                ret_type,
+                allow_oob,
+            } => {
+                self.str_field(false, "meta-type", "command");
+                self.str_field(false, "arg-type", arg_type);
+                self.str_field(false, "ret-type", ret_type);
+                if let Some(b) = allow_oob {
+                    self.key(false, "allow-oob");
+                    self.out.push_str(if *b { "true" } else { "false" });
+                }
+            }
+            SchemaInfoMeta::Event { arg_type } => {
+                self.str_field(false, "meta-type", "event");
+                self.str_field(false, "arg-type", arg_type);
+            }
+        }
+        self.features(&info.features);
+        self.out.push('}');
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn member(name: &str, optional: bool, features: Option<Vec<String>>) -> SchemaInfoObjectMember {
+        SchemaInfoObjectMember {
+            name: name.to_string(),
+            typ: "int".to_string(),
+            optional,
+            features,
+        }
+    }
+
+    #[test]
+    fn json_text_is_serde_json_text() {
+        let odd = "q\"uo\\te\n\r\t\u{8}\u{c}\u{1}\u{1f}\u{7f}/é€😀".to_string();
+        let infos = vec![
+            SchemaInfo {
+                name: "int".to_string(),
+                meta: SchemaInfoMeta::Builtin {
+                    json_type: "int".to_string(),
+                },
+                features: None,
+            },
+            SchemaInfo {
+                name: odd.clone(),
+                meta: SchemaInfoMeta::Enum {
+                    members: vec![
+                        SchemaInfoEnumMember {
+                            name: "a".to_string(),
+                            features: None,
+                        },
+                        SchemaInfoEnumMember {
+                            name: odd.clone(),
+                            features: Some(vec!["f".to_string(), odd.clone()]),
+                        },
+                    ],
+                    values: Some(vec!["a".to_string(), odd.clone()]),
+                },
+                features: Some(vec![]),
+            },
+            SchemaInfo {
+                name: "[int]".to_string(),
+                meta: SchemaInfoMeta::Array {
+                    element_type: "int".to_string(),
+                },
+                features: None,
+            },
+            SchemaInfo {
+                name: "1".to_string(),
+                meta: SchemaInfoMeta::Object {
+                    members: vec![
+                        member("m", false, None),
+                        member("n", true, Some(vec!["deprecated".to_string()])),
+                    ],
+                    tag: Some("m".to_string()),
+                    variants: Some(vec![SchemaInfoObjectVariant {
+                        case: "c".to_string(),
+                        typ: "2".to_string(),
+                    }]),
+                },
+                features: Some(vec!["unstable".to_string()]),
+            },
+            SchemaInfo {
+                name: "2".to_string(),
+                meta: SchemaInfoMeta::Object {
+                    members: vec![],
+                    tag: None,
+                    variants: None,
+                },
+                features: None,
+            },
+            SchemaInfo {
+                name: "3".to_string(),
+                meta: SchemaInfoMeta::Alternate {
+                    members: vec![SchemaInfoAlternateMember {
+                        typ: "int".to_string(),
+                    }],
+                },
+                features: None,
+            },
+            SchemaInfo {
+                name: "cmd".to_string(),
+                meta: SchemaInfoMeta::Command {
+                    arg_type: "0".to_string(),
+                    ret_type: "1".to_string(),
+                    allow_oob: Some(true),
+                },
+                features: None,
+            },
+            SchemaInfo {
+                name: "cmd2".to_string(),
+                meta: SchemaInfoMeta::Command {
+                    arg_type: "0".to_string(),
+                    ret_type: "1".to_string(),
+                    allow_oob: Some(false),
+                },
+                features: None,
+            },
+            SchemaInfo {
+                name: "EV".to_string(),
+                meta: SchemaInfoMeta::Event {
+                    arg_type: "0".to_string(),
+                },
+                features: Some(vec!["deprecated".to_string()]),
+            },
+        ];
+        let expected = serde_json::to_string(&infos).unwrap();
+        assert_eq!(to_json_text(&infos).unwrap(), expected);
+        assert_eq!(to_json_text(&[]).unwrap(), "[]");
+    }
 }
