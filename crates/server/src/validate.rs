@@ -1,10 +1,33 @@
 //! Command arguments checked against the schema as QEMU's input visitor
 //! checks them, with QEMU's error texts.
+//!
+//! The walk follows QEMU's generated visitors: an object's members in
+//! schema order (base members first), then the members of the union
+//! branch its tag selects, and only then, once everything visited
+//! successfully, a check for leftover members. The first error ends the
+//! walk, so when several things are wrong the one QEMU reports is the one
+//! reported here. Which leftover member is named when there are several
+//! follows QEMU's hash tables (see [`ghash`]).
+//!
+//! Names in messages are full paths (`file.size`, `children[1].x`) where
+//! QEMU prints full paths (missing members, wrong JSON types, leftovers,
+//! `uint64`), and bare member names where QEMU prints bare names (enum
+//! values, `int8`..`uint32` ranges, alternates), with `null` for list
+//! elements.
+//!
+//! Numbers follow QEMU's JSON parser: an integer that fits `int64` is
+//! signed, a larger one that fits `uint64` unsigned, anything else a
+//! double. `serde_json` draws the same lines (`as_i64`, `as_u64`, `f64`).
 
-use qmpkit_schema::model::EntityId;
+pub mod ghash;
+pub mod wording;
+
+use qmpkit_schema::model::{EntityId, EntityKind, IfCond};
 use qmpkit_schema::Schema;
-use qmpkit_wire::QmpError;
+use qmpkit_wire::{ErrorClass, QmpError};
 use serde_json::{Map, Value};
+use std::collections::HashSet;
+use wording::Wording;
 
 /// Which generation of QEMU's messages to speak.
 #[derive(Debug, Clone, Default)]
@@ -14,19 +37,507 @@ pub struct ValidateOptions {
     pub qemu_version: Option<(u64, u64, u64)>,
 }
 
+/// Enabled configuration symbols for `if` conditions (members, enum
+/// values and branches whose condition fails do not exist); `None`
+/// means every condition holds.
+pub type Enabled<'a> = Option<&'a HashSet<String>>;
+
+/// Deepest nesting of containers walked. QMP's JSON parser stops at 1024;
+/// values built by other means that go deeper are refused.
+pub const MAX_DEPTH: usize = 4096;
+
 /// Check the `arguments` of a call to `command` (a command entity of
 /// `schema`). `args` is the request's `arguments` member, `None` when absent
 /// (the envelope check that it is an object has been done already). Returns
 /// the arguments to hand to the handler.
+///
+/// A command with `gen: false` gets its arguments unchecked; a command
+/// without arguments refuses any member; `boxed` commands take their
+/// argument type's members at top level, like the others.
 pub fn validate_args(
     schema: &Schema,
     command: EntityId,
     args: Option<&Value>,
     opts: &ValidateOptions,
 ) -> Result<Map<String, Value>, QmpError> {
-    let _ = (schema, command, opts);
-    Ok(match args {
-        Some(Value::Object(m)) => m.clone(),
-        _ => Map::new(),
-    })
+    validate_args_cfg(schema, command, args, opts, None)
+}
+
+/// [`validate_args`] for a schema whose `if` conditions are evaluated
+/// against `enabled` (a QEMU build's configuration).
+pub fn validate_args_cfg(
+    schema: &Schema,
+    command: EntityId,
+    args: Option<&Value>,
+    opts: &ValidateOptions,
+    enabled: Enabled<'_>,
+) -> Result<Map<String, Value>, QmpError> {
+    let empty = Map::new();
+    let map = match args {
+        None => &empty,
+        Some(Value::Object(m)) => m,
+        Some(_) => {
+            return Err(QmpError::generic(
+                "QMP input member 'arguments' must be an object",
+            ))
+        }
+    };
+    let Some(entity) = schema.entities.get(command) else {
+        return Err(QmpError::new(
+            ErrorClass::CommandNotFound,
+            "The command has not been found",
+        ));
+    };
+    let EntityKind::Command(cmd) = &entity.kind else {
+        return Err(QmpError::new(
+            ErrorClass::CommandNotFound,
+            format!("The command {} has not been found", entity.name),
+        ));
+    };
+    if !cmd.gen {
+        return Ok(map.clone());
+    }
+    let mut w = Walker::new(schema, opts, enabled);
+    let arg_type = cmd.arg_type.filter(|t| *t < schema.entities.len());
+    if w.wording.monitor_arg_check {
+        w.monitor_check(arg_type, map).map_err(QmpError::generic)?;
+    }
+    w.root(arg_type, map).map_err(QmpError::generic)?;
+    Ok(map.clone())
+}
+
+/// Check that `value` is a valid value of type `typ` (any type entity),
+/// as if it were the argument `name` (`None`: an anonymous value, named
+/// `null` where QEMU names it so). Used for return values and events.
+pub fn validate_value(
+    schema: &Schema,
+    typ: EntityId,
+    name: Option<&str>,
+    value: &Value,
+    opts: &ValidateOptions,
+    enabled: Enabled<'_>,
+) -> Result<(), QmpError> {
+    if typ >= schema.entities.len() {
+        return Ok(());
+    }
+    let mut w = Walker::new(schema, opts, enabled);
+    w.visit(typ, name, Some(value)).map_err(QmpError::generic)
+}
+
+/// Check a whole object against an object type's members, leftovers
+/// included (what a command's arguments or an event's data go through).
+pub fn validate_members(
+    schema: &Schema,
+    typ: Option<EntityId>,
+    map: &Map<String, Value>,
+    opts: &ValidateOptions,
+    enabled: Enabled<'_>,
+) -> Result<(), QmpError> {
+    let mut w = Walker::new(schema, opts, enabled);
+    w.root(typ.filter(|t| *t < schema.entities.len()), map)
+        .map_err(QmpError::generic)
+}
+
+/// A container being visited, as QEMU's input visitor stacks them: the
+/// name it was visited under, and for a list the index of the element
+/// being visited.
+#[derive(Debug, Clone, Copy)]
+struct Seg<'a> {
+    name: Option<&'a str>,
+    index: Option<usize>,
+}
+
+/// The JSON objects being visited: their consumed keys.
+struct Frame<'a> {
+    consumed: Vec<&'a str>,
+}
+
+type VResult = Result<(), String>;
+
+struct Walker<'a> {
+    schema: &'a Schema,
+    enabled: Enabled<'a>,
+    wording: Wording,
+    path: Vec<Seg<'a>>,
+}
+
+/// QEMU's `QType` of a JSON value, for alternates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum QType {
+    Null,
+    Num,
+    Str,
+    Dict,
+    List,
+    Bool,
+}
+
+fn qtype_of(v: &Value) -> QType {
+    match v {
+        Value::Null => QType::Null,
+        Value::Bool(_) => QType::Bool,
+        Value::Number(_) => QType::Num,
+        Value::String(_) => QType::Str,
+        Value::Array(_) => QType::List,
+        Value::Object(_) => QType::Dict,
+    }
+}
+
+impl<'a> Walker<'a> {
+    fn new(schema: &'a Schema, opts: &ValidateOptions, enabled: Enabled<'a>) -> Self {
+        Walker {
+            schema,
+            enabled,
+            wording: Wording::for_version(opts.qemu_version),
+            path: Vec::new(),
+        }
+    }
+
+    fn on(&self, c: &IfCond) -> bool {
+        match self.enabled {
+            None => true,
+            Some(set) => c.eval(&|s| set.contains(s)),
+        }
+    }
+
+    /// QEMU's `full_name()`: `name` prefixed by the names of the
+    /// containers being visited (`a.b[0].c`).
+    fn full_name(&self, name: Option<&str>) -> String {
+        if !self.wording.full_paths {
+            return name.unwrap_or("null").to_string();
+        }
+        // Built back to front, as QEMU builds it.
+        let mut parts: Vec<String> = Vec::with_capacity(self.path.len() * 2);
+        let mut name = name;
+        for seg in self.path.iter().rev() {
+            match seg.index {
+                None => {
+                    parts.push(name.unwrap_or("<anonymous>").to_string());
+                    parts.push(".".to_string());
+                }
+                Some(i) => parts.push(format!("[{i}]")),
+            }
+            name = seg.name;
+        }
+        let mut out: String = parts.iter().rev().map(String::as_str).collect();
+        if let Some(n) = name {
+            out.insert_str(0, n);
+        } else if out.starts_with('.') {
+            out.remove(0);
+        } else if out.is_empty() {
+            out.push_str("<anonymous>");
+        }
+        out
+    }
+
+    /// The bare name QEMU prints in some messages.
+    fn bare(name: Option<&str>) -> &str {
+        name.unwrap_or("null")
+    }
+
+    /// The top-level object: `typ`'s members (none when `None`), then
+    /// the leftover check.
+    fn root(&mut self, typ: Option<EntityId>, map: &'a Map<String, Value>) -> VResult {
+        let mut frame = Frame {
+            consumed: Vec::new(),
+        };
+        self.enter(None, None)?;
+        let r = match typ {
+            Some(t) => self.object_members(t, map, &mut frame),
+            None => Ok(()),
+        }
+        .and_then(|()| self.check_struct(map, &frame));
+        self.leave();
+        r
+    }
+
+    fn check_struct(&self, map: &'a Map<String, Value>, frame: &Frame<'a>) -> VResult {
+        if map.len() == frame.consumed.len() {
+            return Ok(());
+        }
+        let keys: Vec<&str> = map.keys().map(String::as_str).collect();
+        match ghash::first_leftover(&keys, &frame.consumed) {
+            None => Ok(()),
+            Some(i) => Err(wording::unexpected(
+                &self.wording,
+                &self.full_name(keys.get(i).copied()),
+            )),
+        }
+    }
+
+    /// Visit the members of object type `typ` (base first, then the
+    /// branch selected by the tag) in the object `map`.
+    fn object_members(
+        &mut self,
+        typ: EntityId,
+        map: &'a Map<String, Value>,
+        frame: &mut Frame<'a>,
+    ) -> VResult {
+        let schema = self.schema;
+        let mut typ = typ;
+        // Union branches are themselves objects with branches: walk them
+        // in a loop rather than recursively.
+        for _ in 0..MAX_DEPTH {
+            let Some(EntityKind::Object(o)) = schema.entities.get(typ).map(|e| &e.kind) else {
+                return Ok(());
+            };
+            for m in schema.object_members(typ) {
+                if !self.on(&m.ifcond) {
+                    continue;
+                }
+                let got = map.get_key_value(m.name.as_str());
+                if m.optional && got.is_none() {
+                    continue;
+                }
+                if let Some((k, _)) = got {
+                    frame.consumed.push(k.as_str());
+                }
+                self.visit(m.typ, Some(m.name.as_str()), got.map(|(_, v)| v))?;
+            }
+            let Some(br) = &o.branches else {
+                return Ok(());
+            };
+            let tag = match map.get(br.tag_name.as_str()) {
+                Some(Value::String(s)) => s.as_str(),
+                _ => return Ok(()),
+            };
+            let Some(v) = br
+                .variants
+                .iter()
+                .find(|v| v.name == tag && self.on(&v.ifcond))
+            else {
+                return Ok(());
+            };
+            typ = v.typ;
+        }
+        Err(depth_error())
+    }
+
+    /// Visit one value (`None`: absent) of type `typ` named `name`
+    /// (`None` for list elements).
+    fn visit(&mut self, typ: EntityId, name: Option<&'a str>, v: Option<&'a Value>) -> VResult {
+        let schema = self.schema;
+        let Some(entity) = schema.entities.get(typ) else {
+            return Ok(());
+        };
+        let Some(v) = v else {
+            return Err(wording::missing(&self.full_name(name)));
+        };
+        match &entity.kind {
+            EntityKind::Builtin(b) => self.builtin(&entity.name, b.json_type, name, v),
+            EntityKind::Enum(e) => {
+                let Value::String(s) = v else {
+                    return Err(wording::invalid_type(&self.full_name(name), "string"));
+                };
+                if e.members.iter().any(|m| m.name == *s && self.on(&m.ifcond)) {
+                    Ok(())
+                } else {
+                    Err(wording::bad_enum(&self.wording, Self::bare(name), s))
+                }
+            }
+            EntityKind::Array(a) => {
+                let Value::Array(items) = v else {
+                    return Err(wording::invalid_type(&self.full_name(name), "array"));
+                };
+                self.enter(name, Some(0))?;
+                let mut r = Ok(());
+                for (i, item) in items.iter().enumerate() {
+                    if let Some(top) = self.path.last_mut() {
+                        top.index = Some(i);
+                    }
+                    r = self.visit(a.element, None, Some(item));
+                    if r.is_err() {
+                        break;
+                    }
+                }
+                self.leave();
+                r
+            }
+            EntityKind::Object(_) => {
+                let Value::Object(map) = v else {
+                    return Err(wording::invalid_type(&self.full_name(name), "object"));
+                };
+                self.enter(name, None)?;
+                let mut frame = Frame {
+                    consumed: Vec::new(),
+                };
+                let r = self
+                    .object_members(typ, map, &mut frame)
+                    .and_then(|()| self.check_struct(map, &frame));
+                self.leave();
+                r
+            }
+            EntityKind::Alternate(alt) => {
+                let q = qtype_of(v);
+                let branch = alt
+                    .variants
+                    .iter()
+                    .filter(|b| self.on(&b.ifcond))
+                    .find(|b| self.qtypes_of(b.typ).contains(&q));
+                match branch {
+                    Some(b) => self.visit(b.typ, name, Some(v)),
+                    None => Err(wording::invalid_type(Self::bare(name), &entity.name)),
+                }
+            }
+            EntityKind::Command(_) | EntityKind::Event(_) | EntityKind::Include(_) => Ok(()),
+        }
+    }
+
+    fn enter(&mut self, name: Option<&'a str>, index: Option<usize>) -> VResult {
+        if self.path.len() >= MAX_DEPTH {
+            return Err(depth_error());
+        }
+        self.path.push(Seg { name, index });
+        Ok(())
+    }
+
+    fn leave(&mut self) {
+        self.path.pop();
+    }
+
+    /// The JSON types that select a branch of type `typ` in an alternate.
+    fn qtypes_of(&self, typ: EntityId) -> &'static [QType] {
+        match self.schema.entities.get(typ).map(|e| &e.kind) {
+            Some(EntityKind::Builtin(b)) => match b.json_type {
+                "string" => &[QType::Str],
+                "int" | "number" => &[QType::Num],
+                "boolean" => &[QType::Bool],
+                "null" => &[QType::Null],
+                _ => &[
+                    QType::Null,
+                    QType::Num,
+                    QType::Str,
+                    QType::Dict,
+                    QType::List,
+                    QType::Bool,
+                ],
+            },
+            Some(EntityKind::Enum(_)) => &[QType::Str],
+            Some(EntityKind::Array(_)) => &[QType::List],
+            Some(EntityKind::Object(_)) => &[QType::Dict],
+            _ => &[],
+        }
+    }
+
+    fn builtin(&self, tname: &str, json_type: &str, name: Option<&str>, v: &Value) -> VResult {
+        match json_type {
+            "string" => match v {
+                Value::String(_) => Ok(()),
+                _ => Err(wording::invalid_type(&self.full_name(name), "string")),
+            },
+            "boolean" => match v {
+                Value::Bool(_) => Ok(()),
+                _ => Err(wording::invalid_type(&self.full_name(name), "boolean")),
+            },
+            "number" => match v {
+                Value::Number(_) => Ok(()),
+                _ => Err(wording::invalid_type(&self.full_name(name), "number")),
+            },
+            "null" => match v {
+                Value::Null => Ok(()),
+                _ => Err(wording::invalid_type(&self.full_name(name), "null")),
+            },
+            "int" => self.integer(tname, name, v),
+            _ => Ok(()),
+        }
+    }
+
+    /// QEMU's integer visitors: `int64` and `uint64` (also `size`)
+    /// directly, the narrower types through a range check that names the
+    /// C type (`uint32_t`) and the bare member name.
+    fn integer(&self, tname: &str, name: Option<&str>, v: &Value) -> VResult {
+        let signed = |min: i64, max: i64, ctype: &str| -> VResult {
+            let Some(i) = v.as_i64() else {
+                return Err(wording::invalid_type(&self.full_name(name), "integer"));
+            };
+            if i < min || i > max {
+                return Err(wording::expects(Self::bare(name), ctype));
+            }
+            Ok(())
+        };
+        let unsigned = |max: u64, ctype: &str| -> VResult {
+            let u = match (v.as_u64(), v.as_i64()) {
+                (Some(u), _) if self.wording.uint64_expects => u,
+                (_, Some(i)) => i as u64,
+                _ => {
+                    return Err(if self.wording.uint64_expects {
+                        wording::expects(&self.full_name(name), "uint64")
+                    } else {
+                        wording::invalid_type(&self.full_name(name), "integer")
+                    })
+                }
+            };
+            if u > max {
+                return Err(wording::expects(Self::bare(name), ctype));
+            }
+            Ok(())
+        };
+        match tname {
+            "int8" => signed(i8::MIN.into(), i8::MAX.into(), "int8_t"),
+            "int16" => signed(i16::MIN.into(), i16::MAX.into(), "int16_t"),
+            "int32" => signed(i32::MIN.into(), i32::MAX.into(), "int32_t"),
+            "uint8" => unsigned(u8::MAX.into(), "uint8_t"),
+            "uint16" => unsigned(u16::MAX.into(), "uint16_t"),
+            "uint32" => unsigned(u32::MAX.into(), "uint32_t"),
+            "uint64" | "size" => unsigned(u64::MAX, "uint64"),
+            _ => signed(i64::MIN, i64::MAX, "int64"),
+        }
+    }
+
+    /// QEMU before 2.8: the monitor's own check of top-level arguments
+    /// (unknown names and scalar types, in the request's hash order, then
+    /// missing mandatory ones), before the generated code sees them.
+    fn monitor_check(&self, typ: Option<EntityId>, map: &'a Map<String, Value>) -> VResult {
+        let schema = self.schema;
+        let members: Vec<_> = match typ {
+            Some(t) => schema
+                .object_members(t)
+                .filter(|m| self.on(&m.ifcond))
+                .collect(),
+            None => Vec::new(),
+        };
+        let mut keys: Vec<(u32, usize, &str)> = map
+            .keys()
+            .enumerate()
+            .map(|(i, k)| (ghash::qdict_bucket(k), i, k.as_str()))
+            .collect();
+        keys.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
+        let has_branches = matches!(
+            typ.and_then(|t| schema.entities.get(t)).map(|e| &e.kind),
+            Some(EntityKind::Object(o)) if o.branches.is_some()
+        );
+        for (_, _, k) in keys {
+            let Some(m) = members.iter().find(|m| m.name == k) else {
+                if has_branches {
+                    continue;
+                }
+                return Err(wording::invalid_parameter(k));
+            };
+            let Some(v) = map.get(k) else { continue };
+            let word = match schema.entities.get(m.typ).map(|e| &e.kind) {
+                Some(EntityKind::Builtin(b)) => match b.json_type {
+                    "string" if !v.is_string() => Some("string"),
+                    "int" if !(v.is_i64() || v.is_u64()) => Some("int"),
+                    "boolean" if !v.is_boolean() => Some("bool"),
+                    "number" if !v.is_number() => Some("number"),
+                    _ => None,
+                },
+                Some(EntityKind::Enum(_)) if !v.is_string() => Some("string"),
+                _ => None,
+            };
+            if let Some(word) = word {
+                return Err(wording::invalid_type(k, word));
+            }
+        }
+        for m in &members {
+            if !m.optional && !map.contains_key(m.name.as_str()) {
+                return Err(wording::missing(&m.name));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn depth_error() -> String {
+    "JSON nesting depth limit exceeded".to_string()
 }
