@@ -10,17 +10,13 @@ use common::*;
 use qmpkit_schema::model::EntityKind;
 use qmpkit_schema::{Dialect, Schema};
 use qmpkit_server::validate::{validate_args_cfg, ValidateOptions};
-use std::collections::HashSet;
 use serde_json::Value;
+use std::collections::HashSet;
 
 /// Check every exchange whose request is a command with arguments:
 /// argument errors must match byte for byte; any other answer means the
 /// arguments were accepted.
-fn check(
-    schema: &Schema,
-    enabled: Option<&HashSet<String>>,
-    pairs: &[(String, String)],
-) -> usize {
+fn check(schema: &Schema, enabled: Option<&HashSet<String>>, pairs: &[(String, String)]) -> usize {
     let opts = ValidateOptions::default();
     let mut checked = 0;
     let mut failures = Vec::new();
