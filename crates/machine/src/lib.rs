@@ -12,16 +12,34 @@
 //! ```
 //!
 //! answering `None` for commands it does not own; [`Machine::execute`] asks
-//! each in turn, and [`HANDLED`] lists what they own (for `--list-handlers`).
+//! each in turn, and [`handled`] lists what they own (for `--list-handlers`).
 //! Events go to the machine's outbox with [`Machine::emit`]; the glue
 //! drains it after every call and every timer with [`Machine::take_events`].
+//!
+//! Subsystem state lives in one `pub` field per subsystem on [`Machine`]
+//! (`pub run: runstate::RunStateData`, …), created from the configuration in
+//! [`Machine::new`]. A subsystem that acts later schedules a
+//! [`TimerAction::Custom`] whose first word names it; [`Machine::advance`]
+//! hands due timers back to that subsystem's `on_timer`.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
+use qmpkit_schema::Schema;
 use qmpkit_wire::QmpError;
 use serde_json::{Map, Value};
 
+pub mod config;
 pub mod embedded;
+pub mod fleet;
+pub mod glue;
+pub mod identity;
+pub mod runstate;
+pub mod shape;
+pub mod testctl;
+
+pub use config::MachineConfig;
+pub use runstate::RunState;
 
 /// Arguments of one call, validated against the schema by the server.
 pub type Args = Map<String, Value>;
@@ -50,6 +68,13 @@ pub enum TimerAction {
     Custom(&'static str, String, Value),
 }
 
+/// Why a machine's process (or its slot in a fleet) ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitReason {
+    /// `quit`, or a shutdown without `-no-shutdown`.
+    Shutdown,
+}
+
 /// One simulated machine.
 pub struct Machine {
     /// Events waiting to be broadcast: `(name, data)` in emission order.
@@ -59,12 +84,56 @@ pub struct Machine {
     timer_seq: u64,
     /// Current time as last seen (ns since start).
     pub now_ns: u64,
+    /// The schema being served: handlers shape replies and events after it.
+    pub schema: Arc<Schema>,
+    /// The configuration the machine was started with (shared in a fleet).
+    pub config: Arc<MachineConfig>,
+    /// Index in a fleet (0 for a single machine).
+    pub index: usize,
+    /// Set when the machine has ended (the glue stops serving it).
+    pub exit: Option<ExitReason>,
+    /// Run state and the modelled guest's life cycle.
+    pub run: runstate::RunStateData,
+    /// Identity values that commands can change at run time.
+    pub ident: identity::IdentityState,
+    /// Test control: injected failures and guest behaviour knobs.
+    pub testctl: testctl::TestCtl,
+    // Device-level subsystems add their `pub NAME: NAME::State` fields here
+    // and create them in `Machine::new`.
 }
 
 impl Machine {
-    /// Queue an event for broadcast.
+    /// A machine built from `config`, serving `schema`.
+    pub fn new(config: Arc<MachineConfig>, schema: Arc<Schema>) -> Machine {
+        Machine::with_index(config, schema, 0)
+    }
+
+    /// A fleet member.
+    pub fn with_index(config: Arc<MachineConfig>, schema: Arc<Schema>, index: usize) -> Machine {
+        let run = runstate::RunStateData::new(&config);
+        let testctl = testctl::TestCtl::new(&config);
+        let ident = identity::IdentityState::new(&config, index);
+        Machine {
+            outbox: Vec::new(),
+            timers: BTreeMap::new(),
+            timer_seq: 0,
+            now_ns: 0,
+            schema,
+            config,
+            index,
+            exit: None,
+            run,
+            ident,
+            testctl,
+        }
+    }
+
+    /// Queue an event for broadcast. Events the served schema does not
+    /// define are dropped; data is shaped after the event's type.
     pub fn emit(&mut self, name: &str, data: Option<Value>) {
-        self.outbox.push((name.to_string(), data));
+        if let Some(ev) = shape::conform_event(&self.schema, name, data) {
+            self.outbox.push((name.to_string(), ev));
+        }
     }
 
     /// Drain queued events, oldest first.
@@ -72,11 +141,21 @@ impl Machine {
         std::mem::take(&mut self.outbox)
     }
 
+    /// Whether events are waiting.
+    pub fn has_events(&self) -> bool {
+        !self.outbox.is_empty()
+    }
+
     /// Run `action` `after_ns` from now.
     pub fn schedule(&mut self, after_ns: u64, action: TimerAction) {
         let at = self.now_ns.saturating_add(after_ns);
         self.timer_seq += 1;
         self.timers.insert((at, self.timer_seq), action);
+    }
+
+    /// Drop pending timers that `keep` refuses.
+    pub fn cancel_timers(&mut self, mut keep: impl FnMut(&TimerAction) -> bool) {
+        self.timers.retain(|_, a| keep(a));
     }
 
     /// When the next timer is due, if any.
@@ -98,4 +177,114 @@ impl Machine {
         }
         due
     }
+
+    /// Bring the machine to time `now_ns`: run every due timer (and the
+    /// timers those schedule, when they are due too), in deadline order.
+    pub fn advance(&mut self, now_ns: u64) {
+        // Bounded: a timer scheduling zero-delay timers forever must not
+        // hang the caller.
+        for _ in 0..10_000 {
+            let due = self.take_due(now_ns);
+            if due.is_empty() {
+                return;
+            }
+            for action in due {
+                if self.exit.is_some() {
+                    return;
+                }
+                self.fire(action);
+            }
+        }
+    }
+
+    /// Hand a due timer to the subsystem that scheduled it.
+    fn fire(&mut self, action: TimerAction) {
+        let TimerAction::Custom(sub, what, data) = action;
+        match sub {
+            runstate::SUBSYSTEM => runstate::on_timer(self, &what, &data),
+            // Device-level subsystems route their timers here.
+            _ => {}
+        }
+    }
+
+    /// Execute `cmd` with validated `args`. `None`: no subsystem implements
+    /// the command (the glue synthesises a reply from the schema).
+    pub fn execute(&mut self, cmd: &str, args: &Args, cx: &mut Cx) -> Option<CmdResult> {
+        self.now_ns = self.now_ns.max(cx.now_ns);
+        if let Some(err) = self.testctl.take_injected(cmd) {
+            return Some(Err(err));
+        }
+        let r = None
+            .or_else(|| testctl::execute(self, cmd, args, cx))
+            .or_else(|| runstate::execute(self, cmd, args, cx))
+            .or_else(|| identity::execute(self, cmd, args, cx));
+        // Device-level subsystems: `.or_else(|| NAME::execute(self, cmd, args, cx))`.
+        let r = r?;
+        Some(r.map(|v| shape::conform_return(&self.schema, cmd, v)))
+    }
+
+    /// Whether the machine's state is `state`.
+    pub fn is(&self, state: RunState) -> bool {
+        self.run.state == state
+    }
+
+    /// The QEMU version this machine claims, `(major, minor, micro)`.
+    pub fn qemu_version(&self) -> (u64, u64, u64) {
+        self.config.qemu_version
+    }
+
+    /// Whether the claimed QEMU version is at least `major.minor`.
+    pub fn version_at_least(&self, major: u64, minor: u64) -> bool {
+        let (a, b, _) = self.config.qemu_version;
+        (a, b) >= (major, minor)
+    }
+
+    /// Whether the served schema has a definition named `name`.
+    pub fn schema_has(&self, name: &str) -> bool {
+        self.schema.lookup(name).is_some()
+    }
+}
+
+/// Every command some subsystem implements, sorted (for `--list-handlers`).
+pub fn handled() -> Vec<&'static str> {
+    let mut v: Vec<&'static str> = Vec::new();
+    v.extend_from_slice(runstate::HANDLED);
+    v.extend_from_slice(identity::HANDLED);
+    v.extend_from_slice(testctl::HANDLED);
+    // Device-level subsystems: `v.extend_from_slice(NAME::HANDLED);`
+    v.sort_unstable();
+    v.dedup();
+    v
+}
+
+/// Read an optional string argument.
+pub fn arg_str<'a>(args: &'a Args, name: &str) -> Option<&'a str> {
+    args.get(name).and_then(Value::as_str)
+}
+
+/// Read an optional boolean argument.
+pub fn arg_bool(args: &Args, name: &str) -> Option<bool> {
+    args.get(name).and_then(Value::as_bool)
+}
+
+/// Read an optional integer argument (signed or unsigned).
+pub fn arg_i64(args: &Args, name: &str) -> Option<i64> {
+    let v = args.get(name)?;
+    v.as_i64().or_else(|| v.as_u64().map(|u| u as i64))
+}
+
+/// Read an optional unsigned integer argument.
+pub fn arg_u64(args: &Args, name: &str) -> Option<u64> {
+    let v = args.get(name)?;
+    v.as_u64().or_else(|| v.as_i64().map(|i| i as u64))
+}
+
+/// `{}`: what commands without a return type answer.
+pub fn empty() -> CmdResult {
+    Ok(Value::Object(Map::new()))
+}
+
+/// A GenericError with `desc`.
+pub fn generic(desc: impl Into<String>) -> QmpError {
+    QmpError::generic(desc)
 }

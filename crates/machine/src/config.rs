@@ -1,0 +1,816 @@
+//! A machine's configuration: the default machine, QEMU's command-line
+//! options that mean the same here, and a TOML machine file.
+//!
+//! The default machine is rich enough for QEMU's documented examples to work
+//! as written: QEMU's default device names (`ide0-hd0`, `virtio0`,
+//! `ide1-cd0`, `net0`, `serial0`, …), a balloon, two iothreads, a memory
+//! backend, a TPM and a display console.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// A configuration error, worded for the command line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError(pub String);
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+fn err<T>(msg: impl Into<String>) -> Result<T, ConfigError> {
+    Err(ConfigError(msg.into()))
+}
+
+/// A block drive (`-drive`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DriveConfig {
+    /// Device name (`ide0-hd0`, `virtio0`, or the `id=` given).
+    pub id: String,
+    /// `ide`, `virtio`, `scsi`, `floppy`, `none`, …
+    pub interface: String,
+    /// `disk` or `cdrom`.
+    pub media: String,
+    pub file: Option<String>,
+    pub format: Option<String>,
+    pub readonly: bool,
+    /// Virtual size in bytes (images are not read).
+    pub size: u64,
+}
+
+impl Default for DriveConfig {
+    fn default() -> Self {
+        DriveConfig {
+            id: String::new(),
+            interface: "ide".into(),
+            media: "disk".into(),
+            file: None,
+            format: None,
+            readonly: false,
+            size: 10 << 30,
+        }
+    }
+}
+
+/// A device (`-device driver,id=…,prop=…`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct DeviceConfig {
+    pub driver: String,
+    pub id: Option<String>,
+    pub props: BTreeMap<String, String>,
+}
+
+/// A network backend (`-netdev type,id=…`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct NetdevConfig {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub props: BTreeMap<String, String>,
+}
+
+/// A QOM object (`-object type,id=…`): iothreads, memory backends, …
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct ObjectConfig {
+    #[serde(rename = "qom-type")]
+    pub qom_type: String,
+    pub id: String,
+    pub props: BTreeMap<String, String>,
+}
+
+/// The TPM (`-tpmdev` + `-device tpm-tis`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TpmConfig {
+    pub id: String,
+    pub model: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub path: Option<String>,
+    #[serde(rename = "cancel-path")]
+    pub cancel_path: Option<String>,
+}
+
+impl Default for TpmConfig {
+    fn default() -> Self {
+        TpmConfig {
+            id: "tpm0".into(),
+            model: "tpm-tis".into(),
+            kind: "passthrough".into(),
+            path: Some("/dev/tpm0".into()),
+            cancel_path: Some("/sys/class/misc/tpm0/device/cancel".into()),
+        }
+    }
+}
+
+/// How the modelled guest behaves.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GuestConfig {
+    /// The guest reacts to ACPI power button presses.
+    pub acpi: bool,
+    /// How long the guest takes to shut down after a power button press.
+    #[serde(rename = "powerdown-delay-ms")]
+    pub powerdown_delay_ms: u64,
+    /// The guest's balloon driver follows balloon targets.
+    #[serde(rename = "balloon-follow")]
+    pub balloon_follow: bool,
+}
+
+impl Default for GuestConfig {
+    fn default() -> Self {
+        GuestConfig {
+            acpi: true,
+            powerdown_delay_ms: 500,
+            balloon_follow: true,
+        }
+    }
+}
+
+/// One machine's configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MachineConfig {
+    /// `-name`.
+    pub name: Option<String>,
+    /// `-uuid`.
+    pub uuid: Option<String>,
+    /// Guest RAM in bytes (`-m`).
+    #[serde(rename = "memory")]
+    pub memory_bytes: u64,
+    /// `-m maxmem=`: 0 when memory hotplug is off.
+    #[serde(rename = "maxmem")]
+    pub max_memory_bytes: u64,
+    /// `-smp N`.
+    pub cpus: u32,
+    /// `-smp maxcpus=`.
+    #[serde(rename = "maxcpus")]
+    pub max_cpus: u32,
+    pub sockets: u32,
+    pub cores: u32,
+    pub threads: u32,
+    /// `-machine type=`.
+    #[serde(rename = "machine")]
+    pub machine_type: String,
+    /// `-cpu`.
+    #[serde(rename = "cpu")]
+    pub cpu_model: String,
+    /// KVM acceleration (`-enable-kvm`, `-machine accel=kvm`).
+    pub kvm: bool,
+    /// `-S`: start in `prelaunch` and wait for `cont`.
+    #[serde(rename = "start-paused")]
+    pub start_paused: bool,
+    /// `-no-shutdown`: stay in `shutdown` state instead of exiting.
+    #[serde(rename = "no-shutdown")]
+    pub no_shutdown: bool,
+    /// `-no-reboot`: a guest reboot is a shutdown.
+    #[serde(rename = "no-reboot")]
+    pub no_reboot: bool,
+    pub drives: Vec<DriveConfig>,
+    pub devices: Vec<DeviceConfig>,
+    pub netdevs: Vec<NetdevConfig>,
+    pub objects: Vec<ObjectConfig>,
+    /// `-chardev` option strings as given (the transports parse them).
+    pub chardevs: Vec<String>,
+    /// `-qmp` option strings as given.
+    pub qmp: Vec<String>,
+    /// `-mon` option strings as given.
+    pub mon: Vec<String>,
+    pub tpm: Option<TpmConfig>,
+    /// `-vnc` display (`:0`, `0.0.0.0:0`, `none`).
+    pub vnc: Option<String>,
+    /// `-serial` backends, in order (`serial0`, `serial1`, …).
+    pub serials: Vec<String>,
+    pub pidfile: Option<String>,
+    pub daemonize: bool,
+    /// What `query-version` and the greeting report.
+    #[serde(rename = "qemu-version", with = "version_str")]
+    pub qemu_version: (u64, u64, u64),
+    pub package: String,
+    pub guest: GuestConfig,
+}
+
+mod version_str {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &(u64, u64, u64), s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format!("{}.{}.{}", v.0, v.1, v.2))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<(u64, u64, u64), D::Error> {
+        let s = String::deserialize(d)?;
+        super::parse_version(&s).map_err(|e| serde::de::Error::custom(e.0))
+    }
+}
+
+/// Parse `X.Y.Z` (or `X.Y`).
+pub fn parse_version(s: &str) -> Result<(u64, u64, u64), ConfigError> {
+    let parts: Vec<&str> = s.split('.').collect();
+    if parts.len() < 2 || parts.len() > 3 {
+        return err(format!("invalid version '{s}' (expected X.Y.Z)"));
+    }
+    let mut v = [0u64; 3];
+    for (i, p) in parts.iter().enumerate() {
+        v[i] = p
+            .parse()
+            .map_err(|_| ConfigError(format!("invalid version '{s}' (expected X.Y.Z)")))?;
+    }
+    Ok((v[0], v[1], v[2]))
+}
+
+impl Default for MachineConfig {
+    fn default() -> Self {
+        MachineConfig::default_machine()
+    }
+}
+
+impl MachineConfig {
+    /// A machine with nothing but RAM and CPUs (what QEMU gives with
+    /// `-nodefaults`).
+    pub fn empty() -> MachineConfig {
+        MachineConfig {
+            name: None,
+            uuid: None,
+            memory_bytes: 1 << 30,
+            max_memory_bytes: 0,
+            cpus: 2,
+            max_cpus: 4,
+            sockets: 0,
+            cores: 0,
+            threads: 0,
+            machine_type: "pc-i440fx-2.12".into(),
+            cpu_model: "qemu64".into(),
+            kvm: true,
+            start_paused: false,
+            no_shutdown: false,
+            no_reboot: false,
+            drives: Vec::new(),
+            devices: Vec::new(),
+            netdevs: Vec::new(),
+            objects: Vec::new(),
+            chardevs: Vec::new(),
+            qmp: Vec::new(),
+            mon: Vec::new(),
+            tpm: None,
+            vnc: None,
+            serials: Vec::new(),
+            pidfile: None,
+            daemonize: false,
+            qemu_version: (2, 12, 0),
+            package: String::new(),
+            guest: GuestConfig::default(),
+        }
+    }
+
+    /// The default machine: 2 vCPUs, 1 GiB, disks `ide0-hd0` and `virtio0`,
+    /// a CD-ROM `ide1-cd0`, a NIC `net0` on netdev `hostnet0` (user), a
+    /// serial port `serial0`, a VNC display, a balloon, iothreads
+    /// `iothread0`/`iothread1`, a memory backend `mem1`, a TPM `tpm0` and a
+    /// display console `video0`.
+    pub fn default_machine() -> MachineConfig {
+        let mut c = MachineConfig::empty();
+        c.drives = vec![
+            DriveConfig {
+                id: "ide0-hd0".into(),
+                interface: "ide".into(),
+                file: Some("disk0.qcow2".into()),
+                format: Some("qcow2".into()),
+                ..Default::default()
+            },
+            DriveConfig {
+                id: "virtio0".into(),
+                interface: "virtio".into(),
+                file: Some("disk1.qcow2".into()),
+                format: Some("qcow2".into()),
+                ..Default::default()
+            },
+            DriveConfig {
+                id: "ide1-cd0".into(),
+                interface: "ide".into(),
+                media: "cdrom".into(),
+                readonly: true,
+                size: 0,
+                ..Default::default()
+            },
+        ];
+        c.netdevs = vec![NetdevConfig {
+            id: "hostnet0".into(),
+            kind: "user".into(),
+            props: BTreeMap::new(),
+        }];
+        let dev = |driver: &str, id: &str, props: &[(&str, &str)]| DeviceConfig {
+            driver: driver.into(),
+            id: Some(id.into()),
+            props: props
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        };
+        c.devices = vec![
+            dev("VGA", "video0", &[]),
+            dev(
+                "virtio-net-pci",
+                "net0",
+                &[("netdev", "hostnet0"), ("mac", "52:54:00:12:34:56")],
+            ),
+            dev("virtio-balloon-pci", "balloon0", &[]),
+        ];
+        let obj = |t: &str, id: &str, props: &[(&str, &str)]| ObjectConfig {
+            qom_type: t.into(),
+            id: id.into(),
+            props: props
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        };
+        c.objects = vec![
+            obj("iothread", "iothread0", &[]),
+            obj("iothread", "iothread1", &[]),
+            obj("memory-backend-ram", "mem1", &[("size", "536870912")]),
+        ];
+        c.tpm = Some(TpmConfig::default());
+        c.vnc = Some("0.0.0.0:0".into());
+        c.serials = vec!["vc".into()];
+        c
+    }
+
+    /// Read a TOML machine file. Keys are those of [`MachineConfig`] in
+    /// QEMU's spelling (`memory`, `maxcpus`, `start-paused`, `[[drives]]`,
+    /// `[guest]`, …); absent keys keep the default machine's values.
+    pub fn from_toml(text: &str) -> Result<MachineConfig, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError(format!("machine file: {e}")))
+    }
+
+    /// Serialise as TOML (for `--print-config` and tests).
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).unwrap_or_default()
+    }
+
+    /// Number of vCPUs present at start.
+    pub fn vcpus(&self) -> u32 {
+        self.cpus.max(1)
+    }
+
+    /// The serial devices' names (`serial0`, …).
+    pub fn serial_names(&self) -> Vec<String> {
+        (0..self.serials.len())
+            .map(|i| format!("serial{i}"))
+            .collect()
+    }
+
+    /// The iothreads' ids.
+    pub fn iothreads(&self) -> impl Iterator<Item = &ObjectConfig> {
+        self.objects.iter().filter(|o| o.qom_type == "iothread")
+    }
+
+    /// The memory backends.
+    pub fn memdevs(&self) -> impl Iterator<Item = &ObjectConfig> {
+        self.objects
+            .iter()
+            .filter(|o| o.qom_type.starts_with("memory-backend-"))
+    }
+
+    /// Apply one QEMU option (`name` without leading dashes). `value` is
+    /// the option's argument for options that take one.
+    pub fn apply_option(&mut self, name: &str, value: Option<&str>) -> Result<(), ConfigError> {
+        let need = |v: Option<&str>| -> Result<String, ConfigError> {
+            v.map(str::to_string)
+                .ok_or_else(|| ConfigError(format!("-{name}: requires an argument")))
+        };
+        match name {
+            "S" => self.start_paused = true,
+            "no-shutdown" => self.no_shutdown = true,
+            "no-reboot" => self.no_reboot = true,
+            "daemonize" => self.daemonize = true,
+            "enable-kvm" => self.kvm = true,
+            "nodefaults" => {
+                let keep = self.clone();
+                *self = MachineConfig::empty();
+                self.name = keep.name;
+                self.uuid = keep.uuid;
+                self.start_paused = keep.start_paused;
+                self.qmp = keep.qmp;
+                self.chardevs = keep.chardevs;
+                self.mon = keep.mon;
+            }
+            "nographic" => self.vnc = None,
+            "name" => {
+                let v = need(value)?;
+                let kv = parse_keyval(&v, Some("guest"));
+                match kv.get("guest") {
+                    Some(g) => self.name = Some(g.clone()),
+                    None => return err(format!("-name {v}: missing guest name")),
+                }
+            }
+            "uuid" => {
+                let v = need(value)?;
+                if !is_uuid(&v) {
+                    return err(format!("-uuid {v}: Fail to parse UUID string"));
+                }
+                self.uuid = Some(v.to_ascii_lowercase());
+            }
+            "m" => {
+                let v = need(value)?;
+                let kv = parse_keyval(&v, Some("size"));
+                if let Some(s) = kv.get("size") {
+                    self.memory_bytes = parse_size(s, 1 << 20)
+                        .ok_or_else(|| ConfigError(format!("-m {v}: invalid RAM size")))?;
+                }
+                if let Some(s) = kv.get("maxmem") {
+                    self.max_memory_bytes = parse_size(s, 1 << 20)
+                        .ok_or_else(|| ConfigError(format!("-m {v}: invalid maxmem size")))?;
+                }
+                if self.memory_bytes == 0 {
+                    return err(format!("-m {v}: RAM size too small"));
+                }
+            }
+            "smp" => {
+                let v = need(value)?;
+                let kv = parse_keyval(&v, Some("cpus"));
+                let num = |k: &str| -> Result<Option<u32>, ConfigError> {
+                    match kv.get(k) {
+                        None => Ok(None),
+                        Some(s) => s
+                            .parse::<u32>()
+                            .map(Some)
+                            .map_err(|_| ConfigError(format!("-smp {v}: invalid value for {k}"))),
+                    }
+                };
+                let cpus = num("cpus")?;
+                let sockets = num("sockets")?.unwrap_or(0);
+                let cores = num("cores")?.unwrap_or(0);
+                let threads = num("threads")?.unwrap_or(0);
+                let cpus = cpus.unwrap_or_else(|| sockets.max(1) * cores.max(1) * threads.max(1));
+                if cpus == 0 || cpus > 288 {
+                    return err(format!("-smp {v}: invalid number of CPUs"));
+                }
+                let maxcpus = num("maxcpus")?.unwrap_or(cpus);
+                if maxcpus < cpus {
+                    return err(format!(
+                        "-smp {v}: maxcpus must be equal to or greater than smp"
+                    ));
+                }
+                self.cpus = cpus;
+                self.max_cpus = maxcpus;
+                self.sockets = sockets;
+                self.cores = cores;
+                self.threads = threads;
+            }
+            "machine" | "M" => {
+                let v = need(value)?;
+                let kv = parse_keyval(&v, Some("type"));
+                if let Some(t) = kv.get("type") {
+                    self.machine_type = t.clone();
+                }
+                if let Some(a) = kv.get("accel") {
+                    self.kvm = a.split(':').next() == Some("kvm");
+                }
+            }
+            "accel" => {
+                let v = need(value)?;
+                let kv = parse_keyval(&v, Some("accel"));
+                self.kvm = kv.get("accel").map(String::as_str) == Some("kvm");
+            }
+            "cpu" => {
+                let v = need(value)?;
+                self.cpu_model = v.split(',').next().unwrap_or("qemu64").to_string();
+            }
+            "drive" => {
+                let v = need(value)?;
+                let d = self.drive_from_option(&v)?;
+                if self.drives.iter().any(|x| x.id == d.id) {
+                    return err(format!("-drive {v}: Duplicate ID '{}' for drive", d.id));
+                }
+                self.drives.push(d);
+            }
+            "hda" | "hdb" | "hdc" | "hdd" | "cdrom" => {
+                let v = need(value)?;
+                let (index, media) = match name {
+                    "hda" => (0, "disk"),
+                    "hdb" => (1, "disk"),
+                    "hdc" => (2, "disk"),
+                    "hdd" => (3, "disk"),
+                    _ => (2, "cdrom"),
+                };
+                let opt = format!("file={v},if=ide,index={index},media={media}");
+                self.apply_option("drive", Some(&opt))?;
+            }
+            "device" => {
+                let v = need(value)?;
+                let mut kv = parse_keyval(&v, Some("driver"));
+                let driver = match kv.remove("driver") {
+                    Some(d) => d,
+                    None => return err(format!("-device {v}: Parameter 'driver' is missing")),
+                };
+                let id = kv.remove("id");
+                if let Some(id) = &id {
+                    if self.devices.iter().any(|d| d.id.as_deref() == Some(id)) {
+                        return err(format!("-device {v}: Duplicate ID '{id}' for device"));
+                    }
+                }
+                self.devices.push(DeviceConfig {
+                    driver,
+                    id,
+                    props: kv,
+                });
+            }
+            "netdev" => {
+                let v = need(value)?;
+                let mut kv = parse_keyval(&v, Some("type"));
+                let kind = kv.remove("type").unwrap_or_default();
+                let id = match kv.remove("id") {
+                    Some(id) => id,
+                    None => return err(format!("-netdev {v}: Parameter 'id' is missing")),
+                };
+                if self.netdevs.iter().any(|n| n.id == id) {
+                    return err(format!("-netdev {v}: Duplicate ID '{id}' for netdev"));
+                }
+                self.netdevs.push(NetdevConfig {
+                    id,
+                    kind,
+                    props: kv,
+                });
+            }
+            "object" => {
+                let v = need(value)?;
+                let mut kv = parse_keyval(&v, Some("qom-type"));
+                let qom_type = kv.remove("qom-type").unwrap_or_default();
+                let id = match kv.remove("id") {
+                    Some(id) => id,
+                    None => return err(format!("-object {v}: Parameter 'id' is missing")),
+                };
+                if self.objects.iter().any(|o| o.id == id) {
+                    return err(format!(
+                        "-object {v}: attempt to add duplicate property '{id}' to object (type 'container')"
+                    ));
+                }
+                self.objects.push(ObjectConfig {
+                    qom_type,
+                    id,
+                    props: kv,
+                });
+            }
+            "tpmdev" => {
+                let v = need(value)?;
+                let kv = parse_keyval(&v, Some("type"));
+                let mut t = TpmConfig {
+                    kind: kv
+                        .get("type")
+                        .cloned()
+                        .unwrap_or_else(|| "passthrough".into()),
+                    id: kv.get("id").cloned().unwrap_or_else(|| "tpm0".into()),
+                    path: kv.get("path").cloned(),
+                    cancel_path: kv.get("cancel-path").cloned(),
+                    ..TpmConfig::default()
+                };
+                if t.kind != "passthrough" {
+                    t.path = None;
+                    t.cancel_path = None;
+                }
+                self.tpm = Some(t);
+            }
+            "vnc" => {
+                let v = need(value)?;
+                self.vnc = if v == "none" { None } else { Some(v) };
+            }
+            "serial" => {
+                let v = need(value)?;
+                if v != "none" {
+                    self.serials.push(v);
+                }
+            }
+            "qmp" | "qmp-pretty" => self.qmp.push(need(value)?),
+            "chardev" => self.chardevs.push(need(value)?),
+            "mon" => self.mon.push(need(value)?),
+            "pidfile" => self.pidfile = Some(need(value)?),
+            "display" | "vga" | "boot" | "k" | "rtc" | "global" | "usb" | "usbdevice" | "msg"
+            | "D" | "d" | "enable-fips" | "no-user-config" | "nodefconfig" | "realtime"
+            | "overcommit" | "sandbox" | "runas" | "chroot" => {}
+            other => return err(format!("-{other}: invalid option")),
+        }
+        Ok(())
+    }
+
+    fn drive_from_option(&self, v: &str) -> Result<DriveConfig, ConfigError> {
+        let kv = parse_keyval(v, None);
+        let interface = kv.get("if").cloned().unwrap_or_else(|| "ide".into());
+        let media = kv.get("media").cloned().unwrap_or_else(|| "disk".into());
+        if media != "disk" && media != "cdrom" {
+            return err(format!("-drive {v}: '{media}' invalid media"));
+        }
+        let count = |iface: &str| self.drives.iter().filter(|d| d.interface == iface).count();
+        let id = match kv.get("id") {
+            Some(id) => id.clone(),
+            None => {
+                let index: usize = match kv.get("index") {
+                    Some(i) => i
+                        .parse()
+                        .map_err(|_| ConfigError(format!("-drive {v}: invalid index")))?,
+                    None => count(&interface),
+                };
+                let suffix = if media == "cdrom" { "cd" } else { "hd" };
+                match interface.as_str() {
+                    "ide" => format!("ide{}-{}{}", index / 2, suffix, index % 2),
+                    "scsi" => format!("scsi0-{}{}", suffix, index),
+                    "floppy" => format!("floppy{index}"),
+                    "sd" => format!("sd{index}"),
+                    "pflash" => format!("pflash{index}"),
+                    "mtd" => format!("mtd{index}"),
+                    "none" => format!("none{index}"),
+                    "virtio" => format!("virtio{index}"),
+                    other => return err(format!("-drive {v}: unsupported bus type '{other}'")),
+                }
+            }
+        };
+        let readonly = matches!(
+            kv.get("readonly").map(String::as_str),
+            Some("on") | Some("yes") | Some("true")
+        ) || media == "cdrom";
+        Ok(DriveConfig {
+            id,
+            interface,
+            media: media.clone(),
+            file: kv.get("file").cloned(),
+            format: kv.get("format").cloned(),
+            readonly,
+            size: if media == "cdrom" && !kv.contains_key("file") {
+                0
+            } else {
+                10 << 30
+            },
+        })
+    }
+}
+
+/// Whether `opt` (without dashes) is a QEMU option that takes an argument:
+/// `Some(true)` takes one, `Some(false)` is a flag, `None` unknown.
+pub fn option_takes_value(opt: &str) -> Option<bool> {
+    Some(match opt {
+        "S" | "no-shutdown" | "no-reboot" | "daemonize" | "enable-kvm" | "nodefaults"
+        | "nographic" | "enable-fips" | "no-user-config" | "nodefconfig" => false,
+        "name" | "uuid" | "m" | "smp" | "machine" | "M" | "accel" | "cpu" | "drive" | "hda"
+        | "hdb" | "hdc" | "hdd" | "cdrom" | "device" | "netdev" | "object" | "tpmdev" | "vnc"
+        | "serial" | "qmp" | "qmp-pretty" | "chardev" | "mon" | "pidfile" | "display" | "vga"
+        | "boot" | "k" | "rtc" | "global" | "usb" | "usbdevice" | "msg" | "D" | "d"
+        | "realtime" | "overcommit" | "sandbox" | "runas" | "chroot" => true,
+        _ => return None,
+    })
+}
+
+/// Split QEMU's `key=value,key=value` syntax (`,,` escapes a comma). A first
+/// element without `=` is the value of `implied` when given, else `key=on`.
+pub fn parse_keyval(s: &str, implied: Option<&str>) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    let mut parts = Vec::new();
+    let mut cur = String::new();
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == ',' {
+            if chars.peek() == Some(&',') {
+                chars.next();
+                cur.push(',');
+            } else {
+                parts.push(std::mem::take(&mut cur));
+            }
+        } else {
+            cur.push(c);
+        }
+    }
+    parts.push(cur);
+    for (i, p) in parts.into_iter().enumerate() {
+        if p.is_empty() {
+            continue;
+        }
+        match p.split_once('=') {
+            Some((k, v)) => {
+                out.insert(k.to_string(), v.to_string());
+            }
+            None => match (i, implied) {
+                (0, Some(k)) => {
+                    out.insert(k.to_string(), p);
+                }
+                _ => {
+                    let (k, v) = match p.strip_prefix("no") {
+                        Some(rest) if !rest.is_empty() => (rest.to_string(), "off"),
+                        _ => (p, "on"),
+                    };
+                    out.insert(k, v.to_string());
+                }
+            },
+        }
+    }
+    out
+}
+
+/// Parse a size with QEMU's suffixes (`k`, `M`, `G`, `T`, `P`, `E`,
+/// binary); a bare number is in units of `default_unit` bytes.
+pub fn parse_size(s: &str, default_unit: u64) -> Option<u64> {
+    let s = s.trim();
+    let (num, unit) = match s.char_indices().find(|(_, c)| c.is_ascii_alphabetic()) {
+        Some((i, _)) => (&s[..i], &s[i..]),
+        None => (s, ""),
+    };
+    let mult: u64 = match unit {
+        "" => default_unit,
+        "b" | "B" => 1,
+        "k" | "K" => 1 << 10,
+        "m" | "M" => 1 << 20,
+        "g" | "G" => 1 << 30,
+        "t" | "T" => 1 << 40,
+        "p" | "P" => 1 << 50,
+        "e" | "E" => 1 << 60,
+        _ => return None,
+    };
+    if let Ok(n) = num.parse::<u64>() {
+        return n.checked_mul(mult);
+    }
+    let f: f64 = num.parse().ok()?;
+    if !f.is_finite() || f < 0.0 {
+        return None;
+    }
+    let b = f * mult as f64;
+    if b >= u64::MAX as f64 {
+        return None;
+    }
+    Some(b as u64)
+}
+
+/// Whether `s` is a UUID in the 8-4-4-4-12 hex form.
+pub fn is_uuid(s: &str) -> bool {
+    let groups: Vec<&str> = s.split('-').collect();
+    groups.len() == 5
+        && groups
+            .iter()
+            .zip([8, 4, 4, 4, 12])
+            .all(|(g, n)| g.len() == n && g.chars().all(|c| c.is_ascii_hexdigit()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keyval() {
+        let kv = parse_keyval(
+            "user,id=n0,hostfwd=a,,b,ipv6=off,server,nowait",
+            Some("type"),
+        );
+        assert_eq!(kv["type"], "user");
+        assert_eq!(kv["id"], "n0");
+        assert_eq!(kv["hostfwd"], "a,b");
+        assert_eq!(kv["server"], "on");
+        assert_eq!(kv["wait"], "off");
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("512", 1 << 20), Some(512 << 20));
+        assert_eq!(parse_size("1G", 1 << 20), Some(1 << 30));
+        assert_eq!(parse_size("1.5k", 1), Some(1536));
+        assert_eq!(parse_size("x", 1), None);
+        assert_eq!(parse_size("99999999999E", 1), None);
+    }
+
+    #[test]
+    fn options() {
+        let mut c = MachineConfig::empty();
+        c.apply_option("m", Some("2G")).unwrap();
+        c.apply_option("smp", Some("4,maxcpus=8")).unwrap();
+        c.apply_option("name", Some("guest=vm1,debug-threads=on"))
+            .unwrap();
+        c.apply_option("drive", Some("file=a.img,if=virtio"))
+            .unwrap();
+        c.apply_option("drive", Some("file=b.img")).unwrap();
+        c.apply_option("cdrom", Some("x.iso")).unwrap();
+        assert_eq!(c.memory_bytes, 2 << 30);
+        assert_eq!((c.cpus, c.max_cpus), (4, 8));
+        assert_eq!(c.name.as_deref(), Some("vm1"));
+        let ids: Vec<&str> = c.drives.iter().map(|d| d.id.as_str()).collect();
+        assert_eq!(ids, ["virtio0", "ide0-hd0", "ide1-cd0"]);
+        assert!(c.apply_option("uuid", Some("nope")).is_err());
+        assert_eq!(
+            c.apply_option("bogus", None).unwrap_err().0,
+            "-bogus: invalid option"
+        );
+        assert!(c.apply_option("smp", Some("4,maxcpus=2")).is_err());
+    }
+
+    #[test]
+    fn toml_round_trip() {
+        let c = MachineConfig::default_machine();
+        let t = c.to_toml();
+        let back = MachineConfig::from_toml(&t).unwrap();
+        assert_eq!(back, c);
+        let small = MachineConfig::from_toml("name = \"a\"\nmemory = 2048\n").unwrap();
+        assert_eq!(small.name.as_deref(), Some("a"));
+        assert!(MachineConfig::from_toml("nonsense = 1").is_err());
+    }
+}

@@ -1,0 +1,231 @@
+//! Server glue: a [`Machine`] behind a QMP server.
+//!
+//! [`MachineHandle::register`] puts a handler into the server's
+//! [`Registry`] for every command of the served schema that the machine
+//! implements (and, unless strict, a synthesising handler for the others,
+//! so that injected failures reach them too). After each call the events
+//! the machine queued are broadcast at once (QEMU sends STOP/RESUME before
+//! the reply); requests the machine serves later (reset, power button,
+//! quit, the guest's own actions) are zero-delay timers that a task runs as
+//! soon as the reply is out, and timer deadlines are real time.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use qmpkit_schema::model::EntityKind;
+use qmpkit_schema::Schema;
+use qmpkit_server::{Call, EventSender, Registry};
+use qmpkit_wire::{ErrorClass, QmpError};
+use serde_json::Value;
+use tokio::sync::{watch, Notify};
+
+use crate::{Cx, ExitReason, Machine};
+
+/// Commands the server answers itself; the glue never registers them.
+pub const SERVER_BUILTINS: &[&str] = &["qmp_capabilities", "query-commands", "query-qmp-schema"];
+
+/// A machine shared between the handlers of one server and its timer task.
+#[derive(Clone)]
+pub struct MachineHandle {
+    pub machine: Arc<Mutex<Machine>>,
+    start: Instant,
+    wake: Arc<Notify>,
+    exit_tx: Arc<watch::Sender<Option<ExitReason>>>,
+    /// Resolves when the machine has ended (`quit`, guest shutdown).
+    pub exit_rx: watch::Receiver<Option<ExitReason>>,
+    /// The events sink of the timer task, once started.
+    events: Arc<Mutex<Option<EventSender>>>,
+}
+
+/// Lock a machine, recovering from a poisoned lock (a handler that
+/// panicked must not take the machine down with it).
+pub fn lock(m: &Mutex<Machine>) -> MutexGuard<'_, Machine> {
+    match m.lock() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
+    }
+}
+
+impl MachineHandle {
+    pub fn new(machine: Machine) -> MachineHandle {
+        let (tx, rx) = watch::channel(None);
+        MachineHandle {
+            machine: Arc::new(Mutex::new(machine)),
+            start: Instant::now(),
+            wake: Arc::new(Notify::new()),
+            exit_tx: Arc::new(tx),
+            exit_rx: rx,
+            events: Arc::new(Mutex::new(None)),
+        }
+    }
+
+    /// Nanoseconds since the machine started.
+    pub fn now_ns(&self) -> u64 {
+        self.start.elapsed().as_nanos().min(u64::MAX as u128) as u64
+    }
+
+    /// Register handlers into `reg` for the commands of `schema`. With
+    /// `strict`, only commands the machine implements get a handler.
+    pub fn register(&self, reg: &mut Registry, schema: &Schema, strict: bool) {
+        let implemented = crate::handled();
+        for (id, e) in schema.iter() {
+            if !matches!(e.kind, EntityKind::Command(_)) {
+                continue;
+            }
+            let name = e.name.as_str();
+            if SERVER_BUILTINS.contains(&name) {
+                continue;
+            }
+            let has = implemented.binary_search(&name).is_ok();
+            if !has && strict {
+                continue;
+            }
+            let h = self.clone();
+            let synth_schema = if has {
+                None
+            } else {
+                Some((lock(&self.machine).schema.clone(), id))
+            };
+            reg.register_sync(name, move |call: Call| h.call(call, synth_schema.as_ref()));
+        }
+    }
+
+    fn call(&self, call: Call, synth: Option<&(Arc<Schema>, usize)>) -> Result<Value, QmpError> {
+        let mut cx = Cx {
+            now_ns: self.now_ns(),
+            fds: call.fds,
+            session_fds: Some(call.session.named_fds.clone()),
+        };
+        let (result, events, timers_due, exit) = {
+            let mut m = lock(&self.machine);
+            if m.exit.is_some() {
+                return Err(QmpError::generic("The machine is shutting down"));
+            }
+            let r = match m.execute(&call.command, &call.args, &mut cx) {
+                Some(r) => r,
+                None => match synth {
+                    Some((schema, id)) => Ok(qmpkit_server::synth::synthesize_return(schema, *id)),
+                    None => Err(QmpError::new(
+                        ErrorClass::CommandNotFound,
+                        format!("The command {} has not been found", call.command),
+                    )),
+                },
+            };
+            let due = m.next_deadline().is_some_and(|d| d <= cx.now_ns);
+            (
+                r,
+                m.take_events(),
+                due || m.next_deadline().is_some(),
+                m.exit,
+            )
+        };
+        for (name, data) in events {
+            call.events.emit(&name, data);
+        }
+        {
+            let mut slot = match self.events.lock() {
+                Ok(g) => g,
+                Err(p) => p.into_inner(),
+            };
+            if slot.is_none() {
+                *slot = Some(call.events.clone());
+            }
+        }
+        if timers_due {
+            self.wake.notify_one();
+        }
+        if exit.is_some() {
+            let _ = self.exit_tx.send(exit);
+        }
+        result
+    }
+
+    /// Run the machine's timers until it exits: sleep until the next
+    /// deadline (or a wake-up after a call), advance the machine, broadcast
+    /// its events. `events` may be `None` until the server exists; the
+    /// first call's sender is used then.
+    pub async fn run_timers(self, events: Option<EventSender>) {
+        if let Some(ev) = events {
+            if let Ok(mut slot) = self.events.lock() {
+                *slot = Some(ev);
+            }
+        }
+        loop {
+            let deadline = lock(&self.machine).next_deadline();
+            match deadline {
+                Some(d) => {
+                    let now = self.now_ns();
+                    if d > now {
+                        let sleep = tokio::time::sleep(Duration::from_nanos(d - now));
+                        tokio::select! {
+                            _ = sleep => {}
+                            _ = self.wake.notified() => {}
+                        }
+                    } else {
+                        // Let the reply of the call that posted the
+                        // request go out first.
+                        tokio::task::yield_now().await;
+                    }
+                }
+                None => self.wake.notified().await,
+            }
+            let now = self.now_ns();
+            let (events, exit) = {
+                let mut m = lock(&self.machine);
+                m.advance(now);
+                (m.take_events(), m.exit)
+            };
+            if !events.is_empty() {
+                let sink = match self.events.lock() {
+                    Ok(g) => g.clone(),
+                    Err(p) => p.into_inner().clone(),
+                };
+                if let Some(sink) = sink {
+                    for (name, data) in events {
+                        sink.emit(&name, data);
+                    }
+                }
+            }
+            if exit.is_some() {
+                let _ = self.exit_tx.send(exit);
+                return;
+            }
+        }
+    }
+
+    /// Wait until the machine has ended.
+    pub async fn wait_exit(&self) -> ExitReason {
+        let mut rx = self.exit_rx.clone();
+        loop {
+            if let Some(r) = *rx.borrow() {
+                return r;
+            }
+            if rx.changed().await.is_err() {
+                return ExitReason::Shutdown;
+            }
+        }
+    }
+
+    /// End the machine from outside (a signal): SHUTDOWN as QEMU sends on
+    /// SIGTERM/SIGINT, broadcast now.
+    pub fn host_signal(&self) {
+        let events = {
+            let mut m = lock(&self.machine);
+            if m.exit.is_none() {
+                m.run.no_shutdown = false;
+                crate::runstate::do_shutdown(&mut m, crate::runstate::ShutdownCause::HostSignal);
+            }
+            m.take_events()
+        };
+        let sink = match self.events.lock() {
+            Ok(g) => g.clone(),
+            Err(p) => p.into_inner().clone(),
+        };
+        if let Some(sink) = sink {
+            for (name, data) in events {
+                sink.emit(&name, data);
+            }
+        }
+        let _ = self.exit_tx.send(Some(ExitReason::Shutdown));
+    }
+}
