@@ -19,7 +19,7 @@ use serde_json::{Map, Value};
 use tokio::sync::Notify;
 
 use crate::handler::{Call, EventSender, HandlerFn, HandlerFuture, Registry, SessionInfo};
-use crate::validate::{validate_args, ValidateOptions};
+use crate::validate::{validate_args_cfg, ValidateOptions};
 
 /// How a server presents itself and behaves.
 #[derive(Debug, Clone)]
@@ -368,7 +368,6 @@ impl Server {
         let version_ret = encode_value(Value::Object(version));
         let validate_opts = ValidateOptions {
             qemu_version: Some(opts.qemu_version),
-            enabled: Some(opts.introspection.enabled.clone()),
         };
         let (shutdown, _) = tokio::sync::watch::channel(false);
         let inner = Inner {
@@ -621,7 +620,13 @@ impl Inner {
         let argv = req.arguments.map(Value::Object);
         let args = match (entry.validate, entry.entity) {
             (true, Some(eid)) => {
-                match validate_args(&self.schema, eid, argv.as_ref(), &self.validate_opts) {
+                match validate_args_cfg(
+                    &self.schema,
+                    eid,
+                    argv.as_ref(),
+                    &self.validate_opts,
+                    Some(&self.opts.introspection.enabled),
+                ) {
                     Ok(a) => a,
                     Err(e) => {
                         error_line(out, &e, id);
@@ -683,7 +688,13 @@ impl Inner {
         let argv = arguments.map(Value::Object);
         let args = match self.schema.lookup("qmp_capabilities") {
             Some(eid) if matches!(self.schema.entity(eid).kind, EntityKind::Command(_)) => {
-                validate_args(&self.schema, eid, argv.as_ref(), &self.validate_opts)?
+                validate_args_cfg(
+                    &self.schema,
+                    eid,
+                    argv.as_ref(),
+                    &self.validate_opts,
+                    Some(&self.opts.introspection.enabled),
+                )?
             }
             _ => match argv {
                 Some(Value::Object(m)) => m,
