@@ -1,4 +1,4 @@
-//! `qmpkit schema …`: check, dump, stats and introspect a QAPI schema.
+//! `qmpkit schema …`: check, dump, stats, introspect and diff QAPI schemas.
 
 use clap::{Parser, Subcommand, ValueEnum};
 use qmpkit_schema::{Dialect, QapiError};
@@ -34,6 +34,14 @@ impl From<DialectArg> for Dialect {
 enum DumpFormat {
     /// What QEMU's tests/qapi-schema/test-qapi.py prints
     QemuTest,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum DiffFormat {
+    /// Human-readable, grouped, with a summary line
+    Text,
+    /// One JSON object (see the schema crate's `diff` module)
+    Json,
 }
 
 #[derive(Subcommand, Debug)]
@@ -76,6 +84,18 @@ enum Cmd {
         unmask: bool,
         file: PathBuf,
     },
+    /// Show what changed between two schemas, each either schema source or
+    /// a query-qmp-schema answer (JSON, recognised by its content); exit 0
+    /// when nothing changed, 1 when something did, 2 on error
+    Diff {
+        #[arg(long, value_enum, default_value = "text")]
+        format: DiffFormat,
+        /// Dialect of source inputs [default: modern, else legacy]
+        #[arg(long, value_enum)]
+        dialect: Option<DialectArg>,
+        old: PathBuf,
+        new: PathBuf,
+    },
 }
 
 pub fn run(args: Vec<String>) -> ExitCode {
@@ -107,6 +127,12 @@ pub fn run(args: Vec<String>) -> ExitCode {
             unmask,
             file,
         } => introspect(&file, dialect.into(), cfg, &cfg_file, unmask),
+        Cmd::Diff {
+            format,
+            dialect,
+            old,
+            new,
+        } => diff(&old, &new, dialect.map(Dialect::from), format),
     }
 }
 
@@ -195,6 +221,45 @@ fn introspect(
             eprintln!("qmpkit schema introspect: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// `schema diff`: exit status as diff(1)'s: 0 same, 1 different, 2 trouble.
+fn diff(old: &Path, new: &Path, dialect: Option<Dialect>, format: DiffFormat) -> ExitCode {
+    let load = |p: &Path| {
+        qmpkit_schema::load_any(p, dialect).map_err(|e| {
+            report(&e);
+            ExitCode::from(2)
+        })
+    };
+    let (a, b) = match (load(old), load(new)) {
+        (Ok((a, _)), Ok((b, _))) => (a, b),
+        (Err(code), _) | (_, Err(code)) => return code,
+    };
+    let d = qmpkit_schema::diff::diff(&a, &b);
+    let (ol, nl) = (old.display().to_string(), new.display().to_string());
+    let text = match format {
+        DiffFormat::Text => d.to_text(&ol, &nl),
+        DiffFormat::Json => match serde_json::to_string_pretty(&d.to_json(&ol, &nl)) {
+            Ok(t) => t + "\n",
+            Err(e) => {
+                eprintln!("qmpkit schema diff: {e}");
+                return ExitCode::from(2);
+            }
+        },
+    };
+    let mut out = std::io::stdout().lock();
+    if out
+        .write_all(text.as_bytes())
+        .and_then(|_| out.flush())
+        .is_err()
+    {
+        return ExitCode::from(2);
+    }
+    if d.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
     }
 }
 

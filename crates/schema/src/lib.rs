@@ -19,6 +19,7 @@ pub use ast::ParsedSchema;
 pub use error::QapiError;
 pub use expr::{parse_schema, parse_schema_file};
 pub use source::{Dialect, DirProvider, FsProvider, Info, MemoryProvider, SourceProvider};
+pub mod diff;
 pub mod dump;
 pub mod introspect;
 pub mod model;
