@@ -32,7 +32,13 @@ pub fn conform_return(schema: &Schema, command: &str, value: Value) -> Value {
 /// Shape an event's data after the served schema: `None` when the schema
 /// has no such event (drop it), `Some(None)` for an event without data.
 pub fn conform_event(schema: &Schema, name: &str, data: Option<Value>) -> Option<Option<Value>> {
-    let id = schema.lookup(name)?;
+    let Some(id) = schema.lookup(name) else {
+        return if schema_has_events(schema) {
+            None
+        } else {
+            Some(pre_qapi_event(name, data))
+        };
+    };
     match &schema.entity(id).kind {
         EntityKind::Event(e) => match e.arg_type {
             None => Some(None),
@@ -42,6 +48,35 @@ pub fn conform_event(schema: &Schema, name: &str, data: Option<Value>) -> Option
             }
         },
         _ => None,
+    }
+}
+
+/// Whether the schema declares events (QEMU 2.1 and later do; before,
+/// events were documented outside the schema).
+pub fn schema_has_events(schema: &Schema) -> bool {
+    schema
+        .entities
+        .iter()
+        .any(|e| matches!(e.kind, EntityKind::Event(_)))
+}
+
+/// An event's data as QEMU sent it before events were in the schema.
+fn pre_qapi_event(name: &str, data: Option<Value>) -> Option<Value> {
+    let keep: &[&str] = match name {
+        "SHUTDOWN" | "RESET" | "POWERDOWN" | "STOP" | "RESUME" | "SUSPEND" | "SUSPEND_DISK"
+        | "WAKEUP" => return None,
+        "WATCHDOG" | "GUEST_PANICKED" => &["action"],
+        "BLOCK_IO_ERROR" => &["device", "operation", "action"],
+        "BALLOON_CHANGE" => &["actual"],
+        "DEVICE_DELETED" => &["device", "path"],
+        _ => return data,
+    };
+    match data {
+        Some(Value::Object(mut m)) => {
+            m.retain(|k, _| keep.contains(&k.as_str()));
+            Some(Value::Object(m))
+        }
+        other => other,
     }
 }
 
