@@ -159,6 +159,8 @@ async fn run(inner: &Arc<Inner>, sock: &Sock, st: &mut SessState) {
             };
             current = inner.dispatch(st, q.item, q.fds, &mut out.buf);
             if let Some(p) = current.as_mut() {
+                // Events the handler emitted go out before its reply, as in QEMU.
+                drain_shared(&shared, &mut out);
                 // Most handlers are done at once: answer without another turn of the loop.
                 let waker = noop_waker();
                 let mut cx = std::task::Context::from_waker(&waker);
@@ -171,18 +173,7 @@ async fn run(inner: &Arc<Inner>, sock: &Sock, st: &mut SessState) {
             }
         }
         // Events and out-of-band replies from other tasks.
-        if let Ok(mut p) = shared.pending.lock() {
-            if !p.is_empty() {
-                if out.unwritten() == 0 {
-                    out.buf.clear();
-                    out.pos = 0;
-                    std::mem::swap(&mut out.buf, &mut p);
-                } else {
-                    out.buf.extend_from_slice(&p);
-                    p.clear();
-                }
-            }
-        }
+        drain_shared(&shared, &mut out);
         if shared.closed.load(Ordering::Relaxed) {
             return;
         }
@@ -210,6 +201,7 @@ async fn run(inner: &Arc<Inner>, sock: &Sock, st: &mut SessState) {
                 }
             }, if current.is_some() => {
                 if let Some(p) = current.take() {
+                    drain_shared(&shared, &mut out);
                     inner.finish(r, p.id, p.respond, &mut out.buf);
                 }
             }
@@ -237,7 +229,7 @@ async fn run(inner: &Arc<Inner>, sock: &Sock, st: &mut SessState) {
                 for item in items.drain(..) {
                     let fds = std::mem::take(&mut pending_fds);
                     if st.oob && is_oob(&item) {
-                        run_oob(inner, st, item, fds, &mut out.buf);
+                        run_oob(inner, st, item, fds, &mut out);
                     } else {
                         queue.push_back(Queued { item, fds });
                     }
@@ -262,15 +254,16 @@ fn run_oob(
     st: &mut SessState,
     item: Result<Value, JsonError>,
     fds: Vec<OwnedFd>,
-    out: &mut Vec<u8>,
+    out: &mut Out,
 ) {
-    let Some(mut p) = inner.dispatch(st, item, fds, out) else {
+    let Some(mut p) = inner.dispatch(st, item, fds, &mut out.buf) else {
         return;
     };
     let waker = noop_waker();
     let mut cx = std::task::Context::from_waker(&waker);
     if let std::task::Poll::Ready(r) = std::pin::Pin::new(&mut p.fut).poll(&mut cx) {
-        inner.finish(r, p.id, p.respond, out);
+        drain_shared(&st.shared, out);
+        inner.finish(r, p.id, p.respond, &mut out.buf);
         return;
     }
     let inner = inner.clone();
@@ -283,6 +276,22 @@ fn run_oob(
             shared.push(&line, inner.opts.max_backlog);
         }
     });
+}
+
+/// Move what other tasks queued for this session into the output, in order.
+fn drain_shared(shared: &Shared, out: &mut Out) {
+    if let Ok(mut p) = shared.pending.lock() {
+        if !p.is_empty() {
+            if out.unwritten() == 0 {
+                out.buf.clear();
+                out.pos = 0;
+                std::mem::swap(&mut out.buf, &mut p);
+            } else {
+                out.buf.extend_from_slice(&p);
+                p.clear();
+            }
+        }
+    }
 }
 
 /// Give the client a last chance to read what is left, bounded in time.

@@ -78,6 +78,7 @@ pub const MINI_SCHEMA: &str = r#"
 { 'command': 'query-version', 'returns': 'VersionInfo', 'allow-preconfig': true }
 { 'struct': 'CommandInfo', 'data': {'name': 'str'} }
 { 'command': 'query-commands', 'returns': ['CommandInfo'], 'allow-preconfig': true }
+{ 'command': 'query-qmp-schema', 'returns': [ 'any' ], 'allow-preconfig': true }
 { 'command': 'stop' }
 { 'command': 'cont' }
 { 'command': 'slow', 'data': { 'ms': 'int' } }
