@@ -144,8 +144,8 @@ pub fn column(src: &[u8], line_pos: usize, pos: usize) -> u32 {
 }
 
 struct Lexer<'a> {
-    /// The parser's stack of open containers, kept for its capacity.
-    stack: Vec<Frame<'a>>,
+    /// The parser's stacks, kept for their capacity.
+    stacks: Stacks<'a>,
     src: &'a [u8],
     text: &'a str,
     cursor: usize,
@@ -163,11 +163,46 @@ struct Lexer<'a> {
     optional_commas: bool,
 }
 
-fn memchr_nl(src: &[u8], from: usize) -> usize {
-    match src.get(from..).and_then(|s| memchr::memchr(b'\n', s)) {
-        Some(i) => from + i,
-        None => src.len(),
+const LO: u64 = 0x0101_0101_0101_0101;
+const HI: u64 = 0x8080_8080_8080_8080;
+
+/// Some byte of `w` is zero.
+#[inline]
+fn has_zero(w: u64) -> bool {
+    w.wrapping_sub(LO) & !w & HI != 0
+}
+
+/// Some byte of `w` may end the fast scan of a string: a quote, a
+/// backslash, or a byte outside 32..127 (false positives are fine, the
+/// byte loop decides).
+#[inline]
+fn special_in_string(w: u64) -> bool {
+    let quote = has_zero(w ^ (LO * u64::from(b'\'')));
+    let backslash = has_zero(w ^ (LO * u64::from(b'\\')));
+    // Below 32, or 127 and up (high bit set, or 0x7f: + 1 sets it).
+    let control = w.wrapping_sub(LO * 32) & !w & HI != 0;
+    let high = (w | w.wrapping_add(LO)) & HI != 0;
+    quote | backslash | control | high
+}
+
+/// Offset of the first `\n` at or after `from` in `src` (or its length).
+#[inline]
+fn find_nl(src: &[u8], from: usize) -> usize {
+    let mut i = from;
+    while let Some(w) = src.get(i..i + 8) {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(w);
+        let w = u64::from_le_bytes(word) ^ (LO * u64::from(b'\n'));
+        let z = w.wrapping_sub(LO) & !w & HI;
+        if z != 0 {
+            return i + (z.trailing_zeros() / 8) as usize;
+        }
+        i += 8;
     }
+    while i < src.len() && src[i] != b'\n' {
+        i += 1;
+    }
+    i
 }
 
 fn is_word_end(b: u8) -> bool {
@@ -222,7 +257,7 @@ impl<'a> Lexer<'a> {
             match b {
                 b'#' => {
                     let doc_start = self.src.get(self.cursor) == Some(&b'#');
-                    let end = memchr_nl(self.src, self.cursor);
+                    let end = find_nl(self.src, self.cursor);
                     self.cursor = end;
                     if !skip_comment || doc_start {
                         self.com = (self.pos, end);
@@ -279,8 +314,17 @@ impl<'a> Lexer<'a> {
 
     fn string(&mut self) -> Result<(), QapiError> {
         let start = self.cursor;
-        // Fast path: the closing quote with no escape or funny byte before.
+        // Fast path: the closing quote with no escape or funny byte before;
+        // eight bytes at a time while none of them is special.
         let mut i = start;
+        while let Some(w) = self.src.get(i..i + 8) {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(w);
+            if special_in_string(u64::from_le_bytes(word)) {
+                break;
+            }
+            i += 8;
+        }
         while i < self.src.len() {
             let b = self.src[i];
             if b == b'\'' {
@@ -332,9 +376,21 @@ impl<'a> Lexer<'a> {
     }
 }
 
+/// An open container: where its elements start on the parser's element
+/// stack (and, for a dict, the key whose value is being parsed).
 enum Frame<'t> {
-    List(Vec<Value<'t>>),
-    Dict(Vec<(Cow<'t, str>, Value<'t>)>, Cow<'t, str>),
+    List(usize),
+    Dict(usize, Cow<'t, str>),
+}
+
+/// The parser's stacks, kept between expressions for their capacity.
+#[derive(Default)]
+struct Stacks<'t> {
+    frames: Vec<Frame<'t>>,
+    /// Elements of the open lists, innermost last.
+    items: Vec<Value<'t>>,
+    /// Members of the open dicts, innermost last.
+    members: Vec<(Cow<'t, str>, Value<'t>)>,
 }
 
 impl<'a> Lexer<'a> {
@@ -343,16 +399,20 @@ impl<'a> Lexer<'a> {
     }
 
     /// Parse one value; the current token is its first token. Iterative,
-    /// with an explicit stack bounded by [`MAX_DEPTH`].
+    /// with an explicit stack bounded by [`MAX_DEPTH`]; each container's
+    /// elements collect on a shared stack and move into a vector of the
+    /// right size when it closes.
     fn get_expr(&mut self) -> Result<Value<'a>, QapiError> {
-        let mut stack = std::mem::take(&mut self.stack);
-        stack.clear();
-        let r = self.get_expr_with(&mut stack);
-        self.stack = stack;
+        let mut st = std::mem::take(&mut self.stacks);
+        st.frames.clear();
+        st.items.clear();
+        st.members.clear();
+        let r = self.get_expr_with(&mut st);
+        self.stacks = st;
         r
     }
 
-    fn get_expr_with(&mut self, stack: &mut Vec<Frame<'a>>) -> Result<Value<'a>, QapiError> {
+    fn get_expr_with(&mut self, st: &mut Stacks<'a>) -> Result<Value<'a>, QapiError> {
         loop {
             let mut value = match self.tok {
                 Tok::LBrace => {
@@ -363,11 +423,12 @@ impl<'a> Lexer<'a> {
                     } else if self.tok != Tok::Str {
                         return Err(self.err("expected string or '}'"));
                     } else {
-                        let key = self.dict_key(&[])?;
-                        if stack.len() >= MAX_DEPTH {
+                        let start = st.members.len();
+                        let key = self.dict_key(&st.members[start..])?;
+                        if st.frames.len() >= MAX_DEPTH {
                             return Err(self.too_deep());
                         }
-                        stack.push(Frame::Dict(Vec::new(), key));
+                        st.frames.push(Frame::Dict(start, key));
                         None
                     }
                 }
@@ -382,10 +443,10 @@ impl<'a> Lexer<'a> {
                     ) {
                         return Err(self.err("expected '{', '[', ']', string, or boolean"));
                     } else {
-                        if stack.len() >= MAX_DEPTH {
+                        if st.frames.len() >= MAX_DEPTH {
                             return Err(self.too_deep());
                         }
-                        stack.push(Frame::List(Vec::new()));
+                        st.frames.push(Frame::List(st.items.len()));
                         None
                     }
                 }
@@ -406,62 +467,68 @@ impl<'a> Lexer<'a> {
             };
             // Attach completed values to their containers.
             while let Some(v) = value.take() {
-                match stack.last_mut() {
+                match st.frames.last_mut() {
                     None => return Ok(v),
-                    Some(Frame::List(items)) => {
-                        items.push(v);
-                        match self.tok {
+                    Some(Frame::List(start)) => {
+                        let start = *start;
+                        st.items.push(v);
+                        let close = match self.tok {
                             Tok::RBrack => {
                                 self.accept(true)?;
-                                if let Some(Frame::List(items)) = stack.pop() {
-                                    value = Some(Value::List(items));
-                                }
+                                true
                             }
                             Tok::Comma => {
                                 self.accept(true)?;
                                 // Legacy: a trailing comma.
                                 if self.tok == Tok::RBrack && self.optional_commas {
                                     self.accept(true)?;
-                                    if let Some(Frame::List(items)) = stack.pop() {
-                                        value = Some(Value::List(items));
-                                    }
+                                    true
+                                } else {
+                                    false
                                 }
                             }
                             Tok::LBrace | Tok::LBrack | Tok::Str | Tok::True | Tok::False
-                                if self.optional_commas => {}
+                                if self.optional_commas =>
+                            {
+                                false
+                            }
                             _ => return Err(self.err("expected ',' or ']'")),
+                        };
+                        if close {
+                            st.frames.pop();
+                            value = Some(Value::List(st.items.drain(start..).collect()));
                         }
                     }
-                    Some(Frame::Dict(members, key)) => {
-                        members.push((std::mem::take(key), v));
-                        match self.tok {
+                    Some(Frame::Dict(start, key)) => {
+                        let start = *start;
+                        st.members.push((std::mem::take(key), v));
+                        let close = match self.tok {
                             Tok::RBrace => {
                                 self.accept(true)?;
-                                if let Some(Frame::Dict(members, _)) = stack.pop() {
-                                    value = Some(Value::Dict(members));
-                                }
+                                true
                             }
                             Tok::Comma => {
                                 self.accept(true)?;
                                 // Legacy: a trailing comma.
                                 if self.tok == Tok::RBrace && self.optional_commas {
                                     self.accept(true)?;
-                                    if let Some(Frame::Dict(members, _)) = stack.pop() {
-                                        value = Some(Value::Dict(members));
-                                    }
-                                    continue;
-                                }
-                                if self.tok != Tok::Str {
+                                    true
+                                } else if self.tok != Tok::Str {
                                     return Err(self.err("expected string"));
+                                } else {
+                                    *key = self.dict_key(&st.members[start..])?;
+                                    false
                                 }
-                                let k = self.dict_key(members)?;
-                                *key = k;
                             }
                             Tok::Str if self.optional_commas => {
-                                let k = self.dict_key(members)?;
-                                *key = k;
+                                *key = self.dict_key(&st.members[start..])?;
+                                false
                             }
                             _ => return Err(self.err("expected ',' or '}'")),
+                        };
+                        if close {
+                            st.frames.pop();
+                            value = Some(Value::Dict(st.members.drain(start..).collect()));
                         }
                     }
                 }
@@ -501,7 +568,7 @@ impl<'a> DocSource<'a> for Lexer<'a> {
                     self.line_pos = c;
                 }
                 Some(b'#') => {
-                    let end = memchr_nl(src, c + 1);
+                    let end = find_nl(src, c + 1);
                     self.pos = c;
                     self.cursor = end;
                     self.com = (c, end);
@@ -625,7 +692,7 @@ fn parse_file<'t>(
         line: 1,
         line_pos: 0,
         tok: Tok::Eof,
-        stack: Vec::with_capacity(16),
+        stacks: Stacks::default(),
         val: Cow::Borrowed(""),
         com: (0, 0),
         file: file.clone(),
