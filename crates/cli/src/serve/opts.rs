@@ -1,0 +1,256 @@
+//! `qmpkit serve` options: qmpkit's own (`--schema`, `--machines`, …) and
+//! QEMU's options that mean the same here (`-S`, `-m`, `-qmp`, …).
+
+use std::path::PathBuf;
+
+use qmpkit_machine::config::{option_takes_value, parse_version, MachineConfig};
+use qmpkit_schema::Dialect;
+
+pub const HELP: &str = "\
+usage: qmpkit serve [options] [QEMU options]
+
+Run a simulated machine (or a fleet) behind a QMP monitor.
+
+qmpkit options:
+  --schema FILE          serve this QAPI schema instead of the built-in one
+  --dialect legacy|modern  language of --schema (default: modern)
+  --cfg SYMBOL           enable a build configuration symbol (repeatable)
+  --cfg-file FILE        symbols from a file, one per line
+  --qemu-version X.Y.Z   version reported by the greeting and query-version
+  --package STR          package string reported likewise
+  --strict               commands without a handler answer CommandNotFound
+  --list-handlers        list the served commands and how each is answered
+  --machines N           serve N independent machines (sockets from a %d pattern)
+  --config FILE          TOML machine file (QEMU options below override it)
+  --print-config         print the machine's configuration as TOML and exit
+  --qmp SPEC             same as -qmp
+  --allow-remote-tcp     allow listening on a non-loopback TCP address
+
+QEMU options understood:
+  -qmp unix:PATH[,server=on,wait=off] | tcp:HOST:PORT[,...] | stdio
+  -chardev socket,id=ID,path=PATH,server=on,wait=off   -mon chardev=ID,mode=control
+  -S  -name NAME  -uuid UUID  -m SIZE  -smp N[,maxcpus=M]  -drive ...  -device ...
+  -netdev ...  -object ...  -machine ...  -cpu ...  -enable-kvm  -vnc ...  -serial ...
+  -no-shutdown  -no-reboot  -nodefaults  -pidfile FILE  -daemonize
+
+Without -qmp/-mon, QMP listens on a unix socket under $XDG_RUNTIME_DIR (or /tmp),
+whose path is printed.";
+
+/// Everything `qmpkit serve` was asked.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    pub schema: Option<PathBuf>,
+    pub dialect: Dialect,
+    pub cfg: Vec<String>,
+    pub cfg_files: Vec<PathBuf>,
+    pub qemu_version: Option<(u64, u64, u64)>,
+    pub package: Option<String>,
+    pub strict: bool,
+    pub list_handlers: bool,
+    pub print_config: bool,
+    pub help: bool,
+    pub machines: usize,
+    pub allow_remote_tcp: bool,
+    pub config: MachineConfig,
+}
+
+/// Parse the arguments after `serve`. Errors are one line, naming the
+/// option.
+pub fn parse(args: &[String]) -> Result<ServeOptions, String> {
+    // The machine file first: QEMU options given beside it override it.
+    let mut config = MachineConfig::default_machine();
+    let mut i = 0;
+    while i < args.len() {
+        let a = &args[i];
+        let (name, inline) = split(a);
+        if name == "config" && a.starts_with("--") {
+            let v = match inline {
+                Some(v) => v,
+                None => {
+                    i += 1;
+                    args.get(i)
+                        .cloned()
+                        .ok_or_else(|| "--config: requires a file name".to_string())?
+                }
+            };
+            let text = std::fs::read_to_string(&v).map_err(|e| format!("--config {v}: {e}"))?;
+            config = MachineConfig::from_toml(&text).map_err(|e| format!("--config {v}: {e}"))?;
+        }
+        i += 1;
+    }
+    let mut o = ServeOptions {
+        schema: None,
+        dialect: Dialect::Modern,
+        cfg: Vec::new(),
+        cfg_files: Vec::new(),
+        qemu_version: None,
+        package: None,
+        strict: false,
+        list_handlers: false,
+        print_config: false,
+        help: false,
+        machines: 1,
+        allow_remote_tcp: false,
+        config,
+    };
+    let mut i = 0;
+    while i < args.len() {
+        let a = args[i].clone();
+        if !a.starts_with('-') || a == "-" {
+            return Err(format!(
+                "'{a}': unexpected argument (options start with '-')"
+            ));
+        }
+        let (name, inline) = split(&a);
+        let double = a.starts_with("--");
+        let ours_with_value = matches!(
+            name.as_str(),
+            "schema"
+                | "dialect"
+                | "cfg"
+                | "cfg-file"
+                | "qemu-version"
+                | "package"
+                | "machines"
+                | "config"
+        );
+        let ours_flag = matches!(
+            name.as_str(),
+            "strict" | "list-handlers" | "print-config" | "help" | "allow-remote-tcp"
+        ) || a == "-h";
+        let take_value = |i: &mut usize| -> Result<String, String> {
+            if let Some(v) = inline.clone() {
+                return Ok(v);
+            }
+            *i += 1;
+            args.get(*i)
+                .cloned()
+                .ok_or_else(|| format!("{a}: requires an argument"))
+        };
+        if ours_flag {
+            match name.as_str() {
+                "strict" => o.strict = true,
+                "list-handlers" => o.list_handlers = true,
+                "print-config" => o.print_config = true,
+                "allow-remote-tcp" => o.allow_remote_tcp = true,
+                _ => o.help = true,
+            }
+        } else if ours_with_value && (double || name == "machines") {
+            let v = take_value(&mut i)?;
+            match name.as_str() {
+                "schema" => o.schema = Some(PathBuf::from(v)),
+                "dialect" => {
+                    o.dialect = match v.as_str() {
+                        "legacy" => Dialect::Legacy,
+                        "modern" => Dialect::Modern,
+                        _ => return Err(format!("--dialect {v}: expected 'legacy' or 'modern'")),
+                    }
+                }
+                "cfg" => o.cfg.push(v),
+                "cfg-file" => o.cfg_files.push(PathBuf::from(v)),
+                "qemu-version" => {
+                    o.qemu_version =
+                        Some(parse_version(&v).map_err(|e| format!("--qemu-version: {e}"))?)
+                }
+                "package" => o.package = Some(v),
+                "machines" => {
+                    let n: usize = v
+                        .parse()
+                        .ok()
+                        .filter(|n| *n >= 1 && *n <= 1_000_000)
+                        .ok_or_else(|| {
+                            format!("--machines {v}: expected a number from 1 to 1000000")
+                        })?;
+                    o.machines = n;
+                }
+                _ => {} // --config: read above
+            }
+        } else {
+            match option_takes_value(&name) {
+                None => return Err(format!("{a}: invalid option")),
+                Some(false) => {
+                    if inline.is_some() {
+                        return Err(format!("{a}: option takes no argument"));
+                    }
+                    o.config.apply_option(&name, None).map_err(|e| e.0)?;
+                }
+                Some(true) => {
+                    let v = take_value(&mut i)?;
+                    o.config.apply_option(&name, Some(&v)).map_err(|e| e.0)?;
+                }
+            }
+        }
+        i += 1;
+    }
+    if let Some(v) = o.qemu_version {
+        o.config.qemu_version = v;
+    } else if let Some(v) = o.schema.as_deref().and_then(version_from_file_name) {
+        o.config.qemu_version = v;
+    }
+    if let Some(p) = &o.package {
+        o.config.package = p.clone();
+    }
+    Ok(o)
+}
+
+/// `(name, inline value)` of an option word: `--opt=value`, `-opt`, `--opt`.
+fn split(a: &str) -> (String, Option<String>) {
+    let bare = a.trim_start_matches('-');
+    match bare.split_once('=') {
+        Some((n, v)) if a.starts_with("--") => (n.to_string(), Some(v.to_string())),
+        _ => (bare.to_string(), None),
+    }
+}
+
+/// `qemu-1.3-dev.json` → 1.3.0: the version a seed schema file names.
+fn version_from_file_name(p: &std::path::Path) -> Option<(u64, u64, u64)> {
+    let mut cur = Some(p);
+    while let Some(path) = cur {
+        let name = path.file_name()?.to_string_lossy().into_owned();
+        if let Some(rest) = name.strip_prefix("qemu-") {
+            let v: String = rest
+                .chars()
+                .take_while(|c| c.is_ascii_digit() || *c == '.')
+                .collect();
+            if let Ok(v) = parse_version(v.trim_end_matches('.')) {
+                return Some(v);
+            }
+        }
+        cur = path.parent();
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(v: &[&str]) -> Result<ServeOptions, String> {
+        parse(&v.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn parses() {
+        let o = p(&[
+            "-S",
+            "--qmp",
+            "unix:/tmp/x.sock",
+            "-m",
+            "2G",
+            "--machines",
+            "3",
+        ])
+        .unwrap();
+        assert!(o.config.start_paused);
+        assert_eq!(o.config.qmp, ["unix:/tmp/x.sock"]);
+        assert_eq!(o.config.memory_bytes, 2 << 30);
+        assert_eq!(o.machines, 3);
+        assert_eq!(
+            p(&["-frobnicate"]).unwrap_err(),
+            "-frobnicate: invalid option"
+        );
+        assert_eq!(p(&["-m"]).unwrap_err(), "-m: requires an argument");
+        let o = p(&["--schema", "/x/qemu-1.3-dev.json"]).unwrap();
+        assert_eq!(o.config.qemu_version, (1, 3, 0));
+    }
+}

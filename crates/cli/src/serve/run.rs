@@ -1,0 +1,342 @@
+//! Serving: one machine or a fleet, each behind its own QMP server and
+//! transports; `-daemonize` and `-pidfile`; clean stop on SIGINT/SIGTERM.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use qmpkit_machine::fleet::{expand_pattern, fleet_machine, has_index};
+use qmpkit_machine::glue::MachineHandle;
+use qmpkit_machine::{Machine, MachineConfig};
+use qmpkit_schema::Schema;
+use qmpkit_server::{BindOptions, Listener, Registry, Server, ServerOptions, Transport};
+
+use super::opts::ServeOptions;
+
+/// Where the default socket goes: `$XDG_RUNTIME_DIR`, else `/tmp`.
+fn runtime_dir() -> PathBuf {
+    match std::env::var_os("XDG_RUNTIME_DIR") {
+        Some(d) if !d.is_empty() && std::path::Path::new(&d).is_dir() => PathBuf::from(d),
+        _ => PathBuf::from("/tmp"),
+    }
+}
+
+/// The monitor specs of the configuration as a QEMU command line.
+fn monitor_args(c: &MachineConfig, index: Option<usize>) -> Vec<String> {
+    let x = |s: &String| match index {
+        Some(i) => expand_pattern(s, i),
+        None => s.clone(),
+    };
+    let mut v = Vec::new();
+    for s in &c.chardevs {
+        v.push("-chardev".to_string());
+        v.push(x(s));
+    }
+    for s in &c.mon {
+        v.push("-mon".to_string());
+        v.push(x(s));
+    }
+    for s in &c.qmp {
+        v.push("-qmp".to_string());
+        v.push(x(s));
+    }
+    v
+}
+
+fn raise_fd_limit() {
+    // SAFETY: plain getrlimit/setrlimit on a local struct.
+    unsafe {
+        let mut r = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) == 0 && r.rlim_cur < r.rlim_max {
+            r.rlim_cur = r.rlim_max;
+            let _ = libc::setrlimit(libc::RLIMIT_NOFILE, &r);
+        }
+    }
+}
+
+/// `-daemonize`: fork; the parent waits until the child is serving (or
+/// failed) and exits with its verdict. Returns the pipe end the child
+/// reports readiness on.
+fn daemonize() -> Result<Option<i32>, String> {
+    let mut fds = [0i32; 2];
+    // SAFETY: pipe/fork/setsid/read/close on fds we own; called before any
+    // thread (the runtime) exists.
+    unsafe {
+        if libc::pipe(fds.as_mut_ptr()) != 0 {
+            return Err("-daemonize: pipe failed".into());
+        }
+        match libc::fork() {
+            -1 => Err("-daemonize: fork failed".into()),
+            0 => {
+                libc::close(fds[0]);
+                libc::setsid();
+                Ok(Some(fds[1]))
+            }
+            _ => {
+                libc::close(fds[1]);
+                let mut b = [0u8; 1];
+                let n = libc::read(fds[0], b.as_mut_ptr().cast(), 1);
+                std::process::exit(if n == 1 && b[0] == b'0' { 0 } else { 1 });
+            }
+        }
+    }
+}
+
+fn report_ready(fd: Option<i32>, ok: bool) {
+    if let Some(fd) = fd {
+        let b = [if ok { b'0' } else { b'1' }];
+        // SAFETY: writing one byte to our pipe end, then closing it; the
+        // standard streams are pointed at /dev/null as QEMU does.
+        unsafe {
+            libc::write(fd, b.as_ptr().cast(), 1);
+            libc::close(fd);
+            if ok {
+                let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
+                if null >= 0 {
+                    libc::dup2(null, 0);
+                    libc::dup2(null, 1);
+                    libc::dup2(null, 2);
+                }
+            }
+        }
+    }
+}
+
+struct Unit {
+    handle: MachineHandle,
+    server: Server,
+    listeners: Vec<Listener>,
+}
+
+fn build_unit(
+    machine: Machine,
+    schema: &Arc<Schema>,
+    sopts: &ServerOptions,
+    strict: bool,
+) -> (MachineHandle, Server) {
+    let handle = MachineHandle::new(machine);
+    let mut reg = Registry::new();
+    handle.register(&mut reg, schema, strict);
+    let server = Server::new(schema.clone(), reg, sopts.clone());
+    (handle, server)
+}
+
+pub fn serve(o: ServeOptions, schema: Arc<Schema>, enabled: Vec<String>) -> ExitCode {
+    raise_fd_limit();
+    let ready_fd = if o.config.daemonize {
+        match daemonize() {
+            Ok(fd) => fd,
+            Err(e) => {
+                eprintln!("qmpkit serve: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        None
+    };
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("qmpkit serve: {e}");
+            report_ready(ready_fd, false);
+            return ExitCode::FAILURE;
+        }
+    };
+    rt.block_on(serve_async(o, schema, enabled, ready_fd))
+}
+
+async fn serve_async(
+    o: ServeOptions,
+    schema: Arc<Schema>,
+    enabled: Vec<String>,
+    ready_fd: Option<i32>,
+) -> ExitCode {
+    let fail = |msg: String| {
+        eprintln!("qmpkit serve: {msg}");
+        report_ready(ready_fd, false);
+        ExitCode::FAILURE
+    };
+    let mut config = o.config.clone();
+    let n = o.machines;
+    let mut default_path = None;
+    if config.qmp.is_empty() && config.mon.is_empty() {
+        let dir = runtime_dir();
+        let pid = std::process::id();
+        let p = if n > 1 {
+            dir.join(format!("qmpkit-{pid}-%d.sock"))
+        } else {
+            dir.join(format!("qmpkit-{pid}.sock"))
+        };
+        let p = p.to_string_lossy().into_owned();
+        config.qmp.push(format!("unix:{p},server=on,wait=off"));
+        default_path = Some(p);
+    } else if n > 1 {
+        let all = monitor_args(&config, None).join(" ");
+        if !has_index(&all) {
+            return fail(format!(
+                "--machines {n}: the monitor path needs a %d for the machine's number (e.g. --qmp unix:/run/vm-%d.sock,server=on,wait=off)"
+            ));
+        }
+    }
+    let sopts = ServerOptions {
+        qemu_version: config.qemu_version,
+        package: config.package.clone(),
+        strict: o.strict,
+        introspection: qmpkit_schema::introspect::Options {
+            enabled: enabled.into_iter().collect(),
+            unmask: false,
+        },
+        ..ServerOptions::default()
+    };
+    let config = Arc::new(config);
+    let bind_opts = BindOptions {
+        allow_remote_tcp: o.allow_remote_tcp,
+    };
+    let mut units = Vec::with_capacity(n);
+    for i in 0..n {
+        let machine = if n > 1 {
+            fleet_machine(&config, &schema, i)
+        } else {
+            Machine::new(config.clone(), schema.clone())
+        };
+        let args = monitor_args(&config, if n > 1 { Some(i) } else { None });
+        let transports = match Transport::from_command_line(&args) {
+            Ok(t) => t,
+            Err(e) => return fail(e.to_string()),
+        };
+        let mut listeners = Vec::new();
+        for t in &transports {
+            match qmpkit_server::bind(t, &bind_opts).await {
+                Ok(l) => listeners.push(l),
+                Err(e) => {
+                    for u in &units {
+                        remove_sockets(u);
+                    }
+                    return fail(e.to_string());
+                }
+            }
+        }
+        let (handle, server) = build_unit(machine, &schema, &sopts, o.strict);
+        units.push(Unit {
+            handle,
+            server,
+            listeners,
+        });
+    }
+    if let Some(p) = &config.pidfile {
+        if let Err(e) = std::fs::write(p, format!("{}\n", std::process::id())) {
+            for u in &units {
+                remove_sockets(u);
+            }
+            return fail(format!("cannot create PID file: {p}: {e}"));
+        }
+    }
+    if let Some(p) = &default_path {
+        if n > 1 {
+            println!("{p}");
+            println!(
+                "{n} machines; connect to one with: qmp-shell {}   (or: socat - UNIX-CONNECT:{})",
+                expand_pattern(p, 0),
+                expand_pattern(p, 0)
+            );
+        } else {
+            println!("{p}");
+            println!("connect with: qmp-shell {p}   (or: socat - UNIX-CONNECT:{p})");
+        }
+    }
+    report_ready(ready_fd, true);
+
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut handles = Vec::with_capacity(units.len());
+    let mut servers = Vec::with_capacity(units.len());
+    for u in units {
+        let Unit {
+            handle,
+            server,
+            listeners,
+        } = u;
+        tokio::spawn(handle.clone().run_timers(Some(server.events())));
+        for l in listeners {
+            let s = server.clone();
+            tasks.spawn(async move {
+                let _ = s.serve(l).await;
+            });
+        }
+        // A machine that ends (quit, guest shutdown) stops its server.
+        let (h, s) = (handle.clone(), server.clone());
+        tasks.spawn(async move {
+            h.wait_exit().await;
+            // Let the last replies and events go out.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            s.shutdown();
+        });
+        handles.push(handle);
+        servers.push(server);
+    }
+
+    let signal = wait_signal();
+    tokio::pin!(signal);
+    let mut signalled = None;
+    loop {
+        tokio::select! {
+            sig = &mut signal, if signalled.is_none() => {
+                signalled = Some(sig);
+                eprintln!("qmpkit: terminating on signal {sig}");
+                for h in &handles {
+                    h.host_signal();
+                }
+            }
+            next = tasks.join_next() => {
+                if next.is_none() {
+                    break;
+                }
+            }
+        }
+    }
+    for s in &servers {
+        s.shutdown();
+    }
+    if let Some(p) = &config.pidfile {
+        let _ = std::fs::remove_file(p);
+    }
+    ExitCode::SUCCESS
+}
+
+fn remove_sockets(u: &Unit) {
+    for l in &u.listeners {
+        if let Some(p) = l.unix_path() {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+/// The first of SIGINT, SIGTERM, SIGHUP; its number.
+async fn wait_signal() -> i32 {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mk = |k: SignalKind| signal(k).ok();
+    let (mut a, mut b, mut c) = (
+        mk(SignalKind::interrupt()),
+        mk(SignalKind::terminate()),
+        mk(SignalKind::hangup()),
+    );
+    async fn recv(s: &mut Option<tokio::signal::unix::Signal>) {
+        match s {
+            Some(s) => {
+                s.recv().await;
+            }
+            None => std::future::pending::<()>().await,
+        }
+    }
+    tokio::select! {
+        _ = recv(&mut a) => 2,
+        _ = recv(&mut b) => 15,
+        _ = recv(&mut c) => 1,
+    }
+}
