@@ -1,0 +1,166 @@
+//! Python's qemu.qmp and qmp-shell drive our server: negotiation, commands, an error, an event.
+//! Skipped (with `skipped: …`) when no Python with qemu.qmp is found: `$QMPKIT_PYTHON`, the
+//! repository's `.ci/venv`, or a `python3` that imports qemu.qmp.
+
+mod common;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use qmpkit_server::ServerOptions;
+use serde_json::{json, Value};
+
+fn python() -> Result<PathBuf, String> {
+    if let Some(p) = std::env::var_os("QMPKIT_PYTHON") {
+        return Ok(PathBuf::from(p));
+    }
+    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.ci/venv/bin/python");
+    if venv.exists() {
+        return Ok(venv);
+    }
+    let ok = Command::new("python3")
+        .args(["-c", "import qemu.qmp"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if ok {
+        Ok(PathBuf::from("python3"))
+    } else {
+        Err("QMPKIT_PYTHON is unset and python3 cannot import qemu.qmp".into())
+    }
+}
+
+fn qmp_shell(python: &Path) -> PathBuf {
+    if let Some(dir) = python.parent() {
+        let p = dir.join("qmp-shell");
+        if p.exists() {
+            return p;
+        }
+    }
+    PathBuf::from("qmp-shell")
+}
+
+macro_rules! python_or_skip {
+    () => {
+        match python() {
+            Ok(p) => p,
+            Err(reason) => {
+                eprintln!("skipped: {reason}");
+                return;
+            }
+        }
+    };
+}
+
+fn server() -> common::Running {
+    common::start(
+        common::mini_schema(),
+        common::mini_registry(),
+        ServerOptions {
+            qemu_version: (10, 0, 2),
+            package: "qmpkit".into(),
+            ..ServerOptions::default()
+        },
+    )
+}
+
+#[test]
+fn qemu_qmp_drives_our_server() {
+    let py = python_or_skip!();
+    let r = server();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../client/tests/py/qmp_run.py");
+    let requests = [
+        json!({"execute": "query-version"}),
+        json!({"execute": "stop"}),
+        json!({"execute": "getfd", "arguments": {"fdname": "x"}}),
+        json!({"execute": "echo", "arguments": {"value": {"b": [1, 2], "a": "x"}}}),
+        json!({"execute": "no-such-command"}),
+    ];
+    let stdin: String = requests.iter().map(|r| format!("{r}\n")).collect();
+    let mut child = Command::new(&py)
+        .arg(&script)
+        .arg(&r.socket)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(stdin.as_bytes())
+        .expect("write");
+    let out = child.wait_with_output().expect("wait");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    assert_eq!(lines.len(), 7, "{lines:?}");
+    assert_eq!(lines[0]["greeting"]["QMP"]["capabilities"], json!(["oob"]));
+    assert_eq!(
+        lines[1],
+        json!({"return": {"qemu": {"major": 10, "minor": 0, "micro": 2}, "package": "qmpkit"}})
+    );
+    assert_eq!(lines[2], json!({"return": {}}));
+    assert_eq!(
+        lines[3],
+        json!({"error": {"class": "GenericError", "desc": "No file descriptor supplied via SCM_RIGHTS"}})
+    );
+    assert_eq!(lines[4], json!({"return": {"b": [1, 2], "a": "x"}}));
+    assert_eq!(
+        lines[5],
+        json!({"error": {"class": "CommandNotFound", "desc": "The command no-such-command has not been found"}})
+    );
+    assert_eq!(lines[6], json!({"events": ["STOP"]}));
+}
+
+#[test]
+fn qmp_shell_runs_non_interactively() {
+    let py = python_or_skip!();
+    let r = server();
+    let mut child = Command::new(qmp_shell(&py))
+        .arg(&r.socket)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("qmp-shell");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(b"query-version\necho value=7\nslow ms=x\nnope\n")
+        .expect("write");
+    let out = child.wait_with_output().expect("wait");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("Connected to QEMU 10.0.2"), "{stdout}");
+    let replies: Vec<Value> = stdout
+        .split("(QEMU) ")
+        .skip(1)
+        .filter_map(|s| serde_json::from_str(s.trim()).ok())
+        .collect();
+    assert_eq!(replies.len(), 4, "{stdout}");
+    assert_eq!(replies[0]["return"]["qemu"]["major"], json!(10));
+    assert_eq!(replies[1], json!({"return": 7}));
+    assert_eq!(
+        replies[2],
+        json!({"error": {"class": "GenericError", "desc": "Invalid parameter type for 'ms', expected: integer"}})
+    );
+    assert_eq!(
+        replies[3],
+        json!({"error": {"class": "CommandNotFound", "desc": "The command nope has not been found"}})
+    );
+}
