@@ -559,6 +559,9 @@ struct Differ<'a> {
     /// Inside a renamed command or event: a lone removed and added member
     /// of the same type count as a rename.
     rename_scope: bool,
+    /// Pairs found but not compared yet (discovery is breadth first, so
+    /// deep type graphs need no deep recursion).
+    queue: std::collections::VecDeque<usize>,
 }
 
 impl<'a> Differ<'a> {
@@ -573,6 +576,18 @@ impl<'a> Differ<'a> {
             changes: Vec::new(),
             renames: Vec::new(),
             rename_scope,
+            queue: std::collections::VecDeque::new(),
+        }
+    }
+
+    /// Compare one command or event: during discovery, also every pair it
+    /// leads to, before the next root.
+    fn root(&mut self, kind: RootKind, name: &str, o: EntityId, n: EntityId) {
+        self.compare_root(kind, name, o, n);
+        while let Some(i) = self.queue.pop_front() {
+            self.current = Some(i);
+            self.compare_pair(i);
+            self.current = None;
         }
     }
 
@@ -604,7 +619,7 @@ impl<'a> Differ<'a> {
             ] {
                 for (name, &oid) in o {
                     if let Some(&nid) = n.get(name) {
-                        self.compare_root(kind, name, oid, nid);
+                        self.root(kind, name, oid, nid);
                     }
                 }
             }
@@ -781,7 +796,7 @@ impl<'a> Differ<'a> {
                 }
                 d.current = None;
             }
-            d.compare_root(kind, name, o, n);
+            d.root(kind, name, o, n);
         }
         let mut lines: Vec<String> = d
             .renames
@@ -1064,9 +1079,7 @@ impl<'a> Differ<'a> {
                 });
                 let i = self.pairs.len() - 1;
                 self.index.insert((o, n), i);
-                let saved = self.current.replace(i);
-                self.compare_pair(i);
-                self.current = saved;
+                self.queue.push_back(i);
                 i
             }
         };

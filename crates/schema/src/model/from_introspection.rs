@@ -38,6 +38,9 @@ use std::collections::HashSet;
 /// Module name given to the entities of a loaded answer.
 pub const INTROSPECTION_MODULE: &str = "query-qmp-schema";
 
+/// Deepest nesting of array types accepted in an answer.
+const MAX_ARRAY_DEPTH: usize = 32;
+
 /// Name prefix of the hidden helper entities (not a valid QAPI name).
 const HIDDEN_PREFIX: &str = "#order-";
 
@@ -184,16 +187,29 @@ impl Loader {
 
     /// The entity of a type reference as the answer writes it.
     fn resolve(&mut self, name: &str, user: &str) -> Result<EntityId, QapiError> {
-        if let Some(el) = array_element(name) {
-            let el_id = self.resolve(el, user)?;
-            return self.array_of(el_id);
+        let mut base = name;
+        let mut depth = 0usize;
+        while let Some(el) = array_element(base) {
+            base = el;
+            depth += 1;
+            if depth > MAX_ARRAY_DEPTH {
+                return Err(err(format!(
+                    "'{user}' uses type '{name}', nested more than {MAX_ARRAY_DEPTH} arrays deep"
+                )));
+            }
         }
-        match self.s.lookup_type(name) {
-            Some(id) if !matches!(self.s.entities[id].kind, EntityKind::Array(_)) => Ok(id),
-            _ => Err(err(format!(
-                "'{user}' uses type '{name}', which is not defined"
-            ))),
+        let mut id = match self.s.lookup_type(base) {
+            Some(id) if !matches!(self.s.entities[id].kind, EntityKind::Array(_)) => id,
+            _ => {
+                return Err(err(format!(
+                    "'{user}' uses type '{name}', which is not defined"
+                )))
+            }
+        };
+        for _ in 0..depth {
+            id = self.array_of(id)?;
         }
+        Ok(id)
     }
 
     /// The array type of `el`, created on first use (`ElemList` when that
