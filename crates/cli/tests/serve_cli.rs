@@ -1,0 +1,297 @@
+//! `qmpkit serve` end to end: options and their errors, the default
+//! machine over a socket, `--schema` with QEMU 1.3's interface, fleets.
+
+#[path = "serve_support.rs"]
+mod support;
+
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::json;
+use support::*;
+
+fn serve_err(args: &[&str]) -> (i32, String) {
+    let out = Command::new(qmpkit())
+        .arg("serve")
+        .args(args)
+        .output()
+        .expect("run");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn option_errors_name_the_option() {
+    let (code, err) = serve_err(&["-frobnicate"]);
+    assert_eq!(code, 1);
+    assert_eq!(err.trim(), "qmpkit serve: -frobnicate: invalid option");
+    let (code, err) = serve_err(&["--bogus=1"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("--bogus=1: invalid option"), "{err}");
+    let (_, err) = serve_err(&["-m"]);
+    assert_eq!(err.trim(), "qmpkit serve: -m: requires an argument");
+    let (_, err) = serve_err(&["-m", "lots"]);
+    assert_eq!(err.trim(), "qmpkit serve: -m lots: invalid RAM size");
+    let (_, err) = serve_err(&["-uuid", "xyz"]);
+    assert_eq!(
+        err.trim(),
+        "qmpkit serve: -uuid xyz: Fail to parse UUID string"
+    );
+    let (_, err) = serve_err(&["--dialect", "ancient"]);
+    assert!(err.contains("--dialect ancient"), "{err}");
+    let (_, err) = serve_err(&["--machines", "0"]);
+    assert!(err.contains("--machines 0"), "{err}");
+    let (_, err) = serve_err(&[
+        "--machines",
+        "2",
+        "-qmp",
+        "unix:/tmp/x.sock,server=on,wait=off",
+    ]);
+    assert!(err.contains("%d"), "{err}");
+    let (_, err) = serve_err(&["-qmp", "bogus:thing"]);
+    assert!(
+        err.contains("bogus:thing") || err.contains("'bogus"),
+        "{err}"
+    );
+}
+
+#[test]
+fn list_handlers_and_print_config() {
+    let out = Command::new(qmpkit())
+        .args(["serve", "--list-handlers"])
+        .output()
+        .expect("run");
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.lines().any(|l| l == "query-status\thandler"), "{text}");
+    assert!(
+        text.lines().any(|l| l == "query-qmp-schema\tbuiltin"),
+        "{text}"
+    );
+    assert!(text
+        .lines()
+        .any(|l| l == "__org.qmpkit_guest-panic\thandler"));
+    assert_eq!(text.lines().count(), 156 + 8, "{text}");
+    let out = Command::new(qmpkit())
+        .args(["serve", "--print-config", "-m", "2G", "-name", "web"])
+        .output()
+        .expect("run");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("name = \"web\""), "{text}");
+    assert!(text.contains("memory = 2147483648"), "{text}");
+}
+
+#[test]
+fn default_machine_on_a_printed_socket() {
+    let dir = tmpdir("default");
+    let mut s = Command::new(qmpkit())
+        .arg("serve")
+        .env("XDG_RUNTIME_DIR", &dir)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut out = std::io::BufReader::new(s.stdout.take().expect("stdout"));
+    let mut first = String::new();
+    let mut hint = String::new();
+    use std::io::BufRead;
+    out.read_line(&mut first).unwrap();
+    out.read_line(&mut hint).unwrap();
+    let path = std::path::PathBuf::from(first.trim());
+    assert!(path.starts_with(&dir), "{first}");
+    assert!(
+        hint.contains("qmp-shell") && hint.contains(first.trim()),
+        "{hint}"
+    );
+    let mut q = Qmp::connect(&path);
+    assert_eq!(
+        q.greeting["QMP"]["version"]["qemu"],
+        json!({"major": 2, "minor": 12, "micro": 0})
+    );
+    assert_eq!(q.ok("query-status", json!({}))["status"], "running");
+    // Ctrl-C: SHUTDOWN (host signal), socket removed, exit 0.
+    unsafe_kill(s.id(), 2);
+    let ev = q.event("SHUTDOWN");
+    assert_eq!(ev["data"], json!({"guest": false}));
+    let st = s.wait().expect("wait");
+    assert!(st.success(), "{st:?}");
+    assert!(!path.exists());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn unsafe_kill(pid: u32, sig: i32) {
+    let _ = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status();
+}
+
+#[test]
+fn quit_ends_the_process() {
+    let dir = tmpdir("quit");
+    let sock = dir.join("m.sock");
+    let spec = format!("unix:{},server=on,wait=off", sock.display());
+    let pidfile = dir.join("pid");
+    let mut s = spawn(&["-qmp", &spec, "-pidfile", pidfile.to_str().unwrap()]);
+    let mut q = Qmp::connect(&sock);
+    let pid: u32 = std::fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert_eq!(pid, s.child.id());
+    assert_eq!(q.cmd("quit", json!({})), json!({"return": {}}));
+    assert_eq!(q.event("SHUTDOWN")["data"], json!({"guest": false}));
+    assert!(q.read().is_none());
+    let st = s.child.wait().unwrap();
+    assert!(st.success());
+    std::thread::sleep(Duration::from_millis(50));
+    assert!(!sock.exists());
+    assert!(!pidfile.exists());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn options_reach_the_machine() {
+    let dir = tmpdir("opts");
+    let sock = dir.join("m.sock");
+    let chardev = format!("socket,id=mon0,path={},server=on,wait=off", sock.display());
+    let _s = spawn(&[
+        "-S",
+        "-name",
+        "guest=db1",
+        "-uuid",
+        "550e8400-e29b-41d4-a716-446655440000",
+        "-m",
+        "2G",
+        "-smp",
+        "4,maxcpus=8",
+        "-chardev",
+        &chardev,
+        "-mon",
+        "chardev=mon0,mode=control",
+        "--qemu-version",
+        "2.11.1",
+        "--package",
+        "qmpkit-test",
+    ]);
+    let mut q = Qmp::connect(&sock);
+    assert_eq!(q.ok("query-status", json!({}))["status"], "prelaunch");
+    assert_eq!(q.ok("query-name", json!({})), json!({"name": "db1"}));
+    assert_eq!(
+        q.ok("query-uuid", json!({})),
+        json!({"UUID": "550e8400-e29b-41d4-a716-446655440000"})
+    );
+    assert_eq!(
+        q.ok("query-memory-size-summary", json!({}))["base-memory"],
+        json!(2u64 << 30)
+    );
+    assert_eq!(q.ok("query-cpus", json!({})).as_array().unwrap().len(), 4);
+    assert_eq!(
+        q.ok("query-version", json!({})),
+        json!({"qemu": {"major": 2, "minor": 11, "micro": 1}, "package": "qmpkit-test"})
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn serves_qemu_1_3() {
+    let schema = shared().join("seeds/qemu-1.3-dev.json");
+    if !schema.exists() {
+        eprintln!("skipped: {} not found", schema.display());
+        return;
+    }
+    let dir = tmpdir("v13");
+    let sock = dir.join("m.sock");
+    let spec = format!("unix:{},server=on,wait=off", sock.display());
+    let _s = spawn(&[
+        "--schema",
+        schema.to_str().unwrap(),
+        "--dialect",
+        "legacy",
+        "-qmp",
+        &spec,
+    ]);
+    let mut q = Qmp::connect(&sock);
+    assert_eq!(
+        q.greeting["QMP"]["version"]["qemu"],
+        json!({"major": 1, "minor": 3, "micro": 0})
+    );
+    let cmds = q.ok("query-commands", json!({}));
+    let names: Vec<&str> = cmds
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|c| c["name"].as_str())
+        .collect();
+    // The schema's 82 commands, and the protocol's own qmp_capabilities
+    // (QEMU 1.3 defined it outside the schema and listed it too).
+    assert_eq!(names.len(), 83, "{names:?}");
+    assert!(names.contains(&"qmp_capabilities"));
+    assert!(names.contains(&"cpu") && names.contains(&"change"));
+    assert_eq!(q.ok("cpu", json!({"index": 0})), json!({}));
+    let cpus = q.ok("query-cpus", json!({}));
+    let keys: Vec<&String> = cpus[0].as_object().unwrap().keys().collect();
+    let mut keys: Vec<&str> = keys.iter().map(|k| k.as_str()).collect();
+    keys.sort();
+    assert_eq!(keys, ["CPU", "current", "halted", "pc", "thread_id"]);
+    assert_eq!(q.ok("stop", json!({})), json!({}));
+    let ev = q.event("STOP");
+    assert!(ev.get("data").is_none());
+    assert_eq!(q.ok("query-status", json!({}))["status"], "paused");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn fleet_machines_have_their_own_state() {
+    let dir = tmpdir("fleet");
+    let spec = format!("unix:{}/vm-%d.sock,server=on,wait=off", dir.display());
+    let _s = spawn(&["--machines", "3", "--qmp", &spec]);
+    let mut qs: Vec<Qmp> = (0..3)
+        .map(|i| Qmp::connect(&dir.join(format!("vm-{i}.sock"))))
+        .collect();
+    qs[1].ok("stop", json!({}));
+    qs[1].event("STOP");
+    for (i, q) in qs.iter_mut().enumerate() {
+        assert_eq!(
+            q.ok("query-name", json!({})),
+            json!({"name": format!("vm-{i}")})
+        );
+        let st = q.ok("query-status", json!({}));
+        assert_eq!(st["status"], if i == 1 { "paused" } else { "running" });
+    }
+    let u0 = qs[0].ok("query-uuid", json!({}));
+    let u2 = qs[2].ok("query-uuid", json!({}));
+    assert_ne!(u0, u2);
+    // One machine quitting leaves the others serving.
+    qs[0].ok("quit", json!({}));
+    qs[0].event("SHUTDOWN");
+    assert!(qs[0].events.iter().all(|e| e["event"] != "STOP"));
+    assert_eq!(qs[2].ok("query-status", json!({}))["status"], "running");
+    assert!(qs[2].events.is_empty(), "{:?}", qs[2].events);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn toml_machine_file() {
+    let dir = tmpdir("toml");
+    let sock = dir.join("m.sock");
+    let file = dir.join("vm.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "name = \"from-file\"\nstart-paused = true\nqmp = [\"unix:{},server=on,wait=off\"]\n[guest]\npowerdown-delay-ms = 10\n",
+            sock.display()
+        ),
+    )
+    .unwrap();
+    let _s = spawn(&["--config", file.to_str().unwrap()]);
+    let mut q = Qmp::connect(&sock);
+    assert_eq!(q.ok("query-name", json!({})), json!({"name": "from-file"}));
+    assert_eq!(q.ok("query-status", json!({}))["status"], "prelaunch");
+    let _ = std::fs::remove_dir_all(&dir);
+    let (_, err) = serve_err(&["--config", "/nonexistent/vm.toml"]);
+    assert!(err.contains("--config /nonexistent/vm.toml"), "{err}");
+}
