@@ -236,3 +236,104 @@ fn bad_answers_are_errors() {
         assert!(load_introspection(&bad).is_err(), "{bad}");
     }
 }
+
+mod arbitrary_answers {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn type_ref() -> BoxedStrategy<String> {
+        prop_oneof![
+            Just("0".to_string()),
+            Just("1".to_string()),
+            Just("2".to_string()),
+            Just("int".to_string()),
+            Just("str".to_string()),
+            Just("[1]".to_string()),
+            Just("[[2]]".to_string()),
+            Just("q_empty".to_string()),
+            Just("intList".to_string()),
+        ]
+        .boxed()
+    }
+
+    fn element(name: String) -> BoxedStrategy<Value> {
+        let n = name.clone();
+        prop_oneof![
+            (type_ref(), type_ref(), any::<bool>()).prop_map(move |(a, r, oob)| json!({
+                "name": format!("cmd-{n}"), "meta-type": "command",
+                "arg-type": a, "ret-type": r, "allow-oob": oob })),
+            prop::collection::vec((type_ref(), any::<bool>()), 0..4).prop_map({
+                let n = name.clone();
+                move |ms| {
+                    let members: Vec<Value> = ms
+                        .iter()
+                        .enumerate()
+                        .map(|(i, (t, o))| {
+                            if *o {
+                                json!({"name": format!("m{i}"), "type": t, "default": null})
+                            } else {
+                                json!({"name": format!("m{i}"), "type": t})
+                            }
+                        })
+                        .collect();
+                    json!({"name": n, "meta-type": "object", "members": members})
+                }
+            }),
+            (type_ref(), type_ref()).prop_map({
+                let n = name.clone();
+                move |(a, b)| {
+                    json!({"name": n, "meta-type": "object",
+                    "members": [{"name": "t", "type": "str"}], "tag": "t",
+                    "variants": [{"case": "a", "type": a}, {"case": "b", "type": b}]})
+                }
+            }),
+            prop::collection::vec(type_ref(), 0..3).prop_map({
+                let n = name.clone();
+                move |ts| {
+                    json!({"name": n, "meta-type": "alternate",
+                    "members": ts.iter().map(|t| json!({"type": t})).collect::<Vec<_>>()})
+                }
+            }),
+            Just(json!({"name": name, "meta-type": "enum", "values": ["a", "b"]})),
+        ]
+        .boxed()
+    }
+
+    fn answer() -> BoxedStrategy<Value> {
+        (
+            element("0".into()),
+            element("1".into()),
+            element("2".into()),
+            element("3".into()),
+        )
+            .prop_map(|(a, b, c, d)| {
+                json!([a, b, c, d,
+                    {"name": "int", "meta-type": "builtin", "json-type": "int"},
+                    {"name": "str", "meta-type": "builtin", "json-type": "string"}])
+            })
+            .boxed()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(300))]
+        /// No answer panics the loader, introspection of the result, or a
+        /// diff against it; what loads introspects to what loads again.
+        #[test]
+        fn load_introspect_diff_never_panic(v in answer(), w in answer()) {
+            let a = load_introspection(&v);
+            let b = load_introspection(&w);
+            if let Ok(a) = &a {
+                let again = to_json(&introspect::introspect(a, &unmasked()));
+                let a2 = load_introspection(&again).expect("own introspection loads");
+                let again2 = to_json(&introspect::introspect(&a2, &unmasked()));
+                prop_assert_eq!(&again, &again2);
+                prop_assert!(qmpkit_schema::diff::diff(a, &a2).is_empty());
+                if let Ok(b) = &b {
+                    let d = qmpkit_schema::diff::diff(a, b);
+                    let _ = d.to_text("a", "b");
+                    let _ = d.to_json("a", "b");
+                }
+            }
+        }
+    }
+}
