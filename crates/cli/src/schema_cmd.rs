@@ -84,16 +84,21 @@ enum Cmd {
         unmask: bool,
         file: PathBuf,
     },
-    /// Show what changed between two schemas, each either schema source or
-    /// a query-qmp-schema answer (JSON, recognised by its content); exit 0
-    /// when nothing changed, 1 when something did, 2 on error
+    /// Show what changed between two schemas
+    ///
+    /// Each side is schema source or a query-qmp-schema answer (JSON, bare
+    /// array or {"return": [...]}, recognised by its content). Each change is
+    /// rated for existing clients and for existing server implementations.
+    /// Exit status as diff(1): 0 no changes, 1 changes, 2 trouble.
     Diff {
         #[arg(long, value_enum, default_value = "text")]
         format: DiffFormat,
         /// Dialect of source inputs [default: modern, else legacy]
         #[arg(long, value_enum)]
         dialect: Option<DialectArg>,
+        /// The old schema (source or introspection answer)
         old: PathBuf,
+        /// The new schema (source or introspection answer)
         new: PathBuf,
     },
 }
