@@ -95,7 +95,7 @@ pub fn validate_args_cfg(
         ));
     };
     if !cmd.gen {
-        return Ok(map.clone());
+        return Ok(deep_clone_map(map));
     }
     let mut w = Walker::new(schema, opts, enabled);
     let arg_type = cmd.arg_type.filter(|t| *t < schema.entities.len());
@@ -103,7 +103,75 @@ pub fn validate_args_cfg(
         w.monitor_check(arg_type, map).map_err(QmpError::generic)?;
     }
     w.root(arg_type, map).map_err(QmpError::generic)?;
-    Ok(map.clone())
+    Ok(deep_clone_map(map))
+}
+
+/// A copy of `v` made without recursion (`Value::clone` recurses once
+/// per nesting level, and arguments may nest 1024 deep).
+pub fn deep_clone(v: &Value) -> Value {
+    enum Build<'v> {
+        Array(std::slice::Iter<'v, Value>, Vec<Value>),
+        Object(
+            serde_json::map::Iter<'v>,
+            Map<String, Value>,
+            Option<String>,
+        ),
+    }
+    fn open(v: &Value) -> Result<Build<'_>, Value> {
+        match v {
+            Value::Array(a) => Ok(Build::Array(a.iter(), Vec::with_capacity(a.len()))),
+            Value::Object(m) => Ok(Build::Object(m.iter(), Map::new(), None)),
+            other => Err(other.clone()),
+        }
+    }
+    let mut stack = match open(v) {
+        Ok(b) => vec![b],
+        Err(scalar) => return scalar,
+    };
+    loop {
+        let Some(top) = stack.last_mut() else {
+            return Value::Null;
+        };
+        let next = match top {
+            Build::Array(it, _) => it.next(),
+            Build::Object(it, _, key) => it.next().map(|(k, v)| {
+                *key = Some(k.clone());
+                v
+            }),
+        };
+        let done = match next {
+            Some(child) => match open(child) {
+                Ok(b) => {
+                    stack.push(b);
+                    continue;
+                }
+                Err(scalar) => scalar,
+            },
+            None => match stack.pop() {
+                Some(Build::Array(_, out)) => Value::Array(out),
+                Some(Build::Object(_, out, _)) => Value::Object(out),
+                None => Value::Null,
+            },
+        };
+        // `done` is a finished value: hand it to its parent, unless it
+        // was a finished container that just left the stack and had no
+        // parent.
+        let finished_container = next.is_none();
+        match stack.last_mut() {
+            Some(Build::Array(_, out)) => out.push(done),
+            Some(Build::Object(_, out, key)) => {
+                if let Some(k) = key.take() {
+                    out.insert(k, done);
+                }
+            }
+            None if finished_container => return done,
+            None => return done,
+        }
+    }
+}
+
+fn deep_clone_map(m: &Map<String, Value>) -> Map<String, Value> {
+    m.iter().map(|(k, v)| (k.clone(), deep_clone(v))).collect()
 }
 
 /// Check that `value` is a valid value of type `typ` (any type entity),
@@ -147,9 +215,39 @@ struct Seg<'a> {
     index: Option<usize>,
 }
 
-/// The JSON objects being visited: their consumed keys.
+/// A JSON object being visited: the keys its visit took, in order.
 struct Frame<'a> {
     consumed: Vec<&'a str>,
+}
+
+/// A pending step of the walk.
+enum Task<'a> {
+    /// Check one value (absent: `None`) against a type.
+    Visit {
+        typ: EntityId,
+        name: Option<&'a str>,
+        v: Option<&'a Value>,
+    },
+    /// Visit member `name` of the object of frame `frame`.
+    Member {
+        typ: EntityId,
+        name: &'a str,
+        optional: bool,
+        map: &'a Map<String, Value>,
+        frame: usize,
+    },
+    /// Queue the members of the branch union `typ`'s tag selects.
+    Branch {
+        typ: EntityId,
+        map: &'a Map<String, Value>,
+        frame: usize,
+    },
+    /// Report the first leftover member of the innermost frame, drop it.
+    Check { map: &'a Map<String, Value> },
+    /// The list being visited is at element `i`.
+    Index(usize),
+    /// Leave the innermost container.
+    Leave,
 }
 
 type VResult = Result<(), String>;
@@ -159,6 +257,7 @@ struct Walker<'a> {
     enabled: Enabled<'a>,
     wording: Wording,
     path: Vec<Seg<'a>>,
+    frames: Vec<Frame<'a>>,
 }
 
 /// QEMU's `QType` of a JSON value, for alternates.
@@ -190,6 +289,7 @@ impl<'a> Walker<'a> {
             enabled,
             wording: Wording::for_version(opts.qemu_version),
             path: Vec::new(),
+            frames: Vec::new(),
         }
     }
 
@@ -238,17 +338,131 @@ impl<'a> Walker<'a> {
     /// The top-level object: `typ`'s members (none when `None`), then
     /// the leftover check.
     fn root(&mut self, typ: Option<EntityId>, map: &'a Map<String, Value>) -> VResult {
-        let mut frame = Frame {
-            consumed: Vec::new(),
-        };
-        self.enter(None, None)?;
-        let r = match typ {
-            Some(t) => self.object_members(t, map, &mut frame),
-            None => Ok(()),
+        let mut tasks = Vec::new();
+        self.open_object(typ, None, map, &mut tasks)?;
+        self.run(tasks)
+    }
+
+    /// Visit one value (`None`: absent) of type `typ` named `name`
+    /// (`None` for list elements).
+    fn visit(&mut self, typ: EntityId, name: Option<&'a str>, v: Option<&'a Value>) -> VResult {
+        self.run(vec![Task::Visit { typ, name, v }])
+    }
+
+    /// The walk, with an explicit stack of pending steps instead of
+    /// recursion: nesting depth costs heap, not stack.
+    fn run(&mut self, mut tasks: Vec<Task<'a>>) -> VResult {
+        while let Some(task) = tasks.pop() {
+            match task {
+                Task::Visit { typ, name, v } => self.step_visit(typ, name, v, &mut tasks)?,
+                Task::Member {
+                    typ,
+                    name,
+                    optional,
+                    map,
+                    frame,
+                } => {
+                    let got = map.get_key_value(name);
+                    if optional && got.is_none() {
+                        continue;
+                    }
+                    if let (Some((k, _)), Some(f)) = (got, self.frames.get_mut(frame)) {
+                        f.consumed.push(k.as_str());
+                    }
+                    tasks.push(Task::Visit {
+                        typ,
+                        name: Some(name),
+                        v: got.map(|(_, v)| v),
+                    });
+                }
+                Task::Branch { typ, map, frame } => {
+                    let schema = self.schema;
+                    let Some(EntityKind::Object(o)) = schema.entities.get(typ).map(|e| &e.kind)
+                    else {
+                        continue;
+                    };
+                    let Some(br) = &o.branches else { continue };
+                    let Some(Value::String(tag)) = map.get(br.tag_name.as_str()) else {
+                        continue;
+                    };
+                    if let Some(v) = br
+                        .variants
+                        .iter()
+                        .find(|v| v.name == *tag && self.on(&v.ifcond))
+                    {
+                        self.push_members(v.typ, map, frame, &mut tasks);
+                    }
+                }
+                Task::Check { map } => {
+                    let frame = self.frames.pop().unwrap_or(Frame {
+                        consumed: Vec::new(),
+                    });
+                    self.check_struct(map, &frame)?;
+                }
+                Task::Index(i) => {
+                    if let Some(top) = self.path.last_mut() {
+                        top.index = Some(i);
+                    }
+                }
+                Task::Leave => {
+                    self.path.pop();
+                }
+            }
         }
-        .and_then(|()| self.check_struct(map, &frame));
-        self.leave();
-        r
+        Ok(())
+    }
+
+    /// Start visiting object `map` as type `typ`: its members, then the
+    /// leftover check, then leaving it.
+    fn open_object(
+        &mut self,
+        typ: Option<EntityId>,
+        name: Option<&'a str>,
+        map: &'a Map<String, Value>,
+        tasks: &mut Vec<Task<'a>>,
+    ) -> VResult {
+        self.enter(name, None)?;
+        self.frames.push(Frame {
+            consumed: Vec::new(),
+        });
+        let frame = self.frames.len() - 1;
+        tasks.push(Task::Leave);
+        tasks.push(Task::Check { map });
+        if let Some(t) = typ {
+            self.push_members(t, map, frame, tasks);
+        }
+        Ok(())
+    }
+
+    /// Queue the members of object type `typ` (base members first), then
+    /// the branch its tag selects.
+    fn push_members(
+        &self,
+        typ: EntityId,
+        map: &'a Map<String, Value>,
+        frame: usize,
+        tasks: &mut Vec<Task<'a>>,
+    ) {
+        let schema = self.schema;
+        let Some(EntityKind::Object(o)) = schema.entities.get(typ).map(|e| &e.kind) else {
+            return;
+        };
+        if o.branches.is_some() {
+            tasks.push(Task::Branch { typ, map, frame });
+        }
+        let members: Vec<_> = schema.object_members(typ).collect();
+        for m in members.into_iter().rev() {
+            if !self.on(&m.ifcond) {
+                continue;
+            }
+            tasks.push(Task::Member {
+                typ: m.typ,
+                name: m.name.as_str(),
+                optional: m.optional,
+                map,
+                frame,
+            });
+        }
     }
 
     fn check_struct(&self, map: &'a Map<String, Value>, frame: &Frame<'a>) -> VResult {
@@ -265,57 +479,15 @@ impl<'a> Walker<'a> {
         }
     }
 
-    /// Visit the members of object type `typ` (base first, then the
-    /// branch selected by the tag) in the object `map`.
-    fn object_members(
+    /// One value: scalars are checked at once, containers queue their
+    /// contents.
+    fn step_visit(
         &mut self,
         typ: EntityId,
-        map: &'a Map<String, Value>,
-        frame: &mut Frame<'a>,
+        name: Option<&'a str>,
+        v: Option<&'a Value>,
+        tasks: &mut Vec<Task<'a>>,
     ) -> VResult {
-        let schema = self.schema;
-        let mut typ = typ;
-        // Union branches are themselves objects with branches: walk them
-        // in a loop rather than recursively.
-        for _ in 0..MAX_DEPTH {
-            let Some(EntityKind::Object(o)) = schema.entities.get(typ).map(|e| &e.kind) else {
-                return Ok(());
-            };
-            for m in schema.object_members(typ) {
-                if !self.on(&m.ifcond) {
-                    continue;
-                }
-                let got = map.get_key_value(m.name.as_str());
-                if m.optional && got.is_none() {
-                    continue;
-                }
-                if let Some((k, _)) = got {
-                    frame.consumed.push(k.as_str());
-                }
-                self.visit(m.typ, Some(m.name.as_str()), got.map(|(_, v)| v))?;
-            }
-            let Some(br) = &o.branches else {
-                return Ok(());
-            };
-            let tag = match map.get(br.tag_name.as_str()) {
-                Some(Value::String(s)) => s.as_str(),
-                _ => return Ok(()),
-            };
-            let Some(v) = br
-                .variants
-                .iter()
-                .find(|v| v.name == tag && self.on(&v.ifcond))
-            else {
-                return Ok(());
-            };
-            typ = v.typ;
-        }
-        Err(depth_error())
-    }
-
-    /// Visit one value (`None`: absent) of type `typ` named `name`
-    /// (`None` for list elements).
-    fn visit(&mut self, typ: EntityId, name: Option<&'a str>, v: Option<&'a Value>) -> VResult {
         let schema = self.schema;
         let Some(entity) = schema.entities.get(typ) else {
             return Ok(());
@@ -340,32 +512,22 @@ impl<'a> Walker<'a> {
                     return Err(wording::invalid_type(&self.full_name(name), "array"));
                 };
                 self.enter(name, Some(0))?;
-                let mut r = Ok(());
-                for (i, item) in items.iter().enumerate() {
-                    if let Some(top) = self.path.last_mut() {
-                        top.index = Some(i);
-                    }
-                    r = self.visit(a.element, None, Some(item));
-                    if r.is_err() {
-                        break;
-                    }
+                tasks.push(Task::Leave);
+                for (i, item) in items.iter().enumerate().rev() {
+                    tasks.push(Task::Visit {
+                        typ: a.element,
+                        name: None,
+                        v: Some(item),
+                    });
+                    tasks.push(Task::Index(i));
                 }
-                self.leave();
-                r
+                Ok(())
             }
             EntityKind::Object(_) => {
                 let Value::Object(map) = v else {
                     return Err(wording::invalid_type(&self.full_name(name), "object"));
                 };
-                self.enter(name, None)?;
-                let mut frame = Frame {
-                    consumed: Vec::new(),
-                };
-                let r = self
-                    .object_members(typ, map, &mut frame)
-                    .and_then(|()| self.check_struct(map, &frame));
-                self.leave();
-                r
+                self.open_object(Some(typ), name, map, tasks)
             }
             EntityKind::Alternate(alt) => {
                 let q = qtype_of(v);
@@ -375,7 +537,14 @@ impl<'a> Walker<'a> {
                     .filter(|b| self.on(&b.ifcond))
                     .find(|b| self.qtypes_of(b.typ).contains(&q));
                 match branch {
-                    Some(b) => self.visit(b.typ, name, Some(v)),
+                    Some(b) => {
+                        tasks.push(Task::Visit {
+                            typ: b.typ,
+                            name,
+                            v: Some(v),
+                        });
+                        Ok(())
+                    }
                     None => Err(wording::invalid_type(Self::bare(name), &entity.name)),
                 }
             }
@@ -389,10 +558,6 @@ impl<'a> Walker<'a> {
         }
         self.path.push(Seg { name, index });
         Ok(())
-    }
-
-    fn leave(&mut self) {
-        self.path.pop();
     }
 
     /// The JSON types that select a branch of type `typ` in an alternate.
