@@ -400,6 +400,9 @@ struct Pair {
     children: Vec<usize>,
 }
 
+/// Most removed × added pairs compared for renames by shape.
+const MAX_SHAPE_MATCHES: usize = 4096;
+
 /// Normalised name for rename detection.
 fn norm(n: &str) -> String {
     let n = n.to_ascii_lowercase().replace('_', "-");
@@ -761,26 +764,72 @@ impl<'a> Differ<'a> {
         for a in &added {
             by_norm.entry(norm(a)).or_default().push(a);
         }
+        let mut found: Vec<(&String, &String)> = Vec::new();
         for r in &removed {
-            let Some(cands) = by_norm.get(&norm(r)) else {
-                continue;
-            };
-            if cands.len() != 1 {
-                continue;
+            if let Some(cands) = by_norm.get(&norm(r)) {
+                if cands.len() == 1 {
+                    found.push((r, cands[0]));
+                }
             }
-            let a = cands[0];
+        }
+        // Commands and events with other names but exactly the same
+        // (non-empty) arguments, return value and features, when the
+        // match is unique both ways.
+        if kind != RootKind::Type && removed.len() * added.len() <= MAX_SHAPE_MATCHES {
+            let free_r: Vec<&String> = removed
+                .iter()
+                .copied()
+                .filter(|r| !found.iter().any(|(x, _)| x == r))
+                .collect();
+            let free_a: Vec<&String> = added
+                .iter()
+                .copied()
+                .filter(|a| !found.iter().any(|(_, y)| y == a))
+                .collect();
+            let mut same: Vec<(&String, &String)> = Vec::new();
+            for r in &free_r {
+                if !self.has_arguments(self.old.s, o[*r]) {
+                    continue;
+                }
+                for a in &free_a {
+                    if self.has_arguments(self.new.s, n[*a])
+                        && self.rename_details(kind, o[*r], n[*a], a).is_empty()
+                    {
+                        same.push((r, a));
+                    }
+                }
+            }
+            for &(r, a) in &same {
+                let unique_r = same.iter().filter(|(x, _)| *x == r).count() == 1;
+                let unique_a = same.iter().filter(|(_, y)| *y == a).count() == 1;
+                if unique_r && unique_a {
+                    found.push((r, a));
+                }
+            }
+        }
+        for (r, a) in found {
             let details = match kind {
                 RootKind::Type => Vec::new(),
-                _ => self.rename_details(kind, o[*r], n[a], a),
+                _ => self.rename_details(kind, o[r], n[a], a),
             };
             self.renames.push(Rename {
                 kind: kind.as_str(),
                 within: None,
-                old: (*r).clone(),
+                old: r.clone(),
                 new: a.clone(),
                 details,
             });
         }
+    }
+
+    /// A command or event with at least one argument member.
+    fn has_arguments(&self, s: &Schema, id: EntityId) -> bool {
+        let arg = match &s.entities[id].kind {
+            EntityKind::Command(c) => c.arg_type,
+            EntityKind::Event(e) => e.arg_type,
+            _ => None,
+        };
+        arg.is_some_and(|t| s.object_members(t).next().is_some())
     }
 
     /// How a renamed command or event differs from the old one.

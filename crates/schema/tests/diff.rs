@@ -330,3 +330,37 @@ fn dialect_fallback_reads_legacy_sources() {
     let (_, how) = load_any(&p, None).expect("loads");
     assert_eq!(how, qmpkit_schema::SchemaSource::Source(Dialect::Legacy));
 }
+
+#[test]
+fn renames_by_identical_shape() {
+    let a = schema(
+        r#"
+{ 'command': 'eject-disk', 'data': { 'device': 'str', '*force': 'bool' } }
+{ 'command': 'stop-a' }
+{ 'event': 'DISK_GONE', 'data': { 'device': 'str' } }
+"#,
+    );
+    let b = schema(
+        r#"
+{ 'command': 'media-eject', 'data': { 'device': 'str', '*force': 'bool' } }
+{ 'command': 'stop-b' }
+{ 'event': 'MEDIA_REMOVED', 'data': { 'device': 'str' } }
+"#,
+    );
+    let d = diff(&a, &b);
+    let got: Vec<(&str, &str, &str)> = d
+        .renames
+        .iter()
+        .map(|r| (r.kind, r.old.as_str(), r.new.as_str()))
+        .collect();
+    // Commands without arguments are not matched by shape.
+    assert_eq!(
+        got,
+        [
+            ("command", "eject-disk", "media-eject"),
+            ("event", "DISK_GONE", "MEDIA_REMOVED")
+        ]
+    );
+    assert!(d.renames.iter().all(|r| r.details.is_empty()));
+    assert_eq!(d.summary().changes, 6);
+}
