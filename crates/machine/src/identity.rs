@@ -37,6 +37,7 @@ pub const HANDLED: &[&str] = &[
     "query-tpm-models",
     "query-tpm-types",
     "query-acpi-ospm-status",
+    "cpu",
 ];
 
 /// One vCPU.
@@ -709,6 +710,8 @@ pub fn execute(m: &mut Machine, cmd: &str, args: &Args, _cx: &mut Cx) -> Option<
         "query-uuid" => json!({"UUID": m.ident.uuid}),
         "query-kvm" => json!({"enabled": m.config.kvm, "present": true}),
         "query-target" => json!({"arch": "x86_64"}),
+        // QEMU 1.x: selects the monitor's current CPU, which QMP never uses.
+        "cpu" => json!({}),
         "query-machines" => machines(),
         "query-cpu-definitions" => cpu_definitions(),
         "query-cpu-model-expansion" => return Some(cpu_model_expansion(args)),

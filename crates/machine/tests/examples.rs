@@ -1,0 +1,463 @@
+//! QEMU's documented examples, replayed on a fresh default machine.
+//!
+//! Every example of `../shared/seeds/examples-qmp-commands-2.1-dev.jsonl`
+//! and `examples-schema-2.12-dev.jsonl` whose command belongs to the
+//! machine's first part (run state, identity, QOM and devices, memory,
+//! dumps, display and input, balloon, trace events, RTC, HMP) is sent to a
+//! new machine serving the built-in (2.12) interface: the arguments go
+//! through the server's validator, the reply must validate against the
+//! command's return type and equal the documented one wherever the value
+//! is not specific to the documented machine. The few documented requests
+//! that are themselves invalid against their schema are listed in
+//! [`INVALID_REQUESTS`] with the error QEMU gives them.
+//!
+//! The test prints one line per example (`ok`/`FAIL` and why), then fails
+//! if any example of [`ISSUE5`] failed.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use qmpkit_machine::{Cx, Machine, MachineConfig};
+use qmpkit_schema::model::EntityKind;
+use qmpkit_schema::Schema;
+use qmpkit_server::validate::{validate_args, validate_value, ValidateOptions};
+use serde_json::{json, Value};
+
+/// Commands of the machine's first part that the example files document.
+const ISSUE5: &[&str] = &[
+    // run state
+    "quit",
+    "stop",
+    "cont",
+    "system_reset",
+    "system_powerdown",
+    "system_wakeup",
+    "inject-nmi",
+    "query-status",
+    // identity and capabilities
+    "qmp_capabilities",
+    "query-version",
+    "query-commands",
+    "query-events",
+    "query-name",
+    "query-uuid",
+    "query-kvm",
+    "query-cpus",
+    "query-iothreads",
+    "query-pci",
+    "query-mice",
+    "query-command-line-options",
+    "query-memory-size-summary",
+    "query-memdev",
+    "query-memory-devices",
+    "query-acpi-ospm-status",
+    "query-hotpluggable-cpus",
+    "query-tpm",
+    "query-tpm-models",
+    "query-tpm-types",
+    "cpu",
+    // QOM and devices
+    "device_add",
+    "device_del",
+    "object-add",
+    "object-del",
+    "cpu-add",
+    // memory, dumps, display, input
+    "memsave",
+    "pmemsave",
+    "dump-guest-memory",
+    "query-dump",
+    "screendump",
+    "send-key",
+    "input-send-event",
+    // balloon, trace, RTC, HMP
+    "balloon",
+    "trace-event-get-state",
+    "trace-event-set-state",
+    "rtc-reset-reinjection",
+    "human-monitor-command",
+];
+
+/// Documented requests that are invalid against their own schema, with
+/// the error QEMU answers: `(file, line, class, desc)`.
+const INVALID_REQUESTS: &[(&str, &str, &str, &str)] = &[
+    (
+        // "enable": "true" for a boolean.
+        "examples-schema-2.12-dev.jsonl",
+        "trace-event-set-state",
+        "GenericError",
+        "Invalid parameter type for 'enable', expected: boolean",
+    ),
+    (
+        // `paging` is mandatory and the example leaves it out.
+        "examples-qmp-commands-2.1-dev.jsonl",
+        "dump-guest-memory",
+        "GenericError",
+        "Parameter 'paging' is missing",
+    ),
+    (
+        "examples-schema-2.12-dev.jsonl",
+        "dump-guest-memory",
+        "GenericError",
+        "Parameter 'paging' is missing",
+    ),
+];
+
+/// Commands whose documented value describes the documenting machine
+/// (its version, name, CPUs, devices, memory): only validity is checked,
+/// plus the parts listed in [`partial`].
+const MACHINE_SPECIFIC: &[&str] = &[
+    "query-version",
+    "query-name",
+    "query-uuid",
+    "query-cpus",
+    "query-iothreads",
+    "query-pci",
+    "query-mice",
+    "query-memory-size-summary",
+    "query-memdev",
+    "query-memory-devices",
+    "query-acpi-ospm-status",
+    "query-hotpluggable-cpus",
+    "query-dump",
+];
+
+/// Commands whose documented list is an excerpt: each documented element
+/// must be in the reply.
+const EXCERPTS: &[&str] = &[
+    "query-commands",
+    "query-events",
+    "query-tpm-models",
+    "query-tpm-types",
+];
+
+/// Parts of machine-specific replies that must still match.
+fn partial(cmd: &str, got: &Value, want: &Value) -> Result<(), String> {
+    let eq = |a: Option<&Value>, b: Option<&Value>, what: &str| {
+        if a == b {
+            Ok(())
+        } else {
+            Err(format!("{what}: got {a:?}, documented {b:?}"))
+        }
+    };
+    match cmd {
+        "query-iothreads" => {
+            let ids = |v: &Value| -> Vec<Value> {
+                v.as_array()
+                    .map(|a| a.iter().map(|t| t["id"].clone()).collect())
+                    .unwrap_or_default()
+            };
+            if ids(got) == ids(want) {
+                Ok(())
+            } else {
+                Err(format!("ids {:?} vs {:?}", ids(got), ids(want)))
+            }
+        }
+        "query-pci" => {
+            eq(got.pointer("/0/bus"), want.pointer("/0/bus"), "bus")?;
+            // The host bridge (the documentation swaps its vendor and
+            // device ids: QEMU answers vendor 0x8086, device 0x1237).
+            for k in [
+                "bus",
+                "slot",
+                "function",
+                "class_info",
+                "qdev_id",
+                "regions",
+            ] {
+                let p = format!("/0/devices/0/{k}");
+                eq(got.pointer(&p), want.pointer(&p), k)?;
+            }
+            eq(
+                got.pointer("/0/devices/0/id/vendor"),
+                want.pointer("/0/devices/0/id/device"),
+                "host bridge vendor",
+            )
+        }
+        "query-memory-size-summary" => eq(
+            got.get("plugged-memory"),
+            want.get("plugged-memory"),
+            "plugged-memory",
+        ),
+        "query-cpus" => {
+            // Same CPUs in the same roles; pc, thread ids and QOM paths
+            // belong to the documenting machine.
+            for (i, w) in want.as_array().into_iter().flatten().enumerate() {
+                for k in ["CPU", "current", "halted", "arch"] {
+                    eq(got.pointer(&format!("/{i}/{k}")), w.get(k), k)?;
+                }
+            }
+            Ok(())
+        }
+        "query-hotpluggable-cpus" => {
+            // The x86 example: our CPU type.
+            let x86 = want
+                .as_array()
+                .is_some_and(|a| a.iter().all(|c| c["type"] == "qemu64-x86_64-cpu"));
+            if x86 {
+                for c in got.as_array().into_iter().flatten() {
+                    eq(c.get("type"), Some(&json!("qemu64-x86_64-cpu")), "type")?;
+                }
+            }
+            Ok(())
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Requests an example relies on having been made before it.
+fn setup(cmd: &str, args: &Value) -> Vec<(&'static str, Value)> {
+    match (cmd, args.get("id").and_then(Value::as_str)) {
+        ("device_del", Some("net1")) => {
+            vec![("device_add", json!({"driver": "e1000", "id": "net1"}))]
+        }
+        ("device_del", Some(_)) => vec![("device_add", json!({"driver": "e1000"}))],
+        ("object-del", Some(id)) => vec![(
+            "object-add",
+            json!({"qom-type": "rng-random", "id": id, "props": {"filename": "/dev/hwrng"}}),
+        )],
+        ("system_wakeup", _) => vec![("__org.qmpkit_guest-suspend", json!({}))],
+        _ => vec![],
+    }
+}
+
+struct Example {
+    file: &'static str,
+    line: u64,
+    command: String,
+    request: Value,
+    responses: Vec<Value>,
+}
+
+fn load(dir: &Path, file: &'static str) -> Vec<Example> {
+    let text = match std::fs::read_to_string(dir.join(file)) {
+        Ok(t) => t,
+        Err(_) => return Vec::new(),
+    };
+    text.lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter_map(|v| {
+            Some(Example {
+                file,
+                line: v["line"].as_u64().unwrap_or(0),
+                command: v["command"].as_str()?.to_string(),
+                request: v["request"].clone(),
+                responses: v["responses"].as_array().cloned().unwrap_or_default(),
+            })
+        })
+        .collect()
+}
+
+fn fresh(schema: &Arc<Schema>) -> Machine {
+    Machine::new(Arc::new(MachineConfig::default_machine()), schema.clone())
+}
+
+fn cx(t_ns: u64) -> Cx {
+    let mut fds = HashMap::new();
+    // dump-guest-memory's "fd:dump" names an fd passed with getfd before.
+    if let Ok(f) = std::fs::OpenOptions::new().write(true).open("/dev/null") {
+        fds.insert("dump".to_string(), std::os::fd::OwnedFd::from(f));
+    }
+    Cx {
+        now_ns: t_ns,
+        fds: Vec::new(),
+        session_fds: Some(Arc::new(Mutex::new(fds))),
+    }
+}
+
+/// What the server itself answers (the machine never sees these).
+fn builtin(schema: &Schema, cmd: &str) -> Option<Value> {
+    match cmd {
+        "qmp_capabilities" => Some(json!({})),
+        "query-commands" => Some(Value::Array(
+            schema
+                .iter()
+                .filter(|(_, e)| matches!(e.kind, EntityKind::Command(_)))
+                .map(|(_, e)| json!({"name": e.name}))
+                .collect(),
+        )),
+        _ => None,
+    }
+}
+
+/// Replay one example; `Ok(note)` or `Err(why)`.
+fn replay(schema: &Arc<Schema>, old: Option<&Arc<Schema>>, ex: &Example) -> Result<String, String> {
+    let cmd = ex.command.as_str();
+    // Commands 2.12 no longer has (`cpu`) are replayed on a machine
+    // serving QEMU 1.3's interface, the newest seed that has them.
+    let schema = match (schema.lookup(cmd), old) {
+        (Some(_), _) => schema,
+        (None, Some(o)) if o.lookup(cmd).is_some() => o,
+        _ => return Err("not in the 2.12 or 1.3 interface".into()),
+    };
+    let Some(id) = schema.lookup(cmd) else {
+        return Err("not in the interface".into());
+    };
+    let EntityKind::Command(c) = &schema.entity(id).kind else {
+        return Err("not a command".into());
+    };
+    let opts = ValidateOptions {
+        qemu_version: Some((2, 12, 0)),
+    };
+    let want = ex
+        .responses
+        .first()
+        .cloned()
+        .unwrap_or(json!({"return": {}}));
+    let args = match validate_args(schema, id, ex.request.get("arguments"), &opts) {
+        Ok(a) => a,
+        Err(e) => {
+            let listed = INVALID_REQUESTS
+                .iter()
+                .find(|(f, c, _, _)| *f == ex.file && *c == cmd);
+            return match listed {
+                Some((_, _, class, desc)) if e.class.as_str() == *class && e.desc == *desc => {
+                    Ok(format!("invalid as documented: {desc}"))
+                }
+                _ => Err(format!("request refused: {}: {}", e.class, e.desc)),
+            };
+        }
+    };
+    let got = match builtin(schema, cmd) {
+        Some(v) => Ok(v),
+        None => {
+            let mut m = fresh(schema);
+            let mut t = 0u64;
+            for (scmd, sargs) in setup(cmd, &ex.request["arguments"]) {
+                let a = sargs.as_object().cloned().unwrap_or_default();
+                match m.execute(scmd, &a, &mut cx(t)) {
+                    Some(Ok(_)) => {}
+                    other => return Err(format!("setup {scmd} failed: {other:?}")),
+                }
+                t += 1_000_000_000;
+                m.advance(t);
+            }
+            let r = match m.execute(cmd, &args, &mut cx(t)) {
+                Some(r) => r,
+                None => return Err("no handler".into()),
+            };
+            // Whatever the machine does next must not fail either.
+            for s in 1..=10 {
+                m.advance(t + s * 1_000_000_000);
+            }
+            r
+        }
+    };
+    let got = match got {
+        Ok(v) => v,
+        Err(e) => {
+            let as_doc = json!({"error": {"class": e.class.as_str(), "desc": e.desc}});
+            return if as_doc == want {
+                Ok("error as documented".into())
+            } else {
+                Err(format!("error {}: {}", e.class, e.desc))
+            };
+        }
+    };
+    if let Some(rt) = c.ret_type {
+        validate_value(schema, rt, None, &got, &opts, None)
+            .map_err(|e| format!("reply does not validate: {} in {got}", e.desc))?;
+    } else if got != json!({}) {
+        return Err(format!("reply {got} for a command without return type"));
+    }
+    let Some(want) = want.get("return") else {
+        return Err(format!("documented answer is not a return: {want}"));
+    };
+    if MACHINE_SPECIFIC.contains(&cmd) {
+        partial(cmd, &got, want).map_err(|e| format!("{e} (reply {got})"))?;
+        return Ok("valid; machine-specific values differ".into());
+    }
+    if EXCERPTS.contains(&cmd) {
+        let have = got.as_array().cloned().unwrap_or_default();
+        for w in want.as_array().into_iter().flatten() {
+            if !have.contains(w) {
+                return Err(format!("documented {w} missing from {got}"));
+            }
+        }
+        return Ok("documented entries present".into());
+    }
+    if &got == want {
+        Ok("same reply".into())
+    } else if covers(&got, want) {
+        // Members the schema requires that the documentation leaves out
+        // (e.g. TraceEventInfo's `vcpu`).
+        Ok("documented members equal; schema members the example omits".into())
+    } else {
+        Err(format!("reply {got}, documented {want}"))
+    }
+}
+
+/// `got` has every documented member with the documented value.
+fn covers(got: &Value, want: &Value) -> bool {
+    match (got, want) {
+        (Value::Object(g), Value::Object(w)) => w
+            .iter()
+            .all(|(k, wv)| g.get(k).is_some_and(|gv| covers(gv, wv))),
+        (Value::Array(g), Value::Array(w)) => {
+            g.len() == w.len() && g.iter().zip(w).all(|(a, b)| covers(a, b))
+        }
+        _ => got == want,
+    }
+}
+
+#[test]
+fn documented_examples() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/seeds");
+    let mut examples = load(&dir, "examples-qmp-commands-2.1-dev.jsonl");
+    examples.extend(load(&dir, "examples-schema-2.12-dev.jsonl"));
+    if examples.is_empty() {
+        eprintln!("skipped: no example files under {}", dir.display());
+        return;
+    }
+    let schema = Arc::new(qmpkit_machine::embedded::load_schema().expect("embedded schema"));
+    let old = qmpkit_schema::load(
+        &dir.join("qemu-1.3-dev.json"),
+        qmpkit_schema::Dialect::Legacy,
+    )
+    .ok()
+    .map(Arc::new);
+    let mut failures = Vec::new();
+    let mut per_command: HashMap<String, (usize, usize)> = HashMap::new();
+    let mut count = 0;
+    for ex in examples
+        .iter()
+        .filter(|e| ISSUE5.contains(&e.command.as_str()))
+    {
+        if ex.request.is_null() || ex.responses.iter().any(|r| !r.is_object()) {
+            // Documentation whose JSON is broken: nothing to replay.
+            println!(
+                "skip {}:{} {} (documented JSON is malformed)",
+                ex.file, ex.line, ex.command
+            );
+            continue;
+        }
+        count += 1;
+        let r = replay(&schema, old.as_ref(), ex);
+        let e = per_command.entry(ex.command.clone()).or_default();
+        match &r {
+            Ok(note) => {
+                e.0 += 1;
+                println!("ok   {}:{} {}: {note}", ex.file, ex.line, ex.command);
+            }
+            Err(why) => {
+                e.1 += 1;
+                println!("FAIL {}:{} {}: {why}", ex.file, ex.line, ex.command);
+                failures.push(format!("{}:{} {}: {why}", ex.file, ex.line, ex.command));
+            }
+        }
+    }
+    let mut cmds: Vec<_> = per_command.into_iter().collect();
+    cmds.sort();
+    println!("\nper command (passed/failed):");
+    for (c, (ok, bad)) in &cmds {
+        println!("  {c:32} {ok}/{bad}");
+    }
+    println!("{count} examples replayed, {} failed", failures.len());
+    assert!(count >= 60, "only {count} examples found");
+    assert!(
+        failures.is_empty(),
+        "failed examples:\n{}",
+        failures.join("\n")
+    );
+}
