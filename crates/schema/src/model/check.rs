@@ -308,7 +308,7 @@ impl Schema {
             o.state = CheckState::InProgress;
         }
 
-        let mut seen = Seen::new();
+        let mut seen = Seen::with_capacity(nlocal + 16);
         let mut members: Vec<MemberRef> = Vec::new();
         if has_base {
             let base = {
@@ -744,6 +744,12 @@ impl Schema {
         Ok(())
     }
 
+    /// Connect member `name` to its description in doc `d`. `next` is
+    /// where the previous member's description was found plus one:
+    /// members are usually described in order, so that is looked at first
+    /// (under QEMU 10.0's doc rules descriptions have distinct names, so
+    /// the one found there is the only one).
+    #[allow(clippy::too_many_arguments)]
     fn connect_member(
         &self,
         links: &mut DocLinks,
@@ -751,15 +757,18 @@ impl Schema {
         role: &str,
         name: &str,
         info: &Option<Info>,
+        next: &mut usize,
     ) -> Result<()> {
         let Some(doc) = self.docs.get(d) else {
             return Ok(());
         };
-        if let Some(k) = doc
-            .args
-            .iter()
-            .position(|a| a.name.as_deref() == Some(name))
-        {
+        let named = |a: &crate::ast::DocSection| a.name.as_deref() == Some(name);
+        let found = match doc.args.get(*next) {
+            Some(a) if !self.lax_docs() && named(a) => Some(*next),
+            _ => doc.args.iter().position(named),
+        };
+        if let Some(k) = found {
+            *next = k + 1;
             if let Some(c) = links.args_connected.get_mut(k) {
                 *c = true;
             }
@@ -810,18 +819,24 @@ impl Schema {
     }
 
     /// Connect an object type's members (and an implicit base's) to `d`.
-    fn connect_object_doc(&self, links: &mut DocLinks, id: EntityId, d: usize) -> Result<()> {
+    fn connect_object_doc(
+        &self,
+        links: &mut DocLinks,
+        id: EntityId,
+        d: usize,
+        next: &mut usize,
+    ) -> Result<()> {
         self.connect_features(links, d, &self.entities[id].features)?;
         let Some(o) = self.object(id) else {
             return Ok(());
         };
         if let Some(b) = o.base {
             if self.entities[b].implicit {
-                self.connect_object_doc(links, b, d)?;
+                self.connect_object_doc(links, b, d, next)?;
             }
         }
         for m in &o.local_members {
-            self.connect_member(links, d, "member", &m.name, &m.info)?;
+            self.connect_member(links, d, "member", &m.name, &m.info, next)?;
             self.connect_features(links, d, &m.features)?;
         }
         Ok(())
@@ -844,19 +859,20 @@ impl Schema {
 
     fn connect_doc_to(&self, links: &mut DocLinks, id: EntityId, d: usize) -> Result<()> {
         let e = &self.entities[id];
+        let next = &mut 0;
         match &e.kind {
             EntityKind::Enum(en) => {
                 self.connect_features(links, d, &e.features)?;
                 for m in &en.members {
-                    self.connect_member(links, d, "value", &m.name, &m.info)?;
+                    self.connect_member(links, d, "value", &m.name, &m.info, next)?;
                     self.connect_features(links, d, &m.features)?;
                 }
             }
-            EntityKind::Object(_) => self.connect_object_doc(links, id, d)?,
+            EntityKind::Object(_) => self.connect_object_doc(links, id, d, next)?,
             EntityKind::Alternate(a) => {
                 self.connect_features(links, d, &e.features)?;
                 for v in &a.variants {
-                    self.connect_member(links, d, "branch", &v.name, &v.info)?;
+                    self.connect_member(links, d, "branch", &v.name, &v.info, next)?;
                 }
             }
             EntityKind::Command(Command { arg_type, .. })
@@ -864,7 +880,7 @@ impl Schema {
                 self.connect_features(links, d, &e.features)?;
                 if let Some(t) = *arg_type {
                     if self.entities[t].implicit {
-                        self.connect_object_doc(links, t, d)?;
+                        self.connect_object_doc(links, t, d, next)?;
                     }
                 }
             }

@@ -254,18 +254,101 @@ pub fn c_name_eq(a: &str, b: &str) -> bool {
     c_name_chars(a).eq(c_name_chars(b))
 }
 
+/// `map_char` on bytes.
+const C_MAP: [u8; 256] = {
+    let mut t = [b'_'; 256];
+    let mut c = 0;
+    while c < 256 {
+        let b = c as u8;
+        if b.is_ascii_alphanumeric() || b == b'_' {
+            t[c] = b;
+        }
+        c += 1;
+    }
+    t
+};
+
+const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+
+#[inline]
+fn fnv_step(h: u64, c: u64) -> u64 {
+    (h ^ c).wrapping_mul(0x0100_0000_01b3)
+}
+
+/// The FNV hashes of the protected words, sorted: a quick "certainly
+/// not protected" before the exact comparison.
+const PROTECTED_HASHES: [u64; PROTECTED.len()] = {
+    let mut t = [0u64; PROTECTED.len()];
+    let mut i = 0;
+    while i < PROTECTED.len() {
+        let w = PROTECTED[i].as_bytes();
+        let mut h = FNV_OFFSET;
+        let mut j = 0;
+        while j < w.len() {
+            h = (h ^ w[j] as u64).wrapping_mul(0x0100_0000_01b3);
+            j += 1;
+        }
+        t[i] = h;
+        i += 1;
+    }
+    // Insertion sort.
+    let mut i = 1;
+    while i < t.len() {
+        let mut j = i;
+        while j > 0 && t[j - 1] > t[j] {
+            let x = t[j];
+            t[j] = t[j - 1];
+            t[j - 1] = x;
+            j -= 1;
+        }
+        i += 1;
+    }
+    t
+};
+
 /// A hash of `c_name(name)` (equal C names hash equally).
 pub fn c_name_hash(name: &str) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for ch in c_name_chars(name) {
-        h ^= ch as u64;
-        h = h.wrapping_mul(0x0100_0000_01b3);
+    let b = name.as_bytes();
+    if !b.is_ascii() {
+        return c_name_chars(name).fold(FNV_OFFSET, |h, ch| fnv_step(h, ch as u64));
+    }
+    // The same hash, byte by byte (an ASCII byte is its char); the
+    // mapped bytes are kept to look for a protected word.
+    let mut buf = [0u8; 16];
+    let mut h = FNV_OFFSET;
+    for (i, &c) in b.iter().enumerate() {
+        let m = C_MAP[usize::from(c)];
+        if let Some(slot) = buf.get_mut(i) {
+            *slot = m;
+        }
+        h = fnv_step(h, u64::from(m));
+    }
+    let prefixed = b.first().is_some_and(u8::is_ascii_digit)
+        || (b.len() >= 2
+            && b.len() <= 16
+            && PROTECTED_HASHES.binary_search(&h).is_ok()
+            && is_protected_word(&buf[..b.len()]));
+    if prefixed {
+        h = fnv_step(fnv_step(FNV_OFFSET, u64::from(b'q')), u64::from(b'_'));
+        for &c in b {
+            h = fnv_step(h, u64::from(C_MAP[usize::from(c)]));
+        }
     }
     h
 }
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn protected_words_hash_with_prefix() {
+        for w in super::PROTECTED {
+            assert_eq!(c_name_hash(w), c_name_hash(&format!("q_{w}")), "{w}");
+            assert_ne!(c_name_hash(w), c_name_hash(&format!("{w}x")), "{w}");
+        }
+        assert_eq!(c_name_hash("1x"), c_name_hash("q_1x"));
+        assert_ne!(c_name_hash("unixx"), c_name_hash("q_unixx"));
+    }
+
     #[test]
     fn protected_match_agrees_with_list() {
         for w in super::PROTECTED {
