@@ -119,7 +119,9 @@ pub struct Change {
     pub item: Option<String>,
     /// Old type, flag value or tag, where that applies.
     pub old: Option<String>,
-    /// New type, flag value or tag, where that applies.
+    /// New type, flag value or tag, where that applies; for
+    /// `member-removed`, the union branches now having a member of that
+    /// name (`'x86', 'ppc'`), if any.
     pub new: Option<String>,
     /// `input`, `output`, `input+output`, or `none` for definitions.
     pub position: &'static str,
@@ -137,7 +139,12 @@ impl Change {
             ChangeKind::Added => "added".to_string(),
             ChangeKind::Removed => "removed".to_string(),
             ChangeKind::MemberAdded => format!("member '{item}' added ({new})"),
-            ChangeKind::MemberRemoved => format!("member '{item}' removed ({old})"),
+            ChangeKind::MemberRemoved if new.is_empty() => {
+                format!("member '{item}' removed ({old})")
+            }
+            ChangeKind::MemberRemoved => {
+                format!("member '{item}' removed ({old}); now in branch {new}")
+            }
             ChangeKind::MadeOptional => format!("member '{item}' made optional"),
             ChangeKind::MadeMandatory => format!("member '{item}' made mandatory"),
             ChangeKind::Retyped if item.is_empty() => format!("retyped: {old} → {new}"),
@@ -1243,6 +1250,26 @@ impl<'a> Differ<'a> {
         }
     }
 
+    /// The branches of union `t` having a member called `name`, as
+    /// `'a', 'b'`; `None` when there are none.
+    fn branches_with_member(s: &Schema, t: EntityId, name: &str) -> Option<String> {
+        let EntityKind::Object(o) = &s.entities[t].kind else {
+            return None;
+        };
+        let b = o.branches.as_ref()?;
+        let cases: Vec<String> = b
+            .variants
+            .iter()
+            .filter(|v| v.typ < s.entities.len() && s.object_members(v.typ).any(|m| m.name == name))
+            .map(|v| format!("'{}'", v.name))
+            .collect();
+        if cases.is_empty() {
+            None
+        } else {
+            Some(cases.join(", "))
+        }
+    }
+
     fn member_desc(side: &Side, t: EntityId, optional: bool) -> String {
         if optional {
             format!("{}, optional", side.describe(t))
@@ -1303,12 +1330,17 @@ impl<'a> Differ<'a> {
                         (B, C)
                     };
                     let d = Self::member_desc(&self.old, m.typ, m.optional);
+                    let moved = if self.emitting {
+                        Self::branches_with_member(ns, n, &m.name)
+                    } else {
+                        None
+                    };
                     self.change(
                         ChangeKind::MemberRemoved,
                         loc,
                         Some(&m.name),
                         Some(d),
-                        None,
+                        moved,
                         pos,
                         v,
                     );

@@ -160,7 +160,11 @@ fn unions_alternates_and_renames() {
         ),
         ("Arch: added".into(), C, C),
         ("Cpu: member 'arch' added (enum Arch)".into(), C, B),
-        ("Cpu: member 'pc' removed (int, optional)".into(), C, C),
+        (
+            "Cpu: member 'pc' removed (int, optional); now in branch 'x86'".into(),
+            C,
+            C,
+        ),
         ("Cpu: became a union (tag 'arch')".into(), C, C),
         ("Cpu: branch 'other' added (struct)".into(), B, C),
         ("Cpu: branch 'x86' added (struct CpuX86)".into(), B, C),
