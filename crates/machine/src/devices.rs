@@ -1,0 +1,922 @@
+//! Devices and user-creatable objects: the initial QOM tree built from the
+//! configuration, `device_add` / `device_del` (with the guest acknowledging
+//! PCI unplug requests before `DEVICE_DELETED`), `object-add` /
+//! `object-del`, and `cpu-add`.
+
+use serde_json::{json, Map, Value};
+
+use crate::qom::{self, types, NodeId, Tree};
+use crate::{arg_i64, arg_str, Args, CmdResult, Cx, Machine, MachineConfig, RunState};
+use qmpkit_wire::{ErrorClass, QmpError};
+
+/// Commands this module implements.
+pub const HANDLED: &[&str] = &[
+    "device_add",
+    "device_del",
+    "object-add",
+    "object-del",
+    "cpu-add",
+];
+
+/// Timer subsystem name.
+pub const SUBSYSTEM: &str = "devices";
+
+/// How long the modelled guest takes to acknowledge an unplug request.
+pub const UNPLUG_ACK_NS: u64 = 100_000_000;
+
+/// Per-machine device bookkeeping beyond the tree.
+#[derive(Debug, Clone, Default)]
+pub struct DevicesState {
+    /// Canonical paths of devices with an unplug request pending.
+    pub unplug_pending: Vec<String>,
+}
+
+fn machine_type_name(config: &MachineConfig) -> &'static str {
+    let want = format!("{}-machine", config.machine_type);
+    if let Some(t) = types::find(&want) {
+        return t.name;
+    }
+    match config.machine_type.as_str() {
+        "q35" => "pc-q35-2.12-machine",
+        "none" => "none-machine",
+        _ => "pc-i440fx-2.12-machine",
+    }
+}
+
+/// The QOM type of the configured CPU model.
+pub fn cpu_type_name(config: &MachineConfig) -> &'static str {
+    let want = format!("{}-x86_64-cpu", config.cpu_model);
+    types::find(&want)
+        .map(|t| t.name)
+        .unwrap_or("qemu64-x86_64-cpu")
+}
+
+/// Well-known places in the tree.
+pub struct Places {
+    pub machine: NodeId,
+    pub peripheral: NodeId,
+    pub anon: NodeId,
+    pub unattached: NodeId,
+    pub objects: NodeId,
+}
+
+/// Find the standard containers.
+pub fn places(tree: &Tree) -> Option<Places> {
+    let machine = tree.child(Tree::ROOT, "machine")?;
+    Some(Places {
+        machine,
+        peripheral: tree.child(machine, "peripheral")?,
+        anon: tree.child(machine, "peripheral-anon")?,
+        unattached: tree.child(machine, "unattached")?,
+        objects: tree.child(Tree::ROOT, "objects")?,
+    })
+}
+
+/// Add a child named `device[N]`; numbers count up and are never reused
+/// while the machine lives, as in QEMU.
+fn add_numbered(tree: &mut Tree, parent: NodeId, ty: &'static str) -> NodeId {
+    let i = tree
+        .val(parent, "x-next")
+        .and_then(Value::as_u64)
+        .unwrap_or(0);
+    tree.set_val(parent, "x-next", json!(i + 1));
+    tree.add(parent, &format!("device[{i}]"), ty)
+}
+
+/// Plug `dev` into `bus` (a link property and, for PCI, a slot).
+fn attach(tree: &mut Tree, dev: NodeId, bus: NodeId) {
+    let bus_path = tree.path(bus);
+    let bus_ty = tree.node(bus).ty;
+    tree.set_link(dev, "parent_bus", &format!("link<{bus_ty}>"), &bus_path);
+}
+
+/// Devices plugged into `bus`, in tree order.
+pub fn bus_children(tree: &Tree, bus: NodeId) -> Vec<NodeId> {
+    let bus_path = tree.path(bus);
+    tree.walk(Tree::ROOT)
+        .into_iter()
+        .filter(|&n| {
+            tree.node(n).alive
+                && tree
+                    .link(n, "parent_bus")
+                    .map(|l| *l.target == *bus_path)
+                    .unwrap_or(false)
+        })
+        .collect()
+}
+
+/// Every bus in the tree, in tree order.
+pub fn buses(tree: &Tree) -> Vec<NodeId> {
+    tree.walk(Tree::ROOT)
+        .into_iter()
+        .filter(|&n| tree.is_bus(n))
+        .collect()
+}
+
+/// A bus by its name (`pci.0`, `ide.1`, …).
+pub fn find_bus(tree: &Tree, name: &str) -> Option<NodeId> {
+    if name.starts_with('/') {
+        return tree.resolve(name).ok().filter(|&n| tree.is_bus(n));
+    }
+    buses(tree)
+        .into_iter()
+        .find(|&b| &*tree.node(b).name == name)
+}
+
+/// The PCI address (devfn) of a device on a PCI bus.
+pub fn pci_devfn(tree: &Tree, dev: NodeId) -> Option<i64> {
+    tree.val(dev, "addr")
+        .and_then(Value::as_i64)
+        .filter(|&a| a >= 0)
+}
+
+fn free_devfn(tree: &Tree, bus: NodeId) -> Option<i64> {
+    let used: Vec<i64> = bus_children(tree, bus)
+        .into_iter()
+        .filter_map(|d| pci_devfn(tree, d))
+        .collect();
+    (0..32i64)
+        .map(|s| s << 3)
+        .find(|d| !used.iter().any(|u| u >> 3 == d >> 3))
+}
+
+fn is_full(tree: &Tree, bus: NodeId) -> bool {
+    let n = bus_children(tree, bus).len();
+    match tree.node(bus).ty {
+        "IDE" => n >= 2,
+        "PCI" | "PCIE" => free_devfn(tree, bus).is_none(),
+        _ => false,
+    }
+}
+
+/// Parse a PCI address `SS[.F]` (hex, as QEMU reads it).
+fn parse_devfn(s: &str) -> Option<i64> {
+    let s = s.trim();
+    let (slot, func) = match s.split_once('.') {
+        Some((a, b)) => (a, Some(b)),
+        None => (s, None),
+    };
+    let slot = i64::from_str_radix(slot.trim_start_matches("0x"), 16).ok()?;
+    let func = match func {
+        Some(f) => i64::from_str_radix(f, 16).ok()?,
+        None => 0,
+    };
+    if !(0..32).contains(&slot) || !(0..8).contains(&func) {
+        return None;
+    }
+    Some(slot << 3 | func)
+}
+
+fn parse_int(s: &str) -> Option<i64> {
+    let s = s.trim();
+    if let Some(h) = s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+        return i64::from_str_radix(h, 16).ok();
+    }
+    if let Ok(v) = s.parse::<i64>() {
+        return Some(v);
+    }
+    s.parse::<u64>().ok().map(|v| v as i64)
+}
+
+fn is_mac(s: &str) -> bool {
+    let parts: Vec<&str> = s.split(':').collect();
+    parts.len() == 6
+        && parts
+            .iter()
+            .all(|p| p.len() == 2 && p.chars().all(|c| c.is_ascii_hexdigit()))
+}
+
+/// Whether `id` is a well-formed QEMU identifier.
+pub fn id_wellformed(id: &str) -> bool {
+    let mut c = id.chars();
+    matches!(c.next(), Some(ch) if ch.is_ascii_alphabetic())
+        && c.all(|ch| ch.is_ascii_alphanumeric() || matches!(ch, '-' | '.' | '_'))
+}
+
+/// Convert a `-device`/`device_add` property value to the property's type.
+fn device_prop_value(ty_name: &str, def: &qom::PropDef, raw: &Value) -> Result<Value, QmpError> {
+    let text = match raw {
+        Value::String(s) => s.clone(),
+        Value::Bool(b) => (if *b { "on" } else { "off" }).to_string(),
+        Value::Number(n) => n.to_string(),
+        other => other.to_string(),
+    };
+    let name = def.name;
+    let bad = || {
+        QmpError::generic(format!(
+            "Property '{ty_name}.{name}' doesn't take value '{text}'"
+        ))
+    };
+    match def.ty {
+        "bool" => match text.as_str() {
+            "on" | "yes" | "true" | "y" => Ok(Value::Bool(true)),
+            "off" | "no" | "false" | "n" => Ok(Value::Bool(false)),
+            _ => Err(QmpError::generic(format!(
+                "Parameter '{name}' expects 'on' or 'off'"
+            ))),
+        },
+        "int32" if name == "addr" => parse_devfn(&text).map(Value::from).ok_or_else(bad),
+        "int8" | "int16" | "int32" | "int64" | "int" | "size" | "uint8" | "uint16" | "uint32"
+        | "uint64" => {
+            let v = parse_int(&text)
+                .ok_or_else(|| QmpError::generic(format!("Parameter '{name}' expects int64")))?;
+            let (lo, hi): (i64, i64) = match def.ty {
+                "uint8" => (0, u8::MAX as i64),
+                "uint16" => (0, u16::MAX as i64),
+                "uint32" => (0, u32::MAX as i64),
+                "int8" => (i8::MIN as i64, i8::MAX as i64),
+                "int16" => (i16::MIN as i64, i16::MAX as i64),
+                "int32" => (i32::MIN as i64, i32::MAX as i64),
+                _ => (i64::MIN, i64::MAX),
+            };
+            if v < lo || v > hi {
+                return Err(QmpError::generic(format!(
+                    "Property {ty_name}.{name} doesn't take value {v} (minimum: {lo}, maximum: {hi})"
+                )));
+            }
+            Ok(Value::from(v))
+        }
+        "str" if name == "mac" => {
+            if is_mac(&text) {
+                Ok(Value::String(text.to_ascii_lowercase()))
+            } else {
+                Err(bad())
+            }
+        }
+        _ => Ok(Value::String(text)),
+    }
+}
+
+/// Create a device node (no checks beyond property parsing). `props` are
+/// `(name, raw value)`.
+fn create_device(
+    tree: &mut Tree,
+    ty: &'static str,
+    id: Option<&str>,
+    bus: Option<NodeId>,
+    props: &[(String, Value)],
+    hotplugged: bool,
+) -> Result<NodeId, QmpError> {
+    let p = places(tree).ok_or_else(|| QmpError::generic("machine not initialised"))?;
+    // Parse properties before creating anything.
+    let mut parsed = Vec::new();
+    for (k, v) in props {
+        let def = types::find_prop(ty, k).ok_or_else(|| qom::err_prop_not_found(k))?;
+        parsed.push((def.name, device_prop_value(ty, def, v)?));
+    }
+    // PCI slot.
+    let mut devfn = None;
+    if let Some(b) = bus {
+        if matches!(tree.node(b).ty, "PCI" | "PCIE") {
+            let want = parsed
+                .iter()
+                .find(|(k, _)| *k == "addr")
+                .and_then(|(_, v)| v.as_i64());
+            match want {
+                Some(d) if d >= 0 => {
+                    if let Some(other) = bus_children(tree, b)
+                        .into_iter()
+                        .find(|&o| pci_devfn(tree, o) == Some(d))
+                    {
+                        return Err(QmpError::generic(format!(
+                            "PCI: slot {} function {} not available for {}, in use by {}",
+                            d >> 3,
+                            d & 7,
+                            ty,
+                            tree.node(other).ty
+                        )));
+                    }
+                    devfn = Some(d);
+                }
+                _ => {
+                    devfn = Some(free_devfn(tree, b).ok_or_else(|| {
+                        QmpError::generic(format!(
+                            "PCI: no slot/function available for {ty}, all in use"
+                        ))
+                    })?);
+                }
+            }
+        }
+    }
+    let node = match id {
+        Some(id) => tree.add(p.peripheral, id, ty),
+        None if hotplugged || bus.is_some() => add_numbered(tree, p.anon, ty),
+        None => add_numbered(tree, p.unattached, ty),
+    };
+    for (k, v) in parsed {
+        tree.set_val(node, k, v);
+    }
+    if let Some(d) = devfn {
+        tree.set_val(node, "addr", Value::from(d));
+    }
+    if hotplugged {
+        tree.set_val(node, "hotplugged", Value::Bool(true));
+    }
+    if let Some(b) = bus {
+        attach(tree, node, b);
+    }
+    // Virtio proxies carry their backend device on a virtio bus.
+    if let Some(base) = ty.strip_suffix("-pci") {
+        if types::is_a(ty, "virtio-pci") {
+            let vbus = tree.add(node, "virtio-bus", "virtio-pci-bus");
+            let backend_ty = types::find(&format!("{base}-device"))
+                .map(|t| t.name)
+                .unwrap_or("virtio-device");
+            let be = tree.add(node, "virtio-backend", backend_ty);
+            attach(tree, be, vbus);
+        }
+    }
+    Ok(node)
+}
+
+fn default_bus(tree: &Tree, bus_type: &str) -> Option<NodeId> {
+    buses(tree)
+        .into_iter()
+        .find(|&b| types::is_a(tree.node(b).ty, bus_type) && !is_full(tree, b))
+}
+
+/// Build the initial tree from the configuration.
+pub fn build_tree(config: &MachineConfig) -> Tree {
+    let mut t = Tree::new();
+    let machine = t.add(Tree::ROOT, "machine", machine_type_name(config));
+    let unattached = t.add(machine, "unattached", "container");
+    t.add(machine, "peripheral", "container");
+    t.add(machine, "peripheral-anon", "container");
+    t.add(Tree::ROOT, "chardevs", "container");
+    t.add(Tree::ROOT, "objects", "container");
+    if machine_type_name(config) == "none-machine" {
+        return t;
+    }
+    // vCPUs.
+    let cpu_ty = cpu_type_name(config);
+    for i in 0..config.vcpus() {
+        let c = add_numbered(&mut t, unattached, cpu_ty);
+        t.set_val(c, "apic-id", Value::from(i));
+    }
+    // Chipset.
+    let host = t.add(machine, "i440fx", "i440FX-pcihost");
+    let pci = t.add(host, "pci.0", "PCI");
+    let fw = t.add(machine, "fw_cfg", "fw_cfg_io");
+    let _ = fw;
+    let chip = add_numbered(&mut t, unattached, "i440FX");
+    t.set_val(chip, "addr", json!(0));
+    attach(&mut t, chip, pci);
+    let piix3 = add_numbered(&mut t, unattached, "PIIX3");
+    t.set_val(piix3, "addr", json!(8));
+    t.set_val(piix3, "multifunction", json!(true));
+    attach(&mut t, piix3, pci);
+    let isa = t.add(piix3, "isa.0", "ISA");
+    let pm = add_numbered(&mut t, unattached, "PIIX4_PM");
+    t.set_val(pm, "addr", json!(11));
+    attach(&mut t, pm, pci);
+    let ide = add_numbered(&mut t, unattached, "piix3-ide");
+    t.set_val(ide, "addr", json!(9));
+    attach(&mut t, ide, pci);
+    let ide0 = t.add(ide, "ide.0", "IDE");
+    let ide1 = t.add(ide, "ide.1", "IDE");
+    let rtc = add_numbered(&mut t, unattached, "mc146818rtc");
+    attach(&mut t, rtc, isa);
+    let kbd = add_numbered(&mut t, unattached, "i8042");
+    attach(&mut t, kbd, isa);
+    // Serial ports.
+    let chardevs = t.child(Tree::ROOT, "chardevs").unwrap_or(Tree::ROOT);
+    for (i, backend) in config.serials.iter().enumerate() {
+        let s = add_numbered(&mut t, unattached, "isa-serial");
+        t.set_val(s, "index", json!(i));
+        t.set_val(s, "chardev", json!(format!("serial{i}")));
+        attach(&mut t, s, isa);
+        let kind = backend.split([',', ':']).next().unwrap_or("null");
+        let cty = types::find(&format!("chardev-{kind}"))
+            .map(|x| x.name)
+            .unwrap_or("chardev-null");
+        t.add(chardevs, &format!("serial{i}"), cty);
+    }
+    for spec in &config.chardevs {
+        let kv = crate::config::parse_keyval(spec, Some("backend"));
+        if let (Some(b), Some(id)) = (kv.get("backend"), kv.get("id")) {
+            let cty = types::find(&format!("chardev-{b}"))
+                .map(|x| x.name)
+                .unwrap_or("chardev-null");
+            if t.child(chardevs, id).is_none() {
+                t.add(chardevs, id, cty);
+            }
+        }
+    }
+    // Objects.
+    let objects = t.child(Tree::ROOT, "objects").unwrap_or(Tree::ROOT);
+    for o in &config.objects {
+        if let Some(ty) = types::find(&o.qom_type) {
+            if t.child(objects, &o.id).is_some() {
+                continue;
+            }
+            let n = t.add(objects, &o.id, ty.name);
+            for (k, v) in &o.props {
+                if let Some(def) = types::find_prop(ty.name, k) {
+                    let val = match def.ty {
+                        "int" | "size" | "uint32" | "uint64" => crate::config::parse_size(v, 1)
+                            .map(Value::from)
+                            .unwrap_or_else(|| Value::String(v.clone())),
+                        "bool" => Value::Bool(matches!(v.as_str(), "on" | "yes" | "true")),
+                        _ => Value::String(v.clone()),
+                    };
+                    t.set_val(n, def.name, val);
+                }
+            }
+        }
+    }
+    // IDE drives live on the chipset's buses.
+    let mut ide_units = [0u32; 2];
+    for d in &config.drives {
+        if d.interface != "ide" {
+            continue;
+        }
+        let busno =
+            d.id.strip_prefix("ide")
+                .and_then(|r| r.chars().next())
+                .and_then(|c| c.to_digit(10))
+                .unwrap_or(0)
+                .min(1) as usize;
+        let bus = if busno == 0 { ide0 } else { ide1 };
+        let ty = if d.media == "cdrom" {
+            "ide-cd"
+        } else {
+            "ide-hd"
+        };
+        let n = add_numbered(&mut t, unattached, ty);
+        t.set_val(n, "drive", json!(d.id));
+        t.set_val(n, "unit", json!(ide_units[busno]));
+        ide_units[busno] += 1;
+        attach(&mut t, n, bus);
+    }
+    // -device, in order.
+    for dc in &config.devices {
+        let Some(td) = types::find(&dc.driver)
+            .or_else(|| types::resolve_alias(&dc.driver).and_then(types::find))
+        else {
+            continue;
+        };
+        let bus = types::bus_of(td.name).and_then(|bt| {
+            dc.props
+                .get("bus")
+                .and_then(|b| find_bus(&t, b))
+                .or_else(|| default_bus(&t, bt))
+        });
+        if types::bus_of(td.name).is_some() && bus.is_none() {
+            continue;
+        }
+        let props: Vec<(String, Value)> = dc
+            .props
+            .iter()
+            .filter(|(k, _)| k.as_str() != "bus" && k.as_str() != "id")
+            .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+            .collect();
+        let _ = create_device(&mut t, td.name, dc.id.as_deref(), bus, &props, false);
+    }
+    // -drive if=virtio: an implicit anonymous virtio-blk-pci per drive.
+    for d in &config.drives {
+        if d.interface != "virtio" {
+            continue;
+        }
+        let bus = default_bus(&t, "PCI");
+        if let Some(n) = create_device(&mut t, "virtio-blk-pci", None, bus, &[], false).ok() {
+            t.set_val(n, "drive", json!(d.id));
+        }
+    }
+    // The TPM's front end.
+    if let Some(tpm) = &config.tpm {
+        if let Ok(n) = create_device(&mut t, "tpm-tis", None, Some(isa), &[], false) {
+            t.set_val(n, "tpmdev", json!(tpm.id));
+        }
+    }
+    t
+}
+
+// ---------------------------------------------------------------------------
+// Queries other subsystems use.
+
+/// The device whose qdev id is `id` (under /machine/peripheral).
+pub fn find_device(m: &Machine, id: &str) -> Option<NodeId> {
+    let p = places(&m.qom.tree)?;
+    m.qom.tree.child(p.peripheral, id)
+}
+
+/// Every device node, in tree order.
+pub fn all_devices(tree: &Tree) -> Vec<NodeId> {
+    tree.walk(Tree::ROOT)
+        .into_iter()
+        .filter(|&n| tree.is_device(n))
+        .collect()
+}
+
+/// The qdev id of a device (its name under /machine/peripheral).
+pub fn device_id(tree: &Tree, dev: NodeId) -> Option<String> {
+    let p = tree.node(dev).parent?;
+    if &*tree.node(p).name == "peripheral" {
+        Some(tree.node(dev).name.to_string())
+    } else {
+        None
+    }
+}
+
+/// The vCPUs present, as `(cpu-index, canonical QOM path)`, by index.
+pub fn cpus(m: &Machine) -> Vec<(u32, String)> {
+    m.ident
+        .cpus
+        .iter()
+        .map(|c| (c.index, c.qom_path.clone()))
+        .collect()
+}
+
+/// Ids of the objects of type `ty` (or derived) under /objects.
+pub fn objects_of_type(m: &Machine, ty: &str) -> Vec<String> {
+    let tree = &m.qom.tree;
+    let Some(p) = places(tree) else {
+        return Vec::new();
+    };
+    tree.node(p.objects)
+        .children
+        .iter()
+        .filter(|&&c| types::is_a(tree.node(c).ty, ty))
+        .map(|&c| tree.node(c).name.to_string())
+        .collect()
+}
+
+/// Whether any device of type `ty` (or derived) exists.
+pub fn has_device_of_type(m: &Machine, ty: &str) -> bool {
+    let tree = &m.qom.tree;
+    all_devices(tree)
+        .into_iter()
+        .any(|n| types::is_a(tree.node(n).ty, ty))
+}
+
+// ---------------------------------------------------------------------------
+// Commands.
+
+const RESERVED: &[&str] = &["driver", "bus", "id"];
+
+fn device_add(m: &mut Machine, args: &Args) -> CmdResult {
+    let Some(driver) = arg_str(args, "driver") else {
+        return Err(QmpError::generic("Parameter 'driver' is missing"));
+    };
+    // Options first: id syntax and uniqueness.
+    let id = arg_str(args, "id");
+    if let Some(id) = id {
+        if !id_wellformed(id) {
+            return Err(QmpError::generic("Parameter 'id' expects an identifier"));
+        }
+        if find_device(m, id).is_some() {
+            return Err(QmpError::generic(format!("Duplicate ID '{id}' for device")));
+        }
+    }
+    // The device type.
+    let td = match types::find(driver) {
+        Some(t) if types::is_a(t.name, "device") => t,
+        _ => {
+            return Err(QmpError::generic(match types::resolve_alias(driver) {
+                Some(real) if types::find(real).is_some() => {
+                    return device_add_as(m, args, real);
+                }
+                _ => format!("'{driver}' is not a valid device model name"),
+            }))
+        }
+    };
+    device_add_as(m, args, td.name)
+}
+
+fn device_add_as(m: &mut Machine, args: &Args, driver: &str) -> CmdResult {
+    let Some(td) = types::find(driver) else {
+        return Err(QmpError::generic(format!(
+            "'{driver}' is not a valid device model name"
+        )));
+    };
+    if td.is_abstract {
+        return Err(QmpError::generic(
+            "Parameter 'driver' expects non-abstract device type",
+        ));
+    }
+    if !td.user_creatable || !types::hotpluggable(td.name) {
+        return Err(QmpError::generic(
+            "Parameter 'driver' expects pluggable device type",
+        ));
+    }
+    let id = arg_str(args, "id");
+    let tree = &m.qom.tree;
+    let bus_type = types::bus_of(td.name);
+    let bus = match arg_str(args, "bus") {
+        Some(path) => {
+            let b = find_bus(tree, path).ok_or_else(|| {
+                QmpError::new(
+                    ErrorClass::DeviceNotFound,
+                    format!("Bus '{path}' not found"),
+                )
+            })?;
+            let bty = tree.node(b).ty;
+            if !bus_type.map(|t| types::is_a(bty, t)).unwrap_or(false) {
+                return Err(QmpError::generic(format!(
+                    "Device '{}' can't go on {} bus",
+                    td.name, bty
+                )));
+            }
+            Some(b)
+        }
+        None => match bus_type {
+            Some(bt) => Some(default_bus(tree, bt).ok_or_else(|| {
+                QmpError::generic(format!("No '{bt}' bus found for device '{}'", td.name))
+            })?),
+            None => None,
+        },
+    };
+    if let Some(b) = bus {
+        if !types::bus_hotpluggable(tree.node(b).ty) {
+            return Err(QmpError::generic(format!(
+                "Bus '{}' does not support hotplugging",
+                tree.node(b).name
+            )));
+        }
+    }
+    let props: Vec<(String, Value)> = args
+        .iter()
+        .filter(|(k, _)| !RESERVED.contains(&k.as_str()))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    // Backends that must exist and be free.
+    for (k, v) in &props {
+        if k == "drive" {
+            let name = v.as_str().unwrap_or("");
+            let known = m.config.drives.iter().any(|d| d.id == name);
+            let backend_ty = match td.name {
+                t if types::is_a(t, "virtio-pci") => {
+                    format!("{}-device", t.trim_end_matches("-pci"))
+                }
+                t => t.to_string(),
+            };
+            if !known {
+                return Err(QmpError::generic(format!(
+                    "Property '{backend_ty}.drive' can't find value '{name}'"
+                )));
+            }
+            let tree = &m.qom.tree;
+            let used = all_devices(tree)
+                .into_iter()
+                .any(|n| tree.val(n, "drive").and_then(Value::as_str) == Some(name));
+            if used {
+                return Err(QmpError::generic(format!(
+                    "Property '{backend_ty}.drive' can't take value '{name}', it's in use"
+                )));
+            }
+        }
+    }
+    let node = create_device(&mut m.qom.tree, td.name, id, bus, &props, true)?;
+    crate::input::on_device_added(m, node);
+    crate::empty()
+}
+
+/// Finish unplugging the device at `path`: remove it and announce it.
+fn finish_unplug(m: &mut Machine, path: &str) {
+    m.devices.unplug_pending.retain(|p| p != path);
+    let tree = &m.qom.tree;
+    let Ok(node) = tree.resolve(path) else {
+        return;
+    };
+    let dev_id = device_id(tree, node);
+    // Child devices (virtio backends) go first, as their buses are torn down.
+    let mut events = Vec::new();
+    for n in tree.walk(node).into_iter().skip(1) {
+        if tree.is_device(n) {
+            let mut d = Map::new();
+            if let Some(i) = device_id(tree, n) {
+                d.insert("device".into(), Value::String(i));
+            }
+            d.insert("path".into(), Value::String(tree.path(n)));
+            events.push(Value::Object(d));
+        }
+    }
+    let mut d = Map::new();
+    if let Some(i) = &dev_id {
+        d.insert("device".into(), Value::String(i.clone()));
+    }
+    d.insert("path".into(), Value::String(path.to_string()));
+    events.push(Value::Object(d));
+    crate::input::on_device_removed(m, node);
+    m.qom.tree.remove(node);
+    for e in events {
+        m.emit("DEVICE_DELETED", Some(e));
+    }
+}
+
+/// Timer callback.
+pub fn on_timer(m: &mut Machine, what: &str, data: &Value) {
+    if what != "unplug" {
+        return;
+    }
+    let Some(path) = data.as_str() else {
+        return;
+    };
+    // A paused guest cannot answer the request: ask again later.
+    if !m.is(RunState::Running) {
+        m.schedule(
+            UNPLUG_ACK_NS,
+            crate::TimerAction::Custom(SUBSYSTEM, what.to_string(), data.clone()),
+        );
+        return;
+    }
+    let path = path.to_string();
+    finish_unplug(m, &path);
+}
+
+fn device_del(m: &mut Machine, args: &Args) -> CmdResult {
+    let id = arg_str(args, "id").unwrap_or("");
+    let tree = &m.qom.tree;
+    let node = if id.starts_with('/') {
+        tree.resolve(id).ok()
+    } else {
+        find_device(m, id)
+    };
+    let Some(node) = node else {
+        return Err(QmpError::new(
+            ErrorClass::DeviceNotFound,
+            format!("Device '{id}' not found"),
+        ));
+    };
+    if !tree.is_device(node) {
+        return Err(QmpError::generic(format!(
+            "{id} is not a hotpluggable device"
+        )));
+    }
+    if let Some(bus) = tree
+        .link(node, "parent_bus")
+        .and_then(|l| tree.resolve(&l.target).ok())
+    {
+        if !types::bus_hotpluggable(tree.node(bus).ty) {
+            return Err(QmpError::generic(format!(
+                "Bus '{}' does not support hotplugging",
+                tree.node(bus).name
+            )));
+        }
+    }
+    let ty = tree.node(node).ty;
+    if !types::hotpluggable(ty) || types::is_a(ty, "x86_64-cpu") {
+        return Err(QmpError::generic(format!(
+            "Device '{ty}' does not support hotplugging"
+        )));
+    }
+    let path = tree.path(node);
+    let on_pci = tree
+        .link(node, "parent_bus")
+        .map(|l| l.ty.contains("PCI"))
+        .unwrap_or(false);
+    if on_pci {
+        // ACPI hotplug: the guest ejects the device when it gets to it.
+        if !m.devices.unplug_pending.contains(&path) {
+            m.devices.unplug_pending.push(path.clone());
+            m.schedule(
+                UNPLUG_ACK_NS,
+                crate::TimerAction::Custom(SUBSYSTEM, "unplug".into(), Value::String(path)),
+            );
+        }
+    } else {
+        finish_unplug(m, &path);
+    }
+    crate::empty()
+}
+
+fn cpu_add(m: &mut Machine, args: &Args) -> CmdResult {
+    let id = arg_i64(args, "id").unwrap_or(-1);
+    if id < 0 {
+        return Err(QmpError::generic(format!("Invalid CPU id: {id}")));
+    }
+    let max = m.config.max_cpus.max(m.config.vcpus()) as i64;
+    if id >= max {
+        return Err(QmpError::generic(format!(
+            "Unable to add CPU: {id}, max allowed: {}",
+            max - 1
+        )));
+    }
+    if cpus(m).iter().any(|c| c.0 as i64 == id) {
+        return Err(QmpError::generic(format!(
+            "Unable to add CPU: {id}, it already exists"
+        )));
+    }
+    let ty = cpu_type_name(&m.config);
+    let Some(p) = places(&m.qom.tree) else {
+        return Err(QmpError::generic("Not supported"));
+    };
+    crate::identity::plug_cpu(m, id)?;
+    let tree = &mut m.qom.tree;
+    let n = add_numbered(tree, p.unattached, ty);
+    tree.set_val(n, "apic-id", Value::from(id));
+    tree.set_val(n, "hotplugged", Value::Bool(true));
+    let path = tree.path(n);
+    if let Some(c) = m.ident.cpus.iter_mut().find(|c| c.index as i64 == id) {
+        c.qom_path = path;
+    }
+    crate::empty()
+}
+
+fn object_add(m: &mut Machine, args: &Args) -> CmdResult {
+    let qom_type = arg_str(args, "qom-type").unwrap_or("");
+    let id = arg_str(args, "id").unwrap_or("");
+    let Some(td) = types::find(qom_type) else {
+        return Err(QmpError::generic(format!(
+            "invalid object type: {qom_type}"
+        )));
+    };
+    if !types::is_a(td.name, "user-creatable") {
+        return Err(QmpError::generic(format!(
+            "object type '{qom_type}' isn't supported by object-add"
+        )));
+    }
+    if td.is_abstract {
+        return Err(QmpError::generic(format!(
+            "object type '{qom_type}' is abstract"
+        )));
+    }
+    // Properties: the 'props' dictionary (QEMU 2.x) or flat members (newer).
+    let mut props: Vec<(String, Value)> = Vec::new();
+    match args.get("props") {
+        Some(Value::Object(o)) => props.extend(o.iter().map(|(k, v)| (k.clone(), v.clone()))),
+        Some(Value::Null) | None => {}
+        Some(_) => {
+            return Err(QmpError::generic(
+                "Invalid parameter type for 'props', expected: object",
+            ))
+        }
+    }
+    for (k, v) in args {
+        if !matches!(k.as_str(), "qom-type" | "id" | "props") {
+            props.push((k.clone(), v.clone()));
+        }
+    }
+    let mut vals = Vec::new();
+    for (k, v) in &props {
+        let def = types::find_prop(td.name, k).ok_or_else(|| qom::err_prop_not_found(k))?;
+        vals.push((def.name, qom::check_value(k, def.ty, v)?));
+    }
+    let tree = &m.qom.tree;
+    let Some(p) = places(tree) else {
+        return Err(QmpError::generic("machine not initialised"));
+    };
+    if tree.child(p.objects, id).is_some() {
+        return Err(QmpError::generic(format!(
+            "attempt to add duplicate property '{id}' to object (type 'container')"
+        )));
+    }
+    let get = |name: &str| vals.iter().find(|(k, _)| *k == name).map(|(_, v)| v);
+    if types::is_a(td.name, "memory-backend") {
+        if td.name == "memory-backend-file" && get("mem-path").is_none() {
+            return Err(QmpError::generic("mem-path property not set"));
+        }
+        if get("size").and_then(Value::as_u64).unwrap_or(0) == 0 {
+            return Err(QmpError::generic("can't create backend with size 0"));
+        }
+    }
+    if td.name == "rng-egd" && get("chardev").is_none() {
+        return Err(QmpError::generic("chardev property not set"));
+    }
+    let n = m.qom.tree.add(p.objects, id, td.name);
+    for (k, v) in vals {
+        m.qom.tree.set_val(n, k, v);
+    }
+    crate::empty()
+}
+
+fn object_del(m: &mut Machine, args: &Args) -> CmdResult {
+    let id = arg_str(args, "id").unwrap_or("");
+    let tree = &m.qom.tree;
+    let Some(p) = places(tree) else {
+        return Err(QmpError::generic(format!("object '{id}' not found")));
+    };
+    let Some(n) = tree.child(p.objects, id) else {
+        return Err(QmpError::generic(format!("object '{id}' not found")));
+    };
+    // A memory backend mapped by a DIMM cannot go.
+    if types::is_a(tree.node(n).ty, "memory-backend") {
+        let path = tree.path(n);
+        let used = all_devices(tree).into_iter().any(|d| {
+            tree.val(d, "memdev").and_then(Value::as_str) == Some(id)
+                || tree
+                    .link(d, "memdev")
+                    .map(|l| *l.target == *path)
+                    .unwrap_or(false)
+        });
+        if used {
+            return Err(QmpError::generic(format!(
+                "object '{id}' is in use, can not be deleted"
+            )));
+        }
+    }
+    m.qom.tree.remove(n);
+    crate::empty()
+}
+
+/// Dispatch.
+pub fn execute(m: &mut Machine, cmd: &str, args: &Args, _cx: &mut Cx) -> Option<CmdResult> {
+    Some(match cmd {
+        "device_add" => device_add(m, args),
+        "device_del" => device_del(m, args),
+        "object-add" => object_add(m, args),
+        "object-del" => object_del(m, args),
+        "cpu-add" => cpu_add(m, args),
+        _ => return None,
+    })
+}

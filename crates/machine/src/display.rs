@@ -1,0 +1,329 @@
+//! The display: `screendump` writes a P6 PPM of the simulated VGA text
+//! screen (720x400: 80x25 cells of 9x16 pixels), whose content follows the
+//! machine (run state, name, what was typed); the VNC server's queries and
+//! passwords (`query-vnc`, `query-vnc-servers`, `set_password`,
+//! `expire_password`, `change-vnc-password`, `change vnc …`).
+//!
+//! Glyphs are drawn procedurally (a fixed bit pattern per character), not
+//! from a real font: the image is deterministic and changes with the text.
+
+use std::io::Write;
+
+use serde_json::{json, Value};
+
+use crate::{arg_i64, arg_str, Args, CmdResult, Cx, Machine, RunState};
+use qmpkit_wire::{ErrorClass, QmpError};
+
+/// Commands this module implements.
+pub const HANDLED: &[&str] = &[
+    "screendump",
+    "query-vnc",
+    "query-vnc-servers",
+    "set_password",
+    "expire_password",
+    "change-vnc-password",
+    "change",
+];
+
+pub const WIDTH: usize = 720;
+pub const HEIGHT: usize = 400;
+pub const COLS: usize = 80;
+pub const ROWS: usize = 25;
+
+/// When the VNC password stops working.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Expiry {
+    #[default]
+    Never,
+    /// Seconds since the epoch (0: now).
+    At(u64),
+}
+
+/// VNC server state.
+#[derive(Debug, Clone, Default)]
+pub struct DisplayState {
+    pub password: Option<String>,
+    pub expiry: Expiry,
+}
+
+/// The VNC listening address `(host, port)` from `-vnc`, if enabled.
+pub fn vnc_addr(m: &Machine) -> Option<(String, u16)> {
+    let spec = m.config.vnc.as_deref()?;
+    let first = spec.split(',').next().unwrap_or("");
+    if first == "none" {
+        return None;
+    }
+    let (host, disp) = match first.rsplit_once(':') {
+        Some((h, d)) => (h, d),
+        None => ("", first),
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let host = if host.is_empty() { "0.0.0.0" } else { host };
+    let disp: u16 = disp.parse().unwrap_or(0);
+    Some((host.to_string(), 5900u16.saturating_add(disp)))
+}
+
+/// VNC authentication: password authentication unless `-vnc …,password=off`.
+pub fn vnc_auth(m: &Machine) -> &'static str {
+    match m.config.vnc.as_deref() {
+        Some(s) if s.contains("password=off") => "none",
+        _ => "vnc",
+    }
+}
+
+fn family(host: &str) -> &'static str {
+    if host.contains(':') {
+        "ipv6"
+    } else {
+        "ipv4"
+    }
+}
+
+fn query_vnc(m: &Machine) -> Value {
+    match vnc_addr(m) {
+        None => json!({"enabled": false}),
+        Some((host, port)) => json!({
+            "enabled": true,
+            "host": host,
+            "family": family(&host),
+            "service": port.to_string(),
+            "auth": vnc_auth(m),
+            "clients": [],
+        }),
+    }
+}
+
+fn query_vnc_servers(m: &Machine) -> Value {
+    match vnc_addr(m) {
+        None => json!([]),
+        Some((host, port)) => json!([{
+            "id": "default",
+            "server": [{
+                "host": host,
+                "service": port.to_string(),
+                "family": family(&host),
+                "websocket": false,
+                "auth": vnc_auth(m),
+            }],
+            "clients": [],
+            "auth": vnc_auth(m),
+            "display": "video0",
+        }]),
+    }
+}
+
+fn set_vnc_password(m: &mut Machine, password: &str) -> Result<(), QmpError> {
+    if vnc_addr(m).is_none() || vnc_auth(m) == "none" {
+        return Err(QmpError::generic("Could not set password"));
+    }
+    m.display.password = Some(password.to_string());
+    Ok(())
+}
+
+fn no_spice() -> QmpError {
+    QmpError::new(
+        ErrorClass::DeviceNotActive,
+        "No spice device has been activated",
+    )
+}
+
+fn set_password(m: &mut Machine, args: &Args) -> CmdResult {
+    let protocol = arg_str(args, "protocol").unwrap_or("");
+    let password = arg_str(args, "password").unwrap_or("");
+    let connected = arg_str(args, "connected");
+    let (fail, disconnect) = match connected {
+        None | Some("keep") => (false, false),
+        Some("fail") => (true, false),
+        Some("disconnect") => (false, true),
+        Some(_) => return Err(QmpError::generic("Invalid parameter 'connected'")),
+    };
+    match protocol {
+        "spice" => Err(no_spice()),
+        "vnc" => {
+            if fail || disconnect {
+                return Err(QmpError::generic("Invalid parameter 'connected'"));
+            }
+            set_vnc_password(m, password)?;
+            crate::empty()
+        }
+        _ => Err(QmpError::generic("Invalid parameter 'protocol'")),
+    }
+}
+
+fn expire_password(m: &mut Machine, args: &Args) -> CmdResult {
+    let protocol = arg_str(args, "protocol").unwrap_or("");
+    let time = arg_str(args, "time").unwrap_or("");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let expiry = match time {
+        "now" => Expiry::At(0),
+        "never" => Expiry::Never,
+        t if t.starts_with('+') => Expiry::At(now.saturating_add(lead_number(&t[1..]))),
+        t => Expiry::At(lead_number(t)),
+    };
+    match protocol {
+        "spice" => Err(no_spice()),
+        "vnc" => {
+            if vnc_addr(m).is_none() {
+                return Err(QmpError::generic("Could not set password expire time."));
+            }
+            m.display.expiry = expiry;
+            crate::empty()
+        }
+        _ => Err(QmpError::generic("Invalid parameter 'protocol'")),
+    }
+}
+
+/// The leading decimal number of `s` (like `strtoull`), 0 if none.
+fn lead_number(s: &str) -> u64 {
+    let digits: String = s
+        .trim_start()
+        .chars()
+        .take_while(|c| c.is_ascii_digit())
+        .collect();
+    digits.parse().unwrap_or(0)
+}
+
+fn change(m: &mut Machine, args: &Args) -> Option<CmdResult> {
+    if arg_str(args, "device") != Some("vnc") {
+        return None;
+    }
+    let target = arg_str(args, "target").unwrap_or("");
+    Some(match target {
+        "password" => match arg_str(args, "arg") {
+            None => Err(QmpError::generic("Parameter 'password' is missing")),
+            Some(p) => set_vnc_password(m, p).and_then(|_| crate::empty()),
+        },
+        _ => Err(QmpError::generic(
+            "Could not start VNC server on ".to_string() + target,
+        )),
+    })
+}
+
+// ---------------------------------------------------------------------------
+// The screen.
+
+/// The 80x25 text of the screen.
+pub fn screen_text(m: &Machine) -> Vec<String> {
+    let mut lines: Vec<String> = Vec::new();
+    if m.is(RunState::Prelaunch) {
+        lines.push("Guest has not initialized the display (yet).".into());
+        return lines;
+    }
+    let name = m.ident.name.clone().unwrap_or_else(|| "qmpkit".into());
+    lines.push(format!(
+        "{name} - {} - {} MiB, {} vCPUs",
+        m.run.state.as_str(),
+        m.config.memory_bytes >> 20,
+        m.ident.cpus.len()
+    ));
+    lines.push(String::new());
+    lines.push(format!("{name} login: "));
+    // Typed text, wrapped, the last lines kept.
+    let mut cur = lines.pop().unwrap_or_default();
+    for ch in m.input.typed.chars() {
+        match ch {
+            '\n' => lines.push(std::mem::take(&mut cur)),
+            '\t' => cur.push_str("    "),
+            c => cur.push(c),
+        }
+        if cur.chars().count() >= COLS {
+            lines.push(std::mem::take(&mut cur));
+        }
+    }
+    lines.push(cur + "_");
+    if lines.len() > ROWS {
+        let keep = lines.split_off(lines.len() - (ROWS - 1));
+        lines.truncate(1);
+        lines.extend(keep);
+    }
+    lines
+}
+
+fn glyph_row(c: char, row: usize) -> u8 {
+    if c == ' ' || !(2..14).contains(&row) {
+        return 0;
+    }
+    if c == '_' {
+        return if row == 13 { 0xff } else { 0 };
+    }
+    let mut x = (c as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ (row as u64 / 2);
+    x ^= x >> 29;
+    x = x.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x ^= x >> 32;
+    // Keep a one-pixel margin on each side.
+    ((x as u8) & 0x7e) | 0x18
+}
+
+/// Render the screen as RGB pixels.
+pub fn render(m: &Machine) -> Vec<u8> {
+    let mut px = vec![0u8; WIDTH * HEIGHT * 3];
+    let lines = screen_text(m);
+    let fg = [0xaa, 0xaa, 0xaa];
+    let status_bg = [0x00, 0x00, 0xaa];
+    for (r, line) in lines.iter().enumerate().take(ROWS) {
+        let chars: Vec<char> = line.chars().collect();
+        for cy in 0..16 {
+            let y = r * 16 + cy;
+            for col in 0..COLS {
+                let c = chars.get(col).copied().unwrap_or(' ');
+                let bits = glyph_row(c, cy);
+                for cx in 0..9 {
+                    let on = cx < 8 && bits & (0x80 >> cx) != 0;
+                    let x = col * 9 + cx;
+                    let o = (y * WIDTH + x) * 3;
+                    let color = if on {
+                        fg
+                    } else if r == 0 && !m.is(RunState::Prelaunch) {
+                        status_bg
+                    } else {
+                        [0, 0, 0]
+                    };
+                    px[o..o + 3].copy_from_slice(&color);
+                }
+            }
+        }
+    }
+    px
+}
+
+fn screendump(m: &Machine, args: &Args) -> CmdResult {
+    let filename = arg_str(args, "filename").unwrap_or("");
+    if let Some(dev) = arg_str(args, "device") {
+        crate::input::console_of(m, dev, arg_i64(args, "head").unwrap_or(0))?;
+    }
+    let mut f = std::fs::File::create(filename).map_err(|e| {
+        QmpError::generic(format!(
+            "failed to open file '{filename}': {}",
+            crate::memory::strerror(&e)
+        ))
+    })?;
+    let mut data = format!("P6\n{WIDTH} {HEIGHT}\n255\n").into_bytes();
+    data.extend_from_slice(&render(m));
+    f.write_all(&data).map_err(|e| {
+        QmpError::generic(format!(
+            "failed to write to file '{filename}': {}",
+            crate::memory::strerror(&e)
+        ))
+    })?;
+    crate::empty()
+}
+
+/// Dispatch.
+pub fn execute(m: &mut Machine, cmd: &str, args: &Args, _cx: &mut Cx) -> Option<CmdResult> {
+    Some(match cmd {
+        "screendump" => screendump(m, args),
+        "query-vnc" => Ok(query_vnc(m)),
+        "query-vnc-servers" => Ok(query_vnc_servers(m)),
+        "set_password" => set_password(m, args),
+        "expire_password" => expire_password(m, args),
+        "change-vnc-password" => {
+            let p = arg_str(args, "password").unwrap_or("");
+            set_vnc_password(m, p).and_then(|_| crate::empty())
+        }
+        "change" => return change(m, args),
+        _ => return None,
+    })
+}

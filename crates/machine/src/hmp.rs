@@ -1,0 +1,834 @@
+//! `human-monitor-command`: a subset of QEMU's human monitor, printing what
+//! QEMU prints. Commands run through [`Machine::execute`] (so run-state
+//! changes, events and injected failures behave as over QMP) and format
+//! the result; errors print their description. Output lines end in CRLF,
+//! as the monitor writes them.
+
+use std::fmt::Write as _;
+
+use serde_json::{json, Map, Value};
+
+use crate::qom::{types, NodeId, Tree};
+use crate::{arg_str, Args, CmdResult, Cx, Machine};
+
+/// Commands this module implements.
+pub const HANDLED: &[&str] = &["human-monitor-command"];
+
+/// Top-level HMP commands understood here.
+pub const COMMANDS: &[(&str, &str, &str)] = &[
+    (
+        "balloon",
+        "balloon target",
+        "request VM to change its memory allocation (in MB)",
+    ),
+    ("c|cont", "", "resume emulation"),
+    (
+        "closefd",
+        "closefd name",
+        "close a file descriptor previously passed via SCM rights",
+    ),
+    ("cpu-add", "cpu-add id", "add cpu"),
+    (
+        "device_add",
+        "device_add driver[,prop=value][,...]",
+        "add device, like -device on the command line",
+    ),
+    ("device_del", "device_del device", "remove device"),
+    (
+        "dump-guest-memory",
+        "dump-guest-memory [-p] [-d] filename [begin length]",
+        "dump guest memory into file 'filename'",
+    ),
+    (
+        "expire_password",
+        "expire_password protocol time",
+        "set password expiry time",
+    ),
+    ("help|?", "help|? [cmd]", "show the help"),
+    (
+        "info",
+        "info [subcommand]",
+        "show various information about the system state",
+    ),
+    (
+        "memsave",
+        "memsave addr size file",
+        "save to disk virtual memory dump starting at 'addr' of size 'size'",
+    ),
+    ("nmi", "nmi", "inject an NMI"),
+    (
+        "object_add",
+        "object_add [qom-type=]type,id=str[,prop=value][,...]",
+        "create QOM object",
+    ),
+    ("object_del", "object_del id", "destroy QOM object"),
+    (
+        "pmemsave",
+        "pmemsave addr size file",
+        "save to disk physical memory dump starting at 'addr' of size 'size'",
+    ),
+    ("q|quit", "", "quit the emulator"),
+    ("qom-list", "qom-list path", "list QOM properties"),
+    ("qom-set", "qom-set path property value", "set QOM property"),
+    (
+        "screendump",
+        "screendump filename",
+        "save screen into PPM image 'filename'",
+    ),
+    (
+        "sendkey",
+        "sendkey keys [hold_ms]",
+        "send keys to the VM (e.g. 'sendkey ctrl-alt-f1', default hold time=100 ms)",
+    ),
+    (
+        "set_password",
+        "set_password protocol password action-if-connected",
+        "set spice/vnc password",
+    ),
+    ("stop", "", "stop emulation"),
+    ("system_powerdown", "", "send system power down event"),
+    ("system_reset", "", "reset the system"),
+    ("system_wakeup", "", "wakeup guest from suspend"),
+    (
+        "trace-event",
+        "trace-event name on|off [vcpu]",
+        "changes status of a specific trace event (vcpu: vCPU to set, default is all)",
+    ),
+];
+
+/// `info` subcommands understood here.
+pub const INFO: &[&str] = &[
+    "balloon",
+    "block",
+    "chardev",
+    "cpus",
+    "dump",
+    "iothreads",
+    "kvm",
+    "mice",
+    "name",
+    "qom-tree",
+    "qtree",
+    "status",
+    "trace-events",
+    "uuid",
+    "version",
+    "vnc",
+];
+
+/// Run `cmd` over QMP; `Err(text)` is what the monitor prints.
+fn qmp(m: &mut Machine, cx: &mut Cx, cmd: &str, args: Value) -> Result<Value, String> {
+    let args = match args {
+        Value::Object(o) => o,
+        _ => Map::new(),
+    };
+    match m.execute(cmd, &args, cx) {
+        None => Err(format!("The command {cmd} has not been found")),
+        Some(Ok(v)) => Ok(v),
+        Some(Err(e)) => Err(e.desc),
+    }
+}
+
+fn split_args(rest: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut quote = false;
+    for c in rest.chars() {
+        match c {
+            '"' => quote = !quote,
+            c if c.is_whitespace() && !quote => {
+                if !cur.is_empty() {
+                    out.push(std::mem::take(&mut cur));
+                }
+            }
+            c => cur.push(c),
+        }
+    }
+    if !cur.is_empty() {
+        out.push(cur);
+    }
+    out
+}
+
+/// HMP's integer expressions: decimal, 0x hex, with k/M/G suffixes where
+/// sizes are meant (kept simple: no arithmetic).
+fn parse_num(s: &str) -> Option<i64> {
+    let s = s.trim();
+    let (neg, s) = match s.strip_prefix('-') {
+        Some(r) => (true, r),
+        None => (false, s),
+    };
+    let v = if let Some(h) = s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+        i64::from_str_radix(h, 16).ok()?
+    } else {
+        let (n, mult) = match s.chars().last()? {
+            'k' | 'K' => (&s[..s.len() - 1], 1i64 << 10),
+            'M' => (&s[..s.len() - 1], 1 << 20),
+            'G' => (&s[..s.len() - 1], 1 << 30),
+            _ => (s, 1),
+        };
+        n.parse::<i64>().ok()?.checked_mul(mult)?
+    };
+    Some(if neg { -v } else { v })
+}
+
+/// Parse `a=b,c=d` into an argument object; the first bare word is `first`.
+fn keyval_args(s: &str, first: &str) -> Map<String, Value> {
+    let mut out = Map::new();
+    for (k, v) in crate::config::parse_keyval(s, Some(first)) {
+        out.insert(k, Value::String(v));
+    }
+    out
+}
+
+fn info(m: &mut Machine, cx: &mut Cx, sub: &str, rest: &[String]) -> Result<String, String> {
+    let mut o = String::new();
+    match sub {
+        "status" => {
+            let s = qmp(m, cx, "query-status", json!({}))?;
+            let running = s["running"].as_bool().unwrap_or(false);
+            let status = s["status"].as_str().unwrap_or("");
+            let _ = write!(
+                o,
+                "VM status: {}",
+                if running { "running" } else { "paused" }
+            );
+            if s["singlestep"].as_bool().unwrap_or(false) {
+                o.push_str(" (single step mode)");
+            }
+            if !running && status != "paused" {
+                let _ = write!(o, " ({status})");
+            }
+            o.push('\n');
+        }
+        "version" => {
+            let v = qmp(m, cx, "query-version", json!({}))?;
+            let q = &v["qemu"];
+            let _ = writeln!(
+                o,
+                "{}.{}.{}{}",
+                q["major"].as_i64().unwrap_or(0),
+                q["minor"].as_i64().unwrap_or(0),
+                q["micro"].as_i64().unwrap_or(0),
+                v["package"].as_str().unwrap_or("")
+            );
+        }
+        "name" => {
+            let v = qmp(m, cx, "query-name", json!({}))?;
+            if let Some(n) = v["name"].as_str() {
+                let _ = writeln!(o, "{n}");
+            }
+        }
+        "uuid" => {
+            let v = qmp(m, cx, "query-uuid", json!({}))?;
+            let _ = writeln!(o, "{}", v["UUID"].as_str().unwrap_or(""));
+        }
+        "kvm" => {
+            let v = qmp(m, cx, "query-kvm", json!({}))?;
+            let state = if !v["present"].as_bool().unwrap_or(false) {
+                "not compiled"
+            } else if v["enabled"].as_bool().unwrap_or(false) {
+                "enabled"
+            } else {
+                "disabled"
+            };
+            let _ = writeln!(o, "kvm support: {state}");
+        }
+        "cpus" => {
+            let v = qmp(m, cx, "query-cpus", json!({}))?;
+            for c in v.as_array().into_iter().flatten() {
+                let cur = if c["current"].as_bool().unwrap_or(false) {
+                    '*'
+                } else {
+                    ' '
+                };
+                let _ = write!(o, "{cur} CPU #{}:", c["CPU"].as_i64().unwrap_or(0));
+                if let Some(pc) = c["pc"].as_u64() {
+                    let _ = write!(o, " pc=0x{pc:016x}");
+                }
+                if c["halted"].as_bool().unwrap_or(false) {
+                    o.push_str(" (halted)");
+                }
+                let _ = writeln!(o, " thread_id={}", c["thread_id"].as_i64().unwrap_or(0));
+            }
+        }
+        "block" => {
+            let v = qmp(m, cx, "query-block", json!({}))?;
+            let want = rest.first().map(String::as_str);
+            let mut first = true;
+            for b in v.as_array().into_iter().flatten() {
+                let dev = b["device"].as_str().unwrap_or("");
+                if want.is_some_and(|w| w != dev) {
+                    continue;
+                }
+                if !first {
+                    o.push('\n');
+                }
+                first = false;
+                o.push_str(dev);
+                let ins = b.get("inserted");
+                if let Some(n) = ins.and_then(|i| i["node-name"].as_str()) {
+                    let _ = write!(o, " ({n})");
+                }
+                match ins {
+                    Some(i) => {
+                        let _ = writeln!(
+                            o,
+                            ": {} ({}{}{})",
+                            i["file"].as_str().unwrap_or(""),
+                            i["drv"].as_str().unwrap_or(""),
+                            if i["ro"].as_bool().unwrap_or(false) {
+                                ", read-only"
+                            } else {
+                                ""
+                            },
+                            if i["encrypted"].as_bool().unwrap_or(false) {
+                                ", encrypted"
+                            } else {
+                                ""
+                            },
+                        );
+                    }
+                    None => o.push_str(": [not inserted]\n"),
+                }
+                if let Some(st) = b["io-status"].as_str() {
+                    if st != "ok" {
+                        let _ = writeln!(o, "    I/O status:       {st}");
+                    }
+                }
+                if b["removable"].as_bool().unwrap_or(false) {
+                    let _ = writeln!(
+                        o,
+                        "    Removable device: {}locked, tray {}",
+                        if b["locked"].as_bool().unwrap_or(false) {
+                            ""
+                        } else {
+                            "not "
+                        },
+                        if b["tray_open"].as_bool().unwrap_or(false) {
+                            "open"
+                        } else {
+                            "closed"
+                        }
+                    );
+                }
+                if let Some(i) = ins {
+                    let c = &i["cache"];
+                    let _ = writeln!(
+                        o,
+                        "    Cache mode:       {}{}{}",
+                        if c["writeback"].as_bool().unwrap_or(true) {
+                            "writeback"
+                        } else {
+                            "writethrough"
+                        },
+                        if c["direct"].as_bool().unwrap_or(false) {
+                            ", direct"
+                        } else {
+                            ""
+                        },
+                        if c["no-flush"].as_bool().unwrap_or(false) {
+                            ", ignore flushes"
+                        } else {
+                            ""
+                        },
+                    );
+                    if let Some(bf) = i["backing_file"].as_str() {
+                        let _ = writeln!(
+                            o,
+                            "    Backing file:     {bf} (chain depth: {})",
+                            i["backing_file_depth"].as_i64().unwrap_or(0)
+                        );
+                    }
+                }
+            }
+        }
+        "chardev" => {
+            let v = qmp(m, cx, "query-chardev", json!({}))?;
+            for c in v.as_array().into_iter().flatten() {
+                let _ = writeln!(
+                    o,
+                    "{}: filename={}",
+                    c["label"].as_str().unwrap_or(""),
+                    c["filename"].as_str().unwrap_or("")
+                );
+            }
+        }
+        "mice" => {
+            let v = qmp(m, cx, "query-mice", json!({}))?;
+            let list = v.as_array().cloned().unwrap_or_default();
+            if list.is_empty() {
+                o.push_str("No mouse devices connected\n");
+            }
+            for mo in list {
+                let _ = writeln!(
+                    o,
+                    "{} Mouse #{}: {}{}",
+                    if mo["current"].as_bool().unwrap_or(false) {
+                        '*'
+                    } else {
+                        ' '
+                    },
+                    mo["index"].as_i64().unwrap_or(0),
+                    mo["name"].as_str().unwrap_or(""),
+                    if mo["absolute"].as_bool().unwrap_or(false) {
+                        " (absolute)"
+                    } else {
+                        ""
+                    }
+                );
+            }
+        }
+        "balloon" => {
+            let v = qmp(m, cx, "query-balloon", json!({}))?;
+            let _ = writeln!(
+                o,
+                "balloon: actual={}",
+                v["actual"].as_i64().unwrap_or(0) >> 20
+            );
+        }
+        "vnc" => {
+            let v = qmp(m, cx, "query-vnc", json!({}))?;
+            if !v["enabled"].as_bool().unwrap_or(false) {
+                o.push_str("Server: disabled\n");
+            } else {
+                o.push_str("Server:\n");
+                let _ = writeln!(
+                    o,
+                    "     address: {}:{}",
+                    v["host"].as_str().unwrap_or(""),
+                    v["service"].as_str().unwrap_or("")
+                );
+                let _ = writeln!(o, "        auth: {}", v["auth"].as_str().unwrap_or("none"));
+                o.push_str("Client: none\n");
+            }
+        }
+        "iothreads" => {
+            let v = qmp(m, cx, "query-iothreads", json!({}))?;
+            for t in v.as_array().into_iter().flatten() {
+                let _ = writeln!(o, "{}:", t["id"].as_str().unwrap_or(""));
+                let _ = writeln!(o, "  thread_id={}", t["thread-id"].as_i64().unwrap_or(0));
+                let _ = writeln!(
+                    o,
+                    "  poll-max-ns={}",
+                    t["poll-max-ns"].as_i64().unwrap_or(0)
+                );
+                let _ = writeln!(o, "  poll-grow={}", t["poll-grow"].as_i64().unwrap_or(0));
+                let _ = writeln!(
+                    o,
+                    "  poll-shrink={}",
+                    t["poll-shrink"].as_i64().unwrap_or(0)
+                );
+            }
+        }
+        "dump" => {
+            let v = qmp(m, cx, "query-dump", json!({}))?;
+            let st = v["status"].as_str().unwrap_or("none");
+            let _ = writeln!(o, "Status: {st}");
+            if st == "active" {
+                let total = v["total"].as_f64().unwrap_or(0.0);
+                let done = v["completed"].as_f64().unwrap_or(0.0);
+                let pct = if total > 0.0 {
+                    done * 100.0 / total
+                } else {
+                    0.0
+                };
+                let _ = writeln!(o, "Finished: {pct:.2} %");
+            }
+        }
+        "trace-events" => {
+            let name = rest.first().map(String::as_str).unwrap_or("*");
+            let mut a = json!({ "name": name });
+            if let Some(v) = rest.get(1).and_then(|s| parse_num(s)) {
+                a["vcpu"] = json!(v);
+            }
+            let v = qmp(m, cx, "trace-event-get-state", a)?;
+            for e in v.as_array().into_iter().flatten() {
+                let _ = writeln!(
+                    o,
+                    "{} : state {}",
+                    e["name"].as_str().unwrap_or(""),
+                    u8::from(e["state"].as_str() == Some("enabled"))
+                );
+            }
+        }
+        "qom-tree" => {
+            let tree = &m.qom.tree;
+            let start = match rest.first() {
+                Some(p) => tree
+                    .resolve(p)
+                    .map_err(|_| format!("Path '{p}' could not be resolved"))?,
+                None => tree.child(Tree::ROOT, "machine").unwrap_or(Tree::ROOT),
+            };
+            qom_tree(tree, start, 0, &mut o);
+        }
+        "qtree" => qtree(&m.qom.tree, &mut o),
+        "" => {
+            for s in INFO {
+                let _ = writeln!(o, "info {s}");
+            }
+        }
+        other => return Err(format!("unknown command: 'info {other}'")),
+    }
+    Ok(o)
+}
+
+fn qom_tree(tree: &Tree, n: NodeId, depth: usize, o: &mut String) {
+    let node = tree.node(n);
+    let name = if n == Tree::ROOT { "" } else { &node.name };
+    let _ = writeln!(o, "{:w$}/{} ({})", "", name, node.ty, w = depth * 2);
+    for &c in &node.children {
+        qom_tree(tree, c, depth + 1, o);
+    }
+}
+
+fn fmt_prop(name: &str, ty: &str, v: &Value) -> String {
+    match (ty, v) {
+        ("bool", Value::Bool(b)) => format!("{b}"),
+        ("int32", Value::Number(n)) if name == "addr" => {
+            let d = n.as_i64().unwrap_or(-1);
+            if d < 0 {
+                "ff.7".into()
+            } else {
+                format!("{:02x}.{:x}", d >> 3, d & 7)
+            }
+        }
+        (t, Value::Number(n)) if t.starts_with("uint") => {
+            let u = n.as_u64().unwrap_or(0);
+            format!("{u} (0x{u:x})")
+        }
+        (_, Value::Number(n)) => format!("{n}"),
+        (_, Value::String(s)) if ty.starts_with("str") => format!("\"{s}\""),
+        (_, Value::String(s)) => s.clone(),
+        (_, Value::Null) => "\"\"".into(),
+        (_, other) => other.to_string(),
+    }
+}
+
+fn qtree_bus(tree: &Tree, bus: NodeId, depth: usize, o: &mut String) {
+    let ind = depth * 2;
+    let _ = writeln!(o, "{:ind$}bus: {}", "", tree.node(bus).name);
+    let _ = writeln!(o, "{:w$}type {}", "", tree.node(bus).ty, w = ind + 2);
+    for d in crate::devices::bus_children(tree, bus) {
+        qtree_dev(tree, d, depth + 1, o);
+    }
+}
+
+fn qtree_dev(tree: &Tree, d: NodeId, depth: usize, o: &mut String) {
+    let ind = depth * 2;
+    let node = tree.node(d);
+    let id = crate::devices::device_id(tree, d).unwrap_or_default();
+    let _ = writeln!(o, "{:ind$}dev: {}, id \"{}\"", "", node.ty, id);
+    for p in types::all_props(node.ty) {
+        if p.dynamic {
+            continue;
+        }
+        let v = tree.prop_value(d, p.name).unwrap_or(Value::Null);
+        let _ = writeln!(
+            o,
+            "{:w$}{} = {}",
+            "",
+            p.name,
+            fmt_prop(p.name, p.ty, &v),
+            w = ind + 2
+        );
+    }
+    for &c in &node.children {
+        if tree.is_bus(c) {
+            qtree_bus(tree, c, depth + 1, o);
+        }
+    }
+}
+
+fn qtree(tree: &Tree, o: &mut String) {
+    o.push_str("bus: main-system-bus\n  type System\n");
+    // System-bus devices: those that plug into no bus.
+    for d in crate::devices::all_devices(tree) {
+        let sysbus = types::is_a(tree.node(d).ty, "sys-bus-device");
+        if sysbus {
+            qtree_dev(tree, d, 1, o);
+        }
+    }
+}
+
+fn help(o: &mut String, which: Option<&str>) {
+    for (names, usage, text) in COMMANDS {
+        if let Some(w) = which {
+            if !names.split('|').any(|n| n == w) {
+                continue;
+            }
+        }
+        let u = if usage.is_empty() { *names } else { usage };
+        let _ = writeln!(o, "{u} -- {text}");
+    }
+}
+
+fn missing(cmd: &str, what: &str) -> String {
+    format!("{cmd}: {what} expected\nTry \"help {cmd}\" for more information")
+}
+
+/// Run one HMP command line; returns the monitor's output (LF line ends).
+pub fn run_line(m: &mut Machine, cx: &mut Cx, line: &str) -> String {
+    let line = line.trim();
+    if line.is_empty() {
+        return String::new();
+    }
+    let (cmd, rest) = match line.split_once(char::is_whitespace) {
+        Some((c, r)) => (c, r.trim()),
+        None => (line, ""),
+    };
+    let words = split_args(rest);
+    let w = |i: usize| words.get(i).map(String::as_str);
+    let r: Result<String, String> = match cmd {
+        "info" => {
+            let sub = w(0).unwrap_or("");
+            info(m, cx, sub, words.get(1..).unwrap_or(&[]))
+        }
+        "help" | "?" => {
+            let mut o = String::new();
+            help(&mut o, w(0));
+            Ok(o)
+        }
+        "stop" => qmp(m, cx, "stop", json!({})).map(|_| String::new()),
+        "c" | "cont" => qmp(m, cx, "cont", json!({})).map(|_| String::new()),
+        "system_reset" => qmp(m, cx, "system_reset", json!({})).map(|_| String::new()),
+        "system_powerdown" => qmp(m, cx, "system_powerdown", json!({})).map(|_| String::new()),
+        "system_wakeup" => qmp(m, cx, "system_wakeup", json!({})).map(|_| String::new()),
+        "nmi" => qmp(m, cx, "inject-nmi", json!({})).map(|_| String::new()),
+        "q" | "quit" => qmp(m, cx, "quit", json!({})).map(|_| String::new()),
+        "device_add" => match w(0) {
+            None => Err(missing(cmd, "string")),
+            Some("help") | Some("?") => {
+                let mut o = String::new();
+                for t in types::TYPES
+                    .iter()
+                    .filter(|t| t.user_creatable && !t.is_abstract)
+                {
+                    let _ = writeln!(o, "name \"{}\"", t.name);
+                }
+                Ok(o)
+            }
+            Some(spec) => {
+                let a = keyval_args(spec, "driver");
+                qmp(m, cx, "device_add", Value::Object(a)).map(|_| String::new())
+            }
+        },
+        "device_del" => match w(0) {
+            None => Err(missing(cmd, "string")),
+            Some(id) => qmp(m, cx, "device_del", json!({ "id": id })).map(|_| String::new()),
+        },
+        "object_add" => match w(0) {
+            None => Err(missing(cmd, "string")),
+            Some(spec) => {
+                let mut a = keyval_args(spec, "qom-type");
+                let qom_type = a.remove("qom-type").unwrap_or(Value::String(String::new()));
+                let id = a.remove("id").unwrap_or(Value::String(String::new()));
+                // Typed values the way the option parser gives them.
+                let mut props = Map::new();
+                let ty_name = qom_type.as_str().unwrap_or("").to_string();
+                for (k, v) in a {
+                    let s = v.as_str().unwrap_or("").to_string();
+                    let pv = match types::find_prop(&ty_name, &k).map(|p| p.ty) {
+                        Some("bool") => Value::Bool(matches!(s.as_str(), "on" | "yes" | "true")),
+                        Some("int" | "size" | "uint32" | "uint64") => {
+                            crate::config::parse_size(&s, 1)
+                                .map(Value::from)
+                                .unwrap_or(Value::String(s))
+                        }
+                        _ => Value::String(s),
+                    };
+                    props.insert(k, pv);
+                }
+                qmp(
+                    m,
+                    cx,
+                    "object-add",
+                    json!({"qom-type": qom_type, "id": id, "props": props}),
+                )
+                .map(|_| String::new())
+            }
+        },
+        "object_del" => match w(0) {
+            None => Err(missing(cmd, "string")),
+            Some(id) => qmp(m, cx, "object-del", json!({ "id": id })).map(|_| String::new()),
+        },
+        "balloon" => match w(0).and_then(parse_num) {
+            None => Err(missing(cmd, "integer")),
+            Some(mb) => qmp(
+                m,
+                cx,
+                "balloon",
+                json!({ "value": mb.saturating_mul(1 << 20) }),
+            )
+            .map(|_| String::new()),
+        },
+        "cpu-add" => match w(0).and_then(parse_num) {
+            None => Err(missing(cmd, "integer")),
+            Some(id) => qmp(m, cx, "cpu-add", json!({ "id": id })).map(|_| String::new()),
+        },
+        "screendump" => match w(0) {
+            None => Err(missing(cmd, "filename")),
+            Some(f) => qmp(m, cx, "screendump", json!({ "filename": f })).map(|_| String::new()),
+        },
+        "memsave" | "pmemsave" => {
+            match (w(0).and_then(parse_num), w(1).and_then(parse_num), w(2)) {
+                (Some(a), Some(s), Some(f)) => {
+                    qmp(m, cx, cmd, json!({"val": a, "size": s, "filename": f}))
+                        .map(|_| String::new())
+                }
+                (Some(_), Some(_), None) => Err(missing(cmd, "filename")),
+                _ => Err(missing(cmd, "integer")),
+            }
+        }
+        "dump-guest-memory" => {
+            let mut paging = false;
+            let mut detach = false;
+            let mut pos = Vec::new();
+            for a in &words {
+                match a.as_str() {
+                    "-p" => paging = true,
+                    "-d" => detach = true,
+                    _ => pos.push(a.as_str()),
+                }
+            }
+            match pos.first() {
+                None => Err(missing(cmd, "filename")),
+                Some(f) => {
+                    let mut a = json!({"paging": paging, "protocol": format!("file:{f}"), "detach": detach});
+                    if let (Some(b), Some(l)) = (
+                        pos.get(1).and_then(|s| parse_num(s)),
+                        pos.get(2).and_then(|s| parse_num(s)),
+                    ) {
+                        a["begin"] = json!(b);
+                        a["length"] = json!(l);
+                    }
+                    qmp(m, cx, "dump-guest-memory", a).map(|_| String::new())
+                }
+            }
+        }
+        "sendkey" => match w(0) {
+            None => Err(missing(cmd, "string")),
+            Some(spec) => {
+                let mut keys = Vec::new();
+                let mut bad = None;
+                for k in spec.split('-').filter(|k| !k.is_empty()) {
+                    let k = match k {
+                        "ctrl_l" => "ctrl",
+                        "alt_l" => "alt",
+                        "shift_l" => "shift",
+                        "space" => "spc",
+                        "enter" | "return" => "ret",
+                        other => other,
+                    };
+                    if crate::input::QKEYCODES.contains(&k) {
+                        keys.push(json!({"type": "qcode", "data": k}));
+                    } else if let Some(n) = parse_num(k) {
+                        keys.push(json!({"type": "number", "data": n}));
+                    } else {
+                        bad = Some(k.to_string());
+                        break;
+                    }
+                }
+                match bad {
+                    Some(k) => Err(format!("invalid parameter: {k}")),
+                    None => {
+                        let mut a = json!({ "keys": keys });
+                        if let Some(h) = w(1).and_then(parse_num) {
+                            a["hold-time"] = json!(h);
+                        }
+                        qmp(m, cx, "send-key", a).map(|_| String::new())
+                    }
+                }
+            }
+        },
+        "trace-event" => match (w(0), w(1)) {
+            (Some(n), Some(state)) => {
+                let mut a = json!({"name": n, "enable": state == "on"});
+                if let Some(v) = w(2).and_then(parse_num) {
+                    a["vcpu"] = json!(v);
+                }
+                qmp(m, cx, "trace-event-set-state", a).map(|_| String::new())
+            }
+            _ => Err(missing(cmd, "string")),
+        },
+        "set_password" => match (w(0), w(1)) {
+            (Some(p), Some(pw)) => {
+                let mut a = json!({"protocol": p, "password": pw});
+                if let Some(c) = w(2) {
+                    a["connected"] = json!(c);
+                }
+                qmp(m, cx, "set_password", a).map(|_| String::new())
+            }
+            _ => Err(missing(cmd, "string")),
+        },
+        "expire_password" => match (w(0), w(1)) {
+            (Some(p), Some(t)) => qmp(m, cx, "expire_password", json!({"protocol": p, "time": t}))
+                .map(|_| String::new()),
+            _ => Err(missing(cmd, "string")),
+        },
+        "closefd" => match w(0) {
+            None => Err(missing(cmd, "string")),
+            Some(n) => qmp(m, cx, "closefd", json!({ "fdname": n })).map(|_| String::new()),
+        },
+        "qom-list" => {
+            let path = w(0).unwrap_or("/");
+            qmp(m, cx, "qom-list", json!({ "path": path })).map(|v| {
+                let mut o = String::new();
+                for p in v.as_array().into_iter().flatten() {
+                    let _ = writeln!(
+                        o,
+                        "{} ({})",
+                        p["name"].as_str().unwrap_or(""),
+                        p["type"].as_str().unwrap_or("")
+                    );
+                }
+                o
+            })
+        }
+        "qom-set" => match (w(0), w(1), w(2)) {
+            (Some(p), Some(prop), Some(v)) => {
+                let val =
+                    serde_json::from_str::<Value>(v).unwrap_or_else(|_| Value::String(v.into()));
+                qmp(
+                    m,
+                    cx,
+                    "qom-set",
+                    json!({"path": p, "property": prop, "value": val}),
+                )
+                .map(|_| String::new())
+            }
+            _ => Err(missing(cmd, "string")),
+        },
+        _ => Err(format!("unknown command: '{cmd}'")),
+    };
+    match r {
+        Ok(s) => s,
+        Err(e) => e + "\n",
+    }
+}
+
+/// Monitor output uses CRLF line ends.
+pub fn crlf(s: &str) -> String {
+    let mut o = String::with_capacity(s.len() + s.len() / 16);
+    for c in s.chars() {
+        if c == '\n' {
+            o.push('\r');
+        }
+        o.push(c);
+    }
+    o
+}
+
+fn human_monitor_command(m: &mut Machine, args: &Args, cx: &mut Cx) -> CmdResult {
+    let line = arg_str(args, "command-line").unwrap_or("");
+    let out = run_line(m, cx, line);
+    Ok(Value::String(crlf(&out)))
+}
+
+/// Dispatch.
+pub fn execute(m: &mut Machine, cmd: &str, args: &Args, cx: &mut Cx) -> Option<CmdResult> {
+    Some(match cmd {
+        "human-monitor-command" => human_monitor_command(m, args, cx),
+        _ => return None,
+    })
+}

@@ -1,0 +1,676 @@
+//! The simulated keyboard and mice: `send-key`, `input-send-event`,
+//! `query-mice`, and the test query `__org.qmpkit_query-keyboard`
+//! (`{pressed: [qcode], typed: text}`: keys held down now, and the text the
+//! guest has seen typed, with shift, backspace and return applied).
+
+use serde_json::{json, Value};
+
+use crate::qom::{types, NodeId, Tree};
+use crate::{arg_i64, arg_str, Args, CmdResult, Cx, Machine, RunState, TimerAction};
+use qmpkit_wire::{ErrorClass, QmpError};
+
+/// Commands this module implements.
+pub const HANDLED: &[&str] = &[
+    "send-key",
+    "input-send-event",
+    "query-mice",
+    "__org.qmpkit_query-keyboard",
+];
+
+/// Timer subsystem name.
+pub const SUBSYSTEM: &str = "input";
+
+/// Default time keys stay down in `send-key`.
+pub const DEFAULT_HOLD_MS: u64 = 100;
+
+/// How much typed text is kept.
+pub const TYPED_MAX: usize = 4096;
+
+/// A pointing device the guest sees.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Mouse {
+    pub index: u32,
+    pub name: &'static str,
+    pub absolute: bool,
+    /// Canonical QOM path of the device providing it (empty: built in).
+    pub path: String,
+}
+
+/// Keyboard and mouse state.
+#[derive(Debug, Clone, Default)]
+pub struct InputState {
+    /// QKeyCodes held down, in press order.
+    pub pressed: Vec<&'static str>,
+    /// Text typed so far (the last [`TYPED_MAX`] characters).
+    pub typed: String,
+    /// Mice, oldest first; the newest is current.
+    pub mice: Vec<Mouse>,
+    /// Next input-handler index.
+    pub next_index: u32,
+    /// Pointer position (absolute axes, 0..=32767) and relative motion sum.
+    pub abs: (i64, i64),
+    pub rel: (i64, i64),
+    /// Buttons held down.
+    pub buttons: Vec<&'static str>,
+    /// Release timers in flight (send-key).
+    pub release_seq: u64,
+}
+
+fn mouse_model(ty: &str) -> Option<(&'static str, bool)> {
+    Some(match ty {
+        "usb-tablet" => ("QEMU HID Tablet", true),
+        "usb-mouse" => ("QEMU HID Mouse", false),
+        "virtio-tablet-pci" => ("QEMU Virtio Tablet", true),
+        "virtio-mouse-pci" => ("QEMU Virtio Mouse", false),
+        _ => return None,
+    })
+}
+
+impl InputState {
+    /// The built-in PS/2 keyboard (index 0) and mouse (index 1), plus mice
+    /// among the configured devices.
+    pub fn new(tree: &Tree) -> InputState {
+        let mut s = InputState {
+            mice: vec![Mouse {
+                index: 1,
+                name: "QEMU PS/2 Mouse",
+                absolute: false,
+                path: String::new(),
+            }],
+            next_index: 2,
+            abs: (16384, 16384),
+            ..Default::default()
+        };
+        for n in crate::devices::all_devices(tree) {
+            s.device_added(tree, n);
+        }
+        s
+    }
+
+    fn device_added(&mut self, tree: &Tree, n: NodeId) {
+        if let Some((name, absolute)) = mouse_model(tree.node(n).ty) {
+            self.mice.push(Mouse {
+                index: self.next_index,
+                name,
+                absolute,
+                path: tree.path(n),
+            });
+        }
+        if types::is_a(tree.node(n).ty, "device") && is_input_device(tree.node(n).ty) {
+            self.next_index += 1;
+        }
+    }
+}
+
+fn is_input_device(ty: &str) -> bool {
+    mouse_model(ty).is_some() || matches!(ty, "usb-kbd" | "virtio-keyboard-pci")
+}
+
+/// Hook: a device was plugged.
+pub fn on_device_added(m: &mut Machine, n: NodeId) {
+    let tree = &m.qom.tree;
+    m.input.device_added(tree, n);
+}
+
+/// Hook: a device is about to be removed.
+pub fn on_device_removed(m: &mut Machine, n: NodeId) {
+    let path = m.qom.tree.path(n);
+    m.input.mice.retain(|mo| mo.path != path);
+}
+
+fn query_mice(m: &Machine) -> Value {
+    let n = m.input.mice.len();
+    Value::Array(
+        m.input
+            .mice
+            .iter()
+            .enumerate()
+            .rev()
+            .map(|(i, mo)| {
+                json!({"name": mo.name, "index": mo.index, "current": i + 1 == n, "absolute": mo.absolute})
+            })
+            .collect(),
+    )
+}
+
+/// QKeyCode names (QAPI enum order).
+pub static QKEYCODES: &[&str] = &[
+    "unmapped",
+    "shift",
+    "shift_r",
+    "alt",
+    "alt_r",
+    "ctrl",
+    "ctrl_r",
+    "menu",
+    "esc",
+    "1",
+    "2",
+    "3",
+    "4",
+    "5",
+    "6",
+    "7",
+    "8",
+    "9",
+    "0",
+    "minus",
+    "equal",
+    "backspace",
+    "tab",
+    "q",
+    "w",
+    "e",
+    "r",
+    "t",
+    "y",
+    "u",
+    "i",
+    "o",
+    "p",
+    "bracket_left",
+    "bracket_right",
+    "ret",
+    "a",
+    "s",
+    "d",
+    "f",
+    "g",
+    "h",
+    "j",
+    "k",
+    "l",
+    "semicolon",
+    "apostrophe",
+    "grave_accent",
+    "backslash",
+    "z",
+    "x",
+    "c",
+    "v",
+    "b",
+    "n",
+    "m",
+    "comma",
+    "dot",
+    "slash",
+    "asterisk",
+    "spc",
+    "caps_lock",
+    "f1",
+    "f2",
+    "f3",
+    "f4",
+    "f5",
+    "f6",
+    "f7",
+    "f8",
+    "f9",
+    "f10",
+    "num_lock",
+    "scroll_lock",
+    "kp_divide",
+    "kp_multiply",
+    "kp_subtract",
+    "kp_add",
+    "kp_enter",
+    "kp_decimal",
+    "sysrq",
+    "kp_0",
+    "kp_1",
+    "kp_2",
+    "kp_3",
+    "kp_4",
+    "kp_5",
+    "kp_6",
+    "kp_7",
+    "kp_8",
+    "kp_9",
+    "less",
+    "f11",
+    "f12",
+    "print",
+    "home",
+    "pgup",
+    "pgdn",
+    "end",
+    "left",
+    "up",
+    "down",
+    "right",
+    "insert",
+    "delete",
+    "stop",
+    "again",
+    "props",
+    "undo",
+    "front",
+    "copy",
+    "open",
+    "paste",
+    "find",
+    "cut",
+    "lf",
+    "help",
+    "meta_l",
+    "meta_r",
+    "compose",
+    "pause",
+    "ro",
+    "hiragana",
+    "henkan",
+    "yen",
+    "muhenkan",
+    "katakanahiragana",
+    "kp_comma",
+    "kp_equals",
+    "power",
+    "sleep",
+    "wake",
+    "audionext",
+    "audioprev",
+    "audiostop",
+    "audioplay",
+    "audiomute",
+    "volumeup",
+    "volumedown",
+    "mediaselect",
+    "mail",
+    "calculator",
+    "computer",
+    "ac_home",
+    "ac_back",
+    "ac_forward",
+    "ac_refresh",
+    "ac_bookmarks",
+    "lang1",
+    "lang2",
+];
+
+fn qcode(name: &str) -> Option<&'static str> {
+    QKEYCODES.iter().copied().find(|&k| k == name)
+}
+
+/// PC scancode (set 1, extended keys as 0x80 | code) to QKeyCode.
+pub fn number_to_qcode(n: i64) -> &'static str {
+    const ROW: &[&str] = &[
+        "unmapped",
+        "esc",
+        "1",
+        "2",
+        "3",
+        "4",
+        "5",
+        "6",
+        "7",
+        "8",
+        "9",
+        "0",
+        "minus",
+        "equal",
+        "backspace",
+        "tab",
+        "q",
+        "w",
+        "e",
+        "r",
+        "t",
+        "y",
+        "u",
+        "i",
+        "o",
+        "p",
+        "bracket_left",
+        "bracket_right",
+        "ret",
+        "ctrl",
+        "a",
+        "s",
+        "d",
+        "f",
+        "g",
+        "h",
+        "j",
+        "k",
+        "l",
+        "semicolon",
+        "apostrophe",
+        "grave_accent",
+        "shift",
+        "backslash",
+        "z",
+        "x",
+        "c",
+        "v",
+        "b",
+        "n",
+        "m",
+        "comma",
+        "dot",
+        "slash",
+        "shift_r",
+        "kp_multiply",
+        "alt",
+        "spc",
+        "caps_lock",
+        "f1",
+        "f2",
+        "f3",
+        "f4",
+        "f5",
+        "f6",
+        "f7",
+        "f8",
+        "f9",
+        "f10",
+        "num_lock",
+        "scroll_lock",
+        "kp_7",
+        "kp_8",
+        "kp_9",
+        "kp_subtract",
+        "kp_4",
+        "kp_5",
+        "kp_6",
+        "kp_add",
+        "kp_1",
+        "kp_2",
+        "kp_3",
+        "kp_0",
+        "kp_decimal",
+        "sysrq",
+        "unmapped",
+        "less",
+        "f11",
+        "f12",
+    ];
+    if (0..ROW.len() as i64).contains(&n) {
+        return ROW[n as usize];
+    }
+    match n {
+        0x9c => "kp_enter",
+        0x9d => "ctrl_r",
+        0xb5 => "kp_divide",
+        0xb7 => "print",
+        0xb8 => "alt_r",
+        0xc7 => "home",
+        0xc8 => "up",
+        0xc9 => "pgup",
+        0xcb => "left",
+        0xcd => "right",
+        0xcf => "end",
+        0xd0 => "down",
+        0xd1 => "pgdn",
+        0xd2 => "insert",
+        0xd3 => "delete",
+        0xdb => "meta_l",
+        0xdc => "meta_r",
+        0xdd => "menu",
+        _ => "unmapped",
+    }
+}
+
+/// The character a key types (unshifted, shifted).
+fn key_char(k: &str) -> Option<(char, char)> {
+    const DIGITS: &str = ")!@#$%^&*(";
+    Some(match k {
+        d if d.len() == 1 && d.as_bytes()[0].is_ascii_digit() => {
+            let i = (d.as_bytes()[0] - b'0') as usize;
+            (d.chars().next()?, DIGITS.chars().nth(i)?)
+        }
+        l if l.len() == 1 && l.as_bytes()[0].is_ascii_lowercase() => {
+            let c = l.chars().next()?;
+            (c, c.to_ascii_uppercase())
+        }
+        "spc" => (' ', ' '),
+        "ret" | "kp_enter" => ('\n', '\n'),
+        "tab" => ('\t', '\t'),
+        "minus" => ('-', '_'),
+        "equal" => ('=', '+'),
+        "bracket_left" => ('[', '{'),
+        "bracket_right" => (']', '}'),
+        "semicolon" => (';', ':'),
+        "apostrophe" => ('\'', '"'),
+        "grave_accent" => ('`', '~'),
+        "backslash" => ('\\', '|'),
+        "comma" => (',', '<'),
+        "dot" => ('.', '>'),
+        "slash" => ('/', '?'),
+        "kp_multiply" | "asterisk" => ('*', '*'),
+        "kp_add" => ('+', '+'),
+        "kp_subtract" => ('-', '-'),
+        "kp_divide" => ('/', '/'),
+        "kp_decimal" => ('.', '.'),
+        k if k.starts_with("kp_") && k.len() == 4 => {
+            let c = k.chars().nth(3)?;
+            (c, c)
+        }
+        _ => return None,
+    })
+}
+
+/// A key goes down or up.
+pub fn key_event(m: &mut Machine, key: &'static str, down: bool) {
+    let inp = &mut m.input;
+    if down {
+        let ctrl_alt = inp
+            .pressed
+            .iter()
+            .any(|k| matches!(*k, "ctrl" | "ctrl_r" | "alt" | "alt_r"));
+        if !inp.pressed.contains(&key) {
+            inp.pressed.push(key);
+        }
+        if ctrl_alt {
+            return;
+        }
+        let shift = inp
+            .pressed
+            .iter()
+            .any(|k| matches!(*k, "shift" | "shift_r"));
+        if key == "backspace" {
+            inp.typed.pop();
+        } else if let Some((lo, hi)) = key_char(key) {
+            inp.typed.push(if shift { hi } else { lo });
+            if inp.typed.len() > TYPED_MAX {
+                let cut = inp.typed.len() - TYPED_MAX;
+                let cut = (cut..inp.typed.len())
+                    .find(|&i| inp.typed.is_char_boundary(i))
+                    .unwrap_or(0);
+                inp.typed.drain(..cut);
+            }
+        }
+    } else {
+        inp.pressed.retain(|k| *k != key);
+    }
+}
+
+fn key_value(v: &Value) -> Result<&'static str, QmpError> {
+    // KeyValue: {"type": "qcode"|"number", "data": …}
+    let ty = v.get("type").and_then(Value::as_str).unwrap_or("");
+    let data = v.get("data");
+    match ty {
+        "number" => Ok(number_to_qcode(data.and_then(Value::as_i64).unwrap_or(0))),
+        _ => {
+            let name = data.and_then(Value::as_str).unwrap_or("");
+            qcode(name).ok_or_else(|| {
+                QmpError::generic(format!("Parameter 'data' does not accept value '{name}'"))
+            })
+        }
+    }
+}
+
+fn send_key(m: &mut Machine, args: &Args) -> CmdResult {
+    let keys = args
+        .get("keys")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let hold = arg_i64(args, "hold-time")
+        .filter(|&h| h > 0)
+        .map(|h| h as u64);
+    let mut codes = Vec::with_capacity(keys.len());
+    for k in &keys {
+        codes.push(key_value(k)?);
+    }
+    for &k in &codes {
+        if k != "unmapped" {
+            key_event(m, k, true);
+        }
+    }
+    // Released in reverse order once the hold time has passed.
+    let release: Vec<Value> = codes
+        .iter()
+        .rev()
+        .filter(|k| **k != "unmapped")
+        .map(|k| Value::String((*k).into()))
+        .collect();
+    if !release.is_empty() {
+        let ms = hold.unwrap_or(DEFAULT_HOLD_MS);
+        m.schedule(
+            ms.saturating_mul(1_000_000),
+            TimerAction::Custom(SUBSYSTEM, "release".into(), Value::Array(release)),
+        );
+    }
+    crate::empty()
+}
+
+/// Timer callback.
+pub fn on_timer(m: &mut Machine, what: &str, data: &Value) {
+    if what == "release" {
+        for k in data.as_array().into_iter().flatten() {
+            if let Some(code) = k.as_str().and_then(qcode) {
+                key_event(m, code, false);
+            }
+        }
+    }
+}
+
+/// Find the console of `device` (a display device's id).
+pub fn console_of(m: &Machine, device: &str, head: i64) -> Result<NodeId, QmpError> {
+    let tree = &m.qom.tree;
+    let Some(n) = crate::devices::find_device(m, device) else {
+        return Err(QmpError::new(
+            ErrorClass::DeviceNotFound,
+            format!("Device '{device}' not found"),
+        ));
+    };
+    let ty = tree.node(n).ty;
+    let is_display = matches!(
+        ty,
+        "VGA" | "cirrus-vga" | "qxl-vga" | "secondary-vga" | "virtio-vga"
+    );
+    if !is_display || head != 0 {
+        return Err(QmpError::generic(format!(
+            "Device '{device}' (head {head}) is not a graphic console"
+        )));
+    }
+    Ok(n)
+}
+
+fn button(name: &str) -> &'static str {
+    match name {
+        "left" => "left",
+        "middle" => "middle",
+        "right" => "right",
+        "wheel-up" => "wheel-up",
+        "wheel-down" => "wheel-down",
+        "side" => "side",
+        _ => "extra",
+    }
+}
+
+fn input_send_event(m: &mut Machine, args: &Args) -> CmdResult {
+    if let Some(dev) = arg_str(args, "device") {
+        console_of(m, dev, arg_i64(args, "head").unwrap_or(0))?;
+    }
+    if !(m.is(RunState::Running) || m.is(RunState::Suspended)) {
+        return Err(QmpError::generic("VM not running"));
+    }
+    let events = args
+        .get("events")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    // Check everything before acting.
+    let mut parsed = Vec::new();
+    for e in &events {
+        let ty = e.get("type").and_then(Value::as_str).unwrap_or("");
+        let data = e.get("data").cloned().unwrap_or(Value::Null);
+        match ty {
+            "key" => {
+                let key = key_value(data.get("key").unwrap_or(&Value::Null))?;
+                let down = data.get("down").and_then(Value::as_bool).unwrap_or(false);
+                parsed.push((ty, key, down, 0i64));
+            }
+            "btn" => {
+                let b = button(data.get("button").and_then(Value::as_str).unwrap_or(""));
+                let down = data.get("down").and_then(Value::as_bool).unwrap_or(false);
+                parsed.push((ty, b, down, 0));
+            }
+            "rel" | "abs" => {
+                let axis = if data.get("axis").and_then(Value::as_str) == Some("y") {
+                    "y"
+                } else {
+                    "x"
+                };
+                let v = data.get("value").and_then(Value::as_i64).unwrap_or(0);
+                parsed.push((ty, axis, false, v));
+            }
+            _ => {}
+        }
+    }
+    for (ty, what, down, v) in parsed {
+        match ty {
+            "key" => {
+                if what != "unmapped" {
+                    key_event(m, what, down);
+                }
+            }
+            "btn" => {
+                let b = &mut m.input.buttons;
+                if down {
+                    if !b.contains(&what) {
+                        b.push(what);
+                    }
+                } else {
+                    b.retain(|x| *x != what);
+                }
+            }
+            "rel" => {
+                let r = &mut m.input.rel;
+                if what == "x" {
+                    r.0 = r.0.saturating_add(v);
+                } else {
+                    r.1 = r.1.saturating_add(v);
+                }
+            }
+            _ => {
+                let a = &mut m.input.abs;
+                if what == "x" {
+                    a.0 = v;
+                } else {
+                    a.1 = v;
+                }
+            }
+        }
+    }
+    crate::empty()
+}
+
+fn query_keyboard(m: &Machine) -> Value {
+    json!({
+        "pressed": m.input.pressed,
+        "typed": m.input.typed,
+    })
+}
+
+/// Dispatch.
+pub fn execute(m: &mut Machine, cmd: &str, args: &Args, _cx: &mut Cx) -> Option<CmdResult> {
+    Some(match cmd {
+        "send-key" => send_key(m, args),
+        "input-send-event" => input_send_event(m, args),
+        "query-mice" => Ok(query_mice(m)),
+        "__org.qmpkit_query-keyboard" => Ok(query_keyboard(m)),
+        _ => return None,
+    })
+}

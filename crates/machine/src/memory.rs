@@ -1,0 +1,240 @@
+//! Simulated guest RAM: `memsave` (virtual addresses through a vCPU) and
+//! `pmemsave` (physical addresses).
+//!
+//! RAM is never allocated. Its content is a deterministic function of the
+//! address, as an idle guest's memory looks: the first megabytes (firmware
+//! and kernel) and one page in [`SPARSE_STRIDE`] hold data, everything else
+//! reads as zero. Pages written through [`write_phys`] are kept in a sparse
+//! map. Each populated page starts with the ASCII tag `qmpkit page
+//! <16 hex digits of the page number>` so that tests can recognise it.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+
+use crate::{arg_i64, arg_str, Args, CmdResult, Cx, Machine};
+use qmpkit_wire::QmpError;
+
+/// Commands this module implements.
+pub const HANDLED: &[&str] = &["memsave", "pmemsave"];
+
+pub const PAGE: u64 = 4096;
+/// Pages below this number (8 MiB) are populated.
+pub const LOW_POPULATED_PAGES: u64 = 2048;
+/// Above it, one page in this many is.
+pub const SPARSE_STRIDE: u64 = 251;
+/// Where the guest kernel's text mapping starts (virtual).
+pub const KERNEL_TEXT_BASE: u64 = 0xffff_ffff_8000_0000;
+/// Where the guest kernel's direct map starts (virtual).
+pub const DIRECT_MAP_BASE: u64 = 0xffff_8800_0000_0000;
+
+/// Pages the guest (or a test) wrote.
+#[derive(Debug, Clone, Default)]
+pub struct MemoryState {
+    pub written: BTreeMap<u64, Box<[u8; PAGE as usize]>>,
+}
+
+/// Guest-physical RAM ranges `(start, length)`: below 4 GiB up to the PCI
+/// hole, the rest above 4 GiB (QEMU's pc layout).
+pub fn ram_ranges(ram_size: u64) -> Vec<(u64, u64)> {
+    let below = if ram_size >= 0xe000_0000 {
+        0xc000_0000
+    } else {
+        ram_size
+    };
+    let mut v = vec![(0, below)];
+    if ram_size > below {
+        v.push((1 << 32, ram_size - below));
+    }
+    v
+}
+
+fn is_ram(ram_size: u64, gpa: u64) -> bool {
+    ram_ranges(ram_size)
+        .iter()
+        .any(|&(s, l)| gpa >= s && gpa - s < l)
+}
+
+/// Whether a page of RAM has non-zero content.
+pub fn populated(m: &Machine, page: u64) -> bool {
+    m.memory.written.contains_key(&page) || page_has_pattern(page)
+}
+
+fn page_has_pattern(page: u64) -> bool {
+    page < LOW_POPULATED_PAGES || page % SPARSE_STRIDE == 0
+}
+
+fn splitmix(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+/// Fill `buf` with the content of physical page `page` (RAM only).
+pub fn fill_page(m: &Machine, page: u64, buf: &mut [u8; PAGE as usize]) {
+    if let Some(p) = m.memory.written.get(&page) {
+        buf.copy_from_slice(&p[..]);
+        return;
+    }
+    if !page_has_pattern(page) {
+        buf.fill(0);
+        return;
+    }
+    for (w, chunk) in buf.chunks_exact_mut(8).enumerate() {
+        chunk.copy_from_slice(
+            &splitmix(page.wrapping_mul(512).wrapping_add(w as u64)).to_le_bytes(),
+        );
+    }
+    let tag = format!("qmpkit page {page:016x}\n");
+    buf[..tag.len()].copy_from_slice(tag.as_bytes());
+}
+
+/// Read guest-physical memory; non-RAM reads as zero.
+pub fn read_phys(m: &Machine, gpa: u64, out: &mut [u8]) {
+    let ram = m.config.memory_bytes;
+    let mut page_buf = [0u8; PAGE as usize];
+    let mut done = 0usize;
+    while done < out.len() {
+        let a = gpa.wrapping_add(done as u64);
+        let page = a / PAGE;
+        let off = (a % PAGE) as usize;
+        let n = (PAGE as usize - off).min(out.len() - done);
+        if is_ram(ram, a) {
+            fill_page(m, page, &mut page_buf);
+            out[done..done + n].copy_from_slice(&page_buf[off..off + n]);
+        } else {
+            out[done..done + n].fill(0);
+        }
+        done += n;
+    }
+}
+
+/// Write guest-physical memory (RAM only; other writes are dropped).
+pub fn write_phys(m: &mut Machine, gpa: u64, data: &[u8]) {
+    let ram = m.config.memory_bytes;
+    let mut done = 0usize;
+    while done < data.len() {
+        let a = gpa.wrapping_add(done as u64);
+        let page = a / PAGE;
+        let off = (a % PAGE) as usize;
+        let n = (PAGE as usize - off).min(data.len() - done);
+        if is_ram(ram, a) {
+            if !m.memory.written.contains_key(&page) {
+                let mut b = Box::new([0u8; PAGE as usize]);
+                fill_page(m, page, &mut b);
+                m.memory.written.insert(page, b);
+            }
+            if let Some(p) = m.memory.written.get_mut(&page) {
+                p[off..off + n].copy_from_slice(&data[done..done + n]);
+            }
+        }
+        done += n;
+    }
+}
+
+/// Translate a guest-virtual address the way the modelled guest kernel
+/// maps memory: its text mapping, its direct map, and identity below the
+/// end of RAM (firmware and early boot). `None`: not mapped.
+pub fn virt_to_phys(m: &Machine, va: u64) -> Option<u64> {
+    let ram = m.config.memory_bytes;
+    let top = ram_ranges(ram).last().map(|&(s, l)| s + l).unwrap_or(0);
+    let gpa = if va >= KERNEL_TEXT_BASE {
+        va - KERNEL_TEXT_BASE
+    } else if (DIRECT_MAP_BASE..DIRECT_MAP_BASE + (64u64 << 40)).contains(&va) {
+        va - DIRECT_MAP_BASE
+    } else {
+        va
+    };
+    (gpa < top && is_ram(ram, gpa)).then_some(gpa)
+}
+
+/// The text of an OS error the way C's `strerror` prints it.
+pub fn strerror(e: &std::io::Error) -> String {
+    let s = e.to_string();
+    match s.rfind(" (os error ") {
+        Some(i) => s[..i].to_string(),
+        None => s,
+    }
+}
+
+fn open_out(filename: &str) -> Result<std::fs::File, QmpError> {
+    std::fs::File::create(filename)
+        .map_err(|e| QmpError::generic(format!("Could not open '{filename}': {}", strerror(&e))))
+}
+
+fn write_err(_e: std::io::Error) -> QmpError {
+    QmpError::generic("An IO error has occurred")
+}
+
+fn memsave(m: &Machine, args: &Args) -> CmdResult {
+    let addr = arg_i64(args, "val").unwrap_or(0) as u64;
+    let size = arg_i64(args, "size").unwrap_or(0);
+    let filename = arg_str(args, "filename").unwrap_or("");
+    let cpu_index = arg_i64(args, "cpu-index").unwrap_or(0);
+    if cpu_index < 0
+        || !crate::devices::cpus(m)
+            .iter()
+            .any(|c| c.0 as i64 == cpu_index)
+    {
+        return Err(QmpError::generic(
+            "Parameter 'cpu-index' expects a CPU number",
+        ));
+    }
+    let invalid = || QmpError::generic(format!("Invalid addr 0x{addr:016x}/size {size} specified"));
+    let mut f = open_out(filename)?;
+    if size < 0 {
+        return Err(invalid());
+    }
+    let mut left = size as u64;
+    let mut va = addr;
+    let mut buf = vec![0u8; 1024];
+    while left > 0 {
+        let l = left.min(1024);
+        // Each page must be mapped.
+        let chunk = &mut buf[..l as usize];
+        let mut i = 0usize;
+        while i < chunk.len() {
+            let a = va.wrapping_add(i as u64);
+            let n = ((PAGE - a % PAGE) as usize).min(chunk.len() - i);
+            let gpa = virt_to_phys(m, a).ok_or_else(invalid)?;
+            read_phys(m, gpa, &mut chunk[i..i + n]);
+            i += n;
+        }
+        f.write_all(chunk).map_err(write_err)?;
+        va = va.wrapping_add(l);
+        left -= l;
+    }
+    crate::empty()
+}
+
+fn pmemsave(m: &Machine, args: &Args) -> CmdResult {
+    let addr = arg_i64(args, "val").unwrap_or(0) as u64;
+    let size = arg_i64(args, "size").unwrap_or(0);
+    let filename = arg_str(args, "filename").unwrap_or("");
+    let mut f = open_out(filename)?;
+    if size < 0 {
+        return Err(QmpError::generic(format!(
+            "Invalid addr 0x{addr:016x}/size {size} specified"
+        )));
+    }
+    let mut left = size as u64;
+    let mut a = addr;
+    let mut buf = vec![0u8; 64 * 1024];
+    while left > 0 {
+        let l = left.min(buf.len() as u64) as usize;
+        read_phys(m, a, &mut buf[..l]);
+        f.write_all(&buf[..l]).map_err(write_err)?;
+        a = a.wrapping_add(l as u64);
+        left -= l as u64;
+    }
+    crate::empty()
+}
+
+/// Dispatch.
+pub fn execute(m: &mut Machine, cmd: &str, args: &Args, _cx: &mut Cx) -> Option<CmdResult> {
+    Some(match cmd {
+        "memsave" => memsave(m, args),
+        "pmemsave" => pmemsave(m, args),
+        _ => return None,
+    })
+}

@@ -1,0 +1,663 @@
+//! QOM: the machine's object tree (`/machine`, `/objects`, `/chardevs`, …)
+//! and the commands that walk it: `qom-list`, `qom-get`, `qom-set`,
+//! `qom-list-types`, `qom-list-properties`, `device-list-properties`.
+//!
+//! The tree is an arena of nodes; a node knows its type (a name in the
+//! static registry of [`types`]), its children (`child<…>` properties, in
+//! insertion order), its link properties and the property values that
+//! differ from the type's defaults. Everything else is answered from the
+//! registry, so an idle machine's tree stays small.
+
+pub mod types;
+
+use serde_json::{json, Map, Value};
+
+use crate::{arg_str, Args, CmdResult, Cx, Machine};
+use qmpkit_wire::{ErrorClass, QmpError};
+
+pub use types::{PropDef, TypeDef};
+
+/// Commands this module implements.
+pub const HANDLED: &[&str] = &[
+    "qom-list",
+    "qom-get",
+    "qom-set",
+    "qom-list-types",
+    "qom-list-properties",
+    "device-list-properties",
+];
+
+/// Index of a node in the arena.
+pub type NodeId = u32;
+
+/// A `link<…>` property.
+#[derive(Debug, Clone)]
+pub struct Link {
+    pub name: Box<str>,
+    /// The property's type, e.g. `link<PCI>`.
+    pub ty: Box<str>,
+    /// Canonical path of the target, `""` when unset.
+    pub target: Box<str>,
+}
+
+/// One object.
+#[derive(Debug, Clone)]
+pub struct Node {
+    pub name: Box<str>,
+    pub ty: &'static str,
+    pub parent: Option<NodeId>,
+    pub children: Vec<NodeId>,
+    pub links: Vec<Link>,
+    /// Values set explicitly (differing from the registry's defaults).
+    pub vals: Vec<(Box<str>, Value)>,
+    pub alive: bool,
+}
+
+/// Why a path did not resolve.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResolveError {
+    NotFound,
+    Ambiguous,
+}
+
+/// The object tree.
+#[derive(Debug, Clone)]
+pub struct Tree {
+    pub nodes: Vec<Node>,
+}
+
+impl Default for Tree {
+    fn default() -> Self {
+        Tree::new()
+    }
+}
+
+impl Tree {
+    /// A tree with only the root container.
+    pub fn new() -> Tree {
+        Tree {
+            nodes: vec![Node {
+                name: "".into(),
+                ty: "container",
+                parent: None,
+                children: Vec::new(),
+                links: Vec::new(),
+                vals: Vec::new(),
+                alive: true,
+            }],
+        }
+    }
+
+    pub const ROOT: NodeId = 0;
+
+    pub fn node(&self, id: NodeId) -> &Node {
+        &self.nodes[id as usize]
+    }
+
+    fn node_mut(&mut self, id: NodeId) -> &mut Node {
+        &mut self.nodes[id as usize]
+    }
+
+    /// Add a child object `name` of type `ty` under `parent`.
+    pub fn add(&mut self, parent: NodeId, name: &str, ty: &'static str) -> NodeId {
+        let id = self.nodes.len() as NodeId;
+        self.nodes.push(Node {
+            name: name.into(),
+            ty,
+            parent: Some(parent),
+            children: Vec::new(),
+            links: Vec::new(),
+            vals: Vec::new(),
+            alive: true,
+        });
+        self.node_mut(parent).children.push(id);
+        id
+    }
+
+    /// Add (or fetch) a container child.
+    pub fn container(&mut self, parent: NodeId, name: &str) -> NodeId {
+        match self.child(parent, name) {
+            Some(c) => c,
+            None => self.add(parent, name, "container"),
+        }
+    }
+
+    /// Remove `id` and everything below it.
+    pub fn remove(&mut self, id: NodeId) {
+        if id == Tree::ROOT {
+            return;
+        }
+        if let Some(p) = self.node(id).parent {
+            self.node_mut(p).children.retain(|&c| c != id);
+        }
+        let mut stack = vec![id];
+        while let Some(n) = stack.pop() {
+            let node = self.node_mut(n);
+            node.alive = false;
+            stack.extend(std::mem::take(&mut node.children));
+        }
+        // Reclaim arena slots at the end (the common case of add-then-remove).
+        while self.nodes.len() > 1 && self.nodes.last().map(|n| !n.alive).unwrap_or(false) {
+            self.nodes.pop();
+        }
+    }
+
+    pub fn child(&self, parent: NodeId, name: &str) -> Option<NodeId> {
+        self.node(parent)
+            .children
+            .iter()
+            .copied()
+            .find(|&c| &*self.node(c).name == name)
+    }
+
+    pub fn link(&self, id: NodeId, name: &str) -> Option<&Link> {
+        self.node(id).links.iter().find(|l| &*l.name == name)
+    }
+
+    /// Set (or add) a link property.
+    pub fn set_link(&mut self, id: NodeId, name: &str, ty: &str, target: &str) {
+        let n = self.node_mut(id);
+        if let Some(l) = n.links.iter_mut().find(|l| &*l.name == name) {
+            l.target = target.into();
+        } else {
+            n.links.push(Link {
+                name: name.into(),
+                ty: ty.into(),
+                target: target.into(),
+            });
+        }
+    }
+
+    /// Canonical path of a node.
+    pub fn path(&self, id: NodeId) -> String {
+        if id == Tree::ROOT {
+            return "/".into();
+        }
+        let mut parts = Vec::new();
+        let mut cur = Some(id);
+        while let Some(c) = cur {
+            if c == Tree::ROOT {
+                break;
+            }
+            parts.push(&*self.node(c).name);
+            cur = self.node(c).parent;
+        }
+        let mut s = String::new();
+        for p in parts.iter().rev() {
+            s.push('/');
+            s.push_str(p);
+        }
+        s
+    }
+
+    /// A stored value of `prop`, if set.
+    pub fn val(&self, id: NodeId, prop: &str) -> Option<&Value> {
+        self.node(id)
+            .vals
+            .iter()
+            .find(|(k, _)| &**k == prop)
+            .map(|(_, v)| v)
+    }
+
+    /// Store a value.
+    pub fn set_val(&mut self, id: NodeId, prop: &str, v: Value) {
+        let n = self.node_mut(id);
+        if let Some(slot) = n.vals.iter_mut().find(|(k, _)| &**k == prop) {
+            slot.1 = v;
+        } else {
+            n.vals.push((prop.into(), v));
+        }
+    }
+
+    /// The value of a registry property: stored or default.
+    pub fn prop_value(&self, id: NodeId, prop: &str) -> Option<Value> {
+        if let Some(v) = self.val(id, prop) {
+            return Some(v.clone());
+        }
+        let def = types::find_prop(self.node(id).ty, prop)?;
+        let v = def
+            .default
+            .and_then(|d| serde_json::from_str::<Value>(d).ok())
+            .unwrap_or(Value::Null);
+        Some(v)
+    }
+
+    /// Follow one path component from `id`: a child, or a link's target.
+    fn step(&self, id: NodeId, comp: &str) -> Option<NodeId> {
+        if let Some(c) = self.child(id, comp) {
+            return Some(c);
+        }
+        let l = self.link(id, comp)?;
+        if l.target.is_empty() {
+            return None;
+        }
+        self.resolve_absolute(&l.target)
+    }
+
+    fn resolve_absolute(&self, path: &str) -> Option<NodeId> {
+        let mut cur = Tree::ROOT;
+        for comp in path.split('/').filter(|c| !c.is_empty()) {
+            cur = self.step(cur, comp)?;
+        }
+        Some(cur)
+    }
+
+    /// Resolve a path as QEMU does: absolute (`/machine/peripheral/x`) or
+    /// partial (`peripheral/x`, `x`), which must then match exactly one
+    /// object anywhere in the tree.
+    pub fn resolve(&self, path: &str) -> Result<NodeId, ResolveError> {
+        if path.starts_with('/') {
+            return self.resolve_absolute(path).ok_or(ResolveError::NotFound);
+        }
+        let comps: Vec<&str> = path.split('/').filter(|c| !c.is_empty()).collect();
+        if comps.is_empty() {
+            return Err(ResolveError::NotFound);
+        }
+        let mut found = None;
+        for (i, n) in self.nodes.iter().enumerate() {
+            if !n.alive || &*n.name != comps[comps.len() - 1] {
+                continue;
+            }
+            // Walk up matching the remaining components.
+            let mut cur = i as NodeId;
+            let mut ok = true;
+            for comp in comps[..comps.len() - 1].iter().rev() {
+                match self.node(cur).parent {
+                    Some(p) if p != Tree::ROOT && &*self.node(p).name == *comp => cur = p,
+                    _ => {
+                        ok = false;
+                        break;
+                    }
+                }
+            }
+            if ok {
+                if found.is_some() {
+                    return Err(ResolveError::Ambiguous);
+                }
+                found = Some(i as NodeId);
+            }
+        }
+        found.ok_or(ResolveError::NotFound)
+    }
+
+    /// Nodes of the subtree under `id` (pre-order, `id` first).
+    pub fn walk(&self, id: NodeId) -> Vec<NodeId> {
+        let mut out = Vec::new();
+        let mut stack = vec![id];
+        while let Some(n) = stack.pop() {
+            out.push(n);
+            for &c in self.node(n).children.iter().rev() {
+                stack.push(c);
+            }
+        }
+        out
+    }
+
+    /// Whether a node is a device.
+    pub fn is_device(&self, id: NodeId) -> bool {
+        types::is_a(self.node(id).ty, "device")
+    }
+
+    /// Whether a node is a bus.
+    pub fn is_bus(&self, id: NodeId) -> bool {
+        types::is_a(self.node(id).ty, "bus")
+    }
+}
+
+/// QOM state of a machine.
+#[derive(Debug, Clone, Default)]
+pub struct QomState {
+    pub tree: Tree,
+}
+
+impl QomState {
+    pub fn new(config: &crate::MachineConfig) -> QomState {
+        QomState {
+            tree: crate::devices::build_tree(config),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Errors in QEMU's words.
+
+pub(crate) fn err_not_found(path: &str) -> QmpError {
+    QmpError::new(
+        ErrorClass::DeviceNotFound,
+        format!("Device '{path}' not found"),
+    )
+}
+
+pub(crate) fn err_resolve(path: &str, e: ResolveError) -> QmpError {
+    match e {
+        ResolveError::NotFound => err_not_found(path),
+        ResolveError::Ambiguous => QmpError::generic(format!("Path '{path}' is ambiguous")),
+    }
+}
+
+pub(crate) fn err_prop_not_found(prop: &str) -> QmpError {
+    QmpError::generic(format!("Property '.{prop}' not found"))
+}
+
+pub(crate) fn err_permission() -> QmpError {
+    QmpError::generic("Insufficient permission to perform this operation")
+}
+
+// ---------------------------------------------------------------------------
+// Properties of a node, as qom-list sees them.
+
+/// `(name, type)` of every property of `id`, in listing order.
+pub fn list_props(tree: &Tree, id: NodeId) -> Vec<(String, String)> {
+    let n = tree.node(id);
+    let mut out: Vec<(String, String)> = vec![("type".into(), "string".into())];
+    if tree.is_device(id) {
+        out.push(("parent_bus".into(), "link<bus>".into()));
+        out.push(("realized".into(), "bool".into()));
+        out.push(("hotplugged".into(), "bool".into()));
+        out.push(("hotpluggable".into(), "bool".into()));
+    } else if tree.is_bus(id) {
+        out.push(("realized".into(), "bool".into()));
+        out.push(("hotplug-handler".into(), "link<hotplug-handler>".into()));
+    }
+    // Registry properties: the base types' first, like class properties.
+    let chain: Vec<&TypeDef> = types::ancestry(n.ty).collect();
+    for t in chain.iter().rev() {
+        for p in t.props {
+            if !out.iter().any(|(k, _)| k == p.name) {
+                out.push((p.name.into(), p.ty.into()));
+            }
+        }
+    }
+    for l in &n.links {
+        if !out.iter().any(|(k, _)| k == &*l.name) {
+            out.push((l.name.to_string(), l.ty.to_string()));
+        }
+    }
+    for &c in &n.children {
+        let cn = tree.node(c);
+        out.push((cn.name.to_string(), format!("child<{}>", cn.ty)));
+    }
+    out
+}
+
+/// Read property `prop` of node `id`.
+pub fn get_prop(m: &Machine, id: NodeId, prop: &str) -> Result<Value, QmpError> {
+    let tree = &m.qom.tree;
+    let n = tree.node(id);
+    match prop {
+        "type" => return Ok(Value::String(n.ty.into())),
+        "realized" if tree.is_device(id) || tree.is_bus(id) => {
+            return Ok(tree
+                .val(id, "realized")
+                .cloned()
+                .unwrap_or(Value::Bool(true)))
+        }
+        "hotplugged" if tree.is_device(id) => {
+            return Ok(tree
+                .val(id, "hotplugged")
+                .cloned()
+                .unwrap_or(Value::Bool(false)))
+        }
+        "hotpluggable" if tree.is_device(id) => return Ok(Value::Bool(types::hotpluggable(n.ty))),
+        "parent_bus" if tree.is_device(id) => {
+            return Ok(Value::String(
+                tree.link(id, "parent_bus")
+                    .map(|l| l.target.to_string())
+                    .unwrap_or_default(),
+            ))
+        }
+        "hotplug-handler" if tree.is_bus(id) => {
+            let handler = match n.ty {
+                "PCI" => "/machine/unattached/device[3]".to_string(),
+                _ => String::new(),
+            };
+            return Ok(Value::String(handler));
+        }
+        _ => {}
+    }
+    if let Some(c) = tree.child(id, prop) {
+        return Ok(Value::String(tree.path(c)));
+    }
+    if let Some(l) = tree.link(id, prop) {
+        return Ok(Value::String(l.target.to_string()));
+    }
+    // Values other subsystems own.
+    if let Some(v) = crate::balloon::qom_get(m, id, prop) {
+        return v;
+    }
+    if types::find_prop(n.ty, prop).is_none() {
+        return Err(err_prop_not_found(prop));
+    }
+    let v = tree.prop_value(id, prop).unwrap_or(Value::Null);
+    Ok(match v {
+        // Unset strings read as empty.
+        Value::Null => Value::String(String::new()),
+        v => v,
+    })
+}
+
+/// Check that `v` fits a property of QOM type `ty`; returns it normalised.
+pub fn check_value(prop: &str, ty: &str, v: &Value) -> Result<Value, QmpError> {
+    let want = |what: &str| {
+        QmpError::generic(format!(
+            "Invalid parameter type for '{prop}', expected: {what}"
+        ))
+    };
+    match ty {
+        "bool" => v.as_bool().map(Value::Bool).ok_or_else(|| want("boolean")),
+        "int" | "int8" | "int16" | "int32" | "int64" | "size" => {
+            if v.is_i64() || v.is_u64() {
+                Ok(v.clone())
+            } else {
+                Err(want("integer"))
+            }
+        }
+        "uint8" | "uint16" | "uint32" | "uint64" => {
+            if v.is_u64() {
+                Ok(v.clone())
+            } else if v.is_i64() {
+                Err(QmpError::generic(format!(
+                    "Parameter '{prop}' expects {ty}"
+                )))
+            } else {
+                Err(want("integer"))
+            }
+        }
+        "string" | "str" => v
+            .as_str()
+            .map(|s| Value::String(s.into()))
+            .ok_or_else(|| want("string")),
+        t if t.starts_with("link<") => v
+            .as_str()
+            .map(|s| Value::String(s.into()))
+            .ok_or_else(|| want("string")),
+        _ => {
+            // Enumerations and structured types: take strings and objects.
+            Ok(v.clone())
+        }
+    }
+}
+
+/// Write property `prop` of node `id`.
+pub fn set_prop(m: &mut Machine, id: NodeId, prop: &str, v: &Value) -> Result<(), QmpError> {
+    let tree = &m.qom.tree;
+    let n = tree.node(id);
+    let ty = n.ty;
+    if prop == "type" || tree.child(id, prop).is_some() {
+        return Err(err_permission());
+    }
+    if tree.is_device(id) {
+        match prop {
+            "realized" => {
+                let b = check_value(prop, "bool", v)?;
+                m.qom.tree.set_val(id, prop, b);
+                return Ok(());
+            }
+            "hotplugged" | "hotpluggable" | "parent_bus" => return Err(err_permission()),
+            _ => {}
+        }
+    } else if tree.is_bus(id) && (prop == "realized" || prop == "hotplug-handler") {
+        return Err(err_permission());
+    }
+    if let Some(r) = crate::balloon::qom_set(m, id, prop, v) {
+        return r;
+    }
+    let tree = &m.qom.tree;
+    if tree.link(id, prop).is_some() {
+        return Err(err_permission());
+    }
+    let def = match types::find_prop(ty, prop) {
+        Some(d) => d,
+        None => return Err(err_prop_not_found(prop)),
+    };
+    if !def.dynamic {
+        // qdev static properties: fixed once the device is realized.
+        let dev_id = if tree.node(id).parent.map(|p| &*tree.node(p).name) == Some("peripheral") {
+            Some(tree.node(id).name.to_string())
+        } else {
+            None
+        };
+        return Err(QmpError::generic(match dev_id {
+            Some(d) => format!(
+                "Attempt to set property '{prop}' on device '{d}' (type '{ty}') after it was realized"
+            ),
+            None => format!(
+                "Attempt to set property '{prop}' on anonymous device (type '{ty}') after it was realized"
+            ),
+        }));
+    }
+    let nv = check_value(prop, def.ty, v)?;
+    if types::is_a(ty, "memory-backend")
+        && matches!(
+            prop,
+            "size" | "policy" | "host-nodes" | "share" | "mem-path" | "align"
+        )
+    {
+        return Err(QmpError::generic("cannot change property value"));
+    }
+    if types::is_a(ty, "rng-backend") && matches!(prop, "filename" | "chardev") {
+        return Err(err_permission());
+    }
+    if types::is_a(ty, "tls-creds") || ty == "secret" {
+        if prop != "loaded" {
+            return Err(err_permission());
+        }
+    }
+    m.qom.tree.set_val(id, prop, nv);
+    Ok(())
+}
+
+fn resolve_arg(m: &Machine, path: &str) -> Result<NodeId, QmpError> {
+    m.qom.tree.resolve(path).map_err(|e| err_resolve(path, e))
+}
+
+fn qom_list(m: &Machine, args: &Args) -> CmdResult {
+    let path = arg_str(args, "path").unwrap_or("");
+    let id = resolve_arg(m, path)?;
+    let list: Vec<Value> = list_props(&m.qom.tree, id)
+        .into_iter()
+        .map(|(name, ty)| json!({"name": name, "type": ty}))
+        .collect();
+    Ok(Value::Array(list))
+}
+
+fn qom_get(m: &Machine, args: &Args) -> CmdResult {
+    let path = arg_str(args, "path").unwrap_or("");
+    let prop = arg_str(args, "property").unwrap_or("");
+    let id = resolve_arg(m, path)?;
+    get_prop(m, id, prop)
+}
+
+fn qom_set(m: &mut Machine, args: &Args) -> CmdResult {
+    let path = arg_str(args, "path").unwrap_or("");
+    let prop = arg_str(args, "property").unwrap_or("");
+    let id = resolve_arg(m, path)?;
+    let v = args.get("value").cloned().unwrap_or(Value::Null);
+    set_prop(m, id, prop, &v)?;
+    crate::empty()
+}
+
+/// `qom-list-types`: every type (non-abstract ones unless `abstract`),
+/// optionally only those implementing `implements`.
+pub fn list_types(implements: Option<&str>, abstract_too: bool) -> Vec<Value> {
+    types::TYPES
+        .iter()
+        .filter(|t| abstract_too || !t.is_abstract)
+        .filter(|t| implements.map(|i| types::is_a(t.name, i)).unwrap_or(true))
+        .map(|t| {
+            let mut o = Map::new();
+            o.insert("name".into(), Value::String(t.name.into()));
+            if t.is_abstract {
+                o.insert("abstract".into(), Value::Bool(true));
+            }
+            if let Some(p) = t.parent {
+                o.insert("parent".into(), Value::String(p.into()));
+            }
+            Value::Object(o)
+        })
+        .collect()
+}
+
+fn device_list_properties(args: &Args) -> CmdResult {
+    let name = arg_str(args, "typename").unwrap_or("");
+    let Some(t) = types::find(name) else {
+        return Err(QmpError::new(
+            ErrorClass::DeviceNotFound,
+            format!("Class '{name}' not found"),
+        ));
+    };
+    if !types::is_a(name, "device") {
+        return Err(QmpError::generic("Parameter 'typename' expects device"));
+    }
+    if t.is_abstract {
+        return Err(QmpError::generic(
+            "Parameter 'typename' expects non-abstract device type",
+        ));
+    }
+    let list: Vec<Value> = types::all_props(name)
+        .map(|p| {
+            let mut o = Map::new();
+            o.insert("name".into(), Value::String(p.name.into()));
+            o.insert("type".into(), Value::String(p.ty.into()));
+            if let Some(d) = p.desc {
+                o.insert("description".into(), Value::String(d.into()));
+            }
+            Value::Object(o)
+        })
+        .collect();
+    Ok(Value::Array(list))
+}
+
+fn qom_list_properties(args: &Args) -> CmdResult {
+    let name = arg_str(args, "typename").unwrap_or("");
+    if types::find(name).is_none() {
+        return Err(QmpError::generic(format!("Class '{name}' not found")));
+    }
+    let mut out = vec![json!({"name": "type", "type": "string"})];
+    for p in types::all_props(name) {
+        let mut o = Map::new();
+        o.insert("name".into(), Value::String(p.name.into()));
+        o.insert("type".into(), Value::String(p.ty.into()));
+        if let Some(d) = p.desc {
+            o.insert("description".into(), Value::String(d.into()));
+        }
+        out.push(Value::Object(o));
+    }
+    Ok(Value::Array(out))
+}
+
+/// Dispatch.
+pub fn execute(m: &mut Machine, cmd: &str, args: &Args, _cx: &mut Cx) -> Option<CmdResult> {
+    Some(match cmd {
+        "qom-list" => qom_list(m, args),
+        "qom-get" => qom_get(m, args),
+        "qom-set" => qom_set(m, args),
+        "qom-list-types" => Ok(Value::Array(list_types(
+            arg_str(args, "implements"),
+            crate::arg_bool(args, "abstract").unwrap_or(false),
+        ))),
+        "device-list-properties" => device_list_properties(args),
+        "qom-list-properties" => qom_list_properties(args),
+        _ => return None,
+    })
+}

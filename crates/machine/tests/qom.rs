@@ -1,0 +1,380 @@
+use std::sync::Arc;
+
+use qmpkit_machine::{Args, Cx, Machine, MachineConfig};
+use serde_json::{json, Value};
+
+fn schema() -> Arc<qmpkit_schema::Schema> {
+    Arc::new(qmpkit_machine::embedded::load_schema().expect("embedded schema loads"))
+}
+
+#[allow(dead_code)]
+fn machine_with(f: impl FnOnce(&mut MachineConfig)) -> Machine {
+    let mut c = MachineConfig::default_machine();
+    f(&mut c);
+    Machine::new(Arc::new(c), schema())
+}
+
+#[allow(dead_code)]
+fn machine() -> Machine {
+    machine_with(|_| {})
+}
+
+fn args(v: Value) -> Args {
+    match v {
+        Value::Object(m) => m,
+        _ => Args::new(),
+    }
+}
+
+/// Run `cmd` now; errors as "Class: desc".
+#[allow(dead_code)]
+fn run(m: &mut Machine, cmd: &str, a: Value) -> Result<Value, String> {
+    let mut cx = Cx {
+        now_ns: m.now_ns,
+        ..Default::default()
+    };
+    run_cx(m, cmd, a, &mut cx)
+}
+
+#[allow(dead_code)]
+fn run_cx(m: &mut Machine, cmd: &str, a: Value, cx: &mut Cx) -> Result<Value, String> {
+    m.execute(cmd, &args(a), cx)
+        .unwrap_or_else(|| Err(qmpkit_wire::QmpError::generic("unhandled")))
+        .map_err(|e| format!("{}: {}", e.class, e.desc))
+}
+
+/// Step the clock by `ms`, running due timers.
+#[allow(dead_code)]
+fn step(m: &mut Machine, ms: u64) {
+    let t = m.now_ns + ms * 1_000_000;
+    m.advance(t);
+    m.now_ns = m.now_ns.max(t);
+}
+
+/// Drain events as `NAME data`.
+#[allow(dead_code)]
+fn events(m: &mut Machine) -> Vec<String> {
+    m.take_events()
+        .into_iter()
+        .map(|(n, d)| match d {
+            Some(d) => format!("{n} {d}"),
+            None => n,
+        })
+        .collect()
+}
+
+#[allow(dead_code)]
+fn ok(r: Result<Value, String>) -> Value {
+    match r {
+        Ok(v) => v,
+        Err(e) => panic!("unexpected error: {e}"),
+    }
+}
+
+#[allow(dead_code)]
+fn tmp(name: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("qmpkit-dev-{}", std::process::id()));
+    let _ = std::fs::create_dir_all(&d);
+    d.join(name)
+}
+
+#[allow(dead_code)]
+fn _unused() -> Value {
+    json!(null)
+}
+
+fn names(v: &Value) -> Vec<String> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            format!(
+                "{} {}",
+                p["name"].as_str().unwrap(),
+                p["type"].as_str().unwrap()
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn qom_list_root_and_errors() {
+    let mut m = machine();
+    let v = ok(run(&mut m, "qom-list", json!({"path": "/"})));
+    let n = names(&v);
+    assert_eq!(n[0], "type string");
+    assert!(
+        n.contains(&"machine child<pc-i440fx-2.12-machine>".to_string()),
+        "{n:?}"
+    );
+    assert!(n.contains(&"objects child<container>".to_string()));
+    assert!(n.contains(&"chardevs child<container>".to_string()));
+    assert_eq!(
+        run(&mut m, "qom-list", json!({"path": "/nonexistent"})).unwrap_err(),
+        "DeviceNotFound: Device '/nonexistent' not found"
+    );
+    // Partial paths: unique ones resolve, shared names are ambiguous.
+    let v = ok(run(&mut m, "qom-list", json!({"path": "net0"})));
+    assert!(names(&v).contains(&"virtio-backend child<virtio-net-device>".to_string()));
+    assert_eq!(
+        run(&mut m, "qom-list", json!({"path": "device[0]"})).unwrap_err(),
+        "GenericError: Path 'device[0]' is ambiguous"
+    );
+}
+
+#[test]
+fn qom_list_peripherals() {
+    let mut m = machine();
+    let v = ok(run(
+        &mut m,
+        "qom-list",
+        json!({"path": "/machine/peripheral"}),
+    ));
+    let n = names(&v);
+    for want in [
+        "video0 child<VGA>",
+        "net0 child<virtio-net-pci>",
+        "balloon0 child<virtio-balloon-pci>",
+    ] {
+        assert!(n.contains(&want.to_string()), "{want} in {n:?}");
+    }
+    let v = ok(run(
+        &mut m,
+        "qom-list",
+        json!({"path": "/machine/peripheral-anon"}),
+    ));
+    assert!(names(&v).contains(&"device[0] child<virtio-blk-pci>".to_string()));
+    let v = ok(run(
+        &mut m,
+        "qom-list",
+        json!({"path": "/machine/peripheral/net0"}),
+    ));
+    let n = names(&v);
+    for want in [
+        "type string",
+        "realized bool",
+        "parent_bus link<bus>",
+        "mac str",
+        "netdev str",
+        "addr int32",
+    ] {
+        assert!(n.contains(&want.to_string()), "{want} in {n:?}");
+    }
+}
+
+#[test]
+fn qom_get_values() {
+    let mut m = machine();
+    let get = |m: &mut Machine, p: &str, prop: &str| {
+        run(m, "qom-get", json!({"path": p, "property": prop}))
+    };
+    assert_eq!(
+        ok(get(&mut m, "/machine/peripheral/net0", "mac")),
+        json!("52:54:00:12:34:56")
+    );
+    assert_eq!(
+        ok(get(&mut m, "/machine/peripheral/net0", "netdev")),
+        json!("hostnet0")
+    );
+    assert_eq!(
+        ok(get(&mut m, "/machine/peripheral/net0", "type")),
+        json!("virtio-net-pci")
+    );
+    assert_eq!(
+        ok(get(&mut m, "/machine/peripheral/net0", "realized")),
+        json!(true)
+    );
+    assert_eq!(
+        ok(get(&mut m, "/machine/peripheral/net0", "hotpluggable")),
+        json!(true)
+    );
+    assert_eq!(
+        ok(get(&mut m, "/machine/peripheral/net0", "parent_bus")),
+        json!("/machine/i440fx/pci.0")
+    );
+    assert_eq!(
+        ok(get(&mut m, "/machine/peripheral/net0", "virtio-backend")),
+        json!("/machine/peripheral/net0/virtio-backend")
+    );
+    assert_eq!(
+        ok(get(&mut m, "/machine/peripheral/video0", "vgamem_mb")),
+        json!(16)
+    );
+    assert_eq!(ok(get(&mut m, "/objects/mem1", "size")), json!(536870912));
+    assert_eq!(
+        ok(get(&mut m, "/objects/iothread0", "poll-max-ns")),
+        json!(32768)
+    );
+    // Unset strings read as empty.
+    assert_eq!(
+        ok(get(&mut m, "/machine/peripheral/net0", "romfile")),
+        json!("")
+    );
+    assert_eq!(
+        get(&mut m, "/machine/peripheral/net0", "nope").unwrap_err(),
+        "GenericError: Property '.nope' not found"
+    );
+    assert_eq!(
+        get(&mut m, "/nope", "type").unwrap_err(),
+        "DeviceNotFound: Device '/nope' not found"
+    );
+    // A link can be followed in a path.
+    assert_eq!(
+        ok(get(&mut m, "/machine/peripheral/net0/parent_bus", "type")),
+        json!("PCI")
+    );
+}
+
+#[test]
+fn qom_set_rules() {
+    let mut m = machine();
+    let set = |m: &mut Machine, p: &str, prop: &str, v: Value| {
+        run(
+            m,
+            "qom-set",
+            json!({"path": p, "property": prop, "value": v}),
+        )
+    };
+    assert_eq!(
+        set(&mut m, "/machine/peripheral/net0", "mac", json!("52:54:00:00:00:01")).unwrap_err(),
+        "GenericError: Attempt to set property 'mac' on device 'net0' (type 'virtio-net-pci') after it was realized"
+    );
+    assert_eq!(
+        set(&mut m, "/machine/peripheral-anon/device[0]", "serial", json!("x")).unwrap_err(),
+        "GenericError: Attempt to set property 'serial' on anonymous device (type 'virtio-blk-pci') after it was realized"
+    );
+    assert_eq!(
+        set(&mut m, "/machine/peripheral/net0", "type", json!("x")).unwrap_err(),
+        "GenericError: Insufficient permission to perform this operation"
+    );
+    assert_eq!(
+        set(&mut m, "/objects/iothread0", "poll-max-ns", json!("x")).unwrap_err(),
+        "GenericError: Invalid parameter type for 'poll-max-ns', expected: integer"
+    );
+    ok(set(
+        &mut m,
+        "/objects/iothread0",
+        "poll-max-ns",
+        json!(1000),
+    ));
+    assert_eq!(
+        ok(run(
+            &mut m,
+            "qom-get",
+            json!({"path": "/objects/iothread0", "property": "poll-max-ns"})
+        )),
+        json!(1000)
+    );
+    assert_eq!(
+        set(&mut m, "/objects/mem1", "size", json!(1)).unwrap_err(),
+        "GenericError: cannot change property value"
+    );
+    ok(set(&mut m, "/machine", "kernel", json!("/boot/vmlinuz")));
+    assert_eq!(
+        ok(run(
+            &mut m,
+            "qom-get",
+            json!({"path": "/machine", "property": "kernel"})
+        )),
+        json!("/boot/vmlinuz")
+    );
+    assert_eq!(
+        set(&mut m, "/machine", "nope", json!(1)).unwrap_err(),
+        "GenericError: Property '.nope' not found"
+    );
+}
+
+#[test]
+fn qom_list_types_filters() {
+    let mut m = machine();
+    let all = ok(run(&mut m, "qom-list-types", json!({})));
+    let find = |v: &Value, n: &str| {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["name"] == n)
+            .cloned()
+    };
+    assert_eq!(
+        find(&all, "e1000"),
+        Some(json!({"name": "e1000", "parent": "e1000-base"}))
+    );
+    assert!(
+        find(&all, "device").is_none(),
+        "abstract types are left out by default"
+    );
+    let abs = ok(run(&mut m, "qom-list-types", json!({"abstract": true})));
+    assert_eq!(
+        find(&abs, "device"),
+        Some(json!({"name": "device", "abstract": true, "parent": "object"}))
+    );
+    let pci = ok(run(
+        &mut m,
+        "qom-list-types",
+        json!({"implements": "pci-device"}),
+    ));
+    assert!(find(&pci, "VGA").is_some() && find(&pci, "virtio-net-pci").is_some());
+    assert!(find(&pci, "isa-serial").is_none());
+    let uc = ok(run(
+        &mut m,
+        "qom-list-types",
+        json!({"implements": "user-creatable"}),
+    ));
+    assert!(find(&uc, "rng-random").is_some() && find(&uc, "e1000").is_none());
+    let none = ok(run(&mut m, "qom-list-types", json!({"implements": "nope"})));
+    assert_eq!(none, json!([]));
+}
+
+#[test]
+fn device_list_properties() {
+    let mut m = machine();
+    let v = ok(run(
+        &mut m,
+        "device-list-properties",
+        json!({"typename": "e1000"}),
+    ));
+    let mac = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "mac")
+        .cloned();
+    assert_eq!(
+        mac,
+        Some(
+            json!({"name": "mac", "type": "str", "description": "Ethernet 6-byte MAC Address, example: 52:54:00:12:34:56"})
+        )
+    );
+    assert!(v
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|p| p["name"] != "type" && p["name"] != "realized"));
+    assert_eq!(
+        run(
+            &mut m,
+            "device-list-properties",
+            json!({"typename": "nope"})
+        )
+        .unwrap_err(),
+        "DeviceNotFound: Class 'nope' not found"
+    );
+    assert_eq!(
+        run(
+            &mut m,
+            "device-list-properties",
+            json!({"typename": "pci-device"})
+        )
+        .unwrap_err(),
+        "GenericError: Parameter 'typename' expects non-abstract device type"
+    );
+    assert_eq!(
+        run(
+            &mut m,
+            "device-list-properties",
+            json!({"typename": "rng-random"})
+        )
+        .unwrap_err(),
+        "GenericError: Parameter 'typename' expects device"
+    );
+}
