@@ -38,6 +38,16 @@ pub mod runstate;
 pub mod shape;
 pub mod testctl;
 
+pub mod balloon;
+pub mod devices;
+pub mod display;
+pub mod dump;
+pub mod hmp;
+pub mod input;
+pub mod memory;
+pub mod misc;
+pub mod qom;
+
 pub use config::MachineConfig;
 pub use runstate::RunState;
 
@@ -99,6 +109,15 @@ pub struct Machine {
     /// Test control: injected failures and guest behaviour knobs.
     pub testctl: testctl::TestCtl,
     // Device-level subsystems add their `pub NAME: NAME::State` fields here
+    /// The QOM tree (devices, objects, …).
+    pub qom: qom::QomState,
+    pub devices: devices::DevicesState,
+    pub memory: memory::MemoryState,
+    pub dump: dump::DumpState,
+    pub display: display::DisplayState,
+    pub input: input::InputState,
+    pub balloon: balloon::BalloonState,
+    pub misc: misc::MiscState,
     // and create them in `Machine::new`.
 }
 
@@ -112,6 +131,8 @@ impl Machine {
     pub fn with_index(config: Arc<MachineConfig>, schema: Arc<Schema>, index: usize) -> Machine {
         let run = runstate::RunStateData::new(&config);
         let testctl = testctl::TestCtl::new(&config);
+        let qom = qom::QomState::new(&config);
+        let input = input::InputState::new(&qom.tree);
         let ident = identity::IdentityState::new(&config, index);
         Machine {
             outbox: Vec::new(),
@@ -125,6 +146,14 @@ impl Machine {
             run,
             ident,
             testctl,
+            qom,
+            devices: Default::default(),
+            memory: Default::default(),
+            dump: Default::default(),
+            display: Default::default(),
+            input,
+            balloon: Default::default(),
+            misc: Default::default(),
         }
     }
 
@@ -203,6 +232,10 @@ impl Machine {
         match sub {
             runstate::SUBSYSTEM => runstate::on_timer(self, &what, &data),
             // Device-level subsystems route their timers here.
+            devices::SUBSYSTEM => devices::on_timer(self, &what, &data),
+            dump::SUBSYSTEM => dump::on_timer(self, &what, &data),
+            input::SUBSYSTEM => input::on_timer(self, &what, &data),
+            balloon::SUBSYSTEM => balloon::on_timer(self, &what, &data),
             _ => {}
         }
     }
@@ -217,8 +250,17 @@ impl Machine {
         let r = None
             .or_else(|| testctl::execute(self, cmd, args, cx))
             .or_else(|| runstate::execute(self, cmd, args, cx))
-            .or_else(|| identity::execute(self, cmd, args, cx));
-        // Device-level subsystems: `.or_else(|| NAME::execute(self, cmd, args, cx))`.
+            .or_else(|| identity::execute(self, cmd, args, cx))
+            // Device-level subsystems: `.or_else(|| NAME::execute(self, cmd, args, cx))`.
+            .or_else(|| qom::execute(self, cmd, args, cx))
+            .or_else(|| devices::execute(self, cmd, args, cx))
+            .or_else(|| memory::execute(self, cmd, args, cx))
+            .or_else(|| dump::execute(self, cmd, args, cx))
+            .or_else(|| display::execute(self, cmd, args, cx))
+            .or_else(|| input::execute(self, cmd, args, cx))
+            .or_else(|| balloon::execute(self, cmd, args, cx))
+            .or_else(|| misc::execute(self, cmd, args, cx))
+            .or_else(|| hmp::execute(self, cmd, args, cx));
         let r = r?;
         Some(r.map(|v| shape::conform_return(&self.schema, cmd, v)))
     }
@@ -252,6 +294,19 @@ pub fn handled() -> Vec<&'static str> {
     v.extend_from_slice(identity::HANDLED);
     v.extend_from_slice(testctl::HANDLED);
     // Device-level subsystems: `v.extend_from_slice(NAME::HANDLED);`
+    for h in [
+        qom::HANDLED,
+        devices::HANDLED,
+        memory::HANDLED,
+        dump::HANDLED,
+        display::HANDLED,
+        input::HANDLED,
+        balloon::HANDLED,
+        misc::HANDLED,
+        hmp::HANDLED,
+    ] {
+        v.extend_from_slice(h);
+    }
     v.sort_unstable();
     v.dedup();
     v
