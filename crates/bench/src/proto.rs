@@ -7,7 +7,10 @@
 //! installed; another server is one call away:
 //! `targets.push(Target::unix("qmpkit serve", socket_path, guard))` in [`run`], where `guard`
 //! keeps that server alive (a child process handle, a runtime, …) until the target is dropped.
-//! Ratios against qemu-storage-daemon are reported for every other target.
+//! Ratios against qemu-storage-daemon are reported for every other target. The project's
+//! server (in process, on its own one-thread runtime) is measured beside it, with its goals:
+//! sequential ≥ 3.5× qemu-storage-daemon, pipelined ≥ 250 000/s, paced p99 < 100 µs, our
+//! client ≥ 10× Python qemu.qmp against it.
 
 use qmpkit_client::{Client, ConnectOptions, Endpoint};
 use serde_json::{json, Map, Value};
@@ -317,8 +320,93 @@ pub fn run(results: &mut Map<String, Value>) {
         Ok(t) => targets.push(t),
         Err(e) => println!("proto: skipped qemu-storage-daemon: {e}"),
     }
-    // Further targets (e.g. the project's own server) go here with `Target::unix(…)`.
+    match Target::qmpkit_server() {
+        Ok(t) => targets.push(t),
+        Err(e) => println!("proto: skipped qmpkit-server: {e}"),
+    }
     run_targets(&rt, &targets, results);
+}
+
+/// Keeps the in-process server alive: its runtime (one worker thread) and socket directory.
+struct ServerGuard {
+    server: qmpkit_server::Server,
+    rt: Option<tokio::runtime::Runtime>,
+    dir: PathBuf,
+}
+
+impl Drop for ServerGuard {
+    fn drop(&mut self) {
+        self.server.shutdown();
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_timeout(Duration::from_secs(1));
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+impl Target {
+    /// The project's server, in process on its own runtime thread, serving the machine's
+    /// schema without handlers (`query-version` is the server's own answer).
+    pub fn qmpkit_server() -> Result<Target, String> {
+        let schema = qmpkit_machine::embedded::load_schema().map_err(|e| e.to_string())?;
+        let dir = std::env::temp_dir().join(format!("qmpkit-bench-srv-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let socket = dir.join("qmp.sock");
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("qmpkit-server")
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?;
+        let opts = qmpkit_server::ServerOptions {
+            qemu_version: (10, 0, 2),
+            package: "qmpkit".into(),
+            ..qmpkit_server::ServerOptions::default()
+        };
+        let server = rt.block_on(async {
+            qmpkit_server::Server::new(
+                std::sync::Arc::new(schema),
+                qmpkit_server::Registry::new(),
+                opts,
+            )
+        });
+        let listener = {
+            let _g = rt.enter();
+            qmpkit_server::bind_unix(&socket).map_err(|e| e.to_string())?
+        };
+        let s = server.clone();
+        rt.spawn(async move { s.serve_unix(listener).await });
+        let guard = ServerGuard {
+            server,
+            rt: Some(rt),
+            dir,
+        };
+        Ok(Target::unix("qmpkit-server", socket, guard))
+    }
+}
+
+/// The server's goals against qemu-storage-daemon, measured in the same run.
+fn goals(ours: &Figures, qsd: Option<&Figures>) -> Value {
+    let seq_ratio = qsd.map(|q| ours.seq_per_sec / q.seq_per_sec);
+    let mut g = Map::new();
+    g.insert(
+        "seq_vs_qsd".into(),
+        json!({"goal": ">= 3.5x", "value": seq_ratio.map(|r| (r * 100.0).round() / 100.0), "met": seq_ratio.map(|r| r >= 3.5)}),
+    );
+    g.insert(
+        "pipelined16_per_sec".into(),
+        json!({"goal": ">= 250000", "value": ours.pipelined_per_sec.round(), "met": ours.pipelined_per_sec >= 250_000.0}),
+    );
+    g.insert(
+        "paced1000_p99_us".into(),
+        json!({"goal": "< 100", "value": (ours.paced_p99_us * 10.0).round() / 10.0, "met": ours.paced_p99_us < 100.0}),
+    );
+    let cr = ours.client_ratio();
+    g.insert(
+        "client_vs_python".into(),
+        json!({"goal": ">= 10x", "value": cr.map(|r| (r * 100.0).round() / 100.0), "met": cr.map(|r| r >= 10.0)}),
+    );
+    Value::Object(g)
 }
 
 /// Measure `targets` (the first is the reference for ratios) and report.
@@ -381,6 +469,30 @@ pub fn run_targets(
         if !ratios.is_empty() {
             out.insert("ratios".into(), Value::Object(ratios));
         }
+    }
+    if let Some((_, ours)) = measured.iter().find(|(t, _)| t.name == "qmpkit-server") {
+        let qsd = measured
+            .iter()
+            .find(|(t, _)| t.name.starts_with("qemu-storage-daemon"))
+            .map(|(_, f)| f);
+        let g = goals(ours, qsd);
+        println!("qmpkit-server goals:");
+        if let Value::Object(m) = &g {
+            for (k, v) in m {
+                println!(
+                    "  {:<22} goal {:<9} value {:<10} {}",
+                    k,
+                    v["goal"].as_str().unwrap_or(""),
+                    v["value"].to_string(),
+                    match v["met"].as_bool() {
+                        Some(true) => "met",
+                        Some(false) => "NOT MET",
+                        None => "-",
+                    }
+                );
+            }
+        }
+        out.insert("qmpkit_server_goals".into(), g);
     }
     results.insert("proto".into(), Value::Object(out));
 }

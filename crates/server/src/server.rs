@@ -356,8 +356,22 @@ impl Server {
         let commands_ret = encode_value(Value::Array(list));
 
         let (major, minor, micro) = opts.qemu_version;
-        let greeting =
-            encode_line(&Greeting::new(major, minor, micro, opts.package.clone()).to_value());
+        // `oob` is offered when the schema's qmp_capabilities can enable it (QEMU 2.12 on);
+        // older schemas greet with no capabilities, as their QEMU did.
+        let offers_oob = match schema
+            .lookup("qmp_capabilities")
+            .map(|id| &schema.entity(id).kind)
+        {
+            Some(EntityKind::Command(c)) => c
+                .arg_type
+                .is_some_and(|t| schema.object_members(t).any(|m| m.name == "enable")),
+            _ => true,
+        };
+        let mut greeting = Greeting::new(major, minor, micro, opts.package.clone());
+        if !offers_oob {
+            greeting.capabilities.clear();
+        }
+        let greeting = encode_line(&greeting.to_value());
         let mut triple = Map::new();
         triple.insert("major".into(), Value::from(major));
         triple.insert("minor".into(), Value::from(minor));
