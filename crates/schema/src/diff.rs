@@ -9,8 +9,9 @@
 //! give a type the same real name (neither masked nor implicit), its
 //! changes are reported once under `type NAME`; otherwise under the first
 //! place that reaches it, with commands and events visited in name order
-//! (a type shared by several places is reported once). `if` conditions
-//! are ignored: every definition counts. Type names themselves are not on
+//! (a type shared by several places is reported once). Every definition
+//! counts whatever its `if` condition; between two sources, changed
+//! conditions are reported as such. Type names themselves are not on
 //! the wire; types are only listed as added or removed when both sides
 //! have real names, and only types reached from a command or event are
 //! compared.
@@ -35,7 +36,7 @@
 //! The JSON form ([`SchemaDiff::to_json`]) is documented there.
 
 use crate::model::from_introspection::{is_hidden, is_hidden_feature, INTROSPECTION_MODULE};
-use crate::model::{EntityId, EntityKind, Feature, Schema};
+use crate::model::{EntityId, EntityKind, Feature, IfCond, Schema};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -96,6 +97,9 @@ pub enum ChangeKind {
     /// A command or event flag (`allow-oob`, `success-response`,
     /// `allow-preconfig`, `boxed`).
     FlagChanged,
+    /// The `if` condition of a definition, member, enum value or branch
+    /// (sources only; `always` when there is none).
+    ConditionChanged,
 }
 
 /// Where a type is used: bit 1 input (command arguments), bit 2 output.
@@ -161,6 +165,10 @@ impl Change {
             ChangeKind::FeatureAdded => format!("feature '{item}' added"),
             ChangeKind::FeatureRemoved => format!("feature '{item}' removed"),
             ChangeKind::FlagChanged => format!("{item}: {old} → {new}"),
+            ChangeKind::ConditionChanged if item.is_empty() => {
+                format!("condition: {old} → {new}")
+            }
+            ChangeKind::ConditionChanged => format!("'{item}' condition: {old} → {new}"),
         };
         if self.path.is_empty() {
             format!("{}: {what}", self.name)
@@ -308,7 +316,8 @@ impl SchemaDiff {
     /// `made-mandatory`, `retyped`, `value-added`, `value-removed`,
     /// `became-union`, `no-longer-union`, `tag-changed`, `branch-added`,
     /// `branch-removed`, `alternative-added`, `alternative-removed`,
-    /// `feature-added`, `feature-removed`, `flag-changed`).
+    /// `feature-added`, `feature-removed`, `flag-changed`,
+    /// `condition-changed`).
     pub fn to_json(&self, old_label: &str, new_label: &str) -> serde_json::Value {
         serde_json::json!({
             "old": old_label,
@@ -888,6 +897,7 @@ impl<'a> Differ<'a> {
         if self.emitting {
             let pos = if kind == RootKind::Command { IN } else { OUT };
             self.features(&root, &oe.features, &ne.features, pos);
+            self.condition(&root, None, &oe.ifcond, &ne.ifcond, pos);
         }
         match (&oe.kind, &ne.kind) {
             (EntityKind::Command(oc), EntityKind::Command(nc)) => {
@@ -966,6 +976,35 @@ impl<'a> Differ<'a> {
             }
             _ => {}
         }
+    }
+
+    /// A changed `if` condition: a new condition may leave the thing out
+    /// of builds clients use; a dropped one makes every build provide it.
+    fn condition(&mut self, loc: &Loc, item: Option<&str>, o: &IfCond, n: &IfCond, pos: u8) {
+        if !self.emitting || o == n || self.old.introspected || self.new.introspected {
+            return;
+        }
+        let show = |c: &IfCond| {
+            if c.is_present() {
+                c.to_qemu_repr()
+            } else {
+                "always".to_string()
+            }
+        };
+        let verdict = match (o.is_present(), n.is_present()) {
+            (false, true) => (B, C),
+            (true, false) => (C, B),
+            _ => (B, B),
+        };
+        self.change(
+            ChangeKind::ConditionChanged,
+            loc,
+            item,
+            Some(show(o)),
+            Some(show(n)),
+            pos,
+            verdict,
+        );
     }
 
     fn features(&mut self, loc: &Loc, o: &[Feature], n: &[Feature], pos: u8) {
@@ -1154,6 +1193,9 @@ impl<'a> Differ<'a> {
         let (os, ns) = (self.old.s, self.new.s);
         let (oe, ne) = (&os.entities[o], &ns.entities[n]);
         self.features(&loc, &oe.features, &ne.features, pos);
+        if loc.kind == RootKind::Type && loc.path.is_empty() {
+            self.condition(&loc, None, &oe.ifcond, &ne.ifcond, pos);
+        }
         match (&oe.kind, &ne.kind) {
             (EntityKind::Enum(oen), EntityKind::Enum(nen)) => {
                 let nv: HashMap<&str, usize> = nen
@@ -1182,6 +1224,8 @@ impl<'a> Differ<'a> {
                         Some(&k) => {
                             let l = loc.join(&m.name);
                             self.features(&l, &m.features, &nen.members[k].features, pos);
+                            let nc = &nen.members[k].ifcond;
+                            self.condition(&loc, Some(&m.name), &m.ifcond, nc, pos);
                         }
                     }
                 }
@@ -1320,6 +1364,7 @@ impl<'a> Differ<'a> {
                     }
                     let l = loc.join(&m.name);
                     self.features(&l, &m.features, &m2.features, pos);
+                    self.condition(loc, Some(&m.name), &m.ifcond, &m2.ifcond, pos);
                     self.types_at(m.typ, m2.typ, loc, Some(&m.name), pos);
                 }
                 None => {
@@ -1469,6 +1514,7 @@ impl<'a> Differ<'a> {
                 for v in &a.variants {
                     match b.variants.iter().find(|w| w.name == v.name) {
                         Some(w) => {
+                            self.condition(loc, Some(&v.name), &v.ifcond, &w.ifcond, pos);
                             let l = loc.join(&format!("{{{tb}={}}}", v.name));
                             self.types_at(v.typ, w.typ, &l, None, pos);
                         }
