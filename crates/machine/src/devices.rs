@@ -144,7 +144,6 @@ fn is_full(tree: &Tree, bus: NodeId) -> bool {
     let n = bus_children(tree, bus).len();
     match tree.node(bus).ty {
         "IDE" => n >= 2,
-        "PCI" | "PCIE" => free_devfn(tree, bus).is_none(),
         _ => false,
     }
 }

@@ -1,0 +1,428 @@
+use std::sync::Arc;
+
+use qmpkit_machine::{Args, Cx, Machine, MachineConfig};
+use serde_json::{json, Value};
+
+fn schema() -> Arc<qmpkit_schema::Schema> {
+    Arc::new(qmpkit_machine::embedded::load_schema().expect("embedded schema loads"))
+}
+
+#[allow(dead_code)]
+fn machine_with(f: impl FnOnce(&mut MachineConfig)) -> Machine {
+    let mut c = MachineConfig::default_machine();
+    f(&mut c);
+    Machine::new(Arc::new(c), schema())
+}
+
+#[allow(dead_code)]
+fn machine() -> Machine {
+    machine_with(|_| {})
+}
+
+fn args(v: Value) -> Args {
+    match v {
+        Value::Object(m) => m,
+        _ => Args::new(),
+    }
+}
+
+/// Run `cmd` now; errors as "Class: desc".
+#[allow(dead_code)]
+fn run(m: &mut Machine, cmd: &str, a: Value) -> Result<Value, String> {
+    let mut cx = Cx {
+        now_ns: m.now_ns,
+        ..Default::default()
+    };
+    run_cx(m, cmd, a, &mut cx)
+}
+
+#[allow(dead_code)]
+fn run_cx(m: &mut Machine, cmd: &str, a: Value, cx: &mut Cx) -> Result<Value, String> {
+    m.execute(cmd, &args(a), cx)
+        .unwrap_or_else(|| Err(qmpkit_wire::QmpError::generic("unhandled")))
+        .map_err(|e| format!("{}: {}", e.class, e.desc))
+}
+
+/// Step the clock by `ms`, running due timers.
+#[allow(dead_code)]
+fn step(m: &mut Machine, ms: u64) {
+    let t = m.now_ns + ms * 1_000_000;
+    m.advance(t);
+    m.now_ns = m.now_ns.max(t);
+}
+
+/// Drain events as `NAME data`.
+#[allow(dead_code)]
+fn events(m: &mut Machine) -> Vec<String> {
+    m.take_events()
+        .into_iter()
+        .map(|(n, d)| match d {
+            Some(d) => format!("{n} {d}"),
+            None => n,
+        })
+        .collect()
+}
+
+#[allow(dead_code)]
+fn ok(r: Result<Value, String>) -> Value {
+    match r {
+        Ok(v) => v,
+        Err(e) => panic!("unexpected error: {e}"),
+    }
+}
+
+#[allow(dead_code)]
+fn tmp(name: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("qmpkit-dev-{}", std::process::id()));
+    let _ = std::fs::create_dir_all(&d);
+    d.join(name)
+}
+
+#[allow(dead_code)]
+fn _unused() -> Value {
+    json!(null)
+}
+
+fn peripherals(m: &mut Machine) -> Vec<String> {
+    ok(run(m, "qom-list", json!({"path": "/machine/peripheral"})))
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn device_add_then_del_after_guest_ack() {
+    let mut m = machine();
+    ok(run(
+        &mut m,
+        "device_add",
+        json!({"driver": "e1000", "id": "net1", "bus": "pci.0", "mac": "52:54:00:12:34:57"}),
+    ));
+    assert!(peripherals(&mut m).contains(&"net1".to_string()));
+    assert_eq!(
+        ok(run(
+            &mut m,
+            "qom-get",
+            json!({"path": "/machine/peripheral/net1", "property": "hotplugged"})
+        )),
+        json!(true)
+    );
+    assert_eq!(
+        run(
+            &mut m,
+            "device_add",
+            json!({"driver": "e1000", "id": "net1"})
+        )
+        .unwrap_err(),
+        "GenericError: Duplicate ID 'net1' for device"
+    );
+    ok(run(&mut m, "device_del", json!({"id": "net1"})));
+    assert!(
+        events(&mut m).is_empty(),
+        "the guest has not acknowledged yet"
+    );
+    // Asking again while pending is accepted.
+    ok(run(&mut m, "device_del", json!({"id": "net1"})));
+    step(&mut m, 50);
+    assert!(events(&mut m).is_empty());
+    assert!(peripherals(&mut m).contains(&"net1".to_string()));
+    step(&mut m, 60);
+    assert_eq!(
+        events(&mut m),
+        vec![r#"DEVICE_DELETED {"device":"net1","path":"/machine/peripheral/net1"}"#]
+    );
+    assert!(!peripherals(&mut m).contains(&"net1".to_string()));
+    // The id is free again.
+    ok(run(
+        &mut m,
+        "device_add",
+        json!({"driver": "e1000", "id": "net1"}),
+    ));
+}
+
+#[test]
+fn virtio_unplug_announces_backend_first() {
+    let mut m = machine();
+    ok(run(&mut m, "device_del", json!({"id": "net0"})));
+    step(&mut m, 200);
+    assert_eq!(
+        events(&mut m),
+        vec![
+            r#"DEVICE_DELETED {"path":"/machine/peripheral/net0/virtio-backend"}"#,
+            r#"DEVICE_DELETED {"device":"net0","path":"/machine/peripheral/net0"}"#,
+        ]
+    );
+    ok(run(
+        &mut m,
+        "device_del",
+        json!({"id": "/machine/peripheral-anon/device[0]"}),
+    ));
+    step(&mut m, 200);
+    let ev = events(&mut m);
+    assert_eq!(ev.len(), 2);
+    assert_eq!(
+        ev[1],
+        r#"DEVICE_DELETED {"path":"/machine/peripheral-anon/device[0]"}"#
+    );
+}
+
+#[test]
+fn paused_guest_acknowledges_after_cont() {
+    let mut m = machine();
+    ok(run(&mut m, "stop", json!({})));
+    events(&mut m);
+    ok(run(&mut m, "device_del", json!({"id": "video0"})));
+    step(&mut m, 1000);
+    assert!(events(&mut m).is_empty());
+    ok(run(&mut m, "cont", json!({})));
+    step(&mut m, 200);
+    let ev = events(&mut m);
+    assert!(
+        ev.iter()
+            .any(|e| e
+                == r#"DEVICE_DELETED {"device":"video0","path":"/machine/peripheral/video0"}"#),
+        "{ev:?}"
+    );
+}
+
+#[test]
+fn device_add_errors() {
+    let mut m = machine();
+    let e = |m: &mut Machine, a: Value| run(m, "device_add", a).unwrap_err();
+    assert_eq!(
+        e(&mut m, json!({"driver": "bogus"})),
+        "GenericError: 'bogus' is not a valid device model name"
+    );
+    assert_eq!(
+        e(&mut m, json!({"driver": "pci-device"})),
+        "GenericError: Parameter 'driver' expects non-abstract device type"
+    );
+    assert_eq!(
+        e(&mut m, json!({"driver": "i440FX"})),
+        "GenericError: Parameter 'driver' expects pluggable device type"
+    );
+    assert_eq!(
+        e(&mut m, json!({"driver": "e1000", "bus": "nope"})),
+        "DeviceNotFound: Bus 'nope' not found"
+    );
+    assert_eq!(
+        e(&mut m, json!({"driver": "e1000", "bus": "ide.0"})),
+        "GenericError: Device 'e1000' can't go on IDE bus"
+    );
+    assert_eq!(
+        e(&mut m, json!({"driver": "ide-hd", "drive": "ide0-hd0"})),
+        "GenericError: Bus 'ide.0' does not support hotplugging"
+    );
+    assert_eq!(
+        e(&mut m, json!({"driver": "usb-tablet"})),
+        "GenericError: No 'usb-bus' bus found for device 'usb-tablet'"
+    );
+    assert_eq!(
+        e(&mut m, json!({"driver": "e1000", "id": "1bad"})),
+        "GenericError: Parameter 'id' expects an identifier"
+    );
+    assert_eq!(
+        e(&mut m, json!({"driver": "e1000", "foo": "1"})),
+        "GenericError: Property '.foo' not found"
+    );
+    assert_eq!(
+        e(&mut m, json!({"driver": "e1000", "mac": "xx"})),
+        "GenericError: Property 'e1000.mac' doesn't take value 'xx'"
+    );
+    assert_eq!(
+        e(&mut m, json!({"driver": "virtio-blk-pci", "drive": "nope"})),
+        "GenericError: Property 'virtio-blk-device.drive' can't find value 'nope'"
+    );
+    assert_eq!(
+        e(
+            &mut m,
+            json!({"driver": "virtio-blk-pci", "drive": "virtio0"})
+        ),
+        "GenericError: Property 'virtio-blk-device.drive' can't take value 'virtio0', it's in use"
+    );
+    assert_eq!(
+        e(&mut m, json!({"driver": "e1000", "addr": "3"})),
+        "GenericError: PCI: slot 3 function 0 not available for e1000, in use by virtio-net-pci"
+    );
+    // Nothing was created by the failures.
+    assert_eq!(peripherals(&mut m).len(), 4);
+}
+
+#[test]
+fn pci_slots_fill_up() {
+    let mut m = machine();
+    let mut n = 0;
+    let err = loop {
+        match run(&mut m, "device_add", json!({"driver": "e1000"})) {
+            Ok(_) => n += 1,
+            Err(e) => break e,
+        }
+        assert!(n < 40);
+    };
+    assert_eq!(
+        err,
+        "GenericError: PCI: no slot/function available for e1000, all in use"
+    );
+    assert!(n > 20, "{n}");
+}
+
+#[test]
+fn device_del_errors() {
+    let mut m = machine();
+    assert_eq!(
+        run(&mut m, "device_del", json!({"id": "nope"})).unwrap_err(),
+        "DeviceNotFound: Device 'nope' not found"
+    );
+    assert_eq!(
+        run(
+            &mut m,
+            "device_del",
+            json!({"id": "/machine/unattached/device[0]"})
+        )
+        .unwrap_err(),
+        "GenericError: Device 'qemu64-x86_64-cpu' does not support hotplugging"
+    );
+    assert_eq!(
+        run(&mut m, "device_del", json!({"id": "/objects"})).unwrap_err(),
+        "GenericError: /objects is not a hotpluggable device"
+    );
+    // IDE disks sit on a bus without hotplug.
+    let ide = ok(run(
+        &mut m,
+        "qom-list",
+        json!({"path": "/machine/unattached"}),
+    ));
+    let hd = ide
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["type"] == "child<ide-hd>")
+        .unwrap()["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        run(
+            &mut m,
+            "device_del",
+            json!({"id": format!("/machine/unattached/{hd}")})
+        )
+        .unwrap_err(),
+        "GenericError: Bus 'ide.0' does not support hotplugging"
+    );
+}
+
+#[test]
+fn cpu_add_shows_in_query_cpus() {
+    let mut m = machine();
+    ok(run(&mut m, "cpu-add", json!({"id": 2})));
+    let cpus = ok(run(&mut m, "query-cpus", json!({})));
+    let c2 = cpus
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["CPU"] == 2)
+        .cloned()
+        .unwrap();
+    let path = c2["qom_path"].as_str().unwrap().to_string();
+    assert!(path.starts_with("/machine/unattached/device["), "{path}");
+    assert_eq!(
+        ok(run(
+            &mut m,
+            "qom-get",
+            json!({"path": path, "property": "apic-id"})
+        )),
+        json!(2)
+    );
+    assert_eq!(
+        run(&mut m, "cpu-add", json!({"id": 2})).unwrap_err(),
+        "GenericError: Unable to add CPU: 2, it already exists"
+    );
+    assert_eq!(
+        run(&mut m, "cpu-add", json!({"id": 9})).unwrap_err(),
+        "GenericError: Unable to add CPU: 9, max allowed: 3"
+    );
+    assert_eq!(
+        run(&mut m, "cpu-add", json!({"id": -1})).unwrap_err(),
+        "GenericError: Invalid CPU id: -1"
+    );
+}
+
+#[test]
+fn object_add_and_del() {
+    let mut m = machine();
+    ok(run(
+        &mut m,
+        "object-add",
+        json!({"qom-type": "rng-random", "id": "rng1", "props": {"filename": "/dev/hwrng"}}),
+    ));
+    assert_eq!(
+        ok(run(
+            &mut m,
+            "qom-get",
+            json!({"path": "/objects/rng1", "property": "filename"})
+        )),
+        json!("/dev/hwrng")
+    );
+    assert_eq!(
+        run(
+            &mut m,
+            "object-add",
+            json!({"qom-type": "rng-random", "id": "rng1"})
+        )
+        .unwrap_err(),
+        "GenericError: attempt to add duplicate property 'rng1' to object (type 'container')"
+    );
+    ok(run(&mut m, "object-del", json!({"id": "rng1"})));
+    assert_eq!(
+        run(&mut m, "object-del", json!({"id": "rng1"})).unwrap_err(),
+        "GenericError: object 'rng1' not found"
+    );
+    // Newer interfaces pass properties flat.
+    ok(run(
+        &mut m,
+        "object-add",
+        json!({"qom-type": "memory-backend-ram", "id": "mem2", "size": 1073741824}),
+    ));
+    assert_eq!(
+        ok(run(
+            &mut m,
+            "qom-get",
+            json!({"path": "/objects/mem2", "property": "size"})
+        )),
+        json!(1073741824)
+    );
+    let e = |m: &mut Machine, a: Value| run(m, "object-add", a).unwrap_err();
+    assert_eq!(
+        e(&mut m, json!({"qom-type": "nope", "id": "x"})),
+        "GenericError: invalid object type: nope"
+    );
+    assert_eq!(
+        e(&mut m, json!({"qom-type": "e1000", "id": "x"})),
+        "GenericError: object type 'e1000' isn't supported by object-add"
+    );
+    assert_eq!(
+        e(&mut m, json!({"qom-type": "memory-backend", "id": "x"})),
+        "GenericError: object type 'memory-backend' is abstract"
+    );
+    assert_eq!(
+        e(&mut m, json!({"qom-type": "memory-backend-ram", "id": "x"})),
+        "GenericError: can't create backend with size 0"
+    );
+    assert_eq!(
+        e(
+            &mut m,
+            json!({"qom-type": "iothread", "id": "x", "props": {"bogus": 1}})
+        ),
+        "GenericError: Property '.bogus' not found"
+    );
+    assert_eq!(
+        e(
+            &mut m,
+            json!({"qom-type": "iothread", "id": "x", "props": {"poll-max-ns": "1"}})
+        ),
+        "GenericError: Invalid parameter type for 'poll-max-ns', expected: integer"
+    );
+}

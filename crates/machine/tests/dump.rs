@@ -1,0 +1,282 @@
+use std::sync::Arc;
+
+use qmpkit_machine::{Args, Cx, Machine, MachineConfig};
+use serde_json::{json, Value};
+
+fn schema() -> Arc<qmpkit_schema::Schema> {
+    Arc::new(qmpkit_machine::embedded::load_schema().expect("embedded schema loads"))
+}
+
+#[allow(dead_code)]
+fn machine_with(f: impl FnOnce(&mut MachineConfig)) -> Machine {
+    let mut c = MachineConfig::default_machine();
+    f(&mut c);
+    Machine::new(Arc::new(c), schema())
+}
+
+#[allow(dead_code)]
+fn machine() -> Machine {
+    machine_with(|_| {})
+}
+
+fn args(v: Value) -> Args {
+    match v {
+        Value::Object(m) => m,
+        _ => Args::new(),
+    }
+}
+
+/// Run `cmd` now; errors as "Class: desc".
+#[allow(dead_code)]
+fn run(m: &mut Machine, cmd: &str, a: Value) -> Result<Value, String> {
+    let mut cx = Cx {
+        now_ns: m.now_ns,
+        ..Default::default()
+    };
+    run_cx(m, cmd, a, &mut cx)
+}
+
+#[allow(dead_code)]
+fn run_cx(m: &mut Machine, cmd: &str, a: Value, cx: &mut Cx) -> Result<Value, String> {
+    m.execute(cmd, &args(a), cx)
+        .unwrap_or_else(|| Err(qmpkit_wire::QmpError::generic("unhandled")))
+        .map_err(|e| format!("{}: {}", e.class, e.desc))
+}
+
+/// Step the clock by `ms`, running due timers.
+#[allow(dead_code)]
+fn step(m: &mut Machine, ms: u64) {
+    let t = m.now_ns + ms * 1_000_000;
+    m.advance(t);
+    m.now_ns = m.now_ns.max(t);
+}
+
+/// Drain events as `NAME data`.
+#[allow(dead_code)]
+fn events(m: &mut Machine) -> Vec<String> {
+    m.take_events()
+        .into_iter()
+        .map(|(n, d)| match d {
+            Some(d) => format!("{n} {d}"),
+            None => n,
+        })
+        .collect()
+}
+
+#[allow(dead_code)]
+fn ok(r: Result<Value, String>) -> Value {
+    match r {
+        Ok(v) => v,
+        Err(e) => panic!("unexpected error: {e}"),
+    }
+}
+
+#[allow(dead_code)]
+fn tmp(name: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("qmpkit-dev-{}", std::process::id()));
+    let _ = std::fs::create_dir_all(&d);
+    d.join(name)
+}
+
+#[allow(dead_code)]
+fn _unused() -> Value {
+    json!(null)
+}
+
+fn readelf(args: &[&str], f: &std::path::Path) -> Option<String> {
+    let out = std::process::Command::new("readelf")
+        .args(args)
+        .arg(f)
+        .output()
+        .ok()?;
+    assert!(
+        out.status.success(),
+        "readelf failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Some(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+#[test]
+fn elf_core_is_readable() {
+    let mut m = machine();
+    let f = tmp("core.elf");
+    ok(run(
+        &mut m,
+        "dump-guest-memory",
+        json!({"paging": false, "protocol": format!("file:{}", f.display())}),
+    ));
+    let ev = events(&mut m);
+    assert_eq!(
+        ev,
+        vec![
+            r#"DUMP_COMPLETED {"result":{"status":"completed","completed":1073741824,"total":1073741824}}"#
+        ]
+    );
+    assert_eq!(
+        ok(run(&mut m, "query-dump", json!({}))),
+        json!({"status": "completed", "completed": 1073741824u64, "total": 1073741824u64})
+    );
+    assert!(std::fs::metadata(&f).unwrap().len() > 1 << 30);
+    let mut data = vec![0u8; 64 * 1024];
+    {
+        use std::io::Read;
+        std::fs::File::open(&f)
+            .unwrap()
+            .read_exact(&mut data)
+            .unwrap();
+    }
+    assert_eq!(&data[..4], b"\x7fELF");
+    assert_eq!(data[4], 2, "ELFCLASS64");
+    assert_eq!(u16::from_le_bytes([data[16], data[17]]), 4, "ET_CORE");
+    assert_eq!(u16::from_le_bytes([data[18], data[19]]), 62, "EM_X86_64");
+    // Guest page 0 is in the file right after the headers.
+    let needle = b"qmpkit page 0000000000000000\n";
+    assert!(data.windows(needle.len()).any(|w| w == needle));
+    let Some(h) = readelf(&["-h", "-l", "-n", "-W"], &f) else {
+        eprintln!("skipped: readelf not found");
+        return;
+    };
+    assert!(h.contains("CORE (Core file)"), "{h}");
+    assert!(h.contains("Advanced Micro Devices X86-64"), "{h}");
+    assert!(h.contains("NOTE"), "{h}");
+    let loads: Vec<&str> = h
+        .lines()
+        .filter(|l| l.trim_start().starts_with("LOAD"))
+        .collect();
+    assert_eq!(loads.len(), 1, "{h}");
+    assert!(loads[0].contains("0x40000000 0x40000000"), "{}", loads[0]);
+    assert_eq!(h.matches("NT_PRSTATUS").count(), 2, "one per vCPU: {h}");
+}
+
+#[test]
+fn filtered_and_paged_dump() {
+    let mut m = machine_with(|c| c.memory_bytes = 4 << 30);
+    let f = tmp("core2.elf");
+    ok(run(
+        &mut m,
+        "dump-guest-memory",
+        json!({"paging": true, "protocol": format!("file:{}", f.display()), "begin": 0xbfff_0000u64, "length": 0x4002_0000u64}),
+    ));
+    let q = ok(run(&mut m, "query-dump", json!({})));
+    // 64 KiB below the PCI hole, 64 KiB above 4 GiB.
+    assert_eq!(q["total"], json!(0x20000));
+    let Some(h) = readelf(&["-l", "-W"], &f) else {
+        eprintln!("skipped: readelf not found");
+        return;
+    };
+    let loads: Vec<&str> = h
+        .lines()
+        .filter(|l| l.trim_start().starts_with("LOAD"))
+        .collect();
+    assert_eq!(loads.len(), 2, "{h}");
+    assert!(loads[1].contains("0x0000000100000000"), "{h}");
+}
+
+#[test]
+fn detached_dump_progresses_over_time() {
+    let mut m = machine();
+    let f = tmp("core3.elf");
+    ok(run(
+        &mut m,
+        "dump-guest-memory",
+        json!({"paging": false, "protocol": format!("file:{}", f.display()), "detach": true}),
+    ));
+    assert!(events(&mut m).is_empty());
+    let q = ok(run(&mut m, "query-dump", json!({})));
+    assert_eq!(q["status"], "active");
+    assert_eq!(
+        run(
+            &mut m,
+            "dump-guest-memory",
+            json!({"paging": false, "protocol": "file:/dev/null"})
+        )
+        .unwrap_err(),
+        "GenericError: There is a dump in progress already"
+    );
+    step(&mut m, 500);
+    let q = ok(run(&mut m, "query-dump", json!({})));
+    assert_eq!(q["status"], "active");
+    let c = q["completed"].as_u64().unwrap();
+    assert!(c > 0 && c < 1 << 30, "{q}");
+    step(&mut m, 600);
+    let ev = events(&mut m);
+    assert_eq!(ev.len(), 1);
+    assert!(
+        ev[0].starts_with(r#"DUMP_COMPLETED {"result":{"status":"completed""#),
+        "{ev:?}"
+    );
+}
+
+#[test]
+fn dump_errors() {
+    let mut m = machine();
+    let e = |m: &mut Machine, a: Value| run(m, "dump-guest-memory", a).unwrap_err();
+    assert_eq!(
+        e(
+            &mut m,
+            json!({"paging": false, "protocol": "file:/tmp/x", "begin": 0})
+        ),
+        "GenericError: Parameter 'length' is missing"
+    );
+    assert_eq!(
+        e(
+            &mut m,
+            json!({"paging": false, "protocol": "file:/tmp/x", "length": 0})
+        ),
+        "GenericError: Parameter 'begin' is missing"
+    );
+    assert_eq!(
+        e(&mut m, json!({"paging": false, "protocol": "tcp:x"})),
+        "GenericError: Invalid parameter 'protocol'"
+    );
+    assert_eq!(
+        e(&mut m, json!({"paging": false, "protocol": "fd:dump"})),
+        "GenericError: File descriptor named 'dump' has not been found"
+    );
+    assert_eq!(
+        e(
+            &mut m,
+            json!({"paging": false, "protocol": "file:/tmp/x", "format": "kdump-zlib"})
+        ),
+        "GenericError: kdump-zlib is not available now"
+    );
+    let f = tmp("core4.elf");
+    assert_eq!(
+        e(
+            &mut m,
+            json!({"paging": false, "protocol": format!("file:{}", f.display()), "begin": 0x8000_0000u64, "length": 4096})
+        ),
+        "GenericError: Invalid parameter 'begin'"
+    );
+    assert_eq!(
+        ok(run(&mut m, "query-dump-guest-memory-capability", json!({}))),
+        json!({"formats": ["elf"]})
+    );
+}
+
+#[test]
+fn dump_to_a_named_fd() {
+    use std::os::fd::OwnedFd;
+    let mut m = machine();
+    let f = tmp("core5.elf");
+    let file = std::fs::File::create(&f).unwrap();
+    let mut cx = Cx {
+        fds: vec![OwnedFd::from(file)],
+        ..Default::default()
+    };
+    ok(run_cx(&mut m, "getfd", json!({"fdname": "dump"}), &mut cx));
+    let mut cx = Cx::default();
+    ok(run_cx(
+        &mut m,
+        "dump-guest-memory",
+        json!({"paging": false, "protocol": "fd:dump"}),
+        &mut cx,
+    ));
+    assert_eq!(std::fs::metadata(&f).unwrap().len() > (1 << 30), true);
+    // The fd was consumed.
+    assert_eq!(
+        run(&mut m, "closefd", json!({"fdname": "dump"})).unwrap_err(),
+        "GenericError: File descriptor named 'dump' not found"
+    );
+}
