@@ -417,7 +417,7 @@ struct Pair {
 }
 
 /// Most removed × added pairs compared for renames by shape.
-const MAX_SHAPE_MATCHES: usize = 4096;
+const MAX_SHAPE_MATCHES: usize = 1024;
 
 /// Normalised name for rename detection.
 fn norm(n: &str) -> String {
@@ -652,22 +652,18 @@ impl<'a> Differ<'a> {
         }
     }
 
-    /// Positions flow from a pair to the pairs it contains.
+    /// Positions flow from a pair to the pairs it contains (a work list:
+    /// each pair is revisited only when it gains a position, at most twice).
     fn propagate(&mut self) {
-        loop {
-            let mut changed = false;
-            for i in 0..self.pairs.len() {
-                let pos = self.pairs[i].pos;
-                for k in 0..self.pairs[i].children.len() {
-                    let c = self.pairs[i].children[k];
-                    if self.pairs[c].pos | pos != self.pairs[c].pos {
-                        self.pairs[c].pos |= pos;
-                        changed = true;
-                    }
+        let mut work: Vec<usize> = (0..self.pairs.len()).rev().collect();
+        while let Some(i) = work.pop() {
+            let pos = self.pairs[i].pos;
+            for k in 0..self.pairs[i].children.len() {
+                let c = self.pairs[i].children[k];
+                if self.pairs[c].pos | pos != self.pairs[c].pos {
+                    self.pairs[c].pos |= pos;
+                    work.push(c);
                 }
-            }
-            if !changed {
-                break;
             }
         }
     }
