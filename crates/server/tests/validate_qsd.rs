@@ -126,3 +126,35 @@ fn system_transcript() {
     let n = check(&schema, None, &pairs);
     assert!(n >= 10, "{n}");
 }
+
+#[test]
+fn storage_daemon_7_2_transcript() {
+    let Some(schema) = load_shared(
+        "qemu-ref/schema-7.2.22/storage-daemon/qapi/qapi-schema.json",
+        Dialect::Modern,
+    ) else {
+        return;
+    };
+    let Some(pairs) = transcript_pairs("qemu-storage-daemon-7.2.22.txt") else {
+        return;
+    };
+    let enabled = cfg("qemu-ref/introspection/cfg-qemu-storage-daemon-7.2.22.txt");
+    let n = check(&schema, Some(&enabled), &pairs);
+    assert!(n >= 10, "{n}");
+}
+
+#[test]
+fn system_7_2_transcript() {
+    let Some(schema) = load_shared(
+        "qemu-ref/schema-7.2.22/qapi/qapi-schema.json",
+        Dialect::Modern,
+    ) else {
+        return;
+    };
+    let Some(pairs) = transcript_pairs("qemu-system-x86_64-7.2.22.txt") else {
+        return;
+    };
+    let enabled = cfg("qemu-ref/introspection/cfg-qemu-system-x86_64-7.2.22.txt");
+    let n = check(&schema, Some(&enabled), &pairs);
+    assert!(n >= 10, "{n}");
+}
