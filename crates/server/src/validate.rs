@@ -153,10 +153,8 @@ pub fn deep_clone(v: &Value) -> Value {
                 None => Value::Null,
             },
         };
-        // `done` is a finished value: hand it to its parent, unless it
-        // was a finished container that just left the stack and had no
-        // parent.
-        let finished_container = next.is_none();
+        // `done` is finished: hand it to its parent; with no parent left
+        // it is the whole copy.
         match stack.last_mut() {
             Some(Build::Array(_, out)) => out.push(done),
             Some(Build::Object(_, out, key)) => {
@@ -164,7 +162,6 @@ pub fn deep_clone(v: &Value) -> Value {
                     out.insert(k, done);
                 }
             }
-            None if finished_container => return done,
             None => return done,
         }
     }
@@ -705,4 +702,57 @@ impl<'a> Walker<'a> {
 
 fn depth_error() -> String {
     "JSON nesting depth limit exceeded".to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn deep_clone_copies_exactly() {
+        for v in [
+            json!(null),
+            json!(1.5),
+            json!([]),
+            json!({}),
+            json!({"a": [1, {"b": [[], {}, "x"]}], "c": {"d": null}, "e": true}),
+            json!([[[1], 2], {"z": 1, "a": 2}]),
+        ] {
+            let c = deep_clone(&v);
+            assert_eq!(c, v);
+            // Member order is kept.
+            assert_eq!(c.to_string(), v.to_string());
+        }
+    }
+
+    #[test]
+    fn full_names_as_qemu_builds_them() {
+        let s = qmpkit_schema::load_from(
+            "t.json",
+            qmpkit_schema::Dialect::Modern,
+            &qmpkit_schema::MemoryProvider::from_files([(
+                "t.json",
+                "{ 'struct': 'Node', 'data': { '*n': 'Node', '*l': ['Node'], '*i': 'int' } }\n",
+            )]),
+        )
+        .expect("schema");
+        let node = s.lookup("Node").expect("Node");
+        let o = ValidateOptions::default();
+        let err = |v: Value| {
+            validate_value(&s, node, None, &v, &o, None)
+                .map(|_| String::new())
+                .unwrap_or_else(|e| e.desc)
+        };
+        assert_eq!(
+            err(json!({"n": {"l": [{}, {"i": "x"}]}})),
+            "Invalid parameter type for 'n.l[1].i', expected: integer"
+        );
+        assert_eq!(err(json!({"": {"x": 1}})), "Parameter '' is unexpected");
+        assert_eq!(
+            err(json!([])),
+            "Invalid parameter type for '<anonymous>', expected: object"
+        );
+        assert_eq!(err(json!({"i": 1})), "");
+    }
 }
