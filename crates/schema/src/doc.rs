@@ -37,7 +37,7 @@ pub enum DocItem<'t> {
 /// Where the tokens of a doc comment block come from (the lexer): each
 /// call moves to the next token.
 pub trait DocSource<'t> {
-    fn next_item(&mut self) -> Result<DocItem<'t>, QapiError>;
+    fn next_item(&mut self) -> Result<DocItem<'t>, Box<QapiError>>;
 
     /// The 1-based column of an item's position.
     fn column(&self, at: ItemPos) -> u32;
@@ -57,9 +57,9 @@ struct Reader<'a, 't, S: DocSource<'t>> {
 
 impl<'t, S: DocSource<'t>> Reader<'_, 't, S> {
     #[cold]
-    fn err(&self, msg: impl Into<String>) -> QapiError {
+    fn err(&self, msg: impl Into<String>) -> Box<QapiError> {
         let col = self.at.map_or(1, |at| self.items.column(at));
-        QapiError::at(&self.line_info(), col, msg).doc_error()
+        Box::new(QapiError::at(&self.line_info(), col, msg).doc_error())
     }
 
     fn line_info(&self) -> Info {
@@ -69,7 +69,7 @@ impl<'t, S: DocSource<'t>> Reader<'_, 't, S> {
     /// The next line with `# ` removed and trailing white space trimmed;
     /// `None` at the closing `##`.
     #[inline]
-    fn next(&mut self) -> Result<Option<&'t str>, QapiError> {
+    fn next(&mut self) -> Result<Option<&'t str>, Box<QapiError>> {
         if self.done {
             return Ok(None);
         }
@@ -112,6 +112,19 @@ impl<'t, S: DocSource<'t>> Reader<'_, 't, S> {
                 Err(self.err("documentation comment must end with '##'"))
             }
         }
+    }
+}
+
+/// Box a doc comment error (errors travel boxed inside the parser, so
+/// that results stay small).
+#[cold]
+fn doc_err(e: QapiError) -> Box<QapiError> {
+    Box::new(e.doc_error())
+}
+
+impl From<Box<QapiError>> for QapiError {
+    fn from(e: Box<QapiError>) -> QapiError {
+        *e
     }
 }
 
@@ -236,16 +249,18 @@ impl<'t, S: DocSource<'t>> Builder<'_, 't, S> {
         self.switch(Cur::Section(self.doc.sections.len() - 1));
     }
 
-    fn new_argument(&mut self, name: &str) -> Result<(), QapiError> {
+    fn new_argument(&mut self, name: &str) -> Result<(), Box<QapiError>> {
         if name.is_empty() {
-            return Err(QapiError::new(&self.r.line_info(), "invalid parameter name").doc_error());
+            return Err(doc_err(QapiError::new(
+                &self.r.line_info(),
+                "invalid parameter name",
+            )));
         }
         if self.doc.arg(name).is_some() && !self.lenient {
-            return Err(QapiError::new(
+            return Err(doc_err(QapiError::new(
                 &self.r.line_info(),
                 format!("'{name}' parameter name duplicated"),
-            )
-            .doc_error());
+            )));
         }
         let s = self.section(SectionKind::Member, Some(name.to_string()));
         self.doc.args.push(s);
@@ -253,16 +268,18 @@ impl<'t, S: DocSource<'t>> Builder<'_, 't, S> {
         Ok(())
     }
 
-    fn new_feature(&mut self, name: &str) -> Result<(), QapiError> {
+    fn new_feature(&mut self, name: &str) -> Result<(), Box<QapiError>> {
         if name.is_empty() {
-            return Err(QapiError::new(&self.r.line_info(), "invalid feature name").doc_error());
+            return Err(doc_err(QapiError::new(
+                &self.r.line_info(),
+                "invalid feature name",
+            )));
         }
         if self.doc.feature(name).is_some() && !self.lenient {
-            return Err(QapiError::new(
+            return Err(doc_err(QapiError::new(
                 &self.r.line_info(),
                 format!("'{name}' feature name duplicated"),
-            )
-            .doc_error());
+            )));
         }
         let s = self.section(SectionKind::Feature, Some(name.to_string()));
         self.doc.features.push(s);
@@ -270,16 +287,15 @@ impl<'t, S: DocSource<'t>> Builder<'_, 't, S> {
         Ok(())
     }
 
-    fn new_tagged(&mut self, kind: SectionKind) -> Result<(), QapiError> {
+    fn new_tagged(&mut self, kind: SectionKind) -> Result<(), Box<QapiError>> {
         if matches!(kind, SectionKind::Returns | SectionKind::Since)
             && self.doc.section(kind).is_some()
             && !self.lenient
         {
-            return Err(QapiError::new(
+            return Err(doc_err(QapiError::new(
                 &self.r.line_info(),
                 format!("duplicated '{kind}' section"),
-            )
-            .doc_error());
+            )));
         }
         let s = self.section(kind, None);
         self.doc.sections.push(s);
@@ -289,7 +305,7 @@ impl<'t, S: DocSource<'t>> Builder<'_, 't, S> {
 
     /// The continuation lines of a description or tagged section; returns
     /// the first line that is not part of it.
-    fn indented(&mut self) -> Result<Option<&'t str>, QapiError> {
+    fn indented(&mut self) -> Result<Option<&'t str>, Box<QapiError>> {
         let mut line = self.r.next()?;
         while line == Some("") {
             self.append("");
@@ -324,7 +340,7 @@ impl<'t, S: DocSource<'t>> Builder<'_, 't, S> {
 
     /// The rest of a plain paragraph; returns the blank line ending it
     /// (`Some("")`) or `None` at the end of the block.
-    fn paragraph(&mut self) -> Result<Option<&'t str>, QapiError> {
+    fn paragraph(&mut self) -> Result<Option<&'t str>, Box<QapiError>> {
         loop {
             match self.r.next()? {
                 None => return Ok(None),
@@ -340,7 +356,7 @@ impl<'t, S: DocSource<'t>> Builder<'_, 't, S> {
         &mut self,
         mut line: Option<&'t str>,
         feature: bool,
-    ) -> Result<Option<&'t str>, QapiError> {
+    ) -> Result<Option<&'t str>, Box<QapiError>> {
         while let Some((name, text)) = line.and_then(at_name_colon) {
             if feature {
                 self.new_feature(name)?;
@@ -355,7 +371,7 @@ impl<'t, S: DocSource<'t>> Builder<'_, 't, S> {
         Ok(line)
     }
 
-    fn definition(&mut self) -> Result<(), QapiError> {
+    fn definition(&mut self) -> Result<(), Box<QapiError>> {
         let mut line = self.r.next()?;
         let mut no_more_args = false;
         loop {
@@ -435,7 +451,7 @@ impl<'t, S: DocSource<'t>> Builder<'_, 't, S> {
         Ok(())
     }
 
-    fn freeform(&mut self, first_line: Option<&'t str>) -> Result<(), QapiError> {
+    fn freeform(&mut self, first_line: Option<&'t str>) -> Result<(), Box<QapiError>> {
         self.ensure_untagged();
         let mut line = first_line;
         let mut first = true;
@@ -526,11 +542,11 @@ pub fn parse_doc<'t, S: DocSource<'t>>(
         }
         Some(l) if l.starts_with('@') => {
             if !l.ends_with(':') {
-                return Err(b.r.err("line should end with ':'"));
+                return Err(*b.r.err("line should end with ':'"));
             }
             let sym = &l[1..l.len() - 1];
             if sym.is_empty() {
-                return Err(b.r.err("name required after '@'"));
+                return Err(*b.r.err("name required after '@'"));
             }
             b.doc.symbol = Some(sym.to_string());
             b.definition()?;

@@ -233,13 +233,18 @@ impl<'a> Lexer<'a> {
         Info::new(self.file.clone(), self.line)
     }
 
-    fn err(&self, msg: impl Into<String>) -> QapiError {
-        QapiError::at(&self.info(), column(self.src, self.line_pos, self.pos), msg)
+    #[cold]
+    fn err(&self, msg: impl Into<String>) -> Box<QapiError> {
+        Box::new(QapiError::at(
+            &self.info(),
+            column(self.src, self.line_pos, self.pos),
+            msg,
+        ))
     }
 
     /// Read the next token. Plain comments are skipped when `skip_comment`;
     /// a comment starting with `##` is always a token.
-    fn accept(&mut self, skip_comment: bool) -> Result<(), QapiError> {
+    fn accept(&mut self, skip_comment: bool) -> Result<(), Box<QapiError>> {
         loop {
             // Runs of blanks (indentation) in one tight loop.
             let mut c = self.cursor;
@@ -307,12 +312,12 @@ impl<'a> Lexer<'a> {
         }
     }
 
-    fn set(&mut self, t: Tok) -> Result<(), QapiError> {
+    fn set(&mut self, t: Tok) -> Result<(), Box<QapiError>> {
         self.tok = t;
         Ok(())
     }
 
-    fn string(&mut self) -> Result<(), QapiError> {
+    fn string(&mut self) -> Result<(), Box<QapiError>> {
         let start = self.cursor;
         // Fast path: the closing quote with no escape or funny byte before;
         // eight bytes at a time while none of them is special.
@@ -394,7 +399,7 @@ struct Stacks<'t> {
 }
 
 impl<'a> Lexer<'a> {
-    fn too_deep(&self) -> QapiError {
+    fn too_deep(&self) -> Box<QapiError> {
         self.err(format!("nesting too deep (more than {MAX_DEPTH} levels)"))
     }
 
@@ -402,7 +407,7 @@ impl<'a> Lexer<'a> {
     /// with an explicit stack bounded by [`MAX_DEPTH`]; each container's
     /// elements collect on a shared stack and move into a vector of the
     /// right size when it closes.
-    fn get_expr(&mut self) -> Result<Value<'a>, QapiError> {
+    fn get_expr(&mut self) -> Result<Value<'a>, Box<QapiError>> {
         let mut st = std::mem::take(&mut self.stacks);
         st.frames.clear();
         st.items.clear();
@@ -412,7 +417,7 @@ impl<'a> Lexer<'a> {
         r
     }
 
-    fn get_expr_with(&mut self, st: &mut Stacks<'a>) -> Result<Value<'a>, QapiError> {
+    fn get_expr_with(&mut self, st: &mut Stacks<'a>) -> Result<Value<'a>, Box<QapiError>> {
         loop {
             let mut value = match self.tok {
                 Tok::LBrace => {
@@ -538,7 +543,7 @@ impl<'a> Lexer<'a> {
 
     /// The current token is a string key: check the colon and duplicates,
     /// and move to the value's first token.
-    fn dict_key(&mut self, members: &Dict<'a>) -> Result<Cow<'a, str>, QapiError> {
+    fn dict_key(&mut self, members: &Dict<'a>) -> Result<Cow<'a, str>, Box<QapiError>> {
         let key = std::mem::take(&mut self.val);
         self.accept(true)?;
         if self.tok != Tok::Colon {
@@ -554,7 +559,7 @@ impl<'a> Lexer<'a> {
 
 impl<'a> DocSource<'a> for Lexer<'a> {
     #[inline]
-    fn next_item(&mut self) -> Result<DocItem<'a>, QapiError> {
+    fn next_item(&mut self) -> Result<DocItem<'a>, Box<QapiError>> {
         // Fast path: blank space and line ends, then a comment line (the
         // general lexer below gives the same result, only slower).
         let src = self.src;
