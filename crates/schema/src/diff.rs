@@ -392,7 +392,14 @@ struct Loc {
 
 impl Loc {
     fn join(&self, seg: &str) -> Loc {
-        let path = if self.path.is_empty() {
+        let path = if self.path.len() > MAX_PATH {
+            // Degenerate nesting: the path stops growing.
+            if self.path.ends_with(".…") {
+                self.path.clone()
+            } else {
+                format!("{}.…", self.path)
+            }
+        } else if self.path.is_empty() {
             seg.to_string()
         } else if seg.starts_with('[') {
             format!("{}{seg}", self.path)
@@ -415,6 +422,9 @@ struct Pair {
     pos: u8,
     children: Vec<usize>,
 }
+
+/// Longest path shown; deeper places end in `.…`.
+const MAX_PATH: usize = 1024;
 
 /// Most removed × added pairs compared for renames by shape.
 const MAX_SHAPE_MATCHES: usize = 1024;
