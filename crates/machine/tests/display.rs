@@ -1,0 +1,208 @@
+use std::sync::Arc;
+
+use qmpkit_machine::{Args, Cx, Machine, MachineConfig};
+use serde_json::{json, Value};
+
+fn schema() -> Arc<qmpkit_schema::Schema> {
+    Arc::new(qmpkit_machine::embedded::load_schema().expect("embedded schema loads"))
+}
+
+#[allow(dead_code)]
+fn machine_with(f: impl FnOnce(&mut MachineConfig)) -> Machine {
+    let mut c = MachineConfig::default_machine();
+    f(&mut c);
+    Machine::new(Arc::new(c), schema())
+}
+
+#[allow(dead_code)]
+fn machine() -> Machine {
+    machine_with(|_| {})
+}
+
+fn args(v: Value) -> Args {
+    match v {
+        Value::Object(m) => m,
+        _ => Args::new(),
+    }
+}
+
+/// Run `cmd` now; errors as "Class: desc".
+#[allow(dead_code)]
+fn run(m: &mut Machine, cmd: &str, a: Value) -> Result<Value, String> {
+    let mut cx = Cx {
+        now_ns: m.now_ns,
+        ..Default::default()
+    };
+    run_cx(m, cmd, a, &mut cx)
+}
+
+#[allow(dead_code)]
+fn run_cx(m: &mut Machine, cmd: &str, a: Value, cx: &mut Cx) -> Result<Value, String> {
+    m.execute(cmd, &args(a), cx)
+        .unwrap_or_else(|| Err(qmpkit_wire::QmpError::generic("unhandled")))
+        .map_err(|e| format!("{}: {}", e.class, e.desc))
+}
+
+/// Step the clock by `ms`, running due timers.
+#[allow(dead_code)]
+fn step(m: &mut Machine, ms: u64) {
+    let t = m.now_ns + ms * 1_000_000;
+    m.advance(t);
+    m.now_ns = m.now_ns.max(t);
+}
+
+/// Drain events as `NAME data`.
+#[allow(dead_code)]
+fn events(m: &mut Machine) -> Vec<String> {
+    m.take_events()
+        .into_iter()
+        .map(|(n, d)| match d {
+            Some(d) => format!("{n} {d}"),
+            None => n,
+        })
+        .collect()
+}
+
+#[allow(dead_code)]
+fn ok(r: Result<Value, String>) -> Value {
+    match r {
+        Ok(v) => v,
+        Err(e) => panic!("unexpected error: {e}"),
+    }
+}
+
+#[allow(dead_code)]
+fn tmp(name: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("qmpkit-dev-{}", std::process::id()));
+    let _ = std::fs::create_dir_all(&d);
+    d.join(name)
+}
+
+#[allow(dead_code)]
+fn _unused() -> Value {
+    json!(null)
+}
+
+fn screendump(m: &mut Machine, name: &str) -> Vec<u8> {
+    let f = tmp(name);
+    ok(run(
+        m,
+        "screendump",
+        json!({"filename": f.to_str().unwrap()}),
+    ));
+    std::fs::read(&f).unwrap()
+}
+
+#[test]
+fn screendump_is_a_ppm_that_follows_the_guest() {
+    let mut m = machine();
+    let a = screendump(&mut m, "s1.ppm");
+    let header = b"P6\n720 400\n255\n";
+    assert_eq!(&a[..header.len()], header);
+    assert_eq!(a.len(), header.len() + 720 * 400 * 3);
+    // Not blank.
+    assert!(a[header.len()..].iter().any(|&b| b != 0));
+    // Typing changes the picture; the same state gives the same picture.
+    ok(run(
+        &mut m,
+        "send-key",
+        json!({"keys": [{"type": "qcode", "data": "r"}]}),
+    ));
+    let b = screendump(&mut m, "s2.ppm");
+    assert_ne!(a, b);
+    let c = screendump(&mut m, "s3.ppm");
+    assert_eq!(b, c);
+    // Before the guest starts, QEMU's placeholder text.
+    let mut p = machine_with(|c| c.start_paused = true);
+    let text = qmpkit_machine::display::screen_text(&p);
+    assert_eq!(text, vec!["Guest has not initialized the display (yet)."]);
+    let d = screendump(&mut p, "s4.ppm");
+    assert_ne!(d, a);
+}
+
+#[test]
+fn screendump_errors() {
+    let mut m = machine();
+    assert_eq!(
+        run(
+            &mut m,
+            "screendump",
+            json!({"filename": "/nonexistent/x.ppm"})
+        )
+        .unwrap_err(),
+        "GenericError: failed to open file '/nonexistent/x.ppm': No such file or directory"
+    );
+}
+
+#[test]
+fn vnc_queries_and_passwords() {
+    let mut m = machine();
+    assert_eq!(
+        ok(run(&mut m, "query-vnc", json!({}))),
+        json!({"enabled": true, "host": "0.0.0.0", "family": "ipv4", "service": "5900", "auth": "vnc", "clients": []})
+    );
+    ok(run(
+        &mut m,
+        "set_password",
+        json!({"protocol": "vnc", "password": "secret"}),
+    ));
+    assert_eq!(m.display.password.as_deref(), Some("secret"));
+    ok(run(
+        &mut m,
+        "expire_password",
+        json!({"protocol": "vnc", "time": "+60"}),
+    ));
+    ok(run(
+        &mut m,
+        "expire_password",
+        json!({"protocol": "vnc", "time": "never"}),
+    ));
+    ok(run(
+        &mut m,
+        "change",
+        json!({"device": "vnc", "target": "password", "arg": "foobar1"}),
+    ));
+    assert_eq!(m.display.password.as_deref(), Some("foobar1"));
+    ok(run(&mut m, "change-vnc-password", json!({"password": "x"})));
+    assert_eq!(
+        run(
+            &mut m,
+            "set_password",
+            json!({"protocol": "spice", "password": "s"})
+        )
+        .unwrap_err(),
+        "DeviceNotActive: No spice device has been activated"
+    );
+    assert_eq!(
+        run(
+            &mut m,
+            "set_password",
+            json!({"protocol": "rdp", "password": "s"})
+        )
+        .unwrap_err(),
+        "GenericError: Invalid parameter 'protocol'"
+    );
+    assert_eq!(
+        run(
+            &mut m,
+            "set_password",
+            json!({"protocol": "vnc", "password": "s", "connected": "fail"})
+        )
+        .unwrap_err(),
+        "GenericError: Invalid parameter 'connected'"
+    );
+    let mut off = machine_with(|c| c.vnc = None);
+    assert_eq!(
+        ok(run(&mut off, "query-vnc", json!({}))),
+        json!({"enabled": false})
+    );
+    assert_eq!(
+        run(
+            &mut off,
+            "set_password",
+            json!({"protocol": "vnc", "password": "s"})
+        )
+        .unwrap_err(),
+        "GenericError: Could not set password"
+    );
+}

@@ -1,0 +1,240 @@
+use std::sync::Arc;
+
+use qmpkit_machine::{Args, Cx, Machine, MachineConfig};
+use serde_json::{json, Value};
+
+fn schema() -> Arc<qmpkit_schema::Schema> {
+    Arc::new(qmpkit_machine::embedded::load_schema().expect("embedded schema loads"))
+}
+
+#[allow(dead_code)]
+fn machine_with(f: impl FnOnce(&mut MachineConfig)) -> Machine {
+    let mut c = MachineConfig::default_machine();
+    f(&mut c);
+    Machine::new(Arc::new(c), schema())
+}
+
+#[allow(dead_code)]
+fn machine() -> Machine {
+    machine_with(|_| {})
+}
+
+fn args(v: Value) -> Args {
+    match v {
+        Value::Object(m) => m,
+        _ => Args::new(),
+    }
+}
+
+/// Run `cmd` now; errors as "Class: desc".
+#[allow(dead_code)]
+fn run(m: &mut Machine, cmd: &str, a: Value) -> Result<Value, String> {
+    let mut cx = Cx {
+        now_ns: m.now_ns,
+        ..Default::default()
+    };
+    run_cx(m, cmd, a, &mut cx)
+}
+
+#[allow(dead_code)]
+fn run_cx(m: &mut Machine, cmd: &str, a: Value, cx: &mut Cx) -> Result<Value, String> {
+    m.execute(cmd, &args(a), cx)
+        .unwrap_or_else(|| Err(qmpkit_wire::QmpError::generic("unhandled")))
+        .map_err(|e| format!("{}: {}", e.class, e.desc))
+}
+
+/// Step the clock by `ms`, running due timers.
+#[allow(dead_code)]
+fn step(m: &mut Machine, ms: u64) {
+    let t = m.now_ns + ms * 1_000_000;
+    m.advance(t);
+    m.now_ns = m.now_ns.max(t);
+}
+
+/// Drain events as `NAME data`.
+#[allow(dead_code)]
+fn events(m: &mut Machine) -> Vec<String> {
+    m.take_events()
+        .into_iter()
+        .map(|(n, d)| match d {
+            Some(d) => format!("{n} {d}"),
+            None => n,
+        })
+        .collect()
+}
+
+#[allow(dead_code)]
+fn ok(r: Result<Value, String>) -> Value {
+    match r {
+        Ok(v) => v,
+        Err(e) => panic!("unexpected error: {e}"),
+    }
+}
+
+#[allow(dead_code)]
+fn tmp(name: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("qmpkit-dev-{}", std::process::id()));
+    let _ = std::fs::create_dir_all(&d);
+    d.join(name)
+}
+
+#[allow(dead_code)]
+fn _unused() -> Value {
+    json!(null)
+}
+
+fn hmp(m: &mut Machine, line: &str) -> String {
+    ok(run(
+        m,
+        "human-monitor-command",
+        json!({"command-line": line}),
+    ))
+    .as_str()
+    .unwrap()
+    .to_string()
+}
+
+#[test]
+fn info_commands() {
+    let mut m = machine_with(|c| {
+        c.name = Some("vm1".into());
+        c.uuid = Some("550e8400-e29b-41d4-a716-446655440000".into());
+    });
+    assert_eq!(hmp(&mut m, "info kvm"), "kvm support: enabled\r\n");
+    assert_eq!(hmp(&mut m, "info status"), "VM status: running\r\n");
+    assert_eq!(hmp(&mut m, "info version"), "2.12.0\r\n");
+    assert_eq!(hmp(&mut m, "info name"), "vm1\r\n");
+    assert_eq!(
+        hmp(&mut m, "info uuid"),
+        "550e8400-e29b-41d4-a716-446655440000\r\n"
+    );
+    assert_eq!(hmp(&mut m, "info balloon"), "balloon: actual=1024\r\n");
+    assert_eq!(hmp(&mut m, "info dump"), "Status: none\r\n");
+    let cpus = hmp(&mut m, "info cpus");
+    let lines: Vec<&str> = cpus.split("\r\n").filter(|l| !l.is_empty()).collect();
+    assert_eq!(lines.len(), 2, "{cpus:?}");
+    assert!(
+        lines[0].starts_with("* CPU #0: pc=0x") && lines[0].contains(" thread_id="),
+        "{cpus:?}"
+    );
+    assert!(
+        lines[1].starts_with("  CPU #1: pc=0x") && lines[1].contains("(halted)"),
+        "{cpus:?}"
+    );
+    let t = hmp(&mut m, "info trace-events qemu_memalign");
+    assert_eq!(t, "qemu_memalign : state 0\r\n");
+    assert_eq!(hmp(&mut m, "info nope"), "unknown command: 'info nope'\r\n");
+}
+
+#[test]
+fn info_trees() {
+    let mut m = machine();
+    let q = hmp(&mut m, "info qtree");
+    assert!(
+        q.starts_with("bus: main-system-bus\r\n  type System\r\n"),
+        "{q}"
+    );
+    assert!(q.contains("  dev: i440FX-pcihost, id \"\"\r\n"), "{q}");
+    assert!(q.contains("    bus: pci.0\r\n      type PCI\r\n"), "{q}");
+    assert!(
+        q.contains("      dev: virtio-net-pci, id \"net0\"\r\n"),
+        "{q}"
+    );
+    assert!(q.contains("        mac = \"52:54:00:12:34:56\"\r\n"), "{q}");
+    assert!(q.contains("        addr = 03.0\r\n"), "{q}");
+    assert!(q.contains("        vgamem_mb = 16 (0x10)\r\n"), "{q}");
+    assert!(q.contains("dev: ide-cd, id \"\""), "{q}");
+    assert!(!q.contains('\n') || q.matches('\n').count() == q.matches("\r\n").count());
+    let t = hmp(&mut m, "info qom-tree");
+    assert!(
+        t.starts_with("/machine (pc-i440fx-2.12-machine)\r\n"),
+        "{t}"
+    );
+    assert!(t.contains("\r\n    /net0 (virtio-net-pci)\r\n"), "{t}");
+}
+
+#[test]
+fn run_state_commands() {
+    let mut m = machine();
+    assert_eq!(hmp(&mut m, "stop"), "");
+    assert_eq!(events(&mut m), vec!["STOP"]);
+    assert_eq!(hmp(&mut m, "info status"), "VM status: paused\r\n");
+    assert_eq!(hmp(&mut m, "c"), "");
+    assert_eq!(events(&mut m), vec!["RESUME"]);
+    assert_eq!(hmp(&mut m, "system_reset"), "");
+    step(&mut m, 10);
+    let ev = events(&mut m);
+    assert!(ev.iter().any(|e| e.starts_with("RESET")), "{ev:?}");
+    let mut p = machine_with(|c| c.start_paused = true);
+    assert_eq!(
+        hmp(&mut p, "info status"),
+        "VM status: paused (prelaunch)\r\n"
+    );
+}
+
+#[test]
+fn device_and_balloon_commands() {
+    let mut m = machine();
+    assert_eq!(
+        hmp(&mut m, "device_add e1000,id=nic9,mac=52:54:00:00:00:09"),
+        ""
+    );
+    assert_eq!(
+        ok(run(
+            &mut m,
+            "qom-get",
+            json!({"path": "/machine/peripheral/nic9", "property": "mac"})
+        )),
+        json!("52:54:00:00:00:09")
+    );
+    assert_eq!(
+        hmp(&mut m, "device_add e1000,id=nic9"),
+        "Duplicate ID 'nic9' for device\r\n"
+    );
+    assert_eq!(hmp(&mut m, "device_del nic9"), "");
+    step(&mut m, 200);
+    let ev = events(&mut m);
+    assert_eq!(
+        ev,
+        vec![r#"DEVICE_DELETED {"device":"nic9","path":"/machine/peripheral/nic9"}"#]
+    );
+    assert_eq!(
+        hmp(&mut m, "device_del nic9"),
+        "Device 'nic9' not found\r\n"
+    );
+    assert_eq!(
+        hmp(&mut m, "device_del"),
+        "device_del: string expected\r\nTry \"help device_del\" for more information\r\n"
+    );
+    assert_eq!(hmp(&mut m, "balloon 512"), "");
+    step(&mut m, 100);
+    assert_eq!(
+        events(&mut m),
+        vec![r#"BALLOON_CHANGE {"actual":939524096}"#]
+    );
+    assert_eq!(hmp(&mut m, "object_add iothread,id=io9"), "");
+    assert_eq!(hmp(&mut m, "object_del io9"), "");
+    assert_eq!(hmp(&mut m, "object_del io9"), "object 'io9' not found\r\n");
+    assert_eq!(hmp(&mut m, "cpu-add 3"), "");
+    assert_eq!(hmp(&mut m, "sendkey ctrl-alt-f1 50"), "");
+    assert_eq!(m.input.pressed, vec!["ctrl", "alt", "f1"]);
+    assert_eq!(hmp(&mut m, "sendkey foo"), "invalid parameter: foo\r\n");
+    let f = tmp("hmp.ppm");
+    assert_eq!(hmp(&mut m, &format!("screendump {}", f.display())), "");
+    assert!(std::fs::read(&f)
+        .unwrap()
+        .starts_with(b"P6\n720 400\n255\n"));
+    assert_eq!(hmp(&mut m, "trace-event qemu_vfree on"), "");
+    assert_eq!(
+        hmp(&mut m, "info trace-events qemu_vfree"),
+        "qemu_vfree : state 1\r\n"
+    );
+}
+
+#[test]
+fn unknown_command() {
+    let mut m = machine();
+    assert_eq!(hmp(&mut m, "bogus"), "unknown command: 'bogus'\r\n");
+    assert_eq!(hmp(&mut m, ""), "");
+    assert!(hmp(&mut m, "help device_del").starts_with("device_del device -- remove device\r\n"));
+}
