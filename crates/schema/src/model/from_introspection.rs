@@ -161,6 +161,8 @@ impl Loader {
             // The predefined implicit types (`QType`, `q_empty`) may be
             // listed by an unmasked answer: the answer's definition wins.
             if o.implicit && o.info.is_none() && !matches!(o.kind, EntityKind::Builtin(_)) {
+                let mut e = e;
+                e.implicit = true;
                 self.s.entities[other] = e;
                 return Ok(other);
             }
