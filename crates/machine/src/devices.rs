@@ -477,7 +477,7 @@ pub fn build_tree(config: &MachineConfig) -> Tree {
             continue;
         }
         let bus = default_bus(&t, "PCI");
-        if let Some(n) = create_device(&mut t, "virtio-blk-pci", None, bus, &[], false).ok() {
+        if let Ok(n) = create_device(&mut t, "virtio-blk-pci", None, bus, &[], false) {
             t.set_val(n, "drive", json!(d.id));
         }
     }

@@ -123,11 +123,11 @@ fn note(b: &mut Vec<u8>, name: &str, ty: u32, desc: &[u8]) {
     put32(b, ty);
     b.extend_from_slice(name.as_bytes());
     b.push(0);
-    while b.len() % 4 != 0 {
+    while b.len() & 3 != 0 {
         b.push(0);
     }
     b.extend_from_slice(desc);
-    while b.len() % 4 != 0 {
+    while b.len() & 3 != 0 {
         b.push(0);
     }
 }

@@ -60,7 +60,7 @@ pub fn populated(m: &Machine, page: u64) -> bool {
 }
 
 fn page_has_pattern(page: u64) -> bool {
-    page < LOW_POPULATED_PAGES || page % SPARSE_STRIDE == 0
+    page < LOW_POPULATED_PAGES || page.checked_rem(SPARSE_STRIDE) == Some(0)
 }
 
 fn splitmix(mut x: u64) -> u64 {

@@ -158,6 +158,9 @@ pub static TRACE_EVENTS: &[TraceEvent] = &[
     ev!("i8042_kbd_event"),
 ];
 
+/// One fd of an fd set and its opaque string.
+pub type FdsetEntry = (OwnedFd, Option<String>);
+
 /// Misc state of one machine.
 #[derive(Debug, Default)]
 pub struct MiscState {
@@ -168,7 +171,7 @@ pub struct MiscState {
     /// Named fds when the session keeps none (`getfd` without a session).
     pub named_fds: HashMap<String, OwnedFd>,
     /// fd sets: `(id, fds newest first: (fd, opaque))`, ascending ids.
-    pub fdsets: Vec<(i64, Vec<(OwnedFd, Option<String>)>)>,
+    pub fdsets: Vec<(i64, Vec<FdsetEntry>)>,
 }
 
 impl Clone for MiscState {

@@ -538,10 +538,8 @@ pub fn set_prop(m: &mut Machine, id: NodeId, prop: &str, v: &Value) -> Result<()
     if types::is_a(ty, "rng-backend") && matches!(prop, "filename" | "chardev") {
         return Err(err_permission());
     }
-    if types::is_a(ty, "tls-creds") || ty == "secret" {
-        if prop != "loaded" {
-            return Err(err_permission());
-        }
+    if (types::is_a(ty, "tls-creds") || ty == "secret") && prop != "loaded" {
+        return Err(err_permission());
     }
     m.qom.tree.set_val(id, prop, nv);
     Ok(())

@@ -273,7 +273,7 @@ fn dump_to_a_named_fd() {
         json!({"paging": false, "protocol": "fd:dump"}),
         &mut cx,
     ));
-    assert_eq!(std::fs::metadata(&f).unwrap().len() > (1 << 30), true);
+    assert!(std::fs::metadata(&f).unwrap().len() > (1 << 30));
     // The fd was consumed.
     assert_eq!(
         run(&mut m, "closefd", json!({"fdname": "dump"})).unwrap_err(),
