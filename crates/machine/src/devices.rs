@@ -526,6 +526,41 @@ pub fn cpus(m: &Machine) -> Vec<(u32, String)> {
         .collect()
 }
 
+/// A device on the PCI bus, for `query-pci` and `info pci`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PciDevice {
+    /// Slot << 3 | function.
+    pub devfn: i64,
+    /// QOM type (`e1000`, `virtio-net-pci`, `i440FX`, …).
+    pub driver: &'static str,
+    /// qdev id, empty when anonymous.
+    pub id: String,
+    /// Canonical QOM path.
+    pub path: String,
+}
+
+/// The devices on `pci.0` now (including hot-plugged ones, excluding those
+/// already unplugged), by address.
+pub fn pci_devices(m: &Machine) -> Vec<PciDevice> {
+    let tree = &m.qom.tree;
+    let Some(bus) = find_bus(tree, "pci.0") else {
+        return Vec::new();
+    };
+    let mut v: Vec<PciDevice> = bus_children(tree, bus)
+        .into_iter()
+        .filter_map(|d| {
+            Some(PciDevice {
+                devfn: pci_devfn(tree, d)?,
+                driver: tree.node(d).ty,
+                id: device_id(tree, d).unwrap_or_default(),
+                path: tree.path(d),
+            })
+        })
+        .collect();
+    v.sort_by_key(|d| d.devfn);
+    v
+}
+
 /// Ids of the objects of type `ty` (or derived) under /objects.
 pub fn objects_of_type(m: &Machine, ty: &str) -> Vec<String> {
     let tree = &m.qom.tree;

@@ -238,3 +238,27 @@ fn unknown_command() {
     assert_eq!(hmp(&mut m, ""), "");
     assert!(hmp(&mut m, "help device_del").starts_with("device_del device -- remove device\r\n"));
 }
+
+#[test]
+fn info_block_and_chardev() {
+    let mut m = machine();
+    let b = hmp(&mut m, "info block");
+    assert!(b.starts_with("ide0-hd0 (#block"), "{b}");
+    assert!(
+        b.contains("): disk0.qcow2 (qcow2)\r\n    Cache mode:       writeback\r\n"),
+        "{b}"
+    );
+    assert!(
+        b.contains(
+            "\r\nide1-cd0: [not inserted]\r\n    Removable device: not locked, tray closed\r\n"
+        ),
+        "{b}"
+    );
+    let one = hmp(&mut m, "info block virtio0");
+    assert!(
+        one.starts_with("virtio0 (#block") && !one.contains("ide0"),
+        "{one}"
+    );
+    let c = hmp(&mut m, "info chardev");
+    assert!(c.contains("serial0: filename=vc\r\n"), "{c}");
+}
