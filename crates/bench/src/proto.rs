@@ -327,58 +327,75 @@ pub fn run(results: &mut Map<String, Value>) {
     run_targets(&rt, &targets, results);
 }
 
-/// Keeps the in-process server alive: its runtime (one worker thread) and socket directory.
+/// Keeps the in-process server alive: its thread (a one-thread runtime) and socket directory.
 struct ServerGuard {
     server: qmpkit_server::Server,
-    rt: Option<tokio::runtime::Runtime>,
+    thread: Option<std::thread::JoinHandle<()>>,
     dir: PathBuf,
 }
 
 impl Drop for ServerGuard {
     fn drop(&mut self) {
         self.server.shutdown();
-        if let Some(rt) = self.rt.take() {
-            rt.shutdown_timeout(Duration::from_secs(1));
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
         }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
 impl Target {
-    /// The project's server, in process on its own runtime thread, serving the machine's
-    /// schema without handlers (`query-version` is the server's own answer).
+    /// The project's server, in process on its own thread (a current-thread runtime),
+    /// serving the machine's schema without handlers (`query-version` is the server's own
+    /// answer).
     pub fn qmpkit_server() -> Result<Target, String> {
         let schema = qmpkit_machine::embedded::load_schema().map_err(|e| e.to_string())?;
         let dir = std::env::temp_dir().join(format!("qmpkit-bench-srv-{}", std::process::id()));
         std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         let socket = dir.join("qmp.sock");
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .thread_name("qmpkit-server")
-            .enable_all()
-            .build()
-            .map_err(|e| e.to_string())?;
         let opts = qmpkit_server::ServerOptions {
             qemu_version: (10, 0, 2),
             package: "qmpkit".into(),
             ..qmpkit_server::ServerOptions::default()
         };
-        let server = rt.block_on(async {
-            qmpkit_server::Server::new(
-                std::sync::Arc::new(schema),
-                qmpkit_server::Registry::new(),
-                opts,
-            )
-        });
-        let listener = {
-            let _g = rt.enter();
-            qmpkit_server::bind_unix(&socket).map_err(|e| e.to_string())?
-        };
+        let server = qmpkit_server::Server::new(
+            std::sync::Arc::new(schema),
+            qmpkit_server::Registry::new(),
+            opts,
+        );
+        let (tx, rx) = std::sync::mpsc::channel();
         let s = server.clone();
-        rt.spawn(async move { s.serve_unix(listener).await });
+        let sock = socket.clone();
+        let thread = std::thread::Builder::new()
+            .name("qmpkit-server".into())
+            .spawn(move || {
+                let rt = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        let _ = tx.send(Err(e.to_string()));
+                        return;
+                    }
+                };
+                rt.block_on(async move {
+                    match qmpkit_server::bind_unix(&sock) {
+                        Ok(l) => {
+                            let _ = tx.send(Ok(()));
+                            let _ = s.serve_unix(l).await;
+                        }
+                        Err(e) => {
+                            let _ = tx.send(Err(e.to_string()));
+                        }
+                    }
+                });
+            })
+            .map_err(|e| e.to_string())?;
+        rx.recv().map_err(|e| e.to_string())??;
         let guard = ServerGuard {
             server,
-            rt: Some(rt),
+            thread: Some(thread),
             dir,
         };
         Ok(Target::unix("qmpkit-server", socket, guard))

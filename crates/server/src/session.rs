@@ -45,12 +45,36 @@ impl Sock {
         }
     }
 
+    /// One read. A short read means the socket is drained: its readiness is cleared then (as
+    /// tokio's own reads do), which saves the read that would only say `EAGAIN`; data that
+    /// arrives meanwhile raises a new readiness event.
     fn try_read(&self, buf: &mut [u8], fds: &mut Vec<OwnedFd>) -> io::Result<usize> {
-        match self {
+        let len = buf.len();
+        let mut got = 0usize;
+        let r = match self {
             Sock::Unix(s) => s.try_io(Interest::READABLE, || {
-                crate::fdpass::recv_with_fds(s.as_raw_fd(), buf, fds)
+                let n = crate::fdpass::recv_with_fds(s.as_raw_fd(), buf, fds)?;
+                short_read(n, len, &mut got)
             }),
-            Sock::Tcp(s) => s.try_read(buf),
+            Sock::Tcp(s) => s.try_io(Interest::READABLE, || {
+                // SAFETY: reading into a live, writable buffer of `len` bytes.
+                let n = unsafe {
+                    libc::recv(
+                        s.as_raw_fd(),
+                        buf.as_mut_ptr() as *mut libc::c_void,
+                        len,
+                        libc::MSG_DONTWAIT,
+                    )
+                };
+                if n < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                short_read(n as usize, len, &mut got)
+            }),
+        };
+        match r {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock && got > 0 => Ok(got),
+            other => other,
         }
     }
 
@@ -59,6 +83,17 @@ impl Sock {
             Sock::Unix(s) => s.try_write(buf),
             Sock::Tcp(s) => s.try_write(buf),
         }
+    }
+}
+
+/// `Ok(n)` for a full buffer or end of stream; for a short read, remember `n` and report
+/// `WouldBlock` so that the caller's readiness is cleared.
+fn short_read(n: usize, len: usize, got: &mut usize) -> io::Result<usize> {
+    if n > 0 && n < len {
+        *got = n;
+        Err(io::ErrorKind::WouldBlock.into())
+    } else {
+        Ok(n)
     }
 }
 
@@ -194,6 +229,7 @@ async fn run(inner: &Arc<Inner>, sock: &Sock, st: &mut SessState) {
         }
         let can_read = !eof && queue.len() < max_queue && out.unwritten() < pause;
         tokio::select! {
+            biased;
             r = async {
                 match current.as_mut() {
                     Some(p) => (&mut p.fut).await,
