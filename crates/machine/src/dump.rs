@@ -60,6 +60,8 @@ pub struct DumpState {
     pub completed: u64,
     pub started_ns: u64,
     pub done_ns: u64,
+    /// The machine was running when the dump began: it resumes after.
+    pub resume: bool,
 }
 
 fn query(m: &Machine) -> Value {
@@ -410,6 +412,10 @@ fn dump_guest_memory(m: &mut Machine, args: &Args, cx: &mut Cx) -> CmdResult {
         return Err(QmpError::generic("Invalid parameter 'begin'"));
     }
     let total: u64 = segs.iter().map(|s| s.len).sum();
+    // The vCPUs stop while memory is saved, as in QEMU.
+    let resume = m.is(crate::RunState::Running);
+    crate::runstate::vm_stop(m, crate::RunState::SaveVm);
+    m.dump.resume = resume;
     let result = write_elf(m, &mut f, &segs);
     drop(f);
     let now = m.now_ns;
@@ -423,6 +429,7 @@ fn dump_guest_memory(m: &mut Machine, args: &Args, cx: &mut Cx) -> CmdResult {
             let q = query(m);
             let msg = format!("dump: failed to save memory: {}", memory::strerror(&e));
             m.emit("DUMP_COMPLETED", Some(json!({"result": q, "error": msg})));
+            finish(m);
             Err(QmpError::generic(msg))
         }
         Ok(written) if detach => {
@@ -442,8 +449,16 @@ fn dump_guest_memory(m: &mut Machine, args: &Args, cx: &mut Cx) -> CmdResult {
             d.completed = written;
             let q = query(m);
             m.emit("DUMP_COMPLETED", Some(json!({ "result": q })));
+            finish(m);
             crate::empty()
         }
+    }
+}
+
+/// Restart the vCPUs if the dump stopped them.
+fn finish(m: &mut Machine) {
+    if std::mem::take(&mut m.dump.resume) && m.is(crate::RunState::SaveVm) {
+        crate::runstate::vm_start(m);
     }
 }
 
@@ -456,6 +471,7 @@ pub fn on_timer(m: &mut Machine, what: &str, data: &Value) {
     m.dump.completed = data.as_u64().unwrap_or(m.dump.total);
     let q = query(m);
     m.emit("DUMP_COMPLETED", Some(json!({ "result": q })));
+    finish(m);
 }
 
 /// Dispatch.

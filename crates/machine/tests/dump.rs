@@ -110,7 +110,9 @@ fn elf_core_is_readable() {
     assert_eq!(
         ev,
         vec![
-            r#"DUMP_COMPLETED {"result":{"status":"completed","completed":1073741824,"total":1073741824}}"#
+            "STOP",
+            r#"DUMP_COMPLETED {"result":{"status":"completed","completed":1073741824,"total":1073741824}}"#,
+            "RESUME",
         ]
     );
     assert_eq!(
@@ -182,7 +184,11 @@ fn detached_dump_progresses_over_time() {
         "dump-guest-memory",
         json!({"paging": false, "protocol": format!("file:{}", f.display()), "detach": true}),
     ));
-    assert!(events(&mut m).is_empty());
+    assert_eq!(events(&mut m), vec!["STOP"]);
+    assert_eq!(
+        ok(run(&mut m, "query-status", json!({})))["status"],
+        "save-vm"
+    );
     let q = ok(run(&mut m, "query-dump", json!({})));
     assert_eq!(q["status"], "active");
     assert_eq!(
@@ -201,10 +207,15 @@ fn detached_dump_progresses_over_time() {
     assert!(c > 0 && c < 1 << 30, "{q}");
     step(&mut m, 600);
     let ev = events(&mut m);
-    assert_eq!(ev.len(), 1);
+    assert_eq!(ev.len(), 2);
     assert!(
         ev[0].starts_with(r#"DUMP_COMPLETED {"result":{"status":"completed""#),
         "{ev:?}"
+    );
+    assert_eq!(ev[1], "RESUME");
+    assert_eq!(
+        ok(run(&mut m, "query-status", json!({})))["status"],
+        "running"
     );
 }
 
