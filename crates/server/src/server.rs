@@ -139,7 +139,8 @@ pub(crate) struct Inner {
     pub(crate) greeting: Vec<u8>,
     version_ret: Arc<[u8]>,
     commands_ret: Arc<[u8]>,
-    schema_ret: OnceLock<Arc<[u8]>>,
+    /// Encoded `query-qmp-schema` answer, shared with sibling servers.
+    schema_ret: Arc<OnceLock<Arc<[u8]>>>,
     validate_opts: ValidateOptions,
     sessions: Mutex<HashMap<u64, Arc<Shared>>>,
     next_session: AtomicU64,
@@ -254,6 +255,24 @@ impl Server {
     /// greeting and the built-in answers (including the encoded `query-qmp-schema` reply)
     /// once, here.
     pub fn new(schema: Arc<Schema>, registry: Registry, opts: ServerOptions) -> Server {
+        Server::build(schema, registry, opts, None)
+    }
+
+    /// Another server over the same schema (one machine of a fleet): with the same
+    /// introspection options, the encoded `query-qmp-schema` answer is shared, not rebuilt.
+    pub fn sibling(&self, registry: Registry, opts: ServerOptions) -> Server {
+        let same = opts.introspection.enabled == self.inner.opts.introspection.enabled
+            && opts.introspection.unmask == self.inner.opts.introspection.unmask;
+        let shared = same.then(|| self.inner.schema_ret.clone());
+        Server::build(self.inner.schema.clone(), registry, opts, shared)
+    }
+
+    fn build(
+        schema: Arc<Schema>,
+        registry: Registry,
+        opts: ServerOptions,
+        shared_schema_reply: Option<Arc<OnceLock<Arc<[u8]>>>>,
+    ) -> Server {
         let enabled = |s: &str| opts.introspection.enabled.contains(s);
         let mut table: HashMap<String, Arc<Entry>> = HashMap::new();
         // Generated commands in definition order, then `gen: false` ones: QEMU registers them
@@ -391,7 +410,7 @@ impl Server {
             greeting,
             version_ret,
             commands_ret,
-            schema_ret: OnceLock::new(),
+            schema_ret: shared_schema_reply.unwrap_or_default(),
             validate_opts,
             sessions: Mutex::new(HashMap::new()),
             next_session: AtomicU64::new(0),

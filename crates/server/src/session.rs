@@ -103,7 +103,8 @@ struct Queued {
     fds: Vec<OwnedFd>,
 }
 
-/// Size of one read.
+/// Size of a session's first reads, and the most it grows to.
+const FIRST_READ: usize = 4 * 1024;
 const READ_CHUNK: usize = 64 * 1024;
 /// How long a session that is ending waits for its client to take the last replies.
 const LINGER: Duration = Duration::from_secs(10);
@@ -182,7 +183,7 @@ async fn run(inner: &Arc<Inner>, sock: &Sock, st: &mut SessState) {
     let mut new_fds: Vec<OwnedFd> = Vec::new();
     let mut pending_fds: Vec<OwnedFd> = Vec::new();
     let mut current: Option<Pending> = None;
-    let mut rbuf = vec![0u8; READ_CHUNK];
+    let mut rbuf = vec![0u8; FIRST_READ];
     let mut eof = false;
     let mut blocked = false;
     let mut shutdown = inner.shutdown.subscribe();
@@ -251,7 +252,13 @@ async fn run(inner: &Arc<Inner>, sock: &Sock, st: &mut SessState) {
                         eof = true;
                         decoder.finish(&mut items);
                     }
-                    Ok(n) => decoder.feed(&rbuf[..n], &mut items),
+                    Ok(n) => {
+                        decoder.feed(&rbuf[..n], &mut items);
+                        // Start small (many idle sessions), grow for clients that send a lot.
+                        if n == rbuf.len() && rbuf.len() < READ_CHUNK {
+                            rbuf.resize(rbuf.len() * 2, 0);
+                        }
+                    }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock
                         || e.kind() == io::ErrorKind::Interrupted => {}
                     Err(_) => {

@@ -430,3 +430,17 @@ fn handler_panic_is_an_error_not_a_crash() {
     assert_eq!(reply_id(&c.json()), json!(2));
     let _ = Arc::new(());
 }
+
+#[test]
+fn siblings_share_the_introspection() {
+    let a = qmpkit_server::Server::new(
+        common::mini_schema(),
+        common::mini_registry(),
+        ServerOptions::default(),
+    );
+    let b = a.sibling(Registry::new(), ServerOptions::default());
+    assert_eq!(b.commands().len(), a.commands().len());
+    assert!(b
+        .commands()
+        .contains(&("echo".to_string(), Served::Synthesized)));
+}
