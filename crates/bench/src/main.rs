@@ -1,6 +1,7 @@
 //! `cargo run --release -p qmpkit-bench` — the benchmark harness.
 
 mod client;
+mod machine;
 mod proto;
 mod schema;
 mod wire;
@@ -24,6 +25,9 @@ fn main() {
     }
     if on("schema") {
         schema::run(&mut results);
+    }
+    if on("machine") {
+        machine::run(&mut results);
     }
     println!("{}", serde_json::Value::Object(results));
 }

@@ -27,7 +27,13 @@ pub fn run(args: Vec<String>) -> ExitCode {
         return ExitCode::SUCCESS;
     }
     let schema = match load_schema(&o) {
-        Ok(s) => Arc::new(s),
+        Ok(mut s) => {
+            // Serving needs no doc comments: an idle machine is smaller
+            // without them.
+            s.docs = Vec::new();
+            s.doc_links = Vec::new();
+            Arc::new(s)
+        }
         Err(code) => return code,
     };
     let mut enabled: Vec<String> = o.cfg.clone();

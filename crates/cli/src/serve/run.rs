@@ -252,6 +252,12 @@ async fn serve_async(
         }
     }
     report_ready(ready_fd, true);
+    // Loading the schema and building the servers leave freed memory in
+    // the allocator's arenas; give it back to the system.
+    // SAFETY: malloc_trim only releases free memory.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 
     let mut tasks = tokio::task::JoinSet::new();
     let mut handles = Vec::with_capacity(units.len());

@@ -1,0 +1,224 @@
+//! Python's `qemu.qmp` and `qmp-shell` drive `qmpkit serve` through a
+//! machine's life cycle: start with -S, cont, stop, cont, system_powerdown,
+//! the guest shuts down; events in QEMU's order.
+//!
+//! Needs a Python with qemu.qmp: `$QMPKIT_PYTHON`, else `.ci/venv` (made by
+//! `.ci/run`), else `python3` if it can import it; otherwise skipped.
+
+#[path = "serve_support.rs"]
+mod support;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use serde_json::{json, Value};
+use support::*;
+
+fn python() -> Result<PathBuf, String> {
+    if let Some(p) = std::env::var_os("QMPKIT_PYTHON") {
+        return Ok(PathBuf::from(p));
+    }
+    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.ci/venv/bin/python");
+    if venv.exists() {
+        return Ok(venv);
+    }
+    let ok = Command::new("python3")
+        .args(["-c", "import qemu.qmp"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if ok {
+        Ok(PathBuf::from("python3"))
+    } else {
+        Err("QMPKIT_PYTHON is unset and python3 cannot import qemu.qmp".into())
+    }
+}
+
+macro_rules! python_or_skip {
+    () => {
+        match python() {
+            Ok(p) => p,
+            Err(reason) => {
+                eprintln!("skipped: {reason}");
+                return;
+            }
+        }
+    };
+}
+
+/// Drives the life cycle with qemu.qmp; prints one JSON line per step:
+/// `{"cmd": …, "ret": …}` / `{"event": …, "data": …}`.
+const LIFECYCLE: &str = r#"
+import asyncio, json, sys
+from qemu.qmp import QMPClient, EventListener
+
+def out(o):
+    print(json.dumps(o), flush=True)
+
+async def main(path, no_shutdown):
+    qmp = QMPClient("lifecycle")
+    await qmp.connect(path)
+    listener = EventListener()
+    async def ev():
+        e = await asyncio.wait_for(listener.get(), 10)
+        out({"event": e["event"], "data": e.get("data")})
+    async def cmd(name, args=None):
+        r = await qmp.execute(name, args)
+        out({"cmd": name, "ret": r})
+    with qmp.listen(listener):
+        await cmd("query-status")
+        await cmd("cont"); await ev()
+        await cmd("stop"); await ev()
+        await cmd("query-status")
+        await cmd("cont"); await ev()
+        await cmd("__org.qmpkit_set-guest", {"powerdown-delay-ms": 100})
+        await cmd("system_powerdown"); await ev(); await ev()
+        if no_shutdown:
+            await ev()
+            await cmd("query-status")
+            await cmd("system_reset"); await ev()
+            await cmd("query-status")
+            await cmd("quit"); await ev()
+    try:
+        await qmp.disconnect()
+    except Exception:
+        pass
+
+asyncio.run(main(sys.argv[1], sys.argv[2] == "1"))
+"#;
+
+fn run_lifecycle(py: &Path, sock: &Path, no_shutdown: bool) -> Vec<Value> {
+    let out = Command::new(py)
+        .arg("-c")
+        .arg(LIFECYCLE)
+        .arg(sock)
+        .arg(if no_shutdown { "1" } else { "0" })
+        .output()
+        .expect("python");
+    assert!(
+        out.status.success(),
+        "python failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json line"))
+        .collect()
+}
+
+#[test]
+fn qemu_qmp_drives_the_life_cycle() {
+    let py = python_or_skip!();
+    let dir = tmpdir("py-life");
+    let sock = dir.join("m.sock");
+    let spec = format!("unix:{},server=on,wait=off", sock.display());
+    let mut s = spawn(&["-S", "-qmp", &spec]);
+    wait_for(&sock);
+    let steps = run_lifecycle(&py, &sock, false);
+    let status = |st: &str, running: bool| json!({"cmd": "query-status", "ret": {"running": running, "singlestep": false, "status": st}});
+    let ev = |name: &str, data: Value| json!({"event": name, "data": data});
+    let ok = |name: &str| json!({"cmd": name, "ret": {}});
+    assert_eq!(
+        steps,
+        vec![
+            status("prelaunch", false),
+            ok("cont"),
+            ev("RESUME", Value::Null),
+            ok("stop"),
+            ev("STOP", Value::Null),
+            status("paused", false),
+            ok("cont"),
+            ev("RESUME", Value::Null),
+            ok("__org.qmpkit_set-guest"),
+            ok("system_powerdown"),
+            ev("POWERDOWN", Value::Null),
+            ev("SHUTDOWN", json!({"guest": true})),
+        ]
+    );
+    // Without -no-shutdown the machine exits after the guest's shutdown.
+    let st = s.child.wait().expect("wait");
+    assert!(st.success());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn qemu_qmp_with_no_shutdown() {
+    let py = python_or_skip!();
+    let dir = tmpdir("py-noshut");
+    let sock = dir.join("m.sock");
+    let spec = format!("unix:{},server=on,wait=off", sock.display());
+    let mut s = spawn(&["-S", "-no-shutdown", "-qmp", &spec]);
+    wait_for(&sock);
+    let steps = run_lifecycle(&py, &sock, true);
+    let tail: Vec<Value> = steps[10..].to_vec();
+    assert_eq!(
+        tail,
+        vec![
+            json!({"event": "POWERDOWN", "data": null}),
+            json!({"event": "SHUTDOWN", "data": {"guest": true}}),
+            json!({"event": "STOP", "data": null}),
+            json!({"cmd": "query-status", "ret": {"running": false, "singlestep": false, "status": "shutdown"}}),
+            json!({"cmd": "system_reset", "ret": {}}),
+            json!({"event": "RESET", "data": {"guest": false}}),
+            json!({"cmd": "query-status", "ret": {"running": false, "singlestep": false, "status": "prelaunch"}}),
+            json!({"cmd": "quit", "ret": {}}),
+            json!({"event": "SHUTDOWN", "data": {"guest": false}}),
+        ]
+    );
+    assert!(s.child.wait().expect("wait").success());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn qmp_shell(py: &Path) -> PathBuf {
+    if let Some(dir) = py.parent() {
+        let p = dir.join("qmp-shell");
+        if p.exists() {
+            return p;
+        }
+    }
+    PathBuf::from("qmp-shell")
+}
+
+#[test]
+fn qmp_shell_drives_the_machine() {
+    let py = python_or_skip!();
+    let dir = tmpdir("py-shell");
+    let sock = dir.join("m.sock");
+    let spec = format!("unix:{},server=on,wait=off", sock.display());
+    let _s = spawn(&["-S", "-qmp", &spec]);
+    wait_for(&sock);
+    let mut child = Command::new(qmp_shell(&py))
+        .arg(&sock)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("qmp-shell");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(b"query-status\ncont\nquery-status\nstop\nquery-name\n")
+        .expect("write");
+    let out = child.wait_with_output().expect("qmp-shell");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let replies: Vec<Value> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l.trim()).ok())
+        .filter(|v| v.get("return").is_some() || v.get("error").is_some())
+        .collect();
+    let statuses: Vec<&str> = replies
+        .iter()
+        .filter_map(|r| r["return"]["status"].as_str())
+        .collect();
+    assert_eq!(statuses, ["prelaunch", "running"], "{text}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
