@@ -30,8 +30,11 @@ pub type HandlerFn = Arc<dyn Fn(Call) -> HandlerFuture + Send + Sync + 'static>;
 /// QEMU's per-event rate limits.
 #[derive(Clone)]
 pub struct EventSender {
-    pub(crate) inner: Arc<dyn Fn(&str, Option<Value>) + Send + Sync + 'static>,
+    pub(crate) inner: Arc<EventFn>,
 }
+
+/// What an [`EventSender`] calls: event name and data (schema order).
+pub type EventFn = dyn Fn(&str, Option<Value>) + Send + Sync + 'static;
 
 impl EventSender {
     /// An event sender over any sink (tests, fleets, bridges).

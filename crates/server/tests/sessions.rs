@@ -193,7 +193,7 @@ fn rate_limited_events() {
     assert_eq!(a.json()["data"], json!({"id": "a", "open": true}));
     assert_eq!(a.json()["data"], json!({"id": "b", "open": true}));
     // The rest come when the window closes: the last RTC_CHANGE only.
-    let mut later = vec![a.json(), a.json()];
+    let mut later = [a.json(), a.json()];
     assert!(
         t.elapsed() >= Duration::from_millis(900),
         "{:?}",
