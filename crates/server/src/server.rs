@@ -491,11 +491,11 @@ impl Server {
     }
 
     pub(crate) fn note_runtime(&self) {
+        // The runtime that serves is alive for as long as sessions are: rate-limit timers run
+        // there (the one current at construction may be gone by now).
         if let Ok(h) = tokio::runtime::Handle::try_current() {
             if let Ok(mut rt) = self.inner.runtime.lock() {
-                if rt.is_none() {
-                    *rt = Some(h);
-                }
+                *rt = Some(h);
             }
         }
     }

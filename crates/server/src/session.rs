@@ -106,6 +106,8 @@ struct Queued {
 /// Size of a session's first reads, and the most it grows to.
 const FIRST_READ: usize = 4 * 1024;
 const READ_CHUNK: usize = 64 * 1024;
+/// Most descriptors kept for the next request (the kernel's limit for one message).
+const MAX_PENDING_FDS: usize = 253;
 /// How long a session that is ending waits for its client to take the last replies.
 const LINGER: Duration = Duration::from_secs(10);
 
@@ -268,6 +270,10 @@ async fn run(inner: &Arc<Inner>, sock: &Sock, st: &mut SessState) {
                 }
                 if !new_fds.is_empty() {
                     pending_fds.append(&mut new_fds);
+                    // Descriptors nobody asks for are not hoarded: keep the newest.
+                    if pending_fds.len() > MAX_PENDING_FDS {
+                        pending_fds.drain(..pending_fds.len() - MAX_PENDING_FDS);
+                    }
                 }
                 for item in items.drain(..) {
                     let fds = std::mem::take(&mut pending_fds);

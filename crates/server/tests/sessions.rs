@@ -444,3 +444,27 @@ fn siblings_share_the_introspection() {
         .commands()
         .contains(&("echo".to_string(), Served::Synthesized)));
 }
+
+#[test]
+fn old_schemas_greet_without_oob() {
+    let text = "{ 'command': 'qmp_capabilities' }\n{ 'command': 'stop' }\n";
+    let provider = qmpkit_schema::MemoryProvider::from_files([("old.json", text)]);
+    let schema = qmpkit_schema::load_from("old.json", qmpkit_schema::Dialect::Legacy, &provider)
+        .expect("schema");
+    let r = common::start(
+        Arc::new(schema),
+        Registry::new(),
+        ServerOptions {
+            qemu_version: (1, 1, 0),
+            ..ServerOptions::default()
+        },
+    );
+    let mut c = Raw::connect(&r.socket);
+    assert_eq!(
+        c.line().unwrap(),
+        b"{\"QMP\": {\"version\": {\"qemu\": {\"micro\": 0, \"minor\": 1, \"major\": 1}, \"package\": \"\"}, \"capabilities\": []}}\r\n"
+    );
+    c.send(b"{\"execute\": \"qmp_capabilities\"}\n{\"execute\": \"stop\", \"id\": 1}\n");
+    assert_eq!(c.line().unwrap(), b"{\"return\": {}}\r\n");
+    assert_eq!(c.line().unwrap(), b"{\"return\": {}, \"id\": 1}\r\n");
+}
