@@ -212,6 +212,8 @@ fn qmp_shell_drives_the_machine() {
     );
     let replies: Vec<Value> = text
         .lines()
+        // Each reply follows the prompt: `(QEMU) {"return": …}`.
+        .filter_map(|l| l.find('{').map(|i| &l[i..]))
         .filter_map(|l| serde_json::from_str::<Value>(l.trim()).ok())
         .filter(|v| v.get("return").is_some() || v.get("error").is_some())
         .collect();
@@ -220,5 +222,7 @@ fn qmp_shell_drives_the_machine() {
         .filter_map(|r| r["return"]["status"].as_str())
         .collect();
     assert_eq!(statuses, ["prelaunch", "running"], "{text}");
+    assert_eq!(replies.len(), 5, "{text}");
+    assert!(text.contains("Connected to QEMU 2.12.0"), "{text}");
     let _ = std::fs::remove_dir_all(&dir);
 }
