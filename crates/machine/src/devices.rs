@@ -469,7 +469,11 @@ pub fn build_tree(config: &MachineConfig) -> Tree {
             .filter(|(k, _)| k.as_str() != "bus" && k.as_str() != "id")
             .map(|(k, v)| (k.clone(), Value::String(v.clone())))
             .collect();
-        let _ = create_device(&mut t, td.name, dc.id.as_deref(), bus, &props, false);
+        if let Ok(n) = create_device(&mut t, td.name, dc.id.as_deref(), bus, &props, false) {
+            if types::is_a(td.name, "pc-dimm") && place_dimm(&mut t, config, n).is_err() {
+                t.remove(n);
+            }
+        }
     }
     // -drive if=virtio: an implicit anonymous virtio-blk-pci per drive.
     for d in &config.drives {
@@ -700,9 +704,171 @@ fn device_add_as(m: &mut Machine, args: &Args, driver: &str) -> CmdResult {
             }
         }
     }
+    if types::is_a(td.name, "pc-dimm") {
+        check_dimm(m, &props)?;
+    }
     let node = create_device(&mut m.qom.tree, td.name, id, bus, &props, true)?;
+    if types::is_a(td.name, "pc-dimm") {
+        if let Err(e) = place_dimm(&mut m.qom.tree, &m.config, node) {
+            m.qom.tree.remove(node);
+            return Err(e);
+        }
+    }
     crate::input::on_device_added(m, node);
     crate::empty()
+}
+
+// ---------------------------------------------------------------------------
+// Memory hotplug (pc-dimm, nvdimm).
+
+/// Where hot-pluggable memory starts: above RAM over 4 GiB, 1 GiB aligned.
+pub fn hotplug_base(config: &MachineConfig) -> u64 {
+    let ranges = crate::memory::ram_ranges(config.memory_bytes);
+    let above = ranges.get(1).map(|r| r.1).unwrap_or(0);
+    ((1u64 << 32) + above).div_ceil(1 << 30) << 30
+}
+
+/// Size of the hot-pluggable area.
+pub fn hotplug_size(config: &MachineConfig) -> u64 {
+    config.max_memory_bytes.saturating_sub(config.memory_bytes)
+}
+
+fn dimms(tree: &Tree) -> Vec<NodeId> {
+    all_devices(tree)
+        .into_iter()
+        .filter(|&n| types::is_a(tree.node(n).ty, "pc-dimm"))
+        .collect()
+}
+
+fn backend_of(tree: &Tree, memdev: &str) -> Option<NodeId> {
+    let n = tree.resolve(memdev).ok()?;
+    types::is_a(tree.node(n).ty, "memory-backend").then_some(n)
+}
+
+fn check_dimm(m: &Machine, props: &[(String, Value)]) -> Result<(), QmpError> {
+    let tree = &m.qom.tree;
+    let Some(memdev) = props
+        .iter()
+        .find(|(k, _)| k == "memdev")
+        .and_then(|(_, v)| v.as_str())
+    else {
+        return Err(QmpError::generic("'memdev' property is not set"));
+    };
+    let Some(b) = backend_of(tree, memdev) else {
+        return Err(QmpError::new(
+            ErrorClass::DeviceNotFound,
+            format!("Device '{memdev}' not found"),
+        ));
+    };
+    let path = tree.path(b);
+    let busy = dimms(tree)
+        .into_iter()
+        .any(|d| tree.val(d, "memdev").and_then(Value::as_str) == Some(path.as_str()));
+    if busy {
+        return Err(QmpError::generic(format!(
+            "can't use already busy memdev: {}",
+            tree.node(b).name
+        )));
+    }
+    Ok(())
+}
+
+/// Give a new DIMM its backend, address and slot.
+fn place_dimm(tree: &mut Tree, config: &MachineConfig, node: NodeId) -> Result<(), QmpError> {
+    let memdev = tree
+        .val(node, "memdev")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    let b = backend_of(tree, &memdev).ok_or_else(|| {
+        QmpError::new(
+            ErrorClass::DeviceNotFound,
+            format!("Device '{memdev}' not found"),
+        )
+    })?;
+    let size = tree
+        .prop_value(b, "size")
+        .and_then(|v| v.as_u64())
+        .unwrap_or(0);
+    let total = hotplug_size(config);
+    if total == 0 {
+        return Err(QmpError::generic(
+            "memory hotplug is not enabled, please add maxmem option",
+        ));
+    }
+    let others: Vec<NodeId> = dimms(tree).into_iter().filter(|&d| d != node).collect();
+    let mut used: Vec<(u64, u64)> = others
+        .iter()
+        .map(|&d| {
+            (
+                tree.val(d, "addr").and_then(Value::as_u64).unwrap_or(0),
+                tree.val(d, "size").and_then(Value::as_u64).unwrap_or(0),
+            )
+        })
+        .collect();
+    used.sort_unstable();
+    let in_use: u64 = used.iter().map(|u| u.1).sum();
+    let base = hotplug_base(config);
+    // First fit.
+    let mut addr = base;
+    for (a, s) in &used {
+        if addr + size <= *a {
+            break;
+        }
+        addr = addr.max(a + s);
+    }
+    if addr + size > base + total {
+        return Err(QmpError::generic(format!(
+            "not enough space, currently 0x{in_use:x} in use of total hot pluggable 0x{total:x}"
+        )));
+    }
+    let slots: Vec<i64> = others
+        .iter()
+        .filter_map(|&d| tree.val(d, "slot").and_then(Value::as_i64))
+        .collect();
+    let slot = (0..).find(|s| !slots.contains(s)).unwrap_or(0);
+    let path = tree.path(b);
+    tree.set_val(node, "memdev", Value::String(path));
+    tree.set_val(node, "addr", Value::from(addr));
+    tree.set_val(node, "size", Value::from(size));
+    tree.set_val(node, "slot", Value::from(slot));
+    Ok(())
+}
+
+/// `query-memory-devices` entries for the DIMMs present now.
+pub fn memory_devices(m: &Machine) -> Vec<Value> {
+    let tree = &m.qom.tree;
+    dimms(tree)
+        .into_iter()
+        .map(|d| {
+            let mut data = Map::new();
+            if let Some(id) = device_id(tree, d) {
+                data.insert("id".into(), Value::String(id));
+            }
+            for k in ["addr", "size", "slot", "node"] {
+                data.insert(k.into(), tree.prop_value(d, k).unwrap_or(Value::from(0)));
+            }
+            data.insert(
+                "memdev".into(),
+                tree.val(d, "memdev")
+                    .cloned()
+                    .unwrap_or(Value::String(String::new())),
+            );
+            data.insert(
+                "hotplugged".into(),
+                tree.val(d, "hotplugged")
+                    .cloned()
+                    .unwrap_or(Value::Bool(false)),
+            );
+            data.insert("hotpluggable".into(), Value::Bool(true));
+            let kind = if tree.node(d).ty == "nvdimm" {
+                "nvdimm"
+            } else {
+                "dimm"
+            };
+            json!({"type": kind, "data": data})
+        })
+        .collect()
 }
 
 /// Finish unplugging the device at `path`: remove it and announce it.
@@ -799,7 +965,7 @@ fn device_del(m: &mut Machine, args: &Args) -> CmdResult {
         .link(node, "parent_bus")
         .map(|l| l.ty.contains("PCI"))
         .unwrap_or(false);
-    if on_pci {
+    if on_pci || types::is_a(ty, "pc-dimm") {
         // ACPI hotplug: the guest ejects the device when it gets to it.
         if !m.devices.unplug_pending.contains(&path) {
             m.devices.unplug_pending.push(path.clone());
@@ -927,11 +1093,8 @@ fn object_del(m: &mut Machine, args: &Args) -> CmdResult {
     if types::is_a(tree.node(n).ty, "memory-backend") {
         let path = tree.path(n);
         let used = all_devices(tree).into_iter().any(|d| {
-            tree.val(d, "memdev").and_then(Value::as_str) == Some(id)
-                || tree
-                    .link(d, "memdev")
-                    .map(|l| *l.target == *path)
-                    .unwrap_or(false)
+            let v = tree.val(d, "memdev").and_then(Value::as_str);
+            v == Some(id) || v == Some(path.as_str())
         });
         if used {
             return Err(QmpError::generic(format!(

@@ -426,3 +426,106 @@ fn object_add_and_del() {
         "GenericError: Invalid parameter type for 'poll-max-ns', expected: integer"
     );
 }
+
+#[test]
+fn memory_hotplug() {
+    let mut m = machine_with(|c| c.max_memory_bytes = (2 << 30) + (768 << 20));
+    ok(run(
+        &mut m,
+        "object-add",
+        json!({"qom-type": "memory-backend-ram", "id": "m1", "props": {"size": 1073741824}}),
+    ));
+    ok(run(
+        &mut m,
+        "object-add",
+        json!({"qom-type": "memory-backend-ram", "id": "m2", "props": {"size": 1073741824}}),
+    ));
+    ok(run(
+        &mut m,
+        "device_add",
+        json!({"driver": "pc-dimm", "id": "dimm1", "memdev": "m1"}),
+    ));
+    let get = |m: &mut Machine, p: &str| {
+        ok(run(
+            m,
+            "qom-get",
+            json!({"path": "/machine/peripheral/dimm1", "property": p}),
+        ))
+    };
+    assert_eq!(get(&mut m, "addr"), json!(0x1_0000_0000u64));
+    assert_eq!(get(&mut m, "size"), json!(1u64 << 30));
+    assert_eq!(get(&mut m, "slot"), json!(0));
+    assert_eq!(get(&mut m, "memdev"), json!("/objects/m1"));
+    assert_eq!(
+        qmpkit_machine::devices::memory_devices(&m),
+        vec![json!({"type": "dimm", "data": {
+            "id": "dimm1", "addr": 0x1_0000_0000u64, "size": 1u64 << 30, "slot": 0, "node": 0,
+            "memdev": "/objects/m1", "hotplugged": true, "hotpluggable": true}})]
+    );
+    assert_eq!(
+        run(
+            &mut m,
+            "device_add",
+            json!({"driver": "pc-dimm", "id": "dimm2", "memdev": "m1"})
+        )
+        .unwrap_err(),
+        "GenericError: can't use already busy memdev: m1"
+    );
+    assert_eq!(
+        run(
+            &mut m,
+            "device_add",
+            json!({"driver": "pc-dimm", "id": "dimm2", "memdev": "nope"})
+        )
+        .unwrap_err(),
+        "DeviceNotFound: Device 'nope' not found"
+    );
+    assert_eq!(
+        run(
+            &mut m,
+            "device_add",
+            json!({"driver": "pc-dimm", "id": "dimm2"})
+        )
+        .unwrap_err(),
+        "GenericError: 'memdev' property is not set"
+    );
+    assert_eq!(
+        run(&mut m, "device_add", json!({"driver": "pc-dimm", "id": "dimm2", "memdev": "m2"})).unwrap_err(),
+        "GenericError: not enough space, currently 0x40000000 in use of total hot pluggable 0x70000000"
+    );
+    ok(run(
+        &mut m,
+        "device_add",
+        json!({"driver": "pc-dimm", "id": "dimm2", "memdev": "mem1"}),
+    ));
+    assert_eq!(
+        ok(run(
+            &mut m,
+            "qom-get",
+            json!({"path": "/machine/peripheral/dimm2", "property": "addr"})
+        )),
+        json!(0x1_4000_0000u64)
+    );
+    assert_eq!(
+        run(&mut m, "object-del", json!({"id": "m1"})).unwrap_err(),
+        "GenericError: object 'm1' is in use, can not be deleted"
+    );
+    ok(run(&mut m, "device_del", json!({"id": "dimm1"})));
+    step(&mut m, 200);
+    assert_eq!(
+        events(&mut m),
+        vec![r#"DEVICE_DELETED {"device":"dimm1","path":"/machine/peripheral/dimm1"}"#]
+    );
+    ok(run(&mut m, "object-del", json!({"id": "m1"})));
+    // Without maxmem there is no hotplug area.
+    let mut d = machine();
+    assert_eq!(
+        run(
+            &mut d,
+            "device_add",
+            json!({"driver": "pc-dimm", "id": "x", "memdev": "mem1"})
+        )
+        .unwrap_err(),
+        "GenericError: memory hotplug is not enabled, please add maxmem option"
+    );
+}

@@ -650,8 +650,9 @@ pub static TYPES: &[TypeDef] = &[
         ..t!("x86_64-cpu", Some("device"))
     },
     TypeDef {
-        is_abstract: true,
         props: DIMM_PROPS,
+        user_creatable: true,
+        hotpluggable: true,
         ..t!("pc-dimm", Some("device"))
     },
     TypeDef {
@@ -1026,11 +1027,6 @@ pub static TYPES: &[TypeDef] = &[
         user_creatable: true,
         hotpluggable: true,
         ..t!("Haswell-x86_64-cpu", Some("x86_64-cpu"))
-    },
-    TypeDef {
-        user_creatable: true,
-        hotpluggable: true,
-        ..t!("pc-dimm-dev", Some("pc-dimm"))
     },
     TypeDef {
         user_creatable: true,
