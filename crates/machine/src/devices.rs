@@ -1016,6 +1016,9 @@ fn cpu_add(m: &mut Machine, args: &Args) -> CmdResult {
 fn object_add(m: &mut Machine, args: &Args) -> CmdResult {
     let qom_type = arg_str(args, "qom-type").unwrap_or("");
     let id = arg_str(args, "id").unwrap_or("");
+    if !id_wellformed(id) {
+        return Err(QmpError::generic("Parameter 'id' expects an identifier"));
+    }
     let Some(td) = types::find(qom_type) else {
         return Err(QmpError::generic(format!(
             "invalid object type: {qom_type}"

@@ -89,6 +89,12 @@ pub const COMMANDS: &[(&str, &str, &str)] = &[
     ("system_powerdown", "", "send system power down event"),
     ("system_reset", "", "reset the system"),
     ("system_wakeup", "", "wakeup guest from suspend"),
+    ("x", "x /fmt addr", "virtual memory dump starting at 'addr'"),
+    (
+        "xp",
+        "xp /fmt addr",
+        "physical memory dump starting at 'addr'",
+    ),
     (
         "trace-event",
         "trace-event name on|off [vcpu]",
@@ -107,6 +113,7 @@ pub const INFO: &[&str] = &[
     "kvm",
     "mice",
     "name",
+    "pci",
     "qom-tree",
     "qtree",
     "status",
@@ -251,7 +258,7 @@ fn parse_num(s: &str) -> Option<i64> {
         None => (false, s),
     };
     let v = if let Some(h) = s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
-        i64::from_str_radix(h, 16).ok()?
+        u64::from_str_radix(h, 16).ok()? as i64
     } else {
         let (n, mult) = match s.chars().last()? {
             'k' | 'K' => (&s[..s.len() - 1], 1i64 << 10),
@@ -555,12 +562,161 @@ fn info(m: &mut Machine, cx: &mut Cx, sub: &str, rest: &[String]) -> Result<Stri
             qom_tree(tree, start, 0, &mut o);
         }
         "qtree" => qtree(&m.qom.tree, &mut o),
+        "pci" => {
+            let v = qmp(m, cx, "query-pci", json!({}))?;
+            for bus in v.as_array().into_iter().flatten() {
+                for d in bus["devices"].as_array().into_iter().flatten() {
+                    pci_device(d, &mut o);
+                }
+            }
+        }
         "" => {
             for s in INFO {
                 let _ = writeln!(o, "info {s}");
             }
         }
         other => return Err(format!("unknown command: 'info {other}'")),
+    }
+    Ok(o)
+}
+
+fn pci_device(d: &Value, o: &mut String) {
+    let n = |v: &Value| v.as_i64().unwrap_or(0);
+    let _ = writeln!(
+        o,
+        "  Bus {:2}, device {:3}, function {}:",
+        n(&d["bus"]),
+        n(&d["slot"]),
+        n(&d["function"])
+    );
+    o.push_str("    ");
+    match d["class_info"]["desc"].as_str() {
+        Some(desc) => o.push_str(desc),
+        None => {
+            let _ = write!(o, "Class {:04}", n(&d["class_info"]["class"]));
+        }
+    }
+    let _ = writeln!(
+        o,
+        ": PCI device {:04x}:{:04x}",
+        n(&d["id"]["vendor"]),
+        n(&d["id"]["device"])
+    );
+    if let (Some(sv), Some(s)) = (
+        d["id"]["subsystem-vendor"].as_i64(),
+        d["id"]["subsystem"].as_i64(),
+    ) {
+        let _ = writeln!(o, "      PCI subsystem {sv:04x}:{s:04x}");
+    }
+    if let Some(irq) = d["irq"].as_i64() {
+        let _ = writeln!(o, "      IRQ {irq}.");
+    }
+    for r in d["regions"].as_array().into_iter().flatten() {
+        let addr = r["address"].as_u64().unwrap_or(0);
+        let end = addr
+            .wrapping_add(r["size"].as_u64().unwrap_or(0))
+            .wrapping_sub(1);
+        let _ = write!(o, "      BAR{}: ", n(&r["bar"]));
+        if r["type"] == "io" {
+            let _ = writeln!(o, "I/O at 0x{addr:04x} [0x{end:04x}].");
+        } else {
+            let _ = writeln!(
+                o,
+                "{} bit{} memory at 0x{addr:08x} [0x{end:08x}].",
+                if r["mem_type_64"].as_bool().unwrap_or(false) {
+                    64
+                } else {
+                    32
+                },
+                if r["prefetch"].as_bool().unwrap_or(false) {
+                    " prefetchable"
+                } else {
+                    ""
+                }
+            );
+        }
+    }
+    let _ = writeln!(o, "      id \"{}\"", d["qdev_id"].as_str().unwrap_or(""));
+}
+
+/// `x` / `xp`: examine guest memory, `/Nfu` as in QEMU (count, format
+/// x d u o c, unit b h w g).
+fn examine(m: &Machine, cmd: &str, words: &[String]) -> Result<String, String> {
+    let (fmt, addr_s) = match words.first() {
+        Some(w) if w.starts_with('/') => (w[1..].to_string(), words.get(1)),
+        _ => (String::new(), words.first()),
+    };
+    let Some(addr) = addr_s.and_then(|s| parse_num(s)) else {
+        return Err(missing(cmd, "integer"));
+    };
+    let digits: String = fmt.chars().take_while(|c| c.is_ascii_digit()).collect();
+    let count: u64 = digits.parse().unwrap_or(1).max(1);
+    let mut format = 'x';
+    let mut size = 4u64;
+    for c in fmt[digits.len()..].chars() {
+        match c {
+            'x' | 'd' | 'u' | 'o' | 'c' => format = c,
+            'b' => size = 1,
+            'h' => size = 2,
+            'w' => size = 4,
+            'g' => size = 8,
+            _ => return Err(format!("invalid char in format: '{c}'")),
+        }
+    }
+    if format == 'c' {
+        size = 1;
+    }
+    let len = count.saturating_mul(size).min(1 << 20);
+    let mut buf = vec![0u8; len as usize];
+    let addr = addr as u64;
+    if cmd == "xp" {
+        crate::memory::read_phys(m, addr, &mut buf);
+    } else {
+        for (i, b) in buf.iter_mut().enumerate() {
+            let va = addr.wrapping_add(i as u64);
+            match crate::memory::virt_to_phys(m, va) {
+                Some(pa) => crate::memory::read_phys(m, pa, std::slice::from_mut(b)),
+                None => return Err("Cannot access memory".into()),
+            }
+        }
+    }
+    let line = if size == 1 { 8 } else { 16 };
+    let bits = size * 8;
+    let mut o = String::new();
+    let mut i = 0u64;
+    while i < len {
+        let _ = write!(o, "{:016x}:", addr.wrapping_add(i));
+        let end = (i + line).min(len);
+        while i < end {
+            let mut v = 0u64;
+            for k in 0..size {
+                v |= (buf[(i + k) as usize] as u64) << (8 * k);
+            }
+            o.push(' ');
+            let _ = match format {
+                'x' => write!(o, "0x{v:0w$x}", w = bits.div_ceil(4) as usize),
+                'o' => write!(o, "{:#0w$o}", v, w = bits.div_ceil(3) as usize),
+                'u' => write!(o, "{v:w$}", w = ((bits * 10 + 32) / 33) as usize),
+                'd' => {
+                    let sv = if bits < 64 && (v >> (bits - 1)) & 1 == 1 {
+                        (v as i64) - (1i64 << bits)
+                    } else {
+                        v as i64
+                    };
+                    write!(o, "{sv:w$}", w = ((bits * 10 + 32) / 33) as usize)
+                }
+                _ => {
+                    let c = v as u8;
+                    if (0x20..0x7f).contains(&c) {
+                        write!(o, "'{}'", c as char)
+                    } else {
+                        write!(o, "'\\x{c:02x}'")
+                    }
+                }
+            };
+            i += size;
+        }
+        o.push('\n');
     }
     Ok(o)
 }
@@ -744,6 +900,7 @@ pub fn run_line(m: &mut Machine, cx: &mut Cx, line: &str) -> String {
             None => Err(missing(cmd, "string")),
             Some(id) => qmp(m, cx, "object-del", json!({ "id": id })).map(|_| String::new()),
         },
+        "x" | "xp" => examine(m, cmd, &words),
         "balloon" => match w(0).and_then(parse_num) {
             None => Err(missing(cmd, "integer")),
             Some(mb) => qmp(

@@ -262,3 +262,40 @@ fn info_block_and_chardev() {
     let c = hmp(&mut m, "info chardev");
     assert!(c.contains("serial0: filename=vc\r\n"), "{c}");
 }
+
+#[test]
+fn examine_memory() {
+    let mut m = machine();
+    // "qmpkit page 0000…" at physical 0.
+    assert_eq!(
+        hmp(&mut m, "xp /8xb 0"),
+        "0000000000000000: 0x71 0x6d 0x70 0x6b 0x69 0x74 0x20 0x70\r\n"
+    );
+    assert_eq!(
+        hmp(&mut m, "xp /2xw 0"),
+        "0000000000000000: 0x6b706d71 0x70207469\r\n"
+    );
+    assert_eq!(
+        hmp(&mut m, "x /6c 0xffffffff80000000"),
+        "ffffffff80000000: 'q' 'm' 'p' 'k' 'i' 't'\r\n"
+    );
+    assert_eq!(hmp(&mut m, "xp /2ub 0"), "0000000000000000: 113 109\r\n");
+    assert_eq!(
+        hmp(&mut m, "x /1xb 0x700000000000"),
+        "Cannot access memory\r\n"
+    );
+    assert_eq!(hmp(&mut m, "xp /4z 0"), "invalid char in format: 'z'\r\n");
+}
+
+#[test]
+fn info_pci() {
+    let mut m = machine();
+    let p = hmp(&mut m, "info pci");
+    assert!(
+        p.starts_with(
+            "  Bus  0, device   0, function 0:\r\n    Host bridge: PCI device 8086:1237\r\n"
+        ),
+        "{p}"
+    );
+    assert!(p.contains("      id \"net0\"\r\n"), "{p}");
+}
