@@ -696,14 +696,14 @@ fn examine(m: &Machine, cmd: &str, words: &[String]) -> Result<String, String> {
             let _ = match format {
                 'x' => write!(o, "0x{v:0w$x}", w = bits.div_ceil(4) as usize),
                 'o' => write!(o, "{:#0w$o}", v, w = bits.div_ceil(3) as usize),
-                'u' => write!(o, "{v:w$}", w = ((bits * 10 + 32) / 33) as usize),
+                'u' => write!(o, "{v:w$}", w = (bits * 10).div_ceil(33) as usize),
                 'd' => {
                     let sv = if bits < 64 && (v >> (bits - 1)) & 1 == 1 {
                         (v as i64) - (1i64 << bits)
                     } else {
                         v as i64
                     };
-                    write!(o, "{sv:w$}", w = ((bits * 10 + 32) / 33) as usize)
+                    write!(o, "{sv:w$}", w = (bits * 10).div_ceil(33) as usize)
                 }
                 _ => {
                     let c = v as u8;
