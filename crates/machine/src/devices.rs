@@ -255,12 +255,13 @@ fn create_device(
     bus: Option<NodeId>,
     props: &[(String, Value)],
     hotplugged: bool,
+    modern: bool,
 ) -> Result<NodeId, QmpError> {
     let p = places(tree).ok_or_else(|| QmpError::generic("machine not initialised"))?;
     // Parse properties before creating anything.
     let mut parsed = Vec::new();
     for (k, v) in props {
-        let def = types::find_prop(ty, k).ok_or_else(|| qom::err_prop_not_found(k))?;
+        let def = types::find_prop(ty, k).ok_or_else(|| qom::err_prop_not_found(modern, ty, k))?;
         parsed.push((def.name, device_prop_value(ty, def, v)?));
     }
     // PCI slot.
@@ -469,7 +470,7 @@ pub fn build_tree(config: &MachineConfig) -> Tree {
             .filter(|(k, _)| k.as_str() != "bus" && k.as_str() != "id")
             .map(|(k, v)| (k.clone(), Value::String(v.clone())))
             .collect();
-        if let Ok(n) = create_device(&mut t, td.name, dc.id.as_deref(), bus, &props, false) {
+        if let Ok(n) = create_device(&mut t, td.name, dc.id.as_deref(), bus, &props, false, false) {
             if types::is_a(td.name, "pc-dimm") && place_dimm(&mut t, config, n).is_err() {
                 t.remove(n);
             }
@@ -481,13 +482,13 @@ pub fn build_tree(config: &MachineConfig) -> Tree {
             continue;
         }
         let bus = default_bus(&t, "PCI");
-        if let Ok(n) = create_device(&mut t, "virtio-blk-pci", None, bus, &[], false) {
+        if let Ok(n) = create_device(&mut t, "virtio-blk-pci", None, bus, &[], false, false) {
             t.set_val(n, "drive", json!(d.id));
         }
     }
     // The TPM's front end.
     if let Some(tpm) = &config.tpm {
-        if let Ok(n) = create_device(&mut t, "tpm-tis", None, Some(isa), &[], false) {
+        if let Ok(n) = create_device(&mut t, "tpm-tis", None, Some(isa), &[], false, false) {
             t.set_val(n, "tpmdev", json!(tpm.id));
         }
     }
@@ -707,7 +708,8 @@ fn device_add_as(m: &mut Machine, args: &Args, driver: &str) -> CmdResult {
     if types::is_a(td.name, "pc-dimm") {
         check_dimm(m, &props)?;
     }
-    let node = create_device(&mut m.qom.tree, td.name, id, bus, &props, true)?;
+    let modern = qom::modern(m);
+    let node = create_device(&mut m.qom.tree, td.name, id, bus, &props, true, modern)?;
     if types::is_a(td.name, "pc-dimm") {
         if let Err(e) = place_dimm(&mut m.qom.tree, &m.config, node) {
             m.qom.tree.remove(node);
@@ -967,7 +969,14 @@ fn device_del(m: &mut Machine, args: &Args) -> CmdResult {
         .unwrap_or(false);
     if on_pci || types::is_a(ty, "pc-dimm") {
         // ACPI hotplug: the guest ejects the device when it gets to it.
-        if !m.devices.unplug_pending.contains(&path) {
+        if m.devices.unplug_pending.contains(&path) {
+            // QEMU 6.2 and later refuse a second request.
+            if m.version_at_least(6, 2) {
+                return Err(QmpError::generic(format!(
+                    "Device {id} is already in the process of unplug"
+                )));
+            }
+        } else {
             m.devices.unplug_pending.push(path.clone());
             m.schedule(
                 UNPLUG_ACK_NS,
@@ -1052,7 +1061,8 @@ fn object_add(m: &mut Machine, args: &Args) -> CmdResult {
     }
     let mut vals = Vec::new();
     for (k, v) in &props {
-        let def = types::find_prop(td.name, k).ok_or_else(|| qom::err_prop_not_found(k))?;
+        let def = types::find_prop(td.name, k)
+            .ok_or_else(|| qom::err_prop_not_found(qom::modern(m), td.name, k))?;
         vals.push((def.name, qom::check_value(k, def.ty, v)?));
     }
     let tree = &m.qom.tree;

@@ -1052,8 +1052,18 @@ pub fn run_line(m: &mut Machine, cx: &mut Cx, line: &str) -> String {
     };
     match r {
         Ok(s) => s,
+        // QEMU 5.0 and later prefix command errors; parse errors and
+        // unknown commands print as they are.
+        Err(e) if m.version_at_least(5, 0) && !is_parse_error(&e) => format!("Error: {e}\n"),
         Err(e) => e + "\n",
     }
+}
+
+fn is_parse_error(e: &str) -> bool {
+    e == "Cannot access memory"
+        || e.starts_with("unknown command: ")
+        || e.contains(" expected\nTry \"help ")
+        || e.starts_with("invalid ")
 }
 
 /// Monitor output uses CRLF line ends.

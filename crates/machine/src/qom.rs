@@ -335,8 +335,18 @@ pub(crate) fn err_resolve(path: &str, e: ResolveError) -> QmpError {
     }
 }
 
-pub(crate) fn err_prop_not_found(prop: &str) -> QmpError {
-    QmpError::generic(format!("Property '.{prop}' not found"))
+/// QEMU 2.x printed no type name here; QEMU 6.0 and later do.
+pub(crate) fn err_prop_not_found(modern: bool, ty: &str, prop: &str) -> QmpError {
+    if modern {
+        QmpError::generic(format!("Property '{ty}.{prop}' not found"))
+    } else {
+        QmpError::generic(format!("Property '.{prop}' not found"))
+    }
+}
+
+/// Whether the machine speaks as QEMU 6.0 or later.
+pub(crate) fn modern(m: &Machine) -> bool {
+    m.version_at_least(6, 0)
 }
 
 pub(crate) fn err_permission() -> QmpError {
@@ -426,7 +436,7 @@ pub fn get_prop(m: &Machine, id: NodeId, prop: &str) -> Result<Value, QmpError> 
         return v;
     }
     if types::find_prop(n.ty, prop).is_none() {
-        return Err(err_prop_not_found(prop));
+        return Err(err_prop_not_found(modern(m), n.ty, prop));
     }
     let v = tree.prop_value(id, prop).unwrap_or(Value::Null);
     Ok(match v {
@@ -508,7 +518,7 @@ pub fn set_prop(m: &mut Machine, id: NodeId, prop: &str, v: &Value) -> Result<()
     }
     let def = match types::find_prop(ty, prop) {
         Some(d) => d,
-        None => return Err(err_prop_not_found(prop)),
+        None => return Err(err_prop_not_found(modern(m), ty, prop)),
     };
     if !def.dynamic {
         // qdev static properties: fixed once the device is realized.

@@ -299,3 +299,18 @@ fn info_pci() {
     );
     assert!(p.contains("      id \"net0\"\r\n"), "{p}");
 }
+
+#[test]
+fn newer_qemu_prefixes_errors() {
+    let mut m = machine_with(|c| c.qemu_version = (10, 0, 2));
+    assert_eq!(
+        hmp(&mut m, "device_del nope"),
+        "Error: Device 'nope' not found\r\n"
+    );
+    assert_eq!(hmp(&mut m, "bogus"), "unknown command: 'bogus'\r\n");
+    let mut old = machine();
+    assert_eq!(
+        hmp(&mut old, "device_del nope"),
+        "Device 'nope' not found\r\n"
+    );
+}

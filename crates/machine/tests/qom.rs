@@ -378,3 +378,26 @@ fn device_list_properties() {
         "GenericError: Parameter 'typename' expects device"
     );
 }
+
+#[test]
+fn newer_qemu_words() {
+    let mut m = machine_with(|c| c.qemu_version = (10, 0, 2));
+    assert_eq!(
+        run(
+            &mut m,
+            "qom-get",
+            json!({"path": "/machine/peripheral/net0", "property": "nope"})
+        )
+        .unwrap_err(),
+        "GenericError: Property 'virtio-net-pci.nope' not found"
+    );
+    assert_eq!(
+        run(&mut m, "device_add", json!({"driver": "e1000", "foo": 1})).unwrap_err(),
+        "GenericError: Property 'e1000.foo' not found"
+    );
+    ok(run(&mut m, "device_del", json!({"id": "net0"})));
+    assert_eq!(
+        run(&mut m, "device_del", json!({"id": "net0"})).unwrap_err(),
+        "GenericError: Device net0 is already in the process of unplug"
+    );
+}
