@@ -182,6 +182,8 @@ async fn run(inner: &Arc<Inner>, sock: &Sock, st: &mut SessState) {
     let mut decoder = JsonStreamer::new();
     let mut items: Vec<Result<Value, JsonError>> = Vec::new();
     let mut queue: VecDeque<Queued> = VecDeque::new();
+    // Decoded, not yet taken in (behind a full queue).
+    let mut unread: VecDeque<Queued> = VecDeque::new();
     let mut new_fds: Vec<OwnedFd> = Vec::new();
     let mut pending_fds: Vec<OwnedFd> = Vec::new();
     let mut current: Option<Pending> = None;
@@ -190,25 +192,23 @@ async fn run(inner: &Arc<Inner>, sock: &Sock, st: &mut SessState) {
     let mut blocked = false;
     let mut shutdown = inner.shutdown.subscribe();
     loop {
-        // Run queued in-band requests until one has to wait.
-        while current.is_none() {
-            let Some(q) = queue.pop_front() else {
-                break;
-            };
-            current = inner.dispatch(st, q.item, q.fds, &mut out.buf);
-            if let Some(p) = current.as_mut() {
-                // Events the handler emitted go out before its reply, as in QEMU.
-                drain_shared(&shared, &mut out);
-                // Most handlers are done at once: answer without another turn of the loop.
-                let waker = noop_waker();
-                let mut cx = std::task::Context::from_waker(&waker);
-                if let std::task::Poll::Ready(r) = std::pin::Pin::new(&mut p.fut).poll(&mut cx) {
-                    let p = current.take();
-                    if let Some(p) = p {
-                        inner.finish(r, p.id, p.respond, &mut out.buf);
-                    }
+        loop {
+            // Take in what QEMU would have read by now: it reads until its queue is full,
+            // so requests (out-of-band ones too) behind a full queue wait their turn.
+            while queue.len() < max_queue {
+                let Some(q) = unread.pop_front() else {
+                    break;
+                };
+                if st.oob && is_oob(&q.item) {
+                    run_oob(inner, st, q.item, q.fds, &mut out);
+                } else {
+                    queue.push_back(q);
                 }
             }
+            if current.is_some() || queue.is_empty() {
+                break;
+            }
+            run_queue(inner, st, &shared, &mut queue, &mut current, &mut out);
         }
         // Events and out-of-band replies from other tasks.
         drain_shared(&shared, &mut out);
@@ -222,7 +222,7 @@ async fn run(inner: &Arc<Inner>, sock: &Sock, st: &mut SessState) {
             }
         }
         shared.backlog.store(out.unwritten(), Ordering::Relaxed);
-        if eof && queue.is_empty() && current.is_none() {
+        if eof && unread.is_empty() && queue.is_empty() && current.is_none() {
             linger(sock, &mut out).await;
             return;
         }
@@ -230,7 +230,8 @@ async fn run(inner: &Arc<Inner>, sock: &Sock, st: &mut SessState) {
             linger(sock, &mut out).await;
             return;
         }
-        let can_read = !eof && queue.len() < max_queue && out.unwritten() < pause;
+        let can_read =
+            !eof && unread.is_empty() && queue.len() < max_queue && out.unwritten() < pause;
         tokio::select! {
             biased;
             r = async {
@@ -277,11 +278,7 @@ async fn run(inner: &Arc<Inner>, sock: &Sock, st: &mut SessState) {
                 }
                 for item in items.drain(..) {
                     let fds = std::mem::take(&mut pending_fds);
-                    if st.oob && is_oob(&item) {
-                        run_oob(inner, st, item, fds, &mut out);
-                    } else {
-                        queue.push_back(Queued { item, fds });
-                    }
+                    unread.push_back(Queued { item, fds });
                 }
             }
             r = sock.writable(), if blocked => {
@@ -292,6 +289,35 @@ async fn run(inner: &Arc<Inner>, sock: &Sock, st: &mut SessState) {
             }
             _ = shared.notify.notified() => {}
             _ = shutdown.changed() => {}
+        }
+    }
+}
+
+/// Run queued in-band requests, in order, until one has to wait (its handler is pending).
+fn run_queue(
+    inner: &Arc<Inner>,
+    st: &mut SessState,
+    shared: &Shared,
+    queue: &mut VecDeque<Queued>,
+    current: &mut Option<Pending>,
+    out: &mut Out,
+) {
+    while current.is_none() {
+        let Some(q) = queue.pop_front() else {
+            break;
+        };
+        *current = inner.dispatch(st, q.item, q.fds, &mut out.buf);
+        if let Some(p) = current.as_mut() {
+            // Events the handler emitted go out before its reply, as in QEMU.
+            drain_shared(shared, out);
+            // Most handlers are done at once: answer without another turn of the loop.
+            let waker = noop_waker();
+            let mut cx = std::task::Context::from_waker(&waker);
+            if let std::task::Poll::Ready(r) = std::pin::Pin::new(&mut p.fut).poll(&mut cx) {
+                if let Some(p) = current.take() {
+                    inner.finish(r, p.id, p.respond, &mut out.buf);
+                }
+            }
         }
     }
 }

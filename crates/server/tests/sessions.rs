@@ -62,6 +62,37 @@ fn inband_queue_limit_stops_reading() {
 }
 
 #[test]
+fn oob_behind_a_full_queue_waits_even_in_one_write() {
+    let r = mini(ServerOptions::default());
+    let mut c = Raw::connect(&r.socket);
+    c.negotiate(true);
+    let mut msg =
+        b"{\"execute\": \"slow\", \"arguments\": {\"ms\": 300}, \"id\": \"slow\"}".to_vec();
+    for i in 0..8 {
+        msg.extend_from_slice(
+            format!("{{\"execute\": \"query-version\", \"id\": {i}}}").as_bytes(),
+        );
+    }
+    msg.extend_from_slice(b"{\"exec-oob\": \"oob-ping\", \"id\": \"oob\"}");
+    c.send(&msg);
+    assert_eq!(reply_id(&c.json()), json!("slow"));
+    // With one request fewer in the queue, the oob one is read at once and overtakes.
+    let r = mini(ServerOptions::default());
+    let mut c = Raw::connect(&r.socket);
+    c.negotiate(true);
+    let mut msg =
+        b"{\"execute\": \"slow\", \"arguments\": {\"ms\": 300}, \"id\": \"slow\"}".to_vec();
+    for i in 0..7 {
+        msg.extend_from_slice(
+            format!("{{\"execute\": \"query-version\", \"id\": {i}}}").as_bytes(),
+        );
+    }
+    msg.extend_from_slice(b"{\"exec-oob\": \"oob-ping\", \"id\": \"oob\"}");
+    c.send(&msg);
+    assert_eq!(reply_id(&c.json()), json!("oob"));
+}
+
+#[test]
 fn success_response_false_answers_nothing() {
     let r = mini(ServerOptions::default());
     let mut c = Raw::connect(&r.socket);
