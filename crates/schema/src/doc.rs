@@ -213,7 +213,11 @@ impl<'t, S: DocSource<'t>> Builder<'_, 't, S> {
     /// newlines) and make `next` current.
     fn switch(&mut self, next: Cur) {
         if !self.scratch.is_empty() {
-            let text = self.scratch.trim_matches('\n').to_string();
+            let b = self.scratch.as_bytes();
+            let start = b.iter().position(|&c| c != b'\n').unwrap_or(b.len());
+            let end = b.iter().rposition(|&c| c != b'\n').map_or(start, |e| e + 1);
+            // Cutting at newlines (ASCII) keeps character boundaries.
+            let text = self.scratch[start..end].to_string();
             self.scratch.clear();
             self.cur_section().text = text;
         }
