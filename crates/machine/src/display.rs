@@ -1,4 +1,5 @@
-//! The display: `screendump` writes a P6 PPM of the simulated VGA text
+//! The display: `screendump` writes a P6 PPM (or, with `format: png`, a
+//! PNG) of the simulated VGA text
 //! screen (720x400: 80x25 cells of 9x16 pixels), whose content follows the
 //! machine (run state, name, what was typed); the VNC server's queries and
 //! passwords (`query-vnc`, `query-vnc-servers`, `set_password`,
@@ -289,19 +290,82 @@ pub fn render(m: &Machine) -> Vec<u8> {
     px
 }
 
+fn crc32(data: &[u8], mut crc: u32) -> u32 {
+    crc = !crc;
+    for &b in data {
+        crc ^= b as u32;
+        for _ in 0..8 {
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0xedb8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}
+
+fn png_chunk(out: &mut Vec<u8>, kind: &[u8; 4], data: &[u8]) {
+    out.extend_from_slice(&(data.len() as u32).to_be_bytes());
+    out.extend_from_slice(kind);
+    out.extend_from_slice(data);
+    let crc = crc32(data, crc32(kind, 0));
+    out.extend_from_slice(&crc.to_be_bytes());
+}
+
+/// Encode RGB pixels as a PNG (zlib stream of stored blocks: valid,
+/// uncompressed).
+pub fn png(width: usize, height: usize, rgb: &[u8]) -> Vec<u8> {
+    let mut raw = Vec::with_capacity(height * (width * 3 + 1));
+    for row in rgb.chunks(width * 3).take(height) {
+        raw.push(0);
+        raw.extend_from_slice(row);
+    }
+    let mut z = vec![0x78, 0x01];
+    let mut blocks = raw.chunks(65535).peekable();
+    while let Some(b) = blocks.next() {
+        z.push(u8::from(blocks.peek().is_none()));
+        z.extend_from_slice(&(b.len() as u16).to_le_bytes());
+        z.extend_from_slice(&(!(b.len() as u16)).to_le_bytes());
+        z.extend_from_slice(b);
+    }
+    let (mut a, mut b) = (1u32, 0u32);
+    for &x in &raw {
+        a = (a + x as u32) % 65521;
+        b = (b + a) % 65521;
+    }
+    z.extend_from_slice(&((b << 16) | a).to_be_bytes());
+    let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
+    let mut ihdr = Vec::new();
+    ihdr.extend_from_slice(&(width as u32).to_be_bytes());
+    ihdr.extend_from_slice(&(height as u32).to_be_bytes());
+    ihdr.extend_from_slice(&[8, 2, 0, 0, 0]);
+    png_chunk(&mut out, b"IHDR", &ihdr);
+    png_chunk(&mut out, b"IDAT", &z);
+    png_chunk(&mut out, b"IEND", &[]);
+    out
+}
+
 fn screendump(m: &Machine, args: &Args) -> CmdResult {
     let filename = arg_str(args, "filename").unwrap_or("");
     if let Some(dev) = arg_str(args, "device") {
         crate::input::console_of(m, dev, arg_i64(args, "head").unwrap_or(0))?;
     }
+    let as_png = arg_str(args, "format") == Some("png");
     let mut f = std::fs::File::create(filename).map_err(|e| {
         QmpError::generic(format!(
             "failed to open file '{filename}': {}",
             crate::memory::strerror(&e)
         ))
     })?;
-    let mut data = format!("P6\n{WIDTH} {HEIGHT}\n255\n").into_bytes();
-    data.extend_from_slice(&render(m));
+    let pixels = render(m);
+    let data = if as_png {
+        png(WIDTH, HEIGHT, &pixels)
+    } else {
+        let mut d = format!("P6\n{WIDTH} {HEIGHT}\n255\n").into_bytes();
+        d.extend_from_slice(&pixels);
+        d
+    };
     f.write_all(&data).map_err(|e| {
         QmpError::generic(format!(
             "failed to write to file '{filename}': {}",

@@ -206,3 +206,61 @@ fn vnc_queries_and_passwords() {
         "GenericError: Could not set password"
     );
 }
+
+#[test]
+fn screendump_png() {
+    let mut m = machine();
+    let f = tmp("s.png");
+    ok(run(
+        &mut m,
+        "screendump",
+        json!({"filename": f.to_str().unwrap(), "format": "png"}),
+    ));
+    let data = std::fs::read(&f).unwrap();
+    assert_eq!(&data[..8], b"\x89PNG\r\n\x1a\n");
+    assert_eq!(&data[12..16], b"IHDR");
+    assert_eq!(
+        u32::from_be_bytes([data[16], data[17], data[18], data[19]]),
+        720
+    );
+    assert_eq!(
+        u32::from_be_bytes([data[20], data[21], data[22], data[23]]),
+        400
+    );
+    // Decode with Python's zlib when there is one: the pixels equal the PPM's.
+    let ppm = {
+        let p = tmp("s-cmp.ppm");
+        ok(run(
+            &mut m,
+            "screendump",
+            json!({"filename": p.to_str().unwrap()}),
+        ));
+        std::fs::read(&p).unwrap()
+    };
+    let script = r#"
+import sys, zlib, struct
+d = open(sys.argv[1], 'rb').read()
+i, idat = 8, b''
+while i < len(d):
+    n, = struct.unpack('>I', d[i:i+4]); k = d[i+4:i+8]
+    body = d[i+8:i+8+n]
+    assert zlib.crc32(k + body) & 0xffffffff == struct.unpack('>I', d[i+8+n:i+12+n])[0]
+    if k == b'IDAT': idat += body
+    i += 12 + n
+raw = zlib.decompress(idat)
+w = 720 * 3 + 1
+sys.stdout.buffer.write(b''.join(raw[r*w+1:(r+1)*w] for r in range(400)))
+"#;
+    match std::process::Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .arg(&f)
+        .output()
+    {
+        Ok(out) if out.status.success() => {
+            assert_eq!(out.stdout, ppm[15..].to_vec());
+        }
+        Ok(out) => panic!("png check failed: {}", String::from_utf8_lossy(&out.stderr)),
+        Err(_) => eprintln!("skipped: python3 not found"),
+    }
+}
