@@ -34,7 +34,8 @@ pub struct ServerOptions {
     /// Configuration symbols (`if` conditions) and masking for `query-qmp-schema`; commands
     /// whose condition does not hold do not exist for clients.
     pub introspection: introspect::Options,
-    /// In-band requests queued per session before the server stops reading it (QEMU: 8).
+    /// In-band requests queued per session before the server stops reading it, once `oob`
+    /// is enabled (QEMU: 8); without `oob`, QEMU (and this server) queues one.
     pub max_inband_queue: usize,
     /// Unwritten output (the session's own replies) beyond which the server stops reading
     /// that session until the client reads.

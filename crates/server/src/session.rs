@@ -195,7 +195,9 @@ async fn run(inner: &Arc<Inner>, sock: &Sock, st: &mut SessState) {
         loop {
             // Take in what QEMU would have read by now: it reads until its queue is full,
             // so requests (out-of-band ones too) behind a full queue wait their turn.
-            while queue.len() < max_queue {
+            // Without `oob`, QEMU queues one request at a time.
+            let limit = if st.oob { max_queue } else { 1 };
+            while queue.len() < limit {
                 let Some(q) = unread.pop_front() else {
                     break;
                 };
@@ -230,8 +232,8 @@ async fn run(inner: &Arc<Inner>, sock: &Sock, st: &mut SessState) {
             linger(sock, &mut out).await;
             return;
         }
-        let can_read =
-            !eof && unread.is_empty() && queue.len() < max_queue && out.unwritten() < pause;
+        let limit = if st.oob { max_queue } else { 1 };
+        let can_read = !eof && unread.is_empty() && queue.len() < limit && out.unwritten() < pause;
         tokio::select! {
             biased;
             r = async {
