@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use qmpkit_machine::fleet::{expand_pattern, fleet_machine, has_index};
@@ -106,23 +106,88 @@ fn report_ready(fd: Option<i32>, ok: bool) {
     }
 }
 
+/// One machine behind its monitors. Its server (command table, encoded
+/// replies) is built on the first connection: an idle fleet member costs
+/// only its machine state and its listening sockets.
+#[derive(Clone)]
 struct Unit {
     handle: MachineHandle,
-    server: Server,
-    listeners: Vec<Listener>,
+    server: Arc<OnceLock<Server>>,
+    schema: Arc<Schema>,
+    sopts: Arc<ServerOptions>,
+    strict: bool,
 }
 
-fn build_unit(
-    machine: Machine,
-    schema: &Arc<Schema>,
-    sopts: &ServerOptions,
-    strict: bool,
-) -> (MachineHandle, Server) {
-    let handle = MachineHandle::new(machine);
-    let mut reg = Registry::new();
-    handle.register(&mut reg, schema, strict);
-    let server = Server::new(schema.clone(), reg, sopts.clone());
-    (handle, server)
+impl Unit {
+    fn new(
+        machine: Machine,
+        schema: &Arc<Schema>,
+        sopts: &Arc<ServerOptions>,
+        strict: bool,
+    ) -> Unit {
+        Unit {
+            handle: MachineHandle::new(machine),
+            server: Arc::new(OnceLock::new()),
+            schema: schema.clone(),
+            sopts: sopts.clone(),
+            strict,
+        }
+    }
+
+    /// The unit's server, built (and its machine's timers started) on
+    /// first use.
+    fn server(&self) -> Server {
+        self.server
+            .get_or_init(|| {
+                let mut reg = Registry::new();
+                self.handle.register(&mut reg, &self.schema, self.strict);
+                let server = Server::new(self.schema.clone(), reg, (*self.sopts).clone());
+                tokio::spawn(self.handle.clone().run_timers(Some(server.events())));
+                server
+            })
+            .clone()
+    }
+
+    /// Serve one bound transport until the machine ends.
+    async fn serve(self, l: Listener) {
+        match l {
+            Listener::Unix { listener, path } => {
+                let first = tokio::select! {
+                    r = listener.accept() => r.ok(),
+                    _ = self.handle.wait_exit() => None,
+                };
+                if let Some((stream, _)) = first {
+                    let srv = self.server();
+                    let s2 = srv.clone();
+                    tokio::spawn(async move { s2.serve_unix_stream(stream).await });
+                    let _ = srv.serve_unix(listener).await;
+                }
+                let _ = std::fs::remove_file(&path);
+            }
+            Listener::Tcp { listener, .. } => {
+                let first = tokio::select! {
+                    r = listener.accept() => r.ok(),
+                    _ = self.handle.wait_exit() => None,
+                };
+                if let Some((stream, _)) = first {
+                    let srv = self.server();
+                    let s2 = srv.clone();
+                    tokio::spawn(async move { s2.serve_tcp_stream(stream).await });
+                    let _ = srv.serve_tcp(listener).await;
+                }
+            }
+            other => {
+                let _ = self.server().serve(other).await;
+            }
+        }
+    }
+
+    /// Stop serving (after the machine ended).
+    fn shutdown(&self) {
+        if let Some(s) = self.server.get() {
+            s.shutdown();
+        }
+    }
 }
 
 pub fn serve(o: ServeOptions, schema: Arc<Schema>, enabled: Vec<String>) -> ExitCode {
@@ -199,7 +264,8 @@ async fn serve_async(
     let bind_opts = BindOptions {
         allow_remote_tcp: o.allow_remote_tcp,
     };
-    let mut units = Vec::with_capacity(n);
+    let sopts = Arc::new(sopts);
+    let mut units: Vec<(Unit, Vec<Listener>)> = Vec::with_capacity(n);
     for i in 0..n {
         let machine = if n > 1 {
             fleet_machine(&config, &schema, i)
@@ -216,24 +282,20 @@ async fn serve_async(
             match qmpkit_server::bind(t, &bind_opts).await {
                 Ok(l) => listeners.push(l),
                 Err(e) => {
-                    for u in &units {
-                        remove_sockets(u);
+                    for (_, ls) in &units {
+                        remove_sockets(ls);
                     }
+                    remove_sockets(&listeners);
                     return fail(e.to_string());
                 }
             }
         }
-        let (handle, server) = build_unit(machine, &schema, &sopts, o.strict);
-        units.push(Unit {
-            handle,
-            server,
-            listeners,
-        });
+        units.push((Unit::new(machine, &schema, &sopts, o.strict), listeners));
     }
     if let Some(p) = &config.pidfile {
         if let Err(e) = std::fs::write(p, format!("{}\n", std::process::id())) {
-            for u in &units {
-                remove_sockets(u);
+            for (_, ls) in &units {
+                remove_sockets(ls);
             }
             return fail(format!("cannot create PID file: {p}: {e}"));
         }
@@ -251,6 +313,11 @@ async fn serve_async(
             println!("connect with: qmp-shell {p}   (or: socat - UNIX-CONNECT:{p})");
         }
     }
+    // A single machine gets its server now (a fleet's come with their
+    // first clients).
+    if let [(unit, _)] = units.as_slice() {
+        unit.server();
+    }
     report_ready(ready_fd, true);
     // Loading the schema and building the servers leave freed memory in
     // the allocator's arenas; give it back to the system.
@@ -260,31 +327,20 @@ async fn serve_async(
     }
 
     let mut tasks = tokio::task::JoinSet::new();
-    let mut handles = Vec::with_capacity(units.len());
-    let mut servers = Vec::with_capacity(units.len());
-    for u in units {
-        let Unit {
-            handle,
-            server,
-            listeners,
-        } = u;
-        tokio::spawn(handle.clone().run_timers(Some(server.events())));
+    let mut all = Vec::with_capacity(units.len());
+    for (unit, listeners) in units {
         for l in listeners {
-            let s = server.clone();
-            tasks.spawn(async move {
-                let _ = s.serve(l).await;
-            });
+            tasks.spawn(unit.clone().serve(l));
         }
         // A machine that ends (quit, guest shutdown) stops its server.
-        let (h, s) = (handle.clone(), server.clone());
+        let u = unit.clone();
         tasks.spawn(async move {
-            h.wait_exit().await;
+            u.handle.wait_exit().await;
             // Let the last replies and events go out.
             tokio::time::sleep(Duration::from_millis(20)).await;
-            s.shutdown();
+            u.shutdown();
         });
-        handles.push(handle);
-        servers.push(server);
+        all.push(unit);
     }
 
     let signal = wait_signal();
@@ -295,8 +351,8 @@ async fn serve_async(
             sig = &mut signal, if signalled.is_none() => {
                 signalled = Some(sig);
                 eprintln!("qmpkit: terminating on signal {sig}");
-                for h in &handles {
-                    h.host_signal();
+                for u in &all {
+                    u.handle.host_signal();
                 }
             }
             next = tasks.join_next() => {
@@ -306,8 +362,8 @@ async fn serve_async(
             }
         }
     }
-    for s in &servers {
-        s.shutdown();
+    for u in &all {
+        u.shutdown();
     }
     if let Some(p) = &config.pidfile {
         let _ = std::fs::remove_file(p);
@@ -315,8 +371,8 @@ async fn serve_async(
     ExitCode::SUCCESS
 }
 
-fn remove_sockets(u: &Unit) {
-    for l in &u.listeners {
+fn remove_sockets(listeners: &[Listener]) {
+    for l in listeners {
         if let Some(p) = l.unix_path() {
             let _ = std::fs::remove_file(p);
         }
