@@ -745,7 +745,10 @@ fn fmt_prop(name: &str, ty: &str, v: &Value) -> String {
             let u = n.as_u64().unwrap_or(0);
             format!("{u} (0x{u:x})")
         }
-        (_, Value::Number(n)) => format!("{n}"),
+        (_, Value::Number(n)) => match n.as_i64() {
+            Some(i) => format!("{i} (0x{:x})", i as u64),
+            None => format!("{n}"),
+        },
         (_, Value::String(s)) if ty.starts_with("str") => format!("\"{s}\""),
         (_, Value::String(s)) => s.clone(),
         (_, Value::Null) => "\"\"".into(),
