@@ -391,6 +391,19 @@ pub fn build_tree(config: &MachineConfig) -> Tree {
             .unwrap_or("chardev-null");
         t.add(chardevs, &format!("serial{i}"), cty);
     }
+    // -qmp monitors get chardevs of their own.
+    for (i, q) in config.qmp.iter().enumerate() {
+        let cty = match q.split(':').next().unwrap_or("") {
+            "unix" | "tcp" => "chardev-socket",
+            "stdio" => "chardev-stdio",
+            "pty" => "chardev-pty",
+            _ => "chardev-null",
+        };
+        let label = format!("compat_monitor{i}");
+        if t.child(chardevs, &label).is_none() {
+            t.add(chardevs, &label, cty);
+        }
+    }
     for spec in &config.chardevs {
         let kv = crate::config::parse_keyval(spec, Some("backend"));
         if let (Some(b), Some(id)) = (kv.get("backend"), kv.get("id")) {

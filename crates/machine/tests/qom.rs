@@ -401,3 +401,18 @@ fn newer_qemu_words() {
         "GenericError: Device net0 is already in the process of unplug"
     );
 }
+
+#[test]
+fn chardevs_container() {
+    let mut m = machine_with(|c| c.qmp = vec!["unix:/tmp/x.sock,server,nowait".into()]);
+    let v = ok(run(&mut m, "qom-list", json!({"path": "/chardevs"})));
+    let n = names(&v);
+    assert!(
+        n.contains(&"serial0 child<chardev-vc>".to_string()),
+        "{n:?}"
+    );
+    assert!(
+        n.contains(&"compat_monitor0 child<chardev-socket>".to_string()),
+        "{n:?}"
+    );
+}
