@@ -130,8 +130,6 @@ pub fn conform(schema: &Schema, id: EntityId, value: Value, depth: usize) -> Val
         EntityKind::Builtin(b) => {
             if json_fits(b.json_type, &value) {
                 value
-            } else if b.json_type == "number" && value.is_string() {
-                synth(schema, id, depth)
             } else {
                 synth(schema, id, depth)
             }

@@ -95,9 +95,9 @@ fn io_error(m: &mut Machine, args: &Args) -> CmdResult {
     require_running(m)?;
     let operation = arg_str(args, "operation").unwrap_or("write");
     if operation != "read" && operation != "write" {
-        return Err(generic(format!(
-            "Invalid parameter 'operation': expected 'read' or 'write'"
-        )));
+        return Err(generic(
+            "Invalid parameter 'operation': expected 'read' or 'write'",
+        ));
     }
     let nospace = arg_bool(args, "nospace").unwrap_or(false);
     // QEMU's defaults: werror=enospc (stop on ENOSPC), rerror=report.
