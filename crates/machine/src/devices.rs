@@ -915,7 +915,10 @@ fn finish_unplug(m: &mut Machine, path: &str) {
     crate::input::on_device_removed(m, node);
     m.qom.tree.remove(node);
     for e in events {
-        m.emit("DEVICE_DELETED", Some(e));
+        // The event exists from QEMU 1.5.
+        if m.version_at_least(1, 5) {
+            m.emit("DEVICE_DELETED", Some(e));
+        }
     }
 }
 

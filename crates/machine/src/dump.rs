@@ -428,7 +428,7 @@ fn dump_guest_memory(m: &mut Machine, args: &Args, cx: &mut Cx) -> CmdResult {
             d.completed = 0;
             let q = query(m);
             let msg = format!("dump: failed to save memory: {}", memory::strerror(&e));
-            m.emit("DUMP_COMPLETED", Some(json!({"result": q, "error": msg})));
+            emit_completed(m, json!({"result": q, "error": msg}));
             finish(m);
             Err(QmpError::generic(msg))
         }
@@ -448,10 +448,17 @@ fn dump_guest_memory(m: &mut Machine, args: &Args, cx: &mut Cx) -> CmdResult {
             d.status = DumpStatus::Completed;
             d.completed = written;
             let q = query(m);
-            m.emit("DUMP_COMPLETED", Some(json!({ "result": q })));
+            emit_completed(m, json!({ "result": q }));
             finish(m);
             crate::empty()
         }
+    }
+}
+
+/// `DUMP_COMPLETED` exists from QEMU 2.6.
+fn emit_completed(m: &mut Machine, data: Value) {
+    if m.version_at_least(2, 6) {
+        m.emit("DUMP_COMPLETED", Some(data));
     }
 }
 
@@ -470,7 +477,7 @@ pub fn on_timer(m: &mut Machine, what: &str, data: &Value) {
     m.dump.status = DumpStatus::Completed;
     m.dump.completed = data.as_u64().unwrap_or(m.dump.total);
     let q = query(m);
-    m.emit("DUMP_COMPLETED", Some(json!({ "result": q })));
+    emit_completed(m, json!({ "result": q }));
     finish(m);
 }
 

@@ -291,3 +291,15 @@ fn dump_to_a_named_fd() {
         "GenericError: File descriptor named 'dump' not found"
     );
 }
+
+#[test]
+fn old_qemu_has_no_dump_event() {
+    let mut m = machine_with(|c| c.qemu_version = (1, 3, 0));
+    let f = tmp("core-old.elf");
+    ok(run(
+        &mut m,
+        "dump-guest-memory",
+        json!({"paging": false, "protocol": format!("file:{}", f.display()), "begin": 0, "length": 4096}),
+    ));
+    assert_eq!(events(&mut m), vec!["STOP", "RESUME"]);
+}
