@@ -59,8 +59,27 @@ fn abspath(p: &Path, cwd: &Path) -> PathBuf {
     out
 }
 
+/// A relative path of plain components (no `.`, `..` or empty ones).
+fn plain_relative(p: &str) -> bool {
+    !p.starts_with('/') && p.split('/').all(|c| !c.is_empty() && c != "." && c != "..")
+}
+
 /// `os.path.relpath(path, start)`.
 fn relpath(path: &Path, start: &Path, cwd: &Path) -> String {
+    // The common case without building absolute paths: `path` lies under
+    // `start` (or `start` is the current directory), both plain.
+    if let (Some(p), Some(s)) = (path.to_str(), start.to_str()) {
+        if plain_relative(p) {
+            if s.is_empty() {
+                return p.to_string();
+            }
+            if plain_relative(s) {
+                if let Some(rest) = p.strip_prefix(s).and_then(|r| r.strip_prefix('/')) {
+                    return rest.to_string();
+                }
+            }
+        }
+    }
     let p = abspath(path, cwd);
     let s = abspath(start, cwd);
     let pc: Vec<_> = p.components().collect();
@@ -800,6 +819,30 @@ mod tests {
         );
         assert_eq!(
             relpath(Path::new("/abs/x.json"), Path::new("/abs"), cwd),
+            "x.json"
+        );
+        assert_eq!(
+            relpath(Path::new("d/x.json"), Path::new(""), cwd),
+            "d/x.json"
+        );
+        assert_eq!(
+            relpath(Path::new("d/x.json"), Path::new("e"), cwd),
+            "../d/x.json"
+        );
+        assert_eq!(
+            relpath(Path::new("d/x.json"), Path::new("d/e"), cwd),
+            "../x.json"
+        );
+        assert_eq!(
+            relpath(Path::new("dd/x.json"), Path::new("d"), cwd),
+            "../dd/x.json"
+        );
+        assert_eq!(
+            relpath(Path::new("d/./x.json"), Path::new("d"), cwd),
+            "x.json"
+        );
+        assert_eq!(
+            relpath(Path::new("d//x.json"), Path::new("d"), cwd),
             "x.json"
         );
     }
