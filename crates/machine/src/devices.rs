@@ -315,6 +315,21 @@ fn create_device(
     if let Some(b) = bus {
         attach(tree, node, b);
     }
+    // Controllers carry the bus their devices plug into.
+    if let Some(bty) = child_bus_type(ty) {
+        let name = match id {
+            Some(id) => format!("{id}.0"),
+            None => {
+                let lower = bty.to_ascii_lowercase();
+                let n = buses(tree)
+                    .into_iter()
+                    .filter(|&b| tree.node(b).name.starts_with(&format!("{lower}.")))
+                    .count();
+                format!("{lower}.{n}")
+            }
+        };
+        tree.add(node, &name, bty);
+    }
     // Virtio proxies carry their backend device on a virtio bus.
     if let Some(base) = ty.strip_suffix("-pci") {
         if types::is_a(ty, "virtio-pci") {
@@ -327,6 +342,16 @@ fn create_device(
         }
     }
     Ok(node)
+}
+
+/// The bus a controller type provides.
+pub fn child_bus_type(ty: &str) -> Option<&'static str> {
+    Some(match ty {
+        "piix3-usb-uhci" | "ich9-usb-ehci1" | "nec-usb-xhci" | "qemu-xhci" => "usb-bus",
+        "virtio-serial-pci" => "virtio-serial-bus",
+        "virtio-scsi-pci" | "lsi53c895a" => "SCSI",
+        _ => return None,
+    })
 }
 
 fn default_bus(tree: &Tree, bus_type: &str) -> Option<NodeId> {
@@ -693,6 +718,33 @@ fn device_add_as(m: &mut Machine, args: &Args, driver: &str) -> CmdResult {
         .collect();
     // Backends that must exist and be free.
     for (k, v) in &props {
+        if k == "chardev" && types::is_a(td.name, "virtio-serial-port") {
+            let name = v.as_str().unwrap_or("");
+            let tree = &m.qom.tree;
+            let known = tree
+                .child(Tree::ROOT, "chardevs")
+                .and_then(|c| tree.child(c, name))
+                .is_some();
+            if !known {
+                return Err(QmpError::generic(format!(
+                    "Property '{}.chardev' can't find value '{name}'",
+                    td.name
+                )));
+            }
+        }
+        if k == "name" && types::is_a(td.name, "virtio-serial-port") {
+            let name = v.as_str().unwrap_or("");
+            let tree = &m.qom.tree;
+            let taken = all_devices(tree).into_iter().any(|n| {
+                types::is_a(tree.node(n).ty, "virtio-serial-port")
+                    && tree.val(n, "name").and_then(Value::as_str) == Some(name)
+            });
+            if taken {
+                return Err(QmpError::generic(format!(
+                    "virtio-serial-bus: A port already exists by name {name}"
+                )));
+            }
+        }
         if k == "drive" {
             let name = v.as_str().unwrap_or("");
             let known = m.config.drives.iter().any(|d| d.id == name);
@@ -886,39 +938,68 @@ pub fn memory_devices(m: &Machine) -> Vec<Value> {
         .collect()
 }
 
-/// Finish unplugging the device at `path`: remove it and announce it.
+/// Devices that go with `node`, in the order QEMU announces them: those
+/// plugged into buses below it first (depth first), then devices inside
+/// it (virtio backends), then `node` itself.
+fn unplug_order(tree: &Tree, node: NodeId, out: &mut Vec<NodeId>, depth: usize) {
+    if depth > 16 {
+        return;
+    }
+    let inside = tree.walk(node);
+    for &n in &inside {
+        if tree.is_bus(n) {
+            for d in bus_children(tree, n) {
+                if !inside.contains(&d) && !out.contains(&d) {
+                    unplug_order(tree, d, out, depth + 1);
+                }
+            }
+        }
+    }
+    for &n in inside.iter().skip(1) {
+        if tree.is_device(n) && !out.contains(&n) {
+            out.push(n);
+        }
+    }
+    if !out.contains(&node) {
+        out.push(node);
+    }
+}
+
+/// Finish unplugging the device at `path`: remove it (and what hangs off
+/// it) and announce it.
 fn finish_unplug(m: &mut Machine, path: &str) {
     m.devices.unplug_pending.retain(|p| p != path);
     let tree = &m.qom.tree;
     let Ok(node) = tree.resolve(path) else {
         return;
     };
-    let dev_id = device_id(tree, node);
-    // Child devices (virtio backends) go first, as their buses are torn down.
-    let mut events = Vec::new();
-    for n in tree.walk(node).into_iter().skip(1) {
-        if tree.is_device(n) {
-            let mut d = Map::new();
-            if let Some(i) = device_id(tree, n) {
-                d.insert("device".into(), Value::String(i));
-            }
-            d.insert("path".into(), Value::String(tree.path(n)));
-            events.push(Value::Object(d));
+    let mut order = Vec::new();
+    unplug_order(tree, node, &mut order, 0);
+    let gone: Vec<(String, Option<String>)> = order
+        .iter()
+        .map(|&n| (tree.path(n), device_id(tree, n)))
+        .collect();
+    for (p, _) in &gone {
+        if let Ok(n) = m.qom.tree.resolve(p) {
+            crate::input::on_device_removed(m, n);
         }
     }
-    let mut d = Map::new();
-    if let Some(i) = &dev_id {
-        d.insert("device".into(), Value::String(i.clone()));
-    }
-    d.insert("path".into(), Value::String(path.to_string()));
-    events.push(Value::Object(d));
-    crate::input::on_device_removed(m, node);
-    m.qom.tree.remove(node);
-    for e in events {
-        // The event exists from QEMU 1.5.
-        if m.version_at_least(1, 5) {
-            m.emit("DEVICE_DELETED", Some(e));
+    for (p, _) in gone.iter().rev() {
+        if let Ok(n) = m.qom.tree.resolve(p) {
+            m.qom.tree.remove(n);
         }
+    }
+    // The event exists from QEMU 1.5.
+    if !m.version_at_least(1, 5) {
+        return;
+    }
+    for (p, id) in gone {
+        let mut d = Map::new();
+        if let Some(i) = id {
+            d.insert("device".into(), Value::String(i));
+        }
+        d.insert("path".into(), Value::String(p));
+        m.emit("DEVICE_DELETED", Some(Value::Object(d)));
     }
 }
 

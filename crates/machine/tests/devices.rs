@@ -529,3 +529,105 @@ fn memory_hotplug() {
         "GenericError: memory hotplug is not enabled, please add maxmem option"
     );
 }
+
+#[test]
+fn controllers_bring_their_buses() {
+    let mut m = machine_with(|c| {
+        c.chardevs = vec!["socket,id=charchannel0,path=/tmp/qga.sock,server,nowait".into()]
+    });
+    assert_eq!(
+        run(
+            &mut m,
+            "device_add",
+            json!({"driver": "usb-tablet", "id": "input0"})
+        )
+        .unwrap_err(),
+        "GenericError: No 'usb-bus' bus found for device 'usb-tablet'"
+    );
+    ok(run(
+        &mut m,
+        "device_add",
+        json!({"driver": "piix3-usb-uhci", "id": "usb"}),
+    ));
+    ok(run(
+        &mut m,
+        "device_add",
+        json!({"driver": "usb-tablet", "id": "input0", "bus": "usb.0", "port": "1"}),
+    ));
+    assert_eq!(
+        ok(run(
+            &mut m,
+            "qom-get",
+            json!({"path": "/machine/peripheral/input0", "property": "parent_bus"})
+        )),
+        json!("/machine/peripheral/usb/usb.0")
+    );
+    let mut cx = Cx::default();
+    let mice = qmpkit_machine::input::execute(&mut m, "query-mice", &Args::new(), &mut cx)
+        .unwrap()
+        .unwrap();
+    assert_eq!(mice[0]["name"], "QEMU HID Tablet");
+    // Anonymous controllers get numbered buses.
+    ok(run(&mut m, "device_add", json!({"driver": "nec-usb-xhci"})));
+    ok(run(
+        &mut m,
+        "device_add",
+        json!({"driver": "usb-kbd", "bus": "usb-bus.0"}),
+    ));
+    // A guest agent channel.
+    ok(run(
+        &mut m,
+        "device_add",
+        json!({"driver": "virtio-serial-pci", "id": "vs0"}),
+    ));
+    ok(run(
+        &mut m,
+        "device_add",
+        json!({"driver": "virtserialport", "id": "channel0", "bus": "vs0.0",
+               "chardev": "charchannel0", "name": "org.qemu.guest_agent.0"}),
+    ));
+    assert_eq!(
+        run(
+            &mut m,
+            "device_add",
+            json!({"driver": "virtserialport", "chardev": "charchannel0", "name": "org.qemu.guest_agent.0"})
+        )
+        .unwrap_err(),
+        "GenericError: virtio-serial-bus: A port already exists by name org.qemu.guest_agent.0"
+    );
+    assert_eq!(
+        run(
+            &mut m,
+            "device_add",
+            json!({"driver": "virtserialport", "chardev": "nope"})
+        )
+        .unwrap_err(),
+        "GenericError: Property 'virtserialport.chardev' can't find value 'nope'"
+    );
+    events(&mut m);
+    // Unplugging a controller takes its devices along, announced first.
+    ok(run(&mut m, "device_del", json!({"id": "usb"})));
+    step(&mut m, 200);
+    assert_eq!(
+        events(&mut m),
+        vec![
+            r#"DEVICE_DELETED {"device":"input0","path":"/machine/peripheral/input0"}"#,
+            r#"DEVICE_DELETED {"device":"usb","path":"/machine/peripheral/usb"}"#,
+        ]
+    );
+    assert_eq!(
+        run(
+            &mut m,
+            "qom-get",
+            json!({"path": "/machine/peripheral/input0", "property": "type"})
+        )
+        .unwrap_err(),
+        "DeviceNotFound: Device '/machine/peripheral/input0' not found"
+    );
+    // Devices off the PCI bus leave at once, without the guest.
+    ok(run(&mut m, "device_del", json!({"id": "channel0"})));
+    assert_eq!(
+        events(&mut m),
+        vec![r#"DEVICE_DELETED {"device":"channel0","path":"/machine/peripheral/channel0"}"#]
+    );
+}
