@@ -359,6 +359,9 @@ impl Schema {
     }
 
     fn make_features(&mut self, features: Vec<FeatureDef>, info: &Info) -> Result<Vec<Feature>> {
+        if features.is_empty() {
+            return Ok(Vec::new());
+        }
         for f in &features {
             if !self.feature_names.iter().any(|n| n == &f.name) {
                 if self.feature_names.len() == 64 {

@@ -150,13 +150,13 @@ impl Schema {
 
     /// Add `item` to `seen`, or report that its C name collides.
     fn clash(&self, seen: &mut Seen, item: SeenItem, info: &Info) -> Result<()> {
-        let d = self.described(item);
         let h = match item {
             SeenItem::Member(r) => self.member(r).cname_hash,
-            _ => c_name_hash(d.name),
+            _ => c_name_hash(self.described(item).name),
         };
         for (h2, other) in seen.iter() {
             if *h2 == h {
+                let d = self.described(item);
                 let o = self.described(*other);
                 if c_name_eq(d.name, o.name) {
                     return Err(QapiError::new(
@@ -474,8 +474,17 @@ impl Schema {
             &self.entities[tag_enum].kind,
             self.object(id).and_then(|o| o.branches.as_ref()),
         ) {
+            // Branches are usually written in the enum's order: look where
+            // the previous value's branch was first.
+            let mut next = 0;
             for m in &en.members {
-                if !b.variants.iter().any(|x| x.name == m.name) {
+                let found = match b.variants.get(next) {
+                    Some(x) if x.name == m.name => Some(next),
+                    _ => b.variants.iter().position(|x| x.name == m.name),
+                };
+                if let Some(k) = found {
+                    next = k + 1;
+                } else {
                     extra.push(Variant {
                         name: m.name.clone(),
                         type_name: "q_empty".to_string(),
@@ -498,6 +507,7 @@ impl Schema {
         if nvar == 0 {
             return Err(Self::err(&info, "union has no branches".to_string()));
         }
+        let mut next_value = 0;
         for k in 0..nvar {
             let t = {
                 let Some(v) = self
@@ -518,7 +528,16 @@ impl Schema {
                 };
                 let t = self.resolve_type(&v.type_name, &info, what)?;
                 let is_value = match &self.entities[tag_enum].kind {
-                    EntityKind::Enum(en) => en.members.iter().any(|m| m.name == v.name),
+                    EntityKind::Enum(en) => {
+                        let found = match en.members.get(next_value) {
+                            Some(m) if m.name == v.name => Some(next_value),
+                            _ => en.members.iter().position(|m| m.name == v.name),
+                        };
+                        if let Some(i) = found {
+                            next_value = i + 1;
+                        }
+                        found.is_some()
+                    }
                     _ => false,
                 };
                 if !is_value {
