@@ -47,7 +47,7 @@ pub fn run(args: Vec<String>) -> ExitCode {
         }
     }
     if o.list_handlers {
-        return list_handlers(&schema, o.strict);
+        return list_handlers(&o, &schema, enabled);
     }
     run::serve(o, schema, enabled)
 }
@@ -66,42 +66,56 @@ fn load_schema(o: &opts::ServeOptions) -> Result<qmpkit_schema::Schema, ExitCode
     })
 }
 
-/// Every command of the schema and how it is answered.
-fn list_handlers(schema: &qmpkit_schema::Schema, strict: bool) -> ExitCode {
-    use qmpkit_schema::model::EntityKind;
+/// Every command the server offers and how it is answered: `handler`
+/// (the machine implements it), `builtin` (the protocol's own answers) or
+/// `synthesized` (a value made from the return type).
+fn list_handlers(
+    o: &opts::ServeOptions,
+    schema: &Arc<qmpkit_schema::Schema>,
+    enabled: Vec<String>,
+) -> ExitCode {
+    use qmpkit_server::{Served, Server, ServerOptions};
+    let machine = qmpkit_machine::Machine::new(Arc::new(o.config.clone()), schema.clone());
+    let handle = qmpkit_machine::glue::MachineHandle::new(machine);
     let implemented = qmpkit_machine::handled();
-    let mut rows: Vec<(String, &str)> = schema
-        .iter()
-        .filter(|(_, e)| matches!(e.kind, EntityKind::Command(_)))
-        .map(|(_, e)| {
-            let how = if qmpkit_machine::glue::SERVER_BUILTINS.contains(&e.name.as_str()) {
-                "builtin"
-            } else if implemented.binary_search(&e.name.as_str()).is_ok() {
-                "handler"
-            } else if strict {
-                "not-found"
-            } else {
-                "synthesized"
-            };
-            (e.name.clone(), how)
-        })
-        .collect();
-    rows.sort();
-    let handled = rows.iter().filter(|r| r.1 == "handler").count();
+    let mut reg = qmpkit_server::Registry::new();
+    handle.register_with(&mut reg, schema, o.strict, o.test_control);
+    let sopts = ServerOptions {
+        qemu_version: o.config.qemu_version,
+        package: o.config.package.clone(),
+        strict: o.strict,
+        introspection: qmpkit_schema::introspect::Options {
+            enabled: enabled.into_iter().collect(),
+            unmask: false,
+        },
+        ..ServerOptions::default()
+    };
+    let server = Server::new(schema.clone(), reg, sopts);
+    let (mut handled, mut synthesized) = (0, 0);
+    let rows = server.commands();
     for (name, how) in &rows {
+        // The glue answers unimplemented commands itself (so that injected
+        // failures reach them) with the synthesised value.
+        let how = match how {
+            Served::Builtin => "builtin",
+            _ if implemented.binary_search(&name.as_str()).is_ok() => {
+                handled += 1;
+                "handler"
+            }
+            _ => {
+                synthesized += 1;
+                "synthesized"
+            }
+        };
         println!("{name}\t{how}");
     }
     eprintln!(
-        "{} commands: {} with a handler, {} {}",
+        "{} commands: {handled} with a handler, {synthesized} synthesized from their return type{}",
         rows.len(),
-        handled,
-        rows.iter()
-            .filter(|r| r.1 == "synthesized" || r.1 == "not-found")
-            .count(),
-        if strict {
-            "answering CommandNotFound"
+        if o.strict {
+            " (--strict: the schema's other commands answer CommandNotFound)"
         } else {
-            "synthesized from their return type"
+            ""
         }
     );
     ExitCode::SUCCESS

@@ -295,3 +295,74 @@ fn toml_machine_file() {
     let (_, err) = serve_err(&["--config", "/nonexistent/vm.toml"]);
     assert!(err.contains("--config /nonexistent/vm.toml"), "{err}");
 }
+
+#[test]
+fn daemonize_returns_once_serving() {
+    let dir = tmpdir("daemon");
+    let sock = dir.join("m.sock");
+    let pidfile = dir.join("pid");
+    let spec = format!("unix:{},server=on,wait=off", sock.display());
+    let st = Command::new(qmpkit())
+        .args(["serve", "-daemonize", "-pidfile"])
+        .arg(&pidfile)
+        .args(["-qmp", &spec, "-watchdog-action", "pause", "-no-acpi"])
+        .status()
+        .expect("run");
+    assert!(st.success());
+    // The parent returned after the socket and the pid file were made.
+    assert!(sock.exists());
+    let pid = std::fs::read_to_string(&pidfile).expect("pid file");
+    assert!(pid.trim().parse::<u32>().is_ok(), "{pid}");
+    let mut q = Qmp::connect(&sock);
+    q.ok("__org.qmpkit_watchdog-fire", json!({}));
+    assert_eq!(q.event("WATCHDOG")["data"], json!({"action": "pause"}));
+    q.event("STOP");
+    assert_eq!(q.ok("query-status", json!({}))["status"], "watchdog");
+    // -no-acpi: the power button does nothing.
+    q.ok("cont", json!({}));
+    q.ok("system_powerdown", json!({}));
+    q.event("POWERDOWN");
+    std::thread::sleep(Duration::from_millis(700));
+    assert_eq!(q.ok("query-status", json!({}))["status"], "running");
+    q.ok("quit", json!({}));
+    q.event("SHUTDOWN");
+    assert!(q.read().is_none());
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(!pidfile.exists());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn test_control_on_an_old_interface() {
+    let schema = shared().join("seeds/qemu-1.3-dev.json");
+    if !schema.exists() {
+        eprintln!("skipped: {} not found", schema.display());
+        return;
+    }
+    let dir = tmpdir("v13tc");
+    let sock = dir.join("m.sock");
+    let spec = format!("unix:{},server=on,wait=off", sock.display());
+    let _s = spawn(&[
+        "--schema",
+        schema.to_str().unwrap(),
+        "--dialect",
+        "legacy",
+        "--test-control",
+        "-no-shutdown",
+        "-qmp",
+        &spec,
+    ]);
+    let mut q = Qmp::connect(&sock);
+    q.ok("__org.qmpkit_guest-panic", json!({}));
+    // QEMU 1.3 had neither GUEST_PANICKED nor the guest-panicked state:
+    // the machine stops in internal-error.
+    assert!(q.event("STOP").get("data").is_none());
+    assert_eq!(q.event_names(), Vec::<String>::new());
+    assert_eq!(q.ok("query-status", json!({}))["status"], "internal-error");
+    let r = q.cmd("cont", json!({}));
+    assert_eq!(
+        r,
+        json!({"error": {"class": "GenericError", "desc": "Resetting the Virtual Machine is required"}})
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

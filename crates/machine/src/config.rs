@@ -174,6 +174,9 @@ pub struct MachineConfig {
     /// `-no-reboot`: a guest reboot is a shutdown.
     #[serde(rename = "no-reboot")]
     pub no_reboot: bool,
+    /// `-watchdog-action`: what the watchdog does when it fires.
+    #[serde(rename = "watchdog-action")]
+    pub watchdog_action: String,
     pub drives: Vec<DriveConfig>,
     pub devices: Vec<DeviceConfig>,
     pub netdevs: Vec<NetdevConfig>,
@@ -252,6 +255,7 @@ impl MachineConfig {
             start_paused: false,
             no_shutdown: false,
             no_reboot: false,
+            watchdog_action: "reset".into(),
             drives: Vec::new(),
             devices: Vec::new(),
             netdevs: Vec::new(),
@@ -389,6 +393,25 @@ impl MachineConfig {
             "S" => self.start_paused = true,
             "no-shutdown" => self.no_shutdown = true,
             "no-reboot" => self.no_reboot = true,
+            "no-acpi" => self.guest.acpi = false,
+            "watchdog-action" => {
+                let v = need(value)?;
+                const ACTIONS: [&str; 7] = [
+                    "reset",
+                    "shutdown",
+                    "poweroff",
+                    "pause",
+                    "debug",
+                    "none",
+                    "inject-nmi",
+                ];
+                if !ACTIONS.contains(&v.as_str()) {
+                    return err(format!(
+                        "-watchdog-action {v}: unknown -watchdog-action parameter"
+                    ));
+                }
+                self.watchdog_action = v;
+            }
             "daemonize" => self.daemonize = true,
             "enable-kvm" => self.kvm = true,
             "nodefaults" => {
@@ -654,13 +677,13 @@ impl MachineConfig {
 /// `Some(true)` takes one, `Some(false)` is a flag, `None` unknown.
 pub fn option_takes_value(opt: &str) -> Option<bool> {
     Some(match opt {
-        "S" | "no-shutdown" | "no-reboot" | "daemonize" | "enable-kvm" | "nodefaults"
-        | "nographic" | "enable-fips" | "no-user-config" | "nodefconfig" => false,
-        "name" | "uuid" | "m" | "smp" | "machine" | "M" | "accel" | "cpu" | "drive" | "hda"
-        | "hdb" | "hdc" | "hdd" | "cdrom" | "device" | "netdev" | "object" | "tpmdev" | "vnc"
-        | "serial" | "qmp" | "qmp-pretty" | "chardev" | "mon" | "pidfile" | "display" | "vga"
-        | "boot" | "k" | "rtc" | "global" | "usb" | "usbdevice" | "msg" | "D" | "d"
-        | "realtime" | "overcommit" | "sandbox" | "runas" | "chroot" => true,
+        "S" | "no-shutdown" | "no-reboot" | "no-acpi" | "daemonize" | "enable-kvm"
+        | "nodefaults" | "nographic" | "enable-fips" | "no-user-config" | "nodefconfig" => false,
+        "name" | "watchdog-action" | "uuid" | "m" | "smp" | "machine" | "M" | "accel" | "cpu"
+        | "drive" | "hda" | "hdb" | "hdc" | "hdd" | "cdrom" | "device" | "netdev" | "object"
+        | "tpmdev" | "vnc" | "serial" | "qmp" | "qmp-pretty" | "chardev" | "mon" | "pidfile"
+        | "display" | "vga" | "boot" | "k" | "rtc" | "global" | "usb" | "usbdevice" | "msg"
+        | "D" | "d" | "realtime" | "overcommit" | "sandbox" | "runas" | "chroot" => true,
         _ => return None,
     })
 }

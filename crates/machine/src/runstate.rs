@@ -240,7 +240,7 @@ impl RunStateData {
             },
             no_shutdown: config.no_shutdown,
             no_reboot: config.no_reboot,
-            watchdog_action: "reset".into(),
+            watchdog_action: config.watchdog_action.clone(),
             autostart: !config.start_paused,
             powerdown_pending: false,
             nmi_count: 0,
@@ -376,12 +376,21 @@ pub fn do_suspend(m: &mut Machine) {
 }
 
 /// A guest panic: GUEST_PANICKED (pause), STOP; without `-no-shutdown`,
-/// GUEST_PANICKED (poweroff) and a shutdown.
+/// GUEST_PANICKED (poweroff) and a shutdown. Interfaces older than the
+/// `guest-panicked` state (QEMU before 1.5) stop in `internal-error`,
+/// without GUEST_PANICKED.
 pub fn do_panic(m: &mut Machine) {
-    m.emit("GUEST_PANICKED", Some(json!({"action": "pause"})));
-    vm_stop(m, RunState::GuestPanicked);
+    let known = crate::shape::enum_has(&m.schema, "RunState", "guest-panicked");
+    if known {
+        m.emit("GUEST_PANICKED", Some(json!({"action": "pause"})));
+        vm_stop(m, RunState::GuestPanicked);
+    } else {
+        vm_stop(m, RunState::InternalError);
+    }
     if !m.run.no_shutdown {
-        m.emit("GUEST_PANICKED", Some(json!({"action": "poweroff"})));
+        if known {
+            m.emit("GUEST_PANICKED", Some(json!({"action": "poweroff"})));
+        }
         do_shutdown(m, ShutdownCause::GuestPanic);
     }
 }

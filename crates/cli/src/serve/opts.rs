@@ -25,13 +25,16 @@ qmpkit options:
   --print-config         print the machine's configuration as TOML and exit
   --qmp SPEC             same as -qmp
   --allow-remote-tcp     allow listening on a non-loopback TCP address
+  --test-control         offer the __org.qmpkit_ test-control commands even when
+                         the --schema lacks them
 
 QEMU options understood:
   -qmp unix:PATH[,server=on,wait=off] | tcp:HOST:PORT[,...] | stdio
   -chardev socket,id=ID,path=PATH,server=on,wait=off   -mon chardev=ID,mode=control
   -S  -name NAME  -uuid UUID  -m SIZE  -smp N[,maxcpus=M]  -drive ...  -device ...
   -netdev ...  -object ...  -machine ...  -cpu ...  -enable-kvm  -vnc ...  -serial ...
-  -no-shutdown  -no-reboot  -nodefaults  -pidfile FILE  -daemonize
+  -no-shutdown  -no-reboot  -no-acpi  -watchdog-action ACTION  -nodefaults
+  -pidfile FILE  -daemonize
 
 Without -qmp/-mon, QMP listens on a unix socket under $XDG_RUNTIME_DIR (or /tmp),
 whose path is printed.";
@@ -51,6 +54,7 @@ pub struct ServeOptions {
     pub help: bool,
     pub machines: usize,
     pub allow_remote_tcp: bool,
+    pub test_control: bool,
     pub config: MachineConfig,
 }
 
@@ -91,6 +95,7 @@ pub fn parse(args: &[String]) -> Result<ServeOptions, String> {
         help: false,
         machines: 1,
         allow_remote_tcp: false,
+        test_control: false,
         config,
     };
     let mut i = 0;
@@ -116,7 +121,12 @@ pub fn parse(args: &[String]) -> Result<ServeOptions, String> {
         );
         let ours_flag = matches!(
             name.as_str(),
-            "strict" | "list-handlers" | "print-config" | "help" | "allow-remote-tcp"
+            "strict"
+                | "list-handlers"
+                | "print-config"
+                | "help"
+                | "allow-remote-tcp"
+                | "test-control"
         ) || a == "-h";
         let take_value = |i: &mut usize| -> Result<String, String> {
             if let Some(v) = inline.clone() {
@@ -133,6 +143,7 @@ pub fn parse(args: &[String]) -> Result<ServeOptions, String> {
                 "list-handlers" => o.list_handlers = true,
                 "print-config" => o.print_config = true,
                 "allow-remote-tcp" => o.allow_remote_tcp = true,
+                "test-control" => o.test_control = true,
                 _ => o.help = true,
             }
         } else if ours_with_value && (double || name == "machines") {

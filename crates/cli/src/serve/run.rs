@@ -116,6 +116,7 @@ struct Unit {
     schema: Arc<Schema>,
     sopts: Arc<ServerOptions>,
     strict: bool,
+    test_control: bool,
 }
 
 impl Unit {
@@ -123,14 +124,15 @@ impl Unit {
         machine: Machine,
         schema: &Arc<Schema>,
         sopts: &Arc<ServerOptions>,
-        strict: bool,
+        o: &ServeOptions,
     ) -> Unit {
         Unit {
             handle: MachineHandle::new(machine),
             server: Arc::new(OnceLock::new()),
             schema: schema.clone(),
             sopts: sopts.clone(),
-            strict,
+            strict: o.strict,
+            test_control: o.test_control,
         }
     }
 
@@ -140,7 +142,8 @@ impl Unit {
         self.server
             .get_or_init(|| {
                 let mut reg = Registry::new();
-                self.handle.register(&mut reg, &self.schema, self.strict);
+                self.handle
+                    .register_with(&mut reg, &self.schema, self.strict, self.test_control);
                 let server = Server::new(self.schema.clone(), reg, (*self.sopts).clone());
                 tokio::spawn(self.handle.clone().run_timers(Some(server.events())));
                 server
@@ -290,7 +293,7 @@ async fn serve_async(
                 }
             }
         }
-        units.push((Unit::new(machine, &schema, &sopts, o.strict), listeners));
+        units.push((Unit::new(machine, &schema, &sopts, &o), listeners));
     }
     if let Some(p) = &config.pidfile {
         if let Err(e) = std::fs::write(p, format!("{}\n", std::process::id())) {
