@@ -73,7 +73,7 @@ fn ok(r: Result<Value, String>) -> Value {
 
 #[allow(dead_code)]
 fn tmp(name: &str) -> std::path::PathBuf {
-    let d = std::env::temp_dir().join(format!("qmpkit-dev-{}", std::process::id()));
+    let d = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("qmpkit-machine-devices");
     let _ = std::fs::create_dir_all(&d);
     d.join(name)
 }
@@ -81,6 +81,15 @@ fn tmp(name: &str) -> std::path::PathBuf {
 #[allow(dead_code)]
 fn _unused() -> Value {
     json!(null)
+}
+
+/// Deletes the file when dropped (cores are large, if sparse).
+struct Rm(std::path::PathBuf);
+
+impl Drop for Rm {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
 }
 
 fn readelf(args: &[&str], f: &std::path::Path) -> Option<String> {
@@ -101,6 +110,7 @@ fn readelf(args: &[&str], f: &std::path::Path) -> Option<String> {
 fn elf_core_is_readable() {
     let mut m = machine();
     let f = tmp("core.elf");
+    let _rm = Rm(f.clone());
     ok(run(
         &mut m,
         "dump-guest-memory",
@@ -155,6 +165,7 @@ fn elf_core_is_readable() {
 fn filtered_and_paged_dump() {
     let mut m = machine_with(|c| c.memory_bytes = 4 << 30);
     let f = tmp("core2.elf");
+    let _rm = Rm(f.clone());
     ok(run(
         &mut m,
         "dump-guest-memory",
@@ -179,6 +190,7 @@ fn filtered_and_paged_dump() {
 fn detached_dump_progresses_over_time() {
     let mut m = machine();
     let f = tmp("core3.elf");
+    let _rm = Rm(f.clone());
     ok(run(
         &mut m,
         "dump-guest-memory",
@@ -253,6 +265,7 @@ fn dump_errors() {
         "GenericError: kdump-zlib is not available now"
     );
     let f = tmp("core4.elf");
+    let _rm = Rm(f.clone());
     assert_eq!(
         e(
             &mut m,
@@ -271,6 +284,7 @@ fn dump_to_a_named_fd() {
     use std::os::fd::OwnedFd;
     let mut m = machine();
     let f = tmp("core5.elf");
+    let _rm = Rm(f.clone());
     let file = std::fs::File::create(&f).unwrap();
     let mut cx = Cx {
         fds: vec![OwnedFd::from(file)],
@@ -296,6 +310,7 @@ fn dump_to_a_named_fd() {
 fn old_qemu_has_no_dump_event() {
     let mut m = machine_with(|c| c.qemu_version = (1, 3, 0));
     let f = tmp("core-old.elf");
+    let _rm = Rm(f.clone());
     ok(run(
         &mut m,
         "dump-guest-memory",

@@ -73,7 +73,7 @@ fn ok(r: Result<Value, String>) -> Value {
 
 #[allow(dead_code)]
 fn tmp(name: &str) -> std::path::PathBuf {
-    let d = std::env::temp_dir().join(format!("qmpkit-dev-{}", std::process::id()));
+    let d = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("qmpkit-machine-devices");
     let _ = std::fs::create_dir_all(&d);
     d.join(name)
 }
