@@ -55,6 +55,16 @@ pub const COMMANDS: &[(&str, &str, &str)] = &[
         "memsave addr size file",
         "save to disk virtual memory dump starting at 'addr' of size 'size'",
     ),
+    (
+        "mouse_button",
+        "mouse_button state",
+        "change mouse button state (1=L, 2=M, 4=R)",
+    ),
+    (
+        "mouse_move",
+        "mouse_move dx dy [dz]",
+        "send mouse move events",
+    ),
     ("nmi", "nmi", "inject an NMI"),
     (
         "object_add",
@@ -486,6 +496,39 @@ fn info(m: &mut Machine, cx: &mut Cx, sub: &str, rest: &[String]) -> Result<Stri
                 v["actual"].as_i64().unwrap_or(0) >> 20
             );
         }
+        "vnc" if m.version_at_least(2, 11) => {
+            let v = qmp(m, cx, "query-vnc-servers", json!({}))?;
+            let list = v.as_array().cloned().unwrap_or_default();
+            if list.is_empty() {
+                o.push_str("None\n");
+            }
+            for d in list {
+                let _ = writeln!(o, "{}:", d["id"].as_str().unwrap_or(""));
+                for srv in d["server"].as_array().into_iter().flatten() {
+                    let _ = writeln!(
+                        o,
+                        "  Server: {}:{} ({}{})",
+                        srv["host"].as_str().unwrap_or(""),
+                        srv["service"].as_str().unwrap_or(""),
+                        srv["family"].as_str().unwrap_or(""),
+                        if srv["websocket"].as_bool().unwrap_or(false) {
+                            " (Websocket)"
+                        } else {
+                            ""
+                        }
+                    );
+                    let _ = writeln!(
+                        o,
+                        "    Auth: {} (Sub: {})",
+                        srv["auth"].as_str().unwrap_or("none"),
+                        srv["vencrypt"].as_str().unwrap_or("none")
+                    );
+                }
+                if let Some(disp) = d["display"].as_str() {
+                    let _ = writeln!(o, "  Display: {disp}");
+                }
+            }
+        }
         "vnc" => {
             let v = qmp(m, cx, "query-vnc", json!({}))?;
             if !v["enabled"].as_bool().unwrap_or(false) {
@@ -904,6 +947,28 @@ pub fn run_line(m: &mut Machine, cx: &mut Cx, line: &str) -> String {
             Some(id) => qmp(m, cx, "object-del", json!({ "id": id })).map(|_| String::new()),
         },
         "x" | "xp" => examine(m, cmd, &words),
+        "mouse_move" => match (w(0).and_then(parse_num), w(1).and_then(parse_num)) {
+            (Some(dx), Some(dy)) => {
+                let r = &mut m.input.rel;
+                r.0 = r.0.saturating_add(dx);
+                r.1 = r.1.saturating_add(dy);
+                Ok(String::new())
+            }
+            _ => Err(missing(cmd, "string")),
+        },
+        "mouse_button" => match w(0).and_then(parse_num) {
+            Some(state) => {
+                let mut b = Vec::new();
+                for (bit, name) in [(1, "left"), (2, "right"), (4, "middle")] {
+                    if state & bit != 0 {
+                        b.push(name);
+                    }
+                }
+                m.input.buttons = b;
+                Ok(String::new())
+            }
+            None => Err(missing(cmd, "integer")),
+        },
         "balloon" => match w(0).and_then(parse_num) {
             None => Err(missing(cmd, "integer")),
             Some(mb) => qmp(

@@ -314,3 +314,21 @@ fn newer_qemu_prefixes_errors() {
         "Device 'nope' not found\r\n"
     );
 }
+
+#[test]
+fn info_vnc_and_mouse() {
+    let mut m = machine();
+    assert_eq!(
+        hmp(&mut m, "info vnc"),
+        "default:\r\n  Server: 0.0.0.0:5900 (ipv4)\r\n    Auth: vnc (Sub: none)\r\n  Display: video0\r\n"
+    );
+    let mut old = machine_with(|c| c.qemu_version = (2, 1, 0));
+    assert_eq!(
+        hmp(&mut old, "info vnc"),
+        "Server:\r\n     address: 0.0.0.0:5900\r\n        auth: vnc\r\nClient: none\r\n"
+    );
+    assert_eq!(hmp(&mut m, "mouse_move 10 -4"), "");
+    assert_eq!(hmp(&mut m, "mouse_button 5"), "");
+    assert_eq!(m.input.rel, (10, -4));
+    assert_eq!(m.input.buttons, vec!["left", "middle"]);
+}
