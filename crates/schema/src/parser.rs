@@ -166,22 +166,17 @@ struct Lexer<'a> {
 const LO: u64 = 0x0101_0101_0101_0101;
 const HI: u64 = 0x8080_8080_8080_8080;
 
-/// Some byte of `w` is zero.
+/// The bytes of `w` that end the fast scan of a string, as a mask with
+/// the high bit of each such byte set; its lowest bit marks the first one
+/// exactly (a quote, a backslash, or a byte outside 32..127).
 #[inline]
-fn has_zero(w: u64) -> bool {
-    w.wrapping_sub(LO) & !w & HI != 0
-}
-
-/// Some byte of `w` may end the fast scan of a string: a quote, a
-/// backslash, or a byte outside 32..127 (false positives are fine, the
-/// byte loop decides).
-#[inline]
-fn special_in_string(w: u64) -> bool {
-    let quote = has_zero(w ^ (LO * u64::from(b'\'')));
-    let backslash = has_zero(w ^ (LO * u64::from(b'\\')));
+fn special_in_string(w: u64) -> u64 {
+    let zero = |x: u64| x.wrapping_sub(LO) & !x & HI;
+    let quote = zero(w ^ (LO * u64::from(b'\'')));
+    let backslash = zero(w ^ (LO * u64::from(b'\\')));
     // Below 32, or 127 and up (high bit set, or 0x7f: + 1 sets it).
-    let control = w.wrapping_sub(LO * 32) & !w & HI != 0;
-    let high = (w | w.wrapping_add(LO)) & HI != 0;
+    let control = w.wrapping_sub(LO * 32) & !w & HI;
+    let high = (w | w.wrapping_add(LO)) & HI;
     quote | backslash | control | high
 }
 
@@ -287,27 +282,30 @@ impl<'a> Lexer<'a> {
                     self.line_pos = self.cursor;
                 }
                 b' ' | b'\t' | b'\r' | 0x0b | 0x0c => {}
-                _ => {
-                    // A word: everything up to a structural character,
-                    // white space or a quote.
-                    let mut end = self.pos;
-                    while end < self.src.len() && !is_word_end(self.src[end]) {
-                        end += 1;
-                    }
-                    self.cursor = end;
-                    match &self.src[self.pos..end] {
-                        b"true" => return self.set(Tok::True),
-                        b"false" => return self.set(Tok::False),
-                        word => {
-                            let shown = String::from_utf8_lossy(word);
-                            let mut shown: String = shown.chars().take(80).collect();
-                            if word.len() > shown.len() {
-                                shown.push_str("...");
-                            }
-                            return Err(self.err(format!("stray '{shown}'")));
-                        }
-                    }
+                _ => return self.word(),
+            }
+        }
+    }
+
+    /// A word: everything up to a structural character, white space or a
+    /// quote (only `true` and `false` are words of the language).
+    #[cold]
+    fn word(&mut self) -> Result<(), Box<QapiError>> {
+        let mut end = self.pos;
+        while end < self.src.len() && !is_word_end(self.src[end]) {
+            end += 1;
+        }
+        self.cursor = end;
+        match &self.src[self.pos..end] {
+            b"true" => self.set(Tok::True),
+            b"false" => self.set(Tok::False),
+            word => {
+                let shown = String::from_utf8_lossy(word);
+                let mut shown: String = shown.chars().take(80).collect();
+                if word.len() > shown.len() {
+                    shown.push_str("...");
                 }
+                Err(self.err(format!("stray '{shown}'")))
             }
         }
     }
@@ -325,11 +323,26 @@ impl<'a> Lexer<'a> {
         while let Some(w) = self.src.get(i..i + 8) {
             let mut word = [0u8; 8];
             word.copy_from_slice(w);
-            if special_in_string(u64::from_le_bytes(word)) {
+            let m = special_in_string(u64::from_le_bytes(word));
+            if m != 0 {
+                i += (m.trailing_zeros() / 8) as usize;
+                if self.src[i] == b'\'' {
+                    self.val = Cow::Borrowed(&self.text[start..i]);
+                    self.cursor = i + 1;
+                    self.tok = Tok::Str;
+                    return Ok(());
+                }
                 break;
             }
             i += 8;
         }
+        self.string_slow(start, i)
+    }
+
+    /// The rest of a string from byte `i` (after the opening quote at
+    /// `start` - 1), with escapes and errors.
+    #[cold]
+    fn string_slow(&mut self, start: usize, mut i: usize) -> Result<(), Box<QapiError>> {
         while i < self.src.len() {
             let b = self.src[i];
             if b == b'\'' {
