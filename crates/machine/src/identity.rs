@@ -28,7 +28,6 @@ pub const HANDLED: &[&str] = &[
     "query-hotpluggable-cpus",
     "query-iothreads",
     "query-pci",
-    "query-mice",
     "query-memory-size-summary",
     "query-memdev",
     "query-memory-devices",
@@ -501,6 +500,14 @@ fn command_line_options(args: &Args) -> CmdResult {
 /// `(vendor, device, class, description)` of a PCI device model.
 fn pci_ids(driver: &str) -> Option<(u64, u64, u64, &'static str)> {
     Some(match driver {
+        "i440FX" => (0x8086, 0x1237, 0x0600, "Host bridge"),
+        "PIIX3" => (0x8086, 0x7000, 0x0601, "ISA bridge"),
+        "piix3-ide" => (0x8086, 0x7010, 0x0101, "IDE controller"),
+        "PIIX4_PM" => (0x8086, 0x7113, 0x0680, "Bridge"),
+        "mch" => (0x8086, 0x29c0, 0x0600, "Host bridge"),
+        "ICH9-LPC" => (0x8086, 0x2918, 0x0601, "ISA bridge"),
+        "ich9-usb-uhci1" => (0x8086, 0x2934, 0x0c03, "USB controller"),
+        "pci-bridge" => (0x1b36, 0x0001, 0x0604, "PCI bridge"),
         "virtio-net-pci" => (0x1af4, 0x1000, 0x0200, "Ethernet controller"),
         "virtio-blk-pci" => (0x1af4, 0x1001, 0x0100, "SCSI controller"),
         "virtio-balloon-pci" => (0x1af4, 0x1002, 0x00ff, "Class 00ff"),
@@ -542,72 +549,36 @@ fn pci_device(
 }
 
 fn query_pci(m: &Machine) -> Value {
-    let mut devs = vec![
-        pci_device(
-            0,
-            0,
-            (0x8086, 0x1237, 0x0600, "Host bridge"),
-            "",
-            vec![],
-            None,
-        ),
-        pci_device(
-            1,
-            0,
-            (0x8086, 0x7000, 0x0601, "ISA bridge"),
-            "",
-            vec![],
-            None,
-        ),
-        pci_device(
-            1,
-            1,
-            (0x8086, 0x7010, 0x0101, "IDE controller"),
-            "",
-            vec![json!({"bar": 4, "type": "io", "address": 0xc000, "size": 16})],
-            None,
-        ),
-        pci_device(
-            1,
-            3,
-            (0x8086, 0x7113, 0x0680, "Bridge"),
-            "",
-            vec![],
-            Some(9),
-        ),
-    ];
-    let mut slot = 2;
-    let mut io = 0xc040u64;
+    let mut devs = Vec::new();
+    let mut io = 0xc000u64;
     let mut mem = 0xfebf_0000u64;
-    let mut add = |driver: &str, id: &str, devs: &mut Vec<Value>| {
-        if let Some(ids) = pci_ids(driver) {
-            let regions = vec![
-                json!({"bar": 0, "type": "io", "address": io, "size": 32}),
-                json!({"bar": 1, "type": "memory", "address": mem, "size": 4096,
-                       "prefetch": false, "mem_type_64": false}),
-            ];
-            io += 0x20;
-            mem -= 0x1000;
-            devs.push(pci_device(slot, 0, ids, id, regions, Some(10 + slot % 2)));
-            slot += 1;
-        }
-    };
-    for d in &m.config.devices {
-        add(&d.driver, d.id.as_deref().unwrap_or(""), &mut devs);
-    }
-    for d in &m.config.drives {
-        if d.interface == "virtio" {
-            add("virtio-blk-pci", "", &mut devs);
-        }
+    for d in crate::devices::pci_devices(m) {
+        let slot = (d.devfn >> 3) as u64;
+        let function = (d.devfn & 7) as u64;
+        let ids = pci_ids(d.driver).unwrap_or((0x1b36, 0x0005, 0x00ff, "Class 00ff"));
+        let (regions, irq) = match d.driver {
+            "i440FX" | "PIIX3" | "mch" | "ICH9-LPC" => (vec![], None),
+            "piix3-ide" => (
+                vec![json!({"bar": 4, "type": "io", "address": 0xc000, "size": 16})],
+                None,
+            ),
+            "PIIX4_PM" => (vec![], Some(9)),
+            _ => {
+                io += 0x40;
+                mem -= 0x1000;
+                (
+                    vec![
+                        json!({"bar": 0, "type": "io", "address": io, "size": 32}),
+                        json!({"bar": 1, "type": "memory", "address": mem, "size": 4096,
+                               "prefetch": false, "mem_type_64": false}),
+                    ],
+                    Some(10 + slot % 2),
+                )
+            }
+        };
+        devs.push(pci_device(slot, function, ids, &d.id, regions, irq));
     }
     json!([{"bus": 0, "devices": devs}])
-}
-
-fn query_mice() -> Value {
-    json!([
-        {"name": "QEMU HID Tablet", "index": 1, "current": true, "absolute": true},
-        {"name": "QEMU PS/2 Mouse", "index": 0, "current": false, "absolute": false},
-    ])
 }
 
 fn query_memdev(m: &Machine) -> Value {
@@ -640,40 +611,7 @@ fn query_memdev(m: &Machine) -> Value {
 }
 
 fn memory_devices(m: &Machine) -> Vec<Value> {
-    let mut addr = 0x1_0000_0000u64.max(m.config.memory_bytes);
-    let mut out = Vec::new();
-    for (slot, d) in m
-        .config
-        .devices
-        .iter()
-        .filter(|d| d.driver == "pc-dimm" || d.driver == "nvdimm")
-        .enumerate()
-    {
-        let memdev = d.props.get("memdev").cloned().unwrap_or_default();
-        let size = m
-            .config
-            .memdevs()
-            .find(|o| o.id == memdev)
-            .and_then(|o| o.props.get("size"))
-            .and_then(|s| crate::config::parse_size(s, 1))
-            .unwrap_or(0);
-        let mut data = Map::new();
-        if let Some(id) = &d.id {
-            data.insert("id".into(), json!(id));
-        }
-        data.insert("addr".into(), json!(addr));
-        data.insert("size".into(), json!(size));
-        data.insert("slot".into(), json!(slot));
-        data.insert("node".into(), json!(0));
-        data.insert("memdev".into(), json!(format!("/objects/{memdev}")));
-        data.insert("hotplugged".into(), json!(false));
-        data.insert("hotpluggable".into(), json!(true));
-        out.push(
-            json!({"type": if d.driver == "nvdimm" { "nvdimm" } else { "dimm" }, "data": data}),
-        );
-        addr += size;
-    }
-    out
+    crate::devices::memory_devices(m)
 }
 
 fn filtered_enum(m: &Machine, type_name: &str, wanted: &[&str]) -> Value {
@@ -741,7 +679,6 @@ pub fn execute(m: &mut Machine, cmd: &str, args: &Args, _cx: &mut Cx) -> Option<
                 .collect(),
         ),
         "query-pci" => query_pci(m),
-        "query-mice" => query_mice(),
         "query-memory-size-summary" => {
             let plugged: u64 = memory_devices(m)
                 .iter()
