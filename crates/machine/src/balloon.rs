@@ -30,6 +30,32 @@ pub struct BalloonState {
     pub target: u64,
     pub stepping: bool,
     pub poll_interval: i64,
+    /// Machine resets already applied to this state.
+    pub resets_seen: u64,
+}
+
+/// How long after a reset the guest's balloon driver comes back.
+pub const DRIVER_LOAD_NS: u64 = 2_000_000_000;
+
+/// Apply machine resets since the last look: the device forgets the
+/// guest's size (full RAM again) and the rebooted guest's driver inflates
+/// back to the target once it has loaded.
+pub fn sync_reset(m: &mut Machine) {
+    if m.balloon.resets_seen == m.run.reset_count {
+        return;
+    }
+    m.balloon.resets_seen = m.run.reset_count;
+    m.balloon.actual = 0;
+    m.balloon.stepping = false;
+    let target = m.balloon.target;
+    if target != 0 && target < ram(m) && active(m) {
+        m.cancel_timers(|a| !matches!(a, TimerAction::Custom(SUBSYSTEM, _, _)));
+        m.balloon.stepping = true;
+        m.schedule(
+            DRIVER_LOAD_NS,
+            TimerAction::Custom(SUBSYSTEM, "step".into(), Value::Null),
+        );
+    }
 }
 
 fn ram(m: &Machine) -> u64 {
@@ -84,6 +110,11 @@ fn balloon(m: &mut Machine, args: &Args) -> CmdResult {
 /// Timer callback: the guest moves one step toward the target.
 pub fn on_timer(m: &mut Machine, what: &str, _data: &Value) {
     if what != "step" {
+        return;
+    }
+    if m.balloon.resets_seen != m.run.reset_count {
+        // The guest rebooted under this step: start over.
+        sync_reset(m);
         return;
     }
     if !active(m) || !m.testctl.guest.balloon_follow {
@@ -188,6 +219,9 @@ pub fn qom_set(m: &mut Machine, id: NodeId, prop: &str, v: &Value) -> Option<Res
 
 /// Dispatch.
 pub fn execute(m: &mut Machine, cmd: &str, args: &Args, _cx: &mut Cx) -> Option<CmdResult> {
+    if HANDLED.contains(&cmd) {
+        sync_reset(m);
+    }
     Some(match cmd {
         "balloon" => balloon(m, args),
         "query-balloon" => {

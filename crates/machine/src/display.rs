@@ -377,6 +377,9 @@ fn screendump(m: &Machine, args: &Args) -> CmdResult {
 
 /// Dispatch.
 pub fn execute(m: &mut Machine, cmd: &str, args: &Args, _cx: &mut Cx) -> Option<CmdResult> {
+    if cmd == "screendump" {
+        crate::input::sync_reset(m);
+    }
     Some(match cmd {
         "screendump" => screendump(m, args),
         "query-vnc" => Ok(query_vnc(m)),

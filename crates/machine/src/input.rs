@@ -54,6 +54,8 @@ pub struct InputState {
     pub buttons: Vec<&'static str>,
     /// Release timers in flight (send-key).
     pub release_seq: u64,
+    /// Machine resets already applied to this state.
+    pub resets_seen: u64,
 }
 
 fn mouse_model(ty: &str) -> Option<(&'static str, bool)> {
@@ -104,6 +106,20 @@ impl InputState {
 
 fn is_input_device(ty: &str) -> bool {
     mouse_model(ty).is_some() || matches!(ty, "usb-kbd" | "virtio-keyboard-pci")
+}
+
+/// Apply machine resets that happened since the last look: the keyboard
+/// and mouse reset and the guest's screen starts over.
+pub fn sync_reset(m: &mut Machine) {
+    if m.input.resets_seen == m.run.reset_count {
+        return;
+    }
+    m.input.resets_seen = m.run.reset_count;
+    let i = &mut m.input;
+    i.pressed.clear();
+    i.typed.clear();
+    i.buttons.clear();
+    i.rel = (0, 0);
 }
 
 /// Hook: a device was plugged.
@@ -536,6 +552,7 @@ fn send_key(m: &mut Machine, args: &Args) -> CmdResult {
 
 /// Timer callback.
 pub fn on_timer(m: &mut Machine, what: &str, data: &Value) {
+    sync_reset(m);
     if what == "release" {
         for k in data.as_array().into_iter().flatten() {
             if let Some(code) = k.as_str().and_then(qcode) {
@@ -666,6 +683,9 @@ fn query_keyboard(m: &Machine) -> Value {
 
 /// Dispatch.
 pub fn execute(m: &mut Machine, cmd: &str, args: &Args, _cx: &mut Cx) -> Option<CmdResult> {
+    if HANDLED.contains(&cmd) {
+        sync_reset(m);
+    }
     Some(match cmd {
         "send-key" => send_key(m, args),
         "input-send-event" => input_send_event(m, args),

@@ -203,3 +203,34 @@ fn balloon_stats_properties() {
         "GenericError: timer value must be greater than zero"
     );
 }
+
+#[test]
+fn reset_guest_inflates_again() {
+    let mut m = machine();
+    ok(run(&mut m, "balloon", json!({"value": 805306368})));
+    step(&mut m, 300);
+    assert_eq!(
+        ok(run(&mut m, "query-balloon", json!({}))),
+        json!({"actual": 805306368u64})
+    );
+    events(&mut m);
+    ok(run(&mut m, "system_reset", json!({})));
+    step(&mut m, 10);
+    // The device forgot the guest's size; the driver has not loaded yet.
+    assert_eq!(
+        ok(run(&mut m, "query-balloon", json!({}))),
+        json!({"actual": 1073741824u64})
+    );
+    step(&mut m, 1500);
+    assert!(events(&mut m)
+        .iter()
+        .all(|e| !e.starts_with("BALLOON_CHANGE")));
+    step(&mut m, 1000);
+    assert_eq!(
+        events(&mut m),
+        vec![
+            r#"BALLOON_CHANGE {"actual":939524096}"#,
+            r#"BALLOON_CHANGE {"actual":805306368}"#
+        ]
+    );
+}

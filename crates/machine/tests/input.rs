@@ -233,3 +233,13 @@ fn mice_follow_devices() {
     step(&mut m, 200);
     assert_eq!(mice(&mut m).as_array().unwrap().len(), 1);
 }
+
+#[test]
+fn reset_clears_the_keyboard() {
+    let mut m = machine();
+    ok(run(&mut m, "send-key", json!({"keys": qcodes(&["a"])})));
+    assert_eq!(keyboard(&mut m)["typed"], "a");
+    ok(run(&mut m, "system_reset", json!({})));
+    step(&mut m, 10);
+    assert_eq!(keyboard(&mut m), json!({"pressed": [], "typed": ""}));
+}
