@@ -332,3 +332,18 @@ fn info_vnc_and_mouse() {
     assert_eq!(m.input.rel, (10, -4));
     assert_eq!(m.input.buttons, vec!["left", "middle"]);
 }
+
+#[test]
+fn info_mice_follows_devices() {
+    let mut m = machine();
+    assert_eq!(hmp(&mut m, "info mice"), "* Mouse #1: QEMU PS/2 Mouse\r\n");
+    ok(run(
+        &mut m,
+        "device_add",
+        json!({"driver": "virtio-tablet-pci"}),
+    ));
+    assert_eq!(
+        hmp(&mut m, "info mice"),
+        "* Mouse #2: QEMU Virtio Tablet (absolute)\r\n  Mouse #1: QEMU PS/2 Mouse\r\n"
+    );
+}

@@ -201,13 +201,8 @@ fn input_send_event_keys_buttons_axes() {
     );
 }
 
-/// `query-mice` as this module answers it (called directly: the identity
-/// module may answer the command first in the machine's dispatch order).
 fn mice(m: &mut Machine) -> Value {
-    let mut cx = Cx::default();
-    qmpkit_machine::input::execute(m, "query-mice", &Args::new(), &mut cx)
-        .unwrap()
-        .unwrap()
+    ok(run(m, "query-mice", json!({})))
 }
 
 #[test]
