@@ -16,6 +16,15 @@
 //! # }
 //! ```
 //!
+//! One [`Server`] is one QEMU monitor: any number of connections at once, events broadcast
+//! to every negotiated session ([`Server::events`]), [`Server::shutdown`] to stop (after
+//! `quit`), [`Server::sibling`] for the next machine of a fleet (shares the encoded
+//! introspection), [`Server::commands`] for how each command is served. Commands without a
+//! handler answer a value synthesised from their return type, or `CommandNotFound` with
+//! [`ServerOptions::strict`]; `qmp_capabilities`, `query-version`, `query-commands` and
+//! `query-qmp-schema` have built-in answers unless a handler is registered (the first one
+//! always belongs to the server).
+//!
 //! * [`handler`] — the contract with command implementations: [`Registry`],
 //!   [`Call`], [`EventSender`], [`SessionInfo`].
 //! * `server` — [`Server`], [`ServerOptions`]: the command table built once, the
