@@ -126,6 +126,7 @@ pub const INFO: &[&str] = &[
     "pci",
     "qom-tree",
     "qtree",
+    "registers",
     "status",
     "trace-events",
     "uuid",
@@ -605,6 +606,19 @@ fn info(m: &mut Machine, cx: &mut Cx, sub: &str, rest: &[String]) -> Result<Stri
             qom_tree(tree, start, 0, &mut o);
         }
         "qtree" => qtree(&m.qom.tree, &mut o),
+        "registers" => {
+            let all = rest.first().map(String::as_str) == Some("-a");
+            let cpus = crate::devices::cpus(m);
+            for (i, c) in cpus.iter().enumerate() {
+                if !all && i > 0 {
+                    break;
+                }
+                if all {
+                    let _ = writeln!(o, "\nCPU#{}", c.0);
+                }
+                registers(c.0, &mut o);
+            }
+        }
         "pci" => {
             let v = qmp(m, cx, "query-pci", json!({}))?;
             for bus in v.as_array().into_iter().flatten() {
@@ -762,6 +776,58 @@ fn examine(m: &Machine, cmd: &str, words: &[String]) -> Result<String, String> {
         o.push('\n');
     }
     Ok(o)
+}
+
+/// The modelled vCPU state in QEMU's `info registers` layout (x86-64,
+/// long mode, halted in the guest kernel's idle loop).
+fn registers(index: u32, o: &mut String) {
+    let r = crate::dump::cpu_regs(index);
+    let rbp = r.rsp + 0x10;
+    let z = 0u64;
+    let _ = writeln!(o, "RAX={z:016x} RBX={z:016x} RCX={z:016x} RDX={z:016x}");
+    let _ = writeln!(
+        o,
+        "RSI={z:016x} RDI={z:016x} RBP={rbp:016x} RSP={:016x}",
+        r.rsp
+    );
+    let _ = writeln!(o, "R8 ={z:016x} R9 ={z:016x} R10={z:016x} R11={z:016x}");
+    let _ = writeln!(o, "R12={z:016x} R13={z:016x} R14={z:016x} R15={z:016x}");
+    let fl = r.rflags;
+    let flag = |bit: u64, c: char| if fl & bit != 0 { c } else { '-' };
+    let _ = writeln!(
+        o,
+        "RIP={:016x} RFL={:08x} [{}{}{}{}{}{}{}] CPL=0 II=0 A20=1 SMM=0 HLT=1",
+        r.rip,
+        fl,
+        flag(0x400, 'D'),
+        flag(0x800, 'O'),
+        flag(0x80, 'S'),
+        flag(0x40, 'Z'),
+        flag(0x10, 'A'),
+        flag(0x4, 'P'),
+        flag(0x1, 'C'),
+    );
+    let gs_base = 0xffff_8800_3fc0_0000u64 + index as u64 * 0x10000;
+    o.push_str("ES =0000 0000000000000000 ffffffff 00c00000\n");
+    o.push_str("CS =0010 0000000000000000 ffffffff 00a09b00 DPL=0 CS64 [-RA]\n");
+    o.push_str("SS =0018 0000000000000000 ffffffff 00c09300 DPL=0 DS   [-WA]\n");
+    o.push_str("DS =0000 0000000000000000 ffffffff 00c00000\n");
+    o.push_str("FS =0000 0000000000000000 ffffffff 00c00000\n");
+    let _ = writeln!(o, "GS =0000 {gs_base:016x} ffffffff 00c00000");
+    o.push_str("LDT=0000 0000000000000000 ffffffff 00c00000\n");
+    let _ = writeln!(
+        o,
+        "TR =0040 {:016x} 00002087 00008b00 DPL=0 TSS64-busy",
+        gs_base + 0x4000
+    );
+    let _ = writeln!(o, "GDT=     {:016x} 0000007f", gs_base + 0x9000);
+    o.push_str("IDT=     ffffffffff57b000 00000fff\n");
+    o.push_str("CR0=80050033 CR2=0000000000000000 CR3=0000000001e0a000 CR4=000006e0\n");
+    o.push_str(
+        "DR0=0000000000000000 DR1=0000000000000000 DR2=0000000000000000 DR3=0000000000000000 \n",
+    );
+    o.push_str("DR6=00000000ffff0ff0 DR7=0000000000000400\n");
+    o.push_str("EFER=0000000000000d01\n");
 }
 
 fn qom_tree(tree: &Tree, n: NodeId, depth: usize, o: &mut String) {

@@ -347,3 +347,19 @@ fn info_mice_follows_devices() {
         "* Mouse #2: QEMU Virtio Tablet (absolute)\r\n  Mouse #1: QEMU PS/2 Mouse\r\n"
     );
 }
+
+#[test]
+fn info_registers() {
+    let mut m = machine();
+    let r = hmp(&mut m, "info registers");
+    assert!(r.starts_with("RAX=0000000000000000 RBX="), "{r}");
+    assert!(
+        r.contains(
+            "\r\nRIP=ffffffff81063f76 RFL=00000246 [---Z-P-] CPL=0 II=0 A20=1 SMM=0 HLT=1\r\n"
+        ),
+        "{r}"
+    );
+    assert!(r.ends_with("EFER=0000000000000d01\r\n"), "{r}");
+    let all = hmp(&mut m, "info registers -a");
+    assert_eq!(all.matches("\r\nCPU#").count(), 2, "{all}");
+}
