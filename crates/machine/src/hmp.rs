@@ -122,6 +122,8 @@ pub const INFO: &[&str] = &[
     "iothreads",
     "kvm",
     "mice",
+    "memdev",
+    "memory-devices",
     "name",
     "pci",
     "qom-tree",
@@ -606,6 +608,54 @@ fn info(m: &mut Machine, cx: &mut Cx, sub: &str, rest: &[String]) -> Result<Stri
             qom_tree(tree, start, 0, &mut o);
         }
         "qtree" => qtree(&m.qom.tree, &mut o),
+        "memdev" => {
+            let v = qmp(m, cx, "query-memdev", json!({}))?;
+            for b in v.as_array().into_iter().flatten() {
+                if let Some(id) = b["id"].as_str() {
+                    let _ = writeln!(o, "memory backend: {id}");
+                }
+                let _ = writeln!(o, "  size:  {}", b["size"].as_u64().unwrap_or(0));
+                for k in ["merge", "dump", "prealloc"] {
+                    let _ = writeln!(o, "  {k}: {}", b[k].as_bool().unwrap_or(false));
+                }
+                let _ = writeln!(o, "  policy: {}", b["policy"].as_str().unwrap_or("default"));
+                let nodes: Vec<String> = b["host-nodes"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|n| n.to_string())
+                    .collect();
+                let _ = writeln!(o, "  host nodes: {}", nodes.join(","));
+                o.push('\n');
+            }
+        }
+        "memory-devices" => {
+            let v = qmp(m, cx, "query-memory-devices", json!({}))?;
+            for d in v.as_array().into_iter().flatten() {
+                let data = &d["data"];
+                let _ = writeln!(
+                    o,
+                    "Memory device [{}]: \"{}\"",
+                    d["type"].as_str().unwrap_or("dimm"),
+                    data["id"].as_str().unwrap_or("")
+                );
+                let _ = writeln!(o, "  addr: 0x{:x}", data["addr"].as_u64().unwrap_or(0));
+                let _ = writeln!(o, "  slot: {}", data["slot"].as_i64().unwrap_or(0));
+                let _ = writeln!(o, "  node: {}", data["node"].as_i64().unwrap_or(0));
+                let _ = writeln!(o, "  size: {}", data["size"].as_u64().unwrap_or(0));
+                let _ = writeln!(o, "  memdev: {}", data["memdev"].as_str().unwrap_or(""));
+                let _ = writeln!(
+                    o,
+                    "  hotplugged: {}",
+                    data["hotplugged"].as_bool().unwrap_or(false)
+                );
+                let _ = writeln!(
+                    o,
+                    "  hotpluggable: {}",
+                    data["hotpluggable"].as_bool().unwrap_or(false)
+                );
+            }
+        }
         "registers" => {
             let all = rest.first().map(String::as_str) == Some("-a");
             let cpus = crate::devices::cpus(m);

@@ -363,3 +363,27 @@ fn info_registers() {
     let all = hmp(&mut m, "info registers -a");
     assert_eq!(all.matches("\r\nCPU#").count(), 2, "{all}");
 }
+
+#[test]
+fn info_memory() {
+    let mut m = machine_with(|c| c.max_memory_bytes = 2 << 30);
+    let md = hmp(&mut m, "info memdev");
+    assert!(
+        md.starts_with("memory backend: mem1\r\n  size:  536870912\r\n  merge: "),
+        "{md}"
+    );
+    ok(run(
+        &mut m,
+        "device_add",
+        json!({"driver": "pc-dimm", "id": "d1", "memdev": "mem1"}),
+    ));
+    let d = hmp(&mut m, "info memory-devices");
+    assert!(
+        d.starts_with("Memory device [dimm]: \"d1\"\r\n  addr: 0x100000000\r\n  slot: 0\r\n"),
+        "{d}"
+    );
+    assert!(
+        d.contains("  memdev: /objects/mem1\r\n  hotplugged: true\r\n"),
+        "{d}"
+    );
+}
