@@ -747,18 +747,15 @@ fn device_add_as(m: &mut Machine, args: &Args, driver: &str) -> CmdResult {
         }
         if k == "drive" {
             let name = v.as_str().unwrap_or("");
-            let known = m.config.drives.iter().any(|d| d.id == name);
             let backend_ty = match td.name {
                 t if types::is_a(t, "virtio-pci") => {
                     format!("{}-device", t.trim_end_matches("-pci"))
                 }
                 t => t.to_string(),
             };
-            if !known {
-                return Err(QmpError::generic(format!(
-                    "Property '{backend_ty}.drive' can't find value '{name}'"
-                )));
-            }
+            // Drives other than the configured ones may come from block
+            // commands this machine does not model: only a drive already
+            // attached is refused.
             let tree = &m.qom.tree;
             let used = all_devices(tree)
                 .into_iter()
