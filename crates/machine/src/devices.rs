@@ -718,20 +718,6 @@ fn device_add_as(m: &mut Machine, args: &Args, driver: &str) -> CmdResult {
         .collect();
     // Backends that must exist and be free.
     for (k, v) in &props {
-        if k == "chardev" && types::is_a(td.name, "virtio-serial-port") {
-            let name = v.as_str().unwrap_or("");
-            let tree = &m.qom.tree;
-            let known = tree
-                .child(Tree::ROOT, "chardevs")
-                .and_then(|c| tree.child(c, name))
-                .is_some();
-            if !known {
-                return Err(QmpError::generic(format!(
-                    "Property '{}.chardev' can't find value '{name}'",
-                    td.name
-                )));
-            }
-        }
         if k == "name" && types::is_a(td.name, "virtio-serial-port") {
             let name = v.as_str().unwrap_or("");
             let tree = &m.qom.tree;
