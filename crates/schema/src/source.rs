@@ -281,6 +281,15 @@ impl SourceProvider for MemoryProvider {
 /// collapses `//`, `.` and `dir/..`; no file system access.
 pub fn normalize(path: &str) -> String {
     let abs = path.starts_with('/');
+    // Already normal: no empty, `.` or `..` component.
+    let body = if abs { &path[1..] } else { path };
+    if !body.is_empty()
+        && body
+            .split('/')
+            .all(|c| !c.is_empty() && c != "." && c != "..")
+    {
+        return path.to_string();
+    }
     let mut parts: Vec<&str> = Vec::new();
     for c in path.split('/') {
         match c {
@@ -320,5 +329,31 @@ pub fn join_include(including: &str, name: &str) -> String {
         format!("{dir}{name}")
     } else {
         format!("{dir}/{name}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::normalize;
+
+    #[test]
+    fn normalize_like_normpath() {
+        for (p, want) in [
+            ("a/b.json", "a/b.json"),
+            ("/abs/a/b.json", "/abs/a/b.json"),
+            ("a", "a"),
+            ("", "."),
+            (".", "."),
+            ("/", "/"),
+            ("a//b", "a/b"),
+            ("a/./b", "a/b"),
+            ("a/../b", "b"),
+            ("../a", "../a"),
+            ("/../a", "/a"),
+            ("a/", "a"),
+            ("./a", "a"),
+        ] {
+            assert_eq!(normalize(p), want, "{p}");
+        }
     }
 }
