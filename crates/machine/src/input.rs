@@ -20,8 +20,9 @@ pub const HANDLED: &[&str] = &[
 /// Timer subsystem name.
 pub const SUBSYSTEM: &str = "input";
 
-/// Default time keys stay down in `send-key`.
-pub const DEFAULT_HOLD_MS: u64 = 100;
+/// Default time between the key events of `send-key` (QEMU's keyboard
+/// queue delay); `hold-time` replaces it.
+pub const DEFAULT_DELAY_MS: u64 = 10;
 
 /// How much typed text is kept.
 pub const TYPED_MAX: usize = 4096;
@@ -52,8 +53,9 @@ pub struct InputState {
     pub rel: (i64, i64),
     /// Buttons held down.
     pub buttons: Vec<&'static str>,
-    /// Release timers in flight (send-key).
-    pub release_seq: u64,
+    /// When the key events queued by `send-key` will all have been sent
+    /// (ns, machine time).
+    pub queue_until: u64,
     /// Machine resets already applied to this state.
     pub resets_seen: u64,
 }
@@ -521,43 +523,47 @@ fn send_key(m: &mut Machine, args: &Args) -> CmdResult {
         .and_then(Value::as_array)
         .cloned()
         .unwrap_or_default();
-    let hold = arg_i64(args, "hold-time")
+    let delay_ms = arg_i64(args, "hold-time")
         .filter(|&h| h > 0)
-        .map(|h| h as u64);
+        .map(|h| h as u64)
+        .unwrap_or(DEFAULT_DELAY_MS);
     let mut codes = Vec::with_capacity(keys.len());
     for k in &keys {
         codes.push(key_value(k)?);
     }
-    for &k in &codes {
-        if k != "unmapped" {
-            key_event(m, k, true);
+    // Presses in order, releases in reverse, one step apart; queued after
+    // whatever earlier calls still have in flight.
+    let mut steps: Vec<(&'static str, bool)> = codes.iter().map(|&k| (k, true)).collect();
+    steps.extend(codes.iter().rev().map(|&k| (k, false)));
+    let d = delay_ms.saturating_mul(1_000_000);
+    let now = m.now_ns;
+    let start = m.input.queue_until.max(now);
+    for (j, (k, down)) in steps.iter().enumerate() {
+        let at = start.saturating_add(d.saturating_mul(j as u64));
+        if *k == "unmapped" {
+            continue;
+        }
+        if at <= now {
+            key_event(m, k, *down);
+        } else {
+            m.schedule(
+                at - now,
+                TimerAction::Custom(SUBSYSTEM, "key".into(), json!([k, down])),
+            );
         }
     }
-    // Released in reverse order once the hold time has passed.
-    let release: Vec<Value> = codes
-        .iter()
-        .rev()
-        .filter(|k| **k != "unmapped")
-        .map(|k| Value::String((*k).into()))
-        .collect();
-    if !release.is_empty() {
-        let ms = hold.unwrap_or(DEFAULT_HOLD_MS);
-        m.schedule(
-            ms.saturating_mul(1_000_000),
-            TimerAction::Custom(SUBSYSTEM, "release".into(), Value::Array(release)),
-        );
-    }
+    m.input.queue_until = start.saturating_add(d.saturating_mul(steps.len() as u64));
     crate::empty()
 }
 
 /// Timer callback.
 pub fn on_timer(m: &mut Machine, what: &str, data: &Value) {
     sync_reset(m);
-    if what == "release" {
-        for k in data.as_array().into_iter().flatten() {
-            if let Some(code) = k.as_str().and_then(qcode) {
-                key_event(m, code, false);
-            }
+    if what == "key" {
+        let code = data.get(0).and_then(Value::as_str).and_then(qcode);
+        let down = data.get(1).and_then(Value::as_bool).unwrap_or(false);
+        if let Some(code) = code {
+            key_event(m, code, down);
         }
     }
 }

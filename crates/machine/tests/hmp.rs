@@ -217,6 +217,8 @@ fn device_and_balloon_commands() {
     assert_eq!(hmp(&mut m, "object_del io9"), "object 'io9' not found\r\n");
     assert_eq!(hmp(&mut m, "cpu-add 3"), "");
     assert_eq!(hmp(&mut m, "sendkey ctrl-alt-f1 50"), "");
+    assert_eq!(m.input.pressed, vec!["ctrl"]);
+    step(&mut m, 100);
     assert_eq!(m.input.pressed, vec!["ctrl", "alt", "f1"]);
     assert_eq!(hmp(&mut m, "sendkey foo"), "invalid parameter: foo\r\n");
     let f = tmp("hmp.ppm");

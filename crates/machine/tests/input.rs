@@ -96,25 +96,29 @@ fn qcodes(keys: &[&str]) -> Value {
 }
 
 #[test]
-fn send_key_holds_then_releases() {
+fn send_key_presses_in_order_then_releases_in_reverse() {
     let mut m = machine();
     ok(run(
         &mut m,
         "send-key",
         json!({"keys": qcodes(&["ctrl", "alt", "delete"])}),
     ));
-    assert_eq!(
-        keyboard(&mut m),
-        json!({"pressed": ["ctrl", "alt", "delete"], "typed": ""})
-    );
-    step(&mut m, 99);
+    // One event every 10 ms: the first goes at once.
+    assert_eq!(keyboard(&mut m), json!({"pressed": ["ctrl"], "typed": ""}));
+    step(&mut m, 10);
+    assert_eq!(keyboard(&mut m)["pressed"], json!(["ctrl", "alt"]));
+    step(&mut m, 10);
     assert_eq!(
         keyboard(&mut m)["pressed"],
         json!(["ctrl", "alt", "delete"])
     );
-    step(&mut m, 1);
+    step(&mut m, 10);
+    assert_eq!(keyboard(&mut m)["pressed"], json!(["ctrl", "alt"]));
+    step(&mut m, 20);
     assert_eq!(keyboard(&mut m), json!({"pressed": [], "typed": ""}));
-    // Custom hold time.
+    // The queue drains 10 ms after the last release.
+    step(&mut m, 10);
+    // hold-time spaces the events.
     ok(run(
         &mut m,
         "send-key",
@@ -124,6 +128,20 @@ fn send_key_holds_then_releases() {
     assert_eq!(keyboard(&mut m)["pressed"], json!(["a"]));
     step(&mut m, 100);
     assert_eq!(keyboard(&mut m)["pressed"], json!([]));
+}
+
+#[test]
+fn calls_queue_behind_each_other() {
+    let mut m = machine();
+    ok(run(
+        &mut m,
+        "send-key",
+        json!({"keys": qcodes(&["shift", "a"])}),
+    ));
+    ok(run(&mut m, "send-key", json!({"keys": qcodes(&["b"])})));
+    step(&mut m, 100);
+    // "b" came after shift was released.
+    assert_eq!(keyboard(&mut m), json!({"pressed": [], "typed": "Ab"}));
 }
 
 #[test]
@@ -233,6 +251,7 @@ fn mice_follow_devices() {
 fn reset_clears_the_keyboard() {
     let mut m = machine();
     ok(run(&mut m, "send-key", json!({"keys": qcodes(&["a"])})));
+    step(&mut m, 50);
     assert_eq!(keyboard(&mut m)["typed"], "a");
     ok(run(&mut m, "system_reset", json!({})));
     step(&mut m, 10);
