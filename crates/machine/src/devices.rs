@@ -1,7 +1,17 @@
 //! Devices and user-creatable objects: the initial QOM tree built from the
-//! configuration, `device_add` / `device_del` (with the guest acknowledging
-//! PCI unplug requests before `DEVICE_DELETED`), `object-add` /
-//! `object-del`, and `cpu-add`.
+//! configuration (chipset, vCPUs, IDE/ISA/PCI buses, `-device`s, implicit
+//! devices of `-drive if=virtio`, the TPM, `/objects`, `/chardevs`),
+//! `device_add` / `device_del`, `object-add` / `object-del`, `cpu-add`.
+//!
+//! Devices plug into buses by type (PCI slots are allocated, IDE and ISA
+//! refuse hotplug); controllers bring their own buses (`usb.0`,
+//! `<id>.0`, …). Unplugging a PCI device or a DIMM is a request the
+//! modelled guest acknowledges after [`UNPLUG_ACK_NS`] of running time;
+//! then the device and everything plugged into it go, each announced with
+//! `DEVICE_DELETED` (children first). Other devices go at once. DIMMs take
+//! their memory from a `memory-backend` and an address in the `maxmem`
+//! area. Other modules read the result through [`pci_devices`],
+//! [`memory_devices`], [`cpus`] and [`objects_of_type`].
 
 use serde_json::{json, Map, Value};
 
