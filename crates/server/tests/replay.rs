@@ -5,9 +5,10 @@
 //! to the transcript's), negotiation, envelope and JSON errors (same number of lines), argument
 //! errors, ids, `query-version`, `query-commands` and `query-qmp-schema` (against the saved
 //! answers where the reference has them). Machine-dependent replies are compared loosely:
-//! a command this framework only synthesises must answer `return` with the same `id`; errors
-//! that come from a command's own semantics (no such node, duplicate node, migration state)
-//! and events (emitted by QEMU's command implementations) are left out. `quit` is served by a
+//! where QEMU's reply came from a command's implementation (a return value, or an error of
+//! the command's own semantics: no such node, duplicate node, migration state), ours, only
+//! synthesised here, must be a `return` with the same `id`; events (emitted by QEMU's command
+//! implementations) are left out. `quit` is served by a
 //! test handler that shuts the server down, so the closing of the connection is compared too.
 //!
 //! Configuration symbols: the reference's cfg-*.txt for each binary; for
