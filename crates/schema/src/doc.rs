@@ -141,10 +141,21 @@ fn trim_end(s: &str) -> &str {
 
 /// `@NAME:` at the start of a line: the name and the text after the colon
 /// (and any spaces).
+#[inline]
 fn at_name_colon(line: &str) -> Option<(&str, &str)> {
+    if line.as_bytes().first() != Some(&b'@') {
+        return None;
+    }
+    at_name_colon_slow(line)
+}
+
+fn at_name_colon_slow(line: &str) -> Option<(&str, &str)> {
     let rest = line.strip_prefix('@')?;
-    let colon = rest.find(':')?;
-    Some((&rest[..colon], rest[colon + 1..].trim_start_matches(' ')))
+    // Names are short: a byte loop finds the colon sooner than memchr.
+    let colon = rest.bytes().position(|b| b == b':')?;
+    let text = &rest[colon + 1..];
+    let spaces = text.bytes().take_while(|&b| b == b' ').count();
+    Some((&rest[..colon], &text[spaces..]))
 }
 
 /// A tagged section line: the tag as written and the text after it. A tag

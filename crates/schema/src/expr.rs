@@ -197,12 +197,19 @@ fn name_stem(name: &str) -> Option<&str> {
         s = &rest[n + 1..];
     }
     fn stem_ok(s: &str) -> bool {
+        /// Letters, digits, `_` and `-`.
+        const OK: [bool; 256] = {
+            let mut t = [false; 256];
+            let mut c = 0;
+            while c < 256 {
+                let b = c as u8;
+                t[c] = b.is_ascii_alphanumeric() || b == b'_' || b == b'-';
+                c += 1;
+            }
+            t
+        };
         let b = s.as_bytes();
-        !b.is_empty()
-            && b[0].is_ascii_alphabetic()
-            && b[1..]
-                .iter()
-                .all(|c| c.is_ascii_alphanumeric() || *c == b'_' || *c == b'-')
+        !b.is_empty() && b[0].is_ascii_alphabetic() && b[1..].iter().all(|&c| OK[usize::from(c)])
     }
     if s.len() > 2 && s.as_bytes()[..2].eq_ignore_ascii_case(b"x-") && stem_ok(&s[2..]) {
         return Some(&s[2..]);
@@ -309,8 +316,10 @@ impl Checker<'_> {
         if self.legacy() {
             return Ok(());
         }
-        if (!permit_upper && stem.bytes().any(|b| b.is_ascii_uppercase()))
-            || (!permit_underscore && stem.contains('_'))
+        if (!permit_upper || !permit_underscore)
+            && stem.bytes().any(|b| {
+                (!permit_upper && b.is_ascii_uppercase()) || (!permit_underscore && b == b'_')
+            })
         {
             return Err(self.hint(QapiError::new(
                 info,
