@@ -366,3 +366,34 @@ fn test_control_on_an_old_interface() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn fleet_member_keeps_its_state_across_server_release() {
+    let dir = tmpdir("release");
+    let spec = format!("unix:{}/vm-%d.sock,server=on,wait=off", dir.display());
+    let child = Command::new(qmpkit())
+        .args(["serve", "--machines", "2", "--qmp", &spec])
+        .env("QMPKIT_IDLE_RELEASE_MS", "100")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let _s = Serve { child };
+    let sock = dir.join("vm-1.sock");
+    let mut q = Qmp::connect(&sock);
+    q.ok("stop", json!({}));
+    q.event("STOP");
+    drop(q);
+    // The idle server is released; the machine stays as it was.
+    std::thread::sleep(Duration::from_millis(400));
+    let mut q = Qmp::connect(&sock);
+    assert_eq!(q.ok("query-status", json!({}))["status"], "paused");
+    q.ok("cont", json!({}));
+    q.event("RESUME");
+    // Events from the machine's timers reach the new server's clients.
+    q.ok("__org.qmpkit_set-guest", json!({"powerdown-delay-ms": 50}));
+    q.ok("system_powerdown", json!({}));
+    q.event("POWERDOWN");
+    assert_eq!(q.event("SHUTDOWN")["data"], json!({"guest": true}));
+    let _ = std::fs::remove_dir_all(&dir);
+}

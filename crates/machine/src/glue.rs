@@ -80,10 +80,13 @@ impl MachineHandle {
         strict: bool,
         test_control: bool,
     ) {
+        // One shared handle for all the closures: a fleet registers some
+        // 160 handlers per machine.
+        let shared = Arc::new(self.clone());
         if test_control {
             for name in crate::testctl::HANDLED {
                 if schema.lookup(name).is_none() {
-                    let h = self.clone();
+                    let h = shared.clone();
                     reg.register_sync(name, move |call: Call| h.call(call, None));
                 }
             }
@@ -101,17 +104,15 @@ impl MachineHandle {
             if !has && strict {
                 continue;
             }
-            let h = self.clone();
-            let synth_schema = if has {
-                None
-            } else {
-                Some((lock(&self.machine).schema.clone(), id))
-            };
-            reg.register_sync(name, move |call: Call| h.call(call, synth_schema.as_ref()));
+            let h = shared.clone();
+            let synth = if has { None } else { Some(id) };
+            reg.register_sync(name, move |call: Call| h.call(call, synth));
         }
     }
 
-    fn call(&self, call: Call, synth: Option<&(Arc<Schema>, usize)>) -> Result<Value, QmpError> {
+    /// Serve one call; `synth`: the command's entity, when the machine does
+    /// not implement it (answered with a value made from its return type).
+    fn call(&self, call: Call, synth: Option<usize>) -> Result<Value, QmpError> {
         let mut cx = Cx {
             now_ns: self.now_ns(),
             fds: call.fds,
@@ -125,7 +126,7 @@ impl MachineHandle {
             let r = match m.execute(&call.command, &call.args, &mut cx) {
                 Some(r) => r,
                 None => match synth {
-                    Some((schema, id)) => Ok(qmpkit_server::synth::synthesize_return(schema, *id)),
+                    Some(id) => Ok(qmpkit_server::synth::synthesize_return(&m.schema, id)),
                     None => Err(QmpError::new(
                         ErrorClass::CommandNotFound,
                         format!("The command {} has not been found", call.command),
@@ -148,9 +149,7 @@ impl MachineHandle {
                 Ok(g) => g,
                 Err(p) => p.into_inner(),
             };
-            if slot.is_none() {
-                *slot = Some(call.events.clone());
-            }
+            *slot = Some(call.events.clone());
         }
         if timers_due {
             self.wake.notify_one();
@@ -212,6 +211,16 @@ impl MachineHandle {
                 return;
             }
         }
+    }
+
+    /// Where the timer task and later calls broadcast events (a fleet
+    /// member's server is replaced when it is rebuilt).
+    pub fn set_events(&self, events: Option<EventSender>) {
+        let mut slot = match self.events.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        *slot = events;
     }
 
     /// Wait until the machine has ended.

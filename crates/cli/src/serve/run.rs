@@ -3,7 +3,8 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::{Arc, OnceLock};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use qmpkit_machine::fleet::{expand_pattern, fleet_machine, has_index};
@@ -106,13 +107,30 @@ fn report_ready(fd: Option<i32>, ok: bool) {
     }
 }
 
+/// How long a fleet member keeps its server once its last client left
+/// (`QMPKIT_IDLE_RELEASE_MS` overrides it, for tests).
+fn idle_release() -> Duration {
+    std::env::var("QMPKIT_IDLE_RELEASE_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map(Duration::from_millis)
+        .unwrap_or(Duration::from_secs(10))
+}
+
 /// One machine behind its monitors. Its server (command table, encoded
-/// replies) is built on the first connection: an idle fleet member costs
-/// only its machine state and its listening sockets.
+/// replies) is built on the first connection; in a fleet it is released
+/// again when no client has been connected for a while ([`idle_release`]), so a fleet
+/// costs its machines' state plus one server per machine in use.
 #[derive(Clone)]
 struct Unit {
     handle: MachineHandle,
-    server: Arc<OnceLock<Server>>,
+    server: Arc<Mutex<Option<Server>>>,
+    /// Connected clients.
+    active: Arc<AtomicUsize>,
+    /// Bumped whenever a server is built.
+    generation: Arc<AtomicU64>,
+    timers_started: Arc<AtomicBool>,
+    release_idle: bool,
     schema: Arc<Schema>,
     sopts: Arc<ServerOptions>,
     strict: bool,
@@ -128,7 +146,11 @@ impl Unit {
     ) -> Unit {
         Unit {
             handle: MachineHandle::new(machine),
-            server: Arc::new(OnceLock::new()),
+            server: Arc::new(Mutex::new(None)),
+            active: Arc::new(AtomicUsize::new(0)),
+            generation: Arc::new(AtomicU64::new(0)),
+            timers_started: Arc::new(AtomicBool::new(false)),
+            release_idle: o.machines > 1,
             schema: schema.clone(),
             sopts: sopts.clone(),
             strict: o.strict,
@@ -136,61 +158,106 @@ impl Unit {
         }
     }
 
-    /// The unit's server, built (and its machine's timers started) on
-    /// first use.
+    fn slot(&self) -> std::sync::MutexGuard<'_, Option<Server>> {
+        match self.server.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        }
+    }
+
+    /// The unit's server, built (and the machine's timers started) when
+    /// there is none.
     fn server(&self) -> Server {
-        self.server
-            .get_or_init(|| {
-                let mut reg = Registry::new();
-                self.handle
-                    .register_with(&mut reg, &self.schema, self.strict, self.test_control);
-                let server = Server::new(self.schema.clone(), reg, (*self.sopts).clone());
-                tokio::spawn(self.handle.clone().run_timers(Some(server.events())));
-                server
-            })
-            .clone()
+        let mut slot = self.slot();
+        if let Some(s) = &*slot {
+            return s.clone();
+        }
+        let mut reg = Registry::new();
+        self.handle
+            .register_with(&mut reg, &self.schema, self.strict, self.test_control);
+        let server = Server::new(self.schema.clone(), reg, (*self.sopts).clone());
+        self.handle.set_events(Some(server.events()));
+        if !self.timers_started.swap(true, Ordering::SeqCst) {
+            tokio::spawn(self.handle.clone().run_timers(None));
+        }
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        *slot = Some(server.clone());
+        server
+    }
+
+    /// Serve one client connection.
+    async fn client(self, conn: Conn) {
+        let srv = self.server();
+        self.active.fetch_add(1, Ordering::SeqCst);
+        match conn {
+            Conn::Unix(s) => srv.serve_unix_stream(s).await,
+            Conn::Tcp(s) => srv.serve_tcp_stream(s).await,
+        }
+        drop(srv);
+        if self.active.fetch_sub(1, Ordering::SeqCst) == 1 && self.release_idle {
+            let generation = self.generation.load(Ordering::SeqCst);
+            tokio::spawn(async move {
+                tokio::time::sleep(idle_release()).await;
+                if self.active.load(Ordering::SeqCst) == 0
+                    && self.generation.load(Ordering::SeqCst) == generation
+                {
+                    let old = self.slot().take();
+                    self.handle.set_events(None);
+                    drop(old);
+                }
+            });
+        }
     }
 
     /// Serve one bound transport until the machine ends.
     async fn serve(self, l: Listener) {
         match l {
             Listener::Unix { listener, path } => {
-                let first = tokio::select! {
-                    r = listener.accept() => r.ok(),
-                    _ = self.handle.wait_exit() => None,
-                };
-                if let Some((stream, _)) = first {
-                    let srv = self.server();
-                    let s2 = srv.clone();
-                    tokio::spawn(async move { s2.serve_unix_stream(stream).await });
-                    let _ = srv.serve_unix(listener).await;
+                loop {
+                    let r = tokio::select! {
+                        r = listener.accept() => r,
+                        _ = self.handle.wait_exit() => break,
+                    };
+                    match r {
+                        Ok((s, _)) => {
+                            tokio::spawn(self.clone().client(Conn::Unix(s)));
+                        }
+                        Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+                    }
                 }
+                drop(listener);
                 let _ = std::fs::remove_file(&path);
             }
-            Listener::Tcp { listener, .. } => {
-                let first = tokio::select! {
-                    r = listener.accept() => r.ok(),
-                    _ = self.handle.wait_exit() => None,
+            Listener::Tcp { listener, .. } => loop {
+                let r = tokio::select! {
+                    r = listener.accept() => r,
+                    _ = self.handle.wait_exit() => break,
                 };
-                if let Some((stream, _)) = first {
-                    let srv = self.server();
-                    let s2 = srv.clone();
-                    tokio::spawn(async move { s2.serve_tcp_stream(stream).await });
-                    let _ = srv.serve_tcp(listener).await;
+                match r {
+                    Ok((s, _)) => {
+                        tokio::spawn(self.clone().client(Conn::Tcp(s)));
+                    }
+                    Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
                 }
-            }
+            },
             other => {
                 let _ = self.server().serve(other).await;
             }
         }
     }
 
-    /// Stop serving (after the machine ended).
+    /// Stop serving (after the machine ended): sessions end once their
+    /// output is written.
     fn shutdown(&self) {
-        if let Some(s) = self.server.get() {
+        if let Some(s) = &*self.slot() {
             s.shutdown();
         }
     }
+}
+
+enum Conn {
+    Unix(tokio::net::UnixStream),
+    Tcp(tokio::net::TcpStream),
 }
 
 pub fn serve(o: ServeOptions, schema: Arc<Schema>, enabled: Vec<String>) -> ExitCode {
