@@ -212,7 +212,11 @@ pub fn qom_set(m: &mut Machine, id: NodeId, prop: &str, v: &Value) -> Option<Res
             m.balloon.poll_interval = n;
             Ok(())
         })()),
-        "guest-stats" => Some(Err(crate::qom::err_permission())),
+        "guest-stats" => Some(Err(crate::qom::err_not_writable(
+            m,
+            m.qom.tree.node(id).ty,
+            prop,
+        ))),
         _ => None,
     }
 }

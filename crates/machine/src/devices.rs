@@ -1173,6 +1173,25 @@ fn object_add(m: &mut Machine, args: &Args) -> CmdResult {
             return Err(QmpError::generic("can't create backend with size 0"));
         }
     }
+    if td.name == "secret" && get("data").is_none() && get("file").is_none() {
+        return Err(QmpError::generic(
+            "Either 'file' or 'data' must be provided",
+        ));
+    }
+    if td.name == "iothread" {
+        for k in ["poll-max-ns", "poll-grow", "poll-shrink"] {
+            if get(k)
+                .and_then(Value::as_i64)
+                .map(|x| x < 0)
+                .unwrap_or(false)
+            {
+                return Err(QmpError::generic(format!(
+                    "{k} value must be in range [0, {}]",
+                    i64::MAX
+                )));
+            }
+        }
+    }
     if td.name == "rng-egd" && get("chardev").is_none() {
         return Err(QmpError::generic("chardev property not set"));
     }

@@ -353,6 +353,16 @@ pub(crate) fn err_permission() -> QmpError {
     QmpError::generic("Insufficient permission to perform this operation")
 }
 
+/// Writing a property that has no setter: QEMU 2.x refused without naming
+/// it, QEMU 6.0 and later name it.
+pub(crate) fn err_not_writable(m: &Machine, ty: &str, prop: &str) -> QmpError {
+    if modern(m) {
+        QmpError::generic(format!("Property '{ty}.{prop}' is not writable"))
+    } else {
+        err_permission()
+    }
+}
+
 // ---------------------------------------------------------------------------
 // Properties of a node, as qom-list sees them.
 
@@ -494,7 +504,7 @@ pub fn set_prop(m: &mut Machine, id: NodeId, prop: &str, v: &Value) -> Result<()
     let n = tree.node(id);
     let ty = n.ty;
     if prop == "type" || tree.child(id, prop).is_some() {
-        return Err(err_permission());
+        return Err(err_not_writable(m, ty, prop));
     }
     if tree.is_device(id) {
         match prop {
@@ -503,18 +513,20 @@ pub fn set_prop(m: &mut Machine, id: NodeId, prop: &str, v: &Value) -> Result<()
                 m.qom.tree.set_val(id, prop, b);
                 return Ok(());
             }
-            "hotplugged" | "hotpluggable" | "parent_bus" => return Err(err_permission()),
+            "hotplugged" | "hotpluggable" | "parent_bus" => {
+                return Err(err_not_writable(m, ty, prop))
+            }
             _ => {}
         }
     } else if tree.is_bus(id) && (prop == "realized" || prop == "hotplug-handler") {
-        return Err(err_permission());
+        return Err(err_not_writable(m, ty, prop));
     }
     if let Some(r) = crate::balloon::qom_set(m, id, prop, v) {
         return r;
     }
     let tree = &m.qom.tree;
     if tree.link(id, prop).is_some() {
-        return Err(err_permission());
+        return Err(err_not_writable(m, ty, prop));
     }
     let def = match types::find_prop(ty, prop) {
         Some(d) => d,
@@ -548,8 +560,12 @@ pub fn set_prop(m: &mut Machine, id: NodeId, prop: &str, v: &Value) -> Result<()
     if types::is_a(ty, "rng-backend") && matches!(prop, "filename" | "chardev") {
         return Err(err_permission());
     }
-    if (types::is_a(ty, "tls-creds") || ty == "secret") && prop != "loaded" {
-        return Err(err_permission());
+    let negative = nv.as_i64().map(|x| x < 0).unwrap_or(true);
+    if ty == "iothread" && matches!(prop, "poll-max-ns" | "poll-grow" | "poll-shrink") && negative {
+        return Err(QmpError::generic(format!(
+            "{prop} value must be in range [0, {}]",
+            i64::MAX
+        )));
     }
     m.qom.tree.set_val(id, prop, nv);
     Ok(())
@@ -639,7 +655,10 @@ fn device_list_properties(args: &Args) -> CmdResult {
 fn qom_list_properties(args: &Args) -> CmdResult {
     let name = arg_str(args, "typename").unwrap_or("");
     if types::find(name).is_none() {
-        return Err(QmpError::generic(format!("Class '{name}' not found")));
+        return Err(QmpError::new(
+            ErrorClass::DeviceNotFound,
+            format!("Class '{name}' not found"),
+        ));
     }
     let mut out = vec![json!({"name": "type", "type": "string"})];
     for p in types::all_props(name) {

@@ -404,6 +404,26 @@ fn object_add_and_del() {
         "GenericError: object type 'memory-backend' is abstract"
     );
     assert_eq!(
+        e(&mut m, json!({"qom-type": "secret", "id": "s1"})),
+        "GenericError: Either 'file' or 'data' must be provided"
+    );
+    ok(run(
+        &mut m,
+        "object-add",
+        json!({"qom-type": "secret", "id": "s1", "data": "x"}),
+    ));
+    assert_eq!(
+        e(
+            &mut m,
+            json!({"qom-type": "iothread", "id": "x", "poll-grow": -2})
+        ),
+        "GenericError: poll-grow value must be in range [0, 9223372036854775807]"
+    );
+    assert_eq!(
+        e(&mut m, json!({"qom-type": "iothread", "id": ""})),
+        "GenericError: Parameter 'id' expects an identifier"
+    );
+    assert_eq!(
         e(&mut m, json!({"qom-type": "memory-backend-ram", "id": "x"})),
         "GenericError: can't create backend with size 0"
     );

@@ -251,6 +251,10 @@ fn qom_set_rules() {
         set(&mut m, "/objects/iothread0", "poll-max-ns", json!("x")).unwrap_err(),
         "GenericError: Invalid parameter type for 'poll-max-ns', expected: integer"
     );
+    assert_eq!(
+        set(&mut m, "/objects/iothread0", "poll-max-ns", json!(-1)).unwrap_err(),
+        "GenericError: poll-max-ns value must be in range [0, 9223372036854775807]"
+    );
     ok(set(
         &mut m,
         "/objects/iothread0",
@@ -399,6 +403,28 @@ fn newer_qemu_words() {
     assert_eq!(
         run(&mut m, "device_del", json!({"id": "net0"})).unwrap_err(),
         "GenericError: Device net0 is already in the process of unplug"
+    );
+    assert_eq!(
+        run(
+            &mut m,
+            "qom-set",
+            json!({"path": "/objects/iothread0", "property": "type", "value": "x"})
+        )
+        .unwrap_err(),
+        "GenericError: Property 'iothread.type' is not writable"
+    );
+    assert_eq!(
+        run(
+            &mut m,
+            "qom-set",
+            json!({"path": "/objects", "property": "iothread0", "value": "x"})
+        )
+        .unwrap_err(),
+        "GenericError: Property 'container.iothread0' is not writable"
+    );
+    assert_eq!(
+        run(&mut m, "qom-list-properties", json!({"typename": "nope"})).unwrap_err(),
+        "DeviceNotFound: Class 'nope' not found"
     );
 }
 
