@@ -50,7 +50,7 @@ const COMMANDS: &[&str] = &[
 fn random_value(r: &mut Rng) -> Value {
     match r.next() % 8 {
         0 => Value::Null,
-        1 => json!(r.next() % 2 == 0),
+        1 => json!(r.next() & 1 == 0),
         2 => json!(r.next() as i64),
         3 => json!(-1),
         4 => json!(*r.pick(&[
@@ -98,7 +98,7 @@ fn random_operations_never_panic() {
     for seed in 1..=40u64 {
         let mut r = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
         let mut cfg = MachineConfig::default_machine();
-        cfg.start_paused = seed % 2 == 0;
+        cfg.start_paused = seed & 1 == 0;
         cfg.no_shutdown = seed % 3 != 0;
         let mut m = Machine::new(Arc::new(cfg), schema.clone());
         let mut t = 0u64;

@@ -12,7 +12,10 @@ use qmpkit_schema::{Dialect, Schema};
 use qmpkit_server::validate::{validate_members, validate_value, ValidateOptions};
 use serde_json::Value;
 
-fn schemas() -> Vec<(String, Arc<Schema>, (u64, u64, u64))> {
+/// `(label, schema, QEMU version)`.
+type Interface = (String, Arc<Schema>, (u64, u64, u64));
+
+fn schemas() -> Vec<Interface> {
     let shared = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared");
     let mut v = vec![(
         "built-in 2.12".to_string(),
