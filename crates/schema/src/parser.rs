@@ -630,6 +630,8 @@ struct Ctx<'p, 't> {
     /// Canonical names of the files being read: the main file, the file
     /// it includes, and so on down to the current one.
     chain: Vec<String>,
+    /// The parser's stacks, reused from file to file.
+    stacks: Stacks<'t>,
     /// Buffer for doc comment text, reused.
     doc_scratch: String,
     lenient_docs: bool,
@@ -654,6 +656,7 @@ pub fn parse_files<'t>(
         included: Vec::new(),
         chain: Vec::new(),
         doc_scratch: String::with_capacity(4096),
+        stacks: Stacks::default(),
         lenient_docs,
         out: RawSchema::default(),
     };
@@ -702,6 +705,10 @@ fn parse_file<'t>(
     text: &'t str,
     depth: usize,
 ) -> Result<(), QapiError> {
+    // About one expression and one doc comment per 700 bytes in QEMU's
+    // schemas: room for them up front saves regrowing the lists.
+    ctx.out.exprs.reserve(text.len() / 700);
+    ctx.out.docs.reserve(text.len() / 700);
     let mut lx = Lexer {
         src: text.as_bytes(),
         text,
@@ -710,7 +717,7 @@ fn parse_file<'t>(
         line: 1,
         line_pos: 0,
         tok: Tok::Eof,
-        stacks: Stacks::default(),
+        stacks: std::mem::take(&mut ctx.stacks),
         val: Cow::Borrowed(""),
         com: (0, 0),
         file: file.clone(),
@@ -828,6 +835,7 @@ fn parse_file<'t>(
         }
         cur_doc = None;
     }
+    ctx.stacks = std::mem::take(&mut lx.stacks);
     reject_expr_doc(&ctx.out.docs, cur_doc, ctx.lenient_docs)
 }
 
