@@ -251,7 +251,8 @@ impl Tree {
         }
         let comps: Vec<&str> = path.split('/').filter(|c| !c.is_empty()).collect();
         if comps.is_empty() {
-            return Err(ResolveError::NotFound);
+            // An empty partial path matches every object.
+            return Err(ResolveError::Ambiguous);
         }
         let mut found = None;
         for (i, n) in self.nodes.iter().enumerate() {
@@ -557,6 +558,11 @@ pub fn set_prop(m: &mut Machine, id: NodeId, prop: &str, v: &Value) -> Result<()
     {
         return Err(QmpError::generic("cannot change property value"));
     }
+    if ty == "throttle-group" {
+        return Err(QmpError::generic(
+            "Property cannot be set after initialization",
+        ));
+    }
     if types::is_a(ty, "rng-backend") && matches!(prop, "filename" | "chardev") {
         return Err(err_permission());
     }
@@ -585,17 +591,22 @@ fn qom_list(m: &Machine, args: &Args) -> CmdResult {
     Ok(Value::Array(list))
 }
 
+/// qom-get and qom-set do not tell an ambiguous path from a missing one.
+fn resolve_plain(m: &Machine, path: &str) -> Result<NodeId, QmpError> {
+    m.qom.tree.resolve(path).map_err(|_| err_not_found(path))
+}
+
 fn qom_get(m: &Machine, args: &Args) -> CmdResult {
     let path = arg_str(args, "path").unwrap_or("");
     let prop = arg_str(args, "property").unwrap_or("");
-    let id = resolve_arg(m, path)?;
+    let id = resolve_plain(m, path)?;
     get_prop(m, id, prop)
 }
 
 fn qom_set(m: &mut Machine, args: &Args) -> CmdResult {
     let path = arg_str(args, "path").unwrap_or("");
     let prop = arg_str(args, "property").unwrap_or("");
-    let id = resolve_arg(m, path)?;
+    let id = resolve_plain(m, path)?;
     let v = args.get("value").cloned().unwrap_or(Value::Null);
     set_prop(m, id, prop, &v)?;
     crate::empty()

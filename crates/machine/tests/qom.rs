@@ -120,6 +120,28 @@ fn qom_list_root_and_errors() {
         run(&mut m, "qom-list", json!({"path": "device[0]"})).unwrap_err(),
         "GenericError: Path 'device[0]' is ambiguous"
     );
+    // qom-get does not tell ambiguous from missing.
+    assert_eq!(
+        run(
+            &mut m,
+            "qom-get",
+            json!({"path": "device[0]", "property": "type"})
+        )
+        .unwrap_err(),
+        "DeviceNotFound: Device 'device[0]' not found"
+    );
+    assert_eq!(
+        run(&mut m, "qom-list", json!({"path": ""})).unwrap_err(),
+        "GenericError: Path '' is ambiguous"
+    );
+    assert_eq!(
+        ok(run(
+            &mut m,
+            "qom-get",
+            json!({"path": "//machine//peripheral/net0/", "property": "type"})
+        )),
+        json!("virtio-net-pci")
+    );
 }
 
 #[test]
