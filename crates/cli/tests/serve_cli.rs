@@ -193,6 +193,16 @@ fn options_reach_the_machine() {
         q.ok("query-version", json!({})),
         json!({"qemu": {"major": 2, "minor": 11, "micro": 1}, "package": "qmpkit-test"})
     );
+    // QEMU's order on the wire: RESUME (and STOP) come before the reply of
+    // cont (stop); RESET comes after the reply of system_reset.
+    q.ok("cont", json!({}));
+    assert_eq!(q.event_names(), ["RESUME"]);
+    q.events.clear();
+    q.ok("system_reset", json!({}));
+    assert!(q.events.is_empty(), "{:?}", q.events);
+    assert_eq!(q.event("RESET")["data"], json!({"guest": false}));
+    q.ok("stop", json!({}));
+    assert_eq!(q.event_names(), ["STOP"]);
     let _ = std::fs::remove_dir_all(&dir);
 }
 
