@@ -50,6 +50,8 @@ fn option_errors_name_the_option() {
         "unix:/tmp/x.sock,server=on,wait=off",
     ]);
     assert!(err.contains("%d"), "{err}");
+    let (_, err) = serve_err(&["-qmp", "unix:/nonexistent/x.sock"]);
+    assert!(err.contains("server=on"), "{err}");
     let (_, err) = serve_err(&["-qmp", "bogus:thing"]);
     assert!(
         err.contains("bogus:thing") || err.contains("'bogus"),

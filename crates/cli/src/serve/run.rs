@@ -356,7 +356,19 @@ async fn serve_async(
                         remove_sockets(ls);
                     }
                     remove_sockets(&listeners);
-                    return fail(e.to_string());
+                    // As in QEMU, a monitor without `server=on` connects to
+                    // a listening peer; say so when there is none.
+                    let client = matches!(
+                        t,
+                        Transport::Unix { server: false, .. }
+                            | Transport::Tcp { server: false, .. }
+                    );
+                    let hint = if client {
+                        " (this monitor connects to a listening peer; add ,server=on,wait=off to listen)"
+                    } else {
+                        ""
+                    };
+                    return fail(format!("{e}{hint}"));
                 }
             }
         }
