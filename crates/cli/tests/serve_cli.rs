@@ -1,7 +1,7 @@
 //! `qmpkit serve` end to end: options and their errors, the default
 //! machine over a socket, `--schema` with QEMU 1.3's interface, fleets.
 
-#[path = "serve_support.rs"]
+#[path = "serve_support/mod.rs"]
 mod support;
 
 use std::process::Command;

@@ -5,7 +5,7 @@
 //! Needs a Python with qemu.qmp: `$QMPKIT_PYTHON`, else `.ci/venv` (made by
 //! `.ci/run`), else `python3` if it can import it; otherwise skipped.
 
-#[path = "serve_support.rs"]
+#[path = "serve_support/mod.rs"]
 mod support;
 
 use std::io::Write;
