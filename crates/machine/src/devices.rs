@@ -763,11 +763,27 @@ fn device_add_as(m: &mut Machine, args: &Args, driver: &str) -> CmdResult {
             }
         }
     }
+    let cpu_index = if types::is_a(td.name, "x86_64-cpu") {
+        Some(check_cpu(m, td.name, &props)?)
+    } else {
+        None
+    };
     if types::is_a(td.name, "pc-dimm") {
         check_dimm(m, &props)?;
     }
     let modern = qom::modern(m);
     let node = create_device(&mut m.qom.tree, td.name, id, bus, &props, true, modern)?;
+    if let Some(idx) = cpu_index {
+        m.qom.tree.set_val(node, "apic-id", Value::from(idx));
+        if let Err(e) = crate::identity::plug_cpu(m, idx as i64) {
+            m.qom.tree.remove(node);
+            return Err(e);
+        }
+        let path = m.qom.tree.path(node);
+        if let Some(c) = m.ident.cpus.iter_mut().find(|c| c.index == idx) {
+            c.qom_path = path;
+        }
+    }
     if types::is_a(td.name, "pc-dimm") {
         if let Err(e) = place_dimm(&mut m.qom.tree, &m.config, node) {
             m.qom.tree.remove(node);
@@ -895,6 +911,57 @@ fn place_dimm(tree: &mut Tree, config: &MachineConfig, node: NodeId) -> Result<(
     Ok(())
 }
 
+/// Check a vCPU for `device_add` against the machine's topology; answer
+/// its index.
+fn check_cpu(m: &Machine, ty: &str, props: &[(String, Value)]) -> Result<u32, QmpError> {
+    let want = cpu_type_name(&m.config);
+    if ty != want {
+        return Err(QmpError::generic(format!(
+            "Invalid CPU type, expected cpu type: '{want}'"
+        )));
+    }
+    let get = |name: &str| -> Option<i64> {
+        props
+            .iter()
+            .find(|(k, _)| k == name)
+            .and_then(|(_, v)| match v {
+                Value::String(s) => parse_int(s),
+                v => v.as_i64(),
+            })
+    };
+    let cores = m.config.cores.max(1);
+    let threads = m.config.threads.max(1);
+    let max_cpus = m.config.max_cpus.max(m.config.vcpus());
+    let max_socket = (max_cpus - 1) / threads / cores;
+    let mut ids = [0u32; 3];
+    for (i, (name, max)) in [
+        ("socket", max_socket),
+        ("core", cores - 1),
+        ("thread", threads - 1),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        match get(&format!("{name}-id")) {
+            None => return Err(QmpError::generic(format!("CPU {name}-id is not set"))),
+            Some(v) if v < 0 => return Err(QmpError::generic(format!("CPU {name}-id is not set"))),
+            Some(v) if v > max as i64 => {
+                return Err(QmpError::generic(format!(
+                    "Invalid CPU {name}-id: {v} must be in range 0:{max}"
+                )))
+            }
+            Some(v) => ids[i] = v as u32,
+        }
+    }
+    let idx = ids[0] * cores * threads + ids[1] * threads + ids[2];
+    if m.ident.cpus.iter().any(|c| c.index == idx) {
+        return Err(QmpError::generic(format!(
+            "CPU[{idx}] with APIC ID {idx} exists"
+        )));
+    }
+    Ok(idx)
+}
+
 /// `query-memory-devices` entries for the DIMMs present now.
 pub fn memory_devices(m: &Machine) -> Vec<Value> {
     let tree = &m.qom.tree;
@@ -977,6 +1044,10 @@ fn finish_unplug(m: &mut Machine, path: &str) {
             crate::input::on_device_removed(m, n);
         }
     }
+    // vCPUs leave the machine's CPU list.
+    m.ident
+        .cpus
+        .retain(|c| !gone.iter().any(|(p, _)| *p == c.qom_path));
     for (p, _) in gone.iter().rev() {
         if let Ok(n) = m.qom.tree.resolve(p) {
             m.qom.tree.remove(n);
@@ -1047,17 +1118,21 @@ fn device_del(m: &mut Machine, args: &Args) -> CmdResult {
         }
     }
     let ty = tree.node(node).ty;
-    if !types::hotpluggable(ty) || types::is_a(ty, "x86_64-cpu") {
+    if !types::hotpluggable(ty) {
         return Err(QmpError::generic(format!(
             "Device '{ty}' does not support hotplugging"
         )));
+    }
+    let is_cpu = types::is_a(ty, "x86_64-cpu");
+    if is_cpu && tree.val(node, "apic-id").and_then(Value::as_u64) == Some(0) {
+        return Err(QmpError::generic("Boot CPU is unpluggable"));
     }
     let path = tree.path(node);
     let on_pci = tree
         .link(node, "parent_bus")
         .map(|l| l.ty.contains("PCI"))
         .unwrap_or(false);
-    if on_pci || types::is_a(ty, "pc-dimm") {
+    if on_pci || is_cpu || types::is_a(ty, "pc-dimm") {
         // ACPI hotplug: the guest ejects the device when it gets to it.
         if m.devices.unplug_pending.contains(&path) {
             // QEMU 6.2 and later refuse a second request.

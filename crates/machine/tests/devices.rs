@@ -278,7 +278,7 @@ fn device_del_errors() {
             json!({"id": "/machine/unattached/device[0]"})
         )
         .unwrap_err(),
-        "GenericError: Device 'qemu64-x86_64-cpu' does not support hotplugging"
+        "GenericError: Boot CPU is unpluggable"
     );
     assert_eq!(
         run(&mut m, "device_del", json!({"id": "/objects"})).unwrap_err(),
@@ -642,4 +642,56 @@ fn controllers_bring_their_buses() {
         events(&mut m),
         vec![r#"DEVICE_DELETED {"device":"channel0","path":"/machine/peripheral/channel0"}"#]
     );
+}
+
+#[test]
+fn vcpu_hotplug_with_device_add() {
+    let mut m = machine();
+    let add = |m: &mut Machine, a: Value| run(m, "device_add", a);
+    assert_eq!(
+        add(&mut m, json!({"driver": "Haswell-x86_64-cpu", "id": "c2", "socket-id": 2, "core-id": 0, "thread-id": 0}))
+            .unwrap_err(),
+        "GenericError: Invalid CPU type, expected cpu type: 'qemu64-x86_64-cpu'"
+    );
+    assert_eq!(
+        add(
+            &mut m,
+            json!({"driver": "qemu64-x86_64-cpu", "id": "c2", "core-id": 0, "thread-id": 0})
+        )
+        .unwrap_err(),
+        "GenericError: CPU socket-id is not set"
+    );
+    assert_eq!(
+        add(&mut m, json!({"driver": "qemu64-x86_64-cpu", "id": "c2", "socket-id": 9, "core-id": 0, "thread-id": 0}))
+            .unwrap_err(),
+        "GenericError: Invalid CPU socket-id: 9 must be in range 0:3"
+    );
+    assert_eq!(
+        add(&mut m, json!({"driver": "qemu64-x86_64-cpu", "id": "c1", "socket-id": 1, "core-id": 0, "thread-id": 0}))
+            .unwrap_err(),
+        "GenericError: CPU[1] with APIC ID 1 exists"
+    );
+    ok(add(
+        &mut m,
+        json!({"driver": "qemu64-x86_64-cpu", "id": "c2", "socket-id": 2, "core-id": 0, "thread-id": 0}),
+    ));
+    let cpus = ok(run(&mut m, "query-cpus", json!({})));
+    let c2 = cpus
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["CPU"] == 2)
+        .cloned()
+        .unwrap();
+    assert_eq!(c2["qom_path"], "/machine/peripheral/c2");
+    ok(run(&mut m, "device_del", json!({"id": "c2"})));
+    step(&mut m, 200);
+    assert_eq!(
+        events(&mut m),
+        vec![r#"DEVICE_DELETED {"device":"c2","path":"/machine/peripheral/c2"}"#]
+    );
+    let cpus = ok(run(&mut m, "query-cpus", json!({})));
+    assert_eq!(cpus.as_array().unwrap().len(), 2);
+    // The slot is free again.
+    ok(run(&mut m, "cpu-add", json!({"id": 2})));
 }
