@@ -757,9 +757,21 @@ impl Checker<'_> {
                 kind: ExprKind::Pragma(PragmaDef { settings }),
             });
         }
-        let mut metas = METAS.iter().copied().filter(|m| get(&d, m).is_some());
+        // Which meta keys are present, in one pass over the keys.
+        let mut present = 0u32;
+        let mut has_type = false;
+        for (k, _) in d.iter() {
+            match METAS.iter().position(|m| *m == k.as_ref()) {
+                Some(i) => present |= 1 << i,
+                None => has_type |= k == "type",
+            }
+        }
+        let mut metas = METAS
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| present & (1 << i) != 0)
+            .map(|(_, m)| *m);
         let (first, second) = (metas.next(), metas.next());
-        let has_type = get(&d, "type").is_some();
         let legacy_type = self.legacy() && has_type && first.is_none();
         let meta = match (first, second) {
             (Some(m), None) => m,

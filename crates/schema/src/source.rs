@@ -218,9 +218,17 @@ impl DirProvider {
 
     fn resolve(&self, path: &str) -> String {
         if path.starts_with('/') {
-            path.to_string()
-        } else {
-            format!("{}/{}", self.root.display(), path)
+            return path.to_string();
+        }
+        match self.root.to_str() {
+            Some(root) => {
+                let mut p = String::with_capacity(root.len() + 1 + path.len());
+                p.push_str(root);
+                p.push('/');
+                p.push_str(path);
+                p
+            }
+            None => format!("{}/{}", self.root.display(), path),
         }
     }
 }
