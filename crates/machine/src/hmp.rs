@@ -125,6 +125,7 @@ pub const INFO: &[&str] = &[
     "memdev",
     "memory-devices",
     "name",
+    "network",
     "pci",
     "qom-tree",
     "qtree",
@@ -608,6 +609,7 @@ fn info(m: &mut Machine, cx: &mut Cx, sub: &str, rest: &[String]) -> Result<Stri
             qom_tree(tree, start, 0, &mut o);
         }
         "qtree" => qtree(&m.qom.tree, &mut o),
+        "network" => network(m, &mut o),
         "memdev" => {
             let v = qmp(m, cx, "query-memdev", json!({}))?;
             for b in v.as_array().into_iter().flatten() {
@@ -826,6 +828,58 @@ fn examine(m: &Machine, cmd: &str, words: &[String]) -> Result<String, String> {
         o.push('\n');
     }
     Ok(o)
+}
+
+/// `info network`: each NIC with its backend, as QEMU prints them.
+fn network(m: &Machine, o: &mut String) {
+    let tree = &m.qom.tree;
+    let mut used = Vec::new();
+    for d in crate::devices::all_devices(tree) {
+        let ty = tree.node(d).ty;
+        if types::find_prop(ty, "netdev").is_none()
+            || types::find_prop(ty, "mac").is_none()
+            || types::is_a(ty, "virtio-device")
+        {
+            continue;
+        }
+        let name = crate::devices::device_id(tree, d).unwrap_or_else(|| ty.to_string());
+        let mac = tree
+            .val(d, "mac")
+            .and_then(Value::as_str)
+            .unwrap_or("52:54:00:12:34:56")
+            .to_string();
+        let _ = writeln!(o, "{name}: index=0,type=nic,model={ty},macaddr={mac}");
+        if let Some(nd) = tree.val(d, "netdev").and_then(Value::as_str) {
+            if let Some(n) = m.config.netdevs.iter().find(|n| n.id == nd) {
+                let _ = writeln!(
+                    o,
+                    " \\ {}: index=0,type={},{}",
+                    n.id,
+                    n.kind,
+                    netdev_info(&n.kind)
+                );
+                used.push(n.id.clone());
+            }
+        }
+    }
+    for n in m.config.netdevs.iter().filter(|n| !used.contains(&n.id)) {
+        let _ = writeln!(
+            o,
+            "{}: index=0,type={},{}",
+            n.id,
+            n.kind,
+            netdev_info(&n.kind)
+        );
+    }
+}
+
+fn netdev_info(kind: &str) -> String {
+    match kind {
+        "user" => "net=10.0.2.0,restrict=off".into(),
+        "tap" => "ifname=tap0,script=/etc/qemu-ifup,downscript=/etc/qemu-ifdown".into(),
+        "bridge" => "helper=/usr/lib/qemu/qemu-bridge-helper,br=br0".into(),
+        other => format!("type={other}"),
+    }
 }
 
 /// The modelled vCPU state in QEMU's `info registers` layout (x86-64,

@@ -389,3 +389,12 @@ fn info_memory() {
         "{d}"
     );
 }
+
+#[test]
+fn info_network() {
+    let mut m = machine();
+    assert_eq!(
+        hmp(&mut m, "info network"),
+        "net0: index=0,type=nic,model=virtio-net-pci,macaddr=52:54:00:12:34:56\r\n \\ hostnet0: index=0,type=user,net=10.0.2.0,restrict=off\r\n"
+    );
+}
