@@ -141,15 +141,7 @@ fn trim_end(s: &str) -> &str {
 
 /// `@NAME:` at the start of a line: the name and the text after the colon
 /// (and any spaces).
-#[inline]
 fn at_name_colon(line: &str) -> Option<(&str, &str)> {
-    if line.as_bytes().first() != Some(&b'@') {
-        return None;
-    }
-    at_name_colon_slow(line)
-}
-
-fn at_name_colon_slow(line: &str) -> Option<(&str, &str)> {
     let rest = line.strip_prefix('@')?;
     // Names are short: a byte loop finds the colon sooner than memchr.
     let colon = rest.bytes().position(|b| b == b':')?;
@@ -202,9 +194,29 @@ struct Builder<'a, 't, S: DocSource<'t>> {
     /// Text of the current section so far (sections only receive text
     /// while current; the text is stored when the next one starts).
     scratch: String,
+    /// The last `@NAME:` line split (by the address of its text: a line
+    /// is looked at several times on its way through the builder).
+    at_memo: Option<(usize, (&'t str, &'t str))>,
 }
 
 impl<'t, S: DocSource<'t>> Builder<'_, 't, S> {
+    /// [`at_name_colon`], remembering the last answer.
+    #[inline]
+    fn at(&mut self, line: &'t str) -> Option<(&'t str, &'t str)> {
+        if line.as_bytes().first() != Some(&b'@') {
+            return None;
+        }
+        let key = line.as_ptr() as usize;
+        if let Some((k, v)) = self.at_memo {
+            if k == key {
+                return Some(v);
+            }
+        }
+        let v = at_name_colon(line)?;
+        self.at_memo = Some((key, v));
+        Some(v)
+    }
+
     fn cur_section(&mut self) -> &mut DocSection {
         let d = &mut self.doc;
         match self.cur {
@@ -337,7 +349,7 @@ impl<'t, S: DocSource<'t>> Builder<'_, 't, S> {
             let Some(l) = self.r.next()? else {
                 return Ok(None);
             };
-            if at_name_colon(l).is_some() {
+            if self.at(l).is_some() {
                 return Ok(Some(l));
             }
             if !l.is_empty() && indent_of(l) < indent {
@@ -372,7 +384,7 @@ impl<'t, S: DocSource<'t>> Builder<'_, 't, S> {
         mut line: Option<&'t str>,
         feature: bool,
     ) -> Result<Option<&'t str>, Box<QapiError>> {
-        while let Some((name, text)) = line.and_then(at_name_colon) {
+        while let Some((name, text)) = line.and_then(|l| self.at(l)) {
             if feature {
                 self.new_feature(name)?;
             } else {
@@ -407,7 +419,7 @@ impl<'t, S: DocSource<'t>> Builder<'_, 't, S> {
                     return Err(self.r.err("feature descriptions expected"));
                 }
                 no_more_args = true;
-            } else if let Some((name, _)) = at_name_colon(l) {
+            } else if let Some((name, _)) = self.at(l) {
                 if no_more_args && !self.lenient {
                     return Err(self
                         .r
@@ -471,7 +483,7 @@ impl<'t, S: DocSource<'t>> Builder<'_, 't, S> {
         let mut line = first_line;
         let mut first = true;
         while let Some(l) = line {
-            if let Some((name, _)) = at_name_colon(l).filter(|_| !self.lenient) {
+            if let Some((name, _)) = self.at(l).filter(|_| !self.lenient) {
                 return Err(self
                     .r
                     .err(format!("'@{name}:' not allowed in free-form documentation")));
@@ -537,6 +549,7 @@ pub fn parse_doc<'t, S: DocSource<'t>>(
         cur: Cur::Body,
         lenient,
         old_style: false,
+        at_memo: None,
         scratch: {
             scratch.clear();
             std::mem::take(scratch)
