@@ -661,9 +661,10 @@ fn info(m: &mut Machine, cx: &mut Cx, sub: &str, rest: &[String]) -> Result<Stri
         "registers" => {
             let all = rest.first().map(String::as_str) == Some("-a");
             let cpus = crate::devices::cpus(m);
-            for (i, c) in cpus.iter().enumerate() {
-                if !all && i > 0 {
-                    break;
+            let cur = m.misc.hmp_cpu;
+            for c in cpus.iter() {
+                if !all && c.0 != cur {
+                    continue;
                 }
                 if all {
                     let _ = writeln!(o, "\nCPU#{}", c.0);
@@ -1318,6 +1319,19 @@ pub fn crlf(s: &str) -> String {
 
 fn human_monitor_command(m: &mut Machine, args: &Args, cx: &mut Cx) -> CmdResult {
     let line = arg_str(args, "command-line").unwrap_or("");
+    // `cpu-index` picks the monitor's current vCPU for this command.
+    let cpu = match crate::arg_i64(args, "cpu-index") {
+        None => crate::devices::cpus(m).first().map(|c| c.0).unwrap_or(0),
+        Some(i) => match crate::devices::cpus(m).iter().find(|c| c.0 as i64 == i) {
+            Some(c) => c.0,
+            None => {
+                return Err(qmpkit_wire::QmpError::generic(
+                    "Parameter 'cpu-index' expects a CPU number",
+                ))
+            }
+        },
+    };
+    m.misc.hmp_cpu = cpu;
     let out = run_line(m, cx, line);
     Ok(Value::String(crlf(&out)))
 }

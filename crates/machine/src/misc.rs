@@ -172,6 +172,8 @@ pub struct MiscState {
     pub named_fds: HashMap<String, OwnedFd>,
     /// fd sets: `(id, fds newest first: (fd, opaque))`, ascending ids.
     pub fdsets: Vec<(i64, Vec<FdsetEntry>)>,
+    /// The human monitor's current vCPU for the command being run.
+    pub hmp_cpu: u32,
 }
 
 impl Clone for MiscState {
@@ -181,6 +183,7 @@ impl Clone for MiscState {
             trace_vcpu: self.trace_vcpu.clone(),
             named_fds: HashMap::new(),
             fdsets: Vec::new(),
+            hmp_cpu: self.hmp_cpu,
         }
     }
 }

@@ -398,3 +398,28 @@ fn info_network() {
         "net0: index=0,type=nic,model=virtio-net-pci,macaddr=52:54:00:12:34:56\r\n \\ hostnet0: index=0,type=user,net=10.0.2.0,restrict=off\r\n"
     );
 }
+
+#[test]
+fn cpu_index_picks_the_current_vcpu() {
+    let mut m = machine();
+    let r0 = hmp(&mut m, "info registers");
+    let r1 = ok(run(
+        &mut m,
+        "human-monitor-command",
+        json!({"command-line": "info registers", "cpu-index": 1}),
+    ));
+    assert_ne!(json!(r0), r1);
+    assert!(
+        r1.as_str().unwrap().contains("RSP=ffffffff81bffe98"),
+        "{r1}"
+    );
+    assert_eq!(
+        run(
+            &mut m,
+            "human-monitor-command",
+            json!({"command-line": "info registers", "cpu-index": 7})
+        )
+        .unwrap_err(),
+        "GenericError: Parameter 'cpu-index' expects a CPU number"
+    );
+}
