@@ -40,7 +40,17 @@ fn monitor_args(c: &MachineConfig, index: Option<usize>) -> Vec<String> {
     }
     for s in &c.qmp {
         v.push("-qmp".to_string());
-        v.push(x(s));
+        let mut spec = x(s);
+        // A fleet's monitors listen: `--machines N --qmp unix:/run/vm-%d.sock`
+        // needs no `server=on` (a single machine keeps QEMU's meaning of a
+        // bare `-qmp unix:PATH`: connect to a listening peer).
+        if index.is_some() && (s.starts_with("unix:") || s.starts_with("tcp:")) {
+            let kv = qmpkit_machine::config::parse_keyval(&spec, None);
+            if !kv.contains_key("server") && !kv.contains_key("wait") {
+                spec.push_str(",server=on,wait=off");
+            }
+        }
+        v.push(spec);
     }
     v
 }
