@@ -184,6 +184,26 @@ fn special_in_string(w: u64) -> u64 {
 #[inline]
 fn find_nl(src: &[u8], from: usize) -> usize {
     let mut i = from;
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{
+            __m128i, _mm_cmpeq_epi8, _mm_loadu_si128, _mm_movemask_epi8, _mm_set1_epi8,
+        };
+        // Sixteen bytes at a time (SSE2 is part of x86-64).
+        while i + 16 <= src.len() {
+            // SAFETY: `i + 16 <= src.len()`, so the 16 bytes read lie
+            // within `src`; the load has no alignment requirement and SSE2
+            // is always available on x86-64.
+            let mask = unsafe {
+                let v = _mm_loadu_si128(src.as_ptr().add(i).cast::<__m128i>());
+                _mm_movemask_epi8(_mm_cmpeq_epi8(v, _mm_set1_epi8(b'\n' as i8)))
+            };
+            if mask != 0 {
+                return i + mask.trailing_zeros() as usize;
+            }
+            i += 16;
+        }
+    }
     while let Some(w) = src.get(i..i + 8) {
         let mut word = [0u8; 8];
         word.copy_from_slice(w);
