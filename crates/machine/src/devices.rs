@@ -1075,8 +1075,9 @@ pub fn on_timer(m: &mut Machine, what: &str, data: &Value) {
     let Some(path) = data.as_str() else {
         return;
     };
-    // A paused guest cannot answer the request: ask again later.
-    if !m.is(RunState::Running) {
+    // A paused guest cannot answer the request, nor one that ignores ACPI
+    // (test control): look again later.
+    if !m.is(RunState::Running) || !m.testctl.guest.acpi {
         m.schedule(
             UNPLUG_ACK_NS,
             crate::TimerAction::Custom(SUBSYSTEM, what.to_string(), data.clone()),

@@ -695,3 +695,23 @@ fn vcpu_hotplug_with_device_add() {
     // The slot is free again.
     ok(run(&mut m, "cpu-add", json!({"id": 2})));
 }
+
+#[test]
+fn guest_without_acpi_never_ejects() {
+    let mut m = machine();
+    ok(run(
+        &mut m,
+        "__org.qmpkit_set-guest",
+        json!({"acpi": false}),
+    ));
+    ok(run(&mut m, "device_del", json!({"id": "video0"})));
+    step(&mut m, 2000);
+    assert!(events(&mut m).is_empty());
+    assert!(peripherals(&mut m).contains(&"video0".to_string()));
+    ok(run(&mut m, "__org.qmpkit_set-guest", json!({"acpi": true})));
+    step(&mut m, 200);
+    assert_eq!(
+        events(&mut m),
+        vec![r#"DEVICE_DELETED {"device":"video0","path":"/machine/peripheral/video0"}"#]
+    );
+}
