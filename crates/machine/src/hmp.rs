@@ -347,15 +347,28 @@ fn info(m: &mut Machine, cx: &mut Cx, sub: &str, rest: &[String]) -> Result<Stri
             };
             let _ = writeln!(o, "kvm support: {state}");
         }
+        // QEMU 2.12 and later print only thread ids (from query-cpus-fast,
+        // which does not stop the vCPUs).
+        "cpus" if m.version_at_least(2, 12) => {
+            let v = qmp(m, cx, "query-cpus-fast", json!({}))?;
+            let cur = m.misc.hmp_cpu as i64;
+            for c in v.as_array().into_iter().flatten() {
+                let idx = c["cpu-index"].as_i64().unwrap_or(0);
+                let _ = writeln!(
+                    o,
+                    "{} CPU #{idx}: thread_id={}",
+                    if idx == cur { '*' } else { ' ' },
+                    c["thread-id"].as_i64().unwrap_or(0)
+                );
+            }
+        }
         "cpus" => {
             let v = qmp(m, cx, "query-cpus", json!({}))?;
+            let cur = m.misc.hmp_cpu as i64;
             for c in v.as_array().into_iter().flatten() {
-                let cur = if c["current"].as_bool().unwrap_or(false) {
-                    '*'
-                } else {
-                    ' '
-                };
-                let _ = write!(o, "{cur} CPU #{}:", c["CPU"].as_i64().unwrap_or(0));
+                let idx = c["CPU"].as_i64().unwrap_or(0);
+                let mark = if idx == cur { '*' } else { ' ' };
+                let _ = write!(o, "{mark} CPU #{idx}:");
                 if let Some(pc) = c["pc"].as_u64() {
                     let _ = write!(o, " pc=0x{pc:016x}");
                 }

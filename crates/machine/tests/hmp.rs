@@ -113,6 +113,12 @@ fn info_commands() {
     let cpus = hmp(&mut m, "info cpus");
     let lines: Vec<&str> = cpus.split("\r\n").filter(|l| !l.is_empty()).collect();
     assert_eq!(lines.len(), 2, "{cpus:?}");
+    assert!(lines[0].starts_with("* CPU #0: thread_id="), "{cpus:?}");
+    assert!(lines[1].starts_with("  CPU #1: thread_id="), "{cpus:?}");
+    // Before 2.12, with the program counter and halted state.
+    let mut old = machine_with(|c| c.qemu_version = (2, 11, 0));
+    let cpus = hmp(&mut old, "info cpus");
+    let lines: Vec<&str> = cpus.split("\r\n").filter(|l| !l.is_empty()).collect();
     assert!(
         lines[0].starts_with("* CPU #0: pc=0x") && lines[0].contains(" thread_id="),
         "{cpus:?}"
