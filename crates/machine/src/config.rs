@@ -277,8 +277,8 @@ impl MachineConfig {
     /// The default machine: 2 vCPUs, 1 GiB, disks `ide0-hd0` and `virtio0`,
     /// a CD-ROM `ide1-cd0`, a NIC `net0` on netdev `hostnet0` (user), a
     /// serial port `serial0`, a VNC display, a balloon, iothreads
-    /// `iothread0`/`iothread1`, a memory backend `mem1`, a TPM `tpm0` and a
-    /// display console `video0`.
+    /// `iothread0`/`iothread1`, a memory backend `mem1`, a TPM `tpm0`, a
+    /// display console `video0` and a VM generation ID device.
     pub fn default_machine() -> MachineConfig {
         let mut c = MachineConfig::empty();
         c.drives = vec![
@@ -326,6 +326,11 @@ impl MachineConfig {
                 &[("netdev", "hostnet0"), ("mac", "52:54:00:12:34:56")],
             ),
             dev("virtio-balloon-pci", "balloon0", &[]),
+            dev(
+                "vmgenid",
+                "vmgenid0",
+                &[("guid", "324e6eaf-d1d1-4bf6-bf41-b9bb6c91fb87")],
+            ),
         ];
         let obj = |t: &str, id: &str, props: &[(&str, &str)]| ObjectConfig {
             qom_type: t.into(),

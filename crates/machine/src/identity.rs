@@ -66,8 +66,6 @@ pub struct IdentityState {
     pub thread_base: i64,
 }
 
-const CPU_TYPE: &str = "qemu64-x86_64-cpu";
-
 impl IdentityState {
     pub fn new(config: &MachineConfig, index: usize) -> IdentityState {
         let stride = config.max_cpus.max(config.cpus) as i64 + 8;
@@ -194,7 +192,7 @@ fn hotpluggable_cpus(m: &Machine) -> Value {
     for i in (0..max).rev() {
         let probe = m.ident.make_cpu(&m.config, i, false);
         let mut v = json!({
-            "type": CPU_TYPE,
+            "type": crate::devices::cpu_type_name(&m.config),
             "vcpus-count": 1,
             "props": cpu_props(&probe),
         });
