@@ -20,9 +20,11 @@ qmpkit options:
   --package STR          package string reported likewise
   --strict               commands without a handler answer CommandNotFound
   --list-handlers        list the served commands and how each is answered
-  --machines N           serve N independent machines (sockets from a %d pattern)
+  --machines N           serve N independent machines, monitors from a %d pattern
+                         (--qmp unix:/run/vm-%d.sock; a fleet's monitors listen)
   --config FILE          TOML machine file (QEMU options below override it)
   --print-config         print the machine's configuration as TOML and exit
+                         (every key a machine file may set)
   --qmp SPEC             same as -qmp
   --allow-remote-tcp     allow listening on a non-loopback TCP address
   --test-control         offer the __org.qmpkit_ test-control commands even when
