@@ -118,7 +118,7 @@ impl MachineHandle {
             fds: call.fds,
             session_fds: Some(call.session.named_fds.clone()),
         };
-        let (result, events, timers_due, exit) = {
+        let (result, timers_due, exit) = {
             let mut m = lock(&self.machine);
             if m.exit.is_some() {
                 return Err(QmpError::generic("The machine is shutting down"));
@@ -133,17 +133,14 @@ impl MachineHandle {
                     )),
                 },
             };
-            let due = m.next_deadline().is_some_and(|d| d <= cx.now_ns);
-            (
-                r,
-                m.take_events(),
-                due || m.next_deadline().is_some(),
-                m.exit,
-            )
+            // Broadcast while the machine is locked, so that events of
+            // concurrent calls go out in the order the machine made them.
+            for (name, data) in m.take_events() {
+                call.events.emit(&name, data);
+            }
+            // Any timer: the timer task recomputes its deadline.
+            (r, m.next_deadline().is_some(), m.exit)
         };
-        for (name, data) in events {
-            call.events.emit(&name, data);
-        }
         {
             let mut slot = match self.events.lock() {
                 Ok(g) => g,
@@ -190,22 +187,23 @@ impl MachineHandle {
                 None => self.wake.notified().await,
             }
             let now = self.now_ns();
-            let (events, exit) = {
+            let exit = {
                 let mut m = lock(&self.machine);
                 m.advance(now);
-                (m.take_events(), m.exit)
-            };
-            if !events.is_empty() {
-                let sink = match self.events.lock() {
-                    Ok(g) => g.clone(),
-                    Err(p) => p.into_inner().clone(),
-                };
-                if let Some(sink) = sink {
-                    for (name, data) in events {
-                        sink.emit(&name, data);
+                let events = m.take_events();
+                if !events.is_empty() {
+                    let sink = match self.events.lock() {
+                        Ok(g) => g.clone(),
+                        Err(p) => p.into_inner().clone(),
+                    };
+                    if let Some(sink) = sink {
+                        for (name, data) in events {
+                            sink.emit(&name, data);
+                        }
                     }
                 }
-            }
+                m.exit
+            };
             if exit.is_some() {
                 let _ = self.exit_tx.send(exit);
                 return;
