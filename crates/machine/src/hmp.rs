@@ -1080,11 +1080,37 @@ pub fn run_line(m: &mut Machine, cx: &mut Cx, line: &str) -> String {
                 let mut o = String::new();
                 for t in types::TYPES
                     .iter()
-                    .filter(|t| t.user_creatable && !t.is_abstract)
+                    .filter(|t| t.user_creatable && !t.is_abstract && types::is_a(t.name, "device"))
                 {
-                    let _ = writeln!(o, "name \"{}\"", t.name);
+                    match types::bus_of(t.name) {
+                        Some(b) => {
+                            let _ = writeln!(o, "name \"{}\", bus {b}", t.name);
+                        }
+                        None => {
+                            let _ = writeln!(o, "name \"{}\"", t.name);
+                        }
+                    }
                 }
                 Ok(o)
+            }
+            Some(spec) if spec.ends_with(",help") || spec.ends_with(",?") => {
+                // Properties of one device type.
+                let driver = spec.split(',').next().unwrap_or("");
+                let driver = types::resolve_alias(driver).unwrap_or(driver);
+                match types::find(driver).filter(|t| types::is_a(t.name, "device")) {
+                    None => Err(format!("'{driver}' is not a valid device model name")),
+                    Some(t) => {
+                        let mut o = String::new();
+                        for p in types::all_props(t.name) {
+                            let _ = write!(o, "{}.{}={}", t.name, p.name, p.ty);
+                            if let Some(d) = p.desc {
+                                let _ = write!(o, " ({d})");
+                            }
+                            o.push('\n');
+                        }
+                        Ok(o)
+                    }
+                }
             }
             Some(spec) => {
                 let a = keyval_args(spec, "driver");

@@ -429,3 +429,23 @@ fn cpu_index_picks_the_current_vcpu() {
         "GenericError: Parameter 'cpu-index' expects a CPU number"
     );
 }
+
+#[test]
+fn device_add_help() {
+    let mut m = machine();
+    let all = hmp(&mut m, "device_add help");
+    assert!(all.contains("name \"e1000\", bus PCI\r\n"), "{all}");
+    assert!(
+        all.contains("name \"usb-tablet\", bus usb-bus\r\n"),
+        "{all}"
+    );
+    let e = hmp(&mut m, "device_add e1000,help");
+    assert!(
+        e.contains("e1000.mac=str (Ethernet 6-byte MAC Address, example: 52:54:00:12:34:56)\r\n"),
+        "{e}"
+    );
+    assert_eq!(
+        hmp(&mut m, "device_add nope,help"),
+        "'nope' is not a valid device model name\r\n"
+    );
+}
