@@ -174,6 +174,8 @@ pub struct MachineConfig {
     /// `-no-reboot`: a guest reboot is a shutdown.
     #[serde(rename = "no-reboot")]
     pub no_reboot: bool,
+    /// `-incoming URI`: wait in `inmigrate` for an incoming migration.
+    pub incoming: Option<String>,
     /// `-watchdog-action`: what the watchdog does when it fires.
     #[serde(rename = "watchdog-action")]
     pub watchdog_action: String,
@@ -256,6 +258,7 @@ impl MachineConfig {
             no_shutdown: false,
             no_reboot: false,
             watchdog_action: "reset".into(),
+            incoming: None,
             drives: Vec::new(),
             devices: Vec::new(),
             netdevs: Vec::new(),
@@ -399,6 +402,7 @@ impl MachineConfig {
             "no-shutdown" => self.no_shutdown = true,
             "no-reboot" => self.no_reboot = true,
             "no-acpi" => self.guest.acpi = false,
+            "incoming" => self.incoming = Some(need(value)?),
             "watchdog-action" => {
                 let v = need(value)?;
                 const ACTIONS: [&str; 7] = [
@@ -684,11 +688,12 @@ pub fn option_takes_value(opt: &str) -> Option<bool> {
     Some(match opt {
         "S" | "no-shutdown" | "no-reboot" | "no-acpi" | "daemonize" | "enable-kvm"
         | "nodefaults" | "nographic" | "enable-fips" | "no-user-config" | "nodefconfig" => false,
-        "name" | "watchdog-action" | "uuid" | "m" | "smp" | "machine" | "M" | "accel" | "cpu"
-        | "drive" | "hda" | "hdb" | "hdc" | "hdd" | "cdrom" | "device" | "netdev" | "object"
-        | "tpmdev" | "vnc" | "serial" | "qmp" | "qmp-pretty" | "chardev" | "mon" | "pidfile"
-        | "display" | "vga" | "boot" | "k" | "rtc" | "global" | "usb" | "usbdevice" | "msg"
-        | "D" | "d" | "realtime" | "overcommit" | "sandbox" | "runas" | "chroot" => true,
+        "name" | "incoming" | "watchdog-action" | "uuid" | "m" | "smp" | "machine" | "M"
+        | "accel" | "cpu" | "drive" | "hda" | "hdb" | "hdc" | "hdd" | "cdrom" | "device"
+        | "netdev" | "object" | "tpmdev" | "vnc" | "serial" | "qmp" | "qmp-pretty" | "chardev"
+        | "mon" | "pidfile" | "display" | "vga" | "boot" | "k" | "rtc" | "global" | "usb"
+        | "usbdevice" | "msg" | "D" | "d" | "realtime" | "overcommit" | "sandbox" | "runas"
+        | "chroot" => true,
         _ => return None,
     })
 }

@@ -233,7 +233,9 @@ pub struct RunStateData {
 impl RunStateData {
     pub fn new(config: &crate::MachineConfig) -> RunStateData {
         RunStateData {
-            state: if config.start_paused {
+            state: if config.incoming.is_some() {
+                RunState::InMigrate
+            } else if config.start_paused {
                 RunState::Prelaunch
             } else {
                 RunState::Running

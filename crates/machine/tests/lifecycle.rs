@@ -401,3 +401,15 @@ fn old_schema_shapes() {
     let (_, ev) = run(&mut m, 2, "quit", json!({}));
     assert_eq!(ev, ["SHUTDOWN"]);
 }
+
+#[test]
+fn incoming_waits_in_inmigrate() {
+    let mut m = machine(|c| c.incoming = Some("defer".into()));
+    assert_eq!(status(&mut m), "inmigrate");
+    // cont and stop only choose whether to run once migrated.
+    assert_eq!(run(&mut m, 0, "cont", json!({})).1, Vec::<String>::new());
+    assert!(m.run.autostart);
+    assert_eq!(run(&mut m, 1, "stop", json!({})).1, Vec::<String>::new());
+    assert!(!m.run.autostart);
+    assert_eq!(status(&mut m), "inmigrate");
+}

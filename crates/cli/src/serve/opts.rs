@@ -35,7 +35,7 @@ QEMU options understood:
   -chardev socket,id=ID,path=PATH,server=on,wait=off   -mon chardev=ID,mode=control
   -S  -name NAME  -uuid UUID  -m SIZE  -smp N[,maxcpus=M]  -drive ...  -device ...
   -netdev ...  -object ...  -machine ...  -cpu ...  -enable-kvm  -vnc ...  -serial ...
-  -no-shutdown  -no-reboot  -no-acpi  -watchdog-action ACTION  -nodefaults
+  -incoming URI  -no-shutdown  -no-reboot  -no-acpi  -watchdog-action ACTION  -nodefaults
   -pidfile FILE  -daemonize
 
 Without -qmp/-mon, QMP listens on a unix socket under $XDG_RUNTIME_DIR (or /tmp),
