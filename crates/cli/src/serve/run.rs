@@ -393,17 +393,18 @@ async fn serve_async(
         }
     }
     if let Some(p) = &default_path {
-        if n > 1 {
-            println!("{p}");
-            println!(
-                "{n} machines; connect to one with: qmp-shell {}   (or: socat - UNIX-CONNECT:{})",
-                expand_pattern(p, 0),
-                expand_pattern(p, 0)
-            );
+        // Written without println!: a closed stdout must not end the
+        // machine.
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        let first = expand_pattern(p, 0);
+        let hint = if n > 1 {
+            format!("{n} machines; connect to one with: qmp-shell {first}   (or: socat - UNIX-CONNECT:{first})")
         } else {
-            println!("{p}");
-            println!("connect with: qmp-shell {p}   (or: socat - UNIX-CONNECT:{p})");
-        }
+            format!("connect with: qmp-shell {p}   (or: socat - UNIX-CONNECT:{p})")
+        };
+        let _ = writeln!(out, "{p}\n{hint}");
+        let _ = out.flush();
     }
     // A single machine gets its server now (a fleet's come with their
     // first clients).
@@ -442,7 +443,8 @@ async fn serve_async(
         tokio::select! {
             sig = &mut signal, if signalled.is_none() => {
                 signalled = Some(sig);
-                eprintln!("qmpkit: terminating on signal {sig}");
+                use std::io::Write;
+                let _ = writeln!(std::io::stderr(), "qmpkit: terminating on signal {sig}");
                 for u in &all {
                     u.handle.host_signal();
                 }
