@@ -791,7 +791,43 @@ fn device_add_as(m: &mut Machine, args: &Args, driver: &str) -> CmdResult {
         }
     }
     crate::input::on_device_added(m, node);
+    announce_ost(m, node);
     crate::empty()
+}
+
+/// After a DIMM or vCPU is plugged, the guest's ACPI code reports on it
+/// (`ACPI_DEVICE_OST`, insert processed) once it has handled the
+/// notification.
+fn announce_ost(m: &mut Machine, node: NodeId) {
+    let tree = &m.qom.tree;
+    let ty = tree.node(node).ty;
+    let (slot_type, slot) = if types::is_a(ty, "pc-dimm") {
+        (
+            "DIMM",
+            tree.val(node, "slot").and_then(Value::as_i64).unwrap_or(0),
+        )
+    } else if types::is_a(ty, "x86_64-cpu") {
+        (
+            "CPU",
+            tree.val(node, "apic-id")
+                .and_then(Value::as_i64)
+                .unwrap_or(0),
+        )
+    } else {
+        return;
+    };
+    let mut info = Map::new();
+    if let Some(id) = device_id(tree, node) {
+        info.insert("device".into(), Value::String(id));
+    }
+    info.insert("slot".into(), Value::String(slot.to_string()));
+    info.insert("slot-type".into(), Value::String(slot_type.into()));
+    info.insert("source".into(), Value::from(1));
+    info.insert("status".into(), Value::from(0));
+    m.schedule(
+        UNPLUG_ACK_NS,
+        crate::TimerAction::Custom(SUBSYSTEM, "ost".into(), Value::Object(info)),
+    );
 }
 
 // ---------------------------------------------------------------------------
@@ -1069,6 +1105,17 @@ fn finish_unplug(m: &mut Machine, path: &str) {
 
 /// Timer callback.
 pub fn on_timer(m: &mut Machine, what: &str, data: &Value) {
+    if what == "ost" {
+        if !m.is(RunState::Running) || !m.testctl.guest.acpi {
+            m.schedule(
+                UNPLUG_ACK_NS,
+                crate::TimerAction::Custom(SUBSYSTEM, what.to_string(), data.clone()),
+            );
+        } else if m.version_at_least(2, 1) {
+            m.emit("ACPI_DEVICE_OST", Some(json!({ "info": data })));
+        }
+        return;
+    }
     if what != "unplug" {
         return;
     }
@@ -1185,6 +1232,7 @@ fn cpu_add(m: &mut Machine, args: &Args) -> CmdResult {
     if let Some(c) = m.ident.cpus.iter_mut().find(|c| c.index as i64 == id) {
         c.qom_path = path;
     }
+    announce_ost(m, n);
     crate::empty()
 }
 

@@ -526,6 +526,15 @@ fn memory_hotplug() {
         run(&mut m, "object-del", json!({"id": "m1"})).unwrap_err(),
         "GenericError: object 'm1' is in use, can not be deleted"
     );
+    // The guest reports both insertions.
+    step(&mut m, 200);
+    assert_eq!(
+        events(&mut m),
+        vec![
+            r#"ACPI_DEVICE_OST {"info":{"device":"dimm1","slot":"0","slot-type":"DIMM","source":1,"status":0}}"#,
+            r#"ACPI_DEVICE_OST {"info":{"device":"dimm2","slot":"1","slot-type":"DIMM","source":1,"status":0}}"#,
+        ]
+    );
     ok(run(&mut m, "device_del", json!({"id": "dimm1"})));
     step(&mut m, 200);
     assert_eq!(
@@ -684,6 +693,13 @@ fn vcpu_hotplug_with_device_add() {
         .cloned()
         .unwrap();
     assert_eq!(c2["qom_path"], "/machine/peripheral/c2");
+    step(&mut m, 200);
+    assert_eq!(
+        events(&mut m),
+        vec![
+            r#"ACPI_DEVICE_OST {"info":{"device":"c2","slot":"2","slot-type":"CPU","source":1,"status":0}}"#
+        ]
+    );
     ok(run(&mut m, "device_del", json!({"id": "c2"})));
     step(&mut m, 200);
     assert_eq!(
