@@ -319,6 +319,15 @@ fn odd_arguments_never_panic() {
         json!({"driver": "virtio-net-pci", "addr": "1f.7", "bus": "/machine/i440fx/pci.0"}),
         json!({"name": "*", "enable": true, "vcpu": 99999}),
         json!({"fdset-id": i64::MAX, "fd": -1}),
+        json!({"driver": "qemu64-x86_64-cpu", "socket-id": "x", "core-id": -1, "thread-id": 99}),
+        json!({"driver": "qemu64-x86_64-cpu", "socket-id": 3, "core-id": 0, "thread-id": 0}),
+        json!({"driver": "pc-dimm", "memdev": 5, "id": "d"}),
+        json!({"driver": "piix3-usb-uhci", "id": "u"}),
+        json!({"command-line": "device_add usb-tablet,bus=u.0,id=t"}),
+        json!({"command-line": "device_del u"}),
+        json!({"command-line": "info registers -a"}),
+        json!({"command-line": "info qtree"}),
+        json!({"command-line": "device_add e1000,help"}),
     ];
     for a in &odd {
         let mut m = machine();
