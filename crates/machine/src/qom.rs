@@ -446,6 +446,9 @@ pub fn get_prop(m: &Machine, id: NodeId, prop: &str) -> Result<Value, QmpError> 
     if let Some(v) = crate::balloon::qom_get(m, id, prop) {
         return v;
     }
+    if types::is_a(n.ty, "x86_64-cpu") && matches!(prop, "feature-words" | "filtered-features") {
+        return Ok(cpu_feature_words(prop == "filtered-features"));
+    }
     if types::find_prop(n.ty, prop).is_none() {
         return Err(err_prop_not_found(modern(m), n.ty, prop));
     }
@@ -455,6 +458,54 @@ pub fn get_prop(m: &Machine, id: NodeId, prop: &str) -> Result<Value, QmpError> 
         Value::Null => Value::String(String::new()),
         v => v,
     })
+}
+
+/// CPUID feature words of the modelled vCPU (a qemu64 model under KVM):
+/// `(leaf, subleaf, register, bits)` in QEMU's feature-word order.
+const FEATURE_WORDS: &[(u32, Option<u32>, &str, u64)] = &[
+    (1, None, "EDX", 0x078b_fbfd),
+    (1, None, "ECX", 0xf6fa_3203),
+    (7, Some(0), "EBX", 0x0000_0000),
+    (7, Some(0), "ECX", 0x0000_0000),
+    (7, Some(0), "EDX", 0x0000_0000),
+    (0x8000_0001, None, "EDX", 0x2010_0800),
+    (0x8000_0001, None, "ECX", 0x0000_0001),
+    (0x8000_0007, None, "EDX", 0x0000_0000),
+    (0x8000_0008, None, "EBX", 0x0000_0000),
+    (0xc000_0001, None, "EDX", 0x0000_0000),
+    (0x4000_0001, None, "EAX", 0x0100_07fb),
+    (0x4000_0001, None, "EDX", 0x0000_0000),
+    (0x4000_0003, None, "EAX", 0x0000_0000),
+    (0x4000_0003, None, "EBX", 0x0000_0000),
+    (0x4000_0003, None, "EDX", 0x0000_0000),
+    (0x8000_000a, None, "EDX", 0x0000_0000),
+    (0xd, Some(1), "EAX", 0x0000_0000),
+    (6, None, "EAX", 0x0000_0004),
+    (0xd, Some(0), "EAX", 0x0000_0007),
+    (0xd, Some(0), "EDX", 0x0000_0000),
+];
+
+/// `feature-words` (or, with `filtered`, `filtered-features`: nothing was
+/// filtered out) of a vCPU.
+pub fn cpu_feature_words(filtered: bool) -> Value {
+    Value::Array(
+        FEATURE_WORDS
+            .iter()
+            .map(|&(eax, ecx, reg, bits)| {
+                let mut o = Map::new();
+                o.insert("cpuid-input-eax".into(), Value::from(eax));
+                if let Some(c) = ecx {
+                    o.insert("cpuid-input-ecx".into(), Value::from(c));
+                }
+                o.insert("cpuid-register".into(), Value::String(reg.into()));
+                o.insert(
+                    "features".into(),
+                    Value::from(if filtered { 0 } else { bits }),
+                );
+                Value::Object(o)
+            })
+            .collect(),
+    )
 }
 
 /// Check that `v` fits a property of QOM type `ty`; returns it normalised.

@@ -464,3 +464,25 @@ fn chardevs_container() {
         "{n:?}"
     );
 }
+
+#[test]
+fn cpu_feature_words() {
+    let mut m = machine();
+    let fw = ok(run(
+        &mut m,
+        "qom-get",
+        json!({"path": "/machine/unattached/device[0]", "property": "feature-words"}),
+    ));
+    let words = fw.as_array().unwrap();
+    assert_eq!(
+        words[0],
+        json!({"cpuid-input-eax": 1, "cpuid-register": "EDX", "features": 0x078b_fbfdu32})
+    );
+    assert!(words.iter().any(|w| w["cpuid-input-ecx"] == 0));
+    let ff = ok(run(
+        &mut m,
+        "qom-get",
+        json!({"path": "/machine/unattached/device[0]", "property": "filtered-features"}),
+    ));
+    assert!(ff.as_array().unwrap().iter().all(|w| w["features"] == 0));
+}

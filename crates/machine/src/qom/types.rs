@@ -398,6 +398,20 @@ static CPU_PROPS: &[PropDef] = &[
         dynamic: true,
     },
     PropDef {
+        name: "feature-words",
+        ty: "X86CPUFeatureWordInfo",
+        default: None,
+        desc: None,
+        dynamic: true,
+    },
+    PropDef {
+        name: "filtered-features",
+        ty: "X86CPUFeatureWordInfo",
+        default: None,
+        desc: None,
+        dynamic: true,
+    },
+    PropDef {
         name: "tsc-frequency",
         ty: "int",
         default: Some("0"),
