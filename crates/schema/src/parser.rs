@@ -259,7 +259,40 @@ impl<'a> Lexer<'a> {
 
     /// Read the next token. Plain comments are skipped when `skip_comment`;
     /// a comment starting with `##` is always a token.
+    ///
+    /// Fast path, inlined: a punctuation mark or a string after blanks on
+    /// the same line; anything else goes to [`Lexer::accept_slow`].
+    #[inline]
     fn accept(&mut self, skip_comment: bool) -> Result<(), Box<QapiError>> {
+        let mut c = self.cursor;
+        while self.src.get(c) == Some(&b' ') {
+            c += 1;
+        }
+        let tok = match self.src.get(c) {
+            Some(b'{') => Tok::LBrace,
+            Some(b'}') => Tok::RBrace,
+            Some(b'[') => Tok::LBrack,
+            Some(b']') => Tok::RBrack,
+            Some(b',') => Tok::Comma,
+            Some(b':') => Tok::Colon,
+            Some(b'\'') => {
+                self.pos = c;
+                self.cursor = c + 1;
+                return self.string();
+            }
+            _ => {
+                self.cursor = c;
+                return self.accept_slow(skip_comment);
+            }
+        };
+        self.pos = c;
+        self.cursor = c + 1;
+        self.tok = tok;
+        Ok(())
+    }
+
+    #[inline(never)]
+    fn accept_slow(&mut self, skip_comment: bool) -> Result<(), Box<QapiError>> {
         loop {
             // Runs of blanks (indentation) in one tight loop.
             let mut c = self.cursor;
@@ -335,6 +368,7 @@ impl<'a> Lexer<'a> {
         Ok(())
     }
 
+    #[inline(never)]
     fn string(&mut self) -> Result<(), Box<QapiError>> {
         let start = self.cursor;
         // Fast path: the closing quote with no escape or funny byte before;
