@@ -21,6 +21,7 @@ pub const HANDLED: &[&str] = &[
     "__org.qmpkit_guest-shutdown",
     "__org.qmpkit_guest-panic",
     "__org.qmpkit_guest-suspend",
+    "__org.qmpkit_guest-hibernate",
     "__org.qmpkit_watchdog-fire",
     "__org.qmpkit_io-error",
     "__org.qmpkit_inject-failure",
@@ -150,6 +151,10 @@ pub fn execute(m: &mut Machine, cmd: &str, args: &Args, _cx: &mut Cx) -> Option<
         }),
         "guest-suspend" => require_running(m).and_then(|()| {
             runstate::request(m, "suspend", Value::Null);
+            empty()
+        }),
+        "guest-hibernate" => require_running(m).and_then(|()| {
+            runstate::request(m, "hibernate", Value::Null);
             empty()
         }),
         "watchdog-fire" => require_running(m).and_then(|()| {

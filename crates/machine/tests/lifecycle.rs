@@ -413,3 +413,11 @@ fn incoming_waits_in_inmigrate() {
     assert!(!m.run.autostart);
     assert_eq!(status(&mut m), "inmigrate");
 }
+
+#[test]
+fn hibernate_reports_suspend_disk_then_shuts_down() {
+    let mut m = machine(|c| c.no_shutdown = true);
+    let (_, ev) = run(&mut m, 0, "__org.qmpkit_guest-hibernate", json!({}));
+    assert_eq!(ev, ["SUSPEND_DISK", r#"SHUTDOWN {"guest":true}"#, "STOP"]);
+    assert_eq!(status(&mut m), "shutdown");
+}
