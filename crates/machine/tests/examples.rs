@@ -461,3 +461,112 @@ fn documented_examples() {
         failures.join("\n")
     );
 }
+
+/// How to make the machine send a documented event: the requests, then
+/// whether the documented data must match (or the event only be valid).
+fn event_scenario(event: &str) -> Option<(Vec<(&'static str, Value)>, bool)> {
+    let r = |v: &[(&'static str, Value)]| v.to_vec();
+    Some(match event {
+        "SHUTDOWN" | "POWERDOWN" => (r(&[("system_powerdown", json!({}))]), true),
+        "RESET" => (r(&[("system_reset", json!({}))]), true),
+        "STOP" => (r(&[("stop", json!({}))]), true),
+        "RESUME" => (r(&[("stop", json!({})), ("cont", json!({}))]), true),
+        "SUSPEND" => (r(&[("__org.qmpkit_guest-suspend", json!({}))]), true),
+        "SUSPEND_DISK" => (r(&[("__org.qmpkit_guest-hibernate", json!({}))]), true),
+        "WAKEUP" => (
+            r(&[
+                ("__org.qmpkit_guest-suspend", json!({})),
+                ("system_wakeup", json!({})),
+            ]),
+            true,
+        ),
+        "WATCHDOG" => (r(&[("__org.qmpkit_watchdog-fire", json!({}))]), true),
+        "GUEST_PANICKED" => (r(&[("__org.qmpkit_guest-panic", json!({}))]), true),
+        // The documenting machine's balloon size and device names.
+        "BALLOON_CHANGE" => (r(&[("balloon", json!({"value": 536870912}))]), false),
+        "DEVICE_DELETED" => (
+            r(&[
+                ("device_add", json!({"driver": "e1000", "id": "net1"})),
+                ("device_del", json!({"id": "net1"})),
+            ]),
+            false,
+        ),
+        _ => return None,
+    })
+}
+
+#[test]
+fn documented_events() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/seeds");
+    let path = dir.join("examples-schema-2.12-dev.jsonl");
+    let Ok(text) = std::fs::read_to_string(&path) else {
+        eprintln!("skipped: {} not found", path.display());
+        return;
+    };
+    let schema = Arc::new(qmpkit_machine::embedded::load_schema().expect("embedded schema"));
+    let opts = ValidateOptions {
+        qemu_version: Some((2, 12, 0)),
+    };
+    let mut checked = Vec::new();
+    let mut failures = Vec::new();
+    for v in text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+    {
+        if !v["request"].is_null() {
+            continue;
+        }
+        for doc in v["events"].as_array().into_iter().flatten() {
+            let Some(name) = doc["event"].as_str() else {
+                continue; // malformed documentation
+            };
+            let Some((steps, exact)) = event_scenario(name) else {
+                continue;
+            };
+            let mut cfg = MachineConfig::default_machine();
+            cfg.no_shutdown = true;
+            let mut m = Machine::new(Arc::new(cfg), schema.clone());
+            let mut t = 0;
+            let mut got = Vec::new();
+            for (cmd, args) in steps {
+                let a = args.as_object().cloned().unwrap_or_default();
+                if !matches!(m.execute(cmd, &a, &mut cx(t)), Some(Ok(_))) {
+                    failures.push(format!("{name}: {cmd} failed"));
+                }
+                t += 1_000_000_000;
+                m.advance(t);
+                got.extend(m.take_events());
+            }
+            for s in 1..=30 {
+                m.advance(t + s * 1_000_000_000);
+            }
+            got.extend(m.take_events());
+            let Some((_, data)) = got.iter().find(|(n, _)| n == name) else {
+                failures.push(format!("{name}: not sent ({got:?})"));
+                continue;
+            };
+            let want = doc.get("data").cloned();
+            if exact && data != &want {
+                failures.push(format!("{name}: data {data:?}, documented {want:?}"));
+                continue;
+            }
+            let Some(EntityKind::Event(e)) = schema.lookup(name).map(|id| &schema.entity(id).kind)
+            else {
+                failures.push(format!("{name}: not in the schema"));
+                continue;
+            };
+            let valid = match (data, e.arg_type) {
+                (None, None) => true,
+                (Some(d), Some(t)) => validate_value(&schema, t, None, d, &opts, None).is_ok(),
+                _ => false,
+            };
+            if !valid {
+                failures.push(format!("{name}: data {data:?} does not validate"));
+            }
+            checked.push(name.to_string());
+        }
+    }
+    println!("documented events reproduced: {checked:?}");
+    assert!(checked.len() >= 12, "{checked:?}");
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
