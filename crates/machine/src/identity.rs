@@ -144,7 +144,6 @@ fn cpu_props(c: &Cpu) -> Value {
 }
 
 fn query_cpus(m: &Machine) -> Value {
-    let running = m.is(crate::RunState::Running);
     Value::Array(
         m.ident
             .cpus
@@ -154,7 +153,8 @@ fn query_cpus(m: &Machine) -> Value {
                 json!({
                     "CPU": c.index,
                     "current": i == 0,
-                    "halted": !(running && i == 0),
+                    // The boot CPU works; the others wait in HLT.
+                    "halted": i != 0,
                     "qom_path": c.qom_path,
                     "thread_id": c.thread_id,
                     "props": cpu_props(c),
