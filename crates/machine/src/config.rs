@@ -143,11 +143,12 @@ pub struct MachineConfig {
     pub name: Option<String>,
     /// `-uuid`.
     pub uuid: Option<String>,
-    /// Guest RAM in bytes (`-m`).
-    #[serde(rename = "memory")]
+    /// Guest RAM in bytes (`-m`); a machine file may also write a size
+    /// with a suffix, as `-m` takes it (`"2G"`, `"512"` in MiB).
+    #[serde(rename = "memory", deserialize_with = "size::deserialize")]
     pub memory_bytes: u64,
     /// `-m maxmem=`: 0 when memory hotplug is off.
-    #[serde(rename = "maxmem")]
+    #[serde(rename = "maxmem", deserialize_with = "size::deserialize")]
     pub max_memory_bytes: u64,
     /// `-smp N`.
     pub cpus: u32,
@@ -201,6 +202,26 @@ pub struct MachineConfig {
     pub qemu_version: (u64, u64, u64),
     pub package: String,
     pub guest: GuestConfig,
+}
+
+mod size {
+    use serde::{Deserialize, Deserializer};
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Size {
+        Bytes(u64),
+        Text(String),
+    }
+
+    /// Bytes as an integer, or a size string with `-m`'s units.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+        match Size::deserialize(d)? {
+            Size::Bytes(b) => Ok(b),
+            Size::Text(t) => super::parse_size(&t, 1 << 20)
+                .ok_or_else(|| serde::de::Error::custom(format!("invalid size '{t}'"))),
+        }
+    }
 }
 
 mod version_str {
@@ -844,6 +865,13 @@ mod tests {
         assert_eq!(back, c);
         let small = MachineConfig::from_toml("name = \"a\"\nmemory = 2048\n").unwrap();
         assert_eq!(small.name.as_deref(), Some("a"));
+        assert_eq!(small.memory_bytes, 2048);
+        let sized = MachineConfig::from_toml("memory = \"2G\"\nmaxmem = \"512\"\n").unwrap();
+        assert_eq!(
+            (sized.memory_bytes, sized.max_memory_bytes),
+            (2 << 30, 512 << 20)
+        );
+        assert!(MachineConfig::from_toml("memory = \"lots\"").is_err());
         assert!(MachineConfig::from_toml("nonsense = 1").is_err());
     }
 }
