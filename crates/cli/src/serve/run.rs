@@ -197,8 +197,10 @@ impl Unit {
 
     /// Serve one client connection.
     async fn client(self, conn: Conn) {
-        let srv = self.server();
+        // Counted before the server is taken: a release that runs
+        // meanwhile sees the client and keeps the server.
         self.active.fetch_add(1, Ordering::SeqCst);
+        let srv = self.server();
         match conn {
             Conn::Unix(s) => srv.serve_unix_stream(s).await,
             Conn::Tcp(s) => srv.serve_tcp_stream(s).await,
@@ -208,11 +210,13 @@ impl Unit {
             let generation = self.generation.load(Ordering::SeqCst);
             tokio::spawn(async move {
                 tokio::time::sleep(idle_release()).await;
+                let mut slot = self.slot();
                 if self.active.load(Ordering::SeqCst) == 0
                     && self.generation.load(Ordering::SeqCst) == generation
                 {
-                    let old = self.slot().take();
+                    let old = slot.take();
                     self.handle.set_events(None);
+                    drop(slot);
                     drop(old);
                 }
             });
