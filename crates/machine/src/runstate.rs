@@ -420,11 +420,9 @@ pub fn on_timer(m: &mut Machine, what: &str, data: &Value) {
         "powerdown" => do_powerdown(m),
         "wakeup" => m.emit("WAKEUP", None),
         "suspend" => do_suspend(m),
-        "hibernate" => {
-            if m.run.state == RunState::Running {
-                m.emit("SUSPEND_DISK", None);
-                do_shutdown(m, ShutdownCause::GuestShutdown);
-            }
+        "hibernate" if m.run.state == RunState::Running => {
+            m.emit("SUSPEND_DISK", None);
+            do_shutdown(m, ShutdownCause::GuestShutdown);
         }
         "panic" => do_panic(m),
         "watchdog" => do_watchdog(m),
