@@ -473,6 +473,9 @@ impl MachineConfig {
             "m" => {
                 let v = need(value)?;
                 let kv = parse_keyval(&v, Some("size"));
+                if kv.is_empty() {
+                    return err(format!("-m {v}: missing 'size' option value"));
+                }
                 if let Some(s) = kv.get("size") {
                     self.memory_bytes = parse_size(s, 1 << 20)
                         .ok_or_else(|| ConfigError(format!("-m {v}: invalid RAM size")))?;

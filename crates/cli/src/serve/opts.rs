@@ -140,6 +140,9 @@ pub fn parse(args: &[String]) -> Result<ServeOptions, String> {
                 .ok_or_else(|| format!("{a}: requires an argument"))
         };
         if ours_flag {
+            if inline.is_some() {
+                return Err(format!("{a}: option takes no argument"));
+            }
             match name.as_str() {
                 "strict" => o.strict = true,
                 "list-handlers" => o.list_handlers = true,
@@ -265,5 +268,47 @@ mod tests {
         assert_eq!(p(&["-m"]).unwrap_err(), "-m: requires an argument");
         let o = p(&["--schema", "/x/qemu-1.3-dev.json"]).unwrap();
         assert_eq!(o.config.qemu_version, (1, 3, 0));
+    }
+
+    #[test]
+    fn odd_input_is_an_error_not_a_panic() {
+        let cases: &[&[&str]] = &[
+            &["-m", ""],
+            &["-m", "1.5.5G"],
+            &["-m", "size=0"],
+            &["-smp", ",,,"],
+            &["-smp", "0"],
+            &["-smp", "cpus=99999999999"],
+            &["-drive", "index=99999999999999999999"],
+            &["-drive", "media=floppy"],
+            &["-drive", "if=bogus"],
+            &["-name", ""],
+            &["-name", "debug-threads=on"],
+            &["--machines", "-1"],
+            &["--machines", "ten"],
+            &["-uuid"],
+            &["--qemu-version", "1.2.3.4"],
+            &["--qemu-version", "a.b"],
+            &["-device", ""],
+            &["-device", "e1000,id=a", "-device", "e1000,id=a"],
+            &["-netdev", "user"],
+            &["-object", "iothread"],
+            &["-watchdog-action", "explode"],
+            &["--config"],
+            &["-S=1"],
+            &["--strict=yes"],
+            &["-"],
+            &["plain"],
+        ];
+        for c in cases {
+            let r = p(c);
+            assert!(r.is_err(), "{c:?} accepted");
+            let e = r.unwrap_err();
+            assert!(!e.is_empty() && !e.contains('\n'), "{c:?}: {e}");
+        }
+        // Accepted oddities.
+        assert!(p(&["-m", "1.5G"]).is_ok());
+        assert!(p(&["-name", "a,,b"]).is_ok());
+        assert!(p(&["--qemu-version=7.2"]).is_ok());
     }
 }
