@@ -280,7 +280,8 @@ impl Schema {
     /// struct contains this one's (base and branches), so a cycle there is
     /// "contains itself".
     fn check_object(&mut self, id: EntityId) -> Result<()> {
-        let info = self.entities[id].info.clone();
+        // The object's position, read where needed (no copy of it: this
+        // runs for every object and every reference to one).
         let Some(o) = self.object(id) else {
             return Ok(());
         };
@@ -288,7 +289,8 @@ impl Schema {
             CheckState::Done => return Ok(()),
             CheckState::InProgress => {
                 let name = &self.entities[id].name;
-                return Err(Self::err(&info, format!("object {name} contains itself")));
+                let info = &self.entities[id].info;
+                return Err(Self::err(info, format!("object {name} contains itself")));
             }
             CheckState::Unchecked => {}
         }
@@ -297,13 +299,13 @@ impl Schema {
         if self.check_depth >= MAX_NESTING {
             let name = &self.entities[id].name;
             return Err(Self::err(
-                &info,
+                &self.entities[id].info,
                 format!(
                     "object {name} nests bases and branches more than {MAX_NESTING} levels deep"
                 ),
             ));
         }
-        Self::check_type_features(&self.entities[id].features, &info)?;
+        Self::check_type_features(&self.entities[id].features, &self.entities[id].info)?;
         if let Some(o) = self.object_mut(id) {
             o.state = CheckState::InProgress;
         }
@@ -316,11 +318,11 @@ impl Schema {
                     .object(id)
                     .and_then(|o| o.base_name.as_deref())
                     .unwrap_or("");
-                self.resolve_type(bn, &info, || "'base'".to_string())?
+                self.resolve_type(bn, &self.entities[id].info, || "'base'".to_string())?
             };
             if !matches!(self.object(base), Some(b) if b.branches.is_none()) {
                 return Err(Self::err(
-                    &info,
+                    &self.entities[id].info,
                     format!(
                         "'base' requires a struct type, {} isn't",
                         self.describe(base)
@@ -331,7 +333,7 @@ impl Schema {
             let r = self.check_object(base);
             self.check_depth -= 1;
             r?;
-            if let Some(i) = &info {
+            if let Some(i) = &self.entities[id].info {
                 self.object_check_clash(base, i, &mut seen)?;
             }
             if let Some(b) = self.object(base) {
@@ -346,8 +348,9 @@ impl Schema {
             let t = {
                 let Some(o) = self.object(id) else { break };
                 let m = &o.local_members[k];
-                Self::check_features(&m.features, &info)?;
-                self.resolve_type(&m.type_name, &info, || match &info {
+                let info = &self.entities[id].info;
+                Self::check_features(&m.features, info)?;
+                self.resolve_type(&m.type_name, info, || match info {
                     Some(i) => self
                         .described(SeenItem::Member(MemberRef {
                             owner: id,
@@ -364,7 +367,7 @@ impl Schema {
                 owner: id,
                 index: k,
             };
-            if let Some(i) = &info {
+            if let Some(i) = &self.entities[id].info {
                 self.clash(&mut seen, SeenItem::Member(r), i)?;
             }
             members.push(r);
@@ -378,7 +381,7 @@ impl Schema {
         };
         if has_branches {
             self.check_branches(id)?;
-            if let Some(i) = &info {
+            if let Some(i) = &self.entities[id].info {
                 self.branches_check_clash(id, i, &seen)?;
             }
         }
