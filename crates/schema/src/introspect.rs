@@ -179,19 +179,26 @@ impl Gen<'_> {
 
     /// The name of type `id` as shown: its own, or its masked number.
     fn name(&mut self, id: EntityId) -> String {
+        let mut n = String::with_capacity(4);
+        self.name_into(id, &mut n);
+        n
+    }
+
+    /// [`Gen::name`], appended to `out`.
+    fn name_into(&mut self, id: EntityId, out: &mut String) {
         if self.opts.unmask {
-            return self.schema.entities[id].name.clone();
+            out.push_str(&self.schema.entities[id].name);
+            return;
         }
         let Some(slot) = self.numbers.get_mut(id) else {
-            return self.schema.entities[id].name.clone();
+            out.push_str(&self.schema.entities[id].name);
+            return;
         };
         if *slot == u32::MAX {
             *slot = self.next_number;
             self.next_number += 1;
         }
-        let mut n = String::with_capacity(4);
-        push_u32(&mut n, *slot);
-        n
+        push_u32(out, *slot);
     }
 
     fn json_type(&self, t: EntityId) -> &'static str {
@@ -208,11 +215,18 @@ impl Gen<'_> {
     }
 
     fn use_type(&mut self, t: EntityId) -> String {
+        let mut out = String::new();
+        self.use_type_into(t, &mut out);
+        out
+    }
+
+    /// Record that type `t` is used, and append its name as shown.
+    fn use_type_into(&mut self, t: EntityId, out: &mut String) {
         let mut t = t;
         let s = self.schema;
         if t >= s.entities.len() {
             // Only an unchecked schema has unresolved references.
-            return String::new();
+            return;
         }
         if self.json_type(t) == "int" {
             t = self.int.unwrap_or(t);
@@ -234,16 +248,18 @@ impl Gen<'_> {
             }
         }
         match &s.entities[t].kind {
-            EntityKind::Builtin(_) => s.entities[t].name.clone(),
+            EntityKind::Builtin(_) => out.push_str(&s.entities[t].name),
             EntityKind::Array(a) => {
                 let el = a.element;
+                out.push('[');
                 if el < s.entities.len() {
-                    format!("[{}]", self.use_type(el))
+                    self.use_type_into(el, out);
                 } else {
-                    format!("[{}]", a.element_name)
+                    out.push_str(&a.element_name);
                 }
+                out.push(']');
             }
-            _ => self.name(t),
+            _ => self.name_into(t, out),
         }
     }
 
@@ -423,20 +439,27 @@ impl Gen<'_> {
     }
 }
 
+impl<'a> Gen<'a> {
+    fn new(schema: &'a Schema, opts: &'a Options) -> Gen<'a> {
+        Gen {
+            schema,
+            opts,
+            numbers: vec![u32::MAX; schema.entities.len()],
+            next_number: 0,
+            used: Vec::new(),
+            used_set: vec![false; schema.entities.len()],
+            out: Vec::new(),
+            int: schema.lookup_type("int"),
+            int_list: schema.lookup_type("intList"),
+            any: schema.lookup_type("any"),
+        }
+    }
+}
+
 /// The introspection of a checked schema.
 pub fn introspect(schema: &Schema, opts: &Options) -> Vec<SchemaInfo> {
-    let mut g = Gen {
-        schema,
-        opts,
-        numbers: vec![u32::MAX; schema.entities.len()],
-        next_number: 0,
-        used: Vec::new(),
-        used_set: vec![false; schema.entities.len()],
-        out: Vec::with_capacity(schema.entities.len()),
-        int: schema.lookup_type("int"),
-        int_list: schema.lookup_type("intList"),
-        any: schema.lookup_type("any"),
-    };
+    let mut g = Gen::new(schema, opts);
+    g.out.reserve(schema.entities.len());
     for m in &schema.modules {
         for &id in &m.entities {
             g.visit_command_or_event(id);
@@ -449,6 +472,302 @@ pub fn introspect(schema: &Schema, opts: &Options) -> Vec<SchemaInfo> {
         i += 1;
     }
     g.out
+}
+
+/// The JSON text of the introspection of a checked schema: the same text
+/// as `to_json_text(&introspect(schema, opts))`, written as the schema is
+/// walked, without building the [`SchemaInfo`] list.
+pub fn introspect_json_text(schema: &Schema, opts: &Options) -> String {
+    let mut j = JsonGen {
+        g: Gen::new(schema, opts),
+        w: JsonWriter {
+            out: String::with_capacity(schema.entities.len() * 160 + 2),
+        },
+        names: String::new(),
+        spans: Vec::new(),
+        first: true,
+    };
+    j.w.out.push('[');
+    for m in &schema.modules {
+        for &id in &m.entities {
+            j.visit_command_or_event(id);
+        }
+    }
+    let mut i = 0;
+    while i < j.g.used.len() {
+        let t = j.g.used[i];
+        j.visit_type(t);
+        i += 1;
+    }
+    j.w.out.push(']');
+    j.w.out
+}
+
+/// [`Gen`]'s walk, writing JSON text instead of [`SchemaInfo`] values.
+/// Type names as shown are collected first (in the order [`Gen`] asks for
+/// them: numbering depends on it), then the element is written.
+struct JsonGen<'a> {
+    g: Gen<'a>,
+    w: JsonWriter,
+    /// Names as shown for the current element, one after the other.
+    names: String,
+    spans: Vec<(usize, usize)>,
+    /// No element written yet.
+    first: bool,
+}
+
+impl JsonGen<'_> {
+    /// Note type `t` as used; its name as shown becomes the next span.
+    fn use_type(&mut self, t: EntityId) {
+        let start = self.names.len();
+        self.g.use_type_into(t, &mut self.names);
+        self.spans.push((start, self.names.len()));
+    }
+
+    /// Start an element: `{"name":N,"meta-type":M`.
+    fn open(&mut self, name: &str, meta: &str) {
+        if !self.first {
+            self.w.out.push(',');
+        }
+        self.first = false;
+        self.w.out.push('{');
+        self.w.str_field(true, "name", name);
+        self.w.str_field(false, "meta-type", meta);
+    }
+
+    /// `,"features":[...]` (if there are any, enabled or not) and `}`.
+    fn close(&mut self, fs: &[crate::model::Feature]) {
+        self.features(fs);
+        self.w.out.push('}');
+    }
+
+    fn features(&mut self, fs: &[crate::model::Feature]) {
+        if fs.is_empty() {
+            return;
+        }
+        self.w.key(false, "features");
+        self.w.out.push('[');
+        let mut first = true;
+        for f in fs {
+            if self.g.on(&f.ifcond) {
+                if !first {
+                    self.w.out.push(',');
+                }
+                first = false;
+                self.w.string(&f.name);
+            }
+        }
+        self.w.out.push(']');
+    }
+
+    fn visit_command_or_event(&mut self, id: EntityId) {
+        let s = self.g.schema;
+        let e = &s.entities[id];
+        self.names.clear();
+        self.spans.clear();
+        match &e.kind {
+            EntityKind::Command(c) => {
+                self.use_type(c.arg_type.unwrap_or(s.q_empty()));
+                self.use_type(c.ret_type.unwrap_or(s.q_empty()));
+                if !self.g.on(&e.ifcond) {
+                    return;
+                }
+                self.open(&e.name, "command");
+                let (a, r) = (self.spans[0], self.spans[1]);
+                self.w.str_field(false, "arg-type", &self.names[a.0..a.1]);
+                self.w.str_field(false, "ret-type", &self.names[r.0..r.1]);
+                if c.allow_oob {
+                    self.w.key(false, "allow-oob");
+                    self.w.out.push_str("true");
+                }
+                self.close(&e.features);
+            }
+            EntityKind::Event(ev) => {
+                self.use_type(ev.arg_type.unwrap_or(s.q_empty()));
+                if !self.g.on(&e.ifcond) {
+                    return;
+                }
+                self.open(&e.name, "event");
+                let a = self.spans[0];
+                self.w.str_field(false, "arg-type", &self.names[a.0..a.1]);
+                self.close(&e.features);
+            }
+            _ => {}
+        }
+    }
+
+    fn visit_type(&mut self, id: EntityId) {
+        let s = self.g.schema;
+        let e = &s.entities[id];
+        self.names.clear();
+        self.spans.clear();
+        match &e.kind {
+            EntityKind::Builtin(b) => {
+                self.open(&e.name, "builtin");
+                self.w.str_field(false, "json-type", b.json_type);
+                self.w.out.push('}');
+            }
+            EntityKind::Enum(en) => {
+                let start = self.names.len();
+                self.g.name_into(id, &mut self.names);
+                if !self.g.on(&e.ifcond) {
+                    return;
+                }
+                let name = std::mem::take(&mut self.names);
+                self.open(&name[start..], "enum");
+                self.names = name;
+                self.w.key(false, "members");
+                self.w.out.push('[');
+                let mut first = true;
+                for m in &en.members {
+                    if !self.g.on(&m.ifcond) {
+                        continue;
+                    }
+                    if !first {
+                        self.w.out.push(',');
+                    }
+                    first = false;
+                    self.w.out.push('{');
+                    self.w.str_field(true, "name", &m.name);
+                    self.features(&m.features);
+                    self.w.out.push('}');
+                }
+                self.w.out.push(']');
+                self.w.key(false, "values");
+                self.w.out.push('[');
+                let mut first = true;
+                for m in &en.members {
+                    if !self.g.on(&m.ifcond) {
+                        continue;
+                    }
+                    if !first {
+                        self.w.out.push(',');
+                    }
+                    first = false;
+                    self.w.string(&m.name);
+                }
+                self.w.out.push(']');
+                self.close(&e.features);
+            }
+            EntityKind::Array(a) => {
+                if a.element >= s.entities.len() {
+                    return;
+                }
+                self.names.push('[');
+                self.use_type(a.element);
+                self.names.push(']');
+                if !self.g.on(s.ifcond(id)) {
+                    return;
+                }
+                let names = std::mem::take(&mut self.names);
+                self.open(&names, "array");
+                let el = self.spans[0];
+                self.w.str_field(false, "element-type", &names[el.0..el.1]);
+                self.w.out.push('}');
+                self.names = names;
+            }
+            EntityKind::Object(o) => {
+                for r in &o.members {
+                    self.use_type(s.member(*r).typ);
+                }
+                if let Some(b) = &o.branches {
+                    for v in &b.variants {
+                        self.use_type(v.typ);
+                    }
+                }
+                let start = self.names.len();
+                self.g.name_into(id, &mut self.names);
+                if !self.g.on(&e.ifcond) {
+                    return;
+                }
+                let names = std::mem::take(&mut self.names);
+                self.open(&names[start..], "object");
+                self.w.key(false, "members");
+                self.w.out.push('[');
+                let mut first = true;
+                for (k, r) in o.members.iter().enumerate() {
+                    let m = s.member(*r);
+                    if !self.g.on(&m.ifcond) {
+                        continue;
+                    }
+                    if !first {
+                        self.w.out.push(',');
+                    }
+                    first = false;
+                    self.w.out.push('{');
+                    self.w.str_field(true, "name", &m.name);
+                    let (a, b) = self.spans[k];
+                    self.w.str_field(false, "type", &names[a..b]);
+                    if m.optional {
+                        self.w.key(false, "default");
+                        self.w.out.push_str("null");
+                    }
+                    self.features(&m.features);
+                    self.w.out.push('}');
+                }
+                self.w.out.push(']');
+                if let Some(b) = &o.branches {
+                    let tag = match b.tag_member {
+                        Some(r) => s.member(r).name.as_str(),
+                        None => b.tag_name.as_str(),
+                    };
+                    self.w.str_field(false, "tag", tag);
+                    self.w.key(false, "variants");
+                    self.w.out.push('[');
+                    let mut first = true;
+                    for (k, v) in b.variants.iter().enumerate() {
+                        if !self.g.on(&v.ifcond) {
+                            continue;
+                        }
+                        if !first {
+                            self.w.out.push(',');
+                        }
+                        first = false;
+                        self.w.out.push('{');
+                        self.w.str_field(true, "case", &v.name);
+                        let (a, b) = self.spans[o.members.len() + k];
+                        self.w.str_field(false, "type", &names[a..b]);
+                        self.w.out.push('}');
+                    }
+                    self.w.out.push(']');
+                }
+                self.names = names;
+                self.close(&e.features);
+            }
+            EntityKind::Alternate(a) => {
+                for v in &a.variants {
+                    self.use_type(v.typ);
+                }
+                let start = self.names.len();
+                self.g.name_into(id, &mut self.names);
+                if !self.g.on(&e.ifcond) {
+                    return;
+                }
+                let names = std::mem::take(&mut self.names);
+                self.open(&names[start..], "alternate");
+                self.w.key(false, "members");
+                self.w.out.push('[');
+                let mut first = true;
+                for (k, v) in a.variants.iter().enumerate() {
+                    if !self.g.on(&v.ifcond) {
+                        continue;
+                    }
+                    if !first {
+                        self.w.out.push(',');
+                    }
+                    first = false;
+                    self.w.out.push('{');
+                    let (x, y) = self.spans[k];
+                    self.w.str_field(true, "type", &names[x..y]);
+                    self.w.out.push('}');
+                }
+                self.w.out.push(']');
+                self.names = names;
+                self.close(&e.features);
+            }
+            _ => {}
+        }
+    }
 }
 
 /// The JSON text of an introspection (one line): exactly what
@@ -658,6 +977,106 @@ mod tests {
             optional,
             features,
         }
+    }
+
+    /// `introspect_json_text` writes what `to_json_text(&introspect(..))`
+    /// writes: QEMU's schemas (with the symbols of real builds, with none,
+    /// masked and unmasked) and every schema of QEMU's test cases that
+    /// loads.
+    #[test]
+    fn direct_json_text_equals_list_json_text() {
+        let base = std::path::Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../../shared/qemu-ref"
+        ));
+        if !base.is_dir() {
+            eprintln!("skipped: {} not found", base.display());
+            return;
+        }
+        let mut schemas: Vec<std::path::PathBuf> = [
+            "schema-10.0.2/qapi/qapi-schema.json",
+            "schema-10.0.2/storage-daemon/qapi/qapi-schema.json",
+            "schema-7.2.22/qapi/qapi-schema.json",
+            "schema-7.2.22/storage-daemon/qapi/qapi-schema.json",
+        ]
+        .iter()
+        .map(|p| base.join(p))
+        .filter(|p| p.is_file())
+        .collect();
+        if let Ok(rd) = std::fs::read_dir(base.join("qapi-schema-tests-10.0.2")) {
+            let mut cases: Vec<_> = rd
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|x| x == "json"))
+                .collect();
+            cases.sort();
+            schemas.extend(cases);
+        }
+        let mut symbols: Vec<String> = Vec::new();
+        if let Ok(rd) = std::fs::read_dir(base.join("introspection")) {
+            for e in rd.flatten() {
+                if e.file_name().to_string_lossy().starts_with("cfg-") {
+                    if let Ok(t) = std::fs::read_to_string(e.path()) {
+                        symbols.extend(parse_cfg_file(&t));
+                    }
+                }
+            }
+        }
+        let mut compared = 0;
+        for path in &schemas {
+            for dialect in [crate::Dialect::Modern, crate::Dialect::Legacy] {
+                let Ok(schema) = crate::load(path, dialect) else {
+                    continue;
+                };
+                // Every symbol the schema's conditions name.
+                let mut own = Vec::new();
+                fn names(c: &IfCond, out: &mut Vec<String>) {
+                    match c {
+                        IfCond::Always => {}
+                        IfCond::Name(n) => out.push(n.clone()),
+                        IfCond::All(v) | IfCond::Any(v) => v.iter().for_each(|c| names(c, out)),
+                        IfCond::Not(c) => names(c, out),
+                    }
+                }
+                for e in &schema.entities {
+                    names(&e.ifcond, &mut own);
+                    e.features.iter().for_each(|f| names(&f.ifcond, &mut own));
+                    match &e.kind {
+                        EntityKind::Enum(en) => en.members.iter().for_each(|m| {
+                            names(&m.ifcond, &mut own);
+                            m.features.iter().for_each(|f| names(&f.ifcond, &mut own));
+                        }),
+                        EntityKind::Object(o) => {
+                            o.local_members.iter().for_each(|m| {
+                                names(&m.ifcond, &mut own);
+                                m.features.iter().for_each(|f| names(&f.ifcond, &mut own));
+                            });
+                            if let Some(b) = &o.branches {
+                                b.variants.iter().for_each(|v| names(&v.ifcond, &mut own));
+                            }
+                        }
+                        EntityKind::Alternate(a) => {
+                            a.variants.iter().for_each(|v| names(&v.ifcond, &mut own))
+                        }
+                        _ => {}
+                    }
+                }
+                let half: Vec<String> = own.iter().step_by(2).cloned().collect();
+                for unmask in [false, true] {
+                    for enabled in [Vec::new(), symbols.clone(), own.clone(), half.clone()] {
+                        let opts = Options {
+                            enabled: enabled.into_iter().collect(),
+                            unmask,
+                        };
+                        let list = to_json_text(&introspect(&schema, &opts)).unwrap();
+                        let direct = introspect_json_text(&schema, &opts);
+                        assert_eq!(direct, list, "{}", path.display());
+                        compared += 1;
+                    }
+                }
+            }
+        }
+        assert!(compared > 100, "only {compared} schemas compared");
     }
 
     #[test]
