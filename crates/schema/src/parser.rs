@@ -617,7 +617,12 @@ impl<'a> Lexer<'a> {
             return Err(self.err("expected ':'"));
         }
         self.accept(true)?;
-        if members.iter().any(|(k, _)| *k == key) {
+        // Lengths and last bytes first: most keys differ in those.
+        let kb = key.as_bytes();
+        let last = kb.last().copied();
+        if members.iter().any(|(k, _)| {
+            k.len() == kb.len() && k.as_bytes().last().copied() == last && k.as_bytes() == kb
+        }) {
             return Err(self.err(format!("duplicate key '{key}'")));
         }
         Ok(key)

@@ -341,7 +341,9 @@ impl Schema {
 
     /// The array type of `element`, created on first use.
     fn make_array_type(&mut self, element: &str, info: Option<&Info>) -> Result<String> {
-        let name = format!("{element}List");
+        let mut name = String::with_capacity(element.len() + 4);
+        name.push_str(element);
+        name.push_str("List");
         if self.lookup_type(&name).is_none() {
             let e = Entity {
                 name: name.clone(),
