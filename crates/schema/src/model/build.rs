@@ -39,6 +39,16 @@ const QTYPES: &[&str] = &[
     "none", "qnull", "qnum", "qstring", "qdict", "qlist", "qbool",
 ];
 
+/// The strings one after the other (`format!` without the formatting
+/// machinery).
+fn concat(parts: &[&str]) -> String {
+    let mut s = String::with_capacity(parts.iter().map(|p| p.len()).sum());
+    for p in parts {
+        s.push_str(p);
+    }
+    s
+}
+
 /// Lexically normalised absolute path (like Python's `os.path.abspath`).
 fn abspath(p: &Path, cwd: &Path) -> PathBuf {
     let joined = if p.is_absolute() {
@@ -400,7 +410,7 @@ impl Schema {
             TypeRef::Array(n) => self.make_array_type(&n, Some(info)),
             TypeRef::Nested(members) => {
                 // Legacy nested anonymous struct: an implicit object type.
-                let name = format!("q_obj_{owner}-{member}-nested");
+                let name = concat(&["q_obj_", owner, "-", member, "-nested"]);
                 let ms = self.make_members(&name, members, info)?;
                 if self.lookup(&name).is_none() {
                     let e = self.implicit_object(&name, info, IfCond::Always, None, ms);
@@ -476,7 +486,7 @@ impl Schema {
         if members.is_empty() {
             return Ok(None);
         }
-        let name = format!("q_obj_{name}-{role}");
+        let name = concat(&["q_obj_", name, "-", role]);
         if self.lookup(&name).is_none() {
             let e = self.implicit_object(&name, info, ifcond.clone(), None, members);
             self.def_definition(e)?;
@@ -616,7 +626,7 @@ impl Schema {
             BaseDef::None => None,
             BaseDef::Type(t) => Some(t),
             BaseDef::Members(ms) => {
-                let implicit_name = format!("q_obj_{}-base", c.name);
+                let implicit_name = concat(&["q_obj_", &c.name, "-base"]);
                 let ms = self.make_members(&implicit_name, ms, &c.info)?;
                 let n = self.make_implicit_object_type(&c.name, &c.info, &c.ifcond, "base", ms)?;
                 self.stamp_by_name(&n);
@@ -674,7 +684,7 @@ impl Schema {
                         defined_in: UNRESOLVED,
                     });
                 }
-                let kind_name = format!("{}Kind", c.name);
+                let kind_name = concat(&[&c.name, "Kind"]);
                 let values = variants
                     .iter()
                     .map(|v| EnumMember {
@@ -758,7 +768,7 @@ impl Schema {
             ArgsDef::None => None,
             ArgsDef::Type(t) => Some(t),
             ArgsDef::Members(ms) => {
-                let implicit_name = format!("q_obj_{}-arg", c.name);
+                let implicit_name = concat(&["q_obj_", &c.name, "-arg"]);
                 let ms = self.make_members(&implicit_name, ms, &c.info)?;
                 let n = self.make_implicit_object_type(&c.name, &c.info, &c.ifcond, "arg", ms)?;
                 self.stamp_by_name(&n);
