@@ -797,7 +797,19 @@ impl JsonWriter {
     fn string(&mut self, s: &str) {
         let out = &mut self.out;
         let b = s.as_bytes();
-        if !b.iter().any(|&c| c < 0x20 || c == b'"' || c == b'\\') {
+        /// Bytes JSON strings escape.
+        const ESC: [bool; 256] = {
+            let mut t = [false; 256];
+            let mut c = 0;
+            while c < 0x20 {
+                t[c] = true;
+                c += 1;
+            }
+            t[b'"' as usize] = true;
+            t[b'\\' as usize] = true;
+            t
+        };
+        if !b.iter().any(|&c| ESC[usize::from(c)]) {
             out.reserve(b.len() + 2);
             out.push('"');
             out.push_str(s);
@@ -835,6 +847,7 @@ impl JsonWriter {
 
     /// `,"key":` (or without the comma for the first key).
     fn key(&mut self, first: bool, k: &str) {
+        self.out.reserve(k.len() + 4);
         if !first {
             self.out.push(',');
         }
