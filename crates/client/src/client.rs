@@ -1,9 +1,10 @@
-//! The async client: one reader task, one writer task, requests matched to replies by `id`.
+//! The async client: requests written by the caller (see [`crate::outbox`]), one reader task,
+//! replies matched to requests by `id`.
 //!
 //! Invariants:
-//! - A request is queued to the writer as one whole frame before its future first yields, and
-//!   the writer writes whole frames only; so dropping a request future (cancellation, timeout)
-//!   never leaves a partial message on the wire.
+//! - A request is written, or queued to the writer task as one whole frame, before its future
+//!   first yields, and the writer task writes whole frames only; so dropping a request future
+//!   (cancellation, timeout) never leaves a partial message on the wire.
 //! - An `id` stays registered until its reply arrives, even when its waiter has gone: a late
 //!   reply is consumed quietly and can never be mistaken for another request's reply.
 //! - Ids the client generates are integers from a per-connection counter, never reused.
@@ -12,10 +13,12 @@
 //! - When the connection ends, every waiter gets [`Error::Disconnected`] and every subscription ends.
 
 use crate::error::{Error, RequestInfo, Result};
-use crate::fdpass::{send_with_fds, MAX_FDS};
+use crate::fdpass::MAX_FDS;
 use crate::message::{
     check_limits, Event, EventFilter, EventItem, Greeting, IdKey, MAX_NESTING, MAX_TOKENS,
 };
+use crate::outbox::{Outbox, SendError, WriteSide};
+use crate::transport::{Lines, Socket, Source};
 
 /// Deepest nesting accepted in a custom request id.
 const MAX_ID_NESTING: usize = 64;
@@ -23,15 +26,18 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::collections::HashMap;
-use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
+use std::future::Future;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::os::fd::{BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpStream, ToSocketAddrs, UnixStream};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, watch};
 
 /// Where a QMP server listens.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -127,14 +133,16 @@ impl ConnectOptions {
 
     /// Use an already connected unix socket (file descriptors can be passed).
     pub async fn from_unix_stream(&self, s: UnixStream) -> Result<Client> {
-        let (r, w) = s.into_split();
-        Client::start(Box::new(r), WriteSide::Unix(w), self).await
+        let fd = OwnedFd::from(s.into_std()?);
+        let s = Arc::new(Socket::new(fd, true)?);
+        Client::start(Source::Socket(s.clone()), WriteSide::Socket(s), self).await
     }
 
     pub async fn from_tcp_stream(&self, s: TcpStream) -> Result<Client> {
         s.set_nodelay(true)?;
-        let (r, w) = s.into_split();
-        Client::start(Box::new(r), WriteSide::Tcp(w), self).await
+        let fd = OwnedFd::from(s.into_std()?);
+        let s = Arc::new(Socket::new(fd, false)?);
+        Client::start(Source::Socket(s.clone()), WriteSide::Socket(s), self).await
     }
 
     /// Any byte stream (no file descriptor passing), e.g. stdio of a child or an in-memory pipe.
@@ -143,7 +151,12 @@ impl ConnectOptions {
         reader: impl AsyncRead + Send + Unpin + 'static,
         writer: impl AsyncWrite + Send + Unpin + 'static,
     ) -> Result<Client> {
-        Client::start(Box::new(reader), WriteSide::Io(Box::new(writer)), self).await
+        Client::start(
+            Source::Io(Box::new(reader)),
+            WriteSide::Io(Box::new(writer)),
+            self,
+        )
+        .await
     }
 }
 
@@ -230,44 +243,97 @@ pub struct AddFdInfo {
 enum Reply {
     Return(Value),
     Error { class: String, desc: String },
-    Closed(Arc<str>),
 }
 
-enum Frame {
-    Data(Vec<u8>),
-    WithFds(Vec<u8>, Vec<OwnedFd>),
-    Close,
+/// Where a request stands, from its registration until its caller takes the reply.
+enum Waiter {
+    /// No reply yet; the waker of the task waiting for it.
+    Waiting(Option<Waker>),
+    /// The reply arrived and waits for its caller.
+    Ready(Reply),
+    /// The caller gave up (timeout, cancellation): the reply will be consumed quietly.
+    Abandoned,
+}
+
+/// A cheap hasher for request ids (integers from a counter, mostly): one multiply per word.
+#[derive(Default)]
+struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut w = [0u8; 8];
+            w[..chunk.len()].copy_from_slice(chunk);
+            self.write_u64(u64::from_le_bytes(w));
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x517c_c1b7_2722_0a95);
+    }
+
+    fn write_usize(&mut self, n: usize) {
+        self.write_u64(n as u64);
+    }
+
+    fn write_isize(&mut self, n: isize) {
+        self.write_u64(n as u64);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
 }
 
 struct Pending {
-    map: HashMap<IdKey, oneshot::Sender<Reply>>,
-    /// Custom ids holding non-integer numbers: a server may print those back with a last digit
-    /// that decodes one unit off, so a reply whose id misses the map is compared to these too.
+    map: HashMap<IdKey, Waiter, BuildHasherDefault<IdHasher>>,
+    /// Custom ids holding non-integer numbers whose reply has not arrived: a server may print
+    /// those back with a last digit that decodes one unit off, so a reply whose id misses the
+    /// map is compared to these too.
     inexact: Vec<(IdKey, Value)>,
     closed: Option<Arc<str>>,
 }
 
 impl Pending {
-    fn remove(&mut self, key: &IdKey) -> Option<oneshot::Sender<Reply>> {
-        let tx = self.map.remove(key)?;
+    fn remove(&mut self, key: &IdKey) -> Option<Waiter> {
+        let w = self.map.remove(key)?;
         if !self.inexact.is_empty() {
             self.inexact.retain(|(k, _)| k != key);
         }
-        Some(tx)
+        Some(w)
     }
 
-    /// The waiter for a reply's id.
-    fn take(&mut self, id: &Value) -> Option<oneshot::Sender<Reply>> {
-        let key = IdKey::of(id);
-        if let Some(tx) = self.remove(&key) {
-            return Some(tx);
+    /// Hand a reply to the request under `key`: the waker to wake, if any. An abandoned
+    /// request's reply is consumed here.
+    fn answer(&mut self, key: IdKey, reply: Reply) -> Option<Waker> {
+        if !self.inexact.is_empty() {
+            self.inexact.retain(|(k, _)| *k != key);
         }
-        let key = self
-            .inexact
+        match self.map.get_mut(&key) {
+            Some(w @ Waiter::Waiting(_)) => match std::mem::replace(w, Waiter::Ready(reply)) {
+                Waiter::Waiting(waker) => waker,
+                _ => None,
+            },
+            Some(Waiter::Abandoned) => {
+                self.map.remove(&key);
+                None
+            }
+            _ => None,
+        }
+    }
+
+    /// The key of the request a reply's id answers, when one waits for it.
+    fn find(&self, id: &Value) -> Option<IdKey> {
+        let key = IdKey::of(id);
+        match self.map.get(&key) {
+            Some(Waiter::Ready(_)) => return None,
+            Some(_) => return Some(key),
+            None => {}
+        }
+        self.inexact
             .iter()
             .find(|(_, v)| close_enough(v, id))
-            .map(|(k, _)| k.clone())?;
-        self.remove(&key)
+            .map(|(k, _)| k.clone())
     }
 }
 
@@ -348,20 +414,29 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Conn {
-    /// End the connection: every waiter gets `Closed`, every subscription ends.
+    /// End the connection: every waiter gets `Disconnected` (a reply that already arrived is
+    /// still handed over), every subscription ends.
     fn fail(&self, reason: &str) {
         let reason: Arc<str> = Arc::from(reason);
-        let drained = {
+        let mut wakers = Vec::new();
+        {
             let mut p = lock(&self.pending);
             if p.closed.is_some() {
                 return;
             }
             p.closed = Some(reason.clone());
-            std::mem::take(&mut p.map)
-        };
-        lock(&self.pending).inexact.clear();
-        for (_, tx) in drained {
-            let _ = tx.send(Reply::Closed(reason.clone()));
+            p.map.retain(|_, w| match w {
+                Waiter::Ready(_) => true,
+                Waiter::Waiting(waker) => {
+                    wakers.extend(waker.take());
+                    false
+                }
+                Waiter::Abandoned => false,
+            });
+            p.inexact.clear();
+        }
+        for w in wakers {
+            w.wake();
         }
         {
             let mut s = lock(&self.subs);
@@ -398,26 +473,32 @@ impl Conn {
         if !(m.contains_key("return") || m.contains_key("error")) {
             return self.unmatched(Value::Object(m));
         }
-        let waiter = match m.get("id") {
-            Some(id) => lock(&self.pending).take(id),
-            None => None,
+        let waker = {
+            let mut p = lock(&self.pending);
+            let key = match m.get("id") {
+                Some(id) => p.find(id),
+                None => None,
+            };
+            let Some(key) = key else {
+                drop(p);
+                return self.unmatched(Value::Object(m));
+            };
+            let reply = if let Some(r) = m.remove("return") {
+                Reply::Return(r)
+            } else {
+                let e = m.remove("error").unwrap_or(Value::Null);
+                let class = e.get("class").and_then(Value::as_str).map(str::to_owned);
+                let desc = e.get("desc").and_then(Value::as_str).map(str::to_owned);
+                Reply::Error {
+                    class: class.unwrap_or_default(),
+                    desc: desc.unwrap_or_else(|| e.to_string()),
+                }
+            };
+            p.answer(key, reply)
         };
-        let Some(tx) = waiter else {
-            return self.unmatched(Value::Object(m));
-        };
-        let reply = if let Some(r) = m.remove("return") {
-            Reply::Return(r)
-        } else {
-            let e = m.remove("error").unwrap_or(Value::Null);
-            let class = e.get("class").and_then(Value::as_str).map(str::to_owned);
-            let desc = e.get("desc").and_then(Value::as_str).map(str::to_owned);
-            Reply::Error {
-                class: class.unwrap_or_default(),
-                desc: desc.unwrap_or_else(|| e.to_string()),
-            }
-        };
-        // The waiter may have given up (timeout, cancellation): the reply is consumed either way.
-        let _ = tx.send(reply);
+        if let Some(w) = waker {
+            w.wake();
+        }
     }
 
     fn deliver(&self, e: Event) {
@@ -444,147 +525,17 @@ impl Conn {
     }
 }
 
-enum WriteSide {
-    Unix(tokio::net::unix::OwnedWriteHalf),
-    Tcp(tokio::net::tcp::OwnedWriteHalf),
-    Io(Box<dyn AsyncWrite + Send + Unpin>),
-}
-
-impl WriteSide {
-    async fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
-        match self {
-            WriteSide::Unix(w) => w.write_all(buf).await,
-            WriteSide::Tcp(w) => w.write_all(buf).await,
-            WriteSide::Io(w) => {
-                w.write_all(buf).await?;
-                w.flush().await
-            }
-        }
-    }
-
-    async fn write_with_fds(&mut self, buf: &[u8], fds: &[OwnedFd]) -> io::Result<()> {
-        let WriteSide::Unix(w) = self else {
-            return Err(io::Error::new(
-                io::ErrorKind::Unsupported,
-                "file descriptors need a unix socket",
-            ));
-        };
-        let s: &UnixStream = w.as_ref();
-        let n = s
-            .async_io(tokio::io::Interest::WRITABLE, || {
-                send_with_fds(s.as_raw_fd(), buf, fds)
-            })
-            .await?;
-        match buf.get(n..) {
-            Some(rest) if !rest.is_empty() => w.write_all(rest).await,
-            _ => Ok(()),
-        }
-    }
-
-    async fn shutdown(&mut self) {
-        let _ = match self {
-            WriteSide::Unix(w) => w.shutdown().await,
-            WriteSide::Tcp(w) => w.shutdown().await,
-            WriteSide::Io(w) => w.shutdown().await,
-        };
+async fn writer_loop(conn: Arc<Conn>, outbox: Arc<Outbox>, w: WriteSide) {
+    if let Err(e) = outbox.run(w).await {
+        conn.fail(&format!("write failed: {e}"));
     }
 }
 
-async fn writer_loop(conn: Arc<Conn>, mut w: WriteSide, mut rx: mpsc::UnboundedReceiver<Frame>) {
-    let mut buf: Vec<u8> = Vec::with_capacity(64 * 1024);
-    let mut next = rx.recv().await;
-    while let Some(frame) = next.take() {
-        // Batch whatever else is already queued into one write.
-        let mut item = Some(frame);
-        let mut close = false;
-        while let Some(f) = item.take() {
-            let r = match f {
-                Frame::Data(b) => {
-                    buf.extend_from_slice(&b);
-                    Ok(())
-                }
-                Frame::WithFds(b, fds) => {
-                    let r = if buf.is_empty() {
-                        Ok(())
-                    } else {
-                        w.write_all(&buf).await
-                    };
-                    buf.clear();
-                    match r {
-                        Ok(()) => w.write_with_fds(&b, &fds).await,
-                        Err(e) => Err(e),
-                    }
-                }
-                Frame::Close => {
-                    close = true;
-                    Ok(())
-                }
-            };
-            if let Err(e) = r {
-                conn.fail(&format!("write failed: {e}"));
-                return;
-            }
-            if close || buf.len() >= 256 * 1024 {
-                break;
-            }
-            item = rx.try_recv().ok();
-        }
-        if !buf.is_empty() {
-            if let Err(e) = w.write_all(&buf).await {
-                conn.fail(&format!("write failed: {e}"));
-                return;
-            }
-            buf.clear();
-        }
-        if close {
-            break;
-        }
-        next = rx.recv().await;
-    }
-    w.shutdown().await;
-}
-
-/// Read one `\n`-terminated message into `line`; false at end of file with nothing read.
-async fn read_line<R: AsyncRead + Unpin>(
-    r: &mut BufReader<R>,
-    line: &mut Vec<u8>,
-    max: usize,
-) -> io::Result<bool> {
-    loop {
-        let buf = r.fill_buf().await?;
-        if buf.is_empty() {
-            return Ok(!line.is_empty());
-        }
-        match buf.iter().position(|&b| b == b'\n') {
-            Some(i) => {
-                line.extend_from_slice(&buf[..=i]);
-                r.consume(i + 1);
-                return Ok(true);
-            }
-            None => {
-                let n = buf.len();
-                line.extend_from_slice(buf);
-                r.consume(n);
-            }
-        }
-        if line.len() > max {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("message from the server longer than {max} bytes"),
-            ));
-        }
-    }
-}
-
-type Reader = BufReader<Box<dyn AsyncRead + Send + Unpin>>;
-
-async fn reader_loop(conn: Arc<Conn>, mut r: Reader, max: usize) {
-    let mut line = Vec::with_capacity(4096);
+async fn reader_loop(conn: Arc<Conn>, mut r: Lines) {
     let reason = loop {
-        line.clear();
-        match read_line(&mut r, &mut line, max).await {
-            Ok(true) => conn.dispatch(&line),
-            Ok(false) => break "the server closed the connection".to_string(),
+        match r.next().await {
+            Ok(Some(line)) => conn.dispatch(line),
+            Ok(None) => break "the server closed the connection".to_string(),
             Err(e) => break format!("read failed: {e}"),
         }
     };
@@ -593,7 +544,7 @@ async fn reader_loop(conn: Arc<Conn>, mut r: Reader, max: usize) {
 
 struct Inner {
     conn: Arc<Conn>,
-    tx: mpsc::UnboundedSender<Frame>,
+    outbox: Arc<Outbox>,
     greeting: Greeting,
     oob: AtomicBool,
     want_oob: bool,
@@ -609,6 +560,80 @@ impl Drop for Inner {
     fn drop(&mut self) {
         self.reader.abort();
         self.conn.fail("the client was dropped");
+        self.outbox.close();
+    }
+}
+
+/// Waits for the reply to one registered request; gives the request up when dropped first.
+struct ReplyWait<'a> {
+    conn: &'a Conn,
+    key: Option<IdKey>,
+}
+
+enum Outcome {
+    Reply(Reply),
+    Closed(Arc<str>),
+}
+
+impl Future for ReplyWait<'_> {
+    type Output = Outcome;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Outcome> {
+        let Some(key) = &self.key else {
+            return Poll::Ready(Outcome::Closed(Arc::from("the reply was already taken")));
+        };
+        let mut p = lock(&self.conn.pending);
+        match p.map.get_mut(key) {
+            Some(Waiter::Waiting(w)) => {
+                match w {
+                    Some(w) if w.will_wake(cx.waker()) => {}
+                    _ => *w = Some(cx.waker().clone()),
+                }
+                return Poll::Pending;
+            }
+            Some(Waiter::Ready(_)) => {
+                let reply = p.remove(key);
+                drop(p);
+                self.key = None;
+                if let Some(Waiter::Ready(r)) = reply {
+                    return Poll::Ready(Outcome::Reply(r));
+                }
+                return Poll::Ready(Outcome::Closed(Arc::from("the reply was lost")));
+            }
+            Some(Waiter::Abandoned) | None => {}
+        }
+        let reason = p
+            .closed
+            .clone()
+            .unwrap_or_else(|| Arc::from("the connection was dropped"));
+        drop(p);
+        self.key = None;
+        Poll::Ready(Outcome::Closed(reason))
+    }
+}
+
+impl ReplyWait<'_> {
+    /// The request was not sent after all: forget it.
+    fn unregister(mut self) {
+        if let Some(key) = self.key.take() {
+            lock(&self.conn.pending).remove(&key);
+        }
+    }
+}
+
+impl Drop for ReplyWait<'_> {
+    fn drop(&mut self) {
+        let Some(key) = self.key.take() else {
+            return;
+        };
+        let mut p = lock(&self.conn.pending);
+        match p.map.get_mut(&key) {
+            Some(w @ Waiter::Waiting(_)) => *w = Waiter::Abandoned,
+            Some(Waiter::Ready(_)) => {
+                p.remove(&key);
+            }
+            _ => {}
+        }
     }
 }
 
@@ -716,37 +741,26 @@ impl Client {
             .await
     }
 
-    async fn start(
-        reader: Box<dyn AsyncRead + Send + Unpin>,
-        writer: WriteSide,
-        opts: &ConnectOptions,
-    ) -> Result<Client> {
-        let fd_capable = matches!(writer, WriteSide::Unix(_));
-        let mut r: Reader = BufReader::with_capacity(64 * 1024, reader);
-        let mut line = Vec::new();
-        let got = tokio::time::timeout(
-            opts.greeting_timeout,
-            read_line(&mut r, &mut line, opts.max_message),
-        )
-        .await
-        .map_err(|_| Error::Greeting(format!("none within {:?}", opts.greeting_timeout)))??;
-        if !got {
+    async fn start(source: Source, writer: WriteSide, opts: &ConnectOptions) -> Result<Client> {
+        let fd_capable = matches!(&writer, WriteSide::Socket(s) if s.is_unix());
+        let mut r = Lines::new(source, opts.max_message);
+        let got = tokio::time::timeout(opts.greeting_timeout, r.next())
+            .await
+            .map_err(|_| Error::Greeting(format!("none within {:?}", opts.greeting_timeout)))??;
+        let Some(line) = got else {
             return Err(Error::Greeting(
                 "the server closed the connection before greeting".into(),
             ));
-        }
-        let raw: Value = serde_json::from_slice(&line).map_err(|e| {
-            Error::Greeting(format!(
-                "{e}: {}",
-                String::from_utf8_lossy(&line).trim_end()
-            ))
+        };
+        let raw: Value = serde_json::from_slice(line).map_err(|e| {
+            Error::Greeting(format!("{e}: {}", String::from_utf8_lossy(line).trim_end()))
         })?;
         let greeting = Greeting::from_value(raw)?;
 
         let (closed_tx, _) = watch::channel(None);
         let conn = Arc::new(Conn {
             pending: Mutex::new(Pending {
-                map: HashMap::new(),
+                map: HashMap::default(),
                 inexact: Vec::new(),
                 closed: None,
             }),
@@ -757,13 +771,13 @@ impl Client {
             }),
             closed_tx,
         });
-        let (tx, rx) = mpsc::unbounded_channel();
-        let writer = tokio::spawn(writer_loop(conn.clone(), writer, rx));
-        let reader = tokio::spawn(reader_loop(conn.clone(), r, opts.max_message));
+        let outbox = Arc::new(Outbox::new(&writer));
+        let writer = tokio::spawn(writer_loop(conn.clone(), outbox.clone(), writer));
+        let reader = tokio::spawn(reader_loop(conn.clone(), r));
         let client = Client {
             inner: Arc::new(Inner {
                 conn,
-                tx,
+                outbox,
                 greeting,
                 oob: AtomicBool::new(false),
                 want_oob: opts.enable_oob,
@@ -889,41 +903,16 @@ impl Client {
         if tokens > MAX_TOKENS {
             return Err(invalid(format!("more than {MAX_TOKENS} JSON tokens")));
         }
-        let mut buf = Vec::with_capacity(48 + name.len());
-        buf.extend_from_slice(if oob {
-            b"{\"exec-oob\": "
-        } else {
-            b"{\"execute\": "
-        });
-        let encoded = serde_json::to_writer(&mut buf, &name)
-            .and_then(|()| {
-                if let Some(a) = &arguments {
-                    buf.extend_from_slice(b", \"arguments\": ");
-                    serde_json::to_writer(&mut buf, a)?;
-                }
-                buf.extend_from_slice(b", \"id\": ");
-                serde_json::to_writer(&mut buf, &id)
-            })
-            .map_err(|e| invalid(e.to_string()));
-        encoded?;
-        buf.extend_from_slice(b"}\n");
-
         let inexact = has_fraction(&id).then(|| id.clone());
-        let info = move || {
-            Box::new(RequestInfo {
-                command: name,
-                arguments,
-                id,
-                oob,
-            })
-        };
-        let (tx, rx) = oneshot::channel();
+        let alone;
         {
             let mut p = lock(&self.inner.conn.pending);
             if let Some(reason) = &p.closed {
+                let reason = reason.clone();
+                drop(p);
                 return Err(Error::Disconnected {
-                    reason: reason.clone(),
-                    request: Some(info()),
+                    reason,
+                    request: Some(request_info(name, arguments, id, oob)),
                 });
             }
             let clash = inexact
@@ -931,57 +920,75 @@ impl Client {
                 .is_some_and(|id| p.inexact.iter().any(|(_, v)| close_enough(v, id)));
             if p.map.contains_key(&key) || clash {
                 drop(p);
-                let info = info();
                 return Err(Error::InvalidRequest {
-                    reason: format!("id {} is already in flight", info.id),
-                    command: info.command,
+                    reason: format!("id {id} is already in flight"),
+                    command: name,
                 });
             }
-            p.map.insert(key.clone(), tx);
+            // With other requests outstanding, replies are on their way and will wake their
+            // tasks: queue this one behind whatever they send, so that the writer task writes
+            // them all at once. Alone, it is written at once.
+            alone = p.map.is_empty();
+            p.map.insert(key.clone(), Waiter::Waiting(None));
             if let Some(id) = inexact {
                 p.inexact.push((key.clone(), id));
             }
         }
-        let frame = if fds.is_empty() {
-            Frame::Data(buf)
-        } else {
-            Frame::WithFds(buf, fds)
+        // From here the request is registered: `wait` unregisters it if it is dropped.
+        let wait = ReplyWait {
+            conn: &self.inner.conn,
+            key: Some(key),
         };
-        if self.inner.tx.send(frame).is_err() {
-            lock(&self.inner.conn.pending).remove(&key);
-            return Err(Error::Disconnected {
-                reason: Arc::from("the connection's writer has stopped"),
-                request: Some(info()),
+        let sent = self.inner.outbox.send(alone, fds, |buf| {
+            encode_request(buf, &name, arguments.as_ref(), &id, oob)
+        });
+        if let Err(e) = sent {
+            wait.unregister();
+            return Err(match e {
+                SendError::Encode(e) => Error::InvalidRequest {
+                    command: name,
+                    reason: e.to_string(),
+                },
+                SendError::Stopped => Error::Disconnected {
+                    reason: lock(&self.inner.conn.pending)
+                        .closed
+                        .clone()
+                        .unwrap_or_else(|| Arc::from("the connection's writer has stopped")),
+                    request: Some(request_info(name, arguments, id, oob)),
+                },
+                SendError::Failed(e) => {
+                    self.inner.conn.fail(&format!("write failed: {e}"));
+                    Error::Disconnected {
+                        reason: Arc::from(format!("write failed: {e}")),
+                        request: Some(request_info(name, arguments, id, oob)),
+                    }
+                }
             });
         }
 
         let timeout = timeout.unwrap_or(self.inner.timeout);
-        let reply = match timeout {
-            Some(t) => match tokio::time::timeout(t, rx).await {
+        let outcome = match timeout {
+            Some(t) => match tokio::time::timeout(t, wait).await {
                 Ok(r) => r,
                 Err(_) => {
                     return Err(Error::Timeout {
                         timeout: t,
-                        request: info(),
+                        request: request_info(name, arguments, id, oob),
                     })
                 }
             },
-            None => rx.await,
+            None => wait.await,
         };
-        match reply {
-            Ok(Reply::Return(v)) => Ok(v),
-            Ok(Reply::Error { class, desc }) => Err(Error::Qmp {
+        match outcome {
+            Outcome::Reply(Reply::Return(v)) => Ok(v),
+            Outcome::Reply(Reply::Error { class, desc }) => Err(Error::Qmp {
                 class,
                 desc,
-                request: info(),
+                request: request_info(name, arguments, id, oob),
             }),
-            Ok(Reply::Closed(reason)) => Err(Error::Disconnected {
+            Outcome::Closed(reason) => Err(Error::Disconnected {
                 reason,
-                request: Some(info()),
-            }),
-            Err(_) => Err(Error::Disconnected {
-                reason: Arc::from("the connection was dropped"),
-                request: Some(info()),
+                request: Some(request_info(name, arguments, id, oob)),
             }),
         }
     }
@@ -1048,7 +1055,11 @@ impl Client {
 
     /// Requests sent whose reply has not arrived (including abandoned ones).
     pub fn in_flight(&self) -> usize {
-        lock(&self.inner.conn.pending).map.len()
+        lock(&self.inner.conn.pending)
+            .map
+            .values()
+            .filter(|w| !matches!(w, Waiter::Ready(_)))
+            .count()
     }
 
     /// Messages received that matched no request (no `id`, unknown `id`, not JSON).
@@ -1078,7 +1089,7 @@ impl Client {
     /// socket is shut down once what was already queued is written.
     pub fn close(&self) {
         self.inner.conn.fail("closed by the client");
-        let _ = self.inner.tx.send(Frame::Close);
+        self.inner.outbox.close();
         self.inner.reader.abort();
     }
 
@@ -1090,6 +1101,70 @@ impl Client {
             let _ = t.await;
         }
     }
+}
+
+fn request_info(
+    command: String,
+    arguments: Option<Map<String, Value>>,
+    id: Value,
+    oob: bool,
+) -> Box<RequestInfo> {
+    Box::new(RequestInfo {
+        command,
+        arguments,
+        id,
+        oob,
+    })
+}
+
+/// `{"execute": NAME, "arguments": ARGS, "id": ID}` and a newline, as QEMU's own tools space it.
+fn encode_request(
+    buf: &mut Vec<u8>,
+    name: &str,
+    arguments: Option<&Map<String, Value>>,
+    id: &Value,
+    oob: bool,
+) -> serde_json::Result<()> {
+    buf.extend_from_slice(if oob {
+        b"{\"exec-oob\": "
+    } else {
+        b"{\"execute\": "
+    });
+    if name
+        .bytes()
+        .all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\')
+    {
+        buf.push(b'"');
+        buf.extend_from_slice(name.as_bytes());
+        buf.push(b'"');
+    } else {
+        serde_json::to_writer(&mut *buf, name)?;
+    }
+    if let Some(a) = arguments {
+        buf.extend_from_slice(b", \"arguments\": ");
+        serde_json::to_writer(&mut *buf, a)?;
+    }
+    buf.extend_from_slice(b", \"id\": ");
+    match id.as_u64() {
+        Some(n) => push_u64(buf, n),
+        None => serde_json::to_writer(&mut *buf, id)?,
+    }
+    buf.extend_from_slice(b"}\n");
+    Ok(())
+}
+
+fn push_u64(buf: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    buf.extend_from_slice(&digits[i..]);
 }
 
 fn check_limits_map(m: &Map<String, Value>) -> std::result::Result<u64, String> {

@@ -20,6 +20,8 @@ pub mod client;
 pub mod error;
 mod fdpass;
 pub mod message;
+mod outbox;
+mod transport;
 
 pub use client::{AddFdInfo, Client, Command, ConnectOptions, Endpoint, Subscription};
 pub use error::{Error, RequestInfo, Result};

@@ -481,3 +481,43 @@ async fn over_tcp() {
     let v: Value = c2.execute("y", ()).await.expect("y");
     assert_eq!(v, json!({"got": null}));
 }
+
+#[tokio::test]
+async fn requests_larger_than_the_socket_buffer() {
+    let m = common::mock::start();
+    let c = connect(&m).await;
+    // 2 MiB does not fit in a unix socket's buffer: the first request is written in parts, and
+    // the requests made meanwhile queue behind it, each whole and in order.
+    let big = "x".repeat(2 << 20);
+    let mut set = tokio::task::JoinSet::new();
+    for i in 0..20u64 {
+        let c = c.clone();
+        let s = if i % 7 == 0 {
+            big.clone()
+        } else {
+            i.to_string()
+        };
+        set.spawn(async move {
+            let v: Value = c
+                .execute("echo", json!({"i": i, "s": s}))
+                .await
+                .expect("echo");
+            assert_eq!(v, json!({"i": i, "s": s}));
+        });
+    }
+    while let Some(r) = set.join_next().await {
+        r.expect("task");
+    }
+    // A big request given up after its first poll is still written whole.
+    let fut = c.execute::<Value>("echo", json!({"s": big}));
+    assert!(common::poll_once(fut).await.is_none());
+    let (r, mut w) = std::io::pipe().expect("pipe");
+    w.write_all(b"after the big one").expect("write");
+    drop(w);
+    c.getfd("fd1", r.as_fd()).await.expect("getfd");
+    let named: Value = c.execute("mock-fds", ()).await.expect("mock-fds");
+    assert_eq!(named, json!({"fd1": "after the big one"}));
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(c.in_flight(), 0);
+    assert_eq!(c.unmatched_count(), 0);
+}
