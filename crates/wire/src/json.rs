@@ -650,7 +650,9 @@ pub(crate) fn parse_number(text: &[u8], integer: bool) -> Value {
     }
     let mut f = s.parse::<f64>().unwrap_or(0.0);
     if f.is_infinite() {
-        // QEMU keeps an infinity (and prints "inf"); a JSON value cannot hold one.
+        // QEMU keeps the infinity a number beyond the range of a double reads as, and prints
+        // it as `inf`; a JSON value cannot hold one: it stands as the largest double of that
+        // sign, which the writer prints as QEMU prints the infinity (see `write_number`).
         f = f64::MAX.copysign(f);
     }
     Number::from_f64(f)
@@ -980,6 +982,13 @@ fn write_deep(value: &Value, out: &mut Vec<u8>) {
     }
 }
 
+/// The value a number beyond the range of a double (`1e400`, `-1e400`) decodes to: the largest
+/// double of its sign, printed back as `inf` / `-inf` as QEMU prints the infinity it keeps. A
+/// number that is exactly ±`f64::MAX` prints the same way.
+pub fn is_overflowed(n: &Number) -> bool {
+    n.as_u64().is_none() && n.as_i64().is_none() && n.as_f64().is_some_and(|f| f.abs() == f64::MAX)
+}
+
 fn write_number(n: &Number, out: &mut Vec<u8>) {
     if let Some(u) = n.as_u64() {
         write_u64(u, out);
@@ -987,7 +996,12 @@ fn write_number(n: &Number, out: &mut Vec<u8>) {
         out.push(b'-');
         write_u64(i.unsigned_abs(), out);
     } else if let Some(f) = n.as_f64() {
-        format_g17(f, out);
+        if f.abs() == f64::MAX {
+            // An overflowed number (see `parse_number`): QEMU holds an infinity.
+            format_g17(f64::INFINITY.copysign(f), out);
+        } else {
+            format_g17(f, out);
+        }
     }
 }
 

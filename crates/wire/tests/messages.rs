@@ -189,3 +189,41 @@ fn envelope_errors() {
         );
     }
 }
+
+#[test]
+fn overflowed_ids_echo_as_infinities() {
+    // QEMU reads a number beyond a double's range as an infinity and echoes it with "%.17g".
+    let version = json!({"qemu": {"micro": 2, "minor": 0, "major": 10},
+        "package": "Debian 1:10.0.2+ds-2+deb13u1~bpo12+1"});
+    for (input, id) in [("1e400", "inf"), ("-1e400", "-inf")] {
+        let text = format!(r#"{{"execute": "query-version", "id": {input}}}"#);
+        for fast in [true, false] {
+            let mut s = if fast {
+                qmpkit_wire::JsonStreamer::new()
+            } else {
+                qmpkit_wire::JsonStreamer::exact_only()
+            };
+            let mut out = Vec::new();
+            s.feed(format!("{text}\n").as_bytes(), &mut out);
+            let r = Request::parse(out.remove(0).expect("valid JSON"), false).expect("request");
+            assert_eq!(
+                line(&response_return(version.clone(), r.id.clone())),
+                format!("{{\"return\": {{\"qemu\": {{\"micro\": 2, \"minor\": 0, \"major\": 10}}, \"package\": \"Debian 1:10.0.2+ds-2+deb13u1~bpo12+1\"}}, \"id\": {id}}}\r\n")
+            );
+            let e = QmpError::new(
+                ErrorClass::CommandNotFound,
+                "The command nope has not been found",
+            );
+            assert_eq!(
+                line(&response_error(&e, r.id)),
+                format!("{{\"id\": {id}, \"error\": {{\"class\": \"CommandNotFound\", \"desc\": \"The command nope has not been found\"}}}}\r\n")
+            );
+        }
+    }
+    // Inside an id too.
+    let r = request(r#"{"execute": "x", "id": [1e400, {"a": -1e999}]}"#, false).expect("ok");
+    assert_eq!(
+        line(&response_return(json!({}), r.id)),
+        "{\"return\": {}, \"id\": [inf, {\"a\": -inf}]}\r\n"
+    );
+}

@@ -26,7 +26,10 @@ fn decode_timed(mut s: JsonStreamer, data: &[u8], cuts: &[usize]) -> Vec<(usize,
 }
 
 fn decode(s: JsonStreamer, data: &[u8], cuts: &[usize]) -> Vec<Item> {
-    decode_timed(s, data, cuts).into_iter().map(|(_, o)| o).collect()
+    decode_timed(s, data, cuts)
+        .into_iter()
+        .map(|(_, o)| o)
+        .collect()
 }
 
 fn shown(out: Vec<Result<serde_json::Value, qmpkit_wire::JsonError>>) -> Vec<Item> {
@@ -40,6 +43,24 @@ fn shown(out: Vec<Result<serde_json::Value, qmpkit_wire::JsonError>>) -> Vec<Ite
             Err(e) => Err(e.to_string()),
         })
         .collect()
+}
+
+/// True when `text` (the writer's output) holds `inf` outside strings.
+fn prints_infinity(text: &str) -> bool {
+    let mut in_string = false;
+    let mut escaped = false;
+    for b in text.bytes() {
+        match (in_string, escaped, b) {
+            (true, true, _) => escaped = false,
+            (true, false, b'\\') => escaped = true,
+            (true, false, b'"') => in_string = false,
+            (true, false, _) => {}
+            (false, _, b'"') => in_string = true,
+            (false, _, b'i') => return true,
+            _ => {}
+        }
+    }
+    false
 }
 
 fuzz_target!(|data: &[u8]| {
@@ -63,6 +84,11 @@ fuzz_target!(|data: &[u8]| {
         "an answer came later (or earlier) than QEMU would give it"
     );
     for text in whole.iter().flatten() {
+        if prints_infinity(text) {
+            // A number beyond a double's range prints as QEMU prints its infinity, which no
+            // JSON reader (QEMU's included) takes back.
+            continue;
+        }
         let again = decode(JsonStreamer::new(), format!("{text}\n").as_bytes(), &[]);
         assert_eq!(again.len(), 1, "{text}");
         if let Some(Ok(t)) = again.first() {
