@@ -585,24 +585,34 @@ fn keep_order(l: &mut Loader, infos: &[SchemaInfo]) -> Result<(), QapiError> {
     let mut p = 0usize;
     let mut module_list: Vec<EntityId> = Vec::with_capacity(visible.len());
     let mut hidden = 0usize;
+    // A type listed between a command's argument type and its return type
+    // was the return type of a compiled-out command taking the same
+    // arguments: a hidden command uses both at that spot.
     for &c in &visible {
         let uses = root_uses(&l.s, c);
-        let mut next = Vec::new();
-        {
-            let mut tmp = used.clone();
-            for t in uses {
-                use_seq(&l.s, t, &mut tmp, &mut next);
+        for (j, &root) in uses.iter().enumerate() {
+            let mut next = Vec::new();
+            {
+                let mut tmp = used.clone();
+                use_seq(&l.s, root, &mut tmp, &mut next);
             }
-        }
-        if let Some(&first) = next.first() {
+            let Some(&first) = next.first() else {
+                continue;
+            };
+            let mut gap = 0usize;
             while p < order.len() && order[p] != first {
                 if used.contains(&order[p]) {
                     p += 1;
                     continue;
                 }
                 let t = order[p];
-                let ev = hidden_event(l, &mut hidden, t)?;
-                module_list.push(ev);
+                let helper = if j > 0 && gap == 0 {
+                    hidden_command(l, &mut hidden, c, t)?
+                } else {
+                    hidden_event(l, &mut hidden, t)?
+                };
+                gap += 1;
+                module_list.push(helper);
                 let mut pushed = Vec::new();
                 use_seq(&l.s, t, &mut used, &mut pushed);
                 while p < order.len() && used.contains(&order[p]) {
@@ -693,6 +703,36 @@ fn use_seq(s: &Schema, t: EntityId, used: &mut HashSet<EntityId>, out: &mut Vec<
     if let EntityKind::Array(a) = &s.entities[t].kind {
         use_seq(s, a.element, used, out);
     }
+}
+
+/// A hidden command taking the arguments of command `like` and returning
+/// `ret`.
+fn hidden_command(
+    l: &mut Loader,
+    n: &mut usize,
+    like: EntityId,
+    ret: EntityId,
+) -> Result<EntityId, QapiError> {
+    let EntityKind::Command(c) = &l.s.entities[like].kind else {
+        return hidden_event(l, n, ret);
+    };
+    let name = format!("{HIDDEN_PREFIX}{n}");
+    *n += 1;
+    let kind = EntityKind::Command(Command {
+        arg_type_name: c.arg_type_name.clone(),
+        arg_type: c.arg_type,
+        ret_type_name: Some(l.s.entities[ret].name.clone()),
+        ret_type: Some(ret),
+        gen: true,
+        success_response: true,
+        boxed: c.boxed,
+        allow_oob: false,
+        allow_preconfig: false,
+        coroutine: false,
+    });
+    let mut e = l.entity(name, true, kind);
+    e.ifcond = never();
+    l.define(e)
 }
 
 fn hidden_event(l: &mut Loader, n: &mut usize, arg: EntityId) -> Result<EntityId, QapiError> {

@@ -1,0 +1,62 @@
+//! Inputs the fuzz targets (crates/schema/fuzz) once failed on, minimised,
+//! with the property each one broke.
+
+use qmpkit_schema::diff::diff;
+use qmpkit_schema::introspect::{introspect, Options, SchemaInfo};
+use qmpkit_schema::load_introspection;
+use qmpkit_schema::model::from_introspection::parse_answer;
+use serde_json::{json, Value};
+
+fn unmasked() -> Options {
+    Options {
+        unmask: true,
+        ..Default::default()
+    }
+}
+
+/// What the `introspection` target checks of an answer that loads: it
+/// introspects back to itself, reloads to the same model, and the model
+/// does not differ from itself.
+fn round_trips(answer: &Value) {
+    let s = load_introspection(answer).expect("loads");
+    let want = parse_answer(answer).expect("parses");
+    let got = introspect(&s, &unmasked());
+    let names = |v: &[SchemaInfo]| v.iter().map(|i| i.name.clone()).collect::<Vec<_>>();
+    assert_eq!(names(&got), names(&want), "order of the elements");
+    assert_eq!(got, want);
+    let again = serde_json::to_value(&got).expect("prints");
+    let s2 = load_introspection(&again).expect("own introspection loads");
+    assert_eq!(introspect(&s2, &unmasked()), got);
+    assert!(diff(&s, &s).is_empty());
+    assert!(diff(&s, &s2).is_empty());
+}
+
+/// A type listed between a command's argument type and its return type:
+/// a command the server compiled out (no arguments, returning `str`) used
+/// it first. Found by the `introspection` target on a part of
+/// qemu-storage-daemon 10.0.2's answer (`query-uuid` alone).
+#[test]
+fn type_between_argument_and_return_type() {
+    round_trips(&json!([
+        {"name": "query-uuid", "ret-type": "194", "meta-type": "command", "arg-type": "0"},
+        {"name": "0", "members": [], "meta-type": "object"},
+        {"name": "str", "json-type": "string", "meta-type": "builtin"},
+        {"name": "194", "members": [{"name": "UUID", "type": "str"}], "meta-type": "object"}
+    ]));
+}
+
+/// The same with several types in between, and a second command using
+/// the first one's types.
+#[test]
+fn types_between_argument_and_return_type() {
+    round_trips(&json!([
+        {"name": "c", "meta-type": "command", "arg-type": "1", "ret-type": "2"},
+        {"name": "d", "meta-type": "command", "arg-type": "0", "ret-type": "int"},
+        {"name": "1", "members": [{"name": "a", "type": "int"}], "meta-type": "object"},
+        {"name": "str", "json-type": "string", "meta-type": "builtin"},
+        {"name": "bool", "json-type": "boolean", "meta-type": "builtin"},
+        {"name": "2", "members": [{"name": "b", "type": "str"}], "meta-type": "object"},
+        {"name": "int", "json-type": "int", "meta-type": "builtin"},
+        {"name": "0", "members": [], "meta-type": "object"}
+    ]));
+}
