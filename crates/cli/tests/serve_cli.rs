@@ -228,9 +228,10 @@ fn serves_qemu_1_3() {
         &spec,
     ]);
     let mut q = Qmp::connect(&sock);
+    // QEMU 1.3 offered no capabilities (oob came with 2.12).
     assert_eq!(
-        q.greeting["QMP"]["version"]["qemu"],
-        json!({"major": 1, "minor": 3, "micro": 0})
+        q.greeting_line,
+        "{\"QMP\": {\"version\": {\"qemu\": {\"micro\": 0, \"minor\": 3, \"major\": 1}, \"package\": \"\"}, \"capabilities\": []}}\r\n"
     );
     let cmds = q.ok("query-commands", json!({}));
     let names: Vec<&str> = cmds
@@ -255,6 +256,39 @@ fn serves_qemu_1_3() {
     assert!(ev.get("data").is_none());
     assert_eq!(q.ok("query-status", json!({}))["status"], "paused");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Every 1.x seed greets as its QEMU did: its version, no capabilities.
+#[test]
+fn old_seeds_greet_without_capabilities() {
+    for (file, minor) in [("qemu-1.0-dev.json", 0), ("qemu-1.1-dev.json", 1)] {
+        let schema = shared().join("seeds").join(file);
+        if !schema.exists() {
+            eprintln!("skipped: {} not found", schema.display());
+            return;
+        }
+        let dir = tmpdir(&format!("v1{minor}"));
+        let sock = dir.join("m.sock");
+        let spec = format!("unix:{},server=on,wait=off", sock.display());
+        let _s = spawn(&[
+            "--schema",
+            schema.to_str().unwrap(),
+            "--dialect",
+            "legacy",
+            "-qmp",
+            &spec,
+        ]);
+        let mut q = Qmp::connect(&sock);
+        assert_eq!(
+            q.greeting_line,
+            format!(
+                "{{\"QMP\": {{\"version\": {{\"qemu\": {{\"micro\": 0, \"minor\": {minor}, \"major\": 1}}, \"package\": \"\"}}, \"capabilities\": []}}}}\r\n"
+            ),
+            "{file}"
+        );
+        assert_eq!(q.ok("query-status", json!({}))["status"], "running");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
 
 #[test]

@@ -377,7 +377,9 @@ impl Server {
 
         let (major, minor, micro) = opts.qemu_version;
         // `oob` is offered when the schema's qmp_capabilities can enable it (QEMU 2.12 on);
-        // older schemas greet with no capabilities, as their QEMU did.
+        // older schemas greet with no capabilities, as their QEMU did. A schema without
+        // qmp_capabilities at all is from before QEMU 1.4 (the command was defined outside
+        // the schema then): no capabilities either.
         let offers_oob = match schema
             .lookup("qmp_capabilities")
             .map(|id| &schema.entity(id).kind)
@@ -385,7 +387,7 @@ impl Server {
             Some(EntityKind::Command(c)) => c
                 .arg_type
                 .is_some_and(|t| schema.object_members(t).any(|m| m.name == "enable")),
-            _ => true,
+            _ => false,
         };
         let mut greeting = Greeting::new(major, minor, micro, opts.package.clone());
         if !offers_oob {

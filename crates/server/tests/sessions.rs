@@ -499,3 +499,30 @@ fn old_schemas_greet_without_oob() {
     assert_eq!(c.line().unwrap(), b"{\"return\": {}}\r\n");
     assert_eq!(c.line().unwrap(), b"{\"return\": {}, \"id\": 1}\r\n");
 }
+
+/// QEMU 1.0–1.3 defined qmp_capabilities outside the schema: a schema without it is from
+/// then, and its QEMU greeted with no capabilities (the command still exists).
+#[test]
+fn schemas_without_qmp_capabilities_greet_without_oob() {
+    let text = "{ 'command': 'stop' }\n{ 'command': 'query-name', 'returns': 'NameInfo' }\n\
+                { 'type': 'NameInfo', 'data': { '*name': 'str' } }\n";
+    let provider = qmpkit_schema::MemoryProvider::from_files([("v13.json", text)]);
+    let schema = qmpkit_schema::load_from("v13.json", qmpkit_schema::Dialect::Legacy, &provider)
+        .expect("schema");
+    let r = common::start(
+        Arc::new(schema),
+        Registry::new(),
+        ServerOptions {
+            qemu_version: (1, 3, 0),
+            ..ServerOptions::default()
+        },
+    );
+    let mut c = Raw::connect(&r.socket);
+    assert_eq!(
+        c.line().unwrap(),
+        b"{\"QMP\": {\"version\": {\"qemu\": {\"micro\": 0, \"minor\": 3, \"major\": 1}, \"package\": \"\"}, \"capabilities\": []}}\r\n"
+    );
+    c.send(b"{\"execute\": \"qmp_capabilities\"}\n{\"execute\": \"stop\", \"id\": 1}\n");
+    assert_eq!(c.line().unwrap(), b"{\"return\": {}}\r\n");
+    assert_eq!(c.line().unwrap(), b"{\"return\": {}, \"id\": 1}\r\n");
+}

@@ -67,6 +67,8 @@ pub struct Qmp {
     r: BufReader<UnixStream>,
     w: UnixStream,
     pub greeting: Value,
+    /// The greeting exactly as sent (with its CRLF).
+    pub greeting_line: String,
     /// Events received while waiting for replies.
     pub events: Vec<Value>,
 }
@@ -81,9 +83,11 @@ impl Qmp {
             r: BufReader::new(s),
             w,
             greeting: Value::Null,
+            greeting_line: String::new(),
             events: Vec::new(),
         };
-        q.greeting = q.read().expect("greeting");
+        q.r.read_line(&mut q.greeting_line).expect("greeting");
+        q.greeting = serde_json::from_str(&q.greeting_line).expect("greeting JSON");
         let r = q.cmd("qmp_capabilities", json!({}));
         assert_eq!(r, json!({"return": {}}));
         q
