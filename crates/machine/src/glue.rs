@@ -105,13 +105,15 @@ impl MachineHandle {
                 continue;
             }
             let h = shared.clone();
-            let synth = if has { None } else { Some(id) };
-            reg.register_sync(name, move |call: Call| h.call(call, synth));
+            // A handler may decline some arguments (`change` of a device
+            // no subsystem models): those get the synthesised reply too.
+            reg.register_sync(name, move |call: Call| h.call(call, Some(id)));
         }
     }
 
-    /// Serve one call; `synth`: the command's entity, when the machine does
-    /// not implement it (answered with a value made from its return type).
+    /// Serve one call; `synth`: the command's entity in the served schema,
+    /// answered with a value made from its return type when no subsystem
+    /// takes the call.
     fn call(&self, call: Call, synth: Option<usize>) -> Result<Value, QmpError> {
         let mut cx = Cx {
             now_ns: self.now_ns(),

@@ -150,98 +150,6 @@ fn qmp(m: &mut Machine, cx: &mut Cx, cmd: &str, args: Value) -> Result<Value, St
     }
 }
 
-/// Like [`qmp`], but when no subsystem implements `cmd` answer what
-/// `fallback` derives from the configuration.
-fn qmp_or(
-    m: &mut Machine,
-    cx: &mut Cx,
-    cmd: &str,
-    fallback: fn(&Machine) -> Value,
-) -> Result<Value, String> {
-    match m.execute(cmd, &Map::new(), cx) {
-        None => Ok(fallback(m)),
-        Some(Ok(v)) => Ok(v),
-        Some(Err(e)) => Err(e.desc),
-    }
-}
-
-/// `query-block` as the configuration describes the drives.
-fn block_from_config(m: &Machine) -> Value {
-    let mut out = Vec::new();
-    for (i, d) in m.config.drives.iter().enumerate() {
-        let cdrom = d.media == "cdrom";
-        let mut b = Map::new();
-        b.insert("device".into(), json!(d.id));
-        b.insert("locked".into(), json!(false));
-        b.insert("removable".into(), json!(cdrom));
-        if cdrom {
-            b.insert("tray_open".into(), json!(false));
-        }
-        b.insert("io-status".into(), json!("ok"));
-        if let Some(f) = &d.file {
-            b.insert(
-                "inserted".into(),
-                json!({
-                    "file": f,
-                    "node-name": format!("#block{}", 100 + 13 * i),
-                    "drv": d.format.clone().unwrap_or_else(|| "raw".into()),
-                    "ro": d.readonly,
-                    "encrypted": false,
-                    "cache": {"writeback": true, "direct": false, "no-flush": false},
-                }),
-            );
-        }
-        out.push(Value::Object(b));
-    }
-    Value::Array(out)
-}
-
-/// `query-chardev` as the QOM tree and configuration describe them.
-fn chardev_from_config(m: &Machine) -> Value {
-    let tree = &m.qom.tree;
-    let Some(c) = tree.child(Tree::ROOT, "chardevs") else {
-        return json!([]);
-    };
-    let mut out = Vec::new();
-    for &n in &tree.node(c).children {
-        let label = tree.node(n).name.to_string();
-        let spec = label
-            .strip_prefix("serial")
-            .and_then(|i| i.parse::<usize>().ok())
-            .and_then(|i| m.config.serials.get(i).cloned())
-            .or_else(|| {
-                m.config
-                    .chardevs
-                    .iter()
-                    .find(|s| {
-                        crate::config::parse_keyval(s, Some("backend")).get("id") == Some(&label)
-                    })
-                    .cloned()
-            })
-            .unwrap_or_default();
-        let kv = crate::config::parse_keyval(&spec, Some("backend"));
-        let backend = kv.get("backend").map(String::as_str).unwrap_or("null");
-        let server = if kv.get("server").map(String::as_str) == Some("on") {
-            ",server"
-        } else {
-            ""
-        };
-        let filename = match backend {
-            "socket" => match (kv.get("path"), kv.get("host"), kv.get("port")) {
-                (Some(p), _, _) => format!("unix:{p}{server}"),
-                (None, h, Some(p)) => format!(
-                    "tcp:{}:{p}{server}",
-                    h.map(String::as_str).unwrap_or("0.0.0.0")
-                ),
-                _ => "socket".into(),
-            },
-            other => other.to_string(),
-        };
-        out.push(json!({"label": label, "filename": filename, "frontend-open": true}));
-    }
-    Value::Array(out)
-}
-
 fn split_args(rest: &str) -> Vec<String> {
     let mut out = Vec::new();
     let mut cur = String::new();
@@ -379,7 +287,7 @@ fn info(m: &mut Machine, cx: &mut Cx, sub: &str, rest: &[String]) -> Result<Stri
             }
         }
         "block" => {
-            let v = qmp_or(m, cx, "query-block", block_from_config)?;
+            let v = crate::block::query_block(m);
             let want = rest.first().map(String::as_str);
             let mut first = true;
             for b in v.as_array().into_iter().flatten() {
@@ -416,6 +324,9 @@ fn info(m: &mut Machine, cx: &mut Cx, sub: &str, rest: &[String]) -> Result<Stri
                         );
                     }
                     None => o.push_str(": [not inserted]\n"),
+                }
+                if let Some(q) = b["qdev"].as_str() {
+                    let _ = writeln!(o, "    Attached to:      {q}");
                 }
                 if let Some(st) = b["io-status"].as_str() {
                     if st != "ok" {
@@ -470,7 +381,7 @@ fn info(m: &mut Machine, cx: &mut Cx, sub: &str, rest: &[String]) -> Result<Stri
             }
         }
         "chardev" => {
-            let v = qmp_or(m, cx, "query-chardev", chardev_from_config)?;
+            let v = crate::chardev::query_chardev(m);
             for c in v.as_array().into_iter().flatten() {
                 let _ = writeln!(
                     o,

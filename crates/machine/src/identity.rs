@@ -83,6 +83,7 @@ impl IdentityState {
                 .map(|d| {
                     d.props
                         .get("guid")
+                        .filter(|g| g.as_str() != "auto")
                         .cloned()
                         .unwrap_or_else(|| "324e6eaf-d1d1-4bf6-bf41-b9bb6c91fb87".into())
                 }),

@@ -39,6 +39,8 @@ pub mod shape;
 pub mod testctl;
 
 pub mod balloon;
+pub mod block;
+pub mod chardev;
 pub mod devices;
 pub mod display;
 pub mod dump;
@@ -117,6 +119,8 @@ pub struct Machine {
     pub display: display::DisplayState,
     pub input: input::InputState,
     pub balloon: balloon::BalloonState,
+    /// Drives, media and trays.
+    pub block: block::BlockState,
     pub misc: misc::MiscState,
     // and create them in `Machine::new`.
 }
@@ -131,9 +135,18 @@ impl Machine {
     pub fn with_index(config: Arc<MachineConfig>, schema: Arc<Schema>, index: usize) -> Machine {
         let run = runstate::RunStateData::new(&config);
         let testctl = testctl::TestCtl::new(&config);
-        let qom = qom::QomState::new(&config);
+        let mut qom = qom::QomState::new(&config);
         let input = input::InputState::new(&qom.tree);
         let ident = identity::IdentityState::new(&config, index);
+        // The generation ID device reads back the GUID the query reports.
+        if let Some(g) = &ident.vm_gen_id {
+            for n in devices::all_devices(&qom.tree) {
+                if qom.tree.node(n).ty == "vmgenid" {
+                    qom.tree.set_val(n, "guid", Value::String(g.clone()));
+                }
+            }
+        }
+        let block = block::BlockState::new(&config);
         Machine {
             outbox: Vec::new(),
             timers: BTreeMap::new(),
@@ -153,6 +166,7 @@ impl Machine {
             display: Default::default(),
             input,
             balloon: Default::default(),
+            block,
             misc: Default::default(),
         }
     }
@@ -256,6 +270,8 @@ impl Machine {
             .or_else(|| devices::execute(self, cmd, args, cx))
             .or_else(|| memory::execute(self, cmd, args, cx))
             .or_else(|| dump::execute(self, cmd, args, cx))
+            .or_else(|| block::execute(self, cmd, args, cx))
+            .or_else(|| chardev::execute(self, cmd, args, cx))
             .or_else(|| display::execute(self, cmd, args, cx))
             .or_else(|| input::execute(self, cmd, args, cx))
             .or_else(|| balloon::execute(self, cmd, args, cx))
@@ -302,6 +318,8 @@ pub fn handled() -> Vec<&'static str> {
         display::HANDLED,
         input::HANDLED,
         balloon::HANDLED,
+        block::HANDLED,
+        chardev::HANDLED,
         misc::HANDLED,
         hmp::HANDLED,
     ] {

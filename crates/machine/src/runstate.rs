@@ -511,11 +511,13 @@ fn cont(m: &mut Machine) -> CmdResult {
         RunState::FinishMigrate if m.version_at_least(2, 0) => {
             return Err(generic("Migration is not finalized yet"))
         }
-        RunState::InMigrate => {
-            m.run.autostart = true;
-            return empty();
-        }
         _ => {}
+    }
+    // A continued VM starts with clean I/O statuses.
+    crate::block::reset_io_status(m);
+    if m.run.state == RunState::InMigrate {
+        m.run.autostart = true;
+        return empty();
     }
     vm_start(m);
     empty()

@@ -69,6 +69,7 @@ fn pre_qapi_event(name: &str, data: Option<Value>) -> Option<Value> {
         "BLOCK_IO_ERROR" => &["device", "operation", "action"],
         "BALLOON_CHANGE" => &["actual"],
         "DEVICE_DELETED" => &["device", "path"],
+        "DEVICE_TRAY_MOVED" => &["device", "tray-open"],
         _ => return data,
     };
     match data {

@@ -114,7 +114,7 @@ fn io_error(m: &mut Machine, args: &Args) -> CmdResult {
     };
     let mut data = json!({
         "device": device,
-        "node-name": format!("#block{:03}", m.config.drives.iter().position(|d| d.id == device).unwrap_or(0) * 2 + 100),
+        "node-name": crate::block::node_name_of(m, device).unwrap_or_default(),
         "operation": operation,
         "action": action,
         "reason": reason,
@@ -126,6 +126,8 @@ fn io_error(m: &mut Machine, args: &Args) -> CmdResult {
     }
     m.emit("BLOCK_IO_ERROR", Some(data));
     if action == "stop" {
+        let status = if nospace { "nospace" } else { "failed" };
+        crate::block::set_io_status(m, device, status);
         runstate::vm_stop(m, RunState::IoError);
     }
     empty()
@@ -164,6 +166,17 @@ pub fn execute(m: &mut Machine, cmd: &str, args: &Args, _cx: &mut Cx) -> Option<
         "io-error" => io_error(m, args),
         "inject-failure" => {
             let command = arg_str(args, "command").unwrap_or("").to_string();
+            // Only commands the monitor serves can fail; QEMU's words for
+            // any other name.
+            let served = m.schema_has(&command)
+                || HANDLED.contains(&command.as_str())
+                || crate::glue::SERVER_BUILTINS.contains(&command.as_str());
+            if !served {
+                return Some(Err(QmpError::new(
+                    ErrorClass::CommandNotFound,
+                    format!("The command {command} has not been found"),
+                )));
+            }
             let class_name = arg_str(args, "class").unwrap_or("GenericError");
             let Some(class) = error_class(class_name) else {
                 return Some(Err(generic(format!(

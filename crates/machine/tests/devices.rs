@@ -243,7 +243,7 @@ fn device_add_errors() {
         "GenericError: PCI: slot 3 function 0 not available for e1000, in use by virtio-net-pci"
     );
     // Nothing was created by the failures.
-    assert_eq!(peripherals(&mut m).len(), 4);
+    assert_eq!(peripherals(&mut m).len(), 5);
 }
 
 #[test]

@@ -253,13 +253,21 @@ fn info_block_and_chardev() {
     let b = hmp(&mut m, "info block");
     assert!(b.starts_with("ide0-hd0 (#block"), "{b}");
     assert!(
-        b.contains("): disk0.qcow2 (qcow2)\r\n    Cache mode:       writeback\r\n"),
+        b.contains("): disk0.qcow2 (qcow2)\r\n    Attached to:      /machine/unattached/device["),
+        "{b}"
+    );
+    assert!(
+        b.contains("]\r\n    Cache mode:       writeback\r\n"),
         "{b}"
     );
     assert!(
         b.contains(
-            "\r\nide1-cd0: [not inserted]\r\n    Removable device: not locked, tray closed\r\n"
+            "\r\nide1-cd0: [not inserted]\r\n    Attached to:      /machine/unattached/device["
         ),
+        "{b}"
+    );
+    assert!(
+        b.contains("]\r\n    Removable device: not locked, tray closed\r\n"),
         "{b}"
     );
     let one = hmp(&mut m, "info block virtio0");

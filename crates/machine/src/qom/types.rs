@@ -176,6 +176,8 @@ static VIRTIO_NET_PROPS: &[PropDef] = &[
     p!("duplex", "str", "null"),
 ];
 
+static VMGENID_PROPS: &[PropDef] = &[p!("guid", "str", "\"auto\"")];
+
 static VIRTIO_BLK_PROPS: &[PropDef] = &[
     p!("drive", "str", "\"\"", DRIVE),
     p!(
@@ -1014,6 +1016,7 @@ pub static TYPES: &[TypeDef] = &[
         ..t!("vmcoreinfo", Some("device"))
     },
     TypeDef {
+        props: VMGENID_PROPS,
         user_creatable: true,
         hotpluggable: true,
         ..t!("vmgenid", Some("device"))

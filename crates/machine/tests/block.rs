@@ -1,0 +1,467 @@
+//! Block devices and character devices: query-block, query-chardev, the
+//! CD-ROM tray (change, eject, blockdev-*-tray), and the glue's answer to
+//! calls no subsystem takes.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use qmpkit_machine::glue::MachineHandle;
+use qmpkit_machine::{Args, Cx, Machine, MachineConfig};
+use qmpkit_schema::{Dialect, Schema};
+use qmpkit_server::{Call, EventSender, Registry, SessionInfo};
+use serde_json::{json, Value};
+
+fn schema() -> Arc<Schema> {
+    Arc::new(qmpkit_machine::embedded::load_schema().expect("embedded schema loads"))
+}
+
+fn schema_13() -> Option<Arc<Schema>> {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/seeds/qemu-1.3-dev.json");
+    if !p.exists() {
+        eprintln!("skipped: {} not found", p.display());
+        return None;
+    }
+    Some(Arc::new(
+        qmpkit_schema::load(&p, Dialect::Legacy).expect("1.3 schema loads"),
+    ))
+}
+
+fn machine() -> Machine {
+    Machine::new(Arc::new(MachineConfig::default_machine()), schema())
+}
+
+fn args(v: Value) -> Args {
+    match v {
+        Value::Object(m) => m,
+        _ => Args::new(),
+    }
+}
+
+/// Run `cmd`; errors as "Class: desc".
+fn run(m: &mut Machine, cmd: &str, a: Value) -> Result<Value, String> {
+    let mut cx = Cx::default();
+    m.execute(cmd, &args(a), &mut cx)
+        .unwrap_or_else(|| Err(qmpkit_wire::QmpError::generic("unhandled")))
+        .map_err(|e| format!("{}: {}", e.class, e.desc))
+}
+
+fn events(m: &mut Machine) -> Vec<String> {
+    m.take_events()
+        .into_iter()
+        .map(|(n, d)| match d {
+            Some(d) => format!("{n} {d}"),
+            None => n,
+        })
+        .collect()
+}
+
+fn drive<'a>(list: &'a Value, dev: &str) -> &'a Value {
+    list.as_array()
+        .and_then(|a| a.iter().find(|b| b["device"] == dev))
+        .unwrap_or_else(|| panic!("no {dev} in {list}"))
+}
+
+#[test]
+fn query_block_lists_the_configured_drives() {
+    let mut m = machine();
+    let v = run(&mut m, "query-block", json!({})).unwrap();
+    let names: Vec<&str> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["device"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["ide0-hd0", "virtio0", "ide1-cd0"]);
+    let hd = drive(&v, "ide0-hd0");
+    assert_eq!(hd["removable"], false);
+    assert_eq!(hd["locked"], false);
+    assert_eq!(hd["io-status"], "ok");
+    assert_eq!(hd["type"], "unknown");
+    assert!(hd.get("tray_open").is_none());
+    let ins = &hd["inserted"];
+    assert_eq!(ins["file"], "disk0.qcow2");
+    assert_eq!(ins["drv"], "qcow2");
+    assert_eq!(ins["ro"], false);
+    assert_eq!(ins["encrypted"], false);
+    assert_eq!(ins["bps"], 0);
+    assert_eq!(ins["image"]["filename"], "disk0.qcow2");
+    assert_eq!(ins["image"]["format"], "qcow2");
+    assert_eq!(ins["image"]["virtual-size"], 10u64 << 30);
+    assert!(hd["qdev"]
+        .as_str()
+        .unwrap()
+        .starts_with("/machine/unattached/device["));
+    let vd = drive(&v, "virtio0");
+    assert!(vd["qdev"].as_str().unwrap().ends_with("/virtio-backend"));
+    let cd = drive(&v, "ide1-cd0");
+    assert_eq!(cd["removable"], true);
+    assert_eq!(cd["tray_open"], false);
+    assert!(cd.get("inserted").is_none());
+}
+
+#[test]
+fn change_inserts_a_medium_through_the_tray() {
+    let mut m = machine();
+    events(&mut m);
+    run(
+        &mut m,
+        "change",
+        json!({"device": "ide1-cd0", "target": "/tmp/x.iso"}),
+    )
+    .unwrap();
+    let ev = events(&mut m);
+    assert_eq!(ev.len(), 2, "{ev:?}");
+    assert!(
+        ev[0].starts_with("DEVICE_TRAY_MOVED {\"device\":\"ide1-cd0\",\"id\":\"/machine/"),
+        "{ev:?}"
+    );
+    assert!(ev[0].ends_with("\"tray-open\":true}"), "{ev:?}");
+    assert!(ev[1].ends_with("\"tray-open\":false}"), "{ev:?}");
+    let v = run(&mut m, "query-block", json!({})).unwrap();
+    let cd = drive(&v, "ide1-cd0");
+    assert_eq!(cd["tray_open"], false);
+    assert_eq!(cd["inserted"]["file"], "/tmp/x.iso");
+    assert_eq!(cd["inserted"]["drv"], "raw");
+    assert_eq!(cd["inserted"]["ro"], true);
+    // The format argument names the driver.
+    run(
+        &mut m,
+        "change",
+        json!({"device": "ide1-cd0", "target": "/tmp/y.img", "arg": "qcow2"}),
+    )
+    .unwrap();
+    let v = run(&mut m, "query-block", json!({})).unwrap();
+    assert_eq!(drive(&v, "ide1-cd0")["inserted"]["drv"], "qcow2");
+    assert_eq!(
+        run(
+            &mut m,
+            "change",
+            json!({"device": "ide1-cd0", "target": "/tmp/y.img", "arg": "nosuch"}),
+        ),
+        Err("GenericError: Unknown driver 'nosuch'".into())
+    );
+    // HMP shows the same.
+    let b = run(
+        &mut m,
+        "human-monitor-command",
+        json!({"command-line": "info block ide1-cd0"}),
+    )
+    .unwrap();
+    assert!(b.as_str().unwrap().contains("ide1-cd0 (#block"), "{b}");
+    assert!(
+        b.as_str()
+            .unwrap()
+            .contains("): /tmp/y.img (qcow2, read-only)"),
+        "{b}"
+    );
+}
+
+#[test]
+fn change_errors_in_qemus_words() {
+    let mut m = machine();
+    assert_eq!(
+        run(
+            &mut m,
+            "change",
+            json!({"device": "nosuch", "target": "/x"})
+        ),
+        Err("DeviceNotFound: Device 'nosuch' not found".into())
+    );
+    assert_eq!(
+        run(
+            &mut m,
+            "change",
+            json!({"device": "ide0-hd0", "target": "/x"})
+        ),
+        Err("GenericError: Device 'ide0-hd0' is not removable".into())
+    );
+    // The VNC form still reaches the display.
+    assert_eq!(
+        run(
+            &mut m,
+            "change",
+            json!({"device": "vnc", "target": "password", "arg": "secret"})
+        ),
+        Ok(json!({}))
+    );
+}
+
+#[test]
+fn eject_and_tray_commands() {
+    let mut m = machine();
+    run(
+        &mut m,
+        "change",
+        json!({"device": "ide1-cd0", "target": "/tmp/x.iso"}),
+    )
+    .unwrap();
+    events(&mut m);
+    run(&mut m, "eject", json!({"device": "ide1-cd0"})).unwrap();
+    let ev = events(&mut m);
+    assert_eq!(ev.len(), 1, "{ev:?}");
+    assert!(ev[0].ends_with("\"tray-open\":true}"), "{ev:?}");
+    let v = run(&mut m, "query-block", json!({})).unwrap();
+    let cd = drive(&v, "ide1-cd0");
+    assert_eq!(cd["tray_open"], true);
+    assert!(cd.get("inserted").is_none());
+    // Ejecting again: the tray is open already, nothing moves.
+    run(&mut m, "eject", json!({"device": "ide1-cd0"})).unwrap();
+    assert!(events(&mut m).is_empty());
+    run(&mut m, "blockdev-close-tray", json!({"device": "ide1-cd0"})).unwrap();
+    assert_eq!(events(&mut m).len(), 1);
+    assert_eq!(
+        run(
+            &mut m,
+            "x-blockdev-remove-medium",
+            json!({"device": "ide1-cd0"})
+        ),
+        Err("GenericError: Tray of device 'ide1-cd0' is not open".into())
+    );
+    run(&mut m, "blockdev-open-tray", json!({"device": "ide1-cd0"})).unwrap();
+    assert_eq!(events(&mut m).len(), 1);
+    run(
+        &mut m,
+        "x-blockdev-remove-medium",
+        json!({"device": "ide1-cd0"}),
+    )
+    .unwrap();
+    // A locked tray needs force.
+    run(&mut m, "blockdev-close-tray", json!({"device": "ide1-cd0"})).unwrap();
+    if let Some(d) = m.block.drives.iter_mut().find(|d| d.id == "ide1-cd0") {
+        d.locked = true;
+    }
+    assert_eq!(
+        run(&mut m, "eject", json!({"device": "ide1-cd0"})),
+        Err("GenericError: Device 'ide1-cd0' is locked and force was not specified, wait for tray to open and try again".into())
+    );
+    run(
+        &mut m,
+        "eject",
+        json!({"device": "ide1-cd0", "force": true}),
+    )
+    .unwrap();
+    assert_eq!(
+        run(&mut m, "eject", json!({"device": "ide0-hd0"})),
+        Err("GenericError: Device 'ide0-hd0' is not removable".into())
+    );
+    assert_eq!(
+        run(&mut m, "eject", json!({"device": "zz"})),
+        Err("DeviceNotFound: Device 'zz' not found".into())
+    );
+    assert_eq!(
+        run(&mut m, "eject", json!({})),
+        Err("GenericError: Either 'device' or 'id' must be specified".into())
+    );
+}
+
+#[test]
+fn io_error_status_until_cont() {
+    let mut m = machine();
+    run(
+        &mut m,
+        "__org.qmpkit_io-error",
+        json!({"device": "virtio0", "nospace": true}),
+    )
+    .unwrap();
+    let v = run(&mut m, "query-block", json!({})).unwrap();
+    assert_eq!(drive(&v, "virtio0")["io-status"], "nospace");
+    let node = drive(&v, "virtio0")["inserted"]["node-name"].clone();
+    let ev = events(&mut m);
+    assert!(
+        ev.iter().any(
+            |e| e.starts_with("BLOCK_IO_ERROR") && e.contains(&format!("\"node-name\":{node}"))
+        ),
+        "{ev:?}"
+    );
+    run(&mut m, "cont", json!({})).unwrap();
+    let v = run(&mut m, "query-block", json!({})).unwrap();
+    assert_eq!(drive(&v, "virtio0")["io-status"], "ok");
+}
+
+#[test]
+fn query_chardev_matches_the_configuration() {
+    let mut c = MachineConfig::default_machine();
+    c.apply_option("serial", Some("pty")).unwrap();
+    c.apply_option(
+        "chardev",
+        Some("socket,id=ch0,path=/tmp/ch0.sock,server=on,wait=off"),
+    )
+    .unwrap();
+    c.apply_option("qmp", Some("unix:/tmp/q.sock,server,nowait"))
+        .unwrap();
+    let mut m = Machine::new(Arc::new(c), schema());
+    let v = run(&mut m, "query-chardev", json!({})).unwrap();
+    let by = |label: &str| -> Value {
+        v.as_array()
+            .and_then(|a| a.iter().find(|x| x["label"] == label).cloned())
+            .unwrap_or_else(|| panic!("no {label} in {v}"))
+    };
+    assert_eq!(
+        by("serial0"),
+        json!({"label": "serial0", "filename": "vc", "frontend-open": true})
+    );
+    assert_eq!(by("serial1")["filename"], "pty:/dev/pts/2");
+    assert_eq!(
+        by("compat_monitor0"),
+        json!({"label": "compat_monitor0", "filename": "unix:/tmp/q.sock,server", "frontend-open": true})
+    );
+    assert_eq!(
+        by("ch0"),
+        json!({"label": "ch0", "filename": "unix:/tmp/ch0.sock,server", "frontend-open": false})
+    );
+    let h = run(
+        &mut m,
+        "human-monitor-command",
+        json!({"command-line": "info chardev"}),
+    )
+    .unwrap();
+    let h = h.as_str().unwrap();
+    assert!(h.contains("serial0: filename=vc\r\n"), "{h}");
+    assert!(h.contains("serial1: filename=pty:/dev/pts/2\r\n"), "{h}");
+    assert!(
+        h.contains("ch0: filename=unix:/tmp/ch0.sock,server\r\n"),
+        "{h}"
+    );
+}
+
+#[test]
+fn legacy_13_change_and_query_block() {
+    let Some(s) = schema_13() else { return };
+    let mut c = MachineConfig::default_machine();
+    c.qemu_version = (1, 3, 0);
+    let mut m = Machine::new(Arc::new(c), s);
+    run(
+        &mut m,
+        "change",
+        json!({"device": "ide1-cd0", "target": "/tmp/x.iso"}),
+    )
+    .unwrap();
+    let ev = events(&mut m);
+    assert_eq!(
+        ev,
+        [
+            "DEVICE_TRAY_MOVED {\"device\":\"ide1-cd0\",\"tray-open\":true}",
+            "DEVICE_TRAY_MOVED {\"device\":\"ide1-cd0\",\"tray-open\":false}"
+        ]
+    );
+    let v = run(&mut m, "query-block", json!({})).unwrap();
+    let cd = drive(&v, "ide1-cd0");
+    assert_eq!(cd["inserted"]["file"], "/tmp/x.iso");
+    // 1.3's BlockDeviceInfo has no `image`: cut to the served type.
+    assert!(cd["inserted"].get("image").is_none(), "{cd}");
+}
+
+// ---------------------------------------------------------------------------
+// Through the glue: what a client sees.
+
+fn call(reg: &Registry, cmd: &str, a: Value) -> Result<Value, String> {
+    let h = reg
+        .get(cmd)
+        .unwrap_or_else(|| panic!("{cmd} not registered"))
+        .clone();
+    let c = Call {
+        command: cmd.to_string(),
+        args: args(a),
+        oob: false,
+        session: SessionInfo {
+            id: 1,
+            named_fds: Arc::new(Mutex::new(Default::default())),
+        },
+        events: EventSender::from_fn(|_, _| {}),
+        fds: Vec::new(),
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("runtime");
+    rt.block_on(h(c))
+        .map_err(|e| format!("{}: {}", e.class, e.desc))
+}
+
+fn registry(s: Arc<Schema>, version: (u64, u64, u64), strict: bool) -> Registry {
+    let mut c = MachineConfig::default_machine();
+    c.qemu_version = version;
+    let h = MachineHandle::new(Machine::new(Arc::new(c), s.clone()));
+    let mut reg = Registry::new();
+    h.register_with(&mut reg, &s, strict, true);
+    reg
+}
+
+#[test]
+fn glue_never_answers_command_not_found_for_a_served_command() {
+    let mut sets = vec![(schema(), (2, 12, 0))];
+    if let Some(s) = schema_13() {
+        sets.push((s, (1, 3, 0)));
+    }
+    for (s, ver) in sets {
+        for strict in [false, true] {
+            let reg = registry(s.clone(), ver, strict);
+            let r = call(
+                &reg,
+                "change",
+                json!({"device": "ide1-cd0", "target": "/tmp/x.iso"}),
+            );
+            assert_eq!(r, Ok(json!({})), "strict={strict} {ver:?}");
+            // Every registered command: whatever it answers with no
+            // arguments, it is not "not found".
+            for name in reg.names() {
+                if name == "quit" || name.starts_with("__org.qmpkit_") {
+                    continue;
+                }
+                let r = call(&reg, name, json!({}));
+                if let Err(e) = &r {
+                    assert!(!e.starts_with("CommandNotFound"), "{name}: {e}");
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn inject_failure_of_an_unknown_command() {
+    let mut m = machine();
+    assert_eq!(
+        run(
+            &mut m,
+            "__org.qmpkit_inject-failure",
+            json!({"command": "nosuch"})
+        ),
+        Err("CommandNotFound: The command nosuch has not been found".into())
+    );
+    // Served commands (including the server's own) can be made to fail.
+    run(
+        &mut m,
+        "__org.qmpkit_inject-failure",
+        json!({"command": "query-block"}),
+    )
+    .unwrap();
+    assert!(run(&mut m, "query-block", json!({})).is_err());
+    run(
+        &mut m,
+        "__org.qmpkit_inject-failure",
+        json!({"command": "query-commands"}),
+    )
+    .unwrap();
+}
+
+#[test]
+fn vmgenid_device_is_in_the_qom_tree() {
+    let mut m = machine();
+    let guid = run(&mut m, "query-vm-generation-id", json!({})).unwrap()["guid"].clone();
+    assert_eq!(guid, "324e6eaf-d1d1-4bf6-bf41-b9bb6c91fb87");
+    assert_eq!(
+        run(
+            &mut m,
+            "qom-get",
+            json!({"path": "/machine/peripheral/vmgenid0", "property": "guid"})
+        ),
+        Ok(guid)
+    );
+    assert_eq!(
+        run(
+            &mut m,
+            "qom-get",
+            json!({"path": "vmgenid0", "property": "type"})
+        ),
+        Ok(json!("vmgenid"))
+    );
+}
