@@ -764,10 +764,6 @@ fn parse_file<'t>(
     text: &'t str,
     depth: usize,
 ) -> Result<(), QapiError> {
-    // About one expression and one doc comment per 700 bytes in QEMU's
-    // schemas: room for them up front saves regrowing the lists.
-    ctx.out.exprs.reserve(text.len() / 700);
-    ctx.out.docs.reserve(text.len() / 700);
     let mut lx = Lexer {
         src: text.as_bytes(),
         text,
