@@ -1,7 +1,7 @@
 //! `qmpkit schema …`: check, dump, stats, introspect and diff QAPI schemas.
 
 use clap::{Parser, Subcommand, ValueEnum};
-use qmpkit_schema::{Dialect, QapiError};
+use qmpkit_schema::{Dialect, QapiError, SchemaSource};
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -141,11 +141,20 @@ pub fn run(args: Vec<String>) -> ExitCode {
     }
 }
 
-fn load(file: &Path, dialect: Dialect) -> Result<qmpkit_schema::Schema, ExitCode> {
-    qmpkit_schema::load(file, dialect).map_err(|e| {
+/// Schema source in `dialect`, or a `query-qmp-schema` answer (a JSON
+/// array, or an object with `return`, recognised by its content).
+fn load_any(
+    file: &Path,
+    dialect: Dialect,
+) -> Result<(qmpkit_schema::Schema, SchemaSource), ExitCode> {
+    qmpkit_schema::load_any(file, Some(dialect)).map_err(|e| {
         report(&e);
         ExitCode::FAILURE
     })
+}
+
+fn load(file: &Path, dialect: Dialect) -> Result<qmpkit_schema::Schema, ExitCode> {
+    load_any(file, dialect).map(|(s, _)| s)
 }
 
 fn check(file: &Path, dialect: Dialect) -> ExitCode {
@@ -170,11 +179,14 @@ fn dump(file: &Path, dialect: Dialect) -> ExitCode {
 }
 
 fn stats(file: &Path, dialect: Dialect, json: bool) -> ExitCode {
-    let schema = match load(file, dialect) {
+    let (schema, source) = match load_any(file, dialect) {
         Ok(s) => s,
         Err(code) => return code,
     };
-    let s = qmpkit_schema::stats::SchemaStats::of(&schema);
+    let s = match source {
+        SchemaSource::Source(_) => qmpkit_schema::stats::SchemaStats::of(&schema),
+        SchemaSource::Introspection => answer_stats(&schema),
+    };
     if json {
         match serde_json::to_string(&s) {
             Ok(t) => println!("{t}"),
@@ -187,6 +199,30 @@ fn stats(file: &Path, dialect: Dialect, json: bool) -> ExitCode {
         print!("{}", s.to_text());
     }
     ExitCode::SUCCESS
+}
+
+/// Counts for a model loaded from a `query-qmp-schema` answer: every
+/// entity the server listed (no files, no includes; an answer does not say
+/// which object types were implicit, so argument types count as structs).
+fn answer_stats(schema: &qmpkit_schema::Schema) -> qmpkit_schema::stats::SchemaStats {
+    use qmpkit_schema::model::EntityKind;
+    let mut s = qmpkit_schema::stats::SchemaStats::default();
+    for e in &schema.entities {
+        // Predefined types and the loader's hidden helpers are implicit.
+        if e.implicit || qmpkit_schema::model::from_introspection::is_hidden(e) {
+            continue;
+        }
+        match &e.kind {
+            EntityKind::Command(_) => s.commands += 1,
+            EntityKind::Event(_) => s.events += 1,
+            EntityKind::Enum(_) => s.enums += 1,
+            EntityKind::Alternate(_) => s.alternates += 1,
+            EntityKind::Object(o) if o.branches.is_some() => s.unions += 1,
+            EntityKind::Object(_) => s.structs += 1,
+            EntityKind::Array(_) | EntityKind::Builtin(_) | EntityKind::Include(_) => {}
+        }
+    }
+    s
 }
 
 fn introspect(
@@ -208,13 +244,15 @@ fn introspect(
             }
         }
     }
-    let schema = match load(file, dialect) {
+    let (schema, source) = match load_any(file, dialect) {
         Ok(s) => s,
         Err(code) => return code,
     };
+    // An answer's type names are already as its server sent them (masked or
+    // not): they are repeated, never masked again.
     let opts = qmpkit_schema::introspect::Options {
         enabled: cfg.into_iter().collect(),
-        unmask,
+        unmask: unmask || source == SchemaSource::Introspection,
     };
     let infos = qmpkit_schema::introspect::introspect(&schema, &opts);
     match qmpkit_schema::introspect::to_json_text(&infos) {

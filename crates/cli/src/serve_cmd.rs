@@ -9,6 +9,8 @@ use std::sync::Arc;
 mod opts;
 #[path = "serve/run.rs"]
 mod run;
+#[path = "serve/version.rs"]
+mod version;
 
 pub fn run(args: Vec<String>) -> ExitCode {
     let o = match opts::parse(&args) {
@@ -26,8 +28,28 @@ pub fn run(args: Vec<String>) -> ExitCode {
         print!("{}", o.config.to_toml());
         return ExitCode::SUCCESS;
     }
-    let schema = match load_schema(&o) {
+    let mut o = o;
+    let schema = match load_schema(&mut o) {
         Ok(mut s) => {
+            if o.schema.is_some() && o.qemu_version.is_none() {
+                // Neither --qemu-version nor the path says: the content does.
+                match version::infer(&s) {
+                    Some(v) => {
+                        eprintln!(
+                            "qmpkit serve: note: reporting QEMU {}.{}.{}, inferred from the schema's content (set it with --qemu-version)",
+                            v.0, v.1, v.2
+                        );
+                        o.config.qemu_version = v;
+                    }
+                    None => {
+                        let v = o.config.qemu_version;
+                        eprintln!(
+                            "qmpkit serve: note: can't tell the schema's QEMU version; reporting {}.{}.{} (set it with --qemu-version)",
+                            v.0, v.1, v.2
+                        );
+                    }
+                }
+            }
             // Serving needs no doc comments: an idle machine is smaller
             // without them.
             s.docs = Vec::new();
@@ -52,9 +74,16 @@ pub fn run(args: Vec<String>) -> ExitCode {
     run::serve(o, schema, enabled)
 }
 
-fn load_schema(o: &opts::ServeOptions) -> Result<qmpkit_schema::Schema, ExitCode> {
+/// The embedded schema, or `--schema`: source text in `--dialect`, or a
+/// server's `query-qmp-schema` answer (recognised by its content).
+fn load_schema(o: &mut opts::ServeOptions) -> Result<qmpkit_schema::Schema, ExitCode> {
     let r = match &o.schema {
-        Some(p) => qmpkit_schema::load(p, o.dialect),
+        Some(p) => qmpkit_schema::load_any(p, Some(o.dialect)).map(|(s, src)| {
+            // An answer's names are already as its server sent them (masked
+            // or not): introspection repeats them rather than masking anew.
+            o.from_introspection = src == qmpkit_schema::SchemaSource::Introspection;
+            s
+        }),
         None => qmpkit_machine::embedded::load_schema(),
     };
     r.map_err(|e| {
@@ -86,7 +115,7 @@ fn list_handlers(
         strict: o.strict,
         introspection: qmpkit_schema::introspect::Options {
             enabled: enabled.into_iter().collect(),
-            unmask: false,
+            unmask: o.from_introspection,
         },
         ..ServerOptions::default()
     };

@@ -221,3 +221,58 @@ fn introspect_equals_the_real_answer() {
         .collect();
     assert!(names.contains(&"BlockdevOptions") && names.contains(&"q_empty"));
 }
+
+/// A server's `query-qmp-schema` answer is a schema like any other: introspecting it
+/// gives the answer back, byte for byte what introspecting the matching source gives.
+#[test]
+fn introspect_and_stats_take_an_answer() {
+    let answer = qemu_ref().join("introspection/qemu-storage-daemon-10.0.2-query-qmp-schema.json");
+    let source = qemu_ref().join("schema-10.0.2/storage-daemon/qapi/qapi-schema.json");
+    let cfg = qemu_ref().join("introspection/cfg-qemu-storage-daemon-10.0.2.txt");
+    if !answer.exists() || !source.exists() {
+        println!("skipped: {} not found", answer.display());
+        return;
+    }
+    let here = Path::new(".");
+    let (code, from_answer, err) =
+        qmpkit(here, &["schema", "introspect", answer.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    let (code, from_source, err) = qmpkit(
+        here,
+        &[
+            "schema",
+            "introspect",
+            "--cfg-file",
+            cfg.to_str().unwrap(),
+            source.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(from_answer, from_source);
+    let file: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&answer).unwrap()).unwrap();
+    let printed: serde_json::Value = serde_json::from_str(&from_answer).unwrap();
+    assert_eq!(printed, file["return"]);
+    // --unmask changes nothing: the answer's names are repeated as given.
+    let (_, unmasked, _) = qmpkit(
+        here,
+        &["schema", "introspect", "--unmask", answer.to_str().unwrap()],
+    );
+    assert_eq!(unmasked, from_answer);
+
+    // Everything the server listed, none of the loader's hidden helpers.
+    let (code, out, err) = qmpkit(here, &["schema", "stats", answer.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        out,
+        "commands   76\nevents     13\nstructs    284\nunions     22\nalternates 5\nenums      68\nincludes   0\nfiles      0\n"
+    );
+    let (code, out, _) = qmpkit(
+        here,
+        &["schema", "stats", "--json", answer.to_str().unwrap()],
+    );
+    assert_eq!(code, 0);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["commands"], 76);
+    assert_eq!(v["events"], 13);
+}

@@ -445,3 +445,119 @@ fn fleet_member_keeps_its_state_across_server_release() {
     assert_eq!(q.event("SHUTDOWN")["data"], json!({"guest": true}));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The stderr of a `qmpkit serve` after stopping it.
+fn stop_and_stderr(mut s: Serve) -> String {
+    use std::io::Read;
+    let _ = s.child.kill();
+    let _ = s.child.wait();
+    let mut err = String::new();
+    if let Some(mut e) = s.child.stderr.take() {
+        let _ = e.read_to_string(&mut err);
+    }
+    err
+}
+
+fn serve_schema_at(tag: &str, schema: &std::path::Path, extra: &[&str]) -> (Serve, Qmp) {
+    let dir = tmpdir(tag);
+    let sock = dir.join("m.sock");
+    let spec = format!("unix:{},server=on,wait=off", sock.display());
+    let mut args = vec!["--schema", schema.to_str().unwrap(), "-qmp", &spec];
+    args.extend_from_slice(extra);
+    let s = spawn(&args);
+    let q = Qmp::connect(&sock);
+    (s, q)
+}
+
+/// QEMU 10.0.2's schema: the version comes from the path (`schema-10.0.2/…`), else
+/// from the content (with a note on stderr); `--qemu-version` always wins. Behaviour
+/// follows it: system_wakeup on a running guest is an error from QEMU 4.0 on.
+#[test]
+fn serves_qemu_10_with_its_version() {
+    let src = shared().join("qemu-ref/schema-10.0.2/qapi");
+    if !src.is_dir() {
+        eprintln!("skipped: {} not found", src.display());
+        return;
+    }
+    let (s, mut q) = serve_schema_at("v10", &src.join("qapi-schema.json"), &[]);
+    assert_eq!(
+        q.greeting_line,
+        "{\"QMP\": {\"version\": {\"qemu\": {\"micro\": 2, \"minor\": 0, \"major\": 10}, \"package\": \"\"}, \"capabilities\": [\"oob\"]}}\r\n"
+    );
+    assert_eq!(
+        q.ok("query-version", json!({}))["qemu"],
+        json!({"major": 10, "minor": 0, "micro": 2})
+    );
+    assert_eq!(
+        q.cmd("system_wakeup", json!({})),
+        json!({"error": {"class": "GenericError", "desc": "Unable to wake up: guest is not in suspended state"}})
+    );
+    assert_eq!(stop_and_stderr(s), "");
+
+    // The same files where the path names no version: inferred from the content.
+    let copy = tmpdir("v10copy").join("qapi");
+    std::fs::create_dir_all(&copy).unwrap();
+    for f in std::fs::read_dir(&src).unwrap() {
+        let f = f.unwrap().path();
+        std::fs::copy(&f, copy.join(f.file_name().unwrap())).unwrap();
+    }
+    let (s, mut q) = serve_schema_at("v10b", &copy.join("qapi-schema.json"), &[]);
+    assert_eq!(
+        q.greeting["QMP"]["version"]["qemu"],
+        json!({"major": 10, "minor": 0, "micro": 0})
+    );
+    assert_eq!(
+        q.cmd("system_wakeup", json!({}))["error"]["class"],
+        "GenericError"
+    );
+    let err = stop_and_stderr(s);
+    assert_eq!(
+        err,
+        "qmpkit serve: note: reporting QEMU 10.0.0, inferred from the schema's content (set it with --qemu-version)\n"
+    );
+
+    // --qemu-version wins over path and content.
+    let (s, mut q) = serve_schema_at(
+        "v10c",
+        &src.join("qapi-schema.json"),
+        &["--qemu-version", "3.1.0"],
+    );
+    assert_eq!(
+        q.greeting["QMP"]["version"]["qemu"],
+        json!({"major": 3, "minor": 1, "micro": 0})
+    );
+    // Before 4.0, waking a running guest did nothing and succeeded.
+    assert_eq!(q.ok("system_wakeup", json!({})), json!({}));
+    assert_eq!(stop_and_stderr(s), "");
+    let _ = std::fs::remove_dir_all(copy.parent().unwrap());
+}
+
+/// `--schema` takes a server's `query-qmp-schema` answer: it is served, and
+/// query-qmp-schema answers exactly the file's array.
+#[test]
+fn serves_an_introspection_answer() {
+    let answer =
+        shared().join("qemu-ref/introspection/qemu-storage-daemon-10.0.2-query-qmp-schema.json");
+    if !answer.exists() {
+        eprintln!("skipped: {} not found", answer.display());
+        return;
+    }
+    let (s, mut q) = serve_schema_at("answer", &answer, &[]);
+    // The file name says 10.0.2.
+    assert_eq!(
+        q.greeting["QMP"]["version"]["qemu"],
+        json!({"major": 10, "minor": 0, "micro": 2})
+    );
+    let file: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&answer).unwrap()).unwrap();
+    assert_eq!(q.ok("query-qmp-schema", json!({})), file["return"]);
+    let cmds = q.ok("query-commands", json!({}));
+    assert_eq!(cmds.as_array().unwrap().len(), 76);
+    // Commands answer, validated against the answer's types.
+    assert!(q.ok("query-named-block-nodes", json!({})).is_array());
+    assert_eq!(
+        q.cmd("blockdev-del", json!({"node-name": 1}))["error"]["desc"],
+        "Invalid parameter type for 'node-name', expected: string"
+    );
+    drop(s);
+}

@@ -58,6 +58,8 @@ pub struct ServeOptions {
     pub allow_remote_tcp: bool,
     pub test_control: bool,
     pub config: MachineConfig,
+    /// `--schema` was a `query-qmp-schema` answer (set when it is loaded).
+    pub from_introspection: bool,
 }
 
 /// Parse the arguments after `serve`. Errors are one line, naming the
@@ -65,6 +67,7 @@ pub struct ServeOptions {
 pub fn parse(args: &[String]) -> Result<ServeOptions, String> {
     // The machine file first: QEMU options given beside it override it.
     let mut config = MachineConfig::default_machine();
+    let mut toml_sets_version = false;
     let mut i = 0;
     while i < args.len() {
         let a = &args[i];
@@ -80,7 +83,8 @@ pub fn parse(args: &[String]) -> Result<ServeOptions, String> {
                 }
             };
             let text = std::fs::read_to_string(&v).map_err(|e| format!("--config {v}: {e}"))?;
-            config = MachineConfig::from_toml(&text).map_err(|e| format!("--config {v}: {e}"))?;
+            config = MachineConfig::from_toml(&text).map_err(|e| toml_error(&v, &e.0))?;
+            toml_sets_version = top_level_key(&text, "qemu-version");
         }
         i += 1;
     }
@@ -99,6 +103,7 @@ pub fn parse(args: &[String]) -> Result<ServeOptions, String> {
         allow_remote_tcp: false,
         test_control: false,
         config,
+        from_introspection: false,
     };
     let mut i = 0;
     while i < args.len() {
@@ -198,15 +203,77 @@ pub fn parse(args: &[String]) -> Result<ServeOptions, String> {
         }
         i += 1;
     }
+    // --qemu-version, else the machine file's qemu-version, else the version
+    // the --schema path names; otherwise `serve` infers it from the schema.
+    if o.qemu_version.is_none() && toml_sets_version {
+        o.qemu_version = Some(o.config.qemu_version);
+    }
+    if o.qemu_version.is_none() {
+        o.qemu_version = o.schema.as_deref().and_then(super::version::from_path);
+    }
     if let Some(v) = o.qemu_version {
-        o.config.qemu_version = v;
-    } else if let Some(v) = o.schema.as_deref().and_then(version_from_file_name) {
         o.config.qemu_version = v;
     }
     if let Some(p) = &o.package {
         o.config.package = p.clone();
     }
     Ok(o)
+}
+
+/// True when the TOML `text` sets `key` before its first table header.
+fn top_level_key(text: &str, key: &str) -> bool {
+    for line in text.lines() {
+        let l = line.trim_start();
+        if l.starts_with('[') {
+            return false;
+        }
+        let k = l.split('=').next().unwrap_or("").trim();
+        if k == key || k.trim_matches('"') == key || k.trim_matches('\'') == key {
+            return true;
+        }
+    }
+    false
+}
+
+/// A machine file's error on one line: `FILE:LINE:COLUMN: message`. The
+/// TOML reader's own text spans several lines (position, the line quoted
+/// with a caret, then the message).
+fn toml_error(file: &str, e: &str) -> String {
+    let e = e.strip_prefix("machine file: ").unwrap_or(e);
+    let mut lines = e.lines();
+    let first = lines.next().unwrap_or("").trim();
+    let pos = first
+        .strip_prefix("TOML parse error at line ")
+        .and_then(|r| {
+            let (l, c) = r.split_once(", column ")?;
+            Some((l.trim().parse::<u64>().ok()?, c.trim().parse::<u64>().ok()?))
+        });
+    match pos {
+        Some((l, c)) => {
+            // After the quoted source (lines starting with a number or
+            // `|`), the message.
+            let msg: Vec<&str> = lines
+                .map(str::trim)
+                .filter(|x| {
+                    !x.is_empty()
+                        && !x.starts_with('|')
+                        && !x
+                            .split_once('|')
+                            .is_some_and(|(n, _)| n.trim().bytes().all(|b| b.is_ascii_digit()))
+                })
+                .collect();
+            let msg = if msg.is_empty() {
+                "invalid machine file".to_string()
+            } else {
+                msg.join("; ")
+            };
+            format!("{file}:{l}:{c}: {msg}")
+        }
+        None => {
+            let msg: Vec<&str> = e.lines().map(str::trim).filter(|x| !x.is_empty()).collect();
+            format!("{file}: {}", msg.join("; "))
+        }
+    }
 }
 
 /// `(name, inline value)` of an option word: `--opt=value`, `-opt`, `--opt`.
@@ -216,25 +283,6 @@ fn split(a: &str) -> (String, Option<String>) {
         Some((n, v)) if a.starts_with("--") => (n.to_string(), Some(v.to_string())),
         _ => (bare.to_string(), None),
     }
-}
-
-/// `qemu-1.3-dev.json` → 1.3.0: the version a seed schema file names.
-fn version_from_file_name(p: &std::path::Path) -> Option<(u64, u64, u64)> {
-    let mut cur = Some(p);
-    while let Some(path) = cur {
-        let name = path.file_name()?.to_string_lossy().into_owned();
-        if let Some(rest) = name.strip_prefix("qemu-") {
-            let v: String = rest
-                .chars()
-                .take_while(|c| c.is_ascii_digit() || *c == '.')
-                .collect();
-            if let Ok(v) = parse_version(v.trim_end_matches('.')) {
-                return Some(v);
-            }
-        }
-        cur = path.parent();
-    }
-    None
 }
 
 #[cfg(test)]

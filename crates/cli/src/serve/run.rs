@@ -340,7 +340,7 @@ async fn serve_async(
         strict: o.strict,
         introspection: qmpkit_schema::introspect::Options {
             enabled: enabled.into_iter().collect(),
-            unmask: false,
+            unmask: o.from_introspection,
         },
         ..ServerOptions::default()
     };
