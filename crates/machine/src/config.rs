@@ -572,6 +572,8 @@ impl MachineConfig {
                         return err(format!("-device {v}: Duplicate ID '{id}' for device"));
                     }
                 }
+                crate::devices::check_device_option(&driver, &kv, self.modern())
+                    .map_err(|e| ConfigError(format!("-device {v}: {}", e.desc)))?;
                 self.devices.push(DeviceConfig {
                     driver,
                     id,
@@ -581,7 +583,13 @@ impl MachineConfig {
             "netdev" => {
                 let v = need(value)?;
                 let mut kv = parse_keyval(&v, Some("type"));
-                let kind = kv.remove("type").unwrap_or_default();
+                let kind = match kv.remove("type") {
+                    Some(k) => k,
+                    None => return err(format!("-netdev {v}: Parameter 'type' is missing")),
+                };
+                if let Err(e) = self.check_netdev_type(&kind) {
+                    return err(format!("-netdev {v}: {e}"));
+                }
                 let id = match kv.remove("id") {
                     Some(id) => id,
                     None => return err(format!("-netdev {v}: Parameter 'id' is missing")),
@@ -655,8 +663,109 @@ impl MachineConfig {
         Ok(())
     }
 
+    /// Whether the options speak as QEMU 6.0 and later (QAPI-style
+    /// parameter errors).
+    fn modern(&self) -> bool {
+        let (a, b, _) = self.qemu_version;
+        (a, b) >= (6, 0)
+    }
+
+    /// `-netdev TYPE`: QEMU's words for a type that is no network back end.
+    fn check_netdev_type(&self, kind: &str) -> Result<(), String> {
+        const BACKENDS: &[&str] = &[
+            "user",
+            "tap",
+            "l2tpv3",
+            "socket",
+            "vde",
+            "bridge",
+            "hubport",
+            "netmap",
+            "vhost-user",
+        ];
+        // Newer back ends (QEMU 7.2 and later).
+        const NEWER: &[&str] = &["stream", "dgram", "vhost-vdpa", "af-xdp"];
+        let known =
+            BACKENDS.contains(&kind) || (self.qemu_version >= (7, 2, 0) && NEWER.contains(&kind));
+        if known {
+            return Ok(());
+        }
+        // `nic` and `none` are client kinds, not back ends.
+        if kind == "nic" || kind == "none" {
+            return Err("Parameter 'type' expects a netdev backend type".into());
+        }
+        if self.modern() {
+            Err(format!("Parameter 'type' does not accept value '{kind}'"))
+        } else {
+            Err(format!("Invalid parameter '{kind}'"))
+        }
+    }
+
+    /// Checks that need the whole command line: the back ends devices name
+    /// (`netdev=`, `drive=`, `chardev=`) exist, whatever the order of the
+    /// options (QEMU creates back ends before devices). Call once all
+    /// options are applied; the error is QEMU's, after the option.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        for n in &self.netdevs {
+            if let Err(e) = self.check_netdev_type(&n.kind) {
+                return err(format!("-netdev {},id={}: {e}", n.kind, n.id));
+            }
+        }
+        let chardev_ids: Vec<String> = self
+            .chardevs
+            .iter()
+            .filter_map(|c| parse_keyval(c, Some("backend")).get("id").cloned())
+            .chain(self.serial_names())
+            .collect();
+        for d in &self.devices {
+            let ty = crate::qom::types::find(&d.driver)
+                .or_else(|| {
+                    crate::qom::types::resolve_alias(&d.driver).and_then(crate::qom::types::find)
+                })
+                .map(|t| t.name)
+                .unwrap_or("");
+            let owner = crate::devices::backend_prop_owner(ty);
+            let opt = device_option_text(d);
+            let missing = |prop: &str, val: &str| {
+                ConfigError(format!(
+                    "-device {opt}: Property '{owner}.{prop}' can't find value '{val}'"
+                ))
+            };
+            crate::devices::check_device_option(&d.driver, &d.props, self.modern())
+                .map_err(|e| ConfigError(format!("-device {opt}: {}", e.desc)))?;
+            if let Some(n) = d.props.get("netdev") {
+                if !self.netdevs.iter().any(|x| &x.id == n) {
+                    return Err(missing("netdev", n));
+                }
+            }
+            if let Some(dr) = d.props.get("drive") {
+                if !self.drives.iter().any(|x| &x.id == dr) {
+                    return Err(missing("drive", dr));
+                }
+            }
+            if let Some(c) = d.props.get("chardev") {
+                if !chardev_ids.iter().any(|x| x == c) {
+                    return Err(missing("chardev", c));
+                }
+            }
+        }
+        Ok(())
+    }
+
     fn drive_from_option(&self, v: &str) -> Result<DriveConfig, ConfigError> {
         let kv = parse_keyval(v, None);
+        for k in kv.keys() {
+            if !drive_option_known(k) {
+                let msg = match (kv.get("format"), kv.get("file")) {
+                    (Some(f), _) => format!("Block format '{f}' does not support the option '{k}'"),
+                    (None, Some(_)) => {
+                        format!("Block protocol 'file' doesn't support the option '{k}'")
+                    }
+                    (None, None) => "Must specify either driver or file".to_string(),
+                };
+                return err(format!("-drive {v}: {msg}"));
+            }
+        }
         let interface = kv.get("if").cloned().unwrap_or_else(|| "ide".into());
         let media = kv.get("media").cloned().unwrap_or_else(|| "disk".into());
         if media != "disk" && media != "cdrom" {
@@ -704,6 +813,94 @@ impl MachineConfig {
             },
         })
     }
+}
+
+/// A `-device` option as the user would have written it (for errors).
+fn device_option_text(d: &DeviceConfig) -> String {
+    let mut s = d.driver.clone();
+    if let Some(id) = &d.id {
+        s.push_str(",id=");
+        s.push_str(id);
+    }
+    for (k, v) in &d.props {
+        s.push(',');
+        s.push_str(k);
+        s.push('=');
+        s.push_str(v);
+    }
+    s
+}
+
+/// Whether `key` is an option `-drive` takes (the drive's own and the
+/// block layer's common ones).
+fn drive_option_known(key: &str) -> bool {
+    const KEYS: &[&str] = &[
+        "file",
+        "if",
+        "bus",
+        "unit",
+        "index",
+        "media",
+        "cyls",
+        "heads",
+        "secs",
+        "trans",
+        "snapshot",
+        "cache",
+        "aio",
+        "format",
+        "serial",
+        "addr",
+        "werror",
+        "rerror",
+        "readonly",
+        "read-only",
+        "copy-on-read",
+        "discard",
+        "detect-zeroes",
+        "id",
+        "node-name",
+        "driver",
+        "group",
+        "auto-read-only",
+        "force-share",
+        "boot",
+        "bps",
+        "bps_rd",
+        "bps_wr",
+        "iops",
+        "iops_rd",
+        "iops_wr",
+        "bps_max",
+        "bps_rd_max",
+        "bps_wr_max",
+        "iops_max",
+        "iops_rd_max",
+        "iops_wr_max",
+        "iops_size",
+        "bps_max_length",
+        "bps_rd_max_length",
+        "bps_wr_max_length",
+        "iops_max_length",
+        "iops_rd_max_length",
+        "iops_wr_max_length",
+        "stats-account-invalid",
+        "stats-account-failed",
+        "stats-intervals",
+        "password-secret",
+        "encrypt",
+    ];
+    KEYS.contains(&key)
+        || [
+            "cache.",
+            "throttling.",
+            "file.",
+            "encrypt.",
+            "backing.",
+            "stats-intervals.",
+        ]
+        .iter()
+        .any(|p| key.starts_with(p))
 }
 
 /// Whether `opt` (without dashes) is a QEMU option that takes an argument:
@@ -858,6 +1055,103 @@ mod tests {
             "-bogus: invalid option"
         );
         assert!(c.apply_option("smp", Some("4,maxcpus=2")).is_err());
+    }
+
+    fn opt_err(c: &mut MachineConfig, name: &str, v: &str) -> String {
+        match c.apply_option(name, Some(v)) {
+            Err(e) => e.0,
+            Ok(()) => panic!("-{name} {v} accepted"),
+        }
+    }
+
+    #[test]
+    fn options_are_checked_as_qemu_checks_them() {
+        let mut c = MachineConfig::default_machine();
+        assert!(c.validate().is_ok());
+        assert_eq!(
+            opt_err(&mut c, "device", "nosuch,id=zz"),
+            "-device nosuch,id=zz: 'nosuch' is not a valid device model name"
+        );
+        assert_eq!(
+            opt_err(&mut c, "device", "e1000,id=e9,foo=1"),
+            "-device e1000,id=e9,foo=1: Property '.foo' not found"
+        );
+        assert_eq!(
+            opt_err(&mut c, "device", "virtio-blk-pci,id=vb"),
+            "-device virtio-blk-pci,id=vb: drive property not set"
+        );
+        assert_eq!(
+            opt_err(&mut c, "device", "e1000,mac=xx"),
+            "-device e1000,mac=xx: Property 'e1000.mac' doesn't take value 'xx'"
+        );
+        assert_eq!(
+            opt_err(&mut c, "netdev", "nosuch,id=n9"),
+            "-netdev nosuch,id=n9: Invalid parameter 'nosuch'"
+        );
+        assert_eq!(
+            opt_err(&mut c, "netdev", "nic,id=n9"),
+            "-netdev nic,id=n9: Parameter 'type' expects a netdev backend type"
+        );
+        assert_eq!(
+            opt_err(&mut c, "drive", "if=ide,id=x,bogus=1"),
+            "-drive if=ide,id=x,bogus=1: Must specify either driver or file"
+        );
+        assert_eq!(
+            opt_err(&mut c, "drive", "file=a.qcow2,format=qcow2,bogus=1"),
+            "-drive file=a.qcow2,format=qcow2,bogus=1: Block format 'qcow2' does not support the option 'bogus'"
+        );
+        assert_eq!(
+            opt_err(&mut c, "drive", "file=a.img,bogus=1"),
+            "-drive file=a.img,bogus=1: Block protocol 'file' doesn't support the option 'bogus'"
+        );
+        // Nothing was added by the failures.
+        assert_eq!(c, MachineConfig::default_machine());
+        // Back ends are looked up once the whole command line is known,
+        // whatever the order.
+        c.apply_option("device", Some("e1000,netdev=later"))
+            .unwrap();
+        c.apply_option("netdev", Some("user,id=later")).unwrap();
+        assert!(c.validate().is_ok());
+        c.apply_option("device", Some("e1000,netdev=nosuch"))
+            .unwrap();
+        assert_eq!(
+            c.validate().unwrap_err().0,
+            "-device e1000,netdev=nosuch: Property 'e1000.netdev' can't find value 'nosuch'"
+        );
+        let mut c = MachineConfig::default_machine();
+        c.apply_option("device", Some("virtio-net-pci,netdev=zz"))
+            .unwrap();
+        assert_eq!(
+            c.validate().unwrap_err().0,
+            "-device virtio-net-pci,netdev=zz: Property 'virtio-net-device.netdev' can't find value 'zz'"
+        );
+        let mut c = MachineConfig::default_machine();
+        c.apply_option("device", Some("virtio-blk-pci,drive=d9"))
+            .unwrap();
+        assert_eq!(
+            c.validate().unwrap_err().0,
+            "-device virtio-blk-pci,drive=d9: Property 'virtio-blk-device.drive' can't find value 'd9'"
+        );
+        c.apply_option("drive", Some("if=none,id=d9,file=x.img"))
+            .unwrap();
+        assert!(c.validate().is_ok());
+        // QEMU 6.0 and later word a bad enum value after the parameter.
+        let mut c = MachineConfig::default_machine();
+        c.qemu_version = (10, 0, 2);
+        assert_eq!(
+            opt_err(&mut c, "netdev", "nosuch,id=n9"),
+            "-netdev nosuch,id=n9: Parameter 'type' does not accept value 'nosuch'"
+        );
+        assert_eq!(
+            opt_err(&mut c, "device", "e1000,foo=1"),
+            "-device e1000,foo=1: Property 'e1000.foo' not found"
+        );
+        // A machine file goes through the same checks.
+        let c = MachineConfig::from_toml("[[devices]]\ndriver = \"nosuch\"\n").unwrap();
+        assert_eq!(
+            c.validate().unwrap_err().0,
+            "-device nosuch: 'nosuch' is not a valid device model name"
+        );
     }
 
     #[test]

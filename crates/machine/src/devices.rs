@@ -637,6 +637,66 @@ pub fn has_device_of_type(m: &Machine, ty: &str) -> bool {
 }
 
 // ---------------------------------------------------------------------------
+/// The checks `-device` shares with `device_add` that need no running
+/// machine: the driver names a creatable device type, its properties exist
+/// and parse, mandatory back ends are named. Answers the type's name.
+pub fn check_device_option(
+    driver: &str,
+    props: &std::collections::BTreeMap<String, String>,
+    modern: bool,
+) -> Result<&'static str, QmpError> {
+    let td = types::find(driver)
+        .filter(|t| types::is_a(t.name, "device"))
+        .or_else(|| types::resolve_alias(driver).and_then(types::find))
+        .ok_or_else(|| QmpError::generic(format!("'{driver}' is not a valid device model name")))?;
+    if td.is_abstract {
+        return Err(QmpError::generic(
+            "Parameter 'driver' expects non-abstract device type",
+        ));
+    }
+    if !td.user_creatable {
+        return Err(QmpError::generic(
+            "Parameter 'driver' expects pluggable device type",
+        ));
+    }
+    for (k, v) in props {
+        if RESERVED.contains(&k.as_str()) {
+            continue;
+        }
+        let def = types::find_prop(td.name, k)
+            .ok_or_else(|| qom::err_prop_not_found(modern, td.name, k))?;
+        device_prop_value(td.name, def, &Value::String(v.clone()))?;
+    }
+    check_backend_set(td.name, props.get("drive").map(String::as_str))?;
+    Ok(td.name)
+}
+
+/// Block devices that cannot exist without a drive.
+fn check_backend_set(ty: &str, drive: Option<&str>) -> Result<(), QmpError> {
+    if drive.is_some_and(|d| !d.is_empty()) {
+        return Ok(());
+    }
+    if types::is_a(ty, "virtio-blk-pci") || ty == "virtio-blk-device" || ty == "scsi-hd" {
+        return Err(QmpError::generic("drive property not set"));
+    }
+    if ty == "ide-hd" {
+        return Err(QmpError::generic("No drive specified"));
+    }
+    Ok(())
+}
+
+/// The property of a device type that names a back end of `kind`
+/// (`netdev`, `drive`, `chardev`), as QEMU spells it in errors
+/// (`e1000.netdev`, `virtio-blk-device.drive`).
+pub fn backend_prop_owner(ty: &str) -> String {
+    if types::is_a(ty, "virtio-pci") {
+        if let Some(base) = ty.strip_suffix("-pci") {
+            return format!("{base}-device");
+        }
+    }
+    ty.to_string()
+}
+
 // Commands.
 
 const RESERVED: &[&str] = &["driver", "bus", "id"];
@@ -763,6 +823,13 @@ fn device_add_as(m: &mut Machine, args: &Args, driver: &str) -> CmdResult {
             }
         }
     }
+    check_backend_set(
+        td.name,
+        props
+            .iter()
+            .find(|(k, _)| k == "drive")
+            .and_then(|(_, v)| v.as_str()),
+    )?;
     let cpu_index = if types::is_a(td.name, "x86_64-cpu") {
         Some(check_cpu(m, td.name, &props)?)
     } else {

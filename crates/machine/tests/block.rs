@@ -465,3 +465,36 @@ fn vmgenid_device_is_in_the_qom_tree() {
         Ok(json!("vmgenid"))
     );
 }
+
+#[test]
+fn device_add_of_a_block_device_needs_a_drive() {
+    let mut m = machine();
+    assert_eq!(
+        run(
+            &mut m,
+            "device_add",
+            json!({"driver": "virtio-blk-pci", "id": "vb1"})
+        ),
+        Err("GenericError: drive property not set".into())
+    );
+    run(
+        &mut m,
+        "device_add",
+        json!({"driver": "virtio-scsi-pci", "id": "scsi0"}),
+    )
+    .unwrap();
+    assert_eq!(
+        run(
+            &mut m,
+            "device_add",
+            json!({"driver": "scsi-hd", "id": "sh1"})
+        ),
+        Err("GenericError: drive property not set".into())
+    );
+    assert!(run(
+        &mut m,
+        "qom-get",
+        json!({"path": "/machine/peripheral/vb1", "property": "type"})
+    )
+    .is_err());
+}
