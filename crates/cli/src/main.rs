@@ -28,9 +28,15 @@ fn main() -> ExitCode {
     match args.get(1).map(String::as_str) {
         Some("schema") => schema_cmd::run(rest),
         Some("serve") => serve_cmd::run(rest),
-        Some("help") | Some("--help") | Some("-h") | None => {
+        Some("help") | Some("--help") | Some("-h") => {
             println!("{USAGE}");
             ExitCode::SUCCESS
+        }
+        // A command is required: usage on stderr, status 2 (as for any
+        // other usage error).
+        None => {
+            eprintln!("{USAGE}");
+            ExitCode::from(2)
         }
         Some("--version") | Some("-V") => {
             println!("qmpkit {}", env!("CARGO_PKG_VERSION"));

@@ -16,7 +16,9 @@ pub fn run(args: Vec<String>) -> ExitCode {
     let o = match opts::parse(&args) {
         Ok(o) => o,
         Err(e) => {
-            eprintln!("qmpkit serve: {e}");
+            // One line, whatever the option's checker wrote.
+            let e: Vec<&str> = e.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+            eprintln!("qmpkit serve: {}", e.join("; "));
             return ExitCode::FAILURE;
         }
     };

@@ -561,3 +561,55 @@ fn serves_an_introspection_answer() {
     );
     drop(s);
 }
+
+/// Small usage matters: no command is a usage error; machine-file errors,
+/// refused addresses and refused device models are one line naming what to change.
+#[test]
+fn usage_and_one_line_errors() {
+    let out = Command::new(qmpkit()).output().expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(out.stdout.is_empty());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.starts_with("usage: qmpkit <command>"), "{err}");
+
+    let dir = tmpdir("usage");
+    let vm = dir.join("vm.toml");
+    std::fs::write(&vm, "name = \"x\"\ncpus = 2\nmemory = \n").unwrap();
+    let (code, err) = serve_err(&["--config", vm.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert_eq!(
+        err,
+        format!(
+            "qmpkit serve: {}:3:10: string values must be quoted, expected literal string\n",
+            vm.display()
+        )
+    );
+    std::fs::write(&vm, "cpus = \"two\"\n").unwrap();
+    let (code, err) = serve_err(&["--config", vm.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert_eq!(
+        err,
+        format!(
+            "qmpkit serve: {}:1:8: invalid type: string \"two\", expected u32\n",
+            vm.display()
+        )
+    );
+
+    let (code, err) = serve_err(&["-qmp", "tcp:0.0.0.0:0,server=on,wait=off"]);
+    assert_eq!(code, 1);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with("qmpkit serve: refusing to serve QMP on non-loopback address")
+            && err.contains("--allow-remote-tcp"),
+        "{err}"
+    );
+
+    let (code, err) = serve_err(&["-device", "nosuch,id=zz"]);
+    assert_eq!(code, 1);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with("qmpkit serve: -device nosuch,id=zz: ") && err.contains("'nosuch'"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

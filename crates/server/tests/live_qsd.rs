@@ -57,7 +57,8 @@ const SESSION_1: &[&[u8]] = &[
     b"{\"execute\": \"query-commands\"}",
 ];
 
-struct Qsd(Child, tempfile::TempDir);
+/// The daemon and its directory (removed when the daemon is dropped).
+struct Qsd(Child, #[allow(dead_code)] tempfile::TempDir);
 
 impl Drop for Qsd {
     fn drop(&mut self) {

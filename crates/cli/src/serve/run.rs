@@ -377,12 +377,16 @@ async fn serve_async(
                         Transport::Unix { server: false, .. }
                             | Transport::Tcp { server: false, .. }
                     );
-                    let hint = if client {
-                        " (this monitor connects to a listening peer; add ,server=on,wait=off to listen)"
-                    } else {
-                        ""
+                    let msg = match &e {
+                        qmpkit_server::ServerError::NonLoopback(addr) => format!(
+                            "refusing to serve QMP on non-loopback address '{addr}': anyone who can reach it controls the machine (pass --allow-remote-tcp to allow it)"
+                        ),
+                        _ if client => format!(
+                            "{e} (this monitor connects to a listening peer; add ,server=on,wait=off to listen)"
+                        ),
+                        _ => e.to_string(),
                     };
-                    return fail(format!("{e}{hint}"));
+                    return fail(msg);
                 }
             }
         }
