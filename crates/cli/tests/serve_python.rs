@@ -182,13 +182,18 @@ fn qmp_shell(py: &Path) -> PathBuf {
     PathBuf::from("qmp-shell")
 }
 
+/// qmp-shell run as a script drives the life cycle: start with -S and
+/// -no-shutdown, cont, stop, cont, system_powerdown, the guest shuts down.
+/// qmp-shell prints the events received so far when it reads an empty line
+/// (as Python dicts); the test feeds its input in steps, with empty lines
+/// after the commands that cause events, and a pause for the guest.
 #[test]
 fn qmp_shell_drives_the_machine() {
     let py = python_or_skip!();
     let dir = tmpdir("py-shell");
     let sock = dir.join("m.sock");
     let spec = format!("unix:{},server=on,wait=off", sock.display());
-    let _s = spawn(&["-S", "-qmp", &spec]);
+    let _s = spawn(&["-S", "-no-shutdown", "-qmp", &spec]);
     wait_for(&sock);
     let mut child = Command::new(qmp_shell(&py))
         .arg(&sock)
@@ -197,12 +202,28 @@ fn qmp_shell_drives_the_machine() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("qmp-shell");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(b"query-status\ncont\nquery-status\nstop\nquery-name\n")
-        .expect("write");
+    let mut stdin = child.stdin.take().expect("stdin");
+    let pause = |ms| std::thread::sleep(std::time::Duration::from_millis(ms));
+    let steps: &[(&str, u64)] = &[
+        ("query-status\ncont\n", 100),
+        ("\nstop\n", 100),
+        ("\nquery-status\ncont\n", 100),
+        (
+            "\n__org.qmpkit_set-guest powerdown-delay-ms=100\nsystem_powerdown\n",
+            // The modelled guest shuts down 100 ms after the request.
+            600,
+        ),
+        ("\nquery-status\n", 100),
+        ("\n", 100),
+        ("\n", 100),
+        ("query-name\n\n", 0),
+    ];
+    for (text, ms) in steps {
+        stdin.write_all(text.as_bytes()).expect("write");
+        stdin.flush().expect("flush");
+        pause(*ms);
+    }
+    drop(stdin);
     let out = child.wait_with_output().expect("qmp-shell");
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -221,8 +242,25 @@ fn qmp_shell_drives_the_machine() {
         .iter()
         .filter_map(|r| r["return"]["status"].as_str())
         .collect();
-    assert_eq!(statuses, ["prelaunch", "running"], "{text}");
-    assert_eq!(replies.len(), 5, "{text}");
+    assert_eq!(statuses, ["prelaunch", "paused", "shutdown"], "{text}");
+    assert_eq!(replies.len(), 9, "{text}");
+    assert!(replies.iter().all(|r| r.get("error").is_none()), "{text}");
     assert!(text.contains("Connected to QEMU 2.12.0"), "{text}");
+    // Events as qmp-shell prints them: `{'timestamp': {…}, 'event': 'STOP'}`.
+    let events: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.split("'event': '").nth(1))
+        .filter_map(|rest| rest.split('\'').next())
+        .collect();
+    assert_eq!(
+        events,
+        ["RESUME", "STOP", "RESUME", "POWERDOWN", "SHUTDOWN", "STOP"],
+        "{text}"
+    );
+    let shutdown = text
+        .lines()
+        .find(|l| l.contains("'event': 'SHUTDOWN'"))
+        .unwrap_or("");
+    assert!(shutdown.contains("'guest': True"), "{shutdown}");
     let _ = std::fs::remove_dir_all(&dir);
 }
