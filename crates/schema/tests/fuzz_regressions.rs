@@ -60,3 +60,33 @@ fn types_between_argument_and_return_type() {
         {"name": "0", "members": [], "meta-type": "object"}
     ]));
 }
+
+/// An answer using a built-in type (or an array type) it does not list
+/// used to load, the model's own `str` standing in, and then introspected
+/// to one element more than the answer. Such an answer is refused, the
+/// way a type nobody defines is.
+#[test]
+fn used_type_missing_from_the_answer() {
+    let builtin = json!([
+        {"name": "q", "meta-type": "command", "arg-type": "0", "ret-type": "1"},
+        {"name": "0", "members": [], "meta-type": "object"},
+        {"name": "str-", "json-type": "string", "meta-type": "builtin"},
+        {"name": "1", "members": [{"name": "a", "type": "str"}], "meta-type": "object"}
+    ]);
+    let e = load_introspection(&builtin).expect_err("refused");
+    assert_eq!(e.to_string(), "'1' uses type 'str', which is not defined");
+    let array = json!([
+        {"name": "q", "meta-type": "command", "arg-type": "0", "ret-type": "[int]"},
+        {"name": "0", "members": [], "meta-type": "object"},
+        {"name": "int", "json-type": "int", "meta-type": "builtin"}
+    ]);
+    let e = load_introspection(&array).expect_err("refused");
+    assert_eq!(e.to_string(), "'q' uses type '[int]', which is not defined");
+    // Listed, both load and round-trip.
+    round_trips(&json!([
+        {"name": "q", "meta-type": "command", "arg-type": "0", "ret-type": "[int]"},
+        {"name": "0", "members": [], "meta-type": "object"},
+        {"name": "[int]", "element-type": "int", "meta-type": "array"},
+        {"name": "int", "json-type": "int", "meta-type": "builtin"}
+    ]));
+}

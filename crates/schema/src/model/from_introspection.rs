@@ -152,6 +152,10 @@ fn features(f: &Option<Vec<String>>) -> Vec<Feature> {
 struct Loader {
     s: Schema,
     module: usize,
+    /// Names of the answer's elements: a type it uses must be among them
+    /// (the model's own built-in types and arrays included), or
+    /// introspection would list what the answer does not.
+    listed: HashSet<String>,
 }
 
 impl Loader {
@@ -189,6 +193,11 @@ impl Loader {
 
     /// The entity of a type reference as the answer writes it.
     fn resolve(&mut self, name: &str, user: &str) -> Result<EntityId, QapiError> {
+        if !self.listed.contains(name) {
+            return Err(err(format!(
+                "'{user}' uses type '{name}', which is not defined"
+            )));
+        }
         let mut base = name;
         let mut depth = 0usize;
         while let Some(el) = array_element(base) {
@@ -269,7 +278,8 @@ pub fn load_schema_infos(infos: &[SchemaInfo]) -> Result<Schema, QapiError> {
             }
         }
     }
-    let mut l = Loader { s, module };
+    let listed = infos.iter().map(|i| i.name.clone()).collect();
+    let mut l = Loader { s, module, listed };
 
     // Pass 1: one entity per element, references unresolved.
     let mut ids: Vec<Option<EntityId>> = Vec::with_capacity(infos.len());
