@@ -407,7 +407,67 @@ struct Conn {
     pending: Mutex<Pending>,
     subs: Mutex<Subs>,
     closed_tx: watch::Sender<Option<Arc<str>>>,
+    /// What the server sends. Read by the reader task, and by a request waiting for its reply
+    /// (which saves a hand-over per reply), one at a time.
+    input: Mutex<Input>,
+    /// The waker every read registers: it wakes the reader task, and the request that read
+    /// last, if any (see [`ReadWaker`]).
+    read_waker: Arc<ReadWaker>,
+    input_waker: Waker,
+    /// Set once the connection has ended: nothing more is read.
+    ended: AtomicBool,
 }
+
+struct Input {
+    lines: Lines,
+    done: bool,
+}
+
+/// Who to wake when the socket has something to read: the reader task always (so that events
+/// are read whoever waits), and the latest request that read while waiting for its reply
+/// (so that it reads its reply itself, in its own task).
+#[derive(Default)]
+struct ReadWaker {
+    wakers: Mutex<(Option<Waker>, Option<Waker>)>,
+}
+
+impl ReadWaker {
+    fn set_task(&self, w: &Waker) {
+        let mut g = lock(&self.wakers);
+        if !g.0.as_ref().is_some_and(|t| t.will_wake(w)) {
+            g.0 = Some(w.clone());
+        }
+    }
+
+    fn set_caller(&self, w: &Waker) {
+        let mut g = lock(&self.wakers);
+        if !g.1.as_ref().is_some_and(|t| t.will_wake(w)) {
+            g.1 = Some(w.clone());
+        }
+    }
+}
+
+impl std::task::Wake for ReadWaker {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        let (task, caller) = {
+            let mut g = lock(&self.wakers);
+            (g.0.take(), g.1.take())
+        };
+        if let Some(c) = caller {
+            c.wake();
+        }
+        if let Some(t) = task {
+            t.wake();
+        }
+    }
+}
+
+/// Most messages one poll of the input dispatches before letting other tasks run.
+const INPUT_BUDGET: usize = 256;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
@@ -425,6 +485,7 @@ impl Conn {
                 return;
             }
             p.closed = Some(reason.clone());
+            self.ended.store(true, Ordering::Release);
             p.map.retain(|_, w| match w {
                 Waiter::Ready(_) => true,
                 Waiter::Waiting(waker) => {
@@ -446,7 +507,47 @@ impl Conn {
         self.closed_tx.send_replace(Some(reason));
     }
 
-    fn dispatch(&self, line: &[u8]) {
+    /// Read and dispatch what has arrived; `Ready` once the input has ended. `me` is the
+    /// request reading, if any: its reply is left in the map without a wake-up. With `wait`, a
+    /// read in progress elsewhere is waited for; else it is left to finish on its own.
+    fn poll_input(&self, wait: bool, me: Option<&IdKey>) -> Poll<()> {
+        if self.ended.load(Ordering::Acquire) {
+            return Poll::Ready(());
+        }
+        let mut input = if wait {
+            lock(&self.input)
+        } else {
+            match self.input.try_lock() {
+                Ok(g) => g,
+                Err(std::sync::TryLockError::Poisoned(e)) => e.into_inner(),
+                Err(std::sync::TryLockError::WouldBlock) => return Poll::Pending,
+            }
+        };
+        if input.done {
+            return Poll::Ready(());
+        }
+        let mut cx = Context::from_waker(&self.input_waker);
+        for _ in 0..INPUT_BUDGET {
+            let reason = match input.lines.poll_next(&mut cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Ok(Some(r))) => {
+                    self.dispatch(input.lines.get(r), me);
+                    continue;
+                }
+                Poll::Ready(Ok(None)) => "the server closed the connection".to_string(),
+                Poll::Ready(Err(e)) => format!("read failed: {e}"),
+            };
+            input.done = true;
+            drop(input);
+            self.fail(&reason);
+            return Poll::Ready(());
+        }
+        // More to read: come back after the others had their turn.
+        self.input_waker.wake_by_ref();
+        Poll::Pending
+    }
+
+    fn dispatch(&self, line: &[u8], me: Option<&IdKey>) {
         if line.iter().all(u8::is_ascii_whitespace) {
             return;
         }
@@ -494,7 +595,10 @@ impl Conn {
                     desc: desc.unwrap_or_else(|| e.to_string()),
                 }
             };
-            p.answer(key, reply)
+            let mine = me == Some(&key);
+            let waker = p.answer(key, reply);
+            // The request reading now takes its reply when it is done reading.
+            waker.filter(|_| !mine)
         };
         if let Some(w) = waker {
             w.wake();
@@ -531,15 +635,12 @@ async fn writer_loop(conn: Arc<Conn>, outbox: Arc<Outbox>, w: WriteSide) {
     }
 }
 
-async fn reader_loop(conn: Arc<Conn>, mut r: Lines) {
-    let reason = loop {
-        match r.next().await {
-            Ok(Some(line)) => conn.dispatch(line),
-            Ok(None) => break "the server closed the connection".to_string(),
-            Err(e) => break format!("read failed: {e}"),
-        }
-    };
-    conn.fail(&reason);
+async fn reader_loop(conn: Arc<Conn>) {
+    std::future::poll_fn(|cx| {
+        conn.read_waker.set_task(cx.waker());
+        conn.poll_input(true, None)
+    })
+    .await;
 }
 
 struct Inner {
@@ -579,6 +680,21 @@ impl Future for ReplyWait<'_> {
     type Output = Outcome;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Outcome> {
+        if let Poll::Ready(o) = self.check(cx) {
+            return Poll::Ready(o);
+        }
+        // No reply yet: read what has arrived (the reply may be there), and have the next
+        // arrival wake this task.
+        let conn = self.conn;
+        conn.read_waker.set_caller(cx.waker());
+        let _ = conn.poll_input(false, self.key.as_ref());
+        self.check(cx)
+    }
+}
+
+impl ReplyWait<'_> {
+    /// The reply when it is there; else (re)register `cx` for it.
+    fn check(&mut self, cx: &mut Context<'_>) -> Poll<Outcome> {
         let Some(key) = &self.key else {
             return Poll::Ready(Outcome::Closed(Arc::from("the reply was already taken")));
         };
@@ -610,9 +726,7 @@ impl Future for ReplyWait<'_> {
         self.key = None;
         Poll::Ready(Outcome::Closed(reason))
     }
-}
 
-impl ReplyWait<'_> {
     /// The request was not sent after all: forget it.
     fn unregister(mut self) {
         if let Some(key) = self.key.take() {
@@ -744,20 +858,25 @@ impl Client {
     async fn start(source: Source, writer: WriteSide, opts: &ConnectOptions) -> Result<Client> {
         let fd_capable = matches!(&writer, WriteSide::Socket(s) if s.is_unix());
         let mut r = Lines::new(source, opts.max_message);
-        let got = tokio::time::timeout(opts.greeting_timeout, r.next())
-            .await
-            .map_err(|_| Error::Greeting(format!("none within {:?}", opts.greeting_timeout)))??;
-        let Some(line) = got else {
+        let got = tokio::time::timeout(
+            opts.greeting_timeout,
+            std::future::poll_fn(|cx| r.poll_next(cx)),
+        )
+        .await
+        .map_err(|_| Error::Greeting(format!("none within {:?}", opts.greeting_timeout)))??;
+        let Some(range) = got else {
             return Err(Error::Greeting(
                 "the server closed the connection before greeting".into(),
             ));
         };
+        let line = r.get(range);
         let raw: Value = serde_json::from_slice(line).map_err(|e| {
             Error::Greeting(format!("{e}: {}", String::from_utf8_lossy(line).trim_end()))
         })?;
         let greeting = Greeting::from_value(raw)?;
 
         let (closed_tx, _) = watch::channel(None);
+        let read_waker = Arc::new(ReadWaker::default());
         let conn = Arc::new(Conn {
             pending: Mutex::new(Pending {
                 map: HashMap::default(),
@@ -770,10 +889,17 @@ impl Client {
                 unmatched: 0,
             }),
             closed_tx,
+            input: Mutex::new(Input {
+                lines: r,
+                done: false,
+            }),
+            input_waker: Waker::from(read_waker.clone()),
+            read_waker,
+            ended: AtomicBool::new(false),
         });
         let outbox = Arc::new(Outbox::new(&writer));
         let writer = tokio::spawn(writer_loop(conn.clone(), outbox.clone(), writer));
-        let reader = tokio::spawn(reader_loop(conn.clone(), r));
+        let reader = tokio::spawn(reader_loop(conn.clone()));
         let client = Client {
             inner: Arc::new(Inner {
                 conn,

@@ -7,10 +7,13 @@
 
 use crate::fdpass::send_with_fds;
 use std::io;
+use std::ops::Range;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{ready, Context, Poll};
 use tokio::io::unix::AsyncFd;
-use tokio::io::{AsyncRead, AsyncReadExt, Interest};
+use tokio::io::{AsyncRead, Interest, ReadBuf};
 
 /// A connected stream socket (unix or TCP), non-blocking, registered for reading.
 pub(crate) struct Socket {
@@ -117,10 +120,14 @@ impl Socket {
         Ok(())
     }
 
-    /// Read what is there, waiting for something (0 at end of file).
-    pub(crate) async fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
+    /// Read what is there (0 at end of file), or register `cx` to hear when there is more.
+    pub(crate) fn poll_recv(
+        &self,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
         loop {
-            let mut guard = self.fd.readable().await?;
+            let mut guard = ready!(self.fd.poll_read_ready(cx))?;
             let len = buf.len();
             // SAFETY: `buf` is valid for writing `len` bytes during the call.
             let r = guard.try_io(|fd| {
@@ -134,10 +141,10 @@ impl Socket {
                         // Drained: the next arrival is a new edge, no need to ask the socket.
                         guard.clear_ready();
                     }
-                    return Ok(n);
+                    return Poll::Ready(Ok(n));
                 }
                 Ok(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
-                Ok(Err(e)) => return Err(e),
+                Ok(Err(e)) => return Poll::Ready(Err(e)),
                 Err(_would_block) => {}
             }
         }
@@ -159,10 +166,14 @@ pub(crate) enum Source {
 }
 
 impl Source {
-    async fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+    fn poll_read(&mut self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
         match self {
-            Source::Socket(s) => s.recv(buf).await,
-            Source::Io(r) => r.read(buf).await,
+            Source::Socket(s) => s.poll_recv(cx, buf),
+            Source::Io(r) => {
+                let mut rb = ReadBuf::new(buf);
+                ready!(Pin::new(r).poll_read(cx, &mut rb))?;
+                Poll::Ready(Ok(rb.filled().len()))
+            }
         }
     }
 }
@@ -192,23 +203,26 @@ impl Lines {
         }
     }
 
-    /// The next message with its line end; at end of file, what is left (if anything), then
-    /// `None`.
-    pub(crate) async fn next(&mut self) -> io::Result<Option<&[u8]>> {
+    /// Where the next message (with its line end) sits in [`Lines::get`]; at end of file, what
+    /// is left (if anything), then `None`.
+    pub(crate) fn poll_next(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<Option<Range<usize>>>> {
         loop {
             let unread = &self.buf[self.scanned..self.end];
             if let Some(i) = unread.iter().position(|&b| b == b'\n') {
                 let (s, e) = (self.start, self.scanned + i + 1);
                 self.start = e;
                 self.scanned = e;
-                return Ok(Some(&self.buf[s..e]));
+                return Poll::Ready(Ok(Some(s..e)));
             }
             self.scanned = self.end;
             if self.end - self.start > self.max {
-                return Err(io::Error::new(
+                return Poll::Ready(Err(io::Error::new(
                     io::ErrorKind::InvalidData,
                     format!("message from the server longer than {} bytes", self.max),
-                ));
+                )));
             }
             if self.start == self.end {
                 self.start = 0;
@@ -230,17 +244,22 @@ impl Lines {
                     self.buf.resize(len + len.max(CHUNK), 0);
                 }
             }
-            let n = self.src.read(&mut self.buf[self.end..]).await?;
+            let n = ready!(self.src.poll_read(cx, &mut self.buf[self.end..]))?;
             if n == 0 {
                 if self.start == self.end {
-                    return Ok(None);
+                    return Poll::Ready(Ok(None));
                 }
                 let s = self.start;
                 self.start = self.end;
                 self.scanned = self.end;
-                return Ok(Some(&self.buf[s..self.end]));
+                return Poll::Ready(Ok(Some(s..self.end)));
             }
             self.end += n;
         }
+    }
+
+    /// The bytes of a message [`Lines::poll_next`] found.
+    pub(crate) fn get(&self, r: Range<usize>) -> &[u8] {
+        self.buf.get(r).unwrap_or_default()
     }
 }

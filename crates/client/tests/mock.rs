@@ -521,3 +521,81 @@ async fn requests_larger_than_the_socket_buffer() {
     assert_eq!(c.in_flight(), 0);
     assert_eq!(c.unmatched_count(), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_tasks_and_events_on_a_multi_thread_runtime() {
+    // Replies are read by whichever waiting request (or the reader task) gets there first:
+    // every reply must reach its request and every event its subscriber, in order.
+    let m = common::mock::start();
+    let c = connect(&m).await;
+    let mut events = c.subscribe(EventFilter::name("TICK"));
+    let mut set = tokio::task::JoinSet::new();
+    for t in 0..8u64 {
+        let c = c.clone();
+        set.spawn(async move {
+            for i in 0..150u64 {
+                if t == 0 && i % 10 == 0 {
+                    let _: Value = c
+                        .execute("emit", json!({"name": "TICK", "count": 5}))
+                        .await
+                        .expect("emit");
+                } else {
+                    let v: Value = c
+                        .execute("echo", json!({"t": t, "i": i}))
+                        .await
+                        .expect("echo");
+                    assert_eq!(v, json!({"t": t, "i": i}));
+                }
+                if i % 50 == 0 {
+                    tokio::task::yield_now().await;
+                }
+            }
+        });
+    }
+    while let Some(r) = set.join_next().await {
+        r.expect("task");
+    }
+    // The events were emitted before their command's reply: all of them are in by now.
+    let mut n = 0;
+    while let Some(item) = events.try_recv() {
+        match item {
+            EventItem::Event(e) => assert_eq!(e.data, json!({"i": n % 5})),
+            other => panic!("unexpected {other:?}"),
+        }
+        n += 1;
+    }
+    assert_eq!(n, 15 * 5);
+    // With no request waiting, the reader task still reads: an event arriving alone is seen.
+    let c2 = c.clone();
+    let waiter = tokio::spawn(async move {
+        let mut s = c2.subscribe(EventFilter::name("LATE"));
+        s.recv().await
+    });
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let _: Value = c
+        .execute("emit", json!({"name": "LATE", "count": 1}))
+        .await
+        .expect("emit");
+    let got = tokio::time::timeout(Duration::from_secs(5), waiter)
+        .await
+        .expect("in time")
+        .expect("join");
+    assert!(matches!(got, Some(EventItem::Event(e)) if e.event == "LATE"));
+    assert_eq!(c.in_flight(), 0);
+    // A reply arriving when no request waits any more is read all the same.
+    let e = c
+        .call(
+            Command::new("sleep")
+                .arg("ms", 60)
+                .timeout(Duration::from_millis(5)),
+        )
+        .await
+        .unwrap_err();
+    assert!(e.is_timeout(), "{e}");
+    assert_eq!(c.in_flight(), 1);
+    let start = std::time::Instant::now();
+    while c.in_flight() > 0 && start.elapsed() < Duration::from_secs(5) {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(c.in_flight(), 0, "the late reply was read");
+}
