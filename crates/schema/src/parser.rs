@@ -260,7 +260,7 @@ impl<'a> Lexer<'a> {
     /// Read the next token. Plain comments are skipped when `skip_comment`;
     /// a comment starting with `##` is always a token.
     ///
-    /// Fast path, inlined: a punctuation mark or a string after blanks on
+    /// Fast path, inlined: a punctuation mark or a string, after spaces on
     /// the same line; anything else goes to [`Lexer::accept_slow`].
     #[inline]
     fn accept(&mut self, skip_comment: bool) -> Result<(), Box<QapiError>> {
