@@ -234,9 +234,14 @@ fn open_tray(m: &mut Machine, i: usize, name: &str, force: bool) -> Result<bool,
         return Ok(true);
     }
     if d.locked && !force {
-        return Err(QmpError::generic(format!(
-            "Device '{name}' is locked and force was not specified, wait for tray to open and try again"
-        )));
+        // Before the tray commands (QEMU 2.5) the refusal was terse.
+        return Err(QmpError::generic(if m.version_at_least(2, 5) {
+            format!(
+                "Device '{name}' is locked and force was not specified, wait for tray to open and try again"
+            )
+        } else {
+            format!("Device '{name}' is locked")
+        }));
     }
     m.block.drives[i].locked = false;
     tray_moved(m, i, true);
@@ -312,7 +317,11 @@ fn change_medium(
             "iscsi",
         ];
         if !KNOWN.contains(&f) {
-            return Err(QmpError::generic(format!("Unknown driver '{f}'")));
+            return Err(QmpError::generic(if m.version_at_least(2, 5) {
+                format!("Unknown driver '{f}'")
+            } else {
+                format!("Invalid block format '{f}'")
+            }));
         }
     }
     let had_tray = open_tray(m, i, &name, true)?;

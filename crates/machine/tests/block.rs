@@ -344,6 +344,24 @@ fn legacy_13_change_and_query_block() {
             "DEVICE_TRAY_MOVED {\"device\":\"ide1-cd0\",\"tray-open\":false}"
         ]
     );
+    assert_eq!(
+        run(
+            &mut m,
+            "change",
+            json!({"device": "ide1-cd0", "target": "/x", "arg": "nosuch"})
+        ),
+        Err("GenericError: Invalid block format 'nosuch'".into())
+    );
+    if let Some(d) = m.block.drives.iter_mut().find(|d| d.id == "ide1-cd0") {
+        d.locked = true;
+    }
+    assert_eq!(
+        run(&mut m, "eject", json!({"device": "ide1-cd0"})),
+        Err("GenericError: Device 'ide1-cd0' is locked".into())
+    );
+    if let Some(d) = m.block.drives.iter_mut().find(|d| d.id == "ide1-cd0") {
+        d.locked = false;
+    }
     let v = run(&mut m, "query-block", json!({})).unwrap();
     let cd = drive(&v, "ide1-cd0");
     assert_eq!(cd["inserted"]["file"], "/tmp/x.iso");
