@@ -23,6 +23,11 @@ pub const COMMANDS: &[(&str, &str, &str)] = &[
     ),
     ("c|cont", "", "resume emulation"),
     (
+        "change",
+        "change device filename [format]",
+        "change a removable medium, optional format",
+    ),
+    (
         "closefd",
         "closefd name",
         "close a file descriptor previously passed via SCM rights",
@@ -38,6 +43,11 @@ pub const COMMANDS: &[(&str, &str, &str)] = &[
         "dump-guest-memory",
         "dump-guest-memory [-p] [-d] filename [begin length]",
         "dump guest memory into file 'filename'",
+    ),
+    (
+        "eject",
+        "eject [-f] device",
+        "eject a removable medium (use -f to force it)",
     ),
     (
         "expire_password",
@@ -1026,6 +1036,25 @@ pub fn run_line(m: &mut Machine, cx: &mut Cx, line: &str) -> String {
             Some(spec) => {
                 let a = keyval_args(spec, "driver");
                 qmp(m, cx, "device_add", Value::Object(a)).map(|_| String::new())
+            }
+        },
+        "eject" => {
+            let force = w(0) == Some("-f");
+            match w(usize::from(force)) {
+                None => Err(missing(cmd, "block device name")),
+                Some(dev) => qmp(m, cx, "eject", json!({"device": dev, "force": force}))
+                    .map(|_| String::new()),
+            }
+        }
+        "change" => match (w(0), w(1)) {
+            (None, _) => Err(missing(cmd, "block device name")),
+            (Some(_), None) => Err(missing(cmd, "filename")),
+            (Some(dev), Some(target)) => {
+                let mut a = json!({"device": dev, "target": target});
+                if let Some(f) = w(2) {
+                    a["arg"] = json!(f);
+                }
+                qmp(m, cx, "change", a).map(|_| String::new())
             }
         },
         "device_del" => match w(0) {

@@ -516,3 +516,35 @@ fn device_add_of_a_block_device_needs_a_drive() {
     )
     .is_err());
 }
+
+#[test]
+fn hmp_change_and_eject() {
+    let mut m = machine();
+    let hmp = |m: &mut Machine, line: &str| -> String {
+        run(m, "human-monitor-command", json!({"command-line": line}))
+            .unwrap()
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(hmp(&mut m, "change ide1-cd0 /tmp/z.iso raw"), "");
+    assert_eq!(events(&mut m).len(), 2);
+    let b = hmp(&mut m, "info block ide1-cd0");
+    assert!(b.contains("): /tmp/z.iso (raw, read-only)"), "{b}");
+    assert!(
+        b.contains("Removable device: not locked, tray closed"),
+        "{b}"
+    );
+    assert_eq!(hmp(&mut m, "eject -f ide1-cd0"), "");
+    let b = hmp(&mut m, "info block ide1-cd0");
+    assert!(b.starts_with("ide1-cd0: [not inserted]"), "{b}");
+    assert!(b.contains("tray open"), "{b}");
+    assert_eq!(
+        hmp(&mut m, "eject ide0-hd0"),
+        "Device 'ide0-hd0' is not removable\r\n"
+    );
+    assert_eq!(
+        hmp(&mut m, "change ide1-cd0"),
+        "change: filename expected\r\nTry \"help change\" for more information\r\n"
+    );
+}
