@@ -671,7 +671,7 @@ impl MachineConfig {
     }
 
     /// `-netdev TYPE`: QEMU's words for a type that is no network back end.
-    fn check_netdev_type(&self, kind: &str) -> Result<(), String> {
+    pub fn check_netdev_type(&self, kind: &str) -> Result<(), String> {
         const BACKENDS: &[&str] = &[
             "user",
             "tap",

@@ -801,6 +801,24 @@ fn device_add_as(m: &mut Machine, args: &Args, driver: &str) -> CmdResult {
                 )));
             }
         }
+        if k == "netdev" {
+            let name = v.as_str().unwrap_or("");
+            let owner = backend_prop_owner(td.name);
+            if !crate::net::exists(m, name) {
+                return Err(QmpError::generic(format!(
+                    "Property '{owner}.netdev' can't find value '{name}'"
+                )));
+            }
+            let tree = &m.qom.tree;
+            let used = all_devices(tree)
+                .into_iter()
+                .any(|n| tree.val(n, "netdev").and_then(Value::as_str) == Some(name));
+            if used {
+                return Err(QmpError::generic(format!(
+                    "Property '{owner}.netdev' can't take value '{name}', it's in use"
+                )));
+            }
+        }
         if k == "drive" {
             let name = v.as_str().unwrap_or("");
             let backend_ty = match td.name {

@@ -785,7 +785,7 @@ fn network(m: &Machine, o: &mut String) {
             .to_string();
         let _ = writeln!(o, "{name}: index=0,type=nic,model={ty},macaddr={mac}");
         if let Some(nd) = tree.val(d, "netdev").and_then(Value::as_str) {
-            if let Some(n) = m.config.netdevs.iter().find(|n| n.id == nd) {
+            if let Some(n) = crate::net::netdevs(m).into_iter().find(|n| n.id == nd) {
                 let _ = writeln!(
                     o,
                     " \\ {}: index=0,type={},{}",
@@ -797,7 +797,10 @@ fn network(m: &Machine, o: &mut String) {
             }
         }
     }
-    for n in m.config.netdevs.iter().filter(|n| !used.contains(&n.id)) {
+    for n in crate::net::netdevs(m)
+        .into_iter()
+        .filter(|n| !used.contains(&n.id))
+    {
         let _ = writeln!(
             o,
             "{}: index=0,type={},{}",

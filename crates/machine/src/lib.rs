@@ -48,6 +48,7 @@ pub mod hmp;
 pub mod input;
 pub mod memory;
 pub mod misc;
+pub mod net;
 pub mod qom;
 
 pub use config::MachineConfig;
@@ -121,6 +122,8 @@ pub struct Machine {
     pub balloon: balloon::BalloonState,
     /// Drives, media and trays.
     pub block: block::BlockState,
+    /// Network back ends added or removed at run time.
+    pub net: net::NetState,
     pub misc: misc::MiscState,
     // and create them in `Machine::new`.
 }
@@ -167,6 +170,7 @@ impl Machine {
             input,
             balloon: Default::default(),
             block,
+            net: Default::default(),
             misc: Default::default(),
         }
     }
@@ -272,6 +276,7 @@ impl Machine {
             .or_else(|| dump::execute(self, cmd, args, cx))
             .or_else(|| block::execute(self, cmd, args, cx))
             .or_else(|| chardev::execute(self, cmd, args, cx))
+            .or_else(|| net::execute(self, cmd, args, cx))
             .or_else(|| display::execute(self, cmd, args, cx))
             .or_else(|| input::execute(self, cmd, args, cx))
             .or_else(|| balloon::execute(self, cmd, args, cx))
@@ -320,6 +325,7 @@ pub fn handled() -> Vec<&'static str> {
         balloon::HANDLED,
         block::HANDLED,
         chardev::HANDLED,
+        net::HANDLED,
         misc::HANDLED,
         hmp::HANDLED,
     ] {

@@ -548,3 +548,68 @@ fn hmp_change_and_eject() {
         "change: filename expected\r\nTry \"help change\" for more information\r\n"
     );
 }
+
+#[test]
+fn device_add_checks_its_netdev() {
+    let mut m = machine();
+    assert_eq!(
+        run(
+            &mut m,
+            "device_add",
+            json!({"driver": "e1000", "id": "e1", "netdev": "nosuch"})
+        ),
+        Err("GenericError: Property 'e1000.netdev' can't find value 'nosuch'".into())
+    );
+    assert_eq!(
+        run(
+            &mut m,
+            "device_add",
+            json!({"driver": "virtio-net-pci", "id": "e1", "netdev": "hostnet0"})
+        ),
+        Err(
+            "GenericError: Property 'virtio-net-device.netdev' can't take value 'hostnet0', it's in use"
+                .into()
+        )
+    );
+    assert_eq!(
+        run(&mut m, "netdev_add", json!({"type": "nosuch", "id": "n9"})),
+        Err("GenericError: Invalid parameter 'nosuch'".into())
+    );
+    run(
+        &mut m,
+        "netdev_add",
+        json!({"type": "user", "id": "netdev1", "dnssearch": "example.org"}),
+    )
+    .unwrap();
+    assert_eq!(
+        run(
+            &mut m,
+            "netdev_add",
+            json!({"type": "user", "id": "netdev1"})
+        ),
+        Err("GenericError: Duplicate ID 'netdev1' for netdev".into())
+    );
+    run(
+        &mut m,
+        "device_add",
+        json!({"driver": "e1000", "id": "e1", "netdev": "netdev1"}),
+    )
+    .unwrap();
+    let net = run(
+        &mut m,
+        "human-monitor-command",
+        json!({"command-line": "info network"}),
+    )
+    .unwrap();
+    assert!(
+        net.as_str()
+            .unwrap()
+            .contains(" \\ netdev1: index=0,type=user,"),
+        "{net}"
+    );
+    run(&mut m, "netdev_del", json!({"id": "netdev1"})).unwrap();
+    assert_eq!(
+        run(&mut m, "netdev_del", json!({"id": "netdev1"})),
+        Err("DeviceNotFound: Device 'netdev1' not found".into())
+    );
+}
