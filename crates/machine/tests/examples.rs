@@ -189,9 +189,9 @@ const MACHINE_SPECIFIC: &[&str] = &[
     "query-acpi-ospm-status",
     "query-hotpluggable-cpus",
     "query-dump",
-    // The documented machine's QEMU was built with zlib, lzo and snappy
-    // and lists the kdump formats; this machine writes ELF cores only and
-    // answers what a QEMU build without those libraries answers.
+    // The documented build lists the kdump-compressed formats (zlib, lzo,
+    // snappy); this machine writes ELF cores only and lists only what it
+    // can write, so the reply is a subset of the documented one.
     "query-dump-guest-memory-capability",
     // The documented machine's disks, chardevs, VNC clients and fds.
     "query-block",
