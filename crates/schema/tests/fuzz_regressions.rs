@@ -90,3 +90,19 @@ fn used_type_missing_from_the_answer() {
         {"name": "int", "json-type": "int", "meta-type": "builtin"}
     ]));
 }
+
+/// An object with a `tag` and no `variants` (QEMU always gives both) used
+/// to load as a union without branches, which introspects with
+/// `"variants": []`. It is refused, like `variants` without a `tag`.
+#[test]
+fn tag_without_variants() {
+    let answer = json!([
+        {"name": "q", "meta-type": "command", "arg-type": "1", "ret-type": "0"},
+        {"name": "0", "members": [], "meta-type": "object"},
+        {"name": "1", "tag": "type", "members": [{"name": "type", "type": "2"}],
+         "meta-type": "object"},
+        {"name": "2", "members": [{"name": "a"}], "meta-type": "enum", "values": ["a"]}
+    ]);
+    let e = load_introspection(&answer).expect_err("refused");
+    assert_eq!(e.to_string(), "object type '1' has a tag but no variants");
+}

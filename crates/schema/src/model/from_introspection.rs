@@ -395,6 +395,12 @@ pub fn load_schema_infos(infos: &[SchemaInfo]) -> Result<Schema, QapiError> {
                     });
                 }
                 let branches = match (tag, variants) {
+                    (Some(_), None) => {
+                        return Err(err(format!(
+                            "object type '{}' has a tag but no variants",
+                            info.name
+                        )))
+                    }
                     (Some(tag), vs) => {
                         let index = local.iter().position(|m| &m.name == tag).ok_or_else(|| {
                             err(format!(
