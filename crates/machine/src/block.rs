@@ -211,6 +211,10 @@ fn display_name(args: &Args) -> String {
 fn tray_moved(m: &mut Machine, i: usize, open: bool) {
     m.block.drives[i].tray_open = open;
     let id = m.block.drives[i].id.clone();
+    // QEMU 1.1 introduced the event.
+    if !m.version_at_least(1, 1) {
+        return;
+    }
     let qdev = qdev_of(m, &id).unwrap_or_default();
     m.emit(
         "DEVICE_TRAY_MOVED",
