@@ -22,11 +22,11 @@ fn pty_name(n: usize) -> String {
 /// QEMU's file name of a legacy backend spec (`-serial`, `-qmp`):
 /// `vc`, `pty`, `stdio`, `null`, `unix:PATH[,server…]`,
 /// `tcp:HOST:PORT[,server…]`, `file:PATH`, ….
-fn legacy_filename(spec: &str, ptys: &mut usize) -> String {
+fn legacy_filename(spec: &str, ptys: &mut usize, suffix_on: &'static str) -> String {
     let mut parts = spec.split(',');
     let head = parts.next().unwrap_or("");
     let server = parts.any(|p| p == "server" || p == "server=on");
-    let suffix = if server { ",server" } else { "" };
+    let suffix = if server { suffix_on } else { "" };
     match head.split_once(':') {
         Some(("unix", path)) => format!("unix:{path}{suffix}"),
         Some(("tcp", addr)) => {
@@ -47,11 +47,11 @@ fn legacy_filename(spec: &str, ptys: &mut usize) -> String {
 }
 
 /// QEMU's file name of a `-chardev backend,id=…,…` spec.
-fn chardev_filename(spec: &str, ptys: &mut usize) -> String {
+fn chardev_filename(spec: &str, ptys: &mut usize, suffix_on: &'static str) -> String {
     let kv = parse_keyval(spec, Some("backend"));
     let backend = kv.get("backend").map(String::as_str).unwrap_or("null");
     let server = if kv.get("server").map(String::as_str) == Some("on") {
-        ",server"
+        suffix_on
     } else {
         ""
     };
@@ -104,6 +104,12 @@ pub fn query_chardev(m: &Machine) -> Value {
         return json!([]);
     };
     let mut ptys = 0usize;
+    // QEMU 6.0 spells a listening socket's flag `server=on`.
+    let suffix = if m.version_at_least(6, 0) {
+        ",server=on"
+    } else {
+        ",server"
+    };
     let mut out = Vec::new();
     for &n in &tree.node(c).children {
         let label = tree.node(n).name.to_string();
@@ -116,7 +122,7 @@ pub fn query_chardev(m: &Machine) -> Value {
             .and_then(|i| i.parse::<usize>().ok())
             .and_then(|i| m.config.qmp.get(i));
         let filename = if let Some(s) = serial.or(monitor) {
-            legacy_filename(s, &mut ptys)
+            legacy_filename(s, &mut ptys, suffix)
         } else {
             match m
                 .config
@@ -124,7 +130,7 @@ pub fn query_chardev(m: &Machine) -> Value {
                 .iter()
                 .find(|s| parse_keyval(s, Some("backend")).get("id") == Some(&label))
             {
-                Some(spec) => chardev_filename(spec, &mut ptys),
+                Some(spec) => chardev_filename(spec, &mut ptys, suffix),
                 None => "null".into(),
             }
         };

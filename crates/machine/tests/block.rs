@@ -613,3 +613,14 @@ fn device_add_checks_its_netdev() {
         Err("DeviceNotFound: Device 'netdev1' not found".into())
     );
 }
+
+#[test]
+fn query_chardev_spells_server_as_the_version_does() {
+    let mut c = MachineConfig::default_machine();
+    c.qemu_version = (10, 0, 2);
+    c.apply_option("qmp", Some("unix:/tmp/q.sock,server=on,wait=off"))
+        .unwrap();
+    let mut m = Machine::new(Arc::new(c), schema());
+    let v = run(&mut m, "query-chardev", json!({})).unwrap();
+    assert_eq!(v[1]["filename"], "unix:/tmp/q.sock,server=on", "{v}");
+}
