@@ -168,7 +168,13 @@ pub fn execute(m: &mut Machine, cmd: &str, args: &Args, _cx: &mut Cx) -> Option<
             let command = arg_str(args, "command").unwrap_or("").to_string();
             // Only commands the monitor serves can fail; QEMU's words for
             // any other name.
-            let served = m.schema_has(&command)
+            let in_schema = m.schema.lookup(&command).is_some_and(|id| {
+                matches!(
+                    m.schema.entity(id).kind,
+                    qmpkit_schema::model::EntityKind::Command(_)
+                )
+            });
+            let served = in_schema
                 || HANDLED.contains(&command.as_str())
                 || crate::glue::SERVER_BUILTINS.contains(&command.as_str());
             if !served {

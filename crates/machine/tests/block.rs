@@ -445,6 +445,15 @@ fn inject_failure_of_an_unknown_command() {
         ),
         Err("CommandNotFound: The command nosuch has not been found".into())
     );
+    // A type is no command.
+    assert_eq!(
+        run(
+            &mut m,
+            "__org.qmpkit_inject-failure",
+            json!({"command": "BlockInfo"})
+        ),
+        Err("CommandNotFound: The command BlockInfo has not been found".into())
+    );
     // Served commands (including the server's own) can be made to fail.
     run(
         &mut m,
