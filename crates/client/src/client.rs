@@ -24,6 +24,7 @@ use crate::transport::{Lines, Socket, Source};
 const MAX_ID_NESTING: usize = 64;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use std::collections::HashMap;
 use std::future::Future;
@@ -241,8 +242,63 @@ pub struct AddFdInfo {
 }
 
 enum Reply {
-    Return(Value),
+    Return(Body),
     Error { class: String, desc: String },
+}
+
+/// A `return` value: as text (the common case) or decoded.
+enum Body {
+    Raw(Box<RawValue>),
+    Value(Value),
+}
+
+/// The members of a message that say what it is, the values left as text. A member that is
+/// present is `Some`, even when it is `null`.
+#[derive(Deserialize)]
+struct Head<'a> {
+    #[serde(default, borrow, deserialize_with = "present")]
+    id: Option<&'a RawValue>,
+    #[serde(rename = "return", default, borrow, deserialize_with = "present")]
+    ret: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    error: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    event: Option<&'a RawValue>,
+}
+
+impl<'a> Head<'a> {
+    /// The head of a message that is a JSON object.
+    fn of(line: &'a [u8]) -> Option<Head<'a>> {
+        let first = line.iter().find(|b| !b.is_ascii_whitespace())?;
+        if *first != b'{' {
+            return None;
+        }
+        serde_json::from_slice(line).ok()
+    }
+}
+
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
+    <&RawValue>::deserialize(d).map(Some)
+}
+
+/// The value of an id made of digits only that fits a `u64` (as serde_json reads it).
+fn small_uint(text: &str) -> Option<u64> {
+    if text.is_empty() || text.len() > 19 || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    if text.len() > 1 && text.starts_with('0') {
+        return None;
+    }
+    text.parse().ok()
+}
+
+fn error_reply(e: Value) -> Reply {
+    let class = e.get("class").and_then(Value::as_str).map(str::to_owned);
+    let desc = e.get("desc").and_then(Value::as_str).map(str::to_owned);
+    Reply::Error {
+        class: class.unwrap_or_default(),
+        desc: desc.unwrap_or_else(|| e.to_string()),
+    }
 }
 
 /// Where a request stands, from its registration until its caller takes the reply.
@@ -548,6 +604,9 @@ impl Conn {
     }
 
     fn dispatch(&self, line: &[u8], me: Option<&IdKey>) {
+        if self.dispatch_reply(line, me) {
+            return;
+        }
         if line.iter().all(u8::is_ascii_whitespace) {
             return;
         }
@@ -584,16 +643,9 @@ impl Conn {
                 drop(p);
                 return self.unmatched(Value::Object(m));
             };
-            let reply = if let Some(r) = m.remove("return") {
-                Reply::Return(r)
-            } else {
-                let e = m.remove("error").unwrap_or(Value::Null);
-                let class = e.get("class").and_then(Value::as_str).map(str::to_owned);
-                let desc = e.get("desc").and_then(Value::as_str).map(str::to_owned);
-                Reply::Error {
-                    class: class.unwrap_or_default(),
-                    desc: desc.unwrap_or_else(|| e.to_string()),
-                }
+            let reply = match m.remove("return") {
+                Some(r) => Reply::Return(Body::Value(r)),
+                None => error_reply(m.remove("error").unwrap_or(Value::Null)),
             };
             let mine = me == Some(&key);
             let waker = p.answer(key, reply);
@@ -603,6 +655,49 @@ impl Conn {
         if let Some(w) = waker {
             w.wake();
         }
+    }
+
+    /// The common case: a reply to a waiting request, read without building the message's
+    /// value (the `return` member is kept as text, decoded by the caller into what it wants).
+    /// False, having done nothing, for anything else, which [`Conn::dispatch`] then reads in full.
+    fn dispatch_reply(&self, line: &[u8], me: Option<&IdKey>) -> bool {
+        let Some(head) = Head::of(line) else {
+            return false;
+        };
+        let (Some(id), None) = (head.id, head.event) else {
+            return false;
+        };
+        if head.ret.is_none() && head.error.is_none() {
+            return false;
+        }
+        let id = match small_uint(id.get()) {
+            Some(n) => Value::from(n),
+            None => match serde_json::from_str::<Value>(id.get()) {
+                Ok(v) => v,
+                Err(_) => return false,
+            },
+        };
+        let reply = match (head.ret, head.error) {
+            (Some(r), _) => Reply::Return(Body::Raw(r.to_owned())),
+            (None, Some(e)) => match serde_json::from_str::<Value>(e.get()) {
+                Ok(e) => error_reply(e),
+                Err(_) => return false,
+            },
+            (None, None) => return false,
+        };
+        let waker = {
+            let mut p = lock(&self.pending);
+            let Some(key) = p.find(&id) else {
+                return false;
+            };
+            let mine = me == Some(&key);
+            let waker = p.answer(key, reply);
+            waker.filter(|_| !mine)
+        };
+        if let Some(w) = waker {
+            w.wake();
+        }
+        true
     }
 
     fn deliver(&self, e: Event) {
@@ -818,6 +913,43 @@ fn to_arguments(command: &str, args: Value) -> Result<Option<Map<String, Value>>
     }
 }
 
+/// What a request sent, for the errors about its reply.
+struct Sent {
+    name: String,
+    arguments: Option<Map<String, Value>>,
+    id: Value,
+    oob: bool,
+}
+
+impl Sent {
+    fn info(self) -> Box<RequestInfo> {
+        request_info(self.name, self.arguments, self.id, self.oob)
+    }
+}
+
+/// [`decode`] from the text of the value, without building the value first.
+fn decode_raw<T: DeserializeOwned>(
+    raw: &RawValue,
+    request: impl FnOnce() -> RequestInfo,
+) -> Result<T> {
+    if let Ok(t) = serde_json::from_str::<T>(raw.get()) {
+        return Ok(t);
+    }
+    if raw.get() == "{}" {
+        if let Ok(t) = serde_json::from_str::<T>("null") {
+            return Ok(t);
+        }
+    }
+    // Exactly what decoding the value says.
+    match serde_json::from_str::<Value>(raw.get()) {
+        Ok(v) => decode(v, request),
+        Err(e) => Err(Error::Decode {
+            source: e,
+            request: Box::new(request()),
+        }),
+    }
+}
+
 fn decode<T: DeserializeOwned>(v: Value, request: impl FnOnce() -> RequestInfo) -> Result<T> {
     // Commands that return nothing answer `{}`: let `()` (and other unit-like types) accept it.
     let empty = matches!(&v, Value::Object(m) if m.is_empty());
@@ -973,19 +1105,27 @@ impl Client {
             command: cmd.name.clone(),
             reason: format!("arguments: {e}"),
         })?;
-        let name = cmd.name.clone();
-        let oob = cmd.oob;
-        let v = self.call(cmd.args(args)).await?;
-        decode(v, || RequestInfo {
-            command: name,
-            arguments: None,
-            id: Value::Null,
-            oob,
-        })
+        let (body, sent) = self.request(cmd.args(args)).await?;
+        match body {
+            Body::Value(v) => decode(v, || *sent.info()),
+            Body::Raw(raw) => decode_raw(&raw, || *sent.info()),
+        }
     }
 
     /// Send a request and wait for its reply: the `return` value, or the error.
     pub async fn call(&self, cmd: Command) -> Result<Value> {
+        let (body, sent) = self.request(cmd).await?;
+        match body {
+            Body::Value(v) => Ok(v),
+            Body::Raw(raw) => serde_json::from_str(raw.get()).map_err(|e| Error::Decode {
+                source: e,
+                request: sent.info(),
+            }),
+        }
+    }
+
+    /// Send a request and wait for its reply; the `return` value with what was sent.
+    async fn request(&self, cmd: Command) -> Result<(Body, Sent)> {
         let Command {
             name,
             args,
@@ -1106,7 +1246,15 @@ impl Client {
             None => wait.await,
         };
         match outcome {
-            Outcome::Reply(Reply::Return(v)) => Ok(v),
+            Outcome::Reply(Reply::Return(body)) => Ok((
+                body,
+                Sent {
+                    name,
+                    arguments,
+                    id,
+                    oob,
+                },
+            )),
             Outcome::Reply(Reply::Error { class, desc }) => Err(Error::Qmp {
                 class,
                 desc,
@@ -1305,4 +1453,61 @@ fn check_limits_map(m: &Map<String, Value>) -> std::result::Result<u64, String> 
         check_limits(&Value::Object(m.clone()), 1)?;
     }
     Ok(tokens)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `id`, `return`, `error`, `event` as text.
+    type Members = (
+        Option<String>,
+        Option<String>,
+        Option<String>,
+        Option<String>,
+    );
+
+    fn head(s: &str) -> Option<Members> {
+        let h = Head::of(s.as_bytes())?;
+        let t = |r: Option<&RawValue>| r.map(|r| r.get().to_string());
+        Some((t(h.id), t(h.ret), t(h.error), t(h.event)))
+    }
+
+    #[test]
+    fn heads_tell_null_from_absent() {
+        assert_eq!(
+            head(r#"{"return": null, "error": {"class": "X"}, "id": 7}"#),
+            Some((
+                Some("7".into()),
+                Some("null".into()),
+                Some(r#"{"class": "X"}"#.into()),
+                None
+            ))
+        );
+        assert_eq!(
+            head(r#"{"\u0072eturn": {"a": [1]}, "id": null, "x": 1}"#),
+            Some((
+                Some("null".into()),
+                Some(r#"{"a": [1]}"#.into()),
+                None,
+                None
+            ))
+        );
+        // Duplicate members are left to the full reading (the last one wins there).
+        assert_eq!(head(r#"{"return": 1, "return": 2, "id": 1}"#), None);
+        // A derived struct would take an array too: only objects are replies.
+        assert!(Head::of(b"[1, 2, null]").is_none());
+        assert!(Head::of(b" \t{\"id\": 1, \"return\": 2}\r\n").is_some());
+    }
+
+    #[test]
+    fn small_uints() {
+        assert_eq!(small_uint("0"), Some(0));
+        assert_eq!(small_uint("1234"), Some(1234));
+        assert_eq!(small_uint("007"), None);
+        assert_eq!(small_uint("-1"), None);
+        assert_eq!(small_uint("1e3"), None);
+        assert_eq!(small_uint("18446744073709551615"), None);
+        assert_eq!(small_uint(""), None);
+    }
 }
