@@ -1106,6 +1106,15 @@ mod tests {
         );
         // Nothing was added by the failures.
         assert_eq!(c, MachineConfig::default_machine());
+        // What management tools pass is accepted (boot order included).
+        for ok in [
+            "ide-cd,drive=ide1-cd0,bus=ide.1,unit=0,bootindex=1",
+            "virtio-blk-pci,drive=virtio0,bootindex=2,addr=0x6",
+            "e1000,netdev=hostnet0,bootindex=3,mac=52:54:00:aa:bb:cc",
+        ] {
+            let mut c = MachineConfig::default_machine();
+            c.apply_option("device", Some(ok)).unwrap();
+        }
         // Back ends are looked up once the whole command line is known,
         // whatever the order.
         c.apply_option("device", Some("e1000,netdev=later"))

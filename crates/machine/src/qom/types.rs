@@ -109,12 +109,14 @@ static PCI_PROPS: &[PropDef] = &[
 ];
 
 static NIC_PROPS: &[PropDef] = &[
+    dp!("bootindex", "int32", "-1"),
     p!("mac", "str", "null", MAC),
     p!("vlan", "int32", "-1", "Integer VLAN id to connect to"),
     p!("netdev", "str", "null", NETDEV),
 ];
 
 static E1000_PROPS: &[PropDef] = &[
+    dp!("bootindex", "int32", "-1"),
     p!("autonegotiation", "bool", "true", ON_OFF),
     p!("mitigation", "bool", "true", ON_OFF),
     p!("extra_mac_registers", "bool", "true", ON_OFF),
@@ -152,6 +154,7 @@ static VIRTIO_DEV_PROPS: &[PropDef] = &[
 ];
 
 static VIRTIO_NET_PROPS: &[PropDef] = &[
+    dp!("bootindex", "int32", "-1"),
     p!("mac", "str", "null", MAC),
     p!("vlan", "int32", "-1", "Integer VLAN id to connect to"),
     p!("netdev", "str", "null", NETDEV),
@@ -179,6 +182,7 @@ static VIRTIO_NET_PROPS: &[PropDef] = &[
 static VMGENID_PROPS: &[PropDef] = &[p!("guid", "str", "\"auto\"")];
 
 static VIRTIO_BLK_PROPS: &[PropDef] = &[
+    dp!("bootindex", "int32", "-1"),
     p!("drive", "str", "\"\"", DRIVE),
     p!(
         "logical_block_size",
@@ -209,6 +213,7 @@ static VIRTIO_BLK_PROPS: &[PropDef] = &[
 ];
 
 static IDE_PROPS: &[PropDef] = &[
+    dp!("bootindex", "int32", "-1"),
     p!("drive", "str", "\"\"", DRIVE),
     p!(
         "logical_block_size",
@@ -254,6 +259,7 @@ static SCSI_PROPS: &[PropDef] = &[
 ];
 
 static SCSI_DISK_PROPS: &[PropDef] = &[
+    dp!("bootindex", "int32", "-1"),
     p!("drive", "str", "\"\"", DRIVE),
     p!(
         "logical_block_size",
