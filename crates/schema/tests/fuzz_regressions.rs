@@ -106,3 +106,44 @@ fn tag_without_variants() {
     let e = load_introspection(&answer).expect_err("refused");
     assert_eq!(e.to_string(), "object type '1' has a tag but no variants");
 }
+
+/// A member listed twice (here `speed`, once `int` and once `bool`) used
+/// to load, and the model then differed from itself (the comparison goes
+/// by name). Names given twice are refused: members, enum values, variant
+/// cases and alternatives.
+#[test]
+fn names_given_twice() {
+    let cases = [
+        (
+            json!({"name": "1", "meta-type": "object", "members": [
+                {"name": "speed", "type": "int"}, {"name": "speed", "type": "bool"}]}),
+            "object type '1' has member 'speed' twice",
+        ),
+        (
+            json!({"name": "1", "meta-type": "enum", "members": [{"name": "a"}, {"name": "a"}]}),
+            "enum type '1' has value 'a' twice",
+        ),
+        (
+            json!({"name": "1", "meta-type": "object", "members": [{"name": "t", "type": "2"}],
+                "tag": "t", "variants": [{"case": "a", "type": "0"}, {"case": "a", "type": "0"}]}),
+            "object type '1' has variant 'a' twice",
+        ),
+        (
+            json!({"name": "1", "meta-type": "alternate", "members": [
+                {"type": "int"}, {"type": "int"}]}),
+            "alternate type '1' has alternative 'int' twice",
+        ),
+    ];
+    for (element, want) in cases {
+        let answer = json!([
+            {"name": "q", "meta-type": "command", "arg-type": "0", "ret-type": "1"},
+            {"name": "0", "members": [], "meta-type": "object"},
+            element,
+            {"name": "2", "members": [{"name": "a"}], "meta-type": "enum"},
+            {"name": "int", "json-type": "int", "meta-type": "builtin"},
+            {"name": "bool", "json-type": "boolean", "meta-type": "builtin"}
+        ]);
+        let e = load_introspection(&answer).expect_err(want);
+        assert_eq!(e.to_string(), want);
+    }
+}

@@ -313,18 +313,26 @@ pub fn load_schema_infos(infos: &[SchemaInfo]) -> Result<Schema, QapiError> {
                 ids.push(None);
                 continue;
             }
-            SchemaInfoMeta::Enum { members, .. } => EntityKind::Enum(EnumType {
-                members: members
-                    .iter()
-                    .map(|m| EnumMember {
-                        name: m.name.clone(),
-                        ifcond: IfCond::Always,
-                        features: features(&m.features),
-                        info: None,
-                    })
-                    .collect(),
-                prefix: None,
-            }),
+            SchemaInfoMeta::Enum { members, .. } => {
+                once_each(
+                    "enum type",
+                    &info.name,
+                    "value",
+                    members.iter().map(|m| m.name.as_str()),
+                )?;
+                EntityKind::Enum(EnumType {
+                    members: members
+                        .iter()
+                        .map(|m| EnumMember {
+                            name: m.name.clone(),
+                            ifcond: IfCond::Always,
+                            features: features(&m.features),
+                            info: None,
+                        })
+                        .collect(),
+                    prefix: None,
+                })
+            }
             SchemaInfoMeta::Object { .. } => EntityKind::Object(ObjectType {
                 base_name: None,
                 base: None,
@@ -379,6 +387,18 @@ pub fn load_schema_infos(infos: &[SchemaInfo]) -> Result<Schema, QapiError> {
                 variants,
             } => {
                 let Some(id) = *id else { continue };
+                once_each(
+                    "object type",
+                    &info.name,
+                    "member",
+                    members.iter().map(|m| m.name.as_str()),
+                )?;
+                once_each(
+                    "object type",
+                    &info.name,
+                    "variant",
+                    variants.iter().flatten().map(|v| v.case.as_str()),
+                )?;
                 let mut local = Vec::with_capacity(members.len());
                 for m in members {
                     let t = l.resolve(&m.typ, &info.name)?;
@@ -458,6 +478,12 @@ pub fn load_schema_infos(infos: &[SchemaInfo]) -> Result<Schema, QapiError> {
                         defined_in: id,
                     });
                 }
+                once_each(
+                    "alternate type",
+                    &info.name,
+                    "alternative",
+                    vs.iter().map(|v| v.name.as_str()),
+                )?;
                 if let EntityKind::Alternate(a) = &mut l.s.entities[id].kind {
                     a.variants = vs;
                 }
@@ -510,6 +536,24 @@ pub fn load_schema_infos(infos: &[SchemaInfo]) -> Result<Schema, QapiError> {
 
     keep_order(&mut l, infos)?;
     Ok(l.s)
+}
+
+/// Refuse a name given twice among an element's members, values,
+/// variants or alternatives (QEMU never lists one twice; the model and its
+/// comparison go by name).
+fn once_each<'a>(
+    kind: &str,
+    owner: &str,
+    what: &str,
+    names: impl Iterator<Item = &'a str>,
+) -> Result<(), QapiError> {
+    let mut seen = HashSet::new();
+    for n in names {
+        if !seen.insert(n) {
+            return Err(err(format!("{kind} '{owner}' has {what} '{n}' twice")));
+        }
+    }
+    Ok(())
 }
 
 /// The name QEMU gives an alternative: its type's name (arrays by their
