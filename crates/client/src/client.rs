@@ -1,5 +1,11 @@
-//! The async client: requests written by the caller (see [`crate::outbox`]), one reader task,
-//! replies matched to requests by `id`.
+//! The async client: requests matched to replies by `id`.
+//!
+//! A request is written to the socket by the task that makes it; a writer task takes over only
+//! what the socket does not take at once (and everything on a stream that is not a socket). The
+//! socket is read by whoever is waiting: a request waiting for its reply reads and dispatches
+//! what has arrived itself, and a reader task reads whenever the socket is readable, so that
+//! events and late replies are read when no request waits. A sequential request thus costs one
+//! `send`, one wait for readiness and one `recv`, all in the caller's task.
 //!
 //! Invariants:
 //! - A request is written, or queued to the writer task as one whole frame, before its future
