@@ -91,8 +91,9 @@ pub(crate) struct Entry {
     pub(crate) success_response: bool,
     /// Arguments go through the validator (`gen: false` commands get what the client sent).
     pub(crate) validate: bool,
-    /// Encoded synthesised return value, made on first use.
-    synth: OnceLock<Arc<[u8]>>,
+    /// Encoded synthesised return value, made on first use (shared with the same
+    /// command's entry in sibling servers).
+    synth: Arc<OnceLock<Arc<[u8]>>>,
 }
 
 /// Per-session output shared with event broadcasters and out-of-band tasks.
@@ -142,6 +143,9 @@ pub(crate) struct Inner {
     commands_ret: Arc<[u8]>,
     /// Encoded `query-qmp-schema` answer, shared with sibling servers.
     schema_ret: Arc<OnceLock<Arc<[u8]>>>,
+    /// The names `query-commands` lists, hashed: siblings with the same list share
+    /// `commands_ret`.
+    commands_key: u64,
     validate_opts: ValidateOptions,
     sessions: Mutex<HashMap<u64, Arc<Shared>>>,
     next_session: AtomicU64,
@@ -259,21 +263,37 @@ impl Server {
         Server::build(schema, registry, opts, None)
     }
 
-    /// Another server over the same schema (one machine of a fleet): with the same
-    /// introspection options, the encoded `query-qmp-schema` answer is shared, not rebuilt.
+    /// Another server over the same schema (one machine of a fleet). What does not depend
+    /// on the handlers is shared with this one, not rebuilt: with the same introspection
+    /// options the encoded `query-qmp-schema` answer, with the same command list the
+    /// `query-commands` answer, with the same version the `query-version` answer, and the
+    /// synthesised replies of the commands both serve.
     pub fn sibling(&self, registry: Registry, opts: ServerOptions) -> Server {
-        let same = opts.introspection.enabled == self.inner.opts.introspection.enabled
-            && opts.introspection.unmask == self.inner.opts.introspection.unmask;
-        let shared = same.then(|| self.inner.schema_ret.clone());
-        Server::build(self.inner.schema.clone(), registry, opts, shared)
+        Server::build(self.inner.schema.clone(), registry, opts, Some(&self.inner))
     }
 
     fn build(
         schema: Arc<Schema>,
         registry: Registry,
         opts: ServerOptions,
-        shared_schema_reply: Option<Arc<OnceLock<Arc<[u8]>>>>,
+        template: Option<&Inner>,
     ) -> Server {
+        let same_introspection = template.is_some_and(|t| {
+            opts.introspection.enabled == t.opts.introspection.enabled
+                && opts.introspection.unmask == t.opts.introspection.unmask
+        });
+        let shared_schema_reply = template
+            .filter(|_| same_introspection)
+            .map(|t| t.schema_ret.clone());
+        // The template's synthesised-reply cache for a command, when both serve it from
+        // the same definition (replies do not depend on the handlers or the version).
+        let synth_of = |name: &str, entity: Option<EntityId>| -> Arc<OnceLock<Arc<[u8]>>> {
+            template
+                .and_then(|t| t.table.get(name))
+                .filter(|e| e.entity == entity && entity.is_some())
+                .map(|e| e.synth.clone())
+                .unwrap_or_default()
+        };
         let enabled = |s: &str| opts.introspection.enabled.contains(s);
         let mut table: HashMap<String, Arc<Entry>> = HashMap::new();
         // Generated commands in definition order, then `gen: false` ones: QEMU registers them
@@ -313,7 +333,7 @@ impl Server {
                         allow_oob: c.allow_oob,
                         success_response: c.success_response,
                         validate: c.gen,
-                        synth: OnceLock::new(),
+                        synth: synth_of(&e.name, Some(id)),
                     }),
                 );
                 if c.gen {
@@ -342,7 +362,7 @@ impl Server {
                     allow_oob: false,
                     success_response: true,
                     validate: false,
-                    synth: OnceLock::new(),
+                    synth: Arc::default(),
                 }),
             );
             extra.push(name.to_string());
@@ -359,21 +379,34 @@ impl Server {
                     allow_oob: false,
                     success_response: true,
                     validate: false,
-                    synth: OnceLock::new(),
+                    synth: Arc::default(),
                 }),
             );
             generated.push("qmp_capabilities".into());
         }
-        let registered = generated.into_iter().chain(by_hand).chain(extra);
-        let mut list: Vec<Value> = registered
-            .map(|n| {
-                let mut m = Map::new();
-                m.insert("name".into(), Value::String(n));
-                Value::Object(m)
-            })
-            .collect();
-        list.reverse();
-        let commands_ret = encode_value(Value::Array(list));
+        let commands_key = {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            for n in generated.iter().chain(&by_hand).chain(&extra) {
+                n.hash(&mut h);
+            }
+            h.finish()
+        };
+        let commands_ret = match template.filter(|t| t.commands_key == commands_key) {
+            Some(t) => t.commands_ret.clone(),
+            None => {
+                let registered = generated.into_iter().chain(by_hand).chain(extra);
+                let mut list: Vec<Value> = registered
+                    .map(|n| {
+                        let mut m = Map::new();
+                        m.insert("name".into(), Value::String(n));
+                        Value::Object(m)
+                    })
+                    .collect();
+                list.reverse();
+                encode_value(Value::Array(list))
+            }
+        };
 
         let (major, minor, micro) = opts.qemu_version;
         // `oob` is offered when the schema's qmp_capabilities can enable it (QEMU 2.12 on);
@@ -401,7 +434,12 @@ impl Server {
         let mut version = Map::new();
         version.insert("qemu".into(), Value::Object(triple));
         version.insert("package".into(), Value::String(opts.package.clone()));
-        let version_ret = encode_value(Value::Object(version));
+        let version_ret = match template
+            .filter(|t| t.opts.qemu_version == opts.qemu_version && t.opts.package == opts.package)
+        {
+            Some(t) => t.version_ret.clone(),
+            None => encode_value(Value::Object(version)),
+        };
         let validate_opts = ValidateOptions {
             qemu_version: Some(opts.qemu_version),
         };
@@ -413,6 +451,7 @@ impl Server {
             greeting,
             version_ret,
             commands_ret,
+            commands_key,
             schema_ret: shared_schema_reply.unwrap_or_default(),
             validate_opts,
             sessions: Mutex::new(HashMap::new()),

@@ -462,18 +462,127 @@ fn handler_panic_is_an_error_not_a_crash() {
     let _ = Arc::new(());
 }
 
+/// Serve an already built server on a fresh unix socket of runtime `rt`.
+fn serve_on(
+    rt: &tokio::runtime::Runtime,
+    server: &qmpkit_server::Server,
+    dir: &std::path::Path,
+    tag: &str,
+) -> std::path::PathBuf {
+    let socket = dir.join(format!("{tag}.sock"));
+    let listener = {
+        let _g = rt.enter();
+        qmpkit_server::bind_unix(&socket).expect("bind")
+    };
+    let s = server.clone();
+    rt.spawn(async move { s.serve_unix(listener).await });
+    socket
+}
+
+/// Negotiate, then the reply line of each command.
+fn answers(socket: &std::path::Path, cmds: &[&str]) -> Vec<Vec<u8>> {
+    let mut c = Raw::connect(socket);
+    c.line().unwrap();
+    c.send(b"{\"execute\": \"qmp_capabilities\"}\n");
+    assert_eq!(c.line().unwrap(), b"{\"return\": {}}\r\n");
+    cmds.iter()
+        .map(|name| {
+            c.send(format!("{{\"execute\": \"{name}\"}}\n").as_bytes());
+            c.line().unwrap()
+        })
+        .collect()
+}
+
+/// A fleet's servers are siblings: what does not depend on the handlers is shared, and a
+/// sibling with other options or other handlers still answers for itself.
 #[test]
 fn siblings_share_the_introspection() {
-    let a = qmpkit_server::Server::new(
-        common::mini_schema(),
-        common::mini_registry(),
-        ServerOptions::default(),
+    let text = format!(
+        "{}\n{{ 'struct': 'Info', 'data': {{ 'name': 'str', 'count': 'int' }} }}\n\
+         {{ 'command': 'query-info', 'returns': 'Info' }}\n\
+         {{ 'command': 'only-x', 'if': 'CONFIG_X' }}\n",
+        common::MINI_SCHEMA
     );
-    let b = a.sibling(Registry::new(), ServerOptions::default());
-    assert_eq!(b.commands().len(), a.commands().len());
-    assert!(b
+    let provider = qmpkit_schema::MemoryProvider::from_files([("sib.json", text.as_str())]);
+    let schema = Arc::new(
+        qmpkit_schema::load_from("sib.json", qmpkit_schema::Dialect::Legacy, &provider)
+            .expect("schema"),
+    );
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b, c) = rt.block_on(async {
+        let a = qmpkit_server::Server::new(
+            schema.clone(),
+            common::mini_registry(),
+            ServerOptions::default(),
+        );
+        let b = a.sibling(common::mini_registry(), ServerOptions::default());
+        let mut extra = Registry::new();
+        extra.register_sync("query-info", |_| Ok(json!({"name": "mine", "count": 7})));
+        extra.register_sync("x-extra", |_| Ok(json!(1)));
+        let mut opts = ServerOptions::default();
+        opts.qemu_version = (7, 2, 0);
+        opts.introspection.enabled.insert("CONFIG_X".to_string());
+        let c = a.sibling(extra, opts);
+        (a, b, c)
+    });
+    assert_eq!(b.commands(), a.commands());
+    assert!(a
         .commands()
-        .contains(&("echo".to_string(), Served::Synthesized)));
+        .contains(&("query-info".to_string(), Served::Synthesized)));
+    assert!(c
+        .commands()
+        .contains(&("query-info".to_string(), Served::Handler)));
+    let cmds = [
+        "query-qmp-schema",
+        "query-commands",
+        "query-version",
+        "query-info",
+    ];
+    let ra = answers(&serve_on(&rt, &a, dir.path(), "a"), &cmds);
+    let rb = answers(&serve_on(&rt, &b, dir.path(), "b"), &cmds);
+    let rc = answers(&serve_on(&rt, &c, dir.path(), "c"), &cmds);
+    // The same answers from the sibling.
+    assert_eq!(ra, rb);
+    assert_eq!(
+        ra[3],
+        b"{\"return\": {\"name\": \"\", \"count\": 0}}\r\n".to_vec()
+    );
+    // Its own symbols, command list, version and handlers.
+    let schema_c: Value = serde_json::from_slice(&rc[0]).unwrap();
+    let schema_a: Value = serde_json::from_slice(&ra[0]).unwrap();
+    let has_x = |v: &Value| {
+        v["return"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["name"] == "only-x")
+    };
+    assert!(has_x(&schema_c) && !has_x(&schema_a));
+    let names = |l: &[u8]| -> Vec<String> {
+        let v: Value = serde_json::from_slice(l).unwrap();
+        v["return"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert!(names(&rc[1]).contains(&"x-extra".to_string()));
+    assert!(names(&rc[1]).contains(&"only-x".to_string()));
+    assert!(!names(&ra[1]).contains(&"x-extra".to_string()));
+    assert_eq!(
+        rc[2],
+        b"{\"return\": {\"qemu\": {\"micro\": 0, \"minor\": 2, \"major\": 7}, \"package\": \"\"}}\r\n".to_vec()
+    );
+    assert_eq!(
+        rc[3],
+        b"{\"return\": {\"name\": \"mine\", \"count\": 7}}\r\n".to_vec()
+    );
 }
 
 #[test]

@@ -141,6 +141,10 @@ struct Unit {
     generation: Arc<AtomicU64>,
     timers_started: Arc<AtomicBool>,
     release_idle: bool,
+    /// A fleet's first server: the others are its siblings and share its
+    /// encoded answers (query-qmp-schema, query-commands, synthesised
+    /// replies). A single machine has none.
+    template: Option<Server>,
     schema: Arc<Schema>,
     sopts: Arc<ServerOptions>,
     strict: bool,
@@ -152,6 +156,7 @@ impl Unit {
         machine: Machine,
         schema: &Arc<Schema>,
         sopts: &Arc<ServerOptions>,
+        template: Option<&Server>,
         o: &ServeOptions,
     ) -> Unit {
         Unit {
@@ -161,6 +166,7 @@ impl Unit {
             generation: Arc::new(AtomicU64::new(0)),
             timers_started: Arc::new(AtomicBool::new(false)),
             release_idle: o.machines > 1,
+            template: template.cloned(),
             schema: schema.clone(),
             sopts: sopts.clone(),
             strict: o.strict,
@@ -185,7 +191,10 @@ impl Unit {
         let mut reg = Registry::new();
         self.handle
             .register_with(&mut reg, &self.schema, self.strict, self.test_control);
-        let server = Server::new(self.schema.clone(), reg, (*self.sopts).clone());
+        let server = match &self.template {
+            Some(t) => t.sibling(reg, (*self.sopts).clone()),
+            None => Server::new(self.schema.clone(), reg, (*self.sopts).clone()),
+        };
         self.handle.set_events(Some(server.events()));
         if !self.timers_started.swap(true, Ordering::SeqCst) {
             tokio::spawn(self.handle.clone().run_timers(None));
@@ -349,6 +358,20 @@ async fn serve_async(
         allow_remote_tcp: o.allow_remote_tcp,
     };
     let sopts = Arc::new(sopts);
+    // The fleet's servers are siblings of one built now with no handlers:
+    // the schema's answers are encoded once for all of them.
+    // Its handlers are a throwaway machine's, registered as the fleet's
+    // are, so that its command table (and query-commands) is theirs.
+    let template = (n > 1).then(|| {
+        let mut reg = Registry::new();
+        MachineHandle::new(fleet_machine(&config, &schema, 0)).register_with(
+            &mut reg,
+            &schema,
+            o.strict,
+            o.test_control,
+        );
+        Server::new(schema.clone(), reg, (*sopts).clone())
+    });
     let mut units: Vec<(Unit, Vec<Listener>)> = Vec::with_capacity(n);
     for i in 0..n {
         let machine = if n > 1 {
@@ -390,7 +413,10 @@ async fn serve_async(
                 }
             }
         }
-        units.push((Unit::new(machine, &schema, &sopts, &o), listeners));
+        units.push((
+            Unit::new(machine, &schema, &sopts, template.as_ref(), &o),
+            listeners,
+        ));
     }
     if let Some(p) = &config.pidfile {
         if let Err(e) = std::fs::write(p, format!("{}\n", std::process::id())) {
