@@ -147,3 +147,19 @@ fn names_given_twice() {
         assert_eq!(e.to_string(), want);
     }
 }
+
+/// A built-in type of another name with json-type `int` (or `value`)
+/// loaded, and introspected as `int` (`any`): it is refused.
+#[test]
+fn builtin_integer_type_of_another_name() {
+    for (jt, shown) in [("int", "int"), ("value", "any")] {
+        let answer = json!([{"name": "count", "json-type": jt, "meta-type": "builtin"}]);
+        let e = load_introspection(&answer).expect_err("refused");
+        assert_eq!(
+            e.to_string(),
+            format!("built-in type 'count' has json-type '{jt}', shown as '{shown}'")
+        );
+    }
+    // A new built-in type of another JSON type still loads.
+    round_trips(&json!([{"name": "text", "json-type": "string", "meta-type": "builtin"}]));
+}
