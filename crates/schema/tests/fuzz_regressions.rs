@@ -163,3 +163,25 @@ fn builtin_integer_type_of_another_name() {
     // A new built-in type of another JSON type still loads.
     round_trips(&json!([{"name": "text", "json-type": "string", "meta-type": "builtin"}]));
 }
+
+/// A built-in type listed twice loaded (the second listing was taken for
+/// the model's own type again) and introspected once: every name an answer
+/// lists twice is refused.
+#[test]
+fn element_listed_twice() {
+    for name in ["str", "q_empty", "1"] {
+        let answer = json!([
+            {"name": "e", "meta-type": "event", "arg-type": "1"},
+            {"name": "str", "json-type": "string", "meta-type": "builtin"},
+            {"name": "1", "members": [{"name": "a", "type": "str"}], "meta-type": "object"},
+            {"name": "q_empty", "members": [], "meta-type": "object"},
+            if name == "str" {
+                json!({"name": "str", "json-type": "string", "meta-type": "builtin"})
+            } else {
+                json!({"name": name, "members": [], "meta-type": "object"})
+            }
+        ]);
+        let e = load_introspection(&answer).expect_err(name);
+        assert_eq!(e.to_string(), format!("'{name}' is defined twice"));
+    }
+}

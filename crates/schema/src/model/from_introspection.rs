@@ -278,7 +278,12 @@ pub fn load_schema_infos(infos: &[SchemaInfo]) -> Result<Schema, QapiError> {
             }
         }
     }
-    let listed = infos.iter().map(|i| i.name.clone()).collect();
+    let mut listed = HashSet::with_capacity(infos.len());
+    for i in infos {
+        if !listed.insert(i.name.clone()) {
+            return Err(err(format!("'{}' is defined twice", i.name)));
+        }
+    }
     let mut l = Loader { s, module, listed };
 
     // Pass 1: one entity per element, references unresolved.
