@@ -313,6 +313,15 @@ fn fleet_machines_have_their_own_state() {
     let u0 = qs[0].ok("query-uuid", json!({}));
     let u2 = qs[2].ok("query-uuid", json!({}));
     assert_ne!(u0, u2);
+    // The members' servers are siblings: the same schema and command list,
+    // each machine's own answers.
+    let schema0 = qs[0].ok("query-qmp-schema", json!({}));
+    assert!(schema0.as_array().is_some_and(|a| a.len() > 500));
+    assert_eq!(qs[2].ok("query-qmp-schema", json!({})), schema0);
+    assert_eq!(
+        qs[1].ok("query-commands", json!({})),
+        qs[2].ok("query-commands", json!({}))
+    );
     // One machine quitting leaves the others serving.
     qs[0].ok("quit", json!({}));
     qs[0].event("SHUTDOWN");

@@ -59,7 +59,10 @@ fn version_word(w: &str) -> Option<(u64, u64, u64)> {
 /// Commands and events by the release that introduced them (as their
 /// documentation says), newest first. Only presence is tested, so a name
 /// that later disappeared still proves its release.
-const PROBES: &[((u64, u64, u64), &[&str])] = &[
+/// A release and names it introduced.
+type Probe = ((u64, u64, u64), &'static [&'static str]);
+
+const PROBES: &[Probe] = &[
     (
         (10, 0, 0),
         &["blockdev-set-active", "NETDEV_VHOST_USER_CONNECTED"],
