@@ -16,9 +16,7 @@ pub fn run(args: Vec<String>) -> ExitCode {
     let o = match opts::parse(&args) {
         Ok(o) => o,
         Err(e) => {
-            // One line, whatever the option's checker wrote.
-            let e: Vec<&str> = e.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
-            eprintln!("qmpkit serve: {}", e.join("; "));
+            eprintln!("qmpkit serve: {}", one_line(&e));
             return ExitCode::FAILURE;
         }
     };
@@ -70,10 +68,22 @@ pub fn run(args: Vec<String>) -> ExitCode {
             }
         }
     }
+    // Checks that need the whole command line (back ends named by devices,
+    // in any option order) and the final version (QEMU's wording changed).
+    if let Err(e) = o.config.validate() {
+        eprintln!("qmpkit serve: {}", one_line(&e.0));
+        return ExitCode::FAILURE;
+    }
     if o.list_handlers {
         return list_handlers(&o, &schema, enabled);
     }
     run::serve(o, schema, enabled)
+}
+
+/// An error on one line, whatever its checker wrote.
+fn one_line(e: &str) -> String {
+    let lines: Vec<&str> = e.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+    lines.join("; ")
 }
 
 /// The embedded schema, or `--schema`: source text in `--dialect`, or a

@@ -620,5 +620,30 @@ fn usage_and_one_line_errors() {
         err.starts_with("qmpkit serve: -device nosuch,id=zz: ") && err.contains("'nosuch'"),
         "{err}"
     );
+    // Back ends named by devices are checked once the whole command line is
+    // known, whatever the order of the options.
+    let (code, err) = serve_err(&["-device", "virtio-blk-pci,drive=d9"]);
+    assert_eq!(code, 1);
+    assert_eq!(
+        err,
+        "qmpkit serve: -device virtio-blk-pci,drive=d9: Property 'virtio-blk-device.drive' can't find value 'd9'\n"
+    );
+    let (code, err) = serve_err(&[
+        "-device",
+        "e1000,netdev=later",
+        "-netdev",
+        "user,id=later",
+        "--list-handlers",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    // A machine file goes through the same checks.
+    std::fs::write(&vm, "[[devices]]\ndriver = \"nosuch\"\n").unwrap();
+    let (code, err) = serve_err(&["--config", vm.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with("qmpkit serve: ") && err.contains("'nosuch'"),
+        "{err}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
