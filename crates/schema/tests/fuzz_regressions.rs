@@ -185,3 +185,19 @@ fn element_listed_twice() {
         assert_eq!(e.to_string(), format!("'{name}' is defined twice"));
     }
 }
+
+/// A command listed after a type loaded, and introspected before it:
+/// an answer whose commands and events do not all come first is refused.
+#[test]
+fn command_after_a_type() {
+    let answer = json!([
+        {"name": "a", "meta-type": "command", "arg-type": "0", "ret-type": "0"},
+        {"name": "0", "members": [], "meta-type": "object"},
+        {"name": "b", "meta-type": "event", "arg-type": "0"}
+    ]);
+    let e = load_introspection(&answer).expect_err("refused");
+    assert_eq!(
+        e.to_string(),
+        "'b' is listed after type '0' (commands and events come first)"
+    );
+}

@@ -279,9 +279,22 @@ pub fn load_schema_infos(infos: &[SchemaInfo]) -> Result<Schema, QapiError> {
         }
     }
     let mut listed = HashSet::with_capacity(infos.len());
+    let mut first_type: Option<&str> = None;
     for i in infos {
         if !listed.insert(i.name.clone()) {
             return Err(err(format!("'{}' is defined twice", i.name)));
+        }
+        // Introspection lists every command and event before the types.
+        match (&i.meta, first_type) {
+            (SchemaInfoMeta::Command { .. } | SchemaInfoMeta::Event { .. }, Some(t)) => {
+                return Err(err(format!(
+                    "'{}' is listed after type '{t}' (commands and events come first)",
+                    i.name
+                )))
+            }
+            (SchemaInfoMeta::Command { .. } | SchemaInfoMeta::Event { .. }, None) => {}
+            (_, None) => first_type = Some(&i.name),
+            _ => {}
         }
     }
     let mut l = Loader { s, module, listed };
