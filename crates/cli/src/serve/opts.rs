@@ -13,10 +13,13 @@ Run a simulated machine (or a fleet) behind a QMP monitor.
 
 qmpkit options:
   --schema FILE          serve this QAPI schema instead of the built-in one
+                         (source, or a server's query-qmp-schema answer)
   --dialect legacy|modern  language of --schema (default: modern)
   --cfg SYMBOL           enable a build configuration symbol (repeatable)
   --cfg-file FILE        symbols from a file, one per line
   --qemu-version X.Y.Z   version reported by the greeting and query-version
+                         (default: the machine file's, else the one the --schema
+                         path names, else inferred from the schema, else 2.12.0)
   --package STR          package string reported likewise
   --strict               commands without a handler answer CommandNotFound
   --list-handlers        list the served commands and how each is answered
@@ -316,6 +319,41 @@ mod tests {
         assert_eq!(p(&["-m"]).unwrap_err(), "-m: requires an argument");
         let o = p(&["--schema", "/x/qemu-1.3-dev.json"]).unwrap();
         assert_eq!(o.config.qemu_version, (1, 3, 0));
+    }
+
+    #[test]
+    fn version_precedence_and_machine_file_errors() {
+        let dir = std::env::temp_dir().join(format!("qmpkit-opts-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let vm = dir.join("vm.toml");
+        std::fs::write(&vm, "# a machine\nqemu-version = \"7.2.0\"\n[guest]\n").unwrap();
+        let vm_s = vm.to_str().unwrap();
+        // The machine file's version beats the --schema path's; --qemu-version beats both.
+        let o = p(&["--config", vm_s, "--schema", "/s/qemu-1.3-dev.json"]).unwrap();
+        assert_eq!(o.config.qemu_version, (7, 2, 0));
+        assert_eq!(o.qemu_version, Some((7, 2, 0)));
+        let o = p(&["--qemu-version", "4.0", "--config", vm_s]).unwrap();
+        assert_eq!(o.config.qemu_version, (4, 0, 0));
+        // Neither: left for the schema's content.
+        let o = p(&["--schema", "/s/mine.json"]).unwrap();
+        assert_eq!(o.qemu_version, None);
+        assert!(!top_level_key(
+            "[x]\nqemu-version = \"1.0\"\n",
+            "qemu-version"
+        ));
+        assert!(top_level_key(
+            "\"qemu-version\" = \"1.0\"\n",
+            "qemu-version"
+        ));
+        assert_eq!(
+            toml_error(
+                "vm.toml",
+                "machine file: TOML parse error at line 3, column 5\n  |\n3 | a = \n  |     ^\nstring values must be quoted\n"
+            ),
+            "vm.toml:3:5: string values must be quoted"
+        );
+        assert_eq!(toml_error("vm.toml", "machine file: odd"), "vm.toml: odd");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
