@@ -24,6 +24,15 @@
 //! can never hold ([`is_hidden`]), so that introspection lists nothing of
 //! them but walks the types in the server's order. Consumers that evaluate
 //! conditions never see them; others can skip them with [`is_hidden`].
+//!
+//! An answer no server gives, which could not be given back, is refused: a
+//! type used but not listed (built-in and array types included), a name
+//! listed twice (elements, members, enum values, variant cases,
+//! alternatives), a command or event after a type, a tag without variants,
+//! a built-in type of another name than `int` (`any`) whose JSON type is
+//! `int` (`value`). Spellings that say the same thing are not kept apart:
+//! an empty feature list, `allow-oob: false`, an enum's `values` beside its
+//! `members` (only `members` count).
 
 use super::{
     cname, ArrayType, BuiltinType, Command, Entity, EntityId, EntityKind, EnumMember, EnumType,
