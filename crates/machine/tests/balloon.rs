@@ -1,88 +1,16 @@
-use std::sync::Arc;
+mod common;
 
-use qmpkit_machine::{Args, Cx, Machine, MachineConfig};
-use serde_json::{json, Value};
-
-fn schema() -> Arc<qmpkit_schema::Schema> {
-    Arc::new(qmpkit_machine::embedded::load_schema().expect("embedded schema loads"))
-}
-
-#[allow(dead_code)]
-fn machine_with(f: impl FnOnce(&mut MachineConfig)) -> Machine {
-    let mut c = MachineConfig::default_machine();
-    f(&mut c);
-    Machine::new(Arc::new(c), schema())
-}
-
-#[allow(dead_code)]
-fn machine() -> Machine {
-    machine_with(|_| {})
-}
-
-fn args(v: Value) -> Args {
-    match v {
-        Value::Object(m) => m,
-        _ => Args::new(),
-    }
-}
-
-/// Run `cmd` now; errors as "Class: desc".
-#[allow(dead_code)]
-fn run(m: &mut Machine, cmd: &str, a: Value) -> Result<Value, String> {
-    let mut cx = Cx {
-        now_ns: m.now_ns,
-        ..Default::default()
-    };
-    run_cx(m, cmd, a, &mut cx)
-}
-
-#[allow(dead_code)]
-fn run_cx(m: &mut Machine, cmd: &str, a: Value, cx: &mut Cx) -> Result<Value, String> {
-    m.execute(cmd, &args(a), cx)
-        .unwrap_or_else(|| Err(qmpkit_wire::QmpError::generic("unhandled")))
-        .map_err(|e| format!("{}: {}", e.class, e.desc))
-}
+use common::*;
+use qmpkit_machine::Machine;
+use serde_json::json;
 
 /// Step the clock by `ms` in 10 ms ticks, running due timers.
-#[allow(dead_code)]
 fn step(m: &mut Machine, ms: u64) {
     for _ in 0..ms.div_ceil(10) {
         let t = m.now_ns + 10_000_000;
         m.advance(t);
         m.now_ns = m.now_ns.max(t);
     }
-}
-
-/// Drain events as `NAME data`.
-#[allow(dead_code)]
-fn events(m: &mut Machine) -> Vec<String> {
-    m.take_events()
-        .into_iter()
-        .map(|(n, d)| match d {
-            Some(d) => format!("{n} {d}"),
-            None => n,
-        })
-        .collect()
-}
-
-#[allow(dead_code)]
-fn ok(r: Result<Value, String>) -> Value {
-    match r {
-        Ok(v) => v,
-        Err(e) => panic!("unexpected error: {e}"),
-    }
-}
-
-#[allow(dead_code)]
-fn tmp(name: &str) -> std::path::PathBuf {
-    let d = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("qmpkit-machine-devices");
-    let _ = std::fs::create_dir_all(&d);
-    d.join(name)
-}
-
-#[allow(dead_code)]
-fn _unused() -> Value {
-    json!(null)
 }
 
 #[test]
