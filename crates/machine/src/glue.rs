@@ -144,11 +144,7 @@ impl MachineHandle {
             (r, m.next_deadline().is_some(), m.exit)
         };
         {
-            let mut slot = match self.events.lock() {
-                Ok(g) => g,
-                Err(p) => p.into_inner(),
-            };
-            *slot = Some(call.events.clone());
+            *self.events_slot() = Some(call.events.clone());
         }
         if timers_due {
             self.wake.notify_one();
@@ -192,18 +188,7 @@ impl MachineHandle {
             let exit = {
                 let mut m = lock(&self.machine);
                 m.advance(now);
-                let events = m.take_events();
-                if !events.is_empty() {
-                    let sink = match self.events.lock() {
-                        Ok(g) => g.clone(),
-                        Err(p) => p.into_inner().clone(),
-                    };
-                    if let Some(sink) = sink {
-                        for (name, data) in events {
-                            sink.emit(&name, data);
-                        }
-                    }
-                }
+                self.broadcast(m.take_events());
                 m.exit
             };
             if exit.is_some() {
@@ -216,11 +201,28 @@ impl MachineHandle {
     /// Where the timer task and later calls broadcast events (a fleet
     /// member's server is replaced when it is rebuilt).
     pub fn set_events(&self, events: Option<EventSender>) {
-        let mut slot = match self.events.lock() {
+        *self.events_slot() = events;
+    }
+
+    /// The events sink slot, even if a holder panicked.
+    fn events_slot(&self) -> MutexGuard<'_, Option<EventSender>> {
+        match self.events.lock() {
             Ok(g) => g,
             Err(p) => p.into_inner(),
-        };
-        *slot = events;
+        }
+    }
+
+    /// Send `events` through the timer task's sink, if there is one yet.
+    fn broadcast(&self, events: Vec<(String, Option<Value>)>) {
+        if events.is_empty() {
+            return;
+        }
+        let sink = self.events_slot().clone();
+        if let Some(sink) = sink {
+            for (name, data) in events {
+                sink.emit(&name, data);
+            }
+        }
     }
 
     /// Wait until the machine has ended.
@@ -247,15 +249,7 @@ impl MachineHandle {
             }
             m.take_events()
         };
-        let sink = match self.events.lock() {
-            Ok(g) => g.clone(),
-            Err(p) => p.into_inner().clone(),
-        };
-        if let Some(sink) = sink {
-            for (name, data) in events {
-                sink.emit(&name, data);
-            }
-        }
+        self.broadcast(events);
         let _ = self.exit_tx.send(Some(ExitReason::Shutdown));
     }
 }
