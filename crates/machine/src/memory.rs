@@ -89,46 +89,71 @@ pub fn fill_page(m: &Machine, page: u64, buf: &mut [u8; PAGE as usize]) {
     buf[..tag.len()].copy_from_slice(tag.as_bytes());
 }
 
+/// A piece of a guest-physical access that stays within one page.
+struct Piece {
+    /// Its guest-physical address.
+    gpa: u64,
+    page: u64,
+    /// Its offset in the page.
+    off: usize,
+    /// Its offset in the caller's buffer.
+    at: usize,
+    len: usize,
+}
+
+/// Split an access of `len` bytes at `gpa` at page boundaries (the address
+/// wraps around at the top).
+fn pieces(gpa: u64, len: usize) -> impl Iterator<Item = Piece> {
+    let mut at = 0usize;
+    std::iter::from_fn(move || {
+        if at >= len {
+            return None;
+        }
+        let a = gpa.wrapping_add(at as u64);
+        let off = (a % PAGE) as usize;
+        let n = (PAGE as usize - off).min(len - at);
+        let p = Piece {
+            gpa: a,
+            page: a / PAGE,
+            off,
+            at,
+            len: n,
+        };
+        at += n;
+        Some(p)
+    })
+}
+
 /// Read guest-physical memory; non-RAM reads as zero.
 pub fn read_phys(m: &Machine, gpa: u64, out: &mut [u8]) {
     let ram = m.config.memory_bytes;
     let mut page_buf = [0u8; PAGE as usize];
-    let mut done = 0usize;
-    while done < out.len() {
-        let a = gpa.wrapping_add(done as u64);
-        let page = a / PAGE;
-        let off = (a % PAGE) as usize;
-        let n = (PAGE as usize - off).min(out.len() - done);
-        if is_ram(ram, a) {
-            fill_page(m, page, &mut page_buf);
-            out[done..done + n].copy_from_slice(&page_buf[off..off + n]);
+    for p in pieces(gpa, out.len()) {
+        let dst = &mut out[p.at..p.at + p.len];
+        if is_ram(ram, p.gpa) {
+            fill_page(m, p.page, &mut page_buf);
+            dst.copy_from_slice(&page_buf[p.off..p.off + p.len]);
         } else {
-            out[done..done + n].fill(0);
+            dst.fill(0);
         }
-        done += n;
     }
 }
 
 /// Write guest-physical memory (RAM only; other writes are dropped).
 pub fn write_phys(m: &mut Machine, gpa: u64, data: &[u8]) {
     let ram = m.config.memory_bytes;
-    let mut done = 0usize;
-    while done < data.len() {
-        let a = gpa.wrapping_add(done as u64);
-        let page = a / PAGE;
-        let off = (a % PAGE) as usize;
-        let n = (PAGE as usize - off).min(data.len() - done);
-        if is_ram(ram, a) {
-            if !m.memory.written.contains_key(&page) {
-                let mut b = Box::new([0u8; PAGE as usize]);
-                fill_page(m, page, &mut b);
-                m.memory.written.insert(page, b);
-            }
-            if let Some(p) = m.memory.written.get_mut(&page) {
-                p[off..off + n].copy_from_slice(&data[done..done + n]);
-            }
+    for p in pieces(gpa, data.len()) {
+        if !is_ram(ram, p.gpa) {
+            continue;
         }
-        done += n;
+        if !m.memory.written.contains_key(&p.page) {
+            let mut b = Box::new([0u8; PAGE as usize]);
+            fill_page(m, p.page, &mut b);
+            m.memory.written.insert(p.page, b);
+        }
+        if let Some(w) = m.memory.written.get_mut(&p.page) {
+            w[p.off..p.off + p.len].copy_from_slice(&data[p.at..p.at + p.len]);
+        }
     }
 }
 
@@ -237,4 +262,43 @@ pub fn execute(m: &mut Machine, cmd: &str, args: &Args, _cx: &mut Cx) -> Option<
         "pmemsave" => pmemsave(m, args),
         _ => return None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::MachineConfig;
+
+    fn machine() -> Machine {
+        let schema = crate::embedded::load_schema().expect("embedded schema loads");
+        Machine::new(Arc::new(MachineConfig::default_machine()), Arc::new(schema))
+    }
+
+    #[test]
+    fn writes_across_pages_read_back_and_beyond_ram_are_dropped() {
+        let mut m = machine();
+        let ram = m.config.memory_bytes;
+        let data: Vec<u8> = (0..PAGE as usize + 100).map(|i| (i % 251) as u8).collect();
+        // Straddles three pages.
+        let gpa = 5 * PAGE - 50;
+        write_phys(&mut m, gpa, &data);
+        let mut back = vec![0u8; data.len()];
+        read_phys(&m, gpa, &mut back);
+        assert_eq!(back, data);
+        // The bytes around the write keep the page's own content.
+        let mut page = [0u8; PAGE as usize];
+        fill_page(&m, 4, &mut page);
+        let mut before = [0u8; 8];
+        read_phys(&m, gpa - 8, &mut before);
+        assert_eq!(before[..], page[PAGE as usize - 58..PAGE as usize - 50]);
+        assert_eq!(m.memory.written.len(), 3);
+        // Half in RAM, half past its end: only the RAM half is kept.
+        write_phys(&mut m, ram - 4, &[0xaa; 8]);
+        let mut edge = [0x55u8; 8];
+        read_phys(&m, ram - 4, &mut edge);
+        assert_eq!(edge, [0xaa, 0xaa, 0xaa, 0xaa, 0, 0, 0, 0]);
+        assert_eq!(m.memory.written.len(), 4);
+    }
 }
