@@ -560,6 +560,13 @@ pub fn all_devices(tree: &Tree) -> Vec<NodeId> {
         .collect()
 }
 
+/// Whether a device's `prop` (`netdev`, `drive`) already names `name`.
+fn backend_in_use(tree: &Tree, prop: &str, name: &str) -> bool {
+    all_devices(tree)
+        .into_iter()
+        .any(|n| tree.val(n, prop).and_then(Value::as_str) == Some(name))
+}
+
 /// The qdev id of a device (its name under /machine/peripheral).
 pub fn device_id(tree: &Tree, dev: NodeId) -> Option<String> {
     let p = tree.node(dev).parent?;
@@ -809,11 +816,7 @@ fn device_add_as(m: &mut Machine, args: &Args, driver: &str) -> CmdResult {
                     "Property '{owner}.netdev' can't find value '{name}'"
                 )));
             }
-            let tree = &m.qom.tree;
-            let used = all_devices(tree)
-                .into_iter()
-                .any(|n| tree.val(n, "netdev").and_then(Value::as_str) == Some(name));
-            if used {
+            if backend_in_use(&m.qom.tree, "netdev", name) {
                 return Err(QmpError::generic(format!(
                     "Property '{owner}.netdev' can't take value '{name}', it's in use"
                 )));
@@ -830,11 +833,7 @@ fn device_add_as(m: &mut Machine, args: &Args, driver: &str) -> CmdResult {
             // Drives other than the configured ones may come from block
             // commands this machine does not model: only a drive already
             // attached is refused.
-            let tree = &m.qom.tree;
-            let used = all_devices(tree)
-                .into_iter()
-                .any(|n| tree.val(n, "drive").and_then(Value::as_str) == Some(name));
-            if used {
+            if backend_in_use(&m.qom.tree, "drive", name) {
                 return Err(QmpError::generic(format!(
                     "Property '{backend_ty}.drive' can't take value '{name}', it's in use"
                 )));
