@@ -133,6 +133,14 @@ fn io_error(m: &mut Machine, args: &Args) -> CmdResult {
     empty()
 }
 
+/// What the running guest asks for (`what`, no data); refused unless it runs.
+fn guest_request(m: &mut Machine, what: &str) -> CmdResult {
+    require_running(m).and_then(|()| {
+        runstate::request(m, what, Value::Null);
+        empty()
+    })
+}
+
 pub fn execute(m: &mut Machine, cmd: &str, args: &Args, _cx: &mut Cx) -> Option<CmdResult> {
     let sub = cmd.strip_prefix(PREFIX)?;
     Some(match sub {
@@ -147,22 +155,10 @@ pub fn execute(m: &mut Machine, cmd: &str, args: &Args, _cx: &mut Cx) -> Option<
                 empty()
             }
         },
-        "guest-panic" => require_running(m).and_then(|()| {
-            runstate::request(m, "panic", Value::Null);
-            empty()
-        }),
-        "guest-suspend" => require_running(m).and_then(|()| {
-            runstate::request(m, "suspend", Value::Null);
-            empty()
-        }),
-        "guest-hibernate" => require_running(m).and_then(|()| {
-            runstate::request(m, "hibernate", Value::Null);
-            empty()
-        }),
-        "watchdog-fire" => require_running(m).and_then(|()| {
-            runstate::request(m, "watchdog", Value::Null);
-            empty()
-        }),
+        "guest-panic" => guest_request(m, "panic"),
+        "guest-suspend" => guest_request(m, "suspend"),
+        "guest-hibernate" => guest_request(m, "hibernate"),
+        "watchdog-fire" => guest_request(m, "watchdog"),
         "io-error" => io_error(m, args),
         "inject-failure" => {
             let command = arg_str(args, "command").unwrap_or("").to_string();
