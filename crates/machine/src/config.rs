@@ -1068,42 +1068,43 @@ mod tests {
     fn options_are_checked_as_qemu_checks_them() {
         let mut c = MachineConfig::default_machine();
         assert!(c.validate().is_ok());
-        assert_eq!(
-            opt_err(&mut c, "device", "nosuch,id=zz"),
-            "-device nosuch,id=zz: 'nosuch' is not a valid device model name"
-        );
-        assert_eq!(
-            opt_err(&mut c, "device", "e1000,id=e9,foo=1"),
-            "-device e1000,id=e9,foo=1: Property '.foo' not found"
-        );
-        assert_eq!(
-            opt_err(&mut c, "device", "virtio-blk-pci,id=vb"),
-            "-device virtio-blk-pci,id=vb: drive property not set"
-        );
-        assert_eq!(
-            opt_err(&mut c, "device", "e1000,mac=xx"),
-            "-device e1000,mac=xx: Property 'e1000.mac' doesn't take value 'xx'"
-        );
-        assert_eq!(
-            opt_err(&mut c, "netdev", "nosuch,id=n9"),
-            "-netdev nosuch,id=n9: Invalid parameter 'nosuch'"
-        );
-        assert_eq!(
-            opt_err(&mut c, "netdev", "nic,id=n9"),
-            "-netdev nic,id=n9: Parameter 'type' expects a netdev backend type"
-        );
-        assert_eq!(
-            opt_err(&mut c, "drive", "if=ide,id=x,bogus=1"),
-            "-drive if=ide,id=x,bogus=1: Must specify either driver or file"
-        );
-        assert_eq!(
-            opt_err(&mut c, "drive", "file=a.qcow2,format=qcow2,bogus=1"),
-            "-drive file=a.qcow2,format=qcow2,bogus=1: Block format 'qcow2' does not support the option 'bogus'"
-        );
-        assert_eq!(
-            opt_err(&mut c, "drive", "file=a.img,bogus=1"),
-            "-drive file=a.img,bogus=1: Block protocol 'file' doesn't support the option 'bogus'"
-        );
+        for (name, v, why) in [
+            (
+                "device",
+                "nosuch,id=zz",
+                "'nosuch' is not a valid device model name",
+            ),
+            ("device", "e1000,id=e9,foo=1", "Property '.foo' not found"),
+            ("device", "virtio-blk-pci,id=vb", "drive property not set"),
+            (
+                "device",
+                "e1000,mac=xx",
+                "Property 'e1000.mac' doesn't take value 'xx'",
+            ),
+            ("netdev", "nosuch,id=n9", "Invalid parameter 'nosuch'"),
+            (
+                "netdev",
+                "nic,id=n9",
+                "Parameter 'type' expects a netdev backend type",
+            ),
+            (
+                "drive",
+                "if=ide,id=x,bogus=1",
+                "Must specify either driver or file",
+            ),
+            (
+                "drive",
+                "file=a.qcow2,format=qcow2,bogus=1",
+                "Block format 'qcow2' does not support the option 'bogus'",
+            ),
+            (
+                "drive",
+                "file=a.img,bogus=1",
+                "Block protocol 'file' doesn't support the option 'bogus'",
+            ),
+        ] {
+            assert_eq!(opt_err(&mut c, name, v), format!("-{name} {v}: {why}"));
+        }
         // Nothing was added by the failures.
         assert_eq!(c, MachineConfig::default_machine());
         // What management tools pass is accepted (boot order included).
