@@ -10,7 +10,7 @@
 //!   negotiate itself), `1` negotiates first, `2` negotiates with `oob`,
 //!   `3` negotiates twice with `oob` (the second one is refused);
 //! * bits 2-4: the size of the writes the bytes arrive in (1 byte to all
-//!   at once), so that requests are cut at any place;
+//!   at once, at most 64 writes), so that requests are cut at any place;
 //! * bits 5-7: the duplex buffer's size, small ones making the server
 //!   wait for the client to read.
 //!
@@ -62,7 +62,7 @@ const NEGOTIATE_OOB: &[u8] =
     b"{\"execute\": \"qmp_capabilities\", \"arguments\": {\"enable\": [\"oob\"]}}\n";
 
 const CHUNKS: [usize; 8] = [1, 2, 3, 7, 64, 509, 4096, usize::MAX];
-const BUFFERS: [usize; 8] = [1, 16, 100, 1024, 4096, 65536, 1 << 20, 1 << 20];
+const BUFFERS: [usize; 8] = [16, 64, 100, 1024, 4096, 65536, 1 << 20, 1 << 20];
 
 /// Strict JSON (not QEMU's dialect), as deep as the server's own decoder
 /// lets requests (and so their echoed ids) nest.
@@ -146,7 +146,9 @@ fuzz_target!(|data: &[u8]| {
         let session = tokio::spawn(async move { server.serve_stream(server_side).await });
         let (mut rd, mut wr) = tokio::io::split(client);
         let writer = async move {
-            for piece in input.chunks(chunk.min(input.len().max(1))) {
+            // At most 64 writes per input, whatever the write size.
+            let chunk = chunk.min(input.len()).max(input.len() / 64).max(1);
+            for piece in input.chunks(chunk) {
                 if wr.write_all(piece).await.is_err() {
                     break;
                 }
