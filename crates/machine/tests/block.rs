@@ -6,14 +6,14 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use qmpkit_machine::glue::MachineHandle;
-use qmpkit_machine::{Args, Cx, Machine, MachineConfig};
+use qmpkit_machine::{Cx, Machine, MachineConfig};
 use qmpkit_schema::{Dialect, Schema};
 use qmpkit_server::{Call, EventSender, Registry, SessionInfo};
 use serde_json::{json, Value};
 
-fn schema() -> Arc<Schema> {
-    Arc::new(qmpkit_machine::embedded::load_schema().expect("embedded schema loads"))
-}
+mod common;
+
+use common::{args, events, machine, run_cx, schema};
 
 fn schema_13() -> Option<Arc<Schema>> {
     let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/seeds/qemu-1.3-dev.json");
@@ -26,33 +26,9 @@ fn schema_13() -> Option<Arc<Schema>> {
     ))
 }
 
-fn machine() -> Machine {
-    Machine::new(Arc::new(MachineConfig::default_machine()), schema())
-}
-
-fn args(v: Value) -> Args {
-    match v {
-        Value::Object(m) => m,
-        _ => Args::new(),
-    }
-}
-
-/// Run `cmd`; errors as "Class: desc".
+/// Run `cmd` at time zero; errors as "Class: desc".
 fn run(m: &mut Machine, cmd: &str, a: Value) -> Result<Value, String> {
-    let mut cx = Cx::default();
-    m.execute(cmd, &args(a), &mut cx)
-        .unwrap_or_else(|| Err(qmpkit_wire::QmpError::generic("unhandled")))
-        .map_err(|e| format!("{}: {}", e.class, e.desc))
-}
-
-fn events(m: &mut Machine) -> Vec<String> {
-    m.take_events()
-        .into_iter()
-        .map(|(n, d)| match d {
-            Some(d) => format!("{n} {d}"),
-            None => n,
-        })
-        .collect()
+    run_cx(m, cmd, a, &mut Cx::default())
 }
 
 fn drive<'a>(list: &'a Value, dev: &str) -> &'a Value {

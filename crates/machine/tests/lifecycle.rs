@@ -3,25 +3,12 @@
 
 use std::sync::Arc;
 
-use qmpkit_machine::{Args, Cx, Machine, MachineConfig};
+use qmpkit_machine::{Cx, Machine, MachineConfig};
 use serde_json::{json, Value};
 
-fn schema() -> Arc<qmpkit_schema::Schema> {
-    Arc::new(qmpkit_machine::embedded::load_schema().expect("embedded schema loads"))
-}
+mod common;
 
-fn machine(f: impl FnOnce(&mut MachineConfig)) -> Machine {
-    let mut c = MachineConfig::default_machine();
-    f(&mut c);
-    Machine::new(Arc::new(c), schema())
-}
-
-fn args(v: Value) -> Args {
-    match v {
-        Value::Object(m) => m,
-        _ => Args::new(),
-    }
-}
+use common::{events, machine_with, run_cx};
 
 /// Run `cmd` at time `t` (ms), then serve what the main loop would serve
 /// right after the reply; answer (result, events in order).
@@ -30,22 +17,9 @@ fn run(m: &mut Machine, t_ms: u64, cmd: &str, a: Value) -> (Result<Value, String
         now_ns: t_ms * 1_000_000,
         ..Default::default()
     };
-    let r = m
-        .execute(cmd, &args(a), &mut cx)
-        .unwrap_or_else(|| Err(qmpkit_wire::QmpError::generic("unhandled")))
-        .map_err(|e| format!("{}: {}", e.class, e.desc));
+    let r = run_cx(m, cmd, a, &mut cx);
     m.advance(t_ms * 1_000_000);
-    (r, names(m))
-}
-
-fn names(m: &mut Machine) -> Vec<String> {
-    m.take_events()
-        .into_iter()
-        .map(|(n, d)| match d {
-            Some(d) => format!("{n} {d}"),
-            None => n,
-        })
-        .collect()
+    (r, events(m))
 }
 
 fn status(m: &mut Machine) -> String {
@@ -55,7 +29,7 @@ fn status(m: &mut Machine) -> String {
 
 #[test]
 fn start_paused_cont_stop_powerdown() {
-    let mut m = machine(|c| c.start_paused = true);
+    let mut m = machine_with(|c| c.start_paused = true);
     assert_eq!(status(&mut m), "prelaunch");
     let (r, ev) = run(&mut m, 0, "query-status", json!({}));
     assert_eq!(
@@ -77,19 +51,19 @@ fn start_paused_cont_stop_powerdown() {
     );
     // The guest takes its time (500 ms by default).
     m.advance(400_000_000);
-    assert!(names(&mut m).is_empty());
+    assert!(events(&mut m).is_empty());
     assert!(m.exit.is_none());
     m.advance(600_000_000);
-    assert_eq!(names(&mut m), [r#"SHUTDOWN {"guest":true}"#]);
+    assert_eq!(events(&mut m), [r#"SHUTDOWN {"guest":true}"#]);
     assert!(m.exit.is_some());
 }
 
 #[test]
 fn no_shutdown_stays_in_shutdown_and_needs_reset() {
-    let mut m = machine(|c| c.no_shutdown = true);
+    let mut m = machine_with(|c| c.no_shutdown = true);
     let _ = run(&mut m, 0, "system_powerdown", json!({}));
     m.advance(1_000_000_000);
-    assert_eq!(names(&mut m), [r#"SHUTDOWN {"guest":true}"#, "STOP"]);
+    assert_eq!(events(&mut m), [r#"SHUTDOWN {"guest":true}"#, "STOP"]);
     assert!(m.exit.is_none());
     assert_eq!(status(&mut m), "shutdown");
     let (r, _) = run(&mut m, 1000, "cont", json!({}));
@@ -107,32 +81,32 @@ fn no_shutdown_stays_in_shutdown_and_needs_reset() {
 
 #[test]
 fn powerdown_while_paused_waits_for_the_guest() {
-    let mut m = machine(|_| {});
+    let mut m = machine_with(|_| {});
     let _ = run(&mut m, 0, "stop", json!({}));
     assert_eq!(
         run(&mut m, 1, "system_powerdown", json!({})).1,
         ["POWERDOWN"]
     );
     m.advance(5_000_000_000);
-    assert!(names(&mut m).is_empty());
+    assert!(events(&mut m).is_empty());
     assert_eq!(run(&mut m, 5000, "cont", json!({})).1, ["RESUME"]);
     m.advance(5_600_000_000);
-    assert_eq!(names(&mut m), [r#"SHUTDOWN {"guest":true}"#]);
+    assert_eq!(events(&mut m), [r#"SHUTDOWN {"guest":true}"#]);
 }
 
 #[test]
 fn guest_without_acpi_ignores_the_button() {
-    let mut m = machine(|_| {});
+    let mut m = machine_with(|_| {});
     let _ = run(&mut m, 0, "__org.qmpkit_set-guest", json!({"acpi": false}));
     let _ = run(&mut m, 0, "system_powerdown", json!({}));
     m.advance(60_000_000_000);
-    assert!(names(&mut m).is_empty());
+    assert!(events(&mut m).is_empty());
     assert_eq!(status(&mut m), "running");
 }
 
 #[test]
 fn quit_shuts_down_even_with_no_shutdown() {
-    let mut m = machine(|c| c.no_shutdown = true);
+    let mut m = machine_with(|c| c.no_shutdown = true);
     let (r, ev) = run(&mut m, 0, "quit", json!({}));
     assert_eq!(r.unwrap(), json!({}));
     assert_eq!(ev, [r#"SHUTDOWN {"guest":false}"#]);
@@ -141,7 +115,7 @@ fn quit_shuts_down_even_with_no_shutdown() {
 
 #[test]
 fn suspend_and_wakeup() {
-    let mut m = machine(|_| {});
+    let mut m = machine_with(|_| {});
     // QEMU 2.12 accepts a wakeup of a running guest silently.
     assert_eq!(
         run(&mut m, 0, "system_wakeup", json!({})).0.unwrap(),
@@ -160,7 +134,7 @@ fn suspend_and_wakeup() {
 
 #[test]
 fn wakeup_error_from_qemu_4() {
-    let mut m = machine(|c| c.qemu_version = (4, 0, 0));
+    let mut m = machine_with(|c| c.qemu_version = (4, 0, 0));
     assert_eq!(
         run(&mut m, 0, "system_wakeup", json!({})).0.unwrap_err(),
         "GenericError: Unable to wake up: guest is not in suspended state"
@@ -169,7 +143,7 @@ fn wakeup_error_from_qemu_4() {
 
 #[test]
 fn guest_reboot_and_shutdown() {
-    let mut m = machine(|_| {});
+    let mut m = machine_with(|_| {});
     let (_, ev) = run(
         &mut m,
         0,
@@ -185,7 +159,7 @@ fn guest_reboot_and_shutdown() {
 
 #[test]
 fn no_reboot_turns_reboot_into_shutdown() {
-    let mut m = machine(|c| c.no_reboot = true);
+    let mut m = machine_with(|c| c.no_reboot = true);
     let (_, ev) = run(
         &mut m,
         0,
@@ -197,14 +171,14 @@ fn no_reboot_turns_reboot_into_shutdown() {
 
 #[test]
 fn panic_with_and_without_no_shutdown() {
-    let mut m = machine(|c| c.no_shutdown = true);
+    let mut m = machine_with(|c| c.no_shutdown = true);
     let (_, ev) = run(&mut m, 0, "__org.qmpkit_guest-panic", json!({}));
     assert_eq!(ev, [r#"GUEST_PANICKED {"action":"pause"}"#, "STOP"]);
     assert_eq!(status(&mut m), "guest-panicked");
     // QEMU 2.12 lets a panicked guest continue.
     assert_eq!(run(&mut m, 1, "cont", json!({})).1, ["RESUME"]);
 
-    let mut m = machine(|c| {
+    let mut m = machine_with(|c| {
         c.no_shutdown = true;
         c.qemu_version = (2, 0, 0)
     });
@@ -214,7 +188,7 @@ fn panic_with_and_without_no_shutdown() {
         "GenericError: Resetting the Virtual Machine is required"
     );
 
-    let mut m = machine(|_| {});
+    let mut m = machine_with(|_| {});
     let (_, ev) = run(&mut m, 0, "__org.qmpkit_guest-panic", json!({}));
     assert_eq!(
         ev,
@@ -230,7 +204,7 @@ fn panic_with_and_without_no_shutdown() {
 
 #[test]
 fn watchdog_actions() {
-    let mut m = machine(|_| {});
+    let mut m = machine_with(|_| {});
     let (_, ev) = run(&mut m, 0, "__org.qmpkit_watchdog-fire", json!({}));
     assert_eq!(
         ev,
@@ -250,7 +224,7 @@ fn watchdog_actions() {
 
 #[test]
 fn io_error_stops_on_enospc() {
-    let mut m = machine(|_| {});
+    let mut m = machine_with(|_| {});
     let (_, ev) = run(
         &mut m,
         0,
@@ -282,7 +256,7 @@ fn io_error_stops_on_enospc() {
 
 #[test]
 fn injected_failures() {
-    let mut m = machine(|_| {});
+    let mut m = machine_with(|_| {});
     let _ = run(
         &mut m,
         0,
@@ -313,7 +287,7 @@ fn injected_failures() {
 
 #[test]
 fn identity_answers() {
-    let mut m = machine(|c| {
+    let mut m = machine_with(|c| {
         c.name = Some("vm1".into());
         c.uuid = Some("550e8400-e29b-41d4-a716-446655440000".into());
         c.package = "qmpkit".into();
@@ -404,7 +378,7 @@ fn old_schema_shapes() {
 
 #[test]
 fn incoming_waits_in_inmigrate() {
-    let mut m = machine(|c| c.incoming = Some("defer".into()));
+    let mut m = machine_with(|c| c.incoming = Some("defer".into()));
     assert_eq!(status(&mut m), "inmigrate");
     // cont and stop only choose whether to run once migrated.
     assert_eq!(run(&mut m, 0, "cont", json!({})).1, Vec::<String>::new());
@@ -416,7 +390,7 @@ fn incoming_waits_in_inmigrate() {
 
 #[test]
 fn hibernate_reports_suspend_disk_then_shuts_down() {
-    let mut m = machine(|c| c.no_shutdown = true);
+    let mut m = machine_with(|c| c.no_shutdown = true);
     let (_, ev) = run(&mut m, 0, "__org.qmpkit_guest-hibernate", json!({}));
     assert_eq!(ev, ["SUSPEND_DISK", r#"SHUTDOWN {"guest":true}"#, "STOP"]);
     assert_eq!(status(&mut m), "shutdown");
