@@ -111,58 +111,23 @@ fn paused_guest_acknowledges_after_cont() {
 #[test]
 fn device_add_errors() {
     let mut m = machine();
-    let e = |m: &mut Machine, a: Value| run(m, "device_add", a).unwrap_err();
-    assert_eq!(
-        e(&mut m, json!({"driver": "bogus"})),
-        "GenericError: 'bogus' is not a valid device model name"
-    );
-    assert_eq!(
-        e(&mut m, json!({"driver": "pci-device"})),
-        "GenericError: Parameter 'driver' expects non-abstract device type"
-    );
-    assert_eq!(
-        e(&mut m, json!({"driver": "i440FX"})),
-        "GenericError: Parameter 'driver' expects pluggable device type"
-    );
-    assert_eq!(
-        e(&mut m, json!({"driver": "e1000", "bus": "nope"})),
-        "DeviceNotFound: Bus 'nope' not found"
-    );
-    assert_eq!(
-        e(&mut m, json!({"driver": "e1000", "bus": "ide.0"})),
-        "GenericError: Device 'e1000' can't go on IDE bus"
-    );
-    assert_eq!(
-        e(&mut m, json!({"driver": "ide-hd", "drive": "ide0-hd0"})),
-        "GenericError: Bus 'ide.0' does not support hotplugging"
-    );
-    assert_eq!(
-        e(&mut m, json!({"driver": "usb-tablet"})),
-        "GenericError: No 'usb-bus' bus found for device 'usb-tablet'"
-    );
-    assert_eq!(
-        e(&mut m, json!({"driver": "e1000", "id": "1bad"})),
-        "GenericError: Parameter 'id' expects an identifier"
-    );
-    assert_eq!(
-        e(&mut m, json!({"driver": "e1000", "foo": "1"})),
-        "GenericError: Property '.foo' not found"
-    );
-    assert_eq!(
-        e(&mut m, json!({"driver": "e1000", "mac": "xx"})),
-        "GenericError: Property 'e1000.mac' doesn't take value 'xx'"
-    );
-    assert_eq!(
-        e(
-            &mut m,
-            json!({"driver": "virtio-blk-pci", "drive": "virtio0"})
-        ),
-        "GenericError: Property 'virtio-blk-device.drive' can't take value 'virtio0', it's in use"
-    );
-    assert_eq!(
-        e(&mut m, json!({"driver": "e1000", "addr": "3"})),
-        "GenericError: PCI: slot 3 function 0 not available for e1000, in use by virtio-net-pci"
-    );
+    for (a, want) in [
+        (json!({"driver": "bogus"}), "GenericError: 'bogus' is not a valid device model name"),
+        (json!({"driver": "pci-device"}), "GenericError: Parameter 'driver' expects non-abstract device type"),
+        (json!({"driver": "i440FX"}), "GenericError: Parameter 'driver' expects pluggable device type"),
+        (json!({"driver": "e1000", "bus": "nope"}), "DeviceNotFound: Bus 'nope' not found"),
+        (json!({"driver": "e1000", "bus": "ide.0"}), "GenericError: Device 'e1000' can't go on IDE bus"),
+        (json!({"driver": "ide-hd", "drive": "ide0-hd0"}), "GenericError: Bus 'ide.0' does not support hotplugging"),
+        (json!({"driver": "usb-tablet"}), "GenericError: No 'usb-bus' bus found for device 'usb-tablet'"),
+        (json!({"driver": "e1000", "id": "1bad"}), "GenericError: Parameter 'id' expects an identifier"),
+        (json!({"driver": "e1000", "foo": "1"}), "GenericError: Property '.foo' not found"),
+        (json!({"driver": "e1000", "mac": "xx"}), "GenericError: Property 'e1000.mac' doesn't take value 'xx'"),
+        (json!({"driver": "virtio-blk-pci", "drive": "virtio0"}), "GenericError: Property 'virtio-blk-device.drive' can't take value 'virtio0', it's in use"),
+        (json!({"driver": "e1000", "addr": "3"}), "GenericError: PCI: slot 3 function 0 not available for e1000, in use by virtio-net-pci"),
+    ] {
+        let got = run(&mut m, "device_add", a.clone()).unwrap_err();
+        assert_eq!(got, want, "device_add {a}");
+    }
     // Nothing was created by the failures.
     assert_eq!(peripherals(&mut m).len(), 5);
 }
