@@ -148,6 +148,25 @@ fn counts(schema: &Schema, with_ext: bool) -> [usize; 6] {
     c
 }
 
+/// The seed's entries that ours renders otherwise (each as `show` words
+/// it) and those ours lacks.
+fn compare<'a, V: PartialEq>(
+    seed: &'a BTreeMap<String, V>,
+    ours: &BTreeMap<String, V>,
+    show: impl Fn(&str, &V, &V) -> String,
+) -> (Vec<String>, Vec<&'a str>) {
+    let mut differ = Vec::new();
+    let mut missing = Vec::new();
+    for (key, want) in seed {
+        match ours.get(key) {
+            Some(got) if got == want => {}
+            Some(got) => differ.push(show(key, want, got)),
+            None => missing.push(key.as_str()),
+        }
+    }
+    (differ, missing)
+}
+
 #[test]
 fn introspection_matches_the_seed_entity_by_entity() {
     let ours_schema = ours();
@@ -155,15 +174,9 @@ fn introspection_matches_the_seed_entity_by_entity() {
     let ours = introspection(&ours_schema);
     let seed = introspection(&seed_schema);
 
-    let mut differ = Vec::new();
-    let mut missing = Vec::new();
-    for (name, want) in &seed {
-        match ours.get(name) {
-            Some(got) if got == want => {}
-            Some(got) => differ.push(format!("{name}:\n  seed: {want}\n  ours: {got}")),
-            None => missing.push(name.as_str()),
-        }
-    }
+    let (differ, missing) = compare(&seed, &ours, |name, want, got| {
+        format!("{name}:\n  seed: {want}\n  ours: {got}")
+    });
     // Entries only we have: extensions, and seed types that nothing in
     // the seed reaches but an extension does (e.g. QapiErrorClass).
     let mut extra = Vec::new();
@@ -207,15 +220,9 @@ fn model_matches_the_seed_entity_by_entity() {
     let ours = dump_blocks(&ours_schema);
     let seed = dump_blocks(&seed_schema);
 
-    let mut differ = Vec::new();
-    let mut missing = Vec::new();
-    for (key, want) in &seed {
-        match ours.get(key) {
-            Some(got) if got == want => {}
-            Some(got) => differ.push(format!("{key}:\n--- seed\n{want}--- ours\n{got}")),
-            None => missing.push(key.as_str()),
-        }
-    }
+    let (differ, missing) = compare(&seed, &ours, |key, want, got| {
+        format!("{key}:\n--- seed\n{want}--- ours\n{got}")
+    });
     let extra: Vec<&str> = ours
         .keys()
         .filter(|k| !seed.contains_key(*k) && !is_ext(k))
