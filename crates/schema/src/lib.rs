@@ -25,8 +25,8 @@ pub mod introspect;
 pub mod model;
 pub mod stats;
 
-pub use model::Schema;
 pub use model::from_introspection::{load_any, load_introspection, SchemaSource};
+pub use model::Schema;
 
 /// Read, parse and check the schema at `path` (and its includes) from the
 /// file system: the whole pipeline up to the checked model.
