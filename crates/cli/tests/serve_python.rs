@@ -9,33 +9,12 @@
 mod support;
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 
+use qmpkit_testkit::python::{python, qmp_shell};
 use serde_json::{json, Value};
 use support::*;
-
-fn python() -> Result<PathBuf, String> {
-    if let Some(p) = std::env::var_os("QMPKIT_PYTHON") {
-        return Ok(PathBuf::from(p));
-    }
-    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.ci/venv/bin/python");
-    if venv.exists() {
-        return Ok(venv);
-    }
-    let ok = Command::new("python3")
-        .args(["-c", "import qemu.qmp"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    if ok {
-        Ok(PathBuf::from("python3"))
-    } else {
-        Err("QMPKIT_PYTHON is unset and python3 cannot import qemu.qmp".into())
-    }
-}
 
 macro_rules! python_or_skip {
     () => {
@@ -170,16 +149,6 @@ fn qemu_qmp_with_no_shutdown() {
     );
     assert!(s.child.wait().expect("wait").success());
     let _ = std::fs::remove_dir_all(&dir);
-}
-
-fn qmp_shell(py: &Path) -> PathBuf {
-    if let Some(dir) = py.parent() {
-        let p = dir.join("qmp-shell");
-        if p.exists() {
-            return p;
-        }
-    }
-    PathBuf::from("qmp-shell")
 }
 
 /// qmp-shell run as a script drives the life cycle: start with -S and

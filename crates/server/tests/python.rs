@@ -5,42 +5,12 @@
 mod common;
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 
 use qmpkit_server::ServerOptions;
+use qmpkit_testkit::python::{python, qmp_shell};
 use serde_json::{json, Value};
-
-fn python() -> Result<PathBuf, String> {
-    if let Some(p) = std::env::var_os("QMPKIT_PYTHON") {
-        return Ok(PathBuf::from(p));
-    }
-    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.ci/venv/bin/python");
-    if venv.exists() {
-        return Ok(venv);
-    }
-    let ok = Command::new("python3")
-        .args(["-c", "import qemu.qmp"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if ok {
-        Ok(PathBuf::from("python3"))
-    } else {
-        Err("QMPKIT_PYTHON is unset and python3 cannot import qemu.qmp".into())
-    }
-}
-
-fn qmp_shell(python: &Path) -> PathBuf {
-    if let Some(dir) = python.parent() {
-        let p = dir.join("qmp-shell");
-        if p.exists() {
-            return p;
-        }
-    }
-    PathBuf::from("qmp-shell")
-}
 
 macro_rules! python_or_skip {
     () => {

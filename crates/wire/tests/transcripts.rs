@@ -3,50 +3,13 @@
 //! (byte for byte), the right number of replies, and echo the right `id`;
 //! every line QEMU sent must re-encode to exactly the same bytes.
 
+use qmpkit_testkit::transcript::unrepr;
 use qmpkit_wire::{encode_line, json::decode_all, response_error, JsonStreamer, QmpError, Request};
 use serde_json::Value;
 use std::path::PathBuf;
 
 fn shared() -> PathBuf {
     PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared"))
-}
-
-/// Python's repr of a bytes object (`b'…'` or `b"…"`) to the bytes.
-fn unrepr(s: &str) -> Option<(Vec<u8>, &str)> {
-    let s = s.strip_prefix('b')?;
-    let quote = s.chars().next()?;
-    let body = &s[1..];
-    let mut out = Vec::new();
-    let bytes = body.as_bytes();
-    let mut i = 0;
-    while i < bytes.len() {
-        let c = bytes[i];
-        if c == quote as u8 {
-            return Some((out, &body[i + 1..]));
-        }
-        if c == b'\\' {
-            let e = *bytes.get(i + 1)?;
-            i += 2;
-            match e {
-                b'n' => out.push(b'\n'),
-                b'r' => out.push(b'\r'),
-                b't' => out.push(b'\t'),
-                b'\\' => out.push(b'\\'),
-                b'\'' => out.push(b'\''),
-                b'"' => out.push(b'"'),
-                b'x' => {
-                    let h = std::str::from_utf8(bytes.get(i..i + 2)?).ok()?;
-                    out.push(u8::from_str_radix(h, 16).ok()?);
-                    i += 2;
-                }
-                _ => return None,
-            }
-        } else {
-            out.push(c);
-            i += 1;
-        }
-    }
-    None
 }
 
 /// A `>>>` line's bytes; abbreviated ones (`[N bytes] b'head' ... b'tail'`) are

@@ -1,0 +1,65 @@
+//! The transcripts' byte lines, written as Python's `repr` of a bytes object.
+
+/// Bytes from Python's `repr` of a bytes object (`b'…'` or `b"…"`), and what follows the
+/// closing quote. `None` when the text is not such a repr.
+pub fn unrepr(s: &str) -> Option<(Vec<u8>, &str)> {
+    let s = s.strip_prefix('b')?;
+    let q = s.chars().next()?;
+    if q != '\'' && q != '"' {
+        return None;
+    }
+    let body = &s[1..];
+    let bytes = body.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        let c = bytes[i];
+        if c == q as u8 {
+            return Some((out, &body[i + 1..]));
+        }
+        if c == b'\\' {
+            let e = *bytes.get(i + 1)?;
+            i += 2;
+            match e {
+                b'n' => out.push(b'\n'),
+                b'r' => out.push(b'\r'),
+                b't' => out.push(b'\t'),
+                b'\\' => out.push(b'\\'),
+                b'\'' => out.push(b'\''),
+                b'"' => out.push(b'"'),
+                b'x' => {
+                    let h = std::str::from_utf8(bytes.get(i..i + 2)?).ok()?;
+                    out.push(u8::from_str_radix(h, 16).ok()?);
+                    i += 2;
+                }
+                _ => return None,
+            }
+        } else {
+            out.push(c);
+            i += 1;
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::unrepr;
+
+    #[test]
+    fn python_repr_parsing() {
+        assert_eq!(unrepr(r"b'a\r\n'").map(|x| x.0), Some(b"a\r\n".to_vec()));
+        assert_eq!(
+            unrepr(r#"b"{'x'}\n""#).map(|x| x.0),
+            Some(b"{'x'}\n".to_vec())
+        );
+        assert_eq!(
+            unrepr(r"b'\xff\\q'").map(|x| x.0),
+            Some(b"\xff\\q".to_vec())
+        );
+        assert_eq!(unrepr("b'a' ... b'b'").map(|x| x.1), Some(" ... b'b'"));
+        assert_eq!(unrepr("'a'"), None);
+        assert_eq!(unrepr("bxax"), None);
+        assert_eq!(unrepr("b'unterminated"), None);
+    }
+}
