@@ -38,32 +38,36 @@ fn qmpkit(dir: &Path, args: &[&str]) -> (i32, String, String) {
     )
 }
 
+/// `qmpkit schema diff ARGS` run in `dir`.
+fn schema_diff(dir: &Path, args: &[&str]) -> (i32, String, String) {
+    let mut all = vec!["schema", "diff"];
+    all.extend_from_slice(args);
+    qmpkit(dir, &all)
+}
+
+/// `qmpkit schema diff ARGS` in ../shared exits 1 (changes), prints nothing on stderr and
+/// exactly the golden file `name` on stdout.
+fn diff_matches_golden(args: &[&str], name: &str) {
+    let Some(dir) = shared() else { return };
+    let (code, out, err) = schema_diff(&dir, args);
+    assert_eq!((code, err.as_str()), (1, ""));
+    assert_eq!(out, golden(name));
+}
+
 #[test]
 fn text_diff_of_seeds_matches_golden() {
-    let Some(dir) = shared() else { return };
     // No --dialect: the seeds fail under the modern dialect and are read
     // with the legacy one.
-    let (code, out, err) = qmpkit(
-        &dir,
-        &[
-            "schema",
-            "diff",
-            "seeds/qemu-1.0-dev.json",
-            "seeds/qemu-1.1-dev.json",
-        ],
+    diff_matches_golden(
+        &["seeds/qemu-1.0-dev.json", "seeds/qemu-1.1-dev.json"],
+        "seeds-1.0-to-1.1.txt",
     );
-    assert_eq!((code, err.as_str()), (1, ""));
-    assert_eq!(out, golden("seeds-1.0-to-1.1.txt"));
 }
 
 #[test]
 fn json_diff_of_seeds_matches_golden() {
-    let Some(dir) = shared() else { return };
-    let (code, out, err) = qmpkit(
-        &dir,
+    diff_matches_golden(
         &[
-            "schema",
-            "diff",
             "--format",
             "json",
             "--dialect",
@@ -71,19 +75,16 @@ fn json_diff_of_seeds_matches_golden() {
             "seeds/qemu-1.1-dev.json",
             "seeds/qemu-1.3-dev.json",
         ],
+        "seeds-1.1-to-1.3.json",
     );
-    assert_eq!((code, err.as_str()), (1, ""));
-    assert_eq!(out, golden("seeds-1.1-to-1.3.json"));
 }
 
 #[test]
 fn introspection_answers_match_golden() {
     let Some(dir) = shared() else { return };
-    let (code, out, _) = qmpkit(
+    let (code, out, _) = schema_diff(
         &dir,
         &[
-            "schema",
-            "diff",
             "qemu-ref/introspection/qemu-storage-daemon-7.2.22-query-qmp-schema.json",
             "qemu-ref/introspection/qemu-storage-daemon-10.0.2-query-qmp-schema.json",
         ],
@@ -109,15 +110,7 @@ fn source_against_its_own_introspection_is_unchanged() {
     let tmp = std::env::temp_dir().join(format!("qmpkit-diff-{}.json", std::process::id()));
     std::fs::write(&tmp, answer).expect("write answer");
     let tmp_s = tmp.to_string_lossy().into_owned();
-    let (code, out, err) = qmpkit(
-        &dir,
-        &[
-            "schema",
-            "diff",
-            "seeds/qemu-2.12-dev/qapi-schema.json",
-            &tmp_s,
-        ],
-    );
+    let (code, out, err) = schema_diff(&dir, &["seeds/qemu-2.12-dev/qapi-schema.json", &tmp_s]);
     let _ = std::fs::remove_file(&tmp);
     assert_eq!((code, err.as_str()), (0, ""));
     assert!(out.ends_with("\nno changes\n"), "{out}");
@@ -126,26 +119,18 @@ fn source_against_its_own_introspection_is_unchanged() {
 #[test]
 fn errors_exit_2() {
     let Some(dir) = shared() else { return };
-    let (code, out, err) = qmpkit(
-        &dir,
-        &[
-            "schema",
-            "diff",
-            "seeds/qemu-1.0-dev.json",
-            "no-such-file.json",
-        ],
-    );
+    let (code, out, err) = schema_diff(&dir, &["seeds/qemu-1.0-dev.json", "no-such-file.json"]);
     assert_eq!((code, out.as_str()), (2, ""));
     assert!(err.contains("no-such-file.json"), "{err}");
     // A bad answer: an array that is not a query-qmp-schema answer.
     let tmp = std::env::temp_dir().join(format!("qmpkit-diff-bad-{}.json", std::process::id()));
     std::fs::write(&tmp, "[{\"name\": \"x\", \"meta-type\": \"nothing\"}]").expect("write");
     let tmp_s = tmp.to_string_lossy().into_owned();
-    let (code, out, err) = qmpkit(&dir, &["schema", "diff", &tmp_s, "seeds/qemu-1.0-dev.json"]);
+    let (code, out, err) = schema_diff(&dir, &[&tmp_s, "seeds/qemu-1.0-dev.json"]);
     let _ = std::fs::remove_file(&tmp);
     assert_eq!((code, out.as_str()), (2, ""));
     assert!(err.contains("element 0 ('x')"), "{err}");
     // Bad usage is 2 as well.
-    let (code, _, _) = qmpkit(&dir, &["schema", "diff", "--format", "xml", "a", "b"]);
+    let (code, _, _) = schema_diff(&dir, &["--format", "xml", "a", "b"]);
     assert_eq!(code, 2);
 }

@@ -209,25 +209,31 @@ fn options_reach_the_machine() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-#[test]
-fn serves_qemu_1_3() {
+/// `qmpkit serve` on QEMU 1.3's schema (legacy dialect) with `extra` options, listening on
+/// a socket in a fresh directory named after `tag`, and a client connected to it; `None`
+/// (skipped) without the seed.
+fn serve_qemu_1_3(tag: &str, extra: &[&str]) -> Option<(std::path::PathBuf, Serve, Qmp)> {
     let schema = shared().join("seeds/qemu-1.3-dev.json");
     if !schema.exists() {
         eprintln!("skipped: {} not found", schema.display());
-        return;
+        return None;
     }
-    let dir = tmpdir("v13");
+    let dir = tmpdir(tag);
     let sock = dir.join("m.sock");
     let spec = format!("unix:{},server=on,wait=off", sock.display());
-    let _s = spawn(&[
-        "--schema",
-        schema.to_str().unwrap(),
-        "--dialect",
-        "legacy",
-        "-qmp",
-        &spec,
-    ]);
-    let mut q = Qmp::connect(&sock);
+    let mut args = vec!["--schema", schema.to_str().unwrap(), "--dialect", "legacy"];
+    args.extend_from_slice(extra);
+    args.extend_from_slice(&["-qmp", &spec]);
+    let s = spawn(&args);
+    let q = Qmp::connect(&sock);
+    Some((dir, s, q))
+}
+
+#[test]
+fn serves_qemu_1_3() {
+    let Some((dir, _s, mut q)) = serve_qemu_1_3("v13", &[]) else {
+        return;
+    };
     // QEMU 1.3 offered no capabilities (oob came with 2.12).
     assert_eq!(
         q.greeting_line,
@@ -391,25 +397,10 @@ fn daemonize_returns_once_serving() {
 
 #[test]
 fn test_control_on_an_old_interface() {
-    let schema = shared().join("seeds/qemu-1.3-dev.json");
-    if !schema.exists() {
-        eprintln!("skipped: {} not found", schema.display());
+    let Some((dir, _s, mut q)) = serve_qemu_1_3("v13tc", &["--test-control", "-no-shutdown"])
+    else {
         return;
-    }
-    let dir = tmpdir("v13tc");
-    let sock = dir.join("m.sock");
-    let spec = format!("unix:{},server=on,wait=off", sock.display());
-    let _s = spawn(&[
-        "--schema",
-        schema.to_str().unwrap(),
-        "--dialect",
-        "legacy",
-        "--test-control",
-        "-no-shutdown",
-        "-qmp",
-        &spec,
-    ]);
-    let mut q = Qmp::connect(&sock);
+    };
     q.ok("__org.qmpkit_guest-panic", json!({}));
     // QEMU 1.3 had neither GUEST_PANICKED nor the guest-panicked state:
     // the machine stops in internal-error.
