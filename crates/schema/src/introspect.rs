@@ -526,10 +526,7 @@ impl JsonGen<'_> {
 
     /// Start an element: `{"name":N,"meta-type":M`.
     fn open(&mut self, name: &str, meta: &str) {
-        if !self.first {
-            self.w.out.push(',');
-        }
-        self.first = false;
+        self.w.sep(&mut self.first);
         self.w.out.push('{');
         self.w.str_field(true, "name", name);
         self.w.str_field(false, "meta-type", meta);
@@ -550,10 +547,7 @@ impl JsonGen<'_> {
         let mut first = true;
         for f in fs {
             if self.g.on(&f.ifcond) {
-                if !first {
-                    self.w.out.push(',');
-                }
-                first = false;
+                self.w.sep(&mut first);
                 self.w.string(&f.name);
             }
         }
@@ -623,10 +617,7 @@ impl JsonGen<'_> {
                     if !self.g.on(&m.ifcond) {
                         continue;
                     }
-                    if !first {
-                        self.w.out.push(',');
-                    }
-                    first = false;
+                    self.w.sep(&mut first);
                     self.w.out.push('{');
                     self.w.str_field(true, "name", &m.name);
                     self.features(&m.features);
@@ -640,10 +631,7 @@ impl JsonGen<'_> {
                     if !self.g.on(&m.ifcond) {
                         continue;
                     }
-                    if !first {
-                        self.w.out.push(',');
-                    }
-                    first = false;
+                    self.w.sep(&mut first);
                     self.w.string(&m.name);
                 }
                 self.w.out.push(']');
@@ -690,18 +678,9 @@ impl JsonGen<'_> {
                     if !self.g.on(&m.ifcond) {
                         continue;
                     }
-                    if !first {
-                        self.w.out.push(',');
-                    }
-                    first = false;
-                    self.w.out.push('{');
-                    self.w.str_field(true, "name", &m.name);
+                    self.w.sep(&mut first);
                     let (a, b) = self.spans[k];
-                    self.w.str_field(false, "type", &names[a..b]);
-                    if m.optional {
-                        self.w.key(false, "default");
-                        self.w.out.push_str("null");
-                    }
+                    self.w.member_head(&m.name, &names[a..b], m.optional);
                     self.features(&m.features);
                     self.w.out.push('}');
                 }
@@ -719,15 +698,9 @@ impl JsonGen<'_> {
                         if !self.g.on(&v.ifcond) {
                             continue;
                         }
-                        if !first {
-                            self.w.out.push(',');
-                        }
-                        first = false;
-                        self.w.out.push('{');
-                        self.w.str_field(true, "case", &v.name);
+                        self.w.sep(&mut first);
                         let (a, b) = self.spans[o.members.len() + k];
-                        self.w.str_field(false, "type", &names[a..b]);
-                        self.w.out.push('}');
+                        self.w.variant(&v.name, &names[a..b]);
                     }
                     self.w.out.push(']');
                 }
@@ -752,14 +725,9 @@ impl JsonGen<'_> {
                     if !self.g.on(&v.ifcond) {
                         continue;
                     }
-                    if !first {
-                        self.w.out.push(',');
-                    }
-                    first = false;
-                    self.w.out.push('{');
+                    self.w.sep(&mut first);
                     let (x, y) = self.spans[k];
-                    self.w.str_field(true, "type", &names[x..y]);
-                    self.w.out.push('}');
+                    self.w.alternative(&names[x..y]);
                 }
                 self.w.out.push(']');
                 self.names = names;
@@ -856,6 +824,45 @@ impl JsonWriter {
         self.out.push_str("\":");
     }
 
+    /// `,` before every item of a list but the first.
+    #[inline]
+    fn sep(&mut self, first: &mut bool) {
+        if !*first {
+            self.out.push(',');
+        }
+        *first = false;
+    }
+
+    /// An object member up to its features: `{"name":N,"type":T` and, if
+    /// optional, `,"default":null`.
+    #[inline]
+    fn member_head(&mut self, name: &str, typ: &str, optional: bool) {
+        self.out.push('{');
+        self.str_field(true, "name", name);
+        self.str_field(false, "type", typ);
+        if optional {
+            self.key(false, "default");
+            self.out.push_str("null");
+        }
+    }
+
+    /// A variant of an object: `{"case":C,"type":T}`.
+    #[inline]
+    fn variant(&mut self, case: &str, typ: &str) {
+        self.out.push('{');
+        self.str_field(true, "case", case);
+        self.str_field(false, "type", typ);
+        self.out.push('}');
+    }
+
+    /// A member of an alternate: `{"type":T}`.
+    #[inline]
+    fn alternative(&mut self, typ: &str) {
+        self.out.push('{');
+        self.str_field(true, "type", typ);
+        self.out.push('}');
+    }
+
     fn str_field(&mut self, first: bool, k: &str, v: &str) {
         self.key(first, k);
         self.string(v);
@@ -924,13 +931,7 @@ impl JsonWriter {
                 self.str_field(false, "meta-type", "object");
                 self.key(false, "members");
                 self.list(members, |w, m| {
-                    w.out.push('{');
-                    w.str_field(true, "name", &m.name);
-                    w.str_field(false, "type", &m.typ);
-                    if m.optional {
-                        w.key(false, "default");
-                        w.out.push_str("null");
-                    }
+                    w.member_head(&m.name, &m.typ, m.optional);
                     w.features(&m.features);
                     w.out.push('}');
                 });
@@ -939,22 +940,13 @@ impl JsonWriter {
                 }
                 if let Some(v) = variants {
                     self.key(false, "variants");
-                    self.list(v, |w, v| {
-                        w.out.push('{');
-                        w.str_field(true, "case", &v.case);
-                        w.str_field(false, "type", &v.typ);
-                        w.out.push('}');
-                    });
+                    self.list(v, |w, v| w.variant(&v.case, &v.typ));
                 }
             }
             SchemaInfoMeta::Alternate { members } => {
                 self.str_field(false, "meta-type", "alternate");
                 self.key(false, "members");
-                self.list(members, |w, m| {
-                    w.out.push('{');
-                    w.str_field(true, "type", &m.typ);
-                    w.out.push('}');
-                });
+                self.list(members, |w, m| w.alternative(&m.typ));
             }
             SchemaInfoMeta::Command {
                 arg_type,
