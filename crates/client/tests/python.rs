@@ -3,9 +3,8 @@
 
 mod common;
 
+use qmpkit_testkit::python::{qmp_shell_replies, run_qmp_shell};
 use serde_json::{json, Value};
-use std::io::Write;
-use std::process::{Command, Stdio};
 
 macro_rules! python_or_skip {
     () => {
@@ -68,35 +67,14 @@ fn qemu_qmp_sequential_rate_against_qsd() {
 fn qmp_shell_runs_non_interactively() {
     let py = python_or_skip!();
     let q = qsd_or_skip!();
-    let mut child = Command::new(common::qmp_shell(&py))
-        .arg(&q.socket)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("qmp-shell");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(
-            b"query-version\nblockdev-add driver=null-co node-name=n0 size=1024\nblockdev-del node-name=nope\n",
-        )
-        .expect("write");
-    let out = child.wait_with_output().expect("wait");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let stdout = run_qmp_shell(
+        &py,
+        &q.socket,
+        b"query-version\nblockdev-add driver=null-co node-name=n0 size=1024\nblockdev-del node-name=nope\n",
     );
-    let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("Connected to QEMU 10.0.2"), "{stdout}");
     // Each reply follows a `(QEMU) ` prompt, as JSON.
-    let replies: Vec<Value> = stdout
-        .split("(QEMU) ")
-        .skip(1)
-        .filter_map(|s| serde_json::from_str(s.trim()).ok())
-        .collect();
+    let replies = qmp_shell_replies(&stdout);
     assert_eq!(replies.len(), 3, "{stdout}");
     assert_eq!(replies[0]["return"]["qemu"]["major"], json!(10));
     assert_eq!(replies[1], json!({"return": {}}));

@@ -4,12 +4,11 @@
 
 mod common;
 
-use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use qmpkit_server::ServerOptions;
-use qmpkit_testkit::python::{python, qmp_shell};
+use qmpkit_testkit::python::{output_of, python, qmp_shell_replies, run_qmp_shell};
 use serde_json::{json, Value};
 
 macro_rules! python_or_skip {
@@ -49,27 +48,9 @@ fn qemu_qmp_drives_our_server() {
         json!({"execute": "no-such-command"}),
     ];
     let stdin: String = requests.iter().map(|r| format!("{r}\n")).collect();
-    let mut child = Command::new(&py)
-        .arg(&script)
-        .arg(&r.socket)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("python");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(stdin.as_bytes())
-        .expect("write");
-    let out = child.wait_with_output().expect("wait");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let lines: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+    let mut cmd = Command::new(&py);
+    cmd.arg(&script).arg(&r.socket);
+    let lines: Vec<Value> = output_of(cmd, stdin.as_bytes())
         .lines()
         .filter_map(|l| serde_json::from_str(l).ok())
         .collect();
@@ -96,32 +77,13 @@ fn qemu_qmp_drives_our_server() {
 fn qmp_shell_runs_non_interactively() {
     let py = python_or_skip!();
     let r = server();
-    let mut child = Command::new(qmp_shell(&py))
-        .arg(&r.socket)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("qmp-shell");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(b"query-version\necho value=7\nslow ms=x\nnope\n")
-        .expect("write");
-    let out = child.wait_with_output().expect("wait");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let stdout = run_qmp_shell(
+        &py,
+        &r.socket,
+        b"query-version\necho value=7\nslow ms=x\nnope\n",
     );
-    let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("Connected to QEMU 10.0.2"), "{stdout}");
-    let replies: Vec<Value> = stdout
-        .split("(QEMU) ")
-        .skip(1)
-        .filter_map(|s| serde_json::from_str(s.trim()).ok())
-        .collect();
+    let replies = qmp_shell_replies(&stdout);
     assert_eq!(replies.len(), 4, "{stdout}");
     assert_eq!(replies[0]["return"]["qemu"]["major"], json!(10));
     assert_eq!(replies[1], json!({"return": 7}));

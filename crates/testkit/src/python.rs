@@ -1,7 +1,10 @@
 //! Finding the Python interpreter that has qemu.qmp, and qmp-shell next to it.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+
+use serde_json::Value;
 
 /// The Python interpreter that has qemu.qmp: `$QMPKIT_PYTHON`, else the venv `.ci/run` creates
 /// (`.ci/venv` at the workspace root), else `python3` if it can import it. The error is the
@@ -36,4 +39,45 @@ pub fn qmp_shell(python: &Path) -> PathBuf {
         }
     }
     PathBuf::from("qmp-shell")
+}
+
+/// Runs `cmd` with `stdin` as its input; asserts that it exits successfully (showing its
+/// stderr otherwise) and returns its stdout.
+pub fn output_of(mut cmd: Command, stdin: &[u8]) -> String {
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{}: {e}", cmd.get_program().to_string_lossy()));
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(stdin)
+        .expect("write");
+    let out = child.wait_with_output().expect("wait");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// qmp-shell (next to `python`) on `socket`, fed `input`: its stdout, once it has exited
+/// successfully.
+pub fn run_qmp_shell(python: &Path, socket: &Path, input: &[u8]) -> String {
+    let mut cmd = Command::new(qmp_shell(python));
+    cmd.arg(socket);
+    output_of(cmd, input)
+}
+
+/// The replies qmp-shell printed: the JSON text after each `(QEMU) ` prompt.
+pub fn qmp_shell_replies(stdout: &str) -> Vec<Value> {
+    stdout
+        .split("(QEMU) ")
+        .skip(1)
+        .filter_map(|s| serde_json::from_str(s.trim()).ok())
+        .collect()
 }

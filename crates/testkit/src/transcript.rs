@@ -47,16 +47,8 @@ mod tests {
     use super::unrepr;
 
     #[test]
-    fn python_repr_parsing() {
-        assert_eq!(unrepr(r"b'a\r\n'").map(|x| x.0), Some(b"a\r\n".to_vec()));
-        assert_eq!(
-            unrepr(r#"b"{'x'}\n""#).map(|x| x.0),
-            Some(b"{'x'}\n".to_vec())
-        );
-        assert_eq!(
-            unrepr(r"b'\xff\\q'").map(|x| x.0),
-            Some(b"\xff\\q".to_vec())
-        );
+    fn what_follows_and_what_is_refused() {
+        assert_eq!(unrepr(r"b'\t\''"), Some((b"\t'".to_vec(), "")));
         assert_eq!(unrepr("b'a' ... b'b'").map(|x| x.1), Some(" ... b'b'"));
         assert_eq!(unrepr("'a'"), None);
         assert_eq!(unrepr("bxax"), None);

@@ -98,7 +98,7 @@ macro_rules! qsd_or_skip {
 }
 
 #[allow(unused_imports)]
-pub use qmpkit_testkit::python::{python, qmp_shell};
+pub use qmpkit_testkit::python::python;
 
 pub fn qmp_run_script() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/py/qmp_run.py")
