@@ -532,6 +532,23 @@ impl JsonGen<'_> {
         self.w.str_field(false, "meta-type", meta);
     }
 
+    /// Note `id`'s name as shown after the names already noted; unless its condition is off,
+    /// start its element (meta-type `meta`) up to `,"members":[` and return the names, taken
+    /// out of `self.names` for the caller to put back.
+    #[inline]
+    fn open_with_members(&mut self, id: EntityId, ifcond: &IfCond, meta: &str) -> Option<String> {
+        let start = self.names.len();
+        self.g.name_into(id, &mut self.names);
+        if !self.g.on(ifcond) {
+            return None;
+        }
+        let names = std::mem::take(&mut self.names);
+        self.open(&names[start..], meta);
+        self.w.key(false, "members");
+        self.w.out.push('[');
+        Some(names)
+    }
+
     /// `,"features":[...]` (if there are any, enabled or not) and `}`.
     fn close(&mut self, fs: &[crate::model::Feature]) {
         self.features(fs);
@@ -602,16 +619,10 @@ impl JsonGen<'_> {
                 self.w.out.push('}');
             }
             EntityKind::Enum(en) => {
-                let start = self.names.len();
-                self.g.name_into(id, &mut self.names);
-                if !self.g.on(&e.ifcond) {
+                let Some(names) = self.open_with_members(id, &e.ifcond, "enum") else {
                     return;
-                }
-                let name = std::mem::take(&mut self.names);
-                self.open(&name[start..], "enum");
-                self.names = name;
-                self.w.key(false, "members");
-                self.w.out.push('[');
+                };
+                self.names = names;
                 let mut first = true;
                 for m in &en.members {
                     if !self.g.on(&m.ifcond) {
@@ -663,15 +674,9 @@ impl JsonGen<'_> {
                         self.use_type(v.typ);
                     }
                 }
-                let start = self.names.len();
-                self.g.name_into(id, &mut self.names);
-                if !self.g.on(&e.ifcond) {
+                let Some(names) = self.open_with_members(id, &e.ifcond, "object") else {
                     return;
-                }
-                let names = std::mem::take(&mut self.names);
-                self.open(&names[start..], "object");
-                self.w.key(false, "members");
-                self.w.out.push('[');
+                };
                 let mut first = true;
                 for (k, r) in o.members.iter().enumerate() {
                     let m = s.member(*r);
@@ -711,15 +716,9 @@ impl JsonGen<'_> {
                 for v in &a.variants {
                     self.use_type(v.typ);
                 }
-                let start = self.names.len();
-                self.g.name_into(id, &mut self.names);
-                if !self.g.on(&e.ifcond) {
+                let Some(names) = self.open_with_members(id, &e.ifcond, "alternate") else {
                     return;
-                }
-                let names = std::mem::take(&mut self.names);
-                self.open(&names[start..], "alternate");
-                self.w.key(false, "members");
-                self.w.out.push('[');
+                };
                 let mut first = true;
                 for (k, v) in a.variants.iter().enumerate() {
                     if !self.g.on(&v.ifcond) {
