@@ -1,7 +1,6 @@
 //! `qmpkit schema …` end to end, on the built binary.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 fn qemu_ref() -> PathBuf {
     Path::new(concat!(
@@ -22,16 +21,7 @@ fn cases() -> Option<PathBuf> {
 }
 
 fn qmpkit(dir: &Path, args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_qmpkit"))
-        .current_dir(dir)
-        .args(args)
-        .output()
-        .expect("run qmpkit");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    qmpkit_testkit::cmd::run_in(Path::new(env!("CARGO_BIN_EXE_qmpkit")), dir, args)
 }
 
 #[test]

@@ -4,7 +4,6 @@
 //! what the library produces.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 fn shared() -> Option<PathBuf> {
     let d = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared")).to_path_buf();
@@ -26,16 +25,7 @@ fn golden(name: &str) -> String {
 }
 
 fn qmpkit(dir: &Path, args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_qmpkit"))
-        .current_dir(dir)
-        .args(args)
-        .output()
-        .expect("run qmpkit");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    qmpkit_testkit::cmd::run_in(Path::new(env!("CARGO_BIN_EXE_qmpkit")), dir, args)
 }
 
 /// `qmpkit schema diff ARGS` run in `dir`.

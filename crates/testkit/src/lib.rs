@@ -1,5 +1,6 @@
 //! Helpers shared by the tests of the workspace's crates: reading QEMU's recorded
-//! transcripts and finding a Python interpreter that has qemu.qmp.
+//! transcripts, finding a Python interpreter that has qemu.qmp and running programs.
 
+pub mod cmd;
 pub mod python;
 pub mod transcript;
