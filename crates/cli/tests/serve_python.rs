@@ -12,21 +12,10 @@ use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use qmpkit_testkit::python::{python, qmp_shell};
+use qmpkit_testkit::python::qmp_shell;
+use qmpkit_testkit::python_or_skip;
 use serde_json::{json, Value};
 use support::*;
-
-macro_rules! python_or_skip {
-    () => {
-        match python() {
-            Ok(p) => p,
-            Err(reason) => {
-                eprintln!("skipped: {reason}");
-                return;
-            }
-        }
-    };
-}
 
 /// Drives the life cycle with qemu.qmp; prints one JSON line per step:
 /// `{"cmd": …, "ret": …}` / `{"event": …, "data": …}`.

@@ -8,20 +8,9 @@ use std::path::Path;
 use std::process::Command;
 
 use qmpkit_server::ServerOptions;
-use qmpkit_testkit::python::{output_of, python, qmp_shell_replies, run_qmp_shell};
+use qmpkit_testkit::python::{output_of, qmp_shell_replies, run_qmp_shell};
+use qmpkit_testkit::python_or_skip;
 use serde_json::{json, Value};
-
-macro_rules! python_or_skip {
-    () => {
-        match python() {
-            Ok(p) => p,
-            Err(reason) => {
-                eprintln!("skipped: {reason}");
-                return;
-            }
-        }
-    };
-}
 
 fn server() -> common::Running {
     common::start(

@@ -81,3 +81,18 @@ pub fn qmp_shell_replies(stdout: &str) -> Vec<Value> {
         .filter_map(|s| serde_json::from_str(s.trim()).ok())
         .collect()
 }
+
+/// The interpreter from [`python`], or else print `skipped: <reason>` on stderr and return
+/// from the calling test.
+#[macro_export]
+macro_rules! python_or_skip {
+    () => {
+        match $crate::python::python() {
+            Ok(p) => p,
+            Err(reason) => {
+                eprintln!("skipped: {reason}");
+                return;
+            }
+        }
+    };
+}
