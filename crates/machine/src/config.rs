@@ -923,22 +923,7 @@ pub fn option_takes_value(opt: &str) -> Option<bool> {
 /// element without `=` is the value of `implied` when given, else `key=on`.
 pub fn parse_keyval(s: &str, implied: Option<&str>) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
-    let mut parts = Vec::new();
-    let mut cur = String::new();
-    let mut chars = s.chars().peekable();
-    while let Some(c) = chars.next() {
-        if c == ',' {
-            if chars.peek() == Some(&',') {
-                chars.next();
-                cur.push(',');
-            } else {
-                parts.push(std::mem::take(&mut cur));
-            }
-        } else {
-            cur.push(c);
-        }
-    }
-    parts.push(cur);
+    let parts = qmpkit_server::transport::split_options(s);
     for (i, p) in parts.into_iter().enumerate() {
         if p.is_empty() {
             continue;

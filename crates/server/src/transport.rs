@@ -65,9 +65,9 @@ fn parse_bool(key: &str, v: &str) -> Result<bool, ServerError> {
     }
 }
 
-/// `key=value` pairs after the first comma-separated field, with QEMU's `,,` escape and
-/// its bare flags (`server`, `nowait`, `noserver`, `wait`).
-fn split_options(s: &str) -> Vec<String> {
+/// Split QEMU's comma-separated option syntax into its fields, with QEMU's `,,` escape for
+/// a literal comma (`-qmp`, `-chardev`, `-device`, `-drive`, … all use it).
+pub fn split_options(s: &str) -> Vec<String> {
     let mut parts = Vec::new();
     let mut cur = String::new();
     let mut chars = s.chars().peekable();
@@ -523,27 +523,30 @@ impl Server {
 
     /// Accept connections on a unix listener until shutdown.
     pub async fn serve_unix(&self, listener: tokio::net::UnixListener) -> Result<(), ServerError> {
-        self.note_runtime();
-        let mut shutdown = self.inner.shutdown.subscribe();
-        loop {
-            if *shutdown.borrow() {
-                return Ok(());
-            }
-            tokio::select! {
-                r = listener.accept() => match r {
-                    Ok((s, _)) => {
-                        let me = self.clone();
-                        tokio::spawn(async move { me.serve_unix_stream(s).await });
-                    }
-                    Err(_) => tokio::time::sleep(std::time::Duration::from_millis(10)).await,
-                },
-                _ = shutdown.changed() => {}
-            }
-        }
+        self.accept_loop(
+            || async { listener.accept().await.map(|(s, _)| s) },
+            |me, s| async move { me.serve_unix_stream(s).await },
+        )
+        .await
     }
 
     /// Accept connections on a TCP listener until shutdown.
     pub async fn serve_tcp(&self, listener: tokio::net::TcpListener) -> Result<(), ServerError> {
+        self.accept_loop(
+            || async { listener.accept().await.map(|(s, _)| s) },
+            |me, s| async move { me.serve_tcp_stream(s).await },
+        )
+        .await
+    }
+
+    /// Accept with `accept` until shutdown, one task per connection running `serve`.
+    async fn accept_loop<S, A, AF, F, FF>(&self, accept: A, serve: F) -> Result<(), ServerError>
+    where
+        A: Fn() -> AF,
+        AF: std::future::Future<Output = std::io::Result<S>>,
+        F: Fn(Server, S) -> FF,
+        FF: std::future::Future<Output = ()> + Send + 'static,
+    {
         self.note_runtime();
         let mut shutdown = self.inner.shutdown.subscribe();
         loop {
@@ -551,10 +554,9 @@ impl Server {
                 return Ok(());
             }
             tokio::select! {
-                r = listener.accept() => match r {
-                    Ok((s, _)) => {
-                        let me = self.clone();
-                        tokio::spawn(async move { me.serve_tcp_stream(s).await });
+                r = accept() => match r {
+                    Ok(s) => {
+                        tokio::spawn(serve(self.clone(), s));
                     }
                     Err(_) => tokio::time::sleep(std::time::Duration::from_millis(10)).await,
                 },
