@@ -1,6 +1,9 @@
-//! Helpers shared by the tests of the workspace's crates: reading QEMU's recorded
+//! Helpers shared by the tests of the workspace's crates: finding test data, skipping when an
+//! optional program is missing (a failure under `QMPKIT_REQUIRE_ALL=1`), reading QEMU's recorded
 //! transcripts, finding a Python interpreter that has qemu.qmp and running programs.
 
 pub mod cmd;
+pub mod data;
 pub mod python;
+pub mod skip;
 pub mod transcript;

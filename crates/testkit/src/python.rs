@@ -90,7 +90,7 @@ macro_rules! python_or_skip {
         match $crate::python::python() {
             Ok(p) => p,
             Err(reason) => {
-                eprintln!("skipped: {reason}");
+                $crate::skip::skip(&reason);
                 return;
             }
         }
