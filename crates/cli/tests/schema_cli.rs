@@ -2,22 +2,8 @@
 
 use std::path::{Path, PathBuf};
 
-fn qemu_ref() -> PathBuf {
-    Path::new(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../../shared/qemu-ref"
-    ))
-    .to_path_buf()
-}
-
-fn cases() -> Option<PathBuf> {
-    let d = qemu_ref().join("qapi-schema-tests-10.0.2");
-    if d.is_dir() {
-        Some(d)
-    } else {
-        println!("skipped: {} not found", d.display());
-        None
-    }
+fn cases() -> PathBuf {
+    qmpkit_testkit::data::qemu_ref("qapi-schema-tests-10.0.2")
 }
 
 fn qmpkit(dir: &Path, args: &[&str]) -> (i32, String, String) {
@@ -26,7 +12,7 @@ fn qmpkit(dir: &Path, args: &[&str]) -> (i32, String, String) {
 
 #[test]
 fn dump_matches_qemu_harness_output() {
-    let Some(dir) = cases() else { return };
+    let dir = cases();
     for case in ["qapi-schema-test", "doc-good", "include-simple"] {
         let want = std::fs::read_to_string(dir.join(format!("{case}.out"))).expect("read .out");
         let (code, out, err) = qmpkit(
@@ -46,7 +32,7 @@ fn dump_matches_qemu_harness_output() {
 
 #[test]
 fn dump_error_matches_qemu_harness_error() {
-    let Some(dir) = cases() else { return };
+    let dir = cases();
     for case in ["redefined-command", "include-cycle", "union-bad-base"] {
         let want = std::fs::read_to_string(dir.join(format!("{case}.err"))).expect("read .err");
         let (code, out, err) = qmpkit(
@@ -66,7 +52,7 @@ fn dump_error_matches_qemu_harness_error() {
 
 #[test]
 fn check_reports_in_qemu_words() {
-    let Some(dir) = cases() else { return };
+    let dir = cases();
     let (code, out, err) = qmpkit(&dir, &["schema", "check", "union-clash-member.json"]);
     assert_eq!(code, 1);
     assert_eq!(out, "");
@@ -87,11 +73,7 @@ fn check_reports_in_qemu_words() {
 
 #[test]
 fn check_dialects_on_a_seed() {
-    let seeds = qemu_ref().join("../seeds");
-    if !seeds.join("qemu-1.0-dev.json").exists() {
-        println!("skipped: seeds not found");
-        return;
-    }
+    let seeds = qmpkit_testkit::data::path("seeds");
     let (code, _, err) = qmpkit(
         &seeds,
         &[
@@ -113,11 +95,7 @@ fn check_dialects_on_a_seed() {
 
 #[test]
 fn stats_text_and_json() {
-    let seeds = qemu_ref().join("../seeds");
-    if !seeds.join("qemu-2.12-dev/qapi-schema.json").exists() {
-        println!("skipped: seeds not found");
-        return;
-    }
+    let seeds = qmpkit_testkit::data::path("seeds");
     let (code, out, err) = qmpkit(
         &seeds,
         &[
@@ -168,12 +146,9 @@ fn usage_errors_exit_2() {
 
 #[test]
 fn introspect_equals_the_real_answer() {
-    let base = qemu_ref();
+    let base = qmpkit_testkit::data::path("qemu-ref");
     let answer = base.join("introspection/qemu-storage-daemon-10.0.2-query-qmp-schema.json");
-    let Ok(answer) = std::fs::read_to_string(&answer) else {
-        println!("skipped: {} not found", answer.display());
-        return;
-    };
+    let answer = std::fs::read_to_string(&answer).expect("test data");
     let (code, out, err) = qmpkit(
         &base,
         &[
@@ -216,13 +191,12 @@ fn introspect_equals_the_real_answer() {
 /// gives the answer back, byte for byte what introspecting the matching source gives.
 #[test]
 fn introspect_and_stats_take_an_answer() {
-    let answer = qemu_ref().join("introspection/qemu-storage-daemon-10.0.2-query-qmp-schema.json");
-    let source = qemu_ref().join("schema-10.0.2/storage-daemon/qapi/qapi-schema.json");
-    let cfg = qemu_ref().join("introspection/cfg-qemu-storage-daemon-10.0.2.txt");
-    if !answer.exists() || !source.exists() {
-        println!("skipped: {} not found", answer.display());
-        return;
-    }
+    let answer = qmpkit_testkit::data::qemu_ref(
+        "introspection/qemu-storage-daemon-10.0.2-query-qmp-schema.json",
+    );
+    let source =
+        qmpkit_testkit::data::qemu_ref("schema-10.0.2/storage-daemon/qapi/qapi-schema.json");
+    let cfg = qmpkit_testkit::data::qemu_ref("introspection/cfg-qemu-storage-daemon-10.0.2.txt");
     let here = Path::new(".");
     let (code, from_answer, err) =
         qmpkit(here, &["schema", "introspect", answer.to_str().unwrap()]);

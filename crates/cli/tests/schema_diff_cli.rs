@@ -3,17 +3,7 @@
 //! -p qmpkit-schema --test diff` rewrites them): the command prints exactly
 //! what the library produces.
 
-use std::path::{Path, PathBuf};
-
-fn shared() -> Option<PathBuf> {
-    let d = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared")).to_path_buf();
-    if d.join("seeds").is_dir() {
-        Some(d)
-    } else {
-        eprintln!("skipped: {} not found", d.display());
-        None
-    }
-}
+use std::path::Path;
 
 fn golden(name: &str) -> String {
     let p = Path::new(concat!(
@@ -35,10 +25,10 @@ fn schema_diff(dir: &Path, args: &[&str]) -> (i32, String, String) {
     qmpkit(dir, &all)
 }
 
-/// `qmpkit schema diff ARGS` in ../shared exits 1 (changes), prints nothing on stderr and
+/// `qmpkit schema diff ARGS` in tests/data exits 1 (changes), prints nothing on stderr and
 /// exactly the golden file `name` on stdout.
 fn diff_matches_golden(args: &[&str], name: &str) {
-    let Some(dir) = shared() else { return };
+    let dir = qmpkit_testkit::data::dir();
     let (code, out, err) = schema_diff(&dir, args);
     assert_eq!((code, err.as_str()), (1, ""));
     assert_eq!(out, golden(name));
@@ -71,7 +61,7 @@ fn json_diff_of_seeds_matches_golden() {
 
 #[test]
 fn introspection_answers_match_golden() {
-    let Some(dir) = shared() else { return };
+    let dir = qmpkit_testkit::data::dir();
     let (code, out, _) = schema_diff(
         &dir,
         &[
@@ -85,7 +75,7 @@ fn introspection_answers_match_golden() {
 
 #[test]
 fn source_against_its_own_introspection_is_unchanged() {
-    let Some(dir) = shared() else { return };
+    let dir = qmpkit_testkit::data::dir();
     let (code, answer, err) = qmpkit(
         &dir,
         &[
@@ -108,7 +98,7 @@ fn source_against_its_own_introspection_is_unchanged() {
 
 #[test]
 fn errors_exit_2() {
-    let Some(dir) = shared() else { return };
+    let dir = qmpkit_testkit::data::dir();
     let (code, out, err) = schema_diff(&dir, &["seeds/qemu-1.0-dev.json", "no-such-file.json"]);
     assert_eq!((code, out.as_str()), (2, ""));
     assert!(err.contains("no-such-file.json"), "{err}");

@@ -213,11 +213,7 @@ fn options_reach_the_machine() {
 /// a socket in a fresh directory named after `tag`, and a client connected to it; `None`
 /// (skipped) without the seed.
 fn serve_qemu_1_3(tag: &str, extra: &[&str]) -> Option<(std::path::PathBuf, Serve, Qmp)> {
-    let schema = shared().join("seeds/qemu-1.3-dev.json");
-    if !schema.exists() {
-        eprintln!("skipped: {} not found", schema.display());
-        return None;
-    }
+    let schema = qmpkit_testkit::data::path("seeds/qemu-1.3-dev.json");
     let dir = tmpdir(tag);
     let sock = dir.join("m.sock");
     let spec = format!("unix:{},server=on,wait=off", sock.display());
@@ -268,11 +264,7 @@ fn serves_qemu_1_3() {
 #[test]
 fn old_seeds_greet_without_capabilities() {
     for (file, minor) in [("qemu-1.0-dev.json", 0), ("qemu-1.1-dev.json", 1)] {
-        let schema = shared().join("seeds").join(file);
-        if !schema.exists() {
-            eprintln!("skipped: {} not found", schema.display());
-            return;
-        }
+        let schema = qmpkit_testkit::data::path("seeds").join(file);
         let dir = tmpdir(&format!("v1{minor}"));
         let sock = dir.join("m.sock");
         let spec = format!("unix:{},server=on,wait=off", sock.display());
@@ -474,11 +466,7 @@ fn serve_schema_at(tag: &str, schema: &std::path::Path, extra: &[&str]) -> (Serv
 /// follows it: system_wakeup on a running guest is an error from QEMU 4.0 on.
 #[test]
 fn serves_qemu_10_with_its_version() {
-    let src = shared().join("qemu-ref/schema-10.0.2/qapi");
-    if !src.is_dir() {
-        eprintln!("skipped: {} not found", src.display());
-        return;
-    }
+    let src = qmpkit_testkit::data::path("qemu-ref/schema-10.0.2/qapi");
     let (s, mut q) = serve_schema_at("v10", &src.join("qapi-schema.json"), &[]);
     assert_eq!(
         q.greeting_line,
@@ -536,12 +524,9 @@ fn serves_qemu_10_with_its_version() {
 /// query-qmp-schema answers exactly the file's array.
 #[test]
 fn serves_an_introspection_answer() {
-    let answer =
-        shared().join("qemu-ref/introspection/qemu-storage-daemon-10.0.2-query-qmp-schema.json");
-    if !answer.exists() {
-        eprintln!("skipped: {} not found", answer.display());
-        return;
-    }
+    let answer = qmpkit_testkit::data::path(
+        "qemu-ref/introspection/qemu-storage-daemon-10.0.2-query-qmp-schema.json",
+    );
     let (s, mut q) = serve_schema_at("answer", &answer, &[]);
     // The file name says 10.0.2.
     assert_eq!(

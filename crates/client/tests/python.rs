@@ -11,7 +11,7 @@ macro_rules! python_or_skip {
         match common::python() {
             Ok(p) => p,
             Err(reason) => {
-                println!("skipped: {reason}");
+                qmpkit_testkit::skip::skip(&format!("{reason}"));
                 return;
             }
         }

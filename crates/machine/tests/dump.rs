@@ -67,7 +67,7 @@ fn elf_core_is_readable() {
     let needle = b"qmpkit page 0000000000000000\n";
     assert!(data.windows(needle.len()).any(|w| w == needle));
     let Some(h) = readelf(&["-h", "-l", "-n", "-W"], &f) else {
-        eprintln!("skipped: readelf not found");
+        qmpkit_testkit::skip::skip("readelf not found");
         return;
     };
     assert!(h.contains("CORE (Core file)"), "{h}");
@@ -96,7 +96,7 @@ fn filtered_and_paged_dump() {
     // 64 KiB below the PCI hole, 64 KiB above 4 GiB.
     assert_eq!(q["total"], json!(0x20000));
     let Some(h) = readelf(&["-l", "-W"], &f) else {
-        eprintln!("skipped: readelf not found");
+        qmpkit_testkit::skip::skip("readelf not found");
         return;
     };
     let loads: Vec<&str> = h

@@ -108,7 +108,7 @@ fn ours(m: &mut Machine, cmd: &str, args: &Value) -> Value {
 #[test]
 fn same_answers_as_qemu_storage_daemon() {
     let Some(mut qsd) = start() else {
-        eprintln!("skipped: qemu-storage-daemon not available");
+        qmpkit_testkit::skip::skip("qemu-storage-daemon not available");
         return;
     };
     let mut config = MachineConfig::default_machine();
@@ -213,7 +213,7 @@ fn same_answers_as_qemu_storage_daemon() {
     let mut diffs = Vec::new();
     for (cmd, args) in &probes {
         let Some(theirs) = qsd.call(&json!({"execute": cmd, "arguments": args})) else {
-            eprintln!("skipped: qemu-storage-daemon stopped answering");
+            qmpkit_testkit::skip::skip("qemu-storage-daemon stopped answering");
             return;
         };
         let mine = ours(&mut m, cmd, args);

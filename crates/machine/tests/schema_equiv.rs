@@ -1,5 +1,5 @@
 //! The machine's embedded schema against the seed it implements
-//! (QEMU 2.12's `qapi-schema.json` in `../shared/seeds/qemu-2.12-dev/`).
+//! (QEMU 2.12's `qapi-schema.json` in `tests/data/seeds/qemu-2.12-dev/`).
 //!
 //! Same interface, entity by entity: the introspection of every entity
 //! (real type names, not numbers) and the full model dump (which also
@@ -35,14 +35,8 @@ const EXT_COMMANDS: &[&str] = &[
     "__org.qmpkit_query-keyboard",
 ];
 
-fn seed_path() -> Result<PathBuf, String> {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../../shared/seeds/qemu-2.12-dev/qapi-schema.json");
-    if p.is_file() {
-        Ok(p)
-    } else {
-        Err(format!("{} not found", p.display()))
-    }
+fn seed_path() -> PathBuf {
+    qmpkit_testkit::data::seeds("qemu-2.12-dev/qapi-schema.json")
 }
 
 fn ours() -> Schema {
@@ -52,19 +46,10 @@ fn ours() -> Schema {
     }
 }
 
-/// The seed's checked model, or `None` (with the skip line printed).
-fn seed() -> Option<Schema> {
-    let path = match seed_path() {
-        Ok(p) => p,
-        Err(why) => {
-            eprintln!("skipped: {why}");
-            return None;
-        }
-    };
-    match qmpkit_schema::load(&path, Dialect::Legacy) {
-        Ok(s) => Some(s),
-        Err(e) => panic!("seed does not load:\n{e}"),
-    }
+/// The seed's checked model.
+fn seed() -> Schema {
+    qmpkit_schema::load(&seed_path(), Dialect::Legacy)
+        .unwrap_or_else(|e| panic!("seed does not load:\n{e}"))
 }
 
 fn is_ext(name: &str) -> bool {
@@ -170,7 +155,7 @@ fn compare<'a, V: PartialEq>(
 #[test]
 fn introspection_matches_the_seed_entity_by_entity() {
     let ours_schema = ours();
-    let Some(seed_schema) = seed() else { return };
+    let seed_schema = seed();
     let ours = introspection(&ours_schema);
     let seed = introspection(&seed_schema);
 
@@ -216,7 +201,7 @@ fn introspection_matches_the_seed_entity_by_entity() {
 #[test]
 fn model_matches_the_seed_entity_by_entity() {
     let ours_schema = ours();
-    let Some(seed_schema) = seed() else { return };
+    let seed_schema = seed();
     let ours = dump_blocks(&ours_schema);
     let seed = dump_blocks(&seed_schema);
 
@@ -264,7 +249,7 @@ fn counts_match_the_seed() {
         ],
         counts(&ours_schema, true)
     );
-    let Some(seed_schema) = seed() else { return };
+    let seed_schema = seed();
     let s = SchemaStats::of(&seed_schema);
     assert_eq!(
         [
@@ -329,7 +314,7 @@ fn every_definition_has_a_doc_comment() {
 #[test]
 fn doc_comments_are_our_own() {
     let ours_schema = ours();
-    let Some(seed_schema) = seed() else { return };
+    let seed_schema = seed();
     let seed: BTreeMap<String, Option<String>> = doc_bodies(&seed_schema).into_iter().collect();
     let ours_bodies = doc_bodies(&ours_schema);
     let same: BTreeSet<&str> = ours_bodies

@@ -989,14 +989,7 @@ mod tests {
     /// loads.
     #[test]
     fn direct_json_text_equals_list_json_text() {
-        let base = std::path::Path::new(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../../../shared/qemu-ref"
-        ));
-        if !base.is_dir() {
-            eprintln!("skipped: {} not found", base.display());
-            return;
-        }
+        let base = qmpkit_testkit::data::path("qemu-ref");
         let mut schemas: Vec<std::path::PathBuf> = [
             "schema-10.0.2/qapi/qapi-schema.json",
             "schema-10.0.2/storage-daemon/qapi/qapi-schema.json",

@@ -188,10 +188,6 @@ fn unions_alternates_and_renames() {
 
 // ---- golden files -------------------------------------------------------
 
-fn shared() -> PathBuf {
-    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared")).to_path_buf()
-}
-
 fn golden_dir() -> PathBuf {
     Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden/diff")).to_path_buf()
 }
@@ -215,13 +211,12 @@ fn check_golden(name: &str, got: &str) {
     }
 }
 
-/// Diff two files under ../shared, labelled by their path there.
+/// Diff two files under tests/data, labelled by their path there.
 fn shared_diff(old: &str, new: &str, dialect: Option<Dialect>) -> Option<(SchemaDiff, String)> {
-    let (po, pn) = (shared().join(old), shared().join(new));
-    if !po.exists() || !pn.exists() {
-        eprintln!("skipped: {old} or {new} not found under ../shared");
-        return None;
-    }
+    let (po, pn) = (
+        qmpkit_testkit::data::dir().join(old),
+        qmpkit_testkit::data::dir().join(new),
+    );
     let (a, _) = load_any(&po, dialect).unwrap_or_else(|e| panic!("{old}: {e}"));
     let (b, _) = load_any(&pn, dialect).unwrap_or_else(|e| panic!("{new}: {e}"));
     let d = diff(&a, &b);
@@ -326,11 +321,7 @@ fn golden_storage_daemon_answers_7_2_22_to_10_0_2() {
 
 #[test]
 fn dialect_fallback_reads_legacy_sources() {
-    let p = shared().join("seeds/qemu-1.0-dev.json");
-    if !p.exists() {
-        eprintln!("skipped: {} not found", p.display());
-        return;
-    }
+    let p = qmpkit_testkit::data::path("seeds/qemu-1.0-dev.json");
     let (_, how) = load_any(&p, None).expect("loads");
     assert_eq!(how, qmpkit_schema::SchemaSource::Source(Dialect::Legacy));
 }

@@ -6,11 +6,6 @@ use qmpkit_schema::model::from_introspection::is_hidden;
 use qmpkit_schema::model::EntityKind;
 use qmpkit_schema::{load_any, load_introspection, Dialect, SchemaSource};
 use serde_json::{json, Value};
-use std::path::{Path, PathBuf};
-
-fn shared() -> PathBuf {
-    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared")).to_path_buf()
-}
 
 fn to_json(infos: &[SchemaInfo]) -> Value {
     serde_json::to_value(infos).expect("serialise")
@@ -36,15 +31,11 @@ fn assert_same(got: &Value, want: &Value, what: &str) {
 
 /// source → introspect → load → introspect.
 fn round_trip_source(rel: &str, dialect: Dialect, cfg: Option<&str>) {
-    let path = shared().join(rel);
-    if !path.exists() {
-        eprintln!("skipped: {} not found", path.display());
-        return;
-    }
+    let path = qmpkit_testkit::data::dir().join(rel);
     let s = qmpkit_schema::load(&path, dialect).unwrap_or_else(|e| panic!("{rel}: {e}"));
     let mut opts = Options::default();
     if let Some(cfg) = cfg {
-        let text = std::fs::read_to_string(shared().join(cfg)).expect("cfg");
+        let text = std::fs::read_to_string(qmpkit_testkit::data::dir().join(cfg)).expect("cfg");
         opts.enabled = introspect::parse_cfg_file(&text).into_iter().collect();
     }
     for unmask in [false, true] {
@@ -99,13 +90,10 @@ fn round_trip_qemu_7_2_22() {
 
 /// A real server's answer → load → introspect gives the answer back.
 fn real_answer(binary: &str) {
-    let path = shared().join(format!(
+    let path = qmpkit_testkit::data::dir().join(format!(
         "qemu-ref/introspection/{binary}-query-qmp-schema.json"
     ));
-    let Ok(text) = std::fs::read_to_string(&path) else {
-        eprintln!("skipped: {} not found", path.display());
-        return;
-    };
+    let text = std::fs::read_to_string(&path).expect("test data");
     let v: Value = serde_json::from_str(&text).expect("JSON");
     let s = load_introspection(&v).unwrap_or_else(|e| panic!("{binary}: {e}"));
     let got = to_json(&introspect::introspect(&s, &unmasked()));
@@ -138,16 +126,13 @@ fn real_answer_system_x86_64_7_2_22() {
 /// (e.g. the cocoa display options) are kept in order by hidden helpers.
 #[test]
 fn hidden_helpers_only_when_needed() {
-    let dir = shared().join("qemu-ref/introspection");
+    let dir = qmpkit_testkit::data::path("qemu-ref/introspection");
     for (binary, want_hidden) in [
         ("qemu-system-x86_64-7.2.22", true),
         ("qemu-storage-daemon-10.0.2", false),
     ] {
         let path = dir.join(format!("{binary}-query-qmp-schema.json"));
-        let Ok(text) = std::fs::read_to_string(&path) else {
-            eprintln!("skipped: {} not found", path.display());
-            return;
-        };
+        let text = std::fs::read_to_string(&path).expect("test data");
         let v: Value = serde_json::from_str(&text).expect("JSON");
         let s = load_introspection(&v).expect("loads");
         let hidden = s.iter().filter(|(_, e)| is_hidden(e)).count();

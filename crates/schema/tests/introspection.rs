@@ -5,28 +5,14 @@
 use qmpkit_schema::introspect::{self, Options, SchemaInfo};
 use qmpkit_schema::Dialect;
 use serde_json::Value;
-use std::path::{Path, PathBuf};
-
-fn qemu_ref() -> PathBuf {
-    Path::new(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../../shared/qemu-ref"
-    ))
-    .to_path_buf()
-}
 
 fn compare(schema: &str, binary: &str) {
-    let base = qemu_ref();
+    let base = qmpkit_testkit::data::path("qemu-ref");
     let src = base.join(schema);
     let answer = base.join(format!("introspection/{binary}-query-qmp-schema.json"));
     let cfg = base.join(format!("introspection/cfg-{binary}.txt"));
-    let (Ok(answer), Ok(cfg)) = (
-        std::fs::read_to_string(&answer),
-        std::fs::read_to_string(&cfg),
-    ) else {
-        println!("skipped: {binary} answer or cfg not found");
-        return;
-    };
+    let answer = std::fs::read_to_string(&answer).expect("answer");
+    let cfg = std::fs::read_to_string(&cfg).expect("cfg");
     let s = qmpkit_schema::load(&src, Dialect::Modern).unwrap_or_else(|e| panic!("{schema}: {e}"));
     let opts = Options {
         enabled: introspect::parse_cfg_file(&cfg).into_iter().collect(),
@@ -75,11 +61,7 @@ fn qemu_system_x86_64_7_2_22() {
 
 #[test]
 fn unmasked_names_and_no_symbols() {
-    let src = qemu_ref().join("schema-10.0.2/storage-daemon/qapi/qapi-schema.json");
-    if !src.exists() {
-        println!("skipped: {} not found", src.display());
-        return;
-    }
+    let src = qmpkit_testkit::data::qemu_ref("schema-10.0.2/storage-daemon/qapi/qapi-schema.json");
     let s = qmpkit_schema::load(&src, Dialect::Modern).expect("loads");
     let infos = introspect::introspect(
         &s,

@@ -109,10 +109,6 @@ fn include_of_a_directory() {
 
 #[test]
 fn include_of_dev_zero() {
-    if !std::path::Path::new("/dev/zero").exists() {
-        println!("skipped: no /dev/zero");
-        return;
-    }
     let p = MemoryProvider::from_files([("top.json", "{ 'include': '/dev/zero' }\n")]);
     // The in-memory provider has no /dev/zero; the file system one has.
     let e = parse_schema("top.json", Dialect::Modern, &p).unwrap_err();

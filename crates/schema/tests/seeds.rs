@@ -4,22 +4,9 @@
 //! `*Kind` enums and wrappers, nested anonymous structs) are not counted.
 
 use qmpkit_schema::{stats::SchemaStats, Dialect};
-use std::path::{Path, PathBuf};
-
-fn seeds() -> PathBuf {
-    Path::new(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../../shared/seeds"
-    ))
-    .to_path_buf()
-}
 
 fn load(rel: &str) -> Option<SchemaStats> {
-    let path = seeds().join(rel);
-    if !path.exists() {
-        println!("skipped: {} not found", path.display());
-        return None;
-    }
+    let path = qmpkit_testkit::data::path("seeds").join(rel);
     match qmpkit_schema::load(&path, Dialect::Legacy) {
         Ok(s) => Some(SchemaStats::of(&s)),
         Err(e) => panic!("{rel} does not load under legacy:\n{e}"),

@@ -1,7 +1,7 @@
 //! Differential test against the real qemu-storage-daemon 10.0.2: the same protocol-level
 //! probes (negotiation, envelope, ids, JSON dialect, argument errors) sent to it and to an
 //! in-process server over the same schema must get the same bytes back. Skipped when
-//! qemu-storage-daemon (10.0.2) or ../shared is absent.
+//! qemu-storage-daemon (10.0.2) is absent.
 
 mod common;
 
@@ -141,14 +141,11 @@ fn run(path: &Path, probes: &[&[u8]]) -> Vec<Vec<Vec<u8>>> {
 
 #[test]
 fn same_bytes_as_qemu_storage_daemon() {
-    let Some(root) = common::qemu_ref() else {
-        eprintln!("skipped: ../shared/qemu-ref is absent");
-        return;
-    };
+    let root = qmpkit_testkit::data::path("qemu-ref");
     let (_qsd, qsd_sock) = match start_qsd() {
         Ok(q) => q,
         Err(reason) => {
-            eprintln!("skipped: {reason}");
+            qmpkit_testkit::skip::skip(&format!("{reason}"));
             return;
         }
     };

@@ -1,4 +1,4 @@
-//! Replay QEMU's recorded sessions (../shared/qemu-ref/transcripts) against an in-process
+//! Replay QEMU's recorded sessions (tests/data/qemu-ref/transcripts) against an in-process
 //! server serving the same schema, and compare byte for byte.
 //!
 //! Same bytes are required for every protocol line: greeting (the version and package are set
@@ -218,10 +218,7 @@ fn version_of(greeting: &[u8]) -> ((u64, u64, u64), String) {
 }
 
 fn replay(case: &Case) -> Vec<String> {
-    let Some(root) = common::qemu_ref() else {
-        eprintln!("skipped: ../shared/qemu-ref is absent");
-        return Vec::new();
-    };
+    let root = qmpkit_testkit::data::path("qemu-ref");
     let text = std::fs::read_to_string(root.join("transcripts").join(format!("{}.txt", case.name)))
         .expect("transcript");
     let exchanges = parse(&text);

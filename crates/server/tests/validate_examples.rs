@@ -50,14 +50,8 @@ fn run(schema: &Schema, examples: &str, version: (u64, u64, u64)) -> (usize, Vec
 
 #[test]
 fn seed_2_12_examples() {
-    let Some(schema) = load_shared("seeds/qemu-2.12-dev/qapi-schema.json", Dialect::Legacy) else {
-        return;
-    };
-    let Ok(text) = std::fs::read_to_string(shared().join("seeds/examples-schema-2.12-dev.jsonl"))
-    else {
-        eprintln!("skipped: examples not found");
-        return;
-    };
+    let schema = load_data("seeds/qemu-2.12-dev/qapi-schema.json", Dialect::Legacy);
+    let text = qmpkit_testkit::data::read("seeds/examples-schema-2.12-dev.jsonl");
     let (n, refused) = run(&schema, &text, (2, 12, 0));
     assert!(n > 150, "{n}");
     let got = refused.join("\n") + "\n";

@@ -57,7 +57,7 @@ fn start_daemon(dir: &std::path::Path) -> Option<(Daemon, UnixStream, BufReader<
         .stderr(Stdio::null())
         .spawn();
     let Ok(child) = child else {
-        eprintln!("skipped: qemu-storage-daemon not found");
+        qmpkit_testkit::skip::skip("qemu-storage-daemon not found");
         return None;
     };
     let daemon = Daemon(child);
@@ -67,7 +67,7 @@ fn start_daemon(dir: &std::path::Path) -> Option<(Daemon, UnixStream, BufReader<
             break s;
         }
         if start.elapsed() > Duration::from_secs(10) {
-            eprintln!("skipped: qemu-storage-daemon did not open its monitor");
+            qmpkit_testkit::skip::skip("qemu-storage-daemon did not open its monitor");
             return None;
         }
         std::thread::sleep(Duration::from_millis(20));
@@ -78,7 +78,7 @@ fn start_daemon(dir: &std::path::Path) -> Option<(Daemon, UnixStream, BufReader<
     let greeting = read_answer(&mut r)?;
     let version = &greeting["QMP"]["version"]["qemu"];
     if (version["major"].as_u64(), version["minor"].as_u64()) != (Some(10), Some(0)) {
-        eprintln!("skipped: qemu-storage-daemon is not 10.0 ({version})");
+        qmpkit_testkit::skip::skip(&format!("qemu-storage-daemon is not 10.0 ({version})"));
         return None;
     }
     w.write_all(b"{\"execute\": \"qmp_capabilities\"}\n").ok()?;
@@ -122,12 +122,10 @@ fn compare(
 
 #[test]
 fn against_live_storage_daemon() {
-    let Some(schema) = load_shared(
+    let schema = load_data(
         "qemu-ref/schema-10.0.2/storage-daemon/qapi/qapi-schema.json",
         Dialect::Modern,
-    ) else {
-        return;
-    };
+    );
     let dir = std::env::temp_dir().join(format!("qmpkit-validate-live-{}", std::process::id()));
     let Some((_daemon, mut w, mut r)) = start_daemon(&dir) else {
         return;
@@ -175,12 +173,10 @@ const UNSAFE: &[&str] = &[
 /// `QMPKIT_LIVE_SEED` (fixed by default).
 #[test]
 fn against_live_storage_daemon_random() {
-    let Some(schema) = load_shared(
+    let schema = load_data(
         "qemu-ref/schema-10.0.2/storage-daemon/qapi/qapi-schema.json",
         Dialect::Modern,
-    ) else {
-        return;
-    };
+    );
     let dir = std::env::temp_dir().join(format!("qmpkit-validate-rand-{}", std::process::id()));
     let Some((mut daemon, mut w, mut r)) = start_daemon(&dir) else {
         return;
@@ -261,12 +257,10 @@ fn against_live_storage_daemon_random() {
 /// non-ASCII) sent to the daemon, its choice compared with ours.
 #[test]
 fn leftover_order_live() {
-    let Some(schema) = load_shared(
+    let schema = load_data(
         "qemu-ref/schema-10.0.2/storage-daemon/qapi/qapi-schema.json",
         Dialect::Modern,
-    ) else {
-        return;
-    };
+    );
     let dir = std::env::temp_dir().join(format!("qmpkit-validate-keys-{}", std::process::id()));
     let Some((_daemon, mut w, mut r)) = start_daemon(&dir) else {
         return;

@@ -28,9 +28,7 @@ fn schemas() -> &'static Vec<Schema> {
             ("seeds/qemu-2.12-dev/qapi-schema.json", Dialect::Legacy),
             ("seeds/qemu-1.3-dev.json", Dialect::Legacy),
         ] {
-            if let Some(s) = load_shared(f, d) {
-                v.push(s);
-            }
+            v.push(load_data(f, d));
         }
         v
     })

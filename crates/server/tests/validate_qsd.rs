@@ -1,5 +1,5 @@
 //! Arguments checked against QEMU 10.0.2's schemas, compared with what
-//! real QEMU answered: the transcripts in `../shared` and the answers
+//! real QEMU answered: the transcripts in `tests/data` and the answers
 //! qemu-storage-daemon 10.0.2 gave to `validate/qsd-cases.txt`, recorded
 //! in `validate/qsd-10.0.2.txt`.
 
@@ -67,12 +67,10 @@ fn check(schema: &Schema, enabled: Option<&HashSet<String>>, pairs: &[(String, S
 
 #[test]
 fn storage_daemon_recorded_answers() {
-    let Some(schema) = load_shared(
+    let schema = load_data(
         "qemu-ref/schema-10.0.2/storage-daemon/qapi/qapi-schema.json",
         Dialect::Modern,
-    ) else {
-        return;
-    };
+    );
     let enabled = cfg("qemu-ref/introspection/cfg-qemu-storage-daemon-10.0.2.txt");
     let text = std::fs::read_to_string(golden_dir().join("qsd-10.0.2.txt")).unwrap_or_default();
     let pairs = exchanges(&text);
@@ -81,32 +79,22 @@ fn storage_daemon_recorded_answers() {
     assert_eq!(n, pairs.len());
 }
 
-fn transcript_pairs(name: &str) -> Option<Vec<(String, String)>> {
-    let p = shared().join("qemu-ref/transcripts").join(name);
-    let Ok(text) = std::fs::read_to_string(&p) else {
-        eprintln!("skipped: {} not found", p.display());
-        return None;
-    };
-    Some(
-        exchanges(&text)
-            .into_iter()
-            .filter_map(|(a, b)| Some((unrepr(&a)?, unrepr(&b)?)))
-            .map(|(a, b)| (a.trim().to_string(), b.trim().to_string()))
-            .collect(),
-    )
+fn transcript_pairs(name: &str) -> Vec<(String, String)> {
+    let text = qmpkit_testkit::data::read(&format!("qemu-ref/transcripts/{name}"));
+    exchanges(&text)
+        .into_iter()
+        .filter_map(|(a, b)| Some((unrepr(&a)?, unrepr(&b)?)))
+        .map(|(a, b)| (a.trim().to_string(), b.trim().to_string()))
+        .collect()
 }
 
 #[test]
 fn storage_daemon_transcript() {
-    let Some(schema) = load_shared(
+    let schema = load_data(
         "qemu-ref/schema-10.0.2/storage-daemon/qapi/qapi-schema.json",
         Dialect::Modern,
-    ) else {
-        return;
-    };
-    let Some(pairs) = transcript_pairs("qemu-storage-daemon-10.0.2.txt") else {
-        return;
-    };
+    );
+    let pairs = transcript_pairs("qemu-storage-daemon-10.0.2.txt");
     let enabled = cfg("qemu-ref/introspection/cfg-qemu-storage-daemon-10.0.2.txt");
     let n = check(&schema, Some(&enabled), &pairs);
     assert!(n >= 10, "{n}");
@@ -114,30 +102,22 @@ fn storage_daemon_transcript() {
 
 #[test]
 fn system_transcript() {
-    let Some(schema) = load_shared(
+    let schema = load_data(
         "qemu-ref/schema-10.0.2/qapi/qapi-schema.json",
         Dialect::Modern,
-    ) else {
-        return;
-    };
-    let Some(pairs) = transcript_pairs("qemu-system-x86_64-10.0.2.txt") else {
-        return;
-    };
+    );
+    let pairs = transcript_pairs("qemu-system-x86_64-10.0.2.txt");
     let n = check(&schema, None, &pairs);
     assert!(n >= 10, "{n}");
 }
 
 #[test]
 fn storage_daemon_7_2_transcript() {
-    let Some(schema) = load_shared(
+    let schema = load_data(
         "qemu-ref/schema-7.2.22/storage-daemon/qapi/qapi-schema.json",
         Dialect::Modern,
-    ) else {
-        return;
-    };
-    let Some(pairs) = transcript_pairs("qemu-storage-daemon-7.2.22.txt") else {
-        return;
-    };
+    );
+    let pairs = transcript_pairs("qemu-storage-daemon-7.2.22.txt");
     let enabled = cfg("qemu-ref/introspection/cfg-qemu-storage-daemon-7.2.22.txt");
     let n = check(&schema, Some(&enabled), &pairs);
     assert!(n >= 10, "{n}");
@@ -145,15 +125,11 @@ fn storage_daemon_7_2_transcript() {
 
 #[test]
 fn system_7_2_transcript() {
-    let Some(schema) = load_shared(
+    let schema = load_data(
         "qemu-ref/schema-7.2.22/qapi/qapi-schema.json",
         Dialect::Modern,
-    ) else {
-        return;
-    };
-    let Some(pairs) = transcript_pairs("qemu-system-x86_64-7.2.22.txt") else {
-        return;
-    };
+    );
+    let pairs = transcript_pairs("qemu-system-x86_64-7.2.22.txt");
     let enabled = cfg("qemu-ref/introspection/cfg-qemu-system-x86_64-7.2.22.txt");
     let n = check(&schema, Some(&enabled), &pairs);
     assert!(n >= 10, "{n}");

@@ -6,12 +6,6 @@
 use qmpkit_testkit::transcript::unrepr;
 use qmpkit_wire::{encode_line, json::decode_all, response_error, JsonStreamer, QmpError, Request};
 use serde_json::Value;
-use std::path::PathBuf;
-
-fn shared() -> PathBuf {
-    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared"))
-}
-
 /// A `>>>` line's bytes; abbreviated ones (`[N bytes] b'head' ... b'tail'`) are
 /// rebuilt by repeating the head's last and the tail's first byte so that
 /// brackets balance and the length is N.
@@ -106,18 +100,23 @@ fn parse_transcript(text: &str) -> (Vec<Exchange>, Vec<Vec<u8>>) {
     (exchanges, all_lines)
 }
 
-fn transcripts() -> Option<Vec<(String, String)>> {
-    let dir = shared().join("qemu-ref/transcripts");
+fn transcripts() -> Vec<(String, String)> {
+    let dir = qmpkit_testkit::data::qemu_ref("transcripts");
     let mut out = Vec::new();
-    for entry in std::fs::read_dir(&dir).ok()? {
-        let path = entry.ok()?.path();
+    for entry in std::fs::read_dir(&dir).expect("transcripts") {
+        let path = entry.expect("entry").path();
         if path.extension().is_some_and(|e| e == "txt") {
-            let text = std::fs::read_to_string(&path).ok()?;
-            out.push((path.file_name()?.to_string_lossy().into_owned(), text));
+            let text = std::fs::read_to_string(&path).expect("read transcript");
+            let name = path
+                .file_name()
+                .expect("name")
+                .to_string_lossy()
+                .into_owned();
+            out.push((name, text));
         }
     }
     out.sort();
-    Some(out)
+    out
 }
 
 fn is_event(line: &[u8]) -> bool {
@@ -126,10 +125,7 @@ fn is_event(line: &[u8]) -> bool {
 
 #[test]
 fn decoder_matches_transcripts() {
-    let Some(files) = transcripts() else {
-        println!("skipped: ../shared/qemu-ref/transcripts not found");
-        return;
-    };
+    let files = transcripts();
     assert_eq!(files.len(), 4, "four transcripts");
     let mut checked_errors = 0;
     for (name, text) in &files {
@@ -210,10 +206,7 @@ fn decoder_matches_transcripts() {
 
 #[test]
 fn every_line_reencodes_exactly() {
-    let Some(files) = transcripts() else {
-        println!("skipped: ../shared/qemu-ref/transcripts not found");
-        return;
-    };
+    let files = transcripts();
     let mut n = 0;
     for (name, text) in &files {
         let (_, lines) = parse_transcript(text);
@@ -246,11 +239,8 @@ fn every_line_reencodes_exactly() {
 
 #[test]
 fn introspection_replies_reencode_exactly() {
-    let dir = shared().join("qemu-ref/introspection");
-    let Ok(entries) = std::fs::read_dir(&dir) else {
-        println!("skipped: ../shared/qemu-ref/introspection not found");
-        return;
-    };
+    let dir = qmpkit_testkit::data::qemu_ref("introspection");
+    let entries = std::fs::read_dir(&dir).expect("introspection answers");
     let mut n = 0;
     for entry in entries.flatten() {
         let path = entry.path();

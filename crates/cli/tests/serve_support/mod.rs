@@ -14,10 +14,6 @@ pub fn qmpkit() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_qmpkit"))
 }
 
-pub fn shared() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared")
-}
-
 /// A fresh directory for sockets.
 pub fn tmpdir(tag: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("qmpkit-serve-{tag}-{}", std::process::id()));

@@ -90,7 +90,7 @@ macro_rules! qsd_or_skip {
         match common::Qsd::start() {
             Ok(q) => q,
             Err(reason) => {
-                println!("skipped: {reason}");
+                qmpkit_testkit::skip::skip(&format!("{reason}"));
                 return;
             }
         }

@@ -12,12 +12,6 @@ use std::time::Duration;
 use qmpkit_schema::{introspect, Dialect, Schema};
 use qmpkit_server::{Registry, Server, ServerOptions};
 
-/// `../shared/qemu-ref`, if present.
-pub fn qemu_ref() -> Option<PathBuf> {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/qemu-ref");
-    p.is_dir().then_some(p)
-}
-
 pub fn load_schema(path: &Path) -> Schema {
     match qmpkit_schema::load(path, Dialect::Modern) {
         Ok(s) => s,

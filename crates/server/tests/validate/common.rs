@@ -5,34 +5,19 @@ use qmpkit_schema::{Dialect, Schema};
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
-/// `../shared` next to the checkout (or `$QMPKIT_SHARED`).
-pub fn shared() -> PathBuf {
-    match std::env::var_os("QMPKIT_SHARED") {
-        Some(p) => PathBuf::from(p),
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared"),
-    }
-}
-
 pub fn golden_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/validate")
 }
 
-/// Load a schema from `../shared`, or print `skipped:` and return None.
-pub fn load_shared(rel: &str, dialect: Dialect) -> Option<Schema> {
-    let p = shared().join(rel);
-    if !p.exists() {
-        eprintln!("skipped: {} not found", p.display());
-        return None;
-    }
-    match qmpkit_schema::load(&p, dialect) {
-        Ok(s) => Some(s),
-        Err(e) => panic!("{}: {e}", p.display()),
-    }
+/// Load a schema from the repository's test data (`tests/data/<rel>`).
+pub fn load_data(rel: &str, dialect: Dialect) -> Schema {
+    let p = qmpkit_testkit::data::path(rel);
+    qmpkit_schema::load(&p, dialect).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
 }
 
 /// The configuration symbols of a `cfg-*.txt` file.
 pub fn cfg(rel: &str) -> HashSet<String> {
-    let p = shared().join(rel);
+    let p = qmpkit_testkit::data::path(rel);
     std::fs::read_to_string(&p)
         .map(|t| qmpkit_schema::introspect::parse_cfg_file(&t))
         .unwrap_or_default()
