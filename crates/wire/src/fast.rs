@@ -315,6 +315,10 @@ impl Reader<'_> {
             Some(_) => return Err(Stop::Refused),
         }
         let int_end = i;
+        if d[int_start] == b'0' && matches!(d.get(i), Some(b'e' | b'E')) {
+            // QEMU's lexer ends the number at a leading zero's exponent.
+            return Err(Stop::Refused);
+        }
         let mut float = false;
         if d.get(i) == Some(&b'.') {
             float = true;

@@ -234,10 +234,11 @@ fn step(state: LexState, ch: u8) -> (Next, bool) {
             0x20..=0xFD => (N::State(S::SqString), true),
             _ => (N::Error, true),
         },
+        // A leading zero takes a fraction but no exponent: `0e1` reads as the integer 0, the
+        // keyword `e` and the integer 1.
         S::Zero => match ch {
             b'0'..=b'9' => (N::Error, true),
             b'.' => (N::State(S::Mantissa), true),
-            b'e' | b'E' => (N::State(S::ExpE), true),
             _ => (N::Token(TokKind::Integer), false),
         },
         S::Digits => match ch {
@@ -692,7 +693,13 @@ fn parse_string(text: &[u8]) -> Result<String, JsonError> {
                 b't' => out.push('\t'),
                 b'u' => {
                     let Some(mut cp) = hex4(text, p) else {
-                        return Err(JsonError::parse("invalid hex escape sequence in string"));
+                        // QEMU shows `\u` and the four bytes it tried to read (fewer at the
+                        // end of the token, whose closing quote counts as one of them).
+                        let end = (p + 4).min(text.len());
+                        let shown = decode_lossy(&text[beg..end]);
+                        return Err(JsonError::parse(&format!(
+                            "{shown} is not a valid Unicode character"
+                        )));
                     };
                     p += 4;
                     let mut valid = true;

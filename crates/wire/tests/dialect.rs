@@ -55,6 +55,7 @@ fn values() {
         (b"[9223372036854775807, 9223372036854775808, 18446744073709551615, 18446744073709551616]",
          "[9223372036854775807, 9223372036854775808, 18446744073709551615, 1.8446744073709552e+19]"),
         (b"[-9223372036854775808, -9223372036854775809]", "[-9223372036854775808, -9.2233720368547758e+18]"),
+        (b"[0.0e1, 0.5E-2, 10e1, -0.0E+0]", "[0, 0.0050000000000000001, 100, -0]"),
         (b"[true, false, null]", "[true, false, null]"),
         (b"{\"a\": {\"b\": [1, {\"c\": []}]}}", r#"{"a": {"b": [1, {"c": []}]}}"#),
     ];
@@ -87,7 +88,11 @@ fn errors() {
         (b"[\"\\x\"]", vec![e("invalid escape sequence in string")]),
         (
             b"[\"\\u12\"]",
-            vec![e("invalid hex escape sequence in string")],
+            vec![e("\\u12\" is not a valid Unicode character")],
+        ),
+        (
+            b"[\"\\u0g00x\"]",
+            vec![e("\\u0g00 is not a valid Unicode character")],
         ),
         (
             b"[\"\\udc00\"]",
@@ -118,6 +123,12 @@ fn errors() {
         // The offending byte belongs to the stray token.
         (b"[1.]", vec![e("stray '1.]'")]),
         (b"[1e]\n", vec![e("stray '1e]'")]),
+        // A leading zero takes a fraction but no exponent: the number ends before the `e`
+        // (a keyword) or the `E` (stray).
+        (b"[0e1]", vec![e("expected separator in list")]),
+        (b"[-0e1]", vec![e("expected separator in list")]),
+        (b"[0E1]", vec![e("stray 'E'"), EXPECTING.into()]),
+        (b"[0e]", vec![e("expected separator in list")]),
         (b"[-x]", vec![e("stray '-x'"), EXPECTING.into()]),
         (b"[\"a\tb\"]", vec![e("stray '\"a\t'"), EXPECTING.into()]),
         (b"[\"a\x00b\"]", vec![e("stray '\"a'"), EXPECTING.into()]),
@@ -196,8 +207,11 @@ fn answers_come_without_waiting() {
     // cannot change QEMU's answer.
     let e = |s: &str| format!("ERR JSON parse error, {s}");
     let cases: &[(&[u8], String)] = &[
-        (b"{\"ess\\u\"}", e("invalid hex escape sequence in string")),
-        (b"[\"\\u12\"]", e("invalid hex escape sequence in string")),
+        (b"{\"ess\\u\"}", e("\\u\" is not a valid Unicode character")),
+        (
+            b"[\"\\u12\"]",
+            e("\\u12\" is not a valid Unicode character"),
+        ),
         (b"[\"\xf0\"]", e("invalid UTF-8 sequence in string")),
         (b"[\"\xe2\x82\"]", e("invalid UTF-8 sequence in string")),
         (
