@@ -217,7 +217,9 @@ fn check_members(obj: &Map<String, Value>, allow_oob: bool) -> Result<(String, b
                     return Err(format!("QMP input member '{key}' must be a string"));
                 };
                 if command.is_some() {
-                    return Err(format!("QMP input member '{key}' is unexpected"));
+                    // Only with `oob` negotiated can both be met; QEMU names them in this
+                    // order whichever it meets first.
+                    return Err("QMP input member 'execute' clashes with 'exec-oob'".into());
                 }
                 command = Some((name.as_str(), key == "exec-oob"));
             }

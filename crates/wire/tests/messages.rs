@@ -158,16 +158,37 @@ fn envelope_errors() {
             true,
             err_id("1", "QMP input member 'exec-oob' must be a string"),
         ),
-        // QEMU meets exec-oob before execute: the second one is unexpected.
+        // With oob, both members clash when QEMU meets the second (exec-oob walks first), after
+        // the checks of the members it met before and before those of the rest.
         (
             r#"{"exec-oob": "x", "execute": "y", "id": 1}"#,
             true,
-            err_id("1", "QMP input member 'execute' is unexpected"),
+            err_id("1", "QMP input member 'execute' clashes with 'exec-oob'"),
         ),
         (
             r#"{"execute": "y", "exec-oob": "x"}"#,
             true,
-            err("QMP input member 'execute' is unexpected"),
+            err("QMP input member 'execute' clashes with 'exec-oob'"),
+        ),
+        (
+            r#"{"execute": "y", "exec-oob": "x", "arguments": 1, "foo": 2}"#,
+            true,
+            err("QMP input member 'execute' clashes with 'exec-oob'"),
+        ),
+        (
+            r#"{"execute": "y", "exec-oob": "x", "x": 2}"#,
+            true,
+            err("QMP input member 'x' is unexpected"),
+        ),
+        (
+            r#"{"execute": 1, "exec-oob": "x"}"#,
+            true,
+            err("QMP input member 'execute' must be a string"),
+        ),
+        (
+            r#"{"execute": "y", "exec-oob": 1}"#,
+            true,
+            err("QMP input member 'exec-oob' must be a string"),
         ),
         // Several problems: QEMU reports the first member in its walking order.
         (
