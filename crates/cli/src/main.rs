@@ -5,6 +5,9 @@
 
 use std::process::ExitCode;
 
+mod docs_cmd;
+mod qmp_cmd;
+mod qmp_syntax;
 mod schema_cmd;
 mod serve_cmd;
 
@@ -14,6 +17,9 @@ usage: qmpkit <command> [options]
 commands:
   schema check|dump|stats|introspect|diff   work with QAPI schemas
   serve                                     run a simulated machine's QMP monitor
+  qmp SERVER COMMAND [KEY=VALUE...]         run QMP commands for scripts
+  completions bash|zsh|fish|elvish|powershell  print a shell completion script
+  man [COMMAND]                             print a man page
   help                                      show this text
 
 Run `qmpkit <command> --help` for the options of one command.";
@@ -28,6 +34,9 @@ fn main() -> ExitCode {
     match args.get(1).map(String::as_str) {
         Some("schema") => schema_cmd::run(rest),
         Some("serve") => serve_cmd::run(rest),
+        Some("qmp") => qmp_cmd::run(rest),
+        Some("completions") => docs_cmd::completions(rest),
+        Some("man") => docs_cmd::man(rest),
         Some("help") | Some("--help") | Some("-h") => {
             println!("{USAGE}");
             ExitCode::SUCCESS

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 
 #[derive(Parser, Debug)]
 #[command(name = "qmpkit schema", about = "Work with QAPI schemas")]
-struct Cli {
+pub(crate) struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
 }
