@@ -32,6 +32,7 @@ pub struct Request {
 
 impl Request {
     /// The request as QMP JSON (`{"execute": …, "arguments": …, "id": …}`).
+    #[allow(dead_code)]
     pub fn to_json(&self) -> Value {
         let mut m = Map::new();
         let key = if self.oob { "exec-oob" } else { "execute" };
@@ -74,6 +75,7 @@ impl Shorthand {
     }
 
     /// Forget a transaction being typed.
+    #[allow(dead_code)]
     pub fn cancel(&mut self) {
         self.actions = None;
     }
