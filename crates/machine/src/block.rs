@@ -357,9 +357,10 @@ fn change_medium(
     crate::empty()
 }
 
-/// One `BlockDeviceInfo` (the `inserted` member) in QEMU 2.12's shape.
-fn inserted(medium: &Medium) -> Value {
-    json!({
+/// One `BlockDeviceInfo` (the `inserted` member) in QEMU 2.12's shape,
+/// with `active` (QEMU 10.0) where the served interface has it.
+fn inserted(schema: &qmpkit_schema::Schema, medium: &Medium) -> Value {
+    let mut v = json!({
         "file": medium.file,
         "node-name": medium.node_name,
         "ro": medium.read_only,
@@ -384,7 +385,15 @@ fn inserted(medium: &Medium) -> Value {
         "iops_size": 0,
         "cache": {"writeback": true, "direct": false, "no-flush": false},
         "write_threshold": 0,
-    })
+    });
+    // A node is active unless migration handed it over.
+    if crate::shape::member_names(schema, "BlockDeviceInfo")
+        .iter()
+        .any(|n| n == "active")
+    {
+        v["active"] = json!(true);
+    }
+    v
 }
 
 /// `query-block` in QEMU 2.12's shape (before fitting to the served
@@ -401,7 +410,7 @@ pub fn query_block(m: &Machine) -> Value {
         b.insert("removable".into(), json!(d.removable));
         b.insert("locked".into(), json!(d.locked));
         if let Some(med) = &d.medium {
-            b.insert("inserted".into(), inserted(med));
+            b.insert("inserted".into(), inserted(&m.schema, med));
         }
         if d.has_tray {
             b.insert("tray_open".into(), json!(d.tray_open));

@@ -207,7 +207,11 @@ fn hotpluggable_cpus(m: &Machine) -> Value {
     Value::Array(out)
 }
 
-fn machines() -> Value {
+fn machines(m: &Machine) -> Value {
+    // QEMU 8.0 tells whether the machine type supports ACPI.
+    let has_acpi = crate::shape::member_names(&m.schema, "MachineInfo")
+        .iter()
+        .any(|n| n == "acpi");
     let mut v = Vec::new();
     for (name, alias, default) in [
         ("pc-i440fx-2.12", Some("pc"), true),
@@ -232,6 +236,9 @@ fn machines() -> Value {
             json!(if name == "none" { 1 } else { 255 }),
         );
         o.insert("hotpluggable-cpus".into(), json!(name != "none"));
+        if has_acpi {
+            o.insert("acpi".into(), json!(!matches!(name, "none" | "isapc")));
+        }
         v.push(Value::Object(o));
     }
     Value::Array(v)
@@ -649,7 +656,7 @@ pub fn execute(m: &mut Machine, cmd: &str, args: &Args, _cx: &mut Cx) -> Option<
         "query-target" => json!({"arch": "x86_64"}),
         // QEMU 1.x: selects the monitor's current CPU, which QMP never uses.
         "cpu" => json!({}),
-        "query-machines" => machines(),
+        "query-machines" => machines(m),
         "query-cpu-definitions" => cpu_definitions(),
         "query-cpu-model-expansion" => return Some(cpu_model_expansion(args)),
         "query-cpu-model-comparison" | "query-cpu-model-baseline" => {

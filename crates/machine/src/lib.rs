@@ -175,16 +175,30 @@ impl Machine {
         }
     }
 
-    /// Queue an event for broadcast. Events the served schema does not
-    /// define are dropped; data is shaped after the event's type.
+    /// Queue an event for broadcast, as the subsystem made it (shaped
+    /// after the served schema when it is taken).
     pub fn emit(&mut self, name: &str, data: Option<Value>) {
-        if let Some(ev) = shape::conform_event(&self.schema, name, data) {
-            self.outbox.push((name.to_string(), ev));
-        }
+        self.outbox.push((name.to_string(), data));
     }
 
-    /// Drain queued events, oldest first.
+    /// Drain queued events, oldest first, shaped after the served schema:
+    /// events it does not define are dropped, data fits the event's type
+    /// (see [`shape::conform_event`]).
     pub fn take_events(&mut self) -> Vec<(String, Option<Value>)> {
+        let schema = self.schema.clone();
+        self.take_raw_events()
+            .into_iter()
+            .filter_map(|(name, data)| {
+                let ev = shape::conform_event(&schema, &name, data).value?;
+                Some((name, ev))
+            })
+            .collect()
+    }
+
+    /// Drain queued events, oldest first, as the subsystems made them
+    /// (before any shaping: what tests check against the machine's own
+    /// schema).
+    pub fn take_raw_events(&mut self) -> Vec<(String, Option<Value>)> {
         std::mem::take(&mut self.outbox)
     }
 
@@ -258,15 +272,24 @@ impl Machine {
         }
     }
 
-    /// Execute `cmd` with validated `args`. `None`: no subsystem implements
-    /// the command (the glue synthesises a reply from the schema).
+    /// Execute `cmd` with validated `args`; the reply is shaped after the
+    /// served schema's return type (see [`shape::conform_return`]).
+    /// `None`: no subsystem implements the command (the glue answers that
+    /// it is not implemented, or a synthesised value when asked to).
     pub fn execute(&mut self, cmd: &str, args: &Args, cx: &mut Cx) -> Option<CmdResult> {
+        let r = self.execute_raw(cmd, args, cx)?;
+        Some(r.map(|v| shape::conform_return(&self.schema, cmd, v).value))
+    }
+
+    /// [`Machine::execute`] without shaping the reply: the value as the
+    /// subsystem made it (what tests check against the machine's own
+    /// schema).
+    pub fn execute_raw(&mut self, cmd: &str, args: &Args, cx: &mut Cx) -> Option<CmdResult> {
         self.now_ns = self.now_ns.max(cx.now_ns);
         if let Some(err) = self.testctl.take_injected(cmd) {
             return Some(Err(err));
         }
-        let r = None
-            .or_else(|| testctl::execute(self, cmd, args, cx))
+        None.or_else(|| testctl::execute(self, cmd, args, cx))
             .or_else(|| runstate::execute(self, cmd, args, cx))
             .or_else(|| identity::execute(self, cmd, args, cx))
             // Device-level subsystems: `.or_else(|| NAME::execute(self, cmd, args, cx))`.
@@ -281,9 +304,7 @@ impl Machine {
             .or_else(|| input::execute(self, cmd, args, cx))
             .or_else(|| balloon::execute(self, cmd, args, cx))
             .or_else(|| misc::execute(self, cmd, args, cx))
-            .or_else(|| hmp::execute(self, cmd, args, cx));
-        let r = r?;
-        Some(r.map(|v| shape::conform_return(&self.schema, cmd, v)))
+            .or_else(|| hmp::execute(self, cmd, args, cx))
     }
 
     /// Whether the machine's state is `state`.

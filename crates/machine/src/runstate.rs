@@ -306,6 +306,16 @@ fn cause_value(m: &Machine, cause: ShutdownCause) -> Value {
     Value::String(pick.to_string())
 }
 
+/// The data of SHUTDOWN or RESET: who asked, and why where the served
+/// interface says (QEMU 4.0 added `reason`).
+fn cause_data(m: &Machine, event: &str, cause: ShutdownCause) -> Value {
+    let mut data = json!({"guest": cause.is_guest()});
+    if crate::shape::event_has_member(&m.schema, event, "reason") {
+        data["reason"] = cause_value(m, cause);
+    }
+    data
+}
+
 /// Post a request the main loop serves after the current reply.
 pub fn request(m: &mut Machine, what: &str, data: Value) {
     m.schedule(0, TimerAction::Custom(SUBSYSTEM, what.to_string(), data));
@@ -314,7 +324,7 @@ pub fn request(m: &mut Machine, what: &str, data: Value) {
 /// Serve a shutdown request now: SHUTDOWN, then exit or (with
 /// `-no-shutdown`) stop in `shutdown`.
 pub fn do_shutdown(m: &mut Machine, cause: ShutdownCause) {
-    let data = json!({"guest": cause.is_guest(), "reason": cause_value(m, cause)});
+    let data = cause_data(m, "SHUTDOWN", cause);
     m.emit("SHUTDOWN", Some(data));
     m.cancel_timers(
         |a| !matches!(a, TimerAction::Custom(SUBSYSTEM, w, _) if w == "guest-powerdown"),
@@ -333,7 +343,7 @@ pub fn do_reset(m: &mut Machine, cause: ShutdownCause) {
         do_shutdown(m, cause);
         return;
     }
-    let data = json!({"guest": cause.is_guest(), "reason": cause_value(m, cause)});
+    let data = cause_data(m, "RESET", cause);
     m.emit("RESET", Some(data));
     m.run.reset_count += 1;
     m.run.powerdown_pending = false;

@@ -1,12 +1,25 @@
 //! Fitting values to the served schema.
 //!
-//! Handlers answer the richest shape they know (QEMU 2.12's, with newer
-//! members where they exist); [`conform_return`] and [`conform_event`] cut
-//! and complete it to what the loaded schema's type expects: members the
-//! type does not have are dropped, mandatory members the handler did not
-//! give get a neutral value, enum values outside the type's members fall
-//! back to its first member. So one handler serves QEMU 1.0's interface and
-//! 10.0's alike (e.g. `query-cpus`' old flat shape and 2.12's union).
+//! Handlers answer the machine's own interface (QEMU 2.12's, `schema/`),
+//! and newer members where the served schema has them (`reason` of
+//! SHUTDOWN, `active` of a block node); [`conform_return`] and
+//! [`conform_event`] cut and complete that to what the served schema's type
+//! expects: members the type does not have are dropped, mandatory members
+//! the handler did not give get a neutral value, enum values outside the
+//! type's members fall back to its first member. So one handler serves QEMU
+//! 1.0's interface and 10.0's alike (e.g. `query-cpus`' old flat shape and
+//! 2.12's union).
+//!
+//! Every such change is an [`Invention`], reported with the JSON pointer of
+//! the value it touched. Serving an older or newer interface, dropping and
+//! filling in members is the point; serving the machine's own schema,
+//! nothing may be invented: a handler that needs an invention there answers
+//! a wrong value, and `tests/versions.rs` fails on it (it checks every
+//! reply and event as the handler made it, with [`Machine::execute_raw`]
+//! and [`Machine::take_raw_events`]).
+//!
+//! [`Machine::execute_raw`]: crate::Machine::execute_raw
+//! [`Machine::take_raw_events`]: crate::Machine::take_raw_events
 
 use qmpkit_schema::model::{EntityId, EntityKind};
 use qmpkit_schema::Schema;
@@ -14,41 +27,113 @@ use serde_json::{Map, Value};
 
 const MAX_DEPTH: usize = 48;
 
-/// Shape `value`, a result of `command`, after the command's return type
-/// (`{}` for a command without one).
-pub fn conform_return(schema: &Schema, command: &str, value: Value) -> Value {
-    let Some(id) = schema.lookup(command) else {
-        return value;
-    };
-    match &schema.entity(id).kind {
-        EntityKind::Command(c) => match c.ret_type {
-            Some(t) => conform(schema, t, value, 0),
-            None => Value::Object(Map::new()),
-        },
-        _ => value,
+/// What the conversion had to change in a value to fit the served schema.
+#[derive(Debug, Clone, PartialEq)]
+pub enum InventionKind {
+    /// A mandatory member was missing: a neutral value was filled in.
+    MissingMember,
+    /// A member the type does not have was dropped (its value).
+    DroppedMember(Value),
+    /// A value outside the enum was replaced by the enum's first member.
+    EnumReplaced(Value),
+    /// A value of the wrong JSON type was replaced by a neutral value.
+    WrongType { expected: String, was: Value },
+    /// A value where the schema has none (a command without return type,
+    /// an event without data) was dropped.
+    DroppedValue(Value),
+    /// An event the served schema does not declare was dropped.
+    UnknownEvent,
+}
+
+/// One change the conversion made, at `path` (a JSON pointer into the
+/// return value or the event's data; `""` is the whole value).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Invention {
+    pub path: String,
+    pub kind: InventionKind,
+}
+
+impl std::fmt::Display for Invention {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let at = if self.path.is_empty() {
+            "/"
+        } else {
+            &self.path
+        };
+        match &self.kind {
+            InventionKind::MissingMember => write!(f, "{at}: mandatory member missing (filled in)"),
+            InventionKind::DroppedMember(v) => {
+                write!(f, "{at}: member not in the type (dropped {v})")
+            }
+            InventionKind::EnumReplaced(v) => {
+                write!(f, "{at}: {v} is not a value of the enum (replaced)")
+            }
+            InventionKind::WrongType { expected, was } => {
+                write!(f, "{at}: {was} is not of type {expected} (replaced)")
+            }
+            InventionKind::DroppedValue(v) => {
+                write!(f, "{at}: the schema has no value here (dropped {v})")
+            }
+            InventionKind::UnknownEvent => write!(f, "the schema has no such event (dropped)"),
+        }
     }
 }
 
-/// Shape an event's data after the served schema: `None` when the schema
-/// has no such event (drop it), `Some(None)` for an event without data.
-pub fn conform_event(schema: &Schema, name: &str, data: Option<Value>) -> Option<Option<Value>> {
-    let Some(id) = schema.lookup(name) else {
-        return if schema_has_events(schema) {
-            None
-        } else {
-            Some(pre_qapi_event(name, data))
-        };
-    };
-    match &schema.entity(id).kind {
-        EntityKind::Event(e) => match e.arg_type {
-            None => Some(None),
-            Some(t) => {
-                let v = data.unwrap_or_else(|| Value::Object(Map::new()));
-                Some(Some(conform(schema, t, v, 0)))
+/// A value fitted to the served schema, and what fitting it changed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Conformed<T> {
+    pub value: T,
+    pub inventions: Vec<Invention>,
+}
+
+/// Shape `value`, a result of `command`, after the command's return type
+/// (`{}` for a command without one).
+pub fn conform_return(schema: &Schema, command: &str, value: Value) -> Conformed<Value> {
+    let mut s = Shaper::new(schema);
+    let value = match schema.lookup(command).map(|id| &schema.entity(id).kind) {
+        Some(EntityKind::Command(c)) => match c.ret_type {
+            Some(t) => s.conform(t, value, 0),
+            None => {
+                if value != Value::Object(Map::new()) {
+                    s.invent(InventionKind::DroppedValue(value));
+                }
+                Value::Object(Map::new())
             }
         },
-        _ => None,
-    }
+        _ => value,
+    };
+    s.done(value)
+}
+
+/// Shape an event's data after the served schema: `None` when the schema
+/// has no such event (drop it; reported as [`InventionKind::UnknownEvent`]),
+/// `Some(None)` for an event without data.
+pub fn conform_event(
+    schema: &Schema,
+    name: &str,
+    data: Option<Value>,
+) -> Conformed<Option<Option<Value>>> {
+    let mut s = Shaper::new(schema);
+    let value = match schema.lookup(name).map(|id| &schema.entity(id).kind) {
+        None if !schema_has_events(schema) => Some(pre_qapi_event(name, data)),
+        Some(EntityKind::Event(e)) => match e.arg_type {
+            None => {
+                if let Some(d) = data {
+                    s.invent(InventionKind::DroppedValue(d));
+                }
+                Some(None)
+            }
+            Some(t) => {
+                let v = data.unwrap_or_else(|| Value::Object(Map::new()));
+                Some(Some(s.conform(t, v, 0)))
+            }
+        },
+        _ => {
+            s.invent(InventionKind::UnknownEvent);
+            None
+        }
+    };
+    s.done(value)
 }
 
 /// Whether the schema declares events (QEMU 2.1 and later do; before,
@@ -97,6 +182,16 @@ pub fn member_names(schema: &Schema, type_name: &str) -> Vec<String> {
     }
 }
 
+/// Whether event `event` exists and its data has a member named `member`.
+pub fn event_has_member(schema: &Schema, event: &str, member: &str) -> bool {
+    match schema.lookup(event).map(|id| &schema.entity(id).kind) {
+        Some(EntityKind::Event(e)) => e
+            .arg_type
+            .is_some_and(|t| schema.object_members(t).any(|m| m.name == member)),
+        _ => false,
+    }
+}
+
 /// Whether command `command` exists and has an argument named `arg`.
 pub fn command_has_arg(schema: &Schema, command: &str, arg: &str) -> bool {
     let Some(id) = schema.lookup(command) else {
@@ -123,86 +218,156 @@ fn json_fits(json_type: &str, v: &Value) -> bool {
 }
 
 /// Shape `value` after type `id`.
-pub fn conform(schema: &Schema, id: EntityId, value: Value, depth: usize) -> Value {
-    if depth > MAX_DEPTH || id >= schema.entities.len() {
-        return value;
-    }
-    match &schema.entity(id).kind {
-        EntityKind::Builtin(b) => {
-            if json_fits(b.json_type, &value) {
-                value
-            } else {
-                synth(schema, id, depth)
-            }
-        }
-        EntityKind::Enum(e) => match value.as_str() {
-            Some(s) if e.members.iter().any(|m| m.name == s) => value,
-            _ => synth(schema, id, depth),
-        },
-        EntityKind::Array(a) => match value {
-            Value::Array(items) => Value::Array(
-                items
-                    .into_iter()
-                    .map(|v| conform(schema, a.element, v, depth + 1))
-                    .collect(),
-            ),
-            _ => Value::Array(Vec::new()),
-        },
-        EntityKind::Object(o) => {
-            let Value::Object(mut src) = value else {
-                return synth(schema, id, depth);
-            };
-            let mut out = Map::new();
-            fill_members(schema, id, &mut src, &mut out, depth);
-            if let Some(br) = &o.branches {
-                let tag = out
-                    .get(&br.tag_name)
-                    .and_then(Value::as_str)
-                    .map(str::to_string);
-                if let Some(v) = tag.and_then(|t| br.variants.iter().find(|v| v.name == t)) {
-                    fill_members(schema, v.typ, &mut src, &mut out, depth);
-                }
-            }
-            Value::Object(out)
-        }
-        EntityKind::Alternate(a) => {
-            for v in &a.variants {
-                let fits = match &schema.entity(v.typ).kind {
-                    EntityKind::Builtin(b) => json_fits(b.json_type, &value),
-                    EntityKind::Enum(_) => value.is_string(),
-                    EntityKind::Object(_) => value.is_object(),
-                    EntityKind::Array(_) => value.is_array(),
-                    _ => false,
-                };
-                if fits {
-                    return conform(schema, v.typ, value, depth + 1);
-                }
-            }
-            synth(schema, id, depth)
-        }
-        _ => value,
-    }
+pub fn conform(schema: &Schema, id: EntityId, value: Value) -> Conformed<Value> {
+    let mut s = Shaper::new(schema);
+    let v = s.conform(id, value, 0);
+    s.done(v)
 }
 
-fn fill_members(
-    schema: &Schema,
-    id: EntityId,
-    src: &mut Map<String, Value>,
-    out: &mut Map<String, Value>,
-    depth: usize,
-) {
-    for m in schema.object_members(id) {
-        if out.contains_key(&m.name) {
-            continue;
+/// The walk: the schema, the JSON pointer of the value being shaped, and
+/// what was invented so far.
+struct Shaper<'a> {
+    schema: &'a Schema,
+    path: String,
+    inventions: Vec<Invention>,
+}
+
+impl<'a> Shaper<'a> {
+    fn new(schema: &'a Schema) -> Shaper<'a> {
+        Shaper {
+            schema,
+            path: String::new(),
+            inventions: Vec::new(),
         }
-        match src.remove(&m.name) {
-            Some(v) => {
-                out.insert(m.name.clone(), conform(schema, m.typ, v, depth + 1));
+    }
+
+    fn done<T>(self, value: T) -> Conformed<T> {
+        Conformed {
+            value,
+            inventions: self.inventions,
+        }
+    }
+
+    fn invent(&mut self, kind: InventionKind) {
+        self.inventions.push(Invention {
+            path: self.path.clone(),
+            kind,
+        });
+    }
+
+    /// Run `f` with `key` appended to the path (escaped as JSON pointers
+    /// escape `~` and `/`).
+    fn at<T>(&mut self, key: &str, f: impl FnOnce(&mut Self) -> T) -> T {
+        let len = self.path.len();
+        self.path.push('/');
+        self.path
+            .push_str(&key.replace('~', "~0").replace('/', "~1"));
+        let r = f(self);
+        self.path.truncate(len);
+        r
+    }
+
+    /// A neutral value of `id` in place of `was`.
+    fn replace(&mut self, id: EntityId, was: Value, depth: usize) -> Value {
+        let expected = self.schema.entity(id).name.clone();
+        self.invent(InventionKind::WrongType { expected, was });
+        synth(self.schema, id, depth)
+    }
+
+    fn conform(&mut self, id: EntityId, value: Value, depth: usize) -> Value {
+        let schema = self.schema;
+        if depth > MAX_DEPTH || id >= schema.entities.len() {
+            return value;
+        }
+        match &schema.entity(id).kind {
+            EntityKind::Builtin(b) => {
+                if json_fits(b.json_type, &value) {
+                    value
+                } else {
+                    self.replace(id, value, depth)
+                }
             }
-            None if !m.optional => {
-                out.insert(m.name.clone(), synth(schema, m.typ, depth + 1));
+            EntityKind::Enum(e) => match value.as_str() {
+                Some(s) if e.members.iter().any(|m| m.name == s) => value,
+                _ => {
+                    self.invent(InventionKind::EnumReplaced(value));
+                    synth(schema, id, depth)
+                }
+            },
+            EntityKind::Array(a) => match value {
+                Value::Array(items) => Value::Array(
+                    items
+                        .into_iter()
+                        .enumerate()
+                        .map(|(i, v)| {
+                            self.at(&i.to_string(), |s| s.conform(a.element, v, depth + 1))
+                        })
+                        .collect(),
+                ),
+                other => self.replace(id, other, depth),
+            },
+            EntityKind::Object(o) => {
+                let Value::Object(mut src) = value else {
+                    return self.replace(id, value, depth);
+                };
+                let mut out = Map::new();
+                self.fill_members(id, &mut src, &mut out, depth);
+                if let Some(br) = &o.branches {
+                    let tag = out
+                        .get(&br.tag_name)
+                        .and_then(Value::as_str)
+                        .map(str::to_string);
+                    if let Some(v) = tag.and_then(|t| br.variants.iter().find(|v| v.name == t)) {
+                        self.fill_members(v.typ, &mut src, &mut out, depth);
+                    }
+                }
+                for (k, v) in src {
+                    self.at(&k, |s| s.invent(InventionKind::DroppedMember(v)));
+                }
+                Value::Object(out)
             }
-            None => {}
+            EntityKind::Alternate(a) => {
+                for v in &a.variants {
+                    let fits = match &schema.entity(v.typ).kind {
+                        EntityKind::Builtin(b) => json_fits(b.json_type, &value),
+                        EntityKind::Enum(_) => value.is_string(),
+                        EntityKind::Object(_) => value.is_object(),
+                        EntityKind::Array(_) => value.is_array(),
+                        _ => false,
+                    };
+                    if fits {
+                        return self.conform(v.typ, value, depth + 1);
+                    }
+                }
+                self.replace(id, value, depth)
+            }
+            _ => value,
+        }
+    }
+
+    fn fill_members(
+        &mut self,
+        id: EntityId,
+        src: &mut Map<String, Value>,
+        out: &mut Map<String, Value>,
+        depth: usize,
+    ) {
+        let schema = self.schema;
+        for m in schema.object_members(id) {
+            if out.contains_key(&m.name) {
+                continue;
+            }
+            match src.remove(&m.name) {
+                Some(v) => {
+                    let v = self.at(&m.name, |s| s.conform(m.typ, v, depth + 1));
+                    out.insert(m.name.clone(), v);
+                }
+                None if !m.optional => {
+                    self.at(&m.name, |s| s.invent(InventionKind::MissingMember));
+                    out.insert(m.name.clone(), synth(schema, m.typ, depth + 1));
+                }
+                None => {}
+            }
         }
     }
 }
@@ -227,7 +392,11 @@ pub fn synth(schema: &Schema, id: EntityId, depth: usize) -> Value {
             .map(|m| Value::String(m.name.clone()))
             .unwrap_or(Value::Null),
         EntityKind::Array(_) => Value::Array(Vec::new()),
-        EntityKind::Object(_) => conform(schema, id, Value::Object(Map::new()), depth + 1),
+        EntityKind::Object(_) => {
+            // Filling in a neutral object is one invention, reported by
+            // the caller; its members are not reported again.
+            Shaper::new(schema).conform(id, Value::Object(Map::new()), depth + 1)
+        }
         EntityKind::Alternate(a) => match a.variants.first() {
             Some(v) => synth(schema, v.typ, depth + 1),
             None => Value::Null,

@@ -1,11 +1,17 @@
 //! Random sequences of commands (with arguments of any shape, valid or not)
 //! and clock steps never panic a machine, and its run state stays one QEMU
-//! could reach: every change is an allowed transition.
+//! could reach: every change is an allowed transition. Replies to
+//! arguments the server would accept, and every event, are values of the
+//! machine's own interface as the handlers made them.
 
 use std::sync::Arc;
 
 use qmpkit_machine::runstate::transition_allowed;
+use qmpkit_machine::shape::{conform_event, conform_return};
 use qmpkit_machine::{Args, Cx, Machine, MachineConfig, RunState};
+use qmpkit_schema::model::EntityKind;
+use qmpkit_schema::Schema;
+use qmpkit_server::validate::{validate_args, validate_value, ValidateOptions};
 use serde_json::{json, Value};
 
 /// A small deterministic generator (xorshift).
@@ -95,6 +101,9 @@ fn random_args(r: &mut Rng) -> Args {
 #[test]
 fn random_operations_never_panic() {
     let schema = Arc::new(qmpkit_machine::embedded::load_schema().expect("schema"));
+    let opts = ValidateOptions {
+        qemu_version: Some((2, 12, 0)),
+    };
     for seed in 1..=40u64 {
         let mut r = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
         let mut cfg = MachineConfig::default_machine();
@@ -103,6 +112,7 @@ fn random_operations_never_panic() {
         let mut m = Machine::new(Arc::new(cfg), schema.clone());
         let mut t = 0u64;
         let mut prev = m.run.state;
+        let mut trusted = true;
         for _ in 0..400 {
             if m.exit.is_some() {
                 break;
@@ -113,16 +123,63 @@ fn random_operations_never_panic() {
                 now_ns: t,
                 ..Default::default()
             };
-            let _ = m.execute(cmd, &args, &mut cx);
+            let r0 = m.execute_raw(cmd, &args, &mut cx);
+            // Arguments the server would let through: the reply is one of
+            // the machine's own interface, as the handler made it.
+            let id = schema.lookup(cmd).expect("a command of the schema");
+            if validate_args(&schema, id, Some(&Value::Object(args.clone())), &opts).is_ok() {
+                if let (true, Some(Ok(v))) = (trusted, &r0) {
+                    check_reply(&schema, cmd, v);
+                }
+            } else {
+                // Arguments no server passes on (`watchdog-set-action`
+                // with action "x"): what the machine says afterwards is
+                // no longer checked.
+                trusted = false;
+            }
             check(prev, m.run.state, cmd);
             prev = m.run.state;
             t += r.next() % 2_000_000_000;
             m.advance(t);
             check(prev, m.run.state, "timers");
             prev = m.run.state;
-            let _ = m.take_events();
+            for (ev, data) in m.take_raw_events() {
+                if !trusted {
+                    continue;
+                }
+                let shaped = conform_event(&schema, &ev, data.clone());
+                assert!(
+                    shaped.inventions.is_empty(),
+                    "{ev} {data:?}: {:?}",
+                    shaped.inventions
+                );
+            }
         }
     }
+}
+
+/// A reply valid against the command's return type, with nothing for the
+/// shaping to invent.
+fn check_reply(schema: &Schema, cmd: &str, v: &Value) {
+    let opts = ValidateOptions {
+        qemu_version: Some((2, 12, 0)),
+    };
+    if let Some(EntityKind::Command(c)) = schema.lookup(cmd).map(|id| &schema.entity(id).kind) {
+        match c.ret_type {
+            Some(rt) => {
+                if let Err(e) = validate_value(schema, rt, None, v, &opts, None) {
+                    panic!("{cmd}: {} in {v}", e.desc);
+                }
+            }
+            None => assert_eq!(v, &json!({}), "{cmd}"),
+        }
+    }
+    let shaped = conform_return(schema, cmd, v.clone());
+    assert!(
+        shaped.inventions.is_empty(),
+        "{cmd} {v}: {:?}",
+        shaped.inventions
+    );
 }
 
 fn check(from: RunState, to: RunState, what: &str) {
