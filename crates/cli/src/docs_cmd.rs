@@ -118,6 +118,7 @@ pub(crate) fn binary() -> Command {
         )
         .subcommand(serve_command())
         .subcommand(crate::qmp_cmd::command().about("Run QMP commands for scripts"))
+        .subcommand(crate::proxy::command().about("Share one QMP monitor between many clients"))
         .subcommand(
             Command::new("completions")
                 .about("Print a shell completion script")

@@ -6,6 +6,7 @@
 use std::process::ExitCode;
 
 mod docs_cmd;
+mod proxy;
 mod qmp_cmd;
 mod qmp_syntax;
 mod schema_cmd;
@@ -18,6 +19,7 @@ commands:
   schema check|dump|stats|introspect|diff   work with QAPI schemas
   serve                                     run a simulated machine's QMP monitor
   qmp SERVER COMMAND [KEY=VALUE...]         run QMP commands for scripts
+  proxy --upstream ADDR --listen ADDR[,...]  share one QMP monitor between many clients
   completions bash|zsh|fish|elvish|powershell  print a shell completion script
   man [COMMAND]                             print a man page
   help                                      show this text
@@ -35,6 +37,7 @@ fn main() -> ExitCode {
         Some("schema") => schema_cmd::run(rest),
         Some("serve") => serve_cmd::run(rest),
         Some("qmp") => qmp_cmd::run(rest),
+        Some("proxy") => proxy::run(rest),
         Some("completions") => docs_cmd::completions(rest),
         Some("man") => docs_cmd::man(rest),
         Some("help") | Some("--help") | Some("-h") => {

@@ -125,3 +125,63 @@ pub fn json_lines(s: &str) -> Vec<serde_json::Value> {
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
         .collect()
 }
+
+/// A raw QMP connection read line by line (the bytes as the server sent them).
+pub struct Line {
+    r: std::io::BufReader<std::os::unix::net::UnixStream>,
+    w: std::os::unix::net::UnixStream,
+    /// The greeting line as sent.
+    pub greeting: String,
+}
+
+impl Line {
+    /// Connect and read the greeting (not negotiated).
+    pub fn connect(path: &Path) -> Line {
+        use std::io::BufRead;
+        wait_for(path);
+        let s = std::os::unix::net::UnixStream::connect(path).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(10))).ok();
+        let w = s.try_clone().expect("clone");
+        let mut r = std::io::BufReader::new(s);
+        let mut greeting = String::new();
+        r.read_line(&mut greeting).expect("greeting");
+        Line { r, w, greeting }
+    }
+
+    pub fn send(&mut self, text: &str) {
+        self.w.write_all(text.as_bytes()).expect("write");
+        self.w.write_all(b"\n").expect("write");
+    }
+
+    /// The next line as sent (with its line end); `None` at the end or after the read timeout.
+    pub fn next(&mut self) -> Option<String> {
+        use std::io::BufRead;
+        let mut s = String::new();
+        match self.r.read_line(&mut s) {
+            Ok(0) | Err(_) => None,
+            Ok(_) => Some(s),
+        }
+    }
+
+    /// The next line as JSON.
+    pub fn value(&mut self) -> serde_json::Value {
+        let l = self.next().expect("a line");
+        serde_json::from_str(&l).unwrap_or_else(|e| panic!("{e}: {l}"))
+    }
+
+    /// The next message that is not an event; events meanwhile are pushed on `events`.
+    pub fn reply(&mut self, events: &mut Vec<serde_json::Value>) -> serde_json::Value {
+        loop {
+            let v = self.value();
+            if v.get("event").is_some() {
+                events.push(v);
+            } else {
+                return v;
+            }
+        }
+    }
+
+    pub fn set_timeout(&self, t: Duration) {
+        self.w.set_read_timeout(Some(t)).ok();
+    }
+}

@@ -1,0 +1,243 @@
+//! What a proxy listener lets its clients do: `--listen ADDRESS[,option]…`.
+//!
+//! Options (after the address, comma-separated, repeatable where lists):
+//! - `readonly=on`: only `query-*`/`x-query-*` and a few commands that change nothing;
+//! - `allow=PATTERN[:PATTERN…]`: only these commands (a pattern ends in `*` for a prefix);
+//! - `deny=PATTERN[:PATTERN…]`: never these commands (checked first);
+//! - `rate=N`: at most N commands per second per client (a burst of N is allowed);
+//! - `uid=N[:N…]`: only unix peers with these user ids may connect (SO_PEERCRED);
+//! - `admin-uid=N[:N…]`: unix peers with these user ids are not restricted by the command
+//!   lists or the rate.
+//!
+//! `qmp_capabilities` is always allowed (negotiation is the proxy's own business).
+
+use std::time::Instant;
+
+/// Commands that change nothing, allowed on a read-only listener besides `query-*`.
+const READONLY_EXTRA: &[&str] = &[
+    "qom-get",
+    "qom-list",
+    "qom-list-types",
+    "qom-list-properties",
+    "device-list-properties",
+    "qmp_capabilities",
+];
+
+/// Where a listener listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Address {
+    Unix(std::path::PathBuf),
+    Tcp(String),
+}
+
+impl std::fmt::Display for Address {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Address::Unix(p) => write!(f, "unix:{}", p.display()),
+            Address::Tcp(a) => write!(f, "tcp:{a}"),
+        }
+    }
+}
+
+/// One listener's address and rules.
+#[derive(Debug, Clone, Default)]
+pub struct Policy {
+    pub readonly: bool,
+    pub allow: Vec<String>,
+    pub deny: Vec<String>,
+    /// Commands per second per client.
+    pub rate: Option<u32>,
+    pub uids: Vec<u32>,
+    pub admin_uids: Vec<u32>,
+}
+
+/// Parse `unix:PATH[,opt=val…]`, `tcp:HOST:PORT[,…]` or a bare path.
+pub fn parse_listen(spec: &str) -> Result<(Address, Policy), String> {
+    let mut parts = spec.split(',');
+    let addr = parts.next().unwrap_or("");
+    let address = if let Some(p) = addr.strip_prefix("unix:") {
+        Address::Unix(p.into())
+    } else if let Some(a) = addr.strip_prefix("tcp:") {
+        Address::Tcp(a.into())
+    } else if !addr.is_empty() && !addr.contains(':') {
+        Address::Unix(addr.into())
+    } else {
+        return Err(format!("'{addr}': expected unix:PATH or tcp:HOST:PORT"));
+    };
+    if matches!(&address, Address::Unix(p) if p.as_os_str().is_empty()) {
+        return Err("unix: needs a path".into());
+    }
+    let mut p = Policy::default();
+    for opt in parts {
+        let (k, v) = opt
+            .split_once('=')
+            .ok_or_else(|| format!("'{opt}': expected KEY=VALUE"))?;
+        let list = || v.split(':').filter(|s| !s.is_empty()).map(str::to_string);
+        let uids = || {
+            list()
+                .map(|u| {
+                    u.parse::<u32>()
+                        .map_err(|_| format!("{k}={v}: '{u}' is not a user id"))
+                })
+                .collect::<Result<Vec<u32>, String>>()
+        };
+        match k {
+            "readonly" => {
+                p.readonly = match v {
+                    "on" | "yes" | "true" => true,
+                    "off" | "no" | "false" => false,
+                    _ => return Err(format!("readonly={v}: expected on or off")),
+                }
+            }
+            "allow" => p.allow.extend(list()),
+            "deny" => p.deny.extend(list()),
+            "rate" => {
+                let n: u32 = v.parse().ok().filter(|n| *n > 0).ok_or_else(|| {
+                    format!("rate={v}: expected a positive number of commands per second")
+                })?;
+                p.rate = Some(n);
+            }
+            "uid" => p.uids.extend(uids()?),
+            "admin-uid" => p.admin_uids.extend(uids()?),
+            _ => {
+                return Err(format!(
+                    "'{k}': unknown listener option (readonly, allow, deny, rate, uid, admin-uid)"
+                ))
+            }
+        }
+    }
+    if !p.uids.is_empty() || !p.admin_uids.is_empty() {
+        if let Address::Tcp(_) = address {
+            return Err("uid= and admin-uid= need a unix socket (peer credentials)".into());
+        }
+    }
+    Ok((address, p))
+}
+
+fn matches(pattern: &str, name: &str) -> bool {
+    match pattern.strip_suffix('*') {
+        Some(prefix) => name.starts_with(prefix),
+        None => pattern == name,
+    }
+}
+
+impl Policy {
+    /// May a peer with this user id connect?
+    pub fn admits(&self, uid: Option<u32>) -> bool {
+        if self.uids.is_empty() {
+            return true;
+        }
+        uid.is_some_and(|u| self.uids.contains(&u) || self.admin_uids.contains(&u))
+    }
+
+    /// True when the peer is exempt from the command lists and rate.
+    pub fn is_admin(&self, uid: Option<u32>) -> bool {
+        uid.is_some_and(|u| self.admin_uids.contains(&u))
+    }
+
+    /// Why `command` is refused, if it is.
+    pub fn refuses(&self, command: &str, uid: Option<u32>) -> Option<String> {
+        if command == "qmp_capabilities" || self.is_admin(uid) {
+            return None;
+        }
+        if self.deny.iter().any(|p| matches(p, command)) {
+            return Some(format!(
+                "The command {command} is denied on this QMP proxy listener"
+            ));
+        }
+        if !self.allow.is_empty() && !self.allow.iter().any(|p| matches(p, command)) {
+            return Some(format!(
+                "The command {command} is not in this QMP proxy listener's allow list"
+            ));
+        }
+        if self.readonly
+            && !(command.starts_with("query-")
+                || command.starts_with("x-query-")
+                || READONLY_EXTRA.contains(&command))
+        {
+            return Some(format!(
+                "The command {command} is not allowed on this read-only QMP proxy listener"
+            ));
+        }
+        None
+    }
+}
+
+/// A token bucket: `rate` commands per second, bursts of `rate`.
+#[derive(Debug)]
+pub struct Bucket {
+    rate: f64,
+    tokens: f64,
+    last: Instant,
+}
+
+impl Bucket {
+    pub fn new(rate: u32) -> Bucket {
+        Bucket {
+            rate: f64::from(rate),
+            tokens: f64::from(rate),
+            last: Instant::now(),
+        }
+    }
+
+    /// Take a token if there is one.
+    pub fn take(&mut self) -> bool {
+        let now = Instant::now();
+        let dt = now.duration_since(self.last).as_secs_f64();
+        self.last = now;
+        self.tokens = (self.tokens + dt * self.rate).min(self.rate);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listener_options() {
+        let (a, p) = parse_listen("unix:/tmp/ro.sock,readonly=on,deny=query-qmp-schema").unwrap();
+        assert_eq!(a, Address::Unix("/tmp/ro.sock".into()));
+        assert_eq!(p.refuses("query-status", None), None);
+        assert_eq!(p.refuses("qom-get", None), None);
+        assert_eq!(
+            p.refuses("quit", None).unwrap(),
+            "The command quit is not allowed on this read-only QMP proxy listener"
+        );
+        assert!(p
+            .refuses("query-qmp-schema", None)
+            .unwrap()
+            .contains("denied"));
+        let (_, p) = parse_listen("tcp:127.0.0.1:4444,allow=query-*:stop,rate=5").unwrap();
+        assert_eq!(p.refuses("stop", None), None);
+        assert!(p.refuses("cont", None).unwrap().contains("allow list"));
+        assert_eq!(p.rate, Some(5));
+        let (_, p) = parse_listen("/tmp/x.sock,uid=1000:1001,admin-uid=0,readonly=on").unwrap();
+        assert!(p.admits(Some(1000)) && p.admits(Some(0)) && !p.admits(Some(5)) && !p.admits(None));
+        assert_eq!(p.refuses("quit", Some(0)), None);
+        assert!(p.refuses("quit", Some(1000)).is_some());
+        for bad in [
+            "",
+            "tcp:h:1,uid=3",
+            "x.sock,readonly=maybe",
+            "x.sock,rate=0",
+            "x.sock,bogus=1",
+            "x.sock,deny",
+            "x.sock,uid=me",
+        ] {
+            assert!(parse_listen(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn bucket_limits_bursts() {
+        let mut b = Bucket::new(3);
+        assert!(b.take() && b.take() && b.take());
+        assert!(!b.take());
+    }
+}

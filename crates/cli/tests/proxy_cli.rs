@@ -1,0 +1,233 @@
+//! `qmpkit proxy` in front of a live qemu-storage-daemon: qmp-shell and a second client at
+//! once, a read-only listener, QEMU going away and coming back, the recording.
+
+#[path = "tools_support/mod.rs"]
+mod support;
+
+use serde_json::{json, Value};
+use std::io::{Read, Write};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+use support::*;
+
+fn proxy(upstream: &Path, listen: &[String], record: &Path) -> Proc {
+    let mut c = Command::new(qmpkit());
+    c.args(["proxy", "--upstream"]).arg(upstream);
+    for l in listen {
+        c.args(["--listen", l]);
+    }
+    c.arg("--record").arg(record);
+    let child = c
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn qmpkit proxy");
+    Proc(child)
+}
+
+fn negotiate(c: &mut Line) {
+    c.send(r#"{"execute": "qmp_capabilities", "arguments": {"enable": ["oob"]}}"#);
+    assert_eq!(c.next().as_deref(), Some("{\"return\": {}}\r\n"));
+}
+
+#[test]
+fn qmp_shell_and_a_second_client_share_one_qemu() {
+    let program = qmpkit_testkit::program_or_skip!("qemu-storage-daemon");
+    let py = qmpkit_testkit::python_or_skip!();
+    let dir = TempDir::new("proxy");
+    let qsock = dir.join("qsd.sock");
+    let rw = dir.join("rw.sock");
+    let ro = dir.join("ro.sock");
+    let rec = dir.join("rec.jsonl");
+    let mut qemu = qsd(&program, &qsock);
+    let _p = proxy(
+        &qsock,
+        &[
+            format!("unix:{}", rw.display()),
+            format!("unix:{},readonly=on", ro.display()),
+        ],
+        &rec,
+    );
+    wait_for(&rw);
+    wait_for(&ro);
+
+    // The second client: QEMU's greeting, as QEMU sent it.
+    let mut b = Line::connect(&rw);
+    let g: Value = serde_json::from_str(&b.greeting).expect("greeting");
+    assert_eq!(g["QMP"]["version"]["qemu"]["major"], 10);
+    assert_eq!(g["QMP"]["capabilities"], json!(["oob"]));
+    assert!(b.greeting.ends_with("}\r\n") && b.greeting.contains("\"QMP\": {"));
+    // Before negotiating, the proxy answers as QEMU does.
+    b.send(r#"{"execute": "query-jobs", "id": 7}"#);
+    assert_eq!(
+        b.next().as_deref(),
+        Some("{\"id\": 7, \"error\": {\"class\": \"CommandNotFound\", \"desc\": \"Expecting capabilities negotiation with 'qmp_capabilities'\"}}\r\n")
+    );
+    negotiate(&mut b);
+
+    // qmp-shell on the same listener, at the same time.
+    let mut shell = Command::new(qmpkit_testkit::python::qmp_shell(&py))
+        .arg(&rw)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("qmp-shell");
+    let mut sin = shell.stdin.take().expect("stdin");
+    sin.write_all(
+        b"blockdev-add driver=null-co node-name=src size=1048576\n\
+          blockdev-add driver=null-co node-name=dst size=1048576\n\
+          blockdev-backup job-id=j0 device=src target=dst sync=full\n",
+    )
+    .expect("write");
+
+    // Meanwhile the second client's own commands, ids of every kind (1 is qemu.qmp's too).
+    let mut events = Vec::new();
+    b.send(r#"{"execute": "query-block-exports", "id": 1}"#);
+    assert_eq!(b.reply(&mut events), json!({"return": [], "id": 1}));
+    b.send(r#"{"execute": "query-block-exports", "id": {"x": [1, "two"]}}"#);
+    let line = loop {
+        let l = b.next().expect("reply");
+        if !l.contains("\"event\"") {
+            break l;
+        }
+        events.push(serde_json::from_str(&l).expect("event"));
+    };
+    assert_eq!(line, "{\"return\": [], \"id\": {\"x\": [1, \"two\"]}}\r\n");
+    b.send(r#"{"execute": "blockdev-del", "arguments": {"node-name": "nope"}}"#);
+    assert_eq!(
+        b.reply(&mut events),
+        json!({"error": {"class": "GenericError", "desc": "Failed to find node with node-name='nope'"}})
+    );
+    // Every event of qmp-shell's job reaches the second client too.
+    while !events
+        .iter()
+        .any(|e| e["event"] == "JOB_STATUS_CHANGE" && e["data"]["status"] == "concluded")
+    {
+        let v = b.value();
+        assert!(v.get("event").is_some(), "only events now: {v}");
+        events.push(v);
+    }
+    let statuses: Vec<&str> = events
+        .iter()
+        .filter(|e| e["event"] == "JOB_STATUS_CHANGE")
+        .filter_map(|e| e["data"]["status"].as_str())
+        .collect();
+    assert_eq!(statuses.first(), Some(&"created"));
+    assert!(events.iter().any(|e| e["event"] == "BLOCK_JOB_COMPLETED"));
+
+    // qmp-shell shows its events when given an empty line.
+    sin.write_all(b"\nquery-jobs\n").expect("write");
+    drop(sin);
+    let mut out = String::new();
+    shell
+        .stdout
+        .take()
+        .expect("stdout")
+        .read_to_string(&mut out)
+        .expect("read");
+    assert!(shell.wait().expect("wait").success());
+    let replies: Vec<&str> = out.matches("{\"return\": {}}").collect();
+    assert_eq!(replies.len(), 3, "{out}");
+    assert!(out.contains("'status': 'concluded', 'id': 'j0'"), "{out}");
+    assert!(out.contains("{\"return\": []}"), "{out}");
+    assert!(
+        !out.contains("\"nope\"") && !out.contains("\"two\""),
+        "{out}"
+    );
+
+    // The read-only listener refuses what changes anything, in QEMU's error shape.
+    let mut c = Line::connect(&ro);
+    negotiate(&mut c);
+    c.send(r#"{"execute": "quit", "id": "q"}"#);
+    assert_eq!(
+        c.next().as_deref(),
+        Some("{\"id\": \"q\", \"error\": {\"class\": \"GenericError\", \"desc\": \"The command quit is not allowed on this read-only QMP proxy listener\"}}\r\n")
+    );
+    c.send(r#"{"execute": "query-named-block-nodes", "arguments": {"flat": true}}"#);
+    let v = c.value();
+    assert_eq!(v["return"].as_array().map(Vec::len), Some(2), "{v}");
+
+    // QEMU goes away: clients hear it, commands fail cleanly; it comes back.
+    let _ = qemu.0.kill();
+    let _ = qemu.0.wait();
+    let _ = std::fs::remove_file(&qsock);
+    let until_lost = |l: &mut Line| loop {
+        let v = l.value();
+        assert!(v.get("event").is_some(), "{v}");
+        if v["event"] == "__org.qmpkit_PROXY_UPSTREAM_LOST" {
+            break v;
+        }
+    };
+    let lost = until_lost(&mut b);
+    assert!(lost["data"]["reason"].as_str().is_some(), "{lost}");
+    until_lost(&mut c);
+    b.send(r#"{"execute": "query-jobs", "id": "while-down"}"#);
+    assert_eq!(
+        b.value(),
+        json!({"id": "while-down", "error": {"class": "GenericError",
+            "desc": "QEMU is not connected to the QMP proxy (it is reconnecting)"}})
+    );
+    let _qemu2 = qsd(&program, &qsock);
+    let back = b.value();
+    assert_eq!(back["event"], "__org.qmpkit_PROXY_UPSTREAM_BACK", "{back}");
+    assert_eq!(
+        back["data"]["greeting"]["QMP"]["version"]["qemu"]["major"],
+        10
+    );
+    b.send(r#"{"execute": "query-named-block-nodes", "id": 2}"#);
+    assert_eq!(b.value(), json!({"return": [], "id": 2}));
+
+    // The recording: every exchange, with time, client and direction.
+    let text = std::fs::read_to_string(&rec).expect("recording");
+    let recs = json_lines(&text);
+    assert!(recs.iter().all(|r| r["t"].as_f64().unwrap_or(0.0) > 1.0e9));
+    let shell_backup = recs
+        .iter()
+        .find(|r| r["dir"] == "in" && r["msg"]["execute"] == "blockdev-backup")
+        .expect("qmp-shell's blockdev-backup recorded");
+    let shell_client = shell_backup["client"].as_u64().expect("client");
+    let b_refused = recs
+        .iter()
+        .find(|r| {
+            r["dir"] == "out"
+                && r["msg"]["error"]["desc"]
+                    .as_str()
+                    .is_some_and(|d| d.contains("read-only"))
+        })
+        .expect("refusal recorded");
+    assert_ne!(b_refused["client"], shell_backup["client"]);
+    assert!(recs
+        .iter()
+        .any(|r| r["client"].is_null() && r["msg"]["data"]["status"] == "concluded"));
+    assert!(recs
+        .iter()
+        .any(|r| r["client"] == shell_client && r["dir"] == "out" && r["msg"]["QMP"].is_object()));
+}
+
+#[test]
+fn bad_options_exit_2() {
+    let o = run(
+        &[
+            "proxy",
+            "--upstream",
+            "/nonexistent/q.sock",
+            "--listen",
+            "unix:/tmp/x.sock,colour=red",
+        ],
+        "",
+    );
+    assert_eq!(o.code, 2);
+    assert!(o.stderr.contains("unknown listener option"), "{o:?}");
+    let dir = TempDir::new("proxy-bad");
+    let l = format!("unix:{}", dir.join("p.sock").display());
+    let o = run(
+        &["proxy", "--upstream", "/nonexistent/q.sock", "--listen", &l],
+        "",
+    );
+    assert_eq!(o.code, 2);
+    assert!(o.stderr.contains("/nonexistent/q.sock"), "{o:?}");
+    let _ = Duration::from_secs(0);
+}
