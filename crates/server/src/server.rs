@@ -153,6 +153,8 @@ pub(crate) struct Inner {
     runtime: Mutex<Option<tokio::runtime::Handle>>,
     pub(crate) shutdown: tokio::sync::watch::Sender<bool>,
     pub(crate) active_sessions: AtomicUsize,
+    /// Woken whenever a session ends (see [`Server::drained`]).
+    pub(crate) session_ended: tokio::sync::Notify,
     events: EventSender,
 }
 
@@ -460,6 +462,7 @@ impl Server {
             runtime: Mutex::new(tokio::runtime::Handle::try_current().ok()),
             shutdown,
             active_sessions: AtomicUsize::new(0),
+            session_ended: tokio::sync::Notify::new(),
             events: EventSender::from_fn(|_, _| {}),
         };
         // Encoded now so that the first query-qmp-schema is as fast as the others.
@@ -525,6 +528,21 @@ impl Server {
     /// (as QEMU does after `quit`). Serving calls return.
     pub fn shutdown(&self) {
         self.inner.shutdown.send_replace(true);
+    }
+
+    /// Resolves once no session is left. After [`Server::shutdown`], that is when every
+    /// session has written what it owed its client (or given up on a client that does not
+    /// read): a program that exits after this loses no reply and no event.
+    pub async fn drained(&self) {
+        loop {
+            let ended = self.inner.session_ended.notified();
+            tokio::pin!(ended);
+            ended.as_mut().enable();
+            if self.inner.active_sessions.load(Ordering::SeqCst) == 0 {
+                return;
+            }
+            ended.await;
+        }
     }
 
     /// True once [`Server::shutdown`] was called.

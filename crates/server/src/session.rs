@@ -149,10 +149,24 @@ impl Out {
     }
 }
 
+/// What a session does when its input ends.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum OnEof {
+    /// End once the last request is answered (a socket whose peer is gone).
+    End,
+    /// Keep sending events until the server shuts down (standard input closed while
+    /// standard output is still read, as QEMU's `-qmp stdio` does).
+    KeepOutput,
+}
+
 impl Server {
     pub(crate) async fn run_session(&self, sock: Sock) {
+        self.run_session_with(sock, OnEof::End).await
+    }
+
+    pub(crate) async fn run_session_with(&self, sock: Sock, on_eof: OnEof) {
         let inner = self.inner.clone();
-        inner.active_sessions.fetch_add(1, Ordering::Relaxed);
+        inner.active_sessions.fetch_add(1, Ordering::SeqCst);
         let id = inner.new_session_id();
         let shared = Arc::new(Shared::new());
         let mut st = SessState {
@@ -164,14 +178,15 @@ impl Server {
             },
             shared: shared.clone(),
         };
-        run(&inner, &sock, &mut st).await;
+        run(&inner, &sock, &mut st, on_eof).await;
         shared.closed.store(true, Ordering::Relaxed);
         inner.unregister_session(id);
-        inner.active_sessions.fetch_sub(1, Ordering::Relaxed);
+        inner.active_sessions.fetch_sub(1, Ordering::SeqCst);
+        inner.session_ended.notify_waiters();
     }
 }
 
-async fn run(inner: &Arc<Inner>, sock: &Sock, st: &mut SessState) {
+async fn run(inner: &Arc<Inner>, sock: &Sock, st: &mut SessState, on_eof: OnEof) {
     let shared = st.shared.clone();
     let max_queue = inner.opts.max_inband_queue.max(1);
     let pause = inner.opts.pause_backlog;
@@ -224,7 +239,8 @@ async fn run(inner: &Arc<Inner>, sock: &Sock, st: &mut SessState) {
             }
         }
         shared.backlog.store(out.unwritten(), Ordering::Relaxed);
-        if eof && unread.is_empty() && queue.is_empty() && current.is_none() {
+        if eof && on_eof == OnEof::End && unread.is_empty() && queue.is_empty() && current.is_none()
+        {
             linger(sock, &mut out).await;
             return;
         }

@@ -22,7 +22,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::error::ServerError;
 use crate::server::Server;
-use crate::session::Sock;
+use crate::session::{OnEof, Sock};
 
 /// A monitor endpoint.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -505,8 +505,10 @@ impl Server {
                 Ok(())
             }
             Listener::Stdio => {
+                // As QEMU's `-qmp stdio`: the end of standard input ends no output; events
+                // go on until the server shuts down.
                 let io = tokio::io::join(tokio::io::stdin(), tokio::io::stdout());
-                self.serve_stream(io).await
+                self.serve_stream_with(io, OnEof::KeepOutput).await
             }
         }
     }
@@ -584,6 +586,13 @@ impl Server {
     where
         S: AsyncRead + AsyncWrite + Send + 'static,
     {
+        self.serve_stream_with(stream, OnEof::End).await
+    }
+
+    async fn serve_stream_with<S>(&self, stream: S, on_eof: OnEof) -> Result<(), ServerError>
+    where
+        S: AsyncRead + AsyncWrite + Send + 'static,
+    {
         self.note_runtime();
         let (ours, bridge) =
             tokio::net::UnixStream::pair().map_err(|e| ServerError::io("socketpair", e))?;
@@ -597,7 +606,7 @@ impl Server {
             let _ = tokio::io::copy(&mut br, &mut sw).await;
             let _ = tokio::io::AsyncWriteExt::shutdown(&mut sw).await;
         });
-        self.run_session(Sock::Unix(ours)).await;
+        self.run_session_with(Sock::Unix(ours), on_eof).await;
         inbound.abort();
         let _ = outbound.await;
         Ok(())

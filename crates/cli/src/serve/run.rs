@@ -333,7 +333,11 @@ pub fn serve(o: ServeOptions, schema: Arc<Schema>, enabled: Vec<String>) -> Exit
             return ExitCode::FAILURE;
         }
     };
-    rt.block_on(serve_async(o, schema, enabled, ready_fd))
+    let code = rt.block_on(serve_async(o, schema, enabled, ready_fd));
+    // Everything owed was written (serve_async waits for the sessions); a
+    // reader blocked on standard input must not hold the exit up.
+    rt.shutdown_background();
+    code
 }
 
 async fn serve_async(
@@ -527,6 +531,15 @@ async fn serve_async(
     for u in &all {
         u.shutdown();
     }
+    // Nothing a client is owed is lost on exit: every session writes its
+    // last replies and events first (each bounded in time by the server).
+    let servers: Vec<Server> = all.iter().filter_map(|u| u.slot().clone()).collect();
+    let _ = tokio::time::timeout(Duration::from_secs(15), async {
+        for s in &servers {
+            s.drained().await;
+        }
+    })
+    .await;
     if let Some(p) = &config.pidfile {
         let _ = std::fs::remove_file(p);
     }
