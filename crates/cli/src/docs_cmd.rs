@@ -118,6 +118,9 @@ pub(crate) fn binary() -> Command {
         )
         .subcommand(serve_command())
         .subcommand(crate::qmp_cmd::command().about("Run QMP commands for scripts"))
+        .subcommand(
+            crate::replay_cmd::command().about("Serve a recorded QMP session back, strictly"),
+        )
         .subcommand(crate::proxy::command().about("Share one QMP monitor between many clients"))
         .subcommand(
             Command::new("completions")

@@ -9,6 +9,7 @@ mod docs_cmd;
 mod proxy;
 mod qmp_cmd;
 mod qmp_syntax;
+mod replay_cmd;
 mod schema_cmd;
 mod serve_cmd;
 
@@ -20,6 +21,7 @@ commands:
   serve                                     run a simulated machine's QMP monitor
   qmp SERVER COMMAND [KEY=VALUE...]         run QMP commands for scripts
   proxy --upstream ADDR --listen ADDR[,...]  share one QMP monitor between many clients
+  replay TRANSCRIPT --listen ADDR            serve a recorded QMP session back, strictly
   completions bash|zsh|fish|elvish|powershell  print a shell completion script
   man [COMMAND]                             print a man page
   help                                      show this text
@@ -38,6 +40,7 @@ fn main() -> ExitCode {
         Some("serve") => serve_cmd::run(rest),
         Some("qmp") => qmp_cmd::run(rest),
         Some("proxy") => proxy::run(rest),
+        Some("replay") => replay_cmd::run(rest),
         Some("completions") => docs_cmd::completions(rest),
         Some("man") => docs_cmd::man(rest),
         Some("help") | Some("--help") | Some("-h") => {

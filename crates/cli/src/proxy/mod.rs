@@ -646,6 +646,9 @@ async fn client(
         }
     }
     // Gone: replies still on their way are dropped when they arrive.
+    if let Some(rec) = &hub.record {
+        rec.eof(cid);
+    }
     {
         let mut st = lock(&hub.state);
         st.clients.remove(&cid);

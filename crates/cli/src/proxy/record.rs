@@ -4,7 +4,8 @@
 //! since the Unix epoch, microsecond precision), `client` numbers the proxy's clients from 1 in
 //! connection order (`null` for an event sent to every negotiated client), `in` is what the
 //! client sent and `out` what it was sent. Input that was not JSON is recorded as
-//! `{"t", "client", "dir": "in", "invalid": DESCRIPTION}`. `qmpkit replay` reads this format.
+//! `{"t", "client", "dir": "in", "invalid": DESCRIPTION}`, and a client's hang-up as
+//! `{"t", "client", "dir": "in", "eof": true}`. `qmpkit replay` reads this format.
 
 use serde_json::{Map, Value};
 use std::io::Write;
@@ -69,6 +70,11 @@ impl Recorder {
 
     pub fn value(&self, client: Option<u64>, dir: &str, v: &Value) {
         self.write(client, dir, "msg", v.clone());
+    }
+
+    /// The client hung up.
+    pub fn eof(&self, client: u64) {
+        self.write(Some(client), "in", "eof", Value::Bool(true));
     }
 
     pub fn invalid(&self, client: u64, desc: &str) {
