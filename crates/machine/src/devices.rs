@@ -830,9 +830,17 @@ fn device_add_as(m: &mut Machine, args: &Args, driver: &str) -> CmdResult {
                 }
                 t => t.to_string(),
             };
-            // Drives other than the configured ones may come from block
-            // commands this machine does not model: only a drive already
-            // attached is refused.
+            // A drive's name or its medium's node name, as QEMU looks
+            // the value up.
+            let known =
+                m.block.drives.iter().any(|d| {
+                    d.id == name || d.medium.as_ref().is_some_and(|x| x.node_name == name)
+                });
+            if !known {
+                return Err(QmpError::generic(format!(
+                    "Property '{backend_ty}.drive' can't find value '{name}'"
+                )));
+            }
             if backend_in_use(&m.qom.tree, "drive", name) {
                 return Err(QmpError::generic(format!(
                     "Property '{backend_ty}.drive' can't take value '{name}', it's in use"

@@ -123,6 +123,7 @@ fn device_add_errors() {
         (json!({"driver": "e1000", "foo": "1"}), "GenericError: Property '.foo' not found"),
         (json!({"driver": "e1000", "mac": "xx"}), "GenericError: Property 'e1000.mac' doesn't take value 'xx'"),
         (json!({"driver": "virtio-blk-pci", "drive": "virtio0"}), "GenericError: Property 'virtio-blk-device.drive' can't take value 'virtio0', it's in use"),
+        (json!({"driver": "virtio-blk-pci", "drive": "nosuchdrive"}), "GenericError: Property 'virtio-blk-device.drive' can't find value 'nosuchdrive'"),
         (json!({"driver": "e1000", "addr": "3"}), "GenericError: PCI: slot 3 function 0 not available for e1000, in use by virtio-net-pci"),
     ] {
         let got = run(&mut m, "device_add", a.clone()).unwrap_err();
