@@ -202,6 +202,14 @@ pub struct MachineConfig {
     pub qemu_version: (u64, u64, u64),
     pub package: String,
     pub guest: GuestConfig,
+    /// Drives of the default machine that a drive given on the command
+    /// line in the same place (or with the same id) replaces, as QEMU
+    /// creates its default drives only where the command line left room.
+    #[serde(skip)]
+    pub default_drives: Vec<String>,
+    /// Where an IDE drive whose id does not say it sits: id → (bus, unit).
+    #[serde(skip)]
+    pub drive_slots: BTreeMap<String, (u32, u32)>,
 }
 
 mod size {
@@ -295,6 +303,8 @@ impl MachineConfig {
             qemu_version: (2, 12, 0),
             package: String::new(),
             guest: GuestConfig::default(),
+            default_drives: Vec::new(),
+            drive_slots: BTreeMap::new(),
         }
     }
 
@@ -329,6 +339,7 @@ impl MachineConfig {
                 ..Default::default()
             },
         ];
+        c.default_drives = c.drives.iter().map(|d| d.id.clone()).collect();
         c.netdevs = vec![NetdevConfig {
             id: "hostnet0".into(),
             kind: "user".into(),
@@ -477,6 +488,11 @@ impl MachineConfig {
                     return err(format!("-m {v}: missing 'size' option value"));
                 }
                 if let Some(s) = kv.get("size") {
+                    if size_out_of_range(s, 1 << 20) {
+                        return err(format!(
+                            "-m {v}: Value '{s}' is out of range for parameter 'size'"
+                        ));
+                    }
                     self.memory_bytes = parse_size(s, 1 << 20)
                         .ok_or_else(|| ConfigError(format!("-m {v}: invalid RAM size")))?;
                 }
@@ -505,7 +521,9 @@ impl MachineConfig {
                 let cores = num("cores")?.unwrap_or(0);
                 let threads = num("threads")?.unwrap_or(0);
                 let cpus = cpus.unwrap_or_else(|| sockets.max(1) * cores.max(1) * threads.max(1));
-                if cpus == 0 || cpus > 288 {
+                // The machine type's limit is checked once the machine
+                // type is known (validate).
+                if cpus == 0 {
                     return err(format!("-smp {v}: invalid number of CPUs"));
                 }
                 let maxcpus = num("maxcpus")?.unwrap_or(cpus);
@@ -541,11 +559,30 @@ impl MachineConfig {
             }
             "drive" => {
                 let v = need(value)?;
-                let d = self.drive_from_option(&v)?;
+                let (d, slot) = self.drive_from_option(&v)?;
+                // A default drive in the same place, or with the same id,
+                // gives way (QEMU creates it only where there is room).
+                let defaults = std::mem::take(&mut self.default_drives);
+                let (gone, kept): (Vec<String>, Vec<String>) =
+                    defaults.into_iter().partition(|id| {
+                        *id == d.id
+                            || (slot.is_some() && self.ide_slot(id) == slot && d.interface == "ide")
+                    });
+                self.default_drives = kept;
+                // In the place of the first it replaces (query-block lists
+                // drives in the machine's order).
+                let at = self.drives.iter().position(|x| gone.contains(&x.id));
+                self.drives.retain(|x| !gone.contains(&x.id));
                 if self.drives.iter().any(|x| x.id == d.id) {
                     return err(format!("-drive {v}: Duplicate ID '{}' for drive", d.id));
                 }
-                self.drives.push(d);
+                if let Some(slot) = slot {
+                    self.drive_slots.insert(d.id.clone(), slot);
+                }
+                match at {
+                    Some(i) => self.drives.insert(i, d),
+                    None => self.drives.push(d),
+                }
             }
             "hda" | "hdb" | "hdc" | "hdd" | "cdrom" => {
                 let v = need(value)?;
@@ -556,8 +593,18 @@ impl MachineConfig {
                     "hdd" => (3, "disk"),
                     _ => (2, "cdrom"),
                 };
-                let opt = format!("file={v},if=ide,index={index},media={media}");
-                self.apply_option("drive", Some(&opt))?;
+                let opt = format!(
+                    "file={},if=ide,index={index},media={media}",
+                    v.replace(',', ",,")
+                );
+                self.apply_option("drive", Some(&opt)).map_err(|e| {
+                    // Errors name the option as given.
+                    let prefix = format!("-drive {opt}: ");
+                    ConfigError(match e.0.strip_prefix(&prefix) {
+                        Some(rest) => format!("-{name} {v}: {rest}"),
+                        None => e.0,
+                    })
+                })?;
             }
             "device" => {
                 let v = need(value)?;
@@ -706,6 +753,7 @@ impl MachineConfig {
     /// options (QEMU creates back ends before devices). Call once all
     /// options are applied; the error is QEMU's, after the option.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.check_machine_limits()?;
         for n in &self.netdevs {
             if let Err(e) = self.check_netdev_type(&n.kind) {
                 return err(format!("-netdev {},id={}: {e}", n.kind, n.id));
@@ -752,7 +800,102 @@ impl MachineConfig {
         Ok(())
     }
 
-    fn drive_from_option(&self, v: &str) -> Result<DriveConfig, ConfigError> {
+    /// IDE buses and units per bus of the machine type: the PC's two
+    /// channels of two, the Q35's six AHCI ports of one.
+    fn ide_geometry(&self) -> (u32, u32) {
+        if self.machine_type == "q35" || self.machine_type.starts_with("pc-q35") {
+            (6, 1)
+        } else {
+            (2, 2)
+        }
+    }
+
+    /// Where IDE drive `id` sits: from its generated name (`ide1-cd0`) or
+    /// as it was placed.
+    fn ide_slot(&self, id: &str) -> Option<(u32, u32)> {
+        if let Some(s) = self.drive_slots.get(id) {
+            return Some(*s);
+        }
+        let d = self.drives.iter().find(|d| d.id == id)?;
+        if d.interface != "ide" {
+            return None;
+        }
+        let rest = id.strip_prefix("ide")?;
+        let (bus, unit) = rest.split_once('-')?;
+        let unit = unit
+            .strip_prefix("hd")
+            .or_else(|| unit.strip_prefix("cd"))?;
+        Some((bus.parse().ok()?, unit.parse().ok()?))
+    }
+
+    /// An IDE slot held by a drive the command line gave (default drives
+    /// give way).
+    fn ide_slot_taken(&self, slot: (u32, u32)) -> bool {
+        self.drives
+            .iter()
+            .any(|d| !self.default_drives.contains(&d.id) && self.ide_slot(&d.id) == Some(slot))
+    }
+
+    /// A `-drive` option: the drive, and for IDE the (bus, unit) it takes,
+    /// placed as QEMU places it (`index` = bus × units per bus + unit; the
+    /// first free unit when neither is given).
+    /// The machine type's limits, in QEMU's words: its most CPUs, and RAM
+    /// that fits the guest's physical address space (40 bits, the PC's
+    /// layout: RAM above 4 GiB, then the 64-bit PCI hole; with an AMD CPU
+    /// model, memory that would reach the HyperTransport range below 1 TiB
+    /// moves above 1 TiB).
+    fn check_machine_limits(&self) -> Result<(), ConfigError> {
+        let Some((name, max)) = machine_type_info(&self.machine_type) else {
+            return Ok(());
+        };
+        let want = self.max_cpus.max(self.cpus);
+        if want > max {
+            return err(format!(
+                "Invalid SMP CPUs {want}. The max CPUs supported by machine '{name}' is {max}"
+            ));
+        }
+        let q35 = name.starts_with("pc-q35");
+        if !(q35 || name.starts_with("pc-")) {
+            return Ok(());
+        }
+        const GIB: u64 = 1 << 30;
+        let ram = self.memory_bytes;
+        let below = if q35 {
+            if ram >= 0xb000_0000 {
+                0x8000_0000
+            } else {
+                ram
+            }
+        } else if ram >= 0xe000_0000 {
+            0xc000_0000
+        } else {
+            ram
+        };
+        let above = ram - below;
+        let hole64: u64 = if q35 { 32 * GIB } else { 2 * GIB };
+        let round_gib = |x: u128| x.div_ceil(GIB as u128) * GIB as u128;
+        let max_used = |start: u64| round_gib(start as u128 + above as u128) + hole64 as u128 - 1;
+        let mut used = max_used(4 * GIB);
+        const AMD_HT_START: u128 = 0xfd_0000_0000;
+        let amd = matches!(
+            self.cpu_model.as_str(),
+            "qemu64" | "qemu32" | "phenom" | "athlon"
+        ) || self.cpu_model.starts_with("Opteron")
+            || self.cpu_model.starts_with("EPYC");
+        if amd && above > 0 && used >= AMD_HT_START {
+            used = max_used(1 << 40);
+        }
+        const PHYS_BITS: u32 = 40;
+        let limit: u128 = (1u128 << PHYS_BITS) - 1;
+        if used > limit {
+            return err(format!(
+                "Address space limit 0x{limit:x} < 0x{used:x} phys-bits too low ({PHYS_BITS})"
+            ));
+        }
+        Ok(())
+    }
+
+    fn drive_from_option(&self, v: &str) -> Result<(DriveConfig, Option<(u32, u32)>), ConfigError> {
         let kv = parse_keyval(v, None);
         for k in kv.keys() {
             if !drive_option_known(k) {
@@ -771,47 +914,119 @@ impl MachineConfig {
         if media != "disk" && media != "cdrom" {
             return err(format!("-drive {v}: '{media}' invalid media"));
         }
-        let count = |iface: &str| self.drives.iter().filter(|d| d.interface == iface).count();
-        let id = match kv.get("id") {
-            Some(id) => id.clone(),
-            None => {
-                let index: usize = match kv.get("index") {
-                    Some(i) => i
-                        .parse()
-                        .map_err(|_| ConfigError(format!("-drive {v}: invalid index")))?,
-                    None => count(&interface),
+        let number = |k: &str| -> Result<Option<u32>, ConfigError> {
+            match kv.get(k) {
+                None => Ok(None),
+                Some(x) => x
+                    .parse::<u32>()
+                    .map(Some)
+                    .map_err(|_| ConfigError(format!("-drive {v}: invalid {k}"))),
+            }
+        };
+        let index = number("index")?;
+        let bus = number("bus")?;
+        let unit = number("unit")?;
+        let suffix = if media == "cdrom" { "cd" } else { "hd" };
+        let mut slot = None;
+        let id = match interface.as_str() {
+            "ide" => {
+                let (buses, units) = self.ide_geometry();
+                let (b, u) = match (index, bus.unwrap_or(0), unit) {
+                    (Some(_), b, u) if b != 0 || u.is_some() => {
+                        return err(format!(
+                            "-drive {v}: index cannot be used with bus and unit"
+                        ))
+                    }
+                    (Some(i), _, _) => (i / units, i % units),
+                    (None, b, Some(u)) => {
+                        if u >= units {
+                            return err(format!(
+                                "-drive {v}: unit {u} too big (max is {})",
+                                units - 1
+                            ));
+                        }
+                        (b, u)
+                    }
+                    (None, b, None) => {
+                        let (mut b, mut u) = (b, 0);
+                        while self.ide_slot_taken((b, u)) {
+                            u += 1;
+                            if u >= units {
+                                u = 0;
+                                b = b.saturating_add(1);
+                            }
+                            if b >= buses {
+                                break;
+                            }
+                        }
+                        (b, u)
+                    }
                 };
-                let suffix = if media == "cdrom" { "cd" } else { "hd" };
-                match interface.as_str() {
-                    "ide" => format!("ide{}-{}{}", index / 2, suffix, index % 2),
-                    "scsi" => format!("scsi0-{}{}", suffix, index),
-                    "floppy" => format!("floppy{index}"),
-                    "sd" => format!("sd{index}"),
-                    "pflash" => format!("pflash{index}"),
-                    "mtd" => format!("mtd{index}"),
-                    "none" => format!("none{index}"),
-                    "virtio" => format!("virtio{index}"),
-                    other => return err(format!("-drive {v}: unsupported bus type '{other}'")),
+                if b >= buses {
+                    return err(format!(
+                        "-drive {v}: machine type does not support if=ide,bus={b},unit={u}"
+                    ));
+                }
+                if self.ide_slot_taken((b, u)) {
+                    return err(format!(
+                        "-drive {v}: drive with bus={b}, unit={u} (index={}) exists",
+                        b * units + u
+                    ));
+                }
+                slot = Some((b, u));
+                match kv.get("id") {
+                    Some(id) => id.clone(),
+                    None => format!("ide{b}-{suffix}{u}"),
                 }
             }
+            _ => match kv.get("id") {
+                Some(id) => id.clone(),
+                None => {
+                    let index = match index {
+                        Some(i) => i as usize,
+                        // The first index no drive the command line gave
+                        // holds (default drives give way).
+                        None => self
+                            .drives
+                            .iter()
+                            .filter(|d| {
+                                d.interface == interface && !self.default_drives.contains(&d.id)
+                            })
+                            .count(),
+                    };
+                    match interface.as_str() {
+                        "scsi" => format!("scsi0-{}{}", suffix, index),
+                        "floppy" => format!("floppy{index}"),
+                        "sd" => format!("sd{index}"),
+                        "pflash" => format!("pflash{index}"),
+                        "mtd" => format!("mtd{index}"),
+                        "none" => format!("none{index}"),
+                        "virtio" => format!("virtio{index}"),
+                        other => return err(format!("-drive {v}: unsupported bus type '{other}'")),
+                    }
+                }
+            },
         };
         let readonly = matches!(
             kv.get("readonly").map(String::as_str),
             Some("on") | Some("yes") | Some("true")
         ) || media == "cdrom";
-        Ok(DriveConfig {
-            id,
-            interface,
-            media: media.clone(),
-            file: kv.get("file").cloned(),
-            format: kv.get("format").cloned(),
-            readonly,
-            size: if media == "cdrom" && !kv.contains_key("file") {
-                0
-            } else {
-                10 << 30
+        Ok((
+            DriveConfig {
+                id,
+                interface,
+                media: media.clone(),
+                file: kv.get("file").cloned(),
+                format: kv.get("format").cloned(),
+                readonly,
+                size: if media == "cdrom" && !kv.contains_key("file") {
+                    0
+                } else {
+                    10 << 30
+                },
             },
-        })
+            slot,
+        ))
     }
 }
 
@@ -908,13 +1123,14 @@ fn drive_option_known(key: &str) -> bool {
 pub fn option_takes_value(opt: &str) -> Option<bool> {
     Some(match opt {
         "S" | "no-shutdown" | "no-reboot" | "no-acpi" | "daemonize" | "enable-kvm"
-        | "nodefaults" | "nographic" | "enable-fips" | "no-user-config" | "nodefconfig" => false,
+        | "nodefaults" | "nographic" | "enable-fips" | "no-user-config" | "nodefconfig" | "usb" => {
+            false
+        }
         "name" | "incoming" | "watchdog-action" | "uuid" | "m" | "smp" | "machine" | "M"
         | "accel" | "cpu" | "drive" | "hda" | "hdb" | "hdc" | "hdd" | "cdrom" | "device"
         | "netdev" | "object" | "tpmdev" | "vnc" | "serial" | "qmp" | "qmp-pretty" | "chardev"
-        | "mon" | "pidfile" | "display" | "vga" | "boot" | "k" | "rtc" | "global" | "usb"
-        | "usbdevice" | "msg" | "D" | "d" | "realtime" | "overcommit" | "sandbox" | "runas"
-        | "chroot" => true,
+        | "mon" | "pidfile" | "display" | "vga" | "boot" | "k" | "rtc" | "global" | "usbdevice"
+        | "msg" | "D" | "d" | "realtime" | "overcommit" | "sandbox" | "runas" | "chroot" => true,
         _ => return None,
     })
 }
@@ -980,6 +1196,44 @@ pub fn parse_size(s: &str, default_unit: u64) -> Option<u64> {
         return None;
     }
     Some(b as u64)
+}
+
+/// Whether size `s` is well formed but beyond 2^64 - 1 bytes (QEMU's
+/// "out of range" rather than "invalid").
+pub fn size_out_of_range(s: &str, default_unit: u64) -> bool {
+    let s = s.trim();
+    let (num, unit) = match s.char_indices().find(|(_, c)| c.is_ascii_alphabetic()) {
+        Some((i, _)) => (&s[..i], &s[i..]),
+        None => (s, ""),
+    };
+    let known = matches!(
+        unit,
+        "" | "b" | "B" | "k" | "K" | "m" | "M" | "g" | "G" | "t" | "T" | "p" | "P" | "e" | "E"
+    );
+    let f: Option<f64> = num
+        .parse()
+        .ok()
+        .filter(|f: &f64| f.is_finite() && *f >= 0.0);
+    known && f.is_some() && parse_size(s, default_unit).is_none()
+}
+
+/// A machine type QEMU knows: its canonical name (aliases resolved) and
+/// the most CPUs it takes.
+pub fn machine_type_info(name: &str) -> Option<(&'static str, u32)> {
+    const TYPES: &[(&str, &[&str], u32)] = &[
+        ("pc-i440fx-2.12", &["pc"], 255),
+        ("pc-q35-2.12", &["q35"], 288),
+        ("pc-i440fx-2.11", &[], 255),
+        ("pc-q35-2.11", &[], 288),
+        ("pc-i440fx-2.10", &[], 255),
+        ("pc-1.3", &[], 255),
+        ("isapc", &[], 1),
+        ("none", &[], 1),
+    ];
+    TYPES
+        .iter()
+        .find(|(n, aliases, _)| *n == name || aliases.contains(&name))
+        .map(|(n, _, max)| (*n, *max))
 }
 
 /// Whether `s` is a UUID in the 8-4-4-4-12 hex form.
@@ -1165,5 +1419,199 @@ mod tests {
         );
         assert!(MachineConfig::from_toml("memory = \"lots\"").is_err());
         assert!(MachineConfig::from_toml("nonsense = 1").is_err());
+    }
+
+    /// Applies `opts` (name, value) to the default machine, then the
+    /// whole-command-line checks; the first error.
+    fn command_line(opts: &[(&str, Option<&str>)]) -> Result<MachineConfig, String> {
+        let mut c = MachineConfig::default_machine();
+        for (n, v) in opts {
+            c.apply_option(n, *v).map_err(|e| e.0)?;
+        }
+        c.validate().map_err(|e| e.0)?;
+        Ok(c)
+    }
+
+    #[test]
+    fn option_arity_is_qemus() {
+        // Options QEMU takes without an argument (`qemu-system-x86_64
+        // -help`): the next word is never swallowed.
+        for o in [
+            "S",
+            "usb",
+            "nodefaults",
+            "no-shutdown",
+            "no-reboot",
+            "daemonize",
+            "nographic",
+        ] {
+            assert_eq!(option_takes_value(o), Some(false), "-{o}");
+        }
+        for o in [
+            "m",
+            "smp",
+            "drive",
+            "hda",
+            "cdrom",
+            "device",
+            "usbdevice",
+            "k",
+            "msg",
+            "mon",
+        ] {
+            assert_eq!(option_takes_value(o), Some(true), "-{o}");
+        }
+    }
+
+    #[test]
+    fn machine_limits_in_qemus_words() {
+        let cases: &[(&[(&str, Option<&str>)], &str)] = &[
+            (
+                &[("smp", Some("2,maxcpus=1000000"))],
+                "Invalid SMP CPUs 1000000. The max CPUs supported by machine 'pc-i440fx-2.12' is 255",
+            ),
+            (
+                &[("smp", Some("300"))],
+                "Invalid SMP CPUs 300. The max CPUs supported by machine 'pc-i440fx-2.12' is 255",
+            ),
+            (
+                &[("machine", Some("q35")), ("smp", Some("2,maxcpus=289"))],
+                "Invalid SMP CPUs 289. The max CPUs supported by machine 'pc-q35-2.12' is 288",
+            ),
+            (
+                &[("m", Some("16E"))],
+                "-m 16E: Value '16E' is out of range for parameter 'size'",
+            ),
+            (
+                &[("m", Some("99999999999999999999"))],
+                "-m 99999999999999999999: Value '99999999999999999999' is out of range for parameter 'size'",
+            ),
+            // The numbers are real QEMU 10.0's for these sizes.
+            (
+                &[("m", Some("1020G"))],
+                "Address space limit 0xffffffffff < 0x1febfffffff phys-bits too low (40)",
+            ),
+            (
+                &[("m", Some("1T"))],
+                "Address space limit 0xffffffffff < 0x1ffbfffffff phys-bits too low (40)",
+            ),
+            (
+                &[("m", Some("2T"))],
+                "Address space limit 0xffffffffff < 0x2ffbfffffff phys-bits too low (40)",
+            ),
+            (
+                &[("machine", Some("q35")), ("m", Some("1000G"))],
+                "Address space limit 0xffffffffff < 0x2017fffffff phys-bits too low (40)",
+            ),
+            (
+                &[("m", Some("99999999G"))],
+                "Address space limit 0xffffffffff < 0x17d793f7fffffff phys-bits too low (40)",
+            ),
+        ];
+        for (opts, want) in cases {
+            assert_eq!(command_line(opts).unwrap_err(), *want, "{opts:?}");
+        }
+        // Within the limits.
+        for opts in [
+            &[("m", Some("1000G"))][..],
+            &[("machine", Some("q35")), ("m", Some("900G"))],
+            &[("smp", Some("2,maxcpus=255"))],
+            &[("machine", Some("q35")), ("smp", Some("288"))],
+        ] {
+            assert!(command_line(opts).is_ok(), "{opts:?}");
+        }
+    }
+
+    #[test]
+    fn default_drives_give_way_as_in_qemu() {
+        let ids = |c: &MachineConfig| {
+            c.drives
+                .iter()
+                .map(|d| format!("{}={}", d.id, d.file.as_deref().unwrap_or("")))
+                .collect::<Vec<_>>()
+        };
+        // -hda takes ide0-hd0, -cdrom ide1-cd0 (the default CD-ROM's place).
+        let c = command_line(&[("hda", Some("a.img")), ("cdrom", Some("b.iso"))]).unwrap();
+        assert_eq!(
+            ids(&c),
+            ["ide0-hd0=a.img", "virtio0=disk1.qcow2", "ide1-cd0=b.iso"]
+        );
+        // -hdc takes index 2: no default CD-ROM then.
+        let c = command_line(&[("hdc", Some("c.img"))]).unwrap();
+        assert_eq!(
+            ids(&c),
+            [
+                "ide0-hd0=disk0.qcow2",
+                "virtio0=disk1.qcow2",
+                "ide1-hd0=c.img"
+            ]
+        );
+        // Drives without an index take the first free unit.
+        let d = |f: &'static str| ("drive", Some(f));
+        let c = command_line(&[
+            d("file=1,if=ide"),
+            d("file=2,if=ide"),
+            d("file=3,if=ide"),
+            d("file=4,if=ide"),
+        ])
+        .unwrap();
+        assert_eq!(
+            ids(&c),
+            [
+                "ide0-hd0=1",
+                "virtio0=disk1.qcow2",
+                "ide1-hd0=3",
+                "ide0-hd1=2",
+                "ide1-hd1=4"
+            ]
+        );
+        let c = command_line(&[d("file=x,if=ide,bus=1")]).unwrap();
+        assert!(ids(&c).contains(&"ide1-hd0=x".to_string()));
+        let c = command_line(&[d("file=x,if=virtio")]).unwrap();
+        assert!(ids(&c).contains(&"virtio0=x".to_string()));
+        // QEMU's errors.
+        let cases: &[(&[(&str, Option<&str>)], &str)] = &[
+            (
+                &[("hdc", Some("c.img")), ("cdrom", Some("d.iso"))],
+                "-cdrom d.iso: drive with bus=1, unit=0 (index=2) exists",
+            ),
+            (
+                &[("hda", Some("a")), ("hda", Some("b"))],
+                "-hda b: drive with bus=0, unit=0 (index=0) exists",
+            ),
+            (
+                &[d("file=x,if=ide,unit=2")],
+                "-drive file=x,if=ide,unit=2: unit 2 too big (max is 1)",
+            ),
+            (
+                &[d("file=x,if=ide,bus=2")],
+                "-drive file=x,if=ide,bus=2: machine type does not support if=ide,bus=2,unit=0",
+            ),
+            (
+                &[d("file=x,if=ide,index=4")],
+                "-drive file=x,if=ide,index=4: machine type does not support if=ide,bus=2,unit=0",
+            ),
+            (
+                &[d("file=x,if=ide,index=1,unit=0")],
+                "-drive file=x,if=ide,index=1,unit=0: index cannot be used with bus and unit",
+            ),
+            (
+                &[("machine", Some("q35")), d("file=x,if=ide,unit=1")],
+                "-drive file=x,if=ide,unit=1: unit 1 too big (max is 0)",
+            ),
+            (
+                &[
+                    d("file=1,if=ide"),
+                    d("file=2,if=ide"),
+                    d("file=3,if=ide"),
+                    d("file=4,if=ide"),
+                    d("file=5,if=ide"),
+                ],
+                "-drive file=5,if=ide: machine type does not support if=ide,bus=2,unit=0",
+            ),
+        ];
+        for (opts, want) in cases {
+            assert_eq!(command_line(opts).unwrap_err(), *want, "{opts:?}");
+        }
     }
 }

@@ -231,10 +231,8 @@ fn machines(m: &Machine) -> Value {
         if default {
             o.insert("is-default".into(), json!(true));
         }
-        o.insert(
-            "cpu-max".into(),
-            json!(if name == "none" { 1 } else { 255 }),
-        );
+        let cpu_max = crate::config::machine_type_info(name).map_or(255, |(_, max)| max);
+        o.insert("cpu-max".into(), json!(cpu_max));
         o.insert("hotpluggable-cpus".into(), json!(name != "none"));
         if has_acpi {
             o.insert("acpi".into(), json!(!matches!(name, "none" | "isapc")));

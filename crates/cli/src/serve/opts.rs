@@ -317,6 +317,9 @@ mod tests {
             "-frobnicate: invalid option"
         );
         assert_eq!(p(&["-m"]).unwrap_err(), "-m: requires an argument");
+        // -usb takes no argument: the next option is one.
+        let o = p(&["-usb", "-S"]).unwrap();
+        assert!(o.config.start_paused);
         let o = p(&["--schema", "/x/qemu-1.3-dev.json"]).unwrap();
         assert_eq!(o.config.qemu_version, (1, 3, 0));
     }
