@@ -17,7 +17,8 @@ const USAGE: &str = "\
 usage: qmpkit <command> [options]
 
 commands:
-  schema check|dump|stats|introspect|diff   work with QAPI schemas
+  schema check|dump|stats|introspect|diff|codegen
+                                            work with QAPI schemas
   serve                                     run a simulated machine's QMP monitor
   qmp SERVER COMMAND [KEY=VALUE...]         run QMP commands for scripts
   proxy --upstream ADDR --listen ADDR[,...]  share one QMP monitor between many clients

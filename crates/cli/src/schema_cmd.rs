@@ -1,4 +1,4 @@
-//! `qmpkit schema …`: check, dump, stats, introspect and diff QAPI schemas.
+//! `qmpkit schema …`: check, dump, stats, introspect, diff and codegen for QAPI schemas.
 
 use clap::{Parser, Subcommand, ValueEnum};
 use qmpkit_schema::{Dialect, QapiError, SchemaSource};
@@ -34,6 +34,12 @@ impl From<DialectArg> for Dialect {
 enum DumpFormat {
     /// What QEMU's tests/qapi-schema/test-qapi.py prints
     QemuTest,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum LangArg {
+    /// Rust, for the qmpkit-qapi runtime crate
+    Rust,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -84,6 +90,33 @@ enum Cmd {
         unmask: bool,
         file: PathBuf,
     },
+    /// Generate bindings for the schema (Rust: types, commands, events, a server trait)
+    ///
+    /// FILE is schema source in either dialect or a query-qmp-schema answer. `if`
+    /// conditions are evaluated against the --cfg symbols.
+    Codegen {
+        #[arg(long, value_enum, default_value = "rust")]
+        lang: LangArg,
+        /// Dialect of source input [default: modern, else legacy]
+        #[arg(long, value_enum)]
+        dialect: Option<DialectArg>,
+        /// Enable a configuration symbol (repeatable)
+        #[arg(long = "cfg", value_name = "SYMBOL")]
+        cfg: Vec<String>,
+        /// Read enabled symbols from a file, one per line
+        #[arg(long = "cfg-file", value_name = "FILE")]
+        cfg_file: Vec<PathBuf>,
+        /// Leave out the server trait (`Commands`, `register_commands`)
+        #[arg(long)]
+        no_server: bool,
+        /// Leave out the schema's doc comments
+        #[arg(long)]
+        no_docs: bool,
+        /// Write to this file instead of standard output
+        #[arg(short = 'o', long = "output", value_name = "OUT")]
+        output: Option<PathBuf>,
+        file: PathBuf,
+    },
     /// Show what changed between two schemas
     ///
     /// Each side is schema source or a query-qmp-schema answer (JSON, bare
@@ -132,6 +165,24 @@ pub fn run(args: Vec<String>) -> ExitCode {
             unmask,
             file,
         } => introspect(&file, dialect.into(), cfg, &cfg_file, unmask),
+        Cmd::Codegen {
+            lang: LangArg::Rust,
+            dialect,
+            cfg,
+            cfg_file,
+            no_server,
+            no_docs,
+            output,
+            file,
+        } => codegen(
+            &file,
+            dialect.map(Dialect::from),
+            cfg,
+            &cfg_file,
+            !no_server,
+            !no_docs,
+            output.as_deref(),
+        ),
         Cmd::Diff {
             format,
             dialect,
@@ -263,6 +314,67 @@ fn introspect(
         Err(e) => {
             eprintln!("qmpkit schema introspect: {e}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+fn codegen(
+    file: &Path,
+    dialect: Option<Dialect>,
+    mut cfg: Vec<String>,
+    cfg_files: &[PathBuf],
+    server: bool,
+    docs: bool,
+    output: Option<&Path>,
+) -> ExitCode {
+    for f in cfg_files {
+        match std::fs::read_to_string(f) {
+            Ok(text) => cfg.extend(qmpkit_schema::introspect::parse_cfg_file(&text)),
+            Err(e) => {
+                eprintln!("qmpkit schema codegen: can't read '{}': {e}", f.display());
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    let schema = match qmpkit_schema::load_any(file, dialect) {
+        Ok((s, _)) => s,
+        Err(e) => {
+            report(&e);
+            return ExitCode::FAILURE;
+        }
+    };
+    let opts = qmpkit_codegen::Options {
+        cfg: cfg.into_iter().collect(),
+        server,
+        docs,
+        source_name: file.file_name().map(|n| n.to_string_lossy().into_owned()),
+    };
+    let code = qmpkit_codegen::generate(&schema, &opts);
+    match output {
+        Some(out) => match std::fs::write(out, code) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!(
+                    "qmpkit schema codegen: can't write '{}': {e}",
+                    out.display()
+                );
+                ExitCode::FAILURE
+            }
+        },
+        None => {
+            let mut stdout = std::io::stdout().lock();
+            match stdout
+                .write_all(code.as_bytes())
+                .and_then(|()| stdout.flush())
+            {
+                Ok(()) => ExitCode::SUCCESS,
+                // A closed pipe (`| head`) is not an error worth a message.
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("qmpkit schema codegen: {e}");
+                    ExitCode::FAILURE
+                }
+            }
         }
     }
 }

@@ -1,0 +1,72 @@
+//! The contract between a generated server trait and a QMP server.
+//!
+//! Generated code has, for a schema, a trait `Commands<C>` with one method per command (each
+//! with a default body answering [`CommandError::not_implemented`]) and a function
+//! `register_commands(registrar)` that hands every command to a [`Registrar`] as a
+//! [`HandlerFn`]. A server (e.g. `qmpkit_server::typed`) implements [`Registrar`]: it decodes
+//! the arguments into the command's struct, calls the handler and encodes what it returns.
+//! `C` is whatever context the server gives a handler (its call, session, event sender…).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use crate::Command;
+
+/// An error a handler answers: an error class (`GenericError`, `DeviceNotFound`, …) and a
+/// description.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandError {
+    pub class: String,
+    pub desc: String,
+    /// True for the answer of a command the implementation leaves out; the server decides
+    /// what that becomes (an error, or a reply synthesised from the return type).
+    pub not_implemented: bool,
+}
+
+impl CommandError {
+    /// A `GenericError` with this description (what most QEMU errors are).
+    pub fn generic(desc: impl Into<String>) -> CommandError {
+        CommandError::new("GenericError", desc)
+    }
+
+    pub fn new(class: impl Into<String>, desc: impl Into<String>) -> CommandError {
+        CommandError {
+            class: class.into(),
+            desc: desc.into(),
+            not_implemented: false,
+        }
+    }
+
+    /// The answer of a command the implementation does not provide.
+    pub fn not_implemented(command: &str) -> CommandError {
+        CommandError {
+            class: "CommandNotFound".into(),
+            desc: format!("The command {command} has no implementation"),
+            not_implemented: true,
+        }
+    }
+}
+
+impl std::fmt::Display for CommandError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.class, self.desc)
+    }
+}
+
+impl std::error::Error for CommandError {}
+
+/// What a typed handler returns.
+pub type Reply<T> = Result<T, CommandError>;
+
+/// A boxed handler future.
+pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+/// A typed handler of command `K` over implementation `S` with context `C`.
+pub type HandlerFn<S, K, C> = fn(Arc<S>, K, C) -> BoxFuture<Reply<<K as Command>::Returns>>;
+
+/// Receives the commands of a generated trait, one at a time.
+pub trait Registrar<S: ?Sized, C> {
+    /// Serve command `K` with `handler`.
+    fn command<K: Command>(&mut self, handler: HandlerFn<S, K, C>);
+}
