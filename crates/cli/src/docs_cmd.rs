@@ -118,6 +118,7 @@ pub(crate) fn binary() -> Command {
         )
         .subcommand(serve_command())
         .subcommand(crate::qmp_cmd::command().about("Run QMP commands for scripts"))
+        .subcommand(crate::shell::command().about("Interactive QMP shell"))
         .subcommand(
             crate::replay_cmd::command().about("Serve a recorded QMP session back, strictly"),
         )

@@ -12,6 +12,7 @@ mod qmp_syntax;
 mod replay_cmd;
 mod schema_cmd;
 mod serve_cmd;
+mod shell;
 
 const USAGE: &str = "\
 usage: qmpkit <command> [options]
@@ -23,6 +24,7 @@ commands:
   qmp SERVER COMMAND [KEY=VALUE...]         run QMP commands for scripts
   proxy --upstream ADDR --listen ADDR[,...]  share one QMP monitor between many clients
   replay TRANSCRIPT --listen ADDR            serve a recorded QMP session back, strictly
+  shell SERVER | --sim                      interactive QMP shell (qmp-shell's syntax, completion)
   completions bash|zsh|fish|elvish|powershell  print a shell completion script
   man [COMMAND]                             print a man page
   help                                      show this text
@@ -42,6 +44,7 @@ fn main() -> ExitCode {
         Some("qmp") => qmp_cmd::run(rest),
         Some("proxy") => proxy::run(rest),
         Some("replay") => replay_cmd::run(rest),
+        Some("shell") => shell::run(rest),
         Some("completions") => docs_cmd::completions(rest),
         Some("man") => docs_cmd::man(rest),
         Some("help") | Some("--help") | Some("-h") => {

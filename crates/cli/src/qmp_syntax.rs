@@ -32,7 +32,6 @@ pub struct Request {
 
 impl Request {
     /// The request as QMP JSON (`{"execute": …, "arguments": …, "id": …}`).
-    #[allow(dead_code)]
     pub fn to_json(&self) -> Value {
         let mut m = Map::new();
         let key = if self.oob { "exec-oob" } else { "execute" };
@@ -75,7 +74,6 @@ impl Shorthand {
     }
 
     /// Forget a transaction being typed.
-    #[allow(dead_code)]
     pub fn cancel(&mut self) {
         self.actions = None;
     }
@@ -113,10 +111,11 @@ impl Shorthand {
                 let Some((name, args)) = words.split_first() else {
                     return Ok(Parsed::Empty);
                 };
+                // Always an `arguments` member, as qmp-shell sends it.
                 let arguments = parse_args(args)?;
                 return Ok(Parsed::Request(Request {
                     name: name.clone(),
-                    arguments: (!arguments.is_empty()).then_some(arguments),
+                    arguments: Some(arguments),
                     id: None,
                     oob: false,
                 }));
@@ -529,7 +528,10 @@ mod tests {
             one("device_add driver=e1000 id=net1"),
             json!({"execute": "device_add", "arguments": {"driver": "e1000", "id": "net1"}})
         );
-        assert_eq!(one("query-status"), json!({"execute": "query-status"}));
+        assert_eq!(
+            one("query-status"),
+            json!({"execute": "query-status", "arguments": {}})
+        );
         assert_eq!(
             one("x n=-12 f=1.5 t=true F=False z=None s=1.2.3 q='a b' big=18446744073709551615"),
             json!({"execute": "x", "arguments": {"n": -12, "f": 1.5, "t": true, "F": false,
