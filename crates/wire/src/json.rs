@@ -211,7 +211,9 @@ fn step(state: LexState, ch: u8) -> (Next, bool) {
         },
         S::Recovery => match ch {
             b'\t' => (N::Recovery, true),
-            0..=0x1F | 0xFE | 0xFF | b'[' | b']' | b'{' | b'}' => (N::Start, false),
+            // Recovery ends at a control character (but a tab), 0xFE, 0xFF, or a structural
+            // character (brackets, braces, comma, colon), which is then read afresh.
+            0..=0x1F | 0xFE | 0xFF | b'[' | b']' | b'{' | b'}' | b',' | b':' => (N::Start, false),
             _ => (N::Recovery, true),
         },
         S::DqString => match ch {
@@ -349,7 +351,7 @@ impl Lexer {
                     .iter()
                     .position(|&b| {
                         (b < 0x20 && b != b'\t')
-                            || matches!(b, 0xFE | 0xFF | b'[' | b']' | b'{' | b'}')
+                            || matches!(b, 0xFE | 0xFF | b'[' | b']' | b'{' | b'}' | b',' | b':')
                     })
                     .unwrap_or(bytes.len() - i);
                 i += run;

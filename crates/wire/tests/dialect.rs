@@ -135,8 +135,21 @@ fn errors() {
         (b"\xc3\xa9\n", vec![e("stray '\u{FFFD}'")]),
         (b"Infinity\n", vec![e("stray 'I'")]),
         (b"[}", vec![EXPECTING.into()]),
-        // Recovery skips spaces and tabs, stops at brackets and control characters.
+        // Recovery skips spaces and tabs, stops at brackets, braces, commas, colons and
+        // control characters, which are read afresh.
         (b"@ \t [1]", vec![e("stray '@'"), "[1]".into()]),
+        (
+            b"@x y,1\n",
+            vec![e("stray '@'"), EXPECTING.into(), "1".into()],
+        ),
+        (
+            b"@x\"y:[1]",
+            vec![e("stray '@'"), EXPECTING.into(), "[1]".into()],
+        ),
+        (
+            b"@x}1\n",
+            vec![e("stray '@'"), EXPECTING.into(), "1".into()],
+        ),
         // A control character ends recovery, and is itself stray.
         (
             b"@x\x01[1]",
