@@ -8,11 +8,7 @@ mod common;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-use qmpkit_server::{Registry, ServerOptions};
 
 /// Each probe is followed by a `query-version` with a unique id, so that every probe's
 /// replies are known to be complete when that one arrives.
@@ -57,50 +53,6 @@ const SESSION_1: &[&[u8]] = &[
     b"{\"execute\": \"query-commands\"}",
 ];
 
-/// The daemon and its directory (removed when the daemon is dropped).
-struct Qsd(Child, #[allow(dead_code)] tempfile::TempDir);
-
-impl Drop for Qsd {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start_qsd() -> Result<(Qsd, std::path::PathBuf), String> {
-    let out = Command::new("qemu-storage-daemon")
-        .arg("--version")
-        .output()
-        .map_err(|e| format!("qemu-storage-daemon: {e}"))?;
-    let v = String::from_utf8_lossy(&out.stdout);
-    if !v.contains("version 10.0.2") {
-        return Err(format!("qemu-storage-daemon is not 10.0.2 ({})", v.trim()));
-    }
-    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-    let sock = dir.path().join("qsd.sock");
-    let child = Command::new("qemu-storage-daemon")
-        .arg("--chardev")
-        .arg(format!(
-            "socket,path={},server=on,wait=off,id=m",
-            sock.display()
-        ))
-        .args(["--monitor", "chardev=m"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .map_err(|e| format!("qemu-storage-daemon: {e}"))?;
-    let q = Qsd(child, dir);
-    let t = Instant::now();
-    while !sock.exists() {
-        if t.elapsed() > Duration::from_secs(10) {
-            return Err("qemu-storage-daemon did not listen".into());
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    Ok((q, sock))
-}
-
 /// Greeting, then for each probe the lines up to (not including) its sync reply.
 fn run(path: &Path, probes: &[&[u8]]) -> Vec<Vec<Vec<u8>>> {
     let t = Instant::now();
@@ -141,32 +93,12 @@ fn run(path: &Path, probes: &[&[u8]]) -> Vec<Vec<Vec<u8>>> {
 
 #[test]
 fn same_bytes_as_qemu_storage_daemon() {
-    let root = qmpkit_testkit::data::path("qemu-ref");
-    let (_qsd, qsd_sock) = match start_qsd() {
+    let qsd = match common::qsd::start() {
         Ok(q) => q,
-        Err(reason) => {
-            qmpkit_testkit::skip::skip(&format!("{reason}"));
-            return;
-        }
+        Err(reason) => qmpkit_testkit::skip!("{reason}"),
     };
-    let theirs = run(&qsd_sock, SESSION_1);
-    let greeting: serde_json::Value = serde_json::from_slice(&theirs[0][0]).unwrap();
-    let ver = &greeting["QMP"]["version"];
-    let n = |k: &str| ver["qemu"][k].as_u64().unwrap_or(0);
-    let schema = Arc::new(common::load_schema(
-        &root.join("schema-10.0.2/storage-daemon/qapi/qapi-schema.json"),
-    ));
-    let cfg = root.join("introspection/cfg-qemu-storage-daemon-10.0.2.txt");
-    let ours = common::start(
-        schema,
-        Registry::new(),
-        ServerOptions {
-            qemu_version: (n("major"), n("minor"), n("micro")),
-            package: ver["package"].as_str().unwrap_or("").to_string(),
-            introspection: common::cfg(&[cfg.as_path()]),
-            ..ServerOptions::default()
-        },
-    );
+    let theirs = run(&qsd.socket, SESSION_1);
+    let ours = common::qsd::twin(&theirs[0][0]);
     let mine = run(&ours.socket, SESSION_1);
     let mut diffs = Vec::new();
     for (i, (a, b)) in theirs.iter().zip(&mine).enumerate() {

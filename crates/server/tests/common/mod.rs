@@ -2,6 +2,8 @@
 
 #![allow(dead_code)]
 
+pub mod qsd;
+
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
