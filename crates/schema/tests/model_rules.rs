@@ -151,6 +151,20 @@ fn docs_must_match() {
         err("##\n# @MyStruct:\n#\n# @a: yes\n# @c: nope\n##\n{ 'struct': 'MyStruct', 'data': { 'a': 'int' } }"),
         "t.json:5: documented member 'c' does not exist\n"
     );
+    // Several at once: all named, in the comment's order, at the first one's line; members
+    // before features.
+    assert_eq!(
+        err("##\n# @MyStruct:\n#\n# @z: nope\n# @a: yes\n# @c: nope\n# @b: nope\n#\n# Features:\n# @f: nope\n# @g: nope\n##\n{ 'struct': 'MyStruct', 'data': { 'a': 'int' } }"),
+        "t.json:4: documented members 'z', 'c', 'b' do not exist\n"
+    );
+    assert_eq!(
+        err("##\n# @cmd:\n#\n# @a: yes\n#\n# Features:\n# @f: nope\n# @deprecated: yes\n# @g: nope\n##\n{ 'command': 'cmd', 'data': { 'a': 'int' }, 'features': [ 'deprecated' ] }"),
+        "t.json:7: documented features 'f', 'g' do not exist\n"
+    );
+    assert_eq!(
+        err("##\n# @EV:\n#\n# @x: nope\n# @y: nope\n##\n{ 'event': 'EV' }"),
+        "t.json:4: documented members 'x', 'y' do not exist\n"
+    );
 }
 
 #[test]

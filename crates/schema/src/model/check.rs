@@ -920,24 +920,8 @@ impl Schema {
             self.doc_links.resize(self.docs.len(), DocLinks::default());
         }
         for (doc, links) in self.docs.iter().zip(&self.doc_links) {
-            for (k, a) in doc.args.iter().enumerate() {
-                if !links.args_connected.get(k).copied().unwrap_or(false) {
-                    let name = a.name.clone().unwrap_or_default();
-                    return Err(QapiError::new(
-                        &a.info,
-                        format!("documented member '{name}' does not exist"),
-                    ));
-                }
-            }
-            for (k, a) in doc.features.iter().enumerate() {
-                if !links.features_connected.get(k).copied().unwrap_or(false) {
-                    let name = a.name.clone().unwrap_or_default();
-                    return Err(QapiError::new(
-                        &a.info,
-                        format!("documented feature '{name}' does not exist"),
-                    ));
-                }
-            }
+            bogus_sections(&doc.args, &links.args_connected, "member")?;
+            bogus_sections(&doc.features, &links.features_connected, "feature")?;
         }
         Ok(())
     }
@@ -972,4 +956,30 @@ impl Schema {
             self.modules[module].entities.push(id);
         }
     }
+}
+
+/// QEMU names every documented member (or feature) of one comment that does not exist, in
+/// the comment's order, at the first one's line: `documented member 'a' does not exist`,
+/// `documented members 'a', 'b' do not exist`.
+fn bogus_sections(
+    sections: &[crate::ast::DocSection],
+    connected: &[bool],
+    what: &str,
+) -> Result<()> {
+    let mut bogus = sections
+        .iter()
+        .enumerate()
+        .filter(|(k, _)| !connected.get(*k).copied().unwrap_or(false))
+        .map(|(_, a)| a);
+    let Some(first) = bogus.next() else {
+        return Ok(());
+    };
+    let mut names = vec![first.name.clone().unwrap_or_default()];
+    names.extend(bogus.map(|a| a.name.clone().unwrap_or_default()));
+    let msg = if names.len() == 1 {
+        format!("documented {what} '{}' does not exist", names[0])
+    } else {
+        format!("documented {what}s '{}' do not exist", names.join("', '"))
+    };
+    Err(QapiError::new(&first.info, msg))
 }
