@@ -54,22 +54,25 @@ enum DiffFormat {
 enum Cmd {
     /// Check a schema; diagnostics on stderr, exit 1 on error
     Check {
-        #[arg(long, value_enum, default_value = "modern")]
-        dialect: DialectArg,
+        /// Dialect of the source [default: the one the text declares]
+        #[arg(long, value_enum)]
+        dialect: Option<DialectArg>,
         file: PathBuf,
     },
     /// Print the checked model
     Dump {
         #[arg(long, value_enum, default_value = "qemu-test")]
         format: DumpFormat,
-        #[arg(long, value_enum, default_value = "modern")]
-        dialect: DialectArg,
+        /// Dialect of the source [default: the one the text declares]
+        #[arg(long, value_enum)]
+        dialect: Option<DialectArg>,
         file: PathBuf,
     },
     /// Count commands, events, types and includes
     Stats {
-        #[arg(long, value_enum, default_value = "modern")]
-        dialect: DialectArg,
+        /// Dialect of the source [default: the one the text declares]
+        #[arg(long, value_enum)]
+        dialect: Option<DialectArg>,
         /// Print one JSON object instead of text
         #[arg(long)]
         json: bool,
@@ -77,8 +80,9 @@ enum Cmd {
     },
     /// Print what query-qmp-schema returns for the schema
     Introspect {
-        #[arg(long, value_enum, default_value = "modern")]
-        dialect: DialectArg,
+        /// Dialect of the source [default: the one the text declares]
+        #[arg(long, value_enum)]
+        dialect: Option<DialectArg>,
         /// Enable a configuration symbol (repeatable)
         #[arg(long = "cfg", value_name = "SYMBOL")]
         cfg: Vec<String>,
@@ -147,24 +151,27 @@ pub fn run(args: Vec<String>) -> ExitCode {
         }
     };
     match cli.cmd {
-        Cmd::Check { dialect, file } => check(&file, dialect.into()),
+        // Check and dump judge by the rules of the dialect the text
+        // declares (legacy markers: QEMU 1.x's `type` keyword, QEMU 2.x's
+        // whitelist pragmas); the others load any schema as diff does.
+        Cmd::Check { dialect, file } => check(&file, declared(dialect, &file)),
         Cmd::Dump {
             format: DumpFormat::QemuTest,
             dialect,
             file,
-        } => dump(&file, dialect.into()),
+        } => dump(&file, declared(dialect, &file)),
         Cmd::Stats {
             dialect,
             json,
             file,
-        } => stats(&file, dialect.into(), json),
+        } => stats(&file, dialect.map(Dialect::from), json),
         Cmd::Introspect {
             dialect,
             cfg,
             cfg_file,
             unmask,
             file,
-        } => introspect(&file, dialect.into(), cfg, &cfg_file, unmask),
+        } => introspect(&file, dialect.map(Dialect::from), cfg, &cfg_file, unmask),
         Cmd::Codegen {
             lang: LangArg::Rust,
             dialect,
@@ -192,20 +199,27 @@ pub fn run(args: Vec<String>) -> ExitCode {
     }
 }
 
-/// Schema source in `dialect`, or a `query-qmp-schema` answer (a JSON
-/// array, or an object with `return`, recognised by its content).
+/// `--dialect`, else the dialect the file's text declares.
+fn declared(dialect: Option<DialectArg>, file: &Path) -> Dialect {
+    dialect.map_or_else(|| Dialect::declared_by_file(file), Dialect::from)
+}
+
+/// Schema source in `dialect` (when not given: as `schema diff` reads it,
+/// the declared dialect, else modern, else legacy), or a
+/// `query-qmp-schema` answer (a JSON array, or an object with `return`,
+/// recognised by its content).
 fn load_any(
     file: &Path,
-    dialect: Dialect,
+    dialect: Option<Dialect>,
 ) -> Result<(qmpkit_schema::Schema, SchemaSource), ExitCode> {
-    qmpkit_schema::load_any(file, Some(dialect)).map_err(|e| {
+    qmpkit_schema::load_any(file, dialect).map_err(|e| {
         report(&e);
         ExitCode::FAILURE
     })
 }
 
 fn load(file: &Path, dialect: Dialect) -> Result<qmpkit_schema::Schema, ExitCode> {
-    load_any(file, dialect).map(|(s, _)| s)
+    load_any(file, Some(dialect)).map(|(s, _)| s)
 }
 
 fn check(file: &Path, dialect: Dialect) -> ExitCode {
@@ -229,7 +243,7 @@ fn dump(file: &Path, dialect: Dialect) -> ExitCode {
     }
 }
 
-fn stats(file: &Path, dialect: Dialect, json: bool) -> ExitCode {
+fn stats(file: &Path, dialect: Option<Dialect>, json: bool) -> ExitCode {
     let (schema, source) = match load_any(file, dialect) {
         Ok(s) => s,
         Err(code) => return code,
@@ -240,16 +254,25 @@ fn stats(file: &Path, dialect: Dialect, json: bool) -> ExitCode {
     };
     if json {
         match serde_json::to_string(&s) {
-            Ok(t) => println!("{t}"),
+            Ok(t) => write_out(&format!("{t}\n")),
             Err(e) => {
                 eprintln!("qmpkit schema stats: {e}");
-                return ExitCode::FAILURE;
+                ExitCode::FAILURE
             }
         }
     } else {
-        print!("{}", s.to_text());
+        write_out(&s.to_text())
     }
-    ExitCode::SUCCESS
+}
+
+/// Write `text` to stdout; a reader that went away (a closed pipe) ends
+/// the command with status 1, never a panic.
+fn write_out(text: &str) -> ExitCode {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|_| out.flush()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(_) => ExitCode::FAILURE,
+    }
 }
 
 /// Counts for a model loaded from a `query-qmp-schema` answer: every
@@ -278,7 +301,7 @@ fn answer_stats(schema: &qmpkit_schema::Schema) -> qmpkit_schema::stats::SchemaS
 
 fn introspect(
     file: &Path,
-    dialect: Dialect,
+    dialect: Option<Dialect>,
     mut cfg: Vec<String>,
     cfg_files: &[PathBuf],
     unmask: bool,
@@ -307,10 +330,7 @@ fn introspect(
     };
     let infos = qmpkit_schema::introspect::introspect(&schema, &opts);
     match qmpkit_schema::introspect::to_json_text(&infos) {
-        Ok(t) => {
-            println!("{t}");
-            ExitCode::SUCCESS
-        }
+        Ok(t) => write_out(&format!("{t}\n")),
         Err(e) => {
             eprintln!("qmpkit schema introspect: {e}");
             ExitCode::FAILURE
@@ -418,15 +438,22 @@ fn diff(old: &Path, new: &Path, dialect: Option<Dialect>, format: DiffFormat) ->
     }
 }
 
-/// Print a diagnostic: QEMU's text (include chain, definition context,
-/// `file:line[:col]: message`), then, when stderr is a terminal, the source
-/// line with a caret under the spot.
+/// Print a diagnostic once: QEMU's text (include chain, definition context,
+/// `file:line[:col]: message`), then, when stderr is a terminal (or
+/// `QMPKIT_COLOR=always`, for tests), the source line with a caret under
+/// the spot: the offending member where the front end knows it, else the
+/// column of a syntax error, else the definition.
 fn report(e: &QapiError) {
     let mut err = std::io::stderr().lock();
     let _ = writeln!(err, "{}", e.full());
-    if std::io::stderr().is_terminal() {
+    let terminal = match std::env::var("QMPKIT_COLOR").as_deref() {
+        Ok("always") => true,
+        Ok("never") => false,
+        _ => std::io::stderr().is_terminal(),
+    };
+    if terminal {
         if let Some(s) = snippet(e) {
-            let _ = writeln!(err, "{s}");
+            let _ = write!(err, "{s}");
         }
     }
 }
@@ -448,32 +475,81 @@ fn col_to_range(line: &str, col: u32) -> std::ops::Range<usize> {
     line.len()..line.len()
 }
 
+/// The source line of the error and a caret line under its spot, without
+/// repeating the message:
+///
+/// ```text
+///   --> file.json:3:15
+///    |
+///  3 |   'data': { 'Bad': 'int' } }
+///    |             ^^^^^
+/// ```
 fn snippet(e: &QapiError) -> Option<String> {
-    use annotate_snippets::{Level, Renderer, Snippet};
     let info = e.info.as_ref()?;
     if info.line == 0 {
         return None;
     }
     let src = std::fs::read_to_string(&info.file.name).ok()?;
-    let line_no = info.line as usize;
-    let line = src.lines().nth(line_no - 1)?;
-    let range = match e.col {
-        Some(c) => col_to_range(line, c),
-        None => {
-            let start = line.len() - line.trim_start().len();
-            start..line.len().max(start)
+    // The member's own line and byte range when the front end knows it.
+    let (line_no, range) = match info.spot.map(|o| o as usize).filter(|o| *o <= src.len()) {
+        Some(off) if e.col.is_none() && src.is_char_boundary(off) => {
+            let line_start = src[..off].rfind('\n').map_or(0, |i| i + 1);
+            let line_no = src[..off].matches('\n').count() + 1;
+            let line = src[line_start..].lines().next().unwrap_or("");
+            let rel = off - line_start;
+            // From the opening quote to the closing one.
+            let start = if rel > 0 && matches!(line.as_bytes()[rel - 1], b'\'' | b'"') {
+                rel - 1
+            } else {
+                rel
+            };
+            let q = line.as_bytes().get(start).copied();
+            let end = match q {
+                Some(q @ (b'\'' | b'"')) => line[start + 1..]
+                    .bytes()
+                    .position(|b| b == q)
+                    .map_or(line.len(), |p| start + 1 + p + 1),
+                _ => line[start..]
+                    .find(|c: char| !(c.is_alphanumeric() || "-_*.".contains(c)))
+                    .map_or(line.len(), |p| start + p),
+            };
+            (
+                line_no,
+                start..end.max(start + 1).min(line.len().max(start + 1)),
+            )
+        }
+        _ => {
+            let line_no = info.line as usize;
+            let line = src.lines().nth(line_no - 1)?;
+            let range = match e.col {
+                Some(c) => col_to_range(line, c),
+                None => {
+                    let start = line.len() - line.trim_start().len();
+                    start..line.len().max(start + 1)
+                }
+            };
+            (line_no, range)
         }
     };
-    let first = e.msg.lines().next().unwrap_or("");
-    let origin = info.file.name.clone();
-    let message = Level::Error.title(first).snippet(
-        Snippet::source(line)
-            .line_start(line_no)
-            .origin(&origin)
-            .annotation(Level::Error.span(range)),
+    let line = src.lines().nth(line_no - 1)?;
+    let col = line[..range.start.min(line.len())].chars().count() + 1;
+    let width = line_no.to_string().len();
+    let pad = " ".repeat(width);
+    // Tabs kept as tabs under the source, so the caret lines up.
+    let lead: String = line[..range.start.min(line.len())]
+        .chars()
+        .map(|c| if c == '\t' { '\t' } else { ' ' })
+        .collect();
+    let carets = "^".repeat(
+        line[range.start.min(line.len())..range.end.min(line.len())]
+            .chars()
+            .count()
+            .max(1),
     );
-    let out = Renderer::styled().render(message).to_string();
-    Some(out)
+    Some(format!(
+        "{pad}--> {}:{line_no}:{col}\n{pad} |\n{line_no} | {line}\n{pad} | {lead}{carets}\n",
+        info.file.name
+    ))
 }
 
 #[cfg(test)]

@@ -90,7 +90,7 @@ fn one_line(e: &str) -> String {
 /// server's `query-qmp-schema` answer (recognised by its content).
 fn load_schema(o: &mut opts::ServeOptions) -> Result<qmpkit_schema::Schema, ExitCode> {
     let r = match &o.schema {
-        Some(p) => qmpkit_schema::load_any(p, Some(o.dialect)).map(|(s, src)| {
+        Some(p) => qmpkit_schema::load_any(p, o.dialect).map(|(s, src)| {
             // An answer's names are already as its server sent them (masked
             // or not): introspection repeats them rather than masking anew.
             o.from_introspection = src == qmpkit_schema::SchemaSource::Introspection;

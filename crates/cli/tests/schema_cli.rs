@@ -85,7 +85,17 @@ fn check_dialects_on_a_seed() {
         ],
     );
     assert_eq!((code, err.as_str()), (0, ""));
-    let (code, _, err) = qmpkit(&seeds, &["schema", "check", "qemu-1.0-dev.json"]);
+    // The seed declares the legacy dialect; forcing the modern one fails.
+    let (code, _, err) = qmpkit(
+        &seeds,
+        &[
+            "schema",
+            "check",
+            "--dialect",
+            "modern",
+            "qemu-1.0-dev.json",
+        ],
+    );
     assert_eq!(code, 1);
     assert!(
         err.contains("--dialect legacy"),

@@ -121,6 +121,18 @@ struct Checker<'a> {
 /// when an error needs it.
 type Src<'s> = &'s dyn Fn() -> String;
 
+/// The first name written in a value (a string, a dict's first key or
+/// its `name`): what a caret points at for an error about the value.
+fn first_text<'v>(v: &'v Value<'_>) -> Option<&'v str> {
+    match v {
+        Value::Str(s) => Some(s),
+        Value::Dict(d) => get(d, "name")
+            .and_then(Value::as_str)
+            .or_else(|| d.first().map(|(k, _)| k.as_ref())),
+        _ => None,
+    }
+}
+
 /// Python's truth value of a JSON value.
 fn truthy(v: &Value<'_>) -> bool {
     match v {
@@ -459,6 +471,8 @@ impl Checker<'_> {
         };
         let mut out = Vec::with_capacity(items.len());
         for f in items {
+            let finfo = first_text(&f).map_or_else(|| info.clone(), |t| info.at_text(t));
+            let info = &finfo;
             let (name, ifcond) = match f {
                 Value::Dict(mut d) => {
                     check_keys(
@@ -577,6 +591,8 @@ impl Checker<'_> {
             .any(|n| n == parent);
         let mut out = Vec::with_capacity(d.len());
         for (key, arg) in d {
+            let minfo = info.at_text(&key);
+            let info = &minfo;
             let key_source = || format!("{source} member '{key}'");
             let (name, optional) = match key.strip_prefix('*') {
                 Some(k) => (k, true),
@@ -1045,6 +1061,8 @@ impl Checker<'_> {
         let permissive = self.pragma.member_name_exceptions.contains(&common.name);
         let mut members = Vec::with_capacity(items.len());
         for m in items {
+            let minfo = first_text(&m).map_or_else(|| info.clone(), |t| info.at_text(t));
+            let info = &minfo;
             let (mname, ifcond, features) = match m {
                 Value::Dict(mut md) => {
                     check_keys(
@@ -1132,6 +1150,8 @@ impl Checker<'_> {
         let simple = discriminator.is_none();
         let mut branches = Vec::with_capacity(data.len());
         for (key, value) in data {
+            let minfo = info.at_text(&key);
+            let info = &minfo;
             let source = || format!("'data' member '{key}'");
             let (typ, ifcond) = match value {
                 Value::Dict(mut v) => {
@@ -1194,6 +1214,8 @@ impl Checker<'_> {
         };
         let mut branches = Vec::with_capacity(data.len());
         for (key, value) in data {
+            let minfo = info.at_text(&key);
+            let info = &minfo;
             let source = || format!("'data' member '{key}'");
             self.check_name_lower(&key, info, &source, false, false)?;
             let (typ, ifcond) = match value {

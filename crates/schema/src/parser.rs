@@ -720,15 +720,12 @@ pub fn parse_files<'t>(
         out: RawSchema::default(),
     };
     ctx.out.lenient_docs = lenient_docs;
-    let file = Arc::new(SourceFile {
-        name: fname.to_string(),
-        included_from: None,
-    });
     let text = provider
         .read(fname)
         .map_err(|e| QapiError::bare(format!("can't read schema file '{fname}': {e}")))?;
     ctx.included.push(provider.canonical(fname));
     let text = arena.alloc(with_final_newline(text));
+    let file = Arc::new(SourceFile::new(fname.to_string(), None, text));
     ctx.chain.push(provider.canonical(fname));
     parse_file(&mut ctx, file, text, 0)?;
     Ok(ctx.out)
@@ -845,11 +842,9 @@ fn parse_file<'t>(
                         format!("can't read include file '{incl_fname}': {e}"),
                     )
                 })?;
-                let subfile = Arc::new(SourceFile {
-                    name: incl_fname.clone(),
-                    included_from: Some(info.clone()),
-                });
                 let sub = ctx.arena.alloc(with_final_newline(sub));
+                let subfile =
+                    Arc::new(SourceFile::new(incl_fname.clone(), Some(info.clone()), sub));
                 ctx.chain.push(canon);
                 parse_file(ctx, subfile, sub, depth + 1)?;
                 ctx.chain.pop();

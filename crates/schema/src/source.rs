@@ -24,15 +24,69 @@ pub enum Dialect {
     Legacy,
 }
 
+impl Dialect {
+    /// The dialect a schema's text declares by using what only the legacy
+    /// language has: a top-level expression keyed `type` (QEMU 1.x's
+    /// `struct`), or the `returns-whitelist` / `name-case-whitelist`
+    /// pragmas (QEMU 2.x). Anything else is modern.
+    pub fn declared_by(text: &str) -> Dialect {
+        let top_level_type = text.lines().any(|l| {
+            l.strip_prefix('{')
+                .map(str::trim_start)
+                .is_some_and(|r| r.starts_with("'type'") || r.starts_with("\"type\""))
+        });
+        let pragma = text.contains("'returns-whitelist'")
+            || text.contains("'name-case-whitelist'")
+            || text.contains("\"returns-whitelist\"")
+            || text.contains("\"name-case-whitelist\"");
+        if top_level_type || pragma {
+            Dialect::Legacy
+        } else {
+            Dialect::Modern
+        }
+    }
+
+    /// [`Dialect::declared_by`] of the file at `path` (modern when it
+    /// cannot be read: loading it reports why).
+    pub fn declared_by_file(path: &std::path::Path) -> Dialect {
+        match std::fs::read_to_string(path) {
+            Ok(t) => Dialect::declared_by(&t),
+            Err(_) => Dialect::Modern,
+        }
+    }
+}
+
 /// One opened schema file and where it was included from.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug)]
 pub struct SourceFile {
     /// The file name as QEMU prints it (the path as given / as joined with
     /// the including file's directory).
     pub name: String,
     /// The include directive that opened this file, if any.
     pub included_from: Option<Info>,
+    /// Address and length of the file's text while it is parsed: a name
+    /// the parser borrowed from it is found by its address
+    /// ([`Info::at_text`]), which costs the parser nothing.
+    pub(crate) text_at: (usize, usize),
 }
+
+impl SourceFile {
+    pub fn new(name: String, included_from: Option<Info>, text: &str) -> SourceFile {
+        SourceFile {
+            name,
+            included_from,
+            text_at: (text.as_ptr() as usize, text.len()),
+        }
+    }
+}
+
+impl PartialEq for SourceFile {
+    fn eq(&self, other: &SourceFile) -> bool {
+        self.name == other.name && self.included_from == other.included_from
+    }
+}
+
+impl Eq for SourceFile {}
 
 /// A position in a schema, plus the definition it belongs to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,6 +97,10 @@ pub struct Info {
     /// `(meta, name)`, e.g. `("struct", "Foo")`, printed as the
     /// "F: In struct 'Foo':" context line.
     pub defn: Option<Arc<(String, String)>>,
+    /// Byte offset in the file of the name this position is about (a
+    /// member of the definition), for pointing at it in a source snippet.
+    /// Not part of QEMU's text: QEMU reports the definition's line.
+    pub spot: Option<u32>,
 }
 
 impl Info {
@@ -51,6 +109,7 @@ impl Info {
             file,
             line,
             defn: None,
+            spot: None,
         }
     }
 
@@ -60,7 +119,20 @@ impl Info {
             file: self.file.clone(),
             line: self.line,
             defn: Some(Arc::new((meta.to_string(), name.to_string()))),
+            spot: self.spot,
         }
+    }
+
+    /// The same position, about `name`: when `name` was borrowed from this
+    /// file's text (names written without escapes are), its offset there.
+    pub fn at_text(&self, name: &str) -> Info {
+        let (base, len) = self.file.text_at;
+        let p = name.as_ptr() as usize;
+        let mut info = self.clone();
+        if p >= base && p < base + len {
+            info.spot = u32::try_from(p - base).ok();
+        }
+        info
     }
 
     /// "F:L" (or "F" when the line is 0), without include path or context.

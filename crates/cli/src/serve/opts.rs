@@ -14,7 +14,8 @@ Run a simulated machine (or a fleet) behind a QMP monitor.
 qmpkit options:
   --schema FILE          serve this QAPI schema instead of the built-in one
                          (source, or a server's query-qmp-schema answer)
-  --dialect legacy|modern  language of --schema (default: modern)
+  --dialect legacy|modern  language of --schema (default: the one it declares,
+                         else modern, else legacy, as `schema diff` reads it)
   --cfg SYMBOL           enable a build configuration symbol (repeatable)
   --cfg-file FILE        symbols from a file, one per line
   --qemu-version X.Y.Z   version reported by the greeting and query-version
@@ -48,7 +49,8 @@ whose path is printed.";
 #[derive(Debug, Clone)]
 pub struct ServeOptions {
     pub schema: Option<PathBuf>,
-    pub dialect: Dialect,
+    /// `--dialect`; `None`: detected as `schema diff` does.
+    pub dialect: Option<Dialect>,
     pub cfg: Vec<String>,
     pub cfg_files: Vec<PathBuf>,
     pub qemu_version: Option<(u64, u64, u64)>,
@@ -93,7 +95,7 @@ pub fn parse(args: &[String]) -> Result<ServeOptions, String> {
     }
     let mut o = ServeOptions {
         schema: None,
-        dialect: Dialect::Modern,
+        dialect: None,
         cfg: Vec::new(),
         cfg_files: Vec::new(),
         qemu_version: None,
@@ -165,8 +167,8 @@ pub fn parse(args: &[String]) -> Result<ServeOptions, String> {
                 "schema" => o.schema = Some(PathBuf::from(v)),
                 "dialect" => {
                     o.dialect = match v.as_str() {
-                        "legacy" => Dialect::Legacy,
-                        "modern" => Dialect::Modern,
+                        "legacy" => Some(Dialect::Legacy),
+                        "modern" => Some(Dialect::Modern),
                         _ => return Err(format!("--dialect {v}: expected 'legacy' or 'modern'")),
                     }
                 }

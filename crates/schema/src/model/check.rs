@@ -159,6 +159,13 @@ impl Schema {
                 let d = self.described(item);
                 let o = self.described(*other);
                 if c_name_eq(d.name, o.name) {
+                    let mut info = info.clone();
+                    if let SeenItem::Member(r) = item {
+                        if let Some(spot) = self.member(r).info.as_ref().and_then(|i| i.spot) {
+                            info.spot = Some(spot);
+                        }
+                    }
+                    let info = &info;
                     return Err(QapiError::new(
                         info,
                         format!("{} collides with {}", d.describe(info), o.describe(info)),
@@ -348,7 +355,12 @@ impl Schema {
             let t = {
                 let Some(o) = self.object(id) else { break };
                 let m = &o.local_members[k];
-                let info = &self.entities[id].info;
+                // The definition's position, pointing at the member.
+                let spot = m.info.as_ref().and_then(|i| i.spot);
+                let info = &self.entities[id].info.clone().map(|mut i| {
+                    i.spot = spot.or(i.spot);
+                    i
+                });
                 Self::check_features(&m.features, info)?;
                 self.resolve_type(&m.type_name, info, || match info {
                     Some(i) => self

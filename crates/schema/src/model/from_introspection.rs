@@ -871,8 +871,10 @@ pub fn looks_like_introspection(text: &str) -> Option<Value> {
 
 /// Load any schema file: a `query-qmp-schema` answer (recognised by its
 /// content) or schema source. Source is read with `dialect` when given;
-/// otherwise with the modern dialect, then, if that fails, with the
-/// legacy one (the modern error is reported when both fail).
+/// otherwise with the dialect the text declares ([`Dialect::declared_by`]),
+/// and source that declares none with the modern dialect, then, if that
+/// fails, with the legacy one (the modern error is reported when both
+/// fail).
 pub fn load_any(
     path: &std::path::Path,
     dialect: Option<Dialect>,
@@ -886,6 +888,10 @@ pub fn load_any(
         })?;
         return Ok((s, SchemaSource::Introspection));
     }
+    let dialect = dialect.or(match Dialect::declared_by(&text) {
+        Dialect::Legacy => Some(Dialect::Legacy),
+        Dialect::Modern => None,
+    });
     match dialect {
         Some(d) => crate::load(path, d).map(|s| (s, SchemaSource::Source(d))),
         None => match crate::load(path, Dialect::Modern) {
