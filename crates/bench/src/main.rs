@@ -1,5 +1,6 @@
 //! `cargo run --release -p qmpkit-bench` — the benchmark harness.
 
+mod ceiling;
 mod client;
 mod machine;
 mod proto;

@@ -315,14 +315,28 @@ pub fn run(results: &mut Map<String, Value>) {
             return;
         }
     };
+    // `QMPKIT_BENCH_TARGETS=ceiling,serve` measures only the targets named (qsd, ceiling,
+    // serve, server).
+    let only = std::env::var("QMPKIT_BENCH_TARGETS").ok();
+    let on = |name: &str| match only.as_deref() {
+        None => true,
+        Some(o) => o.split(',').any(|s| s.trim() == name),
+    };
     let mut targets = Vec::new();
-    match Target::qsd() {
-        Ok(t) => targets.push(t),
-        Err(e) => println!("proto: skipped qemu-storage-daemon: {e}"),
-    }
-    match Target::qmpkit_server() {
-        Ok(t) => targets.push(t),
-        Err(e) => println!("proto: skipped qmpkit-server: {e}"),
+    let makers: [(&str, &str, fn() -> Result<Target, String>); 4] = [
+        ("qsd", "qemu-storage-daemon", Target::qsd),
+        ("ceiling", "the ceiling", crate::ceiling::target),
+        ("serve", "qmpkit serve", Target::qmpkit_serve),
+        ("server", "qmpkit-server", Target::qmpkit_server),
+    ];
+    for (key, label, make) in makers {
+        if !on(key) {
+            continue;
+        }
+        match make() {
+            Ok(t) => targets.push(t),
+            Err(e) => println!("proto: skipped {label}: {e}"),
+        }
     }
     run_targets(&rt, &targets, results);
 }
@@ -345,6 +359,41 @@ impl Drop for ServerGuard {
 }
 
 impl Target {
+    /// `qmpkit serve` (the simulated machine, its handlers answering) as its own process: the
+    /// `qmpkit` binary next to this harness (`cargo build --release` builds both).
+    pub fn qmpkit_serve() -> Result<Target, String> {
+        let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+        let bin = exe
+            .parent()
+            .map(|d| d.join("qmpkit"))
+            .filter(|p| p.exists())
+            .ok_or("no qmpkit binary next to the harness (cargo build --release -p qmpkit)")?;
+        let dir = std::env::temp_dir().join(format!("qmpkit-bench-serve-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let socket = dir.join("qmp.sock");
+        let _ = std::fs::remove_file(&socket);
+        let child = Command::new(&bin)
+            .arg("serve")
+            .args(["--qemu-version", "10.0.2", "--package", crate::ceiling::PACKAGE])
+            .arg("-qmp")
+            .arg(format!("unix:{},server=on,wait=off", socket.display()))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("{}: {e}", bin.display()))?;
+        let guard = ChildGuard(child, dir);
+        // It listens under a temporary name and renames the socket into place.
+        let start = Instant::now();
+        while !socket.exists() {
+            if start.elapsed() > Duration::from_secs(10) {
+                return Err(format!("nothing listens on {}", socket.display()));
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        Ok(Target::unix("qmpkit serve", socket, guard))
+    }
+
     /// The project's server, in process on its own thread (a current-thread runtime),
     /// serving the machine's schema without handlers (`query-version` is the server's own
     /// answer).
@@ -355,7 +404,7 @@ impl Target {
         let socket = dir.join("qmp.sock");
         let opts = qmpkit_server::ServerOptions {
             qemu_version: (10, 0, 2),
-            package: "qmpkit".into(),
+            package: crate::ceiling::PACKAGE.into(),
             ..qmpkit_server::ServerOptions::default()
         };
         let server = qmpkit_server::Server::new(
@@ -486,6 +535,37 @@ pub fn run_targets(
         if !ratios.is_empty() {
             out.insert("ratios".into(), Value::Object(ratios));
         }
+    }
+    if let Some((ceiling, top)) = measured.iter().find(|(t, _)| t.name.starts_with("ceiling")) {
+        let mut fr = Map::new();
+        println!("as a fraction of {} (same run):", ceiling.name);
+        for (t, f) in measured.iter().filter(|(t, _)| t.name != ceiling.name) {
+            let seq = f.seq_per_sec / top.seq_per_sec;
+            let pip = f.pipelined_per_sec / top.pipelined_per_sec;
+            println!(
+                "  {:<32} sequential {:>5.1} %   pipelined16 {:>5.1} %",
+                t.name,
+                seq * 100.0,
+                pip * 100.0
+            );
+            fr.insert(
+                t.name.clone(),
+                json!({"seq": (seq * 1000.0).round() / 1000.0, "pipelined16": (pip * 1000.0).round() / 1000.0}),
+            );
+        }
+        if let Some((_, serve)) = measured.iter().find(|(t, _)| t.name == "qmpkit serve") {
+            let pip = serve.pipelined_per_sec / top.pipelined_per_sec;
+            let verdict = if pip >= 0.5 { "met" } else { "NOT MET" };
+            println!(
+                "  qmpkit serve pipelined16 goal >= 50 % of the ceiling: {:.1} % {verdict}",
+                pip * 100.0
+            );
+            fr.insert(
+                "goal_qmpkit_serve_pipelined16".into(),
+                json!({"goal": ">= 0.5", "value": (pip * 1000.0).round() / 1000.0, "met": pip >= 0.5}),
+            );
+        }
+        out.insert("vs_ceiling".into(), Value::Object(fr));
     }
     if let Some((_, ours)) = measured.iter().find(|(t, _)| t.name == "qmpkit-server") {
         let qsd = measured

@@ -19,11 +19,7 @@ use std::time::Instant;
 const REFERENCE_PYTHON_MS: f64 = 230.0;
 
 fn schema_root() -> PathBuf {
-    Path::new(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../../shared/qemu-ref/schema-10.0.2"
-    ))
-    .to_path_buf()
+    qmpkit_testkit::data::dir().join("qemu-ref/schema-10.0.2")
 }
 
 /// Every `.json` file under `dir`, keyed by its path relative to `root`.

@@ -32,10 +32,8 @@ fn messages() -> Vec<(&'static str, Vec<u8>)> {
                 .to_vec(),
         ),
     ];
-    let schema = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../../shared/qemu-ref/introspection/qemu-storage-daemon-10.0.2-query-qmp-schema.json"
-    );
+    let schema = qmpkit_testkit::data::dir()
+        .join("qemu-ref/introspection/qemu-storage-daemon-10.0.2-query-qmp-schema.json");
     match std::fs::read(schema) {
         Ok(bytes) => {
             let trimmed = bytes.trim_ascii_end().to_vec();
