@@ -63,9 +63,11 @@ fn c_responder(dir: &Path) -> Result<Target, String> {
         .stderr(Stdio::null())
         .spawn()
         .map_err(|e| format!("{}: {e}", exe.display()))?;
+    let pid = child.id();
     let guard = ProcGuard(child, dir.to_path_buf());
     wait_listening(&socket)?;
-    Ok(Target::unix("ceiling (C responder)", socket, guard))
+    Ok(Target::unix("ceiling (C responder)", socket, guard)
+        .with_cpu(PathBuf::from(format!("/proc/{pid}"))))
 }
 
 /// The same responder in Rust, on its own thread.
@@ -128,8 +130,10 @@ fn respond(mut s: UnixStream) {
             } else {
                 out.extend_from_slice(ret.as_bytes());
             }
-            if let (Some(i), Some(c)) = (find(line, b"\"id\": "), line.iter().rposition(|&b| b == b'}'))
-            {
+            if let (Some(i), Some(c)) = (
+                find(line, b"\"id\": "),
+                line.iter().rposition(|&b| b == b'}'),
+            ) {
                 if c > i + 6 {
                     out.extend_from_slice(b", \"id\": ");
                     out.extend_from_slice(&line[i + 6..c]);

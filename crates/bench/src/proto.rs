@@ -29,7 +29,27 @@ const PACED: usize = 2000;
 pub struct Target {
     pub name: String,
     pub endpoint: Endpoint,
+    /// Where the server's CPU time can be read (`/proc/<pid>` or `/proc/<pid>/task/<tid>`).
+    pub cpu: Option<PathBuf>,
     _guard: Box<dyn Send>,
+}
+
+/// CPU time (ns) of the process (all its threads) or thread whose `/proc` directory is
+/// `dir`, from the scheduler's own accounting (`schedstat`: exact, not sampled by ticks).
+pub fn cpu_ns(dir: &Path) -> Option<u64> {
+    let one = |d: &Path| -> Option<u64> {
+        std::fs::read_to_string(d.join("schedstat"))
+            .ok()?
+            .split_whitespace()
+            .next()?
+            .parse()
+            .ok()
+    };
+    match std::fs::read_dir(dir.join("task")) {
+        Ok(tasks) => tasks.flatten().map(|t| one(&t.path())).sum(),
+        // A thread's directory has no `task` directory of its own.
+        Err(_) => one(dir),
+    }
 }
 
 impl Target {
@@ -42,8 +62,15 @@ impl Target {
         Target {
             name: name.into(),
             endpoint: Endpoint::Unix(socket.into()),
+            cpu: None,
             _guard: Box::new(guard),
         }
+    }
+
+    /// Read the server's CPU time from `/proc/<pid>` (a process) or a thread's directory.
+    pub fn with_cpu(mut self, dir: PathBuf) -> Target {
+        self.cpu = Some(dir);
+        self
     }
 
     /// Start qemu-storage-daemon on a socket in a temporary directory.
@@ -64,6 +91,7 @@ impl Target {
             .stderr(Stdio::null())
             .spawn()
             .map_err(|e| format!("qemu-storage-daemon: {e}"))?;
+        let pid = child.id();
         let guard = ChildGuard(child, dir);
         wait_listening(&socket)?;
         let version = Command::new("qemu-storage-daemon")
@@ -73,11 +101,10 @@ impl Target {
             .and_then(|o| String::from_utf8(o.stdout).ok())
             .and_then(|s| s.split_whitespace().nth(2).map(str::to_owned))
             .unwrap_or_default();
-        Ok(Target::unix(
-            format!("qemu-storage-daemon {version}"),
-            socket,
-            guard,
-        ))
+        Ok(
+            Target::unix(format!("qemu-storage-daemon {version}"), socket, guard)
+                .with_cpu(PathBuf::from(format!("/proc/{pid}"))),
+        )
     }
 
     fn socket(&self) -> Option<&Path> {
@@ -125,6 +152,8 @@ pub fn wait_listening(path: &Path) -> Result<(), String> {
 pub struct Figures {
     pub seq_per_sec: f64,
     pub pipelined_per_sec: f64,
+    /// The server's CPU time per request while pipelined (µs), where it can be read.
+    pub pipelined_server_cpu_us: Option<f64>,
     pub paced_p50_us: f64,
     pub paced_p99_us: f64,
     pub python_seq_per_sec: Option<f64>,
@@ -139,6 +168,7 @@ impl Figures {
         json!({
             "seq_per_sec": self.seq_per_sec.round(),
             "pipelined16_per_sec": self.pipelined_per_sec.round(),
+            "pipelined16_server_cpu_us": self.pipelined_server_cpu_us.map(|c| (c * 100.0).round() / 100.0),
             "paced1000_p50_us": (self.paced_p50_us * 10.0).round() / 10.0,
             "paced1000_p99_us": (self.paced_p99_us * 10.0).round() / 10.0,
             "python_seq_per_sec": self.python_seq_per_sec.map(f64::round),
@@ -279,28 +309,94 @@ pub fn python_sequential(python: &Path, socket: &Path, d: Duration) -> Result<f6
         .ok_or_else(|| "no rate in qmp_run.py's output".to_string())
 }
 
-/// Measure one target: each figure on its own connection, one connection at a time.
-pub fn measure(rt: &tokio::runtime::Runtime, target: &Target) -> Result<Figures, String> {
-    let mut f = Figures::default();
-    let ep = &target.endpoint;
-    rt.block_on(async {
-        let c = connect(ep).await?;
-        f.seq_per_sec = sequential(&c, MEASURE).await?;
-        f.pipelined_per_sec = pipelined(&c, IN_FLIGHT, MEASURE).await?;
-        let (p50, p99) = paced(&c, PACED).await?;
-        f.paced_p50_us = p50;
-        f.paced_p99_us = p99;
-        // The server must see the hang-up before the next client connects.
-        c.shutdown().await;
-        Ok::<(), String>(())
-    })?;
-    if let (Some(py), Some(sock)) = (python(), target.socket()) {
-        match python_sequential(&py, sock, MEASURE) {
-            Ok(r) => f.python_seq_per_sec = Some(r),
-            Err(e) => eprintln!("proto: python qemu.qmp against {}: {e}", target.name),
+/// Rounds the rates are measured in: each round measures every target for
+/// `MEASURE / ROUNDS` in turn, so that a change in what else the machine runs falls on
+/// every target alike.
+const ROUNDS: u32 = 6;
+
+/// Measure the targets, one connection to each: sequential and pipelined rates interleaved
+/// round by round, then each target's paced latency, then Python's rate. A target that
+/// fails is reported and left out.
+pub fn measure_all<'t>(
+    rt: &tokio::runtime::Runtime,
+    targets: &'t [Target],
+) -> Vec<(&'t Target, Figures)> {
+    let slice = MEASURE / ROUNDS;
+    let mut live: Vec<(&Target, Client, Figures)> = Vec::new();
+    for t in targets {
+        match rt.block_on(connect(&t.endpoint)) {
+            Ok(c) => live.push((t, c, Figures::default())),
+            Err(e) => eprintln!("proto: {}: {e}", t.name),
         }
     }
-    Ok(f)
+    // (requests, seconds) per target, then the server's CPU time while pipelined.
+    let mut seq = vec![(0.0f64, 0.0f64); live.len()];
+    let mut pip = vec![(0.0f64, 0.0f64); live.len()];
+    let mut cpu: Vec<Option<u64>> = vec![Some(0); live.len()];
+    let mut failed: Vec<Option<String>> = vec![None; live.len()];
+    for _ in 0..ROUNDS {
+        for (i, (t, c, _)) in live.iter().enumerate() {
+            if failed[i].is_some() {
+                continue;
+            }
+            let r = rt.block_on(async {
+                let t0 = Instant::now();
+                let rate = sequential(c, slice).await?;
+                let secs = t0.elapsed().as_secs_f64();
+                seq[i].0 += rate * secs;
+                seq[i].1 += secs;
+                let cpu0 = t.cpu.as_deref().and_then(cpu_ns);
+                let t0 = Instant::now();
+                let rate = pipelined(c, IN_FLIGHT, slice).await?;
+                let secs = t0.elapsed().as_secs_f64();
+                let cpu1 = t.cpu.as_deref().and_then(cpu_ns);
+                pip[i].0 += rate * secs;
+                pip[i].1 += secs;
+                cpu[i] = match (cpu[i], cpu0, cpu1) {
+                    (Some(sum), Some(a), Some(b)) => Some(sum + b.saturating_sub(a)),
+                    _ => None,
+                };
+                Ok::<(), String>(())
+            });
+            if let Err(e) = r {
+                failed[i] = Some(e);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for (i, (t, c, mut f)) in live.into_iter().enumerate() {
+        let r = rt.block_on(async {
+            if let Some(e) = failed[i].take() {
+                return Err(e);
+            }
+            f.seq_per_sec = seq[i].0 / seq[i].1.max(1e-9);
+            f.pipelined_per_sec = pip[i].0 / pip[i].1.max(1e-9);
+            if let Some(ns) = cpu[i] {
+                if pip[i].0 > 0.0 {
+                    f.pipelined_server_cpu_us = Some(ns as f64 / 1e3 / pip[i].0);
+                }
+            }
+            let (p50, p99) = paced(&c, PACED).await?;
+            f.paced_p50_us = p50;
+            f.paced_p99_us = p99;
+            Ok::<(), String>(())
+        });
+        // The server must see the hang-up before the next client connects.
+        rt.block_on(c.shutdown());
+        match r {
+            Ok(()) => out.push((t, f)),
+            Err(e) => eprintln!("proto: {}: {e}", t.name),
+        }
+    }
+    for (t, f) in &mut out {
+        if let (Some(py), Some(sock)) = (python(), t.socket()) {
+            match python_sequential(&py, sock, MEASURE) {
+                Ok(r) => f.python_seq_per_sec = Some(r),
+                Err(e) => eprintln!("proto: python qemu.qmp against {}: {e}", t.name),
+            }
+        }
+    }
+    out
 }
 
 /// The section: measure every target, print a table, add figures and ratios to `results`.
@@ -374,7 +470,12 @@ impl Target {
         let _ = std::fs::remove_file(&socket);
         let child = Command::new(&bin)
             .arg("serve")
-            .args(["--qemu-version", "10.0.2", "--package", crate::ceiling::PACKAGE])
+            .args([
+                "--qemu-version",
+                "10.0.2",
+                "--package",
+                crate::ceiling::PACKAGE,
+            ])
             .arg("-qmp")
             .arg(format!("unix:{},server=on,wait=off", socket.display()))
             .stdin(Stdio::null())
@@ -382,6 +483,7 @@ impl Target {
             .stderr(Stdio::null())
             .spawn()
             .map_err(|e| format!("{}: {e}", bin.display()))?;
+        let pid = child.id();
         let guard = ChildGuard(child, dir);
         // It listens under a temporary name and renames the socket into place.
         let start = Instant::now();
@@ -391,7 +493,8 @@ impl Target {
             }
             std::thread::sleep(Duration::from_millis(5));
         }
-        Ok(Target::unix("qmpkit serve", socket, guard))
+        Ok(Target::unix("qmpkit serve", socket, guard)
+            .with_cpu(PathBuf::from(format!("/proc/{pid}"))))
     }
 
     /// The project's server, in process on its own thread (a current-thread runtime),
@@ -428,10 +531,14 @@ impl Target {
                         return;
                     }
                 };
+                // This thread's /proc directory, for its CPU time.
+                let me = std::fs::read_link("/proc/thread-self")
+                    .map(|p| Path::new("/proc").join(p))
+                    .ok();
                 rt.block_on(async move {
                     match qmpkit_server::bind_unix(&sock) {
                         Ok(l) => {
-                            let _ = tx.send(Ok(()));
+                            let _ = tx.send(Ok(me));
                             let _ = s.serve_unix(l).await;
                         }
                         Err(e) => {
@@ -441,13 +548,17 @@ impl Target {
                 });
             })
             .map_err(|e| e.to_string())?;
-        rx.recv().map_err(|e| e.to_string())??;
+        let me = rx.recv().map_err(|e| e.to_string())??;
         let guard = ServerGuard {
             server,
             thread: Some(thread),
             dir,
         };
-        Ok(Target::unix("qmpkit-server", socket, guard))
+        let t = Target::unix("qmpkit-server", socket, guard);
+        Ok(match me {
+            Some(dir) => t.with_cpu(dir),
+            None => t,
+        })
     }
 }
 
@@ -484,26 +595,29 @@ pub fn run_targets(
     if targets.is_empty() {
         return;
     }
-    let mut measured: Vec<(&Target, Figures)> = Vec::new();
-    for t in targets {
-        match measure(rt, t) {
-            Ok(f) => measured.push((t, f)),
-            Err(e) => eprintln!("proto: {}: {e}", t.name),
-        }
-    }
+    let measured = measure_all(rt, targets);
     println!();
     println!("QMP round trips over a unix socket (query-version; our client unless noted)");
     println!(
-        "{:<32} {:>12} {:>14} {:>10} {:>10} {:>14} {:>8}",
-        "target", "seq/s", "pipelined16/s", "p50 µs", "p99 µs", "python seq/s", "ours/py"
+        "{:<32} {:>12} {:>14} {:>11} {:>10} {:>10} {:>14} {:>8}",
+        "target",
+        "seq/s",
+        "pipelined16/s",
+        "srv cpu µs",
+        "p50 µs",
+        "p99 µs",
+        "python seq/s",
+        "ours/py"
     );
     let mut out = Map::new();
     for (t, f) in &measured {
         println!(
-            "{:<32} {:>12.0} {:>14.0} {:>10.1} {:>10.1} {:>14} {:>8}",
+            "{:<32} {:>12.0} {:>14.0} {:>11} {:>10.1} {:>10.1} {:>14} {:>8}",
             t.name,
             f.seq_per_sec,
             f.pipelined_per_sec,
+            f.pipelined_server_cpu_us
+                .map_or("-".into(), |c| format!("{c:.2}")),
             f.paced_p50_us,
             f.paced_p99_us,
             f.python_seq_per_sec

@@ -92,6 +92,8 @@ pub fn conform_return(schema: &Schema, command: &str, value: Value) -> Conformed
     let mut s = Shaper::new(schema);
     let value = match schema.lookup(command).map(|id| &schema.entity(id).kind) {
         Some(EntityKind::Command(c)) => match c.ret_type {
+            // Most replies have the served shape already: checked without copying.
+            Some(t) if fits(schema, t, &value, 0) => value,
             Some(t) => s.conform(t, value, 0),
             None => {
                 if value != Value::Object(Map::new()) {
@@ -125,7 +127,11 @@ pub fn conform_event(
             }
             Some(t) => {
                 let v = data.unwrap_or_else(|| Value::Object(Map::new()));
-                Some(Some(s.conform(t, v, 0)))
+                if fits(schema, t, &v, 0) {
+                    Some(Some(v))
+                } else {
+                    Some(Some(s.conform(t, v, 0)))
+                }
             }
         },
         _ => {
@@ -215,6 +221,93 @@ fn json_fits(json_type: &str, v: &Value) -> bool {
         "null" => v.is_null(),
         _ => true,
     }
+}
+
+/// Whether [`conform`] would give `value` back unchanged, members in the same order, with
+/// nothing invented (so that it can be kept as it is): every member the type has, in the
+/// type's order, every mandatory one present, nothing else, each value fitting in turn.
+/// Reads only; `false` whenever in doubt.
+pub fn fits(schema: &Schema, id: EntityId, value: &Value, depth: usize) -> bool {
+    if depth > MAX_DEPTH || id >= schema.entities.len() {
+        return true;
+    }
+    match &schema.entity(id).kind {
+        EntityKind::Builtin(b) => json_fits(b.json_type, value),
+        EntityKind::Enum(e) => match value.as_str() {
+            Some(s) => e.members.iter().any(|m| m.name == s),
+            None => false,
+        },
+        EntityKind::Array(a) => match value {
+            Value::Array(items) => items.iter().all(|v| fits(schema, a.element, v, depth + 1)),
+            _ => false,
+        },
+        EntityKind::Object(o) => {
+            let Value::Object(map) = value else {
+                return false;
+            };
+            let mut it = map.iter().peekable();
+            let mut taken = 0usize;
+            if !members_fit(schema, id, &mut it, &mut taken, None, depth) {
+                return false;
+            }
+            if let Some(br) = &o.branches {
+                let tag = map.get(&br.tag_name).and_then(Value::as_str);
+                if let Some(v) = tag.and_then(|t| br.variants.iter().find(|v| v.name == t)) {
+                    let base: Vec<&str> = map.keys().take(taken).map(String::as_str).collect();
+                    if !members_fit(schema, v.typ, &mut it, &mut taken, Some(&base), depth) {
+                        return false;
+                    }
+                }
+            }
+            it.next().is_none()
+        }
+        EntityKind::Alternate(a) => {
+            for v in &a.variants {
+                let kind_fits = match &schema.entity(v.typ).kind {
+                    EntityKind::Builtin(b) => json_fits(b.json_type, value),
+                    EntityKind::Enum(_) => value.is_string(),
+                    EntityKind::Object(_) => value.is_object(),
+                    EntityKind::Array(_) => value.is_array(),
+                    _ => false,
+                };
+                if kind_fits {
+                    return fits(schema, v.typ, value, depth + 1);
+                }
+            }
+            false
+        }
+        _ => true,
+    }
+}
+
+/// The members of object type `id`, in order, against the next entries of `it` (what
+/// `fill_members` would put out): `skip` names already given (by the base of a union).
+fn members_fit(
+    schema: &Schema,
+    id: EntityId,
+    it: &mut std::iter::Peekable<serde_json::map::Iter<'_>>,
+    taken: &mut usize,
+    skip: Option<&[&str]>,
+    depth: usize,
+) -> bool {
+    for m in schema.object_members(id) {
+        if skip.is_some_and(|s| s.contains(&m.name.as_str())) {
+            continue;
+        }
+        match it.peek() {
+            Some((k, v)) if **k == m.name => {
+                if !fits(schema, m.typ, v, depth + 1) {
+                    return false;
+                }
+                it.next();
+                *taken += 1;
+            }
+            // Absent (or out of order, which the end of the walk catches).
+            _ if m.optional => {}
+            _ => return false,
+        }
+    }
+    true
 }
 
 /// Shape `value` after type `id`.

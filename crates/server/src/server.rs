@@ -12,8 +12,8 @@ use qmpkit_schema::introspect;
 use qmpkit_schema::model::{EntityId, EntityKind};
 use qmpkit_schema::Schema;
 use qmpkit_wire::{
-    encode_line, qemu_order, request_from, response_error, write_qemu, ErrorClass, Event, Greeting,
-    JsonError, QmpError,
+    encode_line, qemu_order, request_from, response_error, write_qemu, write_qemu_ordered,
+    ErrorClass, Event, Greeting, JsonError, QmpError,
 };
 use serde_json::{Map, Value};
 use tokio::sync::Notify;
@@ -836,9 +836,9 @@ impl Inner {
         }
         match command_result {
             Some(Ok(v)) => {
-                let v = qemu_order(v);
                 out.extend_from_slice(b"{\"return\": ");
-                write_qemu(&v, out);
+                // In QEMU's order, written straight from the handler's value.
+                write_qemu_ordered(&v, out);
                 if let Some(id) = &id {
                     out.extend_from_slice(b", \"id\": ");
                     write_qemu(id, out);

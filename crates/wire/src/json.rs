@@ -886,6 +886,51 @@ pub fn write_qemu(value: &Value, out: &mut Vec<u8>) {
 
 const WRITE_RECURSION: usize = 32;
 
+/// Append QEMU's output form of `value` with every object's members in QEMU's walking
+/// order: the bytes of `write_qemu(&qemu_order(value.clone()), out)`, for a value whose
+/// members are in the order QEMU would have inserted them (a command's result), without
+/// building the reordered value.
+pub fn write_qemu_ordered(value: &Value, out: &mut Vec<u8>) {
+    write_ordered(value, out, 0);
+}
+
+fn write_ordered(value: &Value, out: &mut Vec<u8>, depth: usize) {
+    match value {
+        Value::Null | Value::Bool(_) | Value::Number(_) | Value::String(_) => {
+            write_shallow(value, out, depth)
+        }
+        // Deep values (rare) go through the general reordering and the iterative writer.
+        _ if depth >= WRITE_RECURSION => write_qemu(&crate::qdict::qemu_order(value.clone()), out),
+        Value::Array(list) => {
+            out.push(b'[');
+            let mut first = true;
+            for v in list {
+                if !first {
+                    out.extend_from_slice(b", ");
+                }
+                first = false;
+                write_ordered(v, out, depth + 1);
+            }
+            out.push(b']');
+        }
+        Value::Object(map) => {
+            out.push(b'{');
+            let mut first = true;
+            let _ = crate::qdict::walk(map, |k, v| {
+                if !first {
+                    out.extend_from_slice(b", ");
+                }
+                first = false;
+                write_string(k, out);
+                out.extend_from_slice(b": ");
+                write_ordered(v, out, depth + 1);
+                Ok::<(), std::convert::Infallible>(())
+            });
+            out.push(b'}');
+        }
+    }
+}
+
 fn write_shallow(value: &Value, out: &mut Vec<u8>, depth: usize) {
     match value {
         Value::Null => out.extend_from_slice(b"null"),

@@ -205,11 +205,7 @@ impl Request {
 /// `exec-oob` member it meets names the command.
 fn check_members(obj: &Map<String, Value>, allow_oob: bool) -> Result<(String, bool), String> {
     let mut command: Option<(&str, bool)> = None;
-    let members: Vec<(&String, &Value)> = obj.iter().collect();
-    for i in crate::qdict::walk_order(obj) {
-        let Some(&(key, val)) = members.get(i) else {
-            continue;
-        };
+    crate::qdict::walk(obj, |key, val| {
         let key = key.as_str();
         match key {
             "execute" | "exec-oob" if key == "execute" || allow_oob => {
@@ -231,7 +227,8 @@ fn check_members(obj: &Map<String, Value>, allow_oob: bool) -> Result<(String, b
             "id" => {}
             other => return Err(format!("QMP input member '{other}' is unexpected")),
         }
-    }
+        Ok(())
+    })?;
     match command {
         Some((name, oob)) => Ok((name.to_owned(), oob)),
         None => Err("QMP input lacks member 'execute'".into()),

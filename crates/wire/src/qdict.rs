@@ -11,20 +11,28 @@ use serde_json::{Map, Value};
 
 const BUCKETS: u32 = 512;
 
-/// QEMU's hash of an object member name (over its modified UTF-8 bytes).
+/// QEMU's hash of an object member name (over its modified UTF-8 bytes: the
+/// string's own bytes, with NUL as the two bytes `C0 80`).
 pub fn member_hash(key: &str) -> u32 {
-    let mut bytes = Vec::with_capacity(key.len());
-    for c in key.chars() {
-        if c == '\0' {
-            bytes.extend_from_slice(&[0xC0, 0x80]);
-        } else {
-            let mut buf = [0u8; 4];
-            bytes.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
+    let bytes = key.as_bytes();
+    let nuls = bytes.iter().filter(|&&b| b == 0).count();
+    let mut value = 0x238F_13AFu32.wrapping_mul((bytes.len() + nuls) as u32);
+    // The shift of the i-th byte is (i * 5) % 24, kept as a running value.
+    let mut shift = 0u32;
+    let mut add = |b: u8| {
+        value = value.wrapping_add(u32::from(b) << shift);
+        shift += 5;
+        if shift >= 24 {
+            shift -= 24;
         }
-    }
-    let mut value = 0x238F_13AFu32.wrapping_mul(bytes.len() as u32);
-    for (i, &b) in bytes.iter().enumerate() {
-        value = value.wrapping_add(u32::from(b) << ((i * 5) % 24));
+    };
+    for &b in bytes {
+        if b == 0 {
+            add(0xC0);
+            add(0x80);
+        } else {
+            add(b);
+        }
     }
     1_103_515_243u32.wrapping_mul(value).wrapping_add(12345)
 }
@@ -45,11 +53,64 @@ pub fn walk_order(map: &Map<String, Value>) -> Vec<usize> {
     idx.into_iter().map(|(_, i)| i).collect()
 }
 
+/// Members a [`walk`] orders on the stack; larger objects take one allocation.
+const SMALL: usize = 16;
+
+/// Call `f` with each of `map`'s members (taken in insertion order) in QEMU's walking
+/// order, as [`walk_order`] gives it, without allocating for small objects. Stops at the
+/// first error `f` returns.
+pub fn walk<'a, E>(
+    map: &'a Map<String, Value>,
+    mut f: impl FnMut(&'a String, &'a Value) -> Result<(), E>,
+) -> Result<(), E> {
+    let n = map.len();
+    if n <= 1 {
+        for (k, v) in map {
+            f(k, v)?;
+        }
+        return Ok(());
+    }
+    if n > SMALL {
+        let members: Vec<(&String, &Value)> = map.iter().collect();
+        for i in walk_order(map) {
+            if let Some(&(k, v)) = members.get(i) {
+                f(k, v)?;
+            }
+        }
+        return Ok(());
+    }
+    // (bucket, index), sorted by bucket, then most recent first: insertion sort on the
+    // stack (a handful of members, mostly in order already).
+    let mut members: [Option<(&String, &Value)>; SMALL] = [None; SMALL];
+    let mut order = [(0u32, 0usize); SMALL];
+    for (i, (k, v)) in map.iter().enumerate() {
+        members[i] = Some((k, v));
+        let key = (member_bucket(k), i);
+        let mut j = i;
+        while j > 0
+            && (order[j - 1].0 > key.0 || (order[j - 1].0 == key.0 && order[j - 1].1 < key.1))
+        {
+            order[j] = order[j - 1];
+            j -= 1;
+        }
+        order[j] = key;
+    }
+    for &(_, i) in &order[..n] {
+        if let Some((k, v)) = members[i] {
+            f(k, v)?;
+        }
+    }
+    Ok(())
+}
+
 /// Reorder every object in `value`, whose members are in the order QEMU would
 /// have inserted them (input order for parsed JSON, schema order for command
 /// results), into the order QEMU prints them. Apply once: the result's order
 /// is no longer an insertion order. Works without recursion, at any depth.
 pub fn qemu_order(value: Value) -> Value {
+    if !matches!(value, Value::Array(_) | Value::Object(_)) {
+        return value;
+    }
     enum Task {
         Visit(Value),
         Array(usize),
@@ -95,6 +156,60 @@ pub fn qemu_order(value: Value) -> Value {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    /// The hash as QEMU computes it, over an explicitly built modified UTF-8 buffer.
+    fn reference_hash(key: &str) -> u32 {
+        let mut bytes = Vec::new();
+        for c in key.chars() {
+            if c == '\0' {
+                bytes.extend_from_slice(&[0xC0, 0x80]);
+            } else {
+                let mut buf = [0u8; 4];
+                bytes.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
+            }
+        }
+        let mut value = 0x238F_13AFu32.wrapping_mul(bytes.len() as u32);
+        for (i, &b) in bytes.iter().enumerate() {
+            value = value.wrapping_add(u32::from(b) << ((i * 5) % 24));
+        }
+        1_103_515_243u32.wrapping_mul(value).wrapping_add(12345)
+    }
+
+    #[test]
+    fn hash_matches_the_reference() {
+        let long = "x".repeat(100);
+        for k in [
+            "",
+            "a",
+            "id",
+            "execute",
+            "arguments",
+            "a\0b",
+            "\0",
+            "é\0ü€𝄞",
+            &long,
+        ] {
+            assert_eq!(member_hash(k), reference_hash(k), "{k:?}");
+        }
+    }
+
+    #[test]
+    fn walk_agrees_with_walk_order() {
+        for n in [0usize, 1, 2, 3, 7, 16, 17, 40] {
+            let mut m = Map::new();
+            for i in 0..n {
+                // Some names share a bucket, so that the tie rule is exercised.
+                m.insert(format!("k{}", i % 5 * 97 + i), Value::from(i));
+            }
+            let mut seen = Vec::new();
+            walk(&m, |k, _| {
+                seen.push(m.keys().position(|x| x == k).unwrap_or(usize::MAX));
+                Ok::<(), ()>(())
+            })
+            .unwrap();
+            assert_eq!(seen, walk_order(&m), "{n} members");
+        }
+    }
 
     #[test]
     fn orders_seen_in_transcripts() {

@@ -138,6 +138,41 @@ fn jsonish() -> impl Strategy<Value = Vec<u8>> {
 }
 
 proptest! {
+    /// Writing in QEMU's walking order directly gives the bytes of reordering, then writing.
+    #[test]
+    fn ordered_writer_matches_reorder_then_write(v in value()) {
+        let mut direct = Vec::new();
+        qmpkit_wire::write_qemu_ordered(&v, &mut direct);
+        let mut via = Vec::new();
+        qmpkit_wire::write_qemu(&qmpkit_wire::qemu_order(v), &mut via);
+        prop_assert_eq!(direct, via);
+    }
+}
+
+#[test]
+fn ordered_writer_matches_reorder_then_write_deep() {
+    // Past the writer's recursion depth, with objects of many members on the way down.
+    let mut v = Value::from(1);
+    for i in 0..100 {
+        let mut m = Map::new();
+        for j in 0..(i % 20) {
+            m.insert(format!("m{j}"), Value::from(j));
+        }
+        m.insert("inner".into(), v);
+        v = if i % 3 == 0 {
+            Value::Array(vec![Value::Object(m)])
+        } else {
+            Value::Object(m)
+        };
+    }
+    let mut direct = Vec::new();
+    qmpkit_wire::write_qemu_ordered(&v, &mut direct);
+    let mut via = Vec::new();
+    qmpkit_wire::write_qemu(&qmpkit_wire::qemu_order(v), &mut via);
+    assert_eq!(direct, via);
+}
+
+proptest! {
     #![proptest_config(ProptestConfig { cases: 512, .. ProptestConfig::default() })]
 
     #[test]
