@@ -61,7 +61,11 @@ fn serve_command() -> Command {
         )
         .arg(flag(
             "strict",
-            "Commands without a handler answer CommandNotFound",
+            "Commands the machine does not implement are left out (CommandNotFound)",
+        ))
+        .arg(flag(
+            "synthesize",
+            "Commands the machine does not implement answer a value made up from their return type",
         ))
         .arg(flag(
             "list-handlers",

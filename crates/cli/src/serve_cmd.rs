@@ -107,24 +107,112 @@ fn load_schema(o: &mut opts::ServeOptions) -> Result<qmpkit_schema::Schema, Exit
     })
 }
 
-/// Every command the server offers and how it is answered: `handler`
-/// (the machine implements it), `builtin` (the protocol's own answers) or
-/// `synthesized` (a value made from the return type).
+/// How the served commands are answered: one row per command the server
+/// offers (`handler`: the machine implements it; `builtin`: the protocol's
+/// own answer; `unimplemented`: a GenericError saying so; `synthesized`: a
+/// value made up from the return type, with `--synthesize`), and how many
+/// commands of the schema `--strict` left out.
+pub struct Census {
+    pub rows: Vec<(String, &'static str)>,
+    pub handled: usize,
+    pub builtin: usize,
+    pub unimplemented: usize,
+    pub left_out: usize,
+}
+
+impl Census {
+    pub fn of(
+        server: &qmpkit_server::Server,
+        schema: &qmpkit_schema::Schema,
+        enabled: &std::collections::HashSet<String>,
+    ) -> Census {
+        use qmpkit_server::Served;
+        let implemented = qmpkit_machine::handled();
+        let mut c = Census {
+            rows: Vec::new(),
+            handled: 0,
+            builtin: 0,
+            unimplemented: 0,
+            left_out: 0,
+        };
+        let synthesize = server.options().unhandled == qmpkit_server::Unhandled::Synthesize;
+        let rows = server.commands();
+        for (name, how) in &rows {
+            // The glue registers a handler for every command (so that
+            // injected failures reach them all): what the machine
+            // implements tells them apart.
+            let how = match how {
+                Served::Builtin => {
+                    c.builtin += 1;
+                    "builtin"
+                }
+                _ if implemented.binary_search(&name.as_str()).is_ok() => {
+                    c.handled += 1;
+                    "handler"
+                }
+                _ => {
+                    c.unimplemented += 1;
+                    if synthesize {
+                        "synthesized"
+                    } else {
+                        "unimplemented"
+                    }
+                }
+            };
+            c.rows.push((name.clone(), how));
+        }
+        let on = |s: &str| enabled.contains(s);
+        c.left_out = schema
+            .iter()
+            .filter(|(_, e)| {
+                matches!(e.kind, qmpkit_schema::model::EntityKind::Command(_))
+                    && e.ifcond.eval(&on)
+                    && !rows.iter().any(|(n, _)| *n == e.name)
+            })
+            .count();
+        c
+    }
+
+    /// One line for stderr: how many commands are served and how.
+    pub fn summary(&self, unhandled: qmpkit_server::Unhandled) -> String {
+        use qmpkit_server::Unhandled;
+        let total = self.rows.len();
+        let head = format!(
+            "{total} commands: {} implemented by the machine, {} built into the protocol",
+            self.handled, self.builtin
+        );
+        match unhandled {
+            Unhandled::NotImplemented => format!(
+                "{head}, {} not implemented (they answer GenericError; --list-handlers lists them)",
+                self.unimplemented
+            ),
+            Unhandled::Synthesize => format!(
+                "{head}, {} not implemented and synthesized (--synthesize: they answer a value made up from their return type, without doing anything)",
+                self.unimplemented
+            ),
+            Unhandled::NotFound => format!(
+                "{head}; the schema's {} others are not implemented and left out (--strict: they answer CommandNotFound)",
+                self.left_out
+            ),
+        }
+    }
+}
+
+/// Every command the server offers and how it is answered (see [`Census`]).
 fn list_handlers(
     o: &opts::ServeOptions,
     schema: &Arc<qmpkit_schema::Schema>,
     enabled: Vec<String>,
 ) -> ExitCode {
-    use qmpkit_server::{Served, Server, ServerOptions};
+    use qmpkit_server::{Server, ServerOptions};
     let machine = qmpkit_machine::Machine::new(Arc::new(o.config.clone()), schema.clone());
     let handle = qmpkit_machine::glue::MachineHandle::new(machine);
-    let implemented = qmpkit_machine::handled();
     let mut reg = qmpkit_server::Registry::new();
-    handle.register_with(&mut reg, schema, o.strict, o.test_control);
+    handle.register_with(&mut reg, schema, o.unhandled(), o.test_control);
     let sopts = ServerOptions {
         qemu_version: o.config.qemu_version,
         package: o.config.package.clone(),
-        strict: o.strict,
+        unhandled: o.unhandled(),
         introspection: qmpkit_schema::introspect::Options {
             enabled: enabled.into_iter().collect(),
             unmask: o.from_introspection,
@@ -132,32 +220,10 @@ fn list_handlers(
         ..ServerOptions::default()
     };
     let server = Server::new(schema.clone(), reg, sopts);
-    let (mut handled, mut synthesized) = (0, 0);
-    let rows = server.commands();
-    for (name, how) in &rows {
-        // The glue answers unimplemented commands itself (so that injected
-        // failures reach them) with the synthesised value.
-        let how = match how {
-            Served::Builtin => "builtin",
-            _ if implemented.binary_search(&name.as_str()).is_ok() => {
-                handled += 1;
-                "handler"
-            }
-            _ => {
-                synthesized += 1;
-                "synthesized"
-            }
-        };
+    let census = Census::of(&server, schema, &server.options().introspection.enabled);
+    for (name, how) in &census.rows {
         println!("{name}\t{how}");
     }
-    eprintln!(
-        "{} commands: {handled} with a handler, {synthesized} synthesized from their return type{}",
-        rows.len(),
-        if o.strict {
-            " (--strict: the schema's other commands answer CommandNotFound)"
-        } else {
-            ""
-        }
-    );
+    eprintln!("{}", census.summary(o.unhandled()));
     ExitCode::SUCCESS
 }

@@ -77,6 +77,35 @@ fn list_handlers_and_print_config() {
         .any(|l| l == "__org.qmpkit_guest-panic\thandler"));
     // 156 commands of QEMU 2.12 and the test-control extensions.
     assert_eq!(text.lines().count(), 156 + 9, "{text}");
+    // What the machine does not implement says so, and how many.
+    assert!(
+        text.lines().any(|l| l == "migrate\tunimplemented"),
+        "{text}"
+    );
+    assert!(
+        text.lines().any(|l| l == "query-block-jobs\thandler"),
+        "{text}"
+    );
+    let unimplemented = text
+        .lines()
+        .filter(|l| l.ends_with("\tunimplemented"))
+        .count();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        format!("165 commands: {} implemented by the machine, 3 built into the protocol, {unimplemented} not implemented (they answer GenericError; --list-handlers lists them)\n", 165 - 3 - unimplemented)
+    );
+    let out = Command::new(qmpkit())
+        .args(["serve", "--list-handlers", "--synthesize"])
+        .output()
+        .expect("run");
+    let mock = String::from_utf8_lossy(&out.stdout);
+    assert!(mock.lines().any(|l| l == "migrate\tsynthesized"), "{mock}");
+    assert_eq!(
+        mock.lines()
+            .filter(|l| l.ends_with("\tsynthesized"))
+            .count(),
+        unimplemented
+    );
     let out = Command::new(qmpkit())
         .args(["serve", "--print-config", "-m", "2G", "-name", "web"])
         .output()
@@ -480,7 +509,18 @@ fn serves_qemu_10_with_its_version() {
         q.cmd("system_wakeup", json!({})),
         json!({"error": {"class": "GenericError", "desc": "Unable to wake up: guest is not in suspended state"}})
     );
-    assert_eq!(stop_and_stderr(s), "");
+    // No success without behaviour: migrate is in the schema, not in the machine.
+    assert_eq!(
+        q.cmd("migrate", json!({"uri": "bogus:foo"})),
+        json!({"error": {"class": "GenericError", "desc": "Command 'migrate' is not implemented by this simulated machine"}})
+    );
+    // Block jobs: the machine runs none.
+    assert_eq!(
+        q.cmd("block-job-cancel", json!({"device": "j0"})),
+        json!({"error": {"class": "DeviceNotActive", "desc": "Block job 'j0' not found"}})
+    );
+    const SUMMARY: &str = "qmpkit serve: 203 commands: 88 implemented by the machine, 3 built into the protocol, 112 not implemented (they answer GenericError; --list-handlers lists them)\n";
+    assert_eq!(stop_and_stderr(s), SUMMARY);
 
     // The same files where the path names no version: inferred from the content.
     let copy = tmpdir("v10copy").join("qapi");
@@ -501,7 +541,7 @@ fn serves_qemu_10_with_its_version() {
     let err = stop_and_stderr(s);
     assert_eq!(
         err,
-        "qmpkit serve: note: reporting QEMU 10.0.0, inferred from the schema's content (set it with --qemu-version)\n"
+        format!("qmpkit serve: note: reporting QEMU 10.0.0, inferred from the schema's content (set it with --qemu-version)\n{SUMMARY}")
     );
 
     // --qemu-version wins over path and content.
@@ -516,7 +556,7 @@ fn serves_qemu_10_with_its_version() {
     );
     // Before 4.0, waking a running guest did nothing and succeeded.
     assert_eq!(q.ok("system_wakeup", json!({})), json!({}));
-    assert_eq!(stop_and_stderr(s), "");
+    assert_eq!(stop_and_stderr(s), SUMMARY);
     let _ = std::fs::remove_dir_all(copy.parent().unwrap());
 }
 
@@ -538,13 +578,38 @@ fn serves_an_introspection_answer() {
     assert_eq!(q.ok("query-qmp-schema", json!({})), file["return"]);
     let cmds = q.ok("query-commands", json!({}));
     assert_eq!(cmds.as_array().unwrap().len(), 76);
-    // Commands answer, validated against the answer's types.
-    assert!(q.ok("query-named-block-nodes", json!({})).is_array());
+    // Arguments are validated against the answer's types; a command the
+    // machine does not implement says so.
     assert_eq!(
         q.cmd("blockdev-del", json!({"node-name": 1}))["error"]["desc"],
         "Invalid parameter type for 'node-name', expected: string"
     );
-    drop(s);
+    assert_eq!(
+        q.cmd("query-named-block-nodes", json!({})),
+        json!({"error": {"class": "GenericError", "desc": "Command 'query-named-block-nodes' is not implemented by this simulated machine"}})
+    );
+    assert_eq!(
+        stop_and_stderr(s),
+        "qmpkit serve: 76 commands: 30 implemented by the machine, 3 built into the protocol, 43 not implemented (they answer GenericError; --list-handlers lists them)\n"
+    );
+    // A mock of the answer: values made up from the return types.
+    let (s, mut q) = serve_schema_at("answer-mock", &answer, &["--synthesize"]);
+    assert_eq!(q.ok("query-named-block-nodes", json!({})), json!([]));
+    assert_eq!(q.ok("blockdev-del", json!({"node-name": "n0"})), json!({}));
+    assert_eq!(
+        stop_and_stderr(s),
+        "qmpkit serve: 76 commands: 30 implemented by the machine, 3 built into the protocol, 43 not implemented and synthesized (--synthesize: they answer a value made up from their return type, without doing anything)\n"
+    );
+    // Left out: QEMU's answer for a command it lacks.
+    let (s, mut q) = serve_schema_at("answer-strict", &answer, &["--strict"]);
+    assert_eq!(
+        q.cmd("query-named-block-nodes", json!({}))["error"]["class"],
+        "CommandNotFound"
+    );
+    assert_eq!(
+        stop_and_stderr(s),
+        "qmpkit serve: 33 commands: 30 implemented by the machine, 3 built into the protocol; the schema's 43 others are not implemented and left out (--strict: they answer CommandNotFound)\n"
+    );
 }
 
 /// Small usage matters: no command is a usage error; machine-file errors,

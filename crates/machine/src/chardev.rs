@@ -12,7 +12,7 @@ use crate::config::parse_keyval;
 use crate::qom::Tree;
 use crate::{Args, CmdResult, Cx, Machine};
 
-pub const HANDLED: &[&str] = &["query-chardev"];
+pub const HANDLED: &[&str] = &["chardev-remove", "query-chardev"];
 
 /// The pty a backend gets: deterministic per machine and label order.
 fn pty_name(n: usize) -> String {
@@ -140,10 +140,28 @@ pub fn query_chardev(m: &Machine) -> Value {
     Value::Array(out)
 }
 
+/// `chardev-remove`: a back end no front end uses goes away.
+fn chardev_remove(m: &mut Machine, args: &Args) -> CmdResult {
+    let id = crate::arg_str(args, "id").unwrap_or("");
+    let tree = &m.qom.tree;
+    let node = tree
+        .child(Tree::ROOT, "chardevs")
+        .and_then(|c| tree.child(c, id));
+    let Some(node) = node else {
+        return Err(crate::generic(format!("Chardev '{id}' not found")));
+    };
+    if frontend_open(m, id) {
+        return Err(crate::generic(format!("Chardev '{id}' is busy")));
+    }
+    m.qom.tree.remove(node);
+    crate::empty()
+}
+
 /// Dispatch.
-pub fn execute(m: &mut Machine, cmd: &str, _args: &Args, _cx: &mut Cx) -> Option<CmdResult> {
+pub fn execute(m: &mut Machine, cmd: &str, args: &Args, _cx: &mut Cx) -> Option<CmdResult> {
     match cmd {
         "query-chardev" => Some(Ok(query_chardev(m))),
+        "chardev-remove" => Some(chardev_remove(m, args)),
         _ => None,
     }
 }

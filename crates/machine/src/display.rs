@@ -24,6 +24,7 @@ pub const HANDLED: &[&str] = &[
     "expire_password",
     "change-vnc-password",
     "change",
+    "query-spice",
 ];
 
 pub const WIDTH: usize = 720;
@@ -383,6 +384,8 @@ pub fn execute(m: &mut Machine, cmd: &str, args: &Args, _cx: &mut Cx) -> Option<
     Some(match cmd {
         "screendump" => screendump(m, args),
         "query-vnc" => Ok(query_vnc(m)),
+        // The machine has no SPICE server.
+        "query-spice" => Ok(json!({"enabled": false, "migrated": false, "mouse-mode": "client"})),
         "query-vnc-servers" => Ok(query_vnc_servers(m)),
         "set_password" => set_password(m, args),
         "expire_password" => expire_password(m, args),

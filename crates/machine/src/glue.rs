@@ -2,8 +2,11 @@
 //!
 //! [`MachineHandle::register`] puts a handler into the server's
 //! [`Registry`] for every command of the served schema that the machine
-//! implements (and, unless strict, a synthesising handler for the others,
-//! so that injected failures reach them too). After each call the events
+//! implements, and for the others what [`Unhandled`] says: a handler that
+//! answers that the command is not implemented ([`not_implemented`]; the
+//! default), or one that answers a value synthesised from the return type
+//! (a mock), or none (`CommandNotFound`). Unimplemented commands get a
+//! handler so that injected failures reach them too. After each call the events
 //! the machine queued are broadcast at once (QEMU sends STOP/RESUME before
 //! the reply); requests the machine serves later (reset, power button,
 //! quit, the guest's own actions) are zero-delay timers that a task runs as
@@ -14,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use qmpkit_schema::model::EntityKind;
 use qmpkit_schema::Schema;
-use qmpkit_server::{Call, EventSender, Registry};
+use qmpkit_server::{Call, EventSender, Registry, Unhandled};
 use qmpkit_wire::{ErrorClass, QmpError};
 use serde_json::Value;
 use tokio::sync::{watch, Notify};
@@ -23,6 +26,27 @@ use crate::{Cx, ExitReason, Machine};
 
 /// Commands the server answers itself; the glue never registers them.
 pub const SERVER_BUILTINS: &[&str] = &["qmp_capabilities", "query-commands", "query-qmp-schema"];
+
+/// What a command no subsystem takes answers, as `unhandled` says:
+/// `entity` is the command's entity in the served schema (the synthesised
+/// value is made from its return type).
+pub fn answer_unhandled(
+    schema: &Schema,
+    command: &str,
+    entity: Option<usize>,
+    unhandled: Unhandled,
+) -> Result<Value, QmpError> {
+    match (entity, unhandled) {
+        (Some(id), Unhandled::Synthesize) => {
+            Ok(qmpkit_server::synth::synthesize_return(schema, id))
+        }
+        (_, Unhandled::NotFound) => Err(QmpError::new(
+            ErrorClass::CommandNotFound,
+            format!("The command {command} has not been found"),
+        )),
+        _ => Err(crate::not_implemented(command)),
+    }
+}
 
 /// A machine shared between the handlers of one server and its timer task.
 #[derive(Clone)]
@@ -64,10 +88,10 @@ impl MachineHandle {
         self.start.elapsed().as_nanos().min(u64::MAX as u128) as u64
     }
 
-    /// Register handlers into `reg` for the commands of `schema`. With
-    /// `strict`, only commands the machine implements get a handler.
-    pub fn register(&self, reg: &mut Registry, schema: &Schema, strict: bool) {
-        self.register_with(reg, schema, strict, false)
+    /// Register handlers into `reg` for the commands of `schema`; the
+    /// commands the machine does not implement answer as `unhandled` says.
+    pub fn register(&self, reg: &mut Registry, schema: &Schema, unhandled: Unhandled) {
+        self.register_with(reg, schema, unhandled, false)
     }
 
     /// [`MachineHandle::register`], and with `test_control` the test-control
@@ -77,7 +101,7 @@ impl MachineHandle {
         &self,
         reg: &mut Registry,
         schema: &Schema,
-        strict: bool,
+        unhandled: Unhandled,
         test_control: bool,
     ) {
         // One shared handle for all the closures: a fleet registers some
@@ -87,7 +111,7 @@ impl MachineHandle {
             for name in crate::testctl::HANDLED {
                 if schema.lookup(name).is_none() {
                     let h = shared.clone();
-                    reg.register_sync(name, move |call: Call| h.call(call, None));
+                    reg.register_sync(name, move |call: Call| h.call(call, None, unhandled));
                 }
             }
         }
@@ -101,20 +125,22 @@ impl MachineHandle {
                 continue;
             }
             let has = implemented.binary_search(&name).is_ok();
-            if !has && strict {
+            if !has && unhandled == Unhandled::NotFound {
                 continue;
             }
             let h = shared.clone();
-            // A handler may decline some arguments (`change` of a device
-            // no subsystem models): those get the synthesised reply too.
-            reg.register_sync(name, move |call: Call| h.call(call, Some(id)));
+            reg.register_sync(name, move |call: Call| h.call(call, Some(id), unhandled));
         }
     }
 
-    /// Serve one call; `synth`: the command's entity in the served schema,
-    /// answered with a value made from its return type when no subsystem
-    /// takes the call.
-    fn call(&self, call: Call, synth: Option<usize>) -> Result<Value, QmpError> {
+    /// Serve one call; `entity`: the command's entity in the served schema.
+    /// When no subsystem takes the call, `unhandled` says what to answer.
+    fn call(
+        &self,
+        call: Call,
+        entity: Option<usize>,
+        unhandled: Unhandled,
+    ) -> Result<Value, QmpError> {
         let mut cx = Cx {
             now_ns: self.now_ns(),
             fds: call.fds,
@@ -127,13 +153,7 @@ impl MachineHandle {
             }
             let r = match m.execute(&call.command, &call.args, &mut cx) {
                 Some(r) => r,
-                None => match synth {
-                    Some(id) => Ok(qmpkit_server::synth::synthesize_return(&m.schema, id)),
-                    None => Err(QmpError::new(
-                        ErrorClass::CommandNotFound,
-                        format!("The command {} has not been found", call.command),
-                    )),
-                },
+                None => answer_unhandled(&m.schema, &call.command, entity, unhandled),
             };
             // Broadcast while the machine is locked, so that events of
             // concurrent calls go out in the order the machine made them.

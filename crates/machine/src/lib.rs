@@ -46,7 +46,9 @@ pub mod display;
 pub mod dump;
 pub mod hmp;
 pub mod input;
+pub mod jobs;
 pub mod memory;
+pub mod migration;
 pub mod misc;
 pub mod net;
 pub mod qom;
@@ -304,6 +306,8 @@ impl Machine {
             .or_else(|| input::execute(self, cmd, args, cx))
             .or_else(|| balloon::execute(self, cmd, args, cx))
             .or_else(|| misc::execute(self, cmd, args, cx))
+            .or_else(|| jobs::execute(self, cmd, args, cx))
+            .or_else(|| migration::execute(self, cmd, args, cx))
             .or_else(|| hmp::execute(self, cmd, args, cx))
     }
 
@@ -348,6 +352,8 @@ pub fn handled() -> Vec<&'static str> {
         chardev::HANDLED,
         net::HANDLED,
         misc::HANDLED,
+        jobs::HANDLED,
+        migration::HANDLED,
         hmp::HANDLED,
     ] {
         v.extend_from_slice(h);
@@ -382,6 +388,12 @@ pub fn arg_u64(args: &Args, name: &str) -> Option<u64> {
 /// `{}`: what commands without a return type answer.
 pub fn empty() -> CmdResult {
     Ok(Value::Object(Map::new()))
+}
+
+/// The error of a command the machine does not implement (or of a case of
+/// one it implements only in part): said plainly, never a silent success.
+pub fn not_implemented(command: &str) -> QmpError {
+    qmpkit_server::not_implemented(command, "this simulated machine")
 }
 
 /// A GenericError with `desc`.

@@ -8,7 +8,7 @@ use serde_json::Value;
 use crate::config::NetdevConfig;
 use crate::{arg_str, Args, CmdResult, Cx, Machine};
 
-pub const HANDLED: &[&str] = &["netdev_add", "netdev_del"];
+pub const HANDLED: &[&str] = &["netdev_add", "netdev_del", "query-rocker"];
 
 /// Back ends changed at run time.
 #[derive(Debug, Clone, Default)]
@@ -91,6 +91,11 @@ pub fn execute(m: &mut Machine, cmd: &str, args: &Args, _cx: &mut Cx) -> Option<
     Some(match cmd {
         "netdev_add" => netdev_add(m, args),
         "netdev_del" => netdev_del(m, args),
+        // The machine models no rocker switch.
+        "query-rocker" => Err(crate::generic(format!(
+            "rocker {} not found",
+            crate::arg_str(args, "name").unwrap_or("")
+        ))),
         _ => return None,
     })
 }

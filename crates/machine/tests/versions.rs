@@ -257,6 +257,14 @@ fn call_args(cmd: &str, tmp: &str) -> Option<Value> {
             json!({"device": "ide1-cd0"})
         }
         "balloon" => json!({"value": 536870912}),
+        "block-job-cancel" | "block-job-complete" | "block-job-pause" | "block-job-resume" => {
+            json!({"device": "job0"})
+        }
+        "block-job-set-speed" => json!({"device": "job0", "speed": 0}),
+        "chardev-remove" => json!({"id": "spare"}),
+        "migrate-continue" => json!({"state": "pre-switchover"}),
+        "migrate-incoming" => json!({"uri": "tcp:127.0.0.1:4444"}),
+        "query-rocker" => json!({"name": "sw0"}),
         "blockdev-change-medium" => {
             json!({"device": "ide1-cd0", "filename": format!("{tmp}/cd.iso")})
         }
@@ -330,6 +338,24 @@ const SETUP: &[(&str, &str)] = &[
 /// Commands that answer an error on the default machine even with the
 /// arguments above, and the error: `(command, desc)`.
 const ERRORS: &[(&str, &str)] = &[
+    // No job, NBD server, migration, COLO or rocker switch ever exists.
+    ("block-job-cancel", "Block job 'job0' not found"),
+    ("block-job-complete", "Block job 'job0' not found"),
+    ("block-job-pause", "Block job 'job0' not found"),
+    ("block-job-resume", "Block job 'job0' not found"),
+    ("block-job-set-speed", "Block job 'job0' not found"),
+    ("nbd-server-stop", "NBD server not running"),
+    ("migrate-continue", "Migration not in expected state: none"),
+    (
+        "migrate-incoming",
+        "'-incoming' was not specified on the command line",
+    ),
+    (
+        "migrate-start-postcopy",
+        "Enable postcopy with migrate_set_capability before the start of migration",
+    ),
+    ("x-colo-lost-heartbeat", "VM is not in COLO mode"),
+    ("query-rocker", "rocker sw0 not found"),
     // The tray must be open first.
     (
         "x-blockdev-remove-medium",
@@ -533,6 +559,9 @@ fn check_events(
 /// The default machine with memory hotplug on, after [`SETUP`].
 fn setup_machine(schema: &Arc<Schema>, failures: &mut Vec<String>) -> Bench {
     let mut cfg = MachineConfig::default_machine();
+    // A back end no front end uses (for chardev-remove).
+    cfg.apply_option("chardev", Some("null,id=spare"))
+        .expect("-chardev");
     cfg.apply_option("m", Some("1G,slots=4,maxmem=4G"))
         .expect("-m");
     let mut b = Bench {
@@ -650,6 +679,11 @@ fn own_schema_raw_replies_and_events_need_no_shaping() {
     for want in EVENTS {
         if !seen.iter().any(|e| e == want) {
             failures.push(format!("event {want} never sent"));
+        }
+    }
+    for (c, _) in ERRORS {
+        if !checked.contains(c) {
+            failures.push(format!("ERRORS lists {c}, which was not checked"));
         }
     }
     // Every test-control command is covered too.

@@ -20,8 +20,9 @@
 //! to every negotiated session ([`Server::events`]), [`Server::shutdown`] to stop (after
 //! `quit`), [`Server::sibling`] for the next machine of a fleet (shares the encoded
 //! introspection), [`Server::commands`] for how each command is served. Commands without a
-//! handler answer a value synthesised from their return type, or `CommandNotFound` with
-//! [`ServerOptions::strict`]; `qmp_capabilities`, `query-version`, `query-commands` and
+//! handler answer what [`ServerOptions::unhandled`] says: by default a `GenericError` that
+//! says they are not implemented, or `CommandNotFound` ([`Unhandled::NotFound`]), or a value
+//! synthesised from their return type ([`Unhandled::Synthesize`], a mock of the schema); `qmp_capabilities`, `query-version`, `query-commands` and
 //! `query-qmp-schema` have built-in answers unless a handler is registered (the first one
 //! always belongs to the server).
 //!
@@ -49,5 +50,5 @@ pub use error::ServerError;
 pub use handler::{
     Call, EventSender, HandlerFn, HandlerFuture, HandlerResult, Registry, SessionInfo,
 };
-pub use server::{Served, Server, ServerOptions, EVENT_RATE_LIMIT};
+pub use server::{not_implemented, Served, Server, ServerOptions, Unhandled, EVENT_RATE_LIMIT};
 pub use transport::{bind, bind_unix, BindOptions, Listener, Transport};

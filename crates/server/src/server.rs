@@ -28,9 +28,9 @@ pub struct ServerOptions {
     pub qemu_version: (u64, u64, u64),
     /// The `package` string of the greeting and `query-version`.
     pub package: String,
-    /// Commands without a handler (other than the protocol's built-ins) answer
-    /// `CommandNotFound` instead of a reply synthesised from their return type.
-    pub strict: bool,
+    /// What a command of the schema without a handler (other than the protocol's
+    /// built-ins) answers.
+    pub unhandled: Unhandled,
     /// Configuration symbols (`if` conditions) and masking for `query-qmp-schema`; commands
     /// whose condition does not hold do not exist for clients.
     pub introspection: introspect::Options,
@@ -50,13 +50,33 @@ impl Default for ServerOptions {
         ServerOptions {
             qemu_version: (10, 0, 2),
             package: String::new(),
-            strict: false,
+            unhandled: Unhandled::NotImplemented,
             introspection: introspect::Options::default(),
             max_inband_queue: 8,
             pause_backlog: 1 << 20,
             max_backlog: 64 << 20,
         }
     }
+}
+
+/// What a command of the schema answers when no handler implements it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Unhandled {
+    /// It is listed (`query-commands`) and answers a `GenericError` saying that it is not
+    /// implemented ([`not_implemented`]): nothing answers success without doing anything.
+    #[default]
+    NotImplemented,
+    /// It does not exist for clients: `CommandNotFound`, and `query-commands` leaves it out
+    /// (what QEMU answers for a command it was built without).
+    NotFound,
+    /// It answers a value synthesised from its return type ([`crate::synth`]): a mock of
+    /// the schema, for clients that only need well-formed replies.
+    Synthesize,
+}
+
+/// The error of a command the server (or the program behind it) does not implement.
+pub fn not_implemented(command: &str, by: &str) -> QmpError {
+    QmpError::generic(format!("Command '{command}' is not implemented by {by}"))
 }
 
 /// What the server answers a command with when it has no handler.
@@ -77,8 +97,11 @@ pub enum Served {
     /// The server's own answer (`qmp_capabilities`, `query-version`, `query-commands`,
     /// `query-qmp-schema`).
     Builtin,
-    /// A value synthesised from the command's return type.
+    /// A value synthesised from the command's return type ([`Unhandled::Synthesize`]).
     Synthesized,
+    /// A `GenericError` saying that the command is not implemented
+    /// ([`Unhandled::NotImplemented`]).
+    NotImplemented,
 }
 
 /// One available command.
@@ -319,7 +342,10 @@ impl Server {
                     "query-qmp-schema" => Builtin::QueryQmpSchema,
                     _ => Builtin::None,
                 };
-                if opts.strict && handler.is_none() && builtin == Builtin::None {
+                if opts.unhandled == Unhandled::NotFound
+                    && handler.is_none()
+                    && builtin == Builtin::None
+                {
                     continue;
                 }
                 if table.contains_key(&e.name) {
@@ -500,8 +526,10 @@ impl Server {
                     Served::Handler
                 } else if e.builtin != Builtin::None {
                     Served::Builtin
-                } else {
+                } else if self.inner.opts.unhandled == Unhandled::Synthesize {
                     Served::Synthesized
+                } else {
+                    Served::NotImplemented
                 };
                 (e.name.clone(), how)
             })
@@ -770,7 +798,11 @@ impl Inner {
             Builtin::QueryVersion => self.version_ret.clone(),
             Builtin::QueryCommands => self.commands_ret.clone(),
             Builtin::QueryQmpSchema => self.schema_reply(),
-            _ => self.synth_reply(entry),
+            _ if self.opts.unhandled == Unhandled::Synthesize => self.synth_reply(entry),
+            _ => {
+                error_line(out, &not_implemented(&entry.name, "this server"), id);
+                return None;
+            }
         };
         raw_return(out, &ret, id.as_ref());
         None

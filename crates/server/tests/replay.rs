@@ -6,9 +6,10 @@
 //! errors, ids, `query-version`, `query-commands` and `query-qmp-schema` (against the saved
 //! answers where the reference has them). Machine-dependent replies are compared loosely:
 //! where QEMU's reply came from a command's implementation (a return value, or an error of
-//! the command's own semantics: no such node, duplicate node, migration state), ours, only
-//! synthesised here, must be a `return` with the same `id`; events (emitted by QEMU's command
-//! implementations) are left out. `quit` is served by a
+//! the command's own semantics: no such node, duplicate node, migration state), ours, with no
+//! implementation behind this server, must be the error saying that the command is not
+//! implemented, with the same `id`; events (emitted by QEMU's command implementations) are
+//! left out. `quit` is served by a
 //! test handler that shuts the server down, so the closing of the connection is compared too.
 //!
 //! Configuration symbols: the reference's cfg-*.txt for each binary; for
@@ -168,6 +169,14 @@ fn is_event(line: &[u8]) -> bool {
     line.starts_with(b"{\"timestamp\": ")
 }
 
+/// The server's answer for a command without a handler (read as text: ids nested deeper
+/// than a JSON reader goes are replayed too).
+fn not_implemented(line: &[u8]) -> bool {
+    let s = String::from_utf8_lossy(line);
+    s.contains("\"error\": {\"class\": \"GenericError\", \"desc\": \"Command '")
+        && s.ends_with(" is not implemented by this server\"}}\r\n")
+}
+
 /// The id member of a reply, as printed.
 fn id_of(line: &[u8]) -> Option<serde_json::Value> {
     let v: serde_json::Value = serde_json::from_slice(line).ok()?;
@@ -308,10 +317,10 @@ fn replay(case: &Case) -> Vec<String> {
                             exact += 1;
                             continue;
                         }
-                        let synthesized_return = got.starts_with(b"{\"return\": ")
+                        let unimplemented = not_implemented(&got)
                             && id_of(&got) == id_of(want)
                             && (want.starts_with(b"{\"return\": ") || semantic_error(want));
-                        if synthesized_return {
+                        if unimplemented {
                             loose += 1;
                         } else {
                             fail(format!(
@@ -376,9 +385,12 @@ fn replay(case: &Case) -> Vec<String> {
                         fail("no reply".into());
                         continue;
                     };
-                    // A synthesised return shows a different value: compare the id part only.
-                    let want_synth = head.starts_with(b"{\"return\": ");
-                    if !(got.ends_with(tail) && (got.starts_with(head) || want_synth)) {
+                    // QEMU's long return of a command without a handler here: ours says it
+                    // is not implemented.
+                    let want_impl = head.starts_with(b"{\"return\": ");
+                    if want_impl && not_implemented(&got) {
+                        loose += 1;
+                    } else if !(got.ends_with(tail) && got.starts_with(head)) {
                         fail(format!(
                             "long line: got {:?}…",
                             String::from_utf8_lossy(&got[..got.len().min(200)])
@@ -389,7 +401,7 @@ fn replay(case: &Case) -> Vec<String> {
         }
     }
     eprintln!(
-        "{}: {} exchanges, {exact} lines byte-identical, {loose} synthesised or semantic replies compared by id",
+        "{}: {} exchanges, {exact} lines byte-identical, {loose} replies of commands not implemented here compared by id",
         case.name,
         exchanges.len()
     );

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::Raw;
-use qmpkit_server::{Registry, Served, ServerOptions};
+use qmpkit_server::{Registry, Served, ServerOptions, Unhandled};
 use serde_json::{json, Value};
 
 fn mini(opts: ServerOptions) -> common::Running {
@@ -137,9 +137,12 @@ fn builtins_and_synthesis() {
     // Last defined first.
     assert_eq!(names.first(), Some(&"silent"));
     assert_eq!(names.last(), Some(&"qmp_capabilities"));
-    // cont has no handler: a synthesised `{}`.
+    // cont has no handler: it says so.
     c.send(b"{\"execute\": \"cont\", \"id\": \"c\"}\n");
-    assert_eq!(c.line().unwrap(), b"{\"return\": {}, \"id\": \"c\"}\r\n");
+    assert_eq!(
+        c.line().unwrap(),
+        b"{\"id\": \"c\", \"error\": {\"class\": \"GenericError\", \"desc\": \"Command 'cont' is not implemented by this server\"}}\r\n"
+    );
     // Handler results are printed in QEMU's member order.
     c.send(b"{\"execute\": \"echo\", \"arguments\": {\"value\": {\"major\": 1, \"minor\": 2, \"micro\": 3}}}\n");
     assert_eq!(
@@ -155,7 +158,7 @@ fn builtins_and_synthesis() {
         .as_array()
         .is_some_and(|a| a.iter().any(|i| i["name"] == "echo")));
     let served = r.server.commands();
-    assert!(served.contains(&("cont".to_string(), Served::Synthesized)));
+    assert!(served.contains(&("cont".to_string(), Served::NotImplemented)));
     assert!(served.contains(&("echo".to_string(), Served::Handler)));
     assert!(served.contains(&("query-version".to_string(), Served::Builtin)));
 }
@@ -163,7 +166,7 @@ fn builtins_and_synthesis() {
 #[test]
 fn strict_mode() {
     let r = mini(ServerOptions {
-        strict: true,
+        unhandled: Unhandled::NotFound,
         ..ServerOptions::default()
     });
     let mut c = Raw::connect(&r.socket);
@@ -183,6 +186,24 @@ fn strict_mode() {
         .collect();
     assert!(!names.contains(&"cont"));
     assert!(names.contains(&"stop"));
+}
+
+/// A mock of the schema: commands without a handler answer a value made
+/// from their return type, and are listed as such.
+#[test]
+fn synthesize_mode() {
+    let r = mini(ServerOptions {
+        unhandled: Unhandled::Synthesize,
+        ..ServerOptions::default()
+    });
+    let mut c = Raw::connect(&r.socket);
+    c.negotiate(false);
+    c.send(b"{\"execute\": \"cont\", \"id\": \"c\"}\n");
+    assert_eq!(c.line().unwrap(), b"{\"return\": {}, \"id\": \"c\"}\r\n");
+    assert!(r
+        .server
+        .commands()
+        .contains(&("cont".to_string(), Served::Synthesized)));
 }
 
 #[test]
@@ -515,12 +536,13 @@ fn siblings_share_the_introspection() {
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let (a, b, c) = rt.block_on(async {
-        let a = qmpkit_server::Server::new(
-            schema.clone(),
-            common::mini_registry(),
-            ServerOptions::default(),
-        );
-        let b = a.sibling(common::mini_registry(), ServerOptions::default());
+        // Mocks of the schema: their synthesised replies are shared too.
+        let mock = ServerOptions {
+            unhandled: Unhandled::Synthesize,
+            ..ServerOptions::default()
+        };
+        let a = qmpkit_server::Server::new(schema.clone(), common::mini_registry(), mock.clone());
+        let b = a.sibling(common::mini_registry(), mock);
         let mut extra = Registry::new();
         extra.register_sync("query-info", |_| Ok(json!({"name": "mine", "count": 7})));
         extra.register_sync("x-extra", |_| Ok(json!(1)));
@@ -606,7 +628,10 @@ fn old_schemas_greet_without_oob() {
     );
     c.send(b"{\"execute\": \"qmp_capabilities\"}\n{\"execute\": \"stop\", \"id\": 1}\n");
     assert_eq!(c.line().unwrap(), b"{\"return\": {}}\r\n");
-    assert_eq!(c.line().unwrap(), b"{\"return\": {}, \"id\": 1}\r\n");
+    assert_eq!(
+        c.line().unwrap(),
+        b"{\"id\": 1, \"error\": {\"class\": \"GenericError\", \"desc\": \"Command 'stop' is not implemented by this server\"}}\r\n"
+    );
 }
 
 /// QEMU 1.0–1.3 defined qmp_capabilities outside the schema: a schema without it is from
@@ -633,5 +658,8 @@ fn schemas_without_qmp_capabilities_greet_without_oob() {
     );
     c.send(b"{\"execute\": \"qmp_capabilities\"}\n{\"execute\": \"stop\", \"id\": 1}\n");
     assert_eq!(c.line().unwrap(), b"{\"return\": {}}\r\n");
-    assert_eq!(c.line().unwrap(), b"{\"return\": {}, \"id\": 1}\r\n");
+    assert_eq!(
+        c.line().unwrap(),
+        b"{\"id\": 1, \"error\": {\"class\": \"GenericError\", \"desc\": \"Command 'stop' is not implemented by this server\"}}\r\n"
+    );
 }

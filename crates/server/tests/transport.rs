@@ -239,13 +239,18 @@ fn any_byte_stream() {
         let mut line = String::new();
         rd.read_line(&mut line).await.unwrap();
         assert!(line.starts_with("{\"QMP\""));
-        wr.write_all(b"{\"execute\": \"qmp_capabilities\"}\n{\"execute\": \"cont\", \"id\": 1}\n")
-            .await
-            .unwrap();
+        wr.write_all(
+            b"{\"execute\": \"qmp_capabilities\"}\n{\"execute\": \"oob-ping\", \"id\": 1}\n",
+        )
+        .await
+        .unwrap();
         wr.shutdown().await.unwrap();
         let mut rest = String::new();
         while rd.read_line(&mut rest).await.unwrap() > 0 {}
-        assert_eq!(rest, "{\"return\": {}}\r\n{\"return\": {}, \"id\": 1}\r\n");
+        assert_eq!(
+            rest,
+            "{\"return\": {}}\r\n{\"return\": {\"pong\": true}, \"id\": 1}\r\n"
+        );
         tokio::time::timeout(Duration::from_secs(5), task)
             .await
             .expect("ends with the stream")

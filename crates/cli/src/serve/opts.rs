@@ -22,7 +22,12 @@ qmpkit options:
                          (default: the machine file's, else the one the --schema
                          path names, else inferred from the schema, else 2.12.0)
   --package STR          package string reported likewise
-  --strict               commands without a handler answer CommandNotFound
+  --strict               commands the machine does not implement are left out:
+                         they answer CommandNotFound, as in a QEMU built without them
+  --synthesize           commands the machine does not implement answer a value made
+                         up from their return type (a mock of the --schema; without
+                         it, and without --strict, they answer GenericError saying
+                         that they are not implemented)
   --list-handlers        list the served commands and how each is answered
   --machines N           serve N independent machines, monitors from a %d pattern
                          (--qmp unix:/run/vm-%d.sock; a fleet's monitors listen)
@@ -56,6 +61,7 @@ pub struct ServeOptions {
     pub qemu_version: Option<(u64, u64, u64)>,
     pub package: Option<String>,
     pub strict: bool,
+    pub synthesize: bool,
     pub list_handlers: bool,
     pub print_config: bool,
     pub help: bool,
@@ -65,6 +71,19 @@ pub struct ServeOptions {
     pub config: MachineConfig,
     /// `--schema` was a `query-qmp-schema` answer (set when it is loaded).
     pub from_introspection: bool,
+}
+
+impl ServeOptions {
+    /// What the commands the machine does not implement answer.
+    pub fn unhandled(&self) -> qmpkit_server::Unhandled {
+        if self.strict {
+            qmpkit_server::Unhandled::NotFound
+        } else if self.synthesize {
+            qmpkit_server::Unhandled::Synthesize
+        } else {
+            qmpkit_server::Unhandled::NotImplemented
+        }
+    }
 }
 
 /// Parse the arguments after `serve`. Errors are one line, naming the
@@ -101,6 +120,7 @@ pub fn parse(args: &[String]) -> Result<ServeOptions, String> {
         qemu_version: None,
         package: None,
         strict: false,
+        synthesize: false,
         list_handlers: false,
         print_config: false,
         help: false,
@@ -134,6 +154,7 @@ pub fn parse(args: &[String]) -> Result<ServeOptions, String> {
         let ours_flag = matches!(
             name.as_str(),
             "strict"
+                | "synthesize"
                 | "list-handlers"
                 | "print-config"
                 | "help"
@@ -155,6 +176,7 @@ pub fn parse(args: &[String]) -> Result<ServeOptions, String> {
             }
             match name.as_str() {
                 "strict" => o.strict = true,
+                "synthesize" => o.synthesize = true,
                 "list-handlers" => o.list_handlers = true,
                 "print-config" => o.print_config = true,
                 "allow-remote-tcp" => o.allow_remote_tcp = true,
@@ -207,6 +229,12 @@ pub fn parse(args: &[String]) -> Result<ServeOptions, String> {
             }
         }
         i += 1;
+    }
+    if o.strict && o.synthesize {
+        return Err(
+            "--strict and --synthesize: choose one (commands the machine does not implement are either left out or made up)"
+                .into(),
+        );
     }
     // --qemu-version, else the machine file's qemu-version, else the version
     // the --schema path names; otherwise `serve` infers it from the schema.
@@ -388,6 +416,8 @@ mod tests {
             &["--config"],
             &["-S=1"],
             &["--strict=yes"],
+            &["--synthesize=yes"],
+            &["--strict", "--synthesize"],
             &["-"],
             &["plain"],
         ];

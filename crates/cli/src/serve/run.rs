@@ -11,7 +11,7 @@ use qmpkit_machine::fleet::{expand_pattern, fleet_machine, has_index};
 use qmpkit_machine::glue::MachineHandle;
 use qmpkit_machine::{Machine, MachineConfig};
 use qmpkit_schema::Schema;
-use qmpkit_server::{BindOptions, Listener, Registry, Server, ServerOptions, Transport};
+use qmpkit_server::{BindOptions, Listener, Registry, Server, ServerOptions, Transport, Unhandled};
 
 use super::opts::ServeOptions;
 
@@ -170,7 +170,7 @@ struct Unit {
     trim_pending: Arc<AtomicBool>,
     schema: Arc<Schema>,
     sopts: Arc<ServerOptions>,
-    strict: bool,
+    unhandled: Unhandled,
     test_control: bool,
 }
 
@@ -194,7 +194,7 @@ impl Unit {
             trim_pending: trim_pending.clone(),
             schema: schema.clone(),
             sopts: sopts.clone(),
-            strict: o.strict,
+            unhandled: o.unhandled(),
             test_control: o.test_control,
         }
     }
@@ -215,7 +215,7 @@ impl Unit {
         }
         let mut reg = Registry::new();
         self.handle
-            .register_with(&mut reg, &self.schema, self.strict, self.test_control);
+            .register_with(&mut reg, &self.schema, self.unhandled, self.test_control);
         let server = match &self.template {
             Some(t) => t.sibling(reg, (*self.sopts).clone()),
             None => Server::new(self.schema.clone(), reg, (*self.sopts).clone()),
@@ -376,7 +376,7 @@ async fn serve_async(
     let sopts = ServerOptions {
         qemu_version: config.qemu_version,
         package: config.package.clone(),
-        strict: o.strict,
+        unhandled: o.unhandled(),
         introspection: qmpkit_schema::introspect::Options {
             enabled: enabled.into_iter().collect(),
             unmask: o.from_introspection,
@@ -397,7 +397,7 @@ async fn serve_async(
         MachineHandle::new(fleet_machine(&config, &schema, 0)).register_with(
             &mut reg,
             &schema,
-            o.strict,
+            o.unhandled(),
             o.test_control,
         );
         Server::new(schema.clone(), reg, (*sopts).clone())
@@ -479,9 +479,22 @@ async fn serve_async(
         let _ = out.flush();
     }
     // A single machine gets its server now (a fleet's come with their
-    // first clients).
-    if let [(unit, _)] = units.as_slice() {
-        unit.server();
+    // first clients, like the template's command table).
+    let first = match (units.as_slice(), &template) {
+        ([(unit, _)], _) => Some(unit.server()),
+        (_, Some(t)) => Some(t.clone()),
+        _ => None,
+    };
+    if let Some(server) = first {
+        // One line on how the commands are answered, so that nobody takes
+        // a made-up or refused answer for the machine's behaviour.
+        let census = crate::serve_cmd::Census::of(&server, &schema, &sopts.introspection.enabled);
+        use std::io::Write;
+        let _ = writeln!(
+            std::io::stderr(),
+            "qmpkit serve: {}",
+            census.summary(o.unhandled())
+        );
     }
     report_ready(ready_fd, true);
     // Loading the schema and building the servers leave freed memory in

@@ -246,7 +246,8 @@ async fn sim() -> Result<tokio::net::UnixStream, String> {
     let config = Arc::new(qmpkit_machine::config::MachineConfig::default_machine());
     let handle = MachineHandle::new(qmpkit_machine::Machine::new(config.clone(), schema.clone()));
     let mut reg = Registry::new();
-    handle.register(&mut reg, &schema, false);
+    // What the machine does not implement says so, as under `qmpkit serve`.
+    handle.register(&mut reg, &schema, qmpkit_server::Unhandled::NotImplemented);
     let sopts = ServerOptions {
         qemu_version: config.qemu_version,
         package: config.package.clone(),
