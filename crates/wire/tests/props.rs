@@ -131,6 +131,11 @@ fn jsonish() -> impl Strategy<Value = Vec<u8>> {
         Just(&b"\xef\xbf\xbe"[..]),
         Just(&b"\xc0\x80"[..]),
         Just(&b"%"[..]),
+        Just(&b"@"[..]),
+        Just(&b"E"[..]),
+        Just(&b"0e1"[..]),
+        Just(&b"-0E"[..]),
+        Just(&b"\\u1g"[..]),
         Just(&b"\t"[..]),
         Just(&b"{\"execute\": \"query-version\", \"id\": 1}"[..]),
     ];
