@@ -38,6 +38,27 @@ fn main() -> ExitCode {
     } else {
         Vec::new()
     };
+    // `qmpkit help COMMAND [SUBCOMMAND]` is `qmpkit COMMAND [SUBCOMMAND] --help`.
+    if args.get(1).map(String::as_str) == Some("help") {
+        if let Some((command, sub)) = rest.split_first() {
+            if command != "help" {
+                let mut words = vec![args[0].clone(), command.clone()];
+                words.extend(sub.iter().cloned());
+                words.push("--help".to_string());
+                return route(words);
+            }
+        }
+    }
+    route(args)
+}
+
+/// Run the command the second word names.
+fn route(args: Vec<String>) -> ExitCode {
+    let rest = if args.len() > 2 {
+        args[2..].to_vec()
+    } else {
+        Vec::new()
+    };
     match args.get(1).map(String::as_str) {
         Some("schema") => schema_cmd::run(rest),
         Some("serve") => serve_cmd::run(rest),

@@ -99,12 +99,29 @@ fn load_schema(o: &mut opts::ServeOptions) -> Result<qmpkit_schema::Schema, Exit
         None => qmpkit_machine::embedded::load_schema(),
     };
     r.map_err(|e| {
-        eprintln!("{}", e.full());
-        if let Some(p) = &o.schema {
-            eprintln!("qmpkit serve: can't load schema '{}'", p.display());
-        }
+        eprintln!("qmpkit serve: {}", schema_error_line(&e));
         ExitCode::FAILURE
     })
+}
+
+/// A schema error on one line: where (`file:line[:col]`, without QEMU's
+/// include chain and definition lines) and what, then the note if any.
+fn schema_error_line(e: &qmpkit_schema::QapiError) -> String {
+    let mut s = match &e.info {
+        Some(info) => match e.col {
+            Some(c) => format!("{}:{c}: {}", info.loc(), e.msg),
+            None => format!("{}: {}", info.loc(), e.msg),
+        },
+        None => e.msg.clone(),
+    };
+    let s1 = one_line(&s);
+    s = s1;
+    if let Some(h) = &e.hint {
+        s.push_str(" (");
+        s.push_str(h);
+        s.push(')');
+    }
+    s
 }
 
 /// How the served commands are answered: one row per command the server
