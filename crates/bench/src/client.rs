@@ -91,7 +91,7 @@ fn respond(mut stream: UnixStream) {
     }
 }
 
-fn start_responder() -> Result<PathBuf, String> {
+pub fn start_responder() -> Result<PathBuf, String> {
     let dir = std::env::temp_dir().join(format!("qmpkit-bench-client-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
     let socket = dir.join("trivial.sock");

@@ -5,6 +5,7 @@ mod client;
 mod machine;
 mod proto;
 mod schema;
+mod tools;
 mod wire;
 
 fn main() {
@@ -29,6 +30,9 @@ fn main() {
     }
     if on("machine") {
         machine::run(&mut results);
+    }
+    if on("tools") {
+        tools::run(&mut results);
     }
     println!("{}", serde_json::Value::Object(results));
 }

@@ -97,7 +97,7 @@ pub fn run(args: Vec<String>) -> ExitCode {
 
 /// Seconds from the command line as a duration (`None` for nonsense).
 pub(crate) fn secs(s: f64) -> Option<Duration> {
-    (s.is_finite() && s >= 0.0 && s < 1e9).then(|| Duration::from_secs_f64(s))
+    (s.is_finite() && (0.0..1e9).contains(&s)).then(|| Duration::from_secs_f64(s))
 }
 
 /// The event as QEMU sends it: `{"timestamp": …, "event": …, "data": …}`.

@@ -231,3 +231,129 @@ fn bad_options_exit_2() {
     assert!(o.stderr.contains("/nonexistent/q.sock"), "{o:?}");
     let _ = Duration::from_secs(0);
 }
+
+/// A stand-in for QEMU on `path`: greets (offering oob), answers every command `{}` with its
+/// id, and hangs up without answering a command named `hang-up`. Serves connection after
+/// connection, so the proxy can reconnect.
+fn fake_qemu(path: &Path) {
+    use std::io::BufRead;
+    let l = std::os::unix::net::UnixListener::bind(path).expect("bind");
+    std::thread::spawn(move || {
+        for s in l.incoming().flatten() {
+            let mut w = s.try_clone().expect("clone");
+            let _ = w.write_all(b"{\"QMP\": {\"version\": {\"qemu\": {\"micro\": 0, \"minor\": 0, \"major\": 10}, \"package\": \"fake\"}, \"capabilities\": [\"oob\"]}}\r\n");
+            for line in std::io::BufReader::new(s).lines() {
+                let Ok(line) = line else { break };
+                let v: Value = serde_json::from_str(&line).unwrap_or(Value::Null);
+                if v["execute"] == "hang-up" {
+                    break;
+                }
+                let reply = json!({"return": {}, "id": v["id"]});
+                let _ = w.write_all(format!("{reply}\r\n").as_bytes());
+            }
+        }
+    });
+}
+
+#[test]
+fn listener_rules_peer_uids_rate_and_commands_in_flight() {
+    let dir = TempDir::new("proxy-rules");
+    let up = dir.join("qemu.sock");
+    fake_qemu(&up);
+    let me = unsafe { libc::getuid() };
+    let other = if me == 4242 { 4243 } else { 4242 };
+    let sock = |n: &str| dir.join(n);
+    let _p = proxy(
+        &up,
+        &[
+            format!("unix:{},uid={other}", sock("uid.sock").display()),
+            format!(
+                "unix:{},readonly=on,admin-uid={me}",
+                sock("admin.sock").display()
+            ),
+            format!("unix:{},rate=2", sock("rate.sock").display()),
+            format!(
+                "unix:{},allow=query-*:system_*,deny=system_powerdown",
+                sock("lists.sock").display()
+            ),
+        ],
+        &dir.join("rec.jsonl"),
+    );
+    for n in ["uid.sock", "admin.sock", "rate.sock", "lists.sock"] {
+        wait_for(&sock(n));
+    }
+    // A peer whose uid is not listed is hung up on before the greeting.
+    let s = std::os::unix::net::UnixStream::connect(sock("uid.sock")).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok();
+    let mut buf = String::new();
+    assert_eq!(
+        std::io::BufReader::new(s).read_to_string(&mut buf).ok(),
+        Some(0)
+    );
+
+    // An admin peer is not held to the read-only rule.
+    let mut a = Line::connect(&sock("admin.sock"));
+    negotiate(&mut a);
+    a.send(r#"{"execute": "quit", "id": "q"}"#);
+    // QEMU's bytes as it sent them (this one writes compact JSON), the client's id in place.
+    assert_eq!(
+        a.next().as_deref(),
+        Some("{\"return\":{},\"id\":\"q\"}\r\n")
+    );
+
+    // Allow and deny lists (deny wins), each refusal in QEMU's shape.
+    let mut l = Line::connect(&sock("lists.sock"));
+    negotiate(&mut l);
+    for (cmd, want) in [
+        ("system_reset", None),
+        ("query-foo", None),
+        (
+            "system_powerdown",
+            Some("The command system_powerdown is denied on this QMP proxy listener"),
+        ),
+        (
+            "quit",
+            Some("The command quit is not in this QMP proxy listener's allow list"),
+        ),
+    ] {
+        l.send(&format!(r#"{{"execute": "{cmd}"}}"#));
+        let v = l.value();
+        match want {
+            None => assert_eq!(v, json!({"return": {}}), "{cmd}"),
+            Some(d) => assert_eq!(
+                v,
+                json!({"error": {"class": "GenericError", "desc": d}}),
+                "{cmd}"
+            ),
+        }
+    }
+
+    // Two commands per second.
+    let mut r = Line::connect(&sock("rate.sock"));
+    negotiate(&mut r);
+    for i in 0..3 {
+        r.send(&format!(r#"{{"execute": "query-x", "id": {i}}}"#));
+    }
+    assert_eq!(r.value(), json!({"return": {}, "id": 0}));
+    assert_eq!(r.value(), json!({"return": {}, "id": 1}));
+    assert_eq!(
+        r.value(),
+        json!({"id": 2, "error": {"class": "GenericError",
+            "desc": "Rate limit exceeded: this QMP proxy listener allows 2 commands per second"}})
+    );
+
+    // QEMU goes away with a command in flight: it gets an error, everyone gets the event, and
+    // the proxy comes back by itself.
+    a.send(r#"{"execute": "hang-up", "id": ["last", 1]}"#);
+    let v = a.value();
+    assert_eq!(v["id"], json!(["last", 1]), "{v}");
+    assert_eq!(v["error"]["class"], "GenericError");
+    assert!(v["error"]["desc"]
+        .as_str()
+        .is_some_and(|d| d.starts_with("QEMU closed the monitor connection before answering")));
+    assert_eq!(a.value()["event"], "__org.qmpkit_PROXY_UPSTREAM_LOST");
+    assert_eq!(l.value()["event"], "__org.qmpkit_PROXY_UPSTREAM_LOST");
+    assert_eq!(a.value()["event"], "__org.qmpkit_PROXY_UPSTREAM_BACK");
+    a.send(r#"{"execute": "query-status", "id": 9}"#);
+    assert_eq!(a.value(), json!({"return": {}, "id": 9}));
+}

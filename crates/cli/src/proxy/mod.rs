@@ -16,6 +16,7 @@
 
 pub mod policy;
 pub mod record;
+mod sink;
 
 use clap::{CommandFactory, Parser};
 use policy::{Address, Bucket, Policy};
@@ -26,13 +27,13 @@ use record::Recorder;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
+use sink::{Sink, WriteHalf};
 use std::collections::HashMap;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
-use tokio::sync::mpsc;
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader};
 
 const AFTER_HELP: &str = "\
 Listener options (after the address, comma-separated):
@@ -100,7 +101,7 @@ pub fn run(args: Vec<String>) -> ExitCode {
 
 /// A connected QEMU.
 struct Up {
-    tx: mpsc::UnboundedSender<Vec<u8>>,
+    sink: Arc<Sink>,
     oob: bool,
 }
 
@@ -109,12 +110,17 @@ struct InFlight {
     client: u64,
     /// The client's id, already in QEMU's text form; `None` when it sent none.
     id: Option<String>,
+    /// Replies the proxy made itself to the same client's later commands, held back so that the
+    /// client gets its replies in the order of its commands, as QEMU answers in-band commands.
+    then: Vec<Vec<u8>>,
 }
 
 /// A client as the rest of the proxy sees it.
 struct Downstream {
-    tx: mpsc::UnboundedSender<Arc<[u8]>>,
+    sink: Arc<Sink>,
     negotiated: bool,
+    /// The client's latest in-band command still in flight.
+    last_inband: Option<u64>,
 }
 
 #[derive(Default)]
@@ -216,74 +222,148 @@ fn own_event(name: &str, data: Value) -> Vec<u8> {
     encode_line(&e.to_value())
 }
 
-impl Hub {
-    fn send_to(&self, st: &State, client: u64, bytes: Arc<[u8]>) {
-        if let Some(c) = st.clients.get(&client) {
-            if let Some(r) = &self.record {
-                r.text(Some(client), "out", &bytes);
+/// Messages gathered per client while a batch is handled, written once per client after it.
+#[derive(Default)]
+struct Batch {
+    out: Vec<(u64, Vec<u8>)>,
+}
+
+impl Batch {
+    fn push(&mut self, cid: u64, bytes: &[u8]) {
+        match self.out.iter_mut().find(|(c, _)| *c == cid) {
+            Some((_, b)) => b.extend_from_slice(bytes),
+            None => self.out.push((cid, bytes.to_vec())),
+        }
+    }
+
+    fn flush(self, st: &State) {
+        for (cid, bytes) in self.out {
+            if let Some(c) = st.clients.get(&cid) {
+                c.sink.send(&bytes);
             }
-            let _ = c.tx.send(bytes);
         }
     }
+}
 
-    fn broadcast(&self, st: &State, bytes: Arc<[u8]>) {
+impl Hub {
+    fn recorded(&self, client: Option<u64>, bytes: &[u8]) {
         if let Some(r) = &self.record {
-            r.text(None, "out", &bytes);
-        }
-        for c in st.clients.values().filter(|c| c.negotiated) {
-            let _ = c.tx.send(bytes.clone());
+            r.text(client, "out", bytes);
         }
     }
 
-    /// One line from QEMU.
-    fn from_upstream(&self, line: &[u8]) {
-        let Ok(head) = serde_json::from_slice::<Head>(line) else {
-            return;
-        };
-        let st = lock(&self.state);
-        if head.event.is_some() {
-            self.broadcast(&st, Arc::from(line));
+    /// A reply the proxy makes itself: after the client's in-band commands still in flight.
+    fn local_reply(&self, st: &mut State, batch: &mut Batch, cid: u64, bytes: Vec<u8>) {
+        let behind = st.clients.get(&cid).and_then(|c| c.last_inband);
+        if let Some(f) = behind.and_then(|t| st.inflight.get_mut(&t)) {
+            f.then.push(bytes);
             return;
         }
-        let Some(raw) = head.id else {
-            return;
-        };
-        let Some(tag) = raw.get().parse::<u64>().ok() else {
-            return;
-        };
-        drop(st);
-        let mut st = lock(&self.state);
+        self.recorded(Some(cid), &bytes);
+        batch.push(cid, &bytes);
+    }
+
+    fn broadcast(&self, st: &State, batch: &mut Batch, bytes: &[u8]) {
+        self.recorded(None, bytes);
+        for (cid, c) in &st.clients {
+            if c.negotiated {
+                batch.push(*cid, bytes);
+            }
+        }
+    }
+
+    /// The answer to the command tagged `tag` (and what was held back behind it).
+    fn answered(&self, st: &mut State, batch: &mut Batch, tag: u64, reply: &[u8]) {
         let Some(f) = st.inflight.remove(&tag) else {
             return;
         };
-        let bytes = splice_id(line, raw, f.id.as_deref());
-        self.send_to(&st, f.client, Arc::from(bytes));
+        let Some(c) = st.clients.get_mut(&f.client) else {
+            return;
+        };
+        if c.last_inband == Some(tag) {
+            c.last_inband = None;
+        }
+        self.recorded(Some(f.client), reply);
+        batch.push(f.client, reply);
+        for b in f.then {
+            self.recorded(Some(f.client), &b);
+            batch.push(f.client, &b);
+        }
+    }
+
+    /// Complete lines from QEMU, each with its line end.
+    fn on_upstream_lines(&self, lines: &[&[u8]]) {
+        let mut st = lock(&self.state);
+        let mut batch = Batch::default();
+        for line in lines {
+            let Ok(head) = serde_json::from_slice::<Head>(line) else {
+                continue;
+            };
+            if head.event.is_some() {
+                self.broadcast(&st, &mut batch, line);
+                continue;
+            }
+            let Some(raw) = head.id else {
+                continue;
+            };
+            let Ok(tag) = raw.get().parse::<u64>() else {
+                continue;
+            };
+            let Some(id) = st.inflight.get(&tag).map(|f| f.id.clone()) else {
+                continue;
+            };
+            let bytes = splice_id(line, raw, id.as_deref());
+            self.answered(&mut st, &mut batch, tag, &bytes);
+        }
+        batch.flush(&st);
     }
 
     /// QEMU went away: answer what was in flight, tell everyone.
     fn lost(&self, reason: &str) {
         let mut st = lock(&self.state);
+        let mut batch = Batch::default();
         st.up = None;
-        let inflight = std::mem::take(&mut st.inflight);
-        for (_, f) in inflight {
-            let id = f.id.and_then(|t| serde_json::from_str::<Value>(&t).ok());
+        let mut tags: Vec<u64> = st.inflight.keys().copied().collect();
+        tags.sort_unstable();
+        for tag in tags {
+            let Some(id) = st.inflight.get(&tag).map(|f| f.id.clone()) else {
+                continue;
+            };
+            let id = id.and_then(|t| serde_json::from_str::<Value>(&t).ok());
             let bytes = error_line(
                 ErrorClass::GenericError,
                 &format!("QEMU closed the monitor connection before answering ({reason})"),
                 id,
             );
-            self.send_to(&st, f.client, Arc::from(bytes));
+            self.answered(&mut st, &mut batch, tag, &bytes);
+        }
+        for c in st.clients.values_mut() {
+            c.last_inband = None;
         }
         let mut data = Map::new();
         data.insert("reason".into(), Value::String(reason.into()));
-        self.broadcast(
-            &st,
-            Arc::from(own_event(
-                "__org.qmpkit_PROXY_UPSTREAM_LOST",
-                Value::Object(data),
-            )),
-        );
+        let ev = own_event("__org.qmpkit_PROXY_UPSTREAM_LOST", Value::Object(data));
+        self.broadcast(&st, &mut batch, &ev);
+        batch.flush(&st);
     }
+}
+
+type BoxRead = Box<dyn AsyncRead + Send + Unpin>;
+
+async fn connect(addr: &Address) -> std::io::Result<(BoxRead, WriteHalf)> {
+    Ok(match addr {
+        Address::Unix(p) => {
+            let s = tokio::net::UnixStream::connect(p).await?;
+            let (r, w) = s.into_split();
+            (Box::new(r), WriteHalf::Unix(w))
+        }
+        Address::Tcp(a) => {
+            let s = tokio::net::TcpStream::connect(a.as_str()).await?;
+            s.set_nodelay(true)?;
+            let (r, w) = s.into_split();
+            (Box::new(r), WriteHalf::Tcp(w))
+        }
+    })
 }
 
 /// Read one line (up to and with `\n`); `None` at the end.
@@ -293,102 +373,103 @@ async fn read_line<R: AsyncRead + Unpin>(r: &mut BufReader<R>) -> std::io::Resul
     Ok((n > 0).then_some(buf))
 }
 
-type BoxRead = Box<dyn AsyncRead + Send + Unpin>;
-type BoxWrite = Box<dyn AsyncWrite + Send + Unpin>;
-
-async fn connect(addr: &Address) -> std::io::Result<(BoxRead, BoxWrite)> {
-    Ok(match addr {
-        Address::Unix(p) => {
-            let s = tokio::net::UnixStream::connect(p).await?;
-            let (r, w) = s.into_split();
-            (Box::new(r), Box::new(w))
-        }
-        Address::Tcp(a) => {
-            let s = tokio::net::TcpStream::connect(a.as_str()).await?;
-            s.set_nodelay(true)?;
-            let (r, w) = s.into_split();
-            (Box::new(r), Box::new(w))
-        }
-    })
-}
-
 /// Connect and negotiate with QEMU: its reader (past negotiation), writer, greeting, oob.
 async fn open_upstream(
     addr: &Address,
-) -> Result<(BufReader<BoxRead>, BoxWrite, Vec<u8>, bool), String> {
-    let (r, mut w) = connect(addr).await.map_err(|e| format!("{addr}: {e}"))?;
+) -> Result<(BufReader<BoxRead>, Arc<Sink>, Vec<u8>, bool), String> {
+    let (r, w) = connect(addr).await.map_err(|e| format!("{addr}: {e}"))?;
+    let sink = Sink::new(w);
     let mut r = BufReader::new(r);
-    let greeting = tokio::time::timeout(Duration::from_secs(10), read_line(&mut r))
-        .await
-        .map_err(|_| format!("{addr}: no greeting within 10 s"))?
-        .map_err(|e| format!("{addr}: {e}"))?
-        .ok_or_else(|| format!("{addr}: closed before greeting"))?;
-    let g: Value =
-        serde_json::from_slice(&greeting).map_err(|e| format!("{addr}: invalid greeting: {e}"))?;
-    let caps = g
-        .pointer("/QMP/capabilities")
-        .and_then(Value::as_array)
-        .ok_or_else(|| format!("{addr}: not a QMP greeting"))?;
-    let oob = caps.iter().any(|c| c == "oob");
-    let neg: &[u8] = if oob {
-        b"{\"execute\": \"qmp_capabilities\", \"arguments\": {\"enable\": [\"oob\"]}}\n"
-    } else {
-        b"{\"execute\": \"qmp_capabilities\"}\n"
-    };
-    w.write_all(neg).await.map_err(|e| format!("{addr}: {e}"))?;
-    loop {
-        let line = read_line(&mut r)
+    let res = async {
+        let greeting = tokio::time::timeout(Duration::from_secs(10), read_line(&mut r))
             .await
+            .map_err(|_| format!("{addr}: no greeting within 10 s"))?
             .map_err(|e| format!("{addr}: {e}"))?
-            .ok_or_else(|| format!("{addr}: closed during negotiation"))?;
-        let v: Value = serde_json::from_slice(&line).unwrap_or(Value::Null);
-        if v.get("return").is_some() {
-            break;
+            .ok_or_else(|| format!("{addr}: closed before greeting"))?;
+        let g: Value = serde_json::from_slice(&greeting)
+            .map_err(|e| format!("{addr}: invalid greeting: {e}"))?;
+        let caps = g
+            .pointer("/QMP/capabilities")
+            .and_then(Value::as_array)
+            .ok_or_else(|| format!("{addr}: not a QMP greeting"))?;
+        let oob = caps.iter().any(|c| c == "oob");
+        let neg: &[u8] = if oob {
+            b"{\"execute\": \"qmp_capabilities\", \"arguments\": {\"enable\": [\"oob\"]}}\n"
+        } else {
+            b"{\"execute\": \"qmp_capabilities\"}\n"
+        };
+        sink.send(neg);
+        loop {
+            let line = read_line(&mut r)
+                .await
+                .map_err(|e| format!("{addr}: {e}"))?
+                .ok_or_else(|| format!("{addr}: closed during negotiation"))?;
+            let v: Value = serde_json::from_slice(&line).unwrap_or(Value::Null);
+            if v.get("return").is_some() {
+                break;
+            }
+            if let Some(e) = v.get("error") {
+                return Err(format!("{addr}: qmp_capabilities failed: {e}"));
+            }
         }
-        if let Some(e) = v.get("error") {
-            return Err(format!("{addr}: qmp_capabilities failed: {e}"));
+        Ok((greeting, oob))
+    }
+    .await;
+    match res {
+        Ok((greeting, oob)) => Ok((r, sink, greeting, oob)),
+        Err(e) => {
+            sink.close();
+            Err(e)
         }
     }
-    Ok((r, w, greeting, oob))
 }
 
-/// Serve QEMU's side for as long as it is connected; `Err` with the reason it ended.
+/// Serve QEMU's side for as long as it is connected; the reason it ended.
 async fn run_upstream(
     hub: Arc<Hub>,
     mut r: BufReader<BoxRead>,
-    mut w: BoxWrite,
+    sink: Arc<Sink>,
     greeting: Vec<u8>,
     oob: bool,
 ) -> String {
-    let (tx, mut rx) = mpsc::unbounded_channel::<Vec<u8>>();
     {
         let mut st = lock(&hub.state);
-        st.up = Some(Up { tx, oob });
+        st.up = Some(Up {
+            sink: sink.clone(),
+            oob,
+        });
         st.greeting = Arc::from(greeting);
         st.offers_oob = oob;
     }
-    let writer = tokio::spawn(async move {
-        while let Some(first) = rx.recv().await {
-            let mut buf = first;
-            while let Ok(more) = rx.try_recv() {
-                buf.extend_from_slice(&more);
-            }
-            if w.write_all(&buf).await.is_err() {
-                break;
-            }
-        }
-    });
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut acc: Vec<u8> = Vec::new();
     let reason = loop {
-        match read_line(&mut r).await {
-            Ok(Some(line)) => hub.from_upstream(&line),
-            Ok(None) => break "QEMU closed the connection".to_string(),
+        let n = match r.read(&mut buf).await {
+            Ok(0) => break "QEMU closed the connection".to_string(),
+            Ok(n) => n,
             Err(e) => break format!("read failed: {e}"),
+        };
+        let data: &[u8] = if acc.is_empty() {
+            &buf[..n]
+        } else {
+            acc.extend_from_slice(&buf[..n]);
+            &acc
+        };
+        let mut lines = Vec::new();
+        let mut start = 0;
+        for (i, b) in data.iter().enumerate() {
+            if *b == b'\n' {
+                lines.push(&data[start..=i]);
+                start = i + 1;
+            }
         }
+        hub.on_upstream_lines(&lines);
+        let rest = data[start..].to_vec();
+        acc = rest;
     };
-    writer.abort();
+    sink.close();
     reason
 }
-
 async fn main(cli: Cli) -> Result<(), String> {
     let upstream = match qmpkit_client::Endpoint::parse(&cli.upstream) {
         qmpkit_client::Endpoint::Unix(p) => Address::Unix(p),
@@ -411,45 +492,42 @@ async fn main(cli: Cli) -> Result<(), String> {
         record,
     });
     // QEMU first: a proxy that cannot reach it at start is misconfigured.
-    let (r, w, greeting, oob) = open_upstream(&upstream).await?;
-    let mut tasks = Vec::new();
+    let first = open_upstream(&upstream).await?;
     for (addr, policy) in listeners {
-        tasks.push(listen(hub.clone(), addr, policy, cli.allow_remote_tcp).await?);
+        listen(hub.clone(), addr, policy, cli.allow_remote_tcp).await?;
     }
     let hub2 = hub.clone();
     let up = tokio::spawn(async move {
-        let mut conn = Some((r, w, greeting, oob));
+        let mut conn = Some(first);
         loop {
-            if let Some((r, w, g, oob)) = conn.take() {
-                let reason = run_upstream(hub2.clone(), r, w, g, oob).await;
+            if let Some((r, sink, g, oob)) = conn.take() {
+                let reason = run_upstream(hub2.clone(), r, sink, g, oob).await;
                 eprintln!("qmpkit proxy: {upstream}: {reason}; reconnecting");
                 hub2.lost(&reason);
             }
             let mut delay = Duration::from_millis(50);
-            loop {
+            let greeting = loop {
                 tokio::time::sleep(delay).await;
                 match open_upstream(&upstream).await {
                     Ok(c) => {
+                        let g = c.2.clone();
                         conn = Some(c);
-                        break;
+                        break g;
                     }
                     Err(_) => delay = (delay * 2).min(Duration::from_secs(2)),
                 }
-            }
+            };
             eprintln!("qmpkit proxy: {upstream}: connected again");
             let st = lock(&hub2.state);
-            let greeting: Value =
-                serde_json::from_slice(&conn.as_ref().map(|c| c.2.clone()).unwrap_or_default())
-                    .unwrap_or(Value::Null);
             let mut data = Map::new();
-            data.insert("greeting".into(), greeting);
-            hub2.broadcast(
-                &st,
-                Arc::from(own_event(
-                    "__org.qmpkit_PROXY_UPSTREAM_BACK",
-                    Value::Object(data),
-                )),
+            data.insert(
+                "greeting".into(),
+                serde_json::from_slice(&greeting).unwrap_or(Value::Null),
             );
+            let ev = own_event("__org.qmpkit_PROXY_UPSTREAM_BACK", Value::Object(data));
+            let mut batch = Batch::default();
+            hub2.broadcast(&st, &mut batch, &ev);
+            batch.flush(&st);
         }
     });
     tokio::select! {
@@ -473,7 +551,7 @@ async fn listen(
     addr: Address,
     policy: Arc<Policy>,
     allow_remote: bool,
-) -> Result<tokio::task::JoinHandle<()>, String> {
+) -> Result<(), String> {
     match &addr {
         Address::Unix(p) => {
             use std::os::unix::fs::FileTypeExt;
@@ -482,7 +560,7 @@ async fn listen(
             }
             let l = tokio::net::UnixListener::bind(p).map_err(|e| format!("{addr}: {e}"))?;
             eprintln!("qmpkit proxy: listening on {addr}");
-            Ok(tokio::spawn(async move {
+            tokio::spawn(async move {
                 loop {
                     let Ok((s, _)) = l.accept().await else {
                         tokio::time::sleep(Duration::from_millis(10)).await;
@@ -493,12 +571,12 @@ async fn listen(
                     tokio::spawn(client(
                         hub.clone(),
                         Box::new(r),
-                        Box::new(w),
+                        WriteHalf::Unix(w),
                         policy.clone(),
                         uid,
                     ));
                 }
-            }))
+            });
         }
         Address::Tcp(a) => {
             let l = tokio::net::TcpListener::bind(a.as_str())
@@ -511,7 +589,7 @@ async fn listen(
                 ));
             }
             eprintln!("qmpkit proxy: listening on tcp:{local}");
-            Ok(tokio::spawn(async move {
+            tokio::spawn(async move {
                 loop {
                     let Ok((s, _)) = l.accept().await else {
                         tokio::time::sleep(Duration::from_millis(10)).await;
@@ -522,21 +600,31 @@ async fn listen(
                     tokio::spawn(client(
                         hub.clone(),
                         Box::new(r),
-                        Box::new(w),
+                        WriteHalf::Tcp(w),
                         policy.clone(),
                         None,
                     ));
                 }
-            }))
+            });
         }
     }
+    Ok(())
+}
+
+/// What a client's session knows about itself.
+struct ClientState {
+    cid: u64,
+    negotiated: bool,
+    oob: bool,
+    bucket: Option<Bucket>,
+    uid: Option<u32>,
 }
 
 /// One client, from its greeting to its hang-up.
 async fn client(
     hub: Arc<Hub>,
     mut r: BoxRead,
-    mut w: BoxWrite,
+    w: WriteHalf,
     policy: Arc<Policy>,
     uid: Option<u32>,
 ) {
@@ -549,47 +637,47 @@ async fn client(
         return;
     }
     let cid = hub.next_client.fetch_add(1, Ordering::Relaxed);
-    let (tx, mut rx) = mpsc::unbounded_channel::<Arc<[u8]>>();
+    let sink = Sink::new(w);
     {
         let mut st = lock(&hub.state);
         st.clients.insert(
             cid,
             Downstream {
-                tx,
+                sink: sink.clone(),
                 negotiated: false,
+                last_inband: None,
             },
         );
         let g = st.greeting.clone();
-        hub.send_to(&st, cid, g);
+        hub.recorded(Some(cid), &g);
+        sink.send(&g);
     }
-    let writer = tokio::spawn(async move {
-        let mut buf = Vec::new();
-        while let Some(first) = rx.recv().await {
-            buf.clear();
-            buf.extend_from_slice(&first);
-            while let Ok(more) = rx.try_recv() {
-                buf.extend_from_slice(&more);
-            }
-            if w.write_all(&buf).await.is_err() {
-                break;
-            }
-        }
-    });
-    let mut negotiated = false;
-    let mut oob = false;
-    let mut bucket = policy
-        .rate
-        .filter(|_| !policy.is_admin(uid))
-        .map(Bucket::new);
+    let mut me = ClientState {
+        cid,
+        negotiated: false,
+        oob: false,
+        bucket: policy
+            .rate
+            .filter(|_| !policy.is_admin(uid))
+            .map(Bucket::new),
+        uid,
+    };
     let mut streamer = JsonStreamer::new();
     let mut items = Vec::new();
     let mut buf = vec![0u8; 64 * 1024];
+    let mut up_out = Vec::new();
     loop {
         let n = match r.read(&mut buf).await {
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
         streamer.feed(&buf[..n], &mut items);
+        if items.is_empty() {
+            continue;
+        }
+        let mut st = lock(&hub.state);
+        let mut batch = Batch::default();
+        let mut up_sink = None;
         for item in items.drain(..) {
             if let Some(rec) = &hub.record {
                 match &item {
@@ -597,53 +685,23 @@ async fn client(
                     Err(e) => rec.invalid(cid, e.desc()),
                 }
             }
-            let reply = match request_from(item, oob) {
-                Err(e) => Some(encode_line(&e.to_response())),
-                Ok(req) if !negotiated => {
-                    if req.command != "qmp_capabilities" {
-                        Some(error_line(
-                            ErrorClass::CommandNotFound,
-                            "Expecting capabilities negotiation with 'qmp_capabilities'",
-                            req.id,
-                        ))
-                    } else {
-                        let offers = lock(&hub.state).offers_oob;
-                        match capabilities(req.arguments, offers) {
-                            Ok(o) => {
-                                negotiated = true;
-                                oob = o;
-                                if let Some(c) = lock(&hub.state).clients.get_mut(&cid) {
-                                    c.negotiated = true;
-                                }
-                                Some(encode_line(&qmpkit_wire::response_return(
-                                    Value::Object(Map::new()),
-                                    req.id,
-                                )))
-                            }
-                            Err(e) => Some(encode_line(&response_error(&e, req.id))),
-                        }
-                    }
-                }
-                Ok(req) => {
-                    if let Some(why) = policy.refuses(&req.command, uid) {
-                        Some(error_line(ErrorClass::GenericError, &why, req.id))
-                    } else if bucket.as_mut().is_some_and(|b| !b.take()) {
-                        let rate = policy.rate.unwrap_or(0);
-                        Some(error_line(
-                            ErrorClass::GenericError,
-                            &format!("Rate limit exceeded: this QMP proxy listener allows {rate} commands per second"),
-                            req.id,
-                        ))
-                    } else {
-                        forward(&hub, cid, req)
-                    }
-                }
-            };
-            if let Some(bytes) = reply {
-                let st = lock(&hub.state);
-                hub.send_to(&st, cid, Arc::from(bytes));
-            }
+            handle(
+                &hub,
+                &mut st,
+                &mut batch,
+                &mut me,
+                &policy,
+                item,
+                &mut up_out,
+                &mut up_sink,
+            );
         }
+        batch.flush(&st);
+        drop(st);
+        if let Some(s) = up_sink {
+            s.send(&up_out);
+        }
+        up_out.clear();
     }
     // Gone: replies still on their way are dropped when they arrive.
     if let Some(rec) = &hub.record {
@@ -654,54 +712,102 @@ async fn client(
         st.clients.remove(&cid);
         st.inflight.retain(|_, f| f.client != cid);
     }
-    writer.abort();
+    sink.close();
 }
 
-/// Send a command to QEMU under a tag of the proxy's own; `Some(reply)` when it cannot go.
-fn forward(hub: &Hub, cid: u64, req: qmpkit_wire::Request) -> Option<Vec<u8>> {
-    let mut st = lock(&hub.state);
+/// One message from a client: answered here, or queued for QEMU in `up_out`.
+#[allow(clippy::too_many_arguments)]
+fn handle(
+    hub: &Hub,
+    st: &mut State,
+    batch: &mut Batch,
+    me: &mut ClientState,
+    policy: &Policy,
+    item: Result<Value, qmpkit_wire::JsonError>,
+    up_out: &mut Vec<u8>,
+    up_sink: &mut Option<Arc<Sink>>,
+) {
+    let cid = me.cid;
+    let req = match request_from(item, me.oob) {
+        Ok(r) => r,
+        Err(e) => return hub.local_reply(st, batch, cid, encode_line(&e.to_response())),
+    };
+    if !me.negotiated {
+        let reply = if req.command != "qmp_capabilities" {
+            error_line(
+                ErrorClass::CommandNotFound,
+                "Expecting capabilities negotiation with 'qmp_capabilities'",
+                req.id,
+            )
+        } else {
+            match capabilities(req.arguments, st.offers_oob) {
+                Ok(o) => {
+                    me.negotiated = true;
+                    me.oob = o;
+                    if let Some(c) = st.clients.get_mut(&cid) {
+                        c.negotiated = true;
+                    }
+                    encode_line(&qmpkit_wire::response_return(
+                        Value::Object(Map::new()),
+                        req.id,
+                    ))
+                }
+                Err(e) => encode_line(&response_error(&e, req.id)),
+            }
+        };
+        return hub.local_reply(st, batch, cid, reply);
+    }
+    if let Some(why) = policy.refuses(&req.command, me.uid) {
+        let reply = error_line(ErrorClass::GenericError, &why, req.id);
+        return hub.local_reply(st, batch, cid, reply);
+    }
+    if me.bucket.as_mut().is_some_and(|b| !b.take()) {
+        let rate = policy.rate.unwrap_or(0);
+        let reply = error_line(
+            ErrorClass::GenericError,
+            &format!(
+                "Rate limit exceeded: this QMP proxy listener allows {rate} commands per second"
+            ),
+            req.id,
+        );
+        return hub.local_reply(st, batch, cid, reply);
+    }
     let Some(up) = &st.up else {
-        drop(st);
-        return Some(error_line(
+        let reply = error_line(
             ErrorClass::GenericError,
             "QEMU is not connected to the QMP proxy (it is reconnecting)",
             req.id,
-        ));
+        );
+        return hub.local_reply(st, batch, cid, reply);
     };
+    // Forward under a tag of the proxy's own.
     let tag = hub.next_tag.fetch_add(1, Ordering::Relaxed);
+    let oob = req.oob && up.oob;
+    let key = if oob { "exec-oob" } else { "execute" };
     let mut m = Map::new();
-    let key = if req.oob && up.oob {
-        "exec-oob"
-    } else {
-        "execute"
-    };
     m.insert(key.into(), Value::String(req.command));
     if let Some(a) = req.arguments {
         m.insert("arguments".into(), Value::Object(a));
     }
     m.insert("id".into(), Value::from(tag));
-    let mut line = encode_line(&Value::Object(m));
-    // QEMU reads lines; CRLF is fine but LF is what clients send.
-    line.truncate(line.len().saturating_sub(2));
-    line.push(b'\n');
-    let tx = up.tx.clone();
+    qmpkit_wire::write_qemu(&Value::Object(m), up_out);
+    up_out.push(b'\n');
+    if up_sink.is_none() {
+        *up_sink = Some(up.sink.clone());
+    }
     st.inflight.insert(
         tag,
         InFlight {
             client: cid,
             id: req.id.as_ref().map(to_qemu_string),
+            then: Vec::new(),
         },
     );
-    drop(st);
-    if tx.send(line).is_err() {
-        lock(&hub.state).inflight.remove(&tag);
-        return Some(error_line(
-            ErrorClass::GenericError,
-            "QEMU is not connected to the QMP proxy (it is reconnecting)",
-            req.id,
-        ));
+    if !oob {
+        if let Some(c) = st.clients.get_mut(&cid) {
+            c.last_inband = Some(tag);
+        }
     }
-    None
 }
 
 /// `qmp_capabilities`' arguments, checked as QEMU checks them: whether `oob` was enabled.
@@ -772,7 +878,7 @@ mod tests {
 
     #[test]
     fn negotiation_arguments() {
-        assert_eq!(capabilities(None, false).unwrap(), false);
+        assert!(!capabilities(None, false).unwrap());
         let en = |v: Value| {
             Some(
                 serde_json::from_value::<Map<String, Value>>(serde_json::json!({"enable": v}))

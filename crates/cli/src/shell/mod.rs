@@ -147,21 +147,8 @@ pub fn run(args: Vec<String>) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let model = match rt.block_on(client.call(Command::new("query-qmp-schema"))) {
-        Ok(v) => {
-            match qmpkit_schema::load_introspection(&v) {
-                Ok(s) => Some(Arc::new(Model::new(s))),
-                Err(e) => {
-                    eprintln!("qmpkit shell: note: the server's schema does not load ({e}); no completion");
-                    None
-                }
-            }
-        }
-        Err(e) => {
-            eprintln!("qmpkit shell: note: no schema from the server ({e}); no completion");
-            None
-        }
-    };
+    // The interface loads while the shell gets ready; completion and help wait for it.
+    let model = LazyModel::start(client.clone(), rt.handle().clone());
     let log = match &cli.log {
         Some(p) => match Recorder::create(p) {
             Ok(r) => Some(r),
@@ -189,14 +176,8 @@ pub fn run(args: Vec<String>) -> ExitCode {
     });
     let v = &client.greeting().version.qemu;
     let banner = format!(
-        "qmpkit shell: connected to QEMU {}.{}.{}{}",
-        v.major,
-        v.minor,
-        v.micro,
-        match &model {
-            Some(m) => format!(", {} commands (help lists them)", m.commands().len()),
-            None => String::new(),
-        }
+        "qmpkit shell: connected to QEMU {}.{}.{} (help lists its commands)",
+        v.major, v.minor, v.micro
     );
     if std::env::var_os("QMPKIT_SHELL_TIMING").is_some() {
         eprintln!("qmpkit shell: ready in {:?}", started.elapsed());
@@ -215,8 +196,11 @@ pub fn run(args: Vec<String>) -> ExitCode {
     } else {
         piped(session, &banner)
     };
-    rt.shutdown_timeout(Duration::from_millis(100));
-    code
+    // Exit here: the schema loader may still be waiting on the runtime, which must not be
+    // shut down under it.
+    let _ = std::io::stdout().flush();
+    let _ = rt;
+    std::process::exit(code)
 }
 
 /// Connect (or start the simulated machine); the client and a name for the history file.
@@ -264,10 +248,54 @@ async fn sim() -> Result<tokio::net::UnixStream, String> {
     Ok(b)
 }
 
+/// The server's interface, loaded in the background from the moment the shell connects.
+#[derive(Clone)]
+struct LazyModel {
+    cell: Arc<std::sync::OnceLock<Option<Arc<Model>>>>,
+    loader: Arc<Mutex<Option<std::thread::JoinHandle<Option<Arc<Model>>>>>>,
+}
+
+impl LazyModel {
+    fn start(client: Client, rt: tokio::runtime::Handle) -> LazyModel {
+        let loader = std::thread::spawn(move || {
+            match rt.block_on(client.call(Command::new("query-qmp-schema"))) {
+                Ok(v) => match qmpkit_schema::load_introspection(&v) {
+                    Ok(s) => Some(Arc::new(Model::new(s))),
+                    Err(e) => {
+                        eprintln!("qmpkit shell: note: the server's schema does not load ({e}); no completion");
+                        None
+                    }
+                },
+                Err(e) => {
+                    eprintln!("qmpkit shell: note: no schema from the server ({e}); no completion");
+                    None
+                }
+            }
+        });
+        LazyModel {
+            cell: Arc::new(std::sync::OnceLock::new()),
+            loader: Arc::new(Mutex::new(Some(loader))),
+        }
+    }
+
+    /// The model, once loaded (waits for the loader the first time).
+    fn get(&self) -> Option<Arc<Model>> {
+        if let Some(m) = self.cell.get() {
+            return m.clone();
+        }
+        let h = self.loader.lock().ok().and_then(|mut g| g.take());
+        if let Some(h) = h {
+            let m = h.join().ok().flatten();
+            let _ = self.cell.set(m);
+        }
+        self.cell.get().cloned().flatten()
+    }
+}
+
 struct Session {
     client: Client,
     rt: tokio::runtime::Handle,
-    model: Option<Arc<Model>>,
+    model: LazyModel,
     shared: Arc<Shared>,
     hmp: bool,
     verbose: bool,
@@ -326,7 +354,7 @@ impl Session {
     }
 
     fn help(&self, what: &str) -> String {
-        let Some(m) = &self.model else {
+        let Some(m) = self.model.get() else {
             return "no schema from the server".into();
         };
         if what.is_empty() {
@@ -376,7 +404,7 @@ impl Session {
 }
 
 /// Piped input: qmp-shell's behaviour.
-fn piped(mut s: Session, banner: &str) -> ExitCode {
+fn piped(mut s: Session, banner: &str) -> i32 {
     let mut events = s.client.events();
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "{banner}\n");
@@ -418,10 +446,10 @@ fn piped(mut s: Session, banner: &str) -> ExitCode {
         }
         if s.client.is_closed() {
             let _ = writeln!(out);
-            return ExitCode::from(2);
+            return 2;
         }
     }
-    ExitCode::SUCCESS
+    0
 }
 
 /// The history file for a server.
@@ -443,7 +471,7 @@ fn history_path(name: &str) -> Option<PathBuf> {
 }
 
 struct Helper {
-    model: Option<Arc<Model>>,
+    model: LazyModel,
     client: Client,
     rt: tokio::runtime::Handle,
     in_transaction: Arc<AtomicBool>,
@@ -533,12 +561,12 @@ impl rustyline::completion::Completer for Helper {
         pos: usize,
         _ctx: &rustyline::Context<'_>,
     ) -> rustyline::Result<(usize, Vec<String>)> {
-        let Some(m) = &self.model else {
+        let Some(m) = self.model.get() else {
             return Ok((pos, Vec::new()));
         };
         let head = line.get(..pos).unwrap_or(line);
         let trans = self.in_transaction.load(Ordering::Relaxed);
-        Ok(match complete::complete(m, head, trans) {
+        Ok(match complete::complete(&m, head, trans) {
             Want::Words(start, words) => (start, words),
             Want::Live(start, kind, prefix, hint) => (start, self.live(kind, &prefix, &hint)),
         })
@@ -574,7 +602,7 @@ fn job_line(j: &Value) -> Option<String> {
     ))
 }
 
-fn interactive(mut s: Session, banner: &str, cli: &Cli, name: &str) -> ExitCode {
+fn interactive(mut s: Session, banner: &str, cli: &Cli, name: &str) -> i32 {
     use rustyline::error::ReadlineError;
     use rustyline::ExternalPrinter;
     let config = rustyline::Config::builder()
@@ -586,7 +614,7 @@ fn interactive(mut s: Session, banner: &str, cli: &Cli, name: &str) -> ExitCode 
             Ok(e) => e,
             Err(e) => {
                 eprintln!("qmpkit shell: {e}");
-                return ExitCode::from(2);
+                return 2;
             }
         };
     let in_transaction = Arc::new(AtomicBool::new(false));
@@ -684,7 +712,7 @@ fn interactive(mut s: Session, banner: &str, cli: &Cli, name: &str) -> ExitCode 
             }
         }
     });
-    let mut code = ExitCode::SUCCESS;
+    let mut code = 0;
     loop {
         in_transaction.store(s.parser.in_transaction(), Ordering::Relaxed);
         let prompt = s.prompt();
@@ -699,7 +727,7 @@ fn interactive(mut s: Session, banner: &str, cli: &Cli, name: &str) -> ExitCode 
                 }
                 if s.client.is_closed() {
                     eprintln!("qmpkit shell: the server closed the connection");
-                    code = ExitCode::from(2);
+                    code = 2;
                     break;
                 }
             }
@@ -709,7 +737,7 @@ fn interactive(mut s: Session, banner: &str, cli: &Cli, name: &str) -> ExitCode 
             Err(ReadlineError::Eof) => break,
             Err(e) => {
                 eprintln!("qmpkit shell: {e}");
-                code = ExitCode::from(2);
+                code = 2;
                 break;
             }
         }

@@ -1,0 +1,240 @@
+//! The QMP tools' costs: what `qmpkit proxy` adds to a round trip and keeps of pipelined
+//! throughput (against the trivial responder of the client section, directly and through the
+//! proxy, in the same run), and how long `qmpkit shell` takes from start to ready against
+//! qemu-storage-daemon when it is installed. Needs the `qmpkit` binary next to this one
+//! (`cargo build --release -p qmpkit`); the section is skipped without it.
+
+use crate::client::start_responder;
+use crate::proto::{pipelined, wait_listening};
+use qmpkit_client::ConnectOptions;
+use serde_json::{json, Map, Value};
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const MEASURE: Duration = Duration::from_millis(1500);
+
+struct Kill(Child);
+
+impl Drop for Kill {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn qmpkit() -> Option<PathBuf> {
+    let p = std::env::current_exe().ok()?.parent()?.join("qmpkit");
+    p.exists().then_some(p)
+}
+
+/// Round-trip latencies (µs, sorted) of sequential requests on a raw blocking socket.
+fn latencies(socket: &Path, d: Duration) -> Result<Vec<f64>, String> {
+    let s = UnixStream::connect(socket).map_err(|e| e.to_string())?;
+    let mut w = s.try_clone().map_err(|e| e.to_string())?;
+    let mut r = BufReader::new(s);
+    let mut line = String::new();
+    r.read_line(&mut line).map_err(|e| e.to_string())?;
+    let mut rt = |req: &[u8], line: &mut String| -> Result<(), String> {
+        w.write_all(req).map_err(|e| e.to_string())?;
+        line.clear();
+        match r.read_line(line) {
+            Ok(0) => Err("hung up".into()),
+            Ok(_) => Ok(()),
+            Err(e) => Err(e.to_string()),
+        }
+    };
+    rt(b"{\"execute\": \"qmp_capabilities\"}\n", &mut line)?;
+    let req = b"{\"execute\": \"query-version\", \"id\": 1}\n";
+    for _ in 0..500 {
+        rt(req, &mut line)?;
+    }
+    let mut lat = Vec::new();
+    let start = Instant::now();
+    while start.elapsed() < d {
+        let t = Instant::now();
+        rt(req, &mut line)?;
+        lat.push(t.elapsed().as_secs_f64() * 1e6);
+    }
+    lat.sort_by(|a, b| a.total_cmp(b));
+    Ok(lat)
+}
+
+fn pct(v: &[f64], p: f64) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v[((v.len() - 1) as f64 * p).round() as usize]
+}
+
+fn proxy_figures(bin: &Path) -> Result<Value, String> {
+    let upstream = start_responder()?;
+    let dir = upstream.parent().ok_or("no dir")?.to_path_buf();
+    let psock = dir.join("proxy.sock");
+    let _ = std::fs::remove_file(&psock);
+    let _proxy = Kill(
+        Command::new(bin)
+            .args(["proxy", "--upstream"])
+            .arg(&upstream)
+            .arg("--listen")
+            .arg(&psock)
+            .stdin(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| e.to_string())?,
+    );
+    wait_listening(&psock)?;
+    let direct = latencies(&upstream, MEASURE)?;
+    let via = latencies(&psock, MEASURE)?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let (pd, pp) = rt.block_on(async {
+        let c = ConnectOptions::default()
+            .connect_unix(&upstream)
+            .await
+            .map_err(|e| e.to_string())?;
+        let pd = pipelined(&c, 16, MEASURE).await?;
+        c.shutdown().await;
+        let c = ConnectOptions::default()
+            .connect_unix(&psock)
+            .await
+            .map_err(|e| e.to_string())?;
+        let pp = pipelined(&c, 16, MEASURE).await?;
+        c.shutdown().await;
+        Ok::<(f64, f64), String>((pd, pp))
+    })?;
+    let _ = std::fs::remove_file(&upstream);
+    let added = pct(&via, 0.5) - pct(&direct, 0.5);
+    println!();
+    println!("qmpkit proxy in front of a trivial responder (unix sockets, query-version)");
+    println!(
+        "{:<28} {:>10} {:>10} {:>14}",
+        "path", "p50 µs", "p99 µs", "pipelined16/s"
+    );
+    println!(
+        "{:<28} {:>10.1} {:>10.1} {:>14.0}",
+        "direct",
+        pct(&direct, 0.5),
+        pct(&direct, 0.99),
+        pd
+    );
+    println!(
+        "{:<28} {:>10.1} {:>10.1} {:>14.0}",
+        "through qmpkit proxy",
+        pct(&via, 0.5),
+        pct(&via, 0.99),
+        pp
+    );
+    println!(
+        "proxy: +{added:.1} µs p50 per round trip (goal < 20), pipelined throughput kept {:.0} % (goal >= 80)",
+        pp / pd * 100.0
+    );
+    Ok(json!({
+        "direct_p50_us": (pct(&direct, 0.5) * 10.0).round() / 10.0,
+        "proxy_p50_us": (pct(&via, 0.5) * 10.0).round() / 10.0,
+        "proxy_added_p50_us": (added * 10.0).round() / 10.0,
+        "direct_pipelined16_per_sec": pd.round(),
+        "proxy_pipelined16_per_sec": pp.round(),
+        "proxy_pipelined_kept": (pp / pd * 100.0).round() / 100.0,
+        "goal_added_p50_under_20us": added < 20.0,
+        "goal_pipelined_kept_80pct": pp / pd >= 0.8,
+    }))
+}
+
+fn program(name: &str) -> Option<PathBuf> {
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+}
+
+/// Median start-to-ready time of `qmpkit shell` against qemu-storage-daemon (ms), as the shell
+/// reports it, and the median wall time of a whole piped run with no input.
+fn shell_figures(bin: &Path) -> Result<Value, String> {
+    let qsd = program("qemu-storage-daemon").ok_or("qemu-storage-daemon is not installed")?;
+    let dir = std::env::temp_dir().join(format!("qmpkit-bench-shell-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let sock = dir.join("qsd.sock");
+    let _ = std::fs::remove_file(&sock);
+    let _q = Kill(
+        Command::new(qsd)
+            .arg("--chardev")
+            .arg(format!(
+                "socket,id=m,path={},server=on,wait=off",
+                sock.display()
+            ))
+            .args(["--monitor", "chardev=m,mode=control"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| e.to_string())?,
+    );
+    wait_listening(&sock)?;
+    // The monitor serves one client at a time: wait for each run to end.
+    std::thread::sleep(Duration::from_millis(100));
+    let mut ready = Vec::new();
+    let mut wall = Vec::new();
+    for _ in 0..7 {
+        let t = Instant::now();
+        let out = Command::new(bin)
+            .args(["shell", "--no-history"])
+            .arg(&sock)
+            .env("QMPKIT_SHELL_TIMING", "1")
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| e.to_string())?;
+        wall.push(t.elapsed().as_secs_f64() * 1e3);
+        let err = String::from_utf8_lossy(&out.stderr);
+        let ms = err
+            .lines()
+            .find_map(|l| l.strip_prefix("qmpkit shell: ready in "))
+            .and_then(parse_duration_ms)
+            .ok_or_else(|| format!("no timing from the shell: {err}"))?;
+        ready.push(ms);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    ready.sort_by(|a, b| a.total_cmp(b));
+    wall.sort_by(|a, b| a.total_cmp(b));
+    let (r, w) = (ready[ready.len() / 2], wall[wall.len() / 2]);
+    println!();
+    println!("qmpkit shell against qemu-storage-daemon: ready in {r:.1} ms (median of 7; goal < 100), whole piped run {w:.1} ms");
+    Ok(json!({
+        "shell_ready_ms_qsd": (r * 10.0).round() / 10.0,
+        "shell_piped_run_ms_qsd": (w * 10.0).round() / 10.0,
+        "goal_shell_ready_under_100ms": r < 100.0,
+    }))
+}
+
+/// `12.3ms`, `850.1µs`, `1.2s` (Debug of a Duration) in milliseconds.
+fn parse_duration_ms(s: &str) -> Option<f64> {
+    let s = s.trim();
+    for (unit, f) in [("ms", 1.0), ("µs", 1e-3), ("ns", 1e-6), ("s", 1e3)] {
+        if let Some(n) = s.strip_suffix(unit) {
+            return n.parse::<f64>().ok().map(|v| v * f);
+        }
+    }
+    None
+}
+
+pub fn run(results: &mut Map<String, Value>) {
+    let Some(bin) = qmpkit() else {
+        eprintln!("tools: skipped (no qmpkit binary next to the harness; cargo build --release -p qmpkit)");
+        return;
+    };
+    let mut m = Map::new();
+    match proxy_figures(&bin) {
+        Ok(Value::Object(o)) => m.extend(o),
+        Ok(_) => {}
+        Err(e) => eprintln!("tools: proxy: {e}"),
+    }
+    match shell_figures(&bin) {
+        Ok(Value::Object(o)) => m.extend(o),
+        Ok(_) => {}
+        Err(e) => eprintln!("tools: shell: {e}"),
+    }
+    results.insert("tools".into(), Value::Object(m));
+}
