@@ -248,11 +248,13 @@ async fn sim() -> Result<tokio::net::UnixStream, String> {
     Ok(b)
 }
 
+type Loader = std::thread::JoinHandle<Option<Arc<Model>>>;
+
 /// The server's interface, loaded in the background from the moment the shell connects.
 #[derive(Clone)]
 struct LazyModel {
     cell: Arc<std::sync::OnceLock<Option<Arc<Model>>>>,
-    loader: Arc<Mutex<Option<std::thread::JoinHandle<Option<Arc<Model>>>>>>,
+    loader: Arc<Mutex<Option<Loader>>>,
 }
 
 impl LazyModel {
