@@ -93,7 +93,7 @@ fn run(path: &Path, probes: &[&[u8]]) -> Vec<Vec<Vec<u8>>> {
 
 #[test]
 fn same_bytes_as_qemu_storage_daemon() {
-    let qsd = match common::qsd::start() {
+    let qsd = match qmpkit_testkit::qsd::start() {
         Ok(q) => q,
         Err(reason) => qmpkit_testkit::skip!("{reason}"),
     };

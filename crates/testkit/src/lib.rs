@@ -1,9 +1,12 @@
 //! Helpers shared by the tests of the workspace's crates: finding test data, skipping when an
 //! optional program is missing (a failure under `QMPKIT_REQUIRE_ALL=1`), reading QEMU's recorded
-//! transcripts, finding a Python interpreter that has qemu.qmp and running programs.
+//! transcripts, finding a Python interpreter that has qemu.qmp, running programs, and the
+//! differential corpus run against a live qemu-storage-daemon.
 
 pub mod cmd;
 pub mod data;
+pub mod differential;
 pub mod python;
+pub mod qsd;
 pub mod skip;
 pub mod transcript;
