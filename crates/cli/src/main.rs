@@ -31,7 +31,26 @@ commands:
 
 Run `qmpkit <command> --help` for the options of one command.";
 
+/// `RUST_LOG` (e.g. `RUST_LOG=qmpkit_server=debug` for every request and
+/// reply): diagnostics on stderr, never on stdout (`-qmp stdio` speaks
+/// there). Without it no subscriber is installed and logging costs nothing.
+fn init_logging() {
+    let Some(spec) = std::env::var_os("RUST_LOG") else {
+        return;
+    };
+    if spec.is_empty() {
+        return;
+    }
+    let filter = tracing_subscriber::EnvFilter::from_default_env();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .try_init();
+}
+
 fn main() -> ExitCode {
+    init_logging();
     let args: Vec<String> = std::env::args().collect();
     let rest = if args.len() > 2 {
         args[2..].to_vec()

@@ -85,3 +85,57 @@ fn quit_exits_while_stdin_stays_open() {
         "{out}"
     );
 }
+
+/// Runs `qmpkit serve -qmp stdio` over REQUESTS with `RUST_LOG` as given;
+/// (stdout, stderr).
+fn serve_logged(rust_log: Option<&str>) -> (String, String) {
+    let mut cmd = Command::new(qmpkit());
+    cmd.args(["serve", "-qmp", "stdio"])
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    if let Some(v) = rust_log {
+        cmd.env("RUST_LOG", v);
+    }
+    let mut child = cmd.spawn().expect("spawn");
+    let mut stdin = child.stdin.take().expect("stdin");
+    stdin.write_all(REQUESTS).expect("write");
+    drop(stdin);
+    let out = child.wait_with_output().expect("wait");
+    assert!(out.status.success());
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn rust_log_logs_requests_and_replies_on_stderr() {
+    let (out, err) = serve_logged(Some("qmpkit_server=debug"));
+    // The protocol on stdout is untouched.
+    assert_eq!(
+        shape(&out),
+        ["greeting", "return", "return", "SHUTDOWN"],
+        "{out}"
+    );
+    let debug: Vec<&str> = err.lines().filter(|l| l.contains(" DEBUG ")).collect();
+    let said = |what: &str| {
+        debug
+            .iter()
+            .any(|l| l.contains(what) && l.contains("session="))
+    };
+    assert!(said(r#"request {"execute":"qmp_capabilities"}"#), "{err}");
+    assert!(said(r#"request {"execute":"quit"}"#), "{err}");
+    assert!(said(r#"reply {"return": {}}"#), "{err}");
+    assert_eq!(debug.len(), 4, "{err}");
+    // Without RUST_LOG (or below debug), nothing is logged.
+    for v in [None, Some("qmpkit_server=info")] {
+        let (out, err) = serve_logged(v);
+        assert_eq!(shape(&out), ["greeting", "return", "return", "SHUTDOWN"]);
+        assert!(
+            !err.contains("DEBUG") && !err.contains("request"),
+            "{v:?}: {err}"
+        );
+    }
+}

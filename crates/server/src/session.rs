@@ -260,7 +260,9 @@ async fn run(inner: &Arc<Inner>, sock: &Sock, st: &mut SessState, on_eof: OnEof)
             }, if current.is_some() => {
                 if let Some(p) = current.take() {
                     drain_shared(&shared, &mut out);
+                    let at = out.buf.len();
                     inner.finish(r, p.id, p.respond, &mut out.buf);
+                    log_reply(st.info.id, &out.buf[at.min(out.buf.len())..]);
                 }
             }
             r = sock.readable(), if can_read => {
@@ -324,7 +326,11 @@ fn run_queue(
         let Some(q) = queue.pop_front() else {
             break;
         };
+        log_request(st.info.id, &q.item);
+        let at = out.buf.len();
         *current = inner.dispatch(st, q.item, q.fds, &mut out.buf);
+        // Answered at once (an error before any handler runs).
+        log_reply(st.info.id, &out.buf[at.min(out.buf.len())..]);
         if let Some(p) = current.as_mut() {
             // Events the handler emitted go out before its reply, as in QEMU.
             drain_shared(shared, out);
@@ -333,7 +339,9 @@ fn run_queue(
             let mut cx = std::task::Context::from_waker(&waker);
             if let std::task::Poll::Ready(r) = std::pin::Pin::new(&mut p.fut).poll(&mut cx) {
                 if let Some(p) = current.take() {
+                    let at = out.buf.len();
                     inner.finish(r, p.id, p.respond, &mut out.buf);
+                    log_reply(st.info.id, &out.buf[at.min(out.buf.len())..]);
                 }
             }
         }
@@ -349,14 +357,21 @@ fn run_oob(
     fds: Vec<OwnedFd>,
     out: &mut Out,
 ) {
-    let Some(mut p) = inner.dispatch(st, item, fds, &mut out.buf) else {
+    let id = st.info.id;
+    log_request(id, &item);
+    let at = out.buf.len();
+    let dispatched = inner.dispatch(st, item, fds, &mut out.buf);
+    log_reply(id, &out.buf[at.min(out.buf.len())..]);
+    let Some(mut p) = dispatched else {
         return;
     };
     let waker = noop_waker();
     let mut cx = std::task::Context::from_waker(&waker);
     if let std::task::Poll::Ready(r) = std::pin::Pin::new(&mut p.fut).poll(&mut cx) {
         drain_shared(&st.shared, out);
+        let at = out.buf.len();
         inner.finish(r, p.id, p.respond, &mut out.buf);
+        log_reply(id, &out.buf[at.min(out.buf.len())..]);
         return;
     }
     let inner = inner.clone();
@@ -365,10 +380,33 @@ fn run_oob(
         let r = (&mut p.fut).await;
         let mut line = Vec::new();
         inner.finish(r, p.id, p.respond, &mut line);
+        log_reply(id, &line);
         if !line.is_empty() {
             shared.push(&line, inner.opts.max_backlog);
         }
     });
+}
+
+/// A request as decoded, at debug level (`RUST_LOG=qmpkit_server=debug`). Nothing is
+/// formatted unless that level is enabled.
+#[inline]
+fn log_request(session: u64, item: &Result<Value, JsonError>) {
+    if tracing::enabled!(tracing::Level::DEBUG) {
+        match item {
+            Ok(v) => tracing::debug!(session, "request {v}"),
+            Err(e) => tracing::debug!(session, "request not JSON: {e}"),
+        }
+    }
+}
+
+/// The reply bytes a request produced (one line each), at debug level.
+#[inline]
+fn log_reply(session: u64, bytes: &[u8]) {
+    if !bytes.is_empty() && tracing::enabled!(tracing::Level::DEBUG) {
+        for line in String::from_utf8_lossy(bytes).lines() {
+            tracing::debug!(session, "reply {line}");
+        }
+    }
 }
 
 /// Move what other tasks queued for this session into the output, in order.
