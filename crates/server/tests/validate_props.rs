@@ -100,9 +100,21 @@ proptest! {
         }
         let args = if r.chance(10) { any_json(&mut r, 0) } else { Value::Object(args) };
         let opts = ValidateOptions { qemu_version: Some((major, minor, 0)) };
-        let _ = validate_args(s, id, Some(&args), &opts);
-        let _ = validate_args(s, id, None, &opts);
-        let _ = synthesize_return(s, id);
+        // Answered: accepted, or refused in one line of QEMU's kind.
+        for got in [validate_args(s, id, Some(&args), &opts), validate_args(s, id, None, &opts)] {
+            if let Err(e) = got {
+                prop_assert!(!e.desc.is_empty() && !e.desc.contains('\n'), "{:?}", e);
+            }
+        }
+        // A mock's reply is a value of the return type.
+        let v = synthesize_return(s, id);
+        match c.ret_type {
+            Some(t) => {
+                let got = validate_value(s, t, None, &v, &opts, None);
+                prop_assert!(got.is_ok(), "{} synthesised {} -> {:?}", s.entity(id).name, v, got.err());
+            }
+            None => prop_assert_eq!(v, json!({})),
+        }
     }
 }
 
