@@ -208,7 +208,7 @@ impl Census {
                 self.unimplemented
             ),
             Unhandled::NotFound => format!(
-                "{head}; the schema's {} others are not implemented and left out (--strict: they answer CommandNotFound)",
+                "{head}; {} more of the schema not implemented and left out (--strict: they answer CommandNotFound)",
                 self.left_out
             ),
         }

@@ -608,7 +608,7 @@ fn serves_an_introspection_answer() {
     );
     assert_eq!(
         stop_and_stderr(s),
-        "qmpkit serve: 33 commands: 30 implemented by the machine, 3 built into the protocol; the schema's 43 others are not implemented and left out (--strict: they answer CommandNotFound)\n"
+        "qmpkit serve: 33 commands: 30 implemented by the machine, 3 built into the protocol; 43 more of the schema not implemented and left out (--strict: they answer CommandNotFound)\n"
     );
 }
 
