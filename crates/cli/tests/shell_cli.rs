@@ -323,3 +323,53 @@ x-cmd n=42 neg=-1 t=true f=False l=[1,'a',None,true] o={\"a\":{\"b\":[]}}
         serde_json::json!({"type": "block-dirty-bitmap-clear", "data": {"node": "drive0", "name": "bitmap0"}})
     );
 }
+
+#[test]
+fn on_a_terminal_a_block_job_shows_a_progress_bar() {
+    let _tmux = qmpkit_testkit::program_or_skip!("tmux");
+    let program = qmpkit_testkit::program_or_skip!("qemu-storage-daemon");
+    let dir = TempDir::new("shell-bars");
+    let sock = dir.join("qsd.sock");
+    let _q = qsd(&program, &sock);
+    let s = sock.to_str().expect("path");
+    for node in ["src", "dst"] {
+        let o = run(
+            &[
+                "qmp",
+                s,
+                "blockdev-add",
+                "driver=null-co",
+                &format!("node-name={node}"),
+                "size=268435456",
+            ],
+            "",
+        );
+        assert_eq!(o.code, 0, "{o:?}");
+    }
+    let t = Tmux::start(
+        "bars",
+        &format!(
+            "{} shell --no-history --events none {s}",
+            qmpkit().display()
+        ),
+    );
+    t.wait_line("(QEMU)");
+    // 256 MiB at 128 MiB/s: about two seconds of progress.
+    t.keys(&[
+        "blockdev-backup job-id=j0 device=src target=dst sync=full speed=134217728",
+        "Enter",
+    ]);
+    let screen = t.wait("the finished bar", |s| {
+        s.contains("job j0 [##############################] 100% backup")
+    });
+    let bars: Vec<&str> = screen
+        .lines()
+        .filter(|l| l.starts_with("job j0 ["))
+        .collect();
+    assert!(bars.len() >= 2, "{screen}");
+    assert!(bars.iter().any(|l| !l.contains("100%")), "{screen}");
+    assert!(
+        !screen.contains("JOB_STATUS_CHANGE"),
+        "--events none: {screen}"
+    );
+}

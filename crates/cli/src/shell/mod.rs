@@ -6,6 +6,7 @@
 //! line, the whole reply as JSON, events shown when an empty line is read.
 
 mod complete;
+mod progress;
 
 use crate::proxy::record::Recorder;
 use crate::qmp_syntax::{Parsed, Request, Shorthand};
@@ -582,28 +583,6 @@ impl rustyline::highlight::Highlighter for Helper {}
 impl rustyline::validate::Validator for Helper {}
 impl rustyline::Helper for Helper {}
 
-/// A progress line for a job from `query-jobs`.
-fn job_line(j: &Value) -> Option<String> {
-    let id = j["id"].as_str()?;
-    let cur = j["current-progress"].as_f64().unwrap_or(0.0);
-    let tot = j["total-progress"].as_f64().unwrap_or(0.0);
-    let frac = if tot > 0.0 {
-        (cur / tot).clamp(0.0, 1.0)
-    } else {
-        0.0
-    };
-    let width = 30usize;
-    let filled = (frac * width as f64).round() as usize;
-    Some(format!(
-        "job {id} [{}{}] {:>3}% {} {}",
-        "#".repeat(filled),
-        "-".repeat(width - filled),
-        (frac * 100.0).round() as u64,
-        j["type"].as_str().unwrap_or(""),
-        j["status"].as_str().unwrap_or("")
-    ))
-}
-
 fn interactive(mut s: Session, banner: &str, cli: &Cli, name: &str) -> i32 {
     use rustyline::error::ReadlineError;
     use rustyline::ExternalPrinter;
@@ -676,36 +655,14 @@ fn interactive(mut s: Session, banner: &str, cli: &Cli, name: &str) -> i32 {
                 let polling = polling.clone();
                 let print3 = print2.clone();
                 tokio::spawn(async move {
-                    let mut last: std::collections::HashMap<String, u64> = Default::default();
+                    let mut bars = progress::Bars::new(Arc::new(print3));
                     loop {
                         tokio::time::sleep(Duration::from_millis(250)).await;
                         let Ok(Value::Array(jobs)) = client.call(Command::new("query-jobs")).await
                         else {
                             break;
                         };
-                        let mut active = false;
-                        for j in &jobs {
-                            let st = j["status"].as_str().unwrap_or("");
-                            if !matches!(st, "running" | "paused" | "ready" | "standby") {
-                                continue;
-                            }
-                            active = true;
-                            let tot = j["total-progress"].as_f64().unwrap_or(0.0);
-                            let cur = j["current-progress"].as_f64().unwrap_or(0.0);
-                            let pct = if tot > 0.0 {
-                                (cur * 10.0 / tot) as u64
-                            } else {
-                                0
-                            };
-                            let id = j["id"].as_str().unwrap_or("").to_string();
-                            if last.get(&id) != Some(&pct) {
-                                last.insert(id, pct);
-                                if let Some(l) = job_line(j) {
-                                    print3(l);
-                                }
-                            }
-                        }
-                        if !active {
+                        if !bars.update(&jobs) {
                             break;
                         }
                     }
@@ -763,15 +720,5 @@ mod tests {
         assert!(f.shows("JOB_STATUS_CHANGE") && f.shows("STOP") && !f.shows("RESUME"));
         assert!(!EventFilter::parse("none").shows("STOP"));
         assert!(EventFilter::parse("all").shows("STOP"));
-    }
-
-    #[test]
-    fn job_lines() {
-        let j = serde_json::json!({"id": "j0", "type": "backup", "status": "running",
-            "current-progress": 50, "total-progress": 100});
-        assert_eq!(
-            job_line(&j).unwrap(),
-            "job j0 [###############---------------]  50% backup running"
-        );
     }
 }
