@@ -116,7 +116,7 @@ impl Bars {
                 continue;
             }
             seen.push(id.to_string());
-            let tenth = if total > 0 { cur * 10 / total } else { 0 };
+            let tenth = (cur * 10).checked_div(total).unwrap_or(0);
             match self.bars.get_mut(id) {
                 Some((bar, last)) => {
                     if bar.length() != Some(total) {
