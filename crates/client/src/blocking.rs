@@ -1,12 +1,11 @@
 //! A blocking wrapper for scripts: the async client on a private one-worker runtime.
 //! Do not use it from inside an async context.
 
-use crate::client::{AddFdInfo, Command, ConnectOptions, Endpoint, Subscription};
+use crate::client::{AddFdInfo, ConnectOptions, Endpoint, Subscription};
 use crate::error::Result;
 use crate::message::{EventItem, Greeting};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use serde_json::Value;
 use std::os::fd::BorrowedFd;
 use std::path::Path;
 use std::time::Duration;
@@ -74,8 +73,9 @@ impl Client {
         self.rt.block_on(self.inner.execute(command, args))
     }
 
-    pub fn call(&self, cmd: Command) -> Result<Value> {
-        self.rt.block_on(self.inner.call(cmd))
+    /// Send a [`crate::Command`] or a generated command's struct; see [`crate::Client::call`].
+    pub fn call<R: crate::typed::Request>(&self, req: R) -> Result<R::Output> {
+        self.rt.block_on(self.inner.call(req))
     }
 
     pub fn getfd(&self, fdname: &str, fd: BorrowedFd<'_>) -> Result<()> {

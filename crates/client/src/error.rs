@@ -75,9 +75,26 @@ pub enum Error {
         source: serde_json::Error,
         request: Box<RequestInfo>,
     },
+
+    /// The reply arrived but does not decode into the generated type of the command's return
+    /// value (the error names the JSON path that failed).
+    #[error("{request}: cannot decode the reply {source}")]
+    Reply {
+        #[source]
+        source: qmpkit_qapi::DecodeError,
+        request: Box<RequestInfo>,
+    },
 }
 
 impl Error {
+    /// The path in the reply where a typed reply failed to decode.
+    pub fn reply_path(&self) -> Option<&str> {
+        match self {
+            Error::Reply { source, .. } => Some(&source.path),
+            _ => None,
+        }
+    }
+
     /// The error class when the server answered with an error.
     pub fn class(&self) -> Option<&str> {
         match self {
@@ -99,7 +116,8 @@ impl Error {
         match self {
             Error::Qmp { request, .. }
             | Error::Timeout { request, .. }
-            | Error::Decode { request, .. } => Some(request),
+            | Error::Decode { request, .. }
+            | Error::Reply { request, .. } => Some(request),
             Error::Disconnected { request, .. } => request.as_deref(),
             _ => None,
         }

@@ -22,8 +22,10 @@ mod fdpass;
 pub mod message;
 mod outbox;
 mod transport;
+pub mod typed;
 
 pub use client::{AddFdInfo, Client, Command, ConnectOptions, Endpoint, Subscription};
 pub use error::{Error, RequestInfo, Result};
 pub use fdpass::MAX_FDS;
 pub use message::{Event, EventFilter, EventItem, Greeting, Timestamp, VersionInfo, VersionTriple};
+pub use typed::{Request, TypedEventItem, TypedSubscription};

@@ -36,6 +36,8 @@
 //!   loopback-only TCP unless allowed), serving listeners and streams.
 //! * `validate` — arguments checked as QEMU's input visitor checks them.
 //! * `synth` — reply values synthesised from a command's return type.
+//! * [`typed`] — [`typed::TypedRegistry`]: handlers from the trait `qmpkit schema codegen`
+//!   generates, arguments and replies as Rust types.
 
 pub mod error;
 mod fdpass;
@@ -44,6 +46,7 @@ mod server;
 mod session;
 pub mod synth;
 pub mod transport;
+pub mod typed;
 pub mod validate;
 
 pub use error::ServerError;
