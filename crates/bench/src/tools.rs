@@ -62,6 +62,16 @@ fn latencies(socket: &Path, d: Duration) -> Result<Vec<f64>, String> {
     Ok(lat)
 }
 
+/// CPU time (user + system, µs) a process has used, from /proc.
+fn process_cpu_us(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which is in parentheses and may hold spaces).
+    let rest = stat.get(stat.rfind(')')? + 2..)?;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+    Some(ticks * 1e6 / 100.0)
+}
+
 fn pct(v: &[f64], p: f64) -> f64 {
     if v.is_empty() {
         return f64::NAN;
@@ -92,6 +102,8 @@ fn proxy_figures(bin: &Path) -> Result<Value, String> {
         .enable_all()
         .build()
         .map_err(|e| e.to_string())?;
+    let pid = _proxy.0.id();
+    let mut proxy_cpu = None;
     let (pd, pp) = rt.block_on(async {
         let c = ConnectOptions::default()
             .connect_unix(&upstream)
@@ -103,7 +115,13 @@ fn proxy_figures(bin: &Path) -> Result<Value, String> {
             .connect_unix(&psock)
             .await
             .map_err(|e| e.to_string())?;
+        let cpu0 = process_cpu_us(pid);
+        let t0 = Instant::now();
         let pp = pipelined(&c, 16, MEASURE).await?;
+        let n = pp * t0.elapsed().as_secs_f64();
+        if let (Some(a), Some(b)) = (cpu0, process_cpu_us(pid)) {
+            proxy_cpu = Some((b - a) / n);
+        }
         c.shutdown().await;
         Ok::<(f64, f64), String>((pd, pp))
     })?;
@@ -130,8 +148,9 @@ fn proxy_figures(bin: &Path) -> Result<Value, String> {
         pp
     );
     println!(
-        "proxy: +{added:.1} µs p50 per round trip (goal < 20), pipelined throughput kept {:.0} % (goal >= 80)",
-        pp / pd * 100.0
+        "proxy: +{added:.1} µs p50 per round trip (goal < 20), pipelined throughput kept {:.0} % (goal >= 80), proxy CPU {} µs per request",
+        pp / pd * 100.0,
+        proxy_cpu.map_or("-".into(), |c| format!("{c:.2}"))
     );
     Ok(json!({
         "direct_p50_us": (pct(&direct, 0.5) * 10.0).round() / 10.0,
@@ -140,6 +159,7 @@ fn proxy_figures(bin: &Path) -> Result<Value, String> {
         "direct_pipelined16_per_sec": pd.round(),
         "proxy_pipelined16_per_sec": pp.round(),
         "proxy_pipelined_kept": (pp / pd * 100.0).round() / 100.0,
+        "proxy_cpu_us_per_req": proxy_cpu.map(|c| (c * 100.0).round() / 100.0),
         "goal_added_p50_under_20us": added < 20.0,
         "goal_pipelined_kept_80pct": pp / pd >= 0.8,
     }))

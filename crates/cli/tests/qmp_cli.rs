@@ -224,3 +224,38 @@ fn completion_scripts_and_man_pages() {
     let o = run(&["man", "nope"], "");
     assert_eq!(o.code, 2);
 }
+
+#[test]
+fn host_port_over_tcp() {
+    // A free loopback port, then `qmpkit serve` on it.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("port")
+        .port();
+    let _m = Proc(
+        std::process::Command::new(qmpkit())
+            .args([
+                "serve",
+                "--qmp",
+                &format!("tcp:127.0.0.1:{port},server=on,wait=off"),
+            ])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("serve"),
+    );
+    let addr = format!("127.0.0.1:{port}");
+    let t = std::time::Instant::now();
+    let o = loop {
+        let o = run(&["qmp", &addr, "query-status"], "");
+        if o.code == 0 || t.elapsed() > std::time::Duration::from_secs(10) {
+            break o;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    assert_eq!(o.code, 0, "{o:?}");
+    assert!(o.stdout.contains("\"status\":\"running\""), "{o:?}");
+    let o = run(&["qmp", &format!("tcp:{addr}"), "query-name"], "");
+    assert_eq!((o.code, o.stdout.as_str()), (0, "{}\n"), "{o:?}");
+}

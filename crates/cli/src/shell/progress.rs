@@ -116,7 +116,7 @@ impl Bars {
                 continue;
             }
             seen.push(id.to_string());
-            let tenth = (cur * 10).checked_div(total).unwrap_or(0);
+            let tenth = cur.saturating_mul(10).checked_div(total).unwrap_or(0);
             match self.bars.get_mut(id) {
                 Some((bar, last)) => {
                     if bar.length() != Some(total) {
