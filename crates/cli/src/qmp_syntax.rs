@@ -581,6 +581,37 @@ mod tests {
     }
 
     #[test]
+    fn odd_input_does_not_panic() {
+        let mut p = Shorthand::new();
+        for line in [
+            "",
+            "\u{3000}",
+            "transaction(",
+            ")",
+            "transaction()",
+            "transaction( )",
+            "a b=\\",
+            "a b='\\u12'",
+            "a b=\"\\u{zz}\"",
+            "a b=[\"\\",
+            "a b={'a'",
+            "a b={1:2}",
+            "a b=[,]",
+            "a .=1",
+            "a a.=1",
+            "a b=--1",
+            "a b=1e999",
+            "a b=-",
+            "{",
+            "{}",
+            "[1]",
+            "a b=\u{e9}\u{3000}c",
+        ] {
+            let _ = p.feed(line);
+        }
+    }
+
+    #[test]
     fn transactions() {
         let mut p = Shorthand::new();
         assert_eq!(p.feed("transaction(").unwrap(), Parsed::Pending);

@@ -240,8 +240,10 @@ pub enum Want {
 /// What to offer for `line` up to the cursor.
 pub fn complete(model: &Model, line: &str, in_transaction: bool) -> Want {
     let start = line
-        .rfind(|c: char| c.is_whitespace())
-        .map(|i| i + 1)
+        .char_indices()
+        .rev()
+        .find(|(_, c)| c.is_whitespace())
+        .map(|(i, c)| i + c.len_utf8())
         .unwrap_or(0);
     let word = &line[start..];
     let before: Vec<&str> = line[..start].split_whitespace().collect();
@@ -463,6 +465,33 @@ mod tests {
         assert!(
             words(complete(&m, "block-dirty-bitmap-add na", true)).contains(&"name=".to_string())
         );
+    }
+
+    #[test]
+    fn odd_input_does_not_panic() {
+        let m = model();
+        for line in [
+            "",
+            " ",
+            "\u{3000}",
+            "blockdev-add\u{3000}dri",
+            "blockdev-add driver=null-co\u{3000}la",
+            "qom-get path=\u{e9}/\u{e9}",
+            "x.y.z",
+            "blockdev-add ..=",
+            "blockdev-add a..b.",
+            "=",
+            "transaction(",
+            "transaction( nope x",
+            "help",
+            "blockdev-add file.file.file.file.",
+            "blockdev-add driver={'x': [",
+            "'\"",
+            "blockdev-backup sync=\u{1F600}",
+        ] {
+            let _ = complete(&m, line, false);
+            let _ = complete(&m, line, true);
+        }
     }
 
     #[test]
