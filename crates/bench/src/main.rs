@@ -3,6 +3,7 @@
 mod ceiling;
 mod client;
 mod machine;
+mod process;
 mod proto;
 mod schema;
 mod tools;
@@ -27,6 +28,9 @@ fn main() {
     }
     if on("schema") {
         schema::run(&mut results);
+    }
+    if on("schema") || on("process") {
+        process::run(&mut results);
     }
     if on("machine") {
         machine::run(&mut results);

@@ -5,6 +5,7 @@
 
 use std::process::ExitCode;
 
+mod arena;
 mod docs_cmd;
 mod proxy;
 mod qmp_cmd;
@@ -30,6 +31,10 @@ commands:
   help                                      show this text
 
 Run `qmpkit <command> --help` for the options of one command.";
+
+/// The system's allocator, or an arena for the one-shot schema commands (see `arena`).
+#[global_allocator]
+static ALLOC: arena::Alloc = arena::Alloc;
 
 /// `RUST_LOG` (e.g. `RUST_LOG=qmpkit_server=debug` for every request and
 /// reply): diagnostics on stderr, never on stdout (`-qmp stdio` speaks
