@@ -12,7 +12,7 @@ use crate::config::parse_keyval;
 use crate::qom::Tree;
 use crate::{Args, CmdResult, Cx, Machine};
 
-pub const HANDLED: &[&str] = &["chardev-remove", "query-chardev"];
+pub const HANDLED: &[&str] = &["chardev-remove", "chardev-send-break", "query-chardev"];
 
 /// The pty a backend gets: deterministic per machine and label order.
 fn pty_name(n: usize) -> String {
@@ -140,16 +140,18 @@ pub fn query_chardev(m: &Machine) -> Value {
     Value::Array(out)
 }
 
+/// The QOM node of chardev `id`, or QEMU's error for a missing one.
+fn find(m: &Machine, id: &str) -> Result<crate::qom::NodeId, qmpkit_wire::QmpError> {
+    let tree = &m.qom.tree;
+    tree.child(Tree::ROOT, "chardevs")
+        .and_then(|c| tree.child(c, id))
+        .ok_or_else(|| crate::generic(format!("Chardev '{id}' not found")))
+}
+
 /// `chardev-remove`: a back end no front end uses goes away.
 fn chardev_remove(m: &mut Machine, args: &Args) -> CmdResult {
     let id = crate::arg_str(args, "id").unwrap_or("");
-    let tree = &m.qom.tree;
-    let node = tree
-        .child(Tree::ROOT, "chardevs")
-        .and_then(|c| tree.child(c, id));
-    let Some(node) = node else {
-        return Err(crate::generic(format!("Chardev '{id}' not found")));
-    };
+    let node = find(m, id)?;
     if frontend_open(m, id) {
         return Err(crate::generic(format!("Chardev '{id}' is busy")));
     }
@@ -162,6 +164,12 @@ pub fn execute(m: &mut Machine, cmd: &str, args: &Args, _cx: &mut Cx) -> Option<
     match cmd {
         "query-chardev" => Some(Ok(query_chardev(m))),
         "chardev-remove" => Some(chardev_remove(m, args)),
+        // The break goes to the back end; the machine's back ends (null,
+        // vc, pty, sockets, files) carry no line state to change, as in
+        // QEMU for most of them.
+        "chardev-send-break" => {
+            Some(find(m, crate::arg_str(args, "id").unwrap_or("")).and_then(|_| crate::empty()))
+        }
         _ => None,
     }
 }

@@ -7,9 +7,12 @@
 
 use serde_json::{Map, Value};
 
-use crate::{generic, not_implemented, Args, CmdResult, Cx, Machine};
+use qmpkit_wire::{ErrorClass, QmpError};
+
+use crate::{arg_str, generic, not_implemented, Args, CmdResult, Cx, Machine};
 
 pub const HANDLED: &[&str] = &[
+    "client_migrate_info",
     "migrate-continue",
     "migrate-incoming",
     "migrate-start-postcopy",
@@ -19,7 +22,7 @@ pub const HANDLED: &[&str] = &[
 ];
 
 /// Dispatch.
-pub fn execute(m: &mut Machine, cmd: &str, _args: &Args, _cx: &mut Cx) -> Option<CmdResult> {
+pub fn execute(m: &mut Machine, cmd: &str, args: &Args, _cx: &mut Cx) -> Option<CmdResult> {
     // A machine started with -incoming waits for a migration that this
     // machine cannot receive: nothing here describes that state.
     let incoming = m.config.incoming.is_some();
@@ -38,6 +41,14 @@ pub fn execute(m: &mut Machine, cmd: &str, _args: &Args, _cx: &mut Cx) -> Option
             "Enable postcopy with migrate_set_capability before the start of migration",
         )),
         "x-colo-lost-heartbeat" => Err(generic("VM is not in COLO mode")),
+        // Only SPICE clients can be told, and the machine has no SPICE.
+        "client_migrate_info" => match arg_str(args, "protocol") {
+            Some("spice") => Err(QmpError::new(
+                ErrorClass::DeviceNotActive,
+                "SPICE is not in use",
+            )),
+            _ => Err(generic("Parameter 'protocol' expects 'spice'")),
+        },
         _ if HANDLED.contains(&cmd) => Err(not_implemented(cmd)),
         _ => return None,
     })

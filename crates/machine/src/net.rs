@@ -8,7 +8,14 @@ use serde_json::Value;
 use crate::config::NetdevConfig;
 use crate::{arg_str, Args, CmdResult, Cx, Machine};
 
-pub const HANDLED: &[&str] = &["netdev_add", "netdev_del", "query-rocker"];
+pub const HANDLED: &[&str] = &[
+    "netdev_add",
+    "netdev_del",
+    "query-rocker",
+    "query-rocker-of-dpa-flows",
+    "query-rocker-of-dpa-groups",
+    "query-rocker-ports",
+];
 
 /// Back ends changed at run time.
 #[derive(Debug, Clone, Default)]
@@ -92,7 +99,10 @@ pub fn execute(m: &mut Machine, cmd: &str, args: &Args, _cx: &mut Cx) -> Option<
         "netdev_add" => netdev_add(m, args),
         "netdev_del" => netdev_del(m, args),
         // The machine models no rocker switch.
-        "query-rocker" => Err(crate::generic(format!(
+        "query-rocker"
+        | "query-rocker-ports"
+        | "query-rocker-of-dpa-flows"
+        | "query-rocker-of-dpa-groups" => Err(crate::generic(format!(
             "rocker {} not found",
             crate::arg_str(args, "name").unwrap_or("")
         ))),

@@ -264,7 +264,12 @@ fn call_args(cmd: &str, tmp: &str) -> Option<Value> {
         "chardev-remove" => json!({"id": "spare"}),
         "migrate-continue" => json!({"state": "pre-switchover"}),
         "migrate-incoming" => json!({"uri": "tcp:127.0.0.1:4444"}),
-        "query-rocker" => json!({"name": "sw0"}),
+        "query-rocker"
+        | "query-rocker-ports"
+        | "query-rocker-of-dpa-flows"
+        | "query-rocker-of-dpa-groups" => json!({"name": "sw0"}),
+        "client_migrate_info" => json!({"protocol": "spice", "hostname": "dst"}),
+        "chardev-send-break" => json!({"id": "spare"}),
         "blockdev-change-medium" => {
             json!({"device": "ide1-cd0", "filename": format!("{tmp}/cd.iso")})
         }
@@ -356,6 +361,10 @@ const ERRORS: &[(&str, &str)] = &[
     ),
     ("x-colo-lost-heartbeat", "VM is not in COLO mode"),
     ("query-rocker", "rocker sw0 not found"),
+    ("query-rocker-ports", "rocker sw0 not found"),
+    ("query-rocker-of-dpa-flows", "rocker sw0 not found"),
+    ("query-rocker-of-dpa-groups", "rocker sw0 not found"),
+    ("client_migrate_info", "SPICE is not in use"),
     // The tray must be open first.
     (
         "x-blockdev-remove-medium",
