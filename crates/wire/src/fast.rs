@@ -362,7 +362,12 @@ impl Reader<'_> {
             }
             return Ok(Value::from(if start == int_start { n } else { -n }));
         }
-        Ok(crate::json::parse_number(text.as_bytes(), !float))
+        let v = crate::json::parse_number(text.as_bytes(), !float);
+        if v.as_f64().is_some_and(|f| f.abs() == f64::MAX) {
+            // Beyond a double's range, or the largest double: the exact path tells which.
+            return Err(Stop::Refused);
+        }
+        Ok(v)
     }
 
     fn keyword(&mut self, word: &[u8], v: Value) -> R<Value> {

@@ -544,6 +544,8 @@ fn parse_tokens(tokens: &[Token], arena: &[u8]) -> Result<Value, JsonError> {
         pos: 0,
     };
     let mut stack: Vec<Frame> = Vec::new();
+    // Whether a number in the top-level `id` stands marked as the largest double.
+    let mut marked = false;
     // `None`: a value must be parsed next; `Some(v)`: a value was completed.
     let mut done: Option<Value> = None;
     loop {
@@ -580,7 +582,15 @@ fn parse_tokens(tokens: &[Token], arena: &[u8]) -> Result<Value, JsonError> {
                     }
                     TokKind::Integer | TokKind::Float => {
                         ts.pop();
-                        parse_number(ts.text(t), t.kind == TokKind::Integer)
+                        let v = parse_number(ts.text(t), t.kind == TokKind::Integer);
+                        let in_id =
+                            matches!(stack.first(), Some(Frame::Object(_, Some(k))) if k == "id");
+                        if in_id && is_largest_double(&v, ts.text(t)) {
+                            marked = true;
+                            mark_largest_double(v)
+                        } else {
+                            v
+                        }
                     }
                     TokKind::Keyword => {
                         ts.pop();
@@ -602,7 +612,13 @@ fn parse_tokens(tokens: &[Token], arena: &[u8]) -> Result<Value, JsonError> {
         };
         // Hand the completed value to the innermost frame.
         match stack.pop() {
-            None => return Ok(value),
+            None => {
+                let mut value = value;
+                if marked && !is_request(&value) {
+                    unmark_largest_doubles(&mut value);
+                }
+                return Ok(value);
+            }
             Some(Frame::Key(map)) => {
                 let Value::String(key) = value else {
                     return Err(JsonError::parse("key is not a string in object"));
@@ -635,6 +651,75 @@ fn parse_tokens(tokens: &[Token], arena: &[u8]) -> Result<Value, JsonError> {
                     _ => return Err(JsonError::parse("expected separator in list")),
                 }
             }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The largest double in a request's `id`.
+//
+// QEMU keeps a number beyond a double's range as an infinity and echoes it as `inf`; a JSON
+// value cannot hold one, so it decodes to the largest double of its sign, which the writer
+// prints as `inf` (see `parse_number`). A number that *is* the largest double must be echoed
+// as such (`1.7976931348623157e+308`): in a request's `id`, the only value QEMU echoes, the
+// decoder wraps it in a one-member object under a key QEMU's parser never produces (U+FFFE is
+// not a character it accepts), which every writer prints as that number. Nothing reads an
+// `id` but the writers; anything else that decodes (a reply, a value that is not a request)
+// gets the plain number back.
+
+/// The key of the object that stands for a largest double in a request's `id`.
+const LARGEST_DOUBLE_KEY: &str = "\u{FFFE}largest double";
+
+/// Whether `v`, decoded from `text`, is ±`f64::MAX` read as such (not beyond a double's range).
+fn is_largest_double(v: &Value, text: &[u8]) -> bool {
+    v.as_f64().is_some_and(|f| f.abs() == f64::MAX)
+        && !v.is_i64()
+        && !v.is_u64()
+        && std::str::from_utf8(text)
+            .ok()
+            .and_then(|s| s.parse::<f64>().ok())
+            .is_some_and(f64::is_finite)
+}
+
+fn mark_largest_double(v: Value) -> Value {
+    let mut m = Map::new();
+    m.insert(LARGEST_DOUBLE_KEY.to_string(), v);
+    Value::Object(m)
+}
+
+/// The largest double a marked object stands for.
+fn marked_largest_double(map: &Map<String, Value>) -> Option<f64> {
+    if map.len() != 1 {
+        return None;
+    }
+    let (k, v) = map.iter().next()?;
+    if k != LARGEST_DOUBLE_KEY {
+        return None;
+    }
+    v.as_f64().filter(|f| f.abs() == f64::MAX)
+}
+
+fn is_request(v: &Value) -> bool {
+    v.as_object()
+        .is_some_and(|m| m.contains_key("execute") || m.contains_key("exec-oob"))
+}
+
+/// Marked numbers back to plain numbers, at any depth, without recursion.
+fn unmark_largest_doubles(v: &mut Value) {
+    let mut todo: Vec<&mut Value> = vec![v];
+    while let Some(v) = todo.pop() {
+        if let Value::Object(m) = v {
+            if let Some(f) = marked_largest_double(m) {
+                *v = Number::from_f64(f)
+                    .map(Value::Number)
+                    .unwrap_or(Value::Null);
+                continue;
+            }
+        }
+        match v {
+            Value::Array(list) => todo.extend(list.iter_mut()),
+            Value::Object(m) => todo.extend(m.values_mut()),
+            _ => {}
         }
     }
 }
@@ -913,6 +998,9 @@ fn write_ordered(value: &Value, out: &mut Vec<u8>, depth: usize) {
             }
             out.push(b']');
         }
+        Value::Object(map) if marked_largest_double(map).is_some() => {
+            write_shallow(value, out, depth)
+        }
         Value::Object(map) => {
             out.push(b'{');
             let mut first = true;
@@ -938,6 +1026,9 @@ fn write_shallow(value: &Value, out: &mut Vec<u8>, depth: usize) {
         Value::Bool(false) => out.extend_from_slice(b"false"),
         Value::Number(n) => write_number(n, out),
         Value::String(s) => write_string(s, out),
+        Value::Object(map) if marked_largest_double(map).is_some() => {
+            format_g17(marked_largest_double(map).unwrap_or(f64::MAX), out)
+        }
         _ if depth >= WRITE_RECURSION => write_deep(value, out),
         Value::Array(list) => {
             out.push(b'[');
@@ -992,6 +1083,9 @@ fn write_deep(value: &Value, out: &mut Vec<u8>) {
                         continue;
                     }
                 }
+                Value::Object(map) if marked_largest_double(map).is_some() => {
+                    format_g17(marked_largest_double(map).unwrap_or(f64::MAX), out)
+                }
                 Value::Object(map) => {
                     out.push(b'{');
                     let mut it = map.iter();
@@ -1038,7 +1132,8 @@ fn write_deep(value: &Value, out: &mut Vec<u8>) {
 
 /// The value a number beyond the range of a double (`1e400`, `-1e400`) decodes to: the largest
 /// double of its sign, printed back as `inf` / `-inf` as QEMU prints the infinity it keeps. A
-/// number that is exactly ±`f64::MAX` prints the same way.
+/// number that is exactly ±`f64::MAX` prints the same way, except in a request's `id`, where
+/// the decoder marks it so that it is echoed as the number it is.
 pub fn is_overflowed(n: &Number) -> bool {
     n.as_u64().is_none() && n.as_i64().is_none() && n.as_f64().is_some_and(|f| f.abs() == f64::MAX)
 }

@@ -350,3 +350,45 @@ fn token_size_limit() {
         ]
     );
 }
+
+#[test]
+fn largest_double_in_an_id_is_echoed_as_itself() {
+    // QEMU echoes the largest double as itself and a number beyond it as an infinity, at any
+    // depth of the id, whatever else the id holds; both paths and any chunking agree.
+    let input: &[u8] = b"{\"execute\": \"query-version\", \"id\": [1.7976931348623157e308, 1e400, \
+        {\"b\": -1.7976931348623157e308, \"a\": [-1e309, 1.7976931348623158e308]}, 1.7976931348623155e308]}\n";
+    let expected = "[1.7976931348623157e+308, inf, {\"a\": [-inf, 1.7976931348623157e+308], \
+        \"b\": -1.7976931348623157e+308}, 1.7976931348623155e+308]";
+    for mut s in [JsonStreamer::new(), JsonStreamer::exact_only()] {
+        for cut in [0, 40, 60, input.len()] {
+            let mut out = Vec::new();
+            s.feed(&input[..cut], &mut out);
+            s.feed(&input[cut..], &mut out);
+            let v = out.pop().and_then(Result::ok).expect("value");
+            let req = Request::parse(v, false).expect("request");
+            let line = encode_line(&qmpkit_wire::response_return(serde_json::json!({}), req.id));
+            assert_eq!(
+                String::from_utf8_lossy(&line),
+                format!("{{\"return\": {{}}, \"id\": {expected}}}\r\n")
+            );
+        }
+    }
+    // Elsewhere (arguments, replies, other values) the largest double is a plain number, and
+    // what is not a request gets plain numbers back, its id too.
+    let out = decode(b"{\"execute\": \"x\", \"arguments\": {\"n\": 1.7976931348623157e308}}\n");
+    assert_eq!(out, ["{\"execute\": \"x\", \"arguments\": {\"n\": inf}}"]);
+    let mut out = Vec::new();
+    JsonStreamer::new().feed(
+        b"{\"return\": {}, \"id\": [1.7976931348623157e308]}\n",
+        &mut out,
+    );
+    let v = out.pop().and_then(Result::ok).expect("value");
+    assert_eq!(v["id"][0].as_f64(), Some(f64::MAX));
+    let mut out = Vec::new();
+    JsonStreamer::new().feed(
+        b"{\"execute\": \"x\", \"arguments\": {\"n\": 1.7976931348623157e308}}\n",
+        &mut out,
+    );
+    let v = out.pop().and_then(Result::ok).expect("value");
+    assert_eq!(v["arguments"]["n"].as_f64(), Some(f64::MAX));
+}

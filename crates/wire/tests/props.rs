@@ -136,6 +136,8 @@ fn jsonish() -> impl Strategy<Value = Vec<u8>> {
         Just(&b"0e1"[..]),
         Just(&b"-0E"[..]),
         Just(&b"\\u1g"[..]),
+        Just(&b"\"id\": 1.7976931348623157e308"[..]),
+        Just(&b"1e400"[..]),
         Just(&b"\t"[..]),
         Just(&b"{\"execute\": \"query-version\", \"id\": 1}"[..]),
     ];
