@@ -14,19 +14,17 @@ const BUCKETS: u32 = 512;
 /// QEMU's hash of an object member name (over its modified UTF-8 bytes: the
 /// string's own bytes, with NUL as the two bytes `C0 80`).
 pub fn member_hash(key: &str) -> u32 {
-    let bytes = key.as_bytes();
-    let nuls = bytes.iter().filter(|&&b| b == 0).count();
-    let mut value = 0x238F_13AFu32.wrapping_mul((bytes.len() + nuls) as u32);
-    // The shift of the i-th byte is (i * 5) % 24, kept as a running value.
+    // value = 0x238F13AF * len + sum(byte << ((i * 5) % 24)), summed in one pass (the
+    // additions wrap, so their order does not matter).
+    let mut sum = 0u32;
+    let mut len = 0u32;
     let mut shift = 0u32;
     let mut add = |b: u8| {
-        value = value.wrapping_add(u32::from(b) << shift);
-        shift += 5;
-        if shift >= 24 {
-            shift -= 24;
-        }
+        sum = sum.wrapping_add(u32::from(b) << shift);
+        len = len.wrapping_add(1);
+        shift = if shift >= 19 { shift - 19 } else { shift + 5 };
     };
-    for &b in bytes {
+    for &b in key.as_bytes() {
         if b == 0 {
             add(0xC0);
             add(0x80);
@@ -34,6 +32,7 @@ pub fn member_hash(key: &str) -> u32 {
             add(b);
         }
     }
+    let value = 0x238F_13AFu32.wrapping_mul(len).wrapping_add(sum);
     1_103_515_243u32.wrapping_mul(value).wrapping_add(12345)
 }
 
@@ -79,24 +78,16 @@ pub fn walk<'a, E>(
         }
         return Ok(());
     }
-    // (bucket, index), sorted by bucket, then most recent first: insertion sort on the
-    // stack (a handful of members, mostly in order already).
-    let mut members: [Option<(&String, &Value)>; SMALL] = [None; SMALL];
-    let mut order = [(0u32, 0usize); SMALL];
-    for (i, (k, v)) in map.iter().enumerate() {
-        members[i] = Some((k, v));
-        let key = (member_bucket(k), i);
-        let mut j = i;
-        while j > 0
-            && (order[j - 1].0 > key.0 || (order[j - 1].0 == key.0 && order[j - 1].1 < key.1))
-        {
-            order[j] = order[j - 1];
-            j -= 1;
-        }
-        order[j] = key;
+    // One word per member: bucket (9 bits) above the complement of its index, so that
+    // sorting the words orders by bucket, then most recent first.
+    let mut order = [0u32; SMALL];
+    for (i, k) in map.keys().enumerate() {
+        order[i] = (member_bucket(k) << 8) | (0xFF - i as u32);
     }
-    for &(_, i) in &order[..n] {
-        if let Some((k, v)) = members[i] {
+    order[..n].sort_unstable();
+    for &w in &order[..n] {
+        let i = (0xFF - (w & 0xFF)) as usize;
+        if let Some((k, v)) = map.iter().nth(i) {
             f(k, v)?;
         }
     }
