@@ -54,7 +54,8 @@
 //! named after the command (`query-block` → `QueryBlock`), an event's after the event
 //! (`BLOCK_JOB_COMPLETED` → `BlockJobCompleted`); when a type has that name already, the
 //! command's struct is that type itself if it is the command's (plain struct) argument type,
-//! else it takes the suffix `Command` (events: `Event`).
+//! else it takes the suffix `Command`. Events come after commands and take the suffix
+//! `Event` on a clash (`stop` → `Stop`, `STOP` → `StopEvent`).
 //!
 //! Types with no name of their own — the masked names (`"1"`, `"2"`, …) of an introspection
 //! answer and the nested anonymous structs of the legacy dialect — are named after their first

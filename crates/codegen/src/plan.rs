@@ -311,8 +311,18 @@ impl<'a> Plan<'a> {
                 self.name[id] = Some(ns.unique(&camel(&e.name), ""));
             }
         }
-        // Commands and events.
-        for (id, e) in s.iter() {
+        // Commands, then events (a command keeps its name when an event has the same).
+        let calls: Vec<EntityId> = s
+            .iter()
+            .filter(|(_, e)| matches!(e.kind, EntityKind::Command(_)))
+            .chain(
+                s.iter()
+                    .filter(|(_, e)| matches!(e.kind, EntityKind::Event(_))),
+            )
+            .map(|(id, _)| id)
+            .collect();
+        for id in calls {
+            let e = &s.entities[id];
             if !self.on[id] {
                 continue;
             }
