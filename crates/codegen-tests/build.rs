@@ -22,6 +22,21 @@ fn main() {
     println!("cargo:rerun-if-env-changed=PATH");
     let x86 = cfg(&data.join("qemu-ref/introspection/cfg-qemu-system-x86_64-7.2.22.txt"));
     let intro = data.join("qemu-ref/introspection");
+    if std::env::var_os("CARGO_FEATURE_ALL").is_some() {
+        all(&out, &root, &data, &intro, x86);
+    }
+    // The storage daemon that runs here, if any.
+    let saved = intro.join("qemu-storage-daemon-10.0.2-query-qmp-schema.json");
+    let (path, source) = match live_qsd_schema(&out) {
+        Some(p) => (p, "live"),
+        None => (saved, "saved"),
+    };
+    gen(&out, "qsd_10_0_2", &path, HashSet::new());
+    println!("cargo:rustc-env=QSD_SCHEMA_SOURCE={source}");
+}
+
+fn all(out: &Path, root: &Path, data: &Path, intro: &Path, x86: HashSet<String>) {
+    let out = out.to_path_buf();
     gen(
         &out,
         "seed_2_12",

@@ -2,6 +2,7 @@
 
 mod ceiling;
 mod client;
+mod codegen;
 mod machine;
 mod process;
 mod proto;
@@ -31,6 +32,9 @@ fn main() {
     }
     if on("schema") || on("process") {
         process::run(&mut results);
+    }
+    if on("codegen") {
+        codegen::run(&mut results);
     }
     if on("machine") {
         machine::run(&mut results);

@@ -32,8 +32,9 @@ pub fn find(table: &[(&str, RoundTrip, RoundTrip)], name: &str) -> Option<(Round
 }
 
 macro_rules! bindings {
-    ($($m:ident),*) => {$(
+    ($($(#[$a:meta])* $m:ident),*) => {$(
         #[allow(clippy::all)]
+        $(#[$a])*
         pub mod $m {
             include!(concat!(env!("OUT_DIR"), "/", stringify!($m), ".rs"));
         }
@@ -41,11 +42,16 @@ macro_rules! bindings {
 }
 
 bindings!(
+    #[cfg(feature = "all")]
     seed_2_12,
+    #[cfg(feature = "all")]
     qsd_7_2_22,
     qsd_10_0_2,
+    #[cfg(feature = "all")]
     system_7_2_22,
+    #[cfg(feature = "all")]
     system_10_0_2,
+    #[cfg(feature = "all")]
     machine
 );
 

@@ -241,11 +241,19 @@ fn to_decode_error(e: serde_path_to_error::Error<serde_json::Error>) -> DecodeEr
 
 /// Decode `T` from a JSON value, tolerantly (see the crate docs).
 pub fn decode<T: DeserializeOwned>(v: &Value) -> Result<T, DecodeError> {
-    serde_path_to_error::deserialize(v).map_err(to_decode_error)
+    // The path is tracked only to explain a failure: decoding again is cheaper than tracking
+    // every member of every value that decodes.
+    match T::deserialize(v) {
+        Ok(t) => Ok(t),
+        Err(_) => serde_path_to_error::deserialize(v).map_err(to_decode_error),
+    }
 }
 
 /// Decode `T` from JSON text, tolerantly.
 pub fn decode_str<T: DeserializeOwned>(text: &str) -> Result<T, DecodeError> {
+    if let Ok(t) = serde_json::from_str(text) {
+        return Ok(t);
+    }
     let mut d = serde_json::Deserializer::from_str(text);
     let t = serde_path_to_error::deserialize(&mut d).map_err(to_decode_error)?;
     d.end().map_err(|e| DecodeError {
