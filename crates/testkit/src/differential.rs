@@ -364,6 +364,9 @@ fn envelopes(out: &mut Vec<Case>) {
             "\"execute\"",
             "null",
             "{\"execute\": \"query-version\", \"execute\": \"query-version\"}",
+            "{\"id\": 1.7976931348623157e308}",
+            "{\"id\": [1.7976931348623157e308, 1e400], \"foo\": 1}",
+            "{\"execute\": \"nope\", \"id\": {\"b\": -1.7976931348623157e308, \"a\": -1e999}}",
         ] {
             out.push(Case {
                 mode,

@@ -544,8 +544,6 @@ fn parse_tokens(tokens: &[Token], arena: &[u8]) -> Result<Value, JsonError> {
         pos: 0,
     };
     let mut stack: Vec<Frame> = Vec::new();
-    // Whether a number in the top-level `id` stands marked as the largest double.
-    let mut marked = false;
     // `None`: a value must be parsed next; `Some(v)`: a value was completed.
     let mut done: Option<Value> = None;
     loop {
@@ -586,7 +584,6 @@ fn parse_tokens(tokens: &[Token], arena: &[u8]) -> Result<Value, JsonError> {
                         let in_id =
                             matches!(stack.first(), Some(Frame::Object(_, Some(k))) if k == "id");
                         if in_id && is_largest_double(&v, ts.text(t)) {
-                            marked = true;
                             mark_largest_double(v)
                         } else {
                             v
@@ -612,13 +609,7 @@ fn parse_tokens(tokens: &[Token], arena: &[u8]) -> Result<Value, JsonError> {
         };
         // Hand the completed value to the innermost frame.
         match stack.pop() {
-            None => {
-                let mut value = value;
-                if marked && !is_request(&value) {
-                    unmark_largest_doubles(&mut value);
-                }
-                return Ok(value);
-            }
+            None => return Ok(value),
             Some(Frame::Key(map)) => {
                 let Value::String(key) = value else {
                     return Err(JsonError::parse("key is not a string in object"));
@@ -656,18 +647,17 @@ fn parse_tokens(tokens: &[Token], arena: &[u8]) -> Result<Value, JsonError> {
 }
 
 // ---------------------------------------------------------------------------
-// The largest double in a request's `id`.
+// The largest double in an `id`.
 //
 // QEMU keeps a number beyond a double's range as an infinity and echoes it as `inf`; a JSON
 // value cannot hold one, so it decodes to the largest double of its sign, which the writer
 // prints as `inf` (see `parse_number`). A number that *is* the largest double must be echoed
-// as such (`1.7976931348623157e+308`): in a request's `id`, the only value QEMU echoes, the
-// decoder wraps it in a one-member object under a key QEMU's parser never produces (U+FFFE is
-// not a character it accepts), which every writer prints as that number. Nothing reads an
-// `id` but the writers; anything else that decodes (a reply, a value that is not a request)
-// gets the plain number back.
+// as such (`1.7976931348623157e+308`): in the `id` of a top-level object, the only value QEMU
+// echoes (whatever else the object holds), the decoder wraps it in a one-member object under a
+// key QEMU's parser never produces (U+FFFE is not a character it accepts), which every writer
+// prints as that number. Nothing reads an `id` but the writers.
 
-/// The key of the object that stands for a largest double in a request's `id`.
+/// The key of the object that stands for a largest double in an `id`.
 const LARGEST_DOUBLE_KEY: &str = "\u{FFFE}largest double";
 
 /// Whether `v`, decoded from `text`, is ±`f64::MAX` read as such (not beyond a double's range).
@@ -697,31 +687,6 @@ fn marked_largest_double(map: &Map<String, Value>) -> Option<f64> {
         return None;
     }
     v.as_f64().filter(|f| f.abs() == f64::MAX)
-}
-
-fn is_request(v: &Value) -> bool {
-    v.as_object()
-        .is_some_and(|m| m.contains_key("execute") || m.contains_key("exec-oob"))
-}
-
-/// Marked numbers back to plain numbers, at any depth, without recursion.
-fn unmark_largest_doubles(v: &mut Value) {
-    let mut todo: Vec<&mut Value> = vec![v];
-    while let Some(v) = todo.pop() {
-        if let Value::Object(m) = v {
-            if let Some(f) = marked_largest_double(m) {
-                *v = Number::from_f64(f)
-                    .map(Value::Number)
-                    .unwrap_or(Value::Null);
-                continue;
-            }
-        }
-        match v {
-            Value::Array(list) => todo.extend(list.iter_mut()),
-            Value::Object(m) => todo.extend(m.values_mut()),
-            _ => {}
-        }
-    }
 }
 
 pub(crate) fn parse_number(text: &[u8], integer: bool) -> Value {
