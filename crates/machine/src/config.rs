@@ -190,6 +190,11 @@ pub struct MachineConfig {
     pub qmp: Vec<String>,
     /// `-mon` option strings as given.
     pub mon: Vec<String>,
+    /// `-qmp-pretty` option strings as given (QMP, pretty-printed).
+    #[serde(rename = "qmp-pretty")]
+    pub qmp_pretty: Vec<String>,
+    /// `-monitor` option strings as given (the human monitor).
+    pub monitor: Vec<String>,
     pub tpm: Option<TpmConfig>,
     /// `-vnc` display (`:0`, `0.0.0.0:0`, `none`).
     pub vnc: Option<String>,
@@ -294,6 +299,8 @@ impl MachineConfig {
             objects: Vec::new(),
             chardevs: Vec::new(),
             qmp: Vec::new(),
+            qmp_pretty: Vec::new(),
+            monitor: Vec::new(),
             mon: Vec::new(),
             tpm: None,
             vnc: None,
@@ -462,6 +469,8 @@ impl MachineConfig {
                 self.uuid = keep.uuid;
                 self.start_paused = keep.start_paused;
                 self.qmp = keep.qmp;
+                self.qmp_pretty = keep.qmp_pretty;
+                self.monitor = keep.monitor;
                 self.chardevs = keep.chardevs;
                 self.mon = keep.mon;
             }
@@ -698,7 +707,9 @@ impl MachineConfig {
                     self.serials.push(v);
                 }
             }
-            "qmp" | "qmp-pretty" => self.qmp.push(need(value)?),
+            "qmp" => self.qmp.push(need(value)?),
+            "qmp-pretty" => self.qmp_pretty.push(need(value)?),
+            "monitor" => self.monitor.push(need(value)?),
             "chardev" => self.chardevs.push(need(value)?),
             "mon" => self.mon.push(need(value)?),
             "pidfile" => self.pidfile = Some(need(value)?),
@@ -1127,10 +1138,11 @@ pub fn option_takes_value(opt: &str) -> Option<bool> {
             false
         }
         "name" | "incoming" | "watchdog-action" | "uuid" | "m" | "smp" | "machine" | "M"
-        | "accel" | "cpu" | "drive" | "hda" | "hdb" | "hdc" | "hdd" | "cdrom" | "device"
-        | "netdev" | "object" | "tpmdev" | "vnc" | "serial" | "qmp" | "qmp-pretty" | "chardev"
-        | "mon" | "pidfile" | "display" | "vga" | "boot" | "k" | "rtc" | "global" | "usbdevice"
-        | "msg" | "D" | "d" | "realtime" | "overcommit" | "sandbox" | "runas" | "chroot" => true,
+        | "monitor" | "accel" | "cpu" | "drive" | "hda" | "hdb" | "hdc" | "hdd" | "cdrom"
+        | "device" | "netdev" | "object" | "tpmdev" | "vnc" | "serial" | "qmp" | "qmp-pretty"
+        | "chardev" | "mon" | "pidfile" | "display" | "vga" | "boot" | "k" | "rtc" | "global"
+        | "usbdevice" | "msg" | "D" | "d" | "realtime" | "overcommit" | "sandbox" | "runas"
+        | "chroot" => true,
         _ => return None,
     })
 }

@@ -260,6 +260,84 @@ impl MachineHandle {
 
     /// End the machine from outside (a signal): SHUTDOWN as QEMU sends on
     /// SIGTERM/SIGINT, broadcast now.
+    /// Run one human monitor command line as a readline monitor does:
+    /// its output (CR LF line ends); events go to the QMP clients.
+    pub fn hmp_line(&self, line: &str) -> String {
+        let mut cx = Cx {
+            now_ns: self.now_ns(),
+            fds: Vec::new(),
+            session_fds: None,
+        };
+        let (out, events, timers_due, exit) = {
+            let mut m = lock(&self.machine);
+            if m.exit.is_some() {
+                return String::new();
+            }
+            let out = crate::hmp::run_line(&mut m, &mut cx, line);
+            (
+                crate::hmp::crlf(&out),
+                m.take_events(),
+                m.next_deadline().is_some(),
+                m.exit,
+            )
+        };
+        self.broadcast(events);
+        if timers_due {
+            self.wake.notify_one();
+        }
+        if exit.is_some() {
+            let _ = self.exit_tx.send(exit);
+        }
+        out
+    }
+
+    /// Serve QEMU's human monitor with its line editor on `stream` (a
+    /// `-monitor` / `-mon …,mode=readline` connection): the banner, then for
+    /// each line typed its echo, the command's output and the prompt; after
+    /// `quit` the connection ends with the machine.
+    pub async fn serve_readline<S>(&self, stream: S)
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite,
+    {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (mut rd, mut wr) = tokio::io::split(stream);
+        let version = lock(&self.machine).config.qemu_version;
+        let mut out = crate::readline::banner(version).into_bytes();
+        out.extend_from_slice(crate::readline::PROMPT.as_bytes());
+        let mut ed = crate::readline::LineEditor::new();
+        let mut buf = vec![0u8; 4096];
+        loop {
+            if !out.is_empty() {
+                if wr.write_all(&out).await.is_err() || wr.flush().await.is_err() {
+                    return;
+                }
+                out.clear();
+            }
+            let n = tokio::select! {
+                r = rd.read(&mut buf) => match r {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => n,
+                },
+                _ = self.wait_exit() => return,
+            };
+            for &b in &buf[..n] {
+                let Some(line) = ed.feed(b, &mut out) else {
+                    continue;
+                };
+                out.extend_from_slice(self.hmp_line(&line).as_bytes());
+                let word = line.split_whitespace().next().unwrap_or("");
+                if matches!(word, "q" | "quit") {
+                    // QEMU never comes back to the prompt after quit.
+                    let _ = wr.write_all(&out).await;
+                    let _ = wr.flush().await;
+                    self.wait_exit().await;
+                    return;
+                }
+                out.extend_from_slice(crate::readline::PROMPT.as_bytes());
+            }
+        }
+    }
+
     pub fn host_signal(&self) {
         let events = {
             let mut m = lock(&self.machine);

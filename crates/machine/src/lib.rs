@@ -52,6 +52,7 @@ pub mod migration;
 pub mod misc;
 pub mod net;
 pub mod qom;
+pub mod readline;
 
 pub use config::MachineConfig;
 pub use runstate::RunState;

@@ -54,4 +54,5 @@ pub use handler::{
     Call, EventSender, HandlerFn, HandlerFuture, HandlerResult, Registry, SessionInfo,
 };
 pub use server::{not_implemented, Served, Server, ServerOptions, Unhandled, EVENT_RATE_LIMIT};
-pub use transport::{bind, bind_unix, BindOptions, Listener, Transport};
+pub use session::SessionOptions;
+pub use transport::{bind, bind_unix, BindOptions, Listener, Monitor, MonitorMode, Transport};

@@ -119,18 +119,70 @@ fn is_oob(item: &Result<Value, JsonError>) -> bool {
     }
 }
 
+/// How a session writes (QEMU's per-monitor choices).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SessionOptions {
+    /// QEMU's `pretty=on` (`-mon …,pretty=on`, `-qmp-pretty`): every message pretty-printed
+    /// over several lines (see [`qmpkit_wire::write_qemu_pretty`]).
+    pub pretty: bool,
+}
+
 struct Out {
     buf: Vec<u8>,
     pos: usize,
+    pretty: bool,
+    /// With `pretty`: where the messages not yet reformatted start.
+    plain_from: usize,
 }
 
 impl Out {
+    /// With `pretty`, reformat the complete messages added since the last call: each
+    /// one-line message pretty-printed, every line ended by CR LF as the monitor sends it.
+    fn prettify(&mut self) {
+        if !self.pretty || self.plain_from >= self.buf.len() {
+            return;
+        }
+        // Only whole lines: the server always adds whole messages.
+        let Some(end) = self.buf[self.plain_from..]
+            .iter()
+            .rposition(|b| *b == b'\n')
+        else {
+            return;
+        };
+        let end = self.plain_from + end + 1;
+        let rest = self.buf.split_off(end);
+        let plain = self.buf.split_off(self.plain_from);
+        for line in plain.split(|b| *b == b'\n') {
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            if line.is_empty() {
+                continue;
+            }
+            match serde_json::from_slice::<Value>(line) {
+                Ok(v) => {
+                    let mut p = Vec::with_capacity(line.len() * 2);
+                    qmpkit_wire::write_qemu_pretty(&v, &mut p);
+                    for b in p {
+                        if b == b'\n' {
+                            self.buf.push(b'\r');
+                        }
+                        self.buf.push(b);
+                    }
+                }
+                Err(_) => self.buf.extend_from_slice(line),
+            }
+            self.buf.extend_from_slice(b"\r\n");
+        }
+        self.plain_from = self.buf.len();
+        self.buf.extend_from_slice(&rest);
+    }
+
     fn unwritten(&self) -> usize {
         self.buf.len() - self.pos
     }
 
     /// Write what can be written without blocking. `Ok(true)`: all written.
     fn write(&mut self, sock: &Sock) -> io::Result<bool> {
+        self.prettify();
         while self.pos < self.buf.len() {
             match sock.try_write(&self.buf[self.pos..]) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
@@ -142,6 +194,7 @@ impl Out {
         }
         self.buf.clear();
         self.pos = 0;
+        self.plain_from = 0;
         if self.buf.capacity() > 4 << 20 {
             self.buf = Vec::with_capacity(64 * 1024);
         }
@@ -160,11 +213,7 @@ pub(crate) enum OnEof {
 }
 
 impl Server {
-    pub(crate) async fn run_session(&self, sock: Sock) {
-        self.run_session_with(sock, OnEof::End).await
-    }
-
-    pub(crate) async fn run_session_with(&self, sock: Sock, on_eof: OnEof) {
+    pub(crate) async fn run_session_with(&self, sock: Sock, on_eof: OnEof, sopts: SessionOptions) {
         let inner = self.inner.clone();
         inner.active_sessions.fetch_add(1, Ordering::SeqCst);
         let id = inner.new_session_id();
@@ -178,7 +227,7 @@ impl Server {
             },
             shared: shared.clone(),
         };
-        run(&inner, &sock, &mut st, on_eof).await;
+        run(&inner, &sock, &mut st, on_eof, sopts).await;
         shared.closed.store(true, Ordering::Relaxed);
         inner.unregister_session(id);
         inner.active_sessions.fetch_sub(1, Ordering::SeqCst);
@@ -186,13 +235,21 @@ impl Server {
     }
 }
 
-async fn run(inner: &Arc<Inner>, sock: &Sock, st: &mut SessState, on_eof: OnEof) {
+async fn run(
+    inner: &Arc<Inner>,
+    sock: &Sock,
+    st: &mut SessState,
+    on_eof: OnEof,
+    sopts: SessionOptions,
+) {
     let shared = st.shared.clone();
     let max_queue = inner.opts.max_inband_queue.max(1);
     let pause = inner.opts.pause_backlog;
     let mut out = Out {
         buf: inner.greeting.clone(),
         pos: 0,
+        pretty: sopts.pretty,
+        plain_from: 0,
     };
     let mut decoder = JsonStreamer::new();
     let mut items: Vec<Result<Value, JsonError>> = Vec::new();
@@ -416,6 +473,7 @@ fn drain_shared(shared: &Shared, out: &mut Out) {
             if out.unwritten() == 0 {
                 out.buf.clear();
                 out.pos = 0;
+                out.plain_from = 0;
                 std::mem::swap(&mut out.buf, &mut p);
             } else {
                 out.buf.extend_from_slice(&p);

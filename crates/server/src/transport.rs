@@ -22,7 +22,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::error::ServerError;
 use crate::server::Server;
-use crate::session::{OnEof, Sock};
+use crate::session::{OnEof, SessionOptions, Sock};
 
 /// A monitor endpoint.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,6 +43,22 @@ pub enum Transport {
     },
     /// Standard input and output.
     Stdio,
+}
+
+/// What a monitor speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MonitorMode {
+    /// QMP; `pretty`: QEMU's `pretty=on` (each message over several indented lines).
+    Control { pretty: bool },
+    /// The human monitor with QEMU's line editor (`-monitor`, `-mon …,mode=readline`).
+    Readline,
+}
+
+/// One monitor of a QEMU command line: where and what it speaks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Monitor {
+    pub transport: Transport,
+    pub mode: MonitorMode,
 }
 
 /// Choices made when binding, beyond what QEMU's options say.
@@ -261,21 +277,48 @@ impl Transport {
     /// All QMP monitors a QEMU-style command line asks for: every `-qmp`, and every
     /// `-mon`/`--monitor` in control mode with the `-chardev` it names. Options may be
     /// written `-opt value`, `--opt value` or `--opt=value`; other options are ignored.
+    /// A human monitor or `pretty=on` is an error here: [`Transport::monitors_from_command_line`]
+    /// reports those.
     pub fn from_command_line<I, S>(args: I) -> Result<Vec<Transport>, ServerError>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        let mut out = Vec::new();
+        for m in Transport::monitors_from_command_line(args)? {
+            match m.mode {
+                MonitorMode::Control { pretty: false } => out.push(m.transport),
+                MonitorMode::Control { pretty: true } => {
+                    return Err(opt_err("pretty=on needs a server that pretty-prints"))
+                }
+                MonitorMode::Readline => {
+                    return Err(opt_err("a human monitor (mode=readline) is not QMP"))
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every monitor a QEMU-style command line asks for, in command-line order: `-qmp DEV`,
+    /// `-qmp-pretty DEV` (QMP, pretty-printed), `-monitor DEV` (the human monitor; `none`
+    /// for none), and `-mon [chardev=]ID[,mode=readline|control][,pretty=on|off]` with the
+    /// `-chardev` it names (the storage daemon's `--monitor` defaults to control mode).
+    pub fn monitors_from_command_line<I, S>(args: I) -> Result<Vec<Monitor>, ServerError>
     where
         I: IntoIterator<Item = S>,
         S: AsRef<str>,
     {
         let args: Vec<String> = args.into_iter().map(|s| s.as_ref().to_string()).collect();
         let mut chardevs: HashMap<String, Transport> = HashMap::new();
-        let mut monitors: Vec<(String, bool)> = Vec::new();
-        let mut out: Vec<(usize, Transport)> = Vec::new();
+        let mut mons: Vec<(String, String, MonitorMode)> = Vec::new();
+        let mut out: Vec<(usize, Monitor)> = Vec::new();
         let mut i = 0;
         while i < args.len() {
             let a = args[i].trim_start_matches('-');
             let dashed = args[i].starts_with('-');
+            let double = args[i].starts_with("--");
             let (name, inline) = match a.split_once('=') {
-                Some((n, v)) if args[i].starts_with("--") => (n, Some(v.to_string())),
+                Some((n, v)) if double => (n, Some(v.to_string())),
                 _ => (a, None),
             };
             let takes =
@@ -293,12 +336,30 @@ impl Transport {
                         .ok_or_else(|| opt_err(format!("option '-{name}' needs an argument")))?
                 }
             };
+            // The storage daemon's `--monitor` is `-mon`; QEMU's `-monitor` takes a device.
+            let storage_daemon_monitor =
+                name == "monitor" && (double || value.contains("chardev="));
             match name {
-                "qmp" => out.push((i, Transport::parse_qmp(&value)?)),
-                "qmp-pretty" => {
-                    return Err(opt_err(
-                        "-qmp-pretty is not supported (QMP output is one line per message)",
-                    ))
+                "qmp" | "qmp-pretty" => {
+                    let pretty = name == "qmp-pretty";
+                    out.push((
+                        i,
+                        Monitor {
+                            transport: Transport::parse_qmp(&value)?,
+                            mode: MonitorMode::Control { pretty },
+                        },
+                    ));
+                }
+                "monitor" if !storage_daemon_monitor => {
+                    if value != "none" {
+                        out.push((
+                            i,
+                            Monitor {
+                                transport: Transport::parse_qmp(&value)?,
+                                mode: MonitorMode::Readline,
+                            },
+                        ));
+                    }
                 }
                 "chardev" => {
                     let (id, t) = Transport::parse_chardev(&value)?;
@@ -306,40 +367,51 @@ impl Transport {
                 }
                 _ => {
                     let mut chardev = None;
-                    let mut control = name == "monitor";
-                    for p in split_options(&value) {
+                    let mut readline = name != "monitor";
+                    let mut pretty = false;
+                    for (n, p) in split_options(&value).into_iter().enumerate() {
                         match key_value(&p) {
                             ("chardev", Some(v)) => chardev = Some(v.to_string()),
-                            ("mode", Some("control")) => control = true,
-                            ("mode", Some("readline")) => control = false,
-                            ("pretty", Some(v)) if parse_bool("pretty", v)? => {
-                                return Err(opt_err("pretty=on is not supported (QMP output is one line per message)"))
+                            (v, None) if n == 0 && !v.is_empty() => chardev = Some(v.to_string()),
+                            ("mode", Some("control")) => readline = false,
+                            ("mode", Some("readline")) => readline = true,
+                            ("mode", Some(v)) => {
+                                return Err(opt_err(format!(
+                                    "-mon {value}: Parameter 'mode' does not accept value '{v}'"
+                                )))
                             }
-                            ("pretty" | "id", _) => {}
+                            ("pretty", Some(v)) => pretty = parse_bool("pretty", v)?,
+                            ("pretty", None) => pretty = true,
+                            ("id", _) => {}
                             (k, _) => return Err(opt_err(format!("Invalid parameter '{k}'"))),
                         }
                     }
                     let chardev =
                         chardev.ok_or_else(|| opt_err("monitor: \"chardev\" is required"))?;
-                    if !control {
-                        return Err(opt_err(format!(
-                            "monitor on '{chardev}': only mode=control (QMP) is supported"
-                        )));
-                    }
-                    monitors.push((chardev, true));
+                    let mode = if readline {
+                        if pretty {
+                            return Err(opt_err(format!(
+                                "-mon {value}: 'pretty' is not compatible with HMP monitors"
+                            )));
+                        }
+                        MonitorMode::Readline
+                    } else {
+                        MonitorMode::Control { pretty }
+                    };
+                    mons.push((value.clone(), chardev, mode));
                 }
             }
             i += 1;
         }
-        for (n, (id, _)) in monitors.into_iter().enumerate() {
+        for (n, (spec, id, mode)) in mons.into_iter().enumerate() {
             let t = chardevs
                 .get(&id)
                 .cloned()
-                .ok_or_else(|| opt_err(format!("chardev '{id}' not found")))?;
-            out.push((usize::MAX - 1000 + n, t));
+                .ok_or_else(|| opt_err(format!("-mon {spec}: chardev \"{id}\" not found")))?;
+            out.push((usize::MAX - 1000 + n, Monitor { transport: t, mode }));
         }
         out.sort_by_key(|(i, _)| *i);
-        Ok(out.into_iter().map(|(_, t)| t).collect())
+        Ok(out.into_iter().map(|(_, m)| m).collect())
     }
 }
 
@@ -489,26 +561,46 @@ impl Server {
     /// Serve a bound transport until [`Server::shutdown`] (listeners) or until the one
     /// connection ends (connected transports, stdio). Every connection gets its own task.
     pub async fn serve(&self, listener: Listener) -> Result<(), ServerError> {
+        self.serve_with(listener, SessionOptions::default()).await
+    }
+
+    /// [`Server::serve`] with per-monitor session options (`pretty=on`).
+    pub async fn serve_with(
+        &self,
+        listener: Listener,
+        sopts: SessionOptions,
+    ) -> Result<(), ServerError> {
         match listener {
             Listener::Unix { listener, path } => {
-                let r = self.serve_unix(listener).await;
+                let r = self
+                    .accept_loop(
+                        || async { listener.accept().await.map(|(s, _)| s) },
+                        move |me, s| async move { me.serve_unix_stream_with(s, sopts).await },
+                    )
+                    .await;
                 let _ = std::fs::remove_file(&path);
                 r
             }
-            Listener::Tcp { listener, .. } => self.serve_tcp(listener).await,
+            Listener::Tcp { listener, .. } => {
+                self.accept_loop(
+                    || async { listener.accept().await.map(|(s, _)| s) },
+                    move |me, s| async move { me.serve_tcp_stream_with(s, sopts).await },
+                )
+                .await
+            }
             Listener::UnixClient(s) => {
-                self.serve_unix_stream(s).await;
+                self.serve_unix_stream_with(s, sopts).await;
                 Ok(())
             }
             Listener::TcpClient(s) => {
-                self.serve_tcp_stream(s).await;
+                self.serve_tcp_stream_with(s, sopts).await;
                 Ok(())
             }
             Listener::Stdio => {
                 // As QEMU's `-qmp stdio`: the end of standard input ends no output; events
                 // go on until the server shuts down.
                 let io = tokio::io::join(tokio::io::stdin(), tokio::io::stdout());
-                self.serve_stream_with(io, OnEof::KeepOutput).await
+                self.serve_stream_with(io, OnEof::KeepOutput, sopts).await
             }
         }
     }
@@ -569,15 +661,28 @@ impl Server {
 
     /// Serve one connected unix stream (with fd passing) until it ends.
     pub async fn serve_unix_stream(&self, s: tokio::net::UnixStream) {
+        self.serve_unix_stream_with(s, SessionOptions::default())
+            .await
+    }
+
+    /// [`Server::serve_unix_stream`] with session options.
+    pub async fn serve_unix_stream_with(&self, s: tokio::net::UnixStream, sopts: SessionOptions) {
         self.note_runtime();
-        self.run_session(Sock::Unix(s)).await
+        self.run_session_with(Sock::Unix(s), OnEof::End, sopts)
+            .await
     }
 
     /// Serve one connected TCP stream until it ends.
     pub async fn serve_tcp_stream(&self, s: tokio::net::TcpStream) {
+        self.serve_tcp_stream_with(s, SessionOptions::default())
+            .await
+    }
+
+    /// [`Server::serve_tcp_stream`] with session options.
+    pub async fn serve_tcp_stream_with(&self, s: tokio::net::TcpStream, sopts: SessionOptions) {
         self.note_runtime();
         let _ = s.set_nodelay(true);
-        self.run_session(Sock::Tcp(s)).await
+        self.run_session_with(Sock::Tcp(s), OnEof::End, sopts).await
     }
 
     /// Serve any byte stream (stdio, pipes, in-memory duplexes) as one session, until it
@@ -586,10 +691,16 @@ impl Server {
     where
         S: AsyncRead + AsyncWrite + Send + 'static,
     {
-        self.serve_stream_with(stream, OnEof::End).await
+        self.serve_stream_with(stream, OnEof::End, SessionOptions::default())
+            .await
     }
 
-    async fn serve_stream_with<S>(&self, stream: S, on_eof: OnEof) -> Result<(), ServerError>
+    async fn serve_stream_with<S>(
+        &self,
+        stream: S,
+        on_eof: OnEof,
+        sopts: SessionOptions,
+    ) -> Result<(), ServerError>
     where
         S: AsyncRead + AsyncWrite + Send + 'static,
     {
@@ -606,7 +717,7 @@ impl Server {
             let _ = tokio::io::copy(&mut br, &mut sw).await;
             let _ = tokio::io::AsyncWriteExt::shutdown(&mut sw).await;
         });
-        self.run_session_with(Sock::Unix(ours), on_eof).await;
+        self.run_session_with(Sock::Unix(ours), on_eof, sopts).await;
         inbound.abort();
         let _ = outbound.await;
         Ok(())

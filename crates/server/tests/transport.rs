@@ -258,3 +258,56 @@ fn any_byte_stream() {
             .unwrap();
     });
 }
+
+#[test]
+fn monitors_with_their_modes() {
+    use qmpkit_server::{Monitor, MonitorMode};
+    let m = Transport::monitors_from_command_line([
+        "-chardev",
+        "stdio,id=s",
+        "-mon",
+        "chardev=s,mode=control,pretty=on",
+        "-qmp-pretty",
+        "unix:/tmp/p.sock,server=on,wait=off",
+        "-monitor",
+        "unix:/tmp/h.sock,server=on,wait=off",
+        "-monitor",
+        "none",
+    ])
+    .unwrap();
+    assert_eq!(
+        m,
+        vec![
+            Monitor {
+                transport: unix("/tmp/p.sock", true, false),
+                mode: MonitorMode::Control { pretty: true },
+            },
+            Monitor {
+                transport: unix("/tmp/h.sock", true, false),
+                mode: MonitorMode::Readline,
+            },
+            Monitor {
+                transport: Transport::Stdio,
+                mode: MonitorMode::Control { pretty: true },
+            },
+        ]
+    );
+    // -mon's default mode is readline, as QEMU's.
+    let m = Transport::monitors_from_command_line(["-chardev", "stdio,id=s", "-mon", "s"]).unwrap();
+    assert_eq!(m[0].mode, MonitorMode::Readline);
+    // QEMU's words.
+    let err = |args: &[&str]| {
+        Transport::monitors_from_command_line(args)
+            .unwrap_err()
+            .to_string()
+    };
+    assert!(err(&["-chardev", "stdio,id=m", "-mon", "m,pretty=on"])
+        .ends_with("-mon m,pretty=on: 'pretty' is not compatible with HMP monitors"));
+    assert!(
+        err(&["-chardev", "stdio,id=m", "-mon", "chardev=m,mode=bogus"])
+            .ends_with("-mon chardev=m,mode=bogus: Parameter 'mode' does not accept value 'bogus'")
+    );
+    assert!(
+        err(&["-mon", "chardev=nope"]).ends_with("-mon chardev=nope: chardev \"nope\" not found")
+    );
+}

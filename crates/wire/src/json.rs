@@ -936,6 +936,54 @@ pub fn write_qemu(value: &Value, out: &mut Vec<u8>) {
 
 const WRITE_RECURSION: usize = 32;
 
+/// Append QEMU's pretty form of `value` (what `-mon …,pretty=on` and `-qmp-pretty` send):
+/// each member and element on its own line, indented by four spaces per level, `"key": value`,
+/// an empty object or array as its brackets on two lines, lines ended by `\n` (the monitor
+/// sends `\r\n`). Scalars are written as [`write_qemu`] writes them. Values nested deeper
+/// than QEMU's output ever is are written compactly below that depth.
+pub fn write_qemu_pretty(value: &Value, out: &mut Vec<u8>) {
+    write_pretty(value, out, 0);
+}
+
+fn write_pretty(value: &Value, out: &mut Vec<u8>, level: usize) {
+    fn newline(out: &mut Vec<u8>, level: usize) {
+        out.push(b'\n');
+        out.resize(out.len() + 4 * level, b' ');
+    }
+    match value {
+        Value::Array(_) | Value::Object(_) if level >= 4 * WRITE_RECURSION => {
+            write_qemu(value, out)
+        }
+        Value::Array(list) => {
+            out.push(b'[');
+            for (i, v) in list.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                newline(out, level + 1);
+                write_pretty(v, out, level + 1);
+            }
+            newline(out, level);
+            out.push(b']');
+        }
+        Value::Object(map) => {
+            out.push(b'{');
+            for (i, (k, v)) in map.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                newline(out, level + 1);
+                write_string(k, out);
+                out.extend_from_slice(b": ");
+                write_pretty(v, out, level + 1);
+            }
+            newline(out, level);
+            out.push(b'}');
+        }
+        _ => write_shallow(value, out, 0),
+    }
+}
+
 /// Append QEMU's output form of `value` with every object's members in QEMU's walking
 /// order: the bytes of `write_qemu(&qemu_order(value.clone()), out)`, for a value whose
 /// members are in the order QEMU would have inserted them (a command's result), without

@@ -22,6 +22,8 @@ pub mod message;
 pub mod qdict;
 
 pub use error::{ErrorClass, QmpError};
-pub use json::{to_qemu_string, write_qemu, write_qemu_ordered, JsonError, JsonStreamer};
+pub use json::{
+    to_qemu_string, write_qemu, write_qemu_ordered, write_qemu_pretty, JsonError, JsonStreamer,
+};
 pub use message::*;
 pub use qdict::qemu_order;

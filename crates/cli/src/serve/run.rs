@@ -11,7 +11,10 @@ use qmpkit_machine::fleet::{expand_pattern, fleet_machine, has_index};
 use qmpkit_machine::glue::MachineHandle;
 use qmpkit_machine::{Machine, MachineConfig};
 use qmpkit_schema::Schema;
-use qmpkit_server::{BindOptions, Listener, Registry, Server, ServerOptions, Transport, Unhandled};
+use qmpkit_server::{
+    BindOptions, Listener, Monitor, MonitorMode, Registry, Server, ServerOptions, SessionOptions,
+    Transport, Unhandled,
+};
 
 use super::opts::ServeOptions;
 
@@ -36,6 +39,14 @@ fn monitor_args(c: &MachineConfig, index: Option<usize>) -> Vec<String> {
     }
     for s in &c.mon {
         v.push("-mon".to_string());
+        v.push(x(s));
+    }
+    for s in &c.qmp_pretty {
+        v.push("-qmp-pretty".to_string());
+        v.push(x(s));
+    }
+    for s in &c.monitor {
+        v.push("-monitor".to_string());
         v.push(x(s));
     }
     for s in &c.qmp {
@@ -230,14 +241,25 @@ impl Unit {
     }
 
     /// Serve one client connection.
-    async fn client(self, conn: Conn) {
+    async fn client(self, conn: Conn, mode: MonitorMode) {
+        let pretty = match mode {
+            MonitorMode::Control { pretty } => pretty,
+            MonitorMode::Readline => {
+                match conn {
+                    Conn::Unix(s) => self.handle.serve_readline(s).await,
+                    Conn::Tcp(s) => self.handle.serve_readline(s).await,
+                }
+                return;
+            }
+        };
+        let sopts = SessionOptions { pretty };
         // Counted before the server is taken: a release that runs
         // meanwhile sees the client and keeps the server.
         self.active.fetch_add(1, Ordering::SeqCst);
         let srv = self.server();
         match conn {
-            Conn::Unix(s) => srv.serve_unix_stream(s).await,
-            Conn::Tcp(s) => srv.serve_tcp_stream(s).await,
+            Conn::Unix(s) => srv.serve_unix_stream_with(s, sopts).await,
+            Conn::Tcp(s) => srv.serve_tcp_stream_with(s, sopts).await,
         }
         drop(srv);
         if self.active.fetch_sub(1, Ordering::SeqCst) == 1 && self.release_idle {
@@ -259,7 +281,7 @@ impl Unit {
     }
 
     /// Serve one bound transport until the machine ends.
-    async fn serve(self, l: Listener) {
+    async fn serve(self, l: Listener, mode: MonitorMode) {
         match l {
             Listener::Unix { listener, path } => {
                 loop {
@@ -269,7 +291,7 @@ impl Unit {
                     };
                     match r {
                         Ok((s, _)) => {
-                            tokio::spawn(self.clone().client(Conn::Unix(s)));
+                            tokio::spawn(self.clone().client(Conn::Unix(s), mode));
                         }
                         Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
                     }
@@ -284,14 +306,25 @@ impl Unit {
                 };
                 match r {
                     Ok((s, _)) => {
-                        tokio::spawn(self.clone().client(Conn::Tcp(s)));
+                        tokio::spawn(self.clone().client(Conn::Tcp(s), mode));
                     }
                     Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
                 }
             },
-            other => {
-                let _ = self.server().serve(other).await;
-            }
+            Listener::UnixClient(s) => self.client(Conn::Unix(s), mode).await,
+            Listener::TcpClient(s) => self.client(Conn::Tcp(s), mode).await,
+            Listener::Stdio => match mode {
+                MonitorMode::Readline => {
+                    let io = tokio::io::join(tokio::io::stdin(), tokio::io::stdout());
+                    self.handle.serve_readline(io).await
+                }
+                MonitorMode::Control { pretty } => {
+                    let _ = self
+                        .server()
+                        .serve_with(Listener::Stdio, SessionOptions { pretty })
+                        .await;
+                }
+            },
         }
     }
 
@@ -354,7 +387,11 @@ async fn serve_async(
     let mut config = o.config.clone();
     let n = o.machines;
     let mut default_path = None;
-    if config.qmp.is_empty() && config.mon.is_empty() {
+    if config.qmp.is_empty()
+        && config.mon.is_empty()
+        && config.qmp_pretty.is_empty()
+        && config.monitor.is_empty()
+    {
         let dir = runtime_dir();
         let pid = std::process::id();
         let p = if n > 1 {
@@ -403,7 +440,7 @@ async fn serve_async(
         Server::new(schema.clone(), reg, (*sopts).clone())
     });
     let trim_pending = Arc::new(AtomicBool::new(false));
-    let mut units: Vec<(Unit, Vec<Listener>)> = Vec::with_capacity(n);
+    let mut units: Vec<(Unit, Vec<(Listener, MonitorMode)>)> = Vec::with_capacity(n);
     for i in 0..n {
         let machine = if n > 1 {
             fleet_machine(&config, &schema, i)
@@ -411,14 +448,14 @@ async fn serve_async(
             Machine::new(config.clone(), schema.clone())
         };
         let args = monitor_args(&config, if n > 1 { Some(i) } else { None });
-        let transports = match Transport::from_command_line(&args) {
+        let monitors = match Transport::monitors_from_command_line(&args) {
             Ok(t) => t,
             Err(e) => return fail(e.to_string()),
         };
         let mut listeners = Vec::new();
-        for t in &transports {
+        for Monitor { transport: t, mode } in &monitors {
             match qmpkit_server::bind(t, &bind_opts).await {
-                Ok(l) => listeners.push(l),
+                Ok(l) => listeners.push((l, *mode)),
                 Err(e) => {
                     for (_, ls) in &units {
                         remove_sockets(ls);
@@ -507,8 +544,8 @@ async fn serve_async(
     let mut tasks = tokio::task::JoinSet::new();
     let mut all = Vec::with_capacity(units.len());
     for (unit, listeners) in units {
-        for l in listeners {
-            tasks.spawn(unit.clone().serve(l));
+        for (l, mode) in listeners {
+            tasks.spawn(unit.clone().serve(l, mode));
         }
         // A machine that ends (quit, guest shutdown) stops its server.
         let u = unit.clone();
@@ -559,8 +596,8 @@ async fn serve_async(
     ExitCode::SUCCESS
 }
 
-fn remove_sockets(listeners: &[Listener]) {
-    for l in listeners {
+fn remove_sockets(listeners: &[(Listener, MonitorMode)]) {
+    for (l, _) in listeners {
         if let Some(p) = l.unix_path() {
             let _ = std::fs::remove_file(p);
         }
