@@ -412,7 +412,7 @@ pub fn run(results: &mut Map<String, Value>) {
         }
     };
     // `QMPKIT_BENCH_TARGETS=ceiling,serve` measures only the targets named (qsd, ceiling,
-    // serve, server).
+    // serve, server); `QMPKIT_BENCH_SERVE_OTHER` adds another build's `qmpkit serve`.
     let only = std::env::var("QMPKIT_BENCH_TARGETS").ok();
     let on = |name: &str| match only.as_deref() {
         None => true,
@@ -425,6 +425,7 @@ pub fn run(results: &mut Map<String, Value>) {
         ("serve", "qmpkit serve", Target::qmpkit_serve),
         ("server", "qmpkit-server", Target::qmpkit_server),
     ];
+    let other = std::env::var_os("QMPKIT_BENCH_SERVE_OTHER").is_some();
     for (key, label, make) in makers {
         if !on(key) {
             continue;
@@ -432,6 +433,12 @@ pub fn run(results: &mut Map<String, Value>) {
         match make() {
             Ok(t) => targets.push(t),
             Err(e) => println!("proto: skipped {label}: {e}"),
+        }
+        if key == "serve" && other {
+            match Target::qmpkit_serve_other() {
+                Ok(t) => targets.push(t),
+                Err(e) => println!("proto: skipped the other qmpkit serve: {e}"),
+            }
         }
     }
     run_targets(&rt, &targets, results);
@@ -464,7 +471,21 @@ impl Target {
             .map(|d| d.join("qmpkit"))
             .filter(|p| p.exists())
             .ok_or("no qmpkit binary next to the harness (cargo build --release -p qmpkit)")?;
-        let dir = std::env::temp_dir().join(format!("qmpkit-bench-serve-{}", std::process::id()));
+        Target::qmpkit_serve_bin(&bin, "qmpkit serve")
+    }
+
+    /// `qmpkit serve` from another build (`QMPKIT_BENCH_SERVE_OTHER=/path/to/qmpkit`), measured
+    /// beside this one in the same run: a before/after comparison of a change.
+    pub fn qmpkit_serve_other() -> Result<Target, String> {
+        let bin = std::env::var_os("QMPKIT_BENCH_SERVE_OTHER")
+            .map(PathBuf::from)
+            .ok_or("QMPKIT_BENCH_SERVE_OTHER is not set")?;
+        Target::qmpkit_serve_bin(&bin, "qmpkit serve (other build)")
+    }
+
+    fn qmpkit_serve_bin(bin: &Path, name: &str) -> Result<Target, String> {
+        let tag: String = name.chars().filter(char::is_ascii_alphanumeric).collect();
+        let dir = std::env::temp_dir().join(format!("qmpkit-bench-{tag}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         let socket = dir.join("qmp.sock");
         let _ = std::fs::remove_file(&socket);
@@ -493,8 +514,7 @@ impl Target {
             }
             std::thread::sleep(Duration::from_millis(5));
         }
-        Ok(Target::unix("qmpkit serve", socket, guard)
-            .with_cpu(PathBuf::from(format!("/proc/{pid}"))))
+        Ok(Target::unix(name, socket, guard).with_cpu(PathBuf::from(format!("/proc/{pid}"))))
     }
 
     /// The project's server, in process on its own thread (a current-thread runtime),
