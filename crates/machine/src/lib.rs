@@ -127,6 +127,8 @@ pub struct Machine {
     pub block: block::BlockState,
     /// Network back ends added or removed at run time.
     pub net: net::NetState,
+    /// Character device back ends added at run time.
+    pub chardev: chardev::ChardevState,
     pub misc: misc::MiscState,
     // and create them in `Machine::new`.
 }
@@ -153,6 +155,7 @@ impl Machine {
             }
         }
         let block = block::BlockState::new(&config);
+        let chardev = chardev::ChardevState::new(&config);
         Machine {
             outbox: Vec::new(),
             timers: BTreeMap::new(),
@@ -174,6 +177,7 @@ impl Machine {
             balloon: Default::default(),
             block,
             net: Default::default(),
+            chardev,
             misc: Default::default(),
         }
     }

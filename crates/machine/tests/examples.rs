@@ -89,9 +89,15 @@ const ISSUE5: &[&str] = &[
 ];
 
 /// Commands beyond the first part that the machine answers itself (VNC
-/// passwords, fd passing, the CD-ROM and block queries, chardevs): their
-/// examples are replayed too and must pass.
+/// passwords, fd passing, the CD-ROM and block queries, chardevs and ring
+/// buffers): their examples are replayed too and must pass.
 const ALSO_ANSWERED: &[&str] = &[
+    "chardev-add",
+    "chardev-remove",
+    "chardev-send-break",
+    "query-chardev-backends",
+    "ringbuf-write",
+    "ringbuf-read",
     "change",
     "eject",
     "blockdev-open-tray",
@@ -197,6 +203,10 @@ const MACHINE_SPECIFIC: &[&str] = &[
     "query-dump-guest-memory-capability",
     // The documented machine's disks, chardevs, VNC clients and fds.
     "query-block",
+    // A pty's path is the one the host allocated.
+    "chardev-add",
+    // The documented list is an old build's (with `tcp` and `unix`).
+    "query-chardev-backends",
     "query-chardev",
     "query-vnc",
     "query-fdsets",
@@ -300,6 +310,30 @@ fn partial(cmd: &str, got: &Value, want: &Value) -> Result<(), String> {
             }
             Ok(())
         }
+        "chardev-add" => {
+            // A pty, and only a pty, comes back with its path.
+            let has_pty = |v: &Value| v.get("pty").and_then(Value::as_str).is_some();
+            if has_pty(got) == has_pty(want) {
+                Ok(())
+            } else {
+                Err(format!("pty in {got} vs documented {want}"))
+            }
+        }
+        "query-chardev-backends" => {
+            // The documented back ends that still exist are listed.
+            let names = |v: &Value| -> Vec<Value> {
+                v.as_array()
+                    .map(|a| a.iter().map(|b| b["name"].clone()).collect())
+                    .unwrap_or_default()
+            };
+            let g = names(got);
+            for n in ["udp", "spiceport"] {
+                if !g.contains(&json!(n)) {
+                    return Err(format!("{n} missing from {g:?}"));
+                }
+            }
+            Ok(())
+        }
         "query-hotpluggable-cpus" => {
             // The x86 example: our CPU type.
             let x86 = want
@@ -318,7 +352,26 @@ fn partial(cmd: &str, got: &Value, want: &Value) -> Result<(), String> {
 
 /// Requests an example relies on having been made before it.
 fn setup(cmd: &str, args: &Value) -> Vec<(&'static str, Value)> {
+    let ring = |id: &str| {
+        (
+            "chardev-add",
+            json!({"id": id, "backend": {"type": "ringbuf", "data": {}}}),
+        )
+    };
+    let device = args.get("device").and_then(Value::as_str);
     match (cmd, args.get("id").and_then(Value::as_str)) {
+        ("chardev-remove" | "chardev-send-break", Some(id)) => vec![(
+            "chardev-add",
+            json!({"id": id, "backend": {"type": "null", "data": {}}}),
+        )],
+        ("ringbuf-write", _) => vec![ring(device.unwrap_or(""))],
+        ("ringbuf-read", _) => vec![
+            ring(device.unwrap_or("")),
+            (
+                "ringbuf-write",
+                json!({"device": device, "data": "abcdefgh", "format": "utf8"}),
+            ),
+        ],
         ("device_del", Some("net1")) => {
             vec![("device_add", json!({"driver": "e1000", "id": "net1"}))]
         }
@@ -904,7 +957,6 @@ const NOT_IMPLEMENTED: &[&str] = &[
     "blockdev-snapshot-delete-internal-sync",
     "blockdev-snapshot-internal-sync",
     "blockdev-snapshot-sync",
-    "chardev-add",
     "chardev-change",
     "drive-backup",
     "drive-mirror",
@@ -916,7 +968,6 @@ const NOT_IMPLEMENTED: &[&str] = &[
     "migrate_set_downtime",
     "migrate_set_speed",
     "query-blockstats",
-    "query-chardev-backends",
     "query-gic-capabilities",
     "query-migrate-cache-size",
     "query-migrate-capabilities",
@@ -924,8 +975,6 @@ const NOT_IMPLEMENTED: &[&str] = &[
     "query-named-block-nodes",
     "query-rx-filter",
     "query-xen-replication-status",
-    "ringbuf-read",
-    "ringbuf-write",
     "set_link",
     "transaction",
     "x-blockdev-change",

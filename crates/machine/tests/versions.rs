@@ -262,6 +262,9 @@ fn call_args(cmd: &str, tmp: &str) -> Option<Value> {
         }
         "block-job-set-speed" => json!({"device": "job0", "speed": 0}),
         "chardev-remove" => json!({"id": "spare"}),
+        "chardev-add" => json!({"id": "pty9", "backend": {"type": "pty", "data": {}}}),
+        "ringbuf-write" => json!({"device": "ring0", "data": "abc"}),
+        "ringbuf-read" => json!({"device": "ring0", "size": 16}),
         "migrate-continue" => json!({"state": "pre-switchover"}),
         "migrate-incoming" => json!({"uri": "tcp:127.0.0.1:4444"}),
         "query-rocker"
@@ -338,6 +341,10 @@ const SETUP: &[(&str, &str)] = &[
     ),
     ("getfd", r#"{"fdname": "fd0"}"#),
     ("add-fd", r#"{"opaque": "setup"}"#),
+    (
+        "chardev-add",
+        r#"{"id": "ring0", "backend": {"type": "ringbuf", "data": {"size": 64}}}"#,
+    ),
 ];
 
 /// Commands that answer an error on the default machine even with the
