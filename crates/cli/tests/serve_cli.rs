@@ -76,7 +76,7 @@ fn list_handlers_and_print_config() {
         .lines()
         .any(|l| l == "__org.qmpkit_guest-panic\thandler"));
     // 156 commands of QEMU 2.12 and the test-control extensions.
-    assert_eq!(text.lines().count(), 156 + 9, "{text}");
+    assert_eq!(text.lines().count(), 156 + 10, "{text}");
     // What the machine does not implement says so, and how many.
     assert!(
         text.lines().any(|l| l == "migrate\tunimplemented"),
@@ -92,7 +92,7 @@ fn list_handlers_and_print_config() {
         .count();
     assert_eq!(
         String::from_utf8_lossy(&out.stderr),
-        format!("165 commands: {} implemented by the machine, 3 built into the protocol, {unimplemented} not implemented (they answer GenericError; --list-handlers lists them)\n", 165 - 3 - unimplemented)
+        format!("166 commands: {} implemented by the machine, 3 built into the protocol, {unimplemented} not implemented (they answer GenericError; --list-handlers lists them)\n", 166 - 3 - unimplemented)
     );
     let out = Command::new(qmpkit())
         .args(["serve", "--list-handlers", "--synthesize"])

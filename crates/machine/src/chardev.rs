@@ -32,6 +32,7 @@ pub const HANDLED: &[&str] = &[
     "query-chardev-backends",
     "ringbuf-read",
     "ringbuf-write",
+    "__org.qmpkit_chardev-write",
 ];
 
 /// The back ends that hold data, by id: ring buffers of the configuration
@@ -370,6 +371,23 @@ fn ringbuf_read(m: &mut Machine, args: &Args) -> CmdResult {
     }))
 }
 
+/// `__org.qmpkit_chardev-write`: the guest's output through the front end
+/// of chardev `id` reaches its back end for real.
+fn guest_write(m: &mut Machine, args: &Args) -> CmdResult {
+    let id = crate::arg_str(args, "id").unwrap_or("");
+    let data = crate::arg_str(args, "data").unwrap_or("");
+    find(m, id)?;
+    match m.chardev.added.get_mut(id) {
+        Some(b) => b
+            .write(data.as_bytes())
+            .map_err(|e| crate::generic(format!("Chardev '{id}': {e}")))
+            .and_then(|_| crate::empty()),
+        None => Err(crate::generic(format!(
+            "Output to chardev '{id}' is not implemented by this simulated machine"
+        ))),
+    }
+}
+
 /// Dispatch.
 pub fn execute(m: &mut Machine, cmd: &str, args: &Args, _cx: &mut Cx) -> Option<CmdResult> {
     match cmd {
@@ -379,6 +397,7 @@ pub fn execute(m: &mut Machine, cmd: &str, args: &Args, _cx: &mut Cx) -> Option<
         "query-chardev-backends" => Some(Ok(query_chardev_backends(m))),
         "ringbuf-write" => Some(ringbuf_write(m, args)),
         "ringbuf-read" => Some(ringbuf_read(m, args)),
+        "__org.qmpkit_chardev-write" => Some(guest_write(m, args)),
         // The break goes to the back end; the machine's back ends (null,
         // vc, pty, sockets, files) carry no line state to change, as in
         // QEMU for most of them.

@@ -330,6 +330,16 @@ fn file_chardev_creates_truncates_and_appends() {
             .any(|p| p["name"] == "f" && p["type"] == "child<chardev-file>"),
         true
     );
+    // The guest's output lands in the file.
+    c.ok(
+        "__org.qmpkit_chardev-write",
+        json!({"id": "f", "data": "boot\n"}),
+    );
+    c.ok(
+        "__org.qmpkit_chardev-write",
+        json!({"id": "f", "data": "ok\n"}),
+    );
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), "boot\nok\n");
     assert_eq!(c.ok("chardev-remove", json!({"id": "f"})), json!({}));
     assert_eq!(c.chardev("f"), None);
     // With append, what is there stays; a new file is created.
@@ -339,6 +349,11 @@ fn file_chardev_creates_truncates_and_appends() {
         json!({"return": {}})
     );
     assert_eq!(std::fs::read_to_string(&path).unwrap(), "kept");
+    c.ok(
+        "__org.qmpkit_chardev-write",
+        json!({"id": "g", "data": "+more"}),
+    );
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), "kept+more");
     let fresh = tmp("chardev-created.log");
     let _ = std::fs::remove_file(&fresh);
     assert_eq!(
@@ -363,6 +378,19 @@ fn pty_chardev_is_a_real_terminal() {
         .open(&path)
         .unwrap_or_else(|e| panic!("open {path}: {e}"));
     assert!(is_tty(&f), "{path} is not a terminal");
+    // What the guest prints reaches whoever reads the terminal, unchanged
+    // (raw mode: no CR added before the newline).
+    assert_eq!(
+        c.ok(
+            "__org.qmpkit_chardev-write",
+            json!({"id": "p", "data": "login: \u{e9}\n"})
+        ),
+        json!({})
+    );
+    let mut f = f;
+    let mut got = [0u8; 64];
+    let n = f.read(&mut got).expect("read the terminal");
+    assert_eq!(&got[..n], "login: \u{e9}\n".as_bytes());
     drop(f);
     // Two ptys are two terminals.
     let r2 = c.add("p2", "pty", json!({}));
@@ -442,7 +470,26 @@ fn configured_ring_buffers_hold_data_too() {
     c.write("log0", "123456", "utf8");
     assert_eq!(c.read("log0", 10, "utf8"), "3456");
     c.write("mem0", "x", "utf8");
-    assert_eq!(c.read("mem0", 10, "base64"), "eA==");
+    // The guest's output goes into the ring as well.
+    c.ok(
+        "__org.qmpkit_chardev-write",
+        json!({"id": "mem0", "data": "y"}),
+    );
+    assert_eq!(c.read("mem0", 10, "base64"), "eHk=");
+    assert_eq!(
+        c.error(
+            "__org.qmpkit_chardev-write",
+            json!({"id": "nope", "data": "x"})
+        ),
+        "Chardev 'nope' not found"
+    );
+    assert_eq!(
+        c.error(
+            "__org.qmpkit_chardev-write",
+            json!({"id": "serial0", "data": "x"})
+        ),
+        "Output to chardev 'serial0' is not implemented by this simulated machine"
+    );
     assert_eq!(c.ok("chardev-remove", json!({"id": "log0"})), json!({}));
     assert_eq!(
         c.error("ringbuf-read", json!({"device": "log0", "size": 1})),

@@ -265,6 +265,7 @@ fn call_args(cmd: &str, tmp: &str) -> Option<Value> {
         "chardev-add" => json!({"id": "pty9", "backend": {"type": "pty", "data": {}}}),
         "ringbuf-write" => json!({"device": "ring0", "data": "abc"}),
         "ringbuf-read" => json!({"device": "ring0", "size": 16}),
+        "__org.qmpkit_chardev-write" => json!({"id": "ring0", "data": "abc"}),
         "migrate-continue" => json!({"state": "pre-switchover"}),
         "migrate-incoming" => json!({"uri": "tcp:127.0.0.1:4444"}),
         "query-rocker"
