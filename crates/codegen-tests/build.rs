@@ -135,6 +135,15 @@ fn live_qsd_schema(out: &Path) -> Option<PathBuf> {
         .ok()?;
     let mut stdin = child.stdin.take()?;
     let stdout = child.stdout.take()?;
+    // A daemon that does not answer in time is killed (its output then ends).
+    let pid = child.id();
+    std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_secs(20));
+        let _ = Command::new("kill")
+            .args(["-9", &pid.to_string()])
+            .stderr(Stdio::null())
+            .status();
+    });
     let _ = stdin
         .write_all(b"{\"execute\": \"qmp_capabilities\"}\n{\"execute\": \"query-qmp-schema\"}\n");
     let _ = stdin.flush();
