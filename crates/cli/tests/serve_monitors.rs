@@ -116,7 +116,7 @@ fn readline_monitor_speaks_as_qemus() {
     let mut s = UnixStream::connect(&hmp).expect("connect");
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     // Reads until `until` ends what was read.
-    let mut read_until = |s: &mut UnixStream, until: &[u8]| -> Vec<u8> {
+    let read_until = |s: &mut UnixStream, until: &[u8]| -> Vec<u8> {
         let mut got = Vec::new();
         let mut b = [0u8; 4096];
         while !got.ends_with(until) {
