@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Seeds for the `session` and `validate` targets from the raw QMP
-transcripts under ../shared/qemu-ref/transcripts (`>>> b'...'` lines are
+transcripts under tests/data/qemu-ref/transcripts (`>>> b'...'` lines are
 the bytes a client sent, as Python byte literals; `>>> [N bytes] b'HEAD'
 ... b'TAIL'` lines are long nested requests, rebuilt to N bytes).
 
@@ -13,7 +13,7 @@ import re
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-DEFAULT = os.path.join(HERE, "../../../../shared/qemu-ref/transcripts")
+DEFAULT = os.path.join(HERE, "../../../tests/data/qemu-ref/transcripts")
 
 # session: first byte = mode (bits 0-1 negotiation, 2-4 write size, 5-7 buffer).
 WHOLE, BIG = 7 << 2, 6 << 5
