@@ -394,7 +394,11 @@ fn client_that_never_reads_is_cut_off() {
     let big = "x".repeat(4096);
     let mut c = Raw::connect(&r.socket);
     c.negotiate(false);
-    // Events pile up for the deaf client (the other one reads them).
+    // Events pile up for the deaf client (the other one reads them). Emission waits for the
+    // reader to stay within 32 events (128 KiB, half its backlog limit), so however slow
+    // the machine, only the deaf client overflows.
+    let read = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = read.clone();
     let reader = std::thread::spawn(move || {
         let mut n = 0;
         while n < 2000 {
@@ -402,13 +406,18 @@ fn client_that_never_reads_is_cut_off() {
                 break;
             }
             n += 1;
+            counter.store(n, std::sync::atomic::Ordering::Release);
         }
         n
     });
     for i in 0..2000 {
         ev.emit("BIG", Some(json!({"payload": big})));
-        if i % 16 == 15 {
-            std::thread::sleep(Duration::from_millis(2));
+        let t = Instant::now();
+        while i >= 32 + read.load(std::sync::atomic::Ordering::Acquire)
+            && t.elapsed() < Duration::from_secs(10)
+            && !reader.is_finished()
+        {
+            std::thread::sleep(Duration::from_millis(1));
         }
     }
     assert_eq!(reader.join().unwrap(), 2000);
