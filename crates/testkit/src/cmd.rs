@@ -17,3 +17,17 @@ pub fn run_in(program: &Path, dir: &Path, args: &[&str]) -> (i32, String, String
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+/// Waits up to ten seconds for `path` (a socket a server is about to create) to appear;
+/// panics naming it when it never does.
+pub fn wait_for(path: &Path) {
+    let t = std::time::Instant::now();
+    while !path.exists() {
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(10),
+            "{} never appeared",
+            path.display()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}

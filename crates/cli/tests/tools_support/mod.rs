@@ -6,7 +6,7 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 pub fn qmpkit() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_qmpkit"))
@@ -44,17 +44,7 @@ impl Drop for Proc {
     }
 }
 
-pub fn wait_for(path: &Path) {
-    let t = Instant::now();
-    while !path.exists() {
-        assert!(
-            t.elapsed() < Duration::from_secs(10),
-            "{} never appeared",
-            path.display()
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
+pub use qmpkit_testkit::cmd::wait_for;
 
 /// qemu-storage-daemon with a QMP monitor on `sock`.
 pub fn qsd(program: &Path, sock: &Path) -> Proc {
