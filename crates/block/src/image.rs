@@ -1,0 +1,453 @@
+//! Image files: what a file says about itself (`qemu-img info`'s facts), creating raw and
+//! qcow2 files (what `blockdev-create` does), overlays, resizing, and data access through
+//! imago with the backing chain the file names.
+
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use imago::file::File as ImagoFile;
+use imago::qcow2::Qcow2;
+use imago::raw::Raw;
+use imago::{
+    FormatAccess, FormatCreateBuilder, FormatDriverBuilder, PermissiveImplicitOpenGate,
+    ShallowMapping,
+};
+
+use crate::qcow2::{self, Header};
+use crate::{Error, Result};
+
+/// The image formats with real data behind them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ImageFormat {
+    Raw,
+    Qcow2,
+}
+
+impl ImageFormat {
+    /// QEMU's driver name.
+    pub fn name(self) -> &'static str {
+        match self {
+            ImageFormat::Raw => "raw",
+            ImageFormat::Qcow2 => "qcow2",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<ImageFormat> {
+        match name {
+            "raw" => Some(ImageFormat::Raw),
+            "qcow2" => Some(ImageFormat::Qcow2),
+            _ => None,
+        }
+    }
+}
+
+/// Guesses the format from the file's first bytes (qcow2's magic, else raw), as QEMU probes.
+pub fn probe_format(path: &Path) -> Result<ImageFormat> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path).map_err(|e| open_error(path, e))?;
+    let mut magic = [0u8; 4];
+    let mut got = 0;
+    while got < 4 {
+        let n = f.read(&mut magic[got..])?;
+        if n == 0 {
+            break;
+        }
+        got += n;
+    }
+    Ok(if got == 4 && magic == qcow2::MAGIC {
+        ImageFormat::Qcow2
+    } else {
+        ImageFormat::Raw
+    })
+}
+
+/// QEMU's words for a file that cannot be opened.
+pub fn open_error(path: &Path, e: std::io::Error) -> Error {
+    let reason = match e.kind() {
+        std::io::ErrorKind::NotFound => "No such file or directory".to_string(),
+        std::io::ErrorKind::PermissionDenied => "Permission denied".to_string(),
+        _ => e.to_string(),
+    };
+    Error::generic(format!("Could not open '{}': {reason}", path.display()))
+}
+
+/// Qcow2's format-specific facts (`ImageInfoSpecificQCow2`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Qcow2Info {
+    pub compat: String,
+    pub compression_type: String,
+    /// The next three are only reported for version 3 ("1.1") images.
+    pub lazy_refcounts: Option<bool>,
+    pub refcount_bits: u64,
+    pub corrupt: Option<bool>,
+    pub extended_l2: Option<bool>,
+    pub data_file: Option<String>,
+    pub data_file_raw: Option<bool>,
+    pub bitmaps: Vec<qcow2::Bitmap>,
+}
+
+/// What an image file says about itself (`ImageInfo`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageInfo {
+    pub filename: String,
+    pub format: ImageFormat,
+    pub virtual_size: u64,
+    pub actual_size: Option<u64>,
+    pub cluster_size: Option<u64>,
+    pub dirty_flag: bool,
+    pub encrypted: bool,
+    pub backing_filename: Option<String>,
+    pub full_backing_filename: Option<String>,
+    pub backing_filename_format: Option<String>,
+    pub snapshots: Vec<qcow2::Snapshot>,
+    pub qcow2: Option<Qcow2Info>,
+}
+
+/// Resolves a backing file name against the directory of the image that names it, as QEMU
+/// does: absolute names stay, relative ones are joined to the image's directory.
+pub fn full_backing_path(image: &str, backing: &str) -> String {
+    if backing.starts_with('/') {
+        return backing.to_string();
+    }
+    match image.rfind('/') {
+        Some(i) => format!("{}{}", &image[..=i], backing),
+        None => backing.to_string(),
+    }
+}
+
+/// Reads an image file's facts. With `format` None the format is probed.
+pub fn image_info(path: &Path, format: Option<ImageFormat>) -> Result<ImageInfo> {
+    let meta = std::fs::metadata(path).map_err(|e| open_error(path, e))?;
+    let format = match format {
+        Some(f) => f,
+        None => probe_format(path)?,
+    };
+    let filename = path.to_string_lossy().into_owned();
+    let actual_size = Some(meta.blocks() * 512);
+    match format {
+        ImageFormat::Raw => Ok(ImageInfo {
+            filename,
+            format,
+            virtual_size: meta.len(),
+            actual_size,
+            cluster_size: None,
+            dirty_flag: false,
+            encrypted: false,
+            backing_filename: None,
+            full_backing_filename: None,
+            backing_filename_format: None,
+            snapshots: Vec::new(),
+            qcow2: None,
+        }),
+        ImageFormat::Qcow2 => {
+            let area = qcow2::read_header_area(path)?;
+            let h = Header::parse(&area)?;
+            let snapshots = if h.nb_snapshots > 0 {
+                let table = qcow2::read_table(path, h.snapshots_offset, 1 << 20)?;
+                qcow2::parse_snapshots(&h, &table)?
+            } else {
+                Vec::new()
+            };
+            let bitmaps = match h.bitmap_directory() {
+                Some((_, size, offset)) if size > 0 => {
+                    let dir = qcow2::read_table(path, offset, size as usize)?;
+                    qcow2::parse_bitmaps(&h, &dir)?
+                }
+                _ => Vec::new(),
+            };
+            let v3 = h.version >= 3;
+            let full = h
+                .backing_file
+                .as_deref()
+                .map(|b| full_backing_path(&filename, b));
+            Ok(ImageInfo {
+                virtual_size: h.size,
+                actual_size,
+                cluster_size: Some(h.cluster_size()),
+                dirty_flag: h.dirty(),
+                encrypted: h.crypt_method != 0,
+                backing_filename: h.backing_file.clone(),
+                full_backing_filename: full,
+                backing_filename_format: h.backing_format(),
+                snapshots,
+                qcow2: Some(Qcow2Info {
+                    compat: h.compat().to_string(),
+                    compression_type: h.compression_type_name().to_string(),
+                    lazy_refcounts: v3.then(|| h.lazy_refcounts()),
+                    refcount_bits: h.refcount_bits(),
+                    corrupt: v3.then(|| h.corrupt()),
+                    extended_l2: v3.then(|| h.extended_l2()),
+                    data_file: h.data_file(),
+                    data_file_raw: h
+                        .data_file()
+                        .map(|_| h.autoclear_features & qcow2::AUTOCLEAR_DATA_FILE_RAW != 0),
+                    bitmaps,
+                }),
+                filename,
+                format,
+            })
+        }
+    }
+}
+
+/// The image and every backing file below it, top first (at most 256 deep).
+pub fn backing_chain(path: &Path, format: Option<ImageFormat>) -> Result<Vec<ImageInfo>> {
+    let mut out = vec![image_info(path, format)?];
+    while let Some(last) = out.last() {
+        let Some(full) = last.full_backing_filename.clone() else {
+            break;
+        };
+        if out.len() >= 256 {
+            return Err(Error::generic("Backing chain too deep"));
+        }
+        let fmt = last
+            .backing_filename_format
+            .as_deref()
+            .and_then(ImageFormat::from_name);
+        out.push(image_info(Path::new(&full), fmt)?);
+    }
+    Ok(out)
+}
+
+/// What to create (`BlockdevCreateOptions` for file+raw and qcow2).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CreateOptions {
+    pub format: ImageFormat,
+    pub size: u64,
+    /// qcow2 only; 64 KiB when absent.
+    pub cluster_size: Option<u64>,
+    /// qcow2 only; 16 when absent.
+    pub refcount_bits: Option<u64>,
+    /// qcow2 only: the backing file name written into the header, as given.
+    pub backing_file: Option<String>,
+    pub backing_format: Option<ImageFormat>,
+}
+
+impl CreateOptions {
+    pub fn new(format: ImageFormat, size: u64) -> CreateOptions {
+        CreateOptions {
+            format,
+            size,
+            cluster_size: None,
+            refcount_bits: None,
+            backing_file: None,
+            backing_format: None,
+        }
+    }
+}
+
+/// Creates (or overwrites) an image file.
+pub fn create(path: &Path, opts: &CreateOptions) -> Result<()> {
+    match opts.format {
+        ImageFormat::Raw => {
+            let f = std::fs::OpenOptions::new()
+                .create(true)
+                .write(true)
+                .truncate(true)
+                .open(path)
+                .map_err(|e| open_error(path, e))?;
+            f.set_len(opts.size)?;
+            Ok(())
+        }
+        ImageFormat::Qcow2 => {
+            let cluster = opts.cluster_size.unwrap_or(65536);
+            if !cluster.is_power_of_two() || !(512..=2 * 1024 * 1024).contains(&cluster) {
+                return Err(Error::generic(
+                    "Cluster size must be a power of two between 512 and 2048k",
+                ));
+            }
+            if opts.size % 512 != 0 {
+                return Err(Error::generic("Image size must be a multiple of 512 bytes"));
+            }
+            let refcount = opts.refcount_bits.unwrap_or(16);
+            if !refcount.is_power_of_two() || refcount > 64 {
+                return Err(Error::generic(
+                    "Refcount width must be a power of two and may not exceed 64 bits",
+                ));
+            }
+            let f = std::fs::OpenOptions::new()
+                .create(true)
+                .read(true)
+                .write(true)
+                .truncate(true)
+                .open(path)
+                .map_err(|e| open_error(path, e))?;
+            let storage = ImagoFile::from_open_file(
+                f,
+                imago::StorageOpenOptions::new().filename(path).write(true),
+            )?;
+            let mut builder = Qcow2::<ImagoFile>::create_builder(storage)
+                .size(opts.size)
+                .cluster_size(cluster as usize)
+                .refcount_width(refcount as usize);
+            if let Some(b) = &opts.backing_file {
+                let fmt = match opts.backing_format {
+                    Some(f) => f,
+                    None => probe_format(Path::new(&full_backing_path(&path.to_string_lossy(), b)))
+                        .unwrap_or(ImageFormat::Raw),
+                };
+                builder = builder.backing(b.clone(), fmt.name().to_string());
+            }
+            builder.create()?;
+            Ok(())
+        }
+    }
+}
+
+/// Creates a qcow2 overlay whose backing file is `backing` (named as given, format recorded),
+/// of the backing image's size: what `blockdev-snapshot-sync` makes.
+pub fn create_overlay(overlay: &Path, backing: &str, backing_format: ImageFormat) -> Result<()> {
+    let full = full_backing_path(&overlay.to_string_lossy(), backing);
+    let size = image_info(Path::new(&full), Some(backing_format))?.virtual_size;
+    let mut opts = CreateOptions::new(ImageFormat::Qcow2, size);
+    opts.backing_file = Some(backing.to_string());
+    opts.backing_format = Some(backing_format);
+    create(overlay, &opts)
+}
+
+/// An open image with its backing chain (backing files opened read-only).
+pub struct Image {
+    path: PathBuf,
+    format: ImageFormat,
+    writable: bool,
+    access: FormatAccess<ImagoFile>,
+}
+
+impl std::fmt::Debug for Image {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Image")
+            .field("path", &self.path)
+            .field("format", &self.format)
+            .field("writable", &self.writable)
+            .finish()
+    }
+}
+
+impl Image {
+    /// Opens `path`; with `format` None the format is probed.
+    pub fn open(path: &Path, format: Option<ImageFormat>, writable: bool) -> Result<Image> {
+        let format = match format {
+            Some(f) => f,
+            None => probe_format(path)?,
+        };
+        std::fs::metadata(path).map_err(|e| open_error(path, e))?;
+        let gate = PermissiveImplicitOpenGate::default();
+        let access = match format {
+            ImageFormat::Raw => FormatAccess::new(
+                Raw::<ImagoFile>::builder_path(path)
+                    .write(writable)
+                    .open(gate)?,
+            ),
+            ImageFormat::Qcow2 => FormatAccess::new(
+                Qcow2::<ImagoFile>::builder_path(path)
+                    .write(writable)
+                    .open(gate)?,
+            ),
+        };
+        Ok(Image {
+            path: path.to_path_buf(),
+            format,
+            writable,
+            access,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn format(&self) -> ImageFormat {
+        self.format
+    }
+
+    pub fn writable(&self) -> bool {
+        self.writable
+    }
+
+    /// The virtual disk size.
+    pub fn size(&self) -> u64 {
+        self.access.size()
+    }
+
+    fn check_range(&self, offset: u64, len: usize) -> Result<()> {
+        match offset.checked_add(len as u64) {
+            Some(end) if end <= self.size() => Ok(()),
+            _ => Err(Error::generic("Request beyond the end of the image")),
+        }
+    }
+
+    /// Reads `buf.len()` bytes at `offset` (through the backing chain).
+    pub fn read(&self, buf: &mut [u8], offset: u64) -> Result<()> {
+        self.check_range(offset, buf.len())?;
+        if buf.is_empty() {
+            return Ok(());
+        }
+        self.access.read(buf, offset)?;
+        Ok(())
+    }
+
+    pub fn write(&self, buf: &[u8], offset: u64) -> Result<()> {
+        self.check_range(offset, buf.len())?;
+        if !self.writable {
+            return Err(Error::generic("Image is read-only"));
+        }
+        if buf.is_empty() {
+            return Ok(());
+        }
+        self.access.write(buf, offset)?;
+        Ok(())
+    }
+
+    pub fn write_zeroes(&self, offset: u64, len: u64) -> Result<()> {
+        self.check_range(offset, usize::try_from(len).unwrap_or(usize::MAX))?;
+        if !self.writable {
+            return Err(Error::generic("Image is read-only"));
+        }
+        self.access.write_zeroes(offset, len)?;
+        Ok(())
+    }
+
+    /// Discards a range (it reads as zeroes afterwards, as NBD's TRIM allows).
+    pub fn discard(&mut self, offset: u64, len: u64) -> Result<()> {
+        self.check_range(offset, usize::try_from(len).unwrap_or(usize::MAX))?;
+        if !self.writable {
+            return Err(Error::generic("Image is read-only"));
+        }
+        self.access.discard_to_zero(offset, len)?;
+        Ok(())
+    }
+
+    pub fn flush(&self) -> Result<()> {
+        if self.writable {
+            self.access.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Grows or shrinks the virtual disk (`block_resize`).
+    pub fn resize(&mut self, new_size: u64) -> Result<()> {
+        if !self.writable {
+            return Err(Error::generic("Image is read-only"));
+        }
+        if self.format == ImageFormat::Qcow2 && new_size % 512 != 0 {
+            return Err(Error::generic("The new size must be a multiple of 512"));
+        }
+        self.access
+            .resize(new_size, imago::format::PreallocateMode::None)
+            .map_err(|e| Error::generic(e.to_string()))?;
+        self.access.flush()?;
+        Ok(())
+    }
+
+    /// Whether `offset` is allocated in this image itself (not only in a backing file), and
+    /// for how many bytes from `offset` that answer holds (at most `max_len`).
+    pub fn allocated(&self, offset: u64, max_len: u64) -> Result<(bool, u64)> {
+        let (mapping, len) = self.access.get_shallow_mapping(offset, max_len)?;
+        let here = match mapping {
+            ShallowMapping::Indirect { .. } => false,
+            ShallowMapping::Zero { explicit, .. } => explicit,
+            _ => true,
+        };
+        Ok((here, len.max(1).min(max_len)))
+    }
+}

@@ -1,0 +1,67 @@
+//! qmpkit's block layer as a typed library, the way QEMU's block layer behaves: real raw and
+//! qcow2 image files ([`image`], [`qcow2`]) and an NBD export server on std threads ([`nbd`]).
+//!
+//! No JSON and no async runtime: callers (the machine's handlers) map their generated QAPI types
+//! onto these types.
+
+pub mod image;
+pub mod nbd;
+pub mod qcow2;
+
+pub use image::{CreateOptions, Image, ImageFormat, ImageInfo};
+
+/// QMP's error classes the block layer answers with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorClass {
+    GenericError,
+    DeviceNotFound,
+    DeviceNotActive,
+}
+
+impl ErrorClass {
+    pub fn name(self) -> &'static str {
+        match self {
+            ErrorClass::GenericError => "GenericError",
+            ErrorClass::DeviceNotFound => "DeviceNotFound",
+            ErrorClass::DeviceNotActive => "DeviceNotActive",
+        }
+    }
+}
+
+/// An error in QEMU's class and words (the `desc` is what QMP shows).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{desc}")]
+pub struct Error {
+    pub class: ErrorClass,
+    pub desc: String,
+}
+
+impl Error {
+    pub fn generic(desc: impl Into<String>) -> Error {
+        Error {
+            class: ErrorClass::GenericError,
+            desc: desc.into(),
+        }
+    }
+
+    pub fn with_class(class: ErrorClass, desc: impl Into<String>) -> Error {
+        Error {
+            class,
+            desc: desc.into(),
+        }
+    }
+}
+
+impl From<std::io::Error> for Error {
+    fn from(e: std::io::Error) -> Error {
+        Error::generic(e.to_string())
+    }
+}
+
+impl From<qcow2::HeaderError> for Error {
+    fn from(e: qcow2::HeaderError) -> Error {
+        Error::generic(e.to_string())
+    }
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
