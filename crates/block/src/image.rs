@@ -125,10 +125,11 @@ pub fn image_info(path: &Path, format: Option<ImageFormat>) -> Result<ImageInfo>
     let filename = path.to_string_lossy().into_owned();
     let actual_size = Some(meta.blocks() * 512);
     match format {
+        // QEMU counts a file's length in whole 512-byte sectors.
         ImageFormat::Raw => Ok(ImageInfo {
             filename,
             format,
-            virtual_size: meta.len(),
+            virtual_size: meta.len().div_ceil(512) * 512,
             actual_size,
             cluster_size: None,
             dirty_flag: false,
@@ -323,6 +324,54 @@ impl std::fmt::Debug for Image {
     }
 }
 
+/// How to open an image with an explicit backing chain (the graph's, not the header's).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainSpec {
+    pub path: PathBuf,
+    pub format: ImageFormat,
+    /// For qcow2: the backing below (None: no backing at all).
+    pub backing: Option<Box<ChainSpec>>,
+}
+
+fn open_access(
+    path: &Path,
+    format: ImageFormat,
+    writable: bool,
+    backing: Option<&ChainSpec>,
+    depth: u32,
+) -> Result<FormatAccess<ImagoFile>> {
+    if depth > 256 {
+        return Err(Error::generic("Backing chain too deep"));
+    }
+    std::fs::metadata(path).map_err(|e| open_error(path, e))?;
+    let gate = PermissiveImplicitOpenGate::default();
+    Ok(match format {
+        ImageFormat::Raw => FormatAccess::new(
+            Raw::<ImagoFile>::builder_path(path)
+                .write(writable)
+                .open(gate)?,
+        ),
+        ImageFormat::Qcow2 => {
+            let b = match backing {
+                Some(spec) => Some(open_access(
+                    &spec.path,
+                    spec.format,
+                    false,
+                    spec.backing.as_deref(),
+                    depth + 1,
+                )?),
+                None => None,
+            };
+            FormatAccess::new(
+                Qcow2::<ImagoFile>::builder_path(path)
+                    .write(writable)
+                    .backing(b)
+                    .open(gate)?,
+            )
+        }
+    })
+}
+
 impl Image {
     /// Opens `path`; with `format` None the format is probed.
     pub fn open(path: &Path, format: Option<ImageFormat>, writable: bool) -> Result<Image> {
@@ -344,6 +393,23 @@ impl Image {
                     .open(gate)?,
             ),
         };
+        Ok(Image {
+            path: path.to_path_buf(),
+            format,
+            writable,
+            access,
+        })
+    }
+
+    /// Opens `path` with the backing chain given (None: no backing), not the one the header
+    /// names.
+    pub fn open_with_backing(
+        path: &Path,
+        format: ImageFormat,
+        writable: bool,
+        backing: Option<&ChainSpec>,
+    ) -> Result<Image> {
+        let access = open_access(path, format, writable, backing, 0)?;
         Ok(Image {
             path: path.to_path_buf(),
             format,

@@ -4,10 +4,12 @@
 //! No JSON and no async runtime: callers (the machine's handlers) map their generated QAPI types
 //! onto these types.
 
+pub mod graph;
 pub mod image;
 pub mod nbd;
 pub mod qcow2;
 
+pub use graph::{BlockGraph, BlockdevOptions, BlockdevRef, Driver, NodeInfo, Perm, PermSet};
 pub use image::{CreateOptions, Image, ImageFormat, ImageInfo};
 
 /// QMP's error classes the block layer answers with.

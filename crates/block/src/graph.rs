@@ -1,0 +1,1288 @@
+//! The node graph: nodes with node-names (QEMU's `#blockNNN` when implicit), drivers, `file`
+//! and `backing` children, users outside the graph (exports, devices, jobs), QEMU's permission
+//! rules and conflict words, in-use checks for deletion, and the answers of
+//! `query-named-block-nodes` and `x-debug-query-block-graph` as typed values.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+use crate::image::{self, Image, ImageFormat, ImageInfo};
+use crate::nbd::{ExportBackend, SharedImage};
+use crate::{Error, ErrorClass, Result};
+
+/// Block drivers the graph knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Driver {
+    File,
+    Raw,
+    Qcow2,
+    NullCo,
+    NullAio,
+}
+
+impl Driver {
+    pub fn name(self) -> &'static str {
+        match self {
+            Driver::File => "file",
+            Driver::Raw => "raw",
+            Driver::Qcow2 => "qcow2",
+            Driver::NullCo => "null-co",
+            Driver::NullAio => "null-aio",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Driver> {
+        Some(match name {
+            "file" => Driver::File,
+            "raw" => Driver::Raw,
+            "qcow2" => Driver::Qcow2,
+            "null-co" => Driver::NullCo,
+            "null-aio" => Driver::NullAio,
+            _ => return None,
+        })
+    }
+
+    fn format(self) -> Option<ImageFormat> {
+        match self {
+            Driver::Raw => Some(ImageFormat::Raw),
+            Driver::Qcow2 => Some(ImageFormat::Qcow2),
+            _ => None,
+        }
+    }
+}
+
+/// One permission (`BlockPermission`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Perm {
+    ConsistentRead,
+    Write,
+    WriteUnchanged,
+    Resize,
+    GraphMod,
+}
+
+impl Perm {
+    pub const ALL: [Perm; 5] = [
+        Perm::ConsistentRead,
+        Perm::Write,
+        Perm::WriteUnchanged,
+        Perm::Resize,
+        Perm::GraphMod,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Perm::ConsistentRead => "consistent-read",
+            Perm::Write => "write",
+            Perm::WriteUnchanged => "write-unchanged",
+            Perm::Resize => "resize",
+            Perm::GraphMod => "graph-mod",
+        }
+    }
+
+    fn bit(self) -> u8 {
+        match self {
+            Perm::ConsistentRead => 1,
+            Perm::Write => 2,
+            Perm::WriteUnchanged => 4,
+            Perm::Resize => 8,
+            Perm::GraphMod => 16,
+        }
+    }
+}
+
+/// A set of permissions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PermSet(u8);
+
+impl PermSet {
+    pub const NONE: PermSet = PermSet(0);
+    /// Every permission but graph-mod (which QEMU no longer uses).
+    pub const ALL: PermSet = PermSet(15);
+
+    pub fn of(perms: &[Perm]) -> PermSet {
+        PermSet(perms.iter().fold(0, |a, p| a | p.bit()))
+    }
+    pub fn contains(self, p: Perm) -> bool {
+        self.0 & p.bit() != 0
+    }
+    pub fn union(self, o: PermSet) -> PermSet {
+        PermSet(self.0 | o.0)
+    }
+    pub fn intersect(self, o: PermSet) -> PermSet {
+        PermSet(self.0 & o.0)
+    }
+    pub fn minus(self, o: PermSet) -> PermSet {
+        PermSet(self.0 & !o.0)
+    }
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+    /// In ascending order, as QEMU names them in errors.
+    pub fn list(self) -> Vec<Perm> {
+        Perm::ALL
+            .into_iter()
+            .filter(|p| self.contains(*p))
+            .collect()
+    }
+    /// In descending order, as `x-debug-query-block-graph` lists them.
+    pub fn list_desc(self) -> Vec<Perm> {
+        let mut v = self.list();
+        v.reverse();
+        v
+    }
+    fn words(self) -> String {
+        self.list()
+            .iter()
+            .map(|p| p.name())
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+/// `BlockdevDetectZeroesOptions`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DetectZeroes {
+    #[default]
+    Off,
+    On,
+    Unmap,
+}
+
+impl DetectZeroes {
+    pub fn name(self) -> &'static str {
+        match self {
+            DetectZeroes::Off => "off",
+            DetectZeroes::On => "on",
+            DetectZeroes::Unmap => "unmap",
+        }
+    }
+}
+
+/// `BlockdevRef`: a child by node name or defined inline.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BlockdevRef {
+    Node(String),
+    Inline(Box<BlockdevOptions>),
+}
+
+/// `BlockdevOptions` for the drivers the graph knows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlockdevOptions {
+    pub driver: Driver,
+    pub node_name: Option<String>,
+    pub read_only: bool,
+    pub detect_zeroes: DetectZeroes,
+    pub cache_direct: bool,
+    pub cache_no_flush: bool,
+    /// `file`: the host file.
+    pub filename: Option<PathBuf>,
+    /// `raw` / `qcow2`: the protocol child.
+    pub file: Option<BlockdevRef>,
+    /// `qcow2`: None opens the backing file the image names; `Some(None)` is `"backing": null`.
+    pub backing: Option<Option<BlockdevRef>>,
+    /// `null-co` / `null-aio`: the size (1 GiB when absent).
+    pub size: Option<u64>,
+}
+
+impl BlockdevOptions {
+    pub fn new(driver: Driver) -> BlockdevOptions {
+        BlockdevOptions {
+            driver,
+            node_name: None,
+            read_only: false,
+            detect_zeroes: DetectZeroes::Off,
+            cache_direct: false,
+            cache_no_flush: false,
+            filename: None,
+            file: None,
+            backing: None,
+            size: None,
+        }
+    }
+
+    pub fn file(path: impl Into<PathBuf>) -> BlockdevOptions {
+        let mut o = BlockdevOptions::new(Driver::File);
+        o.filename = Some(path.into());
+        o
+    }
+
+    /// A format node over a child.
+    pub fn format(driver: Driver, file: BlockdevRef) -> BlockdevOptions {
+        let mut o = BlockdevOptions::new(driver);
+        o.file = Some(file);
+        o
+    }
+
+    pub fn null(size: Option<u64>) -> BlockdevOptions {
+        let mut o = BlockdevOptions::new(Driver::NullCo);
+        o.size = size;
+        o
+    }
+
+    pub fn named(mut self, name: &str) -> BlockdevOptions {
+        self.node_name = Some(name.to_string());
+        self
+    }
+
+    pub fn read_only(mut self, ro: bool) -> BlockdevOptions {
+        self.read_only = ro;
+        self
+    }
+
+    pub fn backing(mut self, backing: Option<BlockdevRef>) -> BlockdevOptions {
+        self.backing = Some(backing);
+        self
+    }
+}
+
+/// The role of a child link.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChildRole {
+    File,
+    Backing,
+}
+
+impl ChildRole {
+    pub fn name(self) -> &'static str {
+        match self {
+            ChildRole::File => "file",
+            ChildRole::Backing => "backing",
+        }
+    }
+}
+
+/// Something outside the graph that uses a node (a block backend in QEMU's terms).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UserKind {
+    /// A block export (by export id): an unnamed block device to QEMU.
+    Export(String),
+    /// A guest device's drive (by device or backend name).
+    Device(String),
+    /// A block job (`kind` is the job type, e.g. "mirror").
+    Job {
+        id: String,
+        kind: String,
+        role: String,
+    },
+}
+
+/// Handle for a registered user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct UserId(u64);
+
+#[derive(Debug, Clone)]
+struct User {
+    id: UserId,
+    /// Attach order, counted with the nodes' creation.
+    serial: u64,
+    kind: UserKind,
+    node: String,
+    perm: PermSet,
+    shared: PermSet,
+}
+
+#[derive(Debug, Clone)]
+struct Edge {
+    role: ChildRole,
+    child: String,
+}
+
+/// Data behind a node.
+#[derive(Debug, Clone)]
+enum Data {
+    Image(SharedImage),
+    Null(u64),
+}
+
+#[derive(Debug, Clone)]
+struct Node {
+    /// Creation number (x-debug-query-block-graph's ids).
+    serial: u64,
+    name: String,
+    driver: Driver,
+    read_only: bool,
+    /// Added by the monitor (named at top level), so blockdev-del may remove it.
+    monitor_owned: bool,
+    detect_zeroes: DetectZeroes,
+    cache_direct: bool,
+    cache_no_flush: bool,
+    /// The host file (file nodes: their own; format nodes: their file child's).
+    filename: String,
+    children: Vec<Edge>,
+    data: Data,
+    write_threshold: u64,
+    /// Operation blockers: the reason a job gives ("block device is in use by block job: stream").
+    blockers: Vec<(String, String)>,
+}
+
+/// `BlockdevCacheInfo`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CacheInfo {
+    pub writeback: bool,
+    pub direct: bool,
+    pub no_flush: bool,
+}
+
+/// `BlockDeviceInfo` (one entry of `query-named-block-nodes`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeInfo {
+    pub node_name: String,
+    pub file: String,
+    pub ro: bool,
+    pub drv: String,
+    pub backing_file: Option<String>,
+    /// The number of backing links below this node.
+    pub backing_file_depth: u64,
+    pub encrypted: bool,
+    pub detect_zeroes: DetectZeroes,
+    pub bps: u64,
+    pub bps_rd: u64,
+    pub bps_wr: u64,
+    pub iops: u64,
+    pub iops_rd: u64,
+    pub iops_wr: u64,
+    pub write_threshold: u64,
+    pub cache: CacheInfo,
+    pub active: bool,
+    /// The format name `image.format` shows: the driver's ("file", "raw", "qcow2", "null-co").
+    pub image_format: String,
+    /// What the node's image says about itself; `backing_image` filled for non-flat queries.
+    pub image: ImageInfo,
+    pub backing_image: Option<Box<NodeInfo>>,
+}
+
+/// `XDbgBlockGraphNodeType`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GraphNodeType {
+    BlockBackend,
+    BlockJob,
+    BlockDriver,
+}
+
+impl GraphNodeType {
+    pub fn name(self) -> &'static str {
+        match self {
+            GraphNodeType::BlockBackend => "block-backend",
+            GraphNodeType::BlockJob => "block-job",
+            GraphNodeType::BlockDriver => "block-driver",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GraphNode {
+    pub id: u64,
+    pub kind: GraphNodeType,
+    pub name: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GraphEdge {
+    pub parent: u64,
+    pub child: u64,
+    pub name: String,
+    pub perm: Vec<Perm>,
+    pub shared_perm: Vec<Perm>,
+}
+
+/// `XDbgBlockGraph`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DebugGraph {
+    pub nodes: Vec<GraphNode>,
+    pub edges: Vec<GraphEdge>,
+}
+
+/// A parent of a node for the permission check, newest first.
+#[derive(Debug, Clone)]
+struct Parent {
+    desc: String,
+    role: String,
+    perm: PermSet,
+    shared: PermSet,
+}
+
+/// Reads zeroes and drops writes, like `null-co`.
+#[derive(Debug)]
+pub struct NullBackend(pub u64);
+
+impl ExportBackend for NullBackend {
+    fn size(&self) -> u64 {
+        self.0
+    }
+    fn read(&self, _: u64, buf: &mut [u8]) -> Result<()> {
+        buf.fill(0);
+        Ok(())
+    }
+    fn write(&self, _: u64, _: &[u8]) -> Result<()> {
+        Ok(())
+    }
+    fn write_zeroes(&self, _: u64, _: u64) -> Result<()> {
+        Ok(())
+    }
+    fn trim(&self, _: u64, _: u64) -> Result<()> {
+        Ok(())
+    }
+    fn flush(&self) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// The graph of one machine (or storage daemon).
+#[derive(Debug)]
+pub struct BlockGraph {
+    nodes: BTreeMap<String, Node>,
+    users: Vec<User>,
+    next_serial: u64,
+    next_user: u64,
+    auto_counter: u64,
+    rng: u64,
+}
+
+impl Default for BlockGraph {
+    fn default() -> Self {
+        BlockGraph::new(0x9e37_79b9_7f4a_7c15)
+    }
+}
+
+/// QEMU's rule for ids: a letter, then letters, digits, '-', '.', '_'.
+pub fn id_wellformed(id: &str) -> bool {
+    let mut chars = id.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_'))
+}
+
+fn not_found(name: &str) -> Error {
+    Error::generic(format!(
+        "Cannot find device='{name}' nor node-name='{name}'"
+    ))
+}
+
+impl BlockGraph {
+    /// `seed` drives the two random digits of generated node names.
+    pub fn new(seed: u64) -> BlockGraph {
+        BlockGraph {
+            nodes: BTreeMap::new(),
+            users: Vec::new(),
+            next_serial: 1,
+            next_user: 1,
+            auto_counter: 0,
+            rng: seed | 1,
+        }
+    }
+
+    fn next_random(&mut self) -> u64 {
+        // xorshift64*
+        let mut x = self.rng;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.rng = x;
+        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    /// A fresh `#blockNNN` name: a counter, then two random digits, as QEMU makes them.
+    pub fn generate_name(&mut self) -> String {
+        loop {
+            let rnd = self.next_random() % 100;
+            let name = format!("#block{}{:02}", self.auto_counter, rnd);
+            self.auto_counter += 1;
+            if !self.nodes.contains_key(&name) {
+                return name;
+            }
+        }
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.nodes.contains_key(name)
+    }
+
+    pub fn node_names(&self) -> Vec<String> {
+        let mut v: Vec<&Node> = self.nodes.values().collect();
+        v.sort_by_key(|n| std::cmp::Reverse(n.serial));
+        v.into_iter().map(|n| n.name.clone()).collect()
+    }
+
+    fn node(&self, name: &str) -> Result<&Node> {
+        self.nodes.get(name).ok_or_else(|| not_found(name))
+    }
+
+    /// `blockdev-add`: adds the node and its inline children; all or nothing. Returns the
+    /// top node's name.
+    pub fn add(&mut self, opts: &BlockdevOptions) -> Result<String> {
+        if opts.node_name.is_none() {
+            return Err(Error::generic(
+                "'node-name' must be specified for the root node",
+            ));
+        }
+        let mut added = Vec::new();
+        let r = self
+            .add_inner(opts, true, &mut added)
+            .and_then(|name| self.check_all_perms().map(|()| name));
+        if r.is_err() {
+            for n in added.iter().rev() {
+                self.nodes.remove(n);
+            }
+        }
+        r
+    }
+
+    fn resolve_child(
+        &mut self,
+        r: &BlockdevRef,
+        added: &mut Vec<String>,
+        ro: bool,
+    ) -> Result<String> {
+        match r {
+            BlockdevRef::Node(name) => {
+                self.node(name)?;
+                Ok(name.clone())
+            }
+            BlockdevRef::Inline(o) => {
+                let mut o = (**o).clone();
+                o.read_only |= ro;
+                self.add_inner(&o, false, added)
+            }
+        }
+    }
+
+    fn add_inner(
+        &mut self,
+        o: &BlockdevOptions,
+        top: bool,
+        added: &mut Vec<String>,
+    ) -> Result<String> {
+        if let Some(n) = &o.node_name {
+            if !id_wellformed(n) {
+                return Err(Error::generic(format!("Invalid node-name: '{n}'")));
+            }
+            if n.len() > 31 {
+                return Err(Error::generic("Node name too long"));
+            }
+            if self.nodes.contains_key(n) {
+                return Err(Error::generic(format!(
+                    "Duplicate nodes with node-name='{n}'"
+                )));
+            }
+        }
+        let mut children = Vec::new();
+        let mut pending_backing: Option<Option<Option<BlockdevRef>>> = None;
+        // A node is named before it opens (so a failed open still uses up a generated name,
+        // as in QEMU), but after its file child.
+        let name: Option<String>;
+        let (filename, data) = match o.driver {
+            Driver::File => {
+                name = Some(self.name_for(o));
+                let path = o
+                    .filename
+                    .as_ref()
+                    .ok_or_else(|| Error::generic("Parameter 'filename' is missing"))?;
+                let img = Image::open(path, Some(ImageFormat::Raw), !o.read_only)?;
+                (
+                    path.to_string_lossy().into_owned(),
+                    Data::Image(Arc::new(RwLock::new(img))),
+                )
+            }
+            Driver::NullCo | Driver::NullAio => {
+                name = Some(self.name_for(o));
+                // QEMU names a null node by its protocol unless options were given.
+                let filename = match o.size {
+                    None => format!("{}://", o.driver.name()),
+                    Some(size) => {
+                        format!(
+                            "json:{{\"driver\": \"{}\", \"size\": {size}}}",
+                            o.driver.name()
+                        )
+                    }
+                };
+                (filename, Data::Null(o.size.unwrap_or(1 << 30)))
+            }
+            Driver::Raw | Driver::Qcow2 => {
+                let file_ref = o
+                    .file
+                    .as_ref()
+                    .ok_or_else(|| Error::generic("Parameter 'file' is missing"))?;
+                let file = self.resolve_child(file_ref, added, o.read_only)?;
+                let file_node = self.node(&file)?;
+                if file_node.driver != Driver::File {
+                    return Err(Error::generic(format!(
+                        "Driver '{}' cannot be the file child of a format node here",
+                        file_node.driver.name()
+                    )));
+                }
+                let file_filename = file_node.filename.clone();
+                name = Some(self.name_for(o));
+                let path = PathBuf::from(&file_filename);
+                children.push(Edge {
+                    role: ChildRole::File,
+                    child: file.clone(),
+                });
+                let format = o.driver.format().unwrap_or(ImageFormat::Raw);
+                if format == ImageFormat::Qcow2 {
+                    image::image_info(&path, Some(ImageFormat::Qcow2)).map_err(|e| {
+                        if e.desc.contains("not in qcow2 format") {
+                            Error::generic("Image is not in qcow2 format")
+                        } else {
+                            e
+                        }
+                    })?;
+                }
+                // The node opens first, its backing after it (so implicit names count up as
+                // QEMU's do); the data is re-opened with the chain once it is there.
+                let img = Image::open_with_backing(&path, format, !o.read_only, None)?;
+                if format == ImageFormat::Qcow2 {
+                    pending_backing = Some(o.backing.clone());
+                }
+                (file_filename, Data::Image(Arc::new(RwLock::new(img))))
+            }
+        };
+        let name = match name {
+            Some(n) => n,
+            None => self.name_for(o),
+        };
+        let serial = self.next_serial;
+        self.next_serial += 1;
+        self.nodes.insert(
+            name.clone(),
+            Node {
+                serial,
+                name: name.clone(),
+                driver: o.driver,
+                read_only: o.read_only,
+                monitor_owned: top,
+                detect_zeroes: o.detect_zeroes,
+                cache_direct: o.cache_direct,
+                cache_no_flush: o.cache_no_flush,
+                filename,
+                children,
+                data,
+                write_threshold: 0,
+                blockers: Vec::new(),
+            },
+        );
+        added.push(name.clone());
+        if let Some(backing) = pending_backing {
+            let path = PathBuf::from(&self.node(&name)?.filename);
+            let child = match backing {
+                Some(Some(r)) => Some(self.resolve_child(&r, added, true)?),
+                Some(None) => None,
+                None => self.open_header_backing(&path, added)?,
+            };
+            if let Some(b) = child {
+                if let Some(n) = self.nodes.get_mut(&name) {
+                    n.children.push(Edge {
+                        role: ChildRole::Backing,
+                        child: b,
+                    });
+                }
+                self.reopen(&name)?;
+            }
+        }
+        Ok(name)
+    }
+
+    fn name_for(&mut self, o: &BlockdevOptions) -> String {
+        match &o.node_name {
+            Some(n) => n.clone(),
+            None => self.generate_name(),
+        }
+    }
+
+    /// Opens the backing file a qcow2 header names as implicit read-only nodes.
+    fn open_header_backing(
+        &mut self,
+        path: &Path,
+        added: &mut Vec<String>,
+    ) -> Result<Option<String>> {
+        let info = image::image_info(path, Some(ImageFormat::Qcow2))?;
+        let Some(full) = info.full_backing_filename else {
+            return Ok(None);
+        };
+        let fmt = match info.backing_filename_format.as_deref() {
+            Some(f) => ImageFormat::from_name(f)
+                .ok_or_else(|| Error::generic(format!("Unknown driver '{f}'")))?,
+            None => image::probe_format(Path::new(&full))?,
+        };
+        let driver = match fmt {
+            ImageFormat::Raw => Driver::Raw,
+            ImageFormat::Qcow2 => Driver::Qcow2,
+        };
+        let o = BlockdevOptions::format(
+            driver,
+            BlockdevRef::Inline(Box::new(BlockdevOptions::file(&full).read_only(true))),
+        )
+        .read_only(true);
+        self.add_inner(&o, false, added).map(Some)
+    }
+
+    /// How to open a format node's data: its file and format, and its backing below.
+    fn chain_spec(&self, name: &str) -> Result<image::ChainSpec> {
+        let mut depth = 0;
+        let mut specs = Vec::new();
+        let mut cur = Some(name.to_string());
+        while let Some(n) = cur {
+            depth += 1;
+            if depth > 256 {
+                return Err(Error::generic("Backing chain too deep"));
+            }
+            let node = self.node(&n)?;
+            let format = match node.driver {
+                Driver::File | Driver::Raw => ImageFormat::Raw,
+                Driver::Qcow2 => ImageFormat::Qcow2,
+                d => {
+                    return Err(Error::generic(format!(
+                        "Driver '{}' cannot be used as a backing node here",
+                        d.name()
+                    )))
+                }
+            };
+            specs.push((PathBuf::from(&node.filename), format));
+            cur = node
+                .children
+                .iter()
+                .find(|e| e.role == ChildRole::Backing)
+                .map(|e| e.child.clone());
+        }
+        let mut spec: Option<image::ChainSpec> = None;
+        for (path, format) in specs.into_iter().rev() {
+            spec = Some(image::ChainSpec {
+                path,
+                format,
+                backing: spec.map(Box::new),
+            });
+        }
+        spec.ok_or_else(|| not_found(name))
+    }
+
+    /// Parents of `name` (node parents and users), oldest first, with the permissions each
+    /// takes and shares.
+    fn parents(&self, name: &str) -> Vec<Parent> {
+        let mut out: Vec<(u64, Parent)> = Vec::new();
+        for n in self.nodes.values() {
+            for e in n.children.iter().filter(|e| e.child == name) {
+                let (perm, shared) = self.edge_perms(n, e.role);
+                out.push((
+                    n.serial,
+                    Parent {
+                        desc: format!("node '{}'", n.name),
+                        role: e.role.name().to_string(),
+                        perm,
+                        shared,
+                    },
+                ));
+            }
+        }
+        for u in self.users.iter().filter(|u| u.node == name) {
+            let (desc, role) = match &u.kind {
+                UserKind::Export(_) => ("an unnamed block device".to_string(), "root".to_string()),
+                UserKind::Device(d) => (format!("block device '{d}'"), "root".to_string()),
+                UserKind::Job { id, kind, role } => (format!("{kind} job '{id}'"), role.clone()),
+            };
+            out.push((
+                u.serial,
+                Parent {
+                    desc,
+                    role,
+                    perm: u.perm,
+                    shared: u.shared,
+                },
+            ));
+        }
+        out.sort_by_key(|(s, _)| *s);
+        out.into_iter().map(|(_, p)| p).collect()
+    }
+
+    /// What the parents of a node take and share, all together.
+    fn cumulative(&self, name: &str, depth: u32) -> (PermSet, PermSet) {
+        let mut perm = PermSet::NONE;
+        let mut shared = PermSet::ALL;
+        if depth > 64 {
+            return (perm, shared);
+        }
+        for n in self.nodes.values() {
+            for e in n.children.iter().filter(|e| e.child == name) {
+                let (p, s) = self.edge_perms_depth(n, e.role, depth + 1);
+                perm = perm.union(p);
+                shared = shared.intersect(s);
+            }
+        }
+        for u in self.users.iter().filter(|u| u.node == name) {
+            perm = perm.union(u.perm);
+            shared = shared.intersect(u.shared);
+        }
+        (perm, shared)
+    }
+
+    fn edge_perms(&self, parent: &Node, role: ChildRole) -> (PermSet, PermSet) {
+        self.edge_perms_depth(parent, role, 0)
+    }
+
+    /// The permissions a parent node takes on a child and what it shares, by driver and role.
+    fn edge_perms_depth(&self, parent: &Node, role: ChildRole, depth: u32) -> (PermSet, PermSet) {
+        use Perm::*;
+        match (parent.driver, role) {
+            (Driver::Qcow2, ChildRole::File) => {
+                if parent.read_only {
+                    (
+                        PermSet::of(&[ConsistentRead]),
+                        PermSet::of(&[ConsistentRead, WriteUnchanged]),
+                    )
+                } else {
+                    (
+                        PermSet::of(&[ConsistentRead, Write, Resize]),
+                        PermSet::of(&[ConsistentRead, WriteUnchanged]),
+                    )
+                }
+            }
+            (_, ChildRole::Backing) => {
+                let (p, _) = self.cumulative(&parent.name, depth);
+                (p.intersect(PermSet::of(&[ConsistentRead])), PermSet::ALL)
+            }
+            (_, ChildRole::File) => {
+                // raw passes its parents' needs through.
+                self.cumulative(&parent.name, depth)
+            }
+        }
+    }
+
+    fn check_node_perms(&self, name: &str) -> Result<()> {
+        let parents = self.parents(name);
+        for a in &parents {
+            for b in &parents {
+                if std::ptr::eq(a, b) {
+                    continue;
+                }
+                let conflict = b.perm.minus(a.shared);
+                if !conflict.is_empty() {
+                    return Err(Error::generic(format!(
+                        "Permission conflict on node '{name}': permissions '{}' are both \
+                         required by {} (uses node '{name}' as '{}' child) and unshared by {} \
+                         (uses node '{name}' as '{}' child).",
+                        conflict.words(),
+                        b.desc,
+                        b.role,
+                        a.desc,
+                        a.role
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn check_all_perms(&self) -> Result<()> {
+        let mut names: Vec<&Node> = self.nodes.values().collect();
+        names.sort_by_key(|n| n.serial);
+        for n in names {
+            self.check_node_perms(&n.name)?;
+        }
+        Ok(())
+    }
+
+    /// Registers a user of a node (an export, a device, a job) with the permissions it takes
+    /// and shares; refused in QEMU's words on a conflict.
+    pub fn attach_user(
+        &mut self,
+        node: &str,
+        kind: UserKind,
+        perm: PermSet,
+        shared: PermSet,
+    ) -> Result<UserId> {
+        self.node(node)?;
+        if perm.contains(Perm::Write) && self.node(node)?.read_only {
+            return Err(Error::generic("Block node is read-only"));
+        }
+        let id = UserId(self.next_user);
+        self.next_user += 1;
+        let serial = self.next_serial;
+        self.next_serial += 1;
+        self.users.push(User {
+            id,
+            serial,
+            kind,
+            node: node.to_string(),
+            perm,
+            shared,
+        });
+        if let Err(e) = self.check_all_perms() {
+            self.users.retain(|u| u.id != id);
+            return Err(e);
+        }
+        Ok(id)
+    }
+
+    pub fn detach_user(&mut self, id: UserId) {
+        self.users.retain(|u| u.id != id);
+    }
+
+    /// Moves every user of `from` to `to` (a mirror's or active commit's pivot).
+    pub fn move_users(&mut self, from: &str, to: &str) -> Result<()> {
+        self.node(to)?;
+        let saved = self.users.clone();
+        for u in self.users.iter_mut().filter(|u| u.node == from) {
+            if !matches!(u.kind, UserKind::Job { .. }) {
+                u.node = to.to_string();
+            }
+        }
+        if let Err(e) = self.check_all_perms() {
+            self.users = saved;
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Users of a node: (kind, perm).
+    pub fn users_of(&self, node: &str) -> Vec<UserKind> {
+        self.users
+            .iter()
+            .filter(|u| u.node == node)
+            .map(|u| u.kind.clone())
+            .collect()
+    }
+
+    /// Blocks operations on a node for a job: `reason` is QEMU's ("block device is in use by
+    /// block job: stream").
+    pub fn block(&mut self, node: &str, owner: &str, reason: &str) {
+        if let Some(n) = self.nodes.get_mut(node) {
+            n.blockers.push((owner.to_string(), reason.to_string()));
+        }
+    }
+
+    pub fn unblock_all(&mut self, owner: &str) {
+        for n in self.nodes.values_mut() {
+            n.blockers.retain(|(o, _)| o != owner);
+        }
+    }
+
+    /// The first blocker's error, if the node is blocked.
+    pub fn check_blocked(&self, node: &str) -> Result<()> {
+        let n = self.node(node)?;
+        match n.blockers.first() {
+            Some((_, reason)) => Err(Error::generic(format!("Node '{node}' is busy: {reason}"))),
+            None => Ok(()),
+        }
+    }
+
+    /// Whether a node has any parent node (is not a root).
+    pub fn has_parent_node(&self, node: &str) -> bool {
+        self.nodes
+            .values()
+            .any(|n| n.children.iter().any(|e| e.child == node))
+    }
+
+    /// `blockdev-del` with QEMU's checks in QEMU's order.
+    pub fn delete(&mut self, name: &str) -> Result<()> {
+        let node = self.nodes.get(name).ok_or_else(|| {
+            Error::generic(format!("Failed to find node with node-name='{name}'"))
+        })?;
+        if self
+            .users
+            .iter()
+            .any(|u| u.node == name && !matches!(u.kind, UserKind::Job { .. }))
+        {
+            return Err(Error::generic(format!("Node {name} is in use")));
+        }
+        self.check_blocked(name)?;
+        if self.users.iter().any(|u| u.node == name) {
+            return Err(Error::generic(format!("Node {name} is in use")));
+        }
+        if !node.monitor_owned {
+            return Err(Error::generic(format!(
+                "Node {name} is not owned by the monitor"
+            )));
+        }
+        if self.has_parent_node(name) {
+            return Err(Error::generic(format!("Block device {name} is in use")));
+        }
+        self.remove_unreferenced(name);
+        Ok(())
+    }
+
+    /// Removes a node and then every implicit child no longer referenced.
+    fn remove_unreferenced(&mut self, name: &str) {
+        let mut queue = vec![name.to_string()];
+        while let Some(n) = queue.pop() {
+            if let Some(node) = self.nodes.remove(&n) {
+                for e in node.children {
+                    let still_used = self.has_parent_node(&e.child)
+                        || self.users.iter().any(|u| u.node == e.child);
+                    let implicit = self.nodes.get(&e.child).is_some_and(|c| !c.monitor_owned);
+                    if !still_used && implicit {
+                        queue.push(e.child);
+                    }
+                }
+            }
+        }
+    }
+
+    pub fn driver(&self, name: &str) -> Result<Driver> {
+        Ok(self.node(name)?.driver)
+    }
+
+    pub fn is_read_only(&self, name: &str) -> Result<bool> {
+        Ok(self.node(name)?.read_only)
+    }
+
+    pub fn filename(&self, name: &str) -> Result<String> {
+        Ok(self.node(name)?.filename.clone())
+    }
+
+    /// A node's child in a role.
+    pub fn child(&self, name: &str, role: ChildRole) -> Option<String> {
+        self.nodes
+            .get(name)?
+            .children
+            .iter()
+            .find(|e| e.role == role)
+            .map(|e| e.child.clone())
+    }
+
+    /// The backing chain from `name` down: `name`, its backing, its backing's backing, ….
+    pub fn backing_chain(&self, name: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut cur = Some(name.to_string());
+        while let Some(n) = cur {
+            if out.len() > 256 || !self.nodes.contains_key(&n) {
+                break;
+            }
+            cur = self.child(&n, ChildRole::Backing);
+            out.push(n);
+        }
+        out
+    }
+
+    /// The node whose backing child is `name`, if any.
+    pub fn overlay_of(&self, name: &str) -> Option<String> {
+        self.nodes
+            .values()
+            .find(|n| {
+                n.children
+                    .iter()
+                    .any(|e| e.role == ChildRole::Backing && e.child == name)
+            })
+            .map(|n| n.name.clone())
+    }
+
+    /// The open image of a raw/qcow2/file node.
+    pub fn image(&self, name: &str) -> Result<SharedImage> {
+        match &self.node(name)?.data {
+            Data::Image(i) => Ok(i.clone()),
+            Data::Null(_) => Err(Error::generic(format!("Node '{name}' has no image file"))),
+        }
+    }
+
+    /// The data behind a node, for exports and jobs.
+    pub fn backend(&self, name: &str) -> Result<Arc<dyn ExportBackend>> {
+        Ok(match &self.node(name)?.data {
+            Data::Image(i) => i.clone(),
+            Data::Null(size) => Arc::new(NullBackend(*size)),
+        })
+    }
+
+    /// The virtual size of a node's data.
+    pub fn size(&self, name: &str) -> Result<u64> {
+        Ok(self.backend(name)?.size())
+    }
+
+    /// Changes a node's backing child (and the image data's chain) without touching any file;
+    /// callers rewrite the header where QEMU would.
+    pub fn set_backing(&mut self, name: &str, backing: Option<&str>) -> Result<()> {
+        if let Some(b) = backing {
+            self.node(b)?;
+        }
+        let old = self.child(name, ChildRole::Backing);
+        let node = self.nodes.get_mut(name).ok_or_else(|| not_found(name))?;
+        node.children.retain(|e| e.role != ChildRole::Backing);
+        if let Some(b) = backing {
+            node.children.push(Edge {
+                role: ChildRole::Backing,
+                child: b.to_string(),
+            });
+        }
+        self.reopen(name)?;
+        if let Some(old) = old {
+            let implicit = self.nodes.get(&old).is_some_and(|n| !n.monitor_owned);
+            if implicit && !self.has_parent_node(&old) && self.users.iter().all(|u| u.node != old) {
+                self.remove_unreferenced(&old);
+            }
+        }
+        Ok(())
+    }
+
+    /// Re-opens a format node's image from the file (after its header or size changed).
+    pub fn reopen(&mut self, name: &str) -> Result<()> {
+        let node = self.node(name)?;
+        let format = node.driver.format();
+        let path = PathBuf::from(&node.filename);
+        let writable = !node.read_only;
+        let Data::Image(shared) = &node.data else {
+            return Ok(());
+        };
+        let shared = shared.clone();
+        let spec = match (format, self.child(name, ChildRole::Backing)) {
+            (Some(_), Some(b)) => Some(self.chain_spec(&b)?),
+            _ => None,
+        };
+        let mut guard = shared
+            .write()
+            .map_err(|_| Error::generic("image lock poisoned"))?;
+        guard.flush()?;
+        let img = match format {
+            Some(f) => Image::open_with_backing(&path, f, writable, spec.as_ref())?,
+            None => Image::open(&path, Some(ImageFormat::Raw), writable)?,
+        };
+        *guard = img;
+        Ok(())
+    }
+
+    /// Resizes a node's image (`block_resize`).
+    pub fn resize(&mut self, name: &str, size: u64) -> Result<()> {
+        let node = self.node(name)?;
+        if node.read_only {
+            return Err(Error::generic(format!("Node '{name}' is read only")));
+        }
+        let img = self.image(name)?;
+        let mut g = img
+            .write()
+            .map_err(|_| Error::generic("image lock poisoned"))?;
+        g.resize(size)
+    }
+
+    pub fn set_write_threshold(&mut self, name: &str, threshold: u64) -> Result<()> {
+        let node = self.nodes.get_mut(name).ok_or_else(|| not_found(name))?;
+        node.write_threshold = threshold;
+        Ok(())
+    }
+
+    fn image_info_of(&self, node: &Node) -> Result<ImageInfo> {
+        match (&node.data, node.driver) {
+            (Data::Null(size), _) => Ok(ImageInfo {
+                filename: node.filename.clone(),
+                format: ImageFormat::Raw,
+                virtual_size: *size,
+                actual_size: Some(0),
+                cluster_size: None,
+                dirty_flag: false,
+                encrypted: false,
+                backing_filename: None,
+                full_backing_filename: None,
+                backing_filename_format: None,
+                snapshots: Vec::new(),
+                qcow2: None,
+            }),
+            (Data::Image(_), Driver::File) | (Data::Image(_), Driver::Raw) => {
+                image::image_info(Path::new(&node.filename), Some(ImageFormat::Raw))
+            }
+            (Data::Image(_), _) => {
+                image::image_info(Path::new(&node.filename), node.driver.format())
+            }
+        }
+    }
+
+    /// One node's `BlockDeviceInfo`; with `deep`, `backing_image` follows the chain.
+    pub fn node_info(&self, name: &str, deep: bool) -> Result<NodeInfo> {
+        let node = self.node(name)?;
+        let chain = self.backing_chain(name);
+        let backing = chain.get(1).and_then(|b| self.nodes.get(b));
+        let backing_image = match (deep, backing) {
+            (true, Some(b)) => Some(Box::new(self.node_info(&b.name, true)?)),
+            _ => None,
+        };
+        Ok(NodeInfo {
+            node_name: node.name.clone(),
+            file: node.filename.clone(),
+            ro: node.read_only,
+            drv: node.driver.name().to_string(),
+            backing_file: backing.map(|b| b.filename.clone()),
+            backing_file_depth: chain.len().saturating_sub(1) as u64,
+            encrypted: false,
+            detect_zeroes: node.detect_zeroes,
+            bps: 0,
+            bps_rd: 0,
+            bps_wr: 0,
+            iops: 0,
+            iops_rd: 0,
+            iops_wr: 0,
+            write_threshold: node.write_threshold,
+            cache: CacheInfo {
+                writeback: true,
+                direct: node.cache_direct,
+                no_flush: node.cache_no_flush,
+            },
+            active: true,
+            image_format: node.driver.name().to_string(),
+            image: self.image_info_of(node)?,
+            backing_image,
+        })
+    }
+
+    /// `query-named-block-nodes`: newest first, as QEMU lists them.
+    pub fn named_nodes(&self, flat: bool) -> Result<Vec<NodeInfo>> {
+        self.node_names()
+            .iter()
+            .map(|n| self.node_info(n, !flat))
+            .collect()
+    }
+
+    /// `x-debug-query-block-graph`: block drivers and users with every edge's permissions.
+    pub fn debug_graph(&self) -> DebugGraph {
+        let mut nodes = Vec::new();
+        let mut edges = Vec::new();
+        let mut sorted: Vec<&Node> = self.nodes.values().collect();
+        sorted.sort_by_key(|n| std::cmp::Reverse(n.serial));
+        let id_of = |name: &str| self.nodes.get(name).map(|n| n.serial).unwrap_or(0);
+        for n in &sorted {
+            nodes.push(GraphNode {
+                id: n.serial,
+                kind: GraphNodeType::BlockDriver,
+                name: n.name.clone(),
+            });
+            for e in &n.children {
+                let (perm, shared) = self.edge_perms(n, e.role);
+                edges.push(GraphEdge {
+                    parent: n.serial,
+                    child: id_of(&e.child),
+                    name: e.role.name().to_string(),
+                    perm: perm.list_desc(),
+                    shared_perm: shared.list_desc(),
+                });
+            }
+        }
+        for u in &self.users {
+            let id = 1_000_000 + u.id.0;
+            let (kind, name, role) = match &u.kind {
+                UserKind::Export(_) => (
+                    GraphNodeType::BlockBackend,
+                    String::new(),
+                    "root".to_string(),
+                ),
+                UserKind::Device(d) => (GraphNodeType::BlockBackend, d.clone(), "root".to_string()),
+                UserKind::Job { id, role, .. } => {
+                    (GraphNodeType::BlockJob, id.clone(), role.clone())
+                }
+            };
+            nodes.push(GraphNode { id, kind, name });
+            edges.push(GraphEdge {
+                parent: id,
+                child: id_of(&u.node),
+                name: role,
+                perm: u.perm.list_desc(),
+                shared_perm: u.shared.list_desc(),
+            });
+        }
+        DebugGraph { nodes, edges }
+    }
+
+    /// Error for a missing node in the words of commands that take a device or node name.
+    pub fn require(&self, name: &str) -> Result<()> {
+        self.node(name).map(|_| ())
+    }
+
+    /// `DeviceNotFound`-class variant for commands that say so.
+    pub fn require_device(&self, name: &str) -> Result<()> {
+        self.node(name)
+            .map(|_| ())
+            .map_err(|e| Error::with_class(ErrorClass::DeviceNotFound, e.desc))
+    }
+}

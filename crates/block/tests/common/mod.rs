@@ -1,0 +1,81 @@
+//! A minimal QMP client for the live qemu-storage-daemon the tests compare against.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::process::Command;
+
+use serde_json::{json, Value};
+
+pub struct Qmp {
+    reader: BufReader<UnixStream>,
+    writer: UnixStream,
+    pub events: Vec<Value>,
+}
+
+impl Qmp {
+    pub fn connect(socket: &Path) -> Qmp {
+        let s = UnixStream::connect(socket).expect("connect to qemu-storage-daemon");
+        let writer = s.try_clone().unwrap();
+        let mut q = Qmp {
+            reader: BufReader::new(s),
+            writer,
+            events: Vec::new(),
+        };
+        let mut greeting = String::new();
+        q.reader.read_line(&mut greeting).unwrap();
+        q.call("qmp_capabilities", json!({})).unwrap();
+        q
+    }
+
+    /// Ok(return) or Err(desc).
+    pub fn call(&mut self, cmd: &str, args: Value) -> Result<Value, String> {
+        let msg = json!({"execute": cmd, "arguments": args});
+        writeln!(self.writer, "{msg}").unwrap();
+        loop {
+            let mut line = String::new();
+            if self.reader.read_line(&mut line).unwrap() == 0 {
+                panic!("qemu-storage-daemon closed the monitor");
+            }
+            let v: Value = serde_json::from_str(&line).unwrap();
+            if v.get("event").is_some() {
+                self.events.push(v);
+                continue;
+            }
+            if let Some(e) = v.get("error") {
+                return Err(e["desc"].as_str().unwrap_or_default().to_string());
+            }
+            return Ok(v["return"].clone());
+        }
+    }
+
+    /// Events (name, data) seen so far, in order, forgetting them.
+    pub fn take_events(&mut self) -> Vec<(String, Value)> {
+        std::mem::take(&mut self.events)
+            .into_iter()
+            .map(|e| {
+                (
+                    e["event"].as_str().unwrap_or_default().to_string(),
+                    e["data"].clone(),
+                )
+            })
+            .collect()
+    }
+}
+
+pub fn run(prog: &Path, args: &[&str]) -> (bool, String) {
+    let out = Command::new(prog).args(args).output().expect("run program");
+    let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.push_str(&String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), text)
+}
+
+pub fn check_clean(qemu_img: &Path, path: &Path) {
+    let (ok, text) = run(qemu_img, &["check", path.to_str().unwrap()]);
+    assert!(
+        ok && text.contains("No errors were found"),
+        "qemu-img check {}: {text}",
+        path.display()
+    );
+}
