@@ -976,11 +976,13 @@ impl BlockGraph {
         let node = self.nodes.get(name).ok_or_else(|| {
             Error::generic(format!("Failed to find node with node-name='{name}'"))
         })?;
-        if self
-            .users
-            .iter()
-            .any(|u| u.node == name && !matches!(u.kind, UserKind::Job { .. }))
-        {
+        // Exports, devices and a job's target have a block backend on the node (QEMU checks
+        // those first); a job's other links only block the node.
+        let has_backend = |u: &User| match &u.kind {
+            UserKind::Job { role, .. } => role == "target",
+            _ => true,
+        };
+        if self.users.iter().any(|u| u.node == name && has_backend(u)) {
             return Err(Error::generic(format!("Node {name} is in use")));
         }
         self.check_blocked(name)?;
@@ -1133,6 +1135,22 @@ impl BlockGraph {
             None => Image::open(&path, Some(ImageFormat::Raw), writable)?,
         };
         *guard = img;
+        Ok(())
+    }
+
+    /// Switches a node between read-only and read-write (re-opening its data).
+    pub fn set_read_only(&mut self, name: &str, read_only: bool) -> Result<()> {
+        let node = self.nodes.get_mut(name).ok_or_else(|| not_found(name))?;
+        if node.read_only == read_only {
+            return Ok(());
+        }
+        node.read_only = read_only;
+        if let Err(e) = self.reopen(name) {
+            if let Some(n) = self.nodes.get_mut(name) {
+                n.read_only = !read_only;
+            }
+            return Err(e);
+        }
         Ok(())
     }
 

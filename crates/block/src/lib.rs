@@ -1,16 +1,21 @@
 //! qmpkit's block layer as a typed library, the way QEMU's block layer behaves: real raw and
-//! qcow2 image files ([`image`], [`qcow2`]) and an NBD export server on std threads ([`nbd`]).
+//! qcow2 image files ([`image`], [`qcow2`]), the node graph with QEMU's permission rules and
+//! words ([`graph`]), one job model with QEMU's job state machine whose jobs do their data work
+//! on the real files ([`job`]), and an NBD export server on std threads ([`nbd`]).
 //!
 //! No JSON and no async runtime: callers (the machine's handlers) map their generated QAPI types
-//! onto these types.
+//! onto these types and turn [`job::JobEvent`]s into QMP events. Time comes from the caller
+//! (nanoseconds of a simulated clock, see [`job::Jobs::advance`]), so tests step it.
 
 pub mod graph;
 pub mod image;
+pub mod job;
 pub mod nbd;
 pub mod qcow2;
 
 pub use graph::{BlockGraph, BlockdevOptions, BlockdevRef, Driver, NodeInfo, Perm, PermSet};
 pub use image::{CreateOptions, Image, ImageFormat, ImageInfo};
+pub use job::{JobEvent, JobKind, JobOptions, JobStatus, JobVerb, Jobs};
 
 /// QMP's error classes the block layer answers with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

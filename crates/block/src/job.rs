@@ -1,0 +1,1207 @@
+//! One job model with QEMU's job state machine: statuses, verbs and their transition tables and
+//! words, auto-finalize/auto-dismiss, progress that follows a caller-supplied clock and speed
+//! limit, and the ordered notifications a caller turns into `JOB_STATUS_CHANGE` and
+//! `BLOCK_JOB_*` events. Stream, commit, mirror, backup and create jobs do their data work on the
+//! real files when their run ends (and change the graph when they finalize, as QEMU does).
+
+use std::path::PathBuf;
+
+use crate::graph::{BlockGraph, ChildRole, Driver, PermSet, UserId, UserKind};
+use crate::image::{self, CreateOptions, Image, ImageFormat};
+use crate::qcow2;
+use crate::{Error, ErrorClass, Result};
+
+/// `JobStatus`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum JobStatus {
+    Undefined,
+    Created,
+    Running,
+    Paused,
+    Ready,
+    Standby,
+    Waiting,
+    Pending,
+    Aborting,
+    Concluded,
+    Null,
+}
+
+impl JobStatus {
+    pub fn name(self) -> &'static str {
+        match self {
+            JobStatus::Undefined => "undefined",
+            JobStatus::Created => "created",
+            JobStatus::Running => "running",
+            JobStatus::Paused => "paused",
+            JobStatus::Ready => "ready",
+            JobStatus::Standby => "standby",
+            JobStatus::Waiting => "waiting",
+            JobStatus::Pending => "pending",
+            JobStatus::Aborting => "aborting",
+            JobStatus::Concluded => "concluded",
+            JobStatus::Null => "null",
+        }
+    }
+
+    /// QEMU's status transition table: may a job go from `self` to `to`?
+    pub fn can_become(self, to: JobStatus) -> bool {
+        use JobStatus::*;
+        matches!(
+            (self, to),
+            (Undefined, Created)
+                | (Created, Running | Aborting | Null)
+                | (Running, Paused | Ready | Waiting | Aborting)
+                | (Paused, Running)
+                | (Ready, Standby | Waiting | Aborting)
+                | (Standby, Ready)
+                | (Waiting, Pending | Aborting)
+                | (Pending, Concluded | Aborting)
+                | (Aborting, Concluded | Aborting)
+                | (Concluded, Null)
+        )
+    }
+}
+
+/// `JobVerb`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum JobVerb {
+    Cancel,
+    Pause,
+    Resume,
+    SetSpeed,
+    Complete,
+    Finalize,
+    Dismiss,
+    Change,
+}
+
+impl JobVerb {
+    pub fn name(self) -> &'static str {
+        match self {
+            JobVerb::Cancel => "cancel",
+            JobVerb::Pause => "pause",
+            JobVerb::Resume => "resume",
+            JobVerb::SetSpeed => "set-speed",
+            JobVerb::Complete => "complete",
+            JobVerb::Finalize => "finalize",
+            JobVerb::Dismiss => "dismiss",
+            JobVerb::Change => "change",
+        }
+    }
+
+    /// QEMU's verb table: may a job in `status` accept this verb?
+    pub fn allowed_in(self, status: JobStatus) -> bool {
+        use JobStatus::*;
+        let live = matches!(
+            status,
+            Created | Running | Paused | Ready | Standby | Waiting | Pending
+        );
+        match self {
+            JobVerb::Cancel | JobVerb::Pause | JobVerb::Resume | JobVerb::SetSpeed => live,
+            JobVerb::Change => live,
+            JobVerb::Complete => status == Ready,
+            JobVerb::Finalize => status == Pending,
+            JobVerb::Dismiss => status == Concluded,
+        }
+    }
+}
+
+/// `JobType` of the kinds with data work here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum JobKind {
+    Commit,
+    Stream,
+    Mirror,
+    Backup,
+    Create,
+}
+
+impl JobKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            JobKind::Commit => "commit",
+            JobKind::Stream => "stream",
+            JobKind::Mirror => "mirror",
+            JobKind::Backup => "backup",
+            JobKind::Create => "create",
+        }
+    }
+
+    /// Block jobs (all but create) also report through `BLOCK_JOB_*` and `query-block-jobs`.
+    pub fn is_block_job(self) -> bool {
+        self != JobKind::Create
+    }
+}
+
+/// `MirrorSyncMode` as mirror and backup take it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SyncMode {
+    #[default]
+    Full,
+    Top,
+    None,
+}
+
+/// What a `BLOCK_JOB_*` event carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlockJobEventInfo {
+    pub kind: JobKind,
+    pub device: String,
+    pub len: u64,
+    pub offset: u64,
+    pub speed: u64,
+    pub error: Option<String>,
+}
+
+/// Notifications in QEMU's order; callers make QMP events of them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobEvent {
+    /// `JOB_STATUS_CHANGE`.
+    StatusChange { id: String, status: JobStatus },
+    /// `BLOCK_JOB_READY`.
+    Ready(BlockJobEventInfo),
+    /// `BLOCK_JOB_COMPLETED` (with `error` when it failed).
+    Completed(BlockJobEventInfo),
+    /// `BLOCK_JOB_CANCELLED`.
+    Cancelled(BlockJobEventInfo),
+    /// `BLOCK_JOB_PENDING`.
+    Pending { kind: JobKind, id: String },
+}
+
+/// `JobInfo` (`query-jobs`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobInfo {
+    pub id: String,
+    pub kind: JobKind,
+    pub status: JobStatus,
+    pub current_progress: u64,
+    pub total_progress: u64,
+    pub error: Option<String>,
+}
+
+/// `BlockJobInfo` (`query-block-jobs`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlockJobInfo {
+    pub kind: JobKind,
+    pub device: String,
+    pub len: u64,
+    pub offset: u64,
+    pub busy: bool,
+    pub paused: bool,
+    pub speed: u64,
+    pub io_status: &'static str,
+    pub ready: bool,
+    pub status: JobStatus,
+    pub auto_finalize: bool,
+    pub auto_dismiss: bool,
+    pub error: Option<String>,
+}
+
+/// Options every job takes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobOptions {
+    pub id: String,
+    pub auto_finalize: bool,
+    pub auto_dismiss: bool,
+    /// Bytes per second; 0 is unlimited.
+    pub speed: u64,
+}
+
+impl JobOptions {
+    pub fn new(id: &str) -> JobOptions {
+        JobOptions {
+            id: id.to_string(),
+            auto_finalize: true,
+            auto_dismiss: true,
+            speed: 0,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Work {
+    Stream {
+        top: String,
+        base: Option<String>,
+    },
+    Commit {
+        top: String,
+        base: String,
+        /// The node above `top` (none: active commit, which pivots to `base` on complete).
+        overlay: Option<String>,
+    },
+    Mirror {
+        source: String,
+        target: String,
+        sync: SyncMode,
+    },
+    Backup {
+        source: String,
+        target: String,
+        sync: SyncMode,
+    },
+    Create {
+        path: PathBuf,
+        options: CreateOptions,
+    },
+}
+
+#[derive(Debug)]
+struct Job {
+    id: String,
+    kind: JobKind,
+    status: JobStatus,
+    auto_finalize: bool,
+    auto_dismiss: bool,
+    speed: u64,
+    user_paused: bool,
+    current: u64,
+    total: u64,
+    /// Fractional bytes owed from clock steps, in byte-nanoseconds / 1e9 units.
+    carry: u128,
+    last_ns: Option<u64>,
+    error: Option<String>,
+    /// Whether a ready job was cancelled softly (finishes without a pivot).
+    soft_cancel: bool,
+    work: Work,
+    users: Vec<UserId>,
+}
+
+/// All jobs of one machine.
+#[derive(Debug)]
+pub struct Jobs {
+    jobs: Vec<Job>,
+    /// The clock's last reading (a new job's progress counts from here).
+    now_ns: u64,
+    events: Vec<JobEvent>,
+    unlimited_rate: u64,
+}
+
+impl Default for Jobs {
+    fn default() -> Self {
+        Jobs::new(1 << 30)
+    }
+}
+
+const CHUNK: u64 = 1 << 20;
+
+fn job_not_found() -> Error {
+    Error::generic("Job not found")
+}
+
+impl Jobs {
+    /// `unlimited_rate`: bytes per simulated second a job without a speed limit moves.
+    pub fn new(unlimited_rate: u64) -> Jobs {
+        Jobs {
+            jobs: Vec::new(),
+            now_ns: 0,
+            events: Vec::new(),
+            unlimited_rate: unlimited_rate.max(1),
+        }
+    }
+
+    /// The notifications since the last call, in order.
+    pub fn take_events(&mut self) -> Vec<JobEvent> {
+        std::mem::take(&mut self.events)
+    }
+
+    fn index(&self, id: &str) -> Result<usize> {
+        self.jobs
+            .iter()
+            .position(|j| j.id == id)
+            .ok_or_else(job_not_found)
+    }
+
+    /// For the `block-job-*` commands, whose words differ: "Block job 'x' not found".
+    pub fn require_block_job(&self, id: &str) -> Result<()> {
+        match self.jobs.iter().find(|j| j.id == id) {
+            Some(j) if j.kind.is_block_job() => Ok(()),
+            _ => Err(Error::with_class(
+                ErrorClass::DeviceNotActive,
+                format!("Block job '{id}' not found"),
+            )),
+        }
+    }
+
+    fn set_status(&mut self, i: usize, to: JobStatus) {
+        let j = &mut self.jobs[i];
+        if j.status == to {
+            return;
+        }
+        debug_assert!(j.status.can_become(to), "{:?} -> {:?}", j.status, to);
+        j.status = to;
+        let id = j.id.clone();
+        self.events.push(JobEvent::StatusChange { id, status: to });
+    }
+
+    fn block_info(&self, i: usize) -> BlockJobEventInfo {
+        let j = &self.jobs[i];
+        BlockJobEventInfo {
+            kind: j.kind,
+            device: j.id.clone(),
+            len: j.total,
+            offset: j.current,
+            speed: j.speed,
+            error: None,
+        }
+    }
+
+    fn check_verb(&self, i: usize, verb: JobVerb) -> Result<()> {
+        let j = &self.jobs[i];
+        if verb.allowed_in(j.status) {
+            Ok(())
+        } else {
+            Err(Error::generic(format!(
+                "Job '{}' in state '{}' cannot accept command verb '{}'",
+                j.id,
+                j.status.name(),
+                verb.name()
+            )))
+        }
+    }
+
+    fn check_new_id(&self, id: &str) -> Result<()> {
+        if !crate::graph::id_wellformed(id) {
+            return Err(Error::generic(format!("Invalid job ID '{id}'")));
+        }
+        if self.jobs.iter().any(|j| j.id == id) {
+            return Err(Error::generic(format!("Job ID '{id}' already in use")));
+        }
+        Ok(())
+    }
+
+    fn push(
+        &mut self,
+        opts: &JobOptions,
+        kind: JobKind,
+        work: Work,
+        total: u64,
+        users: Vec<UserId>,
+    ) {
+        self.jobs.insert(
+            0,
+            Job {
+                id: opts.id.clone(),
+                kind,
+                status: JobStatus::Undefined,
+                auto_finalize: opts.auto_finalize,
+                auto_dismiss: opts.auto_dismiss,
+                speed: opts.speed,
+                user_paused: false,
+                current: 0,
+                total,
+                carry: 0,
+                last_ns: Some(self.now_ns),
+                error: None,
+                soft_cancel: false,
+                work,
+                users,
+            },
+        );
+        self.set_status(0, JobStatus::Created);
+        self.set_status(0, JobStatus::Running);
+        if kind == JobKind::Backup {
+            // QEMU's backup job is paused and resumed once while its filter is put in place.
+            self.set_status(0, JobStatus::Paused);
+            self.set_status(0, JobStatus::Running);
+        }
+    }
+
+    fn attach(
+        graph: &mut BlockGraph,
+        users: &mut Vec<UserId>,
+        node: &str,
+        opts: &JobOptions,
+        kind: JobKind,
+        role: &str,
+        (perm, shared): (PermSet, PermSet),
+    ) -> Result<()> {
+        match graph.attach_user(
+            node,
+            UserKind::Job {
+                id: opts.id.clone(),
+                kind: kind.name().to_string(),
+                role: role.to_string(),
+            },
+            perm,
+            shared,
+        ) {
+            Ok(u) => {
+                users.push(u);
+                Ok(())
+            }
+            Err(e) => {
+                for u in users.drain(..) {
+                    graph.detach_user(u);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    fn in_use_reason(kind: JobKind) -> String {
+        format!("block device is in use by block job: {}", kind.name())
+    }
+
+    /// `block-stream`: copies the backing data above `base` (all of it without one) into
+    /// `device`, then drops the backing files in between.
+    pub fn start_stream(
+        &mut self,
+        graph: &mut BlockGraph,
+        opts: &JobOptions,
+        device: &str,
+        base: Option<&str>,
+    ) -> Result<()> {
+        graph.require(device)?;
+        graph.check_blocked(device)?;
+        self.check_new_id(&opts.id)?;
+        if let Some(b) = base {
+            if !graph.backing_chain(device).iter().skip(1).any(|n| n == b) {
+                return Err(Error::generic(format!(
+                    "Node '{b}' is not a backing image of '{device}'"
+                )));
+            }
+        }
+        let total = graph.size(device)?;
+        let mut users = Vec::new();
+        Self::attach(
+            graph,
+            &mut users,
+            device,
+            opts,
+            JobKind::Stream,
+            "main node",
+            (PermSet::NONE, PermSet::ALL),
+        )?;
+        graph.block(device, &opts.id, &Self::in_use_reason(JobKind::Stream));
+        let work = Work::Stream {
+            top: device.to_string(),
+            base: base.map(str::to_string),
+        };
+        self.push(opts, JobKind::Stream, work, total, users);
+        Ok(())
+    }
+
+    /// `block-commit`: writes the data of `top` (the device's active layer when absent) and
+    /// everything between into `base` (the bottom of the chain when absent). Committing the
+    /// active layer becomes ready and pivots the device's users to `base` on complete.
+    pub fn start_commit(
+        &mut self,
+        graph: &mut BlockGraph,
+        opts: &JobOptions,
+        device: &str,
+        top: Option<&str>,
+        base: Option<&str>,
+    ) -> Result<()> {
+        graph.require(device)?;
+        if graph.has_parent_node(device) {
+            return Err(Error::generic("Need a root block node"));
+        }
+        graph.check_blocked(device)?;
+        self.check_new_id(&opts.id)?;
+        let chain = graph.backing_chain(device);
+        let top = top.unwrap_or(device).to_string();
+        let top_at = chain
+            .iter()
+            .position(|n| *n == top)
+            .ok_or_else(|| Error::generic(format!("Top image file {top} not found")))?;
+        let base = match base {
+            Some(b) => b.to_string(),
+            None => match chain.last() {
+                Some(b) => b.clone(),
+                None => return Err(Error::generic("cannot commit an image into itself")),
+            },
+        };
+        let base_at = chain
+            .iter()
+            .position(|n| *n == base)
+            .ok_or_else(|| Error::generic(format!("Base '{base}' not found")))?;
+        if base_at <= top_at {
+            return Err(Error::generic(if base_at == top_at {
+                "cannot commit an image into itself".to_string()
+            } else {
+                format!("Base '{base}' is not below top '{top}'")
+            }));
+        }
+        let overlay = if top_at == 0 {
+            None
+        } else {
+            Some(chain[top_at - 1].clone())
+        };
+        // Progress: an active commit counts the data it has to move (what is allocated above
+        // the base), a commit below the active layer the top's whole size, as QEMU's do.
+        let layers: Vec<String> = chain[top_at..base_at].to_vec();
+        let total = if overlay.is_none() {
+            allocated_bytes(graph, &layers)?
+        } else {
+            graph.size(&top)?
+        };
+        let mut users = Vec::new();
+        Self::attach(
+            graph,
+            &mut users,
+            device,
+            opts,
+            JobKind::Commit,
+            "main node",
+            (PermSet::NONE, PermSet::ALL),
+        )?;
+        graph.block(device, &opts.id, &Self::in_use_reason(JobKind::Commit));
+        let work = Work::Commit { top, base, overlay };
+        self.push(opts, JobKind::Commit, work, total, users);
+        Ok(())
+    }
+
+    /// `blockdev-mirror`: copies `device` into `target`; ready once in sync, and `complete`
+    /// pivots the device's users to the target.
+    pub fn start_mirror(
+        &mut self,
+        graph: &mut BlockGraph,
+        opts: &JobOptions,
+        device: &str,
+        target: &str,
+        sync: SyncMode,
+    ) -> Result<()> {
+        self.start_copy(graph, opts, JobKind::Mirror, device, target, sync)
+    }
+
+    /// `blockdev-backup`: copies `device` into `target` once.
+    pub fn start_backup(
+        &mut self,
+        graph: &mut BlockGraph,
+        opts: &JobOptions,
+        device: &str,
+        target: &str,
+        sync: SyncMode,
+    ) -> Result<()> {
+        self.start_copy(graph, opts, JobKind::Backup, device, target, sync)
+    }
+
+    fn start_copy(
+        &mut self,
+        graph: &mut BlockGraph,
+        opts: &JobOptions,
+        kind: JobKind,
+        device: &str,
+        target: &str,
+        sync: SyncMode,
+    ) -> Result<()> {
+        graph.require(device)?;
+        graph.require(target)?;
+        if kind == JobKind::Mirror && graph.has_parent_node(device) {
+            return Err(Error::generic("Need a root block node"));
+        }
+        if device == target {
+            return Err(Error::generic(if kind == JobKind::Mirror {
+                "Can't mirror node into itself"
+            } else {
+                "Source and target cannot be the same"
+            }));
+        }
+        self.check_new_id(&opts.id)?;
+        graph.check_blocked(device)?;
+        graph.check_blocked(target)?;
+        let size = graph.size(device)?;
+        if graph.size(target)? != size {
+            return Err(Error::generic(
+                "Source and target image have different sizes",
+            ));
+        }
+        let total = match sync {
+            SyncMode::None => 0,
+            _ => size,
+        };
+        let mut users = Vec::new();
+        use crate::graph::Perm::*;
+        Self::attach(
+            graph,
+            &mut users,
+            device,
+            opts,
+            kind,
+            "source",
+            (
+                PermSet::NONE,
+                PermSet::of(&[ConsistentRead, Write, WriteUnchanged]),
+            ),
+        )?;
+        Self::attach(
+            graph,
+            &mut users,
+            target,
+            opts,
+            kind,
+            "target",
+            (PermSet::of(&[Write]), PermSet::of(&[WriteUnchanged])),
+        )?;
+        graph.block(device, &opts.id, &Self::in_use_reason(kind));
+        graph.block(target, &opts.id, &Self::in_use_reason(kind));
+        let (source, target) = (device.to_string(), target.to_string());
+        let work = if kind == JobKind::Mirror {
+            Work::Mirror {
+                source,
+                target,
+                sync,
+            }
+        } else {
+            Work::Backup {
+                source,
+                target,
+                sync,
+            }
+        };
+        self.push(opts, kind, work, total, users);
+        Ok(())
+    }
+
+    /// `blockdev-create` for a file plus raw or qcow2 format: the file is written when the job
+    /// runs. Never auto-dismissed, as QEMU's create jobs.
+    pub fn start_create(&mut self, id: &str, path: PathBuf, options: CreateOptions) -> Result<()> {
+        self.check_new_id(id)?;
+        let mut opts = JobOptions::new(id);
+        opts.auto_dismiss = false;
+        self.push(
+            &opts,
+            JobKind::Create,
+            Work::Create { path, options },
+            1,
+            Vec::new(),
+        );
+        Ok(())
+    }
+
+    /// Advances every running job to `now_ns` on the caller's clock: progress at the speed
+    /// limit (or the unlimited rate), and the work's end when progress is complete.
+    pub fn advance(&mut self, graph: &mut BlockGraph, now_ns: u64) {
+        self.now_ns = self.now_ns.max(now_ns);
+        let mut i = 0;
+        while i < self.jobs.len() {
+            let id = self.jobs[i].id.clone();
+            self.advance_one(graph, i, now_ns);
+            // The job may have been dismissed; find where the next one is.
+            i = match self.jobs.iter().position(|j| j.id == id) {
+                Some(p) => p + 1,
+                None => i,
+            };
+        }
+    }
+
+    fn advance_one(&mut self, graph: &mut BlockGraph, i: usize, now_ns: u64) {
+        let rate = match self.jobs[i].speed {
+            0 => self.unlimited_rate,
+            s => s,
+        };
+        let j = &mut self.jobs[i];
+        let last = j.last_ns.replace(now_ns).unwrap_or(now_ns);
+        if j.status != JobStatus::Running {
+            return;
+        }
+        let dt = now_ns.saturating_sub(last) as u128;
+        j.carry += dt * rate as u128;
+        let bytes = (j.carry / 1_000_000_000) as u64;
+        j.carry %= 1_000_000_000;
+        j.current = j.current.saturating_add(bytes).min(j.total);
+        if j.current >= j.total {
+            self.run_finished(graph, i);
+        }
+    }
+
+    /// The run phase is over: do the data work, then become ready or go on to finalize.
+    fn run_finished(&mut self, graph: &mut BlockGraph, i: usize) {
+        let work = self.jobs[i].work.clone();
+        let result = match &work {
+            Work::Stream { top, base } => stream_data(graph, top, base.as_deref()),
+            Work::Commit { top, base, .. } => commit_data(graph, top, base),
+            Work::Mirror {
+                source,
+                target,
+                sync,
+            }
+            | Work::Backup {
+                source,
+                target,
+                sync,
+            } => copy_data(graph, source, target, *sync),
+            Work::Create { path, options } => image::create(path, options).map_err(|e| {
+                let reason = e
+                    .desc
+                    .split_once(": ")
+                    .map(|(_, r)| r.to_string())
+                    .unwrap_or(e.desc.clone());
+                Error::generic(format!("Could not create '{}': {reason}", path.display()))
+            }),
+        };
+        if let Err(e) = result {
+            self.jobs[i].error = Some(e.desc);
+            self.abort(graph, i, false);
+            return;
+        }
+        let becomes_ready = matches!(work, Work::Mirror { .. })
+            || matches!(work, Work::Commit { overlay: None, .. });
+        if becomes_ready {
+            self.set_status(i, JobStatus::Ready);
+            let info = self.block_info(i);
+            self.events.push(JobEvent::Ready(info));
+        } else {
+            self.enter_pending(graph, i);
+        }
+    }
+
+    fn enter_pending(&mut self, graph: &mut BlockGraph, i: usize) {
+        self.set_status(i, JobStatus::Waiting);
+        self.set_status(i, JobStatus::Pending);
+        if self.jobs[i].auto_finalize {
+            self.finalize_at(graph, i);
+        } else if self.jobs[i].kind.is_block_job() {
+            let j = &self.jobs[i];
+            self.events.push(JobEvent::Pending {
+                kind: j.kind,
+                id: j.id.clone(),
+            });
+        }
+    }
+
+    /// Applies the job's graph change, then concludes (and is dismissed when auto-dismiss).
+    fn finalize_at(&mut self, graph: &mut BlockGraph, i: usize) {
+        let soft = self.jobs[i].soft_cancel;
+        let result = match self.jobs[i].work.clone() {
+            Work::Stream { top, base } => stream_finish(graph, &top, base.as_deref()),
+            Work::Commit { top, base, overlay } => {
+                commit_finish(graph, &top, &base, overlay.as_deref())
+            }
+            Work::Mirror {
+                source,
+                target,
+                sync,
+            } if !soft => copy_data(graph, &source, &target, sync)
+                .and_then(|()| graph.move_users(&source, &target)),
+            _ => Ok(()),
+        };
+        if let Err(e) = result {
+            self.jobs[i].error = Some(e.desc);
+            self.abort(graph, i, false);
+            return;
+        }
+        self.release(graph, i);
+        if self.jobs[i].kind.is_block_job() {
+            let info = self.block_info(i);
+            self.events.push(JobEvent::Completed(info));
+        }
+        self.conclude(i);
+    }
+
+    fn release(&mut self, graph: &mut BlockGraph, i: usize) {
+        let users = std::mem::take(&mut self.jobs[i].users);
+        for u in users {
+            graph.detach_user(u);
+        }
+        graph.unblock_all(&self.jobs[i].id);
+    }
+
+    fn conclude(&mut self, i: usize) {
+        self.set_status(i, JobStatus::Concluded);
+        if self.jobs[i].auto_dismiss {
+            self.set_status(i, JobStatus::Null);
+            self.jobs.remove(i);
+        }
+    }
+
+    /// Aborting: cancelled (`cancelled` true) or failed (error set).
+    fn abort(&mut self, graph: &mut BlockGraph, i: usize, cancelled: bool) {
+        self.set_status(i, JobStatus::Aborting);
+        self.release(graph, i);
+        if cancelled {
+            self.jobs[i].error = Some("Operation canceled".to_string());
+        }
+        if self.jobs[i].kind.is_block_job() {
+            let mut info = self.block_info(i);
+            if cancelled {
+                self.events.push(JobEvent::Cancelled(info));
+            } else {
+                info.error = self.jobs[i].error.clone();
+                self.events.push(JobEvent::Completed(info));
+            }
+        }
+        self.conclude(i);
+    }
+
+    /// `job-cancel` / `block-job-cancel`. A ready mirror cancelled without `force` finishes
+    /// without pivoting (and reports completion), as QEMU's does.
+    pub fn cancel(&mut self, graph: &mut BlockGraph, id: &str, force: bool) -> Result<()> {
+        let i = self.index(id)?;
+        self.check_verb(i, JobVerb::Cancel)?;
+        let j = &self.jobs[i];
+        if !force && j.kind == JobKind::Mirror && j.status == JobStatus::Ready {
+            self.jobs[i].soft_cancel = true;
+            self.enter_pending(graph, i);
+            return Ok(());
+        }
+        self.abort(graph, i, true);
+        Ok(())
+    }
+
+    pub fn pause(&mut self, id: &str) -> Result<()> {
+        let i = self.index(id)?;
+        self.check_verb(i, JobVerb::Pause)?;
+        if self.jobs[i].user_paused {
+            return Err(Error::generic("Job is already paused"));
+        }
+        self.jobs[i].user_paused = true;
+        match self.jobs[i].status {
+            JobStatus::Running => self.set_status(i, JobStatus::Paused),
+            JobStatus::Ready => self.set_status(i, JobStatus::Standby),
+            _ => {}
+        }
+        Ok(())
+    }
+
+    pub fn resume(&mut self, id: &str) -> Result<()> {
+        let i = self.index(id)?;
+        self.check_verb(i, JobVerb::Resume)?;
+        if !self.jobs[i].user_paused {
+            return Err(Error::generic("Can't resume a job that was not paused"));
+        }
+        self.jobs[i].user_paused = false;
+        match self.jobs[i].status {
+            JobStatus::Paused => self.set_status(i, JobStatus::Running),
+            JobStatus::Standby => self.set_status(i, JobStatus::Ready),
+            _ => {}
+        }
+        Ok(())
+    }
+
+    pub fn set_speed(&mut self, id: &str, speed: u64) -> Result<()> {
+        let i = self.index(id)?;
+        self.check_verb(i, JobVerb::SetSpeed)?;
+        self.jobs[i].speed = speed;
+        Ok(())
+    }
+
+    /// `job-complete`: a ready mirror or active commit pivots and finishes.
+    pub fn complete(&mut self, graph: &mut BlockGraph, id: &str) -> Result<()> {
+        let i = self.index(id)?;
+        self.check_verb(i, JobVerb::Complete)?;
+        self.enter_pending(graph, i);
+        Ok(())
+    }
+
+    pub fn finalize(&mut self, graph: &mut BlockGraph, id: &str) -> Result<()> {
+        let i = self.index(id)?;
+        self.check_verb(i, JobVerb::Finalize)?;
+        self.finalize_at(graph, i);
+        Ok(())
+    }
+
+    pub fn dismiss(&mut self, id: &str) -> Result<()> {
+        let i = self.index(id)?;
+        self.check_verb(i, JobVerb::Dismiss)?;
+        self.set_status(i, JobStatus::Null);
+        self.jobs.remove(i);
+        Ok(())
+    }
+
+    /// `query-jobs`: newest first.
+    pub fn query_jobs(&self) -> Vec<JobInfo> {
+        self.jobs
+            .iter()
+            .map(|j| JobInfo {
+                id: j.id.clone(),
+                kind: j.kind,
+                status: j.status,
+                current_progress: j.current,
+                total_progress: j.total,
+                error: j.error.clone(),
+            })
+            .collect()
+    }
+
+    /// `query-block-jobs`: the block jobs, newest first.
+    pub fn query_block_jobs(&self) -> Vec<BlockJobInfo> {
+        self.jobs
+            .iter()
+            .filter(|j| j.kind.is_block_job())
+            .map(|j| BlockJobInfo {
+                kind: j.kind,
+                device: j.id.clone(),
+                len: j.total,
+                offset: j.current,
+                busy: false,
+                paused: j.user_paused,
+                speed: j.speed,
+                io_status: "ok",
+                ready: matches!(j.status, JobStatus::Ready | JobStatus::Standby),
+                status: j.status,
+                auto_finalize: j.auto_finalize,
+                auto_dismiss: j.auto_dismiss,
+                error: j.error.clone(),
+            })
+            .collect()
+    }
+
+    pub fn status(&self, id: &str) -> Option<JobStatus> {
+        self.jobs.iter().find(|j| j.id == id).map(|j| j.status)
+    }
+}
+
+fn lock_err() -> Error {
+    Error::generic("image lock poisoned")
+}
+
+/// Granularity at which commit counts and copies (QEMU's default dirty-bitmap granularity).
+const GRANULE: u64 = 64 * 1024;
+
+/// The ranges allocated in an image itself, in order.
+fn allocated_ranges(img: &Image) -> Result<Vec<(u64, u64)>> {
+    let size = img.size();
+    let mut out: Vec<(u64, u64)> = Vec::new();
+    let mut at = 0;
+    while at < size {
+        let (here, n) = img.allocated(at, size - at)?;
+        let n = n.max(1).min(size - at);
+        if here {
+            match out.last_mut() {
+                Some(last) if last.1 == at => last.1 = at + n,
+                _ => out.push((at, at + n)),
+            }
+        }
+        at += n;
+    }
+    Ok(out)
+}
+
+/// The union of what `layers` (top first) hold themselves, widened to whole granules and cut
+/// at `size`.
+fn union_allocated(graph: &BlockGraph, layers: &[String], size: u64) -> Result<Vec<(u64, u64)>> {
+    let mut all = Vec::new();
+    for l in layers {
+        let img = graph.image(l)?;
+        let g = img.read().map_err(|_| lock_err())?;
+        all.extend(allocated_ranges(&g)?);
+    }
+    let mut widened: Vec<(u64, u64)> = all
+        .into_iter()
+        .map(|(s, e)| {
+            (
+                s / GRANULE * GRANULE,
+                e.div_ceil(GRANULE).saturating_mul(GRANULE).min(size),
+            )
+        })
+        .filter(|(s, e)| s < e)
+        .collect();
+    widened.sort_unstable();
+    let mut out: Vec<(u64, u64)> = Vec::new();
+    for (s, e) in widened {
+        match out.last_mut() {
+            Some(last) if s <= last.1 => last.1 = last.1.max(e),
+            _ => out.push((s, e)),
+        }
+    }
+    Ok(out)
+}
+
+/// Bytes allocated in any of `layers` (top first), over the first layer's size.
+fn allocated_bytes(graph: &BlockGraph, layers: &[String]) -> Result<u64> {
+    let Some(first) = layers.first() else {
+        return Ok(0);
+    };
+    let size = graph.size(first)?;
+    Ok(union_allocated(graph, layers, size)?
+        .iter()
+        .map(|(s, e)| e - s)
+        .sum())
+}
+
+/// Whether any byte of `[off, off+len)` is allocated in this image itself.
+fn range_allocated(img: &Image, off: u64, len: u64) -> Result<bool> {
+    let end = (off + len).min(img.size());
+    let mut at = off;
+    while at < end {
+        let (here, n) = img.allocated(at, end - at)?;
+        if here {
+            return Ok(true);
+        }
+        at += n.max(1);
+    }
+    Ok(false)
+}
+
+/// Stream: copy into `top` what it reads from below, where `top` has nothing of its own.
+fn stream_data(graph: &BlockGraph, top: &str, _base: Option<&str>) -> Result<()> {
+    if graph.child(top, ChildRole::Backing).is_none() {
+        return Ok(());
+    }
+    let img = graph.image(top)?;
+    let g = img.read().map_err(|_| lock_err())?;
+    let size = g.size();
+    let mut buf = vec![0u8; CHUNK as usize];
+    let mut off = 0;
+    while off < size {
+        let (here, n) = g.allocated(off, (size - off).min(CHUNK))?;
+        let n = n.max(1).min(size - off);
+        if !here {
+            let b = &mut buf[..n as usize];
+            g.read(b, off)?;
+            if b.iter().any(|&x| x != 0) {
+                g.write(b, off)?;
+            }
+        }
+        off += n;
+    }
+    g.flush()
+}
+
+/// The format and name a header records for a node as backing file.
+fn backing_entry(graph: &BlockGraph, node: &str) -> Result<(String, &'static str)> {
+    let name = graph.filename(node)?;
+    let fmt = match graph.driver(node)? {
+        Driver::Qcow2 => "qcow2",
+        _ => "raw",
+    };
+    Ok((name, fmt))
+}
+
+fn stream_finish(graph: &mut BlockGraph, top: &str, base: Option<&str>) -> Result<()> {
+    if graph.child(top, ChildRole::Backing).is_none() {
+        return Ok(());
+    }
+    rewrite_backing(graph, top, base)
+}
+
+/// Points `node`'s header and graph backing link at `backing`.
+fn rewrite_backing(graph: &mut BlockGraph, node: &str, backing: Option<&str>) -> Result<()> {
+    if graph.driver(node)? != Driver::Qcow2 {
+        return Err(Error::generic(format!(
+            "Node '{node}' cannot have a backing file"
+        )));
+    }
+    let path = PathBuf::from(graph.filename(node)?);
+    {
+        let img = graph.image(node)?;
+        let g = img.read().map_err(|_| lock_err())?;
+        g.flush()?;
+    }
+    let entry = match backing {
+        Some(b) => Some(backing_entry(graph, b)?),
+        None => None,
+    };
+    qcow2::change_backing_file(&path, entry.as_ref().map(|(n, f)| (n.as_str(), *f)))?;
+    graph.set_backing(node, backing)
+}
+
+/// Commit: write everything allocated in `top` and the layers down to `base` into `base`.
+fn commit_data(graph: &BlockGraph, top: &str, base: &str) -> Result<()> {
+    let chain = graph.backing_chain(top);
+    let base_at = chain
+        .iter()
+        .position(|n| n == base)
+        .ok_or_else(|| Error::generic(format!("Base '{base}' not found")))?;
+    let layers = &chain[..base_at];
+    let top_img = graph.image(top)?;
+    let top_g = top_img.read().map_err(|_| lock_err())?;
+    let size = top_g.size();
+    let ranges = union_allocated(graph, layers, size)?;
+    // The base is read-only in the graph: write through a writable handle of its own.
+    let base_path = PathBuf::from(graph.filename(base)?);
+    let base_format = match graph.driver(base)? {
+        Driver::Qcow2 => ImageFormat::Qcow2,
+        _ => ImageFormat::Raw,
+    };
+    let base_spec = match graph.child(base, ChildRole::Backing) {
+        Some(b) => Some(chain_spec_of(graph, &b)?),
+        None => None,
+    };
+    let writer = Image::open_with_backing(&base_path, base_format, true, base_spec.as_ref())?;
+    if writer.size() < size {
+        return Err(Error::generic("Top image is larger than the base image"));
+    }
+    let mut buf = vec![0u8; CHUNK as usize];
+    for (s, e) in ranges {
+        let mut off = s;
+        while off < e {
+            let n = CHUNK.min(e - off);
+            let b = &mut buf[..n as usize];
+            top_g.read(b, off)?;
+            writer.write(b, off)?;
+            off += n;
+        }
+    }
+    writer.flush()?;
+    drop(writer);
+    drop(top_g);
+    Ok(())
+}
+
+fn chain_spec_of(graph: &BlockGraph, node: &str) -> Result<image::ChainSpec> {
+    let mut specs = Vec::new();
+    for n in graph.backing_chain(node) {
+        let format = match graph.driver(&n)? {
+            Driver::Qcow2 => ImageFormat::Qcow2,
+            _ => ImageFormat::Raw,
+        };
+        specs.push((PathBuf::from(graph.filename(&n)?), format));
+    }
+    let mut spec: Option<image::ChainSpec> = None;
+    for (path, format) in specs.into_iter().rev() {
+        spec = Some(image::ChainSpec {
+            path,
+            format,
+            backing: spec.map(Box::new),
+        });
+    }
+    spec.ok_or_else(|| Error::generic(format!("Node '{node}' not found")))
+}
+
+fn commit_finish(
+    graph: &mut BlockGraph,
+    top: &str,
+    base: &str,
+    overlay: Option<&str>,
+) -> Result<()> {
+    // The base's cached view is stale after the writes.
+    graph.reopen(base)?;
+    match overlay {
+        Some(o) => rewrite_backing(graph, o, Some(base)),
+        None => {
+            // Active commit: the device's users now use the base, writable.
+            graph.set_read_only(base, false)?;
+            graph.move_users(top, base)
+        }
+    }
+}
+
+/// Mirror and backup: make `target` read as `source` does.
+fn copy_data(graph: &BlockGraph, source: &str, target: &str, sync: SyncMode) -> Result<()> {
+    if sync == SyncMode::None {
+        return Ok(());
+    }
+    let src = graph.backend(source)?;
+    let dst = graph.backend(target)?;
+    let size = src.size();
+    let below_top = if sync == SyncMode::Top {
+        Some(graph.image(source)?)
+    } else {
+        None
+    };
+    let mut buf = vec![0u8; CHUNK as usize];
+    let mut off = 0;
+    while off < size {
+        let n = CHUNK.min(size - off);
+        if let Some(top) = &below_top {
+            let g = top.read().map_err(|_| lock_err())?;
+            if !range_allocated(&g, off, n)? {
+                off += n;
+                continue;
+            }
+        }
+        let b = &mut buf[..n as usize];
+        src.read(off, b)?;
+        if b.iter().all(|&x| x == 0) {
+            dst.write_zeroes(off, n)?;
+        } else {
+            dst.write(off, b)?;
+        }
+        off += n;
+    }
+    dst.flush()
+}

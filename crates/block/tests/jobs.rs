@@ -1,0 +1,665 @@
+//! Jobs: the state machine's words, progress on a stepped clock, and each job kind run beside a
+//! live qemu-storage-daemon on identical files: the same events in the same order, and files
+//! that qemu-img finds clean and qemu-io reads as expected.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use common::{check_clean, run, Qmp};
+use qmpkit_block::graph::{BlockGraph, BlockdevOptions, BlockdevRef, Driver, PermSet, UserKind};
+use qmpkit_block::image::{CreateOptions, ImageFormat};
+use qmpkit_block::job::{JobEvent, JobOptions, JobStatus, Jobs, SyncMode};
+use qmpkit_block::ErrorClass;
+use qmpkit_testkit::program_or_skip;
+use serde_json::{json, Value};
+
+const SEC: u64 = 1_000_000_000;
+
+/// Our notifications as QMP would carry them: (event, data).
+fn qmp_events(events: Vec<JobEvent>) -> Vec<(String, Value)> {
+    let mut out = Vec::new();
+    for e in events {
+        let (name, info) = match e {
+            JobEvent::StatusChange { id, status } => {
+                out.push((
+                    "JOB_STATUS_CHANGE".to_string(),
+                    json!({"id": id, "status": status.name()}),
+                ));
+                continue;
+            }
+            JobEvent::Pending { kind, id } => {
+                out.push((
+                    "BLOCK_JOB_PENDING".to_string(),
+                    json!({"id": id, "type": kind.name()}),
+                ));
+                continue;
+            }
+            JobEvent::Ready(i) => ("BLOCK_JOB_READY", i),
+            JobEvent::Completed(i) => ("BLOCK_JOB_COMPLETED", i),
+            JobEvent::Cancelled(i) => ("BLOCK_JOB_CANCELLED", i),
+        };
+        let mut data = json!({
+            "device": info.device, "len": info.len, "offset": info.offset,
+            "speed": info.speed, "type": info.kind.name(),
+        });
+        if let Some(err) = info.error {
+            data["error"] = json!(err);
+        }
+        out.push((name.to_string(), data));
+    }
+    out
+}
+
+fn start_qsd() -> Option<(qmpkit_testkit::qsd::Qsd, Qmp)> {
+    match qmpkit_testkit::qsd::start() {
+        Ok(q) => {
+            let m = Qmp::connect(&q.socket);
+            Some((q, m))
+        }
+        Err(why) => {
+            qmpkit_testkit::skip::skip(&why);
+            None
+        }
+    }
+}
+
+/// Polls query-jobs until job `id` is in `status` (or gone, for "null").
+fn wait_status(q: &mut Qmp, id: &str, status: &str) {
+    let t = Instant::now();
+    loop {
+        let jobs = q.call("query-jobs", json!({})).unwrap();
+        let now = jobs
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|j| j["id"] == id)
+            .map(|j| j["status"].as_str().unwrap().to_string())
+            .unwrap_or_else(|| "null".to_string());
+        if now == status {
+            return;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "job {id} stuck in {now}, waiting for {status}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// base.img (raw, 4 MiB, 0x41 in the first MiB) under top.qcow2 (0x42 in the second MiB),
+/// tgt.img a blank raw target; mid.qcow2 between them when `three`.
+fn make_files(qemu_img: &Path, qemu_io: &Path, dir: &Path, three: bool) {
+    let s = |n: &str| dir.join(n).to_str().unwrap().to_string();
+    run(qemu_img, &["create", "-f", "raw", &s("base.img"), "4M"]);
+    run(
+        qemu_io,
+        &["-f", "raw", "-c", "write -P 0x41 0 1M", &s("base.img")],
+    );
+    if three {
+        run(
+            qemu_img,
+            &[
+                "create",
+                "-f",
+                "qcow2",
+                "-b",
+                "base.img",
+                "-F",
+                "raw",
+                &s("mid.qcow2"),
+            ],
+        );
+        run(qemu_io, &["-c", "write -P 0x43 2M 512k", &s("mid.qcow2")]);
+        run(
+            qemu_img,
+            &[
+                "create",
+                "-f",
+                "qcow2",
+                "-b",
+                "mid.qcow2",
+                "-F",
+                "qcow2",
+                &s("top.qcow2"),
+            ],
+        );
+    } else {
+        run(
+            qemu_img,
+            &[
+                "create",
+                "-f",
+                "qcow2",
+                "-b",
+                "base.img",
+                "-F",
+                "raw",
+                &s("top.qcow2"),
+            ],
+        );
+    }
+    run(qemu_io, &["-c", "write -P 0x42 1M 1M", &s("top.qcow2")]);
+    run(qemu_img, &["create", "-f", "raw", &s("tgt.img"), "4M"]);
+}
+
+fn add_top(g: &mut BlockGraph, dir: &Path) {
+    g.add(
+        &BlockdevOptions::format(
+            Driver::Qcow2,
+            BlockdevRef::Inline(Box::new(BlockdevOptions::file(dir.join("top.qcow2")))),
+        )
+        .named("top"),
+    )
+    .unwrap();
+}
+
+fn add_tgt(g: &mut BlockGraph, dir: &Path) {
+    g.add(
+        &BlockdevOptions::format(
+            Driver::Raw,
+            BlockdevRef::Inline(Box::new(BlockdevOptions::file(dir.join("tgt.img")))),
+        )
+        .named("tgt"),
+    )
+    .unwrap();
+}
+
+fn qsd_add_top_tgt(q: &mut Qmp, dir: &Path) {
+    q.call(
+        "blockdev-add",
+        json!({"driver": "qcow2", "node-name": "top",
+        "file": {"driver": "file", "filename": dir.join("top.qcow2")}}),
+    )
+    .unwrap();
+    q.call(
+        "blockdev-add",
+        json!({"driver": "raw", "node-name": "tgt",
+        "file": {"driver": "file", "filename": dir.join("tgt.img")}}),
+    )
+    .unwrap();
+}
+
+fn pattern(qemu_io: &Path, fmt: &str, file: &Path, cmd: &str) {
+    let (ok, text) = run(
+        qemu_io,
+        &["-f", fmt, "-r", "-U", "-c", cmd, file.to_str().unwrap()],
+    );
+    assert!(
+        ok && !text.contains("failed") && !text.contains("error"),
+        "{cmd} on {}: {text}",
+        file.display()
+    );
+}
+
+fn qemu_info(qemu_img: &Path, file: &Path) -> Value {
+    let (ok, text) = run(
+        qemu_img,
+        &["info", "-U", "--output=json", file.to_str().unwrap()],
+    );
+    assert!(ok, "{text}");
+    serde_json::from_str(&text).unwrap()
+}
+
+#[test]
+fn state_machine_words() {
+    let mut jobs = Jobs::default();
+    let mut g = BlockGraph::default();
+    assert_eq!(
+        jobs.cancel(&mut g, "nojob", true).unwrap_err().desc,
+        "Job not found"
+    );
+    let e = jobs.require_block_job("nojob").unwrap_err();
+    assert_eq!(
+        (e.class, e.desc.as_str()),
+        (ErrorClass::DeviceNotActive, "Block job 'nojob' not found")
+    );
+    jobs.start_create(
+        "c",
+        PathBuf::from("/nonexistent/dir/x.img"),
+        CreateOptions::new(ImageFormat::Raw, 1 << 20),
+    )
+    .unwrap();
+    assert_eq!(
+        jobs.start_create(
+            "c",
+            PathBuf::from("/x"),
+            CreateOptions::new(ImageFormat::Raw, 1)
+        )
+        .unwrap_err()
+        .desc,
+        "Job ID 'c' already in use"
+    );
+    assert_eq!(
+        jobs.start_create(
+            "#c",
+            PathBuf::from("/x"),
+            CreateOptions::new(ImageFormat::Raw, 1)
+        )
+        .unwrap_err()
+        .desc,
+        "Invalid job ID '#c'"
+    );
+    assert_eq!(
+        jobs.complete(&mut g, "c").unwrap_err().desc,
+        "Job 'c' in state 'running' cannot accept command verb 'complete'"
+    );
+    assert_eq!(
+        jobs.finalize(&mut g, "c").unwrap_err().desc,
+        "Job 'c' in state 'running' cannot accept command verb 'finalize'"
+    );
+    assert_eq!(
+        jobs.dismiss("c").unwrap_err().desc,
+        "Job 'c' in state 'running' cannot accept command verb 'dismiss'"
+    );
+    jobs.pause("c").unwrap();
+    assert_eq!(jobs.pause("c").unwrap_err().desc, "Job is already paused");
+    jobs.resume("c").unwrap();
+    assert_eq!(
+        jobs.resume("c").unwrap_err().desc,
+        "Can't resume a job that was not paused"
+    );
+    jobs.advance(&mut g, 0);
+    jobs.advance(&mut g, SEC);
+    let info = &jobs.query_jobs()[0];
+    assert_eq!(info.status, JobStatus::Concluded);
+    assert_eq!(
+        info.error.as_deref(),
+        Some("Could not create '/nonexistent/dir/x.img': No such file or directory")
+    );
+    assert_eq!(
+        jobs.pause("c").unwrap_err().desc,
+        "Job 'c' in state 'concluded' cannot accept command verb 'pause'"
+    );
+    assert_eq!(
+        jobs.cancel(&mut g, "c", true).unwrap_err().desc,
+        "Job 'c' in state 'concluded' cannot accept command verb 'cancel'"
+    );
+    jobs.dismiss("c").unwrap();
+    let statuses: Vec<String> = qmp_events(jobs.take_events())
+        .into_iter()
+        .map(|(_, d)| d["status"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        statuses,
+        [
+            "created",
+            "running",
+            "paused",
+            "running",
+            "aborting",
+            "concluded",
+            "null"
+        ]
+    );
+    // The tables themselves.
+    use qmpkit_block::job::JobVerb;
+    assert!(JobStatus::Running.can_become(JobStatus::Ready));
+    assert!(!JobStatus::Concluded.can_become(JobStatus::Running));
+    assert!(JobVerb::Complete.allowed_in(JobStatus::Ready));
+    assert!(!JobVerb::Complete.allowed_in(JobStatus::Standby));
+}
+
+#[test]
+fn progress_follows_the_clock_and_the_speed_limit() {
+    let qemu_img = program_or_skip!("qemu-img");
+    let qemu_io = program_or_skip!("qemu-io");
+    let dir = tempfile::tempdir().unwrap();
+    make_files(&qemu_img, &qemu_io, dir.path(), false);
+    let mut g = BlockGraph::default();
+    add_top(&mut g, dir.path());
+    add_tgt(&mut g, dir.path());
+    let mut jobs = Jobs::new(1 << 30);
+    let mut o = JobOptions::new("m");
+    o.speed = 1 << 20;
+    jobs.start_mirror(&mut g, &o, "top", "tgt", SyncMode::Full)
+        .unwrap();
+    jobs.advance(&mut g, 0);
+    jobs.advance(&mut g, SEC);
+    assert_eq!(jobs.query_jobs()[0].current_progress, 1 << 20);
+    jobs.pause("m").unwrap();
+    jobs.advance(&mut g, 5 * SEC);
+    assert_eq!(jobs.query_jobs()[0].current_progress, 1 << 20);
+    jobs.resume("m").unwrap();
+    jobs.advance(&mut g, 6 * SEC);
+    jobs.advance(&mut g, 6 * SEC + SEC / 2);
+    assert_eq!(jobs.query_jobs()[0].current_progress, (2 << 20) + (1 << 19));
+    jobs.set_speed("m", 0).unwrap();
+    jobs.advance(&mut g, 7 * SEC);
+    assert_eq!(jobs.status("m"), Some(JobStatus::Ready));
+    let bj = &jobs.query_block_jobs()[0];
+    assert!(bj.ready && bj.len == 4 << 20 && bj.offset == 4 << 20 && bj.speed == 0);
+    // A second job on a busy node, and deleting a node a job uses.
+    let e = jobs
+        .start_stream(&mut g, &JobOptions::new("s"), "top", None)
+        .unwrap_err();
+    assert_eq!(
+        e.desc,
+        "Node 'top' is busy: block device is in use by block job: mirror"
+    );
+    assert_eq!(
+        g.delete("top").unwrap_err().desc,
+        "Node 'top' is busy: block device is in use by block job: mirror"
+    );
+    assert_eq!(g.delete("tgt").unwrap_err().desc, "Node tgt is in use");
+}
+
+#[test]
+fn mirror_and_its_cancels_match_qemu_storage_daemon() {
+    let qemu_img = program_or_skip!("qemu-img");
+    let qemu_io = program_or_skip!("qemu-io");
+    let Some((_qsd, mut q)) = start_qsd() else {
+        return;
+    };
+    let (dq, do_) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    make_files(&qemu_img, &qemu_io, dq.path(), false);
+    make_files(&qemu_img, &qemu_io, do_.path(), false);
+    qsd_add_top_tgt(&mut q, dq.path());
+    let mut g = BlockGraph::default();
+    add_top(&mut g, do_.path());
+    add_tgt(&mut g, do_.path());
+    let dev = g
+        .attach_user(
+            "top",
+            UserKind::Device("disk0".into()),
+            PermSet::NONE,
+            PermSet::ALL,
+        )
+        .unwrap();
+    let _ = dev;
+    let mut jobs = Jobs::default();
+    let mut clock = 0;
+    let mut step = |jobs: &mut Jobs, g: &mut BlockGraph| {
+        clock += SEC;
+        jobs.advance(g, clock);
+    };
+
+    // 1. Mirror, ready, soft cancel: completes without a pivot.
+    q.call(
+        "blockdev-mirror",
+        json!({"job-id": "m1", "device": "top", "target": "tgt", "sync": "full"}),
+    )
+    .unwrap();
+    wait_status(&mut q, "m1", "ready");
+    q.call("block-job-cancel", json!({"device": "m1"})).unwrap();
+    wait_status(&mut q, "m1", "null");
+    jobs.start_mirror(&mut g, &JobOptions::new("m1"), "top", "tgt", SyncMode::Full)
+        .unwrap();
+    step(&mut jobs, &mut g);
+    step(&mut jobs, &mut g);
+    jobs.cancel(&mut g, "m1", false).unwrap();
+    assert_eq!(qmp_events(jobs.take_events()), q.take_events());
+    assert_eq!(g.users_of("top"), vec![UserKind::Device("disk0".into())]);
+
+    // 2. Forced cancel of a ready mirror kept after it ends.
+    let mut o = JobOptions::new("m2");
+    o.auto_dismiss = false;
+    q.call("blockdev-mirror", json!({"job-id": "m2", "device": "top", "target": "tgt", "sync": "full", "auto-dismiss": false})).unwrap();
+    wait_status(&mut q, "m2", "ready");
+    q.call("job-cancel", json!({"id": "m2"})).unwrap();
+    wait_status(&mut q, "m2", "concluded");
+    jobs.start_mirror(&mut g, &o, "top", "tgt", SyncMode::Full)
+        .unwrap();
+    step(&mut jobs, &mut g);
+    jobs.cancel(&mut g, "m2", true).unwrap();
+    assert_eq!(qmp_events(jobs.take_events()), q.take_events());
+    let theirs = q.call("query-jobs", json!({})).unwrap();
+    let ours = &jobs.query_jobs()[0];
+    assert_eq!(theirs[0]["error"], ours.error.clone().unwrap());
+    assert_eq!(theirs[0]["status"], ours.status.name());
+    q.call("job-dismiss", json!({"id": "m2"})).unwrap();
+    jobs.dismiss("m2").unwrap();
+    assert_eq!(qmp_events(jobs.take_events()), q.take_events());
+
+    // 3. Mirror, ready, pause (standby), resume, complete: pivots to the target.
+    q.call(
+        "blockdev-mirror",
+        json!({"job-id": "m3", "device": "top", "target": "tgt", "sync": "full"}),
+    )
+    .unwrap();
+    wait_status(&mut q, "m3", "ready");
+    q.call("job-pause", json!({"id": "m3"})).unwrap();
+    q.call("job-resume", json!({"id": "m3"})).unwrap();
+    q.call("job-complete", json!({"id": "m3"})).unwrap();
+    wait_status(&mut q, "m3", "null");
+    jobs.start_mirror(&mut g, &JobOptions::new("m3"), "top", "tgt", SyncMode::Full)
+        .unwrap();
+    step(&mut jobs, &mut g);
+    jobs.pause("m3").unwrap();
+    jobs.resume("m3").unwrap();
+    jobs.complete(&mut g, "m3").unwrap();
+    assert_eq!(qmp_events(jobs.take_events()), q.take_events());
+    assert_eq!(g.users_of("tgt"), vec![UserKind::Device("disk0".into())]);
+    assert!(g.users_of("top").is_empty());
+
+    // The target holds what the chain held, in both runs.
+    for d in [dq.path(), do_.path()] {
+        let tgt = d.join("tgt.img");
+        pattern(&qemu_io, "raw", &tgt, "read -P 0x41 0 1M");
+        pattern(&qemu_io, "raw", &tgt, "read -P 0x42 1M 1M");
+        pattern(&qemu_io, "raw", &tgt, "read -P 0 2M 2M");
+    }
+}
+
+#[test]
+fn stream_and_commits_match_qemu_storage_daemon() {
+    let qemu_img = program_or_skip!("qemu-img");
+    let qemu_io = program_or_skip!("qemu-io");
+    let Some((_qsd, mut q)) = start_qsd() else {
+        return;
+    };
+
+    // Stream, finalized and dismissed by hand.
+    let (dq, do_) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    make_files(&qemu_img, &qemu_io, dq.path(), false);
+    make_files(&qemu_img, &qemu_io, do_.path(), false);
+    qsd_add_top_tgt(&mut q, dq.path());
+    let mut g = BlockGraph::default();
+    add_top(&mut g, do_.path());
+    let mut jobs = Jobs::default();
+    q.call(
+        "block-stream",
+        json!({"job-id": "s1", "device": "top", "auto-finalize": false, "auto-dismiss": false}),
+    )
+    .unwrap();
+    wait_status(&mut q, "s1", "pending");
+    q.call("job-finalize", json!({"id": "s1"})).unwrap();
+    wait_status(&mut q, "s1", "concluded");
+    q.call("job-dismiss", json!({"id": "s1"})).unwrap();
+    let mut o = JobOptions::new("s1");
+    o.auto_finalize = false;
+    o.auto_dismiss = false;
+    jobs.start_stream(&mut g, &o, "top", None).unwrap();
+    jobs.advance(&mut g, 0);
+    jobs.advance(&mut g, SEC);
+    assert_eq!(jobs.status("s1"), Some(JobStatus::Pending));
+    jobs.finalize(&mut g, "s1").unwrap();
+    jobs.dismiss("s1").unwrap();
+    assert_eq!(qmp_events(jobs.take_events()), q.take_events());
+    assert_eq!(
+        g.node_names().len(),
+        2,
+        "the backing nodes went with the stream"
+    );
+    let theirs = q
+        .call("query-named-block-nodes", json!({"flat": true}))
+        .unwrap();
+    let ours = g.node_info("top", false).unwrap();
+    let t = theirs
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["node-name"] == "top")
+        .unwrap();
+    assert_eq!(t["backing_file"].as_str(), ours.backing_file.as_deref());
+    assert_eq!(
+        t["image"]["backing-filename"].as_str(),
+        ours.image.backing_filename.as_deref()
+    );
+    q.call("blockdev-del", json!({"node-name": "top"})).unwrap();
+    q.call("blockdev-del", json!({"node-name": "tgt"})).unwrap();
+    drop(g);
+    for d in [dq.path(), do_.path()] {
+        let top = d.join("top.qcow2");
+        check_clean(&qemu_img, &top);
+        assert!(qemu_info(&qemu_img, &top).get("backing-filename").is_none());
+        pattern(&qemu_io, "qcow2", &top, "read -P 0x41 0 1M");
+        pattern(&qemu_io, "qcow2", &top, "read -P 0x42 1M 1M");
+    }
+
+    // Active commit: ready, complete, the base holds the top's data.
+    let (dq, do_) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    make_files(&qemu_img, &qemu_io, dq.path(), false);
+    make_files(&qemu_img, &qemu_io, do_.path(), false);
+    qsd_add_top_tgt(&mut q, dq.path());
+    let mut g = BlockGraph::default();
+    add_top(&mut g, do_.path());
+    q.call("block-commit", json!({"job-id": "c1", "device": "top"}))
+        .unwrap();
+    wait_status(&mut q, "c1", "ready");
+    q.call("job-complete", json!({"id": "c1"})).unwrap();
+    wait_status(&mut q, "c1", "null");
+    jobs.start_commit(&mut g, &JobOptions::new("c1"), "top", None, None)
+        .unwrap();
+    jobs.advance(&mut g, 2 * SEC);
+    jobs.advance(&mut g, 3 * SEC);
+    jobs.complete(&mut g, "c1").unwrap();
+    assert_eq!(qmp_events(jobs.take_events()), q.take_events());
+    for d in [dq.path(), do_.path()] {
+        let base = d.join("base.img");
+        pattern(&qemu_io, "raw", &base, "read -P 0x41 0 1M");
+        pattern(&qemu_io, "raw", &base, "read -P 0x42 1M 1M");
+    }
+    q.call("blockdev-del", json!({"node-name": "top"})).unwrap();
+    q.call("blockdev-del", json!({"node-name": "tgt"})).unwrap();
+
+    // Commit of the middle of three: the top's header then names the base.
+    let (dq, do_) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    make_files(&qemu_img, &qemu_io, dq.path(), true);
+    make_files(&qemu_img, &qemu_io, do_.path(), true);
+    qsd_add_top_tgt(&mut q, dq.path());
+    let mut g = BlockGraph::default();
+    add_top(&mut g, do_.path());
+    let mid_q = theirs_node_named(&mut q, dq.path().join("mid.qcow2"));
+    let base_q = theirs_node_named(&mut q, dq.path().join("base.img"));
+    q.call(
+        "block-commit",
+        json!({"job-id": "c2", "device": "top", "top-node": mid_q, "base-node": base_q}),
+    )
+    .unwrap();
+    wait_status(&mut q, "c2", "null");
+    let chain = g.backing_chain("top");
+    jobs.start_commit(
+        &mut g,
+        &JobOptions::new("c2"),
+        "top",
+        Some(&chain[1]),
+        Some(&chain[2]),
+    )
+    .unwrap();
+    jobs.advance(&mut g, 4 * SEC);
+    jobs.advance(&mut g, 5 * SEC);
+    assert_eq!(qmp_events(jobs.take_events()), q.take_events());
+    assert_eq!(g.backing_chain("top").len(), 2);
+    q.call("blockdev-del", json!({"node-name": "top"})).unwrap();
+    drop(g);
+    for d in [dq.path(), do_.path()] {
+        let top = d.join("top.qcow2");
+        check_clean(&qemu_img, &top);
+        let info = qemu_info(&qemu_img, &top);
+        assert_eq!(info["backing-filename-format"], "raw", "{info}");
+        assert!(
+            info["backing-filename"]
+                .as_str()
+                .unwrap()
+                .ends_with("base.img"),
+            "{info}"
+        );
+        pattern(&qemu_io, "qcow2", &top, "read -P 0x41 0 1M");
+        pattern(&qemu_io, "qcow2", &top, "read -P 0x42 1M 1M");
+        pattern(&qemu_io, "qcow2", &top, "read -P 0x43 2M 512k");
+        pattern(&qemu_io, "raw", &d.join("base.img"), "read -P 0x43 2M 512k");
+    }
+}
+
+fn theirs_node_named(q: &mut Qmp, file: PathBuf) -> String {
+    let nodes = q
+        .call("query-named-block-nodes", json!({"flat": true}))
+        .unwrap();
+    nodes
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["file"] == json!(file) && n["drv"] != "file")
+        .map(|n| n["node-name"].as_str().unwrap().to_string())
+        .unwrap()
+}
+
+#[test]
+fn backup_and_create_write_real_files() {
+    let qemu_img = program_or_skip!("qemu-img");
+    let qemu_io = program_or_skip!("qemu-io");
+    let Some((_qsd, mut q)) = start_qsd() else {
+        return;
+    };
+    let (dq, do_) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    make_files(&qemu_img, &qemu_io, dq.path(), false);
+    make_files(&qemu_img, &qemu_io, do_.path(), false);
+    qsd_add_top_tgt(&mut q, dq.path());
+    let mut g = BlockGraph::default();
+    add_top(&mut g, do_.path());
+    add_tgt(&mut g, do_.path());
+    let mut jobs = Jobs::default();
+    q.call(
+        "blockdev-backup",
+        json!({"job-id": "b1", "device": "top", "target": "tgt", "sync": "full"}),
+    )
+    .unwrap();
+    wait_status(&mut q, "b1", "null");
+    jobs.start_backup(&mut g, &JobOptions::new("b1"), "top", "tgt", SyncMode::Full)
+        .unwrap();
+    jobs.advance(&mut g, 0);
+    jobs.advance(&mut g, SEC);
+    assert_eq!(qmp_events(jobs.take_events()), q.take_events());
+    for d in [dq.path(), do_.path()] {
+        let tgt = d.join("tgt.img");
+        pattern(&qemu_io, "raw", &tgt, "read -P 0x41 0 1M");
+        pattern(&qemu_io, "raw", &tgt, "read -P 0x42 1M 1M");
+    }
+
+    // blockdev-create of a file, then of qcow2 over it.
+    let newq = dq.path().join("new.img");
+    let newo = do_.path().join("new.img");
+    q.call(
+        "blockdev-create",
+        json!({"job-id": "cr", "options": {"driver": "file", "filename": newq, "size": 0}}),
+    )
+    .unwrap();
+    wait_status(&mut q, "cr", "concluded");
+    q.call("job-dismiss", json!({"id": "cr"})).unwrap();
+    q.call(
+        "blockdev-add",
+        json!({"driver": "file", "filename": newq, "node-name": "nf"}),
+    )
+    .unwrap();
+    q.call("blockdev-create", json!({"job-id": "cr2", "options": {"driver": "qcow2", "file": "nf", "size": 8 << 20, "cluster-size": 4096}})).unwrap();
+    wait_status(&mut q, "cr2", "concluded");
+    q.call("job-dismiss", json!({"id": "cr2"})).unwrap();
+    let mut opts = CreateOptions::new(ImageFormat::Qcow2, 8 << 20);
+    opts.cluster_size = Some(4096);
+    jobs.start_create("cr", newo.clone(), CreateOptions::new(ImageFormat::Raw, 0))
+        .unwrap();
+    jobs.advance(&mut g, 2 * SEC);
+    jobs.dismiss("cr").unwrap();
+    jobs.start_create("cr2", newo.clone(), opts).unwrap();
+    jobs.advance(&mut g, 3 * SEC);
+    jobs.dismiss("cr2").unwrap();
+    assert_eq!(qmp_events(jobs.take_events()), q.take_events());
+    check_clean(&qemu_img, &newo);
+    let (a, b) = (qemu_info(&qemu_img, &newq), qemu_info(&qemu_img, &newo));
+    for k in ["virtual-size", "cluster-size", "format"] {
+        assert_eq!(a[k], b[k], "{k}");
+    }
+    assert_eq!(a["format-specific"]["data"], b["format-specific"]["data"]);
+}
