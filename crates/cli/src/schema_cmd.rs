@@ -113,6 +113,9 @@ enum Cmd {
         /// Leave out the server trait (`Commands`, `register_commands`)
         #[arg(long)]
         no_server: bool,
+        /// Also generate the synchronous handler trait (`Handlers`, `dispatch`)
+        #[arg(long)]
+        handlers: bool,
         /// Leave out the schema's doc comments
         #[arg(long)]
         no_docs: bool,
@@ -180,6 +183,7 @@ pub fn run(args: Vec<String>) -> ExitCode {
             cfg,
             cfg_file,
             no_server,
+            handlers,
             no_docs,
             output,
             file,
@@ -189,6 +193,7 @@ pub fn run(args: Vec<String>) -> ExitCode {
             cfg,
             &cfg_file,
             !no_server,
+            handlers,
             !no_docs,
             output.as_deref(),
         ),
@@ -350,6 +355,7 @@ fn codegen(
     mut cfg: Vec<String>,
     cfg_files: &[PathBuf],
     server: bool,
+    handlers: bool,
     docs: bool,
     output: Option<&Path>,
 ) -> ExitCode {
@@ -372,6 +378,7 @@ fn codegen(
     let opts = qmpkit_codegen::Options {
         cfg: cfg.into_iter().collect(),
         server,
+        handlers,
         docs,
         source_name: file.file_name().map(|n| n.to_string_lossy().into_owned()),
     };

@@ -62,6 +62,9 @@ pub fn emit(p: &Plan<'_>) -> String {
     if p.opts.server {
         w.server();
     }
+    if p.opts.handlers {
+        w.handlers();
+    }
     w.out
 }
 
@@ -1194,6 +1197,64 @@ impl<'a> W<'_, 'a> {
             self.l("    let _ = r;");
         }
         self.l("}");
+    }
+}
+
+impl W<'_, '_> {
+    /// The synchronous trait `Handlers` and `dispatch` (see [`crate::Options::handlers`]).
+    fn handlers(&mut self) {
+        let p = self.p;
+        let tr = p.handlers_trait.clone();
+        let _ = writeln!(
+            self.out,
+            "/// The commands of this schema for an implementation that owns its state and runs each\n/// command to completion: one method per command. A method left out answers\n/// [`::qmpkit_qapi::server::CommandError::not_implemented`]; [`{tr}::IMPLEMENTED`] names the\n/// commands an implementation provides. [`dispatch`] calls them by name.\n#[allow(deprecated)]\npub trait {tr} {{\n    /// What every call gets besides its arguments (time, passed file descriptors, …).\n    type Cx;\n    /// The wire names of the commands this implementation provides.\n    const IMPLEMENTED: &'static [&'static str];"
+        );
+        let cmds = p.commands.clone();
+        for c in &cmds {
+            let e = &p.s.entities[c.id];
+            let ty = match c.shape {
+                Shape::OnType(t) => p.name[t].clone().unwrap_or_default(),
+                _ => c.rust.clone(),
+            };
+            let ret = self.returns(c.id);
+            let _ = writeln!(self.out, "    /// `{}`: see [`{ty}`].", inline(&e.name));
+            if self.deprecated(&e.features) {
+                self.l("    #[deprecated]");
+            }
+            let _ = writeln!(
+                self.out,
+                "    fn {}(&mut self, args: {ty}, cx: &mut Self::Cx) -> ::qmpkit_qapi::server::Reply<{ret}> {{\n        let _ = (args, cx);\n        Err(::qmpkit_qapi::server::CommandError::not_implemented({}))\n    }}",
+                c.method,
+                lit(&e.name)
+            );
+        }
+        self.l("}\n");
+        let _ = writeln!(
+            self.out,
+            "/// Run command `name` on `h`: decode `args` (an `arguments` object the server has\n/// validated against this schema) into the command's struct, call its method and encode\n/// what it returns. `None`: this schema has no command `name`.\n#[allow(deprecated)]\npub fn dispatch<H: {tr} + ?::core::marker::Sized>(h: &mut H, name: &str, args: {VALUE}, cx: &mut H::Cx) -> {OPT}<{RES}<{VALUE}, ::qmpkit_qapi::server::CommandError>> {{"
+        );
+        if cmds.is_empty() {
+            let _ = writeln!(
+                self.out,
+                "    let _ = (h, name, args, cx);\n    {OPT}::None\n}}"
+            );
+            return;
+        }
+        let _ = writeln!(self.out, "    {OPT}::Some(match name {{");
+        for c in &cmds {
+            let e = &p.s.entities[c.id];
+            let ty = match c.shape {
+                Shape::OnType(t) => p.name[t].clone().unwrap_or_default(),
+                _ => c.rust.clone(),
+            };
+            let _ = writeln!(
+                self.out,
+                "        {} => ::qmpkit_qapi::server::call::<{ty}>(args, |a| h.{}(a, cx)),",
+                lit(&e.name),
+                c.method
+            );
+        }
+        let _ = writeln!(self.out, "        _ => return {OPT}::None,\n    }})\n}}");
     }
 }
 

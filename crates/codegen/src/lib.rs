@@ -30,6 +30,7 @@
 //! | command | a struct of its arguments implementing [`qmpkit_qapi::Command`] (`NAME`, `Returns`, `ALLOW_OOB`); `boxed` commands and commands whose arguments are a union wrap the argument type (`BlockdevAdd(pub BlockdevOptions)`); `gen: false` commands take a JSON object (`serde_json::Map`) |
 //! | event | a struct of its data implementing [`qmpkit_qapi::Event`], and one variant of the enum `AnyEvent` ([`qmpkit_qapi::EventEnum`]; `Unknown { name, data }` for the others) |
 //! | commands, for servers | the trait `Commands<C>`: one async method per command, each answering "not implemented" unless overridden, and `register_commands` handing them to a [`qmpkit_qapi::server::Registrar`] |
+//! | commands, for a state machine ([`Options::handlers`]) | the trait `Handlers`: one `&mut self` method per command taking its arguments' struct and a context (`Handlers::Cx`), answering "not implemented" unless overridden; `Handlers::IMPLEMENTED` lists what an implementation provides; `dispatch` decodes a validated `arguments` object, calls the method and encodes its return value |
 //!
 //! Decoding is tolerant (unknown members ignored, unknown enum values and branches kept);
 //! [`qmpkit_qapi::decode_strict`] rejects what the types did not capture.
@@ -90,6 +91,10 @@ pub struct Options {
     pub cfg: HashSet<String>,
     /// Generate the server trait `Commands` and `register_commands`.
     pub server: bool,
+    /// Generate the synchronous handler trait `Handlers` and `dispatch`: for an
+    /// implementation that owns its state (`&mut self`) and runs each command to completion,
+    /// as QEMU's monitor runs its `qmp_*` functions.
+    pub handlers: bool,
     /// Doc comments from the schema (off: only the one-line summaries the generator writes).
     pub docs: bool,
     /// Named in the header comment (e.g. the schema's file name).
@@ -101,6 +106,7 @@ impl Default for Options {
         Options {
             cfg: HashSet::new(),
             server: true,
+            handlers: false,
             docs: true,
             source_name: None,
         }

@@ -62,6 +62,8 @@ pub struct Plan<'a> {
     pub events: Vec<CallPlan>,
     pub any_event: String,
     pub commands_trait: String,
+    /// The synchronous handler trait's name (`Handlers`).
+    pub handlers_trait: String,
     /// Types in the order they are generated.
     pub types: Vec<EntityId>,
 }
@@ -85,6 +87,7 @@ impl<'a> Plan<'a> {
             events: Vec::new(),
             any_event: String::new(),
             commands_trait: String::new(),
+            handlers_trait: String::new(),
             types: Vec::new(),
         };
         for (id, e) in s.iter() {
@@ -375,6 +378,7 @@ impl<'a> Plan<'a> {
         }
         self.any_event = ns.unique("AnyEvent", "");
         self.commands_trait = ns.unique("Commands", "");
+        self.handlers_trait = ns.unique("Handlers", "");
         // Derived names: first use, users before what they use.
         let mut queue: VecDeque<(EntityId, String)> = VecDeque::new();
         for c in self.commands.iter().chain(&self.events) {

@@ -32,6 +32,7 @@ fn gen(module: &str, schema: &qmpkit_schema::Schema, cfg: HashSet<String>) -> Bi
     let opts = Options {
         cfg,
         source_name: Some(module.to_string()),
+        handlers: true,
         ..Options::default()
     };
     Bindings {

@@ -212,7 +212,7 @@ fn tray_moved(m: &mut Machine, i: usize, open: bool) {
     m.block.drives[i].tray_open = open;
     let id = m.block.drives[i].id.clone();
     // QEMU 1.1 introduced the event.
-    if !m.version_at_least(1, 1) {
+    if !m.compat().tray_moved_event {
         return;
     }
     let qdev = qdev_of(m, &id).unwrap_or_default();
@@ -239,7 +239,7 @@ fn open_tray(m: &mut Machine, i: usize, name: &str, force: bool) -> Result<bool,
     }
     if d.locked && !force {
         // Before the tray commands (QEMU 2.5) the refusal was terse.
-        return Err(QmpError::generic(if m.version_at_least(2, 5) {
+        return Err(QmpError::generic(if m.compat().block_errors_2_5 {
             format!(
                 "Device '{name}' is locked and force was not specified, wait for tray to open and try again"
             )
@@ -321,7 +321,7 @@ fn change_medium(
             "iscsi",
         ];
         if !KNOWN.contains(&f) {
-            return Err(QmpError::generic(if m.version_at_least(2, 5) {
+            return Err(QmpError::generic(if m.compat().block_errors_2_5 {
                 format!("Unknown driver '{f}'")
             } else {
                 format!("Invalid block format '{f}'")

@@ -160,7 +160,7 @@ pub fn query_chardev(m: &Machine) -> Value {
     };
     let mut ptys = 0usize;
     // QEMU 6.0 spells a listening socket's flag `server=on`.
-    let suffix = if m.version_at_least(6, 0) {
+    let suffix = if m.compat().options_6_0 {
         ",server=on"
     } else {
         ",server"

@@ -1182,7 +1182,7 @@ fn finish_unplug(m: &mut Machine, path: &str) {
         }
     }
     // The event exists from QEMU 1.5.
-    if !m.version_at_least(1, 5) {
+    if !m.compat().device_deleted_event {
         return;
     }
     for (p, id) in gone {
@@ -1203,7 +1203,7 @@ pub fn on_timer(m: &mut Machine, what: &str, data: &Value) {
                 UNPLUG_ACK_NS,
                 crate::TimerAction::Custom(SUBSYSTEM, what.to_string(), data.clone()),
             );
-        } else if m.version_at_least(2, 1) {
+        } else if m.compat().acpi_ost_event {
             m.emit("ACPI_DEVICE_OST", Some(json!({ "info": data })));
         }
         return;
@@ -1276,7 +1276,7 @@ fn device_del(m: &mut Machine, args: &Args) -> CmdResult {
         // ACPI hotplug: the guest ejects the device when it gets to it.
         if m.devices.unplug_pending.contains(&path) {
             // QEMU 6.2 and later refuse a second request.
-            if m.version_at_least(6, 2) {
+            if m.compat().refuse_repeated_unplug {
                 return Err(QmpError::generic(format!(
                     "Device {id} is already in the process of unplug"
                 )));

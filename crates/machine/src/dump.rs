@@ -457,7 +457,7 @@ fn dump_guest_memory(m: &mut Machine, args: &Args, cx: &mut Cx) -> CmdResult {
 
 /// `DUMP_COMPLETED` exists from QEMU 2.6.
 fn emit_completed(m: &mut Machine, data: Value) {
-    if m.version_at_least(2, 6) {
+    if m.compat().dump_completed_event {
         m.emit("DUMP_COMPLETED", Some(data));
     }
 }

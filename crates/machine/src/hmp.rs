@@ -267,7 +267,7 @@ fn info(m: &mut Machine, cx: &mut Cx, sub: &str, rest: &[String]) -> Result<Stri
         }
         // QEMU 2.12 and later print only thread ids (from query-cpus-fast,
         // which does not stop the vCPUs).
-        "cpus" if m.version_at_least(2, 12) => {
+        "cpus" if m.compat().hmp_info_cpus_fast => {
             let v = qmp(m, cx, "query-cpus-fast", json!({}))?;
             let cur = m.misc.hmp_cpu as i64;
             for c in v.as_array().into_iter().flatten() {
@@ -434,7 +434,7 @@ fn info(m: &mut Machine, cx: &mut Cx, sub: &str, rest: &[String]) -> Result<Stri
                 v["actual"].as_i64().unwrap_or(0) >> 20
             );
         }
-        "vnc" if m.version_at_least(2, 11) => {
+        "vnc" if m.compat().hmp_info_vnc_servers => {
             let v = qmp(m, cx, "query-vnc-servers", json!({}))?;
             let list = v.as_array().cloned().unwrap_or_default();
             if list.is_empty() {
@@ -1275,7 +1275,7 @@ pub fn run_line(m: &mut Machine, cx: &mut Cx, line: &str) -> String {
         Ok(s) => s,
         // QEMU 5.0 and later prefix command errors; parse errors and
         // unknown commands print as they are.
-        Err(e) if m.version_at_least(5, 0) && !is_parse_error(&e) => format!("Error: {e}\n"),
+        Err(e) if m.compat().hmp_error_prefix && !is_parse_error(&e) => format!("Error: {e}\n"),
         Err(e) => e + "\n",
     }
 }

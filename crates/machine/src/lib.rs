@@ -29,11 +29,19 @@ use qmpkit_schema::Schema;
 use qmpkit_wire::QmpError;
 use serde_json::{Map, Value};
 
+/// The machine's own interface as Rust types, generated from `schema/` by
+/// `qmpkit schema codegen --lang rust --handlers` (a test fails when it is stale; run
+/// `QMPKIT_UPDATE=1 cargo test -p qmpkit-machine --test api_fresh` to refresh it).
+#[allow(clippy::all, clippy::pedantic, missing_docs, non_camel_case_types, unused)]
+#[rustfmt::skip]
+pub mod api;
+pub mod compat;
 pub mod config;
 pub mod embedded;
 pub mod fleet;
 pub mod glue;
 pub mod identity;
+pub mod qmp;
 pub mod runstate;
 pub mod shape;
 pub mod testctl;
@@ -80,6 +88,8 @@ pub struct Cx {
 /// rate-limited follow-ups).
 #[derive(Debug, Clone, PartialEq)]
 pub enum TimerAction {
+    /// Run state and the modelled guest's power behaviour.
+    RunState(runstate::Timer),
     /// A subsystem-defined action: `(subsystem, what, data)`.
     Custom(&'static str, String, Value),
 }
@@ -108,6 +118,8 @@ pub struct Machine {
     pub index: usize,
     /// Set when the machine has ended (the glue stops serving it).
     pub exit: Option<ExitReason>,
+    /// Behaviour switches of the QEMU version the machine claims.
+    compat: compat::Compat,
     /// Run state and the modelled guest's life cycle.
     pub run: runstate::RunStateData,
     /// Identity values that commands can change at run time.
@@ -156,7 +168,9 @@ impl Machine {
         }
         let block = block::BlockState::new(&config);
         let chardev = chardev::ChardevState::new(&config);
+        let (major, minor, _) = config.qemu_version;
         Machine {
+            compat: compat::Compat::of(major, minor),
             outbox: Vec::new(),
             timers: BTreeMap::new(),
             timer_seq: 0,
@@ -186,6 +200,21 @@ impl Machine {
     /// after the served schema when it is taken).
     pub fn emit(&mut self, name: &str, data: Option<Value>) {
         self.outbox.push((name.to_string(), data));
+    }
+
+    /// Queue a typed event of the machine's own interface.
+    pub fn emit_event<E: qmpkit_qapi::Event>(&mut self, event: E) {
+        let data = if E::HAS_DATA {
+            qmpkit_qapi::encode(&event).ok()
+        } else {
+            None
+        };
+        self.outbox.push((E::NAME.to_string(), data));
+    }
+
+    /// The behaviour switches of the QEMU version this machine claims.
+    pub fn compat(&self) -> &compat::Compat {
+        &self.compat
     }
 
     /// Drain queued events, oldest first, shaped after the served schema:
@@ -267,9 +296,11 @@ impl Machine {
 
     /// Hand a due timer to the subsystem that scheduled it.
     fn fire(&mut self, action: TimerAction) {
-        let TimerAction::Custom(sub, what, data) = action;
+        let (sub, what, data) = match action {
+            TimerAction::RunState(t) => return runstate::on_timer(self, t),
+            TimerAction::Custom(sub, what, data) => (sub, what, data),
+        };
         match sub {
-            runstate::SUBSYSTEM => runstate::on_timer(self, &what, &data),
             // Device-level subsystems route their timers here.
             devices::SUBSYSTEM => devices::on_timer(self, &what, &data),
             dump::SUBSYSTEM => dump::on_timer(self, &what, &data),
@@ -296,8 +327,10 @@ impl Machine {
         if let Some(err) = self.testctl.take_injected(cmd) {
             return Some(Err(err));
         }
+        if let Some(r) = qmp::dispatch(self, cmd, args, cx) {
+            return Some(r);
+        }
         None.or_else(|| testctl::execute(self, cmd, args, cx))
-            .or_else(|| runstate::execute(self, cmd, args, cx))
             .or_else(|| identity::execute(self, cmd, args, cx))
             // Device-level subsystems: `.or_else(|| NAME::execute(self, cmd, args, cx))`.
             .or_else(|| qom::execute(self, cmd, args, cx))
@@ -341,7 +374,7 @@ impl Machine {
 /// Every command some subsystem implements, sorted (for `--list-handlers`).
 pub fn handled() -> Vec<&'static str> {
     let mut v: Vec<&'static str> = Vec::new();
-    v.extend_from_slice(runstate::HANDLED);
+    v.extend_from_slice(qmp::implemented());
     v.extend_from_slice(identity::HANDLED);
     v.extend_from_slice(testctl::HANDLED);
     // Device-level subsystems: `v.extend_from_slice(NAME::HANDLED);`

@@ -347,7 +347,7 @@ pub(crate) fn err_prop_not_found(modern: bool, ty: &str, prop: &str) -> QmpError
 
 /// Whether the machine speaks as QEMU 6.0 or later.
 pub(crate) fn modern(m: &Machine) -> bool {
-    m.version_at_least(6, 0)
+    m.compat().options_6_0
 }
 
 pub(crate) fn err_permission() -> QmpError {

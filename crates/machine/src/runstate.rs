@@ -9,23 +9,10 @@
 
 use serde_json::{json, Value};
 
-use crate::{empty, generic, Args, CmdResult, Cx, ExitReason, Machine, TimerAction};
+use qmpkit_wire::QmpError;
 
-/// Timer subsystem name.
-pub const SUBSYSTEM: &str = "runstate";
-
-/// Commands this module implements.
-pub const HANDLED: &[&str] = &[
-    "stop",
-    "cont",
-    "system_reset",
-    "system_powerdown",
-    "system_wakeup",
-    "quit",
-    "inject-nmi",
-    "watchdog-set-action",
-    "query-status",
-];
+use crate::api;
+use crate::{generic, ExitReason, Machine, TimerAction};
 
 /// QEMU's run states (QAPI enum `RunState`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -193,21 +180,6 @@ impl ShutdownCause {
             ShutdownCause::GuestShutdown | ShutdownCause::GuestReset | ShutdownCause::GuestPanic
         )
     }
-
-    fn key(self) -> &'static str {
-        self.names()[0]
-    }
-
-    fn from_key(s: &str) -> ShutdownCause {
-        match s {
-            "host-qmp-quit" => ShutdownCause::HostQmpQuit,
-            "host-qmp-system-reset" => ShutdownCause::HostQmpSystemReset,
-            "host-signal" => ShutdownCause::HostSignal,
-            "guest-reset" => ShutdownCause::GuestReset,
-            "guest-panic" => ShutdownCause::GuestPanic,
-            _ => ShutdownCause::GuestShutdown,
-        }
-    }
 }
 
 /// Run-state data of one machine.
@@ -219,7 +191,7 @@ pub struct RunStateData {
     /// `-no-reboot`.
     pub no_reboot: bool,
     /// What the watchdog does when it fires (`watchdog-set-action`).
-    pub watchdog_action: String,
+    pub watchdog_action: api::WatchdogAction,
     /// In `inmigrate`: start running once migration completes.
     pub autostart: bool,
     /// A power button press the guest has not acted on (it was not running).
@@ -242,7 +214,7 @@ impl RunStateData {
             },
             no_shutdown: config.no_shutdown,
             no_reboot: config.no_reboot,
-            watchdog_action: config.watchdog_action.clone(),
+            watchdog_action: qmpkit_qapi::Enum::from_name(&config.watchdog_action),
             autostart: !config.start_paused,
             powerdown_pending: false,
             nmi_count: 0,
@@ -268,7 +240,7 @@ pub fn set_state(m: &mut Machine, to: RunState) -> Result<(), qmpkit_wire::QmpEr
 /// machine stops, with a STOP event.
 pub fn vm_stop(m: &mut Machine, state: RunState) {
     if m.run.state == RunState::Running && set_state(m, state).is_ok() {
-        m.emit("STOP", None);
+        m.emit_event(api::StopEvent {});
     }
 }
 
@@ -279,7 +251,7 @@ pub fn vm_start(m: &mut Machine) {
         return;
     }
     if set_state(m, RunState::Running).is_ok() {
-        m.emit("RESUME", None);
+        m.emit_event(api::Resume {});
         if m.run.powerdown_pending {
             m.run.powerdown_pending = false;
             guest_react_to_powerdown(m);
@@ -292,7 +264,7 @@ pub fn needs_reset(m: &Machine) -> bool {
     match m.run.state {
         RunState::InternalError | RunState::Shutdown => true,
         // QEMU 1.5 to 2.4 also required a reset after a guest panic.
-        RunState::GuestPanicked => !m.version_at_least(2, 5),
+        RunState::GuestPanicked => m.compat().reset_after_panic,
         _ => false,
     }
 }
@@ -317,8 +289,8 @@ fn cause_data(m: &Machine, event: &str, cause: ShutdownCause) -> Value {
 }
 
 /// Post a request the main loop serves after the current reply.
-pub fn request(m: &mut Machine, what: &str, data: Value) {
-    m.schedule(0, TimerAction::Custom(SUBSYSTEM, what.to_string(), data));
+pub fn request(m: &mut Machine, what: Timer) {
+    m.schedule(0, TimerAction::RunState(what));
 }
 
 /// Serve a shutdown request now: SHUTDOWN, then exit or (with
@@ -326,9 +298,7 @@ pub fn request(m: &mut Machine, what: &str, data: Value) {
 pub fn do_shutdown(m: &mut Machine, cause: ShutdownCause) {
     let data = cause_data(m, "SHUTDOWN", cause);
     m.emit("SHUTDOWN", Some(data));
-    m.cancel_timers(
-        |a| !matches!(a, TimerAction::Custom(SUBSYSTEM, w, _) if w == "guest-powerdown"),
-    );
+    m.cancel_timers(|a| *a != TimerAction::RunState(Timer::GuestPowerdown));
     if m.run.no_shutdown && cause != ShutdownCause::HostQmpQuit {
         vm_stop(m, RunState::Shutdown);
     } else {
@@ -347,9 +317,7 @@ pub fn do_reset(m: &mut Machine, cause: ShutdownCause) {
     m.emit("RESET", Some(data));
     m.run.reset_count += 1;
     m.run.powerdown_pending = false;
-    m.cancel_timers(
-        |a| !matches!(a, TimerAction::Custom(SUBSYSTEM, w, _) if w == "guest-powerdown"),
-    );
+    m.cancel_timers(|a| *a != TimerAction::RunState(Timer::GuestPowerdown));
     if !matches!(m.run.state, RunState::Running | RunState::InMigrate) {
         let _ = set_state(m, RunState::Prelaunch);
     }
@@ -358,7 +326,7 @@ pub fn do_reset(m: &mut Machine, cause: ShutdownCause) {
 /// The power button: POWERDOWN, and an ACPI-aware running guest shuts
 /// itself down after its delay.
 pub fn do_powerdown(m: &mut Machine) {
-    m.emit("POWERDOWN", None);
+    m.emit_event(api::Powerdown {});
     guest_react_to_powerdown(m);
 }
 
@@ -371,10 +339,7 @@ fn guest_react_to_powerdown(m: &mut Machine) {
         return;
     }
     let delay = m.testctl.guest.powerdown_delay_ms.saturating_mul(1_000_000);
-    m.schedule(
-        delay,
-        TimerAction::Custom(SUBSYSTEM, "guest-powerdown".into(), Value::Null),
-    );
+    m.schedule(delay, TimerAction::RunState(Timer::GuestPowerdown));
 }
 
 /// Serve a suspend request: the guest enters S3.
@@ -383,7 +348,7 @@ pub fn do_suspend(m: &mut Machine) {
         return;
     }
     if set_state(m, RunState::Suspended).is_ok() {
-        m.emit("SUSPEND", None);
+        m.emit_event(api::Suspend {});
     }
 }
 
@@ -409,116 +374,71 @@ pub fn do_panic(m: &mut Machine) {
 
 /// The watchdog fired: WATCHDOG with the configured action, then the action.
 pub fn do_watchdog(m: &mut Machine) {
+    use api::WatchdogAction as A;
     let action = m.run.watchdog_action.clone();
-    m.emit("WATCHDOG", Some(json!({"action": action})));
-    match action.as_str() {
-        "reset" => do_reset(m, ShutdownCause::GuestReset),
-        "shutdown" => do_powerdown(m),
-        "poweroff" => do_shutdown(m, ShutdownCause::GuestShutdown),
-        "pause" => vm_stop(m, RunState::Watchdog),
-        "inject-nmi" => m.run.nmi_count += 1,
+    m.emit_event(api::Watchdog {
+        action: action.clone(),
+    });
+    match action {
+        A::Reset => do_reset(m, ShutdownCause::GuestReset),
+        A::Shutdown => do_powerdown(m),
+        A::Poweroff => do_shutdown(m, ShutdownCause::GuestShutdown),
+        A::Pause => vm_stop(m, RunState::Watchdog),
+        A::InjectNmi => m.run.nmi_count += 1,
         _ => {}
     }
 }
 
-/// Timers of this module.
-pub fn on_timer(m: &mut Machine, what: &str, data: &Value) {
-    let cause = || ShutdownCause::from_key(data.as_str().unwrap_or(""));
-    match what {
-        "shutdown" => do_shutdown(m, cause()),
-        "reset" => do_reset(m, cause()),
-        "powerdown" => do_powerdown(m),
-        "wakeup" => m.emit("WAKEUP", None),
-        "suspend" => do_suspend(m),
-        "hibernate" if m.run.state == RunState::Running => {
-            m.emit("SUSPEND_DISK", None);
-            do_shutdown(m, ShutdownCause::GuestShutdown);
+/// What this module does later: requests served after the current reply, and the
+/// modelled guest's reactions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Timer {
+    Shutdown(ShutdownCause),
+    Reset(ShutdownCause),
+    Powerdown,
+    Wakeup,
+    Suspend,
+    Hibernate,
+    Panic,
+    Watchdog,
+    /// An ACPI-aware guest acting on the power button.
+    GuestPowerdown,
+}
+
+/// A timer of this module is due.
+pub fn on_timer(m: &mut Machine, t: Timer) {
+    match t {
+        Timer::Shutdown(cause) => do_shutdown(m, cause),
+        Timer::Reset(cause) => do_reset(m, cause),
+        Timer::Powerdown => do_powerdown(m),
+        Timer::Wakeup => m.emit_event(api::Wakeup {}),
+        Timer::Suspend => do_suspend(m),
+        Timer::Hibernate => {
+            if m.run.state == RunState::Running {
+                m.emit_event(api::SuspendDisk {});
+                do_shutdown(m, ShutdownCause::GuestShutdown);
+            }
         }
-        "panic" => do_panic(m),
-        "watchdog" => do_watchdog(m),
-        "guest-powerdown" => {
+        Timer::Panic => do_panic(m),
+        Timer::Watchdog => do_watchdog(m),
+        Timer::GuestPowerdown => {
             if m.run.state == RunState::Running {
                 do_shutdown(m, ShutdownCause::GuestShutdown);
             } else {
                 m.run.powerdown_pending = true;
             }
         }
-        _ => {}
     }
 }
 
-fn key(c: ShutdownCause) -> Value {
-    Value::String(c.key().to_string())
-}
-
-/// `query-status`'s value.
-pub fn status(m: &Machine) -> Value {
-    json!({
-        "running": m.run.state == RunState::Running,
-        "singlestep": false,
-        "status": m.run.state.as_str(),
-    })
-}
-
-pub fn execute(m: &mut Machine, cmd: &str, args: &Args, _cx: &mut Cx) -> Option<CmdResult> {
-    Some(match cmd {
-        "query-status" => Ok(status(m)),
-        "stop" => {
-            if m.run.state == RunState::InMigrate {
-                m.run.autostart = false;
-            } else {
-                vm_stop(m, RunState::Paused);
-            }
-            empty()
-        }
-        "cont" => cont(m),
-        "system_reset" => {
-            request(m, "reset", key(ShutdownCause::HostQmpSystemReset));
-            empty()
-        }
-        "system_powerdown" => {
-            request(m, "powerdown", Value::Null);
-            empty()
-        }
-        "system_wakeup" => {
-            if m.run.state != RunState::Suspended {
-                if m.version_at_least(4, 0) {
-                    return Some(Err(generic(
-                        "Unable to wake up: guest is not in suspended state",
-                    )));
-                }
-                return Some(empty());
-            }
-            let _ = set_state(m, RunState::Running);
-            request(m, "wakeup", Value::Null);
-            empty()
-        }
-        "quit" => {
-            m.run.no_shutdown = false;
-            request(m, "shutdown", key(ShutdownCause::HostQmpQuit));
-            empty()
-        }
-        "inject-nmi" => {
-            m.run.nmi_count += 1;
-            empty()
-        }
-        "watchdog-set-action" => {
-            if let Some(a) = crate::arg_str(args, "action") {
-                m.run.watchdog_action = a.to_string();
-            }
-            empty()
-        }
-        _ => return None,
-    })
-}
-
-fn cont(m: &mut Machine) -> CmdResult {
+/// `cont`: start the vCPUs, in QEMU's words when they cannot start.
+pub fn cont(m: &mut Machine) -> Result<(), QmpError> {
     if needs_reset(m) {
         return Err(generic("Resetting the Virtual Machine is required"));
     }
     match m.run.state {
-        RunState::Suspended => return empty(),
-        RunState::FinishMigrate if m.version_at_least(2, 0) => {
+        RunState::Suspended => return Ok(()),
+        RunState::FinishMigrate if m.compat().cont_refuses_finish_migrate => {
             return Err(generic("Migration is not finalized yet"))
         }
         _ => {}
@@ -527,10 +447,32 @@ fn cont(m: &mut Machine) -> CmdResult {
     crate::block::reset_io_status(m);
     if m.run.state == RunState::InMigrate {
         m.run.autostart = true;
-        return empty();
+        return Ok(());
     }
     vm_start(m);
-    empty()
+    Ok(())
+}
+
+/// `system_reset`: a reset request, served after the reply.
+pub fn system_reset(m: &mut Machine) {
+    request(m, Timer::Reset(ShutdownCause::HostQmpSystemReset));
+}
+
+/// `system_powerdown`: the power button, served after the reply.
+pub fn system_powerdown(m: &mut Machine) {
+    request(m, Timer::Powerdown);
+}
+
+/// `system_wakeup` of a suspended guest: running again, WAKEUP after the reply.
+pub fn wakeup(m: &mut Machine) {
+    let _ = set_state(m, RunState::Running);
+    request(m, Timer::Wakeup);
+}
+
+/// `quit`: the process ends after the reply, whatever `-no-shutdown` says.
+pub fn quit(m: &mut Machine) {
+    m.run.no_shutdown = false;
+    request(m, Timer::Shutdown(ShutdownCause::HostQmpQuit));
 }
 
 #[cfg(test)]
@@ -553,5 +495,11 @@ mod tests {
         assert!(!transition_allowed(Prelaunch, Paused));
         assert!(transition_allowed(GuestPanicked, Running));
         assert!(transition_allowed(Suspended, Running));
+    }
+}
+
+impl From<RunState> for api::RunState {
+    fn from(s: RunState) -> api::RunState {
+        qmpkit_qapi::Enum::from_name(s.as_str())
     }
 }

@@ -134,9 +134,9 @@ fn io_error(m: &mut Machine, args: &Args) -> CmdResult {
 }
 
 /// What the running guest asks for (`what`, no data); refused unless it runs.
-fn guest_request(m: &mut Machine, what: &str) -> CmdResult {
+fn guest_request(m: &mut Machine, what: runstate::Timer) -> CmdResult {
     require_running(m).and_then(|()| {
-        runstate::request(m, what, Value::Null);
+        runstate::request(m, what);
         empty()
     })
 }
@@ -148,17 +148,23 @@ pub fn execute(m: &mut Machine, cmd: &str, args: &Args, _cx: &mut Cx) -> Option<
             Err(e) => Err(e),
             Ok(()) => {
                 if arg_bool(args, "reboot").unwrap_or(false) {
-                    runstate::request(m, "reset", json!("guest-reset"));
+                    runstate::request(
+                        m,
+                        runstate::Timer::Reset(runstate::ShutdownCause::GuestReset),
+                    );
                 } else {
-                    runstate::request(m, "shutdown", json!("guest-shutdown"));
+                    runstate::request(
+                        m,
+                        runstate::Timer::Shutdown(runstate::ShutdownCause::GuestShutdown),
+                    );
                 }
                 empty()
             }
         },
-        "guest-panic" => guest_request(m, "panic"),
-        "guest-suspend" => guest_request(m, "suspend"),
-        "guest-hibernate" => guest_request(m, "hibernate"),
-        "watchdog-fire" => guest_request(m, "watchdog"),
+        "guest-panic" => guest_request(m, runstate::Timer::Panic),
+        "guest-suspend" => guest_request(m, runstate::Timer::Suspend),
+        "guest-hibernate" => guest_request(m, runstate::Timer::Hibernate),
+        "watchdog-fire" => guest_request(m, runstate::Timer::Watchdog),
         "io-error" => io_error(m, args),
         "inject-failure" => {
             let command = arg_str(args, "command").unwrap_or("").to_string();

@@ -70,3 +70,23 @@ pub trait Registrar<S: ?Sized, C> {
     /// Serve command `K` with `handler`.
     fn command<K: Command>(&mut self, handler: HandlerFn<S, K, C>);
 }
+
+/// What a generated `dispatch` does for one command: decode `args` into `K`, run `f`, encode
+/// the value it returns. `args` is an `arguments` object the server has already validated
+/// against the schema; should it still not decode (a server that skipped validation), the
+/// answer is a `GenericError` naming the member that failed, never a panic.
+pub fn call<K: Command>(
+    args: serde_json::Value,
+    f: impl FnOnce(K) -> Reply<K::Returns>,
+) -> Result<serde_json::Value, CommandError> {
+    let args = match args {
+        serde_json::Value::Null => serde_json::Value::Object(serde_json::Map::new()),
+        a => a,
+    };
+    let k: K = crate::decode(&args)
+        .map_err(|e| CommandError::generic(format!("Invalid arguments for '{}': {e}", K::NAME)))?;
+    let ret = f(k)?;
+    crate::encode(&ret).map_err(|e| {
+        CommandError::generic(format!("Cannot encode the reply of '{}': {e}", K::NAME))
+    })
+}

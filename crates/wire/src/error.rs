@@ -19,6 +19,22 @@ pub enum ErrorClass {
 }
 
 impl ErrorClass {
+    /// Every class, in the order QEMU's schema lists them (the old ones last).
+    pub const ALL: [ErrorClass; 7] = [
+        ErrorClass::GenericError,
+        ErrorClass::CommandNotFound,
+        ErrorClass::DeviceNotActive,
+        ErrorClass::DeviceNotFound,
+        ErrorClass::KVMMissingCap,
+        ErrorClass::DeviceEncrypted,
+        ErrorClass::MigrationExpected,
+    ];
+
+    /// The class named `name` on the wire, if there is one.
+    pub fn from_name(name: &str) -> Option<ErrorClass> {
+        ErrorClass::ALL.into_iter().find(|c| c.as_str() == name)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             ErrorClass::GenericError => "GenericError",

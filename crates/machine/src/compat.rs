@@ -1,0 +1,78 @@
+//! Version-dependent behaviour, in one place: one named switch per behaviour that changed
+//! between QEMU releases, set from the version the machine claims — as QEMU keeps per-version
+//! compatibility properties for its machine types. Subsystems ask `m.compat().NAME`, never
+//! the version number.
+//!
+//! Differences of interface (a command, member or event that a version does not have) are not
+//! switches: the served schema decides them (see [`crate::view`]). These are differences of
+//! behaviour and wording within one interface.
+
+/// The behaviour switches of one QEMU version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Compat {
+    /// 1.1: a tray that opens or closes sends `DEVICE_TRAY_MOVED`.
+    pub tray_moved_event: bool,
+    /// 1.5: `DEVICE_DELETED` when a device's removal completes.
+    pub device_deleted_event: bool,
+    /// 2.0: `cont` refuses while migration finishes ("Migration is not finalized yet").
+    pub cont_refuses_finish_migrate: bool,
+    /// 2.1: `ACPI_DEVICE_OST` after the guest's hot-plug status report.
+    pub acpi_ost_event: bool,
+    /// Before 2.5, a guest panic needs a reset before `cont`.
+    pub reset_after_panic: bool,
+    /// 2.5: the block layer's newer wording ("Unknown driver", "… wait for tray to open and
+    /// try again").
+    pub block_errors_2_5: bool,
+    /// 2.6: `DUMP_COMPLETED` when a dump ends.
+    pub dump_completed_event: bool,
+    /// 2.11: HMP `info vnc` lists every VNC server.
+    pub hmp_info_vnc_servers: bool,
+    /// 2.12: HMP `info cpus` prints thread ids only (from `query-cpus-fast`).
+    pub hmp_info_cpus_fast: bool,
+    /// 4.0: `system_wakeup` refuses unless the guest is suspended.
+    pub wakeup_requires_suspended: bool,
+    /// 5.0: HMP prefixes command errors with "Error: ".
+    pub hmp_error_prefix: bool,
+    /// 6.0: option strings spell flags `flag=on` (`server=on`); QOM answers as 6.0 does.
+    pub options_6_0: bool,
+    /// 6.2: a second `device_del` of a device being unplugged is refused.
+    pub refuse_repeated_unplug: bool,
+}
+
+impl Compat {
+    /// The switches of QEMU `major.minor`.
+    pub fn of(major: u64, minor: u64) -> Compat {
+        let at = |a: u64, b: u64| (major, minor) >= (a, b);
+        Compat {
+            tray_moved_event: at(1, 1),
+            device_deleted_event: at(1, 5),
+            cont_refuses_finish_migrate: at(2, 0),
+            acpi_ost_event: at(2, 1),
+            reset_after_panic: !at(2, 5),
+            block_errors_2_5: at(2, 5),
+            dump_completed_event: at(2, 6),
+            hmp_info_vnc_servers: at(2, 11),
+            hmp_info_cpus_fast: at(2, 12),
+            wakeup_requires_suspended: at(4, 0),
+            hmp_error_prefix: at(5, 0),
+            options_6_0: at(6, 0),
+            refuse_repeated_unplug: at(6, 2),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn switches_follow_the_version() {
+        let old = Compat::of(1, 0);
+        assert!(!old.tray_moved_event && old.reset_after_panic && !old.options_6_0);
+        let gen2 = Compat::of(2, 12);
+        assert!(gen2.hmp_info_cpus_fast && !gen2.wakeup_requires_suspended);
+        assert!(!gen2.reset_after_panic);
+        let new = Compat::of(10, 0);
+        assert!(new.refuse_repeated_unplug && new.hmp_error_prefix && new.options_6_0);
+    }
+}

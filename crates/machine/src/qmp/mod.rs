@@ -1,0 +1,89 @@
+//! The machine's QMP handlers: one table binds every command of the machine's own schema
+//! that the machine implements to the function that implements it.
+//!
+//! The trait [`api::Handlers`] and the function [`api::dispatch`] are generated from
+//! `schema/` (see [`crate::api`]); [`handlers!`] writes the trait's implementation for
+//! [`Machine`] from the table below, so which function serves a command is written once and
+//! the compiler checks each one against the command's argument and return types. A command
+//! of the schema that is not in the table answers "not implemented", and
+//! [`implemented`] lists the table (for `--list-handlers`).
+//!
+//! Handlers live in one file per subsystem beside this one. They take the generated
+//! argument struct and return the generated reply type; they read and change the
+//! subsystems' typed state and never see JSON. Errors are QMP errors ([`QmpError`]) in
+//! QEMU's words.
+
+use qmpkit_qapi::server::CommandError;
+use qmpkit_qapi::Command;
+use qmpkit_wire::{ErrorClass, QmpError};
+
+use crate::api;
+use crate::{Cx, Machine};
+
+pub mod runstate;
+
+/// What a handler returns.
+pub type R<T> = Result<T, QmpError>;
+
+/// A QMP error as the generated dispatch carries it.
+pub fn command_error(e: QmpError) -> CommandError {
+    CommandError::new(e.class.as_str(), e.desc)
+}
+
+/// A dispatch error back as a QMP error. Errors the generated code makes itself are
+/// `GenericError`s.
+pub fn qmp_error(e: CommandError) -> QmpError {
+    let class = ErrorClass::from_name(&e.class).unwrap_or(ErrorClass::GenericError);
+    QmpError::new(class, e.desc)
+}
+
+macro_rules! handlers {
+    ($($method:ident($ty:ident) => $path:path;)*) => {
+        impl api::Handlers for Machine {
+            type Cx = Cx;
+            const IMPLEMENTED: &'static [&'static str] = &[$(<api::$ty as Command>::NAME),*];
+            $(
+                fn $method(
+                    &mut self,
+                    args: api::$ty,
+                    cx: &mut Cx,
+                ) -> qmpkit_qapi::server::Reply<<api::$ty as Command>::Returns> {
+                    $path(self, args, cx).map_err(command_error)
+                }
+            )*
+        }
+    };
+}
+
+// One line per command: `method(ArgumentStruct) => handler;`, grouped by subsystem.
+handlers! {
+    // Run state (qmp/runstate.rs)
+    query_status(QueryStatus) => runstate::query_status;
+    stop(Stop) => runstate::stop;
+    cont(Cont) => runstate::cont;
+    system_reset(SystemReset) => runstate::system_reset;
+    system_powerdown(SystemPowerdown) => runstate::system_powerdown;
+    system_wakeup(SystemWakeup) => runstate::system_wakeup;
+    quit(Quit) => runstate::quit;
+    inject_nmi(InjectNmi) => runstate::inject_nmi;
+    watchdog_set_action(WatchdogSetAction) => runstate::watchdog_set_action;
+}
+
+/// The commands the table above implements.
+pub fn implemented() -> &'static [&'static str] {
+    <Machine as api::Handlers>::IMPLEMENTED
+}
+
+/// Run `cmd` through the generated dispatch. `None`: the table does not implement it.
+pub fn dispatch(
+    m: &mut Machine,
+    cmd: &str,
+    args: &crate::Args,
+    cx: &mut Cx,
+) -> Option<R<serde_json::Value>> {
+    if !implemented().contains(&cmd) {
+        return None;
+    }
+    let r = api::dispatch(m, cmd, serde_json::Value::Object(args.clone()), cx)?;
+    Some(r.map_err(qmp_error))
+}
