@@ -67,6 +67,16 @@ handlers! {
     quit(Quit) => runstate::quit;
     inject_nmi(InjectNmi) => runstate::inject_nmi;
     watchdog_set_action(WatchdogSetAction) => runstate::watchdog_set_action;
+
+    // Identity, memory, dumps, balloon, display, input, miscellany, test control
+
+    // QOM and devices
+
+    // Character devices and network
+
+    // Migration and file descriptors
+
+    // Block layer and jobs
 }
 
 /// The commands the table above implements.
