@@ -912,8 +912,19 @@ impl BlockGraph {
         Ok(id)
     }
 
+    /// Removes a user. A node the monitor does not own (a snapshot's overlay) that is left
+    /// with no parent and no user goes away with its implicit children, as in QEMU.
     pub fn detach_user(&mut self, id: UserId) {
-        self.users.retain(|u| u.id != id);
+        let Some(pos) = self.users.iter().position(|u| u.id == id) else {
+            return;
+        };
+        let node = self.users.remove(pos).node;
+        let orphan = self.nodes.get(&node).is_some_and(|n| !n.monitor_owned)
+            && !self.has_parent_node(&node)
+            && self.users.iter().all(|u| u.node != node);
+        if orphan {
+            self.remove_unreferenced(&node);
+        }
     }
 
     /// Moves every user of `from` to `to` (a mirror's or active commit's pivot).
@@ -956,12 +967,96 @@ impl BlockGraph {
     }
 
     /// The first blocker's error, if the node is blocked.
+    /// A node is blocked by the jobs using it and, for most operations, by being some node's
+    /// backing file ("node is used as backing hd of 'top'").
     pub fn check_blocked(&self, node: &str) -> Result<()> {
+        self.check_job_blocked(node)?;
+        let overlay = self.nodes.values().find(|n| {
+            n.children
+                .iter()
+                .any(|e| e.role == ChildRole::Backing && e.child == node)
+        });
+        match overlay {
+            Some(o) => Err(Error::generic(format!(
+                "Node '{node}' is busy: node is used as backing hd of '{}'",
+                o.name
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    /// Only the jobs' blockers (for operations QEMU allows on backing files, such as being a
+    /// backup's source).
+    pub fn check_job_blocked(&self, node: &str) -> Result<()> {
         let n = self.node(node)?;
         match n.blockers.first() {
             Some((_, reason)) => Err(Error::generic(format!("Node '{node}' is busy: {reason}"))),
             None => Ok(()),
         }
+    }
+
+    /// The words of commands that take only a node name (`block_resize`,
+    /// `blockdev-snapshot-sync` with `node-name`, …) for a node that does not exist.
+    pub fn require_node(&self, name: &str) -> Result<()> {
+        if self.nodes.contains_key(name) {
+            Ok(())
+        } else {
+            Err(Error::generic(format!(
+                "Cannot find device='' nor node-name='{name}'"
+            )))
+        }
+    }
+
+    /// `blockdev-snapshot-sync` (mode absolute-paths, format qcow2): creates a qcow2 overlay
+    /// file whose backing file is the node's, opens it as a node above the node and moves the
+    /// node's users onto it. Returns the overlay's node name. As in QEMU, an overlay nobody
+    /// uses does not stay in the graph (only its file remains).
+    pub fn snapshot_sync(
+        &mut self,
+        node: &str,
+        overlay_file: &Path,
+        overlay_name: Option<&str>,
+    ) -> Result<Option<String>> {
+        self.require_node(node)?;
+        let name = overlay_name.ok_or_else(|| Error::generic("New overlay node-name missing"))?;
+        if self.nodes.contains_key(name) {
+            return Err(Error::generic("New overlay node-name already in use"));
+        }
+        self.check_blocked(node)?;
+        let n = self.node(node)?;
+        let format = match n.driver {
+            Driver::Qcow2 => ImageFormat::Qcow2,
+            Driver::Raw | Driver::File => ImageFormat::Raw,
+            d => {
+                return Err(Error::generic(format!(
+                    "Driver '{}' cannot be snapshotted here",
+                    d.name()
+                )))
+            }
+        };
+        let backing_file = n.filename.clone();
+        image::create_overlay(overlay_file, &backing_file, format)?;
+        let in_use = self.users.iter().any(|u| u.node == node);
+        if !in_use {
+            return Ok(None);
+        }
+        let opts = BlockdevOptions::format(
+            Driver::Qcow2,
+            BlockdevRef::Inline(Box::new(BlockdevOptions::file(overlay_file))),
+        )
+        .named(name)
+        .backing(Some(BlockdevRef::Node(node.to_string())));
+        self.add(&opts)?;
+        if let Some(o) = self.nodes.get_mut(name) {
+            o.monitor_owned = false;
+        }
+        if let Err(e) = self.move_users(node, name) {
+            self.remove_unreferenced(name);
+            return Err(e);
+        }
+        // The old image is a backing file now: read-only, as QEMU reopens it.
+        self.set_read_only(node, true)?;
+        Ok(Some(name.to_string()))
     }
 
     /// Whether a node has any parent node (is not a root).
@@ -1156,10 +1251,20 @@ impl BlockGraph {
 
     /// Resizes a node's image (`block_resize`).
     pub fn resize(&mut self, name: &str, size: u64) -> Result<()> {
+        self.require_node(name)?;
+        self.check_blocked(name)?;
         let node = self.node(name)?;
         if node.read_only {
-            return Err(Error::generic(format!("Node '{name}' is read only")));
+            return Err(Error::generic("Image is read-only"));
         }
+        // Like QEMU, resize through a short-lived block backend that needs the permission.
+        let temp = self.attach_user(
+            name,
+            UserKind::Export(String::new()),
+            PermSet::of(&[Perm::Resize]),
+            PermSet::ALL,
+        )?;
+        self.detach_user(temp);
         let img = self.image(name)?;
         let mut g = img
             .write()

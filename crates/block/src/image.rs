@@ -144,7 +144,8 @@ pub fn image_info(path: &Path, format: Option<ImageFormat>) -> Result<ImageInfo>
             let area = qcow2::read_header_area(path)?;
             let h = Header::parse(&area)?;
             let snapshots = if h.nb_snapshots > 0 {
-                let table = qcow2::read_table(path, h.snapshots_offset, 1 << 20)?;
+                let want = (h.nb_snapshots as usize).saturating_mul(1024) + 65536;
+                let table = qcow2::read_table(path, h.snapshots_offset, want)?;
                 qcow2::parse_snapshots(&h, &table)?
             } else {
                 Vec::new()

@@ -174,7 +174,7 @@ impl Header {
             h.autoclear_features = be64(b, 88)?;
             h.refcount_order = be32(b, 96)?;
             h.header_length = be32(b, 100)?;
-            if h.header_length < 104 || h.header_length % 8 != 0 && h.header_length != 104 {
+            if h.header_length < 104 {
                 return Err(HeaderError::Invalid("qcow2 header too short".into()));
             }
             if h.refcount_order > 6 {

@@ -453,3 +453,249 @@ fn chains_permissions_and_exports_match_qemu_storage_daemon() {
     g2.delete("t").unwrap();
     assert!(g2.node_names().is_empty());
 }
+
+#[test]
+fn snapshot_and_resize_match_qemu_storage_daemon() {
+    let qemu_img = program_or_skip!("qemu-img");
+    let qsd = match qmpkit_testkit::qsd::start() {
+        Ok(q) => q,
+        Err(why) => qmpkit_testkit::skip!("{why}"),
+    };
+    let mut q = Qmp::connect(&qsd.socket);
+    let (dq, dour) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    for d in [dq.path(), dour.path()] {
+        run(
+            &qemu_img,
+            &[
+                "create",
+                "-f",
+                "raw",
+                d.join("base.img").to_str().unwrap(),
+                "4M",
+            ],
+        );
+    }
+    let mut g = BlockGraph::default();
+    macro_rules! step {
+        ($what:expr, $ours:expr, $cmd:expr, $args:expr) => {
+            same(
+                $what,
+                $ours.map(|_| ()).map_err(|e| e.desc),
+                q.call($cmd, $args),
+            )
+        };
+    }
+    let (qp, op) = (dq.path(), dour.path());
+    step!(
+        "base",
+        g.add(
+            &BlockdevOptions::format(Driver::Raw, inline_file(&op.join("base.img"))).named("base")
+        ),
+        "blockdev-add",
+        json!({"driver": "raw", "file": {"driver": "file", "filename": qp.join("base.img")}, "node-name": "base"})
+    );
+    q.call(
+        "nbd-server-start",
+        json!({"addr": {"type": "unix", "data": {"path": qp.join("nbd.sock")}}}),
+    )
+    .unwrap();
+    let (perm, shared) = writable_export();
+    let e1 = g.attach_user("base", UserKind::Export("e1".into()), perm, shared);
+    same(
+        "export",
+        e1.clone().map(|_| ()).map_err(|e| e.desc),
+        q.call(
+            "block-export-add",
+            json!({"type": "nbd", "id": "e1", "node-name": "base", "writable": true}),
+        ),
+    );
+    let e1 = e1.unwrap();
+    step!(
+        "snapshot",
+        g.snapshot_sync("base", &op.join("snap1.qcow2"), Some("snap1")),
+        "blockdev-snapshot-sync",
+        json!({"node-name": "base", "snapshot-file": qp.join("snap1.qcow2"), "snapshot-node-name": "snap1"})
+    );
+    step!(
+        "snapshot of a backing file",
+        g.snapshot_sync("base", &op.join("snap2.qcow2"), Some("snap2")),
+        "blockdev-snapshot-sync",
+        json!({"node-name": "base", "snapshot-file": qp.join("snap2.qcow2"), "snapshot-node-name": "snap2"})
+    );
+    step!(
+        "name in use",
+        g.snapshot_sync("snap1", &op.join("snap2.qcow2"), Some("snap1")),
+        "blockdev-snapshot-sync",
+        json!({"node-name": "snap1", "snapshot-file": qp.join("snap2.qcow2"), "snapshot-node-name": "snap1"})
+    );
+    step!(
+        "name missing",
+        g.snapshot_sync("snap1", &op.join("snap3.qcow2"), None),
+        "blockdev-snapshot-sync",
+        json!({"node-name": "snap1", "snapshot-file": qp.join("snap3.qcow2")})
+    );
+    step!(
+        "no node",
+        g.snapshot_sync("nonode", &op.join("snap4.qcow2"), Some("snap4")),
+        "blockdev-snapshot-sync",
+        json!({"node-name": "nonode", "snapshot-file": qp.join("snap4.qcow2"), "snapshot-node-name": "snap4"})
+    );
+    step!(
+        "resize a backing file",
+        g.resize("base", 8 << 20),
+        "block_resize",
+        json!({"node-name": "base", "size": 8 << 20})
+    );
+    step!(
+        "resize nothing",
+        g.resize("nonode", 8 << 20),
+        "block_resize",
+        json!({"node-name": "nonode", "size": 8 << 20})
+    );
+    step!(
+        "resize under an export",
+        g.resize("snap1", 8 << 20),
+        "block_resize",
+        json!({"node-name": "snap1", "size": 8 << 20})
+    );
+    assert_eq!(g.users_of("snap1"), vec![UserKind::Export("e1".into())]);
+    let ours = g.node_info("snap1", false).unwrap();
+    let theirs = q
+        .call("query-named-block-nodes", json!({"flat": true}))
+        .unwrap();
+    let t = theirs
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["node-name"] == "snap1")
+        .unwrap()
+        .clone();
+    assert_eq!(t["drv"], ours.drv);
+    assert_eq!(t["image"]["virtual-size"], ours.image.virtual_size);
+    assert_eq!(
+        t["backing_file"].as_str().unwrap(),
+        qp.join("base.img").to_str().unwrap()
+    );
+    assert_eq!(ours.backing_file.as_deref(), op.join("base.img").to_str());
+    // The overlay belongs to its users: with the export gone, it goes too.
+    q.call("block-export-del", json!({"id": "e1"})).unwrap();
+    g.detach_user(e1);
+    step!(
+        "resize the gone overlay",
+        g.resize("snap1", 8 << 20),
+        "block_resize",
+        json!({"node-name": "snap1", "size": 8 << 20})
+    );
+    step!(
+        "resize the base",
+        g.resize("base", 8 << 20),
+        "block_resize",
+        json!({"node-name": "base", "size": 8 << 20})
+    );
+    step!(
+        "delete the base",
+        g.delete("base"),
+        "blockdev-del",
+        json!({"node-name": "base"})
+    );
+    assert_eq!(
+        q.call("query-named-block-nodes", json!({})).unwrap(),
+        json!([])
+    );
+    assert!(g.node_names().is_empty());
+    drop(qsd);
+    drop(g);
+    for d in [qp, op] {
+        let snap = d.join("snap1.qcow2");
+        common::check_clean(&qemu_img, &snap);
+        let (_, text) = run(
+            &qemu_img,
+            &["info", "--output=json", snap.to_str().unwrap()],
+        );
+        let info: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(info["virtual-size"], 4 << 20);
+        assert_eq!(info["backing-filename"], json!(d.join("base.img")));
+        assert_eq!(info["backing-filename-format"], "raw");
+        let (_, text) = run(
+            &qemu_img,
+            &[
+                "info",
+                "--output=json",
+                d.join("base.img").to_str().unwrap(),
+            ],
+        );
+        let info: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(info["virtual-size"], 4 << 20, "a backing file is read-only");
+    }
+}
+
+#[test]
+fn an_nbd_export_of_a_node_serves_its_chain() {
+    let qemu_img = program_or_skip!("qemu-img");
+    let qemu_io = program_or_skip!("qemu-io");
+    let dir = tempfile::tempdir().unwrap();
+    let p = |n: &str| dir.path().join(n);
+    let s = |n: &str| p(n).to_str().unwrap().to_string();
+    run(&qemu_img, &["create", "-f", "raw", &s("base.img"), "4M"]);
+    run(
+        &qemu_io,
+        &["-f", "raw", "-c", "write -P 0x41 0 1M", &s("base.img")],
+    );
+    run(
+        &qemu_img,
+        &[
+            "create",
+            "-f",
+            "qcow2",
+            "-b",
+            "base.img",
+            "-F",
+            "raw",
+            &s("top.qcow2"),
+        ],
+    );
+    run(&qemu_io, &["-c", "write -P 0x42 1M 1M", &s("top.qcow2")]);
+    let mut g = BlockGraph::default();
+    g.add(&BlockdevOptions::format(Driver::Qcow2, inline_file(&p("top.qcow2"))).named("top"))
+        .unwrap();
+    let (perm, shared) = writable_export();
+    g.attach_user("top", UserKind::Export("disk".into()), perm, shared)
+        .unwrap();
+    let server =
+        qmpkit_block::nbd::NbdServer::start(qmpkit_block::nbd::NbdListen::Unix(p("nbd.sock")))
+            .unwrap();
+    server
+        .add_export(qmpkit_block::nbd::NbdExport {
+            name: "disk".into(),
+            description: None,
+            writable: true,
+            backend: g.backend("top").unwrap(),
+        })
+        .unwrap();
+    let url = format!("nbd+unix:///disk?socket={}", s("nbd.sock"));
+    for cmd in [
+        "read -P 0x41 0 1M",
+        "read -P 0x42 1M 1M",
+        "write -P 0x44 3M 64k",
+        "read -P 0x44 3M 64k",
+    ] {
+        let (ok, text) = run(&qemu_io, &["-f", "raw", "-c", cmd, &url]);
+        assert!(
+            ok && !text.contains("failed") && !text.contains("error"),
+            "{cmd}: {text}"
+        );
+    }
+    drop(server);
+    drop(g);
+    common::check_clean(&qemu_img, &p("top.qcow2"));
+    let (ok, text) = run(&qemu_io, &["-c", "read -P 0x44 3M 64k", &s("top.qcow2")]);
+    assert!(ok && !text.contains("failed"), "{text}");
+    let (ok, text) = run(
+        &qemu_io,
+        &["-f", "raw", "-c", "read -P 0 3M 64k", &s("base.img")],
+    );
+    assert!(
+        ok && !text.contains("failed"),
+        "the write stayed in the overlay: {text}"
+    );
+}
