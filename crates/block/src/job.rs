@@ -1026,27 +1026,41 @@ fn range_allocated(img: &Image, off: u64, len: u64) -> Result<bool> {
     Ok(false)
 }
 
-/// Stream: copy into `top` what it reads from below, where `top` has nothing of its own.
-fn stream_data(graph: &BlockGraph, top: &str, _base: Option<&str>) -> Result<()> {
-    if graph.child(top, ChildRole::Backing).is_none() {
+/// Stream: copy into `top` what the layers between it and `base` (all layers below without a
+/// base) hold, where `top` has nothing of its own.
+fn stream_data(graph: &BlockGraph, top: &str, base: Option<&str>) -> Result<()> {
+    let chain = graph.backing_chain(top);
+    let below: Vec<String> = chain
+        .iter()
+        .skip(1)
+        .take_while(|n| Some(n.as_str()) != base)
+        .cloned()
+        .collect();
+    if below.is_empty() {
         return Ok(());
     }
     let img = graph.image(top)?;
     let g = img.read().map_err(|_| lock_err())?;
     let size = g.size();
+    let ranges = union_allocated(graph, &below, size)?;
     let mut buf = vec![0u8; CHUNK as usize];
-    let mut off = 0;
-    while off < size {
-        let (here, n) = g.allocated(off, (size - off).min(CHUNK))?;
-        let n = n.max(1).min(size - off);
-        if !here {
-            let b = &mut buf[..n as usize];
-            g.read(b, off)?;
-            if b.iter().any(|&x| x != 0) {
-                g.write(b, off)?;
+    for (start, end) in ranges {
+        let mut off = start;
+        while off < end {
+            let (here, n) = g.allocated(off, (end - off).min(CHUNK))?;
+            let n = n.max(1).min(end - off);
+            if !here {
+                let b = &mut buf[..n as usize];
+                g.read(b, off)?;
+                if b.iter().any(|&x| x != 0) {
+                    g.write(b, off)?;
+                } else if base.is_some() {
+                    // Zeroes over the base's data must stay zeroes once the layer goes.
+                    g.write_zeroes(off, n)?;
+                }
             }
+            off += n;
         }
-        off += n;
     }
     g.flush()
 }

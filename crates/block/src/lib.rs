@@ -6,6 +6,43 @@
 //! No JSON and no async runtime: callers (the machine's handlers) map their generated QAPI types
 //! onto these types and turn [`job::JobEvent`]s into QMP events. Time comes from the caller
 //! (nanoseconds of a simulated clock, see [`job::Jobs::advance`]), so tests step it.
+//!
+//! How a handler uses it:
+//!
+//! ```no_run
+//! use qmpkit_block::graph::{BlockGraph, BlockdevOptions, BlockdevRef, Driver, Perm, PermSet, UserKind};
+//! use qmpkit_block::job::{JobOptions, Jobs, SyncMode};
+//! use qmpkit_block::nbd::{NbdExport, NbdListen, NbdServer};
+//!
+//! # fn main() -> qmpkit_block::Result<()> {
+//! let mut graph = BlockGraph::default();
+//! // blockdev-add: a qcow2 node over an inline file node; the backing chain the header names
+//! // opens as read-only nodes named #blockNNN.
+//! let file = BlockdevRef::Inline(Box::new(BlockdevOptions::file("/images/disk.qcow2")));
+//! graph.add(&BlockdevOptions::format(Driver::Qcow2, file).named("disk0"))?;
+//! // A writable export takes write on the node (conflicts answer in QEMU's words) …
+//! let perm = PermSet::of(&[Perm::ConsistentRead, Perm::Write]);
+//! let shared = PermSet::of(&[Perm::ConsistentRead, Perm::Write, Perm::WriteUnchanged]);
+//! graph.attach_user("disk0", UserKind::Export("e0".into()), perm, shared)?;
+//! // … and serves the node's real data over NBD until the server is dropped.
+//! let server = NbdServer::start(NbdListen::Unix("/run/nbd.sock".into()))?;
+//! server.add_export(NbdExport {
+//!     name: "disk0".into(),
+//!     description: None,
+//!     writable: true,
+//!     backend: graph.backend("disk0")?,
+//! })?;
+//! // block-stream, driven by the machine's clock; events come out in QEMU's order.
+//! let mut jobs = Jobs::default();
+//! jobs.start_stream(&mut graph, &JobOptions::new("job0"), "disk0", None)?;
+//! jobs.advance(&mut graph, 1_000_000_000);
+//! for event in jobs.take_events() {
+//!     println!("{event:?}");
+//! }
+//! # let _ = SyncMode::Full;
+//! # Ok(())
+//! # }
+//! ```
 
 pub mod graph;
 pub mod image;

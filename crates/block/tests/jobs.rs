@@ -663,3 +663,65 @@ fn backup_and_create_write_real_files() {
     }
     assert_eq!(a["format-specific"]["data"], b["format-specific"]["data"]);
 }
+
+#[test]
+fn stream_down_to_a_base_keeps_the_base_below() {
+    let qemu_img = program_or_skip!("qemu-img");
+    let qemu_io = program_or_skip!("qemu-io");
+    let dir = tempfile::tempdir().unwrap();
+    make_files(&qemu_img, &qemu_io, dir.path(), true);
+    // Zeroes in the middle layer over the base's data.
+    run(
+        &qemu_io,
+        &["-c", "write -z 0 64k", dir.join_str("mid.qcow2").as_str()],
+    );
+    let mut g = BlockGraph::default();
+    add_top(&mut g, dir.path());
+    let chain = g.backing_chain("top");
+    let mut jobs = Jobs::default();
+    jobs.start_stream(&mut g, &JobOptions::new("s"), "top", Some(&chain[2]))
+        .unwrap();
+    jobs.advance(&mut g, SEC);
+    assert_eq!(jobs.query_jobs().len(), 0);
+    assert_eq!(g.backing_chain("top").len(), 2);
+    drop(g);
+    let top = dir.path().join("top.qcow2");
+    check_clean(&qemu_img, &top);
+    let info = qemu_info(&qemu_img, &top);
+    assert!(
+        info["backing-filename"]
+            .as_str()
+            .unwrap()
+            .ends_with("base.img"),
+        "{info}"
+    );
+    assert_eq!(info["backing-filename-format"], "raw");
+    pattern(&qemu_io, "qcow2", &top, "read -P 0 0 64k");
+    pattern(&qemu_io, "qcow2", &top, "read -P 0x41 64k 960k");
+    pattern(&qemu_io, "qcow2", &top, "read -P 0x42 1M 1M");
+    pattern(&qemu_io, "qcow2", &top, "read -P 0x43 2M 512k");
+    // The base's data was not copied up: the top holds only its own and the middle's.
+    let (_, map) = run(
+        &qemu_img,
+        &["map", "--output=json", "-U", top.to_str().unwrap()],
+    );
+    let map: Value = serde_json::from_str(&map).unwrap();
+    let in_top: u64 = map
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["depth"] == 0 && e["data"] == true)
+        .map(|e| e["length"].as_u64().unwrap())
+        .sum();
+    assert_eq!(in_top, (1 << 20) + (512 << 10), "{map}");
+}
+
+trait JoinStr {
+    fn join_str(&self, name: &str) -> String;
+}
+
+impl JoinStr for tempfile::TempDir {
+    fn join_str(&self, name: &str) -> String {
+        self.path().join(name).to_str().unwrap().to_string()
+    }
+}

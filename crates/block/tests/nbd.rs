@@ -260,3 +260,37 @@ proptest! {
         prop_assert!(s.written > 0);
     }
 }
+
+#[test]
+fn dropping_the_server_disconnects_its_clients() {
+    use std::os::unix::net::UnixStream;
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("s.sock");
+    let server = NbdServer::start(NbdListen::Unix(sock.clone())).unwrap();
+    server
+        .add_export(NbdExport {
+            name: "m".into(),
+            description: None,
+            writable: false,
+            backend: mem_table().lock().unwrap()["m"].backend.clone(),
+        })
+        .unwrap();
+    let mut c = UnixStream::connect(&sock).unwrap();
+    let mut hello = [0u8; 18];
+    c.read_exact(&mut hello).unwrap();
+    assert_eq!(&hello[..8], b"NBDMAGIC");
+    assert_eq!(
+        u64::from_be_bytes(hello[8..16].try_into().unwrap()),
+        nbd::IHAVEOPT
+    );
+    assert_eq!(u16::from_be_bytes([hello[16], hello[17]]), 3);
+    let t = std::time::Instant::now();
+    while server.connections() == 0 && t.elapsed().as_secs() < 5 {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    assert_eq!(server.connections(), 1);
+    drop(server);
+    let mut rest = Vec::new();
+    assert_eq!(c.read_to_end(&mut rest).unwrap(), 0);
+    assert!(!sock.exists());
+}

@@ -16,7 +16,18 @@ pub struct Qmp {
 
 impl Qmp {
     pub fn connect(socket: &Path) -> Qmp {
-        let s = UnixStream::connect(socket).expect("connect to qemu-storage-daemon");
+        // The socket file appears a moment before the daemon listens on it.
+        let t = std::time::Instant::now();
+        let s = loop {
+            match UnixStream::connect(socket) {
+                Ok(s) => break s,
+                Err(e) if t.elapsed() < std::time::Duration::from_secs(10) => {
+                    let _ = e;
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                Err(e) => panic!("connect to qemu-storage-daemon: {e}"),
+            }
+        };
         let writer = s.try_clone().unwrap();
         let mut q = Qmp {
             reader: BufReader::new(s),
