@@ -433,6 +433,68 @@ fn mirror_and_its_cancels_match_qemu_storage_daemon() {
     assert_eq!(g.users_of("tgt"), vec![UserKind::Device("disk0".into())]);
     assert!(g.users_of("top").is_empty());
 
+    // 4. Back the other way, finalized by hand: complete, pending, finalize pivots.
+    // (The device is now the node the users moved to.)
+    let mut o = JobOptions::new("m4");
+    o.auto_finalize = false;
+    q.call(
+        "blockdev-add",
+        json!({"driver": "raw", "node-name": "tgt2",
+        "file": {"driver": "file", "filename": dq.path().join("base.img")}}),
+    )
+    .unwrap();
+    q.call("blockdev-mirror", json!({"job-id": "m4", "device": "tgt", "target": "tgt2", "sync": "full", "auto-finalize": false})).unwrap();
+    wait_status(&mut q, "m4", "ready");
+    q.call("job-complete", json!({"id": "m4"})).unwrap();
+    wait_status(&mut q, "m4", "pending");
+    q.call("job-finalize", json!({"id": "m4"})).unwrap();
+    wait_status(&mut q, "m4", "null");
+    g.add(
+        &BlockdevOptions::format(
+            Driver::Raw,
+            BlockdevRef::Inline(Box::new(BlockdevOptions::file(do_.path().join("base.img")))),
+        )
+        .named("tgt2"),
+    )
+    .unwrap();
+    jobs.start_mirror(&mut g, &o, "tgt", "tgt2", SyncMode::Full)
+        .unwrap();
+    step(&mut jobs, &mut g);
+    jobs.complete(&mut g, "m4").unwrap();
+    assert_eq!(jobs.status("m4"), Some(JobStatus::Pending));
+    assert!(
+        g.users_of("tgt")
+            .contains(&UserKind::Device("disk0".into())),
+        "no pivot before finalize"
+    );
+    jobs.finalize(&mut g, "m4").unwrap();
+    assert_eq!(qmp_events(jobs.take_events()), q.take_events());
+    assert_eq!(g.users_of("tgt2"), vec![UserKind::Device("disk0".into())]);
+
+    // 5. Cancelled while running (QEMU's offset then depends on timing: statuses only).
+    let statuses = |ev: Vec<(String, Value)>| -> Vec<String> {
+        ev.into_iter()
+            .map(|(n, d)| format!("{n} {}", d["status"].as_str().unwrap_or_default()))
+            .collect()
+    };
+    q.call(
+        "blockdev-mirror",
+        json!({"job-id": "m5", "device": "top", "target": "tgt", "sync": "full", "speed": 1024}),
+    )
+    .unwrap();
+    q.call("job-cancel", json!({"id": "m5"})).unwrap();
+    wait_status(&mut q, "m5", "null");
+    let mut o = JobOptions::new("m5");
+    o.speed = 1024;
+    jobs.start_mirror(&mut g, &o, "top", "tgt", SyncMode::Full)
+        .unwrap();
+    step(&mut jobs, &mut g);
+    jobs.cancel(&mut g, "m5", true).unwrap();
+    assert_eq!(
+        statuses(qmp_events(jobs.take_events())),
+        statuses(q.take_events())
+    );
+
     // The target holds what the chain held, in both runs.
     for d in [dq.path(), do_.path()] {
         let tgt = d.join("tgt.img");
