@@ -1,43 +1,19 @@
 //! Identity and capabilities: what the machine is (version, name, UUID,
 //! target, machine types, CPU models) and what it has (vCPUs and their
-//! threads, iothreads, the PCI bus, mice, memory, the TPM).
-//!
-//! Values come in QEMU 2.12's richest shape; the served schema cuts them to
-//! its own (see [`crate::shape`]).
+//! threads, iothreads, the PCI bus, mice, memory, the TPM), as the machine's
+//! own typed values (`crate::api`); the QMP handlers in `crate::qmp::identity`
+//! hand them out.
 
 use serde_json::{json, Map, Value};
 
-use crate::{arg_str, generic, Args, CmdResult, Cx, Machine, MachineConfig};
+use crate::api;
+use crate::{generic, Args, CmdResult, Cx, Machine, MachineConfig};
+use qmpkit_qapi::Enum;
+use qmpkit_wire::QmpError;
 
-/// Commands this module implements.
-pub const HANDLED: &[&str] = &[
-    "query-version",
-    "query-name",
-    "query-uuid",
-    "query-kvm",
-    "query-target",
-    "query-machines",
-    "query-cpu-definitions",
-    "query-cpu-model-expansion",
-    "query-cpu-model-comparison",
-    "query-cpu-model-baseline",
-    "query-events",
-    "query-command-line-options",
-    "query-cpus",
-    "query-cpus-fast",
-    "query-hotpluggable-cpus",
-    "query-iothreads",
-    "query-pci",
-    "query-memory-size-summary",
-    "query-memdev",
-    "query-memory-devices",
-    "query-vm-generation-id",
-    "query-tpm",
-    "query-tpm-models",
-    "query-tpm-types",
-    "query-acpi-ospm-status",
-    "cpu",
-];
+/// Commands outside the machine's own schema that this module still answers when a
+/// schema that has them is served (QEMU 1.x's `cpu`, QEMU 2.12's `query-cpus-fast`).
+pub const HANDLED: &[&str] = &["query-cpus-fast", "cpu"];
 
 /// One vCPU.
 #[derive(Debug, Clone, PartialEq)]
@@ -140,33 +116,37 @@ pub fn plug_cpu(m: &mut Machine, id: i64) -> Result<(), qmpkit_wire::QmpError> {
     Ok(())
 }
 
-fn cpu_props(c: &Cpu) -> Value {
-    json!({"socket-id": c.socket, "core-id": c.core, "thread-id": c.thread})
+fn cpu_props(c: &Cpu) -> api::CpuInstanceProperties {
+    api::CpuInstanceProperties {
+        node_id: None,
+        socket_id: Some(c.socket.into()),
+        core_id: Some(c.core.into()),
+        thread_id: Some(c.thread.into()),
+    }
 }
 
-fn query_cpus(m: &Machine) -> Value {
-    Value::Array(
-        m.ident
-            .cpus
-            .iter()
-            .enumerate()
-            .map(|(i, c)| {
-                json!({
-                    "CPU": c.index,
-                    "current": i == 0,
-                    // The boot CPU works; the others wait in HLT.
-                    "halted": i != 0,
-                    "qom_path": c.qom_path,
-                    "thread_id": c.thread_id,
-                    "props": cpu_props(c),
-                    "arch": "x86",
-                    "pc": 0xffff_fff0u64 + if i == 0 { 0 } else { 0x1000 },
-                })
-            })
-            .collect(),
-    )
+/// `query-cpus`: the boot CPU works, the others wait in HLT.
+pub fn cpus(m: &Machine) -> Vec<api::CpuInfo> {
+    m.ident
+        .cpus
+        .iter()
+        .enumerate()
+        .map(|(i, c)| api::CpuInfo {
+            cpu: c.index.into(),
+            current: i == 0,
+            halted: i != 0,
+            qom_path: c.qom_path.clone(),
+            thread_id: c.thread_id,
+            props: Some(cpu_props(c)),
+            arch: api::CpuInfoBranch::X86(api::CpuInfoX86 {
+                pc: 0xffff_fff0i64 + if i == 0 { 0 } else { 0x1000 },
+            }),
+        })
+        .collect()
 }
 
+/// `query-cpus-fast` (not in the machine's own schema: answered when a schema that has it
+/// is served, and used by the human monitor).
 fn query_cpus_fast(m: &Machine) -> Value {
     Value::Array(
         m.ident
@@ -177,7 +157,7 @@ fn query_cpus_fast(m: &Machine) -> Value {
                     "cpu-index": c.index,
                     "qom-path": c.qom_path,
                     "thread-id": c.thread_id,
-                    "props": cpu_props(c),
+                    "props": {"socket-id": c.socket, "core-id": c.core, "thread-id": c.thread},
                     "arch": "x86",
                     "target": "x86_64",
                 })
@@ -186,60 +166,57 @@ fn query_cpus_fast(m: &Machine) -> Value {
     )
 }
 
-fn hotpluggable_cpus(m: &Machine) -> Value {
+/// `query-hotpluggable-cpus`: every slot, highest first (as QEMU lists them).
+pub fn hotpluggable_cpus(m: &Machine) -> Vec<api::HotpluggableCPU> {
     let max = m.config.max_cpus.max(m.config.cpus);
-    let mut out = Vec::new();
-    // QEMU lists the slots highest first.
-    for i in (0..max).rev() {
-        let probe = m.ident.make_cpu(&m.config, i, false);
-        let mut v = json!({
-            "type": crate::devices::cpu_type_name(&m.config),
-            "vcpus-count": 1,
-            "props": cpu_props(&probe),
-        });
-        if let Some(c) = m.ident.cpus.iter().find(|c| c.index == i) {
-            if let Some(o) = v.as_object_mut() {
-                o.insert("qom-path".into(), Value::String(c.qom_path.clone()));
+    (0..max)
+        .rev()
+        .map(|i| {
+            let probe = m.ident.make_cpu(&m.config, i, false);
+            api::HotpluggableCPU {
+                r#type: crate::devices::cpu_type_name(&m.config).to_string(),
+                vcpus_count: 1,
+                props: cpu_props(&probe),
+                qom_path: m
+                    .ident
+                    .cpus
+                    .iter()
+                    .find(|c| c.index == i)
+                    .map(|c| c.qom_path.clone()),
             }
-        }
-        out.push(v);
-    }
-    Value::Array(out)
+        })
+        .collect()
 }
 
-fn machines(m: &Machine) -> Value {
-    // QEMU 8.0 tells whether the machine type supports ACPI.
-    let has_acpi = crate::shape::member_names(&m.schema, "MachineInfo")
+/// The machine types: `(name, alias, default)`.
+const MACHINE_TYPES: &[(&str, Option<&str>, bool)] = &[
+    ("pc-i440fx-2.12", Some("pc"), true),
+    ("pc-q35-2.12", Some("q35"), false),
+    ("pc-i440fx-2.11", None, false),
+    ("pc-q35-2.11", None, false),
+    ("pc-i440fx-2.10", None, false),
+    ("pc-1.3", None, false),
+    ("isapc", None, false),
+    ("none", None, false),
+];
+
+/// Whether a machine type supports ACPI (QEMU 8.0's `MachineInfo.acpi`).
+pub fn machine_type_has_acpi(name: &str) -> bool {
+    !matches!(name, "none" | "isapc")
+}
+
+/// `query-machines`.
+pub fn machines() -> Vec<api::MachineInfo> {
+    MACHINE_TYPES
         .iter()
-        .any(|n| n == "acpi");
-    let mut v = Vec::new();
-    for (name, alias, default) in [
-        ("pc-i440fx-2.12", Some("pc"), true),
-        ("pc-q35-2.12", Some("q35"), false),
-        ("pc-i440fx-2.11", None, false),
-        ("pc-q35-2.11", None, false),
-        ("pc-i440fx-2.10", None, false),
-        ("pc-1.3", None, false),
-        ("isapc", None, false),
-        ("none", None, false),
-    ] {
-        let mut o = Map::new();
-        o.insert("name".into(), json!(name));
-        if let Some(a) = alias {
-            o.insert("alias".into(), json!(a));
-        }
-        if default {
-            o.insert("is-default".into(), json!(true));
-        }
-        let cpu_max = crate::config::machine_type_info(name).map_or(255, |(_, max)| max);
-        o.insert("cpu-max".into(), json!(cpu_max));
-        o.insert("hotpluggable-cpus".into(), json!(name != "none"));
-        if has_acpi {
-            o.insert("acpi".into(), json!(!matches!(name, "none" | "isapc")));
-        }
-        v.push(Value::Object(o));
-    }
-    Value::Array(v)
+        .map(|&(name, alias, default)| api::MachineInfo {
+            name: name.to_string(),
+            alias: alias.map(str::to_string),
+            is_default: default.then_some(true),
+            cpu_max: crate::config::machine_type_info(name).map_or(255, |(_, max)| max.into()),
+            hotpluggable_cpus: name != "none",
+        })
+        .collect()
 }
 
 const CPU_MODELS: &[&str] = &[
@@ -276,83 +253,65 @@ const CPU_MODELS: &[&str] = &[
     "EPYC",
 ];
 
-fn cpu_definitions() -> Value {
-    Value::Array(
-        CPU_MODELS
-            .iter()
-            .map(|n| {
-                json!({
-                    "name": n,
-                    "migration-safe": !matches!(*n, "host" | "max"),
-                    "static": *n == "base",
-                    "unavailable-features": [],
-                    "typename": format!("{n}-x86_64-cpu"),
-                })
-            })
-            .collect(),
-    )
+/// `query-cpu-definitions`.
+pub fn cpu_definitions() -> Vec<api::CpuDefinitionInfo> {
+    CPU_MODELS
+        .iter()
+        .map(|n| api::CpuDefinitionInfo {
+            name: n.to_string(),
+            migration_safe: Some(!matches!(*n, "host" | "max")),
+            r#static: *n == "base",
+            unavailable_features: Some(Vec::new()),
+            typename: format!("{n}-x86_64-cpu"),
+        })
+        .collect()
 }
 
-fn cpu_model_expansion(args: &Args) -> CmdResult {
-    let kind = arg_str(args, "type").unwrap_or("full");
-    let model = args.get("model").and_then(Value::as_object);
-    let name = model
-        .and_then(|m| m.get("name"))
-        .and_then(Value::as_str)
-        .unwrap_or("");
+/// The features every CPU model of the machine has.
+const BASE_FEATURES: &[&str] = &[
+    "fpu", "de", "pse", "tsc", "msr", "pae", "mce", "cx8", "apic", "sep", "mtrr", "pge", "mca",
+    "cmov", "pat", "pse36", "clflush", "mmx", "fxsr", "sse", "sse2", "syscall", "nx", "lm", "sse3",
+    "cx16", "lahf-lm",
+];
+
+/// `query-cpu-model-expansion`: `model`'s properties, the given ones over the base set.
+pub fn cpu_model_expansion(
+    kind: &api::CpuModelExpansionType,
+    model: &api::CpuModelInfo,
+) -> Result<api::CpuModelInfo, QmpError> {
+    let name = model.name.as_str();
     if !CPU_MODELS.contains(&name) {
         return Err(generic(format!("CPU model '{name}' not found")));
     }
     let mut props = Map::new();
-    for (k, v) in [
-        ("fpu", true),
-        ("de", true),
-        ("pse", true),
-        ("tsc", true),
-        ("msr", true),
-        ("pae", true),
-        ("mce", true),
-        ("cx8", true),
-        ("apic", true),
-        ("sep", true),
-        ("mtrr", true),
-        ("pge", true),
-        ("mca", true),
-        ("cmov", true),
-        ("pat", true),
-        ("pse36", true),
-        ("clflush", true),
-        ("mmx", true),
-        ("fxsr", true),
-        ("sse", true),
-        ("sse2", true),
-        ("syscall", true),
-        ("nx", true),
-        ("lm", true),
-        ("sse3", true),
-        ("cx16", true),
-        ("lahf-lm", true),
-    ] {
-        props.insert(k.into(), Value::Bool(v));
+    for k in BASE_FEATURES {
+        props.insert(k.to_string(), Value::Bool(true));
     }
-    if let Some(given) = model
-        .and_then(|m| m.get("props"))
-        .and_then(Value::as_object)
-    {
+    if let Some(Value::Object(given)) = &model.props {
         for (k, v) in given {
             props.insert(k.clone(), v.clone());
         }
     }
-    let out_name = if kind == "static" { "base" } else { name };
-    if kind == "full" {
+    let out_name = if *kind == api::CpuModelExpansionType::Static {
+        "base"
+    } else {
+        name
+    };
+    if *kind == api::CpuModelExpansionType::Full {
         props.insert("model-id".into(), json!("QEMU Virtual CPU version 2.5+"));
         props.insert("vendor".into(), json!("AuthenticAMD"));
     }
-    Ok(json!({"model": {"name": out_name, "props": props}}))
+    Ok(api::CpuModelInfo {
+        name: out_name.to_string(),
+        props: Some(Value::Object(props)),
+    })
 }
 
-fn command_line_options(args: &Args) -> CmdResult {
-    let table: &[(&str, &[(&str, &str)])] = &[
+/// The command-line options `query-command-line-options` describes: option and
+/// `(parameter, type)`s.
+#[rustfmt::skip]
+const COMMAND_LINE_OPTIONS: &[(&str, &[(&str, &str)])] = &[
+
         ("acpi", &[("data", "string"), ("file", "string")]),
         (
             "boot-opts",
@@ -485,20 +444,46 @@ fn command_line_options(args: &Args) -> CmdResult {
                 ("share", "string"),
             ],
         ),
-    ];
-    let render = |(name, params): &(&str, &[(&str, &str)])| {
-        json!({
-            "parameters": params.iter().map(|(n, t)| json!({"name": n, "type": t})).collect::<Vec<_>>(),
-            "option": name,
-        })
+];
+
+/// `query-command-line-options`: all options, or the one named `option`.
+pub fn command_line_options(
+    option: Option<&str>,
+) -> Result<Vec<api::CommandLineOptionInfo>, QmpError> {
+    let render = |(name, params): &(&str, &[(&str, &str)])| api::CommandLineOptionInfo {
+        option: name.to_string(),
+        parameters: params
+            .iter()
+            .map(|(n, t)| api::CommandLineParameterInfo {
+                name: n.to_string(),
+                r#type: api::CommandLineParameterType::from_name(t),
+                help: None,
+                default: None,
+            })
+            .collect(),
     };
-    match arg_str(args, "option") {
-        None => Ok(Value::Array(table.iter().map(render).collect())),
-        Some(o) => match table.iter().find(|(n, _)| *n == o) {
-            Some(e) => Ok(Value::Array(vec![render(e)])),
+    match option {
+        None => Ok(COMMAND_LINE_OPTIONS.iter().map(render).collect()),
+        Some(o) => match COMMAND_LINE_OPTIONS.iter().find(|(n, _)| *n == o) {
+            Some(e) => Ok(vec![render(e)]),
             None => Err(generic(format!("Invalid option name: {o}"))),
         },
     }
+}
+
+/// `query-iothreads`.
+pub fn iothreads(m: &Machine) -> Vec<api::IOThreadInfo> {
+    m.config
+        .iothreads()
+        .enumerate()
+        .map(|(i, o)| api::IOThreadInfo {
+            id: o.id.clone(),
+            thread_id: m.ident.thread_base + 200 + i as i64,
+            poll_max_ns: 32768,
+            poll_grow: 0,
+            poll_shrink: 0,
+        })
+        .collect()
 }
 
 /// `(vendor, device, class, description)` of a PCI device model.
@@ -530,207 +515,190 @@ fn pci_ids(driver: &str) -> Option<(u64, u64, u64, &'static str)> {
     })
 }
 
-fn pci_device(
-    slot: u64,
-    function: u64,
-    ids: (u64, u64, u64, &str),
-    qdev_id: &str,
-    regions: Vec<Value>,
-    irq: Option<u64>,
-) -> Value {
-    let mut o = Map::new();
-    o.insert("bus".into(), json!(0));
-    o.insert("slot".into(), json!(slot));
-    o.insert("function".into(), json!(function));
-    o.insert("class_info".into(), json!({"desc": ids.3, "class": ids.2}));
-    o.insert("id".into(), json!({"device": ids.1, "vendor": ids.0}));
-    if let Some(i) = irq {
-        o.insert("irq".into(), json!(i));
+fn io_region(bar: i64, address: i64, size: i64) -> api::PciMemoryRegion {
+    api::PciMemoryRegion {
+        bar,
+        r#type: "io".into(),
+        address,
+        size,
+        prefetch: None,
+        mem_type_64: None,
     }
-    o.insert("qdev_id".into(), json!(qdev_id));
-    o.insert("regions".into(), Value::Array(regions));
-    Value::Object(o)
 }
 
-fn query_pci(m: &Machine) -> Value {
-    let mut devs = Vec::new();
-    let mut io = 0xc000u64;
-    let mut mem = 0xfebf_0000u64;
+/// `query-pci`: bus 0 and the devices on it.
+pub fn pci(m: &Machine) -> Vec<api::PciInfo> {
+    let mut devices = Vec::new();
+    let mut io = 0xc000i64;
+    let mut mem = 0xfebf_0000i64;
     for d in crate::devices::pci_devices(m) {
-        let slot = (d.devfn >> 3) as u64;
-        let function = (d.devfn & 7) as u64;
-        let ids = pci_ids(d.driver).unwrap_or((0x1b36, 0x0005, 0x00ff, "Class 00ff"));
+        let slot = d.devfn >> 3;
+        let function = d.devfn & 7;
+        let (vendor, device, class, desc) =
+            pci_ids(d.driver).unwrap_or((0x1b36, 0x0005, 0x00ff, "Class 00ff"));
         let (regions, irq) = match d.driver {
             "i440FX" | "PIIX3" | "mch" | "ICH9-LPC" => (vec![], None),
-            "piix3-ide" => (
-                vec![json!({"bar": 4, "type": "io", "address": 0xc000, "size": 16})],
-                None,
-            ),
+            "piix3-ide" => (vec![io_region(4, 0xc000, 16)], None),
             "PIIX4_PM" => (vec![], Some(9)),
             _ => {
                 io += 0x40;
                 mem -= 0x1000;
                 (
                     vec![
-                        json!({"bar": 0, "type": "io", "address": io, "size": 32}),
-                        json!({"bar": 1, "type": "memory", "address": mem, "size": 4096,
-                               "prefetch": false, "mem_type_64": false}),
+                        io_region(0, io, 32),
+                        api::PciMemoryRegion {
+                            bar: 1,
+                            r#type: "memory".into(),
+                            address: mem,
+                            size: 4096,
+                            prefetch: Some(false),
+                            mem_type_64: Some(false),
+                        },
                     ],
                     Some(10 + slot % 2),
                 )
             }
         };
-        devs.push(pci_device(slot, function, ids, &d.id, regions, irq));
+        devices.push(api::PciDeviceInfo {
+            bus: 0,
+            slot,
+            function,
+            class_info: api::PciDeviceClass {
+                desc: Some(desc.to_string()),
+                class: class as i64,
+            },
+            id: api::PciDeviceId {
+                device: device as i64,
+                vendor: vendor as i64,
+            },
+            irq,
+            qdev_id: d.id,
+            pci_bridge: None,
+            regions,
+        });
     }
-    json!([{"bus": 0, "devices": devs}])
+    vec![api::PciInfo { bus: 0, devices }]
 }
 
-fn query_memdev(m: &Machine) -> Value {
-    Value::Array(
-        m.config
-            .memdevs()
-            .map(|o| {
-                let size = o
-                    .props
-                    .get("size")
-                    .and_then(|s| crate::config::parse_size(s, 1))
-                    .unwrap_or(0);
-                let flag = |k: &str, def: bool| match o.props.get(k).map(String::as_str) {
-                    Some("on") | Some("yes") | Some("true") => true,
-                    Some(_) => false,
-                    None => def,
-                };
-                json!({
-                    "id": o.id,
-                    "size": size,
-                    "merge": flag("merge", true),
-                    "dump": flag("dump", true),
-                    "prealloc": flag("prealloc", false),
-                    "host-nodes": [],
-                    "policy": o.props.get("policy").cloned().unwrap_or_else(|| "default".into()),
-                })
-            })
-            .collect(),
-    )
+/// `query-memdev`: the memory back ends of the configuration.
+pub fn memdevs(m: &Machine) -> Vec<api::Memdev> {
+    m.config
+        .memdevs()
+        .map(|o| {
+            let size = o
+                .props
+                .get("size")
+                .and_then(|s| crate::config::parse_size(s, 1))
+                .unwrap_or(0);
+            let flag = |k: &str, def: bool| match o.props.get(k).map(String::as_str) {
+                Some("on") | Some("yes") | Some("true") => true,
+                Some(_) => false,
+                None => def,
+            };
+            api::Memdev {
+                id: Some(o.id.clone()),
+                size,
+                merge: flag("merge", true),
+                dump: flag("dump", true),
+                prealloc: flag("prealloc", false),
+                host_nodes: Vec::new(),
+                policy: api::HostMemPolicy::from_name(
+                    o.props.get("policy").map_or("default", String::as_str),
+                ),
+            }
+        })
+        .collect()
 }
 
-fn memory_devices(m: &Machine) -> Vec<Value> {
+/// `query-memory-devices`: the DIMMs plugged in.
+pub fn memory_devices(m: &Machine) -> Vec<api::MemoryDeviceInfo> {
     crate::devices::memory_devices(m)
+        .into_iter()
+        .map(|v| qmpkit_qapi::decode(&v).unwrap_or(api::MemoryDeviceInfo::Unknown(v)))
+        .collect()
 }
 
-fn filtered_enum(m: &Machine, type_name: &str, wanted: &[&str]) -> Value {
-    Value::Array(
-        wanted
-            .iter()
-            .filter(|w| crate::shape::enum_has(&m.schema, type_name, w))
-            .map(|w| json!(w))
-            .collect(),
-    )
+/// The plugged memory devices' `(id, size)`.
+fn dimm_ids_and_sizes(m: &Machine) -> Vec<(Option<String>, u64)> {
+    memory_devices(m)
+        .into_iter()
+        .map(|d| match d {
+            api::MemoryDeviceInfo::Dimm(d) => (d.id, d.size.max(0) as u64),
+            api::MemoryDeviceInfo::Unknown(v) => (
+                v["data"]["id"].as_str().map(str::to_string),
+                v["data"]["size"].as_u64().unwrap_or(0),
+            ),
+        })
+        .collect()
 }
 
-fn query_events(m: &Machine) -> Value {
-    use qmpkit_schema::model::EntityKind;
-    Value::Array(
-        m.schema
-            .iter()
-            .filter(|(_, e)| matches!(e.kind, EntityKind::Event(_)))
-            .map(|(_, e)| json!({"name": e.name}))
-            .collect(),
-    )
+/// `query-memory-size-summary`.
+pub fn memory_size_summary(m: &Machine) -> api::MemoryInfo {
+    let plugged = dimm_ids_and_sizes(m).iter().map(|d| d.1).sum();
+    api::MemoryInfo {
+        base_memory: m.config.memory_bytes,
+        plugged_memory: Some(plugged),
+    }
 }
 
-pub fn execute(m: &mut Machine, cmd: &str, args: &Args, _cx: &mut Cx) -> Option<CmdResult> {
-    Some(Ok(match cmd {
-        "query-version" => {
-            let (a, b, c) = m.config.qemu_version;
-            json!({"qemu": {"major": a, "minor": b, "micro": c}, "package": m.config.package})
+/// `query-acpi-ospm-status`: one DIMM slot per memory device, status 0.
+pub fn acpi_ospm_status(m: &Machine) -> Vec<api::ACPIOSTInfo> {
+    dimm_ids_and_sizes(m)
+        .into_iter()
+        .enumerate()
+        .map(|(i, (id, _))| api::ACPIOSTInfo {
+            device: id,
+            slot: i.to_string(),
+            slot_type: api::ACPISlotType::Dimm,
+            source: 0,
+            status: 0,
+        })
+        .collect()
+}
+
+/// `query-tpm`: the configured TPM, if any.
+pub fn tpm(m: &Machine) -> Vec<api::TPMInfo> {
+    let Some(t) = &m.config.tpm else {
+        return Vec::new();
+    };
+    let options = match t.kind.as_str() {
+        "passthrough" => api::TpmTypeOptions::Passthrough(api::TPMPassthroughOptions {
+            path: t.path.clone(),
+            cancel_path: t.cancel_path.clone(),
+        }),
+        "emulator" => api::TpmTypeOptions::Emulator(api::TPMEmulatorOptions {
+            chardev: format!("char{}", t.id),
+        }),
+        other => {
+            let mut data = Map::new();
+            if let Some(p) = &t.cancel_path {
+                data.insert("cancel-path".into(), json!(p));
+            }
+            if let Some(p) = &t.path {
+                data.insert("path".into(), json!(p));
+            }
+            api::TpmTypeOptions::Unknown(json!({"type": other, "data": data}))
         }
-        "query-name" => match &m.ident.name {
-            Some(n) => json!({"name": n}),
-            None => json!({}),
-        },
-        "query-uuid" => json!({"UUID": m.ident.uuid}),
-        "query-kvm" => json!({"enabled": m.config.kvm, "present": true}),
-        "query-target" => json!({"arch": "x86_64"}),
+    };
+    vec![api::TPMInfo {
+        id: t.id.clone(),
+        model: api::TpmModel::from_name(&t.model),
+        options,
+    }]
+}
+
+/// The TPM models the machine offers.
+pub const TPM_MODELS: &[&str] = &["tpm-tis", "tpm-crb"];
+/// The TPM back-end types the machine offers.
+pub const TPM_TYPES: &[&str] = &["passthrough", "emulator"];
+
+/// Commands outside the machine's own schema, answered when a schema that has them is
+/// served.
+pub fn execute(m: &mut Machine, cmd: &str, _args: &Args, _cx: &mut Cx) -> Option<CmdResult> {
+    Some(Ok(match cmd {
         // QEMU 1.x: selects the monitor's current CPU, which QMP never uses.
         "cpu" => json!({}),
-        "query-machines" => machines(m),
-        "query-cpu-definitions" => cpu_definitions(),
-        "query-cpu-model-expansion" => return Some(cpu_model_expansion(args)),
-        "query-cpu-model-comparison" | "query-cpu-model-baseline" => {
-            return Some(Err(generic(
-                "this feature or command is not currently supported",
-            )))
-        }
-        "query-events" => query_events(m),
-        "query-command-line-options" => return Some(command_line_options(args)),
-        "query-cpus" => query_cpus(m),
         "query-cpus-fast" => query_cpus_fast(m),
-        "query-hotpluggable-cpus" => hotpluggable_cpus(m),
-        "query-iothreads" => Value::Array(
-            m.config
-                .iothreads()
-                .enumerate()
-                .map(|(i, o)| {
-                    json!({
-                        "id": o.id,
-                        "thread-id": m.ident.thread_base + 200 + i as i64,
-                        "poll-max-ns": 32768,
-                        "poll-grow": 0,
-                        "poll-shrink": 0,
-                    })
-                })
-                .collect(),
-        ),
-        "query-pci" => query_pci(m),
-        "query-memory-size-summary" => {
-            let plugged: u64 = memory_devices(m)
-                .iter()
-                .filter_map(|d| d["data"]["size"].as_u64())
-                .sum();
-            json!({"base-memory": m.config.memory_bytes, "plugged-memory": plugged})
-        }
-        "query-memdev" => query_memdev(m),
-        "query-memory-devices" => Value::Array(memory_devices(m)),
-        "query-vm-generation-id" => match &m.ident.vm_gen_id {
-            Some(g) => json!({"guid": g}),
-            None => return Some(Err(generic("VM Generation ID device not found"))),
-        },
-        "query-tpm" => match &m.config.tpm {
-            Some(t) => {
-                let mut data = Map::new();
-                if let Some(p) = &t.cancel_path {
-                    data.insert("cancel-path".into(), json!(p));
-                }
-                if let Some(p) = &t.path {
-                    data.insert("path".into(), json!(p));
-                }
-                if t.kind == "emulator" {
-                    data.insert("chardev".into(), json!(format!("char{}", t.id)));
-                }
-                json!([{"model": t.model, "options": {"type": t.kind, "data": data}, "id": t.id}])
-            }
-            None => json!([]),
-        },
-        "query-tpm-models" => filtered_enum(m, "TpmModel", &["tpm-tis", "tpm-crb"]),
-        "query-tpm-types" => filtered_enum(m, "TpmType", &["passthrough", "emulator"]),
-        "query-acpi-ospm-status" => Value::Array(
-            memory_devices(m)
-                .iter()
-                .enumerate()
-                .map(|(i, d)| {
-                    let mut o = Map::new();
-                    if let Some(id) = d["data"].get("id") {
-                        o.insert("device".into(), id.clone());
-                    }
-                    o.insert("slot".into(), json!(i.to_string()));
-                    o.insert("slot-type".into(), json!("DIMM"));
-                    o.insert("source".into(), json!(0));
-                    o.insert("status".into(), json!(0));
-                    Value::Object(o)
-                })
-                .collect(),
-        ),
         _ => return None,
     }))
 }

@@ -328,7 +328,10 @@ impl Machine {
             return Some(Err(err));
         }
         if let Some(r) = qmp::dispatch(self, cmd, args, cx) {
-            return Some(r);
+            return Some(r.map(|mut v| {
+                qmp::identity::served_reply_members(self, cmd, &mut v);
+                v
+            }));
         }
         None.or_else(|| testctl::execute(self, cmd, args, cx))
             .or_else(|| identity::execute(self, cmd, args, cx))

@@ -20,6 +20,7 @@ use qmpkit_wire::{ErrorClass, QmpError};
 use crate::api;
 use crate::{Cx, Machine};
 
+pub mod identity;
 pub mod runstate;
 
 /// What a handler returns.
@@ -69,6 +70,31 @@ handlers! {
     watchdog_set_action(WatchdogSetAction) => runstate::watchdog_set_action;
 
     // Identity, memory, dumps, balloon, display, input, miscellany, test control
+    // (qmp/identity.rs)
+    query_version(QueryVersion) => identity::query_version;
+    query_name(QueryName) => identity::query_name;
+    query_uuid(QueryUuid) => identity::query_uuid;
+    query_kvm(QueryKvm) => identity::query_kvm;
+    query_target(QueryTarget) => identity::query_target;
+    query_machines(QueryMachines) => identity::query_machines;
+    query_cpu_definitions(QueryCpuDefinitions) => identity::query_cpu_definitions;
+    query_cpu_model_expansion(QueryCpuModelExpansion) => identity::query_cpu_model_expansion;
+    query_cpu_model_comparison(QueryCpuModelComparison) => identity::query_cpu_model_comparison;
+    query_cpu_model_baseline(QueryCpuModelBaseline) => identity::query_cpu_model_baseline;
+    query_events(QueryEvents) => identity::query_events;
+    query_command_line_options(QueryCommandLineOptions) => identity::query_command_line_options;
+    query_cpus(QueryCpus) => identity::query_cpus;
+    query_hotpluggable_cpus(QueryHotpluggableCpus) => identity::query_hotpluggable_cpus;
+    query_iothreads(QueryIothreads) => identity::query_iothreads;
+    query_pci(QueryPci) => identity::query_pci;
+    query_memory_size_summary(QueryMemorySizeSummary) => identity::query_memory_size_summary;
+    query_memdev(QueryMemdev) => identity::query_memdev;
+    query_memory_devices(QueryMemoryDevices) => identity::query_memory_devices;
+    query_vm_generation_id(QueryVmGenerationId) => identity::query_vm_generation_id;
+    query_tpm(QueryTpm) => identity::query_tpm;
+    query_tpm_models(QueryTpmModels) => identity::query_tpm_models;
+    query_tpm_types(QueryTpmTypes) => identity::query_tpm_types;
+    query_acpi_ospm_status(QueryAcpiOspmStatus) => identity::query_acpi_ospm_status;
 
     // QOM and devices
 

@@ -1,0 +1,233 @@
+//! Identity and capability queries: version, name, UUID, KVM, target, machine types, CPU
+//! models, vCPUs, iothreads, PCI, memory, the VM generation ID, the TPM, ACPI OSPM status.
+
+use qmpkit_qapi::Enum;
+use serde_json::Value;
+
+use super::R;
+use crate::api;
+use crate::identity;
+use crate::{generic, Cx, Machine};
+
+pub fn query_version(m: &mut Machine, _: api::QueryVersion, _: &mut Cx) -> R<api::VersionInfo> {
+    let (major, minor, micro) = m.config.qemu_version;
+    let n = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+    Ok(api::VersionInfo {
+        qemu: api::VersionTriple {
+            major: n(major),
+            minor: n(minor),
+            micro: n(micro),
+        },
+        package: m.config.package.clone(),
+    })
+}
+
+pub fn query_name(m: &mut Machine, _: api::QueryName, _: &mut Cx) -> R<api::NameInfo> {
+    Ok(api::NameInfo {
+        name: m.ident.name.clone(),
+    })
+}
+
+pub fn query_uuid(m: &mut Machine, _: api::QueryUuid, _: &mut Cx) -> R<api::UuidInfo> {
+    Ok(api::UuidInfo {
+        uuid: m.ident.uuid.clone(),
+    })
+}
+
+pub fn query_kvm(m: &mut Machine, _: api::QueryKvm, _: &mut Cx) -> R<api::KvmInfo> {
+    Ok(api::KvmInfo {
+        enabled: m.config.kvm,
+        present: true,
+    })
+}
+
+pub fn query_target(_: &mut Machine, _: api::QueryTarget, _: &mut Cx) -> R<api::TargetInfo> {
+    Ok(api::TargetInfo {
+        arch: "x86_64".into(),
+    })
+}
+
+pub fn query_machines(
+    _: &mut Machine,
+    _: api::QueryMachines,
+    _: &mut Cx,
+) -> R<Vec<api::MachineInfo>> {
+    Ok(identity::machines())
+}
+
+pub fn query_cpu_definitions(
+    _: &mut Machine,
+    _: api::QueryCpuDefinitions,
+    _: &mut Cx,
+) -> R<Vec<api::CpuDefinitionInfo>> {
+    Ok(identity::cpu_definitions())
+}
+
+pub fn query_cpu_model_expansion(
+    _: &mut Machine,
+    a: api::QueryCpuModelExpansion,
+    _: &mut Cx,
+) -> R<api::CpuModelExpansionInfo> {
+    let model = identity::cpu_model_expansion(&a.r#type, &a.model)?;
+    Ok(api::CpuModelExpansionInfo { model })
+}
+
+fn not_supported() -> qmpkit_wire::QmpError {
+    generic("this feature or command is not currently supported")
+}
+
+pub fn query_cpu_model_comparison(
+    _: &mut Machine,
+    _: api::QueryCpuModelComparison,
+    _: &mut Cx,
+) -> R<api::CpuModelCompareInfo> {
+    Err(not_supported())
+}
+
+pub fn query_cpu_model_baseline(
+    _: &mut Machine,
+    _: api::QueryCpuModelBaseline,
+    _: &mut Cx,
+) -> R<api::CpuModelBaselineInfo> {
+    Err(not_supported())
+}
+
+pub fn query_events(m: &mut Machine, _: api::QueryEvents, _: &mut Cx) -> R<Vec<api::EventInfo>> {
+    Ok(served_events(m))
+}
+
+pub fn query_command_line_options(
+    _: &mut Machine,
+    a: api::QueryCommandLineOptions,
+    _: &mut Cx,
+) -> R<Vec<api::CommandLineOptionInfo>> {
+    identity::command_line_options(a.option.as_deref())
+}
+
+pub fn query_cpus(m: &mut Machine, _: api::QueryCpus, _: &mut Cx) -> R<Vec<api::CpuInfo>> {
+    Ok(identity::cpus(m))
+}
+
+pub fn query_hotpluggable_cpus(
+    m: &mut Machine,
+    _: api::QueryHotpluggableCpus,
+    _: &mut Cx,
+) -> R<Vec<api::HotpluggableCPU>> {
+    Ok(identity::hotpluggable_cpus(m))
+}
+
+pub fn query_iothreads(
+    m: &mut Machine,
+    _: api::QueryIothreads,
+    _: &mut Cx,
+) -> R<Vec<api::IOThreadInfo>> {
+    Ok(identity::iothreads(m))
+}
+
+pub fn query_pci(m: &mut Machine, _: api::QueryPci, _: &mut Cx) -> R<Vec<api::PciInfo>> {
+    Ok(identity::pci(m))
+}
+
+pub fn query_memory_size_summary(
+    m: &mut Machine,
+    _: api::QueryMemorySizeSummary,
+    _: &mut Cx,
+) -> R<api::MemoryInfo> {
+    Ok(identity::memory_size_summary(m))
+}
+
+pub fn query_memdev(m: &mut Machine, _: api::QueryMemdev, _: &mut Cx) -> R<Vec<api::Memdev>> {
+    Ok(identity::memdevs(m))
+}
+
+pub fn query_memory_devices(
+    m: &mut Machine,
+    _: api::QueryMemoryDevices,
+    _: &mut Cx,
+) -> R<Vec<api::MemoryDeviceInfo>> {
+    Ok(identity::memory_devices(m))
+}
+
+pub fn query_vm_generation_id(
+    m: &mut Machine,
+    _: api::QueryVmGenerationId,
+    _: &mut Cx,
+) -> R<api::GuidInfo> {
+    match &m.ident.vm_gen_id {
+        Some(g) => Ok(api::GuidInfo { guid: g.clone() }),
+        None => Err(generic("VM Generation ID device not found")),
+    }
+}
+
+pub fn query_tpm(m: &mut Machine, _: api::QueryTpm, _: &mut Cx) -> R<Vec<api::TPMInfo>> {
+    Ok(identity::tpm(m))
+}
+
+pub fn query_tpm_models(
+    m: &mut Machine,
+    _: api::QueryTpmModels,
+    _: &mut Cx,
+) -> R<Vec<api::TpmModel>> {
+    Ok(served_enum_values(m, "TpmModel", identity::TPM_MODELS))
+}
+
+pub fn query_tpm_types(m: &mut Machine, _: api::QueryTpmTypes, _: &mut Cx) -> R<Vec<api::TpmType>> {
+    Ok(served_enum_values(m, "TpmType", identity::TPM_TYPES))
+}
+
+pub fn query_acpi_ospm_status(
+    m: &mut Machine,
+    _: api::QueryAcpiOspmStatus,
+    _: &mut Cx,
+) -> R<Vec<api::ACPIOSTInfo>> {
+    Ok(identity::acpi_ospm_status(m))
+}
+
+// Behaviour that still follows the served schema (it moves to the version view).
+
+/// `query-tpm-models`, `query-tpm-types`: the values of `wanted` that the served schema's
+/// enum `type_name` has.
+fn served_enum_values<E: Enum>(m: &Machine, type_name: &str, wanted: &[&str]) -> Vec<E> {
+    wanted
+        .iter()
+        .filter(|w| crate::shape::enum_has(&m.schema, type_name, w))
+        .map(|w| E::from_name(w))
+        .collect()
+}
+
+/// `query-events`: the events of the served schema.
+fn served_events(m: &Machine) -> Vec<api::EventInfo> {
+    use qmpkit_schema::model::EntityKind;
+    m.schema
+        .iter()
+        .filter(|(_, e)| matches!(e.kind, EntityKind::Event(_)))
+        .map(|(_, e)| api::EventInfo {
+            name: e.name.to_string(),
+        })
+        .collect()
+}
+
+/// Members of identity replies that only a newer served schema has: `query-machines`'
+/// `acpi` (QEMU 8.0), added to the encoded reply when the served `MachineInfo` has it.
+pub fn served_reply_members(m: &Machine, cmd: &str, v: &mut Value) {
+    if cmd != "query-machines" {
+        return;
+    }
+    let has_acpi = crate::shape::member_names(&m.schema, "MachineInfo")
+        .iter()
+        .any(|n| n == "acpi");
+    if !has_acpi {
+        return;
+    }
+    if let Value::Array(list) = v {
+        for info in list {
+            let acpi = info
+                .get("name")
+                .and_then(Value::as_str)
+                .map(identity::machine_type_has_acpi);
+            if let (Some(acpi), Value::Object(o)) = (acpi, info) {
+                o.insert("acpi".into(), Value::Bool(acpi));
+            }
+        }
+    }
+}
