@@ -362,7 +362,7 @@ fn write_elf(m: &Machine, f: &mut std::fs::File, segs: &[Segment]) -> std::io::R
 
 fn open_output(protocol: &str, cx: &mut Cx, m: &mut Machine) -> Result<std::fs::File, QmpError> {
     if let Some(name) = protocol.strip_prefix("fd:") {
-        let fd = crate::misc::take_named_fd(m, cx, name).ok_or_else(|| {
+        let fd = crate::fdsets::take_named_fd(m, cx, name).ok_or_else(|| {
             QmpError::generic(format!("File descriptor named '{name}' has not been found"))
         })?;
         return Ok(std::fs::File::from(fd));

@@ -38,6 +38,7 @@ pub mod api;
 pub mod compat;
 pub mod config;
 pub mod embedded;
+pub mod fdsets;
 pub mod fleet;
 pub mod glue;
 pub mod identity;
@@ -142,6 +143,8 @@ pub struct Machine {
     /// Character device back ends added at run time.
     pub chardev: chardev::ChardevState,
     pub misc: misc::MiscState,
+    /// Descriptors passed by clients: named ones without a session, fd sets.
+    pub fds: fdsets::FdState,
     // and create them in `Machine::new`.
 }
 
@@ -193,6 +196,7 @@ impl Machine {
             net: Default::default(),
             chardev,
             misc: Default::default(),
+            fds: Default::default(),
         }
     }
 

@@ -1,12 +1,8 @@
 //! Odds and ends of the monitor: trace events (`trace-event-get-state`,
 //! `trace-event-set-state`, with `*` patterns and per-vCPU events),
-//! `rtc-reset-reinjection`, named file descriptors (`getfd`, `closefd`) and
-//! fd sets (`add-fd`, `remove-fd`, `query-fdsets`).
+//! `rtc-reset-reinjection`. (File descriptors are [`crate::fdsets`].)
 
-use std::collections::HashMap;
-use std::os::fd::{AsRawFd, OwnedFd};
-
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
 use crate::{arg_bool, arg_i64, arg_str, Args, CmdResult, Cx, Machine};
 use qmpkit_wire::QmpError;
@@ -16,11 +12,6 @@ pub const HANDLED: &[&str] = &[
     "trace-event-get-state",
     "trace-event-set-state",
     "rtc-reset-reinjection",
-    "getfd",
-    "closefd",
-    "add-fd",
-    "remove-fd",
-    "query-fdsets",
 ];
 
 /// One trace event: name, per-vCPU, compiled in.
@@ -158,34 +149,15 @@ pub static TRACE_EVENTS: &[TraceEvent] = &[
     ev!("i8042_kbd_event"),
 ];
 
-/// One fd of an fd set and its opaque string.
-pub type FdsetEntry = (OwnedFd, Option<String>);
-
 /// Misc state of one machine.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct MiscState {
     /// Enabled (non-vCPU) trace events, by index into [`TRACE_EVENTS`].
     pub trace_enabled: Vec<u16>,
     /// vCPU events: enabled mask per event index.
     pub trace_vcpu: Vec<(u16, u64)>,
-    /// Named fds when the session keeps none (`getfd` without a session).
-    pub named_fds: HashMap<String, OwnedFd>,
-    /// fd sets: `(id, fds newest first: (fd, opaque))`, ascending ids.
-    pub fdsets: Vec<(i64, Vec<FdsetEntry>)>,
     /// The human monitor's current vCPU for the command being run.
     pub hmp_cpu: u32,
-}
-
-impl Clone for MiscState {
-    fn clone(&self) -> Self {
-        MiscState {
-            trace_enabled: self.trace_enabled.clone(),
-            trace_vcpu: self.trace_vcpu.clone(),
-            named_fds: HashMap::new(),
-            fdsets: Vec::new(),
-            hmp_cpu: self.hmp_cpu,
-        }
-    }
 }
 
 /// Glob match with `*` (and nothing else), as QEMU's trace patterns.
@@ -335,163 +307,12 @@ fn trace_set(m: &mut Machine, args: &Args) -> CmdResult {
     crate::empty()
 }
 
-/// Take the fd named `name` (the session's first, then the machine's).
-pub fn take_named_fd(m: &mut Machine, cx: &mut Cx, name: &str) -> Option<OwnedFd> {
-    if let Some(s) = &cx.session_fds {
-        if let Ok(mut map) = s.lock() {
-            if let Some(fd) = map.remove(name) {
-                return Some(fd);
-            }
-        }
-    }
-    m.misc.named_fds.remove(name)
-}
-
-fn no_fd() -> QmpError {
-    QmpError::generic("No file descriptor supplied via SCM_RIGHTS")
-}
-
-fn getfd(m: &mut Machine, args: &Args, cx: &mut Cx) -> CmdResult {
-    let name = arg_str(args, "fdname").unwrap_or("");
-    if cx.fds.is_empty() {
-        return Err(no_fd());
-    }
-    if name.starts_with(|c: char| c.is_ascii_digit()) {
-        return Err(QmpError::generic(
-            "Parameter 'fdname' expects a name not starting with a digit",
-        ));
-    }
-    let fd = cx.fds.remove(0);
-    if let Some(s) = &cx.session_fds {
-        if let Ok(mut map) = s.lock() {
-            map.insert(name.to_string(), fd);
-            return crate::empty();
-        }
-    }
-    m.misc.named_fds.insert(name.to_string(), fd);
-    crate::empty()
-}
-
-fn closefd(m: &mut Machine, args: &Args, cx: &mut Cx) -> CmdResult {
-    let name = arg_str(args, "fdname").unwrap_or("");
-    match take_named_fd(m, cx, name) {
-        Some(fd) => {
-            drop(fd);
-            crate::empty()
-        }
-        None => Err(QmpError::generic(format!(
-            "File descriptor named '{name}' not found"
-        ))),
-    }
-}
-
-fn add_fd(m: &mut Machine, args: &Args, cx: &mut Cx) -> CmdResult {
-    if cx.fds.is_empty() {
-        return Err(no_fd());
-    }
-    let want = arg_i64(args, "fdset-id");
-    if let Some(id) = want {
-        if id < 0 {
-            return Err(QmpError::generic(
-                "Parameter 'fdset-id' expects a non-negative value",
-            ));
-        }
-    }
-    let opaque = arg_str(args, "opaque").map(str::to_string);
-    let fd = cx.fds.remove(0);
-    let raw = fd.as_raw_fd() as i64;
-    let sets = &mut m.misc.fdsets;
-    let id = match want {
-        Some(id) => id,
-        None => {
-            // The lowest id not in use.
-            let mut id = 0;
-            for (s, _) in sets.iter() {
-                if *s == id {
-                    id += 1;
-                } else if *s > id {
-                    break;
-                }
-            }
-            id
-        }
-    };
-    match sets.iter_mut().find(|(s, _)| *s == id) {
-        Some((_, fds)) => fds.insert(0, (fd, opaque)),
-        None => {
-            let pos = sets.iter().position(|(s, _)| *s > id).unwrap_or(sets.len());
-            sets.insert(pos, (id, vec![(fd, opaque)]));
-        }
-    }
-    Ok(json!({"fdset-id": id, "fd": raw}))
-}
-
-fn remove_fd(m: &mut Machine, args: &Args) -> CmdResult {
-    let id = arg_i64(args, "fdset-id").unwrap_or(-1);
-    let fd = arg_i64(args, "fd");
-    let not_found = || {
-        QmpError::generic(format!(
-            "File descriptor named '{}' not found",
-            match fd {
-                Some(f) => format!("fdset-id:{id}, fd:{f}"),
-                None => format!("fdset-id:{id}"),
-            }
-        ))
-    };
-    let sets = &mut m.misc.fdsets;
-    let Some(pos) = sets.iter().position(|(s, _)| *s == id) else {
-        return Err(not_found());
-    };
-    match fd {
-        Some(f) => {
-            let fds = &mut sets[pos].1;
-            let Some(i) = fds.iter().position(|(o, _)| o.as_raw_fd() as i64 == f) else {
-                return Err(not_found());
-            };
-            fds.remove(i);
-        }
-        None => sets[pos].1.clear(),
-    }
-    if sets[pos].1.is_empty() {
-        sets.remove(pos);
-    }
-    crate::empty()
-}
-
-fn query_fdsets(m: &Machine) -> Value {
-    Value::Array(
-        m.misc
-            .fdsets
-            .iter()
-            .map(|(id, fds)| {
-                let list: Vec<Value> = fds
-                    .iter()
-                    .map(|(fd, opaque)| {
-                        let mut o = Map::new();
-                        o.insert("fd".into(), json!(fd.as_raw_fd()));
-                        if let Some(op) = opaque {
-                            o.insert("opaque".into(), json!(op));
-                        }
-                        Value::Object(o)
-                    })
-                    .collect();
-                json!({"fdset-id": id, "fds": list})
-            })
-            .collect(),
-    )
-}
-
 /// Dispatch.
-pub fn execute(m: &mut Machine, cmd: &str, args: &Args, cx: &mut Cx) -> Option<CmdResult> {
+pub fn execute(m: &mut Machine, cmd: &str, args: &Args, _cx: &mut Cx) -> Option<CmdResult> {
     Some(match cmd {
         "trace-event-get-state" => trace_get(m, args),
         "trace-event-set-state" => trace_set(m, args),
         "rtc-reset-reinjection" => crate::empty(),
-        "getfd" => getfd(m, args, cx),
-        "closefd" => closefd(m, args, cx),
-        "add-fd" => add_fd(m, args, cx),
-        "remove-fd" => remove_fd(m, args),
-        "query-fdsets" => Ok(query_fdsets(m)),
         _ => return None,
     })
 }

@@ -177,9 +177,10 @@ fn fdsets() {
     let fd1b = r["fd"].as_i64().unwrap();
     assert_eq!(
         ok(run(&mut m, "query-fdsets", json!({}))),
+        // QEMU's order: sets by descending id, a set's descriptors oldest first.
         json!([
+            {"fdset-id": 1, "fds": [{"fd": fd1, "opaque": "rdonly:/path/to/file"}, {"fd": fd1b}]},
             {"fdset-id": 0, "fds": [{"fd": fd0}]},
-            {"fdset-id": 1, "fds": [{"fd": fd1b}, {"fd": fd1, "opaque": "rdonly:/path/to/file"}]},
         ])
     );
     ok(run(&mut m, "remove-fd", json!({"fdset-id": 1, "fd": fd1})));

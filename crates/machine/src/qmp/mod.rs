@@ -20,6 +20,7 @@ use qmpkit_wire::{ErrorClass, QmpError};
 use crate::api;
 use crate::{Cx, Machine};
 
+pub mod fds;
 pub mod identity;
 pub mod runstate;
 
@@ -101,6 +102,11 @@ handlers! {
     // Character devices and network
 
     // Migration and file descriptors
+    getfd(Getfd) => fds::getfd;
+    closefd(Closefd) => fds::closefd;
+    add_fd(AddFd) => fds::add_fd;
+    remove_fd(RemoveFd) => fds::remove_fd;
+    query_fdsets(QueryFdsets) => fds::query_fdsets;
 
     // Block layer and jobs
 }

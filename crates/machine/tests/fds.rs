@@ -1,0 +1,150 @@
+//! Descriptors passed by clients: getfd/closefd per client, fd sets with QEMU's ids, order,
+//! words and lifetime (checked against qemu-system-x86_64 10.0.2).
+
+use std::collections::HashMap;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::{Arc, Mutex};
+
+use qmpkit_machine::{fdsets, Cx};
+use serde_json::json;
+
+mod common;
+
+use common::{machine, ok, run_cx, tmp};
+
+fn file_fd(name: &str, write: bool) -> OwnedFd {
+    let p = tmp(name);
+    let f = std::fs::OpenOptions::new()
+        .read(!write)
+        .write(write)
+        .create(write)
+        .truncate(write)
+        .open(&p)
+        .expect("test file");
+    OwnedFd::from(f)
+}
+
+fn is_open(raw: i32) -> bool {
+    // SAFETY: F_GETFD only asks whether the number is an open descriptor.
+    unsafe { libc::fcntl(raw, libc::F_GETFD) >= 0 }
+}
+
+#[test]
+fn getfd_belongs_to_its_client() {
+    let mut m = machine();
+    let session: Arc<Mutex<HashMap<String, OwnedFd>>> = Arc::default();
+    let mut cx = Cx {
+        session_fds: Some(session.clone()),
+        ..Default::default()
+    };
+    assert_eq!(
+        run_cx(&mut m, "getfd", json!({"fdname": "x"}), &mut cx),
+        Err("GenericError: No file descriptor supplied via SCM_RIGHTS".into())
+    );
+    cx.fds.push(file_fd("fds-a", true));
+    assert_eq!(
+        run_cx(&mut m, "getfd", json!({"fdname": "1x"}), &mut cx),
+        Err("GenericError: Parameter 'fdname' expects a name not starting with a digit".into())
+    );
+    ok(run_cx(&mut m, "getfd", json!({"fdname": "x"}), &mut cx));
+    let raw = session.lock().unwrap()["x"].as_raw_fd();
+    assert!(is_open(raw));
+    ok(run_cx(&mut m, "closefd", json!({"fdname": "x"}), &mut cx));
+    assert!(!is_open(raw));
+    assert_eq!(
+        run_cx(&mut m, "closefd", json!({"fdname": "x"}), &mut cx),
+        Err("GenericError: File descriptor named 'x' not found".into())
+    );
+    // A named descriptor goes when its client goes.
+    cx.fds.push(file_fd("fds-b", true));
+    ok(run_cx(&mut m, "getfd", json!({"fdname": "y"}), &mut cx));
+    let raw = session.lock().unwrap()["y"].as_raw_fd();
+    drop(cx);
+    drop(session);
+    assert!(!is_open(raw));
+}
+
+#[test]
+fn fdsets_ids_order_words_and_use() {
+    let mut m = machine();
+    let mut cx = Cx::default();
+    assert_eq!(
+        run_cx(&mut m, "add-fd", json!({}), &mut cx),
+        Err("GenericError: No file descriptor supplied via SCM_RIGHTS".into())
+    );
+    cx.fds.push(file_fd("fds-c", true));
+    assert_eq!(
+        run_cx(&mut m, "add-fd", json!({"fdset-id": -1}), &mut cx),
+        Err("GenericError: Parameter 'fdset-id' expects a non-negative value".into())
+    );
+    let a = ok(run_cx(
+        &mut m,
+        "add-fd",
+        json!({"opaque": "hello"}),
+        &mut cx,
+    ));
+    assert_eq!(a["fdset-id"], 0);
+    cx.fds.push(file_fd("fds-c", false));
+    assert_eq!(
+        ok(run_cx(&mut m, "add-fd", json!({"fdset-id": 3}), &mut cx))["fdset-id"],
+        3
+    );
+    cx.fds.push(file_fd("fds-c", true));
+    let b = ok(run_cx(&mut m, "add-fd", json!({"fdset-id": 0}), &mut cx));
+    cx.fds.push(file_fd("fds-c", false));
+    assert_eq!(
+        ok(run_cx(&mut m, "add-fd", json!({}), &mut cx))["fdset-id"],
+        1
+    );
+    let q = ok(run_cx(&mut m, "query-fdsets", json!({}), &mut cx));
+    let ids: Vec<i64> = q
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["fdset-id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(ids, [3, 1, 0]);
+    assert_eq!(
+        q[2]["fds"],
+        json!([{"fd": a["fd"], "opaque": "hello"}, {"fd": b["fd"]}])
+    );
+    assert_eq!(
+        run_cx(&mut m, "remove-fd", json!({"fdset-id": 9}), &mut cx),
+        Err("GenericError: File descriptor named 'fdset-id:9' not found".into())
+    );
+    assert_eq!(
+        run_cx(
+            &mut m,
+            "remove-fd",
+            json!({"fdset-id": 0, "fd": 999}),
+            &mut cx
+        ),
+        Err("GenericError: File descriptor named 'fdset-id:0, fd:999' not found".into())
+    );
+    // A subsystem writes through /dev/fdset/0 (write-only descriptors there).
+    let mut f = fdsets::open(&mut m, "/dev/fdset/0", fdsets::OpenOptions::write_create())
+        .expect("dup of a write-only descriptor");
+    use std::io::Write;
+    f.write_all(b"through the set\n").expect("write");
+    let e = fdsets::open(&mut m, "/dev/fdset/3", fdsets::OpenOptions::write_create()).unwrap_err();
+    assert_eq!(qmpkit_machine::memory::strerror(&e), "Permission denied");
+    let raw = a["fd"].as_i64().unwrap() as i32;
+    ok(run_cx(
+        &mut m,
+        "remove-fd",
+        json!({"fdset-id": 0, "fd": raw}),
+        &mut cx,
+    ));
+    assert!(!is_open(raw));
+    ok(run_cx(&mut m, "remove-fd", json!({"fdset-id": 0}), &mut cx));
+    // Still in use: listed with no descriptors until its user lets go.
+    let q = ok(run_cx(&mut m, "query-fdsets", json!({}), &mut cx));
+    assert_eq!(q[2], json!({"fdset-id": 0, "fds": []}));
+    drop(f);
+    let q = ok(run_cx(&mut m, "query-fdsets", json!({}), &mut cx));
+    assert_eq!(q.as_array().unwrap().len(), 2);
+    assert_eq!(
+        std::fs::read_to_string(tmp("fds-c")).unwrap(),
+        "through the set\n"
+    );
+}
