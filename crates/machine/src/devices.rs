@@ -16,20 +16,25 @@
 use serde_json::{json, Map, Value};
 
 use crate::qom::{self, types, NodeId, Tree};
-use crate::{arg_i64, arg_str, Args, CmdResult, Cx, Machine, MachineConfig, RunState};
+use crate::{api, Machine, MachineConfig, RunState};
 use qmpkit_wire::{ErrorClass, QmpError};
 
-/// Commands this module implements.
-pub const HANDLED: &[&str] = &[
-    "device_add",
-    "device_del",
-    "object-add",
-    "object-del",
-    "cpu-add",
-];
+/// What the devices subsystem does later by itself.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Timer {
+    /// The modelled guest acknowledges the unplug request of the device at this canonical
+    /// path (or looks again later).
+    Unplug(String),
+    /// The guest's ACPI code reports on a plugged DIMM or vCPU (`ACPI_DEVICE_OST`).
+    Ost(api::ACPIOSTInfo),
+}
 
-/// Timer subsystem name.
-pub const SUBSYSTEM: &str = "devices";
+/// The device options of `device_add`: what is not an option is a property.
+pub type DeviceOptions = Map<String, Value>;
+
+fn opt_str<'a>(args: &'a DeviceOptions, name: &str) -> Option<&'a str> {
+    args.get(name).and_then(Value::as_str)
+}
 
 /// How long the modelled guest takes to acknowledge an unplug request.
 pub const UNPLUG_ACK_NS: u64 = 100_000_000;
@@ -708,12 +713,13 @@ pub fn backend_prop_owner(ty: &str) -> String {
 
 const RESERVED: &[&str] = &["driver", "bus", "id"];
 
-fn device_add(m: &mut Machine, args: &Args) -> CmdResult {
-    let Some(driver) = arg_str(args, "driver") else {
+/// `device_add`: create and plug a device.
+pub fn device_add(m: &mut Machine, args: &DeviceOptions) -> Result<(), QmpError> {
+    let Some(driver) = opt_str(args, "driver") else {
         return Err(QmpError::generic("Parameter 'driver' is missing"));
     };
     // Options first: id syntax and uniqueness.
-    let id = arg_str(args, "id");
+    let id = opt_str(args, "id");
     if let Some(id) = id {
         if !id_wellformed(id) {
             return Err(QmpError::generic("Parameter 'id' expects an identifier"));
@@ -737,7 +743,7 @@ fn device_add(m: &mut Machine, args: &Args) -> CmdResult {
     device_add_as(m, args, td.name)
 }
 
-fn device_add_as(m: &mut Machine, args: &Args, driver: &str) -> CmdResult {
+fn device_add_as(m: &mut Machine, args: &DeviceOptions, driver: &str) -> Result<(), QmpError> {
     let Some(td) = types::find(driver) else {
         return Err(QmpError::generic(format!(
             "'{driver}' is not a valid device model name"
@@ -753,10 +759,10 @@ fn device_add_as(m: &mut Machine, args: &Args, driver: &str) -> CmdResult {
             "Parameter 'driver' expects pluggable device type",
         ));
     }
-    let id = arg_str(args, "id");
+    let id = opt_str(args, "id");
     let tree = &m.qom.tree;
     let bus_type = types::bus_of(td.name);
-    let bus = match arg_str(args, "bus") {
+    let bus = match opt_str(args, "bus") {
         Some(path) => {
             let b = find_bus(tree, path).ok_or_else(|| {
                 QmpError::new(
@@ -884,7 +890,7 @@ fn device_add_as(m: &mut Machine, args: &Args, driver: &str) -> CmdResult {
     }
     crate::input::on_device_added(m, node);
     announce_ost(m, node);
-    crate::empty()
+    Ok(())
 }
 
 /// After a DIMM or vCPU is plugged, the guest's ACPI code reports on it
@@ -895,12 +901,12 @@ fn announce_ost(m: &mut Machine, node: NodeId) {
     let ty = tree.node(node).ty;
     let (slot_type, slot) = if types::is_a(ty, "pc-dimm") {
         (
-            "DIMM",
+            api::ACPISlotType::Dimm,
             tree.val(node, "slot").and_then(Value::as_i64).unwrap_or(0),
         )
     } else if types::is_a(ty, "x86_64-cpu") {
         (
-            "CPU",
+            api::ACPISlotType::Cpu,
             tree.val(node, "apic-id")
                 .and_then(Value::as_i64)
                 .unwrap_or(0),
@@ -908,18 +914,15 @@ fn announce_ost(m: &mut Machine, node: NodeId) {
     } else {
         return;
     };
-    let mut info = Map::new();
-    if let Some(id) = device_id(tree, node) {
-        info.insert("device".into(), Value::String(id));
-    }
-    info.insert("slot".into(), Value::String(slot.to_string()));
-    info.insert("slot-type".into(), Value::String(slot_type.into()));
-    info.insert("source".into(), Value::from(1));
-    info.insert("status".into(), Value::from(0));
-    m.schedule(
-        UNPLUG_ACK_NS,
-        crate::TimerAction::Custom(SUBSYSTEM, "ost".into(), Value::Object(info)),
-    );
+    let info = api::ACPIOSTInfo {
+        device: device_id(tree, node),
+        slot: slot.to_string(),
+        slot_type,
+        // Insertion event, processed successfully.
+        source: 1,
+        status: 0,
+    };
+    m.schedule(UNPLUG_ACK_NS, crate::TimerAction::Devices(Timer::Ost(info)));
 }
 
 // ---------------------------------------------------------------------------
@@ -1185,50 +1188,32 @@ fn finish_unplug(m: &mut Machine, path: &str) {
     if !m.compat().device_deleted_event {
         return;
     }
-    for (p, id) in gone {
-        let mut d = Map::new();
-        if let Some(i) = id {
-            d.insert("device".into(), Value::String(i));
-        }
-        d.insert("path".into(), Value::String(p));
-        m.emit("DEVICE_DELETED", Some(Value::Object(d)));
+    for (path, device) in gone {
+        m.emit_event(api::DeviceDeleted { device, path });
     }
 }
 
 /// Timer callback.
-pub fn on_timer(m: &mut Machine, what: &str, data: &Value) {
-    if what == "ost" {
-        if !m.is(RunState::Running) || !m.testctl.guest.acpi {
-            m.schedule(
-                UNPLUG_ACK_NS,
-                crate::TimerAction::Custom(SUBSYSTEM, what.to_string(), data.clone()),
-            );
-        } else if m.compat().acpi_ost_event {
-            m.emit("ACPI_DEVICE_OST", Some(json!({ "info": data })));
-        }
-        return;
-    }
-    if what != "unplug" {
-        return;
-    }
-    let Some(path) = data.as_str() else {
-        return;
-    };
-    // A paused guest cannot answer the request, nor one that ignores ACPI
-    // (test control): look again later.
+pub fn on_timer(m: &mut Machine, t: Timer) {
+    // A paused guest cannot answer, nor one that ignores ACPI (test control): look again
+    // later.
     if !m.is(RunState::Running) || !m.testctl.guest.acpi {
-        m.schedule(
-            UNPLUG_ACK_NS,
-            crate::TimerAction::Custom(SUBSYSTEM, what.to_string(), data.clone()),
-        );
+        m.schedule(UNPLUG_ACK_NS, crate::TimerAction::Devices(t));
         return;
     }
-    let path = path.to_string();
-    finish_unplug(m, &path);
+    match t {
+        Timer::Ost(info) => {
+            if m.compat().acpi_ost_event {
+                m.emit_event(api::AcpiDeviceOst { info });
+            }
+        }
+        Timer::Unplug(path) => finish_unplug(m, &path),
+    }
 }
 
-fn device_del(m: &mut Machine, args: &Args) -> CmdResult {
-    let id = arg_str(args, "id").unwrap_or("");
+/// `device_del`: unplug a device by id or QOM path (at once, or as a request the guest
+/// acknowledges).
+pub fn device_del(m: &mut Machine, id: &str) -> Result<(), QmpError> {
     let tree = &m.qom.tree;
     let node = if id.starts_with('/') {
         tree.resolve(id).ok()
@@ -1285,17 +1270,17 @@ fn device_del(m: &mut Machine, args: &Args) -> CmdResult {
             m.devices.unplug_pending.push(path.clone());
             m.schedule(
                 UNPLUG_ACK_NS,
-                crate::TimerAction::Custom(SUBSYSTEM, "unplug".into(), Value::String(path)),
+                crate::TimerAction::Devices(Timer::Unplug(path)),
             );
         }
     } else {
         finish_unplug(m, &path);
     }
-    crate::empty()
+    Ok(())
 }
 
-fn cpu_add(m: &mut Machine, args: &Args) -> CmdResult {
-    let id = arg_i64(args, "id").unwrap_or(-1);
+/// `cpu-add`: plug vCPU `id`.
+pub fn cpu_add(m: &mut Machine, id: i64) -> Result<(), QmpError> {
     if id < 0 {
         return Err(QmpError::generic(format!("Invalid CPU id: {id}")));
     }
@@ -1325,12 +1310,17 @@ fn cpu_add(m: &mut Machine, args: &Args) -> CmdResult {
         c.qom_path = path;
     }
     announce_ost(m, n);
-    crate::empty()
+    Ok(())
 }
 
-fn object_add(m: &mut Machine, args: &Args) -> CmdResult {
-    let qom_type = arg_str(args, "qom-type").unwrap_or("");
-    let id = arg_str(args, "id").unwrap_or("");
+/// `object-add`: make a user-creatable object under `/objects`. `props` is the `props`
+/// member as given (QOM property values are dynamic, as in QEMU).
+pub fn object_add(
+    m: &mut Machine,
+    qom_type: &str,
+    id: &str,
+    props: Option<&Value>,
+) -> Result<(), QmpError> {
     if !id_wellformed(id) {
         return Err(QmpError::generic("Parameter 'id' expects an identifier"));
     }
@@ -1349,24 +1339,20 @@ fn object_add(m: &mut Machine, args: &Args) -> CmdResult {
             "object type '{qom_type}' is abstract"
         )));
     }
-    // Properties: the 'props' dictionary (QEMU 2.x) or flat members (newer).
-    let mut props: Vec<(String, Value)> = Vec::new();
-    match args.get("props") {
-        Some(Value::Object(o)) => props.extend(o.iter().map(|(k, v)| (k.clone(), v.clone()))),
-        Some(Value::Null) | None => {}
+    // Properties: the 'props' dictionary (newer interfaces' flat members are folded into it
+    // before the command gets here).
+    let empty = Map::new();
+    let props = match props {
+        Some(Value::Object(o)) => o,
+        Some(Value::Null) | None => &empty,
         Some(_) => {
             return Err(QmpError::generic(
                 "Invalid parameter type for 'props', expected: object",
             ))
         }
-    }
-    for (k, v) in args {
-        if !matches!(k.as_str(), "qom-type" | "id" | "props") {
-            props.push((k.clone(), v.clone()));
-        }
-    }
+    };
     let mut vals = Vec::new();
-    for (k, v) in &props {
+    for (k, v) in props {
         let def = types::find_prop(td.name, k)
             .ok_or_else(|| qom::err_prop_not_found(qom::modern(m), td.name, k))?;
         vals.push((def.name, qom::check_value(k, def.ty, v)?));
@@ -1415,11 +1401,11 @@ fn object_add(m: &mut Machine, args: &Args) -> CmdResult {
     for (k, v) in vals {
         m.qom.tree.set_val(n, k, v);
     }
-    crate::empty()
+    Ok(())
 }
 
-fn object_del(m: &mut Machine, args: &Args) -> CmdResult {
-    let id = arg_str(args, "id").unwrap_or("");
+/// `object-del`: remove an object made by `object-add` (or `-object`).
+pub fn object_del(m: &mut Machine, id: &str) -> Result<(), QmpError> {
     let tree = &m.qom.tree;
     let Some(p) = places(tree) else {
         return Err(QmpError::generic(format!("object '{id}' not found")));
@@ -1441,17 +1427,5 @@ fn object_del(m: &mut Machine, args: &Args) -> CmdResult {
         }
     }
     m.qom.tree.remove(n);
-    crate::empty()
-}
-
-/// Dispatch.
-pub fn execute(m: &mut Machine, cmd: &str, args: &Args, _cx: &mut Cx) -> Option<CmdResult> {
-    Some(match cmd {
-        "device_add" => device_add(m, args),
-        "device_del" => device_del(m, args),
-        "object-add" => object_add(m, args),
-        "object-del" => object_del(m, args),
-        "cpu-add" => cpu_add(m, args),
-        _ => return None,
-    })
+    Ok(())
 }

@@ -91,6 +91,8 @@ pub struct Cx {
 pub enum TimerAction {
     /// Run state and the modelled guest's power behaviour.
     RunState(runstate::Timer),
+    /// Unplug acknowledgements and ACPI status reports of the modelled guest.
+    Devices(devices::Timer),
     /// A subsystem-defined action: `(subsystem, what, data)`.
     Custom(&'static str, String, Value),
 }
@@ -302,11 +304,11 @@ impl Machine {
     fn fire(&mut self, action: TimerAction) {
         let (sub, what, data) = match action {
             TimerAction::RunState(t) => return runstate::on_timer(self, t),
+            TimerAction::Devices(t) => return devices::on_timer(self, t),
             TimerAction::Custom(sub, what, data) => (sub, what, data),
         };
         match sub {
             // Device-level subsystems route their timers here.
-            devices::SUBSYSTEM => devices::on_timer(self, &what, &data),
             dump::SUBSYSTEM => dump::on_timer(self, &what, &data),
             input::SUBSYSTEM => input::on_timer(self, &what, &data),
             balloon::SUBSYSTEM => balloon::on_timer(self, &what, &data),
@@ -340,8 +342,6 @@ impl Machine {
         None.or_else(|| testctl::execute(self, cmd, args, cx))
             .or_else(|| identity::execute(self, cmd, args, cx))
             // Device-level subsystems: `.or_else(|| NAME::execute(self, cmd, args, cx))`.
-            .or_else(|| qom::execute(self, cmd, args, cx))
-            .or_else(|| devices::execute(self, cmd, args, cx))
             .or_else(|| memory::execute(self, cmd, args, cx))
             .or_else(|| dump::execute(self, cmd, args, cx))
             .or_else(|| block::execute(self, cmd, args, cx))
@@ -382,12 +382,11 @@ impl Machine {
 pub fn handled() -> Vec<&'static str> {
     let mut v: Vec<&'static str> = Vec::new();
     v.extend_from_slice(qmp::implemented());
+    v.extend_from_slice(qmp::OUTSIDE_SCHEMA);
     v.extend_from_slice(identity::HANDLED);
     v.extend_from_slice(testctl::HANDLED);
     // Device-level subsystems: `v.extend_from_slice(NAME::HANDLED);`
     for h in [
-        qom::HANDLED,
-        devices::HANDLED,
         memory::HANDLED,
         dump::HANDLED,
         display::HANDLED,

@@ -10,22 +10,12 @@
 
 pub mod types;
 
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 
-use crate::{arg_str, Args, CmdResult, Cx, Machine};
+use crate::{api, Machine};
 use qmpkit_wire::{ErrorClass, QmpError};
 
 pub use types::{PropDef, TypeDef};
-
-/// Commands this module implements.
-pub const HANDLED: &[&str] = &[
-    "qom-list",
-    "qom-get",
-    "qom-set",
-    "qom-list-types",
-    "qom-list-properties",
-    "device-list-properties",
-];
 
 /// Index of a node in the arena.
 pub type NodeId = u32;
@@ -628,69 +618,42 @@ pub fn set_prop(m: &mut Machine, id: NodeId, prop: &str, v: &Value) -> Result<()
     Ok(())
 }
 
-fn resolve_arg(m: &Machine, path: &str) -> Result<NodeId, QmpError> {
+/// Resolve a path for `qom-list`: an ambiguous partial path says so.
+pub fn resolve_listed(m: &Machine, path: &str) -> Result<NodeId, QmpError> {
     m.qom.tree.resolve(path).map_err(|e| err_resolve(path, e))
 }
 
-fn qom_list(m: &Machine, args: &Args) -> CmdResult {
-    let path = arg_str(args, "path").unwrap_or("");
-    let id = resolve_arg(m, path)?;
-    let list: Vec<Value> = list_props(&m.qom.tree, id)
-        .into_iter()
-        .map(|(name, ty)| json!({"name": name, "type": ty}))
-        .collect();
-    Ok(Value::Array(list))
-}
-
-/// qom-get and qom-set do not tell an ambiguous path from a missing one.
-fn resolve_plain(m: &Machine, path: &str) -> Result<NodeId, QmpError> {
+/// `qom-get` and `qom-set` do not tell an ambiguous path from a missing one.
+pub fn resolve_plain(m: &Machine, path: &str) -> Result<NodeId, QmpError> {
     m.qom.tree.resolve(path).map_err(|_| err_not_found(path))
-}
-
-fn qom_get(m: &Machine, args: &Args) -> CmdResult {
-    let path = arg_str(args, "path").unwrap_or("");
-    let prop = arg_str(args, "property").unwrap_or("");
-    let id = resolve_plain(m, path)?;
-    get_prop(m, id, prop)
-}
-
-fn qom_set(m: &mut Machine, args: &Args) -> CmdResult {
-    let path = arg_str(args, "path").unwrap_or("");
-    let prop = arg_str(args, "property").unwrap_or("");
-    let id = resolve_plain(m, path)?;
-    let v = args.get("value").cloned().unwrap_or(Value::Null);
-    set_prop(m, id, prop, &v)?;
-    crate::empty()
 }
 
 /// `qom-list-types`: every type (non-abstract ones unless `abstract`),
 /// optionally only those implementing `implements`.
-pub fn list_types(implements: Option<&str>, abstract_too: bool) -> Vec<Value> {
+pub fn list_types(implements: Option<&str>, abstract_too: bool) -> Vec<api::ObjectTypeInfo> {
     types::TYPES
         .iter()
         .filter(|t| abstract_too || !t.is_abstract)
         .filter(|t| implements.map(|i| types::is_a(t.name, i)).unwrap_or(true))
-        .map(|t| {
-            let mut o = Map::new();
-            o.insert("name".into(), Value::String(t.name.into()));
-            if t.is_abstract {
-                o.insert("abstract".into(), Value::Bool(true));
-            }
-            if let Some(p) = t.parent {
-                o.insert("parent".into(), Value::String(p.into()));
-            }
-            Value::Object(o)
+        .map(|t| api::ObjectTypeInfo {
+            name: t.name.into(),
+            r#abstract: t.is_abstract.then_some(true),
+            parent: t.parent.map(Into::into),
         })
         .collect()
 }
 
-fn device_list_properties(args: &Args) -> CmdResult {
-    let name = arg_str(args, "typename").unwrap_or("");
+fn class_not_found(name: &str) -> QmpError {
+    QmpError::new(
+        ErrorClass::DeviceNotFound,
+        format!("Class '{name}' not found"),
+    )
+}
+
+/// `device-list-properties`: the properties of a creatable device type.
+pub fn device_properties(name: &str) -> Result<Vec<api::DevicePropertyInfo>, QmpError> {
     let Some(t) = types::find(name) else {
-        return Err(QmpError::new(
-            ErrorClass::DeviceNotFound,
-            format!("Class '{name}' not found"),
-        ));
+        return Err(class_not_found(name));
     };
     if !types::is_a(name, "device") {
         return Err(QmpError::generic("Parameter 'typename' expects device"));
@@ -700,53 +663,28 @@ fn device_list_properties(args: &Args) -> CmdResult {
             "Parameter 'typename' expects non-abstract device type",
         ));
     }
-    let list: Vec<Value> = types::all_props(name)
-        .map(|p| {
-            let mut o = Map::new();
-            o.insert("name".into(), Value::String(p.name.into()));
-            o.insert("type".into(), Value::String(p.ty.into()));
-            if let Some(d) = p.desc {
-                o.insert("description".into(), Value::String(d.into()));
-            }
-            Value::Object(o)
-        })
-        .collect();
-    Ok(Value::Array(list))
+    Ok(types::all_props(name).map(device_property).collect())
 }
 
-fn qom_list_properties(args: &Args) -> CmdResult {
-    let name = arg_str(args, "typename").unwrap_or("");
+fn device_property(p: &PropDef) -> api::DevicePropertyInfo {
+    api::DevicePropertyInfo {
+        name: p.name.into(),
+        r#type: p.ty.into(),
+        description: p.desc.map(Into::into),
+    }
+}
+
+/// `qom-list-properties` (QEMU 2.12 and later; not in the machine's own schema): the
+/// properties of any type, `type` first.
+pub fn type_properties(name: &str) -> Result<Vec<api::DevicePropertyInfo>, QmpError> {
     if types::find(name).is_none() {
-        return Err(QmpError::new(
-            ErrorClass::DeviceNotFound,
-            format!("Class '{name}' not found"),
-        ));
+        return Err(class_not_found(name));
     }
-    let mut out = vec![json!({"name": "type", "type": "string"})];
-    for p in types::all_props(name) {
-        let mut o = Map::new();
-        o.insert("name".into(), Value::String(p.name.into()));
-        o.insert("type".into(), Value::String(p.ty.into()));
-        if let Some(d) = p.desc {
-            o.insert("description".into(), Value::String(d.into()));
-        }
-        out.push(Value::Object(o));
-    }
-    Ok(Value::Array(out))
-}
-
-/// Dispatch.
-pub fn execute(m: &mut Machine, cmd: &str, args: &Args, _cx: &mut Cx) -> Option<CmdResult> {
-    Some(match cmd {
-        "qom-list" => qom_list(m, args),
-        "qom-get" => qom_get(m, args),
-        "qom-set" => qom_set(m, args),
-        "qom-list-types" => Ok(Value::Array(list_types(
-            arg_str(args, "implements"),
-            crate::arg_bool(args, "abstract").unwrap_or(false),
-        ))),
-        "device-list-properties" => device_list_properties(args),
-        "qom-list-properties" => qom_list_properties(args),
-        _ => return None,
-    })
+    let mut out = vec![api::DevicePropertyInfo {
+        name: "type".into(),
+        r#type: "string".into(),
+        description: None,
+    }];
+    out.extend(types::all_props(name).map(device_property));
+    Ok(out)
 }

@@ -20,8 +20,10 @@ use qmpkit_wire::{ErrorClass, QmpError};
 use crate::api;
 use crate::{Cx, Machine};
 
+pub mod devices;
 pub mod fds;
 pub mod identity;
+pub mod qom;
 pub mod runstate;
 
 /// What a handler returns.
@@ -98,6 +100,16 @@ handlers! {
     query_acpi_ospm_status(QueryAcpiOspmStatus) => identity::query_acpi_ospm_status;
 
     // QOM and devices
+    qom_list(QomList) => qom::qom_list;
+    qom_get(QomGet) => qom::qom_get;
+    qom_set(QomSet) => qom::qom_set;
+    qom_list_types(QomListTypes) => qom::qom_list_types;
+    device_list_properties(DeviceListProperties) => qom::device_list_properties;
+    device_add(DeviceAdd) => devices::device_add;
+    device_del(DeviceDel) => devices::device_del;
+    object_add(ObjectAdd) => devices::object_add;
+    object_del(ObjectDel) => devices::object_del;
+    cpu_add(CpuAdd) => devices::cpu_add;
 
     // Character devices and network
 
@@ -116,6 +128,10 @@ pub fn implemented() -> &'static [&'static str] {
     <Machine as api::Handlers>::IMPLEMENTED
 }
 
+/// Commands of newer interfaces that the machine's own schema lacks, answered when the
+/// served schema has them.
+pub const OUTSIDE_SCHEMA: &[&str] = &["qom-list-properties"];
+
 /// Run `cmd` through the generated dispatch. `None`: the table does not implement it.
 pub fn dispatch(
     m: &mut Machine,
@@ -123,9 +139,57 @@ pub fn dispatch(
     args: &crate::Args,
     cx: &mut Cx,
 ) -> Option<R<serde_json::Value>> {
+    if let Some(r) = outside_schema(m, cmd, args) {
+        return Some(r);
+    }
     if !implemented().contains(&cmd) {
         return None;
     }
-    let r = api::dispatch(m, cmd, serde_json::Value::Object(args.clone()), cx)?;
+    let r = api::dispatch(m, cmd, own_form(cmd, args), cx)?;
     Some(r.map_err(qmp_error))
+}
+
+/// A request in a newer served schema's form, as the machine's own schema has it: what the
+/// schema diff cannot derive. `object-add` takes the object's properties as flat members
+/// from QEMU 6.0 on; the machine's own form has them under `props`.
+fn own_form(cmd: &str, args: &crate::Args) -> serde_json::Value {
+    use serde_json::Value;
+    let mut args = args.clone();
+    if cmd == "object-add" {
+        let flat: Vec<String> = args
+            .keys()
+            .filter(|k| !matches!(k.as_str(), "qom-type" | "id" | "props"))
+            .cloned()
+            .collect();
+        if !flat.is_empty() {
+            let mut props = match args.remove("props") {
+                Some(Value::Object(o)) => o,
+                Some(Value::Null) | None => serde_json::Map::new(),
+                // Not an object: refused as it is, whatever else came.
+                Some(other) => {
+                    args.insert("props".into(), other);
+                    return Value::Object(args);
+                }
+            };
+            for k in flat {
+                if let Some(v) = args.remove(&k) {
+                    props.insert(k, v);
+                }
+            }
+            args.insert("props".into(), Value::Object(props));
+        }
+    }
+    Value::Object(args)
+}
+
+/// The commands of [`OUTSIDE_SCHEMA`]: the server has validated their arguments against
+/// the served schema.
+fn outside_schema(m: &mut Machine, cmd: &str, args: &crate::Args) -> Option<R<serde_json::Value>> {
+    match cmd {
+        "qom-list-properties" => {
+            let name = args.get("typename").and_then(|v| v.as_str()).unwrap_or("");
+            Some(qom::qom_list_properties(m, name))
+        }
+        _ => None,
+    }
 }
