@@ -12,21 +12,18 @@
 
 use std::io::{Seek, SeekFrom, Write};
 
-use serde_json::{json, Value};
-
+use crate::api;
 use crate::memory::{self, PAGE};
-use crate::{arg_bool, arg_i64, arg_str, Args, CmdResult, Cx, Machine, TimerAction};
+use crate::{Cx, Machine, TimerAction};
+use qmpkit_qapi::Enum;
 use qmpkit_wire::QmpError;
 
-/// Commands this module implements.
-pub const HANDLED: &[&str] = &[
-    "dump-guest-memory",
-    "query-dump",
-    "query-dump-guest-memory-capability",
-];
-
-/// Timer subsystem name.
-pub const SUBSYSTEM: &str = "dump";
+/// What a dump does later.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Timer {
+    /// A detached dump that wrote `written` bytes of memory finishes.
+    Done { written: u64 },
+}
 
 /// Simulated dump speed, bytes per second.
 pub const DUMP_RATE: u64 = 1 << 30;
@@ -64,7 +61,8 @@ pub struct DumpState {
     pub resume: bool,
 }
 
-fn query(m: &Machine) -> Value {
+/// `query-dump`: the last dump's progress.
+pub fn query(m: &Machine) -> api::DumpQueryResult {
     let d = &m.dump;
     let completed = match d.status {
         DumpStatus::Active => {
@@ -74,7 +72,12 @@ fn query(m: &Machine) -> Value {
         }
         _ => d.completed,
     };
-    json!({"status": d.status.as_str(), "completed": completed, "total": d.total})
+    let n = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+    api::DumpQueryResult {
+        status: api::DumpStatus::from_name(d.status.as_str()),
+        completed: n(completed),
+        total: n(d.total),
+    }
 }
 
 /// One PT_LOAD segment: guest-physical start, length, virtual address.
@@ -382,13 +385,25 @@ fn open_output(protocol: &str, cx: &mut Cx, m: &mut Machine) -> Result<std::fs::
     Err(QmpError::generic("Invalid parameter 'protocol'"))
 }
 
-fn dump_guest_memory(m: &mut Machine, args: &Args, cx: &mut Cx) -> CmdResult {
-    let paging = arg_bool(args, "paging").unwrap_or(false);
-    let protocol = arg_str(args, "protocol").unwrap_or("");
-    let detach = arg_bool(args, "detach").unwrap_or(false);
-    let begin = arg_i64(args, "begin");
-    let length = arg_i64(args, "length");
-    let format = arg_str(args, "format").unwrap_or("elf");
+/// The formats the machine writes.
+pub fn capability() -> api::DumpGuestMemoryCapability {
+    api::DumpGuestMemoryCapability {
+        formats: vec![api::DumpGuestMemoryFormat::Elf],
+    }
+}
+
+/// `dump-guest-memory`: write the core now; with `detach`, report progress over simulated
+/// time and finish later.
+pub fn dump_guest_memory(
+    m: &mut Machine,
+    a: &api::DumpGuestMemory,
+    cx: &mut Cx,
+) -> Result<(), QmpError> {
+    let paging = a.paging;
+    let protocol = a.protocol.as_str();
+    let detach = a.detach.unwrap_or(false);
+    let (begin, length) = (a.begin, a.length);
+    let format = a.format.as_ref().map_or("elf", |f| f.as_str());
     if m.is(crate::RunState::InMigrate) {
         return Err(QmpError::generic(
             "Dump not allowed during incoming migration.",
@@ -426,9 +441,8 @@ fn dump_guest_memory(m: &mut Machine, args: &Args, cx: &mut Cx) -> CmdResult {
         Err(e) => {
             d.status = DumpStatus::Failed;
             d.completed = 0;
-            let q = query(m);
             let msg = format!("dump: failed to save memory: {}", memory::strerror(&e));
-            emit_completed(m, json!({"result": q, "error": msg}));
+            emit_completed(m, Some(msg.clone()));
             finish(m);
             Err(QmpError::generic(msg))
         }
@@ -438,27 +452,24 @@ fn dump_guest_memory(m: &mut Machine, args: &Args, cx: &mut Cx) -> CmdResult {
             d.status = DumpStatus::Active;
             d.completed = 0;
             d.done_ns = now + span;
-            m.schedule(
-                span,
-                TimerAction::Custom(SUBSYSTEM, "done".into(), Value::from(written)),
-            );
-            crate::empty()
+            m.schedule(span, TimerAction::Dump(Timer::Done { written }));
+            Ok(())
         }
         Ok(written) => {
             d.status = DumpStatus::Completed;
             d.completed = written;
-            let q = query(m);
-            emit_completed(m, json!({ "result": q }));
+            emit_completed(m, None);
             finish(m);
-            crate::empty()
+            Ok(())
         }
     }
 }
 
 /// `DUMP_COMPLETED` exists from QEMU 2.6.
-fn emit_completed(m: &mut Machine, data: Value) {
+fn emit_completed(m: &mut Machine, error: Option<String>) {
     if m.compat().dump_completed_event {
-        m.emit("DUMP_COMPLETED", Some(data));
+        let result = query(m);
+        m.emit_event(api::DumpCompleted { result, error });
     }
 }
 
@@ -470,23 +481,13 @@ fn finish(m: &mut Machine) {
 }
 
 /// Timer callback: a detached dump finishes.
-pub fn on_timer(m: &mut Machine, what: &str, data: &Value) {
-    if what != "done" || m.dump.status != DumpStatus::Active {
+pub fn on_timer(m: &mut Machine, t: Timer) {
+    let Timer::Done { written } = t;
+    if m.dump.status != DumpStatus::Active {
         return;
     }
     m.dump.status = DumpStatus::Completed;
-    m.dump.completed = data.as_u64().unwrap_or(m.dump.total);
-    let q = query(m);
-    emit_completed(m, json!({ "result": q }));
+    m.dump.completed = written;
+    emit_completed(m, None);
     finish(m);
-}
-
-/// Dispatch.
-pub fn execute(m: &mut Machine, cmd: &str, args: &Args, cx: &mut Cx) -> Option<CmdResult> {
-    Some(match cmd {
-        "dump-guest-memory" => dump_guest_memory(m, args, cx),
-        "query-dump" => Ok(query(m)),
-        "query-dump-guest-memory-capability" => Ok(json!({"formats": ["elf"]})),
-        _ => return None,
-    })
 }

@@ -93,6 +93,8 @@ pub enum TimerAction {
     RunState(runstate::Timer),
     /// Unplug acknowledgements and ACPI status reports of the modelled guest.
     Devices(devices::Timer),
+    /// A detached dump finishing.
+    Dump(dump::Timer),
     /// A subsystem-defined action: `(subsystem, what, data)`.
     Custom(&'static str, String, Value),
 }
@@ -305,11 +307,11 @@ impl Machine {
         let (sub, what, data) = match action {
             TimerAction::RunState(t) => return runstate::on_timer(self, t),
             TimerAction::Devices(t) => return devices::on_timer(self, t),
+            TimerAction::Dump(t) => return dump::on_timer(self, t),
             TimerAction::Custom(sub, what, data) => (sub, what, data),
         };
         match sub {
             // Device-level subsystems route their timers here.
-            dump::SUBSYSTEM => dump::on_timer(self, &what, &data),
             input::SUBSYSTEM => input::on_timer(self, &what, &data),
             balloon::SUBSYSTEM => balloon::on_timer(self, &what, &data),
             _ => {}
@@ -342,8 +344,6 @@ impl Machine {
         None.or_else(|| testctl::execute(self, cmd, args, cx))
             .or_else(|| identity::execute(self, cmd, args, cx))
             // Device-level subsystems: `.or_else(|| NAME::execute(self, cmd, args, cx))`.
-            .or_else(|| memory::execute(self, cmd, args, cx))
-            .or_else(|| dump::execute(self, cmd, args, cx))
             .or_else(|| block::execute(self, cmd, args, cx))
             .or_else(|| chardev::execute(self, cmd, args, cx))
             .or_else(|| net::execute(self, cmd, args, cx))
@@ -387,8 +387,6 @@ pub fn handled() -> Vec<&'static str> {
     v.extend_from_slice(testctl::HANDLED);
     // Device-level subsystems: `v.extend_from_slice(NAME::HANDLED);`
     for h in [
-        memory::HANDLED,
-        dump::HANDLED,
         display::HANDLED,
         input::HANDLED,
         balloon::HANDLED,

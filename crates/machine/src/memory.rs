@@ -11,11 +11,8 @@
 use std::collections::BTreeMap;
 use std::io::Write;
 
-use crate::{arg_i64, arg_str, Args, CmdResult, Cx, Machine};
+use crate::Machine;
 use qmpkit_wire::QmpError;
-
-/// Commands this module implements.
-pub const HANDLED: &[&str] = &["memsave", "pmemsave"];
 
 pub const PAGE: u64 = 4096;
 /// Pages below this number (8 MiB) are populated.
@@ -191,11 +188,15 @@ fn write_err(_e: std::io::Error) -> QmpError {
     QmpError::generic("An IO error has occurred")
 }
 
-fn memsave(m: &Machine, args: &Args) -> CmdResult {
-    let addr = arg_i64(args, "val").unwrap_or(0) as u64;
-    let size = arg_i64(args, "size").unwrap_or(0);
-    let filename = arg_str(args, "filename").unwrap_or("");
-    let cpu_index = arg_i64(args, "cpu-index").unwrap_or(0);
+/// `memsave`: `size` bytes of guest-virtual memory at `addr`, as vCPU `cpu_index` sees it,
+/// to `filename`.
+pub fn memsave(
+    m: &Machine,
+    addr: u64,
+    size: i64,
+    filename: &str,
+    cpu_index: i64,
+) -> Result<(), QmpError> {
     if cpu_index < 0
         || !crate::devices::cpus(m)
             .iter()
@@ -229,13 +230,11 @@ fn memsave(m: &Machine, args: &Args) -> CmdResult {
         va = va.wrapping_add(l);
         left -= l;
     }
-    crate::empty()
+    Ok(())
 }
 
-fn pmemsave(m: &Machine, args: &Args) -> CmdResult {
-    let addr = arg_i64(args, "val").unwrap_or(0) as u64;
-    let size = arg_i64(args, "size").unwrap_or(0);
-    let filename = arg_str(args, "filename").unwrap_or("");
+/// `pmemsave`: `size` bytes of guest-physical memory at `addr` to `filename`.
+pub fn pmemsave(m: &Machine, addr: u64, size: i64, filename: &str) -> Result<(), QmpError> {
     let mut f = open_out(filename)?;
     if size < 0 {
         return Err(QmpError::generic(format!(
@@ -252,16 +251,7 @@ fn pmemsave(m: &Machine, args: &Args) -> CmdResult {
         a = a.wrapping_add(l as u64);
         left -= l as u64;
     }
-    crate::empty()
-}
-
-/// Dispatch.
-pub fn execute(m: &mut Machine, cmd: &str, args: &Args, _cx: &mut Cx) -> Option<CmdResult> {
-    Some(match cmd {
-        "memsave" => memsave(m, args),
-        "pmemsave" => pmemsave(m, args),
-        _ => return None,
-    })
+    Ok(())
 }
 
 #[cfg(test)]

@@ -21,8 +21,10 @@ use crate::api;
 use crate::{Cx, Machine};
 
 pub mod devices;
+pub mod dump;
 pub mod fds;
 pub mod identity;
+pub mod memory;
 pub mod qom;
 pub mod runstate;
 
@@ -98,6 +100,12 @@ handlers! {
     query_tpm_models(QueryTpmModels) => identity::query_tpm_models;
     query_tpm_types(QueryTpmTypes) => identity::query_tpm_types;
     query_acpi_ospm_status(QueryAcpiOspmStatus) => identity::query_acpi_ospm_status;
+    // (qmp/memory.rs, qmp/dump.rs)
+    memsave(Memsave) => memory::memsave;
+    pmemsave(Pmemsave) => memory::pmemsave;
+    dump_guest_memory(DumpGuestMemory) => dump::dump_guest_memory;
+    query_dump(QueryDump) => dump::query_dump;
+    query_dump_guest_memory_capability(QueryDumpGuestMemoryCapability) => dump::query_dump_guest_memory_capability;
 
     // QOM and devices
     qom_list(QomList) => qom::qom_list;
