@@ -7,15 +7,17 @@
 
 use serde_json::{json, Value};
 
+use crate::api;
 use crate::qom::{types, NodeId};
-use crate::{arg_i64, Args, CmdResult, Cx, Machine, RunState, TimerAction};
+use crate::{Machine, RunState, TimerAction};
 use qmpkit_wire::{ErrorClass, QmpError};
 
-/// Commands this module implements.
-pub const HANDLED: &[&str] = &["balloon", "query-balloon"];
-
-/// Timer subsystem name.
-pub const SUBSYSTEM: &str = "balloon";
+/// What the balloon does later.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Timer {
+    /// The guest's driver moves one step toward the target.
+    Step,
+}
 
 /// How far the guest moves per step.
 pub const STEP_BYTES: u64 = 128 << 20;
@@ -49,12 +51,9 @@ pub fn sync_reset(m: &mut Machine) {
     m.balloon.stepping = false;
     let target = m.balloon.target;
     if target != 0 && target < ram(m) && active(m) {
-        m.cancel_timers(|a| !matches!(a, TimerAction::Custom(SUBSYSTEM, _, _)));
+        m.cancel_timers(|a| !matches!(a, TimerAction::Balloon(_)));
         m.balloon.stepping = true;
-        m.schedule(
-            DRIVER_LOAD_NS,
-            TimerAction::Custom(SUBSYSTEM, "step".into(), Value::Null),
-        );
+        m.schedule(DRIVER_LOAD_NS, TimerAction::Balloon(Timer::Step));
     }
 }
 
@@ -84,8 +83,9 @@ fn not_active() -> QmpError {
     )
 }
 
-fn balloon(m: &mut Machine, args: &Args) -> CmdResult {
-    let value = arg_i64(args, "value").unwrap_or(0);
+/// `balloon`: set the target the guest moves to.
+pub fn set_target(m: &mut Machine, value: i64) -> Result<(), QmpError> {
+    sync_reset(m);
     if !active(m) {
         return Err(not_active());
     }
@@ -99,19 +99,26 @@ fn balloon(m: &mut Machine, args: &Args) -> CmdResult {
     }
     if !m.balloon.stepping && m.balloon.actual != target {
         m.balloon.stepping = true;
-        m.schedule(
-            STEP_NS,
-            TimerAction::Custom(SUBSYSTEM, "step".into(), Value::Null),
-        );
+        m.schedule(STEP_NS, TimerAction::Balloon(Timer::Step));
     }
-    crate::empty()
+    Ok(())
+}
+
+/// `query-balloon`: the guest's memory now.
+pub fn query(m: &mut Machine) -> Result<api::BalloonInfo, QmpError> {
+    sync_reset(m);
+    if active(m) {
+        Ok(api::BalloonInfo {
+            actual: i64::try_from(actual(m)).unwrap_or(i64::MAX),
+        })
+    } else {
+        Err(not_active())
+    }
 }
 
 /// Timer callback: the guest moves one step toward the target.
-pub fn on_timer(m: &mut Machine, what: &str, _data: &Value) {
-    if what != "step" {
-        return;
-    }
+pub fn on_timer(m: &mut Machine, t: Timer) {
+    let Timer::Step = t;
     if m.balloon.resets_seen != m.run.reset_count {
         // The guest rebooted under this step: start over.
         sync_reset(m);
@@ -123,10 +130,7 @@ pub fn on_timer(m: &mut Machine, what: &str, _data: &Value) {
     }
     if !m.is(RunState::Running) {
         // The guest is not running: look again later.
-        m.schedule(
-            STEP_NS * 10,
-            TimerAction::Custom(SUBSYSTEM, "step".into(), Value::Null),
-        );
+        m.schedule(STEP_NS * 10, TimerAction::Balloon(Timer::Step));
         return;
     }
     let (a, t) = (actual(m), m.balloon.target);
@@ -136,12 +140,11 @@ pub fn on_timer(m: &mut Machine, what: &str, _data: &Value) {
         a + (t - a).min(STEP_BYTES)
     };
     m.balloon.actual = next;
-    m.emit("BALLOON_CHANGE", Some(json!({ "actual": next })));
+    m.emit_event(api::BalloonChange {
+        actual: i64::try_from(next).unwrap_or(i64::MAX),
+    });
     if next != m.balloon.target {
-        m.schedule(
-            STEP_NS,
-            TimerAction::Custom(SUBSYSTEM, "step".into(), Value::Null),
-        );
+        m.schedule(STEP_NS, TimerAction::Balloon(Timer::Step));
     } else {
         m.balloon.stepping = false;
     }
@@ -219,22 +222,4 @@ pub fn qom_set(m: &mut Machine, id: NodeId, prop: &str, v: &Value) -> Option<Res
         ))),
         _ => None,
     }
-}
-
-/// Dispatch.
-pub fn execute(m: &mut Machine, cmd: &str, args: &Args, _cx: &mut Cx) -> Option<CmdResult> {
-    if HANDLED.contains(&cmd) {
-        sync_reset(m);
-    }
-    Some(match cmd {
-        "balloon" => balloon(m, args),
-        "query-balloon" => {
-            if active(m) {
-                Ok(json!({ "actual": actual(m) }))
-            } else {
-                Err(not_active())
-            }
-        }
-        _ => return None,
-    })
 }

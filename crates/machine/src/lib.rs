@@ -95,6 +95,8 @@ pub enum TimerAction {
     Devices(devices::Timer),
     /// A detached dump finishing.
     Dump(dump::Timer),
+    /// The guest's balloon driver stepping toward its target.
+    Balloon(balloon::Timer),
     /// A subsystem-defined action: `(subsystem, what, data)`.
     Custom(&'static str, String, Value),
 }
@@ -308,12 +310,12 @@ impl Machine {
             TimerAction::RunState(t) => return runstate::on_timer(self, t),
             TimerAction::Devices(t) => return devices::on_timer(self, t),
             TimerAction::Dump(t) => return dump::on_timer(self, t),
+            TimerAction::Balloon(t) => return balloon::on_timer(self, t),
             TimerAction::Custom(sub, what, data) => (sub, what, data),
         };
         match sub {
             // Device-level subsystems route their timers here.
             input::SUBSYSTEM => input::on_timer(self, &what, &data),
-            balloon::SUBSYSTEM => balloon::on_timer(self, &what, &data),
             _ => {}
         }
     }
@@ -349,7 +351,6 @@ impl Machine {
             .or_else(|| net::execute(self, cmd, args, cx))
             .or_else(|| display::execute(self, cmd, args, cx))
             .or_else(|| input::execute(self, cmd, args, cx))
-            .or_else(|| balloon::execute(self, cmd, args, cx))
             .or_else(|| misc::execute(self, cmd, args, cx))
             .or_else(|| jobs::execute(self, cmd, args, cx))
             .or_else(|| migration::execute(self, cmd, args, cx))
@@ -389,7 +390,6 @@ pub fn handled() -> Vec<&'static str> {
     for h in [
         display::HANDLED,
         input::HANDLED,
-        balloon::HANDLED,
         block::HANDLED,
         chardev::HANDLED,
         net::HANDLED,

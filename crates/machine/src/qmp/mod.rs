@@ -20,6 +20,7 @@ use qmpkit_wire::{ErrorClass, QmpError};
 use crate::api;
 use crate::{Cx, Machine};
 
+pub mod balloon;
 pub mod devices;
 pub mod dump;
 pub mod fds;
@@ -106,6 +107,9 @@ handlers! {
     dump_guest_memory(DumpGuestMemory) => dump::dump_guest_memory;
     query_dump(QueryDump) => dump::query_dump;
     query_dump_guest_memory_capability(QueryDumpGuestMemoryCapability) => dump::query_dump_guest_memory_capability;
+    // (qmp/balloon.rs)
+    balloon(Balloon) => balloon::balloon;
+    query_balloon(QueryBalloon) => balloon::query_balloon;
 
     // QOM and devices
     qom_list(QomList) => qom::qom_list;
