@@ -223,7 +223,7 @@ fn list_handlers(
 ) -> ExitCode {
     use qmpkit_server::{Server, ServerOptions};
     let machine = qmpkit_machine::Machine::new(Arc::new(o.config.clone()), schema.clone());
-    let handle = qmpkit_machine::glue::MachineHandle::new(machine);
+    let handle = qmpkit_machine_server::MachineHandle::new(machine);
     let mut reg = qmpkit_server::Registry::new();
     handle.register_with(&mut reg, schema, o.unhandled(), o.test_control);
     let sopts = ServerOptions {

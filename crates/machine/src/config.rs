@@ -1151,7 +1151,7 @@ pub fn option_takes_value(opt: &str) -> Option<bool> {
 /// element without `=` is the value of `implied` when given, else `key=on`.
 pub fn parse_keyval(s: &str, implied: Option<&str>) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
-    let parts = qmpkit_server::transport::split_options(s);
+    let parts = qmpkit_wire::opts::split_options(s);
     for (i, p) in parts.into_iter().enumerate() {
         if p.is_empty() {
             continue;

@@ -3,7 +3,8 @@
 //! Pure library: no sockets, no threads, no global state. A [`Machine`] is a
 //! value; a fleet is many of them. Time comes from outside (`now_ns`, a
 //! monotonic count of nanoseconds since the machine started) so that tests
-//! can step a simulated clock and the server glue can use real time.
+//! can step a simulated clock and a server (`qmpkit-machine-server`) can use
+//! real time.
 //!
 //! Layout: one module per subsystem. Each subsystem module exposes
 //!
@@ -39,8 +40,6 @@ pub mod compat;
 pub mod config;
 pub mod embedded;
 pub mod fdsets;
-pub mod fleet;
-pub mod glue;
 pub mod identity;
 pub mod qmp;
 pub mod runstate;
@@ -65,6 +64,10 @@ pub mod readline;
 
 pub use config::MachineConfig;
 pub use runstate::RunState;
+
+/// Commands a QMP server answers itself: a machine behind one never sees
+/// them (they can still be made to fail with test control).
+pub const SERVER_BUILTINS: &[&str] = &["qmp_capabilities", "query-commands", "query-qmp-schema"];
 
 /// Arguments of one call, validated against the schema by the server.
 pub type Args = Map<String, Value>;
@@ -435,7 +438,7 @@ pub fn empty() -> CmdResult {
 /// The error of a command the machine does not implement (or of a case of
 /// one it implements only in part): said plainly, never a silent success.
 pub fn not_implemented(command: &str) -> QmpError {
-    qmpkit_server::not_implemented(command, "this simulated machine")
+    QmpError::not_implemented(command, "this simulated machine")
 }
 
 /// A GenericError with `desc`.

@@ -178,7 +178,7 @@ pub fn execute(m: &mut Machine, cmd: &str, args: &Args, _cx: &mut Cx) -> Option<
             });
             let served = in_schema
                 || HANDLED.contains(&command.as_str())
-                || crate::glue::SERVER_BUILTINS.contains(&command.as_str());
+                || crate::SERVER_BUILTINS.contains(&command.as_str());
             if !served {
                 return Some(Err(QmpError::new(
                     ErrorClass::CommandNotFound,

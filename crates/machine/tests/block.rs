@@ -1,18 +1,15 @@
 //! Block devices and character devices: query-block, query-chardev, the
-//! CD-ROM tray (change, eject, blockdev-*-tray), and the glue's answer to
-//! calls no subsystem takes.
+//! CD-ROM tray (change, eject, blockdev-*-tray).
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use qmpkit_machine::glue::MachineHandle;
 use qmpkit_machine::{Cx, Machine, MachineConfig};
 use qmpkit_schema::{Dialect, Schema};
-use qmpkit_server::{Call, EventSender, Registry, SessionInfo, Unhandled};
 use serde_json::{json, Value};
 
 mod common;
 
-use common::{args, events, machine, run_cx, schema};
+use common::{events, machine, run_cx, schema};
 
 fn schema_13() -> Option<Arc<Schema>> {
     let p = qmpkit_testkit::data::path("seeds/qemu-1.3-dev.json");
@@ -338,97 +335,6 @@ fn legacy_13_change_and_query_block() {
     assert_eq!(cd["inserted"]["file"], "/tmp/x.iso");
     // 1.3's BlockDeviceInfo has no `image`: cut to the served type.
     assert!(cd["inserted"].get("image").is_none(), "{cd}");
-}
-
-// ---------------------------------------------------------------------------
-// Through the glue: what a client sees.
-
-fn call(reg: &Registry, cmd: &str, a: Value) -> Result<Value, String> {
-    let h = reg
-        .get(cmd)
-        .unwrap_or_else(|| panic!("{cmd} not registered"))
-        .clone();
-    let c = Call {
-        command: cmd.to_string(),
-        args: args(a),
-        oob: false,
-        session: SessionInfo {
-            id: 1,
-            named_fds: Arc::new(Mutex::new(Default::default())),
-        },
-        events: EventSender::from_fn(|_, _| {}),
-        fds: Vec::new(),
-    };
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .build()
-        .expect("runtime");
-    rt.block_on(h(c))
-        .map_err(|e| format!("{}: {}", e.class, e.desc))
-}
-
-fn registry(s: Arc<Schema>, version: (u64, u64, u64), unhandled: Unhandled) -> Registry {
-    let mut c = MachineConfig::default_machine();
-    c.qemu_version = version;
-    let h = MachineHandle::new(Machine::new(Arc::new(c), s.clone()));
-    let mut reg = Registry::new();
-    h.register_with(&mut reg, &s, unhandled, true);
-    reg
-}
-
-/// Through the glue, in each of the three modes: a command the machine
-/// implements is served; one it does not implement answers that it is not
-/// implemented (default), a synthesised value (`--synthesize`) or is not
-/// registered at all (`--strict`). No served command is "not found".
-#[test]
-fn glue_serves_each_command_as_the_mode_says() {
-    let mut sets = vec![(schema(), (2, 12, 0))];
-    if let Some(s) = schema_13() {
-        sets.push((s, (1, 3, 0)));
-    }
-    let implemented = qmpkit_machine::handled();
-    for (s, ver) in sets {
-        for mode in [
-            Unhandled::NotImplemented,
-            Unhandled::Synthesize,
-            Unhandled::NotFound,
-        ] {
-            let reg = registry(s.clone(), ver, mode);
-            let r = call(
-                &reg,
-                "change",
-                json!({"device": "ide1-cd0", "target": "/tmp/x.iso"}),
-            );
-            assert_eq!(r, Ok(json!({})), "{mode:?} {ver:?}");
-            let mut unimplemented = 0;
-            for name in reg.names() {
-                if name == "quit" || name.starts_with("__org.qmpkit_") {
-                    continue;
-                }
-                let r = call(&reg, name, json!({}));
-                if let Err(e) = &r {
-                    assert!(!e.starts_with("CommandNotFound"), "{name}: {e}");
-                }
-                if implemented.contains(&name) {
-                    continue;
-                }
-                unimplemented += 1;
-                match mode {
-                    Unhandled::NotImplemented => assert_eq!(
-                        r,
-                        Err(format!(
-                            "GenericError: Command '{name}' is not implemented by this simulated machine"
-                        )),
-                        "{ver:?}"
-                    ),
-                    Unhandled::Synthesize => assert!(r.is_ok(), "{name}: {r:?}"),
-                    Unhandled::NotFound => panic!("{name} registered with {mode:?}"),
-                }
-            }
-            if mode != Unhandled::NotFound {
-                assert!(unimplemented > 20, "{mode:?} {ver:?}: {unimplemented}");
-            }
-        }
-    }
 }
 
 #[test]

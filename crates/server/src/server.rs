@@ -76,7 +76,7 @@ pub enum Unhandled {
 
 /// The error of a command the server (or the program behind it) does not implement.
 pub fn not_implemented(command: &str, by: &str) -> QmpError {
-    QmpError::generic(format!("Command '{command}' is not implemented by {by}"))
+    QmpError::not_implemented(command, by)
 }
 
 /// What the server answers a command with when it has no handler.

@@ -81,27 +81,7 @@ fn parse_bool(key: &str, v: &str) -> Result<bool, ServerError> {
     }
 }
 
-/// Split QEMU's comma-separated option syntax into its fields, with QEMU's `,,` escape for
-/// a literal comma (`-qmp`, `-chardev`, `-device`, `-drive`, … all use it).
-pub fn split_options(s: &str) -> Vec<String> {
-    let mut parts = Vec::new();
-    let mut cur = String::new();
-    let mut chars = s.chars().peekable();
-    while let Some(c) = chars.next() {
-        if c == ',' {
-            if chars.peek() == Some(&',') {
-                chars.next();
-                cur.push(',');
-            } else {
-                parts.push(std::mem::take(&mut cur));
-            }
-        } else {
-            cur.push(c);
-        }
-    }
-    parts.push(cur);
-    parts
-}
+pub use qmpkit_wire::opts::split_options;
 
 #[derive(Default)]
 struct SocketOpts {

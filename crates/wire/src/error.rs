@@ -74,4 +74,10 @@ impl QmpError {
     pub fn generic(desc: impl Into<String>) -> QmpError {
         QmpError::new(ErrorClass::GenericError, desc)
     }
+
+    /// The error of a command that `by` (a server, the program behind it) does not
+    /// implement: a `GenericError` that says so.
+    pub fn not_implemented(command: &str, by: &str) -> QmpError {
+        QmpError::generic(format!("Command '{command}' is not implemented by {by}"))
+    }
 }

@@ -10,6 +10,7 @@
 //! * [`message`] — greeting, responses, events, requests and QEMU's envelope
 //!   checks ([`Request::parse`]), and [`encode_line`] (output form + CRLF).
 //! * [`error`] — [`ErrorClass`] and [`QmpError`].
+//! * [`opts`] — QEMU's `key=value,…` option text ([`opts::split_options`]).
 //!
 //! Invariants: decoding never panics and never recurses without bound; the
 //! way input is cut into chunks never changes what comes out; the fast path
@@ -19,6 +20,7 @@ pub mod error;
 mod fast;
 pub mod json;
 pub mod message;
+pub mod opts;
 pub mod qdict;
 
 pub use error::{ErrorClass, QmpError};

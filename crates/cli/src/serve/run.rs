@@ -7,9 +7,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use qmpkit_machine::fleet::{expand_pattern, fleet_machine, has_index};
-use qmpkit_machine::glue::MachineHandle;
 use qmpkit_machine::{Machine, MachineConfig};
+use qmpkit_machine_server::MachineHandle;
+use qmpkit_machine_server::{expand_pattern, fleet_machine, has_index};
 use qmpkit_schema::Schema;
 use qmpkit_server::{
     BindOptions, Listener, Monitor, MonitorMode, Registry, Server, ServerOptions, SessionOptions,

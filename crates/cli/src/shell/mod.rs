@@ -224,7 +224,7 @@ async fn connect(cli: &Cli) -> Result<(Client, String), String> {
 
 /// A simulated machine (the default one) served in this process over a socket pair.
 async fn sim() -> Result<tokio::net::UnixStream, String> {
-    use qmpkit_machine::glue::MachineHandle;
+    use qmpkit_machine_server::MachineHandle;
     use qmpkit_server::{Registry, Server, ServerOptions};
     let schema = qmpkit_machine::embedded::load_schema().map_err(|e| e.to_string())?;
     let schema = Arc::new(schema);

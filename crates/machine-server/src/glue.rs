@@ -1,9 +1,9 @@
-//! Server glue: a [`Machine`] behind a QMP server.
+//! A [`Machine`] behind a QMP server.
 //!
 //! [`MachineHandle::register`] puts a handler into the server's
 //! [`Registry`] for every command of the served schema that the machine
 //! implements, and for the others what [`Unhandled`] says: a handler that
-//! answers that the command is not implemented ([`not_implemented`]; the
+//! answers that the command is not implemented ([`qmpkit_machine::not_implemented`]; the
 //! default), or one that answers a value synthesised from the return type
 //! (a mock), or none (`CommandNotFound`). Unimplemented commands get a
 //! handler so that injected failures reach them too. After each call the events
@@ -22,10 +22,9 @@ use qmpkit_wire::{ErrorClass, QmpError};
 use serde_json::Value;
 use tokio::sync::{watch, Notify};
 
-use crate::{Cx, ExitReason, Machine};
+use qmpkit_machine::{Cx, ExitReason, Machine};
 
-/// Commands the server answers itself; the glue never registers them.
-pub const SERVER_BUILTINS: &[&str] = &["qmp_capabilities", "query-commands", "query-qmp-schema"];
+pub use qmpkit_machine::SERVER_BUILTINS;
 
 /// What a command no subsystem takes answers, as `unhandled` says:
 /// `entity` is the command's entity in the served schema (the synthesised
@@ -44,7 +43,7 @@ pub fn answer_unhandled(
             ErrorClass::CommandNotFound,
             format!("The command {command} has not been found"),
         )),
-        _ => Err(crate::not_implemented(command)),
+        _ => Err(qmpkit_machine::not_implemented(command)),
     }
 }
 
@@ -108,14 +107,14 @@ impl MachineHandle {
         // 160 handlers per machine.
         let shared = Arc::new(self.clone());
         if test_control {
-            for name in crate::testctl::HANDLED {
+            for name in qmpkit_machine::testctl::HANDLED {
                 if schema.lookup(name).is_none() {
                     let h = shared.clone();
                     reg.register_sync(name, move |call: Call| h.call(call, None, unhandled));
                 }
             }
         }
-        let implemented = crate::handled();
+        let implemented = qmpkit_machine::handled();
         for (id, e) in schema.iter() {
             if !matches!(e.kind, EntityKind::Command(_)) {
                 continue;
@@ -273,9 +272,9 @@ impl MachineHandle {
             if m.exit.is_some() {
                 return String::new();
             }
-            let out = crate::hmp::run_line(&mut m, &mut cx, line);
+            let out = qmpkit_machine::hmp::run_line(&mut m, &mut cx, line);
             (
-                crate::hmp::crlf(&out),
+                qmpkit_machine::hmp::crlf(&out),
                 m.take_events(),
                 m.next_deadline().is_some(),
                 m.exit,
@@ -302,9 +301,9 @@ impl MachineHandle {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let (mut rd, mut wr) = tokio::io::split(stream);
         let version = lock(&self.machine).config.qemu_version;
-        let mut out = crate::readline::banner(version).into_bytes();
-        out.extend_from_slice(crate::readline::PROMPT.as_bytes());
-        let mut ed = crate::readline::LineEditor::new();
+        let mut out = qmpkit_machine::readline::banner(version).into_bytes();
+        out.extend_from_slice(qmpkit_machine::readline::PROMPT.as_bytes());
+        let mut ed = qmpkit_machine::readline::LineEditor::new();
         let mut buf = vec![0u8; 4096];
         loop {
             if !out.is_empty() {
@@ -333,7 +332,7 @@ impl MachineHandle {
                     self.wait_exit().await;
                     return;
                 }
-                out.extend_from_slice(crate::readline::PROMPT.as_bytes());
+                out.extend_from_slice(qmpkit_machine::readline::PROMPT.as_bytes());
             }
         }
     }
@@ -343,7 +342,10 @@ impl MachineHandle {
             let mut m = lock(&self.machine);
             if m.exit.is_none() {
                 m.run.no_shutdown = false;
-                crate::runstate::do_shutdown(&mut m, crate::runstate::ShutdownCause::HostSignal);
+                qmpkit_machine::runstate::do_shutdown(
+                    &mut m,
+                    qmpkit_machine::runstate::ShutdownCause::HostSignal,
+                );
             }
             m.take_events()
         };

@@ -23,8 +23,8 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use qmpkit_machine::glue::answer_unhandled;
 use qmpkit_machine::{Cx, Machine, MachineConfig};
+use qmpkit_machine_server::answer_unhandled;
 use qmpkit_schema::model::EntityKind;
 use qmpkit_schema::Schema;
 use qmpkit_server::validate::{validate_args, validate_value, ValidateOptions};

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use qmpkit_schema::Schema;
 
-use crate::{Machine, MachineConfig};
+use qmpkit_machine::{Machine, MachineConfig};
 
 /// Replace `%d` in `pattern` with `index` (`%%` is a literal `%`).
 pub fn expand_pattern(pattern: &str, index: usize) -> String {
