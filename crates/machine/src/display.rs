@@ -10,22 +10,10 @@
 
 use std::io::Write;
 
-use serde_json::{json, Value};
-
-use crate::{arg_i64, arg_str, Args, CmdResult, Cx, Machine, RunState};
+use crate::api;
+use crate::{arg_str, Args, CmdResult, Cx, Machine, RunState};
+use qmpkit_qapi::Enum;
 use qmpkit_wire::{ErrorClass, QmpError};
-
-/// Commands this module implements.
-pub const HANDLED: &[&str] = &[
-    "screendump",
-    "query-vnc",
-    "query-vnc-servers",
-    "set_password",
-    "expire_password",
-    "change-vnc-password",
-    "change",
-    "query-spice",
-];
 
 pub const WIDTH: usize = 720;
 pub const HEIGHT: usize = 400;
@@ -81,40 +69,68 @@ fn family(host: &str) -> &'static str {
     }
 }
 
-fn query_vnc(m: &Machine) -> Value {
+/// `query-vnc`.
+pub fn query_vnc(m: &Machine) -> api::VncInfo {
     match vnc_addr(m) {
-        None => json!({"enabled": false}),
-        Some((host, port)) => json!({
-            "enabled": true,
-            "host": host,
-            "family": family(&host),
-            "service": port.to_string(),
-            "auth": vnc_auth(m),
-            "clients": [],
-        }),
+        None => api::VncInfo {
+            enabled: false,
+            host: None,
+            family: None,
+            service: None,
+            auth: None,
+            clients: None,
+        },
+        Some((host, port)) => api::VncInfo {
+            enabled: true,
+            family: Some(api::NetworkAddressFamily::from_name(family(&host))),
+            host: Some(host),
+            service: Some(port.to_string()),
+            auth: Some(vnc_auth(m).to_string()),
+            clients: Some(Vec::new()),
+        },
     }
 }
 
-fn query_vnc_servers(m: &Machine) -> Value {
-    match vnc_addr(m) {
-        None => json!([]),
-        Some((host, port)) => json!([{
-            "id": "default",
-            "server": [{
-                "host": host,
-                "service": port.to_string(),
-                "family": family(&host),
-                "websocket": false,
-                "auth": vnc_auth(m),
-            }],
-            "clients": [],
-            "auth": vnc_auth(m),
-            "display": "video0",
-        }]),
+/// `query-vnc-servers`: the one VNC server, if enabled.
+pub fn query_vnc_servers(m: &Machine) -> Vec<api::VncInfo2> {
+    let Some((host, port)) = vnc_addr(m) else {
+        return Vec::new();
+    };
+    let auth = api::VncPrimaryAuth::from_name(vnc_auth(m));
+    vec![api::VncInfo2 {
+        id: "default".into(),
+        server: vec![api::VncServerInfo2 {
+            family: api::NetworkAddressFamily::from_name(family(&host)),
+            host,
+            service: port.to_string(),
+            websocket: false,
+            auth: auth.clone(),
+            vencrypt: None,
+        }],
+        clients: Vec::new(),
+        auth,
+        vencrypt: None,
+        display: Some("video0".into()),
+    }]
+}
+
+/// `query-spice`: the machine has no SPICE server.
+pub fn query_spice() -> api::SpiceInfo {
+    api::SpiceInfo {
+        enabled: false,
+        migrated: false,
+        host: None,
+        port: None,
+        tls_port: None,
+        auth: None,
+        compiled_version: None,
+        mouse_mode: api::SpiceQueryMouseMode::Client,
+        channels: None,
     }
 }
 
-fn set_vnc_password(m: &mut Machine, password: &str) -> Result<(), QmpError> {
+/// `change-vnc-password`, `change vnc password`.
+pub fn set_vnc_password(m: &mut Machine, password: &str) -> Result<(), QmpError> {
     if vnc_addr(m).is_none() || vnc_auth(m) == "none" {
         return Err(QmpError::generic("Could not set password"));
     }
@@ -129,10 +145,13 @@ fn no_spice() -> QmpError {
     )
 }
 
-fn set_password(m: &mut Machine, args: &Args) -> CmdResult {
-    let protocol = arg_str(args, "protocol").unwrap_or("");
-    let password = arg_str(args, "password").unwrap_or("");
-    let connected = arg_str(args, "connected");
+/// `set_password`.
+pub fn set_password(
+    m: &mut Machine,
+    protocol: &str,
+    password: &str,
+    connected: Option<&str>,
+) -> Result<(), QmpError> {
     let (fail, disconnect) = match connected {
         None | Some("keep") => (false, false),
         Some("fail") => (true, false),
@@ -145,16 +164,14 @@ fn set_password(m: &mut Machine, args: &Args) -> CmdResult {
             if fail || disconnect {
                 return Err(QmpError::generic("Invalid parameter 'connected'"));
             }
-            set_vnc_password(m, password)?;
-            crate::empty()
+            set_vnc_password(m, password)
         }
         _ => Err(QmpError::generic("Invalid parameter 'protocol'")),
     }
 }
 
-fn expire_password(m: &mut Machine, args: &Args) -> CmdResult {
-    let protocol = arg_str(args, "protocol").unwrap_or("");
-    let time = arg_str(args, "time").unwrap_or("");
+/// `expire_password`.
+pub fn expire_password(m: &mut Machine, protocol: &str, time: &str) -> Result<(), QmpError> {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -172,7 +189,7 @@ fn expire_password(m: &mut Machine, args: &Args) -> CmdResult {
                 return Err(QmpError::generic("Could not set password expire time."));
             }
             m.display.expiry = expiry;
-            crate::empty()
+            Ok(())
         }
         _ => Err(QmpError::generic("Invalid parameter 'protocol'")),
     }
@@ -188,20 +205,18 @@ fn lead_number(s: &str) -> u64 {
     digits.parse().unwrap_or(0)
 }
 
-fn change(m: &mut Machine, args: &Args) -> Option<CmdResult> {
-    if arg_str(args, "device") != Some("vnc") {
-        return None;
-    }
-    let target = arg_str(args, "target").unwrap_or("");
-    Some(match target {
-        "password" => match arg_str(args, "arg") {
+/// `change vnc …`: the password (`target` "password", the password in `arg`), or a new
+/// listening address, which the machine cannot start.
+pub fn change_vnc(m: &mut Machine, target: &str, arg: Option<&str>) -> Result<(), QmpError> {
+    match target {
+        "password" => match arg {
             None => Err(QmpError::generic("Parameter 'password' is missing")),
-            Some(p) => set_vnc_password(m, p).and_then(|_| crate::empty()),
+            Some(p) => set_vnc_password(m, p),
         },
         _ => Err(QmpError::generic(
             "Could not start VNC server on ".to_string() + target,
         )),
-    })
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -347,12 +362,19 @@ pub fn png(width: usize, height: usize, rgb: &[u8]) -> Vec<u8> {
     out
 }
 
-fn screendump(m: &Machine, args: &Args) -> CmdResult {
-    let filename = arg_str(args, "filename").unwrap_or("");
-    if let Some(dev) = arg_str(args, "device") {
-        crate::input::console_of(m, dev, arg_i64(args, "head").unwrap_or(0))?;
+/// `screendump`: the screen of the console of `device` (and `head`; the one screen when
+/// no device is named) to `filename`, as PPM or PNG.
+pub fn screendump(
+    m: &mut Machine,
+    filename: &str,
+    device: Option<&str>,
+    head: Option<i64>,
+    as_png: bool,
+) -> Result<(), QmpError> {
+    crate::input::sync_reset(m);
+    if let Some(dev) = device {
+        crate::input::console_of(m, dev, head.unwrap_or(0))?;
     }
-    let as_png = arg_str(args, "format") == Some("png");
     let mut f = std::fs::File::create(filename).map_err(|e| {
         QmpError::generic(format!(
             "failed to open file '{filename}': {}",
@@ -372,28 +394,14 @@ fn screendump(m: &Machine, args: &Args) -> CmdResult {
             "failed to write to file '{filename}': {}",
             crate::memory::strerror(&e)
         ))
-    })?;
-    crate::empty()
+    })
 }
 
-/// Dispatch.
+/// `change` with `device: "vnc"`, which the block layer's `change` hands over.
 pub fn execute(m: &mut Machine, cmd: &str, args: &Args, _cx: &mut Cx) -> Option<CmdResult> {
-    if cmd == "screendump" {
-        crate::input::sync_reset(m);
+    if cmd != "change" || arg_str(args, "device") != Some("vnc") {
+        return None;
     }
-    Some(match cmd {
-        "screendump" => screendump(m, args),
-        "query-vnc" => Ok(query_vnc(m)),
-        // The machine has no SPICE server.
-        "query-spice" => Ok(json!({"enabled": false, "migrated": false, "mouse-mode": "client"})),
-        "query-vnc-servers" => Ok(query_vnc_servers(m)),
-        "set_password" => set_password(m, args),
-        "expire_password" => expire_password(m, args),
-        "change-vnc-password" => {
-            let p = arg_str(args, "password").unwrap_or("");
-            set_vnc_password(m, p).and_then(|_| crate::empty())
-        }
-        "change" => return change(m, args),
-        _ => return None,
-    })
+    let target = arg_str(args, "target").unwrap_or("");
+    Some(change_vnc(m, target, arg_str(args, "arg")).map(|()| serde_json::json!({})))
 }

@@ -340,6 +340,9 @@ impl Machine {
         if let Some(err) = self.testctl.take_injected(cmd) {
             return Some(Err(err));
         }
+        if let Some(r) = qmp::display::screendump_newer_members(self, cmd, args) {
+            return Some(r);
+        }
         if let Some(r) = qmp::dispatch(self, cmd, args, cx) {
             return Some(r.map(|mut v| {
                 qmp::identity::served_reply_members(self, cmd, &mut v);
@@ -391,7 +394,6 @@ pub fn handled() -> Vec<&'static str> {
     v.extend_from_slice(testctl::HANDLED);
     // Device-level subsystems: `v.extend_from_slice(NAME::HANDLED);`
     for h in [
-        display::HANDLED,
         input::HANDLED,
         block::HANDLED,
         chardev::HANDLED,

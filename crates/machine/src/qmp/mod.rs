@@ -22,6 +22,7 @@ use crate::{Cx, Machine};
 
 pub mod balloon;
 pub mod devices;
+pub mod display;
 pub mod dump;
 pub mod fds;
 pub mod identity;
@@ -110,6 +111,14 @@ handlers! {
     // (qmp/balloon.rs)
     balloon(Balloon) => balloon::balloon;
     query_balloon(QueryBalloon) => balloon::query_balloon;
+    // (qmp/display.rs; `change vnc …` comes through the block layer's `change`)
+    screendump(Screendump) => display::screendump;
+    query_vnc(QueryVnc) => display::query_vnc;
+    query_vnc_servers(QueryVncServers) => display::query_vnc_servers;
+    query_spice(QuerySpice) => display::query_spice;
+    set_password(SetPassword) => display::set_password;
+    expire_password(ExpirePassword) => display::expire_password;
+    change_vnc_password(ChangeVncPassword) => display::change_vnc_password;
 
     // QOM and devices
     qom_list(QomList) => qom::qom_list;
