@@ -216,7 +216,7 @@ pub fn qom_set(m: &mut Machine, id: NodeId, prop: &str, v: &Value) -> Option<Res
             Ok(())
         })()),
         "guest-stats" => Some(Err(crate::qom::err_not_writable(
-            m,
+            m.compat().options_6_0,
             m.qom.tree.node(id).ty,
             prop,
         ))),

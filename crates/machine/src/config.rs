@@ -628,7 +628,7 @@ impl MachineConfig {
                         return err(format!("-device {v}: Duplicate ID '{id}' for device"));
                     }
                 }
-                crate::devices::check_device_option(&driver, &kv, self.modern())
+                crate::qom::props::check_device_option(&driver, &kv, self.modern())
                     .map_err(|e| ConfigError(format!("-device {v}: {}", e.desc)))?;
                 self.devices.push(DeviceConfig {
                     driver,
@@ -783,14 +783,14 @@ impl MachineConfig {
                 })
                 .map(|t| t.name)
                 .unwrap_or("");
-            let owner = crate::devices::backend_prop_owner(ty);
+            let owner = crate::qom::props::backend_prop_owner(ty);
             let opt = device_option_text(d);
             let missing = |prop: &str, val: &str| {
                 ConfigError(format!(
                     "-device {opt}: Property '{owner}.{prop}' can't find value '{val}'"
                 ))
             };
-            crate::devices::check_device_option(&d.driver, &d.props, self.modern())
+            crate::qom::props::check_device_option(&d.driver, &d.props, self.modern())
                 .map_err(|e| ConfigError(format!("-device {opt}: {}", e.desc)))?;
             if let Some(n) = d.props.get("netdev") {
                 if !self.netdevs.iter().any(|x| &x.id == n) {
@@ -1175,6 +1175,21 @@ pub fn parse_keyval(s: &str, implied: Option<&str>) -> BTreeMap<String, String> 
         }
     }
     out
+}
+
+/// Guest-physical RAM ranges `(start, length)` of `ram_size` bytes of RAM: below 4 GiB up to
+/// the PCI hole, the rest above 4 GiB (QEMU's pc layout).
+pub fn ram_ranges(ram_size: u64) -> Vec<(u64, u64)> {
+    let below = if ram_size >= 0xe000_0000 {
+        0xc000_0000
+    } else {
+        ram_size
+    };
+    let mut v = vec![(0, below)];
+    if ram_size > below {
+        v.push((1 << 32, ram_size - below));
+    }
+    v
 }
 
 /// Parse a size with QEMU's suffixes (`k`, `M`, `G`, `T`, `P`, `E`,

@@ -15,6 +15,9 @@
 
 use serde_json::{json, Map, Value};
 
+use crate::qom::props::{
+    backend_prop_owner, check_backend_set, device_prop_value, id_wellformed, parse_int, RESERVED,
+};
 use crate::qom::{self, types, NodeId, Tree};
 use crate::{api, Machine, MachineConfig, RunState};
 use qmpkit_wire::{ErrorClass, QmpError};
@@ -27,6 +30,71 @@ pub enum Timer {
     Unplug(String),
     /// The guest's ACPI code reports on a plugged DIMM or vCPU (`ACPI_DEVICE_OST`).
     Ost(api::ACPIOSTInfo),
+}
+
+/// A device as devices announce its plugging and unplugging to the subsystems that keep
+/// state about devices ([`Machine::pre_plug`], [`Machine::on_plug`],
+/// [`Machine::on_unplug`]), so that devices never call into them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlugInfo {
+    /// The qdev id (its name under `/machine/peripheral`), if it has one.
+    pub id: Option<String>,
+    /// Canonical QOM path.
+    pub path: String,
+    /// QOM type.
+    pub ty: &'static str,
+    /// Canonical path of the bus it is plugged into, if any.
+    pub bus: Option<String>,
+    /// Slot << 3 | function, on a PCI bus.
+    pub addr: Option<i64>,
+    /// The properties set on it (those differing from the type's defaults).
+    pub props: Vec<(String, Value)>,
+    /// Plugged after start-up.
+    pub hotplugged: bool,
+}
+
+impl PlugInfo {
+    /// The device at `node` as it is now.
+    pub fn of(tree: &Tree, node: NodeId) -> PlugInfo {
+        let n = tree.node(node);
+        PlugInfo {
+            id: device_id(tree, node),
+            path: tree.path(node),
+            ty: n.ty,
+            bus: tree.link(node, "parent_bus").map(|l| l.target.to_string()),
+            addr: pci_devfn(tree, node),
+            props: n
+                .vals
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.clone()))
+                .collect(),
+            hotplugged: tree.val(node, "hotplugged").and_then(Value::as_bool) == Some(true),
+        }
+    }
+
+    /// A property set on the device.
+    pub fn prop(&self, name: &str) -> Option<&Value> {
+        self.props.iter().find(|(k, _)| k == name).map(|(_, v)| v)
+    }
+
+    /// For a vCPU: its index (APIC ID).
+    pub fn cpu_index(&self) -> Option<u32> {
+        if !types::is_a(self.ty, "x86_64-cpu") {
+            return None;
+        }
+        let id = self.prop("apic-id").and_then(Value::as_u64)?;
+        u32::try_from(id).ok()
+    }
+}
+
+/// A back end a device property names, which another subsystem owns
+/// ([`Machine::has_backend`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// A network back end (`netdev`).
+    Netdev,
+    /// A drive, by its name or its medium's node name (`drive`).
+    Drive,
 }
 
 /// The device options of `device_add`: what is not an option is a property.
@@ -160,104 +228,6 @@ fn is_full(tree: &Tree, bus: NodeId) -> bool {
     match tree.node(bus).ty {
         "IDE" => n >= 2,
         _ => false,
-    }
-}
-
-/// Parse a PCI address `SS[.F]` (hex, as QEMU reads it).
-fn parse_devfn(s: &str) -> Option<i64> {
-    let s = s.trim();
-    let (slot, func) = match s.split_once('.') {
-        Some((a, b)) => (a, Some(b)),
-        None => (s, None),
-    };
-    let slot = i64::from_str_radix(slot.trim_start_matches("0x"), 16).ok()?;
-    let func = match func {
-        Some(f) => i64::from_str_radix(f, 16).ok()?,
-        None => 0,
-    };
-    if !(0..32).contains(&slot) || !(0..8).contains(&func) {
-        return None;
-    }
-    Some(slot << 3 | func)
-}
-
-fn parse_int(s: &str) -> Option<i64> {
-    let s = s.trim();
-    if let Some(h) = s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
-        return i64::from_str_radix(h, 16).ok();
-    }
-    if let Ok(v) = s.parse::<i64>() {
-        return Some(v);
-    }
-    s.parse::<u64>().ok().map(|v| v as i64)
-}
-
-fn is_mac(s: &str) -> bool {
-    let parts: Vec<&str> = s.split(':').collect();
-    parts.len() == 6
-        && parts
-            .iter()
-            .all(|p| p.len() == 2 && p.chars().all(|c| c.is_ascii_hexdigit()))
-}
-
-/// Whether `id` is a well-formed QEMU identifier.
-pub fn id_wellformed(id: &str) -> bool {
-    let mut c = id.chars();
-    matches!(c.next(), Some(ch) if ch.is_ascii_alphabetic())
-        && c.all(|ch| ch.is_ascii_alphanumeric() || matches!(ch, '-' | '.' | '_'))
-}
-
-/// Convert a `-device`/`device_add` property value to the property's type.
-fn device_prop_value(ty_name: &str, def: &qom::PropDef, raw: &Value) -> Result<Value, QmpError> {
-    let text = match raw {
-        Value::String(s) => s.clone(),
-        Value::Bool(b) => (if *b { "on" } else { "off" }).to_string(),
-        Value::Number(n) => n.to_string(),
-        other => other.to_string(),
-    };
-    let name = def.name;
-    let bad = || {
-        QmpError::generic(format!(
-            "Property '{ty_name}.{name}' doesn't take value '{text}'"
-        ))
-    };
-    match def.ty {
-        "bool" => match text.as_str() {
-            "on" | "yes" | "true" | "y" => Ok(Value::Bool(true)),
-            "off" | "no" | "false" | "n" => Ok(Value::Bool(false)),
-            _ => Err(QmpError::generic(format!(
-                "Parameter '{name}' expects 'on' or 'off'"
-            ))),
-        },
-        "int32" if name == "addr" => parse_devfn(&text).map(Value::from).ok_or_else(bad),
-        "int8" | "int16" | "int32" | "int64" | "int" | "size" | "uint8" | "uint16" | "uint32"
-        | "uint64" => {
-            let v = parse_int(&text)
-                .ok_or_else(|| QmpError::generic(format!("Parameter '{name}' expects int64")))?;
-            let (lo, hi): (i64, i64) = match def.ty {
-                "uint8" => (0, u8::MAX as i64),
-                "uint16" => (0, u16::MAX as i64),
-                "uint32" => (0, u32::MAX as i64),
-                "int8" => (i8::MIN as i64, i8::MAX as i64),
-                "int16" => (i16::MIN as i64, i16::MAX as i64),
-                "int32" => (i32::MIN as i64, i32::MAX as i64),
-                _ => (i64::MIN, i64::MAX),
-            };
-            if v < lo || v > hi {
-                return Err(QmpError::generic(format!(
-                    "Property {ty_name}.{name} doesn't take value {v} (minimum: {lo}, maximum: {hi})"
-                )));
-            }
-            Ok(Value::from(v))
-        }
-        "str" if name == "mac" => {
-            if is_mac(&text) {
-                Ok(Value::String(text.to_ascii_lowercase()))
-            } else {
-                Err(bad())
-            }
-        }
-        _ => Ok(Value::String(text)),
     }
 }
 
@@ -582,13 +552,12 @@ pub fn device_id(tree: &Tree, dev: NodeId) -> Option<String> {
     }
 }
 
-/// The vCPUs present, as `(cpu-index, canonical QOM path)`, by index.
-pub fn cpus(m: &Machine) -> Vec<(u32, String)> {
-    m.ident
-        .cpus
-        .iter()
-        .map(|c| (c.index, c.qom_path.clone()))
-        .collect()
+/// Whether a vCPU with index (APIC ID) `index` is plugged.
+fn cpu_present(tree: &Tree, index: u64) -> bool {
+    all_devices(tree).into_iter().any(|n| {
+        types::is_a(tree.node(n).ty, "x86_64-cpu")
+            && tree.val(n, "apic-id").and_then(Value::as_u64) == Some(index)
+    })
 }
 
 /// A device on the PCI bus, for `query-pci` and `info pci`.
@@ -649,69 +618,6 @@ pub fn has_device_of_type(m: &Machine, ty: &str) -> bool {
 }
 
 // ---------------------------------------------------------------------------
-/// The checks `-device` shares with `device_add` that need no running
-/// machine: the driver names a creatable device type, its properties exist
-/// and parse, mandatory back ends are named. Answers the type's name.
-pub fn check_device_option(
-    driver: &str,
-    props: &std::collections::BTreeMap<String, String>,
-    modern: bool,
-) -> Result<&'static str, QmpError> {
-    let td = types::find(driver)
-        .filter(|t| types::is_a(t.name, "device"))
-        .or_else(|| types::resolve_alias(driver).and_then(types::find))
-        .ok_or_else(|| QmpError::generic(format!("'{driver}' is not a valid device model name")))?;
-    if td.is_abstract {
-        return Err(QmpError::generic(
-            "Parameter 'driver' expects non-abstract device type",
-        ));
-    }
-    if !td.user_creatable {
-        return Err(QmpError::generic(
-            "Parameter 'driver' expects pluggable device type",
-        ));
-    }
-    for (k, v) in props {
-        if RESERVED.contains(&k.as_str()) {
-            continue;
-        }
-        let def = types::find_prop(td.name, k)
-            .ok_or_else(|| qom::err_prop_not_found(modern, td.name, k))?;
-        device_prop_value(td.name, def, &Value::String(v.clone()))?;
-    }
-    check_backend_set(td.name, props.get("drive").map(String::as_str))?;
-    Ok(td.name)
-}
-
-/// Block devices that cannot exist without a drive.
-fn check_backend_set(ty: &str, drive: Option<&str>) -> Result<(), QmpError> {
-    if drive.is_some_and(|d| !d.is_empty()) {
-        return Ok(());
-    }
-    if types::is_a(ty, "virtio-blk-pci") || ty == "virtio-blk-device" || ty == "scsi-hd" {
-        return Err(QmpError::generic("drive property not set"));
-    }
-    if ty == "ide-hd" {
-        return Err(QmpError::generic("No drive specified"));
-    }
-    Ok(())
-}
-
-/// The property of a device type that names a back end of `kind`
-/// (`netdev`, `drive`, `chardev`), as QEMU spells it in errors
-/// (`e1000.netdev`, `virtio-blk-device.drive`).
-pub fn backend_prop_owner(ty: &str) -> String {
-    if types::is_a(ty, "virtio-pci") {
-        if let Some(base) = ty.strip_suffix("-pci") {
-            return format!("{base}-device");
-        }
-    }
-    ty.to_string()
-}
-
-// Commands.
-
-const RESERVED: &[&str] = &["driver", "bus", "id"];
 
 /// `device_add`: create and plug a device.
 pub fn device_add(m: &mut Machine, args: &DeviceOptions) -> Result<(), QmpError> {
@@ -817,7 +723,7 @@ fn device_add_as(m: &mut Machine, args: &DeviceOptions, driver: &str) -> Result<
         if k == "netdev" {
             let name = v.as_str().unwrap_or("");
             let owner = backend_prop_owner(td.name);
-            if !crate::net::exists(m, name) {
+            if !m.has_backend(Backend::Netdev, name) {
                 return Err(QmpError::generic(format!(
                     "Property '{owner}.netdev' can't find value '{name}'"
                 )));
@@ -836,13 +742,7 @@ fn device_add_as(m: &mut Machine, args: &DeviceOptions, driver: &str) -> Result<
                 }
                 t => t.to_string(),
             };
-            // A drive's name or its medium's node name, as QEMU looks
-            // the value up.
-            let known =
-                m.block.drives.iter().any(|d| {
-                    d.id == name || d.medium.as_ref().is_some_and(|x| x.node_name == name)
-                });
-            if !known {
+            if !m.has_backend(Backend::Drive, name) {
                 return Err(QmpError::generic(format!(
                     "Property '{backend_ty}.drive' can't find value '{name}'"
                 )));
@@ -869,18 +769,14 @@ fn device_add_as(m: &mut Machine, args: &DeviceOptions, driver: &str) -> Result<
     if types::is_a(td.name, "pc-dimm") {
         check_dimm(m, &props)?;
     }
-    let modern = qom::modern(m);
+    let modern = m.compat().options_6_0;
     let node = create_device(&mut m.qom.tree, td.name, id, bus, &props, true, modern)?;
     if let Some(idx) = cpu_index {
         m.qom.tree.set_val(node, "apic-id", Value::from(idx));
-        if let Err(e) = crate::identity::plug_cpu(m, idx as i64) {
-            m.qom.tree.remove(node);
-            return Err(e);
-        }
-        let path = m.qom.tree.path(node);
-        if let Some(c) = m.ident.cpus.iter_mut().find(|c| c.index == idx) {
-            c.qom_path = path;
-        }
+    }
+    if let Err(e) = m.pre_plug(&PlugInfo::of(&m.qom.tree, node)) {
+        m.qom.tree.remove(node);
+        return Err(e);
     }
     if types::is_a(td.name, "pc-dimm") {
         if let Err(e) = place_dimm(&mut m.qom.tree, &m.config, node) {
@@ -888,7 +784,7 @@ fn device_add_as(m: &mut Machine, args: &DeviceOptions, driver: &str) -> Result<
             return Err(e);
         }
     }
-    crate::input::on_device_added(m, node);
+    m.on_plug(&PlugInfo::of(&m.qom.tree, node));
     announce_ost(m, node);
     Ok(())
 }
@@ -930,7 +826,7 @@ fn announce_ost(m: &mut Machine, node: NodeId) {
 
 /// Where hot-pluggable memory starts: above RAM over 4 GiB, 1 GiB aligned.
 pub fn hotplug_base(config: &MachineConfig) -> u64 {
-    let ranges = crate::memory::ram_ranges(config.memory_bytes);
+    let ranges = crate::config::ram_ranges(config.memory_bytes);
     let above = ranges.get(1).map(|r| r.1).unwrap_or(0);
     ((1u64 << 32) + above).div_ceil(1 << 30) << 30
 }
@@ -1085,7 +981,7 @@ fn check_cpu(m: &Machine, ty: &str, props: &[(String, Value)]) -> Result<u32, Qm
         }
     }
     let idx = ids[0] * cores * threads + ids[1] * threads + ids[2];
-    if m.ident.cpus.iter().any(|c| c.index == idx) {
+    if cpu_present(&m.qom.tree, u64::from(idx)) {
         return Err(QmpError::generic(format!(
             "CPU[{idx}] with APIC ID {idx} exists"
         )));
@@ -1094,37 +990,33 @@ fn check_cpu(m: &Machine, ty: &str, props: &[(String, Value)]) -> Result<u32, Qm
 }
 
 /// `query-memory-devices` entries for the DIMMs present now.
-pub fn memory_devices(m: &Machine) -> Vec<Value> {
+pub fn memory_devices(m: &Machine) -> Vec<api::MemoryDeviceInfo> {
     let tree = &m.qom.tree;
     dimms(tree)
         .into_iter()
         .map(|d| {
-            let mut data = Map::new();
-            if let Some(id) = device_id(tree, d) {
-                data.insert("id".into(), Value::String(id));
-            }
-            for k in ["addr", "size", "slot", "node"] {
-                data.insert(k.into(), tree.prop_value(d, k).unwrap_or(Value::from(0)));
-            }
-            data.insert(
-                "memdev".into(),
-                tree.val(d, "memdev")
-                    .cloned()
-                    .unwrap_or(Value::String(String::new())),
-            );
-            data.insert(
-                "hotplugged".into(),
-                tree.val(d, "hotplugged")
-                    .cloned()
-                    .unwrap_or(Value::Bool(false)),
-            );
-            data.insert("hotpluggable".into(), Value::Bool(true));
-            let kind = if tree.node(d).ty == "nvdimm" {
-                "nvdimm"
-            } else {
-                "dimm"
+            let num = |k: &str| tree.prop_value(d, k).and_then(|v| v.as_i64()).unwrap_or(0);
+            let info = api::PCDIMMDeviceInfo {
+                id: device_id(tree, d),
+                addr: num("addr"),
+                size: num("size"),
+                slot: num("slot"),
+                node: num("node"),
+                memdev: tree
+                    .val(d, "memdev")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string(),
+                hotplugged: tree.val(d, "hotplugged").and_then(Value::as_bool) == Some(true),
+                hotpluggable: true,
             };
-            json!({"type": kind, "data": data})
+            if tree.node(d).ty == "nvdimm" {
+                // A branch the machine's own schema lacks (QEMU 2.12 reports NVDIMMs so).
+                let data = qmpkit_qapi::encode(&info).unwrap_or_default();
+                api::MemoryDeviceInfo::Unknown(json!({"type": "nvdimm", "data": data}))
+            } else {
+                api::MemoryDeviceInfo::Dimm(info)
+            }
         })
         .collect()
 }
@@ -1166,19 +1058,11 @@ fn finish_unplug(m: &mut Machine, path: &str) {
     };
     let mut order = Vec::new();
     unplug_order(tree, node, &mut order, 0);
-    let gone: Vec<(String, Option<String>)> = order
-        .iter()
-        .map(|&n| (tree.path(n), device_id(tree, n)))
-        .collect();
-    for (p, _) in &gone {
-        if let Ok(n) = m.qom.tree.resolve(p) {
-            crate::input::on_device_removed(m, n);
-        }
+    let gone: Vec<PlugInfo> = order.iter().map(|&n| PlugInfo::of(tree, n)).collect();
+    for info in &gone {
+        m.on_unplug(info);
     }
-    // vCPUs leave the machine's CPU list.
-    m.ident
-        .cpus
-        .retain(|c| !gone.iter().any(|(p, _)| *p == c.qom_path));
+    let gone: Vec<(String, Option<String>)> = gone.into_iter().map(|i| (i.path, i.id)).collect();
     for (p, _) in gone.iter().rev() {
         if let Ok(n) = m.qom.tree.resolve(p) {
             m.qom.tree.remove(n);
@@ -1291,7 +1175,7 @@ pub fn cpu_add(m: &mut Machine, id: i64) -> Result<(), QmpError> {
             max - 1
         )));
     }
-    if cpus(m).iter().any(|c| c.0 as i64 == id) {
+    if cpu_present(&m.qom.tree, id as u64) {
         return Err(QmpError::generic(format!(
             "Unable to add CPU: {id}, it already exists"
         )));
@@ -1300,15 +1184,16 @@ pub fn cpu_add(m: &mut Machine, id: i64) -> Result<(), QmpError> {
     let Some(p) = places(&m.qom.tree) else {
         return Err(QmpError::generic("Not supported"));
     };
-    crate::identity::plug_cpu(m, id)?;
     let tree = &mut m.qom.tree;
     let n = add_numbered(tree, p.unattached, ty);
     tree.set_val(n, "apic-id", Value::from(id));
     tree.set_val(n, "hotplugged", Value::Bool(true));
-    let path = tree.path(n);
-    if let Some(c) = m.ident.cpus.iter_mut().find(|c| c.index as i64 == id) {
-        c.qom_path = path;
+    let info = PlugInfo::of(&m.qom.tree, n);
+    if let Err(e) = m.pre_plug(&info) {
+        m.qom.tree.remove(n);
+        return Err(e);
     }
+    m.on_plug(&info);
     announce_ost(m, n);
     Ok(())
 }
@@ -1354,7 +1239,7 @@ pub fn object_add(
     let mut vals = Vec::new();
     for (k, v) in props {
         let def = types::find_prop(td.name, k)
-            .ok_or_else(|| qom::err_prop_not_found(qom::modern(m), td.name, k))?;
+            .ok_or_else(|| qom::err_prop_not_found(m.compat().options_6_0, td.name, k))?;
         vals.push((def.name, qom::check_value(k, def.ty, v)?));
     }
     let tree = &m.qom.tree;

@@ -272,7 +272,7 @@ fn skip_zeros(f: &mut std::fs::File, n: u64, seekable: &mut bool) -> std::io::Re
 
 /// Write the ELF core; returns the number of memory bytes dumped.
 fn write_elf(m: &Machine, f: &mut std::fs::File, segs: &[Segment]) -> std::io::Result<u64> {
-    let cpus = crate::devices::cpus(m);
+    let cpus = crate::identity::cpu_paths(m);
     let mut notes = Vec::new();
     for c in &cpus {
         note(&mut notes, "CORE", 1, &prstatus(c.0));

@@ -594,7 +594,7 @@ fn info(m: &mut Machine, cx: &mut Cx, sub: &str, rest: &[String]) -> Result<Stri
         }
         "registers" => {
             let all = rest.first().map(String::as_str) == Some("-a");
-            let cpus = crate::devices::cpus(m);
+            let cpus = crate::identity::cpu_paths(m);
             let cur = m.misc.hmp_cpu;
             for c in cpus.iter() {
                 if !all && c.0 != cur {
@@ -1303,8 +1303,14 @@ fn human_monitor_command(m: &mut Machine, args: &Args, cx: &mut Cx) -> CmdResult
     let line = arg_str(args, "command-line").unwrap_or("");
     // `cpu-index` picks the monitor's current vCPU for this command.
     let cpu = match crate::arg_i64(args, "cpu-index") {
-        None => crate::devices::cpus(m).first().map(|c| c.0).unwrap_or(0),
-        Some(i) => match crate::devices::cpus(m).iter().find(|c| c.0 as i64 == i) {
+        None => crate::identity::cpu_paths(m)
+            .first()
+            .map(|c| c.0)
+            .unwrap_or(0),
+        Some(i) => match crate::identity::cpu_paths(m)
+            .iter()
+            .find(|c| c.0 as i64 == i)
+        {
             Some(c) => c.0,
             None => {
                 return Err(qmpkit_wire::QmpError::generic(

@@ -7,6 +7,7 @@
 use serde_json::{json, Map, Value};
 
 use crate::api;
+use crate::devices::PlugInfo;
 use crate::{generic, Args, CmdResult, Cx, Machine, MachineConfig};
 use qmpkit_qapi::Enum;
 use qmpkit_wire::QmpError;
@@ -96,24 +97,52 @@ impl IdentityState {
     }
 }
 
-/// Plug vCPU `id` (`cpu-add`): QEMU's checks and messages.
-pub fn plug_cpu(m: &mut Machine, id: i64) -> Result<(), qmpkit_wire::QmpError> {
-    let max = m.config.max_cpus.max(m.config.cpus) as i64;
-    if id < 0 || id >= max {
-        return Err(generic(format!(
-            "Unable to add CPU: {id}, max allowed: {}",
-            max - 1
-        )));
+impl IdentityState {
+    /// Hook: a vCPU is about to be plugged (QEMU's checks and messages).
+    pub fn pre_plug(&self, config: &MachineConfig, info: &PlugInfo) -> Result<(), QmpError> {
+        let Some(id) = info.cpu_index() else {
+            return Ok(());
+        };
+        let id = i64::from(id);
+        let max = config.max_cpus.max(config.cpus) as i64;
+        if id >= max {
+            return Err(generic(format!(
+                "Unable to add CPU: {id}, max allowed: {}",
+                max - 1
+            )));
+        }
+        if self.cpus.iter().any(|c| c.index as i64 == id) {
+            return Err(generic(format!(
+                "Unable to add CPU: {id}, it already exists"
+            )));
+        }
+        Ok(())
     }
-    if m.ident.cpus.iter().any(|c| c.index as i64 == id) {
-        return Err(generic(format!(
-            "Unable to add CPU: {id}, it already exists"
-        )));
+
+    /// Hook: a vCPU joins the machine's CPU list.
+    pub fn on_plug(&mut self, config: &MachineConfig, info: &PlugInfo) {
+        let Some(id) = info.cpu_index() else {
+            return;
+        };
+        let mut cpu = self.make_cpu(config, id, true);
+        cpu.qom_path = info.path.clone();
+        self.cpus.push(cpu);
+        self.cpus.sort_by_key(|c| c.index);
     }
-    let cpu = m.ident.make_cpu(&m.config, id as u32, true);
-    m.ident.cpus.push(cpu);
-    m.ident.cpus.sort_by_key(|c| c.index);
-    Ok(())
+
+    /// Hook: a vCPU leaves the machine's CPU list.
+    pub fn on_unplug(&mut self, info: &PlugInfo) {
+        self.cpus.retain(|c| c.qom_path != info.path);
+    }
+}
+
+/// The vCPUs present, as `(cpu-index, canonical QOM path)`, by index.
+pub fn cpu_paths(m: &Machine) -> Vec<(u32, String)> {
+    m.ident
+        .cpus
+        .iter()
+        .map(|c| (c.index, c.qom_path.clone()))
+        .collect()
 }
 
 fn cpu_props(c: &Cpu) -> api::CpuInstanceProperties {
@@ -613,9 +642,6 @@ pub fn memdevs(m: &Machine) -> Vec<api::Memdev> {
 /// `query-memory-devices`: the DIMMs plugged in.
 pub fn memory_devices(m: &Machine) -> Vec<api::MemoryDeviceInfo> {
     crate::devices::memory_devices(m)
-        .into_iter()
-        .map(|v| qmpkit_qapi::decode(&v).unwrap_or(api::MemoryDeviceInfo::Unknown(v)))
-        .collect()
 }
 
 /// The plugged memory devices' `(id, size)`.

@@ -5,6 +5,7 @@
 
 use serde_json::{json, Value};
 
+use crate::devices::PlugInfo;
 use crate::qom::{types, NodeId, Tree};
 use crate::{arg_i64, arg_str, Args, CmdResult, Cx, Machine, RunState, TimerAction};
 use qmpkit_wire::{ErrorClass, QmpError};
@@ -86,23 +87,33 @@ impl InputState {
             ..Default::default()
         };
         for n in crate::devices::all_devices(tree) {
-            s.device_added(tree, n);
+            s.device_added(tree.node(n).ty, tree.path(n));
         }
         s
     }
 
-    fn device_added(&mut self, tree: &Tree, n: NodeId) {
-        if let Some((name, absolute)) = mouse_model(tree.node(n).ty) {
+    fn device_added(&mut self, ty: &str, path: String) {
+        if let Some((name, absolute)) = mouse_model(ty) {
             self.mice.push(Mouse {
                 index: self.next_index,
                 name,
                 absolute,
-                path: tree.path(n),
+                path,
             });
         }
-        if types::is_a(tree.node(n).ty, "device") && is_input_device(tree.node(n).ty) {
+        if types::is_a(ty, "device") && is_input_device(ty) {
             self.next_index += 1;
         }
+    }
+
+    /// Hook: a device was plugged (a mouse joins the list).
+    pub fn on_plug(&mut self, info: &PlugInfo) {
+        self.device_added(info.ty, info.path.clone());
+    }
+
+    /// Hook: a device is about to be removed.
+    pub fn on_unplug(&mut self, info: &PlugInfo) {
+        self.mice.retain(|mo| mo.path != info.path);
     }
 }
 
@@ -122,18 +133,6 @@ pub fn sync_reset(m: &mut Machine) {
     i.typed.clear();
     i.buttons.clear();
     i.rel = (0, 0);
-}
-
-/// Hook: a device was plugged.
-pub fn on_device_added(m: &mut Machine, n: NodeId) {
-    let tree = &m.qom.tree;
-    m.input.device_added(tree, n);
-}
-
-/// Hook: a device is about to be removed.
-pub fn on_device_removed(m: &mut Machine, n: NodeId) {
-    let path = m.qom.tree.path(n);
-    m.input.mice.retain(|mo| mo.path != path);
 }
 
 fn query_mice(m: &Machine) -> Value {

@@ -167,7 +167,9 @@ impl Machine {
     pub fn with_index(config: Arc<MachineConfig>, schema: Arc<Schema>, index: usize) -> Machine {
         let run = runstate::RunStateData::new(&config);
         let testctl = testctl::TestCtl::new(&config);
-        let mut qom = qom::QomState::new(&config);
+        let mut qom = qom::QomState {
+            tree: devices::build_tree(&config),
+        };
         let input = input::InputState::new(&qom.tree);
         let ident = identity::IdentityState::new(&config, index);
         // The generation ID device reads back the GUID the query reports.
@@ -361,6 +363,40 @@ impl Machine {
             .or_else(|| jobs::execute(self, cmd, args, cx))
             .or_else(|| migration::execute(self, cmd, args, cx))
             .or_else(|| hmp::execute(self, cmd, args, cx))
+    }
+
+    /// Hook: a device is about to be plugged; a subsystem that keeps state about such
+    /// devices may refuse it (QEMU's `pre_plug`). Devices call it once the device exists and
+    /// remove the device again on an error.
+    pub fn pre_plug(&mut self, info: &devices::PlugInfo) -> Result<(), QmpError> {
+        self.ident.pre_plug(&self.config, info)
+    }
+
+    /// Hook: a device was plugged. Each subsystem that keeps state about devices updates it
+    /// here (the vCPU list, the mice); the others (balloon, block, network, character
+    /// devices, memory, display) read the QOM tree when asked and keep nothing to update.
+    pub fn on_plug(&mut self, info: &devices::PlugInfo) {
+        self.ident.on_plug(&self.config, info);
+        self.input.on_plug(info);
+    }
+
+    /// Hook: a device is about to be removed (it is still in the tree).
+    pub fn on_unplug(&mut self, info: &devices::PlugInfo) {
+        self.input.on_unplug(info);
+        self.ident.on_unplug(info);
+    }
+
+    /// Whether the back end a device property names exists (for `device_add`).
+    pub fn has_backend(&self, kind: devices::Backend, name: &str) -> bool {
+        match kind {
+            devices::Backend::Netdev => net::exists(self, name),
+            // A drive's name or its medium's node name, as QEMU looks the value up.
+            devices::Backend::Drive => self
+                .block
+                .drives
+                .iter()
+                .any(|d| d.id == name || d.medium.as_ref().is_some_and(|x| x.node_name == name)),
+        }
     }
 
     /// Whether the machine's state is `state`.

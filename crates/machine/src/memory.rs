@@ -30,20 +30,7 @@ pub struct MemoryState {
     pub written: BTreeMap<u64, Box<[u8; PAGE as usize]>>,
 }
 
-/// Guest-physical RAM ranges `(start, length)`: below 4 GiB up to the PCI
-/// hole, the rest above 4 GiB (QEMU's pc layout).
-pub fn ram_ranges(ram_size: u64) -> Vec<(u64, u64)> {
-    let below = if ram_size >= 0xe000_0000 {
-        0xc000_0000
-    } else {
-        ram_size
-    };
-    let mut v = vec![(0, below)];
-    if ram_size > below {
-        v.push((1 << 32, ram_size - below));
-    }
-    v
-}
+pub use crate::config::ram_ranges;
 
 fn is_ram(ram_size: u64, gpa: u64) -> bool {
     ram_ranges(ram_size)
@@ -198,7 +185,7 @@ pub fn memsave(
     cpu_index: i64,
 ) -> Result<(), QmpError> {
     if cpu_index < 0
-        || !crate::devices::cpus(m)
+        || !crate::identity::cpu_paths(m)
             .iter()
             .any(|c| c.0 as i64 == cpu_index)
     {

@@ -49,7 +49,7 @@ fn netdev_add(m: &mut Machine, args: &Args) -> CmdResult {
         return Err(QmpError::generic("Parameter 'id' is missing"));
     };
     // The options first (id syntax, uniqueness), then the back end type.
-    if !crate::devices::id_wellformed(id) {
+    if !crate::qom::props::id_wellformed(id) {
         return Err(QmpError::generic("Parameter 'id' expects an identifier"));
     }
     if exists(m, id) {

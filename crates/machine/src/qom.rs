@@ -8,11 +8,12 @@
 //! differ from the type's defaults. Everything else is answered from the
 //! registry, so an idle machine's tree stays small.
 
+pub mod props;
 pub mod types;
 
 use serde_json::{Map, Value};
 
-use crate::{api, Machine};
+use crate::api;
 use qmpkit_wire::{ErrorClass, QmpError};
 
 pub use types::{PropDef, TypeDef};
@@ -301,14 +302,6 @@ pub struct QomState {
     pub tree: Tree,
 }
 
-impl QomState {
-    pub fn new(config: &crate::MachineConfig) -> QomState {
-        QomState {
-            tree: crate::devices::build_tree(config),
-        }
-    }
-}
-
 // ---------------------------------------------------------------------------
 // Errors in QEMU's words.
 
@@ -327,17 +320,12 @@ pub(crate) fn err_resolve(path: &str, e: ResolveError) -> QmpError {
 }
 
 /// QEMU 2.x printed no type name here; QEMU 6.0 and later do.
-pub(crate) fn err_prop_not_found(modern: bool, ty: &str, prop: &str) -> QmpError {
+pub fn err_prop_not_found(modern: bool, ty: &str, prop: &str) -> QmpError {
     if modern {
         QmpError::generic(format!("Property '{ty}.{prop}' not found"))
     } else {
         QmpError::generic(format!("Property '.{prop}' not found"))
     }
-}
-
-/// Whether the machine speaks as QEMU 6.0 or later.
-pub(crate) fn modern(m: &Machine) -> bool {
-    m.compat().options_6_0
 }
 
 pub(crate) fn err_permission() -> QmpError {
@@ -346,8 +334,8 @@ pub(crate) fn err_permission() -> QmpError {
 
 /// Writing a property that has no setter: QEMU 2.x refused without naming
 /// it, QEMU 6.0 and later name it.
-pub(crate) fn err_not_writable(m: &Machine, ty: &str, prop: &str) -> QmpError {
-    if modern(m) {
+pub fn err_not_writable(modern: bool, ty: &str, prop: &str) -> QmpError {
+    if modern {
         QmpError::generic(format!("Property '{ty}.{prop}' is not writable"))
     } else {
         err_permission()
@@ -392,8 +380,9 @@ pub fn list_props(tree: &Tree, id: NodeId) -> Vec<(String, String)> {
 }
 
 /// Read property `prop` of node `id`.
-pub fn get_prop(m: &Machine, id: NodeId, prop: &str) -> Result<Value, QmpError> {
-    let tree = &m.qom.tree;
+/// Read property `prop` of node `id` (`modern`: answer as QEMU 6.0 and later do).
+/// Properties that other subsystems own are theirs to answer first.
+pub fn get_prop(tree: &Tree, modern: bool, id: NodeId, prop: &str) -> Result<Value, QmpError> {
     let n = tree.node(id);
     match prop {
         "type" => return Ok(Value::String(n.ty.into())),
@@ -432,15 +421,11 @@ pub fn get_prop(m: &Machine, id: NodeId, prop: &str) -> Result<Value, QmpError> 
     if let Some(l) = tree.link(id, prop) {
         return Ok(Value::String(l.target.to_string()));
     }
-    // Values other subsystems own.
-    if let Some(v) = crate::balloon::qom_get(m, id, prop) {
-        return v;
-    }
     if types::is_a(n.ty, "x86_64-cpu") && matches!(prop, "feature-words" | "filtered-features") {
         return Ok(cpu_feature_words(prop == "filtered-features"));
     }
     if types::find_prop(n.ty, prop).is_none() {
-        return Err(err_prop_not_found(modern(m), n.ty, prop));
+        return Err(err_prop_not_found(modern, n.ty, prop));
     }
     let v = tree.prop_value(id, prop).unwrap_or(Value::Null);
     Ok(match v {
@@ -541,38 +526,41 @@ pub fn check_value(prop: &str, ty: &str, v: &Value) -> Result<Value, QmpError> {
 }
 
 /// Write property `prop` of node `id`.
-pub fn set_prop(m: &mut Machine, id: NodeId, prop: &str, v: &Value) -> Result<(), QmpError> {
-    let tree = &m.qom.tree;
+/// Write property `prop` of node `id` (`modern`: answer as QEMU 6.0 and later do).
+/// Properties that other subsystems own are theirs to write first.
+pub fn set_prop(
+    tree: &mut Tree,
+    modern: bool,
+    id: NodeId,
+    prop: &str,
+    v: &Value,
+) -> Result<(), QmpError> {
     let n = tree.node(id);
     let ty = n.ty;
     if prop == "type" || tree.child(id, prop).is_some() {
-        return Err(err_not_writable(m, ty, prop));
+        return Err(err_not_writable(modern, ty, prop));
     }
     if tree.is_device(id) {
         match prop {
             "realized" => {
                 let b = check_value(prop, "bool", v)?;
-                m.qom.tree.set_val(id, prop, b);
+                tree.set_val(id, prop, b);
                 return Ok(());
             }
             "hotplugged" | "hotpluggable" | "parent_bus" => {
-                return Err(err_not_writable(m, ty, prop))
+                return Err(err_not_writable(modern, ty, prop))
             }
             _ => {}
         }
     } else if tree.is_bus(id) && (prop == "realized" || prop == "hotplug-handler") {
-        return Err(err_not_writable(m, ty, prop));
+        return Err(err_not_writable(modern, ty, prop));
     }
-    if let Some(r) = crate::balloon::qom_set(m, id, prop, v) {
-        return r;
-    }
-    let tree = &m.qom.tree;
     if tree.link(id, prop).is_some() {
-        return Err(err_not_writable(m, ty, prop));
+        return Err(err_not_writable(modern, ty, prop));
     }
     let def = match types::find_prop(ty, prop) {
         Some(d) => d,
-        None => return Err(err_prop_not_found(modern(m), ty, prop)),
+        None => return Err(err_prop_not_found(modern, ty, prop)),
     };
     if !def.dynamic {
         // qdev static properties: fixed once the device is realized.
@@ -614,18 +602,18 @@ pub fn set_prop(m: &mut Machine, id: NodeId, prop: &str, v: &Value) -> Result<()
             i64::MAX
         )));
     }
-    m.qom.tree.set_val(id, prop, nv);
+    tree.set_val(id, prop, nv);
     Ok(())
 }
 
 /// Resolve a path for `qom-list`: an ambiguous partial path says so.
-pub fn resolve_listed(m: &Machine, path: &str) -> Result<NodeId, QmpError> {
-    m.qom.tree.resolve(path).map_err(|e| err_resolve(path, e))
+pub fn resolve_listed(tree: &Tree, path: &str) -> Result<NodeId, QmpError> {
+    tree.resolve(path).map_err(|e| err_resolve(path, e))
 }
 
 /// `qom-get` and `qom-set` do not tell an ambiguous path from a missing one.
-pub fn resolve_plain(m: &Machine, path: &str) -> Result<NodeId, QmpError> {
-    m.qom.tree.resolve(path).map_err(|_| err_not_found(path))
+pub fn resolve_plain(tree: &Tree, path: &str) -> Result<NodeId, QmpError> {
+    tree.resolve(path).map_err(|_| err_not_found(path))
 }
 
 /// `qom-list-types`: every type (non-abstract ones unless `abstract`),

@@ -360,10 +360,10 @@ fn memory_hotplug() {
     assert_eq!(get(&mut m, "slot"), json!(0));
     assert_eq!(get(&mut m, "memdev"), json!("/objects/m1"));
     assert_eq!(
-        qmpkit_machine::devices::memory_devices(&m),
-        vec![json!({"type": "dimm", "data": {
+        qmpkit_qapi::encode(&qmpkit_machine::devices::memory_devices(&m)).unwrap(),
+        json!([{"type": "dimm", "data": {
             "id": "dimm1", "addr": 0x1_0000_0000u64, "size": 1u64 << 30, "slot": 0, "node": 0,
-            "memdev": "/objects/m1", "hotplugged": true, "hotpluggable": true}})]
+            "memdev": "/objects/m1", "hotplugged": true, "hotpluggable": true}}])
     );
     assert_eq!(
         run(

@@ -7,7 +7,7 @@ use crate::{api, Cx, Machine};
 use qmpkit_qapi::Empty;
 
 pub fn qom_list(m: &mut Machine, a: api::QomList, _: &mut Cx) -> R<Vec<api::ObjectPropertyInfo>> {
-    let id = qom::resolve_listed(m, &a.path)?;
+    let id = qom::resolve_listed(&m.qom.tree, &a.path)?;
     Ok(qom::list_props(&m.qom.tree, id)
         .into_iter()
         .map(|(name, ty)| api::ObjectPropertyInfo { name, r#type: ty })
@@ -15,13 +15,21 @@ pub fn qom_list(m: &mut Machine, a: api::QomList, _: &mut Cx) -> R<Vec<api::Obje
 }
 
 pub fn qom_get(m: &mut Machine, a: api::QomGet, _: &mut Cx) -> R<serde_json::Value> {
-    let id = qom::resolve_plain(m, &a.path)?;
-    qom::get_prop(m, id, &a.property)
+    let id = qom::resolve_plain(&m.qom.tree, &a.path)?;
+    // Properties another subsystem keeps the value of.
+    if let Some(r) = crate::balloon::qom_get(m, id, &a.property) {
+        return r;
+    }
+    qom::get_prop(&m.qom.tree, m.compat().options_6_0, id, &a.property)
 }
 
 pub fn qom_set(m: &mut Machine, a: api::QomSet, _: &mut Cx) -> R<Empty> {
-    let id = qom::resolve_plain(m, &a.path)?;
-    qom::set_prop(m, id, &a.property, &a.value)?;
+    let id = qom::resolve_plain(&m.qom.tree, &a.path)?;
+    if let Some(r) = crate::balloon::qom_set(m, id, &a.property, &a.value) {
+        return r.map(|()| Empty);
+    }
+    let modern = m.compat().options_6_0;
+    qom::set_prop(&mut m.qom.tree, modern, id, &a.property, &a.value)?;
     Ok(Empty)
 }
 
