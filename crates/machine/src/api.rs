@@ -34085,6 +34085,130 @@ impl ::qmpkit_qapi::Command for OrgQmpkitChardevWrite {
     type Returns = ::qmpkit_qapi::Empty;
 }
 
+/// Command `__org.qmpkit_guest-memory-write`: its arguments.
+///
+/// Make the guest write bytes into its RAM at a guest-physical address:
+/// what memsave, pmemsave, dumps and a migration's destination see
+/// afterwards. Bytes beyond the end of RAM are dropped.
+#[allow(deprecated)]
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct OrgQmpkitGuestMemoryWrite {
+    /// the guest-physical address
+    pub addr: i64,
+    /// the bytes, as UTF-8 text
+    pub data: ::std::string::String,
+}
+#[allow(deprecated)]
+impl ::qmpkit_qapi::Object for OrgQmpkitGuestMemoryWrite {
+    type Builder = __OrgQmpkitGuestMemoryWriteBuilder;
+    fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
+        ::serde::ser::SerializeMap::serialize_entry(__m, "addr", &self.addr)?;
+        ::serde::ser::SerializeMap::serialize_entry(__m, "data", &self.data)?;
+        Ok(())
+    }
+}
+#[allow(deprecated)]
+impl ::serde::Serialize for OrgQmpkitGuestMemoryWrite {
+    fn serialize<__S: ::serde::Serializer>(&self, __s: __S) -> ::core::result::Result<__S::Ok, __S::Error> {
+        ::qmpkit_qapi::__rt::serialize_object(self, __s)
+    }
+}
+#[allow(deprecated)]
+impl<'de> ::serde::Deserialize<'de> for OrgQmpkitGuestMemoryWrite {
+    fn deserialize<__D: ::serde::Deserializer<'de>>(__d: __D) -> ::core::result::Result<Self, __D::Error> {
+        ::qmpkit_qapi::__rt::deserialize_object(__d, "OrgQmpkitGuestMemoryWrite")
+    }
+}
+#[doc(hidden)]
+#[allow(deprecated)]
+#[derive(Default)]
+pub struct __OrgQmpkitGuestMemoryWriteBuilder {
+    addr: ::core::option::Option<i64>,
+    data: ::core::option::Option<::std::string::String>,
+}
+#[allow(deprecated)]
+impl ::qmpkit_qapi::Builder for __OrgQmpkitGuestMemoryWriteBuilder {
+    type Out = OrgQmpkitGuestMemoryWrite;
+    fn member<'de, __A: ::serde::de::MapAccess<'de>>(&mut self, __key: &str, __map: &mut __A) -> ::core::result::Result<bool, __A::Error> {
+        match __key {
+            "addr" => self.addr = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
+            "data" => self.data = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+    fn finish<__E: ::serde::de::Error>(self) -> ::core::result::Result<OrgQmpkitGuestMemoryWrite, __E> {
+        Ok(OrgQmpkitGuestMemoryWrite { addr: ::qmpkit_qapi::__rt::missing(self.addr, "addr")?, data: ::qmpkit_qapi::__rt::missing(self.data, "data")?, })
+    }
+}
+
+#[allow(deprecated)]
+impl ::qmpkit_qapi::Command for OrgQmpkitGuestMemoryWrite {
+    const NAME: &'static str = "__org.qmpkit_guest-memory-write";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Returns = ::qmpkit_qapi::Empty;
+}
+
+/// Command `__org.qmpkit_guest-dirty-rate`: its arguments.
+///
+/// Set how many pages per second the running guest dirties: what a live
+/// migration has to send again after each pass.
+#[allow(deprecated)]
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct OrgQmpkitGuestDirtyRate {
+    /// the rate (256 at start)
+    pub pages_per_second: i64,
+}
+#[allow(deprecated)]
+impl ::qmpkit_qapi::Object for OrgQmpkitGuestDirtyRate {
+    type Builder = __OrgQmpkitGuestDirtyRateBuilder;
+    fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
+        ::serde::ser::SerializeMap::serialize_entry(__m, "pages-per-second", &self.pages_per_second)?;
+        Ok(())
+    }
+}
+#[allow(deprecated)]
+impl ::serde::Serialize for OrgQmpkitGuestDirtyRate {
+    fn serialize<__S: ::serde::Serializer>(&self, __s: __S) -> ::core::result::Result<__S::Ok, __S::Error> {
+        ::qmpkit_qapi::__rt::serialize_object(self, __s)
+    }
+}
+#[allow(deprecated)]
+impl<'de> ::serde::Deserialize<'de> for OrgQmpkitGuestDirtyRate {
+    fn deserialize<__D: ::serde::Deserializer<'de>>(__d: __D) -> ::core::result::Result<Self, __D::Error> {
+        ::qmpkit_qapi::__rt::deserialize_object(__d, "OrgQmpkitGuestDirtyRate")
+    }
+}
+#[doc(hidden)]
+#[allow(deprecated)]
+#[derive(Default)]
+pub struct __OrgQmpkitGuestDirtyRateBuilder {
+    pages_per_second: ::core::option::Option<i64>,
+}
+#[allow(deprecated)]
+impl ::qmpkit_qapi::Builder for __OrgQmpkitGuestDirtyRateBuilder {
+    type Out = OrgQmpkitGuestDirtyRate;
+    fn member<'de, __A: ::serde::de::MapAccess<'de>>(&mut self, __key: &str, __map: &mut __A) -> ::core::result::Result<bool, __A::Error> {
+        match __key {
+            "pages-per-second" => self.pages_per_second = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+    fn finish<__E: ::serde::de::Error>(self) -> ::core::result::Result<OrgQmpkitGuestDirtyRate, __E> {
+        Ok(OrgQmpkitGuestDirtyRate { pages_per_second: ::qmpkit_qapi::__rt::missing(self.pages_per_second, "pages-per-second")?, })
+    }
+}
+
+#[allow(deprecated)]
+impl ::qmpkit_qapi::Command for OrgQmpkitGuestDirtyRate {
+    const NAME: &'static str = "__org.qmpkit_guest-dirty-rate";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Returns = ::qmpkit_qapi::Empty;
+}
+
 /// Event `SHUTDOWN`: its data.
 ///
 /// The virtual machine shut down.
@@ -37464,6 +37588,16 @@ pub trait Commands<C: Send + 'static = ()>: Send + Sync + 'static {
         let _ = (args, ctx);
         async { Err(::qmpkit_qapi::server::CommandError::not_implemented("__org.qmpkit_chardev-write")) }
     }
+    /// `__org.qmpkit_guest-memory-write`: see [`OrgQmpkitGuestMemoryWrite`].
+    fn org_qmpkit_guest_memory_write(&self, args: OrgQmpkitGuestMemoryWrite, ctx: C) -> impl ::core::future::Future<Output = ::qmpkit_qapi::server::Reply<::qmpkit_qapi::Empty>> + Send {
+        let _ = (args, ctx);
+        async { Err(::qmpkit_qapi::server::CommandError::not_implemented("__org.qmpkit_guest-memory-write")) }
+    }
+    /// `__org.qmpkit_guest-dirty-rate`: see [`OrgQmpkitGuestDirtyRate`].
+    fn org_qmpkit_guest_dirty_rate(&self, args: OrgQmpkitGuestDirtyRate, ctx: C) -> impl ::core::future::Future<Output = ::qmpkit_qapi::server::Reply<::qmpkit_qapi::Empty>> + Send {
+        let _ = (args, ctx);
+        async { Err(::qmpkit_qapi::server::CommandError::not_implemented("__org.qmpkit_guest-dirty-rate")) }
+    }
 }
 
 /// Hand every command of [`Commands`] to a server's registrar.
@@ -37635,6 +37769,8 @@ pub fn register_commands<S: Commands<C>, C: Send + 'static, R: ::qmpkit_qapi::se
     r.command::<OrgQmpkitQueryKeyboard>(|s, a, c| ::std::boxed::Box::pin(async move { s.org_qmpkit_query_keyboard(a, c).await }));
     r.command::<OrgQmpkitGuestHibernate>(|s, a, c| ::std::boxed::Box::pin(async move { s.org_qmpkit_guest_hibernate(a, c).await }));
     r.command::<OrgQmpkitChardevWrite>(|s, a, c| ::std::boxed::Box::pin(async move { s.org_qmpkit_chardev_write(a, c).await }));
+    r.command::<OrgQmpkitGuestMemoryWrite>(|s, a, c| ::std::boxed::Box::pin(async move { s.org_qmpkit_guest_memory_write(a, c).await }));
+    r.command::<OrgQmpkitGuestDirtyRate>(|s, a, c| ::std::boxed::Box::pin(async move { s.org_qmpkit_guest_dirty_rate(a, c).await }));
 }
 /// The commands of this schema for an implementation that owns its state and runs each
 /// command to completion: one method per command. A method left out answers
@@ -38476,6 +38612,16 @@ pub trait Handlers {
         let _ = (args, cx);
         Err(::qmpkit_qapi::server::CommandError::not_implemented("__org.qmpkit_chardev-write"))
     }
+    /// `__org.qmpkit_guest-memory-write`: see [`OrgQmpkitGuestMemoryWrite`].
+    fn org_qmpkit_guest_memory_write(&mut self, args: OrgQmpkitGuestMemoryWrite, cx: &mut Self::Cx) -> ::qmpkit_qapi::server::Reply<::qmpkit_qapi::Empty> {
+        let _ = (args, cx);
+        Err(::qmpkit_qapi::server::CommandError::not_implemented("__org.qmpkit_guest-memory-write"))
+    }
+    /// `__org.qmpkit_guest-dirty-rate`: see [`OrgQmpkitGuestDirtyRate`].
+    fn org_qmpkit_guest_dirty_rate(&mut self, args: OrgQmpkitGuestDirtyRate, cx: &mut Self::Cx) -> ::qmpkit_qapi::server::Reply<::qmpkit_qapi::Empty> {
+        let _ = (args, cx);
+        Err(::qmpkit_qapi::server::CommandError::not_implemented("__org.qmpkit_guest-dirty-rate"))
+    }
 }
 
 /// Run command `name` on `h`: decode `args` (an `arguments` object the server has
@@ -38650,6 +38796,8 @@ pub fn dispatch<H: Handlers + ?::core::marker::Sized>(h: &mut H, name: &str, arg
         "__org.qmpkit_query-keyboard" => ::qmpkit_qapi::server::call::<OrgQmpkitQueryKeyboard>(args, |a| h.org_qmpkit_query_keyboard(a, cx)),
         "__org.qmpkit_guest-hibernate" => ::qmpkit_qapi::server::call::<OrgQmpkitGuestHibernate>(args, |a| h.org_qmpkit_guest_hibernate(a, cx)),
         "__org.qmpkit_chardev-write" => ::qmpkit_qapi::server::call::<OrgQmpkitChardevWrite>(args, |a| h.org_qmpkit_chardev_write(a, cx)),
+        "__org.qmpkit_guest-memory-write" => ::qmpkit_qapi::server::call::<OrgQmpkitGuestMemoryWrite>(args, |a| h.org_qmpkit_guest_memory_write(a, cx)),
+        "__org.qmpkit_guest-dirty-rate" => ::qmpkit_qapi::server::call::<OrgQmpkitGuestDirtyRate>(args, |a| h.org_qmpkit_guest_dirty_rate(a, cx)),
         _ => return ::core::option::Option::None,
     })
 }

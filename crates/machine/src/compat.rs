@@ -37,6 +37,12 @@ pub struct Compat {
     pub options_6_0: bool,
     /// 6.2: a second `device_del` of a device being unplugged is refused.
     pub refuse_repeated_unplug: bool,
+    /// `migrate` / `migrate-incoming` with an unknown scheme: "unknown migration protocol:
+    /// URI" (before: "Parameter 'uri' expects a valid migration protocol").
+    pub migrate_uri_words_8_2: bool,
+    /// Every switchover passes through migration status `device` (before: only when it
+    /// paused in `pre-switchover`).
+    pub migration_device_state_always: bool,
 }
 
 impl Compat {
@@ -57,6 +63,8 @@ impl Compat {
             hmp_error_prefix: at(5, 0),
             options_6_0: at(6, 0),
             refuse_repeated_unplug: at(6, 2),
+            migrate_uri_words_8_2: at(8, 2),
+            migration_device_state_always: at(9, 0),
         }
     }
 }

@@ -365,8 +365,11 @@ pub fn remove_fd(m: &mut Machine, id: i64, fd: Option<i64>) -> Result<(), QmpErr
     Ok(())
 }
 
-/// The sets as `query-fdsets` lists them: `(id, [(fd, opaque)])`, descending ids.
-pub fn list(m: &mut Machine) -> Vec<(i64, Vec<(i64, Option<String>)>)> {
+/// One set as listed: `(id, [(fd, opaque)])`.
+pub type Listed = (i64, Vec<(i64, Option<String>)>);
+
+/// The sets as `query-fdsets` lists them, descending ids.
+pub fn list(m: &mut Machine) -> Vec<Listed> {
     m.fds.prune();
     m.fds
         .sets

@@ -100,6 +100,8 @@ pub enum TimerAction {
     Dump(dump::Timer),
     /// The guest's balloon driver stepping toward its target.
     Balloon(balloon::Timer),
+    /// Migration progress and incoming streams.
+    Migration(migration::Timer),
     /// A subsystem-defined action: `(subsystem, what, data)`.
     Custom(&'static str, String, Value),
 }
@@ -154,6 +156,8 @@ pub struct Machine {
     pub misc: misc::MiscState,
     /// Descriptors passed by clients: named ones without a session, fd sets.
     pub fds: fdsets::FdState,
+    /// Capabilities, parameters, the outgoing and the incoming migration.
+    pub migration: migration::MigrationState,
     // and create them in `Machine::new`.
 }
 
@@ -182,8 +186,9 @@ impl Machine {
         }
         let block = block::BlockState::new(&config);
         let chardev = chardev::ChardevState::new(&config);
+        let migration = migration::MigrationState::new(&config);
         let (major, minor, _) = config.qemu_version;
-        Machine {
+        let mut m = Machine {
             compat: compat::Compat::of(major, minor),
             outbox: Vec::new(),
             timers: BTreeMap::new(),
@@ -208,7 +213,10 @@ impl Machine {
             chardev,
             misc: Default::default(),
             fds: Default::default(),
-        }
+            migration,
+        };
+        migration::start_from_config(&mut m);
+        m
     }
 
     /// Queue an event for broadcast, as the subsystem made it (shaped
@@ -293,20 +301,23 @@ impl Machine {
     /// Bring the machine to time `now_ns`: run every due timer (and the
     /// timers those schedule, when they are due too), in deadline order.
     pub fn advance(&mut self, now_ns: u64) {
-        // Bounded: a timer scheduling zero-delay timers forever must not
-        // hang the caller.
-        for _ in 0..10_000 {
-            let due = self.take_due(now_ns);
-            if due.is_empty() {
-                return;
+        // Each timer runs at its own deadline (what it schedules counts from
+        // there), so one long step behaves as many short ones. Bounded: a
+        // timer scheduling zero-delay timers forever must not hang the caller.
+        for _ in 0..1_000_000 {
+            let Some((&key, _)) = self.timers.iter().next() else {
+                break;
+            };
+            if key.0 > now_ns || self.exit.is_some() {
+                break;
             }
-            for action in due {
-                if self.exit.is_some() {
-                    return;
-                }
-                self.fire(action);
-            }
+            let Some(action) = self.timers.remove(&key) else {
+                break;
+            };
+            self.now_ns = self.now_ns.max(key.0);
+            self.fire(action);
         }
+        self.now_ns = self.now_ns.max(now_ns);
     }
 
     /// Hand a due timer to the subsystem that scheduled it.
@@ -316,6 +327,7 @@ impl Machine {
             TimerAction::Devices(t) => return devices::on_timer(self, t),
             TimerAction::Dump(t) => return dump::on_timer(self, t),
             TimerAction::Balloon(t) => return balloon::on_timer(self, t),
+            TimerAction::Migration(t) => return migration::on_timer(self, t),
             TimerAction::Custom(sub, what, data) => (sub, what, data),
         };
         match sub {
@@ -361,7 +373,6 @@ impl Machine {
             .or_else(|| input::execute(self, cmd, args, cx))
             .or_else(|| misc::execute(self, cmd, args, cx))
             .or_else(|| jobs::execute(self, cmd, args, cx))
-            .or_else(|| migration::execute(self, cmd, args, cx))
             .or_else(|| hmp::execute(self, cmd, args, cx))
     }
 
@@ -436,7 +447,6 @@ pub fn handled() -> Vec<&'static str> {
         net::HANDLED,
         misc::HANDLED,
         jobs::HANDLED,
-        migration::HANDLED,
         hmp::HANDLED,
     ] {
         v.extend_from_slice(h);

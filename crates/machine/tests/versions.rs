@@ -267,6 +267,15 @@ fn call_args(cmd: &str, tmp: &str) -> Option<Value> {
         "ringbuf-read" => json!({"device": "ring0", "size": 16}),
         "__org.qmpkit_chardev-write" => json!({"id": "ring0", "data": "abc"}),
         "migrate-continue" => json!({"state": "pre-switchover"}),
+        "migrate" => json!({"uri": "exec:cat > /dev/null"}),
+        "migrate-set-cache-size" => json!({"value": 1048576}),
+        "migrate-set-capabilities" => {
+            json!({"capabilities": [{"capability": "events", "state": true}]})
+        }
+        "migrate_set_downtime" => json!({"value": 0.5}),
+        "migrate_set_speed" => json!({"value": 1048576}),
+        "__org.qmpkit_guest-memory-write" => json!({"addr": 4096, "data": "abc"}),
+        "__org.qmpkit_guest-dirty-rate" => json!({"pages-per-second": 100}),
         "migrate-incoming" => json!({"uri": "tcp:127.0.0.1:4444"}),
         "query-rocker"
         | "query-rocker-ports"

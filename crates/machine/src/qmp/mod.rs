@@ -27,6 +27,7 @@ pub mod dump;
 pub mod fds;
 pub mod identity;
 pub mod memory;
+pub mod migration;
 pub mod qom;
 pub mod runstate;
 
@@ -140,6 +141,24 @@ handlers! {
     add_fd(AddFd) => fds::add_fd;
     remove_fd(RemoveFd) => fds::remove_fd;
     query_fdsets(QueryFdsets) => fds::query_fdsets;
+    migrate(Migrate) => migration::migrate;
+    migrate_incoming(MigrateIncoming) => migration::migrate_incoming;
+    query_migrate(QueryMigrate) => migration::query_migrate;
+    migrate_cancel(MigrateCancel) => migration::migrate_cancel;
+    migrate_continue(MigrateContinue) => migration::migrate_continue;
+    migrate_start_postcopy(MigrateStartPostcopy) => migration::migrate_start_postcopy;
+    migrate_set_capabilities(MigrateSetCapabilities) => migration::migrate_set_capabilities;
+    query_migrate_capabilities(QueryMigrateCapabilities) => migration::query_migrate_capabilities;
+    migrate_set_parameters(MigrateSetParametersCommand) => migration::migrate_set_parameters;
+    query_migrate_parameters(QueryMigrateParameters) => migration::query_migrate_parameters;
+    migrate_set_downtime(MigrateSetDowntime) => migration::migrate_set_downtime;
+    migrate_set_speed(MigrateSetSpeed) => migration::migrate_set_speed;
+    migrate_set_cache_size(MigrateSetCacheSize) => migration::migrate_set_cache_size;
+    query_migrate_cache_size(QueryMigrateCacheSize) => migration::query_migrate_cache_size;
+    client_migrate_info(ClientMigrateInfo) => migration::client_migrate_info;
+    x_colo_lost_heartbeat(XColoLostHeartbeat) => migration::x_colo_lost_heartbeat;
+    org_qmpkit_guest_memory_write(OrgQmpkitGuestMemoryWrite) => migration::guest_memory_write;
+    org_qmpkit_guest_dirty_rate(OrgQmpkitGuestDirtyRate) => migration::guest_dirty_rate;
 
     // Block layer and jobs
 }
