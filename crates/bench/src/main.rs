@@ -7,6 +7,7 @@ mod machine;
 mod process;
 mod proto;
 mod schema;
+mod startup;
 mod tools;
 mod wire;
 
@@ -35,6 +36,9 @@ fn main() {
     }
     if on("codegen") {
         codegen::run(&mut results);
+    }
+    if on("machine") || on("startup") {
+        startup::run(&mut results);
     }
     if on("machine") {
         machine::run(&mut results);

@@ -96,7 +96,8 @@ fn load_schema(o: &mut opts::ServeOptions) -> Result<qmpkit_schema::Schema, Exit
             o.from_introspection = src == qmpkit_schema::SchemaSource::Introspection;
             s
         }),
-        None => qmpkit_machine::embedded::load_schema(),
+        // Checked when the binary was built: read back, not parsed again.
+        None => qmpkit_machine::embedded::load_prechecked(),
     };
     r.map_err(|e| {
         eprintln!("qmpkit serve: {}", schema_error_line(&e));

@@ -6,6 +6,12 @@
 //! same files. [`load_schema`] runs the whole schema pipeline on them
 //! under the legacy dialect (the schema keeps QEMU 2.12's constructs, such
 //! as simple unions, that shape its introspection).
+//!
+//! The build script runs the same pipeline once, at build time: a program
+//! that serves the schema takes the checked model from
+//! [`load_prechecked`] (read from its compact form, no parsing or
+//! checking) and the encoded `query-qmp-schema` answer from
+//! [`QMP_SCHEMA_REPLY`].
 
 use qmpkit_schema::{Dialect, MemoryProvider, QapiError, Schema};
 
@@ -62,6 +68,22 @@ pub fn provider() -> MemoryProvider {
 /// Parse and check the embedded schema.
 pub fn load_schema() -> Result<Schema, QapiError> {
     qmpkit_schema::load_from(ROOT, DIALECT, &provider())
+}
+
+/// The model [`load_schema`] builds, as the build script checked it, in
+/// the schema crate's compact form (no doc comments).
+pub const MODEL: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/schema.model"));
+
+/// The embedded schema's `query-qmp-schema` answer (the value of its
+/// `return`) with the default introspection options (no configuration
+/// symbols, type names masked), encoded as a server writes it.
+pub const QMP_SCHEMA_REPLY: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/qmp-schema.json"));
+
+/// The embedded schema's checked model without its doc comments, read
+/// from the form the build script wrote ([`MODEL`]): what [`load_schema`]
+/// returns, docs aside, at a fraction of the cost.
+pub fn load_prechecked() -> Result<Schema, QapiError> {
+    Schema::from_compact(MODEL)
 }
 
 #[cfg(test)]
@@ -125,5 +147,54 @@ mod tests {
         assert!(schema.lookup("__org.qmpkit_guest-panic").is_some());
         assert_eq!(file(ROOT).map(|t| t.is_empty()), Some(false));
         assert_eq!(file("nope.json"), None);
+    }
+
+    #[test]
+    fn prechecked_model_is_the_loaded_one() {
+        let loaded = match load_schema() {
+            Ok(s) => s,
+            Err(e) => panic!("embedded schema does not load:\n{e}"),
+        };
+        let pre = match load_prechecked() {
+            Ok(s) => s,
+            Err(e) => panic!("the build script's model does not read back: {e}"),
+        };
+        // Fresh from the sources: the build script's copy is not stale.
+        let mut undocumented = loaded.clone();
+        undocumented.docs = Vec::new();
+        undocumented.doc_links = Vec::new();
+        assert!(undocumented.to_compact() == MODEL, "stale schema.model");
+        let undoc = |s: &Schema| -> Vec<_> {
+            s.entities
+                .iter()
+                .cloned()
+                .map(|mut e| {
+                    e.doc = None;
+                    e
+                })
+                .collect()
+        };
+        assert_eq!(undoc(&loaded), undoc(&pre));
+        assert_eq!(loaded.modules, pre.modules);
+        assert_eq!(loaded.pragma, pre.pragma);
+        assert_eq!(loaded.dialect, pre.dialect);
+        for (_, e) in loaded.iter() {
+            assert_eq!(pre.lookup(&e.name), loaded.lookup(&e.name), "{}", e.name);
+        }
+        assert_eq!(pre.q_empty(), loaded.q_empty());
+        assert_eq!(pre.qtype(), loaded.qtype());
+    }
+
+    #[test]
+    fn prechecked_reply_is_the_introspection() {
+        let loaded = match load_schema() {
+            Ok(s) => s,
+            Err(e) => panic!("embedded schema does not load:\n{e}"),
+        };
+        let infos = qmpkit_schema::introspect::introspect(&loaded, &Default::default());
+        let v = serde_json::to_value(&infos).expect("introspection encodes");
+        let mut want = Vec::new();
+        qmpkit_wire::json::write_qemu(&qmpkit_wire::qdict::qemu_order(v), &mut want);
+        assert!(want == QMP_SCHEMA_REPLY, "stale qmp-schema.json");
     }
 }

@@ -165,7 +165,7 @@ pub(crate) struct Inner {
     version_ret: Arc<[u8]>,
     commands_ret: Arc<[u8]>,
     /// Encoded `query-qmp-schema` answer, shared with sibling servers.
-    schema_ret: Arc<OnceLock<Arc<[u8]>>>,
+    schema_ret: Arc<OnceLock<Encoded>>,
     /// The names `query-commands` lists, hashed: siblings with the same list share
     /// `commands_ret`.
     commands_key: u64,
@@ -274,6 +274,23 @@ fn error_line(out: &mut Vec<u8>, err: &QmpError, id: Option<Value>) {
     out.extend_from_slice(b"\r\n");
 }
 
+/// An encoded answer: made by this server, or handed over ready-made (built with the program).
+#[derive(Clone)]
+enum Encoded {
+    Static(&'static [u8]),
+    Shared(Arc<[u8]>),
+}
+
+impl std::ops::Deref for Encoded {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            Encoded::Static(b) => b,
+            Encoded::Shared(b) => b,
+        }
+    }
+}
+
 fn encode_value(v: Value) -> Arc<[u8]> {
     let mut out = Vec::new();
     write_qemu(&qemu_order(v), &mut out);
@@ -285,7 +302,20 @@ impl Server {
     /// greeting and the built-in answers (including the encoded `query-qmp-schema` reply)
     /// once, here.
     pub fn new(schema: Arc<Schema>, registry: Registry, opts: ServerOptions) -> Server {
-        Server::build(schema, registry, opts, None)
+        Server::build(schema, registry, opts, None, None)
+    }
+
+    /// [`Server::new`] with the `query-qmp-schema` answer already encoded: `reply` is the
+    /// value of its `return` exactly as this server would write it for `schema` under
+    /// `opts.introspection` (a program that embeds a schema encodes it when it is built),
+    /// so nothing is introspected or encoded here.
+    pub fn with_schema_reply(
+        schema: Arc<Schema>,
+        registry: Registry,
+        opts: ServerOptions,
+        reply: &'static [u8],
+    ) -> Server {
+        Server::build(schema, registry, opts, None, Some(reply))
     }
 
     /// Another server over the same schema (one machine of a fleet). What does not depend
@@ -294,7 +324,13 @@ impl Server {
     /// `query-commands` answer, with the same version the `query-version` answer, and the
     /// synthesised replies of the commands both serve.
     pub fn sibling(&self, registry: Registry, opts: ServerOptions) -> Server {
-        Server::build(self.inner.schema.clone(), registry, opts, Some(&self.inner))
+        Server::build(
+            self.inner.schema.clone(),
+            registry,
+            opts,
+            Some(&self.inner),
+            None,
+        )
     }
 
     fn build(
@@ -302,6 +338,7 @@ impl Server {
         registry: Registry,
         opts: ServerOptions,
         template: Option<&Inner>,
+        schema_reply: Option<&'static [u8]>,
     ) -> Server {
         let same_introspection = template.is_some_and(|t| {
             opts.introspection.enabled == t.opts.introspection.enabled
@@ -480,7 +517,11 @@ impl Server {
             version_ret,
             commands_ret,
             commands_key,
-            schema_ret: shared_schema_reply.unwrap_or_default(),
+            schema_ret: match (shared_schema_reply, schema_reply) {
+                (Some(shared), _) => shared,
+                (None, Some(r)) => Arc::new(OnceLock::from(Encoded::Static(r))),
+                (None, None) => Arc::default(),
+            },
             validate_opts,
             sessions: Mutex::new(HashMap::new()),
             next_session: AtomicU64::new(0),
@@ -594,14 +635,14 @@ impl Inner {
         self.next_session.fetch_add(1, Ordering::Relaxed) + 1
     }
 
-    fn schema_reply(&self) -> Arc<[u8]> {
+    fn schema_reply(&self) -> Encoded {
         self.schema_ret
             .get_or_init(|| {
                 let infos = introspect::introspect(&self.schema, &self.opts.introspection);
-                match serde_json::to_value(&infos) {
+                Encoded::Shared(match serde_json::to_value(&infos) {
                     Ok(v) => encode_value(v),
                     Err(_) => Arc::from(&b"[]"[..]),
-                }
+                })
             })
             .clone()
     }
@@ -797,7 +838,10 @@ impl Inner {
         let ret = match entry.builtin {
             Builtin::QueryVersion => self.version_ret.clone(),
             Builtin::QueryCommands => self.commands_ret.clone(),
-            Builtin::QueryQmpSchema => self.schema_reply(),
+            Builtin::QueryQmpSchema => {
+                raw_return(out, &self.schema_reply(), id.as_ref());
+                return None;
+            }
             _ if self.opts.unhandled == Unhandled::Synthesize => self.synth_reply(entry),
             _ => {
                 error_line(out, &not_implemented(&entry.name, "this server"), id);

@@ -181,6 +181,9 @@ struct Unit {
     trim_pending: Arc<AtomicBool>,
     schema: Arc<Schema>,
     sopts: Arc<ServerOptions>,
+    /// The `query-qmp-schema` answer built with the binary, when it is the
+    /// one to serve (the embedded schema, default introspection options).
+    schema_reply: Option<&'static [u8]>,
     unhandled: Unhandled,
     test_control: bool,
 }
@@ -191,6 +194,7 @@ impl Unit {
         schema: &Arc<Schema>,
         sopts: &Arc<ServerOptions>,
         template: Option<&Server>,
+        schema_reply: Option<&'static [u8]>,
         trim_pending: &Arc<AtomicBool>,
         o: &ServeOptions,
     ) -> Unit {
@@ -205,6 +209,7 @@ impl Unit {
             trim_pending: trim_pending.clone(),
             schema: schema.clone(),
             sopts: sopts.clone(),
+            schema_reply,
             unhandled: o.unhandled(),
             test_control: o.test_control,
         }
@@ -227,10 +232,13 @@ impl Unit {
         let mut reg = Registry::new();
         self.handle
             .register_with(&mut reg, &self.schema, self.unhandled, self.test_control);
-        let server = match &self.template {
-            Some(t) => t.sibling(reg, (*self.sopts).clone()),
-            None => Server::new(self.schema.clone(), reg, (*self.sopts).clone()),
-        };
+        let server = new_server(
+            &self.schema,
+            reg,
+            &self.sopts,
+            self.template.as_ref(),
+            self.schema_reply,
+        );
         self.handle.set_events(Some(server.events()));
         if !self.timers_started.swap(true, Ordering::SeqCst) {
             tokio::spawn(self.handle.clone().run_timers(None));
@@ -337,6 +345,23 @@ impl Unit {
     }
 }
 
+/// A server for one machine: a sibling of the fleet's template, or one
+/// of its own (with the ready-made `query-qmp-schema` answer if there is
+/// one).
+fn new_server(
+    schema: &Arc<Schema>,
+    reg: Registry,
+    sopts: &ServerOptions,
+    template: Option<&Server>,
+    schema_reply: Option<&'static [u8]>,
+) -> Server {
+    match (template, schema_reply) {
+        (Some(t), _) => t.sibling(reg, sopts.clone()),
+        (None, Some(r)) => Server::with_schema_reply(schema.clone(), reg, sopts.clone(), r),
+        (None, None) => Server::new(schema.clone(), reg, sopts.clone()),
+    }
+}
+
 enum Conn {
     Unix(tokio::net::UnixStream),
     Tcp(tokio::net::TcpStream),
@@ -424,6 +449,11 @@ async fn serve_async(
     let bind_opts = BindOptions {
         allow_remote_tcp: o.allow_remote_tcp,
     };
+    // The embedded schema's answer was encoded when the binary was built.
+    let schema_reply = (o.schema.is_none()
+        && sopts.introspection.enabled.is_empty()
+        && !sopts.introspection.unmask)
+        .then_some(qmpkit_machine::embedded::QMP_SCHEMA_REPLY);
     let sopts = Arc::new(sopts);
     // The fleet's servers are siblings of one built now with no handlers:
     // the schema's answers are encoded once for all of them.
@@ -437,7 +467,7 @@ async fn serve_async(
             o.unhandled(),
             o.test_control,
         );
-        Server::new(schema.clone(), reg, (*sopts).clone())
+        new_server(&schema, reg, &sopts, None, schema_reply)
     });
     let trim_pending = Arc::new(AtomicBool::new(false));
     let mut units: Vec<(Unit, Vec<(Listener, MonitorMode)>)> = Vec::with_capacity(n);
@@ -487,6 +517,7 @@ async fn serve_async(
                 &schema,
                 &sopts,
                 template.as_ref(),
+                schema_reply,
                 &trim_pending,
                 &o,
             ),

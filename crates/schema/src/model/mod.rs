@@ -20,6 +20,7 @@
 pub mod build;
 pub mod check;
 pub mod cname;
+pub mod compact;
 pub mod from_introspection;
 
 use crate::source::{Dialect, Info};
