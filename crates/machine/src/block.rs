@@ -167,6 +167,18 @@ fn qdev_of(m: &Machine, id: &str) -> Option<String> {
     Some(path)
 }
 
+/// The QOM path of the device in front of drive `id` (its virtio back end for virtio
+/// devices), as QEMU names it in events.
+pub fn qom_path_of(m: &Machine, id: &str) -> Option<String> {
+    let n = frontend(m, id)?;
+    let tree = &m.qom.tree;
+    let path = tree.path(n);
+    if types::is_a(tree.node(n).ty, "virtio-pci") {
+        return Some(format!("{path}/virtio-backend"));
+    }
+    Some(path)
+}
+
 fn not_found(name: &str) -> QmpError {
     QmpError::new(
         ErrorClass::DeviceNotFound,

@@ -45,6 +45,7 @@ pub mod qmp;
 pub mod runstate;
 pub mod shape;
 pub mod testctl;
+pub mod view;
 
 pub mod balloon;
 pub mod block;
@@ -132,6 +133,9 @@ pub struct Machine {
     pub exit: Option<ExitReason>,
     /// Behaviour switches of the QEMU version the machine claims.
     compat: compat::Compat,
+    /// What converting replies and events to the served interface invented beyond the
+    /// listed gaps (see [`view`]): nothing, when all is well.
+    pub view_faults: view::Faults,
     /// Run state and the modelled guest's life cycle.
     pub run: runstate::RunStateData,
     /// Identity values that commands can change at run time.
@@ -190,6 +194,7 @@ impl Machine {
         let (major, minor, _) = config.qemu_version;
         let mut m = Machine {
             compat: compat::Compat::of(major, minor),
+            view_faults: Default::default(),
             outbox: Vec::new(),
             timers: BTreeMap::new(),
             timer_seq: 0,
@@ -245,13 +250,15 @@ impl Machine {
     /// (see [`shape::conform_event`]).
     pub fn take_events(&mut self) -> Vec<(String, Option<Value>)> {
         let schema = self.schema.clone();
-        self.take_raw_events()
-            .into_iter()
-            .filter_map(|(name, data)| {
-                let ev = shape::conform_event(&schema, &name, data).value?;
-                Some((name, ev))
-            })
-            .collect()
+        let raw = self.take_raw_events();
+        let mut out = Vec::with_capacity(raw.len());
+        for (name, mut data) in raw {
+            view::derive_event(self, &name, &mut data);
+            if let Some(ev) = view::event(&schema, &name, data, &mut self.view_faults) {
+                out.push((name, ev));
+            }
+        }
+        out
     }
 
     /// Drain queued events, oldest first, as the subsystems made them
@@ -343,7 +350,8 @@ impl Machine {
     /// it is not implemented, or a synthesised value when asked to).
     pub fn execute(&mut self, cmd: &str, args: &Args, cx: &mut Cx) -> Option<CmdResult> {
         let r = self.execute_raw(cmd, args, cx)?;
-        Some(r.map(|v| shape::conform_return(&self.schema, cmd, v).value))
+        let schema = self.schema.clone();
+        Some(r.map(|v| view::reply(&schema, cmd, v, &mut self.view_faults)))
     }
 
     /// [`Machine::execute`] without shaping the reply: the value as the

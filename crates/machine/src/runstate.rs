@@ -163,14 +163,15 @@ pub enum ShutdownCause {
 }
 
 impl ShutdownCause {
-    fn names(self) -> &'static [&'static str] {
+    /// The name QMP uses (QEMU 4.0's; the version view renames it for older interfaces).
+    fn name(self) -> &'static str {
         match self {
-            ShutdownCause::HostQmpQuit => &["host-qmp-quit", "host-qmp"],
-            ShutdownCause::HostQmpSystemReset => &["host-qmp-system-reset", "host-qmp"],
-            ShutdownCause::HostSignal => &["host-signal"],
-            ShutdownCause::GuestShutdown => &["guest-shutdown"],
-            ShutdownCause::GuestReset => &["guest-reset"],
-            ShutdownCause::GuestPanic => &["guest-panic"],
+            ShutdownCause::HostQmpQuit => "host-qmp-quit",
+            ShutdownCause::HostQmpSystemReset => "host-qmp-system-reset",
+            ShutdownCause::HostSignal => "host-signal",
+            ShutdownCause::GuestShutdown => "guest-shutdown",
+            ShutdownCause::GuestReset => "guest-reset",
+            ShutdownCause::GuestPanic => "guest-panic",
         }
     }
 
@@ -269,21 +270,12 @@ pub fn needs_reset(m: &Machine) -> bool {
     }
 }
 
-fn cause_value(m: &Machine, cause: ShutdownCause) -> Value {
-    let names = cause.names();
-    let pick = names
-        .iter()
-        .find(|n| crate::shape::enum_has(&m.schema, "ShutdownCause", n))
-        .unwrap_or(&names[0]);
-    Value::String(pick.to_string())
-}
-
 /// The data of SHUTDOWN or RESET: who asked, and why where the served
 /// interface says (QEMU 4.0 added `reason`).
 fn cause_data(m: &Machine, event: &str, cause: ShutdownCause) -> Value {
     let mut data = json!({"guest": cause.is_guest()});
     if crate::shape::event_has_member(&m.schema, event, "reason") {
-        data["reason"] = cause_value(m, cause);
+        data["reason"] = Value::String(cause.name().to_string());
     }
     data
 }

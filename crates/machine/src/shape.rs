@@ -382,6 +382,10 @@ impl<'a> Shaper<'a> {
             }
             EntityKind::Enum(e) => match value.as_str() {
                 Some(s) if e.members.iter().any(|m| m.name == s) => value,
+                Some(s) if crate::view::rename(schema, &schema.entity(id).name, s).is_some() => {
+                    let to = crate::view::rename(schema, &schema.entity(id).name, s);
+                    Value::String(to.unwrap_or_default().to_string())
+                }
                 _ => {
                     self.invent(InventionKind::EnumReplaced(value));
                     synth(schema, id, depth)

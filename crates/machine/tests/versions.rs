@@ -10,7 +10,8 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use qmpkit_machine::shape::{self, Invention, InventionKind};
+use qmpkit_machine::shape::{self, Invention};
+use qmpkit_machine::view;
 use qmpkit_machine::{Cx, Machine, MachineConfig};
 use qmpkit_schema::model::EntityKind;
 use qmpkit_schema::{Dialect, Schema};
@@ -60,86 +61,23 @@ fn mandatory_args(schema: &Schema, cmd: usize) -> bool {
     }
 }
 
-/// Members newer interfaces require that the machine does not model: the
-/// shaping fills them in with the type's neutral value (`false`, `0`),
-/// which is what QEMU answers for them here: `(interface, command, member
-/// path with list indices as *)`. Anything else filled in fails the test.
-const FILLED: &[(&str, &str, &str)] = &[
-    // Not deprecated.
-    ("7.2", "query-cpu-definitions", "/*/deprecated"),
-    ("10.0", "query-cpu-definitions", "/*/deprecated"),
-    ("7.2", "query-machines", "/*/deprecated"),
-    ("10.0", "query-machines", "/*/deprecated"),
-    // QEMU's default batch size.
-    ("7.2", "query-iothreads", "/*/aio-max-batch"),
-    ("10.0", "query-iothreads", "/*/aio-max-batch"),
-    // pc machines of 2.12 and later do not take memory per NUMA node.
-    ("7.2", "query-machines", "/*/numa-mem-supported"),
-    ("10.0", "query-machines", "/*/numa-mem-supported"),
-    // memory-backend-ram is private unless share=on.
-    ("7.2", "query-memdev", "/*/share"),
-    ("10.0", "query-memdev", "/*/share"),
-    // The machine models no PCI interrupt pins (0: none); real devices
-    // use pin A (1). Left for the PCI model.
-    ("7.2", "query-pci", "/*/devices/*/irq_pin"),
-    ("10.0", "query-pci", "/*/devices/*/irq_pin"),
-];
-
-/// The short name of an interface label (`7.2` for QEMU 7.2.22's schema).
-fn short(label: &str) -> &str {
-    if label.contains("7.2.22") {
-        "7.2"
-    } else if label.contains("10.0.2") {
-        "10.0"
-    } else {
-        label
-    }
-}
-
-/// `/0/devices/12/x` → `/*/devices/*/x`.
-fn generic_path(p: &str) -> String {
-    p.split('/')
-        .map(|s| {
-            if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
-                "*"
-            } else {
-                s
-            }
-        })
-        .collect::<Vec<_>>()
-        .join("/")
-}
-
-/// What shaping a value for interface `name` changed: members the
-/// interface lacks are dropped (fine), members it requires and the machine
-/// does not give are filled in (listed in [`FILLED`]); an enum value or a
-/// value of the wrong type replaced is a wrong answer.
+/// What converting a value for interface `name` changed: members the
+/// interface lacks are dropped (derived from the schema difference), members
+/// it requires and the machine does not give are filled in only where
+/// [`view::GAPS`] lists them; anything else is a wrong answer.
 fn judge(
     name: &str,
     what: &str,
-    cmd: &str,
+    item: &str,
     inventions: &[Invention],
-    filled: &mut Vec<(String, String, String)>,
+    filled: &mut Vec<(String, String)>,
     failures: &mut Vec<String>,
 ) {
     for i in inventions {
-        match &i.kind {
-            InventionKind::DroppedMember(_) | InventionKind::UnknownEvent => {}
-            InventionKind::MissingMember => {
-                let key = (
-                    short(name).to_string(),
-                    cmd.to_string(),
-                    generic_path(&i.path),
-                );
-                if FILLED.iter().any(|(a, b, c)| {
-                    (*a, *b, *c) == (key.0.as_str(), key.1.as_str(), key.2.as_str())
-                }) {
-                    filled.push(key);
-                } else {
-                    failures.push(format!("{name}: {what}: {i}"));
-                }
-            }
-            _ => failures.push(format!("{name}: {what}: {i}")),
+        match view::judge(item, i) {
+            view::Judgement::Derived => {}
+            view::Judgement::Gap(g) => filled.push((g.item.to_string(), g.path.to_string())),
+            view::Judgement::Fault => failures.push(format!("{name}: {what}: {i}")),
         }
     }
 }
@@ -147,7 +85,7 @@ fn judge(
 /// Every command the machine implements that takes no mandatory argument,
 /// on every interface it serves: the raw reply, shaped for that interface,
 /// validates against its return type, and the shaping only drops members
-/// the interface lacks or fills in the members of [`FILLED`]; events too.
+/// the interface lacks or fills in the gaps of [`view::GAPS`]; events too.
 #[test]
 fn replies_and_events_validate_on_every_interface() {
     let mut failures = Vec::new();
@@ -232,15 +170,6 @@ fn replies_and_events_validate_on_every_interface() {
         }
     }
     assert!(checked > 100, "{checked}");
-    // Every entry of FILLED is still needed.
-    for (a, b, c) in FILLED {
-        if !filled
-            .iter()
-            .any(|k| (k.0.as_str(), k.1.as_str(), k.2.as_str()) == (*a, *b, *c))
-        {
-            failures.push(format!("FILLED entry ({a}, {b}, {c}) no longer needed"));
-        }
-    }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
@@ -494,6 +423,8 @@ struct Bench {
     m: Machine,
     /// Events the setup made.
     setup_events: Vec<String>,
+    /// Gaps (and faults) the version view used.
+    gaps: Vec<(String, String)>,
     session_fds: Arc<Mutex<HashMap<String, std::os::fd::OwnedFd>>>,
 }
 
@@ -593,6 +524,7 @@ fn setup_machine(schema: &Arc<Schema>, failures: &mut Vec<String>) -> Bench {
     let mut b = Bench {
         m: Machine::new(Arc::new(cfg), schema.clone()),
         setup_events: Vec::new(),
+        gaps: Vec::new(),
         session_fds: Default::default(),
     };
     for (cmd, args) in SETUP {
@@ -717,5 +649,228 @@ fn own_schema_raw_replies_and_events_need_no_shaping() {
         assert!(checked.contains(&t), "{t} not checked");
     }
     assert!(checked.len() >= 87, "{}", checked.len());
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// One call through the version view (`Machine::execute`), as a client of
+/// the served interface gets it.
+fn call_served(
+    b: &mut Bench,
+    cmd: &str,
+    args: &Value,
+    t: u64,
+) -> Option<Result<Value, qmpkit_wire::QmpError>> {
+    let fds = if matches!(cmd, "getfd" | "add-fd") {
+        vec![devnull()]
+    } else {
+        Vec::new()
+    };
+    let mut cx = Cx {
+        now_ns: t * 1_000_000_000,
+        fds,
+        session_fds: Some(b.session_fds.clone()),
+    };
+    let a = args.as_object().cloned().unwrap_or_default();
+    let schema = b.m.schema.clone();
+    let r = b.m.execute_raw(cmd, &a, &mut cx)?;
+    Some(r.map(|raw| {
+        let c = shape::conform_return(&schema, cmd, raw);
+        note(&mut b.gaps, cmd, &c.inventions);
+        c.value
+    }))
+}
+
+/// Record the gaps a conversion used, and its faults as gaps named "FAULT".
+fn note(gaps: &mut Vec<(String, String)>, item: &str, inventions: &[Invention]) {
+    for i in inventions {
+        match view::judge(item, i) {
+            view::Judgement::Derived => {}
+            view::Judgement::Gap(g) => gaps.push((g.item.to_string(), g.path.to_string())),
+            view::Judgement::Fault => gaps.push(("FAULT".into(), format!("{item}: {i}"))),
+        }
+    }
+}
+
+/// Converted events, gaps noted.
+fn served_events(b: &mut Bench) -> Vec<(String, Option<Value>)> {
+    let schema = b.m.schema.clone();
+    let mut out = Vec::new();
+    for (name, mut data) in b.m.take_raw_events() {
+        view::derive_event(&b.m, &name, &mut data);
+        let c = shape::conform_event(&schema, &name, data);
+        note(&mut b.gaps, &name, &c.inventions);
+        if let Some(d) = c.value {
+            out.push((name, d));
+        }
+    }
+    out
+}
+
+/// Check converted events against the served schema.
+fn check_served_events(
+    schema: &Schema,
+    opts: &ValidateOptions,
+    label: &str,
+    events: Vec<(String, Option<Value>)>,
+    failures: &mut Vec<String>,
+) -> usize {
+    let mut n = 0;
+    for (ev, data) in events {
+        n += 1;
+        let Some(eid) = schema.lookup(&ev) else {
+            if shape::schema_has_events(schema) {
+                failures.push(format!("{label}: event {ev} sent, not in the interface"));
+            }
+            continue; // interfaces before 2.1 declare no events
+        };
+        if let EntityKind::Event(e) = &schema.entity(eid).kind {
+            let ok = match (&data, e.arg_type) {
+                (None, None) => true,
+                (Some(Value::Object(d)), Some(t)) => {
+                    validate_members(schema, Some(t), d, opts, None).is_ok()
+                }
+                _ => false,
+            };
+            if !ok {
+                failures.push(format!("{label}: event {ev} {data:?} invalid"));
+            }
+        }
+    }
+    n
+}
+
+/// The seeds' interfaces (QEMU 1.0, 1.1, 1.3) and QEMU 10.0.2's: every
+/// command the machine implements that the interface has (with the
+/// arguments of [`call_args`] where that interface accepts them), and every
+/// event scenario, through the version view. Every reply and event
+/// validates against the served schema, and the view invents nothing but
+/// the listed gaps (the machine counts anything else as a fault).
+#[test]
+fn served_interfaces_differ_only_by_listed_gaps() {
+    let tmp = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("qmpkit-served");
+    std::fs::create_dir_all(&tmp).expect("tmp dir");
+    let tmp = tmp.to_string_lossy().into_owned();
+    let mut failures = Vec::new();
+    let mut all_used = Vec::new();
+    for (label, schema, ver) in schemas() {
+        if !(label.starts_with("seeds/") || label.contains("10.0.2")) {
+            continue;
+        }
+        let opts = ValidateOptions {
+            qemu_version: Some(ver),
+        };
+        let new_bench = || {
+            let mut cfg = MachineConfig::default_machine();
+            cfg.qemu_version = ver;
+            cfg.apply_option("chardev", Some("null,id=spare"))
+                .expect("-chardev");
+            let mut b = Bench {
+                m: Machine::new(Arc::new(cfg), schema.clone()),
+                setup_events: Vec::new(),
+                gaps: Vec::new(),
+                session_fds: Default::default(),
+            };
+            for (cmd, args) in SETUP {
+                let a: Value = serde_json::from_str(args).expect("setup arguments");
+                if let Some(id) = schema.lookup(cmd) {
+                    if validate_args(&schema, id, Some(&a), &opts).is_ok() {
+                        let _ = call_served(&mut b, cmd, &a, 0);
+                    }
+                }
+            }
+            b.m.advance(1_000_000_000);
+            let _ = served_events(&mut b);
+            b
+        };
+        let mut used: Vec<(String, String)> = Vec::new();
+        let (mut replies, mut events) = (0, 0);
+        let check = |b: &mut Bench, cmd: &str, r, failures: &mut Vec<String>| {
+            let Some(Ok(v)) = r else { return 0 };
+            let id = match schema.lookup(cmd) {
+                Some(id) => id,
+                None => return 0,
+            };
+            if let EntityKind::Command(c) = &schema.entity(id).kind {
+                let bad = match c.ret_type {
+                    Some(rt) => validate_value(&schema, rt, Some("return"), &v, &opts, None)
+                        .err()
+                        .map(|e| e.desc),
+                    None if v != json!({}) => Some("a value without return type".into()),
+                    None => None,
+                };
+                if let Some(why) = bad {
+                    failures.push(format!("{label}: {cmd}: {why} in {v}"));
+                }
+            }
+            let _ = b;
+            1
+        };
+        for cmd in qmpkit_machine::handled() {
+            let Some(id) = schema.lookup(cmd) else {
+                continue;
+            };
+            if cmd == "quit" {
+                continue;
+            }
+            let args = match call_args(cmd, &tmp) {
+                Some(a) => a,
+                None if mandatory_args(&schema, id) => continue,
+                None => json!({}),
+            };
+            if validate_args(&schema, id, Some(&args), &opts).is_err() {
+                continue; // this interface's arguments differ
+            }
+            let mut b = new_bench();
+            let r = call_served(&mut b, cmd, &args, 1);
+            replies += check(&mut b, cmd, r, &mut failures);
+            for s in 2..=40 {
+                b.m.advance(s * 1_000_000_000);
+            }
+            let ev = served_events(&mut b);
+            events += check_served_events(&schema, &opts, cmd, ev, &mut failures);
+            for q in qmpkit_machine::handled() {
+                let Some(qid) = schema.lookup(q) else {
+                    continue;
+                };
+                if q.starts_with("query-") && !mandatory_args(&schema, qid) {
+                    let r = call_served(&mut b, q, &json!({}), 100);
+                    replies += check(&mut b, q, r, &mut failures);
+                }
+            }
+            used.append(&mut b.gaps);
+        }
+        for (scenario, steps) in event_scenarios() {
+            let mut b = new_bench();
+            for (i, (cmd, args)) in steps.iter().enumerate() {
+                let r = call_served(&mut b, cmd, args, 1 + i as u64);
+                replies += check(&mut b, cmd, r, &mut failures);
+                b.m.advance((2 + i as u64) * 1_000_000_000);
+            }
+            for s in 1..=40 {
+                b.m.advance((steps.len() as u64 + s) * 1_000_000_000);
+            }
+            let ev = served_events(&mut b);
+            events += check_served_events(&schema, &opts, scenario, ev, &mut failures);
+            used.append(&mut b.gaps);
+        }
+        eprintln!("{label}: {replies} replies and {events} events checked");
+        assert!(replies > 50, "{label}: only {replies} replies");
+        for (item, what) in &used {
+            if item == "FAULT" {
+                failures.push(format!("{label}: {what}"));
+            }
+        }
+        all_used.append(&mut used);
+    }
+    // Every listed gap is still needed somewhere.
+    for g in view::GAPS {
+        if !all_used
+            .iter()
+            .any(|k| (k.0.as_str(), k.1.as_str()) == (g.item, g.path))
+        {
+            failures.push(format!("gap ({}, {}) no longer needed", g.item, g.path));
+        }
+    }
+    failures.dedup();
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
