@@ -3,23 +3,19 @@
 //! (`{pressed: [qcode], typed: text}`: keys held down now, and the text the
 //! guest has seen typed, with shift, backspace and return applied).
 
-use serde_json::{json, Value};
-
+use crate::api;
 use crate::devices::PlugInfo;
 use crate::qom::{types, NodeId, Tree};
-use crate::{arg_i64, arg_str, Args, CmdResult, Cx, Machine, RunState, TimerAction};
+use crate::{Machine, RunState, TimerAction};
+use qmpkit_qapi::Enum;
 use qmpkit_wire::{ErrorClass, QmpError};
 
-/// Commands this module implements.
-pub const HANDLED: &[&str] = &[
-    "send-key",
-    "input-send-event",
-    "query-mice",
-    "__org.qmpkit_query-keyboard",
-];
-
-/// Timer subsystem name.
-pub const SUBSYSTEM: &str = "input";
+/// What the keyboard does later.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Timer {
+    /// A key of a `send-key` sequence goes down or up.
+    Key { key: &'static str, down: bool },
+}
 
 /// Default time between the key events of `send-key` (QEMU's keyboard
 /// queue delay); `hold-time` replaces it.
@@ -135,19 +131,22 @@ pub fn sync_reset(m: &mut Machine) {
     i.rel = (0, 0);
 }
 
-fn query_mice(m: &Machine) -> Value {
+/// `query-mice`: newest first; the newest is current.
+pub fn query_mice(m: &mut Machine) -> Vec<api::MouseInfo> {
+    sync_reset(m);
     let n = m.input.mice.len();
-    Value::Array(
-        m.input
-            .mice
-            .iter()
-            .enumerate()
-            .rev()
-            .map(|(i, mo)| {
-                json!({"name": mo.name, "index": mo.index, "current": i + 1 == n, "absolute": mo.absolute})
-            })
-            .collect(),
-    )
+    m.input
+        .mice
+        .iter()
+        .enumerate()
+        .rev()
+        .map(|(i, mo)| api::MouseInfo {
+            name: mo.name.to_string(),
+            index: mo.index.into(),
+            current: i + 1 == n,
+            absolute: mo.absolute,
+        })
+        .collect()
 }
 
 /// QKeyCode names (QAPI enum order).
@@ -501,33 +500,31 @@ pub fn key_event(m: &mut Machine, key: &'static str, down: bool) {
     }
 }
 
-fn key_value(v: &Value) -> Result<&'static str, QmpError> {
-    // KeyValue: {"type": "qcode"|"number", "data": …}
-    let ty = v.get("type").and_then(Value::as_str).unwrap_or("");
-    let data = v.get("data");
-    match ty {
-        "number" => Ok(number_to_qcode(data.and_then(Value::as_i64).unwrap_or(0))),
-        _ => {
-            let name = data.and_then(Value::as_str).unwrap_or("");
-            qcode(name).ok_or_else(|| {
-                QmpError::generic(format!("Parameter 'data' does not accept value '{name}'"))
-            })
-        }
-    }
+fn key_value(v: &api::KeyValue) -> Result<&'static str, QmpError> {
+    let name = match v {
+        api::KeyValue::Number(n) => return Ok(number_to_qcode(*n)),
+        api::KeyValue::Qcode(q) => q.as_str(),
+        api::KeyValue::Unknown(v) => v.get("data").and_then(|d| d.as_str()).unwrap_or(""),
+    };
+    qcode(name).ok_or_else(|| {
+        QmpError::generic(format!("Parameter 'data' does not accept value '{name}'"))
+    })
 }
 
-fn send_key(m: &mut Machine, args: &Args) -> CmdResult {
-    let keys = args
-        .get("keys")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
-    let delay_ms = arg_i64(args, "hold-time")
+/// `send-key`: presses in order, releases in reverse, `hold_time` ms apart (QEMU's queue
+/// delay when not given).
+pub fn send_key(
+    m: &mut Machine,
+    keys: &[api::KeyValue],
+    hold_time: Option<i64>,
+) -> Result<(), QmpError> {
+    sync_reset(m);
+    let delay_ms = hold_time
         .filter(|&h| h > 0)
         .map(|h| h as u64)
         .unwrap_or(DEFAULT_DELAY_MS);
     let mut codes = Vec::with_capacity(keys.len());
-    for k in &keys {
+    for k in keys {
         codes.push(key_value(k)?);
     }
     // Presses in order, releases in reverse, one step apart; queued after
@@ -547,24 +544,22 @@ fn send_key(m: &mut Machine, args: &Args) -> CmdResult {
         } else {
             m.schedule(
                 at - now,
-                TimerAction::Custom(SUBSYSTEM, "key".into(), json!([k, down])),
+                TimerAction::Input(Timer::Key {
+                    key: k,
+                    down: *down,
+                }),
             );
         }
     }
     m.input.queue_until = start.saturating_add(d.saturating_mul(steps.len() as u64));
-    crate::empty()
+    Ok(())
 }
 
 /// Timer callback.
-pub fn on_timer(m: &mut Machine, what: &str, data: &Value) {
+pub fn on_timer(m: &mut Machine, t: Timer) {
     sync_reset(m);
-    if what == "key" {
-        let code = data.get(0).and_then(Value::as_str).and_then(qcode);
-        let down = data.get(1).and_then(Value::as_bool).unwrap_or(false);
-        if let Some(code) = code {
-            key_event(m, code, down);
-        }
-    }
+    let Timer::Key { key, down } = t;
+    key_event(m, key, down);
 }
 
 /// Find the console of `device` (a display device's id).
@@ -589,8 +584,8 @@ pub fn console_of(m: &Machine, device: &str, head: i64) -> Result<NodeId, QmpErr
     Ok(n)
 }
 
-fn button(name: &str) -> &'static str {
-    match name {
+fn button(b: &api::InputButton) -> &'static str {
+    match b.as_str() {
         "left" => "left",
         "middle" => "middle",
         "right" => "right",
@@ -601,44 +596,30 @@ fn button(name: &str) -> &'static str {
     }
 }
 
-fn input_send_event(m: &mut Machine, args: &Args) -> CmdResult {
-    if let Some(dev) = arg_str(args, "device") {
-        console_of(m, dev, arg_i64(args, "head").unwrap_or(0))?;
+/// `input-send-event`: the events, in order, to the guest (checked before any acts).
+pub fn input_send_event(
+    m: &mut Machine,
+    device: Option<&str>,
+    head: Option<i64>,
+    events: &[api::InputEvent],
+) -> Result<(), QmpError> {
+    sync_reset(m);
+    if let Some(dev) = device {
+        console_of(m, dev, head.unwrap_or(0))?;
     }
     if !(m.is(RunState::Running) || m.is(RunState::Suspended)) {
         return Err(QmpError::generic("VM not running"));
     }
-    let events = args
-        .get("events")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
+    let axis = |a: &api::InputAxis| if a.as_str() == "y" { "y" } else { "x" };
     // Check everything before acting.
     let mut parsed = Vec::new();
-    for e in &events {
-        let ty = e.get("type").and_then(Value::as_str).unwrap_or("");
-        let data = e.get("data").cloned().unwrap_or(Value::Null);
-        match ty {
-            "key" => {
-                let key = key_value(data.get("key").unwrap_or(&Value::Null))?;
-                let down = data.get("down").and_then(Value::as_bool).unwrap_or(false);
-                parsed.push((ty, key, down, 0i64));
-            }
-            "btn" => {
-                let b = button(data.get("button").and_then(Value::as_str).unwrap_or(""));
-                let down = data.get("down").and_then(Value::as_bool).unwrap_or(false);
-                parsed.push((ty, b, down, 0));
-            }
-            "rel" | "abs" => {
-                let axis = if data.get("axis").and_then(Value::as_str) == Some("y") {
-                    "y"
-                } else {
-                    "x"
-                };
-                let v = data.get("value").and_then(Value::as_i64).unwrap_or(0);
-                parsed.push((ty, axis, false, v));
-            }
-            _ => {}
+    for e in events {
+        match e {
+            api::InputEvent::Key(k) => parsed.push(("key", key_value(&k.key)?, k.down, 0i64)),
+            api::InputEvent::Btn(b) => parsed.push(("btn", button(&b.button), b.down, 0)),
+            api::InputEvent::Rel(r) => parsed.push(("rel", axis(&r.axis), false, r.value)),
+            api::InputEvent::Abs(a) => parsed.push(("abs", axis(&a.axis), false, a.value)),
+            api::InputEvent::Unknown(_) => {}
         }
     }
     for (ty, what, down, v) in parsed {
@@ -676,26 +657,14 @@ fn input_send_event(m: &mut Machine, args: &Args) -> CmdResult {
             }
         }
     }
-    crate::empty()
+    Ok(())
 }
 
-fn query_keyboard(m: &Machine) -> Value {
-    json!({
-        "pressed": m.input.pressed,
-        "typed": m.input.typed,
-    })
-}
-
-/// Dispatch.
-pub fn execute(m: &mut Machine, cmd: &str, args: &Args, _cx: &mut Cx) -> Option<CmdResult> {
-    if HANDLED.contains(&cmd) {
-        sync_reset(m);
+/// `__org.qmpkit_query-keyboard`: keys held down now and the text typed.
+pub fn query_keyboard(m: &mut Machine) -> api::OrgQmpkitKeyboardState {
+    sync_reset(m);
+    api::OrgQmpkitKeyboardState {
+        pressed: m.input.pressed.iter().map(|k| k.to_string()).collect(),
+        typed: m.input.typed.clone(),
     }
-    Some(match cmd {
-        "send-key" => send_key(m, args),
-        "input-send-event" => input_send_event(m, args),
-        "query-mice" => Ok(query_mice(m)),
-        "__org.qmpkit_query-keyboard" => Ok(query_keyboard(m)),
-        _ => return None,
-    })
 }

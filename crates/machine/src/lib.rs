@@ -19,9 +19,9 @@
 //!
 //! Subsystem state lives in one `pub` field per subsystem on [`Machine`]
 //! (`pub run: runstate::RunStateData`, …), created from the configuration in
-//! [`Machine::new`]. A subsystem that acts later schedules a
-//! [`TimerAction::Custom`] whose first word names it; [`Machine::advance`]
-//! hands due timers back to that subsystem's `on_timer`.
+//! [`Machine::new`]. A subsystem that acts later schedules its own variant
+//! of [`TimerAction`] (`TimerAction::Dump(dump::Timer::Done { .. })`);
+//! [`Machine::advance`] hands due timers back to that subsystem's `on_timer`.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -103,8 +103,8 @@ pub enum TimerAction {
     Balloon(balloon::Timer),
     /// Migration progress and incoming streams.
     Migration(migration::Timer),
-    /// A subsystem-defined action: `(subsystem, what, data)`.
-    Custom(&'static str, String, Value),
+    /// A key of a `send-key` sequence.
+    Input(input::Timer),
 }
 
 /// Why a machine's process (or its slot in a fleet) ends.
@@ -329,18 +329,13 @@ impl Machine {
 
     /// Hand a due timer to the subsystem that scheduled it.
     fn fire(&mut self, action: TimerAction) {
-        let (sub, what, data) = match action {
-            TimerAction::RunState(t) => return runstate::on_timer(self, t),
-            TimerAction::Devices(t) => return devices::on_timer(self, t),
-            TimerAction::Dump(t) => return dump::on_timer(self, t),
-            TimerAction::Balloon(t) => return balloon::on_timer(self, t),
-            TimerAction::Migration(t) => return migration::on_timer(self, t),
-            TimerAction::Custom(sub, what, data) => (sub, what, data),
-        };
-        match sub {
-            // Device-level subsystems route their timers here.
-            input::SUBSYSTEM => input::on_timer(self, &what, &data),
-            _ => {}
+        match action {
+            TimerAction::RunState(t) => runstate::on_timer(self, t),
+            TimerAction::Devices(t) => devices::on_timer(self, t),
+            TimerAction::Dump(t) => dump::on_timer(self, t),
+            TimerAction::Balloon(t) => balloon::on_timer(self, t),
+            TimerAction::Migration(t) => migration::on_timer(self, t),
+            TimerAction::Input(t) => input::on_timer(self, t),
         }
     }
 
@@ -378,7 +373,6 @@ impl Machine {
             .or_else(|| chardev::execute(self, cmd, args, cx))
             .or_else(|| net::execute(self, cmd, args, cx))
             .or_else(|| display::execute(self, cmd, args, cx))
-            .or_else(|| input::execute(self, cmd, args, cx))
             .or_else(|| misc::execute(self, cmd, args, cx))
             .or_else(|| jobs::execute(self, cmd, args, cx))
             .or_else(|| hmp::execute(self, cmd, args, cx))
@@ -449,7 +443,6 @@ pub fn handled() -> Vec<&'static str> {
     v.extend_from_slice(testctl::HANDLED);
     // Device-level subsystems: `v.extend_from_slice(NAME::HANDLED);`
     for h in [
-        input::HANDLED,
         block::HANDLED,
         chardev::HANDLED,
         net::HANDLED,

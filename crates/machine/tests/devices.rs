@@ -1,7 +1,7 @@
 mod common;
 
 use common::*;
-use qmpkit_machine::{Args, Cx, Machine};
+use qmpkit_machine::Machine;
 use serde_json::{json, Value};
 
 fn peripherals(m: &mut Machine) -> Vec<String> {
@@ -474,11 +474,8 @@ fn controllers_bring_their_buses() {
         )),
         json!("/machine/peripheral/usb/usb.0")
     );
-    let mut cx = Cx::default();
-    let mice = qmpkit_machine::input::execute(&mut m, "query-mice", &Args::new(), &mut cx)
-        .unwrap()
-        .unwrap();
-    assert_eq!(mice[0]["name"], "QEMU HID Tablet");
+    let mice = qmpkit_machine::input::query_mice(&mut m);
+    assert_eq!(mice[0].name, "QEMU HID Tablet");
     // Anonymous controllers get numbered buses.
     ok(run(&mut m, "device_add", json!({"driver": "nec-usb-xhci"})));
     ok(run(

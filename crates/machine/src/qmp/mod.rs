@@ -26,6 +26,7 @@ pub mod display;
 pub mod dump;
 pub mod fds;
 pub mod identity;
+pub mod input;
 pub mod memory;
 pub mod migration;
 pub mod qom;
@@ -120,6 +121,11 @@ handlers! {
     set_password(SetPassword) => display::set_password;
     expire_password(ExpirePassword) => display::expire_password;
     change_vnc_password(ChangeVncPassword) => display::change_vnc_password;
+    // (qmp/input.rs)
+    send_key(SendKey) => input::send_key;
+    input_send_event(InputSendEvent) => input::input_send_event;
+    query_mice(QueryMice) => input::query_mice;
+    org_qmpkit_query_keyboard(OrgQmpkitQueryKeyboard) => input::query_keyboard;
 
     // QOM and devices
     qom_list(QomList) => qom::qom_list;
