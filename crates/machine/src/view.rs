@@ -94,6 +94,36 @@ pub const GAPS: &[Gap] = &[
         why: "[]: no CPU property of the machine's models is deprecated",
     },
     Gap {
+        item: "query-migrate",
+        path: "/ram/multifd-bytes",
+        why: "0: the machine's migration uses one channel (no multifd)",
+    },
+    Gap {
+        item: "query-migrate",
+        path: "/ram/dirty-sync-missed-zero-copy",
+        why: "0: the machine's migration does not send with zero copy",
+    },
+    Gap {
+        item: "query-migrate",
+        path: "/ram/pages-per-second",
+        why: "0: the migration model keeps no rate per page (its bandwidth is in mbps)",
+    },
+    Gap {
+        item: "query-migrate",
+        path: "/ram/precopy-bytes",
+        why: "0: the migration model does not split transferred bytes by phase",
+    },
+    Gap {
+        item: "query-migrate",
+        path: "/ram/downtime-bytes",
+        why: "0: the migration model does not split transferred bytes by phase",
+    },
+    Gap {
+        item: "query-migrate",
+        path: "/ram/postcopy-bytes",
+        why: "0: the migration model does not split transferred bytes by phase",
+    },
+    Gap {
         item: "query-iothreads",
         path: "/*/aio-max-batch",
         why: "0: QEMU's default batch size (the machine does no I/O batching)",
