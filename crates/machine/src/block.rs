@@ -149,7 +149,7 @@ fn frontend(m: &Machine, id: &str) -> Option<crate::qom::NodeId> {
     let tree = &m.qom.tree;
     crate::devices::all_devices(tree)
         .into_iter()
-        .find(|&n| tree.val(n, "drive").and_then(Value::as_str) == Some(id))
+        .find(|&n| tree.val(n, "drive").and_then(|v| v.as_str()) == Some(id))
 }
 
 /// The `qdev` of a drive as QEMU reports it: the device's id when it has

@@ -18,7 +18,7 @@ use serde_json::{json, Map, Value};
 use crate::qom::props::{
     backend_prop_owner, check_backend_set, device_prop_value, id_wellformed, parse_int, RESERVED,
 };
-use crate::qom::{self, types, NodeId, Tree};
+use crate::qom::{self, types, NodeId, QomValue, Tree};
 use crate::{api, Machine, MachineConfig, RunState};
 use qmpkit_wire::{ErrorClass, QmpError};
 
@@ -48,7 +48,7 @@ pub struct PlugInfo {
     /// Slot << 3 | function, on a PCI bus.
     pub addr: Option<i64>,
     /// The properties set on it (those differing from the type's defaults).
-    pub props: Vec<(String, Value)>,
+    pub props: Vec<(String, QomValue)>,
     /// Plugged after start-up.
     pub hotplugged: bool,
 }
@@ -68,12 +68,12 @@ impl PlugInfo {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.clone()))
                 .collect(),
-            hotplugged: tree.val(node, "hotplugged").and_then(Value::as_bool) == Some(true),
+            hotplugged: tree.val(node, "hotplugged").and_then(QomValue::as_bool) == Some(true),
         }
     }
 
     /// A property set on the device.
-    pub fn prop(&self, name: &str) -> Option<&Value> {
+    pub fn prop(&self, name: &str) -> Option<&QomValue> {
         self.props.iter().find(|(k, _)| k == name).map(|(_, v)| v)
     }
 
@@ -82,7 +82,7 @@ impl PlugInfo {
         if !types::is_a(self.ty, "x86_64-cpu") {
             return None;
         }
-        let id = self.prop("apic-id").and_then(Value::as_u64)?;
+        let id = self.prop("apic-id").and_then(QomValue::as_u64)?;
         u32::try_from(id).ok()
     }
 }
@@ -160,9 +160,9 @@ pub fn places(tree: &Tree) -> Option<Places> {
 fn add_numbered(tree: &mut Tree, parent: NodeId, ty: &'static str) -> NodeId {
     let i = tree
         .val(parent, "x-next")
-        .and_then(Value::as_u64)
+        .and_then(QomValue::as_u64)
         .unwrap_or(0);
-    tree.set_val(parent, "x-next", json!(i + 1));
+    tree.set_val(parent, "x-next", i + 1);
     tree.add(parent, &format!("device[{i}]"), ty)
 }
 
@@ -209,7 +209,7 @@ pub fn find_bus(tree: &Tree, name: &str) -> Option<NodeId> {
 /// The PCI address (devfn) of a device on a PCI bus.
 pub fn pci_devfn(tree: &Tree, dev: NodeId) -> Option<i64> {
     tree.val(dev, "addr")
-        .and_then(Value::as_i64)
+        .and_then(QomValue::as_i64)
         .filter(|&a| a >= 0)
 }
 
@@ -292,10 +292,10 @@ fn create_device(
         tree.set_val(node, k, v);
     }
     if let Some(d) = devfn {
-        tree.set_val(node, "addr", Value::from(d));
+        tree.set_val(node, "addr", d);
     }
     if hotplugged {
-        tree.set_val(node, "hotplugged", Value::Bool(true));
+        tree.set_val(node, "hotplugged", true);
     }
     if let Some(b) = bus {
         attach(tree, node, b);
@@ -361,7 +361,7 @@ pub fn build_tree(config: &MachineConfig) -> Tree {
     let cpu_ty = cpu_type_name(config);
     for i in 0..config.vcpus() {
         let c = add_numbered(&mut t, unattached, cpu_ty);
-        t.set_val(c, "apic-id", Value::from(i));
+        t.set_val(c, "apic-id", i);
     }
     // Chipset.
     let host = t.add(machine, "i440fx", "i440FX-pcihost");
@@ -369,18 +369,18 @@ pub fn build_tree(config: &MachineConfig) -> Tree {
     let fw = t.add(machine, "fw_cfg", "fw_cfg_io");
     let _ = fw;
     let chip = add_numbered(&mut t, unattached, "i440FX");
-    t.set_val(chip, "addr", json!(0));
+    t.set_val(chip, "addr", 0i64);
     attach(&mut t, chip, pci);
     let piix3 = add_numbered(&mut t, unattached, "PIIX3");
-    t.set_val(piix3, "addr", json!(8));
-    t.set_val(piix3, "multifunction", json!(true));
+    t.set_val(piix3, "addr", 8i64);
+    t.set_val(piix3, "multifunction", true);
     attach(&mut t, piix3, pci);
     let isa = t.add(piix3, "isa.0", "ISA");
     let pm = add_numbered(&mut t, unattached, "PIIX4_PM");
-    t.set_val(pm, "addr", json!(11));
+    t.set_val(pm, "addr", 11i64);
     attach(&mut t, pm, pci);
     let ide = add_numbered(&mut t, unattached, "piix3-ide");
-    t.set_val(ide, "addr", json!(9));
+    t.set_val(ide, "addr", 9i64);
     attach(&mut t, ide, pci);
     let ide0 = t.add(ide, "ide.0", "IDE");
     let ide1 = t.add(ide, "ide.1", "IDE");
@@ -392,8 +392,8 @@ pub fn build_tree(config: &MachineConfig) -> Tree {
     let chardevs = t.child(Tree::ROOT, "chardevs").unwrap_or(Tree::ROOT);
     for (i, backend) in config.serials.iter().enumerate() {
         let s = add_numbered(&mut t, unattached, "isa-serial");
-        t.set_val(s, "index", json!(i));
-        t.set_val(s, "chardev", json!(format!("serial{i}")));
+        t.set_val(s, "index", i);
+        t.set_val(s, "chardev", format!("serial{i}"));
         attach(&mut t, s, isa);
         let kind = backend.split([',', ':']).next().unwrap_or("null");
         let cty = types::find(&format!("chardev-{kind}"))
@@ -437,10 +437,10 @@ pub fn build_tree(config: &MachineConfig) -> Tree {
                 if let Some(def) = types::find_prop(ty.name, k) {
                     let val = match def.ty {
                         "int" | "size" | "uint32" | "uint64" => crate::config::parse_size(v, 1)
-                            .map(Value::from)
-                            .unwrap_or_else(|| Value::String(v.clone())),
-                        "bool" => Value::Bool(matches!(v.as_str(), "on" | "yes" | "true")),
-                        _ => Value::String(v.clone()),
+                            .map(QomValue::from)
+                            .unwrap_or_else(|| QomValue::Str(v.clone())),
+                        "bool" => QomValue::Bool(matches!(v.as_str(), "on" | "yes" | "true")),
+                        _ => QomValue::Str(v.clone()),
                     };
                     t.set_val(n, def.name, val);
                 }
@@ -466,8 +466,8 @@ pub fn build_tree(config: &MachineConfig) -> Tree {
             "ide-hd"
         };
         let n = add_numbered(&mut t, unattached, ty);
-        t.set_val(n, "drive", json!(d.id));
-        t.set_val(n, "unit", json!(ide_units[busno]));
+        t.set_val(n, "drive", d.id.clone());
+        t.set_val(n, "unit", ide_units[busno]);
         ide_units[busno] += 1;
         attach(&mut t, n, bus);
     }
@@ -506,13 +506,13 @@ pub fn build_tree(config: &MachineConfig) -> Tree {
         }
         let bus = default_bus(&t, "PCI");
         if let Ok(n) = create_device(&mut t, "virtio-blk-pci", None, bus, &[], false, false) {
-            t.set_val(n, "drive", json!(d.id));
+            t.set_val(n, "drive", d.id.clone());
         }
     }
     // The TPM's front end.
     if let Some(tpm) = &config.tpm {
         if let Ok(n) = create_device(&mut t, "tpm-tis", None, Some(isa), &[], false, false) {
-            t.set_val(n, "tpmdev", json!(tpm.id));
+            t.set_val(n, "tpmdev", tpm.id.clone());
         }
     }
     t
@@ -539,7 +539,7 @@ pub fn all_devices(tree: &Tree) -> Vec<NodeId> {
 fn backend_in_use(tree: &Tree, prop: &str, name: &str) -> bool {
     all_devices(tree)
         .into_iter()
-        .any(|n| tree.val(n, prop).and_then(Value::as_str) == Some(name))
+        .any(|n| tree.val(n, prop).and_then(QomValue::as_str) == Some(name))
 }
 
 /// The qdev id of a device (its name under /machine/peripheral).
@@ -556,7 +556,7 @@ pub fn device_id(tree: &Tree, dev: NodeId) -> Option<String> {
 fn cpu_present(tree: &Tree, index: u64) -> bool {
     all_devices(tree).into_iter().any(|n| {
         types::is_a(tree.node(n).ty, "x86_64-cpu")
-            && tree.val(n, "apic-id").and_then(Value::as_u64) == Some(index)
+            && tree.val(n, "apic-id").and_then(QomValue::as_u64) == Some(index)
     })
 }
 
@@ -712,7 +712,7 @@ fn device_add_as(m: &mut Machine, args: &DeviceOptions, driver: &str) -> Result<
             let tree = &m.qom.tree;
             let taken = all_devices(tree).into_iter().any(|n| {
                 types::is_a(tree.node(n).ty, "virtio-serial-port")
-                    && tree.val(n, "name").and_then(Value::as_str) == Some(name)
+                    && tree.val(n, "name").and_then(QomValue::as_str) == Some(name)
             });
             if taken {
                 return Err(QmpError::generic(format!(
@@ -772,7 +772,7 @@ fn device_add_as(m: &mut Machine, args: &DeviceOptions, driver: &str) -> Result<
     let modern = m.compat().options_6_0;
     let node = create_device(&mut m.qom.tree, td.name, id, bus, &props, true, modern)?;
     if let Some(idx) = cpu_index {
-        m.qom.tree.set_val(node, "apic-id", Value::from(idx));
+        m.qom.tree.set_val(node, "apic-id", idx);
     }
     if let Err(e) = m.pre_plug(&PlugInfo::of(&m.qom.tree, node)) {
         m.qom.tree.remove(node);
@@ -798,13 +798,15 @@ fn announce_ost(m: &mut Machine, node: NodeId) {
     let (slot_type, slot) = if types::is_a(ty, "pc-dimm") {
         (
             api::ACPISlotType::Dimm,
-            tree.val(node, "slot").and_then(Value::as_i64).unwrap_or(0),
+            tree.val(node, "slot")
+                .and_then(QomValue::as_i64)
+                .unwrap_or(0),
         )
     } else if types::is_a(ty, "x86_64-cpu") {
         (
             api::ACPISlotType::Cpu,
             tree.val(node, "apic-id")
-                .and_then(Value::as_i64)
+                .and_then(QomValue::as_i64)
                 .unwrap_or(0),
         )
     } else {
@@ -866,7 +868,7 @@ fn check_dimm(m: &Machine, props: &[(String, Value)]) -> Result<(), QmpError> {
     let path = tree.path(b);
     let busy = dimms(tree)
         .into_iter()
-        .any(|d| tree.val(d, "memdev").and_then(Value::as_str) == Some(path.as_str()));
+        .any(|d| tree.val(d, "memdev").and_then(QomValue::as_str) == Some(path.as_str()));
     if busy {
         return Err(QmpError::generic(format!(
             "can't use already busy memdev: {}",
@@ -880,7 +882,7 @@ fn check_dimm(m: &Machine, props: &[(String, Value)]) -> Result<(), QmpError> {
 fn place_dimm(tree: &mut Tree, config: &MachineConfig, node: NodeId) -> Result<(), QmpError> {
     let memdev = tree
         .val(node, "memdev")
-        .and_then(Value::as_str)
+        .and_then(QomValue::as_str)
         .unwrap_or("")
         .to_string();
     let b = backend_of(tree, &memdev).ok_or_else(|| {
@@ -904,8 +906,8 @@ fn place_dimm(tree: &mut Tree, config: &MachineConfig, node: NodeId) -> Result<(
         .iter()
         .map(|&d| {
             (
-                tree.val(d, "addr").and_then(Value::as_u64).unwrap_or(0),
-                tree.val(d, "size").and_then(Value::as_u64).unwrap_or(0),
+                tree.val(d, "addr").and_then(QomValue::as_u64).unwrap_or(0),
+                tree.val(d, "size").and_then(QomValue::as_u64).unwrap_or(0),
             )
         })
         .collect();
@@ -927,14 +929,14 @@ fn place_dimm(tree: &mut Tree, config: &MachineConfig, node: NodeId) -> Result<(
     }
     let slots: Vec<i64> = others
         .iter()
-        .filter_map(|&d| tree.val(d, "slot").and_then(Value::as_i64))
+        .filter_map(|&d| tree.val(d, "slot").and_then(QomValue::as_i64))
         .collect();
     let slot = (0..).find(|s| !slots.contains(s)).unwrap_or(0);
     let path = tree.path(b);
-    tree.set_val(node, "memdev", Value::String(path));
-    tree.set_val(node, "addr", Value::from(addr));
-    tree.set_val(node, "size", Value::from(size));
-    tree.set_val(node, "slot", Value::from(slot));
+    tree.set_val(node, "memdev", path);
+    tree.set_val(node, "addr", addr);
+    tree.set_val(node, "size", size);
+    tree.set_val(node, "slot", slot);
     Ok(())
 }
 
@@ -1004,10 +1006,10 @@ pub fn memory_devices(m: &Machine) -> Vec<api::MemoryDeviceInfo> {
                 node: num("node"),
                 memdev: tree
                     .val(d, "memdev")
-                    .and_then(Value::as_str)
+                    .and_then(QomValue::as_str)
                     .unwrap_or_default()
                     .to_string(),
-                hotplugged: tree.val(d, "hotplugged").and_then(Value::as_bool) == Some(true),
+                hotplugged: tree.val(d, "hotplugged").and_then(QomValue::as_bool) == Some(true),
                 hotpluggable: true,
             };
             if tree.node(d).ty == "nvdimm" {
@@ -1133,7 +1135,7 @@ pub fn device_del(m: &mut Machine, id: &str) -> Result<(), QmpError> {
         )));
     }
     let is_cpu = types::is_a(ty, "x86_64-cpu");
-    if is_cpu && tree.val(node, "apic-id").and_then(Value::as_u64) == Some(0) {
+    if is_cpu && tree.val(node, "apic-id").and_then(QomValue::as_u64) == Some(0) {
         return Err(QmpError::generic("Boot CPU is unpluggable"));
     }
     let path = tree.path(node);
@@ -1186,8 +1188,8 @@ pub fn cpu_add(m: &mut Machine, id: i64) -> Result<(), QmpError> {
     };
     let tree = &mut m.qom.tree;
     let n = add_numbered(tree, p.unattached, ty);
-    tree.set_val(n, "apic-id", Value::from(id));
-    tree.set_val(n, "hotplugged", Value::Bool(true));
+    tree.set_val(n, "apic-id", id);
+    tree.set_val(n, "hotplugged", true);
     let info = PlugInfo::of(&m.qom.tree, n);
     if let Err(e) = m.pre_plug(&info) {
         m.qom.tree.remove(n);
@@ -1256,7 +1258,7 @@ pub fn object_add(
         if td.name == "memory-backend-file" && get("mem-path").is_none() {
             return Err(QmpError::generic("mem-path property not set"));
         }
-        if get("size").and_then(Value::as_u64).unwrap_or(0) == 0 {
+        if get("size").and_then(QomValue::as_u64).unwrap_or(0) == 0 {
             return Err(QmpError::generic("can't create backend with size 0"));
         }
     }
@@ -1268,7 +1270,7 @@ pub fn object_add(
     if td.name == "iothread" {
         for k in ["poll-max-ns", "poll-grow", "poll-shrink"] {
             if get(k)
-                .and_then(Value::as_i64)
+                .and_then(QomValue::as_i64)
                 .map(|x| x < 0)
                 .unwrap_or(false)
             {
@@ -1302,7 +1304,7 @@ pub fn object_del(m: &mut Machine, id: &str) -> Result<(), QmpError> {
     if types::is_a(tree.node(n).ty, "memory-backend") {
         let path = tree.path(n);
         let used = all_devices(tree).into_iter().any(|d| {
-            let v = tree.val(d, "memdev").and_then(Value::as_str);
+            let v = tree.val(d, "memdev").and_then(QomValue::as_str);
             v == Some(id) || v == Some(path.as_str())
         });
         if used {

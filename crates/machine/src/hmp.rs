@@ -780,11 +780,11 @@ fn network(m: &Machine, o: &mut String) {
         let name = crate::devices::device_id(tree, d).unwrap_or_else(|| ty.to_string());
         let mac = tree
             .val(d, "mac")
-            .and_then(Value::as_str)
+            .and_then(|v| v.as_str())
             .unwrap_or("52:54:00:12:34:56")
             .to_string();
         let _ = writeln!(o, "{name}: index=0,type=nic,model={ty},macaddr={mac}");
-        if let Some(nd) = tree.val(d, "netdev").and_then(Value::as_str) {
+        if let Some(nd) = tree.val(d, "netdev").and_then(|v| v.as_str()) {
             if let Some(n) = crate::net::netdevs(m).into_iter().find(|n| n.id == nd) {
                 let _ = writeln!(
                     o,
@@ -925,7 +925,9 @@ fn qtree_dev(tree: &Tree, d: NodeId, depth: usize, o: &mut String) {
         if p.dynamic {
             continue;
         }
-        let v = tree.prop_value(d, p.name).unwrap_or(Value::Null);
+        let v = tree
+            .prop_value(d, p.name)
+            .map_or(Value::Null, |v| v.to_json());
         let _ = writeln!(
             o,
             "{:w$}{} = {}",

@@ -184,7 +184,7 @@ impl Machine {
         if let Some(g) = &ident.vm_gen_id {
             for n in devices::all_devices(&qom.tree) {
                 if qom.tree.node(n).ty == "vmgenid" {
-                    qom.tree.set_val(n, "guid", Value::String(g.clone()));
+                    qom.tree.set_val(n, "guid", g.clone());
                 }
             }
         }

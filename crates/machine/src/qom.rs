@@ -10,13 +10,15 @@
 
 pub mod props;
 pub mod types;
+pub mod value;
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use crate::api;
 use qmpkit_wire::{ErrorClass, QmpError};
 
 pub use types::{PropDef, TypeDef};
+pub use value::QomValue;
 
 /// Index of a node in the arena.
 pub type NodeId = u32;
@@ -40,7 +42,7 @@ pub struct Node {
     pub children: Vec<NodeId>,
     pub links: Vec<Link>,
     /// Values set explicitly (differing from the registry's defaults).
-    pub vals: Vec<(Box<str>, Value)>,
+    pub vals: Vec<(Box<str>, QomValue)>,
     pub alive: bool,
 }
 
@@ -182,7 +184,7 @@ impl Tree {
     }
 
     /// A stored value of `prop`, if set.
-    pub fn val(&self, id: NodeId, prop: &str) -> Option<&Value> {
+    pub fn val(&self, id: NodeId, prop: &str) -> Option<&QomValue> {
         self.node(id)
             .vals
             .iter()
@@ -191,7 +193,8 @@ impl Tree {
     }
 
     /// Store a value.
-    pub fn set_val(&mut self, id: NodeId, prop: &str, v: Value) {
+    pub fn set_val(&mut self, id: NodeId, prop: &str, v: impl Into<QomValue>) {
+        let v = v.into();
         let n = self.node_mut(id);
         if let Some(slot) = n.vals.iter_mut().find(|(k, _)| &**k == prop) {
             slot.1 = v;
@@ -201,16 +204,12 @@ impl Tree {
     }
 
     /// The value of a registry property: stored or default.
-    pub fn prop_value(&self, id: NodeId, prop: &str) -> Option<Value> {
+    pub fn prop_value(&self, id: NodeId, prop: &str) -> Option<QomValue> {
         if let Some(v) = self.val(id, prop) {
             return Some(v.clone());
         }
         let def = types::find_prop(self.node(id).ty, prop)?;
-        let v = def
-            .default
-            .and_then(|d| serde_json::from_str::<Value>(d).ok())
-            .unwrap_or(Value::Null);
-        Some(v)
+        Some(def.default.map_or(QomValue::Null, QomValue::parse_default))
     }
 
     /// Follow one path component from `id`: a child, or a link's target.
@@ -382,44 +381,44 @@ pub fn list_props(tree: &Tree, id: NodeId) -> Vec<(String, String)> {
 /// Read property `prop` of node `id`.
 /// Read property `prop` of node `id` (`modern`: answer as QEMU 6.0 and later do).
 /// Properties that other subsystems own are theirs to answer first.
-pub fn get_prop(tree: &Tree, modern: bool, id: NodeId, prop: &str) -> Result<Value, QmpError> {
+pub fn get_prop(tree: &Tree, modern: bool, id: NodeId, prop: &str) -> Result<QomValue, QmpError> {
     let n = tree.node(id);
     match prop {
-        "type" => return Ok(Value::String(n.ty.into())),
+        "type" => return Ok(n.ty.into()),
         "realized" if tree.is_device(id) || tree.is_bus(id) => {
             return Ok(tree
                 .val(id, "realized")
                 .cloned()
-                .unwrap_or(Value::Bool(true)))
+                .unwrap_or(QomValue::Bool(true)))
         }
         "hotplugged" if tree.is_device(id) => {
             return Ok(tree
                 .val(id, "hotplugged")
                 .cloned()
-                .unwrap_or(Value::Bool(false)))
+                .unwrap_or(QomValue::Bool(false)))
         }
-        "hotpluggable" if tree.is_device(id) => return Ok(Value::Bool(types::hotpluggable(n.ty))),
+        "hotpluggable" if tree.is_device(id) => return Ok(types::hotpluggable(n.ty).into()),
         "parent_bus" if tree.is_device(id) => {
-            return Ok(Value::String(
-                tree.link(id, "parent_bus")
-                    .map(|l| l.target.to_string())
-                    .unwrap_or_default(),
-            ))
+            return Ok(tree
+                .link(id, "parent_bus")
+                .map(|l| l.target.to_string())
+                .unwrap_or_default()
+                .into())
         }
         "hotplug-handler" if tree.is_bus(id) => {
             let handler = match n.ty {
-                "PCI" => "/machine/unattached/device[3]".to_string(),
-                _ => String::new(),
+                "PCI" => "/machine/unattached/device[3]",
+                _ => "",
             };
-            return Ok(Value::String(handler));
+            return Ok(handler.into());
         }
         _ => {}
     }
     if let Some(c) = tree.child(id, prop) {
-        return Ok(Value::String(tree.path(c)));
+        return Ok(tree.path(c).into());
     }
     if let Some(l) = tree.link(id, prop) {
-        return Ok(Value::String(l.target.to_string()));
+        return Ok(l.target.to_string().into());
     }
     if types::is_a(n.ty, "x86_64-cpu") && matches!(prop, "feature-words" | "filtered-features") {
         return Ok(cpu_feature_words(prop == "filtered-features"));
@@ -427,11 +426,10 @@ pub fn get_prop(tree: &Tree, modern: bool, id: NodeId, prop: &str) -> Result<Val
     if types::find_prop(n.ty, prop).is_none() {
         return Err(err_prop_not_found(modern, n.ty, prop));
     }
-    let v = tree.prop_value(id, prop).unwrap_or(Value::Null);
-    Ok(match v {
+    Ok(match tree.prop_value(id, prop) {
         // Unset strings read as empty.
-        Value::Null => Value::String(String::new()),
-        v => v,
+        None | Some(QomValue::Null) => QomValue::Str(String::new()),
+        Some(v) => v,
     })
 }
 
@@ -462,46 +460,45 @@ const FEATURE_WORDS: &[(u32, Option<u32>, &str, u64)] = &[
 
 /// `feature-words` (or, with `filtered`, `filtered-features`: nothing was
 /// filtered out) of a vCPU.
-pub fn cpu_feature_words(filtered: bool) -> Value {
-    Value::Array(
+pub fn cpu_feature_words(filtered: bool) -> QomValue {
+    QomValue::List(
         FEATURE_WORDS
             .iter()
             .map(|&(eax, ecx, reg, bits)| {
-                let mut o = Map::new();
-                o.insert("cpuid-input-eax".into(), Value::from(eax));
+                let mut o = vec![("cpuid-input-eax".to_string(), QomValue::from(eax))];
                 if let Some(c) = ecx {
-                    o.insert("cpuid-input-ecx".into(), Value::from(c));
+                    o.push(("cpuid-input-ecx".into(), c.into()));
                 }
-                o.insert("cpuid-register".into(), Value::String(reg.into()));
-                o.insert(
-                    "features".into(),
-                    Value::from(if filtered { 0 } else { bits }),
-                );
-                Value::Object(o)
+                o.push(("cpuid-register".into(), reg.into()));
+                o.push(("features".into(), (if filtered { 0 } else { bits }).into()));
+                QomValue::Dict(o)
             })
             .collect(),
     )
 }
 
-/// Check that `v` fits a property of QOM type `ty`; returns it normalised.
-pub fn check_value(prop: &str, ty: &str, v: &Value) -> Result<Value, QmpError> {
+/// Check that `v` fits a property of QOM type `ty`; returns it as the tree keeps it.
+pub fn check_value(prop: &str, ty: &str, v: &Value) -> Result<QomValue, QmpError> {
     let want = |what: &str| {
         QmpError::generic(format!(
             "Invalid parameter type for '{prop}', expected: {what}"
         ))
     };
     match ty {
-        "bool" => v.as_bool().map(Value::Bool).ok_or_else(|| want("boolean")),
+        "bool" => v
+            .as_bool()
+            .map(QomValue::Bool)
+            .ok_or_else(|| want("boolean")),
         "int" | "int8" | "int16" | "int32" | "int64" | "size" => {
             if v.is_i64() || v.is_u64() {
-                Ok(v.clone())
+                Ok(QomValue::from_json(v))
             } else {
                 Err(want("integer"))
             }
         }
         "uint8" | "uint16" | "uint32" | "uint64" => {
             if v.is_u64() {
-                Ok(v.clone())
+                Ok(QomValue::from_json(v))
             } else if v.is_i64() {
                 Err(QmpError::generic(format!(
                     "Parameter '{prop}' expects {ty}"
@@ -510,22 +507,15 @@ pub fn check_value(prop: &str, ty: &str, v: &Value) -> Result<Value, QmpError> {
                 Err(want("integer"))
             }
         }
-        "string" | "str" => v
-            .as_str()
-            .map(|s| Value::String(s.into()))
-            .ok_or_else(|| want("string")),
-        t if t.starts_with("link<") => v
-            .as_str()
-            .map(|s| Value::String(s.into()))
-            .ok_or_else(|| want("string")),
+        "string" | "str" => v.as_str().map(QomValue::from).ok_or_else(|| want("string")),
+        t if t.starts_with("link<") => v.as_str().map(QomValue::from).ok_or_else(|| want("string")),
         _ => {
             // Enumerations and structured types: take strings and objects.
-            Ok(v.clone())
+            Ok(QomValue::from_json(v))
         }
     }
 }
 
-/// Write property `prop` of node `id`.
 /// Write property `prop` of node `id` (`modern`: answer as QEMU 6.0 and later do).
 /// Properties that other subsystems own are theirs to write first.
 pub fn set_prop(

@@ -20,7 +20,7 @@ pub fn qom_get(m: &mut Machine, a: api::QomGet, _: &mut Cx) -> R<serde_json::Val
     if let Some(r) = crate::balloon::qom_get(m, id, &a.property) {
         return r;
     }
-    qom::get_prop(&m.qom.tree, m.compat().options_6_0, id, &a.property)
+    qom::get_prop(&m.qom.tree, m.compat().options_6_0, id, &a.property).map(|v| v.to_json())
 }
 
 pub fn qom_set(m: &mut Machine, a: api::QomSet, _: &mut Cx) -> R<Empty> {

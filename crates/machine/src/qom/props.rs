@@ -4,7 +4,7 @@
 
 use serde_json::Value;
 
-use super::{err_prop_not_found, types, PropDef};
+use super::{err_prop_not_found, types, PropDef, QomValue};
 use qmpkit_wire::QmpError;
 
 /// Options of `-device`/`device_add` that are not properties.
@@ -54,7 +54,7 @@ pub fn id_wellformed(id: &str) -> bool {
 }
 
 /// Convert a `-device`/`device_add` property value to the property's type.
-pub fn device_prop_value(ty_name: &str, def: &PropDef, raw: &Value) -> Result<Value, QmpError> {
+pub fn device_prop_value(ty_name: &str, def: &PropDef, raw: &Value) -> Result<QomValue, QmpError> {
     let text = match raw {
         Value::String(s) => s.clone(),
         Value::Bool(b) => (if *b { "on" } else { "off" }).to_string(),
@@ -69,13 +69,13 @@ pub fn device_prop_value(ty_name: &str, def: &PropDef, raw: &Value) -> Result<Va
     };
     match def.ty {
         "bool" => match text.as_str() {
-            "on" | "yes" | "true" | "y" => Ok(Value::Bool(true)),
-            "off" | "no" | "false" | "n" => Ok(Value::Bool(false)),
+            "on" | "yes" | "true" | "y" => Ok(QomValue::Bool(true)),
+            "off" | "no" | "false" | "n" => Ok(QomValue::Bool(false)),
             _ => Err(QmpError::generic(format!(
                 "Parameter '{name}' expects 'on' or 'off'"
             ))),
         },
-        "int32" if name == "addr" => parse_devfn(&text).map(Value::from).ok_or_else(bad),
+        "int32" if name == "addr" => parse_devfn(&text).map(QomValue::Int).ok_or_else(bad),
         "int8" | "int16" | "int32" | "int64" | "int" | "size" | "uint8" | "uint16" | "uint32"
         | "uint64" => {
             let v = parse_int(&text)
@@ -94,16 +94,16 @@ pub fn device_prop_value(ty_name: &str, def: &PropDef, raw: &Value) -> Result<Va
                     "Property {ty_name}.{name} doesn't take value {v} (minimum: {lo}, maximum: {hi})"
                 )));
             }
-            Ok(Value::from(v))
+            Ok(QomValue::Int(v))
         }
         "str" if name == "mac" => {
             if is_mac(&text) {
-                Ok(Value::String(text.to_ascii_lowercase()))
+                Ok(QomValue::Str(text.to_ascii_lowercase()))
             } else {
                 Err(bad())
             }
         }
-        _ => Ok(Value::String(text)),
+        _ => Ok(QomValue::Str(text)),
     }
 }
 
