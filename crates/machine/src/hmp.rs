@@ -8,8 +8,10 @@ use std::fmt::Write as _;
 
 use serde_json::{json, Map, Value};
 
+use crate::api::{self, Handlers as _};
 use crate::qom::{types, NodeId, Tree};
 use crate::{arg_str, Args, CmdResult, Cx, Machine};
+use qmpkit_qapi::Enum as _;
 
 /// Commands this module implements.
 pub const HANDLED: &[&str] = &["human-monitor-command"];
@@ -147,7 +149,13 @@ pub const INFO: &[&str] = &[
     "vnc",
 ];
 
-/// Run `cmd` over QMP; `Err(text)` is what the monitor prints.
+/// A typed handler's answer as the monitor prints an error.
+fn typed<T>(r: qmpkit_qapi::server::Reply<T>) -> Result<T, String> {
+    r.map_err(|e| e.desc)
+}
+
+/// Run `cmd` over QMP with arguments built from the command line (as QEMU's HMP builds a
+/// QDict for `device_add` and friends); `Err(text)` is what the monitor prints.
 fn qmp(m: &mut Machine, cx: &mut Cx, cmd: &str, args: Value) -> Result<Value, String> {
     let args = match args {
         Value::Object(o) => o,
@@ -216,49 +224,39 @@ fn info(m: &mut Machine, cx: &mut Cx, sub: &str, rest: &[String]) -> Result<Stri
     let mut o = String::new();
     match sub {
         "status" => {
-            let s = qmp(m, cx, "query-status", json!({}))?;
-            let running = s["running"].as_bool().unwrap_or(false);
-            let status = s["status"].as_str().unwrap_or("");
+            let s = typed(m.query_status(api::QueryStatus {}, cx))?;
             let _ = write!(
                 o,
                 "VM status: {}",
-                if running { "running" } else { "paused" }
+                if s.running { "running" } else { "paused" }
             );
-            if s["singlestep"].as_bool().unwrap_or(false) {
+            if s.singlestep {
                 o.push_str(" (single step mode)");
             }
-            if !running && status != "paused" {
-                let _ = write!(o, " ({status})");
+            if !s.running && s.status != api::RunState::Paused {
+                let _ = write!(o, " ({})", s.status.as_str());
             }
             o.push('\n');
         }
         "version" => {
-            let v = qmp(m, cx, "query-version", json!({}))?;
-            let q = &v["qemu"];
-            let _ = writeln!(
-                o,
-                "{}.{}.{}{}",
-                q["major"].as_i64().unwrap_or(0),
-                q["minor"].as_i64().unwrap_or(0),
-                q["micro"].as_i64().unwrap_or(0),
-                v["package"].as_str().unwrap_or("")
-            );
+            let v = typed(m.query_version(api::QueryVersion {}, cx))?;
+            let q = &v.qemu;
+            let _ = writeln!(o, "{}.{}.{}{}", q.major, q.minor, q.micro, v.package);
         }
         "name" => {
-            let v = qmp(m, cx, "query-name", json!({}))?;
-            if let Some(n) = v["name"].as_str() {
+            if let Some(n) = typed(m.query_name(api::QueryName {}, cx))?.name {
                 let _ = writeln!(o, "{n}");
             }
         }
         "uuid" => {
-            let v = qmp(m, cx, "query-uuid", json!({}))?;
-            let _ = writeln!(o, "{}", v["UUID"].as_str().unwrap_or(""));
+            let v = typed(m.query_uuid(api::QueryUuid {}, cx))?;
+            let _ = writeln!(o, "{}", v.uuid);
         }
         "kvm" => {
-            let v = qmp(m, cx, "query-kvm", json!({}))?;
-            let state = if !v["present"].as_bool().unwrap_or(false) {
+            let v = typed(m.query_kvm(api::QueryKvm {}, cx))?;
+            let state = if !v.present {
                 "not compiled"
-            } else if v["enabled"].as_bool().unwrap_or(false) {
+            } else if v.enabled {
                 "enabled"
             } else {
                 "disabled"
@@ -267,33 +265,22 @@ fn info(m: &mut Machine, cx: &mut Cx, sub: &str, rest: &[String]) -> Result<Stri
         }
         // QEMU 2.12 and later print only thread ids (from query-cpus-fast,
         // which does not stop the vCPUs).
-        "cpus" if m.compat().hmp_info_cpus_fast => {
-            let v = qmp(m, cx, "query-cpus-fast", json!({}))?;
-            let cur = m.misc.hmp_cpu as i64;
-            for c in v.as_array().into_iter().flatten() {
-                let idx = c["cpu-index"].as_i64().unwrap_or(0);
-                let _ = writeln!(
-                    o,
-                    "{} CPU #{idx}: thread_id={}",
-                    if idx == cur { '*' } else { ' ' },
-                    c["thread-id"].as_i64().unwrap_or(0)
-                );
-            }
-        }
         "cpus" => {
-            let v = qmp(m, cx, "query-cpus", json!({}))?;
+            let cpus = typed(m.query_cpus(api::QueryCpus {}, cx))?;
             let cur = m.misc.hmp_cpu as i64;
-            for c in v.as_array().into_iter().flatten() {
-                let idx = c["CPU"].as_i64().unwrap_or(0);
-                let mark = if idx == cur { '*' } else { ' ' };
-                let _ = write!(o, "{mark} CPU #{idx}:");
-                if let Some(pc) = c["pc"].as_u64() {
-                    let _ = write!(o, " pc=0x{pc:016x}");
+            let fast = m.compat().hmp_info_cpus_fast;
+            for c in cpus {
+                let mark = if c.cpu == cur { '*' } else { ' ' };
+                let _ = write!(o, "{mark} CPU #{}:", c.cpu);
+                if !fast {
+                    if let api::CpuInfoBranch::X86(x) = &c.arch {
+                        let _ = write!(o, " pc=0x{:016x}", x.pc as u64);
+                    }
+                    if c.halted {
+                        o.push_str(" (halted)");
+                    }
                 }
-                if c["halted"].as_bool().unwrap_or(false) {
-                    o.push_str(" (halted)");
-                }
-                let _ = writeln!(o, " thread_id={}", c["thread_id"].as_i64().unwrap_or(0));
+                let _ = writeln!(o, " thread_id={}", c.thread_id);
             }
         }
         "block" => {
@@ -402,8 +389,7 @@ fn info(m: &mut Machine, cx: &mut Cx, sub: &str, rest: &[String]) -> Result<Stri
             }
         }
         "mice" => {
-            let v = qmp(m, cx, "query-mice", json!({}))?;
-            let list = v.as_array().cloned().unwrap_or_default();
+            let list = typed(m.query_mice(api::QueryMice {}, cx))?;
             if list.is_empty() {
                 o.push_str("No mouse devices connected\n");
             }
@@ -411,105 +397,76 @@ fn info(m: &mut Machine, cx: &mut Cx, sub: &str, rest: &[String]) -> Result<Stri
                 let _ = writeln!(
                     o,
                     "{} Mouse #{}: {}{}",
-                    if mo["current"].as_bool().unwrap_or(false) {
-                        '*'
-                    } else {
-                        ' '
-                    },
-                    mo["index"].as_i64().unwrap_or(0),
-                    mo["name"].as_str().unwrap_or(""),
-                    if mo["absolute"].as_bool().unwrap_or(false) {
-                        " (absolute)"
-                    } else {
-                        ""
-                    }
+                    if mo.current { '*' } else { ' ' },
+                    mo.index,
+                    mo.name,
+                    if mo.absolute { " (absolute)" } else { "" }
                 );
             }
         }
         "balloon" => {
-            let v = qmp(m, cx, "query-balloon", json!({}))?;
-            let _ = writeln!(
-                o,
-                "balloon: actual={}",
-                v["actual"].as_i64().unwrap_or(0) >> 20
-            );
+            let v = typed(m.query_balloon(api::QueryBalloon {}, cx))?;
+            let _ = writeln!(o, "balloon: actual={}", v.actual >> 20);
         }
         "vnc" if m.compat().hmp_info_vnc_servers => {
-            let v = qmp(m, cx, "query-vnc-servers", json!({}))?;
-            let list = v.as_array().cloned().unwrap_or_default();
+            let list = typed(m.query_vnc_servers(api::QueryVncServers {}, cx))?;
             if list.is_empty() {
                 o.push_str("None\n");
             }
             for d in list {
-                let _ = writeln!(o, "{}:", d["id"].as_str().unwrap_or(""));
-                for srv in d["server"].as_array().into_iter().flatten() {
+                let _ = writeln!(o, "{}:", d.id);
+                for srv in &d.server {
                     let _ = writeln!(
                         o,
                         "  Server: {}:{} ({}{})",
-                        srv["host"].as_str().unwrap_or(""),
-                        srv["service"].as_str().unwrap_or(""),
-                        srv["family"].as_str().unwrap_or(""),
-                        if srv["websocket"].as_bool().unwrap_or(false) {
-                            " (Websocket)"
-                        } else {
-                            ""
-                        }
+                        srv.host,
+                        srv.service,
+                        srv.family.as_str(),
+                        if srv.websocket { " (Websocket)" } else { "" }
                     );
                     let _ = writeln!(
                         o,
                         "    Auth: {} (Sub: {})",
-                        srv["auth"].as_str().unwrap_or("none"),
-                        srv["vencrypt"].as_str().unwrap_or("none")
+                        srv.auth.as_str(),
+                        srv.vencrypt.as_ref().map_or("none", |v| v.as_str())
                     );
                 }
-                if let Some(disp) = d["display"].as_str() {
+                if let Some(disp) = &d.display {
                     let _ = writeln!(o, "  Display: {disp}");
                 }
             }
         }
         "vnc" => {
-            let v = qmp(m, cx, "query-vnc", json!({}))?;
-            if !v["enabled"].as_bool().unwrap_or(false) {
+            let v = typed(m.query_vnc(api::QueryVnc {}, cx))?;
+            if !v.enabled {
                 o.push_str("Server: disabled\n");
             } else {
                 o.push_str("Server:\n");
                 let _ = writeln!(
                     o,
                     "     address: {}:{}",
-                    v["host"].as_str().unwrap_or(""),
-                    v["service"].as_str().unwrap_or("")
+                    v.host.as_deref().unwrap_or(""),
+                    v.service.as_deref().unwrap_or("")
                 );
-                let _ = writeln!(o, "        auth: {}", v["auth"].as_str().unwrap_or("none"));
+                let _ = writeln!(o, "        auth: {}", v.auth.as_deref().unwrap_or("none"));
                 o.push_str("Client: none\n");
             }
         }
         "iothreads" => {
-            let v = qmp(m, cx, "query-iothreads", json!({}))?;
-            for t in v.as_array().into_iter().flatten() {
-                let _ = writeln!(o, "{}:", t["id"].as_str().unwrap_or(""));
-                let _ = writeln!(o, "  thread_id={}", t["thread-id"].as_i64().unwrap_or(0));
-                let _ = writeln!(
-                    o,
-                    "  poll-max-ns={}",
-                    t["poll-max-ns"].as_i64().unwrap_or(0)
-                );
-                let _ = writeln!(o, "  poll-grow={}", t["poll-grow"].as_i64().unwrap_or(0));
-                let _ = writeln!(
-                    o,
-                    "  poll-shrink={}",
-                    t["poll-shrink"].as_i64().unwrap_or(0)
-                );
+            for t in typed(m.query_iothreads(api::QueryIothreads {}, cx))? {
+                let _ = writeln!(o, "{}:", t.id);
+                let _ = writeln!(o, "  thread_id={}", t.thread_id);
+                let _ = writeln!(o, "  poll-max-ns={}", t.poll_max_ns);
+                let _ = writeln!(o, "  poll-grow={}", t.poll_grow);
+                let _ = writeln!(o, "  poll-shrink={}", t.poll_shrink);
             }
         }
         "dump" => {
-            let v = qmp(m, cx, "query-dump", json!({}))?;
-            let st = v["status"].as_str().unwrap_or("none");
-            let _ = writeln!(o, "Status: {st}");
-            if st == "active" {
-                let total = v["total"].as_f64().unwrap_or(0.0);
-                let done = v["completed"].as_f64().unwrap_or(0.0);
-                let pct = if total > 0.0 {
-                    done * 100.0 / total
+            let v = typed(m.query_dump(api::QueryDump {}, cx))?;
+            let _ = writeln!(o, "Status: {}", v.status.as_str());
+            if v.status == api::DumpStatus::Active {
+                let pct = if v.total > 0 {
+                    v.completed as f64 * 100.0 / v.total as f64
                 } else {
                     0.0
                 };
@@ -545,51 +502,37 @@ fn info(m: &mut Machine, cx: &mut Cx, sub: &str, rest: &[String]) -> Result<Stri
         "qtree" => qtree(&m.qom.tree, &mut o),
         "network" => network(m, &mut o),
         "memdev" => {
-            let v = qmp(m, cx, "query-memdev", json!({}))?;
-            for b in v.as_array().into_iter().flatten() {
-                if let Some(id) = b["id"].as_str() {
+            for b in typed(m.query_memdev(api::QueryMemdev {}, cx))? {
+                if let Some(id) = &b.id {
                     let _ = writeln!(o, "memory backend: {id}");
                 }
-                let _ = writeln!(o, "  size:  {}", b["size"].as_u64().unwrap_or(0));
-                for k in ["merge", "dump", "prealloc"] {
-                    let _ = writeln!(o, "  {k}: {}", b[k].as_bool().unwrap_or(false));
-                }
-                let _ = writeln!(o, "  policy: {}", b["policy"].as_str().unwrap_or("default"));
-                let nodes: Vec<String> = b["host-nodes"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .map(|n| n.to_string())
-                    .collect();
+                let _ = writeln!(o, "  size:  {}", b.size);
+                let _ = writeln!(o, "  merge: {}", b.merge);
+                let _ = writeln!(o, "  dump: {}", b.dump);
+                let _ = writeln!(o, "  prealloc: {}", b.prealloc);
+                let _ = writeln!(o, "  policy: {}", b.policy.as_str());
+                let nodes: Vec<String> = b.host_nodes.iter().map(u16::to_string).collect();
                 let _ = writeln!(o, "  host nodes: {}", nodes.join(","));
                 o.push('\n');
             }
         }
         "memory-devices" => {
-            let v = qmp(m, cx, "query-memory-devices", json!({}))?;
-            for d in v.as_array().into_iter().flatten() {
-                let data = &d["data"];
+            for d in typed(m.query_memory_devices(api::QueryMemoryDevices {}, cx))? {
+                let api::MemoryDeviceInfo::Dimm(data) = d else {
+                    continue;
+                };
                 let _ = writeln!(
                     o,
-                    "Memory device [{}]: \"{}\"",
-                    d["type"].as_str().unwrap_or("dimm"),
-                    data["id"].as_str().unwrap_or("")
+                    "Memory device [dimm]: \"{}\"",
+                    data.id.as_deref().unwrap_or("")
                 );
-                let _ = writeln!(o, "  addr: 0x{:x}", data["addr"].as_u64().unwrap_or(0));
-                let _ = writeln!(o, "  slot: {}", data["slot"].as_i64().unwrap_or(0));
-                let _ = writeln!(o, "  node: {}", data["node"].as_i64().unwrap_or(0));
-                let _ = writeln!(o, "  size: {}", data["size"].as_u64().unwrap_or(0));
-                let _ = writeln!(o, "  memdev: {}", data["memdev"].as_str().unwrap_or(""));
-                let _ = writeln!(
-                    o,
-                    "  hotplugged: {}",
-                    data["hotplugged"].as_bool().unwrap_or(false)
-                );
-                let _ = writeln!(
-                    o,
-                    "  hotpluggable: {}",
-                    data["hotpluggable"].as_bool().unwrap_or(false)
-                );
+                let _ = writeln!(o, "  addr: 0x{:x}", data.addr);
+                let _ = writeln!(o, "  slot: {}", data.slot);
+                let _ = writeln!(o, "  node: {}", data.node);
+                let _ = writeln!(o, "  size: {}", data.size);
+                let _ = writeln!(o, "  memdev: {}", data.memdev);
+                let _ = writeln!(o, "  hotplugged: {}", data.hotplugged);
+                let _ = writeln!(o, "  hotpluggable: {}", data.hotpluggable);
             }
         }
         "registers" => {
@@ -607,9 +550,8 @@ fn info(m: &mut Machine, cx: &mut Cx, sub: &str, rest: &[String]) -> Result<Stri
             }
         }
         "pci" => {
-            let v = qmp(m, cx, "query-pci", json!({}))?;
-            for bus in v.as_array().into_iter().flatten() {
-                for d in bus["devices"].as_array().into_iter().flatten() {
+            for bus in typed(m.query_pci(api::QueryPci {}, cx))? {
+                for d in &bus.devices {
                     pci_device(d, &mut o);
                 }
             }
@@ -624,55 +566,39 @@ fn info(m: &mut Machine, cx: &mut Cx, sub: &str, rest: &[String]) -> Result<Stri
     Ok(o)
 }
 
-fn pci_device(d: &Value, o: &mut String) {
-    let n = |v: &Value| v.as_i64().unwrap_or(0);
+fn pci_device(d: &api::PciDeviceInfo, o: &mut String) {
     let _ = writeln!(
         o,
         "  Bus {:2}, device {:3}, function {}:",
-        n(&d["bus"]),
-        n(&d["slot"]),
-        n(&d["function"])
+        d.bus, d.slot, d.function
     );
     o.push_str("    ");
-    match d["class_info"]["desc"].as_str() {
+    match &d.class_info.desc {
         Some(desc) => o.push_str(desc),
         None => {
-            let _ = write!(o, "Class {:04}", n(&d["class_info"]["class"]));
+            let _ = write!(o, "Class {:04}", d.class_info.class);
         }
     }
-    let _ = writeln!(
-        o,
-        ": PCI device {:04x}:{:04x}",
-        n(&d["id"]["vendor"]),
-        n(&d["id"]["device"])
-    );
-    if let (Some(sv), Some(s)) = (
-        d["id"]["subsystem-vendor"].as_i64(),
-        d["id"]["subsystem"].as_i64(),
-    ) {
-        let _ = writeln!(o, "      PCI subsystem {sv:04x}:{s:04x}");
-    }
-    if let Some(irq) = d["irq"].as_i64() {
+    let _ = writeln!(o, ": PCI device {:04x}:{:04x}", d.id.vendor, d.id.device);
+    if let Some(irq) = d.irq {
         let _ = writeln!(o, "      IRQ {irq}.");
     }
-    for r in d["regions"].as_array().into_iter().flatten() {
-        let addr = r["address"].as_u64().unwrap_or(0);
-        let end = addr
-            .wrapping_add(r["size"].as_u64().unwrap_or(0))
-            .wrapping_sub(1);
-        let _ = write!(o, "      BAR{}: ", n(&r["bar"]));
-        if r["type"] == "io" {
+    for r in &d.regions {
+        let addr = r.address as u64;
+        let end = addr.wrapping_add(r.size as u64).wrapping_sub(1);
+        let _ = write!(o, "      BAR{}: ", r.bar);
+        if r.r#type == "io" {
             let _ = writeln!(o, "I/O at 0x{addr:04x} [0x{end:04x}].");
         } else {
             let _ = writeln!(
                 o,
                 "{} bit{} memory at 0x{addr:08x} [0x{end:08x}].",
-                if r["mem_type_64"].as_bool().unwrap_or(false) {
+                if r.mem_type_64.unwrap_or(false) {
                     64
                 } else {
                     32
                 },
-                if r["prefetch"].as_bool().unwrap_or(false) {
+                if r.prefetch.unwrap_or(false) {
                     " prefetchable"
                 } else {
                     ""
@@ -680,7 +606,7 @@ fn pci_device(d: &Value, o: &mut String) {
             );
         }
     }
-    let _ = writeln!(o, "      id \"{}\"", d["qdev_id"].as_str().unwrap_or(""));
+    let _ = writeln!(o, "      id \"{}\"", d.qdev_id);
 }
 
 /// `x` / `xp`: examine guest memory, `/Nfu` as in QEMU (count, format
@@ -993,13 +919,15 @@ pub fn run_line(m: &mut Machine, cx: &mut Cx, line: &str) -> String {
             help(&mut o, w(0));
             Ok(o)
         }
-        "stop" => qmp(m, cx, "stop", json!({})).map(|_| String::new()),
-        "c" | "cont" => qmp(m, cx, "cont", json!({})).map(|_| String::new()),
-        "system_reset" => qmp(m, cx, "system_reset", json!({})).map(|_| String::new()),
-        "system_powerdown" => qmp(m, cx, "system_powerdown", json!({})).map(|_| String::new()),
-        "system_wakeup" => qmp(m, cx, "system_wakeup", json!({})).map(|_| String::new()),
-        "nmi" => qmp(m, cx, "inject-nmi", json!({})).map(|_| String::new()),
-        "q" | "quit" => qmp(m, cx, "quit", json!({})).map(|_| String::new()),
+        "stop" => typed(m.stop(api::Stop {}, cx)).map(|_| String::new()),
+        "c" | "cont" => typed(m.cont(api::Cont {}, cx)).map(|_| String::new()),
+        "system_reset" => typed(m.system_reset(api::SystemReset {}, cx)).map(|_| String::new()),
+        "system_powerdown" => {
+            typed(m.system_powerdown(api::SystemPowerdown {}, cx)).map(|_| String::new())
+        }
+        "system_wakeup" => typed(m.system_wakeup(api::SystemWakeup {}, cx)).map(|_| String::new()),
+        "nmi" => typed(m.inject_nmi(api::InjectNmi {}, cx)).map(|_| String::new()),
+        "q" | "quit" => typed(m.quit(api::Quit {}, cx)).map(|_| String::new()),
         "device_add" => match w(0) {
             None => Err(missing(cmd, "string")),
             Some("help") | Some("?") => {
