@@ -107,7 +107,7 @@ impl MachineHandle {
         // 160 handlers per machine.
         let shared = Arc::new(self.clone());
         if test_control {
-            for name in qmpkit_machine::testctl::HANDLED {
+            for name in qmpkit_machine::testctl::COMMANDS {
                 if schema.lookup(name).is_none() {
                     let h = shared.clone();
                     reg.register_sync(name, move |call: Call| h.call(call, None, unhandled));

@@ -366,14 +366,12 @@ impl Machine {
                 v
             }));
         }
-        None.or_else(|| testctl::execute(self, cmd, args, cx))
-            .or_else(|| identity::execute(self, cmd, args, cx))
+        None.or_else(|| identity::execute(self, cmd, args, cx))
             // Device-level subsystems: `.or_else(|| NAME::execute(self, cmd, args, cx))`.
             .or_else(|| block::execute(self, cmd, args, cx))
             .or_else(|| chardev::execute(self, cmd, args, cx))
             .or_else(|| net::execute(self, cmd, args, cx))
             .or_else(|| display::execute(self, cmd, args, cx))
-            .or_else(|| misc::execute(self, cmd, args, cx))
             .or_else(|| jobs::execute(self, cmd, args, cx))
             .or_else(|| hmp::execute(self, cmd, args, cx))
     }
@@ -440,13 +438,11 @@ pub fn handled() -> Vec<&'static str> {
     v.extend_from_slice(qmp::implemented());
     v.extend_from_slice(qmp::OUTSIDE_SCHEMA);
     v.extend_from_slice(identity::HANDLED);
-    v.extend_from_slice(testctl::HANDLED);
     // Device-level subsystems: `v.extend_from_slice(NAME::HANDLED);`
     for h in [
         block::HANDLED,
         chardev::HANDLED,
         net::HANDLED,
-        misc::HANDLED,
         jobs::HANDLED,
         hmp::HANDLED,
     ] {

@@ -2,17 +2,9 @@
 //! `trace-event-set-state`, with `*` patterns and per-vCPU events),
 //! `rtc-reset-reinjection`. (File descriptors are [`crate::fdsets`].)
 
-use serde_json::{json, Value};
-
-use crate::{arg_bool, arg_i64, arg_str, Args, CmdResult, Cx, Machine};
+use crate::api;
+use crate::Machine;
 use qmpkit_wire::QmpError;
-
-/// Commands this module implements.
-pub const HANDLED: &[&str] = &[
-    "trace-event-get-state",
-    "trace-event-set-state",
-    "rtc-reset-reinjection",
-];
 
 /// One trace event: name, per-vCPU, compiled in.
 pub struct TraceEvent {
@@ -239,9 +231,12 @@ fn vcpu_mask(m: &Machine, i: u16) -> u64 {
         .unwrap_or(0)
 }
 
-fn trace_get(m: &Machine, args: &Args) -> CmdResult {
-    let name = arg_str(args, "name").unwrap_or("");
-    let vcpu = arg_i64(args, "vcpu");
+/// `trace-event-get-state`: the events matching `name` (of vCPU `vcpu` when given).
+pub fn trace_get(
+    m: &Machine,
+    name: &str,
+    vcpu: Option<i64>,
+) -> Result<Vec<api::TraceEventInfo>, QmpError> {
     check_vcpu(m, vcpu)?;
     check_events(name, vcpu.is_some(), true)?;
     let mut out = Vec::new();
@@ -251,7 +246,7 @@ fn trace_get(m: &Machine, args: &Args) -> CmdResult {
         }
         let i = i as u16;
         let state = if !ev.available {
-            "unavailable"
+            api::TraceEventState::Unavailable
         } else {
             let on = match (ev.vcpu, vcpu) {
                 (true, Some(v)) => vcpu_mask(m, i) & (1u64 << (v as u64 % 64)) != 0,
@@ -259,21 +254,29 @@ fn trace_get(m: &Machine, args: &Args) -> CmdResult {
                 (false, _) => m.misc.trace_enabled.contains(&i),
             };
             if on {
-                "enabled"
+                api::TraceEventState::Enabled
             } else {
-                "disabled"
+                api::TraceEventState::Disabled
             }
         };
-        out.push(json!({"name": ev.name, "state": state, "vcpu": ev.vcpu}));
+        out.push(api::TraceEventInfo {
+            name: ev.name.to_string(),
+            state,
+            vcpu: ev.vcpu,
+        });
     }
-    Ok(Value::Array(out))
+    Ok(out)
 }
 
-fn trace_set(m: &mut Machine, args: &Args) -> CmdResult {
-    let name = arg_str(args, "name").unwrap_or("");
-    let enable = arg_bool(args, "enable").unwrap_or(false);
-    let ignore = arg_bool(args, "ignore-unavailable").unwrap_or(false);
-    let vcpu = arg_i64(args, "vcpu");
+/// `trace-event-set-state`: enable or disable the events matching `name` (of vCPU `vcpu`
+/// when given, of every vCPU otherwise).
+pub fn trace_set(
+    m: &mut Machine,
+    name: &str,
+    enable: bool,
+    ignore: bool,
+    vcpu: Option<i64>,
+) -> Result<(), QmpError> {
     check_vcpu(m, vcpu)?;
     check_events(name, vcpu.is_some(), ignore)?;
     let all_cpus: u64 = match vcpu_count(m) {
@@ -304,15 +307,5 @@ fn trace_set(m: &mut Machine, args: &Args) -> CmdResult {
             m.misc.trace_enabled.retain(|&e| e != i);
         }
     }
-    crate::empty()
-}
-
-/// Dispatch.
-pub fn execute(m: &mut Machine, cmd: &str, args: &Args, _cx: &mut Cx) -> Option<CmdResult> {
-    Some(match cmd {
-        "trace-event-get-state" => trace_get(m, args),
-        "trace-event-set-state" => trace_set(m, args),
-        "rtc-reset-reinjection" => crate::empty(),
-        _ => return None,
-    })
+    Ok(())
 }

@@ -6,18 +6,20 @@
 
 use std::collections::HashMap;
 
+use qmpkit_qapi::Enum;
 use qmpkit_wire::{ErrorClass, QmpError};
-use serde_json::{json, Value};
 
+use crate::api;
 use crate::config::GuestConfig;
 use crate::runstate::{self, RunState};
-use crate::{arg_bool, arg_i64, arg_str, empty, generic, Args, CmdResult, Cx, Machine};
+use crate::{generic, Machine};
 
 /// The prefix of test-control commands.
 pub const PREFIX: &str = "__org.qmpkit_";
 
-/// Commands this module implements.
-pub const HANDLED: &[&str] = &[
+/// The test-control commands: served on request even when the served schema lacks them,
+/// and always open to `__org.qmpkit_inject-failure`.
+pub const COMMANDS: &[&str] = &[
     "__org.qmpkit_guest-shutdown",
     "__org.qmpkit_guest-panic",
     "__org.qmpkit_guest-suspend",
@@ -61,16 +63,19 @@ impl TestCtl {
     }
 }
 
-fn error_class(name: &str) -> Option<ErrorClass> {
-    Some(match name {
-        "GenericError" => ErrorClass::GenericError,
-        "CommandNotFound" => ErrorClass::CommandNotFound,
-        "DeviceNotActive" => ErrorClass::DeviceNotActive,
-        "DeviceNotFound" => ErrorClass::DeviceNotFound,
-        "KVMMissingCap" => ErrorClass::KVMMissingCap,
-        "DeviceEncrypted" => ErrorClass::DeviceEncrypted,
-        "MigrationExpected" => ErrorClass::MigrationExpected,
-        _ => return None,
+fn error_class(c: &api::QapiErrorClass) -> Option<ErrorClass> {
+    Some(match c {
+        api::QapiErrorClass::GenericError => ErrorClass::GenericError,
+        api::QapiErrorClass::CommandNotFound => ErrorClass::CommandNotFound,
+        api::QapiErrorClass::DeviceNotActive => ErrorClass::DeviceNotActive,
+        api::QapiErrorClass::DeviceNotFound => ErrorClass::DeviceNotFound,
+        api::QapiErrorClass::KVMMissingCap => ErrorClass::KVMMissingCap,
+        // Classes of later QEMU versions than the machine's own interface knows.
+        api::QapiErrorClass::Unknown(name) => match name.as_str() {
+            "DeviceEncrypted" => ErrorClass::DeviceEncrypted,
+            "MigrationExpected" => ErrorClass::MigrationExpected,
+            _ => return None,
+        },
     })
 }
 
@@ -85,8 +90,15 @@ fn require_running(m: &Machine) -> Result<(), QmpError> {
     }
 }
 
-fn io_error(m: &mut Machine, args: &Args) -> CmdResult {
-    let device = arg_str(args, "device").unwrap_or("");
+/// `__org.qmpkit_io-error`: the guest's next request to `device` fails (`operation`
+/// `write` when not given; out of space with `nospace`), with QEMU's default error
+/// actions: a write out of space stops the machine, anything else is reported.
+pub fn io_error(
+    m: &mut Machine,
+    device: &str,
+    operation: Option<&api::IoOperationType>,
+    nospace: bool,
+) -> Result<(), QmpError> {
     if !m.config.drives.iter().any(|d| d.id == device) {
         return Err(QmpError::new(
             ErrorClass::DeviceNotFound,
@@ -94,133 +106,114 @@ fn io_error(m: &mut Machine, args: &Args) -> CmdResult {
         ));
     }
     require_running(m)?;
-    let operation = arg_str(args, "operation").unwrap_or("write");
-    if operation != "read" && operation != "write" {
+    let operation = operation.cloned().unwrap_or(api::IoOperationType::Write);
+    if operation.is_unknown() {
         return Err(generic(
             "Invalid parameter 'operation': expected 'read' or 'write'",
         ));
     }
-    let nospace = arg_bool(args, "nospace").unwrap_or(false);
     // QEMU's defaults: werror=enospc (stop on ENOSPC), rerror=report.
-    let action = if nospace && operation == "write" {
-        "stop"
+    let action = if nospace && operation == api::IoOperationType::Write {
+        api::BlockErrorAction::Stop
     } else {
-        "report"
+        api::BlockErrorAction::Report
     };
     let reason = if nospace {
         "No space left on device"
     } else {
         "Input/output error"
     };
-    let mut data = json!({
-        "device": device,
-        "node-name": crate::block::node_name_of(m, device).unwrap_or_default(),
-        "operation": operation,
-        "action": action,
-        "reason": reason,
+    let stop = action == api::BlockErrorAction::Stop;
+    m.emit_event(api::BlockIoError {
+        device: device.to_string(),
+        node_name: crate::block::node_name_of(m, device).unwrap_or_default(),
+        operation,
+        action,
+        nospace: nospace.then_some(true),
+        reason: reason.to_string(),
     });
-    if nospace {
-        if let Some(o) = data.as_object_mut() {
-            o.insert("nospace".into(), Value::Bool(true));
-        }
-    }
-    m.emit("BLOCK_IO_ERROR", Some(data));
-    if action == "stop" {
+    if stop {
         let status = if nospace { "nospace" } else { "failed" };
         crate::block::set_io_status(m, device, status);
         runstate::vm_stop(m, RunState::IoError);
     }
-    empty()
+    Ok(())
 }
 
-/// What the running guest asks for (`what`, no data); refused unless it runs.
-fn guest_request(m: &mut Machine, what: runstate::Timer) -> CmdResult {
-    require_running(m).and_then(|()| {
-        runstate::request(m, what);
-        empty()
-    })
+/// What the running guest asks for; refused unless it runs.
+pub fn guest_request(m: &mut Machine, what: runstate::Timer) -> Result<(), QmpError> {
+    require_running(m)?;
+    runstate::request(m, what);
+    Ok(())
 }
 
-pub fn execute(m: &mut Machine, cmd: &str, args: &Args, _cx: &mut Cx) -> Option<CmdResult> {
-    let sub = cmd.strip_prefix(PREFIX)?;
-    Some(match sub {
-        "guest-shutdown" => match require_running(m) {
-            Err(e) => Err(e),
-            Ok(()) => {
-                if arg_bool(args, "reboot").unwrap_or(false) {
-                    runstate::request(
-                        m,
-                        runstate::Timer::Reset(runstate::ShutdownCause::GuestReset),
-                    );
-                } else {
-                    runstate::request(
-                        m,
-                        runstate::Timer::Shutdown(runstate::ShutdownCause::GuestShutdown),
-                    );
-                }
-                empty()
-            }
-        },
-        "guest-panic" => guest_request(m, runstate::Timer::Panic),
-        "guest-suspend" => guest_request(m, runstate::Timer::Suspend),
-        "guest-hibernate" => guest_request(m, runstate::Timer::Hibernate),
-        "watchdog-fire" => guest_request(m, runstate::Timer::Watchdog),
-        "io-error" => io_error(m, args),
-        "inject-failure" => {
-            let command = arg_str(args, "command").unwrap_or("").to_string();
-            // Only commands the monitor serves can fail; QEMU's words for
-            // any other name.
-            let in_schema = m.schema.lookup(&command).is_some_and(|id| {
-                matches!(
-                    m.schema.entity(id).kind,
-                    qmpkit_schema::model::EntityKind::Command(_)
-                )
-            });
-            let served = in_schema
-                || HANDLED.contains(&command.as_str())
-                || crate::SERVER_BUILTINS.contains(&command.as_str());
-            if !served {
-                return Some(Err(QmpError::new(
-                    ErrorClass::CommandNotFound,
-                    format!("The command {command} has not been found"),
-                )));
-            }
-            let class_name = arg_str(args, "class").unwrap_or("GenericError");
-            let Some(class) = error_class(class_name) else {
-                return Some(Err(generic(format!(
-                    "Invalid parameter 'class': unknown error class '{class_name}'"
-                ))));
-            };
-            let count = arg_i64(args, "count").unwrap_or(1);
-            if count < 0 {
-                return Some(Err(generic(
-                    "Parameter 'count' expects a non-negative number",
-                )));
-            }
-            let desc = arg_str(args, "desc")
-                .map(str::to_string)
-                .unwrap_or_else(|| format!("Injected failure of '{command}'"));
-            if count == 0 {
-                m.testctl.injected.remove(&command);
-            } else {
-                m.testctl
-                    .injected
-                    .insert(command, (count as u64, QmpError::new(class, desc)));
-            }
-            empty()
-        }
-        "set-guest" => {
-            if let Some(a) = arg_bool(args, "acpi") {
-                m.testctl.guest.acpi = a;
-            }
-            if let Some(d) = arg_i64(args, "powerdown-delay-ms") {
-                m.testctl.guest.powerdown_delay_ms = d.max(0) as u64;
-            }
-            if let Some(b) = arg_bool(args, "balloon-follow") {
-                m.testctl.guest.balloon_follow = b;
-            }
-            empty()
-        }
-        _ => return None,
-    })
+/// `__org.qmpkit_guest-shutdown`: the guest powers off, or reboots.
+pub fn guest_shutdown(m: &mut Machine, reboot: bool) -> Result<(), QmpError> {
+    let what = if reboot {
+        runstate::Timer::Reset(runstate::ShutdownCause::GuestReset)
+    } else {
+        runstate::Timer::Shutdown(runstate::ShutdownCause::GuestShutdown)
+    };
+    guest_request(m, what)
+}
+
+/// `__org.qmpkit_inject-failure`: the next `count` calls of `command` (1 when not given; 0
+/// clears) fail with `class` (GenericError when not given) and `desc`.
+pub fn inject_failure(m: &mut Machine, a: &api::OrgQmpkitInjectFailure) -> Result<(), QmpError> {
+    let command = a.command.clone();
+    if !served_command(m, &command) {
+        return Err(QmpError::new(
+            ErrorClass::CommandNotFound,
+            format!("The command {command} has not been found"),
+        ));
+    }
+    let class_value = a.class.clone().unwrap_or(api::QapiErrorClass::GenericError);
+    let Some(class) = error_class(&class_value) else {
+        return Err(generic(format!(
+            "Invalid parameter 'class': unknown error class '{}'",
+            class_value.as_str()
+        )));
+    };
+    let count = a.count.unwrap_or(1);
+    if count < 0 {
+        return Err(generic("Parameter 'count' expects a non-negative number"));
+    }
+    let desc = a
+        .desc
+        .clone()
+        .unwrap_or_else(|| format!("Injected failure of '{command}'"));
+    if count == 0 {
+        m.testctl.injected.remove(&command);
+    } else {
+        m.testctl
+            .injected
+            .insert(command, (count as u64, QmpError::new(class, desc)));
+    }
+    Ok(())
+}
+
+/// Whether the monitor serves `command`: a command of the served schema, a test-control
+/// command or one the server answers itself. Only those can be made to fail; QEMU's words
+/// for any other name. (Follows the served schema; it moves to the version view.)
+fn served_command(m: &Machine, command: &str) -> bool {
+    let in_schema = m.schema.lookup(command).is_some_and(|id| {
+        matches!(
+            m.schema.entity(id).kind,
+            qmpkit_schema::model::EntityKind::Command(_)
+        )
+    });
+    in_schema || COMMANDS.contains(&command) || crate::SERVER_BUILTINS.contains(&command)
+}
+
+/// `__org.qmpkit_set-guest`: change how the modelled guest behaves.
+pub fn set_guest(m: &mut Machine, a: &api::OrgQmpkitSetGuest) {
+    if let Some(acpi) = a.acpi {
+        m.testctl.guest.acpi = acpi;
+    }
+    if let Some(d) = a.powerdown_delay_ms {
+        m.testctl.guest.powerdown_delay_ms = d.max(0) as u64;
+    }
+    if let Some(b) = a.balloon_follow {
+        m.testctl.guest.balloon_follow = b;
+    }
 }

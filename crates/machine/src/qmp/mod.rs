@@ -29,8 +29,10 @@ pub mod identity;
 pub mod input;
 pub mod memory;
 pub mod migration;
+pub mod misc;
 pub mod qom;
 pub mod runstate;
+pub mod testctl;
 
 /// What a handler returns.
 pub type R<T> = Result<T, QmpError>;
@@ -126,6 +128,19 @@ handlers! {
     input_send_event(InputSendEvent) => input::input_send_event;
     query_mice(QueryMice) => input::query_mice;
     org_qmpkit_query_keyboard(OrgQmpkitQueryKeyboard) => input::query_keyboard;
+    // (qmp/misc.rs)
+    trace_event_get_state(TraceEventGetState) => misc::trace_event_get_state;
+    trace_event_set_state(TraceEventSetState) => misc::trace_event_set_state;
+    rtc_reset_reinjection(RtcResetReinjection) => misc::rtc_reset_reinjection;
+    // (qmp/testctl.rs)
+    org_qmpkit_guest_shutdown(OrgQmpkitGuestShutdown) => testctl::guest_shutdown;
+    org_qmpkit_guest_panic(OrgQmpkitGuestPanic) => testctl::guest_panic;
+    org_qmpkit_guest_suspend(OrgQmpkitGuestSuspend) => testctl::guest_suspend;
+    org_qmpkit_guest_hibernate(OrgQmpkitGuestHibernate) => testctl::guest_hibernate;
+    org_qmpkit_watchdog_fire(OrgQmpkitWatchdogFire) => testctl::watchdog_fire;
+    org_qmpkit_io_error(OrgQmpkitIoError) => testctl::io_error;
+    org_qmpkit_inject_failure(OrgQmpkitInjectFailure) => testctl::inject_failure;
+    org_qmpkit_set_guest(OrgQmpkitSetGuest) => testctl::set_guest;
 
     // QOM and devices
     qom_list(QomList) => qom::qom_list;

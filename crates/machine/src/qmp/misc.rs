@@ -1,0 +1,26 @@
+//! Odds and ends: trace events, rtc-reset-reinjection.
+
+use qmpkit_qapi::Empty;
+
+use super::R;
+use crate::api;
+use crate::misc;
+use crate::{Cx, Machine};
+
+pub fn trace_event_get_state(
+    m: &mut Machine,
+    a: api::TraceEventGetState,
+    _: &mut Cx,
+) -> R<Vec<api::TraceEventInfo>> {
+    misc::trace_get(m, &a.name, a.vcpu)
+}
+
+pub fn trace_event_set_state(m: &mut Machine, a: api::TraceEventSetState, _: &mut Cx) -> R<Empty> {
+    let ignore = a.ignore_unavailable.unwrap_or(false);
+    misc::trace_set(m, &a.name, a.enable, ignore, a.vcpu).map(|()| Empty)
+}
+
+/// The modelled RTC reinjects no lost ticks: nothing to reset.
+pub fn rtc_reset_reinjection(_: &mut Machine, _: api::RtcResetReinjection, _: &mut Cx) -> R<Empty> {
+    Ok(Empty)
+}
