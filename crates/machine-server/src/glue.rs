@@ -203,18 +203,28 @@ impl MachineHandle {
                 }
                 None => self.wake.notified().await,
             }
-            let now = self.now_ns();
-            let exit = {
-                let mut m = lock(&self.machine);
-                m.advance(now);
-                self.broadcast(m.take_events());
-                m.exit
-            };
-            if exit.is_some() {
-                let _ = self.exit_tx.send(exit);
+            if self.advance(self.now_ns()).is_some() {
                 return;
             }
         }
+    }
+
+    /// Bring the machine to `now_ns` (ns since it started): run its due
+    /// timers and broadcast their events, as the timer task does at each
+    /// deadline. Tests that step a clock call it with times ahead of
+    /// [`MachineHandle::now_ns`] and start no timer task. `Some` once the
+    /// machine has ended.
+    pub fn advance(&self, now_ns: u64) -> Option<ExitReason> {
+        let exit = {
+            let mut m = lock(&self.machine);
+            m.advance(now_ns);
+            self.broadcast(m.take_events());
+            m.exit
+        };
+        if exit.is_some() {
+            let _ = self.exit_tx.send(exit);
+        }
+        exit
     }
 
     /// Where the timer task and later calls broadcast events (a fleet

@@ -264,14 +264,15 @@ fn object_add_and_del() {
         "GenericError: object 'rng1' not found"
     );
     // Newer interfaces pass properties flat.
+    let mut m10 = machine_10();
     ok(run(
-        &mut m,
+        &mut m10,
         "object-add",
         json!({"qom-type": "memory-backend-ram", "id": "mem2", "size": 1073741824}),
     ));
     assert_eq!(
         ok(run(
-            &mut m,
+            &mut m10,
             "qom-get",
             json!({"path": "/objects/mem2", "property": "size"})
         )),
@@ -295,13 +296,13 @@ fn object_add_and_del() {
         "GenericError: Either 'file' or 'data' must be provided"
     );
     ok(run(
-        &mut m,
+        &mut m10,
         "object-add",
         json!({"qom-type": "secret", "id": "s1", "data": "x"}),
     ));
     assert_eq!(
         e(
-            &mut m,
+            &mut m10,
             json!({"qom-type": "iothread", "id": "x", "poll-grow": -2})
         ),
         "GenericError: poll-grow value must be in range [0, 9223372036854775807]"

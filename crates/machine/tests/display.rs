@@ -130,7 +130,8 @@ fn vnc_queries_and_passwords() {
 
 #[test]
 fn screendump_png() {
-    let mut m = machine();
+    // `format` came with QEMU 7.1.
+    let mut m = machine_10();
     let f = tmp("s.png");
     ok(run(
         &mut m,

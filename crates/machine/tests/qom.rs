@@ -328,7 +328,7 @@ fn device_list_properties() {
 
 #[test]
 fn newer_qemu_words() {
-    let mut m = machine_with(|c| c.qemu_version = (10, 0, 2));
+    let mut m = machine_10();
     assert_eq!(
         run(
             &mut m,

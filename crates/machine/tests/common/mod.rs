@@ -21,6 +21,17 @@ pub fn machine() -> Machine {
     machine_with(|_| {})
 }
 
+/// A default machine claiming QEMU 10.0.2 and serving its interface (for
+/// arguments only newer interfaces take: flat object-add properties,
+/// screendump's format, …).
+pub fn machine_10() -> Machine {
+    let p = qmpkit_testkit::data::path("qemu-ref/schema-10.0.2/qapi/qapi-schema.json");
+    let s = qmpkit_schema::load(&p, qmpkit_schema::Dialect::Modern).expect("10.0.2 schema loads");
+    let mut c = MachineConfig::default_machine();
+    c.qemu_version = (10, 0, 2);
+    Machine::new(Arc::new(c), Arc::new(s))
+}
+
 pub fn args(v: Value) -> Args {
     match v {
         Value::Object(m) => m,
@@ -37,10 +48,35 @@ pub fn run(m: &mut Machine, cmd: &str, a: Value) -> Result<Value, String> {
     run_cx(m, cmd, a, &mut cx)
 }
 
+/// Run `cmd` with `cx`; errors as "Class: desc". The arguments must be
+/// ones the server lets through ([`served_args`]).
 pub fn run_cx(m: &mut Machine, cmd: &str, a: Value, cx: &mut Cx) -> Result<Value, String> {
-    m.execute(cmd, &args(a), cx)
+    let a = served_args(m, cmd, a);
+    m.execute(cmd, &a, cx)
         .unwrap_or_else(|| Err(qmpkit_wire::QmpError::generic("unhandled")))
         .map_err(|e| format!("{}: {}", e.class, e.desc))
+}
+
+/// `a` as the server hands it to the machine: validated against the served
+/// schema as a client's request is. Arguments the server would refuse never
+/// reach a machine, so a test that passes them is a mistake (tests of what a
+/// client sees for them go through a server: `crates/machine-server/tests`).
+pub fn served_args(m: &Machine, cmd: &str, a: Value) -> Args {
+    let Some(id) = m.schema.lookup(cmd) else {
+        // Test control is served unchecked where the schema lacks it.
+        assert!(
+            cmd.starts_with("__org.qmpkit_"),
+            "{cmd} is not a command of the served schema"
+        );
+        return args(a);
+    };
+    let opts = qmpkit_server::validate::ValidateOptions {
+        qemu_version: Some(m.config.qemu_version),
+    };
+    match qmpkit_server::validate::validate_args(&m.schema, id, Some(&a), &opts) {
+        Ok(a) => a,
+        Err(e) => panic!("the server refuses {cmd} {a}: {}: {}", e.class, e.desc),
+    }
 }
 
 /// Step the clock by `ms`, running due timers.

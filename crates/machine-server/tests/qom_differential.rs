@@ -1,6 +1,7 @@
 //! QOM and object commands side by side with the real qemu-storage-daemon
 //! (10.0.2): the same requests on the same objects must get the same
-//! answers from the machine claiming QEMU 10.0.2.
+//! answers from the machine claiming QEMU 10.0.2 and serving its interface,
+//! through a server session (its validation answers what does not fit).
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
@@ -8,8 +9,12 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use qmpkit_machine::{Args, Cx, Machine, MachineConfig};
+use qmpkit_machine::{Machine, MachineConfig};
 use serde_json::{json, Value};
+
+mod common;
+
+use common::Session;
 
 struct Daemon {
     child: Child,
@@ -95,13 +100,14 @@ impl Daemon {
     }
 }
 
-fn ours(m: &mut Machine, cmd: &str, args: &Value) -> Value {
-    let a: Args = args.as_object().cloned().unwrap_or_default();
-    let mut cx = Cx::default();
-    match m.execute(cmd, &a, &mut cx) {
-        Some(Ok(v)) => json!({ "return": v }),
-        Some(Err(e)) => json!({"error": {"class": e.class.as_str(), "desc": e.desc}}),
-        None => json!({"error": "unhandled"}),
+/// The answer as on the wire: `{"return": …}` or `{"error": {class, desc}}`.
+fn ours(s: &Session, cmd: &str, args: &Value) -> Value {
+    match s.run(cmd, args.clone()) {
+        Ok(v) => json!({ "return": v }),
+        Err(e) => match e.split_once(": ") {
+            Some((class, desc)) => json!({"error": {"class": class, "desc": desc}}),
+            None => json!({ "error": e }),
+        },
     }
 }
 
@@ -114,8 +120,9 @@ fn same_answers_as_qemu_storage_daemon() {
     let mut config = MachineConfig::default_machine();
     config.qemu_version = (10, 0, 2);
     config.objects.retain(|o| o.id == "iothread0");
-    let schema = Arc::new(qmpkit_machine::embedded::load_schema().expect("schema"));
-    let mut m = Machine::new(Arc::new(config), schema);
+    let p = qmpkit_testkit::data::path("qemu-ref/schema-10.0.2/qapi/qapi-schema.json");
+    let schema = qmpkit_schema::load(&p, qmpkit_schema::Dialect::Modern).expect("10.0.2 schema");
+    let s = Session::new(Machine::new(Arc::new(config), Arc::new(schema)));
     let probes: Vec<(&str, Value)> = vec![
         (
             "qom-get",
@@ -216,7 +223,7 @@ fn same_answers_as_qemu_storage_daemon() {
             qmpkit_testkit::skip::skip("qemu-storage-daemon stopped answering");
             return;
         };
-        let mine = ours(&mut m, cmd, args);
+        let mine = ours(&s, cmd, args);
         if mine != theirs {
             diffs.push(format!(
                 "{cmd} {args}\n  qemu:   {theirs}\n  qmpkit: {mine}"
