@@ -1151,6 +1151,28 @@ impl<'a> W<'_, 'a> {
         );
     }
 
+    /// A trait method's doc line and deprecation for command `c`; returns its argument type
+    /// and return type.
+    fn method_head(&mut self, c: &CallPlan) -> (String, String) {
+        let p = self.p;
+        let e = &p.s.entities[c.id];
+        let ty = self.arg_type(c);
+        let ret = self.returns(c.id);
+        let _ = writeln!(self.out, "    /// `{}`: see [`{ty}`].", inline(&e.name));
+        if self.deprecated(&e.features) {
+            self.l("    #[deprecated]");
+        }
+        (ty, ret)
+    }
+
+    /// The Rust type a command's method takes.
+    fn arg_type(&self, c: &CallPlan) -> String {
+        match c.shape {
+            Shape::OnType(t) => self.p.name[t].clone().unwrap_or_default(),
+            _ => c.rust.clone(),
+        }
+    }
+
     fn server(&mut self) {
         let p = self.p;
         let tr = p.commands_trait.clone();
@@ -1160,21 +1182,12 @@ impl<'a> W<'_, 'a> {
         );
         let cmds = p.commands.clone();
         for c in &cmds {
-            let e = &p.s.entities[c.id];
-            let ty = match c.shape {
-                Shape::OnType(t) => p.name[t].clone().unwrap_or_default(),
-                _ => c.rust.clone(),
-            };
-            let ret = self.returns(c.id);
-            let _ = writeln!(self.out, "    /// `{}`: see [`{ty}`].", inline(&e.name));
-            if self.deprecated(&e.features) {
-                self.l("    #[deprecated]");
-            }
+            let (ty, ret) = self.method_head(c);
             let _ = writeln!(
                 self.out,
                 "    fn {}(&self, args: {ty}, ctx: C) -> impl ::core::future::Future<Output = ::qmpkit_qapi::server::Reply<{ret}>> + Send {{\n        let _ = (args, ctx);\n        async {{ Err(::qmpkit_qapi::server::CommandError::not_implemented({})) }}\n    }}",
                 c.method,
-                lit(&e.name)
+                lit(&p.s.entities[c.id].name)
             );
         }
         self.l("}\n");
@@ -1183,10 +1196,7 @@ impl<'a> W<'_, 'a> {
             "/// Hand every command of [`{tr}`] to a server's registrar.\n#[allow(deprecated)]\npub fn register_commands<S: {tr}<C>, C: Send + 'static, R: ::qmpkit_qapi::server::Registrar<S, C>>(r: &mut R) {{"
         );
         for c in &cmds {
-            let ty = match c.shape {
-                Shape::OnType(t) => p.name[t].clone().unwrap_or_default(),
-                _ => c.rust.clone(),
-            };
+            let ty = self.arg_type(c);
             let _ = writeln!(
                 self.out,
                 "    r.command::<{ty}>(|s, a, c| ::std::boxed::Box::pin(async move {{ s.{}(a, c).await }}));",
@@ -1211,16 +1221,8 @@ impl W<'_, '_> {
         );
         let cmds = p.commands.clone();
         for c in &cmds {
+            let (ty, ret) = self.method_head(c);
             let e = &p.s.entities[c.id];
-            let ty = match c.shape {
-                Shape::OnType(t) => p.name[t].clone().unwrap_or_default(),
-                _ => c.rust.clone(),
-            };
-            let ret = self.returns(c.id);
-            let _ = writeln!(self.out, "    /// `{}`: see [`{ty}`].", inline(&e.name));
-            if self.deprecated(&e.features) {
-                self.l("    #[deprecated]");
-            }
             let _ = writeln!(
                 self.out,
                 "    fn {}(&mut self, args: {ty}, cx: &mut Self::Cx) -> ::qmpkit_qapi::server::Reply<{ret}> {{\n        let _ = (args, cx);\n        Err(::qmpkit_qapi::server::CommandError::not_implemented({}))\n    }}",
@@ -1243,10 +1245,7 @@ impl W<'_, '_> {
         let _ = writeln!(self.out, "    {OPT}::Some(match name {{");
         for c in &cmds {
             let e = &p.s.entities[c.id];
-            let ty = match c.shape {
-                Shape::OnType(t) => p.name[t].clone().unwrap_or_default(),
-                _ => c.rust.clone(),
-            };
+            let ty = self.arg_type(c);
             let _ = writeln!(
                 self.out,
                 "        {} => ::qmpkit_qapi::server::call::<{ty}>(args, |a| h.{}(a, cx)),",

@@ -652,27 +652,16 @@ fn own_schema_raw_replies_and_events_need_no_shaping() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
-/// One call through the version view (`Machine::execute`), as a client of
-/// the served interface gets it.
+/// One call as a client of the served interface gets it: the raw reply
+/// converted by the version view, the gaps it used noted.
 fn call_served(
     b: &mut Bench,
     cmd: &str,
     args: &Value,
     t: u64,
 ) -> Option<Result<Value, qmpkit_wire::QmpError>> {
-    let fds = if matches!(cmd, "getfd" | "add-fd") {
-        vec![devnull()]
-    } else {
-        Vec::new()
-    };
-    let mut cx = Cx {
-        now_ns: t * 1_000_000_000,
-        fds,
-        session_fds: Some(b.session_fds.clone()),
-    };
-    let a = args.as_object().cloned().unwrap_or_default();
     let schema = b.m.schema.clone();
-    let r = b.m.execute_raw(cmd, &a, &mut cx)?;
+    let r = call_raw(b, cmd, args, t)?;
     Some(r.map(|raw| {
         let c = shape::conform_return(&schema, cmd, raw);
         note(&mut b.gaps, cmd, &c.inventions);
