@@ -528,6 +528,22 @@ impl BlockGraph {
         r
     }
 
+    /// What `-drive` does: adds the node and its children with a generated `#blockNNN` name
+    /// for the top as well, owned by the drive rather than the monitor (`blockdev-del` refuses
+    /// it). All or nothing, like [`BlockGraph::add`]. Returns the top node's name.
+    pub fn add_implicit(&mut self, opts: &BlockdevOptions) -> Result<String> {
+        let mut added = Vec::new();
+        let r = self
+            .add_inner(opts, false, &mut added)
+            .and_then(|name| self.check_all_perms().map(|()| name));
+        if r.is_err() {
+            for n in added.iter().rev() {
+                self.nodes.remove(n);
+            }
+        }
+        r
+    }
+
     fn resolve_child(
         &mut self,
         r: &BlockdevRef,
@@ -1094,6 +1110,15 @@ impl BlockGraph {
         }
         self.remove_unreferenced(name);
         Ok(())
+    }
+
+    /// Drops a node no user and no parent holds any more, with its implicit children (what a
+    /// command that opened a node undoes when it fails later).
+    pub fn discard_unused(&mut self, name: &str) {
+        if self.has_parent_node(name) || self.users.iter().any(|u| u.node == name) {
+            return;
+        }
+        self.remove_unreferenced(name);
     }
 
     /// Removes a node and then every implicit child no longer referenced.

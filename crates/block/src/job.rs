@@ -774,8 +774,12 @@ impl Jobs {
                 source,
                 target,
                 sync,
-            } if !soft => copy_data(graph, &source, &target, sync)
-                .and_then(|()| graph.move_users(&source, &target)),
+            } if !soft => copy_data(graph, &source, &target, sync).and_then(|()| {
+                // The job lets go of both nodes before the source's users move over, so
+                // they find the target free to take what they need.
+                self.release(graph, i);
+                graph.move_users(&source, &target)
+            }),
             _ => Ok(()),
         };
         if let Err(e) = result {

@@ -284,7 +284,7 @@ fn info(m: &mut Machine, cx: &mut Cx, sub: &str, rest: &[String]) -> Result<Stri
             }
         }
         "block" => {
-            let v = crate::block::query_block(m);
+            let v = crate::block::query_block_json(m);
             let want = rest.first().map(String::as_str);
             let mut first = true;
             for b in v.as_array().into_iter().flatten() {

@@ -1,63 +1,240 @@
-//! Jobs (block jobs and QEMU 3.0's generic `job-*`) and block exports: the
-//! machine starts none (no command that starts a job, such as
-//! `drive-mirror`, `block-stream` or `blockdev-backup`, nor
-//! `nbd-server-start`, is implemented yet), so the lists are empty and
-//! every command on a job or the NBD server names one that does not exist,
-//! answered in QEMU's words.
+//! Jobs and exports of interfaces newer than the machine's own schema (QEMU 3.0's generic
+//! `job-*` and `query-jobs`, 2.12's `block-job-dismiss` / `-finalize`, `blockdev-create`,
+//! `x-debug-query-block-graph`, 5.0's `block-export-*`): answered by name over the same job
+//! model and graph as the typed handlers in `qmp/block.rs`, for a served schema that has them
+//! (a newer QEMU's, or the storage daemon's).
 
+use std::path::PathBuf;
+
+use qmpkit_block::image::{CreateOptions, ImageFormat};
 use qmpkit_wire::{ErrorClass, QmpError};
-use serde_json::Value;
+use serde_json::{json, Map, Value};
 
-use crate::{arg_str, generic, Args, CmdResult, Cx, Machine};
+use crate::block::{self, qerr};
+use crate::{arg_bool, arg_str, arg_u64, generic, Args, CmdResult, Cx, Machine};
 
 pub const HANDLED: &[&str] = &[
-    "block-job-cancel",
+    "block-export-add",
+    "block-export-del",
     "block-job-change",
-    "block-job-complete",
     "block-job-dismiss",
     "block-job-finalize",
-    "block-job-pause",
-    "block-job-resume",
-    "block-job-set-speed",
+    "blockdev-create",
     "job-cancel",
     "job-complete",
     "job-dismiss",
     "job-finalize",
     "job-pause",
     "job-resume",
-    "nbd-server-stop",
+    "nbd-server-remove",
     "query-block-exports",
-    "query-block-jobs",
     "query-jobs",
+    "x-debug-query-block-graph",
 ];
 
-/// Dispatch.
-pub fn execute(_m: &mut Machine, cmd: &str, args: &Args, _cx: &mut Cx) -> Option<CmdResult> {
-    Some(match cmd {
-        "query-block-jobs" | "query-jobs" => Ok(Value::Array(Vec::new())),
-        "block-job-cancel"
-        | "block-job-complete"
-        | "block-job-pause"
-        | "block-job-resume"
-        | "block-job-set-speed"
-        | "block-job-change"
-        | "block-job-dismiss"
-        | "block-job-finalize" => {
-            // The job's id: `device` for the older commands, `id` for the
-            // newer ones.
-            let id = arg_str(args, "device")
-                .or_else(|| arg_str(args, "id"))
-                .unwrap_or("");
-            Err(QmpError::new(
-                ErrorClass::DeviceNotActive,
-                format!("Block job '{id}' not found"),
-            ))
-        }
-        "job-cancel" | "job-complete" | "job-dismiss" | "job-finalize" | "job-pause"
-        | "job-resume" => Err(generic("Job not found")),
-        // nbd-server-start is not implemented: no server, no exports.
-        "nbd-server-stop" => Err(generic("NBD server not running")),
-        "query-block-exports" => Ok(Value::Array(Vec::new())),
-        _ => return None,
+fn empty() -> CmdResult {
+    Ok(Value::Object(Map::new()))
+}
+
+fn block_job_not_found(id: &str) -> QmpError {
+    QmpError::new(
+        ErrorClass::DeviceNotActive,
+        format!("Block job '{id}' not found"),
+    )
+}
+
+fn query_jobs(m: &Machine) -> Value {
+    Value::Array(
+        m.block
+            .jobs
+            .query_jobs()
+            .into_iter()
+            .map(|j| {
+                let mut o = json!({
+                    "id": j.id,
+                    "type": j.kind.name(),
+                    "status": j.status.name(),
+                    "current-progress": j.current_progress,
+                    "total-progress": j.total_progress,
+                });
+                if let Some(e) = j.error {
+                    o["error"] = json!(e);
+                }
+                o
+            })
+            .collect(),
+    )
+}
+
+fn debug_graph(m: &Machine) -> Value {
+    let g = m.block.graph.debug_graph();
+    let perms = |p: &[qmpkit_block::Perm]| -> Value {
+        Value::Array(p.iter().map(|x| json!(x.name())).collect())
+    };
+    json!({
+        "nodes": g.nodes.iter().map(|n| json!({
+            "id": n.id, "type": n.kind.name(), "name": n.name,
+        })).collect::<Vec<_>>(),
+        "edges": g.edges.iter().map(|e| json!({
+            "parent": e.parent, "child": e.child, "name": e.name,
+            "perm": perms(&e.perm), "shared-perm": perms(&e.shared_perm),
+        })).collect::<Vec<_>>(),
     })
+}
+
+/// `blockdev-create` for a file on the host with raw or qcow2 on top: the options name the
+/// format driver and its `file` (a `file` node's name or an inline file definition is not
+/// needed: the job creates the file the `file` node points at).
+fn blockdev_create(m: &mut Machine, args: &Args) -> CmdResult {
+    let job_id = arg_str(args, "job-id").unwrap_or("").to_string();
+    let opts = args
+        .get("options")
+        .and_then(Value::as_object)
+        .ok_or_else(|| generic("Parameter 'options' is missing"))?;
+    let driver = opts.get("driver").and_then(Value::as_str).unwrap_or("");
+    let size = opts.get("size").and_then(Value::as_u64).unwrap_or(0);
+    let (format, path) = match driver {
+        "file" => {
+            let f = opts.get("filename").and_then(Value::as_str).unwrap_or("");
+            (ImageFormat::Raw, PathBuf::from(f))
+        }
+        "qcow2" | "raw" => {
+            let file = opts.get("file").and_then(Value::as_str).unwrap_or("");
+            let node = block::resolve_node(m, file)?;
+            let path = PathBuf::from(m.block.graph.filename(&node).map_err(qerr)?);
+            let f = if driver == "qcow2" {
+                ImageFormat::Qcow2
+            } else {
+                ImageFormat::Raw
+            };
+            (f, path)
+        }
+        other => {
+            return Err(crate::not_implemented(&format!(
+                "blockdev-create with driver '{other}'"
+            )))
+        }
+    };
+    let mut co = CreateOptions::new(format, size);
+    co.cluster_size = opts.get("cluster-size").and_then(Value::as_u64);
+    co.refcount_bits = opts.get("refcount-bits").and_then(Value::as_u64);
+    co.backing_file = opts
+        .get("backing-file")
+        .and_then(Value::as_str)
+        .map(str::to_string);
+    co.backing_format = opts
+        .get("backing-fmt")
+        .and_then(Value::as_str)
+        .and_then(ImageFormat::from_name);
+    m.block.jobs.start_create(&job_id, path, co).map_err(qerr)?;
+    block::pump(m);
+    empty()
+}
+
+fn query_block_exports(m: &Machine) -> Value {
+    Value::Array(
+        m.block
+            .exports
+            .iter()
+            .map(|e| {
+                json!({
+                    "id": e.name,
+                    "type": "nbd",
+                    "node-name": e.node,
+                    "shutting-down": false,
+                })
+            })
+            .collect(),
+    )
+}
+
+fn block_export_add(m: &mut Machine, args: &Args) -> CmdResult {
+    let ty = arg_str(args, "type").unwrap_or("");
+    if ty != "nbd" {
+        return Err(crate::not_implemented(&format!(
+            "block-export-add of type '{ty}'"
+        )));
+    }
+    let id = arg_str(args, "id").unwrap_or("").to_string();
+    let node = arg_str(args, "node-name").unwrap_or("").to_string();
+    if m.block.exports.iter().any(|e| e.name == id) {
+        return Err(generic(format!("Block export id '{id}' is already in use")));
+    }
+    if m.block.nbd.is_none() {
+        return Err(generic("NBD server not running"));
+    }
+    m.block.graph.require(&node).map_err(qerr)?;
+    let name = arg_str(args, "name").unwrap_or(&id).to_string();
+    let writable = arg_bool(args, "writable").unwrap_or(false);
+    if writable && m.block.graph.is_read_only(&node).map_err(qerr)? {
+        return Err(generic("Cannot export read-only node as writable"));
+    }
+    crate::qmp::block::add_export(m, &name, &node, writable)?;
+    empty()
+}
+
+/// Dispatch.
+pub fn execute(m: &mut Machine, cmd: &str, args: &Args, _cx: &mut Cx) -> Option<CmdResult> {
+    if !HANDLED.contains(&cmd) {
+        return None;
+    }
+    block::catch_up(m);
+    let id = arg_str(args, "id").unwrap_or("").to_string();
+    let r = match cmd {
+        "query-jobs" => Ok(query_jobs(m)),
+        "x-debug-query-block-graph" => Ok(debug_graph(m)),
+        "query-block-exports" => Ok(query_block_exports(m)),
+        "blockdev-create" => blockdev_create(m, args),
+        "block-export-add" => block_export_add(m, args),
+        "block-export-del" => {
+            if !m.block.exports.iter().any(|e| e.name == id) {
+                Err(generic(format!("Export '{id}' is not found")))
+            } else {
+                crate::qmp::block::remove_export(m, &id).and_then(|()| empty())
+            }
+        }
+        "nbd-server-remove" => {
+            let name = arg_str(args, "name").unwrap_or("").to_string();
+            if m.block.nbd.is_none() {
+                Err(generic("NBD server not running"))
+            } else if !m.block.exports.iter().any(|e| e.name == name) {
+                Err(generic(format!("Export '{name}' is not found")))
+            } else {
+                crate::qmp::block::remove_export(m, &name).and_then(|()| empty())
+            }
+        }
+        "block-job-dismiss" | "block-job-finalize" | "block-job-change" => {
+            let jid = arg_str(args, "id").unwrap_or("").to_string();
+            if m.block.jobs.require_block_job(&jid).is_err() {
+                Err(block_job_not_found(&jid))
+            } else {
+                job_verb(m, cmd, &jid, args)
+            }
+        }
+        _ => job_verb(m, cmd, &id, args),
+    };
+    block::pump(m);
+    Some(r)
+}
+
+fn job_verb(m: &mut Machine, cmd: &str, id: &str, args: &Args) -> CmdResult {
+    let block::BlockState { graph, jobs, .. } = &mut m.block;
+    let r = match cmd {
+        "job-cancel" => jobs.cancel(graph, id, true),
+        "job-pause" => jobs.pause(id),
+        "job-resume" => jobs.resume(id),
+        "job-complete" => jobs.complete(graph, id),
+        "job-finalize" | "block-job-finalize" => jobs.finalize(graph, id),
+        "job-dismiss" | "block-job-dismiss" => jobs.dismiss(id),
+        "block-job-change" => match arg_u64(args, "speed") {
+            Some(s) => jobs.set_speed(id, s),
+            None => jobs
+                .status(id)
+                .map(|_| ())
+                .ok_or_else(|| qmpkit_block::Error::generic("Job not found")),
+        },
+        _ => return Err(crate::not_implemented(cmd)),
+    };
+    r.map_err(qerr)?;
+    empty()
 }

@@ -105,6 +105,8 @@ pub enum TimerAction {
     Migration(migration::Timer),
     /// A key of a `send-key` sequence.
     Input(input::Timer),
+    /// The block layer (jobs).
+    Block(block::Timer),
 }
 
 /// Why a machine's process (or its slot in a fleet) ends.
@@ -336,6 +338,7 @@ impl Machine {
             TimerAction::Balloon(t) => balloon::on_timer(self, t),
             TimerAction::Migration(t) => migration::on_timer(self, t),
             TimerAction::Input(t) => input::on_timer(self, t),
+            TimerAction::Block(t) => block::on_timer(self, t),
         }
     }
 
@@ -358,6 +361,10 @@ impl Machine {
             return Some(Err(err));
         }
         if let Some(r) = qmp::display::screendump_newer_members(self, cmd, args) {
+            return Some(r);
+        }
+        // What a served interface newer than the machine's own says more about.
+        if let Some(r) = block::execute_newer(self, cmd) {
             return Some(r);
         }
         if let Some(r) = qmp::dispatch(self, cmd, args, cx) {
@@ -401,12 +408,8 @@ impl Machine {
     pub fn has_backend(&self, kind: devices::Backend, name: &str) -> bool {
         match kind {
             devices::Backend::Netdev => net::exists(self, name),
-            // A drive's name or its medium's node name, as QEMU looks the value up.
-            devices::Backend::Drive => self
-                .block
-                .drives
-                .iter()
-                .any(|d| d.id == name || d.medium.as_ref().is_some_and(|x| x.node_name == name)),
+            // A drive's name, its medium's node name or a node, as QEMU looks the value up.
+            devices::Backend::Drive => block::drive_known(self, name),
         }
     }
 

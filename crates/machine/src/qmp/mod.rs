@@ -21,6 +21,7 @@ use crate::api;
 use crate::{Cx, Machine};
 
 pub mod balloon;
+pub mod block;
 pub mod devices;
 pub mod display;
 pub mod dump;
@@ -181,7 +182,37 @@ handlers! {
     org_qmpkit_guest_memory_write(OrgQmpkitGuestMemoryWrite) => migration::guest_memory_write;
     org_qmpkit_guest_dirty_rate(OrgQmpkitGuestDirtyRate) => migration::guest_dirty_rate;
 
-    // Block layer and jobs
+    // Block layer and jobs (qmp/block.rs)
+    query_block(QueryBlock) => block::query_block;
+    query_blockstats(QueryBlockstats) => block::query_blockstats;
+    eject(Eject) => block::eject;
+    blockdev_open_tray(BlockdevOpenTray) => block::blockdev_open_tray;
+    blockdev_close_tray(BlockdevCloseTray) => block::blockdev_close_tray;
+    x_blockdev_remove_medium(XBlockdevRemoveMedium) => block::x_blockdev_remove_medium;
+    blockdev_change_medium(BlockdevChangeMedium) => block::blockdev_change_medium;
+    blockdev_add(BlockdevAdd) => block::blockdev_add;
+    blockdev_del(BlockdevDel) => block::blockdev_del;
+    query_named_block_nodes(QueryNamedBlockNodes) => block::query_named_block_nodes;
+    block_resize(BlockResize) => block::block_resize;
+    block_set_write_threshold(BlockSetWriteThreshold) => block::block_set_write_threshold;
+    blockdev_snapshot_sync(BlockdevSnapshotSync) => block::blockdev_snapshot_sync;
+    blockdev_snapshot(BlockdevSnapshot) => block::blockdev_snapshot;
+    block_stream(BlockStream) => block::block_stream;
+    block_commit(BlockCommit) => block::block_commit;
+    drive_mirror(DriveMirrorCommand) => block::drive_mirror;
+    blockdev_mirror(BlockdevMirror) => block::blockdev_mirror;
+    drive_backup(DriveBackupCommand) => block::drive_backup;
+    blockdev_backup(BlockdevBackupCommand) => block::blockdev_backup;
+    query_block_jobs(QueryBlockJobs) => block::query_block_jobs;
+    block_job_set_speed(BlockJobSetSpeed) => block::block_job_set_speed;
+    block_job_cancel(BlockJobCancel) => block::block_job_cancel;
+    block_job_pause(BlockJobPause) => block::block_job_pause;
+    block_job_resume(BlockJobResume) => block::block_job_resume;
+    block_job_complete(BlockJobComplete) => block::block_job_complete;
+    nbd_server_start(NbdServerStart) => block::nbd_server_start;
+    nbd_server_add(NbdServerAdd) => block::nbd_server_add;
+    nbd_server_stop(NbdServerStop) => block::nbd_server_stop;
+    transaction(Transaction) => block::transaction;
 }
 
 /// The commands the table above implements.

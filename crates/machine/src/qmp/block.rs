@@ -1,0 +1,850 @@
+//! Block layer commands: drives, media and trays, nodes (`blockdev-add` / `-del`, the named
+//! nodes), resizing, snapshots, block jobs, NBD exports and `transaction`.
+
+use std::path::PathBuf;
+
+use qmpkit_block::graph::{
+    BlockdevOptions as Opts, BlockdevRef as Ref, DetectZeroes, Driver, Perm, PermSet, UserKind,
+};
+use qmpkit_block::image::{self, CreateOptions, ImageFormat};
+use qmpkit_block::job::{JobOptions, SyncMode};
+use qmpkit_block::nbd::{NbdExport, NbdListen, NbdServer};
+use qmpkit_qapi::Empty;
+
+use super::R;
+use crate::api;
+use crate::block::{self, qerr, Export};
+use crate::{generic, not_implemented, Cx, Machine};
+
+// ---------------------------------------------------------------------------
+// Drives, media, trays.
+
+pub fn query_block(m: &mut Machine, _: api::QueryBlock, _: &mut Cx) -> R<Vec<api::BlockInfo>> {
+    block::catch_up(m);
+    Ok(block::query_block(m))
+}
+
+pub fn query_blockstats(
+    m: &mut Machine,
+    _: api::QueryBlockstats,
+    _: &mut Cx,
+) -> R<Vec<api::BlockStats>> {
+    Ok(block::query_blockstats(m))
+}
+
+pub fn eject(m: &mut Machine, a: api::Eject, _: &mut Cx) -> R<Empty> {
+    let (dev, id) = (a.device.as_deref(), a.id.as_deref());
+    let i = block::lookup(m, dev, id)?;
+    let name = block::display_name(dev, id);
+    block::eject(m, i, &name, a.force.unwrap_or(false))?;
+    Ok(Empty)
+}
+
+pub fn blockdev_open_tray(m: &mut Machine, a: api::BlockdevOpenTray, _: &mut Cx) -> R<Empty> {
+    let (dev, id) = (a.device.as_deref(), a.id.as_deref());
+    let i = block::lookup(m, dev, id)?;
+    let name = block::display_name(dev, id);
+    block::open_tray(m, i, &name, a.force.unwrap_or(false))?;
+    Ok(Empty)
+}
+
+pub fn blockdev_close_tray(m: &mut Machine, a: api::BlockdevCloseTray, _: &mut Cx) -> R<Empty> {
+    let (dev, id) = (a.device.as_deref(), a.id.as_deref());
+    let i = block::lookup(m, dev, id)?;
+    block::close_tray(m, i, &block::display_name(dev, id))?;
+    Ok(Empty)
+}
+
+pub fn x_blockdev_remove_medium(
+    m: &mut Machine,
+    a: api::XBlockdevRemoveMedium,
+    _: &mut Cx,
+) -> R<Empty> {
+    let (dev, id) = (a.device.as_deref(), a.id.as_deref());
+    let i = block::lookup(m, dev, id)?;
+    block::remove_medium(m, i, &block::display_name(dev, id))?;
+    Ok(Empty)
+}
+
+pub fn blockdev_change_medium(
+    m: &mut Machine,
+    a: api::BlockdevChangeMedium,
+    _: &mut Cx,
+) -> R<Empty> {
+    let (dev, id) = (a.device.as_deref(), a.id.as_deref());
+    let i = block::lookup(m, dev, id)?;
+    let name = block::display_name(dev, id);
+    let ro = match a.read_only_mode {
+        Some(api::BlockdevChangeReadOnlyMode::ReadOnly) => Some(true),
+        Some(api::BlockdevChangeReadOnlyMode::ReadWrite) => Some(false),
+        _ => None,
+    };
+    block::change_medium(m, i, &name, &a.filename, a.format.as_deref(), ro)?;
+    Ok(Empty)
+}
+
+// ---------------------------------------------------------------------------
+// Nodes.
+
+fn zeroes(d: &Option<api::BlockdevDetectZeroesOptions>) -> DetectZeroes {
+    match d {
+        Some(api::BlockdevDetectZeroesOptions::On) => DetectZeroes::On,
+        Some(api::BlockdevDetectZeroesOptions::Unmap) => DetectZeroes::Unmap,
+        _ => DetectZeroes::Off,
+    }
+}
+
+fn map_ref(r: &api::BlockdevRef) -> R<Ref> {
+    Ok(match r {
+        api::BlockdevRef::Reference(n) => Ref::Node(n.clone()),
+        api::BlockdevRef::Definition(o) => Ref::Inline(Box::new(map_options(o)?)),
+    })
+}
+
+/// The generated `BlockdevOptions` as the block layer's options, for the drivers it has.
+pub fn map_options(o: &api::BlockdevOptions) -> R<Opts> {
+    use api::BlockdevOptionsBranch as B;
+    let mut out = match &o.driver {
+        B::File(f) => Opts::file(&f.filename),
+        B::Raw(r) => Opts::format(Driver::Raw, map_ref(&r.file)?),
+        B::Qcow2(q) => {
+            let mut x = Opts::format(Driver::Qcow2, map_ref(&q.file)?);
+            x.backing = match q.backing.as_deref() {
+                None => None,
+                Some(api::BlockdevRefOrNull::Null(_)) => Some(None),
+                Some(api::BlockdevRefOrNull::Reference(n)) => Some(Some(Ref::Node(n.clone()))),
+                Some(api::BlockdevRefOrNull::Definition(d)) => {
+                    Some(Some(Ref::Inline(Box::new(map_options(d)?))))
+                }
+            };
+            x
+        }
+        B::NullCo(n) | B::NullAio(n) => {
+            let mut x = Opts::null(n.size.map(|s| s.max(0) as u64));
+            if matches!(o.driver, B::NullAio(_)) {
+                x.driver = Driver::NullAio;
+            }
+            x
+        }
+        other => {
+            return Err(not_implemented(&format!(
+                "blockdev-add with driver '{}'",
+                other.tag()
+            )))
+        }
+    };
+    out.node_name = o.node_name.clone();
+    out.read_only = o.read_only.unwrap_or(false);
+    out.detect_zeroes = zeroes(&o.detect_zeroes);
+    if let Some(c) = &o.cache {
+        out.cache_direct = c.direct.unwrap_or(false);
+        out.cache_no_flush = c.no_flush.unwrap_or(false);
+    }
+    Ok(out)
+}
+
+pub fn blockdev_add(m: &mut Machine, a: api::BlockdevAdd, _: &mut Cx) -> R<Empty> {
+    let opts = map_options(&a.0)?;
+    m.block.graph.add(&opts).map_err(qerr)?;
+    Ok(Empty)
+}
+
+pub fn blockdev_del(m: &mut Machine, a: api::BlockdevDel, _: &mut Cx) -> R<Empty> {
+    block::catch_up(m);
+    m.block.graph.delete(&a.node_name).map_err(qerr)?;
+    Ok(Empty)
+}
+
+pub fn query_named_block_nodes(
+    m: &mut Machine,
+    _: api::QueryNamedBlockNodes,
+    _: &mut Cx,
+) -> R<Vec<api::BlockDeviceInfo>> {
+    block::catch_up(m);
+    let nodes = m.block.graph.named_nodes(false).map_err(qerr)?;
+    Ok(nodes.iter().map(block::device_info).collect())
+}
+
+/// The node a command names with `device` or `node-name` (one of them).
+fn device_or_node(m: &Machine, device: Option<&str>, node: Option<&str>) -> R<String> {
+    match (device, node) {
+        (Some(d), None) => block::resolve_node(m, d),
+        (_, Some(n)) => {
+            m.block.graph.require_node(n).map_err(qerr)?;
+            Ok(n.to_string())
+        }
+        (None, None) => Err(generic("Cannot find device='' nor node-name=''")),
+    }
+}
+
+pub fn block_resize(m: &mut Machine, a: api::BlockResize, _: &mut Cx) -> R<Empty> {
+    let node = device_or_node(m, a.device.as_deref(), a.node_name.as_deref())?;
+    if a.size < 0 {
+        return Err(generic("Invalid parameter 'size'"));
+    }
+    m.block.graph.resize(&node, a.size as u64).map_err(qerr)?;
+    Ok(Empty)
+}
+
+pub fn block_set_write_threshold(
+    m: &mut Machine,
+    a: api::BlockSetWriteThreshold,
+    _: &mut Cx,
+) -> R<Empty> {
+    m.block
+        .graph
+        .require(&a.node_name)
+        .map_err(|_| generic(format!("Device '{}' not found", a.node_name)))?;
+    m.block
+        .graph
+        .set_write_threshold(&a.node_name, a.write_threshold)
+        .map_err(qerr)?;
+    Ok(Empty)
+}
+
+// ---------------------------------------------------------------------------
+// Snapshots.
+
+/// What a snapshot did, so a failed transaction can undo it.
+struct SnapshotUndo {
+    node: String,
+    overlay: Option<String>,
+    created_file: Option<PathBuf>,
+    was_read_only: bool,
+}
+
+fn snapshot_sync(m: &mut Machine, a: &api::BlockdevSnapshotSync) -> R<SnapshotUndo> {
+    let node = device_or_node(m, a.device.as_deref(), a.node_name.as_deref())?;
+    if let Some(f) = a.format.as_deref() {
+        if f != "qcow2" {
+            return Err(not_implemented(&format!(
+                "blockdev-snapshot-sync with format '{f}'"
+            )));
+        }
+    }
+    if matches!(a.mode, Some(api::NewImageMode::Existing)) {
+        return Err(not_implemented(
+            "blockdev-snapshot-sync with mode 'existing'",
+        ));
+    }
+    let path = PathBuf::from(&a.snapshot_file);
+    let existed = path.exists();
+    let was_read_only = m.block.graph.is_read_only(&node).map_err(qerr)?;
+    let overlay = m
+        .block
+        .graph
+        .snapshot_sync(&node, &path, a.snapshot_node_name.as_deref())
+        .map_err(qerr)?;
+    block::sync_media(m);
+    Ok(SnapshotUndo {
+        node,
+        overlay,
+        created_file: (!existed).then_some(path),
+        was_read_only,
+    })
+}
+
+pub fn blockdev_snapshot_sync(
+    m: &mut Machine,
+    a: api::BlockdevSnapshotSync,
+    _: &mut Cx,
+) -> R<Empty> {
+    block::catch_up(m);
+    snapshot_sync(m, &a)?;
+    block::pump(m);
+    Ok(Empty)
+}
+
+fn snapshot(m: &mut Machine, a: &api::BlockdevSnapshot) -> R<SnapshotUndo> {
+    let g = &m.block.graph;
+    g.require(&a.node).map_err(qerr)?;
+    g.require(&a.overlay).map_err(qerr)?;
+    if g.child(&a.overlay, qmpkit_block::graph::ChildRole::Backing)
+        .is_some()
+    {
+        return Err(generic("The overlay already has a backing image"));
+    }
+    if !g.users_of(&a.overlay).is_empty() || g.has_parent_node(&a.overlay) {
+        return Err(generic("The overlay is already in use"));
+    }
+    g.check_blocked(&a.node).map_err(qerr)?;
+    let was_read_only = g.is_read_only(&a.node).map_err(qerr)?;
+    let g = &mut m.block.graph;
+    g.set_backing(&a.overlay, Some(&a.node)).map_err(qerr)?;
+    if let Err(e) = g.move_users(&a.node, &a.overlay) {
+        let _ = g.set_backing(&a.overlay, None);
+        return Err(qerr(e));
+    }
+    let _ = g.set_read_only(&a.node, true);
+    block::sync_media(m);
+    Ok(SnapshotUndo {
+        node: a.node.clone(),
+        overlay: Some(a.overlay.clone()),
+        created_file: None,
+        was_read_only,
+    })
+}
+
+pub fn blockdev_snapshot(m: &mut Machine, a: api::BlockdevSnapshot, _: &mut Cx) -> R<Empty> {
+    block::catch_up(m);
+    snapshot(m, &a)?;
+    block::pump(m);
+    Ok(Empty)
+}
+
+fn undo_snapshot(m: &mut Machine, u: SnapshotUndo, added_overlay: bool) {
+    let g = &mut m.block.graph;
+    if let Some(o) = &u.overlay {
+        let _ = g.set_read_only(&u.node, u.was_read_only);
+        let _ = g.move_users(o, &u.node);
+        if added_overlay {
+            g.discard_unused(o);
+        } else {
+            let _ = g.set_backing(o, None);
+        }
+    }
+    if let Some(f) = &u.created_file {
+        let _ = std::fs::remove_file(f);
+    }
+    block::sync_media(m);
+}
+
+// ---------------------------------------------------------------------------
+// Jobs.
+
+fn speed(s: Option<i64>) -> R<u64> {
+    match s {
+        Some(s) if s < 0 => Err(generic("Invalid parameter 'speed'")),
+        Some(s) => Ok(s as u64),
+        None => Ok(0),
+    }
+}
+
+fn job_options(id: Option<&str>, device: &str, s: Option<i64>) -> R<JobOptions> {
+    let mut o = JobOptions::new(id.unwrap_or(device));
+    o.speed = speed(s)?;
+    Ok(o)
+}
+
+fn sync_mode(s: &api::MirrorSyncMode) -> R<SyncMode> {
+    match s {
+        api::MirrorSyncMode::Full => Ok(SyncMode::Full),
+        api::MirrorSyncMode::Top => Ok(SyncMode::Top),
+        api::MirrorSyncMode::None => Ok(SyncMode::None),
+        api::MirrorSyncMode::Incremental => Err(not_implemented("sync mode 'incremental'")),
+        api::MirrorSyncMode::Unknown(x) => Err(generic(format!(
+            "Parameter 'sync' does not accept value '{x}'"
+        ))),
+    }
+}
+
+/// The node of a backing-chain member named by its file name (the 2.12 `base` / `top`).
+fn chain_node_by_file(m: &Machine, top: &str, file: &str) -> Option<String> {
+    m.block
+        .graph
+        .backing_chain(top)
+        .into_iter()
+        .find(|n| m.block.graph.filename(n).ok().as_deref() == Some(file))
+}
+
+pub fn block_stream(m: &mut Machine, a: api::BlockStream, _: &mut Cx) -> R<Empty> {
+    block::catch_up(m);
+    let node = block::resolve_node(m, &a.device)?;
+    let base = match (&a.base, &a.base_node) {
+        (Some(_), Some(_)) => {
+            return Err(generic(
+                "'base' and 'base-node' cannot be specified at the same time",
+            ))
+        }
+        (Some(f), None) => Some(
+            chain_node_by_file(m, &node, f)
+                .ok_or_else(|| generic(format!("Can't find '{f}' in the backing chain")))?,
+        ),
+        (None, Some(b)) => {
+            m.block.graph.require(b).map_err(qerr)?;
+            Some(b.clone())
+        }
+        (None, None) => None,
+    };
+    let opts = job_options(a.job_id.as_deref(), &a.device, a.speed)?;
+    let block::BlockState { graph, jobs, .. } = &mut m.block;
+    jobs.start_stream(graph, &opts, &node, base.as_deref())
+        .map_err(qerr)?;
+    block::pump(m);
+    Ok(Empty)
+}
+
+pub fn block_commit(m: &mut Machine, a: api::BlockCommit, _: &mut Cx) -> R<Empty> {
+    block::catch_up(m);
+    let node = block::resolve_node(m, &a.device)?;
+    let by_file = |m: &Machine, f: &Option<String>, what: &str| -> R<Option<String>> {
+        match f {
+            None => Ok(None),
+            Some(f) => chain_node_by_file(m, &node, f).map(Some).ok_or_else(|| {
+                generic(if what == "top" {
+                    format!("Top image file {f} not found")
+                } else {
+                    format!("Can't find '{f}' in the backing chain")
+                })
+            }),
+        }
+    };
+    let top = by_file(m, &a.top, "top")?;
+    let base = by_file(m, &a.base, "base")?;
+    let opts = job_options(a.job_id.as_deref(), &a.device, a.speed)?;
+    let block::BlockState { graph, jobs, .. } = &mut m.block;
+    jobs.start_commit(graph, &opts, &node, top.as_deref(), base.as_deref())
+        .map_err(qerr)?;
+    block::pump(m);
+    Ok(Empty)
+}
+
+/// A target file made for drive-mirror / drive-backup (`mode` absolute-paths): the source's
+/// format and size, opened as a node. Returns the node and whether the file was created.
+fn open_target(
+    m: &mut Machine,
+    source: &str,
+    target: &str,
+    format: Option<&str>,
+    node_name: Option<&str>,
+    mode: Option<&api::NewImageMode>,
+    sync: SyncMode,
+) -> R<(String, Option<PathBuf>)> {
+    let g = &m.block.graph;
+    let src_format = match g.driver(source).map_err(qerr)? {
+        Driver::Qcow2 => "qcow2",
+        _ => "raw",
+    };
+    let format = format.unwrap_or(src_format);
+    let fmt = ImageFormat::from_name(format)
+        .ok_or_else(|| not_implemented(&format!("a target in format '{format}'")))?;
+    let path = PathBuf::from(target);
+    let created = match mode {
+        Some(api::NewImageMode::Existing) => None,
+        _ => {
+            let size = g.size(source).map_err(qerr)?;
+            let mut co = CreateOptions::new(fmt, size);
+            if sync == SyncMode::Top && fmt == ImageFormat::Qcow2 {
+                if let Some(b) = g.child(source, qmpkit_block::graph::ChildRole::Backing) {
+                    co.backing_file = g.filename(&b).ok();
+                    co.backing_format = g
+                        .driver(&b)
+                        .ok()
+                        .and_then(|d| ImageFormat::from_name(d.name()));
+                }
+            }
+            image::create(&path, &co).map_err(qerr)?;
+            Some(path.clone())
+        }
+    };
+    let driver = if fmt == ImageFormat::Qcow2 {
+        Driver::Qcow2
+    } else {
+        Driver::Raw
+    };
+    let mut opts = Opts::format(driver, Ref::Inline(Box::new(Opts::file(&path))));
+    if sync != SyncMode::Top && driver == Driver::Qcow2 {
+        opts.backing = Some(None);
+    }
+    let added = match node_name {
+        Some(n) => {
+            let mut o = opts.clone();
+            o.node_name = Some(n.to_string());
+            m.block.graph.add(&o)
+        }
+        None => m.block.graph.add_implicit(&opts),
+    };
+    match added {
+        Ok(n) => Ok((n, created)),
+        Err(e) => {
+            if let Some(f) = &created {
+                let _ = std::fs::remove_file(f);
+            }
+            Err(qerr(e))
+        }
+    }
+}
+
+pub fn drive_mirror(m: &mut Machine, a: api::DriveMirrorCommand, _: &mut Cx) -> R<Empty> {
+    block::catch_up(m);
+    let a = a.0;
+    let source = block::resolve_node(m, &a.device)?;
+    let sync = sync_mode(&a.sync)?;
+    let opts = job_options(a.job_id.as_deref(), &a.device, a.speed)?;
+    let (target, created) = open_target(
+        m,
+        &source,
+        &a.target,
+        a.format.as_deref(),
+        a.node_name.as_deref(),
+        a.mode.as_ref(),
+        sync,
+    )?;
+    let block::BlockState { graph, jobs, .. } = &mut m.block;
+    if let Err(e) = jobs.start_mirror(graph, &opts, &source, &target, sync) {
+        graph.discard_unused(&target);
+        if let Some(f) = created {
+            let _ = std::fs::remove_file(f);
+        }
+        return Err(qerr(e));
+    }
+    block::pump(m);
+    Ok(Empty)
+}
+
+pub fn blockdev_mirror(m: &mut Machine, a: api::BlockdevMirror, _: &mut Cx) -> R<Empty> {
+    block::catch_up(m);
+    let source = block::resolve_node(m, &a.device)?;
+    let sync = sync_mode(&a.sync)?;
+    let opts = job_options(a.job_id.as_deref(), &a.device, a.speed)?;
+    let block::BlockState { graph, jobs, .. } = &mut m.block;
+    jobs.start_mirror(graph, &opts, &source, &a.target, sync)
+        .map_err(qerr)?;
+    block::pump(m);
+    Ok(Empty)
+}
+
+/// What a backup started, so a failed transaction can undo it.
+struct BackupUndo {
+    job: String,
+    target: Option<String>,
+    created_file: Option<PathBuf>,
+}
+
+fn drive_backup_start(m: &mut Machine, a: &api::DriveBackup) -> R<BackupUndo> {
+    let source = block::resolve_node(m, &a.device)?;
+    let sync = sync_mode(&a.sync)?;
+    let opts = job_options(a.job_id.as_deref(), &a.device, a.speed)?;
+    let (target, created) = open_target(
+        m,
+        &source,
+        &a.target,
+        a.format.as_deref(),
+        None,
+        a.mode.as_ref(),
+        sync,
+    )?;
+    let block::BlockState { graph, jobs, .. } = &mut m.block;
+    if let Err(e) = jobs.start_backup(graph, &opts, &source, &target, sync) {
+        graph.discard_unused(&target);
+        if let Some(f) = created {
+            let _ = std::fs::remove_file(f);
+        }
+        return Err(qerr(e));
+    }
+    Ok(BackupUndo {
+        job: opts.id,
+        target: Some(target),
+        created_file: created,
+    })
+}
+
+fn blockdev_backup_start(m: &mut Machine, a: &api::BlockdevBackup) -> R<BackupUndo> {
+    let source = block::resolve_node(m, &a.device)?;
+    let sync = sync_mode(&a.sync)?;
+    let opts = job_options(a.job_id.as_deref(), &a.device, a.speed)?;
+    let block::BlockState { graph, jobs, .. } = &mut m.block;
+    jobs.start_backup(graph, &opts, &source, &a.target, sync)
+        .map_err(qerr)?;
+    Ok(BackupUndo {
+        job: opts.id,
+        target: None,
+        created_file: None,
+    })
+}
+
+fn undo_backup(m: &mut Machine, u: BackupUndo) {
+    let block::BlockState { graph, jobs, .. } = &mut m.block;
+    let _ = jobs.cancel(graph, &u.job, true);
+    let _ = jobs.dismiss(&u.job);
+    if let Some(t) = &u.target {
+        graph.discard_unused(t);
+    }
+    if let Some(f) = &u.created_file {
+        let _ = std::fs::remove_file(f);
+    }
+}
+
+pub fn drive_backup(m: &mut Machine, a: api::DriveBackupCommand, _: &mut Cx) -> R<Empty> {
+    block::catch_up(m);
+    drive_backup_start(m, &a.0)?;
+    block::pump(m);
+    Ok(Empty)
+}
+
+pub fn blockdev_backup(m: &mut Machine, a: api::BlockdevBackupCommand, _: &mut Cx) -> R<Empty> {
+    block::catch_up(m);
+    blockdev_backup_start(m, &a.0)?;
+    block::pump(m);
+    Ok(Empty)
+}
+
+/// The `block-job-*` commands find their job by id, in their own words.
+fn block_job(m: &mut Machine, id: &str) -> R<()> {
+    block::catch_up(m);
+    m.block.jobs.require_block_job(id).map_err(qerr)
+}
+
+pub fn query_block_jobs(
+    m: &mut Machine,
+    _: api::QueryBlockJobs,
+    _: &mut Cx,
+) -> R<Vec<api::BlockJobInfo>> {
+    block::catch_up(m);
+    Ok(m.block
+        .jobs
+        .query_block_jobs()
+        .into_iter()
+        .map(|j| api::BlockJobInfo {
+            r#type: j.kind.name().to_string(),
+            device: j.device,
+            len: j.len as i64,
+            offset: j.offset as i64,
+            busy: j.busy,
+            paused: j.paused,
+            speed: j.speed as i64,
+            io_status: api::BlockDeviceIoStatus::Ok,
+            ready: j.ready,
+        })
+        .collect())
+}
+
+pub fn block_job_set_speed(m: &mut Machine, a: api::BlockJobSetSpeed, _: &mut Cx) -> R<Empty> {
+    block_job(m, &a.device)?;
+    let s = speed(Some(a.speed))?;
+    m.block.jobs.set_speed(&a.device, s).map_err(qerr)?;
+    block::pump(m);
+    Ok(Empty)
+}
+
+pub fn block_job_cancel(m: &mut Machine, a: api::BlockJobCancel, _: &mut Cx) -> R<Empty> {
+    block_job(m, &a.device)?;
+    let block::BlockState { graph, jobs, .. } = &mut m.block;
+    jobs.cancel(graph, &a.device, a.force.unwrap_or(false))
+        .map_err(qerr)?;
+    block::pump(m);
+    Ok(Empty)
+}
+
+pub fn block_job_pause(m: &mut Machine, a: api::BlockJobPause, _: &mut Cx) -> R<Empty> {
+    block_job(m, &a.device)?;
+    m.block.jobs.pause(&a.device).map_err(qerr)?;
+    block::pump(m);
+    Ok(Empty)
+}
+
+pub fn block_job_resume(m: &mut Machine, a: api::BlockJobResume, _: &mut Cx) -> R<Empty> {
+    block_job(m, &a.device)?;
+    m.block.jobs.resume(&a.device).map_err(qerr)?;
+    block::pump(m);
+    Ok(Empty)
+}
+
+pub fn block_job_complete(m: &mut Machine, a: api::BlockJobComplete, _: &mut Cx) -> R<Empty> {
+    block_job(m, &a.device)?;
+    let block::BlockState { graph, jobs, .. } = &mut m.block;
+    jobs.complete(graph, &a.device).map_err(qerr)?;
+    block::pump(m);
+    Ok(Empty)
+}
+
+// ---------------------------------------------------------------------------
+// NBD.
+
+fn listen_addr(addr: &api::SocketAddressLegacy) -> R<NbdListen> {
+    match addr {
+        api::SocketAddressLegacy::Unix(u) => Ok(NbdListen::Unix(PathBuf::from(&u.path))),
+        api::SocketAddressLegacy::Inet(i) => {
+            use std::net::ToSocketAddrs;
+            let host = if i.host.is_empty() {
+                "0.0.0.0"
+            } else {
+                &i.host
+            };
+            let port: u16 = i
+                .port
+                .parse()
+                .map_err(|_| generic(format!("Service '{}' is not a port number", i.port)))?;
+            (host, port)
+                .to_socket_addrs()
+                .ok()
+                .and_then(|mut a| a.next())
+                .map(NbdListen::Tcp)
+                .ok_or_else(|| {
+                    generic(format!(
+                        "address resolution failed for {}:{}: Name or service not known",
+                        i.host, i.port
+                    ))
+                })
+        }
+        _ => Err(not_implemented("nbd-server-start on this address type")),
+    }
+}
+
+/// Starts the NBD server (`nbd-server-start`, and the storage daemon's `--nbd-server`).
+pub fn start_nbd(m: &mut Machine, listen: NbdListen) -> R<()> {
+    if m.block.nbd.is_some() {
+        return Err(generic("NBD server already running"));
+    }
+    let server = NbdServer::start(listen).map_err(qerr)?;
+    m.block.nbd = Some(server);
+    Ok(())
+}
+
+pub fn nbd_server_start(m: &mut Machine, a: api::NbdServerStart, _: &mut Cx) -> R<Empty> {
+    if a.tls_creds.is_some() {
+        return Err(not_implemented("nbd-server-start with TLS"));
+    }
+    if m.block.nbd.is_some() {
+        return Err(generic("NBD server already running"));
+    }
+    let listen = listen_addr(&a.addr)?;
+    start_nbd(m, listen)?;
+    Ok(Empty)
+}
+
+/// Exports node `node` as `name` on the running server.
+pub fn add_export(m: &mut Machine, name: &str, node: &str, writable: bool) -> R<()> {
+    let Some(server) = &m.block.nbd else {
+        return Err(generic("NBD server not running"));
+    };
+    if m.block.exports.iter().any(|e| e.name == name) {
+        return Err(generic(format!(
+            "NBD server already has export named '{name}'"
+        )));
+    }
+    let perm = if writable {
+        PermSet::of(&[Perm::ConsistentRead, Perm::Write])
+    } else {
+        PermSet::of(&[Perm::ConsistentRead])
+    };
+    let backend = m.block.graph.backend(node).map_err(qerr)?;
+    let user = m
+        .block
+        .graph
+        .attach_user(node, UserKind::Export(name.to_string()), perm, PermSet::ALL)
+        .map_err(qerr)?;
+    let export = NbdExport {
+        name: name.to_string(),
+        description: None,
+        writable,
+        backend,
+    };
+    if let Err(e) = server.add_export(export) {
+        m.block.graph.detach_user(user);
+        return Err(qerr(e));
+    }
+    m.block.exports.push(Export {
+        name: name.to_string(),
+        node: node.to_string(),
+        writable,
+        user,
+    });
+    Ok(())
+}
+
+/// Removes export `name`.
+pub fn remove_export(m: &mut Machine, name: &str) -> R<()> {
+    let Some(i) = m.block.exports.iter().position(|e| e.name == name) else {
+        return Err(generic(format!("Export '{name}' is not found")));
+    };
+    let e = m.block.exports.remove(i);
+    if let Some(s) = &m.block.nbd {
+        s.remove_export(name);
+    }
+    m.block.graph.detach_user(e.user);
+    Ok(())
+}
+
+pub fn nbd_server_add(m: &mut Machine, a: api::NbdServerAdd, _: &mut Cx) -> R<Empty> {
+    if m.block.nbd.is_none() {
+        return Err(generic("NBD server not running"));
+    }
+    let node = block::resolve_node(m, &a.device)?;
+    let writable = a.writable.unwrap_or(false);
+    if writable && m.block.graph.is_read_only(&node).map_err(qerr)? {
+        return Err(generic("Cannot export read-only node as writable"));
+    }
+    add_export(m, &a.device, &node, writable)?;
+    Ok(Empty)
+}
+
+/// Stops the NBD server and drops its exports.
+pub fn stop_nbd(m: &mut Machine) -> R<()> {
+    let Some(mut s) = m.block.nbd.take() else {
+        return Err(generic("NBD server not running"));
+    };
+    s.stop();
+    for e in std::mem::take(&mut m.block.exports) {
+        m.block.graph.detach_user(e.user);
+    }
+    Ok(())
+}
+
+pub fn nbd_server_stop(m: &mut Machine, _: api::NbdServerStop, _: &mut Cx) -> R<Empty> {
+    stop_nbd(m)?;
+    Ok(Empty)
+}
+
+// ---------------------------------------------------------------------------
+// Transactions.
+
+enum Undo {
+    Snapshot(SnapshotUndo, bool),
+    Backup(BackupUndo),
+}
+
+fn apply(m: &mut Machine, action: &api::TransactionAction) -> R<Option<Undo>> {
+    use api::TransactionAction as A;
+    match action {
+        A::Abort(_) => Err(generic("Transaction aborted using Abort action")),
+        A::BlockdevSnapshotSync(s) => {
+            let u = snapshot_sync(m, s)?;
+            Ok(Some(Undo::Snapshot(u, true)))
+        }
+        A::BlockdevSnapshot(s) => Ok(Some(Undo::Snapshot(snapshot(m, s)?, false))),
+        A::DriveBackup(b) => Ok(Some(Undo::Backup(drive_backup_start(m, b)?))),
+        A::BlockdevBackup(b) => Ok(Some(Undo::Backup(blockdev_backup_start(m, b)?))),
+        A::BlockDirtyBitmapAdd(_) => Err(not_implemented("block-dirty-bitmap-add")),
+        A::BlockDirtyBitmapClear(_) => Err(not_implemented("block-dirty-bitmap-clear")),
+        A::BlockdevSnapshotInternalSync(_) => {
+            Err(not_implemented("blockdev-snapshot-internal-sync"))
+        }
+        A::Unknown(_) => Err(not_implemented("this transaction action")),
+    }
+}
+
+/// `transaction`: every action, or none. A failing action undoes the ones before it, newest
+/// first: no overlay, no target file, no job stays behind, and the jobs it would have started
+/// send no events.
+pub fn transaction(m: &mut Machine, a: api::Transaction, _: &mut Cx) -> R<Empty> {
+    block::catch_up(m);
+    if let Some(p) = &a.properties {
+        if matches!(p.completion_mode, Some(api::ActionCompletionMode::Grouped)) {
+            return Err(generic(
+                "Action 'completion-mode' not supported by this action",
+            ));
+        }
+    }
+    let mut done: Vec<Undo> = Vec::new();
+    for action in &a.actions {
+        match apply(m, action) {
+            Ok(Some(u)) => done.push(u),
+            Ok(None) => {}
+            Err(e) => {
+                for u in done.into_iter().rev() {
+                    match u {
+                        Undo::Snapshot(s, added) => undo_snapshot(m, s, added),
+                        Undo::Backup(b) => undo_backup(m, b),
+                    }
+                }
+                // The jobs it started never ran: nothing of them is reported.
+                let _ = m.block.jobs.take_events();
+                block::pump(m);
+                return Err(e);
+            }
+        }
+    }
+    block::pump(m);
+    Ok(Empty)
+}
