@@ -186,6 +186,26 @@ fn call_args(cmd: &str, tmp: &str) -> Option<Value> {
             json!({"device": "ide1-cd0"})
         }
         "balloon" => json!({"value": 536870912}),
+        "blockdev-add" => json!({"driver": "null-co", "node-name": "null0"}),
+        "blockdev-del" => json!({"node-name": "null9"}),
+        "block_resize" => json!({"node-name": "null9", "size": 1024}),
+        "block-set-write-threshold" => json!({"node-name": "null9", "write-threshold": 1}),
+        "block-stream" | "block-commit" => json!({"device": "virtio0"}),
+        "blockdev-mirror" | "blockdev-backup" => {
+            json!({"device": "virtio0", "target": "null9", "sync": "full"})
+        }
+        "drive-mirror" | "drive-backup" => {
+            json!({"device": "virtio0", "target": format!("{tmp}/copy.qcow2"), "sync": "full"})
+        }
+        "blockdev-snapshot" => json!({"node": "null9", "overlay": "null8"}),
+        "blockdev-snapshot-sync" => {
+            json!({"device": "virtio0", "snapshot-file": format!("{tmp}/snap.qcow2")})
+        }
+        "nbd-server-add" => json!({"device": "virtio0"}),
+        "nbd-server-start" => {
+            json!({"addr": {"type": "unix", "data": {"path": format!("{tmp}/nbd.sock")}}})
+        }
+        "transaction" => json!({"actions": []}),
         "block-job-cancel" | "block-job-complete" | "block-job-pause" | "block-job-resume" => {
             json!({"device": "job0"})
         }
@@ -288,6 +308,8 @@ const SETUP: &[(&str, &str)] = &[
 
 /// Commands that answer an error on the default machine even with the
 /// arguments above, and the error: `(command, desc)`.
+const SIMULATED: &str = "Device 'virtio0' has a simulated medium ('disk1.qcow2' does not exist on the host): this operation needs a real image";
+
 const ERRORS: &[(&str, &str)] = &[
     // No job, NBD server, migration, COLO or rocker switch ever exists.
     ("block-job-cancel", "Block job 'job0' not found"),
@@ -296,6 +318,26 @@ const ERRORS: &[(&str, &str)] = &[
     ("block-job-resume", "Block job 'job0' not found"),
     ("block-job-set-speed", "Block job 'job0' not found"),
     ("nbd-server-stop", "NBD server not running"),
+    ("nbd-server-add", "NBD server not running"),
+    // The default machine's disks are simulated (their files do not exist); no node
+    // `null9` exists.
+    ("blockdev-del", "Failed to find node with node-name='null9'"),
+    (
+        "block_resize",
+        "Cannot find device='' nor node-name='null9'",
+    ),
+    ("block-set-write-threshold", "Device 'null9' not found"),
+    (
+        "blockdev-snapshot",
+        "Cannot find device='null9' nor node-name='null9'",
+    ),
+    ("block-stream", SIMULATED),
+    ("block-commit", SIMULATED),
+    ("blockdev-mirror", SIMULATED),
+    ("blockdev-backup", SIMULATED),
+    ("drive-mirror", SIMULATED),
+    ("drive-backup", SIMULATED),
+    ("blockdev-snapshot-sync", SIMULATED),
     ("migrate-continue", "Migration not in expected state: none"),
     (
         "migrate-incoming",
