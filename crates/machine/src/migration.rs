@@ -1165,13 +1165,21 @@ fn load(m: &mut Machine, l: &stream::Loaded) -> Result<(), String> {
         if let Some(x) = m.block.drives.iter_mut().find(|x| x.id == d.id) {
             x.tray_open = d.tray_open;
             x.locked = d.locked;
-            x.medium = d.medium.as_ref().map(|md| crate::block::Medium {
-                file: md.file.clone(),
-                format: md.format.clone(),
-                read_only: md.read_only,
-                size: md.size,
-                node_name: md.node_name.clone(),
-            });
+            // A destination drive that opened the same image keeps its node.
+            let keep = match (&x.medium, &d.medium) {
+                (Some(cur), Some(md)) => cur.user.is_some() && cur.file == md.file,
+                _ => false,
+            };
+            if !keep {
+                x.medium = d.medium.as_ref().map(|md| crate::block::Medium {
+                    file: md.file.clone(),
+                    format: md.format.clone(),
+                    read_only: md.read_only,
+                    size: md.size,
+                    node_name: md.node_name.clone(),
+                    user: None,
+                });
+            }
         }
     }
     Ok(())
