@@ -1007,7 +1007,7 @@ pub fn catch_up(m: &mut Machine) {
 }
 
 /// Replies that say more on a served interface newer than the machine's own: `query-block`
-/// with `active` (QEMU 10.0), `query-blockstats` with the counters of later QEMUs (unmap,
+/// and `query-named-block-nodes` with `active` (QEMU 10.0), `query-blockstats` with the counters of later QEMUs (unmap,
 /// zone append: nothing the guest does here, so zero). `None`: the typed handler answers.
 pub fn execute_newer(m: &mut Machine, cmd: &str) -> Option<CmdResult> {
     match cmd {
@@ -1018,6 +1018,26 @@ pub fn execute_newer(m: &mut Machine, cmd: &str) -> Option<CmdResult> {
         {
             catch_up(m);
             Some(Ok(query_block_json(m)))
+        }
+        "query-named-block-nodes"
+            if crate::shape::member_names(&m.schema, "BlockDeviceInfo")
+                .iter()
+                .any(|n| n == "active") =>
+        {
+            catch_up(m);
+            let nodes = match m.block.graph.named_nodes(false) {
+                Ok(n) => n,
+                Err(e) => return Some(Err(qerr(e))),
+            };
+            let mut v = Vec::new();
+            for n in &nodes {
+                let mut one = qmpkit_qapi::encode(&device_info(n)).unwrap_or(Value::Null);
+                if let Some(o) = one.as_object_mut() {
+                    o.insert("active".into(), json!(n.active));
+                }
+                v.push(one);
+            }
+            Some(Ok(Value::Array(v)))
         }
         "query-blockstats" => {
             let served = crate::shape::member_names(&m.schema, "BlockDeviceStats");
