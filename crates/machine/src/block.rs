@@ -930,7 +930,7 @@ pub fn sync_devices(m: &mut Machine) {
     let tree = &m.qom.tree;
     let mut present = Vec::new();
     for n in crate::devices::all_devices(tree) {
-        let Some(drive) = tree.val(n, "drive").and_then(Value::as_str) else {
+        let Some(drive) = tree.val(n, "drive").and_then(|v| v.as_str()) else {
             continue;
         };
         if m.block.drives.iter().any(|d| d.id == drive) || !m.block.graph.contains(drive) {
