@@ -24399,6 +24399,56 @@ impl ::qmpkit_qapi::Builder for __OrgQmpkitKeyboardStateBuilder {
     }
 }
 
+/// QAPI struct `__org.qmpkit_ChardevInput`.
+///
+/// What a character device's back end received for the guest.
+#[allow(deprecated)]
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct OrgQmpkitChardevInput {
+    /// the bytes, as text or base64
+    pub data: ::std::string::String,
+}
+#[allow(deprecated)]
+impl ::qmpkit_qapi::Object for OrgQmpkitChardevInput {
+    type Builder = __OrgQmpkitChardevInputBuilder;
+    fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
+        ::serde::ser::SerializeMap::serialize_entry(__m, "data", &self.data)?;
+        Ok(())
+    }
+}
+#[allow(deprecated)]
+impl ::serde::Serialize for OrgQmpkitChardevInput {
+    fn serialize<__S: ::serde::Serializer>(&self, __s: __S) -> ::core::result::Result<__S::Ok, __S::Error> {
+        ::qmpkit_qapi::__rt::serialize_object(self, __s)
+    }
+}
+#[allow(deprecated)]
+impl<'de> ::serde::Deserialize<'de> for OrgQmpkitChardevInput {
+    fn deserialize<__D: ::serde::Deserializer<'de>>(__d: __D) -> ::core::result::Result<Self, __D::Error> {
+        ::qmpkit_qapi::__rt::deserialize_object(__d, "OrgQmpkitChardevInput")
+    }
+}
+#[doc(hidden)]
+#[allow(deprecated)]
+#[derive(Default)]
+pub struct __OrgQmpkitChardevInputBuilder {
+    data: ::core::option::Option<::std::string::String>,
+}
+#[allow(deprecated)]
+impl ::qmpkit_qapi::Builder for __OrgQmpkitChardevInputBuilder {
+    type Out = OrgQmpkitChardevInput;
+    fn member<'de, __A: ::serde::de::MapAccess<'de>>(&mut self, __key: &str, __map: &mut __A) -> ::core::result::Result<bool, __A::Error> {
+        match __key {
+            "data" => self.data = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+    fn finish<__E: ::serde::de::Error>(self) -> ::core::result::Result<OrgQmpkitChardevInput, __E> {
+        Ok(OrgQmpkitChardevInput { data: ::qmpkit_qapi::__rt::missing(self.data, "data")?, })
+    }
+}
+
 /// Command `query-status`: its arguments.
 ///
 /// Report the virtual machine's run state.
@@ -34209,6 +34259,239 @@ impl ::qmpkit_qapi::Command for OrgQmpkitGuestDirtyRate {
     type Returns = ::qmpkit_qapi::Empty;
 }
 
+/// Command `__org.qmpkit_chardev-read`: its arguments.
+///
+/// Take what a character device's back end received for the guest (what
+/// a client of a socket or the user of a pty sent), as the guest's front
+/// end would read it.
+///
+/// **Returns:** the bytes received
+#[allow(deprecated)]
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct OrgQmpkitChardevRead {
+    /// the character device
+    pub id: ::std::string::String,
+    /// read at most this many bytes (default 65536)
+    pub size: ::core::option::Option<i64>,
+    /// how the bytes are returned (default utf8)
+    pub format: ::core::option::Option<DataFormat>,
+}
+#[allow(deprecated)]
+impl ::qmpkit_qapi::Object for OrgQmpkitChardevRead {
+    type Builder = __OrgQmpkitChardevReadBuilder;
+    fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
+        ::serde::ser::SerializeMap::serialize_entry(__m, "id", &self.id)?;
+        if let ::core::option::Option::Some(__v) = &self.size { ::serde::ser::SerializeMap::serialize_entry(__m, "size", __v)?; }
+        if let ::core::option::Option::Some(__v) = &self.format { ::serde::ser::SerializeMap::serialize_entry(__m, "format", __v)?; }
+        Ok(())
+    }
+}
+#[allow(deprecated)]
+impl ::serde::Serialize for OrgQmpkitChardevRead {
+    fn serialize<__S: ::serde::Serializer>(&self, __s: __S) -> ::core::result::Result<__S::Ok, __S::Error> {
+        ::qmpkit_qapi::__rt::serialize_object(self, __s)
+    }
+}
+#[allow(deprecated)]
+impl<'de> ::serde::Deserialize<'de> for OrgQmpkitChardevRead {
+    fn deserialize<__D: ::serde::Deserializer<'de>>(__d: __D) -> ::core::result::Result<Self, __D::Error> {
+        ::qmpkit_qapi::__rt::deserialize_object(__d, "OrgQmpkitChardevRead")
+    }
+}
+#[doc(hidden)]
+#[allow(deprecated)]
+#[derive(Default)]
+pub struct __OrgQmpkitChardevReadBuilder {
+    id: ::core::option::Option<::std::string::String>,
+    size: ::core::option::Option<i64>,
+    format: ::core::option::Option<DataFormat>,
+}
+#[allow(deprecated)]
+impl ::qmpkit_qapi::Builder for __OrgQmpkitChardevReadBuilder {
+    type Out = OrgQmpkitChardevRead;
+    fn member<'de, __A: ::serde::de::MapAccess<'de>>(&mut self, __key: &str, __map: &mut __A) -> ::core::result::Result<bool, __A::Error> {
+        match __key {
+            "id" => self.id = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
+            "size" => self.size = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
+            "format" => self.format = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+    fn finish<__E: ::serde::de::Error>(self) -> ::core::result::Result<OrgQmpkitChardevRead, __E> {
+        Ok(OrgQmpkitChardevRead { id: ::qmpkit_qapi::__rt::missing(self.id, "id")?, size: self.size, format: self.format, })
+    }
+}
+
+#[allow(deprecated)]
+impl ::qmpkit_qapi::Command for OrgQmpkitChardevRead {
+    const NAME: &'static str = "__org.qmpkit_chardev-read";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Returns = OrgQmpkitChardevInput;
+}
+
+/// Command `__org.qmpkit_guest-serial-port`: its arguments.
+///
+/// Make the guest open or close a virtio serial port; the machine sends
+/// VSERPORT_CHANGE for a port with an id, and the port's character device
+/// reports its front end open while the guest has the port open.
+#[allow(deprecated)]
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct OrgQmpkitGuestSerialPort {
+    /// the port's device id or QOM path
+    pub id: ::std::string::String,
+    /// whether the guest opens (true) or closes (false) the port
+    pub open: bool,
+}
+#[allow(deprecated)]
+impl ::qmpkit_qapi::Object for OrgQmpkitGuestSerialPort {
+    type Builder = __OrgQmpkitGuestSerialPortBuilder;
+    fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
+        ::serde::ser::SerializeMap::serialize_entry(__m, "id", &self.id)?;
+        ::serde::ser::SerializeMap::serialize_entry(__m, "open", &self.open)?;
+        Ok(())
+    }
+}
+#[allow(deprecated)]
+impl ::serde::Serialize for OrgQmpkitGuestSerialPort {
+    fn serialize<__S: ::serde::Serializer>(&self, __s: __S) -> ::core::result::Result<__S::Ok, __S::Error> {
+        ::qmpkit_qapi::__rt::serialize_object(self, __s)
+    }
+}
+#[allow(deprecated)]
+impl<'de> ::serde::Deserialize<'de> for OrgQmpkitGuestSerialPort {
+    fn deserialize<__D: ::serde::Deserializer<'de>>(__d: __D) -> ::core::result::Result<Self, __D::Error> {
+        ::qmpkit_qapi::__rt::deserialize_object(__d, "OrgQmpkitGuestSerialPort")
+    }
+}
+#[doc(hidden)]
+#[allow(deprecated)]
+#[derive(Default)]
+pub struct __OrgQmpkitGuestSerialPortBuilder {
+    id: ::core::option::Option<::std::string::String>,
+    open: ::core::option::Option<bool>,
+}
+#[allow(deprecated)]
+impl ::qmpkit_qapi::Builder for __OrgQmpkitGuestSerialPortBuilder {
+    type Out = OrgQmpkitGuestSerialPort;
+    fn member<'de, __A: ::serde::de::MapAccess<'de>>(&mut self, __key: &str, __map: &mut __A) -> ::core::result::Result<bool, __A::Error> {
+        match __key {
+            "id" => self.id = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
+            "open" => self.open = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+    fn finish<__E: ::serde::de::Error>(self) -> ::core::result::Result<OrgQmpkitGuestSerialPort, __E> {
+        Ok(OrgQmpkitGuestSerialPort { id: ::qmpkit_qapi::__rt::missing(self.id, "id")?, open: ::qmpkit_qapi::__rt::missing(self.open, "open")?, })
+    }
+}
+
+#[allow(deprecated)]
+impl ::qmpkit_qapi::Command for OrgQmpkitGuestSerialPort {
+    const NAME: &'static str = "__org.qmpkit_guest-serial-port";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Returns = ::qmpkit_qapi::Empty;
+}
+
+/// Command `__org.qmpkit_guest-rx-filter`: its arguments.
+///
+/// Make the guest's driver of a virtio network card program its receive
+/// filter; absent members keep their value.  The machine sends
+/// NIC_RX_FILTER_CHANGED as QEMU does: once, then again only after
+/// query-rx-filter has read the card's filter.
+#[allow(deprecated)]
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct OrgQmpkitGuestRxFilter {
+    /// the card (its device id, or its net client name)
+    pub name: ::std::string::String,
+    /// receive every frame
+    pub promiscuous: ::core::option::Option<bool>,
+    /// how multicast frames are received
+    pub multicast: ::core::option::Option<RxState>,
+    /// how unicast frames are received
+    pub unicast: ::core::option::Option<RxState>,
+    /// the multicast addresses the guest joined
+    pub multicast_table: ::core::option::Option<::std::vec::Vec<::std::string::String>>,
+    /// further unicast addresses the guest accepts
+    pub unicast_table: ::core::option::Option<::std::vec::Vec<::std::string::String>>,
+    /// the VLAN ids the guest accepts
+    pub vlan_table: ::core::option::Option<::std::vec::Vec<i64>>,
+    /// the card's MAC address, as the guest set it
+    pub main_mac: ::core::option::Option<::std::string::String>,
+}
+#[allow(deprecated)]
+impl ::qmpkit_qapi::Object for OrgQmpkitGuestRxFilter {
+    type Builder = __OrgQmpkitGuestRxFilterBuilder;
+    fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
+        ::serde::ser::SerializeMap::serialize_entry(__m, "name", &self.name)?;
+        if let ::core::option::Option::Some(__v) = &self.promiscuous { ::serde::ser::SerializeMap::serialize_entry(__m, "promiscuous", __v)?; }
+        if let ::core::option::Option::Some(__v) = &self.multicast { ::serde::ser::SerializeMap::serialize_entry(__m, "multicast", __v)?; }
+        if let ::core::option::Option::Some(__v) = &self.unicast { ::serde::ser::SerializeMap::serialize_entry(__m, "unicast", __v)?; }
+        if let ::core::option::Option::Some(__v) = &self.multicast_table { ::serde::ser::SerializeMap::serialize_entry(__m, "multicast-table", __v)?; }
+        if let ::core::option::Option::Some(__v) = &self.unicast_table { ::serde::ser::SerializeMap::serialize_entry(__m, "unicast-table", __v)?; }
+        if let ::core::option::Option::Some(__v) = &self.vlan_table { ::serde::ser::SerializeMap::serialize_entry(__m, "vlan-table", __v)?; }
+        if let ::core::option::Option::Some(__v) = &self.main_mac { ::serde::ser::SerializeMap::serialize_entry(__m, "main-mac", __v)?; }
+        Ok(())
+    }
+}
+#[allow(deprecated)]
+impl ::serde::Serialize for OrgQmpkitGuestRxFilter {
+    fn serialize<__S: ::serde::Serializer>(&self, __s: __S) -> ::core::result::Result<__S::Ok, __S::Error> {
+        ::qmpkit_qapi::__rt::serialize_object(self, __s)
+    }
+}
+#[allow(deprecated)]
+impl<'de> ::serde::Deserialize<'de> for OrgQmpkitGuestRxFilter {
+    fn deserialize<__D: ::serde::Deserializer<'de>>(__d: __D) -> ::core::result::Result<Self, __D::Error> {
+        ::qmpkit_qapi::__rt::deserialize_object(__d, "OrgQmpkitGuestRxFilter")
+    }
+}
+#[doc(hidden)]
+#[allow(deprecated)]
+#[derive(Default)]
+pub struct __OrgQmpkitGuestRxFilterBuilder {
+    name: ::core::option::Option<::std::string::String>,
+    promiscuous: ::core::option::Option<bool>,
+    multicast: ::core::option::Option<RxState>,
+    unicast: ::core::option::Option<RxState>,
+    multicast_table: ::core::option::Option<::std::vec::Vec<::std::string::String>>,
+    unicast_table: ::core::option::Option<::std::vec::Vec<::std::string::String>>,
+    vlan_table: ::core::option::Option<::std::vec::Vec<i64>>,
+    main_mac: ::core::option::Option<::std::string::String>,
+}
+#[allow(deprecated)]
+impl ::qmpkit_qapi::Builder for __OrgQmpkitGuestRxFilterBuilder {
+    type Out = OrgQmpkitGuestRxFilter;
+    fn member<'de, __A: ::serde::de::MapAccess<'de>>(&mut self, __key: &str, __map: &mut __A) -> ::core::result::Result<bool, __A::Error> {
+        match __key {
+            "name" => self.name = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
+            "promiscuous" => self.promiscuous = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
+            "multicast" => self.multicast = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
+            "unicast" => self.unicast = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
+            "multicast-table" => self.multicast_table = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
+            "unicast-table" => self.unicast_table = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
+            "vlan-table" => self.vlan_table = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
+            "main-mac" => self.main_mac = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+    fn finish<__E: ::serde::de::Error>(self) -> ::core::result::Result<OrgQmpkitGuestRxFilter, __E> {
+        Ok(OrgQmpkitGuestRxFilter { name: ::qmpkit_qapi::__rt::missing(self.name, "name")?, promiscuous: self.promiscuous, multicast: self.multicast, unicast: self.unicast, multicast_table: self.multicast_table, unicast_table: self.unicast_table, vlan_table: self.vlan_table, main_mac: self.main_mac, })
+    }
+}
+
+#[allow(deprecated)]
+impl ::qmpkit_qapi::Command for OrgQmpkitGuestRxFilter {
+    const NAME: &'static str = "__org.qmpkit_guest-rx-filter";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Returns = ::qmpkit_qapi::Empty;
+}
+
 /// Event `SHUTDOWN`: its data.
 ///
 /// The virtual machine shut down.
@@ -37598,6 +37881,21 @@ pub trait Commands<C: Send + 'static = ()>: Send + Sync + 'static {
         let _ = (args, ctx);
         async { Err(::qmpkit_qapi::server::CommandError::not_implemented("__org.qmpkit_guest-dirty-rate")) }
     }
+    /// `__org.qmpkit_chardev-read`: see [`OrgQmpkitChardevRead`].
+    fn org_qmpkit_chardev_read(&self, args: OrgQmpkitChardevRead, ctx: C) -> impl ::core::future::Future<Output = ::qmpkit_qapi::server::Reply<OrgQmpkitChardevInput>> + Send {
+        let _ = (args, ctx);
+        async { Err(::qmpkit_qapi::server::CommandError::not_implemented("__org.qmpkit_chardev-read")) }
+    }
+    /// `__org.qmpkit_guest-serial-port`: see [`OrgQmpkitGuestSerialPort`].
+    fn org_qmpkit_guest_serial_port(&self, args: OrgQmpkitGuestSerialPort, ctx: C) -> impl ::core::future::Future<Output = ::qmpkit_qapi::server::Reply<::qmpkit_qapi::Empty>> + Send {
+        let _ = (args, ctx);
+        async { Err(::qmpkit_qapi::server::CommandError::not_implemented("__org.qmpkit_guest-serial-port")) }
+    }
+    /// `__org.qmpkit_guest-rx-filter`: see [`OrgQmpkitGuestRxFilter`].
+    fn org_qmpkit_guest_rx_filter(&self, args: OrgQmpkitGuestRxFilter, ctx: C) -> impl ::core::future::Future<Output = ::qmpkit_qapi::server::Reply<::qmpkit_qapi::Empty>> + Send {
+        let _ = (args, ctx);
+        async { Err(::qmpkit_qapi::server::CommandError::not_implemented("__org.qmpkit_guest-rx-filter")) }
+    }
 }
 
 /// Hand every command of [`Commands`] to a server's registrar.
@@ -37771,6 +38069,9 @@ pub fn register_commands<S: Commands<C>, C: Send + 'static, R: ::qmpkit_qapi::se
     r.command::<OrgQmpkitChardevWrite>(|s, a, c| ::std::boxed::Box::pin(async move { s.org_qmpkit_chardev_write(a, c).await }));
     r.command::<OrgQmpkitGuestMemoryWrite>(|s, a, c| ::std::boxed::Box::pin(async move { s.org_qmpkit_guest_memory_write(a, c).await }));
     r.command::<OrgQmpkitGuestDirtyRate>(|s, a, c| ::std::boxed::Box::pin(async move { s.org_qmpkit_guest_dirty_rate(a, c).await }));
+    r.command::<OrgQmpkitChardevRead>(|s, a, c| ::std::boxed::Box::pin(async move { s.org_qmpkit_chardev_read(a, c).await }));
+    r.command::<OrgQmpkitGuestSerialPort>(|s, a, c| ::std::boxed::Box::pin(async move { s.org_qmpkit_guest_serial_port(a, c).await }));
+    r.command::<OrgQmpkitGuestRxFilter>(|s, a, c| ::std::boxed::Box::pin(async move { s.org_qmpkit_guest_rx_filter(a, c).await }));
 }
 /// The commands of this schema for an implementation that owns its state and runs each
 /// command to completion: one method per command. A method left out answers
@@ -38622,6 +38923,21 @@ pub trait Handlers {
         let _ = (args, cx);
         Err(::qmpkit_qapi::server::CommandError::not_implemented("__org.qmpkit_guest-dirty-rate"))
     }
+    /// `__org.qmpkit_chardev-read`: see [`OrgQmpkitChardevRead`].
+    fn org_qmpkit_chardev_read(&mut self, args: OrgQmpkitChardevRead, cx: &mut Self::Cx) -> ::qmpkit_qapi::server::Reply<OrgQmpkitChardevInput> {
+        let _ = (args, cx);
+        Err(::qmpkit_qapi::server::CommandError::not_implemented("__org.qmpkit_chardev-read"))
+    }
+    /// `__org.qmpkit_guest-serial-port`: see [`OrgQmpkitGuestSerialPort`].
+    fn org_qmpkit_guest_serial_port(&mut self, args: OrgQmpkitGuestSerialPort, cx: &mut Self::Cx) -> ::qmpkit_qapi::server::Reply<::qmpkit_qapi::Empty> {
+        let _ = (args, cx);
+        Err(::qmpkit_qapi::server::CommandError::not_implemented("__org.qmpkit_guest-serial-port"))
+    }
+    /// `__org.qmpkit_guest-rx-filter`: see [`OrgQmpkitGuestRxFilter`].
+    fn org_qmpkit_guest_rx_filter(&mut self, args: OrgQmpkitGuestRxFilter, cx: &mut Self::Cx) -> ::qmpkit_qapi::server::Reply<::qmpkit_qapi::Empty> {
+        let _ = (args, cx);
+        Err(::qmpkit_qapi::server::CommandError::not_implemented("__org.qmpkit_guest-rx-filter"))
+    }
 }
 
 /// Run command `name` on `h`: decode `args` (an `arguments` object the server has
@@ -38798,6 +39114,9 @@ pub fn dispatch<H: Handlers + ?::core::marker::Sized>(h: &mut H, name: &str, arg
         "__org.qmpkit_chardev-write" => ::qmpkit_qapi::server::call::<OrgQmpkitChardevWrite>(args, |a| h.org_qmpkit_chardev_write(a, cx)),
         "__org.qmpkit_guest-memory-write" => ::qmpkit_qapi::server::call::<OrgQmpkitGuestMemoryWrite>(args, |a| h.org_qmpkit_guest_memory_write(a, cx)),
         "__org.qmpkit_guest-dirty-rate" => ::qmpkit_qapi::server::call::<OrgQmpkitGuestDirtyRate>(args, |a| h.org_qmpkit_guest_dirty_rate(a, cx)),
+        "__org.qmpkit_chardev-read" => ::qmpkit_qapi::server::call::<OrgQmpkitChardevRead>(args, |a| h.org_qmpkit_chardev_read(a, cx)),
+        "__org.qmpkit_guest-serial-port" => ::qmpkit_qapi::server::call::<OrgQmpkitGuestSerialPort>(args, |a| h.org_qmpkit_guest_serial_port(a, cx)),
+        "__org.qmpkit_guest-rx-filter" => ::qmpkit_qapi::server::call::<OrgQmpkitGuestRxFilter>(args, |a| h.org_qmpkit_guest_rx_filter(a, cx)),
         _ => return ::core::option::Option::None,
     })
 }

@@ -378,14 +378,8 @@ fn info(m: &mut Machine, cx: &mut Cx, sub: &str, rest: &[String]) -> Result<Stri
             }
         }
         "chardev" => {
-            let v = crate::chardev::query_chardev(m);
-            for c in v.as_array().into_iter().flatten() {
-                let _ = writeln!(
-                    o,
-                    "{}: filename={}",
-                    c["label"].as_str().unwrap_or(""),
-                    c["filename"].as_str().unwrap_or("")
-                );
+            for c in crate::chardev::query_chardev(m) {
+                let _ = writeln!(o, "{}: filename={}", c.label, c.filename);
             }
         }
         "mice" => {

@@ -376,7 +376,6 @@ impl Machine {
         None.or_else(|| identity::execute(self, cmd, args, cx))
             // Device-level subsystems: `.or_else(|| NAME::execute(self, cmd, args, cx))`.
             .or_else(|| block::execute(self, cmd, args, cx))
-            .or_else(|| chardev::execute(self, cmd, args, cx))
             .or_else(|| net::execute(self, cmd, args, cx))
             .or_else(|| display::execute(self, cmd, args, cx))
             .or_else(|| jobs::execute(self, cmd, args, cx))
@@ -442,13 +441,7 @@ pub fn handled() -> Vec<&'static str> {
     v.extend_from_slice(qmp::OUTSIDE_SCHEMA);
     v.extend_from_slice(identity::HANDLED);
     // Device-level subsystems: `v.extend_from_slice(NAME::HANDLED);`
-    for h in [
-        block::HANDLED,
-        chardev::HANDLED,
-        net::HANDLED,
-        jobs::HANDLED,
-        hmp::HANDLED,
-    ] {
+    for h in [block::HANDLED, net::HANDLED, jobs::HANDLED, hmp::HANDLED] {
         v.extend_from_slice(h);
     }
     v.sort_unstable();

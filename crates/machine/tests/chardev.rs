@@ -19,6 +19,9 @@ use qmpkit_schema::model::EntityKind;
 use qmpkit_schema::Schema;
 use qmpkit_server::validate::{validate_args, validate_value, ValidateOptions};
 use serde_json::{json, Value};
+use std::io::Write;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::time::Duration;
 
 /// A machine on its own schema, spoken to as a QMP client would.
 struct Client {
@@ -35,6 +38,11 @@ impl Client {
 
     /// `{"return": …}` or `{"error": {"class", "desc"}}`, as on the wire.
     fn cmd(&mut self, name: &str, args: Value) -> Value {
+        self.cmd_fds(name, args, Vec::new())
+    }
+
+    /// [`Client::cmd`] with descriptors passed along (SCM_RIGHTS).
+    fn cmd_fds(&mut self, name: &str, args: Value, fds: Vec<std::os::fd::OwnedFd>) -> Value {
         let opts = ValidateOptions {
             qemu_version: Some((2, 12, 0)),
         };
@@ -46,6 +54,7 @@ impl Client {
         };
         let mut cx = Cx {
             now_ns: self.m.now_ns,
+            fds,
             ..Default::default()
         };
         match self.m.execute(name, &args, &mut cx) {
@@ -494,5 +503,435 @@ fn configured_ring_buffers_hold_data_too() {
     assert_eq!(
         c.error("ringbuf-read", json!({"device": "log0", "size": 1})),
         "Device 'log0' not found"
+    );
+}
+
+impl Client {
+    fn with(f: impl FnOnce(&mut MachineConfig)) -> Client {
+        let schema = schema();
+        let mut cfg = MachineConfig::default_machine();
+        f(&mut cfg);
+        let m = Machine::new(Arc::new(cfg), schema.clone());
+        Client { m, schema }
+    }
+
+    fn filename(&mut self, label: &str) -> String {
+        self.chardev(label).map(|c| c.0).unwrap_or_default()
+    }
+
+    /// What the guest's front end reads from chardev `id`.
+    fn guest_read(&mut self, id: &str) -> String {
+        let r = self.ok("__org.qmpkit_chardev-read", json!({ "id": id }));
+        r["data"].as_str().unwrap_or_default().to_string()
+    }
+
+    fn events(&mut self) -> Vec<(String, Value)> {
+        self.m
+            .take_raw_events()
+            .into_iter()
+            .map(|(n, d)| (n, d.unwrap_or(Value::Null)))
+            .collect()
+    }
+}
+
+fn sock_path(name: &str) -> String {
+    let p = tmp(name);
+    let _ = std::fs::remove_file(&p);
+    p.to_string_lossy().into_owned()
+}
+
+/// Read until `want` bytes came (or a second passed).
+fn read_n(r: &mut impl Read, want: usize) -> Vec<u8> {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 256];
+    while got.len() < want {
+        match r.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+        }
+    }
+    got
+}
+
+/// Poll `f` until it holds (the other end of a socket is another thread's
+/// kernel work: a moment may pass).
+fn eventually(mut f: impl FnMut() -> bool) -> bool {
+    for _ in 0..100 {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    false
+}
+
+#[test]
+fn socket_chardev_listens_and_a_test_connects() {
+    let mut c = Client::new();
+    let path = sock_path("chardev-listen.sock");
+    let r = c.add(
+        "s1",
+        "socket",
+        json!({"addr": {"type": "unix", "data": {"path": path}}, "server": true, "wait": false}),
+    );
+    assert_eq!(r, json!({"return": {}}));
+    // 2.12 spells the flag `,server`; nobody is connected yet.
+    assert_eq!(c.filename("s1"), format!("disconnected:unix:{path},server"));
+    let mut client = UnixStream::connect(&path).expect("the chardev listens");
+    client
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    // Taken when the chardev is next used.
+    assert_eq!(c.filename("s1"), format!("unix:{path},server"));
+    c.ok(
+        "__org.qmpkit_chardev-write",
+        json!({"id": "s1", "data": "hello\n"}),
+    );
+    assert_eq!(read_n(&mut client, 6), b"hello\n");
+    // What the client sends, the guest reads.
+    client.write_all("typed é".as_bytes()).unwrap();
+    let mut got = String::new();
+    assert!(
+        eventually(|| {
+            got.push_str(&c.guest_read("s1"));
+            got == "typed é"
+        }),
+        "{got:?}"
+    );
+    let r = c.ok(
+        "__org.qmpkit_chardev-read",
+        json!({"id": "s1", "format": "base64"}),
+    );
+    assert_eq!(r["data"], "");
+    // The client hangs up: the socket listens again, and takes the next one.
+    drop(client);
+    assert!(eventually(|| c.filename("s1").starts_with("disconnected:")));
+    let mut again = UnixStream::connect(&path).expect("listening again");
+    again
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    c.ok(
+        "__org.qmpkit_chardev-write",
+        json!({"id": "s1", "data": "2nd"}),
+    );
+    assert_eq!(read_n(&mut again, 3), b"2nd");
+    // Removed, the socket and its path are gone.
+    assert_eq!(c.ok("chardev-remove", json!({"id": "s1"})), json!({}));
+    assert!(!std::path::Path::new(&path).exists());
+    assert!(UnixStream::connect(&path).is_err());
+}
+
+#[test]
+fn tcp_socket_chardev_on_loopback() {
+    let mut c = Client::with(|cfg| cfg.qemu_version = (10, 0, 2));
+    let r = c.add(
+        "t",
+        "socket",
+        json!({"addr": {"type": "inet", "data": {"host": "127.0.0.1", "port": "0"}},
+               "server": true, "wait": false}),
+    );
+    assert_eq!(r, json!({"return": {}}));
+    // The port the system chose is in the name; 6.0 spells `server=on`.
+    let name = c.filename("t");
+    let port: u16 = name
+        .strip_prefix("disconnected:tcp:127.0.0.1:")
+        .and_then(|p| p.strip_suffix(",server=on"))
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("{name}"));
+    let mut client = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    client
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    let local = client.local_addr().unwrap().port();
+    assert_eq!(
+        c.filename("t"),
+        format!("tcp:127.0.0.1:{port},server=on <-> 127.0.0.1:{local}")
+    );
+    c.ok(
+        "__org.qmpkit_chardev-write",
+        json!({"id": "t", "data": "tcp!"}),
+    );
+    assert_eq!(read_n(&mut client, 4), b"tcp!");
+    // The same port cannot be taken twice.
+    let r = c.add(
+        "t2",
+        "socket",
+        json!({"addr": {"type": "inet", "data": {"host": "127.0.0.1", "port": port.to_string()}},
+               "server": true, "wait": false}),
+    );
+    assert_eq!(
+        r["error"]["desc"],
+        "Failed to add chardev 't2': Failed to find an available port: Address already in use"
+    );
+}
+
+#[test]
+fn socket_chardev_connects_to_a_test_server() {
+    let mut c = Client::new();
+    let path = sock_path("chardev-connect.sock");
+    let server = UnixListener::bind(&path).expect("bind");
+    let r = c.add(
+        "c1",
+        "socket",
+        json!({"addr": {"type": "unix", "data": {"path": path}}, "server": false}),
+    );
+    assert_eq!(r, json!({"return": {}}));
+    let (mut conn, _) = server.accept().expect("the chardev connected");
+    conn.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    assert_eq!(c.filename("c1"), format!("unix:{path}"));
+    c.ok(
+        "__org.qmpkit_chardev-write",
+        json!({"id": "c1", "data": "up"}),
+    );
+    assert_eq!(read_n(&mut conn, 2), b"up");
+    // QEMU's words for what cannot connect, and for options that clash.
+    let missing = sock_path("chardev-nobody.sock");
+    let r = c.add(
+        "c2",
+        "socket",
+        json!({"addr": {"type": "unix", "data": {"path": missing}}, "server": false}),
+    );
+    assert_eq!(
+        r["error"]["desc"],
+        format!("Failed to add chardev 'c2': Failed to connect to '{missing}': No such file or directory")
+    );
+    let r = c.add(
+        "c2",
+        "socket",
+        json!({"addr": {"type": "inet", "data": {"host": "127.0.0.1", "port": "1"}}, "server": false}),
+    );
+    assert_eq!(
+        r["error"]["desc"],
+        "Failed to add chardev 'c2': Failed to connect to '127.0.0.1:1': Connection refused"
+    );
+    let r = c.add(
+        "c2",
+        "socket",
+        json!({"addr": {"type": "unix", "data": {"path": missing}}, "server": true, "reconnect": 5}),
+    );
+    assert_eq!(
+        r["error"]["desc"],
+        "Failed to add chardev 'c2': 'reconnect' option is incompatible with socket in server listen mode"
+    );
+    let r = c.add(
+        "c2",
+        "socket",
+        json!({"addr": {"type": "unix", "data": {"path": path}}, "server": false, "wait": false}),
+    );
+    assert_eq!(
+        r["error"]["desc"],
+        "Failed to add chardev 'c2': 'wait' option is incompatible with socket in client connect mode"
+    );
+    let r = c.add(
+        "c2",
+        "socket",
+        json!({"addr": {"type": "fd", "data": {"str": "nofd"}}, "server": false}),
+    );
+    assert_eq!(
+        r["error"]["desc"],
+        "Failed to add chardev 'c2': File descriptor named 'nofd' has not been found"
+    );
+    let bad_dir = "/nonexistent-qmpkit-dir/x.sock";
+    let r = c.add(
+        "c2",
+        "socket",
+        json!({"addr": {"type": "unix", "data": {"path": bad_dir}}, "server": true, "wait": false}),
+    );
+    assert_eq!(
+        r["error"]["desc"],
+        format!("Failed to add chardev 'c2': Failed to bind socket to {bad_dir}: No such file or directory")
+    );
+    assert_eq!(c.chardev("c2"), None);
+    // A client with `reconnect` is made while nobody listens, and connects
+    // once somebody does.
+    let later = sock_path("chardev-later.sock");
+    let r = c.add(
+        "c3",
+        "socket",
+        json!({"addr": {"type": "unix", "data": {"path": later}}, "server": false, "reconnect": 1}),
+    );
+    assert_eq!(r, json!({"return": {}}));
+    assert_eq!(c.filename("c3"), format!("disconnected:unix:{later}"));
+    let l2 = UnixListener::bind(&later).expect("bind");
+    assert_eq!(c.filename("c3"), format!("unix:{later}"));
+    drop(l2);
+}
+
+#[test]
+fn pty_chardev_carries_both_ways() {
+    let mut c = Client::new();
+    let r = c.add("p", "pty", json!({}));
+    let path = r["return"]["pty"].as_str().expect("pty path").to_string();
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc_o_noctty())
+        .open(&path)
+        .unwrap_or_else(|e| panic!("open {path}: {e}"));
+    c.ok(
+        "__org.qmpkit_chardev-write",
+        json!({"id": "p", "data": "$ "}),
+    );
+    assert_eq!(read_n(&mut f, 2), b"$ ");
+    // What the user types on the terminal, the guest reads.
+    f.write_all(b"ls\n").unwrap();
+    let mut got = String::new();
+    assert!(
+        eventually(|| {
+            got.push_str(&c.guest_read("p"));
+            got == "ls\n"
+        }),
+        "{got:?}"
+    );
+    assert_eq!(
+        c.error("__org.qmpkit_chardev-read", json!({"id": "nope"})),
+        "Chardev 'nope' not found"
+    );
+}
+
+#[test]
+fn chardev_change_swaps_the_back_end() {
+    let mut c = Client::with(|cfg| {
+        cfg.apply_option("chardev", Some("ringbuf,id=cs0"))
+            .expect("-chardev");
+        cfg.apply_option("device", Some("virtio-serial-pci,id=vs0"))
+            .expect("-device");
+        cfg.apply_option(
+            "device",
+            Some("virtserialport,chardev=cs0,id=port0,name=org.test.0"),
+        )
+        .expect("-device");
+    });
+    c.add("r", "ringbuf", json!({"size": 4}));
+    let r = c.cmd(
+        "chardev-change",
+        json!({"id": "r", "backend": {"type": "null", "data": {}}}),
+    );
+    assert_eq!(r, json!({"return": {}}));
+    assert_eq!(c.chardev("r"), Some(("null".into(), false)));
+    assert_eq!(
+        c.error("ringbuf-read", json!({"device": "r", "size": 1})),
+        "r is not a ringbuf device"
+    );
+    let r = c.cmd(
+        "chardev-change",
+        json!({"id": "r", "backend": {"type": "pty", "data": {}}}),
+    );
+    let pty = r["return"]["pty"].as_str().unwrap_or_default().to_string();
+    assert!(pty.starts_with("/dev/pts/"), "{r}");
+    assert_eq!(c.chardev("r"), Some((format!("pty:{pty}"), false)));
+    assert_eq!(
+        c.error(
+            "chardev-change",
+            json!({"id": "nope", "backend": {"type": "null", "data": {}}})
+        ),
+        "Chardev 'nope' does not exist"
+    );
+    assert_eq!(
+        c.error(
+            "chardev-change",
+            json!({"id": "cs0", "backend": {"type": "ringbuf", "data": {"size": 3}}})
+        ),
+        "Chardev user does not support chardev hotswap"
+    );
+    // A refused back end leaves the old one in place.
+    assert_eq!(
+        c.error(
+            "chardev-change",
+            json!({"id": "r", "backend": {"type": "ringbuf", "data": {"size": 3}}})
+        ),
+        "size of ringbuf chardev must be power of two"
+    );
+    assert_eq!(c.chardev("r"), Some((format!("pty:{pty}"), false)));
+}
+
+#[test]
+fn guest_opens_a_virtio_serial_port() {
+    let mut c = Client::with(|cfg| {
+        cfg.apply_option("chardev", Some("ringbuf,id=cs0"))
+            .expect("-chardev");
+        cfg.apply_option("device", Some("virtio-serial-pci,id=vs0"))
+            .expect("-device");
+        cfg.apply_option(
+            "device",
+            Some("virtserialport,chardev=cs0,id=port0,name=org.test.0"),
+        )
+        .expect("-device");
+    });
+    c.events();
+    // Nobody has the port open yet; its chardev is in use all the same.
+    assert_eq!(c.chardev("cs0"), Some(("ringbuf".into(), false)));
+    assert_eq!(
+        c.error("chardev-remove", json!({"id": "cs0"})),
+        "Chardev 'cs0' is busy"
+    );
+    let port = |open: bool| json!({"id": "port0", "open": open});
+    assert_eq!(
+        c.ok("__org.qmpkit_guest-serial-port", port(true)),
+        json!({})
+    );
+    assert_eq!(
+        c.events(),
+        vec![(
+            "VSERPORT_CHANGE".to_string(),
+            json!({"id": "port0", "open": true})
+        )]
+    );
+    assert_eq!(c.chardev("cs0"), Some(("ringbuf".into(), true)));
+    c.ok("__org.qmpkit_guest-serial-port", port(false));
+    assert_eq!(
+        c.events(),
+        vec![(
+            "VSERPORT_CHANGE".to_string(),
+            json!({"id": "port0", "open": false})
+        )]
+    );
+    assert_eq!(c.chardev("cs0"), Some(("ringbuf".into(), false)));
+    let r = c.cmd(
+        "__org.qmpkit_guest-serial-port",
+        json!({"id": "nope", "open": true}),
+    );
+    assert_eq!(r["error"]["class"], "DeviceNotFound");
+    assert_eq!(
+        c.error(
+            "__org.qmpkit_guest-serial-port",
+            json!({"id": "vs0", "open": true})
+        ),
+        "Device 'vs0' is not a virtio serial port"
+    );
+    assert!(c.events().is_empty());
+}
+
+#[test]
+fn file_chardev_through_an_fd_set() {
+    let mut c = Client::new();
+    let path = tmp("chardev-fdset.log");
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&path)
+        .unwrap();
+    let r = c.cmd_fds("add-fd", json!({"fdset-id": 3}), vec![f.into()]);
+    assert_eq!(r["return"]["fdset-id"], 3, "{r}");
+    assert_eq!(
+        c.add("f", "file", json!({"out": "/dev/fdset/3"})),
+        json!({"return": {}})
+    );
+    c.ok(
+        "__org.qmpkit_chardev-write",
+        json!({"id": "f", "data": "via fdset"}),
+    );
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), "via fdset");
+    assert_eq!(
+        c.add("g", "file", json!({"out": "/dev/fdset/7"}))["error"]["desc"],
+        "Failed to add chardev 'g': Could not open '/dev/fdset/7': No such file or directory"
+    );
+    // A set with no descriptor open for writing.
+    let ro = std::fs::File::open(&path).unwrap();
+    c.cmd_fds("add-fd", json!({"fdset-id": 4}), vec![ro.into()]);
+    assert_eq!(
+        c.add("g", "file", json!({"out": "/dev/fdset/4"}))["error"]["desc"],
+        "Failed to add chardev 'g': Could not open '/dev/fdset/4': Permission denied"
     );
 }

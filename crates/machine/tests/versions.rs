@@ -232,6 +232,11 @@ fn call_args(cmd: &str, tmp: &str) -> Option<Value> {
         | "query-rocker-of-dpa-groups" => json!({"name": "sw0"}),
         "client_migrate_info" => json!({"protocol": "spice", "hostname": "dst"}),
         "chardev-send-break" => json!({"id": "spare"}),
+        "chardev-change" => json!({"id": "spare", "backend": {"type": "ringbuf", "data": {}}}),
+        "__org.qmpkit_chardev-read" => json!({"id": "ring0", "format": "base64"}),
+        "__org.qmpkit_guest-serial-port" => json!({"id": "port0", "open": true}),
+        "__org.qmpkit_guest-rx-filter" => json!({"name": "net0", "promiscuous": true}),
+        "set_link" => json!({"name": "net0", "up": false}),
         "blockdev-change-medium" => {
             json!({"device": "ide1-cd0", "filename": format!("{tmp}/cd.iso")})
         }
@@ -353,6 +358,8 @@ const ERRORS: &[(&str, &str)] = &[
     ("query-rocker-of-dpa-flows", "rocker sw0 not found"),
     ("query-rocker-of-dpa-groups", "rocker sw0 not found"),
     ("client_migrate_info", "SPICE is not in use"),
+    // The default machine has no virtio serial port.
+    ("__org.qmpkit_guest-serial-port", "Device 'port0' not found"),
     // The tray must be open first.
     (
         "x-blockdev-remove-medium",
@@ -396,6 +403,27 @@ fn event_scenarios() -> Vec<(&'static str, Vec<(&'static str, Value)>)> {
             vec![("__org.qmpkit_guest-hibernate", json!({}))],
         ),
         ("watchdog", vec![("__org.qmpkit_watchdog-fire", json!({}))]),
+        (
+            "link down",
+            vec![("set_link", json!({"name": "net0", "up": false}))],
+        ),
+        (
+            "serial port",
+            vec![
+                (
+                    "device_add",
+                    json!({"driver": "virtio-serial-pci", "id": "vs9"}),
+                ),
+                (
+                    "device_add",
+                    json!({"driver": "virtserialport", "id": "port9", "chardev": "spare"}),
+                ),
+                (
+                    "__org.qmpkit_guest-serial-port",
+                    json!({"id": "port9", "open": true}),
+                ),
+            ],
+        ),
         (
             "io error",
             vec![(
@@ -445,6 +473,7 @@ const EVENTS: &[&str] = &[
     "DEVICE_TRAY_MOVED",
     "DUMP_COMPLETED",
     "GUEST_PANICKED",
+    "NIC_RX_FILTER_CHANGED",
     "POWERDOWN",
     "RESET",
     "RESUME",
@@ -452,6 +481,7 @@ const EVENTS: &[&str] = &[
     "STOP",
     "SUSPEND",
     "SUSPEND_DISK",
+    "VSERPORT_CHANGE",
     "WAKEUP",
     "WATCHDOG",
 ];

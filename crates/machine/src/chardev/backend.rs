@@ -1,15 +1,25 @@
 //! The back ends `chardev-add` creates, for real: ring buffers in memory,
 //! files opened on the host, pseudo-terminals allocated from the host's
-//! pty multiplexer, and the null device. This is the one place where the
-//! chardev subsystem holds host resources; it never starts a task or
-//! polls: every read and write happens inside the command that asks for
-//! it, without blocking (a pty's master is non-blocking).
+//! pty multiplexer, sockets that listen or connect (unix or TCP), and the
+//! null device. This is the one place where the chardev subsystem holds
+//! host resources; it never starts a task or a thread: every accept, read
+//! and write happens inside the command that uses the chardev, without
+//! blocking (a pty's master and every socket are non-blocking), so a
+//! listening socket takes its client when the chardev is next used
+//! ([`Backend::poll`]). Dropping a back end releases what it holds (a
+//! listening unix socket's path is removed).
 
 use std::collections::VecDeque;
 use std::fs::File;
-use std::io::Write;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::PathBuf;
+
+/// How much of what a back end received waits for the guest to read it;
+/// older bytes are dropped beyond that.
+const INPUT_LIMIT: usize = 65536;
 
 /// A ring buffer's capacity when `size` is not given.
 pub const DEFAULT_RINGBUF_SIZE: i64 = 65536;
@@ -72,6 +82,371 @@ pub struct Pty {
     _slave: OwnedFd,
 }
 
+/// Where a socket back end listens or connects.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SockAddr {
+    Unix(String),
+    /// Host and port as given (a listening socket keeps the address it
+    /// got: a port of 0 becomes the one the system chose).
+    Inet(String, String),
+}
+
+/// A listening socket.
+#[derive(Debug)]
+enum Listener {
+    Unix(UnixListener),
+    Tcp(TcpListener),
+}
+
+/// A connection.
+#[derive(Debug)]
+enum Stream {
+    Unix(UnixStream),
+    Tcp(TcpStream),
+}
+
+impl Stream {
+    fn read(&mut self, b: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Stream::Unix(s) => s.read(b),
+            Stream::Tcp(s) => s.read(b),
+        }
+    }
+
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Stream::Unix(s) => s.write(b),
+            Stream::Tcp(s) => s.write(b),
+        }
+    }
+}
+
+/// A socket back end: a server that takes one client at a time, or a
+/// client (which reconnects when used, if `reconnect` was given).
+#[derive(Debug)]
+pub struct Socket {
+    pub addr: SockAddr,
+    pub server: bool,
+    pub reconnect: bool,
+    listener: Option<Listener>,
+    conn: Option<Stream>,
+    /// `HOST:PORT` of both ends of a TCP connection: (local, peer).
+    tcp_ends: Option<(SocketAddr, SocketAddr)>,
+    /// What the other end sent, for the guest to read.
+    input: VecDeque<u8>,
+    /// A listening unix socket's path, removed when the back end goes.
+    unlink: Option<PathBuf>,
+}
+
+impl Drop for Socket {
+    fn drop(&mut self) {
+        if let Some(p) = &self.unlink {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+/// `[host]` for an IPv6 address, as QEMU prints addresses with ports.
+fn host_text(a: &SocketAddr) -> String {
+    match a {
+        SocketAddr::V4(v) => v.ip().to_string(),
+        SocketAddr::V6(v) => format!("[{}]", v.ip()),
+    }
+}
+
+impl Socket {
+    /// Accept a waiting client, notice a client that went away, take what
+    /// was sent, and (for a client with `reconnect`) connect again.
+    pub fn poll(&mut self) {
+        if let Some(c) = &mut self.conn {
+            let mut buf = [0u8; 4096];
+            loop {
+                let r = c.read(&mut buf);
+                match r {
+                    Ok(0) => {
+                        self.conn = None;
+                        self.tcp_ends = None;
+                        break;
+                    }
+                    Ok(n) => {
+                        self.input.extend(&buf[..n]);
+                        let over = self.input.len().saturating_sub(INPUT_LIMIT);
+                        self.input.drain(..over);
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                    Err(_) => {
+                        self.conn = None;
+                        self.tcp_ends = None;
+                        break;
+                    }
+                }
+            }
+        }
+        if self.conn.is_some() {
+            return;
+        }
+        match &self.listener {
+            Some(Listener::Unix(l)) => {
+                if let Ok((s, _)) = l.accept() {
+                    if s.set_nonblocking(true).is_ok() {
+                        self.conn = Some(Stream::Unix(s));
+                    }
+                }
+            }
+            Some(Listener::Tcp(l)) => {
+                if let Ok((s, peer)) = l.accept() {
+                    if s.set_nonblocking(true).is_ok() {
+                        let local = s.local_addr().unwrap_or(peer);
+                        self.tcp_ends = Some((local, peer));
+                        self.conn = Some(Stream::Tcp(s));
+                    }
+                }
+            }
+            None if self.reconnect => {
+                if let Ok((c, ends)) = connect(&self.addr) {
+                    self.conn = Some(c);
+                    self.tcp_ends = ends;
+                }
+            }
+            None => {}
+        }
+    }
+
+    /// Whether a peer is connected now.
+    pub fn connected(&self) -> bool {
+        self.conn.is_some()
+    }
+
+    /// QEMU's file name: `disconnected:` while no peer is there; a TCP
+    /// connection names both ends. `server` is the listening flag's
+    /// spelling (`,server=on`, or `,server` before 6.0).
+    pub fn filename(&self, server: &str) -> String {
+        let flag = if self.server { server } else { "" };
+        if let (Some(_), Some((local, peer))) = (&self.conn, &self.tcp_ends) {
+            return format!(
+                "tcp:{}:{}{flag} <-> {}:{}",
+                host_text(local),
+                local.port(),
+                host_text(peer),
+                peer.port()
+            );
+        }
+        let base = match &self.addr {
+            SockAddr::Unix(p) => format!("unix:{p}{flag}"),
+            SockAddr::Inet(h, p) => format!("tcp:{h}:{p}{flag}"),
+        };
+        if self.conn.is_some() {
+            base
+        } else {
+            format!("disconnected:{base}")
+        }
+    }
+
+    /// Send to the peer; without one (or when its buffer is full) the
+    /// bytes are dropped, as QEMU drops them.
+    fn write(&mut self, bytes: &[u8]) {
+        self.poll();
+        let Some(c) = &mut self.conn else { return };
+        let mut rest = bytes;
+        while !rest.is_empty() {
+            match c.write(rest) {
+                Ok(0) => break,
+                Ok(n) => rest = &rest[n..],
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(_) => {
+                    self.conn = None;
+                    self.tcp_ends = None;
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// Connect to `addr` (non-blocking afterwards), in QEMU's words on failure.
+fn connect(addr: &SockAddr) -> Result<(Stream, Option<(SocketAddr, SocketAddr)>), String> {
+    match addr {
+        SockAddr::Unix(p) => {
+            let s = UnixStream::connect(p)
+                .map_err(|e| format!("Failed to connect to '{p}': {}", os_text(&e)))?;
+            let _ = s.set_nonblocking(true);
+            Ok((Stream::Unix(s), None))
+        }
+        SockAddr::Inet(h, p) => {
+            let addrs = resolve(h, p)?;
+            let mut last = None;
+            for a in addrs {
+                match TcpStream::connect_timeout(&a, std::time::Duration::from_secs(5)) {
+                    Ok(s) => {
+                        let _ = s.set_nonblocking(true);
+                        let _ = s.set_nodelay(true);
+                        let local = s.local_addr().unwrap_or(a);
+                        return Ok((Stream::Tcp(s), Some((local, a))));
+                    }
+                    Err(e) => last = Some(e),
+                }
+            }
+            let why = last
+                .map(|e| os_text(&e))
+                .unwrap_or_else(|| "Connection refused".into());
+            Err(format!("Failed to connect to '{h}:{p}': {why}"))
+        }
+    }
+}
+
+/// Resolve `host:port`, in QEMU's words on failure.
+fn resolve(host: &str, port: &str) -> Result<Vec<SocketAddr>, String> {
+    let fail = |why: &str| format!("address resolution failed for {host}:{port}: {why}");
+    let Ok(p) = port.parse::<u16>() else {
+        return Err(fail("Servname not supported for ai_socktype"));
+    };
+    let h = host.trim_start_matches('[').trim_end_matches(']');
+    let h = if h.is_empty() { "0.0.0.0" } else { h };
+    match (h, p).to_socket_addrs() {
+        Ok(it) => {
+            let v: Vec<SocketAddr> = it.collect();
+            if v.is_empty() {
+                Err(fail("Name or service not known"))
+            } else {
+                Ok(v)
+            }
+        }
+        Err(e) => {
+            let s = os_text(&e);
+            let s = s
+                .strip_prefix("failed to lookup address information: ")
+                .unwrap_or(&s)
+                .to_string();
+            Err(fail(&s))
+        }
+    }
+}
+
+/// Make a socket back end: listen (removing a stale unix socket first, as
+/// QEMU does) or connect. A client with `reconnect` that cannot connect
+/// yet is made anyway and tries again when used.
+pub fn open_socket(addr: SockAddr, server: bool, reconnect: bool) -> Result<Backend, String> {
+    let mut sock = Socket {
+        addr: addr.clone(),
+        server,
+        reconnect,
+        listener: None,
+        conn: None,
+        tcp_ends: None,
+        input: VecDeque::new(),
+        unlink: None,
+    };
+    if server {
+        match &addr {
+            SockAddr::Unix(p) => {
+                let _ = std::fs::remove_file(p);
+                let l = UnixListener::bind(p)
+                    .map_err(|e| format!("Failed to bind socket to {p}: {}", os_text(&e)))?;
+                l.set_nonblocking(true).map_err(|e| os_text(&e))?;
+                sock.listener = Some(Listener::Unix(l));
+                sock.unlink = Some(PathBuf::from(p));
+            }
+            SockAddr::Inet(h, p) => {
+                let addrs = resolve(h, p)?;
+                let mut last = None;
+                let mut bound = None;
+                for a in addrs {
+                    match TcpListener::bind(a) {
+                        Ok(l) => {
+                            bound = Some(l);
+                            break;
+                        }
+                        Err(e) => last = Some(e),
+                    }
+                }
+                let Some(l) = bound else {
+                    let why = last
+                        .map(|e| os_text(&e))
+                        .unwrap_or_else(|| "Address already in use".into());
+                    return Err(format!("Failed to find an available port: {why}"));
+                };
+                l.set_nonblocking(true).map_err(|e| os_text(&e))?;
+                if let Ok(local) = l.local_addr() {
+                    sock.addr = SockAddr::Inet(host_text(&local), local.port().to_string());
+                }
+                sock.listener = Some(Listener::Tcp(l));
+            }
+        }
+    } else {
+        match connect(&addr) {
+            Ok((c, ends)) => {
+                sock.conn = Some(c);
+                sock.tcp_ends = ends;
+            }
+            Err(e) if !reconnect => return Err(e),
+            Err(_) => {}
+        }
+    }
+    Ok(Backend::Socket(sock))
+}
+
+/// A socket back end over a descriptor the client passed (`getfd`):
+/// a listening socket when `server`, a connection otherwise.
+pub fn socket_from_fd(fd: OwnedFd, server: bool) -> Result<Backend, String> {
+    let mut sock = Socket {
+        addr: SockAddr::Unix(String::new()),
+        server,
+        reconnect: false,
+        listener: None,
+        conn: None,
+        tcp_ends: None,
+        input: VecDeque::new(),
+        unlink: None,
+    };
+    // The descriptor's own address tells unix from TCP.
+    let tcp = TcpStream::from(fd.try_clone().map_err(|e| os_text(&e))?);
+    let is_tcp = tcp.local_addr().is_ok();
+    drop(tcp);
+    if server {
+        if is_tcp {
+            let l = TcpListener::from(fd);
+            l.set_nonblocking(true).map_err(|e| os_text(&e))?;
+            if let Ok(a) = l.local_addr() {
+                sock.addr = SockAddr::Inet(host_text(&a), a.port().to_string());
+            }
+            sock.listener = Some(Listener::Tcp(l));
+        } else {
+            let l = UnixListener::from(fd);
+            l.set_nonblocking(true).map_err(|e| os_text(&e))?;
+            if let Some(p) = l
+                .local_addr()
+                .ok()
+                .and_then(|a| a.as_pathname().map(|p| p.display().to_string()))
+            {
+                sock.addr = SockAddr::Unix(p);
+            }
+            sock.listener = Some(Listener::Unix(l));
+        }
+    } else if is_tcp {
+        let s = TcpStream::from(fd);
+        s.set_nonblocking(true).map_err(|e| os_text(&e))?;
+        if let (Ok(l), Ok(p)) = (s.local_addr(), s.peer_addr()) {
+            sock.addr = SockAddr::Inet(host_text(&p), p.port().to_string());
+            sock.tcp_ends = Some((l, p));
+        }
+        sock.conn = Some(Stream::Tcp(s));
+    } else {
+        let s = UnixStream::from(fd);
+        s.set_nonblocking(true).map_err(|e| os_text(&e))?;
+        if let Some(p) = s
+            .peer_addr()
+            .ok()
+            .and_then(|a| a.as_pathname().map(|p| p.display().to_string()))
+        {
+            sock.addr = SockAddr::Unix(p);
+        }
+        sock.conn = Some(Stream::Unix(s));
+    }
+    Ok(Backend::Socket(sock))
+}
+
 /// One back end made at run time.
 #[derive(Debug)]
 pub enum Backend {
@@ -80,21 +455,61 @@ pub enum Backend {
     /// name say `memory`).
     Ringbuf(Ringbuf, bool),
     File {
-        out: File,
+        /// A host file, or a duplicate of an fd set's descriptor (the set
+        /// counts it as in use while the back end lives).
+        out: crate::fdsets::HostFile,
         _input: Option<File>,
     },
     Pty(Pty),
+    Socket(Socket),
 }
 
 impl Backend {
-    /// The backend's name as `query-chardev` gives it.
-    pub fn filename(&self) -> String {
+    /// The backend's name as `query-chardev` gives it; `server` is the
+    /// spelling of a listening socket's flag.
+    pub fn filename(&self, server: &str) -> String {
         match self {
             Backend::Null => "null".into(),
             Backend::Ringbuf(_, false) => "ringbuf".into(),
             Backend::Ringbuf(_, true) => "memory".into(),
             Backend::File { .. } => "file".into(),
             Backend::Pty(p) => format!("pty:{}", p.path),
+            Backend::Socket(s) => s.filename(server),
+        }
+    }
+
+    /// Bring a socket up to date (accept, notice a hang-up, reconnect);
+    /// nothing for the other back ends.
+    pub fn poll(&mut self) {
+        if let Backend::Socket(s) = self {
+            s.poll();
+        }
+    }
+
+    /// Take up to `max` bytes of what the back end received for the guest
+    /// (a socket's peer, whoever writes to a pty's terminal).
+    pub fn read_input(&mut self, max: usize) -> Vec<u8> {
+        match self {
+            Backend::Socket(s) => {
+                s.poll();
+                let n = max.min(s.input.len());
+                s.input.drain(..n).collect()
+            }
+            Backend::Pty(p) => {
+                let mut out = vec![0u8; max.min(INPUT_LIMIT)];
+                let mut got = 0;
+                while got < out.len() {
+                    match p.master.read(&mut out[got..]) {
+                        Ok(0) => break,
+                        Ok(n) => got += n,
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                        Err(_) => break,
+                    }
+                }
+                out.truncate(got);
+                out
+            }
+            _ => Vec::new(),
         }
     }
 
@@ -113,6 +528,10 @@ impl Backend {
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(()),
                 Err(e) => Err(os_text(&e)),
             },
+            Backend::Socket(s) => {
+                s.write(bytes);
+                Ok(())
+            }
         }
     }
 }
@@ -127,30 +546,9 @@ pub fn os_text(e: &std::io::Error) -> String {
     }
 }
 
-/// Open a file back end: `out` first (created with mode 0666 less the
-/// umask, truncated unless `append`), then `input` for reading. The error
-/// is QEMU's `Could not open 'PATH': REASON`.
-pub fn open_file(out: &str, input: Option<&str>, append: bool) -> Result<Backend, String> {
-    let mut o = std::fs::OpenOptions::new();
-    o.write(true).create(true).mode(0o666);
-    if append {
-        o.append(true);
-    } else {
-        o.truncate(true);
-    }
-    let out_f = o
-        .open(out)
-        .map_err(|e| format!("Could not open '{out}': {}", os_text(&e)))?;
-    let in_f = match input {
-        Some(p) => {
-            Some(File::open(p).map_err(|e| format!("Could not open '{p}': {}", os_text(&e)))?)
-        }
-        None => None,
-    };
-    Ok(Backend::File {
-        out: out_f,
-        _input: in_f,
-    })
+/// The file a file back end reads from (`in`), QEMU's error on failure.
+pub fn open_input(p: &str) -> Result<File, String> {
+    File::open(p).map_err(|e| format!("Could not open '{p}': {}", os_text(&e)))
 }
 
 /// Allocate a pseudo-terminal in raw mode (bytes pass unchanged).

@@ -22,6 +22,7 @@ use crate::{Cx, Machine};
 
 pub mod balloon;
 pub mod block;
+pub mod chardev;
 pub mod devices;
 pub mod display;
 pub mod dump;
@@ -31,6 +32,7 @@ pub mod input;
 pub mod memory;
 pub mod migration;
 pub mod misc;
+pub mod net;
 pub mod qom;
 pub mod runstate;
 pub mod testctl;
@@ -156,6 +158,26 @@ handlers! {
     cpu_add(CpuAdd) => devices::cpu_add;
 
     // Character devices and network
+    query_chardev(QueryChardev) => chardev::query_chardev;
+    query_chardev_backends(QueryChardevBackends) => chardev::query_chardev_backends;
+    chardev_add(ChardevAdd) => chardev::chardev_add;
+    chardev_change(ChardevChange) => chardev::chardev_change;
+    chardev_remove(ChardevRemove) => chardev::chardev_remove;
+    chardev_send_break(ChardevSendBreak) => chardev::chardev_send_break;
+    ringbuf_write(RingbufWrite) => chardev::ringbuf_write;
+    ringbuf_read(RingbufRead) => chardev::ringbuf_read;
+    org_qmpkit_chardev_write(OrgQmpkitChardevWrite) => chardev::guest_write;
+    org_qmpkit_chardev_read(OrgQmpkitChardevRead) => chardev::guest_read;
+    org_qmpkit_guest_serial_port(OrgQmpkitGuestSerialPort) => chardev::guest_serial_port;
+    netdev_add(NetdevAdd) => net::netdev_add;
+    netdev_del(NetdevDel) => net::netdev_del;
+    set_link(SetLink) => net::set_link;
+    query_rx_filter(QueryRxFilter) => net::query_rx_filter;
+    org_qmpkit_guest_rx_filter(OrgQmpkitGuestRxFilter) => net::guest_rx_filter;
+    query_rocker(QueryRocker) => net::query_rocker;
+    query_rocker_ports(QueryRockerPorts) => net::query_rocker_ports;
+    query_rocker_of_dpa_flows(QueryRockerOfDpaFlows) => net::query_rocker_of_dpa_flows;
+    query_rocker_of_dpa_groups(QueryRockerOfDpaGroups) => net::query_rocker_of_dpa_groups;
 
     // Migration and file descriptors
     getfd(Getfd) => fds::getfd;
