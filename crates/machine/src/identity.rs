@@ -8,13 +8,9 @@ use serde_json::{json, Map, Value};
 
 use crate::api;
 use crate::devices::PlugInfo;
-use crate::{generic, Args, CmdResult, Cx, Machine, MachineConfig};
+use crate::{generic, Machine, MachineConfig};
 use qmpkit_qapi::Enum;
 use qmpkit_wire::QmpError;
-
-/// Commands outside the machine's own schema that this module still answers when a
-/// schema that has them is served (QEMU 1.x's `cpu`, QEMU 2.12's `query-cpus-fast`).
-pub const HANDLED: &[&str] = &["query-cpus-fast", "cpu"];
 
 /// One vCPU.
 #[derive(Debug, Clone, PartialEq)]
@@ -176,7 +172,7 @@ pub fn cpus(m: &Machine) -> Vec<api::CpuInfo> {
 
 /// `query-cpus-fast` (not in the machine's own schema: answered when a schema that has it
 /// is served, and used by the human monitor).
-fn query_cpus_fast(m: &Machine) -> Value {
+pub fn query_cpus_fast(m: &Machine) -> Value {
     Value::Array(
         m.ident
             .cpus
@@ -717,14 +713,3 @@ pub fn tpm(m: &Machine) -> Vec<api::TPMInfo> {
 pub const TPM_MODELS: &[&str] = &["tpm-tis", "tpm-crb"];
 /// The TPM back-end types the machine offers.
 pub const TPM_TYPES: &[&str] = &["passthrough", "emulator"];
-
-/// Commands outside the machine's own schema, answered when a schema that has them is
-/// served.
-pub fn execute(m: &mut Machine, cmd: &str, _args: &Args, _cx: &mut Cx) -> Option<CmdResult> {
-    Some(Ok(match cmd {
-        // QEMU 1.x: selects the monitor's current CPU, which QMP never uses.
-        "cpu" => json!({}),
-        "query-cpus-fast" => query_cpus_fast(m),
-        _ => return None,
-    }))
-}

@@ -373,9 +373,7 @@ impl Machine {
                 v
             }));
         }
-        None.or_else(|| identity::execute(self, cmd, args, cx))
-            // Device-level subsystems: `.or_else(|| NAME::execute(self, cmd, args, cx))`.
-            .or_else(|| block::execute(self, cmd, args, cx))
+        None.or_else(|| block::execute(self, cmd, args, cx))
             .or_else(|| net::execute(self, cmd, args, cx))
             .or_else(|| display::execute(self, cmd, args, cx))
             .or_else(|| jobs::execute(self, cmd, args, cx))
@@ -439,7 +437,6 @@ pub fn handled() -> Vec<&'static str> {
     let mut v: Vec<&'static str> = Vec::new();
     v.extend_from_slice(qmp::implemented());
     v.extend_from_slice(qmp::OUTSIDE_SCHEMA);
-    v.extend_from_slice(identity::HANDLED);
     // Device-level subsystems: `v.extend_from_slice(NAME::HANDLED);`
     for h in [block::HANDLED, net::HANDLED, jobs::HANDLED, hmp::HANDLED] {
         v.extend_from_slice(h);

@@ -244,7 +244,7 @@ pub fn implemented() -> &'static [&'static str] {
 
 /// Commands of newer interfaces that the machine's own schema lacks, answered when the
 /// served schema has them.
-pub const OUTSIDE_SCHEMA: &[&str] = &["qom-list-properties"];
+pub const OUTSIDE_SCHEMA: &[&str] = &["qom-list-properties", "query-cpus-fast", "cpu"];
 
 /// Run `cmd` through the generated dispatch. `None`: the table does not implement it.
 pub fn dispatch(
@@ -304,6 +304,9 @@ fn outside_schema(m: &mut Machine, cmd: &str, args: &crate::Args) -> Option<R<se
             let name = args.get("typename").and_then(|v| v.as_str()).unwrap_or("");
             Some(qom::qom_list_properties(m, name))
         }
+        "query-cpus-fast" => Some(Ok(crate::identity::query_cpus_fast(m))),
+        // QEMU 1.x: selects the monitor's current CPU, which QMP never uses.
+        "cpu" => Some(Ok(serde_json::Value::Object(Default::default()))),
         _ => None,
     }
 }
