@@ -73,6 +73,23 @@ impl ChardevState {
     }
 }
 
+impl ChardevState {
+    /// A virtio serial port goes away: the guest no longer has its chardev
+    /// open.
+    pub fn on_unplug(&mut self, info: &crate::devices::PlugInfo) {
+        if !crate::qom::types::is_a(info.ty, "virtio-serial-port") {
+            return;
+        }
+        for (k, v) in &info.props {
+            if k == "chardev" {
+                if let Some(c) = v.as_str() {
+                    self.guest_open.remove(c);
+                }
+            }
+        }
+    }
+}
+
 /// The pty a backend gets: deterministic per machine and label order.
 fn pty_name(n: usize) -> String {
     format!("pty:/dev/pts/{}", n + 2)

@@ -399,6 +399,8 @@ impl Machine {
     pub fn on_unplug(&mut self, info: &devices::PlugInfo) {
         self.input.on_unplug(info);
         self.ident.on_unplug(info);
+        self.net.on_unplug(info);
+        self.chardev.on_unplug(info);
     }
 
     /// Whether the back end a device property names exists (for `device_add`).

@@ -122,6 +122,16 @@ pub struct NetState {
     pub nics: BTreeMap<String, Nic>,
 }
 
+impl NetState {
+    /// A card goes away: its link and filter go with it (a card plugged
+    /// again under the same id starts afresh).
+    pub fn on_unplug(&mut self, info: &crate::devices::PlugInfo) {
+        if let Some(id) = &info.id {
+            self.nics.remove(id);
+        }
+    }
+}
+
 /// The back ends that exist now, configured ones first.
 pub fn netdevs(m: &Machine) -> Vec<&NetdevConfig> {
     m.config

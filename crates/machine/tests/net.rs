@@ -407,3 +407,31 @@ fn rocker_without_a_switch() {
         );
     }
 }
+
+#[test]
+fn a_card_plugged_again_starts_afresh() {
+    let mut m = machine_at((2, 12, 0), |_| {});
+    run(&mut m, "set_link", json!({"name": "net0", "up": false})).expect("set_link");
+    run(&mut m, "device_del", json!({"id": "net0"})).expect("device_del");
+    common::step(&mut m, 10_000);
+    assert!(events(&mut m).iter().any(|(n, _)| n == "DEVICE_DELETED"));
+    assert_eq!(
+        run(&mut m, "query-rx-filter", json!({"name": "net0"})),
+        Err("GenericError: invalid net client name: net0".into())
+    );
+    run(
+        &mut m,
+        "device_add",
+        json!({"driver": "virtio-net-pci", "id": "net0", "netdev": "hostnet0"}),
+    )
+    .expect("device_add");
+    let f = run(&mut m, "query-rx-filter", json!({"name": "net0"})).expect("query");
+    assert_eq!(
+        f[0]["multicast-table"],
+        json!([
+            "01:00:5e:00:00:01",
+            "33:33:00:00:00:01",
+            "33:33:ff:12:34:56"
+        ])
+    );
+}
