@@ -86,6 +86,10 @@ fn one_line(e: &str) -> String {
     lines.join("; ")
 }
 
+/// Room for the embedded schema's model (about 600 KiB today; what does not
+/// fit goes to the system's allocator).
+const MODEL_ARENA: usize = 768 << 10;
+
 /// The embedded schema, or `--schema`: source text in `--dialect`, or a
 /// server's `query-qmp-schema` answer (recognised by its content).
 fn load_schema(o: &mut opts::ServeOptions) -> Result<qmpkit_schema::Schema, ExitCode> {
@@ -96,8 +100,14 @@ fn load_schema(o: &mut opts::ServeOptions) -> Result<qmpkit_schema::Schema, Exit
             o.from_introspection = src == qmpkit_schema::SchemaSource::Introspection;
             s
         }),
-        // Checked when the binary was built: read back, not parsed again.
-        None => qmpkit_machine::embedded::load_prechecked(),
+        // Checked when the binary was built: read back, not parsed again,
+        // into memory that is kept for good (see `arena`).
+        None => {
+            crate::arena::enable_prefaulted(MODEL_ARENA);
+            let s = qmpkit_machine::embedded::load_prechecked();
+            crate::arena::pause();
+            s
+        }
     };
     r.map_err(|e| {
         eprintln!("qmpkit serve: {}", schema_error_line(&e));
@@ -180,12 +190,14 @@ impl Census {
             c.rows.push((name.clone(), how));
         }
         let on = |s: &str| enabled.contains(s);
+        let served: std::collections::HashSet<&str> =
+            rows.iter().map(|(n, _)| n.as_str()).collect();
         c.left_out = schema
             .iter()
             .filter(|(_, e)| {
                 matches!(e.kind, qmpkit_schema::model::EntityKind::Command(_))
                     && e.ifcond.eval(&on)
-                    && !rows.iter().any(|(n, _)| *n == e.name)
+                    && !served.contains(e.name.as_str())
             })
             .count();
         c

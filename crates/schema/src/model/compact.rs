@@ -8,14 +8,15 @@
 //! conditions, features, resolved references, the name index, pragmas.
 //! It is private to one build of this crate (a magic word with a format
 //! number guards against reading anything else); integers are LEB128
-//! varints, strings length-prefixed UTF-8.
+//! varints; every distinct string is stored once, in a table read (and
+//! checked as UTF-8) in one go, and referred to by its index.
 
 use super::*;
 use crate::error::QapiError;
 use crate::source::SourceFile;
 use std::sync::Arc;
 
-const MAGIC: &[u8; 8] = b"QAPIMDL\x01";
+const MAGIC: &[u8; 8] = b"QAPIMDL\x02";
 
 /// Deepest nesting of `if` conditions read back (the checker allows far
 /// less; a bound keeps a damaged input from recursing without end).
@@ -28,36 +29,66 @@ const JSON_TYPES: &[&str] = &["string", "number", "int", "boolean", "null", "val
 impl Schema {
     /// The model in the compact form (doc comments left out).
     pub fn to_compact(&self) -> Vec<u8> {
-        let mut body = Writer::default();
-        body.schema(self);
-        let mut out = Writer::default();
-        out.buf.extend_from_slice(MAGIC);
-        out.usize(body.defns.len());
-        for d in &body.defns {
-            out.str(&d.0);
-            out.str(&d.1);
+        let mut w = Writer::default();
+        w.schema(self);
+        let body = std::mem::take(&mut w.buf);
+        // The definitions and files the body's positions refer to. Files
+        // refer to earlier files (the including one) and to definitions,
+        // all interned before them: writing them interns nothing new.
+        let defns = w.defns.clone();
+        w.usize(defns.len());
+        for d in &defns {
+            w.str(&d.0);
+            w.str(&d.1);
         }
-        // Files reference earlier files (the including one) and definitions,
-        // all interned before them; their positions are written with the
-        // same tables.
-        let files = std::mem::take(&mut body.files);
-        out.usize(files.len());
+        let files = w.files.clone();
+        w.usize(files.len());
         for f in &files {
-            out.str(&f.name);
-            let inc = f.included_from.as_ref().map(|i| body.info_ref(i));
-            out.opt_info_ref(inc);
+            w.str(&f.name);
+            let inc = f.included_from.as_ref().map(|i| w.info_ref(i));
+            w.opt_info_ref(inc);
         }
-        // Interning the files' own positions can add no new file or
-        // definition: they were interned when the file was.
-        out.buf.extend_from_slice(&body.buf);
-        out.buf
+        let tables = std::mem::take(&mut w.buf);
+        // The strings: all their bytes, then each one's length.
+        let strings = std::mem::take(&mut w.strings);
+        w.buf.extend_from_slice(MAGIC);
+        w.usize(strings.iter().map(String::len).sum());
+        for s in &strings {
+            w.buf.extend_from_slice(s.as_bytes());
+        }
+        w.usize(strings.len());
+        for s in &strings {
+            w.usize(s.len());
+        }
+        w.buf.extend_from_slice(&tables);
+        w.buf.extend_from_slice(&body);
+        w.buf
     }
 
     /// Read a model written by [`Schema::to_compact`].
     pub fn from_compact(bytes: &[u8]) -> Result<Schema, QapiError> {
-        let mut r = Reader { b: bytes, at: 0 };
+        let mut r = Reader {
+            b: bytes,
+            at: 0,
+            strings: Vec::new(),
+        };
         if r.take(MAGIC.len())? != MAGIC {
             return Err(bad("not a compact schema model of this version"));
+        }
+        let total = r.len()?;
+        let all = std::str::from_utf8(r.take(total)?).map_err(|_| bad("bad UTF-8"))?;
+        let n = r.len()?;
+        r.strings.reserve_exact(n);
+        let mut at = 0usize;
+        for _ in 0..n {
+            let end = at.checked_add(r.usize()?);
+            // Each string was whole UTF-8 when written: its ends are
+            // character boundaries unless the input is damaged.
+            let Some(s) = end.and_then(|e| all.get(at..e)) else {
+                return Err(bad("bad string"));
+            };
+            r.strings.push(s);
+            at += s.len();
         }
         let n = r.len()?;
         let mut defns = Vec::with_capacity(n);
@@ -95,6 +126,8 @@ fn bad(what: &str) -> QapiError {
 #[derive(Default)]
 struct Writer {
     buf: Vec<u8>,
+    strings: Vec<String>,
+    string_ix: HashMap<String, usize>,
     files: Vec<Arc<SourceFile>>,
     defns: Vec<Arc<(String, String)>>,
     file_ix: HashMap<*const SourceFile, usize>,
@@ -131,8 +164,16 @@ impl Writer {
     }
 
     fn str(&mut self, s: &str) {
-        self.usize(s.len());
-        self.buf.extend_from_slice(s.as_bytes());
+        let i = match self.string_ix.get(s) {
+            Some(&i) => i,
+            None => {
+                let i = self.strings.len();
+                self.strings.push(s.to_string());
+                self.string_ix.insert(s.to_string(), i);
+                i
+            }
+        };
+        self.usize(i);
     }
 
     fn opt_str(&mut self, s: &Option<String>) {
@@ -508,6 +549,8 @@ struct Tables {
 struct Reader<'a> {
     b: &'a [u8],
     at: usize,
+    /// The string table.
+    strings: Vec<&'a str>,
 }
 
 impl<'a> Reader<'a> {
@@ -522,12 +565,23 @@ impl<'a> Reader<'a> {
     }
 
     fn byte(&mut self) -> Result<u8, QapiError> {
-        Ok(self.take(1)?[0])
+        match self.b.get(self.at) {
+            Some(&b) => {
+                self.at += 1;
+                Ok(b)
+            }
+            None => Err(bad("truncated")),
+        }
     }
 
     fn u64(&mut self) -> Result<u64, QapiError> {
-        let mut v: u64 = 0;
-        let mut shift = 0u32;
+        // Most numbers are small: one byte.
+        let b = self.byte()?;
+        if b & 0x80 == 0 {
+            return Ok(u64::from(b));
+        }
+        let mut v: u64 = u64::from(b & 0x7f);
+        let mut shift = 7u32;
         loop {
             let b = self.byte()?;
             if shift >= 64 {
@@ -563,8 +617,11 @@ impl<'a> Reader<'a> {
     }
 
     fn str(&mut self) -> Result<&'a str, QapiError> {
-        let n = self.len()?;
-        std::str::from_utf8(self.take(n)?).map_err(|_| bad("bad UTF-8"))
+        let i = self.usize()?;
+        match self.strings.get(i) {
+            Some(&s) => Ok(s),
+            None => Err(bad("bad string reference")),
+        }
     }
 
     fn string(&mut self) -> Result<String, QapiError> {
