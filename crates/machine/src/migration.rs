@@ -640,7 +640,8 @@ fn tick(m: &mut Machine, id: u64) {
             o.last_tick_ns = now;
             if running {
                 let rate = dirty_rate as f64 * (100 - o.throttle).max(0) as f64 / 100.0;
-                o.dirtied += rate * dt as f64 / 1e9;
+                // Distinct pages: never more than the guest has.
+                o.dirtied = (o.dirtied + rate * dt as f64 / 1e9).min(o.total_pages as f64);
             }
             let budget = bw as f64 * dt as f64 / 1e9;
             let sent = send(o, budget);
@@ -1155,10 +1156,16 @@ fn load(m: &mut Machine, l: &stream::Loaded) -> Result<(), String> {
             return Err(unknown_section(&d.id));
         }
     }
+    let ranges = memory::ram_ranges(m.config.memory_bytes);
+    let in_ram = |n: u64| {
+        ranges
+            .iter()
+            .any(|&(s, len)| n >= s / PAGE && n < (s + len) / PAGE)
+    };
     m.memory.written = l
         .pages
         .iter()
-        .filter(|(n, _)| n.saturating_mul(PAGE) < u64::MAX - PAGE)
+        .filter(|(n, _)| in_ram(*n))
         .map(|(n, p)| (*n, p.clone()))
         .collect();
     for d in &l.state.drives {
