@@ -22,6 +22,7 @@ commands:
   schema check|dump|stats|introspect|diff|codegen
                                             work with QAPI schemas
   serve                                     run a simulated machine's QMP monitor
+  emulate [QEMU options]                    run it as qemu-system-x86_64 10.0.2 would run
   qmp SERVER COMMAND [KEY=VALUE...]         run QMP commands for scripts
   proxy --upstream ADDR --listen ADDR[,...]  share one QMP monitor between many clients
   replay TRANSCRIPT --listen ADDR            serve a recorded QMP session back, strictly
@@ -57,6 +58,14 @@ fn init_logging() {
 fn main() -> ExitCode {
     init_logging();
     let args: Vec<String> = std::env::args().collect();
+    // Run as `qemu-system-x86_64` (e.g. through a symlink): QEMU's command
+    // line, QEMU's behaviour.
+    if let Some(prog) = args
+        .first()
+        .and_then(|a| serve_cmd::emulate::invoked_as_emulator(a))
+    {
+        return serve_cmd::emulate::run(&prog, &args[1..]);
+    }
     let rest = if args.len() > 2 {
         args[2..].to_vec()
     } else {
@@ -86,6 +95,7 @@ fn route(args: Vec<String>) -> ExitCode {
     match args.get(1).map(String::as_str) {
         Some("schema") => schema_cmd::run(rest),
         Some("serve") => serve_cmd::run(rest),
+        Some("emulate") => serve_cmd::emulate::run(serve_cmd::emulate::DEFAULT_NAME, &rest),
         Some("qmp") => qmp_cmd::run(rest),
         Some("proxy") => proxy::run(rest),
         Some("replay") => replay_cmd::run(rest),

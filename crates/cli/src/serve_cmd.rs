@@ -5,6 +5,8 @@
 use std::process::ExitCode;
 use std::sync::Arc;
 
+#[path = "serve/emulate.rs"]
+pub mod emulate;
 #[path = "serve/opts.rs"]
 mod opts;
 #[path = "serve/run.rs"]

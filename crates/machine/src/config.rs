@@ -86,6 +86,45 @@ pub struct ObjectConfig {
     pub props: BTreeMap<String, String>,
 }
 
+/// A block node (`-blockdev`, JSON or keyval): its node name, driver and
+/// the other options (nested ones dotted: `file.filename`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct BlockdevConfig {
+    #[serde(rename = "node-name")]
+    pub node_name: String,
+    pub driver: String,
+    pub props: BTreeMap<String, String>,
+}
+
+/// An audio back end (`-audiodev driver,id=…`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct AudiodevConfig {
+    pub id: String,
+    pub driver: String,
+    pub props: BTreeMap<String, String>,
+}
+
+/// A file descriptor handed to the process (`-add-fd fd=N,set=S`): it is
+/// reachable as `/dev/fdset/S`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct FdConfig {
+    pub fd: i32,
+    pub set: i64,
+    pub opaque: Option<String>,
+}
+
+/// An option recorded as given: its name without the dash, and its
+/// argument if it takes one.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct OptionConfig {
+    pub name: String,
+    pub value: Option<String>,
+}
+
 /// The TPM (`-tpmdev` + `-device tpm-tis`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -202,6 +241,32 @@ pub struct MachineConfig {
     pub serials: Vec<String>,
     pub pidfile: Option<String>,
     pub daemonize: bool,
+    /// `-machine` properties other than the type and accelerator
+    /// (`usb=off`, `dump-guest-core=off`, `memory-backend=pc.ram`, …).
+    #[serde(rename = "machine-props")]
+    pub machine_props: BTreeMap<String, String>,
+    /// `-cpu` features after the model (`+vmx,-svm`, `migratable=on`).
+    #[serde(rename = "cpu-props")]
+    pub cpu_props: Vec<String>,
+    /// `-accel` (or `-machine accel=`) as given: the accelerators to try in
+    /// order.
+    pub accel: Vec<String>,
+    /// `-m slots=`: memory hotplug slots.
+    #[serde(rename = "ram-slots")]
+    pub ram_slots: u64,
+    /// The rest of `-smp` (`dies`, `clusters`, `modules`, `books`, `drawers`).
+    #[serde(rename = "smp-props")]
+    pub smp_props: BTreeMap<String, u32>,
+    /// `-blockdev` nodes, in order.
+    pub blockdevs: Vec<BlockdevConfig>,
+    /// `-audiodev` back ends.
+    pub audiodevs: Vec<AudiodevConfig>,
+    /// `-add-fd` descriptors.
+    pub fds: Vec<FdConfig>,
+    /// Options recorded as given: `-rtc`, `-boot`, `-global`,
+    /// `-overcommit`, `-sandbox`, `-msg`, `-kernel`, `-initrd`, `-append`,
+    /// `-net`, `-display`, `-snapshot`, ….
+    pub options: Vec<OptionConfig>,
     /// What `query-version` and the greeting report.
     #[serde(rename = "qemu-version", with = "version_str")]
     pub qemu_version: (u64, u64, u64),
@@ -307,6 +372,15 @@ impl MachineConfig {
             serials: Vec::new(),
             pidfile: None,
             daemonize: false,
+            machine_props: BTreeMap::new(),
+            cpu_props: Vec::new(),
+            accel: Vec::new(),
+            ram_slots: 0,
+            smp_props: BTreeMap::new(),
+            blockdevs: Vec::new(),
+            audiodevs: Vec::new(),
+            fds: Vec::new(),
+            options: Vec::new(),
             qemu_version: (2, 12, 0),
             package: String::new(),
             guest: GuestConfig::default(),
@@ -440,6 +514,7 @@ impl MachineConfig {
             "S" => self.start_paused = true,
             "no-shutdown" => self.no_shutdown = true,
             "no-reboot" => self.no_reboot = true,
+            "no-acpi" if self.qemu_version >= (9, 0, 0) => return err("-no-acpi: invalid option"),
             "no-acpi" => self.guest.acpi = false,
             "incoming" => self.incoming = Some(need(value)?),
             "watchdog-action" => {
@@ -462,18 +537,7 @@ impl MachineConfig {
             }
             "daemonize" => self.daemonize = true,
             "enable-kvm" => self.kvm = true,
-            "nodefaults" => {
-                let keep = self.clone();
-                *self = MachineConfig::empty();
-                self.name = keep.name;
-                self.uuid = keep.uuid;
-                self.start_paused = keep.start_paused;
-                self.qmp = keep.qmp;
-                self.qmp_pretty = keep.qmp_pretty;
-                self.monitor = keep.monitor;
-                self.chardevs = keep.chardevs;
-                self.mon = keep.mon;
-            }
+            "nodefaults" => self.remove_defaults(),
             "nographic" => self.vnc = None,
             "name" => {
                 let v = need(value)?;
@@ -496,75 +560,85 @@ impl MachineConfig {
                 if kv.is_empty() {
                     return err(format!("-m {v}: missing 'size' option value"));
                 }
+                if let Some(k) = kv
+                    .keys()
+                    .find(|k| !matches!(k.as_str(), "size" | "slots" | "maxmem"))
+                {
+                    return err(format!("-m {v}: Invalid parameter '{k}'"));
+                }
+                let mut memory = self.memory_bytes;
                 if let Some(s) = kv.get("size") {
                     if size_out_of_range(s, 1 << 20) {
                         return err(format!(
                             "-m {v}: Value '{s}' is out of range for parameter 'size'"
                         ));
                     }
-                    self.memory_bytes = parse_size(s, 1 << 20)
+                    memory = parse_size(s, 1 << 20)
                         .ok_or_else(|| ConfigError(format!("-m {v}: invalid RAM size")))?;
                 }
+                let mut maxmem = self.max_memory_bytes;
                 if let Some(s) = kv.get("maxmem") {
-                    self.max_memory_bytes = parse_size(s, 1 << 20)
+                    maxmem = parse_size(s, 1 << 20)
                         .ok_or_else(|| ConfigError(format!("-m {v}: invalid maxmem size")))?;
                 }
-                if self.memory_bytes == 0 {
+                let slots = match kv.get("slots") {
+                    Some(s) => s.parse::<u64>().map_err(|_| {
+                        ConfigError(format!("-m {v}: Parameter 'slots' expects uint64"))
+                    })?,
+                    None => self.ram_slots,
+                };
+                if memory == 0 {
                     return err(format!("-m {v}: RAM size too small"));
                 }
+                if kv.contains_key("slots") && !kv.contains_key("maxmem") {
+                    return err("slots specified but no max-size");
+                }
+                if kv.contains_key("maxmem") && maxmem < memory {
+                    return err(format!(
+                        "invalid value of maxmem: maximum memory size (0x{maxmem:x}) must be at least the initial memory size (0x{memory:x})"
+                    ));
+                }
+                self.memory_bytes = memory;
+                self.max_memory_bytes = maxmem;
+                self.ram_slots = slots;
             }
             "smp" => {
                 let v = need(value)?;
-                let kv = parse_keyval(&v, Some("cpus"));
-                let num = |k: &str| -> Result<Option<u32>, ConfigError> {
-                    match kv.get(k) {
-                        None => Ok(None),
-                        Some(s) => s
-                            .parse::<u32>()
-                            .map(Some)
-                            .map_err(|_| ConfigError(format!("-smp {v}: invalid value for {k}"))),
-                    }
-                };
-                let cpus = num("cpus")?;
-                let sockets = num("sockets")?.unwrap_or(0);
-                let cores = num("cores")?.unwrap_or(0);
-                let threads = num("threads")?.unwrap_or(0);
-                let cpus = cpus.unwrap_or_else(|| sockets.max(1) * cores.max(1) * threads.max(1));
-                // The machine type's limit is checked once the machine
-                // type is known (validate).
-                if cpus == 0 {
-                    return err(format!("-smp {v}: invalid number of CPUs"));
-                }
-                let maxcpus = num("maxcpus")?.unwrap_or(cpus);
-                if maxcpus < cpus {
-                    return err(format!(
-                        "-smp {v}: maxcpus must be equal to or greater than smp"
-                    ));
-                }
-                self.cpus = cpus;
-                self.max_cpus = maxcpus;
-                self.sockets = sockets;
-                self.cores = cores;
-                self.threads = threads;
+                self.apply_smp(&v)?;
             }
             "machine" | "M" => {
                 let v = need(value)?;
                 let kv = parse_keyval(&v, Some("type"));
-                if let Some(t) = kv.get("type") {
-                    self.machine_type = t.clone();
-                }
-                if let Some(a) = kv.get("accel") {
-                    self.kvm = a.split(':').next() == Some("kvm");
+                for (k, x) in kv {
+                    match k.as_str() {
+                        "type" => self.machine_type = x,
+                        "accel" => {
+                            self.accel = x.split(':').map(str::to_string).collect();
+                            self.kvm = self.accel.first().map(String::as_str) == Some("kvm");
+                        }
+                        _ => {
+                            self.machine_props.insert(k, x);
+                        }
+                    }
                 }
             }
             "accel" => {
                 let v = need(value)?;
                 let kv = parse_keyval(&v, Some("accel"));
-                self.kvm = kv.get("accel").map(String::as_str) == Some("kvm");
+                let Some(a) = kv.get("accel") else {
+                    return err(format!("-accel {v}: Parameter 'accel' is missing"));
+                };
+                if !matches!(a.as_str(), "kvm" | "tcg" | "qtest" | "xen") {
+                    return err(format!("-accel {v}: invalid accelerator {a}"));
+                }
+                self.accel.push(a.clone());
+                self.kvm = self.accel.first().map(String::as_str) == Some("kvm");
             }
             "cpu" => {
                 let v = need(value)?;
-                self.cpu_model = v.split(',').next().unwrap_or("qemu64").to_string();
+                let mut parts = qmpkit_server::transport::split_options(&v).into_iter();
+                self.cpu_model = parts.next().unwrap_or_else(|| "qemu64".into());
+                self.cpu_props = parts.filter(|p| !p.is_empty()).collect();
             }
             "drive" => {
                 let v = need(value)?;
@@ -592,6 +666,7 @@ impl MachineConfig {
                     Some(i) => self.drives.insert(i, d),
                     None => self.drives.push(d),
                 }
+                self.follow_cd_devices();
             }
             "hda" | "hdb" | "hdc" | "hdd" | "cdrom" => {
                 let v = need(value)?;
@@ -617,7 +692,7 @@ impl MachineConfig {
             }
             "device" => {
                 let v = need(value)?;
-                let mut kv = parse_keyval(&v, Some("driver"));
+                let mut kv = option_args(name, &v, Some("driver"))?;
                 let driver = match kv.remove("driver") {
                     Some(d) => d,
                     None => return err(format!("-device {v}: Parameter 'driver' is missing")),
@@ -635,10 +710,11 @@ impl MachineConfig {
                     id,
                     props: kv,
                 });
+                self.follow_cd_devices();
             }
             "netdev" => {
                 let v = need(value)?;
-                let mut kv = parse_keyval(&v, Some("type"));
+                let mut kv = option_args(name, &v, Some("type"))?;
                 let kind = match kv.remove("type") {
                     Some(k) => k,
                     None => return err(format!("-netdev {v}: Parameter 'type' is missing")),
@@ -661,7 +737,7 @@ impl MachineConfig {
             }
             "object" => {
                 let v = need(value)?;
-                let mut kv = parse_keyval(&v, Some("qom-type"));
+                let mut kv = option_args(name, &v, Some("qom-type"))?;
                 let qom_type = kv.remove("qom-type").unwrap_or_default();
                 let id = match kv.remove("id") {
                     Some(id) => id,
@@ -713,12 +789,216 @@ impl MachineConfig {
             "chardev" => self.chardevs.push(need(value)?),
             "mon" => self.mon.push(need(value)?),
             "pidfile" => self.pidfile = Some(need(value)?),
-            "display" | "vga" | "boot" | "k" | "rtc" | "global" | "usb" | "usbdevice" | "msg"
-            | "D" | "d" | "enable-fips" | "no-user-config" | "nodefconfig" | "realtime"
-            | "overcommit" | "sandbox" | "runas" | "chroot" => {}
+            "blockdev" => {
+                let v = need(value)?;
+                let mut kv = option_args(name, &v, None)?;
+                let Some(driver) = kv.remove("driver") else {
+                    return err(format!("-blockdev {v}: Parameter 'driver' is missing"));
+                };
+                let Some(node_name) = kv.remove("node-name") else {
+                    return err(format!(
+                        "-blockdev {v}: A block device must be given a node-name"
+                    ));
+                };
+                if self.blockdevs.iter().any(|b| b.node_name == node_name) {
+                    return err(format!(
+                        "-blockdev {v}: Duplicate nodes with node-name='{node_name}'"
+                    ));
+                }
+                self.blockdevs.push(BlockdevConfig {
+                    node_name,
+                    driver,
+                    props: kv,
+                });
+            }
+            "audiodev" => {
+                let v = need(value)?;
+                let mut kv = option_args(name, &v, Some("driver"))?;
+                let Some(id) = kv.remove("id") else {
+                    return err(format!("-audiodev {v}: Parameter 'id' is missing"));
+                };
+                let Some(driver) = kv.remove("driver") else {
+                    return err(format!("-audiodev {v}: Parameter 'driver' is missing"));
+                };
+                self.audiodevs.push(AudiodevConfig {
+                    id,
+                    driver,
+                    props: kv,
+                });
+            }
+            "add-fd" => {
+                let v = need(value)?;
+                let kv = parse_keyval(&v, None);
+                if let Some(k) = kv
+                    .keys()
+                    .find(|k| !matches!(k.as_str(), "fd" | "set" | "opaque"))
+                {
+                    return err(format!("-add-fd {v}: Invalid parameter '{k}'"));
+                }
+                let fd = kv.get("fd").and_then(|f| f.parse::<i32>().ok());
+                let set = kv.get("set").and_then(|f| f.parse::<i64>().ok());
+                let Some(fd) = fd.filter(|f| *f >= 0) else {
+                    return err(format!(
+                        "-add-fd {v}: fd option is required and must be non-negative"
+                    ));
+                };
+                if fd <= 2 {
+                    return err(format!("-add-fd {v}: fd cannot be a standard I/O stream"));
+                }
+                let Some(set) = set.filter(|s| *s >= 0) else {
+                    return err(format!(
+                        "-add-fd {v}: set option is required and must be non-negative"
+                    ));
+                };
+                self.fds.push(FdConfig {
+                    fd,
+                    set,
+                    opaque: kv.get("opaque").cloned(),
+                });
+            }
+            // Removed in QEMU 9.0 (`-machine hpet=off`, `acpi=off`).
+            "no-hpet" if self.qemu_version >= (9, 0, 0) => return err("-no-hpet: invalid option"),
+            "no-hpet" | "snapshot" | "no-user-config" | "nodefconfig" | "enable-fips" | "usb"
+            | "no-fd-bootchk" | "nographic-compat" => self.options.push(OptionConfig {
+                name: name.to_string(),
+                value: None,
+            }),
+            other if option_takes_value(other) == Some(true) => self.options.push(OptionConfig {
+                name: name.to_string(),
+                value: Some(need(value)?),
+            }),
             other => return err(format!("-{other}: invalid option")),
         }
         Ok(())
+    }
+
+    /// `-nodefaults`: the default machine's devices, drives and back ends
+    /// go; what the command line gave (before or after) stays.
+    fn remove_defaults(&mut self) {
+        let d = MachineConfig::default_machine();
+        let defaults = std::mem::take(&mut self.default_drives);
+        self.drives.retain(|x| !defaults.contains(&x.id));
+        for id in &defaults {
+            self.drive_slots.remove(id);
+        }
+        self.devices.retain(|x| !d.devices.contains(x));
+        self.netdevs.retain(|x| !d.netdevs.contains(x));
+        self.objects.retain(|x| !d.objects.contains(x));
+        if self.tpm == d.tpm {
+            self.tpm = None;
+        }
+        if self.vnc == d.vnc {
+            self.vnc = None;
+        }
+        if self.serials.first() == d.serials.first() {
+            self.serials.remove(0);
+        }
+    }
+
+    /// `-smp [cpus=]N[,maxcpus=M][,sockets=S][,dies=D][,modules=…]
+    /// [,cores=C][,threads=T]`: missing counts are derived as QEMU 6.2
+    /// and later derive them (cores preferred over sockets), and the
+    /// topology must multiply to `maxcpus`.
+    fn apply_smp(&mut self, v: &str) -> Result<(), ConfigError> {
+        const KEYS: &[&str] = &[
+            "cpus", "maxcpus", "drawers", "books", "sockets", "dies", "clusters", "modules",
+            "cores", "threads",
+        ];
+        let kv = parse_keyval(v, Some("cpus"));
+        let mut n: BTreeMap<&str, u32> = BTreeMap::new();
+        for (k, x) in &kv {
+            let Some(key) = KEYS.iter().find(|key| **key == k.as_str()) else {
+                return err(if self.modern() {
+                    format!("Parameter 'smp.{k}' is unexpected")
+                } else {
+                    format!("-smp {v}: Invalid parameter '{k}'")
+                });
+            };
+            let num = x
+                .parse::<u32>()
+                .map_err(|_| ConfigError(format!("-smp {v}: invalid value for {k}")))?;
+            n.insert(key, num);
+        }
+        let get = |k: &str| n.get(k).copied().filter(|x| *x > 0);
+        let (dies, modules) = (get("dies").unwrap_or(1), get("modules").unwrap_or(1));
+        let threads = get("threads").unwrap_or(1);
+        let given = get("sockets").is_some() || get("cores").is_some() || get("threads").is_some();
+        let mut cpus = get("cpus");
+        let mut maxcpus = get("maxcpus");
+        let (mut sockets, mut cores) = (get("sockets"), get("cores"));
+        let inner = dies.saturating_mul(modules).saturating_mul(threads);
+        let top = maxcpus.or(cpus);
+        match (sockets, cores) {
+            (Some(_), Some(_)) => {}
+            (Some(s), None) => {
+                cores = Some(top.map_or(1, |t| (t / s.saturating_mul(inner).max(1)).max(1)))
+            }
+            (None, Some(c)) => {
+                sockets = Some(top.map_or(1, |t| (t / c.saturating_mul(inner).max(1)).max(1)))
+            }
+            (None, None) => {
+                sockets = Some(1);
+                cores = Some(top.map_or(1, |t| (t / inner.max(1)).max(1)));
+            }
+        }
+        let (sockets, cores) = (sockets.unwrap_or(1), cores.unwrap_or(1));
+        let product = u64::from(sockets) * u64::from(inner) * u64::from(cores);
+        let product32 = u32::try_from(product).unwrap_or(u32::MAX);
+        if maxcpus.is_none() {
+            maxcpus = Some(cpus.unwrap_or(product32));
+        }
+        if cpus.is_none() {
+            cpus = maxcpus;
+        }
+        let (cpus, maxcpus) = (cpus.unwrap_or(1), maxcpus.unwrap_or(1));
+        if cpus == 0 {
+            return err(format!("-smp {v}: invalid number of CPUs"));
+        }
+        if given && product != u64::from(maxcpus) {
+            return err(format!(
+                "Invalid CPU topology: product of the hierarchy must match maxcpus: sockets ({sockets}) * dies ({dies}) * modules ({modules}) * cores ({cores}) * threads ({threads}) != maxcpus ({maxcpus})"
+            ));
+        }
+        if maxcpus < cpus {
+            return err(format!(
+                "-smp {v}: maxcpus must be equal to or greater than smp"
+            ));
+        }
+        self.cpus = cpus;
+        self.max_cpus = maxcpus;
+        if given {
+            self.sockets = sockets;
+            self.cores = cores;
+            self.threads = threads;
+        } else {
+            self.sockets = 0;
+            self.cores = 0;
+            self.threads = 0;
+        }
+        self.smp_props = n
+            .iter()
+            .filter(|(k, _)| matches!(**k, "drawers" | "books" | "dies" | "clusters" | "modules"))
+            .map(|(k, x)| (k.to_string(), *x))
+            .collect();
+        Ok(())
+    }
+
+    /// A drive behind a CD-ROM device (`-drive if=none,id=cd1 -device
+    /// ide-cd,drive=cd1`) is removable media: removability follows the
+    /// device, not `media=`.
+    fn follow_cd_devices(&mut self) {
+        for d in &self.devices {
+            if !matches!(d.driver.as_str(), "ide-cd" | "scsi-cd") {
+                continue;
+            }
+            let Some(id) = d.props.get("drive") else {
+                continue;
+            };
+            if let Some(dr) = self.drives.iter_mut().find(|x| &x.id == id) {
+                dr.media = "cdrom".into();
+                dr.readonly = true;
+            }
+        }
     }
 
     /// Whether the options speak as QEMU 6.0 and later (QAPI-style
@@ -765,6 +1045,11 @@ impl MachineConfig {
     /// options are applied; the error is QEMU's, after the option.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.check_machine_limits()?;
+        if let Some(b) = self.machine_props.get("memory-backend") {
+            if !self.objects.iter().any(|o| &o.id == b) {
+                return err(format!("Memory backend '{b}' not found"));
+            }
+        }
         for n in &self.netdevs {
             if let Err(e) = self.check_netdev_type(&n.kind) {
                 return err(format!("-netdev {},id={}: {e}", n.kind, n.id));
@@ -798,7 +1083,9 @@ impl MachineConfig {
                 }
             }
             if let Some(dr) = d.props.get("drive") {
-                if !self.drives.iter().any(|x| &x.id == dr) {
+                if !self.drives.iter().any(|x| &x.id == dr)
+                    && !self.blockdevs.iter().any(|x| &x.node_name == dr)
+                {
                     return Err(missing("drive", dr));
                 }
             }
@@ -1134,17 +1421,68 @@ fn drive_option_known(key: &str) -> bool {
 pub fn option_takes_value(opt: &str) -> Option<bool> {
     Some(match opt {
         "S" | "no-shutdown" | "no-reboot" | "no-acpi" | "daemonize" | "enable-kvm"
-        | "nodefaults" | "nographic" | "enable-fips" | "no-user-config" | "nodefconfig" | "usb" => {
-            false
-        }
+        | "nodefaults" | "nographic" | "enable-fips" | "no-user-config" | "nodefconfig" | "usb"
+        | "no-hpet" | "snapshot" | "no-fd-bootchk" => false,
         "name" | "incoming" | "watchdog-action" | "uuid" | "m" | "smp" | "machine" | "M"
         | "monitor" | "accel" | "cpu" | "drive" | "hda" | "hdb" | "hdc" | "hdd" | "cdrom"
         | "device" | "netdev" | "object" | "tpmdev" | "vnc" | "serial" | "qmp" | "qmp-pretty"
         | "chardev" | "mon" | "pidfile" | "display" | "vga" | "boot" | "k" | "rtc" | "global"
         | "usbdevice" | "msg" | "D" | "d" | "realtime" | "overcommit" | "sandbox" | "runas"
-        | "chroot" => true,
+        | "chroot" | "blockdev" | "audiodev" | "add-fd" | "kernel" | "initrd" | "append"
+        | "dtb" | "bios" | "L" | "net" | "nic" | "numa" | "smbios" | "fw_cfg" | "fsdev"
+        | "virtfs" | "parallel" | "spice" | "acpitable" | "iscsi" | "action" | "compat"
+        | "debugcon" | "set" | "trace" | "plugin" | "mem-path" | "run-with" | "icount"
+        | "rtc-td-hack" | "fda" | "fdb" | "mtdblock" | "sd" | "pflash" | "audio" | "loadvm"
+        | "device-tree" | "option-rom" | "semihosting-config" | "object-add" => true,
         _ => return None,
     })
+}
+
+/// An option's argument as keys and values: a JSON object, as management
+/// tools write `-object`, `-device`, `-netdev`, `-blockdev` and
+/// `-audiodev` (nested objects become dotted keys, `file.filename`;
+/// booleans `on`/`off`), or QEMU's `key=value,…` syntax.
+pub fn option_args(
+    name: &str,
+    v: &str,
+    implied: Option<&str>,
+) -> Result<BTreeMap<String, String>, ConfigError> {
+    if !v.trim_start().starts_with('{') {
+        return Ok(parse_keyval(v, implied));
+    }
+    let json: serde_json::Value = serde_json::from_str(v)
+        .map_err(|e| ConfigError(format!("-{name} {v}: JSON parse error, {e}")))?;
+    let serde_json::Value::Object(map) = json else {
+        return err(format!("-{name} {v}: Parameter 'id' is missing"));
+    };
+    let mut out = BTreeMap::new();
+    fn flatten(
+        prefix: &str,
+        map: &serde_json::Map<String, serde_json::Value>,
+        out: &mut BTreeMap<String, String>,
+    ) {
+        for (k, v) in map {
+            let key = if prefix.is_empty() {
+                k.clone()
+            } else {
+                format!("{prefix}.{k}")
+            };
+            match v {
+                serde_json::Value::Object(m) => flatten(&key, m, out),
+                serde_json::Value::String(s) => {
+                    out.insert(key, s.clone());
+                }
+                serde_json::Value::Bool(b) => {
+                    out.insert(key, if *b { "on" } else { "off" }.to_string());
+                }
+                other => {
+                    out.insert(key, other.to_string());
+                }
+            }
+        }
+    }
+    flatten("", &map, &mut out);
+    Ok(out)
 }
 
 /// Split QEMU's `key=value,key=value` syntax (`,,` escapes a comma). A first
@@ -1247,6 +1585,9 @@ pub fn size_out_of_range(s: &str, default_unit: u64) -> bool {
 /// A machine type QEMU knows: its canonical name (aliases resolved) and
 /// the most CPUs it takes.
 pub fn machine_type_info(name: &str) -> Option<(&'static str, u32)> {
+    if let Some(t) = MODERN_TYPES.iter().find(|(n, _)| *n == name) {
+        return Some(*t);
+    }
     const TYPES: &[(&str, &[&str], u32)] = &[
         ("pc-i440fx-2.12", &["pc"], 255),
         ("pc-q35-2.12", &["q35"], 288),
@@ -1262,6 +1603,27 @@ pub fn machine_type_info(name: &str) -> Option<(&'static str, u32)> {
         .find(|(n, aliases, _)| *n == name || aliases.contains(&name))
         .map(|(n, _, max)| (*n, *max))
 }
+
+/// QEMU 10.0's versioned PC machine types and their most CPUs (the
+/// aliases `pc` and `q35` stay with the generation the machine serves).
+const MODERN_TYPES: &[(&str, u32)] = &[
+    ("pc-i440fx-10.0", 255),
+    ("pc-q35-10.0", 4096),
+    ("pc-i440fx-9.2", 255),
+    ("pc-q35-9.2", 4096),
+    ("pc-i440fx-9.1", 255),
+    ("pc-q35-9.1", 4096),
+    ("pc-i440fx-9.0", 255),
+    ("pc-q35-9.0", 4096),
+    ("pc-i440fx-8.2", 255),
+    ("pc-q35-8.2", 1024),
+    ("pc-i440fx-8.1", 255),
+    ("pc-q35-8.1", 1024),
+    ("pc-i440fx-8.0", 255),
+    ("pc-q35-8.0", 288),
+    ("pc-i440fx-7.2", 255),
+    ("pc-q35-7.2", 288),
+];
 
 /// Whether `s` is a UUID in the 8-4-4-4-12 hex form.
 pub fn is_uuid(s: &str) -> bool {
@@ -1428,6 +1790,87 @@ mod tests {
             c.validate().unwrap_err().0,
             "-device nosuch: 'nosuch' is not a valid device model name"
         );
+    }
+
+    #[test]
+    fn management_tool_command_lines() {
+        let mut c = MachineConfig::default_machine();
+        c.qemu_version = (10, 0, 2);
+        for (n, v) in [
+            ("m", Some("size=64M,slots=2,maxmem=1G")),
+            ("smp", Some("1,sockets=1,cores=1,threads=1")),
+            (
+                "machine",
+                Some("pc-i440fx-10.0,usb=off,memory-backend=pc.ram"),
+            ),
+            (
+                "object",
+                Some(r#"{"qom-type":"memory-backend-ram","id":"pc.ram","size":67108864}"#),
+            ),
+            ("nodefaults", None),
+            ("accel", Some("kvm")),
+            ("cpu", Some("qemu64,+vmx")),
+            ("add-fd", Some("fd=5,set=0,opaque=serial0-source")),
+            (
+                "blockdev",
+                Some(
+                    r#"{"driver":"file","filename":"/d.qcow2","node-name":"s0","auto-read-only":true}"#,
+                ),
+            ),
+            ("audiodev", Some(r#"{"id":"audio1","driver":"none"}"#)),
+            (
+                "device",
+                Some(r#"{"driver":"virtio-blk-pci","drive":"s0","id":"vd0","bootindex":1}"#),
+            ),
+            ("drive", Some("if=none,id=cd1,readonly=on")),
+            ("device", Some("ide-cd,drive=cd1,id=ide0-1-0")),
+            ("rtc", Some("base=utc")),
+            ("snapshot", None),
+        ] {
+            c.apply_option(n, v).unwrap_or_else(|e| panic!("-{n}: {e}"));
+        }
+        c.validate().unwrap();
+        // -nodefaults kept what came before it.
+        assert_eq!(
+            (c.memory_bytes, c.max_memory_bytes, c.ram_slots),
+            (64 << 20, 1 << 30, 2)
+        );
+        assert_eq!((c.cpus, c.max_cpus, c.sockets), (1, 1, 1));
+        assert_eq!(c.objects.len(), 1);
+        assert!(c.drives.iter().all(|d| d.id == "cd1"));
+        assert_eq!(c.drives[0].media, "cdrom");
+        assert_eq!(c.machine_props["memory-backend"], "pc.ram");
+        assert_eq!(c.cpu_props, ["+vmx"]);
+        assert_eq!(c.blockdevs[0].props["auto-read-only"], "on");
+        assert_eq!(c.devices[0].props["bootindex"], "1");
+        assert_eq!(c.fds[0].fd, 5);
+        assert_eq!(c.audiodevs[0].driver, "none");
+        assert!(c.tpm.is_none() && c.vnc.is_none() && c.serials.is_empty());
+        // What was parsed survives a machine file.
+        let back = MachineConfig::from_toml(&c.to_toml()).unwrap();
+        assert_eq!(
+            (&back.blockdevs, &back.audiodevs, &back.fds, &back.options),
+            (&c.blockdevs, &c.audiodevs, &c.fds, &c.options)
+        );
+        assert_eq!(
+            (
+                &back.machine_props,
+                &back.cpu_props,
+                &back.accel,
+                back.ram_slots
+            ),
+            (&c.machine_props, &c.cpu_props, &c.accel, c.ram_slots)
+        );
+        // Topologies: the missing counts are derived.
+        let mut c = MachineConfig::default_machine();
+        c.apply_option("smp", Some("sockets=2,cores=2")).unwrap();
+        assert_eq!(
+            (c.cpus, c.max_cpus, c.sockets, c.cores, c.threads),
+            (4, 4, 2, 2, 1)
+        );
+        c.apply_option("smp", Some("3,maxcpus=4,sockets=2,cores=2,threads=1"))
+            .unwrap();
+        assert_eq!((c.cpus, c.max_cpus), (3, 4));
     }
 
     #[test]

@@ -43,6 +43,9 @@ pub enum Transport {
     },
     /// Standard input and output.
     Stdio,
+    /// A socket the process inherited (`-chardev socket,id=…,fd=N,…`): a
+    /// listening socket when `server`, else a connected one.
+    Fd { fd: i32, server: bool },
 }
 
 /// What a monitor speaks.
@@ -192,6 +195,7 @@ impl Transport {
         let mut path = None;
         let mut host = None;
         let mut port = None;
+        let mut fd = None;
         let mut so = SocketOpts::default();
         for p in parts.iter().skip(1) {
             let (k, v) = key_value(p);
@@ -208,6 +212,12 @@ impl Transport {
                             .map_err(|_| opt_err(format!("invalid port '{v}'")))?,
                     )
                 }
+                ("fd", Some(v)) if backend == "socket" => {
+                    fd =
+                        Some(v.parse::<i32>().ok().filter(|n| *n >= 0).ok_or_else(|| {
+                            opt_err(format!("File descriptor '{v}' is not a socket"))
+                        })?)
+                }
                 ("signal" | "mux" | "logfile" | "logappend", _) if backend == "stdio" => {}
                 _ => {
                     if !so.apply(k, v)? {
@@ -219,6 +229,17 @@ impl Transport {
         let id = id.ok_or_else(|| opt_err("chardev: \"id\" is required"))?;
         let t = match backend {
             "stdio" => Transport::Stdio,
+            "socket" if fd.is_some() => {
+                if path.is_some() || host.is_some() {
+                    return Err(opt_err(
+                        "chardev: socket: 'fd' is mutually exclusive with 'path' and 'host'",
+                    ));
+                }
+                Transport::Fd {
+                    fd: fd.unwrap_or(-1),
+                    server: so.server(),
+                }
+            }
             "socket" => match (path, host, port) {
                 (Some(path), None, None) => Transport::Unix {
                     path: PathBuf::from(path),
@@ -289,7 +310,7 @@ impl Transport {
         S: AsRef<str>,
     {
         let args: Vec<String> = args.into_iter().map(|s| s.as_ref().to_string()).collect();
-        let mut chardevs: HashMap<String, Transport> = HashMap::new();
+        let mut chardevs: HashMap<String, Result<Transport, ServerError>> = HashMap::new();
         let mut mons: Vec<(String, String, MonitorMode)> = Vec::new();
         let mut out: Vec<(usize, Monitor)> = Vec::new();
         let mut i = 0;
@@ -342,8 +363,29 @@ impl Transport {
                     }
                 }
                 "chardev" => {
-                    let (id, t) = Transport::parse_chardev(&value)?;
-                    chardevs.insert(id, t);
+                    // Only a monitor's chardev must be one QMP can speak
+                    // on; any other back end belongs to a device (a serial
+                    // port on a file, a pty, …) and is checked when a
+                    // monitor names it.
+                    match Transport::parse_chardev(&value) {
+                        Ok((id, t)) => {
+                            chardevs.insert(id, Ok(t));
+                        }
+                        Err(e) => {
+                            let kv: Vec<String> = split_options(&value);
+                            let backend = kv.first().map(String::as_str).unwrap_or("");
+                            let id = kv.iter().find_map(|p| match key_value(p) {
+                                ("id", Some(v)) => Some(v.to_string()),
+                                _ => None,
+                            });
+                            match id {
+                                Some(id) if !matches!(backend, "socket" | "stdio") => {
+                                    chardevs.insert(id, Err(e));
+                                }
+                                _ => return Err(e),
+                            }
+                        }
+                    }
                 }
                 _ => {
                     let mut chardev = None;
@@ -384,10 +426,10 @@ impl Transport {
             i += 1;
         }
         for (n, (spec, id, mode)) in mons.into_iter().enumerate() {
-            let t = chardevs
-                .get(&id)
-                .cloned()
-                .ok_or_else(|| opt_err(format!("-mon {spec}: chardev \"{id}\" not found")))?;
+            let t = match chardevs.remove(&id) {
+                Some(t) => t?,
+                None => return Err(opt_err(format!("-mon {spec}: chardev \"{id}\" not found"))),
+            };
             out.push((usize::MAX - 1000 + n, Monitor { transport: t, mode }));
         }
         out.sort_by_key(|(i, _)| *i);
@@ -430,7 +472,8 @@ impl Listener {
     /// The unix socket path, when listening on one.
     pub fn unix_path(&self) -> Option<&Path> {
         match self {
-            Listener::Unix { path, .. } => Some(path),
+            // An inherited listener (`fd=N`) has no path of its own.
+            Listener::Unix { path, .. } if !path.as_os_str().is_empty() => Some(path),
             _ => None,
         }
     }
@@ -499,6 +542,7 @@ async fn resolve(
 pub async fn bind(transport: &Transport, opts: &BindOptions) -> Result<Listener, ServerError> {
     match transport {
         Transport::Stdio => Ok(Listener::Stdio),
+        Transport::Fd { fd, server } => inherited(*fd, *server),
         Transport::Unix {
             path, server: true, ..
         } => Ok(Listener::Unix {
@@ -533,6 +577,71 @@ pub async fn bind(transport: &Transport, opts: &BindOptions) -> Result<Listener,
                     .map_err(|e| ServerError::io(format!("{host}:{port}"), e))?;
                 Ok(Listener::TcpClient(s))
             }
+        }
+    }
+}
+
+/// A socket the process inherited as file descriptor `fd`: a listener
+/// (unix or TCP, as the socket is) when `server`, else one connection.
+fn inherited(fd: i32, server: bool) -> Result<Listener, ServerError> {
+    use std::os::fd::FromRawFd;
+    let not_socket = || opt_err(format!("File descriptor '{fd}' is not a socket"));
+    let mut addr: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    // SAFETY: getsockname fills `addr` up to `len` bytes; a descriptor
+    // that is not a socket (or not open) makes it fail.
+    let r = unsafe {
+        libc::getsockname(
+            fd,
+            (&mut addr as *mut libc::sockaddr_storage).cast(),
+            &mut len,
+        )
+    };
+    if r != 0 {
+        return Err(not_socket());
+    }
+    let io = |e: std::io::Error| ServerError::io(format!("fd {fd}"), e);
+    // The descriptor is this process's from here on (closed on exec).
+    // SAFETY: fcntl on a descriptor getsockname just accepted.
+    unsafe {
+        let flags = libc::fcntl(fd, libc::F_GETFD);
+        if flags >= 0 {
+            libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC);
+        }
+    }
+    let unix = i32::from(addr.ss_family) == libc::AF_UNIX;
+    // SAFETY (each from_raw_fd): `fd` is an open socket of that family that
+    // nothing else in the process owns.
+    match (unix, server) {
+        (true, true) => {
+            let l = unsafe { std::os::unix::net::UnixListener::from_raw_fd(fd) };
+            l.set_nonblocking(true).map_err(io)?;
+            let listener = tokio::net::UnixListener::from_std(l).map_err(io)?;
+            Ok(Listener::Unix {
+                listener,
+                path: PathBuf::new(),
+            })
+        }
+        (true, false) => {
+            let s = unsafe { std::os::unix::net::UnixStream::from_raw_fd(fd) };
+            s.set_nonblocking(true).map_err(io)?;
+            Ok(Listener::UnixClient(
+                tokio::net::UnixStream::from_std(s).map_err(io)?,
+            ))
+        }
+        (false, true) => {
+            let l = unsafe { std::net::TcpListener::from_raw_fd(fd) };
+            l.set_nonblocking(true).map_err(io)?;
+            let addr = l.local_addr().map_err(io)?;
+            let listener = tokio::net::TcpListener::from_std(l).map_err(io)?;
+            Ok(Listener::Tcp { listener, addr })
+        }
+        (false, false) => {
+            let s = unsafe { std::net::TcpStream::from_raw_fd(fd) };
+            s.set_nonblocking(true).map_err(io)?;
+            Ok(Listener::TcpClient(
+                tokio::net::TcpStream::from_std(s).map_err(io)?,
+            ))
         }
     }
 }

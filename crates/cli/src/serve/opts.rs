@@ -71,9 +71,36 @@ pub struct ServeOptions {
     pub config: MachineConfig,
     /// `--schema` was a `query-qmp-schema` answer (set when it is loaded).
     pub from_introspection: bool,
+    /// Running as an emulator under this program name (`qmpkit emulate`,
+    /// or a binary named `qemu-system-x86_64`): messages carry the name,
+    /// as QEMU's do, and nothing is printed beyond what QEMU prints.
+    pub emulator: Option<String>,
 }
 
 impl ServeOptions {
+    /// An emulator's options: its configuration, nothing of qmpkit's own.
+    pub fn emulator(config: MachineConfig, prog: &str) -> ServeOptions {
+        ServeOptions {
+            schema: None,
+            dialect: None,
+            cfg: Vec::new(),
+            cfg_files: Vec::new(),
+            qemu_version: Some(config.qemu_version),
+            package: None,
+            strict: false,
+            synthesize: false,
+            list_handlers: false,
+            print_config: false,
+            help: false,
+            machines: 1,
+            allow_remote_tcp: false,
+            test_control: false,
+            config,
+            from_introspection: false,
+            emulator: Some(prog.to_string()),
+        }
+    }
+
     /// What the commands the machine does not implement answer.
     pub fn unhandled(&self) -> qmpkit_server::Unhandled {
         if self.strict {
@@ -129,6 +156,7 @@ pub fn parse(args: &[String]) -> Result<ServeOptions, String> {
         test_control: false,
         config,
         from_introspection: false,
+        emulator: None,
     };
     let mut i = 0;
     while i < args.len() {

@@ -96,6 +96,15 @@ fn daemonize() -> Result<Option<i32>, String> {
             0 => {
                 libc::close(fds[0]);
                 libc::setsid();
+                // As QEMU: a second fork, so that the daemon is no session
+                // leader; the intermediate child exits at once.
+                match libc::fork() {
+                    -1 => libc::_exit(1),
+                    0 => {}
+                    _ => libc::_exit(0),
+                }
+                // Staying where it was started is harmless if this fails.
+                let _ = libc::chdir(c"/".as_ptr());
                 Ok(Some(fds[1]))
             }
             _ => {
@@ -367,13 +376,18 @@ enum Conn {
     Tcp(tokio::net::TcpStream),
 }
 
+/// The prefix of messages: the emulator's name, else `qmpkit serve`.
+fn prog(o: &ServeOptions) -> &str {
+    o.emulator.as_deref().unwrap_or("qmpkit serve")
+}
+
 pub fn serve(o: ServeOptions, schema: Arc<Schema>, enabled: Vec<String>) -> ExitCode {
     raise_fd_limit();
     let ready_fd = if o.config.daemonize {
         match daemonize() {
             Ok(fd) => fd,
             Err(e) => {
-                eprintln!("qmpkit serve: {e}");
+                eprintln!("{}: {e}", prog(&o));
                 return ExitCode::FAILURE;
             }
         }
@@ -386,7 +400,7 @@ pub fn serve(o: ServeOptions, schema: Arc<Schema>, enabled: Vec<String>) -> Exit
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("qmpkit serve: {e}");
+            eprintln!("{}: {e}", prog(&o));
             report_ready(ready_fd, false);
             return ExitCode::FAILURE;
         }
@@ -404,8 +418,9 @@ async fn serve_async(
     enabled: Vec<String>,
     ready_fd: Option<i32>,
 ) -> ExitCode {
+    let name = prog(&o).to_string();
     let fail = |msg: String| {
-        eprintln!("qmpkit serve: {msg}");
+        eprintln!("{name}: {msg}");
         report_ready(ready_fd, false);
         ExitCode::FAILURE
     };
@@ -524,12 +539,17 @@ async fn serve_async(
             listeners,
         ));
     }
+    // Held (with its lock) until the process exits.
+    let mut _pidfile = None;
     if let Some(p) = &config.pidfile {
-        if let Err(e) = std::fs::write(p, format!("{}\n", std::process::id())) {
-            for (_, ls) in &units {
-                remove_sockets(ls);
+        match write_pidfile(p) {
+            Ok(f) => _pidfile = Some(f),
+            Err(e) => {
+                for (_, ls) in &units {
+                    remove_sockets(ls);
+                }
+                return fail(format!("cannot create PID file: {e}"));
             }
-            return fail(format!("cannot create PID file: {p}: {e}"));
         }
     }
     if let Some(p) = &default_path {
@@ -553,7 +573,7 @@ async fn serve_async(
         (_, Some(t)) => Some(t.clone()),
         _ => None,
     };
-    if let Some(server) = first {
+    if let (Some(server), None) = (first, &o.emulator) {
         // One line on how the commands are answered, so that nobody takes
         // a made-up or refused answer for the machine's behaviour.
         let census = crate::serve_cmd::Census::of(&server, &schema, &sopts.introspection.enabled);
@@ -625,6 +645,38 @@ async fn serve_async(
         let _ = std::fs::remove_file(p);
     }
     ExitCode::SUCCESS
+}
+
+/// QEMU's pid file: opened, locked (a second process with the same file
+/// fails), emptied, then this process's id written; the lock lasts as long
+/// as the returned file is open.
+fn write_pidfile(p: &str) -> Result<std::fs::File, String> {
+    use std::io::Write;
+    use std::os::fd::AsRawFd;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(false)
+        .open(p)
+        .map_err(|e| format!("Cannot open pid file: {}", os_error(&e)))?;
+    // SAFETY: lockf on a descriptor this function owns.
+    if unsafe { libc::lockf(f.as_raw_fd(), libc::F_TLOCK, 0) } != 0 {
+        let e = std::io::Error::last_os_error();
+        return Err(format!("Cannot lock pid file: {}", os_error(&e)));
+    }
+    f.set_len(0)
+        .and_then(|_| write!(f, "{}\n", std::process::id()))
+        .map_err(|e| format!("Failed to write pid file: {}", os_error(&e)))?;
+    Ok(f)
+}
+
+/// An OS error as C's strerror words it (without Rust's "(os error N)").
+fn os_error(e: &std::io::Error) -> String {
+    let s = e.to_string();
+    match s.find(" (os error") {
+        Some(i) => s[..i].to_string(),
+        None => s,
+    }
 }
 
 fn remove_sockets(listeners: &[(Listener, MonitorMode)]) {

@@ -18,7 +18,7 @@ pub fn parse_devfn(s: &str) -> Option<i64> {
     };
     let slot = i64::from_str_radix(slot.trim_start_matches("0x"), 16).ok()?;
     let func = match func {
-        Some(f) => i64::from_str_radix(f, 16).ok()?,
+        Some(f) => i64::from_str_radix(f.trim_start_matches("0x"), 16).ok()?,
         None => 0,
     };
     if !(0..32).contains(&slot) || !(0..8).contains(&func) {
