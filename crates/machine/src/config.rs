@@ -636,7 +636,7 @@ impl MachineConfig {
             }
             "cpu" => {
                 let v = need(value)?;
-                let mut parts = qmpkit_server::transport::split_options(&v).into_iter();
+                let mut parts = qmpkit_wire::opts::split_options(&v).into_iter();
                 self.cpu_model = parts.next().unwrap_or_else(|| "qemu64".into());
                 self.cpu_props = parts.filter(|p| !p.is_empty()).collect();
             }
