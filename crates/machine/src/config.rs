@@ -919,7 +919,15 @@ impl MachineConfig {
                 .map_err(|_| ConfigError(format!("-smp {v}: invalid value for {k}")))?;
             n.insert(key, num);
         }
-        let get = |k: &str| n.get(k).copied().filter(|x| *x > 0);
+        if n.values().any(|x| *x == 0) {
+            return err(if self.modern() {
+                "Invalid CPU topology: CPU topology parameters must be greater than zero"
+                    .to_string()
+            } else {
+                format!("-smp {v}: invalid number of CPUs")
+            });
+        }
+        let get = |k: &str| n.get(k).copied();
         let (dies, modules) = (get("dies").unwrap_or(1), get("modules").unwrap_or(1));
         let threads = get("threads").unwrap_or(1);
         let given = get("sockets").is_some() || get("cores").is_some() || get("threads").is_some();
