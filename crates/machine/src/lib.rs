@@ -41,6 +41,7 @@ pub mod config;
 pub mod embedded;
 pub mod fdsets;
 pub mod identity;
+pub mod modern;
 pub mod qmp;
 pub mod runstate;
 pub mod shape;

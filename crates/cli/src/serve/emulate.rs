@@ -290,3 +290,103 @@ pub fn run(prog: &str, args: &[String]) -> ExitCode {
     let o = ServeOptions::emulator(config, prog);
     super::run::serve(o, Arc::new(schema), cfg_symbols())
 }
+
+/// Answer the static descriptions of libvirt's probe as the real binary
+/// did (see `qmpkit_machine::modern::probe`); requests never recorded go to
+/// the machine's handler registered before.
+pub fn register_probe(
+    reg: &mut qmpkit_server::Registry,
+    kvm: bool,
+    entries: &Arc<Vec<qmpkit_machine::modern::probe::Entry>>,
+) {
+    use qmpkit_machine::modern::probe;
+    // Migration capabilities: the recorded list, whose states
+    // migrate-set-capabilities changes.
+    let caps: Vec<(String, bool)> = probe::answer(
+        entries,
+        kvm,
+        "query-migrate-capabilities",
+        &Default::default(),
+    )
+    .and_then(Result::ok)
+    .and_then(|v| v.as_array().cloned())
+    .unwrap_or_default()
+    .iter()
+    .filter_map(|c| Some((c["capability"].as_str()?.to_string(), c["state"].as_bool()?)))
+    .collect();
+    let caps = Arc::new(std::sync::Mutex::new(caps));
+    let shown = caps.clone();
+    reg.register_sync("query-migrate-capabilities", move |_call| {
+        let caps = shown
+            .lock()
+            .map_err(|_| qmpkit_wire::QmpError::generic("poisoned"))?;
+        Ok(serde_json::Value::Array(
+            caps.iter()
+                .map(|(c, s)| serde_json::json!({"capability": c, "state": s}))
+                .collect(),
+        ))
+    });
+    reg.register_sync("migrate-set-capabilities", move |call| {
+        let mut caps = caps
+            .lock()
+            .map_err(|_| qmpkit_wire::QmpError::generic("poisoned"))?;
+        let list = call
+            .args
+            .get("capabilities")
+            .and_then(|v| v.as_array())
+            .cloned()
+            .unwrap_or_default();
+        for c in &list {
+            let (Some(name), Some(state)) = (c["capability"].as_str(), c["state"].as_bool()) else {
+                continue;
+            };
+            match caps.iter_mut().find(|(n, _)| n == name) {
+                Some(entry) => entry.1 = state,
+                None => caps.push((name.to_string(), state)),
+            }
+        }
+        Ok(serde_json::json!({}))
+    });
+    // A CPU's `unavailable-features` (what the accelerator cannot give
+    // the model): none, as the simulated CPUs lack nothing.
+    if let Some(prev) = reg.get("qom-get").cloned() {
+        reg.register("qom-get", move |call: qmpkit_server::Call| {
+            let asks =
+                call.args.get("property").and_then(|v| v.as_str()) == Some("unavailable-features");
+            let prev = prev.clone();
+            async move {
+                match prev(call).await {
+                    Err(e) if asks && e.desc.ends_with("-cpu.unavailable-features' not found") => {
+                        Ok(serde_json::json!([]))
+                    }
+                    r => r,
+                }
+            }
+        });
+    }
+    // No block node is modelled yet (the drives of -drive are devices'
+    // back ends, not nodes): the list is empty.
+    reg.register_sync("query-named-block-nodes", |_call| Ok(serde_json::json!([])));
+    for name in probe::commands(entries) {
+        if name == "query-migrate-capabilities" {
+            continue;
+        }
+        let prev = reg.get(&name).cloned();
+        let entries = entries.clone();
+        let command = name.clone();
+        reg.register(&name, move |call: qmpkit_server::Call| {
+            let recorded = probe::answer(&entries, kvm, &command, &call.args);
+            let prev = prev.clone();
+            let command = command.clone();
+            async move {
+                match (recorded, prev) {
+                    (Some(r), _) => r,
+                    (None, Some(h)) => h(call).await,
+                    (None, None) => Err(qmpkit_wire::QmpError::generic(format!(
+                        "Command '{command}' is not implemented by this simulated machine"
+                    ))),
+                }
+            }
+        });
+    }
+}
