@@ -477,6 +477,7 @@ async fn serve_async(
     };
     // The embedded schema's answer was encoded when the binary was built.
     let schema_reply = (o.schema.is_none()
+        && o.emulator.is_none()
         && sopts.introspection.enabled.is_empty()
         && !sopts.introspection.unmask)
         .then_some(qmpkit_machine::embedded::QMP_SCHEMA_REPLY);
