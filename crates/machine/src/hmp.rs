@@ -10,11 +10,10 @@ use serde_json::{json, Map, Value};
 
 use crate::api::{self, Handlers as _};
 use crate::qom::{types, NodeId, Tree};
-use crate::{arg_str, Args, CmdResult, Cx, Machine};
+use crate::{Cx, Machine};
 use qmpkit_qapi::Enum as _;
 
 /// Commands this module implements.
-pub const HANDLED: &[&str] = &["human-monitor-command"];
 
 /// Top-level HMP commands understood here.
 pub const COMMANDS: &[(&str, &str, &str)] = &[
@@ -468,18 +467,15 @@ fn info(m: &mut Machine, cx: &mut Cx, sub: &str, rest: &[String]) -> Result<Stri
             }
         }
         "trace-events" => {
-            let name = rest.first().map(String::as_str).unwrap_or("*");
-            let mut a = json!({ "name": name });
-            if let Some(v) = rest.get(1).and_then(|s| parse_num(s)) {
-                a["vcpu"] = json!(v);
-            }
-            let v = qmp(m, cx, "trace-event-get-state", a)?;
-            for e in v.as_array().into_iter().flatten() {
+            let name = rest.first().map(String::as_str).unwrap_or("*").to_string();
+            let vcpu = rest.get(1).and_then(|s| parse_num(s));
+            let list = typed(m.trace_event_get_state(api::TraceEventGetState { name, vcpu }, cx))?;
+            for e in list {
                 let _ = writeln!(
                     o,
                     "{} : state {}",
-                    e["name"].as_str().unwrap_or(""),
-                    u8::from(e["state"].as_str() == Some("enabled"))
+                    e.name,
+                    u8::from(e.state == api::TraceEventState::Enabled)
                 );
             }
         }
@@ -1223,18 +1219,18 @@ pub fn crlf(s: &str) -> String {
     o
 }
 
-fn human_monitor_command(m: &mut Machine, args: &Args, cx: &mut Cx) -> CmdResult {
-    let line = arg_str(args, "command-line").unwrap_or("");
-    // `cpu-index` picks the monitor's current vCPU for this command.
-    let cpu = match crate::arg_i64(args, "cpu-index") {
-        None => crate::identity::cpu_paths(m)
-            .first()
-            .map(|c| c.0)
-            .unwrap_or(0),
-        Some(i) => match crate::identity::cpu_paths(m)
-            .iter()
-            .find(|c| c.0 as i64 == i)
-        {
+/// `human-monitor-command`: run one HMP command line, `cpu_index` picking the monitor's
+/// current vCPU for it; the output with QEMU's line ends.
+pub fn human_monitor_command(
+    m: &mut Machine,
+    line: &str,
+    cpu_index: Option<i64>,
+    cx: &mut Cx,
+) -> Result<String, qmpkit_wire::QmpError> {
+    let cpus = crate::identity::cpu_paths(m);
+    let cpu = match cpu_index {
+        None => cpus.first().map(|c| c.0).unwrap_or(0),
+        Some(i) => match cpus.iter().find(|c| c.0 as i64 == i) {
             Some(c) => c.0,
             None => {
                 return Err(qmpkit_wire::QmpError::generic(
@@ -1245,13 +1241,5 @@ fn human_monitor_command(m: &mut Machine, args: &Args, cx: &mut Cx) -> CmdResult
     };
     m.misc.hmp_cpu = cpu;
     let out = run_line(m, cx, line);
-    Ok(Value::String(crlf(&out)))
-}
-
-/// Dispatch.
-pub fn execute(m: &mut Machine, cmd: &str, args: &Args, cx: &mut Cx) -> Option<CmdResult> {
-    Some(match cmd {
-        "human-monitor-command" => human_monitor_command(m, args, cx),
-        _ => return None,
-    })
+    Ok(crlf(&out))
 }

@@ -24,3 +24,12 @@ pub fn trace_event_set_state(m: &mut Machine, a: api::TraceEventSetState, _: &mu
 pub fn rtc_reset_reinjection(_: &mut Machine, _: api::RtcResetReinjection, _: &mut Cx) -> R<Empty> {
     Ok(Empty)
 }
+
+/// `human-monitor-command`: the one QMP command that runs the human monitor above it.
+pub fn human_monitor_command(
+    m: &mut Machine,
+    a: api::HumanMonitorCommand,
+    cx: &mut Cx,
+) -> R<String> {
+    crate::hmp::human_monitor_command(m, &a.command_line, a.cpu_index, cx)
+}

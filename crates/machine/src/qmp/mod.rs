@@ -145,6 +145,8 @@ handlers! {
     org_qmpkit_inject_failure(OrgQmpkitInjectFailure) => testctl::inject_failure;
     org_qmpkit_set_guest(OrgQmpkitSetGuest) => testctl::set_guest;
 
+    human_monitor_command(HumanMonitorCommand) => misc::human_monitor_command;
+
     // QOM and devices
     qom_list(QomList) => qom::qom_list;
     qom_get(QomGet) => qom::qom_get;
