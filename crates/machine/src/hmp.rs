@@ -283,94 +283,72 @@ fn info(m: &mut Machine, cx: &mut Cx, sub: &str, rest: &[String]) -> Result<Stri
             }
         }
         "block" => {
-            let v = crate::block::query_block_json(m);
+            let list = typed(m.query_block(api::QueryBlock {}, cx))?;
             let want = rest.first().map(String::as_str);
             let mut first = true;
-            for b in v.as_array().into_iter().flatten() {
-                let dev = b["device"].as_str().unwrap_or("");
-                if want.is_some_and(|w| w != dev) {
+            for b in list {
+                if want.is_some_and(|w| w != b.device) {
                     continue;
                 }
                 if !first {
                     o.push('\n');
                 }
                 first = false;
-                o.push_str(dev);
-                let ins = b.get("inserted");
-                if let Some(n) = ins.and_then(|i| i["node-name"].as_str()) {
+                o.push_str(&b.device);
+                if let Some(n) = b.inserted.as_ref().and_then(|i| i.node_name.as_ref()) {
                     let _ = write!(o, " ({n})");
                 }
-                match ins {
+                match &b.inserted {
                     Some(i) => {
                         let _ = writeln!(
                             o,
                             ": {} ({}{}{})",
-                            i["file"].as_str().unwrap_or(""),
-                            i["drv"].as_str().unwrap_or(""),
-                            if i["ro"].as_bool().unwrap_or(false) {
-                                ", read-only"
-                            } else {
-                                ""
-                            },
-                            if i["encrypted"].as_bool().unwrap_or(false) {
-                                ", encrypted"
-                            } else {
-                                ""
-                            },
+                            i.file,
+                            i.drv,
+                            if i.ro { ", read-only" } else { "" },
+                            if i.encrypted { ", encrypted" } else { "" },
                         );
                     }
                     None => o.push_str(": [not inserted]\n"),
                 }
-                if let Some(q) = b["qdev"].as_str() {
+                if let Some(q) = &b.qdev {
                     let _ = writeln!(o, "    Attached to:      {q}");
                 }
-                if let Some(st) = b["io-status"].as_str() {
-                    if st != "ok" {
-                        let _ = writeln!(o, "    I/O status:       {st}");
+                if let Some(st) = &b.io_status {
+                    if *st != api::BlockDeviceIoStatus::Ok {
+                        let _ = writeln!(o, "    I/O status:       {}", st.as_str());
                     }
                 }
-                if b["removable"].as_bool().unwrap_or(false) {
+                if b.removable {
                     let _ = writeln!(
                         o,
                         "    Removable device: {}locked, tray {}",
-                        if b["locked"].as_bool().unwrap_or(false) {
-                            ""
-                        } else {
-                            "not "
-                        },
-                        if b["tray_open"].as_bool().unwrap_or(false) {
+                        if b.locked { "" } else { "not " },
+                        if b.tray_open.unwrap_or(false) {
                             "open"
                         } else {
                             "closed"
                         }
                     );
                 }
-                if let Some(i) = ins {
-                    let c = &i["cache"];
+                if let Some(i) = &b.inserted {
+                    let c = &i.cache;
                     let _ = writeln!(
                         o,
                         "    Cache mode:       {}{}{}",
-                        if c["writeback"].as_bool().unwrap_or(true) {
+                        if c.writeback {
                             "writeback"
                         } else {
                             "writethrough"
                         },
-                        if c["direct"].as_bool().unwrap_or(false) {
-                            ", direct"
-                        } else {
-                            ""
-                        },
-                        if c["no-flush"].as_bool().unwrap_or(false) {
-                            ", ignore flushes"
-                        } else {
-                            ""
-                        },
+                        if c.direct { ", direct" } else { "" },
+                        if c.no_flush { ", ignore flushes" } else { "" },
                     );
-                    if let Some(bf) = i["backing_file"].as_str() {
+                    if let Some(bf) = &i.backing_file {
                         let _ = writeln!(
                             o,
                             "    Backing file:     {bf} (chain depth: {})",
-                            i["backing_file_depth"].as_i64().unwrap_or(0)
+                            i.backing_file_depth
                         );
                     }
                 }
