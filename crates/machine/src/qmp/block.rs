@@ -49,9 +49,8 @@ pub fn blockdev_open_tray(m: &mut Machine, a: api::BlockdevOpenTray, _: &mut Cx)
 }
 
 pub fn blockdev_close_tray(m: &mut Machine, a: api::BlockdevCloseTray, _: &mut Cx) -> R<Empty> {
-    let (dev, id) = (a.device.as_deref(), a.id.as_deref());
-    let i = block::lookup(m, dev, id)?;
-    block::close_tray(m, i, &block::display_name(dev, id))?;
+    let (i, name) = drive(m, a.device.as_deref(), a.id.as_deref())?;
+    block::close_tray(m, i, &name)?;
     Ok(Empty)
 }
 
@@ -60,9 +59,8 @@ pub fn x_blockdev_remove_medium(
     a: api::XBlockdevRemoveMedium,
     _: &mut Cx,
 ) -> R<Empty> {
-    let (dev, id) = (a.device.as_deref(), a.id.as_deref());
-    let i = block::lookup(m, dev, id)?;
-    block::remove_medium(m, i, &block::display_name(dev, id))?;
+    let (i, name) = drive(m, a.device.as_deref(), a.id.as_deref())?;
+    block::remove_medium(m, i, &name)?;
     Ok(Empty)
 }
 
@@ -847,4 +845,11 @@ pub fn transaction(m: &mut Machine, a: api::Transaction, _: &mut Cx) -> R<Empty>
     }
     block::pump(m);
     Ok(Empty)
+}
+
+/// The drive a tray or medium command names (by `device` or by `id`), and how its errors
+/// name it.
+fn drive(m: &Machine, dev: Option<&str>, id: Option<&str>) -> R<(usize, String)> {
+    let i = block::lookup(m, dev, id)?;
+    Ok((i, block::display_name(dev, id)))
 }
