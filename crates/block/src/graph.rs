@@ -7,9 +7,12 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
+use crate::bitmap::{SharedBitmaps, Tracked};
 use crate::image::{self, Image, ImageFormat, ImageInfo};
 use crate::nbd::{ExportBackend, SharedImage};
 use crate::{Error, ErrorClass, Result};
+
+mod bitmaps;
 
 /// Block drivers the graph knows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -315,6 +318,8 @@ struct Node {
     write_threshold: u64,
     /// Operation blockers: the reason a job gives ("block device is in use by block job: stream").
     blockers: Vec<(String, String)>,
+    /// Dirty bitmaps, shared with the node's data path.
+    bitmaps: SharedBitmaps,
 }
 
 /// `BlockdevCacheInfo`.
@@ -584,6 +589,7 @@ impl BlockGraph {
         }
         let mut children = Vec::new();
         let mut pending_backing: Option<Option<Option<BlockdevRef>>> = None;
+        let mut stored_bitmaps = None;
         // A node is named before it opens (so a failed open still uses up a generated name,
         // as in QEMU), but after its file child.
         let name: Option<String>;
@@ -644,6 +650,11 @@ impl BlockGraph {
                         }
                     })?;
                 }
+                // Persistent bitmaps are read before the image opens for writing (which marks
+                // them as no longer consistent in the file until they are stored again).
+                if format == ImageFormat::Qcow2 {
+                    stored_bitmaps = Some(bitmaps::load_stored(&path));
+                }
                 // The node opens first, its backing after it (so implicit names count up as
                 // QEMU's do); the data is re-opened with the chain once it is there.
                 let img = Image::open_with_backing(&path, format, !o.read_only, None)?;
@@ -675,8 +686,12 @@ impl BlockGraph {
                 data,
                 write_threshold: 0,
                 blockers: Vec::new(),
+                bitmaps: SharedBitmaps::default(),
             },
         );
+        if let Some(stored) = stored_bitmaps {
+            self.attach_stored_bitmaps(&name, stored);
+        }
         added.push(name.clone());
         if let Some(backing) = pending_backing {
             let path = PathBuf::from(&self.node(&name)?.filename);
@@ -1125,6 +1140,7 @@ impl BlockGraph {
     fn remove_unreferenced(&mut self, name: &str) {
         let mut queue = vec![name.to_string()];
         while let Some(n) = queue.pop() {
+            self.store_bitmaps_quietly(&n);
             if let Some(node) = self.nodes.remove(&n) {
                 for e in node.children {
                     let still_used = self.has_parent_node(&e.child)
@@ -1197,7 +1213,10 @@ impl BlockGraph {
     /// The data behind a node, for exports and jobs.
     pub fn backend(&self, name: &str) -> Result<Arc<dyn ExportBackend>> {
         Ok(match &self.node(name)?.data {
-            Data::Image(i) => i.clone(),
+            Data::Image(i) => Arc::new(Tracked {
+                image: i.clone(),
+                bitmaps: self.node(name)?.bitmaps.clone(),
+            }),
             Data::Null(size) => Arc::new(NullBackend(*size)),
         })
     }
@@ -1264,6 +1283,10 @@ impl BlockGraph {
         if node.read_only == read_only {
             return Ok(());
         }
+        if read_only {
+            self.store_bitmaps(name)?;
+        }
+        let node = self.nodes.get_mut(name).ok_or_else(|| not_found(name))?;
         node.read_only = read_only;
         if let Err(e) = self.reopen(name) {
             if let Some(n) = self.nodes.get_mut(name) {
@@ -1294,7 +1317,9 @@ impl BlockGraph {
         let mut g = img
             .write()
             .map_err(|_| Error::generic("image lock poisoned"))?;
-        g.resize(size)
+        g.resize(size)?;
+        self.resize_bitmaps(name, g.size());
+        Ok(())
     }
 
     pub fn set_write_threshold(&mut self, name: &str, threshold: u64) -> Result<()> {
@@ -1432,5 +1457,14 @@ impl BlockGraph {
         self.node(name)
             .map(|_| ())
             .map_err(|e| Error::with_class(ErrorClass::DeviceNotFound, e.desc))
+    }
+}
+
+impl Drop for BlockGraph {
+    /// Closing the graph closes its nodes: persistent bitmaps go into their images.
+    fn drop(&mut self) {
+        for name in self.node_names() {
+            self.store_bitmaps_quietly(&name);
+        }
     }
 }

@@ -44,11 +44,13 @@
 //! # }
 //! ```
 
+pub mod bitmap;
 pub mod graph;
 pub mod image;
 pub mod job;
 pub mod nbd;
 pub mod qcow2;
+pub mod qcow2_bitmaps;
 
 pub use graph::{BlockGraph, BlockdevOptions, BlockdevRef, Driver, NodeInfo, Perm, PermSet};
 pub use image::{CreateOptions, Image, ImageFormat, ImageInfo};

@@ -316,18 +316,23 @@ impl Header {
         }
     }
 
+    /// Serialises the header with its extensions and backing file as they are now (after a
+    /// caller changed the extension list).
+    pub fn serialise_as_is(&self, original: &[u8]) -> Result<Vec<u8>, HeaderError> {
+        let exts: Vec<(u32, &[u8])> = self
+            .extensions
+            .iter()
+            .map(|e| (e.kind, e.data.as_slice()))
+            .collect();
+        self.assemble(original, exts, self.backing_file.as_deref())
+    }
+
     fn serialise(
         &self,
         backing: Option<(&str, &str)>,
         original: &[u8],
         feature_table: bool,
     ) -> Result<Vec<u8>, HeaderError> {
-        let header_length = self.header_length as usize;
-        let mut out = original
-            .get(..header_length)
-            .ok_or(HeaderError::Truncated)?
-            .to_vec();
-        out.resize(align8(header_length), 0);
         let mut exts: Vec<(u32, &[u8])> = self
             .extensions
             .iter()
@@ -338,6 +343,23 @@ impl Header {
         if let Some((_, fmt)) = backing {
             exts.insert(0, (EXT_BACKING_FORMAT, fmt.as_bytes()));
         }
+        self.assemble(original, exts, backing.map(|(name, _)| name))
+    }
+
+    /// The fixed header from `original`, then the extensions, the end marker and the backing
+    /// file name, with the backing fields pointing at the name.
+    fn assemble(
+        &self,
+        original: &[u8],
+        exts: Vec<(u32, &[u8])>,
+        backing_name: Option<&str>,
+    ) -> Result<Vec<u8>, HeaderError> {
+        let header_length = self.header_length as usize;
+        let mut out = original
+            .get(..header_length)
+            .ok_or(HeaderError::Truncated)?
+            .to_vec();
+        out.resize(align8(header_length), 0);
         for (kind, data) in exts {
             out.extend_from_slice(&kind.to_be_bytes());
             out.extend_from_slice(&(data.len() as u32).to_be_bytes());
@@ -345,8 +367,8 @@ impl Header {
             out.resize(align8(out.len()), 0);
         }
         out.extend_from_slice(&[0u8; 8]);
-        let (off, len) = match backing {
-            Some((name, _)) => {
+        let (off, len) = match backing_name {
+            Some(name) => {
                 if name.len() > 1023 {
                     return Err(HeaderError::Invalid("Backing file name too long".into()));
                 }

@@ -749,6 +749,7 @@ pub fn query_block(m: &Machine) -> Vec<api::BlockInfo> {
             // A medium that went away under the drive (pivoted by a job) is found by its
             // backend.
             let medium = d.medium.as_ref();
+            let real = medium.filter(|med| med.user.is_some());
             api::BlockInfo {
                 device: d.id.clone(),
                 qdev: qdev_of(m, &d.id),
@@ -758,7 +759,8 @@ pub fn query_block(m: &Machine) -> Vec<api::BlockInfo> {
                 inserted: medium.and_then(|med| inserted(m, med)),
                 tray_open: d.has_tray.then_some(d.tray_open),
                 io_status: (d.interface != "floppy").then(|| io_status(d.io_status)),
-                dirty_bitmaps: None,
+                dirty_bitmaps: real
+                    .and_then(|med| crate::qmp::block_bitmap::dirty_info(m, &med.node_name)),
             }
         })
         .chain(plugged_info(m))
@@ -769,19 +771,36 @@ pub fn query_block(m: &Machine) -> Vec<api::BlockInfo> {
 /// HMP's `info block` reads the same.
 pub fn query_block_json(m: &Machine) -> Value {
     let mut v = qmpkit_qapi::encode(&query_block(m)).unwrap_or(Value::Array(Vec::new()));
-    if crate::shape::member_names(&m.schema, "BlockDeviceInfo")
-        .iter()
-        .any(|n| n == "active")
-    {
-        if let Some(list) = v.as_array_mut() {
-            for b in list {
-                if let Some(ins) = b.get_mut("inserted").and_then(Value::as_object_mut) {
+    let members = crate::shape::member_names(&m.schema, "BlockDeviceInfo");
+    let active = members.iter().any(|n| n == "active");
+    // QEMU 4.0 moved a drive's bitmaps into its inserted node's information.
+    let bitmaps_in_node = members.iter().any(|n| n == "dirty-bitmaps");
+    if let Some(list) = v.as_array_mut() {
+        for b in list {
+            if bitmaps_in_node {
+                if let Some(o) = b.as_object_mut() {
+                    o.remove("dirty-bitmaps");
+                }
+            }
+            if let Some(ins) = b.get_mut("inserted").and_then(Value::as_object_mut) {
+                if active {
                     ins.insert("active".into(), json!(true));
+                }
+                if bitmaps_in_node {
+                    newer_dirty_bitmaps(m, ins);
                 }
             }
         }
     }
     v
+}
+
+/// Adds a node's `dirty-bitmaps` in the newer form to its `BlockDeviceInfo` object.
+fn newer_dirty_bitmaps(m: &Machine, info: &mut Map<String, Value>) {
+    let node = info.get("node-name").and_then(Value::as_str).unwrap_or("");
+    if let Some(list) = crate::qmp::block_bitmap::dirty_info_newer(m, node) {
+        info.insert("dirty-bitmaps".into(), list);
+    }
 }
 
 /// `query-blockstats`: one entry per drive, counters of the guest's I/O.
@@ -966,6 +985,9 @@ fn plugged_info(m: &Machine) -> Vec<api::BlockInfo> {
         .iter()
         .map(|(qdev, _)| {
             let node = node_of_user(&m.block.graph, &UserKind::Device(qdev.clone()));
+            let dirty_bitmaps = node
+                .as_deref()
+                .and_then(|n| crate::qmp::block_bitmap::dirty_info(m, n));
             let inserted = node
                 .and_then(|n| m.block.graph.node_info(&n, true).ok())
                 .map(|n| device_info(&n));
@@ -978,7 +1000,7 @@ fn plugged_info(m: &Machine) -> Vec<api::BlockInfo> {
                 inserted,
                 tray_open: None,
                 io_status: Some(api::BlockDeviceIoStatus::Ok),
-                dirty_bitmaps: None,
+                dirty_bitmaps,
             }
         })
         .collect()
@@ -1034,6 +1056,7 @@ pub fn execute_newer(m: &mut Machine, cmd: &str) -> Option<CmdResult> {
                 let mut one = qmpkit_qapi::encode(&device_info(n)).unwrap_or(Value::Null);
                 if let Some(o) = one.as_object_mut() {
                     o.insert("active".into(), json!(n.active));
+                    newer_dirty_bitmaps(m, o);
                 }
                 v.push(one);
             }

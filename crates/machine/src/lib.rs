@@ -368,6 +368,9 @@ impl Machine {
         if let Some(r) = block::execute_newer(self, cmd) {
             return Some(r);
         }
+        if let Some(r) = qmp::block_bitmap::execute_newer(self, cmd, args) {
+            return Some(r);
+        }
         if let Some(r) = qmp::dispatch(self, cmd, args, cx) {
             return Some(r.map(|mut v| {
                 qmp::identity::served_reply_members(self, cmd, &mut v);
@@ -440,7 +443,12 @@ pub fn handled() -> Vec<&'static str> {
     v.extend_from_slice(qmp::implemented());
     v.extend_from_slice(qmp::OUTSIDE_SCHEMA);
     // Commands not yet in the typed table (outside the machine's schema, or `change`).
-    for h in [block::HANDLED, net::HANDLED, jobs::HANDLED] {
+    for h in [
+        block::HANDLED,
+        net::HANDLED,
+        jobs::HANDLED,
+        qmp::block_bitmap::HANDLED,
+    ] {
         v.extend_from_slice(h);
     }
     v.sort_unstable();

@@ -206,6 +206,10 @@ fn call_args(cmd: &str, tmp: &str) -> Option<Value> {
             json!({"addr": {"type": "unix", "data": {"path": format!("{tmp}/nbd.sock")}}})
         }
         "transaction" => json!({"actions": []}),
+        "block-dirty-bitmap-add"
+        | "block-dirty-bitmap-remove"
+        | "block-dirty-bitmap-clear"
+        | "x-debug-block-dirty-bitmap-sha256" => json!({"node": "null9", "name": "b0"}),
         "block-job-cancel" | "block-job-complete" | "block-job-pause" | "block-job-resume" => {
             json!({"device": "job0"})
         }
@@ -332,6 +336,16 @@ const ERRORS: &[(&str, &str)] = &[
         "Cannot find device='' nor node-name='null9'",
     ),
     ("block-set-write-threshold", "Device 'null9' not found"),
+    (
+        "block-dirty-bitmap-add",
+        "Cannot find device='null9' nor node-name='null9'",
+    ),
+    ("block-dirty-bitmap-remove", "Node 'null9' not found"),
+    ("block-dirty-bitmap-clear", "Node 'null9' not found"),
+    (
+        "x-debug-block-dirty-bitmap-sha256",
+        "Node 'null9' not found",
+    ),
     (
         "blockdev-snapshot",
         "Cannot find device='null9' nor node-name='null9'",

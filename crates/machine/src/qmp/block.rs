@@ -790,6 +790,7 @@ pub fn nbd_server_stop(m: &mut Machine, _: api::NbdServerStop, _: &mut Cx) -> R<
 enum Undo {
     Snapshot(SnapshotUndo, bool),
     Backup(BackupUndo),
+    Bitmap(super::block_bitmap::Undo),
 }
 
 fn apply(m: &mut Machine, action: &api::TransactionAction) -> R<Option<Undo>> {
@@ -803,8 +804,10 @@ fn apply(m: &mut Machine, action: &api::TransactionAction) -> R<Option<Undo>> {
         A::BlockdevSnapshot(s) => Ok(Some(Undo::Snapshot(snapshot(m, s)?, false))),
         A::DriveBackup(b) => Ok(Some(Undo::Backup(drive_backup_start(m, b)?))),
         A::BlockdevBackup(b) => Ok(Some(Undo::Backup(blockdev_backup_start(m, b)?))),
-        A::BlockDirtyBitmapAdd(_) => Err(not_implemented("block-dirty-bitmap-add")),
-        A::BlockDirtyBitmapClear(_) => Err(not_implemented("block-dirty-bitmap-clear")),
+        A::BlockDirtyBitmapAdd(b) => Ok(Some(Undo::Bitmap(super::block_bitmap::add_action(m, b)?))),
+        A::BlockDirtyBitmapClear(b) => {
+            Ok(Some(Undo::Bitmap(super::block_bitmap::clear_action(m, b)?)))
+        }
         A::BlockdevSnapshotInternalSync(_) => {
             Err(not_implemented("blockdev-snapshot-internal-sync"))
         }
@@ -834,6 +837,7 @@ pub fn transaction(m: &mut Machine, a: api::Transaction, _: &mut Cx) -> R<Empty>
                     match u {
                         Undo::Snapshot(s, added) => undo_snapshot(m, s, added),
                         Undo::Backup(b) => undo_backup(m, b),
+                        Undo::Bitmap(b) => super::block_bitmap::undo(m, b),
                     }
                 }
                 // The jobs it started never ran: nothing of them is reported.

@@ -22,6 +22,7 @@ use crate::{Cx, Machine};
 
 pub mod balloon;
 pub mod block;
+pub mod block_bitmap;
 pub mod chardev;
 pub mod devices;
 pub mod display;
@@ -237,6 +238,10 @@ handlers! {
     nbd_server_add(NbdServerAdd) => block::nbd_server_add;
     nbd_server_stop(NbdServerStop) => block::nbd_server_stop;
     transaction(Transaction) => block::transaction;
+    block_dirty_bitmap_add(BlockDirtyBitmapAdd) => block_bitmap::block_dirty_bitmap_add;
+    block_dirty_bitmap_remove(BlockDirtyBitmapRemove) => block_bitmap::block_dirty_bitmap_remove;
+    block_dirty_bitmap_clear(BlockDirtyBitmapClear) => block_bitmap::block_dirty_bitmap_clear;
+    x_debug_block_dirty_bitmap_sha256(XDebugBlockDirtyBitmapSha256) => block_bitmap::x_debug_block_dirty_bitmap_sha256;
 }
 
 /// The commands the table above implements.

@@ -1,0 +1,233 @@
+//! The graph's dirty bitmaps: QEMU's bitmap commands on nodes, and loading and storing the
+//! persistent ones in qcow2 images when nodes open, close or become read-only.
+
+use std::path::Path;
+
+use super::{BlockGraph, Data, Driver};
+use crate::bitmap::{check_new, AddOptions, BitmapSet, DirtyBitmap, DEFAULT_GRANULARITY};
+use crate::image::{self, ImageFormat};
+use crate::nbd::ExportBackend;
+use crate::qcow2_bitmaps::{self, StoredBitmap};
+use crate::{Error, Result};
+
+/// What an image file holds when its node opens: its bitmaps, and whether it has a bitmap
+/// directory at all (which a later store replaces).
+#[derive(Debug, Default)]
+pub(super) struct Stored {
+    bitmaps: Vec<StoredBitmap>,
+    has_directory: bool,
+}
+
+/// Reads a qcow2 file's persistent bitmaps; a directory that cannot be read counts as none
+/// (and is then left alone).
+pub(super) fn load_stored(path: &Path) -> Stored {
+    match qcow2_bitmaps::load(path) {
+        Ok(bitmaps) => Stored {
+            has_directory: qcow2_bitmaps::has_bitmaps(path).unwrap_or(false),
+            bitmaps,
+        },
+        Err(_) => Stored::default(),
+    }
+}
+
+fn lookup_error(node: &str) -> Error {
+    Error::generic(format!("Node '{node}' not found"))
+}
+
+impl BlockGraph {
+    /// Makes the bitmaps read from a node's file the node's own (file order; the newest,
+    /// listed first, is the last in the file).
+    pub(super) fn attach_stored_bitmaps(&mut self, name: &str, stored: Stored) {
+        let Some(node) = self.nodes.get(name) else {
+            return;
+        };
+        let size = match &node.data {
+            Data::Image(i) => ExportBackend::size(&**i),
+            Data::Null(s) => *s,
+        };
+        let Ok(mut set) = node.bitmaps.lock() else {
+            return;
+        };
+        set.file_has_bitmaps = stored.has_directory;
+        for s in stored.bitmaps {
+            let mut b = DirtyBitmap::new(&s.name, 1u64 << s.granularity_bits, size);
+            b.load_bytes(&s.data);
+            b.persistent = true;
+            b.enabled = s.auto;
+            b.inconsistent = s.in_use;
+            set.file_order.push(s.name);
+            set.list.insert(0, b);
+        }
+    }
+
+    fn with_bitmaps<T>(
+        &self,
+        node: &str,
+        f: impl FnOnce(&mut BitmapSet) -> Result<T>,
+    ) -> Result<T> {
+        let n = self.nodes.get(node).ok_or_else(|| lookup_error(node))?;
+        let mut set = n
+            .bitmaps
+            .lock()
+            .map_err(|_| Error::generic("bitmap lock poisoned"))?;
+        f(&mut set)
+    }
+
+    /// The granularity a new bitmap gets by default: the image's cluster size within 4 KiB
+    /// and 64 KiB, as QEMU chooses it.
+    fn default_granularity(&self, node: &str) -> u64 {
+        let Some(n) = self.nodes.get(node) else {
+            return DEFAULT_GRANULARITY;
+        };
+        if n.driver != Driver::Qcow2 {
+            return DEFAULT_GRANULARITY;
+        }
+        image::image_info(Path::new(&n.filename), Some(ImageFormat::Qcow2))
+            .ok()
+            .and_then(|i| i.cluster_size)
+            .map_or(DEFAULT_GRANULARITY, |c| c.clamp(4096, DEFAULT_GRANULARITY))
+    }
+
+    /// `block-dirty-bitmap-add` on a node (callers resolve device names first).
+    pub fn bitmap_add(&mut self, node: &str, name: &str, opts: &AddOptions) -> Result<()> {
+        if name.is_empty() {
+            return Err(Error::generic("Bitmap name cannot be empty"));
+        }
+        let n = self.node(node)?;
+        let can_persist = (n.driver != Driver::Qcow2).then_some("Operation not supported");
+        let size = self.size(node)?;
+        let mut opts = opts.clone();
+        if opts.granularity.is_none() {
+            opts.granularity = Some(self.default_granularity(node));
+        }
+        self.with_bitmaps(node, |set| {
+            let granularity = check_new(set, node, name, &opts, can_persist)?;
+            let mut b = DirtyBitmap::new(name, granularity, size);
+            b.persistent = opts.persistent;
+            b.enabled = !opts.disabled;
+            set.list.insert(0, b);
+            Ok(())
+        })
+    }
+
+    /// `block-dirty-bitmap-remove`: the bitmap as it was (to put back if a transaction fails).
+    pub fn bitmap_remove(&mut self, node: &str, name: &str) -> Result<DirtyBitmap> {
+        self.with_bitmaps(node, |set| set.remove(name))
+    }
+
+    /// Puts a removed bitmap back (newest first, as it was added).
+    pub fn bitmap_restore(&mut self, node: &str, bitmap: DirtyBitmap) -> Result<()> {
+        self.with_bitmaps(node, |set| {
+            set.list.insert(0, bitmap);
+            Ok(())
+        })
+    }
+
+    /// `block-dirty-bitmap-clear`: the bitmap before clearing (for a transaction's undo).
+    pub fn bitmap_clear(&mut self, node: &str, name: &str) -> Result<DirtyBitmap> {
+        self.with_bitmaps(node, |set| {
+            let b = set.get_mut(name)?;
+            let old = b.clone();
+            b.clear();
+            Ok(old)
+        })
+    }
+
+    /// Puts a bitmap's bits back as they were (a failed transaction's clear).
+    pub fn bitmap_replace(&mut self, node: &str, bitmap: DirtyBitmap) -> Result<()> {
+        self.with_bitmaps(node, |set| {
+            let b = set.get_mut(&bitmap.name.clone())?;
+            *b = bitmap;
+            Ok(())
+        })
+    }
+
+    /// `block-dirty-bitmap-enable` / `-disable`.
+    pub fn bitmap_set_enabled(&mut self, node: &str, name: &str, enabled: bool) -> Result<()> {
+        self.with_bitmaps(node, |set| {
+            set.get_mut(name)?.enabled = enabled;
+            Ok(())
+        })
+    }
+
+    /// `block-dirty-bitmap-merge`: sources are `(node, name)`, a missing node meaning the
+    /// target's.
+    pub fn bitmap_merge(
+        &mut self,
+        node: &str,
+        target: &str,
+        sources: &[(Option<String>, String)],
+    ) -> Result<()> {
+        self.bitmap(node, target)?;
+        let mut merged = Vec::new();
+        for (n, name) in sources {
+            let n = n.as_deref().unwrap_or(node);
+            merged.push(self.bitmap(n, name)?);
+        }
+        self.with_bitmaps(node, |set| {
+            let t = set.get_mut(target)?;
+            for s in &merged {
+                t.merge_from(s);
+            }
+            Ok(())
+        })
+    }
+
+    /// One bitmap (a copy).
+    pub fn bitmap(&self, node: &str, name: &str) -> Result<DirtyBitmap> {
+        self.with_bitmaps(node, |set| set.get(name).cloned())
+    }
+
+    /// A node's bitmaps, newest first.
+    pub fn bitmaps(&self, node: &str) -> Vec<DirtyBitmap> {
+        self.with_bitmaps(node, |set| Ok(set.list.clone()))
+            .unwrap_or_default()
+    }
+
+    pub(super) fn resize_bitmaps(&self, node: &str, size: u64) {
+        let _ = self.with_bitmaps(node, |set| {
+            set.list.iter_mut().for_each(|b| b.resize(size));
+            Ok(())
+        });
+    }
+
+    /// Writes a writable qcow2 node's persistent bitmaps into its file (what closing the node
+    /// or making it read-only does), replacing the directory the file had.
+    pub fn store_bitmaps(&self, node: &str) -> Result<()> {
+        let n = self.node(node)?;
+        if n.driver != Driver::Qcow2 || n.read_only {
+            return Ok(());
+        }
+        let Data::Image(img) = &n.data else {
+            return Ok(());
+        };
+        let mut set = n
+            .bitmaps
+            .lock()
+            .map_err(|_| Error::generic("bitmap lock poisoned"))?;
+        let order: Vec<StoredBitmap> = set
+            .store_order()
+            .into_iter()
+            .map(|b| StoredBitmap {
+                name: b.name.clone(),
+                granularity_bits: b.granularity.trailing_zeros() as u8,
+                auto: b.enabled,
+                in_use: false,
+                data: b.to_bytes(),
+            })
+            .collect();
+        if order.is_empty() && !set.file_has_bitmaps {
+            return Ok(());
+        }
+        ExportBackend::flush(&**img)?;
+        qcow2_bitmaps::store(Path::new(&n.filename), &order)?;
+        set.file_order = order.iter().map(|b| b.name.clone()).collect();
+        set.file_has_bitmaps = !order.is_empty();
+        Ok(())
+    }
+
+    /// [`BlockGraph::store_bitmaps`] where nothing can answer an error (a node going away).
+    pub(super) fn store_bitmaps_quietly(&self, node: &str) {
+        let _ = self.store_bitmaps(node);
+    }
+}

@@ -1,0 +1,347 @@
+//! The block layer's further features through the machine's monitor, over real image files:
+//! dirty bitmaps (counts that move as the guest writes, persistent ones in the qcow2 file that
+//! qemu-img lists), and their transaction actions.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+
+use qmpkit_block::image::{self, CreateOptions, ImageFormat};
+use qmpkit_machine::config::DriveConfig;
+use qmpkit_machine::{Machine, MachineConfig};
+use serde_json::{json, Value};
+
+mod common;
+
+use common::{ok, run, schema};
+
+fn dir(name: &str) -> PathBuf {
+    let d = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join("qmpkit-block-features")
+        .join(name);
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).expect("test dir");
+    d
+}
+
+fn qcow2(path: &Path, size: u64) {
+    image::create(path, &CreateOptions::new(ImageFormat::Qcow2, size)).expect("create image");
+}
+
+fn machine_with_drive(file: &Path, version: Option<(u64, u64, u64)>) -> Machine {
+    let mut c = MachineConfig::default_machine();
+    c.drives[0] = DriveConfig {
+        id: "ide0-hd0".into(),
+        interface: "ide".into(),
+        file: Some(file.to_string_lossy().into_owned()),
+        format: Some("qcow2".into()),
+        ..Default::default()
+    };
+    match version {
+        None => Machine::new(Arc::new(c), schema()),
+        Some(v) => {
+            let p = qmpkit_testkit::data::path("qemu-ref/schema-10.0.2/qapi/qapi-schema.json");
+            let s = qmpkit_schema::load(&p, qmpkit_schema::Dialect::Modern).expect("schema");
+            c.qemu_version = v;
+            Machine::new(Arc::new(c), Arc::new(s))
+        }
+    }
+}
+
+fn err(r: Result<Value, String>) -> String {
+    r.expect_err("an error")
+}
+
+fn drive_bitmaps(m: &mut Machine) -> Value {
+    let blocks = ok(run(m, "query-block", json!({})));
+    blocks[0]["dirty-bitmaps"].clone()
+}
+
+fn qemu_img_info(path: &Path) -> Option<Value> {
+    let out = Command::new("qemu-img")
+        .args(["info", "-U", "--output=json"])
+        .arg(path)
+        .output()
+        .ok()?;
+    serde_json::from_slice(&out.stdout).ok()
+}
+
+fn qemu_img_check_clean(path: &Path) -> Option<bool> {
+    let out = Command::new("qemu-img")
+        .arg("check")
+        .arg(path)
+        .output()
+        .ok()?;
+    Some(String::from_utf8_lossy(&out.stdout).contains("No errors were found"))
+}
+
+#[test]
+fn dirty_bitmaps_count_guest_writes() {
+    let d = dir("bitmaps");
+    let disk = d.join("disk.qcow2");
+    qcow2(&disk, 1 << 20);
+    let mut m = machine_with_drive(&disk, None);
+    let node = ok(run(&mut m, "query-block", json!({})))[0]["inserted"]["node-name"].clone();
+    let node = node.as_str().unwrap().to_string();
+    // By drive name and by node name.
+    ok(run(
+        &mut m,
+        "block-dirty-bitmap-add",
+        json!({"node": "ide0-hd0", "name": "b0"}),
+    ));
+    ok(run(
+        &mut m,
+        "block-dirty-bitmap-add",
+        json!({"node": node, "name": "fine", "granularity": 512}),
+    ));
+    assert_eq!(
+        drive_bitmaps(&mut m),
+        json!([
+            {"name": "fine", "count": 0, "granularity": 512, "status": "active"},
+            {"name": "b0", "count": 0, "granularity": 65536, "status": "active"},
+        ])
+    );
+    qmpkit_machine::block::guest_write(&mut m, "ide0-hd0", 0, &[1]).unwrap();
+    qmpkit_machine::block::guest_write(&mut m, "ide0-hd0", 200_000, &[2; 70_000]).unwrap();
+    qmpkit_machine::block::guest_write(&mut m, "ide0-hd0", (1 << 20) - 1, &[3]).unwrap();
+    // QEMU 10.0.2 counts these writes as 262144 and 71680 dirty bytes.
+    assert_eq!(
+        drive_bitmaps(&mut m),
+        json!([
+            {"name": "fine", "count": 71680, "granularity": 512, "status": "active"},
+            {"name": "b0", "count": 262144, "granularity": 65536, "status": "active"},
+        ])
+    );
+    assert_eq!(
+        ok(run(
+            &mut m,
+            "x-debug-block-dirty-bitmap-sha256",
+            json!({"node": "ide0-hd0", "name": "b0"})
+        )),
+        json!({"sha256": "ba13ff208e825925dd4f17e4330e028982bfabba8fbb2ec3a370f728e1d4f630"})
+    );
+    ok(run(
+        &mut m,
+        "block-dirty-bitmap-clear",
+        json!({"node": "ide0-hd0", "name": "fine"}),
+    ));
+    qmpkit_machine::block::guest_write(&mut m, "ide0-hd0", 4096, &[3; 512]).unwrap();
+    assert_eq!(drive_bitmaps(&mut m)[0]["count"], 512);
+
+    // Errors in QEMU's words.
+    assert_eq!(
+        err(run(
+            &mut m,
+            "block-dirty-bitmap-add",
+            json!({"node": "ide0-hd0", "name": "b0"})
+        )),
+        "GenericError: Bitmap already exists: b0"
+    );
+    assert_eq!(
+        err(run(
+            &mut m,
+            "block-dirty-bitmap-add",
+            json!({"node": "ide0-hd0", "name": "x", "granularity": 1000})
+        )),
+        "GenericError: Granularity must be power of 2 and at least 512"
+    );
+    assert_eq!(
+        err(run(
+            &mut m,
+            "block-dirty-bitmap-add",
+            json!({"node": "nope", "name": "x"})
+        )),
+        "GenericError: Cannot find device='nope' nor node-name='nope'"
+    );
+    assert_eq!(
+        err(run(
+            &mut m,
+            "block-dirty-bitmap-add",
+            json!({"node": "ide0-hd0", "name": ""})
+        )),
+        "GenericError: Bitmap name cannot be empty"
+    );
+    assert_eq!(
+        err(run(
+            &mut m,
+            "block-dirty-bitmap-add",
+            json!({"node": "ide0-hd0", "name": "a", "autoload": true})
+        )),
+        "GenericError: Autoload flag must be used only for persistent bitmaps"
+    );
+    assert_eq!(
+        err(run(
+            &mut m,
+            "block-dirty-bitmap-remove",
+            json!({"node": "ide0-hd0", "name": "zz"})
+        )),
+        "GenericError: Dirty bitmap 'zz' not found"
+    );
+    assert_eq!(
+        err(run(
+            &mut m,
+            "block-dirty-bitmap-clear",
+            json!({"node": "nn", "name": "b0"})
+        )),
+        "GenericError: Node 'nn' not found"
+    );
+    ok(run(
+        &mut m,
+        "block-dirty-bitmap-remove",
+        json!({"node": "ide0-hd0", "name": "fine"}),
+    ));
+    ok(run(
+        &mut m,
+        "block-dirty-bitmap-remove",
+        json!({"node": "ide0-hd0", "name": "b0"}),
+    ));
+    // No bitmaps: no member.
+    assert_eq!(drive_bitmaps(&mut m), Value::Null);
+}
+
+#[test]
+fn bitmap_transaction_actions_are_all_or_nothing() {
+    let d = dir("bitmap-transaction");
+    let disk = d.join("disk.qcow2");
+    qcow2(&disk, 1 << 20);
+    let mut m = machine_with_drive(&disk, None);
+    ok(run(
+        &mut m,
+        "block-dirty-bitmap-add",
+        json!({"node": "ide0-hd0", "name": "b0"}),
+    ));
+    qmpkit_machine::block::guest_write(&mut m, "ide0-hd0", 0, &[1; 10]).unwrap();
+    let t = |name: &str| {
+        json!({"actions": [
+            {"type": "block-dirty-bitmap-add", "data": {"node": "ide0-hd0", "name": "t1"}},
+            {"type": "block-dirty-bitmap-clear", "data": {"node": "ide0-hd0", "name": "b0"}},
+            {"type": "block-dirty-bitmap-add", "data": {"node": "ide0-hd0", "name": name}},
+        ]})
+    };
+    assert_eq!(
+        err(run(&mut m, "transaction", t("t1"))),
+        "GenericError: Bitmap already exists: t1"
+    );
+    assert_eq!(
+        drive_bitmaps(&mut m),
+        json!([{"name": "b0", "count": 65536, "granularity": 65536, "status": "active"}])
+    );
+    ok(run(&mut m, "transaction", t("t2")));
+    assert_eq!(
+        drive_bitmaps(&mut m),
+        json!([
+            {"name": "t2", "count": 0, "granularity": 65536, "status": "active"},
+            {"name": "t1", "count": 0, "granularity": 65536, "status": "active"},
+            {"name": "b0", "count": 0, "granularity": 65536, "status": "active"},
+        ])
+    );
+}
+
+/// QEMU 10.0's interface: enable, disable, merge, `disabled`, and the bitmaps in the node's
+/// information; persistent bitmaps end up in the file, which qemu-img lists.
+#[test]
+fn newer_bitmap_commands_and_persistence() {
+    let d = dir("bitmaps-10");
+    let disk = d.join("disk.qcow2");
+    qcow2(&disk, 1 << 20);
+    let mut m = machine_with_drive(&disk, Some((10, 0, 2)));
+    ok(run(
+        &mut m,
+        "block-dirty-bitmap-add",
+        json!({"node": "ide0-hd0", "name": "p0", "persistent": true}),
+    ));
+    ok(run(
+        &mut m,
+        "block-dirty-bitmap-add",
+        json!({"node": "ide0-hd0", "name": "p1", "persistent": true, "disabled": true,
+               "granularity": 131072}),
+    ));
+    ok(run(
+        &mut m,
+        "block-dirty-bitmap-add",
+        json!({"node": "ide0-hd0", "name": "m", "granularity": 512}),
+    ));
+    qmpkit_machine::block::guest_write(&mut m, "ide0-hd0", 70_000, &[5; 100]).unwrap();
+    ok(run(
+        &mut m,
+        "block-dirty-bitmap-merge",
+        json!({"node": "ide0-hd0", "target": "p1",
+               "bitmaps": ["m", {"node": "ide0-hd0", "name": "p0"}]}),
+    ));
+    assert_eq!(
+        err(run(
+            &mut m,
+            "block-dirty-bitmap-merge",
+            json!({"node": "ide0-hd0", "target": "p1", "bitmaps": [{"node": "nn", "name": "p0"}]})
+        )),
+        "GenericError: Node 'nn' not found"
+    );
+    ok(run(
+        &mut m,
+        "block-dirty-bitmap-disable",
+        json!({"node": "ide0-hd0", "name": "m"}),
+    ));
+    ok(run(
+        &mut m,
+        "block-dirty-bitmap-enable",
+        json!({"node": "ide0-hd0", "name": "p1"}),
+    ));
+    assert_eq!(
+        err(run(
+            &mut m,
+            "block-dirty-bitmap-enable",
+            json!({"node": "ide0-hd0", "name": "zz"})
+        )),
+        "GenericError: Dirty bitmap 'zz' not found"
+    );
+    qmpkit_machine::block::guest_write(&mut m, "ide0-hd0", 600_000, &[6; 1]).unwrap();
+    let blocks = ok(run(&mut m, "query-block", json!({})));
+    assert_eq!(blocks[0].get("dirty-bitmaps"), None);
+    let expected = json!([
+        {"name": "m", "recording": false, "persistent": false, "busy": false,
+         "granularity": 512, "count": 512},
+        {"name": "p1", "recording": true, "persistent": true, "busy": false,
+         "granularity": 131072, "count": 262144},
+        {"name": "p0", "recording": true, "persistent": true, "busy": false,
+         "granularity": 65536, "count": 131072},
+    ]);
+    assert_eq!(blocks[0]["inserted"]["dirty-bitmaps"], expected);
+    let node = blocks[0]["inserted"]["node-name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let nodes = ok(run(&mut m, "query-named-block-nodes", json!({})));
+    let mine = nodes
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["node-name"] == node.as_str())
+        .unwrap();
+    assert_eq!(mine["dirty-bitmaps"], expected);
+    // The machine goes away: its persistent bitmaps are in the image.
+    drop(m);
+    if qemu_img_info(&disk).is_none() {
+        qmpkit_testkit::skip::skip("qemu-img is not installed");
+        return;
+    }
+    assert_eq!(qemu_img_check_clean(&disk), Some(true));
+    assert_eq!(
+        qemu_img_info(&disk).unwrap()["format-specific"]["data"]["bitmaps"],
+        json!([
+            {"flags": ["auto"], "name": "p1", "granularity": 131072},
+            {"flags": ["auto"], "name": "p0", "granularity": 65536},
+        ])
+    );
+    // A machine opening the image finds them, with their bits.
+    let mut m = machine_with_drive(&disk, Some((10, 0, 2)));
+    let blocks = ok(run(&mut m, "query-block", json!({})));
+    assert_eq!(
+        blocks[0]["inserted"]["dirty-bitmaps"],
+        json!([
+            {"name": "p0", "recording": true, "persistent": true, "busy": false,
+             "granularity": 65536, "count": 131072},
+            {"name": "p1", "recording": true, "persistent": true, "busy": false,
+             "granularity": 131072, "count": 262144},
+        ])
+    );
+}
