@@ -6,7 +6,7 @@ mod common;
 
 use std::path::Path;
 
-use common::{check_clean, run, Qmp};
+use common::{check_clean, run, start_qsd, Qmp};
 use proptest::prelude::*;
 use qmpkit_block::bitmap::AddOptions;
 use qmpkit_block::graph::{BlockGraph, BlockdevOptions, BlockdevRef, Driver};
@@ -90,19 +90,6 @@ fn qemu_img_bitmaps(qemu_img: &Path, path: &Path) -> Value {
     assert!(ok, "{text}");
     let v: Value = serde_json::from_str(&text).unwrap();
     v["format-specific"]["data"]["bitmaps"].clone()
-}
-
-fn start_qsd() -> Option<(qmpkit_testkit::qsd::Qsd, Qmp)> {
-    match qmpkit_testkit::qsd::start() {
-        Ok(q) => {
-            let m = Qmp::connect(&q.socket);
-            Some((q, m))
-        }
-        Err(why) => {
-            qmpkit_testkit::skip::skip(&why);
-            None
-        }
-    }
 }
 
 /// Bitmaps written here, judged by qemu-img and loaded by QEMU; QEMU's rewrite loaded here.

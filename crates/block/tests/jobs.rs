@@ -7,7 +7,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::{check_clean, run, Qmp};
+use common::{check_clean, run, start_qsd, Qmp};
 use qmpkit_block::graph::{BlockGraph, BlockdevOptions, BlockdevRef, Driver, PermSet, UserKind};
 use qmpkit_block::image::{CreateOptions, ImageFormat};
 use qmpkit_block::job::{JobEvent, JobOptions, JobStatus, Jobs, SyncMode};
@@ -50,19 +50,6 @@ fn qmp_events(events: Vec<JobEvent>) -> Vec<(String, Value)> {
         out.push((name.to_string(), data));
     }
     out
-}
-
-fn start_qsd() -> Option<(qmpkit_testkit::qsd::Qsd, Qmp)> {
-    match qmpkit_testkit::qsd::start() {
-        Ok(q) => {
-            let m = Qmp::connect(&q.socket);
-            Some((q, m))
-        }
-        Err(why) => {
-            qmpkit_testkit::skip::skip(&why);
-            None
-        }
-    }
 }
 
 /// Polls query-jobs until job `id` is in `status` (or gone, for "null").

@@ -90,3 +90,17 @@ pub fn check_clean(qemu_img: &Path, path: &Path) {
         path.display()
     );
 }
+
+/// A live qemu-storage-daemon with its monitor, or a skip when it cannot start.
+pub fn start_qsd() -> Option<(qmpkit_testkit::qsd::Qsd, Qmp)> {
+    match qmpkit_testkit::qsd::start() {
+        Ok(q) => {
+            let m = Qmp::connect(&q.socket);
+            Some((q, m))
+        }
+        Err(why) => {
+            qmpkit_testkit::skip::skip(&why);
+            None
+        }
+    }
+}
