@@ -12,6 +12,7 @@ use crate::image::{self, Image, ImageFormat, ImageInfo};
 use crate::nbd::{ExportBackend, SharedImage};
 use crate::{Error, ErrorClass, Result};
 
+mod backing;
 mod bitmaps;
 
 /// Block drivers the graph knows.

@@ -50,6 +50,7 @@ pub mod view;
 
 pub mod balloon;
 pub mod block;
+pub mod block_throttle;
 pub mod chardev;
 pub mod devices;
 pub mod display;

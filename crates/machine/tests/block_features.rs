@@ -345,3 +345,284 @@ fn newer_bitmap_commands_and_persistence() {
         ])
     );
 }
+
+fn qcow2_on(path: &Path, backing: &Path) {
+    let mut o = CreateOptions::new(ImageFormat::Qcow2, 1 << 20);
+    o.backing_file = Some(backing.to_string_lossy().into_owned());
+    o.backing_format = Some(ImageFormat::Qcow2);
+    image::create(path, &o).expect("create overlay");
+}
+
+fn node_of_file(m: &mut Machine, file: &Path) -> String {
+    let nodes = ok(run(m, "query-named-block-nodes", json!({})));
+    nodes
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["file"] == file.to_string_lossy().as_ref() && n["drv"] == "qcow2")
+        .and_then(|n| n["node-name"].as_str())
+        .unwrap()
+        .to_string()
+}
+
+#[test]
+fn change_backing_file_rewrites_the_header() {
+    let d = dir("change-backing");
+    let (base, mid, top) = (
+        d.join("base.qcow2"),
+        d.join("mid.qcow2"),
+        d.join("top.qcow2"),
+    );
+    qcow2(&base, 1 << 20);
+    qcow2_on(&mid, &base);
+    qcow2_on(&top, &mid);
+    let other = d.join("other.qcow2");
+    qcow2(&other, 1 << 20);
+    let mut m = machine_with_drive(&top, None);
+    ok(run(
+        &mut m,
+        "blockdev-add",
+        json!({"driver": "qcow2", "node-name": "other",
+               "file": {"driver": "file", "filename": other}}),
+    ));
+    let mid_node = node_of_file(&mut m, &mid);
+    let c = |dev: &str, img: &str, b: &str| json!({"device": dev, "image-node-name": img, "backing-file": b});
+    assert_eq!(
+        err(run(
+            &mut m,
+            "change-backing-file",
+            c("nope", &mid_node, "x")
+        )),
+        "GenericError: Cannot find device='nope' nor node-name='nope'"
+    );
+    assert_eq!(
+        err(run(
+            &mut m,
+            "change-backing-file",
+            c("ide0-hd0", "nope", "x")
+        )),
+        "GenericError: Cannot find device='' nor node-name='nope'"
+    );
+    assert_eq!(
+        err(run(
+            &mut m,
+            "change-backing-file",
+            c("ide0-hd0", "other", "x")
+        )),
+        "GenericError: not allowing backing file change on an image without a backing file"
+    );
+    assert_eq!(
+        err(run(
+            &mut m,
+            "change-backing-file",
+            c("other", &mid_node, "x")
+        )),
+        "GenericError: 'other' and image file are not in the same chain"
+    );
+    // A read-only image below the top, named relative to its directory now.
+    ok(run(
+        &mut m,
+        "change-backing-file",
+        c("ide0-hd0", &mid_node, "base.qcow2"),
+    ));
+    let blocks = ok(run(&mut m, "query-block", json!({})));
+    let mid_info = &blocks[0]["inserted"]["image"]["backing-image"];
+    assert_eq!(mid_info["backing-filename"], "base.qcow2");
+    assert_eq!(
+        mid_info["full-backing-filename"],
+        base.to_string_lossy().as_ref()
+    );
+    // The guest still writes through the chain.
+    qmpkit_machine::block::guest_write(&mut m, "ide0-hd0", 0, &[7; 512]).unwrap();
+    drop(m);
+    let Some(info) = qemu_img_info(&mid) else {
+        qmpkit_testkit::skip::skip("qemu-img is not installed");
+        return;
+    };
+    assert_eq!(info["backing-filename"], "base.qcow2");
+    assert_eq!(info["backing-filename-format"], "qcow2");
+    assert_eq!(qemu_img_check_clean(&mid), Some(true));
+    assert_eq!(qemu_img_check_clean(&top), Some(true));
+}
+
+#[test]
+fn io_throttle_limits_and_groups() {
+    let d = dir("throttle");
+    let disk = d.join("disk.qcow2");
+    qcow2(&disk, 1 << 20);
+    let mut m = machine_with_drive(&disk, None);
+    let zero = json!({"bps": 0, "bps_rd": 0, "bps_wr": 0, "iops": 0, "iops_rd": 0, "iops_wr": 0});
+    let t = |extra: Value| {
+        let mut a = zero.clone();
+        for (k, v) in extra.as_object().unwrap() {
+            a[k] = v.clone();
+        }
+        a
+    };
+    // The documented example, on the first disk.
+    ok(run(
+        &mut m,
+        "block_set_io_throttle",
+        t(json!({"device": "ide0-hd0", "bps": 1000000, "bps_max": 8000000, "bps_max_length": 60})),
+    ));
+    let blocks = ok(run(&mut m, "query-block", json!({})));
+    let ins = &blocks[0]["inserted"];
+    assert_eq!(ins["bps"], 1000000);
+    assert_eq!(ins["bps_max"], 8000000);
+    assert_eq!(ins["bps_max_length"], 60);
+    assert_eq!(ins["group"], "ide0-hd0");
+    assert_eq!(ins.get("iops_max"), None);
+    assert_eq!(ins.get("iops_size"), None);
+    // QEMU 10.0.2's words for bad limits.
+    for (extra, words) in [
+        (
+            json!({"bps": 100, "bps_rd": 10}),
+            "bps/iops/max total values and read/write values cannot be used at the same time",
+        ),
+        (
+            json!({"bps": -1}),
+            "bps/iops/max values must be within [0, 1000000000000000]",
+        ),
+        (
+            json!({"bps": 1000000000000001_i64}),
+            "bps/iops/max values must be within [0, 1000000000000000]",
+        ),
+        (
+            json!({"bps_max": 10}),
+            "bps_max/iops_max require corresponding bps/iops values",
+        ),
+        (
+            json!({"bps": 100, "bps_max": 10}),
+            "bps_max/iops_max cannot be lower than bps/iops",
+        ),
+        (
+            json!({"bps": 100, "bps_max": 1000, "bps_max_length": 0}),
+            "the burst length cannot be 0",
+        ),
+        (
+            json!({"bps": 100, "bps_max_length": 5}),
+            "burst length set without burst rate",
+        ),
+        (
+            json!({"iops_size": 4096}),
+            "iops size requires an iops value to be set",
+        ),
+    ] {
+        let mut a = t(extra);
+        a["device"] = json!("ide0-hd0");
+        assert_eq!(
+            err(run(&mut m, "block_set_io_throttle", a)),
+            format!("GenericError: {words}")
+        );
+    }
+    assert_eq!(
+        err(run(
+            &mut m,
+            "block_set_io_throttle",
+            t(json!({"device": "nope"}))
+        )),
+        "DeviceNotFound: Device 'nope' not found"
+    );
+    assert_eq!(
+        err(run(&mut m, "block_set_io_throttle", t(json!({})))),
+        "GenericError: Need exactly one of 'device' and 'id'"
+    );
+    // Two drives in one group share its limits; all zero leaves the group.
+    ok(run(
+        &mut m,
+        "block_set_io_throttle",
+        t(json!({"device": "ide0-hd0", "bps": 5, "group": "g1"})),
+    ));
+    ok(run(
+        &mut m,
+        "block_set_io_throttle",
+        t(json!({"device": "virtio0", "iops": 7, "iops_size": 4096, "group": "g1"})),
+    ));
+    let blocks = ok(run(&mut m, "query-block", json!({})));
+    let by = |b: &Value, dev: &str| {
+        b.as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["device"] == dev)
+            .unwrap()["inserted"]
+            .clone()
+    };
+    for dev in ["ide0-hd0", "virtio0"] {
+        let ins = by(&blocks, dev);
+        assert_eq!(
+            (
+                ins["group"].clone(),
+                ins["iops"].clone(),
+                ins["bps"].clone(),
+                ins["iops_size"].clone()
+            ),
+            (json!("g1"), json!(7), json!(0), json!(4096)),
+            "{dev}"
+        );
+    }
+    ok(run(
+        &mut m,
+        "block_set_io_throttle",
+        t(json!({"device": "ide0-hd0"})),
+    ));
+    let blocks = ok(run(&mut m, "query-block", json!({})));
+    assert_eq!(by(&blocks, "ide0-hd0").get("group"), None);
+    assert_eq!(by(&blocks, "ide0-hd0")["iops"], 0);
+    assert_eq!(by(&blocks, "virtio0")["group"], "g1");
+}
+
+/// blockdev-add a qcow2 node, plug a disk on it, refuse to delete the node in use, unplug,
+/// then delete it.
+#[test]
+fn hot_plugged_disk_unplugs_and_its_node_goes() {
+    let d = dir("hotplug");
+    let disk = d.join("disk.qcow2");
+    qcow2(&disk, 1 << 20);
+    let mut m = common::machine();
+    ok(run(
+        &mut m,
+        "blockdev-add",
+        json!({"driver": "qcow2", "node-name": "disk1",
+               "file": {"driver": "file", "filename": disk}}),
+    ));
+    ok(run(
+        &mut m,
+        "device_add",
+        json!({"driver": "virtio-blk-pci", "id": "vd1", "drive": "disk1"}),
+    ));
+    let blocks = ok(run(&mut m, "query-block", json!({})));
+    let plugged = blocks
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["qdev"] == "vd1")
+        .unwrap();
+    assert_eq!(plugged["inserted"]["node-name"], "disk1");
+    assert_eq!(plugged["inserted"]["file"], disk.to_string_lossy().as_ref());
+    assert_eq!(
+        err(run(&mut m, "blockdev-del", json!({"node-name": "disk1"}))),
+        "GenericError: Node disk1 is in use"
+    );
+    common::events(&mut m);
+    ok(run(&mut m, "device_del", json!({"id": "vd1"})));
+    common::step(&mut m, 5000);
+    let evs = common::events(&mut m);
+    assert!(
+        evs.iter()
+            .any(|e| e.starts_with("DEVICE_DELETED") && e.contains("\"vd1\"")),
+        "{evs:?}"
+    );
+    let blocks = ok(run(&mut m, "query-block", json!({})));
+    assert!(
+        blocks
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|b| b["qdev"] != "vd1"),
+        "{blocks}"
+    );
+    ok(run(&mut m, "blockdev-del", json!({"node-name": "disk1"})));
+    let nodes = ok(run(&mut m, "query-named-block-nodes", json!({})));
+    assert_eq!(nodes, json!([]));
+    assert_eq!(qemu_img_check_clean(&disk).unwrap_or(true), true);
+}

@@ -210,6 +210,11 @@ fn call_args(cmd: &str, tmp: &str) -> Option<Value> {
         | "block-dirty-bitmap-remove"
         | "block-dirty-bitmap-clear"
         | "x-debug-block-dirty-bitmap-sha256" => json!({"node": "null9", "name": "b0"}),
+        "change-backing-file" => {
+            json!({"device": "virtio0", "image-node-name": "null9", "backing-file": "x"})
+        }
+        "block_set_io_throttle" => json!({"device": "virtio0", "bps": 1000, "bps_rd": 0,
+            "bps_wr": 0, "iops": 0, "iops_rd": 0, "iops_wr": 0, "bps_max": 2000}),
         "block-job-cancel" | "block-job-complete" | "block-job-pause" | "block-job-resume" => {
             json!({"device": "job0"})
         }
@@ -357,6 +362,7 @@ const ERRORS: &[(&str, &str)] = &[
     ("drive-mirror", SIMULATED),
     ("drive-backup", SIMULATED),
     ("blockdev-snapshot-sync", SIMULATED),
+    ("change-backing-file", SIMULATED),
     ("migrate-continue", "Migration not in expected state: none"),
     (
         "migrate-incoming",

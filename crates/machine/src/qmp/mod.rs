@@ -23,6 +23,7 @@ use crate::{Cx, Machine};
 pub mod balloon;
 pub mod block;
 pub mod block_bitmap;
+pub mod block_node;
 pub mod chardev;
 pub mod devices;
 pub mod display;
@@ -242,6 +243,8 @@ handlers! {
     block_dirty_bitmap_remove(BlockDirtyBitmapRemove) => block_bitmap::block_dirty_bitmap_remove;
     block_dirty_bitmap_clear(BlockDirtyBitmapClear) => block_bitmap::block_dirty_bitmap_clear;
     x_debug_block_dirty_bitmap_sha256(XDebugBlockDirtyBitmapSha256) => block_bitmap::x_debug_block_dirty_bitmap_sha256;
+    change_backing_file(ChangeBackingFile) => block_node::change_backing_file;
+    block_set_io_throttle(BlockSetIoThrottle) => block_node::block_set_io_throttle;
 }
 
 /// The commands the table above implements.

@@ -1,0 +1,53 @@
+//! `change-backing-file`: rewriting the backing file name an image's header records.
+
+use std::path::Path;
+
+use super::{BlockGraph, ChildRole, Data, Driver};
+use crate::nbd::ExportBackend;
+use crate::qcow2;
+use crate::{Error, Result};
+
+impl BlockGraph {
+    /// Records `backing_file` as the backing file name in the header of `image`, an image in
+    /// the backing chain of `top` that has a backing file (the graph's backing link stays as it
+    /// is, as in QEMU). The format recorded is the backing node's driver.
+    pub fn change_backing_file(
+        &mut self,
+        top: &str,
+        image: &str,
+        backing_file: &str,
+    ) -> Result<()> {
+        self.require_node(image)?;
+        let Some(backing) = self.child(image, ChildRole::Backing) else {
+            return Err(Error::generic(
+                "not allowing backing file change on an image without a backing file",
+            ));
+        };
+        if !self.backing_chain(top).iter().any(|n| n == image) {
+            return Err(Error::generic(format!(
+                "'{top}' and image file are not in the same chain"
+            )));
+        }
+        let node = self.node(image)?;
+        if node.driver != Driver::Qcow2 {
+            return Err(Error::generic(format!(
+                "Could not change the backing file to '{backing_file}': Operation not supported"
+            )));
+        }
+        if let Data::Image(img) = &node.data {
+            ExportBackend::flush(&**img)?;
+        }
+        let path = node.filename.clone();
+        let format = self.driver(&backing)?.name();
+        qcow2::change_backing_file(Path::new(&path), Some((backing_file, format))).map_err(
+            |e| {
+                Error::generic(format!(
+                    "Could not change the backing file to '{backing_file}': {}",
+                    e.desc
+                ))
+            },
+        )?;
+        // The open image reads its header again (so nothing writes the old name back).
+        self.reopen(image)
+    }
+}

@@ -1,0 +1,98 @@
+//! Node-level block commands: `change-backing-file` (the header's backing file name) and
+//! `block_set_io_throttle` (drives' limits and throttle groups, reported by `query-block`).
+
+use qmpkit_qapi::Empty;
+use qmpkit_wire::{ErrorClass, QmpError};
+
+use super::R;
+use crate::api;
+use crate::block::{self, qerr};
+use crate::block_throttle::{Bucket, Limits};
+use crate::{generic, Cx, Machine};
+
+pub fn change_backing_file(m: &mut Machine, a: api::ChangeBackingFile, _: &mut Cx) -> R<Empty> {
+    block::catch_up(m);
+    let top = block::resolve_node(m, &a.device)?;
+    m.block
+        .graph
+        .change_backing_file(&top, &a.image_node_name, &a.backing_file)
+        .map_err(qerr)?;
+    Ok(Empty)
+}
+
+fn limits(a: &api::BlockIOThrottle) -> Limits {
+    // Negative numbers arrive as QEMU's unsigned fields see them: too large.
+    let u = |v: i64| v as u64;
+    let bucket = |avg: i64, max: Option<i64>, len: Option<i64>| Bucket {
+        avg: u(avg),
+        max: max.map_or(0, u),
+        burst_length: len.map_or(1, u),
+    };
+    Limits {
+        buckets: [
+            bucket(a.bps, a.bps_max, a.bps_max_length),
+            bucket(a.bps_rd, a.bps_rd_max, a.bps_rd_max_length),
+            bucket(a.bps_wr, a.bps_wr_max, a.bps_wr_max_length),
+            bucket(a.iops, a.iops_max, a.iops_max_length),
+            bucket(a.iops_rd, a.iops_rd_max, a.iops_rd_max_length),
+            bucket(a.iops_wr, a.iops_wr_max, a.iops_wr_max_length),
+        ],
+        op_size: a.iops_size.map_or(0, u),
+    }
+}
+
+pub fn block_set_io_throttle(m: &mut Machine, a: api::BlockSetIoThrottle, _: &mut Cx) -> R<Empty> {
+    let a = a.0;
+    let (device, id) = (a.device.as_deref(), a.id.as_deref());
+    if device.is_some() == id.is_some() {
+        return Err(generic("Need exactly one of 'device' and 'id'"));
+    }
+    let name = device.or(id).unwrap_or_default();
+    let i = block::lookup(m, device, id).map_err(|_| {
+        QmpError::new(
+            ErrorClass::DeviceNotFound,
+            format!("Device '{name}' not found"),
+        )
+    })?;
+    if m.block.drives[i].medium.is_none() {
+        return Err(generic(format!("Device '{name}' has no medium")));
+    }
+    let l = limits(&a);
+    l.validate().map_err(generic)?;
+    let drive = m.block.drives[i].id.clone();
+    let group = a.group.clone().unwrap_or_else(|| name.to_string());
+    m.block.throttle.set(&drive, &group, l);
+    Ok(Empty)
+}
+
+/// Fills a drive's `BlockDeviceInfo` with its limits: every average; a burst rate and its
+/// length where the rate is set; the iops size where set; the group when throttled.
+pub fn report(m: &Machine, drive: &str, info: &mut api::BlockDeviceInfo) {
+    let Some((group, l)) = m.block.throttle.of(drive) else {
+        return;
+    };
+    let i = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+    let b = &l.buckets;
+    let max = |k: &Bucket| (k.max != 0).then(|| i(k.max));
+    let len = |k: &Bucket| (k.max != 0).then(|| i(k.burst_length));
+    info.bps = i(b[0].avg);
+    info.bps_rd = i(b[1].avg);
+    info.bps_wr = i(b[2].avg);
+    info.iops = i(b[3].avg);
+    info.iops_rd = i(b[4].avg);
+    info.iops_wr = i(b[5].avg);
+    info.bps_max = max(&b[0]);
+    info.bps_rd_max = max(&b[1]);
+    info.bps_wr_max = max(&b[2]);
+    info.iops_max = max(&b[3]);
+    info.iops_rd_max = max(&b[4]);
+    info.iops_wr_max = max(&b[5]);
+    info.bps_max_length = len(&b[0]);
+    info.bps_rd_max_length = len(&b[1]);
+    info.bps_wr_max_length = len(&b[2]);
+    info.iops_max_length = len(&b[3]);
+    info.iops_rd_max_length = len(&b[4]);
+    info.iops_wr_max_length = len(&b[5]);
+    info.iops_size = (l.op_size != 0).then(|| i(l.op_size));
+    info.group = Some(group.to_string());
+}
