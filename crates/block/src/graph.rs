@@ -14,6 +14,7 @@ use crate::{Error, ErrorClass, Result};
 
 mod backing;
 mod bitmaps;
+mod snapshots;
 
 /// Block drivers the graph knows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -1254,12 +1255,22 @@ impl BlockGraph {
 
     /// Re-opens a format node's image from the file (after its header or size changed).
     pub fn reopen(&mut self, name: &str) -> Result<()> {
+        self.edit_closed(name, |_| Ok(()))
+    }
+
+    /// Runs `edit` on a node's file while its image is flushed and held (no write reaches it,
+    /// not even an export's), then opens the image again from the file.
+    pub(crate) fn edit_closed<T>(
+        &mut self,
+        name: &str,
+        edit: impl FnOnce(&Path) -> Result<T>,
+    ) -> Result<T> {
         let node = self.node(name)?;
         let format = node.driver.format();
         let path = PathBuf::from(&node.filename);
         let writable = !node.read_only;
         let Data::Image(shared) = &node.data else {
-            return Ok(());
+            return edit(&path);
         };
         let shared = shared.clone();
         let spec = match (format, self.child(name, ChildRole::Backing)) {
@@ -1270,12 +1281,13 @@ impl BlockGraph {
             .write()
             .map_err(|_| Error::generic("image lock poisoned"))?;
         guard.flush()?;
+        let r = edit(&path);
         let img = match format {
             Some(f) => Image::open_with_backing(&path, f, writable, spec.as_ref())?,
             None => Image::open(&path, Some(ImageFormat::Raw), writable)?,
         };
         *guard = img;
-        Ok(())
+        r
     }
 
     /// Switches a node between read-only and read-write (re-opening its data).

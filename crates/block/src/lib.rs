@@ -51,6 +51,8 @@ pub mod job;
 pub mod nbd;
 pub mod qcow2;
 pub mod qcow2_bitmaps;
+mod qcow2_file;
+pub mod qcow2_snapshots;
 
 pub use graph::{BlockGraph, BlockdevOptions, BlockdevRef, Driver, NodeInfo, Perm, PermSet};
 pub use image::{CreateOptions, Image, ImageFormat, ImageInfo};

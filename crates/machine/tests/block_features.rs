@@ -626,3 +626,97 @@ fn hot_plugged_disk_unplugs_and_its_node_goes() {
     assert_eq!(nodes, json!([]));
     assert_eq!(qemu_img_check_clean(&disk).unwrap_or(true), true);
 }
+
+#[test]
+fn internal_snapshots_in_the_image_file() {
+    let d = dir("internal-snapshots");
+    let disk = d.join("disk.qcow2");
+    qcow2(&disk, 1 << 20);
+    let mut m = machine_with_drive(&disk, None);
+    qmpkit_machine::block::guest_write(&mut m, "ide0-hd0", 0, &[0x11; 4096]).unwrap();
+    common::step(&mut m, 1500);
+    ok(run(
+        &mut m,
+        "blockdev-snapshot-internal-sync",
+        json!({"device": "ide0-hd0", "name": "s1"}),
+    ));
+    qmpkit_machine::block::guest_write(&mut m, "ide0-hd0", 0, &[0x22; 4096]).unwrap();
+    assert_eq!(
+        err(run(
+            &mut m,
+            "blockdev-snapshot-internal-sync",
+            json!({"device": "ide0-hd0", "name": "s1"})
+        )),
+        "GenericError: Snapshot with name 's1' already exists on device 'ide0-hd0'"
+    );
+    assert_eq!(
+        err(run(
+            &mut m,
+            "blockdev-snapshot-internal-sync",
+            json!({"device": "nope", "name": "s1"})
+        )),
+        "GenericError: Cannot find device='nope' nor node-name='nope'"
+    );
+    // A transaction whose last action fails takes its snapshot back.
+    assert_eq!(
+        err(run(
+            &mut m,
+            "transaction",
+            json!({"actions": [
+                {"type": "blockdev-snapshot-internal-sync", "data": {"device": "ide0-hd0", "name": "t"}},
+                {"type": "abort", "data": {}},
+            ]})
+        )),
+        "GenericError: Transaction aborted using Abort action"
+    );
+    ok(run(
+        &mut m,
+        "blockdev-snapshot-internal-sync",
+        json!({"device": "ide0-hd0", "name": "s2"}),
+    ));
+    let blocks = ok(run(&mut m, "query-block", json!({})));
+    let snaps = &blocks[0]["inserted"]["image"]["snapshots"];
+    let names: Vec<(&str, &str)> = snaps
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s["id"].as_str().unwrap(), s["name"].as_str().unwrap()))
+        .collect();
+    assert_eq!(names, [("1", "s1"), ("2", "s2")]);
+    assert_eq!(snaps[0]["vm-clock-sec"], 1);
+    assert_eq!(snaps[0]["vm-clock-nsec"], 500_000_000);
+    assert_eq!(snaps[0]["vm-state-size"], 0);
+    let gone = ok(run(
+        &mut m,
+        "blockdev-snapshot-delete-internal-sync",
+        json!({"device": "ide0-hd0", "name": "s1"}),
+    ));
+    assert_eq!(gone["id"], "1");
+    assert_eq!(gone["name"], "s1");
+    assert_eq!(gone["vm-clock-sec"], 1);
+    assert_eq!(
+        err(run(
+            &mut m,
+            "blockdev-snapshot-delete-internal-sync",
+            json!({"device": "ide0-hd0", "name": "s9"})
+        )),
+        "GenericError: Snapshot with id 'null' and name 's9' does not exist on device 'ide0-hd0'"
+    );
+    assert_eq!(
+        err(run(
+            &mut m,
+            "blockdev-snapshot-delete-internal-sync",
+            json!({"device": "ide0-hd0"})
+        )),
+        "GenericError: Name or id must be provided"
+    );
+    drop(m);
+    let Some(info) = qemu_img_info(&disk) else {
+        qmpkit_testkit::skip::skip("qemu-img is not installed");
+        return;
+    };
+    assert_eq!(info["snapshots"][0]["id"], "2");
+    assert_eq!(info["snapshots"][0]["name"], "s2");
+    assert_eq!(info["snapshots"].as_array().unwrap().len(), 1);
+    assert_eq!(qemu_img_check_clean(&disk), Some(true));
+}

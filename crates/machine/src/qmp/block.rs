@@ -791,6 +791,7 @@ enum Undo {
     Snapshot(SnapshotUndo, bool),
     Backup(BackupUndo),
     Bitmap(super::block_bitmap::Undo),
+    Internal(String, qmpkit_block::qcow2_snapshots::Entry),
 }
 
 fn apply(m: &mut Machine, action: &api::TransactionAction) -> R<Option<Undo>> {
@@ -808,8 +809,9 @@ fn apply(m: &mut Machine, action: &api::TransactionAction) -> R<Option<Undo>> {
         A::BlockDirtyBitmapClear(b) => {
             Ok(Some(Undo::Bitmap(super::block_bitmap::clear_action(m, b)?)))
         }
-        A::BlockdevSnapshotInternalSync(_) => {
-            Err(not_implemented("blockdev-snapshot-internal-sync"))
+        A::BlockdevSnapshotInternalSync(s) => {
+            let (node, e) = super::block_node::snapshot_internal(m, &s.device, &s.name)?;
+            Ok(Some(Undo::Internal(node, e)))
         }
         A::Unknown(_) => Err(not_implemented("this transaction action")),
     }
@@ -838,6 +840,9 @@ pub fn transaction(m: &mut Machine, a: api::Transaction, _: &mut Cx) -> R<Empty>
                         Undo::Snapshot(s, added) => undo_snapshot(m, s, added),
                         Undo::Backup(b) => undo_backup(m, b),
                         Undo::Bitmap(b) => super::block_bitmap::undo(m, b),
+                        Undo::Internal(node, e) => {
+                            super::block_node::undo_snapshot_internal(m, &node, &e)
+                        }
                     }
                 }
                 // The jobs it started never ran: nothing of them is reported.

@@ -9,6 +9,7 @@ use crate::api;
 use crate::block::{self, qerr};
 use crate::block_throttle::{Bucket, Limits};
 use crate::{generic, Cx, Machine};
+use qmpkit_block::qcow2_snapshots::{Entry, Stamp};
 
 pub fn change_backing_file(m: &mut Machine, a: api::ChangeBackingFile, _: &mut Cx) -> R<Empty> {
     block::catch_up(m);
@@ -95,4 +96,76 @@ pub fn report(m: &Machine, drive: &str, info: &mut api::BlockDeviceInfo) {
     info.iops_wr_max_length = len(&b[5]);
     info.iops_size = (l.op_size != 0).then(|| i(l.op_size));
     info.group = Some(group.to_string());
+}
+
+// ---------------------------------------------------------------------------
+// Internal snapshots.
+
+fn stamp(m: &Machine) -> Stamp {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    Stamp {
+        date_sec: u32::try_from(now.as_secs()).unwrap_or(u32::MAX),
+        date_nsec: now.subsec_nanos(),
+        vm_clock_nsec: m.now_ns,
+    }
+}
+
+fn snapshot_info(e: &Entry) -> api::SnapshotInfo {
+    let i = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+    api::SnapshotInfo {
+        id: e.id.clone(),
+        name: e.name.clone(),
+        vm_state_size: i(e.vm_state_size),
+        date_sec: i64::from(e.date_sec),
+        date_nsec: i64::from(e.date_nsec),
+        vm_clock_sec: i(e.vm_clock_nsec / 1_000_000_000),
+        vm_clock_nsec: i(e.vm_clock_nsec % 1_000_000_000),
+    }
+}
+
+/// Takes an internal snapshot of a device's image; what a failed transaction deletes again.
+pub fn snapshot_internal(m: &mut Machine, device: &str, name: &str) -> R<(String, Entry)> {
+    block::catch_up(m);
+    let node = block::resolve_node(m, device)?;
+    let st = stamp(m);
+    let e = m
+        .block
+        .graph
+        .snapshot_internal(&node, device, name, st)
+        .map_err(qerr)?;
+    Ok((node, e))
+}
+
+/// Deletes a snapshot [`snapshot_internal`] took (a failed transaction's undo).
+pub fn undo_snapshot_internal(m: &mut Machine, node: &str, e: &Entry) {
+    let _ = m
+        .block
+        .graph
+        .snapshot_delete_internal(node, node, Some(&e.id), Some(&e.name));
+}
+
+pub fn blockdev_snapshot_internal_sync(
+    m: &mut Machine,
+    a: api::BlockdevSnapshotInternalSync,
+    _: &mut Cx,
+) -> R<Empty> {
+    snapshot_internal(m, &a.device, &a.name)?;
+    Ok(Empty)
+}
+
+pub fn blockdev_snapshot_delete_internal_sync(
+    m: &mut Machine,
+    a: api::BlockdevSnapshotDeleteInternalSync,
+    _: &mut Cx,
+) -> R<api::SnapshotInfo> {
+    block::catch_up(m);
+    let node = block::resolve_node(m, &a.device)?;
+    let e = m
+        .block
+        .graph
+        .snapshot_delete_internal(&node, &a.device, a.id.as_deref(), a.name.as_deref())
+        .map_err(qerr)?;
+    Ok(snapshot_info(&e))
 }

@@ -245,6 +245,8 @@ handlers! {
     x_debug_block_dirty_bitmap_sha256(XDebugBlockDirtyBitmapSha256) => block_bitmap::x_debug_block_dirty_bitmap_sha256;
     change_backing_file(ChangeBackingFile) => block_node::change_backing_file;
     block_set_io_throttle(BlockSetIoThrottle) => block_node::block_set_io_throttle;
+    blockdev_snapshot_internal_sync(BlockdevSnapshotInternalSync) => block_node::blockdev_snapshot_internal_sync;
+    blockdev_snapshot_delete_internal_sync(BlockdevSnapshotDeleteInternalSync) => block_node::blockdev_snapshot_delete_internal_sync;
 }
 
 /// The commands the table above implements.
