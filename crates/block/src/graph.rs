@@ -14,6 +14,7 @@ use crate::{Error, ErrorClass, Result};
 
 mod backing;
 mod bitmaps;
+mod reopen;
 mod snapshots;
 
 /// Block drivers the graph knows.

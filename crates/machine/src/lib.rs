@@ -372,6 +372,9 @@ impl Machine {
         if let Some(r) = qmp::block_bitmap::execute_newer(self, cmd, args) {
             return Some(r);
         }
+        if let Some(r) = qmp::block_node::execute_newer(self, cmd, args) {
+            return Some(r);
+        }
         if let Some(r) = qmp::dispatch(self, cmd, args, cx) {
             return Some(r.map(|mut v| {
                 qmp::identity::served_reply_members(self, cmd, &mut v);
@@ -449,6 +452,7 @@ pub fn handled() -> Vec<&'static str> {
         net::HANDLED,
         jobs::HANDLED,
         qmp::block_bitmap::HANDLED,
+        qmp::block_node::HANDLED,
     ] {
         v.extend_from_slice(h);
     }

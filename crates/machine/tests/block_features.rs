@@ -720,3 +720,210 @@ fn internal_snapshots_in_the_image_file() {
     assert_eq!(info["snapshots"].as_array().unwrap().len(), 1);
     assert_eq!(qemu_img_check_clean(&disk), Some(true));
 }
+
+/// `blockdev-reopen` on QEMU 10.0's interface: the same steps and words as
+/// qemu-storage-daemon 10.0.2.
+#[test]
+fn blockdev_reopen_changes_nodes_all_or_nothing() {
+    let d = dir("reopen");
+    let (base, top, other, plain) = (
+        d.join("base.qcow2"),
+        d.join("top.qcow2"),
+        d.join("other.qcow2"),
+        d.join("plain.qcow2"),
+    );
+    qcow2(&base, 1 << 20);
+    qcow2_on(&top, &base);
+    qcow2(&other, 1 << 20);
+    qcow2(&plain, 1 << 20);
+    let mut m = common::machine_10();
+    let add = |m: &mut Machine, v: Value| ok(run(m, "blockdev-add", v));
+    add(
+        &mut m,
+        json!({"driver": "file", "node-name": "f0", "filename": plain}),
+    );
+    add(
+        &mut m,
+        json!({"driver": "qcow2", "node-name": "d0", "file": "f0"}),
+    );
+    add(
+        &mut m,
+        json!({"driver": "file", "node-name": "ftop", "filename": top}),
+    );
+    add(
+        &mut m,
+        json!({"driver": "qcow2", "node-name": "top", "file": "ftop"}),
+    );
+    add(
+        &mut m,
+        json!({"driver": "file", "node-name": "foth", "filename": other, "read-only": true}),
+    );
+    add(
+        &mut m,
+        json!({"driver": "qcow2", "node-name": "oth", "read-only": true, "file": "foth"}),
+    );
+    let reopen = |m: &mut Machine, opts: Value| run(m, "blockdev-reopen", json!({"options": opts}));
+    let state = |m: &mut Machine, node: &str| {
+        let nodes = ok(run(m, "query-named-block-nodes", json!({"flat": true})));
+        let n = nodes
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["node-name"] == node)
+            .cloned();
+        n.map(|n| {
+            (
+                n["ro"].clone(),
+                n.get("backing_file").cloned().unwrap_or(Value::Null),
+            )
+        })
+    };
+    ok(reopen(
+        &mut m,
+        json!([{"driver": "qcow2", "node-name": "d0", "read-only": true, "file": "f0"}]),
+    ));
+    assert_eq!(state(&mut m, "d0").unwrap().0, true);
+    assert_eq!(state(&mut m, "f0").unwrap().0, false);
+    ok(reopen(
+        &mut m,
+        json!([{"driver": "qcow2", "node-name": "d0", "file": "f0",
+                              "detect-zeroes": "on"}]),
+    ));
+    assert_eq!(state(&mut m, "d0").unwrap().0, false);
+    for (opts, words) in [
+        (
+            json!([{"driver": "raw", "node-name": "d0", "file": "f0"}]),
+            "Cannot change the option 'driver'",
+        ),
+        (
+            json!([{"driver": "qcow2", "node-name": "nope", "file": "f0"}]),
+            "Failed to find node with node-name='nope'",
+        ),
+        (
+            json!([{"driver": "qcow2", "file": "f0"}]),
+            "node-name not specified",
+        ),
+        (
+            json!([{"driver": "qcow2", "node-name": "top", "file": "ftop"}]),
+            "backing is missing for 'top'",
+        ),
+        (
+            json!([{"driver": "qcow2", "node-name": "top", "file": "ftop", "backing": "nope"}]),
+            "Cannot find device='' nor node-name='nope'",
+        ),
+        (
+            json!([{"driver": "qcow2", "node-name": "top", "file": "ftop", "backing": "top"}]),
+            "Making 'top' a backing child of 'top' would create a cycle",
+        ),
+        (
+            json!([{"driver": "qcow2", "node-name": "oth", "read-only": false, "file": "foth"}]),
+            "Block node is read-only",
+        ),
+        (
+            json!([{"driver": "qcow2", "node-name": "oth", "read-only": false,
+                 "file": {"driver": "file", "filename": other}}]),
+            "Cannot change the option 'file.driver'",
+        ),
+        (
+            json!([{"driver": "file", "node-name": "foth", "filename": plain, "read-only": true}]),
+            "Cannot change the option 'filename'",
+        ),
+        // All or nothing: the first node keeps its options when the second fails.
+        (
+            json!([{"driver": "qcow2", "node-name": "d0", "read-only": true, "file": "f0"},
+                {"driver": "qcow2", "node-name": "nope", "file": "f0"}]),
+            "Failed to find node with node-name='nope'",
+        ),
+    ] {
+        assert_eq!(
+            err(reopen(&mut m, opts.clone())),
+            format!("GenericError: {words}"),
+            "{opts}"
+        );
+    }
+    assert_eq!(state(&mut m, "d0").unwrap().0, false);
+    // The backing child: dropped (its implicit nodes go), then another node.
+    assert_eq!(
+        state(&mut m, "top").unwrap().1,
+        base.to_string_lossy().as_ref()
+    );
+    ok(reopen(
+        &mut m,
+        json!([{"driver": "qcow2", "node-name": "top", "file": "ftop", "backing": null}]),
+    ));
+    assert_eq!(state(&mut m, "top").unwrap().1, Value::Null);
+    let nodes = ok(run(
+        &mut m,
+        "query-named-block-nodes",
+        json!({"flat": true}),
+    ));
+    assert!(nodes
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|n| n["file"] != base.to_string_lossy().as_ref()));
+    ok(reopen(
+        &mut m,
+        json!([{"driver": "qcow2", "node-name": "top", "file": "ftop", "backing": "oth"}]),
+    ));
+    assert_eq!(
+        state(&mut m, "top").unwrap().1,
+        other.to_string_lossy().as_ref()
+    );
+    assert_eq!(
+        err(reopen(
+            &mut m,
+            json!([{"driver": "qcow2", "node-name": "oth", "file": "foth",
+                                    "read-only": true, "backing": "top"}])
+        )),
+        "GenericError: Making 'top' a backing child of 'oth' would create a cycle"
+    );
+    // A writer keeps a node writable.
+    ok(run(
+        &mut m,
+        "nbd-server-start",
+        json!({"addr": {"type": "unix", "data": {"path": d.join("nbd.sock")}}}),
+    ));
+    ok(run(
+        &mut m,
+        "block-export-add",
+        json!({"type": "nbd", "id": "e0", "node-name": "d0", "writable": true}),
+    ));
+    assert_eq!(
+        err(reopen(
+            &mut m,
+            json!([{"driver": "qcow2", "node-name": "d0", "read-only": true, "file": "f0"}])
+        )),
+        "GenericError: Read-only block node 'd0' cannot support read-write users"
+    );
+    // Both layers read-only in one go, then writable again in one go.
+    ok(run(&mut m, "block-export-del", json!({"id": "e0"})));
+    ok(reopen(
+        &mut m,
+        json!([
+            {"driver": "qcow2", "node-name": "d0", "read-only": true, "file": "f0"},
+            {"driver": "file", "node-name": "f0", "filename": plain, "read-only": true},
+        ]),
+    ));
+    assert_eq!(
+        (
+            state(&mut m, "d0").unwrap().0,
+            state(&mut m, "f0").unwrap().0
+        ),
+        (json!(true), json!(true))
+    );
+    ok(reopen(
+        &mut m,
+        json!([
+            {"driver": "file", "node-name": "f0", "filename": plain},
+            {"driver": "qcow2", "node-name": "d0", "file": "f0"},
+        ]),
+    ));
+    assert_eq!(
+        (
+            state(&mut m, "d0").unwrap().0,
+            state(&mut m, "f0").unwrap().0
+        ),
+        (json!(false), json!(false))
+    );
+}

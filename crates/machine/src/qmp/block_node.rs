@@ -169,3 +169,36 @@ pub fn blockdev_snapshot_delete_internal_sync(
         .map_err(qerr)?;
     Ok(snapshot_info(&e))
 }
+
+// ---------------------------------------------------------------------------
+// Reopening nodes (QEMU 6.0's `blockdev-reopen`, 4.0's `x-blockdev-reopen`), by name.
+
+/// Commands of newer interfaces answered here by name.
+pub const HANDLED: &[&str] = &["blockdev-reopen", "x-blockdev-reopen"];
+
+fn reopen(m: &mut Machine, list: &[serde_json::Value]) -> R<()> {
+    let mut opts = Vec::new();
+    for v in list {
+        let o: api::BlockdevOptions = serde_json::from_value(v.clone())
+            .map_err(|e| generic(format!("Invalid parameter: {e}")))?;
+        opts.push(super::block::map_options(&o)?);
+    }
+    m.block.graph.reopen_options(&opts).map_err(qerr)
+}
+
+/// `blockdev-reopen` (a list of options) and `x-blockdev-reopen` (one, flat).
+pub fn execute_newer(m: &mut Machine, cmd: &str, args: &crate::Args) -> Option<crate::CmdResult> {
+    let r = match cmd {
+        "blockdev-reopen" => {
+            let list = args
+                .get("options")
+                .and_then(serde_json::Value::as_array)
+                .cloned()
+                .unwrap_or_default();
+            reopen(m, &list)
+        }
+        "x-blockdev-reopen" => reopen(m, &[serde_json::Value::Object(args.clone())]),
+        _ => return None,
+    };
+    Some(r.map(|()| serde_json::Value::Object(serde_json::Map::new())))
+}
