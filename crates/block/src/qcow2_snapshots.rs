@@ -350,6 +350,55 @@ pub fn delete(path: &Path, pick: impl Fn(&Entry) -> bool) -> Result<Option<Entry
     Ok(Some(gone))
 }
 
+/// Reverts the active image to the snapshot `pick` chooses (what `loadvm` and
+/// `qemu-img snapshot -a` do): the active L1 becomes a copy of the snapshot's, clusters
+/// counted for the new references before the old ones are dropped. Returns the snapshot.
+pub fn goto(path: &Path, pick: impl Fn(&Entry) -> bool) -> Result<Option<Entry>> {
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)?;
+    let (h, _) = header_of(&mut f)?;
+    check_supported(&h)?;
+    let cs = h.cluster_size();
+    let entries = read_entries(&mut f, &h)?;
+    let Some(e) = entries.into_iter().find(pick) else {
+        return Ok(None);
+    };
+    let mut rc = Refcounts::open(&mut f, &h)?;
+    let snap_l1 = u64s(&read_exact_at(&mut f, e.l1_offset, e.l1_size as usize * 8)?);
+    update_refcounts(&mut f, &mut rc, cs, &snap_l1, 1)?;
+    let old_l1 = active_l1(&mut f, &h)?;
+    update_refcounts(&mut f, &mut rc, cs, &old_l1, -1)?;
+    let mut l1 = snap_l1;
+    let (mut l1_offset, mut l1_size) = (h.l1_table_offset, h.l1_size);
+    if e.l1_size > h.l1_size {
+        let clusters = (u64::from(e.l1_size) * 8).div_ceil(cs);
+        l1_offset = rc.alloc(&mut f, clusters)?;
+        rc.free(
+            &mut f,
+            h.l1_table_offset,
+            (u64::from(h.l1_size) * 8).div_ceil(cs).max(1),
+        )?;
+        l1_size = e.l1_size;
+    }
+    l1.resize(l1_size as usize, 0);
+    fix_copied(&mut f, &mut rc, cs, &mut l1)?;
+    let mut raw = bytes(&l1);
+    raw.resize(raw.len().div_ceil(cs as usize).max(1) * cs as usize, 0);
+    write_at(&mut f, l1_offset, &raw)?;
+    rc.write(&mut f)?;
+    f.sync_data()?;
+    if l1_offset != h.l1_table_offset {
+        let mut fields = Vec::with_capacity(12);
+        fields.extend_from_slice(&l1_size.to_be_bytes());
+        fields.extend_from_slice(&l1_offset.to_be_bytes());
+        write_at(&mut f, 36, &fields)?;
+        f.sync_data()?;
+    }
+    Ok(Some(e))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -228,3 +228,51 @@ fn internal_snapshot_errors_in_qemus_words() {
         "Snapshot with id '7' and name 'null' does not exist on device 'q0'"
     );
 }
+
+#[test]
+fn reverting_to_a_snapshot_brings_its_data_back() {
+    let qemu_img = program_or_skip!("qemu-img");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("goto.qcow2");
+    let (ok, text) = run(
+        &qemu_img,
+        &["create", "-q", "-f", "qcow2", path.to_str().unwrap(), "4M"],
+    );
+    assert!(ok, "{text}");
+    let mut g = BlockGraph::default();
+    g.add(&qcow2_node(&path, "d0")).unwrap();
+    g.backend("d0").unwrap().write(0, &[0x11; 4096]).unwrap();
+    g.snapshot_internal("d0", "d0", "s1", STAMP).unwrap();
+    let b = g.backend("d0").unwrap();
+    b.write(0, &[0x22; 4096]).unwrap();
+    b.write(3 << 20, &[0x23; 4096]).unwrap();
+    g.snapshot_internal("d0", "d0", "s2", STAMP).unwrap();
+    g.backend("d0").unwrap().write(0, &[0x33; 4096]).unwrap();
+    let read = |g: &BlockGraph, off: u64| {
+        let mut x = [0u8; 1];
+        g.backend("d0").unwrap().read(off, &mut x).unwrap();
+        x[0]
+    };
+    assert_eq!(g.snapshot_goto("d0", "s1").unwrap().name, "s1");
+    assert_eq!((read(&g, 0), read(&g, 3 << 20)), (0x11, 0));
+    g.backend("d0").unwrap().write(4096, &[0x44; 10]).unwrap();
+    g.backend("d0").unwrap().flush().unwrap();
+    check_clean(&qemu_img, &path);
+    g.snapshot_goto("d0", "s2").unwrap();
+    assert_eq!(
+        (read(&g, 0), read(&g, 3 << 20), read(&g, 4096)),
+        (0x22, 0x23, 0)
+    );
+    assert_eq!(
+        g.snapshot_goto("d0", "nope").unwrap_err().desc,
+        "Snapshot 'nope' does not exist in one or more devices"
+    );
+    g.delete("d0").unwrap();
+    check_clean(&qemu_img, &path);
+    // qemu-img reverts to what was taken here.
+    let (ok, text) = run(&qemu_img, &["snapshot", "-a", "s1", path.to_str().unwrap()]);
+    assert!(ok, "{text}");
+    check_clean(&qemu_img, &path);
+    g.add(&qcow2_node(&path, "d0")).unwrap();
+    assert_eq!((read(&g, 0), read(&g, 3 << 20)), (0x11, 0));
+}

@@ -121,6 +121,8 @@ pub struct BlockState {
     tick_pending: bool,
     /// Drives' I/O limits and throttle groups.
     pub throttle: crate::block_throttle::Throttles,
+    /// RAM saved by the human monitor's `savevm`, by tag.
+    pub saved_vms: crate::savevm::SavedVms,
 }
 
 /// The permissions a guest device's backend takes on its node, and what it shares.

@@ -34,6 +34,7 @@ pub const COMMANDS: &[(&str, &str, &str)] = &[
         "close a file descriptor previously passed via SCM rights",
     ),
     ("cpu-add", "cpu-add id", "add cpu"),
+    ("delvm", "delvm tag", "delete a VM snapshot from its tag"),
     (
         "device_add",
         "device_add driver[,prop=value][,...]",
@@ -61,6 +62,7 @@ pub const COMMANDS: &[(&str, &str, &str)] = &[
         "info [subcommand]",
         "show various information about the system state",
     ),
+    ("loadvm", "loadvm tag", "restore a VM snapshot from its tag"),
     (
         "memsave",
         "memsave addr size file",
@@ -91,6 +93,11 @@ pub const COMMANDS: &[(&str, &str, &str)] = &[
     ("q|quit", "", "quit the emulator"),
     ("qom-list", "qom-list path", "list QOM properties"),
     ("qom-set", "qom-set path property value", "set QOM property"),
+    (
+        "savevm",
+        "savevm tag",
+        "save a VM snapshot. If no tag is provided, a new snapshot is created",
+    ),
     (
         "screendump",
         "screendump filename",
@@ -141,6 +148,7 @@ pub const INFO: &[&str] = &[
     "qom-tree",
     "qtree",
     "registers",
+    "snapshots",
     "status",
     "trace-events",
     "uuid",
@@ -282,6 +290,7 @@ fn info(m: &mut Machine, cx: &mut Cx, sub: &str, rest: &[String]) -> Result<Stri
                 let _ = writeln!(o, " thread_id={}", c.thread_id);
             }
         }
+        "snapshots" => o = crate::savevm::info_snapshots(m)?,
         "block" => {
             let list = typed(m.query_block(api::QueryBlock {}, cx))?;
             let want = rest.first().map(String::as_str);
@@ -887,6 +896,15 @@ pub fn run_line(m: &mut Machine, cx: &mut Cx, line: &str) -> String {
             help(&mut o, w(0));
             Ok(o)
         }
+        "savevm" => crate::savevm::savevm(m, w(0)).map(|()| String::new()),
+        "loadvm" => match w(0) {
+            None => Err(missing(cmd, "string")),
+            Some(tag) => crate::savevm::loadvm(m, tag).map(|()| String::new()),
+        },
+        "delvm" => match w(0) {
+            None => Err(missing(cmd, "string")),
+            Some(tag) => crate::savevm::delvm(m, tag).map(|()| String::new()),
+        },
         "stop" => typed(m.stop(api::Stop {}, cx)).map(|_| String::new()),
         "c" | "cont" => typed(m.cont(api::Cont {}, cx)).map(|_| String::new()),
         "system_reset" => typed(m.system_reset(api::SystemReset {}, cx)).map(|_| String::new()),

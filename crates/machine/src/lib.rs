@@ -64,6 +64,7 @@ pub mod misc;
 pub mod net;
 pub mod qom;
 pub mod readline;
+pub mod savevm;
 
 pub use config::MachineConfig;
 pub use runstate::RunState;

@@ -927,3 +927,120 @@ fn blockdev_reopen_changes_nodes_all_or_nothing() {
         (json!(false), json!(false))
     );
 }
+
+fn hmp(m: &mut Machine, line: &str) -> String {
+    ok(run(
+        m,
+        "human-monitor-command",
+        json!({"command-line": line}),
+    ))
+    .as_str()
+    .unwrap()
+    .to_string()
+}
+
+/// savevm / loadvm / delvm / info snapshots over two qcow2 disks, printed as QEMU 10.0.2
+/// prints them.
+#[test]
+fn hmp_vm_snapshots() {
+    let d = dir("savevm");
+    let (a, b) = (d.join("a.qcow2"), d.join("b.qcow2"));
+    qcow2(&a, 1 << 20);
+    qcow2(&b, 1 << 20);
+    let drive = |id: &str, file: &Path| DriveConfig {
+        id: id.into(),
+        interface: "ide".into(),
+        file: Some(file.to_string_lossy().into_owned()),
+        format: Some("qcow2".into()),
+        ..Default::default()
+    };
+    let mut c = MachineConfig::default_machine();
+    c.drives = vec![drive("ide0-hd0", &a), drive("ide0-hd1", &b)];
+    c.qemu_version = (10, 0, 2);
+    let p = qmpkit_testkit::data::path("qemu-ref/schema-10.0.2/qapi/qapi-schema.json");
+    let s = qmpkit_schema::load(&p, qmpkit_schema::Dialect::Modern).expect("schema");
+    let mut m = Machine::new(Arc::new(c), Arc::new(s));
+    assert_eq!(
+        hmp(&mut m, "info snapshots"),
+        "There is no snapshot available.\r\n"
+    );
+    qmpkit_machine::block::guest_write(&mut m, "ide0-hd0", 0, &[0x11; 512]).unwrap();
+    common::step(&mut m, 2250);
+    assert_eq!(hmp(&mut m, "savevm s1"), "");
+    qmpkit_machine::block::guest_write(&mut m, "ide0-hd0", 0, &[0x22; 512]).unwrap();
+    assert_eq!(hmp(&mut m, "savevm s2"), "");
+    assert_eq!(hmp(&mut m, "savevm s1"), "");
+    qmpkit_machine::block::guest_write(&mut m, "ide0-hd0", 0, &[0x33; 512]).unwrap();
+    ok(run(
+        &mut m,
+        "blockdev-snapshot-internal-sync",
+        json!({"device": "ide0-hd1", "name": "only1"}),
+    ));
+    let text = hmp(&mut m, "info snapshots");
+    let lines: Vec<&str> = text.split("\r\n").collect();
+    assert_eq!(lines[0], "List of snapshots present on all disks:");
+    assert_eq!(
+        lines[1],
+        "ID      TAG               VM_SIZE                DATE        VM_CLOCK     ICOUNT"
+    );
+    // s2 first: s1 was taken again after it.
+    assert!(
+        lines[2].starts_with("--      s2                    0 B "),
+        "{text}"
+    );
+    assert!(lines[2].ends_with("  0000:00:02.250         --"), "{text}");
+    assert!(
+        lines[3].starts_with("--      s1                    0 B "),
+        "{text}"
+    );
+    assert_eq!(lines[4], "");
+    assert_eq!(
+        lines[5],
+        "List of partial (non-loadable) snapshots on 'ide0-hd1':"
+    );
+    assert!(
+        lines[7].starts_with("4       only1                 0 B "),
+        "{text}"
+    );
+    assert_eq!(
+        hmp(&mut m, "loadvm nope"),
+        "Error: Snapshot 'nope' does not exist in one or more devices\r\n"
+    );
+    assert_eq!(
+        hmp(&mut m, "loadvm only1"),
+        "Error: Snapshot 'only1' does not exist in one or more devices\r\n"
+    );
+    assert_eq!(hmp(&mut m, "loadvm s1"), "");
+    let data = qmpkit_machine::block::guest_read(&mut m, "ide0-hd0", 0, 1).unwrap();
+    // s1 was taken again after 0x22 was written.
+    assert_eq!(data, [0x22]);
+    assert_eq!(hmp(&mut m, "delvm s1"), "");
+    assert_eq!(hmp(&mut m, "delvm nope"), "");
+    assert_eq!(hmp(&mut m, "delvm only1"), "");
+    assert_eq!(
+        hmp(&mut m, "loadvm"),
+        "loadvm: string expected\r\nTry \"help loadvm\" for more information\r\n"
+    );
+    assert_eq!(
+        hmp(&mut m, "help savevm"),
+        "savevm tag -- save a VM snapshot. If no tag is provided, a new snapshot is created\r\n"
+    );
+    let text = hmp(&mut m, "info snapshots");
+    assert_eq!(text.split("\r\n").count(), 4, "{text}");
+    drop(m);
+    for f in [&a, &b] {
+        if let Some(clean) = qemu_img_check_clean(f) {
+            assert!(clean, "{}", f.display());
+        }
+    }
+    if let Some(info) = qemu_img_info(&a) {
+        assert_eq!(info["snapshots"][0]["name"], "s2");
+        assert_eq!(info["snapshots"].as_array().unwrap().len(), 1);
+    }
+    // A machine without a qcow2 disk.
+    let mut m = common::machine_10();
+    assert_eq!(
+        hmp(&mut m, "info snapshots"),
+        "no block device can store vmstate for snapshot\r\n"
+    );
+}

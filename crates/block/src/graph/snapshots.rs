@@ -81,4 +81,24 @@ impl BlockGraph {
         self.edit_closed(node, |p| qcow2_snapshots::delete(p, matches))?
             .ok_or_else(missing)
     }
+
+    /// The internal snapshots of a qcow2 node's image, in table order (none for other
+    /// drivers).
+    pub fn snapshots(&self, node: &str) -> Result<Vec<Entry>> {
+        if self.node(node)?.driver != Driver::Qcow2 {
+            return Ok(Vec::new());
+        }
+        qcow2_snapshots::list(std::path::Path::new(&self.filename(node)?))
+    }
+
+    /// Reverts a qcow2 node's image to its snapshot named `name`.
+    pub fn snapshot_goto(&mut self, node: &str, name: &str) -> Result<Entry> {
+        self.check_job_blocked(node)?;
+        self.edit_closed(node, |p| qcow2_snapshots::goto(p, |e| e.name == name))?
+            .ok_or_else(|| {
+                Error::generic(format!(
+                    "Snapshot '{name}' does not exist in one or more devices"
+                ))
+            })
+    }
 }
