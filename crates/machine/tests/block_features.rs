@@ -1044,3 +1044,49 @@ fn hmp_vm_snapshots() {
         "no block device can store vmstate for snapshot\r\n"
     );
 }
+
+#[test]
+fn set_iothread_checks_in_qemus_words() {
+    let d = dir("iothread");
+    let disk = d.join("disk.qcow2");
+    qcow2(&disk, 1 << 20);
+    let mut m = common::machine_with(|c| {
+        c.objects.push(qmpkit_machine::config::ObjectConfig {
+            qom_type: "iothread".into(),
+            id: "io0".into(),
+            ..Default::default()
+        })
+    });
+    ok(run(
+        &mut m,
+        "blockdev-add",
+        json!({"driver": "qcow2", "node-name": "d0",
+               "file": {"driver": "file", "node-name": "f0", "filename": disk}}),
+    ));
+    let set = |m: &mut Machine, v: Value| run(m, "x-blockdev-set-iothread", v);
+    ok(set(&mut m, json!({"node-name": "d0", "iothread": "io0"})));
+    ok(set(&mut m, json!({"node-name": "d0", "iothread": null})));
+    ok(set(&mut m, json!({"node-name": "f0", "iothread": "io0"})));
+    assert_eq!(
+        err(set(&mut m, json!({"node-name": "nope", "iothread": "io0"}))),
+        "GenericError: Failed to find node with node-name='nope'"
+    );
+    assert_eq!(
+        err(set(&mut m, json!({"node-name": "d0", "iothread": "nope"}))),
+        "GenericError: Cannot find iothread nope"
+    );
+    ok(run(
+        &mut m,
+        "device_add",
+        json!({"driver": "virtio-blk-pci", "id": "vd1", "drive": "d0"}),
+    ));
+    assert_eq!(
+        err(set(&mut m, json!({"node-name": "d0", "iothread": "io0"}))),
+        "GenericError: Node d0 is associated with a BlockBackend and could be in use \
+         (use force=true to override this check)"
+    );
+    ok(set(
+        &mut m,
+        json!({"node-name": "d0", "iothread": "io0", "force": true}),
+    ));
+}

@@ -211,6 +211,7 @@ fn call_args(cmd: &str, tmp: &str) -> Option<Value> {
         | "block-dirty-bitmap-clear"
         | "x-debug-block-dirty-bitmap-sha256" => json!({"node": "null9", "name": "b0"}),
         "blockdev-snapshot-internal-sync" => json!({"device": "virtio0", "name": "s1"}),
+        "x-blockdev-set-iothread" => json!({"node-name": "null9", "iothread": null}),
         "blockdev-snapshot-delete-internal-sync" => json!({"device": "virtio0", "name": "s1"}),
         "change-backing-file" => {
             json!({"device": "virtio0", "image-node-name": "null9", "backing-file": "x"})
@@ -365,6 +366,10 @@ const ERRORS: &[(&str, &str)] = &[
     ("drive-backup", SIMULATED),
     ("blockdev-snapshot-sync", SIMULATED),
     ("change-backing-file", SIMULATED),
+    (
+        "x-blockdev-set-iothread",
+        "Failed to find node with node-name='null9'",
+    ),
     ("blockdev-snapshot-internal-sync", SIMULATED),
     ("blockdev-snapshot-delete-internal-sync", SIMULATED),
     ("migrate-continue", "Migration not in expected state: none"),

@@ -202,3 +202,32 @@ pub fn execute_newer(m: &mut Machine, cmd: &str, args: &crate::Args) -> Option<c
     };
     Some(r.map(|()| serde_json::Value::Object(serde_json::Map::new())))
 }
+
+/// `x-blockdev-set-iothread`: QEMU's checks and words. The simulated machine runs no I/O
+/// threads and no interface reports which one a node is in, so nothing else changes.
+pub fn x_blockdev_set_iothread(
+    m: &mut Machine,
+    a: api::XBlockdevSetIothread,
+    _: &mut Cx,
+) -> R<Empty> {
+    block::catch_up(m);
+    if !m.block.graph.contains(&a.node_name) {
+        return Err(generic(format!(
+            "Failed to find node with node-name='{}'",
+            a.node_name
+        )));
+    }
+    if let api::StrOrNull::S(id) = &a.iothread {
+        if !crate::identity::iothreads(m).iter().any(|t| &t.id == id) {
+            return Err(generic(format!("Cannot find iothread {id}")));
+        }
+    }
+    if !a.force.unwrap_or(false) && !m.block.graph.users_of(&a.node_name).is_empty() {
+        return Err(generic(format!(
+            "Node {} is associated with a BlockBackend and could be in use (use force=true \
+             to override this check)",
+            a.node_name
+        )));
+    }
+    Ok(Empty)
+}

@@ -246,6 +246,7 @@ handlers! {
     change_backing_file(ChangeBackingFile) => block_node::change_backing_file;
     block_set_io_throttle(BlockSetIoThrottle) => block_node::block_set_io_throttle;
     blockdev_snapshot_internal_sync(BlockdevSnapshotInternalSync) => block_node::blockdev_snapshot_internal_sync;
+    x_blockdev_set_iothread(XBlockdevSetIothread) => block_node::x_blockdev_set_iothread;
     blockdev_snapshot_delete_internal_sync(BlockdevSnapshotDeleteInternalSync) => block_node::blockdev_snapshot_delete_internal_sync;
 }
 
