@@ -140,6 +140,7 @@ impl MachineHandle {
         entity: Option<usize>,
         unhandled: Unhandled,
     ) -> Result<Value, QmpError> {
+        let given = call.fds.len();
         let mut cx = Cx {
             now_ns: self.now_ns(),
             fds: call.fds,
@@ -162,6 +163,10 @@ impl MachineHandle {
             // Any timer: the timer task recomputes its deadline.
             (r, m.next_deadline().is_some(), m.exit)
         };
+        // A command that took no descriptor leaves them for the next one.
+        if cx.fds.len() == given {
+            call.session.keep_unused_fds(std::mem::take(&mut cx.fds));
+        }
         {
             *self.events_slot() = Some(call.events.clone());
         }

@@ -1,7 +1,7 @@
 //! The glue's answer to calls, in each of the modes `qmpkit serve` offers
 //! for commands no subsystem takes.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use qmpkit_machine::{Args, Machine, MachineConfig};
 use qmpkit_machine_server::MachineHandle;
@@ -36,10 +36,7 @@ fn call(reg: &Registry, cmd: &str, a: Value) -> Result<Value, String> {
         command: cmd.to_string(),
         args: args(a),
         oob: false,
-        session: SessionInfo {
-            id: 1,
-            named_fds: Arc::new(Mutex::new(Default::default())),
-        },
+        session: SessionInfo::new(1),
         events: EventSender::from_fn(|_, _| {}),
         fds: Vec::new(),
     };

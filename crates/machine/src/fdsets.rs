@@ -262,15 +262,13 @@ pub fn fd_not_found(name: &str) -> QmpError {
 /// `getfd`: keep the descriptor that came with the call under `name` (replacing, and so
 /// closing, one of the same name).
 pub fn getfd(m: &mut Machine, cx: &mut Cx, name: &str) -> Result<(), QmpError> {
-    if cx.fds.is_empty() {
-        return Err(no_fd());
-    }
+    // Taken (and on a bad name closed) before the name is checked, as QEMU does.
+    let fd = take_received_fd(cx)?;
     if name.starts_with(|c: char| c.is_ascii_digit()) {
         return Err(QmpError::generic(
             "Parameter 'fdname' expects a name not starting with a digit",
         ));
     }
-    let fd = cx.fds.remove(0);
     if let Some(s) = &cx.session_fds {
         if let Ok(mut map) = s.lock() {
             map.insert(name.to_string(), fd);
@@ -294,8 +292,17 @@ pub fn closefd(m: &mut Machine, cx: &mut Cx, name: &str) -> Result<(), QmpError>
     }
 }
 
-fn no_fd() -> QmpError {
-    QmpError::generic("No file descriptor supplied via SCM_RIGHTS")
+/// The first descriptor that came with the call; the others close, as QEMU closes the
+/// rest of a message's descriptors once a command takes one.
+fn take_received_fd(cx: &mut Cx) -> Result<OwnedFd, QmpError> {
+    if cx.fds.is_empty() {
+        return Err(QmpError::generic(
+            "No file descriptor supplied via SCM_RIGHTS",
+        ));
+    }
+    let fd = cx.fds.remove(0);
+    cx.fds.clear();
+    Ok(fd)
 }
 
 /// `add-fd`: the descriptor that came with the call joins set `want` (a new set, the lowest
@@ -306,15 +313,12 @@ pub fn add_fd(
     want: Option<i64>,
     opaque: Option<String>,
 ) -> Result<(i64, i64), QmpError> {
-    if cx.fds.is_empty() {
-        return Err(no_fd());
-    }
+    let fd = take_received_fd(cx)?;
     if want.is_some_and(|id| id < 0) {
         return Err(QmpError::generic(
             "Parameter 'fdset-id' expects a non-negative value",
         ));
     }
-    let fd = cx.fds.remove(0);
     let raw = fd.as_raw_fd() as i64;
     let st = &mut m.fds;
     st.prune();

@@ -46,6 +46,9 @@ fn getfd_belongs_to_its_client() {
         run_cx(&mut m, "getfd", json!({"fdname": "1x"}), &mut cx),
         Err("GenericError: Parameter 'fdname' expects a name not starting with a digit".into())
     );
+    // As in QEMU, the refused call used up (and closed) the descriptor.
+    assert!(cx.fds.is_empty());
+    cx.fds.push(file_fd("fds-a", true));
     ok(run_cx(&mut m, "getfd", json!({"fdname": "x"}), &mut cx));
     let raw = session.lock().unwrap()["x"].as_raw_fd();
     assert!(is_open(raw));
@@ -77,6 +80,8 @@ fn fdsets_ids_order_words_and_use() {
         run_cx(&mut m, "add-fd", json!({"fdset-id": -1}), &mut cx),
         Err("GenericError: Parameter 'fdset-id' expects a non-negative value".into())
     );
+    assert!(cx.fds.is_empty());
+    cx.fds.push(file_fd("fds-c", true));
     let a = ok(run_cx(
         &mut m,
         "add-fd",

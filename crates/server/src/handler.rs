@@ -62,6 +62,35 @@ pub struct SessionInfo {
     /// File descriptors kept by name for this session (`getfd`/`closefd`):
     /// in QEMU they belong to the monitor connection and close with it.
     pub named_fds: Arc<Mutex<HashMap<String, OwnedFd>>>,
+    /// Descriptors the connection received (SCM_RIGHTS) that no command has
+    /// taken yet. As in QEMU they wait for the next command that takes
+    /// descriptors, and descriptors that come later replace them.
+    pub received_fds: Arc<Mutex<Vec<OwnedFd>>>,
+}
+
+impl SessionInfo {
+    /// A session with nothing received or kept yet.
+    pub fn new(id: u64) -> SessionInfo {
+        SessionInfo {
+            id,
+            named_fds: Arc::new(Mutex::new(HashMap::new())),
+            received_fds: Arc::new(Mutex::new(Vec::new())),
+        }
+    }
+
+    /// A handler that took none of its call's descriptors gives them back:
+    /// they stay for the next command, unless newer ones came meanwhile.
+    /// (A handler that took some drops the rest, as QEMU closes them.)
+    pub fn keep_unused_fds(&self, fds: Vec<OwnedFd>) {
+        if fds.is_empty() {
+            return;
+        }
+        if let Ok(mut slot) = self.received_fds.lock() {
+            if slot.is_empty() {
+                *slot = fds;
+            }
+        }
+    }
 }
 
 /// One command call, as a handler receives it.
@@ -76,8 +105,10 @@ pub struct Call {
     pub oob: bool,
     pub session: SessionInfo,
     pub events: EventSender,
-    /// File descriptors received (SCM_RIGHTS) with or before this request
-    /// and not yet consumed; a handler takes what it uses.
+    /// File descriptors received (SCM_RIGHTS) before this request and not
+    /// yet taken (those of the latest message that carried any); a handler
+    /// takes what it uses, or hands them back untouched with
+    /// [`SessionInfo::keep_unused_fds`].
     pub fds: Vec<OwnedFd>,
 }
 

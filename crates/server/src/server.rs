@@ -810,6 +810,17 @@ impl Inner {
             return None;
         }
         if let Some(h) = &entry.handler {
+            // The descriptors of the latest message that carried any, whether they
+            // came just before this request or before an earlier one that took none.
+            let fds = match st.info.received_fds.lock() {
+                Ok(mut slot) => {
+                    if !fds.is_empty() {
+                        *slot = fds;
+                    }
+                    std::mem::take(&mut *slot)
+                }
+                Err(_) => fds,
+            };
             let call = Call {
                 command: req.command,
                 args,

@@ -14,7 +14,7 @@ use std::future::Future;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use qmpkit_wire::{JsonError, JsonStreamer};
@@ -47,13 +47,19 @@ impl Sock {
 
     /// One read. A short read means the socket is drained: its readiness is cleared then (as
     /// tokio's own reads do), which saves the read that would only say `EAGAIN`; data that
-    /// arrives meanwhile raises a new readiness event.
+    /// arrives meanwhile raises a new readiness event. Not so for a read that brought
+    /// descriptors: the kernel ends a read after the bytes that carried them, even when
+    /// more is queued (a client's `send_fd_scm` byte and the command written after it).
     fn try_read(&self, buf: &mut [u8], fds: &mut Vec<OwnedFd>) -> io::Result<usize> {
         let len = buf.len();
         let mut got = 0usize;
         let r = match self {
             Sock::Unix(s) => s.try_io(Interest::READABLE, || {
+                let before = fds.len();
                 let n = crate::fdpass::recv_with_fds(s.as_raw_fd(), buf, fds)?;
+                if fds.len() > before {
+                    return Ok(n);
+                }
                 short_read(n, len, &mut got)
             }),
             Sock::Tcp(s) => s.try_io(Interest::READABLE, || {
@@ -106,8 +112,6 @@ struct Queued {
 /// Size of a session's first reads, and the most it grows to.
 const FIRST_READ: usize = 4 * 1024;
 const READ_CHUNK: usize = 64 * 1024;
-/// Most descriptors kept for the next request (the kernel's limit for one message).
-const MAX_PENDING_FDS: usize = 253;
 /// How long a session that is ending waits for its client to take the last replies.
 const LINGER: Duration = Duration::from_secs(10);
 
@@ -221,10 +225,7 @@ impl Server {
         let mut st = SessState {
             negotiated: false,
             oob: false,
-            info: SessionInfo {
-                id,
-                named_fds: Arc::new(Mutex::new(Default::default())),
-            },
+            info: SessionInfo::new(id),
             shared: shared.clone(),
         };
         run(&inner, &sock, &mut st, on_eof, sopts).await;
@@ -347,11 +348,9 @@ async fn run(
                     }
                 }
                 if !new_fds.is_empty() {
-                    pending_fds.append(&mut new_fds);
-                    // Descriptors nobody asks for are not hoarded: keep the newest.
-                    if pending_fds.len() > MAX_PENDING_FDS {
-                        pending_fds.drain(..pending_fds.len() - MAX_PENDING_FDS);
-                    }
+                    // One read brings one message's descriptors; as in QEMU, they
+                    // replace those of an earlier message that nothing took.
+                    pending_fds = std::mem::take(&mut new_fds);
                 }
                 for item in items.drain(..) {
                     let fds = std::mem::take(&mut pending_fds);
