@@ -3883,6 +3883,9 @@ pub struct BlockDeviceInfo {
     pub backing_file: ::core::option::Option<::std::string::String>,
     /// length of the backing chain
     pub backing_file_depth: i64,
+    /// false when the node was made inactive (its image is
+    /// released for another process, as after migration) (since 10.0)
+    pub active: bool,
     /// image is encrypted
     pub encrypted: bool,
     /// always false (kept for compatibility)
@@ -3933,6 +3936,7 @@ impl ::qmpkit_qapi::Object for BlockDeviceInfo {
         ::serde::ser::SerializeMap::serialize_entry(__m, "drv", &self.drv)?;
         if let ::core::option::Option::Some(__v) = &self.backing_file { ::serde::ser::SerializeMap::serialize_entry(__m, "backing_file", __v)?; }
         ::serde::ser::SerializeMap::serialize_entry(__m, "backing_file_depth", &self.backing_file_depth)?;
+        ::serde::ser::SerializeMap::serialize_entry(__m, "active", &self.active)?;
         ::serde::ser::SerializeMap::serialize_entry(__m, "encrypted", &self.encrypted)?;
         ::serde::ser::SerializeMap::serialize_entry(__m, "encryption_key_missing", &self.encryption_key_missing)?;
         ::serde::ser::SerializeMap::serialize_entry(__m, "detect_zeroes", &self.detect_zeroes)?;
@@ -3984,6 +3988,7 @@ pub struct __BlockDeviceInfoBuilder {
     drv: ::core::option::Option<::std::string::String>,
     backing_file: ::core::option::Option<::std::string::String>,
     backing_file_depth: ::core::option::Option<i64>,
+    active: ::core::option::Option<bool>,
     encrypted: ::core::option::Option<bool>,
     encryption_key_missing: ::core::option::Option<bool>,
     detect_zeroes: ::core::option::Option<BlockdevDetectZeroesOptions>,
@@ -4022,6 +4027,7 @@ impl ::qmpkit_qapi::Builder for __BlockDeviceInfoBuilder {
             "drv" => self.drv = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
             "backing_file" => self.backing_file = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
             "backing_file_depth" => self.backing_file_depth = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
+            "active" => self.active = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
             "encrypted" => self.encrypted = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
             "encryption_key_missing" => self.encryption_key_missing = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
             "detect_zeroes" => self.detect_zeroes = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
@@ -4053,7 +4059,7 @@ impl ::qmpkit_qapi::Builder for __BlockDeviceInfoBuilder {
         Ok(true)
     }
     fn finish<__E: ::serde::de::Error>(self) -> ::core::result::Result<BlockDeviceInfo, __E> {
-        Ok(BlockDeviceInfo { file: ::qmpkit_qapi::__rt::missing(self.file, "file")?, node_name: self.node_name, ro: ::qmpkit_qapi::__rt::missing(self.ro, "ro")?, drv: ::qmpkit_qapi::__rt::missing(self.drv, "drv")?, backing_file: self.backing_file, backing_file_depth: ::qmpkit_qapi::__rt::missing(self.backing_file_depth, "backing_file_depth")?, encrypted: ::qmpkit_qapi::__rt::missing(self.encrypted, "encrypted")?, encryption_key_missing: ::qmpkit_qapi::__rt::missing(self.encryption_key_missing, "encryption_key_missing")?, detect_zeroes: ::qmpkit_qapi::__rt::missing(self.detect_zeroes, "detect_zeroes")?, bps: ::qmpkit_qapi::__rt::missing(self.bps, "bps")?, bps_rd: ::qmpkit_qapi::__rt::missing(self.bps_rd, "bps_rd")?, bps_wr: ::qmpkit_qapi::__rt::missing(self.bps_wr, "bps_wr")?, iops: ::qmpkit_qapi::__rt::missing(self.iops, "iops")?, iops_rd: ::qmpkit_qapi::__rt::missing(self.iops_rd, "iops_rd")?, iops_wr: ::qmpkit_qapi::__rt::missing(self.iops_wr, "iops_wr")?, image: ::qmpkit_qapi::__rt::missing(self.image, "image")?, bps_max: self.bps_max, bps_rd_max: self.bps_rd_max, bps_wr_max: self.bps_wr_max, iops_max: self.iops_max, iops_rd_max: self.iops_rd_max, iops_wr_max: self.iops_wr_max, bps_max_length: self.bps_max_length, bps_rd_max_length: self.bps_rd_max_length, bps_wr_max_length: self.bps_wr_max_length, iops_max_length: self.iops_max_length, iops_rd_max_length: self.iops_rd_max_length, iops_wr_max_length: self.iops_wr_max_length, iops_size: self.iops_size, group: self.group, cache: ::qmpkit_qapi::__rt::missing(self.cache, "cache")?, write_threshold: ::qmpkit_qapi::__rt::missing(self.write_threshold, "write_threshold")?, })
+        Ok(BlockDeviceInfo { file: ::qmpkit_qapi::__rt::missing(self.file, "file")?, node_name: self.node_name, ro: ::qmpkit_qapi::__rt::missing(self.ro, "ro")?, drv: ::qmpkit_qapi::__rt::missing(self.drv, "drv")?, backing_file: self.backing_file, backing_file_depth: ::qmpkit_qapi::__rt::missing(self.backing_file_depth, "backing_file_depth")?, active: ::qmpkit_qapi::__rt::missing(self.active, "active")?, encrypted: ::qmpkit_qapi::__rt::missing(self.encrypted, "encrypted")?, encryption_key_missing: ::qmpkit_qapi::__rt::missing(self.encryption_key_missing, "encryption_key_missing")?, detect_zeroes: ::qmpkit_qapi::__rt::missing(self.detect_zeroes, "detect_zeroes")?, bps: ::qmpkit_qapi::__rt::missing(self.bps, "bps")?, bps_rd: ::qmpkit_qapi::__rt::missing(self.bps_rd, "bps_rd")?, bps_wr: ::qmpkit_qapi::__rt::missing(self.bps_wr, "bps_wr")?, iops: ::qmpkit_qapi::__rt::missing(self.iops, "iops")?, iops_rd: ::qmpkit_qapi::__rt::missing(self.iops_rd, "iops_rd")?, iops_wr: ::qmpkit_qapi::__rt::missing(self.iops_wr, "iops_wr")?, image: ::qmpkit_qapi::__rt::missing(self.image, "image")?, bps_max: self.bps_max, bps_rd_max: self.bps_rd_max, bps_wr_max: self.bps_wr_max, iops_max: self.iops_max, iops_rd_max: self.iops_rd_max, iops_wr_max: self.iops_wr_max, bps_max_length: self.bps_max_length, bps_rd_max_length: self.bps_rd_max_length, bps_wr_max_length: self.bps_wr_max_length, iops_max_length: self.iops_max_length, iops_rd_max_length: self.iops_rd_max_length, iops_wr_max_length: self.iops_wr_max_length, iops_size: self.iops_size, group: self.group, cache: ::qmpkit_qapi::__rt::missing(self.cache, "cache")?, write_threshold: ::qmpkit_qapi::__rt::missing(self.write_threshold, "write_threshold")?, })
     }
 }
 
@@ -4625,6 +4631,31 @@ pub struct BlockDeviceStats {
     pub account_failed: bool,
     /// figures over time intervals
     pub timed_stats: ::std::vec::Vec<BlockDeviceTimedStats>,
+    /// bytes discarded (since 4.2)
+    pub unmap_bytes: i64,
+    /// discards done (since 4.2)
+    pub unmap_operations: i64,
+    /// time spent discarding (since 4.2)
+    pub unmap_total_time_ns: i64,
+    /// discards merged with others (since 4.2)
+    pub unmap_merged: i64,
+    /// discards that failed (since 4.2)
+    pub failed_unmap_operations: i64,
+    /// discards refused as invalid (since 4.2)
+    pub invalid_unmap_operations: i64,
+    /// bytes appended to zones (since 8.1)
+    pub zone_append_bytes: i64,
+    /// zone appends done (since 8.1)
+    pub zone_append_operations: i64,
+    /// time spent appending to zones (since 8.1)
+    pub zone_append_total_time_ns: i64,
+    /// zone appends merged with others (since 8.1)
+    pub zone_append_merged: i64,
+    /// zone appends that failed (since 8.1)
+    pub failed_zone_append_operations: i64,
+    /// zone appends refused as invalid
+    /// (since 8.1)
+    pub invalid_zone_append_operations: i64,
 }
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for BlockDeviceStats {
@@ -4651,6 +4682,18 @@ impl ::qmpkit_qapi::Object for BlockDeviceStats {
         ::serde::ser::SerializeMap::serialize_entry(__m, "account_invalid", &self.account_invalid)?;
         ::serde::ser::SerializeMap::serialize_entry(__m, "account_failed", &self.account_failed)?;
         ::serde::ser::SerializeMap::serialize_entry(__m, "timed_stats", &self.timed_stats)?;
+        ::serde::ser::SerializeMap::serialize_entry(__m, "unmap_bytes", &self.unmap_bytes)?;
+        ::serde::ser::SerializeMap::serialize_entry(__m, "unmap_operations", &self.unmap_operations)?;
+        ::serde::ser::SerializeMap::serialize_entry(__m, "unmap_total_time_ns", &self.unmap_total_time_ns)?;
+        ::serde::ser::SerializeMap::serialize_entry(__m, "unmap_merged", &self.unmap_merged)?;
+        ::serde::ser::SerializeMap::serialize_entry(__m, "failed_unmap_operations", &self.failed_unmap_operations)?;
+        ::serde::ser::SerializeMap::serialize_entry(__m, "invalid_unmap_operations", &self.invalid_unmap_operations)?;
+        ::serde::ser::SerializeMap::serialize_entry(__m, "zone_append_bytes", &self.zone_append_bytes)?;
+        ::serde::ser::SerializeMap::serialize_entry(__m, "zone_append_operations", &self.zone_append_operations)?;
+        ::serde::ser::SerializeMap::serialize_entry(__m, "zone_append_total_time_ns", &self.zone_append_total_time_ns)?;
+        ::serde::ser::SerializeMap::serialize_entry(__m, "zone_append_merged", &self.zone_append_merged)?;
+        ::serde::ser::SerializeMap::serialize_entry(__m, "failed_zone_append_operations", &self.failed_zone_append_operations)?;
+        ::serde::ser::SerializeMap::serialize_entry(__m, "invalid_zone_append_operations", &self.invalid_zone_append_operations)?;
         Ok(())
     }
 }
@@ -4691,6 +4734,18 @@ pub struct __BlockDeviceStatsBuilder {
     account_invalid: ::core::option::Option<bool>,
     account_failed: ::core::option::Option<bool>,
     timed_stats: ::core::option::Option<::std::vec::Vec<BlockDeviceTimedStats>>,
+    unmap_bytes: ::core::option::Option<i64>,
+    unmap_operations: ::core::option::Option<i64>,
+    unmap_total_time_ns: ::core::option::Option<i64>,
+    unmap_merged: ::core::option::Option<i64>,
+    failed_unmap_operations: ::core::option::Option<i64>,
+    invalid_unmap_operations: ::core::option::Option<i64>,
+    zone_append_bytes: ::core::option::Option<i64>,
+    zone_append_operations: ::core::option::Option<i64>,
+    zone_append_total_time_ns: ::core::option::Option<i64>,
+    zone_append_merged: ::core::option::Option<i64>,
+    failed_zone_append_operations: ::core::option::Option<i64>,
+    invalid_zone_append_operations: ::core::option::Option<i64>,
 }
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Builder for __BlockDeviceStatsBuilder {
@@ -4718,12 +4773,24 @@ impl ::qmpkit_qapi::Builder for __BlockDeviceStatsBuilder {
             "account_invalid" => self.account_invalid = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
             "account_failed" => self.account_failed = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
             "timed_stats" => self.timed_stats = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
+            "unmap_bytes" => self.unmap_bytes = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
+            "unmap_operations" => self.unmap_operations = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
+            "unmap_total_time_ns" => self.unmap_total_time_ns = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
+            "unmap_merged" => self.unmap_merged = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
+            "failed_unmap_operations" => self.failed_unmap_operations = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
+            "invalid_unmap_operations" => self.invalid_unmap_operations = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
+            "zone_append_bytes" => self.zone_append_bytes = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
+            "zone_append_operations" => self.zone_append_operations = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
+            "zone_append_total_time_ns" => self.zone_append_total_time_ns = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
+            "zone_append_merged" => self.zone_append_merged = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
+            "failed_zone_append_operations" => self.failed_zone_append_operations = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
+            "invalid_zone_append_operations" => self.invalid_zone_append_operations = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
             _ => return Ok(false),
         }
         Ok(true)
     }
     fn finish<__E: ::serde::de::Error>(self) -> ::core::result::Result<BlockDeviceStats, __E> {
-        Ok(BlockDeviceStats { rd_bytes: ::qmpkit_qapi::__rt::missing(self.rd_bytes, "rd_bytes")?, wr_bytes: ::qmpkit_qapi::__rt::missing(self.wr_bytes, "wr_bytes")?, rd_operations: ::qmpkit_qapi::__rt::missing(self.rd_operations, "rd_operations")?, wr_operations: ::qmpkit_qapi::__rt::missing(self.wr_operations, "wr_operations")?, flush_operations: ::qmpkit_qapi::__rt::missing(self.flush_operations, "flush_operations")?, flush_total_time_ns: ::qmpkit_qapi::__rt::missing(self.flush_total_time_ns, "flush_total_time_ns")?, wr_total_time_ns: ::qmpkit_qapi::__rt::missing(self.wr_total_time_ns, "wr_total_time_ns")?, rd_total_time_ns: ::qmpkit_qapi::__rt::missing(self.rd_total_time_ns, "rd_total_time_ns")?, wr_highest_offset: ::qmpkit_qapi::__rt::missing(self.wr_highest_offset, "wr_highest_offset")?, rd_merged: ::qmpkit_qapi::__rt::missing(self.rd_merged, "rd_merged")?, wr_merged: ::qmpkit_qapi::__rt::missing(self.wr_merged, "wr_merged")?, idle_time_ns: self.idle_time_ns, failed_rd_operations: ::qmpkit_qapi::__rt::missing(self.failed_rd_operations, "failed_rd_operations")?, failed_wr_operations: ::qmpkit_qapi::__rt::missing(self.failed_wr_operations, "failed_wr_operations")?, failed_flush_operations: ::qmpkit_qapi::__rt::missing(self.failed_flush_operations, "failed_flush_operations")?, invalid_rd_operations: ::qmpkit_qapi::__rt::missing(self.invalid_rd_operations, "invalid_rd_operations")?, invalid_wr_operations: ::qmpkit_qapi::__rt::missing(self.invalid_wr_operations, "invalid_wr_operations")?, invalid_flush_operations: ::qmpkit_qapi::__rt::missing(self.invalid_flush_operations, "invalid_flush_operations")?, account_invalid: ::qmpkit_qapi::__rt::missing(self.account_invalid, "account_invalid")?, account_failed: ::qmpkit_qapi::__rt::missing(self.account_failed, "account_failed")?, timed_stats: ::qmpkit_qapi::__rt::missing(self.timed_stats, "timed_stats")?, })
+        Ok(BlockDeviceStats { rd_bytes: ::qmpkit_qapi::__rt::missing(self.rd_bytes, "rd_bytes")?, wr_bytes: ::qmpkit_qapi::__rt::missing(self.wr_bytes, "wr_bytes")?, rd_operations: ::qmpkit_qapi::__rt::missing(self.rd_operations, "rd_operations")?, wr_operations: ::qmpkit_qapi::__rt::missing(self.wr_operations, "wr_operations")?, flush_operations: ::qmpkit_qapi::__rt::missing(self.flush_operations, "flush_operations")?, flush_total_time_ns: ::qmpkit_qapi::__rt::missing(self.flush_total_time_ns, "flush_total_time_ns")?, wr_total_time_ns: ::qmpkit_qapi::__rt::missing(self.wr_total_time_ns, "wr_total_time_ns")?, rd_total_time_ns: ::qmpkit_qapi::__rt::missing(self.rd_total_time_ns, "rd_total_time_ns")?, wr_highest_offset: ::qmpkit_qapi::__rt::missing(self.wr_highest_offset, "wr_highest_offset")?, rd_merged: ::qmpkit_qapi::__rt::missing(self.rd_merged, "rd_merged")?, wr_merged: ::qmpkit_qapi::__rt::missing(self.wr_merged, "wr_merged")?, idle_time_ns: self.idle_time_ns, failed_rd_operations: ::qmpkit_qapi::__rt::missing(self.failed_rd_operations, "failed_rd_operations")?, failed_wr_operations: ::qmpkit_qapi::__rt::missing(self.failed_wr_operations, "failed_wr_operations")?, failed_flush_operations: ::qmpkit_qapi::__rt::missing(self.failed_flush_operations, "failed_flush_operations")?, invalid_rd_operations: ::qmpkit_qapi::__rt::missing(self.invalid_rd_operations, "invalid_rd_operations")?, invalid_wr_operations: ::qmpkit_qapi::__rt::missing(self.invalid_wr_operations, "invalid_wr_operations")?, invalid_flush_operations: ::qmpkit_qapi::__rt::missing(self.invalid_flush_operations, "invalid_flush_operations")?, account_invalid: ::qmpkit_qapi::__rt::missing(self.account_invalid, "account_invalid")?, account_failed: ::qmpkit_qapi::__rt::missing(self.account_failed, "account_failed")?, timed_stats: ::qmpkit_qapi::__rt::missing(self.timed_stats, "timed_stats")?, unmap_bytes: ::qmpkit_qapi::__rt::missing(self.unmap_bytes, "unmap_bytes")?, unmap_operations: ::qmpkit_qapi::__rt::missing(self.unmap_operations, "unmap_operations")?, unmap_total_time_ns: ::qmpkit_qapi::__rt::missing(self.unmap_total_time_ns, "unmap_total_time_ns")?, unmap_merged: ::qmpkit_qapi::__rt::missing(self.unmap_merged, "unmap_merged")?, failed_unmap_operations: ::qmpkit_qapi::__rt::missing(self.failed_unmap_operations, "failed_unmap_operations")?, invalid_unmap_operations: ::qmpkit_qapi::__rt::missing(self.invalid_unmap_operations, "invalid_unmap_operations")?, zone_append_bytes: ::qmpkit_qapi::__rt::missing(self.zone_append_bytes, "zone_append_bytes")?, zone_append_operations: ::qmpkit_qapi::__rt::missing(self.zone_append_operations, "zone_append_operations")?, zone_append_total_time_ns: ::qmpkit_qapi::__rt::missing(self.zone_append_total_time_ns, "zone_append_total_time_ns")?, zone_append_merged: ::qmpkit_qapi::__rt::missing(self.zone_append_merged, "zone_append_merged")?, failed_zone_append_operations: ::qmpkit_qapi::__rt::missing(self.failed_zone_append_operations, "failed_zone_append_operations")?, invalid_zone_append_operations: ::qmpkit_qapi::__rt::missing(self.invalid_zone_append_operations, "invalid_zone_append_operations")?, })
     }
 }
 
@@ -10610,6 +10677,257 @@ impl ::core::fmt::Display for QuorumOpType {
     }
 }
 
+/// QAPI enum `JobType`.
+///
+/// What a job does.
+///
+/// **Since:** 1.7
+#[allow(deprecated)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum JobType {
+    /// merges an overlay into its backing image
+    Commit,
+    /// copies a backing chain's data into the top image
+    Stream,
+    /// copies a device's data to a target, then keeps it in step
+    Mirror,
+    /// copies a device's data as of the job's start
+    Backup,
+    /// creates an image file (blockdev-create)
+    Create,
+    /// changes an image's options
+    Amend,
+    /// loads the machine's state from a snapshot
+    SnapshotLoad,
+    /// saves the machine's state in a snapshot
+    SnapshotSave,
+    /// deletes a snapshot
+    SnapshotDelete,
+    /// A value this schema does not know (from a newer server).
+    Unknown(::std::string::String),
+}
+#[allow(deprecated)]
+impl ::qmpkit_qapi::Enum for JobType {
+    const NAMES: &'static [&'static str] = &["commit", "stream", "mirror", "backup", "create", "amend", "snapshot-load", "snapshot-save", "snapshot-delete"];
+    fn from_name(__s: &str) -> Self {
+        match __s {
+            "commit" => JobType::Commit,
+            "stream" => JobType::Stream,
+            "mirror" => JobType::Mirror,
+            "backup" => JobType::Backup,
+            "create" => JobType::Create,
+            "amend" => JobType::Amend,
+            "snapshot-load" => JobType::SnapshotLoad,
+            "snapshot-save" => JobType::SnapshotSave,
+            "snapshot-delete" => JobType::SnapshotDelete,
+            _ => JobType::Unknown(__s.into()),
+        }
+    }
+    fn as_str(&self) -> &str {
+        match self {
+            JobType::Commit => "commit",
+            JobType::Stream => "stream",
+            JobType::Mirror => "mirror",
+            JobType::Backup => "backup",
+            JobType::Create => "create",
+            JobType::Amend => "amend",
+            JobType::SnapshotLoad => "snapshot-load",
+            JobType::SnapshotSave => "snapshot-save",
+            JobType::SnapshotDelete => "snapshot-delete",
+            JobType::Unknown(__s) => __s,
+        }
+    }
+    fn is_unknown(&self) -> bool {
+        matches!(self, JobType::Unknown(_))
+    }
+}
+#[allow(deprecated)]
+impl ::serde::Serialize for JobType {
+    fn serialize<__S: ::serde::Serializer>(&self, __s: __S) -> ::core::result::Result<__S::Ok, __S::Error> {
+        __s.serialize_str(::qmpkit_qapi::Enum::as_str(self))
+    }
+}
+#[allow(deprecated)]
+impl<'de> ::serde::Deserialize<'de> for JobType {
+    fn deserialize<__D: ::serde::Deserializer<'de>>(__d: __D) -> ::core::result::Result<Self, __D::Error> {
+        ::qmpkit_qapi::__rt::deserialize_enum(__d)
+    }
+}
+#[allow(deprecated)]
+impl ::core::fmt::Display for JobType {
+    fn fmt(&self, __f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+        __f.write_str(::qmpkit_qapi::Enum::as_str(self))
+    }
+}
+
+/// QAPI enum `JobStatus`.
+///
+/// Where a job is in its life.
+///
+/// **Since:** 2.12
+#[allow(deprecated)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum JobStatus {
+    /// not a state a job is ever seen in
+    Undefined,
+    /// made, not started yet
+    Created,
+    /// working
+    Running,
+    /// stopped by a pause request or an error
+    Paused,
+    /// done with its first pass, waiting to be completed
+    Ready,
+    /// paused while ready
+    Standby,
+    /// done, waiting for the other jobs of its transaction
+    Waiting,
+    /// done, waiting to be finalized
+    Pending,
+    /// failing or cancelled, undoing what it did
+    Aborting,
+    /// finished, waiting to be dismissed
+    Concluded,
+    /// gone
+    Null,
+    /// A value this schema does not know (from a newer server).
+    Unknown(::std::string::String),
+}
+#[allow(deprecated)]
+impl ::qmpkit_qapi::Enum for JobStatus {
+    const NAMES: &'static [&'static str] = &["undefined", "created", "running", "paused", "ready", "standby", "waiting", "pending", "aborting", "concluded", "null"];
+    fn from_name(__s: &str) -> Self {
+        match __s {
+            "undefined" => JobStatus::Undefined,
+            "created" => JobStatus::Created,
+            "running" => JobStatus::Running,
+            "paused" => JobStatus::Paused,
+            "ready" => JobStatus::Ready,
+            "standby" => JobStatus::Standby,
+            "waiting" => JobStatus::Waiting,
+            "pending" => JobStatus::Pending,
+            "aborting" => JobStatus::Aborting,
+            "concluded" => JobStatus::Concluded,
+            "null" => JobStatus::Null,
+            _ => JobStatus::Unknown(__s.into()),
+        }
+    }
+    fn as_str(&self) -> &str {
+        match self {
+            JobStatus::Undefined => "undefined",
+            JobStatus::Created => "created",
+            JobStatus::Running => "running",
+            JobStatus::Paused => "paused",
+            JobStatus::Ready => "ready",
+            JobStatus::Standby => "standby",
+            JobStatus::Waiting => "waiting",
+            JobStatus::Pending => "pending",
+            JobStatus::Aborting => "aborting",
+            JobStatus::Concluded => "concluded",
+            JobStatus::Null => "null",
+            JobStatus::Unknown(__s) => __s,
+        }
+    }
+    fn is_unknown(&self) -> bool {
+        matches!(self, JobStatus::Unknown(_))
+    }
+}
+#[allow(deprecated)]
+impl ::serde::Serialize for JobStatus {
+    fn serialize<__S: ::serde::Serializer>(&self, __s: __S) -> ::core::result::Result<__S::Ok, __S::Error> {
+        __s.serialize_str(::qmpkit_qapi::Enum::as_str(self))
+    }
+}
+#[allow(deprecated)]
+impl<'de> ::serde::Deserialize<'de> for JobStatus {
+    fn deserialize<__D: ::serde::Deserializer<'de>>(__d: __D) -> ::core::result::Result<Self, __D::Error> {
+        ::qmpkit_qapi::__rt::deserialize_enum(__d)
+    }
+}
+#[allow(deprecated)]
+impl ::core::fmt::Display for JobStatus {
+    fn fmt(&self, __f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+        __f.write_str(::qmpkit_qapi::Enum::as_str(self))
+    }
+}
+
+/// QAPI struct `JobInfo`.
+///
+/// One job.
+///
+/// **Since:** 3.0
+#[allow(deprecated)]
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobInfo {
+    /// its ID
+    pub id: ::std::string::String,
+    /// its kind
+    pub r#type: JobType,
+    /// where it is in its life
+    pub status: JobStatus,
+    /// work done, in units of `total-progress`
+    pub current_progress: i64,
+    /// work to do in all (an estimate that may grow)
+    pub total_progress: i64,
+    /// why the job failed, once it has concluded after failing
+    pub error: ::core::option::Option<::std::string::String>,
+}
+#[allow(deprecated)]
+impl ::qmpkit_qapi::Object for JobInfo {
+    type Builder = __JobInfoBuilder;
+    fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
+        ::serde::ser::SerializeMap::serialize_entry(__m, "id", &self.id)?;
+        ::serde::ser::SerializeMap::serialize_entry(__m, "type", &self.r#type)?;
+        ::serde::ser::SerializeMap::serialize_entry(__m, "status", &self.status)?;
+        ::serde::ser::SerializeMap::serialize_entry(__m, "current-progress", &self.current_progress)?;
+        ::serde::ser::SerializeMap::serialize_entry(__m, "total-progress", &self.total_progress)?;
+        if let ::core::option::Option::Some(__v) = &self.error { ::serde::ser::SerializeMap::serialize_entry(__m, "error", __v)?; }
+        Ok(())
+    }
+}
+#[allow(deprecated)]
+impl ::serde::Serialize for JobInfo {
+    fn serialize<__S: ::serde::Serializer>(&self, __s: __S) -> ::core::result::Result<__S::Ok, __S::Error> {
+        ::qmpkit_qapi::__rt::serialize_object(self, __s)
+    }
+}
+#[allow(deprecated)]
+impl<'de> ::serde::Deserialize<'de> for JobInfo {
+    fn deserialize<__D: ::serde::Deserializer<'de>>(__d: __D) -> ::core::result::Result<Self, __D::Error> {
+        ::qmpkit_qapi::__rt::deserialize_object(__d, "JobInfo")
+    }
+}
+#[doc(hidden)]
+#[allow(deprecated)]
+#[derive(Default)]
+pub struct __JobInfoBuilder {
+    id: ::core::option::Option<::std::string::String>,
+    r#type: ::core::option::Option<JobType>,
+    status: ::core::option::Option<JobStatus>,
+    current_progress: ::core::option::Option<i64>,
+    total_progress: ::core::option::Option<i64>,
+    error: ::core::option::Option<::std::string::String>,
+}
+#[allow(deprecated)]
+impl ::qmpkit_qapi::Builder for __JobInfoBuilder {
+    type Out = JobInfo;
+    fn member<'de, __A: ::serde::de::MapAccess<'de>>(&mut self, __key: &str, __map: &mut __A) -> ::core::result::Result<bool, __A::Error> {
+        match __key {
+            "id" => self.id = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
+            "type" => self.r#type = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
+            "status" => self.status = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
+            "current-progress" => self.current_progress = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
+            "total-progress" => self.total_progress = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
+            "error" => self.error = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+    fn finish<__E: ::serde::de::Error>(self) -> ::core::result::Result<JobInfo, __E> {
+        Ok(JobInfo { id: ::qmpkit_qapi::__rt::missing(self.id, "id")?, r#type: ::qmpkit_qapi::__rt::missing(self.r#type, "type")?, status: ::qmpkit_qapi::__rt::missing(self.status, "status")?, current_progress: ::qmpkit_qapi::__rt::missing(self.current_progress, "current-progress")?, total_progress: ::qmpkit_qapi::__rt::missing(self.total_progress, "total-progress")?, error: self.error, })
+    }
+}
+
 /// QAPI struct `ChardevInfo`.
 ///
 /// One character device.
@@ -14923,6 +15241,61 @@ impl ::qmpkit_qapi::Builder for __TPMInfoBuilder {
     }
     fn finish<__E: ::serde::de::Error>(self) -> ::core::result::Result<TPMInfo, __E> {
         Ok(TPMInfo { id: ::qmpkit_qapi::__rt::missing(self.id, "id")?, model: ::qmpkit_qapi::__rt::missing(self.model, "model")?, options: ::qmpkit_qapi::__rt::missing(self.options, "options")?, })
+    }
+}
+
+/// QAPI enum `ImageFormat`.
+///
+/// The file format a screen is written in.
+///
+/// **Since:** 7.1
+#[allow(deprecated)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum ImageFormat {
+    /// portable pixmap
+    Ppm,
+    /// portable network graphics
+    Png,
+    /// A value this schema does not know (from a newer server).
+    Unknown(::std::string::String),
+}
+#[allow(deprecated)]
+impl ::qmpkit_qapi::Enum for ImageFormat {
+    const NAMES: &'static [&'static str] = &["ppm", "png"];
+    fn from_name(__s: &str) -> Self {
+        match __s {
+            "ppm" => ImageFormat::Ppm,
+            "png" => ImageFormat::Png,
+            _ => ImageFormat::Unknown(__s.into()),
+        }
+    }
+    fn as_str(&self) -> &str {
+        match self {
+            ImageFormat::Ppm => "ppm",
+            ImageFormat::Png => "png",
+            ImageFormat::Unknown(__s) => __s,
+        }
+    }
+    fn is_unknown(&self) -> bool {
+        matches!(self, ImageFormat::Unknown(_))
+    }
+}
+#[allow(deprecated)]
+impl ::serde::Serialize for ImageFormat {
+    fn serialize<__S: ::serde::Serializer>(&self, __s: __S) -> ::core::result::Result<__S::Ok, __S::Error> {
+        __s.serialize_str(::qmpkit_qapi::Enum::as_str(self))
+    }
+}
+#[allow(deprecated)]
+impl<'de> ::serde::Deserialize<'de> for ImageFormat {
+    fn deserialize<__D: ::serde::Deserializer<'de>>(__d: __D) -> ::core::result::Result<Self, __D::Error> {
+        ::qmpkit_qapi::__rt::deserialize_enum(__d)
+    }
+}
+#[allow(deprecated)]
+impl ::core::fmt::Display for ImageFormat {
+    fn fmt(&self, __f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+        __f.write_str(::qmpkit_qapi::Enum::as_str(self))
     }
 }
 
@@ -26892,6 +27265,541 @@ impl ::qmpkit_qapi::Command for NbdServerStop {
     type Returns = ::qmpkit_qapi::Empty;
 }
 
+/// Command `query-jobs`: its arguments.
+///
+/// Every job the machine has.
+///
+/// **Returns:** the jobs
+///
+/// **Since:** 3.0
+#[allow(deprecated)]
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct QueryJobs {
+}
+#[allow(deprecated)]
+impl ::qmpkit_qapi::Object for QueryJobs {
+    type Builder = __QueryJobsBuilder;
+    fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
+        Ok(())
+    }
+}
+#[allow(deprecated)]
+impl ::serde::Serialize for QueryJobs {
+    fn serialize<__S: ::serde::Serializer>(&self, __s: __S) -> ::core::result::Result<__S::Ok, __S::Error> {
+        ::qmpkit_qapi::__rt::serialize_object(self, __s)
+    }
+}
+#[allow(deprecated)]
+impl<'de> ::serde::Deserialize<'de> for QueryJobs {
+    fn deserialize<__D: ::serde::Deserializer<'de>>(__d: __D) -> ::core::result::Result<Self, __D::Error> {
+        ::qmpkit_qapi::__rt::deserialize_object(__d, "QueryJobs")
+    }
+}
+#[doc(hidden)]
+#[allow(deprecated)]
+#[derive(Default)]
+pub struct __QueryJobsBuilder {
+}
+#[allow(deprecated)]
+impl ::qmpkit_qapi::Builder for __QueryJobsBuilder {
+    type Out = QueryJobs;
+    fn member<'de, __A: ::serde::de::MapAccess<'de>>(&mut self, __key: &str, __map: &mut __A) -> ::core::result::Result<bool, __A::Error> {
+        let _ = (__key, __map);
+        Ok(false)
+    }
+    fn finish<__E: ::serde::de::Error>(self) -> ::core::result::Result<QueryJobs, __E> {
+        Ok(QueryJobs { })
+    }
+}
+
+#[allow(deprecated)]
+impl ::qmpkit_qapi::Command for QueryJobs {
+    const NAME: &'static str = "query-jobs";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Returns = ::std::vec::Vec<JobInfo>;
+}
+
+/// Command `job-pause`: its arguments.
+///
+/// Ask a running job to pause.
+///
+/// **Since:** 3.0
+#[allow(deprecated)]
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct JobPause {
+    /// the job's ID
+    pub id: ::std::string::String,
+}
+#[allow(deprecated)]
+impl ::qmpkit_qapi::Object for JobPause {
+    type Builder = __JobPauseBuilder;
+    fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
+        ::serde::ser::SerializeMap::serialize_entry(__m, "id", &self.id)?;
+        Ok(())
+    }
+}
+#[allow(deprecated)]
+impl ::serde::Serialize for JobPause {
+    fn serialize<__S: ::serde::Serializer>(&self, __s: __S) -> ::core::result::Result<__S::Ok, __S::Error> {
+        ::qmpkit_qapi::__rt::serialize_object(self, __s)
+    }
+}
+#[allow(deprecated)]
+impl<'de> ::serde::Deserialize<'de> for JobPause {
+    fn deserialize<__D: ::serde::Deserializer<'de>>(__d: __D) -> ::core::result::Result<Self, __D::Error> {
+        ::qmpkit_qapi::__rt::deserialize_object(__d, "JobPause")
+    }
+}
+#[doc(hidden)]
+#[allow(deprecated)]
+#[derive(Default)]
+pub struct __JobPauseBuilder {
+    id: ::core::option::Option<::std::string::String>,
+}
+#[allow(deprecated)]
+impl ::qmpkit_qapi::Builder for __JobPauseBuilder {
+    type Out = JobPause;
+    fn member<'de, __A: ::serde::de::MapAccess<'de>>(&mut self, __key: &str, __map: &mut __A) -> ::core::result::Result<bool, __A::Error> {
+        match __key {
+            "id" => self.id = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+    fn finish<__E: ::serde::de::Error>(self) -> ::core::result::Result<JobPause, __E> {
+        Ok(JobPause { id: ::qmpkit_qapi::__rt::missing(self.id, "id")?, })
+    }
+}
+
+#[allow(deprecated)]
+impl ::qmpkit_qapi::Command for JobPause {
+    const NAME: &'static str = "job-pause";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Returns = ::qmpkit_qapi::Empty;
+}
+
+/// Command `job-resume`: its arguments.
+///
+/// Resume a job that a pause request paused.
+///
+/// **Since:** 3.0
+#[allow(deprecated)]
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct JobResume {
+    /// the job's ID
+    pub id: ::std::string::String,
+}
+#[allow(deprecated)]
+impl ::qmpkit_qapi::Object for JobResume {
+    type Builder = __JobResumeBuilder;
+    fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
+        ::serde::ser::SerializeMap::serialize_entry(__m, "id", &self.id)?;
+        Ok(())
+    }
+}
+#[allow(deprecated)]
+impl ::serde::Serialize for JobResume {
+    fn serialize<__S: ::serde::Serializer>(&self, __s: __S) -> ::core::result::Result<__S::Ok, __S::Error> {
+        ::qmpkit_qapi::__rt::serialize_object(self, __s)
+    }
+}
+#[allow(deprecated)]
+impl<'de> ::serde::Deserialize<'de> for JobResume {
+    fn deserialize<__D: ::serde::Deserializer<'de>>(__d: __D) -> ::core::result::Result<Self, __D::Error> {
+        ::qmpkit_qapi::__rt::deserialize_object(__d, "JobResume")
+    }
+}
+#[doc(hidden)]
+#[allow(deprecated)]
+#[derive(Default)]
+pub struct __JobResumeBuilder {
+    id: ::core::option::Option<::std::string::String>,
+}
+#[allow(deprecated)]
+impl ::qmpkit_qapi::Builder for __JobResumeBuilder {
+    type Out = JobResume;
+    fn member<'de, __A: ::serde::de::MapAccess<'de>>(&mut self, __key: &str, __map: &mut __A) -> ::core::result::Result<bool, __A::Error> {
+        match __key {
+            "id" => self.id = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+    fn finish<__E: ::serde::de::Error>(self) -> ::core::result::Result<JobResume, __E> {
+        Ok(JobResume { id: ::qmpkit_qapi::__rt::missing(self.id, "id")?, })
+    }
+}
+
+#[allow(deprecated)]
+impl ::qmpkit_qapi::Command for JobResume {
+    const NAME: &'static str = "job-resume";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Returns = ::qmpkit_qapi::Empty;
+}
+
+/// Command `job-cancel`: its arguments.
+///
+/// Cancel a job.
+///
+/// **Since:** 3.0
+#[allow(deprecated)]
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct JobCancel {
+    /// the job's ID
+    pub id: ::std::string::String,
+}
+#[allow(deprecated)]
+impl ::qmpkit_qapi::Object for JobCancel {
+    type Builder = __JobCancelBuilder;
+    fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
+        ::serde::ser::SerializeMap::serialize_entry(__m, "id", &self.id)?;
+        Ok(())
+    }
+}
+#[allow(deprecated)]
+impl ::serde::Serialize for JobCancel {
+    fn serialize<__S: ::serde::Serializer>(&self, __s: __S) -> ::core::result::Result<__S::Ok, __S::Error> {
+        ::qmpkit_qapi::__rt::serialize_object(self, __s)
+    }
+}
+#[allow(deprecated)]
+impl<'de> ::serde::Deserialize<'de> for JobCancel {
+    fn deserialize<__D: ::serde::Deserializer<'de>>(__d: __D) -> ::core::result::Result<Self, __D::Error> {
+        ::qmpkit_qapi::__rt::deserialize_object(__d, "JobCancel")
+    }
+}
+#[doc(hidden)]
+#[allow(deprecated)]
+#[derive(Default)]
+pub struct __JobCancelBuilder {
+    id: ::core::option::Option<::std::string::String>,
+}
+#[allow(deprecated)]
+impl ::qmpkit_qapi::Builder for __JobCancelBuilder {
+    type Out = JobCancel;
+    fn member<'de, __A: ::serde::de::MapAccess<'de>>(&mut self, __key: &str, __map: &mut __A) -> ::core::result::Result<bool, __A::Error> {
+        match __key {
+            "id" => self.id = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+    fn finish<__E: ::serde::de::Error>(self) -> ::core::result::Result<JobCancel, __E> {
+        Ok(JobCancel { id: ::qmpkit_qapi::__rt::missing(self.id, "id")?, })
+    }
+}
+
+#[allow(deprecated)]
+impl ::qmpkit_qapi::Command for JobCancel {
+    const NAME: &'static str = "job-cancel";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Returns = ::qmpkit_qapi::Empty;
+}
+
+/// Command `job-complete`: its arguments.
+///
+/// Complete a job that is ready (a mirror switches to its target).
+///
+/// **Since:** 3.0
+#[allow(deprecated)]
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct JobComplete {
+    /// the job's ID
+    pub id: ::std::string::String,
+}
+#[allow(deprecated)]
+impl ::qmpkit_qapi::Object for JobComplete {
+    type Builder = __JobCompleteBuilder;
+    fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
+        ::serde::ser::SerializeMap::serialize_entry(__m, "id", &self.id)?;
+        Ok(())
+    }
+}
+#[allow(deprecated)]
+impl ::serde::Serialize for JobComplete {
+    fn serialize<__S: ::serde::Serializer>(&self, __s: __S) -> ::core::result::Result<__S::Ok, __S::Error> {
+        ::qmpkit_qapi::__rt::serialize_object(self, __s)
+    }
+}
+#[allow(deprecated)]
+impl<'de> ::serde::Deserialize<'de> for JobComplete {
+    fn deserialize<__D: ::serde::Deserializer<'de>>(__d: __D) -> ::core::result::Result<Self, __D::Error> {
+        ::qmpkit_qapi::__rt::deserialize_object(__d, "JobComplete")
+    }
+}
+#[doc(hidden)]
+#[allow(deprecated)]
+#[derive(Default)]
+pub struct __JobCompleteBuilder {
+    id: ::core::option::Option<::std::string::String>,
+}
+#[allow(deprecated)]
+impl ::qmpkit_qapi::Builder for __JobCompleteBuilder {
+    type Out = JobComplete;
+    fn member<'de, __A: ::serde::de::MapAccess<'de>>(&mut self, __key: &str, __map: &mut __A) -> ::core::result::Result<bool, __A::Error> {
+        match __key {
+            "id" => self.id = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+    fn finish<__E: ::serde::de::Error>(self) -> ::core::result::Result<JobComplete, __E> {
+        Ok(JobComplete { id: ::qmpkit_qapi::__rt::missing(self.id, "id")?, })
+    }
+}
+
+#[allow(deprecated)]
+impl ::qmpkit_qapi::Command for JobComplete {
+    const NAME: &'static str = "job-complete";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Returns = ::qmpkit_qapi::Empty;
+}
+
+/// Command `job-dismiss`: its arguments.
+///
+/// Remove a concluded job from the job list.
+///
+/// **Since:** 3.0
+#[allow(deprecated)]
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct JobDismiss {
+    /// the job's ID
+    pub id: ::std::string::String,
+}
+#[allow(deprecated)]
+impl ::qmpkit_qapi::Object for JobDismiss {
+    type Builder = __JobDismissBuilder;
+    fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
+        ::serde::ser::SerializeMap::serialize_entry(__m, "id", &self.id)?;
+        Ok(())
+    }
+}
+#[allow(deprecated)]
+impl ::serde::Serialize for JobDismiss {
+    fn serialize<__S: ::serde::Serializer>(&self, __s: __S) -> ::core::result::Result<__S::Ok, __S::Error> {
+        ::qmpkit_qapi::__rt::serialize_object(self, __s)
+    }
+}
+#[allow(deprecated)]
+impl<'de> ::serde::Deserialize<'de> for JobDismiss {
+    fn deserialize<__D: ::serde::Deserializer<'de>>(__d: __D) -> ::core::result::Result<Self, __D::Error> {
+        ::qmpkit_qapi::__rt::deserialize_object(__d, "JobDismiss")
+    }
+}
+#[doc(hidden)]
+#[allow(deprecated)]
+#[derive(Default)]
+pub struct __JobDismissBuilder {
+    id: ::core::option::Option<::std::string::String>,
+}
+#[allow(deprecated)]
+impl ::qmpkit_qapi::Builder for __JobDismissBuilder {
+    type Out = JobDismiss;
+    fn member<'de, __A: ::serde::de::MapAccess<'de>>(&mut self, __key: &str, __map: &mut __A) -> ::core::result::Result<bool, __A::Error> {
+        match __key {
+            "id" => self.id = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+    fn finish<__E: ::serde::de::Error>(self) -> ::core::result::Result<JobDismiss, __E> {
+        Ok(JobDismiss { id: ::qmpkit_qapi::__rt::missing(self.id, "id")?, })
+    }
+}
+
+#[allow(deprecated)]
+impl ::qmpkit_qapi::Command for JobDismiss {
+    const NAME: &'static str = "job-dismiss";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Returns = ::qmpkit_qapi::Empty;
+}
+
+/// Command `job-finalize`: its arguments.
+///
+/// Finalize a pending job (and the other jobs of its transaction).
+///
+/// **Since:** 3.0
+#[allow(deprecated)]
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct JobFinalize {
+    /// the job's ID
+    pub id: ::std::string::String,
+}
+#[allow(deprecated)]
+impl ::qmpkit_qapi::Object for JobFinalize {
+    type Builder = __JobFinalizeBuilder;
+    fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
+        ::serde::ser::SerializeMap::serialize_entry(__m, "id", &self.id)?;
+        Ok(())
+    }
+}
+#[allow(deprecated)]
+impl ::serde::Serialize for JobFinalize {
+    fn serialize<__S: ::serde::Serializer>(&self, __s: __S) -> ::core::result::Result<__S::Ok, __S::Error> {
+        ::qmpkit_qapi::__rt::serialize_object(self, __s)
+    }
+}
+#[allow(deprecated)]
+impl<'de> ::serde::Deserialize<'de> for JobFinalize {
+    fn deserialize<__D: ::serde::Deserializer<'de>>(__d: __D) -> ::core::result::Result<Self, __D::Error> {
+        ::qmpkit_qapi::__rt::deserialize_object(__d, "JobFinalize")
+    }
+}
+#[doc(hidden)]
+#[allow(deprecated)]
+#[derive(Default)]
+pub struct __JobFinalizeBuilder {
+    id: ::core::option::Option<::std::string::String>,
+}
+#[allow(deprecated)]
+impl ::qmpkit_qapi::Builder for __JobFinalizeBuilder {
+    type Out = JobFinalize;
+    fn member<'de, __A: ::serde::de::MapAccess<'de>>(&mut self, __key: &str, __map: &mut __A) -> ::core::result::Result<bool, __A::Error> {
+        match __key {
+            "id" => self.id = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+    fn finish<__E: ::serde::de::Error>(self) -> ::core::result::Result<JobFinalize, __E> {
+        Ok(JobFinalize { id: ::qmpkit_qapi::__rt::missing(self.id, "id")?, })
+    }
+}
+
+#[allow(deprecated)]
+impl ::qmpkit_qapi::Command for JobFinalize {
+    const NAME: &'static str = "job-finalize";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Returns = ::qmpkit_qapi::Empty;
+}
+
+/// Command `block-job-dismiss`: its arguments.
+///
+/// Remove a concluded block job from the job list.
+///
+/// **Since:** 2.12
+#[allow(deprecated)]
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct BlockJobDismiss {
+    /// the job's ID
+    pub id: ::std::string::String,
+}
+#[allow(deprecated)]
+impl ::qmpkit_qapi::Object for BlockJobDismiss {
+    type Builder = __BlockJobDismissBuilder;
+    fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
+        ::serde::ser::SerializeMap::serialize_entry(__m, "id", &self.id)?;
+        Ok(())
+    }
+}
+#[allow(deprecated)]
+impl ::serde::Serialize for BlockJobDismiss {
+    fn serialize<__S: ::serde::Serializer>(&self, __s: __S) -> ::core::result::Result<__S::Ok, __S::Error> {
+        ::qmpkit_qapi::__rt::serialize_object(self, __s)
+    }
+}
+#[allow(deprecated)]
+impl<'de> ::serde::Deserialize<'de> for BlockJobDismiss {
+    fn deserialize<__D: ::serde::Deserializer<'de>>(__d: __D) -> ::core::result::Result<Self, __D::Error> {
+        ::qmpkit_qapi::__rt::deserialize_object(__d, "BlockJobDismiss")
+    }
+}
+#[doc(hidden)]
+#[allow(deprecated)]
+#[derive(Default)]
+pub struct __BlockJobDismissBuilder {
+    id: ::core::option::Option<::std::string::String>,
+}
+#[allow(deprecated)]
+impl ::qmpkit_qapi::Builder for __BlockJobDismissBuilder {
+    type Out = BlockJobDismiss;
+    fn member<'de, __A: ::serde::de::MapAccess<'de>>(&mut self, __key: &str, __map: &mut __A) -> ::core::result::Result<bool, __A::Error> {
+        match __key {
+            "id" => self.id = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+    fn finish<__E: ::serde::de::Error>(self) -> ::core::result::Result<BlockJobDismiss, __E> {
+        Ok(BlockJobDismiss { id: ::qmpkit_qapi::__rt::missing(self.id, "id")?, })
+    }
+}
+
+#[allow(deprecated)]
+impl ::qmpkit_qapi::Command for BlockJobDismiss {
+    const NAME: &'static str = "block-job-dismiss";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Returns = ::qmpkit_qapi::Empty;
+}
+
+/// Command `block-job-finalize`: its arguments.
+///
+/// Finalize a pending block job (and the other jobs of its transaction).
+///
+/// **Since:** 2.12
+#[allow(deprecated)]
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct BlockJobFinalize {
+    /// the job's ID
+    pub id: ::std::string::String,
+}
+#[allow(deprecated)]
+impl ::qmpkit_qapi::Object for BlockJobFinalize {
+    type Builder = __BlockJobFinalizeBuilder;
+    fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
+        ::serde::ser::SerializeMap::serialize_entry(__m, "id", &self.id)?;
+        Ok(())
+    }
+}
+#[allow(deprecated)]
+impl ::serde::Serialize for BlockJobFinalize {
+    fn serialize<__S: ::serde::Serializer>(&self, __s: __S) -> ::core::result::Result<__S::Ok, __S::Error> {
+        ::qmpkit_qapi::__rt::serialize_object(self, __s)
+    }
+}
+#[allow(deprecated)]
+impl<'de> ::serde::Deserialize<'de> for BlockJobFinalize {
+    fn deserialize<__D: ::serde::Deserializer<'de>>(__d: __D) -> ::core::result::Result<Self, __D::Error> {
+        ::qmpkit_qapi::__rt::deserialize_object(__d, "BlockJobFinalize")
+    }
+}
+#[doc(hidden)]
+#[allow(deprecated)]
+#[derive(Default)]
+pub struct __BlockJobFinalizeBuilder {
+    id: ::core::option::Option<::std::string::String>,
+}
+#[allow(deprecated)]
+impl ::qmpkit_qapi::Builder for __BlockJobFinalizeBuilder {
+    type Out = BlockJobFinalize;
+    fn member<'de, __A: ::serde::de::MapAccess<'de>>(&mut self, __key: &str, __map: &mut __A) -> ::core::result::Result<bool, __A::Error> {
+        match __key {
+            "id" => self.id = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+    fn finish<__E: ::serde::de::Error>(self) -> ::core::result::Result<BlockJobFinalize, __E> {
+        Ok(BlockJobFinalize { id: ::qmpkit_qapi::__rt::missing(self.id, "id")?, })
+    }
+}
+
+#[allow(deprecated)]
+impl ::qmpkit_qapi::Command for BlockJobFinalize {
+    const NAME: &'static str = "block-job-finalize";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Returns = ::qmpkit_qapi::Empty;
+}
+
 /// Command `query-chardev`: its arguments.
 ///
 /// List the character devices.
@@ -28147,7 +29055,7 @@ impl ::qmpkit_qapi::Command for ExpirePassword {
 
 /// Command `screendump`: its arguments.
 ///
-/// Write the display's contents to a PPM file.
+/// Write the display's contents to a file.
 ///
 /// **Since:** 0.14.0
 #[allow(deprecated)]
@@ -28155,12 +29063,23 @@ impl ::qmpkit_qapi::Command for ExpirePassword {
 pub struct Screendump {
     /// file to write
     pub filename: ::std::string::String,
+    /// the display device whose screen to write (default: the first
+    /// console) (since 2.12)
+    pub device: ::core::option::Option<::std::string::String>,
+    /// which head of that device (default 0; only with `device`)
+    /// (since 2.12)
+    pub head: ::core::option::Option<i64>,
+    /// the file's format (default ppm) (since 7.1)
+    pub format: ::core::option::Option<ImageFormat>,
 }
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for Screendump {
     type Builder = __ScreendumpBuilder;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "filename", &self.filename)?;
+        if let ::core::option::Option::Some(__v) = &self.device { ::serde::ser::SerializeMap::serialize_entry(__m, "device", __v)?; }
+        if let ::core::option::Option::Some(__v) = &self.head { ::serde::ser::SerializeMap::serialize_entry(__m, "head", __v)?; }
+        if let ::core::option::Option::Some(__v) = &self.format { ::serde::ser::SerializeMap::serialize_entry(__m, "format", __v)?; }
         Ok(())
     }
 }
@@ -28181,6 +29100,9 @@ impl<'de> ::serde::Deserialize<'de> for Screendump {
 #[derive(Default)]
 pub struct __ScreendumpBuilder {
     filename: ::core::option::Option<::std::string::String>,
+    device: ::core::option::Option<::std::string::String>,
+    head: ::core::option::Option<i64>,
+    format: ::core::option::Option<ImageFormat>,
 }
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Builder for __ScreendumpBuilder {
@@ -28188,12 +29110,15 @@ impl ::qmpkit_qapi::Builder for __ScreendumpBuilder {
     fn member<'de, __A: ::serde::de::MapAccess<'de>>(&mut self, __key: &str, __map: &mut __A) -> ::core::result::Result<bool, __A::Error> {
         match __key {
             "filename" => self.filename = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
+            "device" => self.device = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
+            "head" => self.head = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
+            "format" => self.format = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
             _ => return Ok(false),
         }
         Ok(true)
     }
     fn finish<__E: ::serde::de::Error>(self) -> ::core::result::Result<Screendump, __E> {
-        Ok(Screendump { filename: ::qmpkit_qapi::__rt::missing(self.filename, "filename")?, })
+        Ok(Screendump { filename: ::qmpkit_qapi::__rt::missing(self.filename, "filename")?, device: self.device, head: self.head, format: self.format, })
     }
 }
 
@@ -35790,6 +36715,133 @@ impl ::qmpkit_qapi::Event for QuorumReportBad {
     const HAS_DATA: bool = true;
 }
 
+/// Event `JOB_STATUS_CHANGE`: its data.
+///
+/// A job changed status.
+///
+/// **Since:** 3.0
+#[allow(deprecated)]
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobStatusChange {
+    /// the job's ID
+    pub id: ::std::string::String,
+    /// its status now
+    pub status: JobStatus,
+}
+#[allow(deprecated)]
+impl ::qmpkit_qapi::Object for JobStatusChange {
+    type Builder = __JobStatusChangeBuilder;
+    fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
+        ::serde::ser::SerializeMap::serialize_entry(__m, "id", &self.id)?;
+        ::serde::ser::SerializeMap::serialize_entry(__m, "status", &self.status)?;
+        Ok(())
+    }
+}
+#[allow(deprecated)]
+impl ::serde::Serialize for JobStatusChange {
+    fn serialize<__S: ::serde::Serializer>(&self, __s: __S) -> ::core::result::Result<__S::Ok, __S::Error> {
+        ::qmpkit_qapi::__rt::serialize_object(self, __s)
+    }
+}
+#[allow(deprecated)]
+impl<'de> ::serde::Deserialize<'de> for JobStatusChange {
+    fn deserialize<__D: ::serde::Deserializer<'de>>(__d: __D) -> ::core::result::Result<Self, __D::Error> {
+        ::qmpkit_qapi::__rt::deserialize_object(__d, "JobStatusChange")
+    }
+}
+#[doc(hidden)]
+#[allow(deprecated)]
+#[derive(Default)]
+pub struct __JobStatusChangeBuilder {
+    id: ::core::option::Option<::std::string::String>,
+    status: ::core::option::Option<JobStatus>,
+}
+#[allow(deprecated)]
+impl ::qmpkit_qapi::Builder for __JobStatusChangeBuilder {
+    type Out = JobStatusChange;
+    fn member<'de, __A: ::serde::de::MapAccess<'de>>(&mut self, __key: &str, __map: &mut __A) -> ::core::result::Result<bool, __A::Error> {
+        match __key {
+            "id" => self.id = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
+            "status" => self.status = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+    fn finish<__E: ::serde::de::Error>(self) -> ::core::result::Result<JobStatusChange, __E> {
+        Ok(JobStatusChange { id: ::qmpkit_qapi::__rt::missing(self.id, "id")?, status: ::qmpkit_qapi::__rt::missing(self.status, "status")?, })
+    }
+}
+
+#[allow(deprecated)]
+impl ::qmpkit_qapi::Event for JobStatusChange {
+    const NAME: &'static str = "JOB_STATUS_CHANGE";
+    const HAS_DATA: bool = true;
+}
+
+/// Event `BLOCK_JOB_PENDING`: its data.
+///
+/// A block job is done and waits to be finalized (only jobs started with
+/// auto-finalize off wait; the others are finalized at once).
+///
+/// **Since:** 2.12
+#[allow(deprecated)]
+#[derive(Debug, Clone, PartialEq)]
+pub struct BlockJobPending {
+    /// the job's kind
+    pub r#type: JobType,
+    /// the job's ID
+    pub id: ::std::string::String,
+}
+#[allow(deprecated)]
+impl ::qmpkit_qapi::Object for BlockJobPending {
+    type Builder = __BlockJobPendingBuilder;
+    fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
+        ::serde::ser::SerializeMap::serialize_entry(__m, "type", &self.r#type)?;
+        ::serde::ser::SerializeMap::serialize_entry(__m, "id", &self.id)?;
+        Ok(())
+    }
+}
+#[allow(deprecated)]
+impl ::serde::Serialize for BlockJobPending {
+    fn serialize<__S: ::serde::Serializer>(&self, __s: __S) -> ::core::result::Result<__S::Ok, __S::Error> {
+        ::qmpkit_qapi::__rt::serialize_object(self, __s)
+    }
+}
+#[allow(deprecated)]
+impl<'de> ::serde::Deserialize<'de> for BlockJobPending {
+    fn deserialize<__D: ::serde::Deserializer<'de>>(__d: __D) -> ::core::result::Result<Self, __D::Error> {
+        ::qmpkit_qapi::__rt::deserialize_object(__d, "BlockJobPending")
+    }
+}
+#[doc(hidden)]
+#[allow(deprecated)]
+#[derive(Default)]
+pub struct __BlockJobPendingBuilder {
+    r#type: ::core::option::Option<JobType>,
+    id: ::core::option::Option<::std::string::String>,
+}
+#[allow(deprecated)]
+impl ::qmpkit_qapi::Builder for __BlockJobPendingBuilder {
+    type Out = BlockJobPending;
+    fn member<'de, __A: ::serde::de::MapAccess<'de>>(&mut self, __key: &str, __map: &mut __A) -> ::core::result::Result<bool, __A::Error> {
+        match __key {
+            "type" => self.r#type = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
+            "id" => self.id = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+    fn finish<__E: ::serde::de::Error>(self) -> ::core::result::Result<BlockJobPending, __E> {
+        Ok(BlockJobPending { r#type: ::qmpkit_qapi::__rt::missing(self.r#type, "type")?, id: ::qmpkit_qapi::__rt::missing(self.id, "id")?, })
+    }
+}
+
+#[allow(deprecated)]
+impl ::qmpkit_qapi::Event for BlockJobPending {
+    const NAME: &'static str = "BLOCK_JOB_PENDING";
+    const HAS_DATA: bool = true;
+}
+
 /// Event `VSERPORT_CHANGE`: its data.
 ///
 /// A virtio serial port was opened or closed by the guest.
@@ -36868,6 +37920,10 @@ pub enum AnyEvent {
     QuorumFailure(QuorumFailure),
     /// `QUORUM_REPORT_BAD`
     QuorumReportBad(QuorumReportBad),
+    /// `JOB_STATUS_CHANGE`
+    JobStatusChange(JobStatusChange),
+    /// `BLOCK_JOB_PENDING`
+    BlockJobPending(BlockJobPending),
     /// `VSERPORT_CHANGE`
     VserportChange(VserportChange),
     /// `NIC_RX_FILTER_CHANGED`
@@ -36907,7 +37963,7 @@ pub enum AnyEvent {
 }
 #[allow(deprecated)]
 impl ::qmpkit_qapi::EventEnum for AnyEvent {
-    const NAMES: &'static [&'static str] = &["SHUTDOWN", "POWERDOWN", "RESET", "STOP", "RESUME", "SUSPEND", "SUSPEND_DISK", "WAKEUP", "WATCHDOG", "GUEST_PANICKED", "BLOCK_IMAGE_CORRUPTED", "BLOCK_IO_ERROR", "BLOCK_JOB_COMPLETED", "BLOCK_JOB_CANCELLED", "BLOCK_JOB_ERROR", "BLOCK_JOB_READY", "BLOCK_WRITE_THRESHOLD", "DEVICE_TRAY_MOVED", "QUORUM_FAILURE", "QUORUM_REPORT_BAD", "VSERPORT_CHANGE", "NIC_RX_FILTER_CHANGED", "SPICE_CONNECTED", "SPICE_INITIALIZED", "SPICE_DISCONNECTED", "SPICE_MIGRATE_COMPLETED", "VNC_CONNECTED", "VNC_INITIALIZED", "VNC_DISCONNECTED", "MIGRATION", "MIGRATION_PASS", "BALLOON_CHANGE", "DEVICE_DELETED", "DUMP_COMPLETED", "MEM_UNPLUG_ERROR", "ACPI_DEVICE_OST", "RTC_CHANGE"];
+    const NAMES: &'static [&'static str] = &["SHUTDOWN", "POWERDOWN", "RESET", "STOP", "RESUME", "SUSPEND", "SUSPEND_DISK", "WAKEUP", "WATCHDOG", "GUEST_PANICKED", "BLOCK_IMAGE_CORRUPTED", "BLOCK_IO_ERROR", "BLOCK_JOB_COMPLETED", "BLOCK_JOB_CANCELLED", "BLOCK_JOB_ERROR", "BLOCK_JOB_READY", "BLOCK_WRITE_THRESHOLD", "DEVICE_TRAY_MOVED", "QUORUM_FAILURE", "QUORUM_REPORT_BAD", "JOB_STATUS_CHANGE", "BLOCK_JOB_PENDING", "VSERPORT_CHANGE", "NIC_RX_FILTER_CHANGED", "SPICE_CONNECTED", "SPICE_INITIALIZED", "SPICE_DISCONNECTED", "SPICE_MIGRATE_COMPLETED", "VNC_CONNECTED", "VNC_INITIALIZED", "VNC_DISCONNECTED", "MIGRATION", "MIGRATION_PASS", "BALLOON_CHANGE", "DEVICE_DELETED", "DUMP_COMPLETED", "MEM_UNPLUG_ERROR", "ACPI_DEVICE_OST", "RTC_CHANGE"];
     fn from_parts(__name: &str, __data: ::core::option::Option<&::serde_json::Value>) -> ::core::result::Result<Self, ::qmpkit_qapi::DecodeError> {
         Ok(match __name {
             "SHUTDOWN" => AnyEvent::Shutdown(::qmpkit_qapi::__rt::event_data(__data)?),
@@ -36930,6 +37986,8 @@ impl ::qmpkit_qapi::EventEnum for AnyEvent {
             "DEVICE_TRAY_MOVED" => AnyEvent::DeviceTrayMoved(::qmpkit_qapi::__rt::event_data(__data)?),
             "QUORUM_FAILURE" => AnyEvent::QuorumFailure(::qmpkit_qapi::__rt::event_data(__data)?),
             "QUORUM_REPORT_BAD" => AnyEvent::QuorumReportBad(::qmpkit_qapi::__rt::event_data(__data)?),
+            "JOB_STATUS_CHANGE" => AnyEvent::JobStatusChange(::qmpkit_qapi::__rt::event_data(__data)?),
+            "BLOCK_JOB_PENDING" => AnyEvent::BlockJobPending(::qmpkit_qapi::__rt::event_data(__data)?),
             "VSERPORT_CHANGE" => AnyEvent::VserportChange(::qmpkit_qapi::__rt::event_data(__data)?),
             "NIC_RX_FILTER_CHANGED" => AnyEvent::NicRxFilterChanged(::qmpkit_qapi::__rt::event_data(__data)?),
             "SPICE_CONNECTED" => AnyEvent::SpiceConnected(::qmpkit_qapi::__rt::event_data(__data)?),
@@ -36972,6 +38030,8 @@ impl ::qmpkit_qapi::EventEnum for AnyEvent {
             AnyEvent::DeviceTrayMoved(_) => "DEVICE_TRAY_MOVED",
             AnyEvent::QuorumFailure(_) => "QUORUM_FAILURE",
             AnyEvent::QuorumReportBad(_) => "QUORUM_REPORT_BAD",
+            AnyEvent::JobStatusChange(_) => "JOB_STATUS_CHANGE",
+            AnyEvent::BlockJobPending(_) => "BLOCK_JOB_PENDING",
             AnyEvent::VserportChange(_) => "VSERPORT_CHANGE",
             AnyEvent::NicRxFilterChanged(_) => "NIC_RX_FILTER_CHANGED",
             AnyEvent::SpiceConnected(_) => "SPICE_CONNECTED",
@@ -37014,6 +38074,8 @@ impl ::qmpkit_qapi::EventEnum for AnyEvent {
             AnyEvent::DeviceTrayMoved(__v) => ::qmpkit_qapi::__rt::event_value(__v),
             AnyEvent::QuorumFailure(__v) => ::qmpkit_qapi::__rt::event_value(__v),
             AnyEvent::QuorumReportBad(__v) => ::qmpkit_qapi::__rt::event_value(__v),
+            AnyEvent::JobStatusChange(__v) => ::qmpkit_qapi::__rt::event_value(__v),
+            AnyEvent::BlockJobPending(__v) => ::qmpkit_qapi::__rt::event_value(__v),
             AnyEvent::VserportChange(__v) => ::qmpkit_qapi::__rt::event_value(__v),
             AnyEvent::NicRxFilterChanged(__v) => ::qmpkit_qapi::__rt::event_value(__v),
             AnyEvent::SpiceConnected(__v) => ::qmpkit_qapi::__rt::event_value(__v),
@@ -37250,6 +38312,51 @@ pub trait Commands<C: Send + 'static = ()>: Send + Sync + 'static {
     fn nbd_server_stop(&self, args: NbdServerStop, ctx: C) -> impl ::core::future::Future<Output = ::qmpkit_qapi::server::Reply<::qmpkit_qapi::Empty>> + Send {
         let _ = (args, ctx);
         async { Err(::qmpkit_qapi::server::CommandError::not_implemented("nbd-server-stop")) }
+    }
+    /// `query-jobs`: see [`QueryJobs`].
+    fn query_jobs(&self, args: QueryJobs, ctx: C) -> impl ::core::future::Future<Output = ::qmpkit_qapi::server::Reply<::std::vec::Vec<JobInfo>>> + Send {
+        let _ = (args, ctx);
+        async { Err(::qmpkit_qapi::server::CommandError::not_implemented("query-jobs")) }
+    }
+    /// `job-pause`: see [`JobPause`].
+    fn job_pause(&self, args: JobPause, ctx: C) -> impl ::core::future::Future<Output = ::qmpkit_qapi::server::Reply<::qmpkit_qapi::Empty>> + Send {
+        let _ = (args, ctx);
+        async { Err(::qmpkit_qapi::server::CommandError::not_implemented("job-pause")) }
+    }
+    /// `job-resume`: see [`JobResume`].
+    fn job_resume(&self, args: JobResume, ctx: C) -> impl ::core::future::Future<Output = ::qmpkit_qapi::server::Reply<::qmpkit_qapi::Empty>> + Send {
+        let _ = (args, ctx);
+        async { Err(::qmpkit_qapi::server::CommandError::not_implemented("job-resume")) }
+    }
+    /// `job-cancel`: see [`JobCancel`].
+    fn job_cancel(&self, args: JobCancel, ctx: C) -> impl ::core::future::Future<Output = ::qmpkit_qapi::server::Reply<::qmpkit_qapi::Empty>> + Send {
+        let _ = (args, ctx);
+        async { Err(::qmpkit_qapi::server::CommandError::not_implemented("job-cancel")) }
+    }
+    /// `job-complete`: see [`JobComplete`].
+    fn job_complete(&self, args: JobComplete, ctx: C) -> impl ::core::future::Future<Output = ::qmpkit_qapi::server::Reply<::qmpkit_qapi::Empty>> + Send {
+        let _ = (args, ctx);
+        async { Err(::qmpkit_qapi::server::CommandError::not_implemented("job-complete")) }
+    }
+    /// `job-dismiss`: see [`JobDismiss`].
+    fn job_dismiss(&self, args: JobDismiss, ctx: C) -> impl ::core::future::Future<Output = ::qmpkit_qapi::server::Reply<::qmpkit_qapi::Empty>> + Send {
+        let _ = (args, ctx);
+        async { Err(::qmpkit_qapi::server::CommandError::not_implemented("job-dismiss")) }
+    }
+    /// `job-finalize`: see [`JobFinalize`].
+    fn job_finalize(&self, args: JobFinalize, ctx: C) -> impl ::core::future::Future<Output = ::qmpkit_qapi::server::Reply<::qmpkit_qapi::Empty>> + Send {
+        let _ = (args, ctx);
+        async { Err(::qmpkit_qapi::server::CommandError::not_implemented("job-finalize")) }
+    }
+    /// `block-job-dismiss`: see [`BlockJobDismiss`].
+    fn block_job_dismiss(&self, args: BlockJobDismiss, ctx: C) -> impl ::core::future::Future<Output = ::qmpkit_qapi::server::Reply<::qmpkit_qapi::Empty>> + Send {
+        let _ = (args, ctx);
+        async { Err(::qmpkit_qapi::server::CommandError::not_implemented("block-job-dismiss")) }
+    }
+    /// `block-job-finalize`: see [`BlockJobFinalize`].
+    fn block_job_finalize(&self, args: BlockJobFinalize, ctx: C) -> impl ::core::future::Future<Output = ::qmpkit_qapi::server::Reply<::qmpkit_qapi::Empty>> + Send {
+        let _ = (args, ctx);
+        async { Err(::qmpkit_qapi::server::CommandError::not_implemented("block-job-finalize")) }
     }
     /// `query-chardev`: see [`QueryChardev`].
     fn query_chardev(&self, args: QueryChardev, ctx: C) -> impl ::core::future::Future<Output = ::qmpkit_qapi::server::Reply<::std::vec::Vec<ChardevInfo>>> + Send {
@@ -37943,6 +39050,15 @@ pub fn register_commands<S: Commands<C>, C: Send + 'static, R: ::qmpkit_qapi::se
     r.command::<NbdServerStart>(|s, a, c| ::std::boxed::Box::pin(async move { s.nbd_server_start(a, c).await }));
     r.command::<NbdServerAdd>(|s, a, c| ::std::boxed::Box::pin(async move { s.nbd_server_add(a, c).await }));
     r.command::<NbdServerStop>(|s, a, c| ::std::boxed::Box::pin(async move { s.nbd_server_stop(a, c).await }));
+    r.command::<QueryJobs>(|s, a, c| ::std::boxed::Box::pin(async move { s.query_jobs(a, c).await }));
+    r.command::<JobPause>(|s, a, c| ::std::boxed::Box::pin(async move { s.job_pause(a, c).await }));
+    r.command::<JobResume>(|s, a, c| ::std::boxed::Box::pin(async move { s.job_resume(a, c).await }));
+    r.command::<JobCancel>(|s, a, c| ::std::boxed::Box::pin(async move { s.job_cancel(a, c).await }));
+    r.command::<JobComplete>(|s, a, c| ::std::boxed::Box::pin(async move { s.job_complete(a, c).await }));
+    r.command::<JobDismiss>(|s, a, c| ::std::boxed::Box::pin(async move { s.job_dismiss(a, c).await }));
+    r.command::<JobFinalize>(|s, a, c| ::std::boxed::Box::pin(async move { s.job_finalize(a, c).await }));
+    r.command::<BlockJobDismiss>(|s, a, c| ::std::boxed::Box::pin(async move { s.block_job_dismiss(a, c).await }));
+    r.command::<BlockJobFinalize>(|s, a, c| ::std::boxed::Box::pin(async move { s.block_job_finalize(a, c).await }));
     r.command::<QueryChardev>(|s, a, c| ::std::boxed::Box::pin(async move { s.query_chardev(a, c).await }));
     r.command::<QueryChardevBackends>(|s, a, c| ::std::boxed::Box::pin(async move { s.query_chardev_backends(a, c).await }));
     r.command::<RingbufWrite>(|s, a, c| ::std::boxed::Box::pin(async move { s.ringbuf_write(a, c).await }));
@@ -38292,6 +39408,51 @@ pub trait Handlers {
     fn nbd_server_stop(&mut self, args: NbdServerStop, cx: &mut Self::Cx) -> ::qmpkit_qapi::server::Reply<::qmpkit_qapi::Empty> {
         let _ = (args, cx);
         Err(::qmpkit_qapi::server::CommandError::not_implemented("nbd-server-stop"))
+    }
+    /// `query-jobs`: see [`QueryJobs`].
+    fn query_jobs(&mut self, args: QueryJobs, cx: &mut Self::Cx) -> ::qmpkit_qapi::server::Reply<::std::vec::Vec<JobInfo>> {
+        let _ = (args, cx);
+        Err(::qmpkit_qapi::server::CommandError::not_implemented("query-jobs"))
+    }
+    /// `job-pause`: see [`JobPause`].
+    fn job_pause(&mut self, args: JobPause, cx: &mut Self::Cx) -> ::qmpkit_qapi::server::Reply<::qmpkit_qapi::Empty> {
+        let _ = (args, cx);
+        Err(::qmpkit_qapi::server::CommandError::not_implemented("job-pause"))
+    }
+    /// `job-resume`: see [`JobResume`].
+    fn job_resume(&mut self, args: JobResume, cx: &mut Self::Cx) -> ::qmpkit_qapi::server::Reply<::qmpkit_qapi::Empty> {
+        let _ = (args, cx);
+        Err(::qmpkit_qapi::server::CommandError::not_implemented("job-resume"))
+    }
+    /// `job-cancel`: see [`JobCancel`].
+    fn job_cancel(&mut self, args: JobCancel, cx: &mut Self::Cx) -> ::qmpkit_qapi::server::Reply<::qmpkit_qapi::Empty> {
+        let _ = (args, cx);
+        Err(::qmpkit_qapi::server::CommandError::not_implemented("job-cancel"))
+    }
+    /// `job-complete`: see [`JobComplete`].
+    fn job_complete(&mut self, args: JobComplete, cx: &mut Self::Cx) -> ::qmpkit_qapi::server::Reply<::qmpkit_qapi::Empty> {
+        let _ = (args, cx);
+        Err(::qmpkit_qapi::server::CommandError::not_implemented("job-complete"))
+    }
+    /// `job-dismiss`: see [`JobDismiss`].
+    fn job_dismiss(&mut self, args: JobDismiss, cx: &mut Self::Cx) -> ::qmpkit_qapi::server::Reply<::qmpkit_qapi::Empty> {
+        let _ = (args, cx);
+        Err(::qmpkit_qapi::server::CommandError::not_implemented("job-dismiss"))
+    }
+    /// `job-finalize`: see [`JobFinalize`].
+    fn job_finalize(&mut self, args: JobFinalize, cx: &mut Self::Cx) -> ::qmpkit_qapi::server::Reply<::qmpkit_qapi::Empty> {
+        let _ = (args, cx);
+        Err(::qmpkit_qapi::server::CommandError::not_implemented("job-finalize"))
+    }
+    /// `block-job-dismiss`: see [`BlockJobDismiss`].
+    fn block_job_dismiss(&mut self, args: BlockJobDismiss, cx: &mut Self::Cx) -> ::qmpkit_qapi::server::Reply<::qmpkit_qapi::Empty> {
+        let _ = (args, cx);
+        Err(::qmpkit_qapi::server::CommandError::not_implemented("block-job-dismiss"))
+    }
+    /// `block-job-finalize`: see [`BlockJobFinalize`].
+    fn block_job_finalize(&mut self, args: BlockJobFinalize, cx: &mut Self::Cx) -> ::qmpkit_qapi::server::Reply<::qmpkit_qapi::Empty> {
+        let _ = (args, cx);
+        Err(::qmpkit_qapi::server::CommandError::not_implemented("block-job-finalize"))
     }
     /// `query-chardev`: see [`QueryChardev`].
     fn query_chardev(&mut self, args: QueryChardev, cx: &mut Self::Cx) -> ::qmpkit_qapi::server::Reply<::std::vec::Vec<ChardevInfo>> {
@@ -38988,6 +40149,15 @@ pub fn dispatch<H: Handlers + ?::core::marker::Sized>(h: &mut H, name: &str, arg
         "nbd-server-start" => ::qmpkit_qapi::server::call::<NbdServerStart>(args, |a| h.nbd_server_start(a, cx)),
         "nbd-server-add" => ::qmpkit_qapi::server::call::<NbdServerAdd>(args, |a| h.nbd_server_add(a, cx)),
         "nbd-server-stop" => ::qmpkit_qapi::server::call::<NbdServerStop>(args, |a| h.nbd_server_stop(a, cx)),
+        "query-jobs" => ::qmpkit_qapi::server::call::<QueryJobs>(args, |a| h.query_jobs(a, cx)),
+        "job-pause" => ::qmpkit_qapi::server::call::<JobPause>(args, |a| h.job_pause(a, cx)),
+        "job-resume" => ::qmpkit_qapi::server::call::<JobResume>(args, |a| h.job_resume(a, cx)),
+        "job-cancel" => ::qmpkit_qapi::server::call::<JobCancel>(args, |a| h.job_cancel(a, cx)),
+        "job-complete" => ::qmpkit_qapi::server::call::<JobComplete>(args, |a| h.job_complete(a, cx)),
+        "job-dismiss" => ::qmpkit_qapi::server::call::<JobDismiss>(args, |a| h.job_dismiss(a, cx)),
+        "job-finalize" => ::qmpkit_qapi::server::call::<JobFinalize>(args, |a| h.job_finalize(a, cx)),
+        "block-job-dismiss" => ::qmpkit_qapi::server::call::<BlockJobDismiss>(args, |a| h.block_job_dismiss(a, cx)),
+        "block-job-finalize" => ::qmpkit_qapi::server::call::<BlockJobFinalize>(args, |a| h.block_job_finalize(a, cx)),
         "query-chardev" => ::qmpkit_qapi::server::call::<QueryChardev>(args, |a| h.query_chardev(a, cx)),
         "query-chardev-backends" => ::qmpkit_qapi::server::call::<QueryChardevBackends>(args, |a| h.query_chardev_backends(a, cx)),
         "ringbuf-write" => ::qmpkit_qapi::server::call::<RingbufWrite>(args, |a| h.ringbuf_write(a, cx)),

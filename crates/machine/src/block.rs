@@ -25,15 +25,11 @@ use qmpkit_block::graph::{
 use qmpkit_block::job::{JobEvent, JobKind, JobStatus, Jobs};
 use qmpkit_block::nbd::NbdServer;
 use qmpkit_wire::{ErrorClass, QmpError};
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 
 use crate::api;
 use crate::qom::types;
-use crate::{arg_str, Args, CmdResult, Cx, Machine, MachineConfig, TimerAction};
-
-/// Commands of newer interfaces than the machine's own schema, answered here by name
-/// (the typed handlers in `qmp/block.rs` serve the machine's own).
-pub const HANDLED: &[&str] = &["blockdev-remove-medium", "change"];
+use crate::{CmdResult, Machine, MachineConfig, TimerAction};
 
 /// How often running jobs are advanced (simulated time).
 pub const JOB_TICK_NS: u64 = 10_000_000;
@@ -644,6 +640,7 @@ pub fn device_info(n: &qmpkit_block::NodeInfo) -> api::BlockDeviceInfo {
         drv: n.drv.clone(),
         backing_file: n.backing_file.clone(),
         backing_file_depth: i(n.backing_file_depth),
+        active: n.active,
         encrypted: n.encrypted,
         encryption_key_missing: false,
         detect_zeroes: detect_zeroes(n.detect_zeroes),
@@ -686,6 +683,7 @@ fn simulated_info(medium: &Medium) -> api::BlockDeviceInfo {
         drv: medium.format.clone(),
         backing_file: None,
         backing_file_depth: 0,
+        active: true,
         encrypted: false,
         encryption_key_missing: false,
         detect_zeroes: api::BlockdevDetectZeroesOptions::Off,
@@ -774,29 +772,21 @@ pub fn query_block(m: &Machine) -> Vec<api::BlockInfo> {
         .collect()
 }
 
-/// `query-block` as JSON, with `active` where the served interface has it (QEMU 10.0);
-/// HMP's `info block` reads the same.
+/// `query-block` as JSON, with each drive's bitmaps in its inserted node's information where
+/// the served interface has them there (QEMU 4.0 moved them); HMP's `info block` reads the
+/// same.
 pub fn query_block_json(m: &Machine) -> Value {
     let mut v = qmpkit_qapi::encode(&query_block(m)).unwrap_or(Value::Array(Vec::new()));
     let members = crate::shape::member_names(&m.schema, "BlockDeviceInfo");
-    let active = members.iter().any(|n| n == "active");
-    // QEMU 4.0 moved a drive's bitmaps into its inserted node's information.
-    let bitmaps_in_node = members.iter().any(|n| n == "dirty-bitmaps");
-    if let Some(list) = v.as_array_mut() {
-        for b in list {
-            if bitmaps_in_node {
-                if let Some(o) = b.as_object_mut() {
-                    o.remove("dirty-bitmaps");
-                }
-            }
-            if let Some(ins) = b.get_mut("inserted").and_then(Value::as_object_mut) {
-                if active {
-                    ins.insert("active".into(), json!(true));
-                }
-                if bitmaps_in_node {
-                    newer_dirty_bitmaps(m, ins);
-                }
-            }
+    if !members.iter().any(|n| n == "dirty-bitmaps") {
+        return v;
+    }
+    for b in v.as_array_mut().into_iter().flatten() {
+        if let Some(o) = b.as_object_mut() {
+            o.remove("dirty-bitmaps");
+        }
+        if let Some(ins) = b.get_mut("inserted").and_then(Value::as_object_mut) {
+            newer_dirty_bitmaps(m, ins);
         }
     }
     v
@@ -853,19 +843,43 @@ fn job_type(k: JobKind) -> api::BlockJobType {
     }
 }
 
+/// A job's kind as the generic job interface names it.
+pub fn job_kind(k: JobKind) -> api::JobType {
+    match k {
+        JobKind::Commit => api::JobType::Commit,
+        JobKind::Stream => api::JobType::Stream,
+        JobKind::Mirror => api::JobType::Mirror,
+        JobKind::Backup => api::JobType::Backup,
+        JobKind::Create => api::JobType::Create,
+    }
+}
+
+/// A job's status.
+pub fn job_status(s: JobStatus) -> api::JobStatus {
+    match s {
+        JobStatus::Undefined => api::JobStatus::Undefined,
+        JobStatus::Created => api::JobStatus::Created,
+        JobStatus::Running => api::JobStatus::Running,
+        JobStatus::Paused => api::JobStatus::Paused,
+        JobStatus::Ready => api::JobStatus::Ready,
+        JobStatus::Standby => api::JobStatus::Standby,
+        JobStatus::Waiting => api::JobStatus::Waiting,
+        JobStatus::Pending => api::JobStatus::Pending,
+        JobStatus::Aborting => api::JobStatus::Aborting,
+        JobStatus::Concluded => api::JobStatus::Concluded,
+        JobStatus::Null => api::JobStatus::Null,
+    }
+}
+
 /// Turns the job model's notifications into events, in order, and keeps the clock ticking
 /// while a job runs. Called after every job command and timer.
 pub fn pump(m: &mut Machine) {
     for ev in m.block.jobs.take_events() {
         match ev {
-            JobEvent::StatusChange { id, status } => {
-                // QEMU 3.0's event; the machine's own (2.12) schema lacks it, and shaping
-                // drops it where the served schema does not have it.
-                m.emit(
-                    "JOB_STATUS_CHANGE",
-                    Some(json!({"id": id, "status": status.name()})),
-                );
-            }
+            JobEvent::StatusChange { id, status } => m.emit_event(api::JobStatusChange {
+                id,
+                status: job_status(status),
+            }),
             JobEvent::Ready(e) => m.emit_event(api::BlockJobReady {
                 r#type: job_type(e.kind),
                 device: e.device,
@@ -888,13 +902,10 @@ pub fn pump(m: &mut Machine) {
                 offset: i(e.offset),
                 speed: i(e.speed),
             }),
-            JobEvent::Pending { kind, id } => {
-                // QEMU 2.12's event, after the machine's schema generation.
-                m.emit(
-                    "BLOCK_JOB_PENDING",
-                    Some(json!({"type": kind.name(), "id": id})),
-                );
-            }
+            JobEvent::Pending { kind, id } => m.emit_event(api::BlockJobPending {
+                r#type: job_kind(kind),
+                id,
+            }),
         }
     }
     sync_media(m);
@@ -1035,24 +1046,20 @@ pub fn catch_up(m: &mut Machine) {
     pump(m);
 }
 
-/// Replies that say more on a served interface newer than the machine's own: `query-block`
-/// and `query-named-block-nodes` with `active` (QEMU 10.0), `query-blockstats` with the counters of later QEMUs (unmap,
-/// zone append: nothing the guest does here, so zero). `None`: the typed handler answers.
+/// Replies that say more on a served interface newer than the machine's own:
+/// `query-block` and `query-named-block-nodes` with each node's bitmaps in QEMU 4.0's form.
+/// `None`: the typed handler answers.
 pub fn execute_newer(m: &mut Machine, cmd: &str) -> Option<CmdResult> {
+    let served = crate::shape::member_names(&m.schema, "BlockDeviceInfo");
+    if !served.iter().any(|n| n == "dirty-bitmaps") {
+        return None;
+    }
     match cmd {
-        "query-block"
-            if crate::shape::member_names(&m.schema, "BlockDeviceInfo")
-                .iter()
-                .any(|n| n == "active") =>
-        {
+        "query-block" => {
             catch_up(m);
             Some(Ok(query_block_json(m)))
         }
-        "query-named-block-nodes"
-            if crate::shape::member_names(&m.schema, "BlockDeviceInfo")
-                .iter()
-                .any(|n| n == "active") =>
-        {
+        "query-named-block-nodes" => {
             catch_up(m);
             let nodes = match m.block.graph.named_nodes(false) {
                 Ok(n) => n,
@@ -1062,65 +1069,12 @@ pub fn execute_newer(m: &mut Machine, cmd: &str) -> Option<CmdResult> {
             for n in &nodes {
                 let mut one = qmpkit_qapi::encode(&device_info(n)).unwrap_or(Value::Null);
                 if let Some(o) = one.as_object_mut() {
-                    o.insert("active".into(), json!(n.active));
                     newer_dirty_bitmaps(m, o);
                 }
                 v.push(one);
             }
             Some(Ok(Value::Array(v)))
         }
-        "query-blockstats" => {
-            let served = crate::shape::member_names(&m.schema, "BlockDeviceStats");
-            if !served.iter().any(|n| n == "unmap_bytes") {
-                return None;
-            }
-            let counters: Vec<&String> = served
-                .iter()
-                .filter(|n| {
-                    ["_bytes", "_operations", "_time_ns", "_merged"]
-                        .iter()
-                        .any(|s| n.ends_with(s))
-                })
-                .collect();
-            let mut v =
-                qmpkit_qapi::encode(&query_blockstats(m)).unwrap_or(Value::Array(Vec::new()));
-            for e in v.as_array_mut().into_iter().flatten() {
-                if let Some(st) = e.get_mut("stats").and_then(Value::as_object_mut) {
-                    for c in &counters {
-                        if !st.contains_key(c.as_str()) {
-                            st.insert((*c).clone(), json!(0));
-                        }
-                    }
-                }
-            }
-            Some(Ok(v))
-        }
         _ => None,
     }
-}
-
-/// Dispatch of the commands newer interfaces name differently.
-pub fn execute(m: &mut Machine, cmd: &str, args: &Args, _cx: &mut Cx) -> Option<CmdResult> {
-    let device = arg_str(args, "device");
-    let id = arg_str(args, "id");
-    Some(match cmd {
-        "change" => {
-            // `change vnc …` belongs to the display.
-            if device == Some("vnc") {
-                return None;
-            }
-            let target = arg_str(args, "target").unwrap_or("").to_string();
-            let format = arg_str(args, "arg").map(str::to_string);
-            lookup(m, device, None)
-                .and_then(|i| {
-                    let name = display_name(device, None);
-                    change_medium(m, i, &name, &target, format.as_deref(), None)
-                })
-                .map(|()| Value::Object(Map::new()))
-        }
-        "blockdev-remove-medium" => lookup(m, device, id)
-            .and_then(|i| remove_medium(m, i, &display_name(device, id)))
-            .map(|()| Value::Object(Map::new())),
-        _ => return None,
-    })
 }

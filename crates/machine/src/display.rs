@@ -11,7 +11,7 @@
 use std::io::Write;
 
 use crate::api;
-use crate::{arg_str, Args, CmdResult, Cx, Machine, RunState};
+use crate::{Machine, RunState};
 use qmpkit_qapi::Enum;
 use qmpkit_wire::{ErrorClass, QmpError};
 
@@ -395,13 +395,4 @@ pub fn screendump(
             crate::memory::strerror(&e)
         ))
     })
-}
-
-/// `change` with `device: "vnc"`, which the block layer's `change` hands over.
-pub fn execute(m: &mut Machine, cmd: &str, args: &Args, _cx: &mut Cx) -> Option<CmdResult> {
-    if cmd != "change" || arg_str(args, "device") != Some("vnc") {
-        return None;
-    }
-    let target = arg_str(args, "target").unwrap_or("");
-    Some(change_vnc(m, target, arg_str(args, "arg")).map(|()| serde_json::json!({})))
 }

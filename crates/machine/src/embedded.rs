@@ -44,6 +44,7 @@ pub const FILES: &[(&str, &str)] = embed![
     "qapi/common.json",
     "qapi/crypto.json",
     "qapi/introspect.json",
+    "qapi/job.json",
     "qapi/migration.json",
     "qapi/net.json",
     "qapi/rocker.json",
@@ -84,6 +85,14 @@ pub const QMP_SCHEMA_REPLY: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/qm
 /// returns, docs aside, at a fraction of the cost.
 pub fn load_prechecked() -> Result<Schema, QapiError> {
     Schema::from_compact(MODEL)
+}
+
+/// The machine's own interface, read once per process from [`MODEL`] (what converting
+/// another served interface's requests compares against, and what `query-events` lists).
+pub fn own() -> &'static Schema {
+    static OWN: std::sync::OnceLock<Schema> = std::sync::OnceLock::new();
+    // The build script checked this model; reading it back cannot fail but on a corrupt binary.
+    OWN.get_or_init(|| load_prechecked().expect("the embedded schema model reads back"))
 }
 
 #[cfg(test)]

@@ -345,8 +345,8 @@ impl Machine {
         }
     }
 
-    /// Execute `cmd` with validated `args`; the reply is shaped after the
-    /// served schema's return type (see [`shape::conform_return`]).
+    /// Execute `cmd` with `args` that the server validated against the served schema; the
+    /// reply converted to the served schema (see [`view`]).
     /// `None`: no subsystem implements the command (the glue answers that
     /// it is not implemented, or a synthesised value when asked to).
     pub fn execute(&mut self, cmd: &str, args: &Args, cx: &mut Cx) -> Option<CmdResult> {
@@ -355,18 +355,15 @@ impl Machine {
         Some(r.map(|v| view::reply(&schema, cmd, v, &mut self.view_faults)))
     }
 
-    /// [`Machine::execute`] without shaping the reply: the value as the
-    /// subsystem made it (what tests check against the machine's own
-    /// schema).
+    /// [`Machine::execute`] without converting the reply: the request converted to the
+    /// machine's own form (see [`view::request`]) and the reply as the handler made it, in
+    /// the machine's own types (what tests check against the machine's own schema).
     pub fn execute_raw(&mut self, cmd: &str, args: &Args, cx: &mut Cx) -> Option<CmdResult> {
         self.now_ns = self.now_ns.max(cx.now_ns);
         if let Some(err) = self.testctl.take_injected(cmd) {
             return Some(Err(err));
         }
-        if let Some(r) = qmp::display::screendump_newer_members(self, cmd, args) {
-            return Some(r);
-        }
-        // What a served interface newer than the machine's own says more about.
+        // The block layer's replies and bitmap requests in newer interfaces' forms.
         if let Some(r) = block::execute_newer(self, cmd) {
             return Some(r);
         }
@@ -376,16 +373,18 @@ impl Machine {
         if let Some(r) = qmp::block_node::execute_newer(self, cmd, args) {
             return Some(r);
         }
-        if let Some(r) = qmp::dispatch(self, cmd, args, cx) {
+        let (command, args) = match view::request(cmd, args) {
+            Ok(view::Request::Own { command, args }) => (command, args),
+            Ok(view::Request::Answered(v)) => return Some(Ok(v)),
+            Err(e) => return Some(Err(e)),
+        };
+        if let Some(r) = qmp::dispatch(self, &command, &args, cx) {
             return Some(r.map(|mut v| {
                 qmp::identity::served_reply_members(self, cmd, &mut v);
                 v
             }));
         }
-        None.or_else(|| block::execute(self, cmd, args, cx))
-            .or_else(|| net::execute(self, cmd, args, cx))
-            .or_else(|| display::execute(self, cmd, args, cx))
-            .or_else(|| jobs::execute(self, cmd, args, cx))
+        net::execute(self, &command, &args, cx).or_else(|| jobs::execute(self, &command, &args, cx))
     }
 
     /// Hook: a device is about to be plugged; a subsystem that keeps state about such
@@ -447,9 +446,9 @@ pub fn handled() -> Vec<&'static str> {
     let mut v: Vec<&'static str> = Vec::new();
     v.extend_from_slice(qmp::implemented());
     v.extend_from_slice(qmp::OUTSIDE_SCHEMA);
-    // Commands not yet in the typed table (outside the machine's schema, or `change`).
+    v.extend(view::REQUESTS.iter().map(|r| r.command));
+    // Commands outside the machine's schema not yet in the typed table.
     for h in [
-        block::HANDLED,
         net::HANDLED,
         jobs::HANDLED,
         qmp::block_bitmap::HANDLED,

@@ -86,10 +86,26 @@ pub struct Conformed<T> {
     pub inventions: Vec<Invention>,
 }
 
+/// An enumeration value that an interface spells differently: `(enum type, value in the
+/// value's own interface, value in the served interface)`. The walk uses one only where the
+/// served enum lacks the first value and has the second.
+pub type Rename = (&'static str, &'static str, &'static str);
+
 /// Shape `value`, a result of `command`, after the command's return type
 /// (`{}` for a command without one).
 pub fn conform_return(schema: &Schema, command: &str, value: Value) -> Conformed<Value> {
+    conform_return_renaming(schema, command, value, &[])
+}
+
+/// [`conform_return`], spelling enum values as `renames` say.
+pub fn conform_return_renaming(
+    schema: &Schema,
+    command: &str,
+    value: Value,
+    renames: &[Rename],
+) -> Conformed<Value> {
     let mut s = Shaper::new(schema);
+    s.renames = renames;
     let value = match schema.lookup(command).map(|id| &schema.entity(id).kind) {
         Some(EntityKind::Command(c)) => match c.ret_type {
             // Most replies have the served shape already: checked without copying.
@@ -115,7 +131,18 @@ pub fn conform_event(
     name: &str,
     data: Option<Value>,
 ) -> Conformed<Option<Option<Value>>> {
+    conform_event_renaming(schema, name, data, &[])
+}
+
+/// [`conform_event`], spelling enum values as `renames` say.
+pub fn conform_event_renaming(
+    schema: &Schema,
+    name: &str,
+    data: Option<Value>,
+    renames: &[Rename],
+) -> Conformed<Option<Option<Value>>> {
     let mut s = Shaper::new(schema);
+    s.renames = renames;
     let value = match schema.lookup(name).map(|id| &schema.entity(id).kind) {
         None if !schema_has_events(schema) => Some(pre_qapi_event(name, data)),
         Some(EntityKind::Event(e)) => match e.arg_type {
@@ -317,11 +344,12 @@ pub fn conform(schema: &Schema, id: EntityId, value: Value) -> Conformed<Value> 
     s.done(v)
 }
 
-/// The walk: the schema, the JSON pointer of the value being shaped, and
-/// what was invented so far.
+/// The walk: the schema, the JSON pointer of the value being shaped, the
+/// enum spellings to apply, and what was invented so far.
 struct Shaper<'a> {
     schema: &'a Schema,
     path: String,
+    renames: &'a [Rename],
     inventions: Vec<Invention>,
 }
 
@@ -330,6 +358,7 @@ impl<'a> Shaper<'a> {
         Shaper {
             schema,
             path: String::new(),
+            renames: &[],
             inventions: Vec::new(),
         }
     }
@@ -339,6 +368,17 @@ impl<'a> Shaper<'a> {
             value,
             inventions: self.inventions,
         }
+    }
+
+    /// The served spelling of value `value` of enum type `ty`, if a rename gives one the
+    /// served enum has.
+    fn rename(&self, ty: &str, value: &str) -> Option<&'static str> {
+        self.renames
+            .iter()
+            .find(|(t, own, served)| {
+                *t == ty && *own == value && enum_has(self.schema, ty, served)
+            })
+            .map(|(_, _, served)| *served)
     }
 
     fn invent(&mut self, kind: InventionKind) {
@@ -382,9 +422,8 @@ impl<'a> Shaper<'a> {
             }
             EntityKind::Enum(e) => match value.as_str() {
                 Some(s) if e.members.iter().any(|m| m.name == s) => value,
-                Some(s) if crate::view::rename(schema, &schema.entity(id).name, s).is_some() => {
-                    let to = crate::view::rename(schema, &schema.entity(id).name, s);
-                    Value::String(to.unwrap_or_default().to_string())
+                Some(s) if self.rename(&schema.entity(id).name, s).is_some() => {
+                    Value::String(self.rename(&schema.entity(id).name, s).unwrap_or_default().into())
                 }
                 _ => {
                     self.invent(InventionKind::EnumReplaced(value));

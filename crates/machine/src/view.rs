@@ -1,8 +1,22 @@
 //! Versions as views: the machine speaks its own interface (`schema/`); serving another one
 //! (a 1.x seed, QEMU 7.2's or 10.0's schema, a saved `query-qmp-schema` answer) converts
-//! each reply and event from the machine's own types to the served schema's.
+//! each request from the served schema's form to the machine's own, and each reply and event
+//! from the machine's own types to the served schema's. The handlers only ever see their own
+//! schema's arguments.
 //!
-//! The conversion has three sources, in this order:
+//! **Requests** ([`request`]), after the server validated them against the served schema:
+//!
+//! 1. The explicit table [`REQUESTS`] first: what the schema difference cannot derive (a
+//!    command whose members moved into a nested member, a command of an older interface
+//!    that has no effect the machine models).
+//! 2. **Derived from the schema difference.** A command the machine's interface has only
+//!    under its unstable name (`x-NAME`) is called by that name. The arguments are then
+//!    walked against the machine's own argument type ([`crate::shape`] again): members,
+//!    branches and enum values both interfaces have pass as they are; anything the served
+//!    request carries that the machine's form lacks (a member added later, an enum value the
+//!    machine does not know) is refused in so many words, never dropped.
+//!
+//! **Replies and events**: the conversion has three sources, in this order:
 //!
 //! 1. **What the schema diff derives.** A member, event or command the served interface does
 //!    not have is left out (a 1.0 client never hears of `DEVICE_TRAY_MOVED`); a member both
@@ -20,11 +34,15 @@
 //! machine ([`Faults`]) and the tests fail on it. Serving the machine's own schema the
 //! conversion is the identity, which `tests/versions.rs` checks over every command and event.
 
+use std::borrow::Cow;
+
+use qmpkit_schema::model::EntityKind;
 use qmpkit_schema::Schema;
+use qmpkit_wire::QmpError;
 use serde_json::{Map, Value};
 
-use crate::shape::{self, Invention, InventionKind};
-use crate::Machine;
+use crate::shape::{self, Conformed, Invention, InventionKind};
+use crate::{Args, Machine};
 
 /// A member of an event that a newer interface added, answered from the machine's state.
 pub struct Derived {
@@ -149,7 +167,7 @@ pub const GAPS: &[Gap] = &[
 /// An enumeration value the served interface spells differently: `(enum type, the machine's
 /// value, the served interface's value)`. Used only when the served enum lacks the machine's
 /// value and has the other.
-pub const RENAMES: &[(&str, &str, &str)] = &[
+pub const RENAMES: &[shape::Rename] = &[
     // QEMU 2.10 to 3.1 had one cause for both host requests.
     ("ShutdownCause", "host-qmp-quit", "host-qmp"),
     ("ShutdownCause", "host-qmp-system-reset", "host-qmp"),
@@ -215,17 +233,205 @@ pub fn judge(item: &str, inv: &Invention) -> Judgement {
     }
 }
 
-/// Apply [`RENAMES`] to a value of the served enum type `ty` that the served enum lacks.
-pub fn rename(schema: &Schema, ty: &str, value: &str) -> Option<&'static str> {
-    RENAMES
-        .iter()
-        .find(|(t, own, served)| *t == ty && *own == value && shape::enum_has(schema, ty, served))
-        .map(|(_, _, served)| *served)
+// ---------------------------------------------------------------------------
+// Requests.
+
+/// A request of the served interface as the machine's own handlers take it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Request<'a> {
+    /// The command and arguments in the machine's own form.
+    Own {
+        command: Cow<'a, str>,
+        args: Cow<'a, Args>,
+    },
+    /// Answered by the conversion (a rule of [`REQUESTS`]).
+    Answered(Value),
+}
+
+/// What one rule of [`REQUESTS`] makes of a request's arguments.
+pub enum Converted {
+    /// These arguments, then the derived conversion.
+    Args(Args),
+    /// This reply; no handler runs.
+    Answer(Value),
+}
+
+/// A request conversion the schema difference cannot derive.
+pub struct RequestRule {
+    /// The served interface's command.
+    pub command: &'static str,
+    /// What the rule does, and why it is right.
+    pub why: &'static str,
+    /// The conversion (of arguments the server validated against the served schema).
+    pub convert: fn(&Args) -> Converted,
+}
+
+/// Every request conversion the schema difference cannot derive.
+pub const REQUESTS: &[RequestRule] = &[
+    RequestRule {
+        command: "object-add",
+        why: "QEMU 6.0 on take the new object's properties as members beside `qom-type` and \
+              `id`; the machine's form keeps them under `props`",
+        convert: object_add_props,
+    },
+    RequestRule {
+        command: "cpu",
+        why: "QEMU 1.x: selects the monitor's current CPU, which no QMP command of those \
+              interfaces reads; it answers `{}` without anything else to do",
+        convert: |_| Converted::Answer(Value::Object(Map::new())),
+    },
+];
+
+/// `object-add`'s flat properties under `props`.
+fn object_add_props(args: &Args) -> Converted {
+    let mut args = args.clone();
+    let flat: Vec<String> = args
+        .keys()
+        .filter(|k| !matches!(k.as_str(), "qom-type" | "id" | "props"))
+        .cloned()
+        .collect();
+    if flat.is_empty() {
+        return Converted::Args(args);
+    }
+    let mut props = match args.remove("props") {
+        Some(Value::Object(o)) => o,
+        Some(Value::Null) | None => Map::new(),
+        // Not an object: refused by the machine's form as it is.
+        Some(other) => {
+            args.insert("props".into(), other);
+            return Converted::Args(args);
+        }
+    };
+    for k in flat {
+        if let Some(v) = args.remove(&k) {
+            props.insert(k, v);
+        }
+    }
+    args.insert("props".into(), Value::Object(props));
+    Converted::Args(args)
+}
+
+/// The command of the machine's own interface that serves the served interface's `cmd`:
+/// itself, or the unstable `x-` name under which the machine's interface has it.
+/// `None`: the machine's interface has no such command.
+pub fn own_command<'a>(own: &Schema, cmd: &'a str) -> Option<Cow<'a, str>> {
+    let is_command =
+        |name: &str| matches!(own.lookup(name).map(|id| &own.entity(id).kind), Some(EntityKind::Command(_)));
+    if is_command(cmd) {
+        return Some(Cow::Borrowed(cmd));
+    }
+    let unstable = format!("x-{cmd}");
+    is_command(&unstable).then_some(Cow::Owned(unstable))
+}
+
+/// A request of the served interface (`cmd` with `args`, validated against it) in the
+/// machine's own form. Identity on the machine's own interface. An error: the request
+/// carries something the machine's form has no place for.
+pub fn request<'a>(cmd: &'a str, args: &'a Args) -> Result<Request<'a>, QmpError> {
+    let mut args = Cow::Borrowed(args);
+    if let Some(rule) = REQUESTS.iter().find(|r| r.command == cmd) {
+        match (rule.convert)(&args) {
+            Converted::Args(a) => args = Cow::Owned(a),
+            Converted::Answer(v) => return Ok(Request::Answered(v)),
+        }
+    }
+    let own = crate::embedded::own();
+    let command = match own_command(own, cmd) {
+        Some(c) if crate::qmp::implemented().contains(&c.as_ref()) => c,
+        // Not the machine's interface, or a command of it that the machine does not
+        // implement: answered by name (the commands outside its interface), or not at all.
+        _ => return Ok(Request::Own { command: Cow::Borrowed(cmd), args }),
+    };
+    let Some(EntityKind::Command(c)) = own.lookup(&command).map(|id| &own.entity(id).kind) else {
+        return Ok(Request::Own { command, args });
+    };
+    // A command without generated arguments takes any members (`device_add`'s properties):
+    // they pass as they are.
+    if !c.gen {
+        return Ok(Request::Own { command, args });
+    }
+    let Some(t) = c.arg_type else {
+        if let Some(k) = args.keys().next() {
+            return Err(refused(cmd, &format!("/{k}"), None));
+        }
+        return Ok(Request::Own { command, args });
+    };
+    let fitted = shape::conform(own, t, Value::Object(args.into_owned()));
+    if let Some(inv) = fitted.inventions.first() {
+        let value = match &inv.kind {
+            InventionKind::EnumReplaced(v) | InventionKind::WrongType { was: v, .. } => Some(v),
+            _ => None,
+        };
+        return Err(refused(cmd, &inv.path, value));
+    }
+    let Value::Object(args) = fitted.value else {
+        return Err(refused(cmd, "", None));
+    };
+    Ok(Request::Own { command, args: Cow::Owned(args) })
+}
+
+/// The error for a request the machine's form cannot carry: what it names, in the served
+/// interface's words (`a.b` for a nested member).
+fn refused(cmd: &str, path: &str, value: Option<&Value>) -> QmpError {
+    let member = path.trim_start_matches('/').replace('/', ".");
+    let what = match value {
+        Some(v) => format!("'{member}' = {v}"),
+        None => format!("'{member}'"),
+    };
+    crate::generic(format!(
+        "Command '{cmd}' with {what} is not implemented by this simulated machine"
+    ))
+}
+
+// ---------------------------------------------------------------------------
+// Replies and events.
+
+/// A reply the served interface answers from itself, whatever the machine's own reply:
+/// `(command, why, the reply from the served schema)`.
+pub const SERVED_REPLIES: &[(&str, &str, fn(&Schema) -> Value)] = &[(
+    "query-events",
+    "QEMU lists every event its interface declares: the served interface's, not the \
+     machine's own",
+    events_of,
+)];
+
+/// `query-events` of `schema`: its events, in its order.
+fn events_of(schema: &Schema) -> Value {
+    Value::Array(
+        schema
+            .iter()
+            .filter(|(_, e)| matches!(e.kind, EntityKind::Event(_)))
+            .map(|(_, e)| serde_json::json!({ "name": e.name }))
+            .collect(),
+    )
+}
+
+/// A reply of `cmd` from the machine's own types to the served interface, and what the
+/// conversion changed (to be judged with [`judge`]).
+pub fn convert_reply(schema: &Schema, cmd: &str, raw: Value) -> Conformed<Value> {
+    if let Some((_, _, answer)) = SERVED_REPLIES.iter().find(|(c, _, _)| *c == cmd) {
+        return Conformed {
+            value: answer(schema),
+            inventions: Vec::new(),
+        };
+    }
+    shape::conform_return_renaming(schema, cmd, raw, RENAMES)
+}
+
+/// An event from the machine's own types to the served interface (`None`: the served
+/// interface has no such event; `Some(None)`: an event without data), and what the
+/// conversion changed.
+pub fn convert_event(
+    schema: &Schema,
+    name: &str,
+    data: Option<Value>,
+) -> Conformed<Option<Option<Value>>> {
+    shape::conform_event_renaming(schema, name, data, RENAMES)
 }
 
 /// A reply of `cmd` from the machine's own types to the served interface.
 pub fn reply(schema: &Schema, cmd: &str, raw: Value, faults: &mut Faults) -> Value {
-    let c = shape::conform_return(schema, cmd, raw);
+    let c = convert_reply(schema, cmd, raw);
     for inv in &c.inventions {
         if judge(cmd, inv) == Judgement::Fault {
             faults.record(cmd, inv);
@@ -242,7 +448,7 @@ pub fn event(
     data: Option<Value>,
     faults: &mut Faults,
 ) -> Option<Option<Value>> {
-    let c = shape::conform_event(schema, name, data);
+    let c = convert_event(schema, name, data);
     for inv in &c.inventions {
         if judge(name, inv) == Judgement::Fault {
             faults.record(name, inv);

@@ -118,7 +118,7 @@ fn replies_and_events_validate_on_every_interface() {
                 None => failures.push(format!("{name}: {cmd}: no handler")),
                 Some(Err(_)) => {} // an error is a valid answer (e.g. no vmgenid)
                 Some(Ok(raw)) => {
-                    let shaped = shape::conform_return(&schema, cmd, raw);
+                    let shaped = view::convert_reply(&schema, cmd, raw);
                     judge(
                         &name,
                         cmd,
@@ -138,7 +138,7 @@ fn replies_and_events_validate_on_every_interface() {
                 }
             }
             for (ev, data) in m.take_raw_events() {
-                let shaped = shape::conform_event(&schema, &ev, data);
+                let shaped = view::convert_event(&schema, &ev, data);
                 let what = format!("{cmd}: event {ev}");
                 judge(
                     &name,
@@ -221,6 +221,8 @@ fn call_args(cmd: &str, tmp: &str) -> Option<Value> {
         "block-job-cancel" | "block-job-complete" | "block-job-pause" | "block-job-resume" => {
             json!({"device": "job0"})
         }
+        "block-job-dismiss" | "block-job-finalize" | "job-pause" | "job-resume" | "job-cancel"
+        | "job-complete" | "job-dismiss" | "job-finalize" => json!({"id": "job0"}),
         "block-job-set-speed" => json!({"device": "job0", "speed": 0}),
         "chardev-remove" => json!({"id": "spare"}),
         "chardev-add" => json!({"id": "pty9", "backend": {"type": "pty", "data": {}}}),
@@ -334,6 +336,14 @@ const ERRORS: &[(&str, &str)] = &[
     ("block-job-pause", "Block job 'job0' not found"),
     ("block-job-resume", "Block job 'job0' not found"),
     ("block-job-set-speed", "Block job 'job0' not found"),
+    ("block-job-dismiss", "Block job 'job0' not found"),
+    ("block-job-finalize", "Block job 'job0' not found"),
+    ("job-pause", "Job not found"),
+    ("job-resume", "Job not found"),
+    ("job-cancel", "Job not found"),
+    ("job-complete", "Job not found"),
+    ("job-dismiss", "Job not found"),
+    ("job-finalize", "Job not found"),
     ("nbd-server-stop", "NBD server not running"),
     ("nbd-server-add", "NBD server not running"),
     // The default machine's disks are simulated (their files do not exist); no node
@@ -764,7 +774,7 @@ fn call_served(
     let schema = b.m.schema.clone();
     let r = call_raw(b, cmd, args, t)?;
     Some(r.map(|raw| {
-        let c = shape::conform_return(&schema, cmd, raw);
+        let c = view::convert_reply(&schema, cmd, raw);
         note(&mut b.gaps, cmd, &c.inventions);
         c.value
     }))
@@ -787,7 +797,7 @@ fn served_events(b: &mut Bench) -> Vec<(String, Option<Value>)> {
     let mut out = Vec::new();
     for (name, mut data) in b.m.take_raw_events() {
         view::derive_event(&b.m, &name, &mut data);
-        let c = shape::conform_event(&schema, &name, data);
+        let c = view::convert_event(&schema, &name, data);
         note(&mut b.gaps, &name, &c.inventions);
         if let Some(d) = c.value {
             out.push((name, d));

@@ -92,8 +92,8 @@ pub fn query_cpu_model_baseline(
     Err(not_supported())
 }
 
-pub fn query_events(m: &mut Machine, _: api::QueryEvents, _: &mut Cx) -> R<Vec<api::EventInfo>> {
-    Ok(served_events(m))
+pub fn query_events(_: &mut Machine, _: api::QueryEvents, _: &mut Cx) -> R<Vec<api::EventInfo>> {
+    Ok(own_events())
 }
 
 pub fn query_command_line_options(
@@ -195,10 +195,11 @@ fn served_enum_values<E: Enum>(m: &Machine, type_name: &str, wanted: &[&str]) ->
         .collect()
 }
 
-/// `query-events`: the events of the served schema.
-fn served_events(m: &Machine) -> Vec<api::EventInfo> {
+/// `query-events`: the events of the machine's own interface (the version view lists a
+/// served interface's own).
+fn own_events() -> Vec<api::EventInfo> {
     use qmpkit_schema::model::EntityKind;
-    m.schema
+    crate::embedded::own()
         .iter()
         .filter(|(_, e)| matches!(e.kind, EntityKind::Event(_)))
         .map(|(_, e)| api::EventInfo {

@@ -1,10 +1,10 @@
-//! Odds and ends: trace events, rtc-reset-reinjection.
+//! Odds and ends: trace events, rtc-reset-reinjection, `change`, the human monitor.
 
 use qmpkit_qapi::Empty;
 
 use super::R;
 use crate::api;
-use crate::misc;
+use crate::{block, display, misc};
 use crate::{Cx, Machine};
 
 pub fn trace_event_get_state(
@@ -32,4 +32,18 @@ pub fn human_monitor_command(
     cx: &mut Cx,
 ) -> R<String> {
     crate::hmp::human_monitor_command(m, &a.command_line, a.cpu_index, cx)
+}
+
+/// `change`: the VNC server's password or address when `device` is `vnc`, otherwise the
+/// medium of the drive `device` names (with `arg` as its format).
+pub fn change(m: &mut Machine, a: api::Change, _: &mut Cx) -> R<Empty> {
+    match a.device.as_str() {
+        "vnc" => display::change_vnc(m, &a.target, a.arg.as_deref()),
+        device => {
+            let i = block::lookup(m, Some(device), None)?;
+            let name = block::display_name(Some(device), None);
+            block::change_medium(m, i, &name, &a.target, a.arg.as_deref(), None)
+        }
+    }
+    .map(|()| Empty)
 }

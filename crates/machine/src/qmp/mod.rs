@@ -31,6 +31,7 @@ pub mod dump;
 pub mod fds;
 pub mod identity;
 pub mod input;
+pub mod jobs;
 pub mod memory;
 pub mod migration;
 pub mod misc;
@@ -120,7 +121,7 @@ handlers! {
     // (qmp/balloon.rs)
     balloon(Balloon) => balloon::balloon;
     query_balloon(QueryBalloon) => balloon::query_balloon;
-    // (qmp/display.rs; `change vnc …` comes through the block layer's `change`)
+    // (qmp/display.rs; `change vnc …` is `change` in qmp/misc.rs)
     screendump(Screendump) => display::screendump;
     query_vnc(QueryVnc) => display::query_vnc;
     query_vnc_servers(QueryVncServers) => display::query_vnc_servers;
@@ -148,6 +149,7 @@ handlers! {
     org_qmpkit_set_guest(OrgQmpkitSetGuest) => testctl::set_guest;
 
     human_monitor_command(HumanMonitorCommand) => misc::human_monitor_command;
+    change(Change) => misc::change;
 
     // QOM and devices
     qom_list(QomList) => qom::qom_list;
@@ -208,6 +210,17 @@ handlers! {
     org_qmpkit_guest_memory_write(OrgQmpkitGuestMemoryWrite) => migration::guest_memory_write;
     org_qmpkit_guest_dirty_rate(OrgQmpkitGuestDirtyRate) => migration::guest_dirty_rate;
 
+    // The generic job interface (qmp/jobs.rs)
+    query_jobs(QueryJobs) => jobs::query_jobs;
+    job_pause(JobPause) => jobs::job_pause;
+    job_resume(JobResume) => jobs::job_resume;
+    job_cancel(JobCancel) => jobs::job_cancel;
+    job_complete(JobComplete) => jobs::job_complete;
+    job_finalize(JobFinalize) => jobs::job_finalize;
+    job_dismiss(JobDismiss) => jobs::job_dismiss;
+    block_job_finalize(BlockJobFinalize) => jobs::block_job_finalize;
+    block_job_dismiss(BlockJobDismiss) => jobs::block_job_dismiss;
+
     // Block layer and jobs (qmp/block.rs)
     query_block(QueryBlock) => block::query_block;
     query_blockstats(QueryBlockstats) => block::query_blockstats;
@@ -257,7 +270,7 @@ pub fn implemented() -> &'static [&'static str] {
 
 /// Commands of newer interfaces that the machine's own schema lacks, answered when the
 /// served schema has them.
-pub const OUTSIDE_SCHEMA: &[&str] = &["qom-list-properties", "query-cpus-fast", "cpu"];
+pub const OUTSIDE_SCHEMA: &[&str] = &["qom-list-properties", "query-cpus-fast"];
 
 /// Run `cmd` through the generated dispatch. `None`: the table does not implement it.
 pub fn dispatch(
@@ -272,41 +285,8 @@ pub fn dispatch(
     if !implemented().contains(&cmd) {
         return None;
     }
-    let r = api::dispatch(m, cmd, own_form(cmd, args), cx)?;
+    let r = api::dispatch(m, cmd, serde_json::Value::Object(args.clone()), cx)?;
     Some(r.map_err(qmp_error))
-}
-
-/// A request in a newer served schema's form, as the machine's own schema has it: what the
-/// schema diff cannot derive. `object-add` takes the object's properties as flat members
-/// from QEMU 6.0 on; the machine's own form has them under `props`.
-fn own_form(cmd: &str, args: &crate::Args) -> serde_json::Value {
-    use serde_json::Value;
-    let mut args = args.clone();
-    if cmd == "object-add" {
-        let flat: Vec<String> = args
-            .keys()
-            .filter(|k| !matches!(k.as_str(), "qom-type" | "id" | "props"))
-            .cloned()
-            .collect();
-        if !flat.is_empty() {
-            let mut props = match args.remove("props") {
-                Some(Value::Object(o)) => o,
-                Some(Value::Null) | None => serde_json::Map::new(),
-                // Not an object: refused as it is, whatever else came.
-                Some(other) => {
-                    args.insert("props".into(), other);
-                    return Value::Object(args);
-                }
-            };
-            for k in flat {
-                if let Some(v) = args.remove(&k) {
-                    props.insert(k, v);
-                }
-            }
-            args.insert("props".into(), Value::Object(props));
-        }
-    }
-    Value::Object(args)
 }
 
 /// The commands of [`OUTSIDE_SCHEMA`]: the server has validated their arguments against
@@ -318,8 +298,6 @@ fn outside_schema(m: &mut Machine, cmd: &str, args: &crate::Args) -> Option<R<se
             Some(qom::qom_list_properties(m, name))
         }
         "query-cpus-fast" => Some(Ok(crate::identity::query_cpus_fast(m))),
-        // QEMU 1.x: selects the monitor's current CPU, which QMP never uses.
-        "cpu" => Some(Ok(serde_json::Value::Object(Default::default()))),
         _ => None,
     }
 }
