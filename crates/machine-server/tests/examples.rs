@@ -940,13 +940,7 @@ fn replay_all(mode: Unhandled) -> (Vec<String>, Vec<String>, Vec<String>) {
 /// `migrate`, `drive-mirror` or `chardev-add`, whatever the request.
 const NOT_IMPLEMENTED: &[&str] = &[
     "add_client",
-    "block-dirty-bitmap-add",
-    "block-dirty-bitmap-clear",
-    "block-dirty-bitmap-remove",
     "block_passwd",
-    "block_set_io_throttle",
-    "blockdev-snapshot-delete-internal-sync",
-    "blockdev-snapshot-internal-sync",
     "dump-skeys",
     "query-gic-capabilities",
     "query-xen-replication-status",
