@@ -946,7 +946,6 @@ const NOT_IMPLEMENTED: &[&str] = &[
     "query-xen-replication-status",
     "x-blockdev-change",
     "x-blockdev-insert-medium",
-    "x-blockdev-set-iothread",
     "xen-colo-do-checkpoint",
     "xen-load-devices-state",
     "xen-save-devices-state",
