@@ -25,6 +25,8 @@ pub enum Driver {
     Qcow2,
     NullCo,
     NullAio,
+    /// A filter that throttles its parents' I/O to its file child by a throttle group.
+    Throttle,
 }
 
 impl Driver {
@@ -35,6 +37,7 @@ impl Driver {
             Driver::Qcow2 => "qcow2",
             Driver::NullCo => "null-co",
             Driver::NullAio => "null-aio",
+            Driver::Throttle => "throttle",
         }
     }
 
@@ -45,6 +48,7 @@ impl Driver {
             "qcow2" => Driver::Qcow2,
             "null-co" => Driver::NullCo,
             "null-aio" => Driver::NullAio,
+            "throttle" => Driver::Throttle,
             _ => return None,
         })
     }
@@ -190,6 +194,8 @@ pub struct BlockdevOptions {
     pub backing: Option<Option<BlockdevRef>>,
     /// `null-co` / `null-aio`: the size (1 GiB when absent).
     pub size: Option<u64>,
+    /// `throttle`: the throttle group (callers check that it exists).
+    pub throttle_group: Option<String>,
 }
 
 impl BlockdevOptions {
@@ -205,6 +211,7 @@ impl BlockdevOptions {
             file: None,
             backing: None,
             size: None,
+            throttle_group: None,
         }
     }
 
@@ -323,6 +330,8 @@ struct Node {
     blockers: Vec<(String, String)>,
     /// Dirty bitmaps, shared with the node's data path.
     bitmaps: SharedBitmaps,
+    /// `throttle` filters: their group.
+    throttle_group: Option<String>,
 }
 
 /// `BlockdevCacheInfo`.
@@ -623,6 +632,24 @@ impl BlockGraph {
                 };
                 (filename, Data::Null(o.size.unwrap_or(1 << 30)))
             }
+            Driver::Throttle => {
+                o.throttle_group
+                    .as_ref()
+                    .ok_or_else(|| Error::generic("Parameter 'throttle-group' is missing"))?;
+                let file_ref = o
+                    .file
+                    .as_ref()
+                    .ok_or_else(|| Error::generic("Parameter 'file' is missing"))?;
+                let file = self.resolve_child(file_ref, added, o.read_only)?;
+                let child = self.node(&file)?;
+                let (filename, data) = (child.filename.clone(), child.data.clone());
+                name = Some(self.name_for(o));
+                children.push(Edge {
+                    role: ChildRole::File,
+                    child: file,
+                });
+                (filename, data)
+            }
             Driver::Raw | Driver::Qcow2 => {
                 let file_ref = o
                     .file
@@ -690,6 +717,7 @@ impl BlockGraph {
                 write_threshold: 0,
                 blockers: Vec::new(),
                 bitmaps: SharedBitmaps::default(),
+                throttle_group: o.throttle_group.clone(),
             },
         );
         if let Some(stored) = stored_bitmaps {
@@ -1215,7 +1243,14 @@ impl BlockGraph {
 
     /// The data behind a node, for exports and jobs.
     pub fn backend(&self, name: &str) -> Result<Arc<dyn ExportBackend>> {
-        Ok(match &self.node(name)?.data {
+        let node = self.node(name)?;
+        if node.driver == Driver::Throttle {
+            // A filter's I/O is its child's (and marks the child's bitmaps).
+            if let Some(c) = self.child(name, ChildRole::File) {
+                return self.backend(&c);
+            }
+        }
+        Ok(match &node.data {
             Data::Image(i) => Arc::new(Tracked {
                 image: i.clone(),
                 bitmaps: self.node(name)?.bitmaps.clone(),
@@ -1273,6 +1308,10 @@ impl BlockGraph {
         let Data::Image(shared) = &node.data else {
             return edit(&path);
         };
+        if node.driver == Driver::Throttle {
+            // A filter's data is its child's, opened by the child.
+            return edit(&path);
+        }
         let shared = shared.clone();
         let spec = match (format, self.child(name, ChildRole::Backing)) {
             (Some(_), Some(b)) => Some(self.chain_spec(&b)?),
@@ -1343,6 +1382,18 @@ impl BlockGraph {
     }
 
     fn image_info_of(&self, node: &Node) -> Result<ImageInfo> {
+        if node.driver == Driver::Throttle {
+            // A filter shows its child's image, without the format's own facts.
+            let child = node
+                .children
+                .iter()
+                .find(|e| e.role == ChildRole::File)
+                .and_then(|e| self.nodes.get(&e.child))
+                .ok_or_else(|| not_found(&node.name))?;
+            let mut info = self.image_info_of(child)?;
+            info.qcow2 = None;
+            return Ok(info);
+        }
         match (&node.data, node.driver) {
             (Data::Null(size), _) => Ok(ImageInfo {
                 filename: node.filename.clone(),
@@ -1480,5 +1531,19 @@ impl Drop for BlockGraph {
         for name in self.node_names() {
             self.store_bitmaps_quietly(&name);
         }
+    }
+}
+
+impl BlockGraph {
+    /// A `throttle` filter's group.
+    pub fn throttle_group(&self, name: &str) -> Option<String> {
+        self.nodes.get(name)?.throttle_group.clone()
+    }
+
+    /// Whether some `throttle` filter uses group `group` (which may then not be deleted).
+    pub fn throttle_group_in_use(&self, group: &str) -> bool {
+        self.nodes
+            .values()
+            .any(|n| n.throttle_group.as_deref() == Some(group))
     }
 }

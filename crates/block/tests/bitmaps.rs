@@ -370,3 +370,33 @@ proptest! {
         prop_assert_eq!(parse_directory(&raw, entries.len() as u32).unwrap(), entries);
     }
 }
+
+#[test]
+fn writes_through_a_throttle_filter_mark_the_nodes_bitmaps() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.qcow2");
+    qmpkit_block::image::create(
+        &path,
+        &qmpkit_block::CreateOptions::new(qmpkit_block::ImageFormat::Qcow2, 1 << 20),
+    )
+    .unwrap();
+    let mut g = BlockGraph::default();
+    g.add(&qcow2_node(&path, "d0")).unwrap();
+    let mut t =
+        BlockdevOptions::format(Driver::Throttle, BlockdevRef::Node("d0".into())).named("t0");
+    t.throttle_group = Some("tg0".into());
+    g.add(&t).unwrap();
+    add(&mut g, "d0", "b", None, false, false);
+    g.backend("t0").unwrap().write(70_000, &[9; 10]).unwrap();
+    let mut buf = [0u8; 10];
+    g.backend("d0").unwrap().read(70_000, &mut buf).unwrap();
+    assert_eq!(buf, [9; 10]);
+    assert_eq!(g.bitmap("d0", "b").unwrap().count(), 65536);
+    assert_eq!(g.size("t0").unwrap(), 1 << 20);
+    assert_eq!(
+        g.delete("d0").unwrap_err().desc,
+        "Block device d0 is in use"
+    );
+    g.delete("t0").unwrap();
+    g.delete("d0").unwrap();
+}

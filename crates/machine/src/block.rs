@@ -626,6 +626,18 @@ pub fn image_info(
     }
 }
 
+/// A node's `BlockDeviceInfo` as the machine reports it: a filter's file name is its `json:`
+/// description, as QEMU names it.
+pub fn node_device_info(m: &Machine, n: &qmpkit_block::NodeInfo) -> api::BlockDeviceInfo {
+    let mut info = device_info(n);
+    if n.drv == "throttle" {
+        let name = crate::qmp::block_node::json_filename(m, &n.node_name);
+        info.file = name.clone();
+        info.image.filename = name;
+    }
+    info
+}
+
 fn image_chain(n: &qmpkit_block::NodeInfo) -> api::ImageInfo {
     let backing = n.backing_image.as_deref().map(image_chain);
     image_info(&n.image, &n.image_format, backing)
@@ -728,7 +740,7 @@ fn simulated_info(medium: &Medium) -> api::BlockDeviceInfo {
 fn inserted(m: &Machine, medium: &Medium) -> Option<api::BlockDeviceInfo> {
     if medium.user.is_some() {
         if let Ok(n) = m.block.graph.node_info(&medium.node_name, true) {
-            return Some(device_info(&n));
+            return Some(node_device_info(m, &n));
         }
     }
     Some(simulated_info(medium))
@@ -1008,7 +1020,7 @@ fn plugged_info(m: &Machine) -> Vec<api::BlockInfo> {
                 .and_then(|n| crate::qmp::block_bitmap::dirty_info(m, n));
             let inserted = node
                 .and_then(|n| m.block.graph.node_info(&n, true).ok())
-                .map(|n| device_info(&n));
+                .map(|n| node_device_info(m, &n));
             api::BlockInfo {
                 device: String::new(),
                 qdev: Some(qdev.clone()),
@@ -1067,7 +1079,7 @@ pub fn execute_newer(m: &mut Machine, cmd: &str) -> Option<CmdResult> {
             };
             let mut v = Vec::new();
             for n in &nodes {
-                let mut one = qmpkit_qapi::encode(&device_info(n)).unwrap_or(Value::Null);
+                let mut one = qmpkit_qapi::encode(&node_device_info(m, n)).unwrap_or(Value::Null);
                 if let Some(o) = one.as_object_mut() {
                     newer_dirty_bitmaps(m, o);
                 }

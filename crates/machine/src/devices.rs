@@ -1313,6 +1313,12 @@ pub fn object_del(m: &mut Machine, id: &str) -> Result<(), QmpError> {
             )));
         }
     }
+    // So is a throttle group a throttle filter uses.
+    if tree.node(n).ty == "throttle-group" && m.block.graph.throttle_group_in_use(id) {
+        return Err(QmpError::generic(format!(
+            "object '{id}' is in use, can not be deleted"
+        )));
+    }
     m.qom.tree.remove(n);
     Ok(())
 }

@@ -1090,3 +1090,95 @@ fn set_iothread_checks_in_qemus_words() {
         json!({"node-name": "d0", "iothread": "io0", "force": true}),
     ));
 }
+
+/// A throttle filter over a qcow2 node, by a throttle group object: the same steps, names
+/// and words as qemu-storage-daemon 10.0.2.
+#[test]
+fn throttle_filter_nodes_and_groups() {
+    let d = dir("throttle-filter");
+    let disk = d.join("a.qcow2");
+    qcow2(&disk, 1 << 20);
+    let mut m = common::machine_10();
+    ok(run(
+        &mut m,
+        "object-add",
+        json!({"qom-type": "throttle-group", "id": "tg0", "limits": {"iops-total": 100}}),
+    ));
+    ok(run(
+        &mut m,
+        "blockdev-add",
+        json!({"driver": "qcow2", "node-name": "d0", "file": {"driver": "file", "filename": disk}}),
+    ));
+    assert_eq!(
+        err(run(
+            &mut m,
+            "blockdev-add",
+            json!({"driver": "throttle", "node-name": "t0", "throttle-group": "nope", "file": "d0"})
+        )),
+        "GenericError: Throttle group 'nope' does not exist"
+    );
+    ok(run(
+        &mut m,
+        "blockdev-add",
+        json!({"driver": "throttle", "node-name": "t0", "throttle-group": "tg0", "file": "d0"}),
+    ));
+    let nodes = ok(run(
+        &mut m,
+        "query-named-block-nodes",
+        json!({"flat": true}),
+    ));
+    let t0 = nodes
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["node-name"] == "t0")
+        .unwrap();
+    let name = format!(
+        "json:{{\"throttle-group\": \"tg0\", \"driver\": \"throttle\", \"file\": {{\"driver\": \
+         \"qcow2\", \"file\": {{\"driver\": \"file\", \"filename\": \"{}\"}}}}}}",
+        disk.display()
+    );
+    assert_eq!(t0["drv"], "throttle");
+    assert_eq!(t0["file"], name.as_str());
+    assert_eq!(t0["image"]["filename"], name.as_str());
+    assert_eq!(t0["image"]["format"], "throttle");
+    assert_eq!(t0["image"]["virtual-size"], 1 << 20);
+    assert_eq!(t0["image"]["cluster-size"], 65536);
+    assert_eq!(t0["image"].get("format-specific"), None);
+    // The filter passes its parents' needs down: nothing while it has none.
+    let graph = ok(run(&mut m, "x-debug-query-block-graph", json!({})));
+    let edge = graph["edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "file" && e["perm"] == json!([]))
+        .cloned();
+    assert_eq!(
+        edge.map(|e| e["shared-perm"].clone()),
+        Some(json!([
+            "resize",
+            "write-unchanged",
+            "write",
+            "consistent-read"
+        ]))
+    );
+    assert_eq!(
+        err(run(&mut m, "object-del", json!({"id": "tg0"}))),
+        "GenericError: object 'tg0' is in use, can not be deleted"
+    );
+    assert_eq!(
+        err(run(&mut m, "blockdev-del", json!({"node-name": "d0"}))),
+        "GenericError: Block device d0 is in use"
+    );
+    ok(run(&mut m, "blockdev-del", json!({"node-name": "t0"})));
+    ok(run(&mut m, "object-del", json!({"id": "tg0"})));
+    assert_eq!(
+        err(run(
+            &mut m,
+            "blockdev-add",
+            json!({"driver": "throttle", "node-name": "t1", "throttle-group": "tg9",
+                   "file": {"driver": "null-co"}})
+        )),
+        "GenericError: Throttle group 'tg9' does not exist"
+    );
+}

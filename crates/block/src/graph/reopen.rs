@@ -77,7 +77,7 @@ impl BlockGraph {
                     backing = self.plan_backing(&name, o)?;
                 }
             }
-            Driver::NullCo | Driver::NullAio => {}
+            Driver::NullCo | Driver::NullAio | Driver::Throttle => {}
         }
         Ok(Plan {
             name,

@@ -117,6 +117,11 @@ pub fn map_options(o: &api::BlockdevOptions) -> R<Opts> {
             };
             x
         }
+        B::Throttle(t) => {
+            let mut x = Opts::format(Driver::Throttle, map_ref(&t.file)?);
+            x.throttle_group = Some(t.throttle_group.clone());
+            x
+        }
         B::NullCo(n) | B::NullAio(n) => {
             let mut x = Opts::null(n.size.map(|s| s.max(0) as u64));
             if matches!(o.driver, B::NullAio(_)) {
@@ -143,6 +148,7 @@ pub fn map_options(o: &api::BlockdevOptions) -> R<Opts> {
 
 pub fn blockdev_add(m: &mut Machine, a: api::BlockdevAdd, _: &mut Cx) -> R<Empty> {
     let opts = map_options(&a.0)?;
+    super::block_node::check_throttle_groups(m, &opts)?;
     m.block.graph.add(&opts).map_err(qerr)?;
     Ok(Empty)
 }
@@ -160,7 +166,10 @@ pub fn query_named_block_nodes(
 ) -> R<Vec<api::BlockDeviceInfo>> {
     block::catch_up(m);
     let nodes = m.block.graph.named_nodes(false).map_err(qerr)?;
-    Ok(nodes.iter().map(block::device_info).collect())
+    Ok(nodes
+        .iter()
+        .map(|n| block::node_device_info(m, n))
+        .collect())
 }
 
 /// The node a command names with `device` or `node-name` (one of them).

@@ -231,3 +231,65 @@ pub fn x_blockdev_set_iothread(
     }
     Ok(Empty)
 }
+
+// ---------------------------------------------------------------------------
+// Throttle filters.
+
+/// Every `throttle` filter in `opts` (inline children too) names an existing throttle group.
+pub fn check_throttle_groups(m: &Machine, opts: &qmpkit_block::BlockdevOptions) -> R<()> {
+    if let Some(g) = &opts.throttle_group {
+        let tree = &m.qom.tree;
+        let exists = crate::devices::places(tree)
+            .and_then(|p| tree.child(p.objects, g))
+            .is_some_and(|n| tree.node(n).ty == "throttle-group");
+        if !exists {
+            return Err(generic(format!("Throttle group '{g}' does not exist")));
+        }
+    }
+    let children = [
+        opts.file.as_ref(),
+        opts.backing.as_ref().and_then(Option::as_ref),
+    ];
+    for c in children.into_iter().flatten() {
+        if let qmpkit_block::BlockdevRef::Inline(o) = c {
+            check_throttle_groups(m, o)?;
+        }
+    }
+    Ok(())
+}
+
+/// The `json:` description QEMU gives a node whose options no plain file name says (a
+/// filter): its driver's options down to the file, members in QEMU's order.
+pub fn json_filename(m: &Machine, node: &str) -> String {
+    format!(
+        "json:{}",
+        qmpkit_wire::json::to_qemu_string(&describe(&m.block.graph, node, 0))
+    )
+}
+
+fn describe(g: &qmpkit_block::BlockGraph, node: &str, depth: u32) -> serde_json::Value {
+    use qmpkit_block::graph::ChildRole;
+    use serde_json::json;
+    let Ok(driver) = g.driver(node) else {
+        return serde_json::Value::Null;
+    };
+    let mut o = serde_json::Map::new();
+    if let Some(t) = g.throttle_group(node) {
+        o.insert("throttle-group".into(), json!(t));
+    }
+    o.insert("driver".into(), json!(driver.name()));
+    match g.child(node, ChildRole::File) {
+        Some(c) if depth < 16 => {
+            o.insert("file".into(), describe(g, &c, depth + 1));
+        }
+        _ => {
+            if driver == qmpkit_block::Driver::File {
+                o.insert(
+                    "filename".into(),
+                    json!(g.filename(node).unwrap_or_default()),
+                );
+            }
+        }
+    }
+    serde_json::Value::Object(o)
+}
