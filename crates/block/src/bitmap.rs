@@ -36,6 +36,8 @@ pub struct DirtyBitmap {
     pub persistent: bool,
     /// Loaded from a file that says it was not stored cleanly (qcow2 `in_use`).
     pub inconsistent: bool,
+    /// Persistent in a read-only image: may be enabled or disabled, not changed.
+    pub readonly: bool,
 }
 
 impl DirtyBitmap {
@@ -49,6 +51,7 @@ impl DirtyBitmap {
             enabled: true,
             persistent: false,
             inconsistent: false,
+            readonly: false,
         }
     }
 
@@ -187,6 +190,17 @@ impl BitmapSet {
             .ok_or_else(|| not_found(name))
     }
 
+    /// A bitmap whose bits may change: not read-only.
+    pub fn get_writable(&mut self, name: &str) -> Result<&mut DirtyBitmap> {
+        let b = self.get_mut(name)?;
+        if b.readonly {
+            return Err(Error::generic(format!(
+                "Bitmap '{name}' is readonly and cannot be modified"
+            )));
+        }
+        Ok(b)
+    }
+
     pub fn record(&mut self, offset: u64, len: u64) {
         for b in &mut self.list {
             b.record(offset, len);
@@ -194,6 +208,7 @@ impl BitmapSet {
     }
 
     pub fn remove(&mut self, name: &str) -> Result<DirtyBitmap> {
+        self.get_writable(name)?;
         let i = self
             .list
             .iter()

@@ -1327,6 +1327,8 @@ impl BlockGraph {
             None => Image::open(&path, Some(ImageFormat::Raw), writable)?,
         };
         *guard = img;
+        drop(guard);
+        self.mark_bitmaps_in_use(name);
         r
     }
 
@@ -1347,6 +1349,7 @@ impl BlockGraph {
             }
             return Err(e);
         }
+        self.bitmaps_follow_read_only(name, read_only);
         Ok(())
     }
 

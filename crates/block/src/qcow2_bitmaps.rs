@@ -328,3 +328,41 @@ mod tests {
         assert!(parse_directory(&raw, 3).is_err());
     }
 }
+
+/// Marks every bitmap of a file as in use and the extension as consistent again (what QEMU
+/// does once it has loaded the bitmaps of an image it opened for writing; until they are
+/// stored, readers see them as in use). The directory keeps its place and size.
+pub fn mark_in_use(path: &Path) -> Result<()> {
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)?;
+    let (h, _) = header_of(&mut f)?;
+    let Some((count, size, offset)) = extension(&h) else {
+        return Ok(());
+    };
+    if h.version < 3 || size > MAX_DIRECTORY {
+        return Ok(());
+    }
+    let mut entries = read_directory(&mut f, &h)?;
+    if entries.len() != count as usize {
+        return Ok(());
+    }
+    for e in &mut entries {
+        e.flags |= FLAG_IN_USE;
+    }
+    let dir = serialise_directory(&entries);
+    if dir.len() as u64 != size {
+        // Entries with extra data: leave the file as it is.
+        return Ok(());
+    }
+    write_at(&mut f, offset, &dir)?;
+    f.sync_data()?;
+    write_at(
+        &mut f,
+        88,
+        &(h.autoclear_features | AUTOCLEAR_BITMAPS).to_be_bytes(),
+    )?;
+    f.sync_data()?;
+    Ok(())
+}

@@ -60,10 +60,8 @@ fn theirs(q: &mut Qmp, node: &str) -> Vec<(String, u64, u64, bool, bool)> {
         .unwrap();
     let n = nodes
         .as_array()
-        .unwrap()
-        .iter()
-        .find(|n| n["node-name"] == node)
-        .unwrap()
+        .and_then(|a| a.iter().find(|n| n["node-name"] == node))
+        .unwrap_or_else(|| panic!("no node {node} in {nodes}"))
         .clone();
     n["dirty-bitmaps"]
         .as_array()
@@ -155,6 +153,15 @@ fn round_trip(cluster_size: u32, refcount_bits: u32, size: &str) {
     // Opened again here: the same bitmaps with the same bits; QEMU lists the last one in
     // the file first.
     g.add(&qcow2_node(&path, "d1")).unwrap();
+    // While open for writing, the file shows them in use (as QEMU leaves them).
+    assert_eq!(
+        qemu_img_bitmaps(&qemu_img, &path),
+        json!([
+            {"flags": ["in-use", "auto"], "name": "fine", "granularity": 512},
+            {"flags": ["in-use"], "name": "p1", "granularity": 131072},
+            {"flags": ["in-use", "auto"], "name": "p0", "granularity": default_granularity},
+        ])
+    );
     let again = ours(&g, "d1");
     let mut persistent: Vec<_> = before.iter().filter(|b| b.4).cloned().collect();
     persistent.reverse();
@@ -399,4 +406,43 @@ fn writes_through_a_throttle_filter_mark_the_nodes_bitmaps() {
     );
     g.delete("t0").unwrap();
     g.delete("d0").unwrap();
+}
+
+#[test]
+fn bitmaps_of_a_read_only_image_are_read_only() {
+    let qemu_img = program_or_skip!("qemu-img");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ro.qcow2");
+    let (ok, text) = run(
+        &qemu_img,
+        &["create", "-q", "-f", "qcow2", path.to_str().unwrap(), "1M"],
+    );
+    assert!(ok, "{text}");
+    let mut g = BlockGraph::default();
+    g.add(&qcow2_node(&path, "d0")).unwrap();
+    add(&mut g, "d0", "p0", None, true, false);
+    g.backend("d0").unwrap().write(0, &[1; 512]).unwrap();
+    g.delete("d0").unwrap();
+    g.add(&qcow2_node(&path, "ro").read_only(true)).unwrap();
+    let words = "Bitmap 'p0' is readonly and cannot be modified";
+    assert_eq!(g.bitmap_clear("ro", "p0").unwrap_err().desc, words);
+    assert_eq!(g.bitmap_remove("ro", "p0").unwrap_err().desc, words);
+    add(&mut g, "ro", "n1", None, false, false);
+    assert_eq!(
+        g.bitmap_merge("ro", "p0", &[(None, "n1".into())])
+            .unwrap_err()
+            .desc,
+        words
+    );
+    g.bitmap_merge("ro", "n1", &[(None, "p0".into())]).unwrap();
+    assert_eq!(g.bitmap("ro", "n1").unwrap().count(), 65536);
+    g.bitmap_set_enabled("ro", "p0", false).unwrap();
+    g.bitmap_set_enabled("ro", "p0", true).unwrap();
+    // Writable again: the bitmap may change, and is stored when the node goes.
+    g.set_read_only("ro", false).unwrap();
+    g.bitmap_clear("ro", "p0").unwrap();
+    g.delete("ro").unwrap();
+    check_clean(&qemu_img, &path);
+    g.add(&qcow2_node(&path, "d0")).unwrap();
+    assert_eq!(g.bitmap("d0", "p0").unwrap().count(), 0);
 }

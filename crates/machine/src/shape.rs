@@ -375,9 +375,7 @@ impl<'a> Shaper<'a> {
     fn rename(&self, ty: &str, value: &str) -> Option<&'static str> {
         self.renames
             .iter()
-            .find(|(t, own, served)| {
-                *t == ty && *own == value && enum_has(self.schema, ty, served)
-            })
+            .find(|(t, own, served)| *t == ty && *own == value && enum_has(self.schema, ty, served))
             .map(|(_, _, served)| *served)
     }
 
@@ -422,9 +420,11 @@ impl<'a> Shaper<'a> {
             }
             EntityKind::Enum(e) => match value.as_str() {
                 Some(s) if e.members.iter().any(|m| m.name == s) => value,
-                Some(s) if self.rename(&schema.entity(id).name, s).is_some() => {
-                    Value::String(self.rename(&schema.entity(id).name, s).unwrap_or_default().into())
-                }
+                Some(s) if self.rename(&schema.entity(id).name, s).is_some() => Value::String(
+                    self.rename(&schema.entity(id).name, s)
+                        .unwrap_or_default()
+                        .into(),
+                ),
                 _ => {
                     self.invent(InventionKind::EnumReplaced(value));
                     synth(schema, id, depth)

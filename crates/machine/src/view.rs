@@ -315,8 +315,12 @@ fn object_add_props(args: &Args) -> Converted {
 /// itself, or the unstable `x-` name under which the machine's interface has it.
 /// `None`: the machine's interface has no such command.
 pub fn own_command<'a>(own: &Schema, cmd: &'a str) -> Option<Cow<'a, str>> {
-    let is_command =
-        |name: &str| matches!(own.lookup(name).map(|id| &own.entity(id).kind), Some(EntityKind::Command(_)));
+    let is_command = |name: &str| {
+        matches!(
+            own.lookup(name).map(|id| &own.entity(id).kind),
+            Some(EntityKind::Command(_))
+        )
+    };
     if is_command(cmd) {
         return Some(Cow::Borrowed(cmd));
     }
@@ -340,7 +344,12 @@ pub fn request<'a>(cmd: &'a str, args: &'a Args) -> Result<Request<'a>, QmpError
         Some(c) if crate::qmp::implemented().contains(&c.as_ref()) => c,
         // Not the machine's interface, or a command of it that the machine does not
         // implement: answered by name (the commands outside its interface), or not at all.
-        _ => return Ok(Request::Own { command: Cow::Borrowed(cmd), args }),
+        _ => {
+            return Ok(Request::Own {
+                command: Cow::Borrowed(cmd),
+                args,
+            })
+        }
     };
     let Some(EntityKind::Command(c)) = own.lookup(&command).map(|id| &own.entity(id).kind) else {
         return Ok(Request::Own { command, args });
@@ -367,7 +376,10 @@ pub fn request<'a>(cmd: &'a str, args: &'a Args) -> Result<Request<'a>, QmpError
     let Value::Object(args) = fitted.value else {
         return Err(refused(cmd, "", None));
     };
-    Ok(Request::Own { command, args: Cow::Owned(args) })
+    Ok(Request::Own {
+        command,
+        args: Cow::Owned(args),
+    })
 }
 
 /// The error for a request the machine's form cannot carry: what it names, in the served

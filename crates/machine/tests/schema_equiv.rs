@@ -78,7 +78,11 @@ const NEWER: &[&str] = &[
 
 /// Seed definitions that grew members of later QEMU releases: each keeps every member the
 /// seed gives it, in the seed's order.
-const GROWN: &[&str] = &["BlockDeviceInfo", "BlockDeviceStats", "q_obj_screendump-arg"];
+const GROWN: &[&str] = &[
+    "BlockDeviceInfo",
+    "BlockDeviceStats",
+    "q_obj_screendump-arg",
+];
 
 /// Whether `name` (an entity, its implicit argument type or its array) is an extension or
 /// one of [`NEWER`], set aside from the comparison with the seed.
@@ -86,7 +90,10 @@ fn set_aside(name: &str) -> bool {
     let base = name.trim_start_matches('[').trim_end_matches(']');
     let base = base.strip_prefix("q_obj_").unwrap_or(base);
     let base = base.strip_suffix("-arg").unwrap_or(base);
-    is_ext(name) || NEWER.iter().any(|n| *n == base || format!("{n}List") == base)
+    is_ext(name)
+        || NEWER
+            .iter()
+            .any(|n| *n == base || format!("{n}List") == base)
 }
 
 /// The members of an introspected object: `(name, type, optional)`.
@@ -332,7 +339,8 @@ fn newer_definitions_are_qemus() {
     let qemu = qmpkit_schema::load(&path, Dialect::Modern)
         .unwrap_or_else(|e| panic!("QEMU 10.0.2's schema does not load:\n{e}"));
     let kind = |s: &Schema, name: &str| {
-        s.lookup(name).map(|id| std::mem::discriminant(&s.entity(id).kind))
+        s.lookup(name)
+            .map(|id| std::mem::discriminant(&s.entity(id).kind))
     };
     for name in NEWER {
         let mine = kind(&ours_schema, name);

@@ -45,6 +45,7 @@ impl BlockGraph {
             Data::Image(i) => ExportBackend::size(&**i),
             Data::Null(s) => *s,
         };
+        let read_only = node.read_only;
         let Ok(mut set) = node.bitmaps.lock() else {
             return;
         };
@@ -55,8 +56,25 @@ impl BlockGraph {
             b.persistent = true;
             b.enabled = s.auto;
             b.inconsistent = s.in_use;
+            b.readonly = read_only;
             set.file_order.push(s.name);
             set.list.insert(0, b);
+        }
+        let mark = !read_only && set.file_has_bitmaps;
+        drop(set);
+        if mark {
+            self.mark_bitmaps_in_use(name);
+        }
+    }
+
+    /// A writable qcow2 node's file shows its bitmaps as in use while the node is open.
+    pub(super) fn mark_bitmaps_in_use(&self, name: &str) {
+        let Some(n) = self.nodes.get(name) else {
+            return;
+        };
+        let has = n.bitmaps.lock().is_ok_and(|s| s.file_has_bitmaps);
+        if n.driver == Driver::Qcow2 && !n.read_only && has {
+            let _ = qcow2_bitmaps::mark_in_use(Path::new(&n.filename));
         }
     }
 
@@ -126,7 +144,7 @@ impl BlockGraph {
     /// `block-dirty-bitmap-clear`: the bitmap before clearing (for a transaction's undo).
     pub fn bitmap_clear(&mut self, node: &str, name: &str) -> Result<DirtyBitmap> {
         self.with_bitmaps(node, |set| {
-            let b = set.get_mut(name)?;
+            let b = set.get_writable(name)?;
             let old = b.clone();
             b.clear();
             Ok(old)
@@ -158,7 +176,7 @@ impl BlockGraph {
         target: &str,
         sources: &[(Option<String>, String)],
     ) -> Result<()> {
-        self.bitmap(node, target)?;
+        self.with_bitmaps(node, |set| set.get_writable(target).map(|_| ()))?;
         let mut merged = Vec::new();
         for (n, name) in sources {
             let n = n.as_deref().unwrap_or(node);
@@ -229,5 +247,16 @@ impl BlockGraph {
     /// [`BlockGraph::store_bitmaps`] where nothing can answer an error (a node going away).
     pub(super) fn store_bitmaps_quietly(&self, node: &str) {
         let _ = self.store_bitmaps(node);
+    }
+
+    /// A node became read-only or writable: its persistent bitmaps follow (stored before it
+    /// becomes read-only, by the caller).
+    pub(super) fn bitmaps_follow_read_only(&self, node: &str, read_only: bool) {
+        let _ = self.with_bitmaps(node, |set| {
+            for b in set.list.iter_mut().filter(|b| b.persistent) {
+                b.readonly = read_only;
+            }
+            Ok(())
+        });
     }
 }

@@ -232,6 +232,7 @@ impl BlockGraph {
                 Some(b) => self.set_backing(&p.name, b.as_deref())?,
                 None => self.reopen(&p.name)?,
             }
+            self.bitmaps_follow_read_only(&p.name, p.read_only);
         }
         Ok(())
     }
