@@ -1069,7 +1069,7 @@ impl MachineConfig {
             .filter_map(|c| parse_keyval(c, Some("backend")).get("id").cloned())
             .chain(self.serial_names())
             .collect();
-        for d in &self.devices {
+        for (i, d) in self.devices.iter().enumerate() {
             let ty = crate::qom::types::find(&d.driver)
                 .or_else(|| {
                     crate::qom::types::resolve_alias(&d.driver).and_then(crate::qom::types::find)
@@ -1085,6 +1085,10 @@ impl MachineConfig {
             };
             crate::qom::props::check_device_option(&d.driver, &d.props, self.modern())
                 .map_err(|e| ConfigError(format!("-device {opt}: {}", e.desc)))?;
+            if ty == crate::net::rocker::TYPE {
+                self.check_switch(&self.devices[..i], d)
+                    .map_err(|e| ConfigError(format!("-device {opt}: {}", e.desc)))?;
+            }
             if let Some(n) = d.props.get("netdev") {
                 if !self.netdevs.iter().any(|x| &x.id == n) {
                     return Err(missing("netdev", n));
@@ -1104,6 +1108,44 @@ impl MachineConfig {
             }
         }
         Ok(())
+    }
+
+    /// A rocker switch's ports and world, and its name among the switches `before` it.
+    fn check_switch(
+        &self,
+        before: &[DeviceConfig],
+        d: &DeviceConfig,
+    ) -> Result<(), qmpkit_wire::QmpError> {
+        let json = |m: &BTreeMap<String, String>| -> Vec<(String, serde_json::Value)> {
+            m.iter()
+                .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+                .collect()
+        };
+        let is_switch = |o: &DeviceConfig| {
+            crate::qom::types::find(&o.driver).map(|t| t.name) == Some(crate::net::rocker::TYPE)
+        };
+        let ports_of = |o: &DeviceConfig| -> Vec<String> {
+            o.props
+                .get("ports")
+                .and_then(|p| serde_json::from_str::<Vec<String>>(p).ok())
+                .unwrap_or_default()
+        };
+        crate::net::rocker::check_new(
+            &json(&d.props),
+            |p| self.netdevs.iter().any(|x| x.id == p),
+            |p| {
+                before.iter().any(|o| {
+                    o.props.get("netdev").map(String::as_str) == Some(p)
+                        || (is_switch(o) && ports_of(o).iter().any(|x| x == p))
+                })
+            },
+            |name| {
+                before.iter().any(|o| {
+                    is_switch(o)
+                        && o.props.get("name").map(String::as_str).unwrap_or(crate::net::rocker::TYPE) == name
+                })
+            },
+        )
     }
 
     /// IDE buses and units per bus of the machine type: the PC's two

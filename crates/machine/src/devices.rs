@@ -537,9 +537,17 @@ pub fn all_devices(tree: &Tree) -> Vec<NodeId> {
 
 /// Whether a device's `prop` (`netdev`, `drive`) already names `name`.
 fn backend_in_use(tree: &Tree, prop: &str, name: &str) -> bool {
+    if prop == "netdev" && crate::net::rocker::port_uses(tree, name) {
+        return true;
+    }
     all_devices(tree)
         .into_iter()
         .any(|n| tree.val(n, prop).and_then(QomValue::as_str) == Some(name))
+}
+
+/// Whether a card or a switch's port uses network back end `name`.
+pub fn netdev_in_use(tree: &Tree, name: &str) -> bool {
+    backend_in_use(tree, "netdev", name)
 }
 
 /// The qdev id of a device (its name under /machine/peripheral).
@@ -761,6 +769,9 @@ fn device_add_as(m: &mut Machine, args: &DeviceOptions, driver: &str) -> Result<
             .find(|(k, _)| k == "drive")
             .and_then(|(_, v)| v.as_str()),
     )?;
+    if types::is_a(td.name, crate::net::rocker::TYPE) {
+        crate::net::rocker::check_device_add(m, &props)?;
+    }
     let cpu_index = if types::is_a(td.name, "x86_64-cpu") {
         Some(check_cpu(m, td.name, &props)?)
     } else {

@@ -530,6 +530,7 @@ fn pci_ids(driver: &str) -> Option<(u64, u64, u64, &'static str)> {
         "virtio-rng-pci" => (0x1af4, 0x1005, 0x00ff, "Class 00ff"),
         "e1000" => (0x8086, 0x100e, 0x0200, "Ethernet controller"),
         "rtl8139" => (0x10ec, 0x8139, 0x0200, "Ethernet controller"),
+        "rocker" => (0x1b36, 0x0006, 0x0280, "Network controller"),
         "VGA" => (0x1234, 0x1111, 0x0300, "VGA controller"),
         "cirrus-vga" => (0x1013, 0x00b8, 0x0300, "VGA controller"),
         "qxl-vga" => (0x1b36, 0x0100, 0x0300, "VGA controller"),

@@ -116,6 +116,8 @@ pub struct NetState {
     pub removed: Vec<String>,
     /// Back ends whose link `set_link` took down.
     pub backend_down: Vec<String>,
+    /// Back ends whose link `set_link` brought up (a switch port's link is down until then).
+    pub backend_up: Vec<String>,
     /// Descriptors a back end holds, by back end id.
     pub held: BTreeMap<String, Vec<OwnedFd>>,
     /// Cards by net client name, made when first needed.
@@ -264,7 +266,10 @@ pub fn set_link(m: &mut Machine, name: &str, up: bool) -> Result<(), QmpError> {
             ));
         }
         m.net.backend_down.retain(|b| b != name);
-        if !up {
+        m.net.backend_up.retain(|b| b != name);
+        if up {
+            m.net.backend_up.push(name.to_string());
+        } else {
             m.net.backend_down.push(name.to_string());
         }
         return Ok(());

@@ -96,7 +96,8 @@ pub fn device_prop_value(ty_name: &str, def: &PropDef, raw: &Value) -> Result<Qo
             }
             Ok(QomValue::Int(v))
         }
-        "str" if name == "mac" => {
+        "list" => list_value(name, raw),
+        "str" if name == "mac" || name == "fp_start_macaddr" => {
             if is_mac(&text) {
                 Ok(QomValue::Str(text.to_ascii_lowercase()))
             } else {
@@ -105,6 +106,38 @@ pub fn device_prop_value(ty_name: &str, def: &PropDef, raw: &Value) -> Result<Qo
         }
         _ => Ok(QomValue::Str(text)),
     }
+}
+
+/// A `list` property's value: a JSON array of strings (as `device_add` and a JSON `-device`
+/// give it; the command line's `key=value` form cannot), in QEMU's words otherwise.
+fn list_value(name: &str, raw: &Value) -> Result<QomValue, QmpError> {
+    let parsed;
+    let items = match raw {
+        Value::Array(a) => a,
+        Value::String(s) if s.trim_start().starts_with('[') => {
+            parsed = serde_json::from_str::<Value>(s).unwrap_or(Value::Null);
+            match &parsed {
+                Value::Array(a) => a,
+                _ => return Err(expected(name, "array")),
+            }
+        }
+        _ => return Err(expected(name, "array")),
+    };
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, v)| match v {
+            Value::String(s) => Ok(QomValue::Str(s.clone())),
+            _ => Err(expected(&format!("{name}[{i}]"), "string")),
+        })
+        .collect::<Result<_, _>>()
+        .map(QomValue::List)
+}
+
+fn expected(name: &str, ty: &str) -> QmpError {
+    QmpError::generic(format!(
+        "Invalid parameter type for '{name}', expected: {ty}"
+    ))
 }
 
 /// The checks `-device` shares with `device_add` that need no running

@@ -115,6 +115,18 @@ static NIC_PROPS: &[PropDef] = &[
     p!("netdev", "str", "null", NETDEV),
 ];
 
+static ROCKER_PROPS: &[PropDef] = &[
+    p!("name", "str"),
+    p!("world", "str"),
+    p!("switch_id", "uint64", "0"),
+    PropDef {
+        desc: Some(MAC),
+        ..p!("fp_start_macaddr", "str")
+    },
+    // The back ends of the switch's ports, in port order.
+    p!("ports", "list", "[]"),
+];
+
 static E1000_PROPS: &[PropDef] = &[
     dp!("bootindex", "int32", "-1"),
     p!("autonegotiation", "bool", "true", ON_OFF),
@@ -729,6 +741,13 @@ pub static TYPES: &[TypeDef] = &[
         hotpluggable: true,
         interfaces: &["conventional-pci-device"],
         ..t!("ne2k_pci", Some("pci-device"))
+    },
+    TypeDef {
+        props: ROCKER_PROPS,
+        user_creatable: true,
+        hotpluggable: true,
+        interfaces: &["conventional-pci-device"],
+        ..t!("rocker", Some("pci-device"))
     },
     TypeDef {
         props: VIRTIO_NET_PROPS,
