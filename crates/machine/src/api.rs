@@ -12301,6 +12301,85 @@ impl ::qmpkit_qapi::Builder for __ChardevReturnBuilder {
     }
 }
 
+/// QAPI struct `AnnounceParameters`.
+///
+/// How the guest's network cards announce themselves (gratuitous ARP and
+/// RARP frames), for example after a migration.
+///
+/// **Since:** 4.0
+#[allow(deprecated)]
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct AnnounceParameters {
+    /// delay before the first round, in milliseconds
+    pub initial: i64,
+    /// longest delay between rounds, in milliseconds
+    pub max: i64,
+    /// how many rounds
+    pub rounds: i64,
+    /// by how much the delay grows each round, in milliseconds
+    pub step: i64,
+    /// the cards to announce (default: all)
+    pub interfaces: ::core::option::Option<::std::vec::Vec<::std::string::String>>,
+    /// names this announcement, so that a later one with the same name
+    /// replaces it
+    pub id: ::core::option::Option<::std::string::String>,
+}
+#[allow(deprecated)]
+impl ::qmpkit_qapi::Object for AnnounceParameters {
+    type Builder = __AnnounceParametersBuilder;
+    fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
+        ::serde::ser::SerializeMap::serialize_entry(__m, "initial", &self.initial)?;
+        ::serde::ser::SerializeMap::serialize_entry(__m, "max", &self.max)?;
+        ::serde::ser::SerializeMap::serialize_entry(__m, "rounds", &self.rounds)?;
+        ::serde::ser::SerializeMap::serialize_entry(__m, "step", &self.step)?;
+        if let ::core::option::Option::Some(__v) = &self.interfaces { ::serde::ser::SerializeMap::serialize_entry(__m, "interfaces", __v)?; }
+        if let ::core::option::Option::Some(__v) = &self.id { ::serde::ser::SerializeMap::serialize_entry(__m, "id", __v)?; }
+        Ok(())
+    }
+}
+#[allow(deprecated)]
+impl ::serde::Serialize for AnnounceParameters {
+    fn serialize<__S: ::serde::Serializer>(&self, __s: __S) -> ::core::result::Result<__S::Ok, __S::Error> {
+        ::qmpkit_qapi::__rt::serialize_object(self, __s)
+    }
+}
+#[allow(deprecated)]
+impl<'de> ::serde::Deserialize<'de> for AnnounceParameters {
+    fn deserialize<__D: ::serde::Deserializer<'de>>(__d: __D) -> ::core::result::Result<Self, __D::Error> {
+        ::qmpkit_qapi::__rt::deserialize_object(__d, "AnnounceParameters")
+    }
+}
+#[doc(hidden)]
+#[allow(deprecated)]
+#[derive(Default)]
+pub struct __AnnounceParametersBuilder {
+    initial: ::core::option::Option<i64>,
+    max: ::core::option::Option<i64>,
+    rounds: ::core::option::Option<i64>,
+    step: ::core::option::Option<i64>,
+    interfaces: ::core::option::Option<::std::vec::Vec<::std::string::String>>,
+    id: ::core::option::Option<::std::string::String>,
+}
+#[allow(deprecated)]
+impl ::qmpkit_qapi::Builder for __AnnounceParametersBuilder {
+    type Out = AnnounceParameters;
+    fn member<'de, __A: ::serde::de::MapAccess<'de>>(&mut self, __key: &str, __map: &mut __A) -> ::core::result::Result<bool, __A::Error> {
+        match __key {
+            "initial" => self.initial = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
+            "max" => self.max = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
+            "rounds" => self.rounds = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
+            "step" => self.step = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
+            "interfaces" => self.interfaces = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
+            "id" => self.id = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+    fn finish<__E: ::serde::de::Error>(self) -> ::core::result::Result<AnnounceParameters, __E> {
+        Ok(AnnounceParameters { initial: ::qmpkit_qapi::__rt::missing(self.initial, "initial")?, max: ::qmpkit_qapi::__rt::missing(self.max, "max")?, rounds: ::qmpkit_qapi::__rt::missing(self.rounds, "rounds")?, step: ::qmpkit_qapi::__rt::missing(self.step, "step")?, interfaces: self.interfaces, id: self.id, })
+    }
+}
+
 /// QAPI struct `NetdevNoneOptions`.
 ///
 /// No backend options.
@@ -21187,6 +21266,248 @@ impl ::qmpkit_qapi::Builder for __CpuInfoOtherBuilder {
     }
 }
 
+/// QAPI enum `SysEmuTarget`.
+///
+/// The system emulation targets QEMU is built for.
+///
+/// **Since:** 3.0
+#[allow(deprecated)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum SysEmuTarget {
+    /// `aarch64`
+    Aarch64,
+    /// `alpha`
+    Alpha,
+    /// `arm`
+    Arm,
+    /// `avr`
+    Avr,
+    /// `hppa`
+    Hppa,
+    /// `i386`
+    I386,
+    /// `loongarch64`
+    Loongarch64,
+    /// `m68k`
+    M68k,
+    /// `microblaze`
+    Microblaze,
+    /// `microblazeel`
+    Microblazeel,
+    /// `mips`
+    Mips,
+    /// `mips64`
+    Mips64,
+    /// `mips64el`
+    Mips64el,
+    /// `mipsel`
+    Mipsel,
+    /// `or1k`
+    Or1k,
+    /// `ppc`
+    Ppc,
+    /// `ppc64`
+    Ppc64,
+    /// `riscv32`
+    Riscv32,
+    /// `riscv64`
+    Riscv64,
+    /// `rx`
+    Rx,
+    /// `s390x`
+    S390x,
+    /// `sh4`
+    Sh4,
+    /// `sh4eb`
+    Sh4eb,
+    /// `sparc`
+    Sparc,
+    /// `sparc64`
+    Sparc64,
+    /// `tricore`
+    Tricore,
+    /// `x86_64`
+    X8664,
+    /// `xtensa`
+    Xtensa,
+    /// `xtensaeb`
+    Xtensaeb,
+    /// A value this schema does not know (from a newer server).
+    Unknown(::std::string::String),
+}
+#[allow(deprecated)]
+impl ::qmpkit_qapi::Enum for SysEmuTarget {
+    const NAMES: &'static [&'static str] = &["aarch64", "alpha", "arm", "avr", "hppa", "i386", "loongarch64", "m68k", "microblaze", "microblazeel", "mips", "mips64", "mips64el", "mipsel", "or1k", "ppc", "ppc64", "riscv32", "riscv64", "rx", "s390x", "sh4", "sh4eb", "sparc", "sparc64", "tricore", "x86_64", "xtensa", "xtensaeb"];
+    fn from_name(__s: &str) -> Self {
+        match __s {
+            "aarch64" => SysEmuTarget::Aarch64,
+            "alpha" => SysEmuTarget::Alpha,
+            "arm" => SysEmuTarget::Arm,
+            "avr" => SysEmuTarget::Avr,
+            "hppa" => SysEmuTarget::Hppa,
+            "i386" => SysEmuTarget::I386,
+            "loongarch64" => SysEmuTarget::Loongarch64,
+            "m68k" => SysEmuTarget::M68k,
+            "microblaze" => SysEmuTarget::Microblaze,
+            "microblazeel" => SysEmuTarget::Microblazeel,
+            "mips" => SysEmuTarget::Mips,
+            "mips64" => SysEmuTarget::Mips64,
+            "mips64el" => SysEmuTarget::Mips64el,
+            "mipsel" => SysEmuTarget::Mipsel,
+            "or1k" => SysEmuTarget::Or1k,
+            "ppc" => SysEmuTarget::Ppc,
+            "ppc64" => SysEmuTarget::Ppc64,
+            "riscv32" => SysEmuTarget::Riscv32,
+            "riscv64" => SysEmuTarget::Riscv64,
+            "rx" => SysEmuTarget::Rx,
+            "s390x" => SysEmuTarget::S390x,
+            "sh4" => SysEmuTarget::Sh4,
+            "sh4eb" => SysEmuTarget::Sh4eb,
+            "sparc" => SysEmuTarget::Sparc,
+            "sparc64" => SysEmuTarget::Sparc64,
+            "tricore" => SysEmuTarget::Tricore,
+            "x86_64" => SysEmuTarget::X8664,
+            "xtensa" => SysEmuTarget::Xtensa,
+            "xtensaeb" => SysEmuTarget::Xtensaeb,
+            _ => SysEmuTarget::Unknown(__s.into()),
+        }
+    }
+    fn as_str(&self) -> &str {
+        match self {
+            SysEmuTarget::Aarch64 => "aarch64",
+            SysEmuTarget::Alpha => "alpha",
+            SysEmuTarget::Arm => "arm",
+            SysEmuTarget::Avr => "avr",
+            SysEmuTarget::Hppa => "hppa",
+            SysEmuTarget::I386 => "i386",
+            SysEmuTarget::Loongarch64 => "loongarch64",
+            SysEmuTarget::M68k => "m68k",
+            SysEmuTarget::Microblaze => "microblaze",
+            SysEmuTarget::Microblazeel => "microblazeel",
+            SysEmuTarget::Mips => "mips",
+            SysEmuTarget::Mips64 => "mips64",
+            SysEmuTarget::Mips64el => "mips64el",
+            SysEmuTarget::Mipsel => "mipsel",
+            SysEmuTarget::Or1k => "or1k",
+            SysEmuTarget::Ppc => "ppc",
+            SysEmuTarget::Ppc64 => "ppc64",
+            SysEmuTarget::Riscv32 => "riscv32",
+            SysEmuTarget::Riscv64 => "riscv64",
+            SysEmuTarget::Rx => "rx",
+            SysEmuTarget::S390x => "s390x",
+            SysEmuTarget::Sh4 => "sh4",
+            SysEmuTarget::Sh4eb => "sh4eb",
+            SysEmuTarget::Sparc => "sparc",
+            SysEmuTarget::Sparc64 => "sparc64",
+            SysEmuTarget::Tricore => "tricore",
+            SysEmuTarget::X8664 => "x86_64",
+            SysEmuTarget::Xtensa => "xtensa",
+            SysEmuTarget::Xtensaeb => "xtensaeb",
+            SysEmuTarget::Unknown(__s) => __s,
+        }
+    }
+    fn is_unknown(&self) -> bool {
+        matches!(self, SysEmuTarget::Unknown(_))
+    }
+}
+#[allow(deprecated)]
+impl ::serde::Serialize for SysEmuTarget {
+    fn serialize<__S: ::serde::Serializer>(&self, __s: __S) -> ::core::result::Result<__S::Ok, __S::Error> {
+        __s.serialize_str(::qmpkit_qapi::Enum::as_str(self))
+    }
+}
+#[allow(deprecated)]
+impl<'de> ::serde::Deserialize<'de> for SysEmuTarget {
+    fn deserialize<__D: ::serde::Deserializer<'de>>(__d: __D) -> ::core::result::Result<Self, __D::Error> {
+        ::qmpkit_qapi::__rt::deserialize_enum(__d)
+    }
+}
+#[allow(deprecated)]
+impl ::core::fmt::Display for SysEmuTarget {
+    fn fmt(&self, __f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+        __f.write_str(::qmpkit_qapi::Enum::as_str(self))
+    }
+}
+
+/// QAPI struct `CpuInfoFast`.
+///
+/// One virtual CPU, from what the machine knows without asking the CPU
+/// (the form of QEMU 3.0 to 5.2, which carry both `arch` and `target`; the
+/// machine has no s390x CPUs, whose state later releases add).
+///
+/// **Since:** 2.12
+#[allow(deprecated)]
+#[derive(Debug, Clone, PartialEq)]
+pub struct CpuInfoFast {
+    /// CPU index
+    pub cpu_index: i64,
+    /// the CPU object's QOM path
+    pub qom_path: ::std::string::String,
+    /// host thread running the CPU
+    pub thread_id: i64,
+    /// where the CPU sits in the topology
+    pub props: ::core::option::Option<CpuInstanceProperties>,
+    /// the architecture family (as query-cpus gives it)
+    pub arch: CpuInfoArch,
+    /// the emulation target
+    pub target: SysEmuTarget,
+}
+#[allow(deprecated)]
+impl ::qmpkit_qapi::Object for CpuInfoFast {
+    type Builder = __CpuInfoFastBuilder;
+    fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
+        ::serde::ser::SerializeMap::serialize_entry(__m, "cpu-index", &self.cpu_index)?;
+        ::serde::ser::SerializeMap::serialize_entry(__m, "qom-path", &self.qom_path)?;
+        ::serde::ser::SerializeMap::serialize_entry(__m, "thread-id", &self.thread_id)?;
+        if let ::core::option::Option::Some(__v) = &self.props { ::serde::ser::SerializeMap::serialize_entry(__m, "props", __v)?; }
+        ::serde::ser::SerializeMap::serialize_entry(__m, "arch", &self.arch)?;
+        ::serde::ser::SerializeMap::serialize_entry(__m, "target", &self.target)?;
+        Ok(())
+    }
+}
+#[allow(deprecated)]
+impl ::serde::Serialize for CpuInfoFast {
+    fn serialize<__S: ::serde::Serializer>(&self, __s: __S) -> ::core::result::Result<__S::Ok, __S::Error> {
+        ::qmpkit_qapi::__rt::serialize_object(self, __s)
+    }
+}
+#[allow(deprecated)]
+impl<'de> ::serde::Deserialize<'de> for CpuInfoFast {
+    fn deserialize<__D: ::serde::Deserializer<'de>>(__d: __D) -> ::core::result::Result<Self, __D::Error> {
+        ::qmpkit_qapi::__rt::deserialize_object(__d, "CpuInfoFast")
+    }
+}
+#[doc(hidden)]
+#[allow(deprecated)]
+#[derive(Default)]
+pub struct __CpuInfoFastBuilder {
+    cpu_index: ::core::option::Option<i64>,
+    qom_path: ::core::option::Option<::std::string::String>,
+    thread_id: ::core::option::Option<i64>,
+    props: ::core::option::Option<CpuInstanceProperties>,
+    arch: ::core::option::Option<CpuInfoArch>,
+    target: ::core::option::Option<SysEmuTarget>,
+}
+#[allow(deprecated)]
+impl ::qmpkit_qapi::Builder for __CpuInfoFastBuilder {
+    type Out = CpuInfoFast;
+    fn member<'de, __A: ::serde::de::MapAccess<'de>>(&mut self, __key: &str, __map: &mut __A) -> ::core::result::Result<bool, __A::Error> {
+        match __key {
+            "cpu-index" => self.cpu_index = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
+            "qom-path" => self.qom_path = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
+            "thread-id" => self.thread_id = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
+            "props" => self.props = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
+            "arch" => self.arch = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
+            "target" => self.target = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+    fn finish<__E: ::serde::de::Error>(self) -> ::core::result::Result<CpuInfoFast, __E> {
+        Ok(CpuInfoFast { cpu_index: ::qmpkit_qapi::__rt::missing(self.cpu_index, "cpu-index")?, qom_path: ::qmpkit_qapi::__rt::missing(self.qom_path, "qom-path")?, thread_id: ::qmpkit_qapi::__rt::missing(self.thread_id, "thread-id")?, props: self.props, arch: ::qmpkit_qapi::__rt::missing(self.arch, "arch")?, target: ::qmpkit_qapi::__rt::missing(self.target, "target")?, })
+    }
+}
+
 /// QAPI struct `IOThreadInfo`.
 ///
 /// One I/O thread object.
@@ -28449,6 +28770,34 @@ impl ::qmpkit_qapi::Command for NetdevDel {
     type Returns = ::qmpkit_qapi::Empty;
 }
 
+/// Command `announce-self`: its arguments.
+///
+/// Make the guest's network cards announce themselves on their networks.
+///
+/// **Since:** 4.0
+#[allow(deprecated)]
+#[derive(Debug, Clone, PartialEq)]
+pub struct AnnounceSelf(pub AnnounceParameters);
+#[allow(deprecated)]
+impl ::serde::Serialize for AnnounceSelf {
+    fn serialize<__S: ::serde::Serializer>(&self, __s: __S) -> ::core::result::Result<__S::Ok, __S::Error> {
+        ::serde::Serialize::serialize(&self.0, __s)
+    }
+}
+#[allow(deprecated)]
+impl<'de> ::serde::Deserialize<'de> for AnnounceSelf {
+    fn deserialize<__D: ::serde::Deserializer<'de>>(__d: __D) -> ::core::result::Result<Self, __D::Error> {
+        Ok(AnnounceSelf(::serde::Deserialize::deserialize(__d)?))
+    }
+}
+#[allow(deprecated)]
+impl ::qmpkit_qapi::Command for AnnounceSelf {
+    const NAME: &'static str = "announce-self";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Returns = ::qmpkit_qapi::Empty;
+}
+
 /// Command `query-rx-filter`: its arguments.
 ///
 /// Report NIC receive filters.
@@ -31424,6 +31773,61 @@ impl ::qmpkit_qapi::Command for QueryCpus {
     const ALLOW_OOB: bool = false;
     const SUCCESS_RESPONSE: bool = true;
     type Returns = ::std::vec::Vec<CpuInfo>;
+}
+
+/// Command `query-cpus-fast`: its arguments.
+///
+/// List the virtual CPUs without interrupting them.
+///
+/// **Returns:** one entry per CPU
+///
+/// **Since:** 2.12
+#[allow(deprecated)]
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct QueryCpusFast {
+}
+#[allow(deprecated)]
+impl ::qmpkit_qapi::Object for QueryCpusFast {
+    type Builder = __QueryCpusFastBuilder;
+    fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
+        Ok(())
+    }
+}
+#[allow(deprecated)]
+impl ::serde::Serialize for QueryCpusFast {
+    fn serialize<__S: ::serde::Serializer>(&self, __s: __S) -> ::core::result::Result<__S::Ok, __S::Error> {
+        ::qmpkit_qapi::__rt::serialize_object(self, __s)
+    }
+}
+#[allow(deprecated)]
+impl<'de> ::serde::Deserialize<'de> for QueryCpusFast {
+    fn deserialize<__D: ::serde::Deserializer<'de>>(__d: __D) -> ::core::result::Result<Self, __D::Error> {
+        ::qmpkit_qapi::__rt::deserialize_object(__d, "QueryCpusFast")
+    }
+}
+#[doc(hidden)]
+#[allow(deprecated)]
+#[derive(Default)]
+pub struct __QueryCpusFastBuilder {
+}
+#[allow(deprecated)]
+impl ::qmpkit_qapi::Builder for __QueryCpusFastBuilder {
+    type Out = QueryCpusFast;
+    fn member<'de, __A: ::serde::de::MapAccess<'de>>(&mut self, __key: &str, __map: &mut __A) -> ::core::result::Result<bool, __A::Error> {
+        let _ = (__key, __map);
+        Ok(false)
+    }
+    fn finish<__E: ::serde::de::Error>(self) -> ::core::result::Result<QueryCpusFast, __E> {
+        Ok(QueryCpusFast { })
+    }
+}
+
+#[allow(deprecated)]
+impl ::qmpkit_qapi::Command for QueryCpusFast {
+    const NAME: &'static str = "query-cpus-fast";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Returns = ::std::vec::Vec<CpuInfoFast>;
 }
 
 /// Command `query-iothreads`: its arguments.
@@ -38413,6 +38817,11 @@ pub trait Commands<C: Send + 'static = ()>: Send + Sync + 'static {
         let _ = (args, ctx);
         async { Err(::qmpkit_qapi::server::CommandError::not_implemented("netdev_del")) }
     }
+    /// `announce-self`: see [`AnnounceSelf`].
+    fn announce_self(&self, args: AnnounceSelf, ctx: C) -> impl ::core::future::Future<Output = ::qmpkit_qapi::server::Reply<::qmpkit_qapi::Empty>> + Send {
+        let _ = (args, ctx);
+        async { Err(::qmpkit_qapi::server::CommandError::not_implemented("announce-self")) }
+    }
     /// `query-rx-filter`: see [`QueryRxFilter`].
     fn query_rx_filter(&self, args: QueryRxFilter, ctx: C) -> impl ::core::future::Future<Output = ::qmpkit_qapi::server::Reply<::std::vec::Vec<RxFilterInfo>>> + Send {
         let _ = (args, ctx);
@@ -38667,6 +39076,11 @@ pub trait Commands<C: Send + 'static = ()>: Send + Sync + 'static {
     fn query_cpus(&self, args: QueryCpus, ctx: C) -> impl ::core::future::Future<Output = ::qmpkit_qapi::server::Reply<::std::vec::Vec<CpuInfo>>> + Send {
         let _ = (args, ctx);
         async { Err(::qmpkit_qapi::server::CommandError::not_implemented("query-cpus")) }
+    }
+    /// `query-cpus-fast`: see [`QueryCpusFast`].
+    fn query_cpus_fast(&self, args: QueryCpusFast, ctx: C) -> impl ::core::future::Future<Output = ::qmpkit_qapi::server::Reply<::std::vec::Vec<CpuInfoFast>>> + Send {
+        let _ = (args, ctx);
+        async { Err(::qmpkit_qapi::server::CommandError::not_implemented("query-cpus-fast")) }
     }
     /// `query-iothreads`: see [`QueryIothreads`].
     fn query_iothreads(&self, args: QueryIothreads, ctx: C) -> impl ::core::future::Future<Output = ::qmpkit_qapi::server::Reply<::std::vec::Vec<IOThreadInfo>>> + Send {
@@ -39070,6 +39484,7 @@ pub fn register_commands<S: Commands<C>, C: Send + 'static, R: ::qmpkit_qapi::se
     r.command::<SetLink>(|s, a, c| ::std::boxed::Box::pin(async move { s.set_link(a, c).await }));
     r.command::<NetdevAdd>(|s, a, c| ::std::boxed::Box::pin(async move { s.netdev_add(a, c).await }));
     r.command::<NetdevDel>(|s, a, c| ::std::boxed::Box::pin(async move { s.netdev_del(a, c).await }));
+    r.command::<AnnounceSelf>(|s, a, c| ::std::boxed::Box::pin(async move { s.announce_self(a, c).await }));
     r.command::<QueryRxFilter>(|s, a, c| ::std::boxed::Box::pin(async move { s.query_rx_filter(a, c).await }));
     r.command::<QueryRocker>(|s, a, c| ::std::boxed::Box::pin(async move { s.query_rocker(a, c).await }));
     r.command::<QueryRockerPorts>(|s, a, c| ::std::boxed::Box::pin(async move { s.query_rocker_ports(a, c).await }));
@@ -39121,6 +39536,7 @@ pub fn register_commands<S: Commands<C>, C: Send + 'static, R: ::qmpkit_qapi::se
     r.command::<QueryUuid>(|s, a, c| ::std::boxed::Box::pin(async move { s.query_uuid(a, c).await }));
     r.command::<QueryEvents>(|s, a, c| ::std::boxed::Box::pin(async move { s.query_events(a, c).await }));
     r.command::<QueryCpus>(|s, a, c| ::std::boxed::Box::pin(async move { s.query_cpus(a, c).await }));
+    r.command::<QueryCpusFast>(|s, a, c| ::std::boxed::Box::pin(async move { s.query_cpus_fast(a, c).await }));
     r.command::<QueryIothreads>(|s, a, c| ::std::boxed::Box::pin(async move { s.query_iothreads(a, c).await }));
     r.command::<QueryBalloon>(|s, a, c| ::std::boxed::Box::pin(async move { s.query_balloon(a, c).await }));
     r.command::<QueryPci>(|s, a, c| ::std::boxed::Box::pin(async move { s.query_pci(a, c).await }));
@@ -39509,6 +39925,11 @@ pub trait Handlers {
         let _ = (args, cx);
         Err(::qmpkit_qapi::server::CommandError::not_implemented("netdev_del"))
     }
+    /// `announce-self`: see [`AnnounceSelf`].
+    fn announce_self(&mut self, args: AnnounceSelf, cx: &mut Self::Cx) -> ::qmpkit_qapi::server::Reply<::qmpkit_qapi::Empty> {
+        let _ = (args, cx);
+        Err(::qmpkit_qapi::server::CommandError::not_implemented("announce-self"))
+    }
     /// `query-rx-filter`: see [`QueryRxFilter`].
     fn query_rx_filter(&mut self, args: QueryRxFilter, cx: &mut Self::Cx) -> ::qmpkit_qapi::server::Reply<::std::vec::Vec<RxFilterInfo>> {
         let _ = (args, cx);
@@ -39763,6 +40184,11 @@ pub trait Handlers {
     fn query_cpus(&mut self, args: QueryCpus, cx: &mut Self::Cx) -> ::qmpkit_qapi::server::Reply<::std::vec::Vec<CpuInfo>> {
         let _ = (args, cx);
         Err(::qmpkit_qapi::server::CommandError::not_implemented("query-cpus"))
+    }
+    /// `query-cpus-fast`: see [`QueryCpusFast`].
+    fn query_cpus_fast(&mut self, args: QueryCpusFast, cx: &mut Self::Cx) -> ::qmpkit_qapi::server::Reply<::std::vec::Vec<CpuInfoFast>> {
+        let _ = (args, cx);
+        Err(::qmpkit_qapi::server::CommandError::not_implemented("query-cpus-fast"))
     }
     /// `query-iothreads`: see [`QueryIothreads`].
     fn query_iothreads(&mut self, args: QueryIothreads, cx: &mut Self::Cx) -> ::qmpkit_qapi::server::Reply<::std::vec::Vec<IOThreadInfo>> {
@@ -40169,6 +40595,7 @@ pub fn dispatch<H: Handlers + ?::core::marker::Sized>(h: &mut H, name: &str, arg
         "set_link" => ::qmpkit_qapi::server::call::<SetLink>(args, |a| h.set_link(a, cx)),
         "netdev_add" => ::qmpkit_qapi::server::call::<NetdevAdd>(args, |a| h.netdev_add(a, cx)),
         "netdev_del" => ::qmpkit_qapi::server::call::<NetdevDel>(args, |a| h.netdev_del(a, cx)),
+        "announce-self" => ::qmpkit_qapi::server::call::<AnnounceSelf>(args, |a| h.announce_self(a, cx)),
         "query-rx-filter" => ::qmpkit_qapi::server::call::<QueryRxFilter>(args, |a| h.query_rx_filter(a, cx)),
         "query-rocker" => ::qmpkit_qapi::server::call::<QueryRocker>(args, |a| h.query_rocker(a, cx)),
         "query-rocker-ports" => ::qmpkit_qapi::server::call::<QueryRockerPorts>(args, |a| h.query_rocker_ports(a, cx)),
@@ -40220,6 +40647,7 @@ pub fn dispatch<H: Handlers + ?::core::marker::Sized>(h: &mut H, name: &str, arg
         "query-uuid" => ::qmpkit_qapi::server::call::<QueryUuid>(args, |a| h.query_uuid(a, cx)),
         "query-events" => ::qmpkit_qapi::server::call::<QueryEvents>(args, |a| h.query_events(a, cx)),
         "query-cpus" => ::qmpkit_qapi::server::call::<QueryCpus>(args, |a| h.query_cpus(a, cx)),
+        "query-cpus-fast" => ::qmpkit_qapi::server::call::<QueryCpusFast>(args, |a| h.query_cpus_fast(a, cx)),
         "query-iothreads" => ::qmpkit_qapi::server::call::<QueryIothreads>(args, |a| h.query_iothreads(a, cx)),
         "query-balloon" => ::qmpkit_qapi::server::call::<QueryBalloon>(args, |a| h.query_balloon(a, cx)),
         "query-pci" => ::qmpkit_qapi::server::call::<QueryPci>(args, |a| h.query_pci(a, cx)),

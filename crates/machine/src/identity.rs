@@ -170,25 +170,20 @@ pub fn cpus(m: &Machine) -> Vec<api::CpuInfo> {
         .collect()
 }
 
-/// `query-cpus-fast` (not in the machine's own schema: answered when a schema that has it
-/// is served, and used by the human monitor).
-pub fn query_cpus_fast(m: &Machine) -> Value {
-    Value::Array(
-        m.ident
-            .cpus
-            .iter()
-            .map(|c| {
-                json!({
-                    "cpu-index": c.index,
-                    "qom-path": c.qom_path,
-                    "thread-id": c.thread_id,
-                    "props": {"socket-id": c.socket, "core-id": c.core, "thread-id": c.thread},
-                    "arch": "x86",
-                    "target": "x86_64",
-                })
-            })
-            .collect(),
-    )
+/// `query-cpus-fast`: every CPU, as the machine knows it without asking the CPU.
+pub fn query_cpus_fast(m: &Machine) -> Vec<api::CpuInfoFast> {
+    m.ident
+        .cpus
+        .iter()
+        .map(|c| api::CpuInfoFast {
+            cpu_index: c.index.into(),
+            qom_path: c.qom_path.clone(),
+            thread_id: c.thread_id.into(),
+            props: Some(cpu_props(c)),
+            arch: api::CpuInfoArch::X86,
+            target: api::SysEmuTarget::X8664,
+        })
+        .collect()
 }
 
 /// `query-hotpluggable-cpus`: every slot, highest first (as QEMU lists them).

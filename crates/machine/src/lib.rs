@@ -384,7 +384,7 @@ impl Machine {
                 v
             }));
         }
-        net::execute(self, &command, &args, cx).or_else(|| jobs::execute(self, &command, &args, cx))
+        jobs::execute(self, &command, &args, cx)
     }
 
     /// Hook: a device is about to be plugged; a subsystem that keeps state about such
@@ -449,7 +449,6 @@ pub fn handled() -> Vec<&'static str> {
     v.extend(view::REQUESTS.iter().map(|r| r.command));
     // Commands outside the machine's schema not yet in the typed table.
     for h in [
-        net::HANDLED,
         jobs::HANDLED,
         qmp::block_bitmap::HANDLED,
         qmp::block_node::HANDLED,

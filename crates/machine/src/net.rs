@@ -35,12 +35,11 @@ use serde_json::Value;
 use crate::api;
 use crate::config::NetdevConfig;
 use crate::qom::NodeId;
-use crate::{generic, Args, CmdResult, Cx, Machine};
+use crate::{generic, Args, Cx, Machine};
 
 pub mod rocker;
 
 /// Commands outside the machine's own schema (newer interfaces).
-pub const HANDLED: &[&str] = &["announce-self"];
 
 /// A virtio card's receive filter, as the guest programmed it.
 #[derive(Debug, Clone, PartialEq)]
@@ -898,16 +897,4 @@ pub fn netdev_del(m: &mut Machine, id: &str) -> Result<(), QmpError> {
     m.net.held.remove(id);
     m.net.backend_down.retain(|b| b != id);
     Ok(())
-}
-
-/// Commands of newer interfaces than the machine's own schema. Kept as
-/// JSON because the machine's schema (the 2.12 interface) has no types
-/// for them.
-pub fn execute(_m: &mut Machine, cmd: &str, _args: &Args, _cx: &mut Cx) -> Option<CmdResult> {
-    match cmd {
-        // The announcements are frames on the guest's networks; nothing of
-        // them is visible through the monitor, in QEMU either.
-        "announce-self" => Some(crate::empty()),
-        _ => None,
-    }
 }

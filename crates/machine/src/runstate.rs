@@ -7,9 +7,8 @@
 //! after the reply (system_reset, system_powerdown, system_wakeup, quit, and
 //! everything the guest does): those are zero-delay timers here.
 
-use serde_json::{json, Value};
-
 use qmpkit_wire::QmpError;
+use serde_json::{json, Value};
 
 use crate::api;
 use crate::{generic, ExitReason, Machine, TimerAction};
@@ -270,8 +269,9 @@ pub fn needs_reset(m: &Machine) -> bool {
     }
 }
 
-/// The data of SHUTDOWN or RESET: who asked, and why where the served
-/// interface says (QEMU 4.0 added `reason`).
+/// The data of SHUTDOWN or RESET: who asked, and why where the served interface says (QEMU
+/// 4.0 added `reason`, which the machine's own interface, QEMU 2.12's, does not have: the
+/// one event data the machine still shapes after the served schema).
 fn cause_data(m: &Machine, event: &str, cause: ShutdownCause) -> Value {
     let mut data = json!({"guest": cause.is_guest()});
     if crate::shape::event_has_member(&m.schema, event, "reason") {
@@ -351,14 +351,20 @@ pub fn do_suspend(m: &mut Machine) {
 pub fn do_panic(m: &mut Machine) {
     let known = crate::shape::enum_has(&m.schema, "RunState", "guest-panicked");
     if known {
-        m.emit("GUEST_PANICKED", Some(json!({"action": "pause"})));
+        m.emit_event(api::GuestPanicked {
+            action: api::GuestPanicAction::Pause,
+            info: None,
+        });
         vm_stop(m, RunState::GuestPanicked);
     } else {
         vm_stop(m, RunState::InternalError);
     }
     if !m.run.no_shutdown {
         if known {
-            m.emit("GUEST_PANICKED", Some(json!({"action": "poweroff"})));
+            m.emit_event(api::GuestPanicked {
+                action: api::GuestPanicAction::Poweroff,
+                info: None,
+            });
         }
         do_shutdown(m, ShutdownCause::GuestPanic);
     }

@@ -136,6 +136,9 @@ fn getfd_and_closefd() {
         run_cx(&mut m, "getfd", json!({"fdname": "1x"}), &mut cx).unwrap_err(),
         "GenericError: Parameter 'fdname' expects a name not starting with a digit"
     );
+    // The refused call took (and closed) its descriptor, as QEMU does.
+    assert!(cx.fds.is_empty(), "the fd was taken");
+    cx.fds.push(devnull());
     ok(run_cx(&mut m, "getfd", json!({"fdname": "fd1"}), &mut cx));
     assert!(cx.fds.is_empty(), "the fd was taken");
     ok(run(&mut m, "closefd", json!({"fdname": "fd1"})));

@@ -74,6 +74,11 @@ const NEWER: &[&str] = &[
     "job-finalize",
     "block-job-dismiss",
     "block-job-finalize",
+    "SysEmuTarget",
+    "CpuInfoFast",
+    "query-cpus-fast",
+    "AnnounceParameters",
+    "announce-self",
 ];
 
 /// Seed definitions that grew members of later QEMU releases: each keeps every member the

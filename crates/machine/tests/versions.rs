@@ -186,6 +186,7 @@ fn call_args(cmd: &str, tmp: &str) -> Option<Value> {
             json!({"device": "ide1-cd0"})
         }
         "balloon" => json!({"value": 536870912}),
+        "announce-self" => json!({"initial": 50, "max": 550, "rounds": 5, "step": 100}),
         "blockdev-add" => json!({"driver": "null-co", "node-name": "null0"}),
         "blockdev-del" => json!({"node-name": "null9"}),
         "block_resize" => json!({"node-name": "null9", "size": 1024}),

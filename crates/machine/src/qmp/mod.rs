@@ -101,6 +101,7 @@ handlers! {
     query_events(QueryEvents) => identity::query_events;
     query_command_line_options(QueryCommandLineOptions) => identity::query_command_line_options;
     query_cpus(QueryCpus) => identity::query_cpus;
+    query_cpus_fast(QueryCpusFast) => identity::query_cpus_fast;
     query_hotpluggable_cpus(QueryHotpluggableCpus) => identity::query_hotpluggable_cpus;
     query_iothreads(QueryIothreads) => identity::query_iothreads;
     query_pci(QueryPci) => identity::query_pci;
@@ -177,6 +178,7 @@ handlers! {
     org_qmpkit_guest_serial_port(OrgQmpkitGuestSerialPort) => chardev::guest_serial_port;
     netdev_add(NetdevAdd) => net::netdev_add;
     netdev_del(NetdevDel) => net::netdev_del;
+    announce_self(AnnounceSelf) => net::announce_self;
     set_link(SetLink) => net::set_link;
     query_rx_filter(QueryRxFilter) => net::query_rx_filter;
     org_qmpkit_guest_rx_filter(OrgQmpkitGuestRxFilter) => net::guest_rx_filter;
@@ -270,7 +272,7 @@ pub fn implemented() -> &'static [&'static str] {
 
 /// Commands of newer interfaces that the machine's own schema lacks, answered when the
 /// served schema has them.
-pub const OUTSIDE_SCHEMA: &[&str] = &["qom-list-properties", "query-cpus-fast"];
+pub const OUTSIDE_SCHEMA: &[&str] = &["qom-list-properties"];
 
 /// Run `cmd` through the generated dispatch. `None`: the table does not implement it.
 pub fn dispatch(
@@ -297,7 +299,6 @@ fn outside_schema(m: &mut Machine, cmd: &str, args: &crate::Args) -> Option<R<se
             let name = args.get("typename").and_then(|v| v.as_str()).unwrap_or("");
             Some(qom::qom_list_properties(m, name))
         }
-        "query-cpus-fast" => Some(Ok(crate::identity::query_cpus_fast(m))),
         _ => None,
     }
 }
