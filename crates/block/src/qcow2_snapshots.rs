@@ -16,7 +16,7 @@
 use std::fs::File;
 use std::path::Path;
 
-use crate::qcow2::{Header, INCOMPAT_DATA_FILE, INCOMPAT_EXTENDED_L2};
+use crate::qcow2::{Header, Snapshot, INCOMPAT_DATA_FILE, INCOMPAT_EXTENDED_L2};
 use crate::qcow2_file::{
     be32, be64, header_of, invalid, read_exact_at, write_at, Refcounts, OFFSET_MASK,
 };
@@ -26,18 +26,21 @@ const COPIED: u64 = 1 << 63;
 const COMPRESSED: u64 = 1 << 62;
 const EXTRA_DATA: u32 = 24;
 
-/// A snapshot table entry with its bytes as stored (written back unchanged).
+/// A snapshot table entry: what it says ([`Snapshot`], also through `Deref`), where its L1
+/// table is, and its bytes as stored (written back unchanged).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
+    pub info: Snapshot,
     pub l1_offset: u64,
     pub l1_size: u32,
-    pub id: String,
-    pub name: String,
-    pub date_sec: u32,
-    pub date_nsec: u32,
-    pub vm_clock_nsec: u64,
-    pub vm_state_size: u64,
     raw: Vec<u8>,
+}
+
+impl std::ops::Deref for Entry {
+    type Target = Snapshot;
+    fn deref(&self) -> &Snapshot {
+        &self.info
+    }
 }
 
 /// What a new snapshot records besides its L1 table.
@@ -82,14 +85,18 @@ pub fn parse_table(b: &[u8], count: u32) -> Result<Vec<Entry>> {
         let mut raw = b.get(at..end).unwrap_or(&[]).to_vec();
         raw.resize(next - at, 0);
         out.push(Entry {
+            info: Snapshot {
+                id: String::from_utf8_lossy(&text[..id_len]).into_owned(),
+                name: String::from_utf8_lossy(&text[id_len..]).into_owned(),
+                date_sec: be32(b, at + 16)?,
+                date_nsec: be32(b, at + 20)?,
+                vm_clock_nsec: be64(b, at + 24)?,
+                vm_state_size,
+                icount: get(16).filter(|&v| v != u64::MAX),
+                disk_size: get(8),
+            },
             l1_offset: be64(b, at)?,
             l1_size: be32(b, at + 8)?,
-            id: String::from_utf8_lossy(&text[..id_len]).into_owned(),
-            name: String::from_utf8_lossy(&text[id_len..]).into_owned(),
-            date_sec: be32(b, at + 16)?,
-            date_nsec: be32(b, at + 20)?,
-            vm_clock_nsec: be64(b, at + 24)?,
-            vm_state_size,
             raw,
         });
         at = next;
@@ -122,14 +129,18 @@ fn new_entry(
     raw.extend_from_slice(name.as_bytes());
     raw.resize(raw.len().div_ceil(8) * 8, 0);
     Entry {
+        info: Snapshot {
+            id: id.to_string(),
+            name: name.to_string(),
+            date_sec: stamp.date_sec,
+            date_nsec: stamp.date_nsec,
+            vm_clock_nsec: stamp.vm_clock_nsec,
+            vm_state_size: 0,
+            icount: None,
+            disk_size: Some(disk_size),
+        },
         l1_offset,
         l1_size,
-        id: id.to_string(),
-        name: name.to_string(),
-        date_sec: stamp.date_sec,
-        date_nsec: stamp.date_nsec,
-        vm_clock_nsec: stamp.vm_clock_nsec,
-        vm_state_size: 0,
         raw,
     }
 }
@@ -282,71 +293,111 @@ fn active_l1(f: &mut File, h: &Header) -> Result<Vec<u64>> {
     )?))
 }
 
+/// A file open for a snapshot edit: its header, cluster size, snapshot table and refcounts.
+struct Edit {
+    f: File,
+    h: Header,
+    cs: u64,
+    entries: Vec<Entry>,
+    rc: Refcounts,
+}
+
+impl Edit {
+    fn open(path: &Path) -> Result<Edit> {
+        let mut f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)?;
+        let (h, _) = header_of(&mut f)?;
+        check_supported(&h)?;
+        let entries = read_entries(&mut f, &h)?;
+        let rc = Refcounts::open(&mut f, &h)?;
+        Ok(Edit {
+            cs: h.cluster_size(),
+            f,
+            h,
+            entries,
+            rc,
+        })
+    }
+
+    fn snapshot_l1(&mut self, e: &Entry) -> Result<Vec<u64>> {
+        Ok(u64s(&read_exact_at(
+            &mut self.f,
+            e.l1_offset,
+            e.l1_size as usize * 8,
+        )?))
+    }
+
+    /// Counts every cluster `l1` reaches once more (or less).
+    fn update(&mut self, l1: &[u64], addend: i64) -> Result<()> {
+        update_refcounts(&mut self.f, &mut self.rc, self.cs, l1, addend)
+    }
+
+    /// The active L1 with its "copied" flags set by the refcounts, written where it is.
+    fn fix_active(&mut self) -> Result<Vec<u64>> {
+        let mut l1 = active_l1(&mut self.f, &self.h)?;
+        fix_copied(&mut self.f, &mut self.rc, self.cs, &mut l1)?;
+        write_at(&mut self.f, self.h.l1_table_offset, &bytes(&l1))?;
+        Ok(l1)
+    }
+
+    fn clusters(&self, bytes: u64) -> u64 {
+        bytes.div_ceil(self.cs).max(1)
+    }
+
+    fn write_table(&mut self, new: &[Entry]) -> Result<()> {
+        write_table(&mut self.f, &mut self.rc, &self.h, &self.entries, new)
+    }
+}
+
 /// Takes an internal snapshot named `name` with the next free numeric id; returns its entry.
 pub fn create(path: &Path, name: &str, stamp: Stamp) -> Result<Entry> {
-    let mut f = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(path)?;
-    let (h, _) = header_of(&mut f)?;
-    check_supported(&h)?;
-    let cs = h.cluster_size();
-    let old = read_entries(&mut f, &h)?;
-    let next = old
+    let mut x = Edit::open(path)?;
+    let next = x
+        .entries
         .iter()
         .filter_map(|e| e.id.parse::<u64>().ok())
         .max()
         .unwrap_or(0)
         + 1;
-    let mut rc = Refcounts::open(&mut f, &h)?;
-    let mut l1 = active_l1(&mut f, &h)?;
-    update_refcounts(&mut f, &mut rc, cs, &l1, 1)?;
-    fix_copied(&mut f, &mut rc, cs, &mut l1)?;
-    write_at(&mut f, h.l1_table_offset, &bytes(&l1))?;
-    let l1_clusters = (l1.len() as u64 * 8).div_ceil(cs).max(1);
-    let l1_copy = rc.alloc(&mut f, l1_clusters)?;
+    let l1 = active_l1(&mut x.f, &x.h)?;
+    x.update(&l1, 1)?;
+    let l1 = x.fix_active()?;
+    let l1_clusters = x.clusters(l1.len() as u64 * 8);
+    let l1_copy = x.rc.alloc(&mut x.f, l1_clusters)?;
     let mut raw = bytes(&l1);
-    raw.resize((l1_clusters * cs) as usize, 0);
-    write_at(&mut f, l1_copy, &raw)?;
-    let entry = new_entry(&next.to_string(), name, l1_copy, h.l1_size, stamp, h.size);
-    let mut new = old.clone();
+    raw.resize((l1_clusters * x.cs) as usize, 0);
+    write_at(&mut x.f, l1_copy, &raw)?;
+    let entry = new_entry(
+        &next.to_string(),
+        name,
+        l1_copy,
+        x.h.l1_size,
+        stamp,
+        x.h.size,
+    );
+    let mut new = x.entries.clone();
     new.push(entry.clone());
-    write_table(&mut f, &mut rc, &h, &old, &new)?;
+    x.write_table(&new)?;
     Ok(entry)
 }
 
 /// Deletes the snapshot `pick` chooses; returns its entry.
 pub fn delete(path: &Path, pick: impl Fn(&Entry) -> bool) -> Result<Option<Entry>> {
-    let mut f = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(path)?;
-    let (h, _) = header_of(&mut f)?;
-    check_supported(&h)?;
-    let cs = h.cluster_size();
-    let old = read_entries(&mut f, &h)?;
-    let Some(i) = old.iter().position(pick) else {
+    let mut x = Edit::open(path)?;
+    let Some(i) = x.entries.iter().position(pick) else {
         return Ok(None);
     };
-    let gone = old[i].clone();
-    let mut rc = Refcounts::open(&mut f, &h)?;
-    let snap_l1 = u64s(&read_exact_at(
-        &mut f,
-        gone.l1_offset,
-        gone.l1_size as usize * 8,
-    )?);
-    update_refcounts(&mut f, &mut rc, cs, &snap_l1, -1)?;
-    rc.free(
-        &mut f,
-        gone.l1_offset,
-        (u64::from(gone.l1_size) * 8).div_ceil(cs).max(1),
-    )?;
-    let mut l1 = active_l1(&mut f, &h)?;
-    fix_copied(&mut f, &mut rc, cs, &mut l1)?;
-    write_at(&mut f, h.l1_table_offset, &bytes(&l1))?;
-    let mut new = old.clone();
+    let gone = x.entries[i].clone();
+    let snap_l1 = x.snapshot_l1(&gone)?;
+    x.update(&snap_l1, -1)?;
+    let l1_clusters = x.clusters(u64::from(gone.l1_size) * 8);
+    x.rc.free(&mut x.f, gone.l1_offset, l1_clusters)?;
+    x.fix_active()?;
+    let mut new = x.entries.clone();
     new.remove(i);
-    write_table(&mut f, &mut rc, &h, &old, &new)?;
+    x.write_table(&new)?;
     Ok(Some(gone))
 }
 
@@ -354,47 +405,36 @@ pub fn delete(path: &Path, pick: impl Fn(&Entry) -> bool) -> Result<Option<Entry
 /// `qemu-img snapshot -a` do): the active L1 becomes a copy of the snapshot's, clusters
 /// counted for the new references before the old ones are dropped. Returns the snapshot.
 pub fn goto(path: &Path, pick: impl Fn(&Entry) -> bool) -> Result<Option<Entry>> {
-    let mut f = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(path)?;
-    let (h, _) = header_of(&mut f)?;
-    check_supported(&h)?;
-    let cs = h.cluster_size();
-    let entries = read_entries(&mut f, &h)?;
-    let Some(e) = entries.into_iter().find(pick) else {
+    let mut x = Edit::open(path)?;
+    let Some(e) = x.entries.iter().find(|e| pick(e)).cloned() else {
         return Ok(None);
     };
-    let mut rc = Refcounts::open(&mut f, &h)?;
-    let snap_l1 = u64s(&read_exact_at(&mut f, e.l1_offset, e.l1_size as usize * 8)?);
-    update_refcounts(&mut f, &mut rc, cs, &snap_l1, 1)?;
-    let old_l1 = active_l1(&mut f, &h)?;
-    update_refcounts(&mut f, &mut rc, cs, &old_l1, -1)?;
-    let mut l1 = snap_l1;
-    let (mut l1_offset, mut l1_size) = (h.l1_table_offset, h.l1_size);
-    if e.l1_size > h.l1_size {
-        let clusters = (u64::from(e.l1_size) * 8).div_ceil(cs);
-        l1_offset = rc.alloc(&mut f, clusters)?;
-        rc.free(
-            &mut f,
-            h.l1_table_offset,
-            (u64::from(h.l1_size) * 8).div_ceil(cs).max(1),
-        )?;
+    let snap_l1 = x.snapshot_l1(&e)?;
+    x.update(&snap_l1, 1)?;
+    let old_l1 = active_l1(&mut x.f, &x.h)?;
+    x.update(&old_l1, -1)?;
+    let (mut l1_offset, mut l1_size) = (x.h.l1_table_offset, x.h.l1_size);
+    if e.l1_size > l1_size {
+        let clusters = x.clusters(u64::from(e.l1_size) * 8);
+        l1_offset = x.rc.alloc(&mut x.f, clusters)?;
+        let old_clusters = x.clusters(u64::from(l1_size) * 8);
+        x.rc.free(&mut x.f, x.h.l1_table_offset, old_clusters)?;
         l1_size = e.l1_size;
     }
+    let mut l1 = snap_l1;
     l1.resize(l1_size as usize, 0);
-    fix_copied(&mut f, &mut rc, cs, &mut l1)?;
+    fix_copied(&mut x.f, &mut x.rc, x.cs, &mut l1)?;
     let mut raw = bytes(&l1);
-    raw.resize(raw.len().div_ceil(cs as usize).max(1) * cs as usize, 0);
-    write_at(&mut f, l1_offset, &raw)?;
-    rc.write(&mut f)?;
-    f.sync_data()?;
-    if l1_offset != h.l1_table_offset {
+    raw.resize((x.clusters(raw.len() as u64) * x.cs) as usize, 0);
+    write_at(&mut x.f, l1_offset, &raw)?;
+    x.rc.write(&mut x.f)?;
+    x.f.sync_data()?;
+    if l1_offset != x.h.l1_table_offset {
         let mut fields = Vec::with_capacity(12);
         fields.extend_from_slice(&l1_size.to_be_bytes());
         fields.extend_from_slice(&l1_offset.to_be_bytes());
-        write_at(&mut f, 36, &fields)?;
-        f.sync_data()?;
+        write_at(&mut x.f, 36, &fields)?;
+        x.f.sync_data()?;
     }
     Ok(Some(e))
 }

@@ -6,21 +6,13 @@ mod common;
 
 use std::path::Path;
 
-use common::{check_clean, run, start_qsd, Qmp};
+use common::{check_clean, graph_with_raw, qcow2_node, qemu_img_create, run, start_qsd, Qmp};
 use proptest::prelude::*;
 use qmpkit_block::bitmap::AddOptions;
 use qmpkit_block::graph::{BlockGraph, BlockdevOptions, BlockdevRef, Driver};
 use qmpkit_block::qcow2_bitmaps::{parse_directory, serialise_directory, DirEntry};
 use qmpkit_testkit::program_or_skip;
 use serde_json::{json, Value};
-
-fn qcow2_node(path: &Path, name: &str) -> BlockdevOptions {
-    BlockdevOptions::format(
-        Driver::Qcow2,
-        BlockdevRef::Inline(Box::new(BlockdevOptions::file(path))),
-    )
-    .named(name)
-}
 
 fn add(
     g: &mut BlockGraph,
@@ -95,20 +87,14 @@ fn round_trip(cluster_size: u32, refcount_bits: u32, size: &str) {
     let qemu_img = program_or_skip!("qemu-img");
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bm.qcow2");
-    let (ok, text) = run(
+    qemu_img_create(
         &qemu_img,
-        &[
-            "create",
-            "-q",
-            "-f",
-            "qcow2",
-            "-o",
-            &format!("cluster_size={cluster_size},refcount_bits={refcount_bits}"),
-            path.to_str().unwrap(),
-            size,
-        ],
+        &path,
+        Some(&format!(
+            "cluster_size={cluster_size},refcount_bits={refcount_bits}"
+        )),
+        size,
     );
-    assert!(ok, "{text}");
     let disk = qmpkit_block::image::image_info(&path, None)
         .unwrap()
         .virtual_size;
@@ -256,11 +242,7 @@ fn removing_the_last_persistent_bitmap_removes_the_directory() {
     let qemu_img = program_or_skip!("qemu-img");
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("one.qcow2");
-    let (ok, text) = run(
-        &qemu_img,
-        &["create", "-q", "-f", "qcow2", path.to_str().unwrap(), "1M"],
-    );
-    assert!(ok, "{text}");
+    qemu_img_create(&qemu_img, &path, None, "1M");
     let mut g = BlockGraph::default();
     g.add(&qcow2_node(&path, "d0")).unwrap();
     add(&mut g, "d0", "p", None, true, false);
@@ -281,17 +263,7 @@ fn removing_the_last_persistent_bitmap_removes_the_directory() {
 #[test]
 fn bitmap_errors_in_qemus_words() {
     let dir = tempfile::tempdir().unwrap();
-    let raw = dir.path().join("r.raw");
-    std::fs::write(&raw, vec![0u8; 1 << 20]).unwrap();
-    let mut g = BlockGraph::default();
-    g.add(
-        &BlockdevOptions::format(
-            Driver::Raw,
-            BlockdevRef::Inline(Box::new(BlockdevOptions::file(&raw))),
-        )
-        .named("r0"),
-    )
-    .unwrap();
+    let mut g = graph_with_raw(dir.path());
     let err = |r: qmpkit_block::Result<()>| r.unwrap_err().desc;
     let opts = |g: Option<u64>, p: bool| AddOptions {
         granularity: g,
@@ -413,11 +385,7 @@ fn bitmaps_of_a_read_only_image_are_read_only() {
     let qemu_img = program_or_skip!("qemu-img");
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("ro.qcow2");
-    let (ok, text) = run(
-        &qemu_img,
-        &["create", "-q", "-f", "qcow2", path.to_str().unwrap(), "1M"],
-    );
-    assert!(ok, "{text}");
+    qemu_img_create(&qemu_img, &path, None, "1M");
     let mut g = BlockGraph::default();
     g.add(&qcow2_node(&path, "d0")).unwrap();
     add(&mut g, "d0", "p0", None, true, false);

@@ -5,18 +5,10 @@ mod common;
 
 use std::path::Path;
 
-use common::{check_clean, run};
-use qmpkit_block::graph::{BlockGraph, BlockdevOptions, BlockdevRef, Driver};
+use common::{check_clean, graph_with_raw, qcow2_node, qemu_img_create, run};
+use qmpkit_block::graph::BlockGraph;
 use qmpkit_block::qcow2_snapshots::Stamp;
 use qmpkit_testkit::program_or_skip;
-
-fn qcow2_node(path: &Path, name: &str) -> BlockdevOptions {
-    BlockdevOptions::format(
-        Driver::Qcow2,
-        BlockdevRef::Inline(Box::new(BlockdevOptions::file(path))),
-    )
-    .named(name)
-}
 
 const STAMP: Stamp = Stamp {
     date_sec: 1_796_565_508,
@@ -70,20 +62,14 @@ fn snapshots_in(cluster_size: u32, refcount_bits: u32) {
     let qemu_img = program_or_skip!("qemu-img");
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("snap.qcow2");
-    let (ok, text) = run(
+    qemu_img_create(
         &qemu_img,
-        &[
-            "create",
-            "-q",
-            "-f",
-            "qcow2",
-            "-o",
-            &format!("cluster_size={cluster_size},refcount_bits={refcount_bits}"),
-            path.to_str().unwrap(),
-            "4M",
-        ],
+        &path,
+        Some(&format!(
+            "cluster_size={cluster_size},refcount_bits={refcount_bits}"
+        )),
+        "4M",
     );
-    assert!(ok, "{text}");
     let mut g = BlockGraph::default();
     g.add(&qcow2_node(&path, "d0")).unwrap();
     let b = g.backend("d0").unwrap();
@@ -181,17 +167,7 @@ fn internal_snapshots_with_small_clusters() {
 #[test]
 fn internal_snapshot_errors_in_qemus_words() {
     let dir = tempfile::tempdir().unwrap();
-    let raw = dir.path().join("r.raw");
-    std::fs::write(&raw, vec![0u8; 1 << 20]).unwrap();
-    let mut g = BlockGraph::default();
-    g.add(
-        &BlockdevOptions::format(
-            Driver::Raw,
-            BlockdevRef::Inline(Box::new(BlockdevOptions::file(&raw))),
-        )
-        .named("r0"),
-    )
-    .unwrap();
+    let mut g = graph_with_raw(dir.path());
     assert_eq!(
         g.snapshot_internal("r0", "r0", "s", STAMP)
             .unwrap_err()
@@ -234,11 +210,7 @@ fn reverting_to_a_snapshot_brings_its_data_back() {
     let qemu_img = program_or_skip!("qemu-img");
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("goto.qcow2");
-    let (ok, text) = run(
-        &qemu_img,
-        &["create", "-q", "-f", "qcow2", path.to_str().unwrap(), "4M"],
-    );
-    assert!(ok, "{text}");
+    qemu_img_create(&qemu_img, &path, None, "4M");
     let mut g = BlockGraph::default();
     g.add(&qcow2_node(&path, "d0")).unwrap();
     g.backend("d0").unwrap().write(0, &[0x11; 4096]).unwrap();

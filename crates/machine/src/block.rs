@@ -575,7 +575,7 @@ fn detect_zeroes(d: qmpkit_block::graph::DetectZeroes) -> api::BlockdevDetectZer
     }
 }
 
-fn i(v: u64) -> i64 {
+pub(crate) fn i(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
@@ -643,56 +643,19 @@ fn image_chain(n: &qmpkit_block::NodeInfo) -> api::ImageInfo {
     image_info(&n.image, &n.image_format, backing)
 }
 
-/// A node's `BlockDeviceInfo`.
-pub fn device_info(n: &qmpkit_block::NodeInfo) -> api::BlockDeviceInfo {
+/// A `BlockDeviceInfo` with no limits, backing file or threshold: what the callers start from.
+fn plain_info(
+    file: String,
+    node_name: String,
+    ro: bool,
+    drv: String,
+    image: api::ImageInfo,
+) -> api::BlockDeviceInfo {
     api::BlockDeviceInfo {
-        file: n.file.clone(),
-        node_name: Some(n.node_name.clone()),
-        ro: n.ro,
-        drv: n.drv.clone(),
-        backing_file: n.backing_file.clone(),
-        backing_file_depth: i(n.backing_file_depth),
-        active: n.active,
-        encrypted: n.encrypted,
-        encryption_key_missing: false,
-        detect_zeroes: detect_zeroes(n.detect_zeroes),
-        bps: i(n.bps),
-        bps_rd: i(n.bps_rd),
-        bps_wr: i(n.bps_wr),
-        iops: i(n.iops),
-        iops_rd: i(n.iops_rd),
-        iops_wr: i(n.iops_wr),
-        image: image_chain(n),
-        bps_max: None,
-        bps_rd_max: None,
-        bps_wr_max: None,
-        iops_max: None,
-        iops_rd_max: None,
-        iops_wr_max: None,
-        bps_max_length: None,
-        bps_rd_max_length: None,
-        bps_wr_max_length: None,
-        iops_max_length: None,
-        iops_rd_max_length: None,
-        iops_wr_max_length: None,
-        iops_size: None,
-        group: None,
-        cache: api::BlockdevCacheInfo {
-            writeback: n.cache.writeback,
-            direct: n.cache.direct,
-            no_flush: n.cache.no_flush,
-        },
-        write_threshold: i(n.write_threshold),
-    }
-}
-
-/// A simulated medium's `BlockDeviceInfo` (no file behind it).
-fn simulated_info(medium: &Medium) -> api::BlockDeviceInfo {
-    api::BlockDeviceInfo {
-        file: medium.file.clone(),
-        node_name: Some(medium.node_name.clone()),
-        ro: medium.read_only,
-        drv: medium.format.clone(),
+        file,
+        node_name: Some(node_name),
+        ro,
+        drv,
         backing_file: None,
         backing_file_depth: 0,
         active: true,
@@ -705,14 +668,8 @@ fn simulated_info(medium: &Medium) -> api::BlockDeviceInfo {
         iops: 0,
         iops_rd: 0,
         iops_wr: 0,
-        image: api::ImageInfo {
-            filename: medium.file.clone(),
-            format: medium.format.clone(),
-            virtual_size: i(medium.size),
-            actual_size: Some(0),
-            dirty_flag: Some(false),
-            ..Default::default()
-        },
+        image,
+        // QEMU reports burst rates, their lengths and the iops size only when set.
         bps_max: None,
         bps_rd_max: None,
         bps_wr_max: None,
@@ -734,6 +691,54 @@ fn simulated_info(medium: &Medium) -> api::BlockDeviceInfo {
         },
         write_threshold: 0,
     }
+}
+
+/// A node's `BlockDeviceInfo`.
+pub fn device_info(n: &qmpkit_block::NodeInfo) -> api::BlockDeviceInfo {
+    let mut b = plain_info(
+        n.file.clone(),
+        n.node_name.clone(),
+        n.ro,
+        n.drv.clone(),
+        image_chain(n),
+    );
+    b.backing_file = n.backing_file.clone();
+    b.backing_file_depth = i(n.backing_file_depth);
+    b.active = n.active;
+    b.encrypted = n.encrypted;
+    b.detect_zeroes = detect_zeroes(n.detect_zeroes);
+    b.bps = i(n.bps);
+    b.bps_rd = i(n.bps_rd);
+    b.bps_wr = i(n.bps_wr);
+    b.iops = i(n.iops);
+    b.iops_rd = i(n.iops_rd);
+    b.iops_wr = i(n.iops_wr);
+    b.cache = api::BlockdevCacheInfo {
+        writeback: n.cache.writeback,
+        direct: n.cache.direct,
+        no_flush: n.cache.no_flush,
+    };
+    b.write_threshold = i(n.write_threshold);
+    b
+}
+
+/// A simulated medium's `BlockDeviceInfo` (no file behind it).
+fn simulated_info(medium: &Medium) -> api::BlockDeviceInfo {
+    let image = api::ImageInfo {
+        filename: medium.file.clone(),
+        format: medium.format.clone(),
+        virtual_size: i(medium.size),
+        actual_size: Some(0),
+        dirty_flag: Some(false),
+        ..Default::default()
+    };
+    plain_info(
+        medium.file.clone(),
+        medium.node_name.clone(),
+        medium.read_only,
+        medium.format.clone(),
+        image,
+    )
 }
 
 /// The `inserted` member of a drive.

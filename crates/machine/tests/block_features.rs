@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 
 mod common;
 
-use common::{ok, run, schema};
+use common::{hmp, ok, run, schema};
 
 fn dir(name: &str) -> PathBuf {
     let d = Path::new(env!("CARGO_TARGET_TMPDIR"))
@@ -926,17 +926,6 @@ fn blockdev_reopen_changes_nodes_all_or_nothing() {
         ),
         (json!(false), json!(false))
     );
-}
-
-fn hmp(m: &mut Machine, line: &str) -> String {
-    ok(run(
-        m,
-        "human-monitor-command",
-        json!({"command-line": line}),
-    ))
-    .as_str()
-    .unwrap()
-    .to_string()
 }
 
 /// savevm / loadvm / delvm / info snapshots over two qcow2 disks, printed as QEMU 10.0.2

@@ -1,19 +1,7 @@
 mod common;
 
 use common::*;
-use qmpkit_machine::Machine;
 use serde_json::json;
-
-fn hmp(m: &mut Machine, line: &str) -> String {
-    ok(run(
-        m,
-        "human-monitor-command",
-        json!({"command-line": line}),
-    ))
-    .as_str()
-    .unwrap()
-    .to_string()
-}
 
 #[test]
 fn info_commands() {

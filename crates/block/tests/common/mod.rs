@@ -104,3 +104,41 @@ pub fn start_qsd() -> Option<(qmpkit_testkit::qsd::Qsd, Qmp)> {
         }
     }
 }
+
+/// A qcow2 format node over an inline file node.
+pub fn qcow2_node(path: &Path, name: &str) -> qmpkit_block::BlockdevOptions {
+    use qmpkit_block::graph::{BlockdevOptions, BlockdevRef, Driver};
+    BlockdevOptions::format(
+        Driver::Qcow2,
+        BlockdevRef::Inline(Box::new(BlockdevOptions::file(path))),
+    )
+    .named(name)
+}
+
+/// A graph with a raw node `r0` over a fresh 1 MiB file in `dir`.
+pub fn graph_with_raw(dir: &Path) -> qmpkit_block::BlockGraph {
+    use qmpkit_block::graph::{BlockdevOptions, BlockdevRef, Driver};
+    let raw = dir.join("r.raw");
+    std::fs::write(&raw, vec![0u8; 1 << 20]).unwrap();
+    let mut g = qmpkit_block::BlockGraph::default();
+    g.add(
+        &BlockdevOptions::format(
+            Driver::Raw,
+            BlockdevRef::Inline(Box::new(BlockdevOptions::file(&raw))),
+        )
+        .named("r0"),
+    )
+    .unwrap();
+    g
+}
+
+/// `qemu-img create -q -f qcow2 [-o OPTIONS] PATH SIZE`, which must succeed.
+pub fn qemu_img_create(qemu_img: &Path, path: &Path, options: Option<&str>, size: &str) {
+    let mut args = vec!["create", "-q", "-f", "qcow2"];
+    if let Some(o) = options {
+        args.extend(["-o", o]);
+    }
+    args.extend([path.to_str().unwrap(), size]);
+    let (ok, text) = run(qemu_img, &args);
+    assert!(ok, "{text}");
+}

@@ -132,7 +132,7 @@ pub fn dirty_info(m: &Machine, node: &str) -> Option<Vec<api::BlockDirtyInfo>> {
         list.iter()
             .map(|b| api::BlockDirtyInfo {
                 name: Some(b.name.clone()),
-                count: i64::try_from(b.count()).unwrap_or(i64::MAX),
+                count: block::i(b.count()),
                 granularity: u32::try_from(b.granularity).unwrap_or(u32::MAX),
                 status: if b.enabled {
                     api::DirtyBitmapStatus::Active

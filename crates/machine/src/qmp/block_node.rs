@@ -72,7 +72,7 @@ pub fn report(m: &Machine, drive: &str, info: &mut api::BlockDeviceInfo) {
     let Some((group, l)) = m.block.throttle.of(drive) else {
         return;
     };
-    let i = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+    let i = block::i;
     let b = &l.buckets;
     let max = |k: &Bucket| (k.max != 0).then(|| i(k.max));
     let len = |k: &Bucket| (k.max != 0).then(|| i(k.burst_length));
@@ -113,7 +113,7 @@ fn stamp(m: &Machine) -> Stamp {
 }
 
 fn snapshot_info(e: &Entry) -> api::SnapshotInfo {
-    let i = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+    let i = block::i;
     api::SnapshotInfo {
         id: e.id.clone(),
         name: e.name.clone(),

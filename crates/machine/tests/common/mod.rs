@@ -109,3 +109,15 @@ pub fn tmp(name: &str) -> std::path::PathBuf {
     let _ = std::fs::create_dir_all(&d);
     d.join(name)
 }
+
+/// Run a human monitor command line; the monitor's output.
+pub fn hmp(m: &mut Machine, line: &str) -> String {
+    ok(run(
+        m,
+        "human-monitor-command",
+        serde_json::json!({"command-line": line}),
+    ))
+    .as_str()
+    .unwrap()
+    .to_string()
+}
