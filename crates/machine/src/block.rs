@@ -579,26 +579,27 @@ pub(crate) fn i(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
+/// An internal snapshot as `SnapshotInfo`.
+pub(crate) fn snapshot_info(s: &qmpkit_block::qcow2::Snapshot) -> api::SnapshotInfo {
+    api::SnapshotInfo {
+        id: s.id.clone(),
+        name: s.name.clone(),
+        vm_state_size: i(s.vm_state_size),
+        date_sec: i64::from(s.date_sec),
+        date_nsec: i64::from(s.date_nsec),
+        vm_clock_sec: i(s.vm_clock_nsec / 1_000_000_000),
+        vm_clock_nsec: i(s.vm_clock_nsec % 1_000_000_000),
+    }
+}
+
 /// An image's facts as `ImageInfo`.
 pub fn image_info(
     info: &qmpkit_block::ImageInfo,
     format: &str,
     backing: Option<api::ImageInfo>,
 ) -> api::ImageInfo {
-    let snapshots = (!info.snapshots.is_empty()).then(|| {
-        info.snapshots
-            .iter()
-            .map(|s| api::SnapshotInfo {
-                id: s.id.clone(),
-                name: s.name.clone(),
-                vm_state_size: i(s.vm_state_size),
-                date_sec: i64::from(s.date_sec),
-                date_nsec: i64::from(s.date_nsec),
-                vm_clock_sec: i(s.vm_clock_nsec / 1_000_000_000),
-                vm_clock_nsec: i(s.vm_clock_nsec % 1_000_000_000),
-            })
-            .collect()
-    });
+    let snapshots =
+        (!info.snapshots.is_empty()).then(|| info.snapshots.iter().map(snapshot_info).collect());
     let format_specific = info.qcow2.as_ref().map(|q| {
         api::ImageInfoSpecific::Qcow2(api::ImageInfoSpecificQCow2 {
             compat: q.compat.clone(),

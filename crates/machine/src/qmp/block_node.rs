@@ -112,19 +112,6 @@ fn stamp(m: &Machine) -> Stamp {
     }
 }
 
-fn snapshot_info(e: &Entry) -> api::SnapshotInfo {
-    let i = block::i;
-    api::SnapshotInfo {
-        id: e.id.clone(),
-        name: e.name.clone(),
-        vm_state_size: i(e.vm_state_size),
-        date_sec: i64::from(e.date_sec),
-        date_nsec: i64::from(e.date_nsec),
-        vm_clock_sec: i(e.vm_clock_nsec / 1_000_000_000),
-        vm_clock_nsec: i(e.vm_clock_nsec % 1_000_000_000),
-    }
-}
-
 /// Takes an internal snapshot of a device's image; what a failed transaction deletes again.
 pub fn snapshot_internal(m: &mut Machine, device: &str, name: &str) -> R<(String, Entry)> {
     block::catch_up(m);
@@ -167,7 +154,7 @@ pub fn blockdev_snapshot_delete_internal_sync(
         .graph
         .snapshot_delete_internal(&node, &a.device, a.id.as_deref(), a.name.as_deref())
         .map_err(qerr)?;
-    Ok(snapshot_info(&e))
+    Ok(block::snapshot_info(&e))
 }
 
 // ---------------------------------------------------------------------------
