@@ -57,27 +57,51 @@ fn script() -> Vec<(&'static str, Value, Value)> {
             json!({"name": "sw2"}),
             ret(json!({"name": "sw2", "id": id(1), "ports": 2})),
         ),
-        ("query-rocker", json!({"name": "nope"}), err("rocker nope not found")),
-        ("query-rocker-ports", json!({"name": "rocker"}), ret(json!([]))),
+        (
+            "query-rocker",
+            json!({"name": "nope"}),
+            err("rocker nope not found"),
+        ),
+        (
+            "query-rocker-ports",
+            json!({"name": "rocker"}),
+            ret(json!([])),
+        ),
         (
             "query-rocker-ports",
             json!({"name": "sw2"}),
             ret(json!([port("sw2p1", false), port("sw2p2", false)])),
         ),
-        ("query-rocker-ports", json!({"name": "nope"}), err("rocker nope not found")),
-        ("set_link", json!({"name": "n1", "up": true}), ret(json!({}))),
+        (
+            "query-rocker-ports",
+            json!({"name": "nope"}),
+            err("rocker nope not found"),
+        ),
+        (
+            "set_link",
+            json!({"name": "n1", "up": true}),
+            ret(json!({})),
+        ),
         (
             "query-rocker-ports",
             json!({"name": "sw2"}),
             ret(json!([port("sw2p1", true), port("sw2p2", false)])),
         ),
-        ("set_link", json!({"name": "n1", "up": false}), ret(json!({}))),
+        (
+            "set_link",
+            json!({"name": "n1", "up": false}),
+            ret(json!({})),
+        ),
         (
             "query-rocker-ports",
             json!({"name": "sw2"}),
             ret(json!([port("sw2p1", false), port("sw2p2", false)])),
         ),
-        ("query-rocker-of-dpa-flows", json!({"name": "sw2"}), ret(json!([]))),
+        (
+            "query-rocker-of-dpa-flows",
+            json!({"name": "sw2"}),
+            ret(json!([])),
+        ),
         (
             "query-rocker-of-dpa-flows",
             json!({"name": "sw2", "tbl-id": 10}),
@@ -223,7 +247,12 @@ fn rocker_options_refused_at_start() {
             "Invalid parameter type for 'ports', expected: array",
         ),
         (
-            &["-netdev", "user,id=n1", "-device", r#"{"driver":"rocker","ports":["nx"]}"#],
+            &[
+                "-netdev",
+                "user,id=n1",
+                "-device",
+                r#"{"driver":"rocker","ports":["nx"]}"#,
+            ],
             "Property 'rocker.ports' can't find value 'nx'",
         ),
         (
@@ -242,7 +271,10 @@ fn rocker_options_refused_at_start() {
             .expect("qmpkit serve");
         assert!(!ours.status.success(), "{opts:?}");
         let text = String::from_utf8_lossy(&ours.stderr);
-        assert!(text.trim_end().ends_with(&format!(": {want}")), "{opts:?}: {text}");
+        assert!(
+            text.trim_end().ends_with(&format!(": {want}")),
+            "{opts:?}: {text}"
+        );
         if let Some(q) = &qemu {
             let out = Command::new(q)
                 .args(common)
@@ -251,7 +283,10 @@ fn rocker_options_refused_at_start() {
                 .expect("qemu-system-x86_64");
             assert!(!out.status.success(), "{opts:?}");
             let text = String::from_utf8_lossy(&out.stderr);
-            assert!(text.trim_end().ends_with(&format!(": {want}")), "{opts:?}: {text}");
+            assert!(
+                text.trim_end().ends_with(&format!(": {want}")),
+                "{opts:?}: {text}"
+            );
         }
     }
 }

@@ -25,7 +25,7 @@ use qmpkit_block::graph::{
 use qmpkit_block::job::{JobEvent, JobKind, JobStatus, Jobs};
 use qmpkit_block::nbd::NbdServer;
 use qmpkit_wire::{ErrorClass, QmpError};
-use serde_json::{Map, Value};
+use serde_json::{json, Map, Value};
 
 use crate::api;
 use crate::qom::types;
@@ -810,11 +810,71 @@ pub fn query_block_json(m: &Machine) -> Value {
     v
 }
 
-/// Adds a node's `dirty-bitmaps` in the newer form to its `BlockDeviceInfo` object.
+/// Adds what newer interfaces say about a node to its `BlockDeviceInfo` object: its
+/// `dirty-bitmaps` (QEMU 4.0's form), and its qcow2 images' compression type, extended L2
+/// entries and persistent bitmaps as the files record them.
 fn newer_dirty_bitmaps(m: &Machine, info: &mut Map<String, Value>) {
     let node = info.get("node-name").and_then(Value::as_str).unwrap_or("");
     if let Some(list) = crate::qmp::block_bitmap::dirty_info_newer(m, node) {
         info.insert("dirty-bitmaps".into(), list);
+    }
+    let members = crate::shape::member_names(&m.schema, "ImageInfoSpecificQCow2");
+    if let Some(image) = info.get_mut("image") {
+        newer_qcow2_facts(&members, image, 0);
+    }
+}
+
+/// The qcow2 facts of an `ImageInfo` (and the backing images below it) that the served
+/// `ImageInfoSpecificQCow2` has and the machine's own lacks.
+fn newer_qcow2_facts(members: &[String], image: &mut Value, depth: u32) {
+    if depth > 256 {
+        return;
+    }
+    let has = |n: &str| members.iter().any(|x| x == n);
+    let file = image
+        .get("filename")
+        .and_then(Value::as_str)
+        .map(String::from);
+    let qcow2 = image.pointer("/format-specific/type") == Some(&json!("qcow2"));
+    let facts = file
+        .filter(|_| qcow2)
+        .and_then(|f| {
+            qmpkit_block::image::image_info(Path::new(&f), Some(qmpkit_block::ImageFormat::Qcow2))
+                .ok()
+        })
+        .and_then(|i| i.qcow2);
+    if let (Some(q), Some(data)) = (
+        facts,
+        image
+            .pointer_mut("/format-specific/data")
+            .and_then(Value::as_object_mut),
+    ) {
+        if has("compression-type") {
+            data.insert("compression-type".into(), json!(q.compression_type));
+        }
+        if let (true, Some(e)) = (has("extended-l2"), q.extended_l2) {
+            data.insert("extended-l2".into(), json!(e));
+        }
+        if has("bitmaps") && !q.bitmaps.is_empty() {
+            let list: Vec<Value> = q
+                .bitmaps
+                .iter()
+                .map(|b| {
+                    let mut flags = Vec::new();
+                    if b.in_use {
+                        flags.push("in-use");
+                    }
+                    if b.auto {
+                        flags.push("auto");
+                    }
+                    json!({"flags": flags, "name": b.name, "granularity": b.granularity})
+                })
+                .collect();
+            data.insert("bitmaps".into(), Value::Array(list));
+        }
+    }
+    if let Some(b) = image.get_mut("backing-image") {
+        newer_qcow2_facts(members, b, depth + 1);
     }
 }
 

@@ -1142,7 +1142,11 @@ impl MachineConfig {
             |name| {
                 before.iter().any(|o| {
                     is_switch(o)
-                        && o.props.get("name").map(String::as_str).unwrap_or(crate::net::rocker::TYPE) == name
+                        && o.props
+                            .get("name")
+                            .map(String::as_str)
+                            .unwrap_or(crate::net::rocker::TYPE)
+                            == name
                 })
             },
         )

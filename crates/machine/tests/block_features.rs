@@ -344,6 +344,21 @@ fn newer_bitmap_commands_and_persistence() {
              "granularity": 131072, "count": 262144},
         ])
     );
+    // The node's image facts agree with qemu-img's view of the open file (bitmaps in use).
+    let nodes = ok(run(&mut m, "query-named-block-nodes", json!({})));
+    let file = disk.to_string_lossy();
+    let fmt = nodes
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["drv"] == "qcow2" && n["file"] == file.as_ref())
+        .map(|n| n["image"]["format-specific"].clone())
+        .unwrap();
+    assert_eq!(fmt, qemu_img_info(&disk).unwrap()["format-specific"]);
+    assert_eq!(
+        fmt["data"]["bitmaps"][0]["flags"],
+        json!(["in-use", "auto"])
+    );
 }
 
 fn qcow2_on(path: &Path, backing: &Path) {

@@ -35,7 +35,9 @@ fn switches(tree: &Tree) -> Vec<NodeId> {
 
 /// A switch's name.
 fn name_of(tree: &Tree, n: NodeId) -> &str {
-    tree.val(n, "name").and_then(QomValue::as_str).unwrap_or(TYPE)
+    tree.val(n, "name")
+        .and_then(QomValue::as_str)
+        .unwrap_or(TYPE)
 }
 
 /// The rocker device named `name`, or QEMU's error.

@@ -108,7 +108,11 @@ pub fn query_cpus(m: &mut Machine, _: api::QueryCpus, _: &mut Cx) -> R<Vec<api::
     Ok(identity::cpus(m))
 }
 
-pub fn query_cpus_fast(m: &mut Machine, _: api::QueryCpusFast, _: &mut Cx) -> R<Vec<api::CpuInfoFast>> {
+pub fn query_cpus_fast(
+    m: &mut Machine,
+    _: api::QueryCpusFast,
+    _: &mut Cx,
+) -> R<Vec<api::CpuInfoFast>> {
     Ok(identity::query_cpus_fast(m))
 }
 
