@@ -23,6 +23,7 @@ commands:
                                             work with QAPI schemas
   serve                                     run a simulated machine's QMP monitor
   emulate [QEMU options]                    run it as qemu-system-x86_64 10.0.2 would run
+  storage-daemon [options]                  run as qemu-storage-daemon 10.0.2 would run
   qmp SERVER COMMAND [KEY=VALUE...]         run QMP commands for scripts
   proxy --upstream ADDR --listen ADDR[,...]  share one QMP monitor between many clients
   replay TRANSCRIPT --listen ADDR            serve a recorded QMP session back, strictly
@@ -66,6 +67,13 @@ fn main() -> ExitCode {
     {
         return serve_cmd::emulate::run(&prog, &args[1..]);
     }
+    // Run as `qemu-storage-daemon`: the daemon's command line and behaviour.
+    if let Some(prog) = args
+        .first()
+        .and_then(|a| serve_cmd::storage_daemon::invoked_as_storage_daemon(a))
+    {
+        return serve_cmd::storage_daemon::run(&prog, &args[0], &args[1..]);
+    }
     let rest = if args.len() > 2 {
         args[2..].to_vec()
     } else {
@@ -96,6 +104,10 @@ fn route(args: Vec<String>) -> ExitCode {
         Some("schema") => schema_cmd::run(rest),
         Some("serve") => serve_cmd::run(rest),
         Some("emulate") => serve_cmd::emulate::run(serve_cmd::emulate::DEFAULT_NAME, &rest),
+        Some("storage-daemon") => {
+            use serve_cmd::storage_daemon::{run, DEFAULT_NAME};
+            run(DEFAULT_NAME, DEFAULT_NAME, &rest)
+        }
         Some("qmp") => qmp_cmd::run(rest),
         Some("proxy") => proxy::run(rest),
         Some("replay") => replay_cmd::run(rest),

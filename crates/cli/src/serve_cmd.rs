@@ -5,8 +5,24 @@
 use std::process::ExitCode;
 use std::sync::Arc;
 
+/// `(path, text)` of a file of QEMU 10.0.2's schema directory `qapi/`, embedded.
+macro_rules! qapi_file {
+    ($name:literal) => {
+        (
+            concat!("qapi/", $name),
+            include_str!(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../../tests/data/qemu-ref/schema-10.0.2/qapi/",
+                $name
+            )),
+        )
+    };
+}
+
 #[path = "serve/emulate.rs"]
 pub mod emulate;
+#[path = "serve/storage_daemon.rs"]
+pub mod storage_daemon;
 #[path = "serve/opts.rs"]
 mod opts;
 #[path = "serve/run.rs"]

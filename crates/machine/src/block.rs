@@ -91,6 +91,8 @@ pub struct IoStats {
 /// One NBD export of the running server.
 #[derive(Debug)]
 pub struct Export {
+    /// The export's id (`block-export-add`), its name for `nbd-server-add`.
+    pub id: String,
     pub name: String,
     pub node: String,
     pub writable: bool,

@@ -280,6 +280,10 @@ pub struct MachineConfig {
     /// Where an IDE drive whose id does not say it sits: id → (bus, unit).
     #[serde(skip)]
     pub drive_slots: BTreeMap<String, (u32, u32)>,
+    /// Run as qemu-storage-daemon: no machine, no CPUs, no guest devices; the QOM tree and
+    /// type list are the daemon's.
+    #[serde(skip)]
+    pub storage_daemon: bool,
 }
 
 mod size {
@@ -386,6 +390,7 @@ impl MachineConfig {
             guest: GuestConfig::default(),
             default_drives: Vec::new(),
             drive_slots: BTreeMap::new(),
+            storage_daemon: false,
         }
     }
 

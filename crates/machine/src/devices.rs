@@ -348,6 +348,15 @@ fn default_bus(tree: &Tree, bus_type: &str) -> Option<NodeId> {
 /// Build the initial tree from the configuration.
 pub fn build_tree(config: &MachineConfig) -> Tree {
     let mut t = Tree::new();
+    // The storage daemon has no machine: its root holds the containers it uses.
+    if config.storage_daemon {
+        t.add(Tree::ROOT, "backend", "container");
+        let objects = t.add(Tree::ROOT, "objects", "container");
+        let chardevs = t.add(Tree::ROOT, "chardevs", "container");
+        add_config_chardevs(&mut t, config, chardevs);
+        add_config_objects(&mut t, config, objects);
+        return t;
+    }
     let machine = t.add(Tree::ROOT, "machine", machine_type_name(config));
     let unattached = t.add(machine, "unattached", "container");
     t.add(machine, "peripheral", "container");
@@ -414,39 +423,9 @@ pub fn build_tree(config: &MachineConfig) -> Tree {
             t.add(chardevs, &label, cty);
         }
     }
-    for spec in &config.chardevs {
-        let kv = crate::config::parse_keyval(spec, Some("backend"));
-        if let (Some(b), Some(id)) = (kv.get("backend"), kv.get("id")) {
-            let cty = types::find(&format!("chardev-{b}"))
-                .map(|x| x.name)
-                .unwrap_or("chardev-null");
-            if t.child(chardevs, id).is_none() {
-                t.add(chardevs, id, cty);
-            }
-        }
-    }
-    // Objects.
+    add_config_chardevs(&mut t, config, chardevs);
     let objects = t.child(Tree::ROOT, "objects").unwrap_or(Tree::ROOT);
-    for o in &config.objects {
-        if let Some(ty) = types::find(&o.qom_type) {
-            if t.child(objects, &o.id).is_some() {
-                continue;
-            }
-            let n = t.add(objects, &o.id, ty.name);
-            for (k, v) in &o.props {
-                if let Some(def) = types::find_prop(ty.name, k) {
-                    let val = match def.ty {
-                        "int" | "size" | "uint32" | "uint64" => crate::config::parse_size(v, 1)
-                            .map(QomValue::from)
-                            .unwrap_or_else(|| QomValue::Str(v.clone())),
-                        "bool" => QomValue::Bool(matches!(v.as_str(), "on" | "yes" | "true")),
-                        _ => QomValue::Str(v.clone()),
-                    };
-                    t.set_val(n, def.name, val);
-                }
-            }
-        }
-    }
+    add_config_objects(&mut t, config, objects);
     // IDE drives live on the chipset's buses.
     let mut ide_units = [0u32; 2];
     for d in &config.drives {
@@ -516,6 +495,45 @@ pub fn build_tree(config: &MachineConfig) -> Tree {
         }
     }
     t
+}
+
+/// `-chardev` back ends of the configuration under `/chardevs`.
+fn add_config_chardevs(t: &mut Tree, config: &MachineConfig, chardevs: NodeId) {
+    for spec in &config.chardevs {
+        let kv = crate::config::parse_keyval(spec, Some("backend"));
+        if let (Some(b), Some(id)) = (kv.get("backend"), kv.get("id")) {
+            let cty = types::find(&format!("chardev-{b}"))
+                .map(|x| x.name)
+                .unwrap_or("chardev-null");
+            if t.child(chardevs, id).is_none() {
+                t.add(chardevs, id, cty);
+            }
+        }
+    }
+}
+
+/// `-object`s of the configuration under `/objects`.
+fn add_config_objects(t: &mut Tree, config: &MachineConfig, objects: NodeId) {
+    for o in &config.objects {
+        if let Some(ty) = types::find(&o.qom_type) {
+            if t.child(objects, &o.id).is_some() {
+                continue;
+            }
+            let n = t.add(objects, &o.id, ty.name);
+            for (k, v) in &o.props {
+                if let Some(def) = types::find_prop(ty.name, k) {
+                    let val = match def.ty {
+                        "int" | "size" | "uint32" | "uint64" => crate::config::parse_size(v, 1)
+                            .map(QomValue::from)
+                            .unwrap_or_else(|| QomValue::Str(v.clone())),
+                        "bool" => QomValue::Bool(matches!(v.as_str(), "on" | "yes" | "true")),
+                        _ => QomValue::Str(v.clone()),
+                    };
+                    t.set_val(n, def.name, val);
+                }
+            }
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -1256,10 +1274,10 @@ pub fn object_add(
         vals.push((def.name, qom::check_value(k, def.ty, v)?));
     }
     let tree = &m.qom.tree;
-    let Some(p) = places(tree) else {
+    let Some(objects) = tree.child(Tree::ROOT, "objects") else {
         return Err(QmpError::generic("machine not initialised"));
     };
-    if tree.child(p.objects, id).is_some() {
+    if tree.child(objects, id).is_some() {
         return Err(QmpError::generic(format!(
             "attempt to add duplicate property '{id}' to object (type 'container')"
         )));
@@ -1295,7 +1313,7 @@ pub fn object_add(
     if td.name == "rng-egd" && get("chardev").is_none() {
         return Err(QmpError::generic("chardev property not set"));
     }
-    let n = m.qom.tree.add(p.objects, id, td.name);
+    let n = m.qom.tree.add(objects, id, td.name);
     for (k, v) in vals {
         m.qom.tree.set_val(n, k, v);
     }
@@ -1305,10 +1323,10 @@ pub fn object_add(
 /// `object-del`: remove an object made by `object-add` (or `-object`).
 pub fn object_del(m: &mut Machine, id: &str) -> Result<(), QmpError> {
     let tree = &m.qom.tree;
-    let Some(p) = places(tree) else {
-        return Err(QmpError::generic(format!("object '{id}' not found")));
-    };
-    let Some(n) = tree.child(p.objects, id) else {
+    let Some(n) = tree
+        .child(Tree::ROOT, "objects")
+        .and_then(|objects| tree.child(objects, id))
+    else {
         return Err(QmpError::generic(format!("object '{id}' not found")));
     };
     // A memory backend mapped by a DIMM cannot go.

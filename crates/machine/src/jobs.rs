@@ -106,7 +106,7 @@ fn query_block_exports(m: &Machine) -> Value {
             .iter()
             .map(|e| {
                 json!({
-                    "id": e.name,
+                    "id": e.id,
                     "type": "nbd",
                     "node-name": e.node,
                     "shutting-down": false,
@@ -125,19 +125,19 @@ fn block_export_add(m: &mut Machine, args: &Args) -> CmdResult {
     }
     let id = arg_str(args, "id").unwrap_or("").to_string();
     let node = arg_str(args, "node-name").unwrap_or("").to_string();
-    if m.block.exports.iter().any(|e| e.name == id) {
+    if m.block.exports.iter().any(|e| e.id == id) {
         return Err(generic(format!("Block export id '{id}' is already in use")));
     }
+    m.block.graph.require_node(&node).map_err(qerr)?;
     if m.block.nbd.is_none() {
         return Err(generic("NBD server not running"));
     }
-    m.block.graph.require(&node).map_err(qerr)?;
     let name = arg_str(args, "name").unwrap_or(&id).to_string();
     let writable = arg_bool(args, "writable").unwrap_or(false);
     if writable && m.block.graph.is_read_only(&node).map_err(qerr)? {
         return Err(generic("Cannot export read-only node as writable"));
     }
-    crate::qmp::block::add_export(m, &name, &node, writable)?;
+    crate::qmp::block::add_export(m, &id, &name, &node, writable)?;
     empty()
 }
 
@@ -154,10 +154,12 @@ pub fn execute(m: &mut Machine, cmd: &str, args: &Args, _cx: &mut Cx) -> Option<
         "blockdev-create" => blockdev_create(m, args),
         "block-export-add" => block_export_add(m, args),
         "block-export-del" => {
-            if !m.block.exports.iter().any(|e| e.name == id) {
-                Err(generic(format!("Export '{id}' is not found")))
-            } else {
-                crate::qmp::block::remove_export(m, &id).and_then(|()| empty())
+            match m.block.exports.iter().find(|e| e.id == id) {
+                None => Err(generic(format!("Export '{id}' is not found"))),
+                Some(e) => {
+                    let name = e.name.clone();
+                    crate::qmp::block::remove_export(m, &name).and_then(|()| empty())
+                }
             }
         }
         "nbd-server-remove" => {

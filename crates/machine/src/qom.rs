@@ -8,6 +8,7 @@
 //! differ from the type's defaults. Everything else is answered from the
 //! registry, so an idle machine's tree stays small.
 
+pub mod daemon;
 pub mod props;
 pub mod types;
 pub mod value;
@@ -609,10 +610,27 @@ pub fn resolve_plain(tree: &Tree, path: &str) -> Result<NodeId, QmpError> {
 /// `qom-list-types`: every type (non-abstract ones unless `abstract`),
 /// optionally only those implementing `implements`.
 pub fn list_types(implements: Option<&str>, abstract_too: bool) -> Vec<api::ObjectTypeInfo> {
-    types::TYPES
+    list_in(types::TYPES, types::is_a, implements, abstract_too)
+}
+
+/// `qom-list-types` of the storage daemon: its own types (see [`daemon`]).
+pub fn list_daemon_types(
+    implements: Option<&str>,
+    abstract_too: bool,
+) -> Vec<api::ObjectTypeInfo> {
+    list_in(daemon::TYPES, daemon::is_a, implements, abstract_too)
+}
+
+fn list_in(
+    table: &[types::TypeDef],
+    is_a: fn(&str, &str) -> bool,
+    implements: Option<&str>,
+    abstract_too: bool,
+) -> Vec<api::ObjectTypeInfo> {
+    table
         .iter()
         .filter(|t| abstract_too || !t.is_abstract)
-        .filter(|t| implements.map(|i| types::is_a(t.name, i)).unwrap_or(true))
+        .filter(|t| implements.map(|i| is_a(t.name, i)).unwrap_or(true))
         .map(|t| api::ObjectTypeInfo {
             name: t.name.into(),
             r#abstract: t.is_abstract.then_some(true),

@@ -19,66 +19,51 @@ pub const VERSION: (u64, u64, u64) = (10, 0, 2);
 /// The name the program goes by when run as `qmpkit emulate`.
 pub const DEFAULT_NAME: &str = "qemu-system-x86_64";
 
-macro_rules! embed {
-    ($($name:literal),* $(,)?) => {
-        &[$(
-            (
-                $name,
-                include_str!(concat!(
-                    env!("CARGO_MANIFEST_DIR"),
-                    "/../../tests/data/qemu-ref/schema-10.0.2/qapi/",
-                    $name
-                )),
-            ),
-        )*]
-    };
-}
-
 /// QEMU 10.0.2's schema (`qapi/`), by file name.
-const SCHEMA: &[(&str, &str)] = embed![
-    "acpi.json",
-    "audio.json",
-    "authz.json",
-    "block-core.json",
-    "block-export.json",
-    "block.json",
-    "char.json",
-    "common.json",
-    "compat.json",
-    "control.json",
-    "crypto.json",
-    "cryptodev.json",
-    "cxl.json",
-    "dump.json",
-    "ebpf.json",
-    "error.json",
-    "introspect.json",
-    "job.json",
-    "machine-common.json",
-    "machine-target.json",
-    "machine.json",
-    "migration.json",
-    "misc-target.json",
-    "misc.json",
-    "net.json",
-    "pci.json",
-    "pragma.json",
-    "qapi-schema.json",
-    "qdev.json",
-    "qom.json",
-    "replay.json",
-    "rocker.json",
-    "run-state.json",
-    "sockets.json",
-    "stats.json",
-    "tpm.json",
-    "trace.json",
-    "transaction.json",
-    "uefi.json",
-    "ui.json",
-    "vfio.json",
-    "virtio.json",
-    "yank.json",
+const SCHEMA: &[(&str, &str)] = &[
+    qapi_file!("acpi.json"),
+    qapi_file!("audio.json"),
+    qapi_file!("authz.json"),
+    qapi_file!("block-core.json"),
+    qapi_file!("block-export.json"),
+    qapi_file!("block.json"),
+    qapi_file!("char.json"),
+    qapi_file!("common.json"),
+    qapi_file!("compat.json"),
+    qapi_file!("control.json"),
+    qapi_file!("crypto.json"),
+    qapi_file!("cryptodev.json"),
+    qapi_file!("cxl.json"),
+    qapi_file!("dump.json"),
+    qapi_file!("ebpf.json"),
+    qapi_file!("error.json"),
+    qapi_file!("introspect.json"),
+    qapi_file!("job.json"),
+    qapi_file!("machine-common.json"),
+    qapi_file!("machine-target.json"),
+    qapi_file!("machine.json"),
+    qapi_file!("migration.json"),
+    qapi_file!("misc-target.json"),
+    qapi_file!("misc.json"),
+    qapi_file!("net.json"),
+    qapi_file!("pci.json"),
+    qapi_file!("pragma.json"),
+    qapi_file!("qapi-schema.json"),
+    qapi_file!("qdev.json"),
+    qapi_file!("qom.json"),
+    qapi_file!("replay.json"),
+    qapi_file!("rocker.json"),
+    qapi_file!("run-state.json"),
+    qapi_file!("sockets.json"),
+    qapi_file!("stats.json"),
+    qapi_file!("tpm.json"),
+    qapi_file!("trace.json"),
+    qapi_file!("transaction.json"),
+    qapi_file!("uefi.json"),
+    qapi_file!("ui.json"),
+    qapi_file!("vfio.json"),
+    qapi_file!("virtio.json"),
+    qapi_file!("yank.json"),
 ];
 
 /// The build symbols of Debian's qemu-system-x86_64 10.0.2 (a KVM build),
@@ -98,7 +83,7 @@ pub fn invoked_as_emulator(argv0: &str) -> Option<String> {
 /// QEMU 10.0.2's schema, checked.
 pub fn load_schema() -> Result<qmpkit_schema::Schema, qmpkit_schema::QapiError> {
     let p = MemoryProvider::from_files(SCHEMA.iter().copied());
-    qmpkit_schema::load_from("qapi-schema.json", Dialect::Modern, &p)
+    qmpkit_schema::load_from("qapi/qapi-schema.json", Dialect::Modern, &p)
 }
 
 /// The build symbols served.

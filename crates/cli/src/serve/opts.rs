@@ -75,6 +75,9 @@ pub struct ServeOptions {
     /// or a binary named `qemu-system-x86_64`): messages carry the name,
     /// as QEMU's do, and nothing is printed beyond what QEMU prints.
     pub emulator: Option<String>,
+    /// Running as qemu-storage-daemon: the QMP commands its options stand for, run on the
+    /// machine before serving (`(option as given, command, arguments)`).
+    pub storage_daemon: Option<Vec<(String, &'static str, serde_json::Value)>>,
 }
 
 impl ServeOptions {
@@ -98,6 +101,7 @@ impl ServeOptions {
             config,
             from_introspection: false,
             emulator: Some(prog.to_string()),
+            storage_daemon: None,
         }
     }
 
@@ -157,6 +161,7 @@ pub fn parse(args: &[String]) -> Result<ServeOptions, String> {
         config,
         from_introspection: false,
         emulator: None,
+        storage_daemon: None,
     };
     let mut i = 0;
     while i < args.len() {

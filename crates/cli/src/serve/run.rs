@@ -223,7 +223,7 @@ impl Unit {
             schema_reply,
             unhandled: o.unhandled(),
             test_control: o.test_control,
-            probe: o.emulator.as_ref().map(|_| {
+            probe: o.emulator.as_ref().filter(|_| o.storage_daemon.is_none()).map(|_| {
                 (
                     o.config.kvm,
                     Arc::new(qmpkit_machine::modern::probe::entries()),
@@ -438,7 +438,9 @@ async fn serve_async(
     let mut config = o.config.clone();
     let n = o.machines;
     let mut default_path = None;
-    if config.qmp.is_empty()
+    // The storage daemon serves no monitor unless asked for one.
+    if o.storage_daemon.is_none()
+        && config.qmp.is_empty()
         && config.mon.is_empty()
         && config.qmp_pretty.is_empty()
         && config.monitor.is_empty()
@@ -499,11 +501,17 @@ async fn serve_async(
     let trim_pending = Arc::new(AtomicBool::new(false));
     let mut units: Vec<(Unit, Vec<(Listener, MonitorMode)>)> = Vec::with_capacity(n);
     for i in 0..n {
-        let machine = if n > 1 {
+        let mut machine = if n > 1 {
             fleet_machine(&config, &schema, i)
         } else {
             Machine::new(config.clone(), schema.clone())
         };
+        if let Some(startup) = &o.storage_daemon {
+            let enabled = &sopts.introspection.enabled;
+            if let Err(e) = super::storage_daemon::start(&mut machine, &schema, enabled, startup) {
+                return fail(e);
+            }
+        }
         let args = monitor_args(&config, if n > 1 { Some(i) } else { None });
         let monitors = match Transport::monitors_from_command_line(&args) {
             Ok(t) => t,
@@ -628,8 +636,11 @@ async fn serve_async(
         tokio::select! {
             sig = &mut signal, if signalled.is_none() => {
                 signalled = Some(sig);
-                use std::io::Write;
-                let _ = writeln!(std::io::stderr(), "qmpkit: terminating on signal {sig}");
+                // The storage daemon ends quietly, as the real one does.
+                if o.storage_daemon.is_none() {
+                    use std::io::Write;
+                    let _ = writeln!(std::io::stderr(), "qmpkit: terminating on signal {sig}");
+                }
                 for u in &all {
                     u.handle.host_signal();
                 }

@@ -710,8 +710,8 @@ pub fn nbd_server_start(m: &mut Machine, a: api::NbdServerStart, _: &mut Cx) -> 
     Ok(Empty)
 }
 
-/// Exports node `node` as `name` on the running server.
-pub fn add_export(m: &mut Machine, name: &str, node: &str, writable: bool) -> R<()> {
+/// Exports node `node` as `name` (export id `id`) on the running server.
+pub fn add_export(m: &mut Machine, id: &str, name: &str, node: &str, writable: bool) -> R<()> {
     let Some(server) = &m.block.nbd else {
         return Err(generic("NBD server not running"));
     };
@@ -742,6 +742,7 @@ pub fn add_export(m: &mut Machine, name: &str, node: &str, writable: bool) -> R<
         return Err(qerr(e));
     }
     m.block.exports.push(Export {
+        id: id.to_string(),
         name: name.to_string(),
         node: node.to_string(),
         writable,
@@ -772,7 +773,7 @@ pub fn nbd_server_add(m: &mut Machine, a: api::NbdServerAdd, _: &mut Cx) -> R<Em
     if writable && m.block.graph.is_read_only(&node).map_err(qerr)? {
         return Err(generic("Cannot export read-only node as writable"));
     }
-    add_export(m, &a.device, &node, writable)?;
+    add_export(m, &a.device, &a.device, &node, writable)?;
     Ok(Empty)
 }
 

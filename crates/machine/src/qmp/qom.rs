@@ -34,14 +34,16 @@ pub fn qom_set(m: &mut Machine, a: api::QomSet, _: &mut Cx) -> R<Empty> {
 }
 
 pub fn qom_list_types(
-    _: &mut Machine,
+    m: &mut Machine,
     a: api::QomListTypes,
     _: &mut Cx,
 ) -> R<Vec<api::ObjectTypeInfo>> {
-    Ok(qom::list_types(
-        a.implements.as_deref(),
-        a.r#abstract.unwrap_or(false),
-    ))
+    let list = if m.config.storage_daemon {
+        qom::list_daemon_types
+    } else {
+        qom::list_types
+    };
+    Ok(list(a.implements.as_deref(), a.r#abstract.unwrap_or(false)))
 }
 
 pub fn device_list_properties(

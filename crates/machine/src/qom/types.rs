@@ -1210,6 +1210,15 @@ pub fn find(name: &str) -> Option<&'static TypeDef> {
 
 /// The type and its ancestors, the type itself first.
 pub fn ancestry(name: &str) -> impl Iterator<Item = &'static TypeDef> {
+    ancestry_in(TYPES, name)
+}
+
+/// [`ancestry`] in another registry (the storage daemon's).
+pub fn ancestry_in(
+    table: &'static [TypeDef],
+    name: &str,
+) -> impl Iterator<Item = &'static TypeDef> {
+    let find = move |n: &str| table.iter().find(|t| t.name == n);
     let mut cur = find(name);
     std::iter::from_fn(move || {
         let t = cur?;
