@@ -360,6 +360,30 @@ fn info(m: &mut Machine, cx: &mut Cx, sub: &str, rest: &[String]) -> Result<Stri
                             i.backing_file_depth
                         );
                     }
+                    let avg = [i.bps, i.bps_rd, i.bps_wr, i.iops, i.iops_rd, i.iops_wr];
+                    if avg.iter().any(|&v| v != 0) {
+                        let z = |v: Option<i64>| v.unwrap_or(0);
+                        let _ = writeln!(
+                            o,
+                            "    I/O throttling:   bps={} bps_rd={} bps_wr={} bps_max={} \
+                             bps_rd_max={} bps_wr_max={} iops={} iops_rd={} iops_wr={} \
+                             iops_max={} iops_rd_max={} iops_wr_max={} iops_size={} group={}",
+                            i.bps,
+                            i.bps_rd,
+                            i.bps_wr,
+                            z(i.bps_max),
+                            z(i.bps_rd_max),
+                            z(i.bps_wr_max),
+                            i.iops,
+                            i.iops_rd,
+                            i.iops_wr,
+                            z(i.iops_max),
+                            z(i.iops_rd_max),
+                            z(i.iops_wr_max),
+                            z(i.iops_size),
+                            i.group.as_deref().unwrap_or("")
+                        );
+                    }
                 }
             }
         }

@@ -575,6 +575,16 @@ fn io_throttle_limits_and_groups() {
             "{dev}"
         );
     }
+    // The human monitor prints them as QEMU 10.0.2 does.
+    let info = hmp(&mut m, "info block ide0-hd0");
+    assert!(
+        info.contains(
+            "\r\n    I/O throttling:   bps=0 bps_rd=0 bps_wr=0 bps_max=0 bps_rd_max=0 \
+             bps_wr_max=0 iops=7 iops_rd=0 iops_wr=0 iops_max=0 iops_rd_max=0 iops_wr_max=0 \
+             iops_size=4096 group=g1\r\n"
+        ),
+        "{info}"
+    );
     ok(run(
         &mut m,
         "block_set_io_throttle",
