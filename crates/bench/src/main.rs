@@ -4,6 +4,7 @@ mod ceiling;
 mod client;
 mod codegen;
 mod machine;
+mod migration;
 mod process;
 mod proto;
 mod schema;
@@ -42,6 +43,9 @@ fn main() {
     }
     if on("machine") {
         machine::run(&mut results);
+    }
+    if on("migration") {
+        migration::run(&mut results);
     }
     if on("tools") {
         tools::run(&mut results);

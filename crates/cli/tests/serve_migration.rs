@@ -96,3 +96,14 @@ fn two_processes_migrate_with_incoming_defer() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Two fleets of ten machines migrate pairwise, all at once: every source ends in
+/// postmigrate and every destination runs with its source's RAM.
+#[test]
+fn fleets_migrate_pairwise() {
+    let dir = tmpdir("fleet-migrate");
+    let r = qmpkit_testkit::fleet::migrate_pairs(&qmpkit(), &dir, 10, 64).expect("fleets");
+    assert_eq!(r.problems, Vec::<String>::new());
+    assert_eq!((r.pairs, r.completed, r.verified), (10, 10, 10));
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -1,0 +1,240 @@
+//! Migration at fleet scale and ring buffers.
+//!
+//! - **Fleet migration**: two `qmpkit serve --machines 500` processes (sources, and
+//!   destinations started with `-incoming defer`), 128 MiB guests; all 500 pairs migrate at once,
+//!   each over its own unix socket (`qmpkit_testkit::fleet`). Figures: the time from the first
+//!   `migrate` until every migration completed, the time to send every `migrate-incoming` and
+//!   `migrate` and take their replies, the sources' `total-time`, each process's RSS afterwards, and how many
+//!   pairs were verified (destination running with the source's RAM, source in postmigrate). The
+//!   peer is one pair of paused `qemu-system-x86_64 -m 128` migrating over a unix socket, measured
+//!   in the same run (1 000 QEMU processes do not fit this machine).
+//! - **Ring buffer**: `ringbuf-write` then `ringbuf-read` of 11 bytes, each request waiting for
+//!   its reply, on a `ringbuf` chardev made with `chardev-add`; pairs per second, beside
+//!   `qemu-system-x86_64 -S` asked the same. Goal: 10 000 pairs/s.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use qmpkit_testkit::fleet::migrate_pairs;
+use qmpkit_testkit::qmp::Conn;
+use serde_json::{json, Map, Value};
+
+const PAIRS: usize = 500;
+const RAM_MIB: u64 = 128;
+const RINGBUF_PAIRS: usize = 10_000;
+const RINGBUF_GOAL: f64 = 10_000.0;
+
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn tmpdir(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("qmpkit-bench-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    let _ = std::fs::create_dir_all(&d);
+    d
+}
+
+fn qmpkit_bin() -> Option<PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    let p = exe.parent()?.join("qmpkit");
+    p.exists().then_some(p)
+}
+
+/// A process serving QMP on `sock` (`program` with `args`, then the monitor option).
+fn spawn(program: &Path, args: &[&str], sock: &Path) -> Option<(Proc, Conn)> {
+    let child = Command::new(program)
+        .args(args)
+        .arg("-qmp")
+        .arg(format!("unix:{},server=on,wait=off", sock.display()))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .ok()?;
+    let p = Proc(child);
+    let t = Instant::now();
+    while !sock.exists() {
+        if t.elapsed() > Duration::from_secs(20) {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let c = Conn::open(sock).ok()?;
+    Some((p, c))
+}
+
+/// One pair of real QEMU migrating: (time to complete, `total-time` ms).
+fn qemu_pair(dir: &Path) -> Option<(Duration, u64)> {
+    let qemu = Path::new("qemu-system-x86_64");
+    let base = ["-S", "-display", "none", "-nodefaults", "-m", "128"];
+    let (_s, mut s) = spawn(qemu, &base, &dir.join("qs.sock"))?;
+    let mut dargs = base.to_vec();
+    dargs.extend(["-incoming", "defer"]);
+    let (_d, mut d) = spawn(qemu, &dargs, &dir.join("qd.sock"))?;
+    let uri = format!("unix:{}/qmig.sock", dir.display());
+    d.ok("migrate-incoming", json!({ "uri": uri })).ok()?;
+    let t = Instant::now();
+    s.ok("migrate", json!({ "uri": uri })).ok()?;
+    loop {
+        let info = s.ok("query-migrate", json!({})).ok()?;
+        match info["status"].as_str() {
+            Some("completed") => return Some((t.elapsed(), info["total-time"].as_u64()?)),
+            Some("failed") | Some("cancelled") => return None,
+            _ if t.elapsed() > Duration::from_secs(120) => return None,
+            _ => std::thread::sleep(Duration::from_millis(5)),
+        }
+    }
+}
+
+/// Sequential `ringbuf-write` + `ringbuf-read` pairs per second on `c`.
+fn ringbuf_rate(c: &mut Conn, n: usize) -> Option<f64> {
+    c.ok(
+        "chardev-add",
+        json!({"id": "rb", "backend": {"type": "ringbuf", "data": {"size": 1024}}}),
+    )
+    .ok()?;
+    let data = "hello world";
+    let t = Instant::now();
+    for _ in 0..n {
+        c.ok("ringbuf-write", json!({"device": "rb", "data": data}))
+            .ok()?;
+        let r = c
+            .ok("ringbuf-read", json!({"device": "rb", "size": data.len()}))
+            .ok()?;
+        if r != data {
+            return None;
+        }
+    }
+    Some(n as f64 / t.elapsed().as_secs_f64())
+}
+
+pub fn run(results: &mut Map<String, Value>) {
+    println!("== migration and ring buffers ==");
+    let Some(bin) = qmpkit_bin() else {
+        println!("skipped: no qmpkit binary next to the harness (cargo build --release -p qmpkit)");
+        return;
+    };
+    let mut out = Map::new();
+    let dir = tmpdir("migration");
+    let fmt_s = |d: Duration| format!("{:.2} s", d.as_secs_f64());
+    let kib = |v: Option<u64>| {
+        v.map(|k| format!("{:.1} MiB", k as f64 / 1024.0))
+            .unwrap_or("-".into())
+    };
+    println!("{:<48} {:>16} {:>18} {:>12}", "", "qmpkit", "qemu-system", "goal");
+
+    // Ring buffers.
+    let ours = spawn(&bin, &["serve"], &dir.join("rb.sock"))
+        .and_then(|(_p, mut c)| ringbuf_rate(&mut c, RINGBUF_PAIRS));
+    let theirs = spawn(
+        Path::new("qemu-system-x86_64"),
+        &["-S", "-display", "none", "-nodefaults"],
+        &dir.join("qrb.sock"),
+    )
+    .and_then(|(_p, mut c)| ringbuf_rate(&mut c, RINGBUF_PAIRS));
+    let rate = |v: Option<f64>| v.map(|r| format!("{r:.0}/s")).unwrap_or("-".into());
+    println!(
+        "{:<48} {:>16} {:>18} {:>12}",
+        format!("ringbuf write+read pairs ({RINGBUF_PAIRS})"),
+        rate(ours),
+        rate(theirs),
+        "≥ 10000/s"
+    );
+    if let Some(r) = ours {
+        out.insert("ringbuf_pairs_per_s".into(), json!(r));
+        out.insert("ringbuf_goal_met".into(), json!(r >= RINGBUF_GOAL));
+        if let Some(q) = theirs {
+            out.insert("ringbuf_qemu_system_pairs_per_s".into(), json!(q));
+            out.insert("ringbuf_speedup_vs_qemu_system".into(), json!(r / q));
+        }
+    }
+
+    // One pair, then the fleets.
+    let one = migrate_pairs(&bin, &dir, 1, RAM_MIB);
+    let peer = qemu_pair(&dir);
+    println!(
+        "{:<48} {:>16} {:>18}",
+        "one pair, 128 MiB: migrate to completed",
+        one.as_ref()
+            .map(|r| fmt_s(r.all_completed))
+            .unwrap_or("-".into()),
+        peer.map(|p| fmt_s(p.0)).unwrap_or("-".into()),
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::create_dir_all(&dir);
+    match migrate_pairs(&bin, &dir, PAIRS, RAM_MIB) {
+        Ok(r) => {
+            println!(
+                "{:<48} {:>16}",
+                format!("{} machines, {PAIRS} pairs: all completed", 2 * PAIRS),
+                fmt_s(r.all_completed)
+            );
+            println!("{:<48} {:>16}", "  sending all migrate-incoming, then migrate", fmt_s(r.start));
+            println!(
+                "{:<48} {:>16}",
+                "  total-time per migration, median / max",
+                format!("{} / {} ms", r.total_time_ms.0, r.total_time_ms.1)
+            );
+            println!(
+                "{:<48} {:>16}",
+                "  completed / verified",
+                format!("{} / {} of {PAIRS}", r.completed, r.verified)
+            );
+            println!(
+                "{:<48} {:>16}",
+                "  RSS after, sources",
+                kib(r.rss_kib.0)
+            );
+            println!(
+                "{:<48} {:>16}",
+                "  RSS after, destinations",
+                kib(r.rss_kib.1)
+            );
+            for p in &r.problems {
+                println!("  problem: {p}");
+            }
+            out.insert("fleet_migration_pairs".into(), json!(PAIRS));
+            out.insert(
+                "fleet_migration_all_completed_s".into(),
+                json!(r.all_completed.as_secs_f64()),
+            );
+            out.insert("fleet_migration_start_s".into(), json!(r.start.as_secs_f64()));
+            out.insert("fleet_migration_completed".into(), json!(r.completed));
+            out.insert("fleet_migration_verified".into(), json!(r.verified));
+            out.insert(
+                "fleet_migration_total_time_ms_median".into(),
+                json!(r.total_time_ms.0),
+            );
+            out.insert(
+                "fleet_migration_total_time_ms_max".into(),
+                json!(r.total_time_ms.1),
+            );
+            out.insert("fleet_migration_rss_kib_sources".into(), json!(r.rss_kib.0));
+            out.insert(
+                "fleet_migration_rss_kib_destinations".into(),
+                json!(r.rss_kib.1),
+            );
+        }
+        Err(e) => println!("fleet migration: {e}"),
+    }
+    if let Some((t, total)) = peer {
+        out.insert("qemu_system_pair_migration_s".into(), json!(t.as_secs_f64()));
+        out.insert("qemu_system_pair_total_time_ms".into(), json!(total));
+    }
+    if let Ok(r) = &one {
+        out.insert(
+            "one_pair_migration_s".into(),
+            json!(r.all_completed.as_secs_f64()),
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    println!();
+    results.insert("migration".into(), Value::Object(out));
+}
