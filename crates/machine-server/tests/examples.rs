@@ -556,8 +556,27 @@ fn builtin(schema: &Schema, cmd: &str) -> Option<Value> {
     }
 }
 
-/// Replay one example; `Ok(note)` or `Err(why)`.
-fn replay(schema: &Arc<Schema>, old: Option<&Arc<Schema>>, ex: &Example) -> Result<String, String> {
+/// How a replayed example fares: the one classification every count of the documented
+/// examples uses (a failure is the `Err` beside it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    /// The reply (or error) equals the documented one.
+    Identical,
+    /// The reply is valid against the command's return type and equals the documentation
+    /// wherever the value is not the documenting machine's own (its version, ids, devices,
+    /// sizes); or the documented list is an excerpt and every entry is there; or the
+    /// documentation leaves out members the schema requires.
+    MachineSpecific,
+    /// The documented request is invalid against its own schema, and QEMU's error for it is
+    /// answered.
+    InvalidAsDocumented,
+}
+
+/// What a replay answers: the outcome and a note, or why it failed.
+type Replayed = Result<(Outcome, String), String>;
+
+/// Replay one example.
+fn replay(schema: &Arc<Schema>, old: Option<&Arc<Schema>>, ex: &Example) -> Replayed {
     replay_as(schema, old, ex, None)
 }
 
@@ -568,7 +587,7 @@ fn replay_as(
     old: Option<&Arc<Schema>>,
     ex: &Example,
     served: Option<Unhandled>,
-) -> Result<String, String> {
+) -> Replayed {
     let cmd = ex.command.as_str();
     // Commands 2.12 no longer has (`cpu`) are replayed on a machine
     // serving QEMU 1.3's interface, the newest seed that has them.
@@ -599,7 +618,7 @@ fn replay_as(
                 .find(|(f, c, _, _)| *f == ex.file && *c == cmd);
             return match listed {
                 Some((_, _, class, desc)) if e.class.as_str() == *class && e.desc == *desc => {
-                    Ok(format!("invalid as documented: {desc}"))
+                    Ok((Outcome::InvalidAsDocumented, format!("invalid as documented: {desc}")))
                 }
                 _ => Err(format!("request refused: {}: {}", e.class, e.desc)),
             };
@@ -649,7 +668,7 @@ fn replay_as(
         Err(e) => {
             let as_doc = json!({"error": {"class": e.class.as_str(), "desc": e.desc}});
             return if as_doc == want {
-                Ok("error as documented".into())
+                Ok((Outcome::Identical, "error as documented".into()))
             } else {
                 Err(format!("error {}: {}", e.class, e.desc))
             };
@@ -666,7 +685,7 @@ fn replay_as(
     };
     if MACHINE_SPECIFIC.contains(&cmd) {
         partial(cmd, &got, want).map_err(|e| format!("{e} (reply {got})"))?;
-        return Ok("valid; machine-specific values differ".into());
+        return Ok((Outcome::MachineSpecific, "valid; machine-specific values differ".into()));
     }
     if EXCERPTS.contains(&cmd) {
         let have = got.as_array().cloned().unwrap_or_default();
@@ -675,14 +694,17 @@ fn replay_as(
                 return Err(format!("documented {w} missing from {got}"));
             }
         }
-        return Ok("documented entries present".into());
+        return Ok((Outcome::MachineSpecific, "documented entries present".into()));
     }
     if &got == want {
-        Ok("same reply".into())
+        Ok((Outcome::Identical, "same reply".into()))
     } else if covers(&got, want) {
         // Members the schema requires that the documentation leaves out
         // (e.g. TraceEventInfo's `vcpu`).
-        Ok("documented members equal; schema members the example omits".into())
+        Ok((
+            Outcome::MachineSpecific,
+            "documented members equal; schema members the example omits".into(),
+        ))
     } else {
         Err(format!("reply {got}, documented {want}"))
     }
@@ -718,6 +740,7 @@ fn documented_examples() {
     let mut per_command: HashMap<String, (usize, usize)> = HashMap::new();
     let mut count = 0;
     let mut recovered = Vec::new();
+    let mut outcomes = Vec::new();
     for ex in examples.iter().filter(|e| {
         ISSUE5.contains(&e.command.as_str()) || ALSO_ANSWERED.contains(&e.command.as_str())
     }) {
@@ -749,7 +772,8 @@ fn documented_examples() {
         let r = replay(&schema, old.as_ref(), ex);
         let e = per_command.entry(ex.command.clone()).or_default();
         match &r {
-            Ok(note) => {
+            Ok((o, note)) => {
+                outcomes.push(*o);
                 e.0 += 1;
                 println!("ok   {}:{} {}: {note}", ex.file, ex.line, ex.command);
             }
@@ -766,7 +790,8 @@ fn documented_examples() {
     for (c, (ok, bad)) in &cmds {
         println!("  {c:32} {ok}/{bad}");
     }
-    println!("{count} examples replayed, {} failed", failures.len());
+    println!("the examples of the commands the machine answers itself:");
+    print_counts(&outcomes, 0, failures.len());
     println!("read leniently: {recovered:?}");
     assert!(count >= 60, "only {count} examples found");
     // The documentation's broken examples of the first part are replayed,
@@ -902,10 +927,42 @@ fn documented_events() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
-/// Every documented example, whatever its command, as `qmpkit serve`
-/// answers it: `(passed, not implemented, other failures)` and the
-/// examples of each kind, in `mode`.
-fn replay_all(mode: Unhandled) -> (Vec<String>, Vec<String>, Vec<String>) {
+/// Every documented example, whatever its command, as `qmpkit serve` answers it in `mode`.
+struct Tally {
+    /// Passed, with their outcome.
+    ok: Vec<(String, Outcome)>,
+    /// Answered that the command is not implemented.
+    unimplemented: Vec<String>,
+    /// Other failures, with the reason.
+    failed: Vec<String>,
+    /// Examples with a request whose documented JSON stays unreadable (not replayed).
+    unreadable: Vec<String>,
+    /// Replayed after reading broken documented JSON leniently.
+    lenient: Vec<String>,
+}
+
+/// The replayed examples by outcome, in the words the README explains.
+fn print_counts(ok: &[Outcome], unimplemented: usize, failing: usize) {
+    let n = |o: Outcome| ok.iter().filter(|x| **x == o).count();
+    println!("replayed: {}", ok.len() + unimplemented + failing);
+    println!("  identical to the documentation:              {}", n(Outcome::Identical));
+    println!("  valid, the documenting machine's own values: {}", n(Outcome::MachineSpecific));
+    println!("  invalid request as documented, QEMU's error: {}", n(Outcome::InvalidAsDocumented));
+    println!("  not implemented:                             {unimplemented}");
+    println!("  failing:                                     {failing}");
+}
+
+impl Tally {
+    fn passed(&self) -> Vec<String> {
+        self.ok.iter().map(|(e, _)| e.clone()).collect()
+    }
+
+    fn replayed(&self) -> usize {
+        self.ok.len() + self.unimplemented.len() + self.failed.len()
+    }
+}
+
+fn replay_all(mode: Unhandled) -> Tally {
     let dir = qmpkit_testkit::data::path("seeds");
     let mut examples = load(&dir, "examples-qmp-commands-2.1-dev.jsonl");
     examples.extend(load(&dir, "examples-schema-2.12-dev.jsonl"));
@@ -916,21 +973,54 @@ fn replay_all(mode: Unhandled) -> (Vec<String>, Vec<String>, Vec<String>) {
     )
     .ok()
     .map(Arc::new);
-    let (mut ok, mut unimplemented, mut failed) = (Vec::new(), Vec::new(), Vec::new());
+    let mut t = Tally {
+        ok: Vec::new(),
+        unimplemented: Vec::new(),
+        failed: Vec::new(),
+        unreadable: Vec::new(),
+        lenient: Vec::new(),
+    };
     for ex in &examples {
-        if ex.request.is_null() || ex.responses.iter().any(|r| !r.is_object()) {
-            continue; // unreadable documentation
-        }
         let at = format!("{}:{} {}", ex.file, ex.line, ex.command);
+        if ex.request.is_null() || ex.responses.iter().any(|r| !r.is_object()) {
+            t.unreadable.push(at);
+            continue;
+        }
+        if ex.recovered {
+            t.lenient.push(at.clone());
+        }
         match replay_as(&schema, old.as_ref(), ex, Some(mode)) {
-            Ok(_) => ok.push(at),
+            Ok((o, _)) => t.ok.push((at, o)),
             Err(e) if e.ends_with("is not implemented by this simulated machine") => {
-                unimplemented.push(at)
+                t.unimplemented.push(at)
             }
-            Err(e) => failed.push(format!("{at}: {e}")),
+            Err(e) => t.failed.push(format!("{at}: {e}")),
         }
     }
-    (ok, unimplemented, failed)
+    t
+}
+
+/// The documented examples in the seeds, counted from the files themselves: per file, all
+/// of them, those of an event alone (no request), those with a request, and of these the
+/// ones whose documented JSON is valid (the "valid documented examples").
+fn census() -> Vec<(&'static str, usize, usize, usize, usize)> {
+    let dir = qmpkit_testkit::data::path("seeds");
+    ["examples-qmp-commands-2.1-dev.jsonl", "examples-schema-2.12-dev.jsonl"]
+        .into_iter()
+        .map(|f| {
+            let lines: Vec<Value> = std::fs::read_to_string(dir.join(f))
+                .unwrap_or_default()
+                .lines()
+                .filter_map(|l| serde_json::from_str(l).ok())
+                .collect();
+            let with_request = lines.iter().filter(|v| v["request"].is_object()).count();
+            let valid = lines
+                .iter()
+                .filter(|v| v["request"].is_object() && v["valid_json"] == true)
+                .count();
+            (f, lines.len(), lines.len() - with_request, with_request, valid)
+        })
+        .collect()
 }
 
 /// Commands whose documented examples answer that the command is not
@@ -959,35 +1049,57 @@ const NOT_IMPLEMENTED: &[&str] = &[
 /// not implemented, and those commands are exactly [`NOT_IMPLEMENTED`].
 #[test]
 fn all_documented_examples_as_served() {
-    let (s_ok, s_unimpl, s_failed) = replay_all(Unhandled::Synthesize);
-    let (ok, unimplemented, failed) = replay_all(Unhandled::NotImplemented);
-    let total = ok.len() + unimplemented.len() + failed.len();
+    let synth = replay_all(Unhandled::Synthesize);
+    let t = replay_all(Unhandled::NotImplemented);
+    let (s_ok, ok) = (synth.passed(), t.passed());
+    // How the examples are counted (README, "The documented examples").
+    let files = census();
+    let sum = |f: fn(&(&str, usize, usize, usize, usize)) -> usize| files.iter().map(f).sum::<usize>();
+    println!("documented examples in the seeds: {}", sum(|f| f.1));
+    for (f, all, events, req, valid) in &files {
+        println!("  {f}: {all}: {events} of an event alone, {req} with a request, {valid} of these valid JSON as documented");
+    }
     println!(
-        "{total} documented examples; with --synthesize: {} pass, {} fail; by default: {} pass, {} answer 'not implemented', {} fail",
+        "with a request: {}; valid as documented: {}; broken JSON read leniently: {}; unreadable: {}",
+        sum(|f| f.3),
+        sum(|f| f.4),
+        t.lenient.len(),
+        t.unreadable.len()
+    );
+    let outcomes: Vec<Outcome> = t.ok.iter().map(|(_, o)| *o).collect();
+    print_counts(&outcomes, t.unimplemented.len(), t.failed.len());
+    println!(
+        "with --synthesize: {} pass, {} fail",
         s_ok.len(),
-        s_failed.len() + s_unimpl.len(),
-        ok.len(),
-        unimplemented.len(),
-        failed.len()
+        synth.failed.len() + synth.unimplemented.len()
     );
     let lost: Vec<&String> = s_ok.iter().filter(|e| !ok.contains(e)).collect();
     println!("passing only with made-up replies ({}):", lost.len());
     for e in &lost {
         println!("  {e}");
     }
-    println!("answering 'not implemented' ({}):", unimplemented.len());
-    for e in &unimplemented {
+    println!("answering 'not implemented' ({}):", t.unimplemented.len());
+    for e in &t.unimplemented {
         println!("  {e}");
     }
-    println!("failing either way ({}):", failed.len());
-    for e in &failed {
+    println!("failing either way ({}):", t.failed.len());
+    for e in &t.failed {
         println!("  {e}");
     }
+    // The seeds' own numbers: 88 and 148 valid examples with a request.
+    assert_eq!(
+        files.iter().map(|f| f.4).collect::<Vec<_>>(),
+        [88, 148],
+        "{files:?}"
+    );
+    // Every example with a request is replayed or listed unreadable.
+    assert_eq!(t.replayed() + t.unreadable.len(), sum(|f| f.3));
     // Examples that pass by default pass with --synthesize too, and the
     // only examples lost are the not implemented ones.
     assert!(ok.iter().all(|e| s_ok.contains(e)));
-    assert!(lost.iter().all(|e| unimplemented.contains(e)), "{lost:?}");
-    let mut cmds: Vec<&str> = unimplemented
+    assert!(lost.iter().all(|e| t.unimplemented.contains(e)), "{lost:?}");
+    let mut cmds: Vec<&str> = t
+        .unimplemented
         .iter()
         .filter_map(|e| e.rsplit(' ').next())
         .collect();
