@@ -15,6 +15,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Map, Value};
 
+pub(crate) use qmpkit_testkit::cmd::wait_path;
+use qmpkit_testkit::fleet::rss_kib;
+
 const FLEET: usize = 10_000;
 /// Goals: idle RSS (KiB), `query-qmp-schema` median (µs), the fleet after all answered (KiB).
 const IDLE_RSS_GOAL_KIB: u64 = 7 * 1024 + 512;
@@ -26,6 +29,21 @@ fn qmpkit_bin() -> Option<PathBuf> {
     let exe = std::env::current_exe().ok()?;
     let p = exe.parent()?.join("qmpkit");
     p.exists().then_some(p)
+}
+
+/// A size in KiB as MiB for the table (`-` when not measured).
+pub(crate) fn kib(v: Option<u64>) -> String {
+    v.map(|k| format!("{:.1} MiB", k as f64 / 1024.0))
+        .unwrap_or("-".into())
+}
+
+/// [`qmpkit_bin`], or else a line saying why the section is skipped.
+pub(crate) fn qmpkit_bin_or_say() -> Option<PathBuf> {
+    let bin = qmpkit_bin();
+    if bin.is_none() {
+        println!("skipped: no qmpkit binary next to the harness (cargo build --release -p qmpkit)");
+    }
+    bin
 }
 
 struct Proc {
@@ -41,33 +59,11 @@ impl Drop for Proc {
     }
 }
 
-fn tmpdir(tag: &str) -> PathBuf {
+pub(crate) fn tmpdir(tag: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("qmpkit-bench-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
     let _ = std::fs::create_dir_all(&d);
     d
-}
-
-fn wait_path(p: &Path, limit: Duration) -> bool {
-    let t = Instant::now();
-    while !p.exists() {
-        if t.elapsed() > limit {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    true
-}
-
-/// Resident set size of a process, in KiB.
-fn rss_kib(pid: u32) -> Option<u64> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    s.lines()
-        .find(|l| l.starts_with("VmRSS:"))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
 }
 
 struct Conn {
@@ -188,8 +184,7 @@ fn schema_latency(sock: &Path) -> Option<(f64, f64, usize)> {
 
 pub fn run(results: &mut Map<String, Value>) {
     println!("== simulated machine ==");
-    let Some(bin) = qmpkit_bin() else {
-        println!("skipped: no qmpkit binary next to the harness (cargo build --release -p qmpkit)");
+    let Some(bin) = qmpkit_bin_or_say() else {
         return;
     };
     let mut out = Map::new();
@@ -214,10 +209,6 @@ pub fn run(results: &mut Map<String, Value>) {
         "{:<44} {:>14} {:>14} {:>14} {:>10}",
         "", "qmpkit", "qsd 10.0", "qemu-system -S", "goal"
     );
-    let kib = |v: Option<u64>| {
-        v.map(|k| format!("{:.1} MiB", k as f64 / 1024.0))
-            .unwrap_or("-".into())
-    };
     println!(
         "{:<44} {:>14} {:>14} {:>14} {:>10}",
         "idle machine RSS",

@@ -12,10 +12,11 @@
 //!   its reply, on a `ringbuf` chardev made with `chardev-add`; pairs per second, beside
 //!   `qemu-system-x86_64 -S` asked the same. Goal: 10 000 pairs/s.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::machine::{kib, qmpkit_bin_or_say, tmpdir, wait_path};
 use qmpkit_testkit::fleet::migrate_pairs;
 use qmpkit_testkit::qmp::Conn;
 use serde_json::{json, Map, Value};
@@ -34,19 +35,6 @@ impl Drop for Proc {
     }
 }
 
-fn tmpdir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("qmpkit-bench-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    let _ = std::fs::create_dir_all(&d);
-    d
-}
-
-fn qmpkit_bin() -> Option<PathBuf> {
-    let exe = std::env::current_exe().ok()?;
-    let p = exe.parent()?.join("qmpkit");
-    p.exists().then_some(p)
-}
-
 /// A process serving QMP on `sock` (`program` with `args`, then the monitor option).
 fn spawn(program: &Path, args: &[&str], sock: &Path) -> Option<(Proc, Conn)> {
     let child = Command::new(program)
@@ -59,12 +47,8 @@ fn spawn(program: &Path, args: &[&str], sock: &Path) -> Option<(Proc, Conn)> {
         .spawn()
         .ok()?;
     let p = Proc(child);
-    let t = Instant::now();
-    while !sock.exists() {
-        if t.elapsed() > Duration::from_secs(20) {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(5));
+    if !wait_path(sock, Duration::from_secs(20)) {
+        return None;
     }
     let c = Conn::open(sock).ok()?;
     Some((p, c))
@@ -117,18 +101,16 @@ fn ringbuf_rate(c: &mut Conn, n: usize) -> Option<f64> {
 
 pub fn run(results: &mut Map<String, Value>) {
     println!("== migration and ring buffers ==");
-    let Some(bin) = qmpkit_bin() else {
-        println!("skipped: no qmpkit binary next to the harness (cargo build --release -p qmpkit)");
+    let mut out = Map::new();
+    let Some(bin) = qmpkit_bin_or_say() else {
         return;
     };
-    let mut out = Map::new();
     let dir = tmpdir("migration");
     let fmt_s = |d: Duration| format!("{:.2} s", d.as_secs_f64());
-    let kib = |v: Option<u64>| {
-        v.map(|k| format!("{:.1} MiB", k as f64 / 1024.0))
-            .unwrap_or("-".into())
-    };
-    println!("{:<48} {:>16} {:>18} {:>12}", "", "qmpkit", "qemu-system", "goal");
+    println!(
+        "{:<48} {:>16} {:>18} {:>12}",
+        "", "qmpkit", "qemu-system", "goal"
+    );
 
     // Ring buffers.
     let ours = spawn(&bin, &["serve"], &dir.join("rb.sock"))
@@ -176,7 +158,11 @@ pub fn run(results: &mut Map<String, Value>) {
                 format!("{} machines, {PAIRS} pairs: all completed", 2 * PAIRS),
                 fmt_s(r.all_completed)
             );
-            println!("{:<48} {:>16}", "  sending all migrate-incoming, then migrate", fmt_s(r.start));
+            println!(
+                "{:<48} {:>16}",
+                "  sending all migrate-incoming, then migrate",
+                fmt_s(r.start)
+            );
             println!(
                 "{:<48} {:>16}",
                 "  total-time per migration, median / max",
@@ -187,11 +173,7 @@ pub fn run(results: &mut Map<String, Value>) {
                 "  completed / verified",
                 format!("{} / {} of {PAIRS}", r.completed, r.verified)
             );
-            println!(
-                "{:<48} {:>16}",
-                "  RSS after, sources",
-                kib(r.rss_kib.0)
-            );
+            println!("{:<48} {:>16}", "  RSS after, sources", kib(r.rss_kib.0));
             println!(
                 "{:<48} {:>16}",
                 "  RSS after, destinations",
@@ -205,7 +187,10 @@ pub fn run(results: &mut Map<String, Value>) {
                 "fleet_migration_all_completed_s".into(),
                 json!(r.all_completed.as_secs_f64()),
             );
-            out.insert("fleet_migration_start_s".into(), json!(r.start.as_secs_f64()));
+            out.insert(
+                "fleet_migration_start_s".into(),
+                json!(r.start.as_secs_f64()),
+            );
             out.insert("fleet_migration_completed".into(), json!(r.completed));
             out.insert("fleet_migration_verified".into(), json!(r.verified));
             out.insert(
@@ -225,7 +210,10 @@ pub fn run(results: &mut Map<String, Value>) {
         Err(e) => println!("fleet migration: {e}"),
     }
     if let Some((t, total)) = peer {
-        out.insert("qemu_system_pair_migration_s".into(), json!(t.as_secs_f64()));
+        out.insert(
+            "qemu_system_pair_migration_s".into(),
+            json!(t.as_secs_f64()),
+        );
         out.insert("qemu_system_pair_total_time_ms".into(), json!(total));
     }
     if let Ok(r) = &one {

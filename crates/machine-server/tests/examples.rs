@@ -617,9 +617,10 @@ fn replay_as(
                 .iter()
                 .find(|(f, c, _, _)| *f == ex.file && *c == cmd);
             return match listed {
-                Some((_, _, class, desc)) if e.class.as_str() == *class && e.desc == *desc => {
-                    Ok((Outcome::InvalidAsDocumented, format!("invalid as documented: {desc}")))
-                }
+                Some((_, _, class, desc)) if e.class.as_str() == *class && e.desc == *desc => Ok((
+                    Outcome::InvalidAsDocumented,
+                    format!("invalid as documented: {desc}"),
+                )),
                 _ => Err(format!("request refused: {}: {}", e.class, e.desc)),
             };
         }
@@ -685,7 +686,10 @@ fn replay_as(
     };
     if MACHINE_SPECIFIC.contains(&cmd) {
         partial(cmd, &got, want).map_err(|e| format!("{e} (reply {got})"))?;
-        return Ok((Outcome::MachineSpecific, "valid; machine-specific values differ".into()));
+        return Ok((
+            Outcome::MachineSpecific,
+            "valid; machine-specific values differ".into(),
+        ));
     }
     if EXCERPTS.contains(&cmd) {
         let have = got.as_array().cloned().unwrap_or_default();
@@ -694,7 +698,10 @@ fn replay_as(
                 return Err(format!("documented {w} missing from {got}"));
             }
         }
-        return Ok((Outcome::MachineSpecific, "documented entries present".into()));
+        return Ok((
+            Outcome::MachineSpecific,
+            "documented entries present".into(),
+        ));
     }
     if &got == want {
         Ok((Outcome::Identical, "same reply".into()))
@@ -945,9 +952,18 @@ struct Tally {
 fn print_counts(ok: &[Outcome], unimplemented: usize, failing: usize) {
     let n = |o: Outcome| ok.iter().filter(|x| **x == o).count();
     println!("replayed: {}", ok.len() + unimplemented + failing);
-    println!("  identical to the documentation:              {}", n(Outcome::Identical));
-    println!("  valid, the documenting machine's own values: {}", n(Outcome::MachineSpecific));
-    println!("  invalid request as documented, QEMU's error: {}", n(Outcome::InvalidAsDocumented));
+    println!(
+        "  identical to the documentation:              {}",
+        n(Outcome::Identical)
+    );
+    println!(
+        "  valid, the documenting machine's own values: {}",
+        n(Outcome::MachineSpecific)
+    );
+    println!(
+        "  invalid request as documented, QEMU's error: {}",
+        n(Outcome::InvalidAsDocumented)
+    );
     println!("  not implemented:                             {unimplemented}");
     println!("  failing:                                     {failing}");
 }
@@ -1005,22 +1021,31 @@ fn replay_all(mode: Unhandled) -> Tally {
 /// ones whose documented JSON is valid (the "valid documented examples").
 fn census() -> Vec<(&'static str, usize, usize, usize, usize)> {
     let dir = qmpkit_testkit::data::path("seeds");
-    ["examples-qmp-commands-2.1-dev.jsonl", "examples-schema-2.12-dev.jsonl"]
-        .into_iter()
-        .map(|f| {
-            let lines: Vec<Value> = std::fs::read_to_string(dir.join(f))
-                .unwrap_or_default()
-                .lines()
-                .filter_map(|l| serde_json::from_str(l).ok())
-                .collect();
-            let with_request = lines.iter().filter(|v| v["request"].is_object()).count();
-            let valid = lines
-                .iter()
-                .filter(|v| v["request"].is_object() && v["valid_json"] == true)
-                .count();
-            (f, lines.len(), lines.len() - with_request, with_request, valid)
-        })
-        .collect()
+    [
+        "examples-qmp-commands-2.1-dev.jsonl",
+        "examples-schema-2.12-dev.jsonl",
+    ]
+    .into_iter()
+    .map(|f| {
+        let lines: Vec<Value> = std::fs::read_to_string(dir.join(f))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect();
+        let with_request = lines.iter().filter(|v| v["request"].is_object()).count();
+        let valid = lines
+            .iter()
+            .filter(|v| v["request"].is_object() && v["valid_json"] == true)
+            .count();
+        (
+            f,
+            lines.len(),
+            lines.len() - with_request,
+            with_request,
+            valid,
+        )
+    })
+    .collect()
 }
 
 /// Commands whose documented examples answer that the command is not
@@ -1054,7 +1079,8 @@ fn all_documented_examples_as_served() {
     let (s_ok, ok) = (synth.passed(), t.passed());
     // How the examples are counted (README, "The documented examples").
     let files = census();
-    let sum = |f: fn(&(&str, usize, usize, usize, usize)) -> usize| files.iter().map(f).sum::<usize>();
+    let sum =
+        |f: fn(&(&str, usize, usize, usize, usize)) -> usize| files.iter().map(f).sum::<usize>();
     println!("documented examples in the seeds: {}", sum(|f| f.1));
     for (f, all, events, req, valid) in &files {
         println!("  {f}: {all}: {events} of an event alone, {req} with a request, {valid} of these valid JSON as documented");

@@ -18,6 +18,18 @@ pub fn run_in(program: &Path, dir: &Path, args: &[&str]) -> (i32, String, String
     )
 }
 
+/// Waits up to `limit` for `path` to appear: whether it did.
+pub fn wait_path(path: &Path, limit: std::time::Duration) -> bool {
+    let t = std::time::Instant::now();
+    while !path.exists() {
+        if t.elapsed() > limit {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    true
+}
+
 /// Waits up to ten seconds for `path` (a socket a server is about to create) to appear;
 /// panics naming it when it never does.
 pub fn wait_for(path: &Path) {

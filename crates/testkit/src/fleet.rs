@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+use crate::cmd::wait_path;
 use crate::qmp::Conn;
 
 /// Guest-physical address each source writes its text at.
@@ -51,17 +52,6 @@ impl Drop for Fleet {
     }
 }
 
-fn wait_path(p: &Path, limit: Duration) -> bool {
-    let t = Instant::now();
-    while !p.exists() {
-        if t.elapsed() > limit {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    true
-}
-
 /// Resident set size of a process, in KiB.
 pub fn rss_kib(pid: u32) -> Option<u64> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
@@ -73,18 +63,30 @@ pub fn rss_kib(pid: u32) -> Option<u64> {
         .ok()
 }
 
-fn spawn_fleet(bin: &Path, dir: &Path, tag: &str, n: usize, extra: &[&str]) -> Result<Fleet, String> {
+fn spawn_fleet(
+    bin: &Path,
+    dir: &Path,
+    tag: &str,
+    n: usize,
+    extra: &[&str],
+) -> Result<Fleet, String> {
     // One machine is not a fleet: its monitor path is taken as it is.
     let (machines, pattern) = match n {
         1 => (Vec::new(), format!("{tag}-0")),
-        _ => (vec!["--machines".to_string(), n.to_string()], format!("{tag}-%d")),
+        _ => (
+            vec!["--machines".to_string(), n.to_string()],
+            format!("{tag}-%d"),
+        ),
     };
     let child = Command::new(bin)
         .arg("serve")
         .args(machines)
         .args(extra)
         .arg("--qmp")
-        .arg(format!("unix:{}/{pattern}.sock,server=on,wait=off", dir.display()))
+        .arg(format!(
+            "unix:{}/{pattern}.sock,server=on,wait=off",
+            dir.display()
+        ))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())

@@ -44,9 +44,7 @@ impl Conn {
     pub fn send(&mut self, cmd: &str, args: Value) -> Result<(), String> {
         let mut line = json!({"execute": cmd, "arguments": args}).to_string();
         line.push('\n');
-        self.w
-            .write_all(line.as_bytes())
-            .map_err(|e| e.to_string())
+        self.w.write_all(line.as_bytes()).map_err(|e| e.to_string())
     }
 
     /// The `return` of the oldest command not yet answered (events skipped; an error reply
