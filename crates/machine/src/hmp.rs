@@ -993,11 +993,12 @@ pub fn run_line(m: &mut Machine, cx: &mut Cx, line: &str) -> String {
             (None, _) => Err(missing(cmd, "block device name")),
             (Some(_), None) => Err(missing(cmd, "filename")),
             (Some(dev), Some(target)) => {
-                let mut a = json!({"device": dev, "target": target});
-                if let Some(f) = w(2) {
-                    a["arg"] = json!(f);
-                }
-                qmp(m, cx, "change", a).map(|_| String::new())
+                let a = api::Change {
+                    device: dev.to_string(),
+                    target: target.to_string(),
+                    arg: w(2).map(str::to_string),
+                };
+                typed(m.change(a, cx)).map(|_| String::new())
             }
         },
         "device_del" => match w(0) {
@@ -1104,15 +1105,19 @@ pub fn run_line(m: &mut Machine, cx: &mut Cx, line: &str) -> String {
             match pos.first() {
                 None => Err(missing(cmd, "filename")),
                 Some(f) => {
-                    let mut a = json!({"paging": paging, "protocol": format!("file:{f}"), "detach": detach});
-                    if let (Some(b), Some(l)) = (
-                        pos.get(1).and_then(|s| parse_num(s)),
-                        pos.get(2).and_then(|s| parse_num(s)),
-                    ) {
-                        a["begin"] = json!(b);
-                        a["length"] = json!(l);
-                    }
-                    qmp(m, cx, "dump-guest-memory", a).map(|_| String::new())
+                    let range = pos
+                        .get(1)
+                        .and_then(|s| parse_num(s))
+                        .zip(pos.get(2).and_then(|s| parse_num(s)));
+                    let a = api::DumpGuestMemory {
+                        paging,
+                        protocol: format!("file:{f}"),
+                        detach: Some(detach),
+                        begin: range.map(|(b, _)| b),
+                        length: range.map(|(_, l)| l),
+                        ..Default::default()
+                    };
+                    typed(m.dump_guest_memory(a, cx)).map(|_| String::new())
                 }
             }
         }
@@ -1131,9 +1136,9 @@ pub fn run_line(m: &mut Machine, cx: &mut Cx, line: &str) -> String {
                         other => other,
                     };
                     if crate::input::QKEYCODES.contains(&k) {
-                        keys.push(json!({"type": "qcode", "data": k}));
+                        keys.push(api::KeyValue::Qcode(api::QKeyCode::from_name(k)));
                     } else if let Some(n) = parse_num(k) {
-                        keys.push(json!({"type": "number", "data": n}));
+                        keys.push(api::KeyValue::Number(n));
                     } else {
                         bad = Some(k.to_string());
                         break;
@@ -1142,32 +1147,35 @@ pub fn run_line(m: &mut Machine, cx: &mut Cx, line: &str) -> String {
                 match bad {
                     Some(k) => Err(format!("invalid parameter: {k}")),
                     None => {
-                        let mut a = json!({ "keys": keys });
-                        if let Some(h) = w(1).and_then(parse_num) {
-                            a["hold-time"] = json!(h);
-                        }
-                        qmp(m, cx, "send-key", a).map(|_| String::new())
+                        let a = api::SendKey {
+                            keys,
+                            hold_time: w(1).and_then(parse_num),
+                        };
+                        typed(m.send_key(a, cx)).map(|_| String::new())
                     }
                 }
             }
         },
         "trace-event" => match (w(0), w(1)) {
             (Some(n), Some(state)) => {
-                let mut a = json!({"name": n, "enable": state == "on"});
-                if let Some(v) = w(2).and_then(parse_num) {
-                    a["vcpu"] = json!(v);
-                }
-                qmp(m, cx, "trace-event-set-state", a).map(|_| String::new())
+                let a = api::TraceEventSetState {
+                    name: n.to_string(),
+                    enable: state == "on",
+                    vcpu: w(2).and_then(parse_num),
+                    ..Default::default()
+                };
+                typed(m.trace_event_set_state(a, cx)).map(|_| String::new())
             }
             _ => Err(missing(cmd, "string")),
         },
         "set_password" => match (w(0), w(1)) {
             (Some(p), Some(pw)) => {
-                let mut a = json!({"protocol": p, "password": pw});
-                if let Some(c) = w(2) {
-                    a["connected"] = json!(c);
-                }
-                qmp(m, cx, "set_password", a).map(|_| String::new())
+                let a = api::SetPassword {
+                    protocol: p.to_string(),
+                    password: pw.to_string(),
+                    connected: w(2).map(str::to_string),
+                };
+                typed(m.set_password(a, cx)).map(|_| String::new())
             }
             _ => Err(missing(cmd, "string")),
         },
@@ -1182,15 +1190,13 @@ pub fn run_line(m: &mut Machine, cx: &mut Cx, line: &str) -> String {
         },
         "qom-list" => {
             let path = w(0).unwrap_or("/");
-            qmp(m, cx, "qom-list", json!({ "path": path })).map(|v| {
+            let a = api::QomList {
+                path: path.to_string(),
+            };
+            typed(m.qom_list(a, cx)).map(|list| {
                 let mut o = String::new();
-                for p in v.as_array().into_iter().flatten() {
-                    let _ = writeln!(
-                        o,
-                        "{} ({})",
-                        p["name"].as_str().unwrap_or(""),
-                        p["type"].as_str().unwrap_or("")
-                    );
+                for p in list {
+                    let _ = writeln!(o, "{} ({})", p.name, p.r#type);
                 }
                 o
             })
