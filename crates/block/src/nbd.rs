@@ -579,6 +579,15 @@ impl NbdServer {
     pub fn start(listen: NbdListen) -> Result<NbdServer> {
         let (listener, listen) = match &listen {
             NbdListen::Unix(path) => {
+                // As QEMU does, a file left at the path (a stale socket) is replaced.
+                if let Err(e) = std::fs::remove_file(path) {
+                    if e.kind() != std::io::ErrorKind::NotFound {
+                        return Err(Error::generic(format!(
+                            "Failed to unlink socket {}: {e}",
+                            path.display()
+                        )));
+                    }
+                }
                 let l = UnixListener::bind(path).map_err(|e| {
                     Error::generic(format!(
                         "Failed to bind socket to {}: {}",

@@ -21,12 +21,12 @@ macro_rules! qapi_file {
 
 #[path = "serve/emulate.rs"]
 pub mod emulate;
-#[path = "serve/storage_daemon.rs"]
-pub mod storage_daemon;
 #[path = "serve/opts.rs"]
 mod opts;
 #[path = "serve/run.rs"]
 mod run;
+#[path = "serve/storage_daemon.rs"]
+pub mod storage_daemon;
 #[path = "serve/version.rs"]
 mod version;
 

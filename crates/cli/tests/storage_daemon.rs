@@ -30,7 +30,11 @@ fn serves_the_daemons_interface_without_a_machine() {
     // Compared as text, so that a failure shows where they part.
     let (ours, theirs) = (schema.to_string(), recorded["return"].to_string());
     if ours != theirs {
-        let at = ours.bytes().zip(theirs.bytes()).take_while(|(a, b)| a == b).count();
+        let at = ours
+            .bytes()
+            .zip(theirs.bytes())
+            .take_while(|(a, b)| a == b)
+            .count();
         let from = at.saturating_sub(200);
         panic!(
             "query-qmp-schema differs from the daemon's at byte {at}:\nours:   {}\ntheirs: {}",
@@ -70,7 +74,9 @@ fn serves_the_daemons_interface_without_a_machine() {
     let types = names(&types);
     assert_eq!(types.len(), 36);
     assert!(types.contains(&"throttle-group".to_string()));
-    assert!(!types.iter().any(|t| t.contains("i440FX") || t.ends_with("-cpu")));
+    assert!(!types
+        .iter()
+        .any(|t| t.contains("i440FX") || t.ends_with("-cpu")));
     assert_eq!(
         q.ok(r#"{"execute": "qom-list-types", "arguments": {"implements": "event-loop-base"}}"#),
         json!([
@@ -109,13 +115,29 @@ const COMMAND_LINES: &[&[&str]] = &[
     &["--blockdev", "driver=nope,node-name=a"],
     &["--blockdev", "node-name=a"],
     &["--blockdev", "help"],
-    &["--blockdev", "{\"driver\":\"null-co\",\"node-name\":\"x\",\"size\":\"abc\"}"],
-    &["--blockdev", "driver=file,filename=/nonexistent/x,node-name=a"],
-    &["--blockdev", "null-co,node-name=a", "--blockdev", "null-co,node-name=a"],
+    &[
+        "--blockdev",
+        "{\"driver\":\"null-co\",\"node-name\":\"x\",\"size\":\"abc\"}",
+    ],
+    &[
+        "--blockdev",
+        "driver=file,filename=/nonexistent/x,node-name=a",
+    ],
+    &[
+        "--blockdev",
+        "null-co,node-name=a",
+        "--blockdev",
+        "null-co,node-name=a",
+    ],
     &["--export", "type=nbd,id=e,node-name=x"],
     &["--export", "type=nbd,id=e"],
     &["--export", "help"],
-    &["--blockdev", "null-co,node-name=x", "--export", "type=nbd,id=e,node-name=x"],
+    &[
+        "--blockdev",
+        "null-co,node-name=x",
+        "--export",
+        "type=nbd,id=e,node-name=x",
+    ],
     &["--nbd-server", "addr.type=unix"],
     &["--monitor", "chardev=zz"],
     &["--monitor", "mode=readline"],
@@ -211,7 +233,15 @@ fn an_nbd_client_reads_an_export() {
     let (code, out, err) = qmpkit_testkit::cmd::run_in(
         &qemu_img,
         &dir,
-        &["info", "--output=json", "--image-opts", &format!("driver=nbd,server.type=unix,server.path={},export=disk", nbd.display())],
+        &[
+            "info",
+            "--output=json",
+            "--image-opts",
+            &format!(
+                "driver=nbd,server.type=unix,server.path={},export=disk",
+                nbd.display()
+            ),
+        ],
     );
     assert_eq!(code, 0, "{err}");
     let info: Value = serde_json::from_str(&out).expect("qemu-img info JSON");

@@ -132,7 +132,8 @@ fn block_export_add(m: &mut Machine, args: &Args) -> CmdResult {
     if m.block.nbd.is_none() {
         return Err(generic("NBD server not running"));
     }
-    let name = arg_str(args, "name").unwrap_or(&id).to_string();
+    // Unnamed, the export is known by its node's name (QEMU's `device` default).
+    let name = arg_str(args, "name").unwrap_or(&node).to_string();
     let writable = arg_bool(args, "writable").unwrap_or(false);
     if writable && m.block.graph.is_read_only(&node).map_err(qerr)? {
         return Err(generic("Cannot export read-only node as writable"));
@@ -153,15 +154,13 @@ pub fn execute(m: &mut Machine, cmd: &str, args: &Args, _cx: &mut Cx) -> Option<
         "query-block-exports" => Ok(query_block_exports(m)),
         "blockdev-create" => blockdev_create(m, args),
         "block-export-add" => block_export_add(m, args),
-        "block-export-del" => {
-            match m.block.exports.iter().find(|e| e.id == id) {
-                None => Err(generic(format!("Export '{id}' is not found"))),
-                Some(e) => {
-                    let name = e.name.clone();
-                    crate::qmp::block::remove_export(m, &name).and_then(|()| empty())
-                }
+        "block-export-del" => match m.block.exports.iter().find(|e| e.id == id) {
+            None => Err(generic(format!("Export '{id}' is not found"))),
+            Some(e) => {
+                let name = e.name.clone();
+                crate::qmp::block::remove_export(m, &name).and_then(|()| empty())
             }
-        }
+        },
         "nbd-server-remove" => {
             let name = arg_str(args, "name").unwrap_or("").to_string();
             if m.block.nbd.is_none() {

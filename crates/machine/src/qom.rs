@@ -614,10 +614,7 @@ pub fn list_types(implements: Option<&str>, abstract_too: bool) -> Vec<api::Obje
 }
 
 /// `qom-list-types` of the storage daemon: its own types (see [`daemon`]).
-pub fn list_daemon_types(
-    implements: Option<&str>,
-    abstract_too: bool,
-) -> Vec<api::ObjectTypeInfo> {
+pub fn list_daemon_types(implements: Option<&str>, abstract_too: bool) -> Vec<api::ObjectTypeInfo> {
     list_in(daemon::TYPES, daemon::is_a, implements, abstract_too)
 }
 

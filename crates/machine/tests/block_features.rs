@@ -903,7 +903,9 @@ fn blockdev_reopen_changes_nodes_all_or_nothing() {
         )),
         "GenericError: Making 'top' a backing child of 'oth' would create a cycle"
     );
-    // A writer keeps a node writable.
+    // A writer keeps a node writable. (A file left at the socket's path is replaced, as
+    // QEMU replaces a stale socket.)
+    std::fs::write(d.join("nbd.sock"), b"stale").unwrap();
     ok(run(
         &mut m,
         "nbd-server-start",
@@ -921,6 +923,19 @@ fn blockdev_reopen_changes_nodes_all_or_nothing() {
         )),
         "GenericError: Read-only block node 'd0' cannot support read-write users"
     );
+    // Unnamed, the export is known to NBD clients by its node's name.
+    if let Some(qemu_io) = qmpkit_testkit::skip::program("qemu-io") {
+        let uri = format!("nbd+unix:///d0?socket={}", d.join("nbd.sock").display());
+        let out = Command::new(qemu_io)
+            .args(["-f", "raw", "-c", "write -P 5 0 512", &uri])
+            .output()
+            .expect("qemu-io");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
     // Both layers read-only in one go, then writable again in one go.
     ok(run(&mut m, "block-export-del", json!({"id": "e0"})));
     ok(reopen(

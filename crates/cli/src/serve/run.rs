@@ -223,12 +223,16 @@ impl Unit {
             schema_reply,
             unhandled: o.unhandled(),
             test_control: o.test_control,
-            probe: o.emulator.as_ref().filter(|_| o.storage_daemon.is_none()).map(|_| {
-                (
-                    o.config.kvm,
-                    Arc::new(qmpkit_machine::modern::probe::entries()),
-                )
-            }),
+            probe: o
+                .emulator
+                .as_ref()
+                .filter(|_| o.storage_daemon.is_none())
+                .map(|_| {
+                    (
+                        o.config.kvm,
+                        Arc::new(qmpkit_machine::modern::probe::entries()),
+                    )
+                }),
         }
     }
 

@@ -300,9 +300,7 @@ fn version_text() -> String {
 fn object_help() -> String {
     let mut names: Vec<&str> = qmpkit_machine::qom::daemon::TYPES
         .iter()
-        .filter(|t| {
-            !t.is_abstract && qmpkit_machine::qom::daemon::is_a(t.name, "user-creatable")
-        })
+        .filter(|t| !t.is_abstract && qmpkit_machine::qom::daemon::is_a(t.name, "user-creatable"))
         .map(|t| t.name)
         .collect();
     names.sort_unstable();
@@ -324,11 +322,7 @@ pub enum Refusal {
 }
 
 /// Read the daemon's command line.
-pub fn parse(
-    args: &[String],
-    schema: &Schema,
-    enabled: &HashSet<String>,
-) -> Result<Plan, Refusal> {
+pub fn parse(args: &[String], schema: &Schema, enabled: &HashSet<String>) -> Result<Plan, Refusal> {
     let words = words(args).map_err(Refusal::Getopt)?;
     read_options(words, schema, enabled).map_err(Refusal::Option)
 }
@@ -438,9 +432,27 @@ fn read_options(
 
 /// The chardev back ends the daemon's build knows.
 const CHARDEV_BACKENDS: &[&str] = &[
-    "file", "serial", "parallel", "pipe", "socket", "udp", "pty", "null", "mux", "msmouse",
-    "wctablet", "braille", "testdev", "stdio", "hub", "ringbuf", "memory", "spicevmc",
-    "spiceport", "qemu-vdagent", "dbus",
+    "file",
+    "serial",
+    "parallel",
+    "pipe",
+    "socket",
+    "udp",
+    "pty",
+    "null",
+    "mux",
+    "msmouse",
+    "wctablet",
+    "braille",
+    "testdev",
+    "stdio",
+    "hub",
+    "ringbuf",
+    "memory",
+    "spicevmc",
+    "spiceport",
+    "qemu-vdagent",
+    "dbus",
 ];
 
 /// `--nbd-server`'s options (a flat socket address) as `nbd-server-start`'s arguments (the
@@ -499,12 +511,13 @@ pub fn keyval(text: &str, implied: Option<&str>) -> Result<Value, String> {
     if text.is_empty() {
         return Ok(Value::Object(root));
     }
-    for (i, field) in qmpkit_wire::opts::split_options(text).into_iter().enumerate() {
+    for (i, field) in qmpkit_wire::opts::split_options(text)
+        .into_iter()
+        .enumerate()
+    {
         let (key, value) = match field.split_once('=') {
             Some((k, v)) => (k.to_string(), v.to_string()),
-            None if field == "help" => {
-                return Err("Help is not available for this option".into())
-            }
+            None if field == "help" => return Err("Help is not available for this option".into()),
             None => match implied {
                 Some(k) if i == 0 => (k.to_string(), field.clone()),
                 _ => return Err(format!("Expected '=' after parameter '{field}'")),
@@ -599,11 +612,11 @@ fn retype(schema: &Schema, id: EntityId, v: &mut Value, path: &str) -> Result<()
                     "off" | "no" | "false" | "n" => false,
                     _ => return Err(expects("'on' or 'off'")),
                 }),
-                "number" => serde_json::Number::from_f64(
-                    s.parse::<f64>().map_err(|_| expects("number"))?,
-                )
-                .map(Value::Number)
-                .ok_or_else(|| expects("number"))?,
+                "number" => {
+                    serde_json::Number::from_f64(s.parse::<f64>().map_err(|_| expects("number"))?)
+                        .map(Value::Number)
+                        .ok_or_else(|| expects("number"))?
+                }
                 _ => return Ok(()),
             };
         }
@@ -625,7 +638,10 @@ fn retype(schema: &Schema, id: EntityId, v: &mut Value, path: &str) -> Result<()
                 }
             }
             if let Some(b) = &o.branches {
-                let tag = m.get(&b.tag_name).and_then(Value::as_str).map(str::to_string);
+                let tag = m
+                    .get(&b.tag_name)
+                    .and_then(Value::as_str)
+                    .map(str::to_string);
                 if let Some(var) = tag.and_then(|t| b.variants.iter().find(|x| x.name == t)) {
                     retype(schema, var.typ, v, path)?;
                 }
@@ -649,9 +665,11 @@ fn retype(schema: &Schema, id: EntityId, v: &mut Value, path: &str) -> Result<()
                 }
                 Value::String(_) if a.variants.iter().any(|x| is(x, &["str"])) => {}
                 Value::String(_) => {
-                    if let Some(x) = a.variants.iter().find(|x| {
-                        matches!(schema.entity(x.typ).kind, EntityKind::Builtin(_))
-                    }) {
+                    if let Some(x) = a
+                        .variants
+                        .iter()
+                        .find(|x| matches!(schema.entity(x.typ).kind, EntityKind::Builtin(_)))
+                    {
                         retype(schema, x.typ, v, path)?;
                     }
                 }
@@ -768,7 +786,10 @@ mod tests {
 
     #[test]
     fn getopt_words() {
-        assert_eq!(w(&["--bogus"]).unwrap_err(), "unrecognized option '--bogus'");
+        assert_eq!(
+            w(&["--bogus"]).unwrap_err(),
+            "unrecognized option '--bogus'"
+        );
         assert_eq!(
             w(&["--version=1"]).unwrap_err(),
             "option '--version' doesn't allow an argument"
@@ -778,7 +799,10 @@ mod tests {
             "option '--blockdev' requires an argument"
         );
         assert_eq!(w(&["-x"]).unwrap_err(), "invalid option -- 'x'");
-        assert_eq!(w(&["-T"]).unwrap_err(), "option requires an argument -- 'T'");
+        assert_eq!(
+            w(&["-T"]).unwrap_err(),
+            "option requires an argument -- 'T'"
+        );
         let v = w(&["--c", "null,id=a", "--pidfile=/p", "x"]).unwrap();
         assert_eq!(
             v[0],

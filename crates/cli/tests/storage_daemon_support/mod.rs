@@ -56,7 +56,10 @@ pub fn start(program: &Path, dir: &Path, args: &[String]) -> Daemon {
     let _ = std::fs::remove_file(&socket);
     let child = Command::new(program)
         .arg("--chardev")
-        .arg(format!("socket,id=mon0,path={},server=on,wait=off", socket.display()))
+        .arg(format!(
+            "socket,id=mon0,path={},server=on,wait=off",
+            socket.display()
+        ))
         .args(["--monitor", "chardev=mon0"])
         .args(args)
         .stdin(Stdio::null())

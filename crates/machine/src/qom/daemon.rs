@@ -28,7 +28,12 @@ pub static TYPES: &[TypeDef] = &[
     d!("container", Some("object"), false, &[]),
     d!("interface", None, true, &[]),
     d!("chardev-hub", Some("chardev"), false, &[]),
-    d!("tls-creds-anon", Some("tls-creds"), false, &["user-creatable"]),
+    d!(
+        "tls-creds-anon",
+        Some("tls-creds"),
+        false,
+        &["user-creatable"]
+    ),
     d!("pr-manager-helper", Some("pr-manager"), false, &[]),
     d!("iothread", Some("event-loop-base"), false, &[]),
     d!("secret", Some("secret_common"), false, &[]),
@@ -36,7 +41,12 @@ pub static TYPES: &[TypeDef] = &[
     d!("chardev-serial", Some("chardev-fd"), false, &[]),
     d!("qio-channel", Some("object"), true, &[]),
     d!("chardev-mux", Some("chardev"), false, &[]),
-    d!("tls-creds-psk", Some("tls-creds"), false, &["user-creatable"]),
+    d!(
+        "tls-creds-psk",
+        Some("tls-creds"),
+        false,
+        &["user-creatable"]
+    ),
     d!("tls-creds", Some("object"), true, &[]),
     d!("qio-channel-file", Some("qio-channel"), false, &[]),
     d!("qio-channel-command", Some("qio-channel"), false, &[]),
@@ -62,7 +72,12 @@ pub static TYPES: &[TypeDef] = &[
     d!("qio-channel-buffer", Some("qio-channel"), false, &[]),
     d!("object", None, true, &[]),
     d!("chardev-udp", Some("chardev"), false, &[]),
-    d!("tls-creds-x509", Some("tls-creds"), false, &["user-creatable"]),
+    d!(
+        "tls-creds-x509",
+        Some("tls-creds"),
+        false,
+        &["user-creatable"]
+    ),
     d!("chardev-file", Some("chardev-fd"), false, &[]),
     d!("chardev-pty", Some("chardev"), false, &[]),
     d!("thread-context", Some("object"), false, &["user-creatable"]),
