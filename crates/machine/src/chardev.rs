@@ -368,13 +368,13 @@ fn make(m: &mut Machine, b: &api::ChardevBackend, cx: &mut Cx) -> Result<Backend
         B::Pty(_) => backend::open_pty()?,
         B::Socket(s) => {
             let server = s.server.unwrap_or(true);
-            if s.tls_creds.is_some() || s.telnet == Some(true) || s.tn3270 == Some(true) {
+            if s.tls_creds.is_some() || s.tn3270 == Some(true) {
                 return Err(format!(
                     "{} sockets are not implemented by this simulated machine",
                     if s.tls_creds.is_some() {
                         "TLS"
                     } else {
-                        "Telnet"
+                        "TN3270"
                     }
                 ));
             }
@@ -402,7 +402,7 @@ fn make(m: &mut Machine, b: &api::ChardevBackend, cx: &mut Cx) -> Result<Backend
                     )
                 }
             };
-            backend::open_socket(addr, server, reconnect)?
+            backend::open_socket(addr, server, reconnect, s.telnet == Some(true))?
         }
         other => {
             return Err(format!(

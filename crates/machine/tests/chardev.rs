@@ -665,6 +665,54 @@ fn tcp_socket_chardev_on_loopback() {
     );
 }
 
+/// `telnet=on` (checked against qemu-system-x86_64 10.0.2): the name says `telnet:`, a new
+/// peer is first sent QEMU's options (WILL ECHO, WILL SUPPRESS-GO-AHEAD, WILL BINARY,
+/// DO BINARY), and the telnet commands it sends do not reach the guest (IAC IAC is 0xff).
+#[test]
+fn telnet_socket_chardev() {
+    let mut c = Client::with(|cfg| cfg.qemu_version = (10, 0, 2));
+    let r = c.add(
+        "t",
+        "socket",
+        json!({"addr": {"type": "inet", "data": {"host": "127.0.0.1", "port": "0"}},
+               "server": true, "wait": false, "telnet": true}),
+    );
+    assert_eq!(r, json!({"return": {}}));
+    let name = c.filename("t");
+    let port: u16 = name
+        .strip_prefix("disconnected:telnet:127.0.0.1:")
+        .and_then(|p| p.strip_suffix(",server=on"))
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("{name}"));
+    let mut client = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    client
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    let local = client.local_addr().unwrap().port();
+    assert_eq!(
+        c.filename("t"),
+        format!("telnet:127.0.0.1:{port},server=on <-> 127.0.0.1:{local}")
+    );
+    assert_eq!(
+        read_n(&mut client, 12),
+        [0xff, 0xfb, 0x01, 0xff, 0xfb, 0x03, 0xff, 0xfb, 0x00, 0xff, 0xfd, 0x00]
+    );
+    // IAC DO ECHO, text, IAC NOP, IAC WONT BINARY, more text.
+    client
+        .write_all(b"\xff\xfd\x01hi \xff\xf1\xff\xfc\x00there")
+        .unwrap();
+    let mut got = String::new();
+    assert!(eventually(|| {
+        got.push_str(&c.guest_read("t"));
+        got == "hi there"
+    }));
+    c.ok(
+        "__org.qmpkit_chardev-write",
+        json!({"id": "t", "data": "to the peer"}),
+    );
+    assert_eq!(read_n(&mut client, 11), b"to the peer");
+}
+
 #[test]
 fn socket_chardev_connects_to_a_test_server() {
     let mut c = Client::new();

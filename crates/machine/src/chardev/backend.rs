@@ -136,7 +136,19 @@ pub struct Socket {
     input: VecDeque<u8>,
     /// A listening unix socket's path, removed when the back end goes.
     unlink: Option<PathBuf>,
+    /// `telnet=on`: each new connection is greeted with QEMU's telnet options, and the
+    /// telnet commands the peer sends are taken out of its input.
+    pub telnet: bool,
+    /// Where the input is in a telnet command: 0 outside, 1 after IAC, 2 after IAC and an
+    /// option verb (WILL, WONT, DO, DONT: one more byte follows).
+    iac: u8,
 }
+
+/// Telnet's "interpret as command" byte.
+const IAC: u8 = 0xff;
+/// What QEMU sends a new telnet peer: IAC WILL ECHO, IAC WILL SUPPRESS-GO-AHEAD, IAC WILL
+/// BINARY, IAC DO BINARY.
+const TELNET_GREETING: &[u8] = &[IAC, 0xfb, 0x01, IAC, 0xfb, 0x03, IAC, 0xfb, 0x00, IAC, 0xfd, 0x00];
 
 impl Drop for Socket {
     fn drop(&mut self) {
@@ -168,6 +180,26 @@ impl Socket {
                         self.tcp_ends = None;
                         break;
                     }
+                    Ok(n) if self.telnet => {
+                        for &b in &buf[..n] {
+                            self.iac = match (self.iac, b) {
+                                (0, IAC) => 1,
+                                (0, b) => {
+                                    self.input.push_back(b);
+                                    0
+                                }
+                                // IAC IAC is a data byte 0xff.
+                                (1, IAC) => {
+                                    self.input.push_back(IAC);
+                                    0
+                                }
+                                (1, 0xfb..=0xfe) => 2,
+                                _ => 0,
+                            };
+                        }
+                        let over = self.input.len().saturating_sub(INPUT_LIMIT);
+                        self.input.drain(..over);
+                    }
                     Ok(n) => {
                         self.input.extend(&buf[..n]);
                         let over = self.input.len().saturating_sub(INPUT_LIMIT);
@@ -191,6 +223,7 @@ impl Socket {
                 if let Ok((s, _)) = l.accept() {
                     if s.set_nonblocking(true).is_ok() {
                         self.conn = Some(Stream::Unix(s));
+                        self.greet();
                     }
                 }
             }
@@ -200,6 +233,7 @@ impl Socket {
                         let local = s.local_addr().unwrap_or(peer);
                         self.tcp_ends = Some((local, peer));
                         self.conn = Some(Stream::Tcp(s));
+                        self.greet();
                     }
                 }
             }
@@ -207,9 +241,20 @@ impl Socket {
                 if let Ok((c, ends)) = connect(&self.addr) {
                     self.conn = Some(c);
                     self.tcp_ends = ends;
+                    self.greet();
                 }
             }
             None => {}
+        }
+    }
+
+    /// A new connection: a telnet peer gets QEMU's options first.
+    fn greet(&mut self) {
+        self.iac = 0;
+        if self.telnet {
+            if let Some(c) = &mut self.conn {
+                let _ = c.write(TELNET_GREETING);
+            }
         }
     }
 
@@ -225,16 +270,18 @@ impl Socket {
         let flag = if self.server { server } else { "" };
         if let (Some(_), Some((local, peer))) = (&self.conn, &self.tcp_ends) {
             return format!(
-                "tcp:{}:{}{flag} <-> {}:{}",
+                "{}:{}:{}{flag} <-> {}:{}",
+                if self.telnet { "telnet" } else { "tcp" },
                 host_text(local),
                 local.port(),
                 host_text(peer),
                 peer.port()
             );
         }
+        let tcp = if self.telnet { "telnet" } else { "tcp" };
         let base = match &self.addr {
             SockAddr::Unix(p) => format!("unix:{p}{flag}"),
-            SockAddr::Inet(h, p) => format!("tcp:{h}:{p}{flag}"),
+            SockAddr::Inet(h, p) => format!("{tcp}:{h}:{p}{flag}"),
         };
         if self.conn.is_some() {
             base
@@ -327,7 +374,12 @@ fn resolve(host: &str, port: &str) -> Result<Vec<SocketAddr>, String> {
 /// Make a socket back end: listen (removing a stale unix socket first, as
 /// QEMU does) or connect. A client with `reconnect` that cannot connect
 /// yet is made anyway and tries again when used.
-pub fn open_socket(addr: SockAddr, server: bool, reconnect: bool) -> Result<Backend, String> {
+pub fn open_socket(
+    addr: SockAddr,
+    server: bool,
+    reconnect: bool,
+    telnet: bool,
+) -> Result<Backend, String> {
     let mut sock = Socket {
         addr: addr.clone(),
         server,
@@ -337,6 +389,8 @@ pub fn open_socket(addr: SockAddr, server: bool, reconnect: bool) -> Result<Back
         tcp_ends: None,
         input: VecDeque::new(),
         unlink: None,
+        telnet,
+        iac: 0,
     };
     if server {
         match &addr {
@@ -379,6 +433,7 @@ pub fn open_socket(addr: SockAddr, server: bool, reconnect: bool) -> Result<Back
             Ok((c, ends)) => {
                 sock.conn = Some(c);
                 sock.tcp_ends = ends;
+                sock.greet();
             }
             Err(e) if !reconnect => return Err(e),
             Err(_) => {}
@@ -399,6 +454,8 @@ pub fn socket_from_fd(fd: OwnedFd, server: bool) -> Result<Backend, String> {
         tcp_ends: None,
         input: VecDeque::new(),
         unlink: None,
+        telnet: false,
+        iac: 0,
     };
     // The descriptor's own address tells unix from TCP.
     let tcp = TcpStream::from(fd.try_clone().map_err(|e| os_text(&e))?);
