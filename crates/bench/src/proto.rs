@@ -107,7 +107,8 @@ impl Target {
         )
     }
 
-    fn socket(&self) -> Option<&Path> {
+    /// The unix socket the server listens on.
+    pub fn socket(&self) -> Option<&Path> {
         match &self.endpoint {
             Endpoint::Unix(p) => Some(p),
             Endpoint::Tcp(_) => None,

@@ -1,11 +1,11 @@
 //! The QMP tools' costs: what `qmpkit proxy` adds to a round trip and keeps of pipelined
-//! throughput (against the trivial responder of the client section, directly and through the
-//! proxy, in the same run), and how long `qmpkit shell` takes from start to ready against
+//! throughput (against the trivial responder of the client section and against
+//! qemu-storage-daemon, each directly and through the proxy, in the same run), and how long `qmpkit shell` takes from start to ready against
 //! qemu-storage-daemon when it is installed. Needs the `qmpkit` binary next to this one
 //! (`cargo build --release -p qmpkit`); the section is skipped without it.
 
 use crate::client::start_responder;
-use crate::proto::{pipelined, wait_listening};
+use crate::proto::{cpu_ns, pipelined, wait_listening, Target};
 use qmpkit_client::ConnectOptions;
 use serde_json::{json, Map, Value};
 use std::io::{BufRead, BufReader, Write};
@@ -62,16 +62,6 @@ fn latencies(socket: &Path, d: Duration) -> Result<Vec<f64>, String> {
     Ok(lat)
 }
 
-/// CPU time (user + system, µs) a process has used, from /proc.
-fn process_cpu_us(pid: u32) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the command name (which is in parentheses and may hold spaces).
-    let rest = stat.get(stat.rfind(')')? + 2..)?;
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
-    Some(ticks * 1e6 / 100.0)
-}
-
 fn pct(v: &[f64], p: f64) -> f64 {
     if v.is_empty() {
         return f64::NAN;
@@ -79,15 +69,43 @@ fn pct(v: &[f64], p: f64) -> f64 {
     v[((v.len() - 1) as f64 * p).round() as usize]
 }
 
-fn proxy_figures(bin: &Path) -> Result<Value, String> {
-    let upstream = start_responder()?;
+/// Round trips and pipelined throughput to `upstream` directly, then through a proxy started in
+/// front of it (after: QEMU's monitor serves one client at a time); `key` prefixes the figures.
+fn proxy_figures(bin: &Path, upstream: &Path, name: &str, key: &str) -> Result<Value, String> {
     let dir = upstream.parent().ok_or("no dir")?.to_path_buf();
     let psock = dir.join("proxy.sock");
     let _ = std::fs::remove_file(&psock);
-    let _proxy = Kill(
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let pipelined_on = |sock: &Path, cpu_of: Option<u32>| {
+        rt.block_on(async {
+            let c = ConnectOptions::default()
+                .connect_unix(sock)
+                .await
+                .map_err(|e| e.to_string())?;
+            let dir = cpu_of.map(|pid| PathBuf::from(format!("/proc/{pid}")));
+            let cpu0 = dir.as_deref().and_then(cpu_ns);
+            let t0 = Instant::now();
+            let rate = pipelined(&c, 16, MEASURE).await?;
+            let n = rate * t0.elapsed().as_secs_f64();
+            let cpu = match (cpu0, dir.as_deref().and_then(cpu_ns)) {
+                (Some(a), Some(b)) => Some((b - a) as f64 / 1e3 / n),
+                _ => None,
+            };
+            c.shutdown().await;
+            Ok::<(f64, Option<f64>), String>((rate, cpu))
+        })
+    };
+    let direct = latencies(upstream, MEASURE)?;
+    let (pd, _) = pipelined_on(upstream, None)?;
+    // Let QEMU see the last client go before the proxy connects.
+    std::thread::sleep(Duration::from_millis(100));
+    let proxy = Kill(
         Command::new(bin)
             .args(["proxy", "--upstream"])
-            .arg(&upstream)
+            .arg(upstream)
             .arg("--listen")
             .arg(&psock)
             .stdin(Stdio::null())
@@ -96,39 +114,12 @@ fn proxy_figures(bin: &Path) -> Result<Value, String> {
             .map_err(|e| e.to_string())?,
     );
     wait_listening(&psock)?;
-    let direct = latencies(&upstream, MEASURE)?;
     let via = latencies(&psock, MEASURE)?;
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| e.to_string())?;
-    let pid = _proxy.0.id();
-    let mut proxy_cpu = None;
-    let (pd, pp) = rt.block_on(async {
-        let c = ConnectOptions::default()
-            .connect_unix(&upstream)
-            .await
-            .map_err(|e| e.to_string())?;
-        let pd = pipelined(&c, 16, MEASURE).await?;
-        c.shutdown().await;
-        let c = ConnectOptions::default()
-            .connect_unix(&psock)
-            .await
-            .map_err(|e| e.to_string())?;
-        let cpu0 = process_cpu_us(pid);
-        let t0 = Instant::now();
-        let pp = pipelined(&c, 16, MEASURE).await?;
-        let n = pp * t0.elapsed().as_secs_f64();
-        if let (Some(a), Some(b)) = (cpu0, process_cpu_us(pid)) {
-            proxy_cpu = Some((b - a) / n);
-        }
-        c.shutdown().await;
-        Ok::<(f64, f64), String>((pd, pp))
-    })?;
-    let _ = std::fs::remove_file(&upstream);
+    let (pp, proxy_cpu) = pipelined_on(&psock, Some(proxy.0.id()))?;
+    drop(proxy);
     let added = pct(&via, 0.5) - pct(&direct, 0.5);
     println!();
-    println!("qmpkit proxy in front of a trivial responder (unix sockets, query-version)");
+    println!("qmpkit proxy in front of {name} (unix sockets, query-version)");
     println!(
         "{:<28} {:>10} {:>10} {:>14}",
         "path", "p50 µs", "p99 µs", "pipelined16/s"
@@ -152,17 +143,21 @@ fn proxy_figures(bin: &Path) -> Result<Value, String> {
         pp / pd * 100.0,
         proxy_cpu.map_or("-".into(), |c| format!("{c:.2}"))
     );
-    Ok(json!({
-        "direct_p50_us": (pct(&direct, 0.5) * 10.0).round() / 10.0,
-        "proxy_p50_us": (pct(&via, 0.5) * 10.0).round() / 10.0,
-        "proxy_added_p50_us": (added * 10.0).round() / 10.0,
-        "direct_pipelined16_per_sec": pd.round(),
-        "proxy_pipelined16_per_sec": pp.round(),
-        "proxy_pipelined_kept": (pp / pd * 100.0).round() / 100.0,
-        "proxy_cpu_us_per_req": proxy_cpu.map(|c| (c * 100.0).round() / 100.0),
-        "goal_added_p50_under_20us": added < 20.0,
-        "goal_pipelined_kept_80pct": pp / pd >= 0.8,
-    }))
+    let r1 = |x: f64| (x * 10.0).round() / 10.0;
+    let mut m = Map::new();
+    let mut put = |k: &str, v: Value| {
+        m.insert(format!("{key}{k}"), v);
+    };
+    put("direct_p50_us", json!(r1(pct(&direct, 0.5))));
+    put("proxy_p50_us", json!(r1(pct(&via, 0.5))));
+    put("proxy_added_p50_us", json!(r1(added)));
+    put("direct_pipelined16_per_sec", json!(pd.round()));
+    put("proxy_pipelined16_per_sec", json!(pp.round()));
+    put("proxy_pipelined_kept", json!((pp / pd * 100.0).round() / 100.0));
+    put("proxy_cpu_us_per_req", json!(proxy_cpu.map(|c| (c * 100.0).round() / 100.0)));
+    put("goal_added_p50_under_20us", json!(added < 20.0));
+    put("goal_pipelined_kept_80pct", json!(pp / pd >= 0.8));
+    Ok(Value::Object(m))
 }
 
 fn program(name: &str) -> Option<PathBuf> {
@@ -246,10 +241,23 @@ pub fn run(results: &mut Map<String, Value>) {
         return;
     };
     let mut m = Map::new();
-    match proxy_figures(&bin) {
+    let trivial = start_responder()
+        .and_then(|up| proxy_figures(&bin, &up, "a trivial responder", ""));
+    match trivial {
         Ok(Value::Object(o)) => m.extend(o),
         Ok(_) => {}
         Err(e) => eprintln!("tools: proxy: {e}"),
+    }
+    // The upstream the proxy is for: QEMU's own monitor.
+    match Target::qsd().and_then(|q| {
+        let sock = q.socket().ok_or("no socket")?.to_path_buf();
+        let r = proxy_figures(&bin, &sock, &q.name, "qsd_");
+        drop(q);
+        r
+    }) {
+        Ok(Value::Object(o)) => m.extend(o),
+        Ok(_) => {}
+        Err(e) => eprintln!("tools: proxy before qemu-storage-daemon: {e}"),
     }
     match shell_figures(&bin) {
         Ok(Value::Object(o)) => m.extend(o),

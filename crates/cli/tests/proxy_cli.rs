@@ -357,3 +357,67 @@ fn listener_rules_peer_uids_rate_and_commands_in_flight() {
     a.send(r#"{"execute": "query-status", "id": 9}"#);
     assert_eq!(a.value(), json!({"return": {}, "id": 9}));
 }
+
+/// Every reply line a client gets for `block` (written at once), then for `parts` (written one
+/// after the other, with a pause between).
+fn session(sock: &Path, block: &[&str], parts: &[&str]) -> Vec<String> {
+    let mut c = Line::connect(sock);
+    negotiate(&mut c);
+    c.send(&block.join("\n"));
+    let mut lines: Vec<String> = (0..block.len()).map(|_| c.next().expect("a reply")).collect();
+    for p in parts {
+        c.w_raw(p.as_bytes());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    lines.push(c.next().expect("a reply"));
+    c.send(r#"{"exec-oob": "query-jobs", "id": "oob"}"#);
+    lines.push(c.next().expect("a reply"));
+    lines
+}
+
+#[test]
+fn forwarded_replies_are_qemus_own_bytes() {
+    let program = qmpkit_testkit::program_or_skip!("qemu-storage-daemon");
+    let dir = TempDir::new("proxy-bytes");
+    let (q1, q2, ps) = (dir.join("q1.sock"), dir.join("q2.sock"), dir.join("p.sock"));
+    let _direct = qsd(&program, &q1);
+    let _behind = qsd(&program, &q2);
+    let _p = Proc(
+        Command::new(qmpkit())
+            .args(["proxy", "--upstream"])
+            .arg(&q2)
+            .arg("--listen")
+            .arg(format!("unix:{}", ps.display()))
+            .stdin(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn qmpkit proxy"),
+    );
+    wait_for(&q1);
+    let block = [
+        r#"{"execute": "query-version", "id": 1}"#,
+        r#"{"execute": "query-version", "id": "a b"}"#,
+        r#"{"execute": "query-jobs"}"#,
+        r#"{"id": {"k": [1, 2.5, null, "x"]}, "execute": "query-jobs"}"#,
+        r#"{"execute": "query-jobs", "id": 1.5e3}"#,
+        r#"{"execute": "query-jobs", "id": "caf\u00e9"}"#,
+        r#"{"execute": "no-such-command", "id": -3}"#,
+        r#"{"execute": "query-jobs", "arguments": {"x": {"y": [true]}}, "id": 8}"#,
+        r#"{"execute": "query-jobs", "id": 10, "extra": 1}"#,
+        r#"{ "execute" :"query-jobs" ,"id":   11   }"#,
+        r#"{"execute": "query-jobs", "arguments": { }}"#,
+        r#"[1]"#,
+        r#"{"execute": "query-jobs", "id": 0}"#,
+        r#"{"execute": "query-jobs", "id": -0}"#,
+        r#"{"execute": "query-jobs", "id": 123456789012345678901234}"#,
+        r#"{"execute": "query-jobs", "id": "tab\tquote\""}"#,
+        r#"{"execute": 'query-jobs', "id": 'single'}"#,
+    ];
+    let parts = [r#"{"execute": "query-jo"#, r#"bs", "id": "split"}"#, "\n"];
+    let want = session(&q1, &block, &parts);
+    let got = session(&ps, &block, &parts);
+    assert_eq!(got, want);
+    // The requests were answered, not refused wholesale.
+    assert!(want[0].starts_with("{\"return\": {\"qemu\": "), "{want:?}");
+    assert_eq!(want[2], "{\"return\": []}\r\n");
+}

@@ -296,7 +296,9 @@ impl Reader<'_> {
         Ok(cp)
     }
 
-    fn number(&mut self) -> R<Value> {
+    /// The extent of a number at `pos` in QEMU's grammar: its end, where its integer digits
+    /// start and end, and whether it has a fraction or an exponent.
+    fn number_span(&self) -> R<(usize, usize, usize, bool)> {
         let start = self.pos;
         let d = self.data;
         let mut i = start;
@@ -348,10 +350,16 @@ impl Reader<'_> {
         // The number must be followed by something, and QEMU's lexer refuses
         // a digit right after a leading zero.
         match d.get(i) {
-            None => return Err(Stop::Eof),
-            Some(b'0'..=b'9') => return Err(Stop::Refused),
-            Some(_) => {}
+            None => Err(Stop::Eof),
+            Some(b'0'..=b'9') => Err(Stop::Refused),
+            Some(_) => Ok((i, int_start, int_end, float)),
         }
+    }
+
+    fn number(&mut self) -> R<Value> {
+        let start = self.pos;
+        let d = self.data;
+        let (i, int_start, int_end, float) = self.number_span()?;
         self.pos = i;
         let text = std::str::from_utf8(&d[start..i]).map_err(|_| Stop::Refused)?;
         if !float && int_end - int_start <= 18 {
@@ -371,6 +379,12 @@ impl Reader<'_> {
     }
 
     fn keyword(&mut self, word: &[u8], v: Value) -> R<Value> {
+        self.keyword_end(word)?;
+        Ok(v)
+    }
+
+    /// Step over `word` at `pos`.
+    fn keyword_end(&mut self, word: &[u8]) -> R<()> {
         let end = self.pos + word.len();
         match self.data.get(self.pos..end) {
             Some(w) if w == word => {}
@@ -389,7 +403,198 @@ impl Reader<'_> {
             Some(b'a'..=b'z') => Err(Stop::Refused),
             Some(_) => {
                 self.pos = end;
-                Ok(v)
+                Ok(())
+            }
+        }
+    }
+}
+
+/// What [`ObjectScanner::scan`] found at the start of its input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scanned {
+    /// A complete object QEMU reads exactly as standard JSON, this many bytes long.
+    Object(usize),
+    /// A valid beginning; the end is missing.
+    Incomplete,
+    /// Something to leave to [`crate::JsonStreamer`].
+    Refused,
+}
+
+/// Reads a message's outline without building it: the extent of a complete top-level object
+/// and the byte ranges of its members, for code that passes messages on as they are (a proxy
+/// rewriting one member). It accepts a conservative subset of what QEMU accepts (no `\u`
+/// escape, no byte above 0x7F, no duplicate or escaped key at any depth) and refuses the rest,
+/// which [`crate::JsonStreamer`] then reads exactly; it keeps its buffers between calls.
+#[derive(Debug, Default)]
+pub struct ObjectScanner {
+    /// The top-level members of the last object scanned: key (without quotes) and value.
+    pub members: Vec<(std::ops::Range<usize>, std::ops::Range<usize>)>,
+    keys: Vec<(usize, usize)>,
+}
+
+impl ObjectScanner {
+    pub fn new() -> ObjectScanner {
+        ObjectScanner::default()
+    }
+
+    /// Scan the object at the start of `data` (which must begin with `{`).
+    pub fn scan(&mut self, data: &[u8]) -> Scanned {
+        self.members.clear();
+        self.keys.clear();
+        if data.first() != Some(&b'{') {
+            return Scanned::Refused;
+        }
+        let mut r = Reader {
+            data,
+            pos: 0,
+            tokens: 0,
+        };
+        match r.skip_object(1, &mut self.keys, Some(&mut self.members)) {
+            Ok(()) => {
+                if r.tokens > crate::json::MAX_TOKEN_COUNT || r.pos + 1 >= crate::json::MAX_TOKEN_SIZE
+                {
+                    return Scanned::Refused;
+                }
+                Scanned::Object(r.pos)
+            }
+            Err(Stop::Eof) => Scanned::Incomplete,
+            Err(Stop::Refused) => Scanned::Refused,
+        }
+    }
+}
+
+type Members<'m> = Option<&'m mut Vec<(std::ops::Range<usize>, std::ops::Range<usize>)>>;
+
+impl Reader<'_> {
+    /// Step over a value; `keys` holds the keys of the objects being read, for duplicates.
+    fn skip_value(&mut self, depth: usize, keys: &mut Vec<(usize, usize)>) -> R<()> {
+        let b = self.skip_ws()?;
+        self.tokens += 1;
+        match b {
+            b'{' => self.skip_object(depth + 1, keys, None),
+            b'[' => self.skip_array(depth + 1, keys),
+            b'"' => self.skip_string().map(|_| ()),
+            b'-' | b'0'..=b'9' => {
+                self.pos = self.number_span()?.0;
+                Ok(())
+            }
+            b't' => self.keyword_end(b"true"),
+            b'f' => self.keyword_end(b"false"),
+            b'n' => self.keyword_end(b"null"),
+            _ => Err(Stop::Refused),
+        }
+    }
+
+    fn skip_object(
+        &mut self,
+        depth: usize,
+        keys: &mut Vec<(usize, usize)>,
+        mut members: Members<'_>,
+    ) -> R<()> {
+        if depth > MAX_DEPTH {
+            return Err(Stop::Refused);
+        }
+        self.pos += 1; // '{'
+        if self.skip_ws()? == b'}' {
+            self.pos += 1;
+            self.tokens += 1;
+            return Ok(());
+        }
+        let mark = keys.len();
+        loop {
+            if self.skip_ws()? != b'"' {
+                return Err(Stop::Refused);
+            }
+            let (ks, ke, escaped) = self.skip_string()?;
+            let key = &self.data[ks..ke];
+            if escaped || keys[mark..].iter().any(|&(s, e)| &self.data[s..e] == key) {
+                return Err(Stop::Refused); // a duplicate is QEMU's error
+            }
+            keys.push((ks, ke));
+            if self.skip_ws()? != b':' {
+                return Err(Stop::Refused);
+            }
+            self.pos += 1;
+            self.skip_ws()?;
+            let vstart = self.pos;
+            self.skip_value(depth, keys)?;
+            if let Some(m) = members.as_deref_mut() {
+                m.push((ks..ke, vstart..self.pos));
+            }
+            self.tokens += 3;
+            match self.skip_ws()? {
+                b',' => self.pos += 1,
+                b'}' => {
+                    self.pos += 1;
+                    keys.truncate(mark);
+                    return Ok(());
+                }
+                _ => return Err(Stop::Refused),
+            }
+        }
+    }
+
+    fn skip_array(&mut self, depth: usize, keys: &mut Vec<(usize, usize)>) -> R<()> {
+        if depth > MAX_DEPTH {
+            return Err(Stop::Refused);
+        }
+        self.pos += 1; // '['
+        if self.skip_ws()? == b']' {
+            self.pos += 1;
+            self.tokens += 1;
+            return Ok(());
+        }
+        loop {
+            self.skip_value(depth, keys)?;
+            self.tokens += 1;
+            match self.skip_ws()? {
+                b',' => self.pos += 1,
+                b']' => {
+                    self.pos += 1;
+                    return Ok(());
+                }
+                _ => return Err(Stop::Refused),
+            }
+        }
+    }
+
+    /// Step over a string of printable ASCII with single-character escapes; its contents'
+    /// range and whether it had an escape.
+    fn skip_string(&mut self) -> R<(usize, usize, bool)> {
+        let start = self.pos + 1;
+        let mut i = start;
+        let mut escaped = false;
+        loop {
+            while let Some(chunk) = self.data.get(i..i + 8) {
+                let mut w = [0u8; 8];
+                w.copy_from_slice(chunk);
+                if special_in_word(u64::from_le_bytes(w)) {
+                    break;
+                }
+                i += 8;
+            }
+            // Byte by byte up to the special byte the word held.
+            loop {
+                let Some(&b) = self.data.get(i) else {
+                    return self.string_tail_eof(i);
+                };
+                match b {
+                    b'"' => {
+                        self.pos = i + 1;
+                        return Ok((start, i, escaped));
+                    }
+                    b'\\' => {
+                        escaped = true;
+                        match self.data.get(i + 1) {
+                            None => return Err(Stop::Eof),
+                            Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => i += 2,
+                            Some(_) => return Err(Stop::Refused),
+                        }
+                        break;
+                    }
+                    0x20..=0x7F => i += 1,
+                    _ => return Err(Stop::Refused),
+                }
             }
         }
     }

@@ -858,6 +858,11 @@ impl JsonStreamer {
         self.lexer.flush(out);
     }
 
+    /// Whether the decoder holds nothing: the next byte starts a new message.
+    pub fn is_idle(&self) -> bool {
+        self.pending.is_empty() && self.lexer.is_clean()
+    }
+
     /// Bytes held while waiting for the rest of a message.
     pub fn buffered(&self) -> usize {
         self.pending.len() + self.lexer.arena.len() + self.lexer.tok.len()

@@ -5,6 +5,8 @@
 //!   and the writer of QEMU's output form ([`to_qemu_string`], [`write_qemu`]).
 //! * `fast` (private) — a one-pass reader for plain, complete messages; it
 //!   refuses anything QEMU reads differently, and the exact path takes over.
+//!   Its [`ObjectScanner`] reads only a message's outline (extent and member
+//!   ranges), for code that passes messages on as they are.
 //! * [`qdict`] — the order in which QEMU walks and prints an object's members
 //!   ([`qemu_order`]); QEMU prints every object in that order.
 //! * [`message`] — greeting, responses, events, requests and QEMU's envelope
@@ -24,6 +26,7 @@ pub mod opts;
 pub mod qdict;
 
 pub use error::{ErrorClass, QmpError};
+pub use fast::{ObjectScanner, Scanned};
 pub use json::{
     to_qemu_string, write_qemu, write_qemu_ordered, write_qemu_pretty, JsonError, JsonStreamer,
 };

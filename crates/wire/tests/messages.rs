@@ -248,3 +248,20 @@ fn overflowed_ids_echo_as_infinities() {
         "{\"return\": {}, \"id\": [inf, {\"a\": -inf}]}\r\n"
     );
 }
+
+#[test]
+fn streamer_is_idle_between_messages() {
+    let mut s = qmpkit_wire::JsonStreamer::new();
+    let mut out = Vec::new();
+    assert!(s.is_idle());
+    s.feed(b"{\"execute\": \"qmp_capabilities\"}", &mut out);
+    assert_eq!(out.len(), 1);
+    assert!(s.is_idle());
+    s.feed(b"{\"execute\": ", &mut out);
+    assert!(!s.is_idle());
+    s.feed(b"\"x\"}\n", &mut out);
+    assert_eq!(out.len(), 2);
+    assert!(s.is_idle());
+    s.feed(b"'a", &mut out);
+    assert!(!s.is_idle());
+}

@@ -240,3 +240,87 @@ proptest! {
         );
     }
 }
+
+/// What the scanner says of `input` must agree with the exact decoder: a complete object is
+/// one message with exactly the members (key and value) the scanner found; an incomplete one is
+/// nothing yet.
+fn scanner_agrees(input: &[u8]) -> Result<(), TestCaseError> {
+    use qmpkit_wire::{ObjectScanner, Scanned};
+    let mut sc = ObjectScanner::new();
+    match sc.scan(input) {
+        Scanned::Object(len) => {
+            let items = qmpkit_wire::json::decode_all(&input[..len]);
+            prop_assert_eq!(items.len(), 1);
+            let Ok(Value::Object(obj)) = &items[0] else {
+                return Err(TestCaseError::fail(format!("not an object: {items:?}")));
+            };
+            prop_assert_eq!(obj.len(), sc.members.len());
+            for ((k, v), (key, val)) in sc.members.iter().zip(obj) {
+                prop_assert_eq!(&input[k.clone()], key.as_bytes());
+                let one = qmpkit_wire::json::decode_all(&input[v.clone()]);
+                prop_assert_eq!(one.len(), 1);
+                if let Ok(x) = &one[0] {
+                    prop_assert_eq!(x, val);
+                }
+            }
+        }
+        Scanned::Incomplete => {
+            let mut out = Vec::new();
+            JsonStreamer::exact_only().feed(input, &mut out);
+            prop_assert!(out.is_empty(), "{:?}", out);
+        }
+        Scanned::Refused => {}
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+
+    #[test]
+    fn object_scanner_agrees_with_exact_path(bytes in jsonish()) {
+        let mut input = b"{".to_vec();
+        input.extend_from_slice(&bytes);
+        scanner_agrees(&input)?;
+    }
+
+    #[test]
+    fn object_scanner_reads_plain_requests(v in value(), cut in any::<usize>()) {
+        let wrapped = serde_json::json!({"execute": "x", "arguments": {"v": v}, "id": v});
+        let text = serde_json::to_vec(&wrapped).unwrap_or_default();
+        scanner_agrees(&text)?;
+        scanner_agrees(&text[..cut % (text.len() + 1)])?;
+    }
+}
+
+#[test]
+fn object_scanner_outline() {
+    use qmpkit_wire::{ObjectScanner, Scanned};
+    let mut sc = ObjectScanner::new();
+    let msg = b"{\"execute\": \"q\", \"arguments\": {\"a\": [1, {\"b\": null}]}, \"id\": \"x\"}\n";
+    assert_eq!(sc.scan(msg), Scanned::Object(msg.len() - 1));
+    let parts: Vec<(&[u8], &[u8])> = sc
+        .members
+        .iter()
+        .map(|(k, v)| (&msg[k.clone()], &msg[v.clone()]))
+        .collect();
+    assert_eq!(
+        parts,
+        [
+            (&b"execute"[..], &b"\"q\""[..]),
+            (b"arguments", b"{\"a\": [1, {\"b\": null}]}"),
+            (b"id", b"\"x\""),
+        ]
+    );
+    assert_eq!(sc.scan(b"{\"execute\": \"q\", \"a"), Scanned::Incomplete);
+    // Left to the exact path: a duplicate key at any depth, `\u`, non-ASCII, QEMU's quotes.
+    for refused in [
+        &b"{\"a\": {\"b\": 1, \"b\": 2}}"[..],
+        b"{\"a\": \"\\u0041\"}",
+        b"{\"a\": \"\xc3\xa9\"}",
+        b"{'a': 1}",
+        b"{\"a\": 0e1}",
+    ] {
+        assert_eq!(sc.scan(refused), Scanned::Refused, "{:?}", String::from_utf8_lossy(refused));
+    }
+}

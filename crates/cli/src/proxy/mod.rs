@@ -6,6 +6,13 @@
 //! sent it with the client's id put back in its place (or no id, as sent), the rest of QEMU's
 //! bytes untouched. Events go to every negotiated client as QEMU sent them.
 //!
+//! A plain request (standard JSON, as [`ObjectScanner`] reads it) is passed on as its own
+//! bytes with only the `id` value replaced, and a reply as QEMU's bytes with only the tag at
+//! its end replaced: nothing is decoded or re-encoded. What a client sends in one read goes to
+//! QEMU in one write, and what QEMU sends in one read goes to each client in one write. Anything
+//! else (QEMU's JSON extensions, invalid requests, negotiation, rate-limited listeners, a
+//! recording proxy) goes through the exact decoder.
+//!
 //! When QEMU goes away, commands in flight are answered with an error, clients get a
 //! `__org.qmpkit_PROXY_UPSTREAM_LOST` event, and the proxy reconnects (clients get
 //! `__org.qmpkit_PROXY_UPSTREAM_BACK`). Listener rules are in [`policy`]; the recording format
@@ -21,7 +28,8 @@ mod sink;
 use clap::{CommandFactory, Parser};
 use policy::{Address, Bucket, Policy};
 use qmpkit_wire::{
-    encode_line, request_from, response_error, to_qemu_string, ErrorClass, JsonStreamer, QmpError,
+    encode_line, request_from, response_error, to_qemu_string, ErrorClass, JsonStreamer,
+    ObjectScanner, QmpError, Scanned,
 };
 use record::Recorder;
 use serde::Deserialize;
@@ -129,8 +137,8 @@ struct State {
     /// QEMU's latest greeting, as it sent it.
     greeting: Arc<[u8]>,
     offers_oob: bool,
-    inflight: HashMap<u64, InFlight>,
-    clients: HashMap<u64, Downstream>,
+    inflight: Tags<InFlight>,
+    clients: Tags<Downstream>,
 }
 
 struct Hub {
@@ -212,6 +220,33 @@ fn splice_id(line: &[u8], raw: &RawValue, new: Option<&str>) -> Vec<u8> {
     out
 }
 
+/// How QEMU writes a reply's `id` member, which it puts last.
+const TAIL_ID: &[u8] = b", \"id\": ";
+
+/// The proxy's tag in a reply line that ends `…, "id": TAG}` and the range of its digits.
+/// Nothing but the top-level `id` can be written there: the object's closing brace follows.
+fn tail_tag(line: &[u8]) -> Option<(u64, std::ops::Range<usize>)> {
+    let mut end = line.len();
+    while end > 0 && matches!(line[end - 1], b'\r' | b'\n' | b' ') {
+        end -= 1;
+    }
+    if end == 0 || line[end - 1] != b'}' {
+        return None;
+    }
+    let digits_end = end - 1;
+    let mut start = digits_end;
+    while start > 0 && line[start - 1].is_ascii_digit() {
+        start -= 1;
+    }
+    if start == digits_end || digits_end - start > 19 || !line[..start].ends_with(TAIL_ID) {
+        return None;
+    }
+    let tag = line[start..digits_end]
+        .iter()
+        .try_fold(0u64, |n, &d| n.checked_mul(10)?.checked_add(u64::from(d - b'0')))?;
+    Some((tag, start..digits_end))
+}
+
 fn error_line(class: ErrorClass, desc: &str, id: Option<Value>) -> Vec<u8> {
     encode_line(&response_error(&QmpError::new(class, desc), id))
 }
@@ -222,25 +257,36 @@ fn own_event(name: &str, data: Value) -> Vec<u8> {
     encode_line(&e.to_value())
 }
 
-/// Messages gathered per client while a batch is handled, written once per client after it.
+/// Messages gathered per client while a batch is handled, written once per client after it
+/// (kept between batches, with its buffers).
 #[derive(Default)]
 struct Batch {
     out: Vec<(u64, Vec<u8>)>,
 }
 
 impl Batch {
-    fn push(&mut self, cid: u64, bytes: &[u8]) {
-        match self.out.iter_mut().find(|(c, _)| *c == cid) {
-            Some((_, b)) => b.extend_from_slice(bytes),
-            None => self.out.push((cid, bytes.to_vec())),
-        }
+    fn buffer(&mut self, cid: u64) -> &mut Vec<u8> {
+        let at = match self.out.iter().position(|(c, _)| *c == cid) {
+            Some(i) => i,
+            None => {
+                self.out.push((cid, Vec::new()));
+                self.out.len() - 1
+            }
+        };
+        &mut self.out[at].1
     }
 
-    fn flush(self, st: &State) {
-        for (cid, bytes) in self.out {
-            if let Some(c) = st.clients.get(&cid) {
-                c.sink.send(&bytes);
+    fn push(&mut self, cid: u64, bytes: &[u8]) {
+        self.buffer(cid).extend_from_slice(bytes);
+    }
+
+    fn flush(&mut self, st: &State) {
+        self.out.retain(|(cid, _)| st.clients.contains_key(cid));
+        for (cid, bytes) in &mut self.out {
+            if let Some(c) = st.clients.get(cid) {
+                c.sink.send(bytes);
             }
+            bytes.clear();
         }
     }
 }
@@ -272,35 +318,65 @@ impl Hub {
         }
     }
 
-    /// The answer to the command tagged `tag` (and what was held back behind it).
-    fn answered(&self, st: &mut State, batch: &mut Batch, tag: u64, reply: &[u8]) {
-        let Some(f) = st.inflight.remove(&tag) else {
-            return;
-        };
+    /// The answer to the command tagged `tag` (and what was held back behind it), given in
+    /// pieces that follow each other.
+    fn answered(&self, st: &mut State, batch: &mut Batch, tag: u64, reply: &[&[u8]]) {
+        if let Some(mut f) = st.inflight.remove(&tag) {
+            self.deliver(st, batch, tag, &mut f, reply);
+        }
+    }
+
+    /// [`Hub::answered`] for a command already taken out of the table.
+    fn deliver(
+        &self,
+        st: &mut State,
+        batch: &mut Batch,
+        tag: u64,
+        f: &mut InFlight,
+        reply: &[&[u8]],
+    ) {
         let Some(c) = st.clients.get_mut(&f.client) else {
             return;
         };
         if c.last_inband == Some(tag) {
             c.last_inband = None;
         }
-        self.recorded(Some(f.client), reply);
-        batch.push(f.client, reply);
-        for b in f.then {
+        if self.record.is_some() {
+            self.recorded(Some(f.client), &reply.concat());
+        }
+        let out = batch.buffer(f.client);
+        for part in reply {
+            out.extend_from_slice(part);
+        }
+        for b in std::mem::take(&mut f.then) {
             self.recorded(Some(f.client), &b);
             batch.push(f.client, &b);
         }
     }
 
-    /// Complete lines from QEMU, each with its line end.
-    fn on_upstream_lines(&self, lines: &[&[u8]]) {
+    /// Complete lines from QEMU (ranges of `data`, each with its line end).
+    fn on_upstream_lines(&self, data: &[u8], lines: &[(usize, usize)], batch: &mut Batch) {
         let mut st = lock(&self.state);
-        let mut batch = Batch::default();
-        for line in lines {
+        for &(a, b) in lines {
+            let line = &data[a..b];
+            // A reply to a forwarded command: QEMU writes `id` last.
+            if let Some((tag, digits)) = tail_tag(line) {
+                let Some(mut f) = st.inflight.remove(&tag) else {
+                    continue;
+                };
+                let id = f.id.take();
+                let parts = match &id {
+                    Some(id) => [&line[..digits.start], id.as_bytes(), &line[digits.end..]],
+                    None => [&line[..digits.start - TAIL_ID.len()], &line[digits.end..], b""],
+                };
+                self.deliver(&mut st, batch, tag, &mut f, &parts);
+                continue;
+            }
             let Ok(head) = serde_json::from_slice::<Head>(line) else {
                 continue;
             };
             if head.event.is_some() {
-                self.broadcast(&st, &mut batch, line);
+                self.broadcast(&st, batch, line);
                 continue;
             }
             let Some(raw) = head.id else {
@@ -313,7 +389,7 @@ impl Hub {
                 continue;
             };
             let bytes = splice_id(line, raw, id.as_deref());
-            self.answered(&mut st, &mut batch, tag, &bytes);
+            self.answered(&mut st, batch, tag, &[&bytes]);
         }
         batch.flush(&st);
     }
@@ -335,7 +411,7 @@ impl Hub {
                 &format!("QEMU closed the monitor connection before answering ({reason})"),
                 id,
             );
-            self.answered(&mut st, &mut batch, tag, &bytes);
+            self.answered(&mut st, &mut batch, tag, &[&bytes]);
         }
         for c in st.clients.values_mut() {
             c.last_inband = None;
@@ -441,31 +517,28 @@ async fn run_upstream(
         st.greeting = Arc::from(greeting);
         st.offers_oob = oob;
     }
-    let mut buf = vec![0u8; 64 * 1024];
-    let mut acc: Vec<u8> = Vec::new();
+    let mut acc: Vec<u8> = Vec::with_capacity(64 * 1024);
+    let mut lines = Vec::new();
+    let mut batch = Batch::default();
     let reason = loop {
-        let n = match r.read(&mut buf).await {
-            Ok(0) => break "QEMU closed the connection".to_string(),
-            Ok(n) => n,
-            Err(e) => break format!("read failed: {e}"),
-        };
-        let data: &[u8] = if acc.is_empty() {
-            &buf[..n]
-        } else {
-            acc.extend_from_slice(&buf[..n]);
-            &acc
-        };
-        let mut lines = Vec::new();
-        let mut start = 0;
-        for (i, b) in data.iter().enumerate() {
-            if *b == b'\n' {
-                lines.push(&data[start..=i]);
-                start = i + 1;
-            }
+        if acc.capacity() - acc.len() < 16 * 1024 {
+            acc.reserve(64 * 1024);
         }
-        hub.on_upstream_lines(&lines);
-        let rest = data[start..].to_vec();
-        acc = rest;
+        match r.read_buf(&mut acc).await {
+            Ok(0) => break "QEMU closed the connection".to_string(),
+            Ok(_) => {}
+            Err(e) => break format!("read failed: {e}"),
+        }
+        lines.clear();
+        let mut start = 0;
+        while let Some(i) = acc[start..].iter().position(|&b| b == b'\n') {
+            lines.push((start, start + i + 1));
+            start += i + 1;
+        }
+        if !lines.is_empty() {
+            hub.on_upstream_lines(&acc, &lines, &mut batch);
+        }
+        acc.drain(..start);
     };
     sink.close();
     reason
@@ -663,38 +736,80 @@ async fn client(
         uid,
     };
     let mut streamer = JsonStreamer::new();
+    let mut scanner = ObjectScanner::new();
     let mut items = Vec::new();
     let mut buf = vec![0u8; 64 * 1024];
+    // The start of a plain request whose end has not come yet.
+    let mut held: Vec<u8> = Vec::new();
     let mut up_out = Vec::new();
+    let mut batch = Batch::default();
     loop {
         let n = match r.read(&mut buf).await {
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
-        streamer.feed(&buf[..n], &mut items);
-        if items.is_empty() {
-            continue;
-        }
+        let joined;
+        let data: &[u8] = if held.is_empty() {
+            &buf[..n]
+        } else {
+            held.extend_from_slice(&buf[..n]);
+            joined = std::mem::take(&mut held);
+            &joined
+        };
         let mut st = lock(&hub.state);
-        let mut batch = Batch::default();
         let mut up_sink = None;
-        for item in items.drain(..) {
-            if let Some(rec) = &hub.record {
-                match &item {
-                    Ok(v) => rec.value(Some(cid), "in", v),
-                    Err(e) => rec.invalid(cid, e.desc()),
+        let mut pos = 0;
+        while pos < data.len() {
+            let rest = &data[pos..];
+            if streamer.is_idle() {
+                match rest[0] {
+                    b' ' | b'\t' | b'\r' | b'\n' => {
+                        pos += 1;
+                        continue;
+                    }
+                    b'{' => match scanner.scan(rest) {
+                        Scanned::Object(len) => {
+                            let msg = &rest[..len];
+                            pos += len;
+                            let mut out = Forward {
+                                up: &mut up_out,
+                                sink: &mut up_sink,
+                            };
+                            if !forward_plain(&hub, &mut st, &mut me, &policy, msg, &scanner, &mut out) {
+                                streamer.feed(msg, &mut items);
+                            }
+                        }
+                        Scanned::Incomplete if rest.len() <= HOLD_MAX => {
+                            held.extend_from_slice(rest);
+                            pos = data.len();
+                        }
+                        _ => {
+                            streamer.feed(rest, &mut items);
+                            pos = data.len();
+                        }
+                    },
+                    _ => {
+                        streamer.feed(rest, &mut items);
+                        pos = data.len();
+                    }
                 }
+            } else {
+                streamer.feed(rest, &mut items);
+                pos = data.len();
             }
-            handle(
-                &hub,
-                &mut st,
-                &mut batch,
-                &mut me,
-                &policy,
-                item,
-                &mut up_out,
-                &mut up_sink,
-            );
+            for item in items.drain(..) {
+                if let Some(rec) = &hub.record {
+                    match &item {
+                        Ok(v) => rec.value(Some(cid), "in", v),
+                        Err(e) => rec.invalid(cid, e.desc()),
+                    }
+                }
+                let mut out = Forward {
+                    up: &mut up_out,
+                    sink: &mut up_sink,
+                };
+                handle(&hub, &mut st, &mut batch, &mut me, &policy, item, &mut out);
+            }
         }
         batch.flush(&st);
         drop(st);
@@ -715,8 +830,173 @@ async fn client(
     sink.close();
 }
 
-/// One message from a client: answered here, or queued for QEMU in `up_out`.
-#[allow(clippy::too_many_arguments)]
+/// The longest beginning of a plain request held back for its end (longer ones go to the
+/// exact decoder, which holds them itself).
+const HOLD_MAX: usize = 64 * 1024;
+
+/// Where commands for QEMU gather while a client's input is handled: sent in one write after.
+struct Forward<'a> {
+    up: &'a mut Vec<u8>,
+    sink: &'a mut Option<Arc<Sink>>,
+}
+
+impl Forward<'_> {
+    /// Note a command to forward under `tag`; its bytes are then appended to `self.up`.
+    fn start(&mut self, hub: &Hub, st: &mut State, me: &ClientState, id: Option<String>, oob: bool) -> u64 {
+        let tag = hub.next_tag.fetch_add(1, Ordering::Relaxed);
+        if let (None, Some(up)) = (&self.sink, &st.up) {
+            *self.sink = Some(up.sink.clone());
+        }
+        st.inflight.insert(
+            tag,
+            InFlight {
+                client: me.cid,
+                id,
+                then: Vec::new(),
+            },
+        );
+        if !oob {
+            if let Some(c) = st.clients.get_mut(&me.cid) {
+                c.last_inband = Some(tag);
+            }
+        }
+        tag
+    }
+}
+
+/// QEMU's text of a request's `id` as it echoes it (the raw text when that is the same).
+fn echoed_id(raw: &[u8]) -> Option<String> {
+    let plain_string = raw.len() >= 2
+        && raw[0] == b'"'
+        && raw[1..raw.len() - 1]
+            .iter()
+            .all(|&b| (0x20..0x7F).contains(&b) && b != b'\\' && b != b'"');
+    let digits = raw.strip_prefix(b"-").unwrap_or(raw);
+    let plain_int = !digits.is_empty()
+        && digits.len() <= 18
+        && digits.iter().all(u8::is_ascii_digit)
+        && (digits[0] != b'0' || raw == b"0");
+    if plain_string || plain_int {
+        return String::from_utf8(raw.to_vec()).ok();
+    }
+    match qmpkit_wire::json::decode_all(raw).into_iter().next() {
+        Some(Ok(v)) => Some(to_qemu_string(&qmpkit_wire::qemu_order(v))),
+        _ => None,
+    }
+}
+
+/// Forward a plain, valid request as its own bytes with only its `id` replaced by a tag;
+/// false (nothing done) for anything the exact path must judge: errors, refusals, negotiation,
+/// rate limits, recording.
+fn forward_plain(
+    hub: &Hub,
+    st: &mut State,
+    me: &mut ClientState,
+    policy: &Policy,
+    msg: &[u8],
+    scanner: &ObjectScanner,
+    out: &mut Forward<'_>,
+) -> bool {
+    if !me.negotiated || me.bucket.is_some() || hub.record.is_some() {
+        return false;
+    }
+    let mut command = None;
+    let mut id = None;
+    for (k, v) in &scanner.members {
+        let val = &msg[v.clone()];
+        match &msg[k.clone()] {
+            key @ (b"execute" | b"exec-oob") => {
+                let oob = key.len() == 8;
+                if command.is_some()
+                    || (oob && !me.oob)
+                    || val.first() != Some(&b'"')
+                    || val.contains(&b'\\')
+                {
+                    return false;
+                }
+                command = Some((&val[1..val.len() - 1], oob));
+            }
+            b"arguments" if val.first() == Some(&b'{') => {}
+            b"id" => id = Some(v.clone()),
+            _ => return false,
+        }
+    }
+    let Some((name, oob)) = command else {
+        return false;
+    };
+    if oob && !st.up.as_ref().is_some_and(|u| u.oob) {
+        return false;
+    }
+    if st.up.is_none() {
+        return false;
+    }
+    if !policy.allow.is_empty() || !policy.deny.is_empty() || policy.readonly {
+        match std::str::from_utf8(name) {
+            Ok(name) if policy.refuses(name, me.uid).is_none() => {}
+            _ => return false,
+        }
+    }
+    let echo = id.clone().map(|r| echoed_id(&msg[r]));
+    if echo.as_ref().is_some_and(Option::is_none) {
+        return false;
+    }
+    let tag = out.start(hub, st, me, echo.flatten(), oob);
+    let up = &mut *out.up;
+    match id {
+        Some(r) => {
+            up.extend_from_slice(&msg[..r.start]);
+            push_u64(up, tag);
+            up.extend_from_slice(&msg[r.end..]);
+        }
+        None => {
+            up.extend_from_slice(b"{\"id\": ");
+            push_u64(up, tag);
+            up.extend_from_slice(b", ");
+            up.extend_from_slice(&msg[1..]);
+        }
+    }
+    up.push(b'\n');
+    true
+}
+
+fn push_u64(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut k = digits.len();
+    loop {
+        k -= 1;
+        digits[k] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[k..]);
+}
+
+/// Hashes the proxy's tags (consecutive numbers) with one multiplication: the table's keys
+/// are never chosen by a client.
+#[derive(Default, Clone, Copy)]
+struct TagHasher(u64);
+
+impl std::hash::Hasher for TagHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0 ^ n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
+type Tags<V> = HashMap<u64, V, std::hash::BuildHasherDefault<TagHasher>>;
+
+/// One message from a client: answered here, or queued for QEMU in `out`.
 fn handle(
     hub: &Hub,
     st: &mut State,
@@ -724,8 +1004,7 @@ fn handle(
     me: &mut ClientState,
     policy: &Policy,
     item: Result<Value, qmpkit_wire::JsonError>,
-    up_out: &mut Vec<u8>,
-    up_sink: &mut Option<Arc<Sink>>,
+    out: &mut Forward<'_>,
 ) {
     let cid = me.cid;
     let req = match request_from(item, me.oob) {
@@ -781,7 +1060,6 @@ fn handle(
         return hub.local_reply(st, batch, cid, reply);
     };
     // Forward under a tag of the proxy's own.
-    let tag = hub.next_tag.fetch_add(1, Ordering::Relaxed);
     let oob = req.oob && up.oob;
     let key = if oob { "exec-oob" } else { "execute" };
     let mut m = Map::new();
@@ -789,25 +1067,10 @@ fn handle(
     if let Some(a) = req.arguments {
         m.insert("arguments".into(), Value::Object(a));
     }
+    let tag = out.start(hub, st, me, req.id.as_ref().map(to_qemu_string), oob);
     m.insert("id".into(), Value::from(tag));
-    qmpkit_wire::write_qemu(&Value::Object(m), up_out);
-    up_out.push(b'\n');
-    if up_sink.is_none() {
-        *up_sink = Some(up.sink.clone());
-    }
-    st.inflight.insert(
-        tag,
-        InFlight {
-            client: cid,
-            id: req.id.as_ref().map(to_qemu_string),
-            then: Vec::new(),
-        },
-    );
-    if !oob {
-        if let Some(c) = st.clients.get_mut(&cid) {
-            c.last_inband = Some(tag);
-        }
-    }
+    qmpkit_wire::write_qemu(&Value::Object(m), out.up);
+    out.up.push(b'\n');
 }
 
 /// `qmp_capabilities`' arguments, checked as QEMU checks them: whether `oob` was enabled.
@@ -874,6 +1137,34 @@ mod tests {
             splice("{\"id\": 3, \"error\": {}}\r\n", Some("{\"x\": [1, 2]}")),
             "{\"id\": {\"x\": [1, 2]}, \"error\": {}}\r\n"
         );
+    }
+
+    #[test]
+    fn tags_are_read_from_the_end_of_a_reply() {
+        let line = b"{\"return\": {\"id\": 5}, \"id\": 42}\r\n";
+        let (tag, r) = tail_tag(line).unwrap();
+        assert_eq!((tag, &line[r]), (42, &b"42"[..]));
+        for other in [
+            &b"{\"return\": {\"id\": 5}}\r\n"[..],
+            b"{\"event\": \"X\", \"data\": {\"id\": 5}}\r\n",
+            b"{\"return\": {}, \"id\": \"5\"}\r\n",
+            b"{\"return\": {}, \"id\": 99999999999999999999999}\r\n",
+        ] {
+            assert_eq!(tail_tag(other), None, "{}", String::from_utf8_lossy(other));
+        }
+    }
+
+    #[test]
+    fn echoed_ids_are_qemus_text() {
+        let e = |s: &str| echoed_id(s.as_bytes());
+        assert_eq!(e("17").as_deref(), Some("17"));
+        assert_eq!(e("\"a b\"").as_deref(), Some("\"a b\""));
+        assert_eq!(e("1.5e3").as_deref(), Some("1500"));
+        assert_eq!(e("{\"b\": 1, \"a\": 2}").as_deref(), Some("{\"a\": 2, \"b\": 1}"));
+        let mut out = Vec::new();
+        push_u64(&mut out, 0);
+        push_u64(&mut out, u64::MAX);
+        assert_eq!(out, b"018446744073709551615");
     }
 
     #[test]

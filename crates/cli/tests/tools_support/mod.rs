@@ -138,6 +138,11 @@ impl Line {
         Line { r, w, greeting }
     }
 
+    /// Write bytes as they are (no line end added).
+    pub fn w_raw(&mut self, bytes: &[u8]) {
+        self.w.write_all(bytes).expect("write");
+    }
+
     pub fn send(&mut self, text: &str) {
         self.w.write_all(text.as_bytes()).expect("write");
         self.w.write_all(b"\n").expect("write");
