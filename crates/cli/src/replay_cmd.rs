@@ -9,6 +9,8 @@
 //! that is not the recorded one, or whose arguments the schema refuses (when the transcript
 //! has the `query-qmp-schema` answer, or `--schema` is given), is answered with an error and
 //! counted; the exit status says whether the client played the whole script without one.
+//! With `--timing`, each message the server sends waits for its recorded gap after the message
+//! before it (either way), scaled; the order is the recorded one.
 
 use crate::proxy::policy::{parse_listen, Address};
 use clap::{CommandFactory, Parser};
@@ -46,6 +48,10 @@ pub(crate) struct Cli {
     /// Serve one client after another, each from the start, instead of exiting after one
     #[arg(long)]
     repeat: bool,
+    /// Keep the recorded time between consecutive messages (a proxy recording's `t`), each gap
+    /// multiplied by SCALE (0.5: twice as fast)
+    #[arg(long, value_name = "SCALE", num_args = 0..=1, default_missing_value = "1")]
+    timing: Option<f64>,
 }
 
 pub(crate) fn command() -> clap::Command {
@@ -61,8 +67,12 @@ pub enum Step {
     Out(Value),
 }
 
-/// Read a transcript (either format) into the steps for one client.
-pub fn load(text: &str, client: Option<u64>) -> Result<Vec<Step>, String> {
+/// Read a transcript (either format) into the steps for one client, with each step's recorded
+/// time in seconds (none in a `.replies` file).
+pub fn load_timed(
+    text: &str,
+    client: Option<u64>,
+) -> Result<(Vec<Step>, Vec<Option<f64>>), String> {
     let mut values = Vec::new();
     for v in serde_json::Deserializer::from_str(text).into_iter::<Value>() {
         values.push(v.map_err(|e| format!("not JSON: {e}"))?);
@@ -76,11 +86,16 @@ pub fn load(text: &str, client: Option<u64>) -> Result<Vec<Step>, String> {
         if client.is_some() {
             return Err("--client applies to a proxy recording only".into());
         }
-        from_replies(values)
+        let steps = from_replies(values)?;
+        let times = vec![None; steps.len()];
+        Ok((steps, times))
     }
 }
 
-fn from_recording(records: &[Value], client: Option<u64>) -> Result<Vec<Step>, String> {
+fn from_recording(
+    records: &[Value],
+    client: Option<u64>,
+) -> Result<(Vec<Step>, Vec<Option<f64>>), String> {
     let who = match client {
         Some(c) => c,
         None => records
@@ -89,6 +104,7 @@ fn from_recording(records: &[Value], client: Option<u64>) -> Result<Vec<Step>, S
             .ok_or("the recording has no client")?,
     };
     let mut steps = Vec::new();
+    let mut times = Vec::new();
     let mut started = false;
     for (n, r) in records.iter().enumerate() {
         let c = r.get("client").unwrap_or(&Value::Null);
@@ -108,11 +124,12 @@ fn from_recording(records: &[Value], client: Option<u64>) -> Result<Vec<Step>, S
             Some("out") => steps.push(Step::Out(msg.clone())),
             _ => return Err(format!("record {}: 'dir' must be \"in\" or \"out\"", n + 1)),
         }
+        times.push(r.get("t").and_then(Value::as_f64));
     }
     if steps.is_empty() {
         return Err(format!("the recording has nothing for client {who}"));
     }
-    Ok(steps)
+    Ok((steps, times))
 }
 
 fn from_replies(values: Vec<Value>) -> Result<Vec<Step>, String> {
@@ -201,6 +218,8 @@ pub struct Player<'a> {
     schema: Option<&'a Schema>,
     pos: usize,
     pub report: Report,
+    /// Where each recorded message starts in the output, with its step: `(offset, step)`.
+    pub marks: Vec<(usize, usize)>,
 }
 
 impl<'a> Player<'a> {
@@ -210,6 +229,7 @@ impl<'a> Player<'a> {
             schema,
             pos: 0,
             report: Report::default(),
+            marks: Vec::new(),
         }
     }
 
@@ -217,6 +237,7 @@ impl<'a> Player<'a> {
     pub fn pending_out(&mut self, out: &mut Vec<u8>, reply_id: Option<Option<&Value>>) {
         let mut id = reply_id;
         while let Some(Step::Out(v)) = self.steps.get(self.pos) {
+            self.marks.push((out.len(), self.pos));
             match id.take() {
                 Some(i) if is_reply(v) => out.extend(encode_line(&with_id(v, i))),
                 other => {
@@ -366,7 +387,7 @@ pub fn run(args: Vec<String>) -> ExitCode {
         Ok(t) => t,
         Err(e) => return fail(format!("{}: {e}", cli.transcript.display())),
     };
-    let steps = match load(&text, cli.client) {
+    let (steps, times) = match load_timed(&text, cli.client) {
         Ok(s) => s,
         Err(e) => return fail(format!("{}: {e}", cli.transcript.display())),
     };
@@ -396,9 +417,22 @@ pub fn run(args: Vec<String>) -> ExitCode {
         Ok(rt) => rt,
         Err(e) => return fail(e.to_string()),
     };
+    let timing = match cli.timing {
+        Some(scale) if !(scale.is_finite() && scale >= 0.0) => {
+            return fail(format!("--timing {scale}: the scale must be a number >= 0"))
+        }
+        Some(_) if times.iter().all(Option::is_none) => {
+            return fail(format!(
+                "{}: --timing needs a recording with times (qmpkit proxy --record)",
+                cli.transcript.display()
+            ))
+        }
+        Some(scale) => Some(Timing { times, scale }),
+        None => None,
+    };
     let steps = Arc::new(steps);
     let schema = Arc::new(schema);
-    match rt.block_on(serve(address, steps, schema, cli.repeat)) {
+    match rt.block_on(serve(address, steps, schema, cli.repeat, timing)) {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::from(1),
         Err(e) => fail(e),
@@ -415,6 +449,7 @@ async fn serve(
     steps: Arc<Vec<Step>>,
     schema: Arc<Option<Schema>>,
     repeat: bool,
+    timing: Option<Timing>,
 ) -> Result<bool, String> {
     enum L {
         Unix(tokio::net::UnixListener),
@@ -450,7 +485,7 @@ async fn serve(
                 (Box::new(r), Box::new(w))
             }
         };
-        let report = play(r, w, &steps, schema.as_ref().as_ref()).await;
+        let report = play(r, w, &steps, schema.as_ref().as_ref(), timing.as_ref()).await;
         for p in &report.problems {
             eprintln!("qmpkit replay: {p}");
         }
@@ -468,32 +503,101 @@ async fn serve(
     }
 }
 
+/// The recorded gaps before each step, already scaled, for `--timing`.
+struct Timing {
+    times: Vec<Option<f64>>,
+    scale: f64,
+}
+
+impl Timing {
+    /// How long after the step before it step `i` happened in the recording.
+    fn gap(&self, i: usize) -> std::time::Duration {
+        let t = |k: usize| self.times.get(k).copied().flatten();
+        match (i.checked_sub(1).and_then(t), t(i)) {
+            (Some(a), Some(b)) if b > a => {
+                std::time::Duration::from_secs_f64(((b - a) * self.scale).clamp(0.0, 86_400.0))
+            }
+            _ => std::time::Duration::ZERO,
+        }
+    }
+}
+
+/// Output waiting for its time: each piece and how long after the previous message it goes.
+type Queue = std::collections::VecDeque<(std::time::Duration, Vec<u8>)>;
+
+/// Cut `out` at the player's marks into queued pieces, each with its recorded gap (nothing
+/// for what the recording does not have, such as refusals).
+fn enqueue(queue: &mut Queue, out: &[u8], marks: &mut Vec<(usize, usize)>, timing: &Timing) {
+    let mut cut = 0;
+    let mut gap = std::time::Duration::ZERO;
+    for &(at, step) in marks.iter() {
+        if at > cut {
+            queue.push_back((gap, out[cut..at].to_vec()));
+        }
+        cut = at;
+        gap = timing.gap(step);
+    }
+    if out.len() > cut {
+        queue.push_back((gap, out[cut..].to_vec()));
+    }
+    marks.clear();
+}
+
 async fn play(
     mut r: Box<dyn AsyncRead + Send + Unpin>,
     mut w: Box<dyn AsyncWrite + Send + Unpin>,
     steps: &[Step],
     schema: Option<&Schema>,
+    timing: Option<&Timing>,
 ) -> Report {
+    use tokio::time::Instant;
     let mut player = Player::new(steps, schema);
     let mut out = Vec::new();
+    let mut queue = Queue::new();
+    // When the last message went either way: gaps count from there.
+    let mut last = Instant::now();
     player.pending_out(&mut out, None);
-    if w.write_all(&out).await.is_err() {
+    if let Some(t) = timing {
+        enqueue(&mut queue, &out, &mut player.marks, t);
+    } else if w.write_all(&out).await.is_err() {
         return player.finish();
     }
     let mut streamer = JsonStreamer::new();
     let mut items = Vec::new();
     let mut buf = vec![0u8; 64 * 1024];
     loop {
-        let n = match r.read(&mut buf).await {
+        while let Some((gap, _)) = queue.front() {
+            if last + *gap > Instant::now() {
+                break;
+            }
+            let Some((_, bytes)) = queue.pop_front() else {
+                break;
+            };
+            if w.write_all(&bytes).await.is_err() {
+                return player.finish();
+            }
+            last = Instant::now();
+        }
+        let due = queue.front().map(|(gap, _)| last + *gap);
+        let n = tokio::select! {
+            n = r.read(&mut buf) => n,
+            _ = tokio::time::sleep_until(due.unwrap_or(last)), if due.is_some() => continue,
+        };
+        let n = match n {
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
         streamer.feed(&buf[..n], &mut items);
+        if !items.is_empty() {
+            last = Instant::now();
+        }
         out.clear();
         for item in items.drain(..) {
             player.input(item, &mut out);
         }
-        if !out.is_empty() && w.write_all(&out).await.is_err() {
+        if let Some(t) = timing {
+            enqueue(&mut queue, &out, &mut player.marks, t);
+        } else if !out.is_empty() && w.write_all(&out).await.is_err() {
             break;
         }
     }
@@ -508,7 +612,7 @@ mod tests {
     #[test]
     fn replies_format_and_ids() {
         let text = "{\n  \"execute\": \"qmp_capabilities\",\n  \"id\": \"libvirt-1\"\n}\n\n{\n  \"return\": {\n  },\n  \"id\": \"libvirt-1\"\n}\n\n{\"execute\": \"query-version\", \"id\": \"libvirt-2\"}\n\n{\"return\": {\"qemu\": {\"micro\": 2, \"minor\": 0, \"major\": 10}, \"package\": \"\"}, \"id\": \"libvirt-2\"}\n";
-        let steps = load(text, None).unwrap();
+        let (steps, _) = load_timed(text, None).unwrap();
         assert_eq!(steps.len(), 5);
         let Step::Out(g) = &steps[0] else { panic!() };
         assert_eq!(g["QMP"]["version"]["qemu"]["major"], 10);

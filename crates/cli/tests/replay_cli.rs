@@ -272,3 +272,68 @@ fn libvirt_replies_and_schema_checks() {
         "{o:?}"
     );
 }
+
+/// A recording with the gaps QEMU took: the reply 0.2 s after its command, then two events
+/// 0.3 s apart.
+const TIMED: &str = r#"{"t": 100.0, "client": 1, "dir": "out", "msg": {"QMP": {"version": {"qemu": {"micro": 2, "minor": 0, "major": 10}, "package": ""}, "capabilities": []}}}
+{"t": 100.5, "client": 1, "dir": "in", "msg": {"execute": "qmp_capabilities"}}
+{"t": 100.5, "client": 1, "dir": "out", "msg": {"return": {}}}
+{"t": 101.0, "client": 1, "dir": "in", "msg": {"execute": "job-dismiss", "arguments": {"id": "j"}, "id": 1}}
+{"t": 101.2, "client": 1, "dir": "out", "msg": {"return": {}, "id": 1}}
+{"t": 101.5, "client": null, "dir": "out", "msg": {"event": "A", "data": {}, "timestamp": {"seconds": 101, "microseconds": 500000}}}
+{"t": 101.8, "client": null, "dir": "out", "msg": {"event": "B", "data": {}, "timestamp": {"seconds": 101, "microseconds": 800000}}}
+"#;
+
+/// When each line after the command arrived, measured from the command.
+fn timed_run(dir: &TempDir, scale: &str) -> Vec<(String, std::time::Duration)> {
+    let rec = dir.join(&format!("timed-{scale}.jsonl"));
+    std::fs::write(&rec, TIMED).expect("write");
+    let sock = dir.join(&format!("timed-{scale}.sock"));
+    let child = spawn_replay(&[
+        rec.to_str().expect("utf-8"),
+        "--listen",
+        &format!("unix:{}", sock.display()),
+        "--timing",
+        scale,
+    ]);
+    let mut c = Line::connect(&sock);
+    c.send(r#"{"execute": "qmp_capabilities"}"#);
+    assert_eq!(c.next().as_deref(), Some("{\"return\": {}}\r\n"));
+    let t = std::time::Instant::now();
+    c.send(r#"{"execute": "job-dismiss", "arguments": {"id": "j"}, "id": "x"}"#);
+    let got = (0..3)
+        .map(|_| (c.next().expect("a line"), t.elapsed()))
+        .collect();
+    drop(c);
+    let (code, err) = finish(child);
+    assert_eq!(code, 0, "{err}");
+    got
+}
+
+#[test]
+fn timing_keeps_the_recorded_gaps() {
+    use std::time::Duration;
+    let dir = TempDir::new("replay-timing");
+    let got = timed_run(&dir, "1");
+    let lines: Vec<&str> = got.iter().map(|(l, _)| l.as_str()).collect();
+    assert_eq!(lines[0], "{\"return\": {}, \"id\": \"x\"}\r\n");
+    assert!(lines[1].contains("\"event\": \"A\"") && lines[2].contains("\"event\": \"B\""));
+    // Lower bounds only: a loaded machine may add to a gap, never take from it.
+    assert!(got[0].1 >= Duration::from_millis(200), "{got:?}");
+    assert!(got[1].1 - got[0].1 >= Duration::from_millis(300), "{got:?}");
+    assert!(got[2].1 - got[1].1 >= Duration::from_millis(300), "{got:?}");
+    // Scaled: half the gaps.
+    let half = timed_run(&dir, "0.5");
+    assert!(half[0].1 >= Duration::from_millis(100), "{half:?}");
+    assert!(half[1].1 - half[0].1 >= Duration::from_millis(150), "{half:?}");
+    assert!(half[2].1 - half[1].1 >= Duration::from_millis(150), "{half:?}");
+    // A libvirt .replies file has no times to keep.
+    let replies = dir.join("x.replies");
+    std::fs::write(&replies, "{\"execute\": \"qmp_capabilities\"}\n\n{\"return\": {}}\n").unwrap();
+    let out = run(
+        &["replay", replies.to_str().unwrap(), "--listen", "unix:/nonexistent/x", "--timing"],
+        "",
+    );
+    assert_eq!(out.code, 2);
+    assert!(out.stderr.contains("--timing needs a recording with times"), "{}", out.stderr);
+}
