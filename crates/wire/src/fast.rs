@@ -91,15 +91,23 @@ impl Reader<'_> {
         }
     }
 
-    fn object(&mut self, depth: usize) -> R<Value> {
+    /// Step into the object or array at `pos`; true when it is empty (and stepped over).
+    fn open(&mut self, depth: usize, close: u8) -> R<bool> {
         if depth > MAX_DEPTH {
             return Err(Stop::Refused);
         }
-        self.pos += 1; // '{'
-        let mut map = Map::new();
-        if self.skip_ws()? == b'}' {
+        self.pos += 1;
+        if self.skip_ws()? == close {
             self.pos += 1;
             self.tokens += 1;
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    fn object(&mut self, depth: usize) -> R<Value> {
+        let mut map = Map::new();
+        if self.open(depth, b'}')? {
             return Ok(Value::Object(map));
         }
         loop {
@@ -128,14 +136,8 @@ impl Reader<'_> {
     }
 
     fn array(&mut self, depth: usize) -> R<Value> {
-        if depth > MAX_DEPTH {
-            return Err(Stop::Refused);
-        }
-        self.pos += 1; // '['
         let mut list = Vec::new();
-        if self.skip_ws()? == b']' {
-            self.pos += 1;
-            self.tokens += 1;
+        if self.open(depth, b']')? {
             return Ok(Value::Array(list));
         }
         loop {
@@ -152,11 +154,10 @@ impl Reader<'_> {
         }
     }
 
-    /// A double-quoted string at `pos`.
-    fn string(&mut self) -> R<String> {
-        let start = self.pos + 1;
-        let mut i = start;
-        // Plain ASCII run, eight bytes at a time while it lasts.
+    /// The end of the plain ASCII run at `i` in a string, read eight bytes at a time (it stops
+    /// at the word holding a special byte).
+    #[inline]
+    fn plain_run(&self, mut i: usize) -> usize {
         while let Some(chunk) = self.data.get(i..i + 8) {
             let mut w = [0u8; 8];
             w.copy_from_slice(chunk);
@@ -165,6 +166,13 @@ impl Reader<'_> {
             }
             i += 8;
         }
+        i
+    }
+
+    /// A double-quoted string at `pos`.
+    fn string(&mut self) -> R<String> {
+        let start = self.pos + 1;
+        let mut i = self.plain_run(start);
         loop {
             let Some(&b) = self.data.get(i) else {
                 return self.string_tail_eof(i);
@@ -491,13 +499,7 @@ impl Reader<'_> {
         keys: &mut Vec<(usize, usize)>,
         mut members: Members<'_>,
     ) -> R<()> {
-        if depth > MAX_DEPTH {
-            return Err(Stop::Refused);
-        }
-        self.pos += 1; // '{'
-        if self.skip_ws()? == b'}' {
-            self.pos += 1;
-            self.tokens += 1;
+        if self.open(depth, b'}')? {
             return Ok(());
         }
         let mark = keys.len();
@@ -535,13 +537,7 @@ impl Reader<'_> {
     }
 
     fn skip_array(&mut self, depth: usize, keys: &mut Vec<(usize, usize)>) -> R<()> {
-        if depth > MAX_DEPTH {
-            return Err(Stop::Refused);
-        }
-        self.pos += 1; // '['
-        if self.skip_ws()? == b']' {
-            self.pos += 1;
-            self.tokens += 1;
+        if self.open(depth, b']')? {
             return Ok(());
         }
         loop {
@@ -565,14 +561,7 @@ impl Reader<'_> {
         let mut i = start;
         let mut escaped = false;
         loop {
-            while let Some(chunk) = self.data.get(i..i + 8) {
-                let mut w = [0u8; 8];
-                w.copy_from_slice(chunk);
-                if special_in_word(u64::from_le_bytes(w)) {
-                    break;
-                }
-                i += 8;
-            }
+            i = self.plain_run(i);
             // Byte by byte up to the special byte the word held.
             loop {
                 let Some(&b) = self.data.get(i) else {
