@@ -410,6 +410,8 @@ fn forwarded_replies_are_qemus_own_bytes() {
         r#"{"execute": "query-jobs", "id": 0}"#,
         r#"{"execute": "query-jobs", "id": -0}"#,
         r#"{"execute": "query-jobs", "id": 123456789012345678901234}"#,
+        r#"{"execute": "query-jobs", "id": 1.7976931348623157e308}"#,
+        r#"{"execute": "query-jobs", "id": [1e400, -1.5E-3]}"#,
         r#"{"execute": "query-jobs", "id": "tab\tquote\""}"#,
         r#"{"execute": 'query-jobs', "id": 'single'}"#,
     ];

@@ -257,10 +257,15 @@ fn scanner_agrees(input: &[u8]) -> Result<(), TestCaseError> {
             prop_assert_eq!(obj.len(), sc.members.len());
             for ((k, v), (key, val)) in sc.members.iter().zip(obj) {
                 prop_assert_eq!(&input[k.clone()], key.as_bytes());
-                let one = qmpkit_wire::json::decode_all(&input[v.clone()]);
+                // Alone in an object under the same key: how a value is read can depend on
+                // where it stands (the largest double in an `id` is kept as written).
+                let inner = [&b"{\""[..], key.as_bytes(), b"\": ", &input[v.clone()], b"}"].concat();
+                let one = qmpkit_wire::json::decode_all(&inner);
                 prop_assert_eq!(one.len(), 1);
-                if let Ok(x) = &one[0] {
-                    prop_assert_eq!(x, val);
+                if let Ok(Value::Object(x)) = &one[0] {
+                    prop_assert_eq!(x.get(key.as_str()), Some(val));
+                } else {
+                    return Err(TestCaseError::fail(format!("{one:?}")));
                 }
             }
         }

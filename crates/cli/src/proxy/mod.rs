@@ -879,8 +879,12 @@ fn echoed_id(raw: &[u8]) -> Option<String> {
     if plain_string || plain_int {
         return String::from_utf8(raw.to_vec()).ok();
     }
-    match qmpkit_wire::json::decode_all(raw).into_iter().next() {
-        Some(Ok(v)) => Some(to_qemu_string(&qmpkit_wire::qemu_order(v))),
+    // Read as the member it is (how a value is read can depend on where it stands).
+    let member = [&b"{\"id\": "[..], raw, b"}"].concat();
+    match qmpkit_wire::json::decode_all(&member).into_iter().next() {
+        Some(Ok(Value::Object(mut m))) => m
+            .shift_remove("id")
+            .map(|v| to_qemu_string(&qmpkit_wire::qemu_order(v))),
         _ => None,
     }
 }
