@@ -10928,6 +10928,319 @@ impl ::qmpkit_qapi::Builder for __JobInfoBuilder {
     }
 }
 
+/// QAPI enum `XDbgBlockGraphNodeType`.
+///
+/// What a node of the graph is.
+///
+/// **Since:** 3.1
+#[allow(deprecated)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum XDbgBlockGraphNodeType {
+    /// a device's or export's handle on the graph
+    BlockBackend,
+    /// a job using nodes
+    BlockJob,
+    /// a node of a format or protocol driver
+    BlockDriver,
+    /// A value this schema does not know (from a newer server).
+    Unknown(::std::string::String),
+}
+#[allow(deprecated)]
+impl ::qmpkit_qapi::Enum for XDbgBlockGraphNodeType {
+    const NAMES: &'static [&'static str] = &["block-backend", "block-job", "block-driver"];
+    fn from_name(__s: &str) -> Self {
+        match __s {
+            "block-backend" => XDbgBlockGraphNodeType::BlockBackend,
+            "block-job" => XDbgBlockGraphNodeType::BlockJob,
+            "block-driver" => XDbgBlockGraphNodeType::BlockDriver,
+            _ => XDbgBlockGraphNodeType::Unknown(__s.into()),
+        }
+    }
+    fn as_str(&self) -> &str {
+        match self {
+            XDbgBlockGraphNodeType::BlockBackend => "block-backend",
+            XDbgBlockGraphNodeType::BlockJob => "block-job",
+            XDbgBlockGraphNodeType::BlockDriver => "block-driver",
+            XDbgBlockGraphNodeType::Unknown(__s) => __s,
+        }
+    }
+    fn is_unknown(&self) -> bool {
+        matches!(self, XDbgBlockGraphNodeType::Unknown(_))
+    }
+}
+#[allow(deprecated)]
+impl ::serde::Serialize for XDbgBlockGraphNodeType {
+    fn serialize<__S: ::serde::Serializer>(&self, __s: __S) -> ::core::result::Result<__S::Ok, __S::Error> {
+        __s.serialize_str(::qmpkit_qapi::Enum::as_str(self))
+    }
+}
+#[allow(deprecated)]
+impl<'de> ::serde::Deserialize<'de> for XDbgBlockGraphNodeType {
+    fn deserialize<__D: ::serde::Deserializer<'de>>(__d: __D) -> ::core::result::Result<Self, __D::Error> {
+        ::qmpkit_qapi::__rt::deserialize_enum(__d)
+    }
+}
+#[allow(deprecated)]
+impl ::core::fmt::Display for XDbgBlockGraphNodeType {
+    fn fmt(&self, __f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+        __f.write_str(::qmpkit_qapi::Enum::as_str(self))
+    }
+}
+
+/// QAPI struct `XDbgBlockGraphNode`.
+///
+/// One node.
+///
+/// **Since:** 3.1
+#[allow(deprecated)]
+#[derive(Debug, Clone, PartialEq)]
+pub struct XDbgBlockGraphNode {
+    /// its number in this answer
+    pub id: u64,
+    /// what it is
+    pub r#type: XDbgBlockGraphNodeType,
+    /// its name (a node name, a device's or job's ID)
+    pub name: ::std::string::String,
+}
+#[allow(deprecated)]
+impl ::qmpkit_qapi::Object for XDbgBlockGraphNode {
+    type Builder = __XDbgBlockGraphNodeBuilder;
+    fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
+        ::serde::ser::SerializeMap::serialize_entry(__m, "id", &self.id)?;
+        ::serde::ser::SerializeMap::serialize_entry(__m, "type", &self.r#type)?;
+        ::serde::ser::SerializeMap::serialize_entry(__m, "name", &self.name)?;
+        Ok(())
+    }
+}
+#[allow(deprecated)]
+impl ::serde::Serialize for XDbgBlockGraphNode {
+    fn serialize<__S: ::serde::Serializer>(&self, __s: __S) -> ::core::result::Result<__S::Ok, __S::Error> {
+        ::qmpkit_qapi::__rt::serialize_object(self, __s)
+    }
+}
+#[allow(deprecated)]
+impl<'de> ::serde::Deserialize<'de> for XDbgBlockGraphNode {
+    fn deserialize<__D: ::serde::Deserializer<'de>>(__d: __D) -> ::core::result::Result<Self, __D::Error> {
+        ::qmpkit_qapi::__rt::deserialize_object(__d, "XDbgBlockGraphNode")
+    }
+}
+#[doc(hidden)]
+#[allow(deprecated)]
+#[derive(Default)]
+pub struct __XDbgBlockGraphNodeBuilder {
+    id: ::core::option::Option<u64>,
+    r#type: ::core::option::Option<XDbgBlockGraphNodeType>,
+    name: ::core::option::Option<::std::string::String>,
+}
+#[allow(deprecated)]
+impl ::qmpkit_qapi::Builder for __XDbgBlockGraphNodeBuilder {
+    type Out = XDbgBlockGraphNode;
+    fn member<'de, __A: ::serde::de::MapAccess<'de>>(&mut self, __key: &str, __map: &mut __A) -> ::core::result::Result<bool, __A::Error> {
+        match __key {
+            "id" => self.id = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
+            "type" => self.r#type = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
+            "name" => self.name = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+    fn finish<__E: ::serde::de::Error>(self) -> ::core::result::Result<XDbgBlockGraphNode, __E> {
+        Ok(XDbgBlockGraphNode { id: ::qmpkit_qapi::__rt::missing(self.id, "id")?, r#type: ::qmpkit_qapi::__rt::missing(self.r#type, "type")?, name: ::qmpkit_qapi::__rt::missing(self.name, "name")?, })
+    }
+}
+
+/// QAPI enum `BlockPermission`.
+///
+/// What a parent may do with a child node.
+///
+/// **Since:** 3.1
+#[allow(deprecated)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum BlockPermission {
+    /// read data that stays consistent
+    ConsistentRead,
+    /// change the data
+    Write,
+    /// write data that does not change what a read gives
+    WriteUnchanged,
+    /// change the size
+    Resize,
+    /// A value this schema does not know (from a newer server).
+    Unknown(::std::string::String),
+}
+#[allow(deprecated)]
+impl ::qmpkit_qapi::Enum for BlockPermission {
+    const NAMES: &'static [&'static str] = &["consistent-read", "write", "write-unchanged", "resize"];
+    fn from_name(__s: &str) -> Self {
+        match __s {
+            "consistent-read" => BlockPermission::ConsistentRead,
+            "write" => BlockPermission::Write,
+            "write-unchanged" => BlockPermission::WriteUnchanged,
+            "resize" => BlockPermission::Resize,
+            _ => BlockPermission::Unknown(__s.into()),
+        }
+    }
+    fn as_str(&self) -> &str {
+        match self {
+            BlockPermission::ConsistentRead => "consistent-read",
+            BlockPermission::Write => "write",
+            BlockPermission::WriteUnchanged => "write-unchanged",
+            BlockPermission::Resize => "resize",
+            BlockPermission::Unknown(__s) => __s,
+        }
+    }
+    fn is_unknown(&self) -> bool {
+        matches!(self, BlockPermission::Unknown(_))
+    }
+}
+#[allow(deprecated)]
+impl ::serde::Serialize for BlockPermission {
+    fn serialize<__S: ::serde::Serializer>(&self, __s: __S) -> ::core::result::Result<__S::Ok, __S::Error> {
+        __s.serialize_str(::qmpkit_qapi::Enum::as_str(self))
+    }
+}
+#[allow(deprecated)]
+impl<'de> ::serde::Deserialize<'de> for BlockPermission {
+    fn deserialize<__D: ::serde::Deserializer<'de>>(__d: __D) -> ::core::result::Result<Self, __D::Error> {
+        ::qmpkit_qapi::__rt::deserialize_enum(__d)
+    }
+}
+#[allow(deprecated)]
+impl ::core::fmt::Display for BlockPermission {
+    fn fmt(&self, __f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+        __f.write_str(::qmpkit_qapi::Enum::as_str(self))
+    }
+}
+
+/// QAPI struct `XDbgBlockGraphEdge`.
+///
+/// One edge, from a parent to a child.
+///
+/// **Since:** 3.1
+#[allow(deprecated)]
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct XDbgBlockGraphEdge {
+    /// the parent's `id`
+    pub parent: u64,
+    /// the child's `id`
+    pub child: u64,
+    /// the child's role for the parent ("file", "backing", "root", ...)
+    pub name: ::std::string::String,
+    /// what the parent takes
+    pub perm: ::std::vec::Vec<BlockPermission>,
+    /// what the parent lets other parents take
+    pub shared_perm: ::std::vec::Vec<BlockPermission>,
+}
+#[allow(deprecated)]
+impl ::qmpkit_qapi::Object for XDbgBlockGraphEdge {
+    type Builder = __XDbgBlockGraphEdgeBuilder;
+    fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
+        ::serde::ser::SerializeMap::serialize_entry(__m, "parent", &self.parent)?;
+        ::serde::ser::SerializeMap::serialize_entry(__m, "child", &self.child)?;
+        ::serde::ser::SerializeMap::serialize_entry(__m, "name", &self.name)?;
+        ::serde::ser::SerializeMap::serialize_entry(__m, "perm", &self.perm)?;
+        ::serde::ser::SerializeMap::serialize_entry(__m, "shared-perm", &self.shared_perm)?;
+        Ok(())
+    }
+}
+#[allow(deprecated)]
+impl ::serde::Serialize for XDbgBlockGraphEdge {
+    fn serialize<__S: ::serde::Serializer>(&self, __s: __S) -> ::core::result::Result<__S::Ok, __S::Error> {
+        ::qmpkit_qapi::__rt::serialize_object(self, __s)
+    }
+}
+#[allow(deprecated)]
+impl<'de> ::serde::Deserialize<'de> for XDbgBlockGraphEdge {
+    fn deserialize<__D: ::serde::Deserializer<'de>>(__d: __D) -> ::core::result::Result<Self, __D::Error> {
+        ::qmpkit_qapi::__rt::deserialize_object(__d, "XDbgBlockGraphEdge")
+    }
+}
+#[doc(hidden)]
+#[allow(deprecated)]
+#[derive(Default)]
+pub struct __XDbgBlockGraphEdgeBuilder {
+    parent: ::core::option::Option<u64>,
+    child: ::core::option::Option<u64>,
+    name: ::core::option::Option<::std::string::String>,
+    perm: ::core::option::Option<::std::vec::Vec<BlockPermission>>,
+    shared_perm: ::core::option::Option<::std::vec::Vec<BlockPermission>>,
+}
+#[allow(deprecated)]
+impl ::qmpkit_qapi::Builder for __XDbgBlockGraphEdgeBuilder {
+    type Out = XDbgBlockGraphEdge;
+    fn member<'de, __A: ::serde::de::MapAccess<'de>>(&mut self, __key: &str, __map: &mut __A) -> ::core::result::Result<bool, __A::Error> {
+        match __key {
+            "parent" => self.parent = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
+            "child" => self.child = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
+            "name" => self.name = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
+            "perm" => self.perm = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
+            "shared-perm" => self.shared_perm = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+    fn finish<__E: ::serde::de::Error>(self) -> ::core::result::Result<XDbgBlockGraphEdge, __E> {
+        Ok(XDbgBlockGraphEdge { parent: ::qmpkit_qapi::__rt::missing(self.parent, "parent")?, child: ::qmpkit_qapi::__rt::missing(self.child, "child")?, name: ::qmpkit_qapi::__rt::missing(self.name, "name")?, perm: ::qmpkit_qapi::__rt::missing(self.perm, "perm")?, shared_perm: ::qmpkit_qapi::__rt::missing(self.shared_perm, "shared-perm")?, })
+    }
+}
+
+/// QAPI struct `XDbgBlockGraph`.
+///
+/// The whole graph.
+///
+/// **Since:** 3.1
+#[allow(deprecated)]
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct XDbgBlockGraph {
+    /// every node
+    pub nodes: ::std::vec::Vec<XDbgBlockGraphNode>,
+    /// every edge
+    pub edges: ::std::vec::Vec<XDbgBlockGraphEdge>,
+}
+#[allow(deprecated)]
+impl ::qmpkit_qapi::Object for XDbgBlockGraph {
+    type Builder = __XDbgBlockGraphBuilder;
+    fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
+        ::serde::ser::SerializeMap::serialize_entry(__m, "nodes", &self.nodes)?;
+        ::serde::ser::SerializeMap::serialize_entry(__m, "edges", &self.edges)?;
+        Ok(())
+    }
+}
+#[allow(deprecated)]
+impl ::serde::Serialize for XDbgBlockGraph {
+    fn serialize<__S: ::serde::Serializer>(&self, __s: __S) -> ::core::result::Result<__S::Ok, __S::Error> {
+        ::qmpkit_qapi::__rt::serialize_object(self, __s)
+    }
+}
+#[allow(deprecated)]
+impl<'de> ::serde::Deserialize<'de> for XDbgBlockGraph {
+    fn deserialize<__D: ::serde::Deserializer<'de>>(__d: __D) -> ::core::result::Result<Self, __D::Error> {
+        ::qmpkit_qapi::__rt::deserialize_object(__d, "XDbgBlockGraph")
+    }
+}
+#[doc(hidden)]
+#[allow(deprecated)]
+#[derive(Default)]
+pub struct __XDbgBlockGraphBuilder {
+    nodes: ::core::option::Option<::std::vec::Vec<XDbgBlockGraphNode>>,
+    edges: ::core::option::Option<::std::vec::Vec<XDbgBlockGraphEdge>>,
+}
+#[allow(deprecated)]
+impl ::qmpkit_qapi::Builder for __XDbgBlockGraphBuilder {
+    type Out = XDbgBlockGraph;
+    fn member<'de, __A: ::serde::de::MapAccess<'de>>(&mut self, __key: &str, __map: &mut __A) -> ::core::result::Result<bool, __A::Error> {
+        match __key {
+            "nodes" => self.nodes = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
+            "edges" => self.edges = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+    fn finish<__E: ::serde::de::Error>(self) -> ::core::result::Result<XDbgBlockGraph, __E> {
+        Ok(XDbgBlockGraph { nodes: ::qmpkit_qapi::__rt::missing(self.nodes, "nodes")?, edges: ::qmpkit_qapi::__rt::missing(self.edges, "edges")?, })
+    }
+}
+
 /// QAPI struct `ChardevInfo`.
 ///
 /// One character device.
@@ -28121,6 +28434,61 @@ impl ::qmpkit_qapi::Command for BlockJobFinalize {
     type Returns = ::qmpkit_qapi::Empty;
 }
 
+/// Command `x-debug-query-block-graph`: its arguments.
+///
+/// The block graph, for debugging.
+///
+/// **Returns:** the graph
+///
+/// **Since:** 3.1
+#[allow(deprecated)]
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct XDebugQueryBlockGraph {
+}
+#[allow(deprecated)]
+impl ::qmpkit_qapi::Object for XDebugQueryBlockGraph {
+    type Builder = __XDebugQueryBlockGraphBuilder;
+    fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
+        Ok(())
+    }
+}
+#[allow(deprecated)]
+impl ::serde::Serialize for XDebugQueryBlockGraph {
+    fn serialize<__S: ::serde::Serializer>(&self, __s: __S) -> ::core::result::Result<__S::Ok, __S::Error> {
+        ::qmpkit_qapi::__rt::serialize_object(self, __s)
+    }
+}
+#[allow(deprecated)]
+impl<'de> ::serde::Deserialize<'de> for XDebugQueryBlockGraph {
+    fn deserialize<__D: ::serde::Deserializer<'de>>(__d: __D) -> ::core::result::Result<Self, __D::Error> {
+        ::qmpkit_qapi::__rt::deserialize_object(__d, "XDebugQueryBlockGraph")
+    }
+}
+#[doc(hidden)]
+#[allow(deprecated)]
+#[derive(Default)]
+pub struct __XDebugQueryBlockGraphBuilder {
+}
+#[allow(deprecated)]
+impl ::qmpkit_qapi::Builder for __XDebugQueryBlockGraphBuilder {
+    type Out = XDebugQueryBlockGraph;
+    fn member<'de, __A: ::serde::de::MapAccess<'de>>(&mut self, __key: &str, __map: &mut __A) -> ::core::result::Result<bool, __A::Error> {
+        let _ = (__key, __map);
+        Ok(false)
+    }
+    fn finish<__E: ::serde::de::Error>(self) -> ::core::result::Result<XDebugQueryBlockGraph, __E> {
+        Ok(XDebugQueryBlockGraph { })
+    }
+}
+
+#[allow(deprecated)]
+impl ::qmpkit_qapi::Command for XDebugQueryBlockGraph {
+    const NAME: &'static str = "x-debug-query-block-graph";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Returns = XDbgBlockGraph;
+}
+
 /// Command `query-chardev`: its arguments.
 ///
 /// List the character devices.
@@ -38762,6 +39130,11 @@ pub trait Commands<C: Send + 'static = ()>: Send + Sync + 'static {
         let _ = (args, ctx);
         async { Err(::qmpkit_qapi::server::CommandError::not_implemented("block-job-finalize")) }
     }
+    /// `x-debug-query-block-graph`: see [`XDebugQueryBlockGraph`].
+    fn x_debug_query_block_graph(&self, args: XDebugQueryBlockGraph, ctx: C) -> impl ::core::future::Future<Output = ::qmpkit_qapi::server::Reply<XDbgBlockGraph>> + Send {
+        let _ = (args, ctx);
+        async { Err(::qmpkit_qapi::server::CommandError::not_implemented("x-debug-query-block-graph")) }
+    }
     /// `query-chardev`: see [`QueryChardev`].
     fn query_chardev(&self, args: QueryChardev, ctx: C) -> impl ::core::future::Future<Output = ::qmpkit_qapi::server::Reply<::std::vec::Vec<ChardevInfo>>> + Send {
         let _ = (args, ctx);
@@ -39473,6 +39846,7 @@ pub fn register_commands<S: Commands<C>, C: Send + 'static, R: ::qmpkit_qapi::se
     r.command::<JobFinalize>(|s, a, c| ::std::boxed::Box::pin(async move { s.job_finalize(a, c).await }));
     r.command::<BlockJobDismiss>(|s, a, c| ::std::boxed::Box::pin(async move { s.block_job_dismiss(a, c).await }));
     r.command::<BlockJobFinalize>(|s, a, c| ::std::boxed::Box::pin(async move { s.block_job_finalize(a, c).await }));
+    r.command::<XDebugQueryBlockGraph>(|s, a, c| ::std::boxed::Box::pin(async move { s.x_debug_query_block_graph(a, c).await }));
     r.command::<QueryChardev>(|s, a, c| ::std::boxed::Box::pin(async move { s.query_chardev(a, c).await }));
     r.command::<QueryChardevBackends>(|s, a, c| ::std::boxed::Box::pin(async move { s.query_chardev_backends(a, c).await }));
     r.command::<RingbufWrite>(|s, a, c| ::std::boxed::Box::pin(async move { s.ringbuf_write(a, c).await }));
@@ -39869,6 +40243,11 @@ pub trait Handlers {
     fn block_job_finalize(&mut self, args: BlockJobFinalize, cx: &mut Self::Cx) -> ::qmpkit_qapi::server::Reply<::qmpkit_qapi::Empty> {
         let _ = (args, cx);
         Err(::qmpkit_qapi::server::CommandError::not_implemented("block-job-finalize"))
+    }
+    /// `x-debug-query-block-graph`: see [`XDebugQueryBlockGraph`].
+    fn x_debug_query_block_graph(&mut self, args: XDebugQueryBlockGraph, cx: &mut Self::Cx) -> ::qmpkit_qapi::server::Reply<XDbgBlockGraph> {
+        let _ = (args, cx);
+        Err(::qmpkit_qapi::server::CommandError::not_implemented("x-debug-query-block-graph"))
     }
     /// `query-chardev`: see [`QueryChardev`].
     fn query_chardev(&mut self, args: QueryChardev, cx: &mut Self::Cx) -> ::qmpkit_qapi::server::Reply<::std::vec::Vec<ChardevInfo>> {
@@ -40584,6 +40963,7 @@ pub fn dispatch<H: Handlers + ?::core::marker::Sized>(h: &mut H, name: &str, arg
         "job-finalize" => ::qmpkit_qapi::server::call::<JobFinalize>(args, |a| h.job_finalize(a, cx)),
         "block-job-dismiss" => ::qmpkit_qapi::server::call::<BlockJobDismiss>(args, |a| h.block_job_dismiss(a, cx)),
         "block-job-finalize" => ::qmpkit_qapi::server::call::<BlockJobFinalize>(args, |a| h.block_job_finalize(a, cx)),
+        "x-debug-query-block-graph" => ::qmpkit_qapi::server::call::<XDebugQueryBlockGraph>(args, |a| h.x_debug_query_block_graph(a, cx)),
         "query-chardev" => ::qmpkit_qapi::server::call::<QueryChardev>(args, |a| h.query_chardev(a, cx)),
         "query-chardev-backends" => ::qmpkit_qapi::server::call::<QueryChardevBackends>(args, |a| h.query_chardev_backends(a, cx)),
         "ringbuf-write" => ::qmpkit_qapi::server::call::<RingbufWrite>(args, |a| h.ringbuf_write(a, cx)),

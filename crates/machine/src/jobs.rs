@@ -1,5 +1,5 @@
 //! Block layer commands of interfaces newer than the machine's own schema (`blockdev-create`,
-//! `x-debug-query-block-graph`, 5.0's `block-export-*`, `block-job-change`): answered by name
+//! 5.0's `block-export-*`, `block-job-change`): answered by name
 //! over the same job model and graph as the typed handlers in `qmp/block.rs` and
 //! `qmp/jobs.rs`, for a served schema that has them (a newer QEMU's, or the storage
 //! daemon's).
@@ -20,7 +20,6 @@ pub const HANDLED: &[&str] = &[
     "blockdev-create",
     "nbd-server-remove",
     "query-block-exports",
-    "x-debug-query-block-graph",
 ];
 
 fn empty() -> CmdResult {
@@ -32,22 +31,6 @@ fn block_job_not_found(id: &str) -> QmpError {
         ErrorClass::DeviceNotActive,
         format!("Block job '{id}' not found"),
     )
-}
-
-fn debug_graph(m: &Machine) -> Value {
-    let g = m.block.graph.debug_graph();
-    let perms = |p: &[qmpkit_block::Perm]| -> Value {
-        Value::Array(p.iter().map(|x| json!(x.name())).collect())
-    };
-    json!({
-        "nodes": g.nodes.iter().map(|n| json!({
-            "id": n.id, "type": n.kind.name(), "name": n.name,
-        })).collect::<Vec<_>>(),
-        "edges": g.edges.iter().map(|e| json!({
-            "parent": e.parent, "child": e.child, "name": e.name,
-            "perm": perms(&e.perm), "shared-perm": perms(&e.shared_perm),
-        })).collect::<Vec<_>>(),
-    })
 }
 
 /// `blockdev-create` for a file on the host with raw or qcow2 on top: the options name the
@@ -150,7 +133,6 @@ pub fn execute(m: &mut Machine, cmd: &str, args: &Args, _cx: &mut Cx) -> Option<
     block::catch_up(m);
     let id = arg_str(args, "id").unwrap_or("").to_string();
     let r = match cmd {
-        "x-debug-query-block-graph" => Ok(debug_graph(m)),
         "query-block-exports" => Ok(query_block_exports(m)),
         "blockdev-create" => blockdev_create(m, args),
         "block-export-add" => block_export_add(m, args),

@@ -79,6 +79,12 @@ const NEWER: &[&str] = &[
     "query-cpus-fast",
     "AnnounceParameters",
     "announce-self",
+    "XDbgBlockGraphNodeType",
+    "XDbgBlockGraphNode",
+    "BlockPermission",
+    "XDbgBlockGraphEdge",
+    "XDbgBlockGraph",
+    "x-debug-query-block-graph",
 ];
 
 /// Seed definitions that grew members of later QEMU releases: each keeps every member the

@@ -760,6 +760,13 @@ fn own_schema_raw_replies_and_events_need_no_shaping() {
     for t in ["__org.qmpkit_inject-failure", "__org.qmpkit_query-keyboard"] {
         assert!(checked.contains(&t), "{t} not checked");
     }
+    seen.sort();
+    seen.dedup();
+    eprintln!(
+        "own schema: {} commands and {} kinds of event checked, conversion the identity",
+        checked.len(),
+        seen.len()
+    );
     assert!(checked.len() >= 87, "{}", checked.len());
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }

@@ -1,5 +1,6 @@
 //! The generic job interface (`query-jobs`, `job-*`) and the block job verbs of QEMU 2.12's
-//! final interface (`block-job-dismiss`, `block-job-finalize`), over the block layer's jobs.
+//! final interface (`block-job-dismiss`, `block-job-finalize`), over the block layer's jobs;
+//! and the block graph as `x-debug-query-block-graph` shows it.
 
 use qmpkit_qapi::Empty;
 use qmpkit_wire::{ErrorClass, QmpError};
@@ -82,4 +83,53 @@ pub fn block_job_dismiss(m: &mut Machine, a: api::BlockJobDismiss, _: &mut Cx) -
     block::catch_up(m);
     block_job(m, &a.id)?;
     verb(m, |b| b.jobs.dismiss(&a.id))
+}
+
+pub fn x_debug_query_block_graph(
+    m: &mut Machine,
+    _: api::XDebugQueryBlockGraph,
+    _: &mut Cx,
+) -> R<api::XDbgBlockGraph> {
+    use qmpkit_block::graph::GraphNodeType as T;
+    use qmpkit_block::Perm;
+    block::catch_up(m);
+    // The graph-change permission the block layer still checks is not one QEMU reports.
+    let perms = |p: &[Perm]| -> Vec<api::BlockPermission> {
+        p.iter()
+            .filter_map(|p| match p {
+                Perm::ConsistentRead => Some(api::BlockPermission::ConsistentRead),
+                Perm::Write => Some(api::BlockPermission::Write),
+                Perm::WriteUnchanged => Some(api::BlockPermission::WriteUnchanged),
+                Perm::Resize => Some(api::BlockPermission::Resize),
+                Perm::GraphMod => None,
+            })
+            .collect()
+    };
+    let g = m.block.graph.debug_graph();
+    Ok(api::XDbgBlockGraph {
+        nodes: g
+            .nodes
+            .into_iter()
+            .map(|n| api::XDbgBlockGraphNode {
+                id: n.id,
+                r#type: match n.kind {
+                    T::BlockBackend => api::XDbgBlockGraphNodeType::BlockBackend,
+                    T::BlockJob => api::XDbgBlockGraphNodeType::BlockJob,
+                    T::BlockDriver => api::XDbgBlockGraphNodeType::BlockDriver,
+                },
+                name: n.name,
+            })
+            .collect(),
+        edges: g
+            .edges
+            .into_iter()
+            .map(|e| api::XDbgBlockGraphEdge {
+                parent: e.parent,
+                child: e.child,
+                name: e.name,
+                perm: perms(&e.perm),
+                shared_perm: perms(&e.shared_perm),
+            })
+            .collect(),
+    })
 }

@@ -222,6 +222,7 @@ handlers! {
     job_dismiss(JobDismiss) => jobs::job_dismiss;
     block_job_finalize(BlockJobFinalize) => jobs::block_job_finalize;
     block_job_dismiss(BlockJobDismiss) => jobs::block_job_dismiss;
+    x_debug_query_block_graph(XDebugQueryBlockGraph) => jobs::x_debug_query_block_graph;
 
     // Block layer and jobs (qmp/block.rs)
     query_block(QueryBlock) => block::query_block;
