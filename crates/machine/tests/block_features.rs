@@ -833,6 +833,10 @@ fn blockdev_reopen_changes_nodes_all_or_nothing() {
             "backing is missing for 'top'",
         ),
         (
+            json!([{"driver": "qcow2", "node-name": "top", "file": "nope"}]),
+            "backing is missing for 'top'",
+        ),
+        (
             json!([{"driver": "qcow2", "node-name": "top", "file": "ftop", "backing": "nope"}]),
             "Cannot find device='' nor node-name='nope'",
         ),
@@ -1210,4 +1214,42 @@ fn throttle_filter_nodes_and_groups() {
         )),
         "GenericError: Throttle group 'tg9' does not exist"
     );
+}
+
+/// The same on a storage daemon's machine (no PC machine in the QOM tree).
+#[test]
+fn throttle_filter_on_a_storage_daemon() {
+    let d = dir("throttle-daemon");
+    let disk = d.join("a.qcow2");
+    qcow2(&disk, 1 << 20);
+    let mut c = MachineConfig::empty();
+    c.storage_daemon = true;
+    c.qemu_version = (10, 0, 2);
+    c.drives.clear();
+    c.devices.clear();
+    let p =
+        qmpkit_testkit::data::path("qemu-ref/schema-10.0.2/storage-daemon/qapi/qapi-schema.json");
+    let s = qmpkit_schema::load(&p, qmpkit_schema::Dialect::Modern).expect("schema");
+    let mut m = Machine::new(Arc::new(c), Arc::new(s));
+    ok(run(
+        &mut m,
+        "object-add",
+        json!({"qom-type": "throttle-group", "id": "tg0", "limits": {"iops-total": 100}}),
+    ));
+    ok(run(
+        &mut m,
+        "blockdev-add",
+        json!({"driver": "qcow2", "node-name": "d0", "file": {"driver": "file", "filename": disk}}),
+    ));
+    ok(run(
+        &mut m,
+        "blockdev-add",
+        json!({"driver": "throttle", "node-name": "t0", "throttle-group": "tg0", "file": "d0"}),
+    ));
+    assert_eq!(
+        err(run(&mut m, "object-del", json!({"id": "tg0"}))),
+        "GenericError: object 'tg0' is in use, can not be deleted"
+    );
+    ok(run(&mut m, "blockdev-del", json!({"node-name": "t0"})));
+    ok(run(&mut m, "object-del", json!({"id": "tg0"})));
 }

@@ -53,9 +53,11 @@ fn what_the_own_form_lacks_is_refused() {
             "nbd-server-start",
             json!({"addr": addr, "max-connections": 2})
         ),
-        Err("GenericError: Command 'nbd-server-start' with 'max-connections' is not \
+        Err(
+            "GenericError: Command 'nbd-server-start' with 'max-connections' is not \
              implemented by this simulated machine"
-            .into())
+                .into()
+        )
     );
     // An enum value the machine's interface does not have.
     assert_eq!(
@@ -64,9 +66,11 @@ fn what_the_own_form_lacks_is_refused() {
             "send-key",
             json!({"keys": [{"type": "qcode", "data": "lang1"}]})
         ),
-        Err("GenericError: Command 'send-key' with 'keys.0.data' = \"lang1\" is not \
+        Err(
+            "GenericError: Command 'send-key' with 'keys.0.data' = \"lang1\" is not \
              implemented by this simulated machine"
-            .into())
+                .into()
+        )
     );
     // The same call without it goes through.
     run(

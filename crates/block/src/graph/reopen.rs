@@ -53,30 +53,30 @@ impl BlockGraph {
             return Err(Error::generic("Cannot change the option 'driver'"));
         }
         let mut file = None;
-        let mut backing = None;
+        // QEMU looks at the backing option before the children it names.
+        let backing = if o.driver == Driver::Qcow2 {
+            self.plan_backing(&name, o)?
+        } else {
+            None
+        };
         match o.driver {
             Driver::File => {
                 if o.filename.as_deref() != Some(Path::new(&n.filename)) {
                     return Err(Error::generic("Cannot change the option 'filename'"));
                 }
             }
-            Driver::Raw | Driver::Qcow2 => {
-                match &o.file {
-                    Some(BlockdevRef::Node(f)) => {
-                        self.nodes.get(f).ok_or_else(|| missing(f))?;
-                        if self.child(&name, ChildRole::File).as_deref() != Some(f.as_str()) {
-                            file = Some(f.clone());
-                        }
+            Driver::Raw | Driver::Qcow2 => match &o.file {
+                Some(BlockdevRef::Node(f)) => {
+                    self.nodes.get(f).ok_or_else(|| missing(f))?;
+                    if self.child(&name, ChildRole::File).as_deref() != Some(f.as_str()) {
+                        file = Some(f.clone());
                     }
-                    Some(BlockdevRef::Inline(_)) => {
-                        return Err(Error::generic("Cannot change the option 'file.driver'"))
-                    }
-                    None => {}
                 }
-                if o.driver == Driver::Qcow2 {
-                    backing = self.plan_backing(&name, o)?;
+                Some(BlockdevRef::Inline(_)) => {
+                    return Err(Error::generic("Cannot change the option 'file.driver'"))
                 }
-            }
+                None => {}
+            },
             Driver::NullCo | Driver::NullAio | Driver::Throttle => {}
         }
         Ok(Plan {

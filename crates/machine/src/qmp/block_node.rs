@@ -226,8 +226,9 @@ pub fn x_blockdev_set_iothread(
 pub fn check_throttle_groups(m: &Machine, opts: &qmpkit_block::BlockdevOptions) -> R<()> {
     if let Some(g) = &opts.throttle_group {
         let tree = &m.qom.tree;
-        let exists = crate::devices::places(tree)
-            .and_then(|p| tree.child(p.objects, g))
+        let exists = tree
+            .child(crate::qom::Tree::ROOT, "objects")
+            .and_then(|objects| tree.child(objects, g))
             .is_some_and(|n| tree.node(n).ty == "throttle-group");
         if !exists {
             return Err(generic(format!("Throttle group '{g}' does not exist")));
