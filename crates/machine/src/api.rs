@@ -18449,12 +18449,36 @@ pub enum MigrationCapability {
     PauseBeforeSwitchover,
     /// `x-multifd`
     XMultifd,
+    /// `multifd`
+    Multifd,
+    /// `dirty-bitmaps`
+    DirtyBitmaps,
+    /// `postcopy-blocktime`
+    PostcopyBlocktime,
+    /// `late-block-activate`
+    LateBlockActivate,
+    /// `x-ignore-shared`
+    XIgnoreShared,
+    /// `validate-uuid`
+    ValidateUuid,
+    /// `background-snapshot`
+    BackgroundSnapshot,
+    /// `zero-copy-send`
+    ZeroCopySend,
+    /// `postcopy-preempt`
+    PostcopyPreempt,
+    /// `switchover-ack`
+    SwitchoverAck,
+    /// `dirty-limit`
+    DirtyLimit,
+    /// `mapped-ram`
+    MappedRam,
     /// A value this schema does not know (from a newer server).
     Unknown(::std::string::String),
 }
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Enum for MigrationCapability {
-    const NAMES: &'static [&'static str] = &["xbzrle", "rdma-pin-all", "auto-converge", "zero-blocks", "compress", "events", "postcopy-ram", "x-colo", "release-ram", "block", "return-path", "pause-before-switchover", "x-multifd"];
+    const NAMES: &'static [&'static str] = &["xbzrle", "rdma-pin-all", "auto-converge", "zero-blocks", "compress", "events", "postcopy-ram", "x-colo", "release-ram", "block", "return-path", "pause-before-switchover", "x-multifd", "multifd", "dirty-bitmaps", "postcopy-blocktime", "late-block-activate", "x-ignore-shared", "validate-uuid", "background-snapshot", "zero-copy-send", "postcopy-preempt", "switchover-ack", "dirty-limit", "mapped-ram"];
     fn from_name(__s: &str) -> Self {
         match __s {
             "xbzrle" => MigrationCapability::Xbzrle,
@@ -18470,6 +18494,18 @@ impl ::qmpkit_qapi::Enum for MigrationCapability {
             "return-path" => MigrationCapability::ReturnPath,
             "pause-before-switchover" => MigrationCapability::PauseBeforeSwitchover,
             "x-multifd" => MigrationCapability::XMultifd,
+            "multifd" => MigrationCapability::Multifd,
+            "dirty-bitmaps" => MigrationCapability::DirtyBitmaps,
+            "postcopy-blocktime" => MigrationCapability::PostcopyBlocktime,
+            "late-block-activate" => MigrationCapability::LateBlockActivate,
+            "x-ignore-shared" => MigrationCapability::XIgnoreShared,
+            "validate-uuid" => MigrationCapability::ValidateUuid,
+            "background-snapshot" => MigrationCapability::BackgroundSnapshot,
+            "zero-copy-send" => MigrationCapability::ZeroCopySend,
+            "postcopy-preempt" => MigrationCapability::PostcopyPreempt,
+            "switchover-ack" => MigrationCapability::SwitchoverAck,
+            "dirty-limit" => MigrationCapability::DirtyLimit,
+            "mapped-ram" => MigrationCapability::MappedRam,
             _ => MigrationCapability::Unknown(__s.into()),
         }
     }
@@ -18488,6 +18524,18 @@ impl ::qmpkit_qapi::Enum for MigrationCapability {
             MigrationCapability::ReturnPath => "return-path",
             MigrationCapability::PauseBeforeSwitchover => "pause-before-switchover",
             MigrationCapability::XMultifd => "x-multifd",
+            MigrationCapability::Multifd => "multifd",
+            MigrationCapability::DirtyBitmaps => "dirty-bitmaps",
+            MigrationCapability::PostcopyBlocktime => "postcopy-blocktime",
+            MigrationCapability::LateBlockActivate => "late-block-activate",
+            MigrationCapability::XIgnoreShared => "x-ignore-shared",
+            MigrationCapability::ValidateUuid => "validate-uuid",
+            MigrationCapability::BackgroundSnapshot => "background-snapshot",
+            MigrationCapability::ZeroCopySend => "zero-copy-send",
+            MigrationCapability::PostcopyPreempt => "postcopy-preempt",
+            MigrationCapability::SwitchoverAck => "switchover-ack",
+            MigrationCapability::DirtyLimit => "dirty-limit",
+            MigrationCapability::MappedRam => "mapped-ram",
             MigrationCapability::Unknown(__s) => __s,
         }
     }
@@ -22488,6 +22536,10 @@ pub struct ObjectPropertyInfo {
     pub name: ::std::string::String,
     /// property type name
     pub r#type: ::std::string::String,
+    /// what the property does, when known (since 2.12)
+    pub description: ::core::option::Option<::std::string::String>,
+    /// the value the property has unless set (since 5.0)
+    pub default_value: ::core::option::Option<::serde_json::Value>,
 }
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for ObjectPropertyInfo {
@@ -22495,6 +22547,8 @@ impl ::qmpkit_qapi::Object for ObjectPropertyInfo {
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "name", &self.name)?;
         ::serde::ser::SerializeMap::serialize_entry(__m, "type", &self.r#type)?;
+        if let ::core::option::Option::Some(__v) = &self.description { ::serde::ser::SerializeMap::serialize_entry(__m, "description", __v)?; }
+        if let ::core::option::Option::Some(__v) = &self.default_value { ::serde::ser::SerializeMap::serialize_entry(__m, "default-value", __v)?; }
         Ok(())
     }
 }
@@ -22516,6 +22570,8 @@ impl<'de> ::serde::Deserialize<'de> for ObjectPropertyInfo {
 pub struct __ObjectPropertyInfoBuilder {
     name: ::core::option::Option<::std::string::String>,
     r#type: ::core::option::Option<::std::string::String>,
+    description: ::core::option::Option<::std::string::String>,
+    default_value: ::core::option::Option<::serde_json::Value>,
 }
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Builder for __ObjectPropertyInfoBuilder {
@@ -22524,12 +22580,14 @@ impl ::qmpkit_qapi::Builder for __ObjectPropertyInfoBuilder {
         match __key {
             "name" => self.name = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
             "type" => self.r#type = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
+            "description" => self.description = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
+            "default-value" => self.default_value = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
             _ => return Ok(false),
         }
         Ok(true)
     }
     fn finish<__E: ::serde::de::Error>(self) -> ::core::result::Result<ObjectPropertyInfo, __E> {
-        Ok(ObjectPropertyInfo { name: ::qmpkit_qapi::__rt::missing(self.name, "name")?, r#type: ::qmpkit_qapi::__rt::missing(self.r#type, "type")?, })
+        Ok(ObjectPropertyInfo { name: ::qmpkit_qapi::__rt::missing(self.name, "name")?, r#type: ::qmpkit_qapi::__rt::missing(self.r#type, "type")?, description: self.description, default_value: self.default_value, })
     }
 }
 
@@ -22609,6 +22667,8 @@ pub struct DevicePropertyInfo {
     pub r#type: ::std::string::String,
     /// what the property does, when known
     pub description: ::core::option::Option<::std::string::String>,
+    /// the value the property has unless set (since 5.0)
+    pub default_value: ::core::option::Option<::serde_json::Value>,
 }
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for DevicePropertyInfo {
@@ -22617,6 +22677,7 @@ impl ::qmpkit_qapi::Object for DevicePropertyInfo {
         ::serde::ser::SerializeMap::serialize_entry(__m, "name", &self.name)?;
         ::serde::ser::SerializeMap::serialize_entry(__m, "type", &self.r#type)?;
         if let ::core::option::Option::Some(__v) = &self.description { ::serde::ser::SerializeMap::serialize_entry(__m, "description", __v)?; }
+        if let ::core::option::Option::Some(__v) = &self.default_value { ::serde::ser::SerializeMap::serialize_entry(__m, "default-value", __v)?; }
         Ok(())
     }
 }
@@ -22639,6 +22700,7 @@ pub struct __DevicePropertyInfoBuilder {
     name: ::core::option::Option<::std::string::String>,
     r#type: ::core::option::Option<::std::string::String>,
     description: ::core::option::Option<::std::string::String>,
+    default_value: ::core::option::Option<::serde_json::Value>,
 }
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Builder for __DevicePropertyInfoBuilder {
@@ -22648,12 +22710,13 @@ impl ::qmpkit_qapi::Builder for __DevicePropertyInfoBuilder {
             "name" => self.name = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
             "type" => self.r#type = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
             "description" => self.description = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
+            "default-value" => self.default_value = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
             _ => return Ok(false),
         }
         Ok(true)
     }
     fn finish<__E: ::serde::de::Error>(self) -> ::core::result::Result<DevicePropertyInfo, __E> {
-        Ok(DevicePropertyInfo { name: ::qmpkit_qapi::__rt::missing(self.name, "name")?, r#type: ::qmpkit_qapi::__rt::missing(self.r#type, "type")?, description: self.description, })
+        Ok(DevicePropertyInfo { name: ::qmpkit_qapi::__rt::missing(self.name, "name")?, r#type: ::qmpkit_qapi::__rt::missing(self.r#type, "type")?, description: self.description, default_value: self.default_value, })
     }
 }
 
@@ -22915,6 +22978,17 @@ pub struct MachineInfo {
     pub cpu_max: i64,
     /// CPUs can be plugged in
     pub hotpluggable_cpus: bool,
+    /// memory can be given per NUMA node (since 4.1)
+    pub numa_mem_supported: ::core::option::Option<bool>,
+    /// the type will go away (since 4.1)
+    pub deprecated: ::core::option::Option<bool>,
+    /// the CPU type used when none is given (since 4.2)
+    pub default_cpu_type: ::core::option::Option<::std::string::String>,
+    /// the id of the memory back end made for guest RAM when
+    /// none is given (since 5.2)
+    pub default_ram_id: ::core::option::Option<::std::string::String>,
+    /// the type supports ACPI (since 8.0)
+    pub acpi: ::core::option::Option<bool>,
 }
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for MachineInfo {
@@ -22925,6 +22999,11 @@ impl ::qmpkit_qapi::Object for MachineInfo {
         if let ::core::option::Option::Some(__v) = &self.is_default { ::serde::ser::SerializeMap::serialize_entry(__m, "is-default", __v)?; }
         ::serde::ser::SerializeMap::serialize_entry(__m, "cpu-max", &self.cpu_max)?;
         ::serde::ser::SerializeMap::serialize_entry(__m, "hotpluggable-cpus", &self.hotpluggable_cpus)?;
+        if let ::core::option::Option::Some(__v) = &self.numa_mem_supported { ::serde::ser::SerializeMap::serialize_entry(__m, "numa-mem-supported", __v)?; }
+        if let ::core::option::Option::Some(__v) = &self.deprecated { ::serde::ser::SerializeMap::serialize_entry(__m, "deprecated", __v)?; }
+        if let ::core::option::Option::Some(__v) = &self.default_cpu_type { ::serde::ser::SerializeMap::serialize_entry(__m, "default-cpu-type", __v)?; }
+        if let ::core::option::Option::Some(__v) = &self.default_ram_id { ::serde::ser::SerializeMap::serialize_entry(__m, "default-ram-id", __v)?; }
+        if let ::core::option::Option::Some(__v) = &self.acpi { ::serde::ser::SerializeMap::serialize_entry(__m, "acpi", __v)?; }
         Ok(())
     }
 }
@@ -22949,6 +23028,11 @@ pub struct __MachineInfoBuilder {
     is_default: ::core::option::Option<bool>,
     cpu_max: ::core::option::Option<i64>,
     hotpluggable_cpus: ::core::option::Option<bool>,
+    numa_mem_supported: ::core::option::Option<bool>,
+    deprecated: ::core::option::Option<bool>,
+    default_cpu_type: ::core::option::Option<::std::string::String>,
+    default_ram_id: ::core::option::Option<::std::string::String>,
+    acpi: ::core::option::Option<bool>,
 }
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Builder for __MachineInfoBuilder {
@@ -22960,12 +23044,17 @@ impl ::qmpkit_qapi::Builder for __MachineInfoBuilder {
             "is-default" => self.is_default = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
             "cpu-max" => self.cpu_max = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
             "hotpluggable-cpus" => self.hotpluggable_cpus = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
+            "numa-mem-supported" => self.numa_mem_supported = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
+            "deprecated" => self.deprecated = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
+            "default-cpu-type" => self.default_cpu_type = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
+            "default-ram-id" => self.default_ram_id = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
+            "acpi" => self.acpi = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
             _ => return Ok(false),
         }
         Ok(true)
     }
     fn finish<__E: ::serde::de::Error>(self) -> ::core::result::Result<MachineInfo, __E> {
-        Ok(MachineInfo { name: ::qmpkit_qapi::__rt::missing(self.name, "name")?, alias: self.alias, is_default: self.is_default, cpu_max: ::qmpkit_qapi::__rt::missing(self.cpu_max, "cpu-max")?, hotpluggable_cpus: ::qmpkit_qapi::__rt::missing(self.hotpluggable_cpus, "hotpluggable-cpus")?, })
+        Ok(MachineInfo { name: ::qmpkit_qapi::__rt::missing(self.name, "name")?, alias: self.alias, is_default: self.is_default, cpu_max: ::qmpkit_qapi::__rt::missing(self.cpu_max, "cpu-max")?, hotpluggable_cpus: ::qmpkit_qapi::__rt::missing(self.hotpluggable_cpus, "hotpluggable-cpus")?, numa_mem_supported: self.numa_mem_supported, deprecated: self.deprecated, default_cpu_type: self.default_cpu_type, default_ram_id: self.default_ram_id, acpi: self.acpi, })
     }
 }
 
@@ -22987,6 +23076,10 @@ pub struct CpuDefinitionInfo {
     pub unavailable_features: ::core::option::Option<::std::vec::Vec<::std::string::String>>,
     /// QOM type of the model
     pub typename: ::std::string::String,
+    /// the versioned model this name stands for (since 4.1)
+    pub alias_of: ::core::option::Option<::std::string::String>,
+    /// the model will go away (since 7.1)
+    pub deprecated: ::core::option::Option<bool>,
 }
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for CpuDefinitionInfo {
@@ -22997,6 +23090,8 @@ impl ::qmpkit_qapi::Object for CpuDefinitionInfo {
         ::serde::ser::SerializeMap::serialize_entry(__m, "static", &self.r#static)?;
         if let ::core::option::Option::Some(__v) = &self.unavailable_features { ::serde::ser::SerializeMap::serialize_entry(__m, "unavailable-features", __v)?; }
         ::serde::ser::SerializeMap::serialize_entry(__m, "typename", &self.typename)?;
+        if let ::core::option::Option::Some(__v) = &self.alias_of { ::serde::ser::SerializeMap::serialize_entry(__m, "alias-of", __v)?; }
+        if let ::core::option::Option::Some(__v) = &self.deprecated { ::serde::ser::SerializeMap::serialize_entry(__m, "deprecated", __v)?; }
         Ok(())
     }
 }
@@ -23021,6 +23116,8 @@ pub struct __CpuDefinitionInfoBuilder {
     r#static: ::core::option::Option<bool>,
     unavailable_features: ::core::option::Option<::std::vec::Vec<::std::string::String>>,
     typename: ::core::option::Option<::std::string::String>,
+    alias_of: ::core::option::Option<::std::string::String>,
+    deprecated: ::core::option::Option<bool>,
 }
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Builder for __CpuDefinitionInfoBuilder {
@@ -23032,12 +23129,14 @@ impl ::qmpkit_qapi::Builder for __CpuDefinitionInfoBuilder {
             "static" => self.r#static = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
             "unavailable-features" => self.unavailable_features = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
             "typename" => self.typename = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
+            "alias-of" => self.alias_of = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
+            "deprecated" => self.deprecated = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
             _ => return Ok(false),
         }
         Ok(true)
     }
     fn finish<__E: ::serde::de::Error>(self) -> ::core::result::Result<CpuDefinitionInfo, __E> {
-        Ok(CpuDefinitionInfo { name: ::qmpkit_qapi::__rt::missing(self.name, "name")?, migration_safe: self.migration_safe, r#static: ::qmpkit_qapi::__rt::missing(self.r#static, "static")?, unavailable_features: self.unavailable_features, typename: ::qmpkit_qapi::__rt::missing(self.typename, "typename")?, })
+        Ok(CpuDefinitionInfo { name: ::qmpkit_qapi::__rt::missing(self.name, "name")?, migration_safe: self.migration_safe, r#static: ::qmpkit_qapi::__rt::missing(self.r#static, "static")?, unavailable_features: self.unavailable_features, typename: ::qmpkit_qapi::__rt::missing(self.typename, "typename")?, alias_of: self.alias_of, deprecated: self.deprecated, })
     }
 }
 
@@ -23431,6 +23530,207 @@ impl ::qmpkit_qapi::Builder for __CpuModelBaselineInfoBuilder {
     }
     fn finish<__E: ::serde::de::Error>(self) -> ::core::result::Result<CpuModelBaselineInfo, __E> {
         Ok(CpuModelBaselineInfo { model: ::qmpkit_qapi::__rt::missing(self.model, "model")?, })
+    }
+}
+
+/// QAPI struct `SevCapability`.
+///
+/// The host's parameters for AMD Secure Encrypted Virtualization.
+///
+/// **Since:** 2.12
+#[allow(deprecated)]
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct SevCapability {
+    /// the platform Diffie-Hellman key, base64
+    pub pdh: ::std::string::String,
+    /// the key's certificate chain, base64
+    pub cert_chain: ::std::string::String,
+    /// the unique id of CPU 0, base64
+    pub cpu0_id: ::std::string::String,
+    /// the C-bit's position in a page table entry
+    pub cbitpos: i64,
+    /// physical address bits lost when SEV is on
+    pub reduced_phys_bits: i64,
+}
+#[allow(deprecated)]
+impl ::qmpkit_qapi::Object for SevCapability {
+    type Builder = __SevCapabilityBuilder;
+    fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
+        ::serde::ser::SerializeMap::serialize_entry(__m, "pdh", &self.pdh)?;
+        ::serde::ser::SerializeMap::serialize_entry(__m, "cert-chain", &self.cert_chain)?;
+        ::serde::ser::SerializeMap::serialize_entry(__m, "cpu0-id", &self.cpu0_id)?;
+        ::serde::ser::SerializeMap::serialize_entry(__m, "cbitpos", &self.cbitpos)?;
+        ::serde::ser::SerializeMap::serialize_entry(__m, "reduced-phys-bits", &self.reduced_phys_bits)?;
+        Ok(())
+    }
+}
+#[allow(deprecated)]
+impl ::serde::Serialize for SevCapability {
+    fn serialize<__S: ::serde::Serializer>(&self, __s: __S) -> ::core::result::Result<__S::Ok, __S::Error> {
+        ::qmpkit_qapi::__rt::serialize_object(self, __s)
+    }
+}
+#[allow(deprecated)]
+impl<'de> ::serde::Deserialize<'de> for SevCapability {
+    fn deserialize<__D: ::serde::Deserializer<'de>>(__d: __D) -> ::core::result::Result<Self, __D::Error> {
+        ::qmpkit_qapi::__rt::deserialize_object(__d, "SevCapability")
+    }
+}
+#[doc(hidden)]
+#[allow(deprecated)]
+#[derive(Default)]
+pub struct __SevCapabilityBuilder {
+    pdh: ::core::option::Option<::std::string::String>,
+    cert_chain: ::core::option::Option<::std::string::String>,
+    cpu0_id: ::core::option::Option<::std::string::String>,
+    cbitpos: ::core::option::Option<i64>,
+    reduced_phys_bits: ::core::option::Option<i64>,
+}
+#[allow(deprecated)]
+impl ::qmpkit_qapi::Builder for __SevCapabilityBuilder {
+    type Out = SevCapability;
+    fn member<'de, __A: ::serde::de::MapAccess<'de>>(&mut self, __key: &str, __map: &mut __A) -> ::core::result::Result<bool, __A::Error> {
+        match __key {
+            "pdh" => self.pdh = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
+            "cert-chain" => self.cert_chain = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
+            "cpu0-id" => self.cpu0_id = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
+            "cbitpos" => self.cbitpos = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
+            "reduced-phys-bits" => self.reduced_phys_bits = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+    fn finish<__E: ::serde::de::Error>(self) -> ::core::result::Result<SevCapability, __E> {
+        Ok(SevCapability { pdh: ::qmpkit_qapi::__rt::missing(self.pdh, "pdh")?, cert_chain: ::qmpkit_qapi::__rt::missing(self.cert_chain, "cert-chain")?, cpu0_id: ::qmpkit_qapi::__rt::missing(self.cpu0_id, "cpu0-id")?, cbitpos: ::qmpkit_qapi::__rt::missing(self.cbitpos, "cbitpos")?, reduced_phys_bits: ::qmpkit_qapi::__rt::missing(self.reduced_phys_bits, "reduced-phys-bits")?, })
+    }
+}
+
+/// QAPI struct `SGXEPCSection`.
+///
+/// One section of SGX enclave page cache.
+///
+/// **Since:** 7.0
+#[allow(deprecated)]
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct SGXEPCSection {
+    /// its NUMA node
+    pub node: i64,
+    /// its size in bytes
+    pub size: u64,
+}
+#[allow(deprecated)]
+impl ::qmpkit_qapi::Object for SGXEPCSection {
+    type Builder = __SGXEPCSectionBuilder;
+    fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
+        ::serde::ser::SerializeMap::serialize_entry(__m, "node", &self.node)?;
+        ::serde::ser::SerializeMap::serialize_entry(__m, "size", &self.size)?;
+        Ok(())
+    }
+}
+#[allow(deprecated)]
+impl ::serde::Serialize for SGXEPCSection {
+    fn serialize<__S: ::serde::Serializer>(&self, __s: __S) -> ::core::result::Result<__S::Ok, __S::Error> {
+        ::qmpkit_qapi::__rt::serialize_object(self, __s)
+    }
+}
+#[allow(deprecated)]
+impl<'de> ::serde::Deserialize<'de> for SGXEPCSection {
+    fn deserialize<__D: ::serde::Deserializer<'de>>(__d: __D) -> ::core::result::Result<Self, __D::Error> {
+        ::qmpkit_qapi::__rt::deserialize_object(__d, "SGXEPCSection")
+    }
+}
+#[doc(hidden)]
+#[allow(deprecated)]
+#[derive(Default)]
+pub struct __SGXEPCSectionBuilder {
+    node: ::core::option::Option<i64>,
+    size: ::core::option::Option<u64>,
+}
+#[allow(deprecated)]
+impl ::qmpkit_qapi::Builder for __SGXEPCSectionBuilder {
+    type Out = SGXEPCSection;
+    fn member<'de, __A: ::serde::de::MapAccess<'de>>(&mut self, __key: &str, __map: &mut __A) -> ::core::result::Result<bool, __A::Error> {
+        match __key {
+            "node" => self.node = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
+            "size" => self.size = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+    fn finish<__E: ::serde::de::Error>(self) -> ::core::result::Result<SGXEPCSection, __E> {
+        Ok(SGXEPCSection { node: ::qmpkit_qapi::__rt::missing(self.node, "node")?, size: ::qmpkit_qapi::__rt::missing(self.size, "size")?, })
+    }
+}
+
+/// QAPI struct `SGXInfo`.
+///
+/// What Intel Software Guard Extensions offer.
+///
+/// **Since:** 6.2
+#[allow(deprecated)]
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct SGXInfo {
+    /// SGX is supported
+    pub sgx: bool,
+    /// SGX1 is supported
+    pub sgx1: bool,
+    /// SGX2 is supported
+    pub sgx2: bool,
+    /// flexible launch control is supported
+    pub flc: bool,
+    /// the enclave page cache sections
+    pub sections: ::std::vec::Vec<SGXEPCSection>,
+}
+#[allow(deprecated)]
+impl ::qmpkit_qapi::Object for SGXInfo {
+    type Builder = __SGXInfoBuilder;
+    fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
+        ::serde::ser::SerializeMap::serialize_entry(__m, "sgx", &self.sgx)?;
+        ::serde::ser::SerializeMap::serialize_entry(__m, "sgx1", &self.sgx1)?;
+        ::serde::ser::SerializeMap::serialize_entry(__m, "sgx2", &self.sgx2)?;
+        ::serde::ser::SerializeMap::serialize_entry(__m, "flc", &self.flc)?;
+        ::serde::ser::SerializeMap::serialize_entry(__m, "sections", &self.sections)?;
+        Ok(())
+    }
+}
+#[allow(deprecated)]
+impl ::serde::Serialize for SGXInfo {
+    fn serialize<__S: ::serde::Serializer>(&self, __s: __S) -> ::core::result::Result<__S::Ok, __S::Error> {
+        ::qmpkit_qapi::__rt::serialize_object(self, __s)
+    }
+}
+#[allow(deprecated)]
+impl<'de> ::serde::Deserialize<'de> for SGXInfo {
+    fn deserialize<__D: ::serde::Deserializer<'de>>(__d: __D) -> ::core::result::Result<Self, __D::Error> {
+        ::qmpkit_qapi::__rt::deserialize_object(__d, "SGXInfo")
+    }
+}
+#[doc(hidden)]
+#[allow(deprecated)]
+#[derive(Default)]
+pub struct __SGXInfoBuilder {
+    sgx: ::core::option::Option<bool>,
+    sgx1: ::core::option::Option<bool>,
+    sgx2: ::core::option::Option<bool>,
+    flc: ::core::option::Option<bool>,
+    sections: ::core::option::Option<::std::vec::Vec<SGXEPCSection>>,
+}
+#[allow(deprecated)]
+impl ::qmpkit_qapi::Builder for __SGXInfoBuilder {
+    type Out = SGXInfo;
+    fn member<'de, __A: ::serde::de::MapAccess<'de>>(&mut self, __key: &str, __map: &mut __A) -> ::core::result::Result<bool, __A::Error> {
+        match __key {
+            "sgx" => self.sgx = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
+            "sgx1" => self.sgx1 = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
+            "sgx2" => self.sgx2 = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
+            "flc" => self.flc = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
+            "sections" => self.sections = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+    fn finish<__E: ::serde::de::Error>(self) -> ::core::result::Result<SGXInfo, __E> {
+        Ok(SGXInfo { sgx: ::qmpkit_qapi::__rt::missing(self.sgx, "sgx")?, sgx1: ::qmpkit_qapi::__rt::missing(self.sgx1, "sgx1")?, sgx2: ::qmpkit_qapi::__rt::missing(self.sgx2, "sgx2")?, flc: ::qmpkit_qapi::__rt::missing(self.flc, "flc")?, sections: ::qmpkit_qapi::__rt::missing(self.sections, "sections")?, })
     }
 }
 
@@ -33449,6 +33749,67 @@ impl ::qmpkit_qapi::Command for DeviceListProperties {
     type Returns = ::std::vec::Vec<DevicePropertyInfo>;
 }
 
+/// Command `qom-list-properties`: its arguments.
+///
+/// List the properties of any QOM type (of an abstract one, those its
+/// class declares).
+///
+/// **Since:** 2.12
+#[allow(deprecated)]
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct QomListProperties {
+    /// the type
+    pub typename: ::std::string::String,
+}
+#[allow(deprecated)]
+impl ::qmpkit_qapi::Object for QomListProperties {
+    type Builder = __QomListPropertiesBuilder;
+    fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
+        ::serde::ser::SerializeMap::serialize_entry(__m, "typename", &self.typename)?;
+        Ok(())
+    }
+}
+#[allow(deprecated)]
+impl ::serde::Serialize for QomListProperties {
+    fn serialize<__S: ::serde::Serializer>(&self, __s: __S) -> ::core::result::Result<__S::Ok, __S::Error> {
+        ::qmpkit_qapi::__rt::serialize_object(self, __s)
+    }
+}
+#[allow(deprecated)]
+impl<'de> ::serde::Deserialize<'de> for QomListProperties {
+    fn deserialize<__D: ::serde::Deserializer<'de>>(__d: __D) -> ::core::result::Result<Self, __D::Error> {
+        ::qmpkit_qapi::__rt::deserialize_object(__d, "QomListProperties")
+    }
+}
+#[doc(hidden)]
+#[allow(deprecated)]
+#[derive(Default)]
+pub struct __QomListPropertiesBuilder {
+    typename: ::core::option::Option<::std::string::String>,
+}
+#[allow(deprecated)]
+impl ::qmpkit_qapi::Builder for __QomListPropertiesBuilder {
+    type Out = QomListProperties;
+    fn member<'de, __A: ::serde::de::MapAccess<'de>>(&mut self, __key: &str, __map: &mut __A) -> ::core::result::Result<bool, __A::Error> {
+        match __key {
+            "typename" => self.typename = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+    fn finish<__E: ::serde::de::Error>(self) -> ::core::result::Result<QomListProperties, __E> {
+        Ok(QomListProperties { typename: ::qmpkit_qapi::__rt::missing(self.typename, "typename")?, })
+    }
+}
+
+#[allow(deprecated)]
+impl ::qmpkit_qapi::Command for QomListProperties {
+    const NAME: &'static str = "qom-list-properties";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Returns = ::std::vec::Vec<ObjectPropertyInfo>;
+}
+
 /// Command `xen-set-global-dirty-log`: its arguments.
 ///
 /// Turn dirty memory logging on or off for Xen.
@@ -34452,6 +34813,112 @@ impl ::qmpkit_qapi::Command for QueryCpuModelBaseline {
     const ALLOW_OOB: bool = false;
     const SUCCESS_RESPONSE: bool = true;
     type Returns = CpuModelBaselineInfo;
+}
+
+/// Command `query-sev-capabilities`: its arguments.
+///
+/// Report the host's SEV parameters (an error where the host has no SEV).
+///
+/// **Since:** 2.12
+#[allow(deprecated)]
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct QuerySevCapabilities {
+}
+#[allow(deprecated)]
+impl ::qmpkit_qapi::Object for QuerySevCapabilities {
+    type Builder = __QuerySevCapabilitiesBuilder;
+    fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
+        Ok(())
+    }
+}
+#[allow(deprecated)]
+impl ::serde::Serialize for QuerySevCapabilities {
+    fn serialize<__S: ::serde::Serializer>(&self, __s: __S) -> ::core::result::Result<__S::Ok, __S::Error> {
+        ::qmpkit_qapi::__rt::serialize_object(self, __s)
+    }
+}
+#[allow(deprecated)]
+impl<'de> ::serde::Deserialize<'de> for QuerySevCapabilities {
+    fn deserialize<__D: ::serde::Deserializer<'de>>(__d: __D) -> ::core::result::Result<Self, __D::Error> {
+        ::qmpkit_qapi::__rt::deserialize_object(__d, "QuerySevCapabilities")
+    }
+}
+#[doc(hidden)]
+#[allow(deprecated)]
+#[derive(Default)]
+pub struct __QuerySevCapabilitiesBuilder {
+}
+#[allow(deprecated)]
+impl ::qmpkit_qapi::Builder for __QuerySevCapabilitiesBuilder {
+    type Out = QuerySevCapabilities;
+    fn member<'de, __A: ::serde::de::MapAccess<'de>>(&mut self, __key: &str, __map: &mut __A) -> ::core::result::Result<bool, __A::Error> {
+        let _ = (__key, __map);
+        Ok(false)
+    }
+    fn finish<__E: ::serde::de::Error>(self) -> ::core::result::Result<QuerySevCapabilities, __E> {
+        Ok(QuerySevCapabilities { })
+    }
+}
+
+#[allow(deprecated)]
+impl ::qmpkit_qapi::Command for QuerySevCapabilities {
+    const NAME: &'static str = "query-sev-capabilities";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Returns = SevCapability;
+}
+
+/// Command `query-sgx-capabilities`: its arguments.
+///
+/// Report the host's SGX capabilities (an error where the host has none).
+///
+/// **Since:** 6.2
+#[allow(deprecated)]
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct QuerySgxCapabilities {
+}
+#[allow(deprecated)]
+impl ::qmpkit_qapi::Object for QuerySgxCapabilities {
+    type Builder = __QuerySgxCapabilitiesBuilder;
+    fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
+        Ok(())
+    }
+}
+#[allow(deprecated)]
+impl ::serde::Serialize for QuerySgxCapabilities {
+    fn serialize<__S: ::serde::Serializer>(&self, __s: __S) -> ::core::result::Result<__S::Ok, __S::Error> {
+        ::qmpkit_qapi::__rt::serialize_object(self, __s)
+    }
+}
+#[allow(deprecated)]
+impl<'de> ::serde::Deserialize<'de> for QuerySgxCapabilities {
+    fn deserialize<__D: ::serde::Deserializer<'de>>(__d: __D) -> ::core::result::Result<Self, __D::Error> {
+        ::qmpkit_qapi::__rt::deserialize_object(__d, "QuerySgxCapabilities")
+    }
+}
+#[doc(hidden)]
+#[allow(deprecated)]
+#[derive(Default)]
+pub struct __QuerySgxCapabilitiesBuilder {
+}
+#[allow(deprecated)]
+impl ::qmpkit_qapi::Builder for __QuerySgxCapabilitiesBuilder {
+    type Out = QuerySgxCapabilities;
+    fn member<'de, __A: ::serde::de::MapAccess<'de>>(&mut self, __key: &str, __map: &mut __A) -> ::core::result::Result<bool, __A::Error> {
+        let _ = (__key, __map);
+        Ok(false)
+    }
+    fn finish<__E: ::serde::de::Error>(self) -> ::core::result::Result<QuerySgxCapabilities, __E> {
+        Ok(QuerySgxCapabilities { })
+    }
+}
+
+#[allow(deprecated)]
+impl ::qmpkit_qapi::Command for QuerySgxCapabilities {
+    const NAME: &'static str = "query-sgx-capabilities";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Returns = SGXInfo;
 }
 
 /// Command `add-fd`: its arguments.
@@ -39560,6 +40027,11 @@ pub trait Commands<C: Send + 'static = ()>: Send + Sync + 'static {
         let _ = (args, ctx);
         async { Err(::qmpkit_qapi::server::CommandError::not_implemented("device-list-properties")) }
     }
+    /// `qom-list-properties`: see [`QomListProperties`].
+    fn qom_list_properties(&self, args: QomListProperties, ctx: C) -> impl ::core::future::Future<Output = ::qmpkit_qapi::server::Reply<::std::vec::Vec<ObjectPropertyInfo>>> + Send {
+        let _ = (args, ctx);
+        async { Err(::qmpkit_qapi::server::CommandError::not_implemented("qom-list-properties")) }
+    }
     /// `xen-set-global-dirty-log`: see [`XenSetGlobalDirtyLog`].
     fn xen_set_global_dirty_log(&self, args: XenSetGlobalDirtyLog, ctx: C) -> impl ::core::future::Future<Output = ::qmpkit_qapi::server::Reply<::qmpkit_qapi::Empty>> + Send {
         let _ = (args, ctx);
@@ -39644,6 +40116,16 @@ pub trait Commands<C: Send + 'static = ()>: Send + Sync + 'static {
     fn query_cpu_model_baseline(&self, args: QueryCpuModelBaseline, ctx: C) -> impl ::core::future::Future<Output = ::qmpkit_qapi::server::Reply<CpuModelBaselineInfo>> + Send {
         let _ = (args, ctx);
         async { Err(::qmpkit_qapi::server::CommandError::not_implemented("query-cpu-model-baseline")) }
+    }
+    /// `query-sev-capabilities`: see [`QuerySevCapabilities`].
+    fn query_sev_capabilities(&self, args: QuerySevCapabilities, ctx: C) -> impl ::core::future::Future<Output = ::qmpkit_qapi::server::Reply<SevCapability>> + Send {
+        let _ = (args, ctx);
+        async { Err(::qmpkit_qapi::server::CommandError::not_implemented("query-sev-capabilities")) }
+    }
+    /// `query-sgx-capabilities`: see [`QuerySgxCapabilities`].
+    fn query_sgx_capabilities(&self, args: QuerySgxCapabilities, ctx: C) -> impl ::core::future::Future<Output = ::qmpkit_qapi::server::Reply<SGXInfo>> + Send {
+        let _ = (args, ctx);
+        async { Err(::qmpkit_qapi::server::CommandError::not_implemented("query-sgx-capabilities")) }
     }
     /// `add-fd`: see [`AddFd`].
     fn add_fd(&self, args: AddFd, ctx: C) -> impl ::core::future::Future<Output = ::qmpkit_qapi::server::Reply<AddfdInfo>> + Send {
@@ -39932,6 +40414,7 @@ pub fn register_commands<S: Commands<C>, C: Send + 'static, R: ::qmpkit_qapi::se
     r.command::<Change>(|s, a, c| ::std::boxed::Box::pin(async move { s.change(a, c).await }));
     r.command::<QomListTypes>(|s, a, c| ::std::boxed::Box::pin(async move { s.qom_list_types(a, c).await }));
     r.command::<DeviceListProperties>(|s, a, c| ::std::boxed::Box::pin(async move { s.device_list_properties(a, c).await }));
+    r.command::<QomListProperties>(|s, a, c| ::std::boxed::Box::pin(async move { s.qom_list_properties(a, c).await }));
     r.command::<XenSetGlobalDirtyLog>(|s, a, c| ::std::boxed::Box::pin(async move { s.xen_set_global_dirty_log(a, c).await }));
     r.command::<DeviceAdd>(|s, a, c| ::std::boxed::Box::pin(async move { s.device_add(a, c).await }));
     r.command::<DeviceDel>(|s, a, c| ::std::boxed::Box::pin(async move { s.device_del(a, c).await }));
@@ -39949,6 +40432,8 @@ pub fn register_commands<S: Commands<C>, C: Send + 'static, R: ::qmpkit_qapi::se
     r.command::<QueryCpuModelExpansion>(|s, a, c| ::std::boxed::Box::pin(async move { s.query_cpu_model_expansion(a, c).await }));
     r.command::<QueryCpuModelComparison>(|s, a, c| ::std::boxed::Box::pin(async move { s.query_cpu_model_comparison(a, c).await }));
     r.command::<QueryCpuModelBaseline>(|s, a, c| ::std::boxed::Box::pin(async move { s.query_cpu_model_baseline(a, c).await }));
+    r.command::<QuerySevCapabilities>(|s, a, c| ::std::boxed::Box::pin(async move { s.query_sev_capabilities(a, c).await }));
+    r.command::<QuerySgxCapabilities>(|s, a, c| ::std::boxed::Box::pin(async move { s.query_sgx_capabilities(a, c).await }));
     r.command::<AddFd>(|s, a, c| ::std::boxed::Box::pin(async move { s.add_fd(a, c).await }));
     r.command::<RemoveFd>(|s, a, c| ::std::boxed::Box::pin(async move { s.remove_fd(a, c).await }));
     r.command::<QueryFdsets>(|s, a, c| ::std::boxed::Box::pin(async move { s.query_fdsets(a, c).await }));
@@ -40674,6 +41159,11 @@ pub trait Handlers {
         let _ = (args, cx);
         Err(::qmpkit_qapi::server::CommandError::not_implemented("device-list-properties"))
     }
+    /// `qom-list-properties`: see [`QomListProperties`].
+    fn qom_list_properties(&mut self, args: QomListProperties, cx: &mut Self::Cx) -> ::qmpkit_qapi::server::Reply<::std::vec::Vec<ObjectPropertyInfo>> {
+        let _ = (args, cx);
+        Err(::qmpkit_qapi::server::CommandError::not_implemented("qom-list-properties"))
+    }
     /// `xen-set-global-dirty-log`: see [`XenSetGlobalDirtyLog`].
     fn xen_set_global_dirty_log(&mut self, args: XenSetGlobalDirtyLog, cx: &mut Self::Cx) -> ::qmpkit_qapi::server::Reply<::qmpkit_qapi::Empty> {
         let _ = (args, cx);
@@ -40758,6 +41248,16 @@ pub trait Handlers {
     fn query_cpu_model_baseline(&mut self, args: QueryCpuModelBaseline, cx: &mut Self::Cx) -> ::qmpkit_qapi::server::Reply<CpuModelBaselineInfo> {
         let _ = (args, cx);
         Err(::qmpkit_qapi::server::CommandError::not_implemented("query-cpu-model-baseline"))
+    }
+    /// `query-sev-capabilities`: see [`QuerySevCapabilities`].
+    fn query_sev_capabilities(&mut self, args: QuerySevCapabilities, cx: &mut Self::Cx) -> ::qmpkit_qapi::server::Reply<SevCapability> {
+        let _ = (args, cx);
+        Err(::qmpkit_qapi::server::CommandError::not_implemented("query-sev-capabilities"))
+    }
+    /// `query-sgx-capabilities`: see [`QuerySgxCapabilities`].
+    fn query_sgx_capabilities(&mut self, args: QuerySgxCapabilities, cx: &mut Self::Cx) -> ::qmpkit_qapi::server::Reply<SGXInfo> {
+        let _ = (args, cx);
+        Err(::qmpkit_qapi::server::CommandError::not_implemented("query-sgx-capabilities"))
     }
     /// `add-fd`: see [`AddFd`].
     fn add_fd(&mut self, args: AddFd, cx: &mut Self::Cx) -> ::qmpkit_qapi::server::Reply<AddfdInfo> {
@@ -41049,6 +41549,7 @@ pub fn dispatch<H: Handlers + ?::core::marker::Sized>(h: &mut H, name: &str, arg
         "change" => ::qmpkit_qapi::server::call::<Change>(args, |a| h.change(a, cx)),
         "qom-list-types" => ::qmpkit_qapi::server::call::<QomListTypes>(args, |a| h.qom_list_types(a, cx)),
         "device-list-properties" => ::qmpkit_qapi::server::call::<DeviceListProperties>(args, |a| h.device_list_properties(a, cx)),
+        "qom-list-properties" => ::qmpkit_qapi::server::call::<QomListProperties>(args, |a| h.qom_list_properties(a, cx)),
         "xen-set-global-dirty-log" => ::qmpkit_qapi::server::call::<XenSetGlobalDirtyLog>(args, |a| h.xen_set_global_dirty_log(a, cx)),
         "device_add" => ::qmpkit_qapi::server::call::<DeviceAdd>(args, |a| h.device_add(a, cx)),
         "device_del" => ::qmpkit_qapi::server::call::<DeviceDel>(args, |a| h.device_del(a, cx)),
@@ -41066,6 +41567,8 @@ pub fn dispatch<H: Handlers + ?::core::marker::Sized>(h: &mut H, name: &str, arg
         "query-cpu-model-expansion" => ::qmpkit_qapi::server::call::<QueryCpuModelExpansion>(args, |a| h.query_cpu_model_expansion(a, cx)),
         "query-cpu-model-comparison" => ::qmpkit_qapi::server::call::<QueryCpuModelComparison>(args, |a| h.query_cpu_model_comparison(a, cx)),
         "query-cpu-model-baseline" => ::qmpkit_qapi::server::call::<QueryCpuModelBaseline>(args, |a| h.query_cpu_model_baseline(a, cx)),
+        "query-sev-capabilities" => ::qmpkit_qapi::server::call::<QuerySevCapabilities>(args, |a| h.query_sev_capabilities(a, cx)),
+        "query-sgx-capabilities" => ::qmpkit_qapi::server::call::<QuerySgxCapabilities>(args, |a| h.query_sgx_capabilities(a, cx)),
         "add-fd" => ::qmpkit_qapi::server::call::<AddFd>(args, |a| h.add_fd(a, cx)),
         "remove-fd" => ::qmpkit_qapi::server::call::<RemoveFd>(args, |a| h.remove_fd(a, cx)),
         "query-fdsets" => ::qmpkit_qapi::server::call::<QueryFdsets>(args, |a| h.query_fdsets(a, cx)),

@@ -46,6 +46,16 @@ pub struct Compat {
     /// Every switchover passes through migration status `device` (before: only when it
     /// paused in `pre-switchover`).
     pub migration_device_state_always: bool,
+    /// 10.0: what the binary describes (QOM types and properties, machine types, CPU models
+    /// and their expansion, command-line options, migration capabilities, TPM lists) comes
+    /// from the catalogue of QEMU 10.0.2's x86_64 build ([`crate::catalog`]).
+    pub catalog_10_0: bool,
+    /// 4.1: `query-machines` says whether each type is deprecated and takes memory per NUMA
+    /// node (no type of the 2.12-generation tables is, or does).
+    pub machine_info_4_1: bool,
+    /// 7.1: `query-cpu-definitions` says whether each model is deprecated (none of the
+    /// 2.12-generation tables is).
+    pub cpu_deprecated_7_1: bool,
 }
 
 impl Compat {
@@ -69,6 +79,9 @@ impl Compat {
             refuse_repeated_unplug: at(6, 2),
             migrate_uri_words_8_2: at(8, 2),
             migration_device_state_always: at(9, 0),
+            catalog_10_0: at(10, 0),
+            machine_info_4_1: at(4, 1),
+            cpu_deprecated_7_1: at(7, 1),
         }
     }
 }

@@ -235,6 +235,11 @@ pub fn machines() -> Vec<api::MachineInfo> {
             is_default: default.then_some(true),
             cpu_max: crate::config::machine_type_info(name).map_or(255, |(_, max)| max.into()),
             hotpluggable_cpus: name != "none",
+            numa_mem_supported: None,
+            deprecated: None,
+            default_cpu_type: None,
+            default_ram_id: None,
+            acpi: None,
         })
         .collect()
 }
@@ -283,6 +288,8 @@ pub fn cpu_definitions() -> Vec<api::CpuDefinitionInfo> {
             r#static: *n == "base",
             unavailable_features: Some(Vec::new()),
             typename: format!("{n}-x86_64-cpu"),
+            alias_of: None,
+            deprecated: None,
         })
         .collect()
 }

@@ -158,10 +158,20 @@ impl MigrationState {
             32 << 20
         };
         MigrationState {
-            caps: MigrationCapability::NAMES
-                .iter()
-                .map(|n| (MigrationCapability::from_name(n), false))
-                .collect(),
+            caps: if crate::compat::Compat::of(major, minor).catalog_10_0 {
+                // The capabilities of the interface the catalogue describes, in its order.
+                crate::catalog::x86_64_10_0()
+                    .migrate_capabilities()
+                    .into_iter()
+                    .map(|c| (c.capability, c.state))
+                    .collect()
+            } else {
+                MigrationCapability::NAMES
+                    .iter()
+                    .take(13) // QEMU 2.12's; the others came later
+                    .map(|n| (MigrationCapability::from_name(n), false))
+                    .collect()
+            },
             params: api::MigrationParameters {
                 compress_level: Some(1),
                 compress_threads: Some(8),

@@ -664,20 +664,26 @@ fn device_property(p: &PropDef) -> api::DevicePropertyInfo {
         name: p.name.into(),
         r#type: p.ty.into(),
         description: p.desc.map(Into::into),
+        default_value: None,
     }
 }
 
-/// `qom-list-properties` (QEMU 2.12 and later; not in the machine's own schema): the
-/// properties of any type, `type` first.
-pub fn type_properties(name: &str) -> Result<Vec<api::DevicePropertyInfo>, QmpError> {
+/// `qom-list-properties` (QEMU 2.12 and later): the properties of any type, `type` first.
+pub fn type_properties(name: &str) -> Result<Vec<api::ObjectPropertyInfo>, QmpError> {
     if types::find(name).is_none() {
         return Err(class_not_found(name));
     }
-    let mut out = vec![api::DevicePropertyInfo {
+    let mut out = vec![api::ObjectPropertyInfo {
         name: "type".into(),
         r#type: "string".into(),
         description: None,
+        default_value: None,
     }];
-    out.extend(types::all_props(name).map(device_property));
+    out.extend(types::all_props(name).map(|p| api::ObjectPropertyInfo {
+        name: p.name.into(),
+        r#type: p.ty.into(),
+        description: p.desc.map(Into::into),
+        default_value: None,
+    }));
     Ok(out)
 }

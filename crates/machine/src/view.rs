@@ -97,16 +97,6 @@ pub struct Gap {
 /// Every gap the machine has, on any interface it serves.
 pub const GAPS: &[Gap] = &[
     Gap {
-        item: "query-cpu-definitions",
-        path: "/*/deprecated",
-        why: "false: no CPU model of the machine is deprecated",
-    },
-    Gap {
-        item: "query-machines",
-        path: "/*/deprecated",
-        why: "false: no machine type of the machine is deprecated",
-    },
-    Gap {
         item: "query-cpu-model-expansion",
         path: "/deprecated-props",
         why: "[]: no CPU property of the machine's models is deprecated",
@@ -145,11 +135,6 @@ pub const GAPS: &[Gap] = &[
         item: "query-iothreads",
         path: "/*/aio-max-batch",
         why: "0: QEMU's default batch size (the machine does no I/O batching)",
-    },
-    Gap {
-        item: "query-machines",
-        path: "/*/numa-mem-supported",
-        why: "false: pc machine types of 2.12 and later take no memory per NUMA node",
     },
     Gap {
         item: "query-memdev",

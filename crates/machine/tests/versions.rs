@@ -260,6 +260,7 @@ fn call_args(cmd: &str, tmp: &str) -> Option<Value> {
         "closefd" => json!({"fdname": "fd0"}),
         "cpu-add" => json!({"id": 2}),
         "device-list-properties" => json!({"typename": "e1000"}),
+        "qom-list-properties" => json!({"typename": "e1000"}),
         "device_add" => json!({"driver": "e1000", "id": "nic9"}),
         "device_del" => json!({"id": "nic1"}),
         "dump-guest-memory" => {
@@ -346,6 +347,9 @@ const ERRORS: &[(&str, &str)] = &[
     ("job-dismiss", "Job not found"),
     ("job-finalize", "Job not found"),
     ("nbd-server-stop", "NBD server not running"),
+    // The host has neither (QEMU 10.0.2's words; the default machine uses KVM).
+    ("query-sev-capabilities", "SEV is not enabled in KVM"),
+    ("query-sgx-capabilities", "Could not open '/dev/sgx_vepc': No such file or directory"),
     ("nbd-server-add", "NBD server not running"),
     // The default machine's disks are simulated (their files do not exist); no node
     // `null9` exists.

@@ -195,8 +195,6 @@ struct Unit {
     schema_reply: Option<&'static [u8]>,
     unhandled: Unhandled,
     test_control: bool,
-    /// An emulator's recorded probe answers, and whether KVM is in use.
-    probe: Option<(bool, Arc<Vec<qmpkit_machine::modern::probe::Entry>>)>,
 }
 
 impl Unit {
@@ -223,16 +221,6 @@ impl Unit {
             schema_reply,
             unhandled: o.unhandled(),
             test_control: o.test_control,
-            probe: o
-                .emulator
-                .as_ref()
-                .filter(|_| o.storage_daemon.is_none())
-                .map(|_| {
-                    (
-                        o.config.kvm,
-                        Arc::new(qmpkit_machine::modern::probe::entries()),
-                    )
-                }),
         }
     }
 
@@ -253,9 +241,6 @@ impl Unit {
         let mut reg = Registry::new();
         self.handle
             .register_with(&mut reg, &self.schema, self.unhandled, self.test_control);
-        if let Some((kvm, entries)) = &self.probe {
-            super::emulate::register_probe(&mut reg, *kvm, entries);
-        }
         let server = new_server(
             &self.schema,
             reg,

@@ -6,6 +6,7 @@ use serde_json::Value;
 
 use super::R;
 use crate::api;
+use crate::catalog;
 use crate::identity;
 use crate::{generic, Cx, Machine};
 
@@ -48,27 +49,54 @@ pub fn query_target(_: &mut Machine, _: api::QueryTarget, _: &mut Cx) -> R<api::
 }
 
 pub fn query_machines(
-    _: &mut Machine,
+    m: &mut Machine,
     _: api::QueryMachines,
     _: &mut Cx,
 ) -> R<Vec<api::MachineInfo>> {
-    Ok(identity::machines())
+    Ok(match catalog::of(m) {
+        Some(c) => c.machines(),
+        None => {
+            let newer = m.compat().machine_info_4_1.then_some(false);
+            let mut list = identity::machines();
+            for t in &mut list {
+                t.deprecated = newer;
+                t.numa_mem_supported = newer;
+            }
+            list
+        }
+    })
 }
 
 pub fn query_cpu_definitions(
-    _: &mut Machine,
+    m: &mut Machine,
     _: api::QueryCpuDefinitions,
     _: &mut Cx,
 ) -> R<Vec<api::CpuDefinitionInfo>> {
-    Ok(identity::cpu_definitions())
+    Ok(match catalog::of(m) {
+        Some(c) => c.cpus().definitions(m.config.kvm),
+        None => {
+            let newer = m.compat().cpu_deprecated_7_1.then_some(false);
+            let mut list = identity::cpu_definitions();
+            for d in &mut list {
+                d.deprecated = newer;
+            }
+            list
+        }
+    })
 }
 
 pub fn query_cpu_model_expansion(
-    _: &mut Machine,
+    m: &mut Machine,
     a: api::QueryCpuModelExpansion,
     _: &mut Cx,
 ) -> R<api::CpuModelExpansionInfo> {
-    let model = identity::cpu_model_expansion(&a.r#type, &a.model)?;
+    let model = match catalog::of(m) {
+        Some(c) => {
+            let full = a.r#type == api::CpuModelExpansionType::Full;
+            c.cpus().expand(c.qom(), m.config.kvm, full, &a.model)?
+        }
+        None => identity::cpu_model_expansion(&a.r#type, &a.model)?,
+    };
     Ok(api::CpuModelExpansionInfo { model })
 }
 
@@ -92,16 +120,37 @@ pub fn query_cpu_model_baseline(
     Err(not_supported())
 }
 
+/// `query-sev-capabilities`: the host has no SEV (QEMU 10.0.2's words, with and without KVM).
+pub fn query_sev_capabilities(
+    m: &mut Machine,
+    _: api::QuerySevCapabilities,
+    _: &mut Cx,
+) -> R<api::SevCapability> {
+    Err(catalog::x86_64_10_0().sev_capabilities(m.config.kvm))
+}
+
+/// `query-sgx-capabilities`: the host has no SGX.
+pub fn query_sgx_capabilities(
+    m: &mut Machine,
+    _: api::QuerySgxCapabilities,
+    _: &mut Cx,
+) -> R<api::SGXInfo> {
+    Err(catalog::x86_64_10_0().sgx_capabilities(m.config.kvm))
+}
+
 pub fn query_events(_: &mut Machine, _: api::QueryEvents, _: &mut Cx) -> R<Vec<api::EventInfo>> {
     Ok(own_events())
 }
 
 pub fn query_command_line_options(
-    _: &mut Machine,
+    m: &mut Machine,
     a: api::QueryCommandLineOptions,
     _: &mut Cx,
 ) -> R<Vec<api::CommandLineOptionInfo>> {
-    identity::command_line_options(a.option.as_deref())
+    match catalog::of(m) {
+        Some(c) => c.command_line_options(a.option.as_deref()),
+        None => identity::command_line_options(a.option.as_deref()),
+    }
 }
 
 pub fn query_cpus(m: &mut Machine, _: api::QueryCpus, _: &mut Cx) -> R<Vec<api::CpuInfo>> {
@@ -176,11 +225,17 @@ pub fn query_tpm_models(
     _: api::QueryTpmModels,
     _: &mut Cx,
 ) -> R<Vec<api::TpmModel>> {
-    Ok(served_enum_values(m, "TpmModel", identity::TPM_MODELS))
+    Ok(match catalog::of(m) {
+        Some(c) => c.tpm_models(),
+        None => served_enum_values(m, "TpmModel", identity::TPM_MODELS),
+    })
 }
 
 pub fn query_tpm_types(m: &mut Machine, _: api::QueryTpmTypes, _: &mut Cx) -> R<Vec<api::TpmType>> {
-    Ok(served_enum_values(m, "TpmType", identity::TPM_TYPES))
+    Ok(match catalog::of(m) {
+        Some(c) => c.tpm_types(),
+        None => served_enum_values(m, "TpmType", identity::TPM_TYPES),
+    })
 }
 
 pub fn query_acpi_ospm_status(
@@ -235,7 +290,8 @@ pub fn served_reply_members(m: &Machine, cmd: &str, v: &mut Value) {
                 .and_then(Value::as_str)
                 .map(identity::machine_type_has_acpi);
             if let (Some(acpi), Value::Object(o)) = (acpi, info) {
-                o.insert("acpi".into(), Value::Bool(acpi));
+                // (A catalogue's machine types say it themselves.)
+                o.entry("acpi").or_insert(Value::Bool(acpi));
             }
         }
     }

@@ -1,5 +1,6 @@
-//! QOM commands: qom-list, qom-get, qom-set, qom-list-types, device-list-properties, and
-//! qom-list-properties (served only under newer schemas than the machine's own).
+//! QOM commands: qom-list, qom-get, qom-set, qom-list-types, device-list-properties,
+//! qom-list-properties. The type listings come from the catalogue of the binary the machine
+//! claims to be, where there is one (see [`crate::catalog`]), else from the QOM registry.
 
 use super::R;
 use crate::qom;
@@ -10,7 +11,12 @@ pub fn qom_list(m: &mut Machine, a: api::QomList, _: &mut Cx) -> R<Vec<api::Obje
     let id = qom::resolve_listed(&m.qom.tree, &a.path)?;
     Ok(qom::list_props(&m.qom.tree, id)
         .into_iter()
-        .map(|(name, ty)| api::ObjectPropertyInfo { name, r#type: ty })
+        .map(|(name, ty)| api::ObjectPropertyInfo {
+            name,
+            r#type: ty,
+            description: None,
+            default_value: None,
+        })
         .collect())
 }
 
@@ -19,6 +25,9 @@ pub fn qom_get(m: &mut Machine, a: api::QomGet, _: &mut Cx) -> R<serde_json::Val
     // Properties another subsystem keeps the value of.
     if let Some(r) = crate::balloon::qom_get(m, id, &a.property) {
         return r;
+    }
+    if let Some(v) = crate::catalog::cpu_qom_get(m, id, &a.property) {
+        return Ok(v);
     }
     qom::get_prop(&m.qom.tree, m.compat().options_6_0, id, &a.property).map(|v| v.to_json())
 }
@@ -38,6 +47,11 @@ pub fn qom_list_types(
     a: api::QomListTypes,
     _: &mut Cx,
 ) -> R<Vec<api::ObjectTypeInfo>> {
+    if let Some(c) = crate::catalog::of(m) {
+        return Ok(c
+            .qom()
+            .list_types(a.implements.as_deref(), a.r#abstract.unwrap_or(false)));
+    }
     let list = if m.config.storage_daemon {
         qom::list_daemon_types
     } else {
@@ -47,16 +61,23 @@ pub fn qom_list_types(
 }
 
 pub fn device_list_properties(
-    _: &mut Machine,
+    m: &mut Machine,
     a: api::DeviceListProperties,
     _: &mut Cx,
 ) -> R<Vec<api::DevicePropertyInfo>> {
-    qom::device_properties(&a.typename)
+    match crate::catalog::of(m) {
+        Some(c) => c.qom().device_properties(&a.typename),
+        None => qom::device_properties(&a.typename),
+    }
 }
 
-/// `qom-list-properties`, which the machine's own schema (QEMU 2.12's interface before the
-/// command came) lacks: answered only when a newer served schema has it.
-pub fn qom_list_properties(_: &mut Machine, typename: &str) -> R<serde_json::Value> {
-    let list = qom::type_properties(typename)?;
-    qmpkit_qapi::encode(&list).map_err(|e| crate::generic(e.to_string()))
+pub fn qom_list_properties(
+    m: &mut Machine,
+    a: api::QomListProperties,
+    _: &mut Cx,
+) -> R<Vec<api::ObjectPropertyInfo>> {
+    match crate::catalog::of(m) {
+        Some(c) => c.qom().type_properties(&a.typename),
+        None => qom::type_properties(&a.typename),
+    }
 }

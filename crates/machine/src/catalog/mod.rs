@@ -1,0 +1,252 @@
+//! The catalogue: a model of the QEMU binary the machine claims to be, for the questions a
+//! management tool asks before it starts a guest. Its QOM types with their parents,
+//! interfaces and properties; its machine types; its CPU models and what they expand to
+//! under each accelerator; its command-line options; its migration capabilities, TPM
+//! models and back ends; and what it says about SEV and SGX on a host without them.
+//!
+//! The facts are data about the binary's interface (names, types, defaults, descriptions,
+//! as error strings are), gathered from the real `qemu-system-x86_64` 10.0.2 by
+//! `tools/catalog/extract.py` into `crates/machine/data/` (its README says how). Each file
+//! is parsed on first use, so a machine that never asks costs nothing; answers are
+//! computed from the parsed model: `qom-list-types` walks parents and interfaces,
+//! property lists walk the hierarchy, CPU expansions overlay a model's features on `base`.
+
+mod cpu;
+mod qom;
+
+use std::sync::OnceLock;
+
+use qmpkit_wire::QmpError;
+use serde_json::Value;
+
+use crate::api;
+
+pub use cpu::CpuModels;
+pub use qom::QomTypes;
+
+macro_rules! data {
+    ($name:literal) => {
+        include_str!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/data/qemu-10.0.2-x86_64/",
+            $name
+        ))
+    };
+}
+
+/// One binary's catalogue: its data files, each parsed when first needed.
+pub struct Catalog {
+    qom: OnceLock<QomTypes>,
+    cpus: OnceLock<CpuModels>,
+    machines: OnceLock<Vec<api::MachineInfo>>,
+    options: OnceLock<Vec<api::CommandLineOptionInfo>>,
+    misc: OnceLock<Misc>,
+}
+
+/// Smaller facts: migration capabilities, TPM lists, the SEV and SGX answers.
+#[derive(serde::Deserialize)]
+struct Misc {
+    #[serde(rename = "migrate-capabilities")]
+    migrate_capabilities: Vec<api::MigrationCapabilityStatus>,
+    #[serde(rename = "tpm-models")]
+    tpm_models: Vec<String>,
+    #[serde(rename = "tpm-types")]
+    tpm_types: Vec<String>,
+    #[serde(rename = "sev-capabilities")]
+    sev: PerAccel<ErrorFact>,
+    #[serde(rename = "sgx-capabilities")]
+    sgx: PerAccel<ErrorFact>,
+}
+
+#[derive(serde::Deserialize)]
+struct PerAccel<T> {
+    kvm: T,
+    tcg: T,
+}
+
+impl<T> PerAccel<T> {
+    fn get(&self, kvm: bool) -> &T {
+        if kvm {
+            &self.kvm
+        } else {
+            &self.tcg
+        }
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct ErrorFact {
+    class: String,
+    desc: String,
+}
+
+impl ErrorFact {
+    fn error(&self) -> QmpError {
+        let class = qmpkit_wire::ErrorClass::from_name(&self.class)
+            .unwrap_or(qmpkit_wire::ErrorClass::GenericError);
+        QmpError::new(class, self.desc.clone())
+    }
+}
+
+/// Each line of a JSON-lines file, decoded as `T` (a line that does not decode is a
+/// broken data file: the build's own test fails on it).
+fn lines<T: serde::de::DeserializeOwned>(text: &str) -> Vec<T> {
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .filter_map(|l| match serde_json::from_str::<Value>(l) {
+            Ok(v) => qmpkit_qapi::decode(&v).ok(),
+            Err(_) => None,
+        })
+        .collect()
+}
+
+static X86_64_10_0: Catalog = Catalog::new();
+
+/// The catalogue of the binary `m` claims to be, if there is one: QEMU 10.0 and later
+/// answer from the 10.0.2 x86_64 build's (see [`crate::compat::Compat::catalog_10_0`]);
+/// older identities from the machine's 2.12-generation tables.
+pub fn of(m: &crate::Machine) -> Option<&'static Catalog> {
+    // (A storage daemon is another binary, with its own few types.)
+    (m.compat().catalog_10_0 && !m.config.storage_daemon).then(x86_64_10_0)
+}
+
+/// `qom-get` of a vCPU's `unavailable-features`: what the accelerator in use cannot give
+/// the vCPU's model. `None`: not that property of a vCPU, or no catalogue.
+pub fn cpu_qom_get(m: &crate::Machine, id: crate::qom::NodeId, prop: &str) -> Option<Value> {
+    if prop != "unavailable-features" {
+        return None;
+    }
+    let c = of(m)?;
+    let ty = m.qom.tree.node(id).ty;
+    if !crate::qom::types::is_a(ty, "x86_64-cpu") {
+        return None;
+    }
+    let cpus = c.cpus();
+    // The configured model (the tree may stand in another type for a model its registry
+    // lacks), else the node's type.
+    let model = match cpus.typename(&m.config.cpu_model) {
+        Some(_) => m.config.cpu_model.as_str(),
+        None => ty.strip_suffix("-x86_64-cpu").unwrap_or(ty),
+    };
+    let list = cpus.unavailable(model, m.config.kvm)?;
+    Some(Value::Array(list.iter().cloned().map(Value::String).collect()))
+}
+
+/// The catalogue of Debian's `qemu-system-x86_64` 10.0.2 (a KVM build).
+pub fn x86_64_10_0() -> &'static Catalog {
+    &X86_64_10_0
+}
+
+impl Catalog {
+    const fn new() -> Catalog {
+        Catalog {
+            qom: OnceLock::new(),
+            cpus: OnceLock::new(),
+            machines: OnceLock::new(),
+            options: OnceLock::new(),
+            misc: OnceLock::new(),
+        }
+    }
+
+    /// The QOM types.
+    pub fn qom(&self) -> &QomTypes {
+        self.qom
+            .get_or_init(|| QomTypes::parse(data!("qom-types.jsonl")))
+    }
+
+    /// The CPU models.
+    pub fn cpus(&self) -> &CpuModels {
+        self.cpus.get_or_init(|| {
+            CpuModels::parse(data!("cpu-models.jsonl"), data!("cpu-properties.json"))
+        })
+    }
+
+    fn misc(&self) -> &Misc {
+        self.misc.get_or_init(|| {
+            serde_json::from_str(data!("misc.json")).unwrap_or(Misc {
+                migrate_capabilities: Vec::new(),
+                tpm_models: Vec::new(),
+                tpm_types: Vec::new(),
+                sev: PerAccel {
+                    kvm: ErrorFact { class: String::new(), desc: String::new() },
+                    tcg: ErrorFact { class: String::new(), desc: String::new() },
+                },
+                sgx: PerAccel {
+                    kvm: ErrorFact { class: String::new(), desc: String::new() },
+                    tcg: ErrorFact { class: String::new(), desc: String::new() },
+                },
+            })
+        })
+    }
+
+    /// `query-machines`: the binary's machine types, in its order.
+    pub fn machines(&self) -> Vec<api::MachineInfo> {
+        self.machines
+            .get_or_init(|| lines(data!("machines.jsonl")))
+            .clone()
+    }
+
+    /// `query-command-line-options`: every option, or the one named `option`.
+    pub fn command_line_options(
+        &self,
+        option: Option<&str>,
+    ) -> Result<Vec<api::CommandLineOptionInfo>, QmpError> {
+        let all = self
+            .options
+            .get_or_init(|| lines(data!("command-line-options.jsonl")));
+        match option {
+            None => Ok(all.clone()),
+            Some(o) => match all.iter().find(|i| i.option == o) {
+                Some(i) => Ok(vec![i.clone()]),
+                None => Err(crate::generic(format!("invalid option name: {o}"))),
+            },
+        }
+    }
+
+    /// The migration capabilities of the interface and their initial states.
+    pub fn migrate_capabilities(&self) -> Vec<api::MigrationCapabilityStatus> {
+        self.misc().migrate_capabilities.clone()
+    }
+
+    /// `query-tpm-models`.
+    pub fn tpm_models(&self) -> Vec<api::TpmModel> {
+        use qmpkit_qapi::Enum;
+        self.misc().tpm_models.iter().map(|n| api::TpmModel::from_name(n)).collect()
+    }
+
+    /// `query-tpm-types`.
+    pub fn tpm_types(&self) -> Vec<api::TpmType> {
+        use qmpkit_qapi::Enum;
+        self.misc().tpm_types.iter().map(|n| api::TpmType::from_name(n)).collect()
+    }
+
+    /// `query-sev-capabilities` on a host without SEV, under KVM or TCG.
+    pub fn sev_capabilities(&self, kvm: bool) -> QmpError {
+        self.misc().sev.get(kvm).error()
+    }
+
+    /// `query-sgx-capabilities` on a host without SGX.
+    pub fn sgx_capabilities(&self, kvm: bool) -> QmpError {
+        self.misc().sgx.get(kvm).error()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_data_line_decodes() {
+        let c = x86_64_10_0();
+        let count = |t: &str| t.lines().filter(|l| !l.trim().is_empty()).count();
+        assert_eq!(c.machines().len(), count(data!("machines.jsonl")));
+        assert_eq!(
+            c.command_line_options(None).map(|o| o.len()).ok(),
+            Some(count(data!("command-line-options.jsonl")))
+        );
+        assert_eq!(c.qom().len(), count(data!("qom-types.jsonl")));
+        assert_eq!(c.cpus().len(), count(data!("cpu-models.jsonl")));
+        assert_eq!(c.migrate_capabilities().len(), 22);
+        assert_eq!(c.sev_capabilities(true).desc, "SEV is not enabled in KVM");
+    }
+}
