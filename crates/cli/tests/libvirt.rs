@@ -151,12 +151,12 @@ impl Libvirtd {
     }
 
     /// The domain's state and reason, once it is `want` (or the last seen
-    /// after ten seconds).
+    /// after thirty seconds: a loaded host can take that long).
     fn state(&self, dom: &str, want: &str) -> String {
         let t = Instant::now();
         loop {
             let (_, s, _) = self.virsh(&["domstate", dom, "--reason"]);
-            if s == want || t.elapsed() > Duration::from_secs(10) {
+            if s == want || t.elapsed() > Duration::from_secs(30) {
                 return s;
             }
             std::thread::sleep(Duration::from_millis(50));

@@ -508,6 +508,20 @@ impl MachineConfig {
             .filter(|o| o.qom_type.starts_with("memory-backend-"))
     }
 
+    /// A whole command line's options, as (name, value) in the order given.
+    /// QEMU settles the machine type before it creates anything, so the
+    /// `-machine`/`-M` options apply first wherever they stand; the others
+    /// follow in their order.
+    pub fn apply_options(&mut self, opts: &[(String, Option<String>)]) -> Result<(), ConfigError> {
+        let is_machine = |n: &str| matches!(n, "machine" | "M");
+        let (first, rest): (Vec<_>, Vec<_>) = opts.iter().partition(|(n, _)| is_machine(n));
+        for (name, value) in first.into_iter().chain(rest) {
+            self.apply_option(name, value.as_deref())?;
+        }
+        Ok(())
+    }
+
+
     /// Apply one QEMU option (`name` without leading dashes). `value` is
     /// the option's argument for options that take one.
     pub fn apply_option(&mut self, name: &str, value: Option<&str>) -> Result<(), ConfigError> {
@@ -626,6 +640,7 @@ impl MachineConfig {
                         }
                     }
                 }
+                self.place_default_cdrom();
             }
             "accel" => {
                 let v = need(value)?;
@@ -999,6 +1014,29 @@ impl MachineConfig {
     /// A drive behind a CD-ROM device (`-drive if=none,id=cd1 -device
     /// ide-cd,drive=cd1`) is removable media: removability follows the
     /// device, not `media=`.
+    /// The default CD-ROM sits where `-cdrom` would put it, IDE index 2:
+    /// `ide1-cd0` on the PC's two channels of two, `ide2-cd0` on the Q35's
+    /// six ports of one.
+    fn place_default_cdrom(&mut self) {
+        let (_, units) = self.ide_geometry();
+        let want = format!("ide{}-cd{}", 2 / units, 2 % units);
+        let Some(pos) = self.default_drives.iter().position(|id| {
+            id.starts_with("ide")
+                && id.contains("-cd")
+                && self.drives.iter().any(|d| &d.id == id && d.media == "cdrom")
+        }) else {
+            return;
+        };
+        let old = std::mem::replace(&mut self.default_drives[pos], want.clone());
+        if old == want || self.drives.iter().any(|d| d.id == want) {
+            self.default_drives[pos] = old;
+            return;
+        }
+        if let Some(d) = self.drives.iter_mut().find(|d| d.id == old) {
+            d.id = want;
+        }
+    }
+
     fn follow_cd_devices(&mut self) {
         for d in &self.devices {
             if !matches!(d.driver.as_str(), "ide-cd" | "scsi-cd") {
@@ -1954,9 +1992,11 @@ mod tests {
     /// whole-command-line checks; the first error.
     fn command_line(opts: &[(&str, Option<&str>)]) -> Result<MachineConfig, String> {
         let mut c = MachineConfig::default_machine();
-        for (n, v) in opts {
-            c.apply_option(n, *v).map_err(|e| e.0)?;
-        }
+        let opts: Vec<(String, Option<String>)> = opts
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.map(str::to_string)))
+            .collect();
+        c.apply_options(&opts).map_err(|e| e.0)?;
         c.validate().map_err(|e| e.0)?;
         Ok(c)
     }
@@ -2049,6 +2089,41 @@ mod tests {
         ] {
             assert!(command_line(opts).is_ok(), "{opts:?}");
         }
+    }
+
+    #[test]
+    fn the_machine_type_places_drives_wherever_it_stands() {
+        let ide = |c: &MachineConfig| {
+            c.drives
+                .iter()
+                .filter(|d| d.interface == "ide")
+                .map(|d| format!("{}={}", d.id, d.file.as_deref().unwrap_or("")))
+                .collect::<Vec<_>>()
+        };
+        // The Q35's six ports of one: index 2 (the CD-ROM's) is ide2-cd0.
+        let c = command_line(&[("machine", Some("q35"))]).unwrap();
+        assert_eq!(ide(&c), ["ide0-hd0=disk0.qcow2", "ide2-cd0="]);
+        let c = command_line(&[("M", Some("pc"))]).unwrap();
+        assert_eq!(ide(&c), ["ide0-hd0=disk0.qcow2", "ide1-cd0="]);
+        // -machine after the drives places them as it does before them.
+        let before = command_line(&[
+            ("machine", Some("q35")),
+            ("hdb", Some("b.img")),
+            ("cdrom", Some("c.iso")),
+        ])
+        .unwrap();
+        let after = command_line(&[
+            ("hdb", Some("b.img")),
+            ("cdrom", Some("c.iso")),
+            ("machine", Some("q35")),
+        ])
+        .unwrap();
+        // (-cdrom takes the default CD-ROM's place in the list.)
+        assert_eq!(
+            ide(&before),
+            ["ide0-hd0=disk0.qcow2", "ide2-cd0=c.iso", "ide1-hd0=b.img"]
+        );
+        assert_eq!(ide(&after), ide(&before));
     }
 
     #[test]

@@ -181,13 +181,14 @@ pub fn parse(args: &[String]) -> Result<Result<MachineConfig, String>, String> {
     c.cpus = 1;
     c.max_cpus = 1;
     c.memory_bytes = 128 << 20;
+    let mut opts: Vec<(String, Option<String>)> = Vec::new();
     let mut i = 0;
     while i < args.len() {
         let a = &args[i];
         i += 1;
         // A word that is no option is the first IDE disk's image.
         if !a.starts_with('-') || a == "-" {
-            c.apply_option("hda", Some(a)).map_err(|e| e.0)?;
+            opts.push(("hda".into(), Some(a.clone())));
             continue;
         }
         let name = a.strip_prefix("--").unwrap_or(&a[1..]);
@@ -208,8 +209,9 @@ pub fn parse(args: &[String]) -> Result<Result<MachineConfig, String>, String> {
         if let Some(text) = probe(name, value) {
             return Ok(Err(text));
         }
-        c.apply_option(name, value).map_err(|e| e.0)?;
+        opts.push((name.to_string(), value.map(str::to_string)));
     }
+    c.apply_options(&opts).map_err(|e| e.0)?;
     // The aliases name this version's machine types.
     match c.machine_type.as_str() {
         "pc" => c.machine_type = "pc-i440fx-10.0".into(),

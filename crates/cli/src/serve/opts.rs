@@ -163,6 +163,7 @@ pub fn parse(args: &[String]) -> Result<ServeOptions, String> {
         emulator: None,
         storage_daemon: None,
     };
+    let mut qemu_opts: Vec<(String, Option<String>)> = Vec::new();
     let mut i = 0;
     while i < args.len() {
         let a = args[i].clone();
@@ -253,16 +254,17 @@ pub fn parse(args: &[String]) -> Result<ServeOptions, String> {
                     if inline.is_some() {
                         return Err(format!("{a}: option takes no argument"));
                     }
-                    o.config.apply_option(&name, None).map_err(|e| e.0)?;
+                    qemu_opts.push((name.clone(), None));
                 }
                 Some(true) => {
                     let v = take_value(&mut i)?;
-                    o.config.apply_option(&name, Some(&v)).map_err(|e| e.0)?;
+                    qemu_opts.push((name.clone(), Some(v)));
                 }
             }
         }
         i += 1;
     }
+    o.config.apply_options(&qemu_opts).map_err(|e| e.0)?;
     if o.strict && o.synthesize {
         return Err(
             "--strict and --synthesize: choose one (commands the machine does not implement are either left out or made up)"
