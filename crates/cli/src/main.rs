@@ -115,8 +115,7 @@ fn route(args: Vec<String>) -> ExitCode {
         Some("completions") => docs_cmd::completions(rest),
         Some("man") => docs_cmd::man(rest),
         Some("help") | Some("--help") | Some("-h") => {
-            println!("{USAGE}");
-            ExitCode::SUCCESS
+            to_stdout(&format!("{USAGE}\n"), "qmpkit")
         }
         // A command is required: usage on stderr, status 2 (as for any
         // other usage error).
@@ -131,6 +130,25 @@ fn route(args: Vec<String>) -> ExitCode {
         Some(other) => {
             eprintln!("qmpkit: unknown command '{other}' (try 'qmpkit help')");
             ExitCode::from(2)
+        }
+    }
+}
+
+/// Write a command's whole output to stdout. A reader that went away
+/// (`| head`) ends the command quietly with success, as it does for QEMU's
+/// tools; any other write error is reported under `what`.
+pub(crate) fn to_stdout(text: &str, what: &str) -> ExitCode {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{what}: {e}");
+            ExitCode::FAILURE
         }
     }
 }

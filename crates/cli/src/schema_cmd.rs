@@ -394,21 +394,7 @@ fn codegen(
                 ExitCode::FAILURE
             }
         },
-        None => {
-            let mut stdout = std::io::stdout().lock();
-            match stdout
-                .write_all(code.as_bytes())
-                .and_then(|()| stdout.flush())
-            {
-                Ok(()) => ExitCode::SUCCESS,
-                // A closed pipe (`| head`) is not an error worth a message.
-                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("qmpkit schema codegen: {e}");
-                    ExitCode::FAILURE
-                }
-            }
-        }
+        None => crate::to_stdout(&code, "qmpkit schema codegen"),
     }
 }
 

@@ -39,12 +39,10 @@ pub fn run(args: Vec<String>) -> ExitCode {
         }
     };
     if o.help {
-        println!("{}", opts::HELP);
-        return ExitCode::SUCCESS;
+        return crate::to_stdout(&format!("{}\n", opts::HELP), "qmpkit serve");
     }
     if o.print_config {
-        print!("{}", o.config.to_toml());
-        return ExitCode::SUCCESS;
+        return crate::to_stdout(&o.config.to_toml(), "qmpkit serve");
     }
     let mut o = o;
     let schema = match load_schema(&mut o) {
@@ -269,9 +267,12 @@ fn list_handlers(
     };
     let server = Server::new(schema.clone(), reg, sopts);
     let census = Census::of(&server, schema, &server.options().introspection.enabled);
-    for (name, how) in &census.rows {
-        println!("{name}\t{how}");
-    }
+    let rows: String = census
+        .rows
+        .iter()
+        .map(|(name, how)| format!("{name}\t{how}\n"))
+        .collect();
+    let status = crate::to_stdout(&rows, "qmpkit serve");
     eprintln!("{}", census.summary(o.unhandled()));
-    ExitCode::SUCCESS
+    status
 }
