@@ -70,3 +70,32 @@ fn serve_schema_errors_are_one_line() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Output cut short by its reader (`qmpkit serve --list-handlers | head -1`)
+/// ends the command with success and nothing on stderr.
+#[test]
+fn a_closed_pipe_ends_output_quietly() {
+    use std::process::{Command, Stdio};
+    for args in [
+        &["help"][..],
+        &["serve", "--help"],
+        &["serve", "--list-handlers"],
+        &["serve", "--print-config"],
+    ] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_qmpkit"))
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn qmpkit");
+        // The reader goes away before reading anything.
+        drop(child.stdout.take());
+        let out = child.wait_with_output().expect("wait");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {stderr}");
+        if args != ["serve", "--list-handlers"] {
+            assert_eq!(stderr, "", "{args:?}");
+        }
+    }
+}
