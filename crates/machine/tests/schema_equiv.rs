@@ -85,6 +85,12 @@ const NEWER: &[&str] = &[
     "XDbgBlockGraphEdge",
     "XDbgBlockGraph",
     "x-debug-query-block-graph",
+    "qom-list-properties",
+    "SevCapability",
+    "query-sev-capabilities",
+    "SGXEPCSection",
+    "SGXInfo",
+    "query-sgx-capabilities",
 ];
 
 /// Seed definitions that grew members of later QEMU releases: each keeps every member the
@@ -93,6 +99,11 @@ const GROWN: &[&str] = &[
     "BlockDeviceInfo",
     "BlockDeviceStats",
     "q_obj_screendump-arg",
+    "CpuDefinitionInfo",
+    "DevicePropertyInfo",
+    "MachineInfo",
+    "MigrationCapability",
+    "ObjectPropertyInfo",
 ];
 
 /// Whether `name` (an entity, its implicit argument type or its array) is an extension or
