@@ -640,6 +640,13 @@ impl MachineConfig {
                         }
                     }
                 }
+                // A machine type that takes fewer CPUs than the defaults
+                // starts with what it takes; an -smp asking for more (it
+                // applies after) is still refused.
+                if let Some((_, max)) = machine_type_info(&self.machine_type) {
+                    self.cpus = self.cpus.min(max);
+                    self.max_cpus = self.max_cpus.min(max);
+                }
                 self.place_default_cdrom();
             }
             "accel" => {
@@ -2124,6 +2131,20 @@ mod tests {
             ["ide0-hd0=disk0.qcow2", "ide2-cd0=c.iso", "ide1-hd0=b.img"]
         );
         assert_eq!(ide(&after), ide(&before));
+    }
+
+    #[test]
+    fn a_small_machine_type_takes_its_own_cpu_count() {
+        let c = command_line(&[("machine", Some("none"))]).unwrap();
+        assert_eq!((c.cpus, c.max_cpus), (1, 1));
+        let refused =
+            "Invalid SMP CPUs 2. The max CPUs supported by machine 'none' is 1".to_string();
+        for opts in [
+            [("machine", Some("none")), ("smp", Some("2"))],
+            [("smp", Some("2")), ("machine", Some("none"))],
+        ] {
+            assert_eq!(command_line(&opts).unwrap_err(), refused);
+        }
     }
 
     #[test]
