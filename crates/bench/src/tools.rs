@@ -153,8 +153,14 @@ fn proxy_figures(bin: &Path, upstream: &Path, name: &str, key: &str) -> Result<V
     put("proxy_added_p50_us", json!(r1(added)));
     put("direct_pipelined16_per_sec", json!(pd.round()));
     put("proxy_pipelined16_per_sec", json!(pp.round()));
-    put("proxy_pipelined_kept", json!((pp / pd * 100.0).round() / 100.0));
-    put("proxy_cpu_us_per_req", json!(proxy_cpu.map(|c| (c * 100.0).round() / 100.0)));
+    put(
+        "proxy_pipelined_kept",
+        json!((pp / pd * 100.0).round() / 100.0),
+    );
+    put(
+        "proxy_cpu_us_per_req",
+        json!(proxy_cpu.map(|c| (c * 100.0).round() / 100.0)),
+    );
     put("goal_added_p50_under_20us", json!(added < 20.0));
     put("goal_pipelined_kept_80pct", json!(pp / pd >= 0.8));
     Ok(Value::Object(m))
@@ -241,8 +247,8 @@ pub fn run(results: &mut Map<String, Value>) {
         return;
     };
     let mut m = Map::new();
-    let trivial = start_responder()
-        .and_then(|up| proxy_figures(&bin, &up, "a trivial responder", ""));
+    let trivial =
+        start_responder().and_then(|up| proxy_figures(&bin, &up, "a trivial responder", ""));
     match trivial {
         Ok(Value::Object(o)) => m.extend(o),
         Ok(_) => {}

@@ -114,9 +114,7 @@ fn route(args: Vec<String>) -> ExitCode {
         Some("shell") => shell::run(rest),
         Some("completions") => docs_cmd::completions(rest),
         Some("man") => docs_cmd::man(rest),
-        Some("help") | Some("--help") | Some("-h") => {
-            to_stdout(&format!("{USAGE}\n"), "qmpkit")
-        }
+        Some("help") | Some("--help") | Some("-h") => to_stdout(&format!("{USAGE}\n"), "qmpkit"),
         // A command is required: usage on stderr, status 2 (as for any
         // other usage error).
         None => {

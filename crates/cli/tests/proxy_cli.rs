@@ -364,7 +364,9 @@ fn session(sock: &Path, block: &[&str], parts: &[&str]) -> Vec<String> {
     let mut c = Line::connect(sock);
     negotiate(&mut c);
     c.send(&block.join("\n"));
-    let mut lines: Vec<String> = (0..block.len()).map(|_| c.next().expect("a reply")).collect();
+    let mut lines: Vec<String> = (0..block.len())
+        .map(|_| c.next().expect("a reply"))
+        .collect();
     for p in parts {
         c.w_raw(p.as_bytes());
         std::thread::sleep(Duration::from_millis(50));

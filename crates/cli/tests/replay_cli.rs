@@ -325,15 +325,35 @@ fn timing_keeps_the_recorded_gaps() {
     // Scaled: half the gaps.
     let half = timed_run(&dir, "0.5");
     assert!(half[0].1 >= Duration::from_millis(100), "{half:?}");
-    assert!(half[1].1 - half[0].1 >= Duration::from_millis(150), "{half:?}");
-    assert!(half[2].1 - half[1].1 >= Duration::from_millis(150), "{half:?}");
+    assert!(
+        half[1].1 - half[0].1 >= Duration::from_millis(150),
+        "{half:?}"
+    );
+    assert!(
+        half[2].1 - half[1].1 >= Duration::from_millis(150),
+        "{half:?}"
+    );
     // A libvirt .replies file has no times to keep.
     let replies = dir.join("x.replies");
-    std::fs::write(&replies, "{\"execute\": \"qmp_capabilities\"}\n\n{\"return\": {}}\n").unwrap();
+    std::fs::write(
+        &replies,
+        "{\"execute\": \"qmp_capabilities\"}\n\n{\"return\": {}}\n",
+    )
+    .unwrap();
     let out = run(
-        &["replay", replies.to_str().unwrap(), "--listen", "unix:/nonexistent/x", "--timing"],
+        &[
+            "replay",
+            replies.to_str().unwrap(),
+            "--listen",
+            "unix:/nonexistent/x",
+            "--timing",
+        ],
         "",
     );
     assert_eq!(out.code, 2);
-    assert!(out.stderr.contains("--timing needs a recording with times"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("--timing needs a recording with times"),
+        "{}",
+        out.stderr
+    );
 }

@@ -45,59 +45,227 @@ const SEED: u64 = 0x5eed_0c0f_fee0_0d15;
 const KNOWN: &[(&str, &str, &str)] = &[
     // Image locking: QEMU's file driver takes OFD locks, so a second node opening a file
     // another node writes fails ("Failed to get \"write\" lock"); the simulation takes none.
-    ("blockdev-add", "error-vs-ok", "no image file locking between nodes"),
-    ("nbd-server-add", "error", "no image file locking; nbd-server-add's 'name' not in the machine's interface"),
+    (
+        "blockdev-add",
+        "error-vs-ok",
+        "no image file locking between nodes",
+    ),
+    (
+        "nbd-server-add",
+        "error",
+        "no image file locking; nbd-server-add's 'name' not in the machine's interface",
+    ),
     // Members newer than the machine's own (2.12) interface answer "not implemented".
-    ("blockdev-add", "ok-vs-error", "'auto-read-only' (QEMU 3.1) is not in the machine's interface"),
-    ("blockdev-add", "error", "'auto-read-only' refused before the node name is checked"),
-    ("nbd-server-add", "ok-vs-error", "nbd-server-add's 'name' is not in the machine's interface"),
+    (
+        "blockdev-add",
+        "ok-vs-error",
+        "'auto-read-only' (QEMU 3.1) is not in the machine's interface",
+    ),
+    (
+        "blockdev-add",
+        "error",
+        "'auto-read-only' refused before the node name is checked",
+    ),
+    (
+        "nbd-server-add",
+        "ok-vs-error",
+        "nbd-server-add's 'name' is not in the machine's interface",
+    ),
     // The permission model: a raw node and a qcow2 node over one file node, and jobs'
     // permissions on them, conflict in QEMU in ways the graph does not reproduce.
-    ("blockdev-mirror", "error", "permission conflicts checked in another order or not at all"),
-    ("blockdev-mirror", "ok-vs-error", "permission conflicts checked in another order"),
-    ("blockdev-mirror", "error-vs-ok", "permission conflicts between nodes sharing a file node"),
-    ("blockdev-backup", "error", "permission conflicts checked in another order"),
-    ("blockdev-backup", "error-vs-ok", "permission conflicts between nodes sharing a file node"),
-    ("block-stream", "error", "permission conflicts checked in another order"),
-    ("block-stream", "error-vs-ok", "permission conflicts between nodes sharing a file node"),
-    ("block-stream", "ok-vs-error", "follows a state that differs (nodes deleted or kept)"),
-    ("block-commit", "error", "permission conflicts checked in another order"),
-    ("block-commit", "error-vs-ok", "permission conflicts between nodes sharing a file node"),
-    ("block_resize", "error", "resize permission of nodes sharing a file node"),
-    ("block_resize", "error-vs-ok", "resize permission of nodes sharing a file node"),
-    ("blockdev-del", "ok-vs-error", "nodes held by a job or parent differ once permissions differed"),
-    ("blockdev-del", "error", "nodes held by a job or parent differ once permissions differed"),
-    ("blockdev-snapshot", "error", "overlay checks in another order"),
-    ("blockdev-snapshot", "error-vs-ok", "overlay permission checks"),
-    ("transaction", "error", "snapshot actions' checks in another order"),
-    ("blockdev-create", "ok-vs-error", "create over a file node other nodes use (locking)"),
-    ("blockdev-create", "error-vs-ok", "create over a file node other nodes use (locking)"),
-    ("block-export-add", "error-vs-ok", "write permission of a writable export on a shared node"),
-    ("block-export-add", "ok-vs-error", "follows nodes that differ (locking, permissions)"),
+    (
+        "blockdev-mirror",
+        "error",
+        "permission conflicts checked in another order or not at all",
+    ),
+    (
+        "blockdev-mirror",
+        "ok-vs-error",
+        "permission conflicts checked in another order",
+    ),
+    (
+        "blockdev-mirror",
+        "error-vs-ok",
+        "permission conflicts between nodes sharing a file node",
+    ),
+    (
+        "blockdev-backup",
+        "error",
+        "permission conflicts checked in another order",
+    ),
+    (
+        "blockdev-backup",
+        "error-vs-ok",
+        "permission conflicts between nodes sharing a file node",
+    ),
+    (
+        "block-stream",
+        "error",
+        "permission conflicts checked in another order",
+    ),
+    (
+        "block-stream",
+        "error-vs-ok",
+        "permission conflicts between nodes sharing a file node",
+    ),
+    (
+        "block-stream",
+        "ok-vs-error",
+        "follows a state that differs (nodes deleted or kept)",
+    ),
+    (
+        "block-commit",
+        "error",
+        "permission conflicts checked in another order",
+    ),
+    (
+        "block-commit",
+        "error-vs-ok",
+        "permission conflicts between nodes sharing a file node",
+    ),
+    (
+        "block_resize",
+        "error",
+        "resize permission of nodes sharing a file node",
+    ),
+    (
+        "block_resize",
+        "error-vs-ok",
+        "resize permission of nodes sharing a file node",
+    ),
+    (
+        "blockdev-del",
+        "ok-vs-error",
+        "nodes held by a job or parent differ once permissions differed",
+    ),
+    (
+        "blockdev-del",
+        "error",
+        "nodes held by a job or parent differ once permissions differed",
+    ),
+    (
+        "blockdev-snapshot",
+        "error",
+        "overlay checks in another order",
+    ),
+    (
+        "blockdev-snapshot",
+        "error-vs-ok",
+        "overlay permission checks",
+    ),
+    (
+        "transaction",
+        "error",
+        "snapshot actions' checks in another order",
+    ),
+    (
+        "blockdev-create",
+        "ok-vs-error",
+        "create over a file node other nodes use (locking)",
+    ),
+    (
+        "blockdev-create",
+        "error-vs-ok",
+        "create over a file node other nodes use (locking)",
+    ),
+    (
+        "block-export-add",
+        "error-vs-ok",
+        "write permission of a writable export on a shared node",
+    ),
+    (
+        "block-export-add",
+        "ok-vs-error",
+        "follows nodes that differ (locking, permissions)",
+    ),
     ("block-export-add", "error", "checks in another order"),
-    ("block-export-del", "ok-vs-error", "follows exports that differ"),
+    (
+        "block-export-del",
+        "ok-vs-error",
+        "follows exports that differ",
+    ),
     ("nbd-server-remove", "error", "follows exports that differ"),
-    ("object-add", "error", "throttle-group and iothread property checks"),
+    (
+        "object-add",
+        "error",
+        "throttle-group and iothread property checks",
+    ),
     // Job state words and progress.
-    ("job-resume", "error", "resuming a job that is not paused: QEMU's 'Can't resume a job that was not paused'"),
+    (
+        "job-resume",
+        "error",
+        "resuming a job that is not paused: QEMU's 'Can't resume a job that was not paused'",
+    ),
     ("job-pause", "error", "verbs on jobs whose state differs"),
     ("job-complete", "error", "verbs on jobs whose state differs"),
     ("job-finalize", "error", "verbs on jobs whose state differs"),
-    ("job-dismiss", "ok-vs-error", "verbs on jobs whose state differs"),
-    ("block-job-finalize", "error", "verbs on jobs whose state differs"),
-    ("query-jobs", "return", "a stream of a node without a backing file has length 0 in QEMU; jobs that differ"),
-    ("query-block-jobs", "return", "jobs that differ; ready mirrors' progress"),
-    ("block-stream", "events", "BLOCK_JOB_COMPLETED's len/offset: 0 for a node without a backing file in QEMU"),
-    ("blockdev-create", "events", "job events of jobs whose outcome differs"),
-    ("blockdev-backup", "events", "job events of jobs whose outcome differs"),
+    (
+        "job-dismiss",
+        "ok-vs-error",
+        "verbs on jobs whose state differs",
+    ),
+    (
+        "block-job-finalize",
+        "error",
+        "verbs on jobs whose state differs",
+    ),
+    (
+        "query-jobs",
+        "return",
+        "a stream of a node without a backing file has length 0 in QEMU; jobs that differ",
+    ),
+    (
+        "query-block-jobs",
+        "return",
+        "jobs that differ; ready mirrors' progress",
+    ),
+    (
+        "block-stream",
+        "events",
+        "BLOCK_JOB_COMPLETED's len/offset: 0 for a node without a backing file in QEMU",
+    ),
+    (
+        "blockdev-create",
+        "events",
+        "job events of jobs whose outcome differs",
+    ),
+    (
+        "blockdev-backup",
+        "events",
+        "job events of jobs whose outcome differs",
+    ),
     // A ready mirror goes to standby and back each time QEMU drains the graph (any graph
     // change); the simulation's ready mirrors stay ready.
-    ("blockdev-add", "events", "a ready mirror's standby/ready on every drain"),
-    ("blockdev-del", "events", "a ready mirror's standby/ready on every drain"),
-    ("blockdev-snapshot", "events", "a ready mirror's standby/ready on every drain"),
-    ("transaction", "events", "a ready mirror's standby/ready on every drain"),
-    ("nbd-server-stop", "events", "a ready mirror's standby/ready on every drain"),
-    ("block-export-del", "events", "a ready mirror's standby/ready on every drain"),
+    (
+        "blockdev-add",
+        "events",
+        "a ready mirror's standby/ready on every drain",
+    ),
+    (
+        "blockdev-del",
+        "events",
+        "a ready mirror's standby/ready on every drain",
+    ),
+    (
+        "blockdev-snapshot",
+        "events",
+        "a ready mirror's standby/ready on every drain",
+    ),
+    (
+        "transaction",
+        "events",
+        "a ready mirror's standby/ready on every drain",
+    ),
+    (
+        "nbd-server-stop",
+        "events",
+        "a ready mirror's standby/ready on every drain",
+    ),
+    (
+        "block-export-del",
+        "events",
+        "a ready mirror's standby/ready on every drain",
+    ),
     // Outcomes that follow a state that already differs.
     ("blockdev-snapshot", "*", "follows nodes that differ"),
     ("transaction", "*", "follows nodes that differ"),
@@ -121,31 +289,101 @@ const KNOWN: &[(&str, &str, &str)] = &[
     ("block-job-dismiss", "*", "follows jobs that differ"),
     ("block-job-finalize", "*", "follows jobs that differ"),
     ("block-job-set-speed", "*", "follows jobs that differ"),
-    ("block-export-add", "*", "follows nodes and exports that differ"),
+    (
+        "block-export-add",
+        "*",
+        "follows nodes and exports that differ",
+    ),
     ("block-export-del", "*", "follows exports that differ"),
-    ("nbd-server-add", "*", "follows nodes and exports that differ"),
+    (
+        "nbd-server-add",
+        "*",
+        "follows nodes and exports that differ",
+    ),
     ("nbd-server-remove", "*", "follows exports that differ"),
-    ("nbd-server-stop", "*", "a ready mirror's standby/ready on every drain"),
+    (
+        "nbd-server-stop",
+        "*",
+        "a ready mirror's standby/ready on every drain",
+    ),
     // Query replies.
-    ("query-named-block-nodes", "return", "10.0's 'format-specific' of file nodes, null-co without 'dirty-flag', nodes that differ"),
-    ("x-debug-query-block-graph", "return", "implicit nodes and job nodes numbered and listed in another order"),
-    ("query-blockstats", "return", "query-nodes statistics of nodes without a backend are not listed"),
-    ("query-block-exports", "return", "exports that differ (locking, permissions)"),
+    (
+        "query-named-block-nodes",
+        "return",
+        "10.0's 'format-specific' of file nodes, null-co without 'dirty-flag', nodes that differ",
+    ),
+    (
+        "x-debug-query-block-graph",
+        "return",
+        "implicit nodes and job nodes numbered and listed in another order",
+    ),
+    (
+        "query-blockstats",
+        "return",
+        "query-nodes statistics of nodes without a backend are not listed",
+    ),
+    (
+        "query-block-exports",
+        "return",
+        "exports that differ (locking, permissions)",
+    ),
     // QEMU lists chardevs in its hash table's order.
-    ("query-chardev", "return", "chardevs listed in creation order, QEMU's in hash order"),
-    ("qom-list", "return", "children listed in creation order, QEMU's in hash order"),
+    (
+        "query-chardev",
+        "return",
+        "chardevs listed in creation order, QEMU's in hash order",
+    ),
+    (
+        "qom-list",
+        "return",
+        "children listed in creation order, QEMU's in hash order",
+    ),
 ];
 
 /// The image files each directory starts with: `(name, qemu-img create arguments)`.
 const IMAGES: &[(&str, &[&str])] = &[
     ("base.qcow2", &["-f", "qcow2", "base.qcow2", "1M"]),
     ("disk.raw", &["-f", "raw", "disk.raw", "1M"]),
-    ("mid.qcow2", &["-f", "qcow2", "-b", "base.qcow2", "-F", "qcow2", "mid.qcow2", "1M"]),
-    ("top.qcow2", &["-f", "qcow2", "-b", "mid.qcow2", "-F", "qcow2", "top.qcow2", "1M"]),
+    (
+        "mid.qcow2",
+        &[
+            "-f",
+            "qcow2",
+            "-b",
+            "base.qcow2",
+            "-F",
+            "qcow2",
+            "mid.qcow2",
+            "1M",
+        ],
+    ),
+    (
+        "top.qcow2",
+        &[
+            "-f",
+            "qcow2",
+            "-b",
+            "mid.qcow2",
+            "-F",
+            "qcow2",
+            "top.qcow2",
+            "1M",
+        ],
+    ),
     ("tgt.qcow2", &["-f", "qcow2", "tgt.qcow2", "1M"]),
     ("tgt2.qcow2", &["-f", "qcow2", "tgt2.qcow2", "1M"]),
     ("ovl.qcow2", &["-f", "qcow2", "ovl.qcow2", "1M"]),
-    ("small.qcow2", &["-f", "qcow2", "-o", "cluster_size=4096", "small.qcow2", "256K"]),
+    (
+        "small.qcow2",
+        &[
+            "-f",
+            "qcow2",
+            "-o",
+            "cluster_size=4096",
+            "small.qcow2",
+            "256K",
+        ],
+    ),
 ];
 
 /// The model of the daemon's state, moved by the real daemon's answers.
@@ -275,7 +513,8 @@ fn next_step(rng: &mut Rng, m: &mut Model, dir: &str) -> Step {
         // Nodes.
         0..=7 => {
             let name = if rng.chance(8) {
-                rng.pick(&["1bad", "#block1", "a b", "", "x".repeat(40).as_str()]).to_string()
+                rng.pick(&["1bad", "#block1", "a b", "", "x".repeat(40).as_str()])
+                    .to_string()
             } else if rng.chance(8) && !m.nodes.is_empty() {
                 rng.pick(&m.nodes).0.clone()
             } else {
@@ -335,7 +574,11 @@ fn next_step(rng: &mut Rng, m: &mut Model, dir: &str) -> Step {
         26..=27 => plain("x-debug-query-block-graph", json!({})),
         28..=29 => plain(
             "query-blockstats",
-            if rng.chance(50) { json!({"query-nodes": true}) } else { json!({}) },
+            if rng.chance(50) {
+                json!({"query-nodes": true})
+            } else {
+                json!({})
+            },
         ),
         // Jobs.
         30..=33 => {
@@ -456,8 +699,14 @@ fn next_step(rng: &mut Rng, m: &mut Model, dir: &str) -> Step {
             plain("block-export-del", json!({"id": id}))
         }
         76 => plain("query-block-exports", json!({})),
-        77 => plain("nbd-server-add", json!({"device": m.node(rng), "name": m.fresh("legacy")})),
-        78 => plain("nbd-server-remove", json!({"name": rng.pick(&["nosuchexport", "legacy1"])})),
+        77 => plain(
+            "nbd-server-add",
+            json!({"device": m.node(rng), "name": m.fresh("legacy")}),
+        ),
+        78 => plain(
+            "nbd-server-remove",
+            json!({"name": rng.pick(&["nosuchexport", "legacy1"])}),
+        ),
         // Sizes and snapshots.
         79..=80 => plain(
             "block_resize",
@@ -511,7 +760,9 @@ fn next_step(rng: &mut Rng, m: &mut Model, dir: &str) -> Step {
             };
             let a = match rng.below(3) {
                 0 => json!({"qom-type": "iothread", "id": id}),
-                1 => json!({"qom-type": "iothread", "id": id, "poll-max-ns": rng.pick(&[0i64, 1000, -5])}),
+                1 => {
+                    json!({"qom-type": "iothread", "id": id, "poll-max-ns": rng.pick(&[0i64, 1000, -5])})
+                }
                 _ => json!({"qom-type": "throttle-group", "id": id}),
             };
             plain("object-add", a)
@@ -526,7 +777,15 @@ fn next_step(rng: &mut Rng, m: &mut Model, dir: &str) -> Step {
         }
         93..=94 => {
             let path = rng
-                .pick(&["/", "/objects", "/chardevs", "/backend", "/nosuch", "objects", ""])
+                .pick(&[
+                    "/",
+                    "/objects",
+                    "/chardevs",
+                    "/backend",
+                    "/nosuch",
+                    "objects",
+                    "",
+                ])
                 .to_string();
             plain("qom-list", json!({"path": path}))
         }
@@ -541,7 +800,10 @@ fn next_step(rng: &mut Rng, m: &mut Model, dir: &str) -> Step {
                 json!({"path": path, "property": rng.pick(&["type", "poll-max-ns", "nosuch"])}),
             )
         }
-        96 => plain("qom-list-types", json!({"implements": rng.pick(&["user-creatable", "chardev", "object", "nosuch"])})),
+        96 => plain(
+            "qom-list-types",
+            json!({"implements": rng.pick(&["user-creatable", "chardev", "object", "nosuch"])}),
+        ),
         97 => plain("query-version", json!({})),
         _ => plain(*rng.pick(&["query-block", "query-commands"]), json!({})),
     };
@@ -626,7 +888,12 @@ fn settle(q: &mut Qmp, limited: &dyn Fn(&str) -> bool) -> Vec<String> {
 }
 
 /// How two outcomes differ, in [`KNOWN`]'s words; `None` when they do not.
-fn difference(real: &str, ours: &str, real_ev: &[String], our_ev: &[String]) -> Option<&'static str> {
+fn difference(
+    real: &str,
+    ours: &str,
+    real_ev: &[String],
+    our_ev: &[String],
+) -> Option<&'static str> {
     if real != ours {
         let re = real.starts_with("{\"error\"");
         let oe = ours.starts_with("{\"error\"");
@@ -679,7 +946,10 @@ fn replies_and_events_match_the_live_daemon() {
     let cmdline = |d: &Path| -> Vec<String> {
         vec![
             "--blockdev".into(),
-            format!("driver=file,node-name=f0,filename={}/base.qcow2", d.display()),
+            format!(
+                "driver=file,node-name=f0,filename={}/base.qcow2",
+                d.display()
+            ),
             "--blockdev".into(),
             "qcow2,node-name=base0,file=f0".into(),
             "--object".into(),
@@ -694,7 +964,10 @@ fn replies_and_events_match_the_live_daemon() {
     let mut b = Qmp::connect(&qb.socket);
     let mut rng = Rng(SEED);
     let mut model = Model {
-        nodes: vec![("f0".into(), "file".into()), ("base0".into(), "qcow2".into())],
+        nodes: vec![
+            ("f0".into(), "file".into()),
+            ("base0".into(), "qcow2".into()),
+        ],
         chardevs: vec!["c0".into()],
         objects: vec!["io0".into()],
         ..Model::default()
@@ -758,7 +1031,11 @@ fn replies_and_events_match_the_live_daemon() {
                 let n = s("node-name").unwrap_or_default();
                 model.nodes.retain(|(x, _)| *x != n);
             }
-            ("blockdev-create" | "blockdev-mirror" | "block-stream" | "block-commit" | "blockdev-backup", true) => {
+            (
+                "blockdev-create" | "blockdev-mirror" | "block-stream" | "block-commit"
+                | "blockdev-backup",
+                true,
+            ) => {
                 if let Some(id) = s("job-id") {
                     if args.get("speed").is_some() {
                         limited.push(id.clone());
@@ -794,10 +1071,15 @@ fn replies_and_events_match_the_live_daemon() {
             }
             _ => {}
         }
-        if ea.iter().any(|e| e.contains("\"status\": \"null\"") || e.contains("\"status\":\"null\"")) {
+        if ea
+            .iter()
+            .any(|e| e.contains("\"status\": \"null\"") || e.contains("\"status\":\"null\""))
+        {
             // Jobs that are gone.
             model.jobs.retain(|(id, _)| {
-                !ea.iter().any(|e| e.contains(&format!("\"id\":\"{id}\"")) && e.contains("\"status\":\"null\""))
+                !ea.iter().any(|e| {
+                    e.contains(&format!("\"id\":\"{id}\"")) && e.contains("\"status\":\"null\"")
+                })
             });
         }
     }
@@ -815,6 +1097,11 @@ fn replies_and_events_match_the_live_daemon() {
         differences.is_empty(),
         "{} unexpected differences (of {STEPS} requests); the first ones:\n{}",
         differences.len(),
-        differences.iter().take(30).cloned().collect::<Vec<_>>().join("\n")
+        differences
+            .iter()
+            .take(30)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("\n")
     );
 }

@@ -521,7 +521,6 @@ impl MachineConfig {
         Ok(())
     }
 
-
     /// Apply one QEMU option (`name` without leading dashes). `value` is
     /// the option's argument for options that take one.
     pub fn apply_option(&mut self, name: &str, value: Option<&str>) -> Result<(), ConfigError> {
@@ -1030,7 +1029,10 @@ impl MachineConfig {
         let Some(pos) = self.default_drives.iter().position(|id| {
             id.starts_with("ide")
                 && id.contains("-cd")
-                && self.drives.iter().any(|d| &d.id == id && d.media == "cdrom")
+                && self
+                    .drives
+                    .iter()
+                    .any(|d| &d.id == id && d.media == "cdrom")
         }) else {
             return;
         };

@@ -36,11 +36,11 @@ use serde_json::{Map, Value};
 #[allow(clippy::all, clippy::pedantic, missing_docs, non_camel_case_types, unused)]
 #[rustfmt::skip]
 pub mod api;
+pub mod catalog;
 pub mod compat;
 pub mod config;
 pub mod embedded;
 pub mod fdsets;
-pub mod catalog;
 pub mod identity;
 pub mod qmp;
 pub mod runstate;

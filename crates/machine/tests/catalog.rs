@@ -73,7 +73,11 @@ fn diff(a: &Value, b: &Value, at: String, out: &mut Vec<String>) {
                     None => out.push(format!("{at}/{k}")),
                 }
             }
-            out.extend(y.keys().filter(|k| !x.contains_key(*k)).map(|k| format!("{at}/{k}")));
+            out.extend(
+                y.keys()
+                    .filter(|k| !x.contains_key(*k))
+                    .map(|k| format!("{at}/{k}")),
+            );
         }
         (Value::Array(x), Value::Array(y)) if x.len() == y.len() => {
             for (i, (v, w)) in x.iter().zip(y).enumerate() {
@@ -86,9 +90,8 @@ fn diff(a: &Value, b: &Value, at: String, out: &mut Vec<String>) {
 }
 
 fn recording() -> Vec<Value> {
-    let p = qmpkit_testkit::data::path(
-        "qemu-ref/probe/qemu-system-x86_64-10.0.2-libvirt-probe.json",
-    );
+    let p =
+        qmpkit_testkit::data::path("qemu-ref/probe/qemu-system-x86_64-10.0.2-libvirt-probe.json");
     let text = std::fs::read_to_string(p).expect("recording");
     serde_json::from_str(&text).expect("recording parses")
 }
@@ -122,16 +125,28 @@ fn recorded_probe_is_answered_natively() {
         diff(&e["reply"], &mine, String::new(), &mut d);
         for p in d {
             let g = generic(&p);
-            match DIFFERENCES.iter().position(|(c, at, _)| *c == cmd && *at == g) {
+            match DIFFERENCES
+                .iter()
+                .position(|(c, at, _)| *c == cmd && *at == g)
+            {
                 Some(i) => {
                     used.insert(i);
                 }
                 None => found.push(format!("{} {cmd} {args}: {p}", e["accel"])),
             }
         }
-        assert_eq!(m.view_faults.count, 0, "{cmd} {args}: {:?}", m.view_faults.first);
+        assert_eq!(
+            m.view_faults.count, 0,
+            "{cmd} {args}: {:?}",
+            m.view_faults.first
+        );
     }
-    assert!(found.is_empty(), "{} differences:\n{}", found.len(), found.join("\n"));
+    assert!(
+        found.is_empty(),
+        "{} differences:\n{}",
+        found.len(),
+        found.join("\n")
+    );
     for (i, d) in DIFFERENCES.iter().enumerate() {
         assert!(used.contains(&i), "listed difference no longer seen: {d:?}");
     }
@@ -146,19 +161,35 @@ fn answers_beyond_the_recording() {
     let names = |v: &Value| -> Vec<String> {
         v["return"]
             .as_array()
-            .map(|a| a.iter().filter_map(|t| t["name"].as_str().map(String::from)).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|t| t["name"].as_str().map(String::from))
+                    .collect()
+            })
             .unwrap_or_default()
     };
     let accels = ask(&mut m, "qom-list-types", &json!({"implements": "accel"}));
     assert_eq!(names(&accels), ["tcg-accel", "kvm-accel"]);
-    let all_accels = ask(&mut m, "qom-list-types", &json!({"implements": "accel", "abstract": true}));
+    let all_accels = ask(
+        &mut m,
+        "qom-list-types",
+        &json!({"implements": "accel", "abstract": true}),
+    );
     assert_eq!(names(&all_accels), ["tcg-accel", "kvm-accel", "accel"]);
     assert_eq!(
-        ask(&mut m, "qom-list-types", &json!({"implements": "no-such-type"})),
+        ask(
+            &mut m,
+            "qom-list-types",
+            &json!({"implements": "no-such-type"})
+        ),
         json!({"return": []})
     );
     // A cast to "interface" is ambiguous for a type with two interfaces or more.
-    let itf = ask(&mut m, "qom-list-types", &json!({"implements": "interface", "abstract": true}));
+    let itf = ask(
+        &mut m,
+        "qom-list-types",
+        &json!({"implements": "interface", "abstract": true}),
+    );
     assert_eq!(names(&itf).len(), 92);
     assert!(names(&itf).contains(&"floppy-bus".to_string()));
     assert!(!names(&itf).contains(&"pci-device".to_string()));
@@ -168,27 +199,51 @@ fn answers_beyond_the_recording() {
 
     let err = |class: &str, desc: &str| json!({"error": {"class": class, "desc": desc}});
     assert_eq!(
-        ask(&mut m, "device-list-properties", &json!({"typename": "no-such-type"})),
+        ask(
+            &mut m,
+            "device-list-properties",
+            &json!({"typename": "no-such-type"})
+        ),
         err("DeviceNotFound", "Device 'no-such-type' not found")
     );
-    for t in ["memory-backend-file", "pci-device", "kvm-accel", "interface"] {
+    for t in [
+        "memory-backend-file",
+        "pci-device",
+        "kvm-accel",
+        "interface",
+    ] {
         assert_eq!(
             ask(&mut m, "device-list-properties", &json!({"typename": t})),
-            err("GenericError", "Parameter 'typename' expects a non-abstract device type"),
+            err(
+                "GenericError",
+                "Parameter 'typename' expects a non-abstract device type"
+            ),
             "{t}"
         );
     }
     assert_eq!(
-        ask(&mut m, "qom-list-properties", &json!({"typename": "no-such-type"})),
+        ask(
+            &mut m,
+            "qom-list-properties",
+            &json!({"typename": "no-such-type"})
+        ),
         err("DeviceNotFound", "Class 'no-such-type' not found")
     );
     assert_eq!(
-        ask(&mut m, "qom-list-properties", &json!({"typename": "user-creatable"})),
+        ask(
+            &mut m,
+            "qom-list-properties",
+            &json!({"typename": "user-creatable"})
+        ),
         err("GenericError", "Parameter 'typename' expects a QOM type")
     );
     // An abstract type: its class's properties.
     assert_eq!(
-        ask(&mut m, "qom-list-properties", &json!({"typename": "device"})),
+        ask(
+            &mut m,
+            "qom-list-properties",
+            &json!({"typename": "device"})
+        ),
         json!({"return": [
             {"name": "type", "type": "string"},
             {"name": "parent_bus", "type": "link<bus>"},
@@ -197,51 +252,110 @@ fn answers_beyond_the_recording() {
             {"name": "hotpluggable", "type": "bool"}]})
     );
     // A device libvirt never asks about.
-    let e1000 = ask(&mut m, "device-list-properties", &json!({"typename": "e1000"}));
+    let e1000 = ask(
+        &mut m,
+        "device-list-properties",
+        &json!({"typename": "e1000"}),
+    );
     let mac = e1000["return"]
         .as_array()
         .and_then(|a| a.iter().find(|p| p["name"] == "mac"))
         .cloned();
-    assert_eq!(mac, Some(json!({"name": "mac", "type": "str", "description": "Ethernet 6-byte MAC Address, example: 52:54:00:12:34:56"})));
+    assert_eq!(
+        mac,
+        Some(
+            json!({"name": "mac", "type": "str", "description": "Ethernet 6-byte MAC Address, example: 52:54:00:12:34:56"})
+        )
+    );
 
     assert_eq!(
-        ask(&mut m, "query-cpu-model-expansion", &json!({"type": "static", "model": {"name": "nope"}})),
+        ask(
+            &mut m,
+            "query-cpu-model-expansion",
+            &json!({"type": "static", "model": {"name": "nope"}})
+        ),
         err("GenericError", "CPU model 'nope' not found")
     );
     assert_eq!(
-        ask(&mut m, "query-cpu-model-expansion", &json!({"type": "full", "model": {"name": "qemu64", "props": {"nope": true}}})),
-        err("GenericError", "Property 'qemu64-x86_64-cpu.nope' not found")
+        ask(
+            &mut m,
+            "query-cpu-model-expansion",
+            &json!({"type": "full", "model": {"name": "qemu64", "props": {"nope": true}}})
+        ),
+        err(
+            "GenericError",
+            "Property 'qemu64-x86_64-cpu.nope' not found"
+        )
     );
     assert_eq!(
-        ask(&mut m, "query-cpu-model-expansion", &json!({"type": "full", "model": {"name": "qemu64", "props": {"sse4.1": "x"}}})),
-        err("GenericError", "Invalid parameter type for 'model.props.sse4.1', expected: boolean")
+        ask(
+            &mut m,
+            "query-cpu-model-expansion",
+            &json!({"type": "full", "model": {"name": "qemu64", "props": {"sse4.1": "x"}}})
+        ),
+        err(
+            "GenericError",
+            "Invalid parameter type for 'model.props.sse4.1', expected: boolean"
+        )
     );
-    let exp = ask(&mut m, "query-cpu-model-expansion", &json!({"type": "static", "model": {"name": "qemu64", "props": {"sse4_1": true}}}));
+    let exp = ask(
+        &mut m,
+        "query-cpu-model-expansion",
+        &json!({"type": "static", "model": {"name": "qemu64", "props": {"sse4_1": true}}}),
+    );
     assert_eq!(exp["return"]["model"]["props"]["sse4.1"], true);
     assert_eq!(exp["return"]["model"]["name"], "base");
     assert_eq!(
-        ask(&mut m, "query-command-line-options", &json!({"option": "nope"})),
+        ask(
+            &mut m,
+            "query-command-line-options",
+            &json!({"option": "nope"})
+        ),
         err("GenericError", "invalid option name: nope")
     );
-    let smp = ask(&mut m, "query-command-line-options", &json!({"option": "smp-opts"}));
+    let smp = ask(
+        &mut m,
+        "query-command-line-options",
+        &json!({"option": "smp-opts"}),
+    );
     assert_eq!(smp["return"][0]["option"], "smp-opts");
 
     // Migration capabilities: the served version's, and settable.
     let caps = ask(&mut m, "query-migrate-capabilities", &json!({}));
     assert_eq!(caps["return"].as_array().map(Vec::len), Some(22));
-    assert_eq!(caps["return"][10], json!({"capability": "multifd", "state": false}));
+    assert_eq!(
+        caps["return"][10],
+        json!({"capability": "multifd", "state": false})
+    );
     let set = json!({"capabilities": [{"capability": "multifd", "state": true}]});
-    assert_eq!(ask(&mut m, "migrate-set-capabilities", &set), json!({"return": {}}));
+    assert_eq!(
+        ask(&mut m, "migrate-set-capabilities", &set),
+        json!({"return": {}})
+    );
     let caps = ask(&mut m, "query-migrate-capabilities", &json!({}));
-    assert_eq!(caps["return"][10], json!({"capability": "multifd", "state": true}));
+    assert_eq!(
+        caps["return"][10],
+        json!({"capability": "multifd", "state": true})
+    );
 
     // A vCPU's unavailable features: the model's under the accelerator in use.
-    let cpu = ask(&mut m, "qom-get", &json!({"path": "/machine/unattached/device[0]", "property": "unavailable-features"}));
+    let cpu = ask(
+        &mut m,
+        "qom-get",
+        &json!({"path": "/machine/unattached/device[0]", "property": "unavailable-features"}),
+    );
     assert_eq!(cpu, json!({"return": ["pni"]}));
     let mut t = emulator(&schema, false);
-    let cpu = ask(&mut t, "qom-get", &json!({"path": "/machine/unattached/device[0]", "property": "unavailable-features"}));
+    let cpu = ask(
+        &mut t,
+        "qom-get",
+        &json!({"path": "/machine/unattached/device[0]", "property": "unavailable-features"}),
+    );
     assert_eq!(cpu, json!({"return": []}));
-    assert_eq!(ask(&mut t, "query-named-block-nodes", &json!({})), json!({"return": []}));
+    assert_eq!(
+        ask(&mut t, "query-named-block-nodes", &json!({})),
+        json!({"return": []})
+    );
 }
 
 /// `qemu-system-x86_64 -machine none` on standard input and output.
@@ -263,7 +377,11 @@ impl Qemu {
             .expect("qemu-system-x86_64 starts");
         let input = child.stdin.take().expect("stdin");
         let output = BufReader::new(child.stdout.take().expect("stdout"));
-        let mut q = Qemu { child, input, output };
+        let mut q = Qemu {
+            child,
+            input,
+            output,
+        };
         q.read();
         q.ask("qmp_capabilities", &json!({}));
         q
@@ -314,7 +432,11 @@ fn agrees_with_the_real_binary() {
     if !version_ok() {
         qmpkit_testkit::skip!("qemu-system-x86_64 is not version 10.0.2");
     }
-    let kvm_usable = std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm").is_ok();
+    let kvm_usable = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+        .is_ok();
     let schema = schema_10();
     let cat = qmpkit_machine::catalog::x86_64_10_0();
     let mut differ = Vec::new();
@@ -342,20 +464,36 @@ fn agrees_with_the_real_binary() {
         // A fresh process per area: loading a module (a device's properties) changes what
         // the binary lists afterwards.
         let mut q = Qemu::start(accel);
-        for cmd in ["query-machines", "query-cpu-definitions", "query-command-line-options",
-                    "query-migrate-capabilities", "query-tpm-models", "query-tpm-types",
-                    "query-sev-capabilities", "query-sgx-capabilities"] {
+        for cmd in [
+            "query-machines",
+            "query-cpu-definitions",
+            "query-command-line-options",
+            "query-migrate-capabilities",
+            "query-tpm-models",
+            "query-tpm-types",
+            "query-sev-capabilities",
+            "query-sgx-capabilities",
+        ] {
             compare(&mut q, &mut m, cmd, json!({}));
         }
         let types = q.ask("qom-list-types", &json!({"abstract": true}));
         let names: Vec<String> = types["return"]
             .as_array()
-            .map(|a| a.iter().filter_map(|t| t["name"].as_str().map(String::from)).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|t| t["name"].as_str().map(String::from))
+                    .collect()
+            })
             .unwrap_or_default();
         assert_eq!(names.len(), 849);
         for n in &names {
             for abs in [false, true] {
-                compare(&mut q, &mut m, "qom-list-types", json!({"implements": n, "abstract": abs}));
+                compare(
+                    &mut q,
+                    &mut m,
+                    "qom-list-types",
+                    json!({"implements": n, "abstract": abs}),
+                );
             }
         }
         for n in &names {
@@ -363,15 +501,30 @@ fn agrees_with_the_real_binary() {
             if cat.qom().find(n).is_some_and(|t| t.aborts) {
                 continue;
             }
-            compare(&mut q, &mut m, "qom-list-properties", json!({"typename": n}));
-            compare(&mut q, &mut m, "device-list-properties", json!({"typename": n}));
+            compare(
+                &mut q,
+                &mut m,
+                "qom-list-properties",
+                json!({"typename": n}),
+            );
+            compare(
+                &mut q,
+                &mut m,
+                "device-list-properties",
+                json!({"typename": n}),
+            );
         }
         drop(q);
         let mut q = Qemu::start(accel);
         let defs = q.ask("query-cpu-definitions", &json!({}));
         for d in defs["return"].as_array().cloned().unwrap_or_default() {
             for ty in ["static", "full"] {
-                compare(&mut q, &mut m, "query-cpu-model-expansion", json!({"type": ty, "model": {"name": d["name"]}}));
+                compare(
+                    &mut q,
+                    &mut m,
+                    "query-cpu-model-expansion",
+                    json!({"type": ty, "model": {"name": d["name"]}}),
+                );
             }
         }
         for (name, props) in [
@@ -382,10 +535,20 @@ fn agrees_with_the_real_binary() {
             ("EPYC", json!({"pmu": true})),
         ] {
             for ty in ["static", "full"] {
-                compare(&mut q, &mut m, "query-cpu-model-expansion", json!({"type": ty, "model": {"name": name, "props": props}}));
+                compare(
+                    &mut q,
+                    &mut m,
+                    "query-cpu-model-expansion",
+                    json!({"type": ty, "model": {"name": name, "props": props}}),
+                );
             }
         }
     }
     eprintln!("compared {asked} answers with the real binary");
-    assert!(differ.is_empty(), "{} of {asked} differ:\n{}", differ.len(), differ.join("\n"));
+    assert!(
+        differ.is_empty(),
+        "{} of {asked} differ:\n{}",
+        differ.len(),
+        differ.join("\n")
+    );
 }

@@ -349,7 +349,10 @@ const ERRORS: &[(&str, &str)] = &[
     ("nbd-server-stop", "NBD server not running"),
     // The host has neither (QEMU 10.0.2's words; the default machine uses KVM).
     ("query-sev-capabilities", "SEV is not enabled in KVM"),
-    ("query-sgx-capabilities", "Could not open '/dev/sgx_vepc': No such file or directory"),
+    (
+        "query-sgx-capabilities",
+        "Could not open '/dev/sgx_vepc': No such file or directory",
+    ),
     ("nbd-server-add", "NBD server not running"),
     // The default machine's disks are simulated (their files do not exist); no node
     // `null9` exists.

@@ -459,7 +459,8 @@ impl ObjectScanner {
         };
         match r.skip_object(1, &mut self.keys, Some(&mut self.members)) {
             Ok(()) => {
-                if r.tokens > crate::json::MAX_TOKEN_COUNT || r.pos + 1 >= crate::json::MAX_TOKEN_SIZE
+                if r.tokens > crate::json::MAX_TOKEN_COUNT
+                    || r.pos + 1 >= crate::json::MAX_TOKEN_SIZE
                 {
                     return Scanned::Refused;
                 }

@@ -259,7 +259,14 @@ fn scanner_agrees(input: &[u8]) -> Result<(), TestCaseError> {
                 prop_assert_eq!(&input[k.clone()], key.as_bytes());
                 // Alone in an object under the same key: how a value is read can depend on
                 // where it stands (the largest double in an `id` is kept as written).
-                let inner = [&b"{\""[..], key.as_bytes(), b"\": ", &input[v.clone()], b"}"].concat();
+                let inner = [
+                    &b"{\""[..],
+                    key.as_bytes(),
+                    b"\": ",
+                    &input[v.clone()],
+                    b"}",
+                ]
+                .concat();
                 let one = qmpkit_wire::json::decode_all(&inner);
                 prop_assert_eq!(one.len(), 1);
                 if let Ok(Value::Object(x)) = &one[0] {
@@ -326,6 +333,11 @@ fn object_scanner_outline() {
         b"{'a': 1}",
         b"{\"a\": 0e1}",
     ] {
-        assert_eq!(sc.scan(refused), Scanned::Refused, "{:?}", String::from_utf8_lossy(refused));
+        assert_eq!(
+            sc.scan(refused),
+            Scanned::Refused,
+            "{:?}",
+            String::from_utf8_lossy(refused)
+        );
     }
 }

@@ -241,9 +241,9 @@ fn tail_tag(line: &[u8]) -> Option<(u64, std::ops::Range<usize>)> {
     if start == digits_end || digits_end - start > 19 || !line[..start].ends_with(TAIL_ID) {
         return None;
     }
-    let tag = line[start..digits_end]
-        .iter()
-        .try_fold(0u64, |n, &d| n.checked_mul(10)?.checked_add(u64::from(d - b'0')))?;
+    let tag = line[start..digits_end].iter().try_fold(0u64, |n, &d| {
+        n.checked_mul(10)?.checked_add(u64::from(d - b'0'))
+    })?;
     Some((tag, start..digits_end))
 }
 
@@ -367,7 +367,11 @@ impl Hub {
                 let id = f.id.take();
                 let parts = match &id {
                     Some(id) => [&line[..digits.start], id.as_bytes(), &line[digits.end..]],
-                    None => [&line[..digits.start - TAIL_ID.len()], &line[digits.end..], b""],
+                    None => [
+                        &line[..digits.start - TAIL_ID.len()],
+                        &line[digits.end..],
+                        b"",
+                    ],
                 };
                 self.deliver(&mut st, batch, tag, &mut f, &parts);
                 continue;
@@ -775,7 +779,9 @@ async fn client(
                                 up: &mut up_out,
                                 sink: &mut up_sink,
                             };
-                            if !forward_plain(&hub, &mut st, &mut me, &policy, msg, &scanner, &mut out) {
+                            if !forward_plain(
+                                &hub, &mut st, &mut me, &policy, msg, &scanner, &mut out,
+                            ) {
                                 streamer.feed(msg, &mut items);
                             }
                         }
@@ -842,7 +848,14 @@ struct Forward<'a> {
 
 impl Forward<'_> {
     /// Note a command to forward under `tag`; its bytes are then appended to `self.up`.
-    fn start(&mut self, hub: &Hub, st: &mut State, me: &ClientState, id: Option<String>, oob: bool) -> u64 {
+    fn start(
+        &mut self,
+        hub: &Hub,
+        st: &mut State,
+        me: &ClientState,
+        id: Option<String>,
+        oob: bool,
+    ) -> u64 {
         let tag = hub.next_tag.fetch_add(1, Ordering::Relaxed);
         if let (None, Some(up)) = (&self.sink, &st.up) {
             *self.sink = Some(up.sink.clone());
@@ -1164,7 +1177,10 @@ mod tests {
         assert_eq!(e("17").as_deref(), Some("17"));
         assert_eq!(e("\"a b\"").as_deref(), Some("\"a b\""));
         assert_eq!(e("1.5e3").as_deref(), Some("1500"));
-        assert_eq!(e("{\"b\": 1, \"a\": 2}").as_deref(), Some("{\"a\": 2, \"b\": 1}"));
+        assert_eq!(
+            e("{\"b\": 1, \"a\": 2}").as_deref(),
+            Some("{\"a\": 2, \"b\": 1}")
+        );
         let mut out = Vec::new();
         push_u64(&mut out, 0);
         push_u64(&mut out, u64::MAX);

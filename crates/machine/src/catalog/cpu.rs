@@ -244,7 +244,10 @@ fn check_prop(qom: &QomTypes, typename: &str, p: &str, v: &Value) -> Result<(), 
     match ty.as_str() {
         "bool" if !v.is_boolean() => Err(expected("boolean")),
         "string" | "str" if !v.is_string() => Err(expected("string")),
-        t if (t.starts_with("int") || t.starts_with("uint")) && v.as_u64().is_none() && v.as_i64().is_none() => {
+        t if (t.starts_with("int") || t.starts_with("uint"))
+            && v.as_u64().is_none()
+            && v.as_i64().is_none() =>
+        {
             Err(crate::generic(format!(
                 "Parameter 'model.props.{p}' expects uint64"
             )))

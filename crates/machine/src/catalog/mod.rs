@@ -129,7 +129,9 @@ pub fn cpu_qom_get(m: &crate::Machine, id: crate::qom::NodeId, prop: &str) -> Op
         None => ty.strip_suffix("-x86_64-cpu").unwrap_or(ty),
     };
     let list = cpus.unavailable(model, m.config.kvm)?;
-    Some(Value::Array(list.iter().cloned().map(Value::String).collect()))
+    Some(Value::Array(
+        list.iter().cloned().map(Value::String).collect(),
+    ))
 }
 
 /// The catalogue of Debian's `qemu-system-x86_64` 10.0.2 (a KVM build).
@@ -168,12 +170,24 @@ impl Catalog {
                 tpm_models: Vec::new(),
                 tpm_types: Vec::new(),
                 sev: PerAccel {
-                    kvm: ErrorFact { class: String::new(), desc: String::new() },
-                    tcg: ErrorFact { class: String::new(), desc: String::new() },
+                    kvm: ErrorFact {
+                        class: String::new(),
+                        desc: String::new(),
+                    },
+                    tcg: ErrorFact {
+                        class: String::new(),
+                        desc: String::new(),
+                    },
                 },
                 sgx: PerAccel {
-                    kvm: ErrorFact { class: String::new(), desc: String::new() },
-                    tcg: ErrorFact { class: String::new(), desc: String::new() },
+                    kvm: ErrorFact {
+                        class: String::new(),
+                        desc: String::new(),
+                    },
+                    tcg: ErrorFact {
+                        class: String::new(),
+                        desc: String::new(),
+                    },
                 },
             })
         })
@@ -211,13 +225,21 @@ impl Catalog {
     /// `query-tpm-models`.
     pub fn tpm_models(&self) -> Vec<api::TpmModel> {
         use qmpkit_qapi::Enum;
-        self.misc().tpm_models.iter().map(|n| api::TpmModel::from_name(n)).collect()
+        self.misc()
+            .tpm_models
+            .iter()
+            .map(|n| api::TpmModel::from_name(n))
+            .collect()
     }
 
     /// `query-tpm-types`.
     pub fn tpm_types(&self) -> Vec<api::TpmType> {
         use qmpkit_qapi::Enum;
-        self.misc().tpm_types.iter().map(|n| api::TpmType::from_name(n)).collect()
+        self.misc()
+            .tpm_types
+            .iter()
+            .map(|n| api::TpmType::from_name(n))
+            .collect()
     }
 
     /// `query-sev-capabilities` on a host without SEV, under KVM or TCG.

@@ -72,7 +72,13 @@ fn prop(row: &[Value]) -> Option<Prop> {
 }
 
 /// Properties that `device-list-properties` leaves out: every object's and device's own.
-const NOT_DEVICE_PROPS: &[&str] = &["type", "realized", "hotpluggable", "hotplugged", "parent_bus"];
+const NOT_DEVICE_PROPS: &[&str] = &[
+    "type",
+    "realized",
+    "hotpluggable",
+    "hotplugged",
+    "parent_bus",
+];
 
 impl QomTypes {
     pub fn parse(text: &str) -> QomTypes {
@@ -90,7 +96,11 @@ impl QomTypes {
             .map(|r| TypeEntry {
                 parent: r.parent.as_ref().and_then(|p| index.get(p).copied()),
                 is_abstract: r.is_abstract,
-                interfaces: r.interfaces.iter().filter_map(|i| index.get(i).copied()).collect(),
+                interfaces: r
+                    .interfaces
+                    .iter()
+                    .filter_map(|i| index.get(i).copied())
+                    .collect(),
                 props: r.props.iter().filter_map(|p| prop(p)).collect(),
                 complete: r.complete,
                 unloaded: r.unloaded,
@@ -149,7 +159,11 @@ impl QomTypes {
     }
 
     /// `qom-list-types`.
-    pub fn list_types(&self, implements: Option<&str>, abstract_too: bool) -> Vec<api::ObjectTypeInfo> {
+    pub fn list_types(
+        &self,
+        implements: Option<&str>,
+        abstract_too: bool,
+    ) -> Vec<api::ObjectTypeInfo> {
         let target = match implements {
             Some(name) => match self.index.get(name) {
                 Some(&t) => Some(t),
@@ -175,9 +189,7 @@ impl QomTypes {
     fn props(&self, id: usize) -> Vec<&Prop> {
         let t = &self.types[id];
         let mut out = match t.parent {
-            Some(p) if !t.complete && self.answers(p) => {
-                self.props(p)
-            }
+            Some(p) if !t.complete && self.answers(p) => self.props(p),
             _ => Vec::new(),
         };
         out.extend(t.props.iter());
@@ -193,7 +205,10 @@ impl QomTypes {
     /// `qom-list-properties`.
     pub fn type_properties(&self, name: &str) -> Result<Vec<api::ObjectPropertyInfo>, QmpError> {
         let id = self.loaded(name, || {
-            QmpError::new(ErrorClass::DeviceNotFound, format!("Class '{name}' not found"))
+            QmpError::new(
+                ErrorClass::DeviceNotFound,
+                format!("Class '{name}' not found"),
+            )
         })?;
         if self.is_interface(id) {
             return Err(crate::generic("Parameter 'typename' expects a QOM type"));
@@ -214,7 +229,10 @@ impl QomTypes {
     /// device has.
     pub fn device_properties(&self, name: &str) -> Result<Vec<api::DevicePropertyInfo>, QmpError> {
         let id = self.loaded(name, || {
-            QmpError::new(ErrorClass::DeviceNotFound, format!("Device '{name}' not found"))
+            QmpError::new(
+                ErrorClass::DeviceNotFound,
+                format!("Device '{name}' not found"),
+            )
         })?;
         let device = self.index.get("device").copied();
         if self.types[id].is_abstract || !device.is_some_and(|d| self.is_a(id, d)) {
@@ -225,7 +243,9 @@ impl QomTypes {
         Ok(self
             .props(id)
             .into_iter()
-            .filter(|p| !NOT_DEVICE_PROPS.contains(&p.name.as_str()) && !p.name.starts_with("legacy-"))
+            .filter(|p| {
+                !NOT_DEVICE_PROPS.contains(&p.name.as_str()) && !p.name.starts_with("legacy-")
+            })
             .map(|p| api::DevicePropertyInfo {
                 name: p.name.clone(),
                 r#type: p.ty.clone(),

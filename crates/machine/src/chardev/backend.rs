@@ -148,7 +148,9 @@ pub struct Socket {
 const IAC: u8 = 0xff;
 /// What QEMU sends a new telnet peer: IAC WILL ECHO, IAC WILL SUPPRESS-GO-AHEAD, IAC WILL
 /// BINARY, IAC DO BINARY.
-const TELNET_GREETING: &[u8] = &[IAC, 0xfb, 0x01, IAC, 0xfb, 0x03, IAC, 0xfb, 0x00, IAC, 0xfd, 0x00];
+const TELNET_GREETING: &[u8] = &[
+    IAC, 0xfb, 0x01, IAC, 0xfb, 0x03, IAC, 0xfb, 0x00, IAC, 0xfd, 0x00,
+];
 
 impl Drop for Socket {
     fn drop(&mut self) {

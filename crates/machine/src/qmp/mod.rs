@@ -291,4 +291,3 @@ pub fn dispatch(
     let r = api::dispatch(m, cmd, serde_json::Value::Object(args.clone()), cx)?;
     Some(r.map_err(qmp_error))
 }
-
