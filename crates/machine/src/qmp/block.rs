@@ -489,11 +489,7 @@ pub fn drive_mirror(m: &mut Machine, a: api::DriveMirrorCommand, _: &mut Cx) -> 
     )?;
     let block::BlockState { graph, jobs, .. } = &mut m.block;
     if let Err(e) = jobs.start_mirror(graph, &opts, &source, &target, sync) {
-        graph.discard_unused(&target);
-        if let Some(f) = created {
-            let _ = std::fs::remove_file(f);
-        }
-        return Err(qerr(e));
+        return Err(drop_target(graph, &target, created, e));
     }
     block::pump(m);
     Ok(Empty)
@@ -509,6 +505,21 @@ pub fn blockdev_mirror(m: &mut Machine, a: api::BlockdevMirror, _: &mut Cx) -> R
         .map_err(qerr)?;
     block::pump(m);
     Ok(Empty)
+}
+
+/// A job that could not start leaves nothing behind: the target node it
+/// opened goes, and so does the image file it created.
+fn drop_target(
+    graph: &mut qmpkit_block::graph::BlockGraph,
+    target: &str,
+    created: Option<PathBuf>,
+    e: qmpkit_block::Error,
+) -> qmpkit_wire::QmpError {
+    graph.discard_unused(target);
+    if let Some(f) = created {
+        let _ = std::fs::remove_file(f);
+    }
+    qerr(e)
 }
 
 /// What a backup started, so a failed transaction can undo it.
@@ -533,11 +544,7 @@ fn drive_backup_start(m: &mut Machine, a: &api::DriveBackup) -> R<BackupUndo> {
     )?;
     let block::BlockState { graph, jobs, .. } = &mut m.block;
     if let Err(e) = jobs.start_backup(graph, &opts, &source, &target, sync) {
-        graph.discard_unused(&target);
-        if let Some(f) = created {
-            let _ = std::fs::remove_file(f);
-        }
-        return Err(qerr(e));
+        return Err(drop_target(graph, &target, created, e));
     }
     Ok(BackupUndo {
         job: opts.id,
