@@ -32,6 +32,11 @@ fn negotiate(c: &mut Line) {
     assert_eq!(c.next().as_deref(), Some("{\"return\": {}}\r\n"));
 }
 
+fn negotiate_plain(c: &mut Line) {
+    c.send(r#"{"execute": "qmp_capabilities"}"#);
+    assert_eq!(c.next().as_deref(), Some("{\"return\": {}}\r\n"));
+}
+
 #[test]
 fn qmp_shell_and_a_second_client_share_one_qemu() {
     let program = qmpkit_testkit::program_or_skip!("qemu-storage-daemon");
@@ -424,4 +429,182 @@ fn forwarded_replies_are_qemus_own_bytes() {
     // The requests were answered, not refused wholesale.
     assert!(want[0].starts_with("{\"return\": {\"qemu\": "), "{want:?}");
     assert_eq!(want[2], "{\"return\": []}\r\n");
+}
+
+/// A pipe's read end, to pass as a descriptor.
+fn pipe_fd() -> std::os::fd::OwnedFd {
+    let (r, _w) = std::io::pipe().expect("pipe");
+    r.into()
+}
+
+/// Every reply line of a session that passes descriptors the ways clients do: alone (with a
+/// blank, as qemu.qmp's `send_fd_scm`), with the command that takes them, with a command that
+/// does not (they wait for the next), two at once, and with a request in QEMU's JSON dialect.
+fn fd_session(sock: &Path) -> Vec<String> {
+    let mut c = Line::connect(sock);
+    negotiate_plain(&mut c);
+    let mut lines = Vec::new();
+    let mut ask = |c: &mut Line, text: &str, fds: &[std::os::fd::OwnedFd]| {
+        if fds.is_empty() {
+            c.send(text);
+        } else {
+            c.w_fds(format!("{text}\n").as_bytes(), fds);
+        }
+        lines.push(c.next().expect("a reply"));
+    };
+    c.w_fds(b" ", &[pipe_fd()]);
+    std::thread::sleep(Duration::from_millis(50));
+    ask(
+        &mut c,
+        r#"{"execute": "add-fd", "arguments": {"opaque": "alone"}, "id": 1}"#,
+        &[],
+    );
+    ask(
+        &mut c,
+        r#"{"execute": "add-fd", "arguments": {"fdset-id": 5, "opaque": "with"}, "id": 2}"#,
+        &[pipe_fd()],
+    );
+    ask(
+        &mut c,
+        r#"{"execute": "query-fdsets", "id": 3}"#,
+        &[pipe_fd()],
+    );
+    ask(
+        &mut c,
+        r#"{"execute": "add-fd", "arguments": {"opaque": "kept"}, "id": 4}"#,
+        &[],
+    );
+    ask(
+        &mut c,
+        r#"{"execute": "add-fd", "id": 5}"#,
+        &[pipe_fd(), pipe_fd()],
+    );
+    ask(&mut c, r#"{"execute": "add-fd", "id": 6}"#, &[]);
+    ask(
+        &mut c,
+        r#"{'execute': 'getfd', 'arguments': {'fdname': 'x'}, 'id': 7}"#,
+        &[pipe_fd()],
+    );
+    ask(
+        &mut c,
+        r#"{"execute": "closefd", "arguments": {"fdname": "x"}, "id": 8}"#,
+        &[],
+    );
+    ask(
+        &mut c,
+        r#"{"execute": "closefd", "arguments": {"fdname": "x"}, "id": 9}"#,
+        &[],
+    );
+    ask(&mut c, r#"{"execute": "query-fdsets", "id": 10}"#, &[]);
+    lines
+}
+
+/// A simulated machine or a real QEMU with its monitor on `sock` (or a skip without QEMU).
+fn fd_upstream(qemu: Option<&Path>, sock: &Path) -> Proc {
+    let Some(program) = qemu else {
+        return serve(sock);
+    };
+    let child = Command::new(program)
+        .args([
+            "-machine",
+            "none",
+            "-display",
+            "none",
+            "-nodefaults",
+            "-qmp",
+        ])
+        .arg(format!("unix:{},server=on,wait=off", sock.display()))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn qemu-system-x86_64");
+    wait_for(sock);
+    Proc(child)
+}
+
+fn plain_proxy(upstream: &Path, listen: &Path) -> Proc {
+    let p = Proc(
+        Command::new(qmpkit())
+            .args(["proxy", "--upstream"])
+            .arg(upstream)
+            .arg("--listen")
+            .arg(format!("unix:{}", listen.display()))
+            .stdin(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn qmpkit proxy"),
+    );
+    wait_for(listen);
+    p
+}
+
+/// Descriptors passed through the proxy reach QEMU with the command sent after them, as on a
+/// direct connection (same replies, same descriptor numbers, same fd sets), and never another
+/// client's command. (qemu-storage-daemon has no `add-fd`; QEMU itself is the referee here.)
+fn descriptors_go_with_their_command(qemu: Option<&Path>, tag: &str) {
+    let dir = TempDir::new(tag);
+    let (q1, q2, ps) = (dir.join("q1.sock"), dir.join("q2.sock"), dir.join("p.sock"));
+    let _direct = fd_upstream(qemu, &q1);
+    let _behind = fd_upstream(qemu, &q2);
+    let _p = plain_proxy(&q2, &ps);
+    let want = fd_session(&q1);
+    let got = fd_session(&ps);
+    assert_eq!(got, want);
+    let v: Vec<Value> = want
+        .iter()
+        .map(|l| serde_json::from_str(l).expect("json"))
+        .collect();
+    assert_eq!(v[0]["return"]["fdset-id"], 0, "{want:?}");
+    assert_eq!(v[1]["return"]["fdset-id"], 5, "{want:?}");
+    assert_eq!(v[3]["return"]["fdset-id"], 1, "{want:?}");
+    assert!(v[4]["return"]["fd"].is_u64(), "{want:?}");
+    let none =
+        json!({"class": "GenericError", "desc": "No file descriptor supplied via SCM_RIGHTS"});
+    assert_eq!(v[5]["error"], none, "{want:?}");
+    assert_eq!(v[6], json!({"return": {}, "id": 7}));
+    assert_eq!(v[7], json!({"return": {}, "id": 8}));
+    assert_eq!(
+        v[8]["error"],
+        json!({"class": "GenericError", "desc": "File descriptor named 'x' not found"}),
+        "{want:?}"
+    );
+    let sets = v[9]["return"].as_array().expect("fd sets");
+    assert_eq!(sets.len(), 4, "{want:?}");
+
+    // Two clients: one's descriptors wait for its own command, not the other's.
+    let mut a = Line::connect(&ps);
+    let mut b = Line::connect(&ps);
+    negotiate_plain(&mut a);
+    negotiate_plain(&mut b);
+    a.w_fds(b" ", &[pipe_fd()]);
+    std::thread::sleep(Duration::from_millis(50));
+    b.send(r#"{"execute": "add-fd", "arguments": {"opaque": "b"}, "id": "b"}"#);
+    assert_eq!(b.value(), json!({"error": none, "id": "b"}));
+    a.send(r#"{"execute": "add-fd", "arguments": {"opaque": "a"}, "id": "a"}"#);
+    let r = a.value();
+    // The lowest free set: 0, 1, 2 and 5 are taken.
+    assert_eq!(r["return"]["fdset-id"], 3, "{r}");
+    b.send(r#"{"execute": "query-fdsets"}"#);
+    let sets = b.value();
+    let new = sets["return"]
+        .as_array()
+        .and_then(|s| s.iter().find(|s| s["fdset-id"] == 3))
+        .expect("the new set");
+    assert_eq!(
+        new["fds"],
+        json!([{"fd": r["return"]["fd"], "opaque": "a"}]),
+        "{sets}"
+    );
+}
+
+#[test]
+fn descriptors_pass_through_to_qemu() {
+    let program = qmpkit_testkit::program_or_skip!("qemu-system-x86_64");
+    descriptors_go_with_their_command(Some(&program), "proxy-fds-qemu");
+}
+
+#[test]
+fn descriptors_pass_through_to_a_simulated_machine() {
+    descriptors_go_with_their_command(None, "proxy-fds-serve");
 }

@@ -8,7 +8,7 @@ pub const MAX_FDS: usize = 253;
 
 /// One `sendmsg` of `buf` carrying `fds`; returns the bytes written (the descriptors go with
 /// the first byte). Non-blocking: `WouldBlock` when the socket is full.
-pub(crate) fn send_with_fds(sock: RawFd, buf: &[u8], fds: &[OwnedFd]) -> io::Result<usize> {
+pub fn send_with_fds(sock: RawFd, buf: &[u8], fds: &[OwnedFd]) -> io::Result<usize> {
     if fds.is_empty() || fds.len() > MAX_FDS {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,

@@ -18,7 +18,7 @@
 pub mod blocking;
 pub mod client;
 pub mod error;
-mod fdpass;
+pub mod fdpass;
 pub mod message;
 mod outbox;
 mod transport;

@@ -40,7 +40,7 @@
 //!   generates, arguments and replies as Rust types.
 
 pub mod error;
-mod fdpass;
+pub mod fdpass;
 pub mod handler;
 mod server;
 mod session;

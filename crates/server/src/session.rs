@@ -21,6 +21,7 @@ use qmpkit_wire::{JsonError, JsonStreamer};
 use serde_json::Value;
 use tokio::io::Interest;
 
+use crate::fdpass::short_read;
 use crate::handler::SessionInfo;
 use crate::server::{Inner, Pending, Server, SessState, Shared};
 
@@ -45,39 +46,30 @@ impl Sock {
         }
     }
 
-    /// One read. A short read means the socket is drained: its readiness is cleared then (as
-    /// tokio's own reads do), which saves the read that would only say `EAGAIN`; data that
-    /// arrives meanwhile raises a new readiness event. Not so for a read that brought
-    /// descriptors: the kernel ends a read after the bytes that carried them, even when
-    /// more is queued (a client's `send_fd_scm` byte and the command written after it).
+    /// One read (see [`crate::fdpass::try_read_unix`]: a short read clears the readiness, as
+    /// tokio's own reads do, except one that brought descriptors).
     fn try_read(&self, buf: &mut [u8], fds: &mut Vec<OwnedFd>) -> io::Result<usize> {
+        let s = match self {
+            Sock::Unix(s) => return crate::fdpass::try_read_unix(s, buf, fds),
+            Sock::Tcp(s) => s,
+        };
         let len = buf.len();
         let mut got = 0usize;
-        let r = match self {
-            Sock::Unix(s) => s.try_io(Interest::READABLE, || {
-                let before = fds.len();
-                let n = crate::fdpass::recv_with_fds(s.as_raw_fd(), buf, fds)?;
-                if fds.len() > before {
-                    return Ok(n);
-                }
-                short_read(n, len, &mut got)
-            }),
-            Sock::Tcp(s) => s.try_io(Interest::READABLE, || {
-                // SAFETY: reading into a live, writable buffer of `len` bytes.
-                let n = unsafe {
-                    libc::recv(
-                        s.as_raw_fd(),
-                        buf.as_mut_ptr() as *mut libc::c_void,
-                        len,
-                        libc::MSG_DONTWAIT,
-                    )
-                };
-                if n < 0 {
-                    return Err(io::Error::last_os_error());
-                }
-                short_read(n as usize, len, &mut got)
-            }),
-        };
+        let r = s.try_io(Interest::READABLE, || {
+            // SAFETY: reading into a live, writable buffer of `len` bytes.
+            let n = unsafe {
+                libc::recv(
+                    s.as_raw_fd(),
+                    buf.as_mut_ptr() as *mut libc::c_void,
+                    len,
+                    libc::MSG_DONTWAIT,
+                )
+            };
+            if n < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            short_read(n as usize, len, &mut got)
+        });
         match r {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock && got > 0 => Ok(got),
             other => other,
@@ -89,17 +81,6 @@ impl Sock {
             Sock::Unix(s) => s.try_write(buf),
             Sock::Tcp(s) => s.try_write(buf),
         }
-    }
-}
-
-/// `Ok(n)` for a full buffer or end of stream; for a short read, remember `n` and report
-/// `WouldBlock` so that the caller's readiness is cleared.
-fn short_read(n: usize, len: usize, got: &mut usize) -> io::Result<usize> {
-    if n > 0 && n < len {
-        *got = n;
-        Err(io::ErrorKind::WouldBlock.into())
-    } else {
-        Ok(n)
     }
 }
 

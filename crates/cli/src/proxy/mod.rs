@@ -13,13 +13,16 @@
 //! else (QEMU's JSON extensions, invalid requests, negotiation, rate-limited listeners, a
 //! recording proxy) goes through the exact decoder.
 //!
+//! File descriptors a unix client passes with SCM_RIGHTS wait with the proxy, as QEMU keeps
+//! them for its connection (newer ones replace older ones), and go to QEMU with the next
+//! command that client sends on, on the first byte of the write that carries it. So `getfd` and
+//! `add-fd` work as on a direct connection, and one client's descriptors never reach another
+//! client's command.
+//!
 //! When QEMU goes away, commands in flight are answered with an error, clients get a
 //! `__org.qmpkit_PROXY_UPSTREAM_LOST` event, and the proxy reconnects (clients get
 //! `__org.qmpkit_PROXY_UPSTREAM_BACK`). Listener rules are in [`policy`]; the recording format
 //! in [`record`].
-//!
-//! Not forwarded: file descriptors passed with SCM_RIGHTS (`getfd`, `add-fd` need a direct
-//! connection).
 
 pub mod policy;
 pub mod record;
@@ -37,6 +40,7 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use sink::{Sink, WriteHalf};
 use std::collections::HashMap;
+use std::os::fd::OwnedFd;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -430,6 +434,31 @@ impl Hub {
 
 type BoxRead = Box<dyn AsyncRead + Send + Unpin>;
 
+/// A client's read side: a unix socket also brings descriptors (SCM_RIGHTS).
+enum ReadHalf {
+    Unix(tokio::net::unix::OwnedReadHalf),
+    Tcp(tokio::net::tcp::OwnedReadHalf),
+}
+
+impl ReadHalf {
+    /// One read; descriptors that came with the bytes are appended to `fds`.
+    async fn read(&mut self, buf: &mut [u8], fds: &mut Vec<OwnedFd>) -> std::io::Result<usize> {
+        match self {
+            ReadHalf::Tcp(r) => r.read(buf).await,
+            ReadHalf::Unix(r) => {
+                let s: &tokio::net::UnixStream = r.as_ref();
+                loop {
+                    s.readable().await?;
+                    match qmpkit_server::fdpass::try_read_unix(s, buf, fds) {
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                        r => return r,
+                    }
+                }
+            }
+        }
+    }
+}
+
 async fn connect(addr: &Address) -> std::io::Result<(BoxRead, WriteHalf)> {
     Ok(match addr {
         Address::Unix(p) => {
@@ -647,7 +676,7 @@ async fn listen(
                     let (r, w) = s.into_split();
                     tokio::spawn(client(
                         hub.clone(),
-                        Box::new(r),
+                        ReadHalf::Unix(r),
                         WriteHalf::Unix(w),
                         policy.clone(),
                         uid,
@@ -676,7 +705,7 @@ async fn listen(
                     let (r, w) = s.into_split();
                     tokio::spawn(client(
                         hub.clone(),
-                        Box::new(r),
+                        ReadHalf::Tcp(r),
                         WriteHalf::Tcp(w),
                         policy.clone(),
                         None,
@@ -695,12 +724,14 @@ struct ClientState {
     oob: bool,
     bucket: Option<Bucket>,
     uid: Option<u32>,
+    /// Descriptors received and not yet sent on with a command.
+    fds: Vec<OwnedFd>,
 }
 
 /// One client, from its greeting to its hang-up.
 async fn client(
     hub: Arc<Hub>,
-    mut r: BoxRead,
+    mut r: ReadHalf,
     w: WriteHalf,
     policy: Arc<Policy>,
     uid: Option<u32>,
@@ -738,6 +769,7 @@ async fn client(
             .filter(|_| !policy.is_admin(uid))
             .map(Bucket::new),
         uid,
+        fds: Vec::new(),
     };
     let mut streamer = JsonStreamer::new();
     let mut scanner = ObjectScanner::new();
@@ -746,12 +778,18 @@ async fn client(
     // The start of a plain request whose end has not come yet.
     let mut held: Vec<u8> = Vec::new();
     let mut up_out = Vec::new();
+    let mut up_fds = Vec::new();
+    let mut got_fds = Vec::new();
     let mut batch = Batch::default();
     loop {
-        let n = match r.read(&mut buf).await {
+        let n = match r.read(&mut buf, &mut got_fds).await {
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
+        if !got_fds.is_empty() {
+            // As QEMU does, descriptors from a later message replace those still waiting.
+            me.fds = std::mem::take(&mut got_fds);
+        }
         let joined;
         let data: &[u8] = if held.is_empty() {
             &buf[..n]
@@ -777,6 +815,7 @@ async fn client(
                             pos += len;
                             let mut out = Forward {
                                 up: &mut up_out,
+                                fds: &mut up_fds,
                                 sink: &mut up_sink,
                             };
                             if !forward_plain(
@@ -812,6 +851,7 @@ async fn client(
                 }
                 let mut out = Forward {
                     up: &mut up_out,
+                    fds: &mut up_fds,
                     sink: &mut up_sink,
                 };
                 handle(&hub, &mut st, &mut batch, &mut me, &policy, item, &mut out);
@@ -820,7 +860,7 @@ async fn client(
         batch.flush(&st);
         drop(st);
         if let Some(s) = up_sink {
-            s.send(&up_out);
+            s.send_fds(&up_out, std::mem::take(&mut up_fds));
         }
         up_out.clear();
     }
@@ -841,8 +881,10 @@ async fn client(
 const HOLD_MAX: usize = 64 * 1024;
 
 /// Where commands for QEMU gather while a client's input is handled: sent in one write after.
+/// The client's waiting descriptors go with the first command, on the write's first byte.
 struct Forward<'a> {
     up: &'a mut Vec<u8>,
+    fds: &'a mut Vec<OwnedFd>,
     sink: &'a mut Option<Arc<Sink>>,
 }
 
@@ -852,10 +894,13 @@ impl Forward<'_> {
         &mut self,
         hub: &Hub,
         st: &mut State,
-        me: &ClientState,
+        me: &mut ClientState,
         id: Option<String>,
         oob: bool,
     ) -> u64 {
+        if self.fds.is_empty() {
+            *self.fds = std::mem::take(&mut me.fds);
+        }
         let tag = hub.next_tag.fetch_add(1, Ordering::Relaxed);
         if let (None, Some(up)) = (&self.sink, &st.up) {
             *self.sink = Some(up.sink.clone());

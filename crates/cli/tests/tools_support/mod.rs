@@ -143,6 +143,14 @@ impl Line {
         self.w.write_all(bytes).expect("write");
     }
 
+    /// Write bytes as they are, `fds` passed with their first byte (SCM_RIGHTS).
+    pub fn w_fds(&mut self, bytes: &[u8], fds: &[std::os::fd::OwnedFd]) {
+        use std::os::fd::AsRawFd;
+        let n =
+            qmpkit_client::fdpass::send_with_fds(self.w.as_raw_fd(), bytes, fds).expect("sendmsg");
+        self.w.write_all(&bytes[n..]).expect("write");
+    }
+
     pub fn send(&mut self, text: &str) {
         self.w.write_all(text.as_bytes()).expect("write");
         self.w.write_all(b"\n").expect("write");
