@@ -389,17 +389,7 @@ fn forwarded_replies_are_qemus_own_bytes() {
     let (q1, q2, ps) = (dir.join("q1.sock"), dir.join("q2.sock"), dir.join("p.sock"));
     let _direct = qsd(&program, &q1);
     let _behind = qsd(&program, &q2);
-    let _p = Proc(
-        Command::new(qmpkit())
-            .args(["proxy", "--upstream"])
-            .arg(&q2)
-            .arg("--listen")
-            .arg(format!("unix:{}", ps.display()))
-            .stdin(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn qmpkit proxy"),
-    );
+    let _p = plain_proxy(&q2, &ps);
     wait_for(&q1);
     let block = [
         r#"{"execute": "query-version", "id": 1}"#,
@@ -499,44 +489,32 @@ fn fd_session(sock: &Path) -> Vec<String> {
     lines
 }
 
-/// A simulated machine or a real QEMU with its monitor on `sock` (or a skip without QEMU).
+/// A simulated machine or a real QEMU with its monitor on `sock`.
 fn fd_upstream(qemu: Option<&Path>, sock: &Path) -> Proc {
     let Some(program) = qemu else {
         return serve(sock);
     };
-    let child = Command::new(program)
-        .args([
-            "-machine",
-            "none",
-            "-display",
-            "none",
-            "-nodefaults",
-            "-qmp",
-        ])
-        .arg(format!("unix:{},server=on,wait=off", sock.display()))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn qemu-system-x86_64");
-    wait_for(sock);
-    Proc(child)
+    let mut c = Command::new(program);
+    c.args([
+        "-machine",
+        "none",
+        "-display",
+        "none",
+        "-nodefaults",
+        "-qmp",
+    ])
+    .arg(format!("unix:{},server=on,wait=off", sock.display()));
+    monitor(c, sock)
 }
 
+/// A proxy with no rules and no recording (every plain request on the fast path).
 fn plain_proxy(upstream: &Path, listen: &Path) -> Proc {
-    let p = Proc(
-        Command::new(qmpkit())
-            .args(["proxy", "--upstream"])
-            .arg(upstream)
-            .arg("--listen")
-            .arg(format!("unix:{}", listen.display()))
-            .stdin(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn qmpkit proxy"),
-    );
-    wait_for(listen);
-    p
+    let mut c = Command::new(qmpkit());
+    c.args(["proxy", "--upstream"])
+        .arg(upstream)
+        .arg("--listen")
+        .arg(format!("unix:{}", listen.display()));
+    monitor(c, listen)
 }
 
 /// Descriptors passed through the proxy reach QEMU with the command sent after them, as on a

@@ -46,36 +46,36 @@ impl Drop for Proc {
 
 pub use qmpkit_testkit::cmd::wait_for;
 
-/// qemu-storage-daemon with a QMP monitor on `sock`.
-pub fn qsd(program: &Path, sock: &Path) -> Proc {
-    let child = Command::new(program)
-        .arg("--chardev")
-        .arg(format!(
-            "socket,id=m,path={},server=on,wait=off",
-            sock.display()
-        ))
-        .args(["--monitor", "chardev=m,mode=control"])
+/// `c` started with no standard input or output, once its monitor listens on `sock`.
+pub fn monitor(mut c: Command, sock: &Path) -> Proc {
+    let child = c
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .expect("spawn qemu-storage-daemon");
+        .unwrap_or_else(|e| panic!("spawn {:?}: {e}", c.get_program()));
     wait_for(sock);
     Proc(child)
 }
 
+/// qemu-storage-daemon with a QMP monitor on `sock`.
+pub fn qsd(program: &Path, sock: &Path) -> Proc {
+    let mut c = Command::new(program);
+    c.arg("--chardev")
+        .arg(format!(
+            "socket,id=m,path={},server=on,wait=off",
+            sock.display()
+        ))
+        .args(["--monitor", "chardev=m,mode=control"]);
+    monitor(c, sock)
+}
+
 /// `qmpkit serve` with its monitor on `sock`.
 pub fn serve(sock: &Path) -> Proc {
-    let child = Command::new(qmpkit())
-        .args(["serve", "--qmp"])
-        .arg(format!("unix:{},server=on,wait=off", sock.display()))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn qmpkit serve");
-    wait_for(sock);
-    Proc(child)
+    let mut c = Command::new(qmpkit());
+    c.args(["serve", "--qmp"])
+        .arg(format!("unix:{},server=on,wait=off", sock.display()));
+    monitor(c, sock)
 }
 
 /// Output of one run of `qmpkit ARGS` with `stdin`.
