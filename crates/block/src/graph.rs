@@ -9,6 +9,7 @@ use std::sync::{Arc, RwLock};
 
 use crate::bitmap::{SharedBitmaps, Tracked};
 use crate::image::{self, Image, ImageFormat, ImageInfo};
+use crate::lock::{FileLock, Locking};
 use crate::nbd::{ExportBackend, SharedImage};
 use crate::{Error, ErrorClass, Result};
 
@@ -188,6 +189,8 @@ pub struct BlockdevOptions {
     pub cache_no_flush: bool,
     /// `file`: the host file.
     pub filename: Option<PathBuf>,
+    /// `file`: whether the node takes QEMU's locks on the file.
+    pub locking: Locking,
     /// `raw` / `qcow2`: the protocol child.
     pub file: Option<BlockdevRef>,
     /// `qcow2`: None opens the backing file the image names; `Some(None)` is `"backing": null`.
@@ -208,6 +211,7 @@ impl BlockdevOptions {
             cache_direct: false,
             cache_no_flush: false,
             filename: None,
+            locking: Locking::Auto,
             file: None,
             backing: None,
             size: None,
@@ -288,8 +292,8 @@ pub struct UserId(u64);
 #[derive(Debug, Clone)]
 struct User {
     id: UserId,
-    /// Attach order, counted with the nodes' creation.
-    serial: u64,
+    /// Attach order among all parents of a node (QEMU lists a node's parents newest first).
+    attached: u64,
     kind: UserKind,
     node: String,
     perm: PermSet,
@@ -300,6 +304,8 @@ struct User {
 struct Edge {
     role: ChildRole,
     child: String,
+    /// Attach order among all parents of a node.
+    attached: u64,
 }
 
 /// Data behind a node.
@@ -455,6 +461,12 @@ pub struct BlockGraph {
     next_user: u64,
     auto_counter: u64,
     rng: u64,
+    /// Attach order of edges and users.
+    next_attach: u64,
+    /// The locks of file nodes that lock their file (by node name).
+    locks: BTreeMap<String, FileLock>,
+    /// Whether `locking=auto` locks (as where the host has OFD locks).
+    auto_locking: bool,
 }
 
 impl Default for BlockGraph {
@@ -486,6 +498,9 @@ impl BlockGraph {
             next_user: 1,
             auto_counter: 0,
             rng: seed | 1,
+            next_attach: 0,
+            locks: BTreeMap::new(),
+            auto_locking: true,
         }
     }
 
@@ -509,6 +524,12 @@ impl BlockGraph {
                 return name;
             }
         }
+    }
+
+    /// Whether file nodes with `locking=auto` lock their files (they do by default, as QEMU
+    /// does where the host offers OFD locks; without, as where it does not).
+    pub fn set_auto_locking(&mut self, on: bool) {
+        self.auto_locking = on;
     }
 
     pub fn contains(&self, name: &str) -> bool {
@@ -536,11 +557,12 @@ impl BlockGraph {
         let mut added = Vec::new();
         let r = self
             .add_inner(opts, true, &mut added)
-            .and_then(|name| self.check_all_perms().map(|()| name));
+            .and_then(|name| self.check_perms_from(&name).map(|()| name));
         if r.is_err() {
             for n in added.iter().rev() {
                 self.nodes.remove(n);
             }
+            self.commit_locks();
         }
         r
     }
@@ -552,11 +574,12 @@ impl BlockGraph {
         let mut added = Vec::new();
         let r = self
             .add_inner(opts, false, &mut added)
-            .and_then(|name| self.check_all_perms().map(|()| name));
+            .and_then(|name| self.check_perms_from(&name).map(|()| name));
         if r.is_err() {
             for n in added.iter().rev() {
                 self.nodes.remove(n);
             }
+            self.commit_locks();
         }
         r
     }
@@ -613,6 +636,17 @@ impl BlockGraph {
                     .as_ref()
                     .ok_or_else(|| Error::generic("Parameter 'filename' is missing"))?;
                 let img = Image::open(path, Some(ImageFormat::Raw), !o.read_only)?;
+                let locks = match o.locking {
+                    Locking::On => true,
+                    Locking::Off => false,
+                    Locking::Auto => self.auto_locking,
+                };
+                if locks {
+                    let lock = FileLock::open(path)?;
+                    if let Some(n) = &name {
+                        self.locks.insert(n.clone(), lock);
+                    }
+                }
                 (
                     path.to_string_lossy().into_owned(),
                     Data::Image(Arc::new(RwLock::new(img))),
@@ -643,11 +677,12 @@ impl BlockGraph {
                 let file = self.resolve_child(file_ref, added, o.read_only)?;
                 let child = self.node(&file)?;
                 let (filename, data) = (child.filename.clone(), child.data.clone());
-                name = Some(self.name_for(o));
-                children.push(Edge {
-                    role: ChildRole::File,
-                    child: file,
-                });
+                let n = self.name_for(o);
+                children.push(self.edge(ChildRole::File, &file));
+                // The child is attached (and its permissions taken) before the node opens.
+                self.put_node(&n, o, top, filename.clone(), children.clone(), data.clone(), added);
+                self.check_perms_from(&n)?;
+                name = Some(n);
                 (filename, data)
             }
             Driver::Raw | Driver::Qcow2 => {
@@ -664,12 +699,15 @@ impl BlockGraph {
                     )));
                 }
                 let file_filename = file_node.filename.clone();
-                name = Some(self.name_for(o));
+                let n = self.name_for(o);
                 let path = PathBuf::from(&file_filename);
-                children.push(Edge {
-                    role: ChildRole::File,
-                    child: file.clone(),
-                });
+                children.push(self.edge(ChildRole::File, &file));
+                // The file child is attached (its permissions taken, its file locked) before
+                // the format reads anything from it.
+                let placeholder = Data::Null(0);
+                self.put_node(&n, o, top, file_filename.clone(), children.clone(), placeholder, added);
+                self.check_perms_from(&n)?;
+                name = Some(n);
                 let format = o.driver.format().unwrap_or(ImageFormat::Raw);
                 if format == ImageFormat::Qcow2 {
                     image::image_info(&path, Some(ImageFormat::Qcow2)).map_err(|e| {
@@ -698,13 +736,67 @@ impl BlockGraph {
             Some(n) => n,
             None => self.name_for(o),
         };
-        let serial = self.next_serial;
-        self.next_serial += 1;
+        self.put_node(&name, o, top, filename, children, data, added);
+        if let Some(stored) = stored_bitmaps {
+            self.attach_stored_bitmaps(&name, stored);
+        }
+        if let Some(backing) = pending_backing {
+            let path = PathBuf::from(&self.node(&name)?.filename);
+            let child = match backing {
+                Some(Some(r)) => Some(self.resolve_child(&r, added, true)),
+                Some(None) => None,
+                None => self.open_header_backing(&path, added).transpose(),
+            };
+            let child = child
+                .transpose()
+                .map_err(|e| e.prepend("Could not open backing file: "))?;
+            if let Some(b) = child {
+                let edge = self.edge(ChildRole::Backing, &b);
+                if let Some(n) = self.nodes.get_mut(&name) {
+                    n.children.push(edge);
+                }
+                self.check_perms_from(&name)?;
+                self.reopen(&name)?;
+            }
+        }
+        Ok(name)
+    }
+
+    /// A child link attached now.
+    fn edge(&mut self, role: ChildRole, child: &str) -> Edge {
+        self.next_attach += 1;
+        Edge {
+            role,
+            child: child.to_string(),
+            attached: self.next_attach,
+        }
+    }
+
+    /// Puts a node in the graph, or completes the one put there while it opened (keeping its
+    /// place in the creation order).
+    #[allow(clippy::too_many_arguments)]
+    fn put_node(
+        &mut self,
+        name: &str,
+        o: &BlockdevOptions,
+        top: bool,
+        filename: String,
+        children: Vec<Edge>,
+        data: Data,
+        added: &mut Vec<String>,
+    ) {
+        let serial = match self.nodes.get(name) {
+            Some(n) => n.serial,
+            None => {
+                self.next_serial += 1;
+                self.next_serial - 1
+            }
+        };
         self.nodes.insert(
-            name.clone(),
+            name.to_string(),
             Node {
                 serial,
-                name: name.clone(),
+                name: name.to_string(),
                 driver: o.driver,
                 read_only: o.read_only,
                 monitor_owned: top,
@@ -720,28 +812,9 @@ impl BlockGraph {
                 throttle_group: o.throttle_group.clone(),
             },
         );
-        if let Some(stored) = stored_bitmaps {
-            self.attach_stored_bitmaps(&name, stored);
+        if !added.iter().any(|n| n == name) {
+            added.push(name.to_string());
         }
-        added.push(name.clone());
-        if let Some(backing) = pending_backing {
-            let path = PathBuf::from(&self.node(&name)?.filename);
-            let child = match backing {
-                Some(Some(r)) => Some(self.resolve_child(&r, added, true)?),
-                Some(None) => None,
-                None => self.open_header_backing(&path, added)?,
-            };
-            if let Some(b) = child {
-                if let Some(n) = self.nodes.get_mut(&name) {
-                    n.children.push(Edge {
-                        role: ChildRole::Backing,
-                        child: b,
-                    });
-                }
-                self.reopen(&name)?;
-            }
-        }
-        Ok(name)
     }
 
     fn name_for(&mut self, o: &BlockdevOptions) -> String {
@@ -817,15 +890,15 @@ impl BlockGraph {
         spec.ok_or_else(|| not_found(name))
     }
 
-    /// Parents of `name` (node parents and users), oldest first, with the permissions each
-    /// takes and shares.
+    /// Parents of `name` (node parents and users), newest first as QEMU lists them, with the
+    /// permissions each takes and shares.
     fn parents(&self, name: &str) -> Vec<Parent> {
         let mut out: Vec<(u64, Parent)> = Vec::new();
         for n in self.nodes.values() {
             for e in n.children.iter().filter(|e| e.child == name) {
                 let (perm, shared) = self.edge_perms(n, e.role);
                 out.push((
-                    n.serial,
+                    e.attached,
                     Parent {
                         desc: format!("node '{}'", n.name),
                         role: e.role.name().to_string(),
@@ -842,7 +915,7 @@ impl BlockGraph {
                 UserKind::Job { id, kind, role } => (format!("{kind} job '{id}'"), role.clone()),
             };
             out.push((
-                u.serial,
+                u.attached,
                 Parent {
                     desc,
                     role,
@@ -851,7 +924,7 @@ impl BlockGraph {
                 },
             ));
         }
-        out.sort_by_key(|(s, _)| *s);
+        out.sort_by_key(|(s, _)| std::cmp::Reverse(*s));
         out.into_iter().map(|(_, p)| p).collect()
     }
 
@@ -880,31 +953,44 @@ impl BlockGraph {
         self.edge_perms_depth(parent, role, 0)
     }
 
-    /// The permissions a parent node takes on a child and what it shares, by driver and role.
+    /// The permissions a parent node takes on a child and what it shares, by driver and role,
+    /// from what the parent's own parents take and share (QEMU's default rules: a format's
+    /// file child is its storage, a qcow2 backing child is copied from, raw and filters pass
+    /// their parents' needs through).
     fn edge_perms_depth(&self, parent: &Node, role: ChildRole, depth: u32) -> (PermSet, PermSet) {
         use Perm::*;
+        let (p, s) = self.cumulative(&parent.name, depth);
+        let passthrough = PermSet::ALL;
+        let unchanged = PermSet::of(&[ConsistentRead, WriteUnchanged]);
+        let write_resize = PermSet::of(&[Write, Resize]);
+        let filtered = (p.intersect(passthrough), s.intersect(passthrough).union(unchanged));
         match (parent.driver, role) {
             (Driver::Qcow2, ChildRole::File) => {
-                if parent.read_only {
-                    (
-                        PermSet::of(&[ConsistentRead]),
-                        PermSet::of(&[ConsistentRead, WriteUnchanged]),
-                    )
-                } else {
-                    (
-                        PermSet::of(&[ConsistentRead, Write, Resize]),
-                        PermSet::of(&[ConsistentRead, WriteUnchanged]),
-                    )
+                let (mut perm, mut shared) = filtered;
+                // Metadata: written whenever the node is, always read consistently; nobody
+                // else may write or resize it.
+                if !parent.read_only {
+                    perm = perm.union(write_resize);
                 }
+                perm = perm.union(PermSet::of(&[ConsistentRead]));
+                shared = shared.minus(write_resize);
+                // Data.
+                if perm.contains(WriteUnchanged) {
+                    perm = perm.union(PermSet::of(&[Write]));
+                }
+                if perm.contains(Write) {
+                    perm = perm.union(PermSet::of(&[Resize]));
+                }
+                (perm, shared)
             }
             (_, ChildRole::Backing) => {
-                let (p, _) = self.cumulative(&parent.name, depth);
-                (p.intersect(PermSet::of(&[ConsistentRead])), PermSet::ALL)
+                let mut shared = unchanged;
+                if s.contains(Write) {
+                    shared = shared.union(write_resize);
+                }
+                (p.intersect(PermSet::of(&[ConsistentRead])), shared)
             }
-            (_, ChildRole::File) => {
-                // raw passes its parents' needs through.
-                self.cumulative(&parent.name, depth)
-            }
+            (_, ChildRole::File) => filtered,
         }
     }
 
@@ -933,13 +1019,117 @@ impl BlockGraph {
         Ok(())
     }
 
-    fn check_all_perms(&self) -> Result<()> {
-        let mut names: Vec<&Node> = self.nodes.values().collect();
-        names.sort_by_key(|n| n.serial);
-        for n in names {
-            self.check_node_perms(&n.name)?;
+    /// Nodes with every parent before its children (QEMU refreshes permissions in this order).
+    fn topological(&self) -> Vec<String> {
+        fn visit(g: &BlockGraph, n: &str, seen: &mut Vec<String>, out: &mut Vec<String>) {
+            if seen.iter().any(|x| x == n) || seen.len() > 4096 {
+                return;
+            }
+            seen.push(n.to_string());
+            if let Some(node) = g.nodes.get(n) {
+                for e in &node.children {
+                    visit(g, &e.child, seen, out);
+                }
+            }
+            out.push(n.to_string());
+        }
+        let mut roots: Vec<&Node> = self.nodes.values().collect();
+        roots.sort_by_key(|n| n.serial);
+        let (mut seen, mut out) = (Vec::new(), Vec::new());
+        for n in roots.iter().filter(|n| !self.has_parent_node(&n.name)) {
+            visit(self, &n.name, &mut seen, &mut out);
+        }
+        out.reverse();
+        out
+    }
+
+    /// A node whose parents take write may not be read-only.
+    fn check_writable(&self, name: &str) -> Result<()> {
+        let (perm, _) = self.cumulative(name, 0);
+        let writes = perm.contains(Perm::Write) || perm.contains(Perm::WriteUnchanged);
+        if writes && self.node(name)?.read_only {
+            return Err(Error::generic("Block node is read-only"));
         }
         Ok(())
+    }
+
+    /// QEMU's permission refresh over the whole graph: per node, parents first, the parents'
+    /// conflicts, write on a read-only node, then a file node's locks on its file (taken from
+    /// everyone else's, this process's other nodes and other programs alike). All or nothing:
+    /// on an error every lock is as it was.
+    fn check_all_perms(&mut self) -> Result<()> {
+        let all = self.topological();
+        self.refresh_perms(all)
+    }
+
+    /// The permission refresh of the nodes a change touched: `start` and every node below it,
+    /// parents first (as QEMU refreshes only the subgraph of a changed node).
+    fn check_perms_from(&mut self, start: &str) -> Result<()> {
+        let below = self.descendants(start);
+        let order = self
+            .topological()
+            .into_iter()
+            .filter(|n| n == start || below.contains(n))
+            .collect();
+        self.refresh_perms(order)
+    }
+
+    fn refresh_perms(&mut self, order: Vec<String>) -> Result<()> {
+        let mut prepared: Vec<String> = Vec::new();
+        let mut result = Ok(());
+        for name in order {
+            if let Err(e) = self
+                .check_node_perms(&name)
+                .and_then(|()| self.check_writable(&name))
+            {
+                result = Err(e);
+                break;
+            }
+            let (perm, shared) = self.cumulative(&name, 0);
+            let filename = self.nodes.get(&name).map(|n| n.filename.clone());
+            if let Some(lock) = self.locks.get_mut(&name) {
+                if let Err(mut e) = lock.prepare(perm, shared) {
+                    e.hint = Some(format!(
+                        "Is another process using the image [{}]?",
+                        filename.unwrap_or_default()
+                    ));
+                    result = Err(e);
+                    break;
+                }
+                prepared.push(name);
+            }
+        }
+        match result {
+            Ok(()) => {
+                self.commit_locks();
+                Ok(())
+            }
+            Err(e) => {
+                for n in prepared {
+                    if let Some(l) = self.locks.get_mut(&n) {
+                        l.abort();
+                    }
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Every file node's locks to what its parents take and share now (after a change that
+    /// can only give permissions up, or one that was checked); the locks of nodes that are
+    /// gone are released.
+    fn commit_locks(&mut self) {
+        let names: Vec<String> = self.locks.keys().cloned().collect();
+        for n in names {
+            if !self.nodes.contains_key(&n) {
+                self.locks.remove(&n);
+                continue;
+            }
+            let (perm, shared) = self.cumulative(&n, 0);
+            if let Some(l) = self.locks.get_mut(&n) {
+                l.commit(perm, shared);
+            }
+        }
     }
 
     /// Registers a user of a node (an export, a device, a job) with the permissions it takes
@@ -957,19 +1147,31 @@ impl BlockGraph {
         }
         let id = UserId(self.next_user);
         self.next_user += 1;
-        let serial = self.next_serial;
-        self.next_serial += 1;
+        self.next_attach += 1;
+        // An export attaches sharing everything, then stops sharing what it must (QEMU's
+        // NBD export forbids resizing only once it is in place): a conflict shows in the
+        // words of the first step that meets it.
+        let steps = match kind {
+            UserKind::Export(_) if shared != PermSet::ALL => vec![PermSet::ALL, shared],
+            _ => vec![shared],
+        };
         self.users.push(User {
             id,
-            serial,
+            attached: self.next_attach,
             kind,
             node: node.to_string(),
             perm,
-            shared,
+            shared: steps[0],
         });
-        if let Err(e) = self.check_all_perms() {
-            self.users.retain(|u| u.id != id);
-            return Err(e);
+        for s in steps {
+            if let Some(u) = self.users.iter_mut().find(|u| u.id == id) {
+                u.shared = s;
+            }
+            if let Err(e) = self.check_perms_from(node) {
+                self.users.retain(|u| u.id != id);
+                self.commit_locks();
+                return Err(e);
+            }
         }
         Ok(id)
     }
@@ -987,9 +1189,12 @@ impl BlockGraph {
         if orphan {
             self.remove_unreferenced(&node);
         }
+        self.commit_locks();
     }
 
-    /// Moves every user of `from` to `to` (a mirror's or active commit's pivot).
+    /// Moves every parent of `from` to `to`, as QEMU replaces a node (a snapshot's overlay,
+    /// a mirror's or active commit's pivot): its users but its jobs, and the links of its
+    /// parent nodes but `to`'s own and those below `to`.
     pub fn move_users(&mut self, from: &str, to: &str) -> Result<()> {
         self.node(to)?;
         let saved = self.users.clone();
@@ -998,11 +1203,44 @@ impl BlockGraph {
                 u.node = to.to_string();
             }
         }
-        if let Err(e) = self.check_all_perms() {
+        let below_to = self.descendants(to);
+        let mut moved = Vec::new();
+        for n in self.nodes.values_mut() {
+            if n.name == to || below_to.contains(&n.name) {
+                continue;
+            }
+            for e in n.children.iter_mut().filter(|e| e.child == from) {
+                e.child = to.to_string();
+                moved.push((n.name.clone(), e.role));
+            }
+        }
+        if let Err(e) = self.check_perms_from(to) {
             self.users = saved;
+            for (n, role) in moved {
+                if let Some(node) = self.nodes.get_mut(&n) {
+                    for e in node.children.iter_mut().filter(|e| e.role == role) {
+                        e.child = from.to_string();
+                    }
+                }
+            }
             return Err(e);
         }
         Ok(())
+    }
+
+    /// Every node below `name` (its children, theirs, …).
+    fn descendants(&self, name: &str) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        let mut queue = vec![name.to_string()];
+        while let Some(n) = queue.pop() {
+            for e in self.nodes.get(&n).map(|x| x.children.as_slice()).unwrap_or(&[]) {
+                if !out.contains(&e.child) && out.len() < 4096 {
+                    out.push(e.child.clone());
+                    queue.push(e.child.clone());
+                }
+            }
+        }
+        out
     }
 
     /// Users of a node: (kind, perm).
@@ -1183,6 +1421,7 @@ impl BlockGraph {
                 }
             }
         }
+        self.commit_locks();
     }
 
     pub fn driver(&self, name: &str) -> Result<Driver> {
@@ -1271,14 +1510,10 @@ impl BlockGraph {
             self.node(b)?;
         }
         let old = self.child(name, ChildRole::Backing);
+        let edge = backing.map(|b| self.edge(ChildRole::Backing, b));
         let node = self.nodes.get_mut(name).ok_or_else(|| not_found(name))?;
         node.children.retain(|e| e.role != ChildRole::Backing);
-        if let Some(b) = backing {
-            node.children.push(Edge {
-                role: ChildRole::Backing,
-                child: b.to_string(),
-            });
-        }
+        node.children.extend(edge);
         self.reopen(name)?;
         if let Some(old) = old {
             let implicit = self.nodes.get(&old).is_some_and(|n| !n.monitor_owned);
@@ -1286,6 +1521,7 @@ impl BlockGraph {
                 self.remove_unreferenced(&old);
             }
         }
+        self.commit_locks();
         Ok(())
     }
 
@@ -1350,6 +1586,7 @@ impl BlockGraph {
             return Err(e);
         }
         self.bitmaps_follow_read_only(name, read_only);
+        self.commit_locks();
         Ok(())
     }
 
@@ -1467,51 +1704,96 @@ impl BlockGraph {
     }
 
     /// `x-debug-query-block-graph`: block drivers and users with every edge's permissions.
+    /// As QEMU builds it: block backends (oldest first), then jobs (newest first, each with
+    /// its links newest first), then block drivers (oldest first, each with its children
+    /// newest first); a node's id is the order in which the walk first meets it, and both
+    /// lists come out in the reverse of the walk.
     pub fn debug_graph(&self) -> DebugGraph {
+        #[derive(PartialEq)]
+        enum Key {
+            User(u64),
+            Job(String),
+            Node(String),
+        }
+        let mut ids: Vec<Key> = Vec::new();
+        let mut id = |k: Key| -> u64 {
+            match ids.iter().position(|x| *x == k) {
+                Some(i) => i as u64 + 1,
+                None => {
+                    ids.push(k);
+                    ids.len() as u64
+                }
+            }
+        };
         let mut nodes = Vec::new();
         let mut edges = Vec::new();
-        let mut sorted: Vec<&Node> = self.nodes.values().collect();
-        sorted.sort_by_key(|n| std::cmp::Reverse(n.serial));
-        let id_of = |name: &str| self.nodes.get(name).map(|n| n.serial).unwrap_or(0);
-        for n in &sorted {
+        let mut edge = |parent: u64, child: u64, name: String, perm: PermSet, shared: PermSet| {
+            edges.push(GraphEdge {
+                parent,
+                child,
+                name,
+                perm: perm.list_desc(),
+                shared_perm: shared.list_desc(),
+            })
+        };
+        for u in &self.users {
+            let name = match &u.kind {
+                UserKind::Export(_) => String::new(),
+                UserKind::Device(d) => d.clone(),
+                UserKind::Job { .. } => continue,
+            };
+            let me = id(Key::User(u.id.0));
             nodes.push(GraphNode {
-                id: n.serial,
+                id: me,
+                kind: GraphNodeType::BlockBackend,
+                name,
+            });
+            let child = id(Key::Node(u.node.clone()));
+            edge(me, child, "root".into(), u.perm, u.shared);
+        }
+        let mut jobs: Vec<&str> = Vec::new();
+        for u in self.users.iter().rev() {
+            if let UserKind::Job { id: j, .. } = &u.kind {
+                if !jobs.contains(&j.as_str()) {
+                    jobs.push(j);
+                }
+            }
+        }
+        for j in jobs {
+            let me = id(Key::Job(j.to_string()));
+            nodes.push(GraphNode {
+                id: me,
+                kind: GraphNodeType::BlockJob,
+                name: j.to_string(),
+            });
+            for u in self.users.iter().rev() {
+                if let UserKind::Job { id: uj, role, .. } = &u.kind {
+                    if uj == j {
+                        let child = id(Key::Node(u.node.clone()));
+                        edge(me, child, role.clone(), u.perm, u.shared);
+                    }
+                }
+            }
+        }
+        let mut sorted: Vec<&Node> = self.nodes.values().collect();
+        sorted.sort_by_key(|n| n.serial);
+        for n in sorted {
+            let me = id(Key::Node(n.name.clone()));
+            nodes.push(GraphNode {
+                id: me,
                 kind: GraphNodeType::BlockDriver,
                 name: n.name.clone(),
             });
-            for e in &n.children {
+            let mut children: Vec<&Edge> = n.children.iter().collect();
+            children.sort_by_key(|e| std::cmp::Reverse(e.attached));
+            for e in children {
                 let (perm, shared) = self.edge_perms(n, e.role);
-                edges.push(GraphEdge {
-                    parent: n.serial,
-                    child: id_of(&e.child),
-                    name: e.role.name().to_string(),
-                    perm: perm.list_desc(),
-                    shared_perm: shared.list_desc(),
-                });
+                let child = id(Key::Node(e.child.clone()));
+                edge(me, child, e.role.name().to_string(), perm, shared);
             }
         }
-        for u in &self.users {
-            let id = 1_000_000 + u.id.0;
-            let (kind, name, role) = match &u.kind {
-                UserKind::Export(_) => (
-                    GraphNodeType::BlockBackend,
-                    String::new(),
-                    "root".to_string(),
-                ),
-                UserKind::Device(d) => (GraphNodeType::BlockBackend, d.clone(), "root".to_string()),
-                UserKind::Job { id, role, .. } => {
-                    (GraphNodeType::BlockJob, id.clone(), role.clone())
-                }
-            };
-            nodes.push(GraphNode { id, kind, name });
-            edges.push(GraphEdge {
-                parent: id,
-                child: id_of(&u.node),
-                name: role,
-                perm: u.perm.list_desc(),
-                shared_perm: u.shared.list_desc(),
-            });
-        }
+        nodes.reverse();
+        edges.reverse();
         DebugGraph { nodes, edges }
     }
 

@@ -463,7 +463,11 @@ impl Jobs {
                 )));
             }
         }
-        let total = graph.size(device)?;
+        // Nothing to stream when the device has no backing image above the base: QEMU's job
+        // then has length 0 and ends at once, whatever its speed.
+        let backing = graph.child(device, crate::graph::ChildRole::Backing);
+        let nothing = backing.is_none() || backing.as_deref() == base;
+        let total = if nothing { 0 } else { graph.size(device)? };
         let mut users = Vec::new();
         Self::attach(
             graph,

@@ -48,6 +48,7 @@ pub mod bitmap;
 pub mod graph;
 pub mod image;
 pub mod job;
+pub mod lock;
 pub mod nbd;
 pub mod qcow2;
 pub mod qcow2_bitmaps;
@@ -82,6 +83,9 @@ impl ErrorClass {
 pub struct Error {
     pub class: ErrorClass,
     pub desc: String,
+    /// What QEMU adds below the error where a person reads it (a program's stderr), never
+    /// in QMP: "Is another process using the image [FILE]?".
+    pub hint: Option<String>,
 }
 
 impl Error {
@@ -89,13 +93,21 @@ impl Error {
         Error {
             class: ErrorClass::GenericError,
             desc: desc.into(),
+            hint: None,
         }
+    }
+
+    /// The same error with words put before it ("Could not open backing file: …").
+    pub fn prepend(mut self, words: &str) -> Error {
+        self.desc.insert_str(0, words);
+        self
     }
 
     pub fn with_class(class: ErrorClass, desc: impl Into<String>) -> Error {
         Error {
             class,
             desc: desc.into(),
+            hint: None,
         }
     }
 }

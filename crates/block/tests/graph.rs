@@ -116,6 +116,9 @@ fn nodes_names_and_errors_match_qemu_storage_daemon() {
         &["create", "-f", "raw", r.to_str().unwrap(), "4M"],
     );
     let mut g = BlockGraph::default();
+    // Beside the daemon on the same files: the permission model without the locks between
+    // the two processes (the locks have tests of their own).
+    g.set_auto_locking(false);
 
     macro_rules! step {
         ($what:expr, $ours:expr, $cmd:expr, $args:expr) => {
@@ -340,6 +343,9 @@ fn chains_permissions_and_exports_match_qemu_storage_daemon() {
         ],
     );
     let mut g = BlockGraph::default();
+    // Beside the daemon on the same files: the permission model without the locks between
+    // the two processes (the locks have tests of their own).
+    g.set_auto_locking(false);
     macro_rules! step {
         ($what:expr, $ours:expr, $cmd:expr, $args:expr) => {
             same(
@@ -423,6 +429,8 @@ fn chains_permissions_and_exports_match_qemu_storage_daemon() {
 
     // A qcow2 node opened from the header's chain: implicit read-only nodes below.
     let mut g2 = BlockGraph::default();
+    // The first graph still holds the chain for writing.
+    g2.set_auto_locking(false);
     g2.add(
         &BlockdevOptions::format(
             Driver::Qcow2,
@@ -476,6 +484,9 @@ fn snapshot_and_resize_match_qemu_storage_daemon() {
         );
     }
     let mut g = BlockGraph::default();
+    // Beside the daemon on the same files: the permission model without the locks between
+    // the two processes (the locks have tests of their own).
+    g.set_auto_locking(false);
     macro_rules! step {
         ($what:expr, $ours:expr, $cmd:expr, $args:expr) => {
             same(

@@ -980,6 +980,9 @@ fn replies_and_events_match_the_live_daemon() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(STEPS);
+    // QMPKIT_CORPUS_DUMP=FILE writes every difference, known or not, to FILE.
+    let mut dump = std::env::var_os("QMPKIT_CORPUS_DUMP")
+        .map(|p| std::fs::File::create(p).expect("QMPKIT_CORPUS_DUMP"));
     let started = Instant::now();
     for i in 0..steps {
         let step = next_step(&mut rng, &mut model, marker);
@@ -1002,6 +1005,14 @@ fn replies_and_events_match_the_live_daemon() {
         let eb: Vec<String> = eb.iter().map(|e| normalise(e, &db)).collect();
         let cmd = step.req["execute"].as_str().unwrap_or("").to_string();
         if let Some(what) = difference(&ra, &rb, &ea, &eb) {
+            if let Some(all) = &mut dump {
+                use std::io::Write;
+                let _ = writeln!(
+                    all,
+                    "step {i} ({what}) {cmd}: {}\n  qsd:    {ra}\n  qmpkit: {rb}\n  qsd events:    {ea:?}\n  qmpkit events: {eb:?}",
+                    text.replace(marker, "$DIR")
+                );
+            }
             if KNOWN
                 .iter()
                 .any(|(c, w, _)| *c == cmd && (*w == what || *w == "*"))

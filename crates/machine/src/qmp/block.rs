@@ -103,7 +103,15 @@ fn map_ref(r: &api::BlockdevRef) -> R<Ref> {
 pub fn map_options(o: &api::BlockdevOptions) -> R<Opts> {
     use api::BlockdevOptionsBranch as B;
     let mut out = match &o.driver {
-        B::File(f) => Opts::file(&f.filename),
+        B::File(f) => {
+            let mut x = Opts::file(&f.filename);
+            x.locking = match f.locking {
+                Some(api::OnOffAuto::On) => qmpkit_block::lock::Locking::On,
+                Some(api::OnOffAuto::Off) => qmpkit_block::lock::Locking::Off,
+                _ => qmpkit_block::lock::Locking::Auto,
+            };
+            x
+        }
         B::Raw(r) => Opts::format(Driver::Raw, map_ref(&r.file)?),
         B::Qcow2(q) => {
             let mut x = Opts::format(Driver::Qcow2, map_ref(&q.file)?);
