@@ -10,7 +10,9 @@
 //! the machine queued are broadcast at once (QEMU sends STOP/RESUME before
 //! the reply); requests the machine serves later (reset, power button,
 //! quit, the guest's own actions) are zero-delay timers that a task runs as
-//! soon as the reply is out, and timer deadlines are real time.
+//! soon as the reply is out (on machines of QEMU 5.2 and later, shutdown,
+//! reset and the power button are served before the reply, so that their
+//! events precede it as there), and timer deadlines are real time.
 
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -155,6 +157,7 @@ impl MachineHandle {
                 Some(r) => r,
                 None => answer_unhandled(&m.schema, &call.command, entity, unhandled),
             };
+            m.serve_main_loop_requests(cx.now_ns);
             // Broadcast while the machine is locked, so that events of
             // concurrent calls go out in the order the machine made them.
             for (name, data) in m.take_events() {

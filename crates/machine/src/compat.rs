@@ -56,6 +56,11 @@ pub struct Compat {
     /// 7.1: `query-cpu-definitions` says whether each model is deprecated (none of the
     /// 2.12-generation tables is).
     pub cpu_deprecated_7_1: bool,
+    /// 5.2: commands run in the monitor's dispatcher coroutine, whose reply is sent after the
+    /// main loop has served what the command requested: `quit`, `system_reset` and
+    /// `system_powerdown` send SHUTDOWN, RESET, POWERDOWN before their `{"return": {}}`
+    /// (before: the reply first).
+    pub main_loop_events_before_reply: bool,
 }
 
 impl Compat {
@@ -82,6 +87,7 @@ impl Compat {
             catalog_10_0: at(10, 0),
             machine_info_4_1: at(4, 1),
             cpu_deprecated_7_1: at(7, 1),
+            main_loop_events_before_reply: at(5, 2),
         }
     }
 }

@@ -310,6 +310,25 @@ impl Machine {
         due
     }
 
+    /// Serve what a command just asked of the main loop (shutdown, reset, the power button:
+    /// due run-state timers at the head of the queue) when the machine's QEMU does so before
+    /// the command's reply goes out (see [`compat::Compat::main_loop_events_before_reply`]).
+    pub fn serve_main_loop_requests(&mut self, now_ns: u64) {
+        if !self.compat().main_loop_events_before_reply {
+            return;
+        }
+        while let Some((&key, TimerAction::RunState(_))) = self.timers.iter().next() {
+            if key.0 > now_ns || self.exit.is_some() {
+                break;
+            }
+            let Some(action) = self.timers.remove(&key) else {
+                break;
+            };
+            self.now_ns = self.now_ns.max(key.0);
+            self.fire(action);
+        }
+    }
+
     /// Bring the machine to time `now_ns`: run every due timer (and the
     /// timers those schedule, when they are due too), in deadline order.
     pub fn advance(&mut self, now_ns: u64) {
