@@ -586,3 +586,60 @@ fn descriptors_pass_through_to_qemu() {
 fn descriptors_pass_through_to_a_simulated_machine() {
     descriptors_go_with_their_command(None, "proxy-fds-serve");
 }
+
+/// Argument rules: a command whose argument (or a member of one) is outside the listed values
+/// is refused in QEMU's shape; within them, or not given, it reaches QEMU (plain requests on
+/// the fast path as well as QEMU's JSON dialect).
+#[test]
+fn argument_rules_refuse_values_outside_the_list() {
+    let dir = TempDir::new("proxy-args");
+    let up = dir.join("qemu.sock");
+    fake_qemu(&up);
+    let ps = dir.join("p.sock");
+    let mut c = Command::new(qmpkit());
+    c.args(["proxy", "--upstream"]).arg(&up).arg("--listen").arg(format!(
+        "unix:{},arg=blockdev-add.driver=null-co|raw,arg=blockdev-add.file.filename=/img/*,arg=block-*.speed=0",
+        ps.display()
+    ));
+    let _p = monitor(c, &ps);
+    let mut l = Line::connect(&ps);
+    negotiate(&mut l);
+    let refused = |d: &str| json!({"error": {"class": "GenericError", "desc": d}});
+    for (req, want) in [
+        (
+            r#"{"execute": "blockdev-add", "arguments": {"driver": "raw", "node-name": "a"}}"#,
+            json!({"return": {}}),
+        ),
+        (
+            r#"{"execute": "blockdev-add", "arguments": {"driver": "qcow2"}, "id": 1}"#,
+            json!({"id": 1, "error": {"class": "GenericError", "desc": "Parameter 'driver' of blockdev-add may only be null-co or raw on this QMP proxy listener"}}),
+        ),
+        (
+            r#"{'execute': 'blockdev-add', 'arguments': {'driver': 'file'}}"#,
+            refused("Parameter 'driver' of blockdev-add may only be null-co or raw on this QMP proxy listener"),
+        ),
+        (
+            r#"{"execute": "blockdev-add", "arguments": {"driver": "raw", "file": {"driver": "file", "filename": "/img/vm.raw"}}}"#,
+            json!({"return": {}}),
+        ),
+        (
+            r#"{"execute": "blockdev-add", "arguments": {"driver": "raw", "file": {"driver": "file", "filename": "/etc/shadow"}}}"#,
+            refused("Parameter 'file.filename' of blockdev-add may only be /img/* on this QMP proxy listener"),
+        ),
+        (
+            r#"{"execute": "block-stream", "arguments": {"device": "a"}}"#,
+            json!({"return": {}}),
+        ),
+        (
+            r#"{"execute": "block-commit", "arguments": {"device": "a", "speed": 100}}"#,
+            refused("Parameter 'speed' of block-commit may only be 0 on this QMP proxy listener"),
+        ),
+        (
+            r#"{"execute": "query-block"}"#,
+            json!({"return": {}}),
+        ),
+    ] {
+        l.send(req);
+        assert_eq!(l.value(), want, "{req}");
+    }
+}

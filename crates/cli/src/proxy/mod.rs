@@ -55,6 +55,8 @@ Listener options (after the address, comma-separated):
   rate=N                 at most N commands per second per client
   uid=N[:N...]           only unix peers with these user ids (SO_PEERCRED)
   admin-uid=N[:N...]     unix peers with these user ids are not restricted
+  arg=CMD.ARG=V[|V...]   where CMD is sent with ARG (a.b for a member of a), it must
+                         be one of these values (V* matches a prefix; repeatable)
 A refused command is answered {\"error\": {\"class\": \"GenericError\", \"desc\": ...}}.
 
 Examples:
@@ -992,9 +994,13 @@ fn forward_plain(
     if st.up.is_none() {
         return false;
     }
-    if !policy.allow.is_empty() || !policy.deny.is_empty() || policy.readonly {
+    if !policy.allow.is_empty()
+        || !policy.deny.is_empty()
+        || policy.readonly
+        || !policy.args.is_empty()
+    {
         match std::str::from_utf8(name) {
-            Ok(name) if policy.refuses(name, me.uid).is_none() => {}
+            Ok(name) if policy.refuses(name, me.uid).is_none() && !policy.constrains(name) => {}
             _ => return false,
         }
     }
@@ -1098,7 +1104,10 @@ fn handle(
         };
         return hub.local_reply(st, batch, cid, reply);
     }
-    if let Some(why) = policy.refuses(&req.command, me.uid) {
+    if let Some(why) = policy
+        .refuses(&req.command, me.uid)
+        .or_else(|| policy.refuses_args(&req.command, req.arguments.as_ref(), me.uid))
+    {
         let reply = error_line(ErrorClass::GenericError, &why, req.id);
         return hub.local_reply(st, batch, cid, reply);
     }
