@@ -149,7 +149,10 @@ pub fn run(args: Vec<String>) -> ExitCode {
         }
     };
     // The interface loads while the shell gets ready; completion and help wait for it.
-    let model = LazyModel::start(client.clone(), rt.handle().clone());
+    let timing = std::env::var_os("QMPKIT_SHELL_TIMING")
+        .is_some()
+        .then_some(started);
+    let model = LazyModel::start(client.clone(), rt.handle().clone(), timing);
     let log = match &cli.log {
         Some(p) => match Recorder::create(p) {
             Ok(r) => Some(r),
@@ -180,7 +183,7 @@ pub fn run(args: Vec<String>) -> ExitCode {
         "qmpkit shell: connected to QEMU {}.{}.{} (help lists its commands)",
         v.major, v.minor, v.micro
     );
-    if std::env::var_os("QMPKIT_SHELL_TIMING").is_some() {
+    if timing.is_some() {
         eprintln!("qmpkit shell: ready in {:?}", started.elapsed());
     }
     let session = Session {
@@ -259,11 +262,23 @@ struct LazyModel {
 }
 
 impl LazyModel {
-    fn start(client: Client, rt: tokio::runtime::Handle) -> LazyModel {
+    /// Load in the background; with `timing`, say on stderr how long after it the model was
+    /// ready (the benchmark harness reads it).
+    fn start(
+        client: Client,
+        rt: tokio::runtime::Handle,
+        timing: Option<std::time::Instant>,
+    ) -> LazyModel {
         let loader = std::thread::spawn(move || {
             match rt.block_on(client.call(Command::new("query-qmp-schema"))) {
                 Ok(v) => match qmpkit_schema::load_introspection(&v) {
-                    Ok(s) => Some(Arc::new(Model::new(s))),
+                    Ok(s) => {
+                        let m = Arc::new(Model::new(s));
+                        if let Some(t) = timing {
+                            eprintln!("qmpkit shell: schema loaded in {:?}", t.elapsed());
+                        }
+                        Some(m)
+                    }
                     Err(e) => {
                         eprintln!("qmpkit shell: note: the server's schema does not load ({e}); no completion");
                         None
