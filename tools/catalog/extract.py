@@ -17,15 +17,22 @@ OUT = sys.argv[1] if len(sys.argv) > 1 else os.path.join(ROOT, 'crates/machine/d
 os.makedirs(OUT, exist_ok=True)
 
 class Fresh:
-    """A QMP session that starts over when a command makes QEMU abort."""
+    """A QMP session that starts over when a command makes QEMU abort. Every process
+    loads all its modules first (`qom-list-types` does), so that the answers are those
+    of a binary with every type registered; the modules section below models when
+    that happens."""
     def __init__(self, accel):
-        self.accel = accel; self.q = Q(accel)
+        self.accel = accel; self.q = self.start()
+    def start(self):
+        q = Q(self.accel)
+        q.cmd('qom-list-types')
+        return q
     def cmd(self, ex, **a):
         for attempt in (0, 1):
             try:
                 return self.q.cmd(ex, **a)
             except RuntimeError:
-                self.q = Q(self.accel)
+                self.q.kill(); self.q = self.start()
         return {'aborts': True}
     def close(self):
         self.q.close()
@@ -76,8 +83,6 @@ for t in order:
     r = qlp[t]
     if r.get('aborts'):
         row['aborts'] = True
-    elif 'error' in r and r['error']['desc'] == f"Class '{t}' not found":
-        row['unloaded'] = True
     if 'return' in r:
         mine = r['return']
         p = parent[t]
@@ -116,7 +121,7 @@ def expansions(q, names):
 
 per = {}
 for accel in ('kvm', 'tcg'):
-    q = Fresh(accel)  # a fresh process: answers change once modules are loaded
+    q = Fresh(accel)  # a process per accelerator
     d = {}
     d['cpus'] = ret(q.cmd('query-cpu-definitions'))
     d['exp'] = expansions(q, [c['name'] for c in d['cpus']])
@@ -194,6 +199,33 @@ def expansion_row(a, key):
     if missing: row['full-absent'] = missing
     return row
 
+# Turning `vmx` on brings a model's VMX capabilities (features that are off while `vmx` is
+# off): per accelerator, those of each model that has any.
+vmx_brings = {}
+for a in per:
+    q = Q(a)
+    vmx_brings[a] = {}
+    for c in per[a]['cpus']:
+        off = per[a]['exp'][('static', c['name'], '')]['props']
+        if off.get('vmx') is not False:
+            continue
+        r = q.cmd('query-cpu-model-expansion', type='static',
+                  model={'name': c['name'], 'props': {'vmx': True}})
+        if 'return' not in r:
+            continue
+        on = r['return']['model']['props']
+        brought = [kk for kk in on if kk != 'vmx' and on[kk] is True and off.get(kk) is False]
+        if brought:
+            vmx_brings[a][c['name']] = brought
+    q.close()
+# And what each of those models then lacks (with features that have no name), as a
+# process whose `-cpu` turns `vmx` on for every model lists it.
+with_vmx = {}
+for a in per:
+    q = Q(a, machine='pc', extra=['-cpu', 'qemu64,+vmx'])
+    with_vmx[a] = {c['name']: c['unavailable-features'] for c in ret(q.cmd('query-cpu-definitions'))}
+    q.close()
+
 rows = []
 for i, c in enumerate(per['kvm']['cpus']):
     t = per['tcg']['cpus'][i]
@@ -210,9 +242,113 @@ for i, c in enumerate(per['kvm']['cpus']):
             if key[0] == 'static' and key[1] == c['name'] and key[2]:
                 variants.setdefault(a, {})[key[2]] = expansion_row(a, key)
     if variants: row['variants'] = variants
+    if c['name'] in vmx_brings['kvm'] or c['name'] in vmx_brings['tcg']:
+        vk, vt = vmx_brings['kvm'].get(c['name'], []), vmx_brings['tcg'].get(c['name'], [])
+        row['vmx-brings'] = {'kvm': vk} if vk == vt else {'kvm': vk, 'tcg': vt}
+        uk, ut = with_vmx['kvm'][c['name']], with_vmx['tcg'][c['name']]
+        row['unavailable-with-vmx'] = {'kvm': uk} if uk == ut else {'kvm': uk, 'tcg': ut}
     rows.append(row)
 dump_lines('cpu-models.jsonl', rows)
+# What each accelerator cannot give, in the order the binary lists unavailable features
+# (CPUID order): a vCPU of model `base` with every feature it may lack turned on (under
+# KVM, those `host` lacks; under TCG, all) lists exactly those.
+unsupported = {}
+for a in per:
+    host = dict(base, **per[a]['exp'][('static', 'host' if a == 'kvm' else 'max', '')]['props'])
+    feats = [kk for kk, v in base.items() if isinstance(v, bool) and (a == 'tcg' or host[kk] is False)]
+    q = Q(a, machine='pc', extra=['-cpu', 'base,' + ','.join('+' + kk for kk in feats)])
+    unsupported[a] = ret(q.cmd('qom-get', path='/machine/unattached/device[0]',
+                               property='unavailable-features'))
+    q.close()
 with open(os.path.join(OUT, 'cpu-properties.json'), 'w') as f:
-    json.dump({'base': base, 'aliases': aliases, 'common': common}, f, indent=0, sort_keys=False)
+    json.dump({'base': base, 'aliases': aliases, 'common': common, 'unsupported': unsupported},
+              f, indent=0, sort_keys=False)
     f.write('\n')
+
+# ---------------------------------------------------------------- modules
+# Some types, and option `spice`, live in modules (shared objects) that the binary loads
+# when something needs them; which modules a process has loaded shows in its memory map.
+# In a fresh process, listing a type's properties either finds a built-in type, loads
+# modules, or fails (a module's type that no look-up loads the module by). What a
+# look-up alone loads (a module and the modules it needs) shows with `device_add`, which
+# fails on `-machine none` before making an instance; listing a concrete type's
+# properties makes one, whose parts may need more. Then, per look-up that loads modules,
+# which of those failing types and which options are there afterwards: each module type
+# and option is put in the one module whose presence it follows.
+q = Q('tcg')
+q.cmd('qom-list-types')
+every_module = q.modules()
+every_option = [o['option'] for o in ret(q.cmd('query-command-line-options'))]
+q.close()
+interfaces = set(t for t in order if 'interface' in ancestors(t))
+loads, absent = {}, []
+q = Q('tcg')
+for t in order:
+    if t in interfaces or qlp[t].get('aborts'):
+        continue
+    try:
+        r = q.cmd('qom-list-properties', typename=t)
+    except RuntimeError:
+        q.kill(); q = Q('tcg'); continue
+    now = q.modules()
+    if now:
+        loads[t] = now
+        q.close(); q = Q('tcg')
+    elif 'error' in r:
+        absent.append(t)
+q.close()
+looks, after = {}, {}
+for t in loads:
+    q = Q('tcg')
+    q.cmd('device_add', driver=t)
+    looks[t] = q.modules()
+    assert looks[t] and looks[t] <= loads[t], t
+    q.close()
+    q = Q('tcg')
+    q.cmd('qom-list-properties', typename=t)
+    found = set(a for a in absent if 'return' in q.cmd('qom-list-properties', typename=a))
+    opts = set(o['option'] for o in ret(q.cmd('query-command-line-options')))
+    assert q.modules() == loads[t], t
+    after[t] = (found, opts)
+    q.close()
+q = Q('tcg')
+fresh_options = set(o['option'] for o in ret(q.cmd('query-command-line-options')))
+q.close()
+def owner_of_lookup(t):
+    """The module a look-up of `t` loads with what it needs: the one that every look-up
+    loading it loads all of `t`'s with."""
+    fits = [m for m in looks[t] if all(looks[t] <= looks[l] for l in looks if m in looks[l])]
+    assert len(fits) == 1, (t, fits)
+    return fits[0]
+def owner(present):
+    """The one module whose being loaded matches `present(look-up)` for every look-up."""
+    fits = [m for m in sorted(every_module) if all((m in loads[l]) == present(l) for l in loads)]
+    assert len(fits) == 1, fits
+    return fits[0]
+modules = {m: {'deps': [], 'types': [], 'lookup': [], 'options': [], 'instances': {}}
+           for m in sorted(every_module)}
+for t in order:
+    if t in loads:
+        m = owner_of_lookup(t)
+        modules[m]['types'].append(t); modules[m]['lookup'].append(t)
+        deps = sorted(looks[t] - {m})
+        assert modules[m]['deps'] in ([], deps), (t, deps)
+        modules[m]['deps'] = deps
+        if loads[t] != looks[t]:
+            modules[m]['instances'][t] = sorted(loads[t] - looks[t])
+    elif t in absent:
+        modules[owner(lambda l: t in after[l][0])]['types'].append(t)
+for o in every_option:
+    if o not in fresh_options:
+        modules[owner(lambda l: o in after[l][1])]['options'].append(o)
+for m, rec in modules.items():
+    if not rec['lookup']:
+        with_m = [looks[l] for l in looks if m in looks[l]]
+        rec['deps'] = sorted(set.intersection(*with_m) - {m})
+    for k in list(rec):
+        if not rec[k]: del rec[k]
+with open(os.path.join(OUT, 'modules.json'), 'w') as f:
+    json.dump(modules, f, indent=1, sort_keys=True)
+    f.write('\n')
+assert set().union(*loads.values()) == every_module
 print('wrote', OUT)

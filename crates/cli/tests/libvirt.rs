@@ -6,7 +6,8 @@
 //! same steps (run beside it when installed). A second domain with a qcow2
 //! disk, a CD-ROM, a serial port on a file and a NIC starts too, and a
 //! libvirtd restart reconnects to a running domain. The capability caches
-//! libvirt writes for both binaries are compared and the difference printed.
+//! libvirt writes for both binaries must hold the same flags (the difference
+//! is printed), and each booted domain's idle resident set is reported.
 //!
 //! libvirtd runs as root in a private mount namespace (`unshare`): its
 //! configuration, state, cache and run directories are bound from a
@@ -248,10 +249,19 @@ fn guest_powers_off(d: &Libvirtd, dom: &str) {
     let _ = d.virsh(&["qemu-monitor-command", dom, "--hmp", "o /h 0x604 0x2000"]);
 }
 
+/// The resident set of domain `dom`'s emulator (its pid file), in KiB, after
+/// a second of rest.
+fn idle_rss_kib(d: &Libvirtd, dom: &str) -> Option<u64> {
+    std::thread::sleep(Duration::from_secs(1));
+    let pid = std::fs::read_to_string(d.root.join(format!("run/qemu/{dom}.pid"))).ok()?;
+    qmpkit_testkit::fleet::rss_kib(pid.trim().parse().ok()?)
+}
+
 /// Drive one domain of `emulator` through its lifecycle; each step's state
-/// and reason. `plays_guest`: the test answers power requests for the
-/// guest (real QEMU); qmpkit's modelled guest answers them itself.
-fn lifecycle(d: &Libvirtd, dom: &str, plays_guest: bool) -> Vec<(String, String)> {
+/// and reason, and the emulator's idle resident set (KiB) once it has
+/// booted. `plays_guest`: the test answers power requests for the guest
+/// (real QEMU); qmpkit's modelled guest answers them itself.
+fn lifecycle(d: &Libvirtd, dom: &str, plays_guest: bool) -> (Vec<(String, String)>, Option<u64>) {
     let mut seen = Vec::new();
     let mut step = |name: &str, args: &[&str], want: &str, power: bool| {
         d.ok(args);
@@ -278,8 +288,9 @@ fn lifecycle(d: &Libvirtd, dom: &str, plays_guest: bool) -> Vec<(String, String)
     step("reboot", &["reboot", dom], "running (unpaused)", true);
     step("shutdown", &["shutdown", dom], "shut off (shutdown)", true);
     step("start", &["start", dom], "running (booted)", false);
+    let rss = idle_rss_kib(d, dom);
     step("destroy", &["destroy", dom], "shut off (destroyed)", false);
-    seen
+    (seen, rss)
 }
 
 /// What libvirt 9.0 reports after each step for a guest that answers
@@ -376,7 +387,9 @@ fn libvirt_runs_qmpkit_as_qemu() {
     let xml = root.0.join("vm1.xml");
     std::fs::write(&xml, domain_xml("vm1", kind, &ours, "")).expect("xml");
     d.ok(&["define", xml.to_str().expect("utf-8")]);
-    let got = lifecycle(&d, "vm1", false);
+    let (got, rss) = lifecycle(&d, "vm1", false);
+    let kib = |r: Option<u64>| r.map_or("unknown".to_string(), |k| format!("{k} KiB"));
+    eprintln!("libvirt: idle RSS of a booted domain: qmpkit {}", kib(rss));
     let want: Vec<(String, String)> = EXPECTED
         .iter()
         .map(|(a, b)| (a.to_string(), b.to_string()))
@@ -387,7 +400,12 @@ fn libvirt_runs_qmpkit_as_qemu() {
         let xml = root.0.join("real1.xml");
         std::fs::write(&xml, domain_xml("real1", kind, &real, "")).expect("xml");
         d.ok(&["define", xml.to_str().expect("utf-8")]);
-        let theirs = lifecycle(&d, "real1", true);
+        let (theirs, real_rss) = lifecycle(&d, "real1", true);
+        eprintln!(
+            "libvirt: idle RSS of a booted domain: qmpkit {}, real QEMU 10.0.2 {}",
+            kib(rss),
+            kib(real_rss)
+        );
         eprintln!("libvirt: real QEMU's states: {theirs:?}");
         eprintln!("libvirt: qmpkit's states:    {got:?}");
         assert_eq!(theirs, want, "real QEMU's states (the expectation) changed");
@@ -462,6 +480,10 @@ fn libvirt_runs_qmpkit_as_qemu() {
             only_real.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(" "),
             only_ours.len(),
             only_ours.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(" "),
+        );
+        assert_eq!(
+            a, b,
+            "libvirt's capability flags for qmpkit differ from real QEMU 10.0.2's"
         );
     }
     drop(d2);

@@ -447,6 +447,7 @@ pub fn add(
     b: &api::ChardevBackend,
     cx: &mut Cx,
 ) -> Result<api::ChardevReturn, QmpError> {
+    crate::catalog::look_up(m, &format!("chardev-{}", backend_type(b)));
     let Some(chardevs) = m.qom.tree.child(Tree::ROOT, "chardevs") else {
         return Err(crate::not_implemented("chardev-add"));
     };

@@ -50,6 +50,9 @@ pub struct Compat {
     /// and their expansion, command-line options, migration capabilities, TPM lists) comes
     /// from the catalogue of QEMU 10.0.2's x86_64 build ([`crate::catalog`]).
     pub catalog_10_0: bool,
+    /// 10.0: `migrate-set-capabilities` refuses the combinations QEMU 10.0 refuses, in its
+    /// words (before: only postcopy with compression).
+    pub migration_caps_10_0: bool,
     /// 4.1: `query-machines` says whether each type is deprecated and takes memory per NUMA
     /// node (no type of the 2.12-generation tables is, or does).
     pub machine_info_4_1: bool,
@@ -85,6 +88,7 @@ impl Compat {
             migrate_uri_words_8_2: at(8, 2),
             migration_device_state_always: at(9, 0),
             catalog_10_0: at(10, 0),
+            migration_caps_10_0: at(10, 0),
             machine_info_4_1: at(4, 1),
             cpu_deprecated_7_1: at(7, 1),
             main_loop_events_before_reply: at(5, 2),

@@ -1105,6 +1105,7 @@ impl MachineConfig {
     /// options are applied; the error is QEMU's, after the option.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.check_machine_limits()?;
+        crate::catalog::check_cpu_option(self).map_err(ConfigError)?;
         if let Some(b) = self.machine_props.get("memory-backend") {
             if !self.objects.iter().any(|o| &o.id == b) {
                 return err(format!("Memory backend '{b}' not found"));

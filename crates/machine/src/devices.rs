@@ -650,6 +650,7 @@ pub fn device_add(m: &mut Machine, args: &DeviceOptions) -> Result<(), QmpError>
     let Some(driver) = opt_str(args, "driver") else {
         return Err(QmpError::generic("Parameter 'driver' is missing"));
     };
+    crate::catalog::look_up(m, driver);
     // Options first: id syntax and uniqueness.
     let id = opt_str(args, "id");
     if let Some(id) = id {
@@ -1237,6 +1238,7 @@ pub fn object_add(
     id: &str,
     props: Option<&Value>,
 ) -> Result<(), QmpError> {
+    crate::catalog::look_up(m, qom_type);
     if !id_wellformed(id) {
         return Err(QmpError::generic("Parameter 'id' expects an identifier"));
     }

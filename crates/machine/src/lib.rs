@@ -182,6 +182,7 @@ impl Machine {
         let testctl = testctl::TestCtl::new(&config);
         let mut qom = qom::QomState {
             tree: devices::build_tree(&config),
+            modules: Default::default(),
         };
         let input = input::InputState::new(&qom.tree);
         let ident = identity::IdentityState::new(&config, index);
@@ -226,6 +227,7 @@ impl Machine {
             migration,
         };
         migration::start_from_config(&mut m);
+        catalog::start(&mut m);
         m
     }
 

@@ -60,6 +60,13 @@ struct Model {
     /// Per accelerator: the properties (as a JSON object's text) and what they give.
     #[serde(default)]
     variants: HashMap<String, HashMap<String, Expansion>>,
+    /// The features turning `vmx` on brings (its VMX capabilities), for a model without it.
+    #[serde(default, rename = "vmx-brings")]
+    vmx_brings: Option<ByAccel<Vec<String>>>,
+    /// What the accelerator cannot give such a model with `vmx` on (some of its VMX
+    /// capabilities have no name: `""`).
+    #[serde(default, rename = "unavailable-with-vmx")]
+    unavailable_with_vmx: Option<ByAccel<Vec<String>>>,
 }
 
 #[derive(serde::Deserialize)]
@@ -67,6 +74,21 @@ struct Properties {
     base: Map<String, Value>,
     aliases: HashMap<String, String>,
     common: HashMap<String, Map<String, Value>>,
+    /// Per accelerator, the features it cannot give, in the order the binary lists
+    /// unavailable features.
+    #[serde(default)]
+    unsupported: HashMap<String, Vec<String>>,
+}
+
+/// What `-cpu MODEL,…` asks of every CPU, as QEMU 10.0 applies it: `+f` and `-f` turn a
+/// feature on or off for every CPU model, over anything else (in that order: a feature
+/// both added and removed is off); `prop=value` (a bare `f` is `f=on`) sets a property of
+/// the named model's type, as a global property does.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CpuOptions {
+    pub plus: Vec<String>,
+    pub minus: Vec<String>,
+    pub props: Vec<(String, String)>,
 }
 
 /// The models, in the binary's order, and the properties they share.
@@ -97,6 +119,7 @@ impl CpuModels {
                 base: Map::new(),
                 aliases: HashMap::new(),
                 common: HashMap::new(),
+                unsupported: HashMap::new(),
             }),
         }
     }
@@ -117,23 +140,91 @@ impl CpuModels {
             .map(|m| m.typename.as_str())
     }
 
-    /// What KVM or TCG cannot give model `name`.
-    pub fn unavailable(&self, name: &str, kvm: bool) -> Option<&[String]> {
-        self.models
+    /// What KVM or TCG cannot give model `name`, with `-cpu`'s `opts` (those of model
+    /// `chosen`) applied.
+    pub fn unavailable(
+        &self,
+        name: &str,
+        kvm: bool,
+        chosen: &str,
+        opts: &CpuOptions,
+    ) -> Option<Vec<String>> {
+        let m = self.models.iter().find(|m| m.name == name)?;
+        let order = self
+            .props
+            .unsupported
+            .get(accel(kvm))
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        let rank = |f: &str| order.iter().position(|x| x == f);
+        // The features `opts` force on or off for this model, by their canonical names.
+        let mut forced: Vec<(String, bool)> = Vec::new();
+        if self.typename(chosen) == Some(m.typename.as_str()) {
+            for (p, v) in &opts.props {
+                if let Some(on) = bool_value(v) {
+                    forced.push((self.canonical(p).to_string(), on));
+                }
+            }
+        }
+        forced.extend(
+            opts.plus
+                .iter()
+                .map(|f| (self.canonical(f).to_string(), true)),
+        );
+        forced.extend(
+            opts.minus
+                .iter()
+                .map(|f| (self.canonical(f).to_string(), false)),
+        );
+        let mut list = m.unavailable.get(kvm).clone();
+        // (A model the accelerator cannot run at all says only that.)
+        if list == ["kvm"] {
+            return Some(list);
+        }
+        let vmx_on = forced
             .iter()
-            .find(|m| m.name == name)
-            .map(|m| m.unavailable.get(kvm).as_slice())
+            .rev()
+            .find(|(f, _)| f == "vmx")
+            .is_some_and(|(_, on)| *on);
+        if let Some(with_vmx) = m.unavailable_with_vmx.as_ref().filter(|_| vmx_on) {
+            list = with_vmx.get(kvm).clone();
+            forced.retain(|(f, _)| f != "vmx");
+        }
+        for (f, on) in forced {
+            list.retain(|x| *x != f);
+            let Some(r) = rank(&f).filter(|_| on) else {
+                continue;
+            };
+            // Before the first listed feature that comes after it.
+            let at = list
+                .iter()
+                .position(|x| rank(x).is_some_and(|xr| xr > r))
+                .unwrap_or(list.len());
+            list.insert(at, f);
+        }
+        Some(list)
     }
 
-    /// `query-cpu-definitions` under KVM or TCG.
-    pub fn definitions(&self, kvm: bool) -> Vec<api::CpuDefinitionInfo> {
+    /// A feature's canonical name (`sse4.1` for `sse4_1`).
+    fn canonical<'a>(&'a self, f: &'a str) -> &'a str {
+        self.props.aliases.get(f).map_or(f, String::as_str)
+    }
+
+    /// `query-cpu-definitions` under KVM or TCG, with `-cpu`'s `opts` (given with model
+    /// `chosen`) applied.
+    pub fn definitions(
+        &self,
+        kvm: bool,
+        chosen: &str,
+        opts: &CpuOptions,
+    ) -> Vec<api::CpuDefinitionInfo> {
         self.models
             .iter()
             .map(|m| api::CpuDefinitionInfo {
                 name: m.name.clone(),
                 migration_safe: Some(m.migration_safe),
                 r#static: m.is_static,
-                unavailable_features: Some(m.unavailable.get(kvm).clone()),
+                unavailable_features: self.unavailable(&m.name, kvm, chosen, opts),
                 typename: m.typename.clone(),
                 alias_of: m.alias_of.clone(),
                 deprecated: Some(m.deprecated),
@@ -143,13 +234,16 @@ impl CpuModels {
 
     /// `query-cpu-model-expansion` of `model` (with its `props`) under KVM or TCG; `full`
     /// or static. `qom` has the CPU types' properties, which the given ones are checked
-    /// against.
+    /// against. `-cpu`'s `opts` (given with model `chosen`) apply as to any CPU made: its
+    /// properties to the chosen model's type before the given ones, `+f`/`-f` after.
     pub fn expand(
         &self,
         qom: &QomTypes,
         kvm: bool,
         full: bool,
         model: &api::CpuModelInfo,
+        chosen: &str,
+        opts: &CpuOptions,
     ) -> Result<api::CpuModelInfo, QmpError> {
         let name = model.name.as_str();
         let Some(m) = self.models.iter().find(|m| m.name == name) else {
@@ -187,14 +281,35 @@ impl CpuModels {
                 m.expansion.get(kvm)
             }
         };
+        // What `-cpu` gave, around the request's own.
+        let mut applied: Vec<(String, Value)> = Vec::new();
+        if self.typename(chosen) == Some(m.typename.as_str()) {
+            for (p, v) in &opts.props {
+                let ty = qom.prop_type(&m.typename, p).unwrap_or_default();
+                applied.push((p.clone(), global_value(&ty, v)));
+            }
+        }
+        applied.extend(rest);
+        applied.extend(opts.plus.iter().map(|f| (f.clone(), Value::Bool(true))));
+        applied.extend(opts.minus.iter().map(|f| (f.clone(), Value::Bool(false))));
         let mut s = self.props.base.clone();
         for (k, v) in &e.static_props {
             s.insert(k.clone(), v.clone());
         }
-        for (p, v) in &rest {
-            let canonical = self.props.aliases.get(p).unwrap_or(p);
+        for (p, v) in &applied {
+            let canonical = self.canonical(p);
             if s.contains_key(canonical) {
-                s.insert(canonical.clone(), v.clone());
+                s.insert(canonical.to_string(), v.clone());
+            }
+        }
+        // `vmx` turned on brings the model's VMX capabilities (those not set otherwise).
+        if let Some(brings) = m.vmx_brings.as_ref() {
+            if s.get("vmx") == Some(&Value::Bool(true)) {
+                for f in brings.get(kvm) {
+                    if !applied.iter().any(|(p, _)| self.canonical(p) == f) {
+                        s.insert(f.clone(), Value::Bool(true));
+                    }
+                }
             }
         }
         if !full {
@@ -217,10 +332,16 @@ impl CpuModels {
                 f.insert(alias.clone(), v.clone());
             }
         }
-        f.extend(s);
-        for (k, v) in e.full.iter().chain(rest.iter()) {
+        for (k, v) in &e.full {
             f.insert(k.clone(), v.clone());
         }
+        // (Static properties and their spellings are set through `s`.)
+        for (k, v) in &applied {
+            if !s.contains_key(self.canonical(k)) {
+                f.insert(k.clone(), v.clone());
+            }
+        }
+        f.extend(s);
         Ok(api::CpuModelInfo {
             name: name.to_string(),
             props: Some(Value::Object(f)),
@@ -251,6 +372,193 @@ fn check_prop(qom: &QomTypes, typename: &str, p: &str, v: &Value) -> Result<(), 
             Err(crate::generic(format!(
                 "Parameter 'model.props.{p}' expects uint64"
             )))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// A `-cpu` value as QEMU reads an on/off switch.
+fn bool_value(v: &str) -> Option<bool> {
+    match v {
+        "on" | "yes" | "true" | "y" => Some(true),
+        "off" | "no" | "false" | "n" => Some(false),
+        _ => None,
+    }
+}
+
+/// A number as QEMU's option parser reads it: decimal, `0x` hexadecimal or `0` octal,
+/// with an optional sign (a negative number wraps, as C's `strtoull` does).
+fn parse_number(v: &str) -> Option<i128> {
+    let (neg, digits) = match v.strip_prefix('-') {
+        Some(d) => (true, d),
+        None => (false, v.strip_prefix('+').unwrap_or(v)),
+    };
+    let n = if let Some(h) = digits
+        .strip_prefix("0x")
+        .or_else(|| digits.strip_prefix("0X"))
+    {
+        u64::from_str_radix(h, 16).ok()?
+    } else if digits.len() > 1 && digits.starts_with('0') {
+        u64::from_str_radix(&digits[1..], 8).ok()?
+    } else {
+        digits.parse::<u64>().ok()?
+    };
+    Some(if neg { -(n as i128) } else { n as i128 })
+}
+
+/// A `-cpu` property's value as the property holds it.
+fn global_value(ty: &str, v: &str) -> Value {
+    match ty {
+        "bool" => bool_value(v).map_or(Value::Null, Value::Bool),
+        t if t.starts_with("int") || t.starts_with("uint") => match parse_number(v) {
+            Some(n) => i64::try_from(n)
+                .map(Value::from)
+                .unwrap_or_else(|_| Value::from(n as u64)),
+            None => Value::Null,
+        },
+        _ => Value::String(v.to_string()),
+    }
+}
+
+impl CpuOptions {
+    /// `-cpu`'s features after the model, checked against the properties of CPU type
+    /// `typename` (in `qom`) as QEMU 10.0 checks them, in its words: `+f`/`-f` when the
+    /// option is read, properties when the CPU is made (`phys-bits` when it is realized,
+    /// under TCG).
+    pub fn parse(
+        qom: &QomTypes,
+        typename: &str,
+        items: &[String],
+        kvm: bool,
+    ) -> Result<CpuOptions, String> {
+        let not_found = |p: &str| format!("Property '{typename}.{p}' not found");
+        let mut o = CpuOptions::default();
+        for item in items {
+            if let Some(f) = item.strip_prefix('+') {
+                qom.prop_type(typename, f).ok_or_else(|| not_found(f))?;
+                o.plus.push(f.to_string());
+            } else if let Some(f) = item.strip_prefix('-') {
+                qom.prop_type(typename, f).ok_or_else(|| not_found(f))?;
+                o.minus.push(f.to_string());
+            } else {
+                let (k, v) = item.split_once('=').unwrap_or((item.as_str(), "on"));
+                o.props.push((k.to_string(), v.to_string()));
+            }
+        }
+        for (k, v) in &o.props {
+            let ty = qom.prop_type(typename, k).ok_or_else(|| not_found(k));
+            ty.and_then(|ty| check_global(&ty, k, v))
+                .map_err(|e| format!("can't apply global {typename}.{k}={v}: {e}"))?;
+        }
+        if !kvm {
+            if let Some(bits) = o
+                .props
+                .iter()
+                .rev()
+                .find(|(k, _)| k == "phys-bits")
+                .and_then(|(_, v)| parse_number(v))
+            {
+                if bits != 0 && !(32..=52).contains(&bits) {
+                    return Err(format!(
+                        "phys-bits should be between 32 and 52  (but is {bits})"
+                    ));
+                }
+            }
+        }
+        Ok(o)
+    }
+}
+
+/// The largest value of a CPU property QEMU checks the range of itself, and the type it
+/// reads the value as.
+fn custom_range(prop: &str) -> Option<(i128, &'static str)> {
+    Some(match prop {
+        "family" => (0xff + 0xf, "uint64"),
+        "model" => (0xff, "uint64"),
+        "stepping" => (0xf, "uint64"),
+        "tsc-frequency" => (i64::MAX as i128, "int64"),
+        _ => return None,
+    })
+}
+
+/// A value for CPU property `name` of QOM type `ty`, as `qom-set` gives it: the ranges QEMU
+/// checks after it was realized (the other properties cannot change then). `None`: not
+/// one of those.
+pub fn check_realized_set(name: &str, v: &Value) -> Option<Result<(), QmpError>> {
+    let (max, reads) = custom_range(name)?;
+    let n = match (v.as_u64(), v.as_i64()) {
+        (Some(n), _) => n as i128,
+        // A negative number read as an unsigned one wraps.
+        (None, Some(n)) if reads == "uint64" => n as u64 as i128,
+        (None, Some(n)) => n as i128,
+        _ => {
+            return Some(Err(crate::generic(format!(
+                "Parameter '{name}' expects {reads}"
+            ))))
+        }
+    };
+    Some(if n < 0 || n > max {
+        Err(crate::generic(format!(
+            "parameter '{name}' can be at most {max}"
+        )))
+    } else {
+        Ok(())
+    })
+}
+
+/// A `-cpu` property value checked against its type, in QEMU's words.
+fn check_global(ty: &str, name: &str, v: &str) -> Result<(), String> {
+    if let Some((max, reads)) = custom_range(name) {
+        let n = parse_number(v).ok_or_else(|| format!("Parameter '{name}' expects {reads}"))?;
+        let n = if reads == "uint64" && n < 0 {
+            i128::from(n as u64)
+        } else {
+            n
+        };
+        if n < 0 || n > max {
+            return Err(format!("parameter '{name}' can be at most {max}"));
+        }
+        return Ok(());
+    }
+    match (name, ty) {
+        ("vendor", _) if v.len() != 12 => {
+            return Err("value of property 'vendor' must consist of exactly 12 characters".into())
+        }
+        ("lbr-fmt", _) => {
+            let n = parse_number(v).ok_or_else(|| format!("Parameter '{name}' expects uint64"))?;
+            if n & !0x3f != 0 {
+                return Err("Property value for 'lbr-fmt' has bits outside mask '0x3f'".into());
+            }
+            return Ok(());
+        }
+        _ => {}
+    }
+    let unsigned = |bits: u32, c: &str| -> Result<(), String> {
+        let n = parse_number(v).ok_or_else(|| format!("Parameter '{name}' expects uint64"))?;
+        if n < 0 || n >> bits != 0 {
+            return Err(format!("Parameter '{name}' expects {c}"));
+        }
+        Ok(())
+    };
+    match ty {
+        "bool" => bool_value(v)
+            .map(|_| ())
+            .ok_or_else(|| format!("Parameter '{name}' expects 'on' or 'off'")),
+        "uint8" => unsigned(8, "uint8_t"),
+        "uint16" => unsigned(16, "uint16_t"),
+        "uint32" => unsigned(32, "uint32_t"),
+        "uint64" => parse_number(v)
+            .map(|_| ())
+            .ok_or_else(|| format!("Parameter '{name}' expects uint64")),
+        "int32" => {
+            let n = parse_number(v).ok_or_else(|| format!("Parameter '{name}' expects int64"))?;
+            if i32::try_from(n).is_err() {
+                return Err(format!("Parameter '{name}' expects int32_t"));
+            }
+            Ok(())
+        }
+        "OnOffAuto" if !matches!(v, "on" | "off" | "auto") => {
+            Err(format!("Parameter '{name}' does not accept value '{v}'"))
         }
         _ => Ok(()),
     }

@@ -12,6 +12,7 @@
 //! property lists walk the hierarchy, CPU expansions overlay a model's features on `base`.
 
 mod cpu;
+mod modules;
 mod qom;
 
 use std::sync::OnceLock;
@@ -21,7 +22,8 @@ use serde_json::Value;
 
 use crate::api;
 
-pub use cpu::CpuModels;
+pub use cpu::{check_realized_set, CpuModels, CpuOptions};
+pub use modules::{Loaded, Modules};
 pub use qom::QomTypes;
 
 macro_rules! data {
@@ -37,6 +39,7 @@ macro_rules! data {
 /// One binary's catalogue: its data files, each parsed when first needed.
 pub struct Catalog {
     qom: OnceLock<QomTypes>,
+    modules: OnceLock<Modules>,
     cpus: OnceLock<CpuModels>,
     machines: OnceLock<Vec<api::MachineInfo>>,
     options: OnceLock<Vec<api::CommandLineOptionInfo>>,
@@ -110,6 +113,67 @@ pub fn of(m: &crate::Machine) -> Option<&'static Catalog> {
     (m.compat().catalog_10_0 && !m.config.storage_daemon).then(x86_64_10_0)
 }
 
+/// A look-up of type `name` by name (a device, an object, a chardev back end created;
+/// a type's properties listed): the module declaring it loads, as in the binary.
+pub fn look_up(m: &mut crate::Machine, name: &str) {
+    if let Some(c) = of(m) {
+        c.modules().look_up(&mut m.qom.modules, name);
+    }
+}
+
+/// What the catalogue sets up in a new machine: the modules its command line loaded, and
+/// its vCPUs' identification as their model (with `-cpu`'s options) gives it.
+pub fn start(m: &mut crate::Machine) {
+    initial_modules(m);
+    init_cpus(m);
+}
+
+/// The vCPUs' family, model and stepping: their model's (with `-cpu`'s options).
+fn init_cpus(m: &mut crate::Machine) {
+    let Some(c) = of(m) else { return };
+    let opts = cpu_options(m);
+    let model = api::CpuModelInfo {
+        name: m.config.cpu_model.clone(),
+        props: None,
+    };
+    let chosen = m.config.cpu_model.as_str();
+    let Ok(e) = c
+        .cpus()
+        .expand(c.qom(), m.config.kvm, false, &model, chosen, &opts)
+    else {
+        return;
+    };
+    let Some(props) = e.props.as_ref().and_then(Value::as_object) else {
+        return;
+    };
+    let tree = &mut m.qom.tree;
+    for id in tree.walk(crate::qom::Tree::ROOT) {
+        if !crate::qom::types::is_a(tree.node(id).ty, "x86_64-cpu") {
+            continue;
+        }
+        for p in ["family", "model", "stepping"] {
+            if let Some(n) = props.get(p).and_then(Value::as_i64) {
+                tree.set_val(id, p, n);
+            }
+        }
+    }
+}
+
+/// The modules a machine's command line loads: those of the types it creates and of
+/// the options it gives.
+fn initial_modules(m: &mut crate::Machine) {
+    let Some(c) = of(m) else { return };
+    let modules = c.modules();
+    let mut loaded = Loaded::default();
+    for o in &m.config.options {
+        modules.use_option(&mut loaded, &o.name);
+    }
+    for id in m.qom.tree.walk(crate::qom::Tree::ROOT) {
+        modules.look_up(&mut loaded, m.qom.tree.node(id).ty);
+    }
+    m.qom.modules = loaded;
+}
+
 /// `qom-get` of a vCPU's `unavailable-features`: what the accelerator in use cannot give
 /// the vCPU's model. `None`: not that property of a vCPU, or no catalogue.
 pub fn cpu_qom_get(m: &crate::Machine, id: crate::qom::NodeId, prop: &str) -> Option<Value> {
@@ -128,10 +192,40 @@ pub fn cpu_qom_get(m: &crate::Machine, id: crate::qom::NodeId, prop: &str) -> Op
         Some(_) => m.config.cpu_model.as_str(),
         None => ty.strip_suffix("-x86_64-cpu").unwrap_or(ty),
     };
-    let list = cpus.unavailable(model, m.config.kvm)?;
-    Some(Value::Array(
-        list.iter().cloned().map(Value::String).collect(),
-    ))
+    let list = cpus.unavailable(model, m.config.kvm, &m.config.cpu_model, &cpu_options(m))?;
+    Some(Value::Array(list.into_iter().map(Value::String).collect()))
+}
+
+/// The features `-cpu` gave after the model, as they apply (nothing without a catalogue, or
+/// for a model it lacks; the configuration was checked with [`check_cpu_option`]).
+pub fn cpu_options(m: &crate::Machine) -> CpuOptions {
+    let Some(c) = of(m) else {
+        return CpuOptions::default();
+    };
+    let cpus = c.cpus();
+    match cpus.typename(&m.config.cpu_model) {
+        Some(ty) => {
+            CpuOptions::parse(c.qom(), ty, &m.config.cpu_props, m.config.kvm).unwrap_or_default()
+        }
+        None => CpuOptions::default(),
+    }
+}
+
+/// `-cpu MODEL,…` of a configuration claiming QEMU 10.0 or later, checked as the binary
+/// checks it when it makes the first CPU: the error, in its words.
+pub fn check_cpu_option(config: &crate::MachineConfig) -> Result<(), String> {
+    let (major, minor, _) = config.qemu_version;
+    if !crate::compat::Compat::of(major, minor).catalog_10_0
+        || config.storage_daemon
+        || config.machine_type == "none"
+    {
+        return Ok(());
+    }
+    let c = x86_64_10_0();
+    match c.cpus().typename(&config.cpu_model) {
+        Some(ty) => CpuOptions::parse(c.qom(), ty, &config.cpu_props, config.kvm).map(|_| ()),
+        None => Ok(()),
+    }
 }
 
 /// The catalogue of Debian's `qemu-system-x86_64` 10.0.2 (a KVM build).
@@ -143,6 +237,7 @@ impl Catalog {
     const fn new() -> Catalog {
         Catalog {
             qom: OnceLock::new(),
+            modules: OnceLock::new(),
             cpus: OnceLock::new(),
             machines: OnceLock::new(),
             options: OnceLock::new(),
@@ -154,6 +249,12 @@ impl Catalog {
     pub fn qom(&self) -> &QomTypes {
         self.qom
             .get_or_init(|| QomTypes::parse(data!("qom-types.jsonl")))
+    }
+
+    /// The modules, and which types and options each registers.
+    pub fn modules(&self) -> &Modules {
+        self.modules
+            .get_or_init(|| Modules::parse(data!("modules.json")))
     }
 
     /// The CPU models.
@@ -200,17 +301,23 @@ impl Catalog {
             .clone()
     }
 
-    /// `query-command-line-options`: every option, or the one named `option`.
+    /// `query-command-line-options`: every option, or the one named `option`, of those
+    /// registered with the modules `loaded`.
     pub fn command_line_options(
         &self,
+        loaded: &Loaded,
         option: Option<&str>,
     ) -> Result<Vec<api::CommandLineOptionInfo>, QmpError> {
         let all = self
             .options
             .get_or_init(|| lines(data!("command-line-options.jsonl")));
+        let modules = self.modules();
+        let mut listed = all
+            .iter()
+            .filter(|i| modules.option_listed(loaded, &i.option));
         match option {
-            None => Ok(all.clone()),
-            Some(o) => match all.iter().find(|i| i.option == o) {
+            None => Ok(listed.cloned().collect()),
+            Some(o) => match listed.find(|i| i.option == o) {
                 Some(i) => Ok(vec![i.clone()]),
                 None => Err(crate::generic(format!("invalid option name: {o}"))),
             },
@@ -267,6 +374,7 @@ mod tests {
             Some(count(data!("command-line-options.jsonl")))
         );
         assert_eq!(c.qom().len(), count(data!("qom-types.jsonl")));
+        assert_eq!(c.modules().len(), 16);
         assert_eq!(c.cpus().len(), count(data!("cpu-models.jsonl")));
         assert_eq!(c.migrate_capabilities().len(), 22);
         assert_eq!(c.sev_capabilities(true).desc, "SEV is not enabled in KVM");

@@ -29,9 +29,6 @@ pub struct TypeEntry {
     /// The properties it adds after its parent's, or (`complete`) all of them.
     pub props: Vec<Prop>,
     pub complete: bool,
-    /// Its class lives in a module the binary loads only with a type that needs it: until
-    /// then, the type is listed but not found.
-    pub unloaded: bool,
     /// Listing its properties makes the real binary abort.
     pub aborts: bool,
 }
@@ -56,8 +53,6 @@ struct Row {
     props: Vec<Vec<Value>>,
     #[serde(default)]
     complete: bool,
-    #[serde(default)]
-    unloaded: bool,
     #[serde(default)]
     aborts: bool,
 }
@@ -103,7 +98,6 @@ impl QomTypes {
                     .collect(),
                 props: r.props.iter().filter_map(|p| prop(p)).collect(),
                 complete: r.complete,
-                unloaded: r.unloaded,
                 aborts: r.aborts,
                 name: r.name,
             })
@@ -198,13 +192,16 @@ impl QomTypes {
 
     /// Whether the binary lists `id`'s properties (what a child's list starts from).
     fn answers(&self, id: usize) -> bool {
-        let t = &self.types[id];
-        !t.unloaded && !t.aborts && !self.is_interface(id)
+        !self.types[id].aborts && !self.is_interface(id)
     }
 
-    /// `qom-list-properties`.
-    pub fn type_properties(&self, name: &str) -> Result<Vec<api::ObjectPropertyInfo>, QmpError> {
-        let id = self.loaded(name, || {
+    /// `qom-list-properties` (`registered`: whether the type's module is loaded).
+    pub fn type_properties(
+        &self,
+        name: &str,
+        registered: bool,
+    ) -> Result<Vec<api::ObjectPropertyInfo>, QmpError> {
+        let id = self.loaded(name, registered, || {
             QmpError::new(
                 ErrorClass::DeviceNotFound,
                 format!("Class '{name}' not found"),
@@ -227,8 +224,12 @@ impl QomTypes {
 
     /// `device-list-properties`: a concrete device type's properties, less those every
     /// device has.
-    pub fn device_properties(&self, name: &str) -> Result<Vec<api::DevicePropertyInfo>, QmpError> {
-        let id = self.loaded(name, || {
+    pub fn device_properties(
+        &self,
+        name: &str,
+        registered: bool,
+    ) -> Result<Vec<api::DevicePropertyInfo>, QmpError> {
+        let id = self.loaded(name, registered, || {
             QmpError::new(
                 ErrorClass::DeviceNotFound,
                 format!("Device '{name}' not found"),
@@ -255,10 +256,15 @@ impl QomTypes {
             .collect())
     }
 
-    /// The type `name` when its class is there; else `missing()`.
-    fn loaded(&self, name: &str, missing: impl FnOnce() -> QmpError) -> Result<usize, QmpError> {
+    /// The type `name` when its class is there (known and `registered`); else `missing()`.
+    fn loaded(
+        &self,
+        name: &str,
+        registered: bool,
+        missing: impl FnOnce() -> QmpError,
+    ) -> Result<usize, QmpError> {
         match self.index.get(name) {
-            Some(&id) if !self.types[id].unloaded => Ok(id),
+            Some(&id) if registered => Ok(id),
             _ => Err(missing()),
         }
     }

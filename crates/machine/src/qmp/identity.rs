@@ -73,7 +73,11 @@ pub fn query_cpu_definitions(
     _: &mut Cx,
 ) -> R<Vec<api::CpuDefinitionInfo>> {
     Ok(match catalog::of(m) {
-        Some(c) => c.cpus().definitions(m.config.kvm),
+        Some(c) => {
+            let opts = catalog::cpu_options(m);
+            c.cpus()
+                .definitions(m.config.kvm, &m.config.cpu_model, &opts)
+        }
         None => {
             let newer = m.compat().cpu_deprecated_7_1.then_some(false);
             let mut list = identity::cpu_definitions();
@@ -93,7 +97,10 @@ pub fn query_cpu_model_expansion(
     let model = match catalog::of(m) {
         Some(c) => {
             let full = a.r#type == api::CpuModelExpansionType::Full;
-            c.cpus().expand(c.qom(), m.config.kvm, full, &a.model)?
+            let opts = catalog::cpu_options(m);
+            let chosen = m.config.cpu_model.as_str();
+            c.cpus()
+                .expand(c.qom(), m.config.kvm, full, &a.model, chosen, &opts)?
         }
         None => identity::cpu_model_expansion(&a.r#type, &a.model)?,
     };
@@ -148,7 +155,7 @@ pub fn query_command_line_options(
     _: &mut Cx,
 ) -> R<Vec<api::CommandLineOptionInfo>> {
     match catalog::of(m) {
-        Some(c) => c.command_line_options(a.option.as_deref()),
+        Some(c) => c.command_line_options(&m.qom.modules, a.option.as_deref()),
         None => identity::command_line_options(a.option.as_deref()),
     }
 }

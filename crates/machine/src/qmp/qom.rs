@@ -37,6 +37,12 @@ pub fn qom_set(m: &mut Machine, a: api::QomSet, _: &mut Cx) -> R<Empty> {
     if let Some(r) = crate::balloon::qom_set(m, id, &a.property, &a.value) {
         return r.map(|()| Empty);
     }
+    // A vCPU's family, model, stepping and TSC frequency: QEMU 10.0's ranges.
+    if crate::catalog::of(m).is_some() && qom::types::is_a(m.qom.tree.node(id).ty, "x86_64-cpu") {
+        if let Some(Err(e)) = crate::catalog::check_realized_set(&a.property, &a.value) {
+            return Err(e);
+        }
+    }
     let modern = m.compat().options_6_0;
     qom::set_prop(&mut m.qom.tree, modern, id, &a.property, &a.value)?;
     Ok(Empty)
@@ -48,6 +54,8 @@ pub fn qom_list_types(
     _: &mut Cx,
 ) -> R<Vec<api::ObjectTypeInfo>> {
     if let Some(c) = crate::catalog::of(m) {
+        // The binary loads every module first.
+        c.modules().load_all(&mut m.qom.modules);
         return Ok(c
             .qom()
             .list_types(a.implements.as_deref(), a.r#abstract.unwrap_or(false)));
@@ -66,7 +74,10 @@ pub fn device_list_properties(
     _: &mut Cx,
 ) -> R<Vec<api::DevicePropertyInfo>> {
     match crate::catalog::of(m) {
-        Some(c) => c.qom().device_properties(&a.typename),
+        Some(c) => {
+            let registered = registered(m, c, &a.typename);
+            c.qom().device_properties(&a.typename, registered)
+        }
         None => qom::device_properties(&a.typename),
     }
 }
@@ -77,7 +88,22 @@ pub fn qom_list_properties(
     _: &mut Cx,
 ) -> R<Vec<api::ObjectPropertyInfo>> {
     match crate::catalog::of(m) {
-        Some(c) => c.qom().type_properties(&a.typename),
+        Some(c) => {
+            let registered = registered(m, c, &a.typename);
+            c.qom().type_properties(&a.typename, registered)
+        }
         None => qom::type_properties(&a.typename),
     }
+}
+
+/// Whether type `name` is registered once looked up by name (which loads its module). Its
+/// properties are those of an instance, for a concrete type: what its parts need loads.
+fn registered(m: &mut Machine, c: &crate::catalog::Catalog, name: &str) -> bool {
+    let modules = c.modules();
+    modules.look_up(&mut m.qom.modules, name);
+    let registered = modules.registered(&m.qom.modules, name);
+    if registered && c.qom().find(name).is_some_and(|t| !t.is_abstract) {
+        modules.instantiate(&mut m.qom.modules, name);
+    }
+    registered
 }
