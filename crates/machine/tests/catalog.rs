@@ -83,6 +83,18 @@ fn diff(a: &Value, b: &Value, at: String, out: &mut Vec<String>) {
     }
 }
 
+/// Member `key` of each element of a reply's list.
+fn members(reply: &Value, key: &str) -> Vec<String> {
+    reply["return"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|t| t[key].as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 fn recording() -> Vec<Value> {
     let p =
         qmpkit_testkit::data::path("qemu-ref/probe/qemu-system-x86_64-10.0.2-libvirt-probe.json");
@@ -155,16 +167,7 @@ fn recorded_probe_is_answered_natively() {
 fn answers_beyond_the_recording() {
     let schema = schema_10();
     let mut m = emulator(&schema, true);
-    let names = |v: &Value| -> Vec<String> {
-        v["return"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|t| t["name"].as_str().map(String::from))
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
+    let names = |v: &Value| members(v, "name");
     let accels = ask(&mut m, "qom-list-types", &json!({"implements": "accel"}));
     assert_eq!(names(&accels), ["tcg-accel", "kvm-accel"]);
     let all_accels = ask(
@@ -395,16 +398,7 @@ fn module_sequences() -> Vec<(Vec<&'static str>, Vec<(&'static str, Value)>)> {
 #[test]
 fn modules_load_as_the_binary_loads_them() {
     let schema = schema_10();
-    let option_names = |v: &Value| -> Vec<String> {
-        v["return"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|o| o["option"].as_str().map(String::from))
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
+    let option_names = |v: &Value| members(v, "option");
     let not_found = |t: &str| json!({"error": {"class": "DeviceNotFound", "desc": format!("Class '{t}' not found")}});
     let seqs = module_sequences();
     let mut m = emulator(&schema, true);
@@ -656,10 +650,19 @@ fn cpu_cases() -> Vec<(&'static str, Result<(), &'static str>)> {
 
 /// A PC machine of QEMU 10.0.2 under TCG with `-cpu CPU`, as the command line makes it.
 fn pc_with_cpu(schema: &Arc<qmpkit_schema::Schema>, cpu: &str) -> Result<Machine, String> {
+    pc_with_cpu_on(schema, cpu, false)
+}
+
+/// The same under KVM (`kvm`) or TCG.
+fn pc_with_cpu_on(
+    schema: &Arc<qmpkit_schema::Schema>,
+    cpu: &str,
+    kvm: bool,
+) -> Result<Machine, String> {
     let mut c = MachineConfig::default_machine();
     c.qemu_version = (10, 0, 2);
     c.machine_type = "pc-i440fx-10.0".into();
-    c.kvm = false;
+    c.kvm = kvm;
     c.apply_option("cpu", Some(cpu)).map_err(|e| e.0)?;
     c.validate().map_err(|e| e.0)?;
     Ok(Machine::new(Arc::new(c), schema.clone()))
@@ -704,6 +707,18 @@ fn cpu_requests(model: &str) -> Vec<(&'static str, Value)> {
     }
     for prop in ["family", "model", "stepping"] {
         out.push(("qom-get", json!({"path": cpu, "property": prop})));
+    }
+    for (prop, value) in [
+        ("level", json!(7)),
+        ("sse4_1", json!(true)),
+        ("xd", json!(false)),
+        ("pmu", json!(true)),
+        ("model-id", json!("x")),
+    ] {
+        out.push((
+            "qom-set",
+            json!({"path": cpu, "property": prop, "value": value}),
+        ));
     }
     out
 }
@@ -789,6 +804,12 @@ fn cpu_options_apply_as_in_qemu_10() {
         set(&mut m, "tsc-frequency", json!(-1)),
         err("parameter 'tsc-frequency' can be at most 9223372036854775807")
     );
+    // The others no longer change once the vCPU is realized (named canonically).
+    assert_eq!(
+        set(&mut m, "sse4_1", json!(true)),
+        err("Attempt to set property 'sse4.1' on anonymous device (type 'qemu64-x86_64-cpu') after it was realized")
+    );
+    assert_eq!(set(&mut m, "model-id", json!("x")), json!({"return": {}}));
 }
 
 /// `qemu-system-x86_64 -machine none` on standard input and output. Every read waits at
@@ -1007,11 +1028,22 @@ fn agrees_with_the_real_binary() {
         assert!(compare(&mut q, &mut m, "migrate-set-capabilities", args));
     }
     drop(q);
-    // `-cpu` options on a PC machine under TCG.
+    // `-cpu` options on a PC machine (under KVM, those the machine takes under TCG).
     let mut refused = Vec::new();
-    for (cpu, _) in cpu_cases() {
-        let theirs = Qemu::try_start("tcg", &["-machine", "pc", "-cpu", cpu]);
-        let mine = pc_with_cpu(&schema, cpu);
+    let accels: &[(&str, bool)] = if kvm_usable {
+        &[("tcg", false), ("kvm", true)]
+    } else {
+        &[("tcg", false)]
+    };
+    let cases = accels.iter().flat_map(|&(accel, kvm)| {
+        cpu_cases()
+            .into_iter()
+            .filter(move |(_, r)| !kvm || r.is_ok())
+            .map(move |(cpu, _)| (accel, kvm, cpu))
+    });
+    for (accel, kvm, cpu) in cases {
+        let theirs = Qemu::try_start(accel, &["-machine", "pc", "-cpu", cpu]);
+        let mine = pc_with_cpu_on(&schema, cpu, kvm);
         match (theirs, mine) {
             (Ok(mut q), Ok(mut m)) => {
                 let model = cpu.split(',').next().unwrap_or_default();
@@ -1021,7 +1053,7 @@ fn agrees_with_the_real_binary() {
             }
             (Err(e), Err(f)) if e == format!("qemu-system-x86_64: {f}") => {}
             (theirs, mine) => refused.push(format!(
-                "-cpu {cpu}: the binary {:?}, the machine {:?}",
+                "{accel} -cpu {cpu}: the binary {:?}, the machine {:?}",
                 theirs.err(),
                 mine.err()
             )),
@@ -1054,14 +1086,7 @@ fn agrees_with_the_real_binary() {
             "qom-list-types",
             json!({"abstract": true})
         ));
-        let names: Vec<String> = types["return"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|t| t["name"].as_str().map(String::from))
-                    .collect()
-            })
-            .unwrap_or_default();
+        let names = members(&types, "name");
         assert_eq!(names.len(), 849);
         // The two passes ask about different types.
         for i in sample(names.len(), pass * 2) {

@@ -206,7 +206,7 @@ impl CpuModels {
     }
 
     /// A feature's canonical name (`sse4.1` for `sse4_1`).
-    fn canonical<'a>(&'a self, f: &'a str) -> &'a str {
+    pub fn canonical<'a>(&'a self, f: &'a str) -> &'a str {
         self.props.aliases.get(f).map_or(f, String::as_str)
     }
 

@@ -177,15 +177,15 @@ fn initial_modules(m: &mut crate::Machine) {
 /// `qom-get` of a vCPU's `unavailable-features`: what the accelerator in use cannot give
 /// the vCPU's model. `None`: not that property of a vCPU, or no catalogue.
 pub fn cpu_qom_get(m: &crate::Machine, id: crate::qom::NodeId, prop: &str) -> Option<Value> {
-    if prop != "unavailable-features" {
-        return None;
-    }
     let c = of(m)?;
     let ty = m.qom.tree.node(id).ty;
     if !crate::qom::types::is_a(ty, "x86_64-cpu") {
         return None;
     }
     let cpus = c.cpus();
+    if prop != "unavailable-features" {
+        return None;
+    }
     // The configured model (the tree may stand in another type for a model its registry
     // lacks), else the node's type.
     let model = match cpus.typename(&m.config.cpu_model) {
@@ -194,6 +194,64 @@ pub fn cpu_qom_get(m: &crate::Machine, id: crate::qom::NodeId, prop: &str) -> Op
     };
     let list = cpus.unavailable(model, m.config.kvm, &m.config.cpu_model, &cpu_options(m))?;
     Some(Value::Array(list.into_iter().map(Value::String).collect()))
+}
+
+/// Properties a realized vCPU still takes (the others refuse a change).
+const CPU_SETTABLE: &[&str] = &[
+    "realized",
+    "start-powered-off",
+    "stepping",
+    "family",
+    "model",
+    "model-id",
+    "tsc-frequency",
+    "vendor",
+];
+
+/// Properties of a vCPU that are not simple values (read-only, links, what a crash left).
+const CPU_NOT_VALUES: &[&str] = &[
+    "type",
+    "parent_bus",
+    "hotplugged",
+    "hotpluggable",
+    "unavailable-features",
+    "filtered-features",
+    "feature-words",
+    "lapic",
+    "memory",
+    "legacy-memory",
+    "crash-information",
+];
+
+/// `qom-set` of a vCPU's property on a machine with a catalogue: QEMU 10.0's refusal, if it
+/// refuses (a value out of the range of family, model, stepping or tsc-frequency; any
+/// property of the CPU's model that a realized CPU no longer takes). `None`: the QOM tree
+/// decides.
+pub fn cpu_qom_set(
+    m: &crate::Machine,
+    id: crate::qom::NodeId,
+    prop: &str,
+    value: &Value,
+) -> Option<QmpError> {
+    let c = of(m)?;
+    if !crate::qom::types::is_a(m.qom.tree.node(id).ty, "x86_64-cpu") {
+        return None;
+    }
+    if let Some(Err(e)) = check_realized_set(prop, value) {
+        return Some(e);
+    }
+    let typename = c.cpus().typename(&m.config.cpu_model)?;
+    if CPU_SETTABLE.contains(&prop)
+        || CPU_NOT_VALUES.contains(&prop)
+        || prop.contains('[')
+        || c.qom().prop_type(typename, prop).is_none()
+    {
+        return None;
+    }
+    let name = c.cpus().canonical(prop).replace('_', "-");
+    Some(crate::generic(format!(
+        "Attempt to set property '{name}' on anonymous device (type '{typename}') after it was realized"
+    )))
 }
 
 /// The features `-cpu` gave after the model, as they apply (nothing without a catalogue, or
@@ -368,9 +426,11 @@ mod tests {
     fn every_data_line_decodes() {
         let c = x86_64_10_0();
         let count = |t: &str| t.lines().filter(|l| !l.trim().is_empty()).count();
+        let mut all = Loaded::default();
+        c.modules().load_all(&mut all);
         assert_eq!(c.machines().len(), count(data!("machines.jsonl")));
         assert_eq!(
-            c.command_line_options(None).map(|o| o.len()).ok(),
+            c.command_line_options(&all, None).map(|o| o.len()).ok(),
             Some(count(data!("command-line-options.jsonl")))
         );
         assert_eq!(c.qom().len(), count(data!("qom-types.jsonl")));

@@ -201,12 +201,7 @@ impl QomTypes {
         name: &str,
         registered: bool,
     ) -> Result<Vec<api::ObjectPropertyInfo>, QmpError> {
-        let id = self.loaded(name, registered, || {
-            QmpError::new(
-                ErrorClass::DeviceNotFound,
-                format!("Class '{name}' not found"),
-            )
-        })?;
+        let id = self.loaded(name, registered, "Class")?;
         if self.is_interface(id) {
             return Err(crate::generic("Parameter 'typename' expects a QOM type"));
         }
@@ -229,12 +224,7 @@ impl QomTypes {
         name: &str,
         registered: bool,
     ) -> Result<Vec<api::DevicePropertyInfo>, QmpError> {
-        let id = self.loaded(name, registered, || {
-            QmpError::new(
-                ErrorClass::DeviceNotFound,
-                format!("Device '{name}' not found"),
-            )
-        })?;
+        let id = self.loaded(name, registered, "Device")?;
         let device = self.index.get("device").copied();
         if self.types[id].is_abstract || !device.is_some_and(|d| self.is_a(id, d)) {
             return Err(crate::generic(
@@ -256,16 +246,15 @@ impl QomTypes {
             .collect())
     }
 
-    /// The type `name` when its class is there (known and `registered`); else `missing()`.
-    fn loaded(
-        &self,
-        name: &str,
-        registered: bool,
-        missing: impl FnOnce() -> QmpError,
-    ) -> Result<usize, QmpError> {
+    /// The type `name` when its class is there (known and `registered`); else "`what`
+    /// 'name' not found".
+    fn loaded(&self, name: &str, registered: bool, what: &str) -> Result<usize, QmpError> {
         match self.index.get(name) {
             Some(&id) if registered => Ok(id),
-            _ => Err(missing()),
+            _ => Err(QmpError::new(
+                ErrorClass::DeviceNotFound,
+                format!("{what} '{name}' not found"),
+            )),
         }
     }
 

@@ -37,11 +37,9 @@ pub fn qom_set(m: &mut Machine, a: api::QomSet, _: &mut Cx) -> R<Empty> {
     if let Some(r) = crate::balloon::qom_set(m, id, &a.property, &a.value) {
         return r.map(|()| Empty);
     }
-    // A vCPU's family, model, stepping and TSC frequency: QEMU 10.0's ranges.
-    if crate::catalog::of(m).is_some() && qom::types::is_a(m.qom.tree.node(id).ty, "x86_64-cpu") {
-        if let Some(Err(e)) = crate::catalog::check_realized_set(&a.property, &a.value) {
-            return Err(e);
-        }
+    // A vCPU of the catalogue's: the ranges and refusals of QEMU 10.0.
+    if let Some(e) = crate::catalog::cpu_qom_set(m, id, &a.property, &a.value) {
+        return Err(e);
     }
     let modern = m.compat().options_6_0;
     qom::set_prop(&mut m.qom.tree, modern, id, &a.property, &a.value)?;
