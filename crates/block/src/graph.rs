@@ -680,7 +680,15 @@ impl BlockGraph {
                 let n = self.name_for(o);
                 children.push(self.edge(ChildRole::File, &file));
                 // The child is attached (and its permissions taken) before the node opens.
-                self.put_node(&n, o, top, filename.clone(), children.clone(), data.clone(), added);
+                self.put_node(
+                    &n,
+                    o,
+                    top,
+                    filename.clone(),
+                    children.clone(),
+                    data.clone(),
+                    added,
+                );
                 self.check_perms_from(&n)?;
                 name = Some(n);
                 (filename, data)
@@ -705,7 +713,15 @@ impl BlockGraph {
                 // The file child is attached (its permissions taken, its file locked) before
                 // the format reads anything from it.
                 let placeholder = Data::Null(0);
-                self.put_node(&n, o, top, file_filename.clone(), children.clone(), placeholder, added);
+                self.put_node(
+                    &n,
+                    o,
+                    top,
+                    file_filename.clone(),
+                    children.clone(),
+                    placeholder,
+                    added,
+                );
                 self.check_perms_from(&n)?;
                 name = Some(n);
                 let format = o.driver.format().unwrap_or(ImageFormat::Raw);
@@ -963,7 +979,10 @@ impl BlockGraph {
         let passthrough = PermSet::ALL;
         let unchanged = PermSet::of(&[ConsistentRead, WriteUnchanged]);
         let write_resize = PermSet::of(&[Write, Resize]);
-        let filtered = (p.intersect(passthrough), s.intersect(passthrough).union(unchanged));
+        let filtered = (
+            p.intersect(passthrough),
+            s.intersect(passthrough).union(unchanged),
+        );
         match (parent.driver, role) {
             (Driver::Qcow2, ChildRole::File) => {
                 let (mut perm, mut shared) = filtered;
@@ -1233,7 +1252,12 @@ impl BlockGraph {
         let mut out: Vec<String> = Vec::new();
         let mut queue = vec![name.to_string()];
         while let Some(n) = queue.pop() {
-            for e in self.nodes.get(&n).map(|x| x.children.as_slice()).unwrap_or(&[]) {
+            for e in self
+                .nodes
+                .get(&n)
+                .map(|x| x.children.as_slice())
+                .unwrap_or(&[])
+            {
                 if !out.contains(&e.child) && out.len() < 4096 {
                     out.push(e.child.clone());
                     queue.push(e.child.clone());

@@ -151,7 +151,9 @@ impl FileLock {
         let r = self
             .apply(
                 held.union(perm),
-                PermSet::ALL.minus(held_shared).union(PermSet::ALL.minus(shared)),
+                PermSet::ALL
+                    .minus(held_shared)
+                    .union(PermSet::ALL.minus(shared)),
                 false,
             )
             .and_then(|()| self.check(perm, shared));

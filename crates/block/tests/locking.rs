@@ -114,7 +114,10 @@ fn two_nodes_of_one_graph_on_one_file_conflict_in_qemus_words() {
         e.desc,
         "Could not open backing file: Failed to get shared \"write\" lock"
     );
-    assert!(!g.contains("q2") && !g.contains("t"), "failed nodes are gone");
+    assert!(
+        !g.contains("q2") && !g.contains("t"),
+        "failed nodes are gone"
+    );
     // Without locking, the file node takes no lock and nothing stops it.
     let mut unlocked = BlockdevOptions::file(&a);
     unlocked.locking = Locking::Off;

@@ -623,6 +623,12 @@ pub fn guest_port(m: &mut Machine, port: &str, open: bool) -> Result<(), QmpErro
 /// an interface loaded from introspection, whose type names are masked,
 /// answers too), less `console`, which exists on Windows hosts only.
 pub fn backends(m: &Machine) -> Vec<api::ChardevBackendInfo> {
+    if let Some(names) = crate::catalog::chardev_backends(m) {
+        return names
+            .into_iter()
+            .map(|name| api::ChardevBackendInfo { name })
+            .collect();
+    }
     use qmpkit_schema::model::EntityKind;
     let schema = &m.schema;
     let object = |id| match &schema.entity(id).kind {

@@ -160,9 +160,11 @@ pub fn parse_listen(spec: &str) -> Result<(Address, Policy), String> {
             "uid" => p.uids.extend(uids()?),
             "admin-uid" => p.admin_uids.extend(uids()?),
             "arg" => p.args.push(ArgRule::parse(v)?),
-            _ => return Err(format!(
+            _ => {
+                return Err(format!(
                 "'{k}': unknown listener option (readonly, allow, deny, rate, uid, admin-uid, arg)"
-            )),
+            ))
+            }
         }
     }
     if !p.uids.is_empty() || !p.admin_uids.is_empty() {

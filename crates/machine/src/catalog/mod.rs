@@ -159,6 +159,21 @@ fn init_cpus(m: &mut crate::Machine) {
     }
 }
 
+/// `query-chardev-backends` of the binary: its chardev types registered so far (those of
+/// modules not loaded are missing), in its order, less the one it keeps for itself.
+pub fn chardev_backends(m: &crate::Machine) -> Option<Vec<String>> {
+    let c = of(m)?;
+    let modules = c.modules();
+    let types = c.qom().list_types(Some("chardev"), false);
+    Some(
+        types
+            .into_iter()
+            .filter(|t| t.name != "chardev-gdb" && modules.registered(&m.qom.modules, &t.name))
+            .filter_map(|t| t.name.strip_prefix("chardev-").map(str::to_string))
+            .collect(),
+    )
+}
+
 /// The modules a machine's command line loads: those of the types it creates and of
 /// the options it gives.
 fn initial_modules(m: &mut crate::Machine) {
