@@ -775,6 +775,12 @@ fn parse_file<'t>(
         file: file.clone(),
         optional_commas: ctx.dialect == Dialect::Legacy,
     };
+    // Room for the file's expressions and doc comments (QEMU's schemas
+    // have one of each per 700 bytes or so), so that the lists do not grow
+    // one doubling at a time.
+    let room = text.len() / 512;
+    ctx.out.exprs.reserve(room);
+    ctx.out.docs.reserve(room);
     let mut cur_doc: Option<usize> = None;
     lx.accept(true)?;
     while lx.tok != Tok::Eof {

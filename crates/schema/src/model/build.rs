@@ -71,22 +71,32 @@ fn abspath(p: &Path, cwd: &Path) -> PathBuf {
 
 /// A relative path of plain components (no `.`, `..` or empty ones).
 fn plain_relative(p: &str) -> bool {
-    !p.starts_with('/') && p.split('/').all(|c| !c.is_empty() && c != "." && c != "..")
+    !p.starts_with('/') && plain_components(p)
+}
+
+/// An absolute path of plain components after its leading `/`.
+fn plain_absolute(p: &str) -> bool {
+    p.strip_prefix('/').is_some_and(plain_components)
+}
+
+fn plain_components(p: &str) -> bool {
+    p.split('/').all(|c| !c.is_empty() && c != "." && c != "..")
 }
 
 /// `os.path.relpath(path, start)`.
 fn relpath(path: &Path, start: &Path, cwd: &Path) -> String {
     // The common case without building absolute paths: `path` lies under
-    // `start` (or `start` is the current directory), both plain.
+    // `start` (or `start` is the current directory), both plain and both
+    // relative or both absolute.
     if let (Some(p), Some(s)) = (path.to_str(), start.to_str()) {
-        if plain_relative(p) {
-            if s.is_empty() {
-                return p.to_string();
-            }
-            if plain_relative(s) {
-                if let Some(rest) = p.strip_prefix(s).and_then(|r| r.strip_prefix('/')) {
-                    return rest.to_string();
-                }
+        if plain_relative(p) && s.is_empty() {
+            return p.to_string();
+        }
+        let both =
+            (plain_relative(p) && plain_relative(s)) || (plain_absolute(p) && plain_absolute(s));
+        if both {
+            if let Some(rest) = p.strip_prefix(s).and_then(|r| r.strip_prefix('/')) {
+                return rest.to_string();
             }
         }
     }
@@ -838,6 +848,18 @@ mod tests {
         assert_eq!(
             relpath(Path::new("/abs/x.json"), Path::new("/abs"), cwd),
             "x.json"
+        );
+        assert_eq!(
+            relpath(Path::new("/abs/bb/x.json"), Path::new("/abs/b"), cwd),
+            "../bb/x.json"
+        );
+        assert_eq!(
+            relpath(Path::new("/abs/./x.json"), Path::new("/abs"), cwd),
+            "x.json"
+        );
+        assert_eq!(
+            relpath(Path::new("/abs/x.json"), Path::new("rel"), cwd),
+            "../../abs/x.json"
         );
         assert_eq!(
             relpath(Path::new("d/x.json"), Path::new(""), cwd),
