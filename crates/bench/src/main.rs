@@ -5,6 +5,7 @@ mod client;
 mod codegen;
 mod machine;
 mod migration;
+mod probe;
 mod process;
 mod proto;
 mod schema;
@@ -43,6 +44,9 @@ fn main() {
     }
     if on("machine") {
         machine::run(&mut results);
+    }
+    if on("probe") {
+        probe::run(&mut results);
     }
     if on("migration") {
         migration::run(&mut results);

@@ -9,6 +9,9 @@
 //! (one of each per round), so that what else the machine does falls on all of them alike;
 //! each figure is the minimum and the median of its runs, in ms of wall-clock time.
 //!
+//! With valgrind on the machine, the instructions both qmpkit processes execute are counted
+//! too (callgrind): a figure that does not depend on the machine's load.
+//!
 //! Goal: `qmpkit schema check` under 5 ms (median).
 
 use serde_json::{json, Map, Value};
@@ -180,6 +183,40 @@ pub fn run(results: &mut Map<String, Value>) {
         } else {
             out.insert("qemu_python".into(), json!("absent"));
         }
+    }
+    // Instructions executed, whole process (start-up included): a figure that does not
+    // depend on what else the machine is doing, when valgrind is there to count them.
+    let count = |args: &[&str]| -> Option<u64> {
+        let o = Command::new("valgrind")
+            .args(["--tool=callgrind", "--callgrind-out-file=/dev/null"])
+            .arg(&bin)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .output()
+            .ok()?;
+        let err = String::from_utf8_lossy(&o.stderr);
+        let line = err.lines().find(|l| l.contains("Collected :"))?;
+        line.rsplit(':')
+            .next()?
+            .trim()
+            .replace(',', "")
+            .parse()
+            .ok()
+    };
+    match (count(&["schema", "check", &file]), count(&["--version"])) {
+        (Some(check), Some(start)) => {
+            println!(
+                "instructions (callgrind): qmpkit schema check {:.2} M, of which start-up (qmpkit --version) {:.2} M",
+                check as f64 / 1e6,
+                start as f64 / 1e6
+            );
+            out.insert(
+                "instructions".into(),
+                json!({"schema_check": check, "start_up": start}),
+            );
+        }
+        _ => println!("instructions: not counted (no valgrind)"),
     }
     results.insert("schema_process".into(), Value::Object(out));
 }

@@ -26,7 +26,7 @@ const GOAL_MS: f64 = 3.0;
 const LIMIT: Duration = Duration::from_secs(10);
 
 /// The `qmpkit` binary next to this harness (`cargo build --release` builds both).
-fn qmpkit_bin() -> Option<PathBuf> {
+pub(crate) fn qmpkit_bin() -> Option<PathBuf> {
     let exe = std::env::current_exe().ok()?;
     let p = exe.parent()?.join("qmpkit");
     p.exists().then_some(p)

@@ -46,7 +46,9 @@ pub fn run(args: Vec<String>) -> ExitCode {
     }
     let mut o = o;
     let schema = match load_schema(&mut o) {
-        Ok(mut s) => {
+        // The machine's own interface, shared with the machine's conversions.
+        Ok(Loaded::Own(s)) => s,
+        Ok(Loaded::Other(mut s)) => {
             if o.schema.is_some() && o.qemu_version.is_none() {
                 // Neither --qemu-version nor the path says: the content does.
                 match version::infer(&s) {
@@ -106,23 +108,30 @@ fn one_line(e: &str) -> String {
 /// fit goes to the system's allocator).
 const MODEL_ARENA: usize = 768 << 10;
 
+/// A schema to serve: the machine's own, or another.
+enum Loaded {
+    Own(Arc<qmpkit_schema::Schema>),
+    Other(qmpkit_schema::Schema),
+}
+
 /// The embedded schema, or `--schema`: source text in `--dialect`, or a
 /// server's `query-qmp-schema` answer (recognised by its content).
-fn load_schema(o: &mut opts::ServeOptions) -> Result<qmpkit_schema::Schema, ExitCode> {
+fn load_schema(o: &mut opts::ServeOptions) -> Result<Loaded, ExitCode> {
     let r = match &o.schema {
         Some(p) => qmpkit_schema::load_any(p, o.dialect).map(|(s, src)| {
             // An answer's names are already as its server sent them (masked
             // or not): introspection repeats them rather than masking anew.
             o.from_introspection = src == qmpkit_schema::SchemaSource::Introspection;
-            s
+            Loaded::Other(s)
         }),
         // Checked when the binary was built: read back, not parsed again,
-        // into memory that is kept for good (see `arena`).
+        // into memory that is kept for good (see `arena`), once for the
+        // server and the machine's conversions alike.
         None => {
             crate::arena::enable_prefaulted(MODEL_ARENA);
-            let s = qmpkit_machine::embedded::load_prechecked();
+            let s = qmpkit_machine::embedded::shared();
             crate::arena::pause();
-            s
+            s.map(Loaded::Own)
         }
     };
     r.map_err(|e| {

@@ -88,12 +88,26 @@ pub fn load_prechecked() -> Result<Schema, QapiError> {
     Schema::from_compact(MODEL)
 }
 
+/// The machine's own interface, read once per process from [`MODEL`].
+static OWN: std::sync::OnceLock<std::sync::Arc<Schema>> = std::sync::OnceLock::new();
+
 /// The machine's own interface, read once per process from [`MODEL`] (what converting
 /// another served interface's requests compares against, and what `query-events` lists).
 pub fn own() -> &'static Schema {
-    static OWN: std::sync::OnceLock<Schema> = std::sync::OnceLock::new();
     // The build script checked this model; reading it back cannot fail but on a corrupt binary.
-    OWN.get_or_init(|| load_prechecked().expect("the embedded schema model reads back"))
+    OWN.get_or_init(|| {
+        std::sync::Arc::new(load_prechecked().expect("the embedded schema model reads back"))
+    })
+}
+
+/// [`own`] to keep: the one copy of the machine's own interface in this process, read
+/// from [`MODEL`] on first use (a program serving it and the conversions share it).
+pub fn shared() -> Result<std::sync::Arc<Schema>, QapiError> {
+    if let Some(s) = OWN.get() {
+        return Ok(s.clone());
+    }
+    let s = std::sync::Arc::new(load_prechecked()?);
+    Ok(OWN.get_or_init(|| s).clone())
 }
 
 #[cfg(test)]

@@ -163,7 +163,11 @@ pub(crate) struct Inner {
     table: HashMap<String, Arc<Entry>>,
     pub(crate) greeting: Vec<u8>,
     version_ret: Arc<[u8]>,
-    commands_ret: Arc<[u8]>,
+    /// Encoded `query-commands` answer (built on the first request for it), shared with
+    /// sibling servers that list the same commands.
+    commands_ret: Arc<OnceLock<Arc<[u8]>>>,
+    /// The commands `query-commands` lists, in the order it lists them.
+    commands_listed: Arc<[String]>,
     /// Encoded `query-qmp-schema` answer, shared with sibling servers.
     schema_ret: Arc<OnceLock<Encoded>>,
     /// The names `query-commands` lists, hashed: siblings with the same list share
@@ -457,21 +461,17 @@ impl Server {
             }
             h.finish()
         };
-        let commands_ret = match template.filter(|t| t.commands_key == commands_key) {
-            Some(t) => t.commands_ret.clone(),
-            None => {
-                let registered = generated.into_iter().chain(by_hand).chain(extra);
-                let mut list: Vec<Value> = registered
-                    .map(|n| {
-                        let mut m = Map::new();
-                        m.insert("name".into(), Value::String(n));
-                        Value::Object(m)
-                    })
-                    .collect();
-                list.reverse();
-                encode_value(Value::Array(list))
-            }
-        };
+        // Encoded when first asked for (most clients never ask).
+        let (commands_ret, commands_listed) =
+            match template.filter(|t| t.commands_key == commands_key) {
+                Some(t) => (t.commands_ret.clone(), t.commands_listed.clone()),
+                None => {
+                    let mut listed: Vec<String> =
+                        generated.into_iter().chain(by_hand).chain(extra).collect();
+                    listed.reverse();
+                    (Arc::default(), listed.into())
+                }
+            };
 
         let (major, minor, micro) = opts.qemu_version;
         // `oob` is offered when the schema's qmp_capabilities can enable it (QEMU 2.12 on);
@@ -516,6 +516,7 @@ impl Server {
             greeting,
             version_ret,
             commands_ret,
+            commands_listed,
             commands_key,
             schema_ret: match (shared_schema_reply, schema_reply) {
                 (Some(shared), _) => shared,
@@ -643,6 +644,23 @@ impl Inner {
                     Ok(v) => encode_value(v),
                     Err(_) => Arc::from(&b"[]"[..]),
                 })
+            })
+            .clone()
+    }
+
+    fn commands_reply(&self) -> Arc<[u8]> {
+        self.commands_ret
+            .get_or_init(|| {
+                let list = self
+                    .commands_listed
+                    .iter()
+                    .map(|n| {
+                        let mut m = Map::new();
+                        m.insert("name".into(), Value::String(n.clone()));
+                        Value::Object(m)
+                    })
+                    .collect();
+                encode_value(Value::Array(list))
             })
             .clone()
     }
@@ -848,7 +866,7 @@ impl Inner {
         }
         let ret = match entry.builtin {
             Builtin::QueryVersion => self.version_ret.clone(),
-            Builtin::QueryCommands => self.commands_ret.clone(),
+            Builtin::QueryCommands => self.commands_reply(),
             Builtin::QueryQmpSchema => {
                 raw_return(out, &self.schema_reply(), id.as_ref());
                 return None;

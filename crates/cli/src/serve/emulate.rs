@@ -9,7 +9,6 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use qmpkit_machine::config::{option_takes_value, MachineConfig};
-use qmpkit_schema::{Dialect, MemoryProvider};
 
 use super::opts::ServeOptions;
 
@@ -19,7 +18,9 @@ pub const VERSION: (u64, u64, u64) = (10, 0, 2);
 /// The name the program goes by when run as `qmpkit emulate`.
 pub const DEFAULT_NAME: &str = "qemu-system-x86_64";
 
-/// QEMU 10.0.2's schema (`qapi/`), by file name.
+/// QEMU 10.0.2's schema (`qapi/`), by file name (the binary carries the model the build
+/// script made of it; the tests check that model against these files).
+#[cfg(test)]
 const SCHEMA: &[(&str, &str)] = &[
     qapi_file!("acpi.json"),
     qapi_file!("audio.json"),
@@ -80,10 +81,26 @@ pub fn invoked_as_emulator(argv0: &str) -> Option<String> {
         .then(|| base.to_string())
 }
 
-/// QEMU 10.0.2's schema, checked.
+/// QEMU 10.0.2's checked model as the build script wrote it (the schema crate's compact
+/// form, no doc comments): what [`load_schema`] returns, docs aside, without parsing and
+/// checking at every start.
+const MODEL: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/qemu-10.0.2.model"));
+
+/// The `query-qmp-schema` answer for [`MODEL`] with the build symbols of [`CFG`], encoded
+/// as the server writes it (the build script encoded it).
+pub const QMP_SCHEMA_REPLY: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/qemu-10.0.2-qmp-schema.json"));
+
+/// QEMU 10.0.2's schema, checked when the binary was built: read back, not parsed again.
+pub fn load_prechecked() -> Result<qmpkit_schema::Schema, qmpkit_schema::QapiError> {
+    qmpkit_schema::Schema::from_compact(MODEL)
+}
+
+/// QEMU 10.0.2's schema, parsed and checked.
+#[cfg(test)]
 pub fn load_schema() -> Result<qmpkit_schema::Schema, qmpkit_schema::QapiError> {
-    let p = MemoryProvider::from_files(SCHEMA.iter().copied());
-    qmpkit_schema::load_from("qapi/qapi-schema.json", Dialect::Modern, &p)
+    let p = qmpkit_schema::MemoryProvider::from_files(SCHEMA.iter().copied());
+    qmpkit_schema::load_from("qapi/qapi-schema.json", qmpkit_schema::Dialect::Modern, &p)
 }
 
 /// The build symbols served.
@@ -268,12 +285,44 @@ pub fn run(prog: &str, args: &[String]) -> ExitCode {
         }
         Err(e) => return fail(&e),
     };
-    let mut schema = match load_schema() {
+    let schema = match load_prechecked() {
         Ok(s) => s,
         Err(e) => return fail(&e.msg),
     };
-    schema.docs = Vec::new();
-    schema.doc_links = Vec::new();
     let o = ServeOptions::emulator(config, prog);
     super::run::serve(o, Arc::new(schema), cfg_symbols())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The model and the answer the build script wrote are what parsing and checking the
+    /// embedded schema gives now.
+    #[test]
+    fn prechecked_model_and_answer_are_the_schemas() {
+        let parsed = load_schema().expect("QEMU 10.0.2's schema loads");
+        let read = load_prechecked().expect("the model reads back");
+        let options = qmpkit_schema::introspect::Options {
+            enabled: cfg_symbols().into_iter().collect(),
+            unmask: false,
+        };
+        let from_parsed = qmpkit_schema::introspect::introspect(&parsed, &options);
+        let from_model = qmpkit_schema::introspect::introspect(&read, &options);
+        let unmasked = qmpkit_schema::introspect::Options {
+            unmask: true,
+            ..options
+        };
+        assert_eq!(
+            serde_json::to_value(qmpkit_schema::introspect::introspect(&parsed, &unmasked))
+                .expect("JSON"),
+            serde_json::to_value(qmpkit_schema::introspect::introspect(&read, &unmasked))
+                .expect("JSON")
+        );
+        let value = serde_json::to_value(&from_parsed).expect("JSON");
+        assert_eq!(value, serde_json::to_value(&from_model).expect("JSON"));
+        let mut encoded = Vec::new();
+        qmpkit_wire::json::write_qemu(&qmpkit_wire::qdict::qemu_order(value), &mut encoded);
+        assert!(encoded == QMP_SCHEMA_REPLY, "the encoded answer is stale");
+    }
 }

@@ -466,12 +466,23 @@ async fn serve_async(
     let bind_opts = BindOptions {
         allow_remote_tcp: o.allow_remote_tcp,
     };
-    // The embedded schema's answer was encoded when the binary was built.
-    let schema_reply = (o.schema.is_none()
-        && o.emulator.is_none()
-        && sopts.introspection.enabled.is_empty()
-        && !sopts.introspection.unmask)
-        .then_some(qmpkit_machine::embedded::QMP_SCHEMA_REPLY);
+    // The embedded schema's answer was encoded when the binary was built, and so was the
+    // emulator's (QEMU 10.0.2's with its build symbols).
+    let schema_reply = if o.emulator.is_none() {
+        (o.schema.is_none()
+            && sopts.introspection.enabled.is_empty()
+            && !sopts.introspection.unmask)
+            .then_some(qmpkit_machine::embedded::QMP_SCHEMA_REPLY)
+    } else {
+        use super::emulate;
+        (o.storage_daemon.is_none()
+            && !sopts.introspection.unmask
+            && sopts.introspection.enabled
+                == emulate::cfg_symbols()
+                    .into_iter()
+                    .collect::<std::collections::HashSet<String>>())
+        .then_some(emulate::QMP_SCHEMA_REPLY)
+    };
     let sopts = Arc::new(sopts);
     // The fleet's servers are siblings of one built now with no handlers:
     // the schema's answers are encoded once for all of them.
