@@ -10,6 +10,9 @@
 //! they take from the host (`migratable`, `hv-passthrough`).
 
 use std::collections::HashMap;
+use std::sync::OnceLock;
+
+use serde_json::value::RawValue;
 
 use qmpkit_wire::QmpError;
 use serde_json::{Map, Value};
@@ -44,7 +47,7 @@ impl<T> ByAccel<T> {
 }
 
 #[derive(serde::Deserialize)]
-struct Model {
+struct Model<'a> {
     name: String,
     typename: String,
     #[serde(rename = "static")]
@@ -56,10 +59,6 @@ struct Model {
     alias_of: Option<String>,
     #[serde(rename = "unavailable-features")]
     unavailable: ByAccel<Vec<String>>,
-    expansion: ByAccel<Expansion>,
-    /// Per accelerator: the properties (as a JSON object's text) and what they give.
-    #[serde(default)]
-    variants: HashMap<String, HashMap<String, Expansion>>,
     /// The features turning `vmx` on brings (its VMX capabilities), for a model without it.
     #[serde(default, rename = "vmx-brings")]
     vmx_brings: Option<ByAccel<Vec<String>>>,
@@ -67,6 +66,36 @@ struct Model {
     /// capabilities have no name: `""`).
     #[serde(default, rename = "unavailable-with-vmx")]
     unavailable_with_vmx: Option<ByAccel<Vec<String>>>,
+    /// The expansions and variants as the data file has them (JSON text), read when the
+    /// model is first expanded (see [`Model::detail`]): most models are only ever listed.
+    #[serde(borrow)]
+    expansion: &'a RawValue,
+    #[serde(default, borrow)]
+    variants: Option<&'a RawValue>,
+    #[serde(skip)]
+    detail: OnceLock<Detail>,
+}
+
+/// What a model expands to.
+struct Detail {
+    expansion: ByAccel<Expansion>,
+    /// Per accelerator: the properties (as a JSON object's text) and what they give.
+    variants: HashMap<String, HashMap<String, Expansion>>,
+}
+
+impl Model<'_> {
+    fn detail(&self) -> &Detail {
+        self.detail.get_or_init(|| Detail {
+            expansion: serde_json::from_str(self.expansion.get()).unwrap_or(ByAccel {
+                kvm: Expansion::default(),
+                tcg: None,
+            }),
+            variants: self
+                .variants
+                .and_then(|v| serde_json::from_str(v.get()).ok())
+                .unwrap_or_default(),
+        })
+    }
 }
 
 #[derive(serde::Deserialize)]
@@ -93,7 +122,7 @@ pub struct CpuOptions {
 
 /// The models, in the binary's order, and the properties they share.
 pub struct CpuModels {
-    models: Vec<Model>,
+    models: Vec<Model<'static>>,
     props: Properties,
 }
 
@@ -109,7 +138,9 @@ fn accel(kvm: bool) -> &'static str {
 }
 
 impl CpuModels {
-    pub fn parse(models: &str, props: &str) -> CpuModels {
+    /// The models of the data file `models` (one JSON object per line; each model's
+    /// expansions are read when first needed) and the shared properties `props`.
+    pub fn parse(models: &'static str, props: &str) -> CpuModels {
         CpuModels {
             models: models
                 .lines()
@@ -266,7 +297,7 @@ impl CpuModels {
             .into_iter()
             .partition(|(p, _)| VARIANT_PROPS.contains(&p.as_str()));
         let variant = (!select.is_empty())
-            .then(|| m.variants.get(accel(kvm)))
+            .then(|| m.detail().variants.get(accel(kvm)))
             .flatten()
             .and_then(|vs| {
                 vs.iter().find_map(|(k, e)| {
@@ -278,7 +309,7 @@ impl CpuModels {
             Some(e) => e,
             None => {
                 rest.extend(select);
-                m.expansion.get(kvm)
+                m.detail().expansion.get(kvm)
             }
         };
         // What `-cpu` gave, around the request's own.

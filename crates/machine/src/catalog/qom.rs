@@ -2,7 +2,9 @@
 //! its parent has; `qom-list-types`, `qom-list-properties` and `device-list-properties`
 //! computed over that hierarchy.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
+use std::sync::OnceLock;
 
 use qmpkit_wire::{ErrorClass, QmpError};
 use serde_json::Value;
@@ -26,8 +28,10 @@ pub struct TypeEntry {
     pub is_abstract: bool,
     /// Interfaces the type adds to its parent's.
     pub interfaces: Vec<usize>,
-    /// The properties it adds after its parent's, or (`complete`) all of them.
-    pub props: Vec<Prop>,
+    /// Its properties as the data file has them (JSON text), read when first asked for
+    /// (see [`TypeEntry::props`]): most types are only ever listed.
+    props_text: &'static str,
+    props: OnceLock<Vec<Prop>>,
     pub complete: bool,
     /// Listing its properties makes the real binary abort.
     pub aborts: bool,
@@ -40,17 +44,19 @@ pub struct QomTypes {
     interface: Option<usize>,
 }
 
+/// One line of the data file; the names borrowed from it, the properties left as text.
 #[derive(serde::Deserialize)]
-struct Row {
-    name: String,
-    #[serde(default)]
-    parent: Option<String>,
+struct Row<'a> {
+    #[serde(borrow)]
+    name: Cow<'a, str>,
+    #[serde(default, borrow)]
+    parent: Option<Cow<'a, str>>,
     #[serde(default, rename = "abstract")]
     is_abstract: bool,
-    #[serde(default)]
-    interfaces: Vec<String>,
-    #[serde(default)]
-    props: Vec<Vec<Value>>,
+    #[serde(default, borrow)]
+    interfaces: Vec<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    props: Option<&'a serde_json::value::RawValue>,
     #[serde(default)]
     complete: bool,
     #[serde(default)]
@@ -75,31 +81,51 @@ const NOT_DEVICE_PROPS: &[&str] = &[
     "parent_bus",
 ];
 
+impl TypeEntry {
+    /// The properties the type adds after its parent's, or (`complete`) all of them.
+    pub fn props(&self) -> &[Prop] {
+        self.props.get_or_init(|| {
+            if self.props_text.is_empty() {
+                return Vec::new();
+            }
+            serde_json::from_str::<Vec<Vec<Value>>>(self.props_text)
+                .map(|rows| rows.iter().filter_map(|p| prop(p)).collect())
+                .unwrap_or_default()
+        })
+    }
+}
+
 impl QomTypes {
-    pub fn parse(text: &str) -> QomTypes {
-        let rows: Vec<Row> = text
+    /// The types of the data file `text` (one JSON object per line). Only what listing
+    /// the types needs is read now; each type's properties when first asked for.
+    pub fn parse(text: &'static str) -> QomTypes {
+        let rows: Vec<Row<'static>> = text
             .lines()
             .filter_map(|l| serde_json::from_str(l).ok())
             .collect();
         let index: HashMap<String, usize> = rows
             .iter()
             .enumerate()
-            .map(|(i, r)| (r.name.clone(), i))
+            .map(|(i, r)| (r.name.to_string(), i))
             .collect();
         let types = rows
             .into_iter()
             .map(|r| TypeEntry {
-                parent: r.parent.as_ref().and_then(|p| index.get(p).copied()),
+                parent: r
+                    .parent
+                    .as_ref()
+                    .and_then(|p| index.get(p.as_ref()).copied()),
                 is_abstract: r.is_abstract,
                 interfaces: r
                     .interfaces
                     .iter()
-                    .filter_map(|i| index.get(i).copied())
+                    .filter_map(|i| index.get(i.as_ref()).copied())
                     .collect(),
-                props: r.props.iter().filter_map(|p| prop(p)).collect(),
+                props_text: r.props.map_or("", |p| p.get()),
+                props: OnceLock::new(),
                 complete: r.complete,
                 aborts: r.aborts,
-                name: r.name,
+                name: r.name.into_owned(),
             })
             .collect();
         let interface = index.get("interface").copied();
@@ -186,7 +212,7 @@ impl QomTypes {
             Some(p) if !t.complete && self.answers(p) => self.props(p),
             _ => Vec::new(),
         };
-        out.extend(t.props.iter());
+        out.extend(t.props().iter());
         out
     }
 
