@@ -92,6 +92,17 @@ impl Perm {
         }
     }
 
+    /// The name QEMU's messages give it (its permission table's, not the QAPI enum's).
+    pub fn words(self) -> &'static str {
+        match self {
+            Perm::ConsistentRead => "consistent read",
+            Perm::Write => "write",
+            Perm::WriteUnchanged => "write unchanged",
+            Perm::Resize => "resize",
+            Perm::GraphMod => "change children",
+        }
+    }
+
     fn bit(self) -> u8 {
         match self {
             Perm::ConsistentRead => 1,
@@ -146,7 +157,7 @@ impl PermSet {
     fn words(self) -> String {
         self.list()
             .iter()
-            .map(|p| p.name())
+            .map(|p| p.words())
             .collect::<Vec<_>>()
             .join(", ")
     }
@@ -283,6 +294,10 @@ pub enum UserKind {
         kind: String,
         role: String,
     },
+    /// The filter node a block job puts above a node while it runs (QEMU's copy-on-read,
+    /// mirror_top, commit_top and copy-before-write filters), by its generated name: the
+    /// permissions it takes on the node in `role` (`file`, `backing`, `target`).
+    Filter { node: String, role: String },
 }
 
 /// Handle for a registered user.
@@ -929,6 +944,7 @@ impl BlockGraph {
                 UserKind::Export(_) => ("an unnamed block device".to_string(), "root".to_string()),
                 UserKind::Device(d) => (format!("block device '{d}'"), "root".to_string()),
                 UserKind::Job { id, kind, role } => (format!("{kind} job '{id}'"), role.clone()),
+                UserKind::Filter { node, role } => (format!("node '{node}'"), role.clone()),
             };
             out.push((
                 u.attached,
@@ -1218,7 +1234,7 @@ impl BlockGraph {
         self.node(to)?;
         let saved = self.users.clone();
         for u in self.users.iter_mut().filter(|u| u.node == from) {
-            if !matches!(u.kind, UserKind::Job { .. }) {
+            if !matches!(u.kind, UserKind::Job { .. } | UserKind::Filter { .. }) {
                 u.node = to.to_string();
             }
         }
@@ -1399,6 +1415,7 @@ impl BlockGraph {
         // those first); a job's other links only block the node.
         let has_backend = |u: &User| match &u.kind {
             UserKind::Job { role, .. } => role == "target",
+            UserKind::Filter { .. } => false,
             _ => true,
         };
         if self.users.iter().any(|u| u.node == name && has_backend(u)) {
@@ -1598,6 +1615,14 @@ impl BlockGraph {
         if node.read_only == read_only {
             return Ok(());
         }
+        // An implicit file child inherits the mode, as QEMU reopens it with its parent.
+        if !read_only {
+            if let Some(f) = self.child(name, ChildRole::File) {
+                if self.nodes.get(&f).is_some_and(|n| !n.monitor_owned) {
+                    self.set_read_only(&f, false)?;
+                }
+            }
+        }
         if read_only {
             self.store_bitmaps(name)?;
         }
@@ -1764,7 +1789,7 @@ impl BlockGraph {
             let name = match &u.kind {
                 UserKind::Export(_) => String::new(),
                 UserKind::Device(d) => d.clone(),
-                UserKind::Job { .. } => continue,
+                UserKind::Job { .. } | UserKind::Filter { .. } => continue,
             };
             let me = id(Key::User(u.id.0));
             nodes.push(GraphNode {

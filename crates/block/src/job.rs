@@ -408,6 +408,55 @@ impl Jobs {
         }
     }
 
+    /// A job that was created and then could not take its links: QEMU announces it, then
+    /// drops it.
+    fn failed_early(&mut self, id: &str, e: Error) -> Error {
+        for status in [JobStatus::Created, JobStatus::Null] {
+            self.events.push(JobEvent::StatusChange {
+                id: id.to_string(),
+                status,
+            });
+        }
+        e
+    }
+
+    /// The permissions a job's filter node takes on the nodes below it, attached in order
+    /// (`(node, role, perm, shared)`); all or nothing, with the job's other links.
+    fn attach_filter(
+        graph: &mut BlockGraph,
+        users: &mut Vec<UserId>,
+        links: &[(&str, &str, PermSet, PermSet)],
+    ) -> Result<()> {
+        let name = graph.generate_name();
+        for (node, role, perm, shared) in links {
+            // QEMU puts the filter above the node, in its parents' place, so their needs pass
+            // through it; this model keeps the parents where they are and leaves the filter's
+            // own needs out for a node that has any.
+            let parents = graph.has_parent_node(node)
+                || graph
+                    .users_of(node)
+                    .iter()
+                    .any(|u| matches!(u, UserKind::Export(_) | UserKind::Device(_)));
+            if parents && *role != "target" {
+                continue;
+            }
+            let kind = UserKind::Filter {
+                node: name.clone(),
+                role: role.to_string(),
+            };
+            match graph.attach_user(node, kind, *perm, *shared) {
+                Ok(u) => users.push(u),
+                Err(e) => {
+                    for u in users.drain(..) {
+                        graph.detach_user(u);
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        Ok(())
+    }
+
     fn attach(
         graph: &mut BlockGraph,
         users: &mut Vec<UserId>,
@@ -469,15 +518,57 @@ impl Jobs {
         let nothing = backing.is_none() || backing.as_deref() == base;
         let total = if nothing { 0 } else { graph.size(device)? };
         let mut users = Vec::new();
-        Self::attach(
-            graph,
-            &mut users,
-            device,
-            opts,
-            JobKind::Stream,
-            "main node",
-            (PermSet::NONE, PermSet::ALL),
-        )?;
+        use crate::graph::Perm::*;
+        let links = (|| -> Result<()> {
+            // A copy-on-read filter above the device, then the job's links: the device and the
+            // images it streams from (QEMU's permissions on each).
+            Self::attach_filter(
+                graph,
+                &mut users,
+                &[(
+                    device,
+                    "file",
+                    PermSet::of(&[ConsistentRead, WriteUnchanged]),
+                    PermSet::of(&[ConsistentRead, Write, WriteUnchanged]),
+                )],
+            )?;
+            Self::attach(
+                graph,
+                &mut users,
+                device,
+                opts,
+                JobKind::Stream,
+                "active node",
+                (
+                    PermSet::NONE,
+                    PermSet::of(&[ConsistentRead, Write, WriteUnchanged]),
+                ),
+            )?;
+            let below: Vec<String> = graph
+                .backing_chain(device)
+                .into_iter()
+                .skip(1)
+                .take_while(|n| Some(n.as_str()) != base)
+                .collect();
+            for n in &below {
+                Self::attach(
+                    graph,
+                    &mut users,
+                    n,
+                    opts,
+                    JobKind::Stream,
+                    "intermediate node",
+                    (
+                        PermSet::NONE,
+                        PermSet::of(&[ConsistentRead, WriteUnchanged]),
+                    ),
+                )?;
+            }
+            Ok(())
+        })();
+        if let Err(e) = links {
+            return Err(self.failed_early(&opts.id, e));
+        }
         graph.block(device, &opts.id, &Self::in_use_reason(JobKind::Stream));
         let work = Work::Stream {
             top: device.to_string(),
@@ -542,15 +633,54 @@ impl Jobs {
             graph.size(&top)?
         };
         let mut users = Vec::new();
-        Self::attach(
-            graph,
-            &mut users,
-            device,
-            opts,
-            JobKind::Commit,
-            "main node",
-            (PermSet::NONE, PermSet::ALL),
-        )?;
+        use crate::graph::Perm::*;
+        // A commit_top filter above the top, the job's links on top and base, and a writer
+        // on the base.
+        let most = PermSet::of(&[ConsistentRead, Write, WriteUnchanged]);
+        let links = (|| -> Result<()> {
+            Self::attach_filter(graph, &mut users, &[(&top, "backing", PermSet::NONE, most)])?;
+            Self::attach(
+                graph,
+                &mut users,
+                &top,
+                opts,
+                JobKind::Commit,
+                "source",
+                (PermSet::NONE, most),
+            )?;
+            Self::attach(
+                graph,
+                &mut users,
+                &base,
+                opts,
+                JobKind::Commit,
+                "target",
+                (PermSet::NONE, PermSet::ALL),
+            )?;
+            if overlay.is_none() {
+                // QEMU opens the base read-write for an active commit before it writes there.
+                let was_read_only = graph.is_read_only(&base)?;
+                graph.set_read_only(&base, false)?;
+                let root = (PermSet::of(&[Write]), most);
+                let r = Self::attach(
+                    graph,
+                    &mut users,
+                    &base,
+                    opts,
+                    JobKind::Commit,
+                    "root",
+                    root,
+                );
+                if let Err(e) = r {
+                    let _ = graph.set_read_only(&base, was_read_only);
+                    return Err(e);
+                }
+            }
+            Ok(())
+        })();
+        if let Err(e) = links {
+            return Err(self.failed_early(&opts.id, e));
+        }
         graph.block(device, &opts.id, &Self::in_use_reason(JobKind::Commit));
         let work = Work::Commit { top, base, overlay };
         self.push(opts, JobKind::Commit, work, total, users);
@@ -607,10 +737,11 @@ impl Jobs {
         graph.check_blocked(device)?;
         graph.check_blocked(target)?;
         let size = graph.size(device)?;
-        if graph.size(target)? != size {
-            return Err(Error::generic(
-                "Source and target image have different sizes",
-            ));
+        let same_size = graph.size(target)? == size;
+        // A backup compares the sizes first; a mirror once its filter and links are in place.
+        let different = || Error::generic("Source and target image have different sizes");
+        if kind == JobKind::Backup && !same_size {
+            return Err(different());
         }
         let total = match sync {
             SyncMode::None => 0,
@@ -618,27 +749,67 @@ impl Jobs {
         };
         let mut users = Vec::new();
         use crate::graph::Perm::*;
-        Self::attach(
-            graph,
-            &mut users,
-            device,
-            opts,
-            kind,
-            "source",
-            (
-                PermSet::NONE,
-                PermSet::of(&[ConsistentRead, Write, WriteUnchanged]),
-            ),
-        )?;
-        Self::attach(
-            graph,
-            &mut users,
-            target,
-            opts,
-            kind,
-            "target",
-            (PermSet::of(&[Write]), PermSet::of(&[WriteUnchanged])),
-        )?;
+        let most = PermSet::of(&[ConsistentRead, Write, WriteUnchanged]);
+        let read = PermSet::of(&[ConsistentRead]);
+        let write = PermSet::of(&[Write]);
+        if kind == JobKind::Mirror {
+            let links = (|| -> Result<()> {
+                // A mirror_top filter above the source; the job's links; a writer on the target.
+                Self::attach_filter(graph, &mut users, &[(device, "backing", read, most)])?;
+                Self::attach(
+                    graph,
+                    &mut users,
+                    device,
+                    opts,
+                    kind,
+                    "source",
+                    (PermSet::NONE, most),
+                )?;
+                Self::attach(
+                    graph,
+                    &mut users,
+                    target,
+                    opts,
+                    kind,
+                    "target",
+                    (PermSet::NONE, PermSet::ALL),
+                )?;
+                Self::attach(
+                    graph,
+                    &mut users,
+                    target,
+                    opts,
+                    kind,
+                    "root",
+                    (write, PermSet::of(&[WriteUnchanged])),
+                )?;
+                Ok(())
+            })();
+            if let Err(e) = links {
+                return Err(self.failed_early(&opts.id, e));
+            }
+        } else {
+            // A copy-before-write filter over source and target; the job's link on the target.
+            let read_unchanged = PermSet::of(&[ConsistentRead, WriteUnchanged]);
+            Self::attach_filter(
+                graph,
+                &mut users,
+                &[
+                    (device, "file", read, read_unchanged),
+                    (target, "target", write, most),
+                ],
+            )?;
+            let link = (PermSet::NONE, PermSet::ALL);
+            if let Err(e) = Self::attach(graph, &mut users, target, opts, kind, "target", link) {
+                return Err(self.failed_early(&opts.id, e));
+            }
+        }
+        if !same_size {
+            for u in users {
+                graph.detach_user(u);
+            }
+            return Err(different());
+        }
         graph.block(device, &opts.id, &Self::in_use_reason(kind));
         graph.block(target, &opts.id, &Self::in_use_reason(kind));
         let (source, target) = (device.to_string(), target.to_string());

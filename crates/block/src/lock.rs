@@ -125,7 +125,7 @@ impl FileLock {
             if self.taken_elsewhere(SHARED_BASE + bit_index(p)) {
                 return Err(Error::generic(format!(
                     "Failed to get \"{}\" lock",
-                    p.name()
+                    p.words()
                 )));
             }
         }
@@ -133,7 +133,7 @@ impl FileLock {
             if self.taken_elsewhere(PERM_BASE + bit_index(p)) {
                 return Err(Error::generic(format!(
                     "Failed to get shared \"{}\" lock",
-                    p.name()
+                    p.words()
                 )));
             }
         }

@@ -383,9 +383,10 @@ pub fn block_stream(m: &mut Machine, a: api::BlockStream, _: &mut Cx) -> R<Empty
     };
     let opts = job_options(a.job_id.as_deref(), &a.device, a.speed)?;
     let block::BlockState { graph, jobs, .. } = &mut m.block;
-    jobs.start_stream(graph, &opts, &node, base.as_deref())
-        .map_err(qerr)?;
+    let r = jobs.start_stream(graph, &opts, &node, base.as_deref());
+    // A job that failed after it was created still announces itself.
     block::pump(m);
+    r.map_err(qerr)?;
     Ok(Empty)
 }
 
@@ -408,9 +409,9 @@ pub fn block_commit(m: &mut Machine, a: api::BlockCommit, _: &mut Cx) -> R<Empty
     let base = by_file(m, &a.base, "base")?;
     let opts = job_options(a.job_id.as_deref(), &a.device, a.speed)?;
     let block::BlockState { graph, jobs, .. } = &mut m.block;
-    jobs.start_commit(graph, &opts, &node, top.as_deref(), base.as_deref())
-        .map_err(qerr)?;
+    let r = jobs.start_commit(graph, &opts, &node, top.as_deref(), base.as_deref());
     block::pump(m);
+    r.map_err(qerr)?;
     Ok(Empty)
 }
 
@@ -497,7 +498,9 @@ pub fn drive_mirror(m: &mut Machine, a: api::DriveMirrorCommand, _: &mut Cx) -> 
     )?;
     let block::BlockState { graph, jobs, .. } = &mut m.block;
     if let Err(e) = jobs.start_mirror(graph, &opts, &source, &target, sync) {
-        return Err(drop_target(graph, &target, created, e));
+        let e = drop_target(graph, &target, created, e);
+        block::pump(m);
+        return Err(e);
     }
     block::pump(m);
     Ok(Empty)
@@ -509,9 +512,9 @@ pub fn blockdev_mirror(m: &mut Machine, a: api::BlockdevMirror, _: &mut Cx) -> R
     let sync = sync_mode(&a.sync)?;
     let opts = job_options(a.job_id.as_deref(), &a.device, a.speed)?;
     let block::BlockState { graph, jobs, .. } = &mut m.block;
-    jobs.start_mirror(graph, &opts, &source, &a.target, sync)
-        .map_err(qerr)?;
+    let r = jobs.start_mirror(graph, &opts, &source, &a.target, sync);
     block::pump(m);
+    r.map_err(qerr)?;
     Ok(Empty)
 }
 
@@ -596,8 +599,9 @@ pub fn drive_backup(m: &mut Machine, a: api::DriveBackupCommand, _: &mut Cx) -> 
 
 pub fn blockdev_backup(m: &mut Machine, a: api::BlockdevBackupCommand, _: &mut Cx) -> R<Empty> {
     block::catch_up(m);
-    blockdev_backup_start(m, &a.0)?;
+    let r = blockdev_backup_start(m, &a.0);
     block::pump(m);
+    r?;
     Ok(Empty)
 }
 
