@@ -457,6 +457,20 @@ impl Jobs {
         Ok(())
     }
 
+    /// A job's links `(node, role, (perm, shared))`, attached in order.
+    fn attach_all(
+        graph: &mut BlockGraph,
+        users: &mut Vec<UserId>,
+        opts: &JobOptions,
+        kind: JobKind,
+        links: &[(&str, &str, (PermSet, PermSet))],
+    ) -> Result<()> {
+        for (node, role, perms) in links {
+            Self::attach(graph, users, node, opts, kind, role, *perms)?;
+        }
+        Ok(())
+    }
+
     fn attach(
         graph: &mut BlockGraph,
         users: &mut Vec<UserId>,
@@ -639,23 +653,15 @@ impl Jobs {
         let most = PermSet::of(&[ConsistentRead, Write, WriteUnchanged]);
         let links = (|| -> Result<()> {
             Self::attach_filter(graph, &mut users, &[(&top, "backing", PermSet::NONE, most)])?;
-            Self::attach(
+            Self::attach_all(
                 graph,
                 &mut users,
-                &top,
                 opts,
                 JobKind::Commit,
-                "source",
-                (PermSet::NONE, most),
-            )?;
-            Self::attach(
-                graph,
-                &mut users,
-                &base,
-                opts,
-                JobKind::Commit,
-                "target",
-                (PermSet::NONE, PermSet::ALL),
+                &[
+                    (&top, "source", (PermSet::NONE, most)),
+                    (&base, "target", (PermSet::NONE, PermSet::ALL)),
+                ],
             )?;
             if overlay.is_none() {
                 // QEMU opens the base read-write for an active commit before it writes there.
@@ -756,32 +762,16 @@ impl Jobs {
             let links = (|| -> Result<()> {
                 // A mirror_top filter above the source; the job's links; a writer on the target.
                 Self::attach_filter(graph, &mut users, &[(device, "backing", read, most)])?;
-                Self::attach(
+                Self::attach_all(
                     graph,
                     &mut users,
-                    device,
                     opts,
                     kind,
-                    "source",
-                    (PermSet::NONE, most),
-                )?;
-                Self::attach(
-                    graph,
-                    &mut users,
-                    target,
-                    opts,
-                    kind,
-                    "target",
-                    (PermSet::NONE, PermSet::ALL),
-                )?;
-                Self::attach(
-                    graph,
-                    &mut users,
-                    target,
-                    opts,
-                    kind,
-                    "root",
-                    (write, PermSet::of(&[WriteUnchanged])),
+                    &[
+                        (device, "source", (PermSet::NONE, most)),
+                        (target, "target", (PermSet::NONE, PermSet::ALL)),
+                        (target, "root", (write, PermSet::of(&[WriteUnchanged]))),
+                    ],
                 )?;
                 Ok(())
             })();
