@@ -21,6 +21,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Map, Value};
 
+use crate::startup::figures;
+
 const ROUNDS: usize = 5;
 const GOAL_MS: f64 = 1000.0;
 const LIMIT: Duration = Duration::from_secs(30);
@@ -165,13 +167,6 @@ struct Case {
     total: Vec<f64>,
     start: Vec<f64>,
     failed: Option<String>,
-}
-
-/// (min, median).
-fn figures(v: &[f64]) -> Option<(f64, f64)> {
-    let mut s = v.to_vec();
-    s.sort_by(f64::total_cmp);
-    Some((*s.first()?, s[s.len() / 2]))
 }
 
 fn round1(v: f64) -> f64 {

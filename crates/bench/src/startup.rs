@@ -124,7 +124,7 @@ fn start_once(case: &Case, dir: &Path) -> Result<(f64, f64, f64), String> {
 }
 
 /// (min, median).
-fn figures(v: &[f64]) -> Option<(f64, f64)> {
+pub(crate) fn figures(v: &[f64]) -> Option<(f64, f64)> {
     let mut s = v.to_vec();
     s.sort_by(f64::total_cmp);
     Some((*s.first()?, s[s.len() / 2]))
