@@ -319,6 +319,15 @@ mod version_str {
     }
 }
 
+/// Whether `/dev/kvm` can be opened for a guest (as QEMU's KVM accelerator needs it).
+pub fn kvm_usable() -> bool {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+        .is_ok()
+}
+
 /// Parse `X.Y.Z` (or `X.Y`).
 pub fn parse_version(s: &str) -> Result<(u64, u64, u64), ConfigError> {
     let parts: Vec<&str> = s.split('.').collect();

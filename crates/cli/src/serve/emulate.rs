@@ -170,16 +170,6 @@ fn probe(name: &str, value: Option<&str>) -> Option<String> {
     })
 }
 
-/// Whether `/dev/kvm` can be opened for the guest (as QEMU's KVM
-/// accelerator needs it).
-fn kvm_usable() -> bool {
-    std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/kvm")
-        .is_ok()
-}
-
 /// Whether `fd` is an open descriptor of this process.
 fn fd_open(fd: i32) -> bool {
     // SAFETY: F_GETFD only reads the descriptor's flags.
@@ -241,7 +231,7 @@ pub fn parse(args: &[String]) -> Result<Result<MachineConfig, String>, String> {
     }
     let mut chosen = None;
     for a in &c.accel {
-        if a == "kvm" && !kvm_usable() {
+        if a == "kvm" && !qmpkit_machine::config::kvm_usable() {
             continue;
         }
         chosen = Some(a.clone());

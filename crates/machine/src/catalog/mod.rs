@@ -128,22 +128,13 @@ pub fn start(m: &mut crate::Machine) {
     init_cpus(m);
 }
 
-/// The vCPUs' family, model and stepping: their model's (with `-cpu`'s options).
+/// The vCPUs' identification (family, model, stepping, vendor, model-id): their model's
+/// (with `-cpu`'s options), as the realized vCPU holds it.
 fn init_cpus(m: &mut crate::Machine) {
     let Some(c) = of(m) else { return };
     let opts = cpu_options(m);
-    let model = api::CpuModelInfo {
-        name: m.config.cpu_model.clone(),
-        props: None,
-    };
-    let chosen = m.config.cpu_model.as_str();
-    let Ok(e) = c
-        .cpus()
-        .expand(c.qom(), m.config.kvm, false, &model, chosen, &opts)
-    else {
-        return;
-    };
-    let Some(props) = e.props.as_ref().and_then(Value::as_object) else {
+    let model = m.config.cpu_model.clone();
+    let Some(props) = realized_props(m, c, &model, &opts) else {
         return;
     };
     let tree = &mut m.qom.tree;
@@ -156,9 +147,44 @@ fn init_cpus(m: &mut crate::Machine) {
                 tree.set_val(id, p, n);
             }
         }
+        for p in ["vendor", "model-id"] {
+            if let Some(s) = props.get(p).and_then(Value::as_str) {
+                tree.set_val(id, p, s);
+            }
+        }
     }
 }
 
+/// The properties of a realized vCPU of `model` (with `-cpu`'s `opts`): its full expansion
+/// under the accelerator in use, less what the accelerator cannot give it (those features,
+/// in every spelling, read false). `None`: a model the catalogue lacks.
+fn realized_props(
+    m: &crate::Machine,
+    c: &Catalog,
+    model: &str,
+    opts: &CpuOptions,
+) -> Option<serde_json::Map<String, Value>> {
+    let cpus = c.cpus();
+    let chosen = m.config.cpu_model.as_str();
+    let info = api::CpuModelInfo {
+        name: model.to_string(),
+        props: None,
+    };
+    let e = cpus
+        .expand(c.qom(), m.config.kvm, true, &info, chosen, opts)
+        .ok()?;
+    let Some(Value::Object(mut props)) = e.props else {
+        return None;
+    };
+    let unavailable = cpus.unavailable(model, m.config.kvm, chosen, opts)?;
+    for (k, v) in props.iter_mut() {
+        let canonical = cpus.canonical(k).replace('_', "-");
+        if v.is_boolean() && unavailable.iter().any(|f| *f == canonical || f == k) {
+            *v = Value::Bool(false);
+        }
+    }
+    Some(props)
+}
 /// `query-chardev-backends` of the binary: its chardev types registered so far (those of
 /// modules not loaded are missing), in its order, less the one it keeps for itself.
 pub fn chardev_backends(m: &crate::Machine) -> Option<Vec<String>> {
@@ -189,26 +215,50 @@ fn initial_modules(m: &mut crate::Machine) {
     m.qom.modules = loaded;
 }
 
-/// `qom-get` of a vCPU's `unavailable-features`: what the accelerator in use cannot give
-/// the vCPU's model. `None`: not that property of a vCPU, or no catalogue.
-pub fn cpu_qom_get(m: &crate::Machine, id: crate::qom::NodeId, prop: &str) -> Option<Value> {
+/// `qom-get` of a vCPU's property that its model decides: `unavailable-features` (what the
+/// accelerator in use cannot give the model) and the model's properties as realized (see
+/// [`realized_props`]). `None`: not such a property of a vCPU (those the vCPU keeps itself:
+/// its identification, topology and links), or no catalogue. A property the model's type
+/// lacks is not found, in QEMU's words.
+pub fn cpu_qom_get(
+    m: &crate::Machine,
+    id: crate::qom::NodeId,
+    prop: &str,
+) -> Option<Result<Value, QmpError>> {
     let c = of(m)?;
     let ty = m.qom.tree.node(id).ty;
     if !crate::qom::types::is_a(ty, "x86_64-cpu") {
         return None;
     }
     let cpus = c.cpus();
-    if prop != "unavailable-features" {
-        return None;
-    }
     // The configured model (the tree may stand in another type for a model its registry
     // lacks), else the node's type.
     let model = match cpus.typename(&m.config.cpu_model) {
         Some(_) => m.config.cpu_model.as_str(),
         None => ty.strip_suffix("-x86_64-cpu").unwrap_or(ty),
     };
-    let list = cpus.unavailable(model, m.config.kvm, &m.config.cpu_model, &cpu_options(m))?;
-    Some(Value::Array(list.into_iter().map(Value::String).collect()))
+    let opts = cpu_options(m);
+    if prop == "unavailable-features" {
+        let list = cpus.unavailable(model, m.config.kvm, &m.config.cpu_model, &opts)?;
+        return Some(Ok(Value::Array(
+            list.into_iter().map(Value::String).collect(),
+        )));
+    }
+    let own = CPU_SETTABLE.contains(&prop)
+        || CPU_NOT_VALUES.contains(&prop)
+        || crate::qom::types::find_prop(ty, prop).is_some_and(|_| prop.ends_with("-id"));
+    if own {
+        return None;
+    }
+    if let Some(v) = realized_props(m, c, model, &opts)?.remove(prop) {
+        return Some(Ok(v));
+    }
+    let typename = cpus.typename(model)?;
+    c.qom().prop_type(typename, prop).is_none().then(|| {
+        Err(crate::generic(format!(
+            "Property '{typename}.{prop}' not found"
+        )))
+    })
 }
 
 /// Properties a realized vCPU still takes (the others refuse a change).

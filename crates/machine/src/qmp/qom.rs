@@ -26,8 +26,8 @@ pub fn qom_get(m: &mut Machine, a: api::QomGet, _: &mut Cx) -> R<serde_json::Val
     if let Some(r) = crate::balloon::qom_get(m, id, &a.property) {
         return r;
     }
-    if let Some(v) = crate::catalog::cpu_qom_get(m, id, &a.property) {
-        return Ok(v);
+    if let Some(r) = crate::catalog::cpu_qom_get(m, id, &a.property) {
+        return r;
     }
     qom::get_prop(&m.qom.tree, m.compat().options_6_0, id, &a.property).map(|v| v.to_json())
 }
