@@ -1027,10 +1027,11 @@ impl Jobs {
 
     pub fn resume(&mut self, id: &str) -> Result<()> {
         let i = self.index(id)?;
-        self.check_verb(i, JobVerb::Resume)?;
+        // QEMU asks whether the user paused the job before it asks the state table.
         if !self.jobs[i].user_paused {
             return Err(Error::generic("Can't resume a job that was not paused"));
         }
+        self.check_verb(i, JobVerb::Resume)?;
         self.jobs[i].user_paused = false;
         match self.jobs[i].status {
             JobStatus::Paused => self.set_status(i, JobStatus::Running),
