@@ -1,5 +1,5 @@
 //! `qmpkit shell`: on a terminal (tmux: completion of an argument name, a union branch's member,
-//! an enum value and a live value; an event arriving while a line is half typed; `help`; history),
+//! an enum value and live values (drives, device and object ids); an event arriving while a line is half typed; `help`; history),
 //! piped like qmp-shell, and qmp-shell's documented inputs sending the same requests as qmp-shell.
 
 #[path = "tools_support/mod.rs"]
@@ -134,6 +134,11 @@ fn on_a_terminal_completion_events_and_help() {
     // A union's members once its discriminator is typed.
     t.keys(&["C-u", "blockdev-add driver=null-co lat", "Tab"]);
     t.wait_line("(QEMU) blockdev-add driver=null-co latency-ns=");
+    // The machine's own device and object ids.
+    t.keys(&["C-u", "device_del id=bal", "Tab"]);
+    t.wait_line("(QEMU) device_del id=balloon0");
+    t.keys(&["C-u", "object-del id=me", "Tab"]);
+    t.wait_line("(QEMU) object-del id=mem1");
 
     // An event arrives while a line is half typed: shown above it, the line kept.
     t.keys(&["C-u", "query-sta"]);

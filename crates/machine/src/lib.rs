@@ -316,32 +316,28 @@ impl Machine {
     /// due run-state timers at the head of the queue) when the machine's QEMU does so before
     /// the command's reply goes out (see [`compat::Compat::main_loop_events_before_reply`]).
     pub fn serve_main_loop_requests(&mut self, now_ns: u64) {
-        if !self.compat().main_loop_events_before_reply {
-            return;
-        }
-        while let Some((&key, TimerAction::RunState(_))) = self.timers.iter().next() {
-            if key.0 > now_ns || self.exit.is_some() {
-                break;
-            }
-            let Some(action) = self.timers.remove(&key) else {
-                break;
-            };
-            self.now_ns = self.now_ns.max(key.0);
-            self.fire(action);
+        if self.compat().main_loop_events_before_reply {
+            self.run_due(now_ns, |a| matches!(a, TimerAction::RunState(_)));
         }
     }
 
     /// Bring the machine to time `now_ns`: run every due timer (and the
     /// timers those schedule, when they are due too), in deadline order.
     pub fn advance(&mut self, now_ns: u64) {
+        self.run_due(now_ns, |_| true);
+        self.now_ns = self.now_ns.max(now_ns);
+    }
+
+    /// Run due timers in deadline order while `next` takes the first one.
+    fn run_due(&mut self, now_ns: u64, next: impl Fn(&TimerAction) -> bool) {
         // Each timer runs at its own deadline (what it schedules counts from
         // there), so one long step behaves as many short ones. Bounded: a
         // timer scheduling zero-delay timers forever must not hang the caller.
         for _ in 0..1_000_000 {
-            let Some((&key, _)) = self.timers.iter().next() else {
+            let Some((&key, action)) = self.timers.iter().next() else {
                 break;
             };
-            if key.0 > now_ns || self.exit.is_some() {
+            if key.0 > now_ns || self.exit.is_some() || !next(action) {
                 break;
             }
             let Some(action) = self.timers.remove(&key) else {
@@ -350,7 +346,6 @@ impl Machine {
             self.now_ns = self.now_ns.max(key.0);
             self.fire(action);
         }
-        self.now_ns = self.now_ns.max(now_ns);
     }
 
     /// Hand a due timer to the subsystem that scheduled it.

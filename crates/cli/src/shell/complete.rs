@@ -19,6 +19,10 @@ pub enum Live {
     ChardevId,
     QomPath,
     QomProperty,
+    /// Ids of devices the user created (`/machine/peripheral`).
+    DeviceId,
+    /// Ids of user-created objects (`/objects`).
+    ObjectId,
 }
 
 /// The interface of one server.
@@ -208,6 +212,16 @@ pub fn live_kind(command: &str, key: &str) -> Option<Live> {
             "property" => Some(Live::QomProperty),
             _ => None,
         };
+    }
+    if last == "id" {
+        let tray_or_medium = command.starts_with("blockdev-")
+            && (command.ends_with("-tray") || command.ends_with("-medium"));
+        if command == "device_del" || tray_or_medium {
+            return Some(Live::DeviceId);
+        }
+        if command == "object-del" {
+            return Some(Live::ObjectId);
+        }
     }
     if command.starts_with("chardev-") && last == "id" || last == "chardev" {
         return Some(Live::ChardevId);
@@ -457,6 +471,17 @@ mod tests {
             complete(&m, "blockdev-backup device=ide", false),
             Want::Live(23, Live::NodeName, _, _)
         ));
+        for (cmd, key, kind) in [
+            ("device_del", "id", Some(Live::DeviceId)),
+            ("blockdev-open-tray", "id", Some(Live::DeviceId)),
+            ("blockdev-change-medium", "id", Some(Live::DeviceId)),
+            ("object-del", "id", Some(Live::ObjectId)),
+            ("chardev-remove", "id", Some(Live::ChardevId)),
+            ("job-cancel", "id", Some(Live::JobId)),
+            ("blockdev-add", "id", None),
+        ] {
+            assert_eq!(live_kind(cmd, key), kind, "{cmd} {key}");
+        }
         // Inside a transaction: the action names, then the action's members.
         assert!(
             words(complete(&m, "transaction( block-dirty-bitmap-a", false))

@@ -26,7 +26,8 @@ Input: COMMAND [KEY=VALUE ...] (a.b=value nests; values are numbers, true/false/
 Python literals, or strings), raw JSON requests, and transaction( ... ) over one or more lines.
 Shell commands: help, help COMMAND, .events all|none|NAME[,NAME*...], .pretty on|off.
 On a terminal: Tab completes commands, argument names, enum values and live values (node names,
-job ids, chardev ids, QOM paths); events appear as they arrive; Ctrl-D leaves.
+job ids, chardev ids, device and object ids, QOM paths); events appear as they arrive; Ctrl-D
+leaves.
 
 Examples:
   qmpkit shell /run/vm.sock
@@ -518,6 +519,18 @@ impl Helper {
         }
     }
 
+    /// The names of the QOM children of `path`.
+    fn children(&self, path: &str) -> Vec<String> {
+        match self.call(Command::new("qom-list").arg("path", path)) {
+            Some(Value::Array(a)) => a
+                .iter()
+                .filter(|p| p["type"].as_str().is_some_and(|t| t.starts_with("child<")))
+                .filter_map(|p| p["name"].as_str().map(str::to_string))
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+
     fn live(&self, kind: Live, prefix: &str, hint: &str) -> Vec<String> {
         let mut v = match kind {
             Live::NodeName => {
@@ -531,6 +544,8 @@ impl Helper {
                 v
             }
             Live::ChardevId => self.names(Command::new("query-chardev"), "label"),
+            Live::DeviceId => self.children("/machine/peripheral"),
+            Live::ObjectId => self.children("/objects"),
             Live::QomPath => {
                 let dir = match prefix.rfind('/') {
                     Some(0) | None => "/".to_string(),
@@ -568,6 +583,34 @@ impl Helper {
         v.retain(|s| s.starts_with(prefix));
         v
     }
+}
+
+/// Unless `polled` says it is already done: ask `query` four times a second and draw its
+/// answer's bars until nothing is active.
+fn poll_bars(
+    client: &qmpkit_client::Client,
+    polled: &Arc<AtomicBool>,
+    print: &(impl Fn(String) + Clone + Send + Sync + 'static),
+    query: &'static str,
+    items: fn(&Value) -> Vec<progress::Item>,
+) {
+    if polled.swap(true, Ordering::AcqRel) {
+        return;
+    }
+    let (client, polled, print) = (client.clone(), polled.clone(), print.clone());
+    tokio::spawn(async move {
+        let mut bars = progress::Bars::new(Arc::new(print));
+        loop {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            let Ok(v) = client.call(Command::new(query)).await else {
+                break;
+            };
+            if !bars.update(&items(&v)) {
+                break;
+            }
+        }
+        polled.store(false, Ordering::Release);
+    });
 }
 
 impl rustyline::completion::Completer for Helper {
@@ -646,7 +689,8 @@ fn interactive(mut s: Session, banner: &str, cli: &Cli, name: &str) -> i32 {
     };
     let print2 = print.clone();
     s.rt.spawn(async move {
-        let polling = Arc::new(AtomicBool::new(false));
+        let jobs_polled = Arc::new(AtomicBool::new(false));
+        let migration_polled = Arc::new(AtomicBool::new(false));
         while let Some(item) = events.recv().await {
             let EventItem::Event(e) = item else { continue };
             let v = event_value(&e);
@@ -662,27 +706,20 @@ fn interactive(mut s: Session, banner: &str, cli: &Cli, name: &str) -> i32 {
             {
                 print2(format(&v, pretty));
             }
-            if e.event == "JOB_STATUS_CHANGE"
-                && e.data["status"] == "running"
-                && !polling.swap(true, Ordering::AcqRel)
-            {
-                let client = client.clone();
-                let polling = polling.clone();
-                let print3 = print2.clone();
-                tokio::spawn(async move {
-                    let mut bars = progress::Bars::new(Arc::new(print3));
-                    loop {
-                        tokio::time::sleep(Duration::from_millis(250)).await;
-                        let Ok(Value::Array(jobs)) = client.call(Command::new("query-jobs")).await
-                        else {
-                            break;
-                        };
-                        if !bars.update(&jobs) {
-                            break;
-                        }
-                    }
-                    polling.store(false, Ordering::Release);
+            let status = e.data["status"].as_str().unwrap_or("");
+            if e.event == "JOB_STATUS_CHANGE" && status == "running" {
+                poll_bars(&client, &jobs_polled, &print2, "query-jobs", |v| {
+                    v.as_array().map(|j| progress::jobs(j)).unwrap_or_default()
                 });
+            }
+            if e.event == "MIGRATION" && matches!(status, "setup" | "active") {
+                poll_bars(
+                    &client,
+                    &migration_polled,
+                    &print2,
+                    "query-migrate",
+                    progress::migration,
+                );
             }
         }
     });

@@ -1,6 +1,7 @@
-//! Block jobs as progress bars. indicatif renders each bar from `query-jobs`' progress; a frame
-//! is handed to the shell's printer as one line, so bars appear above the line being typed
-//! without taking the terminal from the line editor.
+//! Block jobs and migration as progress bars. indicatif renders each bar from `query-jobs`'
+//! progress or `query-migrate`'s RAM counters; a frame is handed to the shell's printer as one
+//! line, so bars appear above the line being typed without taking the terminal from the line
+//! editor.
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle, TermLike};
 use serde_json::Value;
@@ -80,7 +81,66 @@ impl TermLike for LineTerm {
     }
 }
 
-/// The bars of the jobs seen running.
+/// One thing making progress, as a bar shows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Item {
+    /// What the bar is called: `job ID` or `migration`.
+    pub name: String,
+    /// Shown after the bar (the job's type, the migration's status).
+    pub msg: String,
+    /// Whether it makes progress (or may again); a bar ends when its item is no longer active.
+    pub active: bool,
+    pub current: u64,
+    pub total: u64,
+}
+
+/// `query-jobs`' answer as bars.
+pub fn jobs(jobs: &[Value]) -> Vec<Item> {
+    jobs.iter()
+        .filter_map(|j| {
+            let (id, status) = (j["id"].as_str()?, j["status"].as_str()?);
+            Some(Item {
+                name: format!("job {id}"),
+                msg: j["type"].as_str().unwrap_or("").to_string(),
+                active: active(status),
+                current: j["current-progress"].as_u64().unwrap_or(0),
+                total: j["total-progress"].as_u64().unwrap_or(0),
+            })
+        })
+        .collect()
+}
+
+/// `query-migrate`'s answer as a bar: RAM sent of RAM in all (what remains counted out, as
+/// pages dirtied again are sent again).
+pub fn migration(info: &Value) -> Vec<Item> {
+    let Some(status) = info["status"].as_str() else {
+        return Vec::new();
+    };
+    let total = info["ram"]["total"].as_u64().unwrap_or(0);
+    let remaining = info["ram"]["remaining"].as_u64().unwrap_or(total);
+    let active = matches!(
+        status,
+        "setup"
+            | "active"
+            | "pre-switchover"
+            | "device"
+            | "postcopy-active"
+            | "postcopy-paused"
+            | "postcopy-recover-setup"
+            | "postcopy-recover"
+            | "wait-unplug"
+            | "cancelling"
+    );
+    vec![Item {
+        name: "migration".to_string(),
+        msg: status.to_string(),
+        active,
+        current: total.saturating_sub(remaining),
+        total,
+    }]
+}
+
+/// The bars of the items seen active.
 pub struct Bars {
     bars: HashMap<String, (ProgressBar, u64)>,
     print: Print,
@@ -102,17 +162,14 @@ impl Bars {
         }
     }
 
-    /// Update from `query-jobs`' answer; true while some job is active. A bar is redrawn when
-    /// its job moved by a tenth or more, and finished when its job is no longer active.
-    pub fn update(&mut self, jobs: &[Value]) -> bool {
+    /// Update from the latest answer; true while some item is active. A bar is redrawn when
+    /// its item moved by a tenth or more, and finished when its item is no longer active.
+    pub fn update(&mut self, items: &[Item]) -> bool {
         let mut seen = Vec::new();
-        for j in jobs {
-            let (Some(id), Some(status)) = (j["id"].as_str(), j["status"].as_str()) else {
-                continue;
-            };
-            let total = j["total-progress"].as_u64().unwrap_or(0);
-            let cur = j["current-progress"].as_u64().unwrap_or(0).min(total);
-            if !active(status) {
+        for it in items {
+            let (id, total) = (it.name.as_str(), it.total);
+            let cur = it.current.min(total);
+            if !it.active {
                 continue;
             }
             seen.push(id.to_string());
@@ -124,6 +181,7 @@ impl Bars {
                     }
                     if *last != tenth {
                         *last = tenth;
+                        bar.set_message(it.msg.clone());
                         bar.set_position(cur);
                     }
                 }
@@ -133,7 +191,7 @@ impl Bars {
                         print: self.print.clone(),
                     };
                     let style =
-                        ProgressStyle::with_template("job {prefix} [{bar:30}] {percent:>3}% {msg}")
+                        ProgressStyle::with_template("{prefix} [{bar:30}] {percent:>3}% {msg}")
                             .unwrap_or_else(|_| ProgressStyle::default_bar())
                             .progress_chars("#>-");
                     let bar = ProgressBar::with_draw_target(
@@ -142,7 +200,7 @@ impl Bars {
                     )
                     .with_style(style)
                     .with_prefix(id.to_string())
-                    .with_message(j["type"].as_str().unwrap_or("").to_string());
+                    .with_message(it.msg.clone());
                     bar.set_position(cur);
                     self.bars.insert(id.to_string(), (bar, tenth));
                 }
@@ -180,10 +238,11 @@ mod tests {
             json!([{"id": "j0", "type": "backup", "status": status,
                 "current-progress": cur, "total-progress": 1000}])
         };
-        assert!(bars.update(job(0, "running").as_array().unwrap()));
-        assert!(bars.update(job(450, "running").as_array().unwrap()));
-        assert!(bars.update(job(460, "running").as_array().unwrap()));
-        assert!(!bars.update(job(1000, "concluded").as_array().unwrap()));
+        let job = |cur, status| jobs(job(cur, status).as_array().unwrap());
+        assert!(bars.update(&job(0, "running")));
+        assert!(bars.update(&job(450, "running")));
+        assert!(bars.update(&job(460, "running")));
+        assert!(!bars.update(&job(1000, "concluded")));
         let lines = lines.lock().unwrap().clone();
         assert_eq!(
             lines,
@@ -191,6 +250,34 @@ mod tests {
                 "job j0 [------------------------------]   0% backup",
                 "job j0 [#############>----------------]  45% backup",
                 "job j0 [##############################] 100% backup",
+            ]
+        );
+    }
+
+    #[test]
+    fn migration_bar_from_query_migrate() {
+        let lines = Arc::new(Mutex::new(Vec::<String>::new()));
+        let l2 = lines.clone();
+        let mut bars = Bars::new(Arc::new(move |s| l2.lock().unwrap().push(s)));
+        let info = |status: &str, remaining: u64| {
+            migration(&json!({"status": status,
+                "ram": {"total": 1000, "remaining": remaining, "transferred": 5000}}))
+        };
+        assert!(bars.update(&info("active", 1000)));
+        assert!(bars.update(&info("active", 300)));
+        assert!(bars.update(&info("device", 0)));
+        assert!(!bars.update(&info("completed", 0)));
+        // Nothing yet (no `status`): no bar.
+        assert!(migration(&json!({})).is_empty());
+        let lines = lines.lock().unwrap().clone();
+        assert_eq!(
+            lines,
+            [
+                "migration [------------------------------]   0% active",
+                "migration [#####################>--------]  70% active",
+                // A new status is drawn with the move it comes with.
+                "migration [#####################>--------]  70% device",
+                "migration [##############################] 100% device",
             ]
         );
     }
