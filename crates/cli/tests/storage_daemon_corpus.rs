@@ -51,27 +51,7 @@ const KNOWN: &[(&str, &str, &str)] = &[
         "error-vs-ok",
         "follows nodes that differ (a name or a file lock one daemon still holds)",
     ),
-    (
-        "nbd-server-add",
-        "error",
-        "nbd-server-add's 'name' not in the machine's interface (its lock error never shows)",
-    ),
-    // Members newer than the machine's own (2.12) interface answer "not implemented".
-    (
-        "blockdev-add",
-        "ok-vs-error",
-        "'auto-read-only' (QEMU 3.1) is not in the machine's interface",
-    ),
-    (
-        "blockdev-add",
-        "error",
-        "'auto-read-only' refused before the node name is checked",
-    ),
-    (
-        "nbd-server-add",
-        "ok-vs-error",
-        "nbd-server-add's 'name' is not in the machine's interface",
-    ),
+    ("nbd-server-add", "error", "an export takes no lock on its node's image"),
     // The permission model: jobs' filter nodes sit above the device in QEMU, in its
     // parents' place; the graph keeps the parents where they are and leaves the filter out
     // of a node that has parents, so some conflicts come in another order or not at all.

@@ -9837,6 +9837,9 @@ pub struct BlockdevOptions {
     pub cache: ::core::option::Option<BlockdevCacheOptions>,
     /// open read-only
     pub read_only: ::core::option::Option<bool>,
+    /// open read-only when writing is not allowed
+    /// (since 3.1)
+    pub auto_read_only: ::core::option::Option<bool>,
     /// allow others to write to the image
     pub force_share: ::core::option::Option<bool>,
     /// zero-write detection
@@ -9853,6 +9856,7 @@ impl ::qmpkit_qapi::Object for BlockdevOptions {
         if let ::core::option::Option::Some(__v) = &self.discard { ::serde::ser::SerializeMap::serialize_entry(__m, "discard", __v)?; }
         if let ::core::option::Option::Some(__v) = &self.cache { ::serde::ser::SerializeMap::serialize_entry(__m, "cache", __v)?; }
         if let ::core::option::Option::Some(__v) = &self.read_only { ::serde::ser::SerializeMap::serialize_entry(__m, "read-only", __v)?; }
+        if let ::core::option::Option::Some(__v) = &self.auto_read_only { ::serde::ser::SerializeMap::serialize_entry(__m, "auto-read-only", __v)?; }
         if let ::core::option::Option::Some(__v) = &self.force_share { ::serde::ser::SerializeMap::serialize_entry(__m, "force-share", __v)?; }
         if let ::core::option::Option::Some(__v) = &self.detect_zeroes { ::serde::ser::SerializeMap::serialize_entry(__m, "detect-zeroes", __v)?; }
         match &self.driver {
@@ -10133,6 +10137,7 @@ pub struct __BlockdevOptionsBuilder {
     discard: ::core::option::Option<BlockdevDiscardOptions>,
     cache: ::core::option::Option<BlockdevCacheOptions>,
     read_only: ::core::option::Option<bool>,
+    auto_read_only: ::core::option::Option<bool>,
     force_share: ::core::option::Option<bool>,
     detect_zeroes: ::core::option::Option<BlockdevDetectZeroesOptions>,
     __branch: __BlockdevOptionsState,
@@ -10146,6 +10151,7 @@ impl ::qmpkit_qapi::Builder for __BlockdevOptionsBuilder {
             "discard" => self.discard = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
             "cache" => self.cache = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
             "read-only" => self.read_only = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
+            "auto-read-only" => self.auto_read_only = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
             "force-share" => self.force_share = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
             "detect-zeroes" => self.detect_zeroes = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
             "driver" => {
@@ -10162,7 +10168,7 @@ impl ::qmpkit_qapi::Builder for __BlockdevOptionsBuilder {
     }
     fn finish<__E: ::serde::de::Error>(self) -> ::core::result::Result<BlockdevOptions, __E> {
         let __branch = self.__branch.finish()?;
-        Ok(BlockdevOptions { node_name: self.node_name, discard: self.discard, cache: self.cache, read_only: self.read_only, force_share: self.force_share, detect_zeroes: self.detect_zeroes, driver: __branch })
+        Ok(BlockdevOptions { node_name: self.node_name, discard: self.discard, cache: self.cache, read_only: self.read_only, auto_read_only: self.auto_read_only, force_share: self.force_share, detect_zeroes: self.detect_zeroes, driver: __branch })
     }
 }
 
@@ -10925,6 +10931,1223 @@ impl ::qmpkit_qapi::Builder for __JobInfoBuilder {
     }
     fn finish<__E: ::serde::de::Error>(self) -> ::core::result::Result<JobInfo, __E> {
         Ok(JobInfo { id: ::qmpkit_qapi::__rt::missing(self.id, "id")?, r#type: ::qmpkit_qapi::__rt::missing(self.r#type, "type")?, status: ::qmpkit_qapi::__rt::missing(self.status, "status")?, current_progress: ::qmpkit_qapi::__rt::missing(self.current_progress, "current-progress")?, total_progress: ::qmpkit_qapi::__rt::missing(self.total_progress, "total-progress")?, error: self.error, })
+    }
+}
+
+/// QAPI enum `BlockExportRemoveMode`.
+///
+/// How an export is removed while clients are connected.
+///
+/// **Since:** 2.12
+#[allow(deprecated)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum BlockExportRemoveMode {
+    /// refuse while the export is in use
+    Safe,
+    /// drop the connected clients
+    Hard,
+    /// A value this schema does not know (from a newer server).
+    Unknown(::std::string::String),
+}
+#[allow(deprecated)]
+impl ::qmpkit_qapi::Enum for BlockExportRemoveMode {
+    const NAMES: &'static [&'static str] = &["safe", "hard"];
+    fn from_name(__s: &str) -> Self {
+        match __s {
+            "safe" => BlockExportRemoveMode::Safe,
+            "hard" => BlockExportRemoveMode::Hard,
+            _ => BlockExportRemoveMode::Unknown(__s.into()),
+        }
+    }
+    fn as_str(&self) -> &str {
+        match self {
+            BlockExportRemoveMode::Safe => "safe",
+            BlockExportRemoveMode::Hard => "hard",
+            BlockExportRemoveMode::Unknown(__s) => __s,
+        }
+    }
+    fn is_unknown(&self) -> bool {
+        matches!(self, BlockExportRemoveMode::Unknown(_))
+    }
+}
+#[allow(deprecated)]
+impl ::serde::Serialize for BlockExportRemoveMode {
+    fn serialize<__S: ::serde::Serializer>(&self, __s: __S) -> ::core::result::Result<__S::Ok, __S::Error> {
+        __s.serialize_str(::qmpkit_qapi::Enum::as_str(self))
+    }
+}
+#[allow(deprecated)]
+impl<'de> ::serde::Deserialize<'de> for BlockExportRemoveMode {
+    fn deserialize<__D: ::serde::Deserializer<'de>>(__d: __D) -> ::core::result::Result<Self, __D::Error> {
+        ::qmpkit_qapi::__rt::deserialize_enum(__d)
+    }
+}
+#[allow(deprecated)]
+impl ::core::fmt::Display for BlockExportRemoveMode {
+    fn fmt(&self, __f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+        __f.write_str(::qmpkit_qapi::Enum::as_str(self))
+    }
+}
+
+/// QAPI enum `BlockExportType`.
+///
+/// What serves an export.
+///
+/// **Since:** 4.2
+#[allow(deprecated)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum BlockExportType {
+    /// the NBD server
+    Nbd,
+    /// A value this schema does not know (from a newer server).
+    Unknown(::std::string::String),
+}
+#[allow(deprecated)]
+impl ::qmpkit_qapi::Enum for BlockExportType {
+    const NAMES: &'static [&'static str] = &["nbd"];
+    fn from_name(__s: &str) -> Self {
+        match __s {
+            "nbd" => BlockExportType::Nbd,
+            _ => BlockExportType::Unknown(__s.into()),
+        }
+    }
+    fn as_str(&self) -> &str {
+        match self {
+            BlockExportType::Nbd => "nbd",
+            BlockExportType::Unknown(__s) => __s,
+        }
+    }
+    fn is_unknown(&self) -> bool {
+        matches!(self, BlockExportType::Unknown(_))
+    }
+}
+#[allow(deprecated)]
+impl ::serde::Serialize for BlockExportType {
+    fn serialize<__S: ::serde::Serializer>(&self, __s: __S) -> ::core::result::Result<__S::Ok, __S::Error> {
+        __s.serialize_str(::qmpkit_qapi::Enum::as_str(self))
+    }
+}
+#[allow(deprecated)]
+impl<'de> ::serde::Deserialize<'de> for BlockExportType {
+    fn deserialize<__D: ::serde::Deserializer<'de>>(__d: __D) -> ::core::result::Result<Self, __D::Error> {
+        ::qmpkit_qapi::__rt::deserialize_enum(__d)
+    }
+}
+#[allow(deprecated)]
+impl ::core::fmt::Display for BlockExportType {
+    fn fmt(&self, __f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+        __f.write_str(::qmpkit_qapi::Enum::as_str(self))
+    }
+}
+
+/// QAPI struct `BlockExportOptionsNbdBase`.
+///
+/// What an NBD export is called.
+///
+/// **Since:** 5.0
+#[allow(deprecated)]
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct BlockExportOptionsNbdBase {
+    /// the name clients ask for (the node's name if absent)
+    pub name: ::core::option::Option<::std::string::String>,
+    /// free text shown to clients
+    pub description: ::core::option::Option<::std::string::String>,
+}
+#[allow(deprecated)]
+impl ::qmpkit_qapi::Object for BlockExportOptionsNbdBase {
+    type Builder = __BlockExportOptionsNbdBaseBuilder;
+    fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
+        if let ::core::option::Option::Some(__v) = &self.name { ::serde::ser::SerializeMap::serialize_entry(__m, "name", __v)?; }
+        if let ::core::option::Option::Some(__v) = &self.description { ::serde::ser::SerializeMap::serialize_entry(__m, "description", __v)?; }
+        Ok(())
+    }
+}
+#[allow(deprecated)]
+impl ::serde::Serialize for BlockExportOptionsNbdBase {
+    fn serialize<__S: ::serde::Serializer>(&self, __s: __S) -> ::core::result::Result<__S::Ok, __S::Error> {
+        ::qmpkit_qapi::__rt::serialize_object(self, __s)
+    }
+}
+#[allow(deprecated)]
+impl<'de> ::serde::Deserialize<'de> for BlockExportOptionsNbdBase {
+    fn deserialize<__D: ::serde::Deserializer<'de>>(__d: __D) -> ::core::result::Result<Self, __D::Error> {
+        ::qmpkit_qapi::__rt::deserialize_object(__d, "BlockExportOptionsNbdBase")
+    }
+}
+#[doc(hidden)]
+#[allow(deprecated)]
+#[derive(Default)]
+pub struct __BlockExportOptionsNbdBaseBuilder {
+    name: ::core::option::Option<::std::string::String>,
+    description: ::core::option::Option<::std::string::String>,
+}
+#[allow(deprecated)]
+impl ::qmpkit_qapi::Builder for __BlockExportOptionsNbdBaseBuilder {
+    type Out = BlockExportOptionsNbdBase;
+    fn member<'de, __A: ::serde::de::MapAccess<'de>>(&mut self, __key: &str, __map: &mut __A) -> ::core::result::Result<bool, __A::Error> {
+        match __key {
+            "name" => self.name = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
+            "description" => self.description = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+    fn finish<__E: ::serde::de::Error>(self) -> ::core::result::Result<BlockExportOptionsNbdBase, __E> {
+        Ok(BlockExportOptionsNbdBase { name: self.name, description: self.description, })
+    }
+}
+
+/// QAPI struct `BlockExportOptionsNbd`.
+///
+/// Options of an NBD export.
+///
+/// **Since:** 5.0
+#[allow(deprecated)]
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct BlockExportOptionsNbd {
+    /// the name clients ask for (the node's name if absent)
+    pub name: ::core::option::Option<::std::string::String>,
+    /// free text shown to clients
+    pub description: ::core::option::Option<::std::string::String>,
+}
+#[allow(deprecated)]
+impl ::qmpkit_qapi::Object for BlockExportOptionsNbd {
+    type Builder = __BlockExportOptionsNbdBuilder;
+    fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
+        if let ::core::option::Option::Some(__v) = &self.name { ::serde::ser::SerializeMap::serialize_entry(__m, "name", __v)?; }
+        if let ::core::option::Option::Some(__v) = &self.description { ::serde::ser::SerializeMap::serialize_entry(__m, "description", __v)?; }
+        Ok(())
+    }
+}
+#[allow(deprecated)]
+impl ::serde::Serialize for BlockExportOptionsNbd {
+    fn serialize<__S: ::serde::Serializer>(&self, __s: __S) -> ::core::result::Result<__S::Ok, __S::Error> {
+        ::qmpkit_qapi::__rt::serialize_object(self, __s)
+    }
+}
+#[allow(deprecated)]
+impl<'de> ::serde::Deserialize<'de> for BlockExportOptionsNbd {
+    fn deserialize<__D: ::serde::Deserializer<'de>>(__d: __D) -> ::core::result::Result<Self, __D::Error> {
+        ::qmpkit_qapi::__rt::deserialize_object(__d, "BlockExportOptionsNbd")
+    }
+}
+#[doc(hidden)]
+#[allow(deprecated)]
+#[derive(Default)]
+pub struct __BlockExportOptionsNbdBuilder {
+    name: ::core::option::Option<::std::string::String>,
+    description: ::core::option::Option<::std::string::String>,
+}
+#[allow(deprecated)]
+impl ::qmpkit_qapi::Builder for __BlockExportOptionsNbdBuilder {
+    type Out = BlockExportOptionsNbd;
+    fn member<'de, __A: ::serde::de::MapAccess<'de>>(&mut self, __key: &str, __map: &mut __A) -> ::core::result::Result<bool, __A::Error> {
+        match __key {
+            "name" => self.name = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
+            "description" => self.description = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+    fn finish<__E: ::serde::de::Error>(self) -> ::core::result::Result<BlockExportOptionsNbd, __E> {
+        Ok(BlockExportOptionsNbd { name: self.name, description: self.description, })
+    }
+}
+
+/// The branches of [`BlockExportOptions`], by its tag `type`.
+#[allow(deprecated)]
+#[derive(Debug, Clone, PartialEq)]
+pub enum BlockExportOptionsBranch {
+    /// `type` is `nbd`.
+    Nbd(BlockExportOptionsNbd),
+    /// A branch this schema does not know: an object with the tag `type` and the branch's members.
+    Unknown(::serde_json::Value),
+}
+#[allow(deprecated)]
+impl BlockExportOptionsBranch {
+    /// The value of the tag `type`.
+    pub fn tag(&self) -> &str {
+        match self {
+            BlockExportOptionsBranch::Nbd(_) => "nbd",
+            BlockExportOptionsBranch::Unknown(__v) => ::qmpkit_qapi::__rt::unknown_tag(__v, "type"),
+        }
+    }
+}
+/// QAPI union `BlockExportOptions` (tag `type`).
+///
+/// A new export of a node.
+///
+/// **Since:** 4.2
+#[allow(deprecated)]
+#[derive(Debug, Clone, PartialEq)]
+pub struct BlockExportOptions {
+    /// the export's ID
+    pub id: ::std::string::String,
+    /// the node to export
+    pub node_name: ::std::string::String,
+    /// clients may write
+    pub writable: ::core::option::Option<bool>,
+    /// The tag `type` and the members of its branch.
+    pub r#type: BlockExportOptionsBranch,
+}
+#[allow(deprecated)]
+impl ::qmpkit_qapi::Object for BlockExportOptions {
+    type Builder = __BlockExportOptionsBuilder;
+    fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
+        ::serde::ser::SerializeMap::serialize_entry(__m, "type", self.r#type.tag())?;
+        ::serde::ser::SerializeMap::serialize_entry(__m, "id", &self.id)?;
+        ::serde::ser::SerializeMap::serialize_entry(__m, "node-name", &self.node_name)?;
+        if let ::core::option::Option::Some(__v) = &self.writable { ::serde::ser::SerializeMap::serialize_entry(__m, "writable", __v)?; }
+        match &self.r#type {
+            BlockExportOptionsBranch::Nbd(__v) => ::qmpkit_qapi::Object::serialize_members(__v, __m)?,
+            BlockExportOptionsBranch::Unknown(__v) => ::qmpkit_qapi::__rt::serialize_unknown(__v, "type", __m)?,
+        }
+        Ok(())
+    }
+}
+#[allow(deprecated)]
+impl ::serde::Serialize for BlockExportOptions {
+    fn serialize<__S: ::serde::Serializer>(&self, __s: __S) -> ::core::result::Result<__S::Ok, __S::Error> {
+        ::qmpkit_qapi::__rt::serialize_object(self, __s)
+    }
+}
+#[allow(deprecated)]
+impl<'de> ::serde::Deserialize<'de> for BlockExportOptions {
+    fn deserialize<__D: ::serde::Deserializer<'de>>(__d: __D) -> ::core::result::Result<Self, __D::Error> {
+        ::qmpkit_qapi::__rt::deserialize_object(__d, "BlockExportOptions")
+    }
+}
+#[doc(hidden)]
+#[allow(deprecated)]
+#[derive(Default)]
+pub enum __BlockExportOptionsState {
+    #[default]
+    Pending,
+    Early(::std::vec::Vec<(::std::string::String, ::serde_json::Value)>),
+    Nbd(::qmpkit_qapi::__rt::BuilderOf<BlockExportOptionsNbd>),
+    Unknown(::std::string::String, ::serde_json::Map<::std::string::String, ::serde_json::Value>),
+}
+#[allow(deprecated)]
+impl __BlockExportOptionsState {
+    fn start(__t: ::std::string::String) -> Self {
+        match __t.as_str() {
+            "nbd" => __BlockExportOptionsState::Nbd(::core::default::Default::default()),
+            _ => __BlockExportOptionsState::Unknown(__t, ::serde_json::Map::new()),
+        }
+    }
+    fn replay<__E: ::serde::de::Error>(&mut self, __p: ::std::vec::Vec<(::std::string::String, ::serde_json::Value)>) -> ::core::result::Result<(), __E> {
+        match self {
+            __BlockExportOptionsState::Nbd(__b) => ::qmpkit_qapi::__rt::replay(__b, __p),
+            __BlockExportOptionsState::Unknown(_, __o) => { __o.extend(__p); Ok(()) }
+            _ => Ok(()),
+        }
+    }
+    fn member<'de, __A: ::serde::de::MapAccess<'de>>(&mut self, __key: &str, __map: &mut __A) -> ::core::result::Result<bool, __A::Error> {
+        match self {
+            __BlockExportOptionsState::Pending => { *self = __BlockExportOptionsState::Early(::std::vec![(__key.into(), ::serde::de::MapAccess::next_value(__map)?)]); Ok(true) }
+            __BlockExportOptionsState::Early(__p) => { __p.push((__key.into(), ::serde::de::MapAccess::next_value(__map)?)); Ok(true) }
+            __BlockExportOptionsState::Nbd(__b) => ::qmpkit_qapi::Builder::member(__b, __key, __map),
+            __BlockExportOptionsState::Unknown(_, __o) => { __o.insert(__key.into(), ::serde::de::MapAccess::next_value(__map)?); Ok(true) }
+        }
+    }
+    fn finish<__E: ::serde::de::Error>(self) -> ::core::result::Result<BlockExportOptionsBranch, __E> {
+        Ok(match self {
+            __BlockExportOptionsState::Pending | __BlockExportOptionsState::Early(_) => return Err(__E::missing_field("type")),
+            __BlockExportOptionsState::Nbd(__b) => BlockExportOptionsBranch::Nbd(::qmpkit_qapi::Builder::finish(__b)?),
+            __BlockExportOptionsState::Unknown(__t, __o) => BlockExportOptionsBranch::Unknown(::qmpkit_qapi::__rt::unknown_branch("type", __t, __o)),
+        })
+    }
+}
+#[doc(hidden)]
+#[allow(deprecated)]
+#[derive(Default)]
+pub struct __BlockExportOptionsBuilder {
+    id: ::core::option::Option<::std::string::String>,
+    node_name: ::core::option::Option<::std::string::String>,
+    writable: ::core::option::Option<bool>,
+    __branch: __BlockExportOptionsState,
+}
+#[allow(deprecated)]
+impl ::qmpkit_qapi::Builder for __BlockExportOptionsBuilder {
+    type Out = BlockExportOptions;
+    fn member<'de, __A: ::serde::de::MapAccess<'de>>(&mut self, __key: &str, __map: &mut __A) -> ::core::result::Result<bool, __A::Error> {
+        match __key {
+            "id" => self.id = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
+            "node-name" => self.node_name = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
+            "writable" => self.writable = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
+            "type" => {
+                let __t: ::std::string::String = ::serde::de::MapAccess::next_value(__map)?;
+                let mut __s = __BlockExportOptionsState::start(__t);
+                if let __BlockExportOptionsState::Early(__p) = ::core::mem::take(&mut self.__branch) {
+                    __s.replay(__p)?;
+                }
+                self.__branch = __s;
+            }
+            _ => return self.__branch.member(__key, __map),
+        }
+        Ok(true)
+    }
+    fn finish<__E: ::serde::de::Error>(self) -> ::core::result::Result<BlockExportOptions, __E> {
+        let __branch = self.__branch.finish()?;
+        Ok(BlockExportOptions { id: ::qmpkit_qapi::__rt::missing(self.id, "id")?, node_name: ::qmpkit_qapi::__rt::missing(self.node_name, "node-name")?, writable: self.writable, r#type: __branch })
+    }
+}
+
+/// QAPI struct `BlockExportInfo`.
+///
+/// One export.
+///
+/// **Since:** 5.2
+#[allow(deprecated)]
+#[derive(Debug, Clone, PartialEq)]
+pub struct BlockExportInfo {
+    /// its ID
+    pub id: ::std::string::String,
+    /// what serves it
+    pub r#type: BlockExportType,
+    /// the node it exports
+    pub node_name: ::std::string::String,
+    /// being removed, waiting for its clients to go
+    pub shutting_down: bool,
+}
+#[allow(deprecated)]
+impl ::qmpkit_qapi::Object for BlockExportInfo {
+    type Builder = __BlockExportInfoBuilder;
+    fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
+        ::serde::ser::SerializeMap::serialize_entry(__m, "id", &self.id)?;
+        ::serde::ser::SerializeMap::serialize_entry(__m, "type", &self.r#type)?;
+        ::serde::ser::SerializeMap::serialize_entry(__m, "node-name", &self.node_name)?;
+        ::serde::ser::SerializeMap::serialize_entry(__m, "shutting-down", &self.shutting_down)?;
+        Ok(())
+    }
+}
+#[allow(deprecated)]
+impl ::serde::Serialize for BlockExportInfo {
+    fn serialize<__S: ::serde::Serializer>(&self, __s: __S) -> ::core::result::Result<__S::Ok, __S::Error> {
+        ::qmpkit_qapi::__rt::serialize_object(self, __s)
+    }
+}
+#[allow(deprecated)]
+impl<'de> ::serde::Deserialize<'de> for BlockExportInfo {
+    fn deserialize<__D: ::serde::Deserializer<'de>>(__d: __D) -> ::core::result::Result<Self, __D::Error> {
+        ::qmpkit_qapi::__rt::deserialize_object(__d, "BlockExportInfo")
+    }
+}
+#[doc(hidden)]
+#[allow(deprecated)]
+#[derive(Default)]
+pub struct __BlockExportInfoBuilder {
+    id: ::core::option::Option<::std::string::String>,
+    r#type: ::core::option::Option<BlockExportType>,
+    node_name: ::core::option::Option<::std::string::String>,
+    shutting_down: ::core::option::Option<bool>,
+}
+#[allow(deprecated)]
+impl ::qmpkit_qapi::Builder for __BlockExportInfoBuilder {
+    type Out = BlockExportInfo;
+    fn member<'de, __A: ::serde::de::MapAccess<'de>>(&mut self, __key: &str, __map: &mut __A) -> ::core::result::Result<bool, __A::Error> {
+        match __key {
+            "id" => self.id = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
+            "type" => self.r#type = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
+            "node-name" => self.node_name = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
+            "shutting-down" => self.shutting_down = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+    fn finish<__E: ::serde::de::Error>(self) -> ::core::result::Result<BlockExportInfo, __E> {
+        Ok(BlockExportInfo { id: ::qmpkit_qapi::__rt::missing(self.id, "id")?, r#type: ::qmpkit_qapi::__rt::missing(self.r#type, "type")?, node_name: ::qmpkit_qapi::__rt::missing(self.node_name, "node-name")?, shutting_down: ::qmpkit_qapi::__rt::missing(self.shutting_down, "shutting-down")?, })
+    }
+}
+
+/// QAPI struct `BlockdevCreateOptionsFile`.
+///
+/// A file to create on the host.
+///
+/// **Since:** 2.12
+#[allow(deprecated)]
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct BlockdevCreateOptionsFile {
+    /// its name
+    pub filename: ::std::string::String,
+    /// its size in bytes
+    pub size: u64,
+}
+#[allow(deprecated)]
+impl ::qmpkit_qapi::Object for BlockdevCreateOptionsFile {
+    type Builder = __BlockdevCreateOptionsFileBuilder;
+    fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
+        ::serde::ser::SerializeMap::serialize_entry(__m, "filename", &self.filename)?;
+        ::serde::ser::SerializeMap::serialize_entry(__m, "size", &self.size)?;
+        Ok(())
+    }
+}
+#[allow(deprecated)]
+impl ::serde::Serialize for BlockdevCreateOptionsFile {
+    fn serialize<__S: ::serde::Serializer>(&self, __s: __S) -> ::core::result::Result<__S::Ok, __S::Error> {
+        ::qmpkit_qapi::__rt::serialize_object(self, __s)
+    }
+}
+#[allow(deprecated)]
+impl<'de> ::serde::Deserialize<'de> for BlockdevCreateOptionsFile {
+    fn deserialize<__D: ::serde::Deserializer<'de>>(__d: __D) -> ::core::result::Result<Self, __D::Error> {
+        ::qmpkit_qapi::__rt::deserialize_object(__d, "BlockdevCreateOptionsFile")
+    }
+}
+#[doc(hidden)]
+#[allow(deprecated)]
+#[derive(Default)]
+pub struct __BlockdevCreateOptionsFileBuilder {
+    filename: ::core::option::Option<::std::string::String>,
+    size: ::core::option::Option<u64>,
+}
+#[allow(deprecated)]
+impl ::qmpkit_qapi::Builder for __BlockdevCreateOptionsFileBuilder {
+    type Out = BlockdevCreateOptionsFile;
+    fn member<'de, __A: ::serde::de::MapAccess<'de>>(&mut self, __key: &str, __map: &mut __A) -> ::core::result::Result<bool, __A::Error> {
+        match __key {
+            "filename" => self.filename = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
+            "size" => self.size = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+    fn finish<__E: ::serde::de::Error>(self) -> ::core::result::Result<BlockdevCreateOptionsFile, __E> {
+        Ok(BlockdevCreateOptionsFile { filename: ::qmpkit_qapi::__rt::missing(self.filename, "filename")?, size: ::qmpkit_qapi::__rt::missing(self.size, "size")?, })
+    }
+}
+
+/// QAPI struct `BlockdevCreateOptionsQcow2`.
+///
+/// A qcow2 image to write over an existing node.
+///
+/// **Since:** 2.12
+#[allow(deprecated)]
+#[derive(Debug, Clone, PartialEq)]
+pub struct BlockdevCreateOptionsQcow2 {
+    /// the node the image goes into
+    pub file: BlockdevRef,
+    /// its virtual size in bytes
+    pub size: u64,
+    /// backing file name to record
+    pub backing_file: ::core::option::Option<::std::string::String>,
+    /// the backing file's format to record
+    pub backing_fmt: ::core::option::Option<BlockdevDriver>,
+    /// cluster size in bytes
+    pub cluster_size: ::core::option::Option<u64>,
+    /// width of a reference count
+    pub refcount_bits: ::core::option::Option<i64>,
+}
+#[allow(deprecated)]
+impl ::qmpkit_qapi::Object for BlockdevCreateOptionsQcow2 {
+    type Builder = __BlockdevCreateOptionsQcow2Builder;
+    fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
+        ::serde::ser::SerializeMap::serialize_entry(__m, "file", &self.file)?;
+        ::serde::ser::SerializeMap::serialize_entry(__m, "size", &self.size)?;
+        if let ::core::option::Option::Some(__v) = &self.backing_file { ::serde::ser::SerializeMap::serialize_entry(__m, "backing-file", __v)?; }
+        if let ::core::option::Option::Some(__v) = &self.backing_fmt { ::serde::ser::SerializeMap::serialize_entry(__m, "backing-fmt", __v)?; }
+        if let ::core::option::Option::Some(__v) = &self.cluster_size { ::serde::ser::SerializeMap::serialize_entry(__m, "cluster-size", __v)?; }
+        if let ::core::option::Option::Some(__v) = &self.refcount_bits { ::serde::ser::SerializeMap::serialize_entry(__m, "refcount-bits", __v)?; }
+        Ok(())
+    }
+}
+#[allow(deprecated)]
+impl ::serde::Serialize for BlockdevCreateOptionsQcow2 {
+    fn serialize<__S: ::serde::Serializer>(&self, __s: __S) -> ::core::result::Result<__S::Ok, __S::Error> {
+        ::qmpkit_qapi::__rt::serialize_object(self, __s)
+    }
+}
+#[allow(deprecated)]
+impl<'de> ::serde::Deserialize<'de> for BlockdevCreateOptionsQcow2 {
+    fn deserialize<__D: ::serde::Deserializer<'de>>(__d: __D) -> ::core::result::Result<Self, __D::Error> {
+        ::qmpkit_qapi::__rt::deserialize_object(__d, "BlockdevCreateOptionsQcow2")
+    }
+}
+#[doc(hidden)]
+#[allow(deprecated)]
+#[derive(Default)]
+pub struct __BlockdevCreateOptionsQcow2Builder {
+    file: ::core::option::Option<BlockdevRef>,
+    size: ::core::option::Option<u64>,
+    backing_file: ::core::option::Option<::std::string::String>,
+    backing_fmt: ::core::option::Option<BlockdevDriver>,
+    cluster_size: ::core::option::Option<u64>,
+    refcount_bits: ::core::option::Option<i64>,
+}
+#[allow(deprecated)]
+impl ::qmpkit_qapi::Builder for __BlockdevCreateOptionsQcow2Builder {
+    type Out = BlockdevCreateOptionsQcow2;
+    fn member<'de, __A: ::serde::de::MapAccess<'de>>(&mut self, __key: &str, __map: &mut __A) -> ::core::result::Result<bool, __A::Error> {
+        match __key {
+            "file" => self.file = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
+            "size" => self.size = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
+            "backing-file" => self.backing_file = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
+            "backing-fmt" => self.backing_fmt = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
+            "cluster-size" => self.cluster_size = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
+            "refcount-bits" => self.refcount_bits = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+    fn finish<__E: ::serde::de::Error>(self) -> ::core::result::Result<BlockdevCreateOptionsQcow2, __E> {
+        Ok(BlockdevCreateOptionsQcow2 { file: ::qmpkit_qapi::__rt::missing(self.file, "file")?, size: ::qmpkit_qapi::__rt::missing(self.size, "size")?, backing_file: self.backing_file, backing_fmt: self.backing_fmt, cluster_size: self.cluster_size, refcount_bits: self.refcount_bits, })
+    }
+}
+
+/// QAPI union `BlockdevCreateOptions` (tag `driver`).
+///
+/// An image to create, by driver.
+///
+/// **Since:** 2.12
+#[allow(deprecated)]
+#[derive(Debug, Clone, PartialEq)]
+pub enum BlockdevCreateOptions {
+    /// `driver` is `file`.
+    File(BlockdevCreateOptionsFile),
+    /// `driver` is `qcow2`.
+    Qcow2(BlockdevCreateOptionsQcow2),
+    /// `driver` is `blkdebug`.
+    Blkdebug,
+    /// `driver` is `blkverify`.
+    Blkverify,
+    /// `driver` is `bochs`.
+    Bochs,
+    /// `driver` is `cloop`.
+    Cloop,
+    /// `driver` is `dmg`.
+    Dmg,
+    /// `driver` is `ftp`.
+    Ftp,
+    /// `driver` is `ftps`.
+    Ftps,
+    /// `driver` is `gluster`.
+    Gluster,
+    /// `driver` is `host_cdrom`.
+    HostCdrom,
+    /// `driver` is `host_device`.
+    HostDevice,
+    /// `driver` is `http`.
+    Http,
+    /// `driver` is `https`.
+    Https,
+    /// `driver` is `iscsi`.
+    Iscsi,
+    /// `driver` is `luks`.
+    Luks,
+    /// `driver` is `nbd`.
+    Nbd,
+    /// `driver` is `nfs`.
+    Nfs,
+    /// `driver` is `null-aio`.
+    NullAio,
+    /// `driver` is `null-co`.
+    NullCo,
+    /// `driver` is `parallels`.
+    Parallels,
+    /// `driver` is `qcow`.
+    Qcow,
+    /// `driver` is `qed`.
+    Qed,
+    /// `driver` is `quorum`.
+    Quorum,
+    /// `driver` is `raw`.
+    Raw,
+    /// `driver` is `rbd`.
+    Rbd,
+    /// `driver` is `replication`.
+    Replication,
+    /// `driver` is `sheepdog`.
+    Sheepdog,
+    /// `driver` is `ssh`.
+    Ssh,
+    /// `driver` is `throttle`.
+    Throttle,
+    /// `driver` is `vdi`.
+    Vdi,
+    /// `driver` is `vhdx`.
+    Vhdx,
+    /// `driver` is `vmdk`.
+    Vmdk,
+    /// `driver` is `vpc`.
+    Vpc,
+    /// `driver` is `vvfat`.
+    Vvfat,
+    /// `driver` is `vxhs`.
+    Vxhs,
+    /// A branch this schema does not know: an object with the tag `driver` and the branch's members.
+    Unknown(::serde_json::Value),
+}
+#[allow(deprecated)]
+impl BlockdevCreateOptions {
+    /// The value of the tag `driver`.
+    pub fn tag(&self) -> &str {
+        match self {
+            BlockdevCreateOptions::File(_) => "file",
+            BlockdevCreateOptions::Qcow2(_) => "qcow2",
+            BlockdevCreateOptions::Blkdebug => "blkdebug",
+            BlockdevCreateOptions::Blkverify => "blkverify",
+            BlockdevCreateOptions::Bochs => "bochs",
+            BlockdevCreateOptions::Cloop => "cloop",
+            BlockdevCreateOptions::Dmg => "dmg",
+            BlockdevCreateOptions::Ftp => "ftp",
+            BlockdevCreateOptions::Ftps => "ftps",
+            BlockdevCreateOptions::Gluster => "gluster",
+            BlockdevCreateOptions::HostCdrom => "host_cdrom",
+            BlockdevCreateOptions::HostDevice => "host_device",
+            BlockdevCreateOptions::Http => "http",
+            BlockdevCreateOptions::Https => "https",
+            BlockdevCreateOptions::Iscsi => "iscsi",
+            BlockdevCreateOptions::Luks => "luks",
+            BlockdevCreateOptions::Nbd => "nbd",
+            BlockdevCreateOptions::Nfs => "nfs",
+            BlockdevCreateOptions::NullAio => "null-aio",
+            BlockdevCreateOptions::NullCo => "null-co",
+            BlockdevCreateOptions::Parallels => "parallels",
+            BlockdevCreateOptions::Qcow => "qcow",
+            BlockdevCreateOptions::Qed => "qed",
+            BlockdevCreateOptions::Quorum => "quorum",
+            BlockdevCreateOptions::Raw => "raw",
+            BlockdevCreateOptions::Rbd => "rbd",
+            BlockdevCreateOptions::Replication => "replication",
+            BlockdevCreateOptions::Sheepdog => "sheepdog",
+            BlockdevCreateOptions::Ssh => "ssh",
+            BlockdevCreateOptions::Throttle => "throttle",
+            BlockdevCreateOptions::Vdi => "vdi",
+            BlockdevCreateOptions::Vhdx => "vhdx",
+            BlockdevCreateOptions::Vmdk => "vmdk",
+            BlockdevCreateOptions::Vpc => "vpc",
+            BlockdevCreateOptions::Vvfat => "vvfat",
+            BlockdevCreateOptions::Vxhs => "vxhs",
+            BlockdevCreateOptions::Unknown(__v) => ::qmpkit_qapi::__rt::unknown_tag(__v, "driver"),
+        }
+    }
+}
+#[allow(deprecated)]
+impl ::qmpkit_qapi::Object for BlockdevCreateOptions {
+    type Builder = __BlockdevCreateOptionsBuilder;
+    fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
+        ::serde::ser::SerializeMap::serialize_entry(__m, "driver", self.tag())?;
+        match &self {
+            BlockdevCreateOptions::File(__v) => ::qmpkit_qapi::Object::serialize_members(__v, __m)?,
+            BlockdevCreateOptions::Qcow2(__v) => ::qmpkit_qapi::Object::serialize_members(__v, __m)?,
+            BlockdevCreateOptions::Blkdebug => {}
+            BlockdevCreateOptions::Blkverify => {}
+            BlockdevCreateOptions::Bochs => {}
+            BlockdevCreateOptions::Cloop => {}
+            BlockdevCreateOptions::Dmg => {}
+            BlockdevCreateOptions::Ftp => {}
+            BlockdevCreateOptions::Ftps => {}
+            BlockdevCreateOptions::Gluster => {}
+            BlockdevCreateOptions::HostCdrom => {}
+            BlockdevCreateOptions::HostDevice => {}
+            BlockdevCreateOptions::Http => {}
+            BlockdevCreateOptions::Https => {}
+            BlockdevCreateOptions::Iscsi => {}
+            BlockdevCreateOptions::Luks => {}
+            BlockdevCreateOptions::Nbd => {}
+            BlockdevCreateOptions::Nfs => {}
+            BlockdevCreateOptions::NullAio => {}
+            BlockdevCreateOptions::NullCo => {}
+            BlockdevCreateOptions::Parallels => {}
+            BlockdevCreateOptions::Qcow => {}
+            BlockdevCreateOptions::Qed => {}
+            BlockdevCreateOptions::Quorum => {}
+            BlockdevCreateOptions::Raw => {}
+            BlockdevCreateOptions::Rbd => {}
+            BlockdevCreateOptions::Replication => {}
+            BlockdevCreateOptions::Sheepdog => {}
+            BlockdevCreateOptions::Ssh => {}
+            BlockdevCreateOptions::Throttle => {}
+            BlockdevCreateOptions::Vdi => {}
+            BlockdevCreateOptions::Vhdx => {}
+            BlockdevCreateOptions::Vmdk => {}
+            BlockdevCreateOptions::Vpc => {}
+            BlockdevCreateOptions::Vvfat => {}
+            BlockdevCreateOptions::Vxhs => {}
+            BlockdevCreateOptions::Unknown(__v) => ::qmpkit_qapi::__rt::serialize_unknown(__v, "driver", __m)?,
+        }
+        Ok(())
+    }
+}
+#[allow(deprecated)]
+impl ::serde::Serialize for BlockdevCreateOptions {
+    fn serialize<__S: ::serde::Serializer>(&self, __s: __S) -> ::core::result::Result<__S::Ok, __S::Error> {
+        ::qmpkit_qapi::__rt::serialize_object(self, __s)
+    }
+}
+#[allow(deprecated)]
+impl<'de> ::serde::Deserialize<'de> for BlockdevCreateOptions {
+    fn deserialize<__D: ::serde::Deserializer<'de>>(__d: __D) -> ::core::result::Result<Self, __D::Error> {
+        ::qmpkit_qapi::__rt::deserialize_object(__d, "BlockdevCreateOptions")
+    }
+}
+#[doc(hidden)]
+#[allow(deprecated)]
+#[derive(Default)]
+pub enum __BlockdevCreateOptionsState {
+    #[default]
+    Pending,
+    Early(::std::vec::Vec<(::std::string::String, ::serde_json::Value)>),
+    File(::qmpkit_qapi::__rt::BuilderOf<BlockdevCreateOptionsFile>),
+    Qcow2(::qmpkit_qapi::__rt::BuilderOf<BlockdevCreateOptionsQcow2>),
+    Blkdebug,
+    Blkverify,
+    Bochs,
+    Cloop,
+    Dmg,
+    Ftp,
+    Ftps,
+    Gluster,
+    HostCdrom,
+    HostDevice,
+    Http,
+    Https,
+    Iscsi,
+    Luks,
+    Nbd,
+    Nfs,
+    NullAio,
+    NullCo,
+    Parallels,
+    Qcow,
+    Qed,
+    Quorum,
+    Raw,
+    Rbd,
+    Replication,
+    Sheepdog,
+    Ssh,
+    Throttle,
+    Vdi,
+    Vhdx,
+    Vmdk,
+    Vpc,
+    Vvfat,
+    Vxhs,
+    Unknown(::std::string::String, ::serde_json::Map<::std::string::String, ::serde_json::Value>),
+}
+#[allow(deprecated)]
+impl __BlockdevCreateOptionsState {
+    fn start(__t: ::std::string::String) -> Self {
+        match __t.as_str() {
+            "file" => __BlockdevCreateOptionsState::File(::core::default::Default::default()),
+            "qcow2" => __BlockdevCreateOptionsState::Qcow2(::core::default::Default::default()),
+            "blkdebug" => __BlockdevCreateOptionsState::Blkdebug,
+            "blkverify" => __BlockdevCreateOptionsState::Blkverify,
+            "bochs" => __BlockdevCreateOptionsState::Bochs,
+            "cloop" => __BlockdevCreateOptionsState::Cloop,
+            "dmg" => __BlockdevCreateOptionsState::Dmg,
+            "ftp" => __BlockdevCreateOptionsState::Ftp,
+            "ftps" => __BlockdevCreateOptionsState::Ftps,
+            "gluster" => __BlockdevCreateOptionsState::Gluster,
+            "host_cdrom" => __BlockdevCreateOptionsState::HostCdrom,
+            "host_device" => __BlockdevCreateOptionsState::HostDevice,
+            "http" => __BlockdevCreateOptionsState::Http,
+            "https" => __BlockdevCreateOptionsState::Https,
+            "iscsi" => __BlockdevCreateOptionsState::Iscsi,
+            "luks" => __BlockdevCreateOptionsState::Luks,
+            "nbd" => __BlockdevCreateOptionsState::Nbd,
+            "nfs" => __BlockdevCreateOptionsState::Nfs,
+            "null-aio" => __BlockdevCreateOptionsState::NullAio,
+            "null-co" => __BlockdevCreateOptionsState::NullCo,
+            "parallels" => __BlockdevCreateOptionsState::Parallels,
+            "qcow" => __BlockdevCreateOptionsState::Qcow,
+            "qed" => __BlockdevCreateOptionsState::Qed,
+            "quorum" => __BlockdevCreateOptionsState::Quorum,
+            "raw" => __BlockdevCreateOptionsState::Raw,
+            "rbd" => __BlockdevCreateOptionsState::Rbd,
+            "replication" => __BlockdevCreateOptionsState::Replication,
+            "sheepdog" => __BlockdevCreateOptionsState::Sheepdog,
+            "ssh" => __BlockdevCreateOptionsState::Ssh,
+            "throttle" => __BlockdevCreateOptionsState::Throttle,
+            "vdi" => __BlockdevCreateOptionsState::Vdi,
+            "vhdx" => __BlockdevCreateOptionsState::Vhdx,
+            "vmdk" => __BlockdevCreateOptionsState::Vmdk,
+            "vpc" => __BlockdevCreateOptionsState::Vpc,
+            "vvfat" => __BlockdevCreateOptionsState::Vvfat,
+            "vxhs" => __BlockdevCreateOptionsState::Vxhs,
+            _ => __BlockdevCreateOptionsState::Unknown(__t, ::serde_json::Map::new()),
+        }
+    }
+    fn replay<__E: ::serde::de::Error>(&mut self, __p: ::std::vec::Vec<(::std::string::String, ::serde_json::Value)>) -> ::core::result::Result<(), __E> {
+        match self {
+            __BlockdevCreateOptionsState::File(__b) => ::qmpkit_qapi::__rt::replay(__b, __p),
+            __BlockdevCreateOptionsState::Qcow2(__b) => ::qmpkit_qapi::__rt::replay(__b, __p),
+            __BlockdevCreateOptionsState::Unknown(_, __o) => { __o.extend(__p); Ok(()) }
+            _ => Ok(()),
+        }
+    }
+    fn member<'de, __A: ::serde::de::MapAccess<'de>>(&mut self, __key: &str, __map: &mut __A) -> ::core::result::Result<bool, __A::Error> {
+        match self {
+            __BlockdevCreateOptionsState::Pending => { *self = __BlockdevCreateOptionsState::Early(::std::vec![(__key.into(), ::serde::de::MapAccess::next_value(__map)?)]); Ok(true) }
+            __BlockdevCreateOptionsState::Early(__p) => { __p.push((__key.into(), ::serde::de::MapAccess::next_value(__map)?)); Ok(true) }
+            __BlockdevCreateOptionsState::File(__b) => ::qmpkit_qapi::Builder::member(__b, __key, __map),
+            __BlockdevCreateOptionsState::Qcow2(__b) => ::qmpkit_qapi::Builder::member(__b, __key, __map),
+            __BlockdevCreateOptionsState::Unknown(_, __o) => { __o.insert(__key.into(), ::serde::de::MapAccess::next_value(__map)?); Ok(true) }
+            _ => Ok(false),
+        }
+    }
+    fn finish<__E: ::serde::de::Error>(self) -> ::core::result::Result<BlockdevCreateOptions, __E> {
+        Ok(match self {
+            __BlockdevCreateOptionsState::Pending | __BlockdevCreateOptionsState::Early(_) => return Err(__E::missing_field("driver")),
+            __BlockdevCreateOptionsState::File(__b) => BlockdevCreateOptions::File(::qmpkit_qapi::Builder::finish(__b)?),
+            __BlockdevCreateOptionsState::Qcow2(__b) => BlockdevCreateOptions::Qcow2(::qmpkit_qapi::Builder::finish(__b)?),
+            __BlockdevCreateOptionsState::Blkdebug => BlockdevCreateOptions::Blkdebug,
+            __BlockdevCreateOptionsState::Blkverify => BlockdevCreateOptions::Blkverify,
+            __BlockdevCreateOptionsState::Bochs => BlockdevCreateOptions::Bochs,
+            __BlockdevCreateOptionsState::Cloop => BlockdevCreateOptions::Cloop,
+            __BlockdevCreateOptionsState::Dmg => BlockdevCreateOptions::Dmg,
+            __BlockdevCreateOptionsState::Ftp => BlockdevCreateOptions::Ftp,
+            __BlockdevCreateOptionsState::Ftps => BlockdevCreateOptions::Ftps,
+            __BlockdevCreateOptionsState::Gluster => BlockdevCreateOptions::Gluster,
+            __BlockdevCreateOptionsState::HostCdrom => BlockdevCreateOptions::HostCdrom,
+            __BlockdevCreateOptionsState::HostDevice => BlockdevCreateOptions::HostDevice,
+            __BlockdevCreateOptionsState::Http => BlockdevCreateOptions::Http,
+            __BlockdevCreateOptionsState::Https => BlockdevCreateOptions::Https,
+            __BlockdevCreateOptionsState::Iscsi => BlockdevCreateOptions::Iscsi,
+            __BlockdevCreateOptionsState::Luks => BlockdevCreateOptions::Luks,
+            __BlockdevCreateOptionsState::Nbd => BlockdevCreateOptions::Nbd,
+            __BlockdevCreateOptionsState::Nfs => BlockdevCreateOptions::Nfs,
+            __BlockdevCreateOptionsState::NullAio => BlockdevCreateOptions::NullAio,
+            __BlockdevCreateOptionsState::NullCo => BlockdevCreateOptions::NullCo,
+            __BlockdevCreateOptionsState::Parallels => BlockdevCreateOptions::Parallels,
+            __BlockdevCreateOptionsState::Qcow => BlockdevCreateOptions::Qcow,
+            __BlockdevCreateOptionsState::Qed => BlockdevCreateOptions::Qed,
+            __BlockdevCreateOptionsState::Quorum => BlockdevCreateOptions::Quorum,
+            __BlockdevCreateOptionsState::Raw => BlockdevCreateOptions::Raw,
+            __BlockdevCreateOptionsState::Rbd => BlockdevCreateOptions::Rbd,
+            __BlockdevCreateOptionsState::Replication => BlockdevCreateOptions::Replication,
+            __BlockdevCreateOptionsState::Sheepdog => BlockdevCreateOptions::Sheepdog,
+            __BlockdevCreateOptionsState::Ssh => BlockdevCreateOptions::Ssh,
+            __BlockdevCreateOptionsState::Throttle => BlockdevCreateOptions::Throttle,
+            __BlockdevCreateOptionsState::Vdi => BlockdevCreateOptions::Vdi,
+            __BlockdevCreateOptionsState::Vhdx => BlockdevCreateOptions::Vhdx,
+            __BlockdevCreateOptionsState::Vmdk => BlockdevCreateOptions::Vmdk,
+            __BlockdevCreateOptionsState::Vpc => BlockdevCreateOptions::Vpc,
+            __BlockdevCreateOptionsState::Vvfat => BlockdevCreateOptions::Vvfat,
+            __BlockdevCreateOptionsState::Vxhs => BlockdevCreateOptions::Vxhs,
+            __BlockdevCreateOptionsState::Unknown(__t, __o) => BlockdevCreateOptions::Unknown(::qmpkit_qapi::__rt::unknown_branch("driver", __t, __o)),
+        })
+    }
+}
+#[doc(hidden)]
+#[allow(deprecated)]
+#[derive(Default)]
+pub struct __BlockdevCreateOptionsBuilder {
+    __branch: __BlockdevCreateOptionsState,
+}
+#[allow(deprecated)]
+impl ::qmpkit_qapi::Builder for __BlockdevCreateOptionsBuilder {
+    type Out = BlockdevCreateOptions;
+    fn member<'de, __A: ::serde::de::MapAccess<'de>>(&mut self, __key: &str, __map: &mut __A) -> ::core::result::Result<bool, __A::Error> {
+        match __key {
+            "driver" => {
+                let __t: ::std::string::String = ::serde::de::MapAccess::next_value(__map)?;
+                let mut __s = __BlockdevCreateOptionsState::start(__t);
+                if let __BlockdevCreateOptionsState::Early(__p) = ::core::mem::take(&mut self.__branch) {
+                    __s.replay(__p)?;
+                }
+                self.__branch = __s;
+            }
+            _ => return self.__branch.member(__key, __map),
+        }
+        Ok(true)
+    }
+    fn finish<__E: ::serde::de::Error>(self) -> ::core::result::Result<BlockdevCreateOptions, __E> {
+        self.__branch.finish()
+    }
+}
+
+/// QAPI enum `MirrorCopyMode`.
+///
+/// When a mirror copies what the guest writes.
+///
+/// **Since:** 3.0
+#[allow(deprecated)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum MirrorCopyMode {
+    /// later, in the background
+    Background,
+    /// at once, before the write completes
+    WriteBlocking,
+    /// A value this schema does not know (from a newer server).
+    Unknown(::std::string::String),
+}
+#[allow(deprecated)]
+impl ::qmpkit_qapi::Enum for MirrorCopyMode {
+    const NAMES: &'static [&'static str] = &["background", "write-blocking"];
+    fn from_name(__s: &str) -> Self {
+        match __s {
+            "background" => MirrorCopyMode::Background,
+            "write-blocking" => MirrorCopyMode::WriteBlocking,
+            _ => MirrorCopyMode::Unknown(__s.into()),
+        }
+    }
+    fn as_str(&self) -> &str {
+        match self {
+            MirrorCopyMode::Background => "background",
+            MirrorCopyMode::WriteBlocking => "write-blocking",
+            MirrorCopyMode::Unknown(__s) => __s,
+        }
+    }
+    fn is_unknown(&self) -> bool {
+        matches!(self, MirrorCopyMode::Unknown(_))
+    }
+}
+#[allow(deprecated)]
+impl ::serde::Serialize for MirrorCopyMode {
+    fn serialize<__S: ::serde::Serializer>(&self, __s: __S) -> ::core::result::Result<__S::Ok, __S::Error> {
+        __s.serialize_str(::qmpkit_qapi::Enum::as_str(self))
+    }
+}
+#[allow(deprecated)]
+impl<'de> ::serde::Deserialize<'de> for MirrorCopyMode {
+    fn deserialize<__D: ::serde::Deserializer<'de>>(__d: __D) -> ::core::result::Result<Self, __D::Error> {
+        ::qmpkit_qapi::__rt::deserialize_enum(__d)
+    }
+}
+#[allow(deprecated)]
+impl ::core::fmt::Display for MirrorCopyMode {
+    fn fmt(&self, __f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+        __f.write_str(::qmpkit_qapi::Enum::as_str(self))
+    }
+}
+
+/// QAPI struct `BlockJobChangeOptionsMirror`.
+///
+/// What can change in a running mirror.
+///
+/// **Since:** 8.2
+#[allow(deprecated)]
+#[derive(Debug, Clone, PartialEq)]
+pub struct BlockJobChangeOptionsMirror {
+    /// its copy mode
+    pub copy_mode: MirrorCopyMode,
+}
+#[allow(deprecated)]
+impl ::qmpkit_qapi::Object for BlockJobChangeOptionsMirror {
+    type Builder = __BlockJobChangeOptionsMirrorBuilder;
+    fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
+        ::serde::ser::SerializeMap::serialize_entry(__m, "copy-mode", &self.copy_mode)?;
+        Ok(())
+    }
+}
+#[allow(deprecated)]
+impl ::serde::Serialize for BlockJobChangeOptionsMirror {
+    fn serialize<__S: ::serde::Serializer>(&self, __s: __S) -> ::core::result::Result<__S::Ok, __S::Error> {
+        ::qmpkit_qapi::__rt::serialize_object(self, __s)
+    }
+}
+#[allow(deprecated)]
+impl<'de> ::serde::Deserialize<'de> for BlockJobChangeOptionsMirror {
+    fn deserialize<__D: ::serde::Deserializer<'de>>(__d: __D) -> ::core::result::Result<Self, __D::Error> {
+        ::qmpkit_qapi::__rt::deserialize_object(__d, "BlockJobChangeOptionsMirror")
+    }
+}
+#[doc(hidden)]
+#[allow(deprecated)]
+#[derive(Default)]
+pub struct __BlockJobChangeOptionsMirrorBuilder {
+    copy_mode: ::core::option::Option<MirrorCopyMode>,
+}
+#[allow(deprecated)]
+impl ::qmpkit_qapi::Builder for __BlockJobChangeOptionsMirrorBuilder {
+    type Out = BlockJobChangeOptionsMirror;
+    fn member<'de, __A: ::serde::de::MapAccess<'de>>(&mut self, __key: &str, __map: &mut __A) -> ::core::result::Result<bool, __A::Error> {
+        match __key {
+            "copy-mode" => self.copy_mode = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+    fn finish<__E: ::serde::de::Error>(self) -> ::core::result::Result<BlockJobChangeOptionsMirror, __E> {
+        Ok(BlockJobChangeOptionsMirror { copy_mode: ::qmpkit_qapi::__rt::missing(self.copy_mode, "copy-mode")?, })
+    }
+}
+
+/// The branches of [`BlockJobChangeOptions`], by its tag `type`.
+#[allow(deprecated)]
+#[derive(Debug, Clone, PartialEq)]
+pub enum BlockJobChangeOptionsBranch {
+    /// `type` is `mirror`.
+    Mirror(BlockJobChangeOptionsMirror),
+    /// `type` is `commit`.
+    Commit,
+    /// `type` is `stream`.
+    Stream,
+    /// `type` is `backup`.
+    Backup,
+    /// `type` is `create`.
+    Create,
+    /// `type` is `amend`.
+    Amend,
+    /// `type` is `snapshot-load`.
+    SnapshotLoad,
+    /// `type` is `snapshot-save`.
+    SnapshotSave,
+    /// `type` is `snapshot-delete`.
+    SnapshotDelete,
+    /// A branch this schema does not know: an object with the tag `type` and the branch's members.
+    Unknown(::serde_json::Value),
+}
+#[allow(deprecated)]
+impl BlockJobChangeOptionsBranch {
+    /// The value of the tag `type`.
+    pub fn tag(&self) -> &str {
+        match self {
+            BlockJobChangeOptionsBranch::Mirror(_) => "mirror",
+            BlockJobChangeOptionsBranch::Commit => "commit",
+            BlockJobChangeOptionsBranch::Stream => "stream",
+            BlockJobChangeOptionsBranch::Backup => "backup",
+            BlockJobChangeOptionsBranch::Create => "create",
+            BlockJobChangeOptionsBranch::Amend => "amend",
+            BlockJobChangeOptionsBranch::SnapshotLoad => "snapshot-load",
+            BlockJobChangeOptionsBranch::SnapshotSave => "snapshot-save",
+            BlockJobChangeOptionsBranch::SnapshotDelete => "snapshot-delete",
+            BlockJobChangeOptionsBranch::Unknown(__v) => ::qmpkit_qapi::__rt::unknown_tag(__v, "type"),
+        }
+    }
+}
+/// QAPI union `BlockJobChangeOptions` (tag `type`).
+///
+/// A change to a running block job, by kind.
+///
+/// **Since:** 8.2
+#[allow(deprecated)]
+#[derive(Debug, Clone, PartialEq)]
+pub struct BlockJobChangeOptions {
+    /// the job's ID
+    pub id: ::std::string::String,
+    /// The tag `type` and the members of its branch.
+    pub r#type: BlockJobChangeOptionsBranch,
+}
+#[allow(deprecated)]
+impl ::qmpkit_qapi::Object for BlockJobChangeOptions {
+    type Builder = __BlockJobChangeOptionsBuilder;
+    fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
+        ::serde::ser::SerializeMap::serialize_entry(__m, "id", &self.id)?;
+        ::serde::ser::SerializeMap::serialize_entry(__m, "type", self.r#type.tag())?;
+        match &self.r#type {
+            BlockJobChangeOptionsBranch::Mirror(__v) => ::qmpkit_qapi::Object::serialize_members(__v, __m)?,
+            BlockJobChangeOptionsBranch::Commit => {}
+            BlockJobChangeOptionsBranch::Stream => {}
+            BlockJobChangeOptionsBranch::Backup => {}
+            BlockJobChangeOptionsBranch::Create => {}
+            BlockJobChangeOptionsBranch::Amend => {}
+            BlockJobChangeOptionsBranch::SnapshotLoad => {}
+            BlockJobChangeOptionsBranch::SnapshotSave => {}
+            BlockJobChangeOptionsBranch::SnapshotDelete => {}
+            BlockJobChangeOptionsBranch::Unknown(__v) => ::qmpkit_qapi::__rt::serialize_unknown(__v, "type", __m)?,
+        }
+        Ok(())
+    }
+}
+#[allow(deprecated)]
+impl ::serde::Serialize for BlockJobChangeOptions {
+    fn serialize<__S: ::serde::Serializer>(&self, __s: __S) -> ::core::result::Result<__S::Ok, __S::Error> {
+        ::qmpkit_qapi::__rt::serialize_object(self, __s)
+    }
+}
+#[allow(deprecated)]
+impl<'de> ::serde::Deserialize<'de> for BlockJobChangeOptions {
+    fn deserialize<__D: ::serde::Deserializer<'de>>(__d: __D) -> ::core::result::Result<Self, __D::Error> {
+        ::qmpkit_qapi::__rt::deserialize_object(__d, "BlockJobChangeOptions")
+    }
+}
+#[doc(hidden)]
+#[allow(deprecated)]
+#[derive(Default)]
+pub enum __BlockJobChangeOptionsState {
+    #[default]
+    Pending,
+    Early(::std::vec::Vec<(::std::string::String, ::serde_json::Value)>),
+    Mirror(::qmpkit_qapi::__rt::BuilderOf<BlockJobChangeOptionsMirror>),
+    Commit,
+    Stream,
+    Backup,
+    Create,
+    Amend,
+    SnapshotLoad,
+    SnapshotSave,
+    SnapshotDelete,
+    Unknown(::std::string::String, ::serde_json::Map<::std::string::String, ::serde_json::Value>),
+}
+#[allow(deprecated)]
+impl __BlockJobChangeOptionsState {
+    fn start(__t: ::std::string::String) -> Self {
+        match __t.as_str() {
+            "mirror" => __BlockJobChangeOptionsState::Mirror(::core::default::Default::default()),
+            "commit" => __BlockJobChangeOptionsState::Commit,
+            "stream" => __BlockJobChangeOptionsState::Stream,
+            "backup" => __BlockJobChangeOptionsState::Backup,
+            "create" => __BlockJobChangeOptionsState::Create,
+            "amend" => __BlockJobChangeOptionsState::Amend,
+            "snapshot-load" => __BlockJobChangeOptionsState::SnapshotLoad,
+            "snapshot-save" => __BlockJobChangeOptionsState::SnapshotSave,
+            "snapshot-delete" => __BlockJobChangeOptionsState::SnapshotDelete,
+            _ => __BlockJobChangeOptionsState::Unknown(__t, ::serde_json::Map::new()),
+        }
+    }
+    fn replay<__E: ::serde::de::Error>(&mut self, __p: ::std::vec::Vec<(::std::string::String, ::serde_json::Value)>) -> ::core::result::Result<(), __E> {
+        match self {
+            __BlockJobChangeOptionsState::Mirror(__b) => ::qmpkit_qapi::__rt::replay(__b, __p),
+            __BlockJobChangeOptionsState::Unknown(_, __o) => { __o.extend(__p); Ok(()) }
+            _ => Ok(()),
+        }
+    }
+    fn member<'de, __A: ::serde::de::MapAccess<'de>>(&mut self, __key: &str, __map: &mut __A) -> ::core::result::Result<bool, __A::Error> {
+        match self {
+            __BlockJobChangeOptionsState::Pending => { *self = __BlockJobChangeOptionsState::Early(::std::vec![(__key.into(), ::serde::de::MapAccess::next_value(__map)?)]); Ok(true) }
+            __BlockJobChangeOptionsState::Early(__p) => { __p.push((__key.into(), ::serde::de::MapAccess::next_value(__map)?)); Ok(true) }
+            __BlockJobChangeOptionsState::Mirror(__b) => ::qmpkit_qapi::Builder::member(__b, __key, __map),
+            __BlockJobChangeOptionsState::Unknown(_, __o) => { __o.insert(__key.into(), ::serde::de::MapAccess::next_value(__map)?); Ok(true) }
+            _ => Ok(false),
+        }
+    }
+    fn finish<__E: ::serde::de::Error>(self) -> ::core::result::Result<BlockJobChangeOptionsBranch, __E> {
+        Ok(match self {
+            __BlockJobChangeOptionsState::Pending | __BlockJobChangeOptionsState::Early(_) => return Err(__E::missing_field("type")),
+            __BlockJobChangeOptionsState::Mirror(__b) => BlockJobChangeOptionsBranch::Mirror(::qmpkit_qapi::Builder::finish(__b)?),
+            __BlockJobChangeOptionsState::Commit => BlockJobChangeOptionsBranch::Commit,
+            __BlockJobChangeOptionsState::Stream => BlockJobChangeOptionsBranch::Stream,
+            __BlockJobChangeOptionsState::Backup => BlockJobChangeOptionsBranch::Backup,
+            __BlockJobChangeOptionsState::Create => BlockJobChangeOptionsBranch::Create,
+            __BlockJobChangeOptionsState::Amend => BlockJobChangeOptionsBranch::Amend,
+            __BlockJobChangeOptionsState::SnapshotLoad => BlockJobChangeOptionsBranch::SnapshotLoad,
+            __BlockJobChangeOptionsState::SnapshotSave => BlockJobChangeOptionsBranch::SnapshotSave,
+            __BlockJobChangeOptionsState::SnapshotDelete => BlockJobChangeOptionsBranch::SnapshotDelete,
+            __BlockJobChangeOptionsState::Unknown(__t, __o) => BlockJobChangeOptionsBranch::Unknown(::qmpkit_qapi::__rt::unknown_branch("type", __t, __o)),
+        })
+    }
+}
+#[doc(hidden)]
+#[allow(deprecated)]
+#[derive(Default)]
+pub struct __BlockJobChangeOptionsBuilder {
+    id: ::core::option::Option<::std::string::String>,
+    __branch: __BlockJobChangeOptionsState,
+}
+#[allow(deprecated)]
+impl ::qmpkit_qapi::Builder for __BlockJobChangeOptionsBuilder {
+    type Out = BlockJobChangeOptions;
+    fn member<'de, __A: ::serde::de::MapAccess<'de>>(&mut self, __key: &str, __map: &mut __A) -> ::core::result::Result<bool, __A::Error> {
+        match __key {
+            "id" => self.id = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
+            "type" => {
+                let __t: ::std::string::String = ::serde::de::MapAccess::next_value(__map)?;
+                let mut __s = __BlockJobChangeOptionsState::start(__t);
+                if let __BlockJobChangeOptionsState::Early(__p) = ::core::mem::take(&mut self.__branch) {
+                    __s.replay(__p)?;
+                }
+                self.__branch = __s;
+            }
+            _ => return self.__branch.member(__key, __map),
+        }
+        Ok(true)
+    }
+    fn finish<__E: ::serde::de::Error>(self) -> ::core::result::Result<BlockJobChangeOptions, __E> {
+        let __branch = self.__branch.finish()?;
+        Ok(BlockJobChangeOptions { id: ::qmpkit_qapi::__rt::missing(self.id, "id")?, r#type: __branch })
     }
 }
 
@@ -28093,6 +29316,10 @@ pub struct NbdServerAdd {
     pub device: ::std::string::String,
     /// clients may write
     pub writable: ::core::option::Option<bool>,
+    /// the name clients ask for (`device` if absent; since 2.12)
+    pub name: ::core::option::Option<::std::string::String>,
+    /// free text shown to clients (since 5.0)
+    pub description: ::core::option::Option<::std::string::String>,
 }
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for NbdServerAdd {
@@ -28100,6 +29327,8 @@ impl ::qmpkit_qapi::Object for NbdServerAdd {
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "device", &self.device)?;
         if let ::core::option::Option::Some(__v) = &self.writable { ::serde::ser::SerializeMap::serialize_entry(__m, "writable", __v)?; }
+        if let ::core::option::Option::Some(__v) = &self.name { ::serde::ser::SerializeMap::serialize_entry(__m, "name", __v)?; }
+        if let ::core::option::Option::Some(__v) = &self.description { ::serde::ser::SerializeMap::serialize_entry(__m, "description", __v)?; }
         Ok(())
     }
 }
@@ -28121,6 +29350,8 @@ impl<'de> ::serde::Deserialize<'de> for NbdServerAdd {
 pub struct __NbdServerAddBuilder {
     device: ::core::option::Option<::std::string::String>,
     writable: ::core::option::Option<bool>,
+    name: ::core::option::Option<::std::string::String>,
+    description: ::core::option::Option<::std::string::String>,
 }
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Builder for __NbdServerAddBuilder {
@@ -28129,12 +29360,14 @@ impl ::qmpkit_qapi::Builder for __NbdServerAddBuilder {
         match __key {
             "device" => self.device = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
             "writable" => self.writable = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
+            "name" => self.name = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
+            "description" => self.description = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
             _ => return Ok(false),
         }
         Ok(true)
     }
     fn finish<__E: ::serde::de::Error>(self) -> ::core::result::Result<NbdServerAdd, __E> {
-        Ok(NbdServerAdd { device: ::qmpkit_qapi::__rt::missing(self.device, "device")?, writable: self.writable, })
+        Ok(NbdServerAdd { device: ::qmpkit_qapi::__rt::missing(self.device, "device")?, writable: self.writable, name: self.name, description: self.description, })
     }
 }
 
@@ -28729,6 +29962,312 @@ impl ::qmpkit_qapi::Builder for __BlockJobFinalizeBuilder {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Command for BlockJobFinalize {
     const NAME: &'static str = "block-job-finalize";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Returns = ::qmpkit_qapi::Empty;
+}
+
+/// Command `nbd-server-remove`: its arguments.
+///
+/// Remove an export of the NBD server by its name.
+///
+/// **Since:** 2.12
+#[allow(deprecated)]
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct NbdServerRemove {
+    /// the export's name
+    pub name: ::std::string::String,
+    /// what to do with connected clients
+    pub mode: ::core::option::Option<BlockExportRemoveMode>,
+}
+#[allow(deprecated)]
+impl ::qmpkit_qapi::Object for NbdServerRemove {
+    type Builder = __NbdServerRemoveBuilder;
+    fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
+        ::serde::ser::SerializeMap::serialize_entry(__m, "name", &self.name)?;
+        if let ::core::option::Option::Some(__v) = &self.mode { ::serde::ser::SerializeMap::serialize_entry(__m, "mode", __v)?; }
+        Ok(())
+    }
+}
+#[allow(deprecated)]
+impl ::serde::Serialize for NbdServerRemove {
+    fn serialize<__S: ::serde::Serializer>(&self, __s: __S) -> ::core::result::Result<__S::Ok, __S::Error> {
+        ::qmpkit_qapi::__rt::serialize_object(self, __s)
+    }
+}
+#[allow(deprecated)]
+impl<'de> ::serde::Deserialize<'de> for NbdServerRemove {
+    fn deserialize<__D: ::serde::Deserializer<'de>>(__d: __D) -> ::core::result::Result<Self, __D::Error> {
+        ::qmpkit_qapi::__rt::deserialize_object(__d, "NbdServerRemove")
+    }
+}
+#[doc(hidden)]
+#[allow(deprecated)]
+#[derive(Default)]
+pub struct __NbdServerRemoveBuilder {
+    name: ::core::option::Option<::std::string::String>,
+    mode: ::core::option::Option<BlockExportRemoveMode>,
+}
+#[allow(deprecated)]
+impl ::qmpkit_qapi::Builder for __NbdServerRemoveBuilder {
+    type Out = NbdServerRemove;
+    fn member<'de, __A: ::serde::de::MapAccess<'de>>(&mut self, __key: &str, __map: &mut __A) -> ::core::result::Result<bool, __A::Error> {
+        match __key {
+            "name" => self.name = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
+            "mode" => self.mode = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+    fn finish<__E: ::serde::de::Error>(self) -> ::core::result::Result<NbdServerRemove, __E> {
+        Ok(NbdServerRemove { name: ::qmpkit_qapi::__rt::missing(self.name, "name")?, mode: self.mode, })
+    }
+}
+
+#[allow(deprecated)]
+impl ::qmpkit_qapi::Command for NbdServerRemove {
+    const NAME: &'static str = "nbd-server-remove";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Returns = ::qmpkit_qapi::Empty;
+}
+
+/// Command `block-export-add`: its arguments.
+///
+/// Export a node.
+///
+/// **Since:** 5.2
+#[allow(deprecated)]
+#[derive(Debug, Clone, PartialEq)]
+pub struct BlockExportAdd(pub BlockExportOptions);
+#[allow(deprecated)]
+impl ::serde::Serialize for BlockExportAdd {
+    fn serialize<__S: ::serde::Serializer>(&self, __s: __S) -> ::core::result::Result<__S::Ok, __S::Error> {
+        ::serde::Serialize::serialize(&self.0, __s)
+    }
+}
+#[allow(deprecated)]
+impl<'de> ::serde::Deserialize<'de> for BlockExportAdd {
+    fn deserialize<__D: ::serde::Deserializer<'de>>(__d: __D) -> ::core::result::Result<Self, __D::Error> {
+        Ok(BlockExportAdd(::serde::Deserialize::deserialize(__d)?))
+    }
+}
+#[allow(deprecated)]
+impl ::qmpkit_qapi::Command for BlockExportAdd {
+    const NAME: &'static str = "block-export-add";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Returns = ::qmpkit_qapi::Empty;
+}
+
+/// Command `block-export-del`: its arguments.
+///
+/// Remove an export.
+///
+/// **Since:** 5.2
+#[allow(deprecated)]
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct BlockExportDel {
+    /// the export's ID
+    pub id: ::std::string::String,
+    /// what to do with connected clients
+    pub mode: ::core::option::Option<BlockExportRemoveMode>,
+}
+#[allow(deprecated)]
+impl ::qmpkit_qapi::Object for BlockExportDel {
+    type Builder = __BlockExportDelBuilder;
+    fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
+        ::serde::ser::SerializeMap::serialize_entry(__m, "id", &self.id)?;
+        if let ::core::option::Option::Some(__v) = &self.mode { ::serde::ser::SerializeMap::serialize_entry(__m, "mode", __v)?; }
+        Ok(())
+    }
+}
+#[allow(deprecated)]
+impl ::serde::Serialize for BlockExportDel {
+    fn serialize<__S: ::serde::Serializer>(&self, __s: __S) -> ::core::result::Result<__S::Ok, __S::Error> {
+        ::qmpkit_qapi::__rt::serialize_object(self, __s)
+    }
+}
+#[allow(deprecated)]
+impl<'de> ::serde::Deserialize<'de> for BlockExportDel {
+    fn deserialize<__D: ::serde::Deserializer<'de>>(__d: __D) -> ::core::result::Result<Self, __D::Error> {
+        ::qmpkit_qapi::__rt::deserialize_object(__d, "BlockExportDel")
+    }
+}
+#[doc(hidden)]
+#[allow(deprecated)]
+#[derive(Default)]
+pub struct __BlockExportDelBuilder {
+    id: ::core::option::Option<::std::string::String>,
+    mode: ::core::option::Option<BlockExportRemoveMode>,
+}
+#[allow(deprecated)]
+impl ::qmpkit_qapi::Builder for __BlockExportDelBuilder {
+    type Out = BlockExportDel;
+    fn member<'de, __A: ::serde::de::MapAccess<'de>>(&mut self, __key: &str, __map: &mut __A) -> ::core::result::Result<bool, __A::Error> {
+        match __key {
+            "id" => self.id = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
+            "mode" => self.mode = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+    fn finish<__E: ::serde::de::Error>(self) -> ::core::result::Result<BlockExportDel, __E> {
+        Ok(BlockExportDel { id: ::qmpkit_qapi::__rt::missing(self.id, "id")?, mode: self.mode, })
+    }
+}
+
+#[allow(deprecated)]
+impl ::qmpkit_qapi::Command for BlockExportDel {
+    const NAME: &'static str = "block-export-del";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Returns = ::qmpkit_qapi::Empty;
+}
+
+/// Command `query-block-exports`: its arguments.
+///
+/// Every export.
+///
+/// **Returns:** the exports
+///
+/// **Since:** 5.2
+#[allow(deprecated)]
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct QueryBlockExports {
+}
+#[allow(deprecated)]
+impl ::qmpkit_qapi::Object for QueryBlockExports {
+    type Builder = __QueryBlockExportsBuilder;
+    fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
+        Ok(())
+    }
+}
+#[allow(deprecated)]
+impl ::serde::Serialize for QueryBlockExports {
+    fn serialize<__S: ::serde::Serializer>(&self, __s: __S) -> ::core::result::Result<__S::Ok, __S::Error> {
+        ::qmpkit_qapi::__rt::serialize_object(self, __s)
+    }
+}
+#[allow(deprecated)]
+impl<'de> ::serde::Deserialize<'de> for QueryBlockExports {
+    fn deserialize<__D: ::serde::Deserializer<'de>>(__d: __D) -> ::core::result::Result<Self, __D::Error> {
+        ::qmpkit_qapi::__rt::deserialize_object(__d, "QueryBlockExports")
+    }
+}
+#[doc(hidden)]
+#[allow(deprecated)]
+#[derive(Default)]
+pub struct __QueryBlockExportsBuilder {
+}
+#[allow(deprecated)]
+impl ::qmpkit_qapi::Builder for __QueryBlockExportsBuilder {
+    type Out = QueryBlockExports;
+    fn member<'de, __A: ::serde::de::MapAccess<'de>>(&mut self, __key: &str, __map: &mut __A) -> ::core::result::Result<bool, __A::Error> {
+        let _ = (__key, __map);
+        Ok(false)
+    }
+    fn finish<__E: ::serde::de::Error>(self) -> ::core::result::Result<QueryBlockExports, __E> {
+        Ok(QueryBlockExports { })
+    }
+}
+
+#[allow(deprecated)]
+impl ::qmpkit_qapi::Command for QueryBlockExports {
+    const NAME: &'static str = "query-block-exports";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Returns = ::std::vec::Vec<BlockExportInfo>;
+}
+
+/// Command `blockdev-create`: its arguments.
+///
+/// Start a job that creates an image.
+///
+/// **Since:** 3.0
+#[allow(deprecated)]
+#[derive(Debug, Clone, PartialEq)]
+pub struct BlockdevCreate {
+    /// the job's ID
+    pub job_id: ::std::string::String,
+    /// what to create
+    pub options: BlockdevCreateOptions,
+}
+#[allow(deprecated)]
+impl ::qmpkit_qapi::Object for BlockdevCreate {
+    type Builder = __BlockdevCreateBuilder;
+    fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
+        ::serde::ser::SerializeMap::serialize_entry(__m, "job-id", &self.job_id)?;
+        ::serde::ser::SerializeMap::serialize_entry(__m, "options", &self.options)?;
+        Ok(())
+    }
+}
+#[allow(deprecated)]
+impl ::serde::Serialize for BlockdevCreate {
+    fn serialize<__S: ::serde::Serializer>(&self, __s: __S) -> ::core::result::Result<__S::Ok, __S::Error> {
+        ::qmpkit_qapi::__rt::serialize_object(self, __s)
+    }
+}
+#[allow(deprecated)]
+impl<'de> ::serde::Deserialize<'de> for BlockdevCreate {
+    fn deserialize<__D: ::serde::Deserializer<'de>>(__d: __D) -> ::core::result::Result<Self, __D::Error> {
+        ::qmpkit_qapi::__rt::deserialize_object(__d, "BlockdevCreate")
+    }
+}
+#[doc(hidden)]
+#[allow(deprecated)]
+#[derive(Default)]
+pub struct __BlockdevCreateBuilder {
+    job_id: ::core::option::Option<::std::string::String>,
+    options: ::core::option::Option<BlockdevCreateOptions>,
+}
+#[allow(deprecated)]
+impl ::qmpkit_qapi::Builder for __BlockdevCreateBuilder {
+    type Out = BlockdevCreate;
+    fn member<'de, __A: ::serde::de::MapAccess<'de>>(&mut self, __key: &str, __map: &mut __A) -> ::core::result::Result<bool, __A::Error> {
+        match __key {
+            "job-id" => self.job_id = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
+            "options" => self.options = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+    fn finish<__E: ::serde::de::Error>(self) -> ::core::result::Result<BlockdevCreate, __E> {
+        Ok(BlockdevCreate { job_id: ::qmpkit_qapi::__rt::missing(self.job_id, "job-id")?, options: ::qmpkit_qapi::__rt::missing(self.options, "options")?, })
+    }
+}
+
+#[allow(deprecated)]
+impl ::qmpkit_qapi::Command for BlockdevCreate {
+    const NAME: &'static str = "blockdev-create";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Returns = ::qmpkit_qapi::Empty;
+}
+
+/// Command `block-job-change`: its arguments.
+///
+/// Change a running block job.
+///
+/// **Since:** 8.2
+#[allow(deprecated)]
+#[derive(Debug, Clone, PartialEq)]
+pub struct BlockJobChange(pub BlockJobChangeOptions);
+#[allow(deprecated)]
+impl ::serde::Serialize for BlockJobChange {
+    fn serialize<__S: ::serde::Serializer>(&self, __s: __S) -> ::core::result::Result<__S::Ok, __S::Error> {
+        ::serde::Serialize::serialize(&self.0, __s)
+    }
+}
+#[allow(deprecated)]
+impl<'de> ::serde::Deserialize<'de> for BlockJobChange {
+    fn deserialize<__D: ::serde::Deserializer<'de>>(__d: __D) -> ::core::result::Result<Self, __D::Error> {
+        Ok(BlockJobChange(::serde::Deserialize::deserialize(__d)?))
+    }
+}
+#[allow(deprecated)]
+impl ::qmpkit_qapi::Command for BlockJobChange {
+    const NAME: &'static str = "block-job-change";
     const ALLOW_OOB: bool = false;
     const SUCCESS_RESPONSE: bool = true;
     type Returns = ::qmpkit_qapi::Empty;
@@ -38081,6 +39620,64 @@ impl ::qmpkit_qapi::Event for BlockJobPending {
     const HAS_DATA: bool = true;
 }
 
+/// Event `BLOCK_EXPORT_DELETED`: its data.
+///
+/// An export is gone.
+///
+/// **Since:** 5.2
+#[allow(deprecated)]
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct BlockExportDeleted {
+    /// the export's ID
+    pub id: ::std::string::String,
+}
+#[allow(deprecated)]
+impl ::qmpkit_qapi::Object for BlockExportDeleted {
+    type Builder = __BlockExportDeletedBuilder;
+    fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
+        ::serde::ser::SerializeMap::serialize_entry(__m, "id", &self.id)?;
+        Ok(())
+    }
+}
+#[allow(deprecated)]
+impl ::serde::Serialize for BlockExportDeleted {
+    fn serialize<__S: ::serde::Serializer>(&self, __s: __S) -> ::core::result::Result<__S::Ok, __S::Error> {
+        ::qmpkit_qapi::__rt::serialize_object(self, __s)
+    }
+}
+#[allow(deprecated)]
+impl<'de> ::serde::Deserialize<'de> for BlockExportDeleted {
+    fn deserialize<__D: ::serde::Deserializer<'de>>(__d: __D) -> ::core::result::Result<Self, __D::Error> {
+        ::qmpkit_qapi::__rt::deserialize_object(__d, "BlockExportDeleted")
+    }
+}
+#[doc(hidden)]
+#[allow(deprecated)]
+#[derive(Default)]
+pub struct __BlockExportDeletedBuilder {
+    id: ::core::option::Option<::std::string::String>,
+}
+#[allow(deprecated)]
+impl ::qmpkit_qapi::Builder for __BlockExportDeletedBuilder {
+    type Out = BlockExportDeleted;
+    fn member<'de, __A: ::serde::de::MapAccess<'de>>(&mut self, __key: &str, __map: &mut __A) -> ::core::result::Result<bool, __A::Error> {
+        match __key {
+            "id" => self.id = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+    fn finish<__E: ::serde::de::Error>(self) -> ::core::result::Result<BlockExportDeleted, __E> {
+        Ok(BlockExportDeleted { id: ::qmpkit_qapi::__rt::missing(self.id, "id")?, })
+    }
+}
+
+#[allow(deprecated)]
+impl ::qmpkit_qapi::Event for BlockExportDeleted {
+    const NAME: &'static str = "BLOCK_EXPORT_DELETED";
+    const HAS_DATA: bool = true;
+}
+
 /// Event `VSERPORT_CHANGE`: its data.
 ///
 /// A virtio serial port was opened or closed by the guest.
@@ -39163,6 +40760,8 @@ pub enum AnyEvent {
     JobStatusChange(JobStatusChange),
     /// `BLOCK_JOB_PENDING`
     BlockJobPending(BlockJobPending),
+    /// `BLOCK_EXPORT_DELETED`
+    BlockExportDeleted(BlockExportDeleted),
     /// `VSERPORT_CHANGE`
     VserportChange(VserportChange),
     /// `NIC_RX_FILTER_CHANGED`
@@ -39202,7 +40801,7 @@ pub enum AnyEvent {
 }
 #[allow(deprecated)]
 impl ::qmpkit_qapi::EventEnum for AnyEvent {
-    const NAMES: &'static [&'static str] = &["SHUTDOWN", "POWERDOWN", "RESET", "STOP", "RESUME", "SUSPEND", "SUSPEND_DISK", "WAKEUP", "WATCHDOG", "GUEST_PANICKED", "BLOCK_IMAGE_CORRUPTED", "BLOCK_IO_ERROR", "BLOCK_JOB_COMPLETED", "BLOCK_JOB_CANCELLED", "BLOCK_JOB_ERROR", "BLOCK_JOB_READY", "BLOCK_WRITE_THRESHOLD", "DEVICE_TRAY_MOVED", "QUORUM_FAILURE", "QUORUM_REPORT_BAD", "JOB_STATUS_CHANGE", "BLOCK_JOB_PENDING", "VSERPORT_CHANGE", "NIC_RX_FILTER_CHANGED", "SPICE_CONNECTED", "SPICE_INITIALIZED", "SPICE_DISCONNECTED", "SPICE_MIGRATE_COMPLETED", "VNC_CONNECTED", "VNC_INITIALIZED", "VNC_DISCONNECTED", "MIGRATION", "MIGRATION_PASS", "BALLOON_CHANGE", "DEVICE_DELETED", "DUMP_COMPLETED", "MEM_UNPLUG_ERROR", "ACPI_DEVICE_OST", "RTC_CHANGE"];
+    const NAMES: &'static [&'static str] = &["SHUTDOWN", "POWERDOWN", "RESET", "STOP", "RESUME", "SUSPEND", "SUSPEND_DISK", "WAKEUP", "WATCHDOG", "GUEST_PANICKED", "BLOCK_IMAGE_CORRUPTED", "BLOCK_IO_ERROR", "BLOCK_JOB_COMPLETED", "BLOCK_JOB_CANCELLED", "BLOCK_JOB_ERROR", "BLOCK_JOB_READY", "BLOCK_WRITE_THRESHOLD", "DEVICE_TRAY_MOVED", "QUORUM_FAILURE", "QUORUM_REPORT_BAD", "JOB_STATUS_CHANGE", "BLOCK_JOB_PENDING", "BLOCK_EXPORT_DELETED", "VSERPORT_CHANGE", "NIC_RX_FILTER_CHANGED", "SPICE_CONNECTED", "SPICE_INITIALIZED", "SPICE_DISCONNECTED", "SPICE_MIGRATE_COMPLETED", "VNC_CONNECTED", "VNC_INITIALIZED", "VNC_DISCONNECTED", "MIGRATION", "MIGRATION_PASS", "BALLOON_CHANGE", "DEVICE_DELETED", "DUMP_COMPLETED", "MEM_UNPLUG_ERROR", "ACPI_DEVICE_OST", "RTC_CHANGE"];
     fn from_parts(__name: &str, __data: ::core::option::Option<&::serde_json::Value>) -> ::core::result::Result<Self, ::qmpkit_qapi::DecodeError> {
         Ok(match __name {
             "SHUTDOWN" => AnyEvent::Shutdown(::qmpkit_qapi::__rt::event_data(__data)?),
@@ -39227,6 +40826,7 @@ impl ::qmpkit_qapi::EventEnum for AnyEvent {
             "QUORUM_REPORT_BAD" => AnyEvent::QuorumReportBad(::qmpkit_qapi::__rt::event_data(__data)?),
             "JOB_STATUS_CHANGE" => AnyEvent::JobStatusChange(::qmpkit_qapi::__rt::event_data(__data)?),
             "BLOCK_JOB_PENDING" => AnyEvent::BlockJobPending(::qmpkit_qapi::__rt::event_data(__data)?),
+            "BLOCK_EXPORT_DELETED" => AnyEvent::BlockExportDeleted(::qmpkit_qapi::__rt::event_data(__data)?),
             "VSERPORT_CHANGE" => AnyEvent::VserportChange(::qmpkit_qapi::__rt::event_data(__data)?),
             "NIC_RX_FILTER_CHANGED" => AnyEvent::NicRxFilterChanged(::qmpkit_qapi::__rt::event_data(__data)?),
             "SPICE_CONNECTED" => AnyEvent::SpiceConnected(::qmpkit_qapi::__rt::event_data(__data)?),
@@ -39271,6 +40871,7 @@ impl ::qmpkit_qapi::EventEnum for AnyEvent {
             AnyEvent::QuorumReportBad(_) => "QUORUM_REPORT_BAD",
             AnyEvent::JobStatusChange(_) => "JOB_STATUS_CHANGE",
             AnyEvent::BlockJobPending(_) => "BLOCK_JOB_PENDING",
+            AnyEvent::BlockExportDeleted(_) => "BLOCK_EXPORT_DELETED",
             AnyEvent::VserportChange(_) => "VSERPORT_CHANGE",
             AnyEvent::NicRxFilterChanged(_) => "NIC_RX_FILTER_CHANGED",
             AnyEvent::SpiceConnected(_) => "SPICE_CONNECTED",
@@ -39315,6 +40916,7 @@ impl ::qmpkit_qapi::EventEnum for AnyEvent {
             AnyEvent::QuorumReportBad(__v) => ::qmpkit_qapi::__rt::event_value(__v),
             AnyEvent::JobStatusChange(__v) => ::qmpkit_qapi::__rt::event_value(__v),
             AnyEvent::BlockJobPending(__v) => ::qmpkit_qapi::__rt::event_value(__v),
+            AnyEvent::BlockExportDeleted(__v) => ::qmpkit_qapi::__rt::event_value(__v),
             AnyEvent::VserportChange(__v) => ::qmpkit_qapi::__rt::event_value(__v),
             AnyEvent::NicRxFilterChanged(__v) => ::qmpkit_qapi::__rt::event_value(__v),
             AnyEvent::SpiceConnected(__v) => ::qmpkit_qapi::__rt::event_value(__v),
@@ -39596,6 +41198,36 @@ pub trait Commands<C: Send + 'static = ()>: Send + Sync + 'static {
     fn block_job_finalize(&self, args: BlockJobFinalize, ctx: C) -> impl ::core::future::Future<Output = ::qmpkit_qapi::server::Reply<::qmpkit_qapi::Empty>> + Send {
         let _ = (args, ctx);
         async { Err(::qmpkit_qapi::server::CommandError::not_implemented("block-job-finalize")) }
+    }
+    /// `nbd-server-remove`: see [`NbdServerRemove`].
+    fn nbd_server_remove(&self, args: NbdServerRemove, ctx: C) -> impl ::core::future::Future<Output = ::qmpkit_qapi::server::Reply<::qmpkit_qapi::Empty>> + Send {
+        let _ = (args, ctx);
+        async { Err(::qmpkit_qapi::server::CommandError::not_implemented("nbd-server-remove")) }
+    }
+    /// `block-export-add`: see [`BlockExportAdd`].
+    fn block_export_add(&self, args: BlockExportAdd, ctx: C) -> impl ::core::future::Future<Output = ::qmpkit_qapi::server::Reply<::qmpkit_qapi::Empty>> + Send {
+        let _ = (args, ctx);
+        async { Err(::qmpkit_qapi::server::CommandError::not_implemented("block-export-add")) }
+    }
+    /// `block-export-del`: see [`BlockExportDel`].
+    fn block_export_del(&self, args: BlockExportDel, ctx: C) -> impl ::core::future::Future<Output = ::qmpkit_qapi::server::Reply<::qmpkit_qapi::Empty>> + Send {
+        let _ = (args, ctx);
+        async { Err(::qmpkit_qapi::server::CommandError::not_implemented("block-export-del")) }
+    }
+    /// `query-block-exports`: see [`QueryBlockExports`].
+    fn query_block_exports(&self, args: QueryBlockExports, ctx: C) -> impl ::core::future::Future<Output = ::qmpkit_qapi::server::Reply<::std::vec::Vec<BlockExportInfo>>> + Send {
+        let _ = (args, ctx);
+        async { Err(::qmpkit_qapi::server::CommandError::not_implemented("query-block-exports")) }
+    }
+    /// `blockdev-create`: see [`BlockdevCreate`].
+    fn blockdev_create(&self, args: BlockdevCreate, ctx: C) -> impl ::core::future::Future<Output = ::qmpkit_qapi::server::Reply<::qmpkit_qapi::Empty>> + Send {
+        let _ = (args, ctx);
+        async { Err(::qmpkit_qapi::server::CommandError::not_implemented("blockdev-create")) }
+    }
+    /// `block-job-change`: see [`BlockJobChange`].
+    fn block_job_change(&self, args: BlockJobChange, ctx: C) -> impl ::core::future::Future<Output = ::qmpkit_qapi::server::Reply<::qmpkit_qapi::Empty>> + Send {
+        let _ = (args, ctx);
+        async { Err(::qmpkit_qapi::server::CommandError::not_implemented("block-job-change")) }
     }
     /// `x-debug-query-block-graph`: see [`XDebugQueryBlockGraph`].
     fn x_debug_query_block_graph(&self, args: XDebugQueryBlockGraph, ctx: C) -> impl ::core::future::Future<Output = ::qmpkit_qapi::server::Reply<XDbgBlockGraph>> + Send {
@@ -40328,6 +41960,12 @@ pub fn register_commands<S: Commands<C>, C: Send + 'static, R: ::qmpkit_qapi::se
     r.command::<JobFinalize>(|s, a, c| ::std::boxed::Box::pin(async move { s.job_finalize(a, c).await }));
     r.command::<BlockJobDismiss>(|s, a, c| ::std::boxed::Box::pin(async move { s.block_job_dismiss(a, c).await }));
     r.command::<BlockJobFinalize>(|s, a, c| ::std::boxed::Box::pin(async move { s.block_job_finalize(a, c).await }));
+    r.command::<NbdServerRemove>(|s, a, c| ::std::boxed::Box::pin(async move { s.nbd_server_remove(a, c).await }));
+    r.command::<BlockExportAdd>(|s, a, c| ::std::boxed::Box::pin(async move { s.block_export_add(a, c).await }));
+    r.command::<BlockExportDel>(|s, a, c| ::std::boxed::Box::pin(async move { s.block_export_del(a, c).await }));
+    r.command::<QueryBlockExports>(|s, a, c| ::std::boxed::Box::pin(async move { s.query_block_exports(a, c).await }));
+    r.command::<BlockdevCreate>(|s, a, c| ::std::boxed::Box::pin(async move { s.blockdev_create(a, c).await }));
+    r.command::<BlockJobChange>(|s, a, c| ::std::boxed::Box::pin(async move { s.block_job_change(a, c).await }));
     r.command::<XDebugQueryBlockGraph>(|s, a, c| ::std::boxed::Box::pin(async move { s.x_debug_query_block_graph(a, c).await }));
     r.command::<QueryChardev>(|s, a, c| ::std::boxed::Box::pin(async move { s.query_chardev(a, c).await }));
     r.command::<QueryChardevBackends>(|s, a, c| ::std::boxed::Box::pin(async move { s.query_chardev_backends(a, c).await }));
@@ -40728,6 +42366,36 @@ pub trait Handlers {
     fn block_job_finalize(&mut self, args: BlockJobFinalize, cx: &mut Self::Cx) -> ::qmpkit_qapi::server::Reply<::qmpkit_qapi::Empty> {
         let _ = (args, cx);
         Err(::qmpkit_qapi::server::CommandError::not_implemented("block-job-finalize"))
+    }
+    /// `nbd-server-remove`: see [`NbdServerRemove`].
+    fn nbd_server_remove(&mut self, args: NbdServerRemove, cx: &mut Self::Cx) -> ::qmpkit_qapi::server::Reply<::qmpkit_qapi::Empty> {
+        let _ = (args, cx);
+        Err(::qmpkit_qapi::server::CommandError::not_implemented("nbd-server-remove"))
+    }
+    /// `block-export-add`: see [`BlockExportAdd`].
+    fn block_export_add(&mut self, args: BlockExportAdd, cx: &mut Self::Cx) -> ::qmpkit_qapi::server::Reply<::qmpkit_qapi::Empty> {
+        let _ = (args, cx);
+        Err(::qmpkit_qapi::server::CommandError::not_implemented("block-export-add"))
+    }
+    /// `block-export-del`: see [`BlockExportDel`].
+    fn block_export_del(&mut self, args: BlockExportDel, cx: &mut Self::Cx) -> ::qmpkit_qapi::server::Reply<::qmpkit_qapi::Empty> {
+        let _ = (args, cx);
+        Err(::qmpkit_qapi::server::CommandError::not_implemented("block-export-del"))
+    }
+    /// `query-block-exports`: see [`QueryBlockExports`].
+    fn query_block_exports(&mut self, args: QueryBlockExports, cx: &mut Self::Cx) -> ::qmpkit_qapi::server::Reply<::std::vec::Vec<BlockExportInfo>> {
+        let _ = (args, cx);
+        Err(::qmpkit_qapi::server::CommandError::not_implemented("query-block-exports"))
+    }
+    /// `blockdev-create`: see [`BlockdevCreate`].
+    fn blockdev_create(&mut self, args: BlockdevCreate, cx: &mut Self::Cx) -> ::qmpkit_qapi::server::Reply<::qmpkit_qapi::Empty> {
+        let _ = (args, cx);
+        Err(::qmpkit_qapi::server::CommandError::not_implemented("blockdev-create"))
+    }
+    /// `block-job-change`: see [`BlockJobChange`].
+    fn block_job_change(&mut self, args: BlockJobChange, cx: &mut Self::Cx) -> ::qmpkit_qapi::server::Reply<::qmpkit_qapi::Empty> {
+        let _ = (args, cx);
+        Err(::qmpkit_qapi::server::CommandError::not_implemented("block-job-change"))
     }
     /// `x-debug-query-block-graph`: see [`XDebugQueryBlockGraph`].
     fn x_debug_query_block_graph(&mut self, args: XDebugQueryBlockGraph, cx: &mut Self::Cx) -> ::qmpkit_qapi::server::Reply<XDbgBlockGraph> {
@@ -41463,6 +43131,12 @@ pub fn dispatch<H: Handlers + ?::core::marker::Sized>(h: &mut H, name: &str, arg
         "job-finalize" => ::qmpkit_qapi::server::call::<JobFinalize>(args, |a| h.job_finalize(a, cx)),
         "block-job-dismiss" => ::qmpkit_qapi::server::call::<BlockJobDismiss>(args, |a| h.block_job_dismiss(a, cx)),
         "block-job-finalize" => ::qmpkit_qapi::server::call::<BlockJobFinalize>(args, |a| h.block_job_finalize(a, cx)),
+        "nbd-server-remove" => ::qmpkit_qapi::server::call::<NbdServerRemove>(args, |a| h.nbd_server_remove(a, cx)),
+        "block-export-add" => ::qmpkit_qapi::server::call::<BlockExportAdd>(args, |a| h.block_export_add(a, cx)),
+        "block-export-del" => ::qmpkit_qapi::server::call::<BlockExportDel>(args, |a| h.block_export_del(a, cx)),
+        "query-block-exports" => ::qmpkit_qapi::server::call::<QueryBlockExports>(args, |a| h.query_block_exports(a, cx)),
+        "blockdev-create" => ::qmpkit_qapi::server::call::<BlockdevCreate>(args, |a| h.blockdev_create(a, cx)),
+        "block-job-change" => ::qmpkit_qapi::server::call::<BlockJobChange>(args, |a| h.block_job_change(a, cx)),
         "x-debug-query-block-graph" => ::qmpkit_qapi::server::call::<XDebugQueryBlockGraph>(args, |a| h.x_debug_query_block_graph(a, cx)),
         "query-chardev" => ::qmpkit_qapi::server::call::<QueryChardev>(args, |a| h.query_chardev(a, cx)),
         "query-chardev-backends" => ::qmpkit_qapi::server::call::<QueryChardevBackends>(args, |a| h.query_chardev_backends(a, cx)),

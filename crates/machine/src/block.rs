@@ -23,7 +23,7 @@ use qmpkit_block::graph::{
     BlockGraph, BlockdevOptions, BlockdevRef, Driver, Perm, PermSet, UserId, UserKind,
 };
 use qmpkit_block::job::{JobEvent, JobKind, JobStatus, Jobs};
-use qmpkit_block::nbd::NbdServer;
+use qmpkit_block::nbd::{NbdExport, NbdServer};
 use qmpkit_wire::{ErrorClass, QmpError};
 use serde_json::{json, Map, Value};
 
@@ -229,6 +229,100 @@ impl BlockState {
             }
         }
     }
+}
+
+/// A new export of a node on the NBD server.
+pub struct NewExport<'a> {
+    /// Its ID (`block-export-add`'s `id`; `nbd-server-add`'s name).
+    pub id: &'a str,
+    /// The name clients ask for.
+    pub name: &'a str,
+    /// Free text shown to clients.
+    pub description: Option<&'a str>,
+    /// The node (a resolved node name).
+    pub node: &'a str,
+    pub writable: bool,
+}
+
+/// Exports a node on the running server, in QEMU's order of checks: the ID, the server, the
+/// name.
+pub fn add_export(m: &mut Machine, e: &NewExport) -> Result<(), QmpError> {
+    if m.block.exports.iter().any(|x| x.id == e.id) {
+        return Err(QmpError::generic(format!(
+            "Block export id '{}' is already in use",
+            e.id
+        )));
+    }
+    let Some(server) = &m.block.nbd else {
+        return Err(QmpError::generic("NBD server not running"));
+    };
+    if m.block.exports.iter().any(|x| x.name == e.name) {
+        return Err(QmpError::generic(format!(
+            "NBD server already has export named '{}'",
+            e.name
+        )));
+    }
+    let perm = if e.writable {
+        PermSet::of(&[Perm::ConsistentRead, Perm::Write])
+    } else {
+        PermSet::of(&[Perm::ConsistentRead])
+    };
+    let backend = m.block.graph.backend(e.node).map_err(qerr)?;
+    let user = m
+        .block
+        .graph
+        .attach_user(
+            e.node,
+            UserKind::Export(e.name.to_string()),
+            perm,
+            PermSet::ALL,
+        )
+        .map_err(qerr)?;
+    let export = NbdExport {
+        name: e.name.to_string(),
+        description: e.description.map(str::to_string),
+        writable: e.writable,
+        backend,
+    };
+    if let Err(err) = server.add_export(export) {
+        m.block.graph.detach_user(user);
+        return Err(qerr(err));
+    }
+    m.block.exports.push(Export {
+        id: e.id.to_string(),
+        name: e.name.to_string(),
+        node: e.node.to_string(),
+        writable: e.writable,
+        user,
+    });
+    Ok(())
+}
+
+/// Removes the export named `name` (`BLOCK_EXPORT_DELETED` follows).
+pub fn remove_export(m: &mut Machine, name: &str) -> Result<(), QmpError> {
+    let Some(i) = m.block.exports.iter().position(|e| e.name == name) else {
+        return Err(QmpError::generic(format!("Export '{name}' is not found")));
+    };
+    let e = m.block.exports.remove(i);
+    if let Some(s) = &m.block.nbd {
+        s.remove_export(name);
+    }
+    m.block.graph.detach_user(e.user);
+    m.emit_event(api::BlockExportDeleted { id: e.id });
+    Ok(())
+}
+
+/// Stops the NBD server and drops its exports, each with its `BLOCK_EXPORT_DELETED`.
+pub fn stop_nbd(m: &mut Machine) -> Result<(), QmpError> {
+    let Some(mut s) = m.block.nbd.take() else {
+        return Err(QmpError::generic("NBD server not running"));
+    };
+    s.stop();
+    for e in std::mem::take(&mut m.block.exports) {
+        m.block.graph.detach_user(e.user);
+        m.emit_event(api::BlockExportDeleted { id: e.id });
+    }
+    Ok(())
 }
 
 /// A block-layer error as a QMP error.

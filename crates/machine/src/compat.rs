@@ -36,6 +36,9 @@ pub struct Compat {
     /// 5.2: `netdev_add` takes QAPI's `Netdev` (a client type is "not compiled into this
     /// binary", checked before the id's uniqueness, which says "Duplicate ID 'X'").
     pub netdev_add_qapi: bool,
+    /// 5.2: `nbd-server-add` makes its export as `block-export-add` does, and exports a
+    /// read-only node read-only even when asked for `writable` (before: refused).
+    pub nbd_server_add_as_export: bool,
     /// 6.0: option strings spell flags `flag=on` (`server=on`); QOM answers as 6.0 does.
     pub options_6_0: bool,
     /// 6.2: a second `device_del` of a device being unplugged is refused.
@@ -83,6 +86,7 @@ impl Compat {
             wakeup_requires_suspended: at(4, 0),
             hmp_error_prefix: at(5, 0),
             netdev_add_qapi: at(5, 2),
+            nbd_server_add_as_export: at(5, 2),
             options_6_0: at(6, 0),
             refuse_repeated_unplug: at(6, 2),
             migrate_uri_words_8_2: at(8, 2),

@@ -39,6 +39,7 @@ pub const FILES: &[(&str, &str)] = embed![
     "qapi-schema.json",
     "qmpkit.json",
     "qapi/block-core.json",
+    "qapi/block-export.json",
     "qapi/block-graph.json",
     "qapi/block.json",
     "qapi/char.json",

@@ -57,7 +57,6 @@ pub mod display;
 pub mod dump;
 pub mod hmp;
 pub mod input;
-pub mod jobs;
 pub mod memory;
 pub mod migration;
 pub mod misc;
@@ -394,13 +393,11 @@ impl Machine {
             Ok(view::Request::Answered(v)) => return Some(Ok(v)),
             Err(e) => return Some(Err(e)),
         };
-        if let Some(r) = qmp::dispatch(self, &command, &args, cx) {
-            return Some(r.map(|mut v| {
-                qmp::identity::served_reply_members(self, cmd, &mut v);
-                v
-            }));
-        }
-        jobs::execute(self, &command, &args, cx)
+        let r = qmp::dispatch(self, &command, &args, cx)?;
+        Some(r.map(|mut v| {
+            qmp::identity::served_reply_members(self, cmd, &mut v);
+            v
+        }))
     }
 
     /// Hook: a device is about to be plugged; a subsystem that keeps state about such
@@ -464,11 +461,7 @@ pub fn handled() -> Vec<&'static str> {
     v.extend_from_slice(qmp::OUTSIDE_SCHEMA);
     v.extend(view::REQUESTS.iter().map(|r| r.command));
     // Commands outside the machine's schema not yet in the typed table.
-    for h in [
-        jobs::HANDLED,
-        qmp::block_bitmap::HANDLED,
-        qmp::block_node::HANDLED,
-    ] {
+    for h in [qmp::block_bitmap::HANDLED, qmp::block_node::HANDLED] {
         v.extend_from_slice(h);
     }
     v.sort_unstable();

@@ -91,6 +91,25 @@ const NEWER: &[&str] = &[
     "SGXEPCSection",
     "SGXInfo",
     "query-sgx-capabilities",
+    "BlockExportRemoveMode",
+    "nbd-server-remove",
+    "BlockExportType",
+    "BlockExportOptionsNbdBase",
+    "BlockExportOptionsNbd",
+    "BlockExportOptions",
+    "block-export-add",
+    "block-export-del",
+    "BLOCK_EXPORT_DELETED",
+    "BlockExportInfo",
+    "query-block-exports",
+    "BlockdevCreateOptionsFile",
+    "BlockdevCreateOptionsQcow2",
+    "BlockdevCreateOptions",
+    "blockdev-create",
+    "MirrorCopyMode",
+    "BlockJobChangeOptionsMirror",
+    "BlockJobChangeOptions",
+    "block-job-change",
 ];
 
 /// Seed definitions that grew members of later QEMU releases: each keeps every member the
@@ -104,6 +123,9 @@ const GROWN: &[&str] = &[
     "MachineInfo",
     "MigrationCapability",
     "ObjectPropertyInfo",
+    "q_obj_nbd-server-add-arg",
+    "BlockdevOptions",
+    "q_obj_BlockdevOptions-base",
 ];
 
 /// Whether `name` (an entity, its implicit argument type or its array) is an extension or
@@ -112,6 +134,7 @@ fn set_aside(name: &str) -> bool {
     let base = name.trim_start_matches('[').trim_end_matches(']');
     let base = base.strip_prefix("q_obj_").unwrap_or(base);
     let base = base.strip_suffix("-arg").unwrap_or(base);
+    let base = base.strip_suffix("-base").unwrap_or(base);
     is_ext(name)
         || NEWER
             .iter()
@@ -136,9 +159,17 @@ fn members_of(v: &Value) -> Vec<(String, String, bool)> {
 
 /// Introspection with real type names, by entity name.
 fn introspection(schema: &Schema) -> BTreeMap<String, Value> {
+    introspection_with(schema, Default::default())
+}
+
+/// [`introspection`] with the configuration symbols `enabled`.
+fn introspection_with(
+    schema: &Schema,
+    enabled: std::collections::HashSet<String>,
+) -> BTreeMap<String, Value> {
     let opts = Options {
         unmask: true,
-        ..Options::default()
+        enabled,
     };
     let mut out = BTreeMap::new();
     for info in introspect(schema, &opts) {
@@ -353,22 +384,178 @@ fn counts_match_the_seed() {
     );
 }
 
-/// Every definition of [`NEWER`] is QEMU's: QEMU 10.0.2's schema has it, of the same kind.
+/// QEMU 10.0.2's schema, the one the newer definitions come from.
+fn qemu_10() -> Schema {
+    let path = qmpkit_testkit::data::dir().join("qemu-ref/schema-10.0.2/qapi/qapi-schema.json");
+    qmpkit_schema::load(&path, Dialect::Modern)
+        .unwrap_or_else(|e| panic!("QEMU 10.0.2's schema does not load:\n{e}"))
+}
+
+/// Whether member `m` `(name, type, optional)` is one of `theirs`: the same name and type,
+/// and optional wherever QEMU's is (ours may be optional where QEMU's is mandatory: the
+/// machine answers it only where the version it claims has it).
+fn member_of(m: &(String, String, bool), theirs: &[(String, String, bool)]) -> bool {
+    theirs
+        .iter()
+        .any(|t| t.0 == m.0 && t.1 == m.1 && (m.2 || !t.2))
+}
+
+/// Definitions of [`NEWER`] in an earlier release's form than QEMU 10.0.2's, and why.
+const EARLIER_FORMS: &[(&str, &str)] = &[(
+    "CpuInfoFast",
+    "QEMU 2.12's form: the `arch` member (removed in 6.0) where 10.0 has a union on `target`",
+)];
+
+/// Definitions of [`GROWN`] that QEMU 10.0.2 has under another name: `(ours, QEMU's)`.
+const RENAMED: &[(&str, &str)] = &[("DevicePropertyInfo", "ObjectPropertyInfo")];
+
+/// Where an introspected definition of ours is not a part of QEMU's of the same name: each
+/// enum value, object member (name, type, optional), branch and alternative of ours is
+/// QEMU's, and a command's or event's types are QEMU's (compared in turn, `todo`).
+fn not_a_part(name: &str, mine: &Value, qemu: &Value, todo: &mut Vec<String>) -> Vec<String> {
+    let mut out = Vec::new();
+    let field = |v: &Value, k: &str| v.get(k).cloned().unwrap_or(Value::Null);
+    if field(mine, "meta-type") != field(qemu, "meta-type") {
+        return vec![format!(
+            "{name}: {mine} is not of the kind of QEMU's {qemu}"
+        )];
+    }
+    let list = |v: &Value, k: &str| -> Vec<Value> {
+        v.get(k)
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default()
+    };
+    match mine["meta-type"].as_str() {
+        Some("enum") => {
+            for v in list(mine, "values") {
+                if !list(qemu, "values").contains(&v) {
+                    out.push(format!("{name}: value {v} is not QEMU's"));
+                }
+            }
+        }
+        Some("object") => {
+            let qemu_members = members_of(qemu);
+            for m in members_of(mine) {
+                if !member_of(&m, &qemu_members) {
+                    out.push(format!("{name}: member {m:?} is not QEMU's"));
+                }
+            }
+            if field(mine, "tag") != field(qemu, "tag") {
+                out.push(format!("{name}: tag {} is not QEMU's", field(mine, "tag")));
+            }
+            for v in list(mine, "variants") {
+                // A branch without members is no branch (introspection lists every value).
+                if v["type"] != "q_empty" && !list(qemu, "variants").contains(&v) {
+                    out.push(format!("{name}: branch {v} is not QEMU's"));
+                }
+            }
+        }
+        Some("alternate") => {
+            for v in list(mine, "members") {
+                if !list(qemu, "members").contains(&v) {
+                    out.push(format!("{name}: alternative {v} is not QEMU's"));
+                }
+            }
+        }
+        Some("command") | Some("event") => {
+            for k in ["arg-type", "ret-type"] {
+                if field(mine, k) != field(qemu, k) {
+                    out.push(format!("{name}: {k} {} is not QEMU's", field(mine, k)));
+                } else if let Some(t) = mine[k].as_str() {
+                    todo.push(t.to_string());
+                }
+            }
+        }
+        _ => {}
+    }
+    out
+}
+
+/// Every definition of [`NEWER`] is QEMU's: QEMU 10.0.2's schema has it, of the same kind and
+/// the same shape, or a part of it (enum values, members and branches the machine does not
+/// model left out, so that requests with them are refused). Every member a definition of
+/// [`GROWN`] has beyond the seed is QEMU 10.0.2's member of the same definition (of the
+/// command's argument type for a command's implicit arguments).
 #[test]
 fn newer_definitions_are_qemus() {
     let ours_schema = ours();
-    let path = qmpkit_testkit::data::dir().join("qemu-ref/schema-10.0.2/qapi/qapi-schema.json");
-    let qemu = qmpkit_schema::load(&path, Dialect::Modern)
-        .unwrap_or_else(|e| panic!("QEMU 10.0.2's schema does not load:\n{e}"));
+    let qemu = qemu_10();
     let kind = |s: &Schema, name: &str| {
         s.lookup(name)
             .map(|id| std::mem::discriminant(&s.entity(id).kind))
     };
+    for (name, _) in EARLIER_FORMS {
+        assert!(NEWER.contains(name), "{name} is not one of NEWER");
+    }
     for name in NEWER {
         let mine = kind(&ours_schema, name);
         assert!(mine.is_some(), "{name} is not in the machine's schema");
         assert_eq!(mine, kind(&qemu, name), "{name}: not of QEMU 10.0.2's kind");
     }
+    let mine = introspection(&ours_schema);
+    // QEMU's x86_64 build: the target's definitions (SEV, SGX, CPU models) are in it.
+    let cfg = std::fs::read_to_string(
+        qmpkit_testkit::data::dir()
+            .join("qemu-ref/introspection/cfg-qemu-system-x86_64-10.0.2.txt"),
+    )
+    .expect("QEMU 10.0.2's x86_64 configuration symbols");
+    let theirs = introspection_with(
+        &qemu,
+        qmpkit_schema::introspect::parse_cfg_file(&cfg)
+            .into_iter()
+            .collect(),
+    );
+    let mut failures = Vec::new();
+    let mut todo: Vec<String> = NEWER
+        .iter()
+        .filter(|n| !EARLIER_FORMS.iter().any(|(e, _)| e == *n))
+        .map(|n| n.to_string())
+        .collect();
+    let mut done: BTreeSet<String> = EARLIER_FORMS.iter().map(|(n, _)| n.to_string()).collect();
+    while let Some(name) = todo.pop() {
+        let name = name
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
+        if !done.insert(name.clone()) {
+            continue;
+        }
+        match (mine.get(&name), theirs.get(&name)) {
+            (Some(m), Some(q)) => failures.extend(not_a_part(&name, m, q, &mut todo)),
+            // Not introspected: a type nothing of ours reaches.
+            (None, _) => {}
+            (Some(m), None) => failures.push(format!("{name}: not in QEMU 10.0.2: {m}")),
+        }
+    }
+    assert!(done.len() >= NEWER.len(), "{} compared", done.len());
+    let seed = introspection(&seed());
+    for name in GROWN {
+        let (Some(m), Some(s)) = (mine.get(*name), seed.get(*name)) else {
+            continue; // an implicit base: its members are its union's
+        };
+        // A command's implicit arguments: QEMU's command's argument type, whatever its name.
+        let renamed = RENAMED.iter().find(|(o, _)| o == name).map(|(_, q)| *q);
+        let qemu_name = name
+            .strip_prefix("q_obj_")
+            .and_then(|n| n.strip_suffix("-arg"))
+            .and_then(|cmd| theirs.get(cmd))
+            .and_then(|c| c["arg-type"].as_str())
+            .or(renamed)
+            .unwrap_or(name);
+        let Some(q) = theirs.get(qemu_name) else {
+            failures.push(format!("{name}: not in QEMU 10.0.2"));
+            continue;
+        };
+        let seed_members = members_of(s);
+        let qemu_members = members_of(q);
+        for mem in members_of(m) {
+            if !seed_members.contains(&mem) && !member_of(&mem, &qemu_members) {
+                failures.push(format!("{name}: grown member {mem:?} is not QEMU 10.0.2's"));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
 /// Definitions (not implicit types) of a schema with their doc body.

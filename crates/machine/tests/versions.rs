@@ -203,6 +203,12 @@ fn call_args(cmd: &str, tmp: &str) -> Option<Value> {
             json!({"device": "virtio0", "snapshot-file": format!("{tmp}/snap.qcow2")})
         }
         "nbd-server-add" => json!({"device": "virtio0"}),
+        "nbd-server-remove" => json!({"name": "exp0"}),
+        "block-export-add" => json!({"type": "nbd", "id": "exp0", "node-name": "null9"}),
+        "block-export-del" => json!({"id": "exp0"}),
+        "blockdev-create" => json!({"job-id": "create0", "options":
+            {"driver": "file", "filename": format!("{tmp}/created.img"), "size": 65536}}),
+        "block-job-change" => json!({"id": "job0", "type": "mirror", "copy-mode": "background"}),
         "nbd-server-start" => {
             json!({"addr": {"type": "unix", "data": {"path": format!("{tmp}/nbd.sock")}}})
         }
@@ -354,6 +360,13 @@ const ERRORS: &[(&str, &str)] = &[
         "Could not open '/dev/sgx_vepc': No such file or directory",
     ),
     ("nbd-server-add", "NBD server not running"),
+    ("nbd-server-remove", "NBD server not running"),
+    (
+        "block-export-add",
+        "Cannot find device='' nor node-name='null9'",
+    ),
+    ("block-export-del", "Export 'exp0' is not found"),
+    ("block-job-change", "Block job 'job0' not found"),
     // The default machine's disks are simulated (their files do not exist); no node
     // `null9` exists.
     ("blockdev-del", "Failed to find node with node-name='null9'"),
@@ -487,6 +500,27 @@ fn event_scenarios() -> Vec<(&'static str, Vec<(&'static str, Value)>)> {
         ),
         ("balloon", vec![("balloon", json!({"value": 536870912}))]),
         (
+            "export",
+            vec![
+                (
+                    "nbd-server-start",
+                    json!({"addr": {"type": "unix", "data": {"path": concat!(
+                        env!("CARGO_TARGET_TMPDIR"),
+                        "/versions-export.sock"
+                    )}}}),
+                ),
+                (
+                    "blockdev-add",
+                    json!({"driver": "null-co", "node-name": "null0"}),
+                ),
+                (
+                    "block-export-add",
+                    json!({"type": "nbd", "id": "exp0", "node-name": "null0"}),
+                ),
+                ("block-export-del", json!({"id": "exp0"})),
+            ],
+        ),
+        (
             "unplug",
             vec![
                 ("device_del", json!({"id": "nic1"})),
@@ -515,6 +549,7 @@ fn event_scenarios() -> Vec<(&'static str, Vec<(&'static str, Value)>)> {
 const EVENTS: &[&str] = &[
     "ACPI_DEVICE_OST",
     "BALLOON_CHANGE",
+    "BLOCK_EXPORT_DELETED",
     "BLOCK_IO_ERROR",
     "DEVICE_DELETED",
     "DEVICE_TRAY_MOVED",

@@ -3,17 +3,15 @@
 
 use std::path::PathBuf;
 
-use qmpkit_block::graph::{
-    BlockdevOptions as Opts, BlockdevRef as Ref, DetectZeroes, Driver, Perm, PermSet, UserKind,
-};
+use qmpkit_block::graph::{BlockdevOptions as Opts, BlockdevRef as Ref, DetectZeroes, Driver};
 use qmpkit_block::image::{self, CreateOptions, ImageFormat};
 use qmpkit_block::job::{JobOptions, SyncMode};
-use qmpkit_block::nbd::{NbdExport, NbdListen, NbdServer};
+use qmpkit_block::nbd::{NbdListen, NbdServer};
 use qmpkit_qapi::Empty;
 
 use super::R;
 use crate::api;
-use crate::block::{self, qerr, Export};
+use crate::block::{self, qerr};
 use crate::{generic, not_implemented, Cx, Machine};
 
 // ---------------------------------------------------------------------------
@@ -155,10 +153,20 @@ pub fn map_options(o: &api::BlockdevOptions) -> R<Opts> {
 }
 
 pub fn blockdev_add(m: &mut Machine, a: api::BlockdevAdd, _: &mut Cx) -> R<Empty> {
-    let opts = map_options(&a.0)?;
+    let mut opts = map_options(&a.0)?;
     super::block_node::check_throttle_groups(m, &opts)?;
-    m.block.graph.add(&opts).map_err(qerr)?;
-    Ok(Empty)
+    let first = match m.block.graph.add(&opts) {
+        Ok(_) => return Ok(Empty),
+        Err(e) => qerr(e),
+    };
+    // `auto-read-only`: a file that cannot be opened for writing is opened read-only.
+    if a.0.auto_read_only == Some(true) && !opts.read_only && opts.driver == Driver::File {
+        opts.read_only = true;
+        if m.block.graph.add(&opts).is_ok() {
+            return Ok(Empty);
+        }
+    }
+    Err(first)
 }
 
 pub fn blockdev_del(m: &mut Machine, a: api::BlockdevDel, _: &mut Cx) -> R<Empty> {
@@ -729,87 +737,33 @@ pub fn nbd_server_start(m: &mut Machine, a: api::NbdServerStart, _: &mut Cx) -> 
     Ok(Empty)
 }
 
-/// Exports node `node` as `name` (export id `id`) on the running server.
-pub fn add_export(m: &mut Machine, id: &str, name: &str, node: &str, writable: bool) -> R<()> {
-    let Some(server) = &m.block.nbd else {
-        return Err(generic("NBD server not running"));
-    };
-    if m.block.exports.iter().any(|e| e.name == name) {
-        return Err(generic(format!(
-            "NBD server already has export named '{name}'"
-        )));
-    }
-    let perm = if writable {
-        PermSet::of(&[Perm::ConsistentRead, Perm::Write])
-    } else {
-        PermSet::of(&[Perm::ConsistentRead])
-    };
-    let backend = m.block.graph.backend(node).map_err(qerr)?;
-    let user = m
-        .block
-        .graph
-        .attach_user(node, UserKind::Export(name.to_string()), perm, PermSet::ALL)
-        .map_err(qerr)?;
-    let export = NbdExport {
-        name: name.to_string(),
-        description: None,
-        writable,
-        backend,
-    };
-    if let Err(e) = server.add_export(export) {
-        m.block.graph.detach_user(user);
-        return Err(qerr(e));
-    }
-    m.block.exports.push(Export {
-        id: id.to_string(),
-        name: name.to_string(),
-        node: node.to_string(),
-        writable,
-        user,
-    });
-    Ok(())
-}
-
-/// Removes export `name`.
-pub fn remove_export(m: &mut Machine, name: &str) -> R<()> {
-    let Some(i) = m.block.exports.iter().position(|e| e.name == name) else {
-        return Err(generic(format!("Export '{name}' is not found")));
-    };
-    let e = m.block.exports.remove(i);
-    if let Some(s) = &m.block.nbd {
-        s.remove_export(name);
-    }
-    m.block.graph.detach_user(e.user);
-    Ok(())
-}
-
 pub fn nbd_server_add(m: &mut Machine, a: api::NbdServerAdd, _: &mut Cx) -> R<Empty> {
     if m.block.nbd.is_none() {
         return Err(generic("NBD server not running"));
     }
     let node = block::resolve_node(m, &a.device)?;
-    let writable = a.writable.unwrap_or(false);
+    let mut writable = a.writable.unwrap_or(false);
     if writable && m.block.graph.is_read_only(&node).map_err(qerr)? {
-        return Err(generic("Cannot export read-only node as writable"));
+        if !m.compat().nbd_server_add_as_export {
+            return Err(generic("Cannot export read-only node as writable"));
+        }
+        writable = false;
     }
-    add_export(m, &a.device, &a.device, &node, writable)?;
+    // The export's ID is its name.
+    let name = a.name.as_deref().unwrap_or(&a.device);
+    let e = block::NewExport {
+        id: name,
+        name,
+        description: a.description.as_deref(),
+        node: &node,
+        writable,
+    };
+    block::add_export(m, &e)?;
     Ok(Empty)
 }
 
-/// Stops the NBD server and drops its exports.
-pub fn stop_nbd(m: &mut Machine) -> R<()> {
-    let Some(mut s) = m.block.nbd.take() else {
-        return Err(generic("NBD server not running"));
-    };
-    s.stop();
-    for e in std::mem::take(&mut m.block.exports) {
-        m.block.graph.detach_user(e.user);
-    }
-    Ok(())
-}
-
 pub fn nbd_server_stop(m: &mut Machine, _: api::NbdServerStop, _: &mut Cx) -> R<Empty> {
-    stop_nbd(m)?;
+    block::stop_nbd(m)?;
     Ok(Empty)
 }
 

@@ -23,6 +23,7 @@ use crate::{Cx, Machine};
 pub mod balloon;
 pub mod block;
 pub mod block_bitmap;
+pub mod block_export;
 pub mod block_node;
 pub mod chardev;
 pub mod devices;
@@ -267,6 +268,13 @@ handlers! {
     blockdev_snapshot_internal_sync(BlockdevSnapshotInternalSync) => block_node::blockdev_snapshot_internal_sync;
     x_blockdev_set_iothread(XBlockdevSetIothread) => block_node::x_blockdev_set_iothread;
     blockdev_snapshot_delete_internal_sync(BlockdevSnapshotDeleteInternalSync) => block_node::blockdev_snapshot_delete_internal_sync;
+    // (qmp/block_export.rs)
+    query_block_exports(QueryBlockExports) => block_export::query_block_exports;
+    block_export_add(BlockExportAdd) => block_export::block_export_add;
+    block_export_del(BlockExportDel) => block_export::block_export_del;
+    nbd_server_remove(NbdServerRemove) => block_export::nbd_server_remove;
+    blockdev_create(BlockdevCreate) => block_export::blockdev_create;
+    block_job_change(BlockJobChange) => block_export::block_job_change;
 }
 
 /// The commands the table above implements.
