@@ -186,7 +186,7 @@ fn default_machine_on_a_printed_socket() {
     // Ctrl-C: SHUTDOWN (host signal), socket removed, exit 0.
     unsafe_kill(s.id(), 2);
     let ev = q.event("SHUTDOWN");
-    assert_eq!(ev["data"], json!({"guest": false}));
+    assert_eq!(ev["data"], json!({"guest": false, "reason": "host-signal"}));
     let st = s.wait().expect("wait");
     assert!(st.success(), "{st:?}");
     assert!(!path.exists());
@@ -215,7 +215,10 @@ fn quit_ends_the_process() {
         .unwrap();
     assert_eq!(pid, s.child.id());
     assert_eq!(q.cmd("quit", json!({})), json!({"return": {}}));
-    assert_eq!(q.event("SHUTDOWN")["data"], json!({"guest": false}));
+    assert_eq!(
+        q.event("SHUTDOWN")["data"],
+        json!({"guest": false, "reason": "host-qmp-quit"})
+    );
     assert!(q.read().is_none());
     let st = s.child.wait().unwrap();
     assert!(st.success());
@@ -272,7 +275,10 @@ fn options_reach_the_machine() {
     q.events.clear();
     q.ok("system_reset", json!({}));
     assert!(q.events.is_empty(), "{:?}", q.events);
-    assert_eq!(q.event("RESET")["data"], json!({"guest": false}));
+    assert_eq!(
+        q.event("RESET")["data"],
+        json!({"guest": false, "reason": "host-qmp-system-reset"})
+    );
     q.ok("stop", json!({}));
     assert_eq!(q.event_names(), ["STOP"]);
     let _ = std::fs::remove_dir_all(&dir);
@@ -503,7 +509,10 @@ fn fleet_member_keeps_its_state_across_server_release() {
     q.ok("__org.qmpkit_set-guest", json!({"powerdown-delay-ms": 50}));
     q.ok("system_powerdown", json!({}));
     q.event("POWERDOWN");
-    assert_eq!(q.event("SHUTDOWN")["data"], json!({"guest": true}));
+    assert_eq!(
+        q.event("SHUTDOWN")["data"],
+        json!({"guest": true, "reason": "guest-shutdown"})
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 

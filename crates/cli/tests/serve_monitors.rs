@@ -83,7 +83,7 @@ fn pretty_qmp_is_qemus_layout() {
             rest.contains("\r\n    \"id\": [\r\n    ]\r\n}\r\n"),
             "{rest}"
         );
-        assert!(rest.ends_with("    \"event\": \"SHUTDOWN\",\r\n    \"data\": {\r\n        \"guest\": false\r\n    }\r\n}\r\n"), "{rest}");
+        assert!(rest.ends_with("    \"event\": \"SHUTDOWN\",\r\n    \"data\": {\r\n        \"guest\": false,\r\n        \"reason\": \"host-qmp-quit\"\r\n    }\r\n}\r\n"), "{rest}");
     }
 }
 

@@ -103,7 +103,10 @@ fn qemu_qmp_drives_the_life_cycle() {
             ok("__org.qmpkit_set-guest"),
             ok("system_powerdown"),
             ev("POWERDOWN", Value::Null),
-            ev("SHUTDOWN", json!({"guest": true})),
+            ev(
+                "SHUTDOWN",
+                json!({"guest": true, "reason": "guest-shutdown"})
+            ),
         ]
     );
     // Without -no-shutdown the machine exits after the guest's shutdown.
@@ -126,14 +129,14 @@ fn qemu_qmp_with_no_shutdown() {
         tail,
         vec![
             json!({"event": "POWERDOWN", "data": null}),
-            json!({"event": "SHUTDOWN", "data": {"guest": true}}),
+            json!({"event": "SHUTDOWN", "data": {"guest": true, "reason": "guest-shutdown"}}),
             json!({"event": "STOP", "data": null}),
             json!({"cmd": "query-status", "ret": {"running": false, "singlestep": false, "status": "shutdown"}}),
             json!({"cmd": "system_reset", "ret": {}}),
-            json!({"event": "RESET", "data": {"guest": false}}),
+            json!({"event": "RESET", "data": {"guest": false, "reason": "host-qmp-system-reset"}}),
             json!({"cmd": "query-status", "ret": {"running": false, "singlestep": false, "status": "prelaunch"}}),
             json!({"cmd": "quit", "ret": {}}),
-            json!({"event": "SHUTDOWN", "data": {"guest": false}}),
+            json!({"event": "SHUTDOWN", "data": {"guest": false, "reason": "host-qmp-quit"}}),
         ]
     );
     assert!(s.child.wait().expect("wait").success());

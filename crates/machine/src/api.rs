@@ -1218,6 +1218,97 @@ impl ::qmpkit_qapi::Builder for __StatusInfoBuilder {
     }
 }
 
+/// QAPI enum `ShutdownCause`.
+///
+/// Why the machine shut down or reset.
+///
+/// **Since:** 2.10
+#[allow(deprecated)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum ShutdownCause {
+    /// no reason known
+    None,
+    /// an error on the host
+    HostError,
+    /// the monitor's quit command
+    HostQmpQuit,
+    /// the monitor's system_reset command
+    HostQmpSystemReset,
+    /// a signal to the process
+    HostSignal,
+    /// the user interface
+    HostUi,
+    /// the guest powered off
+    GuestShutdown,
+    /// the guest reset itself
+    GuestReset,
+    /// the guest panicked
+    GuestPanic,
+    /// a device reset the machine
+    SubsystemReset,
+    /// a snapshot was loaded
+    SnapshotLoad,
+    /// A value this schema does not know (from a newer server).
+    Unknown(::std::string::String),
+}
+#[allow(deprecated)]
+impl ::qmpkit_qapi::Enum for ShutdownCause {
+    const NAMES: &'static [&'static str] = &["none", "host-error", "host-qmp-quit", "host-qmp-system-reset", "host-signal", "host-ui", "guest-shutdown", "guest-reset", "guest-panic", "subsystem-reset", "snapshot-load"];
+    fn from_name(__s: &str) -> Self {
+        match __s {
+            "none" => ShutdownCause::None,
+            "host-error" => ShutdownCause::HostError,
+            "host-qmp-quit" => ShutdownCause::HostQmpQuit,
+            "host-qmp-system-reset" => ShutdownCause::HostQmpSystemReset,
+            "host-signal" => ShutdownCause::HostSignal,
+            "host-ui" => ShutdownCause::HostUi,
+            "guest-shutdown" => ShutdownCause::GuestShutdown,
+            "guest-reset" => ShutdownCause::GuestReset,
+            "guest-panic" => ShutdownCause::GuestPanic,
+            "subsystem-reset" => ShutdownCause::SubsystemReset,
+            "snapshot-load" => ShutdownCause::SnapshotLoad,
+            _ => ShutdownCause::Unknown(__s.into()),
+        }
+    }
+    fn as_str(&self) -> &str {
+        match self {
+            ShutdownCause::None => "none",
+            ShutdownCause::HostError => "host-error",
+            ShutdownCause::HostQmpQuit => "host-qmp-quit",
+            ShutdownCause::HostQmpSystemReset => "host-qmp-system-reset",
+            ShutdownCause::HostSignal => "host-signal",
+            ShutdownCause::HostUi => "host-ui",
+            ShutdownCause::GuestShutdown => "guest-shutdown",
+            ShutdownCause::GuestReset => "guest-reset",
+            ShutdownCause::GuestPanic => "guest-panic",
+            ShutdownCause::SubsystemReset => "subsystem-reset",
+            ShutdownCause::SnapshotLoad => "snapshot-load",
+            ShutdownCause::Unknown(__s) => __s,
+        }
+    }
+    fn is_unknown(&self) -> bool {
+        matches!(self, ShutdownCause::Unknown(_))
+    }
+}
+#[allow(deprecated)]
+impl ::serde::Serialize for ShutdownCause {
+    fn serialize<__S: ::serde::Serializer>(&self, __s: __S) -> ::core::result::Result<__S::Ok, __S::Error> {
+        __s.serialize_str(::qmpkit_qapi::Enum::as_str(self))
+    }
+}
+#[allow(deprecated)]
+impl<'de> ::serde::Deserialize<'de> for ShutdownCause {
+    fn deserialize<__D: ::serde::Deserializer<'de>>(__d: __D) -> ::core::result::Result<Self, __D::Error> {
+        ::qmpkit_qapi::__rt::deserialize_enum(__d)
+    }
+}
+#[allow(deprecated)]
+impl ::core::fmt::Display for ShutdownCause {
+    fn fmt(&self, __f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+        __f.write_str(::qmpkit_qapi::Enum::as_str(self))
+    }
+}
+
 /// QAPI enum `WatchdogAction`.
 ///
 /// What to do when the watchdog expires.
@@ -3173,7 +3264,7 @@ impl ::qmpkit_qapi::Builder for __ImageInfoSpecificQCow2EncryptionBuilder {
 ///
 /// **Since:** 1.7
 #[allow(deprecated)]
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ImageInfoSpecificQCow2 {
     /// compatibility level
     pub compat: ::std::string::String,
@@ -3185,6 +3276,12 @@ pub struct ImageInfoSpecificQCow2 {
     pub refcount_bits: i64,
     /// encryption details
     pub encrypt: ::core::option::Option<ImageInfoSpecificQCow2Encryption>,
+    /// subclusters are on (since 5.2)
+    pub extended_l2: ::core::option::Option<bool>,
+    /// the persistent bitmaps the image stores (since 4.0)
+    pub bitmaps: ::core::option::Option<::std::vec::Vec<Qcow2BitmapInfo>>,
+    /// how compressed clusters are compressed (since 5.1)
+    pub compression_type: Qcow2CompressionType,
 }
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for ImageInfoSpecificQCow2 {
@@ -3195,6 +3292,9 @@ impl ::qmpkit_qapi::Object for ImageInfoSpecificQCow2 {
         if let ::core::option::Option::Some(__v) = &self.corrupt { ::serde::ser::SerializeMap::serialize_entry(__m, "corrupt", __v)?; }
         ::serde::ser::SerializeMap::serialize_entry(__m, "refcount-bits", &self.refcount_bits)?;
         if let ::core::option::Option::Some(__v) = &self.encrypt { ::serde::ser::SerializeMap::serialize_entry(__m, "encrypt", __v)?; }
+        if let ::core::option::Option::Some(__v) = &self.extended_l2 { ::serde::ser::SerializeMap::serialize_entry(__m, "extended-l2", __v)?; }
+        if let ::core::option::Option::Some(__v) = &self.bitmaps { ::serde::ser::SerializeMap::serialize_entry(__m, "bitmaps", __v)?; }
+        ::serde::ser::SerializeMap::serialize_entry(__m, "compression-type", &self.compression_type)?;
         Ok(())
     }
 }
@@ -3219,6 +3319,9 @@ pub struct __ImageInfoSpecificQCow2Builder {
     corrupt: ::core::option::Option<bool>,
     refcount_bits: ::core::option::Option<i64>,
     encrypt: ::core::option::Option<ImageInfoSpecificQCow2Encryption>,
+    extended_l2: ::core::option::Option<bool>,
+    bitmaps: ::core::option::Option<::std::vec::Vec<Qcow2BitmapInfo>>,
+    compression_type: ::core::option::Option<Qcow2CompressionType>,
 }
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Builder for __ImageInfoSpecificQCow2Builder {
@@ -3230,12 +3333,187 @@ impl ::qmpkit_qapi::Builder for __ImageInfoSpecificQCow2Builder {
             "corrupt" => self.corrupt = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
             "refcount-bits" => self.refcount_bits = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
             "encrypt" => self.encrypt = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
+            "extended-l2" => self.extended_l2 = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
+            "bitmaps" => self.bitmaps = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
+            "compression-type" => self.compression_type = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
             _ => return Ok(false),
         }
         Ok(true)
     }
     fn finish<__E: ::serde::de::Error>(self) -> ::core::result::Result<ImageInfoSpecificQCow2, __E> {
-        Ok(ImageInfoSpecificQCow2 { compat: ::qmpkit_qapi::__rt::missing(self.compat, "compat")?, lazy_refcounts: self.lazy_refcounts, corrupt: self.corrupt, refcount_bits: ::qmpkit_qapi::__rt::missing(self.refcount_bits, "refcount-bits")?, encrypt: self.encrypt, })
+        Ok(ImageInfoSpecificQCow2 { compat: ::qmpkit_qapi::__rt::missing(self.compat, "compat")?, lazy_refcounts: self.lazy_refcounts, corrupt: self.corrupt, refcount_bits: ::qmpkit_qapi::__rt::missing(self.refcount_bits, "refcount-bits")?, encrypt: self.encrypt, extended_l2: self.extended_l2, bitmaps: self.bitmaps, compression_type: ::qmpkit_qapi::__rt::missing(self.compression_type, "compression-type")?, })
+    }
+}
+
+/// QAPI enum `Qcow2BitmapInfoFlags`.
+///
+/// Flags of a bitmap stored in a qcow2 image.
+///
+/// **Since:** 4.0
+#[allow(deprecated)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Qcow2BitmapInfoFlags {
+    /// an open image is changing it, so the stored bits may be stale
+    InUse,
+    /// it is loaded and tracking writes when the image opens
+    Auto,
+    /// A value this schema does not know (from a newer server).
+    Unknown(::std::string::String),
+}
+#[allow(deprecated)]
+impl ::qmpkit_qapi::Enum for Qcow2BitmapInfoFlags {
+    const NAMES: &'static [&'static str] = &["in-use", "auto"];
+    fn from_name(__s: &str) -> Self {
+        match __s {
+            "in-use" => Qcow2BitmapInfoFlags::InUse,
+            "auto" => Qcow2BitmapInfoFlags::Auto,
+            _ => Qcow2BitmapInfoFlags::Unknown(__s.into()),
+        }
+    }
+    fn as_str(&self) -> &str {
+        match self {
+            Qcow2BitmapInfoFlags::InUse => "in-use",
+            Qcow2BitmapInfoFlags::Auto => "auto",
+            Qcow2BitmapInfoFlags::Unknown(__s) => __s,
+        }
+    }
+    fn is_unknown(&self) -> bool {
+        matches!(self, Qcow2BitmapInfoFlags::Unknown(_))
+    }
+}
+#[allow(deprecated)]
+impl ::serde::Serialize for Qcow2BitmapInfoFlags {
+    fn serialize<__S: ::serde::Serializer>(&self, __s: __S) -> ::core::result::Result<__S::Ok, __S::Error> {
+        __s.serialize_str(::qmpkit_qapi::Enum::as_str(self))
+    }
+}
+#[allow(deprecated)]
+impl<'de> ::serde::Deserialize<'de> for Qcow2BitmapInfoFlags {
+    fn deserialize<__D: ::serde::Deserializer<'de>>(__d: __D) -> ::core::result::Result<Self, __D::Error> {
+        ::qmpkit_qapi::__rt::deserialize_enum(__d)
+    }
+}
+#[allow(deprecated)]
+impl ::core::fmt::Display for Qcow2BitmapInfoFlags {
+    fn fmt(&self, __f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+        __f.write_str(::qmpkit_qapi::Enum::as_str(self))
+    }
+}
+
+/// QAPI struct `Qcow2BitmapInfo`.
+///
+/// A bitmap stored in a qcow2 image.
+///
+/// **Since:** 4.0
+#[allow(deprecated)]
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Qcow2BitmapInfo {
+    /// its name
+    pub name: ::std::string::String,
+    /// bytes per bit
+    pub granularity: u32,
+    /// its flags
+    pub flags: ::std::vec::Vec<Qcow2BitmapInfoFlags>,
+}
+#[allow(deprecated)]
+impl ::qmpkit_qapi::Object for Qcow2BitmapInfo {
+    type Builder = __Qcow2BitmapInfoBuilder;
+    fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
+        ::serde::ser::SerializeMap::serialize_entry(__m, "name", &self.name)?;
+        ::serde::ser::SerializeMap::serialize_entry(__m, "granularity", &self.granularity)?;
+        ::serde::ser::SerializeMap::serialize_entry(__m, "flags", &self.flags)?;
+        Ok(())
+    }
+}
+#[allow(deprecated)]
+impl ::serde::Serialize for Qcow2BitmapInfo {
+    fn serialize<__S: ::serde::Serializer>(&self, __s: __S) -> ::core::result::Result<__S::Ok, __S::Error> {
+        ::qmpkit_qapi::__rt::serialize_object(self, __s)
+    }
+}
+#[allow(deprecated)]
+impl<'de> ::serde::Deserialize<'de> for Qcow2BitmapInfo {
+    fn deserialize<__D: ::serde::Deserializer<'de>>(__d: __D) -> ::core::result::Result<Self, __D::Error> {
+        ::qmpkit_qapi::__rt::deserialize_object(__d, "Qcow2BitmapInfo")
+    }
+}
+#[doc(hidden)]
+#[allow(deprecated)]
+#[derive(Default)]
+pub struct __Qcow2BitmapInfoBuilder {
+    name: ::core::option::Option<::std::string::String>,
+    granularity: ::core::option::Option<u32>,
+    flags: ::core::option::Option<::std::vec::Vec<Qcow2BitmapInfoFlags>>,
+}
+#[allow(deprecated)]
+impl ::qmpkit_qapi::Builder for __Qcow2BitmapInfoBuilder {
+    type Out = Qcow2BitmapInfo;
+    fn member<'de, __A: ::serde::de::MapAccess<'de>>(&mut self, __key: &str, __map: &mut __A) -> ::core::result::Result<bool, __A::Error> {
+        match __key {
+            "name" => self.name = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
+            "granularity" => self.granularity = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
+            "flags" => self.flags = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+    fn finish<__E: ::serde::de::Error>(self) -> ::core::result::Result<Qcow2BitmapInfo, __E> {
+        Ok(Qcow2BitmapInfo { name: ::qmpkit_qapi::__rt::missing(self.name, "name")?, granularity: ::qmpkit_qapi::__rt::missing(self.granularity, "granularity")?, flags: ::qmpkit_qapi::__rt::missing(self.flags, "flags")?, })
+    }
+}
+
+/// QAPI enum `Qcow2CompressionType`.
+///
+/// How a qcow2 image compresses clusters.
+///
+/// **Since:** 5.1
+#[allow(deprecated)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Qcow2CompressionType {
+    /// zlib
+    Zlib,
+    /// zstd
+    Zstd,
+    /// A value this schema does not know (from a newer server).
+    Unknown(::std::string::String),
+}
+#[allow(deprecated)]
+impl ::qmpkit_qapi::Enum for Qcow2CompressionType {
+    const NAMES: &'static [&'static str] = &["zlib", "zstd"];
+    fn from_name(__s: &str) -> Self {
+        match __s {
+            "zlib" => Qcow2CompressionType::Zlib,
+            "zstd" => Qcow2CompressionType::Zstd,
+            _ => Qcow2CompressionType::Unknown(__s.into()),
+        }
+    }
+    fn as_str(&self) -> &str {
+        match self {
+            Qcow2CompressionType::Zlib => "zlib",
+            Qcow2CompressionType::Zstd => "zstd",
+            Qcow2CompressionType::Unknown(__s) => __s,
+        }
+    }
+    fn is_unknown(&self) -> bool {
+        matches!(self, Qcow2CompressionType::Unknown(_))
+    }
+}
+#[allow(deprecated)]
+impl ::serde::Serialize for Qcow2CompressionType {
+    fn serialize<__S: ::serde::Serializer>(&self, __s: __S) -> ::core::result::Result<__S::Ok, __S::Error> {
+        __s.serialize_str(::qmpkit_qapi::Enum::as_str(self))
+    }
+}
+#[allow(deprecated)]
+impl<'de> ::serde::Deserialize<'de> for Qcow2CompressionType {
+    fn deserialize<__D: ::serde::Deserializer<'de>>(__d: __D) -> ::core::result::Result<Self, __D::Error> {
+        ::qmpkit_qapi::__rt::deserialize_enum(__d)
+    }
+}
+#[allow(deprecated)]
+impl ::core::fmt::Display for Qcow2CompressionType {
+    fn fmt(&self, __f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+        __f.write_str(::qmpkit_qapi::Enum::as_str(self))
     }
 }
 
@@ -3925,6 +4203,8 @@ pub struct BlockDeviceInfo {
     pub cache: BlockdevCacheInfo,
     /// write threshold, in bytes (0: none)
     pub write_threshold: i64,
+    /// its dirty bitmaps (since 4.0)
+    pub dirty_bitmaps: ::core::option::Option<::std::vec::Vec<BlockDirtyInfo>>,
 }
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for BlockDeviceInfo {
@@ -3963,6 +4243,7 @@ impl ::qmpkit_qapi::Object for BlockDeviceInfo {
         if let ::core::option::Option::Some(__v) = &self.group { ::serde::ser::SerializeMap::serialize_entry(__m, "group", __v)?; }
         ::serde::ser::SerializeMap::serialize_entry(__m, "cache", &self.cache)?;
         ::serde::ser::SerializeMap::serialize_entry(__m, "write_threshold", &self.write_threshold)?;
+        if let ::core::option::Option::Some(__v) = &self.dirty_bitmaps { ::serde::ser::SerializeMap::serialize_entry(__m, "dirty-bitmaps", __v)?; }
         Ok(())
     }
 }
@@ -4015,6 +4296,7 @@ pub struct __BlockDeviceInfoBuilder {
     group: ::core::option::Option<::std::string::String>,
     cache: ::core::option::Option<BlockdevCacheInfo>,
     write_threshold: ::core::option::Option<i64>,
+    dirty_bitmaps: ::core::option::Option<::std::vec::Vec<BlockDirtyInfo>>,
 }
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Builder for __BlockDeviceInfoBuilder {
@@ -4054,12 +4336,13 @@ impl ::qmpkit_qapi::Builder for __BlockDeviceInfoBuilder {
             "group" => self.group = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
             "cache" => self.cache = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
             "write_threshold" => self.write_threshold = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
+            "dirty-bitmaps" => self.dirty_bitmaps = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
             _ => return Ok(false),
         }
         Ok(true)
     }
     fn finish<__E: ::serde::de::Error>(self) -> ::core::result::Result<BlockDeviceInfo, __E> {
-        Ok(BlockDeviceInfo { file: ::qmpkit_qapi::__rt::missing(self.file, "file")?, node_name: self.node_name, ro: ::qmpkit_qapi::__rt::missing(self.ro, "ro")?, drv: ::qmpkit_qapi::__rt::missing(self.drv, "drv")?, backing_file: self.backing_file, backing_file_depth: ::qmpkit_qapi::__rt::missing(self.backing_file_depth, "backing_file_depth")?, active: ::qmpkit_qapi::__rt::missing(self.active, "active")?, encrypted: ::qmpkit_qapi::__rt::missing(self.encrypted, "encrypted")?, encryption_key_missing: ::qmpkit_qapi::__rt::missing(self.encryption_key_missing, "encryption_key_missing")?, detect_zeroes: ::qmpkit_qapi::__rt::missing(self.detect_zeroes, "detect_zeroes")?, bps: ::qmpkit_qapi::__rt::missing(self.bps, "bps")?, bps_rd: ::qmpkit_qapi::__rt::missing(self.bps_rd, "bps_rd")?, bps_wr: ::qmpkit_qapi::__rt::missing(self.bps_wr, "bps_wr")?, iops: ::qmpkit_qapi::__rt::missing(self.iops, "iops")?, iops_rd: ::qmpkit_qapi::__rt::missing(self.iops_rd, "iops_rd")?, iops_wr: ::qmpkit_qapi::__rt::missing(self.iops_wr, "iops_wr")?, image: ::qmpkit_qapi::__rt::missing(self.image, "image")?, bps_max: self.bps_max, bps_rd_max: self.bps_rd_max, bps_wr_max: self.bps_wr_max, iops_max: self.iops_max, iops_rd_max: self.iops_rd_max, iops_wr_max: self.iops_wr_max, bps_max_length: self.bps_max_length, bps_rd_max_length: self.bps_rd_max_length, bps_wr_max_length: self.bps_wr_max_length, iops_max_length: self.iops_max_length, iops_rd_max_length: self.iops_rd_max_length, iops_wr_max_length: self.iops_wr_max_length, iops_size: self.iops_size, group: self.group, cache: ::qmpkit_qapi::__rt::missing(self.cache, "cache")?, write_threshold: ::qmpkit_qapi::__rt::missing(self.write_threshold, "write_threshold")?, })
+        Ok(BlockDeviceInfo { file: ::qmpkit_qapi::__rt::missing(self.file, "file")?, node_name: self.node_name, ro: ::qmpkit_qapi::__rt::missing(self.ro, "ro")?, drv: ::qmpkit_qapi::__rt::missing(self.drv, "drv")?, backing_file: self.backing_file, backing_file_depth: ::qmpkit_qapi::__rt::missing(self.backing_file_depth, "backing_file_depth")?, active: ::qmpkit_qapi::__rt::missing(self.active, "active")?, encrypted: ::qmpkit_qapi::__rt::missing(self.encrypted, "encrypted")?, encryption_key_missing: ::qmpkit_qapi::__rt::missing(self.encryption_key_missing, "encryption_key_missing")?, detect_zeroes: ::qmpkit_qapi::__rt::missing(self.detect_zeroes, "detect_zeroes")?, bps: ::qmpkit_qapi::__rt::missing(self.bps, "bps")?, bps_rd: ::qmpkit_qapi::__rt::missing(self.bps_rd, "bps_rd")?, bps_wr: ::qmpkit_qapi::__rt::missing(self.bps_wr, "bps_wr")?, iops: ::qmpkit_qapi::__rt::missing(self.iops, "iops")?, iops_rd: ::qmpkit_qapi::__rt::missing(self.iops_rd, "iops_rd")?, iops_wr: ::qmpkit_qapi::__rt::missing(self.iops_wr, "iops_wr")?, image: ::qmpkit_qapi::__rt::missing(self.image, "image")?, bps_max: self.bps_max, bps_rd_max: self.bps_rd_max, bps_wr_max: self.bps_wr_max, iops_max: self.iops_max, iops_rd_max: self.iops_rd_max, iops_wr_max: self.iops_wr_max, bps_max_length: self.bps_max_length, bps_rd_max_length: self.bps_rd_max_length, bps_wr_max_length: self.bps_wr_max_length, iops_max_length: self.iops_max_length, iops_rd_max_length: self.iops_rd_max_length, iops_wr_max_length: self.iops_wr_max_length, iops_size: self.iops_size, group: self.group, cache: ::qmpkit_qapi::__rt::missing(self.cache, "cache")?, write_threshold: ::qmpkit_qapi::__rt::missing(self.write_threshold, "write_threshold")?, dirty_bitmaps: self.dirty_bitmaps, })
     }
 }
 
@@ -4274,6 +4557,15 @@ pub struct BlockDirtyInfo {
     pub granularity: u32,
     /// its state
     pub status: DirtyBitmapStatus,
+    /// tracking writes (since 4.0)
+    pub recording: bool,
+    /// in use by an operation that keeps it from changing (since 4.0)
+    pub busy: bool,
+    /// stored in the image when it closes (since 4.0)
+    pub persistent: bool,
+    /// stored while an image was changing it, so its bits are
+    /// not to be trusted (since 4.0)
+    pub inconsistent: ::core::option::Option<bool>,
 }
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for BlockDirtyInfo {
@@ -4283,6 +4575,10 @@ impl ::qmpkit_qapi::Object for BlockDirtyInfo {
         ::serde::ser::SerializeMap::serialize_entry(__m, "count", &self.count)?;
         ::serde::ser::SerializeMap::serialize_entry(__m, "granularity", &self.granularity)?;
         ::serde::ser::SerializeMap::serialize_entry(__m, "status", &self.status)?;
+        ::serde::ser::SerializeMap::serialize_entry(__m, "recording", &self.recording)?;
+        ::serde::ser::SerializeMap::serialize_entry(__m, "busy", &self.busy)?;
+        ::serde::ser::SerializeMap::serialize_entry(__m, "persistent", &self.persistent)?;
+        if let ::core::option::Option::Some(__v) = &self.inconsistent { ::serde::ser::SerializeMap::serialize_entry(__m, "inconsistent", __v)?; }
         Ok(())
     }
 }
@@ -4306,6 +4602,10 @@ pub struct __BlockDirtyInfoBuilder {
     count: ::core::option::Option<i64>,
     granularity: ::core::option::Option<u32>,
     status: ::core::option::Option<DirtyBitmapStatus>,
+    recording: ::core::option::Option<bool>,
+    busy: ::core::option::Option<bool>,
+    persistent: ::core::option::Option<bool>,
+    inconsistent: ::core::option::Option<bool>,
 }
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Builder for __BlockDirtyInfoBuilder {
@@ -4316,12 +4616,16 @@ impl ::qmpkit_qapi::Builder for __BlockDirtyInfoBuilder {
             "count" => self.count = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
             "granularity" => self.granularity = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
             "status" => self.status = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
+            "recording" => self.recording = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
+            "busy" => self.busy = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
+            "persistent" => self.persistent = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
+            "inconsistent" => self.inconsistent = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
             _ => return Ok(false),
         }
         Ok(true)
     }
     fn finish<__E: ::serde::de::Error>(self) -> ::core::result::Result<BlockDirtyInfo, __E> {
-        Ok(BlockDirtyInfo { name: self.name, count: ::qmpkit_qapi::__rt::missing(self.count, "count")?, granularity: ::qmpkit_qapi::__rt::missing(self.granularity, "granularity")?, status: ::qmpkit_qapi::__rt::missing(self.status, "status")?, })
+        Ok(BlockDirtyInfo { name: self.name, count: ::qmpkit_qapi::__rt::missing(self.count, "count")?, granularity: ::qmpkit_qapi::__rt::missing(self.granularity, "granularity")?, status: ::qmpkit_qapi::__rt::missing(self.status, "status")?, recording: ::qmpkit_qapi::__rt::missing(self.recording, "recording")?, busy: ::qmpkit_qapi::__rt::missing(self.busy, "busy")?, persistent: ::qmpkit_qapi::__rt::missing(self.persistent, "persistent")?, inconsistent: self.inconsistent, })
     }
 }
 
@@ -5719,6 +6023,8 @@ pub struct BlockDirtyBitmapAdd {
     pub persistent: ::core::option::Option<bool>,
     /// load it when the image is opened
     pub autoload: ::core::option::Option<bool>,
+    /// made not tracking writes (since 4.0)
+    pub disabled: ::core::option::Option<bool>,
 }
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for BlockDirtyBitmapAdd {
@@ -5729,6 +6035,7 @@ impl ::qmpkit_qapi::Object for BlockDirtyBitmapAdd {
         if let ::core::option::Option::Some(__v) = &self.granularity { ::serde::ser::SerializeMap::serialize_entry(__m, "granularity", __v)?; }
         if let ::core::option::Option::Some(__v) = &self.persistent { ::serde::ser::SerializeMap::serialize_entry(__m, "persistent", __v)?; }
         if let ::core::option::Option::Some(__v) = &self.autoload { ::serde::ser::SerializeMap::serialize_entry(__m, "autoload", __v)?; }
+        if let ::core::option::Option::Some(__v) = &self.disabled { ::serde::ser::SerializeMap::serialize_entry(__m, "disabled", __v)?; }
         Ok(())
     }
 }
@@ -5753,6 +6060,7 @@ pub struct __BlockDirtyBitmapAddBuilder {
     granularity: ::core::option::Option<u32>,
     persistent: ::core::option::Option<bool>,
     autoload: ::core::option::Option<bool>,
+    disabled: ::core::option::Option<bool>,
 }
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Builder for __BlockDirtyBitmapAddBuilder {
@@ -5764,12 +6072,113 @@ impl ::qmpkit_qapi::Builder for __BlockDirtyBitmapAddBuilder {
             "granularity" => self.granularity = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
             "persistent" => self.persistent = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
             "autoload" => self.autoload = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
+            "disabled" => self.disabled = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
             _ => return Ok(false),
         }
         Ok(true)
     }
     fn finish<__E: ::serde::de::Error>(self) -> ::core::result::Result<BlockDirtyBitmapAdd, __E> {
-        Ok(BlockDirtyBitmapAdd { node: ::qmpkit_qapi::__rt::missing(self.node, "node")?, name: ::qmpkit_qapi::__rt::missing(self.name, "name")?, granularity: self.granularity, persistent: self.persistent, autoload: self.autoload, })
+        Ok(BlockDirtyBitmapAdd { node: ::qmpkit_qapi::__rt::missing(self.node, "node")?, name: ::qmpkit_qapi::__rt::missing(self.name, "name")?, granularity: self.granularity, persistent: self.persistent, autoload: self.autoload, disabled: self.disabled, })
+    }
+}
+
+/// QAPI alternate `BlockDirtyBitmapOrStr`: decoded by JSON type.
+///
+/// A dirty bitmap of the same node by name, or of any node.
+///
+/// **Since:** 4.1
+#[allow(deprecated)]
+#[derive(Debug, Clone, PartialEq)]
+pub enum BlockDirtyBitmapOrStr {
+    /// the name of a bitmap of the same node
+    Local(::std::string::String),
+    /// a bitmap of any node
+    External(BlockDirtyBitmap),
+}
+#[allow(deprecated)]
+impl ::serde::Serialize for BlockDirtyBitmapOrStr {
+    fn serialize<__S: ::serde::Serializer>(&self, __s: __S) -> ::core::result::Result<__S::Ok, __S::Error> {
+        match self {
+            BlockDirtyBitmapOrStr::Local(__v) => ::serde::Serialize::serialize(__v, __s),
+            BlockDirtyBitmapOrStr::External(__v) => ::serde::Serialize::serialize(__v, __s),
+        }
+    }
+}
+#[allow(deprecated)]
+impl<'de> ::serde::Deserialize<'de> for BlockDirtyBitmapOrStr {
+    fn deserialize<__D: ::serde::Deserializer<'de>>(__d: __D) -> ::core::result::Result<Self, __D::Error> {
+        struct __V;
+        impl<'de> ::serde::de::Visitor<'de> for __V {
+            type Value = BlockDirtyBitmapOrStr;
+            fn expecting(&self, __f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+                __f.write_str("string or object")
+            }
+            fn visit_str<__E: ::serde::de::Error>(self, __v: &str) -> ::core::result::Result<BlockDirtyBitmapOrStr, __E> { Ok(BlockDirtyBitmapOrStr::Local(__v.into())) }
+            fn visit_map<__M: ::serde::de::MapAccess<'de>>(self, __m: __M) -> ::core::result::Result<BlockDirtyBitmapOrStr, __M::Error> { Ok(BlockDirtyBitmapOrStr::External(::qmpkit_qapi::__rt::from_map(__m)?)) }
+        }
+        __d.deserialize_any(__V)
+    }
+}
+
+/// QAPI struct `BlockDirtyBitmapMerge`.
+///
+/// Bitmaps to merge into one.
+///
+/// **Since:** 4.0
+#[allow(deprecated)]
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct BlockDirtyBitmapMerge {
+    /// the target bitmap's node
+    pub node: ::std::string::String,
+    /// the bitmap that takes the others' dirty bits
+    pub target: ::std::string::String,
+    /// the bitmaps whose dirty bits it takes
+    pub bitmaps: ::std::vec::Vec<BlockDirtyBitmapOrStr>,
+}
+#[allow(deprecated)]
+impl ::qmpkit_qapi::Object for BlockDirtyBitmapMerge {
+    type Builder = __BlockDirtyBitmapMergeBuilder;
+    fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
+        ::serde::ser::SerializeMap::serialize_entry(__m, "node", &self.node)?;
+        ::serde::ser::SerializeMap::serialize_entry(__m, "target", &self.target)?;
+        ::serde::ser::SerializeMap::serialize_entry(__m, "bitmaps", &self.bitmaps)?;
+        Ok(())
+    }
+}
+#[allow(deprecated)]
+impl ::serde::Serialize for BlockDirtyBitmapMerge {
+    fn serialize<__S: ::serde::Serializer>(&self, __s: __S) -> ::core::result::Result<__S::Ok, __S::Error> {
+        ::qmpkit_qapi::__rt::serialize_object(self, __s)
+    }
+}
+#[allow(deprecated)]
+impl<'de> ::serde::Deserialize<'de> for BlockDirtyBitmapMerge {
+    fn deserialize<__D: ::serde::Deserializer<'de>>(__d: __D) -> ::core::result::Result<Self, __D::Error> {
+        ::qmpkit_qapi::__rt::deserialize_object(__d, "BlockDirtyBitmapMerge")
+    }
+}
+#[doc(hidden)]
+#[allow(deprecated)]
+#[derive(Default)]
+pub struct __BlockDirtyBitmapMergeBuilder {
+    node: ::core::option::Option<::std::string::String>,
+    target: ::core::option::Option<::std::string::String>,
+    bitmaps: ::core::option::Option<::std::vec::Vec<BlockDirtyBitmapOrStr>>,
+}
+#[allow(deprecated)]
+impl ::qmpkit_qapi::Builder for __BlockDirtyBitmapMergeBuilder {
+    type Out = BlockDirtyBitmapMerge;
+    fn member<'de, __A: ::serde::de::MapAccess<'de>>(&mut self, __key: &str, __map: &mut __A) -> ::core::result::Result<bool, __A::Error> {
+        match __key {
+            "node" => self.node = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
+            "target" => self.target = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
+            "bitmaps" => self.bitmaps = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+    fn finish<__E: ::serde::de::Error>(self) -> ::core::result::Result<BlockDirtyBitmapMerge, __E> {
+        Ok(BlockDirtyBitmapMerge { node: ::qmpkit_qapi::__rt::missing(self.node, "node")?, target: ::qmpkit_qapi::__rt::missing(self.target, "target")?, bitmaps: ::qmpkit_qapi::__rt::missing(self.bitmaps, "bitmaps")?, })
     }
 }
 
@@ -27576,11 +27985,14 @@ impl ::qmpkit_qapi::Command for BlockdevBackupCommand {
 #[allow(deprecated)]
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct QueryNamedBlockNodes {
+    /// leave out each node's backing images (since 5.0)
+    pub flat: ::core::option::Option<bool>,
 }
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for QueryNamedBlockNodes {
     type Builder = __QueryNamedBlockNodesBuilder;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
+        if let ::core::option::Option::Some(__v) = &self.flat { ::serde::ser::SerializeMap::serialize_entry(__m, "flat", __v)?; }
         Ok(())
     }
 }
@@ -27600,16 +28012,20 @@ impl<'de> ::serde::Deserialize<'de> for QueryNamedBlockNodes {
 #[allow(deprecated)]
 #[derive(Default)]
 pub struct __QueryNamedBlockNodesBuilder {
+    flat: ::core::option::Option<bool>,
 }
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Builder for __QueryNamedBlockNodesBuilder {
     type Out = QueryNamedBlockNodes;
     fn member<'de, __A: ::serde::de::MapAccess<'de>>(&mut self, __key: &str, __map: &mut __A) -> ::core::result::Result<bool, __A::Error> {
-        let _ = (__key, __map);
-        Ok(false)
+        match __key {
+            "flat" => self.flat = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
+            _ => return Ok(false),
+        }
+        Ok(true)
     }
     fn finish<__E: ::serde::de::Error>(self) -> ::core::result::Result<QueryNamedBlockNodes, __E> {
-        Ok(QueryNamedBlockNodes { })
+        Ok(QueryNamedBlockNodes { flat: self.flat, })
     }
 }
 
@@ -27782,6 +28198,144 @@ impl ::qmpkit_qapi::Builder for __BlockDirtyBitmapClearBuilder {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Command for BlockDirtyBitmapClear {
     const NAME: &'static str = "block-dirty-bitmap-clear";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Returns = ::qmpkit_qapi::Empty;
+}
+
+/// Command `block-dirty-bitmap-enable`: its arguments.
+///
+/// Make a dirty bitmap track writes.
+///
+/// **Since:** 4.0
+#[allow(deprecated)]
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct BlockDirtyBitmapEnable {
+    /// node it belongs to
+    pub node: ::std::string::String,
+    /// bitmap name
+    pub name: ::std::string::String,
+}
+#[allow(deprecated)]
+impl ::qmpkit_qapi::Object for BlockDirtyBitmapEnable {
+    type Builder = __BlockDirtyBitmapEnableBuilder;
+    fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
+        ::serde::ser::SerializeMap::serialize_entry(__m, "node", &self.node)?;
+        ::serde::ser::SerializeMap::serialize_entry(__m, "name", &self.name)?;
+        Ok(())
+    }
+}
+#[allow(deprecated)]
+impl ::serde::Serialize for BlockDirtyBitmapEnable {
+    fn serialize<__S: ::serde::Serializer>(&self, __s: __S) -> ::core::result::Result<__S::Ok, __S::Error> {
+        ::qmpkit_qapi::__rt::serialize_object(self, __s)
+    }
+}
+#[allow(deprecated)]
+impl<'de> ::serde::Deserialize<'de> for BlockDirtyBitmapEnable {
+    fn deserialize<__D: ::serde::Deserializer<'de>>(__d: __D) -> ::core::result::Result<Self, __D::Error> {
+        ::qmpkit_qapi::__rt::deserialize_object(__d, "BlockDirtyBitmapEnable")
+    }
+}
+#[doc(hidden)]
+#[allow(deprecated)]
+#[derive(Default)]
+pub struct __BlockDirtyBitmapEnableBuilder {
+    node: ::core::option::Option<::std::string::String>,
+    name: ::core::option::Option<::std::string::String>,
+}
+#[allow(deprecated)]
+impl ::qmpkit_qapi::Builder for __BlockDirtyBitmapEnableBuilder {
+    type Out = BlockDirtyBitmapEnable;
+    fn member<'de, __A: ::serde::de::MapAccess<'de>>(&mut self, __key: &str, __map: &mut __A) -> ::core::result::Result<bool, __A::Error> {
+        match __key {
+            "node" => self.node = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
+            "name" => self.name = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+    fn finish<__E: ::serde::de::Error>(self) -> ::core::result::Result<BlockDirtyBitmapEnable, __E> {
+        Ok(BlockDirtyBitmapEnable { node: ::qmpkit_qapi::__rt::missing(self.node, "node")?, name: ::qmpkit_qapi::__rt::missing(self.name, "name")?, })
+    }
+}
+
+#[allow(deprecated)]
+impl ::qmpkit_qapi::Command for BlockDirtyBitmapEnable {
+    const NAME: &'static str = "block-dirty-bitmap-enable";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Returns = ::qmpkit_qapi::Empty;
+}
+
+/// Command `block-dirty-bitmap-disable`: its arguments.
+///
+/// Make a dirty bitmap stop tracking writes.
+///
+/// **Since:** 4.0
+#[allow(deprecated)]
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct BlockDirtyBitmapDisable {
+    /// node it belongs to
+    pub node: ::std::string::String,
+    /// bitmap name
+    pub name: ::std::string::String,
+}
+#[allow(deprecated)]
+impl ::qmpkit_qapi::Object for BlockDirtyBitmapDisable {
+    type Builder = __BlockDirtyBitmapDisableBuilder;
+    fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
+        ::serde::ser::SerializeMap::serialize_entry(__m, "node", &self.node)?;
+        ::serde::ser::SerializeMap::serialize_entry(__m, "name", &self.name)?;
+        Ok(())
+    }
+}
+#[allow(deprecated)]
+impl ::serde::Serialize for BlockDirtyBitmapDisable {
+    fn serialize<__S: ::serde::Serializer>(&self, __s: __S) -> ::core::result::Result<__S::Ok, __S::Error> {
+        ::qmpkit_qapi::__rt::serialize_object(self, __s)
+    }
+}
+#[allow(deprecated)]
+impl<'de> ::serde::Deserialize<'de> for BlockDirtyBitmapDisable {
+    fn deserialize<__D: ::serde::Deserializer<'de>>(__d: __D) -> ::core::result::Result<Self, __D::Error> {
+        ::qmpkit_qapi::__rt::deserialize_object(__d, "BlockDirtyBitmapDisable")
+    }
+}
+#[doc(hidden)]
+#[allow(deprecated)]
+#[derive(Default)]
+pub struct __BlockDirtyBitmapDisableBuilder {
+    node: ::core::option::Option<::std::string::String>,
+    name: ::core::option::Option<::std::string::String>,
+}
+#[allow(deprecated)]
+impl ::qmpkit_qapi::Builder for __BlockDirtyBitmapDisableBuilder {
+    type Out = BlockDirtyBitmapDisable;
+    fn member<'de, __A: ::serde::de::MapAccess<'de>>(&mut self, __key: &str, __map: &mut __A) -> ::core::result::Result<bool, __A::Error> {
+        match __key {
+            "node" => self.node = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
+            "name" => self.name = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+    fn finish<__E: ::serde::de::Error>(self) -> ::core::result::Result<BlockDirtyBitmapDisable, __E> {
+        Ok(BlockDirtyBitmapDisable { node: ::qmpkit_qapi::__rt::missing(self.node, "node")?, name: ::qmpkit_qapi::__rt::missing(self.name, "name")?, })
+    }
+}
+
+#[allow(deprecated)]
+impl ::qmpkit_qapi::Command for BlockDirtyBitmapDisable {
+    const NAME: &'static str = "block-dirty-bitmap-disable";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Returns = ::qmpkit_qapi::Empty;
+}
+
+#[allow(deprecated)]
+impl ::qmpkit_qapi::Command for BlockDirtyBitmapMerge {
+    const NAME: &'static str = "block-dirty-bitmap-merge";
     const ALLOW_OOB: bool = false;
     const SUCCESS_RESPONSE: bool = true;
     type Returns = ::qmpkit_qapi::Empty;
@@ -28414,6 +28968,66 @@ impl<'de> ::serde::Deserialize<'de> for BlockdevAdd {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Command for BlockdevAdd {
     const NAME: &'static str = "blockdev-add";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Returns = ::qmpkit_qapi::Empty;
+}
+
+/// Command `blockdev-reopen`: its arguments.
+///
+/// Change the options of existing nodes, all or none.
+///
+/// **Since:** 6.0
+#[allow(deprecated)]
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct BlockdevReopen {
+    /// each node's new options (its node name says which)
+    pub options: ::std::vec::Vec<BlockdevOptions>,
+}
+#[allow(deprecated)]
+impl ::qmpkit_qapi::Object for BlockdevReopen {
+    type Builder = __BlockdevReopenBuilder;
+    fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
+        ::serde::ser::SerializeMap::serialize_entry(__m, "options", &self.options)?;
+        Ok(())
+    }
+}
+#[allow(deprecated)]
+impl ::serde::Serialize for BlockdevReopen {
+    fn serialize<__S: ::serde::Serializer>(&self, __s: __S) -> ::core::result::Result<__S::Ok, __S::Error> {
+        ::qmpkit_qapi::__rt::serialize_object(self, __s)
+    }
+}
+#[allow(deprecated)]
+impl<'de> ::serde::Deserialize<'de> for BlockdevReopen {
+    fn deserialize<__D: ::serde::Deserializer<'de>>(__d: __D) -> ::core::result::Result<Self, __D::Error> {
+        ::qmpkit_qapi::__rt::deserialize_object(__d, "BlockdevReopen")
+    }
+}
+#[doc(hidden)]
+#[allow(deprecated)]
+#[derive(Default)]
+pub struct __BlockdevReopenBuilder {
+    options: ::core::option::Option<::std::vec::Vec<BlockdevOptions>>,
+}
+#[allow(deprecated)]
+impl ::qmpkit_qapi::Builder for __BlockdevReopenBuilder {
+    type Out = BlockdevReopen;
+    fn member<'de, __A: ::serde::de::MapAccess<'de>>(&mut self, __key: &str, __map: &mut __A) -> ::core::result::Result<bool, __A::Error> {
+        match __key {
+            "options" => self.options = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+    fn finish<__E: ::serde::de::Error>(self) -> ::core::result::Result<BlockdevReopen, __E> {
+        Ok(BlockdevReopen { options: ::qmpkit_qapi::__rt::missing(self.options, "options")?, })
+    }
+}
+
+#[allow(deprecated)]
+impl ::qmpkit_qapi::Command for BlockdevReopen {
+    const NAME: &'static str = "blockdev-reopen";
     const ALLOW_OOB: bool = false;
     const SUCCESS_RESPONSE: bool = true;
     type Returns = ::qmpkit_qapi::Empty;
@@ -38201,16 +38815,19 @@ impl ::qmpkit_qapi::Command for OrgQmpkitGuestRxFilter {
 ///
 /// **Since:** 0.12.0
 #[allow(deprecated)]
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Shutdown {
     /// the guest asked for it
     pub guest: bool,
+    /// why (since 4.0)
+    pub reason: ShutdownCause,
 }
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for Shutdown {
     type Builder = __ShutdownBuilder;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "guest", &self.guest)?;
+        ::serde::ser::SerializeMap::serialize_entry(__m, "reason", &self.reason)?;
         Ok(())
     }
 }
@@ -38231,6 +38848,7 @@ impl<'de> ::serde::Deserialize<'de> for Shutdown {
 #[derive(Default)]
 pub struct __ShutdownBuilder {
     guest: ::core::option::Option<bool>,
+    reason: ::core::option::Option<ShutdownCause>,
 }
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Builder for __ShutdownBuilder {
@@ -38238,12 +38856,13 @@ impl ::qmpkit_qapi::Builder for __ShutdownBuilder {
     fn member<'de, __A: ::serde::de::MapAccess<'de>>(&mut self, __key: &str, __map: &mut __A) -> ::core::result::Result<bool, __A::Error> {
         match __key {
             "guest" => self.guest = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
+            "reason" => self.reason = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
             _ => return Ok(false),
         }
         Ok(true)
     }
     fn finish<__E: ::serde::de::Error>(self) -> ::core::result::Result<Shutdown, __E> {
-        Ok(Shutdown { guest: ::qmpkit_qapi::__rt::missing(self.guest, "guest")?, })
+        Ok(Shutdown { guest: ::qmpkit_qapi::__rt::missing(self.guest, "guest")?, reason: ::qmpkit_qapi::__rt::missing(self.reason, "reason")?, })
     }
 }
 
@@ -38310,16 +38929,19 @@ impl ::qmpkit_qapi::Event for Powerdown {
 ///
 /// **Since:** 0.12.0
 #[allow(deprecated)]
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Reset {
     /// the guest asked for it
     pub guest: bool,
+    /// why (since 4.0)
+    pub reason: ShutdownCause,
 }
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for Reset {
     type Builder = __ResetBuilder;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "guest", &self.guest)?;
+        ::serde::ser::SerializeMap::serialize_entry(__m, "reason", &self.reason)?;
         Ok(())
     }
 }
@@ -38340,6 +38962,7 @@ impl<'de> ::serde::Deserialize<'de> for Reset {
 #[derive(Default)]
 pub struct __ResetBuilder {
     guest: ::core::option::Option<bool>,
+    reason: ::core::option::Option<ShutdownCause>,
 }
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Builder for __ResetBuilder {
@@ -38347,12 +38970,13 @@ impl ::qmpkit_qapi::Builder for __ResetBuilder {
     fn member<'de, __A: ::serde::de::MapAccess<'de>>(&mut self, __key: &str, __map: &mut __A) -> ::core::result::Result<bool, __A::Error> {
         match __key {
             "guest" => self.guest = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
+            "reason" => self.reason = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
             _ => return Ok(false),
         }
         Ok(true)
     }
     fn finish<__E: ::serde::de::Error>(self) -> ::core::result::Result<Reset, __E> {
-        Ok(Reset { guest: ::qmpkit_qapi::__rt::missing(self.guest, "guest")?, })
+        Ok(Reset { guest: ::qmpkit_qapi::__rt::missing(self.guest, "guest")?, reason: ::qmpkit_qapi::__rt::missing(self.reason, "reason")?, })
     }
 }
 
@@ -41029,6 +41653,21 @@ pub trait Commands<C: Send + 'static = ()>: Send + Sync + 'static {
         let _ = (args, ctx);
         async { Err(::qmpkit_qapi::server::CommandError::not_implemented("block-dirty-bitmap-clear")) }
     }
+    /// `block-dirty-bitmap-enable`: see [`BlockDirtyBitmapEnable`].
+    fn block_dirty_bitmap_enable(&self, args: BlockDirtyBitmapEnable, ctx: C) -> impl ::core::future::Future<Output = ::qmpkit_qapi::server::Reply<::qmpkit_qapi::Empty>> + Send {
+        let _ = (args, ctx);
+        async { Err(::qmpkit_qapi::server::CommandError::not_implemented("block-dirty-bitmap-enable")) }
+    }
+    /// `block-dirty-bitmap-disable`: see [`BlockDirtyBitmapDisable`].
+    fn block_dirty_bitmap_disable(&self, args: BlockDirtyBitmapDisable, ctx: C) -> impl ::core::future::Future<Output = ::qmpkit_qapi::server::Reply<::qmpkit_qapi::Empty>> + Send {
+        let _ = (args, ctx);
+        async { Err(::qmpkit_qapi::server::CommandError::not_implemented("block-dirty-bitmap-disable")) }
+    }
+    /// `block-dirty-bitmap-merge`: see [`BlockDirtyBitmapMerge`].
+    fn block_dirty_bitmap_merge(&self, args: BlockDirtyBitmapMerge, ctx: C) -> impl ::core::future::Future<Output = ::qmpkit_qapi::server::Reply<::qmpkit_qapi::Empty>> + Send {
+        let _ = (args, ctx);
+        async { Err(::qmpkit_qapi::server::CommandError::not_implemented("block-dirty-bitmap-merge")) }
+    }
     /// `x-debug-block-dirty-bitmap-sha256`: see [`XDebugBlockDirtyBitmapSha256`].
     fn x_debug_block_dirty_bitmap_sha256(&self, args: XDebugBlockDirtyBitmapSha256, ctx: C) -> impl ::core::future::Future<Output = ::qmpkit_qapi::server::Reply<BlockDirtyBitmapSha256>> + Send {
         let _ = (args, ctx);
@@ -41078,6 +41717,11 @@ pub trait Commands<C: Send + 'static = ()>: Send + Sync + 'static {
     fn blockdev_add(&self, args: BlockdevAdd, ctx: C) -> impl ::core::future::Future<Output = ::qmpkit_qapi::server::Reply<::qmpkit_qapi::Empty>> + Send {
         let _ = (args, ctx);
         async { Err(::qmpkit_qapi::server::CommandError::not_implemented("blockdev-add")) }
+    }
+    /// `blockdev-reopen`: see [`BlockdevReopen`].
+    fn blockdev_reopen(&self, args: BlockdevReopen, ctx: C) -> impl ::core::future::Future<Output = ::qmpkit_qapi::server::Reply<::qmpkit_qapi::Empty>> + Send {
+        let _ = (args, ctx);
+        async { Err(::qmpkit_qapi::server::CommandError::not_implemented("blockdev-reopen")) }
     }
     /// `blockdev-del`: see [`BlockdevDel`].
     fn blockdev_del(&self, args: BlockdevDel, ctx: C) -> impl ::core::future::Future<Output = ::qmpkit_qapi::server::Reply<::qmpkit_qapi::Empty>> + Send {
@@ -41926,6 +42570,9 @@ pub fn register_commands<S: Commands<C>, C: Send + 'static, R: ::qmpkit_qapi::se
     r.command::<BlockDirtyBitmapAdd>(|s, a, c| ::std::boxed::Box::pin(async move { s.block_dirty_bitmap_add(a, c).await }));
     r.command::<BlockDirtyBitmapRemove>(|s, a, c| ::std::boxed::Box::pin(async move { s.block_dirty_bitmap_remove(a, c).await }));
     r.command::<BlockDirtyBitmapClear>(|s, a, c| ::std::boxed::Box::pin(async move { s.block_dirty_bitmap_clear(a, c).await }));
+    r.command::<BlockDirtyBitmapEnable>(|s, a, c| ::std::boxed::Box::pin(async move { s.block_dirty_bitmap_enable(a, c).await }));
+    r.command::<BlockDirtyBitmapDisable>(|s, a, c| ::std::boxed::Box::pin(async move { s.block_dirty_bitmap_disable(a, c).await }));
+    r.command::<BlockDirtyBitmapMerge>(|s, a, c| ::std::boxed::Box::pin(async move { s.block_dirty_bitmap_merge(a, c).await }));
     r.command::<XDebugBlockDirtyBitmapSha256>(|s, a, c| ::std::boxed::Box::pin(async move { s.x_debug_block_dirty_bitmap_sha256(a, c).await }));
     r.command::<BlockdevMirror>(|s, a, c| ::std::boxed::Box::pin(async move { s.blockdev_mirror(a, c).await }));
     r.command::<BlockSetIoThrottle>(|s, a, c| ::std::boxed::Box::pin(async move { s.block_set_io_throttle(a, c).await }));
@@ -41936,6 +42583,7 @@ pub fn register_commands<S: Commands<C>, C: Send + 'static, R: ::qmpkit_qapi::se
     r.command::<BlockJobResume>(|s, a, c| ::std::boxed::Box::pin(async move { s.block_job_resume(a, c).await }));
     r.command::<BlockJobComplete>(|s, a, c| ::std::boxed::Box::pin(async move { s.block_job_complete(a, c).await }));
     r.command::<BlockdevAdd>(|s, a, c| ::std::boxed::Box::pin(async move { s.blockdev_add(a, c).await }));
+    r.command::<BlockdevReopen>(|s, a, c| ::std::boxed::Box::pin(async move { s.blockdev_reopen(a, c).await }));
     r.command::<BlockdevDel>(|s, a, c| ::std::boxed::Box::pin(async move { s.blockdev_del(a, c).await }));
     r.command::<BlockdevOpenTray>(|s, a, c| ::std::boxed::Box::pin(async move { s.blockdev_open_tray(a, c).await }));
     r.command::<BlockdevCloseTray>(|s, a, c| ::std::boxed::Box::pin(async move { s.blockdev_close_tray(a, c).await }));
@@ -42197,6 +42845,21 @@ pub trait Handlers {
         let _ = (args, cx);
         Err(::qmpkit_qapi::server::CommandError::not_implemented("block-dirty-bitmap-clear"))
     }
+    /// `block-dirty-bitmap-enable`: see [`BlockDirtyBitmapEnable`].
+    fn block_dirty_bitmap_enable(&mut self, args: BlockDirtyBitmapEnable, cx: &mut Self::Cx) -> ::qmpkit_qapi::server::Reply<::qmpkit_qapi::Empty> {
+        let _ = (args, cx);
+        Err(::qmpkit_qapi::server::CommandError::not_implemented("block-dirty-bitmap-enable"))
+    }
+    /// `block-dirty-bitmap-disable`: see [`BlockDirtyBitmapDisable`].
+    fn block_dirty_bitmap_disable(&mut self, args: BlockDirtyBitmapDisable, cx: &mut Self::Cx) -> ::qmpkit_qapi::server::Reply<::qmpkit_qapi::Empty> {
+        let _ = (args, cx);
+        Err(::qmpkit_qapi::server::CommandError::not_implemented("block-dirty-bitmap-disable"))
+    }
+    /// `block-dirty-bitmap-merge`: see [`BlockDirtyBitmapMerge`].
+    fn block_dirty_bitmap_merge(&mut self, args: BlockDirtyBitmapMerge, cx: &mut Self::Cx) -> ::qmpkit_qapi::server::Reply<::qmpkit_qapi::Empty> {
+        let _ = (args, cx);
+        Err(::qmpkit_qapi::server::CommandError::not_implemented("block-dirty-bitmap-merge"))
+    }
     /// `x-debug-block-dirty-bitmap-sha256`: see [`XDebugBlockDirtyBitmapSha256`].
     fn x_debug_block_dirty_bitmap_sha256(&mut self, args: XDebugBlockDirtyBitmapSha256, cx: &mut Self::Cx) -> ::qmpkit_qapi::server::Reply<BlockDirtyBitmapSha256> {
         let _ = (args, cx);
@@ -42246,6 +42909,11 @@ pub trait Handlers {
     fn blockdev_add(&mut self, args: BlockdevAdd, cx: &mut Self::Cx) -> ::qmpkit_qapi::server::Reply<::qmpkit_qapi::Empty> {
         let _ = (args, cx);
         Err(::qmpkit_qapi::server::CommandError::not_implemented("blockdev-add"))
+    }
+    /// `blockdev-reopen`: see [`BlockdevReopen`].
+    fn blockdev_reopen(&mut self, args: BlockdevReopen, cx: &mut Self::Cx) -> ::qmpkit_qapi::server::Reply<::qmpkit_qapi::Empty> {
+        let _ = (args, cx);
+        Err(::qmpkit_qapi::server::CommandError::not_implemented("blockdev-reopen"))
     }
     /// `blockdev-del`: see [`BlockdevDel`].
     fn blockdev_del(&mut self, args: BlockdevDel, cx: &mut Self::Cx) -> ::qmpkit_qapi::server::Reply<::qmpkit_qapi::Empty> {
@@ -43097,6 +43765,9 @@ pub fn dispatch<H: Handlers + ?::core::marker::Sized>(h: &mut H, name: &str, arg
         "block-dirty-bitmap-add" => ::qmpkit_qapi::server::call::<BlockDirtyBitmapAdd>(args, |a| h.block_dirty_bitmap_add(a, cx)),
         "block-dirty-bitmap-remove" => ::qmpkit_qapi::server::call::<BlockDirtyBitmapRemove>(args, |a| h.block_dirty_bitmap_remove(a, cx)),
         "block-dirty-bitmap-clear" => ::qmpkit_qapi::server::call::<BlockDirtyBitmapClear>(args, |a| h.block_dirty_bitmap_clear(a, cx)),
+        "block-dirty-bitmap-enable" => ::qmpkit_qapi::server::call::<BlockDirtyBitmapEnable>(args, |a| h.block_dirty_bitmap_enable(a, cx)),
+        "block-dirty-bitmap-disable" => ::qmpkit_qapi::server::call::<BlockDirtyBitmapDisable>(args, |a| h.block_dirty_bitmap_disable(a, cx)),
+        "block-dirty-bitmap-merge" => ::qmpkit_qapi::server::call::<BlockDirtyBitmapMerge>(args, |a| h.block_dirty_bitmap_merge(a, cx)),
         "x-debug-block-dirty-bitmap-sha256" => ::qmpkit_qapi::server::call::<XDebugBlockDirtyBitmapSha256>(args, |a| h.x_debug_block_dirty_bitmap_sha256(a, cx)),
         "blockdev-mirror" => ::qmpkit_qapi::server::call::<BlockdevMirror>(args, |a| h.blockdev_mirror(a, cx)),
         "block_set_io_throttle" => ::qmpkit_qapi::server::call::<BlockSetIoThrottle>(args, |a| h.block_set_io_throttle(a, cx)),
@@ -43107,6 +43778,7 @@ pub fn dispatch<H: Handlers + ?::core::marker::Sized>(h: &mut H, name: &str, arg
         "block-job-resume" => ::qmpkit_qapi::server::call::<BlockJobResume>(args, |a| h.block_job_resume(a, cx)),
         "block-job-complete" => ::qmpkit_qapi::server::call::<BlockJobComplete>(args, |a| h.block_job_complete(a, cx)),
         "blockdev-add" => ::qmpkit_qapi::server::call::<BlockdevAdd>(args, |a| h.blockdev_add(a, cx)),
+        "blockdev-reopen" => ::qmpkit_qapi::server::call::<BlockdevReopen>(args, |a| h.blockdev_reopen(a, cx)),
         "blockdev-del" => ::qmpkit_qapi::server::call::<BlockdevDel>(args, |a| h.blockdev_del(a, cx)),
         "blockdev-open-tray" => ::qmpkit_qapi::server::call::<BlockdevOpenTray>(args, |a| h.blockdev_open_tray(a, cx)),
         "blockdev-close-tray" => ::qmpkit_qapi::server::call::<BlockdevCloseTray>(args, |a| h.blockdev_close_tray(a, cx)),

@@ -25,11 +25,11 @@ use qmpkit_block::graph::{
 use qmpkit_block::job::{JobEvent, JobKind, JobStatus, Jobs};
 use qmpkit_block::nbd::{NbdExport, NbdServer};
 use qmpkit_wire::{ErrorClass, QmpError};
-use serde_json::{json, Map, Value};
 
 use crate::api;
+use crate::block_throttle::Bucket;
 use crate::qom::types;
-use crate::{CmdResult, Machine, MachineConfig, TimerAction};
+use crate::{Machine, MachineConfig, TimerAction};
 
 /// How often running jobs are advanced (simulated time).
 pub const JOB_TICK_NS: u64 = 10_000_000;
@@ -119,8 +119,6 @@ pub struct BlockState {
     tick_pending: bool,
     /// Drives' I/O limits and throttle groups.
     pub throttle: crate::block_throttle::Throttles,
-    /// RAM saved by the human monitor's `savevm`, by tag.
-    pub saved_vms: crate::savevm::SavedVms,
 }
 
 /// The permissions a guest device's backend takes on its node, and what it shares.
@@ -688,6 +686,22 @@ pub(crate) fn snapshot_info(s: &qmpkit_block::qcow2::Snapshot) -> api::SnapshotI
     }
 }
 
+/// A bitmap a qcow2 image stores, as its header's bitmap directory records it.
+fn qcow2_bitmap(b: &qmpkit_block::qcow2::Bitmap) -> api::Qcow2BitmapInfo {
+    let mut flags = Vec::new();
+    if b.in_use {
+        flags.push(api::Qcow2BitmapInfoFlags::InUse);
+    }
+    if b.auto {
+        flags.push(api::Qcow2BitmapInfoFlags::Auto);
+    }
+    api::Qcow2BitmapInfo {
+        name: b.name.clone(),
+        granularity: u32::try_from(b.granularity).unwrap_or(u32::MAX),
+        flags,
+    }
+}
+
 /// An image's facts as `ImageInfo`.
 pub fn image_info(
     info: &qmpkit_block::ImageInfo,
@@ -702,7 +716,10 @@ pub fn image_info(
             lazy_refcounts: q.lazy_refcounts,
             corrupt: q.corrupt,
             refcount_bits: i(q.refcount_bits),
-            ..Default::default()
+            encrypt: None,
+            extended_l2: q.extended_l2,
+            bitmaps: (!q.bitmaps.is_empty()).then(|| q.bitmaps.iter().map(qcow2_bitmap).collect()),
+            compression_type: qmpkit_qapi::Enum::from_name(&q.compression_type),
         })
     });
     api::ImageInfo {
@@ -727,8 +744,9 @@ pub fn image_info(
 /// description, as QEMU names it.
 pub fn node_device_info(m: &Machine, n: &qmpkit_block::NodeInfo) -> api::BlockDeviceInfo {
     let mut info = device_info(n);
+    info.dirty_bitmaps = dirty_info(m, &n.node_name);
     if n.drv == "throttle" {
-        let name = crate::qmp::block_node::json_filename(m, &n.node_name);
+        let name = json_filename(m, &n.node_name);
         info.file = name.clone();
         info.image.filename = name;
     }
@@ -787,6 +805,7 @@ fn plain_info(
             no_flush: false,
         },
         write_threshold: 0,
+        dirty_bitmaps: None,
     }
 }
 
@@ -873,105 +892,109 @@ pub fn query_block(m: &Machine) -> Vec<api::BlockInfo> {
                 removable: d.removable,
                 locked: d.locked,
                 inserted: medium.and_then(|med| inserted(m, med)).map(|mut ins| {
-                    crate::qmp::block_node::report(m, &d.id, &mut ins);
+                    report(m, &d.id, &mut ins);
                     ins
                 }),
                 tray_open: d.has_tray.then_some(d.tray_open),
                 io_status: (d.interface != "floppy").then(|| io_status(d.io_status)),
-                dirty_bitmaps: real
-                    .and_then(|med| crate::qmp::block_bitmap::dirty_info(m, &med.node_name)),
+                dirty_bitmaps: real.and_then(|med| dirty_info(m, &med.node_name)),
             }
         })
         .chain(plugged_info(m))
         .collect()
 }
 
-/// `query-block` as JSON, with each drive's bitmaps in its inserted node's information where
-/// the served interface has them there (QEMU 4.0 moved them); HMP's `info block` reads the
-/// same.
-pub fn query_block_json(m: &Machine) -> Value {
-    let mut v = qmpkit_qapi::encode(&query_block(m)).unwrap_or(Value::Array(Vec::new()));
-    let members = crate::shape::member_names(&m.schema, "BlockDeviceInfo");
-    if !members.iter().any(|n| n == "dirty-bitmaps") {
-        return v;
-    }
-    for b in v.as_array_mut().into_iter().flatten() {
-        if let Some(o) = b.as_object_mut() {
-            o.remove("dirty-bitmaps");
-        }
-        if let Some(ins) = b.get_mut("inserted").and_then(Value::as_object_mut) {
-            newer_dirty_bitmaps(m, ins);
-        }
-    }
-    v
-}
-
-/// Adds what newer interfaces say about a node to its `BlockDeviceInfo` object: its
-/// `dirty-bitmaps` (QEMU 4.0's form), and its qcow2 images' compression type, extended L2
-/// entries and persistent bitmaps as the files record them.
-fn newer_dirty_bitmaps(m: &Machine, info: &mut Map<String, Value>) {
-    let node = info.get("node-name").and_then(Value::as_str).unwrap_or("");
-    if let Some(list) = crate::qmp::block_bitmap::dirty_info_newer(m, node) {
-        info.insert("dirty-bitmaps".into(), list);
-    }
-    let members = crate::shape::member_names(&m.schema, "ImageInfoSpecificQCow2");
-    if let Some(image) = info.get_mut("image") {
-        newer_qcow2_facts(&members, image, 0);
-    }
-}
-
-/// The qcow2 facts of an `ImageInfo` (and the backing images below it) that the served
-/// `ImageInfoSpecificQCow2` has and the machine's own lacks.
-fn newer_qcow2_facts(members: &[String], image: &mut Value, depth: u32) {
-    if depth > 256 {
+/// Fills a drive's `BlockDeviceInfo` with its limits: every average; a burst rate and its
+/// length where the rate is set; the iops size where set; the group when throttled.
+pub fn report(m: &Machine, drive: &str, info: &mut api::BlockDeviceInfo) {
+    let Some((group, l)) = m.block.throttle.of(drive) else {
         return;
+    };
+
+    let b = &l.buckets;
+    let max = |k: &Bucket| (k.max != 0).then(|| i(k.max));
+    let len = |k: &Bucket| (k.max != 0).then(|| i(k.burst_length));
+    info.bps = i(b[0].avg);
+    info.bps_rd = i(b[1].avg);
+    info.bps_wr = i(b[2].avg);
+    info.iops = i(b[3].avg);
+    info.iops_rd = i(b[4].avg);
+    info.iops_wr = i(b[5].avg);
+    info.bps_max = max(&b[0]);
+    info.bps_rd_max = max(&b[1]);
+    info.bps_wr_max = max(&b[2]);
+    info.iops_max = max(&b[3]);
+    info.iops_rd_max = max(&b[4]);
+    info.iops_wr_max = max(&b[5]);
+    info.bps_max_length = len(&b[0]);
+    info.bps_rd_max_length = len(&b[1]);
+    info.bps_wr_max_length = len(&b[2]);
+    info.iops_max_length = len(&b[3]);
+    info.iops_rd_max_length = len(&b[4]);
+    info.iops_wr_max_length = len(&b[5]);
+    info.iops_size = (l.op_size != 0).then(|| i(l.op_size));
+    info.group = Some(group.to_string());
+}
+
+/// `dirty-bitmaps` of a node (2.12's `status` and 4.0's `recording`, `busy`, `persistent`
+/// and `inconsistent` alike); None when it has none.
+pub fn dirty_info(m: &Machine, node: &str) -> Option<Vec<api::BlockDirtyInfo>> {
+    let list = m.block.graph.bitmaps(node);
+    (!list.is_empty()).then(|| {
+        list.iter()
+            .map(|b| api::BlockDirtyInfo {
+                name: Some(b.name.clone()),
+                count: i(b.count()),
+                granularity: u32::try_from(b.granularity).unwrap_or(u32::MAX),
+                status: if b.enabled {
+                    api::DirtyBitmapStatus::Active
+                } else {
+                    api::DirtyBitmapStatus::Disabled
+                },
+                recording: b.enabled,
+                // No operation the machine models holds a bitmap.
+                busy: false,
+                persistent: b.persistent,
+                inconsistent: b.inconsistent.then_some(true),
+            })
+            .collect()
+    })
+}
+
+/// The `json:` description QEMU gives a node whose options no plain file name says (a
+/// filter): its driver's options down to the file, members in QEMU's order.
+pub fn json_filename(m: &Machine, node: &str) -> String {
+    format!(
+        "json:{}",
+        qmpkit_wire::json::to_qemu_string(&describe(&m.block.graph, node, 0))
+    )
+}
+
+fn describe(g: &qmpkit_block::BlockGraph, node: &str, depth: u32) -> serde_json::Value {
+    use qmpkit_block::graph::ChildRole;
+    use serde_json::json;
+    let Ok(driver) = g.driver(node) else {
+        return serde_json::Value::Null;
+    };
+    let mut o = serde_json::Map::new();
+    if let Some(t) = g.throttle_group(node) {
+        o.insert("throttle-group".into(), json!(t));
     }
-    let has = |n: &str| members.iter().any(|x| x == n);
-    let file = image
-        .get("filename")
-        .and_then(Value::as_str)
-        .map(String::from);
-    let qcow2 = image.pointer("/format-specific/type") == Some(&json!("qcow2"));
-    let facts = file
-        .filter(|_| qcow2)
-        .and_then(|f| {
-            qmpkit_block::image::image_info(Path::new(&f), Some(qmpkit_block::ImageFormat::Qcow2))
-                .ok()
-        })
-        .and_then(|i| i.qcow2);
-    if let (Some(q), Some(data)) = (
-        facts,
-        image
-            .pointer_mut("/format-specific/data")
-            .and_then(Value::as_object_mut),
-    ) {
-        if has("compression-type") {
-            data.insert("compression-type".into(), json!(q.compression_type));
+    o.insert("driver".into(), json!(driver.name()));
+    match g.child(node, ChildRole::File) {
+        Some(c) if depth < 16 => {
+            o.insert("file".into(), describe(g, &c, depth + 1));
         }
-        if let (true, Some(e)) = (has("extended-l2"), q.extended_l2) {
-            data.insert("extended-l2".into(), json!(e));
-        }
-        if has("bitmaps") && !q.bitmaps.is_empty() {
-            let list: Vec<Value> = q
-                .bitmaps
-                .iter()
-                .map(|b| {
-                    let mut flags = Vec::new();
-                    if b.in_use {
-                        flags.push("in-use");
-                    }
-                    if b.auto {
-                        flags.push("auto");
-                    }
-                    json!({"flags": flags, "name": b.name, "granularity": b.granularity})
-                })
-                .collect();
-            data.insert("bitmaps".into(), Value::Array(list));
+        _ => {
+            if driver == qmpkit_block::Driver::File {
+                o.insert(
+                    "filename".into(),
+                    json!(g.filename(node).unwrap_or_default()),
+                );
+            }
         }
     }
-    if let Some(b) = image.get_mut("backing-image") {
-        newer_qcow2_facts(members, b, depth + 1);
-    }
+    serde_json::Value::Object(o)
 }
 
 /// `query-blockstats`: one entry per drive, counters of the guest's I/O.
@@ -1177,9 +1200,7 @@ fn plugged_info(m: &Machine) -> Vec<api::BlockInfo> {
         .iter()
         .map(|(qdev, _)| {
             let node = node_of_user(&m.block.graph, &UserKind::Device(qdev.clone()));
-            let dirty_bitmaps = node
-                .as_deref()
-                .and_then(|n| crate::qmp::block_bitmap::dirty_info(m, n));
+            let dirty_bitmaps = node.as_deref().and_then(|n| dirty_info(m, n));
             let inserted = node
                 .and_then(|n| m.block.graph.node_info(&n, true).ok())
                 .map(|n| node_device_info(m, &n));
@@ -1218,37 +1239,4 @@ pub fn catch_up(m: &mut Machine) {
     let BlockState { graph, jobs, .. } = &mut m.block;
     jobs.advance(graph, now);
     pump(m);
-}
-
-/// Replies that say more on a served interface newer than the machine's own:
-/// `query-block` and `query-named-block-nodes` with each node's bitmaps in QEMU 4.0's form.
-/// `None`: the typed handler answers.
-pub fn execute_newer(m: &mut Machine, cmd: &str) -> Option<CmdResult> {
-    let served = crate::shape::member_names(&m.schema, "BlockDeviceInfo");
-    if !served.iter().any(|n| n == "dirty-bitmaps") {
-        return None;
-    }
-    match cmd {
-        "query-block" => {
-            catch_up(m);
-            Some(Ok(query_block_json(m)))
-        }
-        "query-named-block-nodes" => {
-            catch_up(m);
-            let nodes = match m.block.graph.named_nodes(false) {
-                Ok(n) => n,
-                Err(e) => return Some(Err(qerr(e))),
-            };
-            let mut v = Vec::new();
-            for n in &nodes {
-                let mut one = qmpkit_qapi::encode(&node_device_info(m, n)).unwrap_or(Value::Null);
-                if let Some(o) = one.as_object_mut() {
-                    newer_dirty_bitmaps(m, o);
-                }
-                v.push(one);
-            }
-            Some(Ok(Value::Array(v)))
-        }
-        _ => None,
-    }
 }

@@ -6,6 +6,8 @@
 //! `ide1-cd0`, `net0`, `serial0`, …), a balloon, two iothreads, a memory
 //! backend, a TPM and a display console.
 
+pub mod rocker;
+
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
@@ -1147,7 +1149,7 @@ impl MachineConfig {
             };
             crate::qom::props::check_device_option(&d.driver, &d.props, self.modern())
                 .map_err(|e| ConfigError(format!("-device {opt}: {}", e.desc)))?;
-            if ty == crate::net::rocker::TYPE {
+            if ty == rocker::TYPE {
                 self.check_switch(&self.devices[..i], d)
                     .map_err(|e| ConfigError(format!("-device {opt}: {}", e.desc)))?;
             }
@@ -1184,7 +1186,7 @@ impl MachineConfig {
                 .collect()
         };
         let is_switch = |o: &DeviceConfig| {
-            crate::qom::types::find(&o.driver).map(|t| t.name) == Some(crate::net::rocker::TYPE)
+            crate::qom::types::find(&o.driver).map(|t| t.name) == Some(rocker::TYPE)
         };
         let ports_of = |o: &DeviceConfig| -> Vec<String> {
             o.props
@@ -1192,7 +1194,7 @@ impl MachineConfig {
                 .and_then(|p| serde_json::from_str::<Vec<String>>(p).ok())
                 .unwrap_or_default()
         };
-        crate::net::rocker::check_new(
+        rocker::check_new(
             &json(&d.props),
             |p| self.netdevs.iter().any(|x| x.id == p),
             |p| {
@@ -1207,7 +1209,7 @@ impl MachineConfig {
                         && o.props
                             .get("name")
                             .map(String::as_str)
-                            .unwrap_or(crate::net::rocker::TYPE)
+                            .unwrap_or(rocker::TYPE)
                             == name
                 })
             },

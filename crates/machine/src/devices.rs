@@ -553,19 +553,12 @@ pub fn all_devices(tree: &Tree) -> Vec<NodeId> {
         .collect()
 }
 
-/// Whether a device's `prop` (`netdev`, `drive`) already names `name`.
-fn backend_in_use(tree: &Tree, prop: &str, name: &str) -> bool {
-    if prop == "netdev" && crate::net::rocker::port_uses(tree, name) {
-        return true;
-    }
+/// Whether a device's `prop` (`netdev`, `drive`) already names `name` (the other users of
+/// back ends answer through [`Machine::backend_in_use`]).
+pub fn backend_in_use(tree: &Tree, prop: &str, name: &str) -> bool {
     all_devices(tree)
         .into_iter()
         .any(|n| tree.val(n, prop).and_then(QomValue::as_str) == Some(name))
-}
-
-/// Whether a card or a switch's port uses network back end `name`.
-pub fn netdev_in_use(tree: &Tree, name: &str) -> bool {
-    backend_in_use(tree, "netdev", name)
 }
 
 /// The qdev id of a device (its name under /machine/peripheral).
@@ -755,7 +748,7 @@ fn device_add_as(m: &mut Machine, args: &DeviceOptions, driver: &str) -> Result<
                     "Property '{owner}.netdev' can't find value '{name}'"
                 )));
             }
-            if backend_in_use(&m.qom.tree, "netdev", name) {
+            if m.backend_in_use(Backend::Netdev, name) {
                 return Err(QmpError::generic(format!(
                     "Property '{owner}.netdev' can't take value '{name}', it's in use"
                 )));
@@ -774,7 +767,7 @@ fn device_add_as(m: &mut Machine, args: &DeviceOptions, driver: &str) -> Result<
                     "Property '{backend_ty}.drive' can't find value '{name}'"
                 )));
             }
-            if backend_in_use(&m.qom.tree, "drive", name) {
+            if m.backend_in_use(Backend::Drive, name) {
                 return Err(QmpError::generic(format!(
                     "Property '{backend_ty}.drive' can't take value '{name}', it's in use"
                 )));
@@ -788,9 +781,6 @@ fn device_add_as(m: &mut Machine, args: &DeviceOptions, driver: &str) -> Result<
             .find(|(k, _)| k == "drive")
             .and_then(|(_, v)| v.as_str()),
     )?;
-    if types::is_a(td.name, crate::net::rocker::TYPE) {
-        crate::net::rocker::check_device_add(m, &props)?;
-    }
     let cpu_index = if types::is_a(td.name, "x86_64-cpu") {
         Some(check_cpu(m, td.name, &props)?)
     } else {

@@ -6,22 +6,22 @@
 //! can step a simulated clock and a server (`qmpkit-machine-server`) can use
 //! real time.
 //!
-//! Layout: one module per subsystem. Each subsystem module exposes
-//!
-//! ```ignore
-//! pub fn execute(m: &mut Machine, cmd: &str, args: &Args, cx: &mut Cx) -> Option<CmdResult>
-//! ```
-//!
-//! answering `None` for commands it does not own; [`Machine::execute`] asks
-//! each in turn, and [`handled`] lists what they own (for `--list-handlers`).
-//! Events go to the machine's outbox with [`Machine::emit`]; the glue
-//! drains it after every call and every timer with [`Machine::take_events`].
+//! Layout: the subsystems' typed state and behaviour (`runstate`, `devices`, `block`, …),
+//! the QMP handlers above them ([`qmp`], bound to the commands of the machine's own schema
+//! by one table and called through the generated [`api::dispatch`]), HMP above those, and
+//! the version view ([`view`]) that converts requests of the served interface to the
+//! machine's own and replies and events back; `tests/layers.rs` holds the order.
+//! [`Machine::execute`] runs one request through the view and the table. Events go to the
+//! machine's outbox typed with [`Machine::emit_event`]; the glue drains it after every call
+//! and every timer with [`Machine::take_events`].
 //!
 //! Subsystem state lives in one `pub` field per subsystem on [`Machine`]
 //! (`pub run: runstate::RunStateData`, …), created from the configuration in
 //! [`Machine::new`]. A subsystem that acts later schedules its own variant
 //! of [`TimerAction`] (`TimerAction::Dump(dump::Timer::Done { .. })`);
-//! [`Machine::advance`] hands due timers back to that subsystem's `on_timer`.
+//! [`Machine::advance`] hands due timers back to that subsystem's `on_timer`. Devices reach
+//! the subsystems that keep state about them through the hooks [`Machine::pre_plug`],
+//! [`Machine::on_plug`] and [`Machine::on_unplug`].
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -166,6 +166,8 @@ pub struct Machine {
     pub fds: fdsets::FdState,
     /// Capabilities, parameters, the outgoing and the incoming migration.
     pub migration: migration::MigrationState,
+    /// RAM saved by the human monitor's `savevm`, by tag.
+    pub savevm: savevm::SavedVms,
     // and create them in `Machine::new`.
 }
 
@@ -224,16 +226,11 @@ impl Machine {
             misc: Default::default(),
             fds: Default::default(),
             migration,
+            savevm: Default::default(),
         };
         migration::start_from_config(&mut m);
         catalog::start(&mut m);
         m
-    }
-
-    /// Queue an event for broadcast, as the subsystem made it (shaped
-    /// after the served schema when it is taken).
-    pub fn emit(&mut self, name: &str, data: Option<Value>) {
-        self.outbox.push((name.to_string(), data));
     }
 
     /// Queue a typed event of the machine's own interface.
@@ -378,16 +375,6 @@ impl Machine {
         if let Some(err) = self.testctl.take_injected(cmd) {
             return Some(Err(err));
         }
-        // The block layer's replies and bitmap requests in newer interfaces' forms.
-        if let Some(r) = block::execute_newer(self, cmd) {
-            return Some(r);
-        }
-        if let Some(r) = qmp::block_bitmap::execute_newer(self, cmd, args) {
-            return Some(r);
-        }
-        if let Some(r) = qmp::block_node::execute_newer(self, cmd, args) {
-            return Some(r);
-        }
         let (command, args) = match view::request(cmd, args) {
             Ok(view::Request::Own { command, args }) => (command, args),
             Ok(view::Request::Answered(v)) => return Some(Ok(v)),
@@ -404,7 +391,8 @@ impl Machine {
     /// devices may refuse it (QEMU's `pre_plug`). Devices call it once the device exists and
     /// remove the device again on an error.
     pub fn pre_plug(&mut self, info: &devices::PlugInfo) -> Result<(), QmpError> {
-        self.ident.pre_plug(&self.config, info)
+        self.ident.pre_plug(&self.config, info)?;
+        net::rocker::pre_plug(self, info)
     }
 
     /// Hook: a device was plugged. Each subsystem that keeps state about devices updates it
@@ -423,12 +411,35 @@ impl Machine {
         self.chardev.on_unplug(info);
     }
 
+    /// Runs a line of the human monitor (HMP, the layer above the QMP handlers) for
+    /// `human-monitor-command`.
+    pub fn human_monitor(
+        &mut self,
+        line: &str,
+        cpu_index: Option<i64>,
+        cx: &mut Cx,
+    ) -> Result<String, QmpError> {
+        hmp::human_monitor_command(self, line, cpu_index, cx)
+    }
+
     /// Whether the back end a device property names exists (for `device_add`).
     pub fn has_backend(&self, kind: devices::Backend, name: &str) -> bool {
         match kind {
             devices::Backend::Netdev => net::exists(self, name),
             // A drive's name, its medium's node name or a node, as QEMU looks the value up.
             devices::Backend::Drive => block::drive_known(self, name),
+        }
+    }
+
+    /// Whether a device or a switch's port already uses the back end `name` (for
+    /// `device_add`).
+    pub fn backend_in_use(&self, kind: devices::Backend, name: &str) -> bool {
+        let tree = &self.qom.tree;
+        match kind {
+            devices::Backend::Netdev => {
+                devices::backend_in_use(tree, "netdev", name) || net::rocker::port_uses(tree, name)
+            }
+            devices::Backend::Drive => devices::backend_in_use(tree, "drive", name),
         }
     }
 
@@ -458,42 +469,10 @@ impl Machine {
 pub fn handled() -> Vec<&'static str> {
     let mut v: Vec<&'static str> = Vec::new();
     v.extend_from_slice(qmp::implemented());
-    v.extend_from_slice(qmp::OUTSIDE_SCHEMA);
     v.extend(view::REQUESTS.iter().map(|r| r.command));
-    // Commands outside the machine's schema not yet in the typed table.
-    for h in [qmp::block_bitmap::HANDLED, qmp::block_node::HANDLED] {
-        v.extend_from_slice(h);
-    }
     v.sort_unstable();
     v.dedup();
     v
-}
-
-/// Read an optional string argument.
-pub fn arg_str<'a>(args: &'a Args, name: &str) -> Option<&'a str> {
-    args.get(name).and_then(Value::as_str)
-}
-
-/// Read an optional boolean argument.
-pub fn arg_bool(args: &Args, name: &str) -> Option<bool> {
-    args.get(name).and_then(Value::as_bool)
-}
-
-/// Read an optional integer argument (signed or unsigned).
-pub fn arg_i64(args: &Args, name: &str) -> Option<i64> {
-    let v = args.get(name)?;
-    v.as_i64().or_else(|| v.as_u64().map(|u| u as i64))
-}
-
-/// Read an optional unsigned integer argument.
-pub fn arg_u64(args: &Args, name: &str) -> Option<u64> {
-    let v = args.get(name)?;
-    v.as_u64().or_else(|| v.as_i64().map(|i| i as u64))
-}
-
-/// `{}`: what commands without a return type answer.
-pub fn empty() -> CmdResult {
-    Ok(Value::Object(Map::new()))
 }
 
 /// The error of a command the machine does not implement (or of a case of

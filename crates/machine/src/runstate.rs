@@ -8,7 +8,6 @@
 //! everything the guest does): those are zero-delay timers here.
 
 use qmpkit_wire::QmpError;
-use serde_json::{json, Value};
 
 use crate::api;
 use crate::{generic, ExitReason, Machine, TimerAction};
@@ -162,15 +161,16 @@ pub enum ShutdownCause {
 }
 
 impl ShutdownCause {
-    /// The name QMP uses (QEMU 4.0's; the version view renames it for older interfaces).
-    fn name(self) -> &'static str {
+    /// As the interface says it (QEMU 4.2's names; the version view renames them for 4.0's
+    /// and drops `reason` for interfaces before it).
+    fn api(self) -> api::ShutdownCause {
         match self {
-            ShutdownCause::HostQmpQuit => "host-qmp-quit",
-            ShutdownCause::HostQmpSystemReset => "host-qmp-system-reset",
-            ShutdownCause::HostSignal => "host-signal",
-            ShutdownCause::GuestShutdown => "guest-shutdown",
-            ShutdownCause::GuestReset => "guest-reset",
-            ShutdownCause::GuestPanic => "guest-panic",
+            ShutdownCause::HostQmpQuit => api::ShutdownCause::HostQmpQuit,
+            ShutdownCause::HostQmpSystemReset => api::ShutdownCause::HostQmpSystemReset,
+            ShutdownCause::HostSignal => api::ShutdownCause::HostSignal,
+            ShutdownCause::GuestShutdown => api::ShutdownCause::GuestShutdown,
+            ShutdownCause::GuestReset => api::ShutdownCause::GuestReset,
+            ShutdownCause::GuestPanic => api::ShutdownCause::GuestPanic,
         }
     }
 
@@ -269,17 +269,6 @@ pub fn needs_reset(m: &Machine) -> bool {
     }
 }
 
-/// The data of SHUTDOWN or RESET: who asked, and why where the served interface says (QEMU
-/// 4.0 added `reason`, which the machine's own interface, QEMU 2.12's, does not have: the
-/// one event data the machine still shapes after the served schema).
-fn cause_data(m: &Machine, event: &str, cause: ShutdownCause) -> Value {
-    let mut data = json!({"guest": cause.is_guest()});
-    if crate::shape::event_has_member(&m.schema, event, "reason") {
-        data["reason"] = Value::String(cause.name().to_string());
-    }
-    data
-}
-
 /// Post a request the main loop serves after the current reply.
 pub fn request(m: &mut Machine, what: Timer) {
     m.schedule(0, TimerAction::RunState(what));
@@ -288,8 +277,10 @@ pub fn request(m: &mut Machine, what: Timer) {
 /// Serve a shutdown request now: SHUTDOWN, then exit or (with
 /// `-no-shutdown`) stop in `shutdown`.
 pub fn do_shutdown(m: &mut Machine, cause: ShutdownCause) {
-    let data = cause_data(m, "SHUTDOWN", cause);
-    m.emit("SHUTDOWN", Some(data));
+    m.emit_event(api::Shutdown {
+        guest: cause.is_guest(),
+        reason: cause.api(),
+    });
     m.cancel_timers(|a| *a != TimerAction::RunState(Timer::GuestPowerdown));
     if m.run.no_shutdown && cause != ShutdownCause::HostQmpQuit {
         vm_stop(m, RunState::Shutdown);
@@ -305,8 +296,10 @@ pub fn do_reset(m: &mut Machine, cause: ShutdownCause) {
         do_shutdown(m, cause);
         return;
     }
-    let data = cause_data(m, "RESET", cause);
-    m.emit("RESET", Some(data));
+    m.emit_event(api::Reset {
+        guest: cause.is_guest(),
+        reason: cause.api(),
+    });
     m.run.reset_count += 1;
     m.run.powerdown_pending = false;
     m.cancel_timers(|a| *a != TimerAction::RunState(Timer::GuestPowerdown));

@@ -82,7 +82,7 @@ pub fn savevm(m: &mut Machine, tag: Option<&str>) -> Result<(), String> {
             .map_err(|e| qerr(e).desc)?;
     }
     let ram = m.memory.written.clone();
-    m.block.saved_vms.ram.insert(tag, ram);
+    m.savevm.ram.insert(tag, ram);
     Ok(())
 }
 
@@ -100,7 +100,7 @@ pub fn loadvm(m: &mut Machine, tag: &str) -> Result<(), String> {
             ));
         }
     }
-    let Some(ram) = m.block.saved_vms.ram.get(tag).cloned() else {
+    let Some(ram) = m.savevm.ram.get(tag).cloned() else {
         return Err("This is a disk-only snapshot. Revert to it offline using qemu-img".into());
     };
     for (_, node) in &list {
@@ -122,7 +122,7 @@ pub fn delvm(m: &mut Machine, tag: &str) -> Result<(), String> {
                 .map_err(|e| e.desc)?;
         }
     }
-    m.block.saved_vms.ram.remove(tag);
+    m.savevm.ram.remove(tag);
     Ok(())
 }
 

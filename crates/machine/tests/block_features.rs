@@ -97,8 +97,10 @@ fn dirty_bitmaps_count_guest_writes() {
     assert_eq!(
         drive_bitmaps(&mut m),
         json!([
-            {"name": "fine", "count": 0, "granularity": 512, "status": "active"},
-            {"name": "b0", "count": 0, "granularity": 65536, "status": "active"},
+            {"name": "fine", "count": 0, "granularity": 512, "status": "active",
+                "recording": true, "busy": false, "persistent": false},
+            {"name": "b0", "count": 0, "granularity": 65536, "status": "active",
+                "recording": true, "busy": false, "persistent": false},
         ])
     );
     qmpkit_machine::block::guest_write(&mut m, "ide0-hd0", 0, &[1]).unwrap();
@@ -108,8 +110,10 @@ fn dirty_bitmaps_count_guest_writes() {
     assert_eq!(
         drive_bitmaps(&mut m),
         json!([
-            {"name": "fine", "count": 71680, "granularity": 512, "status": "active"},
-            {"name": "b0", "count": 262144, "granularity": 65536, "status": "active"},
+            {"name": "fine", "count": 71680, "granularity": 512, "status": "active",
+                "recording": true, "busy": false, "persistent": false},
+            {"name": "b0", "count": 262144, "granularity": 65536, "status": "active",
+                "recording": true, "busy": false, "persistent": false},
         ])
     );
     assert_eq!(
@@ -224,15 +228,19 @@ fn bitmap_transaction_actions_are_all_or_nothing() {
     );
     assert_eq!(
         drive_bitmaps(&mut m),
-        json!([{"name": "b0", "count": 65536, "granularity": 65536, "status": "active"}])
+        json!([{"name": "b0", "count": 65536, "granularity": 65536, "status": "active",
+                "recording": true, "busy": false, "persistent": false}])
     );
     ok(run(&mut m, "transaction", t("t2")));
     assert_eq!(
         drive_bitmaps(&mut m),
         json!([
-            {"name": "t2", "count": 0, "granularity": 65536, "status": "active"},
-            {"name": "t1", "count": 0, "granularity": 65536, "status": "active"},
-            {"name": "b0", "count": 0, "granularity": 65536, "status": "active"},
+            {"name": "t2", "count": 0, "granularity": 65536, "status": "active",
+                "recording": true, "busy": false, "persistent": false},
+            {"name": "t1", "count": 0, "granularity": 65536, "status": "active",
+                "recording": true, "busy": false, "persistent": false},
+            {"name": "b0", "count": 0, "granularity": 65536, "status": "active",
+                "recording": true, "busy": false, "persistent": false},
         ])
     );
 }

@@ -54,7 +54,10 @@ fn start_paused_cont_stop_powerdown() {
     assert!(events(&mut m).is_empty());
     assert!(m.exit.is_none());
     m.advance(600_000_000);
-    assert_eq!(events(&mut m), [r#"SHUTDOWN {"guest":true}"#]);
+    assert_eq!(
+        events(&mut m),
+        [r#"SHUTDOWN {"guest":true,"reason":"guest-shutdown"}"#]
+    );
     assert!(m.exit.is_some());
 }
 
@@ -63,7 +66,13 @@ fn no_shutdown_stays_in_shutdown_and_needs_reset() {
     let mut m = machine_with(|c| c.no_shutdown = true);
     let _ = run(&mut m, 0, "system_powerdown", json!({}));
     m.advance(1_000_000_000);
-    assert_eq!(events(&mut m), [r#"SHUTDOWN {"guest":true}"#, "STOP"]);
+    assert_eq!(
+        events(&mut m),
+        [
+            r#"SHUTDOWN {"guest":true,"reason":"guest-shutdown"}"#,
+            "STOP"
+        ]
+    );
     assert!(m.exit.is_none());
     assert_eq!(status(&mut m), "shutdown");
     let (r, _) = run(&mut m, 1000, "cont", json!({}));
@@ -73,7 +82,10 @@ fn no_shutdown_stays_in_shutdown_and_needs_reset() {
     );
     let (r, ev) = run(&mut m, 1001, "system_reset", json!({}));
     assert!(r.is_ok());
-    assert_eq!(ev, [r#"RESET {"guest":false}"#]);
+    assert_eq!(
+        ev,
+        [r#"RESET {"guest":false,"reason":"host-qmp-system-reset"}"#]
+    );
     assert_eq!(status(&mut m), "prelaunch");
     assert_eq!(run(&mut m, 1002, "cont", json!({})).1, ["RESUME"]);
     assert_eq!(status(&mut m), "running");
@@ -91,7 +103,10 @@ fn powerdown_while_paused_waits_for_the_guest() {
     assert!(events(&mut m).is_empty());
     assert_eq!(run(&mut m, 5000, "cont", json!({})).1, ["RESUME"]);
     m.advance(5_600_000_000);
-    assert_eq!(events(&mut m), [r#"SHUTDOWN {"guest":true}"#]);
+    assert_eq!(
+        events(&mut m),
+        [r#"SHUTDOWN {"guest":true,"reason":"guest-shutdown"}"#]
+    );
 }
 
 #[test]
@@ -109,7 +124,7 @@ fn quit_shuts_down_even_with_no_shutdown() {
     let mut m = machine_with(|c| c.no_shutdown = true);
     let (r, ev) = run(&mut m, 0, "quit", json!({}));
     assert_eq!(r.unwrap(), json!({}));
-    assert_eq!(ev, [r#"SHUTDOWN {"guest":false}"#]);
+    assert_eq!(ev, [r#"SHUTDOWN {"guest":false,"reason":"host-qmp-quit"}"#]);
     assert!(m.exit.is_some());
 }
 
@@ -150,10 +165,10 @@ fn guest_reboot_and_shutdown() {
         "__org.qmpkit_guest-shutdown",
         json!({"reboot": true}),
     );
-    assert_eq!(ev, [r#"RESET {"guest":true}"#]);
+    assert_eq!(ev, [r#"RESET {"guest":true,"reason":"guest-reset"}"#]);
     assert_eq!(status(&mut m), "running");
     let (_, ev) = run(&mut m, 1, "__org.qmpkit_guest-shutdown", json!({}));
-    assert_eq!(ev, [r#"SHUTDOWN {"guest":true}"#]);
+    assert_eq!(ev, [r#"SHUTDOWN {"guest":true,"reason":"guest-shutdown"}"#]);
     assert!(m.exit.is_some());
 }
 
@@ -166,7 +181,7 @@ fn no_reboot_turns_reboot_into_shutdown() {
         "__org.qmpkit_guest-shutdown",
         json!({"reboot": true}),
     );
-    assert_eq!(ev, [r#"SHUTDOWN {"guest":true}"#]);
+    assert_eq!(ev, [r#"SHUTDOWN {"guest":true,"reason":"guest-reset"}"#]);
 }
 
 #[test]
@@ -196,7 +211,7 @@ fn panic_with_and_without_no_shutdown() {
             r#"GUEST_PANICKED {"action":"pause"}"#,
             "STOP",
             r#"GUEST_PANICKED {"action":"poweroff"}"#,
-            r#"SHUTDOWN {"guest":true}"#
+            r#"SHUTDOWN {"guest":true,"reason":"guest-panic"}"#
         ]
     );
     assert!(m.exit.is_some());
@@ -208,7 +223,10 @@ fn watchdog_actions() {
     let (_, ev) = run(&mut m, 0, "__org.qmpkit_watchdog-fire", json!({}));
     assert_eq!(
         ev,
-        [r#"WATCHDOG {"action":"reset"}"#, r#"RESET {"guest":true}"#]
+        [
+            r#"WATCHDOG {"action":"reset"}"#,
+            r#"RESET {"guest":true,"reason":"guest-reset"}"#
+        ]
     );
     let _ = run(&mut m, 1, "watchdog-set-action", json!({"action": "pause"}));
     let (_, ev) = run(&mut m, 2, "__org.qmpkit_watchdog-fire", json!({}));
@@ -387,6 +405,13 @@ fn incoming_waits_in_inmigrate() {
 fn hibernate_reports_suspend_disk_then_shuts_down() {
     let mut m = machine_with(|c| c.no_shutdown = true);
     let (_, ev) = run(&mut m, 0, "__org.qmpkit_guest-hibernate", json!({}));
-    assert_eq!(ev, ["SUSPEND_DISK", r#"SHUTDOWN {"guest":true}"#, "STOP"]);
+    assert_eq!(
+        ev,
+        [
+            "SUSPEND_DISK",
+            r#"SHUTDOWN {"guest":true,"reason":"guest-shutdown"}"#,
+            "STOP"
+        ]
+    );
     assert_eq!(status(&mut m), "shutdown");
 }

@@ -110,6 +110,17 @@ const NEWER: &[&str] = &[
     "BlockJobChangeOptionsMirror",
     "BlockJobChangeOptions",
     "block-job-change",
+    "ShutdownCause",
+    "Qcow2BitmapInfoFlags",
+    "Qcow2BitmapInfo",
+    "Qcow2CompressionType",
+    "block-dirty-bitmap-enable",
+    "block-dirty-bitmap-disable",
+    "BlockDirtyBitmapOrStr",
+    "BlockDirtyBitmapMerge",
+    "block-dirty-bitmap-merge",
+    "blockdev-reopen",
+    "q_obj_query-named-block-nodes-arg",
 ];
 
 /// Seed definitions that grew members of later QEMU releases: each keeps every member the
@@ -126,6 +137,12 @@ const GROWN: &[&str] = &[
     "q_obj_nbd-server-add-arg",
     "BlockdevOptions",
     "q_obj_BlockdevOptions-base",
+    "q_obj_SHUTDOWN-arg",
+    "q_obj_RESET-arg",
+    "ImageInfoSpecificQCow2",
+    "BlockDirtyInfo",
+    "BlockDirtyBitmapAdd",
+    "query-named-block-nodes",
 ];
 
 /// Whether `name` (an entity, its implicit argument type or its array) is an extension or
@@ -136,6 +153,7 @@ fn set_aside(name: &str) -> bool {
     let base = base.strip_suffix("-arg").unwrap_or(base);
     let base = base.strip_suffix("-base").unwrap_or(base);
     is_ext(name)
+        || NEWER.contains(&name)
         || NEWER
             .iter()
             .any(|n| *n == base || format!("{n}List") == base)
@@ -328,9 +346,20 @@ fn model_matches_the_seed_entity_by_entity() {
         format!("{key}:\n--- seed\n{want}--- ours\n{got}")
     });
     let differ: Vec<String> = differ.into_iter().filter(|d| !d.is_empty()).collect();
+    // An array of a seed type that only a newer definition uses (`[BlockdevOptions]` of
+    // blockdev-reopen) is no definition of its own.
+    let newer_array = |k: &str| {
+        k.strip_prefix("array ")
+            .and_then(|a| a.strip_suffix("List"))
+            .is_some_and(|e| seed_schema.lookup_type(e).is_some())
+    };
     let extra: Vec<&str> = ours
         .keys()
-        .filter(|k| !seed.contains_key(*k) && !set_aside(k.split(' ').nth(1).unwrap_or(k)))
+        .filter(|k| {
+            !seed.contains_key(*k)
+                && !set_aside(k.split(' ').nth(1).unwrap_or(k))
+                && !newer_array(k)
+        })
         .map(String::as_str)
         .collect();
     assert!(

@@ -218,6 +218,11 @@ fn call_args(cmd: &str, tmp: &str) -> Option<Value> {
         | "block-dirty-bitmap-clear"
         | "x-debug-block-dirty-bitmap-sha256" => json!({"node": "null9", "name": "b0"}),
         "blockdev-snapshot-internal-sync" => json!({"device": "virtio0", "name": "s1"}),
+        "block-dirty-bitmap-enable" | "block-dirty-bitmap-disable" => {
+            json!({"node": "null9", "name": "b0"})
+        }
+        "block-dirty-bitmap-merge" => json!({"node": "null9", "target": "b0", "bitmaps": ["b1"]}),
+        "blockdev-reopen" => json!({"options": [{"driver": "null-co", "node-name": "null9"}]}),
         "x-blockdev-set-iothread" => json!({"node-name": "null9", "iothread": null}),
         "blockdev-snapshot-delete-internal-sync" => json!({"device": "virtio0", "name": "s1"}),
         "change-backing-file" => {
@@ -381,6 +386,10 @@ const ERRORS: &[(&str, &str)] = &[
     ),
     ("block-dirty-bitmap-remove", "Node 'null9' not found"),
     ("block-dirty-bitmap-clear", "Node 'null9' not found"),
+    ("block-dirty-bitmap-enable", "Node 'null9' not found"),
+    ("block-dirty-bitmap-disable", "Node 'null9' not found"),
+    ("block-dirty-bitmap-merge", "Node 'null9' not found"),
+    ("blockdev-reopen", "Failed to find node with node-name='null9'"),
     (
         "x-debug-block-dirty-bitmap-sha256",
         "Node 'null9' not found",

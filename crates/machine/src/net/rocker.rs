@@ -17,10 +17,9 @@ use crate::api;
 use crate::qom::{NodeId, Tree};
 use crate::{generic, Machine};
 
-/// The type name, and a switch's name when it is given none.
-pub const TYPE: &str = "rocker";
-/// The one world a switch can run.
-const WORLD: &str = "ofdpa";
+use crate::config::rocker::check_new;
+pub use crate::config::rocker::TYPE;
+use crate::devices::{Backend, PlugInfo};
 
 /// The first front-panel MAC address when `fp_start_macaddr` is not given.
 const DEFAULT_FP_MAC: [u8; 6] = [0x52, 0x54, 0x00, 0x12, 0x35, 0x01];
@@ -68,60 +67,32 @@ pub fn port_uses(tree: &Tree, netdev: &str) -> bool {
         .any(|n| port_backends(tree, n).iter().any(|p| p == netdev))
 }
 
-/// The checks QEMU makes when a switch is created, in its order: each port's back end exists
-/// and is free (also of the ports before it), then the world exists, then the name is new.
-/// `props`: the device's options; `exists` / `in_use`: whether a back end exists / is taken.
-pub fn check_new(
-    props: &[(String, Value)],
-    exists: impl Fn(&str) -> bool,
-    in_use: impl Fn(&str) -> bool,
-    name_taken: impl Fn(&str) -> bool,
-) -> Result<(), QmpError> {
-    let get = |k: &str| props.iter().find(|(p, _)| p == k).map(|(_, v)| v);
-    if let Some(v) = get("ports") {
-        let def = crate::qom::types::find_prop(TYPE, "ports")
-            .ok_or_else(|| generic("rocker has no ports property"))?;
-        let ports = match crate::qom::props::device_prop_value(TYPE, def, v)? {
-            QomValue::List(l) => l,
-            _ => Vec::new(),
-        };
-        let mut taken: Vec<&str> = Vec::new();
-        for p in ports.iter().filter_map(QomValue::as_str) {
-            if !exists(p) {
-                return Err(generic(format!(
-                    "Property '{TYPE}.ports' can't find value '{p}'"
-                )));
-            }
-            if in_use(p) || taken.contains(&p) {
-                return Err(generic(format!(
-                    "Property '{TYPE}.ports' can't take value '{p}', it's in use"
-                )));
-            }
-            taken.push(p);
-        }
+/// Hook: a switch about to be plugged (`device_add`) gets QEMU's checks of a new switch
+/// ([`check_new`]) against the back ends, devices and switches the machine has besides it.
+pub fn pre_plug(m: &Machine, info: &PlugInfo) -> Result<(), QmpError> {
+    if !crate::qom::types::is_a(info.ty, TYPE) {
+        return Ok(());
     }
-    if let Some(w) = get("world").and_then(Value::as_str) {
-        if w != WORLD {
-            return Err(generic(format!(
-                "invalid argument requested world {w} does not exist"
-            )));
-        }
-    }
-    let name = get("name").and_then(Value::as_str).unwrap_or(TYPE);
-    if name_taken(name) {
-        return Err(generic(format!("{name} already exists")));
-    }
-    Ok(())
-}
-
-/// `check_new` for `device_add` on a running machine.
-pub fn check_device_add(m: &Machine, props: &[(String, Value)]) -> Result<(), QmpError> {
+    let props: Vec<(String, Value)> = info
+        .props
+        .iter()
+        .map(|(k, v)| (k.clone(), v.to_json()))
+        .collect();
     let tree = &m.qom.tree;
+    let others: Vec<NodeId> = switches(tree)
+        .into_iter()
+        .filter(|&n| tree.path(n) != info.path)
+        .collect();
     check_new(
-        props,
-        |p| m.has_backend(crate::devices::Backend::Netdev, p),
-        |p| crate::devices::netdev_in_use(tree, p),
-        |name| find(m, name).is_ok(),
+        &props,
+        |p| m.has_backend(Backend::Netdev, p),
+        |p| {
+            crate::devices::backend_in_use(tree, "netdev", p)
+                || others
+                    .iter()
+                    .any(|&n| port_backends(tree, n).iter().any(|x| x == p))
+        },
+        |name| others.iter().any(|&n| name_of(tree, n) == name),
     )
 }
 

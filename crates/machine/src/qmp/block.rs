@@ -177,11 +177,12 @@ pub fn blockdev_del(m: &mut Machine, a: api::BlockdevDel, _: &mut Cx) -> R<Empty
 
 pub fn query_named_block_nodes(
     m: &mut Machine,
-    _: api::QueryNamedBlockNodes,
+    a: api::QueryNamedBlockNodes,
     _: &mut Cx,
 ) -> R<Vec<api::BlockDeviceInfo>> {
     block::catch_up(m);
-    let nodes = m.block.graph.named_nodes(false).map_err(qerr)?;
+    let flat = a.flat.unwrap_or(false);
+    let nodes = m.block.graph.named_nodes(flat).map_err(qerr)?;
     Ok(nodes
         .iter()
         .map(|n| block::node_device_info(m, n))

@@ -1,23 +1,15 @@
-//! Dirty bitmap commands over the graph's bitmaps (`qmpkit_block::bitmap`): add, remove,
-//! clear and the checksum in the machine's own schema; enable, disable, merge and `add`'s
-//! `disabled` of newer interfaces by name; the `dirty-bitmaps` that `query-block` and
-//! `query-named-block-nodes` show; and the transaction actions with their undo.
+//! Dirty bitmap commands over the graph's bitmaps (`qmpkit_block::bitmap`): add (with 4.0's
+//! `disabled`), remove, clear, 4.0's enable, disable and merge, the checksum, and the
+//! transaction actions with their undo. The `dirty-bitmaps` that `query-block` and
+//! `query-named-block-nodes` show are the block layer's (`crate::block::dirty_info`).
 
 use qmpkit_block::bitmap::{AddOptions, DirtyBitmap};
 use qmpkit_qapi::Empty;
-use serde_json::{json, Map, Value};
 
 use super::R;
 use crate::api;
 use crate::block::{self, qerr};
-use crate::{arg_bool, arg_str, arg_u64, generic, Args, CmdResult, Cx, Machine};
-
-/// Commands of newer interfaces answered here by name.
-pub const HANDLED: &[&str] = &[
-    "block-dirty-bitmap-disable",
-    "block-dirty-bitmap-enable",
-    "block-dirty-bitmap-merge",
-];
+use crate::{generic, Cx, Machine};
 
 /// The node a bitmap command's `node` names: a drive's node by drive name, else the name
 /// itself (the graph answers "Node '…' not found" for a missing one).
@@ -49,7 +41,7 @@ fn add_options(a: &api::BlockDirtyBitmapAdd) -> R<AddOptions> {
     Ok(AddOptions {
         granularity: a.granularity.map(u64::from),
         persistent,
-        disabled: false,
+        disabled: a.disabled.unwrap_or(false),
     })
 }
 
@@ -80,6 +72,53 @@ pub fn block_dirty_bitmap_clear(
 ) -> R<Empty> {
     let node = node_of(m, &a.node)?;
     m.block.graph.bitmap_clear(&node, &a.name).map_err(qerr)?;
+    Ok(Empty)
+}
+
+pub fn block_dirty_bitmap_enable(
+    m: &mut Machine,
+    a: api::BlockDirtyBitmapEnable,
+    _: &mut Cx,
+) -> R<Empty> {
+    set_enabled(m, &a.node, &a.name, true)
+}
+
+pub fn block_dirty_bitmap_disable(
+    m: &mut Machine,
+    a: api::BlockDirtyBitmapDisable,
+    _: &mut Cx,
+) -> R<Empty> {
+    set_enabled(m, &a.node, &a.name, false)
+}
+
+fn set_enabled(m: &mut Machine, node: &str, name: &str, enabled: bool) -> R<Empty> {
+    let node = node_of(m, node)?;
+    m.block
+        .graph
+        .bitmap_set_enabled(&node, name, enabled)
+        .map_err(qerr)?;
+    Ok(Empty)
+}
+
+pub fn block_dirty_bitmap_merge(
+    m: &mut Machine,
+    a: api::BlockDirtyBitmapMerge,
+    _: &mut Cx,
+) -> R<Empty> {
+    let node = node_of(m, &a.node)?;
+    let mut sources = Vec::new();
+    for s in &a.bitmaps {
+        match s {
+            api::BlockDirtyBitmapOrStr::Local(name) => sources.push((None, name.clone())),
+            api::BlockDirtyBitmapOrStr::External(b) => {
+                sources.push((Some(node_of(m, &b.node)?), b.name.clone()));
+            }
+        }
+    }
+    m.block
+        .graph
+        .bitmap_merge(&node, &a.target, &sources)
+        .map_err(qerr)?;
     Ok(Empty)
 }
 
@@ -123,111 +162,4 @@ pub fn undo(m: &mut Machine, u: Undo) {
             let _ = m.block.graph.bitmap_replace(&node, old);
         }
     }
-}
-
-/// `dirty-bitmaps` of a drive's node in the machine's own (2.12) form; None when it has none.
-pub fn dirty_info(m: &Machine, node: &str) -> Option<Vec<api::BlockDirtyInfo>> {
-    let list = m.block.graph.bitmaps(node);
-    (!list.is_empty()).then(|| {
-        list.iter()
-            .map(|b| api::BlockDirtyInfo {
-                name: Some(b.name.clone()),
-                count: block::i(b.count()),
-                granularity: u32::try_from(b.granularity).unwrap_or(u32::MAX),
-                status: if b.enabled {
-                    api::DirtyBitmapStatus::Active
-                } else {
-                    api::DirtyBitmapStatus::Disabled
-                },
-            })
-            .collect()
-    })
-}
-
-/// `dirty-bitmaps` of a node in QEMU 4.0's and later form (`BlockDeviceInfo`'s member there):
-/// recording, busy, persistent, and `inconsistent` when set. None when it has none.
-pub fn dirty_info_newer(m: &Machine, node: &str) -> Option<Value> {
-    let list = m.block.graph.bitmaps(node);
-    (!list.is_empty()).then(|| {
-        Value::Array(
-            list.iter()
-                .map(|b| {
-                    let mut o = json!({
-                        "name": b.name,
-                        "recording": b.enabled,
-                        "persistent": b.persistent,
-                        "busy": false,
-                        "granularity": b.granularity,
-                        "count": b.count(),
-                    });
-                    if b.inconsistent {
-                        o["inconsistent"] = json!(true);
-                    }
-                    o
-                })
-                .collect(),
-        )
-    })
-}
-
-fn empty() -> CmdResult {
-    Ok(Value::Object(Map::new()))
-}
-
-fn str_arg<'a>(args: &'a Args, name: &str) -> &'a str {
-    arg_str(args, name).unwrap_or("")
-}
-
-/// Newer interfaces' bitmap commands, by name; `block-dirty-bitmap-add` only when it carries
-/// `disabled` (QEMU 4.0), which the machine's own form lacks.
-pub fn execute_newer(m: &mut Machine, cmd: &str, args: &Args) -> Option<CmdResult> {
-    Some(match cmd {
-        "block-dirty-bitmap-add" if args.contains_key("disabled") => {
-            let opts = AddOptions {
-                granularity: arg_u64(args, "granularity"),
-                persistent: arg_bool(args, "persistent").unwrap_or(false),
-                disabled: arg_bool(args, "disabled").unwrap_or(false),
-            };
-            add(m, str_arg(args, "node"), str_arg(args, "name"), &opts).and_then(|_| empty())
-        }
-        "block-dirty-bitmap-enable" | "block-dirty-bitmap-disable" => {
-            let enabled = cmd.ends_with("enable");
-            node_of(m, str_arg(args, "node"))
-                .and_then(|node| {
-                    m.block
-                        .graph
-                        .bitmap_set_enabled(&node, str_arg(args, "name"), enabled)
-                        .map_err(qerr)
-                })
-                .and_then(|()| empty())
-        }
-        "block-dirty-bitmap-merge" => merge(m, args).and_then(|()| empty()),
-        _ => return None,
-    })
-}
-
-fn merge(m: &mut Machine, args: &Args) -> R<()> {
-    let node = node_of(m, str_arg(args, "node"))?;
-    let mut sources = Vec::new();
-    for s in args
-        .get("bitmaps")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
-        match s {
-            Value::String(name) => sources.push((None, name.clone())),
-            Value::Object(o) => {
-                let n = o.get("node").and_then(Value::as_str).unwrap_or("");
-                let n = node_of(m, n)?;
-                let name = o.get("name").and_then(Value::as_str).unwrap_or("");
-                sources.push((Some(n), name.to_string()));
-            }
-            _ => {}
-        }
-    }
-    m.block
-        .graph
-        .bitmap_merge(&node, str_arg(args, "target"), &sources)
-        .map_err(qerr)
 }

@@ -66,38 +66,6 @@ pub fn block_set_io_throttle(m: &mut Machine, a: api::BlockSetIoThrottle, _: &mu
     Ok(Empty)
 }
 
-/// Fills a drive's `BlockDeviceInfo` with its limits: every average; a burst rate and its
-/// length where the rate is set; the iops size where set; the group when throttled.
-pub fn report(m: &Machine, drive: &str, info: &mut api::BlockDeviceInfo) {
-    let Some((group, l)) = m.block.throttle.of(drive) else {
-        return;
-    };
-    let i = block::i;
-    let b = &l.buckets;
-    let max = |k: &Bucket| (k.max != 0).then(|| i(k.max));
-    let len = |k: &Bucket| (k.max != 0).then(|| i(k.burst_length));
-    info.bps = i(b[0].avg);
-    info.bps_rd = i(b[1].avg);
-    info.bps_wr = i(b[2].avg);
-    info.iops = i(b[3].avg);
-    info.iops_rd = i(b[4].avg);
-    info.iops_wr = i(b[5].avg);
-    info.bps_max = max(&b[0]);
-    info.bps_rd_max = max(&b[1]);
-    info.bps_wr_max = max(&b[2]);
-    info.iops_max = max(&b[3]);
-    info.iops_rd_max = max(&b[4]);
-    info.iops_wr_max = max(&b[5]);
-    info.bps_max_length = len(&b[0]);
-    info.bps_rd_max_length = len(&b[1]);
-    info.bps_wr_max_length = len(&b[2]);
-    info.iops_max_length = len(&b[3]);
-    info.iops_rd_max_length = len(&b[4]);
-    info.iops_wr_max_length = len(&b[5]);
-    info.iops_size = (l.op_size != 0).then(|| i(l.op_size));
-    info.group = Some(group.to_string());
-}
-
 // ---------------------------------------------------------------------------
 // Internal snapshots.
 
@@ -158,36 +126,17 @@ pub fn blockdev_snapshot_delete_internal_sync(
 }
 
 // ---------------------------------------------------------------------------
-// Reopening nodes (QEMU 6.0's `blockdev-reopen`, 4.0's `x-blockdev-reopen`), by name.
+// Reopening nodes (QEMU 6.0's `blockdev-reopen`).
 
-/// Commands of newer interfaces answered here by name.
-pub const HANDLED: &[&str] = &["blockdev-reopen", "x-blockdev-reopen"];
-
-fn reopen(m: &mut Machine, list: &[serde_json::Value]) -> R<()> {
-    let mut opts = Vec::new();
-    for v in list {
-        let o: api::BlockdevOptions = serde_json::from_value(v.clone())
-            .map_err(|e| generic(format!("Invalid parameter: {e}")))?;
-        opts.push(super::block::map_options(&o)?);
-    }
-    m.block.graph.reopen_options(&opts).map_err(qerr)
-}
-
-/// `blockdev-reopen` (a list of options) and `x-blockdev-reopen` (one, flat).
-pub fn execute_newer(m: &mut Machine, cmd: &str, args: &crate::Args) -> Option<crate::CmdResult> {
-    let r = match cmd {
-        "blockdev-reopen" => {
-            let list = args
-                .get("options")
-                .and_then(serde_json::Value::as_array)
-                .cloned()
-                .unwrap_or_default();
-            reopen(m, &list)
-        }
-        "x-blockdev-reopen" => reopen(m, &[serde_json::Value::Object(args.clone())]),
-        _ => return None,
-    };
-    Some(r.map(|()| serde_json::Value::Object(serde_json::Map::new())))
+/// `blockdev-reopen`: every node's new options, all or none.
+pub fn blockdev_reopen(m: &mut Machine, a: api::BlockdevReopen, _: &mut Cx) -> R<Empty> {
+    let opts = a
+        .options
+        .iter()
+        .map(super::block::map_options)
+        .collect::<R<Vec<_>>>()?;
+    m.block.graph.reopen_options(&opts).map_err(qerr)?;
+    Ok(Empty)
 }
 
 /// `x-blockdev-set-iothread`: QEMU's checks and words. The simulated machine runs no I/O
@@ -244,40 +193,4 @@ pub fn check_throttle_groups(m: &Machine, opts: &qmpkit_block::BlockdevOptions) 
         }
     }
     Ok(())
-}
-
-/// The `json:` description QEMU gives a node whose options no plain file name says (a
-/// filter): its driver's options down to the file, members in QEMU's order.
-pub fn json_filename(m: &Machine, node: &str) -> String {
-    format!(
-        "json:{}",
-        qmpkit_wire::json::to_qemu_string(&describe(&m.block.graph, node, 0))
-    )
-}
-
-fn describe(g: &qmpkit_block::BlockGraph, node: &str, depth: u32) -> serde_json::Value {
-    use qmpkit_block::graph::ChildRole;
-    use serde_json::json;
-    let Ok(driver) = g.driver(node) else {
-        return serde_json::Value::Null;
-    };
-    let mut o = serde_json::Map::new();
-    if let Some(t) = g.throttle_group(node) {
-        o.insert("throttle-group".into(), json!(t));
-    }
-    o.insert("driver".into(), json!(driver.name()));
-    match g.child(node, ChildRole::File) {
-        Some(c) if depth < 16 => {
-            o.insert("file".into(), describe(g, &c, depth + 1));
-        }
-        _ => {
-            if driver == qmpkit_block::Driver::File {
-                o.insert(
-                    "filename".into(),
-                    json!(g.filename(node).unwrap_or_default()),
-                );
-            }
-        }
-    }
-    serde_json::Value::Object(o)
 }

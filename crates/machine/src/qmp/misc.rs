@@ -25,13 +25,14 @@ pub fn rtc_reset_reinjection(_: &mut Machine, _: api::RtcResetReinjection, _: &m
     Ok(Empty)
 }
 
-/// `human-monitor-command`: the one QMP command that runs the human monitor above it.
+/// `human-monitor-command`: the one QMP command that runs the human monitor above it, which
+/// [`Machine::human_monitor`] reaches (the handlers never name the layer above them).
 pub fn human_monitor_command(
     m: &mut Machine,
     a: api::HumanMonitorCommand,
     cx: &mut Cx,
 ) -> R<String> {
-    crate::hmp::human_monitor_command(m, &a.command_line, a.cpu_index, cx)
+    m.human_monitor(&a.command_line, a.cpu_index, cx)
 }
 
 /// `change`: the VNC server's password or address when `device` is `vnc`, otherwise the

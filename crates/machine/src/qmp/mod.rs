@@ -262,11 +262,15 @@ handlers! {
     block_dirty_bitmap_add(BlockDirtyBitmapAdd) => block_bitmap::block_dirty_bitmap_add;
     block_dirty_bitmap_remove(BlockDirtyBitmapRemove) => block_bitmap::block_dirty_bitmap_remove;
     block_dirty_bitmap_clear(BlockDirtyBitmapClear) => block_bitmap::block_dirty_bitmap_clear;
+    block_dirty_bitmap_enable(BlockDirtyBitmapEnable) => block_bitmap::block_dirty_bitmap_enable;
+    block_dirty_bitmap_disable(BlockDirtyBitmapDisable) => block_bitmap::block_dirty_bitmap_disable;
+    block_dirty_bitmap_merge(BlockDirtyBitmapMerge) => block_bitmap::block_dirty_bitmap_merge;
     x_debug_block_dirty_bitmap_sha256(XDebugBlockDirtyBitmapSha256) => block_bitmap::x_debug_block_dirty_bitmap_sha256;
     change_backing_file(ChangeBackingFile) => block_node::change_backing_file;
     block_set_io_throttle(BlockSetIoThrottle) => block_node::block_set_io_throttle;
     blockdev_snapshot_internal_sync(BlockdevSnapshotInternalSync) => block_node::blockdev_snapshot_internal_sync;
     x_blockdev_set_iothread(XBlockdevSetIothread) => block_node::x_blockdev_set_iothread;
+    blockdev_reopen(BlockdevReopen) => block_node::blockdev_reopen;
     blockdev_snapshot_delete_internal_sync(BlockdevSnapshotDeleteInternalSync) => block_node::blockdev_snapshot_delete_internal_sync;
     // (qmp/block_export.rs)
     query_block_exports(QueryBlockExports) => block_export::query_block_exports;
@@ -281,10 +285,6 @@ handlers! {
 pub fn implemented() -> &'static [&'static str] {
     <Machine as api::Handlers>::IMPLEMENTED
 }
-
-/// Commands of newer interfaces that the machine's own schema lacks, answered when the
-/// served schema has them.
-pub const OUTSIDE_SCHEMA: &[&str] = &[];
 
 /// Run `cmd` through the generated dispatch. `None`: the table does not implement it.
 pub fn dispatch(
