@@ -56,6 +56,17 @@ const KNOWN: &[(&str, &str, &str)] = &[
     // parents' place; the graph keeps the parents where they are and leaves the filter out
     // of a node that has parents, so some conflicts come in another order or not at all.
     (
+        "blockdev-add",
+        "error",
+        "a permission conflict names the two parents in the other order; a read-only node's \
+         refusal comes after the conflict; no image locking",
+    ),
+    (
+        "blockdev-add",
+        "ok-vs-error",
+        "permission conflicts between nodes sharing a file node; a raw node over a raw node",
+    ),
+    (
         "blockdev-mirror",
         "error",
         "permission conflicts checked in another order or not at all",

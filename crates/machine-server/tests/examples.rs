@@ -859,6 +859,13 @@ fn documented_events() {
     let path = dir.join("examples-schema-2.12-dev.jsonl");
     let text = std::fs::read_to_string(&path).expect("test data");
     let schema = Arc::new(qmpkit_machine::embedded::load_schema().expect("embedded schema"));
+    // The interface the examples document: the machine's own grew later members (SHUTDOWN's
+    // `reason`), which the 2.12 interface leaves out.
+    let seed = qmpkit_schema::load(
+        &dir.join("qemu-2.12-dev/qapi-schema.json"),
+        qmpkit_schema::Dialect::Legacy,
+    )
+    .expect("the 2.12 seed");
     let opts = ValidateOptions {
         qemu_version: Some((2, 12, 0)),
     };
@@ -909,7 +916,10 @@ fn documented_events() {
                 continue;
             };
             let want = doc.get("data").cloned();
-            if exact && data != &want {
+            let as_documented = qmpkit_machine::view::convert_event(&seed, name, data.clone())
+                .value
+                .flatten();
+            if exact && as_documented != want {
                 failures.push(format!("{name}: data {data:?}, documented {want:?}"));
                 continue;
             }

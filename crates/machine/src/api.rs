@@ -6998,6 +6998,9 @@ pub struct BlockdevOptionsNull {
     pub size: ::core::option::Option<i64>,
     /// delay added to each request
     pub latency_ns: ::core::option::Option<u64>,
+    /// reads return zeroes (since 4.2; the machine's null
+    /// nodes always read zeroes)
+    pub read_zeroes: ::core::option::Option<bool>,
 }
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for BlockdevOptionsNull {
@@ -7005,6 +7008,7 @@ impl ::qmpkit_qapi::Object for BlockdevOptionsNull {
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         if let ::core::option::Option::Some(__v) = &self.size { ::serde::ser::SerializeMap::serialize_entry(__m, "size", __v)?; }
         if let ::core::option::Option::Some(__v) = &self.latency_ns { ::serde::ser::SerializeMap::serialize_entry(__m, "latency-ns", __v)?; }
+        if let ::core::option::Option::Some(__v) = &self.read_zeroes { ::serde::ser::SerializeMap::serialize_entry(__m, "read-zeroes", __v)?; }
         Ok(())
     }
 }
@@ -7026,6 +7030,7 @@ impl<'de> ::serde::Deserialize<'de> for BlockdevOptionsNull {
 pub struct __BlockdevOptionsNullBuilder {
     size: ::core::option::Option<i64>,
     latency_ns: ::core::option::Option<u64>,
+    read_zeroes: ::core::option::Option<bool>,
 }
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Builder for __BlockdevOptionsNullBuilder {
@@ -7034,12 +7039,13 @@ impl ::qmpkit_qapi::Builder for __BlockdevOptionsNullBuilder {
         match __key {
             "size" => self.size = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
             "latency-ns" => self.latency_ns = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
+            "read-zeroes" => self.read_zeroes = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
             _ => return Ok(false),
         }
         Ok(true)
     }
     fn finish<__E: ::serde::de::Error>(self) -> ::core::result::Result<BlockdevOptionsNull, __E> {
-        Ok(BlockdevOptionsNull { size: self.size, latency_ns: self.latency_ns, })
+        Ok(BlockdevOptionsNull { size: self.size, latency_ns: self.latency_ns, read_zeroes: self.read_zeroes, })
     }
 }
 

@@ -1,8 +1,8 @@
 //! Fitting values to the served schema.
 //!
-//! Handlers answer the machine's own interface (QEMU 2.12's, `schema/`),
-//! and newer members where the served schema has them (`reason` of
-//! SHUTDOWN, `active` of a block node); [`conform_return`] and
+//! Handlers answer the machine's own interface (QEMU 2.12's, `schema/`,
+//! with the later members and commands it grew, such as SHUTDOWN's
+//! `reason`); [`conform_return`] and
 //! [`conform_event`] cut and complete that to what the served schema's type
 //! expects: members the type does not have are dropped, mandatory members
 //! the handler did not give get a neutral value, enum values outside the

@@ -328,7 +328,7 @@ pub fn request<'a>(cmd: &'a str, args: &'a Args) -> Result<Request<'a>, QmpError
     let command = match own_command(own, cmd) {
         Some(c) if crate::qmp::implemented().contains(&c.as_ref()) => c,
         // Not the machine's interface, or a command of it that the machine does not
-        // implement: answered by name (the commands outside its interface), or not at all.
+        // implement: no handler answers it (the glue says it is not implemented).
         _ => {
             return Ok(Request::Own {
                 command: Cow::Borrowed(cmd),

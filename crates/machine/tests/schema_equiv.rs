@@ -143,6 +143,7 @@ const GROWN: &[&str] = &[
     "BlockDirtyInfo",
     "BlockDirtyBitmapAdd",
     "query-named-block-nodes",
+    "BlockdevOptionsNull",
 ];
 
 /// Whether `name` (an entity, its implicit argument type or its array) is an extension or

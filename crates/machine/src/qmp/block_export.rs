@@ -4,6 +4,7 @@
 
 use std::path::PathBuf;
 
+use qmpkit_block::graph::{Perm, PermSet, UserKind};
 use qmpkit_block::image::{CreateOptions, ImageFormat};
 use qmpkit_qapi::Empty;
 use qmpkit_wire::{ErrorClass, QmpError};
@@ -116,6 +117,7 @@ pub fn blockdev_create(m: &mut Machine, a: api::BlockdevCreate, _: &mut Cx) -> R
                 ));
             };
             let node = block::resolve_node(m, file)?;
+            check_create_perms(m, &node, &a.job_id)?;
             let path = PathBuf::from(m.block.graph.filename(&node).map_err(qerr)?);
             let mut co = CreateOptions::new(ImageFormat::Qcow2, q.size);
             co.cluster_size = q.cluster_size;
@@ -141,6 +143,24 @@ pub fn blockdev_create(m: &mut Machine, a: api::BlockdevCreate, _: &mut Cx) -> R
         .map_err(qerr)?;
     block::pump(m);
     Ok(Empty)
+}
+
+/// QEMU's create job writes the image through an unnamed block device on the node, which
+/// needs to write and resize it: a parent of the node that does not share that refuses it, in
+/// QEMU's words (QEMU's job aborts with them once it runs; the machine refuses the command).
+fn check_create_perms(m: &mut Machine, node: &str, job_id: &str) -> R<()> {
+    let user = m
+        .block
+        .graph
+        .attach_user(
+            node,
+            UserKind::Export(job_id.to_string()),
+            PermSet::of(&[Perm::Write, Perm::Resize]),
+            PermSet::ALL,
+        )
+        .map_err(qerr)?;
+    m.block.graph.detach_user(user);
+    Ok(())
 }
 
 /// `block-job-change`: a mirror's copy mode is background, the one mode modelled; changing to
