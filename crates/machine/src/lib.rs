@@ -168,6 +168,9 @@ pub struct Machine {
     pub migration: migration::MigrationState,
     /// RAM saved by the human monitor's `savevm`, by tag.
     pub savevm: savevm::SavedVms,
+    /// The modules of the binary the machine claims to be that it has loaded (see
+    /// [`catalog::Modules`]).
+    pub modules: catalog::Loaded,
     // and create them in `Machine::new`.
 }
 
@@ -183,7 +186,6 @@ impl Machine {
         let testctl = testctl::TestCtl::new(&config);
         let mut qom = qom::QomState {
             tree: devices::build_tree(&config),
-            modules: Default::default(),
         };
         let input = input::InputState::new(&qom.tree);
         let ident = identity::IdentityState::new(&config, index);
@@ -227,6 +229,7 @@ impl Machine {
             fds: Default::default(),
             migration,
             savevm: Default::default(),
+            modules: Default::default(),
         };
         migration::start_from_config(&mut m);
         catalog::start(&mut m);

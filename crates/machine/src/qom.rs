@@ -300,9 +300,6 @@ impl Tree {
 #[derive(Debug, Clone, Default)]
 pub struct QomState {
     pub tree: Tree,
-    /// The modules of the binary the machine claims to be that it has loaded (see
-    /// [`crate::catalog::Modules`]).
-    pub modules: crate::catalog::Loaded,
 }
 
 // ---------------------------------------------------------------------------

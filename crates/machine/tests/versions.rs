@@ -389,7 +389,10 @@ const ERRORS: &[(&str, &str)] = &[
     ("block-dirty-bitmap-enable", "Node 'null9' not found"),
     ("block-dirty-bitmap-disable", "Node 'null9' not found"),
     ("block-dirty-bitmap-merge", "Node 'null9' not found"),
-    ("blockdev-reopen", "Failed to find node with node-name='null9'"),
+    (
+        "blockdev-reopen",
+        "Failed to find node with node-name='null9'",
+    ),
     (
         "x-debug-block-dirty-bitmap-sha256",
         "Node 'null9' not found",

@@ -117,7 +117,7 @@ pub fn of(m: &crate::Machine) -> Option<&'static Catalog> {
 /// a type's properties listed): the module declaring it loads, as in the binary.
 pub fn look_up(m: &mut crate::Machine, name: &str) {
     if let Some(c) = of(m) {
-        c.modules().look_up(&mut m.qom.modules, name);
+        c.modules().look_up(&mut m.modules, name);
     }
 }
 
@@ -194,7 +194,7 @@ pub fn chardev_backends(m: &crate::Machine) -> Option<Vec<String>> {
     Some(
         types
             .into_iter()
-            .filter(|t| t.name != "chardev-gdb" && modules.registered(&m.qom.modules, &t.name))
+            .filter(|t| t.name != "chardev-gdb" && modules.registered(&m.modules, &t.name))
             .filter_map(|t| t.name.strip_prefix("chardev-").map(str::to_string))
             .collect(),
     )
@@ -212,7 +212,7 @@ fn initial_modules(m: &mut crate::Machine) {
     for id in m.qom.tree.walk(crate::qom::Tree::ROOT) {
         modules.look_up(&mut loaded, m.qom.tree.node(id).ty);
     }
-    m.qom.modules = loaded;
+    m.modules = loaded;
 }
 
 /// `qom-get` of a vCPU's property that its model decides: `unavailable-features` (what the

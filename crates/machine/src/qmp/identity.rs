@@ -155,7 +155,7 @@ pub fn query_command_line_options(
     _: &mut Cx,
 ) -> R<Vec<api::CommandLineOptionInfo>> {
     match catalog::of(m) {
-        Some(c) => c.command_line_options(&m.qom.modules, a.option.as_deref()),
+        Some(c) => c.command_line_options(&m.modules, a.option.as_deref()),
         None => identity::command_line_options(a.option.as_deref()),
     }
 }

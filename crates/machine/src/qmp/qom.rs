@@ -53,7 +53,7 @@ pub fn qom_list_types(
 ) -> R<Vec<api::ObjectTypeInfo>> {
     if let Some(c) = crate::catalog::of(m) {
         // The binary loads every module first.
-        c.modules().load_all(&mut m.qom.modules);
+        c.modules().load_all(&mut m.modules);
         return Ok(c
             .qom()
             .list_types(a.implements.as_deref(), a.r#abstract.unwrap_or(false)));
@@ -98,10 +98,10 @@ pub fn qom_list_properties(
 /// properties are those of an instance, for a concrete type: what its parts need loads.
 fn registered(m: &mut Machine, c: &crate::catalog::Catalog, name: &str) -> bool {
     let modules = c.modules();
-    modules.look_up(&mut m.qom.modules, name);
-    let registered = modules.registered(&m.qom.modules, name);
+    modules.look_up(&mut m.modules, name);
+    let registered = modules.registered(&m.modules, name);
     if registered && c.qom().find(name).is_some_and(|t| !t.is_abstract) {
-        modules.instantiate(&mut m.qom.modules, name);
+        modules.instantiate(&mut m.modules, name);
     }
     registered
 }
