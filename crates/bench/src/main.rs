@@ -48,8 +48,8 @@ fn main() {
     if on("probe") {
         probe::run(&mut results);
     }
-    if on("migration") {
-        migration::run(&mut results);
+    if on("migration") || on("ringbuf") {
+        migration::run(&mut results, on("migration"));
     }
     if on("tools") {
         tools::run(&mut results);

@@ -215,6 +215,13 @@ pub fn member_names(schema: &Schema, type_name: &str) -> Vec<String> {
     }
 }
 
+/// Whether object type `type_name` exists and has a member named `member`.
+pub fn type_has_member(schema: &Schema, type_name: &str, member: &str) -> bool {
+    schema
+        .lookup(type_name)
+        .is_some_and(|id| schema.object_members(id).any(|m| m.name == member))
+}
+
 /// Whether event `event` exists and its data has a member named `member`.
 pub fn event_has_member(schema: &Schema, event: &str, member: &str) -> bool {
     match schema.lookup(event).map(|id| &schema.entity(id).kind) {
@@ -268,26 +275,10 @@ pub fn fits(schema: &Schema, id: EntityId, value: &Value, depth: usize) -> bool 
             Value::Array(items) => items.iter().all(|v| fits(schema, a.element, v, depth + 1)),
             _ => false,
         },
-        EntityKind::Object(o) => {
-            let Value::Object(map) = value else {
-                return false;
-            };
-            let mut it = map.iter().peekable();
-            let mut taken = 0usize;
-            if !members_fit(schema, id, &mut it, &mut taken, None, depth) {
-                return false;
-            }
-            if let Some(br) = &o.branches {
-                let tag = map.get(&br.tag_name).and_then(Value::as_str);
-                if let Some(v) = tag.and_then(|t| br.variants.iter().find(|v| v.name == t)) {
-                    let base: Vec<&str> = map.keys().take(taken).map(String::as_str).collect();
-                    if !members_fit(schema, v.typ, &mut it, &mut taken, Some(&base), depth) {
-                        return false;
-                    }
-                }
-            }
-            it.next().is_none()
-        }
+        EntityKind::Object(_) => match value {
+            Value::Object(map) => object_fits(schema, id, map, depth),
+            _ => false,
+        },
         EntityKind::Alternate(a) => {
             for v in &a.variants {
                 let kind_fits = match &schema.entity(v.typ).kind {
@@ -305,6 +296,28 @@ pub fn fits(schema: &Schema, id: EntityId, value: &Value, depth: usize) -> bool 
         }
         _ => true,
     }
+}
+
+/// [`fits`] for an object `map` of object type `id`.
+pub fn object_fits(schema: &Schema, id: EntityId, map: &Map<String, Value>, depth: usize) -> bool {
+    let Some(EntityKind::Object(o)) = schema.entities.get(id).map(|e| &e.kind) else {
+        return false;
+    };
+    let mut it = map.iter().peekable();
+    let mut taken = 0usize;
+    if !members_fit(schema, id, &mut it, &mut taken, None, depth) {
+        return false;
+    }
+    if let Some(br) = &o.branches {
+        let tag = map.get(&br.tag_name).and_then(Value::as_str);
+        if let Some(v) = tag.and_then(|t| br.variants.iter().find(|v| v.name == t)) {
+            let base: Vec<&str> = map.keys().take(taken).map(String::as_str).collect();
+            if !members_fit(schema, v.typ, &mut it, &mut taken, Some(&base), depth) {
+                return false;
+            }
+        }
+    }
+    it.next().is_none()
 }
 
 /// The members of object type `id`, in order, against the next entries of `it` (what

@@ -350,6 +350,11 @@ pub fn request<'a>(cmd: &'a str, args: &'a Args) -> Result<Request<'a>, QmpError
         }
         return Ok(Request::Own { command, args });
     };
+    // Most requests have the machine's form already (always, on its own interface): checked
+    // without copying.
+    if shape::object_fits(own, t, &args, 0) {
+        return Ok(Request::Own { command, args });
+    }
     let fitted = shape::conform(own, t, Value::Object(args.into_owned()));
     if let Some(inv) = fitted.inventions.first() {
         let value = match &inv.kind {

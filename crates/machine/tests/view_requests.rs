@@ -137,3 +137,32 @@ fn an_older_interfaces_cpu_is_answered() {
     let mut m = seed_machine("qemu-1.0-dev.json", (1, 0, 0));
     assert_eq!(run(&mut m, "cpu", json!({"index": 0})), Ok(json!({})));
 }
+
+#[test]
+fn a_request_in_the_own_form_passes_as_it_came() {
+    use qmpkit_machine::view::{request, Request};
+    use std::borrow::Cow;
+    let args = json!({"device": "rb", "data": "aGk=", "format": "base64"});
+    let args = args.as_object().expect("object");
+    match request("ringbuf-write", args) {
+        // Not copied, not changed.
+        Ok(Request::Own {
+            command,
+            args: Cow::Borrowed(a),
+        }) => {
+            assert_eq!(command, "ringbuf-write");
+            assert_eq!(a, args);
+        }
+        Ok(Request::Own { args: a, .. }) => panic!("copied: {a:?}"),
+        Ok(Request::Answered(v)) => panic!("answered {v}"),
+        Err(e) => panic!("{}", e.desc),
+    }
+    // Members in another order than the type's are put in its order.
+    let swapped = json!({"data": "aGk=", "device": "rb"});
+    match request("ringbuf-write", swapped.as_object().expect("object")) {
+        Ok(Request::Own { args: a, .. }) => {
+            assert_eq!(a.keys().collect::<Vec<_>>(), ["device", "data"])
+        }
+        _ => panic!("not passed on"),
+    }
+}

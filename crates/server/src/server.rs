@@ -19,7 +19,7 @@ use serde_json::{Map, Value};
 use tokio::sync::Notify;
 
 use crate::handler::{Call, EventSender, HandlerFn, HandlerFuture, Registry, SessionInfo};
-use crate::validate::{validate_args_cfg, ValidateOptions};
+use crate::validate::{validate_args_cfg, validate_args_owned, ValidateOptions};
 
 /// How a server presents itself and behaves.
 #[derive(Debug, Clone)]
@@ -800,10 +800,10 @@ impl Inner {
         let argv = req.arguments.map(Value::Object);
         let args = match (entry.validate, entry.entity) {
             (true, Some(eid)) => {
-                match validate_args_cfg(
+                match validate_args_owned(
                     &self.schema,
                     eid,
-                    argv.as_ref(),
+                    argv,
                     &self.validate_opts,
                     Some(&self.opts.introspection.enabled),
                 ) {

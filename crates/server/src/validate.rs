@@ -82,6 +82,40 @@ pub fn validate_args_cfg(
             ))
         }
     };
+    check_args(schema, command, map, opts, enabled)?;
+    Ok(deep_clone_map(map))
+}
+
+/// [`validate_args_cfg`] taking the request's `arguments` over: the same checks, and the
+/// arguments handed back as they came, without a copy.
+pub fn validate_args_owned(
+    schema: &Schema,
+    command: EntityId,
+    args: Option<Value>,
+    opts: &ValidateOptions,
+    enabled: Enabled<'_>,
+) -> Result<Map<String, Value>, QmpError> {
+    let map = match args {
+        None => Map::new(),
+        Some(Value::Object(m)) => m,
+        Some(_) => {
+            return Err(QmpError::generic(
+                "QMP input member 'arguments' must be an object",
+            ))
+        }
+    };
+    check_args(schema, command, &map, opts, enabled)?;
+    Ok(map)
+}
+
+/// The checks of [`validate_args_cfg`] on an `arguments` object.
+fn check_args(
+    schema: &Schema,
+    command: EntityId,
+    map: &Map<String, Value>,
+    opts: &ValidateOptions,
+    enabled: Enabled<'_>,
+) -> Result<(), QmpError> {
     let Some(entity) = schema.entities.get(command) else {
         return Err(QmpError::new(
             ErrorClass::CommandNotFound,
@@ -95,15 +129,14 @@ pub fn validate_args_cfg(
         ));
     };
     if !cmd.gen {
-        return Ok(deep_clone_map(map));
+        return Ok(());
     }
     let mut w = Walker::new(schema, opts, enabled);
     let arg_type = cmd.arg_type.filter(|t| *t < schema.entities.len());
     if w.wording.monitor_arg_check {
         w.monitor_check(arg_type, map).map_err(QmpError::generic)?;
     }
-    w.root(arg_type, map).map_err(QmpError::generic)?;
-    Ok(deep_clone_map(map))
+    w.root(arg_type, map).map_err(QmpError::generic)
 }
 
 /// A copy of `v` made without recursion (`Value::clone` recurses once

@@ -4,7 +4,7 @@
 mod common;
 
 use common::*;
-use qmpkit_server::validate::{validate_args, ValidateOptions};
+use qmpkit_server::validate::{validate_args, validate_args_owned, ValidateOptions};
 use serde_json::Value;
 
 struct Case {
@@ -84,7 +84,16 @@ fn rules_table() {
             let opts = ValidateOptions {
                 qemu_version: c.version,
             };
-            let got = match validate_args(&schema, id, c.args.as_ref(), &opts) {
+            let result = validate_args(&schema, id, c.args.as_ref(), &opts);
+            // The server's form, which takes the arguments over, answers the same.
+            let owned = validate_args_owned(&schema, id, c.args.clone(), &opts, None);
+            assert_eq!(
+                owned.as_ref().map_err(|e| &e.desc),
+                result.as_ref().map_err(|e| &e.desc),
+                "line {}",
+                c.line
+            );
+            let got = match result {
                 Ok(_) => "ok".to_string(),
                 Err(e) => {
                     assert_eq!(e.class.as_str(), "GenericError");

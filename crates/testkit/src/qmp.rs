@@ -42,9 +42,13 @@ impl Conn {
 
     /// Send a command without waiting for its reply.
     pub fn send(&mut self, cmd: &str, args: Value) -> Result<(), String> {
-        let mut line = json!({"execute": cmd, "arguments": args}).to_string();
-        line.push('\n');
-        self.w.write_all(line.as_bytes()).map_err(|e| e.to_string())
+        self.send_line(&request_line(cmd, args))
+    }
+
+    /// Send a request encoded beforehand with [`request_line`] (a loop that sends the same
+    /// request many times encodes it once).
+    pub fn send_line(&mut self, line: &[u8]) -> Result<(), String> {
+        self.w.write_all(line).map_err(|e| e.to_string())
     }
 
     /// The `return` of the oldest command not yet answered (events skipped; an error reply
@@ -67,4 +71,11 @@ impl Conn {
         self.send(cmd, args)?;
         self.reply(cmd)
     }
+}
+
+/// The line that sends `cmd` with `args`.
+pub fn request_line(cmd: &str, args: Value) -> Vec<u8> {
+    let mut line = json!({"execute": cmd, "arguments": args}).to_string();
+    line.push('\n');
+    line.into_bytes()
 }
