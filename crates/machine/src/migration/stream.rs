@@ -24,13 +24,14 @@
 //! that connects (or starts the command, or takes the descriptor), writes what it is handed
 //! and reports what happened in shared state that the machine's timers poll; an incoming
 //! one owns a [`Receiver`], a thread that accepts one connection and reads the stream into
-//! a [`Loaded`] value. Dropping either stops its thread (sockets are shut down, listeners
-//! polled with a stop flag), so a machine that goes away leaves no thread behind that
-//! holds a resource.
+//! a [`Loaded`] value. Dropping either stops its thread (sockets are shut down; a listener
+//! waits in `poll(2)` beside one end of a socket pair that the drop closes), so a machine
+//! that goes away leaves no thread behind that holds a resource, and a fleet of listening
+//! machines costs no CPU while it waits.
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream, ToSocketAddrs};
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -369,6 +370,8 @@ pub struct Receiver {
     stop: Arc<AtomicBool>,
     breaker: Arc<Mutex<Option<Breaker>>>,
     unix_path: Option<String>,
+    /// Closed on drop: wakes a thread waiting for a connection.
+    wake: Option<UnixStream>,
 }
 
 impl Receiver {
@@ -380,11 +383,15 @@ impl Receiver {
             Source::Unix(_, p) => Some(p.clone()),
             _ => None,
         };
+        let (wake, woken) = match UnixStream::pair() {
+            Ok((a, b)) => (Some(a), Some(b)),
+            Err(_) => (None, None),
+        };
         let (st, sp, br) = (state.clone(), stop.clone(), breaker.clone());
         let spawned = std::thread::Builder::new()
             .name("qmpkit-migrate-in".into())
             .spawn(move || {
-                let r = recv_thread(source, &st, &sp, &br);
+                let r = recv_thread(source, &st, &sp, &br, woken.as_ref());
                 if let Err(e) = r {
                     let mut s = lock(&st);
                     if s.error.is_none() && !s.ended {
@@ -400,6 +407,7 @@ impl Receiver {
             stop,
             breaker,
             unix_path,
+            wake,
         }
     }
 }
@@ -407,6 +415,8 @@ impl Receiver {
 impl Drop for Receiver {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
+        // A thread still waiting for its connection wakes up and sees `stop`.
+        drop(self.wake.take());
         match lock(&self.breaker).take() {
             Some(Breaker::Tcp(s)) => {
                 let _ = s.shutdown(Shutdown::Both);
@@ -422,8 +432,13 @@ impl Drop for Receiver {
     }
 }
 
+/// Accept one connection on the non-blocking `listener` (`accept`), waiting in `poll(2)`
+/// until it is ready or `woken` is closed (the receiver was dropped); without `woken`,
+/// waiting in short sleeps.
 fn accept_loop<T>(
     stop: &AtomicBool,
+    listener: RawFd,
+    woken: Option<&UnixStream>,
     mut accept: impl FnMut() -> io::Result<T>,
 ) -> Result<Option<T>, String> {
     loop {
@@ -432,12 +447,33 @@ fn accept_loop<T>(
         }
         match accept() {
             Ok(s) => return Ok(Some(s)),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                std::thread::sleep(Duration::from_millis(2))
-            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => match woken {
+                Some(w) => wait_readable(listener, w.as_raw_fd()),
+                None => std::thread::sleep(Duration::from_millis(2)),
+            },
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(format!("Failed to accept: {}", strerror(&e))),
         }
+    }
+}
+
+/// Wait until `a` or `b` is readable (or hung up), or a signal interrupts.
+fn wait_readable(a: RawFd, b: RawFd) {
+    let mut fds = [
+        libc::pollfd {
+            fd: a,
+            events: libc::POLLIN,
+            revents: 0,
+        },
+        libc::pollfd {
+            fd: b,
+            events: libc::POLLIN,
+            revents: 0,
+        },
+    ];
+    // SAFETY: `fds` is a valid array of two pollfd for the duration of the call.
+    unsafe {
+        libc::poll(fds.as_mut_ptr(), 2, -1);
     }
 }
 
@@ -446,12 +482,13 @@ fn recv_thread(
     state: &Mutex<RecvState>,
     stop: &AtomicBool,
     breaker: &Mutex<Option<Breaker>>,
+    woken: Option<&UnixStream>,
 ) -> Result<(), String> {
     let mut _child: Option<Child> = None;
     let input: Box<dyn Read + Send> = match source {
         Source::Tcp(l) => {
             let _ = l.set_nonblocking(true);
-            let Some((s, _)) = accept_loop(stop, || l.accept())? else {
+            let Some((s, _)) = accept_loop(stop, l.as_raw_fd(), woken, || l.accept())? else {
                 return Ok(());
             };
             let _ = s.set_nonblocking(false);
@@ -462,7 +499,7 @@ fn recv_thread(
         }
         Source::Unix(l, _) => {
             let _ = l.set_nonblocking(true);
-            let Some((s, _)) = accept_loop(stop, || l.accept())? else {
+            let Some((s, _)) = accept_loop(stop, l.as_raw_fd(), woken, || l.accept())? else {
                 return Ok(());
             };
             let _ = s.set_nonblocking(false);
