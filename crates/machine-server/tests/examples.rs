@@ -210,11 +210,18 @@ const MACHINE_SPECIFIC: &[&str] = &[
     "query-chardev",
     "query-vnc",
     "query-fdsets",
+    // The descriptor's number in the documenting process.
+    "add-fd",
+    // The documenting machine's card (its MAC address and VLAN table).
+    "query-rx-filter",
+    // A pty's path is the one the host allocated.
+    "chardev-change",
 ];
 
 /// Commands whose documented list is an excerpt: each documented element
 /// must be in the reply.
 const EXCERPTS: &[&str] = &[
+    "query-migrate-capabilities",
     "query-commands",
     "query-events",
     "query-tpm-models",
@@ -229,6 +236,14 @@ fn partial(cmd: &str, got: &Value, want: &Value) -> Result<(), String> {
         } else {
             Err(format!("{what}: got {a:?}, documented {b:?}"))
         }
+    };
+    // The members `keys` of the object at `at`.
+    let eq_under = |at: &str, keys: &[&str]| -> Result<(), String> {
+        for k in keys {
+            let p = format!("{at}/{k}");
+            eq(got.pointer(&p), want.pointer(&p), k)?;
+        }
+        Ok(())
     };
     match cmd {
         "query-iothreads" => {
@@ -247,17 +262,17 @@ fn partial(cmd: &str, got: &Value, want: &Value) -> Result<(), String> {
             eq(got.pointer("/0/bus"), want.pointer("/0/bus"), "bus")?;
             // The host bridge (the documentation swaps its vendor and
             // device ids: QEMU answers vendor 0x8086, device 0x1237).
-            for k in [
-                "bus",
-                "slot",
-                "function",
-                "class_info",
-                "qdev_id",
-                "regions",
-            ] {
-                let p = format!("/0/devices/0/{k}");
-                eq(got.pointer(&p), want.pointer(&p), k)?;
-            }
+            eq_under(
+                "/0/devices/0",
+                &[
+                    "bus",
+                    "slot",
+                    "function",
+                    "class_info",
+                    "qdev_id",
+                    "regions",
+                ],
+            )?;
             eq(
                 got.pointer("/0/devices/0/id/vendor"),
                 want.pointer("/0/devices/0/id/device"),
@@ -310,7 +325,18 @@ fn partial(cmd: &str, got: &Value, want: &Value) -> Result<(), String> {
             }
             Ok(())
         }
-        "chardev-add" => {
+        "add-fd" => eq(got.get("fdset-id"), want.get("fdset-id"), "fdset-id"),
+        "query-rx-filter" => eq_under(
+            "/0",
+            &[
+                "name",
+                "promiscuous",
+                "unicast",
+                "multicast",
+                "broadcast-allowed",
+            ],
+        ),
+        "chardev-add" | "chardev-change" => {
             // A pty, and only a pty, comes back with its path.
             let has_pty = |v: &Value| v.get("pty").and_then(Value::as_str).is_some();
             if has_pty(got) == has_pty(want) {
@@ -381,6 +407,24 @@ fn setup(cmd: &str, args: &Value) -> Vec<(&'static str, Value)> {
             json!({"qom-type": "rng-random", "id": id, "props": {"filename": "/dev/hwrng"}}),
         )],
         ("system_wakeup", _) => vec![("__org.qmpkit_guest-suspend", json!({}))],
+        ("netdev_del", Some(id)) => vec![("netdev_add", json!({"type": "user", "id": id}))],
+        // A card without an id is known by its model and number.
+        ("set_link", _) if args["name"] == "e1000.0" => {
+            vec![("device_add", json!({"driver": "e1000"}))]
+        }
+        ("query-rx-filter", _) => match args["name"].as_str() {
+            Some(name) => vec![(
+                "device_add",
+                json!({"driver": "virtio-net-pci", "id": name}),
+            )],
+            None => vec![],
+        },
+        ("chardev-change", Some(id)) => vec![(
+            "chardev-add",
+            json!({"id": id, "backend": {"type": "null", "data": {}}}),
+        )],
+        // A descriptor passed with the request before (see `cx`).
+        ("closefd" | "add_client", _) => vec![("getfd", json!({"fdname": args["fdname"]}))],
         _ => vec![],
     }
 }
@@ -528,6 +572,22 @@ fn fresh(schema: &Arc<Schema>) -> Machine {
     Machine::new(Arc::new(MachineConfig::default_machine()), schema.clone())
 }
 
+/// [`cx`] for `cmd`: the commands that take a descriptor passed with their request
+/// (SCM_RIGHTS) get one (`/dev/null`).
+fn cx_for(cmd: &str, t_ns: u64, session: &Session) -> Cx {
+    let mut c = cx(t_ns);
+    c.session_fds = Some(session.clone());
+    if matches!(cmd, "getfd" | "add-fd") {
+        if let Ok(f) = std::fs::OpenOptions::new().write(true).open("/dev/null") {
+            c.fds.push(std::os::fd::OwnedFd::from(f));
+        }
+    }
+    c
+}
+
+/// The descriptors a client session has named with `getfd`.
+type Session = Arc<Mutex<HashMap<String, std::os::fd::OwnedFd>>>;
+
 fn cx(t_ns: u64) -> Cx {
     let mut fds = HashMap::new();
     // dump-guest-memory's "fd:dump" names an fd passed with getfd before.
@@ -630,9 +690,11 @@ fn replay_as(
         None => {
             let mut m = fresh(schema);
             let mut t = 0u64;
+            // One client session for the setup and the example.
+            let session: Session = cx(0).session_fds.unwrap_or_default();
             for (scmd, sargs) in setup(cmd, &ex.request["arguments"]) {
                 let a = sargs.as_object().cloned().unwrap_or_default();
-                match m.execute(scmd, &a, &mut cx(t)) {
+                match m.execute(scmd, &a, &mut cx_for(scmd, t, &session)) {
                     Some(Ok(_)) => {}
                     other => return Err(format!("setup {scmd} failed: {other:?}")),
                 }
@@ -640,7 +702,7 @@ fn replay_as(
                 m.advance(t);
             }
             let own = !old.is_some_and(|o| Arc::ptr_eq(o, schema));
-            let r = match m.execute_raw(cmd, &args, &mut cx(t)) {
+            let r = match m.execute_raw(cmd, &args, &mut cx_for(cmd, t, &session)) {
                 // The reply as the handler made it, shaped as the server
                 // glue does; on the machine's own schema nothing may be
                 // invented.
@@ -1058,24 +1120,466 @@ fn census() -> Vec<(&'static str, usize, usize, usize, usize)> {
     .collect()
 }
 
+/// Examples that fail only because they name what the documenting machine had (drives,
+/// nodes, devices, a running migration, its host's files and descriptor numbers), each
+/// with the reason: `(file, line, command, why)`. Each must still fail.
+const DOCUMENTING_MACHINE: &[(&str, u64, &str, &str)] = &[
+    (
+        "examples-qmp-commands-2.1-dev.jsonl",
+        784,
+        "client_migrate_info",
+        "the documenting machine runs a SPICE server; without one QEMU answers DeviceNotActive 'SPICE is not in use', as here",
+    ),
+    (
+        "examples-schema-2.12-dev.jsonl",
+        730,
+        "client_migrate_info",
+        "the documenting machine runs a SPICE server; without one QEMU answers DeviceNotActive 'SPICE is not in use', as here",
+    ),
+    (
+        "examples-qmp-commands-2.1-dev.jsonl",
+        975,
+        "block_resize",
+        "resizes the documenting machine's drive 'scratch'",
+    ),
+    (
+        "examples-schema-2.12-dev.jsonl",
+        1034,
+        "block_resize",
+        "resizes the documenting machine's drive 'scratch'",
+    ),
+    (
+        "examples-qmp-commands-2.1-dev.jsonl",
+        1025,
+        "block-commit",
+        "commits /tmp/snap1.qcow2 of the documenting host into its drive 'virtio0'; this machine's virtio0 image 'disk1.qcow2' is not on the host",
+    ),
+    (
+        "examples-schema-2.12-dev.jsonl",
+        1352,
+        "block-commit",
+        "commits /tmp/snap1.qcow2 of the documenting host into its drive 'virtio0'; this machine's virtio0 image 'disk1.qcow2' is not on the host",
+    ),
+    (
+        "examples-qmp-commands-2.1-dev.jsonl",
+        1076,
+        "drive-backup",
+        "backs up the documenting machine's drive 'drive0'",
+    ),
+    (
+        "examples-schema-2.12-dev.jsonl",
+        1379,
+        "drive-backup",
+        "backs up the documenting machine's drive 'drive0'",
+    ),
+    (
+        "examples-qmp-commands-2.1-dev.jsonl",
+        1166,
+        "transaction",
+        "snapshots the documenting machine's drives 'ide-hd0', 'ide-hd1' and its node 'myfile'",
+    ),
+    (
+        "examples-schema-2.12-dev.jsonl",
+        134,
+        "transaction",
+        "snapshots the documenting machine's drives 'ide-hd0', 'ide-hd1' and its node 'myfile'",
+    ),
+    (
+        "examples-qmp-commands-2.1-dev.jsonl",
+        1215,
+        "blockdev-snapshot-sync",
+        "snapshots the documenting machine's drive 'ide-hd0'",
+    ),
+    (
+        "examples-schema-2.12-dev.jsonl",
+        1208,
+        "blockdev-snapshot-sync",
+        "snapshots the documenting machine's drive 'ide-hd0'",
+    ),
+    (
+        "examples-qmp-commands-2.1-dev.jsonl",
+        1244,
+        "blockdev-snapshot-internal-sync",
+        "snapshots the documenting machine's drive 'ide-hd0' internally",
+    ),
+    (
+        "examples-schema-2.12-dev.jsonl",
+        104,
+        "blockdev-snapshot-internal-sync",
+        "snapshots the documenting machine's drive 'ide-hd0' internally",
+    ),
+    (
+        "examples-qmp-commands-2.1-dev.jsonl",
+        1276,
+        "blockdev-snapshot-delete-internal-sync",
+        "deletes snapshot 'snapshot0' of the documenting machine's drive 'ide-hd0'",
+    ),
+    (
+        "examples-schema-2.12-dev.jsonl",
+        140,
+        "blockdev-snapshot-delete-internal-sync",
+        "deletes snapshot 'snapshot0' of the documenting machine's drive 'ide-hd0'",
+    ),
+    (
+        "examples-qmp-commands-2.1-dev.jsonl",
+        1341,
+        "drive-mirror",
+        "mirrors the documenting machine's drive 'ide-hd0'",
+    ),
+    (
+        "examples-schema-2.12-dev.jsonl",
+        1492,
+        "drive-mirror",
+        "mirrors the documenting machine's drive 'ide-hd0'",
+    ),
+    (
+        "examples-qmp-commands-2.1-dev.jsonl",
+        1515,
+        "remove-fd",
+        "removes descriptor 3, the number add-fd gave in the documenting QEMU process (add-fd gives this process's number)",
+    ),
+    (
+        "examples-schema-2.12-dev.jsonl",
+        2306,
+        "remove-fd",
+        "removes descriptor 3, the number add-fd gave in the documenting QEMU process (add-fd gives this process's number)",
+    ),
+    (
+        "examples-qmp-commands-2.1-dev.jsonl",
+        2201,
+        "query-blockstats",
+        "the documenting machine's drives (ide0-hd0 with its I/O counters, floppy0, sd0); the documented members are QEMU 2.1's",
+    ),
+    (
+        "examples-schema-2.12-dev.jsonl",
+        794,
+        "query-blockstats",
+        "the documenting machine's drives (ide0-hd0 with its I/O counters and idle time, floppy0, sd0)",
+    ),
+    (
+        "examples-qmp-commands-2.1-dev.jsonl",
+        3002,
+        "query-migrate",
+        "the documenting machine has completed a migration; one that never migrated answers {}",
+    ),
+    (
+        "examples-schema-2.12-dev.jsonl",
+        193,
+        "query-migrate",
+        "the documenting machine has completed a migration; one that never migrated answers {}",
+    ),
+    (
+        "examples-qmp-commands-2.1-dev.jsonl",
+        3022,
+        "query-migrate",
+        "the documenting machine's migration failed; one that never migrated answers {}",
+    ),
+    (
+        "examples-schema-2.12-dev.jsonl",
+        213,
+        "query-migrate",
+        "the documenting machine's migration failed; one that never migrated answers {}",
+    ),
+    (
+        "examples-qmp-commands-2.1-dev.jsonl",
+        3027,
+        "query-migrate",
+        "the documenting machine is migrating; one that never migrated answers {}",
+    ),
+    (
+        "examples-schema-2.12-dev.jsonl",
+        218,
+        "query-migrate",
+        "the documenting machine is migrating; one that never migrated answers {}",
+    ),
+    (
+        "examples-qmp-commands-2.1-dev.jsonl",
+        3048,
+        "query-migrate",
+        "the documenting machine is migrating with its disks (block migration)",
+    ),
+    (
+        "examples-schema-2.12-dev.jsonl",
+        239,
+        "query-migrate",
+        "the documenting machine is migrating with its disks (block migration)",
+    ),
+    (
+        "examples-qmp-commands-2.1-dev.jsonl",
+        3074,
+        "query-migrate",
+        "the documenting machine is migrating with xbzrle enabled (and its cache statistics)",
+    ),
+    (
+        "examples-schema-2.12-dev.jsonl",
+        265,
+        "query-migrate",
+        "the documenting machine is migrating with xbzrle enabled (and its cache statistics)",
+    ),
+    (
+        "examples-schema-2.12-dev.jsonl",
+        405,
+        "query-migrate-capabilities",
+        "the documenting machine enabled the 'events' capability",
+    ),
+    (
+        "examples-qmp-commands-2.1-dev.jsonl",
+        3433,
+        "query-rx-filter",
+        "the documenting guest's driver left its card promiscuous; this machine's simulated driver programs the card as Linux does (promiscuous off)",
+    ),
+    (
+        "examples-schema-2.12-dev.jsonl",
+        653,
+        "query-rx-filter",
+        "the documenting guest's driver left its card promiscuous; this machine's simulated driver programs the card as Linux does (promiscuous off)",
+    ),
+    (
+        "examples-qmp-commands-2.1-dev.jsonl",
+        3480,
+        "blockdev-add",
+        "QEMU 2.1's form (the options under 'options'): the 2.12 interface served takes them flat and QEMU 2.12 refuses this request in these words",
+    ),
+    (
+        "examples-qmp-commands-2.1-dev.jsonl",
+        3488,
+        "blockdev-add",
+        "QEMU 2.1's form (the options under 'options'): the 2.12 interface served takes them flat and QEMU 2.12 refuses this request in these words",
+    ),
+    (
+        "examples-schema-2.12-dev.jsonl",
+        182,
+        "eject",
+        "ejects the documenting machine's device 'ide1-0-1'",
+    ),
+    (
+        "examples-schema-2.12-dev.jsonl",
+        1236,
+        "blockdev-add",
+        "opens the documenting host's image 'hd1.qcow2'; QEMU without it answers these words",
+    ),
+    (
+        "examples-schema-2.12-dev.jsonl",
+        3249,
+        "blockdev-add",
+        "opens the documenting host's image 'test.qcow2'; QEMU without it answers these words",
+    ),
+    (
+        "examples-schema-2.12-dev.jsonl",
+        3262,
+        "blockdev-add",
+        "opens the documenting host's image '/tmp/test.qcow2'; QEMU without it answers these words",
+    ),
+    (
+        "examples-schema-2.12-dev.jsonl",
+        3302,
+        "blockdev-add",
+        "opens the documenting host's image 'test.qcow2'; QEMU without it answers these words",
+    ),
+    (
+        "examples-schema-2.12-dev.jsonl",
+        3473,
+        "blockdev-add",
+        "opens the documenting host's image 'fedora.iso'; QEMU without it answers these words",
+    ),
+    (
+        "examples-schema-2.12-dev.jsonl",
+        3929,
+        "blockdev-add",
+        "opens the documenting host's image 'test.raw'; QEMU without it answers these words",
+    ),
+    (
+        "examples-schema-2.12-dev.jsonl",
+        1245,
+        "blockdev-snapshot",
+        "puts the documenting machine's node 'node1534' over its drive 'ide-hd0'",
+    ),
+    (
+        "examples-schema-2.12-dev.jsonl",
+        1404,
+        "blockdev-backup",
+        "backs up the documenting machine's node 'src-id' to its node 'tgt-id'",
+    ),
+    (
+        "examples-schema-2.12-dev.jsonl",
+        1426,
+        "query-named-block-nodes",
+        "the documenting machine's node 'my-node' (disks/test.qcow2 with I/O limits)",
+    ),
+    (
+        "examples-schema-2.12-dev.jsonl",
+        1619,
+        "block-dirty-bitmap-add",
+        "the documenting machine's node 'drive0'",
+    ),
+    (
+        "examples-schema-2.12-dev.jsonl",
+        1643,
+        "block-dirty-bitmap-remove",
+        "the documenting machine's node 'drive0' and its bitmap 'bitmap0'",
+    ),
+    (
+        "examples-schema-2.12-dev.jsonl",
+        1666,
+        "block-dirty-bitmap-clear",
+        "the documenting machine's node 'drive0' and its bitmap 'bitmap0'",
+    ),
+    (
+        "examples-schema-2.12-dev.jsonl",
+        1752,
+        "blockdev-mirror",
+        "mirrors the documenting machine's drive 'ide-hd0' to its node 'target0'",
+    ),
+    (
+        "examples-schema-2.12-dev.jsonl",
+        1801,
+        "block_set_io_throttle",
+        "the documenting machine's device 'ide0-1-0'",
+    ),
+    (
+        "examples-schema-2.12-dev.jsonl",
+        2020,
+        "block-stream",
+        "streams /tmp/master.qcow2 of the documenting host into its drive 'virtio0'; this machine's virtio0 image 'disk1.qcow2' is not on the host",
+    ),
+    (
+        "examples-schema-2.12-dev.jsonl",
+        3314,
+        "blockdev-del",
+        "deletes the node 'node0' that the documented blockdev-add made from the documenting host's /tmp/test.qcow2",
+    ),
+    (
+        "examples-schema-2.12-dev.jsonl",
+        3353,
+        "blockdev-open-tray",
+        "the documenting machine's device 'ide0-1-0'",
+    ),
+    (
+        "examples-schema-2.12-dev.jsonl",
+        3388,
+        "blockdev-close-tray",
+        "the documenting machine's device 'ide0-1-0'",
+    ),
+    (
+        "examples-schema-2.12-dev.jsonl",
+        3425,
+        "x-blockdev-remove-medium",
+        "the documenting machine's device 'ide0-1-0'",
+    ),
+    (
+        "examples-schema-2.12-dev.jsonl",
+        3431,
+        "blockdev-open-tray",
+        "the documenting machine's device 'ide0-1-0'",
+    ),
+    (
+        "examples-schema-2.12-dev.jsonl",
+        3443,
+        "x-blockdev-remove-medium",
+        "the documenting machine's device 'ide0-1-0'",
+    ),
+    (
+        "examples-schema-2.12-dev.jsonl",
+        3540,
+        "blockdev-change-medium",
+        "the documenting machine's device 'ide0-1-0' and its host's /srv/images/Fedora-12-x86_64-DVD.iso",
+    ),
+    (
+        "examples-schema-2.12-dev.jsonl",
+        3548,
+        "blockdev-change-medium",
+        "the documenting machine's floppy drive 'floppyA' and its host's read-only /srv/images/ro.img",
+    ),
+    (
+        "examples-schema-2.12-dev.jsonl",
+        3558,
+        "blockdev-change-medium",
+        "the documenting machine's floppy drive 'floppyA' and its host's /srv/images/ro.img",
+    ),
+    (
+        "examples-schema-2.12-dev.jsonl",
+        3890,
+        "block-set-write-threshold",
+        "the documenting machine's node 'mydev'",
+    ),
+    (
+        "examples-schema-2.12-dev.jsonl",
+        3976,
+        "x-blockdev-set-iothread",
+        "the documenting machine's node 'disk1' and I/O thread 'iothread0'",
+    ),
+    (
+        "examples-schema-2.12-dev.jsonl",
+        3982,
+        "x-blockdev-set-iothread",
+        "the documenting machine's node 'disk1'",
+    ),
+    (
+        "examples-schema-2.12-dev.jsonl",
+        34,
+        "query-rocker",
+        "the documenting machine's rocker switch 'sw1'",
+    ),
+    (
+        "examples-schema-2.12-dev.jsonl",
+        103,
+        "query-rocker-ports",
+        "the documenting machine's rocker switch 'sw1', its ports enabled by a guest driver",
+    ),
+    (
+        "examples-schema-2.12-dev.jsonl",
+        322,
+        "query-rocker-of-dpa-groups",
+        "the documenting machine's rocker switch 'sw1' and the flow groups its guest installed",
+    ),
+    (
+        "examples-schema-2.12-dev.jsonl",
+        752,
+        "migrate-start-postcopy",
+        "the documenting machine is migrating with postcopy-ram enabled; QEMU answers a machine that is not in these words",
+    ),
+    (
+        "examples-schema-2.12-dev.jsonl",
+        870,
+        "x-colo-lost-heartbeat",
+        "the documenting machine is in COLO mode; QEMU answers a machine that is not in these words",
+    ),
+    (
+        "examples-schema-2.12-dev.jsonl",
+        906,
+        "migrate-continue",
+        "the documenting machine's migration waits in pre-switchover; QEMU answers a machine that is not migrating in these words",
+    ),
+    (
+        "examples-schema-2.12-dev.jsonl",
+        1061,
+        "migrate-incoming",
+        "the documenting machine was started with -incoming defer; QEMU answers one started without in these words",
+    ),
+];
+
 /// Commands whose documented examples answer that the command is not
 /// implemented (the machine has no behaviour for them yet). With replies
 /// synthesised from the return type (`--synthesize`) most of these
 /// examples "passed": a made-up `{}` equals the documented `{}` of
 /// `migrate`, `drive-mirror` or `chardev-add`, whatever the request.
 const NOT_IMPLEMENTED: &[&str] = &[
+    // A viewer of the machine's VNC server (the default machine has one): viewers are not
+    // modelled.
     "add_client",
+    // Gone from QEMU 10.0.2: its answer on a 2.12 machine cannot be checked here.
     "block_passwd",
+    // s390x only; QEMU 10.0.2's x86 build has no such command to compare with.
     "dump-skeys",
+    // ARM only; QEMU 10.0.2's x86 build has no such command to compare with.
     "query-gic-capabilities",
-    "query-xen-replication-status",
+    // Quorum children: the block layer has no quorum driver.
     "x-blockdev-change",
+    // The block layer's medium insertion by node.
     "x-blockdev-insert-medium",
-    "xen-colo-do-checkpoint",
+    // The device state without RAM in QEMU's format; QEMU 10.0.2 aborts loading it.
     "xen-load-devices-state",
     "xen-save-devices-state",
-    "xen-set-global-dirty-log",
-    "xen-set-replication",
 ];
 
 /// All documented examples, through the glue: with `--synthesize` (what
@@ -1121,6 +1625,25 @@ fn all_documented_examples_as_served() {
     println!("failing either way ({}):", t.failed.len());
     for e in &t.failed {
         println!("  {e}");
+    }
+    // Every failing example is one of the documenting machine's, and each listed one fails.
+    let listed = |at: &str| {
+        DOCUMENTING_MACHINE
+            .iter()
+            .find(|(f, l, c, _)| at == format!("{f}:{l} {c}"))
+    };
+    let unlisted: Vec<&String> = t
+        .failed
+        .iter()
+        .filter(|e| listed(e.split(": ").next().unwrap_or("")).is_none())
+        .collect();
+    assert!(unlisted.is_empty(), "failing and not listed: {unlisted:#?}");
+    for (f, l, c, why) in DOCUMENTING_MACHINE {
+        let at = format!("{f}:{l} {c}");
+        assert!(
+            t.failed.iter().any(|e| e.starts_with(&format!("{at}: "))),
+            "listed as the documenting machine's ({why}) but no longer failing: {at}"
+        );
     }
     // The seeds' own numbers: 88 and 148 valid examples with a request.
     assert_eq!(

@@ -291,6 +291,20 @@ pub fn remove(m: &mut Machine, id: &str) -> Result<(), QmpError> {
     Ok(())
 }
 
+/// `add_client` with a character device's id: a listening socket back end without a
+/// peer takes `fd` as its peer; any other back end refuses, in QEMU's words.
+pub fn add_client(m: &mut Machine, id: &str, fd: std::os::fd::OwnedFd) -> Result<(), QmpError> {
+    let added = match m.chardev.added.get_mut(id) {
+        Some(Backend::Socket(s)) if s.server => s.add_client(fd),
+        _ => false,
+    };
+    if added {
+        Ok(())
+    } else {
+        Err(generic("failed to add client"))
+    }
+}
+
 /// `chardev-send-break`: the break goes to the back end; none of the
 /// machine's back ends carries line state that a break changes (as in
 /// QEMU for all but serial host devices).

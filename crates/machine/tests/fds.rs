@@ -153,3 +153,136 @@ fn fdsets_ids_order_words_and_use() {
         "through the set\n"
     );
 }
+
+/// `add_client` as qemu-system-x86_64 10.0.2 answers it (`-display none`, no SPICE): the
+/// named descriptor is taken whatever the answer; a listening socket character device
+/// takes it as its peer.
+#[test]
+fn add_client_takes_the_descriptor() {
+    use std::io::Read;
+    use std::os::unix::net::UnixStream;
+    let mut m = machine();
+    let session: Arc<Mutex<HashMap<String, OwnedFd>>> = Arc::default();
+    let mut cx = Cx {
+        session_fds: Some(session.clone()),
+        ..Default::default()
+    };
+    assert_eq!(
+        run_cx(
+            &mut m,
+            "add_client",
+            json!({"protocol": "vnc", "fdname": "c"}),
+            &mut cx
+        ),
+        Err("GenericError: File descriptor named 'c' has not been found".into())
+    );
+    let mut give = |m: &mut qmpkit_machine::Machine, cx: &mut Cx, fd: OwnedFd| {
+        cx.fds.push(fd);
+        ok(run_cx(m, "getfd", json!({"fdname": "c"}), cx));
+    };
+    let cases = [
+        (
+            "spice",
+            Err("DeviceNotActive: SPICE is not in use".to_string()),
+        ),
+        (
+            "@dbus-display",
+            Err("DeviceNotActive: D-Bus display is not in use".to_string()),
+        ),
+        (
+            "foo",
+            Err("GenericError: protocol 'foo' is invalid".to_string()),
+        ),
+        // Viewers of the default machine's VNC server are not modelled.
+        (
+            "vnc",
+            Err(
+                "GenericError: Command 'add_client' with 'protocol' = \"vnc\" is not \
+                 implemented by this simulated machine"
+                    .to_string(),
+            ),
+        ),
+    ];
+    for (protocol, want) in cases {
+        give(&mut m, &mut cx, file_fd("fds-client", true));
+        let raw = session.lock().unwrap()["c"].as_raw_fd();
+        let got = run_cx(
+            &mut m,
+            "add_client",
+            json!({"protocol": protocol, "fdname": "c"}),
+            &mut cx,
+        );
+        assert_eq!(got, want, "{protocol}");
+        assert!(!session.lock().unwrap().contains_key("c"), "{protocol}");
+        assert!(!is_open(raw), "{protocol}");
+    }
+    // Without a VNC server, QEMU answers a VNC viewer with success (and closes it).
+    let mut c = qmpkit_machine::MachineConfig::default_machine();
+    c.vnc = None;
+    let mut plain = qmpkit_machine::Machine::new(Arc::new(c), common::schema());
+    give(&mut plain, &mut cx, file_fd("fds-client", true));
+    let raw = session.lock().unwrap()["c"].as_raw_fd();
+    ok(run_cx(
+        &mut plain,
+        "add_client",
+        json!({"protocol": "vnc", "fdname": "c"}),
+        &mut cx,
+    ));
+    assert!(!is_open(raw));
+    // A character device that is not a socket refuses the client.
+    let ring = json!({"id": "r", "backend": {"type": "ringbuf", "data": {}}});
+    ok(run_cx(&mut m, "chardev-add", ring, &mut cx));
+    give(&mut m, &mut cx, file_fd("fds-client", true));
+    assert_eq!(
+        run_cx(
+            &mut m,
+            "add_client",
+            json!({"protocol": "r", "fdname": "c"}),
+            &mut cx
+        ),
+        Err("GenericError: failed to add client".into())
+    );
+    // A listening socket takes it as its peer (named as QEMU names a socket pair's end).
+    let path = tmp("fds-add-client.sock");
+    let _ = std::fs::remove_file(&path);
+    let sock = json!({"id": "s", "backend": {"type": "socket", "data": {
+        "addr": {"type": "unix", "data": {"path": path.to_string_lossy()}},
+        "server": true, "wait": false}}});
+    ok(run_cx(&mut m, "chardev-add", sock, &mut cx));
+    let (ours, mut theirs) = UnixStream::pair().expect("socket pair");
+    give(&mut m, &mut cx, OwnedFd::from(ours));
+    ok(run_cx(
+        &mut m,
+        "add_client",
+        json!({"protocol": "s", "fdname": "c"}),
+        &mut cx,
+    ));
+    let chardevs = ok(run_cx(&mut m, "query-chardev", json!({}), &mut cx));
+    let s = chardevs
+        .as_array()
+        .and_then(|l| l.iter().find(|c| c["label"] == "s"))
+        .expect("chardev s");
+    // QEMU 10.0.2 says `unix:,server=on`; the 2.12 interface spells the flag `,server`.
+    assert_eq!(s["filename"], "unix:,server");
+    // The guest's output reaches the peer.
+    ok(run_cx(
+        &mut m,
+        "__org.qmpkit_chardev-write",
+        json!({"id": "s", "data": "hi"}),
+        &mut cx,
+    ));
+    let mut buf = [0u8; 2];
+    theirs.read_exact(&mut buf).expect("read");
+    assert_eq!(&buf, b"hi");
+    // A second client finds the place taken.
+    give(&mut m, &mut cx, file_fd("fds-client", true));
+    assert_eq!(
+        run_cx(
+            &mut m,
+            "add_client",
+            json!({"protocol": "s", "fdname": "c"}),
+            &mut cx
+        ),
+        Err("GenericError: failed to add client".into())
+    );
+}

@@ -569,3 +569,51 @@ fn postcopy_hands_over_early() {
             > 0
     );
 }
+
+/// The Xen and COLO commands of a machine without Xen, as qemu-system-x86_64 10.0.2
+/// answers them.
+#[test]
+fn xen_replication_without_xen() {
+    let mut m = machine(|_| {});
+    for (cmd, args, want) in [
+        (
+            "xen-set-global-dirty-log",
+            json!({"enable": true}),
+            Ok(json!({})),
+        ),
+        (
+            "xen-set-global-dirty-log",
+            json!({"enable": false}),
+            Ok(json!({})),
+        ),
+        (
+            "xen-set-replication",
+            json!({"enable": true, "primary": false}),
+            Ok(json!({})),
+        ),
+        (
+            "xen-set-replication",
+            json!({"enable": false, "primary": true, "failover": true}),
+            Ok(json!({})),
+        ),
+        (
+            "xen-set-replication",
+            json!({"enable": true, "primary": true, "failover": false}),
+            Err("GenericError: Parameter 'failover' is only for stopping replication".into()),
+        ),
+        (
+            "query-xen-replication-status",
+            json!({}),
+            Ok(json!({"error": false})),
+        ),
+        ("xen-colo-do-checkpoint", json!({}), Ok(json!({}))),
+        (
+            "x-colo-lost-heartbeat",
+            json!({}),
+            Err("GenericError: VM is not in COLO mode".into()),
+        ),
+    ] {
+        assert_eq!(run(&mut m, cmd, args.clone()), want, "{cmd} {args}");
+    }
+    assert!(events(&mut m).is_empty());
+}

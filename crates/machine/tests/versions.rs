@@ -186,6 +186,9 @@ fn call_args(cmd: &str, tmp: &str) -> Option<Value> {
             json!({"device": "ide1-cd0"})
         }
         "balloon" => json!({"value": 536870912}),
+        "add_client" => json!({"protocol": "spice", "fdname": "none"}),
+        "xen-set-global-dirty-log" => json!({"enable": true}),
+        "xen-set-replication" => json!({"enable": true, "primary": true}),
         "announce-self" => json!({"initial": 50, "max": 550, "rounds": 5, "step": 100}),
         "blockdev-add" => json!({"driver": "null-co", "node-name": "null0"}),
         "blockdev-del" => json!({"node-name": "null9"}),
@@ -358,6 +361,11 @@ const ERRORS: &[(&str, &str)] = &[
     ("job-dismiss", "Job not found"),
     ("job-finalize", "Job not found"),
     ("nbd-server-stop", "NBD server not running"),
+    // No descriptor was passed.
+    (
+        "add_client",
+        "File descriptor named 'none' has not been found",
+    ),
     // The host has neither (QEMU 10.0.2's words; the default machine uses KVM).
     ("query-sev-capabilities", "SEV is not enabled in KVM"),
     (

@@ -132,6 +132,9 @@ pub struct Socket {
     conn: Option<Stream>,
     /// `HOST:PORT` of both ends of a TCP connection: (local, peer).
     tcp_ends: Option<(SocketAddr, SocketAddr)>,
+    /// The local path of a unix connection a client handed over (`add_client`), which
+    /// QEMU's file name shows instead of the listening path.
+    handed_path: Option<String>,
     /// What the other end sent, for the guest to read.
     input: VecDeque<u8>,
     /// A listening unix socket's path, removed when the back end goes.
@@ -180,6 +183,7 @@ impl Socket {
                     Ok(0) => {
                         self.conn = None;
                         self.tcp_ends = None;
+                        self.handed_path = None;
                         break;
                     }
                     Ok(n) if self.telnet => {
@@ -212,6 +216,7 @@ impl Socket {
                     Err(_) => {
                         self.conn = None;
                         self.tcp_ends = None;
+                        self.handed_path = None;
                         break;
                     }
                 }
@@ -260,6 +265,43 @@ impl Socket {
         }
     }
 
+    /// Take `fd`, a connected socket a client passed, as the peer (`add_client`); `false`
+    /// when a peer is connected already.
+    pub fn add_client(&mut self, fd: OwnedFd) -> bool {
+        self.poll();
+        if self.conn.is_some() {
+            return false;
+        }
+        let unix = UnixStream::from(fd);
+        let conn = match unix.local_addr() {
+            Ok(a) => {
+                self.handed_path = Some(
+                    a.as_pathname()
+                        .map(|p| p.display().to_string())
+                        .unwrap_or_default(),
+                );
+                Stream::Unix(unix)
+            }
+            Err(_) => {
+                let tcp = TcpStream::from(OwnedFd::from(unix));
+                if let (Ok(l), Ok(p)) = (tcp.local_addr(), tcp.peer_addr()) {
+                    self.tcp_ends = Some((l, p));
+                }
+                Stream::Tcp(tcp)
+            }
+        };
+        let nonblocking = match &conn {
+            Stream::Unix(s) => s.set_nonblocking(true),
+            Stream::Tcp(s) => s.set_nonblocking(true),
+        };
+        if nonblocking.is_err() {
+            return false;
+        }
+        self.conn = Some(conn);
+        self.greet();
+        true
+    }
+
     /// Whether a peer is connected now.
     pub fn connected(&self) -> bool {
         self.conn.is_some()
@@ -281,9 +323,10 @@ impl Socket {
             );
         }
         let tcp = if self.telnet { "telnet" } else { "tcp" };
-        let base = match &self.addr {
-            SockAddr::Unix(p) => format!("unix:{p}{flag}"),
-            SockAddr::Inet(h, p) => format!("{tcp}:{h}:{p}{flag}"),
+        let base = match (&self.addr, &self.handed_path) {
+            (SockAddr::Unix(_), Some(p)) if self.conn.is_some() => format!("unix:{p}{flag}"),
+            (SockAddr::Unix(p), _) => format!("unix:{p}{flag}"),
+            (SockAddr::Inet(h, p), _) => format!("{tcp}:{h}:{p}{flag}"),
         };
         if self.conn.is_some() {
             base
@@ -307,6 +350,7 @@ impl Socket {
                 Err(_) => {
                     self.conn = None;
                     self.tcp_ends = None;
+                    self.handed_path = None;
                     break;
                 }
             }
@@ -389,6 +433,7 @@ pub fn open_socket(
         listener: None,
         conn: None,
         tcp_ends: None,
+        handed_path: None,
         input: VecDeque::new(),
         unlink: None,
         telnet,
@@ -454,6 +499,7 @@ pub fn socket_from_fd(fd: OwnedFd, server: bool) -> Result<Backend, String> {
         listener: None,
         conn: None,
         tcp_ends: None,
+        handed_path: None,
         input: VecDeque::new(),
         unlink: None,
         telnet: false,

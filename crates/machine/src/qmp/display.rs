@@ -1,6 +1,7 @@
 //! The display: screendump, VNC queries and passwords, query-spice.
 
 use qmpkit_qapi::Empty;
+use qmpkit_wire::{ErrorClass, QmpError};
 
 use super::R;
 use crate::api;
@@ -38,4 +39,31 @@ pub fn expire_password(m: &mut Machine, a: api::ExpirePassword, _: &mut Cx) -> R
 
 pub fn change_vnc_password(m: &mut Machine, a: api::ChangeVncPassword, _: &mut Cx) -> R<Empty> {
     display::set_vnc_password(m, &a.password).map(|()| Empty)
+}
+
+/// `add_client`: the descriptor passed under `fdname` goes to the display server or the
+/// socket character device `protocol` names. It is taken whatever the answer, as QEMU
+/// takes it. Without a VNC server QEMU answers VNC viewers with success and keeps nothing;
+/// viewers of a configured VNC server are not modelled.
+pub fn add_client(m: &mut Machine, a: api::AddClient, cx: &mut Cx) -> R<Empty> {
+    let Some(fd) = crate::fdsets::take_named_fd(m, cx, &a.fdname) else {
+        return Err(crate::generic(format!(
+            "File descriptor named '{}' has not been found",
+            a.fdname
+        )));
+    };
+    let inactive = |what: &str| Err(QmpError::new(ErrorClass::DeviceNotActive, what));
+    match a.protocol.as_str() {
+        "spice" => inactive("SPICE is not in use"),
+        "@dbus-display" => inactive("D-Bus display is not in use"),
+        "vnc" if display::vnc_addr(m).is_some() => Err(crate::generic(
+            "Command 'add_client' with 'protocol' = \"vnc\" is not implemented by this \
+                 simulated machine",
+        )),
+        "vnc" => Ok(Empty),
+        id if crate::chardev::exists(m, id) => {
+            crate::chardev::add_client(m, id, fd).map(|()| Empty)
+        }
+        other => Err(crate::generic(format!("protocol '{other}' is invalid"))),
+    }
 }

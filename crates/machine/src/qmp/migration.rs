@@ -130,6 +130,48 @@ pub fn x_colo_lost_heartbeat(_: &mut Machine, _: api::XColoLostHeartbeat, _: &mu
     Err(generic("VM is not in COLO mode"))
 }
 
+/// `xen-set-global-dirty-log`: the machine keeps no dirty log for a Xen toolstack; QEMU
+/// without Xen answers success as well.
+pub fn xen_set_global_dirty_log(
+    _: &mut Machine,
+    _: api::XenSetGlobalDirtyLog,
+    _: &mut Cx,
+) -> R<Empty> {
+    Ok(Empty)
+}
+
+/// `xen-set-replication`: QEMU's check of `failover`, which only stopping takes.
+pub fn xen_set_replication(_: &mut Machine, a: api::XenSetReplication, _: &mut Cx) -> R<Empty> {
+    if a.enable && a.failover.is_some() {
+        return Err(generic(
+            "Parameter 'failover' is only for stopping replication",
+        ));
+    }
+    Ok(Empty)
+}
+
+/// `query-xen-replication-status`: no block replication runs, so none has failed.
+pub fn query_xen_replication_status(
+    _: &mut Machine,
+    _: api::QueryXenReplicationStatus,
+    _: &mut Cx,
+) -> R<api::ReplicationStatus> {
+    Ok(api::ReplicationStatus {
+        error: false,
+        desc: None,
+    })
+}
+
+/// `xen-colo-do-checkpoint`: with no replication running there is nothing to checkpoint,
+/// and QEMU answers success.
+pub fn xen_colo_do_checkpoint(
+    _: &mut Machine,
+    _: api::XenColoDoCheckpoint,
+    _: &mut Cx,
+) -> R<Empty> {
+    Ok(Empty)
+}
+
 /// Test control: the guest writes `data` at guest-physical `addr`.
 pub fn guest_memory_write(
     m: &mut Machine,

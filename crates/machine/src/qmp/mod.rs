@@ -133,6 +133,7 @@ handlers! {
     set_password(SetPassword) => display::set_password;
     expire_password(ExpirePassword) => display::expire_password;
     change_vnc_password(ChangeVncPassword) => display::change_vnc_password;
+    add_client(AddClient) => display::add_client;
     // (qmp/input.rs)
     send_key(SendKey) => input::send_key;
     input_send_event(InputSendEvent) => input::input_send_event;
@@ -213,6 +214,10 @@ handlers! {
     query_migrate_cache_size(QueryMigrateCacheSize) => migration::query_migrate_cache_size;
     client_migrate_info(ClientMigrateInfo) => migration::client_migrate_info;
     x_colo_lost_heartbeat(XColoLostHeartbeat) => migration::x_colo_lost_heartbeat;
+    xen_set_global_dirty_log(XenSetGlobalDirtyLog) => migration::xen_set_global_dirty_log;
+    xen_set_replication(XenSetReplication) => migration::xen_set_replication;
+    query_xen_replication_status(QueryXenReplicationStatus) => migration::query_xen_replication_status;
+    xen_colo_do_checkpoint(XenColoDoCheckpoint) => migration::xen_colo_do_checkpoint;
     org_qmpkit_guest_memory_write(OrgQmpkitGuestMemoryWrite) => migration::guest_memory_write;
     org_qmpkit_guest_dirty_rate(OrgQmpkitGuestDirtyRate) => migration::guest_dirty_rate;
 
