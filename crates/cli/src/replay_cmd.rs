@@ -456,13 +456,10 @@ async fn serve(
         Tcp(tokio::net::TcpListener),
     }
     let l = match &address {
-        Address::Unix(p) => {
-            use std::os::unix::fs::FileTypeExt;
-            if std::fs::symlink_metadata(p).is_ok_and(|m| m.file_type().is_socket()) {
-                let _ = std::fs::remove_file(p);
-            }
-            L::Unix(tokio::net::UnixListener::bind(p).map_err(|e| format!("{address}: {e}"))?)
-        }
+        Address::Unix(p) => L::Unix(
+            qmpkit_server::bind_unix_mode(std::path::Path::new(p), None)
+                .map_err(|e| format!("{address}: {e}"))?,
+        ),
         Address::Tcp(a) => L::Tcp(
             tokio::net::TcpListener::bind(a.as_str())
                 .await

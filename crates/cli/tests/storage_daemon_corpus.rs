@@ -51,7 +51,11 @@ const KNOWN: &[(&str, &str, &str)] = &[
         "error-vs-ok",
         "follows nodes that differ (a name or a file lock one daemon still holds)",
     ),
-    ("nbd-server-add", "error", "an export takes no lock on its node's image"),
+    (
+        "nbd-server-add",
+        "error",
+        "an export takes no lock on its node's image",
+    ),
     // The permission model: jobs' filter nodes sit above the device in QEMU, in its
     // parents' place; the graph keeps the parents where they are and leaves the filter out
     // of a node that has parents, so some conflicts come in another order or not at all.

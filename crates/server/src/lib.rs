@@ -55,4 +55,6 @@ pub use handler::{
 };
 pub use server::{not_implemented, Served, Server, ServerOptions, Unhandled, EVENT_RATE_LIMIT};
 pub use session::SessionOptions;
-pub use transport::{bind, bind_unix, BindOptions, Listener, Monitor, MonitorMode, Transport};
+pub use transport::{
+    bind, bind_unix, bind_unix_mode, BindOptions, Listener, Monitor, MonitorMode, Transport,
+};

@@ -489,8 +489,18 @@ impl Listener {
 
 /// Bind a unix socket at `path` with mode 0600. A stale socket file there is replaced; any
 /// other file is left alone (error). The socket is bound under a temporary name, restricted,
-/// then renamed into place, so it is never reachable with wider permissions.
+/// then renamed into place, so it is never reachable with wider permissions, and the path
+/// appears only once it accepts connections.
 pub fn bind_unix(path: &Path) -> Result<tokio::net::UnixListener, ServerError> {
+    bind_unix_mode(path, Some(0o600))
+}
+
+/// [`bind_unix`] with the socket's mode given, or (`None`) left as the process's umask makes
+/// it: for a listener other users may connect to.
+pub fn bind_unix_mode(
+    path: &Path,
+    mode: Option<u32>,
+) -> Result<tokio::net::UnixListener, ServerError> {
     match std::fs::symlink_metadata(path) {
         Ok(m) if !m.file_type().is_socket() => {
             return Err(ServerError::NotASocket(path.to_path_buf()))
@@ -505,7 +515,10 @@ pub fn bind_unix(path: &Path) -> Result<tokio::net::UnixListener, ServerError> {
     let _ = std::fs::remove_file(&tmp);
     let listener = std::os::unix::net::UnixListener::bind(&tmp)
         .map_err(|e| ServerError::io(format!("{}", path.display()), e))?;
-    let ready = std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))
+    let ready = mode
+        .map_or(Ok(()), |m| {
+            std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(m))
+        })
         .and_then(|_| std::fs::rename(&tmp, path))
         .and_then(|_| listener.set_nonblocking(true));
     if let Err(e) = ready {

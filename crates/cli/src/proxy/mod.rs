@@ -662,11 +662,8 @@ async fn listen(
 ) -> Result<(), String> {
     match &addr {
         Address::Unix(p) => {
-            use std::os::unix::fs::FileTypeExt;
-            if std::fs::symlink_metadata(p).is_ok_and(|m| m.file_type().is_socket()) {
-                let _ = std::fs::remove_file(p);
-            }
-            let l = tokio::net::UnixListener::bind(p).map_err(|e| format!("{addr}: {e}"))?;
+            let l = qmpkit_server::bind_unix_mode(std::path::Path::new(p), None)
+                .map_err(|e| format!("{addr}: {e}"))?;
             eprintln!("qmpkit proxy: listening on {addr}");
             tokio::spawn(async move {
                 loop {
