@@ -54,8 +54,10 @@ pub fn monitor(mut c: Command, sock: &Path) -> Proc {
         .stderr(Stdio::null())
         .spawn()
         .unwrap_or_else(|e| panic!("spawn {:?}: {e}", c.get_program()));
+    // Guarded before the wait, so a monitor that never listens is killed with the test.
+    let guard = Proc(child);
     wait_for(sock);
-    Proc(child)
+    guard
 }
 
 /// qemu-storage-daemon with a QMP monitor on `sock`.
