@@ -621,32 +621,39 @@ fn socket_chardev_listens_and_a_test_connects() {
     assert!(UnixStream::connect(&path).is_err());
 }
 
-#[test]
-fn tcp_socket_chardev_on_loopback() {
-    let mut c = Client::with(|cfg| cfg.qemu_version = (10, 0, 2));
+/// Adds a listening socket chardev `t` on a loopback port the system chooses, connects to it,
+/// and checks its name before and after (`SCHEME:127.0.0.1:PORT,server=on`, as 6.0 and later
+/// spell it): the port and the connected peer.
+fn listening_on_loopback(c: &mut Client, scheme: &str, telnet: bool) -> (u16, std::net::TcpStream) {
     let r = c.add(
         "t",
         "socket",
         json!({"addr": {"type": "inet", "data": {"host": "127.0.0.1", "port": "0"}},
-               "server": true, "wait": false}),
+               "server": true, "wait": false, "telnet": telnet}),
     );
     assert_eq!(r, json!({"return": {}}));
-    // The port the system chose is in the name; 6.0 spells `server=on`.
     let name = c.filename("t");
     let port: u16 = name
-        .strip_prefix("disconnected:tcp:127.0.0.1:")
+        .strip_prefix(&format!("disconnected:{scheme}:127.0.0.1:"))
         .and_then(|p| p.strip_suffix(",server=on"))
         .and_then(|p| p.parse().ok())
         .unwrap_or_else(|| panic!("{name}"));
-    let mut client = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    let client = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
     client
         .set_read_timeout(Some(Duration::from_secs(2)))
         .unwrap();
     let local = client.local_addr().unwrap().port();
     assert_eq!(
         c.filename("t"),
-        format!("tcp:127.0.0.1:{port},server=on <-> 127.0.0.1:{local}")
+        format!("{scheme}:127.0.0.1:{port},server=on <-> 127.0.0.1:{local}")
     );
+    (port, client)
+}
+
+#[test]
+fn tcp_socket_chardev_on_loopback() {
+    let mut c = Client::with(|cfg| cfg.qemu_version = (10, 0, 2));
+    let (port, mut client) = listening_on_loopback(&mut c, "tcp", false);
     c.ok(
         "__org.qmpkit_chardev-write",
         json!({"id": "t", "data": "tcp!"}),
@@ -671,28 +678,7 @@ fn tcp_socket_chardev_on_loopback() {
 #[test]
 fn telnet_socket_chardev() {
     let mut c = Client::with(|cfg| cfg.qemu_version = (10, 0, 2));
-    let r = c.add(
-        "t",
-        "socket",
-        json!({"addr": {"type": "inet", "data": {"host": "127.0.0.1", "port": "0"}},
-               "server": true, "wait": false, "telnet": true}),
-    );
-    assert_eq!(r, json!({"return": {}}));
-    let name = c.filename("t");
-    let port: u16 = name
-        .strip_prefix("disconnected:telnet:127.0.0.1:")
-        .and_then(|p| p.strip_suffix(",server=on"))
-        .and_then(|p| p.parse().ok())
-        .unwrap_or_else(|| panic!("{name}"));
-    let mut client = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    client
-        .set_read_timeout(Some(Duration::from_secs(2)))
-        .unwrap();
-    let local = client.local_addr().unwrap().port();
-    assert_eq!(
-        c.filename("t"),
-        format!("telnet:127.0.0.1:{port},server=on <-> 127.0.0.1:{local}")
-    );
+    let (_, mut client) = listening_on_loopback(&mut c, "telnet", true);
     assert_eq!(
         read_n(&mut client, 12),
         [0xff, 0xfb, 0x01, 0xff, 0xfb, 0x03, 0xff, 0xfb, 0x00, 0xff, 0xfd, 0x00]
