@@ -27394,6 +27394,68 @@ impl ::qmpkit_qapi::Builder for __OrgQmpkitChardevInputBuilder {
     }
 }
 
+/// QAPI struct `__org.qmpkit_Viewer`.
+///
+/// A viewer that test control connected to a display server.
+#[allow(deprecated)]
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct OrgQmpkitViewer {
+    /// the viewer's port, which names it for
+    /// __org.qmpkit_viewer-disconnect
+    pub service: ::std::string::String,
+    /// whether the server let the viewer in (false: it refused the
+    /// viewer's authentication and closed the connection)
+    pub accepted: bool,
+    /// what the server told a refused viewer
+    pub reason: ::core::option::Option<::std::string::String>,
+}
+#[allow(deprecated)]
+impl ::qmpkit_qapi::Object for OrgQmpkitViewer {
+    type Builder = __OrgQmpkitViewerBuilder;
+    fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
+        ::serde::ser::SerializeMap::serialize_entry(__m, "service", &self.service)?;
+        ::serde::ser::SerializeMap::serialize_entry(__m, "accepted", &self.accepted)?;
+        if let ::core::option::Option::Some(__v) = &self.reason { ::serde::ser::SerializeMap::serialize_entry(__m, "reason", __v)?; }
+        Ok(())
+    }
+}
+#[allow(deprecated)]
+impl ::serde::Serialize for OrgQmpkitViewer {
+    fn serialize<__S: ::serde::Serializer>(&self, __s: __S) -> ::core::result::Result<__S::Ok, __S::Error> {
+        ::qmpkit_qapi::__rt::serialize_object(self, __s)
+    }
+}
+#[allow(deprecated)]
+impl<'de> ::serde::Deserialize<'de> for OrgQmpkitViewer {
+    fn deserialize<__D: ::serde::Deserializer<'de>>(__d: __D) -> ::core::result::Result<Self, __D::Error> {
+        ::qmpkit_qapi::__rt::deserialize_object(__d, "OrgQmpkitViewer")
+    }
+}
+#[doc(hidden)]
+#[allow(deprecated)]
+#[derive(Default)]
+pub struct __OrgQmpkitViewerBuilder {
+    service: ::core::option::Option<::std::string::String>,
+    accepted: ::core::option::Option<bool>,
+    reason: ::core::option::Option<::std::string::String>,
+}
+#[allow(deprecated)]
+impl ::qmpkit_qapi::Builder for __OrgQmpkitViewerBuilder {
+    type Out = OrgQmpkitViewer;
+    fn member<'de, __A: ::serde::de::MapAccess<'de>>(&mut self, __key: &str, __map: &mut __A) -> ::core::result::Result<bool, __A::Error> {
+        match __key {
+            "service" => self.service = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
+            "accepted" => self.accepted = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
+            "reason" => self.reason = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+    fn finish<__E: ::serde::de::Error>(self) -> ::core::result::Result<OrgQmpkitViewer, __E> {
+        Ok(OrgQmpkitViewer { service: ::qmpkit_qapi::__rt::missing(self.service, "service")?, accepted: ::qmpkit_qapi::__rt::missing(self.accepted, "accepted")?, reason: self.reason, })
+    }
+}
+
 /// Command `query-status`: its arguments.
 ///
 /// Report the virtual machine's run state.
@@ -38815,6 +38877,163 @@ impl ::qmpkit_qapi::Command for OrgQmpkitGuestRxFilter {
     type Returns = ::qmpkit_qapi::Empty;
 }
 
+/// Command `__org.qmpkit_viewer-connect`: its arguments.
+///
+/// Make a viewer connect to the machine's VNC server, as a VNC client
+/// would: the server sends VNC_CONNECTED, authenticates the viewer with
+/// the server's method (a VNC password that is set and not expired), then
+/// sends VNC_INITIALIZED, or VNC_DISCONNECTED when it refuses the viewer.
+/// A connected viewer is listed by query-vnc and query-vnc-servers.
+#[allow(deprecated)]
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct OrgQmpkitViewerConnect {
+    /// the display server: "vnc"
+    pub protocol: ::std::string::String,
+    /// the viewer's address (default 127.0.0.1)
+    pub host: ::core::option::Option<::std::string::String>,
+    /// the viewer's port (default: the next free one from 49152)
+    pub service: ::core::option::Option<::std::string::String>,
+    /// connect to the server's websocket listener (default false)
+    pub websocket: ::core::option::Option<bool>,
+    /// the password the viewer answers with
+    pub password: ::core::option::Option<::std::string::String>,
+    /// the distinguished name of the viewer's client
+    /// certificate, for a server with x509 credentials
+    pub x509_dname: ::core::option::Option<::std::string::String>,
+    /// the user name the viewer authenticates as, for a
+    /// server with SASL
+    pub sasl_username: ::core::option::Option<::std::string::String>,
+}
+#[allow(deprecated)]
+impl ::qmpkit_qapi::Object for OrgQmpkitViewerConnect {
+    type Builder = __OrgQmpkitViewerConnectBuilder;
+    fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
+        ::serde::ser::SerializeMap::serialize_entry(__m, "protocol", &self.protocol)?;
+        if let ::core::option::Option::Some(__v) = &self.host { ::serde::ser::SerializeMap::serialize_entry(__m, "host", __v)?; }
+        if let ::core::option::Option::Some(__v) = &self.service { ::serde::ser::SerializeMap::serialize_entry(__m, "service", __v)?; }
+        if let ::core::option::Option::Some(__v) = &self.websocket { ::serde::ser::SerializeMap::serialize_entry(__m, "websocket", __v)?; }
+        if let ::core::option::Option::Some(__v) = &self.password { ::serde::ser::SerializeMap::serialize_entry(__m, "password", __v)?; }
+        if let ::core::option::Option::Some(__v) = &self.x509_dname { ::serde::ser::SerializeMap::serialize_entry(__m, "x509-dname", __v)?; }
+        if let ::core::option::Option::Some(__v) = &self.sasl_username { ::serde::ser::SerializeMap::serialize_entry(__m, "sasl-username", __v)?; }
+        Ok(())
+    }
+}
+#[allow(deprecated)]
+impl ::serde::Serialize for OrgQmpkitViewerConnect {
+    fn serialize<__S: ::serde::Serializer>(&self, __s: __S) -> ::core::result::Result<__S::Ok, __S::Error> {
+        ::qmpkit_qapi::__rt::serialize_object(self, __s)
+    }
+}
+#[allow(deprecated)]
+impl<'de> ::serde::Deserialize<'de> for OrgQmpkitViewerConnect {
+    fn deserialize<__D: ::serde::Deserializer<'de>>(__d: __D) -> ::core::result::Result<Self, __D::Error> {
+        ::qmpkit_qapi::__rt::deserialize_object(__d, "OrgQmpkitViewerConnect")
+    }
+}
+#[doc(hidden)]
+#[allow(deprecated)]
+#[derive(Default)]
+pub struct __OrgQmpkitViewerConnectBuilder {
+    protocol: ::core::option::Option<::std::string::String>,
+    host: ::core::option::Option<::std::string::String>,
+    service: ::core::option::Option<::std::string::String>,
+    websocket: ::core::option::Option<bool>,
+    password: ::core::option::Option<::std::string::String>,
+    x509_dname: ::core::option::Option<::std::string::String>,
+    sasl_username: ::core::option::Option<::std::string::String>,
+}
+#[allow(deprecated)]
+impl ::qmpkit_qapi::Builder for __OrgQmpkitViewerConnectBuilder {
+    type Out = OrgQmpkitViewerConnect;
+    fn member<'de, __A: ::serde::de::MapAccess<'de>>(&mut self, __key: &str, __map: &mut __A) -> ::core::result::Result<bool, __A::Error> {
+        match __key {
+            "protocol" => self.protocol = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
+            "host" => self.host = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
+            "service" => self.service = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
+            "websocket" => self.websocket = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
+            "password" => self.password = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
+            "x509-dname" => self.x509_dname = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
+            "sasl-username" => self.sasl_username = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+    fn finish<__E: ::serde::de::Error>(self) -> ::core::result::Result<OrgQmpkitViewerConnect, __E> {
+        Ok(OrgQmpkitViewerConnect { protocol: ::qmpkit_qapi::__rt::missing(self.protocol, "protocol")?, host: self.host, service: self.service, websocket: self.websocket, password: self.password, x509_dname: self.x509_dname, sasl_username: self.sasl_username, })
+    }
+}
+
+#[allow(deprecated)]
+impl ::qmpkit_qapi::Command for OrgQmpkitViewerConnect {
+    const NAME: &'static str = "__org.qmpkit_viewer-connect";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Returns = OrgQmpkitViewer;
+}
+
+/// Command `__org.qmpkit_viewer-disconnect`: its arguments.
+///
+/// Make a connected viewer go away: the server sends VNC_DISCONNECTED.
+#[allow(deprecated)]
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct OrgQmpkitViewerDisconnect {
+    /// the display server: "vnc"
+    pub protocol: ::std::string::String,
+    /// the viewer's port
+    pub service: ::std::string::String,
+}
+#[allow(deprecated)]
+impl ::qmpkit_qapi::Object for OrgQmpkitViewerDisconnect {
+    type Builder = __OrgQmpkitViewerDisconnectBuilder;
+    fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
+        ::serde::ser::SerializeMap::serialize_entry(__m, "protocol", &self.protocol)?;
+        ::serde::ser::SerializeMap::serialize_entry(__m, "service", &self.service)?;
+        Ok(())
+    }
+}
+#[allow(deprecated)]
+impl ::serde::Serialize for OrgQmpkitViewerDisconnect {
+    fn serialize<__S: ::serde::Serializer>(&self, __s: __S) -> ::core::result::Result<__S::Ok, __S::Error> {
+        ::qmpkit_qapi::__rt::serialize_object(self, __s)
+    }
+}
+#[allow(deprecated)]
+impl<'de> ::serde::Deserialize<'de> for OrgQmpkitViewerDisconnect {
+    fn deserialize<__D: ::serde::Deserializer<'de>>(__d: __D) -> ::core::result::Result<Self, __D::Error> {
+        ::qmpkit_qapi::__rt::deserialize_object(__d, "OrgQmpkitViewerDisconnect")
+    }
+}
+#[doc(hidden)]
+#[allow(deprecated)]
+#[derive(Default)]
+pub struct __OrgQmpkitViewerDisconnectBuilder {
+    protocol: ::core::option::Option<::std::string::String>,
+    service: ::core::option::Option<::std::string::String>,
+}
+#[allow(deprecated)]
+impl ::qmpkit_qapi::Builder for __OrgQmpkitViewerDisconnectBuilder {
+    type Out = OrgQmpkitViewerDisconnect;
+    fn member<'de, __A: ::serde::de::MapAccess<'de>>(&mut self, __key: &str, __map: &mut __A) -> ::core::result::Result<bool, __A::Error> {
+        match __key {
+            "protocol" => self.protocol = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
+            "service" => self.service = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+    fn finish<__E: ::serde::de::Error>(self) -> ::core::result::Result<OrgQmpkitViewerDisconnect, __E> {
+        Ok(OrgQmpkitViewerDisconnect { protocol: ::qmpkit_qapi::__rt::missing(self.protocol, "protocol")?, service: ::qmpkit_qapi::__rt::missing(self.service, "service")?, })
+    }
+}
+
+#[allow(deprecated)]
+impl ::qmpkit_qapi::Command for OrgQmpkitViewerDisconnect {
+    const NAME: &'static str = "__org.qmpkit_viewer-disconnect";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Returns = ::qmpkit_qapi::Empty;
+}
+
 /// Event `SHUTDOWN`: its data.
 ///
 /// The virtual machine shut down.
@@ -42554,6 +42773,16 @@ pub trait Commands<C: Send + 'static = ()>: Send + Sync + 'static {
         let _ = (args, ctx);
         async { Err(::qmpkit_qapi::server::CommandError::not_implemented("__org.qmpkit_guest-rx-filter")) }
     }
+    /// `__org.qmpkit_viewer-connect`: see [`OrgQmpkitViewerConnect`].
+    fn org_qmpkit_viewer_connect(&self, args: OrgQmpkitViewerConnect, ctx: C) -> impl ::core::future::Future<Output = ::qmpkit_qapi::server::Reply<OrgQmpkitViewer>> + Send {
+        let _ = (args, ctx);
+        async { Err(::qmpkit_qapi::server::CommandError::not_implemented("__org.qmpkit_viewer-connect")) }
+    }
+    /// `__org.qmpkit_viewer-disconnect`: see [`OrgQmpkitViewerDisconnect`].
+    fn org_qmpkit_viewer_disconnect(&self, args: OrgQmpkitViewerDisconnect, ctx: C) -> impl ::core::future::Future<Output = ::qmpkit_qapi::server::Reply<::qmpkit_qapi::Empty>> + Send {
+        let _ = (args, ctx);
+        async { Err(::qmpkit_qapi::server::CommandError::not_implemented("__org.qmpkit_viewer-disconnect")) }
+    }
 }
 
 /// Hand every command of [`Commands`] to a server's registrar.
@@ -42755,6 +42984,8 @@ pub fn register_commands<S: Commands<C>, C: Send + 'static, R: ::qmpkit_qapi::se
     r.command::<OrgQmpkitChardevRead>(|s, a, c| ::std::boxed::Box::pin(async move { s.org_qmpkit_chardev_read(a, c).await }));
     r.command::<OrgQmpkitGuestSerialPort>(|s, a, c| ::std::boxed::Box::pin(async move { s.org_qmpkit_guest_serial_port(a, c).await }));
     r.command::<OrgQmpkitGuestRxFilter>(|s, a, c| ::std::boxed::Box::pin(async move { s.org_qmpkit_guest_rx_filter(a, c).await }));
+    r.command::<OrgQmpkitViewerConnect>(|s, a, c| ::std::boxed::Box::pin(async move { s.org_qmpkit_viewer_connect(a, c).await }));
+    r.command::<OrgQmpkitViewerDisconnect>(|s, a, c| ::std::boxed::Box::pin(async move { s.org_qmpkit_viewer_disconnect(a, c).await }));
 }
 /// The commands of this schema for an implementation that owns its state and runs each
 /// command to completion: one method per command. A method left out answers
@@ -43746,6 +43977,16 @@ pub trait Handlers {
         let _ = (args, cx);
         Err(::qmpkit_qapi::server::CommandError::not_implemented("__org.qmpkit_guest-rx-filter"))
     }
+    /// `__org.qmpkit_viewer-connect`: see [`OrgQmpkitViewerConnect`].
+    fn org_qmpkit_viewer_connect(&mut self, args: OrgQmpkitViewerConnect, cx: &mut Self::Cx) -> ::qmpkit_qapi::server::Reply<OrgQmpkitViewer> {
+        let _ = (args, cx);
+        Err(::qmpkit_qapi::server::CommandError::not_implemented("__org.qmpkit_viewer-connect"))
+    }
+    /// `__org.qmpkit_viewer-disconnect`: see [`OrgQmpkitViewerDisconnect`].
+    fn org_qmpkit_viewer_disconnect(&mut self, args: OrgQmpkitViewerDisconnect, cx: &mut Self::Cx) -> ::qmpkit_qapi::server::Reply<::qmpkit_qapi::Empty> {
+        let _ = (args, cx);
+        Err(::qmpkit_qapi::server::CommandError::not_implemented("__org.qmpkit_viewer-disconnect"))
+    }
 }
 
 /// Run command `name` on `h`: decode `args` (an `arguments` object the server has
@@ -43950,6 +44191,8 @@ pub fn dispatch<H: Handlers + ?::core::marker::Sized>(h: &mut H, name: &str, arg
         "__org.qmpkit_chardev-read" => ::qmpkit_qapi::server::call::<OrgQmpkitChardevRead>(args, |a| h.org_qmpkit_chardev_read(a, cx)),
         "__org.qmpkit_guest-serial-port" => ::qmpkit_qapi::server::call::<OrgQmpkitGuestSerialPort>(args, |a| h.org_qmpkit_guest_serial_port(a, cx)),
         "__org.qmpkit_guest-rx-filter" => ::qmpkit_qapi::server::call::<OrgQmpkitGuestRxFilter>(args, |a| h.org_qmpkit_guest_rx_filter(a, cx)),
+        "__org.qmpkit_viewer-connect" => ::qmpkit_qapi::server::call::<OrgQmpkitViewerConnect>(args, |a| h.org_qmpkit_viewer_connect(a, cx)),
+        "__org.qmpkit_viewer-disconnect" => ::qmpkit_qapi::server::call::<OrgQmpkitViewerDisconnect>(args, |a| h.org_qmpkit_viewer_disconnect(a, cx)),
         _ => return ::core::option::Option::None,
     })
 }

@@ -478,7 +478,7 @@ impl MachineConfig {
             obj("memory-backend-ram", "mem1", &[("size", "536870912")]),
         ];
         c.tpm = Some(TpmConfig::default());
-        c.vnc = Some("0.0.0.0:0".into());
+        c.vnc = Some("0.0.0.0:0,password=on".into());
         c.serials = vec!["vc".into()];
         c
     }

@@ -435,6 +435,26 @@ fn info(m: &mut Machine, cx: &mut Cx, sub: &str, rest: &[String]) -> Result<Stri
                         srv.vencrypt.as_ref().map_or("none", |v| v.as_str())
                     );
                 }
+                for c in &d.clients {
+                    let _ = writeln!(
+                        o,
+                        "  Client: {}:{} ({}{})",
+                        c.host,
+                        c.service,
+                        c.family.as_str(),
+                        if c.websocket { " (Websocket)" } else { "" }
+                    );
+                    let _ = writeln!(
+                        o,
+                        "    x509_dname: {}",
+                        c.x509_dname.as_deref().unwrap_or("none")
+                    );
+                    let _ = writeln!(
+                        o,
+                        "    sasl_username: {}",
+                        c.sasl_username.as_deref().unwrap_or("none")
+                    );
+                }
                 if let Some(disp) = &d.display {
                     let _ = writeln!(o, "  Display: {disp}");
                 }
@@ -453,7 +473,24 @@ fn info(m: &mut Machine, cx: &mut Cx, sub: &str, rest: &[String]) -> Result<Stri
                     v.service.as_deref().unwrap_or("")
                 );
                 let _ = writeln!(o, "        auth: {}", v.auth.as_deref().unwrap_or("none"));
-                o.push_str("Client: none\n");
+                let clients = v.clients.unwrap_or_default();
+                if clients.is_empty() {
+                    o.push_str("Client: none\n");
+                }
+                for c in clients {
+                    o.push_str("Client:\n");
+                    let _ = writeln!(o, "     address: {}:{}", c.host, c.service);
+                    let _ = writeln!(
+                        o,
+                        "  x509_dname: {}",
+                        c.x509_dname.as_deref().unwrap_or("none")
+                    );
+                    let _ = writeln!(
+                        o,
+                        "    username: {}",
+                        c.sasl_username.as_deref().unwrap_or("none")
+                    );
+                }
             }
         }
         "iothreads" => {

@@ -109,6 +109,8 @@ pub enum TimerAction {
     Input(input::Timer),
     /// The block layer (jobs).
     Block(block::Timer),
+    /// Real VNC viewers' connections.
+    Display(display::Timer),
 }
 
 /// Why a machine's process (or its slot in a fleet) ends.
@@ -357,6 +359,7 @@ impl Machine {
             TimerAction::Migration(t) => migration::on_timer(self, t),
             TimerAction::Input(t) => input::on_timer(self, t),
             TimerAction::Block(t) => block::on_timer(self, t),
+            TimerAction::Display(t) => display::on_timer(self, t),
         }
     }
 

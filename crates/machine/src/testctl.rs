@@ -28,6 +28,8 @@ pub const COMMANDS: &[&str] = &[
     "__org.qmpkit_io-error",
     "__org.qmpkit_inject-failure",
     "__org.qmpkit_set-guest",
+    "__org.qmpkit_viewer-connect",
+    "__org.qmpkit_viewer-disconnect",
 ];
 
 /// Test-control state of one machine.

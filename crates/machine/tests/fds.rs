@@ -176,7 +176,7 @@ fn add_client_takes_the_descriptor() {
         ),
         Err("GenericError: File descriptor named 'c' has not been found".into())
     );
-    let mut give = |m: &mut qmpkit_machine::Machine, cx: &mut Cx, fd: OwnedFd| {
+    let give = |m: &mut qmpkit_machine::Machine, cx: &mut Cx, fd: OwnedFd| {
         cx.fds.push(fd);
         ok(run_cx(m, "getfd", json!({"fdname": "c"}), cx));
     };
@@ -193,14 +193,10 @@ fn add_client_takes_the_descriptor() {
             "foo",
             Err("GenericError: protocol 'foo' is invalid".to_string()),
         ),
-        // Viewers of the default machine's VNC server are not modelled.
+        // A VNC viewer is a socket.
         (
             "vnc",
-            Err(
-                "GenericError: Command 'add_client' with 'protocol' = \"vnc\" is not \
-                 implemented by this simulated machine"
-                    .to_string(),
-            ),
+            Err("GenericError: parameter @fdname must name a socket".to_string()),
         ),
     ];
     for (protocol, want) in cases {
@@ -216,11 +212,18 @@ fn add_client_takes_the_descriptor() {
         assert!(!session.lock().unwrap().contains_key("c"), "{protocol}");
         assert!(!is_open(raw), "{protocol}");
     }
-    // Without a VNC server, QEMU answers a VNC viewer with success (and closes it).
+    // Without a VNC server, QEMU answers a VNC viewer with success (and closes it); a
+    // descriptor that is no socket is refused all the same.
     let mut c = qmpkit_machine::MachineConfig::default_machine();
     c.vnc = None;
     let mut plain = qmpkit_machine::Machine::new(Arc::new(c), common::schema());
     give(&mut plain, &mut cx, file_fd("fds-client", true));
+    assert_eq!(
+        run_cx(&mut plain, "add_client", json!({"protocol": "vnc", "fdname": "c"}), &mut cx),
+        Err("GenericError: parameter @fdname must name a socket".to_string())
+    );
+    let (_mine, theirs) = UnixStream::pair().unwrap();
+    give(&mut plain, &mut cx, theirs.into());
     let raw = session.lock().unwrap()["c"].as_raw_fd();
     ok(run_cx(
         &mut plain,

@@ -309,6 +309,8 @@ fn call_args(cmd: &str, tmp: &str) -> Option<Value> {
         "screendump" => json!({"filename": format!("{tmp}/screen.ppm")}),
         "send-key" => json!({"keys": [{"type": "qcode", "data": "a"}]}),
         "set_password" => json!({"protocol": "vnc", "password": "secret"}),
+        "__org.qmpkit_viewer-connect" => json!({"protocol": "vnc", "password": "secret"}),
+        "__org.qmpkit_viewer-disconnect" => json!({"protocol": "vnc", "service": "40000"}),
         "trace-event-get-state" => json!({"name": "*"}),
         "trace-event-set-state" => json!({"name": "guest_cpu_reset", "enable": true}),
         "watchdog-set-action" => json!({"action": "pause"}),
@@ -361,6 +363,11 @@ const ERRORS: &[(&str, &str)] = &[
     ("job-dismiss", "Job not found"),
     ("job-finalize", "Job not found"),
     ("nbd-server-stop", "NBD server not running"),
+    // No viewer is connected.
+    (
+        "__org.qmpkit_viewer-disconnect",
+        "No VNC viewer is connected from port 40000",
+    ),
     // No descriptor was passed.
     (
         "add_client",
@@ -484,6 +491,20 @@ fn event_scenarios() -> Vec<(&'static str, Vec<(&'static str, Value)>)> {
         ),
         ("watchdog", vec![("__org.qmpkit_watchdog-fire", json!({}))]),
         (
+            "vnc viewers",
+            vec![
+                ("set_password", json!({"protocol": "vnc", "password": "pw"})),
+                (
+                    "__org.qmpkit_viewer-connect",
+                    json!({"protocol": "vnc", "service": "40000", "password": "pw"}),
+                ),
+                (
+                    "__org.qmpkit_viewer-disconnect",
+                    json!({"protocol": "vnc", "service": "40000"}),
+                ),
+            ],
+        ),
+        (
             "link down",
             vec![("set_link", json!({"name": "net0", "up": false}))],
         ),
@@ -583,6 +604,9 @@ const EVENTS: &[&str] = &[
     "STOP",
     "SUSPEND",
     "SUSPEND_DISK",
+    "VNC_CONNECTED",
+    "VNC_DISCONNECTED",
+    "VNC_INITIALIZED",
     "VSERPORT_CHANGE",
     "WAKEUP",
     "WATCHDOG",

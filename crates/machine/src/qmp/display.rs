@@ -43,8 +43,7 @@ pub fn change_vnc_password(m: &mut Machine, a: api::ChangeVncPassword, _: &mut C
 
 /// `add_client`: the descriptor passed under `fdname` goes to the display server or the
 /// socket character device `protocol` names. It is taken whatever the answer, as QEMU
-/// takes it. Without a VNC server QEMU answers VNC viewers with success and keeps nothing;
-/// viewers of a configured VNC server are not modelled.
+/// takes it.
 pub fn add_client(m: &mut Machine, a: api::AddClient, cx: &mut Cx) -> R<Empty> {
     let Some(fd) = crate::fdsets::take_named_fd(m, cx, &a.fdname) else {
         return Err(crate::generic(format!(
@@ -56,14 +55,53 @@ pub fn add_client(m: &mut Machine, a: api::AddClient, cx: &mut Cx) -> R<Empty> {
     match a.protocol.as_str() {
         "spice" => inactive("SPICE is not in use"),
         "@dbus-display" => inactive("D-Bus display is not in use"),
-        "vnc" if display::vnc_addr(m).is_some() => Err(crate::generic(
-            "Command 'add_client' with 'protocol' = \"vnc\" is not implemented by this \
-                 simulated machine",
-        )),
-        "vnc" => Ok(Empty),
+        "vnc" => display::add_client(m, fd, a.skipauth.unwrap_or(false)).map(|()| Empty),
         id if crate::chardev::exists(m, id) => {
             crate::chardev::add_client(m, id, fd).map(|()| Empty)
         }
         other => Err(crate::generic(format!("protocol '{other}' is invalid"))),
     }
+}
+
+/// `__org.qmpkit_viewer-connect`.
+pub fn viewer_connect(
+    m: &mut Machine,
+    a: api::OrgQmpkitViewerConnect,
+    _: &mut Cx,
+) -> R<api::OrgQmpkitViewer> {
+    if a.protocol != "vnc" {
+        return Err(crate::generic(format!(
+            "Parameter 'protocol' expects 'vnc', not '{}'",
+            a.protocol
+        )));
+    }
+    let r = display::ViewerRequest {
+        host: a.host,
+        service: a.service,
+        websocket: a.websocket.unwrap_or(false),
+        password: a.password,
+        x509_dname: a.x509_dname,
+        sasl_username: a.sasl_username,
+    };
+    let (service, refused) = display::connect_viewer(m, r)?;
+    Ok(api::OrgQmpkitViewer {
+        service,
+        accepted: refused.is_none(),
+        reason: refused.map(str::to_string),
+    })
+}
+
+/// `__org.qmpkit_viewer-disconnect`.
+pub fn viewer_disconnect(
+    m: &mut Machine,
+    a: api::OrgQmpkitViewerDisconnect,
+    _: &mut Cx,
+) -> R<Empty> {
+    if a.protocol != "vnc" {
+        return Err(crate::generic(format!(
+            "Parameter 'protocol' expects 'vnc', not '{}'",
+            a.protocol
+        )));
+    }
+    display::disconnect_viewer(m, &a.service).map(|()| Empty)
 }

@@ -133,6 +133,8 @@ handlers! {
     set_password(SetPassword) => display::set_password;
     expire_password(ExpirePassword) => display::expire_password;
     change_vnc_password(ChangeVncPassword) => display::change_vnc_password;
+    org_qmpkit_viewer_connect(OrgQmpkitViewerConnect) => display::viewer_connect;
+    org_qmpkit_viewer_disconnect(OrgQmpkitViewerDisconnect) => display::viewer_disconnect;
     add_client(AddClient) => display::add_client;
     // (qmp/input.rs)
     send_key(SendKey) => input::send_key;
