@@ -114,9 +114,8 @@ pub struct VncConfig {
 
 /// Whether a `-vnc` flag is on (`flag`, `flag=on`).
 fn flag_on(opts: &[(&str, Option<&str>)], name: &str) -> bool {
-    opts.iter().any(|(k, v)| {
-        *k == name && matches!(v, None | Some("on") | Some("yes") | Some("true"))
-    })
+    opts.iter()
+        .any(|(k, v)| *k == name && matches!(v, None | Some("on") | Some("yes") | Some("true")))
 }
 
 /// The VNC server of the configuration, if enabled.
@@ -140,11 +139,14 @@ pub fn vnc_config(m: &Machine) -> Option<VncConfig> {
     let host = host.trim_start_matches('[').trim_end_matches(']');
     let host = if host.is_empty() { "0.0.0.0" } else { host };
     let disp: u16 = disp.parse().unwrap_or(0);
-    let websocket = opts.iter().find(|(k, _)| *k == "websocket").and_then(|(_, v)| match v {
-        None | Some("on") => Some(5700u16.saturating_add(disp)),
-        Some("off") => None,
-        Some(a) => a.rsplit(':').next().and_then(|p| p.parse().ok()),
-    });
+    let websocket = opts
+        .iter()
+        .find(|(k, _)| *k == "websocket")
+        .and_then(|(_, v)| match v {
+            None | Some("on") => Some(5700u16.saturating_add(disp)),
+            Some("off") => None,
+            Some(a) => a.rsplit(':').next().and_then(|p| p.parse().ok()),
+        });
     let tls = opts
         .iter()
         .find(|(k, _)| *k == "tls-creds")
@@ -486,7 +488,9 @@ pub fn connect_viewer(
         ));
     }
     if r.sasl_username.is_some() && c.inner() != "sasl" {
-        return Err(crate::generic("A SASL user name needs a VNC server with SASL"));
+        return Err(crate::generic(
+            "A SASL user name needs a VNC server with SASL",
+        ));
     }
     poll_viewers(m);
     let service = match r.service {
@@ -501,8 +505,7 @@ pub fn connect_viewer(
         },
     };
     let host = r.host.unwrap_or_else(|| "127.0.0.1".into());
-    if m
-        .display
+    if m.display
         .viewers
         .iter()
         .any(|v| v.host == host && v.service == service)
@@ -608,7 +611,11 @@ fn peer_of(fd: &OwnedFd) -> (String, String, api::NetworkAddressFamily) {
             a.port().to_string(),
             api::NetworkAddressFamily::Ipv6,
         ),
-        None => (String::new(), String::new(), api::NetworkAddressFamily::Unix),
+        None => (
+            String::new(),
+            String::new(),
+            api::NetworkAddressFamily::Unix,
+        ),
     }
 }
 
@@ -639,8 +646,8 @@ pub fn add_client(m: &mut Machine, fd: OwnedFd, skipauth: bool) -> Result<(), Qm
         return Ok(());
     };
     let (host, service, family) = peer_of(&fd);
-    let conn = rfb::Conn::new(fd, challenge())
-        .map_err(|e| crate::generic(crate::memory::strerror(&e)))?;
+    let conn =
+        rfb::Conn::new(fd, challenge()).map_err(|e| crate::generic(crate::memory::strerror(&e)))?;
     let viewer = Viewer {
         host,
         service,

@@ -419,14 +419,24 @@ fn info(m: &mut Machine, cx: &mut Cx, sub: &str, rest: &[String]) -> Result<Stri
             }
             for d in list {
                 let _ = writeln!(o, "{}:", d.id);
+                // One end of a connection: "  Server: HOST:PORT (FAMILY)".
+                let end = |o: &mut String,
+                           what: &str,
+                           host: &str,
+                           service: &str,
+                           family: &api::NetworkAddressFamily,
+                           ws: bool| {
+                    let ws = if ws { " (Websocket)" } else { "" };
+                    let _ = writeln!(o, "  {what}: {host}:{service} ({}{ws})", family.as_str());
+                };
                 for srv in &d.server {
-                    let _ = writeln!(
-                        o,
-                        "  Server: {}:{} ({}{})",
-                        srv.host,
-                        srv.service,
-                        srv.family.as_str(),
-                        if srv.websocket { " (Websocket)" } else { "" }
+                    end(
+                        &mut o,
+                        "Server",
+                        &srv.host,
+                        &srv.service,
+                        &srv.family,
+                        srv.websocket,
                     );
                     let _ = writeln!(
                         o,
@@ -436,24 +446,17 @@ fn info(m: &mut Machine, cx: &mut Cx, sub: &str, rest: &[String]) -> Result<Stri
                     );
                 }
                 for c in &d.clients {
-                    let _ = writeln!(
-                        o,
-                        "  Client: {}:{} ({}{})",
-                        c.host,
-                        c.service,
-                        c.family.as_str(),
-                        if c.websocket { " (Websocket)" } else { "" }
+                    end(
+                        &mut o,
+                        "Client",
+                        &c.host,
+                        &c.service,
+                        &c.family,
+                        c.websocket,
                     );
-                    let _ = writeln!(
-                        o,
-                        "    x509_dname: {}",
-                        c.x509_dname.as_deref().unwrap_or("none")
-                    );
-                    let _ = writeln!(
-                        o,
-                        "    sasl_username: {}",
-                        c.sasl_username.as_deref().unwrap_or("none")
-                    );
+                    let none = |v: &Option<String>| v.clone().unwrap_or_else(|| "none".into());
+                    let _ = writeln!(o, "    x509_dname: {}", none(&c.x509_dname));
+                    let _ = writeln!(o, "    sasl_username: {}", none(&c.sasl_username));
                 }
                 if let Some(disp) = &d.display {
                     let _ = writeln!(o, "  Display: {disp}");

@@ -4,6 +4,11 @@ use common::*;
 use qmpkit_machine::Machine;
 use serde_json::json;
 
+/// The error `cmd` answers, as "Class: desc".
+fn fails(m: &mut Machine, cmd: &str, a: serde_json::Value) -> String {
+    run(m, cmd, a).unwrap_err()
+}
+
 fn screendump(m: &mut Machine, name: &str) -> Vec<u8> {
     let f = tmp(name);
     ok(run(
@@ -45,12 +50,11 @@ fn screendump_is_a_ppm_that_follows_the_guest() {
 fn screendump_errors() {
     let mut m = machine();
     assert_eq!(
-        run(
+        fails(
             &mut m,
             "screendump",
             json!({"filename": "/nonexistent/x.ppm"})
-        )
-        .unwrap_err(),
+        ),
         "GenericError: failed to open file '/nonexistent/x.ppm': No such file or directory"
     );
 }
@@ -86,30 +90,27 @@ fn vnc_queries_and_passwords() {
     assert_eq!(m.display.password.as_deref(), Some("foobar1"));
     ok(run(&mut m, "change-vnc-password", json!({"password": "x"})));
     assert_eq!(
-        run(
+        fails(
             &mut m,
             "set_password",
             json!({"protocol": "spice", "password": "s"})
-        )
-        .unwrap_err(),
+        ),
         "DeviceNotActive: No spice device has been activated"
     );
     assert_eq!(
-        run(
+        fails(
             &mut m,
             "set_password",
             json!({"protocol": "rdp", "password": "s"})
-        )
-        .unwrap_err(),
+        ),
         "GenericError: Invalid parameter 'protocol'"
     );
     assert_eq!(
-        run(
+        fails(
             &mut m,
             "set_password",
             json!({"protocol": "vnc", "password": "s", "connected": "fail"})
-        )
-        .unwrap_err(),
+        ),
         "GenericError: Invalid parameter 'connected'"
     );
     let mut off = machine_with(|c| c.vnc = None);
@@ -118,12 +119,11 @@ fn vnc_queries_and_passwords() {
         json!({"enabled": false})
     );
     assert_eq!(
-        run(
+        fails(
             &mut off,
             "set_password",
             json!({"protocol": "vnc", "password": "s"})
-        )
-        .unwrap_err(),
+        ),
         "GenericError: Could not set password"
     );
 }
@@ -191,7 +191,8 @@ fn viewer(m: &mut Machine, a: serde_json::Value) -> serde_json::Value {
     ok(run(m, "__org.qmpkit_viewer-connect", a))
 }
 
-const SERVER: &str = r#"{"host":"0.0.0.0","service":"5900","family":"ipv4","websocket":false,"auth":"vnc"}"#;
+const SERVER: &str =
+    r#"{"host":"0.0.0.0","service":"5900","family":"ipv4","websocket":false,"auth":"vnc"}"#;
 
 #[test]
 fn viewers_connect_authenticate_and_leave_with_qemus_events() {
@@ -199,7 +200,10 @@ fn viewers_connect_authenticate_and_leave_with_qemus_events() {
     events(&mut m);
     // No password set: QEMU refuses every viewer of a password server.
     assert_eq!(
-        viewer(&mut m, json!({"protocol": "vnc", "service": "40001", "password": "x"})),
+        viewer(
+            &mut m,
+            json!({"protocol": "vnc", "service": "40001", "password": "x"})
+        ),
         json!({"service": "40001", "accepted": false, "reason": "Authentication failed"})
     );
     let client = r#"{"host":"127.0.0.1","service":"40001","family":"ipv4","websocket":false}"#;
@@ -210,15 +214,24 @@ fn viewers_connect_authenticate_and_leave_with_qemus_events() {
             format!("VNC_DISCONNECTED {{\"server\":{SERVER},\"client\":{client}}}"),
         ]
     );
-    ok(run(&mut m, "set_password", json!({"protocol": "vnc", "password": "secret"})));
+    ok(run(
+        &mut m,
+        "set_password",
+        json!({"protocol": "vnc", "password": "secret"}),
+    ));
     // Only the first eight characters count, as in VNC's DES authentication.
     assert_eq!(
-        viewer(&mut m, json!({"protocol": "vnc", "service": "40002", "password": "secret"}))["accepted"],
+        viewer(
+            &mut m,
+            json!({"protocol": "vnc", "service": "40002", "password": "secret"})
+        )["accepted"],
         true
     );
     assert_eq!(
-        viewer(&mut m, json!({"protocol": "vnc", "host": "::1", "password": "secret\u{0}\u{0}xyz"}))
-            ["accepted"],
+        viewer(
+            &mut m,
+            json!({"protocol": "vnc", "host": "::1", "password": "secret\u{0}\u{0}xyz"})
+        )["accepted"],
         true
     );
     assert_eq!(
@@ -248,7 +261,10 @@ fn viewers_connect_authenticate_and_leave_with_qemus_events() {
         {"host": "127.0.0.1", "service": "40002", "family": "ipv4", "websocket": false}
     ]);
     assert_eq!(ok(run(&mut m, "query-vnc", json!({})))["clients"], clients);
-    assert_eq!(ok(run(&mut m, "query-vnc-servers", json!({})))[0]["clients"], clients);
+    assert_eq!(
+        ok(run(&mut m, "query-vnc-servers", json!({})))[0]["clients"],
+        clients
+    );
     assert_eq!(
         hmp(&mut m, "info vnc"),
         "default:\r\n  Server: 0.0.0.0:5900 (ipv4)\r\n    Auth: vnc (Sub: none)\r\n  \
@@ -256,23 +272,43 @@ fn viewers_connect_authenticate_and_leave_with_qemus_events() {
          Client: 127.0.0.1:40002 (ipv4)\r\n    x509_dname: none\r\n    sasl_username: none\r\n  \
          Display: video0\r\n"
     );
-    ok(run(&mut m, "__org.qmpkit_viewer-disconnect", json!({"protocol": "vnc", "service": "40002"})));
+    ok(run(
+        &mut m,
+        "__org.qmpkit_viewer-disconnect",
+        json!({"protocol": "vnc", "service": "40002"}),
+    ));
     assert_eq!(
         events(&mut m),
         [format!("VNC_DISCONNECTED {{\"server\":{SERVER},\"client\":{{\"host\":\"127.0.0.1\",\"service\":\"40002\",\"family\":\"ipv4\",\"websocket\":false}}}}")]
     );
-    assert_eq!(ok(run(&mut m, "query-vnc", json!({})))["clients"].as_array().unwrap().len(), 1);
     assert_eq!(
-        run(&mut m, "__org.qmpkit_viewer-disconnect", json!({"protocol": "vnc", "service": "40002"}))
-            .unwrap_err(),
+        ok(run(&mut m, "query-vnc", json!({})))["clients"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(
+        fails(
+            &mut m,
+            "__org.qmpkit_viewer-disconnect",
+            json!({"protocol": "vnc", "service": "40002"})
+        ),
         "GenericError: No VNC viewer is connected from port 40002"
     );
     // A server without a password lets every viewer in.
     let mut open = machine_with(|c| c.vnc = Some("127.0.0.1:3".into()));
     assert_eq!(ok(run(&mut open, "query-vnc", json!({})))["auth"], "none");
-    assert_eq!(viewer(&mut open, json!({"protocol": "vnc"}))["accepted"], true);
     assert_eq!(
-        run(&mut open, "set_password", json!({"protocol": "vnc", "password": "s"})).unwrap_err(),
+        viewer(&mut open, json!({"protocol": "vnc"}))["accepted"],
+        true
+    );
+    assert_eq!(
+        fails(
+            &mut open,
+            "set_password",
+            json!({"protocol": "vnc", "password": "s"})
+        ),
         "GenericError: Could not set password"
     );
 }
@@ -292,7 +328,10 @@ fn server_authentication_shapes_follow_the_options() {
     // A SASL viewer names its user; the websocket one says so; the events name the main
     // listener.
     assert_eq!(
-        viewer(&mut m, json!({"protocol": "vnc", "websocket": true, "sasl-username": "fred"}))["accepted"],
+        viewer(
+            &mut m,
+            json!({"protocol": "vnc", "websocket": true, "sasl-username": "fred"})
+        )["accepted"],
         true
     );
     assert_eq!(
@@ -301,36 +340,68 @@ fn server_authentication_shapes_follow_the_options() {
          \"client\":{\"host\":\"127.0.0.1\",\"service\":\"49152\",\"family\":\"ipv4\",\"websocket\":true,\"sasl_username\":\"fred\"}}"
     );
     assert_eq!(
-        run(&mut m, "__org.qmpkit_viewer-connect", json!({"protocol": "vnc", "x509-dname": "CN=a"})).unwrap_err(),
+        fails(
+            &mut m,
+            "__org.qmpkit_viewer-connect",
+            json!({"protocol": "vnc", "x509-dname": "CN=a"})
+        ),
         "GenericError: A client certificate needs a VNC server with x509 credentials"
     );
     let mut tls = machine_with(|c| {
         c.vnc = Some("127.0.0.1:77,tls-creds=tls0,password=on".into());
     });
-    assert_eq!(ok(run(&mut tls, "query-vnc", json!({})))["auth"], "vencrypt+x509+vnc");
+    assert_eq!(
+        ok(run(&mut tls, "query-vnc", json!({})))["auth"],
+        "vencrypt+x509+vnc"
+    );
     let s = ok(run(&mut tls, "query-vnc-servers", json!({})));
-    assert_eq!((&s[0]["auth"], &s[0]["vencrypt"]), (&json!("vencrypt"), &json!("x509-vnc")));
-    ok(run(&mut tls, "set_password", json!({"protocol": "vnc", "password": "pw"})));
-    viewer(&mut tls, json!({"protocol": "vnc", "password": "pw", "x509-dname": "CN=viewer"}));
+    assert_eq!(
+        (&s[0]["auth"], &s[0]["vencrypt"]),
+        (&json!("vencrypt"), &json!("x509-vnc"))
+    );
+    ok(run(
+        &mut tls,
+        "set_password",
+        json!({"protocol": "vnc", "password": "pw"}),
+    ));
+    viewer(
+        &mut tls,
+        json!({"protocol": "vnc", "password": "pw", "x509-dname": "CN=viewer"}),
+    );
     assert_eq!(
         ok(run(&mut tls, "query-vnc", json!({})))["clients"][0]["x509_dname"],
         "CN=viewer"
     );
-    assert_eq!(
-        run(&mut machine_with(|c| c.vnc = None), "__org.qmpkit_viewer-connect", json!({"protocol": "vnc"}))
-            .unwrap_err(),
-        "GenericError: The machine has no VNC server"
+    let mut none = machine_with(|c| c.vnc = None);
+    let e = fails(
+        &mut none,
+        "__org.qmpkit_viewer-connect",
+        json!({"protocol": "vnc"}),
     );
+    assert_eq!(e, "GenericError: The machine has no VNC server");
+}
+
+/// `expire_password` for VNC at `time`.
+fn expire(m: &mut Machine, time: impl Into<serde_json::Value>) {
+    ok(run(
+        m,
+        "expire_password",
+        json!({"protocol": "vnc", "time": time.into()}),
+    ));
 }
 
 #[test]
 fn password_expiry_follows_the_machine_clock() {
     let mut m = machine();
-    ok(run(&mut m, "set_password", json!({"protocol": "vnc", "password": "pw"})));
+    ok(run(
+        &mut m,
+        "set_password",
+        json!({"protocol": "vnc", "password": "pw"}),
+    ));
     let try_in = |m: &mut Machine| {
         viewer(m, json!({"protocol": "vnc", "password": "pw"}))["accepted"] == json!(true)
     };
-    ok(run(&mut m, "expire_password", json!({"protocol": "vnc", "time": "+60"})));
+    expire(&mut m, "+60");
     // The clock may sit anywhere inside its current second: 59 s on is still before the
     // expiry, 61 s on is after it.
     step(&mut m, 59_000);
@@ -338,29 +409,45 @@ fn password_expiry_follows_the_machine_clock() {
     step(&mut m, 2_000);
     assert!(!try_in(&mut m));
     // Setting the password again keeps the expiry, as QEMU does.
-    ok(run(&mut m, "set_password", json!({"protocol": "vnc", "password": "pw"})));
+    ok(run(
+        &mut m,
+        "set_password",
+        json!({"protocol": "vnc", "password": "pw"}),
+    ));
     assert!(!try_in(&mut m));
-    ok(run(&mut m, "expire_password", json!({"protocol": "vnc", "time": "never"})));
+    expire(&mut m, "never");
     assert!(try_in(&mut m));
-    ok(run(&mut m, "expire_password", json!({"protocol": "vnc", "time": "now"})));
+    expire(&mut m, "now");
     assert!(!try_in(&mut m));
     // Absolute times are seconds since the epoch on the machine's clock.
     let now = qmpkit_machine::display::wall_secs(&m);
-    ok(run(&mut m, "expire_password", json!({"protocol": "vnc", "time": (now + 10).to_string()})));
+    expire(&mut m, (now + 10).to_string());
     assert!(try_in(&mut m));
     step(&mut m, 12_000);
     assert!(!try_in(&mut m));
     // strtoull's forms: blanks before the number, a sign (a negative time is long past).
     for t in [" 5", "-5", "+-5"] {
-        ok(run(&mut m, "expire_password", json!({"protocol": "vnc", "time": "never"})));
-        ok(run(&mut m, "expire_password", json!({"protocol": "vnc", "time": t})));
+        expire(&mut m, "never");
+        expire(&mut m, t);
         assert!(!try_in(&mut m), "{t}");
     }
     // Anything else is refused in QEMU's words, and the expiry stays.
-    ok(run(&mut m, "expire_password", json!({"protocol": "vnc", "time": "never"})));
-    for t in ["abc", "+abc", "", "5x", "+", "NOW", "99999999999999999999999"] {
+    expire(&mut m, "never");
+    for t in [
+        "abc",
+        "+abc",
+        "",
+        "5x",
+        "+",
+        "NOW",
+        "99999999999999999999999",
+    ] {
         assert_eq!(
-            run(&mut m, "expire_password", json!({"protocol": "vnc", "time": t})).unwrap_err(),
+            fails(
+                &mut m,
+                "expire_password",
+                json!({"protocol": "vnc", "time": t})
+            ),
             format!("GenericError: Parameter 'time' doesn't take value '{t}'")
         );
     }
@@ -375,7 +462,8 @@ fn rfb_client(
     mut poll: impl FnMut(),
 ) -> Vec<Vec<u8>> {
     use std::io::{Read, Write};
-    s.set_read_timeout(Some(std::time::Duration::from_millis(50))).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_millis(50)))
+        .unwrap();
     let read = |s: &mut std::os::unix::net::UnixStream, poll: &mut dyn FnMut()| {
         let mut got = Vec::new();
         for _ in 0..20 {
@@ -399,8 +487,11 @@ fn rfb_client(
     s.write_all(&[sec]).unwrap();
     if sec == 2 {
         let ch: [u8; 16] = read(s, &mut poll).try_into().unwrap();
-        s.write_all(&qmpkit_machine::display::rfb::vnc_response(password.unwrap_or(""), &ch))
-            .unwrap();
+        s.write_all(&qmpkit_machine::display::rfb::vnc_response(
+            password.unwrap_or(""),
+            &ch,
+        ))
+        .unwrap();
     }
     let result = read(s, &mut poll);
     let refused = result.first() != Some(&0) || result.len() < 4 || result[..4] != [0, 0, 0, 0];
@@ -417,7 +508,11 @@ fn add_client_hands_a_real_viewer_to_the_vnc_server() {
     use std::os::fd::OwnedFd;
     let mut m = machine();
     events(&mut m);
-    ok(run(&mut m, "set_password", json!({"protocol": "vnc", "password": "secret"})));
+    ok(run(
+        &mut m,
+        "set_password",
+        json!({"protocol": "vnc", "password": "secret"}),
+    ));
     let pass = |m: &mut Machine, fd: OwnedFd, extra: serde_json::Value| {
         let mut cx = qmpkit_machine::Cx {
             now_ns: m.now_ns,
@@ -426,7 +521,9 @@ fn add_client_hands_a_real_viewer_to_the_vnc_server() {
         };
         ok(run_cx(m, "getfd", json!({"fdname": "v"}), &mut cx));
         let mut a = json!({"protocol": "vnc", "fdname": "v"});
-        a.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        a.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
         run_cx(m, "add_client", a, &mut cx)
     };
     let (mut mine, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
@@ -434,10 +531,14 @@ fn add_client_hands_a_real_viewer_to_the_vnc_server() {
     let unix = r#"{"host":"","service":"","family":"unix","websocket":false}"#;
     assert_eq!(
         events(&mut m),
-        [format!("VNC_CONNECTED {{\"server\":{SERVER},\"client\":{unix}}}")]
+        [format!(
+            "VNC_CONNECTED {{\"server\":{SERVER},\"client\":{unix}}}"
+        )]
     );
     let cell = std::cell::RefCell::new(&mut m);
-    let seen = rfb_client(&mut mine, Some("secret"), || step(&mut cell.borrow_mut(), 20));
+    let seen = rfb_client(&mut mine, Some("secret"), || {
+        step(&mut cell.borrow_mut(), 20)
+    });
     assert_eq!(seen[0], b"RFB 003.008\n");
     assert_eq!(seen[1], [1, 2]);
     assert_eq!(seen[2], [0, 0, 0, 0]);
@@ -449,12 +550,15 @@ fn add_client_hands_a_real_viewer_to_the_vnc_server() {
     assert_eq!(seen[3], init);
     assert_eq!(
         events(&mut m),
-        [format!("VNC_INITIALIZED {{\"server\":{SERVER},\"client\":{unix}}}")]
+        [format!(
+            "VNC_INITIALIZED {{\"server\":{SERVER},\"client\":{unix}}}"
+        )]
     );
     // A full update request gets the screen, in raw encoding.
     {
         use std::io::{Read, Write};
-        mine.write_all(&[3, 0, 0, 0, 0, 0, 0x02, 0xd0, 0x01, 0x90]).unwrap();
+        mine.write_all(&[3, 0, 0, 0, 0, 0, 0x02, 0xd0, 0x01, 0x90])
+            .unwrap();
         step(&mut m, 20);
         let mut got = Vec::new();
         let mut b = vec![0u8; 1 << 20];
@@ -465,7 +569,10 @@ fn add_client_hands_a_real_viewer_to_the_vnc_server() {
                 _ => break,
             }
         }
-        assert_eq!(&got[..16], [0, 0, 0, 1, 0, 0, 0, 0, 0x02, 0xd0, 0x01, 0x90, 0, 0, 0, 0]);
+        assert_eq!(
+            &got[..16],
+            [0, 0, 0, 1, 0, 0, 0, 0, 0x02, 0xd0, 0x01, 0x90, 0, 0, 0, 0]
+        );
         let rgb = qmpkit_machine::display::render(&m);
         let first: Vec<u8> = got[16..16 + 720 * 4]
             .chunks(4)
@@ -473,30 +580,47 @@ fn add_client_hands_a_real_viewer_to_the_vnc_server() {
             .collect();
         assert_eq!(first, rgb[..720 * 3]);
     }
-    assert_eq!(ok(run(&mut m, "query-vnc", json!({})))["clients"], json!([{"host": "", "service": "", "family": "unix", "websocket": false}]));
+    assert_eq!(
+        ok(run(&mut m, "query-vnc", json!({})))["clients"],
+        json!([{"host": "", "service": "", "family": "unix", "websocket": false}])
+    );
     drop(mine);
     step(&mut m, 20);
     assert_eq!(
         events(&mut m),
-        [format!("VNC_DISCONNECTED {{\"server\":{SERVER},\"client\":{unix}}}")]
+        [format!(
+            "VNC_DISCONNECTED {{\"server\":{SERVER},\"client\":{unix}}}"
+        )]
     );
-    assert_eq!(ok(run(&mut m, "query-vnc", json!({})))["clients"], json!([]));
+    assert_eq!(
+        ok(run(&mut m, "query-vnc", json!({})))["clients"],
+        json!([])
+    );
     // A wrong password: refused with QEMU's reason, then VNC_DISCONNECTED.
     let (mut mine, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
     ok(pass(&mut m, theirs.into(), json!({})));
     let cell = std::cell::RefCell::new(&mut m);
     let seen = rfb_client(&mut mine, Some("nope"), || step(&mut cell.borrow_mut(), 20));
-    assert_eq!(seen[2], b"\x00\x00\x00\x01\x00\x00\x00\x16Authentication failed\x00");
+    assert_eq!(
+        seen[2],
+        b"\x00\x00\x00\x01\x00\x00\x00\x16Authentication failed\x00"
+    );
     step(&mut m, 20);
     let ev = events(&mut m);
-    assert!(ev[0].starts_with("VNC_CONNECTED ") && ev[1].starts_with("VNC_DISCONNECTED "), "{ev:?}");
+    assert!(
+        ev[0].starts_with("VNC_CONNECTED ") && ev[1].starts_with("VNC_DISCONNECTED "),
+        "{ev:?}"
+    );
     // skipauth: security type None for this viewer.
     let (mut mine, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
     ok(pass(&mut m, theirs.into(), json!({"skipauth": true})));
     events(&mut m);
     let cell = std::cell::RefCell::new(&mut m);
     let seen = rfb_client(&mut mine, None, || step(&mut cell.borrow_mut(), 20));
-    assert_eq!((&seen[1][..], &seen[2][..]), (&[1u8, 1][..], &[0u8, 0, 0, 0][..]));
+    assert_eq!(
+        (&seen[1][..], &seen[2][..]),
+        (&[1u8, 1][..], &[0u8, 0, 0, 0][..])
+    );
     // A descriptor that is not a socket: QEMU's words.
     let f = std::fs::File::open("/dev/null").unwrap();
     assert_eq!(

@@ -219,7 +219,12 @@ fn add_client_takes_the_descriptor() {
     let mut plain = qmpkit_machine::Machine::new(Arc::new(c), common::schema());
     give(&mut plain, &mut cx, file_fd("fds-client", true));
     assert_eq!(
-        run_cx(&mut plain, "add_client", json!({"protocol": "vnc", "fdname": "c"}), &mut cx),
+        run_cx(
+            &mut plain,
+            "add_client",
+            json!({"protocol": "vnc", "fdname": "c"}),
+            &mut cx
+        ),
         Err("GenericError: parameter @fdname must name a socket".to_string())
     );
     let (_mine, theirs) = UnixStream::pair().unwrap();

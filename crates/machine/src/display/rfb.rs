@@ -301,7 +301,12 @@ impl Conn {
         let kind = *self.input.first()?;
         let need = match kind {
             0 => 20,
-            2 => 4 + 4 * usize::from(u16::from_be_bytes([*self.input.get(2)?, *self.input.get(3)?])),
+            2 => {
+                4 + 4 * usize::from(u16::from_be_bytes([
+                    *self.input.get(2)?,
+                    *self.input.get(3)?,
+                ]))
+            }
             3 => 10,
             4 => 8,
             5 => 6,
