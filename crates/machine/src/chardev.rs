@@ -9,7 +9,8 @@
 //! `chardev-add` makes back ends that really exist ([`backend`]): ring
 //! buffers (`ringbuf-write`/`ringbuf-read`, with the encodings of
 //! [`text`]), files on the host (also through `/dev/fdset/N`), host
-//! pseudo-terminals, sockets that listen or connect, the null device.
+//! pseudo-terminals, sockets that listen or connect (plain, telnet, TN3270, or TLS with a
+//! `tls-creds-x509` object's certificates), the null device.
 //! Other back ends answer that they are not implemented. `chardev-change`
 //! swaps a back end under a front end that allows it.
 //!
@@ -31,6 +32,7 @@ use crate::{generic, Cx, Machine};
 
 pub mod backend;
 pub mod text;
+pub mod tls;
 
 use backend::{Backend, Ringbuf, SockAddr};
 
@@ -382,15 +384,14 @@ fn make(m: &mut Machine, b: &api::ChardevBackend, cx: &mut Cx) -> Result<Backend
         B::Pty(_) => backend::open_pty()?,
         B::Socket(s) => {
             let server = s.server.unwrap_or(true);
-            if s.tls_creds.is_some() || s.tn3270 == Some(true) {
-                return Err(format!(
-                    "{} sockets are not implemented by this simulated machine",
-                    if s.tls_creds.is_some() {
-                        "TLS"
-                    } else {
-                        "TN3270"
-                    }
-                ));
+            // The credentials first, then whether the address can carry TLS, as QEMU checks.
+            let tls = s
+                .tls_creds
+                .as_deref()
+                .map(|id| tls::creds(m, id, server))
+                .transpose()?;
+            if tls.is_some() && matches!(s.addr, api::SocketAddressLegacy::Unix(_)) {
+                return Err("'tls_creds' option is incompatible with 'unix' address type".into());
             }
             let reconnect = s.reconnect.unwrap_or(0) > 0;
             if server && reconnect {
@@ -416,7 +417,14 @@ fn make(m: &mut Machine, b: &api::ChardevBackend, cx: &mut Cx) -> Result<Backend
                     )
                 }
             };
-            backend::open_socket(addr, server, reconnect, s.telnet == Some(true))?
+            backend::open_socket(
+                addr,
+                server,
+                reconnect,
+                s.telnet == Some(true),
+                s.tn3270 == Some(true),
+                tls,
+            )?
         }
         other => {
             return Err(format!(

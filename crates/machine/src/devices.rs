@@ -1302,6 +1302,12 @@ pub fn object_add(
             }
         }
     }
+    if td.name == "tls-creds-x509" {
+        // The certificates are read when the object is made.
+        let dir = get("dir").and_then(QomValue::as_str).unwrap_or("");
+        let server = get("endpoint").and_then(QomValue::as_str) == Some("server");
+        crate::chardev::tls::check_x509_dir(dir, server).map_err(QmpError::generic)?;
+    }
     if td.name == "rng-egd" && get("chardev").is_none() {
         return Err(QmpError::generic("chardev property not set"));
     }

@@ -624,20 +624,9 @@ fn socket_chardev_listens_and_a_test_connects() {
 /// Adds a listening socket chardev `t` on a loopback port the system chooses, connects to it,
 /// and checks its name before and after (`SCHEME:127.0.0.1:PORT,server=on`, as 6.0 and later
 /// spell it): the port and the connected peer.
-fn listening_on_loopback(c: &mut Client, scheme: &str, telnet: bool) -> (u16, std::net::TcpStream) {
-    let r = c.add(
-        "t",
-        "socket",
-        json!({"addr": {"type": "inet", "data": {"host": "127.0.0.1", "port": "0"}},
-               "server": true, "wait": false, "telnet": telnet}),
-    );
-    assert_eq!(r, json!({"return": {}}));
-    let name = c.filename("t");
-    let port: u16 = name
-        .strip_prefix(&format!("disconnected:{scheme}:127.0.0.1:"))
-        .and_then(|p| p.strip_suffix(",server=on"))
-        .and_then(|p| p.parse().ok())
-        .unwrap_or_else(|| panic!("{name}"));
+/// `extra`: more members of the socket's options.
+fn listening_on_loopback(c: &mut Client, scheme: &str, extra: Value) -> (u16, std::net::TcpStream) {
+    let port = listen_on_loopback(c, scheme, extra);
     let client = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
     client
         .set_read_timeout(Some(Duration::from_secs(2)))
@@ -650,10 +639,28 @@ fn listening_on_loopback(c: &mut Client, scheme: &str, telnet: bool) -> (u16, st
     (port, client)
 }
 
+/// Adds the listening socket chardev `t` of [`listening_on_loopback`]; its port.
+fn listen_on_loopback(c: &mut Client, scheme: &str, extra: Value) -> u16 {
+    let mut data = json!({"addr": {"type": "inet", "data": {"host": "127.0.0.1", "port": "0"}},
+                          "server": true, "wait": false});
+    data.as_object_mut()
+        .unwrap()
+        .extend(extra.as_object().cloned().unwrap_or_default());
+    let r = c.add("t", "socket", data);
+    assert_eq!(r, json!({"return": {}}));
+    let name = c.filename("t");
+    let port: u16 = name
+        .strip_prefix(&format!("disconnected:{scheme}:127.0.0.1:"))
+        .and_then(|p| p.strip_suffix(",server=on"))
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("{name}"));
+    port
+}
+
 #[test]
 fn tcp_socket_chardev_on_loopback() {
     let mut c = Client::with(|cfg| cfg.qemu_version = (10, 0, 2));
-    let (port, mut client) = listening_on_loopback(&mut c, "tcp", false);
+    let (port, mut client) = listening_on_loopback(&mut c, "tcp", json!({}));
     c.ok(
         "__org.qmpkit_chardev-write",
         json!({"id": "t", "data": "tcp!"}),
@@ -678,7 +685,7 @@ fn tcp_socket_chardev_on_loopback() {
 #[test]
 fn telnet_socket_chardev() {
     let mut c = Client::with(|cfg| cfg.qemu_version = (10, 0, 2));
-    let (_, mut client) = listening_on_loopback(&mut c, "telnet", true);
+    let (_, mut client) = listening_on_loopback(&mut c, "telnet", json!({"telnet": true}));
     assert_eq!(
         read_n(&mut client, 12),
         [0xff, 0xfb, 0x01, 0xff, 0xfb, 0x03, 0xff, 0xfb, 0x00, 0xff, 0xfd, 0x00]
@@ -968,4 +975,206 @@ fn file_chardev_through_an_fd_set() {
         c.add("g", "file", json!({"out": "/dev/fdset/4"}))["error"]["desc"],
         "Failed to add chardev 'g': Could not open '/dev/fdset/4': Permission denied"
     );
+}
+
+/// `tn3270=on` (checked against qemu-system-x86_64 10.0.2): the name says `tcp:`, and a new
+/// peer is first sent QEMU's TN3270 negotiation, byte for byte: DO and WILL END-OF-RECORD,
+/// DO and WILL BINARY, DO TERMINAL-TYPE, then SB TERMINAL-TYPE SEND SE.
+#[test]
+fn tn3270_socket_chardev() {
+    let mut c = Client::with(|cfg| cfg.qemu_version = (10, 0, 2));
+    let (_, mut client) = listening_on_loopback(&mut c, "tcp", json!({"tn3270": true}));
+    assert_eq!(
+        read_n(&mut client, 21),
+        b"\xff\xfd\x19\xff\xfb\x19\xff\xfd\x00\xff\xfb\x00\xff\xfd\x18\xff\xfa\x18\x01\xff\xf0"
+    );
+    // The peer's answers (IAC WILL TERMINAL-TYPE) do not reach the guest; its data does.
+    client.write_all(b"\xff\xfb\x18data").unwrap();
+    let mut got = String::new();
+    assert!(eventually(|| {
+        got.push_str(&c.guest_read("t"));
+        got == "data"
+    }));
+}
+
+/// A certificate authority, a server certificate for 127.0.0.1 and a client certificate,
+/// in the directory layout of a `tls-creds-x509` object (server side and client side).
+fn pki(name: &str) -> (String, String) {
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
+        SanType,
+    };
+    let dir = tmp(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    let (server_dir, client_dir) = (dir.join("server"), dir.join("client"));
+    std::fs::create_dir_all(&server_dir).unwrap();
+    std::fs::create_dir_all(&client_dir).unwrap();
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name.push(DnType::CommonName, "qmpkit test CA");
+    let ca_key = KeyPair::generate().unwrap();
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let leaf = |purpose: ExtendedKeyUsagePurpose, cn: &str| {
+        let mut p = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+        p.subject_alt_names
+            .push(SanType::IpAddress("127.0.0.1".parse().unwrap()));
+        p.distinguished_name.push(DnType::CommonName, cn);
+        p.extended_key_usages = vec![purpose];
+        let key = KeyPair::generate().unwrap();
+        let cert = p.signed_by(&key, &ca_cert, &ca_key).unwrap();
+        (cert.pem(), key.serialize_pem())
+    };
+    let (server_cert, server_key) = leaf(ExtendedKeyUsagePurpose::ServerAuth, "server");
+    let (client_cert, client_key) = leaf(ExtendedKeyUsagePurpose::ClientAuth, "client");
+    for d in [&server_dir, &client_dir] {
+        std::fs::write(d.join("ca-cert.pem"), ca_cert.pem()).unwrap();
+    }
+    std::fs::write(server_dir.join("server-cert.pem"), server_cert).unwrap();
+    std::fs::write(server_dir.join("server-key.pem"), server_key).unwrap();
+    std::fs::write(client_dir.join("client-cert.pem"), client_cert).unwrap();
+    std::fs::write(client_dir.join("client-key.pem"), client_key).unwrap();
+    let text = |p: std::path::PathBuf| p.to_string_lossy().into_owned();
+    (text(server_dir), text(client_dir))
+}
+
+/// A TLS client of the chardev on `port`, in a thread: it sends `send`, then reads `want`
+/// bytes. With `cert`, it presents the client certificate of `dir`.
+fn tls_peer(
+    port: u16,
+    dir: &str,
+    cert: bool,
+    send: &'static [u8],
+    want: usize,
+) -> std::thread::JoinHandle<std::io::Result<Vec<u8>>> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let dir = dir.to_string();
+    std::thread::spawn(move || {
+        let mut roots = rustls::RootCertStore::empty();
+        for c in CertificateDer::pem_file_iter(format!("{dir}/ca-cert.pem")).unwrap() {
+            roots.add(c.unwrap()).unwrap();
+        }
+        let b = rustls::ClientConfig::builder_with_provider(
+            qmpkit_machine::chardev::tls::provider(),
+        )
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots);
+        let config = if cert {
+            let certs = CertificateDer::pem_file_iter(format!("{dir}/client-cert.pem"))
+                .unwrap()
+                .collect::<Result<Vec<_>, _>>()
+                .unwrap();
+            let key = PrivateKeyDer::from_pem_file(format!("{dir}/client-key.pem")).unwrap();
+            b.with_client_auth_cert(certs, key).unwrap()
+        } else {
+            b.with_no_client_auth()
+        };
+        let name = "127.0.0.1".try_into().unwrap();
+        let conn = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
+        let sock = std::net::TcpStream::connect(("127.0.0.1", port))?;
+        sock.set_read_timeout(Some(Duration::from_secs(5)))?;
+        let mut tls = rustls::StreamOwned::new(conn, sock);
+        tls.write_all(send)?;
+        tls.flush()?;
+        let mut got = vec![0u8; want];
+        tls.read_exact(&mut got)?;
+        Ok(got)
+    })
+}
+
+/// `tls-creds` on a listening TCP chardev: the peer speaks TLS with the certificates of a
+/// `tls-creds-x509` object (the client's certificate checked, as `verify-peer` defaults
+/// to); text passes both ways inside the session, and a peer without a certificate is
+/// refused.
+#[test]
+fn tls_socket_chardev_with_real_certificates() {
+    let (server_dir, client_dir) = pki("chardev-pki");
+    let mut c = Client::with(|cfg| cfg.qemu_version = (10, 0, 2));
+    c.ok(
+        "object-add",
+        json!({"qom-type": "tls-creds-x509", "id": "tls0",
+               "props": {"dir": server_dir, "endpoint": "server"}}),
+    );
+    let port = listen_on_loopback(&mut c, "tcp", json!({"tls-creds": "tls0"}));
+    let peer = tls_peer(port, &client_dir, true, b"inside TLS", 5);
+    let mut got = String::new();
+    assert!(
+        eventually(|| {
+            got.push_str(&c.guest_read("t"));
+            got == "inside TLS"
+        }),
+        "{got:?}"
+    );
+    c.ok(
+        "__org.qmpkit_chardev-write",
+        json!({"id": "t", "data": "reply"}),
+    );
+    assert_eq!(peer.join().unwrap().unwrap(), b"reply");
+    // The peer went away; one without a client certificate is refused in the handshake.
+    assert!(eventually(|| c.filename("t").starts_with("disconnected:")));
+    let refused = tls_peer(port, &client_dir, false, b"x", 1);
+    let mut tries = 0;
+    while !refused.is_finished() && tries < 300 {
+        c.guest_read("t");
+        std::thread::sleep(Duration::from_millis(10));
+        tries += 1;
+    }
+    assert!(refused.join().unwrap().is_err());
+    assert_eq!(c.guest_read("t"), "");
+}
+
+/// The credentials a TLS chardev names are checked first, in QEMU 10.0.2's words, then
+/// whether its address can carry TLS; an x509 object needs its certificate files.
+#[test]
+fn tls_socket_chardev_errors_in_qemus_words() {
+    let (server_dir, client_dir) = pki("chardev-pki-errors");
+    let mut c = Client::with(|cfg| cfg.qemu_version = (10, 0, 2));
+    assert_eq!(
+        c.error(
+            "object-add",
+            json!({"qom-type": "tls-creds-x509", "id": "bad",
+                   "props": {"dir": "/nonexistent", "endpoint": "server"}})
+        ),
+        "Unable to access credentials /nonexistent/ca-cert.pem: No such file or directory"
+    );
+    assert_eq!(
+        c.error(
+            "object-add",
+            json!({"qom-type": "tls-creds-x509", "id": "bad",
+                   "props": {"dir": client_dir, "endpoint": "server"}})
+        ),
+        format!("Unable to access credentials {client_dir}/server-cert.pem: No such file or directory")
+    );
+    c.ok(
+        "object-add",
+        json!({"qom-type": "tls-creds-x509", "id": "srv",
+               "props": {"dir": server_dir, "endpoint": "server"}}),
+    );
+    c.ok(
+        "object-add",
+        json!({"qom-type": "tls-creds-x509", "id": "cli",
+               "props": {"dir": client_dir, "endpoint": "client"}}),
+    );
+    let inet = json!({"type": "inet", "data": {"host": "127.0.0.1", "port": "0"}});
+    let unix = json!({"type": "unix", "data": {"path": sock_path("chardev-tls.sock")}});
+    let cases = [
+        (&inet, true, "nope", "No TLS credentials with id 'nope'"),
+        (&unix, true, "nope", "No TLS credentials with id 'nope'"),
+        (&inet, true, "iothread0", "Object with id 'iothread0' is not TLS credentials"),
+        (&inet, true, "cli", "Expected TLS credentials for a server endpoint"),
+        (&inet, false, "srv", "Expected TLS credentials for a client endpoint"),
+        (&unix, true, "srv", "'tls_creds' option is incompatible with 'unix' address type"),
+    ];
+    for (addr, server, creds, want) in cases {
+        let mut data = json!({"addr": addr, "server": server, "tls-creds": creds});
+        if server {
+            data["wait"] = json!(false);
+        }
+        assert_eq!(
+            c.add("x", "socket", data)["error"]["desc"],
+            format!("Failed to add chardev 'x': {want}"),
+            "{creds}"
+        );
+    }
 }

@@ -103,6 +103,7 @@ enum Listener {
 enum Stream {
     Unix(UnixStream),
     Tcp(TcpStream),
+    Tls(Box<super::tls::TlsStream>),
 }
 
 impl Stream {
@@ -110,6 +111,7 @@ impl Stream {
         match self {
             Stream::Unix(s) => s.read(b),
             Stream::Tcp(s) => s.read(b),
+            Stream::Tls(s) => s.read(b),
         }
     }
 
@@ -117,6 +119,7 @@ impl Stream {
         match self {
             Stream::Unix(s) => s.write(b),
             Stream::Tcp(s) => s.write(b),
+            Stream::Tls(s) => s.write(b),
         }
     }
 }
@@ -142,6 +145,10 @@ pub struct Socket {
     /// `telnet=on`: each new connection is greeted with QEMU's telnet options, and the
     /// telnet commands the peer sends are taken out of its input.
     pub telnet: bool,
+    /// `tn3270=on`: as telnet, with QEMU's TN3270 negotiation as the greeting.
+    pub tn3270: bool,
+    /// `tls-creds`: every TCP connection is a TLS session with these credentials.
+    pub tls: Option<super::tls::Creds>,
     /// Where the input is in a telnet command: 0 outside, 1 after IAC, 2 after IAC and an
     /// option verb (WILL, WONT, DO, DONT: one more byte follows).
     iac: u8,
@@ -153,6 +160,12 @@ const IAC: u8 = 0xff;
 /// BINARY, IAC DO BINARY.
 const TELNET_GREETING: &[u8] = &[
     IAC, 0xfb, 0x01, IAC, 0xfb, 0x03, IAC, 0xfb, 0x00, IAC, 0xfd, 0x00,
+];
+/// What QEMU 10.0.2 sends a new TN3270 peer: IAC DO END-OF-RECORD, IAC WILL END-OF-RECORD,
+/// IAC DO BINARY, IAC WILL BINARY, IAC DO TERMINAL-TYPE, IAC SB TERMINAL-TYPE SEND IAC SE.
+pub const TN3270_GREETING: &[u8] = &[
+    IAC, 0xfd, 0x19, IAC, 0xfb, 0x19, IAC, 0xfd, 0x00, IAC, 0xfb, 0x00, IAC, 0xfd, 0x18, IAC,
+    0xfa, 0x18, 0x01, IAC, 0xf0,
 ];
 
 impl Drop for Socket {
@@ -172,6 +185,25 @@ fn host_text(a: &SocketAddr) -> String {
 }
 
 impl Socket {
+    /// A back end at `addr` with nothing open yet.
+    fn new(addr: SockAddr, server: bool, reconnect: bool, telnet: bool) -> Socket {
+        Socket {
+            addr,
+            server,
+            reconnect,
+            listener: None,
+            conn: None,
+            tcp_ends: None,
+            handed_path: None,
+            input: VecDeque::new(),
+            unlink: None,
+            telnet,
+            tn3270: false,
+            tls: None,
+            iac: 0,
+        }
+    }
+
     /// Accept a waiting client, notice a client that went away, take what
     /// was sent, and (for a client with `reconnect`) connect again.
     pub fn poll(&mut self) {
@@ -186,7 +218,7 @@ impl Socket {
                         self.handed_path = None;
                         break;
                     }
-                    Ok(n) if self.telnet => {
+                    Ok(n) if self.telnet || self.tn3270 => {
                         for &b in &buf[..n] {
                             self.iac = match (self.iac, b) {
                                 (0, IAC) => 1,
@@ -238,15 +270,17 @@ impl Socket {
                 if let Ok((s, peer)) = l.accept() {
                     if s.set_nonblocking(true).is_ok() {
                         let local = s.local_addr().unwrap_or(peer);
-                        self.tcp_ends = Some((local, peer));
-                        self.conn = Some(Stream::Tcp(s));
-                        self.greet();
+                        if let Some(c) = self.tcp_stream(s) {
+                            self.tcp_ends = Some((local, peer));
+                            self.conn = Some(c);
+                            self.greet();
+                        }
                     }
                 }
             }
             None if self.reconnect => {
                 if let Ok((c, ends)) = connect(&self.addr) {
-                    self.conn = Some(c);
+                    self.conn = self.secure(c);
                     self.tcp_ends = ends;
                     self.greet();
                 }
@@ -255,13 +289,42 @@ impl Socket {
         }
     }
 
-    /// A new connection: a telnet peer gets QEMU's options first.
+    /// A TCP connection as this back end speaks on it: in TLS with `tls-creds`.
+    fn tcp_stream(&self, s: TcpStream) -> Option<Stream> {
+        match &self.tls {
+            None => Some(Stream::Tcp(s)),
+            Some(creds) => {
+                let host = match &self.addr {
+                    SockAddr::Inet(h, _) => h.as_str(),
+                    SockAddr::Unix(_) => "",
+                };
+                super::tls::TlsStream::new(creds, s, host)
+                    .ok()
+                    .map(|t| Stream::Tls(Box::new(t)))
+            }
+        }
+    }
+
+    /// `c` (just connected) as this back end speaks on it.
+    fn secure(&self, c: Stream) -> Option<Stream> {
+        match c {
+            Stream::Tcp(s) => self.tcp_stream(s),
+            other => Some(other),
+        }
+    }
+
+    /// A new connection: a telnet or TN3270 peer gets QEMU's options first.
     fn greet(&mut self) {
         self.iac = 0;
-        if self.telnet {
-            if let Some(c) = &mut self.conn {
-                let _ = c.write(TELNET_GREETING);
-            }
+        let greeting = if self.tn3270 {
+            TN3270_GREETING
+        } else if self.telnet {
+            TELNET_GREETING
+        } else {
+            return;
+        };
+        if let Some(c) = &mut self.conn {
+            let _ = c.write(greeting);
         }
     }
 
@@ -293,6 +356,7 @@ impl Socket {
         let nonblocking = match &conn {
             Stream::Unix(s) => s.set_nonblocking(true),
             Stream::Tcp(s) => s.set_nonblocking(true),
+            Stream::Tls(t) => t.sock.set_nonblocking(true),
         };
         if nonblocking.is_err() {
             return false;
@@ -425,20 +489,12 @@ pub fn open_socket(
     server: bool,
     reconnect: bool,
     telnet: bool,
+    tn3270: bool,
+    tls: Option<super::tls::Creds>,
 ) -> Result<Backend, String> {
-    let mut sock = Socket {
-        addr: addr.clone(),
-        server,
-        reconnect,
-        listener: None,
-        conn: None,
-        tcp_ends: None,
-        handed_path: None,
-        input: VecDeque::new(),
-        unlink: None,
-        telnet,
-        iac: 0,
-    };
+    let mut sock = Socket::new(addr.clone(), server, reconnect, telnet);
+    sock.tn3270 = tn3270;
+    sock.tls = tls;
     if server {
         match &addr {
             SockAddr::Unix(p) => {
@@ -478,7 +534,7 @@ pub fn open_socket(
     } else {
         match connect(&addr) {
             Ok((c, ends)) => {
-                sock.conn = Some(c);
+                sock.conn = sock.secure(c);
                 sock.tcp_ends = ends;
                 sock.greet();
             }
@@ -492,19 +548,7 @@ pub fn open_socket(
 /// A socket back end over a descriptor the client passed (`getfd`):
 /// a listening socket when `server`, a connection otherwise.
 pub fn socket_from_fd(fd: OwnedFd, server: bool) -> Result<Backend, String> {
-    let mut sock = Socket {
-        addr: SockAddr::Unix(String::new()),
-        server,
-        reconnect: false,
-        listener: None,
-        conn: None,
-        tcp_ends: None,
-        handed_path: None,
-        input: VecDeque::new(),
-        unlink: None,
-        telnet: false,
-        iac: 0,
-    };
+    let mut sock = Socket::new(SockAddr::Unix(String::new()), server, false, false);
     // The descriptor's own address tells unix from TCP.
     let tcp = TcpStream::from(fd.try_clone().map_err(|e| os_text(&e))?);
     let is_tcp = tcp.local_addr().is_ok();
