@@ -1306,7 +1306,7 @@ pub fn object_add(
         // The certificates are read when the object is made.
         let dir = get("dir").and_then(QomValue::as_str).unwrap_or("");
         let server = get("endpoint").and_then(QomValue::as_str) == Some("server");
-        crate::chardev::tls::check_x509_dir(dir, server).map_err(QmpError::generic)?;
+        check_x509_dir(dir, server).map_err(QmpError::generic)?;
     }
     if td.name == "rng-egd" && get("chardev").is_none() {
         return Err(QmpError::generic("chardev property not set"));
@@ -1314,6 +1314,34 @@ pub fn object_add(
     let n = m.qom.tree.add(objects, id, td.name);
     for (k, v) in vals {
         m.qom.tree.set_val(n, k, v);
+    }
+    Ok(())
+}
+
+/// A file of a TLS credentials object's directory, read as QEMU reads it (its words when
+/// missing).
+pub fn read_credentials(dir: &str, name: &str) -> Result<Vec<u8>, String> {
+    let path = format!("{dir}/{name}");
+    std::fs::read(&path)
+        .map_err(|e| format!("Unable to access credentials {path}: {}", strerror(&e)))
+}
+
+/// The text of an OS error the way C's `strerror` prints it.
+pub fn strerror(e: &std::io::Error) -> String {
+    let s = e.to_string();
+    match s.rfind(" (os error ") {
+        Some(i) => s[..i].to_string(),
+        None => s,
+    }
+}
+
+/// The files an x509 credentials object needs in `dir` (`server`: for a server endpoint):
+/// those QEMU refuses to create the object without.
+fn check_x509_dir(dir: &str, server: bool) -> Result<(), String> {
+    read_credentials(dir, "ca-cert.pem")?;
+    if server {
+        read_credentials(dir, "server-cert.pem")?;
+        read_credentials(dir, "server-key.pem")?;
     }
     Ok(())
 }

@@ -157,14 +157,7 @@ pub fn virt_to_phys(m: &Machine, va: u64) -> Option<u64> {
     (gpa < top && is_ram(ram, gpa)).then_some(gpa)
 }
 
-/// The text of an OS error the way C's `strerror` prints it.
-pub fn strerror(e: &std::io::Error) -> String {
-    let s = e.to_string();
-    match s.rfind(" (os error ") {
-        Some(i) => s[..i].to_string(),
-        None => s,
-    }
-}
+pub use crate::devices::strerror;
 
 fn open_out(filename: &str) -> Result<std::fs::File, QmpError> {
     std::fs::File::create(filename)

@@ -1011,7 +1011,8 @@ fn pki(name: &str) -> (String, String) {
     std::fs::create_dir_all(&client_dir).unwrap();
     let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
     ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca.distinguished_name.push(DnType::CommonName, "qmpkit test CA");
+    ca.distinguished_name
+        .push(DnType::CommonName, "qmpkit test CA");
     let ca_key = KeyPair::generate().unwrap();
     let ca_cert = ca.self_signed(&ca_key).unwrap();
     let leaf = |purpose: ExtendedKeyUsagePurpose, cn: &str| {
@@ -1054,12 +1055,11 @@ fn tls_peer(
         for c in CertificateDer::pem_file_iter(format!("{dir}/ca-cert.pem")).unwrap() {
             roots.add(c.unwrap()).unwrap();
         }
-        let b = rustls::ClientConfig::builder_with_provider(
-            qmpkit_machine::chardev::tls::provider(),
-        )
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots);
+        let b =
+            rustls::ClientConfig::builder_with_provider(qmpkit_machine::chardev::tls::provider())
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_root_certificates(roots);
         let config = if cert {
             let certs = CertificateDer::pem_file_iter(format!("{dir}/client-cert.pem"))
                 .unwrap()
@@ -1144,7 +1144,9 @@ fn tls_socket_chardev_errors_in_qemus_words() {
             json!({"qom-type": "tls-creds-x509", "id": "bad",
                    "props": {"dir": client_dir, "endpoint": "server"}})
         ),
-        format!("Unable to access credentials {client_dir}/server-cert.pem: No such file or directory")
+        format!(
+            "Unable to access credentials {client_dir}/server-cert.pem: No such file or directory"
+        )
     );
     c.ok(
         "object-add",
@@ -1161,10 +1163,30 @@ fn tls_socket_chardev_errors_in_qemus_words() {
     let cases = [
         (&inet, true, "nope", "No TLS credentials with id 'nope'"),
         (&unix, true, "nope", "No TLS credentials with id 'nope'"),
-        (&inet, true, "iothread0", "Object with id 'iothread0' is not TLS credentials"),
-        (&inet, true, "cli", "Expected TLS credentials for a server endpoint"),
-        (&inet, false, "srv", "Expected TLS credentials for a client endpoint"),
-        (&unix, true, "srv", "'tls_creds' option is incompatible with 'unix' address type"),
+        (
+            &inet,
+            true,
+            "iothread0",
+            "Object with id 'iothread0' is not TLS credentials",
+        ),
+        (
+            &inet,
+            true,
+            "cli",
+            "Expected TLS credentials for a server endpoint",
+        ),
+        (
+            &inet,
+            false,
+            "srv",
+            "Expected TLS credentials for a client endpoint",
+        ),
+        (
+            &unix,
+            true,
+            "srv",
+            "'tls_creds' option is incompatible with 'unix' address type",
+        ),
     ];
     for (addr, server, creds, want) in cases {
         let mut data = json!({"addr": addr, "server": server, "tls-creds": creds});

@@ -164,8 +164,8 @@ const TELNET_GREETING: &[u8] = &[
 /// What QEMU 10.0.2 sends a new TN3270 peer: IAC DO END-OF-RECORD, IAC WILL END-OF-RECORD,
 /// IAC DO BINARY, IAC WILL BINARY, IAC DO TERMINAL-TYPE, IAC SB TERMINAL-TYPE SEND IAC SE.
 pub const TN3270_GREETING: &[u8] = &[
-    IAC, 0xfd, 0x19, IAC, 0xfb, 0x19, IAC, 0xfd, 0x00, IAC, 0xfb, 0x00, IAC, 0xfd, 0x18, IAC,
-    0xfa, 0x18, 0x01, IAC, 0xf0,
+    IAC, 0xfd, 0x19, IAC, 0xfb, 0x19, IAC, 0xfd, 0x00, IAC, 0xfb, 0x00, IAC, 0xfd, 0x18, IAC, 0xfa,
+    0x18, 0x01, IAC, 0xf0,
 ];
 
 impl Drop for Socket {

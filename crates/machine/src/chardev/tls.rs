@@ -29,16 +29,7 @@ pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-/// A file of the credentials' directory, read as QEMU reads it (its words when missing).
-fn read_file(dir: &str, name: &str) -> Result<Vec<u8>, String> {
-    let path = format!("{dir}/{name}");
-    std::fs::read(&path).map_err(|e| {
-        format!(
-            "Unable to access credentials {path}: {}",
-            crate::memory::strerror(&e)
-        )
-    })
-}
+use crate::devices::read_credentials as read_file;
 
 fn certs(dir: &str, name: &str) -> Result<Vec<CertificateDer<'static>>, String> {
     let data = read_file(dir, name)?;
@@ -69,17 +60,6 @@ fn roots(dir: &str) -> Result<rustls::RootCertStore, String> {
     Ok(roots)
 }
 
-/// Which files an x509 credentials object of `endpoint` needs in `dir`: those QEMU
-/// refuses to create the object without.
-pub fn check_x509_dir(dir: &str, server: bool) -> Result<(), String> {
-    read_file(dir, "ca-cert.pem")?;
-    if server {
-        read_file(dir, "server-cert.pem")?;
-        read_file(dir, "server-key.pem")?;
-    }
-    Ok(())
-}
-
 /// The credentials object `id` for a chardev that listens (`server`) or connects.
 pub fn creds(m: &Machine, id: &str, server: bool) -> Result<Creds, String> {
     let tree = &m.qom.tree;
@@ -91,7 +71,11 @@ pub fn creds(m: &Machine, id: &str, server: bool) -> Result<Creds, String> {
     if !crate::qom::types::is_a(ty, "tls-creds") {
         return Err(format!("Object with id '{id}' is not TLS credentials"));
     }
-    let text = |p: &str| tree.val(node, p).and_then(QomValue::as_str).map(str::to_string);
+    let text = |p: &str| {
+        tree.val(node, p)
+            .and_then(QomValue::as_str)
+            .map(str::to_string)
+    };
     let endpoint = text("endpoint").unwrap_or_else(|| "client".into());
     if (endpoint == "server") != server {
         return Err(format!(
@@ -128,7 +112,10 @@ pub fn creds(m: &Machine, id: &str, server: bool) -> Result<Creds, String> {
             b.with_no_client_auth()
         };
         let config = b
-            .with_single_cert(certs(&dir, "server-cert.pem")?, key(&dir, "server-key.pem")?)
+            .with_single_cert(
+                certs(&dir, "server-cert.pem")?,
+                key(&dir, "server-key.pem")?,
+            )
             .map_err(|e| format!("Unable to load server certificate: {e}"))?;
         return Ok(Creds::Server(Arc::new(config)));
     }

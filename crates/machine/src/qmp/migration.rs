@@ -162,6 +162,24 @@ pub fn query_xen_replication_status(
     })
 }
 
+/// `xen-save-devices-state` (`live` changes nothing for the machine).
+pub fn xen_save_devices_state(
+    m: &mut Machine,
+    a: api::XenSaveDevicesState,
+    _: &mut Cx,
+) -> R<Empty> {
+    crate::migration::save_devices_state(m, &a.filename).map(|()| Empty)
+}
+
+/// `xen-load-devices-state`.
+pub fn xen_load_devices_state(
+    m: &mut Machine,
+    a: api::XenLoadDevicesState,
+    _: &mut Cx,
+) -> R<Empty> {
+    crate::migration::load_devices_state(m, &a.filename).map(|()| Empty)
+}
+
 /// `xen-colo-do-checkpoint`: with no replication running there is nothing to checkpoint,
 /// and QEMU answers success.
 pub fn xen_colo_do_checkpoint(

@@ -145,6 +145,9 @@ handlers! {
     trace_event_get_state(TraceEventGetState) => misc::trace_event_get_state;
     trace_event_set_state(TraceEventSetState) => misc::trace_event_set_state;
     rtc_reset_reinjection(RtcResetReinjection) => misc::rtc_reset_reinjection;
+    dump_skeys(DumpSkeys) => misc::dump_skeys;
+    block_passwd(BlockPasswd) => misc::block_passwd;
+    query_gic_capabilities(QueryGicCapabilities) => misc::query_gic_capabilities;
     // (qmp/testctl.rs)
     org_qmpkit_guest_shutdown(OrgQmpkitGuestShutdown) => testctl::guest_shutdown;
     org_qmpkit_guest_panic(OrgQmpkitGuestPanic) => testctl::guest_panic;
@@ -217,6 +220,8 @@ handlers! {
     client_migrate_info(ClientMigrateInfo) => migration::client_migrate_info;
     x_colo_lost_heartbeat(XColoLostHeartbeat) => migration::x_colo_lost_heartbeat;
     xen_set_global_dirty_log(XenSetGlobalDirtyLog) => migration::xen_set_global_dirty_log;
+    xen_save_devices_state(XenSaveDevicesState) => migration::xen_save_devices_state;
+    xen_load_devices_state(XenLoadDevicesState) => migration::xen_load_devices_state;
     xen_set_replication(XenSetReplication) => migration::xen_set_replication;
     query_xen_replication_status(QueryXenReplicationStatus) => migration::query_xen_replication_status;
     xen_colo_do_checkpoint(XenColoDoCheckpoint) => migration::xen_colo_do_checkpoint;
