@@ -115,12 +115,23 @@ impl Schema {
         if r.at != bytes.len() {
             return Err(bad("trailing bytes"));
         }
+        s.check_references()?;
         Ok(s)
     }
 }
 
 fn bad(what: &str) -> QapiError {
     QapiError::bare(format!("compact schema model: {what}"))
+}
+
+/// What is wrong with a damaged input, as the reader reports it: small, so that the
+/// reader's many small results stay in registers.
+struct Bad(&'static str);
+
+impl From<Bad> for QapiError {
+    fn from(b: Bad) -> QapiError {
+        bad(b.0)
+    }
 }
 
 #[derive(Default)]
@@ -554,27 +565,30 @@ struct Reader<'a> {
 }
 
 impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], QapiError> {
+    #[inline]
+    fn take(&mut self, n: usize) -> Result<&'a [u8], Bad> {
         let end = self.at.checked_add(n).filter(|&e| e <= self.b.len());
         let Some(end) = end else {
-            return Err(bad("truncated"));
+            return Err(Bad("truncated"));
         };
         let s = &self.b[self.at..end];
         self.at = end;
         Ok(s)
     }
 
-    fn byte(&mut self) -> Result<u8, QapiError> {
+    #[inline]
+    fn byte(&mut self) -> Result<u8, Bad> {
         match self.b.get(self.at) {
             Some(&b) => {
                 self.at += 1;
                 Ok(b)
             }
-            None => Err(bad("truncated")),
+            None => Err(Bad("truncated")),
         }
     }
 
-    fn u64(&mut self) -> Result<u64, QapiError> {
+    #[inline]
+    fn u64(&mut self) -> Result<u64, Bad> {
         // Most numbers are small: one byte.
         let b = self.byte()?;
         if b & 0x80 == 0 {
@@ -585,7 +599,7 @@ impl<'a> Reader<'a> {
         loop {
             let b = self.byte()?;
             if shift >= 64 {
-                return Err(bad("integer too long"));
+                return Err(Bad("integer too long"));
             }
             v |= u64::from(b & 0x7f) << shift;
             if b & 0x80 == 0 {
@@ -595,40 +609,46 @@ impl<'a> Reader<'a> {
         }
     }
 
-    fn usize(&mut self) -> Result<usize, QapiError> {
-        usize::try_from(self.u64()?).map_err(|_| bad("integer out of range"))
+    #[inline]
+    fn usize(&mut self) -> Result<usize, Bad> {
+        usize::try_from(self.u64()?).map_err(|_| Bad("integer out of range"))
     }
 
     /// A count of items that each take at least one byte.
-    fn len(&mut self) -> Result<usize, QapiError> {
+    #[inline]
+    fn len(&mut self) -> Result<usize, Bad> {
         let n = self.usize()?;
         if n > self.b.len() - self.at {
-            return Err(bad("count beyond the input"));
+            return Err(Bad("count beyond the input"));
         }
         Ok(n)
     }
 
-    fn bool(&mut self) -> Result<bool, QapiError> {
+    #[inline]
+    fn bool(&mut self) -> Result<bool, Bad> {
         match self.byte()? {
             0 => Ok(false),
             1 => Ok(true),
-            _ => Err(bad("bad boolean")),
+            _ => Err(Bad("bad boolean")),
         }
     }
 
-    fn str(&mut self) -> Result<&'a str, QapiError> {
+    #[inline]
+    fn str(&mut self) -> Result<&'a str, Bad> {
         let i = self.usize()?;
         match self.strings.get(i) {
             Some(&s) => Ok(s),
-            None => Err(bad("bad string reference")),
+            None => Err(Bad("bad string reference")),
         }
     }
 
-    fn string(&mut self) -> Result<String, QapiError> {
+    #[inline]
+    fn string(&mut self) -> Result<String, Bad> {
         Ok(self.str()?.to_string())
     }
 
-    fn opt_string(&mut self) -> Result<Option<String>, QapiError> {
+    #[inline]
+    fn opt_string(&mut self) -> Result<Option<String>, Bad> {
         Ok(if self.bool()? {
             Some(self.string()?)
         } else {
@@ -636,17 +656,18 @@ impl<'a> Reader<'a> {
         })
     }
 
-    fn opt_id(&mut self) -> Result<Option<EntityId>, QapiError> {
+    #[inline]
+    fn opt_id(&mut self) -> Result<Option<EntityId>, Bad> {
         let v = self.u64()?;
         if v == 0 {
             return Ok(None);
         }
         usize::try_from(v - 1)
             .map(Some)
-            .map_err(|_| bad("integer out of range"))
+            .map_err(|_| Bad("integer out of range"))
     }
 
-    fn strings(&mut self) -> Result<Vec<String>, QapiError> {
+    fn strings(&mut self) -> Result<Vec<String>, Bad> {
         let n = self.len()?;
         let mut v = Vec::with_capacity(n);
         for _ in 0..n {
@@ -655,7 +676,7 @@ impl<'a> Reader<'a> {
         Ok(v)
     }
 
-    fn ids(&mut self) -> Result<Vec<EntityId>, QapiError> {
+    fn ids(&mut self) -> Result<Vec<EntityId>, Bad> {
         let n = self.len()?;
         let mut v = Vec::with_capacity(n);
         for _ in 0..n {
@@ -664,22 +685,23 @@ impl<'a> Reader<'a> {
         Ok(v)
     }
 
-    fn opt_info(&mut self, t: &Tables) -> Result<Option<Info>, QapiError> {
+    #[inline]
+    fn opt_info(&mut self, t: &Tables) -> Result<Option<Info>, Bad> {
         if !self.bool()? {
             return Ok(None);
         }
         let file = self.usize()?;
         let Some(file) = t.files.get(file) else {
-            return Err(bad("bad file reference"));
+            return Err(Bad("bad file reference"));
         };
-        let line = u32::try_from(self.u64()?).map_err(|_| bad("line out of range"))?;
+        let line = u32::try_from(self.u64()?).map_err(|_| Bad("line out of range"))?;
         let defn = match self.opt_id()? {
             None => None,
-            Some(d) => Some(t.defns.get(d).ok_or_else(|| bad("bad definition"))?.clone()),
+            Some(d) => Some(t.defns.get(d).ok_or_else(|| Bad("bad definition"))?.clone()),
         };
         let spot = match self.opt_id()? {
             None => None,
-            Some(s) => Some(u32::try_from(s).map_err(|_| bad("offset out of range"))?),
+            Some(s) => Some(u32::try_from(s).map_err(|_| Bad("offset out of range"))?),
         };
         Ok(Some(Info {
             file: file.clone(),
@@ -689,9 +711,9 @@ impl<'a> Reader<'a> {
         }))
     }
 
-    fn ifcond(&mut self, depth: usize) -> Result<IfCond, QapiError> {
+    fn ifcond(&mut self, depth: usize) -> Result<IfCond, Bad> {
         if depth > MAX_IFCOND_DEPTH {
-            return Err(bad("conditions nested too deeply"));
+            return Err(Bad("conditions nested too deeply"));
         }
         Ok(match self.byte()? {
             0 => IfCond::Always,
@@ -709,11 +731,11 @@ impl<'a> Reader<'a> {
                 }
             }
             4 => IfCond::Not(Box::new(self.ifcond(depth + 1)?)),
-            _ => return Err(bad("bad condition")),
+            _ => return Err(Bad("bad condition")),
         })
     }
 
-    fn features(&mut self, t: &Tables) -> Result<Vec<Feature>, QapiError> {
+    fn features(&mut self, t: &Tables) -> Result<Vec<Feature>, Bad> {
         let n = self.len()?;
         let mut v = Vec::with_capacity(n);
         for _ in 0..n {
@@ -726,7 +748,7 @@ impl<'a> Reader<'a> {
         Ok(v)
     }
 
-    fn variants(&mut self, t: &Tables) -> Result<Vec<Variant>, QapiError> {
+    fn variants(&mut self, t: &Tables) -> Result<Vec<Variant>, Bad> {
         let n = self.len()?;
         let mut v = Vec::with_capacity(n);
         for _ in 0..n {
@@ -742,14 +764,15 @@ impl<'a> Reader<'a> {
         Ok(v)
     }
 
-    fn member_ref(&mut self) -> Result<MemberRef, QapiError> {
+    #[inline]
+    fn member_ref(&mut self) -> Result<MemberRef, Bad> {
         Ok(MemberRef {
             owner: self.usize()?,
             index: self.usize()?,
         })
     }
 
-    fn kind(&mut self, t: &Tables) -> Result<EntityKind, QapiError> {
+    fn kind(&mut self, t: &Tables) -> Result<EntityKind, Bad> {
         Ok(match self.byte()? {
             0 => EntityKind::Include(Include {
                 module: self.usize()?,
@@ -757,7 +780,7 @@ impl<'a> Reader<'a> {
             1 => {
                 let j = self.str()?;
                 let Some(json_type) = JSON_TYPES.iter().find(|&&x| x == j) else {
-                    return Err(bad("bad JSON type"));
+                    return Err(Bad("bad JSON type"));
                 };
                 EntityKind::Builtin(BuiltinType { json_type })
             }
@@ -827,7 +850,7 @@ impl<'a> Reader<'a> {
                     0 => CheckState::Unchecked,
                     1 => CheckState::InProgress,
                     2 => CheckState::Done,
-                    _ => return Err(bad("bad check state")),
+                    _ => return Err(Bad("bad check state")),
                 };
                 EntityKind::Object(ObjectType {
                     base_name,
@@ -858,15 +881,15 @@ impl<'a> Reader<'a> {
                 arg_type: self.opt_id()?,
                 boxed: self.bool()?,
             }),
-            _ => return Err(bad("bad entity kind")),
+            _ => return Err(Bad("bad entity kind")),
         })
     }
 
-    fn schema(&mut self, t: &Tables) -> Result<Schema, QapiError> {
+    fn schema(&mut self, t: &Tables) -> Result<Schema, Bad> {
         let dialect = match self.byte()? {
             0 => Dialect::Modern,
             1 => Dialect::Legacy,
-            _ => return Err(bad("bad dialect")),
+            _ => return Err(Bad("bad dialect")),
         };
         let legacy_docs = self.bool()?;
         let pragma = Pragma {
@@ -932,7 +955,6 @@ impl<'a> Reader<'a> {
             qtype,
             q_empty,
         };
-        s.check_references()?;
         Ok(s)
     }
 }
