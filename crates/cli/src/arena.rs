@@ -4,9 +4,12 @@
 //! region is backed by huge pages where the kernel offers them on request
 //! (`MADV_HUGEPAGE`), which turns a thousand first-touch page faults into a handful.
 //!
-//! Freeing the newest allocation takes it back, and growing the newest grows it in place, so
-//! that a vector built up alone wastes nothing. When the region is used up (or cannot be
-//! had), allocations fall back to the system's allocator; blocks are told apart by address.
+//! Each thread takes blocks from a chunk of the region of its own (threads parsing a schema's
+//! files side by side do not contend for one pointer); freeing a thread's newest allocation
+//! takes it back, and growing the newest grows it in place (the chunk grows with it while it
+//! is the region's last), so that a vector built up alone wastes nothing. When the region is
+//! used up (or cannot be had), allocations fall back to the system's allocator; blocks are
+//! told apart by address.
 //!
 //! A long-running command (`serve`) uses it only for what it builds once and keeps for good
 //! (the schema model): [`enable_prefaulted`] takes a small region whose pages are made present
@@ -14,6 +17,7 @@
 //! system's allocator. The blocks made meanwhile live in the region (as long as the process).
 
 use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 pub struct Alloc;
@@ -30,6 +34,17 @@ static END: AtomicUsize = AtomicUsize::new(0);
 static NEXT: AtomicUsize = AtomicUsize::new(0);
 /// New blocks come from the region (false once [`pause`]d).
 static ACTIVE: AtomicBool = AtomicBool::new(false);
+
+/// What a thread takes from the region at a time (more when a block needs more).
+const CHUNK: usize = 128 << 10;
+/// Chunks start on a cache line of their own.
+const LINE: usize = 64;
+
+thread_local! {
+    /// This thread's chunk of the region: its first free byte and its end (`(0, 0)` before
+    /// the thread's first block).
+    static LOCAL: Cell<(usize, usize)> = const { Cell::new((0, 0)) };
+}
 
 /// Serve every allocation from now on from the arena (once; a no-op when the region cannot
 /// be reserved).
@@ -105,24 +120,73 @@ fn in_arena(a: usize) -> bool {
     start != 0 && a >= start && a < END.load(Ordering::Relaxed)
 }
 
+/// `[p, p + len)` from the region's free space, aligned to [`LINE`]; `None` when it does not fit.
+fn carve(len: usize) -> Option<usize> {
+    let end = END.load(Ordering::Relaxed);
+    let mut cur = NEXT.load(Ordering::Relaxed);
+    loop {
+        let p = cur.checked_add(LINE - 1)? & !(LINE - 1);
+        let e = p.checked_add(len)?;
+        if e > end {
+            return None;
+        }
+        match NEXT.compare_exchange_weak(cur, e, Ordering::Relaxed, Ordering::Relaxed) {
+            Ok(_) => return Some(p),
+            Err(c) => cur = c,
+        }
+    }
+}
+
+/// Make this thread's chunk reach `e` at least: in place while the chunk ends where the
+/// region's free space starts, otherwise not at all.
+fn extend(local: &Cell<(usize, usize)>, e: usize) -> bool {
+    let (next, end) = local.get();
+    if e <= end {
+        return true;
+    }
+    if end == 0 || e > END.load(Ordering::Relaxed) {
+        return false;
+    }
+    let grown = e.saturating_add(CHUNK).min(END.load(Ordering::Relaxed));
+    if NEXT
+        .compare_exchange(end, grown, Ordering::Relaxed, Ordering::Relaxed)
+        .is_ok()
+    {
+        local.set((next, grown));
+        return true;
+    }
+    false
+}
+
 /// A block from the arena, or `None` when it is off or used up.
 fn bump(layout: Layout) -> Option<*mut u8> {
     if !ACTIVE.load(Ordering::Acquire) {
         return None;
     }
-    let end = END.load(Ordering::Relaxed);
-    let mut cur = NEXT.load(Ordering::Relaxed);
-    loop {
-        let p = cur.checked_add(layout.align() - 1)? & !(layout.align() - 1);
-        let e = p.checked_add(layout.size())?;
-        if e > end {
-            return None;
-        }
-        match NEXT.compare_exchange_weak(cur, e, Ordering::Relaxed, Ordering::Relaxed) {
-            Ok(_) => return Some(p as *mut u8),
-            Err(c) => cur = c,
-        }
-    }
+    LOCAL
+        .try_with(|local| {
+            let align = layout.align() - 1;
+            let (next, end) = local.get();
+            let p = next.checked_add(align)? & !align;
+            let e = p.checked_add(layout.size())?;
+            if end != 0 && (e <= end || extend(local, e)) {
+                local.set((e, local.get().1));
+                return Some(p as *mut u8);
+            }
+            // A new chunk, large enough for the block.
+            let need = layout.size().checked_add(align)?;
+            let (start, len) = match carve(need.max(CHUNK)) {
+                Some(start) => (start, need.max(CHUNK)),
+                None => (carve(need)?, need),
+            };
+            // Within the chunk: `p - start <= align`.
+            let p = (start + align) & !align;
+            let e = p + layout.size();
+            local.set((e, start + len));
+            Some(p as *mut u8)
+        })
+        .ok()
+        .flatten()
 }
 
 // SAFETY: every block handed out is either the system allocator's (and goes back to it) or
@@ -139,9 +203,14 @@ unsafe impl GlobalAlloc for Alloc {
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         let a = ptr as usize;
         if in_arena(a) {
-            // The newest block is taken back; any other stays (the process ends soon).
-            let _ =
-                NEXT.compare_exchange(a + layout.size(), a, Ordering::Relaxed, Ordering::Relaxed);
+            // This thread's newest block is taken back; any other stays (the process ends
+            // soon).
+            let _ = LOCAL.try_with(|local| {
+                let (next, end) = local.get();
+                if a.checked_add(layout.size()) == Some(next) {
+                    local.set((a, end));
+                }
+            });
             return;
         }
         System.dealloc(ptr, layout)
@@ -152,15 +221,22 @@ unsafe impl GlobalAlloc for Alloc {
         if !in_arena(a) {
             return System.realloc(ptr, layout, new_size);
         }
-        // The newest block grows or shrinks in place.
-        if let Some(e) = a.checked_add(new_size) {
-            if e <= END.load(Ordering::Relaxed)
-                && NEXT
-                    .compare_exchange(a + layout.size(), e, Ordering::Relaxed, Ordering::Relaxed)
-                    .is_ok()
-            {
-                return ptr;
-            }
+        // This thread's newest block grows or shrinks in place.
+        let in_place = LOCAL
+            .try_with(|local| {
+                let (next, _) = local.get();
+                let Some(e) = a.checked_add(new_size) else {
+                    return false;
+                };
+                if a.checked_add(layout.size()) != Some(next) || !extend(local, e) {
+                    return false;
+                }
+                local.set((e, local.get().1));
+                true
+            })
+            .unwrap_or(false);
+        if in_place {
+            return ptr;
         }
         if new_size <= layout.size() {
             return ptr;

@@ -225,18 +225,18 @@ fn load_any(
     })
 }
 
-fn load(file: &Path, dialect: Dialect) -> Result<qmpkit_schema::Schema, ExitCode> {
-    load_any(file, Some(dialect)).map(|(s, _)| s)
-}
-
 fn check(file: &Path, dialect: Dialect) -> ExitCode {
-    match load(file, dialect) {
-        Ok(schema) => {
+    // Checking needs no doc comment text.
+    match qmpkit_schema::check_any(file, Some(dialect)) {
+        Ok((schema, _)) => {
             // The process ends here: taking the model apart is work nobody needs.
             std::mem::forget(schema);
             ExitCode::SUCCESS
         }
-        Err(code) => code,
+        Err(e) => {
+            report(&e);
+            ExitCode::FAILURE
+        }
     }
 }
 

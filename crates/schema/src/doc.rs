@@ -173,6 +173,55 @@ fn indent_of(line: &str) -> usize {
     line.bytes().take_while(|b| b.is_ascii_whitespace()).count()
 }
 
+/// The text of the current section so far. Sections only receive text
+/// while current; the text is stored when the next one starts. When the
+/// caller does not keep doc text, only whether there is any is tracked.
+struct Scratch {
+    buf: String,
+    keep: bool,
+    /// Something (a line, or a paragraph break) was appended.
+    any: bool,
+    /// A line that is not empty was appended.
+    text: bool,
+}
+
+impl Scratch {
+    fn line(&mut self, line: &str) {
+        self.any = true;
+        self.text |= !line.is_empty();
+        if self.keep {
+            self.buf.push_str(line);
+            self.buf.push('\n');
+        }
+    }
+
+    /// A blank line between paragraphs (unless there is one already).
+    fn paragraph_break(&mut self) {
+        self.any = true;
+        if self.keep && !self.buf.ends_with("\n\n") {
+            self.buf.push('\n');
+        }
+    }
+
+    /// The text so far, without leading and trailing newlines (`None`
+    /// when there is none, or when it is not kept); starts afresh.
+    fn take(&mut self) -> Option<String> {
+        let kept = if self.keep && self.text {
+            let b = self.buf.as_bytes();
+            let start = b.iter().position(|&c| c != b'\n').unwrap_or(b.len());
+            let end = b.iter().rposition(|&c| c != b'\n').map_or(start, |e| e + 1);
+            // Cutting at newlines (ASCII) keeps character boundaries.
+            Some(self.buf[start..end].to_string())
+        } else {
+            None
+        };
+        self.buf.clear();
+        self.any = false;
+        self.text = false;
+        kept
+    }
+}
+
 /// Which section receives appended lines.
 #[derive(Clone, Copy)]
 enum Cur {
@@ -191,9 +240,10 @@ struct Builder<'a, 't, S: DocSource<'t>> {
     lenient: bool,
     /// Saw a `Note:` / `Example:` section (syntax QEMU 10.0 retired).
     old_style: bool,
-    /// Text of the current section so far (sections only receive text
-    /// while current; the text is stored when the next one starts).
-    scratch: String,
+    scratch: Scratch,
+    /// The first description or tagged section without text (QEMU 10.0
+    /// requires text; the error names the one written first).
+    untexted: Option<(SectionKind, Info)>,
     /// The last `@NAME:` line split (by the address of its text: a line
     /// is looked at several times on its way through the builder).
     at_memo: Option<(usize, (&'t str, &'t str))>,
@@ -228,21 +278,21 @@ impl<'t, S: DocSource<'t>> Builder<'_, 't, S> {
     }
 
     fn append(&mut self, line: &str) {
-        self.scratch.push_str(line);
-        self.scratch.push('\n');
+        self.scratch.line(line);
     }
 
     /// Store the current section's text (without leading and trailing
     /// newlines) and make `next` current.
     fn switch(&mut self, next: Cur) {
-        if !self.scratch.is_empty() {
-            let b = self.scratch.as_bytes();
-            let start = b.iter().position(|&c| c != b'\n').unwrap_or(b.len());
-            let end = b.iter().rposition(|&c| c != b'\n').map_or(start, |e| e + 1);
-            // Cutting at newlines (ASCII) keeps character boundaries.
-            let text = self.scratch[start..end].to_string();
-            self.scratch.clear();
-            self.cur_section().text = text;
+        let has_text = self.scratch.text;
+        let text = self.scratch.take();
+        let first = self.untexted.is_none();
+        let s = self.cur_section();
+        if let Some(text) = text {
+            s.text = text;
+        }
+        if !has_text && s.kind != SectionKind::Plain && first {
+            self.untexted = Some((s.kind, s.info.clone()));
         }
         self.cur = next;
     }
@@ -260,15 +310,13 @@ impl<'t, S: DocSource<'t>> Builder<'_, 't, S> {
     /// a plain section.
     fn ensure_untagged(&mut self) {
         let info = self.r.line_info();
-        let empty = self.scratch.is_empty();
+        let empty = !self.scratch.any;
         let s = self.cur_section();
         if s.kind == SectionKind::Plain {
             if empty {
                 s.info = info;
             }
-            if !self.scratch.ends_with("\n\n") {
-                self.scratch.push('\n');
-            }
+            self.scratch.paragraph_break();
             return;
         }
         let s = self.section(SectionKind::Plain, None);
@@ -511,12 +559,15 @@ pub struct ParsedDoc {
 /// and including its closing `##`; `info` is the position of its opening
 /// `##`. `lenient` accepts the doc syntax of older QEMU
 /// (sections QEMU 10.0 retired, loose indentation, `@Symbol` without a
-/// colon) instead of raising QEMU 10.0's errors. `scratch` is a buffer
+/// colon) instead of raising QEMU 10.0's errors. Without `keep_text`,
+/// every section's text is left empty (the checks that need to know
+/// whether there is text are made all the same). `scratch` is a buffer
 /// reused between calls.
 pub fn parse_doc<'t, S: DocSource<'t>>(
     info: &Info,
     items: &mut S,
     lenient: bool,
+    keep_text: bool,
     scratch: &mut String,
 ) -> Result<ParsedDoc, QapiError> {
     let mut r = Reader {
@@ -550,10 +601,16 @@ pub fn parse_doc<'t, S: DocSource<'t>>(
         lenient,
         old_style: false,
         at_memo: None,
-        scratch: {
-            scratch.clear();
-            std::mem::take(scratch)
+        scratch: Scratch {
+            buf: {
+                scratch.clear();
+                std::mem::take(scratch)
+            },
+            keep: keep_text,
+            any: false,
+            text: false,
         },
+        untexted: None,
     };
     match first {
         Some(l) if l.starts_with('@') && lenient => {
@@ -582,24 +639,15 @@ pub fn parse_doc<'t, S: DocSource<'t>>(
         first => b.freeform(first)?,
     }
     b.switch(Cur::Body);
-    *scratch = std::mem::take(&mut b.scratch);
-    let old_style = b.old_style;
-    let doc = b.doc;
+    *scratch = std::mem::take(&mut b.scratch.buf);
     if !lenient {
         // Descriptions and tagged sections need text.
-        let all = doc
-            .args
-            .iter()
-            .chain(doc.features.iter())
-            .chain(doc.sections.iter());
-        if let Some(s) = all
-            .filter(|s| s.kind != SectionKind::Plain && s.text.is_empty())
-            .min_by_key(|s| s.info.line)
-        {
-            return Err(
-                QapiError::new(&s.info, format!("text required after '{}:'", s.kind)).doc_error(),
-            );
+        if let Some((kind, info)) = &b.untexted {
+            return Err(QapiError::new(info, format!("text required after '{kind}:'")).doc_error());
         }
     }
-    Ok(ParsedDoc { doc, old_style })
+    Ok(ParsedDoc {
+        doc: b.doc,
+        old_style: b.old_style,
+    })
 }

@@ -29,6 +29,18 @@ pub fn parse_schema(
     dialect: Dialect,
     provider: &dyn SourceProvider,
 ) -> Result<ParsedSchema> {
+    parse_schema_with(path, dialect, provider, true)
+}
+
+/// [`parse_schema`], keeping the text of doc comments only with
+/// `keep_doc_text` (without it, doc comments get every check all the
+/// same; their sections' texts are left empty).
+pub fn parse_schema_with(
+    path: &str,
+    dialect: Dialect,
+    provider: &dyn SourceProvider,
+    keep_doc_text: bool,
+) -> Result<ParsedSchema> {
     // Doc comments: QEMU 10.0's rules, except for schemas written for
     // older QEMU. The legacy dialect always reads them the older way; a
     // modern schema whose doc comments fail QEMU 10.0's rules is read again
@@ -37,13 +49,14 @@ pub fn parse_schema(
     // else QEMU 10.0's error stands.
     let lenient = dialect == Dialect::Legacy;
     let arena = TextArena::new();
-    let raw = match parser::parse_files(path, dialect, provider, lenient, &arena) {
+    let keep = keep_doc_text;
+    let raw = match parser::parse_files(path, dialect, provider, lenient, keep, &arena) {
         Ok(raw) => raw,
         Err(e) if lenient || e.hint.is_some() => return Err(e),
         Err(e) => {
             if e.doc_syntax {
                 let arena2 = TextArena::new();
-                if let Ok(raw) = parser::parse_files(path, dialect, provider, true, &arena2) {
+                if let Ok(raw) = parser::parse_files(path, dialect, provider, true, keep, &arena2) {
                     if raw.old_style_blocks >= OLD_STYLE_MIN_BLOCKS {
                         return check_all(path, dialect, raw);
                     }
@@ -52,7 +65,7 @@ pub fn parse_schema(
             // Say so when the legacy dialect reads what QEMU 10.0 rejects
             // (e.g. QEMU 1.x's optional commas, older doc comments).
             let arena3 = TextArena::new();
-            if parser::parse_files(path, Dialect::Legacy, provider, true, &arena3).is_ok() {
+            if parser::parse_files(path, Dialect::Legacy, provider, true, keep, &arena3).is_ok() {
                 let hint = if e.doc_syntax {
                     crate::error::LEGACY_DOC_HINT
                 } else {
@@ -83,10 +96,7 @@ fn check_all(path: &str, dialect: Dialect, raw: parser::RawSchema<'_>) -> Result
         pragma: &pragma,
         docs: &docs,
     };
-    let mut exprs = Vec::with_capacity(raw_exprs.len());
-    for e in raw_exprs {
-        exprs.push(ck.check_expr(e)?);
-    }
+    let exprs = ck.check_exprs(raw_exprs)?;
     Ok(ParsedSchema {
         fname: path.to_string(),
         dialect,
@@ -281,7 +291,52 @@ fn take<'t>(d: &mut [(Cow<'t, str>, Value<'t>)], key: &str) -> Option<Value<'t>>
         .map(|(_, v)| std::mem::replace(v, Value::Bool(false)))
 }
 
+/// Expressions checked together by one thread.
+const CHUNK: usize = 64;
+
 impl Checker<'_> {
+    /// Check every expression, in chunks shared by two threads (each
+    /// expression's checks depend on nothing else); the first error in the
+    /// expressions' order is the error, as when checking one after the
+    /// other.
+    fn check_exprs(&self, raw: Vec<RawExpr<'_>>) -> Result<Vec<TopExpr>> {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::sync::{Mutex, PoisonError};
+        type Slot<'t> = Mutex<(Vec<RawExpr<'t>>, Option<Result<Vec<TopExpr>>>)>;
+        let n = raw.len();
+        if n <= CHUNK {
+            return raw.into_iter().map(|e| self.check_expr(e)).collect();
+        }
+        let mut chunks: Vec<Slot<'_>> = Vec::with_capacity(n.div_ceil(CHUNK));
+        let mut raw = raw.into_iter();
+        loop {
+            let chunk: Vec<RawExpr<'_>> = raw.by_ref().take(CHUNK).collect();
+            if chunk.is_empty() {
+                break;
+            }
+            chunks.push(Mutex::new((chunk, None)));
+        }
+        let next = AtomicUsize::new(0);
+        let work = || loop {
+            let i = next.fetch_add(1, Ordering::Relaxed);
+            let Some(slot) = chunks.get(i) else { break };
+            let mut slot = slot.lock().unwrap_or_else(PoisonError::into_inner);
+            let input = std::mem::take(&mut slot.0);
+            slot.1 = Some(input.into_iter().map(|e| self.check_expr(e)).collect());
+        };
+        std::thread::scope(|s| {
+            // Without a second thread the first one checks every chunk.
+            let _ = std::thread::Builder::new().spawn_scoped(s, work);
+            work();
+        });
+        let mut exprs = Vec::with_capacity(n);
+        for slot in chunks {
+            let (_, checked) = slot.into_inner().unwrap_or_else(PoisonError::into_inner);
+            exprs.extend(checked.unwrap_or_else(|| Ok(Vec::new()))?);
+        }
+        Ok(exprs)
+    }
+
     fn legacy(&self) -> bool {
         self.dialect == Dialect::Legacy
     }

@@ -17,7 +17,7 @@ pub mod source;
 
 pub use ast::ParsedSchema;
 pub use error::QapiError;
-pub use expr::{parse_schema, parse_schema_file};
+pub use expr::{parse_schema, parse_schema_file, parse_schema_with};
 pub use source::{Dialect, DirProvider, FsProvider, Info, MemoryProvider, SourceProvider};
 pub mod diff;
 pub mod dump;
@@ -25,7 +25,7 @@ pub mod introspect;
 pub mod model;
 pub mod stats;
 
-pub use model::from_introspection::{load_any, load_introspection, SchemaSource};
+pub use model::from_introspection::{check_any, load_any, load_introspection, SchemaSource};
 pub use model::Schema;
 
 /// Read, parse and check the schema at `path` (and its includes) from the
@@ -41,5 +41,13 @@ pub fn load_from(
     provider: &dyn SourceProvider,
 ) -> Result<Schema, QapiError> {
     let parsed = parse_schema(path, dialect, provider)?;
+    Schema::from_parsed(parsed)
+}
+
+/// [`load`] for a schema that is only checked: every check is made, but
+/// the text of doc comments is not kept (the model's doc sections have
+/// empty texts).
+pub fn load_checking(path: &std::path::Path, dialect: Dialect) -> Result<Schema, QapiError> {
+    let parsed = parse_schema_with(&path.to_string_lossy(), dialect, &FsProvider, false)?;
     Schema::from_parsed(parsed)
 }

@@ -8,16 +8,17 @@
 use crate::ast::{Doc, Pragma};
 use crate::doc::{self, DocItem, DocSource};
 use crate::error::QapiError;
-use crate::source::{join_include, Dialect, Info, SourceFile, SourceProvider};
+use crate::source::{join_include, Dialect, Info, ReadError, SourceFile, SourceProvider};
 use std::borrow::Cow;
-use std::cell::RefCell;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+
+mod parallel;
 
 /// Keeps the text of every schema file alive while the values parsed from
 /// it borrow from it (strings without escapes are not copied).
 #[derive(Debug, Default)]
 pub struct TextArena {
-    texts: RefCell<Vec<String>>,
+    texts: Mutex<Vec<String>>,
 }
 
 impl TextArena {
@@ -28,7 +29,10 @@ impl TextArena {
     /// Store `text`; the result lives as long as the arena.
     pub fn alloc(&self, text: String) -> &str {
         let ptr: *const str = text.as_str();
-        self.texts.borrow_mut().push(text);
+        self.texts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(text);
         // SAFETY: the text's heap buffer is owned by the arena until the
         // arena is dropped; it is never reallocated (the String is never
         // mutated again; only the String header moves when the Vec grows)
@@ -694,20 +698,39 @@ struct Ctx<'p, 't> {
     /// Buffer for doc comment text, reused.
     doc_scratch: String,
     lenient_docs: bool,
+    keep_doc_text: bool,
     out: RawSchema<'t>,
 }
 
 /// Parse `fname` and everything it includes (expressions are not checked
 /// yet).
 ///
-/// File texts are kept in `arena`; the values borrow from them.
+/// File texts are kept in `arena`; the values borrow from them. Doc
+/// comments are checked as QEMU checks them; their text is kept only with
+/// `keep_doc_text`. With a
+/// provider that can be shared between threads, the files are parsed on
+/// two cores and put in order afterwards; whatever goes wrong there (an
+/// error in an included file, an inclusion loop) is found again by reading
+/// the files one after the other, which reports the error QEMU reports.
 pub fn parse_files<'t>(
     fname: &str,
     dialect: Dialect,
     provider: &dyn SourceProvider,
     lenient_docs: bool,
+    keep_doc_text: bool,
     arena: &'t TextArena,
 ) -> Result<RawSchema<'t>, QapiError> {
+    if let Some(shared) = provider.shared() {
+        let docs = parallel::Docs {
+            lenient: lenient_docs,
+            keep_text: keep_doc_text,
+        };
+        match parallel::parse_files(fname, dialect, shared, docs, arena) {
+            parallel::Outcome::Parsed(raw) => return Ok(raw),
+            parallel::Outcome::Error(e) => return Err(e),
+            parallel::Outcome::Retry => {}
+        }
+    }
     let mut ctx = Ctx {
         provider,
         arena,
@@ -717,6 +740,7 @@ pub fn parse_files<'t>(
         doc_scratch: String::with_capacity(4096),
         stacks: Stacks::default(),
         lenient_docs,
+        keep_doc_text,
         out: RawSchema::default(),
     };
     ctx.out.lenient_docs = lenient_docs;
@@ -755,148 +779,224 @@ fn with_final_newline(mut text: String) -> String {
     text
 }
 
+/// The file name an `include` expression names (checked by
+/// [`FileParser::step`] to be a string).
+fn include_name<'e>(e: &'e RawExpr<'_>) -> &'e str {
+    e.value.first().and_then(|(_, v)| v.as_str()).unwrap_or("")
+}
+
+/// Reads one file's expressions and doc comments, stopping at each
+/// `include` directive so that the caller decides what to do with it.
+struct FileParser<'t> {
+    lx: Lexer<'t>,
+    started: bool,
+    cur_doc: Option<usize>,
+    lenient_docs: bool,
+    keep_doc_text: bool,
+    dialect: Dialect,
+}
+
+impl<'t> FileParser<'t> {
+    fn new(
+        file: Arc<SourceFile>,
+        text: &'t str,
+        dialect: Dialect,
+        (lenient_docs, keep_doc_text): (bool, bool),
+        stacks: Stacks<'t>,
+    ) -> FileParser<'t> {
+        FileParser {
+            lx: Lexer {
+                src: text.as_bytes(),
+                text,
+                cursor: 0,
+                pos: 0,
+                line: 1,
+                line_pos: 0,
+                tok: Tok::Eof,
+                stacks,
+                val: Cow::Borrowed(""),
+                com: (0, 0),
+                file,
+                optional_commas: dialect == Dialect::Legacy,
+            },
+            started: false,
+            cur_doc: None,
+            lenient_docs,
+            keep_doc_text,
+            dialect,
+        }
+    }
+
+    /// Read up to and including the next `include` directive, whose index
+    /// in `out.exprs` is returned (its `include` is left for the caller to
+    /// fill in), or to the end of the file (`None`).
+    fn step(
+        &mut self,
+        out: &mut RawSchema<'t>,
+        doc_scratch: &mut String,
+    ) -> Result<Option<usize>, QapiError> {
+        let lx = &mut self.lx;
+        if !self.started {
+            self.started = true;
+            // Room for the file's expressions and doc comments (QEMU's
+            // schemas have one of each per 700 bytes or so), so that the
+            // lists do not grow one doubling at a time.
+            let room = lx.text.len() / 512;
+            out.exprs.reserve(room);
+            out.docs.reserve(room);
+            lx.accept(true)?;
+        }
+        let lenient = self.lenient_docs;
+        while lx.tok != Tok::Eof {
+            let info = lx.info();
+            if lx.tok == Tok::Comment {
+                reject_expr_doc(&out.docs, self.cur_doc, lenient)?;
+                if lx.comment() != "##" && !lenient {
+                    return Err(lx
+                        .err("junk after '##' at start of documentation comment")
+                        .doc_error());
+                }
+                let d = doc::parse_doc(&info, lx, lenient, self.keep_doc_text, doc_scratch)?;
+                // Lenient docs may end at a token that is not a comment.
+                let unterminated = lx.tok != Tok::Comment;
+                out.old_style_docs |= d.old_style;
+                out.old_style_blocks += usize::from(d.old_style);
+                out.docs.push(d.doc);
+                self.cur_doc = Some(out.docs.len() - 1);
+                if !unterminated {
+                    lx.accept(true)?;
+                }
+                continue;
+            }
+            let expr = lx.get_expr()?;
+            let Value::Dict(expr) = expr else {
+                return Err(QapiError::new(
+                    &info,
+                    "top-level expression must be an object",
+                ));
+            };
+            if let Some(inc) = get(&expr, "include") {
+                reject_expr_doc(&out.docs, self.cur_doc, lenient)?;
+                if expr.len() != 1 {
+                    return Err(QapiError::new(&info, "invalid 'include' directive"));
+                }
+                if !matches!(inc, Value::Str(_)) {
+                    return Err(QapiError::new(&info, "value of 'include' must be a string"));
+                }
+                out.exprs.push(RawExpr {
+                    info,
+                    value: expr,
+                    doc: None,
+                    include: None,
+                });
+                self.cur_doc = None;
+                return Ok(Some(out.exprs.len() - 1));
+            } else if let Some(pragma) = get(&expr, "pragma") {
+                reject_expr_doc(&out.docs, self.cur_doc, lenient)?;
+                if expr.len() != 1 {
+                    return Err(QapiError::new(&info, "invalid 'pragma' directive"));
+                }
+                let Value::Dict(pairs) = pragma else {
+                    return Err(QapiError::new(&info, "value of 'pragma' must be an object"));
+                };
+                for (name, value) in pairs {
+                    apply_pragma(out, self.dialect, name, value, &info)?;
+                }
+                out.exprs.push(RawExpr {
+                    info,
+                    value: expr,
+                    doc: None,
+                    include: None,
+                });
+            } else {
+                if let Some(d) = self.cur_doc.and_then(|i| out.docs.get(i)) {
+                    if d.symbol.is_none() && lenient {
+                        self.cur_doc = None;
+                    } else if d.symbol.is_none() {
+                        return Err(QapiError::new(&d.info, "definition documentation required")
+                            .doc_error());
+                    }
+                }
+                out.exprs.push(RawExpr {
+                    info,
+                    value: expr,
+                    doc: self.cur_doc,
+                    include: None,
+                });
+            }
+            self.cur_doc = None;
+        }
+        Ok(None)
+    }
+
+    /// The end of the file: a doc comment left over is an error. Gives
+    /// the parser's stacks back for the next file.
+    fn finish(self, out: &RawSchema<'t>) -> Result<Stacks<'t>, QapiError> {
+        reject_expr_doc(&out.docs, self.cur_doc, self.lenient_docs)?;
+        Ok(self.lx.stacks)
+    }
+}
+
 fn parse_file<'t>(
     ctx: &mut Ctx<'_, 't>,
     file: Arc<SourceFile>,
     text: &'t str,
     depth: usize,
 ) -> Result<(), QapiError> {
-    let mut lx = Lexer {
-        src: text.as_bytes(),
+    let mut fp = FileParser::new(
+        file.clone(),
         text,
-        cursor: 0,
-        pos: 0,
-        line: 1,
-        line_pos: 0,
-        tok: Tok::Eof,
-        stacks: std::mem::take(&mut ctx.stacks),
-        val: Cow::Borrowed(""),
-        com: (0, 0),
-        file: file.clone(),
-        optional_commas: ctx.dialect == Dialect::Legacy,
-    };
-    // Room for the file's expressions and doc comments (QEMU's schemas
-    // have one of each per 700 bytes or so), so that the lists do not grow
-    // one doubling at a time.
-    let room = text.len() / 512;
-    ctx.out.exprs.reserve(room);
-    ctx.out.docs.reserve(room);
-    let mut cur_doc: Option<usize> = None;
-    lx.accept(true)?;
-    while lx.tok != Tok::Eof {
-        let info = lx.info();
-        if lx.tok == Tok::Comment {
-            reject_expr_doc(&ctx.out.docs, cur_doc, ctx.lenient_docs)?;
-            if lx.comment() != "##" && !ctx.lenient_docs {
-                return Err(lx
-                    .err("junk after '##' at start of documentation comment")
-                    .doc_error());
-            }
-            let d = doc::parse_doc(&info, &mut lx, ctx.lenient_docs, &mut ctx.doc_scratch)?;
-            // Lenient docs may end at a token that is not a comment.
-            let unterminated = lx.tok != Tok::Comment;
-            ctx.out.old_style_docs |= d.old_style;
-            ctx.out.old_style_blocks += usize::from(d.old_style);
-            ctx.out.docs.push(d.doc);
-            cur_doc = Some(ctx.out.docs.len() - 1);
-            if !unterminated {
-                lx.accept(true)?;
-            }
-            continue;
+        ctx.dialect,
+        (ctx.lenient_docs, ctx.keep_doc_text),
+        std::mem::take(&mut ctx.stacks),
+    );
+    while let Some(i) = fp.step(&mut ctx.out, &mut ctx.doc_scratch)? {
+        let info = ctx.out.exprs[i].info.clone();
+        let incl_fname = join_include(&file.name, include_name(&ctx.out.exprs[i]));
+        let canon = ctx.provider.canonical(&incl_fname);
+        // An inclusion loop: the file is one of those including us.
+        if ctx.chain.contains(&canon) {
+            let name = include_name(&ctx.out.exprs[i]);
+            return Err(QapiError::new(&info, format!("inclusion loop for {name}")));
         }
-        let expr = lx.get_expr()?;
-        let Value::Dict(expr) = expr else {
-            return Err(QapiError::new(
-                &info,
-                "top-level expression must be an object",
-            ));
-        };
-        if let Some(inc) = get(&expr, "include") {
-            reject_expr_doc(&ctx.out.docs, cur_doc, ctx.lenient_docs)?;
-            if expr.len() != 1 {
-                return Err(QapiError::new(&info, "invalid 'include' directive"));
-            }
-            let Value::Str(name) = inc else {
-                return Err(QapiError::new(&info, "value of 'include' must be a string"));
-            };
-            let incl_fname = join_include(&file.name, name);
-            let canon = ctx.provider.canonical(&incl_fname);
-            // An inclusion loop: the file is one of those including us.
-            if ctx.chain.contains(&canon) {
-                return Err(QapiError::new(&info, format!("inclusion loop for {name}")));
-            }
-            let repeated = ctx.included.contains(&canon);
-            ctx.out.exprs.push(RawExpr {
-                info: info.clone(),
-                value: expr.clone(),
-                doc: None,
-                include: Some((incl_fname.clone(), repeated)),
-            });
-            if !repeated {
-                if depth >= MAX_INCLUDE_DEPTH {
-                    return Err(QapiError::new(
-                        &info,
-                        format!(
-                            "includes nested too deeply (more than {MAX_INCLUDE_DEPTH} levels)"
-                        ),
-                    ));
-                }
-                ctx.included.push(canon.clone());
-                let sub = ctx.provider.read(&incl_fname).map_err(|e| {
-                    QapiError::new(
-                        &info,
-                        format!("can't read include file '{incl_fname}': {e}"),
-                    )
-                })?;
-                let sub = ctx.arena.alloc(with_final_newline(sub));
-                let subfile =
-                    Arc::new(SourceFile::new(incl_fname.clone(), Some(info.clone()), sub));
-                ctx.chain.push(canon);
-                parse_file(ctx, subfile, sub, depth + 1)?;
-                ctx.chain.pop();
-            }
-        } else if let Some(pragma) = get(&expr, "pragma") {
-            reject_expr_doc(&ctx.out.docs, cur_doc, ctx.lenient_docs)?;
-            if expr.len() != 1 {
-                return Err(QapiError::new(&info, "invalid 'pragma' directive"));
-            }
-            let Value::Dict(pairs) = pragma else {
-                return Err(QapiError::new(&info, "value of 'pragma' must be an object"));
-            };
-            for (name, value) in pairs {
-                apply_pragma(ctx, name, value, &info)?;
-            }
-            ctx.out.exprs.push(RawExpr {
-                info,
-                value: expr,
-                doc: None,
-                include: None,
-            });
-        } else {
-            if let Some(d) = cur_doc.and_then(|i| ctx.out.docs.get(i)) {
-                if d.symbol.is_none() && ctx.lenient_docs {
-                    cur_doc = None;
-                } else if d.symbol.is_none() {
-                    return Err(
-                        QapiError::new(&d.info, "definition documentation required").doc_error()
-                    );
-                }
-            }
-            ctx.out.exprs.push(RawExpr {
-                info,
-                value: expr,
-                doc: cur_doc,
-                include: None,
-            });
+        let repeated = ctx.included.contains(&canon);
+        ctx.out.exprs[i].include = Some((incl_fname.clone(), repeated));
+        if !repeated {
+            check_include_depth(depth, &info)?;
+            ctx.included.push(canon.clone());
+            let sub = ctx
+                .provider
+                .read(&incl_fname)
+                .map_err(|e| include_read_error(&info, &incl_fname, &e))?;
+            let sub = ctx.arena.alloc(with_final_newline(sub));
+            let subfile = Arc::new(SourceFile::new(incl_fname, Some(info), sub));
+            ctx.chain.push(canon);
+            parse_file(ctx, subfile, sub, depth + 1)?;
+            ctx.chain.pop();
         }
-        cur_doc = None;
     }
-    ctx.stacks = std::mem::take(&mut lx.stacks);
-    reject_expr_doc(&ctx.out.docs, cur_doc, ctx.lenient_docs)
+    ctx.stacks = fp.finish(&ctx.out)?;
+    Ok(())
+}
+
+fn check_include_depth(depth: usize, info: &Info) -> Result<(), QapiError> {
+    if depth >= MAX_INCLUDE_DEPTH {
+        return Err(QapiError::new(
+            info,
+            format!("includes nested too deeply (more than {MAX_INCLUDE_DEPTH} levels)"),
+        ));
+    }
+    Ok(())
+}
+
+#[cold]
+fn include_read_error(info: &Info, fname: &str, e: &ReadError) -> QapiError {
+    QapiError::new(info, format!("can't read include file '{fname}': {e}"))
 }
 
 fn apply_pragma(
-    ctx: &mut Ctx<'_, '_>,
+    out: &mut RawSchema<'_>,
+    dialect: Dialect,
     name: &str,
     value: &Value<'_>,
     info: &Info,
@@ -911,7 +1011,7 @@ fn apply_pragma(
             .map(|i| i.as_str().map(str::to_string).ok_or_else(bad))
             .collect()
     };
-    let p = &mut ctx.out.pragma;
+    let p = &mut out.pragma;
     match name {
         "doc-required" => match value {
             Value::Bool(b) => p.doc_required = *b,
@@ -926,15 +1026,15 @@ fn apply_pragma(
         "command-returns-exceptions" => p.command_returns_exceptions = list(value)?,
         "documentation-exceptions" => p.documentation_exceptions = list(value)?,
         "member-name-exceptions" => p.member_name_exceptions = list(value)?,
-        "returns-whitelist" | "name-case-whitelist" if ctx.dialect == Dialect::Legacy => {
+        "returns-whitelist" | "name-case-whitelist" if dialect == Dialect::Legacy => {
             let l = list(value)?;
             if name == "returns-whitelist" {
                 p.command_returns_exceptions.extend(l.iter().cloned());
-                ctx.out.legacy_returns_whitelist = l;
+                out.legacy_returns_whitelist = l;
             } else {
                 p.member_name_exceptions.extend(l.iter().cloned());
                 p.command_name_exceptions.extend(l.iter().cloned());
-                ctx.out.legacy_name_case_whitelist = l;
+                out.legacy_name_case_whitelist = l;
             }
         }
         "returns-whitelist" | "name-case-whitelist" => {

@@ -62,8 +62,9 @@ pub struct SourceFile {
     /// The file name as QEMU prints it (the path as given / as joined with
     /// the including file's directory).
     pub name: String,
-    /// The include directive that opened this file, if any.
-    pub included_from: Option<Info>,
+    /// The include directive that opened this file, if any (set once: a
+    /// file parsed on its own learns it when the files are put in order).
+    included_from: std::sync::OnceLock<Info>,
     /// Address and length of the file's text while it is parsed: a name
     /// the parser borrowed from it is found by its address
     /// ([`Info::at_text`]), which costs the parser nothing.
@@ -72,17 +73,32 @@ pub struct SourceFile {
 
 impl SourceFile {
     pub fn new(name: String, included_from: Option<Info>, text: &str) -> SourceFile {
-        SourceFile {
+        let f = SourceFile {
             name,
-            included_from,
+            included_from: std::sync::OnceLock::new(),
             text_at: (text.as_ptr() as usize, text.len()),
+        };
+        if let Some(i) = included_from {
+            f.set_included_from(i);
         }
+        f
+    }
+
+    /// The include directive that opened this file, if any.
+    pub fn included_from(&self) -> Option<&Info> {
+        self.included_from.get()
+    }
+
+    /// Record the include directive that opened this file (the first one
+    /// recorded stands).
+    pub(crate) fn set_included_from(&self, info: Info) {
+        let _ = self.included_from.set(info);
     }
 }
 
 impl PartialEq for SourceFile {
     fn eq(&self, other: &SourceFile) -> bool {
-        self.name == other.name && self.included_from == other.included_from
+        self.name == other.name && self.included_from() == other.included_from()
     }
 }
 
@@ -148,10 +164,10 @@ impl Info {
     /// prints them.
     pub fn include_path(&self) -> String {
         let mut chain = Vec::new();
-        let mut parent = self.file.included_from.as_ref();
+        let mut parent = self.file.included_from();
         while let Some(p) = parent {
             chain.push(p);
-            parent = p.file.included_from.as_ref();
+            parent = p.file.included_from();
         }
         let mut out = String::new();
         for p in chain.iter().rev() {
@@ -223,6 +239,12 @@ pub trait SourceProvider {
     /// A canonical name for `path`, used to detect repeated includes and
     /// inclusion loops (QEMU compares `os.path.abspath` names).
     fn canonical(&self, path: &str) -> String;
+
+    /// The same provider, when it may be used from several threads at once
+    /// (a schema's files are then read and parsed on two cores).
+    fn shared(&self) -> Option<&(dyn SourceProvider + Sync)> {
+        None
+    }
 }
 
 /// Reads schema files from the file system, relative to the current
@@ -231,6 +253,10 @@ pub trait SourceProvider {
 pub struct FsProvider;
 
 impl SourceProvider for FsProvider {
+    fn shared(&self) -> Option<&(dyn SourceProvider + Sync)> {
+        Some(self)
+    }
+
     fn read(&self, path: &str) -> Result<String, ReadError> {
         use std::io::Read;
         let file = std::fs::File::open(path)?;
@@ -306,6 +332,10 @@ impl DirProvider {
 }
 
 impl SourceProvider for DirProvider {
+    fn shared(&self) -> Option<&(dyn SourceProvider + Sync)> {
+        Some(self)
+    }
+
     fn read(&self, path: &str) -> Result<String, ReadError> {
         FsProvider.read(&self.resolve(path))
     }
@@ -344,6 +374,10 @@ impl MemoryProvider {
 }
 
 impl SourceProvider for MemoryProvider {
+    fn shared(&self) -> Option<&(dyn SourceProvider + Sync)> {
+        Some(self)
+    }
+
     fn read(&self, path: &str) -> Result<String, ReadError> {
         match self.files.get(&normalize(path)) {
             Some(t) if t.len() as u64 > MAX_FILE_SIZE => Err(too_large()),

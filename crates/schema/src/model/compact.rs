@@ -45,7 +45,7 @@ impl Schema {
         w.usize(files.len());
         for f in &files {
             w.str(&f.name);
-            let inc = f.included_from.as_ref().map(|i| w.info_ref(i));
+            let inc = f.included_from().map(|i| w.info_ref(i));
             w.opt_info_ref(inc);
         }
         let tables = std::mem::take(&mut w.buf);
@@ -105,11 +105,9 @@ impl Schema {
         for _ in 0..n {
             let name = r.string()?;
             let included_from = r.opt_info(&tables)?;
-            tables.files.push(Arc::new(SourceFile {
-                name,
-                included_from,
-                text_at: (0, 0),
-            }));
+            tables
+                .files
+                .push(Arc::new(SourceFile::new(name, included_from, "")));
         }
         let s = r.schema(&tables)?;
         if r.at != bytes.len() {
@@ -224,7 +222,7 @@ impl Writer {
             return i;
         }
         // The including file first: a file's table entry only refers back.
-        if let Some(inc) = &f.included_from {
+        if let Some(inc) = f.included_from() {
             self.info_ref(inc);
         }
         let i = self.files.len();

@@ -879,6 +879,23 @@ pub fn load_any(
     path: &std::path::Path,
     dialect: Option<Dialect>,
 ) -> Result<(Schema, SchemaSource), QapiError> {
+    load_any_with(path, dialect, crate::load)
+}
+
+/// [`load_any`] for a schema that is only checked: source is read with
+/// [`crate::load_checking`] (doc comment text is not kept).
+pub fn check_any(
+    path: &std::path::Path,
+    dialect: Option<Dialect>,
+) -> Result<(Schema, SchemaSource), QapiError> {
+    load_any_with(path, dialect, crate::load_checking)
+}
+
+fn load_any_with(
+    path: &std::path::Path,
+    dialect: Option<Dialect>,
+    load: fn(&std::path::Path, Dialect) -> Result<Schema, QapiError>,
+) -> Result<(Schema, SchemaSource), QapiError> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| err(format!("can't read '{}': {e}", path.display())))?;
     if let Some(v) = looks_like_introspection(&text) {
@@ -893,10 +910,10 @@ pub fn load_any(
         Dialect::Modern => None,
     });
     match dialect {
-        Some(d) => crate::load(path, d).map(|s| (s, SchemaSource::Source(d))),
-        None => match crate::load(path, Dialect::Modern) {
+        Some(d) => load(path, d).map(|s| (s, SchemaSource::Source(d))),
+        None => match load(path, Dialect::Modern) {
             Ok(s) => Ok((s, SchemaSource::Source(Dialect::Modern))),
-            Err(modern) => match crate::load(path, Dialect::Legacy) {
+            Err(modern) => match load(path, Dialect::Legacy) {
                 Ok(s) => Ok((s, SchemaSource::Source(Dialect::Legacy))),
                 Err(_) => Err(modern),
             },
