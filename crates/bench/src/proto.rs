@@ -75,25 +75,39 @@ impl Target {
 
     /// Start qemu-storage-daemon on a socket in a temporary directory.
     pub fn qsd() -> Result<Target, String> {
+        Target::qsd_with(&[])
+    }
+
+    /// [`Target::qsd`] with more monitors, each on `NAME.sock` next to the first socket.
+    pub fn qsd_with(more: &[&str]) -> Result<Target, String> {
         let dir = std::env::temp_dir().join(format!("qmpkit-bench-{}", std::process::id()));
         std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         let socket = dir.join("qsd.sock");
-        let _ = std::fs::remove_file(&socket);
-        let child = Command::new("qemu-storage-daemon")
-            .arg("--chardev")
-            .arg(format!(
-                "socket,path={},server=on,wait=off,id=m",
-                socket.display()
-            ))
-            .args(["--monitor", "chardev=m"])
+        let mut c = Command::new("qemu-storage-daemon");
+        for (i, name) in std::iter::once("qsd")
+            .chain(more.iter().copied())
+            .enumerate()
+        {
+            let path = dir.join(format!("{name}.sock"));
+            let _ = std::fs::remove_file(&path);
+            c.arg("--chardev")
+                .arg(format!(
+                    "socket,path={},server=on,wait=off,id=m{i}",
+                    path.display()
+                ))
+                .args(["--monitor", &format!("chardev=m{i}")]);
+        }
+        let child = c
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .map_err(|e| format!("qemu-storage-daemon: {e}"))?;
         let pid = child.id();
-        let guard = ChildGuard(child, dir);
-        wait_listening(&socket)?;
+        let guard = ChildGuard(child, dir.clone());
+        for name in std::iter::once("qsd").chain(more.iter().copied()) {
+            wait_listening(&dir.join(format!("{name}.sock")))?;
+        }
         let version = Command::new("qemu-storage-daemon")
             .arg("--version")
             .output()

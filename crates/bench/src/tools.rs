@@ -1,6 +1,7 @@
 //! The QMP tools' costs: what `qmpkit proxy` adds to a round trip and keeps of pipelined
 //! throughput (against the trivial responder of the client section and against
-//! qemu-storage-daemon, each directly and through the proxy, in the same run), and how long
+//! qemu-storage-daemon, each directly and through the proxy at the same time, in alternating
+//! blocks over several rounds: medians and spread), and how long
 //! `qmpkit shell` takes from exec to its prompt and to a loaded schema against QEMU 10.0's
 //! monitors (qemu-storage-daemon, qemu-system-x86_64) when they are installed. Needs the `qmpkit` binary next to this one
 //! (`cargo build --release -p qmpkit`); the section is skipped without it.
@@ -14,8 +15,6 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-const MEASURE: Duration = Duration::from_millis(1500);
 
 struct Kill(Child);
 
@@ -31,36 +30,47 @@ fn qmpkit() -> Option<PathBuf> {
     p.exists().then_some(p)
 }
 
-/// Round-trip latencies (µs, sorted) of sequential requests on a raw blocking socket.
-fn latencies(socket: &Path, d: Duration) -> Result<Vec<f64>, String> {
-    let s = UnixStream::connect(socket).map_err(|e| e.to_string())?;
-    let mut w = s.try_clone().map_err(|e| e.to_string())?;
-    let mut r = BufReader::new(s);
-    let mut line = String::new();
-    r.read_line(&mut line).map_err(|e| e.to_string())?;
-    let mut rt = |req: &[u8], line: &mut String| -> Result<(), String> {
-        w.write_all(req).map_err(|e| e.to_string())?;
-        line.clear();
-        match r.read_line(line) {
+/// A negotiated raw blocking connection for sequential round trips.
+struct Raw {
+    w: UnixStream,
+    r: BufReader<UnixStream>,
+    line: String,
+}
+
+impl Raw {
+    fn connect(socket: &Path) -> Result<Raw, String> {
+        let s = UnixStream::connect(socket).map_err(|e| format!("{}: {e}", socket.display()))?;
+        let w = s.try_clone().map_err(|e| e.to_string())?;
+        let mut c = Raw {
+            w,
+            r: BufReader::new(s),
+            line: String::new(),
+        };
+        c.r.read_line(&mut c.line).map_err(|e| e.to_string())?;
+        c.rt(b"{\"execute\": \"qmp_capabilities\"}\n")?;
+        Ok(c)
+    }
+
+    fn rt(&mut self, req: &[u8]) -> Result<(), String> {
+        self.w.write_all(req).map_err(|e| e.to_string())?;
+        self.line.clear();
+        match self.r.read_line(&mut self.line) {
             Ok(0) => Err("hung up".into()),
             Ok(_) => Ok(()),
             Err(e) => Err(e.to_string()),
         }
-    };
-    rt(b"{\"execute\": \"qmp_capabilities\"}\n", &mut line)?;
-    let req = b"{\"execute\": \"query-version\", \"id\": 1}\n";
-    for _ in 0..500 {
-        rt(req, &mut line)?;
     }
-    let mut lat = Vec::new();
-    let start = Instant::now();
-    while start.elapsed() < d {
-        let t = Instant::now();
-        rt(req, &mut line)?;
-        lat.push(t.elapsed().as_secs_f64() * 1e6);
+
+    /// `n` timed round trips of `query-version`, their latencies (µs) appended to `out`.
+    fn timed(&mut self, n: usize, out: &mut Vec<f64>) -> Result<(), String> {
+        let req = b"{\"execute\": \"query-version\", \"id\": 1}\n";
+        for _ in 0..n {
+            let t = Instant::now();
+            self.rt(req)?;
+            out.push(t.elapsed().as_secs_f64() * 1e6);
+        }
+        Ok(())
     }
-    lat.sort_by(|a, b| a.total_cmp(b));
-    Ok(lat)
 }
 
 fn pct(v: &[f64], p: f64) -> f64 {
@@ -70,43 +80,64 @@ fn pct(v: &[f64], p: f64) -> f64 {
     v[((v.len() - 1) as f64 * p).round() as usize]
 }
 
-/// Round trips and pipelined throughput to `upstream` directly, then through a proxy started in
-/// front of it (after: QEMU's monitor serves one client at a time); `key` prefixes the figures.
-fn proxy_figures(bin: &Path, upstream: &Path, name: &str, key: &str) -> Result<Value, String> {
-    let dir = upstream.parent().ok_or("no dir")?.to_path_buf();
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    pct(&v, 0.5)
+}
+
+fn spread(v: &[f64]) -> (f64, f64) {
+    let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    (lo, hi)
+}
+
+/// Rounds of the proxy comparison: each gives one added latency and one throughput ratio.
+const ROUNDS: usize = 9;
+
+/// Within a round's latency part: blocks of this many round trips, alternating between the
+/// direct connection and the proxied one (which goes first alternates too) ...
+const BLOCK: usize = 100;
+/// ... this many blocks per path.
+const BLOCKS: usize = 10;
+
+/// Within a round's throughput part: each path pipelines for this long, in turn.
+const BURST: Duration = Duration::from_millis(150);
+
+/// One pipelined burst through the proxy whose `/proc` directory is `proc`: requests per
+/// second, the proxy's CPU time meanwhile (ns), the number of requests.
+async fn burst_with_cpu(
+    c: &qmpkit_client::Client,
+    proc: &Path,
+) -> Result<(f64, Option<u64>, f64), String> {
+    let c0 = cpu_ns(proc);
+    let t0 = Instant::now();
+    let r = pipelined(c, 16, BURST).await?;
+    let n = r * t0.elapsed().as_secs_f64();
+    Ok((r, c0.zip(cpu_ns(proc)).map(|(a, b)| b - a), n))
+}
+
+/// What the proxy adds, in front of `name`: the proxy is connected to `for_proxy` (QEMU's
+/// monitor serves one client at a time, so a second monitor of the same process, or the same
+/// socket for a server that takes many clients) while the direct client uses `direct`. Both
+/// connections stay open and are used in turn, in short alternating blocks, so that both paths
+/// see the same machine: on a busy machine a burst of load then moves both alike. Each of
+/// [`ROUNDS`] rounds gives a difference of p50 round trips and a ratio of pipelined
+/// throughput; the verdicts are on their medians, and their spread is reported; `key` prefixes
+/// the figures.
+fn proxy_figures(
+    bin: &Path,
+    direct: &Path,
+    for_proxy: &Path,
+    name: &str,
+    key: &str,
+) -> Result<Value, String> {
+    let dir = direct.parent().ok_or("no dir")?.to_path_buf();
     let psock = dir.join("proxy.sock");
     let _ = std::fs::remove_file(&psock);
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| e.to_string())?;
-    let pipelined_on = |sock: &Path, cpu_of: Option<u32>| {
-        rt.block_on(async {
-            let c = ConnectOptions::default()
-                .connect_unix(sock)
-                .await
-                .map_err(|e| e.to_string())?;
-            let dir = cpu_of.map(|pid| PathBuf::from(format!("/proc/{pid}")));
-            let cpu0 = dir.as_deref().and_then(cpu_ns);
-            let t0 = Instant::now();
-            let rate = pipelined(&c, 16, MEASURE).await?;
-            let n = rate * t0.elapsed().as_secs_f64();
-            let cpu = match (cpu0, dir.as_deref().and_then(cpu_ns)) {
-                (Some(a), Some(b)) => Some((b - a) as f64 / 1e3 / n),
-                _ => None,
-            };
-            c.shutdown().await;
-            Ok::<(f64, Option<f64>), String>((rate, cpu))
-        })
-    };
-    let direct = latencies(upstream, MEASURE)?;
-    let (pd, _) = pipelined_on(upstream, None)?;
-    // Let QEMU see the last client go before the proxy connects.
-    std::thread::sleep(Duration::from_millis(100));
     let proxy = Kill(
         Command::new(bin)
             .args(["proxy", "--upstream"])
-            .arg(upstream)
+            .arg(for_proxy)
             .arg("--listen")
             .arg(&psock)
             .stdin(Stdio::null())
@@ -114,56 +145,140 @@ fn proxy_figures(bin: &Path, upstream: &Path, name: &str, key: &str) -> Result<V
             .spawn()
             .map_err(|e| e.to_string())?,
     );
-    wait_listening(&psock)?;
-    let via = latencies(&psock, MEASURE)?;
-    let (pp, proxy_cpu) = pipelined_on(&psock, Some(proxy.0.id()))?;
+    // The proxy's path appears once it listens (bound under another name, then renamed:
+    // /proc/net/unix shows the first).
+    let t = Instant::now();
+    while !psock.exists() {
+        if t.elapsed() > Duration::from_secs(10) {
+            return Err(format!("the proxy did not listen on {}", psock.display()));
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let proxy_dir = PathBuf::from(format!("/proc/{}", proxy.0.id()));
+
+    // Round trips.
+    let mut d = Raw::connect(direct)?;
+    let mut v = Raw::connect(&psock)?;
+    let mut warm = Vec::new();
+    d.timed(500, &mut warm)?;
+    v.timed(500, &mut warm)?;
+    let mut lat: Vec<(Vec<f64>, Vec<f64>)> = Vec::new();
+    for round in 0..ROUNDS {
+        let (mut ld, mut lv) = (Vec::new(), Vec::new());
+        for b in 0..BLOCKS {
+            if (round + b) % 2 == 0 {
+                d.timed(BLOCK, &mut ld)?;
+                v.timed(BLOCK, &mut lv)?;
+            } else {
+                v.timed(BLOCK, &mut lv)?;
+                d.timed(BLOCK, &mut ld)?;
+            }
+        }
+        ld.sort_by(|a, b| a.total_cmp(b));
+        lv.sort_by(|a, b| a.total_cmp(b));
+        lat.push((ld, lv));
+    }
+    drop((d, v));
+
+    // Pipelined throughput, and the proxy's CPU per request while it pipelines.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let (rates, cpu) = rt.block_on(async {
+        let cd = ConnectOptions::default()
+            .connect_unix(direct)
+            .await
+            .map_err(|e| e.to_string())?;
+        let cv = ConnectOptions::default()
+            .connect_unix(&psock)
+            .await
+            .map_err(|e| e.to_string())?;
+        pipelined(&cd, 16, BURST).await?;
+        pipelined(&cv, 16, BURST).await?;
+        let (mut cpu_ns_total, mut proxied) = (0u64, 0f64);
+        let mut rates = Vec::new();
+        for round in 0..ROUNDS {
+            let (rd, (rv, c, n)) = if round % 2 == 0 {
+                let rd = pipelined(&cd, 16, BURST).await?;
+                (rd, burst_with_cpu(&cv, &proxy_dir).await?)
+            } else {
+                let x = burst_with_cpu(&cv, &proxy_dir).await?;
+                (pipelined(&cd, 16, BURST).await?, x)
+            };
+            if let Some(c) = c {
+                cpu_ns_total += c;
+                proxied += n;
+            }
+            rates.push((rd, rv));
+        }
+        cd.shutdown().await;
+        cv.shutdown().await;
+        let cpu = (proxied > 0.0).then(|| cpu_ns_total as f64 / 1e3 / proxied);
+        Ok::<_, String>((rates, cpu))
+    })?;
     drop(proxy);
-    let added = pct(&via, 0.5) - pct(&direct, 0.5);
+    let _ = std::fs::remove_file(&psock);
+
+    let added: Vec<f64> = lat.iter().map(|(d, v)| pct(v, 0.5) - pct(d, 0.5)).collect();
+    let kept: Vec<f64> = rates.iter().map(|(d, v)| v / d).collect();
+    let col = |f: &dyn Fn(&(Vec<f64>, Vec<f64>)) -> f64| median(lat.iter().map(f).collect());
+    let (dp50, vp50) = (col(&|r| pct(&r.0, 0.5)), col(&|r| pct(&r.1, 0.5)));
+    let (dp99, vp99) = (col(&|r| pct(&r.0, 0.99)), col(&|r| pct(&r.1, 0.99)));
+    let pd = median(rates.iter().map(|r| r.0).collect());
+    let pp = median(rates.iter().map(|r| r.1).collect());
+    let (added_med, kept_med) = (median(added.clone()), median(kept.clone()));
+    let (added_lo, added_hi) = spread(&added);
+    let (kept_lo, kept_hi) = spread(&kept);
     println!();
-    println!("qmpkit proxy in front of {name} (unix sockets, query-version)");
+    println!(
+        "qmpkit proxy in front of {name} (unix sockets, query-version; {ROUNDS} rounds, each of {BLOCKS}x{BLOCK} round trips per path in alternating blocks and {} ms of pipelining per path; medians of the rounds)",
+        BURST.as_millis()
+    );
     println!(
         "{:<28} {:>10} {:>10} {:>14}",
         "path", "p50 µs", "p99 µs", "pipelined16/s"
     );
+    println!("{:<28} {dp50:>10.1} {dp99:>10.1} {pd:>14.0}", "direct");
     println!(
-        "{:<28} {:>10.1} {:>10.1} {:>14.0}",
-        "direct",
-        pct(&direct, 0.5),
-        pct(&direct, 0.99),
-        pd
+        "{:<28} {vp50:>10.1} {vp99:>10.1} {pp:>14.0}",
+        "through qmpkit proxy"
+    );
+    let list = |v: &[f64], f: &dyn Fn(f64) -> String| {
+        v.iter().map(|x| f(*x)).collect::<Vec<_>>().join(" ")
+    };
+    println!(
+        "rounds: added p50 µs [{}], throughput kept % [{}]",
+        list(&added, &|x| format!("{x:+.1}")),
+        list(&kept, &|x| format!("{:.0}", x * 100.0))
     );
     println!(
-        "{:<28} {:>10.1} {:>10.1} {:>14.0}",
-        "through qmpkit proxy",
-        pct(&via, 0.5),
-        pct(&via, 0.99),
-        pp
-    );
-    println!(
-        "proxy: +{added:.1} µs p50 per round trip (goal < 20), pipelined throughput kept {:.0} % (goal >= 80), proxy CPU {} µs per request",
-        pp / pd * 100.0,
-        proxy_cpu.map_or("-".into(), |c| format!("{c:.2}"))
+        "proxy: +{added_med:.1} µs p50 per round trip (median of rounds, spread {added_lo:+.1}..{added_hi:+.1}; goal < 20), pipelined throughput kept {:.0} % (spread {:.0}..{:.0}; goal >= 80), proxy CPU {} µs per request",
+        kept_med * 100.0,
+        kept_lo * 100.0,
+        kept_hi * 100.0,
+        cpu.map_or("-".into(), |c| format!("{c:.2}"))
     );
     let r1 = |x: f64| (x * 10.0).round() / 10.0;
+    let r2 = |x: f64| (x * 100.0).round() / 100.0;
     let mut m = Map::new();
     let mut put = |k: &str, v: Value| {
         m.insert(format!("{key}{k}"), v);
     };
-    put("direct_p50_us", json!(r1(pct(&direct, 0.5))));
-    put("proxy_p50_us", json!(r1(pct(&via, 0.5))));
-    put("proxy_added_p50_us", json!(r1(added)));
+    put("proxy_rounds", json!(ROUNDS));
+    put("direct_p50_us", json!(r1(dp50)));
+    put("proxy_p50_us", json!(r1(vp50)));
+    put("proxy_added_p50_us", json!(r1(added_med)));
+    put("proxy_added_p50_us_min", json!(r1(added_lo)));
+    put("proxy_added_p50_us_max", json!(r1(added_hi)));
     put("direct_pipelined16_per_sec", json!(pd.round()));
     put("proxy_pipelined16_per_sec", json!(pp.round()));
-    put(
-        "proxy_pipelined_kept",
-        json!((pp / pd * 100.0).round() / 100.0),
-    );
-    put(
-        "proxy_cpu_us_per_req",
-        json!(proxy_cpu.map(|c| (c * 100.0).round() / 100.0)),
-    );
-    put("goal_added_p50_under_20us", json!(added < 20.0));
-    put("goal_pipelined_kept_80pct", json!(pp / pd >= 0.8));
+    put("proxy_pipelined_kept", json!(r2(kept_med)));
+    put("proxy_pipelined_kept_min", json!(r2(kept_lo)));
+    put("proxy_pipelined_kept_max", json!(r2(kept_hi)));
+    put("proxy_cpu_us_per_req", json!(cpu.map(r2)));
+    put("goal_added_p50_under_20us", json!(added_med < 20.0));
+    put("goal_pipelined_kept_80pct", json!(kept_med >= 0.8));
     Ok(Value::Object(m))
 }
 
@@ -316,16 +431,17 @@ pub fn run(results: &mut Map<String, Value>) {
     };
     let mut m = Map::new();
     let trivial =
-        start_responder().and_then(|up| proxy_figures(&bin, &up, "a trivial responder", ""));
+        start_responder().and_then(|up| proxy_figures(&bin, &up, &up, "a trivial responder", ""));
     match trivial {
         Ok(Value::Object(o)) => m.extend(o),
         Ok(_) => {}
         Err(e) => eprintln!("tools: proxy: {e}"),
     }
-    // The upstream the proxy is for: QEMU's own monitor.
-    match Target::qsd().and_then(|q| {
+    // The upstream the proxy is for: QEMU's own monitor (a second one for the proxy).
+    match Target::qsd_with(&["proxied"]).and_then(|q| {
         let sock = q.socket().ok_or("no socket")?.to_path_buf();
-        let r = proxy_figures(&bin, &sock, &q.name, "qsd_");
+        let other = sock.with_file_name("proxied.sock");
+        let r = proxy_figures(&bin, &sock, &other, &q.name, "qsd_");
         drop(q);
         r
     }) {

@@ -486,6 +486,28 @@ fn fd_session(sock: &Path) -> Vec<String> {
         &[],
     );
     ask(&mut c, r#"{"execute": "query-fdsets", "id": 10}"#, &[]);
+    // A command that takes descriptors but fails on its arguments leaves them for the next.
+    ask(
+        &mut c,
+        r#"{"execute": "getfd", "arguments": {}, "id": 11}"#,
+        &[pipe_fd()],
+    );
+    ask(
+        &mut c,
+        r#"{"execute": "getfd", "arguments": {"fdname": "y"}, "id": 12}"#,
+        &[],
+    );
+    // One that fails in its own checks has taken them (and closed them).
+    ask(
+        &mut c,
+        r#"{"execute": "getfd", "arguments": {"fdname": "1y"}, "id": 13}"#,
+        &[pipe_fd()],
+    );
+    ask(
+        &mut c,
+        r#"{"execute": "getfd", "arguments": {"fdname": "z"}, "id": 14}"#,
+        &[],
+    );
     lines
 }
 
@@ -549,6 +571,18 @@ fn descriptors_go_with_their_command(qemu: Option<&Path>, tag: &str) {
     );
     let sets = v[9]["return"].as_array().expect("fd sets");
     assert_eq!(sets.len(), 4, "{want:?}");
+    assert_eq!(
+        v[10]["error"],
+        json!({"class": "GenericError", "desc": "Parameter 'fdname' is missing"}),
+        "{want:?}"
+    );
+    assert_eq!(v[11], json!({"return": {}, "id": 12}));
+    assert_eq!(
+        v[12]["error"],
+        json!({"class": "GenericError", "desc": "Parameter 'fdname' expects a name not starting with a digit"}),
+        "{want:?}"
+    );
+    assert_eq!(v[13]["error"], none, "{want:?}");
 
     // Two clients: one's descriptors wait for its own command, not the other's.
     let mut a = Line::connect(&ps);
@@ -574,6 +608,47 @@ fn descriptors_go_with_their_command(qemu: Option<&Path>, tag: &str) {
         json!([{"fd": r["return"]["fd"], "opaque": "a"}]),
         "{sets}"
     );
+
+    // Descriptors sent with a command that does not take them wait for their client's next
+    // one that does, as QEMU keeps them for the connection; another client's never gets them.
+    let getfd = |c: &mut Line, name: &str, fds: &[std::os::fd::OwnedFd]| {
+        let req = format!(r#"{{"execute": "getfd", "arguments": {{"fdname": "{name}"}}}}"#);
+        if fds.is_empty() {
+            c.send(&req);
+        } else {
+            c.w_fds(format!("{req}\n").as_bytes(), fds);
+        }
+        c.value()
+    };
+    a.w_fds(b"{\"execute\": \"query-status\"}\n", &[pipe_fd()]);
+    assert!(a.value()["return"]["status"].is_string());
+    assert_eq!(getfd(&mut b, "b1", &[]), json!({"error": none}));
+    assert_eq!(getfd(&mut a, "a1", &[]), json!({"return": {}}));
+    // Left on QEMU's connection by a command refused on its arguments: still the sender's.
+    a.w_fds(
+        b"{\"execute\": \"getfd\", \"arguments\": {}}\n",
+        &[pipe_fd()],
+    );
+    assert_eq!(
+        a.value(),
+        json!({"error": {"class": "GenericError", "desc": "Parameter 'fdname' is missing"}})
+    );
+    assert_eq!(getfd(&mut b, "b2", &[]), json!({"error": none}));
+    assert_eq!(getfd(&mut a, "a2", &[]), json!({"return": {}}));
+    assert_eq!(getfd(&mut a, "a3", &[]), json!({"error": none}));
+    // A client's own descriptors are its own, whatever the other did before.
+    a.w_fds(b" ", &[pipe_fd()]);
+    std::thread::sleep(Duration::from_millis(50));
+    assert_eq!(getfd(&mut b, "b3", &[pipe_fd()]), json!({"return": {}}));
+    assert_eq!(getfd(&mut b, "b4", &[]), json!({"error": none}));
+    assert_eq!(getfd(&mut a, "a4", &[]), json!({"return": {}}));
+    // Each name was taken.
+    for name in ["a1", "a2", "a4", "b3"] {
+        a.send(&format!(
+            r#"{{"execute": "closefd", "arguments": {{"fdname": "{name}"}}}}"#
+        ));
+        assert_eq!(a.value(), json!({"return": {}}), "{name}");
+    }
 }
 
 #[test]
@@ -642,4 +717,79 @@ fn argument_rules_refuse_values_outside_the_list() {
         l.send(req);
         assert_eq!(l.value(), want, "{req}");
     }
+}
+
+/// Rule sets by peer user id: a set that lists the test's own user id holds its clients (on
+/// top of the listener's rules), and a set for another user id does not.
+#[test]
+fn rule_sets_by_peer_uid() {
+    let dir = TempDir::new("proxy-uid-rules");
+    let up = dir.join("qemu.sock");
+    fake_qemu(&up);
+    let me = unsafe { libc::getuid() };
+    let other = if me == 4242 { 4243 } else { 4242 };
+    let ps = dir.join("p.sock");
+    let mut c = Command::new(qmpkit());
+    c.args(["proxy", "--upstream"])
+        .arg(&up)
+        .arg("--listen")
+        .arg(format!("unix:{},deny=stop", ps.display()))
+        .arg("--uid-rules")
+        .arg(format!(
+            "{other}:{me},deny=quit,arg=blockdev-add.driver=raw"
+        ))
+        .arg("--uid-rules")
+        .arg(format!("{other},deny=query-status,rate=1"))
+        .arg("--uid-rules")
+        .arg(format!("{me},allow=query-*:blockdev-add:quit:stop,rate=2"));
+    let _p = monitor(c, &ps);
+    let mut l = Line::connect(&ps);
+    negotiate(&mut l);
+    let refused = |d: String| json!({"error": {"class": "GenericError", "desc": d}});
+    for (req, want) in [
+        // The other user id's deny list and rate do not apply.
+        (r#"{"execute": "query-status"}"#, json!({"return": {}})),
+        (
+            r#"{"execute": "blockdev-add", "arguments": {"driver": "raw"}}"#,
+            json!({"return": {}}),
+        ),
+        (
+            r#"{"execute": "quit"}"#,
+            refused(format!(
+                "The command quit is denied on this QMP proxy for user id {me}"
+            )),
+        ),
+        (
+            r#"{"execute": "cont"}"#,
+            refused(format!(
+                "The command cont is not in the allow list for user id {me} on this QMP proxy"
+            )),
+        ),
+        (
+            r#"{'execute': 'blockdev-add', 'arguments': {'driver': 'qcow2'}}"#,
+            refused(format!(
+                "Parameter 'driver' of blockdev-add may only be raw on this QMP proxy for user id {me}"
+            )),
+        ),
+        // The listener's own rules still hold.
+        (
+            r#"{"execute": "stop"}"#,
+            refused("The command stop is denied on this QMP proxy listener".into()),
+        ),
+    ] {
+        l.send(req);
+        assert_eq!(l.value(), want, "{req}");
+    }
+    // The rate of this user id's set: two commands per second.
+    std::thread::sleep(Duration::from_millis(1100));
+    for i in 0..3 {
+        l.send(&format!(r#"{{"execute": "query-x", "id": {i}}}"#));
+    }
+    assert_eq!(l.value(), json!({"return": {}, "id": 0}));
+    assert_eq!(l.value(), json!({"return": {}, "id": 1}));
+    assert_eq!(
+        l.value(),
+        json!({"id": 2, "error": {"class": "GenericError",
+            "desc": format!("Rate limit exceeded: this QMP proxy allows user id {me} 2 commands per second")}})
+    );
 }

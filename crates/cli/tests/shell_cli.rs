@@ -378,3 +378,53 @@ fn on_a_terminal_a_block_job_shows_a_progress_bar() {
         "--events none: {screen}"
     );
 }
+
+#[test]
+fn on_a_terminal_a_migration_shows_a_progress_bar() {
+    let _tmux = qmpkit_testkit::program_or_skip!("tmux");
+    let dir = TempDir::new("shell-migration-bar");
+    let sock = dir.join("m.sock");
+    let mut c = Command::new(qmpkit());
+    c.args(["serve", "-m", "16", "--qmp"])
+        .arg(format!("unix:{},server=on,wait=off", sock.display()));
+    let _m = monitor(c, &sock);
+    let s = sock.to_str().expect("path");
+    // The bar follows the MIGRATION events (capability `events`). The guest's 16 MiB hold
+    // about 8 MiB of content to send at 4 MB/s: some two seconds of progress.
+    for (cmd, arg) in [
+        (
+            "migrate-set-capabilities",
+            r#"capabilities=[{"capability": "events", "state": true}]"#,
+        ),
+        ("migrate-set-parameters", "max-bandwidth=4000000"),
+    ] {
+        let o = run(&["qmp", s, cmd, arg], "");
+        assert_eq!(o.code, 0, "{o:?}");
+    }
+    let t = Tmux::start(
+        "migration-bar",
+        &format!(
+            "{} shell --no-history --events none {s}",
+            qmpkit().display()
+        ),
+    );
+    t.wait_line("(QEMU)");
+    t.keys(&["migrate uri=exec:cat>/dev/null", "Enter"]);
+    let screen = t.wait("the finished bar", |s| {
+        s.contains("migration [##############################] 100% ")
+    });
+    let bars: Vec<&str> = screen
+        .lines()
+        .filter(|l| l.starts_with("migration ["))
+        .collect();
+    assert!(bars.len() >= 2, "{screen}");
+    assert!(
+        bars.iter()
+            .any(|l| !l.contains("100%") && l.ends_with("% active")),
+        "{screen}"
+    );
+    assert!(!screen.contains("\"MIGRATION\""), "--events none: {screen}");
+    let o = run(&["qmp", s, "query-migrate"], "");
+    let info: Value = serde_json::from_str(&o.stdout).expect("query-migrate");
+    assert_eq!(info["status"], "completed", "{o:?}");
+}

@@ -756,6 +756,14 @@ impl Inner {
         fds: Vec<OwnedFd>,
         out: &mut Vec<u8>,
     ) -> Option<Pending> {
+        // The descriptors of the latest message that carried any wait on the connection for a
+        // command that takes them, whatever happens to the request they came with (as in
+        // QEMU, where a request refused before its command runs leaves them there).
+        if !fds.is_empty() {
+            if let Ok(mut slot) = st.info.received_fds.lock() {
+                *slot = fds;
+            }
+        }
         let req = match request_from(item, st.oob) {
             Ok(r) => r,
             Err(e) => {
@@ -831,13 +839,8 @@ impl Inner {
             // The descriptors of the latest message that carried any, whether they
             // came just before this request or before an earlier one that took none.
             let fds = match st.info.received_fds.lock() {
-                Ok(mut slot) => {
-                    if !fds.is_empty() {
-                        *slot = fds;
-                    }
-                    std::mem::take(&mut *slot)
-                }
-                Err(_) => fds,
+                Ok(mut slot) => std::mem::take(&mut *slot),
+                Err(_) => Vec::new(),
             };
             let call = Call {
                 command: req.command,

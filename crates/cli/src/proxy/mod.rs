@@ -14,10 +14,19 @@
 //! recording proxy) goes through the exact decoder.
 //!
 //! File descriptors a unix client passes with SCM_RIGHTS wait with the proxy, as QEMU keeps
-//! them for its connection (newer ones replace older ones), and go to QEMU with the next
-//! command that client sends on, on the first byte of the write that carries it. So `getfd` and
-//! `add-fd` work as on a direct connection, and one client's descriptors never reach another
-//! client's command.
+//! them for its connection until a command takes them (newer ones replace older ones), and go
+//! to QEMU with that client's next command that takes descriptors ([`takes_fds`]), on the first
+//! byte of the write that carries it. Such commands of two clients are never in flight at QEMU
+//! at once (a gate: the second waits, with the rest of its client's input), and before one
+//! whose client has nothing on QEMU's connection, whatever another client's command left there
+//! (one refused on its arguments leaves them) is taken out by a `getfd` of the proxy's own and
+//! given back to its client. So `getfd` and `add-fd` work as on a direct connection, and one
+//! client's descriptors never reach another client's command.
+//!
+//! With `--busy-poll N`, after each message read the proxy keeps its runtime polling the
+//! sockets, without sleeping, for N µs: an answer that comes within that time is passed on at
+//! once rather than after the process is woken (which costs more than the proxy's own work),
+//! at the price of a core kept busy meanwhile.
 //!
 //! When QEMU goes away, commands in flight are answered with an error, clients get a
 //! `__org.qmpkit_PROXY_UPSTREAM_LOST` event, and the proxy reconnects (clients get
@@ -29,7 +38,7 @@ pub mod record;
 mod sink;
 
 use clap::{CommandFactory, Parser};
-use policy::{Address, Bucket, Policy};
+use policy::{Address, Bucket, Policy, Rules};
 use qmpkit_wire::{
     encode_line, request_from, response_error, to_qemu_string, ErrorClass, JsonStreamer,
     ObjectScanner, QmpError, Scanned,
@@ -57,6 +66,8 @@ Listener options (after the address, comma-separated):
   admin-uid=N[:N...]     unix peers with these user ids are not restricted
   arg=CMD.ARG=V[|V...]   where CMD is sent with ARG (a.b for a member of a), it must
                          be one of these values (V* matches a prefix; repeatable)
+--uid-rules UID[:UID...],OPTION[,...] holds unix clients with these peer user ids to
+  these rules (readonly, allow, deny, rate, arg) as well as to their listener's.
 A refused command is answered {\"error\": {\"class\": \"GenericError\", \"desc\": ...}}.
 
 Examples:
@@ -76,9 +87,18 @@ pub(crate) struct Cli {
     /// Append every message to FILE as JSON lines (time, client, direction, message)
     #[arg(long, value_name = "FILE")]
     record: Option<std::path::PathBuf>,
+    /// Rules for unix clients whose peer user id is listed, on top of their listener's:
+    /// UID[:UID...],OPTION[,OPTION...] with readonly, allow, deny, rate, arg (repeatable)
+    #[arg(long, value_name = "UID[:UID...],OPTION...")]
+    uid_rules: Vec<String>,
     /// Allow listening on a non-loopback TCP address
     #[arg(long)]
     allow_remote_tcp: bool,
+    /// After each message, keep polling the sockets for this long before sleeping, so that
+    /// an answer coming soon is passed on without waiting to be woken: lower latency for a
+    /// core kept busy (worth it on a machine with cores to spare)
+    #[arg(long, value_name = "MICROSECONDS", default_value_t = 0)]
+    busy_poll: u64,
 }
 
 pub(crate) fn command() -> clap::Command {
@@ -127,6 +147,11 @@ struct InFlight {
     /// Replies the proxy made itself to the same client's later commands, held back so that the
     /// client gets its replies in the order of its commands, as QEMU answers in-band commands.
     then: Vec<Vec<u8>>,
+    /// A command that takes descriptors (it holds the descriptor gate while in flight).
+    takes_fds: bool,
+    /// The proxy's own `getfd` that empties QEMU's descriptors before another client's
+    /// command that takes some: what QEMU held, and whose they were.
+    drain: Option<Slot>,
 }
 
 /// A client as the rest of the proxy sees it.
@@ -135,6 +160,24 @@ struct Downstream {
     negotiated: bool,
     /// The client's latest in-band command still in flight.
     last_inband: Option<u64>,
+    /// Descriptors received and not yet sent on: they go to QEMU with the client's next
+    /// command that takes descriptors (see [`takes_fds`]).
+    fds: Vec<OwnedFd>,
+}
+
+/// The commands that take the descriptors passed with them (or before them) on QEMU's
+/// connection. Descriptors wait with the proxy until their client sends one of these.
+fn takes_fds(command: &str) -> bool {
+    matches!(command, "getfd" | "add-fd")
+}
+
+/// Descriptors handed to QEMU with a client's command: QEMU keeps them for its connection
+/// until a command takes them (one that fails on its arguments leaves them there).
+struct Slot {
+    client: u64,
+    /// Copies, given back to the client if QEMU still held them when another client's command
+    /// needed the connection's descriptors emptied.
+    dups: Vec<OwnedFd>,
 }
 
 #[derive(Default)]
@@ -145,13 +188,54 @@ struct State {
     offers_oob: bool,
     inflight: Tags<InFlight>,
     clients: Tags<Downstream>,
+    /// The client whose commands that take descriptors are in flight, and how many: another
+    /// client's such commands wait, so that descriptors reach QEMU only while their own
+    /// client's commands are the ones that can take them.
+    gate: Option<(u64, usize)>,
+    /// Whose descriptors QEMU may still hold.
+    slot: Option<Slot>,
 }
 
 struct Hub {
     state: Mutex<State>,
+    /// Signalled when the descriptor gate opens.
+    gate: tokio::sync::Notify,
     next_tag: AtomicU64,
     next_client: AtomicU64,
     record: Option<Recorder>,
+    /// `--uid-rules`: rule sets by peer user id.
+    uid_rules: Vec<(Vec<u32>, Arc<Policy>)>,
+    /// Messages handled so far (any direction), and the busy-poller's wake-up.
+    activity: AtomicU64,
+    poller: tokio::sync::Notify,
+}
+
+impl Hub {
+    /// Something was read: the busy-poller keeps the sockets polled for a while.
+    fn active(&self) {
+        self.activity.fetch_add(1, Ordering::Relaxed);
+        self.poller.notify_one();
+    }
+}
+
+/// Keep the runtime polling its sockets without sleeping until `window` has passed without
+/// anything read: a reply that comes within it is handled at once, not after a wake-up of
+/// the process (which, on a busy machine, costs more than the proxy's own work). Each turn
+/// yields, and the runtime polls its I/O driver (without blocking) before the next.
+async fn busy_poll(hub: Arc<Hub>, window: Duration) {
+    loop {
+        hub.poller.notified().await;
+        let mut seen = hub.activity.load(Ordering::Relaxed);
+        let mut since = std::time::Instant::now();
+        while since.elapsed() < window {
+            tokio::task::yield_now().await;
+            let now = hub.activity.load(Ordering::Relaxed);
+            if now != seen {
+                seen = now;
+                since = std::time::Instant::now();
+            }
+        }
+    }
 }
 
 fn lock(m: &Mutex<State>) -> MutexGuard<'_, State> {
@@ -297,7 +381,23 @@ impl Batch {
     }
 }
 
+/// QEMU's answer to the proxy's draining `getfd` when it held a descriptor.
+const DRAINED: &str = "expects a name not starting with a digit";
+
 impl Hub {
+    /// A command of `client` that takes descriptors is answered (or gone).
+    fn took_fds(&self, st: &mut State, client: u64) {
+        if let Some((c, n)) = &mut st.gate {
+            if *c == client {
+                *n -= 1;
+                if *n == 0 {
+                    st.gate = None;
+                    self.gate.notify_waiters();
+                }
+            }
+        }
+    }
+
     fn recorded(&self, client: Option<u64>, bytes: &[u8]) {
         if let Some(r) = &self.record {
             r.text(client, "out", bytes);
@@ -341,6 +441,20 @@ impl Hub {
         f: &mut InFlight,
         reply: &[&[u8]],
     ) {
+        if f.takes_fds {
+            self.took_fds(st, f.client);
+        }
+        if let Some(slot) = f.drain.take() {
+            // QEMU answers a digit-led name so only once it has taken a descriptor.
+            let held = reply.concat();
+            let held = held.windows(DRAINED.len()).any(|w| w == DRAINED.as_bytes());
+            if let Some(c) = st.clients.get_mut(&slot.client) {
+                if held && c.fds.is_empty() {
+                    c.fds = slot.dups;
+                }
+            }
+            return;
+        }
         let Some(c) = st.clients.get_mut(&f.client) else {
             return;
         };
@@ -409,6 +523,8 @@ impl Hub {
         let mut st = lock(&self.state);
         let mut batch = Batch::default();
         st.up = None;
+        // A new connection holds no descriptors.
+        st.slot = None;
         let mut tags: Vec<u64> = st.inflight.keys().copied().collect();
         tags.sort_unstable();
         for tag in tags {
@@ -572,6 +688,7 @@ async fn run_upstream(
         }
         if !lines.is_empty() {
             hub.on_upstream_lines(&acc, &lines, &mut batch);
+            hub.active();
         }
         acc.drain(..start);
     };
@@ -589,16 +706,29 @@ async fn main(cli: Cli) -> Result<(), String> {
             policy::parse_listen(spec).map_err(|e| format!("--listen {spec}: {e}"))?;
         listeners.push((addr, Arc::new(policy)));
     }
+    let mut uid_rules = Vec::new();
+    for spec in &cli.uid_rules {
+        let (ids, p) =
+            policy::parse_uid_rules(spec).map_err(|e| format!("--uid-rules {spec}: {e}"))?;
+        uid_rules.push((ids, Arc::new(p)));
+    }
     let record = match &cli.record {
         Some(p) => Some(Recorder::create(p).map_err(|e| format!("--record {}: {e}", p.display()))?),
         None => None,
     };
     let hub = Arc::new(Hub {
         state: Mutex::new(State::default()),
+        gate: tokio::sync::Notify::new(),
         next_tag: AtomicU64::new(1),
         next_client: AtomicU64::new(1),
         record,
+        uid_rules,
+        activity: AtomicU64::new(0),
+        poller: tokio::sync::Notify::new(),
     });
+    if cli.busy_poll > 0 {
+        tokio::spawn(busy_poll(hub.clone(), Duration::from_micros(cli.busy_poll)));
+    }
     // QEMU first: a proxy that cannot reach it at start is misconfigured.
     let first = open_upstream(&upstream).await?;
     for (addr, policy) in listeners {
@@ -721,10 +851,8 @@ struct ClientState {
     cid: u64,
     negotiated: bool,
     oob: bool,
-    bucket: Option<Bucket>,
-    uid: Option<u32>,
-    /// Descriptors received and not yet sent on with a command.
-    fds: Vec<OwnedFd>,
+    /// The strictest rate that applies, and the refusal past it.
+    bucket: Option<(Bucket, String)>,
 }
 
 /// One client, from its greeting to its hang-up.
@@ -743,6 +871,7 @@ async fn client(
         );
         return;
     }
+    let rules = Rules::new(policy, &hub.uid_rules, uid);
     let cid = hub.next_client.fetch_add(1, Ordering::Relaxed);
     let sink = Sink::new(w);
     {
@@ -753,6 +882,7 @@ async fn client(
                 sink: sink.clone(),
                 negotiated: false,
                 last_inband: None,
+                fds: Vec::new(),
             },
         );
         let g = st.greeting.clone();
@@ -763,16 +893,13 @@ async fn client(
         cid,
         negotiated: false,
         oob: false,
-        bucket: policy
-            .rate
-            .filter(|_| !policy.is_admin(uid))
-            .map(Bucket::new),
-        uid,
-        fds: Vec::new(),
+        bucket: rules.bucket(),
     };
     let mut streamer = JsonStreamer::new();
     let mut scanner = ObjectScanner::new();
     let mut items = Vec::new();
+    // Decoded messages not handled yet (behind one that waits for the descriptor gate).
+    let mut queue = std::collections::VecDeque::new();
     let mut buf = vec![0u8; 64 * 1024];
     // The start of a plain request whose end has not come yet.
     let mut held: Vec<u8> = Vec::new();
@@ -785,10 +912,7 @@ async fn client(
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
-        if !got_fds.is_empty() {
-            // As QEMU does, descriptors from a later message replace those still waiting.
-            me.fds = std::mem::take(&mut got_fds);
-        }
+        hub.active();
         let joined;
         let data: &[u8] = if held.is_empty() {
             &buf[..n]
@@ -797,55 +921,15 @@ async fn client(
             joined = std::mem::take(&mut held);
             &joined
         };
-        let mut st = lock(&hub.state);
-        let mut up_sink = None;
         let mut pos = 0;
-        while pos < data.len() {
-            let rest = &data[pos..];
-            if streamer.is_idle() {
-                match rest[0] {
-                    b' ' | b'\t' | b'\r' | b'\n' => {
-                        pos += 1;
-                        continue;
-                    }
-                    b'{' => match scanner.scan(rest) {
-                        Scanned::Object(len) => {
-                            let msg = &rest[..len];
-                            pos += len;
-                            let mut out = Forward {
-                                up: &mut up_out,
-                                fds: &mut up_fds,
-                                sink: &mut up_sink,
-                            };
-                            if !forward_plain(
-                                &hub, &mut st, &mut me, &policy, msg, &scanner, &mut out,
-                            ) {
-                                streamer.feed(msg, &mut items);
-                            }
-                        }
-                        Scanned::Incomplete if rest.len() <= HOLD_MAX => {
-                            held.extend_from_slice(rest);
-                            pos = data.len();
-                        }
-                        _ => {
-                            streamer.feed(rest, &mut items);
-                            pos = data.len();
-                        }
-                    },
-                    _ => {
-                        streamer.feed(rest, &mut items);
-                        pos = data.len();
-                    }
-                }
-            } else {
-                streamer.feed(rest, &mut items);
-                pos = data.len();
-            }
-            for item in items.drain(..) {
-                if let Some(rec) = &hub.record {
-                    match &item {
-                        Ok(v) => rec.value(Some(cid), "in", v),
-                        Err(e) => rec.invalid(cid, e.desc()),
+        loop {
+            let mut up_sink = None;
+            let (waits, gate) = {
+                let mut st = lock(&hub.state);
+                if !got_fds.is_empty() {
+                    // As QEMU does, descriptors from a later message replace those still waiting.
+                    if let Some(c) = st.clients.get_mut(&cid) {
+                        c.fds = std::mem::take(&mut got_fds);
                     }
                 }
                 let mut out = Forward {
@@ -853,15 +937,36 @@ async fn client(
                     fds: &mut up_fds,
                     sink: &mut up_sink,
                 };
-                handle(&hub, &mut st, &mut batch, &mut me, &policy, item, &mut out);
+                let waits = consume(
+                    &hub,
+                    &mut st,
+                    &mut me,
+                    &rules,
+                    &mut batch,
+                    &mut out,
+                    Input {
+                        data,
+                        pos: &mut pos,
+                        held: &mut held,
+                        streamer: &mut streamer,
+                        scanner: &mut scanner,
+                        items: &mut items,
+                        queue: &mut queue,
+                    },
+                );
+                batch.flush(&st);
+                // Registered before the lock goes, so a release in between is not missed.
+                (waits, hub.gate.notified())
+            };
+            if let Some(s) = up_sink {
+                s.send_fds(&up_out, std::mem::take(&mut up_fds));
             }
+            up_out.clear();
+            if !waits {
+                break;
+            }
+            gate.await;
         }
-        batch.flush(&st);
-        drop(st);
-        if let Some(s) = up_sink {
-            s.send_fds(&up_out, std::mem::take(&mut up_fds));
-        }
-        up_out.clear();
     }
     // Gone: replies still on their way are dropped when they arrive.
     if let Some(rec) = &hub.record {
@@ -871,8 +976,92 @@ async fn client(
         let mut st = lock(&hub.state);
         st.clients.remove(&cid);
         st.inflight.retain(|_, f| f.client != cid);
+        if st.gate.is_some_and(|(c, _)| c == cid) {
+            st.gate = None;
+            hub.gate.notify_waiters();
+        }
     }
     sink.close();
+}
+
+/// A client's input being handled, from `pos` on.
+struct Input<'a> {
+    data: &'a [u8],
+    pos: &'a mut usize,
+    /// Where the start of a plain request whose end has not come yet is kept.
+    held: &'a mut Vec<u8>,
+    streamer: &'a mut JsonStreamer,
+    scanner: &'a mut ObjectScanner,
+    items: &'a mut Vec<Result<Value, qmpkit_wire::JsonError>>,
+    queue: &'a mut std::collections::VecDeque<Result<Value, qmpkit_wire::JsonError>>,
+}
+
+/// Handle a client's input: true when it stopped before a command that takes descriptors
+/// while another client's are in flight (the rest waits for the gate).
+fn consume(
+    hub: &Hub,
+    st: &mut State,
+    me: &mut ClientState,
+    policy: &Rules,
+    batch: &mut Batch,
+    out: &mut Forward<'_>,
+    inp: Input<'_>,
+) -> bool {
+    let data = inp.data;
+    loop {
+        while let Some(item) = inp.queue.front() {
+            if me.negotiated && command_of(item).is_some_and(takes_fds) && gate_closed(st, me.cid) {
+                return true;
+            }
+            let Some(item) = inp.queue.pop_front() else {
+                break;
+            };
+            if let Some(rec) = &hub.record {
+                match &item {
+                    Ok(v) => rec.value(Some(me.cid), "in", v),
+                    Err(e) => rec.invalid(me.cid, e.desc()),
+                }
+            }
+            handle(hub, st, batch, me, policy, item, out);
+        }
+        let pos = *inp.pos;
+        if pos >= data.len() {
+            return false;
+        }
+        let rest = &data[pos..];
+        if !inp.streamer.is_idle() {
+            inp.streamer.feed(rest, inp.items);
+            *inp.pos = data.len();
+        } else {
+            match rest[0] {
+                b' ' | b'\t' | b'\r' | b'\n' => *inp.pos += 1,
+                b'{' => match inp.scanner.scan(rest) {
+                    Scanned::Object(len) => {
+                        let msg = &rest[..len];
+                        match forward_plain(hub, st, me, policy, msg, inp.scanner, out) {
+                            Plain::Done => {}
+                            Plain::Wait => return true,
+                            Plain::Exact => inp.streamer.feed(msg, inp.items),
+                        }
+                        *inp.pos += len;
+                    }
+                    Scanned::Incomplete if rest.len() <= HOLD_MAX => {
+                        inp.held.extend_from_slice(rest);
+                        *inp.pos = data.len();
+                    }
+                    _ => {
+                        inp.streamer.feed(rest, inp.items);
+                        *inp.pos = data.len();
+                    }
+                },
+                _ => {
+                    inp.streamer.feed(rest, inp.items);
+                    *inp.pos = data.len();
+                }
+            }
+        }
+        inp.queue.extend(inp.items.drain(..));
+    }
 }
 
 /// The longest beginning of a plain request held back for its end (longer ones go to the
@@ -888,6 +1077,43 @@ struct Forward<'a> {
 }
 
 impl Forward<'_> {
+    /// Before a command of `cid` that takes descriptors: its waiting descriptors go with the
+    /// write (QEMU replaces what it held with them); with none, what QEMU may hold of another
+    /// client's is taken out first by a `getfd` of the proxy's own. The gate is `cid`'s.
+    fn hand_fds(&mut self, hub: &Hub, st: &mut State, cid: u64) {
+        let own = st
+            .clients
+            .get_mut(&cid)
+            .map(|c| std::mem::take(&mut c.fds))
+            .unwrap_or_default();
+        if !own.is_empty() {
+            let dups = own.iter().filter_map(|f| f.try_clone().ok()).collect();
+            st.slot = Some(Slot { client: cid, dups });
+            self.fds.extend(own);
+        } else if st.slot.as_ref().is_some_and(|s| s.client != cid) {
+            let tag = hub.next_tag.fetch_add(1, Ordering::Relaxed);
+            st.inflight.insert(
+                tag,
+                InFlight {
+                    client: 0,
+                    id: None,
+                    then: Vec::new(),
+                    takes_fds: false,
+                    drain: st.slot.take(),
+                },
+            );
+            self.up.extend_from_slice(
+                b"{\"execute\": \"getfd\", \"arguments\": {\"fdname\": \"0\"}, \"id\": ",
+            );
+            push_u64(self.up, tag);
+            self.up.extend_from_slice(b"}\n");
+        }
+        match &mut st.gate {
+            Some((c, n)) if *c == cid => *n += 1,
+            _ => st.gate = Some((cid, 1)),
+        }
+    }
+
     /// Note a command to forward under `tag`; its bytes are then appended to `self.up`.
     fn start(
         &mut self,
@@ -896,20 +1122,23 @@ impl Forward<'_> {
         me: &mut ClientState,
         id: Option<String>,
         oob: bool,
+        takes: bool,
     ) -> u64 {
-        if self.fds.is_empty() {
-            *self.fds = std::mem::take(&mut me.fds);
-        }
-        let tag = hub.next_tag.fetch_add(1, Ordering::Relaxed);
         if let (None, Some(up)) = (&self.sink, &st.up) {
             *self.sink = Some(up.sink.clone());
         }
+        if takes {
+            self.hand_fds(hub, st, me.cid);
+        }
+        let tag = hub.next_tag.fetch_add(1, Ordering::Relaxed);
         st.inflight.insert(
             tag,
             InFlight {
                 client: me.cid,
                 id,
                 then: Vec::new(),
+                takes_fds: takes,
+                drain: None,
             },
         );
         if !oob {
@@ -946,20 +1175,40 @@ fn echoed_id(raw: &[u8]) -> Option<String> {
     }
 }
 
+/// What [`forward_plain`] did.
+enum Plain {
+    Done,
+    /// Nothing: the exact path judges the message.
+    Exact,
+    /// Nothing: the command takes descriptors and waits for the gate.
+    Wait,
+}
+
+/// Whether a command of `cid` that takes descriptors must wait: another client's are in flight.
+fn gate_closed(st: &State, cid: u64) -> bool {
+    st.gate.is_some_and(|(c, _)| c != cid)
+}
+
+/// The command a decoded message names, if it names one.
+fn command_of(item: &Result<Value, qmpkit_wire::JsonError>) -> Option<&str> {
+    let m = item.as_ref().ok()?.as_object()?;
+    m.get("execute").or_else(|| m.get("exec-oob"))?.as_str()
+}
+
 /// Forward a plain, valid request as its own bytes with only its `id` replaced by a tag;
-/// false (nothing done) for anything the exact path must judge: errors, refusals, negotiation,
+/// [`Plain::Exact`] (nothing done) for anything the exact path must judge: errors, refusals, negotiation,
 /// rate limits, recording.
 fn forward_plain(
     hub: &Hub,
     st: &mut State,
     me: &mut ClientState,
-    policy: &Policy,
+    policy: &Rules,
     msg: &[u8],
     scanner: &ObjectScanner,
     out: &mut Forward<'_>,
-) -> bool {
+) -> Plain {
     if !me.negotiated || me.bucket.is_some() || hub.record.is_some() {
-        return false;
+        return Plain::Exact;
     }
     let mut command = None;
     let mut id = None;
@@ -973,39 +1222,40 @@ fn forward_plain(
                     || val.first() != Some(&b'"')
                     || val.contains(&b'\\')
                 {
-                    return false;
+                    return Plain::Exact;
                 }
                 command = Some((&val[1..val.len() - 1], oob));
             }
             b"arguments" if val.first() == Some(&b'{') => {}
             b"id" => id = Some(v.clone()),
-            _ => return false,
+            _ => return Plain::Exact,
         }
     }
     let Some((name, oob)) = command else {
-        return false;
+        return Plain::Exact;
     };
     if oob && !st.up.as_ref().is_some_and(|u| u.oob) {
-        return false;
+        return Plain::Exact;
     }
     if st.up.is_none() {
-        return false;
+        return Plain::Exact;
     }
-    if !policy.allow.is_empty()
-        || !policy.deny.is_empty()
-        || policy.readonly
-        || !policy.args.is_empty()
-    {
+    if policy.restricts() {
         match std::str::from_utf8(name) {
-            Ok(name) if policy.refuses(name, me.uid).is_none() && !policy.constrains(name) => {}
-            _ => return false,
+            Ok(name) if policy.refuses(name).is_none() && !policy.constrains(name) => {}
+            _ => return Plain::Exact,
         }
     }
     let echo = id.clone().map(|r| echoed_id(&msg[r]));
     if echo.as_ref().is_some_and(Option::is_none) {
-        return false;
+        return Plain::Exact;
     }
-    let tag = out.start(hub, st, me, echo.flatten(), oob);
+    let name = std::str::from_utf8(name).unwrap_or("");
+    let takes = takes_fds(name);
+    if takes && gate_closed(st, me.cid) {
+        return Plain::Wait;
+    }
+    let tag = out.start(hub, st, me, echo.flatten(), oob, takes);
     let up = &mut *out.up;
     match id {
         Some(r) => {
@@ -1021,7 +1271,7 @@ fn forward_plain(
         }
     }
     up.push(b'\n');
-    true
+    Plain::Done
 }
 
 fn push_u64(out: &mut Vec<u8>, mut n: u64) {
@@ -1067,7 +1317,7 @@ fn handle(
     st: &mut State,
     batch: &mut Batch,
     me: &mut ClientState,
-    policy: &Policy,
+    policy: &Rules,
     item: Result<Value, qmpkit_wire::JsonError>,
     out: &mut Forward<'_>,
 ) {
@@ -1102,21 +1352,18 @@ fn handle(
         return hub.local_reply(st, batch, cid, reply);
     }
     if let Some(why) = policy
-        .refuses(&req.command, me.uid)
-        .or_else(|| policy.refuses_args(&req.command, req.arguments.as_ref(), me.uid))
+        .refuses(&req.command)
+        .or_else(|| policy.refuses_args(&req.command, req.arguments.as_ref()))
     {
         let reply = error_line(ErrorClass::GenericError, &why, req.id);
         return hub.local_reply(st, batch, cid, reply);
     }
-    if me.bucket.as_mut().is_some_and(|b| !b.take()) {
-        let rate = policy.rate.unwrap_or(0);
-        let reply = error_line(
-            ErrorClass::GenericError,
-            &format!(
-                "Rate limit exceeded: this QMP proxy listener allows {rate} commands per second"
-            ),
-            req.id,
-        );
+    let over = match &mut me.bucket {
+        Some((b, why)) => (!b.take()).then(|| why.clone()),
+        None => None,
+    };
+    if let Some(why) = over {
+        let reply = error_line(ErrorClass::GenericError, &why, req.id);
         return hub.local_reply(st, batch, cid, reply);
     }
     let Some(up) = &st.up else {
@@ -1129,13 +1376,14 @@ fn handle(
     };
     // Forward under a tag of the proxy's own.
     let oob = req.oob && up.oob;
+    let takes = takes_fds(&req.command);
     let key = if oob { "exec-oob" } else { "execute" };
     let mut m = Map::new();
     m.insert(key.into(), Value::String(req.command));
     if let Some(a) = req.arguments {
         m.insert("arguments".into(), Value::Object(a));
     }
-    let tag = out.start(hub, st, me, req.id.as_ref().map(to_qemu_string), oob);
+    let tag = out.start(hub, st, me, req.id.as_ref().map(to_qemu_string), oob, takes);
     m.insert("id".into(), Value::from(tag));
     qmpkit_wire::write_qemu(&Value::Object(m), out.up);
     out.up.push(b'\n');

@@ -14,9 +14,16 @@
 //!   ending in `*` matches strings beginning with the rest). An argument not given is not
 //!   checked. Repeatable; every rule that names a command applies.
 //!
+//! Rule sets by peer (`--uid-rules UID[:UID…],OPTION[,OPTION…]`, repeatable) take `readonly`,
+//! `allow`, `deny`, `rate` and `arg` as above. A unix client whose peer user id (SO_PEERCRED)
+//! is listed is held to that set as well as to its listener's rules: a command goes through
+//! only when every rule that applies lets it (`admin-uid` exempts from the listener's rules
+//! only). The rules of a set name the user id when they refuse.
+//!
 //! `qmp_capabilities` is always allowed (negotiation is the proxy's own business).
 
 use serde_json::{Map, Value};
+use std::sync::Arc;
 use std::time::Instant;
 
 /// Commands that change nothing, allowed on a read-only listener besides `query-*`.
@@ -56,6 +63,8 @@ pub struct Policy {
     pub uids: Vec<u32>,
     pub admin_uids: Vec<u32>,
     pub args: Vec<ArgRule>,
+    /// A `--uid-rules` set (its refusals name the user id) rather than a listener's rules.
+    pub per_uid: bool,
 }
 
 /// `arg=COMMAND.PATH=VALUES`: the values an argument may take.
@@ -89,8 +98,8 @@ impl ArgRule {
         })
     }
 
-    /// Why `args` break this rule, if they do.
-    fn refuses(&self, command: &str, args: &Map<String, Value>) -> Option<String> {
+    /// Why `args` break this rule, if they do (`place`: where the rule holds, for the text).
+    fn refuses(&self, command: &str, args: &Map<String, Value>, place: &str) -> Option<String> {
         let mut at = args.get(self.path.first()?)?;
         for key in &self.path[1..] {
             at = at.as_object()?.get(key)?;
@@ -104,7 +113,7 @@ impl ArgRule {
             return None;
         }
         Some(format!(
-            "Parameter '{}' of {command} may only be {} on this QMP proxy listener",
+            "Parameter '{}' of {command} may only be {} on {place}",
             self.path.join("."),
             self.values.join(" or ")
         ))
@@ -127,6 +136,36 @@ pub fn parse_listen(spec: &str) -> Result<(Address, Policy), String> {
     if matches!(&address, Address::Unix(p) if p.as_os_str().is_empty()) {
         return Err("unix: needs a path".into());
     }
+    let p = parse_options(parts, false)?;
+    if !p.uids.is_empty() || !p.admin_uids.is_empty() {
+        if let Address::Tcp(_) = address {
+            return Err("uid= and admin-uid= need a unix socket (peer credentials)".into());
+        }
+    }
+    Ok((address, p))
+}
+
+/// Parse `--uid-rules UID[:UID...],OPTION[,OPTION...]`: the user ids and their rules.
+pub fn parse_uid_rules(spec: &str) -> Result<(Vec<u32>, Policy), String> {
+    let mut parts = spec.split(',');
+    let ids = parts.next().unwrap_or("");
+    let uids = ids
+        .split(':')
+        .map(|u| {
+            u.parse::<u32>()
+                .map_err(|_| format!("'{u}' is not a user id (expected UID[:UID...],OPTION...)"))
+        })
+        .collect::<Result<Vec<u32>, String>>()?;
+    let mut p = parse_options(parts, true)?;
+    p.per_uid = true;
+    Ok((uids, p))
+}
+
+/// The options of a listener (`per_uid`: of a `--uid-rules` set, which takes no user ids).
+fn parse_options<'a>(
+    parts: impl Iterator<Item = &'a str>,
+    per_uid: bool,
+) -> Result<Policy, String> {
     let mut p = Policy::default();
     for opt in parts {
         let (k, v) = opt
@@ -157,9 +196,14 @@ pub fn parse_listen(spec: &str) -> Result<(Address, Policy), String> {
                 })?;
                 p.rate = Some(n);
             }
-            "uid" => p.uids.extend(uids()?),
-            "admin-uid" => p.admin_uids.extend(uids()?),
+            "uid" if !per_uid => p.uids.extend(uids()?),
+            "admin-uid" if !per_uid => p.admin_uids.extend(uids()?),
             "arg" => p.args.push(ArgRule::parse(v)?),
+            _ if per_uid => {
+                return Err(format!(
+                    "'{k}': unknown option for a user id's rules (readonly, allow, deny, rate, arg)"
+                ))
+            }
             _ => {
                 return Err(format!(
                 "'{k}': unknown listener option (readonly, allow, deny, rate, uid, admin-uid, arg)"
@@ -167,12 +211,7 @@ pub fn parse_listen(spec: &str) -> Result<(Address, Policy), String> {
             }
         }
     }
-    if !p.uids.is_empty() || !p.admin_uids.is_empty() {
-        if let Address::Tcp(_) = address {
-            return Err("uid= and admin-uid= need a unix socket (peer credentials)".into());
-        }
-    }
-    Ok((address, p))
+    Ok(p)
 }
 
 fn matches(pattern: &str, name: &str) -> bool {
@@ -196,6 +235,14 @@ impl Policy {
         uid.is_some_and(|u| self.admin_uids.contains(&u))
     }
 
+    /// Where these rules hold, as refusals say it.
+    fn place(&self, uid: Option<u32>) -> String {
+        match (self.per_uid, uid) {
+            (true, Some(u)) => format!("this QMP proxy for user id {u}"),
+            _ => "this QMP proxy listener".into(),
+        }
+    }
+
     /// Why `command` is refused, if it is.
     pub fn refuses(&self, command: &str, uid: Option<u32>) -> Option<String> {
         if command == "qmp_capabilities" || self.is_admin(uid) {
@@ -203,24 +250,52 @@ impl Policy {
         }
         if self.deny.iter().any(|p| matches(p, command)) {
             return Some(format!(
-                "The command {command} is denied on this QMP proxy listener"
+                "The command {command} is denied on {}",
+                self.place(uid)
             ));
         }
         if !self.allow.is_empty() && !self.allow.iter().any(|p| matches(p, command)) {
-            return Some(format!(
-                "The command {command} is not in this QMP proxy listener's allow list"
-            ));
+            return Some(match (self.per_uid, uid) {
+                (true, Some(u)) => format!(
+                    "The command {command} is not in the allow list for user id {u} on this QMP proxy"
+                ),
+                _ => format!(
+                    "The command {command} is not in this QMP proxy listener's allow list"
+                ),
+            });
         }
         if self.readonly
             && !(command.starts_with("query-")
                 || command.starts_with("x-query-")
                 || READONLY_EXTRA.contains(&command))
         {
-            return Some(format!(
-                "The command {command} is not allowed on this read-only QMP proxy listener"
-            ));
+            return Some(match (self.per_uid, uid) {
+                (true, Some(u)) => format!(
+                    "The command {command} is not allowed on this QMP proxy for user id {u}, which is read-only"
+                ),
+                _ => format!(
+                    "The command {command} is not allowed on this read-only QMP proxy listener"
+                ),
+            });
         }
         None
+    }
+
+    /// Whether any command list or argument rule is set.
+    fn restricts(&self) -> bool {
+        !self.allow.is_empty() || !self.deny.is_empty() || self.readonly || !self.args.is_empty()
+    }
+
+    /// A refusal for going over the rate.
+    fn over_rate(&self, rate: u32, uid: Option<u32>) -> String {
+        match (self.per_uid, uid) {
+            (true, Some(u)) => format!(
+                "Rate limit exceeded: this QMP proxy allows user id {u} {rate} commands per second"
+            ),
+            _ => format!(
+                "Rate limit exceeded: this QMP proxy listener allows {rate} commands per second"
+            ),
+        }
     }
 
     /// Whether argument rules apply to `command` (its arguments must be read).
@@ -239,10 +314,73 @@ impl Policy {
         if self.is_admin(uid) {
             return None;
         }
+        let place = self.place(uid);
         self.args
             .iter()
             .filter(|r| matches(&r.command, command))
-            .find_map(|r| r.refuses(command, args))
+            .find_map(|r| r.refuses(command, args, &place))
+    }
+}
+
+/// The rules one client is held to: its listener's and the `--uid-rules` sets that list its
+/// peer's user id.
+pub struct Rules {
+    sets: Vec<Arc<Policy>>,
+    uid: Option<u32>,
+}
+
+impl Rules {
+    pub fn new(
+        listener: Arc<Policy>,
+        per_uid: &[(Vec<u32>, Arc<Policy>)],
+        uid: Option<u32>,
+    ) -> Rules {
+        let mut sets = vec![listener];
+        if let Some(u) = uid {
+            sets.extend(
+                per_uid
+                    .iter()
+                    .filter(|(ids, _)| ids.contains(&u))
+                    .map(|(_, p)| p.clone()),
+            );
+        }
+        Rules { sets, uid }
+    }
+
+    /// Why `command` is refused, if it is.
+    pub fn refuses(&self, command: &str) -> Option<String> {
+        self.sets.iter().find_map(|p| p.refuses(command, self.uid))
+    }
+
+    /// Why `command`'s arguments are refused, if they are.
+    pub fn refuses_args(&self, command: &str, args: Option<&Map<String, Value>>) -> Option<String> {
+        self.sets
+            .iter()
+            .find_map(|p| p.refuses_args(command, args, self.uid))
+    }
+
+    /// Whether any command list or argument rule applies to this client at all.
+    pub fn restricts(&self) -> bool {
+        self.sets
+            .iter()
+            .any(|p| p.restricts() && !p.is_admin(self.uid))
+    }
+
+    /// Whether argument rules apply to `command` (its arguments must be read).
+    pub fn constrains(&self, command: &str) -> bool {
+        self.sets
+            .iter()
+            .any(|p| !p.is_admin(self.uid) && p.constrains(command))
+    }
+
+    /// The strictest rate that applies, as a bucket and the refusal past it.
+    pub fn bucket(&self) -> Option<(Bucket, String)> {
+        self.sets
+            .iter()
+            .filter(|p| !p.is_admin(self.uid))
+            .filter_map(|p| p.rate.map(|r| (r, p)))
+            .min_by_key(|(r, _)| *r)
+            .map(|(r, p)| (Bucket::new(r), p.over_rate(r, self.uid)))
     }
 }
 
@@ -314,6 +452,44 @@ mod tests {
             "x.sock,uid=me",
         ] {
             assert!(parse_listen(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn rule_sets_by_uid() {
+        let (ids, p) = parse_uid_rules("1000:1001,readonly=on,rate=4").unwrap();
+        assert_eq!(ids, vec![1000, 1001]);
+        assert!(p.per_uid && p.readonly && p.rate == Some(4));
+        let sets = vec![(ids, Arc::new(p))];
+        let listener = Arc::new(parse_listen("x.sock,deny=stop").unwrap().1);
+        let r = Rules::new(listener.clone(), &sets, Some(1001));
+        assert_eq!(
+            r.refuses("quit").unwrap(),
+            "The command quit is not allowed on this QMP proxy for user id 1001, which is read-only"
+        );
+        assert_eq!(
+            r.refuses("stop").unwrap(),
+            "The command stop is denied on this QMP proxy listener"
+        );
+        assert_eq!(r.refuses("query-status"), None);
+        let (_, over) = r.bucket().unwrap();
+        assert_eq!(
+            over,
+            "Rate limit exceeded: this QMP proxy allows user id 1001 4 commands per second"
+        );
+        for uid in [Some(7), None] {
+            let r = Rules::new(listener.clone(), &sets, uid);
+            assert_eq!(r.refuses("quit"), None);
+            assert!(r.bucket().is_none());
+        }
+        for bad in [
+            "",
+            "me,readonly=on",
+            "1000,uid=3",
+            "1000,admin-uid=3",
+            "1000,bogus=1",
+        ] {
+            assert!(parse_uid_rules(bad).is_err(), "{bad}");
         }
     }
 
