@@ -260,13 +260,32 @@ fn fake_qemu(path: &Path) {
     });
 }
 
-#[test]
-fn listener_rules_peer_uids_rate_and_commands_in_flight() {
-    let dir = TempDir::new("proxy-rules");
+/// A directory, a stand-in for QEMU on `qemu.sock` in it, the test's own user id and another.
+fn fake_qemu_and_uids(tag: &str) -> (TempDir, std::path::PathBuf, u32, u32) {
+    let dir = TempDir::new(tag);
     let up = dir.join("qemu.sock");
     fake_qemu(&up);
     let me = unsafe { libc::getuid() };
     let other = if me == 4242 { 4243 } else { 4242 };
+    (dir, up, me, other)
+}
+
+/// Three commands at once on a client allowed two per second: the third is refused with `desc`.
+fn two_per_second(c: &mut Line, desc: &str) {
+    for i in 0..3 {
+        c.send(&format!(r#"{{"execute": "query-x", "id": {i}}}"#));
+    }
+    assert_eq!(c.value(), json!({"return": {}, "id": 0}));
+    assert_eq!(c.value(), json!({"return": {}, "id": 1}));
+    assert_eq!(
+        c.value(),
+        json!({"id": 2, "error": {"class": "GenericError", "desc": desc}})
+    );
+}
+
+#[test]
+fn listener_rules_peer_uids_rate_and_commands_in_flight() {
+    let (dir, up, me, other) = fake_qemu_and_uids("proxy-rules");
     let sock = |n: &str| dir.join(n);
     let _p = proxy(
         &up,
@@ -336,15 +355,9 @@ fn listener_rules_peer_uids_rate_and_commands_in_flight() {
     // Two commands per second.
     let mut r = Line::connect(&sock("rate.sock"));
     negotiate(&mut r);
-    for i in 0..3 {
-        r.send(&format!(r#"{{"execute": "query-x", "id": {i}}}"#));
-    }
-    assert_eq!(r.value(), json!({"return": {}, "id": 0}));
-    assert_eq!(r.value(), json!({"return": {}, "id": 1}));
-    assert_eq!(
-        r.value(),
-        json!({"id": 2, "error": {"class": "GenericError",
-            "desc": "Rate limit exceeded: this QMP proxy listener allows 2 commands per second"}})
+    two_per_second(
+        &mut r,
+        "Rate limit exceeded: this QMP proxy listener allows 2 commands per second",
     );
 
     // QEMU goes away with a command in flight: it gets an error, everyone gets the event, and
@@ -723,11 +736,7 @@ fn argument_rules_refuse_values_outside_the_list() {
 /// top of the listener's rules), and a set for another user id does not.
 #[test]
 fn rule_sets_by_peer_uid() {
-    let dir = TempDir::new("proxy-uid-rules");
-    let up = dir.join("qemu.sock");
-    fake_qemu(&up);
-    let me = unsafe { libc::getuid() };
-    let other = if me == 4242 { 4243 } else { 4242 };
+    let (dir, up, me, other) = fake_qemu_and_uids("proxy-uid-rules");
     let ps = dir.join("p.sock");
     let mut c = Command::new(qmpkit());
     c.args(["proxy", "--upstream"])
@@ -782,14 +791,8 @@ fn rule_sets_by_peer_uid() {
     }
     // The rate of this user id's set: two commands per second.
     std::thread::sleep(Duration::from_millis(1100));
-    for i in 0..3 {
-        l.send(&format!(r#"{{"execute": "query-x", "id": {i}}}"#));
-    }
-    assert_eq!(l.value(), json!({"return": {}, "id": 0}));
-    assert_eq!(l.value(), json!({"return": {}, "id": 1}));
-    assert_eq!(
-        l.value(),
-        json!({"id": 2, "error": {"class": "GenericError",
-            "desc": format!("Rate limit exceeded: this QMP proxy allows user id {me} 2 commands per second")}})
+    two_per_second(
+        &mut l,
+        &format!("Rate limit exceeded: this QMP proxy allows user id {me} 2 commands per second"),
     );
 }

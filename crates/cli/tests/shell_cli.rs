@@ -1,5 +1,6 @@
 //! `qmpkit shell`: on a terminal (tmux: completion of an argument name, a union branch's member,
-//! an enum value and live values (drives, device and object ids); an event arriving while a line is half typed; `help`; history),
+//! an enum value and live values (drives, device and object ids); an event arriving while a line is half typed; `help`; history; the progress bars of a block job
+//! and of a migration),
 //! piped like qmp-shell, and qmp-shell's documented inputs sending the same requests as qmp-shell.
 
 #[path = "tools_support/mod.rs"]
@@ -329,6 +330,33 @@ x-cmd n=42 neg=-1 t=true f=False l=[1,'a',None,true] o={\"a\":{\"b\":[]}}
     );
 }
 
+/// The screen of a shell on `sock` (no events shown) once `line` has run with a bar called
+/// `name` to its end: the bar was drawn at least once before 100 %, its text `msg`.
+fn progress_of(tag: &str, sock: &str, line: &str, name: &str, msg: &str) -> String {
+    let t = Tmux::start(
+        tag,
+        &format!(
+            "{} shell --no-history --events none {sock}",
+            qmpkit().display()
+        ),
+    );
+    t.wait_line("(QEMU)");
+    t.keys(&[line, "Enter"]);
+    let done = format!("{name} [##############################] 100% {msg}");
+    let screen = t.wait("the finished bar", |s| s.contains(&done));
+    let bars: Vec<&str> = screen
+        .lines()
+        .filter(|l| l.starts_with(&format!("{name} [")))
+        .collect();
+    assert!(bars.len() >= 2, "{screen}");
+    assert!(
+        bars.iter()
+            .any(|l| !l.contains("100%") && l.ends_with(&format!("% {msg}"))),
+        "{screen}"
+    );
+    screen
+}
+
 #[test]
 fn on_a_terminal_a_block_job_shows_a_progress_bar() {
     let _tmux = qmpkit_testkit::program_or_skip!("tmux");
@@ -351,28 +379,14 @@ fn on_a_terminal_a_block_job_shows_a_progress_bar() {
         );
         assert_eq!(o.code, 0, "{o:?}");
     }
-    let t = Tmux::start(
-        "bars",
-        &format!(
-            "{} shell --no-history --events none {s}",
-            qmpkit().display()
-        ),
-    );
-    t.wait_line("(QEMU)");
     // 256 MiB at 128 MiB/s: about two seconds of progress.
-    t.keys(&[
+    let screen = progress_of(
+        "bars",
+        s,
         "blockdev-backup job-id=j0 device=src target=dst sync=full speed=134217728",
-        "Enter",
-    ]);
-    let screen = t.wait("the finished bar", |s| {
-        s.contains("job j0 [##############################] 100% backup")
-    });
-    let bars: Vec<&str> = screen
-        .lines()
-        .filter(|l| l.starts_with("job j0 ["))
-        .collect();
-    assert!(bars.len() >= 2, "{screen}");
-    assert!(bars.iter().any(|l| !l.contains("100%")), "{screen}");
+        "job j0",
+        "backup",
+    );
     assert!(
         !screen.contains("JOB_STATUS_CHANGE"),
         "--events none: {screen}"
@@ -401,27 +415,12 @@ fn on_a_terminal_a_migration_shows_a_progress_bar() {
         let o = run(&["qmp", s, cmd, arg], "");
         assert_eq!(o.code, 0, "{o:?}");
     }
-    let t = Tmux::start(
+    let screen = progress_of(
         "migration-bar",
-        &format!(
-            "{} shell --no-history --events none {s}",
-            qmpkit().display()
-        ),
-    );
-    t.wait_line("(QEMU)");
-    t.keys(&["migrate uri=exec:cat>/dev/null", "Enter"]);
-    let screen = t.wait("the finished bar", |s| {
-        s.contains("migration [##############################] 100% ")
-    });
-    let bars: Vec<&str> = screen
-        .lines()
-        .filter(|l| l.starts_with("migration ["))
-        .collect();
-    assert!(bars.len() >= 2, "{screen}");
-    assert!(
-        bars.iter()
-            .any(|l| !l.contains("100%") && l.ends_with("% active")),
-        "{screen}"
+        s,
+        "migrate uri=exec:cat>/dev/null",
+        "migration",
+        "active",
     );
     assert!(!screen.contains("\"MIGRATION\""), "--events none: {screen}");
     let o = run(&["qmp", s, "query-migrate"], "");
