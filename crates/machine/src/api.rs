@@ -38879,15 +38879,17 @@ impl ::qmpkit_qapi::Command for OrgQmpkitGuestRxFilter {
 
 /// Command `__org.qmpkit_viewer-connect`: its arguments.
 ///
-/// Make a viewer connect to the machine's VNC server, as a VNC client
-/// would: the server sends VNC_CONNECTED, authenticates the viewer with
-/// the server's method (a VNC password that is set and not expired), then
-/// sends VNC_INITIALIZED, or VNC_DISCONNECTED when it refuses the viewer.
-/// A connected viewer is listed by query-vnc and query-vnc-servers.
+/// Make a viewer connect to the machine's VNC or SPICE server, as a
+/// client would: the server sends VNC_CONNECTED (SPICE_CONNECTED),
+/// authenticates the viewer with the server's method (a password that is
+/// set and not expired), then sends VNC_INITIALIZED (SPICE_INITIALIZED
+/// for the viewer's main channel), or VNC_DISCONNECTED
+/// (SPICE_DISCONNECTED) when it refuses the viewer.  A connected viewer
+/// is listed by query-vnc and query-vnc-servers (query-spice).
 #[allow(deprecated)]
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct OrgQmpkitViewerConnect {
-    /// the display server: "vnc"
+    /// the display server: "vnc" or "spice"
     pub protocol: ::std::string::String,
     /// the viewer's address (default 127.0.0.1)
     pub host: ::core::option::Option<::std::string::String>,
@@ -38973,11 +38975,12 @@ impl ::qmpkit_qapi::Command for OrgQmpkitViewerConnect {
 
 /// Command `__org.qmpkit_viewer-disconnect`: its arguments.
 ///
-/// Make a connected viewer go away: the server sends VNC_DISCONNECTED.
+/// Make a connected viewer go away: the server sends VNC_DISCONNECTED
+/// (SPICE_DISCONNECTED).
 #[allow(deprecated)]
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct OrgQmpkitViewerDisconnect {
-    /// the display server: "vnc"
+    /// the display server: "vnc" or "spice"
     pub protocol: ::std::string::String,
     /// the viewer's port
     pub service: ::std::string::String,

@@ -239,6 +239,8 @@ pub struct MachineConfig {
     pub tpm: Option<TpmConfig>,
     /// `-vnc` display (`:0`, `0.0.0.0:0`, `none`).
     pub vnc: Option<String>,
+    /// `-spice` options (`port=5930,addr=…,disable-ticketing=on`).
+    pub spice: Option<String>,
     /// `-serial` backends, in order (`serial0`, `serial1`, …).
     pub serials: Vec<String>,
     pub pidfile: Option<String>,
@@ -384,6 +386,7 @@ impl MachineConfig {
             mon: Vec::new(),
             tpm: None,
             vnc: None,
+            spice: None,
             serials: Vec::new(),
             pidfile: None,
             daemonize: false,
@@ -814,6 +817,7 @@ impl MachineConfig {
                 let v = need(value)?;
                 self.vnc = if v == "none" { None } else { Some(v) };
             }
+            "spice" => self.spice = Some(need(value)?),
             "serial" => {
                 let v = need(value)?;
                 if v != "none" {

@@ -19,6 +19,7 @@ use qmpkit_qapi::Enum;
 use qmpkit_wire::{ErrorClass, QmpError};
 
 pub mod rfb;
+pub mod spice;
 
 pub const WIDTH: usize = 720;
 pub const HEIGHT: usize = 400;
@@ -74,6 +75,8 @@ pub struct DisplayState {
     next_port: u32,
     /// Whether the poll timer is pending.
     polling: bool,
+    /// The SPICE server's password and viewers.
+    pub spice: spice::SpiceState,
 }
 
 impl Default for DisplayState {
@@ -89,6 +92,7 @@ impl Default for DisplayState {
             viewers: Vec::new(),
             next_port: 49152,
             polling: false,
+            spice: Default::default(),
         }
     }
 }
@@ -326,19 +330,9 @@ pub fn query_vnc_servers(m: &mut Machine) -> Vec<api::VncInfo2> {
     }]
 }
 
-/// `query-spice`: the machine has no SPICE server.
-pub fn query_spice() -> api::SpiceInfo {
-    api::SpiceInfo {
-        enabled: false,
-        migrated: false,
-        host: None,
-        port: None,
-        tls_port: None,
-        auth: None,
-        compiled_version: None,
-        mouse_mode: api::SpiceQueryMouseMode::Client,
-        channels: None,
-    }
+/// `query-spice`.
+pub fn query_spice(m: &Machine) -> api::SpiceInfo {
+    spice::query(m)
 }
 
 /// `change-vnc-password`, `change vnc password`: the expiry stays as it was.
@@ -371,7 +365,7 @@ pub fn set_password(
         Some(_) => return Err(QmpError::generic("Invalid parameter 'connected'")),
     };
     match protocol {
-        "spice" => Err(no_spice()),
+        "spice" => spice::set_password(m, password, connected.unwrap_or("keep")),
         "vnc" => {
             if fail || disconnect {
                 return Err(QmpError::generic("Invalid parameter 'connected'"));
@@ -420,7 +414,7 @@ pub fn parse_expiry(time: &str, now: i64) -> Result<Expiry, QmpError> {
 pub fn expire_password(m: &mut Machine, protocol: &str, time: &str) -> Result<(), QmpError> {
     let expiry = parse_expiry(time, wall_secs(m))?;
     match protocol {
-        "spice" => Err(no_spice()),
+        "spice" => spice::expire_password(m, time),
         "vnc" => {
             if vnc_addr(m).is_none() {
                 return Err(QmpError::generic("Could not set password expire time."));
@@ -495,14 +489,7 @@ pub fn connect_viewer(
     poll_viewers(m);
     let service = match r.service {
         Some(s) => s,
-        None => loop {
-            let p = m.display.next_port;
-            m.display.next_port = if p >= 65535 { 49152 } else { p + 1 };
-            let s = p.to_string();
-            if !m.display.viewers.iter().any(|v| v.service == s) {
-                break s;
-            }
-        },
+        None => free_port(m),
     };
     let host = r.host.unwrap_or_else(|| "127.0.0.1".into());
     if m.display
@@ -554,6 +541,33 @@ pub fn connect_viewer(
         });
         Ok((service, Some(rfb::AUTH_FAILED)))
     }
+}
+
+/// The next port test control gives a viewer that names none: from 49152 on, not taken.
+fn free_port(m: &mut Machine) -> String {
+    loop {
+        let p = m.display.next_port;
+        m.display.next_port = if p >= 65535 { 49152 } else { p + 1 };
+        let s = p.to_string();
+        let d = &m.display;
+        if !d.viewers.iter().any(|v| v.service == s)
+            && !d.spice.channels.iter().any(|c| c.port == s)
+        {
+            return s;
+        }
+    }
+}
+
+/// `__org.qmpkit_viewer-connect` for SPICE.
+pub fn connect_spice_viewer(
+    m: &mut Machine,
+    mut r: ViewerRequest,
+) -> Result<(String, Option<&'static str>), QmpError> {
+    let port = match r.service.take() {
+        Some(p) => p,
+        None => free_port(m),
+    };
+    spice::connect(m, r, port)
 }
 
 /// `__org.qmpkit_viewer-disconnect` for VNC.

@@ -628,3 +628,121 @@ fn add_client_hands_a_real_viewer_to_the_vnc_server() {
         "GenericError: parameter @fdname must name a socket"
     );
 }
+
+/// SPICE (checked against qemu-system-x86_64 10.0.2 with a client speaking the link
+/// protocol): the server in query-spice, a viewer's main channel linked (SPICE_CONNECTED),
+/// its ticket accepted (SPICE_INITIALIZED) or refused (SPICE_DISCONNECTED), passwords and
+/// their expiry, `connected` on a new password.
+#[test]
+fn spice_viewers_and_passwords() {
+    let mut m = machine_with(|c| {
+        c.spice = Some("port=5930,addr=127.0.0.1,password-secret=sec0".into());
+        c.objects.push(qmpkit_machine::config::ObjectConfig {
+            qom_type: "secret".into(),
+            id: "sec0".into(),
+            props: [("data".to_string(), "hunter2".to_string())].into(),
+        });
+    });
+    events(&mut m);
+    assert_eq!(
+        ok(run(&mut m, "query-spice", json!({}))),
+        json!({"enabled": true, "migrated": false, "host": "127.0.0.1", "port": 5930,
+               "auth": "spice", "compiled-version": "0.15.1", "mouse-mode": "server",
+               "channels": []})
+    );
+    let server = r#"{"host":"127.0.0.1","port":"5930","family":"ipv4"}"#;
+    let client = r#"{"host":"127.0.0.1","port":"40010","family":"ipv4"}"#;
+    let v = viewer(
+        &mut m,
+        json!({"protocol": "spice", "service": "40010", "password": "hunter2"}),
+    );
+    assert_eq!(v, json!({"service": "40010", "accepted": true}));
+    let ev = events(&mut m);
+    assert_eq!(
+        ev[0],
+        format!("SPICE_CONNECTED {{\"server\":{server},\"client\":{client}}}")
+    );
+    let channels = ok(run(&mut m, "query-spice", json!({})))["channels"].clone();
+    let id = channels[0]["connection-id"].clone();
+    assert_eq!(
+        channels,
+        json!([{"host": "127.0.0.1", "port": "40010", "family": "ipv4",
+                "connection-id": id, "channel-type": 1, "channel-id": 0, "tls": false}])
+    );
+    assert_eq!(
+        ev[1],
+        format!(
+            "SPICE_INITIALIZED {{\"server\":{{\"host\":\"127.0.0.1\",\"port\":\"5930\",\"family\":\"ipv4\",\"auth\":\"spice\"}},\"client\":{}}}",
+            channels[0]
+        )
+    );
+    // A wrong ticket: linked, then dropped.
+    let v = viewer(&mut m, json!({"protocol": "spice", "password": "wrong"}));
+    assert_eq!(v["accepted"], false);
+    let ev = events(&mut m);
+    assert!(
+        ev[0].starts_with("SPICE_CONNECTED ") && ev[1].starts_with("SPICE_DISCONNECTED "),
+        "{ev:?}"
+    );
+    // `connected`: fail while a viewer is there; disconnect drops it.
+    let set = |m: &mut Machine, connected: &str| {
+        run(
+            m,
+            "set_password",
+            json!({"protocol": "spice", "password": "new", "connected": connected}),
+        )
+    };
+    assert_eq!(
+        set(&mut m, "fail").unwrap_err(),
+        "GenericError: Could not set password"
+    );
+    ok(set(&mut m, "disconnect"));
+    assert_eq!(
+        events(&mut m),
+        [format!(
+            "SPICE_DISCONNECTED {{\"server\":{server},\"client\":{client}}}"
+        )]
+    );
+    assert_eq!(
+        ok(run(&mut m, "query-spice", json!({})))["channels"],
+        json!([])
+    );
+    ok(set(&mut m, "fail"));
+    let try_in = |m: &mut Machine, pw: &str| {
+        viewer(m, json!({"protocol": "spice", "password": pw}))["accepted"] == json!(true)
+    };
+    assert!(!try_in(&mut m, "hunter2"));
+    assert!(try_in(&mut m, "new"));
+    // Expiry on the machine's clock; a new password keeps it.
+    ok(run(
+        &mut m,
+        "expire_password",
+        json!({"protocol": "spice", "time": "+10"}),
+    ));
+    step(&mut m, 12_000);
+    assert!(!try_in(&mut m, "new"));
+    ok(run(
+        &mut m,
+        "set_password",
+        json!({"protocol": "spice", "password": "newer"}),
+    ));
+    assert!(!try_in(&mut m, "newer"));
+    ok(run(
+        &mut m,
+        "client_migrate_info",
+        json!({"protocol": "spice", "hostname": "localhost", "port": 5931}),
+    ));
+    // Without ticketing every viewer is in, and no password can be set.
+    let mut open = machine_with(|c| c.spice = Some("port=5930,disable-ticketing=on".into()));
+    let q = ok(run(&mut open, "query-spice", json!({})));
+    assert_eq!((&q["host"], &q["auth"]), (&json!("*"), &json!("none")));
+    assert!(try_in(&mut open, ""));
+    assert_eq!(
+        fails(
+            &mut open,
+            "set_password",
+            json!({"protocol": "spice", "password": "x"})
+        ),
+        "GenericError: Could not set password"
+    );
+}

@@ -25,8 +25,8 @@ pub fn query_vnc_servers(
     Ok(display::query_vnc_servers(m))
 }
 
-pub fn query_spice(_: &mut Machine, _: api::QuerySpice, _: &mut Cx) -> R<api::SpiceInfo> {
-    Ok(display::query_spice())
+pub fn query_spice(m: &mut Machine, _: api::QuerySpice, _: &mut Cx) -> R<api::SpiceInfo> {
+    Ok(display::query_spice(m))
 }
 
 pub fn set_password(m: &mut Machine, a: api::SetPassword, _: &mut Cx) -> R<Empty> {
@@ -53,6 +53,10 @@ pub fn add_client(m: &mut Machine, a: api::AddClient, cx: &mut Cx) -> R<Empty> {
     };
     let inactive = |what: &str| Err(QmpError::new(ErrorClass::DeviceNotActive, what));
     match a.protocol.as_str() {
+        "spice" if display::spice::config(m).is_some() => Err(crate::generic(
+            "Command 'add_client' with 'protocol' = \"spice\" is not implemented by this \
+             simulated machine",
+        )),
         "spice" => inactive("SPICE is not in use"),
         "@dbus-display" => inactive("D-Bus display is not in use"),
         "vnc" => display::add_client(m, fd, a.skipauth.unwrap_or(false)).map(|()| Empty),
@@ -69,12 +73,6 @@ pub fn viewer_connect(
     a: api::OrgQmpkitViewerConnect,
     _: &mut Cx,
 ) -> R<api::OrgQmpkitViewer> {
-    if a.protocol != "vnc" {
-        return Err(crate::generic(format!(
-            "Parameter 'protocol' expects 'vnc', not '{}'",
-            a.protocol
-        )));
-    }
     let r = display::ViewerRequest {
         host: a.host,
         service: a.service,
@@ -83,7 +81,11 @@ pub fn viewer_connect(
         x509_dname: a.x509_dname,
         sasl_username: a.sasl_username,
     };
-    let (service, refused) = display::connect_viewer(m, r)?;
+    let (service, refused) = match a.protocol.as_str() {
+        "vnc" => display::connect_viewer(m, r)?,
+        "spice" => display::connect_spice_viewer(m, r)?,
+        other => return Err(bad_protocol(other)),
+    };
     Ok(api::OrgQmpkitViewer {
         service,
         accepted: refused.is_none(),
@@ -97,11 +99,16 @@ pub fn viewer_disconnect(
     a: api::OrgQmpkitViewerDisconnect,
     _: &mut Cx,
 ) -> R<Empty> {
-    if a.protocol != "vnc" {
-        return Err(crate::generic(format!(
-            "Parameter 'protocol' expects 'vnc', not '{}'",
-            a.protocol
-        )));
+    match a.protocol.as_str() {
+        "vnc" => display::disconnect_viewer(m, &a.service),
+        "spice" => display::spice::disconnect(m, &a.service),
+        other => Err(bad_protocol(other)),
     }
-    display::disconnect_viewer(m, &a.service).map(|()| Empty)
+    .map(|()| Empty)
+}
+
+fn bad_protocol(p: &str) -> QmpError {
+    crate::generic(format!(
+        "Parameter 'protocol' expects 'vnc' or 'spice', not '{p}'"
+    ))
 }
