@@ -38879,13 +38879,11 @@ impl ::qmpkit_qapi::Command for OrgQmpkitGuestRxFilter {
 
 /// Command `__org.qmpkit_viewer-connect`: its arguments.
 ///
-/// Make a viewer connect to the machine's VNC or SPICE server, as a
-/// client would: the server sends VNC_CONNECTED (SPICE_CONNECTED),
-/// authenticates the viewer with the server's method (a password that is
-/// set and not expired), then sends VNC_INITIALIZED (SPICE_INITIALIZED
-/// for the viewer's main channel), or VNC_DISCONNECTED
-/// (SPICE_DISCONNECTED) when it refuses the viewer.  A connected viewer
-/// is listed by query-vnc and query-vnc-servers (query-spice).
+/// Make a viewer connect to the VNC or SPICE server: VNC_CONNECTED
+/// (SPICE_CONNECTED), then, once its password (set, not expired) is
+/// accepted, VNC_INITIALIZED (SPICE_INITIALIZED for its main channel),
+/// or VNC_DISCONNECTED (SPICE_DISCONNECTED) when refused.  Connected
+/// viewers are listed by query-vnc (query-spice).
 #[allow(deprecated)]
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct OrgQmpkitViewerConnect {
