@@ -310,8 +310,6 @@ fn call_args(cmd: &str, tmp: &str) -> Option<Value> {
         "send-key" => json!({"keys": [{"type": "qcode", "data": "a"}]}),
         "set_password" => json!({"protocol": "vnc", "password": "secret"}),
         "__org.qmpkit_viewer-connect" => json!({"protocol": "vnc", "password": "secret"}),
-        "dump-skeys" => json!({"filename": format!("{tmp}/skeys")}),
-        "block_passwd" => json!({"device": "ide0-hd0", "password": "x"}),
         "xen-save-devices-state" | "xen-load-devices-state" => {
             json!({"filename": format!("{tmp}/devices-state")})
         }
@@ -368,16 +366,6 @@ const ERRORS: &[(&str, &str)] = &[
     ("job-dismiss", "Job not found"),
     ("job-finalize", "Job not found"),
     ("nbd-server-stop", "NBD server not running"),
-    // Commands QEMU 10.0.2's x86 build does not have.
-    ("dump-skeys", "The command dump-skeys has not been found"),
-    (
-        "query-gic-capabilities",
-        "The command query-gic-capabilities has not been found",
-    ),
-    (
-        "block_passwd",
-        "The command block_passwd has not been found",
-    ),
     // The guest runs.
     (
         "xen-load-devices-state",

@@ -25,36 +25,6 @@ pub fn rtc_reset_reinjection(_: &mut Machine, _: api::RtcResetReinjection, _: &m
     Ok(Empty)
 }
 
-/// What QEMU 10.0.2's x86_64 build answers a command it lacks (one of another target, or
-/// one removed since).
-fn other_target(name: &str) -> qmpkit_wire::QmpError {
-    qmpkit_wire::QmpError::new(
-        qmpkit_wire::ErrorClass::CommandNotFound,
-        format!("The command {name} has not been found"),
-    )
-}
-
-/// `block_passwd`: gone from QEMU since 4.0 (encrypted images take their secrets as
-/// objects); QEMU 10.0.2 answers that it has no such command.
-pub fn block_passwd(_: &mut Machine, _: api::BlockPasswd, _: &mut Cx) -> R<Empty> {
-    Err(other_target("block_passwd"))
-}
-
-/// `dump-skeys`: s390x storage keys; the x86 machine has none, and QEMU's x86 build has no
-/// such command.
-pub fn dump_skeys(_: &mut Machine, _: api::DumpSkeys, _: &mut Cx) -> R<Empty> {
-    Err(other_target("dump-skeys"))
-}
-
-/// `query-gic-capabilities`: ARM's interrupt controller; absent from QEMU's x86 build.
-pub fn query_gic_capabilities(
-    _: &mut Machine,
-    _: api::QueryGicCapabilities,
-    _: &mut Cx,
-) -> R<Vec<api::GICCapability>> {
-    Err(other_target("query-gic-capabilities"))
-}
-
 /// `human-monitor-command`: the one QMP command that runs the human monitor above it, which
 /// [`Machine::human_monitor`] reaches (the handlers never name the layer above them).
 pub fn human_monitor_command(

@@ -145,9 +145,6 @@ handlers! {
     trace_event_get_state(TraceEventGetState) => misc::trace_event_get_state;
     trace_event_set_state(TraceEventSetState) => misc::trace_event_set_state;
     rtc_reset_reinjection(RtcResetReinjection) => misc::rtc_reset_reinjection;
-    dump_skeys(DumpSkeys) => misc::dump_skeys;
-    block_passwd(BlockPasswd) => misc::block_passwd;
-    query_gic_capabilities(QueryGicCapabilities) => misc::query_gic_capabilities;
     // (qmp/testctl.rs)
     org_qmpkit_guest_shutdown(OrgQmpkitGuestShutdown) => testctl::guest_shutdown;
     org_qmpkit_guest_panic(OrgQmpkitGuestPanic) => testctl::guest_panic;
