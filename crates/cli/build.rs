@@ -82,27 +82,24 @@ fn link_at_fixed_address() {
     }
 }
 
-/// Release builds on x86_64 Linux, which Rust (1.90 on) links with its own LLD, place the
-/// functions that `qmpkit serve` runs while starting and answering a typical session side by
-/// side (`link-order.txt`, written by `tools/link-order/generate.py`): they would otherwise be
-/// spread over most of the binary's text, and every page that a process touches maps its
-/// neighbours too (the kernel's fault-around), so an idle machine held some 5 MiB of the
-/// binary where the code it runs fits in 0.8 MiB. Names the linker does not find (a list
-/// older than the dependencies or the compiler) are skipped; the ordering moves code, never
-/// changes it.
+/// Release builds on x86_64 Linux, which Rust (1.90 on) links with its own LLD, gather the
+/// functions that `qmpkit serve` runs while starting and answering a typical session ahead of
+/// the rest of the code (`link-order.ld`, a linker script written by
+/// `tools/link-order/generate.py`): they would otherwise be spread over most of the binary's
+/// text, and every page that a process touches maps its neighbours too (the kernel's
+/// fault-around), so an idle machine held some 5 MiB of the binary where the code it runs fits
+/// in 0.8 MiB. The script names functions by patterns without their per-build hashes; one
+/// that matches nothing is harmless, and the script moves code, never changes it.
 fn order_functions(manifest: &Path) {
-    let list = manifest.join("link-order.txt");
-    println!("cargo:rerun-if-changed={}", list.display());
+    let script = manifest.join("link-order.ld");
+    println!("cargo:rerun-if-changed={}", script.display());
     let var = |n: &str| std::env::var(n).unwrap_or_default();
     let own_lld = var("TARGET") == "x86_64-unknown-linux-gnu"
         && rustc_minor().is_some_and(|m| m >= 90)
         && !var("CARGO_ENCODED_RUSTFLAGS").contains("link")
         && std::env::var_os("CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_LINKER").is_none();
-    if var("PROFILE") == "release" && own_lld && list.exists() {
-        println!(
-            "cargo:rustc-link-arg-bins=-Wl,--symbol-ordering-file={},--no-warn-symbol-ordering",
-            list.display()
-        );
+    if var("PROFILE") == "release" && own_lld && script.exists() {
+        println!("cargo:rustc-link-arg-bins=-Wl,-T,{}", script.display());
     }
 }
 

@@ -1,7 +1,8 @@
 //! Runs the schema pipeline on the machine's own schema (`schema/` at the repository root) at
 //! build time, so that `qmpkit serve` does not parse and check it at every start:
 //!
-//! - `schema.model`: the checked model in the schema crate's compact form (no doc comments),
+//! - `schema.model`: the checked model in the schema crate's compact form (no doc comments,
+//!   no source positions),
 //!   read back by `embedded::load_prechecked`;
 //! - `qmp-schema.json`: the `query-qmp-schema` answer with the default introspection options
 //!   (no configuration symbols, masked names), encoded as the server encodes it (QEMU's
@@ -34,7 +35,11 @@ fn main() {
             std::process::exit(1);
         }
     };
-    write(&out.join("schema.model"), &schema.to_compact());
+    // Serving never says where a definition was written: the model leaves positions out,
+    // which makes it smaller and faster to read at start-up.
+    let mut served = schema.clone();
+    served.forget_positions();
+    write(&out.join("schema.model"), &served.to_compact());
 
     let infos = qmpkit_schema::introspect::introspect(
         &schema,

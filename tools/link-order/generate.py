@@ -1,16 +1,18 @@
 #!/usr/bin/env python3
 """Record which functions of a release `qmpkit` run while `qmpkit serve` starts and answers a
-typical session, and write them as a symbol ordering file for the linker
-(`crates/cli/link-order.txt`, which `crates/cli/build.rs` hands to the linker for release
-builds). Placed together, the code a machine runs fills a few hundred KiB of the binary
-instead of being spread over most of its 10 MB of text, so a process maps (and faults in)
-far fewer pages of it.
+typical session, and write them as a linker script (`crates/cli/link-order.ld`, which
+`crates/cli/build.rs` hands to the linker for release builds) that gathers their sections
+into one output section ahead of the rest of the code. Placed together, the code a machine
+runs fills a few hundred KiB of the binary instead of being spread over most of its 10 MB of
+text, so a process maps (and faults in) far fewer pages of it.
 
 usage: tools/link-order/generate.py [path/to/release/qmpkit] [output]
 
-Needs valgrind (callgrind) and nm. Functions are named as the linker sees them (mangled, with
-their hashes): rebuild the list when dependencies or the compiler change (names that no longer
-exist are ignored by the linker, and the ordering only moves code, never changes it).
+Needs valgrind (callgrind) and nm. Each function is matched by its mangled name without the
+parts that change from build to build (the hash of legacy Rust names, the suffix ThinLTO gives
+local symbols), so the script stays useful while the code changes; rebuild it when start-up
+runs much new code. A pattern that matches nothing is harmless, and the script only moves
+code, never changes it.
 """
 
 import bisect
@@ -88,13 +90,17 @@ def executed_addresses(cg, binary):
                 addr = int(line.split()[0], 16)
             elif line[0] in "+-":
                 addr += int(line.split()[0])
-            if cur and os.path.realpath(cur) == target:
+            # Code the linker script gathered shows in no known object (callgrind does not
+            # attribute the extra section to the binary): the binary has a fixed address, so
+            # `functions` tells its addresses apart.
+            if cur == "???" or (cur and os.path.realpath(cur) == target):
                 addrs.add(addr)
     return addrs
 
 
 def functions(binary, addrs):
-    """The functions (mangled names) holding `addrs`, in address order."""
+    """The functions (mangled names) holding `addrs`, in address order, and every function
+    of the binary as (name, size)."""
     syms = []
     nm = subprocess.run(["nm", "-S", "--defined-only", binary],
                         capture_output=True, text=True, check=True).stdout
@@ -109,20 +115,71 @@ def functions(binary, addrs):
         i = bisect.bisect_right(starts, a) - 1
         if i >= 0 and syms[i][0] <= a < syms[i][0] + max(syms[i][1], 1):
             hit[syms[i][2]] = syms[i][0]
-    return sorted(hit, key=hit.get), sum(s[1] for s in syms if s[2] in hit)
+    return sorted(hit, key=hit.get), [(s[2], s[1]) for s in syms]
+
+
+def stable(name):
+    """A mangled name without the parts that change from build to build."""
+    name = re.sub(r"\.llvm\.\d+$", "", name)
+    m = re.match(r"^(_ZN.*)17h[0-9a-f]{16}E$", name)
+    return m.group(1) if m else name
+
+
+def patterns(names, syms):
+    """Section name patterns for `names`, each once. A pattern without the per-build parts
+    matches every instance of a generic function (legacy names tell them apart by the hash
+    alone): where the instances together are much larger than those that ran, the ones that
+    ran are named in full instead, so that the gathered code stays what a machine runs."""
+    ran = {}
+    for n in names:
+        ran[stable(n)] = ran.get(stable(n), 0) + 1
+    family, ran_size = {}, {}
+    for n, size in syms:
+        p = stable(n)
+        family[p] = family.get(p, 0) + size
+    names_set = set(names)
+    for n, size in syms:
+        if n in names_set:
+            ran_size[stable(n)] = ran_size.get(stable(n), 0) + size
+    out, seen, size = [], set(), 0
+    for n in names:
+        p = stable(n)
+        if p in seen:
+            continue
+        seen.add(p)
+        # Characters a linker script would read as syntax do not occur in mangled names.
+        if re.search(r"[\[\]?*(){};,\s\"]", p):
+            continue
+        if family.get(p, 0) <= max(4 * ran_size.get(p, 0), 4096):
+            out.append(p + "*")
+            size += family.get(p, 0)
+    # The instances of the other generic functions by their full names, hashes included:
+    # these match only until the crate that instantiates them changes.
+    for n, sz in syms:
+        p = stable(n)
+        if n in names_set and p + "*" not in out and not re.search(r"[\[\]?*(){};,\s\"]", n):
+            out.append(re.sub(r"\.llvm\.\d+$", "", n) + "*")
+            size += sz
+    return out, size
 
 
 def main():
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     qmpkit = sys.argv[1] if len(sys.argv) > 1 else os.path.join(
         os.environ.get("CARGO_TARGET_DIR", os.path.join(root, "target")), "release", "qmpkit")
-    out = sys.argv[2] if len(sys.argv) > 2 else os.path.join(root, "crates/cli/link-order.txt")
+    out = sys.argv[2] if len(sys.argv) > 2 else os.path.join(root, "crates/cli/link-order.ld")
     with tempfile.NamedTemporaryFile(suffix=".callgrind") as cg:
         run_session(qmpkit, cg.name)
-        names, size = functions(qmpkit, executed_addresses(cg.name, qmpkit))
+        names, syms = functions(qmpkit, executed_addresses(cg.name, qmpkit))
+    pats, size = patterns(names, syms)
     with open(out, "w") as f:
-        f.write("".join(n + "\n" for n in names))
-    print(f"{out}: {len(names)} functions, {size // 1024} KiB of code", file=sys.stderr)
+        f.write("/* Written by tools/link-order/generate.py: the functions `qmpkit serve` runs to\n"
+                "   start and answer a session, gathered ahead of the rest of the code. */\n")
+        f.write("SECTIONS {\n  .text.serve : {\n")
+        f.write("".join(f"    *(.text.{p})\n" for p in pats))
+        f.write("  }\n}\nINSERT BEFORE .text;\n")
+    print(f"{out}: {len(names)} functions ran; {len(pats)} patterns gather {size // 1024} KiB",
+          file=sys.stderr)
 
 
 if __name__ == "__main__":

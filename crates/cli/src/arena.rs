@@ -11,10 +11,13 @@
 //! used up (or cannot be had), allocations fall back to the system's allocator; blocks are
 //! told apart by address.
 //!
-//! A long-running command (`serve`) uses it only for what it builds once and keeps for good
-//! (the schema model): [`enable_prefaulted`] takes a small region whose pages are made present
-//! in one system call instead of one fault each, [`pause`] hands allocation back to the
-//! system's allocator. The blocks made meanwhile live in the region (as long as the process).
+//! A long-running command (`serve`) uses it only while it starts, for what it builds then and
+//! mostly keeps for good (the schema model, the machine, its server):
+//! [`enable_prefaulted`] takes a small region whose pages are made present in one system call
+//! instead of one fault each, [`pause`] hands allocation back to the system's allocator and
+//! the unused rest of the region back to the system. The blocks made meanwhile live in the
+//! region (as long as the process; one freed later is not reused, which the region's size
+//! bounds).
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
@@ -34,6 +37,8 @@ static END: AtomicUsize = AtomicUsize::new(0);
 static NEXT: AtomicUsize = AtomicUsize::new(0);
 /// New blocks come from the region (false once [`pause`]d).
 static ACTIVE: AtomicBool = AtomicBool::new(false);
+/// The region came from [`enable_prefaulted`].
+static PREFAULTED: AtomicBool = AtomicBool::new(false);
 
 /// What a thread takes from the region at a time (more when a block needs more).
 const CHUNK: usize = 128 << 10;
@@ -106,13 +111,28 @@ pub fn enable_prefaulted(size: usize) {
     let start = p as usize;
     NEXT.store(start, Ordering::Relaxed);
     END.store(start + size, Ordering::Relaxed);
+    PREFAULTED.store(true, Ordering::Release);
     START.store(start, Ordering::Release);
     ACTIVE.store(true, Ordering::Release);
 }
 
-/// New blocks come from the system's allocator again; the arena's stay where they are.
+/// New blocks come from the system's allocator again; the arena's stay where they are. The
+/// pages of a [`enable_prefaulted`] region past the last block are given back to the system
+/// (they read as zeros if the newest block grows into them again).
 pub fn pause() {
-    ACTIVE.store(false, Ordering::Release);
+    if !ACTIVE.swap(false, Ordering::AcqRel) || !PREFAULTED.load(Ordering::Acquire) {
+        return;
+    }
+    let page = 4096;
+    let used = (NEXT.load(Ordering::Relaxed) + page - 1) & !(page - 1);
+    let end = END.load(Ordering::Relaxed);
+    if used < end {
+        // SAFETY: the range lies inside the region mapped by `enable_prefaulted` and holds no
+        // block; discarding private anonymous pages leaves them mapped, zero-filled on touch.
+        unsafe {
+            libc::madvise(used as *mut libc::c_void, end - used, libc::MADV_DONTNEED);
+        }
+    }
 }
 
 fn in_arena(a: usize) -> bool {

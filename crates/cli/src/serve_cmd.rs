@@ -104,9 +104,10 @@ fn one_line(e: &str) -> String {
     lines.join("; ")
 }
 
-/// Room for the embedded schema's model (about 600 KiB today; what does not
-/// fit goes to the system's allocator).
-const MODEL_ARENA: usize = 768 << 10;
+/// Room for the embedded schema's model and a single machine with its
+/// server (what does not fit goes to the system's allocator; what is left
+/// over is given back once they are built).
+const START_ARENA: usize = 768 << 10;
 
 /// A schema to serve: the machine's own, or another.
 enum Loaded {
@@ -126,11 +127,15 @@ fn load_schema(o: &mut opts::ServeOptions) -> Result<Loaded, ExitCode> {
         }),
         // Checked when the binary was built: read back, not parsed again,
         // into memory that is kept for good (see `arena`), once for the
-        // server and the machine's conversions alike.
+        // server and the machine's conversions alike. A single machine
+        // and its server are built there too (`run` pauses the arena once
+        // they are); a fleet's machines are not.
         None => {
-            crate::arena::enable_prefaulted(MODEL_ARENA);
+            crate::arena::enable_prefaulted(START_ARENA);
             let s = qmpkit_machine::embedded::shared();
-            crate::arena::pause();
+            if o.machines > 1 {
+                crate::arena::pause();
+            }
             s.map(Loaded::Own)
         }
     };

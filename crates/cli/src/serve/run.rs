@@ -604,6 +604,8 @@ async fn serve_async(
             census.summary(o.unhandled())
         );
     }
+    // What is built from here on comes from the system's allocator.
+    crate::arena::pause();
     report_ready(ready_fd, true);
     // Loading the schema and building the servers leave freed memory in
     // the allocator's arenas; give it back to the system.

@@ -118,6 +118,52 @@ impl Schema {
     }
 }
 
+impl Schema {
+    /// Drop every source position (of entities, members, enum values, features, branches):
+    /// the model of a program that only serves the schema, which never reports where a
+    /// definition was written, as a model loaded from an introspection answer has none. Its
+    /// compact form is smaller and reads back faster.
+    pub fn forget_positions(&mut self) {
+        fn features(v: &mut [Feature]) {
+            for f in v {
+                f.info = None;
+            }
+        }
+        fn variants(v: &mut [Variant]) {
+            for x in v {
+                x.info = None;
+            }
+        }
+        for e in &mut self.entities {
+            e.info = None;
+            features(&mut e.features);
+            match &mut e.kind {
+                EntityKind::Enum(t) => {
+                    for m in &mut t.members {
+                        m.info = None;
+                        features(&mut m.features);
+                    }
+                }
+                EntityKind::Object(o) => {
+                    for m in &mut o.local_members {
+                        m.info = None;
+                        features(&mut m.features);
+                    }
+                    if let Some(b) = &mut o.branches {
+                        variants(&mut b.variants);
+                    }
+                }
+                EntityKind::Alternate(a) => variants(&mut a.variants),
+                EntityKind::Include(_)
+                | EntityKind::Builtin(_)
+                | EntityKind::Array(_)
+                | EntityKind::Command(_)
+                | EntityKind::Event(_) => {}
+            }
+        }
+    }
+}
+
 fn bad(what: &str) -> QapiError {
     QapiError::bare(format!("compact schema model: {what}"))
 }
@@ -574,7 +620,7 @@ impl<'a> Reader<'a> {
         Ok(s)
     }
 
-    #[inline]
+    #[inline(always)]
     fn byte(&mut self) -> Result<u8, Bad> {
         match self.b.get(self.at) {
             Some(&b) => {
@@ -585,14 +631,26 @@ impl<'a> Reader<'a> {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     fn u64(&mut self) -> Result<u64, Bad> {
         // Most numbers are small: one byte.
-        let b = self.byte()?;
-        if b & 0x80 == 0 {
-            return Ok(u64::from(b));
+        match self.b.get(self.at) {
+            Some(&b) if b & 0x80 == 0 => {
+                self.at += 1;
+                Ok(u64::from(b))
+            }
+            _ => self.u64_long(),
         }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn u64_long(&mut self) -> Result<u64, Bad> {
+        let b = self.byte()?;
         let mut v: u64 = u64::from(b & 0x7f);
+        if b & 0x80 == 0 {
+            return Ok(v);
+        }
         let mut shift = 7u32;
         loop {
             let b = self.byte()?;
@@ -607,13 +665,13 @@ impl<'a> Reader<'a> {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     fn usize(&mut self) -> Result<usize, Bad> {
         usize::try_from(self.u64()?).map_err(|_| Bad("integer out of range"))
     }
 
     /// A count of items that each take at least one byte.
-    #[inline]
+    #[inline(always)]
     fn len(&mut self) -> Result<usize, Bad> {
         let n = self.usize()?;
         if n > self.b.len() - self.at {
@@ -622,7 +680,7 @@ impl<'a> Reader<'a> {
         Ok(n)
     }
 
-    #[inline]
+    #[inline(always)]
     fn bool(&mut self) -> Result<bool, Bad> {
         match self.byte()? {
             0 => Ok(false),
@@ -631,7 +689,7 @@ impl<'a> Reader<'a> {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     fn str(&mut self) -> Result<&'a str, Bad> {
         let i = self.usize()?;
         match self.strings.get(i) {
@@ -654,7 +712,7 @@ impl<'a> Reader<'a> {
         })
     }
 
-    #[inline]
+    #[inline(always)]
     fn opt_id(&mut self) -> Result<Option<EntityId>, Bad> {
         let v = self.u64()?;
         if v == 0 {
@@ -1095,6 +1153,59 @@ mod tests {
             .collect();
         assert_eq!(files.len(), 2);
         // And the form is stable.
+        assert_eq!(t.to_compact(), bytes);
+    }
+
+    /// How many source positions the model holds.
+    fn positions(s: &Schema) -> usize {
+        let feats = |v: &[Feature]| v.iter().filter(|f| f.info.is_some()).count();
+        let vars = |v: &[Variant]| v.iter().filter(|x| x.info.is_some()).count();
+        s.entities
+            .iter()
+            .map(|e| {
+                usize::from(e.info.is_some())
+                    + feats(&e.features)
+                    + match &e.kind {
+                        EntityKind::Enum(t) => t
+                            .members
+                            .iter()
+                            .map(|m| usize::from(m.info.is_some()) + feats(&m.features))
+                            .sum(),
+                        EntityKind::Object(o) => {
+                            o.local_members
+                                .iter()
+                                .map(|m| usize::from(m.info.is_some()) + feats(&m.features))
+                                .sum::<usize>()
+                                + o.branches.as_ref().map_or(0, |b| vars(&b.variants))
+                        }
+                        EntityKind::Alternate(a) => vars(&a.variants),
+                        _ => 0,
+                    }
+            })
+            .sum()
+    }
+
+    #[test]
+    fn a_model_without_positions_reads_back_without_them() {
+        let mut s = load();
+        let with = s.to_compact();
+        // Entities, members, enum values, features and branches all have one.
+        assert_eq!(positions(&s), 25);
+        s.forget_positions();
+        assert_eq!(positions(&s), 0);
+        let bytes = s.to_compact();
+        assert!(
+            bytes.len() < with.len(),
+            "{} >= {}",
+            bytes.len(),
+            with.len()
+        );
+        let t = match Schema::from_compact(&bytes) {
+            Ok(t) => t,
+            Err(e) => panic!("{e}"),
+        };
+        assert_eq!(positions(&t), 0);
+        assert_same(&s, &t);
         assert_eq!(t.to_compact(), bytes);
     }
 
