@@ -130,6 +130,7 @@ fn proxy_figures(
     for_proxy: &Path,
     name: &str,
     key: &str,
+    busy_poll: Option<u32>,
 ) -> Result<Value, String> {
     let dir = direct.parent().ok_or("no dir")?.to_path_buf();
     let psock = dir.join("proxy.sock");
@@ -140,6 +141,7 @@ fn proxy_figures(
             .arg(for_proxy)
             .arg("--listen")
             .arg(&psock)
+            .args(busy_poll.map(|us| format!("--busy-poll={us}")))
             .stdin(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -231,8 +233,9 @@ fn proxy_figures(
     let (added_lo, added_hi) = spread(&added);
     let (kept_lo, kept_hi) = spread(&kept);
     println!();
+    let how = busy_poll.map_or(String::new(), |us| format!(" with --busy-poll {us}"));
     println!(
-        "qmpkit proxy in front of {name} (unix sockets, query-version; {ROUNDS} rounds, each of {BLOCKS}x{BLOCK} round trips per path in alternating blocks and {} ms of pipelining per path; medians of the rounds)",
+        "qmpkit proxy{how} in front of {name} (unix sockets, query-version; {ROUNDS} rounds, each of {BLOCKS}x{BLOCK} round trips per path in alternating blocks and {} ms of pipelining per path; medians of the rounds)",
         BURST.as_millis()
     );
     println!(
@@ -430,24 +433,31 @@ pub fn run(results: &mut Map<String, Value>) {
         return;
     };
     let mut m = Map::new();
-    let trivial =
-        start_responder().and_then(|up| proxy_figures(&bin, &up, &up, "a trivial responder", ""));
-    match trivial {
-        Ok(Value::Object(o)) => m.extend(o),
-        Ok(_) => {}
-        Err(e) => eprintln!("tools: proxy: {e}"),
-    }
-    // The upstream the proxy is for: QEMU's own monitor (a second one for the proxy).
-    match Target::qsd_with(&["proxied"]).and_then(|q| {
-        let sock = q.socket().ok_or("no socket")?.to_path_buf();
-        let other = sock.with_file_name("proxied.sock");
-        let r = proxy_figures(&bin, &sock, &other, &q.name, "qsd_");
-        drop(q);
-        r
-    }) {
-        Ok(Value::Object(o)) => m.extend(o),
-        Ok(_) => {}
-        Err(e) => eprintln!("tools: proxy before qemu-storage-daemon: {e}"),
+    // Each proxy as it starts by default, then busy polling for 50 µs after each message.
+    for busy in [None, Some(50)] {
+        let key = |k: &str| match busy {
+            Some(_) => format!("{k}busy_poll_"),
+            None => k.to_string(),
+        };
+        let trivial = start_responder()
+            .and_then(|up| proxy_figures(&bin, &up, &up, "a trivial responder", &key(""), busy));
+        match trivial {
+            Ok(Value::Object(o)) => m.extend(o),
+            Ok(_) => {}
+            Err(e) => eprintln!("tools: proxy: {e}"),
+        }
+        // The upstream the proxy is for: QEMU's own monitor (a second one for the proxy).
+        match Target::qsd_with(&["proxied"]).and_then(|q| {
+            let sock = q.socket().ok_or("no socket")?.to_path_buf();
+            let other = sock.with_file_name("proxied.sock");
+            let r = proxy_figures(&bin, &sock, &other, &q.name, &key("qsd_"), busy);
+            drop(q);
+            r
+        }) {
+            Ok(Value::Object(o)) => m.extend(o),
+            Ok(_) => {}
+            Err(e) => eprintln!("tools: proxy before qemu-storage-daemon: {e}"),
+        }
     }
     match shell_figures(&bin) {
         Ok(Value::Object(o)) => m.extend(o),
