@@ -1,5 +1,6 @@
 //! `cargo run --release -p qmpkit-bench` — the benchmark harness.
 
+mod block;
 mod ceiling;
 mod client;
 mod codegen;
@@ -50,6 +51,9 @@ fn main() {
     }
     if on("migration") || on("ringbuf") {
         migration::run(&mut results, on("migration"));
+    }
+    if on("block") {
+        block::run(&mut results);
     }
     if on("tools") {
         tools::run(&mut results);

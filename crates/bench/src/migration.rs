@@ -26,7 +26,8 @@ const RAM_MIB: u64 = 128;
 const RINGBUF_PAIRS: usize = 10_000;
 const RINGBUF_GOAL: f64 = 10_000.0;
 
-struct Proc(Child);
+/// A process, killed when dropped.
+pub(crate) struct Proc(pub(crate) Child);
 
 impl Drop for Proc {
     fn drop(&mut self) {
@@ -35,12 +36,25 @@ impl Drop for Proc {
     }
 }
 
+/// `-qmp` serving on the unix socket `sock`.
+pub(crate) fn qmp_opt(sock: &Path) -> [String; 2] {
+    [
+        "-qmp".into(),
+        format!("unix:{},server=on,wait=off", sock.display()),
+    ]
+}
+
 /// A process serving QMP on `sock` (`program` with `args`, then the monitor option).
 fn spawn(program: &Path, args: &[&str], sock: &Path) -> Option<(Proc, Conn)> {
+    let mut all: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    all.extend(qmp_opt(sock));
+    spawn_monitor(program, &all, sock)
+}
+
+/// A process serving QMP on `sock`, started with `args` (which name the monitor).
+pub(crate) fn spawn_monitor(program: &Path, args: &[String], sock: &Path) -> Option<(Proc, Conn)> {
     let child = Command::new(program)
         .args(args)
-        .arg("-qmp")
-        .arg(format!("unix:{},server=on,wait=off", sock.display()))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())

@@ -449,6 +449,9 @@ impl ExportBackend for NullBackend {
     fn size(&self) -> u64 {
         self.0
     }
+    fn reads_zeroes(&self, _: u64, _: u64) -> bool {
+        true
+    }
     fn read(&self, _: u64, buf: &mut [u8]) -> Result<()> {
         buf.fill(0);
         Ok(())
@@ -715,7 +718,9 @@ impl BlockGraph {
                     .ok_or_else(|| Error::generic("Parameter 'file' is missing"))?;
                 let file = self.resolve_child(file_ref, added, o.read_only)?;
                 let file_node = self.node(&file)?;
-                if file_node.driver != Driver::File {
+                // A raw node passes its file's data through unchanged: a format over it reads
+                // the same file (QEMU allows a qcow2 node over a raw one).
+                if !matches!(file_node.driver, Driver::File | Driver::Raw) {
                     return Err(Error::generic(format!(
                         "Driver '{}' cannot be the file child of a format node here",
                         file_node.driver.name()

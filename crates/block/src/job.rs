@@ -196,6 +196,9 @@ pub struct BlockJobInfo {
     pub auto_finalize: bool,
     pub auto_dismiss: bool,
     pub error: Option<String>,
+    /// A mirror in `write-blocking` copy mode that has reached its target's state: guest
+    /// writes now reach both at once (QEMU's `actively-synced`).
+    pub actively_synced: bool,
 }
 
 /// Options every job takes.
@@ -264,6 +267,9 @@ struct Job {
     error: Option<String>,
     /// Whether a ready job was cancelled softly (finishes without a pivot).
     soft_cancel: bool,
+    /// A mirror's copy mode is `write-blocking` (else `background`).
+    write_blocking: bool,
+    actively_synced: bool,
     work: Work,
     users: Vec<UserId>,
 }
@@ -395,6 +401,8 @@ impl Jobs {
                 last_ns: Some(self.now_ns),
                 error: None,
                 soft_cancel: false,
+                write_blocking: false,
+                actively_synced: false,
                 work,
                 users,
             },
@@ -906,6 +914,8 @@ impl Jobs {
             || matches!(work, Work::Commit { overlay: None, .. });
         if becomes_ready {
             self.set_status(i, JobStatus::Ready);
+            let j = &mut self.jobs[i];
+            j.actively_synced = j.write_blocking;
             let info = self.block_info(i);
             self.events.push(JobEvent::Ready(info));
         } else {
@@ -1071,6 +1081,29 @@ impl Jobs {
         Ok(())
     }
 
+    /// `block-job-change` of a mirror's copy mode, with QEMU's checks and words: only from
+    /// `background` to `write-blocking` (or to the mode it has). Once the mirror is ready in
+    /// `write-blocking` mode it is actively synced.
+    pub fn change_copy_mode(&mut self, id: &str, write_blocking: bool) -> Result<()> {
+        let i = self.index(id)?;
+        self.check_verb(i, JobVerb::Change)?;
+        let j = &mut self.jobs[i];
+        if j.kind != JobKind::Mirror {
+            return Err(Error::generic("Job type does not support change"));
+        }
+        if j.write_blocking == write_blocking {
+            return Ok(());
+        }
+        if !write_blocking {
+            return Err(Error::generic(
+                "Change to copy mode 'background' is not implemented",
+            ));
+        }
+        j.write_blocking = true;
+        j.actively_synced = matches!(j.status, JobStatus::Ready | JobStatus::Standby);
+        Ok(())
+    }
+
     /// `query-jobs`: newest first.
     pub fn query_jobs(&self) -> Vec<JobInfo> {
         self.jobs
@@ -1105,6 +1138,7 @@ impl Jobs {
                 auto_finalize: j.auto_finalize,
                 auto_dismiss: j.auto_dismiss,
                 error: j.error.clone(),
+                actively_synced: j.actively_synced,
             })
             .collect()
     }
@@ -1367,6 +1401,11 @@ fn copy_data(graph: &BlockGraph, source: &str, target: &str, sync: SyncMode) -> 
     } else {
         None
     };
+    // A source known to read as zeroes (a null node) is copied as zeroes, without its data.
+    if below_top.is_none() && src.reads_zeroes(0, size) {
+        dst.write_zeroes(0, size)?;
+        return dst.flush();
+    }
     let mut buf = vec![0u8; CHUNK as usize];
     let mut off = 0;
     while off < size {

@@ -82,6 +82,11 @@ pub trait ExportBackend: Send + Sync {
     fn write_zeroes(&self, offset: u64, len: u64) -> Result<()>;
     fn trim(&self, offset: u64, len: u64) -> Result<()>;
     fn flush(&self) -> Result<()>;
+    /// Whether `len` bytes at `offset` are known to read as zeroes without reading them (a
+    /// copy then writes zeroes instead of moving data).
+    fn reads_zeroes(&self, _offset: u64, _len: u64) -> bool {
+        false
+    }
 }
 
 /// An open image shared between the graph and exports.
@@ -415,9 +420,19 @@ fn errno(e: &Error) -> u32 {
 
 /// Serves one client over any byte stream until it disconnects or misbehaves.
 pub fn serve_connection<S: Read + Write>(s: &mut S, exports: &ExportTable) -> io::Result<()> {
+    serve_connection_told(s, exports, |_| {})
+}
+
+/// [`serve_connection`], telling `chosen` the export's name once the client has chosen one.
+fn serve_connection_told<S: Read + Write>(
+    s: &mut S,
+    exports: &ExportTable,
+    chosen: impl FnOnce(&str),
+) -> io::Result<()> {
     let Some(export) = negotiate(s, exports)? else {
         return Ok(());
     };
+    chosen(&export.name);
     let backend = export.backend.clone();
     let mut header = [0u8; Request::LEN];
     let mut buf = Vec::new();
@@ -519,6 +534,23 @@ impl Conn {
             Conn::Tcp(s) => s.shutdown(Shutdown::Both),
         };
     }
+    /// Whether the client has hung up (it may still have a request to be read, such as
+    /// its `NBD_CMD_DISC`): a client that is leaving.
+    fn peer_gone(&self) -> bool {
+        use std::os::fd::AsRawFd;
+        let fd = match self {
+            Conn::Unix(s) => s.as_raw_fd(),
+            Conn::Tcp(s) => s.as_raw_fd(),
+        };
+        let mut p = libc::pollfd {
+            fd,
+            events: libc::POLLRDHUP,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd, a zero timeout.
+        let n = unsafe { libc::poll(&mut p, 1, 0) };
+        n > 0 && p.revents & (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR) != 0
+    }
     fn set_blocking(&self) -> io::Result<()> {
         match self {
             Conn::Unix(s) => s.set_nonblocking(false),
@@ -551,9 +583,16 @@ impl Write for Conn {
     }
 }
 
+/// A client connection: its number, the socket, and the export it chose (once it has).
+struct Client {
+    id: u64,
+    conn: Conn,
+    export: Option<String>,
+}
+
 struct Shared {
     stop: AtomicBool,
-    conns: Mutex<Vec<(u64, Conn)>>,
+    conns: Mutex<Vec<Client>>,
 }
 
 /// A running NBD server. Dropping it (or [`NbdServer::stop`]) closes the listener and every
@@ -666,14 +705,43 @@ impl NbdServer {
         self.shared.conns.lock().map(|c| c.len()).unwrap_or(0)
     }
 
+    /// Number of clients connected now to export `name` (one that has hung up is leaving and
+    /// not counted).
+    pub fn export_clients(&self, name: &str) -> usize {
+        self.shared
+            .conns
+            .lock()
+            .map(|c| {
+                c.iter()
+                    .filter(|c| c.export.as_deref() == Some(name) && !c.conn.peer_gone())
+                    .count()
+            })
+            .unwrap_or(0)
+    }
+
+    /// Disconnects every client of export `name`; how many there were.
+    pub fn disconnect_export(&self, name: &str) -> usize {
+        let Ok(conns) = self.shared.conns.lock() else {
+            return 0;
+        };
+        let mine: Vec<&Client> = conns
+            .iter()
+            .filter(|c| c.export.as_deref() == Some(name))
+            .collect();
+        for c in &mine {
+            c.conn.shutdown();
+        }
+        mine.len()
+    }
+
     /// Stops listening, disconnects every client and waits for the threads.
     pub fn stop(&mut self) {
         self.shared.stop.store(true, Ordering::SeqCst);
         if let Some(acceptor) = self.acceptor.take() {
             let workers = acceptor.join().unwrap_or_default();
             if let Ok(conns) = self.shared.conns.lock() {
-                for (_, c) in conns.iter() {
-                    c.shutdown();
+                for c in conns.iter() {
+                    c.conn.shutdown();
                 }
             }
             for w in workers {
@@ -725,7 +793,11 @@ fn accept_loop(
         let id = next_id;
         next_id += 1;
         if let Ok(mut c) = shared.conns.lock() {
-            c.push((id, clone));
+            c.push(Client {
+                id,
+                conn: clone,
+                export: None,
+            });
         }
         let exports = exports.clone();
         let shared2 = shared.clone();
@@ -733,10 +805,16 @@ fn accept_loop(
             .name("nbd-client".into())
             .spawn(move || {
                 let mut conn = conn;
-                let _ = serve_connection(&mut conn, &exports);
+                let _ = serve_connection_told(&mut conn, &exports, |name| {
+                    if let Ok(mut c) = shared2.conns.lock() {
+                        if let Some(c) = c.iter_mut().find(|c| c.id == id) {
+                            c.export = Some(name.to_string());
+                        }
+                    }
+                });
                 conn.shutdown();
                 if let Ok(mut c) = shared2.conns.lock() {
-                    c.retain(|(i, _)| *i != id);
+                    c.retain(|c| c.id != id);
                 }
             });
         if let Ok(w) = spawned {

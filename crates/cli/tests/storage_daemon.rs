@@ -192,6 +192,69 @@ fn command_line_as_the_daemon_reads_it() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// An image another process holds: the daemon's start-up fails as QEMU's does, the lock error
+/// then the hint on a line of its own, and the same exit status.
+#[test]
+fn a_locked_image_fails_start_up_as_the_daemon_does() {
+    use std::io::{BufRead, BufReader, Write};
+    let real = qmpkit_testkit::program_or_skip!("qemu-storage-daemon");
+    let qemu_img = qmpkit_testkit::program_or_skip!("qemu-img");
+    let qemu_io = qmpkit_testkit::program_or_skip!("qemu-io");
+    let dir = support::tmpdir("locked");
+    let img = dir.join("disk.qcow2");
+    let img_s = img.to_string_lossy().into_owned();
+    let (code, _, err) =
+        qmpkit_testkit::cmd::run_in(&qemu_img, &dir, &["create", "-f", "qcow2", &img_s, "1M"]);
+    assert_eq!(code, 0, "{err}");
+    // qemu-io holds the image writable until its input ends; it has it once it answers.
+    let mut holder = std::process::Command::new(&qemu_io)
+        .args(["-f", "qcow2", &img_s])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("qemu-io");
+    let mut input = holder.stdin.take().expect("stdin");
+    let mut out = BufReader::new(holder.stdout.take().expect("stdout"));
+    writeln!(input, "read 0 512").expect("qemu-io input");
+    let mut line = String::new();
+    while !line.contains("bytes at offset") {
+        line.clear();
+        assert_ne!(
+            out.read_line(&mut line).expect("qemu-io"),
+            0,
+            "qemu-io ended"
+        );
+    }
+    let prog = support::ours(&dir);
+    let show = |o: &std::process::Output| {
+        format!(
+            "status {:?}\nstderr:\n{}",
+            o.status.code(),
+            String::from_utf8_lossy(&o.stderr)
+        )
+    };
+    let args = [
+        "--blockdev".to_string(),
+        format!("driver=qcow2,node-name=disk0,file.driver=file,file.filename={img_s}"),
+    ];
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let a = show(&support::run(&real, &args));
+    let b = show(&support::run(&prog, &args));
+    drop(input);
+    let _ = holder.wait();
+    assert_eq!(
+        a,
+        format!(
+            "status Some(1)\nstderr:\nqemu-storage-daemon: --blockdev {}: Failed to get \"write\" \
+             lock\nIs another process using the image [{img_s}]?\n",
+            args[1]
+        )
+    );
+    assert_eq!(b, a);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn an_nbd_client_reads_an_export() {
     let qemu_img = qmpkit_testkit::program_or_skip!("qemu-img");

@@ -17,6 +17,7 @@
 //! ([`on_timer`]), and their notifications become `JOB_STATUS_CHANGE` / `BLOCK_JOB_*` events
 //! in the order the job model gives them ([`pump`]).
 
+use std::collections::HashMap;
 use std::path::Path;
 
 use qmpkit_block::graph::{
@@ -35,10 +36,12 @@ use crate::{Machine, MachineConfig, TimerAction};
 pub const JOB_TICK_NS: u64 = 10_000_000;
 
 /// The block layer's timers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Timer {
     /// Advance the running jobs.
     Jobs,
+    /// An export removed in `hard` mode is gone (its `BLOCK_EXPORT_DELETED`).
+    ExportDeleted(String),
 }
 
 /// A medium in a drive.
@@ -297,16 +300,35 @@ pub fn add_export(m: &mut Machine, e: &NewExport) -> Result<(), QmpError> {
 }
 
 /// Removes the export named `name` (`BLOCK_EXPORT_DELETED` follows).
-pub fn remove_export(m: &mut Machine, name: &str) -> Result<(), QmpError> {
-    let Some(i) = m.block.exports.iter().position(|e| e.name == name) else {
-        return Err(QmpError::generic(format!("Export '{name}' is not found")));
+pub fn remove_export(
+    m: &mut Machine,
+    id: &str,
+    mode: Option<api::BlockExportRemoveMode>,
+) -> Result<(), QmpError> {
+    let Some(i) = m.block.exports.iter().position(|e| e.id == id) else {
+        return Err(QmpError::generic(format!("Export '{id}' is not found")));
     };
-    let e = m.block.exports.remove(i);
+    let hard = mode == Some(api::BlockExportRemoveMode::Hard);
+    let name = m.block.exports[i].name.clone();
     if let Some(s) = &m.block.nbd {
-        s.remove_export(name);
+        // `safe` leaves an export that has clients alone; `hard` disconnects them.
+        if !hard && s.export_clients(&name) > 0 {
+            return Err(QmpError::generic(format!("export '{id}' still in use")));
+        }
+        s.remove_export(&name);
+        if hard {
+            s.disconnect_export(&name);
+        }
     }
+    let e = m.block.exports.remove(i);
     m.block.graph.detach_user(e.user);
-    m.emit_event(api::BlockExportDeleted { id: e.id });
+    if hard {
+        // QEMU's hard removal announces the export gone once its clients are, after the
+        // command's reply.
+        m.schedule(0, TimerAction::Block(Timer::ExportDeleted(e.id)));
+    } else {
+        m.emit_event(api::BlockExportDeleted { id: e.id });
+    }
     Ok(())
 }
 
@@ -323,8 +345,21 @@ pub fn stop_nbd(m: &mut Machine) -> Result<(), QmpError> {
     Ok(())
 }
 
+thread_local! {
+    /// The hint of the last block-layer error made a QMP error on this thread.
+    static LAST_HINT: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
+}
+
+/// The hint of the last block-layer error made a QMP error on this thread, taken: what QEMU
+/// prints below an error where a person reads it (a program's stderr), never in QMP ("Is
+/// another process using the image [FILE]?").
+pub fn take_error_hint() -> Option<String> {
+    LAST_HINT.with(|h| h.borrow_mut().take())
+}
+
 /// A block-layer error as a QMP error.
 pub fn qerr(e: qmpkit_block::Error) -> QmpError {
+    LAST_HINT.with(|h| *h.borrow_mut() = e.hint.clone());
     let class = match e.class {
         qmpkit_block::ErrorClass::GenericError => ErrorClass::GenericError,
         qmpkit_block::ErrorClass::DeviceNotFound => ErrorClass::DeviceNotFound,
@@ -441,10 +476,26 @@ fn frontend(m: &Machine, id: &str) -> Option<crate::qom::NodeId> {
         .find(|&n| tree.val(n, "drive").and_then(|v| v.as_str()) == Some(id))
 }
 
+/// The devices in front of drives, by drive name (one walk of the tree for all drives).
+fn frontends(m: &Machine) -> HashMap<&str, crate::qom::NodeId> {
+    let tree = &m.qom.tree;
+    let mut out = HashMap::new();
+    for n in crate::devices::all_devices(tree) {
+        if let Some(drive) = tree.val(n, "drive").and_then(|v| v.as_str()) {
+            out.entry(drive).or_insert(n);
+        }
+    }
+    out
+}
+
 /// The `qdev` of a drive as QEMU reports it: the device's id when it has
 /// one, else its QOM path (a virtio proxy's backend for virtio drives).
 fn qdev_of(m: &Machine, id: &str) -> Option<String> {
-    let n = frontend(m, id)?;
+    qdev_of_device(m, frontend(m, id)?)
+}
+
+/// [`qdev_of`] for the device `n` in front of the drive.
+fn qdev_of_device(m: &Machine, n: crate::qom::NodeId) -> Option<String> {
     let tree = &m.qom.tree;
     if let Some(qid) = crate::devices::device_id(tree, n) {
         return Some(qid);
@@ -741,11 +792,18 @@ pub fn image_info(
 }
 
 /// A node's `BlockDeviceInfo` as the machine reports it: a filter's file name is its `json:`
-/// description, as QEMU names it.
+/// description, as QEMU names it (and so is a format node's over another format node).
 pub fn node_device_info(m: &Machine, n: &qmpkit_block::NodeInfo) -> api::BlockDeviceInfo {
     let mut info = device_info(n);
     info.dirty_bitmaps = dirty_info(m, &n.node_name);
-    if n.drv == "throttle" {
+    // A filter, or a format over another format's node (a qcow2 node over a raw one), is
+    // named by its description, as QEMU names a node that is not over a plain file.
+    let over_format = m
+        .block
+        .graph
+        .child(&n.node_name, qmpkit_block::graph::ChildRole::File)
+        .is_some_and(|c| m.block.graph.driver(&c).ok() == Some(qmpkit_block::Driver::Raw));
+    if n.drv == "throttle" || over_format {
         let name = json_filename(m, &n.node_name);
         info.file = name.clone();
         info.image.filename = name;
@@ -877,6 +935,7 @@ fn io_status(s: &str) -> api::BlockDeviceIoStatus {
 
 /// `query-block`.
 pub fn query_block(m: &Machine) -> Vec<api::BlockInfo> {
+    let fronts = frontends(m);
     m.block
         .drives
         .iter()
@@ -887,7 +946,9 @@ pub fn query_block(m: &Machine) -> Vec<api::BlockInfo> {
             let real = medium.filter(|med| med.user.is_some());
             api::BlockInfo {
                 device: d.id.clone(),
-                qdev: qdev_of(m, &d.id),
+                qdev: fronts
+                    .get(d.id.as_str())
+                    .and_then(|&n| qdev_of_device(m, n)),
                 r#type: "unknown".into(),
                 removable: d.removable,
                 locked: d.locked,
@@ -1229,6 +1290,7 @@ pub fn on_timer(m: &mut Machine, t: Timer) {
             jobs.advance(graph, now);
             pump(m);
         }
+        Timer::ExportDeleted(id) => m.emit_event(api::BlockExportDeleted { id }),
     }
 }
 

@@ -10,7 +10,9 @@
 //!    command whose members moved into a nested member, a command of an older interface
 //!    that has no effect the machine models).
 //! 2. **Derived from the schema difference.** A command the machine's interface has only
-//!    under its unstable name (`x-NAME`) is called by that name. The arguments are then
+//!    under its unstable name (`x-NAME`) is called by that name, and a served unstable
+//!    `x-NAME` the machine has only under its stable `NAME` by that one (a command renamed
+//!    when it became stable, or lost its `x-` prefix). The arguments are then
 //!    walked against the machine's own argument type ([`crate::shape`] again): members,
 //!    branches and enum values both interfaces have pass as they are; anything the served
 //!    request carries that the machine's form lacks (a member added later, an enum value the
@@ -260,12 +262,33 @@ pub const REQUESTS: &[RequestRule] = &[
         convert: object_add_props,
     },
     RequestRule {
+        command: "x-blockdev-reopen",
+        why: "QEMU 4.0 to 5.2's unstable command takes one node's options as its arguments; \
+              the machine's `blockdev-reopen` takes a list of them under `options` (a form \
+              that already has the list passes as it is)",
+        convert: reopen_options,
+    },
+    RequestRule {
         command: "cpu",
         why: "QEMU 1.x: selects the monitor's current CPU, which no QMP command of those \
               interfaces reads; it answers `{}` without anything else to do",
         convert: |_| Converted::Answer(Value::Object(Map::new())),
     },
 ];
+
+/// `x-blockdev-reopen`'s arguments of QEMU 4.0 to 5.2 (one `BlockdevOptions`) as the list
+/// `blockdev-reopen` takes; arguments that already have the list pass as they are.
+fn reopen_options(args: &Args) -> Converted {
+    if args.contains_key("options") {
+        return Converted::Args(args.clone());
+    }
+    let mut a = Args::new();
+    a.insert(
+        "options".into(),
+        Value::Array(vec![Value::Object(args.clone())]),
+    );
+    Converted::Args(a)
+}
 
 /// `object-add`'s flat properties under `props`.
 fn object_add_props(args: &Args) -> Converted {
@@ -297,8 +320,10 @@ fn object_add_props(args: &Args) -> Converted {
 }
 
 /// The command of the machine's own interface that serves the served interface's `cmd`:
-/// itself, or the unstable `x-` name under which the machine's interface has it.
-/// `None`: the machine's interface has no such command.
+/// itself, the unstable `x-` name under which the machine's interface has it, or, for an
+/// unstable `x-NAME` of the served interface (QEMU 4.0 to 5.2's `x-blockdev-reopen`), the
+/// stable `NAME` the machine's interface has. `None`: the machine's interface has no such
+/// command.
 pub fn own_command<'a>(own: &Schema, cmd: &'a str) -> Option<Cow<'a, str>> {
     let is_command = |name: &str| {
         matches!(
@@ -310,7 +335,11 @@ pub fn own_command<'a>(own: &Schema, cmd: &'a str) -> Option<Cow<'a, str>> {
         return Some(Cow::Borrowed(cmd));
     }
     let unstable = format!("x-{cmd}");
-    is_command(&unstable).then_some(Cow::Owned(unstable))
+    if is_command(&unstable) {
+        return Some(Cow::Owned(unstable));
+    }
+    let stable = cmd.strip_prefix("x-")?;
+    is_command(stable).then_some(Cow::Borrowed(stable))
 }
 
 /// A request of the served interface (`cmd` with `args`, validated against it) in the

@@ -1261,3 +1261,244 @@ fn throttle_filter_on_a_storage_daemon() {
     ok(run(&mut m, "blockdev-del", json!({"node-name": "t0"})));
     ok(run(&mut m, "object-del", json!({"id": "tg0"})));
 }
+
+/// `block-export-del` and `nbd-server-remove` with a real NBD client (qemu-io) reading the
+/// export: `safe` (the default) refuses in QEMU's words while the client is there, `hard`
+/// disconnects it (its next read fails) and announces the export gone after the reply.
+#[test]
+fn export_removal_modes_with_a_client() {
+    use std::io::{BufRead, BufReader, Write};
+    use std::process::Stdio;
+    let Some(qemu_io) = qmpkit_testkit::skip::program("qemu-io") else {
+        return;
+    };
+    let d = dir("export-modes");
+    let file = d.join("disk.raw");
+    std::fs::write(&file, vec![7u8; 1 << 20]).unwrap();
+    let sock = d.join("nbd.sock");
+    let mut m = common::machine_10();
+    ok(run(
+        &mut m,
+        "blockdev-add",
+        json!({"driver": "file", "node-name": "f0", "filename": file}),
+    ));
+    ok(run(
+        &mut m,
+        "nbd-server-start",
+        json!({"addr": {"type": "unix", "data": {"path": sock}}}),
+    ));
+    for (cmd, id, args) in [
+        (
+            "block-export-del",
+            "e0",
+            json!({"type": "nbd", "id": "e0", "node-name": "f0", "name": "disk"}),
+        ),
+        // The legacy command's export has its name as ID.
+        (
+            "nbd-server-remove",
+            "disk",
+            json!({"device": "f0", "name": "disk"}),
+        ),
+    ] {
+        let add = if cmd == "block-export-del" {
+            "block-export-add"
+        } else {
+            "nbd-server-add"
+        };
+        ok(run(&mut m, add, args));
+        common::events(&mut m);
+        let uri = format!("nbd+unix:///disk?socket={}", sock.display());
+        let mut client = Command::new(&qemu_io)
+            .args(["-r", "-f", "raw", &uri])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("qemu-io");
+        let mut stdin = client.stdin.take().unwrap();
+        let mut out = BufReader::new(client.stdout.take().unwrap());
+        // A first read: the client is connected once it has its answer.
+        writeln!(stdin, "read -P 7 0 512").unwrap();
+        let mut line = String::new();
+        while !line.contains("bytes at offset") {
+            line.clear();
+            assert_ne!(out.read_line(&mut line).unwrap(), 0, "qemu-io ended");
+        }
+        let del = |mode: Option<&str>| {
+            let mut a = json!({ if cmd == "block-export-del" { "id" } else { "name" }: id });
+            if let Some(mode) = mode {
+                a["mode"] = json!(mode);
+            }
+            a
+        };
+        for mode in [None, Some("safe")] {
+            assert_eq!(
+                err(run(&mut m, cmd, del(mode))),
+                format!("GenericError: export '{id}' still in use")
+            );
+        }
+        assert_eq!(
+            ok(run(&mut m, "query-block-exports", json!({}))),
+            json!([{"type": "nbd", "id": id, "node-name": "f0", "shutting-down": false}])
+        );
+        assert_eq!(common::events(&mut m), Vec::<String>::new());
+        ok(run(&mut m, cmd, del(Some("hard"))));
+        // The event follows the reply.
+        assert_eq!(common::events(&mut m), Vec::<String>::new());
+        common::step(&mut m, 1);
+        assert_eq!(
+            common::events(&mut m),
+            vec![format!("BLOCK_EXPORT_DELETED {{\"id\":\"{id}\"}}")]
+        );
+        assert_eq!(ok(run(&mut m, "query-block-exports", json!({}))), json!([]));
+        writeln!(stdin, "read -P 7 0 512").unwrap();
+        drop(stdin);
+        let mut rest = String::new();
+        std::io::Read::read_to_string(&mut out, &mut rest).unwrap();
+        let _ = client.wait();
+        assert!(rest.contains("read failed"), "{cmd}: {rest}");
+    }
+    // Without clients, `safe` removes at once, the event before the reply.
+    ok(run(
+        &mut m,
+        "block-export-add",
+        json!({"type": "nbd", "id": "e1", "node-name": "f0"}),
+    ));
+    ok(run(
+        &mut m,
+        "block-export-del",
+        json!({"id": "e1", "mode": "safe"}),
+    ));
+    assert_eq!(
+        common::events(&mut m),
+        vec!["BLOCK_EXPORT_DELETED {\"id\":\"e1\"}".to_string()]
+    );
+}
+
+/// `block-job-change` of a mirror's copy mode, in QEMU 10.0.2's words: background to
+/// write-blocking only; other jobs cannot change.
+#[test]
+fn mirror_copy_mode_changes_as_in_qemu() {
+    let mut m = common::machine_10();
+    for n in ["s0", "t0", "s1", "t1"] {
+        ok(run(
+            &mut m,
+            "blockdev-add",
+            json!({"driver": "null-co", "node-name": n, "size": 1 << 20}),
+        ));
+    }
+    ok(run(
+        &mut m,
+        "blockdev-mirror",
+        json!({"job-id": "m0", "device": "s0", "target": "t0", "sync": "full", "speed": 1024}),
+    ));
+    ok(run(
+        &mut m,
+        "blockdev-backup",
+        json!({"job-id": "b0", "device": "s1", "target": "t1", "sync": "full", "speed": 1024}),
+    ));
+    let change = |id: &str, ty: &str, mode: Option<&str>| {
+        let mut a = json!({"id": id, "type": ty});
+        if let Some(mode) = mode {
+            a["copy-mode"] = json!(mode);
+        }
+        a
+    };
+    // Background to background changes nothing.
+    ok(run(
+        &mut m,
+        "block-job-change",
+        change("m0", "mirror", Some("background")),
+    ));
+    ok(run(
+        &mut m,
+        "block-job-change",
+        change("m0", "mirror", Some("write-blocking")),
+    ));
+    ok(run(
+        &mut m,
+        "block-job-change",
+        change("m0", "mirror", Some("write-blocking")),
+    ));
+    assert_eq!(
+        err(run(
+            &mut m,
+            "block-job-change",
+            change("m0", "mirror", Some("background"))
+        )),
+        "GenericError: Change to copy mode 'background' is not implemented"
+    );
+    // Options of another type carry no copy mode: they ask for background.
+    assert_eq!(
+        err(run(
+            &mut m,
+            "block-job-change",
+            change("m0", "commit", None)
+        )),
+        "GenericError: Change to copy mode 'background' is not implemented"
+    );
+    assert_eq!(
+        err(run(
+            &mut m,
+            "block-job-change",
+            change("b0", "mirror", Some("write-blocking"))
+        )),
+        "GenericError: Job type does not support change"
+    );
+    assert_eq!(
+        err(run(
+            &mut m,
+            "block-job-change",
+            change("nope", "mirror", Some("write-blocking"))
+        )),
+        "DeviceNotActive: Block job 'nope' not found"
+    );
+}
+
+/// A qcow2 node over a raw node over the file: QEMU allows it (the raw node passes the file's
+/// data through), and names the qcow2 node by its description.
+#[test]
+fn qcow2_node_over_a_raw_node() {
+    let d = dir("qcow2-over-raw");
+    let img = d.join("disk.qcow2");
+    qcow2(&img, 1 << 20);
+    let mut m = common::machine_10();
+    for a in [
+        json!({"driver": "file", "node-name": "f", "filename": img}),
+        json!({"driver": "raw", "node-name": "r", "file": "f"}),
+        json!({"driver": "qcow2", "node-name": "q", "file": "r"}),
+    ] {
+        ok(run(&mut m, "blockdev-add", a));
+    }
+    let nodes = ok(run(&mut m, "query-named-block-nodes", json!({})));
+    let q = nodes
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["node-name"] == "q")
+        .expect("node q");
+    let name = format!(
+        "json:{{\"driver\": \"qcow2\", \"file\": {{\"driver\": \"raw\", \"file\": {{\"driver\": \
+         \"file\", \"filename\": \"{}\"}}}}}}",
+        img.display()
+    );
+    assert_eq!(q["file"], json!(name));
+    assert_eq!(q["image"]["filename"], json!(name));
+    assert_eq!(
+        (
+            &q["drv"],
+            &q["image"]["format"],
+            &q["image"]["virtual-size"],
+            &q["image"]["cluster-size"]
+        ),
+        (
+            &json!("qcow2"),
+            &json!("qcow2"),
+            &json!(1 << 20),
+            &json!(65536)
+        )
+    );
+    for n in ["q", "r", "f"] {
+        ok(run(&mut m, "blockdev-del", json!({"node-name": n})));
+    }
+}

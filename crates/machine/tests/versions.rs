@@ -1076,3 +1076,115 @@ fn served_interfaces_differ_only_by_listed_gaps() {
     failures.dedup();
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// QEMU 7.2's interface as a saved `query-qmp-schema` answer, with `blockdev-reopen` under
+/// the unstable name it had before it became stable: taking a list of nodes (`list`), or one
+/// node's options as its arguments, as QEMU 4.0 to 5.2 did.
+fn unstable_reopen_schema(list: bool) -> Schema {
+    let p = qmpkit_testkit::data::dir()
+        .join("qemu-ref/introspection/qemu-system-x86_64-7.2.22-query-qmp-schema.json");
+    let mut v: Value =
+        serde_json::from_str(&std::fs::read_to_string(&p).expect("schema answer")).expect("JSON");
+    let infos = v["return"].as_array_mut().expect("a list");
+    let add_args = infos
+        .iter()
+        .find(|e| e["name"] == "blockdev-add")
+        .map(|e| e["arg-type"].clone())
+        .expect("blockdev-add");
+    let reopen = infos
+        .iter_mut()
+        .find(|e| e["name"] == "blockdev-reopen")
+        .expect("blockdev-reopen");
+    reopen["name"] = json!("x-blockdev-reopen");
+    if !list {
+        reopen["arg-type"] = add_args;
+    }
+    qmpkit_schema::load_introspection(&v).expect("the changed answer loads")
+}
+
+/// A request validated against the served schema, as the server does, then executed.
+fn served_call(m: &mut Machine, cmd: &str, args: Value) -> Result<Value, String> {
+    let schema = m.schema.clone();
+    let id = schema
+        .lookup(cmd)
+        .ok_or_else(|| format!("{cmd}: not in the served schema"))?;
+    let opts = ValidateOptions {
+        qemu_version: Some((7, 2, 22)),
+    };
+    let a = validate_args(&schema, id, Some(&args), &opts).map_err(|e| e.desc)?;
+    let mut cx = Cx {
+        now_ns: 0,
+        fds: Vec::new(),
+        session_fds: None,
+    };
+    match m.execute(cmd, &a, &mut cx) {
+        Some(Ok(v)) => Ok(v),
+        Some(Err(e)) => Err(e.desc),
+        None => Err(format!("{cmd}: not implemented")),
+    }
+}
+
+/// A served interface that has `blockdev-reopen` only as `x-blockdev-reopen` has it answered
+/// by the machine's `blockdev-reopen`, in both argument forms; the reply and the node's new
+/// state are the served interface's.
+#[test]
+fn unstable_names_reach_the_stable_command() {
+    for list in [false, true] {
+        let schema = Arc::new(unstable_reopen_schema(list));
+        assert!(schema.lookup("blockdev-reopen").is_none());
+        let mut m = Machine::new(Arc::new(MachineConfig::default_machine()), schema);
+        served_call(
+            &mut m,
+            "blockdev-add",
+            json!({"driver": "null-co", "node-name": "n0"}),
+        )
+        .expect("blockdev-add");
+        let node = json!({"driver": "null-co", "node-name": "n0", "read-only": true});
+        let args = if list {
+            json!({"options": [node]})
+        } else {
+            node
+        };
+        assert_eq!(
+            served_call(&mut m, "x-blockdev-reopen", args),
+            Ok(json!({})),
+            "list form: {list}"
+        );
+        let nodes = served_call(&mut m, "query-named-block-nodes", json!({})).expect("query");
+        assert_eq!(nodes[0]["node-name"], "n0");
+        assert_eq!(nodes[0]["ro"], true, "list form: {list}");
+        // The stable command's words for a node that is not there.
+        let missing = json!({"driver": "null-co", "node-name": "n9"});
+        let args = if list {
+            json!({"options": [missing]})
+        } else {
+            missing
+        };
+        assert_eq!(
+            served_call(&mut m, "x-blockdev-reopen", args),
+            Err("Failed to find node with node-name='n9'".to_string())
+        );
+    }
+}
+
+/// The unstable and stable names of the commands the served interfaces have in one form and
+/// the machine's interface in the other: each served name reaches a command of the machine's.
+#[test]
+fn served_command_names_map_to_the_machines() {
+    let own = qmpkit_machine::embedded::load_schema().expect("embedded");
+    for (served, own_name) in [
+        ("x-blockdev-reopen", "blockdev-reopen"),
+        ("blockdev-reopen", "blockdev-reopen"),
+        ("blockdev-insert-medium", "x-blockdev-insert-medium"),
+        ("blockdev-remove-medium", "x-blockdev-remove-medium"),
+        ("x-blockdev-remove-medium", "x-blockdev-remove-medium"),
+        ("x-blockdev-change", "x-blockdev-change"),
+    ] {
+        assert_eq!(
+            view::own_command(&own, served).as_deref(),
+            Some(own_name),
+            "{served}"
+        );
+    }
+    assert_eq!(view::own_command(&own, "x-no-such-command"), None);
+}

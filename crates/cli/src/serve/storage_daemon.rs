@@ -706,7 +706,7 @@ fn parse_uint(s: &str) -> Option<u64> {
 }
 
 /// Run the options' commands on the machine, in order; `Err` is the first failure as the
-/// daemon reports it.
+/// daemon reports it (with the hint QEMU prints below it on a line of its own).
 pub fn start(
     m: &mut Machine,
     schema: &Schema,
@@ -729,9 +729,16 @@ pub fn start(
         )
         .map_err(|e| format!("{label}: {}", e.desc))?;
         let mut cx = qmpkit_machine::Cx::default();
+        qmpkit_machine::block::take_error_hint();
         match m.execute(command, &args, &mut cx) {
             Some(Ok(_)) => {}
-            Some(Err(e)) => return Err(format!("{label}: {}", e.desc)),
+            // The hint goes on a line of its own, as QEMU prints it.
+            Some(Err(e)) => {
+                let hint = qmpkit_machine::block::take_error_hint()
+                    .map(|h| format!("\n{h}"))
+                    .unwrap_or_default();
+                return Err(format!("{label}: {}{hint}", e.desc));
+            }
             None => {
                 return Err(format!(
                     "{label}: {}",

@@ -66,11 +66,7 @@ pub fn block_export_add(m: &mut Machine, a: api::BlockExportAdd, _: &mut Cx) -> 
 }
 
 pub fn block_export_del(m: &mut Machine, a: api::BlockExportDel, _: &mut Cx) -> R<Empty> {
-    let Some(e) = m.block.exports.iter().find(|e| e.id == a.id) else {
-        return Err(generic(format!("Export '{}' is not found", a.id)));
-    };
-    let name = e.name.clone();
-    block::remove_export(m, &name)?;
+    block::remove_export(m, &a.id, a.mode)?;
     Ok(Empty)
 }
 
@@ -78,7 +74,9 @@ pub fn nbd_server_remove(m: &mut Machine, a: api::NbdServerRemove, _: &mut Cx) -
     if m.block.nbd.is_none() {
         return Err(generic("NBD server not running"));
     }
-    block::remove_export(m, &a.name)?;
+    // The name is looked up among the exports' IDs (the legacy command's exports have their
+    // name as ID), as QEMU does.
+    block::remove_export(m, &a.name, a.mode)?;
     Ok(Empty)
 }
 
@@ -163,8 +161,7 @@ fn check_create_perms(m: &mut Machine, node: &str, job_id: &str) -> R<()> {
     Ok(())
 }
 
-/// `block-job-change`: a mirror's copy mode is background, the one mode modelled; changing to
-/// the mode it has changes nothing, as in QEMU.
+/// `block-job-change`: a mirror's copy mode, from `background` to `write-blocking`.
 pub fn block_job_change(m: &mut Machine, a: api::BlockJobChange, _: &mut Cx) -> R<Empty> {
     block::catch_up(m);
     let a = a.0;
@@ -174,12 +171,17 @@ pub fn block_job_change(m: &mut Machine, a: api::BlockJobChange, _: &mut Cx) -> 
             format!("Block job '{}' not found", a.id),
         ));
     }
-    if let api::BlockJobChangeOptionsBranch::Mirror(c) = &a.r#type {
-        if c.copy_mode == api::MirrorCopyMode::WriteBlocking {
-            return Err(not_implemented(
-                "block-job-change to copy mode 'write-blocking'",
-            ));
+    // QEMU reads the options as a mirror's whatever their type says (another type's carry
+    // no copy mode: `background`).
+    let write_blocking = match &a.r#type {
+        api::BlockJobChangeOptionsBranch::Mirror(c) => {
+            c.copy_mode == api::MirrorCopyMode::WriteBlocking
         }
-    }
+        _ => false,
+    };
+    m.block
+        .jobs
+        .change_copy_mode(&a.id, write_blocking)
+        .map_err(qerr)?;
     Ok(Empty)
 }
