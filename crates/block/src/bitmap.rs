@@ -38,6 +38,10 @@ pub struct DirtyBitmap {
     pub inconsistent: bool,
     /// Persistent in a read-only image: may be enabled or disabled, not changed.
     pub readonly: bool,
+    /// In use by a job (a backup copying by it): frozen, its writes going to a successor.
+    pub busy: bool,
+    /// An anonymous bitmap that records the writes a busy one misses: the busy one's name.
+    pub successor_of: Option<String>,
 }
 
 impl DirtyBitmap {
@@ -52,6 +56,8 @@ impl DirtyBitmap {
             persistent: false,
             inconsistent: false,
             readonly: false,
+            busy: false,
+            successor_of: None,
         }
     }
 
@@ -80,8 +86,32 @@ impl DirtyBitmap {
 
     /// A write of `len` bytes at `offset` reached the node.
     pub fn record(&mut self, offset: u64, len: u64) {
-        if self.enabled {
+        if self.enabled && !self.busy {
             self.set_range(offset, len);
+        }
+    }
+
+    /// Clears the bits of the first `bytes` bytes' worth of dirty granules, in order (what a
+    /// job that copied by this bitmap has copied).
+    pub fn clear_first(&mut self, bytes: u64) {
+        let mut left = bytes.div_ceil(self.granularity);
+        for b in 0..self.bits() {
+            if left == 0 {
+                break;
+            }
+            if self.is_set(b) {
+                self.words[(b / 64) as usize] &= !(1 << (b % 64));
+                left -= 1;
+            }
+        }
+    }
+
+    /// Marks the first `bytes` bytes' worth of granules dirty and the rest clean.
+    pub fn set_first(&mut self, bytes: u64) {
+        self.clear();
+        let n = bytes.div_ceil(self.granularity).min(self.bits());
+        if n > 0 {
+            self.set_bits(0, n - 1);
         }
     }
 
@@ -175,24 +205,40 @@ fn not_found(name: &str) -> Error {
     Error::generic(format!("Dirty bitmap '{name}' not found"))
 }
 
+/// The words for a bitmap a job holds.
+pub fn in_use(name: &str) -> Error {
+    Error::generic(format!(
+        "Bitmap '{name}' is currently in use by another operation and cannot be used"
+    ))
+}
+
 impl BitmapSet {
     pub fn get(&self, name: &str) -> Result<&DirtyBitmap> {
         self.list
             .iter()
-            .find(|b| b.name == name)
+            .find(|b| b.name == name && !name.is_empty())
             .ok_or_else(|| not_found(name))
     }
 
     pub fn get_mut(&mut self, name: &str) -> Result<&mut DirtyBitmap> {
         self.list
             .iter_mut()
-            .find(|b| b.name == name)
+            .find(|b| b.name == name && !name.is_empty())
             .ok_or_else(|| not_found(name))
     }
 
-    /// A bitmap whose bits may change: not read-only.
-    pub fn get_writable(&mut self, name: &str) -> Result<&mut DirtyBitmap> {
+    /// A bitmap no job holds.
+    pub fn get_usable(&mut self, name: &str) -> Result<&mut DirtyBitmap> {
         let b = self.get_mut(name)?;
+        if b.busy {
+            return Err(in_use(name));
+        }
+        Ok(b)
+    }
+
+    /// A bitmap whose bits may change: no job holds it, not read-only.
+    pub fn get_writable(&mut self, name: &str) -> Result<&mut DirtyBitmap> {
+        let b = self.get_usable(name)?;
         if b.readonly {
             return Err(Error::generic(format!(
                 "Bitmap '{name}' is readonly and cannot be modified"

@@ -28,6 +28,18 @@ pub enum Driver {
     NullAio,
     /// A filter that throttles its parents' I/O to its file child by a throttle group.
     Throttle,
+    /// A mirror job's filter above its source (`backing` child).
+    MirrorTop,
+    /// An active commit's filter above the top (QEMU's `mirror_top` driver, with a commit's
+    /// permissions).
+    CommitActiveTop,
+    /// A commit job's filter above its top, below the top's overlay (`backing` child).
+    CommitTop,
+    /// A stream job's filter above its node (`file` child).
+    CopyOnRead,
+    /// A backup job's filter above its source (`file` child) that writes to the target
+    /// (`target` child).
+    CopyBeforeWrite,
 }
 
 impl Driver {
@@ -39,6 +51,33 @@ impl Driver {
             Driver::NullCo => "null-co",
             Driver::NullAio => "null-aio",
             Driver::Throttle => "throttle",
+            Driver::MirrorTop | Driver::CommitActiveTop => "mirror_top",
+            Driver::CommitTop => "commit_top",
+            Driver::CopyOnRead => "copy-on-read",
+            Driver::CopyBeforeWrite => "copy-before-write",
+        }
+    }
+
+    /// The filters block jobs put into the graph while they run.
+    pub fn is_job_filter(self) -> bool {
+        matches!(
+            self,
+            Driver::MirrorTop
+                | Driver::CommitActiveTop
+                | Driver::CommitTop
+                | Driver::CopyOnRead
+                | Driver::CopyBeforeWrite
+        )
+    }
+
+    /// The role of the child whose data a filter passes through.
+    pub fn filtered_role(self) -> Option<ChildRole> {
+        match self {
+            Driver::Throttle | Driver::CopyOnRead | Driver::CopyBeforeWrite => Some(ChildRole::File),
+            Driver::MirrorTop | Driver::CommitActiveTop | Driver::CommitTop => {
+                Some(ChildRole::Backing)
+            }
+            _ => None,
         }
     }
 
@@ -270,6 +309,8 @@ impl BlockdevOptions {
 pub enum ChildRole {
     File,
     Backing,
+    /// A backup filter's target.
+    Target,
 }
 
 impl ChildRole {
@@ -277,6 +318,7 @@ impl ChildRole {
         match self {
             ChildRole::File => "file",
             ChildRole::Backing => "backing",
+            ChildRole::Target => "target",
         }
     }
 }
@@ -294,10 +336,9 @@ pub enum UserKind {
         kind: String,
         role: String,
     },
-    /// The filter node a block job puts above a node while it runs (QEMU's copy-on-read,
-    /// mirror_top, commit_top and copy-before-write filters), by its generated name: the
-    /// permissions it takes on the node in `role` (`file`, `backing`, `target`).
-    Filter { node: String, role: String },
+    /// A block backend a job opens on a node (a mirror's or commit's writer on its target, a
+    /// stream's reader on its filter): an unnamed block device to QEMU.
+    JobBackend(String),
 }
 
 /// Handle for a registered user.
@@ -353,6 +394,8 @@ struct Node {
     bitmaps: SharedBitmaps,
     /// `throttle` filters: their group.
     throttle_group: Option<String>,
+    /// A job's filter put in without a name from the client (left out of `query-block`).
+    implicit: bool,
 }
 
 /// `BlockdevCacheInfo`.
@@ -647,6 +690,14 @@ impl BlockGraph {
         // as in QEMU), but after its file child.
         let name: Option<String>;
         let (filename, data) = match o.driver {
+            Driver::MirrorTop
+            | Driver::CommitActiveTop
+            | Driver::CommitTop
+            | Driver::CopyOnRead
+            | Driver::CopyBeforeWrite => {
+                // Only jobs put these in (see `insert_job_filter`).
+                return Err(Error::generic(format!("Unknown driver '{}'", o.driver.name())));
+            }
             Driver::File => {
                 name = Some(self.name_for(o));
                 let path = o
@@ -846,6 +897,7 @@ impl BlockGraph {
                 blockers: Vec::new(),
                 bitmaps: SharedBitmaps::default(),
                 throttle_group: o.throttle_group.clone(),
+                implicit: false,
             },
         );
         if !added.iter().any(|n| n == name) {
@@ -946,10 +998,11 @@ impl BlockGraph {
         }
         for u in self.users.iter().filter(|u| u.node == name) {
             let (desc, role) = match &u.kind {
-                UserKind::Export(_) => ("an unnamed block device".to_string(), "root".to_string()),
+                UserKind::Export(_) | UserKind::JobBackend(_) => {
+                    ("an unnamed block device".to_string(), "root".to_string())
+                }
                 UserKind::Device(d) => (format!("block device '{d}'"), "root".to_string()),
                 UserKind::Job { id, kind, role } => (format!("{kind} job '{id}'"), role.clone()),
-                UserKind::Filter { node, role } => (format!("node '{node}'"), role.clone()),
             };
             out.push((
                 u.attached,
@@ -1004,6 +1057,24 @@ impl BlockGraph {
             p.intersect(passthrough),
             s.intersect(passthrough).union(unchanged),
         );
+        // Job filters, as measured on QEMU 10.0: what they share does not depend on their
+        // parents.
+        let shared_rw = PermSet::of(&[ConsistentRead, Write, WriteUnchanged]);
+        match (parent.driver, role) {
+            (Driver::MirrorTop, _) => return (p, shared_rw),
+            (Driver::CommitActiveTop, _) => {
+                return (p.minus(PermSet::of(&[ConsistentRead])), shared_rw)
+            }
+            (Driver::CommitTop, _) => return (PermSet::NONE, PermSet::ALL),
+            (Driver::CopyOnRead, _) => return (p.union(unchanged), shared_rw),
+            (Driver::CopyBeforeWrite, ChildRole::Target) => {
+                return (PermSet::of(&[Write]), shared_rw)
+            }
+            (Driver::CopyBeforeWrite, _) => {
+                return (p.union(PermSet::of(&[ConsistentRead])), unchanged)
+            }
+            _ => {}
+        }
         match (parent.driver, role) {
             (Driver::Qcow2, ChildRole::File) => {
                 let (mut perm, mut shared) = filtered;
@@ -1030,7 +1101,7 @@ impl BlockGraph {
                 }
                 (p.intersect(PermSet::of(&[ConsistentRead])), shared)
             }
-            (_, ChildRole::File) => filtered,
+            (_, ChildRole::File | ChildRole::Target) => filtered,
         }
     }
 
@@ -1238,8 +1309,26 @@ impl BlockGraph {
     pub fn move_users(&mut self, from: &str, to: &str) -> Result<()> {
         self.node(to)?;
         let saved = self.users.clone();
+        let moved = self.move_users_unchecked(from, to);
+        if let Err(e) = self.check_perms_from(to) {
+            self.users = saved;
+            for (n, role) in moved {
+                if let Some(node) = self.nodes.get_mut(&n) {
+                    for e in node.children.iter_mut().filter(|e| e.role == role) {
+                        e.child = from.to_string();
+                    }
+                }
+            }
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// What [`BlockGraph::move_users`] moves, without the permission check: the parent
+    /// links it moved.
+    fn move_users_unchecked(&mut self, from: &str, to: &str) -> Vec<(String, ChildRole)> {
         for u in self.users.iter_mut().filter(|u| u.node == from) {
-            if !matches!(u.kind, UserKind::Job { .. } | UserKind::Filter { .. }) {
+            if !matches!(u.kind, UserKind::Job { .. } | UserKind::JobBackend(_)) {
                 u.node = to.to_string();
             }
         }
@@ -1254,18 +1343,7 @@ impl BlockGraph {
                 moved.push((n.name.clone(), e.role));
             }
         }
-        if let Err(e) = self.check_perms_from(to) {
-            self.users = saved;
-            for (n, role) in moved {
-                if let Some(node) = self.nodes.get_mut(&n) {
-                    for e in node.children.iter_mut().filter(|e| e.role == role) {
-                        e.child = from.to_string();
-                    }
-                }
-            }
-            return Err(e);
-        }
-        Ok(())
+        moved
     }
 
     /// Every node below `name` (its children, theirs, …).
@@ -1420,7 +1498,6 @@ impl BlockGraph {
         // those first); a job's other links only block the node.
         let has_backend = |u: &User| match &u.kind {
             UserKind::Job { role, .. } => role == "target",
-            UserKind::Filter { .. } => false,
             _ => true,
         };
         if self.users.iter().any(|u| u.node == name && has_backend(u)) {
@@ -1492,7 +1569,8 @@ impl BlockGraph {
             .map(|e| e.child.clone())
     }
 
-    /// The backing chain from `name` down: `name`, its backing, its backing's backing, ….
+    /// The backing chain from `name` down: `name`, its backing, its backing's backing, …
+    /// (the filters jobs put in between left out, as QEMU skips them).
     pub fn backing_chain(&self, name: &str) -> Vec<String> {
         let mut out = Vec::new();
         let mut cur = Some(name.to_string());
@@ -1500,10 +1578,115 @@ impl BlockGraph {
             if out.len() > 256 || !self.nodes.contains_key(&n) {
                 break;
             }
-            cur = self.child(&n, ChildRole::Backing);
+            cur = self
+                .child(&n, ChildRole::Backing)
+                .map(|b| self.below_job_filters(&b));
             out.push(n);
         }
         out
+    }
+
+    /// `name`, or the node below the job filters stacked on it.
+    pub fn below_job_filters(&self, name: &str) -> String {
+        let mut cur = name.to_string();
+        for _ in 0..64 {
+            let Some(n) = self.nodes.get(&cur) else { break };
+            if !n.driver.is_job_filter() {
+                break;
+            }
+            match n.driver.filtered_role().and_then(|r| self.child(&cur, r)) {
+                Some(c) => cur = c,
+                None => break,
+            }
+        }
+        cur
+    }
+
+    /// `name`, or the node below the implicit job filters on it (what `query-block` shows of a
+    /// drive whose node a job filters).
+    pub fn below_implicit_filters(&self, name: &str) -> String {
+        let mut cur = name.to_string();
+        for _ in 0..64 {
+            let Some(n) = self.nodes.get(&cur) else { break };
+            if !(n.driver.is_job_filter() && n.implicit) {
+                break;
+            }
+            match n.driver.filtered_role().and_then(|r| self.child(&cur, r)) {
+                Some(c) => cur = c,
+                None => break,
+            }
+        }
+        cur
+    }
+
+    /// Puts a job's filter above `below` (named `name`, or `#blockNNN` then implicit): the
+    /// filter takes over every parent of `below` but the job's own links, with its
+    /// permissions checked. `target` is a backup filter's target. Returns the filter's name.
+    pub fn insert_job_filter(
+        &mut self,
+        below: &str,
+        driver: Driver,
+        name: Option<&str>,
+        target: Option<&str>,
+    ) -> Result<String> {
+        let role = driver
+            .filtered_role()
+            .ok_or_else(|| Error::generic("not a filter"))?;
+        let child = self.node(below)?;
+        let (filename, data, read_only) =
+            (child.filename.clone(), child.data.clone(), child.read_only);
+        if let Some(n) = name {
+            if self.nodes.contains_key(n) {
+                return Err(Error::generic(format!(
+                    "Duplicate nodes with node-name='{n}'"
+                )));
+            }
+            if !id_wellformed(n) {
+                return Err(Error::generic(format!("Invalid node-name: '{n}'")));
+            }
+        }
+        let implicit = name.is_none();
+        let name = match name {
+            Some(n) => n.to_string(),
+            None => self.generate_name(),
+        };
+        let mut children = vec![self.edge(role, below)];
+        if let Some(t) = target {
+            self.node(t)?;
+            children.push(self.edge(ChildRole::Target, t));
+        }
+        let mut o = BlockdevOptions::new(driver);
+        o.read_only = read_only;
+        let mut added = Vec::new();
+        self.put_node(&name, &o, false, filename, children, data, &mut added);
+        if let Some(n) = self.nodes.get_mut(&name) {
+            n.implicit = implicit;
+        }
+        if let Err(e) = self.check_perms_from(&name) {
+            self.nodes.remove(&name);
+            self.commit_locks();
+            return Err(e);
+        }
+        if let Err(e) = self.move_users(below, &name) {
+            self.nodes.remove(&name);
+            self.commit_locks();
+            return Err(e);
+        }
+        Ok(name)
+    }
+
+    /// Takes a job's filter out: its parents go to `to` (the node below it, or where a
+    /// mirror or active commit pivots), and the filter goes.
+    pub fn remove_job_filter(&mut self, filter: &str, to: &str) {
+        if self.nodes.get(filter).is_none() || self.nodes.get(to).is_none() {
+            return;
+        }
+        if self.move_users(filter, to).is_err() {
+            // The parents had what they need through the filter: they keep it.
+            self.move_users_unchecked(filter, to);
+        }
+        self.nodes.remove(filter);
+        self.commit_locks();
     }
 
     /// The node whose backing child is `name`, if any.
@@ -1529,9 +1712,9 @@ impl BlockGraph {
     /// The data behind a node, for exports and jobs.
     pub fn backend(&self, name: &str) -> Result<Arc<dyn ExportBackend>> {
         let node = self.node(name)?;
-        if node.driver == Driver::Throttle {
+        if let Some(role) = node.driver.filtered_role() {
             // A filter's I/O is its child's (and marks the child's bitmaps).
-            if let Some(c) = self.child(name, ChildRole::File) {
+            if let Some(c) = self.child(name, role) {
                 return self.backend(&c);
             }
         }
@@ -1590,7 +1773,7 @@ impl BlockGraph {
         let Data::Image(shared) = &node.data else {
             return edit(&path);
         };
-        if node.driver == Driver::Throttle {
+        if node.driver.filtered_role().is_some() {
             // A filter's data is its child's, opened by the child.
             return edit(&path);
         }
@@ -1676,16 +1859,23 @@ impl BlockGraph {
     }
 
     fn image_info_of(&self, node: &Node) -> Result<ImageInfo> {
-        if node.driver == Driver::Throttle {
-            // A filter shows its child's image, without the format's own facts.
+        if let Some(role) = node.driver.filtered_role() {
+            // A filter shows its child's image, without the format's own facts (a job's
+            // filter without its backing file either).
             let child = node
                 .children
                 .iter()
-                .find(|e| e.role == ChildRole::File)
+                .find(|e| e.role == role)
                 .and_then(|e| self.nodes.get(&e.child))
                 .ok_or_else(|| not_found(&node.name))?;
             let mut info = self.image_info_of(child)?;
             info.qcow2 = None;
+            if node.driver.is_job_filter() {
+                info.backing_filename = None;
+                info.full_backing_filename = None;
+                info.backing_filename_format = None;
+                info.snapshots.clear();
+            }
             return Ok(info);
         }
         match (&node.data, node.driver) {
@@ -1715,7 +1905,12 @@ impl BlockGraph {
     /// One node's `BlockDeviceInfo`; with `deep`, `backing_image` follows the chain.
     pub fn node_info(&self, name: &str, deep: bool) -> Result<NodeInfo> {
         let node = self.node(name)?;
-        let chain = self.backing_chain(name);
+        // A job's filter shows no backing file of its own.
+        let chain = if node.driver.is_job_filter() {
+            vec![name.to_string()]
+        } else {
+            self.backing_chain(name)
+        };
         let backing = chain.get(1).and_then(|b| self.nodes.get(b));
         let backing_image = match (deep, backing) {
             (true, Some(b)) => Some(Box::new(self.node_info(&b.name, true)?)),
@@ -1792,9 +1987,9 @@ impl BlockGraph {
         };
         for u in &self.users {
             let name = match &u.kind {
-                UserKind::Export(_) => String::new(),
+                UserKind::Export(_) | UserKind::JobBackend(_) => String::new(),
                 UserKind::Device(d) => d.clone(),
-                UserKind::Job { .. } | UserKind::Filter { .. } => continue,
+                UserKind::Job { .. } => continue,
             };
             let me = id(Key::User(u.id.0));
             nodes.push(GraphNode {

@@ -141,6 +141,8 @@ pub enum SyncMode {
     Full,
     Top,
     None,
+    /// What a dirty bitmap marks (`incremental` and `bitmap`).
+    Bitmap,
 }
 
 /// What a `BLOCK_JOB_*` event carries.
@@ -209,6 +211,8 @@ pub struct JobOptions {
     pub auto_dismiss: bool,
     /// Bytes per second; 0 is unlimited.
     pub speed: u64,
+    /// The name of the job's filter node (`#blockNNN`, implicit, when absent).
+    pub filter_node_name: Option<String>,
 }
 
 impl JobOptions {
@@ -218,8 +222,39 @@ impl JobOptions {
             auto_finalize: true,
             auto_dismiss: true,
             speed: 0,
+            filter_node_name: None,
         }
     }
+}
+
+/// `BitmapSyncMode`: what a backup with a bitmap does with it when the job ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BitmapMode {
+    /// Cleared when the job succeeds, left as it was (with the writes since) when not.
+    OnSuccess,
+    /// Left as it was, with the writes since.
+    Never,
+    /// What was copied is cleared, whatever the outcome.
+    Always,
+}
+
+impl BitmapMode {
+    pub fn name(self) -> &'static str {
+        match self {
+            BitmapMode::OnSuccess => "on-success",
+            BitmapMode::Never => "never",
+            BitmapMode::Always => "always",
+        }
+    }
+}
+
+/// What a backup asks of a bitmap: `sync` `incremental` or `bitmap` copies what it marks.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct BackupBitmap {
+    /// `sync` was `incremental` or `bitmap` (by its name, for the words of the checks).
+    pub bitmap_sync: Option<&'static str>,
+    pub bitmap: Option<String>,
+    pub mode: Option<BitmapMode>,
 }
 
 #[derive(Debug, Clone)]
@@ -243,6 +278,8 @@ enum Work {
         source: String,
         target: String,
         sync: SyncMode,
+        /// The bitmap it copies by or handles at its end (frozen while the job runs).
+        bitmap: Option<(String, BitmapMode)>,
     },
     Create {
         path: PathBuf,
@@ -272,6 +309,10 @@ struct Job {
     actively_synced: bool,
     work: Work,
     users: Vec<UserId>,
+    /// The job's filter node, and where its parents go when it leaves (the node below it).
+    filter: Option<(String, String)>,
+    /// A base the job opened read-write for itself, to make read-only again at its end.
+    reopened_base: Option<String>,
 }
 
 /// All jobs of one machine.
@@ -405,6 +446,8 @@ impl Jobs {
                 actively_synced: false,
                 work,
                 users,
+                filter: None,
+                reopened_base: None,
             },
         );
         self.set_status(0, JobStatus::Created);
@@ -426,43 +469,6 @@ impl Jobs {
             });
         }
         e
-    }
-
-    /// The permissions a job's filter node takes on the nodes below it, attached in order
-    /// (`(node, role, perm, shared)`); all or nothing, with the job's other links.
-    fn attach_filter(
-        graph: &mut BlockGraph,
-        users: &mut Vec<UserId>,
-        links: &[(&str, &str, PermSet, PermSet)],
-    ) -> Result<()> {
-        let name = graph.generate_name();
-        for (node, role, perm, shared) in links {
-            // QEMU puts the filter above the node, in its parents' place, so their needs pass
-            // through it; this model keeps the parents where they are and leaves the filter's
-            // own needs out for a node that has any.
-            let parents = graph.has_parent_node(node)
-                || graph
-                    .users_of(node)
-                    .iter()
-                    .any(|u| matches!(u, UserKind::Export(_) | UserKind::Device(_)));
-            if parents && *role != "target" {
-                continue;
-            }
-            let kind = UserKind::Filter {
-                node: name.clone(),
-                role: role.to_string(),
-            };
-            match graph.attach_user(node, kind, *perm, *shared) {
-                Ok(u) => users.push(u),
-                Err(e) => {
-                    for u in users.drain(..) {
-                        graph.detach_user(u);
-                    }
-                    return Err(e);
-                }
-            }
-        }
-        Ok(())
     }
 
     /// A job's links `(node, role, (perm, shared))`, attached in order.
@@ -515,6 +521,38 @@ impl Jobs {
         format!("block device is in use by block job: {}", kind.name())
     }
 
+    /// A block backend the job opens on a node (an unnamed block device in QEMU's words).
+    fn attach_backend(
+        graph: &mut BlockGraph,
+        users: &mut Vec<UserId>,
+        node: &str,
+        opts: &JobOptions,
+        (perm, shared): (PermSet, PermSet),
+    ) -> Result<()> {
+        match graph.attach_user(node, UserKind::JobBackend(opts.id.clone()), perm, shared) {
+            Ok(u) => {
+                users.push(u);
+                Ok(())
+            }
+            Err(e) => {
+                for u in users.drain(..) {
+                    graph.detach_user(u);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Undoes a start that failed after its filter went in: the links go, then the filter.
+    fn undo_start(graph: &mut BlockGraph, users: Vec<UserId>, filter: Option<&(String, String)>) {
+        for u in users {
+            graph.detach_user(u);
+        }
+        if let Some((f, below)) = filter {
+            graph.remove_job_filter(f, below);
+        }
+    }
+
     /// `block-stream`: copies the backing data above `base` (all of it without one) into
     /// `device`, then drops the backing files in between.
     pub fn start_stream(
@@ -536,23 +574,39 @@ impl Jobs {
         }
         // Nothing to stream when the device has no backing image above the base: QEMU's job
         // then has length 0 and ends at once, whatever its speed.
-        let backing = graph.child(device, crate::graph::ChildRole::Backing);
+        let backing = graph
+            .child(device, crate::graph::ChildRole::Backing)
+            .map(|b| graph.below_job_filters(&b));
         let nothing = backing.is_none() || backing.as_deref() == base;
         let total = if nothing { 0 } else { graph.size(device)? };
+        // A copy-on-read filter above the device (before the job exists), then the job's
+        // links: the filter, a reader on it, the device and the images it streams from.
+        let filter = graph.insert_job_filter(
+            device,
+            Driver::CopyOnRead,
+            opts.filter_node_name.as_deref(),
+            None,
+        )?;
+        let filter = (filter, device.to_string());
         let mut users = Vec::new();
         use crate::graph::Perm::*;
+        let most = PermSet::of(&[ConsistentRead, Write, WriteUnchanged]);
         let links = (|| -> Result<()> {
-            // A copy-on-read filter above the device, then the job's links: the device and the
-            // images it streams from (QEMU's permissions on each).
-            Self::attach_filter(
+            Self::attach(
                 graph,
                 &mut users,
-                &[(
-                    device,
-                    "file",
-                    PermSet::of(&[ConsistentRead, WriteUnchanged]),
-                    PermSet::of(&[ConsistentRead, Write, WriteUnchanged]),
-                )],
+                &filter.0,
+                opts,
+                JobKind::Stream,
+                "main node",
+                (PermSet::NONE, PermSet::ALL),
+            )?;
+            Self::attach_backend(
+                graph,
+                &mut users,
+                &filter.0,
+                opts,
+                (PermSet::of(&[ConsistentRead]), most),
             )?;
             Self::attach(
                 graph,
@@ -561,10 +615,7 @@ impl Jobs {
                 opts,
                 JobKind::Stream,
                 "active node",
-                (
-                    PermSet::NONE,
-                    PermSet::of(&[ConsistentRead, Write, WriteUnchanged]),
-                ),
+                (PermSet::NONE, most),
             )?;
             let below: Vec<String> = graph
                 .backing_chain(device)
@@ -589,6 +640,7 @@ impl Jobs {
             Ok(())
         })();
         if let Err(e) = links {
+            Self::undo_start(graph, users, Some(&filter));
             return Err(self.failed_early(&opts.id, e));
         }
         graph.block(device, &opts.id, &Self::in_use_reason(JobKind::Stream));
@@ -597,6 +649,7 @@ impl Jobs {
             base: base.map(str::to_string),
         };
         self.push(opts, JobKind::Stream, work, total, users);
+        self.jobs[0].filter = Some(filter);
         Ok(())
     }
 
@@ -656,48 +709,95 @@ impl Jobs {
         };
         let mut users = Vec::new();
         use crate::graph::Perm::*;
-        // A commit_top filter above the top, the job's links on top and base, and a writer
-        // on the base.
         let most = PermSet::of(&[ConsistentRead, Write, WriteUnchanged]);
+        let write_only = PermSet::of(&[Write, WriteUnchanged]);
+        let was_read_only = graph.is_read_only(&base)?;
+        let mut filter: Option<(String, String)> = None;
         let links = (|| -> Result<()> {
-            Self::attach_filter(graph, &mut users, &[(&top, "backing", PermSet::NONE, most)])?;
-            Self::attach_all(
-                graph,
-                &mut users,
-                opts,
-                JobKind::Commit,
-                &[
-                    (&top, "source", (PermSet::NONE, most)),
-                    (&base, "target", (PermSet::NONE, PermSet::ALL)),
-                ],
-            )?;
             if overlay.is_none() {
-                // QEMU opens the base read-write for an active commit before it writes there.
-                let was_read_only = graph.is_read_only(&base)?;
+                // An active commit is a mirror of the top into the base: its filter above the
+                // top, the job's links, and a writer on the base (opened read-write first).
+                let f = graph.insert_job_filter(
+                    &top,
+                    Driver::CommitActiveTop,
+                    opts.filter_node_name.as_deref(),
+                    None,
+                )?;
+                filter = Some((f.clone(), top.clone()));
+                Self::attach_all(
+                    graph,
+                    &mut users,
+                    opts,
+                    JobKind::Commit,
+                    &[
+                        (&f, "main node", (PermSet::of(&[ConsistentRead]), most)),
+                        (&top, "source", (PermSet::NONE, most)),
+                        (&base, "target", (PermSet::NONE, PermSet::ALL)),
+                    ],
+                )?;
+                for n in &chain[top_at + 1..base_at] {
+                    let link = (PermSet::NONE, write_only);
+                    Self::attach(graph, &mut users, n, opts, JobKind::Commit, "intermediate node", link)?;
+                }
                 graph.set_read_only(&base, false)?;
-                let root = (PermSet::of(&[Write]), most);
-                let r = Self::attach(
+                Self::attach_backend(graph, &mut users, &base, opts, (PermSet::of(&[Write]), most))
+            } else {
+                // The job on the device, a commit_top filter above the top (in its overlay's
+                // place), the layers in between and the base, and block backends on the base
+                // (writing, opened read-write first) and on the top.
+                Self::attach(
+                    graph,
+                    &mut users,
+                    device,
+                    opts,
+                    JobKind::Commit,
+                    "main node",
+                    (PermSet::NONE, PermSet::ALL),
+                )?;
+                let f = graph.insert_job_filter(
+                    &top,
+                    Driver::CommitTop,
+                    opts.filter_node_name.as_deref(),
+                    None,
+                )?;
+                filter = Some((f, top.clone()));
+                for n in &chain[top_at..base_at] {
+                    let link = (PermSet::NONE, write_only);
+                    Self::attach(graph, &mut users, n, opts, JobKind::Commit, "intermediate node", link)?;
+                }
+                Self::attach(
                     graph,
                     &mut users,
                     &base,
                     opts,
                     JobKind::Commit,
-                    "root",
-                    root,
-                );
-                if let Err(e) = r {
-                    let _ = graph.set_read_only(&base, was_read_only);
-                    return Err(e);
-                }
+                    "base",
+                    (PermSet::NONE, PermSet::ALL),
+                )?;
+                graph.set_read_only(&base, false)?;
+                let unchanged = PermSet::of(&[ConsistentRead, WriteUnchanged]);
+                let writer = (PermSet::of(&[ConsistentRead, Write]), unchanged);
+                Self::attach_backend(graph, &mut users, &base, opts, writer)?;
+                Self::attach_backend(graph, &mut users, &top, opts, (PermSet::NONE, PermSet::ALL))
             }
-            Ok(())
         })();
         if let Err(e) = links {
+            Self::undo_start(graph, users, filter.as_ref());
+            let _ = graph.set_read_only(&base, was_read_only);
             return Err(self.failed_early(&opts.id, e));
         }
         graph.block(device, &opts.id, &Self::in_use_reason(JobKind::Commit));
-        let work = Work::Commit { top, base, overlay };
+        let work = Work::Commit {
+            top,
+            base: base.clone(),
+            overlay: overlay.clone(),
+        };
         self.push(opts, JobKind::Commit, work, total, users);
+        self.jobs[0].filter = filter;
+        // A base below the active layer is a backing file again once the job ends.
+        if overlay.is_some() && was_read_only {
+            self.jobs[0].reopened_base = Some(base);
+        }
         Ok(())
     }
 
@@ -711,10 +811,10 @@ impl Jobs {
         target: &str,
         sync: SyncMode,
     ) -> Result<()> {
-        self.start_copy(graph, opts, JobKind::Mirror, device, target, sync)
+        self.start_copy(graph, opts, JobKind::Mirror, device, target, sync, None)
     }
 
-    /// `blockdev-backup`: copies `device` into `target` once.
+    /// `blockdev-backup`: copies `device` into `target` once (what a bitmap marks, with one).
     pub fn start_backup(
         &mut self,
         graph: &mut BlockGraph,
@@ -722,10 +822,65 @@ impl Jobs {
         device: &str,
         target: &str,
         sync: SyncMode,
+        bitmap: &BackupBitmap,
     ) -> Result<()> {
-        self.start_copy(graph, opts, JobKind::Backup, device, target, sync)
+        self.start_copy(graph, opts, JobKind::Backup, device, target, sync, Some(bitmap))
     }
 
+    /// A backup's bitmap checks, in QEMU's order and words: the bitmap and how to end with it.
+    fn check_backup_bitmap(
+        graph: &BlockGraph,
+        device: &str,
+        sync: SyncMode,
+        b: &BackupBitmap,
+    ) -> Result<Option<(String, BitmapMode)>> {
+        if let (Some(word), None) = (b.bitmap_sync, &b.bitmap) {
+            return Err(Error::generic(format!(
+                "must provide a valid bitmap name for '{word}' sync mode"
+            )));
+        }
+        let Some(name) = &b.bitmap else {
+            if b.mode.is_some() {
+                return Err(Error::generic(
+                    "Cannot specify bitmap sync mode without a bitmap",
+                ));
+            }
+            return Ok(None);
+        };
+        let bitmap = graph
+            .bitmap(device, name)
+            .map_err(|_| Error::generic(format!("Bitmap '{name}' could not be found")))?;
+        let mode = match (b.bitmap_sync, b.mode) {
+            (Some("incremental"), Some(m)) if m != BitmapMode::OnSuccess => {
+                return Err(Error::generic(
+                    "Bitmap sync mode must be 'on-success' when using sync mode 'incremental'",
+                ))
+            }
+            (Some("incremental"), _) => BitmapMode::OnSuccess,
+            (_, Some(m)) => m,
+            (_, None) => {
+                return Err(Error::generic(
+                    "Bitmap sync mode must be given when providing a bitmap",
+                ))
+            }
+        };
+        if bitmap.busy {
+            return Err(crate::bitmap::in_use(name));
+        }
+        let sync_word = match sync {
+            SyncMode::Full if b.bitmap_sync.is_none() => Some("full"),
+            SyncMode::Top => Some("top"),
+            _ => None,
+        };
+        if let (Some(w), BitmapMode::Never) = (sync_word, mode) {
+            return Err(Error::generic(format!(
+                "Bitmap sync mode 'never' has no meaningful effect when combined with sync mode '{w}'"
+            )));
+        }
+        Ok(Some((name.clone(), mode)))
+    }
+
+    #[allow(clippy::too_many_arguments)]
     fn start_copy(
         &mut self,
         graph: &mut BlockGraph,
@@ -734,9 +889,14 @@ impl Jobs {
         device: &str,
         target: &str,
         sync: SyncMode,
+        backup_bitmap: Option<&BackupBitmap>,
     ) -> Result<()> {
         graph.require(device)?;
         graph.require(target)?;
+        let bitmap = match backup_bitmap {
+            Some(b) => Self::check_backup_bitmap(graph, device, sync, b)?,
+            None => None,
+        };
         if kind == JobKind::Mirror && graph.has_parent_node(device) {
             return Err(Error::generic("Need a root block node"));
         }
@@ -757,8 +917,9 @@ impl Jobs {
         if kind == JobKind::Backup && !same_size {
             return Err(different());
         }
-        let total = match sync {
-            SyncMode::None => 0,
+        let total = match (sync, &bitmap) {
+            (SyncMode::None, _) => 0,
+            (SyncMode::Bitmap, Some((b, _))) => graph.bitmap(device, b)?.count().min(size),
             _ => size,
         };
         let mut users = Vec::new();
@@ -766,48 +927,68 @@ impl Jobs {
         let most = PermSet::of(&[ConsistentRead, Write, WriteUnchanged]);
         let read = PermSet::of(&[ConsistentRead]);
         let write = PermSet::of(&[Write]);
-        if kind == JobKind::Mirror {
-            let links = (|| -> Result<()> {
-                // A mirror_top filter above the source; the job's links; a writer on the target.
-                Self::attach_filter(graph, &mut users, &[(device, "backing", read, most)])?;
-                Self::attach_all(
-                    graph,
-                    &mut users,
-                    opts,
-                    kind,
-                    &[
-                        (device, "source", (PermSet::NONE, most)),
-                        (target, "target", (PermSet::NONE, PermSet::ALL)),
-                        (target, "root", (write, PermSet::of(&[WriteUnchanged]))),
-                    ],
-                )?;
-                Ok(())
-            })();
-            if let Err(e) = links {
-                return Err(self.failed_early(&opts.id, e));
-            }
+        // The filter goes in before the job exists: its refusal announces no job.
+        let (driver, filter_target) = if kind == JobKind::Mirror {
+            (Driver::MirrorTop, None)
         } else {
-            // A copy-before-write filter over source and target; the job's link on the target.
-            let read_unchanged = PermSet::of(&[ConsistentRead, WriteUnchanged]);
-            Self::attach_filter(
+            (Driver::CopyBeforeWrite, Some(target))
+        };
+        let f = graph.insert_job_filter(
+            device,
+            driver,
+            opts.filter_node_name.as_deref(),
+            filter_target,
+        )?;
+        let filter = (f.clone(), device.to_string());
+        let links = if kind == JobKind::Mirror {
+            // The job's links, then a writer on the target.
+            Self::attach_all(
                 graph,
                 &mut users,
+                opts,
+                kind,
                 &[
-                    (device, "file", read, read_unchanged),
-                    (target, "target", write, most),
+                    (&f, "main node", (read, most)),
+                    (device, "source", (PermSet::NONE, most)),
+                    (target, "target", (PermSet::NONE, PermSet::ALL)),
                 ],
-            )?;
-            let link = (PermSet::NONE, PermSet::ALL);
-            if let Err(e) = Self::attach(graph, &mut users, target, opts, kind, "target", link) {
-                return Err(self.failed_early(&opts.id, e));
-            }
+            )
+            .and_then(|()| {
+                Self::attach_backend(
+                    graph,
+                    &mut users,
+                    target,
+                    opts,
+                    (write, PermSet::of(&[WriteUnchanged])),
+                )
+            })
+        } else {
+            Self::attach_all(
+                graph,
+                &mut users,
+                opts,
+                kind,
+                &[
+                    (&f, "main node", (PermSet::NONE, PermSet::ALL)),
+                    (target, "target", (PermSet::NONE, PermSet::ALL)),
+                ],
+            )
+        };
+        if let Err(e) = links {
+            Self::undo_start(graph, users, Some(&filter));
+            return Err(self.failed_early(&opts.id, e));
         }
         if !same_size {
-            for u in users {
-                graph.detach_user(u);
-            }
+            Self::undo_start(graph, users, Some(&filter));
             return Err(different());
         }
+        if let Some((b, _)) = &bitmap {
+            graph.bitmap_freeze(device, b)?;
+        }
+        // The filter's own bitmaps: what is left to copy (and, for a backup, two more).
+        let granularity = crate::bitmap::DEFAULT_GRANULARITY;
+        let count = if kind == JobKind::Mirror { 1 } else { 3 };
+        graph.add_job_bitmaps(&f, count, granularity);
         graph.block(device, &opts.id, &Self::in_use_reason(kind));
         graph.block(target, &opts.id, &Self::in_use_reason(kind));
         let (source, target) = (device.to_string(), target.to_string());
@@ -822,9 +1003,12 @@ impl Jobs {
                 source,
                 target,
                 sync,
+                bitmap,
             }
         };
         self.push(opts, kind, work, total, users);
+        self.jobs[0].filter = Some(filter);
+        self.show_remaining(graph, 0);
         Ok(())
     }
 
@@ -875,7 +1059,9 @@ impl Jobs {
         let bytes = (j.carry / 1_000_000_000) as u64;
         j.carry %= 1_000_000_000;
         j.current = j.current.saturating_add(bytes).min(j.total);
-        if j.current >= j.total {
+        let done = j.current >= j.total;
+        self.show_remaining(graph, i);
+        if done {
             self.run_finished(graph, i);
         }
     }
@@ -890,12 +1076,13 @@ impl Jobs {
                 source,
                 target,
                 sync,
-            }
-            | Work::Backup {
+            } => copy_data(graph, source, target, *sync, None),
+            Work::Backup {
                 source,
                 target,
                 sync,
-            } => copy_data(graph, source, target, *sync),
+                bitmap,
+            } => copy_data(graph, source, target, *sync, bitmap.as_ref().map(|b| b.0.as_str())),
             Work::Create { path, options } => image::create(path, options).map_err(|e| {
                 let reason = e
                     .desc
@@ -940,6 +1127,8 @@ impl Jobs {
     /// Applies the job's graph change, then concludes (and is dismissed when auto-dismiss).
     fn finalize_at(&mut self, graph: &mut BlockGraph, i: usize) {
         let soft = self.jobs[i].soft_cancel;
+        // The job's links and filter go first: its node's parents are back on it.
+        self.release(graph, i);
         let result = match self.jobs[i].work.clone() {
             Work::Stream { top, base } => stream_finish(graph, &top, base.as_deref()),
             Work::Commit { top, base, overlay } => {
@@ -949,12 +1138,17 @@ impl Jobs {
                 source,
                 target,
                 sync,
-            } if !soft => copy_data(graph, &source, &target, sync).and_then(|()| {
-                // The job lets go of both nodes before the source's users move over, so
-                // they find the target free to take what they need.
-                self.release(graph, i);
-                graph.move_users(&source, &target)
-            }),
+            } if !soft => copy_data(graph, &source, &target, sync, None)
+                .and_then(|()| graph.move_users(&source, &target)),
+            Work::Backup {
+                source,
+                bitmap: Some((b, mode)),
+                ..
+            } => {
+                // Success: the bitmap starts over from the writes since, unless `never`.
+                graph.bitmap_thaw(&source, &b, mode != BitmapMode::Never, None);
+                Ok(())
+            }
             _ => Ok(()),
         };
         if let Err(e) = result {
@@ -970,12 +1164,27 @@ impl Jobs {
         self.conclude(i);
     }
 
+    /// Lets go of the job's links and takes its filter out (idempotent).
     fn release(&mut self, graph: &mut BlockGraph, i: usize) {
         let users = std::mem::take(&mut self.jobs[i].users);
         for u in users {
             graph.detach_user(u);
         }
+        if let Some((f, below)) = self.jobs[i].filter.take() {
+            graph.remove_job_filter(&f, &below);
+        }
+        if let Some(b) = self.jobs[i].reopened_base.take() {
+            let _ = graph.set_read_only(&b, true);
+        }
         graph.unblock_all(&self.jobs[i].id);
+    }
+
+    /// A copy job's filter shows in its bitmap what is left to copy.
+    fn show_remaining(&self, graph: &BlockGraph, i: usize) {
+        let j = &self.jobs[i];
+        if let Some((f, _)) = &j.filter {
+            graph.set_job_bitmap_count(f, j.total.saturating_sub(j.current));
+        }
     }
 
     fn conclude(&mut self, i: usize) {
@@ -990,6 +1199,17 @@ impl Jobs {
     fn abort(&mut self, graph: &mut BlockGraph, i: usize, cancelled: bool) {
         self.set_status(i, JobStatus::Aborting);
         self.release(graph, i);
+        if let Work::Backup {
+            source,
+            bitmap: Some((b, mode)),
+            ..
+        } = &self.jobs[i].work
+        {
+            // The bitmap keeps what it marked (and the writes since); `always` drops what
+            // was copied.
+            let copied = (*mode == BitmapMode::Always).then_some(self.jobs[i].current);
+            graph.bitmap_thaw(source, b, false, copied);
+        }
         if cancelled {
             self.jobs[i].error = Some("Operation canceled".to_string());
         }
@@ -1388,11 +1608,22 @@ fn commit_finish(
     }
 }
 
-/// Mirror and backup: make `target` read as `source` does.
-fn copy_data(graph: &BlockGraph, source: &str, target: &str, sync: SyncMode) -> Result<()> {
+/// Mirror and backup: make `target` read as `source` does (where `bitmap` marks, with one
+/// and sync `bitmap`).
+fn copy_data(
+    graph: &BlockGraph,
+    source: &str,
+    target: &str,
+    sync: SyncMode,
+    bitmap: Option<&str>,
+) -> Result<()> {
     if sync == SyncMode::None {
         return Ok(());
     }
+    let marked = match (sync, bitmap) {
+        (SyncMode::Bitmap, Some(b)) => Some(graph.bitmap(source, b)?),
+        _ => None,
+    };
     let src = graph.backend(source)?;
     let dst = graph.backend(target)?;
     let size = src.size();
@@ -1410,6 +1641,19 @@ fn copy_data(graph: &BlockGraph, source: &str, target: &str, sync: SyncMode) -> 
     let mut off = 0;
     while off < size {
         let n = CHUNK.min(size - off);
+        if let Some(m) = &marked {
+            // Granule by granule: only what the bitmap marks.
+            let g = m.granularity;
+            let bit = off / g;
+            let n = CHUNK.min(size - off).min(g - off % g);
+            if m.is_set(bit) {
+                let b = &mut buf[..n as usize];
+                src.read(off, b)?;
+                dst.write(off, b)?;
+            }
+            off += n;
+            continue;
+        }
         if let Some(top) = &below_top {
             let g = top.read().map_err(|_| lock_err())?;
             if !range_allocated(&g, off, n)? {

@@ -5253,18 +5253,22 @@ pub enum MirrorSyncMode {
     None,
     /// what a dirty bitmap marks
     Incremental,
+    /// what a dirty bitmap marks, the bitmap then handled per its
+    /// sync mode (since 4.2)
+    Bitmap,
     /// A value this schema does not know (from a newer server).
     Unknown(::std::string::String),
 }
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Enum for MirrorSyncMode {
-    const NAMES: &'static [&'static str] = &["top", "full", "none", "incremental"];
+    const NAMES: &'static [&'static str] = &["top", "full", "none", "incremental", "bitmap"];
     fn from_name(__s: &str) -> Self {
         match __s {
             "top" => MirrorSyncMode::Top,
             "full" => MirrorSyncMode::Full,
             "none" => MirrorSyncMode::None,
             "incremental" => MirrorSyncMode::Incremental,
+            "bitmap" => MirrorSyncMode::Bitmap,
             _ => MirrorSyncMode::Unknown(__s.into()),
         }
     }
@@ -5274,6 +5278,7 @@ impl ::qmpkit_qapi::Enum for MirrorSyncMode {
             MirrorSyncMode::Full => "full",
             MirrorSyncMode::None => "none",
             MirrorSyncMode::Incremental => "incremental",
+            MirrorSyncMode::Bitmap => "bitmap",
             MirrorSyncMode::Unknown(__s) => __s,
         }
     }
@@ -5295,6 +5300,65 @@ impl<'de> ::serde::Deserialize<'de> for MirrorSyncMode {
 }
 #[allow(deprecated)]
 impl ::core::fmt::Display for MirrorSyncMode {
+    fn fmt(&self, __f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+        __f.write_str(::qmpkit_qapi::Enum::as_str(self))
+    }
+}
+
+/// QAPI enum `BitmapSyncMode`.
+///
+/// What a backup with a bitmap does with the bitmap when it ends.
+///
+/// **Since:** 4.2
+#[allow(deprecated)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum BitmapSyncMode {
+    /// clear it when the job succeeds (merge back otherwise)
+    OnSuccess,
+    /// leave it as it was
+    Never,
+    /// clear what was copied, whatever the outcome
+    Always,
+    /// A value this schema does not know (from a newer server).
+    Unknown(::std::string::String),
+}
+#[allow(deprecated)]
+impl ::qmpkit_qapi::Enum for BitmapSyncMode {
+    const NAMES: &'static [&'static str] = &["on-success", "never", "always"];
+    fn from_name(__s: &str) -> Self {
+        match __s {
+            "on-success" => BitmapSyncMode::OnSuccess,
+            "never" => BitmapSyncMode::Never,
+            "always" => BitmapSyncMode::Always,
+            _ => BitmapSyncMode::Unknown(__s.into()),
+        }
+    }
+    fn as_str(&self) -> &str {
+        match self {
+            BitmapSyncMode::OnSuccess => "on-success",
+            BitmapSyncMode::Never => "never",
+            BitmapSyncMode::Always => "always",
+            BitmapSyncMode::Unknown(__s) => __s,
+        }
+    }
+    fn is_unknown(&self) -> bool {
+        matches!(self, BitmapSyncMode::Unknown(_))
+    }
+}
+#[allow(deprecated)]
+impl ::serde::Serialize for BitmapSyncMode {
+    fn serialize<__S: ::serde::Serializer>(&self, __s: __S) -> ::core::result::Result<__S::Ok, __S::Error> {
+        __s.serialize_str(::qmpkit_qapi::Enum::as_str(self))
+    }
+}
+#[allow(deprecated)]
+impl<'de> ::serde::Deserialize<'de> for BitmapSyncMode {
+    fn deserialize<__D: ::serde::Deserializer<'de>>(__d: __D) -> ::core::result::Result<Self, __D::Error> {
+        ::qmpkit_qapi::__rt::deserialize_enum(__d)
+    }
+}
+#[allow(deprecated)]
+impl ::core::fmt::Display for BitmapSyncMode {
     fn fmt(&self, __f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
         __f.write_str(::qmpkit_qapi::Enum::as_str(self))
     }
@@ -5666,12 +5730,21 @@ pub struct DriveBackup {
     pub speed: ::core::option::Option<i64>,
     /// dirty bitmap for incremental sync
     pub bitmap: ::core::option::Option<::std::string::String>,
+    /// what to do with the bitmap when the job ends (since 4.2)
+    pub bitmap_mode: ::core::option::Option<BitmapSyncMode>,
     /// write compressed data
     pub compress: ::core::option::Option<bool>,
     /// what to do on a read error
     pub on_source_error: ::core::option::Option<BlockdevOnError>,
     /// what to do on a write error
     pub on_target_error: ::core::option::Option<BlockdevOnError>,
+    /// finalize the job without waiting for job-finalize
+    /// (since 3.1)
+    pub auto_finalize: ::core::option::Option<bool>,
+    /// dismiss the job once concluded (since 3.1)
+    pub auto_dismiss: ::core::option::Option<bool>,
+    /// name for the job's filter node (since 4.2)
+    pub filter_node_name: ::core::option::Option<::std::string::String>,
 }
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for DriveBackup {
@@ -5685,9 +5758,13 @@ impl ::qmpkit_qapi::Object for DriveBackup {
         if let ::core::option::Option::Some(__v) = &self.mode { ::serde::ser::SerializeMap::serialize_entry(__m, "mode", __v)?; }
         if let ::core::option::Option::Some(__v) = &self.speed { ::serde::ser::SerializeMap::serialize_entry(__m, "speed", __v)?; }
         if let ::core::option::Option::Some(__v) = &self.bitmap { ::serde::ser::SerializeMap::serialize_entry(__m, "bitmap", __v)?; }
+        if let ::core::option::Option::Some(__v) = &self.bitmap_mode { ::serde::ser::SerializeMap::serialize_entry(__m, "bitmap-mode", __v)?; }
         if let ::core::option::Option::Some(__v) = &self.compress { ::serde::ser::SerializeMap::serialize_entry(__m, "compress", __v)?; }
         if let ::core::option::Option::Some(__v) = &self.on_source_error { ::serde::ser::SerializeMap::serialize_entry(__m, "on-source-error", __v)?; }
         if let ::core::option::Option::Some(__v) = &self.on_target_error { ::serde::ser::SerializeMap::serialize_entry(__m, "on-target-error", __v)?; }
+        if let ::core::option::Option::Some(__v) = &self.auto_finalize { ::serde::ser::SerializeMap::serialize_entry(__m, "auto-finalize", __v)?; }
+        if let ::core::option::Option::Some(__v) = &self.auto_dismiss { ::serde::ser::SerializeMap::serialize_entry(__m, "auto-dismiss", __v)?; }
+        if let ::core::option::Option::Some(__v) = &self.filter_node_name { ::serde::ser::SerializeMap::serialize_entry(__m, "filter-node-name", __v)?; }
         Ok(())
     }
 }
@@ -5715,9 +5792,13 @@ pub struct __DriveBackupBuilder {
     mode: ::core::option::Option<NewImageMode>,
     speed: ::core::option::Option<i64>,
     bitmap: ::core::option::Option<::std::string::String>,
+    bitmap_mode: ::core::option::Option<BitmapSyncMode>,
     compress: ::core::option::Option<bool>,
     on_source_error: ::core::option::Option<BlockdevOnError>,
     on_target_error: ::core::option::Option<BlockdevOnError>,
+    auto_finalize: ::core::option::Option<bool>,
+    auto_dismiss: ::core::option::Option<bool>,
+    filter_node_name: ::core::option::Option<::std::string::String>,
 }
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Builder for __DriveBackupBuilder {
@@ -5732,15 +5813,19 @@ impl ::qmpkit_qapi::Builder for __DriveBackupBuilder {
             "mode" => self.mode = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
             "speed" => self.speed = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
             "bitmap" => self.bitmap = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
+            "bitmap-mode" => self.bitmap_mode = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
             "compress" => self.compress = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
             "on-source-error" => self.on_source_error = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
             "on-target-error" => self.on_target_error = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
+            "auto-finalize" => self.auto_finalize = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
+            "auto-dismiss" => self.auto_dismiss = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
+            "filter-node-name" => self.filter_node_name = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
             _ => return Ok(false),
         }
         Ok(true)
     }
     fn finish<__E: ::serde::de::Error>(self) -> ::core::result::Result<DriveBackup, __E> {
-        Ok(DriveBackup { job_id: self.job_id, device: ::qmpkit_qapi::__rt::missing(self.device, "device")?, target: ::qmpkit_qapi::__rt::missing(self.target, "target")?, format: self.format, sync: ::qmpkit_qapi::__rt::missing(self.sync, "sync")?, mode: self.mode, speed: self.speed, bitmap: self.bitmap, compress: self.compress, on_source_error: self.on_source_error, on_target_error: self.on_target_error, })
+        Ok(DriveBackup { job_id: self.job_id, device: ::qmpkit_qapi::__rt::missing(self.device, "device")?, target: ::qmpkit_qapi::__rt::missing(self.target, "target")?, format: self.format, sync: ::qmpkit_qapi::__rt::missing(self.sync, "sync")?, mode: self.mode, speed: self.speed, bitmap: self.bitmap, bitmap_mode: self.bitmap_mode, compress: self.compress, on_source_error: self.on_source_error, on_target_error: self.on_target_error, auto_finalize: self.auto_finalize, auto_dismiss: self.auto_dismiss, filter_node_name: self.filter_node_name, })
     }
 }
 
@@ -5762,12 +5847,23 @@ pub struct BlockdevBackup {
     pub sync: MirrorSyncMode,
     /// rate limit, bytes/s
     pub speed: ::core::option::Option<i64>,
+    /// dirty bitmap for incremental sync (since 3.1)
+    pub bitmap: ::core::option::Option<::std::string::String>,
+    /// what to do with the bitmap when the job ends (since 4.2)
+    pub bitmap_mode: ::core::option::Option<BitmapSyncMode>,
     /// write compressed data
     pub compress: ::core::option::Option<bool>,
     /// what to do on a read error
     pub on_source_error: ::core::option::Option<BlockdevOnError>,
     /// what to do on a write error
     pub on_target_error: ::core::option::Option<BlockdevOnError>,
+    /// finalize the job without waiting for job-finalize
+    /// (since 3.1)
+    pub auto_finalize: ::core::option::Option<bool>,
+    /// dismiss the job once concluded (since 3.1)
+    pub auto_dismiss: ::core::option::Option<bool>,
+    /// name for the job's filter node (since 4.2)
+    pub filter_node_name: ::core::option::Option<::std::string::String>,
 }
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for BlockdevBackup {
@@ -5778,9 +5874,14 @@ impl ::qmpkit_qapi::Object for BlockdevBackup {
         ::serde::ser::SerializeMap::serialize_entry(__m, "target", &self.target)?;
         ::serde::ser::SerializeMap::serialize_entry(__m, "sync", &self.sync)?;
         if let ::core::option::Option::Some(__v) = &self.speed { ::serde::ser::SerializeMap::serialize_entry(__m, "speed", __v)?; }
+        if let ::core::option::Option::Some(__v) = &self.bitmap { ::serde::ser::SerializeMap::serialize_entry(__m, "bitmap", __v)?; }
+        if let ::core::option::Option::Some(__v) = &self.bitmap_mode { ::serde::ser::SerializeMap::serialize_entry(__m, "bitmap-mode", __v)?; }
         if let ::core::option::Option::Some(__v) = &self.compress { ::serde::ser::SerializeMap::serialize_entry(__m, "compress", __v)?; }
         if let ::core::option::Option::Some(__v) = &self.on_source_error { ::serde::ser::SerializeMap::serialize_entry(__m, "on-source-error", __v)?; }
         if let ::core::option::Option::Some(__v) = &self.on_target_error { ::serde::ser::SerializeMap::serialize_entry(__m, "on-target-error", __v)?; }
+        if let ::core::option::Option::Some(__v) = &self.auto_finalize { ::serde::ser::SerializeMap::serialize_entry(__m, "auto-finalize", __v)?; }
+        if let ::core::option::Option::Some(__v) = &self.auto_dismiss { ::serde::ser::SerializeMap::serialize_entry(__m, "auto-dismiss", __v)?; }
+        if let ::core::option::Option::Some(__v) = &self.filter_node_name { ::serde::ser::SerializeMap::serialize_entry(__m, "filter-node-name", __v)?; }
         Ok(())
     }
 }
@@ -5805,9 +5906,14 @@ pub struct __BlockdevBackupBuilder {
     target: ::core::option::Option<::std::string::String>,
     sync: ::core::option::Option<MirrorSyncMode>,
     speed: ::core::option::Option<i64>,
+    bitmap: ::core::option::Option<::std::string::String>,
+    bitmap_mode: ::core::option::Option<BitmapSyncMode>,
     compress: ::core::option::Option<bool>,
     on_source_error: ::core::option::Option<BlockdevOnError>,
     on_target_error: ::core::option::Option<BlockdevOnError>,
+    auto_finalize: ::core::option::Option<bool>,
+    auto_dismiss: ::core::option::Option<bool>,
+    filter_node_name: ::core::option::Option<::std::string::String>,
 }
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Builder for __BlockdevBackupBuilder {
@@ -5819,15 +5925,20 @@ impl ::qmpkit_qapi::Builder for __BlockdevBackupBuilder {
             "target" => self.target = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
             "sync" => self.sync = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
             "speed" => self.speed = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
+            "bitmap" => self.bitmap = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
+            "bitmap-mode" => self.bitmap_mode = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
             "compress" => self.compress = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
             "on-source-error" => self.on_source_error = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
             "on-target-error" => self.on_target_error = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
+            "auto-finalize" => self.auto_finalize = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
+            "auto-dismiss" => self.auto_dismiss = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
+            "filter-node-name" => self.filter_node_name = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
             _ => return Ok(false),
         }
         Ok(true)
     }
     fn finish<__E: ::serde::de::Error>(self) -> ::core::result::Result<BlockdevBackup, __E> {
-        Ok(BlockdevBackup { job_id: self.job_id, device: ::qmpkit_qapi::__rt::missing(self.device, "device")?, target: ::qmpkit_qapi::__rt::missing(self.target, "target")?, sync: ::qmpkit_qapi::__rt::missing(self.sync, "sync")?, speed: self.speed, compress: self.compress, on_source_error: self.on_source_error, on_target_error: self.on_target_error, })
+        Ok(BlockdevBackup { job_id: self.job_id, device: ::qmpkit_qapi::__rt::missing(self.device, "device")?, target: ::qmpkit_qapi::__rt::missing(self.target, "target")?, sync: ::qmpkit_qapi::__rt::missing(self.sync, "sync")?, speed: self.speed, bitmap: self.bitmap, bitmap_mode: self.bitmap_mode, compress: self.compress, on_source_error: self.on_source_error, on_target_error: self.on_target_error, auto_finalize: self.auto_finalize, auto_dismiss: self.auto_dismiss, filter_node_name: self.filter_node_name, })
     }
 }
 
@@ -5867,6 +5978,11 @@ pub struct DriveMirror {
     pub on_target_error: ::core::option::Option<BlockdevOnError>,
     /// unmap target areas that are zero at the source
     pub unmap: ::core::option::Option<bool>,
+    /// finalize the job without waiting for job-finalize
+    /// (since 3.1)
+    pub auto_finalize: ::core::option::Option<bool>,
+    /// dismiss the job once concluded (since 3.1)
+    pub auto_dismiss: ::core::option::Option<bool>,
 }
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for DriveMirror {
@@ -5886,6 +6002,8 @@ impl ::qmpkit_qapi::Object for DriveMirror {
         if let ::core::option::Option::Some(__v) = &self.on_source_error { ::serde::ser::SerializeMap::serialize_entry(__m, "on-source-error", __v)?; }
         if let ::core::option::Option::Some(__v) = &self.on_target_error { ::serde::ser::SerializeMap::serialize_entry(__m, "on-target-error", __v)?; }
         if let ::core::option::Option::Some(__v) = &self.unmap { ::serde::ser::SerializeMap::serialize_entry(__m, "unmap", __v)?; }
+        if let ::core::option::Option::Some(__v) = &self.auto_finalize { ::serde::ser::SerializeMap::serialize_entry(__m, "auto-finalize", __v)?; }
+        if let ::core::option::Option::Some(__v) = &self.auto_dismiss { ::serde::ser::SerializeMap::serialize_entry(__m, "auto-dismiss", __v)?; }
         Ok(())
     }
 }
@@ -5919,6 +6037,8 @@ pub struct __DriveMirrorBuilder {
     on_source_error: ::core::option::Option<BlockdevOnError>,
     on_target_error: ::core::option::Option<BlockdevOnError>,
     unmap: ::core::option::Option<bool>,
+    auto_finalize: ::core::option::Option<bool>,
+    auto_dismiss: ::core::option::Option<bool>,
 }
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Builder for __DriveMirrorBuilder {
@@ -5939,12 +6059,14 @@ impl ::qmpkit_qapi::Builder for __DriveMirrorBuilder {
             "on-source-error" => self.on_source_error = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
             "on-target-error" => self.on_target_error = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
             "unmap" => self.unmap = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
+            "auto-finalize" => self.auto_finalize = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
+            "auto-dismiss" => self.auto_dismiss = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
             _ => return Ok(false),
         }
         Ok(true)
     }
     fn finish<__E: ::serde::de::Error>(self) -> ::core::result::Result<DriveMirror, __E> {
-        Ok(DriveMirror { job_id: self.job_id, device: ::qmpkit_qapi::__rt::missing(self.device, "device")?, target: ::qmpkit_qapi::__rt::missing(self.target, "target")?, format: self.format, node_name: self.node_name, replaces: self.replaces, sync: ::qmpkit_qapi::__rt::missing(self.sync, "sync")?, mode: self.mode, speed: self.speed, granularity: self.granularity, buf_size: self.buf_size, on_source_error: self.on_source_error, on_target_error: self.on_target_error, unmap: self.unmap, })
+        Ok(DriveMirror { job_id: self.job_id, device: ::qmpkit_qapi::__rt::missing(self.device, "device")?, target: ::qmpkit_qapi::__rt::missing(self.target, "target")?, format: self.format, node_name: self.node_name, replaces: self.replaces, sync: ::qmpkit_qapi::__rt::missing(self.sync, "sync")?, mode: self.mode, speed: self.speed, granularity: self.granularity, buf_size: self.buf_size, on_source_error: self.on_source_error, on_target_error: self.on_target_error, unmap: self.unmap, auto_finalize: self.auto_finalize, auto_dismiss: self.auto_dismiss, })
     }
 }
 
@@ -27921,6 +28043,11 @@ pub struct BlockCommit {
     pub speed: ::core::option::Option<i64>,
     /// name for the job's filter node
     pub filter_node_name: ::core::option::Option<::std::string::String>,
+    /// finalize the job without waiting for job-finalize
+    /// (since 3.1)
+    pub auto_finalize: ::core::option::Option<bool>,
+    /// dismiss the job once concluded (since 3.1)
+    pub auto_dismiss: ::core::option::Option<bool>,
 }
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for BlockCommit {
@@ -27933,6 +28060,8 @@ impl ::qmpkit_qapi::Object for BlockCommit {
         if let ::core::option::Option::Some(__v) = &self.backing_file { ::serde::ser::SerializeMap::serialize_entry(__m, "backing-file", __v)?; }
         if let ::core::option::Option::Some(__v) = &self.speed { ::serde::ser::SerializeMap::serialize_entry(__m, "speed", __v)?; }
         if let ::core::option::Option::Some(__v) = &self.filter_node_name { ::serde::ser::SerializeMap::serialize_entry(__m, "filter-node-name", __v)?; }
+        if let ::core::option::Option::Some(__v) = &self.auto_finalize { ::serde::ser::SerializeMap::serialize_entry(__m, "auto-finalize", __v)?; }
+        if let ::core::option::Option::Some(__v) = &self.auto_dismiss { ::serde::ser::SerializeMap::serialize_entry(__m, "auto-dismiss", __v)?; }
         Ok(())
     }
 }
@@ -27959,6 +28088,8 @@ pub struct __BlockCommitBuilder {
     backing_file: ::core::option::Option<::std::string::String>,
     speed: ::core::option::Option<i64>,
     filter_node_name: ::core::option::Option<::std::string::String>,
+    auto_finalize: ::core::option::Option<bool>,
+    auto_dismiss: ::core::option::Option<bool>,
 }
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Builder for __BlockCommitBuilder {
@@ -27972,12 +28103,14 @@ impl ::qmpkit_qapi::Builder for __BlockCommitBuilder {
             "backing-file" => self.backing_file = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
             "speed" => self.speed = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
             "filter-node-name" => self.filter_node_name = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
+            "auto-finalize" => self.auto_finalize = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
+            "auto-dismiss" => self.auto_dismiss = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
             _ => return Ok(false),
         }
         Ok(true)
     }
     fn finish<__E: ::serde::de::Error>(self) -> ::core::result::Result<BlockCommit, __E> {
-        Ok(BlockCommit { job_id: self.job_id, device: ::qmpkit_qapi::__rt::missing(self.device, "device")?, base: self.base, top: self.top, backing_file: self.backing_file, speed: self.speed, filter_node_name: self.filter_node_name, })
+        Ok(BlockCommit { job_id: self.job_id, device: ::qmpkit_qapi::__rt::missing(self.device, "device")?, base: self.base, top: self.top, backing_file: self.backing_file, speed: self.speed, filter_node_name: self.filter_node_name, auto_finalize: self.auto_finalize, auto_dismiss: self.auto_dismiss, })
     }
 }
 
@@ -28504,6 +28637,11 @@ pub struct BlockdevMirror {
     pub on_target_error: ::core::option::Option<BlockdevOnError>,
     /// name for the job's filter node
     pub filter_node_name: ::core::option::Option<::std::string::String>,
+    /// finalize the job without waiting for job-finalize
+    /// (since 3.1)
+    pub auto_finalize: ::core::option::Option<bool>,
+    /// dismiss the job once concluded (since 3.1)
+    pub auto_dismiss: ::core::option::Option<bool>,
 }
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for BlockdevMirror {
@@ -28520,6 +28658,8 @@ impl ::qmpkit_qapi::Object for BlockdevMirror {
         if let ::core::option::Option::Some(__v) = &self.on_source_error { ::serde::ser::SerializeMap::serialize_entry(__m, "on-source-error", __v)?; }
         if let ::core::option::Option::Some(__v) = &self.on_target_error { ::serde::ser::SerializeMap::serialize_entry(__m, "on-target-error", __v)?; }
         if let ::core::option::Option::Some(__v) = &self.filter_node_name { ::serde::ser::SerializeMap::serialize_entry(__m, "filter-node-name", __v)?; }
+        if let ::core::option::Option::Some(__v) = &self.auto_finalize { ::serde::ser::SerializeMap::serialize_entry(__m, "auto-finalize", __v)?; }
+        if let ::core::option::Option::Some(__v) = &self.auto_dismiss { ::serde::ser::SerializeMap::serialize_entry(__m, "auto-dismiss", __v)?; }
         Ok(())
     }
 }
@@ -28550,6 +28690,8 @@ pub struct __BlockdevMirrorBuilder {
     on_source_error: ::core::option::Option<BlockdevOnError>,
     on_target_error: ::core::option::Option<BlockdevOnError>,
     filter_node_name: ::core::option::Option<::std::string::String>,
+    auto_finalize: ::core::option::Option<bool>,
+    auto_dismiss: ::core::option::Option<bool>,
 }
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Builder for __BlockdevMirrorBuilder {
@@ -28567,12 +28709,14 @@ impl ::qmpkit_qapi::Builder for __BlockdevMirrorBuilder {
             "on-source-error" => self.on_source_error = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
             "on-target-error" => self.on_target_error = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
             "filter-node-name" => self.filter_node_name = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
+            "auto-finalize" => self.auto_finalize = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
+            "auto-dismiss" => self.auto_dismiss = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
             _ => return Ok(false),
         }
         Ok(true)
     }
     fn finish<__E: ::serde::de::Error>(self) -> ::core::result::Result<BlockdevMirror, __E> {
-        Ok(BlockdevMirror { job_id: self.job_id, device: ::qmpkit_qapi::__rt::missing(self.device, "device")?, target: ::qmpkit_qapi::__rt::missing(self.target, "target")?, replaces: self.replaces, sync: ::qmpkit_qapi::__rt::missing(self.sync, "sync")?, speed: self.speed, granularity: self.granularity, buf_size: self.buf_size, on_source_error: self.on_source_error, on_target_error: self.on_target_error, filter_node_name: self.filter_node_name, })
+        Ok(BlockdevMirror { job_id: self.job_id, device: ::qmpkit_qapi::__rt::missing(self.device, "device")?, target: ::qmpkit_qapi::__rt::missing(self.target, "target")?, replaces: self.replaces, sync: ::qmpkit_qapi::__rt::missing(self.sync, "sync")?, speed: self.speed, granularity: self.granularity, buf_size: self.buf_size, on_source_error: self.on_source_error, on_target_error: self.on_target_error, filter_node_name: self.filter_node_name, auto_finalize: self.auto_finalize, auto_dismiss: self.auto_dismiss, })
     }
 }
 
@@ -28634,6 +28778,13 @@ pub struct BlockStream {
     pub speed: ::core::option::Option<i64>,
     /// what to do on an I/O error
     pub on_error: ::core::option::Option<BlockdevOnError>,
+    /// name for the job's filter node (since 6.0)
+    pub filter_node_name: ::core::option::Option<::std::string::String>,
+    /// finalize the job without waiting for job-finalize
+    /// (since 3.1)
+    pub auto_finalize: ::core::option::Option<bool>,
+    /// dismiss the job once concluded (since 3.1)
+    pub auto_dismiss: ::core::option::Option<bool>,
 }
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for BlockStream {
@@ -28646,6 +28797,9 @@ impl ::qmpkit_qapi::Object for BlockStream {
         if let ::core::option::Option::Some(__v) = &self.backing_file { ::serde::ser::SerializeMap::serialize_entry(__m, "backing-file", __v)?; }
         if let ::core::option::Option::Some(__v) = &self.speed { ::serde::ser::SerializeMap::serialize_entry(__m, "speed", __v)?; }
         if let ::core::option::Option::Some(__v) = &self.on_error { ::serde::ser::SerializeMap::serialize_entry(__m, "on-error", __v)?; }
+        if let ::core::option::Option::Some(__v) = &self.filter_node_name { ::serde::ser::SerializeMap::serialize_entry(__m, "filter-node-name", __v)?; }
+        if let ::core::option::Option::Some(__v) = &self.auto_finalize { ::serde::ser::SerializeMap::serialize_entry(__m, "auto-finalize", __v)?; }
+        if let ::core::option::Option::Some(__v) = &self.auto_dismiss { ::serde::ser::SerializeMap::serialize_entry(__m, "auto-dismiss", __v)?; }
         Ok(())
     }
 }
@@ -28672,6 +28826,9 @@ pub struct __BlockStreamBuilder {
     backing_file: ::core::option::Option<::std::string::String>,
     speed: ::core::option::Option<i64>,
     on_error: ::core::option::Option<BlockdevOnError>,
+    filter_node_name: ::core::option::Option<::std::string::String>,
+    auto_finalize: ::core::option::Option<bool>,
+    auto_dismiss: ::core::option::Option<bool>,
 }
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Builder for __BlockStreamBuilder {
@@ -28685,12 +28842,15 @@ impl ::qmpkit_qapi::Builder for __BlockStreamBuilder {
             "backing-file" => self.backing_file = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
             "speed" => self.speed = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
             "on-error" => self.on_error = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
+            "filter-node-name" => self.filter_node_name = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
+            "auto-finalize" => self.auto_finalize = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
+            "auto-dismiss" => self.auto_dismiss = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
             _ => return Ok(false),
         }
         Ok(true)
     }
     fn finish<__E: ::serde::de::Error>(self) -> ::core::result::Result<BlockStream, __E> {
-        Ok(BlockStream { job_id: self.job_id, device: ::qmpkit_qapi::__rt::missing(self.device, "device")?, base: self.base, base_node: self.base_node, backing_file: self.backing_file, speed: self.speed, on_error: self.on_error, })
+        Ok(BlockStream { job_id: self.job_id, device: ::qmpkit_qapi::__rt::missing(self.device, "device")?, base: self.base, base_node: self.base_node, backing_file: self.backing_file, speed: self.speed, on_error: self.on_error, filter_node_name: self.filter_node_name, auto_finalize: self.auto_finalize, auto_dismiss: self.auto_dismiss, })
     }
 }
 

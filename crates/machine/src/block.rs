@@ -1004,17 +1004,19 @@ pub fn dirty_info(m: &Machine, node: &str) -> Option<Vec<api::BlockDirtyInfo>> {
     (!list.is_empty()).then(|| {
         list.iter()
             .map(|b| api::BlockDirtyInfo {
-                name: Some(b.name.clone()),
+                // A job's bitmaps have no name.
+                name: (!b.name.is_empty()).then(|| b.name.clone()),
                 count: i(b.count()),
                 granularity: u32::try_from(b.granularity).unwrap_or(u32::MAX),
-                status: if b.enabled {
+                status: if b.busy {
+                    api::DirtyBitmapStatus::Frozen
+                } else if b.enabled {
                     api::DirtyBitmapStatus::Active
                 } else {
                     api::DirtyBitmapStatus::Disabled
                 },
                 recording: b.enabled,
-                // No operation the machine models holds a bitmap.
-                busy: false,
+                busy: b.busy,
                 persistent: b.persistent,
                 inconsistent: b.inconsistent.then_some(true),
             })
@@ -1191,7 +1193,9 @@ pub fn sync_media(m: &mut Machine) {
             continue;
         }
         let node = med.node_name.clone();
-        let now = node_of_user(&m.block.graph, &UserKind::Device(id.clone()));
+        // A job's implicit filter above the drive's node does not show.
+        let now = node_of_user(&m.block.graph, &UserKind::Device(id.clone()))
+            .map(|n| m.block.graph.below_implicit_filters(&n));
         if let Some(now) = now {
             if now != node {
                 let file = m.block.graph.filename(&now).unwrap_or_default();

@@ -163,9 +163,81 @@ impl BlockGraph {
     /// `block-dirty-bitmap-enable` / `-disable`.
     pub fn bitmap_set_enabled(&mut self, node: &str, name: &str, enabled: bool) -> Result<()> {
         self.with_bitmaps(node, |set| {
-            set.get_mut(name)?.enabled = enabled;
+            set.get_usable(name)?.enabled = enabled;
             Ok(())
         })
+    }
+
+    /// A job takes a bitmap: it is busy, and an anonymous successor (listed first) records
+    /// the writes meanwhile, as the bitmap did.
+    pub fn bitmap_freeze(&mut self, node: &str, name: &str) -> Result<()> {
+        self.with_bitmaps(node, |set| {
+            let b = set.get_usable(name)?;
+            b.busy = true;
+            let mut s = DirtyBitmap::new("", b.granularity, 0);
+            s.resize(b.bits() * b.granularity);
+            s.enabled = b.enabled;
+            s.successor_of = Some(name.to_string());
+            set.list.insert(0, s);
+            Ok(())
+        })
+    }
+
+    /// The job lets go of a bitmap. `restart`: the successor takes its place (it marks only
+    /// the writes since the job began); otherwise the successor's marks are merged back, after
+    /// clearing the first `copied` bytes' worth the job copied.
+    pub fn bitmap_thaw(&mut self, node: &str, name: &str, restart: bool, copied: Option<u64>) {
+        let _ = self.with_bitmaps(node, |set| {
+            let Some(si) = set
+                .list
+                .iter()
+                .position(|b| b.successor_of.as_deref() == Some(name))
+            else {
+                return Ok(());
+            };
+            let mut succ = set.list.remove(si);
+            let b = set.get_mut(name)?;
+            b.busy = false;
+            if restart {
+                succ.name = b.name.clone();
+                succ.successor_of = None;
+                succ.enabled = b.enabled;
+                succ.persistent = b.persistent;
+                succ.readonly = b.readonly;
+                succ.inconsistent = b.inconsistent;
+                set.list.retain(|x| x.name != name);
+                set.list.insert(si.min(set.list.len()), succ);
+            } else {
+                if let Some(c) = copied {
+                    b.clear_first(c);
+                }
+                b.merge_from(&succ);
+            }
+            Ok(())
+        });
+    }
+
+    /// A job's filter's own anonymous bitmaps (not recording).
+    pub fn add_job_bitmaps(&mut self, node: &str, count: usize, granularity: u64) {
+        let Ok(size) = self.size(node) else { return };
+        let _ = self.with_bitmaps(node, |set| {
+            for _ in 0..count {
+                let mut b = DirtyBitmap::new("", granularity, size);
+                b.enabled = false;
+                set.list.push(b);
+            }
+            Ok(())
+        });
+    }
+
+    /// A job's filter's first bitmap marks `bytes` bytes left to copy.
+    pub fn set_job_bitmap_count(&self, node: &str, bytes: u64) {
+        let _ = self.with_bitmaps(node, |set| {
+            if let Some(b) = set.list.first_mut() {
+                b.set_first(bytes);
+            }
+            Ok(())
+        });
     }
 
     /// `block-dirty-bitmap-merge`: sources are `(node, name)`, a missing node meaning the
@@ -180,7 +252,11 @@ impl BlockGraph {
         let mut merged = Vec::new();
         for (n, name) in sources {
             let n = n.as_deref().unwrap_or(node);
-            merged.push(self.bitmap(n, name)?);
+            let b = self.bitmap(n, name)?;
+            if b.busy {
+                return Err(crate::bitmap::in_use(name));
+            }
+            merged.push(b);
         }
         self.with_bitmaps(node, |set| {
             let t = set.get_mut(target)?;

@@ -77,7 +77,7 @@ impl BlockGraph {
                 }
                 None => {}
             },
-            Driver::NullCo | Driver::NullAio | Driver::Throttle => {}
+            _ => {}
         }
         Ok(Plan {
             name,

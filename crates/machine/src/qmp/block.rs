@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use qmpkit_block::graph::{BlockdevOptions as Opts, BlockdevRef as Ref, DetectZeroes, Driver};
 use qmpkit_block::image::{self, CreateOptions, ImageFormat};
-use qmpkit_block::job::{JobOptions, SyncMode};
+use qmpkit_block::job::{BackupBitmap, BitmapMode, JobOptions, SyncMode};
 use qmpkit_block::nbd::{NbdListen, NbdServer};
 use qmpkit_qapi::Empty;
 
@@ -344,22 +344,68 @@ fn speed(s: Option<i64>) -> R<u64> {
     }
 }
 
-fn job_options(id: Option<&str>, device: &str, s: Option<i64>) -> R<JobOptions> {
-    let mut o = JobOptions::new(id.unwrap_or(device));
-    o.speed = speed(s)?;
+/// What every block job takes: its id (the device's name by default), speed limit, and
+/// when it finalizes and is dismissed.
+struct JobArgs<'a> {
+    id: Option<&'a str>,
+    device: &'a str,
+    speed: Option<i64>,
+    auto_finalize: Option<bool>,
+    auto_dismiss: Option<bool>,
+    filter_node_name: Option<&'a str>,
+}
+
+fn job_options(a: JobArgs) -> R<JobOptions> {
+    let mut o = JobOptions::new(a.id.unwrap_or(a.device));
+    o.speed = speed(a.speed)?;
+    o.auto_finalize = a.auto_finalize.unwrap_or(true);
+    o.auto_dismiss = a.auto_dismiss.unwrap_or(true);
+    o.filter_node_name = a.filter_node_name.map(str::to_string);
     Ok(o)
 }
 
+/// A mirror's sync mode: it copies by no bitmap.
 fn sync_mode(s: &api::MirrorSyncMode) -> R<SyncMode> {
     match s {
         api::MirrorSyncMode::Full => Ok(SyncMode::Full),
         api::MirrorSyncMode::Top => Ok(SyncMode::Top),
         api::MirrorSyncMode::None => Ok(SyncMode::None),
-        api::MirrorSyncMode::Incremental => Err(not_implemented("sync mode 'incremental'")),
+        api::MirrorSyncMode::Incremental => Err(generic("Sync mode 'incremental' not supported")),
+        api::MirrorSyncMode::Bitmap => Err(generic("Sync mode 'bitmap' not supported")),
         api::MirrorSyncMode::Unknown(x) => Err(generic(format!(
             "Parameter 'sync' does not accept value '{x}'"
         ))),
     }
+}
+
+/// A backup's sync mode and what it asks of a bitmap.
+fn backup_sync(
+    s: &api::MirrorSyncMode,
+    bitmap: Option<&str>,
+    mode: Option<&api::BitmapSyncMode>,
+) -> R<(SyncMode, BackupBitmap)> {
+    let (sync, word) = match s {
+        api::MirrorSyncMode::Incremental => (SyncMode::Bitmap, Some("incremental")),
+        api::MirrorSyncMode::Bitmap => (SyncMode::Bitmap, Some("bitmap")),
+        other => (sync_mode(other)?, None),
+    };
+    let mode = match mode {
+        None => None,
+        Some(api::BitmapSyncMode::OnSuccess) => Some(BitmapMode::OnSuccess),
+        Some(api::BitmapSyncMode::Never) => Some(BitmapMode::Never),
+        Some(api::BitmapSyncMode::Always) => Some(BitmapMode::Always),
+        Some(api::BitmapSyncMode::Unknown(x)) => {
+            return Err(generic(format!(
+                "Parameter 'bitmap-mode' does not accept value '{x}'"
+            )))
+        }
+    };
+    let b = BackupBitmap {
+        bitmap_sync: word,
+        bitmap: bitmap.map(str::to_string),
+        mode,
+    };
+    Ok((sync, b))
 }
 
 /// The node of a backing-chain member named by its file name (the 2.12 `base` / `top`).
@@ -390,7 +436,14 @@ pub fn block_stream(m: &mut Machine, a: api::BlockStream, _: &mut Cx) -> R<Empty
         }
         (None, None) => None,
     };
-    let opts = job_options(a.job_id.as_deref(), &a.device, a.speed)?;
+    let opts = job_options(JobArgs {
+        id: a.job_id.as_deref(),
+        device: &a.device,
+        speed: a.speed,
+        auto_finalize: a.auto_finalize,
+        auto_dismiss: a.auto_dismiss,
+        filter_node_name: a.filter_node_name.as_deref(),
+    })?;
     let block::BlockState { graph, jobs, .. } = &mut m.block;
     let r = jobs.start_stream(graph, &opts, &node, base.as_deref());
     // A job that failed after it was created still announces itself.
@@ -416,7 +469,14 @@ pub fn block_commit(m: &mut Machine, a: api::BlockCommit, _: &mut Cx) -> R<Empty
     };
     let top = by_file(m, &a.top, "top")?;
     let base = by_file(m, &a.base, "base")?;
-    let opts = job_options(a.job_id.as_deref(), &a.device, a.speed)?;
+    let opts = job_options(JobArgs {
+        id: a.job_id.as_deref(),
+        device: &a.device,
+        speed: a.speed,
+        auto_finalize: a.auto_finalize,
+        auto_dismiss: a.auto_dismiss,
+        filter_node_name: a.filter_node_name.as_deref(),
+    })?;
     let block::BlockState { graph, jobs, .. } = &mut m.block;
     let r = jobs.start_commit(graph, &opts, &node, top.as_deref(), base.as_deref());
     block::pump(m);
@@ -495,7 +555,14 @@ pub fn drive_mirror(m: &mut Machine, a: api::DriveMirrorCommand, _: &mut Cx) -> 
     let a = a.0;
     let source = block::resolve_node(m, &a.device)?;
     let sync = sync_mode(&a.sync)?;
-    let opts = job_options(a.job_id.as_deref(), &a.device, a.speed)?;
+    let opts = job_options(JobArgs {
+        id: a.job_id.as_deref(),
+        device: &a.device,
+        speed: a.speed,
+        auto_finalize: a.auto_finalize,
+        auto_dismiss: a.auto_dismiss,
+        filter_node_name: None,
+    })?;
     let (target, created) = open_target(
         m,
         &source,
@@ -519,7 +586,14 @@ pub fn blockdev_mirror(m: &mut Machine, a: api::BlockdevMirror, _: &mut Cx) -> R
     block::catch_up(m);
     let source = block::resolve_node(m, &a.device)?;
     let sync = sync_mode(&a.sync)?;
-    let opts = job_options(a.job_id.as_deref(), &a.device, a.speed)?;
+    let opts = job_options(JobArgs {
+        id: a.job_id.as_deref(),
+        device: &a.device,
+        speed: a.speed,
+        auto_finalize: a.auto_finalize,
+        auto_dismiss: a.auto_dismiss,
+        filter_node_name: a.filter_node_name.as_deref(),
+    })?;
     let block::BlockState { graph, jobs, .. } = &mut m.block;
     let r = jobs.start_mirror(graph, &opts, &source, &a.target, sync);
     block::pump(m);
@@ -551,8 +625,15 @@ struct BackupUndo {
 
 fn drive_backup_start(m: &mut Machine, a: &api::DriveBackup) -> R<BackupUndo> {
     let source = block::resolve_node(m, &a.device)?;
-    let sync = sync_mode(&a.sync)?;
-    let opts = job_options(a.job_id.as_deref(), &a.device, a.speed)?;
+    let (sync, bitmap) = backup_sync(&a.sync, a.bitmap.as_deref(), a.bitmap_mode.as_ref())?;
+    let opts = job_options(JobArgs {
+        id: a.job_id.as_deref(),
+        device: &a.device,
+        speed: a.speed,
+        auto_finalize: a.auto_finalize,
+        auto_dismiss: a.auto_dismiss,
+        filter_node_name: a.filter_node_name.as_deref(),
+    })?;
     let (target, created) = open_target(
         m,
         &source,
@@ -563,7 +644,7 @@ fn drive_backup_start(m: &mut Machine, a: &api::DriveBackup) -> R<BackupUndo> {
         sync,
     )?;
     let block::BlockState { graph, jobs, .. } = &mut m.block;
-    if let Err(e) = jobs.start_backup(graph, &opts, &source, &target, sync) {
+    if let Err(e) = jobs.start_backup(graph, &opts, &source, &target, sync, &bitmap) {
         return Err(drop_target(graph, &target, created, e));
     }
     Ok(BackupUndo {
@@ -575,10 +656,17 @@ fn drive_backup_start(m: &mut Machine, a: &api::DriveBackup) -> R<BackupUndo> {
 
 fn blockdev_backup_start(m: &mut Machine, a: &api::BlockdevBackup) -> R<BackupUndo> {
     let source = block::resolve_node(m, &a.device)?;
-    let sync = sync_mode(&a.sync)?;
-    let opts = job_options(a.job_id.as_deref(), &a.device, a.speed)?;
+    let (sync, bitmap) = backup_sync(&a.sync, a.bitmap.as_deref(), a.bitmap_mode.as_ref())?;
+    let opts = job_options(JobArgs {
+        id: a.job_id.as_deref(),
+        device: &a.device,
+        speed: a.speed,
+        auto_finalize: a.auto_finalize,
+        auto_dismiss: a.auto_dismiss,
+        filter_node_name: a.filter_node_name.as_deref(),
+    })?;
     let block::BlockState { graph, jobs, .. } = &mut m.block;
-    jobs.start_backup(graph, &opts, &source, &a.target, sync)
+    jobs.start_backup(graph, &opts, &source, &a.target, sync, &bitmap)
         .map_err(qerr)?;
     Ok(BackupUndo {
         job: opts.id,
