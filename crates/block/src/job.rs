@@ -311,8 +311,9 @@ struct Job {
     users: Vec<UserId>,
     /// The job's filter node, and where its parents go when it leaves (the node below it).
     filter: Option<(String, String)>,
-    /// A base the job opened read-write for itself, to make read-only again at its end.
-    reopened_base: Option<String>,
+    /// A node the job opened read-write for itself (a stream's backing file, a commit's
+    /// base), to make read-only again at its end.
+    reopened: Option<String>,
 }
 
 /// All jobs of one machine.
@@ -447,7 +448,7 @@ impl Jobs {
                 work,
                 users,
                 filter: None,
-                reopened_base: None,
+                reopened: None,
             },
         );
         self.set_status(0, JobStatus::Created);
@@ -506,12 +507,15 @@ impl Jobs {
         ) {
             Ok(u) => {
                 users.push(u);
+                // Every node a job links is blocked for other operations while it runs.
+                graph.block(node, &opts.id, &Self::in_use_reason(kind));
                 Ok(())
             }
             Err(e) => {
                 for u in users.drain(..) {
                     graph.detach_user(u);
                 }
+                graph.unblock_all(&opts.id);
                 Err(e)
             }
         }
@@ -563,7 +567,15 @@ impl Jobs {
         base: Option<&str>,
     ) -> Result<()> {
         graph.require(device)?;
-        graph.check_blocked(device)?;
+        // Every layer streamed from must be free of jobs (a backing file may be streamed
+        // into: QEMU lets its overlay's blocker pass); then the job's id.
+        for n in graph
+            .layers_below(device)
+            .iter()
+            .take_while(|n| Some(n.as_str()) != base)
+        {
+            graph.check_job_blocked(n)?;
+        }
         self.check_new_id(&opts.id)?;
         if let Some(b) = base {
             if !graph.backing_chain(device).iter().skip(1).any(|n| n == b) {
@@ -579,14 +591,32 @@ impl Jobs {
             .map(|b| graph.below_job_filters(&b));
         let nothing = backing.is_none() || backing.as_deref() == base;
         let total = if nothing { 0 } else { graph.size(device)? };
-        // A copy-on-read filter above the device (before the job exists), then the job's
-        // links: the filter, a reader on it, the device and the images it streams from.
-        let filter = graph.insert_job_filter(
+        // A read-only node (a backing file) is opened read-write while the job writes it.
+        let was_read_only = graph.is_read_only(device)?;
+        if was_read_only {
+            graph.set_read_only(device, false)?;
+        }
+        let reopened = was_read_only.then(|| device.to_string());
+        let restore = |graph: &mut BlockGraph| {
+            if was_read_only {
+                let _ = graph.set_read_only(device, true);
+            }
+        };
+        // A copy-on-read filter above the device, then the job's links: the filter, a
+        // reader on it, the device and the images it streams from. The job is announced
+        // before any of them can be refused.
+        let filter = match graph.insert_job_filter(
             device,
             Driver::CopyOnRead,
             opts.filter_node_name.as_deref(),
             None,
-        )?;
+        ) {
+            Ok(f) => f,
+            Err(e) => {
+                restore(graph);
+                return Err(self.failed_early(&opts.id, e));
+            }
+        };
         let filter = (filter, device.to_string());
         let mut users = Vec::new();
         use crate::graph::Perm::*;
@@ -641,6 +671,7 @@ impl Jobs {
         })();
         if let Err(e) = links {
             Self::undo_start(graph, users, Some(&filter));
+            restore(graph);
             return Err(self.failed_early(&opts.id, e));
         }
         graph.block(device, &opts.id, &Self::in_use_reason(JobKind::Stream));
@@ -650,6 +681,7 @@ impl Jobs {
         };
         self.push(opts, JobKind::Stream, work, total, users);
         self.jobs[0].filter = Some(filter);
+        self.jobs[0].reopened = reopened;
         Ok(())
     }
 
@@ -740,6 +772,8 @@ impl Jobs {
                     Self::attach(graph, &mut users, n, opts, JobKind::Commit, "intermediate node", link)?;
                 }
                 graph.set_read_only(&base, false)?;
+                let granularity = crate::bitmap::DEFAULT_GRANULARITY;
+                graph.add_job_bitmaps(&f, 1, granularity);
                 Self::attach_backend(graph, &mut users, &base, opts, (PermSet::of(&[Write]), most))
             } else {
                 // The job on the device, a commit_top filter above the top (in its overlay's
@@ -794,9 +828,13 @@ impl Jobs {
         };
         self.push(opts, JobKind::Commit, work, total, users);
         self.jobs[0].filter = filter;
-        // A base below the active layer is a backing file again once the job ends.
-        if overlay.is_some() && was_read_only {
-            self.jobs[0].reopened_base = Some(base);
+        if overlay.is_none() {
+            self.show_remaining(graph, 0);
+        }
+        // The base is read-only again when the job ends (an active commit that completes
+        // makes it the active layer, writable, afterwards).
+        if was_read_only {
+            self.jobs[0].reopened = Some(base);
         }
         Ok(())
     }
@@ -912,12 +950,13 @@ impl Jobs {
         graph.check_blocked(target)?;
         let size = graph.size(device)?;
         let same_size = graph.size(target)? == size;
-        // A backup compares the sizes first; a mirror once its filter and links are in place.
+        // A backup compares the sizes first; a mirror starts, and fails once it runs.
         let different = || Error::generic("Source and target image have different sizes");
         if kind == JobKind::Backup && !same_size {
             return Err(different());
         }
         let total = match (sync, &bitmap) {
+            _ if !same_size => 0,
             (SyncMode::None, _) => 0,
             (SyncMode::Bitmap, Some((b, _))) => graph.bitmap(device, b)?.count().min(size),
             _ => size,
@@ -927,18 +966,23 @@ impl Jobs {
         let most = PermSet::of(&[ConsistentRead, Write, WriteUnchanged]);
         let read = PermSet::of(&[ConsistentRead]);
         let write = PermSet::of(&[Write]);
-        // The filter goes in before the job exists: its refusal announces no job.
+        // A backup's filter goes in before the job exists (its refusal announces no job); a
+        // mirror's refusal comes once the job was announced.
         let (driver, filter_target) = if kind == JobKind::Mirror {
             (Driver::MirrorTop, None)
         } else {
             (Driver::CopyBeforeWrite, Some(target))
         };
-        let f = graph.insert_job_filter(
+        let f = match graph.insert_job_filter(
             device,
             driver,
             opts.filter_node_name.as_deref(),
             filter_target,
-        )?;
+        ) {
+            Ok(f) => f,
+            Err(e) if kind == JobKind::Mirror => return Err(self.failed_early(&opts.id, e)),
+            Err(e) => return Err(e),
+        };
         let filter = (f.clone(), device.to_string());
         let links = if kind == JobKind::Mirror {
             // The job's links, then a writer on the target.
@@ -977,10 +1021,6 @@ impl Jobs {
         if let Err(e) = links {
             Self::undo_start(graph, users, Some(&filter));
             return Err(self.failed_early(&opts.id, e));
-        }
-        if !same_size {
-            Self::undo_start(graph, users, Some(&filter));
-            return Err(different());
         }
         if let Some((b, _)) = &bitmap {
             graph.bitmap_freeze(device, b)?;
@@ -1076,7 +1116,12 @@ impl Jobs {
                 source,
                 target,
                 sync,
-            } => copy_data(graph, source, target, *sync, None),
+            } => match (graph.size(source), graph.size(target)) {
+                (Ok(a), Ok(b)) if a != b => Err(Error::generic(
+                    "Source and target image have different sizes",
+                )),
+                _ => copy_data(graph, source, target, *sync, None),
+            },
             Work::Backup {
                 source,
                 target,
@@ -1173,7 +1218,7 @@ impl Jobs {
         if let Some((f, below)) = self.jobs[i].filter.take() {
             graph.remove_job_filter(&f, &below);
         }
-        if let Some(b) = self.jobs[i].reopened_base.take() {
+        if let Some(b) = self.jobs[i].reopened.take() {
             let _ = graph.set_read_only(&b, true);
         }
         graph.unblock_all(&self.jobs[i].id);
@@ -1663,10 +1708,16 @@ fn copy_data(
         }
         let b = &mut buf[..n as usize];
         src.read(off, b)?;
-        if b.iter().all(|&x| x == 0) {
-            dst.write_zeroes(off, n)?;
-        } else {
-            dst.write(off, b)?;
+        // Zeroes are written as zeroes (no data allocated), granule by granule.
+        let mut at = 0usize;
+        for piece in b.chunks(GRANULE as usize) {
+            let o = off + at as u64;
+            if piece.iter().all(|&x| x == 0) {
+                dst.write_zeroes(o, piece.len() as u64)?;
+            } else {
+                dst.write(o, piece)?;
+            }
+            at += piece.len();
         }
         off += n;
     }

@@ -449,11 +449,14 @@ fn mirror_and_its_cancels_match_qemu_storage_daemon() {
     step(&mut jobs, &mut g);
     jobs.complete(&mut g, "m4").unwrap();
     assert_eq!(jobs.status("m4"), Some(JobStatus::Pending));
-    assert!(
-        g.users_of("tgt")
-            .contains(&UserKind::Device("disk0".into())),
-        "no pivot before finalize"
-    );
+    // Until it finalizes, the device uses the mirror's filter above the source.
+    let on = g
+        .node_names()
+        .into_iter()
+        .find(|n| g.users_of(n).contains(&UserKind::Device("disk0".into())))
+        .unwrap();
+    assert_eq!(g.driver(&on).unwrap(), Driver::MirrorTop);
+    assert_eq!(g.below_job_filters(&on), "tgt", "no pivot before finalize");
     jobs.finalize(&mut g, "m4").unwrap();
     assert_eq!(qmp_events(jobs.take_events()), q.take_events());
     assert_eq!(g.users_of("tgt2"), vec![UserKind::Device("disk0".into())]);
@@ -666,7 +669,7 @@ fn backup_and_create_write_real_files() {
     )
     .unwrap();
     wait_status(&mut q, "b1", "null");
-    jobs.start_backup(&mut g, &JobOptions::new("b1"), "top", "tgt", SyncMode::Full)
+    jobs.start_backup(&mut g, &JobOptions::new("b1"), "top", "tgt", SyncMode::Full, &Default::default())
         .unwrap();
     jobs.advance(&mut g, 0);
     jobs.advance(&mut g, SEC);

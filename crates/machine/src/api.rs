@@ -5453,6 +5453,17 @@ pub struct BlockJobInfo {
     pub io_status: BlockDeviceIoStatus,
     /// can be completed
     pub ready: bool,
+    /// the job's state (since 2.12)
+    pub status: ::core::option::Option<JobStatus>,
+    /// finalized without waiting for job-finalize (since 3.1)
+    pub auto_finalize: ::core::option::Option<bool>,
+    /// dismissed once concluded (since 3.1)
+    pub auto_dismiss: ::core::option::Option<bool>,
+    /// why the job failed, once concluded (since 2.12)
+    pub error: ::core::option::Option<::std::string::String>,
+    /// a mirror's writes reach the target as they happen
+    /// (since 8.2)
+    pub actively_synced: ::core::option::Option<bool>,
 }
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for BlockJobInfo {
@@ -5467,6 +5478,11 @@ impl ::qmpkit_qapi::Object for BlockJobInfo {
         ::serde::ser::SerializeMap::serialize_entry(__m, "speed", &self.speed)?;
         ::serde::ser::SerializeMap::serialize_entry(__m, "io-status", &self.io_status)?;
         ::serde::ser::SerializeMap::serialize_entry(__m, "ready", &self.ready)?;
+        if let ::core::option::Option::Some(__v) = &self.status { ::serde::ser::SerializeMap::serialize_entry(__m, "status", __v)?; }
+        if let ::core::option::Option::Some(__v) = &self.auto_finalize { ::serde::ser::SerializeMap::serialize_entry(__m, "auto-finalize", __v)?; }
+        if let ::core::option::Option::Some(__v) = &self.auto_dismiss { ::serde::ser::SerializeMap::serialize_entry(__m, "auto-dismiss", __v)?; }
+        if let ::core::option::Option::Some(__v) = &self.error { ::serde::ser::SerializeMap::serialize_entry(__m, "error", __v)?; }
+        if let ::core::option::Option::Some(__v) = &self.actively_synced { ::serde::ser::SerializeMap::serialize_entry(__m, "actively-synced", __v)?; }
         Ok(())
     }
 }
@@ -5495,6 +5511,11 @@ pub struct __BlockJobInfoBuilder {
     speed: ::core::option::Option<i64>,
     io_status: ::core::option::Option<BlockDeviceIoStatus>,
     ready: ::core::option::Option<bool>,
+    status: ::core::option::Option<JobStatus>,
+    auto_finalize: ::core::option::Option<bool>,
+    auto_dismiss: ::core::option::Option<bool>,
+    error: ::core::option::Option<::std::string::String>,
+    actively_synced: ::core::option::Option<bool>,
 }
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Builder for __BlockJobInfoBuilder {
@@ -5510,12 +5531,17 @@ impl ::qmpkit_qapi::Builder for __BlockJobInfoBuilder {
             "speed" => self.speed = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
             "io-status" => self.io_status = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
             "ready" => self.ready = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
+            "status" => self.status = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
+            "auto-finalize" => self.auto_finalize = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
+            "auto-dismiss" => self.auto_dismiss = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
+            "error" => self.error = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
+            "actively-synced" => self.actively_synced = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
             _ => return Ok(false),
         }
         Ok(true)
     }
     fn finish<__E: ::serde::de::Error>(self) -> ::core::result::Result<BlockJobInfo, __E> {
-        Ok(BlockJobInfo { r#type: ::qmpkit_qapi::__rt::missing(self.r#type, "type")?, device: ::qmpkit_qapi::__rt::missing(self.device, "device")?, len: ::qmpkit_qapi::__rt::missing(self.len, "len")?, offset: ::qmpkit_qapi::__rt::missing(self.offset, "offset")?, busy: ::qmpkit_qapi::__rt::missing(self.busy, "busy")?, paused: ::qmpkit_qapi::__rt::missing(self.paused, "paused")?, speed: ::qmpkit_qapi::__rt::missing(self.speed, "speed")?, io_status: ::qmpkit_qapi::__rt::missing(self.io_status, "io-status")?, ready: ::qmpkit_qapi::__rt::missing(self.ready, "ready")?, })
+        Ok(BlockJobInfo { r#type: ::qmpkit_qapi::__rt::missing(self.r#type, "type")?, device: ::qmpkit_qapi::__rt::missing(self.device, "device")?, len: ::qmpkit_qapi::__rt::missing(self.len, "len")?, offset: ::qmpkit_qapi::__rt::missing(self.offset, "offset")?, busy: ::qmpkit_qapi::__rt::missing(self.busy, "busy")?, paused: ::qmpkit_qapi::__rt::missing(self.paused, "paused")?, speed: ::qmpkit_qapi::__rt::missing(self.speed, "speed")?, io_status: ::qmpkit_qapi::__rt::missing(self.io_status, "io-status")?, ready: ::qmpkit_qapi::__rt::missing(self.ready, "ready")?, status: self.status, auto_finalize: self.auto_finalize, auto_dismiss: self.auto_dismiss, error: self.error, actively_synced: self.actively_synced, })
     }
 }
 

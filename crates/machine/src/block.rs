@@ -276,7 +276,8 @@ pub fn add_export(m: &mut Machine, e: &NewExport) -> Result<(), QmpError> {
             e.node,
             UserKind::Export(e.name.to_string()),
             perm,
-            PermSet::ALL,
+            // An NBD export keeps others from resizing its node.
+            PermSet::ALL.minus(PermSet::of(&[Perm::Resize])),
         )
         .map_err(qerr)?;
     let export = NbdExport {

@@ -728,6 +728,12 @@ pub fn query_block_jobs(
             speed: j.speed as i64,
             io_status: api::BlockDeviceIoStatus::Ok,
             ready: j.ready,
+            status: Some(block::job_status(j.status)),
+            auto_finalize: Some(j.auto_finalize),
+            auto_dismiss: Some(j.auto_dismiss),
+            // Writes reach a mirror's target as they happen only in write-blocking mode.
+            actively_synced: (j.kind == qmpkit_block::job::JobKind::Mirror).then_some(false),
+            error: j.error,
         })
         .collect())
 }

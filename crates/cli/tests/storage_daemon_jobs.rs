@@ -1,0 +1,452 @@
+//! Block jobs side by side: the live qemu-storage-daemon 10.0.2 and `qmpkit storage-daemon`
+//! over the same image files get the same scripted requests (stream, commit, mirror and
+//! backup jobs, their filter nodes in the graph while they run and after, backups by a dirty
+//! bitmap and the bitmap's state); every reply and event must be the same, in order.
+//!
+//! Normalised: the two directories' paths, event timestamps, files' `actual-size`, and the
+//! random digits of generated `#blockNNN` names (each daemon's names are numbered in the
+//! order they first appear). Skipped without qemu-storage-daemon 10.0.2, qemu-img or qemu-io.
+
+#[path = "storage_daemon_support/mod.rs"]
+mod support;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use support::Qmp;
+
+/// One daemon under test, with the `#blockNNN` names it used, in order.
+struct Side {
+    q: Qmp,
+    dir: PathBuf,
+    names: HashMap<String, usize>,
+    /// Events since the last comparison.
+    events: Vec<Value>,
+}
+
+impl Side {
+    fn norm(&mut self, text: &str) -> Value {
+        let text = text.replace(&*self.dir.to_string_lossy(), "$DIR");
+        let mut v: Value = serde_json::from_str(&text).expect("JSON");
+        fn walk(v: &mut Value, names: &mut HashMap<String, usize>) {
+            match v {
+                Value::Object(m) => {
+                    m.remove("actual-size");
+                    m.remove("timestamp");
+                    m.values_mut().for_each(|x| walk(x, names));
+                }
+                Value::Array(a) => a.iter_mut().for_each(|x| walk(x, names)),
+                Value::String(s) if s.contains("#block") => {
+                    // Every `#blockNNN` in the text, whole or within words.
+                    let mut out = String::new();
+                    let mut rest = s.as_str();
+                    while let Some(at) = rest.find("#block") {
+                        out.push_str(&rest[..at]);
+                        let tail = &rest[at + 6..];
+                        let digits = tail.len() - tail.trim_start_matches(|c: char| c.is_ascii_digit()).len();
+                        let name = &rest[at..at + 6 + digits];
+                        let n = names.len();
+                        let k = *names.entry(name.to_string()).or_insert(n);
+                        out.push_str(&format!("#node{k}"));
+                        rest = &tail[digits..];
+                    }
+                    out.push_str(rest);
+                    *s = out;
+                }
+                _ => {}
+            }
+        }
+        walk(&mut v, &mut self.names);
+        v
+    }
+
+    /// The generated name of the qcow2 node of `file` (this daemon's own random digits).
+    fn node_of(&mut self, file: &str) -> String {
+        let r = self
+            .q
+            .ok(r#"{"execute": "query-named-block-nodes", "arguments": {"flat": true}}"#);
+        r.as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["drv"] == "qcow2" && n["file"].as_str().unwrap_or("").ends_with(file))
+            .and_then(|n| n["node-name"].as_str())
+            .unwrap_or("none")
+            .to_string()
+    }
+
+    /// The reply and the events before it, normalised. `@MID@` names the node of
+    /// mid.qcow2. Of `query-named-block-nodes`, what jobs change is compared: names,
+    /// drivers, files, read-only, backing depth, bitmaps and the image's format and size.
+    fn call(&mut self, req: &Value) -> (Value, Vec<Value>) {
+        let mut text = req.to_string().replace("@DIR@", &self.dir.to_string_lossy());
+        if text.contains("@MID@") {
+            let mid = self.node_of("/mid.qcow2");
+            text = text.replace("@MID@", &mid);
+        }
+        let (r, ev) = self.q.send(&text);
+        let mut r = self.norm(&r);
+        if req["execute"] == "query-named-block-nodes" {
+            if let Some(list) = r["return"].as_array_mut() {
+                for n in list {
+                    let keep = |n: &Value| {
+                        json!({
+                            "node-name": n["node-name"], "drv": n["drv"], "file": n["file"],
+                            "ro": n["ro"], "backing_file_depth": n["backing_file_depth"],
+                            "dirty-bitmaps": n["dirty-bitmaps"],
+                            "format": n["image"]["format"], "size": n["image"]["virtual-size"],
+                        })
+                    };
+                    *n = keep(n);
+                }
+            }
+        }
+        let ev = ev.iter().map(|e| self.norm(e)).collect();
+        (r, ev)
+    }
+
+    /// Polls `query-jobs` until job `id` is in `status` (or gone, for "null"); the events
+    /// meanwhile.
+    fn wait(&mut self, id: &str, status: &str) -> Vec<Value> {
+        let t = Instant::now();
+        let mut events = Vec::new();
+        loop {
+            let (r, ev) = self.call(&json!({"execute": "query-jobs"}));
+            events.extend(ev);
+            let jobs = r["return"].as_array().cloned().unwrap_or_default();
+            let now = jobs
+                .iter()
+                .find(|j| j["id"] == id)
+                .map(|j| j["status"].as_str().unwrap_or("").to_string())
+                .unwrap_or_else(|| "null".into());
+            if now == status {
+                let (_, ev) = self.call(&json!({"execute": "query-version"}));
+                events.extend(ev);
+                return events;
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(20),
+                "job {id} never became {status}"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
+fn make_images(img: &Path, io: &Path, dir: &Path) {
+    for args in [
+        vec!["create", "-q", "-f", "qcow2", "base.qcow2", "1M"],
+        vec![
+            "create", "-q", "-f", "qcow2", "-b", "base.qcow2", "-F", "qcow2", "mid.qcow2", "1M",
+        ],
+        vec![
+            "create", "-q", "-f", "qcow2", "-b", "mid.qcow2", "-F", "qcow2", "top.qcow2", "1M",
+        ],
+        vec!["create", "-q", "-f", "qcow2", "tgt.qcow2", "1M"],
+        vec!["create", "-q", "-f", "qcow2", "tgt2.qcow2", "1M"],
+    ] {
+        let (code, _, err) = qmpkit_testkit::cmd::run_in(img, dir, &args);
+        assert_eq!(code, 0, "qemu-img {args:?}: {err}");
+    }
+    for (file, cmd) in [
+        ("base.qcow2", "write -P 0x11 0 256k"),
+        ("mid.qcow2", "write -P 0x22 256k 128k"),
+        ("top.qcow2", "write -P 0x33 512k 64k"),
+    ] {
+        let (code, _, err) = qmpkit_testkit::cmd::run_in(io, dir, &["-f", "qcow2", "-c", cmd, file]);
+        assert_eq!(code, 0, "qemu-io {file}: {err}");
+    }
+}
+
+/// Both daemons, started over their own copies of the images.
+fn both(
+    tag: &str,
+    real: &Path,
+    img: &Path,
+    io: &Path,
+) -> (Vec<Side>, Vec<support::Daemon>, PathBuf) {
+    let root = support::tmpdir(tag);
+    let prog = support::ours(&root);
+    let mut sides = Vec::new();
+    let mut daemons = Vec::new();
+    for (name, p) in [("real", real), ("ours", prog.as_path())] {
+        let d = root.join(name);
+        std::fs::create_dir_all(&d).unwrap();
+        make_images(img, io, &d);
+        let daemon = support::start(p, &d, &[]);
+        sides.push(Side {
+            q: Qmp::connect(&daemon.socket),
+            dir: d,
+            names: HashMap::new(),
+            events: Vec::new(),
+        });
+        daemons.push(daemon);
+    }
+    (sides, daemons, root)
+}
+
+/// A step of a script: a request, or waiting for a job's status.
+enum Step {
+    Req(Value),
+    Wait(&'static str, &'static str),
+    /// A write through the NBD export `name` of each daemon (socket `nbd.sock`).
+    Write(&'static str, u64, u64),
+}
+
+fn req(cmd: &str, args: Value) -> Step {
+    Step::Req(json!({"execute": cmd, "arguments": args}))
+}
+
+fn run(tag: &str, script: &[Step]) {
+    let real = qmpkit_testkit::program_or_skip!("qemu-storage-daemon");
+    let img = qmpkit_testkit::program_or_skip!("qemu-img");
+    let io = qmpkit_testkit::program_or_skip!("qemu-io");
+    let v = support::run(&real, &["--version"]);
+    if !String::from_utf8_lossy(&v.stdout).contains("version 10.0.2") {
+        qmpkit_testkit::skip!("qemu-storage-daemon is not 10.0.2");
+    }
+    let (mut sides, daemons, root) = both(tag, &real, &img, &io);
+    for (i, step) in script.iter().enumerate() {
+        let mut outcomes = Vec::new();
+        for s in sides.iter_mut() {
+            // Events are compared in order at each wait (QEMU sends some of a command's
+            // after its reply).
+            let outcome = match step {
+                Step::Req(r) => {
+                    let (r, ev) = s.call(r);
+                    s.events.extend(ev);
+                    json!({"reply": r})
+                }
+                Step::Wait(id, status) => {
+                    let ev = s.wait(id, status);
+                    s.events.extend(ev);
+                    json!({"events": std::mem::take(&mut s.events)})
+                }
+                Step::Write(name, off, len) => {
+                    let url = format!(
+                        "nbd+unix:///{name}?socket={}",
+                        s.dir.join("nbd.sock").display()
+                    );
+                    let cmd = format!("write -P 0x55 {off} {len}");
+                    let (code, _, err) = qmpkit_testkit::cmd::run_in(
+                        &io,
+                        &s.dir,
+                        &["-f", "raw", "-c", &cmd, &url],
+                    );
+                    assert_eq!(code, 0, "qemu-io {url}: {err}");
+                    json!({})
+                }
+            };
+            outcomes.push(outcome);
+        }
+        let what = match step {
+            Step::Req(r) => r.to_string(),
+            Step::Wait(id, st) => format!("wait for {id} {st}"),
+            Step::Write(n, o, l) => format!("write {n} {o} {l}"),
+        };
+        assert_eq!(
+            outcomes[1], outcomes[0],
+            "step {i} ({what}): qmpkit (left) and qemu-storage-daemon (right) differ"
+        );
+    }
+    assert_eq!(sides[1].events, sides[0].events, "the events after the last wait differ");
+    drop(sides);
+    drop(daemons);
+    let _ = std::fs::remove_dir_all(root);
+}
+
+fn add(name: &str, file: &str) -> Step {
+    req(
+        "blockdev-add",
+        json!({"driver": "qcow2", "node-name": name,
+               "file": {"driver": "file", "filename": format!("@DIR@/{file}")}}),
+    )
+}
+
+fn graph() -> Step {
+    req("x-debug-query-block-graph", json!({}))
+}
+
+fn nodes() -> Step {
+    req("query-named-block-nodes", json!({"flat": true}))
+}
+
+#[test]
+fn stream_filters_sit_in_the_graph_while_the_jobs_run() {
+    run(
+        "filters-stream",
+        &[
+            add("top", "top.qcow2"),
+            nodes(),
+            // Stream into the middle image: a copy-on-read filter takes its place under top.
+            req(
+                "block-stream",
+                json!({"job-id": "s1", "device": "@MID@", "auto-finalize": false}),
+            ),
+            nodes(),
+            req("query-named-block-nodes", json!({})),
+            req(
+                "block-stream",
+                json!({"job-id": "s1", "device": "top", "auto-finalize": false}),
+            ),
+            Step::Wait("s1", "pending"),
+            graph(),
+            nodes(),
+            req("job-finalize", json!({"id": "s1"})),
+            graph(),
+            nodes(),
+        ],
+    );
+}
+
+#[test]
+fn a_commit_below_the_active_layer_puts_commit_top_above_its_top() {
+    run(
+        "filters-commit",
+        &[
+            add("top", "top.qcow2"),
+            req(
+                "block-commit",
+                json!({"job-id": "c1", "device": "top", "top": "@DIR@/mid.qcow2",
+                       "auto-finalize": false, "auto-dismiss": false}),
+            ),
+            Step::Wait("c1", "pending"),
+            graph(),
+            nodes(),
+            req("query-block-jobs", json!({})),
+            req("job-finalize", json!({"id": "c1"})),
+            Step::Wait("c1", "concluded"),
+            req("job-dismiss", json!({"id": "c1"})),
+            Step::Wait("c1", "null"),
+            graph(),
+            nodes(),
+        ],
+    );
+}
+
+#[test]
+fn mirror_and_active_commit_filters_take_the_parents_and_give_them_back() {
+    run(
+        "filters-mirror",
+        &[
+            add("top", "top.qcow2"),
+            add("tgt", "tgt.qcow2"),
+            req(
+                "nbd-server-start",
+                json!({"addr": {"type": "unix", "data": {"path": "@DIR@/nbd.sock"}}}),
+            ),
+            req(
+                "block-export-add",
+                json!({"type": "nbd", "id": "e1", "node-name": "top", "writable": true}),
+            ),
+            req(
+                "blockdev-mirror",
+                json!({"job-id": "m1", "device": "top", "target": "tgt", "sync": "full",
+                       "auto-finalize": false, "filter-node-name": "mtop"}),
+            ),
+            Step::Wait("m1", "ready"),
+            graph(),
+            nodes(),
+            req("blockdev-del", json!({"node-name": "mtop"})),
+            req("job-complete", json!({"id": "m1"})),
+            Step::Wait("m1", "pending"),
+            graph(),
+            req("job-finalize", json!({"id": "m1"})),
+            // The export now reads the target.
+            graph(),
+            nodes(),
+            req("block-export-del", json!({"id": "e1"})),
+            // An active commit: mirror_top with a commit's permissions above the top.
+            req(
+                "block-commit",
+                json!({"job-id": "c2", "device": "top"}),
+            ),
+            Step::Wait("c2", "ready"),
+            graph(),
+            nodes(),
+            req("job-cancel", json!({"id": "c2"})),
+            Step::Wait("c2", "null"),
+            graph(),
+        ],
+    );
+}
+
+#[test]
+fn backups_by_bitmap_hold_the_bitmap_and_leave_it_per_its_mode() {
+    let bitmaps = || nodes();
+    run(
+        "backup-bitmap",
+        &[
+            add("src", "base.qcow2"),
+            add("tgt", "tgt.qcow2"),
+            req("block-dirty-bitmap-add", json!({"node": "src", "name": "bm0"})),
+            req(
+                "nbd-server-start",
+                json!({"addr": {"type": "unix", "data": {"path": "@DIR@/nbd.sock"}}}),
+            ),
+            req(
+                "block-export-add",
+                json!({"type": "nbd", "id": "e1", "node-name": "src", "writable": true}),
+            ),
+            Step::Write("src", 0, 131072),
+            Step::Write("src", 524288, 1000),
+            // QEMU's checks, in its order.
+            req("blockdev-backup", json!({"job-id": "b0", "device": "src", "target": "tgt", "sync": "incremental"})),
+            req("blockdev-backup", json!({"job-id": "b0", "device": "src", "target": "tgt", "sync": "bitmap"})),
+            req("blockdev-backup", json!({"job-id": "b0", "device": "src", "target": "tgt", "sync": "full", "bitmap": "nob"})),
+            req("blockdev-backup", json!({"job-id": "b0", "device": "src", "target": "tgt", "sync": "incremental", "bitmap": "bm0", "bitmap-mode": "never"})),
+            req("blockdev-backup", json!({"job-id": "b0", "device": "src", "target": "tgt", "sync": "bitmap", "bitmap": "bm0"})),
+            req("blockdev-backup", json!({"job-id": "b0", "device": "src", "target": "tgt", "sync": "top", "bitmap": "bm0", "bitmap-mode": "never"})),
+            req("blockdev-backup", json!({"job-id": "b0", "device": "src", "target": "tgt", "sync": "full", "bitmap": "bm0", "bitmap-mode": "never"})),
+            req("blockdev-backup", json!({"job-id": "b0", "device": "src", "target": "tgt", "sync": "full", "bitmap-mode": "never"})),
+            req("blockdev-mirror", json!({"job-id": "m0", "device": "src", "target": "tgt", "sync": "incremental"})),
+            req("blockdev-mirror", json!({"job-id": "m0", "device": "src", "target": "tgt", "sync": "bitmap"})),
+            // Incremental, held at pending: the bitmap is busy, a successor records writes.
+            req(
+                "blockdev-backup",
+                json!({"job-id": "b1", "device": "src", "target": "tgt", "sync": "incremental",
+                       "bitmap": "bm0", "auto-finalize": false}),
+            ),
+            Step::Wait("b1", "pending"),
+            req("query-block-jobs", json!({})),
+            req("block-dirty-bitmap-remove", json!({"node": "src", "name": "bm0"})),
+            req("block-dirty-bitmap-clear", json!({"node": "src", "name": "bm0"})),
+            req("block-dirty-bitmap-disable", json!({"node": "src", "name": "bm0"})),
+            req("block-dirty-bitmap-enable", json!({"node": "src", "name": "bm0"})),
+            req("blockdev-backup", json!({"job-id": "b2", "device": "src", "target": "tgt", "sync": "incremental", "bitmap": "bm0"})),
+            Step::Write("src", 262144, 4096),
+            req("job-finalize", json!({"id": "b1"})),
+            // on-success and it succeeded: only the write made meanwhile is left.
+            bitmaps(),
+            Step::Write("src", 0, 4096),
+            // Cancelled: the bitmap keeps what it marked, with the writes since.
+            req(
+                "blockdev-backup",
+                json!({"job-id": "b3", "device": "src", "target": "tgt", "sync": "bitmap",
+                       "bitmap": "bm0", "bitmap-mode": "on-success", "auto-finalize": false}),
+            ),
+            Step::Wait("b3", "pending"),
+            Step::Write("src", 655360, 4096),
+            req("job-cancel", json!({"id": "b3"})),
+            Step::Wait("b3", "null"),
+            bitmaps(),
+            // never: the bitmap stays as it was, with the writes since.
+            req(
+                "blockdev-backup",
+                json!({"job-id": "b4", "device": "src", "target": "tgt", "sync": "bitmap",
+                       "bitmap": "bm0", "bitmap-mode": "never"}),
+            ),
+            Step::Wait("b4", "null"),
+            bitmaps(),
+            // always, successful: cleared.
+            req(
+                "blockdev-backup",
+                json!({"job-id": "b5", "device": "src", "target": "tgt", "sync": "bitmap",
+                       "bitmap": "bm0", "bitmap-mode": "always"}),
+            ),
+            Step::Wait("b5", "null"),
+            bitmaps(),
+        ],
+    );
+}
