@@ -73,7 +73,9 @@ impl Driver {
     /// The role of the child whose data a filter passes through.
     pub fn filtered_role(self) -> Option<ChildRole> {
         match self {
-            Driver::Throttle | Driver::CopyOnRead | Driver::CopyBeforeWrite => Some(ChildRole::File),
+            Driver::Throttle | Driver::CopyOnRead | Driver::CopyBeforeWrite => {
+                Some(ChildRole::File)
+            }
             Driver::MirrorTop | Driver::CommitActiveTop | Driver::CommitTop => {
                 Some(ChildRole::Backing)
             }
@@ -696,7 +698,10 @@ impl BlockGraph {
             | Driver::CopyOnRead
             | Driver::CopyBeforeWrite => {
                 // Only jobs put these in (see `insert_job_filter`).
-                return Err(Error::generic(format!("Unknown driver '{}'", o.driver.name())));
+                return Err(Error::generic(format!(
+                    "Unknown driver '{}'",
+                    o.driver.name()
+                )));
             }
             Driver::File => {
                 name = Some(self.name_for(o));
@@ -1077,7 +1082,7 @@ impl BlockGraph {
         }
         match (parent.driver, role) {
             (Driver::Qcow2, ChildRole::File) => {
-                let (mut perm, mut shared) = filtered;
+                let mut perm = filtered.0;
                 // Metadata: written whenever the node is, always read consistently; nobody
                 // else may write or resize it. What the parents do not share is not shared
                 // (not even unchanged data: measured against QEMU 10.0).
@@ -1085,7 +1090,7 @@ impl BlockGraph {
                     perm = perm.union(write_resize);
                 }
                 perm = perm.union(PermSet::of(&[ConsistentRead]));
-                shared = s.intersect(passthrough).minus(write_resize);
+                let shared = s.intersect(passthrough).minus(write_resize);
                 // Data.
                 if perm.contains(WriteUnchanged) {
                     perm = perm.union(PermSet::of(&[Write]));

@@ -521,6 +521,29 @@ impl Jobs {
         }
     }
 
+    /// A commit's links on the layers it writes down (they may be written, not read).
+    fn attach_intermediates(
+        graph: &mut BlockGraph,
+        users: &mut Vec<UserId>,
+        opts: &JobOptions,
+        layers: &[String],
+    ) -> Result<()> {
+        use crate::graph::Perm::*;
+        let link = (PermSet::NONE, PermSet::of(&[Write, WriteUnchanged]));
+        for n in layers {
+            Self::attach(
+                graph,
+                users,
+                n,
+                opts,
+                JobKind::Commit,
+                "intermediate node",
+                link,
+            )?;
+        }
+        Ok(())
+    }
+
     fn in_use_reason(kind: JobKind) -> String {
         format!("block device is in use by block job: {}", kind.name())
     }
@@ -742,7 +765,6 @@ impl Jobs {
         let mut users = Vec::new();
         use crate::graph::Perm::*;
         let most = PermSet::of(&[ConsistentRead, Write, WriteUnchanged]);
-        let write_only = PermSet::of(&[Write, WriteUnchanged]);
         let was_read_only = graph.is_read_only(&base)?;
         let mut filter: Option<(String, String)> = None;
         let links = (|| -> Result<()> {
@@ -767,14 +789,17 @@ impl Jobs {
                         (&base, "target", (PermSet::NONE, PermSet::ALL)),
                     ],
                 )?;
-                for n in &chain[top_at + 1..base_at] {
-                    let link = (PermSet::NONE, write_only);
-                    Self::attach(graph, &mut users, n, opts, JobKind::Commit, "intermediate node", link)?;
-                }
+                Self::attach_intermediates(graph, &mut users, opts, &chain[top_at + 1..base_at])?;
                 graph.set_read_only(&base, false)?;
                 let granularity = crate::bitmap::DEFAULT_GRANULARITY;
                 graph.add_job_bitmaps(&f, 1, granularity);
-                Self::attach_backend(graph, &mut users, &base, opts, (PermSet::of(&[Write]), most))
+                Self::attach_backend(
+                    graph,
+                    &mut users,
+                    &base,
+                    opts,
+                    (PermSet::of(&[Write]), most),
+                )
             } else {
                 // The job on the device, a commit_top filter above the top (in its overlay's
                 // place), the layers in between and the base, and block backends on the base
@@ -795,10 +820,7 @@ impl Jobs {
                     None,
                 )?;
                 filter = Some((f, top.clone()));
-                for n in &chain[top_at..base_at] {
-                    let link = (PermSet::NONE, write_only);
-                    Self::attach(graph, &mut users, n, opts, JobKind::Commit, "intermediate node", link)?;
-                }
+                Self::attach_intermediates(graph, &mut users, opts, &chain[top_at..base_at])?;
                 Self::attach(
                     graph,
                     &mut users,
@@ -862,7 +884,15 @@ impl Jobs {
         sync: SyncMode,
         bitmap: &BackupBitmap,
     ) -> Result<()> {
-        self.start_copy(graph, opts, JobKind::Backup, device, target, sync, Some(bitmap))
+        self.start_copy(
+            graph,
+            opts,
+            JobKind::Backup,
+            device,
+            target,
+            sync,
+            Some(bitmap),
+        )
     }
 
     /// A backup's bitmap checks, in QEMU's order and words: the bitmap and how to end with it.
@@ -1127,7 +1157,13 @@ impl Jobs {
                 target,
                 sync,
                 bitmap,
-            } => copy_data(graph, source, target, *sync, bitmap.as_ref().map(|b| b.0.as_str())),
+            } => copy_data(
+                graph,
+                source,
+                target,
+                *sync,
+                bitmap.as_ref().map(|b| b.0.as_str()),
+            ),
             Work::Create { path, options } => image::create(path, options).map_err(|e| {
                 let reason = e
                     .desc

@@ -669,8 +669,15 @@ fn backup_and_create_write_real_files() {
     )
     .unwrap();
     wait_status(&mut q, "b1", "null");
-    jobs.start_backup(&mut g, &JobOptions::new("b1"), "top", "tgt", SyncMode::Full, &Default::default())
-        .unwrap();
+    jobs.start_backup(
+        &mut g,
+        &JobOptions::new("b1"),
+        "top",
+        "tgt",
+        SyncMode::Full,
+        &Default::default(),
+    )
+    .unwrap();
     jobs.advance(&mut g, 0);
     jobs.advance(&mut g, SEC);
     assert_eq!(qmp_events(jobs.take_events()), q.take_events());

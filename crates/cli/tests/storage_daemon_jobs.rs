@@ -45,7 +45,8 @@ impl Side {
                     while let Some(at) = rest.find("#block") {
                         out.push_str(&rest[..at]);
                         let tail = &rest[at + 6..];
-                        let digits = tail.len() - tail.trim_start_matches(|c: char| c.is_ascii_digit()).len();
+                        let digits = tail.len()
+                            - tail.trim_start_matches(|c: char| c.is_ascii_digit()).len();
                         let name = &rest[at..at + 6 + digits];
                         let n = names.len();
                         let k = *names.entry(name.to_string()).or_insert(n);
@@ -80,7 +81,9 @@ impl Side {
     /// mid.qcow2. Of `query-named-block-nodes`, what jobs change is compared: names,
     /// drivers, files, read-only, backing depth, bitmaps and the image's format and size.
     fn call(&mut self, req: &Value) -> (Value, Vec<Value>) {
-        let mut text = req.to_string().replace("@DIR@", &self.dir.to_string_lossy());
+        let mut text = req
+            .to_string()
+            .replace("@DIR@", &self.dir.to_string_lossy());
         if text.contains("@MID@") {
             let mid = self.node_of("/mid.qcow2");
             text = text.replace("@MID@", &mid);
@@ -138,10 +141,28 @@ fn make_images(img: &Path, io: &Path, dir: &Path) {
     for args in [
         vec!["create", "-q", "-f", "qcow2", "base.qcow2", "1M"],
         vec![
-            "create", "-q", "-f", "qcow2", "-b", "base.qcow2", "-F", "qcow2", "mid.qcow2", "1M",
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "-b",
+            "base.qcow2",
+            "-F",
+            "qcow2",
+            "mid.qcow2",
+            "1M",
         ],
         vec![
-            "create", "-q", "-f", "qcow2", "-b", "mid.qcow2", "-F", "qcow2", "top.qcow2", "1M",
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "-b",
+            "mid.qcow2",
+            "-F",
+            "qcow2",
+            "top.qcow2",
+            "1M",
         ],
         vec!["create", "-q", "-f", "qcow2", "tgt.qcow2", "1M"],
         vec!["create", "-q", "-f", "qcow2", "tgt2.qcow2", "1M"],
@@ -154,7 +175,8 @@ fn make_images(img: &Path, io: &Path, dir: &Path) {
         ("mid.qcow2", "write -P 0x22 256k 128k"),
         ("top.qcow2", "write -P 0x33 512k 64k"),
     ] {
-        let (code, _, err) = qmpkit_testkit::cmd::run_in(io, dir, &["-f", "qcow2", "-c", cmd, file]);
+        let (code, _, err) =
+            qmpkit_testkit::cmd::run_in(io, dir, &["-f", "qcow2", "-c", cmd, file]);
         assert_eq!(code, 0, "qemu-io {file}: {err}");
     }
 }
@@ -198,7 +220,11 @@ fn req(cmd: &str, args: Value) -> Step {
     Step::Req(json!({"execute": cmd, "arguments": args}))
 }
 
+/// One scenario at a time: the daemons' timing is what the comparisons wait on.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn run(tag: &str, script: &[Step]) {
+    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let real = qmpkit_testkit::program_or_skip!("qemu-storage-daemon");
     let img = qmpkit_testkit::program_or_skip!("qemu-img");
     let io = qmpkit_testkit::program_or_skip!("qemu-io");
@@ -229,11 +255,8 @@ fn run(tag: &str, script: &[Step]) {
                         s.dir.join("nbd.sock").display()
                     );
                     let cmd = format!("write -P 0x55 {off} {len}");
-                    let (code, _, err) = qmpkit_testkit::cmd::run_in(
-                        &io,
-                        &s.dir,
-                        &["-f", "raw", "-c", &cmd, &url],
-                    );
+                    let (code, _, err) =
+                        qmpkit_testkit::cmd::run_in(&io, &s.dir, &["-f", "raw", "-c", &cmd, &url]);
                     assert_eq!(code, 0, "qemu-io {url}: {err}");
                     json!({})
                 }
@@ -250,7 +273,10 @@ fn run(tag: &str, script: &[Step]) {
             "step {i} ({what}): qmpkit (left) and qemu-storage-daemon (right) differ"
         );
     }
-    assert_eq!(sides[1].events, sides[0].events, "the events after the last wait differ");
+    assert_eq!(
+        sides[1].events, sides[0].events,
+        "the events after the last wait differ"
+    );
     drop(sides);
     drop(daemons);
     let _ = std::fs::remove_dir_all(root);
@@ -358,10 +384,7 @@ fn mirror_and_active_commit_filters_take_the_parents_and_give_them_back() {
             nodes(),
             req("block-export-del", json!({"id": "e1"})),
             // An active commit: mirror_top with a commit's permissions above the top.
-            req(
-                "block-commit",
-                json!({"job-id": "c2", "device": "top"}),
-            ),
+            req("block-commit", json!({"job-id": "c2", "device": "top"})),
             Step::Wait("c2", "ready"),
             graph(),
             nodes(),
@@ -372,6 +395,15 @@ fn mirror_and_active_commit_filters_take_the_parents_and_give_them_back() {
     );
 }
 
+/// A backup of `src` to `tgt` by bitmap `bm0` in `mode`.
+fn by_bitmap(id: &str, mode: &str) -> Step {
+    req(
+        "blockdev-backup",
+        json!({"job-id": id, "device": "src", "target": "tgt", "sync": "bitmap",
+               "bitmap": "bm0", "bitmap-mode": mode}),
+    )
+}
+
 #[test]
 fn backups_by_bitmap_hold_the_bitmap_and_leave_it_per_its_mode() {
     let bitmaps = || nodes();
@@ -380,7 +412,10 @@ fn backups_by_bitmap_hold_the_bitmap_and_leave_it_per_its_mode() {
         &[
             add("src", "base.qcow2"),
             add("tgt", "tgt.qcow2"),
-            req("block-dirty-bitmap-add", json!({"node": "src", "name": "bm0"})),
+            req(
+                "block-dirty-bitmap-add",
+                json!({"node": "src", "name": "bm0"}),
+            ),
             req(
                 "nbd-server-start",
                 json!({"addr": {"type": "unix", "data": {"path": "@DIR@/nbd.sock"}}}),
@@ -392,16 +427,46 @@ fn backups_by_bitmap_hold_the_bitmap_and_leave_it_per_its_mode() {
             Step::Write("src", 0, 131072),
             Step::Write("src", 524288, 1000),
             // QEMU's checks, in its order.
-            req("blockdev-backup", json!({"job-id": "b0", "device": "src", "target": "tgt", "sync": "incremental"})),
-            req("blockdev-backup", json!({"job-id": "b0", "device": "src", "target": "tgt", "sync": "bitmap"})),
-            req("blockdev-backup", json!({"job-id": "b0", "device": "src", "target": "tgt", "sync": "full", "bitmap": "nob"})),
-            req("blockdev-backup", json!({"job-id": "b0", "device": "src", "target": "tgt", "sync": "incremental", "bitmap": "bm0", "bitmap-mode": "never"})),
-            req("blockdev-backup", json!({"job-id": "b0", "device": "src", "target": "tgt", "sync": "bitmap", "bitmap": "bm0"})),
-            req("blockdev-backup", json!({"job-id": "b0", "device": "src", "target": "tgt", "sync": "top", "bitmap": "bm0", "bitmap-mode": "never"})),
-            req("blockdev-backup", json!({"job-id": "b0", "device": "src", "target": "tgt", "sync": "full", "bitmap": "bm0", "bitmap-mode": "never"})),
-            req("blockdev-backup", json!({"job-id": "b0", "device": "src", "target": "tgt", "sync": "full", "bitmap-mode": "never"})),
-            req("blockdev-mirror", json!({"job-id": "m0", "device": "src", "target": "tgt", "sync": "incremental"})),
-            req("blockdev-mirror", json!({"job-id": "m0", "device": "src", "target": "tgt", "sync": "bitmap"})),
+            req(
+                "blockdev-backup",
+                json!({"job-id": "b0", "device": "src", "target": "tgt", "sync": "incremental"}),
+            ),
+            req(
+                "blockdev-backup",
+                json!({"job-id": "b0", "device": "src", "target": "tgt", "sync": "bitmap"}),
+            ),
+            req(
+                "blockdev-backup",
+                json!({"job-id": "b0", "device": "src", "target": "tgt", "sync": "full", "bitmap": "nob"}),
+            ),
+            req(
+                "blockdev-backup",
+                json!({"job-id": "b0", "device": "src", "target": "tgt", "sync": "incremental", "bitmap": "bm0", "bitmap-mode": "never"}),
+            ),
+            req(
+                "blockdev-backup",
+                json!({"job-id": "b0", "device": "src", "target": "tgt", "sync": "bitmap", "bitmap": "bm0"}),
+            ),
+            req(
+                "blockdev-backup",
+                json!({"job-id": "b0", "device": "src", "target": "tgt", "sync": "top", "bitmap": "bm0", "bitmap-mode": "never"}),
+            ),
+            req(
+                "blockdev-backup",
+                json!({"job-id": "b0", "device": "src", "target": "tgt", "sync": "full", "bitmap": "bm0", "bitmap-mode": "never"}),
+            ),
+            req(
+                "blockdev-backup",
+                json!({"job-id": "b0", "device": "src", "target": "tgt", "sync": "full", "bitmap-mode": "never"}),
+            ),
+            req(
+                "blockdev-mirror",
+                json!({"job-id": "m0", "device": "src", "target": "tgt", "sync": "incremental"}),
+            ),
+            req(
+                "blockdev-mirror",
+                json!({"job-id": "m0", "device": "src", "target": "tgt", "sync": "bitmap"}),
+            ),
             // Incremental, held at pending: the bitmap is busy, a successor records writes.
             req(
                 "blockdev-backup",
@@ -410,11 +475,26 @@ fn backups_by_bitmap_hold_the_bitmap_and_leave_it_per_its_mode() {
             ),
             Step::Wait("b1", "pending"),
             req("query-block-jobs", json!({})),
-            req("block-dirty-bitmap-remove", json!({"node": "src", "name": "bm0"})),
-            req("block-dirty-bitmap-clear", json!({"node": "src", "name": "bm0"})),
-            req("block-dirty-bitmap-disable", json!({"node": "src", "name": "bm0"})),
-            req("block-dirty-bitmap-enable", json!({"node": "src", "name": "bm0"})),
-            req("blockdev-backup", json!({"job-id": "b2", "device": "src", "target": "tgt", "sync": "incremental", "bitmap": "bm0"})),
+            req(
+                "block-dirty-bitmap-remove",
+                json!({"node": "src", "name": "bm0"}),
+            ),
+            req(
+                "block-dirty-bitmap-clear",
+                json!({"node": "src", "name": "bm0"}),
+            ),
+            req(
+                "block-dirty-bitmap-disable",
+                json!({"node": "src", "name": "bm0"}),
+            ),
+            req(
+                "block-dirty-bitmap-enable",
+                json!({"node": "src", "name": "bm0"}),
+            ),
+            req(
+                "blockdev-backup",
+                json!({"job-id": "b2", "device": "src", "target": "tgt", "sync": "incremental", "bitmap": "bm0"}),
+            ),
             Step::Write("src", 262144, 4096),
             req("job-finalize", json!({"id": "b1"})),
             // on-success and it succeeded: only the write made meanwhile is left.
@@ -432,19 +512,11 @@ fn backups_by_bitmap_hold_the_bitmap_and_leave_it_per_its_mode() {
             Step::Wait("b3", "null"),
             bitmaps(),
             // never: the bitmap stays as it was, with the writes since.
-            req(
-                "blockdev-backup",
-                json!({"job-id": "b4", "device": "src", "target": "tgt", "sync": "bitmap",
-                       "bitmap": "bm0", "bitmap-mode": "never"}),
-            ),
+            by_bitmap("b4", "never"),
             Step::Wait("b4", "null"),
             bitmaps(),
             // always, successful: cleared.
-            req(
-                "blockdev-backup",
-                json!({"job-id": "b5", "device": "src", "target": "tgt", "sync": "bitmap",
-                       "bitmap": "bm0", "bitmap-mode": "always"}),
-            ),
+            by_bitmap("b5", "always"),
             Step::Wait("b5", "null"),
             bitmaps(),
         ],

@@ -96,7 +96,13 @@ impl Qmp {
             greeting: String::new(),
             name: path.display().to_string(),
         };
-        q.greeting = q.line().expect("greeting");
+        // The greeting (anything a daemon wrote before it is not QMP).
+        q.greeting = loop {
+            let l = q.line().expect("greeting");
+            if l.starts_with("{\"QMP\"") {
+                break l;
+            }
+        };
         let (reply, _) = q.send(r#"{"execute": "qmp_capabilities"}"#);
         assert_eq!(reply, r#"{"return": {}}"#);
         q

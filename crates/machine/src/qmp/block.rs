@@ -355,6 +355,21 @@ struct JobArgs<'a> {
     filter_node_name: Option<&'a str>,
 }
 
+/// The [`JobArgs`] of a job command's arguments `a` (each command's own type, the same
+/// member names), with the filter node's name.
+macro_rules! job_args {
+    ($a:expr, $filter:expr) => {
+        JobArgs {
+            id: $a.job_id.as_deref(),
+            device: &$a.device,
+            speed: $a.speed,
+            auto_finalize: $a.auto_finalize,
+            auto_dismiss: $a.auto_dismiss,
+            filter_node_name: $filter,
+        }
+    };
+}
+
 fn job_options(a: JobArgs) -> R<JobOptions> {
     let mut o = JobOptions::new(a.id.unwrap_or(a.device));
     o.speed = speed(a.speed)?;
@@ -436,14 +451,7 @@ pub fn block_stream(m: &mut Machine, a: api::BlockStream, _: &mut Cx) -> R<Empty
         }
         (None, None) => None,
     };
-    let opts = job_options(JobArgs {
-        id: a.job_id.as_deref(),
-        device: &a.device,
-        speed: a.speed,
-        auto_finalize: a.auto_finalize,
-        auto_dismiss: a.auto_dismiss,
-        filter_node_name: a.filter_node_name.as_deref(),
-    })?;
+    let opts = job_options(job_args!(a, a.filter_node_name.as_deref()))?;
     let block::BlockState { graph, jobs, .. } = &mut m.block;
     let r = jobs.start_stream(graph, &opts, &node, base.as_deref());
     // A job that failed after it was created still announces itself.
@@ -469,14 +477,7 @@ pub fn block_commit(m: &mut Machine, a: api::BlockCommit, _: &mut Cx) -> R<Empty
     };
     let top = by_file(m, &a.top, "top")?;
     let base = by_file(m, &a.base, "base")?;
-    let opts = job_options(JobArgs {
-        id: a.job_id.as_deref(),
-        device: &a.device,
-        speed: a.speed,
-        auto_finalize: a.auto_finalize,
-        auto_dismiss: a.auto_dismiss,
-        filter_node_name: a.filter_node_name.as_deref(),
-    })?;
+    let opts = job_options(job_args!(a, a.filter_node_name.as_deref()))?;
     let block::BlockState { graph, jobs, .. } = &mut m.block;
     let r = jobs.start_commit(graph, &opts, &node, top.as_deref(), base.as_deref());
     block::pump(m);
@@ -555,14 +556,7 @@ pub fn drive_mirror(m: &mut Machine, a: api::DriveMirrorCommand, _: &mut Cx) -> 
     let a = a.0;
     let source = block::resolve_node(m, &a.device)?;
     let sync = sync_mode(&a.sync)?;
-    let opts = job_options(JobArgs {
-        id: a.job_id.as_deref(),
-        device: &a.device,
-        speed: a.speed,
-        auto_finalize: a.auto_finalize,
-        auto_dismiss: a.auto_dismiss,
-        filter_node_name: None,
-    })?;
+    let opts = job_options(job_args!(a, None))?;
     let (target, created) = open_target(
         m,
         &source,
@@ -586,14 +580,7 @@ pub fn blockdev_mirror(m: &mut Machine, a: api::BlockdevMirror, _: &mut Cx) -> R
     block::catch_up(m);
     let source = block::resolve_node(m, &a.device)?;
     let sync = sync_mode(&a.sync)?;
-    let opts = job_options(JobArgs {
-        id: a.job_id.as_deref(),
-        device: &a.device,
-        speed: a.speed,
-        auto_finalize: a.auto_finalize,
-        auto_dismiss: a.auto_dismiss,
-        filter_node_name: a.filter_node_name.as_deref(),
-    })?;
+    let opts = job_options(job_args!(a, a.filter_node_name.as_deref()))?;
     let block::BlockState { graph, jobs, .. } = &mut m.block;
     let r = jobs.start_mirror(graph, &opts, &source, &a.target, sync);
     block::pump(m);
@@ -626,14 +613,7 @@ struct BackupUndo {
 fn drive_backup_start(m: &mut Machine, a: &api::DriveBackup) -> R<BackupUndo> {
     let source = block::resolve_node(m, &a.device)?;
     let (sync, bitmap) = backup_sync(&a.sync, a.bitmap.as_deref(), a.bitmap_mode.as_ref())?;
-    let opts = job_options(JobArgs {
-        id: a.job_id.as_deref(),
-        device: &a.device,
-        speed: a.speed,
-        auto_finalize: a.auto_finalize,
-        auto_dismiss: a.auto_dismiss,
-        filter_node_name: a.filter_node_name.as_deref(),
-    })?;
+    let opts = job_options(job_args!(a, a.filter_node_name.as_deref()))?;
     let (target, created) = open_target(
         m,
         &source,
@@ -657,14 +637,7 @@ fn drive_backup_start(m: &mut Machine, a: &api::DriveBackup) -> R<BackupUndo> {
 fn blockdev_backup_start(m: &mut Machine, a: &api::BlockdevBackup) -> R<BackupUndo> {
     let source = block::resolve_node(m, &a.device)?;
     let (sync, bitmap) = backup_sync(&a.sync, a.bitmap.as_deref(), a.bitmap_mode.as_ref())?;
-    let opts = job_options(JobArgs {
-        id: a.job_id.as_deref(),
-        device: &a.device,
-        speed: a.speed,
-        auto_finalize: a.auto_finalize,
-        auto_dismiss: a.auto_dismiss,
-        filter_node_name: a.filter_node_name.as_deref(),
-    })?;
+    let opts = job_options(job_args!(a, a.filter_node_name.as_deref()))?;
     let block::BlockState { graph, jobs, .. } = &mut m.block;
     jobs.start_backup(graph, &opts, &source, &a.target, sync, &bitmap)
         .map_err(qerr)?;
