@@ -129,7 +129,7 @@ fn on_a_terminal_completion_events_and_help() {
         s.lines().any(|l| {
             let mut w: Vec<&str> = l.split_whitespace().collect();
             w.sort();
-            w == ["full", "incremental", "none", "top"]
+            w == ["bitmap", "full", "incremental", "none", "top"]
         })
     });
     // A union's members once its discriminator is typed.
@@ -165,7 +165,7 @@ fn on_a_terminal_completion_events_and_help() {
     let s = t.wait("help", |s| {
         s.contains("blockdev-backup job-id?: str, device: str")
     });
-    assert!(s.contains("sync: top|full|none|incremental"), "{s}");
+    assert!(s.contains("sync: top|full|none|incremental|bitmap"), "{s}");
     t.keys(&["C-d"]);
     // History is kept per server.
     let hist = state.join("qmpkit/history");
