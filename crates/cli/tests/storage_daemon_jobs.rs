@@ -220,6 +220,15 @@ fn req(cmd: &str, args: Value) -> Step {
     Step::Req(json!({"execute": cmd, "arguments": args}))
 }
 
+/// A job `id` from node `src` to node `tgt`, with `more` arguments.
+fn job_on_src(cmd: &str, id: &str, more: Value) -> Step {
+    let mut args = json!({"job-id": id, "device": "src", "target": "tgt"});
+    if let (Some(a), Value::Object(m)) = (args.as_object_mut(), more) {
+        a.extend(m);
+    }
+    req(cmd, args)
+}
+
 /// One scenario at a time: the daemons' timing is what the comparisons wait on.
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
@@ -427,46 +436,40 @@ fn backups_by_bitmap_hold_the_bitmap_and_leave_it_per_its_mode() {
             Step::Write("src", 0, 131072),
             Step::Write("src", 524288, 1000),
             // QEMU's checks, in its order.
-            req(
+            job_on_src("blockdev-backup", "b0", json!({"sync": "incremental"})),
+            job_on_src("blockdev-backup", "b0", json!({"sync": "bitmap"})),
+            job_on_src(
                 "blockdev-backup",
-                json!({"job-id": "b0", "device": "src", "target": "tgt", "sync": "incremental"}),
+                "b0",
+                json!({"sync": "full", "bitmap": "nob"}),
             ),
-            req(
+            job_on_src(
                 "blockdev-backup",
-                json!({"job-id": "b0", "device": "src", "target": "tgt", "sync": "bitmap"}),
+                "b0",
+                json!({"sync": "incremental", "bitmap": "bm0", "bitmap-mode": "never"}),
             ),
-            req(
+            job_on_src(
                 "blockdev-backup",
-                json!({"job-id": "b0", "device": "src", "target": "tgt", "sync": "full", "bitmap": "nob"}),
+                "b0",
+                json!({"sync": "bitmap", "bitmap": "bm0"}),
             ),
-            req(
+            job_on_src(
                 "blockdev-backup",
-                json!({"job-id": "b0", "device": "src", "target": "tgt", "sync": "incremental", "bitmap": "bm0", "bitmap-mode": "never"}),
+                "b0",
+                json!({"sync": "top", "bitmap": "bm0", "bitmap-mode": "never"}),
             ),
-            req(
+            job_on_src(
                 "blockdev-backup",
-                json!({"job-id": "b0", "device": "src", "target": "tgt", "sync": "bitmap", "bitmap": "bm0"}),
+                "b0",
+                json!({"sync": "full", "bitmap": "bm0", "bitmap-mode": "never"}),
             ),
-            req(
+            job_on_src(
                 "blockdev-backup",
-                json!({"job-id": "b0", "device": "src", "target": "tgt", "sync": "top", "bitmap": "bm0", "bitmap-mode": "never"}),
+                "b0",
+                json!({"sync": "full", "bitmap-mode": "never"}),
             ),
-            req(
-                "blockdev-backup",
-                json!({"job-id": "b0", "device": "src", "target": "tgt", "sync": "full", "bitmap": "bm0", "bitmap-mode": "never"}),
-            ),
-            req(
-                "blockdev-backup",
-                json!({"job-id": "b0", "device": "src", "target": "tgt", "sync": "full", "bitmap-mode": "never"}),
-            ),
-            req(
-                "blockdev-mirror",
-                json!({"job-id": "m0", "device": "src", "target": "tgt", "sync": "incremental"}),
-            ),
-            req(
-                "blockdev-mirror",
-                json!({"job-id": "m0", "device": "src", "target": "tgt", "sync": "bitmap"}),
-            ),
+            job_on_src("blockdev-mirror", "m0", json!({"sync": "incremental"})),
+            job_on_src("blockdev-mirror", "m0", json!({"sync": "bitmap"})),
             // Incremental, held at pending: the bitmap is busy, a successor records writes.
             req(
                 "blockdev-backup",
