@@ -1327,13 +1327,7 @@ pub fn read_credentials(dir: &str, name: &str) -> Result<Vec<u8>, String> {
 }
 
 /// The text of an OS error the way C's `strerror` prints it.
-pub fn strerror(e: &std::io::Error) -> String {
-    let s = e.to_string();
-    match s.rfind(" (os error ") {
-        Some(i) => s[..i].to_string(),
-        None => s,
-    }
-}
+pub use qmpkit_schema::source::strerror;
 
 /// The files an x509 credentials object needs in `dir` (`server`: for a server endpoint):
 /// those QEMU refuses to create the object without.

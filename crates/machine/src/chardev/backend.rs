@@ -687,13 +687,7 @@ impl Backend {
 
 /// An OS error's text without Rust's "(os error N)" suffix: what
 /// `strerror` says, as QEMU quotes it.
-pub fn os_text(e: &std::io::Error) -> String {
-    let s = e.to_string();
-    match s.rfind(" (os error ") {
-        Some(i) => s[..i].to_string(),
-        None => s,
-    }
-}
+pub use crate::devices::strerror as os_text;
 
 /// The file a file back end reads from (`in`), QEMU's error on failure.
 pub fn open_input(p: &str) -> Result<File, String> {

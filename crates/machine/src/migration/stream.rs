@@ -41,6 +41,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::devices::strerror;
 use crate::fdsets::HostFile;
 use crate::memory::PAGE;
 
@@ -232,10 +233,6 @@ impl Drop for Sender {
         }
         self.tx = None;
     }
-}
-
-fn strerror(e: &io::Error) -> String {
-    crate::memory::strerror(e)
 }
 
 fn connect(target: Target, breaker: &Mutex<Option<Breaker>>) -> Result<Conn, String> {
