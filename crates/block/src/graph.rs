@@ -1107,6 +1107,10 @@ impl BlockGraph {
                 }
                 (p.intersect(PermSet::of(&[ConsistentRead])), shared)
             }
+            // raw passes its parents' needs and sharing through as they are (measured on
+            // QEMU 10.0: a mirror target's writer sharing only unchanged writes makes the
+            // raw node share only those with its file).
+            (Driver::Raw, ChildRole::File) => (p, s),
             (_, ChildRole::File | ChildRole::Target) => filtered,
         }
     }

@@ -238,6 +238,30 @@ impl CreateOptions {
     }
 }
 
+/// The checks of the options themselves, which come before the image is opened: a qcow2
+/// image's cluster size, size and refcount width.
+pub fn check_create_options(opts: &CreateOptions) -> Result<()> {
+    if opts.format != ImageFormat::Qcow2 {
+        return Ok(());
+    }
+    let cluster = opts.cluster_size.unwrap_or(65536);
+    if !cluster.is_power_of_two() || !(512..=2 * 1024 * 1024).contains(&cluster) {
+        return Err(Error::generic(
+            "Cluster size must be a power of two between 512 and 2048k",
+        ));
+    }
+    if opts.size % 512 != 0 {
+        return Err(Error::generic("Image size must be a multiple of 512 bytes"));
+    }
+    let refcount = opts.refcount_bits.unwrap_or(16);
+    if !refcount.is_power_of_two() || refcount > 64 {
+        return Err(Error::generic(
+            "Refcount width must be a power of two and may not exceed 64 bits",
+        ));
+    }
+    Ok(())
+}
+
 /// Creates (or overwrites) an image file.
 pub fn create(path: &Path, opts: &CreateOptions) -> Result<()> {
     match opts.format {
@@ -252,21 +276,9 @@ pub fn create(path: &Path, opts: &CreateOptions) -> Result<()> {
             Ok(())
         }
         ImageFormat::Qcow2 => {
+            check_create_options(opts)?;
             let cluster = opts.cluster_size.unwrap_or(65536);
-            if !cluster.is_power_of_two() || !(512..=2 * 1024 * 1024).contains(&cluster) {
-                return Err(Error::generic(
-                    "Cluster size must be a power of two between 512 and 2048k",
-                ));
-            }
-            if opts.size % 512 != 0 {
-                return Err(Error::generic("Image size must be a multiple of 512 bytes"));
-            }
             let refcount = opts.refcount_bits.unwrap_or(16);
-            if !refcount.is_power_of_two() || refcount > 64 {
-                return Err(Error::generic(
-                    "Refcount width must be a power of two and may not exceed 64 bits",
-                ));
-            }
             let f = std::fs::OpenOptions::new()
                 .create(true)
                 .read(true)

@@ -6,7 +6,7 @@
 
 use std::path::PathBuf;
 
-use crate::graph::{BlockGraph, ChildRole, Driver, PermSet, UserId, UserKind};
+use crate::graph::{BlockGraph, ChildRole, Driver, Perm, PermSet, UserId, UserKind};
 use crate::image::{self, CreateOptions, Image, ImageFormat};
 use crate::qcow2;
 use crate::{Error, ErrorClass, Result};
@@ -284,6 +284,9 @@ enum Work {
     Create {
         path: PathBuf,
         options: CreateOptions,
+        /// The node whose file the job writes (an image format over a node), opened by an
+        /// unnamed block device that writes and resizes it when the job runs.
+        node: Option<String>,
     },
 }
 
@@ -570,11 +573,18 @@ impl Jobs {
         }
     }
 
-    /// Undoes a start that failed after its filter went in: the links go, then the filter.
-    fn undo_start(graph: &mut BlockGraph, users: Vec<UserId>, filter: Option<&(String, String)>) {
+    /// Undoes a start that failed after its filter went in: the links and their blockers go,
+    /// then the filter.
+    fn undo_start(
+        graph: &mut BlockGraph,
+        id: &str,
+        users: Vec<UserId>,
+        filter: Option<&(String, String)>,
+    ) {
         for u in users {
             graph.detach_user(u);
         }
+        graph.unblock_all(id);
         if let Some((f, below)) = filter {
             graph.remove_job_filter(f, below);
         }
@@ -693,7 +703,7 @@ impl Jobs {
             Ok(())
         })();
         if let Err(e) = links {
-            Self::undo_start(graph, users, Some(&filter));
+            Self::undo_start(graph, &opts.id, users, Some(&filter));
             restore(graph);
             return Err(self.failed_early(&opts.id, e));
         }
@@ -838,7 +848,7 @@ impl Jobs {
             }
         })();
         if let Err(e) = links {
-            Self::undo_start(graph, users, filter.as_ref());
+            Self::undo_start(graph, &opts.id, users, filter.as_ref());
             let _ = graph.set_read_only(&base, was_read_only);
             return Err(self.failed_early(&opts.id, e));
         }
@@ -1049,7 +1059,7 @@ impl Jobs {
             )
         };
         if let Err(e) = links {
-            Self::undo_start(graph, users, Some(&filter));
+            Self::undo_start(graph, &opts.id, users, Some(&filter));
             return Err(self.failed_early(&opts.id, e));
         }
         if let Some((b, _)) = &bitmap {
@@ -1085,13 +1095,30 @@ impl Jobs {
     /// `blockdev-create` for a file plus raw or qcow2 format: the file is written when the job
     /// runs. Never auto-dismissed, as QEMU's create jobs.
     pub fn start_create(&mut self, id: &str, path: PathBuf, options: CreateOptions) -> Result<()> {
+        self.start_create_on(id, None, path, options)
+    }
+
+    /// `blockdev-create` of an image format over `node` (the file it opened at `path`): the
+    /// options are checked, then the node is opened to write and resize it, when the job runs;
+    /// a failure there ends the job with the error.
+    pub fn start_create_on(
+        &mut self,
+        id: &str,
+        node: Option<String>,
+        path: PathBuf,
+        options: CreateOptions,
+    ) -> Result<()> {
         self.check_new_id(id)?;
         let mut opts = JobOptions::new(id);
         opts.auto_dismiss = false;
         self.push(
             &opts,
             JobKind::Create,
-            Work::Create { path, options },
+            Work::Create {
+                path,
+                options,
+                node,
+            },
             1,
             Vec::new(),
         );
@@ -1164,14 +1191,25 @@ impl Jobs {
                 *sync,
                 bitmap.as_ref().map(|b| b.0.as_str()),
             ),
-            Work::Create { path, options } => image::create(path, options).map_err(|e| {
-                let reason = e
-                    .desc
-                    .split_once(": ")
-                    .map(|(_, r)| r.to_string())
-                    .unwrap_or(e.desc.clone());
-                Error::generic(format!("Could not create '{}': {reason}", path.display()))
-            }),
+            Work::Create {
+                path,
+                options,
+                node,
+            } => image::check_create_options(options)
+                .and_then(|()| match node {
+                    Some(n) => open_to_create(graph, n, &self.jobs[i].id),
+                    None => Ok(()),
+                })
+                .and_then(|()| {
+                    image::create(path, options).map_err(|e| {
+                        let reason = e
+                            .desc
+                            .split_once(": ")
+                            .map(|(_, r)| r.to_string())
+                            .unwrap_or(e.desc.clone());
+                        Error::generic(format!("Could not create '{}': {reason}", path.display()))
+                    })
+                }),
         };
         if let Err(e) = result {
             self.jobs[i].error = Some(e.desc);
@@ -1447,6 +1485,20 @@ impl Jobs {
     pub fn status(&self, id: &str) -> Option<JobStatus> {
         self.jobs.iter().find(|j| j.id == id).map(|j| j.status)
     }
+}
+
+/// A create job writes an image through an unnamed block device on the node, which needs to
+/// write and resize it: a parent of the node that does not share that makes the job fail with
+/// QEMU's conflict words.
+fn open_to_create(graph: &mut BlockGraph, node: &str, job_id: &str) -> Result<()> {
+    let user = graph.attach_user(
+        node,
+        UserKind::Export(job_id.to_string()),
+        PermSet::of(&[Perm::Write, Perm::Resize]),
+        PermSet::ALL,
+    )?;
+    graph.detach_user(user);
+    Ok(())
 }
 
 fn lock_err() -> Error {

@@ -4,7 +4,6 @@
 
 use std::path::PathBuf;
 
-use qmpkit_block::graph::{Perm, PermSet, UserKind};
 use qmpkit_block::image::{CreateOptions, ImageFormat};
 use qmpkit_qapi::Empty;
 use qmpkit_wire::{ErrorClass, QmpError};
@@ -103,8 +102,9 @@ const CREATE_DRIVERS: &[&str] = &[
 /// writes the file that node opened).
 pub fn blockdev_create(m: &mut Machine, a: api::BlockdevCreate, _: &mut Cx) -> R<Empty> {
     block::catch_up(m);
-    let (path, co) = match &a.options {
+    let (node, path, co) = match &a.options {
         api::BlockdevCreateOptions::File(f) => (
+            None,
             PathBuf::from(&f.filename),
             CreateOptions::new(ImageFormat::Raw, f.size),
         ),
@@ -115,7 +115,6 @@ pub fn blockdev_create(m: &mut Machine, a: api::BlockdevCreate, _: &mut Cx) -> R
                 ));
             };
             let node = block::resolve_node(m, file)?;
-            check_create_perms(m, &node, &a.job_id)?;
             let path = PathBuf::from(m.block.graph.filename(&node).map_err(qerr)?);
             let mut co = CreateOptions::new(ImageFormat::Qcow2, q.size);
             co.cluster_size = q.cluster_size;
@@ -125,7 +124,7 @@ pub fn blockdev_create(m: &mut Machine, a: api::BlockdevCreate, _: &mut Cx) -> R
                 .backing_fmt
                 .as_ref()
                 .and_then(|f| ImageFormat::from_name(qmpkit_qapi::Enum::as_str(f)));
-            (path, co)
+            (Some(node), path, co)
         }
         other if CREATE_DRIVERS.contains(&other.tag()) => {
             return Err(not_implemented(&format!(
@@ -137,28 +136,10 @@ pub fn blockdev_create(m: &mut Machine, a: api::BlockdevCreate, _: &mut Cx) -> R
     };
     m.block
         .jobs
-        .start_create(&a.job_id, path, co)
+        .start_create_on(&a.job_id, node, path, co)
         .map_err(qerr)?;
     block::pump(m);
     Ok(Empty)
-}
-
-/// QEMU's create job writes the image through an unnamed block device on the node, which
-/// needs to write and resize it: a parent of the node that does not share that refuses it, in
-/// QEMU's words (QEMU's job aborts with them once it runs; the machine refuses the command).
-fn check_create_perms(m: &mut Machine, node: &str, job_id: &str) -> R<()> {
-    let user = m
-        .block
-        .graph
-        .attach_user(
-            node,
-            UserKind::Export(job_id.to_string()),
-            PermSet::of(&[Perm::Write, Perm::Resize]),
-            PermSet::ALL,
-        )
-        .map_err(qerr)?;
-    m.block.graph.detach_user(user);
-    Ok(())
 }
 
 /// `block-job-change`: a mirror's copy mode, from `background` to `write-blocking`.
