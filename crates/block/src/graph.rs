@@ -1442,8 +1442,9 @@ impl BlockGraph {
 
     /// `blockdev-snapshot-sync` (mode absolute-paths, format qcow2): creates a qcow2 overlay
     /// file whose backing file is the node's, opens it as a node above the node and moves the
-    /// node's users onto it. Returns the overlay's node name. As in QEMU, an overlay nobody
-    /// uses does not stay in the graph (only its file remains).
+    /// node's users onto it. Returns the overlay's node name (a generated one when none is
+    /// given). As in QEMU, an overlay nobody uses does not stay in the graph (only its file
+    /// remains).
     pub fn snapshot_sync(
         &mut self,
         node: &str,
@@ -1451,8 +1452,7 @@ impl BlockGraph {
         overlay_name: Option<&str>,
     ) -> Result<Option<String>> {
         self.require_node(node)?;
-        let name = overlay_name.ok_or_else(|| Error::generic("New overlay node-name missing"))?;
-        if self.nodes.contains_key(name) {
+        if overlay_name.is_some_and(|n| self.nodes.contains_key(n)) {
             return Err(Error::generic("New overlay node-name already in use"));
         }
         self.check_blocked(node)?;
@@ -1477,19 +1477,21 @@ impl BlockGraph {
             Driver::Qcow2,
             BlockdevRef::Inline(Box::new(BlockdevOptions::file(overlay_file))),
         )
-        .named(name)
         .backing(Some(BlockdevRef::Node(node.to_string())));
-        self.add(&opts)?;
-        if let Some(o) = self.nodes.get_mut(name) {
+        let name = match overlay_name {
+            Some(n) => self.add(&opts.named(n))?,
+            None => self.add_implicit(&opts)?,
+        };
+        if let Some(o) = self.nodes.get_mut(&name) {
             o.monitor_owned = false;
         }
-        if let Err(e) = self.move_users(node, name) {
-            self.remove_unreferenced(name);
+        if let Err(e) = self.move_users(node, &name) {
+            self.remove_unreferenced(&name);
             return Err(e);
         }
         // The old image is a backing file now: read-only, as QEMU reopens it.
         self.set_read_only(node, true)?;
-        Ok(Some(name.to_string()))
+        Ok(Some(name))
     }
 
     /// Whether a node has any parent node (is not a root).

@@ -116,6 +116,8 @@ pub fn map_options(o: &api::BlockdevOptions) -> R<Opts> {
             x.backing = match q.backing.as_deref() {
                 None => None,
                 Some(api::BlockdevRefOrNull::Null(_)) => Some(None),
+                // QEMU's deprecated spelling of null.
+                Some(api::BlockdevRefOrNull::Reference(n)) if n.is_empty() => Some(None),
                 Some(api::BlockdevRefOrNull::Reference(n)) => Some(Some(Ref::Node(n.clone()))),
                 Some(api::BlockdevRefOrNull::Definition(d)) => {
                     Some(Some(Ref::Inline(Box::new(map_options(d)?))))
@@ -251,6 +253,11 @@ fn snapshot_sync(m: &mut Machine, a: &api::BlockdevSnapshotSync) -> R<SnapshotUn
             "blockdev-snapshot-sync with mode 'existing'",
         ));
     }
+    // A node named by its node name needs its overlay named too; a drive's gets a
+    // generated name.
+    if a.node_name.is_some() && a.snapshot_node_name.is_none() {
+        return Err(generic("New overlay node-name missing"));
+    }
     let path = PathBuf::from(&a.snapshot_file);
     let existed = path.exists();
     let was_read_only = m.block.graph.is_read_only(&node).map_err(qerr)?;
@@ -280,8 +287,13 @@ pub fn blockdev_snapshot_sync(
 }
 
 fn snapshot(m: &mut Machine, a: &api::BlockdevSnapshot) -> R<SnapshotUndo> {
+    // The node may be named by its drive.
+    let node = block::resolve_node(m, &a.node)?;
+    let a = &api::BlockdevSnapshot {
+        node,
+        overlay: a.overlay.clone(),
+    };
     let g = &m.block.graph;
-    g.require(&a.node).map_err(qerr)?;
     g.require(&a.overlay).map_err(qerr)?;
     if g.child(&a.overlay, qmpkit_block::graph::ChildRole::Backing)
         .is_some()
