@@ -1445,7 +1445,23 @@ impl BlockGraph {
     /// node's users onto it. Returns the overlay's node name (a generated one when none is
     /// given). As in QEMU, an overlay nobody uses does not stay in the graph (only its file
     /// remains).
+    /// A node named by its node name needs its overlay named (`None`: QEMU's error).
     pub fn snapshot_sync(
+        &mut self,
+        node: &str,
+        overlay_file: &Path,
+        overlay_name: Option<&str>,
+    ) -> Result<Option<String>> {
+        self.require_node(node)?;
+        if overlay_name.is_none() {
+            return Err(Error::generic("New overlay node-name missing"));
+        }
+        self.snapshot_sync_as(node, overlay_file, overlay_name)
+    }
+
+    /// [`BlockGraph::snapshot_sync`] for a drive's node: without a name, the overlay gets a
+    /// generated one.
+    pub fn snapshot_sync_as(
         &mut self,
         node: &str,
         overlay_file: &Path,

@@ -264,7 +264,7 @@ fn snapshot_sync(m: &mut Machine, a: &api::BlockdevSnapshotSync) -> R<SnapshotUn
     let overlay = m
         .block
         .graph
-        .snapshot_sync(&node, &path, a.snapshot_node_name.as_deref())
+        .snapshot_sync_as(&node, &path, a.snapshot_node_name.as_deref())
         .map_err(qerr)?;
     block::sync_media(m);
     Ok(SnapshotUndo {
