@@ -1442,10 +1442,8 @@ impl BlockGraph {
 
     /// `blockdev-snapshot-sync` (mode absolute-paths, format qcow2): creates a qcow2 overlay
     /// file whose backing file is the node's, opens it as a node above the node and moves the
-    /// node's users onto it. Returns the overlay's node name (a generated one when none is
-    /// given). As in QEMU, an overlay nobody uses does not stay in the graph (only its file
-    /// remains).
-    /// A node named by its node name needs its overlay named (`None`: QEMU's error).
+    /// node's users onto it. Returns the overlay's node name. As in QEMU, an overlay nobody
+    /// uses does not stay in the graph (only its file remains).
     pub fn snapshot_sync(
         &mut self,
         node: &str,
@@ -1453,20 +1451,22 @@ impl BlockGraph {
         overlay_name: Option<&str>,
     ) -> Result<Option<String>> {
         self.require_node(node)?;
-        if overlay_name.is_none() {
-            return Err(Error::generic("New overlay node-name missing"));
-        }
-        self.snapshot_sync_as(node, overlay_file, overlay_name)
+        let name = overlay_name.ok_or_else(|| Error::generic("New overlay node-name missing"))?;
+        self.snapshot_overlay(node, (overlay_file, Some(name)))
     }
 
-    /// [`BlockGraph::snapshot_sync`] for a drive's node: without a name, the overlay gets a
-    /// generated one.
-    pub fn snapshot_sync_as(
+    /// [`BlockGraph::snapshot_sync`] of a drive's node without an overlay name: the overlay
+    /// gets a generated one, as QEMU names it.
+    pub fn snapshot_sync_unnamed(&mut self, node: &str, file: &Path) -> Result<Option<String>> {
+        self.snapshot_overlay(node, (file, None))
+    }
+
+    fn snapshot_overlay(
         &mut self,
         node: &str,
-        overlay_file: &Path,
-        overlay_name: Option<&str>,
+        overlay: (&Path, Option<&str>),
     ) -> Result<Option<String>> {
+        let (overlay_file, overlay_name) = overlay;
         self.require_node(node)?;
         if overlay_name.is_some_and(|n| self.nodes.contains_key(n)) {
             return Err(Error::generic("New overlay node-name already in use"));

@@ -269,34 +269,14 @@ pub fn context(cmd: &str, args: &Value, want: &Value) -> Option<Context> {
             why: "its drive 'scratch'",
             ..Default::default()
         },
-        "block-commit" if s("/device") == "virtio0" => Context {
-            images: vec![
-                qcow2("/tmp/base.qcow2", G),
-                overlay("/tmp/snap1.qcow2", "/tmp/base.qcow2", G),
-                overlay("/tmp/active.qcow2", "/tmp/snap1.qcow2", G),
-            ],
-            drop_drives: vec!["virtio0"],
-            options: vec![(
-                "drive",
-                "file=/tmp/active.qcow2,if=virtio,id=virtio0".into(),
-            )],
-            why: "its drive 'virtio0' over /tmp/snap1.qcow2",
-            ..Default::default()
-        },
-        "block-stream" if s("/device") == "virtio0" => Context {
-            images: vec![
-                qcow2("/tmp/master.qcow2", G),
-                overlay("/tmp/snap1.qcow2", "/tmp/master.qcow2", G),
-                overlay("/tmp/active.qcow2", "/tmp/snap1.qcow2", G),
-            ],
-            drop_drives: vec!["virtio0"],
-            options: vec![(
-                "drive",
-                "file=/tmp/active.qcow2,if=virtio,id=virtio0".into(),
-            )],
-            why: "its drive 'virtio0' over /tmp/master.qcow2",
-            ..Default::default()
-        },
+        "block-commit" if s("/device") == "virtio0" => virtio0_chain(
+            "/tmp/base.qcow2",
+            "its drive 'virtio0' over /tmp/snap1.qcow2",
+        ),
+        "block-stream" if s("/device") == "virtio0" => virtio0_chain(
+            "/tmp/master.qcow2",
+            "its drive 'virtio0' over /tmp/master.qcow2",
+        ),
         "drive-backup" if s("/device") == "drive0" => Context {
             images: vec![qcow2("drive0.qcow2", G)],
             options: vec![drive("drive0", "drive0.qcow2", "")],
@@ -556,6 +536,24 @@ pub fn context(cmd: &str, args: &Value, want: &Value) -> Option<Context> {
         _ => return None,
     };
     Some(c)
+}
+
+/// The drive `virtio0` on an overlay of `/tmp/snap1.qcow2`, itself an overlay of `base`.
+fn virtio0_chain(base: &'static str, why: &'static str) -> Context {
+    Context {
+        images: vec![
+            qcow2(base, G),
+            overlay("/tmp/snap1.qcow2", base, G),
+            overlay("/tmp/active.qcow2", "/tmp/snap1.qcow2", G),
+        ],
+        drop_drives: vec!["virtio0"],
+        options: vec![(
+            "drive",
+            "file=/tmp/active.qcow2,if=virtio,id=virtio0".into(),
+        )],
+        why,
+        ..Default::default()
+    }
 }
 
 /// Migrating to a process that reads the stream, with the capabilities `caps` on, at a

@@ -261,11 +261,12 @@ fn snapshot_sync(m: &mut Machine, a: &api::BlockdevSnapshotSync) -> R<SnapshotUn
     let path = PathBuf::from(&a.snapshot_file);
     let existed = path.exists();
     let was_read_only = m.block.graph.is_read_only(&node).map_err(qerr)?;
-    let overlay = m
-        .block
-        .graph
-        .snapshot_sync_as(&node, &path, a.snapshot_node_name.as_deref())
-        .map_err(qerr)?;
+    let g = &mut m.block.graph;
+    let overlay = match a.snapshot_node_name.as_deref() {
+        Some(name) => g.snapshot_sync(&node, &path, Some(name)),
+        None => g.snapshot_sync_unnamed(&node, &path),
+    }
+    .map_err(qerr)?;
     block::sync_media(m);
     Ok(SnapshotUndo {
         node,
