@@ -39,6 +39,9 @@ static NEXT: AtomicUsize = AtomicUsize::new(0);
 static ACTIVE: AtomicBool = AtomicBool::new(false);
 /// The region came from [`enable_prefaulted`].
 static PREFAULTED: AtomicBool = AtomicBool::new(false);
+/// The region had no room for a new chunk: blocks that do not fit a thread's chunk go
+/// straight to the system's allocator.
+static FULL: AtomicBool = AtomicBool::new(false);
 
 /// What a thread takes from the region at a time (more when a block needs more).
 const CHUNK: usize = 128 << 10;
@@ -194,10 +197,19 @@ fn bump(layout: Layout) -> Option<*mut u8> {
                 return Some(p as *mut u8);
             }
             // A new chunk, large enough for the block.
+            if FULL.load(Ordering::Relaxed) {
+                return None;
+            }
             let need = layout.size().checked_add(align)?;
             let (start, len) = match carve(need.max(CHUNK)) {
                 Some(start) => (start, need.max(CHUNK)),
-                None => (carve(need)?, need),
+                None => match carve(need) {
+                    Some(start) => (start, need),
+                    None => {
+                        FULL.store(true, Ordering::Relaxed);
+                        return None;
+                    }
+                },
             };
             // Within the chunk: `p - start <= align`.
             let p = (start + align) & !align;

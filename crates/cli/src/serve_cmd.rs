@@ -107,7 +107,7 @@ fn one_line(e: &str) -> String {
 /// Room for the embedded schema's model and a single machine with its
 /// server (what does not fit goes to the system's allocator; what is left
 /// over is given back once they are built).
-const START_ARENA: usize = 768 << 10;
+const START_ARENA: usize = 1152 << 10;
 
 /// A schema to serve: the machine's own, or another.
 enum Loaded {
@@ -171,7 +171,9 @@ fn schema_error_line(e: &qmpkit_schema::QapiError) -> String {
 /// value made up from the return type, with `--synthesize`), and how many
 /// commands of the schema `--strict` left out.
 pub struct Census {
+    /// Sorted by name; empty for [`Census::counts`].
     pub rows: Vec<(String, &'static str)>,
+    pub total: usize,
     pub handled: usize,
     pub builtin: usize,
     pub unimplemented: usize,
@@ -184,17 +186,37 @@ impl Census {
         schema: &qmpkit_schema::Schema,
         enabled: &std::collections::HashSet<String>,
     ) -> Census {
+        let mut c = Census::tally(server, schema, enabled, true);
+        c.rows.sort_unstable();
+        c
+    }
+
+    /// The counts alone, without the rows (what [`Census::summary`] says).
+    pub fn counts(
+        server: &qmpkit_server::Server,
+        schema: &qmpkit_schema::Schema,
+        enabled: &std::collections::HashSet<String>,
+    ) -> Census {
+        Census::tally(server, schema, enabled, false)
+    }
+
+    fn tally(
+        server: &qmpkit_server::Server,
+        schema: &qmpkit_schema::Schema,
+        enabled: &std::collections::HashSet<String>,
+        rows: bool,
+    ) -> Census {
         use qmpkit_server::Served;
-        let implemented = qmpkit_machine::handled();
         let mut c = Census {
             rows: Vec::new(),
+            total: 0,
             handled: 0,
             builtin: 0,
             unimplemented: 0,
             left_out: 0,
         };
         let synthesize = server.options().unhandled == qmpkit_server::Unhandled::Synthesize;
-        for (name, how) in server.commands() {
+        for (name, how) in server.command_kinds() {
             // The glue registers a handler for every command (so that
             // injected failures reach them all): what the machine
             // implements tells them apart.
@@ -203,7 +225,7 @@ impl Census {
                     c.builtin += 1;
                     "builtin"
                 }
-                _ if implemented.binary_search(&name.as_str()).is_ok() => {
+                _ if qmpkit_machine::implements(name) => {
                     c.handled += 1;
                     "handler"
                 }
@@ -216,27 +238,30 @@ impl Census {
                     }
                 }
             };
-            c.rows.push((name, how));
+            c.total += 1;
+            if rows {
+                c.rows.push((name.to_string(), how));
+            }
         }
-        let on = |s: &str| enabled.contains(s);
-        // The rows are sorted by name.
-        let rows = &c.rows;
-        let served = |name: &str| rows.binary_search_by(|(n, _)| n.as_str().cmp(name)).is_ok();
-        c.left_out = schema
-            .iter()
-            .filter(|(_, e)| {
-                matches!(e.kind, qmpkit_schema::model::EntityKind::Command(_))
-                    && e.ifcond.eval(&on)
-                    && !served(&e.name)
-            })
-            .count();
+        // Only `--strict` leaves commands out.
+        if server.options().unhandled == qmpkit_server::Unhandled::NotFound {
+            let on = |s: &str| enabled.contains(s);
+            c.left_out = schema
+                .iter()
+                .filter(|(_, e)| {
+                    matches!(e.kind, qmpkit_schema::model::EntityKind::Command(_))
+                        && e.ifcond.eval(&on)
+                        && !server.serves(&e.name)
+                })
+                .count();
+        }
         c
     }
 
     /// One line for stderr: how many commands are served and how.
     pub fn summary(&self, unhandled: qmpkit_server::Unhandled) -> String {
         use qmpkit_server::Unhandled;
-        let total = self.rows.len();
+        let total = self.total;
         let head = format!(
             "{total} commands: {} implemented by the machine, {} built into the protocol",
             self.handled, self.builtin

@@ -116,7 +116,6 @@ impl MachineHandle {
                 }
             }
         }
-        let implemented = qmpkit_machine::handled();
         for (id, e) in schema.iter() {
             if !matches!(e.kind, EntityKind::Command(_)) {
                 continue;
@@ -125,7 +124,7 @@ impl MachineHandle {
             if SERVER_BUILTINS.contains(&name) {
                 continue;
             }
-            let has = implemented.binary_search(&name).is_ok();
+            let has = qmpkit_machine::implements(name);
             if !has && unhandled == Unhandled::NotFound {
                 continue;
             }

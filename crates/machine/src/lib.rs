@@ -473,12 +473,32 @@ impl Machine {
 
 /// Every command some subsystem implements, sorted (for `--list-handlers`).
 pub fn handled() -> Vec<&'static str> {
-    let mut v: Vec<&'static str> = Vec::new();
-    v.extend_from_slice(qmp::implemented());
-    v.extend(view::REQUESTS.iter().map(|r| r.command));
+    let mut v: Vec<&'static str> = handled_set().iter().copied().collect();
     v.sort_unstable();
-    v.dedup();
     v
+}
+
+/// Whether some subsystem implements `command`.
+pub fn implements(command: &str) -> bool {
+    handled_set().contains(command)
+}
+
+/// The commands of [`handled`], gathered once per process (asked about every command of
+/// the schema while a machine's server is built).
+fn handled_set() -> &'static std::collections::HashSet<&'static str, foldhash::fast::FixedState> {
+    static HANDLED: std::sync::OnceLock<
+        std::collections::HashSet<&'static str, foldhash::fast::FixedState>,
+    > = std::sync::OnceLock::new();
+    HANDLED.get_or_init(|| {
+        let own = qmp::implemented();
+        let mut set = std::collections::HashSet::with_capacity_and_hasher(
+            own.len() + view::REQUESTS.len(),
+            foldhash::fast::FixedState::default(),
+        );
+        set.extend(own.iter().copied());
+        set.extend(view::REQUESTS.iter().map(|r| r.command));
+        set
+    })
 }
 
 /// The error of a command the machine does not implement (or of a case of

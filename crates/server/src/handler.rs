@@ -112,10 +112,14 @@ pub struct Call {
     pub fds: Vec<OwnedFd>,
 }
 
+/// Hash maps keyed by command names: a fast hash (a machine registers some two hundred
+/// handlers at every start, and every request looks its command up).
+pub(crate) type NameMap<V> = HashMap<String, V, foldhash::fast::RandomState>;
+
 /// Handlers by command name.
 #[derive(Clone, Default)]
 pub struct Registry {
-    handlers: HashMap<String, HandlerFn>,
+    handlers: NameMap<HandlerFn>,
 }
 
 impl Registry {
@@ -138,7 +142,6 @@ impl Registry {
     where
         F: Fn(Call) -> HandlerResult + Send + Sync + 'static,
     {
-        let f = Arc::new(f);
         self.handlers.insert(
             name.to_string(),
             Arc::new(move |call| {
@@ -154,6 +157,11 @@ impl Registry {
 
     pub fn contains(&self, name: &str) -> bool {
         self.handlers.contains_key(name)
+    }
+
+    /// Registered command names, in no particular order.
+    pub fn keys(&self) -> impl Iterator<Item = &str> {
+        self.handlers.keys().map(String::as_str)
     }
 
     /// Registered command names, sorted.

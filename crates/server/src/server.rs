@@ -18,7 +18,7 @@ use qmpkit_wire::{
 use serde_json::{Map, Value};
 use tokio::sync::Notify;
 
-use crate::handler::{Call, EventSender, HandlerFn, HandlerFuture, Registry, SessionInfo};
+use crate::handler::{Call, EventSender, HandlerFn, HandlerFuture, NameMap, Registry, SessionInfo};
 use crate::validate::{validate_args_cfg, validate_args_owned, ValidateOptions};
 
 /// How a server presents itself and behaves.
@@ -160,7 +160,7 @@ type ThrottleMap = HashMap<String, Option<Vec<u8>>>;
 pub(crate) struct Inner {
     pub(crate) schema: Arc<Schema>,
     pub(crate) opts: ServerOptions,
-    table: HashMap<String, Arc<Entry>>,
+    table: NameMap<Arc<Entry>>,
     pub(crate) greeting: Vec<u8>,
     version_ret: Arc<[u8]>,
     /// Encoded `query-commands` answer (built on the first request for it), shared with
@@ -361,7 +361,7 @@ impl Server {
                 .unwrap_or_default()
         };
         let enabled = |s: &str| opts.introspection.enabled.contains(s);
-        let mut table: HashMap<String, Arc<Entry>> = HashMap::new();
+        let mut table: NameMap<Arc<Entry>> = NameMap::default();
         // Generated commands in definition order, then `gen: false` ones: QEMU registers them
         // in that order and lists them (query-commands) last registered first.
         let mut generated = Vec::new();
@@ -414,11 +414,14 @@ impl Server {
         }
         // Handlers for commands the schema does not define: served with the arguments as sent.
         let mut extra: Vec<String> = Vec::new();
-        for name in registry.names() {
+        for name in registry.keys() {
+            if table.contains_key(name) {
+                continue;
+            }
             let declared = schema
                 .lookup(name)
                 .is_some_and(|id| matches!(schema.entity(id).kind, EntityKind::Command(_)));
-            if declared || table.contains_key(name) {
+            if declared {
                 continue;
             }
             table.insert(
@@ -436,6 +439,7 @@ impl Server {
             );
             extra.push(name.to_string());
         }
+        extra.sort_unstable();
         // The protocol's own command exists even in a schema that lacks it.
         if !table.contains_key("qmp_capabilities") {
             table.insert(
@@ -558,26 +562,34 @@ impl Server {
     /// Available commands and how each is served, sorted by name.
     pub fn commands(&self) -> Vec<(String, Served)> {
         let mut v: Vec<(String, Served)> = self
-            .inner
-            .table
-            .values()
-            .map(|e| {
-                let how = if e.builtin == Builtin::Capabilities {
-                    Served::Builtin
-                } else if e.handler.is_some() {
-                    Served::Handler
-                } else if e.builtin != Builtin::None {
-                    Served::Builtin
-                } else if self.inner.opts.unhandled == Unhandled::Synthesize {
-                    Served::Synthesized
-                } else {
-                    Served::NotImplemented
-                };
-                (e.name.clone(), how)
-            })
+            .command_kinds()
+            .map(|(name, how)| (name.to_string(), how))
             .collect();
         v.sort();
         v
+    }
+
+    /// Available commands and how each is served, in no particular order.
+    pub fn command_kinds(&self) -> impl Iterator<Item = (&str, Served)> {
+        self.inner.table.values().map(|e| {
+            let how = if e.builtin == Builtin::Capabilities {
+                Served::Builtin
+            } else if e.handler.is_some() {
+                Served::Handler
+            } else if e.builtin != Builtin::None {
+                Served::Builtin
+            } else if self.inner.opts.unhandled == Unhandled::Synthesize {
+                Served::Synthesized
+            } else {
+                Served::NotImplemented
+            };
+            (e.name.as_str(), how)
+        })
+    }
+
+    /// Whether the server offers `command`.
+    pub fn serves(&self, command: &str) -> bool {
+        self.inner.table.contains_key(command)
     }
 
     /// The schema this server serves.

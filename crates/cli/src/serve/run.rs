@@ -596,7 +596,8 @@ async fn serve_async(
     if let (Some(server), None) = (first, &o.emulator) {
         // One line on how the commands are answered, so that nobody takes
         // a made-up or refused answer for the machine's behaviour.
-        let census = crate::serve_cmd::Census::of(&server, &schema, &sopts.introspection.enabled);
+        let census =
+            crate::serve_cmd::Census::counts(&server, &schema, &sopts.introspection.enabled);
         use std::io::Write;
         let _ = writeln!(
             std::io::stderr(),

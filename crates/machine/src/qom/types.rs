@@ -1203,9 +1203,28 @@ pub static TYPES: &[TypeDef] = &[
     t!("chardev-testdev", Some("chardev")),
 ];
 
+/// [`TYPES`] by name, built on first use (a machine asks for types by name thousands of
+/// times while it starts: walking ancestries, finding buses).
+static BY_NAME: std::sync::OnceLock<
+    std::collections::HashMap<&'static str, &'static TypeDef, foldhash::fast::FixedState>,
+> = std::sync::OnceLock::new();
+
 /// Look a type up by name.
 pub fn find(name: &str) -> Option<&'static TypeDef> {
-    TYPES.iter().find(|t| t.name == name)
+    BY_NAME
+        .get_or_init(|| {
+            let mut m = std::collections::HashMap::with_capacity_and_hasher(
+                TYPES.len(),
+                foldhash::fast::FixedState::default(),
+            );
+            // The first definition of a name wins, as a search in order finds it.
+            for t in TYPES {
+                m.entry(t.name).or_insert(t);
+            }
+            m
+        })
+        .get(name)
+        .copied()
 }
 
 /// The type and its ancestors, the type itself first.
@@ -1218,7 +1237,14 @@ pub fn ancestry_in(
     table: &'static [TypeDef],
     name: &str,
 ) -> impl Iterator<Item = &'static TypeDef> {
-    let find = move |n: &str| table.iter().find(|t| t.name == n);
+    let indexed = std::ptr::eq(table, TYPES);
+    let find = move |n: &str| {
+        if indexed {
+            self::find(n)
+        } else {
+            table.iter().find(|t| t.name == n)
+        }
+    };
     let mut cur = find(name);
     std::iter::from_fn(move || {
         let t = cur?;

@@ -633,13 +633,20 @@ impl<'a> Reader<'a> {
 
     #[inline(always)]
     fn u64(&mut self) -> Result<u64, Bad> {
-        // Most numbers are small: one byte.
+        // Most numbers are small: one byte, else two (string and entity indices).
         match self.b.get(self.at) {
             Some(&b) if b & 0x80 == 0 => {
                 self.at += 1;
                 Ok(u64::from(b))
             }
-            _ => self.u64_long(),
+            Some(&b) => match self.b.get(self.at + 1) {
+                Some(&c) if c & 0x80 == 0 => {
+                    self.at += 2;
+                    Ok(u64::from(b & 0x7f) | u64::from(c) << 7)
+                }
+                _ => self.u64_long(),
+            },
+            None => self.u64_long(),
         }
     }
 
