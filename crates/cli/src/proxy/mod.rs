@@ -11,7 +11,8 @@
 //! its end replaced: nothing is decoded or re-encoded. What a client sends in one read goes to
 //! QEMU in one write, and what QEMU sends in one read goes to each client in one write. Anything
 //! else (QEMU's JSON extensions, invalid requests, negotiation, rate-limited listeners, a
-//! recording proxy) goes through the exact decoder.
+//! recording proxy) goes through the exact decoder. Sockets are watched for input only (see
+//! [`sink`]), so the proxy wakes once per message it passes on.
 //!
 //! File descriptors a unix client passes with SCM_RIGHTS wait with the proxy, as QEMU keeps
 //! them for its connection until a command takes them (newer ones replace older ones), and go
@@ -47,14 +48,13 @@ use record::Recorder;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
-use sink::{Sink, WriteHalf};
+use sink::{ReadHalf, Sink, Stream};
 use std::collections::HashMap;
 use std::os::fd::OwnedFd;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader};
 
 const AFTER_HELP: &str = "\
 Listener options (after the address, comma-separated):
@@ -143,7 +143,7 @@ struct Up {
 struct InFlight {
     client: u64,
     /// The client's id, already in QEMU's text form; `None` when it sent none.
-    id: Option<String>,
+    id: Option<IdText>,
     /// Replies the proxy made itself to the same client's later commands, held back so that the
     /// client gets its replies in the order of its commands, as QEMU answers in-band commands.
     then: Vec<Vec<u8>>,
@@ -371,13 +371,16 @@ impl Batch {
     }
 
     fn flush(&mut self, st: &State) {
-        self.out.retain(|(cid, _)| st.clients.contains_key(cid));
-        for (cid, bytes) in &mut self.out {
-            if let Some(c) = st.clients.get(cid) {
-                c.sink.send(bytes);
-            }
-            bytes.clear();
-        }
+        // Gone clients' buffers go.
+        self.out
+            .retain_mut(|(cid, bytes)| match st.clients.get(cid) {
+                Some(c) => {
+                    c.sink.send(bytes);
+                    bytes.clear();
+                    true
+                }
+                None => false,
+            });
     }
 }
 
@@ -550,65 +553,51 @@ impl Hub {
     }
 }
 
-type BoxRead = Box<dyn AsyncRead + Send + Unpin>;
-
-/// A client's read side: a unix socket also brings descriptors (SCM_RIGHTS).
-enum ReadHalf {
-    Unix(tokio::net::unix::OwnedReadHalf),
-    Tcp(tokio::net::tcp::OwnedReadHalf),
+async fn connect(addr: &Address) -> std::io::Result<Stream> {
+    match addr {
+        Address::Unix(p) => Stream::unix(tokio::net::UnixStream::connect(p).await?),
+        Address::Tcp(a) => Stream::tcp(tokio::net::TcpStream::connect(a.as_str()).await?),
+    }
 }
 
-impl ReadHalf {
-    /// One read; descriptors that came with the bytes are appended to `fds`.
-    async fn read(&mut self, buf: &mut [u8], fds: &mut Vec<OwnedFd>) -> std::io::Result<usize> {
-        match self {
-            ReadHalf::Tcp(r) => r.read(buf).await,
-            ReadHalf::Unix(r) => {
-                let s: &tokio::net::UnixStream = r.as_ref();
-                loop {
-                    s.readable().await?;
-                    match qmpkit_server::fdpass::try_read_unix(s, buf, fds) {
-                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
-                        r => return r,
-                    }
-                }
+/// QEMU's side as it is read: a buffer of 64 KiB read into, and the start of a line whose end
+/// has not come yet.
+struct UpReader {
+    r: ReadHalf,
+    buf: Vec<u8>,
+    acc: Vec<u8>,
+}
+
+impl UpReader {
+    /// Read one line (up to and with `\n`); `None` at the end.
+    async fn line(&mut self) -> std::io::Result<Option<Vec<u8>>> {
+        loop {
+            if let Some(i) = self.acc.iter().position(|&b| b == b'\n') {
+                let rest = self.acc.split_off(i + 1);
+                return Ok(Some(std::mem::replace(&mut self.acc, rest)));
             }
+            let n = self.r.read(&mut self.buf, None).await?;
+            if n == 0 {
+                return Ok(None);
+            }
+            self.acc.extend_from_slice(&self.buf[..n]);
         }
     }
 }
 
-async fn connect(addr: &Address) -> std::io::Result<(BoxRead, WriteHalf)> {
-    Ok(match addr {
-        Address::Unix(p) => {
-            let s = tokio::net::UnixStream::connect(p).await?;
-            let (r, w) = s.into_split();
-            (Box::new(r), WriteHalf::Unix(w))
-        }
-        Address::Tcp(a) => {
-            let s = tokio::net::TcpStream::connect(a.as_str()).await?;
-            s.set_nodelay(true)?;
-            let (r, w) = s.into_split();
-            (Box::new(r), WriteHalf::Tcp(w))
-        }
-    })
-}
-
-/// Read one line (up to and with `\n`); `None` at the end.
-async fn read_line<R: AsyncRead + Unpin>(r: &mut BufReader<R>) -> std::io::Result<Option<Vec<u8>>> {
-    let mut buf = Vec::new();
-    let n = r.read_until(b'\n', &mut buf).await?;
-    Ok((n > 0).then_some(buf))
-}
-
 /// Connect and negotiate with QEMU: its reader (past negotiation), writer, greeting, oob.
-async fn open_upstream(
-    addr: &Address,
-) -> Result<(BufReader<BoxRead>, Arc<Sink>, Vec<u8>, bool), String> {
-    let (r, w) = connect(addr).await.map_err(|e| format!("{addr}: {e}"))?;
-    let sink = Sink::new(w);
-    let mut r = BufReader::new(r);
+async fn open_upstream(addr: &Address) -> Result<(UpReader, Arc<Sink>, Vec<u8>, bool), String> {
+    let (r, sink) = connect(addr)
+        .await
+        .and_then(Stream::split)
+        .map_err(|e| format!("{addr}: {e}"))?;
+    let mut r = UpReader {
+        r,
+        buf: vec![0; 64 * 1024],
+        acc: Vec::new(),
+    };
     let res = async {
-        let greeting = tokio::time::timeout(Duration::from_secs(10), read_line(&mut r))
+        let greeting = tokio::time::timeout(Duration::from_secs(10), r.line())
             .await
             .map_err(|_| format!("{addr}: no greeting within 10 s"))?
             .map_err(|e| format!("{addr}: {e}"))?
@@ -627,7 +616,8 @@ async fn open_upstream(
         };
         sink.send(neg);
         loop {
-            let line = read_line(&mut r)
+            let line = r
+                .line()
                 .await
                 .map_err(|e| format!("{addr}: {e}"))?
                 .ok_or_else(|| format!("{addr}: closed during negotiation"))?;
@@ -654,7 +644,7 @@ async fn open_upstream(
 /// Serve QEMU's side for as long as it is connected; the reason it ended.
 async fn run_upstream(
     hub: Arc<Hub>,
-    mut r: BufReader<BoxRead>,
+    r: UpReader,
     sink: Arc<Sink>,
     greeting: Vec<u8>,
     oob: bool,
@@ -668,29 +658,44 @@ async fn run_upstream(
         st.greeting = Arc::from(greeting);
         st.offers_oob = oob;
     }
-    let mut acc: Vec<u8> = Vec::with_capacity(64 * 1024);
+    let UpReader {
+        r,
+        mut buf,
+        mut acc,
+    } = r;
     let mut lines = Vec::new();
     let mut batch = Batch::default();
+    // What negotiation read past its reply comes first.
+    let mut n = 0;
     let reason = loop {
-        if acc.capacity() - acc.len() < 16 * 1024 {
-            acc.reserve(64 * 1024);
-        }
-        match r.read_buf(&mut acc).await {
-            Ok(0) => break "QEMU closed the connection".to_string(),
-            Ok(_) => {}
-            Err(e) => break format!("read failed: {e}"),
-        }
+        // Whole lines are handled where they were read; only the start of a line whose end
+        // has not come yet is kept, and joined with what comes next.
+        let data: &[u8] = if acc.is_empty() {
+            &buf[..n]
+        } else {
+            acc.extend_from_slice(&buf[..n]);
+            &acc
+        };
         lines.clear();
         let mut start = 0;
-        while let Some(i) = acc[start..].iter().position(|&b| b == b'\n') {
+        while let Some(i) = data[start..].iter().position(|&b| b == b'\n') {
             lines.push((start, start + i + 1));
             start += i + 1;
         }
         if !lines.is_empty() {
-            hub.on_upstream_lines(&acc, &lines, &mut batch);
+            hub.on_upstream_lines(data, &lines, &mut batch);
             hub.active();
         }
-        acc.drain(..start);
+        if acc.is_empty() {
+            acc.extend_from_slice(&buf[start..n]);
+        } else {
+            acc.drain(..start);
+        }
+        n = match r.read(&mut buf, None).await {
+            Ok(0) => break "QEMU closed the connection".to_string(),
+            Ok(n) => n,
+            Err(e) => break format!("read failed: {e}"),
+        };
     };
     sink.close();
     reason
@@ -802,14 +807,9 @@ async fn listen(
                         continue;
                     };
                     let uid = s.peer_cred().ok().map(|c| c.uid());
-                    let (r, w) = s.into_split();
-                    tokio::spawn(client(
-                        hub.clone(),
-                        ReadHalf::Unix(r),
-                        WriteHalf::Unix(w),
-                        policy.clone(),
-                        uid,
-                    ));
+                    if let Ok(s) = Stream::unix(s) {
+                        tokio::spawn(client(hub.clone(), s, policy.clone(), uid));
+                    }
                 }
             });
         }
@@ -830,15 +830,9 @@ async fn listen(
                         tokio::time::sleep(Duration::from_millis(10)).await;
                         continue;
                     };
-                    let _ = s.set_nodelay(true);
-                    let (r, w) = s.into_split();
-                    tokio::spawn(client(
-                        hub.clone(),
-                        ReadHalf::Tcp(r),
-                        WriteHalf::Tcp(w),
-                        policy.clone(),
-                        None,
-                    ));
+                    if let Ok(s) = Stream::tcp(s) {
+                        tokio::spawn(client(hub.clone(), s, policy.clone(), None));
+                    }
                 }
             });
         }
@@ -856,13 +850,7 @@ struct ClientState {
 }
 
 /// One client, from its greeting to its hang-up.
-async fn client(
-    hub: Arc<Hub>,
-    mut r: ReadHalf,
-    w: WriteHalf,
-    policy: Arc<Policy>,
-    uid: Option<u32>,
-) {
+async fn client(hub: Arc<Hub>, s: Stream, policy: Arc<Policy>, uid: Option<u32>) {
     if !policy.admits(uid) {
         eprintln!(
             "qmpkit proxy: refused a client with user id {}",
@@ -871,9 +859,11 @@ async fn client(
         );
         return;
     }
+    let Ok((r, sink)) = s.split() else {
+        return;
+    };
     let rules = Rules::new(policy, &hub.uid_rules, uid);
     let cid = hub.next_client.fetch_add(1, Ordering::Relaxed);
-    let sink = Sink::new(w);
     {
         let mut st = lock(&hub.state);
         st.clients.insert(
@@ -908,7 +898,7 @@ async fn client(
     let mut got_fds = Vec::new();
     let mut batch = Batch::default();
     loop {
-        let n = match r.read(&mut buf, &mut got_fds).await {
+        let n = match r.read(&mut buf, Some(&mut got_fds)).await {
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
@@ -1060,7 +1050,9 @@ fn consume(
                 }
             }
         }
-        inp.queue.extend(inp.items.drain(..));
+        if !inp.items.is_empty() {
+            inp.queue.extend(inp.items.drain(..));
+        }
     }
 }
 
@@ -1120,7 +1112,7 @@ impl Forward<'_> {
         hub: &Hub,
         st: &mut State,
         me: &mut ClientState,
-        id: Option<String>,
+        id: Option<IdText>,
         oob: bool,
         takes: bool,
     ) -> u64 {
@@ -1150,8 +1142,41 @@ impl Forward<'_> {
     }
 }
 
+/// A client's id as QEMU echoes it: kept inline when short (as most are), so that forwarding
+/// a command allocates nothing for it.
+#[derive(Clone)]
+enum IdText {
+    Inline(u8, [u8; 30]),
+    Heap(Box<str>),
+}
+
+impl From<&str> for IdText {
+    fn from(s: &str) -> IdText {
+        let mut bytes = [0u8; 30];
+        match bytes.get_mut(..s.len()) {
+            Some(b) => {
+                b.copy_from_slice(s.as_bytes());
+                IdText::Inline(s.len() as u8, bytes)
+            }
+            None => IdText::Heap(s.into()),
+        }
+    }
+}
+
+impl std::ops::Deref for IdText {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        match self {
+            // Copied whole from a str, so a whole UTF-8 text.
+            IdText::Inline(n, b) => std::str::from_utf8(&b[..usize::from(*n)]).unwrap_or(""),
+            IdText::Heap(s) => s,
+        }
+    }
+}
+
 /// QEMU's text of a request's `id` as it echoes it (the raw text when that is the same).
-fn echoed_id(raw: &[u8]) -> Option<String> {
+fn echoed_id(raw: &[u8]) -> Option<IdText> {
     let plain_string = raw.len() >= 2
         && raw[0] == b'"'
         && raw[1..raw.len() - 1]
@@ -1163,14 +1188,14 @@ fn echoed_id(raw: &[u8]) -> Option<String> {
         && digits.iter().all(u8::is_ascii_digit)
         && (digits[0] != b'0' || raw == b"0");
     if plain_string || plain_int {
-        return String::from_utf8(raw.to_vec()).ok();
+        return std::str::from_utf8(raw).ok().map(IdText::from);
     }
     // Read as the member it is (how a value is read can depend on where it stands).
     let member = [&b"{\"id\": "[..], raw, b"}"].concat();
     match qmpkit_wire::json::decode_all(&member).into_iter().next() {
         Some(Ok(Value::Object(mut m))) => m
             .shift_remove("id")
-            .map(|v| to_qemu_string(&qmpkit_wire::qemu_order(v))),
+            .map(|v| IdText::from(to_qemu_string(&qmpkit_wire::qemu_order(v)).as_str())),
         _ => None,
     }
 }
@@ -1383,7 +1408,11 @@ fn handle(
     if let Some(a) = req.arguments {
         m.insert("arguments".into(), Value::Object(a));
     }
-    let tag = out.start(hub, st, me, req.id.as_ref().map(to_qemu_string), oob, takes);
+    let id = req
+        .id
+        .as_ref()
+        .map(|v| IdText::from(to_qemu_string(v).as_str()));
+    let tag = out.start(hub, st, me, id, oob, takes);
     m.insert("id".into(), Value::from(tag));
     qmpkit_wire::write_qemu(&Value::Object(m), out.up);
     out.up.push(b'\n');
@@ -1476,6 +1505,10 @@ mod tests {
         assert_eq!(e("17").as_deref(), Some("17"));
         assert_eq!(e("\"a b\"").as_deref(), Some("\"a b\""));
         assert_eq!(e("1.5e3").as_deref(), Some("1500"));
+        // Longer than kept inline.
+        let long = format!("\"{}\"", "x".repeat(40));
+        assert_eq!(e(&long).as_deref(), Some(long.as_str()));
+        assert_eq!(e("\"\"").as_deref(), Some("\"\""));
         assert_eq!(
             e("{\"b\": 1, \"a\": 2}").as_deref(),
             Some("{\"a\": 2, \"b\": 1}")

@@ -1,4 +1,11 @@
-//! The write side of a socket shared by the tasks that write to it.
+//! The proxy's sockets: a read side registered for readability only, and a write side shared
+//! by the tasks that write to it.
+//!
+//! A socket is registered with the runtime for readability alone: when a peer drains what the
+//! proxy wrote, the kernel signals write space, and a registration for writability would wake
+//! the proxy for it each time (once or twice per round trip through the proxy, each a wake-up
+//! of the process for nothing). Writability is asked for only while bytes wait for room, on a
+//! duplicate of the descriptor registered for that alone and dropped once they are written.
 //!
 //! Bytes are written at once, in the writer's task, when the socket takes them (the common case:
 //! no hand-over to another task, no wake-up); what it does not take is queued, in order, for a
@@ -7,44 +14,111 @@
 //! only) go with the first byte of the bytes they were given with, queued or not.
 
 use std::collections::VecDeque;
-use std::io::ErrorKind;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::io::{ErrorKind, Read, Write};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::{Arc, Mutex, MutexGuard};
+use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 use tokio::sync::Notify;
 
-/// A socket's write half.
-pub enum WriteHalf {
-    Unix(tokio::net::unix::OwnedWriteHalf),
-    Tcp(tokio::net::tcp::OwnedWriteHalf),
+/// A connected socket (non-blocking).
+pub enum Stream {
+    Unix(std::os::unix::net::UnixStream),
+    Tcp(std::net::TcpStream),
 }
 
-impl WriteHalf {
-    fn try_write(&self, b: &[u8]) -> std::io::Result<usize> {
+impl AsRawFd for Stream {
+    fn as_raw_fd(&self) -> RawFd {
         match self {
-            WriteHalf::Unix(w) => w.try_write(b),
-            WriteHalf::Tcp(w) => w.try_write(b),
+            Stream::Unix(s) => s.as_raw_fd(),
+            Stream::Tcp(s) => s.as_raw_fd(),
         }
     }
+}
 
-    /// A write whose first byte carries `fds` (a plain write when there are none, or on TCP,
-    /// which cannot carry them: they are closed).
-    fn try_write_fds(&self, b: &[u8], fds: &[OwnedFd]) -> std::io::Result<usize> {
+impl Stream {
+    /// A tokio unix stream, taken out of the runtime's hands.
+    pub fn unix(s: tokio::net::UnixStream) -> std::io::Result<Stream> {
+        Ok(Stream::Unix(s.into_std()?))
+    }
+
+    /// A tokio TCP stream (without Nagle's delay), taken out of the runtime's hands.
+    pub fn tcp(s: tokio::net::TcpStream) -> std::io::Result<Stream> {
+        s.set_nodelay(true)?;
+        Ok(Stream::Tcp(s.into_std()?))
+    }
+
+    fn try_clone(&self) -> std::io::Result<Stream> {
+        Ok(match self {
+            Stream::Unix(s) => Stream::Unix(s.try_clone()?),
+            Stream::Tcp(s) => Stream::Tcp(s.try_clone()?),
+        })
+    }
+
+    /// Split into a read side and a write side.
+    pub fn split(self) -> std::io::Result<(ReadHalf, Arc<Sink>)> {
+        let w = self.try_clone()?;
+        // SAFETY: the stream owns its descriptor, which stays open and the same for as long
+        // as the AsyncFd holds it.
+        let fd = unsafe { AsyncFd::register_with_interest(self, Interest::READABLE) }
+            .map_err(|e| e.into_parts().1)?;
+        Ok((ReadHalf { fd }, Sink::new(w)))
+    }
+
+    /// One non-blocking write; the descriptors go with its first byte (unix only: on TCP,
+    /// which cannot carry them, they are closed).
+    fn write_fds(&self, b: &[u8], fds: &[OwnedFd]) -> std::io::Result<usize> {
         match self {
-            WriteHalf::Unix(w) if !fds.is_empty() => {
-                let s: &tokio::net::UnixStream = w.as_ref();
-                s.try_io(Interest::WRITABLE, || {
-                    qmpkit_client::fdpass::send_with_fds(s.as_raw_fd(), b, fds)
-                })
+            Stream::Unix(s) if !fds.is_empty() => {
+                qmpkit_client::fdpass::send_with_fds(s.as_raw_fd(), b, fds)
             }
-            _ => self.try_write(b),
+            Stream::Unix(s) => (&*s).write(b),
+            Stream::Tcp(s) => (&*s).write(b),
         }
     }
+}
 
-    async fn writable(&self) -> std::io::Result<()> {
-        match self {
-            WriteHalf::Unix(w) => w.writable().await,
-            WriteHalf::Tcp(w) => w.writable().await,
+/// A socket's read side, registered for readability only.
+pub struct ReadHalf {
+    fd: AsyncFd<Stream>,
+}
+
+impl ReadHalf {
+    /// One read (0 at the end of the stream). On a unix socket with `fds`, descriptors that
+    /// came with the bytes are appended to it; without, a plain read.
+    pub async fn read(
+        &self,
+        buf: &mut [u8],
+        mut fds: Option<&mut Vec<OwnedFd>>,
+    ) -> std::io::Result<usize> {
+        let len = buf.len();
+        loop {
+            let mut guard = self.fd.readable().await?;
+            let mut brought_fds = false;
+            let r = guard.try_io(|s| match (s.get_ref(), fds.as_deref_mut()) {
+                (Stream::Unix(u), Some(fds)) => {
+                    let before = fds.len();
+                    let n = qmpkit_server::fdpass::recv_with_fds(u.as_raw_fd(), buf, fds)?;
+                    brought_fds = fds.len() > before;
+                    Ok(n)
+                }
+                (Stream::Unix(u), None) => (&*u).read(buf),
+                (Stream::Tcp(t), _) => (&*t).read(buf),
+            });
+            match r {
+                // Nothing to read: readiness cleared, wait again.
+                Err(_would_block) => continue,
+                Ok(Ok(n)) => {
+                    // A short read drained the socket: the read that would only say EAGAIN is
+                    // saved. Not after descriptors: the kernel ends a read after the bytes
+                    // that carried them, even when more is queued.
+                    if n > 0 && n < len && !brought_fds {
+                        guard.clear_ready();
+                    }
+                    return Ok(n);
+                }
+                Ok(Err(e)) => return Err(e),
+            }
         }
     }
 }
@@ -90,7 +164,7 @@ impl State {
 }
 
 pub struct Sink {
-    w: WriteHalf,
+    w: Stream,
     st: Mutex<State>,
     notify: Notify,
 }
@@ -98,7 +172,7 @@ pub struct Sink {
 impl Sink {
     /// A sink and the task that flushes what the socket did not take at once (it ends when the
     /// sink is closed or the socket fails).
-    pub fn new(w: WriteHalf) -> Arc<Sink> {
+    pub fn new(w: Stream) -> Arc<Sink> {
         let s = Arc::new(Sink {
             w,
             st: Mutex::new(State::default()),
@@ -137,7 +211,7 @@ impl Sink {
             st.pending.extend_from_slice(bytes);
             return;
         }
-        match self.w.try_write_fds(bytes, &fds) {
+        match self.w.write_fds(bytes, &fds) {
             Ok(n) if n == bytes.len() => return,
             Ok(n) => st.pending.extend_from_slice(&bytes[n..]),
             Err(e) if e.kind() == ErrorKind::WouldBlock => {
@@ -163,30 +237,45 @@ impl Sink {
     async fn flusher(self: Arc<Sink>) {
         loop {
             self.notify.notified().await;
-            loop {
-                {
-                    let st = self.lock();
-                    if st.closed {
-                        return;
-                    }
-                    if st.pending.is_empty() {
-                        break;
-                    }
+            if self.flush().await.is_err() {
+                self.lock().closed = true;
+                return;
+            }
+            if self.lock().closed {
+                return;
+            }
+        }
+    }
+
+    /// Write what is queued as the socket takes it, waiting for room on a duplicate of the
+    /// descriptor registered for writability (for as long as bytes wait only).
+    async fn flush(&self) -> std::io::Result<()> {
+        let mut room: Option<AsyncFd<Stream>> = None;
+        loop {
+            {
+                let st = self.lock();
+                if st.closed || st.pending.is_empty() {
+                    return Ok(());
                 }
-                if self.w.writable().await.is_err() {
-                    self.lock().closed = true;
-                    return;
-                }
-                let mut st = self.lock();
-                let (chunk, fds) = st.next_chunk();
-                match self.w.try_write_fds(chunk, fds) {
-                    Ok(n) => st.written(n),
-                    Err(e) if e.kind() == ErrorKind::WouldBlock => {}
-                    Err(_) => {
-                        st.closed = true;
-                        return;
+            }
+            let fd = match &room {
+                Some(fd) => fd,
+                // SAFETY: the duplicate owns its descriptor, open and the same for as long as
+                // the AsyncFd holds it.
+                None => room.insert(
+                    unsafe {
+                        AsyncFd::register_with_interest(self.w.try_clone()?, Interest::WRITABLE)
                     }
-                }
+                    .map_err(|e| e.into_parts().1)?,
+                ),
+            };
+            let mut guard = fd.writable().await?;
+            let mut st = self.lock();
+            let (chunk, fds) = st.next_chunk();
+            match guard.try_io(|_| self.w.write_fds(chunk, fds)) {
+                Ok(Ok(n)) => st.written(n),
+                Ok(Err(e)) => return Err(e),
+                Err(_would_block) => {}
             }
         }
     }
