@@ -4,6 +4,7 @@ mod block;
 mod ceiling;
 mod client;
 mod codegen;
+mod forward;
 mod machine;
 mod migration;
 mod probe;
@@ -15,6 +16,8 @@ mod tools;
 mod wire;
 
 fn main() {
+    // The tools section runs do-nothing forwarders as processes of their own.
+    forward::from_env();
     // `QMPKIT_BENCH_ONLY=schema,wire` runs only the sections named.
     let only = std::env::var("QMPKIT_BENCH_ONLY").ok();
     let on = |name: &str| match only.as_deref() {

@@ -34,22 +34,32 @@ pub struct Target {
     _guard: Box<dyn Send>,
 }
 
-/// CPU time (ns) of the process (all its threads) or thread whose `/proc` directory is
-/// `dir`, from the scheduler's own accounting (`schedstat`: exact, not sampled by ticks).
-pub fn cpu_ns(dir: &Path) -> Option<u64> {
-    let one = |d: &Path| -> Option<u64> {
-        std::fs::read_to_string(d.join("schedstat"))
-            .ok()?
-            .split_whitespace()
-            .next()?
-            .parse()
-            .ok()
+/// The scheduler's own accounting (`schedstat`: exact, not sampled by ticks) of the process
+/// (all its threads) or thread whose `/proc` directory is `dir`: CPU time (ns), time spent
+/// runnable but waiting for a CPU (ns), and times it was given a CPU.
+pub fn sched_stat(dir: &Path) -> Option<[u64; 3]> {
+    let one = |d: &Path| -> Option<[u64; 3]> {
+        let text = std::fs::read_to_string(d.join("schedstat")).ok()?;
+        let mut f = text.split_whitespace().map(|x| x.parse::<u64>().ok());
+        Some([f.next()??, f.next()??, f.next()??])
     };
     match std::fs::read_dir(dir.join("task")) {
-        Ok(tasks) => tasks.flatten().map(|t| one(&t.path())).sum(),
+        Ok(tasks) => tasks
+            .flatten()
+            .map(|t| one(&t.path()))
+            .try_fold([0; 3], |a, s| {
+                let s = s?;
+                Some([a[0] + s[0], a[1] + s[1], a[2] + s[2]])
+            }),
         // A thread's directory has no `task` directory of its own.
         Err(_) => one(dir),
     }
+}
+
+/// CPU time (ns) of the process (all its threads) or thread whose `/proc` directory is
+/// `dir`, from the scheduler's own accounting ([`sched_stat`]).
+pub fn cpu_ns(dir: &Path) -> Option<u64> {
+    sched_stat(dir).map(|s| s[0])
 }
 
 impl Target {

@@ -1,13 +1,27 @@
 //! The QMP tools' costs: what `qmpkit proxy` adds to a round trip and keeps of pipelined
-//! throughput (against the trivial responder of the client section and against
-//! qemu-storage-daemon, each directly and through the proxy at the same time, in alternating
-//! blocks over several rounds: medians and spread), and how long
-//! `qmpkit shell` takes from exec to its prompt and to a loaded schema against QEMU 10.0's
-//! monitors (qemu-storage-daemon, qemu-system-x86_64) when they are installed. Needs the `qmpkit` binary next to this one
+//! throughput, against the trivial responder of the client section and against
+//! qemu-storage-daemon, and how long `qmpkit shell` takes from exec to its prompt and to a
+//! loaded schema against QEMU 10.0's monitors (qemu-storage-daemon, qemu-system-x86_64) when
+//! they are installed.
+//!
+//! The proxy (as it starts by default, and with `--busy-poll 50`) is measured beside
+//! do-nothing forwarders ([`forward`]): processes in between that only copy bytes, the floor
+//! of any proxy in a process of its own on this machine. All paths, and the direct one, are
+//! connected at once and used in turn in short blocks whose order rotates, over several
+//! rounds: each round gives, per path, its p50 minus the direct p50 of the same round, and the
+//! figures are the medians of the rounds, with their spread. For each process in between the
+//! scheduler's own accounting tells, one round trip at a time, how often it ran (each run is a
+//! wake-up), its CPU time and how long it waited for a CPU once woken: figures that depend far
+//! less than latencies on what else the machine is doing.
+//!
+//! `QMPKIT_BENCH_VIAS=proxy,busy,threads,...` replaces the paths in front of the trivial
+//! responder by the ones listed, in that order (`proxy`, `busy` for `--busy-poll 50`, or a
+//! forwarder mode), to compare like with like. Needs the `qmpkit` binary next to this one
 //! (`cargo build --release -p qmpkit`); the section is skipped without it.
 
 use crate::client::start_responder;
-use crate::proto::{cpu_ns, pipelined, wait_listening, Target};
+use crate::forward;
+use crate::proto::{cpu_ns, pipelined, sched_stat, wait_listening, Target};
 use qmpkit_client::ConnectOptions;
 use serde_json::{json, Map, Value};
 use std::io::{BufRead, BufReader, Write};
@@ -94,8 +108,8 @@ fn spread(v: &[f64]) -> (f64, f64) {
 /// Rounds of the proxy comparison: each gives one added latency and one throughput ratio.
 const ROUNDS: usize = 9;
 
-/// Within a round's latency part: blocks of this many round trips, alternating between the
-/// direct connection and the proxied one (which goes first alternates too) ...
+/// Within a round's latency part: blocks of this many round trips on each path in turn (which
+/// goes first rotates) ...
 const BLOCK: usize = 100;
 /// ... this many blocks per path.
 const BLOCKS: usize = 10;
@@ -103,185 +117,288 @@ const BLOCKS: usize = 10;
 /// Within a round's throughput part: each path pipelines for this long, in turn.
 const BURST: Duration = Duration::from_millis(150);
 
-/// One pipelined burst through the proxy whose `/proc` directory is `proc`: requests per
-/// second, the proxy's CPU time meanwhile (ns), the number of requests.
+/// One pipelined burst on `c`: requests per second, the CPU time meanwhile (ns) of the process
+/// whose `/proc` directory is `proc` (when given), the number of requests.
 async fn burst_with_cpu(
     c: &qmpkit_client::Client,
-    proc: &Path,
+    proc: Option<&Path>,
 ) -> Result<(f64, Option<u64>, f64), String> {
-    let c0 = cpu_ns(proc);
+    let c0 = proc.and_then(cpu_ns);
     let t0 = Instant::now();
     let r = pipelined(c, 16, BURST).await?;
     let n = r * t0.elapsed().as_secs_f64();
-    Ok((r, c0.zip(cpu_ns(proc)).map(|(a, b)| b - a), n))
+    Ok((r, c0.zip(proc.and_then(cpu_ns)).map(|(a, b)| b - a), n))
 }
 
-/// What the proxy adds, in front of `name`: the proxy is connected to `for_proxy` (QEMU's
-/// monitor serves one client at a time, so a second monitor of the same process, or the same
-/// socket for a server that takes many clients) while the direct client uses `direct`. Both
-/// connections stay open and are used in turn, in short alternating blocks, so that both paths
-/// see the same machine: on a busy machine a burst of load then moves both alike. Each of
-/// [`ROUNDS`] rounds gives a difference of p50 round trips and a ratio of pipelined
-/// throughput; the verdicts are on their medians, and their spread is reported; `key` prefixes
-/// the figures.
-fn proxy_figures(
-    bin: &Path,
-    direct: &Path,
-    for_proxy: &Path,
-    name: &str,
-    key: &str,
-    busy_poll: Option<u32>,
-) -> Result<Value, String> {
-    let dir = direct.parent().ok_or("no dir")?.to_path_buf();
-    let psock = dir.join("proxy.sock");
-    let _ = std::fs::remove_file(&psock);
-    let proxy = Kill(
-        Command::new(bin)
-            .args(["proxy", "--upstream"])
-            .arg(for_proxy)
-            .arg("--listen")
-            .arg(&psock)
-            .args(busy_poll.map(|us| format!("--busy-poll={us}")))
-            .stdin(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|e| e.to_string())?,
-    );
-    // The proxy's path appears once it listens (bound under another name, then renamed:
-    // /proc/net/unix shows the first).
-    let t = Instant::now();
-    while !psock.exists() {
-        if t.elapsed() > Duration::from_secs(10) {
-            return Err(format!("the proxy did not listen on {}", psock.display()));
-        }
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    let proxy_dir = PathBuf::from(format!("/proc/{}", proxy.0.id()));
+/// A way to the upstream compared with the direct one: a process in between, listening on
+/// `sock`.
+struct Via {
+    /// As printed: "qmpkit proxy", "do-nothing forwarder (threads)", ...
+    label: String,
+    /// Prefix of its figures' keys.
+    key: String,
+    /// `qmpkit proxy` itself: its figures have goals.
+    goals: bool,
+    sock: PathBuf,
+    process: Kill,
+}
 
-    // Round trips.
-    let mut d = Raw::connect(direct)?;
-    let mut v = Raw::connect(&psock)?;
+impl Via {
+    /// `qmpkit proxy` (with `--busy-poll` when given) from `sock` to `upstream`.
+    fn proxy(
+        bin: &Path,
+        upstream: &Path,
+        sock: PathBuf,
+        busy_poll: Option<u32>,
+    ) -> Result<Via, String> {
+        let _ = std::fs::remove_file(&sock);
+        let process = Kill(
+            Command::new(bin)
+                .args(["proxy", "--upstream"])
+                .arg(upstream)
+                .arg("--listen")
+                .arg(&sock)
+                .args(busy_poll.map(|us| format!("--busy-poll={us}")))
+                .stdin(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .map_err(|e| e.to_string())?,
+        );
+        let how = busy_poll.map_or(String::new(), |us| format!(" --busy-poll {us}"));
+        Via {
+            label: format!("qmpkit proxy{how}"),
+            key: busy_poll.map_or(String::new(), |_| "busy_poll_".into()),
+            goals: true,
+            sock,
+            process,
+        }
+        .listening()
+    }
+
+    /// A do-nothing forwarder ([`forward`]) in `mode` from `sock` to `upstream`.
+    fn forwarder(mode: &str, upstream: &Path, sock: PathBuf) -> Result<Via, String> {
+        Via {
+            label: format!("do-nothing forwarder ({mode})"),
+            key: format!("forwarder_{mode}_"),
+            goals: false,
+            process: Kill(forward::spawn(mode, upstream, &sock)?),
+            sock,
+        }
+        .listening()
+    }
+
+    /// Once its socket's path appears (bound under another name, then renamed: /proc/net/unix
+    /// shows the first).
+    fn listening(self) -> Result<Via, String> {
+        let t = Instant::now();
+        while !self.sock.exists() {
+            if t.elapsed() > Duration::from_secs(10) {
+                return Err(format!(
+                    "{} did not listen on {}",
+                    self.label,
+                    self.sock.display()
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        Ok(self)
+    }
+
+    fn proc_dir(&self) -> PathBuf {
+        PathBuf::from(format!("/proc/{}", self.process.0.id()))
+    }
+}
+
+/// `(round + block)`'s order of the paths `0..n`: each goes first in turn.
+fn order(n: usize, turn: usize) -> impl Iterator<Item = usize> {
+    (0..n).map(move |i| (i + turn) % n)
+}
+
+/// What each of `vias` adds in front of `name` (reached directly at `direct`). All the
+/// connections stay open and are used in turn, in short blocks whose order rotates, so that
+/// every path sees the same machine: on a busy machine a burst of load then moves all alike.
+/// Each of [`ROUNDS`] rounds gives, per via, the difference of its p50 round trip and the
+/// direct one's in that round, and the ratio of its pipelined throughput to the direct one's
+/// (measured next to each other); the verdicts are on the medians of the rounds, and their
+/// spread is reported; `key` prefixes the figures.
+fn proxy_figures(direct: &Path, vias: &[Via], name: &str, key: &str) -> Result<Value, String> {
+    let paths: Vec<&Path> = std::iter::once(direct)
+        .chain(vias.iter().map(|v| v.sock.as_path()))
+        .collect();
+    let n = paths.len();
+
+    // Round trips: lat[round][path], sorted.
+    let mut conns = paths
+        .iter()
+        .map(|p| Raw::connect(p))
+        .collect::<Result<Vec<_>, _>>()?;
     let mut warm = Vec::new();
-    d.timed(500, &mut warm)?;
-    v.timed(500, &mut warm)?;
-    let mut lat: Vec<(Vec<f64>, Vec<f64>)> = Vec::new();
+    for c in &mut conns {
+        c.timed(500, &mut warm)?;
+    }
+    let procs: Vec<Option<PathBuf>> = std::iter::once(None)
+        .chain(vias.iter().map(|v| Some(v.proc_dir())))
+        .collect();
+    let mut lat: Vec<Vec<Vec<f64>>> = Vec::new();
+    // Per path, the scheduler's accounting of the process in between over its round trips.
+    let mut sched = vec![[0u64; 3]; n];
     for round in 0..ROUNDS {
-        let (mut ld, mut lv) = (Vec::new(), Vec::new());
+        let mut l = vec![Vec::new(); n];
         for b in 0..BLOCKS {
-            if (round + b) % 2 == 0 {
-                d.timed(BLOCK, &mut ld)?;
-                v.timed(BLOCK, &mut lv)?;
-            } else {
-                v.timed(BLOCK, &mut lv)?;
-                d.timed(BLOCK, &mut ld)?;
+            for i in order(n, round + b) {
+                let s0 = procs[i].as_deref().and_then(sched_stat);
+                conns[i].timed(BLOCK, &mut l[i])?;
+                if let (Some(a), Some(b)) = (s0, procs[i].as_deref().and_then(sched_stat)) {
+                    for k in 0..3 {
+                        sched[i][k] += b[k] - a[k];
+                    }
+                }
             }
         }
-        ld.sort_by(|a, b| a.total_cmp(b));
-        lv.sort_by(|a, b| a.total_cmp(b));
-        lat.push((ld, lv));
+        for v in &mut l {
+            v.sort_by(|a, b| a.total_cmp(b));
+        }
+        lat.push(l);
     }
-    drop((d, v));
+    drop(conns);
 
-    // Pipelined throughput, and the proxy's CPU per request while it pipelines.
+    // Pipelined throughput, and each process's CPU per request while it pipelines.
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| e.to_string())?;
+    // rates[round][path]; cpu[path] = (ns, requests)
     let (rates, cpu) = rt.block_on(async {
-        let cd = ConnectOptions::default()
-            .connect_unix(direct)
-            .await
-            .map_err(|e| e.to_string())?;
-        let cv = ConnectOptions::default()
-            .connect_unix(&psock)
-            .await
-            .map_err(|e| e.to_string())?;
-        pipelined(&cd, 16, BURST).await?;
-        pipelined(&cv, 16, BURST).await?;
-        let (mut cpu_ns_total, mut proxied) = (0u64, 0f64);
+        let mut clients = Vec::new();
+        for p in &paths {
+            clients.push(
+                ConnectOptions::default()
+                    .connect_unix(p)
+                    .await
+                    .map_err(|e| format!("{}: {e}", p.display()))?,
+            );
+        }
+        for c in &clients {
+            pipelined(c, 16, BURST).await?;
+        }
+        let mut cpu = vec![(0u64, 0f64); n];
         let mut rates = Vec::new();
         for round in 0..ROUNDS {
-            let (rd, (rv, c, n)) = if round % 2 == 0 {
-                let rd = pipelined(&cd, 16, BURST).await?;
-                (rd, burst_with_cpu(&cv, &proxy_dir).await?)
-            } else {
-                let x = burst_with_cpu(&cv, &proxy_dir).await?;
-                (pipelined(&cd, 16, BURST).await?, x)
-            };
-            if let Some(c) = c {
-                cpu_ns_total += c;
-                proxied += n;
+            let mut r = vec![0f64; n];
+            for i in order(n, round) {
+                let (rate, c, count) = burst_with_cpu(&clients[i], procs[i].as_deref()).await?;
+                r[i] = rate;
+                if let Some(c) = c {
+                    cpu[i].0 += c;
+                    cpu[i].1 += count;
+                }
             }
-            rates.push((rd, rv));
+            rates.push(r);
         }
-        cd.shutdown().await;
-        cv.shutdown().await;
-        let cpu = (proxied > 0.0).then(|| cpu_ns_total as f64 / 1e3 / proxied);
+        for c in clients {
+            c.shutdown().await;
+        }
         Ok::<_, String>((rates, cpu))
     })?;
-    drop(proxy);
-    let _ = std::fs::remove_file(&psock);
 
-    let added: Vec<f64> = lat.iter().map(|(d, v)| pct(v, 0.5) - pct(d, 0.5)).collect();
-    let kept: Vec<f64> = rates.iter().map(|(d, v)| v / d).collect();
-    let col = |f: &dyn Fn(&(Vec<f64>, Vec<f64>)) -> f64| median(lat.iter().map(f).collect());
-    let (dp50, vp50) = (col(&|r| pct(&r.0, 0.5)), col(&|r| pct(&r.1, 0.5)));
-    let (dp99, vp99) = (col(&|r| pct(&r.0, 0.99)), col(&|r| pct(&r.1, 0.99)));
-    let pd = median(rates.iter().map(|r| r.0).collect());
-    let pp = median(rates.iter().map(|r| r.1).collect());
-    let (added_med, kept_med) = (median(added.clone()), median(kept.clone()));
-    let (added_lo, added_hi) = spread(&added);
-    let (kept_lo, kept_hi) = spread(&kept);
+    let p50 = |round: &Vec<Vec<f64>>, i: usize| pct(&round[i], 0.5);
+    let col = |i: usize, q: f64| median(lat.iter().map(|r| pct(&r[i], q)).collect());
+    let rate = |i: usize| median(rates.iter().map(|r| r[i]).collect());
     println!();
-    let how = busy_poll.map_or(String::new(), |us| format!(" with --busy-poll {us}"));
     println!(
-        "qmpkit proxy{how} in front of {name} (unix sockets, query-version; {ROUNDS} rounds, each of {BLOCKS}x{BLOCK} round trips per path in alternating blocks and {} ms of pipelining per path; medians of the rounds)",
+        "what a process in between adds in front of {name} (unix sockets, query-version; {ROUNDS} rounds, each of {BLOCKS}x{BLOCK} round trips per path in rotating blocks and {} ms of pipelining per path; medians of the rounds)",
         BURST.as_millis()
     );
     println!(
-        "{:<28} {:>10} {:>10} {:>14}",
-        "path", "p50 µs", "p99 µs", "pipelined16/s"
-    );
-    println!("{:<28} {dp50:>10.1} {dp99:>10.1} {pd:>14.0}", "direct");
-    println!(
-        "{:<28} {vp50:>10.1} {vp99:>10.1} {pp:>14.0}",
-        "through qmpkit proxy"
-    );
-    let list = |v: &[f64], f: &dyn Fn(f64) -> String| {
-        v.iter().map(|x| f(*x)).collect::<Vec<_>>().join(" ")
-    };
-    println!(
-        "rounds: added p50 µs [{}], throughput kept % [{}]",
-        list(&added, &|x| format!("{x:+.1}")),
-        list(&kept, &|x| format!("{:.0}", x * 100.0))
+        "{:<40} {:>10} {:>10} {:>14} {:>8}",
+        "path", "p50 µs", "p99 µs", "pipelined16/s", "CPU µs"
     );
     println!(
-        "proxy: +{added_med:.1} µs p50 per round trip (median of rounds, spread {added_lo:+.1}..{added_hi:+.1}; goal < 20), pipelined throughput kept {:.0} % (spread {:.0}..{:.0}; goal >= 80), proxy CPU {} µs per request",
-        kept_med * 100.0,
-        kept_lo * 100.0,
-        kept_hi * 100.0,
-        cpu.map_or("-".into(), |c| format!("{c:.2}"))
+        "{:<40} {:>10.1} {:>10.1} {:>14.0} {:>8}",
+        "direct",
+        col(0, 0.5),
+        col(0, 0.99),
+        rate(0),
+        "-"
     );
     let r1 = |x: f64| (x * 10.0).round() / 10.0;
     let r2 = |x: f64| (x * 100.0).round() / 100.0;
     let mut m = Map::new();
-    let mut put = |k: &str, v: Value| {
-        m.insert(format!("{key}{k}"), v);
-    };
-    put("proxy_rounds", json!(ROUNDS));
-    put("direct_p50_us", json!(r1(dp50)));
-    put("proxy_p50_us", json!(r1(vp50)));
-    put("proxy_added_p50_us", json!(r1(added_med)));
-    put("proxy_added_p50_us_min", json!(r1(added_lo)));
-    put("proxy_added_p50_us_max", json!(r1(added_hi)));
-    put("direct_pipelined16_per_sec", json!(pd.round()));
-    put("proxy_pipelined16_per_sec", json!(pp.round()));
-    put("proxy_pipelined_kept", json!(r2(kept_med)));
-    put("proxy_pipelined_kept_min", json!(r2(kept_lo)));
-    put("proxy_pipelined_kept_max", json!(r2(kept_hi)));
-    put("proxy_cpu_us_per_req", json!(cpu.map(r2)));
-    put("goal_added_p50_under_20us", json!(added_med < 20.0));
-    put("goal_pipelined_kept_80pct", json!(kept_med >= 0.8));
+    m.insert(format!("{key}proxy_rounds"), json!(ROUNDS));
+    m.insert(format!("{key}direct_p50_us"), json!(r1(col(0, 0.5))));
+    m.insert(
+        format!("{key}direct_pipelined16_per_sec"),
+        json!(rate(0).round()),
+    );
+    let mut verdicts = Vec::new();
+    for (k, via) in vias.iter().enumerate() {
+        let i = k + 1;
+        let added: Vec<f64> = lat.iter().map(|r| p50(r, i) - p50(r, 0)).collect();
+        let kept: Vec<f64> = rates.iter().map(|r| r[i] / r[0]).collect();
+        let cpu = (cpu[i].1 > 0.0).then(|| cpu[i].0 as f64 / 1e3 / cpu[i].1);
+        println!(
+            "{:<40} {:>10.1} {:>10.1} {:>14.0} {:>8}",
+            format!("through {}", via.label),
+            col(i, 0.5),
+            col(i, 0.99),
+            rate(i),
+            cpu.map_or("-".into(), |c| format!("{c:.2}"))
+        );
+        let (added_med, kept_med) = (median(added.clone()), median(kept.clone()));
+        let (added_lo, added_hi) = spread(&added);
+        let (kept_lo, kept_hi) = spread(&kept);
+        let list = |v: &[f64], f: &dyn Fn(f64) -> String| {
+            v.iter().map(|x| f(*x)).collect::<Vec<_>>().join(" ")
+        };
+        let goal = |g: &str| {
+            if via.goals {
+                format!("; goal {g}")
+            } else {
+                String::new()
+            }
+        };
+        // One by one, per round trip: its CPU, its waits for a CPU once woken, its runs.
+        let trips = (ROUNDS * BLOCKS * BLOCK) as f64;
+        let per = |k: usize| sched[i][k] as f64 / trips;
+        let seq = format!(
+            "one by one it runs {:.2} times per round trip, for {:.2} µs of CPU, after waiting {:.2} µs for a CPU",
+            per(2),
+            per(0) / 1e3,
+            per(1) / 1e3
+        );
+        verdicts.push(format!(
+            "{}: {added_med:+.1} µs p50 per round trip (median of rounds [{}]{}), pipelined throughput kept {:.0} % (rounds [{}]{}), CPU {} µs per request; {seq}",
+            via.label,
+            list(&added, &|x| format!("{x:+.1}")),
+            goal("< 20"),
+            kept_med * 100.0,
+            list(&kept, &|x| format!("{:.0}", x * 100.0)),
+            goal(">= 80"),
+            cpu.map_or("-".into(), |c| format!("{c:.2}"))
+        ));
+        let mut put = |k: &str, v: Value| {
+            m.insert(format!("{key}{}{k}", via.key), v);
+        };
+        put("proxy_p50_us", json!(r1(col(i, 0.5))));
+        put("proxy_added_p50_us", json!(r1(added_med)));
+        put("proxy_added_p50_us_min", json!(r1(added_lo)));
+        put("proxy_added_p50_us_max", json!(r1(added_hi)));
+        put("proxy_pipelined16_per_sec", json!(rate(i).round()));
+        put("proxy_pipelined_kept", json!(r2(kept_med)));
+        put("proxy_pipelined_kept_min", json!(r2(kept_lo)));
+        put("proxy_pipelined_kept_max", json!(r2(kept_hi)));
+        put("proxy_cpu_us_per_req", json!(cpu.map(r2)));
+        put("sequential_runs_per_req", json!(r2(per(2))));
+        put("sequential_cpu_us_per_req", json!(r2(per(0) / 1e3)));
+        put("sequential_wait_us_per_req", json!(r2(per(1) / 1e3)));
+        if via.goals {
+            put("goal_added_p50_under_20us", json!(added_med < 20.0));
+            put("goal_pipelined_kept_80pct", json!(kept_med >= 0.8));
+        }
+    }
+    for v in verdicts {
+        println!("{v}");
+    }
     Ok(Value::Object(m))
 }
 
@@ -433,31 +550,65 @@ pub fn run(results: &mut Map<String, Value>) {
         return;
     };
     let mut m = Map::new();
-    // Each proxy as it starts by default, then busy polling for 50 µs after each message.
-    for busy in [None, Some(50)] {
-        let key = |k: &str| match busy {
-            Some(_) => format!("{k}busy_poll_"),
-            None => k.to_string(),
-        };
-        let trivial = start_responder()
-            .and_then(|up| proxy_figures(&bin, &up, &up, "a trivial responder", &key(""), busy));
-        match trivial {
-            Ok(Value::Object(o)) => m.extend(o),
-            Ok(_) => {}
-            Err(e) => eprintln!("tools: proxy: {e}"),
+    // The proxy as it starts by default and busy polling for 50 µs after each message, beside
+    // the do-nothing forwarders, all in the same rounds.
+    let trivial = start_responder().and_then(|up| {
+        let dir = up.parent().ok_or("no dir")?.to_path_buf();
+        let mut vias = Vec::new();
+        if let Ok(list) = std::env::var("QMPKIT_BENCH_VIAS") {
+            for (k, v) in list.split(',').enumerate() {
+                let sock = dir.join(format!("via{k}.sock"));
+                let mut via = match v {
+                    "proxy" => Via::proxy(&bin, &up, sock, None)?,
+                    "busy" => Via::proxy(&bin, &up, sock, Some(50))?,
+                    mode => Via::forwarder(mode, &up, sock)?,
+                };
+                via.label = format!("{k}: {}", via.label);
+                via.key = format!("via{k}_");
+                vias.push(via);
+            }
+        } else {
+            vias.push(Via::proxy(&bin, &up, dir.join("proxy.sock"), None)?);
+            vias.push(Via::proxy(
+                &bin,
+                &up,
+                dir.join("proxy-busy.sock"),
+                Some(50),
+            )?);
+            for mode in forward::MODES {
+                vias.push(Via::forwarder(
+                    mode,
+                    &up,
+                    dir.join(format!("fwd-{mode}.sock")),
+                )?);
+            }
         }
-        // The upstream the proxy is for: QEMU's own monitor (a second one for the proxy).
-        match Target::qsd_with(&["proxied"]).and_then(|q| {
-            let sock = q.socket().ok_or("no socket")?.to_path_buf();
-            let other = sock.with_file_name("proxied.sock");
-            let r = proxy_figures(&bin, &sock, &other, &q.name, &key("qsd_"), busy);
-            drop(q);
-            r
-        }) {
-            Ok(Value::Object(o)) => m.extend(o),
-            Ok(_) => {}
-            Err(e) => eprintln!("tools: proxy before qemu-storage-daemon: {e}"),
-        }
+        proxy_figures(&up, &vias, "a trivial responder", "")
+    });
+    match trivial {
+        Ok(Value::Object(o)) => m.extend(o),
+        Ok(_) => {}
+        Err(e) => eprintln!("tools: proxy: {e}"),
+    }
+    // The upstream the proxy is for: QEMU's own monitor (one each for the processes in
+    // between: it serves one client at a time).
+    let monitors = ["proxied", "busy", "threads"];
+    match Target::qsd_with(&monitors).and_then(|q| {
+        let sock = q.socket().ok_or("no socket")?.to_path_buf();
+        let other = |n: &str| sock.with_file_name(format!("{n}.sock"));
+        let vias = vec![
+            Via::proxy(&bin, &other("proxied"), other("proxy"), None)?,
+            Via::proxy(&bin, &other("busy"), other("proxy-busy"), Some(50))?,
+            Via::forwarder("threads", &other("threads"), other("fwd-threads"))?,
+        ];
+        let r = proxy_figures(&sock, &vias, &q.name, "qsd_");
+        drop(vias);
+        drop(q);
+        r
+    }) {
+        Ok(Value::Object(o)) => m.extend(o),
+        Ok(_) => {}
+        Err(e) => eprintln!("tools: proxy before qemu-storage-daemon: {e}"),
     }
     match shell_figures(&bin) {
         Ok(Value::Object(o)) => m.extend(o),
