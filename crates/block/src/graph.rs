@@ -398,6 +398,9 @@ struct Node {
     throttle_group: Option<String>,
     /// A job's filter put in without a name from the client (left out of `query-block`).
     implicit: bool,
+    /// Taken out of its chain by a commit while it stayed open: QEMU then names it by a
+    /// `json:` description that includes its backing.
+    dropped_from_chain: bool,
 }
 
 /// `BlockdevCacheInfo`.
@@ -903,6 +906,7 @@ impl BlockGraph {
                 bitmaps: SharedBitmaps::default(),
                 throttle_group: o.throttle_group.clone(),
                 implicit: false,
+                dropped_from_chain: false,
             },
         );
         if !added.iter().any(|n| n == name) {
@@ -2143,6 +2147,18 @@ impl Drop for BlockGraph {
 }
 
 impl BlockGraph {
+    /// Whether a commit took `name` out of its backing chain (see [`Node`]).
+    pub fn dropped_from_chain(&self, name: &str) -> bool {
+        self.nodes.get(name).is_some_and(|n| n.dropped_from_chain)
+    }
+
+    /// Marks `name` as taken out of its backing chain by a commit.
+    pub fn mark_dropped_from_chain(&mut self, name: &str) {
+        if let Some(n) = self.nodes.get_mut(name) {
+            n.dropped_from_chain = true;
+        }
+    }
+
     /// A `throttle` filter's group.
     pub fn throttle_group(&self, name: &str) -> Option<String> {
         self.nodes.get(name)?.throttle_group.clone()

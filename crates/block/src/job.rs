@@ -1732,7 +1732,18 @@ fn commit_finish(
     // The base's cached view is stale after the writes.
     graph.reopen(base)?;
     match overlay {
-        Some(o) => rewrite_backing(graph, o, Some(base)),
+        Some(o) => {
+            let dropped: Vec<String> = graph
+                .backing_chain(top)
+                .into_iter()
+                .take_while(|n| n != base)
+                .collect();
+            rewrite_backing(graph, o, Some(base))?;
+            for n in dropped {
+                graph.mark_dropped_from_chain(&n);
+            }
+            Ok(())
+        }
         None => {
             // Active commit: the device's users now use the base, writable.
             graph.set_read_only(base, false)?;

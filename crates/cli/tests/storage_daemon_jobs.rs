@@ -404,6 +404,70 @@ fn mirror_and_active_commit_filters_take_the_parents_and_give_them_back() {
     );
 }
 
+#[test]
+fn a_commit_names_its_top_and_base_by_node() {
+    let commit = |more: Value| {
+        let mut args = json!({"job-id": "c1", "device": "top"});
+        if let (Some(a), Value::Object(m)) = (args.as_object_mut(), more) {
+            a.extend(m);
+        }
+        req("block-commit", args)
+    };
+    let layer = |name: &str, file: &str, backing: &str| {
+        req(
+            "blockdev-add",
+            json!({"driver": "qcow2", "node-name": name, "backing": backing,
+                   "file": {"driver": "file", "filename": format!("@DIR@/{file}")}}),
+        )
+    };
+    run(
+        "commit-nodes",
+        &[
+            req(
+                "blockdev-add",
+                json!({"driver": "qcow2", "node-name": "base", "backing": null,
+                       "file": {"driver": "file", "filename": "@DIR@/base.qcow2"}}),
+            ),
+            layer("mid", "mid.qcow2", "base"),
+            layer("top", "top.qcow2", "mid"),
+            add("other", "tgt.qcow2"),
+            // QEMU's checks, in its order: the device is a root; the top, then the base.
+            req(
+                "block-commit",
+                json!({"device": "mid", "top-node": "other"}),
+            ),
+            commit(json!({"top-node": "mid", "top": "@DIR@/mid.qcow2"})),
+            commit(json!({"top-node": "nope", "base-node": "base", "base": "x"})),
+            commit(json!({"top-node": "other"})),
+            commit(json!({"top-node": "mid", "base-node": "mid", "base": "x"})),
+            commit(json!({"top-node": "mid", "base-node": "nope"})),
+            commit(json!({"top-node": "base", "base-node": "mid"})),
+            commit(json!({"top-node": "mid", "base-node": "mid", "speed": -1})),
+            commit(json!({"top-node": "base"})),
+            commit(json!({"top": "@DIR@/top.qcow2", "base": "@DIR@/top.qcow2"})),
+            commit(json!({"top": "@DIR@/base.qcow2", "base": "@DIR@/mid.qcow2"})),
+            req("block-commit", json!({"device": "other", "job-id": "c0"})),
+            // The middle layer into the base, named by nodes.
+            commit(json!({"top-node": "mid", "base-node": "base", "auto-finalize": false})),
+            Step::Wait("c1", "pending"),
+            graph(),
+            req("query-block-jobs", json!({})),
+            req("job-finalize", json!({"id": "c1"})),
+            Step::Wait("c1", "null"),
+            graph(),
+            nodes(),
+            // The active layer by its node: a commit that becomes ready.
+            commit(json!({"top-node": "top", "base-node": "base"})),
+            Step::Wait("c1", "ready"),
+            graph(),
+            req("job-complete", json!({"id": "c1"})),
+            Step::Wait("c1", "null"),
+            graph(),
+            nodes(),
+        ],
+    );
+}
+
 /// A backup of `src` to `tgt` by bitmap `bm0` in `mode`.
 fn by_bitmap(id: &str, mode: &str) -> Step {
     req(

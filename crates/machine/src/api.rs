@@ -28074,6 +28074,10 @@ pub struct BlockCommit {
     pub auto_finalize: ::core::option::Option<bool>,
     /// dismiss the job once concluded (since 3.1)
     pub auto_dismiss: ::core::option::Option<bool>,
+    /// node to merge into, instead of `base` (since 3.1)
+    pub base_node: ::core::option::Option<::std::string::String>,
+    /// top node to merge, instead of `top` (since 3.1)
+    pub top_node: ::core::option::Option<::std::string::String>,
 }
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for BlockCommit {
@@ -28088,6 +28092,8 @@ impl ::qmpkit_qapi::Object for BlockCommit {
         if let ::core::option::Option::Some(__v) = &self.filter_node_name { ::serde::ser::SerializeMap::serialize_entry(__m, "filter-node-name", __v)?; }
         if let ::core::option::Option::Some(__v) = &self.auto_finalize { ::serde::ser::SerializeMap::serialize_entry(__m, "auto-finalize", __v)?; }
         if let ::core::option::Option::Some(__v) = &self.auto_dismiss { ::serde::ser::SerializeMap::serialize_entry(__m, "auto-dismiss", __v)?; }
+        if let ::core::option::Option::Some(__v) = &self.base_node { ::serde::ser::SerializeMap::serialize_entry(__m, "base-node", __v)?; }
+        if let ::core::option::Option::Some(__v) = &self.top_node { ::serde::ser::SerializeMap::serialize_entry(__m, "top-node", __v)?; }
         Ok(())
     }
 }
@@ -28116,6 +28122,8 @@ pub struct __BlockCommitBuilder {
     filter_node_name: ::core::option::Option<::std::string::String>,
     auto_finalize: ::core::option::Option<bool>,
     auto_dismiss: ::core::option::Option<bool>,
+    base_node: ::core::option::Option<::std::string::String>,
+    top_node: ::core::option::Option<::std::string::String>,
 }
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Builder for __BlockCommitBuilder {
@@ -28131,12 +28139,14 @@ impl ::qmpkit_qapi::Builder for __BlockCommitBuilder {
             "filter-node-name" => self.filter_node_name = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
             "auto-finalize" => self.auto_finalize = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
             "auto-dismiss" => self.auto_dismiss = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
+            "base-node" => self.base_node = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
+            "top-node" => self.top_node = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
             _ => return Ok(false),
         }
         Ok(true)
     }
     fn finish<__E: ::serde::de::Error>(self) -> ::core::result::Result<BlockCommit, __E> {
-        Ok(BlockCommit { job_id: self.job_id, device: ::qmpkit_qapi::__rt::missing(self.device, "device")?, base: self.base, top: self.top, backing_file: self.backing_file, speed: self.speed, filter_node_name: self.filter_node_name, auto_finalize: self.auto_finalize, auto_dismiss: self.auto_dismiss, })
+        Ok(BlockCommit { job_id: self.job_id, device: ::qmpkit_qapi::__rt::missing(self.device, "device")?, base: self.base, top: self.top, backing_file: self.backing_file, speed: self.speed, filter_node_name: self.filter_node_name, auto_finalize: self.auto_finalize, auto_dismiss: self.auto_dismiss, base_node: self.base_node, top_node: self.top_node, })
     }
 }
 

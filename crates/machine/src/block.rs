@@ -804,7 +804,7 @@ pub fn node_device_info(m: &Machine, n: &qmpkit_block::NodeInfo) -> api::BlockDe
         .graph
         .child(&n.node_name, qmpkit_block::graph::ChildRole::File)
         .is_some_and(|c| m.block.graph.driver(&c).ok() == Some(qmpkit_block::Driver::Raw));
-    if n.drv == "throttle" || over_format {
+    if n.drv == "throttle" || over_format || m.block.graph.dropped_from_chain(&n.node_name) {
         let name = json_filename(m, &n.node_name);
         info.file = name.clone();
         info.image.filename = name;
@@ -1041,6 +1041,11 @@ fn describe(g: &qmpkit_block::BlockGraph, node: &str, depth: u32) -> serde_json:
         return serde_json::Value::Null;
     };
     let mut o = serde_json::Map::new();
+    if g.dropped_from_chain(node) && depth < 16 {
+        if let Some(b) = g.child(node, ChildRole::Backing) {
+            o.insert("backing".into(), describe(g, &b, depth + 1));
+        }
+    }
     if let Some(t) = g.throttle_group(node) {
         o.insert("throttle-group".into(), json!(t));
     }

@@ -476,26 +476,73 @@ pub fn block_stream(m: &mut Machine, a: api::BlockStream, _: &mut Cx) -> R<Empty
 pub fn block_commit(m: &mut Machine, a: api::BlockCommit, _: &mut Cx) -> R<Empty> {
     block::catch_up(m);
     let node = block::resolve_node(m, &a.device)?;
-    let by_file = |m: &Machine, f: &Option<String>, what: &str| -> R<Option<String>> {
-        match f {
-            None => Ok(None),
-            Some(f) => chain_node_by_file(m, &node, f).map(Some).ok_or_else(|| {
-                generic(if what == "top" {
-                    format!("Top image file {f} not found")
-                } else {
-                    format!("Can't find '{f}' in the backing chain")
-                })
-            }),
-        }
+    if m.block.graph.has_parent_node(&node) {
+        return Err(generic("Need a root block node"));
+    }
+    // The top, then the base below it: each by node name or by file name, never both.
+    let top = match (&a.top_node, &a.top) {
+        (None, Some(f)) => Some(
+            chain_node_by_file(m, &node, f)
+                .ok_or_else(|| generic(format!("Top image file {f} not found")))?,
+        ),
+        _ => commit_layer(m, &node, &a.top_node, &a.top, "top")?,
     };
-    let top = by_file(m, &a.top, "top")?;
-    let base = by_file(m, &a.base, "base")?;
+    let top_or_device = top.clone().unwrap_or_else(|| node.clone());
+    // A base named by its file is looked for below the top; by node, from the top down.
+    let below_top = m
+        .block
+        .graph
+        .backing_chain(&top_or_device)
+        .get(1)
+        .cloned()
+        .unwrap_or_default();
+    let base = match (&a.base_node, &a.base) {
+        (None, Some(f)) => Some(
+            chain_node_by_file(m, &below_top, f)
+                .ok_or_else(|| generic(format!("Can't find '{f}' in the backing chain")))?,
+        ),
+        _ => commit_layer(m, &top_or_device, &a.base_node, &a.base, "base")?,
+    };
+    let bottom = base
+        .clone()
+        .or_else(|| m.block.graph.backing_chain(&top_or_device).pop());
+    if bottom.as_deref() == Some(top_or_device.as_str()) {
+        return Err(generic("cannot commit an image into itself"));
+    }
     let opts = job_options(job_args!(a, a.filter_node_name.as_deref()))?;
     let block::BlockState { graph, jobs, .. } = &mut m.block;
     let r = jobs.start_commit(graph, &opts, &node, top.as_deref(), base.as_deref());
     block::pump(m);
     r.map_err(qerr)?;
     Ok(Empty)
+}
+
+/// A layer of `block-commit` named by `WHAT-node` (`by_node`, looked for in the backing chain
+/// from `from`) and not also by file (`by_file`), in QEMU's words.
+fn commit_layer(
+    m: &Machine,
+    from: &str,
+    by_node: &Option<String>,
+    by_file: &Option<String>,
+    what: &str,
+) -> R<Option<String>> {
+    let Some(n) = by_node else {
+        return Ok(None);
+    };
+    if by_file.is_some() {
+        return Err(generic(format!(
+            "'{what}-node' and '{what}' are mutually exclusive"
+        )));
+    }
+    if !m.block.graph.contains(n) {
+        return Err(generic(format!(
+            "Cannot find device='' nor node-name='{n}'"
+        )));
+    }
+    if !m.block.graph.backing_chain(from).contains(n) {
+        return Err(generic(format!("'{n}' is not in this backing file chain")));
+    }
+    Ok(Some(n.clone()))
 }
 
 /// A target file made for drive-mirror / drive-backup (`mode` absolute-paths): the source's
