@@ -249,6 +249,8 @@ pub struct BlockdevOptions {
     pub backing: Option<Option<BlockdevRef>>,
     /// `null-co` / `null-aio`: the size (1 GiB when absent).
     pub size: Option<u64>,
+    /// `null-co` / `null-aio`: `read-zeroes` as given (such nodes always read zeroes).
+    pub read_zeroes: Option<bool>,
     /// `throttle`: the throttle group (callers check that it exists).
     pub throttle_group: Option<String>,
 }
@@ -267,6 +269,7 @@ impl BlockdevOptions {
             file: None,
             backing: None,
             size: None,
+            read_zeroes: None,
             throttle_group: None,
         }
     }
@@ -731,15 +734,20 @@ impl BlockGraph {
             }
             Driver::NullCo | Driver::NullAio => {
                 name = Some(self.name_for(o));
-                // QEMU names a null node by its protocol unless options were given.
-                let filename = match o.size {
-                    None => format!("{}://", o.driver.name()),
-                    Some(size) => {
-                        format!(
-                            "json:{{\"driver\": \"{}\", \"size\": {size}}}",
-                            o.driver.name()
-                        )
+                // QEMU names a null node by its protocol unless options were given, else by
+                // them (in the order QEMU's dictionary keeps these names).
+                let filename = if o.size.is_none() && o.read_zeroes.is_none() {
+                    format!("{}://", o.driver.name())
+                } else {
+                    let mut members = Vec::new();
+                    if let Some(z) = o.read_zeroes {
+                        members.push(format!("\"read-zeroes\": {z}"));
                     }
+                    members.push(format!("\"driver\": \"{}\"", o.driver.name()));
+                    if let Some(size) = o.size {
+                        members.push(format!("\"size\": {size}"));
+                    }
+                    format!("json:{{{}}}", members.join(", "))
                 };
                 (filename, Data::Null(o.size.unwrap_or(1 << 30)))
             }
@@ -1168,6 +1176,16 @@ impl BlockGraph {
         out
     }
 
+    /// Reopens a node read-only for a snapshot's overlay, as QEMU tries to: a node a parent
+    /// still writes (the overlay's own file, say) stays read-write, without an error.
+    pub fn make_backing_read_only(&mut self, name: &str) -> Result<()> {
+        let (perm, _) = self.cumulative(name, 0);
+        if perm.contains(Perm::Write) || perm.contains(Perm::WriteUnchanged) {
+            return Ok(());
+        }
+        self.set_read_only(name, true)
+    }
+
     /// A node whose parents take write may not be read-only.
     fn check_writable(&self, name: &str) -> Result<()> {
         let (perm, _) = self.cumulative(name, 0);
@@ -1489,8 +1507,15 @@ impl BlockGraph {
         };
         let backing_file = n.filename.clone();
         image::create_overlay(overlay_file, &backing_file, format)?;
+        // QEMU opens the new image to write it, and the backing file to read its size,
+        // each a format node over a file node under generated names: four names are used.
+        for _ in 0..4 {
+            self.generate_name();
+        }
         let in_use = self.users.iter().any(|u| u.node == node);
         if !in_use {
+            // The overlay goes at once, but the node was reopened read-only for it.
+            self.make_backing_read_only(node)?;
             return Ok(None);
         }
         let opts = BlockdevOptions::format(
@@ -1510,7 +1535,7 @@ impl BlockGraph {
             return Err(e);
         }
         // The old image is a backing file now: read-only, as QEMU reopens it.
-        self.set_read_only(node, true)?;
+        self.make_backing_read_only(node)?;
         Ok(Some(name))
     }
 
@@ -1971,6 +1996,18 @@ impl BlockGraph {
                 image::image_info(Path::new(&node.filename), node.driver.format())
             }
         }
+    }
+
+    /// The backing file a qcow2 node's header names, resolved as QEMU opens it (None for
+    /// other drivers, or a header without one).
+    pub fn header_backing(&self, name: &str) -> Option<String> {
+        let node = self.nodes.get(name)?;
+        if node.driver != Driver::Qcow2 {
+            return None;
+        }
+        image::image_info(Path::new(&node.filename), Some(ImageFormat::Qcow2))
+            .ok()?
+            .full_backing_filename
     }
 
     /// One node's `BlockDeviceInfo`; with `deep`, `backing_image` follows the chain.

@@ -13,7 +13,8 @@
 //! compared with the step's.
 //!
 //! Normalised, and only this: the two directories' paths (each shown as `$DIR`), event
-//! timestamps (removed), `query-version`'s package (the distribution's build string, which
+//! timestamps (removed), the last two digits of generated node names (`#block12xx`: QEMU
+//! draws them at random), `query-version`'s package (the distribution's build string, which
 //! qmpkit does not claim), the progress of jobs still running under a speed limit
 //! (`current-progress`, `offset`), and files' `actual-size` (allocation on the host's file
 //! system). Everything else is compared as the bytes of the reply.
@@ -816,9 +817,30 @@ fn next_step(rng: &mut Rng, m: &mut Model, dir: &str) -> Step {
     step
 }
 
+/// Generated node names with their last two digits (random in QEMU) made `xx`:
+/// `#block1234` becomes `#block12xx`.
+fn generated_names(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("#block") {
+        let (head, tail) = rest.split_at(at + "#block".len());
+        out.push_str(head);
+        let digits = tail.bytes().take_while(u8::is_ascii_digit).count();
+        if digits >= 3 {
+            out.push_str(&tail[..digits - 2]);
+            out.push_str("xx");
+        } else {
+            out.push_str(&tail[..digits]);
+        }
+        rest = &tail[digits..];
+    }
+    out.push_str(rest);
+    out
+}
+
 /// What a reply or event says, with what must differ made equal.
 fn normalise(text: &str, dir: &Path) -> String {
-    let text = text.replace(&*dir.to_string_lossy(), "$DIR");
+    let text = generated_names(&text.replace(&*dir.to_string_lossy(), "$DIR"));
     let Ok(mut v) = serde_json::from_str::<Value>(&text) else {
         return text;
     };

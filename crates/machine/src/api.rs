@@ -3584,6 +3584,58 @@ impl ::qmpkit_qapi::Builder for __ImageInfoSpecificVmdkBuilder {
     }
 }
 
+/// QAPI struct `ImageInfoSpecificFile`.
+///
+/// Details specific to a file on the host.
+///
+/// **Since:** 8.0
+#[allow(deprecated)]
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ImageInfoSpecificFile {
+    /// the extent size hint the host's file system gives, where it gives one
+    pub extent_size_hint: ::core::option::Option<u64>,
+}
+#[allow(deprecated)]
+impl ::qmpkit_qapi::Object for ImageInfoSpecificFile {
+    type Builder = __ImageInfoSpecificFileBuilder;
+    fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
+        if let ::core::option::Option::Some(__v) = &self.extent_size_hint { ::serde::ser::SerializeMap::serialize_entry(__m, "extent-size-hint", __v)?; }
+        Ok(())
+    }
+}
+#[allow(deprecated)]
+impl ::serde::Serialize for ImageInfoSpecificFile {
+    fn serialize<__S: ::serde::Serializer>(&self, __s: __S) -> ::core::result::Result<__S::Ok, __S::Error> {
+        ::qmpkit_qapi::__rt::serialize_object(self, __s)
+    }
+}
+#[allow(deprecated)]
+impl<'de> ::serde::Deserialize<'de> for ImageInfoSpecificFile {
+    fn deserialize<__D: ::serde::Deserializer<'de>>(__d: __D) -> ::core::result::Result<Self, __D::Error> {
+        ::qmpkit_qapi::__rt::deserialize_object(__d, "ImageInfoSpecificFile")
+    }
+}
+#[doc(hidden)]
+#[allow(deprecated)]
+#[derive(Default)]
+pub struct __ImageInfoSpecificFileBuilder {
+    extent_size_hint: ::core::option::Option<u64>,
+}
+#[allow(deprecated)]
+impl ::qmpkit_qapi::Builder for __ImageInfoSpecificFileBuilder {
+    type Out = ImageInfoSpecificFile;
+    fn member<'de, __A: ::serde::de::MapAccess<'de>>(&mut self, __key: &str, __map: &mut __A) -> ::core::result::Result<bool, __A::Error> {
+        match __key {
+            "extent-size-hint" => self.extent_size_hint = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+    fn finish<__E: ::serde::de::Error>(self) -> ::core::result::Result<ImageInfoSpecificFile, __E> {
+        Ok(ImageInfoSpecificFile { extent_size_hint: self.extent_size_hint, })
+    }
+}
+
 /// QAPI enum `ImageInfoSpecificKind`.
 #[allow(deprecated)]
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -3594,17 +3646,20 @@ pub enum ImageInfoSpecificKind {
     Vmdk,
     /// `luks`
     Luks,
+    /// `file`
+    File,
     /// A value this schema does not know (from a newer server).
     Unknown(::std::string::String),
 }
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Enum for ImageInfoSpecificKind {
-    const NAMES: &'static [&'static str] = &["qcow2", "vmdk", "luks"];
+    const NAMES: &'static [&'static str] = &["qcow2", "vmdk", "luks", "file"];
     fn from_name(__s: &str) -> Self {
         match __s {
             "qcow2" => ImageInfoSpecificKind::Qcow2,
             "vmdk" => ImageInfoSpecificKind::Vmdk,
             "luks" => ImageInfoSpecificKind::Luks,
+            "file" => ImageInfoSpecificKind::File,
             _ => ImageInfoSpecificKind::Unknown(__s.into()),
         }
     }
@@ -3613,6 +3668,7 @@ impl ::qmpkit_qapi::Enum for ImageInfoSpecificKind {
             ImageInfoSpecificKind::Qcow2 => "qcow2",
             ImageInfoSpecificKind::Vmdk => "vmdk",
             ImageInfoSpecificKind::Luks => "luks",
+            ImageInfoSpecificKind::File => "file",
             ImageInfoSpecificKind::Unknown(__s) => __s,
         }
     }
@@ -3653,6 +3709,8 @@ pub enum ImageInfoSpecific {
     Vmdk(ImageInfoSpecificVmdk),
     /// `type` is `luks`.
     Luks(QCryptoBlockInfoLUKS),
+    /// `type` is `file`.
+    File(ImageInfoSpecificFile),
     /// A branch this schema does not know: an object with the tag `type` and the branch's members.
     Unknown(::serde_json::Value),
 }
@@ -3664,6 +3722,7 @@ impl ImageInfoSpecific {
             ImageInfoSpecific::Qcow2(_) => "qcow2",
             ImageInfoSpecific::Vmdk(_) => "vmdk",
             ImageInfoSpecific::Luks(_) => "luks",
+            ImageInfoSpecific::File(_) => "file",
             ImageInfoSpecific::Unknown(__v) => ::qmpkit_qapi::__rt::unknown_tag(__v, "type"),
         }
     }
@@ -3677,6 +3736,7 @@ impl ::qmpkit_qapi::Object for ImageInfoSpecific {
             ImageInfoSpecific::Qcow2(__v) => ::serde::ser::SerializeMap::serialize_entry(__m, "data", __v)?,
             ImageInfoSpecific::Vmdk(__v) => ::serde::ser::SerializeMap::serialize_entry(__m, "data", __v)?,
             ImageInfoSpecific::Luks(__v) => ::serde::ser::SerializeMap::serialize_entry(__m, "data", __v)?,
+            ImageInfoSpecific::File(__v) => ::serde::ser::SerializeMap::serialize_entry(__m, "data", __v)?,
             ImageInfoSpecific::Unknown(__v) => ::qmpkit_qapi::__rt::serialize_unknown(__v, "type", __m)?,
         }
         Ok(())
@@ -3704,6 +3764,7 @@ pub enum __ImageInfoSpecificState {
     Qcow2(::qmpkit_qapi::__rt::DataBuilder<ImageInfoSpecificQCow2>),
     Vmdk(::qmpkit_qapi::__rt::DataBuilder<ImageInfoSpecificVmdk>),
     Luks(::qmpkit_qapi::__rt::DataBuilder<QCryptoBlockInfoLUKS>),
+    File(::qmpkit_qapi::__rt::DataBuilder<ImageInfoSpecificFile>),
     Unknown(::std::string::String, ::serde_json::Map<::std::string::String, ::serde_json::Value>),
 }
 #[allow(deprecated)]
@@ -3713,6 +3774,7 @@ impl __ImageInfoSpecificState {
             "qcow2" => __ImageInfoSpecificState::Qcow2(::core::default::Default::default()),
             "vmdk" => __ImageInfoSpecificState::Vmdk(::core::default::Default::default()),
             "luks" => __ImageInfoSpecificState::Luks(::core::default::Default::default()),
+            "file" => __ImageInfoSpecificState::File(::core::default::Default::default()),
             _ => __ImageInfoSpecificState::Unknown(__t, ::serde_json::Map::new()),
         }
     }
@@ -3721,6 +3783,7 @@ impl __ImageInfoSpecificState {
             __ImageInfoSpecificState::Qcow2(__b) => ::qmpkit_qapi::__rt::replay(__b, __p),
             __ImageInfoSpecificState::Vmdk(__b) => ::qmpkit_qapi::__rt::replay(__b, __p),
             __ImageInfoSpecificState::Luks(__b) => ::qmpkit_qapi::__rt::replay(__b, __p),
+            __ImageInfoSpecificState::File(__b) => ::qmpkit_qapi::__rt::replay(__b, __p),
             __ImageInfoSpecificState::Unknown(_, __o) => { __o.extend(__p); Ok(()) }
             _ => Ok(()),
         }
@@ -3732,6 +3795,7 @@ impl __ImageInfoSpecificState {
             __ImageInfoSpecificState::Qcow2(__b) => ::qmpkit_qapi::Builder::member(__b, __key, __map),
             __ImageInfoSpecificState::Vmdk(__b) => ::qmpkit_qapi::Builder::member(__b, __key, __map),
             __ImageInfoSpecificState::Luks(__b) => ::qmpkit_qapi::Builder::member(__b, __key, __map),
+            __ImageInfoSpecificState::File(__b) => ::qmpkit_qapi::Builder::member(__b, __key, __map),
             __ImageInfoSpecificState::Unknown(_, __o) => { __o.insert(__key.into(), ::serde::de::MapAccess::next_value(__map)?); Ok(true) }
         }
     }
@@ -3741,6 +3805,7 @@ impl __ImageInfoSpecificState {
             __ImageInfoSpecificState::Qcow2(__b) => ImageInfoSpecific::Qcow2(::qmpkit_qapi::Builder::finish(__b)?),
             __ImageInfoSpecificState::Vmdk(__b) => ImageInfoSpecific::Vmdk(::qmpkit_qapi::Builder::finish(__b)?),
             __ImageInfoSpecificState::Luks(__b) => ImageInfoSpecific::Luks(::qmpkit_qapi::Builder::finish(__b)?),
+            __ImageInfoSpecificState::File(__b) => ImageInfoSpecific::File(::qmpkit_qapi::Builder::finish(__b)?),
             __ImageInfoSpecificState::Unknown(__t, __o) => ImageInfoSpecific::Unknown(::qmpkit_qapi::__rt::unknown_branch("type", __t, __o)),
         })
     }

@@ -754,6 +754,20 @@ fn qcow2_bitmap(b: &qmpkit_block::qcow2::Bitmap) -> api::Qcow2BitmapInfo {
     }
 }
 
+/// A qcow2 image's details.
+fn qcow2_specific(q: &qmpkit_block::image::Qcow2Info) -> api::ImageInfoSpecific {
+    api::ImageInfoSpecific::Qcow2(api::ImageInfoSpecificQCow2 {
+        compat: q.compat.clone(),
+        lazy_refcounts: q.lazy_refcounts,
+        corrupt: q.corrupt,
+        refcount_bits: i(q.refcount_bits),
+        encrypt: None,
+        extended_l2: q.extended_l2,
+        bitmaps: (!q.bitmaps.is_empty()).then(|| q.bitmaps.iter().map(qcow2_bitmap).collect()),
+        compression_type: qmpkit_qapi::Enum::from_name(&q.compression_type),
+    })
+}
+
 /// An image's facts as `ImageInfo`.
 pub fn image_info(
     info: &qmpkit_block::ImageInfo,
@@ -762,22 +776,20 @@ pub fn image_info(
 ) -> api::ImageInfo {
     let snapshots =
         (!info.snapshots.is_empty()).then(|| info.snapshots.iter().map(snapshot_info).collect());
-    let format_specific = info.qcow2.as_ref().map(|q| {
-        api::ImageInfoSpecific::Qcow2(api::ImageInfoSpecificQCow2 {
-            compat: q.compat.clone(),
-            lazy_refcounts: q.lazy_refcounts,
-            corrupt: q.corrupt,
-            refcount_bits: i(q.refcount_bits),
-            encrypt: None,
-            extended_l2: q.extended_l2,
-            bitmaps: (!q.bitmaps.is_empty()).then(|| q.bitmaps.iter().map(qcow2_bitmap).collect()),
-            compression_type: qmpkit_qapi::Enum::from_name(&q.compression_type),
-        })
-    });
+    let format_specific = if format == "file" {
+        // A file on the host: QEMU 8.0 and later report its (empty) details.
+        Some(api::ImageInfoSpecific::File(api::ImageInfoSpecificFile {
+            extent_size_hint: None,
+        }))
+    } else {
+        info.qcow2.as_ref().map(qcow2_specific)
+    };
+
     api::ImageInfo {
         filename: info.filename.clone(),
         format: format.to_string(),
-        dirty_flag: Some(info.dirty_flag),
+        // The null drivers tell nothing of the kind.
+        dirty_flag: (!format.starts_with("null")).then_some(info.dirty_flag),
         actual_size: info.actual_size.map(i),
         virtual_size: i(info.virtual_size),
         cluster_size: info.cluster_size.map(i),
@@ -797,19 +809,56 @@ pub fn image_info(
 pub fn node_device_info(m: &Machine, n: &qmpkit_block::NodeInfo) -> api::BlockDeviceInfo {
     let mut info = device_info(n);
     info.dirty_bitmaps = dirty_info(m, &n.node_name);
-    // A filter, or a format over another format's node (a qcow2 node over a raw one), is
-    // named by its description, as QEMU names a node that is not over a plain file.
-    let over_format = m
-        .block
-        .graph
-        .child(&n.node_name, qmpkit_block::graph::ChildRole::File)
-        .is_some_and(|c| m.block.graph.driver(&c).ok() == Some(qmpkit_block::Driver::Raw));
-    if n.drv == "throttle" || over_format || m.block.graph.dropped_from_chain(&n.node_name) {
+    if described(&m.block.graph, &n.node_name, 0) {
         let name = json_filename(m, &n.node_name);
         info.file = name.clone();
         info.image.filename = name;
     }
     info
+}
+
+/// Whether QEMU names a node by its `json:` description rather than a file name: a throttle
+/// filter, a format over another format's node (a qcow2 node over a raw one), a layer a
+/// commit took out of its chain, or a qcow2 node whose backing child is not the backing file
+/// its header names (another node given as `backing`, or none where the header names one).
+fn described(g: &qmpkit_block::BlockGraph, node: &str, depth: u32) -> bool {
+    use qmpkit_block::graph::ChildRole;
+    use qmpkit_block::Driver;
+    let Ok(driver) = g.driver(node) else {
+        return false;
+    };
+    let over_format = g
+        .child(node, ChildRole::File)
+        .is_some_and(|c| g.driver(&c).ok() == Some(Driver::Raw));
+    driver == Driver::Throttle
+        || over_format
+        || g.dropped_from_chain(node)
+        || backing_overridden(g, node, depth)
+}
+
+/// Whether a qcow2 node's backing child differs from what its header would open.
+fn backing_overridden(g: &qmpkit_block::BlockGraph, node: &str, depth: u32) -> bool {
+    use qmpkit_block::graph::ChildRole;
+    if g.driver(node).ok() != Some(qmpkit_block::Driver::Qcow2) || depth > 16 {
+        return false;
+    }
+    let header = g.header_backing(node);
+    match g.child(node, ChildRole::Backing) {
+        Some(b) => header.as_deref() != Some(shown_filename(g, &b, depth + 1).as_str()),
+        None => header.is_some(),
+    }
+}
+
+/// The file name QEMU shows for a node: its `json:` description where it has one, else the
+/// file it reads (a filter's is its child's).
+fn shown_filename(g: &qmpkit_block::BlockGraph, node: &str, depth: u32) -> String {
+    if described(g, node, depth) {
+        return format!(
+            "json:{}",
+            qmpkit_wire::json::to_qemu_string(&describe(g, node, depth))
+        );
+    }
+    g.filename(node).unwrap_or_default()
 }
 
 fn image_chain(n: &qmpkit_block::NodeInfo) -> api::ImageInfo {
@@ -1034,16 +1083,42 @@ pub fn json_filename(m: &Machine, node: &str) -> String {
     )
 }
 
+/// A node's options as QEMU describes them, members in QEMU's order: its driver, its own
+/// options, and its children's descriptions (a qcow2 node's backing child only where it is
+/// not the one its header names).
 fn describe(g: &qmpkit_block::BlockGraph, node: &str, depth: u32) -> serde_json::Value {
+    qmpkit_wire::qdict::qemu_order(describe_in_order(g, node, depth))
+}
+
+fn describe_in_order(g: &qmpkit_block::BlockGraph, node: &str, depth: u32) -> serde_json::Value {
     use qmpkit_block::graph::ChildRole;
     use serde_json::json;
     let Ok(driver) = g.driver(node) else {
         return serde_json::Value::Null;
     };
+    // A node named by its options from the start (a null node given a size) is described
+    // by them.
+    if let Some(v) = g
+        .filename(node)
+        .ok()
+        .and_then(|f| f.strip_prefix("json:").map(str::to_string))
+        .and_then(|j| serde_json::from_str::<serde_json::Value>(&j).ok())
+    {
+        return v;
+    }
     let mut o = serde_json::Map::new();
-    if g.dropped_from_chain(node) && depth < 16 {
+    if backing_overridden(g, node, depth) {
+        let b = g.child(node, ChildRole::Backing);
+        o.insert(
+            "backing".into(),
+            match b {
+                Some(b) if depth < 16 => describe_in_order(g, &b, depth + 1),
+                _ => serde_json::Value::Null,
+            },
+        );
+    } else if g.dropped_from_chain(node) && depth < 16 {
         if let Some(b) = g.child(node, ChildRole::Backing) {
-            o.insert("backing".into(), describe(g, &b, depth + 1));
+            o.insert("backing".into(), describe_in_order(g, &b, depth + 1));
         }
     }
     if let Some(t) = g.throttle_group(node) {
@@ -1052,7 +1127,7 @@ fn describe(g: &qmpkit_block::BlockGraph, node: &str, depth: u32) -> serde_json:
     o.insert("driver".into(), json!(driver.name()));
     match g.child(node, ChildRole::File) {
         Some(c) if depth < 16 => {
-            o.insert("file".into(), describe(g, &c, depth + 1));
+            o.insert("file".into(), describe_in_order(g, &c, depth + 1));
         }
         _ => {
             if driver == qmpkit_block::Driver::File {

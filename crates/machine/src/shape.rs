@@ -494,6 +494,30 @@ impl<'a> Shaper<'a> {
         }
     }
 
+    /// Whether `value` is a union's object whose tag names a branch type `id` lacks.
+    fn branch_unknown(&self, id: EntityId, value: &Value) -> bool {
+        let schema = self.schema;
+        let EntityKind::Object(o) = &schema.entity(id).kind else {
+            return false;
+        };
+        let Some(br) = &o.branches else {
+            return false;
+        };
+        let Some(tag) = value.get(&br.tag_name).and_then(Value::as_str) else {
+            return false;
+        };
+        let tag_type = schema
+            .object_members(id)
+            .into_iter()
+            .find(|m| m.name == br.tag_name)
+            .map(|m| m.typ);
+        let known = match tag_type.map(|t| &schema.entity(t).kind) {
+            Some(EntityKind::Enum(e)) => e.members.iter().any(|m| m.name == tag),
+            _ => true,
+        };
+        !known && tag_type.is_some_and(|t| self.rename(&schema.entity(t).name, tag).is_none())
+    }
+
     fn fill_members(
         &mut self,
         id: EntityId,
@@ -507,6 +531,10 @@ impl<'a> Shaper<'a> {
                 continue;
             }
             match src.remove(&m.name) {
+                // An optional member whose value is a union branch the served interface does
+                // not have is left out, as a member it does not have (the interface that
+                // lacks the branch never reported such a value).
+                Some(v) if m.optional && self.branch_unknown(m.typ, &v) => {}
                 Some(v) => {
                     let v = self.at(&m.name, |s| s.conform(m.typ, v, depth + 1));
                     out.insert(m.name.clone(), v);

@@ -122,6 +122,7 @@ const NEWER: &[&str] = &[
     "blockdev-reopen",
     "q_obj_query-named-block-nodes-arg",
     "BitmapSyncMode",
+    "ImageInfoSpecificFile",
 ];
 
 /// Seed definitions that grew members of later QEMU releases: each keeps every member the
@@ -153,6 +154,8 @@ const GROWN: &[&str] = &[
     "q_obj_block-commit-arg",
     "q_obj_block-stream-arg",
     "q_obj_blockdev-mirror-arg",
+    "ImageInfoSpecific",
+    "ImageInfoSpecificKind",
 ];
 
 /// Whether `name` (an entity, its implicit argument type or its array) is an extension or
@@ -162,6 +165,7 @@ fn set_aside(name: &str) -> bool {
     let base = base.strip_prefix("q_obj_").unwrap_or(base);
     let base = base.strip_suffix("-arg").unwrap_or(base);
     let base = base.strip_suffix("-base").unwrap_or(base);
+    let base = base.strip_suffix("-wrapper").unwrap_or(base);
     is_ext(name)
         || NEWER.contains(&name)
         || NEWER

@@ -132,6 +132,7 @@ pub fn map_options(o: &api::BlockdevOptions) -> R<Opts> {
         }
         B::NullCo(n) | B::NullAio(n) => {
             let mut x = Opts::null(n.size.map(|s| s.max(0) as u64));
+            x.read_zeroes = n.read_zeroes;
             if matches!(o.driver, B::NullAio(_)) {
                 x.driver = Driver::NullAio;
             }
@@ -312,7 +313,7 @@ fn snapshot(m: &mut Machine, a: &api::BlockdevSnapshot) -> R<SnapshotUndo> {
         let _ = g.set_backing(&a.overlay, None);
         return Err(qerr(e));
     }
-    let _ = g.set_read_only(&a.node, true);
+    let _ = g.make_backing_read_only(&a.node);
     block::sync_media(m);
     Ok(SnapshotUndo {
         node: a.node.clone(),
