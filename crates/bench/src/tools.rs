@@ -114,8 +114,11 @@ const BLOCK: usize = 100;
 /// ... this many blocks per path.
 const BLOCKS: usize = 10;
 
-/// Within a round's throughput part: each path pipelines for this long, in turn.
-const BURST: Duration = Duration::from_millis(150);
+/// Within a round's throughput part: bursts of pipelining this long on each path in turn
+/// (which goes first rotates) ...
+const BURST: Duration = Duration::from_millis(30);
+/// ... this many per path.
+const BURSTS: usize = 5;
 
 /// One pipelined burst on `c`: requests per second, the CPU time meanwhile (ns) of the process
 /// whose `/proc` directory is `proc` (when given), the number of requests.
@@ -282,18 +285,22 @@ fn proxy_figures(direct: &Path, vias: &[Via], name: &str, key: &str) -> Result<V
             pipelined(c, 16, BURST).await?;
         }
         let mut cpu = vec![(0u64, 0f64); n];
-        let mut rates = Vec::new();
+        let mut rates: Vec<Vec<f64>> = Vec::new();
         for round in 0..ROUNDS {
-            let mut r = vec![0f64; n];
-            for i in order(n, round) {
-                let (rate, c, count) = burst_with_cpu(&clients[i], procs[i].as_deref()).await?;
-                r[i] = rate;
-                if let Some(c) = c {
-                    cpu[i].0 += c;
-                    cpu[i].1 += count;
+            // Per path: requests and seconds over the round's bursts.
+            let mut r = vec![(0f64, 0f64); n];
+            for b in 0..BURSTS {
+                for i in order(n, round + b) {
+                    let (rate, c, count) = burst_with_cpu(&clients[i], procs[i].as_deref()).await?;
+                    r[i].0 += count;
+                    r[i].1 += count / rate;
+                    if let Some(c) = c {
+                        cpu[i].0 += c;
+                        cpu[i].1 += count;
+                    }
                 }
             }
-            rates.push(r);
+            rates.push(r.iter().map(|(k, t)| k / t).collect());
         }
         for c in clients {
             c.shutdown().await;
@@ -306,7 +313,7 @@ fn proxy_figures(direct: &Path, vias: &[Via], name: &str, key: &str) -> Result<V
     let rate = |i: usize| median(rates.iter().map(|r| r[i]).collect());
     println!();
     println!(
-        "what a process in between adds in front of {name} (unix sockets, query-version; {ROUNDS} rounds, each of {BLOCKS}x{BLOCK} round trips per path in rotating blocks and {} ms of pipelining per path; medians of the rounds)",
+        "what a process in between adds in front of {name} (unix sockets, query-version; {ROUNDS} rounds, each of {BLOCKS}x{BLOCK} round trips and {BURSTS}x{} ms of pipelining per path in rotating blocks; medians of the rounds)",
         BURST.as_millis()
     );
     println!(
