@@ -547,6 +547,27 @@ impl<'t, S: DocSource<'t>> Builder<'_, 't, S> {
     }
 }
 
+/// Buffers [`parse_doc`] reuses from one block to the next: the text of
+/// the current section, and the block's descriptions and sections while
+/// they are collected (each block keeps lists of exactly its size, and
+/// the memory of lists that grow is not taken again for every block).
+#[derive(Debug, Default)]
+pub struct DocScratch {
+    text: String,
+    args: Vec<DocSection>,
+    features: Vec<DocSection>,
+    sections: Vec<DocSection>,
+}
+
+impl DocScratch {
+    pub fn new() -> DocScratch {
+        DocScratch {
+            text: String::with_capacity(4096),
+            ..DocScratch::default()
+        }
+    }
+}
+
 /// A parsed doc comment block.
 #[derive(Debug, Clone)]
 pub struct ParsedDoc {
@@ -561,14 +582,14 @@ pub struct ParsedDoc {
 /// (sections QEMU 10.0 retired, loose indentation, `@Symbol` without a
 /// colon) instead of raising QEMU 10.0's errors. Without `keep_text`,
 /// every section's text is left empty (the checks that need to know
-/// whether there is text are made all the same). `scratch` is a buffer
+/// whether there is text are made all the same). `scratch` holds buffers
 /// reused between calls.
 pub fn parse_doc<'t, S: DocSource<'t>>(
     info: &Info,
     items: &mut S,
     lenient: bool,
     keep_text: bool,
-    scratch: &mut String,
+    scratch: &mut DocScratch,
 ) -> Result<ParsedDoc, QapiError> {
     let mut r = Reader {
         info,
@@ -590,9 +611,9 @@ pub fn parse_doc<'t, S: DocSource<'t>>(
         info: info.clone(),
         symbol: None,
         body,
-        args: Vec::new(),
-        features: Vec::new(),
-        sections: Vec::new(),
+        args: take_cleared(&mut scratch.args),
+        features: take_cleared(&mut scratch.features),
+        sections: take_cleared(&mut scratch.sections),
     };
     let mut b = Builder {
         r,
@@ -603,8 +624,8 @@ pub fn parse_doc<'t, S: DocSource<'t>>(
         at_memo: None,
         scratch: Scratch {
             buf: {
-                scratch.clear();
-                std::mem::take(scratch)
+                scratch.text.clear();
+                std::mem::take(&mut scratch.text)
             },
             keep: keep_text,
             any: false,
@@ -639,7 +660,15 @@ pub fn parse_doc<'t, S: DocSource<'t>>(
         first => b.freeform(first)?,
     }
     b.switch(Cur::Body);
-    *scratch = std::mem::take(&mut b.scratch.buf);
+    scratch.text = std::mem::take(&mut b.scratch.buf);
+    let mut doc = b.doc;
+    scratch.args = std::mem::take(&mut doc.args);
+    scratch.features = std::mem::take(&mut doc.features);
+    scratch.sections = std::mem::take(&mut doc.sections);
+    // Lists of exactly the block's size (none for an empty list).
+    doc.args = exact(&mut scratch.args);
+    doc.features = exact(&mut scratch.features);
+    doc.sections = exact(&mut scratch.sections);
     if !lenient {
         // Descriptions and tagged sections need text.
         if let Some((kind, info)) = &b.untexted {
@@ -647,7 +676,20 @@ pub fn parse_doc<'t, S: DocSource<'t>>(
         }
     }
     Ok(ParsedDoc {
-        doc: b.doc,
+        doc,
         old_style: b.old_style,
     })
+}
+
+/// The sections of a scratch list, moved to a list of their size.
+fn exact(v: &mut Vec<DocSection>) -> Vec<DocSection> {
+    let mut out = Vec::with_capacity(v.len());
+    out.append(v);
+    out
+}
+
+/// A scratch list, emptied (what an earlier block failed with is dropped).
+fn take_cleared(v: &mut Vec<DocSection>) -> Vec<DocSection> {
+    v.clear();
+    std::mem::take(v)
 }

@@ -300,41 +300,87 @@ impl Checker<'_> {
     /// expressions' order is the error, as when checking one after the
     /// other.
     fn check_exprs(&self, raw: Vec<RawExpr<'_>>) -> Result<Vec<TopExpr>> {
-        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::mem::MaybeUninit;
         use std::sync::{Mutex, PoisonError};
-        type Slot<'t> = Mutex<(Vec<RawExpr<'t>>, Option<Result<Vec<TopExpr>>>)>;
+        /// Where a chunk's results go, how many were written, and the
+        /// chunk's error.
+        type Slot<'o> = Mutex<(&'o mut [MaybeUninit<TopExpr>], usize, Option<QapiError>)>;
         let n = raw.len();
         if n <= CHUNK {
             return raw.into_iter().map(|e| self.check_expr(e)).collect();
         }
-        let mut chunks: Vec<Slot<'_>> = Vec::with_capacity(n.div_ceil(CHUNK));
-        let mut raw = raw.into_iter();
-        loop {
-            let chunk: Vec<RawExpr<'_>> = raw.by_ref().take(CHUNK).collect();
-            if chunk.is_empty() {
-                break;
+        // Each expression's result goes straight to its place in the
+        // list: no list per chunk, nothing copied afterwards.
+        let mut out: Vec<TopExpr> = Vec::with_capacity(n);
+        let slots: Vec<Slot<'_>> = out.spare_capacity_mut()[..n]
+            .chunks_mut(CHUNK)
+            .map(|c| Mutex::new((c, 0, None)))
+            .collect();
+        // The next chunk's index, and the expressions not handed out yet.
+        let input = Mutex::new((0usize, raw.into_iter()));
+        let work = || {
+            let mut chunk: Vec<RawExpr<'_>> = Vec::with_capacity(CHUNK);
+            loop {
+                let i = {
+                    let mut input = input.lock().unwrap_or_else(PoisonError::into_inner);
+                    let (next, rest) = &mut *input;
+                    chunk.extend(rest.by_ref().take(CHUNK));
+                    *next += 1;
+                    *next - 1
+                };
+                if chunk.is_empty() {
+                    break;
+                }
+                let Some(slot) = slots.get(i) else { break };
+                let mut slot = slot.lock().unwrap_or_else(PoisonError::into_inner);
+                let (place, written, error) = &mut *slot;
+                for e in chunk.drain(..) {
+                    if error.is_some() {
+                        continue;
+                    }
+                    match self.check_expr(e) {
+                        Ok(t) => {
+                            place[*written].write(t);
+                            *written += 1;
+                        }
+                        Err(e) => *error = Some(e),
+                    }
+                }
             }
-            chunks.push(Mutex::new((chunk, None)));
-        }
-        let next = AtomicUsize::new(0);
-        let work = || loop {
-            let i = next.fetch_add(1, Ordering::Relaxed);
-            let Some(slot) = chunks.get(i) else { break };
-            let mut slot = slot.lock().unwrap_or_else(PoisonError::into_inner);
-            let input = std::mem::take(&mut slot.0);
-            slot.1 = Some(input.into_iter().map(|e| self.check_expr(e)).collect());
         };
         std::thread::scope(|s| {
             // Without a second thread the first one checks every chunk.
             let _ = std::thread::Builder::new().spawn_scoped(s, work);
             work();
         });
-        let mut exprs = Vec::with_capacity(n);
-        for slot in chunks {
-            let (_, checked) = slot.into_inner().unwrap_or_else(PoisonError::into_inner);
-            exprs.extend(checked.unwrap_or_else(|| Ok(Vec::new()))?);
+        let mut first_error = None;
+        let mut complete = true;
+        let mut done: Vec<(&mut [MaybeUninit<TopExpr>], usize)> = Vec::with_capacity(slots.len());
+        for slot in slots {
+            let (place, written, error) = slot.into_inner().unwrap_or_else(PoisonError::into_inner);
+            complete &= written == place.len();
+            if first_error.is_none() {
+                first_error = error;
+            }
+            done.push((place, written));
         }
-        Ok(exprs)
+        if complete && first_error.is_none() {
+            drop(done);
+            // SAFETY: every chunk wrote a result to each of its places, and
+            // the chunks cover the first `n` places of `out`'s capacity.
+            unsafe { out.set_len(n) };
+            return Ok(out);
+        }
+        for (place, written) in done {
+            for t in &mut place[..written] {
+                // SAFETY: the first `written` places of the chunk were
+                // written, and are dropped once, here.
+                unsafe { t.assume_init_drop() };
+            }
+        }
+        // Incomplete without an error cannot happen: the calling thread
+        // takes every chunk left.
+        Err(first_error.unwrap_or_else(|| QapiError::bare("expressions left unchecked".to_string())))
     }
 
     fn legacy(&self) -> bool {

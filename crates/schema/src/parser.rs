@@ -696,7 +696,7 @@ struct Ctx<'p, 't> {
     /// The parser's stacks, reused from file to file.
     stacks: Stacks<'t>,
     /// Buffer for doc comment text, reused.
-    doc_scratch: String,
+    doc_scratch: doc::DocScratch,
     lenient_docs: bool,
     keep_doc_text: bool,
     out: RawSchema<'t>,
@@ -737,7 +737,7 @@ pub fn parse_files<'t>(
         dialect,
         included: Vec::new(),
         chain: Vec::new(),
-        doc_scratch: String::with_capacity(4096),
+        doc_scratch: doc::DocScratch::new(),
         stacks: Stacks::default(),
         lenient_docs,
         keep_doc_text,
@@ -833,7 +833,7 @@ impl<'t> FileParser<'t> {
     fn step(
         &mut self,
         out: &mut RawSchema<'t>,
-        doc_scratch: &mut String,
+        doc_scratch: &mut doc::DocScratch,
     ) -> Result<Option<usize>, QapiError> {
         let lx = &mut self.lx;
         if !self.started {

@@ -135,7 +135,7 @@ pub(super) enum Outcome<T> {
 
 impl<'t> Job<'_, 't> {
     /// Parse files until there are none left.
-    fn work(self, stacks: &mut Stacks<'t>, scratch: &mut String) {
+    fn work(self, stacks: &mut Stacks<'t>, scratch: &mut doc::DocScratch) {
         while let Some((fname, canon)) = self.pool.next_job() {
             let parsed = match self.parse(fname, canon, stacks, scratch) {
                 Outcome::Parsed(p) => Some(p),
@@ -151,7 +151,7 @@ impl<'t> Job<'_, 't> {
         fname: String,
         canon: String,
         stacks: &mut Stacks<'t>,
-        scratch: &mut String,
+        scratch: &mut doc::DocScratch,
     ) -> Outcome<Parsed<'t>> {
         let Ok(text) = self.provider.read(&fname) else {
             return Outcome::Retry;
@@ -229,7 +229,7 @@ pub(super) fn parse_files<'t>(
         docs,
     };
     let mut stacks = Stacks::default();
-    let mut scratch = String::with_capacity(4096);
+    let mut scratch = doc::DocScratch::new();
     let main = match job.parse(fname.to_string(), canon.clone(), &mut stacks, &mut scratch) {
         Outcome::Parsed(p) => p,
         Outcome::Error(e) => return Outcome::Error(e),
@@ -240,7 +240,7 @@ pub(super) fn parse_files<'t>(
         std::thread::scope(|s| {
             // Without a second thread the first one parses every file.
             let _ = std::thread::Builder::new().spawn_scoped(s, move || {
-                job.work(&mut Stacks::default(), &mut String::with_capacity(4096))
+                job.work(&mut Stacks::default(), &mut doc::DocScratch::new())
             });
             job.work(&mut stacks, &mut scratch);
         });
