@@ -41,6 +41,36 @@ pub fn parse_schema_with(
     provider: &dyn SourceProvider,
     keep_doc_text: bool,
 ) -> Result<ParsedSchema> {
+    parse_then(path, dialect, provider, keep_doc_text, |raw, mut parsed| {
+        parsed.exprs = Checker::of(&parsed).check_exprs(raw, None)?;
+        Ok(parsed)
+    })
+}
+
+/// Check every expression of `parsed` (whose own list of expressions is
+/// empty) and hand each, in order, to `define`, on the calling thread
+/// while the expressions after it are still being checked. An error of an
+/// expression's checks wins over any error of `define`, as when every
+/// expression is checked before any is defined.
+pub(crate) fn check_each(
+    raw: Vec<RawExpr<'_>>,
+    parsed: &ParsedSchema,
+    define: &mut dyn FnMut(TopExpr) -> Result<()>,
+) -> Result<()> {
+    Checker::of(parsed).check_exprs(raw, Some(define))?;
+    Ok(())
+}
+
+/// Read and parse the schema `path`, then hand its raw expressions and
+/// everything else it holds (as a [`ParsedSchema`] without expressions) to
+/// `then`, which checks the expressions.
+pub(crate) fn parse_then<T>(
+    path: &str,
+    dialect: Dialect,
+    provider: &dyn SourceProvider,
+    keep_doc_text: bool,
+    then: impl for<'t> FnOnce(Vec<RawExpr<'t>>, ParsedSchema) -> Result<T>,
+) -> Result<T> {
     // Doc comments: QEMU 10.0's rules, except for schemas written for
     // older QEMU. The legacy dialect always reads them the older way; a
     // modern schema whose doc comments fail QEMU 10.0's rules is read again
@@ -58,7 +88,8 @@ pub fn parse_schema_with(
                 let arena2 = TextArena::new();
                 if let Ok(raw) = parser::parse_files(path, dialect, provider, true, keep, &arena2) {
                     if raw.old_style_blocks >= OLD_STYLE_MIN_BLOCKS {
-                        return check_all(path, dialect, raw);
+                        let (raw, parsed) = split(path, dialect, raw);
+                        return then(raw, parsed);
                     }
                 }
             }
@@ -76,12 +107,19 @@ pub fn parse_schema_with(
             return Err(e);
         }
     };
-    check_all(path, dialect, raw)
+    let (raw, parsed) = split(path, dialect, raw);
+    then(raw, parsed)
 }
 
-fn check_all(path: &str, dialect: Dialect, raw: parser::RawSchema<'_>) -> Result<ParsedSchema> {
+/// The raw expressions, and the rest as a [`ParsedSchema`] without
+/// expressions.
+fn split<'t>(
+    path: &str,
+    dialect: Dialect,
+    raw: parser::RawSchema<'t>,
+) -> (Vec<RawExpr<'t>>, ParsedSchema) {
     let parser::RawSchema {
-        exprs: raw_exprs,
+        exprs,
         docs,
         pragma,
         legacy_returns_whitelist,
@@ -90,23 +128,17 @@ fn check_all(path: &str, dialect: Dialect, raw: parser::RawSchema<'_>) -> Result
         old_style_docs: _,
         old_style_blocks: _,
     } = raw;
-    let ck = Checker {
-        dialect,
-        lenient_docs,
-        pragma: &pragma,
-        docs: &docs,
-    };
-    let exprs = ck.check_exprs(raw_exprs)?;
-    Ok(ParsedSchema {
+    let parsed = ParsedSchema {
         fname: path.to_string(),
         dialect,
-        exprs,
+        exprs: Vec::new(),
         docs,
         pragma,
         legacy_returns_whitelist,
         legacy_name_case_whitelist,
         legacy_docs: lenient_docs,
-    })
+    };
+    (exprs, parsed)
 }
 
 /// Parse and check a schema read from the file system.
@@ -125,6 +157,17 @@ struct Checker<'a> {
     lenient_docs: bool,
     pragma: &'a Pragma,
     docs: &'a [Doc],
+}
+
+impl<'a> Checker<'a> {
+    fn of(parsed: &'a ParsedSchema) -> Checker<'a> {
+        Checker {
+            dialect: parsed.dialect,
+            lenient_docs: parsed.legacy_docs,
+            pragma: &parsed.pragma,
+            docs: &parsed.docs,
+        }
+    }
 }
 
 /// Builds the "source" part of a message (e.g. `'data' member 'a'`) only
@@ -294,93 +337,181 @@ fn take<'t>(d: &mut [(Cow<'t, str>, Value<'t>)], key: &str) -> Option<Value<'t>>
 /// Expressions checked together by one thread.
 const CHUNK: usize = 64;
 
+/// Where a chunk's checked expressions go: how many were written and how
+/// many read out again, whether the chunk is checked, and its error.
+struct Chunk<'o> {
+    place: &'o mut [std::mem::MaybeUninit<TopExpr>],
+    written: usize,
+    taken: usize,
+    done: bool,
+    error: Option<QapiError>,
+}
+
 impl Checker<'_> {
     /// Check every expression, in chunks shared by two threads (each
     /// expression's checks depend on nothing else); the first error in the
     /// expressions' order is the error, as when checking one after the
-    /// other.
-    fn check_exprs(&self, raw: Vec<RawExpr<'_>>) -> Result<Vec<TopExpr>> {
-        use std::mem::MaybeUninit;
-        use std::sync::{Mutex, PoisonError};
-        /// Where a chunk's results go, how many were written, and the
-        /// chunk's error.
-        type Slot<'o> = Mutex<(&'o mut [MaybeUninit<TopExpr>], usize, Option<QapiError>)>;
+    /// other. Without `define`, the checked expressions are the result;
+    /// with it, each is handed to `define` in order, on the calling thread,
+    /// as soon as the chunk holding it is checked (the other thread checks
+    /// later chunks meanwhile), and the result is empty. An error of the
+    /// checks wins over one of `define`.
+    fn check_exprs<'t>(
+        &self,
+        raw: Vec<RawExpr<'t>>,
+        mut define: Option<&mut dyn FnMut(TopExpr) -> Result<()>>,
+    ) -> Result<Vec<TopExpr>> {
+        use std::sync::{Mutex, MutexGuard, PoisonError, TryLockError};
         let n = raw.len();
         if n <= CHUNK {
-            return raw.into_iter().map(|e| self.check_expr(e)).collect();
+            let exprs = raw
+                .into_iter()
+                .map(|e| self.check_expr(e))
+                .collect::<Result<Vec<_>>>()?;
+            let Some(define) = define else {
+                return Ok(exprs);
+            };
+            for e in exprs {
+                define(e)?;
+            }
+            return Ok(Vec::new());
         }
-        // Each expression's result goes straight to its place in the
-        // list: no list per chunk, nothing copied afterwards.
+        fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+            m.lock().unwrap_or_else(PoisonError::into_inner)
+        }
+        // Each expression's result goes straight to its place in `out`: no
+        // list per chunk, nothing copied afterwards.
         let mut out: Vec<TopExpr> = Vec::with_capacity(n);
-        let slots: Vec<Slot<'_>> = out.spare_capacity_mut()[..n]
+        let slots: Vec<Mutex<Chunk<'_>>> = out.spare_capacity_mut()[..n]
             .chunks_mut(CHUNK)
-            .map(|c| Mutex::new((c, 0, None)))
+            .map(|place| {
+                Mutex::new(Chunk {
+                    place,
+                    written: 0,
+                    taken: 0,
+                    done: false,
+                    error: None,
+                })
+            })
             .collect();
         // The next chunk's index, and the expressions not handed out yet.
         let input = Mutex::new((0usize, raw.into_iter()));
-        let work = || {
-            let mut chunk: Vec<RawExpr<'_>> = Vec::with_capacity(CHUNK);
-            loop {
-                let i = {
-                    let mut input = input.lock().unwrap_or_else(PoisonError::into_inner);
-                    let (next, rest) = &mut *input;
-                    chunk.extend(rest.by_ref().take(CHUNK));
-                    *next += 1;
-                    *next - 1
-                };
-                if chunk.is_empty() {
-                    break;
+        // The next chunk: its expressions go to `buf`, and its slot comes
+        // locked (taken before the input is let go), so that waiting for
+        // the slot waits until the chunk is checked.
+        let claim = |buf: &mut Vec<RawExpr<'t>>| {
+            let mut input = lock(&input);
+            let (next, rest) = &mut *input;
+            let slot = slots.get(*next)?;
+            buf.extend(rest.by_ref().take(CHUNK));
+            *next += 1;
+            Some(lock(slot))
+        };
+        let check = |mut slot: MutexGuard<'_, Chunk<'_>>, buf: &mut Vec<RawExpr<'t>>| {
+            let c = &mut *slot;
+            for e in buf.drain(..) {
+                if c.error.is_some() {
+                    continue;
                 }
-                let Some(slot) = slots.get(i) else { break };
-                let mut slot = slot.lock().unwrap_or_else(PoisonError::into_inner);
-                let (place, written, error) = &mut *slot;
-                for e in chunk.drain(..) {
-                    if error.is_some() {
-                        continue;
+                match self.check_expr(e) {
+                    Ok(t) => {
+                        c.place[c.written].write(t);
+                        c.written += 1;
                     }
-                    match self.check_expr(e) {
-                        Ok(t) => {
-                            place[*written].write(t);
-                            *written += 1;
-                        }
-                        Err(e) => *error = Some(e),
-                    }
+                    Err(e) => c.error = Some(e),
                 }
             }
+            c.done = true;
         };
+        let work = || {
+            let mut buf = Vec::with_capacity(CHUNK);
+            while let Some(slot) = claim(&mut buf) {
+                check(slot, &mut buf);
+            }
+        };
+        let mut define_error = None;
         std::thread::scope(|s| {
             // Without a second thread the first one checks every chunk.
             let _ = std::thread::Builder::new().spawn_scoped(s, work);
-            work();
+            let Some(define) = define.as_mut() else {
+                work();
+                return;
+            };
+            let mut buf = Vec::with_capacity(CHUNK);
+            // The next chunk to define (none once `define` failed).
+            let mut d = Some(0);
+            loop {
+                if let Some(i) = d.filter(|&i| i < slots.len()) {
+                    let slot = match slots[i].try_lock() {
+                        Ok(g) => Some(g),
+                        Err(TryLockError::Poisoned(p)) => Some(p.into_inner()),
+                        Err(TryLockError::WouldBlock) => None,
+                    };
+                    if let Some(mut slot) = slot.filter(|c| c.done) {
+                        let c = &mut *slot;
+                        d = Some(i + 1);
+                        if c.error.is_some() {
+                            d = None;
+                        }
+                        while c.taken < c.written && d.is_some() {
+                            // SAFETY: the places before `written` were written;
+                            // each is read out once (`taken` moves past it).
+                            let t = unsafe { c.place[c.taken].assume_init_read() };
+                            c.taken += 1;
+                            if let Err(e) = define(t) {
+                                define_error = Some(e);
+                                d = None;
+                            }
+                        }
+                        continue;
+                    }
+                }
+                if let Some(slot) = claim(&mut buf) {
+                    check(slot, &mut buf);
+                    continue;
+                }
+                match d {
+                    // Wait until chunk `i` is checked (whoever checks it holds
+                    // its slot until then).
+                    Some(i) if i < slots.len() => drop(lock(&slots[i])),
+                    _ => break,
+                }
+            }
         });
+        let collect = define.is_none();
         let mut first_error = None;
         let mut complete = true;
-        let mut done: Vec<(&mut [MaybeUninit<TopExpr>], usize)> = Vec::with_capacity(slots.len());
+        let mut left = Vec::with_capacity(slots.len());
         for slot in slots {
-            let (place, written, error) = slot.into_inner().unwrap_or_else(PoisonError::into_inner);
-            complete &= written == place.len();
+            let c = slot.into_inner().unwrap_or_else(PoisonError::into_inner);
+            complete &= c.written == c.place.len() && (collect || c.taken == c.written);
             if first_error.is_none() {
-                first_error = error;
+                first_error = c.error;
             }
-            done.push((place, written));
+            left.push((c.place, c.taken, c.written));
         }
-        if complete && first_error.is_none() {
-            drop(done);
-            // SAFETY: every chunk wrote a result to each of its places, and
-            // the chunks cover the first `n` places of `out`'s capacity.
-            unsafe { out.set_len(n) };
-            return Ok(out);
+        if complete && first_error.is_none() && define_error.is_none() {
+            drop(left);
+            if collect {
+                // SAFETY: every chunk wrote a result to each of its places,
+                // and the chunks cover the first `n` places of `out`.
+                unsafe { out.set_len(n) };
+                return Ok(out);
+            }
+            return Ok(Vec::new());
         }
-        for (place, written) in done {
-            for t in &mut place[..written] {
-                // SAFETY: the first `written` places of the chunk were
-                // written, and are dropped once, here.
+        for (place, taken, written) in left {
+            for t in &mut place[taken..written] {
+                // SAFETY: these places were written and not read out; each
+                // is dropped once, here.
                 unsafe { t.assume_init_drop() };
             }
         }
         // Incomplete without an error cannot happen: the calling thread
-        // takes every chunk left.
-        Err(first_error.unwrap_or_else(|| QapiError::bare("expressions left unchecked".to_string())))
+        // checks every chunk left, and defines every chunk checked.
+        Err(first_error
+            .or(define_error)
+            .unwrap_or_else(|| QapiError::bare("expressions left unchecked")))
     }
 
     fn legacy(&self) -> bool {

@@ -46,8 +46,17 @@ pub fn load_from(
 
 /// [`load`] for a schema that is only checked: every check is made, but
 /// the text of doc comments is not kept (the model's doc sections have
-/// empty texts).
+/// empty texts). Expressions are defined in the model while later ones
+/// are still being checked on another core; errors are the same as
+/// [`load`]'s.
 pub fn load_checking(path: &std::path::Path, dialect: Dialect) -> Result<Schema, QapiError> {
-    let parsed = parse_schema_with(&path.to_string_lossy(), dialect, &FsProvider, false)?;
-    Schema::from_parsed(parsed)
+    let path = path.to_string_lossy();
+    expr::parse_then(&path, dialect, &FsProvider, false, |raw, parsed| {
+        let mut s = Schema::begin(&parsed.fname, dialect, parsed.legacy_docs, raw.len());
+        let doc_required = parsed.pragma.doc_required;
+        expr::check_each(raw, &parsed, &mut |e| {
+            s.define(e, &parsed.docs, doc_required)
+        })?;
+        s.finish(parsed.pragma, parsed.docs)
+    })
 }

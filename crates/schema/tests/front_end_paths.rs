@@ -201,3 +201,65 @@ fn whole_schemas_check_alike_without_doc_text() {
         assert!(same_verdict(&path, Dialect::Modern), "{schema}");
     }
 }
+
+/// A definition in a doc comment block, with `extra` in its doc comment and
+/// `keys` added to its expression.
+fn definition(name: &str, extra: &str, keys: &str) -> String {
+    format!("\n##\n# @{name}:\n#\n{extra}# Since: 1.0\n##\n{{ 'struct': '{name}', 'data': {{ 'a': 'int' }}{keys} }}\n")
+}
+
+/// QEMU 10.0.2's system schema with errors added at the end of some of its
+/// files: errors of the model (found while defining) and of single
+/// expressions (found while checking them), early and late in the schema's
+/// order, alone and together. Checking, which defines expressions while
+/// later ones are still being checked, reports what loading reports: an
+/// expression's error wins over any error of the model.
+#[test]
+fn whole_schema_errors_check_alike_without_doc_text() {
+    let src = qmpkit_testkit::data::path("qemu-ref/schema-10.0.2/qapi");
+    // Defining a name twice is an error of the model; a `Returns` section
+    // outside a command and an unknown key are errors of one expression.
+    let redefined_early = definition("QapiErrorClass", "", "");
+    let redefined_late = definition("YankInstanceChardev", "", "");
+    let returns = definition("QmpkitA", "# Returns: nothing\n#\n", "");
+    let bogus = definition("QmpkitB", "", ", 'bogus': true");
+    let variants: [&[(&str, &str)]; 8] = [
+        &[("common.json", &redefined_early)],
+        &[("uefi.json", &redefined_late)],
+        &[("uefi.json", &bogus)],
+        &[("common.json", &redefined_early), ("uefi.json", &bogus)],
+        &[("common.json", &bogus), ("uefi.json", &redefined_late)],
+        &[("block-core.json", &redefined_late), ("cxl.json", &returns)],
+        &[("block-core.json", &bogus), ("cxl.json", &returns)],
+        &[("common.json", &returns), ("cxl.json", &redefined_late)],
+    ];
+    let dir = std::env::temp_dir().join(format!("qmpkit-front-end-paths-{}", std::process::id()));
+    for (i, added) in variants.iter().enumerate() {
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("temporary directory");
+        for e in std::fs::read_dir(&src).expect("test data").flatten() {
+            let name = e.file_name().into_string().expect("file name");
+            let mut text = std::fs::read_to_string(e.path()).expect("schema file");
+            for (_, t) in added.iter().filter(|(f, _)| *f == name) {
+                text.push_str(t);
+            }
+            std::fs::write(dir.join(&name), text).expect("schema copy");
+        }
+        let path = dir.join("qapi-schema.json");
+        assert!(!same_verdict(&path, Dialect::Modern), "variant {i} passes");
+        let e = load_checking(&path, Dialect::Modern)
+            .unwrap_err()
+            .to_string();
+        // The first expression error in the schema's order, else the
+        // model's.
+        let first = |needle: &str| added.iter().position(|(_, t)| t.contains(needle));
+        let expected = match (first("bogus"), first("Returns")) {
+            (Some(b), Some(r)) if r < b => "'Returns' section is only valid for commands",
+            (Some(_), _) => "has unknown key 'bogus'",
+            (None, Some(_)) => "'Returns' section is only valid for commands",
+            (None, None) => "is already defined",
+        };
+        assert!(e.contains(expected), "variant {i}: {e}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -2,7 +2,7 @@
 //! creating implicit types on the way (QEMU's `_def_*` functions).
 
 use super::*;
-use crate::ast::{ExprKind, ParsedSchema, SectionKind};
+use crate::ast::{ExprKind, ParsedSchema, SectionKind, TopExpr};
 use crate::error::QapiError;
 use std::path::{Component, Path, PathBuf};
 
@@ -157,54 +157,90 @@ impl Schema {
 
     /// Build and check the model of a parsed schema.
     pub fn from_parsed(parsed: ParsedSchema) -> Result<Schema> {
-        let mut s = Schema::new(&parsed.fname, parsed.dialect);
+        let ParsedSchema {
+            fname,
+            dialect,
+            exprs,
+            docs,
+            pragma,
+            legacy_docs,
+            ..
+        } = parsed;
+        let mut s = Schema::begin(&fname, dialect, legacy_docs, exprs.len());
+        for e in exprs {
+            s.define(e, &docs, pragma.doc_required)?;
+        }
+        s.finish(pragma, docs)
+    }
+
+    /// A model to define the `exprs` expressions of the schema `fname` in,
+    /// one after the other ([`Schema::define`]), then check
+    /// ([`Schema::finish`]).
+    pub(crate) fn begin(fname: &str, dialect: Dialect, legacy_docs: bool, exprs: usize) -> Schema {
+        let mut s = Schema::new(fname, dialect);
         // Implicit types add about a third to the definitions (QEMU
         // 10.0: 1 061 expressions, 1 406 entities).
-        s.entities.reserve(parsed.exprs.len() * 3 / 2);
-        s.by_name.reserve(parsed.exprs.len() * 3 / 2);
-        s.pragma = parsed.pragma;
-        s.legacy_docs = parsed.legacy_docs;
-        s.docs = parsed.docs;
-        for e in parsed.exprs {
-            if let Some(c) = e.kind.common() {
-                s.check_doc_expr(c, &e.kind)?;
+        s.entities.reserve(exprs * 3 / 2);
+        s.by_name.reserve(exprs * 3 / 2);
+        s.legacy_docs = legacy_docs;
+        s
+    }
+
+    /// Define the next expression; `docs` are the schema's doc comments,
+    /// `doc_required` the pragma's.
+    pub(crate) fn define(&mut self, e: TopExpr, docs: &[Doc], doc_required: bool) -> Result<()> {
+        if let Some(c) = e.kind.common() {
+            self.check_doc_expr(c, &e.kind, docs, doc_required)?;
+        }
+        match e.kind {
+            ExprKind::Include(i) => self.def_include(&i.path, &e.info),
+            ExprKind::Pragma(_) => {}
+            ExprKind::Enum(d) => {
+                self.def_enum(d.common, d.members, d.prefix)?;
             }
-            match e.kind {
-                ExprKind::Include(i) => s.def_include(&i.path, &e.info),
-                ExprKind::Pragma(_) => {}
-                ExprKind::Enum(d) => {
-                    s.def_enum(d.common, d.members, d.prefix)?;
-                }
-                ExprKind::Struct(d) => {
-                    s.def_struct(d.common, d.base, d.members)?;
-                }
-                ExprKind::Union(d) => {
-                    s.def_union(d.common, d.base, d.discriminator, d.branches)?;
-                }
-                ExprKind::Alternate(d) => {
-                    s.def_alternate(d.common, d.branches)?;
-                }
-                ExprKind::Command(d) => {
-                    s.def_command(d.common, d.data, d.returns, d.flags)?;
-                }
-                ExprKind::Event(d) => {
-                    s.def_event(d.common, d.data, d.boxed)?;
-                }
+            ExprKind::Struct(d) => {
+                self.def_struct(d.common, d.base, d.members)?;
+            }
+            ExprKind::Union(d) => {
+                self.def_union(d.common, d.base, d.discriminator, d.branches)?;
+            }
+            ExprKind::Alternate(d) => {
+                self.def_alternate(d.common, d.branches)?;
+            }
+            ExprKind::Command(d) => {
+                self.def_command(d.common, d.data, d.returns, d.flags)?;
+            }
+            ExprKind::Event(d) => {
+                self.def_event(d.common, d.data, d.boxed)?;
             }
         }
-        s.check()?;
-        Ok(s)
+        Ok(())
+    }
+
+    /// Every expression defined: the schema's pragma and doc comments join
+    /// the model, and the semantic checks run.
+    pub(crate) fn finish(mut self, pragma: Pragma, docs: Vec<Doc>) -> Result<Schema> {
+        self.pragma = pragma;
+        self.docs = docs;
+        self.check()?;
+        Ok(self)
     }
 
     /// The doc comment rules QEMU applies per expression: a definition
     /// needs one under `doc-required`, and `Returns` / `Errors` sections
     /// belong to commands (returning something, for `Returns`).
-    fn check_doc_expr(&self, c: &DefnCommon, kind: &ExprKind) -> Result<()> {
+    fn check_doc_expr(
+        &self,
+        c: &DefnCommon,
+        kind: &ExprKind,
+        docs: &[Doc],
+        doc_required: bool,
+    ) -> Result<()> {
         if self.lax_docs() {
             return Ok(());
         }
-        let Some(d) = c.doc.and_then(|d| self.docs.get(d)) else {
-            if self.pragma.doc_required {
+        let Some(d) = c.doc.and_then(|d| docs.get(d)) else {
+            if doc_required {
                 return Err(QapiError::new(&c.info, "documentation comment required"));
             }
             return Ok(());
