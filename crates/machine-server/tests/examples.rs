@@ -1408,8 +1408,6 @@ const NOT_IMPLEMENTED: &[&str] = &[
     "query-gic-capabilities",
     // Quorum children: the block layer has no quorum driver.
     "x-blockdev-change",
-    // The block layer's medium insertion by node.
-    "x-blockdev-insert-medium",
 ];
 
 /// All documented examples, through the glue: with `--synthesize` (what

@@ -637,6 +637,49 @@ pub fn remove_medium(m: &mut Machine, i: usize, name: &str) -> Result<(), QmpErr
     Ok(())
 }
 
+/// `x-blockdev-insert-medium`: the node `node` becomes the medium of the drive whose tray is
+/// open and empty.
+pub fn insert_medium(m: &mut Machine, i: usize, name: &str, node: &str) -> Result<(), QmpError> {
+    let d = &m.block.drives[i];
+    if !d.removable {
+        return Err(QmpError::generic(format!(
+            "Device '{name}' is not removable"
+        )));
+    }
+    if d.has_tray && !d.tray_open {
+        return Err(QmpError::generic(format!(
+            "Tray of device '{name}' is not open"
+        )));
+    }
+    if d.medium.is_some() {
+        return Err(QmpError::generic(format!(
+            "There already is a medium in device '{name}'"
+        )));
+    }
+    let info = m
+        .block
+        .graph
+        .node_info(node, false)
+        .map_err(|_| QmpError::generic(format!("Node '{node}' not found")))?;
+    let id = d.id.clone();
+    let (perm, shared) = device_perms(info.ro);
+    let user = m
+        .block
+        .graph
+        .attach_user(node, UserKind::Device(id), perm, shared)
+        .map_err(qerr)?;
+    let size = m.block.graph.size(node).unwrap_or(0);
+    m.block.drives[i].medium = Some(Medium {
+        file: info.file,
+        format: info.drv,
+        read_only: info.ro,
+        size,
+        node_name: node.to_string(),
+        user: Some(user),
+    });
+    Ok(())
+}
+
 pub fn eject(m: &mut Machine, i: usize, name: &str, force: bool) -> Result<(), QmpError> {
     open_tray(m, i, name, force)?;
     remove_medium(m, i, name)

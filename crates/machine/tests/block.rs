@@ -536,3 +536,54 @@ fn query_chardev_spells_server_as_the_version_does() {
     let v = run(&mut m, "query-chardev", json!({})).unwrap();
     assert_eq!(v[1]["filename"], "unix:/tmp/q.sock,server=on", "{v}");
 }
+
+#[test]
+fn insert_medium_by_node_in_qemus_order() {
+    let iso = std::env::temp_dir().join(format!("qmpkit-insert-{}.iso", std::process::id()));
+    std::fs::File::create(&iso)
+        .unwrap()
+        .set_len(1 << 20)
+        .unwrap();
+    let mut m = machine();
+    let node = json!({"node-name": "disc", "driver": "raw",
+                      "file": {"driver": "file", "filename": iso.to_str().unwrap()}});
+    run(&mut m, "blockdev-add", node).unwrap();
+    let insert = |m: &mut Machine, id: &str, node: &str| {
+        run(
+            m,
+            "x-blockdev-insert-medium",
+            json!({"id": id, "node-name": node}),
+        )
+    };
+    assert_eq!(
+        insert(&mut m, "nodev", "disc"),
+        Err("DeviceNotFound: Device 'nodev' not found".into())
+    );
+    // The CD-ROM drive of the default machine: its tray closed, then open.
+    let cd = run(&mut m, "query-block", json!({})).unwrap();
+    let qdev = drive(&cd, "ide1-cd0")["qdev"].as_str().unwrap().to_string();
+    assert_eq!(
+        insert(&mut m, &qdev, "disc"),
+        Err(format!("GenericError: Tray of device '{qdev}' is not open"))
+    );
+    run(&mut m, "blockdev-open-tray", json!({"id": qdev})).unwrap();
+    assert_eq!(
+        insert(&mut m, &qdev, "nonode"),
+        Err("GenericError: Node 'nonode' not found".into())
+    );
+    insert(&mut m, &qdev, "disc").unwrap();
+    assert_eq!(
+        insert(&mut m, &qdev, "disc"),
+        Err(format!(
+            "GenericError: There already is a medium in device '{qdev}'"
+        ))
+    );
+    run(&mut m, "blockdev-close-tray", json!({"id": qdev})).unwrap();
+    let after = run(&mut m, "query-block", json!({})).unwrap();
+    let cd = drive(&after, "ide1-cd0");
+    assert_eq!(cd["tray_open"], json!(false));
+    assert_eq!(cd["inserted"]["node-name"], json!("disc"));
+    assert_eq!(cd["inserted"]["file"], json!(iso.to_str().unwrap()));
+    drop(m);
+    let _ = std::fs::remove_file(&iso);
+}

@@ -185,6 +185,7 @@ fn call_args(cmd: &str, tmp: &str) -> Option<Value> {
         "blockdev-close-tray" | "blockdev-open-tray" | "eject" | "x-blockdev-remove-medium" => {
             json!({"device": "ide1-cd0"})
         }
+        "x-blockdev-insert-medium" => json!({"device": "ide1-cd0", "node-name": "null9"}),
         "balloon" => json!({"value": 536870912}),
         "add_client" => json!({"protocol": "spice", "fdname": "none"}),
         "xen-set-global-dirty-log" => json!({"enable": true}),
@@ -458,6 +459,10 @@ const ERRORS: &[(&str, &str)] = &[
     // The tray must be open first.
     (
         "x-blockdev-remove-medium",
+        "Tray of device 'ide1-cd0' is not open",
+    ),
+    (
+        "x-blockdev-insert-medium",
         "Tray of device 'ide1-cd0' is not open",
     ),
     (

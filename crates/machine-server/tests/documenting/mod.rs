@@ -393,6 +393,24 @@ pub fn context(cmd: &str, args: &Value, want: &Value) -> Option<Context> {
             }
             c
         }
+        "x-blockdev-insert-medium" if s("/id") == "ide0-1-0" => Context {
+            images: vec![raw("cd.iso", 64 << 20), raw("fedora.iso", 64 << 20)],
+            options: vec![
+                drive("cd0", "cd.iso", ",media=cdrom,readonly=on"),
+                ("device", "ide-cd,drive=cd0,id=ide0-1-0".into()),
+            ],
+            setup: vec![
+                (
+                    "blockdev-add",
+                    json!({"node-name": s("/node-name"), "driver": "raw",
+                           "file": {"driver": "file", "filename": "fedora.iso"}}),
+                ),
+                ("blockdev-open-tray", json!({"id": "ide0-1-0"})),
+                ("x-blockdev-remove-medium", json!({"id": "ide0-1-0"})),
+            ],
+            why: "its CD-ROM drive, its tray opened and emptied, and the node added for it",
+            ..Default::default()
+        },
         "blockdev-change-medium" if s("/id") == "ide0-1-0" => Context {
             images: vec![raw("/srv/images/Fedora-12-x86_64-DVD.iso", 64 << 20)],
             options: vec![

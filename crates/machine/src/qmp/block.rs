@@ -62,6 +62,16 @@ pub fn x_blockdev_remove_medium(
     Ok(Empty)
 }
 
+pub fn x_blockdev_insert_medium(
+    m: &mut Machine,
+    a: api::XBlockdevInsertMedium,
+    _: &mut Cx,
+) -> R<Empty> {
+    let (i, name) = drive(m, a.device.as_deref(), a.id.as_deref())?;
+    block::insert_medium(m, i, &name, &a.node_name)?;
+    Ok(Empty)
+}
+
 pub fn blockdev_change_medium(
     m: &mut Machine,
     a: api::BlockdevChangeMedium,

@@ -244,6 +244,7 @@ handlers! {
     blockdev_open_tray(BlockdevOpenTray) => block::blockdev_open_tray;
     blockdev_close_tray(BlockdevCloseTray) => block::blockdev_close_tray;
     x_blockdev_remove_medium(XBlockdevRemoveMedium) => block::x_blockdev_remove_medium;
+    x_blockdev_insert_medium(XBlockdevInsertMedium) => block::x_blockdev_insert_medium;
     blockdev_change_medium(BlockdevChangeMedium) => block::blockdev_change_medium;
     blockdev_add(BlockdevAdd) => block::blockdev_add;
     blockdev_del(BlockdevDel) => block::blockdev_del;
