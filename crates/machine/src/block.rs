@@ -616,8 +616,9 @@ pub fn close_tray(m: &mut Machine, i: usize, name: &str) -> Result<(), QmpError>
     Ok(())
 }
 
-pub fn remove_medium(m: &mut Machine, i: usize, name: &str) -> Result<(), QmpError> {
-    let d = &m.block.drives[i];
+/// A removable drive whose tray (if it has one) is open: what taking out or putting in a
+/// medium needs.
+fn tray_is_open(d: &Drive, name: &str) -> Result<(), QmpError> {
     if !d.removable {
         return Err(QmpError::generic(format!(
             "Device '{name}' is not removable"
@@ -628,6 +629,12 @@ pub fn remove_medium(m: &mut Machine, i: usize, name: &str) -> Result<(), QmpErr
             "Tray of device '{name}' is not open"
         )));
     }
+    Ok(())
+}
+
+pub fn remove_medium(m: &mut Machine, i: usize, name: &str) -> Result<(), QmpError> {
+    let d = &m.block.drives[i];
+    tray_is_open(d, name)?;
     if let Some(med) = &d.medium {
         if med.user.is_some() {
             m.block.graph.check_blocked(&med.node_name).map_err(qerr)?;
@@ -641,16 +648,7 @@ pub fn remove_medium(m: &mut Machine, i: usize, name: &str) -> Result<(), QmpErr
 /// open and empty.
 pub fn insert_medium(m: &mut Machine, i: usize, name: &str, node: &str) -> Result<(), QmpError> {
     let d = &m.block.drives[i];
-    if !d.removable {
-        return Err(QmpError::generic(format!(
-            "Device '{name}' is not removable"
-        )));
-    }
-    if d.has_tray && !d.tray_open {
-        return Err(QmpError::generic(format!(
-            "Tray of device '{name}' is not open"
-        )));
-    }
+    tray_is_open(d, name)?;
     if d.medium.is_some() {
         return Err(QmpError::generic(format!(
             "There already is a medium in device '{name}'"
