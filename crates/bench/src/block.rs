@@ -33,9 +33,11 @@ use serde_json::{json, Map, Value};
 const MACHINES: usize = 100;
 const JOBS_PER_MACHINE: usize = 10;
 const QSD_JOBS: usize = 100;
-/// Each job's size (bytes) and speed limit (bytes/s).
+/// Each job's size (bytes) and speed limit (bytes/s): 32 s of work, longer than starting a
+/// thousand jobs takes on a loaded machine (10–15 s have been seen), so that every job still
+/// runs at the common instant.
 const JOB_SIZE: u64 = 2 << 30;
-const JOB_SPEED: u64 = 256 << 20;
+const JOB_SPEED: u64 = 64 << 20;
 /// When the common instant falls, after the last job started.
 const QUERY_AFTER: Duration = Duration::from_millis(1500);
 const DRIVES: usize = 500;
@@ -97,7 +99,16 @@ fn jobs_on(conns: &mut [Conn], per: usize) -> Result<JobFigures, String> {
         }
     }
     let start = t0.elapsed();
-    std::thread::sleep(QUERY_AFTER);
+    // The common instant: soon after the last start, and before the first job's ideal end.
+    let first_end = started.first().copied().unwrap_or_default()
+        + Duration::from_secs_f64(JOB_SIZE as f64 / JOB_SPEED as f64);
+    if first_end <= start + QUERY_AFTER / 3 {
+        return Err(format!(
+            "starting the jobs took {:.1} s, past the first one's ideal end",
+            start.as_secs_f64()
+        ));
+    }
+    std::thread::sleep(QUERY_AFTER.min(first_end - start - QUERY_AFTER / 3));
     let mut sent = Vec::new();
     for c in conns.iter_mut() {
         c.send("query-jobs", json!({}))?;
@@ -160,22 +171,7 @@ fn jobs_on(conns: &mut [Conn], per: usize) -> Result<JobFigures, String> {
 }
 
 fn qmpkit_jobs(bin: &Path, dir: &Path) -> Result<JobFigures, String> {
-    let child = Command::new(bin)
-        .args(["serve", "--machines", &MACHINES.to_string(), "--qmp"])
-        .arg(format!(
-            "unix:{}/f-%d.sock,server=on,wait=off",
-            dir.display()
-        ))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .map_err(|e| format!("{}: {e}", bin.display()))?;
-    let _p = Proc(child);
-    let last = dir.join(format!("f-{}.sock", MACHINES - 1));
-    if !crate::machine::wait_path(&last, Duration::from_secs(60)) {
-        return Err(format!("{}: never appeared", last.display()));
-    }
+    let _fleet = qmpkit_testkit::fleet::spawn_fleet(bin, dir, "f", MACHINES, &[])?;
     let mut conns = (0..MACHINES)
         .map(|i| open_retrying(&dir.join(format!("f-{i}.sock"))))
         .collect::<Result<Vec<_>, _>>()?;

@@ -1141,6 +1141,26 @@ impl Jobs {
         }
     }
 
+    /// When the first running job's run phase ends on the caller's clock (the next time
+    /// [`Jobs::advance`] changes more than progress figures), if one runs.
+    pub fn next_deadline(&self) -> Option<u64> {
+        self.jobs
+            .iter()
+            .filter(|j| j.status == JobStatus::Running)
+            .map(|j| {
+                let rate = match j.speed {
+                    0 => self.unlimited_rate,
+                    s => s,
+                } as u128;
+                let need = (j.total.saturating_sub(j.current) as u128 * 1_000_000_000)
+                    .saturating_sub(j.carry);
+                let dt = need.div_ceil(rate);
+                let from = j.last_ns.unwrap_or(self.now_ns) as u128;
+                u64::try_from(from + dt).unwrap_or(u64::MAX)
+            })
+            .min()
+    }
+
     fn advance_one(&mut self, graph: &mut BlockGraph, i: usize, now_ns: u64) {
         let rate = match self.jobs[i].speed {
             0 => self.unlimited_rate,

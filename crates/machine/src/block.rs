@@ -32,9 +32,6 @@ use crate::block_throttle::Bucket;
 use crate::qom::types;
 use crate::{Machine, MachineConfig, TimerAction};
 
-/// How often running jobs are advanced (simulated time).
-pub const JOB_TICK_NS: u64 = 10_000_000;
-
 /// The block layer's timers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Timer {
@@ -118,8 +115,8 @@ pub struct BlockState {
     /// Guest devices plugged onto a node (`device_add … drive=<node-name>`): their qdev
     /// (id or QOM path) and their backend on the node.
     pub plugged: Vec<(String, UserId)>,
-    /// Whether a job tick is pending.
-    tick_pending: bool,
+    /// When the pending job timer is due, if one is.
+    tick_at: Option<u64>,
     /// Drives' I/O limits and throttle groups.
     pub throttle: crate::block_throttle::Throttles,
 }
@@ -1291,15 +1288,14 @@ pub fn pump(m: &mut Machine) {
         }
     }
     sync_media(m);
-    let running = m
-        .block
-        .jobs
-        .query_jobs()
-        .iter()
-        .any(|j| j.status == JobStatus::Running);
-    if running && !m.block.tick_pending {
-        m.block.tick_pending = true;
-        m.schedule(JOB_TICK_NS, TimerAction::Block(Timer::Jobs));
+    // The jobs move on whenever a command looks at them (`catch_up`); a timer is needed only
+    // where a running job's run phase ends (its events, its next state).
+    if let Some(at) = m.block.jobs.next_deadline() {
+        if m.block.tick_at.is_none_or(|t| at < t) {
+            m.block.tick_at = Some(at);
+            let after = at.saturating_sub(m.now_ns);
+            m.schedule(after, TimerAction::Block(Timer::Jobs));
+        }
     }
 }
 
@@ -1410,7 +1406,9 @@ fn plugged_info(m: &Machine) -> Vec<api::BlockInfo> {
 pub fn on_timer(m: &mut Machine, t: Timer) {
     match t {
         Timer::Jobs => {
-            m.block.tick_pending = false;
+            if m.block.tick_at.is_some_and(|t| t <= m.now_ns) {
+                m.block.tick_at = None;
+            }
             let now = m.now_ns;
             let BlockState { graph, jobs, .. } = &mut m.block;
             jobs.advance(graph, now);

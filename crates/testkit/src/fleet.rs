@@ -41,7 +41,7 @@ pub struct Report {
 }
 
 /// A fleet process, killed on drop.
-struct Fleet {
+pub struct Fleet {
     child: Child,
 }
 
@@ -63,7 +63,9 @@ pub fn rss_kib(pid: u32) -> Option<u64> {
         .ok()
 }
 
-fn spawn_fleet(
+/// `qmpkit serve` (at `bin`) with `n` machines and `extra` arguments, machine `i`'s monitor
+/// on `DIR/TAG-i.sock`; returns once the last monitor is there.
+pub fn spawn_fleet(
     bin: &Path,
     dir: &Path,
     tag: &str,
