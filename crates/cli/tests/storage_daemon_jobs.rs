@@ -299,6 +299,11 @@ fn add(name: &str, file: &str) -> Step {
     )
 }
 
+/// `CMD` on the bitmap `bm0` of `src`.
+fn on_bm0(cmd: &str) -> Step {
+    req(cmd, json!({"node": "src", "name": "bm0"}))
+}
+
 fn graph() -> Step {
     req("x-debug-query-block-graph", json!({}))
 }
@@ -485,10 +490,7 @@ fn backups_by_bitmap_hold_the_bitmap_and_leave_it_per_its_mode() {
         &[
             add("src", "base.qcow2"),
             add("tgt", "tgt.qcow2"),
-            req(
-                "block-dirty-bitmap-add",
-                json!({"node": "src", "name": "bm0"}),
-            ),
+            on_bm0("block-dirty-bitmap-add"),
             req(
                 "nbd-server-start",
                 json!({"addr": {"type": "unix", "data": {"path": "@DIR@/nbd.sock"}}}),
@@ -542,22 +544,10 @@ fn backups_by_bitmap_hold_the_bitmap_and_leave_it_per_its_mode() {
             ),
             Step::Wait("b1", "pending"),
             req("query-block-jobs", json!({})),
-            req(
-                "block-dirty-bitmap-remove",
-                json!({"node": "src", "name": "bm0"}),
-            ),
-            req(
-                "block-dirty-bitmap-clear",
-                json!({"node": "src", "name": "bm0"}),
-            ),
-            req(
-                "block-dirty-bitmap-disable",
-                json!({"node": "src", "name": "bm0"}),
-            ),
-            req(
-                "block-dirty-bitmap-enable",
-                json!({"node": "src", "name": "bm0"}),
-            ),
+            on_bm0("block-dirty-bitmap-remove"),
+            on_bm0("block-dirty-bitmap-clear"),
+            on_bm0("block-dirty-bitmap-disable"),
+            on_bm0("block-dirty-bitmap-enable"),
             req(
                 "blockdev-backup",
                 json!({"job-id": "b2", "device": "src", "target": "tgt", "sync": "incremental", "bitmap": "bm0"}),
