@@ -8,9 +8,10 @@
 //!   pairs were verified (destination running with the source's RAM, source in postmigrate). The
 //!   peer is one pair of paused `qemu-system-x86_64 -m 128` migrating over a unix socket, measured
 //!   in the same run (1 000 QEMU processes do not fit this machine).
-//! - **Ring buffer**: `ringbuf-write` then `ringbuf-read` of 11 bytes, each request waiting for
-//!   its reply, on a `ringbuf` chardev made with `chardev-add`; pairs per second, beside
-//!   `qemu-system-x86_64 -S` asked the same. Goal: 10 000 pairs/s.
+//! - **Ring buffer**: `ringbuf-write` then `ringbuf-read` of 11 bytes on a `ringbuf` chardev
+//!   made with `chardev-add`, each request waiting for its reply, then pipelined (16 pairs in
+//!   flight, answered in order); pairs per second, beside `qemu-system-x86_64 -S` asked the
+//!   same way. Goal: 10 000 pairs/s.
 //! - **A 4 GiB guest** (`qmpkit serve -m 4096`) migrating at the default bandwidth to a process
 //!   that reads the stream: its `total-time` beside the model's time for the bytes it sent
 //!   (`transferred` at `max-bandwidth`); consistent when within the setup and last pass.
@@ -132,8 +133,10 @@ fn big_guest(bin: &Path, dir: &Path) -> Option<BigGuest> {
     }
 }
 
-/// Sequential `ringbuf-write` + `ringbuf-read` pairs per second on `c`.
-fn ringbuf_rate(c: &mut Conn, n: usize) -> Option<f64> {
+/// `ringbuf-write` + `ringbuf-read` pairs per second on `c`, with up to `depth` pairs in
+/// flight (plain pipelining: the monitor answers in order; 1: each request waits for its
+/// reply). Every read must give back what its write wrote.
+fn ringbuf_rate(c: &mut Conn, n: usize, depth: usize) -> Option<f64> {
     c.ok(
         "chardev-add",
         json!({"id": "rb", "backend": {"type": "ringbuf", "data": {"size": 1024}}}),
@@ -143,17 +146,27 @@ fn ringbuf_rate(c: &mut Conn, n: usize) -> Option<f64> {
     // Each request is encoded once: the figure is the server's, not the JSON encoder's.
     let write = request_line("ringbuf-write", json!({"device": "rb", "data": data}));
     let read = request_line("ringbuf-read", json!({"device": "rb", "size": data.len()}));
+    let mut pair = write.clone();
+    pair.extend_from_slice(&read);
+    let (mut sent, mut answered) = (0, 0);
     let t = Instant::now();
-    for _ in 0..n {
-        c.send_line(&write).ok()?;
+    while answered < n {
+        while sent < n && sent - answered < depth {
+            c.send_line(&pair).ok()?;
+            sent += 1;
+        }
         c.reply("ringbuf-write").ok()?;
-        c.send_line(&read).ok()?;
         if c.reply("ringbuf-read").ok()? != data {
             return None;
         }
+        answered += 1;
     }
     Some(n as f64 / t.elapsed().as_secs_f64())
 }
+
+/// Pairs in flight in the pipelined figure: what QEMU's monitor queues before it stops
+/// reading (8 requests) is 4 pairs; more only wait in the socket.
+const RINGBUF_DEPTH: usize = 16;
 
 /// The ring buffer figures (section `ringbuf`) and, with `fleet`, the migrations (section
 /// `migration` runs both).
@@ -170,29 +183,38 @@ pub fn run(results: &mut Map<String, Value>, fleet: bool) {
         "", "qmpkit", "qemu-system", "goal"
     );
 
-    // Ring buffers.
-    let ours = spawn(&bin, &["serve"], &dir.join("rb.sock"))
-        .and_then(|(_p, mut c)| ringbuf_rate(&mut c, RINGBUF_PAIRS));
-    let theirs = spawn(
-        Path::new("qemu-system-x86_64"),
-        &["-S", "-display", "none", "-nodefaults"],
-        &dir.join("qrb.sock"),
-    )
-    .and_then(|(_p, mut c)| ringbuf_rate(&mut c, RINGBUF_PAIRS));
+    // Ring buffers: one pair at a time, then pipelined.
     let rate = |v: Option<f64>| v.map(|r| format!("{r:.0}/s")).unwrap_or("-".into());
-    println!(
-        "{:<48} {:>16} {:>18} {:>12}",
-        format!("ringbuf write+read pairs ({RINGBUF_PAIRS})"),
-        rate(ours),
-        rate(theirs),
-        "≥ 10000/s"
-    );
-    if let Some(r) = ours {
-        out.insert("ringbuf_pairs_per_s".into(), json!(r));
-        out.insert("ringbuf_goal_met".into(), json!(r >= RINGBUF_GOAL));
-        if let Some(q) = theirs {
-            out.insert("ringbuf_qemu_system_pairs_per_s".into(), json!(q));
-            out.insert("ringbuf_speedup_vs_qemu_system".into(), json!(r / q));
+    for (depth, key) in [(1, "ringbuf_pairs_per_s"), (RINGBUF_DEPTH, "ringbuf_pipelined_pairs_per_s")] {
+        let ours = spawn(&bin, &["serve"], &dir.join("rb.sock"))
+            .and_then(|(_p, mut c)| ringbuf_rate(&mut c, RINGBUF_PAIRS, depth));
+        let theirs = spawn(
+            Path::new("qemu-system-x86_64"),
+            &["-S", "-display", "none", "-nodefaults"],
+            &dir.join("qrb.sock"),
+        )
+        .and_then(|(_p, mut c)| ringbuf_rate(&mut c, RINGBUF_PAIRS, depth));
+        let how = match depth {
+            1 => "sequential".to_string(),
+            d => format!("{d} in flight"),
+        };
+        println!(
+            "{:<48} {:>16} {:>18} {:>12}",
+            format!("ringbuf write+read pairs ({RINGBUF_PAIRS}, {how})"),
+            rate(ours),
+            rate(theirs),
+            "≥ 10000/s"
+        );
+        let goal = key.replace("_per_s", "_goal_met");
+        let vs = key.replace("pairs_per_s", "speedup_vs_qemu_system");
+        let qkey = key.replace("ringbuf_", "ringbuf_qemu_system_");
+        if let Some(r) = ours {
+            out.insert(key.into(), json!(r));
+            out.insert(goal, json!(r >= RINGBUF_GOAL));
+            if let Some(q) = theirs {
+                out.insert(qkey, json!(q));
+                out.insert(vs, json!(r / q));
+            }
         }
     }
 

@@ -37,6 +37,12 @@ pub fn answer_unhandled(
     entity: Option<usize>,
     unhandled: Unhandled,
 ) -> Result<Value, QmpError> {
+    if qmpkit_machine::OTHER_TARGETS.contains(&command) {
+        return Err(QmpError::new(
+            ErrorClass::CommandNotFound,
+            format!("The command {command} has not been found"),
+        ));
+    }
     match (entity, unhandled) {
         (Some(id), Unhandled::Synthesize) => {
             Ok(qmpkit_server::synth::synthesize_return(schema, id))
@@ -121,6 +127,10 @@ impl MachineHandle {
                 continue;
             }
             let name = e.name.as_str();
+            if qmpkit_machine::OTHER_TARGETS.contains(&name) {
+                reg.leave_out(name);
+                continue;
+            }
             if SERVER_BUILTINS.contains(&name) {
                 continue;
             }

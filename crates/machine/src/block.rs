@@ -614,24 +614,25 @@ pub fn close_tray(m: &mut Machine, i: usize, name: &str) -> Result<(), QmpError>
 }
 
 /// A removable drive whose tray (if it has one) is open: what taking out or putting in a
-/// medium needs.
-fn tray_is_open(d: &Drive, name: &str) -> Result<(), QmpError> {
+/// medium needs. `name`: how the errors name the drive (`None`: "the device", as QEMU 10.0
+/// words them for putting a medium in).
+fn tray_is_open(d: &Drive, name: Option<&str>) -> Result<(), QmpError> {
+    let (dev, tray) = match name {
+        Some(n) => (format!("Device '{n}'"), format!("Tray of device '{n}'")),
+        None => ("Device".to_string(), "Tray of the device".to_string()),
+    };
     if !d.removable {
-        return Err(QmpError::generic(format!(
-            "Device '{name}' is not removable"
-        )));
+        return Err(QmpError::generic(format!("{dev} is not removable")));
     }
     if d.has_tray && !d.tray_open {
-        return Err(QmpError::generic(format!(
-            "Tray of device '{name}' is not open"
-        )));
+        return Err(QmpError::generic(format!("{tray} is not open")));
     }
     Ok(())
 }
 
 pub fn remove_medium(m: &mut Machine, i: usize, name: &str) -> Result<(), QmpError> {
     let d = &m.block.drives[i];
-    tray_is_open(d, name)?;
+    tray_is_open(d, Some(name))?;
     if let Some(med) = &d.medium {
         if med.user.is_some() {
             m.block.graph.check_blocked(&med.node_name).map_err(qerr)?;
@@ -645,11 +646,13 @@ pub fn remove_medium(m: &mut Machine, i: usize, name: &str) -> Result<(), QmpErr
 /// open and empty.
 pub fn insert_medium(m: &mut Machine, i: usize, name: &str, node: &str) -> Result<(), QmpError> {
     let d = &m.block.drives[i];
-    tray_is_open(d, name)?;
+    let named = (!m.compat().insert_medium_unnamed).then_some(name);
+    tray_is_open(d, named)?;
     if d.medium.is_some() {
-        return Err(QmpError::generic(format!(
-            "There already is a medium in device '{name}'"
-        )));
+        return Err(QmpError::generic(match named {
+            Some(n) => format!("There already is a medium in device '{n}'"),
+            None => "There already is a medium in the device".to_string(),
+        }));
     }
     let info = m
         .block

@@ -67,6 +67,16 @@ pub struct Compat {
     /// `system_powerdown` send SHUTDOWN, RESET, POWERDOWN before their `{"return": {}}`
     /// (before: the reply first).
     pub main_loop_events_before_reply: bool,
+    /// 10.0: putting a medium in names no device in its errors ("Device is not removable",
+    /// "Tray of the device is not open", "There already is a medium in the device"; taking
+    /// one out still names it). Set from 10.0, the first version checked that words them so.
+    pub insert_medium_unnamed: bool,
+    /// 10.0: `set_password` for VNC with `connected` other than `keep` says "parameter
+    /// 'connected' must be 'keep' when 'protocol' is 'vnc'", and `expire_password` without a
+    /// VNC server "Could not set password expire time" without a full stop (before: "Invalid
+    /// parameter 'connected'"; "….", as the 2.12 generation words them). Set from 10.0, the
+    /// first version checked that words them so.
+    pub display_words_10_0: bool,
 }
 
 impl Compat {
@@ -96,6 +106,8 @@ impl Compat {
             machine_info_4_1: at(4, 1),
             cpu_deprecated_7_1: at(7, 1),
             main_loop_events_before_reply: at(5, 2),
+            insert_medium_unnamed: at(10, 0),
+            display_words_10_0: at(10, 0),
         }
     }
 }

@@ -368,7 +368,11 @@ pub fn set_password(
         "spice" => spice::set_password(m, password, connected.unwrap_or("keep")),
         "vnc" => {
             if fail || disconnect {
-                return Err(QmpError::generic("Invalid parameter 'connected'"));
+                return Err(QmpError::generic(if m.compat().display_words_10_0 {
+                    "parameter 'connected' must be 'keep' when 'protocol' is 'vnc'"
+                } else {
+                    "Invalid parameter 'connected'"
+                }));
             }
             set_vnc_password(m, password)
         }
@@ -417,7 +421,11 @@ pub fn expire_password(m: &mut Machine, protocol: &str, time: &str) -> Result<()
         "spice" => spice::expire_password(m, time),
         "vnc" => {
             if vnc_addr(m).is_none() {
-                return Err(QmpError::generic("Could not set password expire time."));
+                return Err(QmpError::generic(if m.compat().display_words_10_0 {
+                    "Could not set password expire time"
+                } else {
+                    "Could not set password expire time."
+                }));
             }
             m.display.expiry = expiry;
             Ok(())

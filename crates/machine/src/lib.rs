@@ -72,6 +72,12 @@ pub use runstate::RunState;
 /// them (they can still be made to fail with test control).
 pub const SERVER_BUILTINS: &[&str] = &["qmp_capabilities", "query-commands", "query-qmp-schema"];
 
+/// Commands of the machine's interface that belong to another target (s390x, ARM): QEMU's
+/// x86 build has no handler for them (`qemu-system-x86_64` 10.0.2 answers CommandNotFound,
+/// its interface having them only on their target). The server leaves them out: they answer
+/// CommandNotFound, and `query-commands` does not list them.
+pub const OTHER_TARGETS: &[&str] = &["dump-skeys", "query-gic-capabilities"];
+
 /// Arguments of one call, validated against the schema by the server.
 pub type Args = Map<String, Value>;
 
@@ -478,9 +484,14 @@ pub fn handled() -> Vec<&'static str> {
     v
 }
 
-/// Whether some subsystem implements `command`.
+/// Whether some subsystem implements `command`: itself, or the command of the machine's
+/// own interface that serves it (its unstable `x-` form, or the stable form of an `x-`
+/// name; see [`view::own_command`]).
 pub fn implements(command: &str) -> bool {
-    handled_set().contains(command)
+    let set = handled_set();
+    set.contains(command)
+        || view::own_command(embedded::own(), command)
+            .is_some_and(|own| own != command && set.contains(own.as_ref()))
 }
 
 /// The commands of [`handled`], gathered once per process (asked about every command of

@@ -746,3 +746,49 @@ fn spice_viewers_and_passwords() {
         "GenericError: Could not set password"
     );
 }
+
+/// QEMU 10.0.2's words (run against `qemu-system-x86_64 -vnc :N,password=on`, and without
+/// `-vnc`): `connected` other than `keep` for VNC, and an expiry without a VNC server.
+#[test]
+fn vnc_password_errors_in_10_0s_words() {
+    let mut m = machine_with(|c| {
+        c.qemu_version = (10, 0, 2);
+        c.vnc = Some("0.0.0.0:0,password=on".into());
+    });
+    for connected in ["fail", "disconnect"] {
+        assert_eq!(
+            fails(
+                &mut m,
+                "set_password",
+                json!({"protocol": "vnc", "password": "s", "connected": connected})
+            ),
+            "GenericError: parameter 'connected' must be 'keep' when 'protocol' is 'vnc'"
+        );
+    }
+    ok(run(
+        &mut m,
+        "set_password",
+        json!({"protocol": "vnc", "password": "s", "connected": "keep"}),
+    ));
+    let mut off = machine_with(|c| {
+        c.qemu_version = (10, 0, 2);
+        c.vnc = None;
+    });
+    assert_eq!(
+        fails(
+            &mut off,
+            "expire_password",
+            json!({"protocol": "vnc", "time": "now"})
+        ),
+        "GenericError: Could not set password expire time"
+    );
+    let mut old = machine_with(|c| c.vnc = None);
+    assert_eq!(
+        fails(
+            &mut old,
+            "expire_password",
+            json!({"protocol": "vnc", "time": "now"})
+        ),
+        "GenericError: Could not set password expire time."
+    );
+}

@@ -42,6 +42,52 @@ fn a_stable_name_reaches_the_unstable_command() {
     assert_eq!(cd.get("inserted"), None, "{cd}");
 }
 
+/// QEMU 10.0.2's `blockdev-insert-medium` names no device in its errors (its
+/// `blockdev-remove-medium` does), as `qemu-system-x86_64` answers with an `ide-cd` and an
+/// `ide-hd` device.
+#[test]
+fn inserting_a_medium_in_10_0s_words() {
+    let mut m = machine_10();
+    let qdev = cd_qdev(&mut m);
+    for n in ["n1", "n2"] {
+        run(
+            &mut m,
+            "blockdev-add",
+            json!({"driver": "null-co", "node-name": n}),
+        )
+        .expect("blockdev-add");
+    }
+    let insert = |m: &mut Machine, node: &str| {
+        run(m, "blockdev-insert-medium", json!({"id": qdev, "node-name": node}))
+    };
+    assert_eq!(
+        insert(&mut m, "n1"),
+        Err("GenericError: Tray of the device is not open".into())
+    );
+    run(&mut m, "blockdev-open-tray", json!({"id": qdev})).expect("open");
+    run(&mut m, "blockdev-remove-medium", json!({"id": qdev})).expect("remove");
+    insert(&mut m, "n1").expect("insert");
+    assert_eq!(
+        insert(&mut m, "n2"),
+        Err("GenericError: There already is a medium in the device".into())
+    );
+    run(&mut m, "blockdev-close-tray", json!({"id": qdev})).expect("close");
+    assert_eq!(
+        run(&mut m, "blockdev-remove-medium", json!({"id": qdev})),
+        Err(format!("GenericError: Tray of device '{qdev}' is not open"))
+    );
+    let hd = run(&mut m, "query-block", json!({}))
+        .expect("query-block")
+        .as_array()
+        .and_then(|l| l.iter().find(|d| d["device"] == "ide0-hd0").cloned())
+        .and_then(|d| d["qdev"].as_str().map(str::to_string))
+        .expect("ide0-hd0 has a device");
+    assert_eq!(
+        run(&mut m, "blockdev-insert-medium", json!({"id": hd, "node-name": "n2"})),
+        Err("GenericError: Device is not removable".into())
+    );
+}
+
 #[test]
 fn what_the_own_form_lacks_is_refused() {
     let mut m = machine_10();

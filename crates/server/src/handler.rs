@@ -120,6 +120,9 @@ pub(crate) type NameMap<V> = HashMap<String, V, foldhash::fast::RandomState>;
 #[derive(Clone, Default)]
 pub struct Registry {
     handlers: NameMap<HandlerFn>,
+    /// Commands of the schema that do not exist for clients, whatever
+    /// [`crate::Unhandled`] says (a build of QEMU for a target without them).
+    absent: Vec<String>,
 }
 
 impl Registry {
@@ -149,6 +152,18 @@ impl Registry {
                 Box::pin(async move { r })
             }),
         );
+    }
+
+    /// Leave `name` out although the schema has it: it answers CommandNotFound and
+    /// `query-commands` does not list it, as QEMU's build for a target without it.
+    pub fn leave_out(&mut self, name: &str) {
+        self.handlers.remove(name);
+        self.absent.push(name.to_string());
+    }
+
+    /// Whether [`Registry::leave_out`] left `name` out.
+    pub fn left_out(&self, name: &str) -> bool {
+        self.absent.iter().any(|a| a == name)
     }
 
     pub fn get(&self, name: &str) -> Option<&HandlerFn> {

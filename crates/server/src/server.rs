@@ -372,7 +372,7 @@ impl Server {
                 let EntityKind::Command(c) = &e.kind else {
                     continue;
                 };
-                if !e.ifcond.eval(&enabled) {
+                if !e.ifcond.eval(&enabled) || registry.left_out(&e.name) {
                     continue;
                 }
                 let handler = registry.get(&e.name).cloned();
