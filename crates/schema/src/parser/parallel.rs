@@ -62,14 +62,23 @@ impl<'t> Pool<'t> {
         self.failed.load(Ordering::Relaxed)
     }
 
-    /// Queue a file an `include` names, unless it was queued before.
-    fn offer(&self, fname: &str, canon: &str) {
+    /// Queue a file an `include` names, unless it was queued before: at the
+    /// back when the main file names it, at the front when another file
+    /// does. The main file names most files at its top, and the others are
+    /// found later: started first, a late and large one (QEMU's
+    /// `block-core.json`) does not end up parsed alone after all the rest.
+    fn offer(&self, fname: &str, canon: &str, from_main: bool) {
         let mut st = self.lock();
         if st.seen.iter().any(|s| s == canon) {
             return;
         }
         st.seen.push(canon.to_string());
-        st.jobs.push_back((fname.to_string(), canon.to_string()));
+        let job = (fname.to_string(), canon.to_string());
+        if from_main {
+            st.jobs.push_back(job);
+        } else {
+            st.jobs.push_front(job);
+        }
         drop(st);
         self.wake.notify_one();
     }
@@ -137,7 +146,7 @@ impl<'t> Job<'_, 't> {
     /// Parse files until there are none left.
     fn work(self, stacks: &mut Stacks<'t>, scratch: &mut doc::DocScratch) {
         while let Some((fname, canon)) = self.pool.next_job() {
-            let parsed = match self.parse(fname, canon, stacks, scratch) {
+            let parsed = match self.parse(fname, canon, stacks, scratch, &mut None) {
                 Outcome::Parsed(p) => Some(p),
                 _ => None,
             };
@@ -145,14 +154,17 @@ impl<'t> Job<'_, 't> {
         }
     }
 
-    /// Read and parse one file, queueing the files it includes.
+    /// Read and parse one file, queueing the files it includes. `main` is
+    /// given for the main file: it is called at its first `include`.
     fn parse(
         self,
         fname: String,
         canon: String,
         stacks: &mut Stacks<'t>,
         scratch: &mut doc::DocScratch,
+        main: &mut Option<&mut dyn FnMut()>,
     ) -> Outcome<Parsed<'t>> {
+        let from_main = main.is_some();
         let Ok(text) = self.provider.read(&fname) else {
             return Outcome::Retry;
         };
@@ -176,7 +188,10 @@ impl<'t> Job<'_, 't> {
             };
             let fname = join_include(&file.name, include_name(&out.exprs[i]));
             let canon = self.provider.canonical(&fname);
-            self.pool.offer(&fname, &canon);
+            self.pool.offer(&fname, &canon, from_main);
+            if let Some(first_include) = main.take() {
+                first_include();
+            }
             includes.push(Include {
                 expr: i,
                 fname,
@@ -230,20 +245,41 @@ pub(super) fn parse_files<'t>(
     };
     let mut stacks = Stacks::default();
     let mut scratch = doc::DocScratch::new();
-    let main = match job.parse(fname.to_string(), canon.clone(), &mut stacks, &mut scratch) {
-        Outcome::Parsed(p) => p,
-        Outcome::Error(e) => return Outcome::Error(e),
-        Outcome::Retry => return Outcome::Retry,
-    };
-    pool.lock().done.push(main);
-    if !pool.lock().jobs.is_empty() {
-        std::thread::scope(|s| {
-            // Without a second thread the first one parses every file.
+    // The main file counts as a file being parsed: the second thread waits
+    // for the files it names until it is parsed.
+    pool.lock().busy = 1;
+    let failed = std::thread::scope(|s| {
+        // The second thread starts at the main file's first `include`, to
+        // be ready by the time the main file is parsed. Without it, the
+        // first one parses every file.
+        let mut start = || {
             let _ = std::thread::Builder::new().spawn_scoped(s, move || {
                 job.work(&mut Stacks::default(), &mut doc::DocScratch::new())
             });
-            job.work(&mut stacks, &mut scratch);
-        });
+        };
+        let main = job.parse(
+            fname.to_string(),
+            canon.clone(),
+            &mut stacks,
+            &mut scratch,
+            &mut Some(&mut start),
+        );
+        match main {
+            Outcome::Parsed(p) => {
+                pool.job_done(Some(p));
+                job.work(&mut stacks, &mut scratch);
+                None
+            }
+            other => {
+                pool.job_done(None);
+                Some(other)
+            }
+        }
+    });
+    match failed {
+        Some(Outcome::Error(e)) => return Outcome::Error(e),
+        Some(_) => return Outcome::Retry,
+        None => {}
     }
     if pool.failed() {
         return Outcome::Retry;
