@@ -536,6 +536,9 @@ pub struct BlockGraph {
     locks: BTreeMap<String, FileLock>,
     /// Whether `locking=auto` locks (as where the host has OFD locks).
     auto_locking: bool,
+    /// While a transaction runs ([`BlockGraph::hold_overlays`]): the overlays of snapshots
+    /// of nodes nothing uses, kept open (with their locks) until it ends.
+    held: Option<Vec<String>>,
 }
 
 impl Default for BlockGraph {
@@ -570,6 +573,7 @@ impl BlockGraph {
             next_attach: 0,
             locks: BTreeMap::new(),
             auto_locking: true,
+            held: None,
         }
     }
 
@@ -1474,19 +1478,32 @@ impl BlockGraph {
     ) -> Result<Option<String>> {
         self.require_node(node)?;
         let name = overlay_name.ok_or_else(|| Error::generic("New overlay node-name missing"))?;
-        self.snapshot_overlay(node, (overlay_file, Some(name)))
+        self.snapshot_overlay(node, (overlay_file, Some(name)), true)
     }
 
     /// [`BlockGraph::snapshot_sync`] of a drive's node without an overlay name: the overlay
     /// gets a generated one, as QEMU names it.
     pub fn snapshot_sync_unnamed(&mut self, node: &str, file: &Path) -> Result<Option<String>> {
-        self.snapshot_overlay(node, (file, None))
+        self.snapshot_overlay(node, (file, None), true)
+    }
+
+    /// A snapshot onto an image that exists already (mode `existing`): it is opened, without
+    /// its own backing chain, over `node`, not created. `overlay_name`: as
+    /// [`BlockGraph::snapshot_sync`] (`None`: a generated one, for a drive's node).
+    pub fn snapshot_onto_existing(
+        &mut self,
+        node: &str,
+        overlay_file: &Path,
+        overlay_name: Option<&str>,
+    ) -> Result<Option<String>> {
+        self.snapshot_overlay(node, (overlay_file, overlay_name), false)
     }
 
     fn snapshot_overlay(
         &mut self,
         node: &str,
         overlay: (&Path, Option<&str>),
+        create: bool,
     ) -> Result<Option<String>> {
         let (overlay_file, overlay_name) = overlay;
         self.require_node(node)?;
@@ -1505,24 +1522,40 @@ impl BlockGraph {
                 )))
             }
         };
-        let backing_file = n.filename.clone();
-        image::create_overlay(overlay_file, &backing_file, format)?;
-        // QEMU opens the new image to write it, and the backing file to read its size,
-        // each a format node over a file node under generated names: four names are used.
-        for _ in 0..4 {
-            self.generate_name();
-        }
-        let in_use = self.users.iter().any(|u| u.node == node);
-        if !in_use {
-            // The overlay goes at once, but the node was reopened read-only for it.
-            self.make_backing_read_only(node)?;
-            return Ok(None);
+        if create {
+            let backing_file = n.filename.clone();
+            image::create_overlay(overlay_file, &backing_file, format)?;
+            // QEMU opens the new image to write it, and the backing file to read its size,
+            // each a format node over a file node under generated names: four names are used.
+            for _ in 0..4 {
+                self.generate_name();
+            }
         }
         let opts = BlockdevOptions::format(
             Driver::Qcow2,
             BlockdevRef::Inline(Box::new(BlockdevOptions::file(overlay_file))),
         )
         .backing(Some(BlockdevRef::Node(node.to_string())));
+        let in_use = self.users.iter().any(|u| u.node == node);
+        if !in_use {
+            // The overlay goes once opened (at once, or when the transaction ends), but
+            // the node was reopened read-only for it.
+            if !create || self.held.is_some() {
+                let o = match overlay_name {
+                    Some(n) if self.held.is_some() => self.add(&opts.clone().named(n))?,
+                    _ => self.add_implicit(&opts)?,
+                };
+                if let Some(o) = self.nodes.get_mut(&o) {
+                    o.monitor_owned = false;
+                }
+                match &mut self.held {
+                    Some(h) => h.push(o),
+                    None => self.remove_unreferenced(&o),
+                }
+            }
+            self.make_backing_read_only(node)?;
+            return Ok(None);
+        }
         let name = match overlay_name {
             Some(n) => self.add(&opts.named(n))?,
             None => self.add_implicit(&opts)?,
@@ -1537,6 +1570,21 @@ impl BlockGraph {
         // The old image is a backing file now: read-only, as QEMU reopens it.
         self.make_backing_read_only(node)?;
         Ok(Some(name))
+    }
+
+    /// A transaction starts: overlays of snapshots of unused nodes stay open until
+    /// [`BlockGraph::release_overlays`], as QEMU holds them until the transaction ends.
+    pub fn hold_overlays(&mut self) {
+        self.held = Some(Vec::new());
+    }
+
+    /// The transaction ended: the overlays it held go.
+    pub fn release_overlays(&mut self) {
+        for o in self.held.take().unwrap_or_default().into_iter().rev() {
+            if !self.has_parent_node(&o) && !self.users.iter().any(|u| u.node == o) {
+                self.remove_unreferenced(&o);
+            }
+        }
     }
 
     /// Whether a node has any parent node (is not a root).

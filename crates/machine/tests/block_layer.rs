@@ -342,6 +342,94 @@ fn a_transaction_whose_last_action_fails_leaves_no_trace() {
     assert!(evs.contains(&"BLOCK_JOB_COMPLETED".to_string()), "{evs:?}");
 }
 
+/// Snapshots in mode `existing`, as `qemu-system-x86_64` 10.0.2 answers them: the image is
+/// opened over the drive's node, not created; a missing one cannot be opened; an unused
+/// node's overlay goes at once, except in a transaction, which holds it (and its lock) to the
+/// end, so that a second snapshot onto the same image cannot take the write lock.
+#[test]
+fn snapshots_onto_existing_images() {
+    let d = dir("existing");
+    let base = d.join("base.qcow2");
+    let other = d.join("other.qcow2");
+    let existing = d.join("existing.qcow2");
+    let unused = d.join("unused.qcow2");
+    for f in [&base, &other, &existing, &unused] {
+        qcow2(f, 1 << 20, None);
+    }
+    let mut m = machine_with_drive(&base, "qcow2");
+    ok(run(
+        &mut m,
+        "blockdev-add",
+        json!({"driver": "qcow2", "node-name": "unused",
+               "file": {"driver": "file", "filename": unused}}),
+    ));
+    let missing = d.join("missing.qcow2");
+    assert_eq!(
+        run(
+            &mut m,
+            "blockdev-snapshot-sync",
+            json!({"device": "ide0-hd0", "snapshot-file": missing, "mode": "existing"}),
+        ),
+        Err(format!(
+            "GenericError: Could not open '{}': No such file or directory",
+            missing.display()
+        ))
+    );
+    assert!(!missing.exists());
+    // Alone, an unused node's overlay goes at once, so the image is free again.
+    ok(run(
+        &mut m,
+        "blockdev-snapshot-sync",
+        json!({"node-name": "unused", "snapshot-file": existing,
+               "snapshot-node-name": "held", "mode": "existing"}),
+    ));
+    let nodes = ok(run(&mut m, "query-named-block-nodes", json!({})));
+    assert!(!nodes.to_string().contains("\"held\""), "{nodes}");
+    // In a transaction it is held: the drive's snapshot onto the same image fails, and
+    // nothing of the transaction stays.
+    let before = ok(run(&mut m, "query-block", json!({})));
+    let snap = d.join("snap.qcow2");
+    assert_eq!(
+        run(
+            &mut m,
+            "transaction",
+            json!({"actions": [
+                {"type": "blockdev-snapshot-sync",
+                 "data": {"node-name": "unused", "snapshot-file": existing,
+                          "snapshot-node-name": "held", "mode": "existing"}},
+                {"type": "blockdev-snapshot-sync",
+                 "data": {"device": "ide0-hd0", "snapshot-file": snap}},
+                {"type": "blockdev-snapshot-sync",
+                 "data": {"device": "ide0-hd0", "snapshot-file": existing, "mode": "existing"}},
+            ]}),
+        ),
+        Err("GenericError: Failed to get \"write\" lock".into())
+    );
+    assert_eq!(ok(run(&mut m, "query-block", json!({}))), before);
+    let nodes = ok(run(&mut m, "query-named-block-nodes", json!({})));
+    assert!(!nodes.to_string().contains("\"held\""), "{nodes}");
+    // The drive's snapshot onto the existing image: opened over the drive's node, not made.
+    let size = std::fs::metadata(&existing).unwrap().len();
+    ok(run(
+        &mut m,
+        "blockdev-snapshot-sync",
+        json!({"device": "ide0-hd0", "snapshot-file": existing, "mode": "existing"}),
+    ));
+    let blocks = ok(run(&mut m, "query-block", json!({})));
+    let ins = inserted(&blocks, "ide0-hd0");
+    // Its header names no backing file: QEMU names the node by its options.
+    let file = |p: &Path| format!(r#"{{"driver": "file", "filename": "{}"}}"#, p.display());
+    let named = format!(
+        r#"json:{{"backing": {{"driver": "qcow2", "file": {}}}, "driver": "qcow2", "file": {}}}"#,
+        file(&base),
+        file(&existing)
+    );
+    assert_eq!(ins["file"], named);
+    assert_eq!(ins["backing_file_depth"], 1);
+    assert_eq!(ins["image"]["backing-image"]["filename"], base.to_string_lossy().as_ref());
+    assert_eq!(std::fs::metadata(&existing).unwrap().len(), size);
+}
+
 #[test]
 fn a_locked_tray_is_asked_then_forced() {
     let mut m = common::machine();

@@ -291,6 +291,25 @@ pub fn context(cmd: &str, args: &Value, want: &Value) -> Option<Context> {
             why: "its drive 'ide-hd0'",
             ..Default::default()
         },
+        "transaction" if s("/actions/0/data/device") == "ide-hd0" => Context {
+            images: vec![
+                qcow2("ide-hd0.qcow2", G),
+                qcow2("ide-hd1.qcow2", G),
+                qcow2("ide-hd2.qcow2", G),
+                qcow2("myfile.qcow2", G),
+                qcow2("/some/place/my-image2", G),
+            ],
+            options: vec![
+                drive("ide-hd0", "ide-hd0.qcow2", ""),
+                drive("ide-hd1", "ide-hd1.qcow2", ""),
+                drive("ide-hd2", "ide-hd2.qcow2", ""),
+            ],
+            paths: vec!["/some/place/my-image"],
+            setup: vec![node("myfile", "myfile.qcow2")],
+            why: "its drives 'ide-hd0', 'ide-hd1', 'ide-hd2', its node 'myfile' and the existing \
+                  image /some/place/my-image2",
+            ..Default::default()
+        },
         "blockdev-snapshot-internal-sync" => Context {
             images: vec![qcow2("ide-hd0.qcow2", G)],
             options: vec![drive("ide-hd0", "ide-hd0.qcow2", "")],

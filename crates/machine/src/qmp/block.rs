@@ -259,11 +259,7 @@ fn snapshot_sync(m: &mut Machine, a: &api::BlockdevSnapshotSync) -> R<SnapshotUn
             )));
         }
     }
-    if matches!(a.mode, Some(api::NewImageMode::Existing)) {
-        return Err(not_implemented(
-            "blockdev-snapshot-sync with mode 'existing'",
-        ));
-    }
+    let existing = matches!(a.mode, Some(api::NewImageMode::Existing));
     // A node named by its node name needs its overlay named too; a drive's gets a
     // generated name.
     if a.node_name.is_some() && a.snapshot_node_name.is_none() {
@@ -273,9 +269,10 @@ fn snapshot_sync(m: &mut Machine, a: &api::BlockdevSnapshotSync) -> R<SnapshotUn
     let existed = path.exists();
     let was_read_only = m.block.graph.is_read_only(&node).map_err(qerr)?;
     let g = &mut m.block.graph;
-    let overlay = match a.snapshot_node_name.as_deref() {
-        Some(name) => g.snapshot_sync(&node, &path, Some(name)),
-        None => g.snapshot_sync_unnamed(&node, &path),
+    let overlay = match (a.snapshot_node_name.as_deref(), existing) {
+        (name, true) => g.snapshot_onto_existing(&node, &path, name),
+        (Some(name), false) => g.snapshot_sync(&node, &path, Some(name)),
+        (None, false) => g.snapshot_sync_unnamed(&node, &path),
     }
     .map_err(qerr)?;
     block::sync_media(m);
@@ -952,11 +949,13 @@ pub fn transaction(m: &mut Machine, a: api::Transaction, _: &mut Cx) -> R<Empty>
         }
     }
     let mut done: Vec<Undo> = Vec::new();
+    m.block.graph.hold_overlays();
     for action in &a.actions {
         match apply(m, action) {
             Ok(Some(u)) => done.push(u),
             Ok(None) => {}
             Err(e) => {
+                m.block.graph.release_overlays();
                 for u in done.into_iter().rev() {
                     match u {
                         Undo::Snapshot(s, added) => undo_snapshot(m, s, added),
@@ -974,6 +973,7 @@ pub fn transaction(m: &mut Machine, a: api::Transaction, _: &mut Cx) -> R<Empty>
             }
         }
     }
+    m.block.graph.release_overlays();
     block::pump(m);
     Ok(Empty)
 }
