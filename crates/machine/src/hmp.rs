@@ -463,6 +463,10 @@ fn info(m: &mut Machine, cx: &mut Cx, sub: &str, rest: &[String]) -> Result<Stri
                 }
             }
         }
+        "spice" => {
+            let v = typed(m.query_spice(api::QuerySpice {}, cx))?;
+            crate::display::spice::hmp_info(&mut o, &v);
+        }
         "vnc" => {
             let v = typed(m.query_vnc(api::QueryVnc {}, cx))?;
             if !v.enabled {

@@ -960,6 +960,7 @@ fn complete(m: &mut Machine, id: u64) {
     o.link = None;
     let _ = runstate::set_state(m, RunState::PostMigrate);
     set_out_status(m, MigrationStatus::Completed);
+    crate::display::spice::migration_completed(m);
 }
 
 /// `migrate-continue`.

@@ -792,3 +792,39 @@ fn vnc_password_errors_in_10_0s_words() {
         "GenericError: Could not set password expire time."
     );
 }
+
+/// HMP `info spice` in QEMU 10.0.2's words (`qemu-system-x86_64 -spice
+/// port=…,tls-port=…,addr=127.0.0.1,disable-ticketing=on`, a viewer linking its main
+/// channel), and without SPICE.
+#[test]
+fn hmp_info_spice() {
+    let hmp = |m: &mut Machine| {
+        ok(run(
+            m,
+            "human-monitor-command",
+            json!({"command-line": "info spice"}),
+        ))
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+    };
+    let mut off = machine_with(|c| c.spice = None);
+    assert_eq!(hmp(&mut off), "Server: disabled\r\n");
+    let mut m = machine_with(|c| {
+        c.spice = Some("port=5951,tls-port=5952,addr=127.0.0.1,disable-ticketing=on".into())
+    });
+    let server = "Server:\r\n     address: 127.0.0.1:5951\r\n     address: 127.0.0.1:5952 [tls]\r\n    migrated: false\r\n        auth: none\r\n    compiled: 0.15.1\r\n  mouse-mode: server\r\n";
+    assert_eq!(hmp(&mut m), format!("{server}Channels: none\r\n"));
+    ok(run(
+        &mut m,
+        "__org.qmpkit_viewer-connect",
+        json!({"protocol": "spice", "service": "53136"}),
+    ));
+    let session = ok(run(&mut m, "query-spice", json!({})))["channels"][0]["connection-id"]
+        .as_i64()
+        .expect("a channel");
+    assert_eq!(
+        hmp(&mut m),
+        format!("{server}Channel:\r\n     address: 127.0.0.1:53136\r\n     session: {session}\r\n     channel: 1:0\r\n     channel name: main\r\n")
+    );
+}

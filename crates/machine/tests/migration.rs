@@ -617,3 +617,58 @@ fn xen_replication_without_xen() {
     }
     assert!(events(&mut m).is_empty());
 }
+
+/// With SPICE, as `qemu-system-x86_64` 10.0.2 answers (two processes migrating over a unix
+/// socket): once `client_migrate_info` named where viewers are to follow, a completed
+/// migration sends SPICE_MIGRATE_COMPLETED after MIGRATION's `completed` and `query-spice`
+/// says `migrated`; without it, neither.
+#[test]
+fn spice_viewers_told_to_follow_hear_the_migration_completed() {
+    for told in [true, false] {
+        let mut m = machine(|c| {
+            c.memory_bytes = 64 << 20;
+            c.spice = Some("port=5930,addr=127.0.0.1,disable-ticketing=on".into());
+        });
+        events_on(&mut m);
+        if told {
+            ok(run(
+                &mut m,
+                "client_migrate_info",
+                json!({"protocol": "spice", "hostname": "127.0.0.1", "port": 5931}),
+            ));
+        }
+        events(&mut m);
+        ok(run(
+            &mut m,
+            "migrate",
+            json!({"uri": "exec:cat > /dev/null"}),
+        ));
+        until_active(&mut m);
+        let mut evs = events(&mut m);
+        let mut t = 0;
+        while t < 60_000 && mig_status(&mut m) != "completed" {
+            common::step(&mut m, 10);
+            evs.extend(events(&mut m));
+            t += 10;
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        evs.extend(events(&mut m));
+        let tail: Vec<&str> = evs.iter().rev().take(2).rev().map(String::as_str).collect();
+        let spice = ok(run(&mut m, "query-spice", json!({})));
+        if told {
+            assert_eq!(
+                tail,
+                [
+                    r#"MIGRATION {"status":"completed"}"#,
+                    "SPICE_MIGRATE_COMPLETED"
+                ],
+                "{evs:?}"
+            );
+            assert_eq!(spice["migrated"], true, "{spice}");
+        } else {
+            assert_eq!(tail[1], r#"MIGRATION {"status":"completed"}"#, "{evs:?}");
+            assert!(!evs.iter().any(|e| e.starts_with("SPICE_")), "{evs:?}");
+            assert_eq!(spice["migrated"], false, "{spice}");
+        }
+    }
+}

@@ -47,6 +47,22 @@ pub struct SpiceState {
     pub channels: Vec<Channel>,
     /// Sessions opened so far (each gets its own connection id).
     sessions: u32,
+    /// `client_migrate_info` named where viewers are to follow a migration.
+    pub migrate_target: bool,
+    /// A migration completed with viewers told where to follow (`query-spice`'s
+    /// `migrated`).
+    pub migrated: bool,
+}
+
+/// An outgoing migration completed: with `client_migrate_info` given, the SPICE server
+/// reports its viewers' move done (SPICE_MIGRATE_COMPLETED, after MIGRATION's `completed`)
+/// and `query-spice` says `migrated`, as QEMU 10.0.2 does even without viewers.
+pub fn migration_completed(m: &mut Machine) {
+    if config(m).is_none() || !m.display.spice.migrate_target {
+        return;
+    }
+    m.display.spice.migrated = true;
+    m.emit_event(api::SpiceMigrateCompleted {});
 }
 
 /// The SPICE server of the configuration, if any.
@@ -113,7 +129,7 @@ pub fn query(m: &Machine) -> api::SpiceInfo {
     };
     api::SpiceInfo {
         enabled: true,
-        migrated: false,
+        migrated: m.display.spice.migrated,
         host: Some(c.addr.clone().unwrap_or_else(|| "*".into())),
         port: c.port.map(i64::from),
         tls_port: c.tls_port.map(i64::from),
@@ -124,6 +140,47 @@ pub fn query(m: &Machine) -> api::SpiceInfo {
         channels: Some(m.display.spice.channels.iter().map(channel_info).collect()),
     }
 }
+
+/// HMP `info spice`: `query-spice` in QEMU 10.0.2's words.
+pub fn hmp_info(o: &mut String, v: &api::SpiceInfo) {
+    use std::fmt::Write;
+    if !v.enabled {
+        o.push_str("Server: disabled\n");
+        return;
+    }
+    let host = v.host.as_deref().unwrap_or("");
+    o.push_str("Server:\n");
+    if let Some(p) = v.port {
+        let _ = writeln!(o, "     address: {host}:{p}");
+    }
+    if let Some(p) = v.tls_port {
+        let _ = writeln!(o, "     address: {host}:{p} [tls]");
+    }
+    let _ = writeln!(o, "    migrated: {}", v.migrated);
+    let _ = writeln!(o, "        auth: {}", v.auth.as_deref().unwrap_or(""));
+    let _ = writeln!(o, "    compiled: {}", v.compiled_version.as_deref().unwrap_or(""));
+    let _ = writeln!(o, "  mouse-mode: {}", v.mouse_mode);
+    let channels = v.channels.as_deref().unwrap_or_default();
+    if channels.is_empty() {
+        o.push_str("Channels: none\n");
+    }
+    for c in channels {
+        o.push_str("Channel:\n");
+        // The machine's viewers link without TLS.
+        let _ = writeln!(o, "     address: {}:{}", c.host, c.port);
+        let _ = writeln!(o, "     session: {}", c.connection_id);
+        let _ = writeln!(o, "     channel: {}:{}", c.channel_type, c.channel_id);
+        let name = CHANNEL_NAMES
+            .get(c.channel_type as usize)
+            .copied()
+            .unwrap_or("unknown");
+        let _ = writeln!(o, "     channel name: {name}");
+    }
+}
+
+/// SPICE channel names by type, as QEMU 10.0.2 prints those a viewer links by default (the
+/// machine's viewers link no others).
+const CHANNEL_NAMES: &[&str] = &["unknown", "main", "display", "inputs", "cursor"];
 
 fn channel_info(ch: &Channel) -> api::SpiceChannel {
     api::SpiceChannel {

@@ -115,11 +115,12 @@ pub fn query_migrate_cache_size(
     Ok(m.migration.params.xbzrle_cache_size.unwrap_or(0) as i64)
 }
 
-/// Only SPICE clients can be told, and the machine has no SPICE.
 /// `client_migrate_info`: where SPICE viewers are to follow a migration; accepted with a
-/// SPICE server (the viewers are test control's, which follow nothing).
+/// SPICE server (the viewers are test control's, which follow nothing; a completed
+/// migration then says so, see [`crate::display::spice::migration_completed`]).
 pub fn client_migrate_info(m: &mut Machine, a: api::ClientMigrateInfo, _: &mut Cx) -> R<Empty> {
     if a.protocol == "spice" && crate::display::spice::config(m).is_some() {
+        m.display.spice.migrate_target = true;
         return Ok(Empty);
     }
     if a.protocol == "spice" {
