@@ -50,6 +50,9 @@ struct State<'t> {
     seen: Vec<String>,
     /// How many threads are parsing a file.
     busy: usize,
+    /// How many threads wait for a file to parse (the others are not
+    /// woken: a wake-up is a system call even with nobody waiting).
+    waiting: usize,
     done: Vec<Parsed<'t>>,
 }
 
@@ -79,8 +82,11 @@ impl<'t> Pool<'t> {
         } else {
             st.jobs.push_front(job);
         }
+        let wake = st.waiting > 0;
         drop(st);
-        self.wake.notify_one();
+        if wake {
+            self.wake.notify_one();
+        }
     }
 
     /// The next file to parse; `None` when every file is parsed (or one
@@ -98,7 +104,9 @@ impl<'t> Pool<'t> {
             if st.busy == 0 {
                 return None;
             }
+            st.waiting += 1;
             st = self.wake.wait(st).unwrap_or_else(PoisonError::into_inner);
+            st.waiting -= 1;
         }
     }
 
@@ -109,8 +117,13 @@ impl<'t> Pool<'t> {
             Some(p) => st.done.push(p),
             None => self.failed.store(true, Ordering::Relaxed),
         }
+        // Waiting threads only care when the last file is parsed or one
+        // failed.
+        let wake = st.waiting > 0 && (st.busy == 0 || self.failed());
         drop(st);
-        self.wake.notify_all();
+        if wake {
+            self.wake.notify_all();
+        }
     }
 }
 
@@ -231,6 +244,7 @@ pub(super) fn parse_files<'t>(
             jobs: VecDeque::new(),
             seen: vec![canon.clone()],
             busy: 0,
+            waiting: 0,
             done: Vec::new(),
         }),
         wake: Condvar::new(),
