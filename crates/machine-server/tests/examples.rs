@@ -1370,7 +1370,7 @@ const DOCUMENTING_MACHINE: &[(&str, u64, &str, &str)] = &[
         "examples-schema-2.12-dev.jsonl",
         3548,
         "blockdev-change-medium",
-        "the documenting machine's floppy drive 'floppyA': the machine has no floppy device (and its host refused the image to root, which no permission bit does here)",
+        "the documenting machine's floppy drive 'floppyA': the machine has no floppy device model (QEMU 10.0.2 takes -device floppy,drive=fd0,id=floppyA); and its host refused the image, which no permission bit does to root here (QEMU 10.0.2 run as root opens a mode 0444 image in mode 'retain')",
     ),
     (
         "examples-schema-2.12-dev.jsonl",
@@ -1382,13 +1382,13 @@ const DOCUMENTING_MACHINE: &[(&str, u64, &str, &str)] = &[
         "examples-schema-2.12-dev.jsonl",
         103,
         "query-rocker-ports",
-        "the documenting guest's rocker driver enabled the ports: the simulated guest has none",
+        "the documenting guest's rocker driver enabled the ports: before a guest driver, QEMU 10.0.2 with the same switch (two ports over two netdevs, switch_id) answers \"enabled\": false and \"link-up\": false for both, as here, and the simulated guest has no rocker driver",
     ),
     (
         "examples-schema-2.12-dev.jsonl",
         322,
         "query-rocker-of-dpa-groups",
-        "the flow groups the documenting guest's rocker driver installed: the simulated guest has none",
+        "the flow groups the documenting guest's rocker driver installed: before a guest driver, QEMU 10.0.2 with the same switch answers [], as here, and the simulated guest has no rocker driver to install any",
     ),
     (
         "examples-schema-2.12-dev.jsonl",
