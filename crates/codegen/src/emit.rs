@@ -408,9 +408,14 @@ impl<'a> W<'_, 'a> {
         self.struct_fields(fields);
         self.l("}");
         let b = format!("__{name}Builder");
+        let members = if fields.is_empty() {
+            String::new()
+        } else {
+            format!("\n    const MEMBERS: usize = {};", fields.len())
+        };
         let _ = writeln!(
             self.out,
-            "#[allow(deprecated)]\nimpl ::qmpkit_qapi::Object for {name} {{\n    type Builder = {b};\n    fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> {RES}<(), __M::Error> {{"
+            "#[allow(deprecated)]\nimpl ::qmpkit_qapi::Object for {name} {{\n    type Builder = {b};{members}\n    fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> {RES}<(), __M::Error> {{"
         );
         self.ser_fields(fields, None, usize::MAX);
         self.l("        Ok(())\n    }\n}");

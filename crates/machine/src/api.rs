@@ -255,6 +255,7 @@ pub struct String {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for String {
     type Builder = __StringBuilder;
+    const MEMBERS: usize = 1;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "str", &self.str)?;
         Ok(())
@@ -412,6 +413,7 @@ pub struct InetSocketAddressBase {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for InetSocketAddressBase {
     type Builder = __InetSocketAddressBaseBuilder;
+    const MEMBERS: usize = 2;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "host", &self.host)?;
         ::serde::ser::SerializeMap::serialize_entry(__m, "port", &self.port)?;
@@ -477,6 +479,7 @@ pub struct InetSocketAddress {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for InetSocketAddress {
     type Builder = __InetSocketAddressBuilder;
+    const MEMBERS: usize = 6;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "host", &self.host)?;
         ::serde::ser::SerializeMap::serialize_entry(__m, "port", &self.port)?;
@@ -544,6 +547,7 @@ pub struct UnixSocketAddress {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for UnixSocketAddress {
     type Builder = __UnixSocketAddressBuilder;
+    const MEMBERS: usize = 1;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "path", &self.path)?;
         Ok(())
@@ -598,6 +602,7 @@ pub struct VsockSocketAddress {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for VsockSocketAddress {
     type Builder = __VsockSocketAddressBuilder;
+    const MEMBERS: usize = 2;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "cid", &self.cid)?;
         ::serde::ser::SerializeMap::serialize_entry(__m, "port", &self.port)?;
@@ -1174,6 +1179,7 @@ pub struct StatusInfo {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for StatusInfo {
     type Builder = __StatusInfoBuilder;
+    const MEMBERS: usize = 3;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "running", &self.running)?;
         ::serde::ser::SerializeMap::serialize_entry(__m, "singlestep", &self.singlestep)?;
@@ -1623,6 +1629,7 @@ pub struct GuestPanicInformationHyperV {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for GuestPanicInformationHyperV {
     type Builder = __GuestPanicInformationHyperVBuilder;
+    const MEMBERS: usize = 5;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "arg1", &self.arg1)?;
         ::serde::ser::SerializeMap::serialize_entry(__m, "arg2", &self.arg2)?;
@@ -2144,6 +2151,7 @@ pub struct QCryptoBlockOptionsBase {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for QCryptoBlockOptionsBase {
     type Builder = __QCryptoBlockOptionsBaseBuilder;
+    const MEMBERS: usize = 1;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "format", &self.format)?;
         Ok(())
@@ -2196,6 +2204,7 @@ pub struct QCryptoBlockOptionsQCow {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for QCryptoBlockOptionsQCow {
     type Builder = __QCryptoBlockOptionsQCowBuilder;
+    const MEMBERS: usize = 1;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         if let ::core::option::Option::Some(__v) = &self.key_secret { ::serde::ser::SerializeMap::serialize_entry(__m, "key-secret", __v)?; }
         Ok(())
@@ -2248,6 +2257,7 @@ pub struct QCryptoBlockOptionsLUKS {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for QCryptoBlockOptionsLUKS {
     type Builder = __QCryptoBlockOptionsLUKSBuilder;
+    const MEMBERS: usize = 1;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         if let ::core::option::Option::Some(__v) = &self.key_secret { ::serde::ser::SerializeMap::serialize_entry(__m, "key-secret", __v)?; }
         Ok(())
@@ -2312,6 +2322,7 @@ pub struct QCryptoBlockCreateOptionsLUKS {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for QCryptoBlockCreateOptionsLUKS {
     type Builder = __QCryptoBlockCreateOptionsLUKSBuilder;
+    const MEMBERS: usize = 7;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         if let ::core::option::Option::Some(__v) = &self.key_secret { ::serde::ser::SerializeMap::serialize_entry(__m, "key-secret", __v)?; }
         if let ::core::option::Option::Some(__v) = &self.cipher_alg { ::serde::ser::SerializeMap::serialize_entry(__m, "cipher-alg", __v)?; }
@@ -2632,6 +2643,7 @@ pub struct QCryptoBlockInfoBase {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for QCryptoBlockInfoBase {
     type Builder = __QCryptoBlockInfoBaseBuilder;
+    const MEMBERS: usize = 1;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "format", &self.format)?;
         Ok(())
@@ -2690,6 +2702,7 @@ pub struct QCryptoBlockInfoLUKSSlot {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for QCryptoBlockInfoLUKSSlot {
     type Builder = __QCryptoBlockInfoLUKSSlotBuilder;
+    const MEMBERS: usize = 4;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "active", &self.active)?;
         if let ::core::option::Option::Some(__v) = &self.iters { ::serde::ser::SerializeMap::serialize_entry(__m, "iters", __v)?; }
@@ -2767,6 +2780,7 @@ pub struct QCryptoBlockInfoLUKS {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for QCryptoBlockInfoLUKS {
     type Builder = __QCryptoBlockInfoLUKSBuilder;
+    const MEMBERS: usize = 9;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "cipher-alg", &self.cipher_alg)?;
         ::serde::ser::SerializeMap::serialize_entry(__m, "cipher-mode", &self.cipher_mode)?;
@@ -3025,6 +3039,7 @@ pub struct SnapshotInfo {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for SnapshotInfo {
     type Builder = __SnapshotInfoBuilder;
+    const MEMBERS: usize = 7;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "id", &self.id)?;
         ::serde::ser::SerializeMap::serialize_entry(__m, "name", &self.name)?;
@@ -3095,6 +3110,7 @@ pub struct ImageInfoSpecificQCow2EncryptionBase {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for ImageInfoSpecificQCow2EncryptionBase {
     type Builder = __ImageInfoSpecificQCow2EncryptionBaseBuilder;
+    const MEMBERS: usize = 1;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "format", &self.format)?;
         Ok(())
@@ -3286,6 +3302,7 @@ pub struct ImageInfoSpecificQCow2 {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for ImageInfoSpecificQCow2 {
     type Builder = __ImageInfoSpecificQCow2Builder;
+    const MEMBERS: usize = 8;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "compat", &self.compat)?;
         if let ::core::option::Option::Some(__v) = &self.lazy_refcounts { ::serde::ser::SerializeMap::serialize_entry(__m, "lazy-refcounts", __v)?; }
@@ -3418,6 +3435,7 @@ pub struct Qcow2BitmapInfo {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for Qcow2BitmapInfo {
     type Builder = __Qcow2BitmapInfoBuilder;
+    const MEMBERS: usize = 3;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "name", &self.name)?;
         ::serde::ser::SerializeMap::serialize_entry(__m, "granularity", &self.granularity)?;
@@ -3537,6 +3555,7 @@ pub struct ImageInfoSpecificVmdk {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for ImageInfoSpecificVmdk {
     type Builder = __ImageInfoSpecificVmdkBuilder;
+    const MEMBERS: usize = 4;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "create-type", &self.create_type)?;
         ::serde::ser::SerializeMap::serialize_entry(__m, "cid", &self.cid)?;
@@ -3598,6 +3617,7 @@ pub struct ImageInfoSpecificFile {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for ImageInfoSpecificFile {
     type Builder = __ImageInfoSpecificFileBuilder;
+    const MEMBERS: usize = 1;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         if let ::core::option::Option::Some(__v) = &self.extent_size_hint { ::serde::ser::SerializeMap::serialize_entry(__m, "extent-size-hint", __v)?; }
         Ok(())
@@ -3878,6 +3898,7 @@ pub struct ImageInfo {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for ImageInfo {
     type Builder = __ImageInfoBuilder;
+    const MEMBERS: usize = 14;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "filename", &self.filename)?;
         ::serde::ser::SerializeMap::serialize_entry(__m, "format", &self.format)?;
@@ -3991,6 +4012,7 @@ pub struct ImageCheck {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for ImageCheck {
     type Builder = __ImageCheckBuilder;
+    const MEMBERS: usize = 12;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "filename", &self.filename)?;
         ::serde::ser::SerializeMap::serialize_entry(__m, "format", &self.format)?;
@@ -4088,6 +4110,7 @@ pub struct MapEntry {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for MapEntry {
     type Builder = __MapEntryBuilder;
+    const MEMBERS: usize = 7;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "start", &self.start)?;
         ::serde::ser::SerializeMap::serialize_entry(__m, "length", &self.length)?;
@@ -4162,6 +4185,7 @@ pub struct BlockdevCacheInfo {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for BlockdevCacheInfo {
     type Builder = __BlockdevCacheInfoBuilder;
+    const MEMBERS: usize = 3;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "writeback", &self.writeback)?;
         ::serde::ser::SerializeMap::serialize_entry(__m, "direct", &self.direct)?;
@@ -4274,6 +4298,7 @@ pub struct BlockDeviceInfo {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for BlockDeviceInfo {
     type Builder = __BlockDeviceInfoBuilder;
+    const MEMBERS: usize = 34;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "file", &self.file)?;
         if let ::core::option::Option::Some(__v) = &self.node_name { ::serde::ser::SerializeMap::serialize_entry(__m, "node-name", __v)?; }
@@ -4494,6 +4519,7 @@ pub struct BlockDeviceMapEntry {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for BlockDeviceMapEntry {
     type Builder = __BlockDeviceMapEntryBuilder;
+    const MEMBERS: usize = 6;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "start", &self.start)?;
         ::serde::ser::SerializeMap::serialize_entry(__m, "length", &self.length)?;
@@ -4635,6 +4661,7 @@ pub struct BlockDirtyInfo {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for BlockDirtyInfo {
     type Builder = __BlockDirtyInfoBuilder;
+    const MEMBERS: usize = 8;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         if let ::core::option::Option::Some(__v) = &self.name { ::serde::ser::SerializeMap::serialize_entry(__m, "name", __v)?; }
         ::serde::ser::SerializeMap::serialize_entry(__m, "count", &self.count)?;
@@ -4724,6 +4751,7 @@ pub struct BlockInfo {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for BlockInfo {
     type Builder = __BlockInfoBuilder;
+    const MEMBERS: usize = 9;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "device", &self.device)?;
         if let ::core::option::Option::Some(__v) = &self.qdev { ::serde::ser::SerializeMap::serialize_entry(__m, "qdev", __v)?; }
@@ -4802,6 +4830,7 @@ pub struct BlockMeasureInfo {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for BlockMeasureInfo {
     type Builder = __BlockMeasureInfoBuilder;
+    const MEMBERS: usize = 2;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "required", &self.required)?;
         ::serde::ser::SerializeMap::serialize_entry(__m, "fully-allocated", &self.fully_allocated)?;
@@ -4879,6 +4908,7 @@ pub struct BlockDeviceTimedStats {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for BlockDeviceTimedStats {
     type Builder = __BlockDeviceTimedStatsBuilder;
+    const MEMBERS: usize = 12;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "interval_length", &self.interval_length)?;
         ::serde::ser::SerializeMap::serialize_entry(__m, "min_rd_latency_ns", &self.min_rd_latency_ns)?;
@@ -5029,6 +5059,7 @@ pub struct BlockDeviceStats {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for BlockDeviceStats {
     type Builder = __BlockDeviceStatsBuilder;
+    const MEMBERS: usize = 33;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "rd_bytes", &self.rd_bytes)?;
         ::serde::ser::SerializeMap::serialize_entry(__m, "wr_bytes", &self.wr_bytes)?;
@@ -5185,6 +5216,7 @@ pub struct BlockStats {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for BlockStats {
     type Builder = __BlockStatsBuilder;
+    const MEMBERS: usize = 5;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         if let ::core::option::Option::Some(__v) = &self.device { ::serde::ser::SerializeMap::serialize_entry(__m, "device", __v)?; }
         if let ::core::option::Option::Some(__v) = &self.node_name { ::serde::ser::SerializeMap::serialize_entry(__m, "node-name", __v)?; }
@@ -5533,6 +5565,7 @@ pub struct BlockJobInfo {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for BlockJobInfo {
     type Builder = __BlockJobInfoBuilder;
+    const MEMBERS: usize = 14;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "type", &self.r#type)?;
         ::serde::ser::SerializeMap::serialize_entry(__m, "device", &self.device)?;
@@ -5687,6 +5720,7 @@ pub struct BlockdevSnapshotSync {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for BlockdevSnapshotSync {
     type Builder = __BlockdevSnapshotSyncBuilder;
+    const MEMBERS: usize = 6;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         if let ::core::option::Option::Some(__v) = &self.device { ::serde::ser::SerializeMap::serialize_entry(__m, "device", __v)?; }
         if let ::core::option::Option::Some(__v) = &self.node_name { ::serde::ser::SerializeMap::serialize_entry(__m, "node-name", __v)?; }
@@ -5756,6 +5790,7 @@ pub struct BlockdevSnapshot {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for BlockdevSnapshot {
     type Builder = __BlockdevSnapshotBuilder;
+    const MEMBERS: usize = 2;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "node", &self.node)?;
         ::serde::ser::SerializeMap::serialize_entry(__m, "overlay", &self.overlay)?;
@@ -5840,6 +5875,7 @@ pub struct DriveBackup {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for DriveBackup {
     type Builder = __DriveBackupBuilder;
+    const MEMBERS: usize = 15;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         if let ::core::option::Option::Some(__v) = &self.job_id { ::serde::ser::SerializeMap::serialize_entry(__m, "job-id", __v)?; }
         ::serde::ser::SerializeMap::serialize_entry(__m, "device", &self.device)?;
@@ -5959,6 +5995,7 @@ pub struct BlockdevBackup {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for BlockdevBackup {
     type Builder = __BlockdevBackupBuilder;
+    const MEMBERS: usize = 13;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         if let ::core::option::Option::Some(__v) = &self.job_id { ::serde::ser::SerializeMap::serialize_entry(__m, "job-id", __v)?; }
         ::serde::ser::SerializeMap::serialize_entry(__m, "device", &self.device)?;
@@ -6078,6 +6115,7 @@ pub struct DriveMirror {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for DriveMirror {
     type Builder = __DriveMirrorBuilder;
+    const MEMBERS: usize = 16;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         if let ::core::option::Option::Some(__v) = &self.job_id { ::serde::ser::SerializeMap::serialize_entry(__m, "job-id", __v)?; }
         ::serde::ser::SerializeMap::serialize_entry(__m, "device", &self.device)?;
@@ -6177,6 +6215,7 @@ pub struct BlockDirtyBitmap {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for BlockDirtyBitmap {
     type Builder = __BlockDirtyBitmapBuilder;
+    const MEMBERS: usize = 2;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "node", &self.node)?;
         ::serde::ser::SerializeMap::serialize_entry(__m, "name", &self.name)?;
@@ -6242,6 +6281,7 @@ pub struct BlockDirtyBitmapAdd {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for BlockDirtyBitmapAdd {
     type Builder = __BlockDirtyBitmapAddBuilder;
+    const MEMBERS: usize = 6;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "node", &self.node)?;
         ::serde::ser::SerializeMap::serialize_entry(__m, "name", &self.name)?;
@@ -6351,6 +6391,7 @@ pub struct BlockDirtyBitmapMerge {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for BlockDirtyBitmapMerge {
     type Builder = __BlockDirtyBitmapMergeBuilder;
+    const MEMBERS: usize = 3;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "node", &self.node)?;
         ::serde::ser::SerializeMap::serialize_entry(__m, "target", &self.target)?;
@@ -6409,6 +6450,7 @@ pub struct BlockDirtyBitmapSha256 {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for BlockDirtyBitmapSha256 {
     type Builder = __BlockDirtyBitmapSha256Builder;
+    const MEMBERS: usize = 1;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "sha256", &self.sha256)?;
         Ok(())
@@ -6491,6 +6533,7 @@ pub struct BlockIOThrottle {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for BlockIOThrottle {
     type Builder = __BlockIOThrottleBuilder;
+    const MEMBERS: usize = 22;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         if let ::core::option::Option::Some(__v) = &self.device { ::serde::ser::SerializeMap::serialize_entry(__m, "device", __v)?; }
         if let ::core::option::Option::Some(__v) = &self.id { ::serde::ser::SerializeMap::serialize_entry(__m, "id", __v)?; }
@@ -6623,6 +6666,7 @@ pub struct ThrottleLimits {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for ThrottleLimits {
     type Builder = __ThrottleLimitsBuilder;
+    const MEMBERS: usize = 19;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         if let ::core::option::Option::Some(__v) = &self.iops_total { ::serde::ser::SerializeMap::serialize_entry(__m, "iops-total", __v)?; }
         if let ::core::option::Option::Some(__v) = &self.iops_total_max { ::serde::ser::SerializeMap::serialize_entry(__m, "iops-total-max", __v)?; }
@@ -6900,6 +6944,7 @@ pub struct BlockdevCacheOptions {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for BlockdevCacheOptions {
     type Builder = __BlockdevCacheOptionsBuilder;
+    const MEMBERS: usize = 2;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         if let ::core::option::Option::Some(__v) = &self.direct { ::serde::ser::SerializeMap::serialize_entry(__m, "direct", __v)?; }
         if let ::core::option::Option::Some(__v) = &self.no_flush { ::serde::ser::SerializeMap::serialize_entry(__m, "no-flush", __v)?; }
@@ -7152,6 +7197,7 @@ pub struct BlockdevOptionsFile {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for BlockdevOptionsFile {
     type Builder = __BlockdevOptionsFileBuilder;
+    const MEMBERS: usize = 4;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "filename", &self.filename)?;
         if let ::core::option::Option::Some(__v) = &self.pr_manager { ::serde::ser::SerializeMap::serialize_entry(__m, "pr-manager", __v)?; }
@@ -7218,6 +7264,7 @@ pub struct BlockdevOptionsNull {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for BlockdevOptionsNull {
     type Builder = __BlockdevOptionsNullBuilder;
+    const MEMBERS: usize = 3;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         if let ::core::option::Option::Some(__v) = &self.size { ::serde::ser::SerializeMap::serialize_entry(__m, "size", __v)?; }
         if let ::core::option::Option::Some(__v) = &self.latency_ns { ::serde::ser::SerializeMap::serialize_entry(__m, "latency-ns", __v)?; }
@@ -7284,6 +7331,7 @@ pub struct BlockdevOptionsVVFAT {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for BlockdevOptionsVVFAT {
     type Builder = __BlockdevOptionsVVFATBuilder;
+    const MEMBERS: usize = 5;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "dir", &self.dir)?;
         if let ::core::option::Option::Some(__v) = &self.fat_type { ::serde::ser::SerializeMap::serialize_entry(__m, "fat-type", __v)?; }
@@ -7348,6 +7396,7 @@ pub struct BlockdevOptionsGenericFormat {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for BlockdevOptionsGenericFormat {
     type Builder = __BlockdevOptionsGenericFormatBuilder;
+    const MEMBERS: usize = 1;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "file", &self.file)?;
         Ok(())
@@ -7402,6 +7451,7 @@ pub struct BlockdevOptionsLUKS {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for BlockdevOptionsLUKS {
     type Builder = __BlockdevOptionsLUKSBuilder;
+    const MEMBERS: usize = 2;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "file", &self.file)?;
         if let ::core::option::Option::Some(__v) = &self.key_secret { ::serde::ser::SerializeMap::serialize_entry(__m, "key-secret", __v)?; }
@@ -7459,6 +7509,7 @@ pub struct BlockdevOptionsGenericCOWFormat {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for BlockdevOptionsGenericCOWFormat {
     type Builder = __BlockdevOptionsGenericCOWFormatBuilder;
+    const MEMBERS: usize = 2;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "file", &self.file)?;
         if let ::core::option::Option::Some(__v) = &self.backing { ::serde::ser::SerializeMap::serialize_entry(__m, "backing", __v)?; }
@@ -7585,6 +7636,7 @@ pub struct Qcow2OverlapCheckFlags {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for Qcow2OverlapCheckFlags {
     type Builder = __Qcow2OverlapCheckFlagsBuilder;
+    const MEMBERS: usize = 9;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         if let ::core::option::Option::Some(__v) = &self.template { ::serde::ser::SerializeMap::serialize_entry(__m, "template", __v)?; }
         if let ::core::option::Option::Some(__v) = &self.main_header { ::serde::ser::SerializeMap::serialize_entry(__m, "main-header", __v)?; }
@@ -7870,6 +7922,7 @@ pub struct BlockdevOptionsQcow {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for BlockdevOptionsQcow {
     type Builder = __BlockdevOptionsQcowBuilder;
+    const MEMBERS: usize = 3;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "file", &self.file)?;
         if let ::core::option::Option::Some(__v) = &self.backing { ::serde::ser::SerializeMap::serialize_entry(__m, "backing", __v)?; }
@@ -8127,6 +8180,7 @@ pub struct BlockdevOptionsQcow2 {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for BlockdevOptionsQcow2 {
     type Builder = __BlockdevOptionsQcow2Builder;
+    const MEMBERS: usize = 12;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "file", &self.file)?;
         if let ::core::option::Option::Some(__v) = &self.backing { ::serde::ser::SerializeMap::serialize_entry(__m, "backing", __v)?; }
@@ -8216,6 +8270,7 @@ pub struct BlockdevOptionsSsh {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for BlockdevOptionsSsh {
     type Builder = __BlockdevOptionsSshBuilder;
+    const MEMBERS: usize = 3;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "server", &self.server)?;
         ::serde::ser::SerializeMap::serialize_entry(__m, "path", &self.path)?;
@@ -8515,6 +8570,7 @@ pub struct BlkdebugInjectErrorOptions {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for BlkdebugInjectErrorOptions {
     type Builder = __BlkdebugInjectErrorOptionsBuilder;
+    const MEMBERS: usize = 6;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "event", &self.event)?;
         if let ::core::option::Option::Some(__v) = &self.state { ::serde::ser::SerializeMap::serialize_entry(__m, "state", __v)?; }
@@ -8586,6 +8642,7 @@ pub struct BlkdebugSetStateOptions {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for BlkdebugSetStateOptions {
     type Builder = __BlkdebugSetStateOptionsBuilder;
+    const MEMBERS: usize = 3;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "event", &self.event)?;
         if let ::core::option::Option::Some(__v) = &self.state { ::serde::ser::SerializeMap::serialize_entry(__m, "state", __v)?; }
@@ -8655,6 +8712,7 @@ pub struct BlockdevOptionsBlkdebug {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for BlockdevOptionsBlkdebug {
     type Builder = __BlockdevOptionsBlkdebugBuilder;
+    const MEMBERS: usize = 10;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "image", &self.image)?;
         if let ::core::option::Option::Some(__v) = &self.config { ::serde::ser::SerializeMap::serialize_entry(__m, "config", __v)?; }
@@ -8736,6 +8794,7 @@ pub struct BlockdevOptionsBlkverify {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for BlockdevOptionsBlkverify {
     type Builder = __BlockdevOptionsBlkverifyBuilder;
+    const MEMBERS: usize = 2;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "test", &self.test)?;
         ::serde::ser::SerializeMap::serialize_entry(__m, "raw", &self.raw)?;
@@ -8854,6 +8913,7 @@ pub struct BlockdevOptionsQuorum {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for BlockdevOptionsQuorum {
     type Builder = __BlockdevOptionsQuorumBuilder;
+    const MEMBERS: usize = 5;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         if let ::core::option::Option::Some(__v) = &self.blkverify { ::serde::ser::SerializeMap::serialize_entry(__m, "blkverify", __v)?; }
         ::serde::ser::SerializeMap::serialize_entry(__m, "children", &self.children)?;
@@ -8926,6 +8986,7 @@ pub struct BlockdevOptionsGluster {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for BlockdevOptionsGluster {
     type Builder = __BlockdevOptionsGlusterBuilder;
+    const MEMBERS: usize = 5;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "volume", &self.volume)?;
         ::serde::ser::SerializeMap::serialize_entry(__m, "path", &self.path)?;
@@ -9124,6 +9185,7 @@ pub struct BlockdevOptionsIscsi {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for BlockdevOptionsIscsi {
     type Builder = __BlockdevOptionsIscsiBuilder;
+    const MEMBERS: usize = 9;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "transport", &self.transport)?;
         ::serde::ser::SerializeMap::serialize_entry(__m, "portal", &self.portal)?;
@@ -9210,6 +9272,7 @@ pub struct BlockdevOptionsRbd {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for BlockdevOptionsRbd {
     type Builder = __BlockdevOptionsRbdBuilder;
+    const MEMBERS: usize = 6;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "pool", &self.pool)?;
         ::serde::ser::SerializeMap::serialize_entry(__m, "image", &self.image)?;
@@ -9283,6 +9346,7 @@ pub struct BlockdevOptionsSheepdog {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for BlockdevOptionsSheepdog {
     type Builder = __BlockdevOptionsSheepdogBuilder;
+    const MEMBERS: usize = 4;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "server", &self.server)?;
         ::serde::ser::SerializeMap::serialize_entry(__m, "vdi", &self.vdi)?;
@@ -9403,6 +9467,7 @@ pub struct BlockdevOptionsReplication {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for BlockdevOptionsReplication {
     type Builder = __BlockdevOptionsReplicationBuilder;
+    const MEMBERS: usize = 3;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "file", &self.file)?;
         ::serde::ser::SerializeMap::serialize_entry(__m, "mode", &self.mode)?;
@@ -9514,6 +9579,7 @@ pub struct NFSServer {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for NFSServer {
     type Builder = __NFSServerBuilder;
+    const MEMBERS: usize = 2;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "type", &self.r#type)?;
         ::serde::ser::SerializeMap::serialize_entry(__m, "host", &self.host)?;
@@ -9583,6 +9649,7 @@ pub struct BlockdevOptionsNfs {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for BlockdevOptionsNfs {
     type Builder = __BlockdevOptionsNfsBuilder;
+    const MEMBERS: usize = 8;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "server", &self.server)?;
         ::serde::ser::SerializeMap::serialize_entry(__m, "path", &self.path)?;
@@ -9668,6 +9735,7 @@ pub struct BlockdevOptionsCurlBase {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for BlockdevOptionsCurlBase {
     type Builder = __BlockdevOptionsCurlBaseBuilder;
+    const MEMBERS: usize = 7;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "url", &self.url)?;
         if let ::core::option::Option::Some(__v) = &self.readahead { ::serde::ser::SerializeMap::serialize_entry(__m, "readahead", __v)?; }
@@ -9754,6 +9822,7 @@ pub struct BlockdevOptionsCurlHttp {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for BlockdevOptionsCurlHttp {
     type Builder = __BlockdevOptionsCurlHttpBuilder;
+    const MEMBERS: usize = 9;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "url", &self.url)?;
         if let ::core::option::Option::Some(__v) = &self.readahead { ::serde::ser::SerializeMap::serialize_entry(__m, "readahead", __v)?; }
@@ -9848,6 +9917,7 @@ pub struct BlockdevOptionsCurlHttps {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for BlockdevOptionsCurlHttps {
     type Builder = __BlockdevOptionsCurlHttpsBuilder;
+    const MEMBERS: usize = 10;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "url", &self.url)?;
         if let ::core::option::Option::Some(__v) = &self.readahead { ::serde::ser::SerializeMap::serialize_entry(__m, "readahead", __v)?; }
@@ -9939,6 +10009,7 @@ pub struct BlockdevOptionsCurlFtp {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for BlockdevOptionsCurlFtp {
     type Builder = __BlockdevOptionsCurlFtpBuilder;
+    const MEMBERS: usize = 7;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "url", &self.url)?;
         if let ::core::option::Option::Some(__v) = &self.readahead { ::serde::ser::SerializeMap::serialize_entry(__m, "readahead", __v)?; }
@@ -10023,6 +10094,7 @@ pub struct BlockdevOptionsCurlFtps {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for BlockdevOptionsCurlFtps {
     type Builder = __BlockdevOptionsCurlFtpsBuilder;
+    const MEMBERS: usize = 8;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "url", &self.url)?;
         if let ::core::option::Option::Some(__v) = &self.readahead { ::serde::ser::SerializeMap::serialize_entry(__m, "readahead", __v)?; }
@@ -10100,6 +10172,7 @@ pub struct BlockdevOptionsNbd {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for BlockdevOptionsNbd {
     type Builder = __BlockdevOptionsNbdBuilder;
+    const MEMBERS: usize = 3;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "server", &self.server)?;
         if let ::core::option::Option::Some(__v) = &self.export { ::serde::ser::SerializeMap::serialize_entry(__m, "export", __v)?; }
@@ -10162,6 +10235,7 @@ pub struct BlockdevOptionsRaw {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for BlockdevOptionsRaw {
     type Builder = __BlockdevOptionsRawBuilder;
+    const MEMBERS: usize = 3;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "file", &self.file)?;
         if let ::core::option::Option::Some(__v) = &self.offset { ::serde::ser::SerializeMap::serialize_entry(__m, "offset", __v)?; }
@@ -10224,6 +10298,7 @@ pub struct BlockdevOptionsVxHS {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for BlockdevOptionsVxHS {
     type Builder = __BlockdevOptionsVxHSBuilder;
+    const MEMBERS: usize = 3;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "vdisk-id", &self.vdisk_id)?;
         ::serde::ser::SerializeMap::serialize_entry(__m, "server", &self.server)?;
@@ -10284,6 +10359,7 @@ pub struct BlockdevOptionsThrottle {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for BlockdevOptionsThrottle {
     type Builder = __BlockdevOptionsThrottleBuilder;
+    const MEMBERS: usize = 2;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "throttle-group", &self.throttle_group)?;
         ::serde::ser::SerializeMap::serialize_entry(__m, "file", &self.file)?;
@@ -11211,6 +11287,7 @@ pub struct BlockdevSnapshotInternal {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for BlockdevSnapshotInternal {
     type Builder = __BlockdevSnapshotInternalBuilder;
+    const MEMBERS: usize = 2;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "device", &self.device)?;
         ::serde::ser::SerializeMap::serialize_entry(__m, "name", &self.name)?;
@@ -11509,6 +11586,7 @@ pub struct JobInfo {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for JobInfo {
     type Builder = __JobInfoBuilder;
+    const MEMBERS: usize = 6;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "id", &self.id)?;
         ::serde::ser::SerializeMap::serialize_entry(__m, "type", &self.r#type)?;
@@ -11684,6 +11762,7 @@ pub struct BlockExportOptionsNbdBase {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for BlockExportOptionsNbdBase {
     type Builder = __BlockExportOptionsNbdBaseBuilder;
+    const MEMBERS: usize = 2;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         if let ::core::option::Option::Some(__v) = &self.name { ::serde::ser::SerializeMap::serialize_entry(__m, "name", __v)?; }
         if let ::core::option::Option::Some(__v) = &self.description { ::serde::ser::SerializeMap::serialize_entry(__m, "description", __v)?; }
@@ -11741,6 +11820,7 @@ pub struct BlockExportOptionsNbd {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for BlockExportOptionsNbd {
     type Builder = __BlockExportOptionsNbdBuilder;
+    const MEMBERS: usize = 2;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         if let ::core::option::Option::Some(__v) = &self.name { ::serde::ser::SerializeMap::serialize_entry(__m, "name", __v)?; }
         if let ::core::option::Option::Some(__v) = &self.description { ::serde::ser::SerializeMap::serialize_entry(__m, "description", __v)?; }
@@ -11941,6 +12021,7 @@ pub struct BlockExportInfo {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for BlockExportInfo {
     type Builder = __BlockExportInfoBuilder;
+    const MEMBERS: usize = 4;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "id", &self.id)?;
         ::serde::ser::SerializeMap::serialize_entry(__m, "type", &self.r#type)?;
@@ -12004,6 +12085,7 @@ pub struct BlockdevCreateOptionsFile {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for BlockdevCreateOptionsFile {
     type Builder = __BlockdevCreateOptionsFileBuilder;
+    const MEMBERS: usize = 2;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "filename", &self.filename)?;
         ::serde::ser::SerializeMap::serialize_entry(__m, "size", &self.size)?;
@@ -12069,6 +12151,7 @@ pub struct BlockdevCreateOptionsQcow2 {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for BlockdevCreateOptionsQcow2 {
     type Builder = __BlockdevCreateOptionsQcow2Builder;
+    const MEMBERS: usize = 6;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "file", &self.file)?;
         ::serde::ser::SerializeMap::serialize_entry(__m, "size", &self.size)?;
@@ -12555,6 +12638,7 @@ pub struct BlockJobChangeOptionsMirror {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for BlockJobChangeOptionsMirror {
     type Builder = __BlockJobChangeOptionsMirrorBuilder;
+    const MEMBERS: usize = 1;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "copy-mode", &self.copy_mode)?;
         Ok(())
@@ -12856,6 +12940,7 @@ pub struct XDbgBlockGraphNode {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for XDbgBlockGraphNode {
     type Builder = __XDbgBlockGraphNodeBuilder;
+    const MEMBERS: usize = 3;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "id", &self.id)?;
         ::serde::ser::SerializeMap::serialize_entry(__m, "type", &self.r#type)?;
@@ -12985,6 +13070,7 @@ pub struct XDbgBlockGraphEdge {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for XDbgBlockGraphEdge {
     type Builder = __XDbgBlockGraphEdgeBuilder;
+    const MEMBERS: usize = 5;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "parent", &self.parent)?;
         ::serde::ser::SerializeMap::serialize_entry(__m, "child", &self.child)?;
@@ -13051,6 +13137,7 @@ pub struct XDbgBlockGraph {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for XDbgBlockGraph {
     type Builder = __XDbgBlockGraphBuilder;
+    const MEMBERS: usize = 2;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "nodes", &self.nodes)?;
         ::serde::ser::SerializeMap::serialize_entry(__m, "edges", &self.edges)?;
@@ -13110,6 +13197,7 @@ pub struct ChardevInfo {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for ChardevInfo {
     type Builder = __ChardevInfoBuilder;
+    const MEMBERS: usize = 3;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "label", &self.label)?;
         ::serde::ser::SerializeMap::serialize_entry(__m, "filename", &self.filename)?;
@@ -13168,6 +13256,7 @@ pub struct ChardevBackendInfo {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for ChardevBackendInfo {
     type Builder = __ChardevBackendInfoBuilder;
+    const MEMBERS: usize = 1;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "name", &self.name)?;
         Ok(())
@@ -13277,6 +13366,7 @@ pub struct ChardevCommon {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for ChardevCommon {
     type Builder = __ChardevCommonBuilder;
+    const MEMBERS: usize = 2;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         if let ::core::option::Option::Some(__v) = &self.logfile { ::serde::ser::SerializeMap::serialize_entry(__m, "logfile", __v)?; }
         if let ::core::option::Option::Some(__v) = &self.logappend { ::serde::ser::SerializeMap::serialize_entry(__m, "logappend", __v)?; }
@@ -13340,6 +13430,7 @@ pub struct ChardevFile {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for ChardevFile {
     type Builder = __ChardevFileBuilder;
+    const MEMBERS: usize = 5;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         if let ::core::option::Option::Some(__v) = &self.logfile { ::serde::ser::SerializeMap::serialize_entry(__m, "logfile", __v)?; }
         if let ::core::option::Option::Some(__v) = &self.logappend { ::serde::ser::SerializeMap::serialize_entry(__m, "logappend", __v)?; }
@@ -13408,6 +13499,7 @@ pub struct ChardevHostdev {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for ChardevHostdev {
     type Builder = __ChardevHostdevBuilder;
+    const MEMBERS: usize = 3;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         if let ::core::option::Option::Some(__v) = &self.logfile { ::serde::ser::SerializeMap::serialize_entry(__m, "logfile", __v)?; }
         if let ::core::option::Option::Some(__v) = &self.logappend { ::serde::ser::SerializeMap::serialize_entry(__m, "logappend", __v)?; }
@@ -13484,6 +13576,7 @@ pub struct ChardevSocket {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for ChardevSocket {
     type Builder = __ChardevSocketBuilder;
+    const MEMBERS: usize = 10;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         if let ::core::option::Option::Some(__v) = &self.logfile { ::serde::ser::SerializeMap::serialize_entry(__m, "logfile", __v)?; }
         if let ::core::option::Option::Some(__v) = &self.logappend { ::serde::ser::SerializeMap::serialize_entry(__m, "logappend", __v)?; }
@@ -13569,6 +13662,7 @@ pub struct ChardevUdp {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for ChardevUdp {
     type Builder = __ChardevUdpBuilder;
+    const MEMBERS: usize = 4;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         if let ::core::option::Option::Some(__v) = &self.logfile { ::serde::ser::SerializeMap::serialize_entry(__m, "logfile", __v)?; }
         if let ::core::option::Option::Some(__v) = &self.logappend { ::serde::ser::SerializeMap::serialize_entry(__m, "logappend", __v)?; }
@@ -13634,6 +13728,7 @@ pub struct ChardevMux {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for ChardevMux {
     type Builder = __ChardevMuxBuilder;
+    const MEMBERS: usize = 3;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         if let ::core::option::Option::Some(__v) = &self.logfile { ::serde::ser::SerializeMap::serialize_entry(__m, "logfile", __v)?; }
         if let ::core::option::Option::Some(__v) = &self.logappend { ::serde::ser::SerializeMap::serialize_entry(__m, "logappend", __v)?; }
@@ -13696,6 +13791,7 @@ pub struct ChardevStdio {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for ChardevStdio {
     type Builder = __ChardevStdioBuilder;
+    const MEMBERS: usize = 3;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         if let ::core::option::Option::Some(__v) = &self.logfile { ::serde::ser::SerializeMap::serialize_entry(__m, "logfile", __v)?; }
         if let ::core::option::Option::Some(__v) = &self.logappend { ::serde::ser::SerializeMap::serialize_entry(__m, "logappend", __v)?; }
@@ -13758,6 +13854,7 @@ pub struct ChardevSpiceChannel {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for ChardevSpiceChannel {
     type Builder = __ChardevSpiceChannelBuilder;
+    const MEMBERS: usize = 3;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         if let ::core::option::Option::Some(__v) = &self.logfile { ::serde::ser::SerializeMap::serialize_entry(__m, "logfile", __v)?; }
         if let ::core::option::Option::Some(__v) = &self.logappend { ::serde::ser::SerializeMap::serialize_entry(__m, "logappend", __v)?; }
@@ -13820,6 +13917,7 @@ pub struct ChardevSpicePort {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for ChardevSpicePort {
     type Builder = __ChardevSpicePortBuilder;
+    const MEMBERS: usize = 3;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         if let ::core::option::Option::Some(__v) = &self.logfile { ::serde::ser::SerializeMap::serialize_entry(__m, "logfile", __v)?; }
         if let ::core::option::Option::Some(__v) = &self.logappend { ::serde::ser::SerializeMap::serialize_entry(__m, "logappend", __v)?; }
@@ -13888,6 +13986,7 @@ pub struct ChardevVC {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for ChardevVC {
     type Builder = __ChardevVCBuilder;
+    const MEMBERS: usize = 6;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         if let ::core::option::Option::Some(__v) = &self.logfile { ::serde::ser::SerializeMap::serialize_entry(__m, "logfile", __v)?; }
         if let ::core::option::Option::Some(__v) = &self.logappend { ::serde::ser::SerializeMap::serialize_entry(__m, "logappend", __v)?; }
@@ -13959,6 +14058,7 @@ pub struct ChardevRingbuf {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for ChardevRingbuf {
     type Builder = __ChardevRingbufBuilder;
+    const MEMBERS: usize = 3;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         if let ::core::option::Option::Some(__v) = &self.logfile { ::serde::ser::SerializeMap::serialize_entry(__m, "logfile", __v)?; }
         if let ::core::option::Option::Some(__v) = &self.logappend { ::serde::ser::SerializeMap::serialize_entry(__m, "logappend", __v)?; }
@@ -14427,6 +14527,7 @@ pub struct ChardevReturn {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for ChardevReturn {
     type Builder = __ChardevReturnBuilder;
+    const MEMBERS: usize = 1;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         if let ::core::option::Option::Some(__v) = &self.pty { ::serde::ser::SerializeMap::serialize_entry(__m, "pty", __v)?; }
         Ok(())
@@ -14491,6 +14592,7 @@ pub struct AnnounceParameters {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for AnnounceParameters {
     type Builder = __AnnounceParametersBuilder;
+    const MEMBERS: usize = 6;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "initial", &self.initial)?;
         ::serde::ser::SerializeMap::serialize_entry(__m, "max", &self.max)?;
@@ -14611,6 +14713,7 @@ pub struct NetLegacyNicOptions {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for NetLegacyNicOptions {
     type Builder = __NetLegacyNicOptionsBuilder;
+    const MEMBERS: usize = 5;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         if let ::core::option::Option::Some(__v) = &self.netdev { ::serde::ser::SerializeMap::serialize_entry(__m, "netdev", __v)?; }
         if let ::core::option::Option::Some(__v) = &self.macaddr { ::serde::ser::SerializeMap::serialize_entry(__m, "macaddr", __v)?; }
@@ -14709,6 +14812,7 @@ pub struct NetdevUserOptions {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for NetdevUserOptions {
     type Builder = __NetdevUserOptionsBuilder;
+    const MEMBERS: usize = 20;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         if let ::core::option::Option::Some(__v) = &self.hostname { ::serde::ser::SerializeMap::serialize_entry(__m, "hostname", __v)?; }
         if let ::core::option::Option::Some(__v) = &self.restrict { ::serde::ser::SerializeMap::serialize_entry(__m, "restrict", __v)?; }
@@ -14846,6 +14950,7 @@ pub struct NetdevTapOptions {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for NetdevTapOptions {
     type Builder = __NetdevTapOptionsBuilder;
+    const MEMBERS: usize = 15;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         if let ::core::option::Option::Some(__v) = &self.ifname { ::serde::ser::SerializeMap::serialize_entry(__m, "ifname", __v)?; }
         if let ::core::option::Option::Some(__v) = &self.fd { ::serde::ser::SerializeMap::serialize_entry(__m, "fd", __v)?; }
@@ -14950,6 +15055,7 @@ pub struct NetdevSocketOptions {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for NetdevSocketOptions {
     type Builder = __NetdevSocketOptionsBuilder;
+    const MEMBERS: usize = 6;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         if let ::core::option::Option::Some(__v) = &self.fd { ::serde::ser::SerializeMap::serialize_entry(__m, "fd", __v)?; }
         if let ::core::option::Option::Some(__v) = &self.listen { ::serde::ser::SerializeMap::serialize_entry(__m, "listen", __v)?; }
@@ -15032,6 +15138,7 @@ pub struct NetdevL2TPv3Options {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for NetdevL2TPv3Options {
     type Builder = __NetdevL2TPv3OptionsBuilder;
+    const MEMBERS: usize = 14;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "src", &self.src)?;
         ::serde::ser::SerializeMap::serialize_entry(__m, "dst", &self.dst)?;
@@ -15129,6 +15236,7 @@ pub struct NetdevVdeOptions {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for NetdevVdeOptions {
     type Builder = __NetdevVdeOptionsBuilder;
+    const MEMBERS: usize = 4;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         if let ::core::option::Option::Some(__v) = &self.sock { ::serde::ser::SerializeMap::serialize_entry(__m, "sock", __v)?; }
         if let ::core::option::Option::Some(__v) = &self.port { ::serde::ser::SerializeMap::serialize_entry(__m, "port", __v)?; }
@@ -15192,6 +15300,7 @@ pub struct NetdevDumpOptions {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for NetdevDumpOptions {
     type Builder = __NetdevDumpOptionsBuilder;
+    const MEMBERS: usize = 2;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         if let ::core::option::Option::Some(__v) = &self.len { ::serde::ser::SerializeMap::serialize_entry(__m, "len", __v)?; }
         if let ::core::option::Option::Some(__v) = &self.file { ::serde::ser::SerializeMap::serialize_entry(__m, "file", __v)?; }
@@ -15249,6 +15358,7 @@ pub struct NetdevBridgeOptions {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for NetdevBridgeOptions {
     type Builder = __NetdevBridgeOptionsBuilder;
+    const MEMBERS: usize = 2;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         if let ::core::option::Option::Some(__v) = &self.br { ::serde::ser::SerializeMap::serialize_entry(__m, "br", __v)?; }
         if let ::core::option::Option::Some(__v) = &self.helper { ::serde::ser::SerializeMap::serialize_entry(__m, "helper", __v)?; }
@@ -15304,6 +15414,7 @@ pub struct NetdevHubPortOptions {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for NetdevHubPortOptions {
     type Builder = __NetdevHubPortOptionsBuilder;
+    const MEMBERS: usize = 1;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "hubid", &self.hubid)?;
         Ok(())
@@ -15358,6 +15469,7 @@ pub struct NetdevNetmapOptions {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for NetdevNetmapOptions {
     type Builder = __NetdevNetmapOptionsBuilder;
+    const MEMBERS: usize = 2;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "ifname", &self.ifname)?;
         if let ::core::option::Option::Some(__v) = &self.devname { ::serde::ser::SerializeMap::serialize_entry(__m, "devname", __v)?; }
@@ -15417,6 +15529,7 @@ pub struct NetdevVhostUserOptions {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for NetdevVhostUserOptions {
     type Builder = __NetdevVhostUserOptionsBuilder;
+    const MEMBERS: usize = 3;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "chardev", &self.chardev)?;
         if let ::core::option::Option::Some(__v) = &self.vhostforce { ::serde::ser::SerializeMap::serialize_entry(__m, "vhostforce", __v)?; }
@@ -15804,6 +15917,7 @@ pub struct NetLegacy {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for NetLegacy {
     type Builder = __NetLegacyBuilder;
+    const MEMBERS: usize = 4;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         if let ::core::option::Option::Some(__v) = &self.vlan { ::serde::ser::SerializeMap::serialize_entry(__m, "vlan", __v)?; }
         if let ::core::option::Option::Some(__v) = &self.id { ::serde::ser::SerializeMap::serialize_entry(__m, "id", __v)?; }
@@ -16302,6 +16416,7 @@ pub struct RxFilterInfo {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for RxFilterInfo {
     type Builder = __RxFilterInfoBuilder;
+    const MEMBERS: usize = 12;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "name", &self.name)?;
         ::serde::ser::SerializeMap::serialize_entry(__m, "promiscuous", &self.promiscuous)?;
@@ -16391,6 +16506,7 @@ pub struct RockerSwitch {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for RockerSwitch {
     type Builder = __RockerSwitchBuilder;
+    const MEMBERS: usize = 3;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "name", &self.name)?;
         ::serde::ser::SerializeMap::serialize_entry(__m, "id", &self.id)?;
@@ -16569,6 +16685,7 @@ pub struct RockerPort {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for RockerPort {
     type Builder = __RockerPortBuilder;
+    const MEMBERS: usize = 6;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "name", &self.name)?;
         ::serde::ser::SerializeMap::serialize_entry(__m, "enabled", &self.enabled)?;
@@ -16647,6 +16764,7 @@ pub struct RockerOfDpaFlowKey {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for RockerOfDpaFlowKey {
     type Builder = __RockerOfDpaFlowKeyBuilder;
+    const MEMBERS: usize = 11;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "priority", &self.priority)?;
         ::serde::ser::SerializeMap::serialize_entry(__m, "tbl-id", &self.tbl_id)?;
@@ -16734,6 +16852,7 @@ pub struct RockerOfDpaFlowMask {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for RockerOfDpaFlowMask {
     type Builder = __RockerOfDpaFlowMaskBuilder;
+    const MEMBERS: usize = 7;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         if let ::core::option::Option::Some(__v) = &self.in_pport { ::serde::ser::SerializeMap::serialize_entry(__m, "in-pport", __v)?; }
         if let ::core::option::Option::Some(__v) = &self.tunnel_id { ::serde::ser::SerializeMap::serialize_entry(__m, "tunnel-id", __v)?; }
@@ -16808,6 +16927,7 @@ pub struct RockerOfDpaFlowAction {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for RockerOfDpaFlowAction {
     type Builder = __RockerOfDpaFlowActionBuilder;
+    const MEMBERS: usize = 6;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         if let ::core::option::Option::Some(__v) = &self.goto_tbl { ::serde::ser::SerializeMap::serialize_entry(__m, "goto-tbl", __v)?; }
         if let ::core::option::Option::Some(__v) = &self.group_id { ::serde::ser::SerializeMap::serialize_entry(__m, "group-id", __v)?; }
@@ -16883,6 +17003,7 @@ pub struct RockerOfDpaFlow {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for RockerOfDpaFlow {
     type Builder = __RockerOfDpaFlowBuilder;
+    const MEMBERS: usize = 5;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "cookie", &self.cookie)?;
         ::serde::ser::SerializeMap::serialize_entry(__m, "hits", &self.hits)?;
@@ -16960,6 +17081,7 @@ pub struct RockerOfDpaGroup {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for RockerOfDpaGroup {
     type Builder = __RockerOfDpaGroupBuilder;
+    const MEMBERS: usize = 13;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "id", &self.id)?;
         ::serde::ser::SerializeMap::serialize_entry(__m, "type", &self.r#type)?;
@@ -17156,6 +17278,7 @@ pub struct TPMPassthroughOptions {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for TPMPassthroughOptions {
     type Builder = __TPMPassthroughOptionsBuilder;
+    const MEMBERS: usize = 2;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         if let ::core::option::Option::Some(__v) = &self.path { ::serde::ser::SerializeMap::serialize_entry(__m, "path", __v)?; }
         if let ::core::option::Option::Some(__v) = &self.cancel_path { ::serde::ser::SerializeMap::serialize_entry(__m, "cancel-path", __v)?; }
@@ -17211,6 +17334,7 @@ pub struct TPMEmulatorOptions {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for TPMEmulatorOptions {
     type Builder = __TPMEmulatorOptionsBuilder;
+    const MEMBERS: usize = 1;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "chardev", &self.chardev)?;
         Ok(())
@@ -17443,6 +17567,7 @@ pub struct TPMInfo {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for TPMInfo {
     type Builder = __TPMInfoBuilder;
+    const MEMBERS: usize = 3;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "id", &self.id)?;
         ::serde::ser::SerializeMap::serialize_entry(__m, "model", &self.model)?;
@@ -17560,6 +17685,7 @@ pub struct SpiceBasicInfo {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for SpiceBasicInfo {
     type Builder = __SpiceBasicInfoBuilder;
+    const MEMBERS: usize = 3;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "host", &self.host)?;
         ::serde::ser::SerializeMap::serialize_entry(__m, "port", &self.port)?;
@@ -17624,6 +17750,7 @@ pub struct SpiceServerInfo {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for SpiceServerInfo {
     type Builder = __SpiceServerInfoBuilder;
+    const MEMBERS: usize = 4;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "host", &self.host)?;
         ::serde::ser::SerializeMap::serialize_entry(__m, "port", &self.port)?;
@@ -17697,6 +17824,7 @@ pub struct SpiceChannel {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for SpiceChannel {
     type Builder = __SpiceChannelBuilder;
+    const MEMBERS: usize = 7;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "host", &self.host)?;
         ::serde::ser::SerializeMap::serialize_entry(__m, "port", &self.port)?;
@@ -17842,6 +17970,7 @@ pub struct SpiceInfo {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for SpiceInfo {
     type Builder = __SpiceInfoBuilder;
+    const MEMBERS: usize = 9;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "enabled", &self.enabled)?;
         ::serde::ser::SerializeMap::serialize_entry(__m, "migrated", &self.migrated)?;
@@ -17924,6 +18053,7 @@ pub struct VncBasicInfo {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for VncBasicInfo {
     type Builder = __VncBasicInfoBuilder;
+    const MEMBERS: usize = 4;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "host", &self.host)?;
         ::serde::ser::SerializeMap::serialize_entry(__m, "service", &self.service)?;
@@ -17993,6 +18123,7 @@ pub struct VncServerInfo {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for VncServerInfo {
     type Builder = __VncServerInfoBuilder;
+    const MEMBERS: usize = 5;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "host", &self.host)?;
         ::serde::ser::SerializeMap::serialize_entry(__m, "service", &self.service)?;
@@ -18067,6 +18198,7 @@ pub struct VncClientInfo {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for VncClientInfo {
     type Builder = __VncClientInfoBuilder;
+    const MEMBERS: usize = 6;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "host", &self.host)?;
         ::serde::ser::SerializeMap::serialize_entry(__m, "service", &self.service)?;
@@ -18144,6 +18276,7 @@ pub struct VncInfo {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for VncInfo {
     type Builder = __VncInfoBuilder;
+    const MEMBERS: usize = 6;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "enabled", &self.enabled)?;
         if let ::core::option::Option::Some(__v) = &self.host { ::serde::ser::SerializeMap::serialize_entry(__m, "host", __v)?; }
@@ -18387,6 +18520,7 @@ pub struct VncServerInfo2 {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for VncServerInfo2 {
     type Builder = __VncServerInfo2Builder;
+    const MEMBERS: usize = 6;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "host", &self.host)?;
         ::serde::ser::SerializeMap::serialize_entry(__m, "service", &self.service)?;
@@ -18464,6 +18598,7 @@ pub struct VncInfo2 {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for VncInfo2 {
     type Builder = __VncInfo2Builder;
+    const MEMBERS: usize = 6;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "id", &self.id)?;
         ::serde::ser::SerializeMap::serialize_entry(__m, "server", &self.server)?;
@@ -18537,6 +18672,7 @@ pub struct MouseInfo {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for MouseInfo {
     type Builder = __MouseInfoBuilder;
+    const MEMBERS: usize = 4;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "name", &self.name)?;
         ::serde::ser::SerializeMap::serialize_entry(__m, "index", &self.index)?;
@@ -19537,6 +19673,7 @@ pub struct InputKeyEvent {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for InputKeyEvent {
     type Builder = __InputKeyEventBuilder;
+    const MEMBERS: usize = 2;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "key", &self.key)?;
         ::serde::ser::SerializeMap::serialize_entry(__m, "down", &self.down)?;
@@ -19594,6 +19731,7 @@ pub struct InputBtnEvent {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for InputBtnEvent {
     type Builder = __InputBtnEventBuilder;
+    const MEMBERS: usize = 2;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "button", &self.button)?;
         ::serde::ser::SerializeMap::serialize_entry(__m, "down", &self.down)?;
@@ -19651,6 +19789,7 @@ pub struct InputMoveEvent {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for InputMoveEvent {
     type Builder = __InputMoveEventBuilder;
+    const MEMBERS: usize = 2;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "axis", &self.axis)?;
         ::serde::ser::SerializeMap::serialize_entry(__m, "value", &self.value)?;
@@ -19930,6 +20069,7 @@ pub struct MigrationStats {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for MigrationStats {
     type Builder = __MigrationStatsBuilder;
+    const MEMBERS: usize = 12;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "transferred", &self.transferred)?;
         ::serde::ser::SerializeMap::serialize_entry(__m, "remaining", &self.remaining)?;
@@ -20025,6 +20165,7 @@ pub struct XBZRLECacheStats {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for XBZRLECacheStats {
     type Builder = __XBZRLECacheStatsBuilder;
+    const MEMBERS: usize = 6;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "cache-size", &self.cache_size)?;
         ::serde::ser::SerializeMap::serialize_entry(__m, "bytes", &self.bytes)?;
@@ -20201,6 +20342,7 @@ pub struct MigrationInfo {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for MigrationInfo {
     type Builder = __MigrationInfoBuilder;
+    const MEMBERS: usize = 10;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         if let ::core::option::Option::Some(__v) = &self.status { ::serde::ser::SerializeMap::serialize_entry(__m, "status", __v)?; }
         if let ::core::option::Option::Some(__v) = &self.ram { ::serde::ser::SerializeMap::serialize_entry(__m, "ram", __v)?; }
@@ -20429,6 +20571,7 @@ pub struct MigrationCapabilityStatus {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for MigrationCapabilityStatus {
     type Builder = __MigrationCapabilityStatusBuilder;
+    const MEMBERS: usize = 2;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "capability", &self.capability)?;
         ::serde::ser::SerializeMap::serialize_entry(__m, "state", &self.state)?;
@@ -20599,6 +20742,7 @@ pub struct MigrateSetParameters {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for MigrateSetParameters {
     type Builder = __MigrateSetParametersBuilder;
+    const MEMBERS: usize = 14;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         if let ::core::option::Option::Some(__v) = &self.compress_level { ::serde::ser::SerializeMap::serialize_entry(__m, "compress-level", __v)?; }
         if let ::core::option::Option::Some(__v) = &self.compress_threads { ::serde::ser::SerializeMap::serialize_entry(__m, "compress-threads", __v)?; }
@@ -20702,6 +20846,7 @@ pub struct MigrationParameters {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for MigrationParameters {
     type Builder = __MigrationParametersBuilder;
+    const MEMBERS: usize = 14;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         if let ::core::option::Option::Some(__v) = &self.compress_level { ::serde::ser::SerializeMap::serialize_entry(__m, "compress-level", __v)?; }
         if let ::core::option::Option::Some(__v) = &self.compress_threads { ::serde::ser::SerializeMap::serialize_entry(__m, "compress-threads", __v)?; }
@@ -20996,6 +21141,7 @@ pub struct ReplicationStatus {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for ReplicationStatus {
     type Builder = __ReplicationStatusBuilder;
+    const MEMBERS: usize = 2;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "error", &self.error)?;
         if let ::core::option::Option::Some(__v) = &self.desc { ::serde::ser::SerializeMap::serialize_entry(__m, "desc", __v)?; }
@@ -21405,6 +21551,7 @@ pub struct TransactionProperties {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for TransactionProperties {
     type Builder = __TransactionPropertiesBuilder;
+    const MEMBERS: usize = 1;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         if let ::core::option::Option::Some(__v) = &self.completion_mode { ::serde::ser::SerializeMap::serialize_entry(__m, "completion-mode", __v)?; }
         Ok(())
@@ -21520,6 +21667,7 @@ pub struct TraceEventInfo {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for TraceEventInfo {
     type Builder = __TraceEventInfoBuilder;
+    const MEMBERS: usize = 3;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "name", &self.name)?;
         ::serde::ser::SerializeMap::serialize_entry(__m, "state", &self.state)?;
@@ -21836,6 +21984,7 @@ pub struct SchemaInfoBuiltin {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for SchemaInfoBuiltin {
     type Builder = __SchemaInfoBuiltinBuilder;
+    const MEMBERS: usize = 1;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "json-type", &self.json_type)?;
         Ok(())
@@ -21967,6 +22116,7 @@ pub struct SchemaInfoEnum {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for SchemaInfoEnum {
     type Builder = __SchemaInfoEnumBuilder;
+    const MEMBERS: usize = 1;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "values", &self.values)?;
         Ok(())
@@ -22019,6 +22169,7 @@ pub struct SchemaInfoArray {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for SchemaInfoArray {
     type Builder = __SchemaInfoArrayBuilder;
+    const MEMBERS: usize = 1;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "element-type", &self.element_type)?;
         Ok(())
@@ -22075,6 +22226,7 @@ pub struct SchemaInfoObject {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for SchemaInfoObject {
     type Builder = __SchemaInfoObjectBuilder;
+    const MEMBERS: usize = 3;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "members", &self.members)?;
         if let ::core::option::Option::Some(__v) = &self.tag { ::serde::ser::SerializeMap::serialize_entry(__m, "tag", __v)?; }
@@ -22137,6 +22289,7 @@ pub struct SchemaInfoObjectMember {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for SchemaInfoObjectMember {
     type Builder = __SchemaInfoObjectMemberBuilder;
+    const MEMBERS: usize = 3;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "name", &self.name)?;
         ::serde::ser::SerializeMap::serialize_entry(__m, "type", &self.r#type)?;
@@ -22197,6 +22350,7 @@ pub struct SchemaInfoObjectVariant {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for SchemaInfoObjectVariant {
     type Builder = __SchemaInfoObjectVariantBuilder;
+    const MEMBERS: usize = 2;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "case", &self.case)?;
         ::serde::ser::SerializeMap::serialize_entry(__m, "type", &self.r#type)?;
@@ -22252,6 +22406,7 @@ pub struct SchemaInfoAlternate {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for SchemaInfoAlternate {
     type Builder = __SchemaInfoAlternateBuilder;
+    const MEMBERS: usize = 1;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "members", &self.members)?;
         Ok(())
@@ -22304,6 +22459,7 @@ pub struct SchemaInfoAlternateMember {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for SchemaInfoAlternateMember {
     type Builder = __SchemaInfoAlternateMemberBuilder;
+    const MEMBERS: usize = 1;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "type", &self.r#type)?;
         Ok(())
@@ -22358,6 +22514,7 @@ pub struct SchemaInfoCommand {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for SchemaInfoCommand {
     type Builder = __SchemaInfoCommandBuilder;
+    const MEMBERS: usize = 2;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "arg-type", &self.arg_type)?;
         ::serde::ser::SerializeMap::serialize_entry(__m, "ret-type", &self.ret_type)?;
@@ -22413,6 +22570,7 @@ pub struct SchemaInfoEvent {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for SchemaInfoEvent {
     type Builder = __SchemaInfoEventBuilder;
+    const MEMBERS: usize = 1;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "arg-type", &self.arg_type)?;
         Ok(())
@@ -22469,6 +22627,7 @@ pub struct VersionTriple {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for VersionTriple {
     type Builder = __VersionTripleBuilder;
+    const MEMBERS: usize = 3;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "major", &self.major)?;
         ::serde::ser::SerializeMap::serialize_entry(__m, "minor", &self.minor)?;
@@ -22529,6 +22688,7 @@ pub struct VersionInfo {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for VersionInfo {
     type Builder = __VersionInfoBuilder;
+    const MEMBERS: usize = 2;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "qemu", &self.qemu)?;
         ::serde::ser::SerializeMap::serialize_entry(__m, "package", &self.package)?;
@@ -22584,6 +22744,7 @@ pub struct CommandInfo {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for CommandInfo {
     type Builder = __CommandInfoBuilder;
+    const MEMBERS: usize = 1;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "name", &self.name)?;
         Ok(())
@@ -22699,6 +22860,7 @@ pub struct NameInfo {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for NameInfo {
     type Builder = __NameInfoBuilder;
+    const MEMBERS: usize = 1;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         if let ::core::option::Option::Some(__v) = &self.name { ::serde::ser::SerializeMap::serialize_entry(__m, "name", __v)?; }
         Ok(())
@@ -22753,6 +22915,7 @@ pub struct KvmInfo {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for KvmInfo {
     type Builder = __KvmInfoBuilder;
+    const MEMBERS: usize = 2;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "enabled", &self.enabled)?;
         ::serde::ser::SerializeMap::serialize_entry(__m, "present", &self.present)?;
@@ -22808,6 +22971,7 @@ pub struct UuidInfo {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for UuidInfo {
     type Builder = __UuidInfoBuilder;
+    const MEMBERS: usize = 1;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "UUID", &self.uuid)?;
         Ok(())
@@ -22860,6 +23024,7 @@ pub struct EventInfo {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for EventInfo {
     type Builder = __EventInfoBuilder;
+    const MEMBERS: usize = 1;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "name", &self.name)?;
         Ok(())
@@ -23182,6 +23347,7 @@ pub struct CpuInfoX86 {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for CpuInfoX86 {
     type Builder = __CpuInfoX86Builder;
+    const MEMBERS: usize = 1;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "pc", &self.pc)?;
         Ok(())
@@ -23236,6 +23402,7 @@ pub struct CpuInfoSPARC {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for CpuInfoSPARC {
     type Builder = __CpuInfoSPARCBuilder;
+    const MEMBERS: usize = 2;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "pc", &self.pc)?;
         ::serde::ser::SerializeMap::serialize_entry(__m, "npc", &self.npc)?;
@@ -23291,6 +23458,7 @@ pub struct CpuInfoPPC {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for CpuInfoPPC {
     type Builder = __CpuInfoPPCBuilder;
+    const MEMBERS: usize = 1;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "nip", &self.nip)?;
         Ok(())
@@ -23343,6 +23511,7 @@ pub struct CpuInfoMIPS {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for CpuInfoMIPS {
     type Builder = __CpuInfoMIPSBuilder;
+    const MEMBERS: usize = 1;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "PC", &self.pc)?;
         Ok(())
@@ -23395,6 +23564,7 @@ pub struct CpuInfoTricore {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for CpuInfoTricore {
     type Builder = __CpuInfoTricoreBuilder;
+    const MEMBERS: usize = 1;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "PC", &self.pc)?;
         Ok(())
@@ -23667,6 +23837,7 @@ pub struct CpuInfoFast {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for CpuInfoFast {
     type Builder = __CpuInfoFastBuilder;
+    const MEMBERS: usize = 6;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "cpu-index", &self.cpu_index)?;
         ::serde::ser::SerializeMap::serialize_entry(__m, "qom-path", &self.qom_path)?;
@@ -23742,6 +23913,7 @@ pub struct IOThreadInfo {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for IOThreadInfo {
     type Builder = __IOThreadInfoBuilder;
+    const MEMBERS: usize = 5;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "id", &self.id)?;
         ::serde::ser::SerializeMap::serialize_entry(__m, "thread-id", &self.thread_id)?;
@@ -23806,6 +23978,7 @@ pub struct BalloonInfo {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for BalloonInfo {
     type Builder = __BalloonInfoBuilder;
+    const MEMBERS: usize = 1;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "actual", &self.actual)?;
         Ok(())
@@ -23860,6 +24033,7 @@ pub struct PciMemoryRange {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for PciMemoryRange {
     type Builder = __PciMemoryRangeBuilder;
+    const MEMBERS: usize = 2;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "base", &self.base)?;
         ::serde::ser::SerializeMap::serialize_entry(__m, "limit", &self.limit)?;
@@ -23925,6 +24099,7 @@ pub struct PciMemoryRegion {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for PciMemoryRegion {
     type Builder = __PciMemoryRegionBuilder;
+    const MEMBERS: usize = 6;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "bar", &self.bar)?;
         ::serde::ser::SerializeMap::serialize_entry(__m, "type", &self.r#type)?;
@@ -24002,6 +24177,7 @@ pub struct PciBusInfo {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for PciBusInfo {
     type Builder = __PciBusInfoBuilder;
+    const MEMBERS: usize = 6;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "number", &self.number)?;
         ::serde::ser::SerializeMap::serialize_entry(__m, "secondary", &self.secondary)?;
@@ -24071,6 +24247,7 @@ pub struct PciBridgeInfo {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for PciBridgeInfo {
     type Builder = __PciBridgeInfoBuilder;
+    const MEMBERS: usize = 2;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "bus", &self.bus)?;
         if let ::core::option::Option::Some(__v) = &self.devices { ::serde::ser::SerializeMap::serialize_entry(__m, "devices", __v)?; }
@@ -24128,6 +24305,7 @@ pub struct PciDeviceClass {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for PciDeviceClass {
     type Builder = __PciDeviceClassBuilder;
+    const MEMBERS: usize = 2;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         if let ::core::option::Option::Some(__v) = &self.desc { ::serde::ser::SerializeMap::serialize_entry(__m, "desc", __v)?; }
         ::serde::ser::SerializeMap::serialize_entry(__m, "class", &self.class)?;
@@ -24185,6 +24363,7 @@ pub struct PciDeviceId {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for PciDeviceId {
     type Builder = __PciDeviceIdBuilder;
+    const MEMBERS: usize = 2;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "device", &self.device)?;
         ::serde::ser::SerializeMap::serialize_entry(__m, "vendor", &self.vendor)?;
@@ -24256,6 +24435,7 @@ pub struct PciDeviceInfo {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for PciDeviceInfo {
     type Builder = __PciDeviceInfoBuilder;
+    const MEMBERS: usize = 9;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "bus", &self.bus)?;
         ::serde::ser::SerializeMap::serialize_entry(__m, "slot", &self.slot)?;
@@ -24334,6 +24514,7 @@ pub struct PciInfo {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for PciInfo {
     type Builder = __PciInfoBuilder;
+    const MEMBERS: usize = 2;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "bus", &self.bus)?;
         ::serde::ser::SerializeMap::serialize_entry(__m, "devices", &self.devices)?;
@@ -24395,6 +24576,7 @@ pub struct ObjectPropertyInfo {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for ObjectPropertyInfo {
     type Builder = __ObjectPropertyInfoBuilder;
+    const MEMBERS: usize = 4;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "name", &self.name)?;
         ::serde::ser::SerializeMap::serialize_entry(__m, "type", &self.r#type)?;
@@ -24460,6 +24642,7 @@ pub struct ObjectTypeInfo {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for ObjectTypeInfo {
     type Builder = __ObjectTypeInfoBuilder;
+    const MEMBERS: usize = 3;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "name", &self.name)?;
         if let ::core::option::Option::Some(__v) = &self.r#abstract { ::serde::ser::SerializeMap::serialize_entry(__m, "abstract", __v)?; }
@@ -24524,6 +24707,7 @@ pub struct DevicePropertyInfo {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for DevicePropertyInfo {
     type Builder = __DevicePropertyInfoBuilder;
+    const MEMBERS: usize = 4;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "name", &self.name)?;
         ::serde::ser::SerializeMap::serialize_entry(__m, "type", &self.r#type)?;
@@ -24715,6 +24899,7 @@ pub struct DumpQueryResult {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for DumpQueryResult {
     type Builder = __DumpQueryResultBuilder;
+    const MEMBERS: usize = 3;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "status", &self.status)?;
         ::serde::ser::SerializeMap::serialize_entry(__m, "completed", &self.completed)?;
@@ -24773,6 +24958,7 @@ pub struct DumpGuestMemoryCapability {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for DumpGuestMemoryCapability {
     type Builder = __DumpGuestMemoryCapabilityBuilder;
+    const MEMBERS: usize = 1;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "formats", &self.formats)?;
         Ok(())
@@ -24844,6 +25030,7 @@ pub struct MachineInfo {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for MachineInfo {
     type Builder = __MachineInfoBuilder;
+    const MEMBERS: usize = 10;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "name", &self.name)?;
         if let ::core::option::Option::Some(__v) = &self.alias { ::serde::ser::SerializeMap::serialize_entry(__m, "alias", __v)?; }
@@ -24935,6 +25122,7 @@ pub struct CpuDefinitionInfo {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for CpuDefinitionInfo {
     type Builder = __CpuDefinitionInfoBuilder;
+    const MEMBERS: usize = 7;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "name", &self.name)?;
         if let ::core::option::Option::Some(__v) = &self.migration_safe { ::serde::ser::SerializeMap::serialize_entry(__m, "migration-safe", __v)?; }
@@ -25007,6 +25195,7 @@ pub struct MemoryInfo {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for MemoryInfo {
     type Builder = __MemoryInfoBuilder;
+    const MEMBERS: usize = 2;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "base-memory", &self.base_memory)?;
         if let ::core::option::Option::Some(__v) = &self.plugged_memory { ::serde::ser::SerializeMap::serialize_entry(__m, "plugged-memory", __v)?; }
@@ -25064,6 +25253,7 @@ pub struct CpuModelInfo {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for CpuModelInfo {
     type Builder = __CpuModelInfoBuilder;
+    const MEMBERS: usize = 2;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "name", &self.name)?;
         if let ::core::option::Option::Some(__v) = &self.props { ::serde::ser::SerializeMap::serialize_entry(__m, "props", __v)?; }
@@ -25174,6 +25364,7 @@ pub struct CpuModelExpansionInfo {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for CpuModelExpansionInfo {
     type Builder = __CpuModelExpansionInfoBuilder;
+    const MEMBERS: usize = 1;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "model", &self.model)?;
         Ok(())
@@ -25291,6 +25482,7 @@ pub struct CpuModelCompareInfo {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for CpuModelCompareInfo {
     type Builder = __CpuModelCompareInfoBuilder;
+    const MEMBERS: usize = 2;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "result", &self.result)?;
         ::serde::ser::SerializeMap::serialize_entry(__m, "responsible-properties", &self.responsible_properties)?;
@@ -25346,6 +25538,7 @@ pub struct CpuModelBaselineInfo {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for CpuModelBaselineInfo {
     type Builder = __CpuModelBaselineInfoBuilder;
+    const MEMBERS: usize = 1;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "model", &self.model)?;
         Ok(())
@@ -25406,6 +25599,7 @@ pub struct SevCapability {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for SevCapability {
     type Builder = __SevCapabilityBuilder;
+    const MEMBERS: usize = 5;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "pdh", &self.pdh)?;
         ::serde::ser::SerializeMap::serialize_entry(__m, "cert-chain", &self.cert_chain)?;
@@ -25472,6 +25666,7 @@ pub struct SGXEPCSection {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for SGXEPCSection {
     type Builder = __SGXEPCSectionBuilder;
+    const MEMBERS: usize = 2;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "node", &self.node)?;
         ::serde::ser::SerializeMap::serialize_entry(__m, "size", &self.size)?;
@@ -25535,6 +25730,7 @@ pub struct SGXInfo {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for SGXInfo {
     type Builder = __SGXInfoBuilder;
+    const MEMBERS: usize = 5;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "sgx", &self.sgx)?;
         ::serde::ser::SerializeMap::serialize_entry(__m, "sgx1", &self.sgx1)?;
@@ -25601,6 +25797,7 @@ pub struct AddfdInfo {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for AddfdInfo {
     type Builder = __AddfdInfoBuilder;
+    const MEMBERS: usize = 2;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "fdset-id", &self.fdset_id)?;
         ::serde::ser::SerializeMap::serialize_entry(__m, "fd", &self.fd)?;
@@ -25658,6 +25855,7 @@ pub struct FdsetFdInfo {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for FdsetFdInfo {
     type Builder = __FdsetFdInfoBuilder;
+    const MEMBERS: usize = 2;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "fd", &self.fd)?;
         if let ::core::option::Option::Some(__v) = &self.opaque { ::serde::ser::SerializeMap::serialize_entry(__m, "opaque", __v)?; }
@@ -25715,6 +25913,7 @@ pub struct FdsetInfo {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for FdsetInfo {
     type Builder = __FdsetInfoBuilder;
+    const MEMBERS: usize = 2;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "fdset-id", &self.fdset_id)?;
         ::serde::ser::SerializeMap::serialize_entry(__m, "fds", &self.fds)?;
@@ -25770,6 +25969,7 @@ pub struct TargetInfo {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for TargetInfo {
     type Builder = __TargetInfoBuilder;
+    const MEMBERS: usize = 1;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "arch", &self.arch)?;
         Ok(())
@@ -25838,6 +26038,7 @@ pub struct AcpiTableOptions {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for AcpiTableOptions {
     type Builder = __AcpiTableOptionsBuilder;
+    const MEMBERS: usize = 9;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         if let ::core::option::Option::Some(__v) = &self.sig { ::serde::ser::SerializeMap::serialize_entry(__m, "sig", __v)?; }
         if let ::core::option::Option::Some(__v) = &self.rev { ::serde::ser::SerializeMap::serialize_entry(__m, "rev", __v)?; }
@@ -25983,6 +26184,7 @@ pub struct CommandLineParameterInfo {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for CommandLineParameterInfo {
     type Builder = __CommandLineParameterInfoBuilder;
+    const MEMBERS: usize = 4;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "name", &self.name)?;
         ::serde::ser::SerializeMap::serialize_entry(__m, "type", &self.r#type)?;
@@ -26046,6 +26248,7 @@ pub struct CommandLineOptionInfo {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for CommandLineOptionInfo {
     type Builder = __CommandLineOptionInfoBuilder;
+    const MEMBERS: usize = 2;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "option", &self.option)?;
         ::serde::ser::SerializeMap::serialize_entry(__m, "parameters", &self.parameters)?;
@@ -26186,6 +26389,7 @@ pub struct X86CPUFeatureWordInfo {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for X86CPUFeatureWordInfo {
     type Builder = __X86CPUFeatureWordInfoBuilder;
+    const MEMBERS: usize = 4;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "cpuid-input-eax", &self.cpuid_input_eax)?;
         if let ::core::option::Option::Some(__v) = &self.cpuid_input_ecx { ::serde::ser::SerializeMap::serialize_entry(__m, "cpuid-input-ecx", __v)?; }
@@ -26247,6 +26451,7 @@ pub struct DummyForceArrays {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for DummyForceArrays {
     type Builder = __DummyForceArraysBuilder;
+    const MEMBERS: usize = 1;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "unused", &self.unused)?;
         Ok(())
@@ -26498,6 +26703,7 @@ pub struct NumaNodeOptions {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for NumaNodeOptions {
     type Builder = __NumaNodeOptionsBuilder;
+    const MEMBERS: usize = 4;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         if let ::core::option::Option::Some(__v) = &self.nodeid { ::serde::ser::SerializeMap::serialize_entry(__m, "nodeid", __v)?; }
         if let ::core::option::Option::Some(__v) = &self.cpus { ::serde::ser::SerializeMap::serialize_entry(__m, "cpus", __v)?; }
@@ -26563,6 +26769,7 @@ pub struct NumaDistOptions {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for NumaDistOptions {
     type Builder = __NumaDistOptionsBuilder;
+    const MEMBERS: usize = 3;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "src", &self.src)?;
         ::serde::ser::SerializeMap::serialize_entry(__m, "dst", &self.dst)?;
@@ -26627,6 +26834,7 @@ pub struct NumaCpuOptions {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for NumaCpuOptions {
     type Builder = __NumaCpuOptionsBuilder;
+    const MEMBERS: usize = 4;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         if let ::core::option::Option::Some(__v) = &self.node_id { ::serde::ser::SerializeMap::serialize_entry(__m, "node-id", __v)?; }
         if let ::core::option::Option::Some(__v) = &self.socket_id { ::serde::ser::SerializeMap::serialize_entry(__m, "socket-id", __v)?; }
@@ -26763,6 +26971,7 @@ pub struct Memdev {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for Memdev {
     type Builder = __MemdevBuilder;
+    const MEMBERS: usize = 7;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         if let ::core::option::Option::Some(__v) = &self.id { ::serde::ser::SerializeMap::serialize_entry(__m, "id", __v)?; }
         ::serde::ser::SerializeMap::serialize_entry(__m, "size", &self.size)?;
@@ -26847,6 +27056,7 @@ pub struct PCDIMMDeviceInfo {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for PCDIMMDeviceInfo {
     type Builder = __PCDIMMDeviceInfoBuilder;
+    const MEMBERS: usize = 8;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         if let ::core::option::Option::Some(__v) = &self.id { ::serde::ser::SerializeMap::serialize_entry(__m, "id", __v)?; }
         ::serde::ser::SerializeMap::serialize_entry(__m, "addr", &self.addr)?;
@@ -27144,6 +27354,7 @@ pub struct ACPIOSTInfo {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for ACPIOSTInfo {
     type Builder = __ACPIOSTInfoBuilder;
+    const MEMBERS: usize = 5;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         if let ::core::option::Option::Some(__v) = &self.device { ::serde::ser::SerializeMap::serialize_entry(__m, "device", __v)?; }
         ::serde::ser::SerializeMap::serialize_entry(__m, "slot", &self.slot)?;
@@ -27271,6 +27482,7 @@ pub struct GICCapability {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for GICCapability {
     type Builder = __GICCapabilityBuilder;
+    const MEMBERS: usize = 3;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "version", &self.version)?;
         ::serde::ser::SerializeMap::serialize_entry(__m, "emulated", &self.emulated)?;
@@ -27336,6 +27548,7 @@ pub struct CpuInstanceProperties {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for CpuInstanceProperties {
     type Builder = __CpuInstancePropertiesBuilder;
+    const MEMBERS: usize = 4;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         if let ::core::option::Option::Some(__v) = &self.node_id { ::serde::ser::SerializeMap::serialize_entry(__m, "node-id", __v)?; }
         if let ::core::option::Option::Some(__v) = &self.socket_id { ::serde::ser::SerializeMap::serialize_entry(__m, "socket-id", __v)?; }
@@ -27403,6 +27616,7 @@ pub struct HotpluggableCPU {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for HotpluggableCPU {
     type Builder = __HotpluggableCPUBuilder;
+    const MEMBERS: usize = 4;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "type", &self.r#type)?;
         ::serde::ser::SerializeMap::serialize_entry(__m, "vcpus-count", &self.vcpus_count)?;
@@ -27464,6 +27678,7 @@ pub struct GuidInfo {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for GuidInfo {
     type Builder = __GuidInfoBuilder;
+    const MEMBERS: usize = 1;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "guid", &self.guid)?;
         Ok(())
@@ -27516,6 +27731,7 @@ pub struct OrgQmpkitKeyboardState {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for OrgQmpkitKeyboardState {
     type Builder = __OrgQmpkitKeyboardStateBuilder;
+    const MEMBERS: usize = 2;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "pressed", &self.pressed)?;
         ::serde::ser::SerializeMap::serialize_entry(__m, "typed", &self.typed)?;
@@ -27569,6 +27785,7 @@ pub struct OrgQmpkitChardevInput {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for OrgQmpkitChardevInput {
     type Builder = __OrgQmpkitChardevInputBuilder;
+    const MEMBERS: usize = 1;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "data", &self.data)?;
         Ok(())
@@ -27625,6 +27842,7 @@ pub struct OrgQmpkitViewer {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for OrgQmpkitViewer {
     type Builder = __OrgQmpkitViewerBuilder;
+    const MEMBERS: usize = 3;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "service", &self.service)?;
         ::serde::ser::SerializeMap::serialize_entry(__m, "accepted", &self.accepted)?;
@@ -27789,6 +28007,7 @@ pub struct QueryBlockstats {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for QueryBlockstats {
     type Builder = __QueryBlockstatsBuilder;
+    const MEMBERS: usize = 1;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         if let ::core::option::Option::Some(__v) = &self.query_nodes { ::serde::ser::SerializeMap::serialize_entry(__m, "query-nodes", __v)?; }
         Ok(())
@@ -27904,6 +28123,7 @@ pub struct BlockPasswd {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for BlockPasswd {
     type Builder = __BlockPasswdBuilder;
+    const MEMBERS: usize = 3;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         if let ::core::option::Option::Some(__v) = &self.device { ::serde::ser::SerializeMap::serialize_entry(__m, "device", __v)?; }
         if let ::core::option::Option::Some(__v) = &self.node_name { ::serde::ser::SerializeMap::serialize_entry(__m, "node-name", __v)?; }
@@ -27974,6 +28194,7 @@ pub struct BlockResize {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for BlockResize {
     type Builder = __BlockResizeBuilder;
+    const MEMBERS: usize = 3;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         if let ::core::option::Option::Some(__v) = &self.device { ::serde::ser::SerializeMap::serialize_entry(__m, "device", __v)?; }
         if let ::core::option::Option::Some(__v) = &self.node_name { ::serde::ser::SerializeMap::serialize_entry(__m, "node-name", __v)?; }
@@ -28060,6 +28281,7 @@ pub struct ChangeBackingFile {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for ChangeBackingFile {
     type Builder = __ChangeBackingFileBuilder;
+    const MEMBERS: usize = 3;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "device", &self.device)?;
         ::serde::ser::SerializeMap::serialize_entry(__m, "image-node-name", &self.image_node_name)?;
@@ -28147,6 +28369,7 @@ pub struct BlockCommit {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for BlockCommit {
     type Builder = __BlockCommitBuilder;
+    const MEMBERS: usize = 11;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         if let ::core::option::Option::Some(__v) = &self.job_id { ::serde::ser::SerializeMap::serialize_entry(__m, "job-id", __v)?; }
         ::serde::ser::SerializeMap::serialize_entry(__m, "device", &self.device)?;
@@ -28293,6 +28516,7 @@ pub struct QueryNamedBlockNodes {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for QueryNamedBlockNodes {
     type Builder = __QueryNamedBlockNodesBuilder;
+    const MEMBERS: usize = 1;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         if let ::core::option::Option::Some(__v) = &self.flat { ::serde::ser::SerializeMap::serialize_entry(__m, "flat", __v)?; }
         Ok(())
@@ -28391,6 +28615,7 @@ pub struct BlockDirtyBitmapRemove {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for BlockDirtyBitmapRemove {
     type Builder = __BlockDirtyBitmapRemoveBuilder;
+    const MEMBERS: usize = 2;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "node", &self.node)?;
         ::serde::ser::SerializeMap::serialize_entry(__m, "name", &self.name)?;
@@ -28456,6 +28681,7 @@ pub struct BlockDirtyBitmapClear {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for BlockDirtyBitmapClear {
     type Builder = __BlockDirtyBitmapClearBuilder;
+    const MEMBERS: usize = 2;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "node", &self.node)?;
         ::serde::ser::SerializeMap::serialize_entry(__m, "name", &self.name)?;
@@ -28521,6 +28747,7 @@ pub struct BlockDirtyBitmapEnable {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for BlockDirtyBitmapEnable {
     type Builder = __BlockDirtyBitmapEnableBuilder;
+    const MEMBERS: usize = 2;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "node", &self.node)?;
         ::serde::ser::SerializeMap::serialize_entry(__m, "name", &self.name)?;
@@ -28586,6 +28813,7 @@ pub struct BlockDirtyBitmapDisable {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for BlockDirtyBitmapDisable {
     type Builder = __BlockDirtyBitmapDisableBuilder;
+    const MEMBERS: usize = 2;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "node", &self.node)?;
         ::serde::ser::SerializeMap::serialize_entry(__m, "name", &self.name)?;
@@ -28659,6 +28887,7 @@ pub struct XDebugBlockDirtyBitmapSha256 {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for XDebugBlockDirtyBitmapSha256 {
     type Builder = __XDebugBlockDirtyBitmapSha256Builder;
+    const MEMBERS: usize = 2;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "node", &self.node)?;
         ::serde::ser::SerializeMap::serialize_entry(__m, "name", &self.name)?;
@@ -28747,6 +28976,7 @@ pub struct BlockdevMirror {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for BlockdevMirror {
     type Builder = __BlockdevMirrorBuilder;
+    const MEMBERS: usize = 13;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         if let ::core::option::Option::Some(__v) = &self.job_id { ::serde::ser::SerializeMap::serialize_entry(__m, "job-id", __v)?; }
         ::serde::ser::SerializeMap::serialize_entry(__m, "device", &self.device)?;
@@ -28890,6 +29120,7 @@ pub struct BlockStream {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for BlockStream {
     type Builder = __BlockStreamBuilder;
+    const MEMBERS: usize = 10;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         if let ::core::option::Option::Some(__v) = &self.job_id { ::serde::ser::SerializeMap::serialize_entry(__m, "job-id", __v)?; }
         ::serde::ser::SerializeMap::serialize_entry(__m, "device", &self.device)?;
@@ -28979,6 +29210,7 @@ pub struct BlockJobSetSpeed {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for BlockJobSetSpeed {
     type Builder = __BlockJobSetSpeedBuilder;
+    const MEMBERS: usize = 2;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "device", &self.device)?;
         ::serde::ser::SerializeMap::serialize_entry(__m, "speed", &self.speed)?;
@@ -29045,6 +29277,7 @@ pub struct BlockJobCancel {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for BlockJobCancel {
     type Builder = __BlockJobCancelBuilder;
+    const MEMBERS: usize = 2;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "device", &self.device)?;
         if let ::core::option::Option::Some(__v) = &self.force { ::serde::ser::SerializeMap::serialize_entry(__m, "force", __v)?; }
@@ -29108,6 +29341,7 @@ pub struct BlockJobPause {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for BlockJobPause {
     type Builder = __BlockJobPauseBuilder;
+    const MEMBERS: usize = 1;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "device", &self.device)?;
         Ok(())
@@ -29168,6 +29402,7 @@ pub struct BlockJobResume {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for BlockJobResume {
     type Builder = __BlockJobResumeBuilder;
+    const MEMBERS: usize = 1;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "device", &self.device)?;
         Ok(())
@@ -29228,6 +29463,7 @@ pub struct BlockJobComplete {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for BlockJobComplete {
     type Builder = __BlockJobCompleteBuilder;
+    const MEMBERS: usize = 1;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "device", &self.device)?;
         Ok(())
@@ -29316,6 +29552,7 @@ pub struct BlockdevReopen {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for BlockdevReopen {
     type Builder = __BlockdevReopenBuilder;
+    const MEMBERS: usize = 1;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "options", &self.options)?;
         Ok(())
@@ -29376,6 +29613,7 @@ pub struct BlockdevDel {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for BlockdevDel {
     type Builder = __BlockdevDelBuilder;
+    const MEMBERS: usize = 1;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "node-name", &self.node_name)?;
         Ok(())
@@ -29440,6 +29678,7 @@ pub struct BlockdevOpenTray {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for BlockdevOpenTray {
     type Builder = __BlockdevOpenTrayBuilder;
+    const MEMBERS: usize = 3;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         if let ::core::option::Option::Some(__v) = &self.device { ::serde::ser::SerializeMap::serialize_entry(__m, "device", __v)?; }
         if let ::core::option::Option::Some(__v) = &self.id { ::serde::ser::SerializeMap::serialize_entry(__m, "id", __v)?; }
@@ -29508,6 +29747,7 @@ pub struct BlockdevCloseTray {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for BlockdevCloseTray {
     type Builder = __BlockdevCloseTrayBuilder;
+    const MEMBERS: usize = 2;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         if let ::core::option::Option::Some(__v) = &self.device { ::serde::ser::SerializeMap::serialize_entry(__m, "device", __v)?; }
         if let ::core::option::Option::Some(__v) = &self.id { ::serde::ser::SerializeMap::serialize_entry(__m, "id", __v)?; }
@@ -29573,6 +29813,7 @@ pub struct XBlockdevRemoveMedium {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for XBlockdevRemoveMedium {
     type Builder = __XBlockdevRemoveMediumBuilder;
+    const MEMBERS: usize = 2;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         if let ::core::option::Option::Some(__v) = &self.device { ::serde::ser::SerializeMap::serialize_entry(__m, "device", __v)?; }
         if let ::core::option::Option::Some(__v) = &self.id { ::serde::ser::SerializeMap::serialize_entry(__m, "id", __v)?; }
@@ -29640,6 +29881,7 @@ pub struct XBlockdevInsertMedium {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for XBlockdevInsertMedium {
     type Builder = __XBlockdevInsertMediumBuilder;
+    const MEMBERS: usize = 3;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         if let ::core::option::Option::Some(__v) = &self.device { ::serde::ser::SerializeMap::serialize_entry(__m, "device", __v)?; }
         if let ::core::option::Option::Some(__v) = &self.id { ::serde::ser::SerializeMap::serialize_entry(__m, "id", __v)?; }
@@ -29714,6 +29956,7 @@ pub struct BlockdevChangeMedium {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for BlockdevChangeMedium {
     type Builder = __BlockdevChangeMediumBuilder;
+    const MEMBERS: usize = 5;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         if let ::core::option::Option::Some(__v) = &self.device { ::serde::ser::SerializeMap::serialize_entry(__m, "device", __v)?; }
         if let ::core::option::Option::Some(__v) = &self.id { ::serde::ser::SerializeMap::serialize_entry(__m, "id", __v)?; }
@@ -29788,6 +30031,7 @@ pub struct BlockSetWriteThreshold {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for BlockSetWriteThreshold {
     type Builder = __BlockSetWriteThresholdBuilder;
+    const MEMBERS: usize = 2;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "node-name", &self.node_name)?;
         ::serde::ser::SerializeMap::serialize_entry(__m, "write-threshold", &self.write_threshold)?;
@@ -29855,6 +30099,7 @@ pub struct XBlockdevChange {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for XBlockdevChange {
     type Builder = __XBlockdevChangeBuilder;
+    const MEMBERS: usize = 3;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "parent", &self.parent)?;
         if let ::core::option::Option::Some(__v) = &self.child { ::serde::ser::SerializeMap::serialize_entry(__m, "child", __v)?; }
@@ -29925,6 +30170,7 @@ pub struct XBlockdevSetIothread {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for XBlockdevSetIothread {
     type Builder = __XBlockdevSetIothreadBuilder;
+    const MEMBERS: usize = 3;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "node-name", &self.node_name)?;
         ::serde::ser::SerializeMap::serialize_entry(__m, "iothread", &self.iothread)?;
@@ -29993,6 +30239,7 @@ pub struct BlockdevSnapshotInternalSync {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for BlockdevSnapshotInternalSync {
     type Builder = __BlockdevSnapshotInternalSyncBuilder;
+    const MEMBERS: usize = 2;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "device", &self.device)?;
         ::serde::ser::SerializeMap::serialize_entry(__m, "name", &self.name)?;
@@ -30060,6 +30307,7 @@ pub struct BlockdevSnapshotDeleteInternalSync {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for BlockdevSnapshotDeleteInternalSync {
     type Builder = __BlockdevSnapshotDeleteInternalSyncBuilder;
+    const MEMBERS: usize = 3;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "device", &self.device)?;
         if let ::core::option::Option::Some(__v) = &self.id { ::serde::ser::SerializeMap::serialize_entry(__m, "id", __v)?; }
@@ -30130,6 +30378,7 @@ pub struct Eject {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for Eject {
     type Builder = __EjectBuilder;
+    const MEMBERS: usize = 3;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         if let ::core::option::Option::Some(__v) = &self.device { ::serde::ser::SerializeMap::serialize_entry(__m, "device", __v)?; }
         if let ::core::option::Option::Some(__v) = &self.id { ::serde::ser::SerializeMap::serialize_entry(__m, "id", __v)?; }
@@ -30198,6 +30447,7 @@ pub struct NbdServerStart {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for NbdServerStart {
     type Builder = __NbdServerStartBuilder;
+    const MEMBERS: usize = 2;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "addr", &self.addr)?;
         if let ::core::option::Option::Some(__v) = &self.tls_creds { ::serde::ser::SerializeMap::serialize_entry(__m, "tls-creds", __v)?; }
@@ -30267,6 +30517,7 @@ pub struct NbdServerAdd {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for NbdServerAdd {
     type Builder = __NbdServerAddBuilder;
+    const MEMBERS: usize = 4;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "device", &self.device)?;
         if let ::core::option::Option::Some(__v) = &self.writable { ::serde::ser::SerializeMap::serialize_entry(__m, "writable", __v)?; }
@@ -30444,6 +30695,7 @@ pub struct JobPause {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for JobPause {
     type Builder = __JobPauseBuilder;
+    const MEMBERS: usize = 1;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "id", &self.id)?;
         Ok(())
@@ -30504,6 +30756,7 @@ pub struct JobResume {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for JobResume {
     type Builder = __JobResumeBuilder;
+    const MEMBERS: usize = 1;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "id", &self.id)?;
         Ok(())
@@ -30564,6 +30817,7 @@ pub struct JobCancel {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for JobCancel {
     type Builder = __JobCancelBuilder;
+    const MEMBERS: usize = 1;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "id", &self.id)?;
         Ok(())
@@ -30624,6 +30878,7 @@ pub struct JobComplete {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for JobComplete {
     type Builder = __JobCompleteBuilder;
+    const MEMBERS: usize = 1;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "id", &self.id)?;
         Ok(())
@@ -30684,6 +30939,7 @@ pub struct JobDismiss {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for JobDismiss {
     type Builder = __JobDismissBuilder;
+    const MEMBERS: usize = 1;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "id", &self.id)?;
         Ok(())
@@ -30744,6 +31000,7 @@ pub struct JobFinalize {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for JobFinalize {
     type Builder = __JobFinalizeBuilder;
+    const MEMBERS: usize = 1;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "id", &self.id)?;
         Ok(())
@@ -30804,6 +31061,7 @@ pub struct BlockJobDismiss {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for BlockJobDismiss {
     type Builder = __BlockJobDismissBuilder;
+    const MEMBERS: usize = 1;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "id", &self.id)?;
         Ok(())
@@ -30864,6 +31122,7 @@ pub struct BlockJobFinalize {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for BlockJobFinalize {
     type Builder = __BlockJobFinalizeBuilder;
+    const MEMBERS: usize = 1;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "id", &self.id)?;
         Ok(())
@@ -30926,6 +31185,7 @@ pub struct NbdServerRemove {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for NbdServerRemove {
     type Builder = __NbdServerRemoveBuilder;
+    const MEMBERS: usize = 2;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "name", &self.name)?;
         if let ::core::option::Option::Some(__v) = &self.mode { ::serde::ser::SerializeMap::serialize_entry(__m, "mode", __v)?; }
@@ -31019,6 +31279,7 @@ pub struct BlockExportDel {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for BlockExportDel {
     type Builder = __BlockExportDelBuilder;
+    const MEMBERS: usize = 2;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "id", &self.id)?;
         if let ::core::option::Option::Some(__v) = &self.mode { ::serde::ser::SerializeMap::serialize_entry(__m, "mode", __v)?; }
@@ -31139,6 +31400,7 @@ pub struct BlockdevCreate {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for BlockdevCreate {
     type Builder = __BlockdevCreateBuilder;
+    const MEMBERS: usize = 2;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "job-id", &self.job_id)?;
         ::serde::ser::SerializeMap::serialize_entry(__m, "options", &self.options)?;
@@ -31395,6 +31657,7 @@ pub struct RingbufWrite {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for RingbufWrite {
     type Builder = __RingbufWriteBuilder;
+    const MEMBERS: usize = 3;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "device", &self.device)?;
         ::serde::ser::SerializeMap::serialize_entry(__m, "data", &self.data)?;
@@ -31465,6 +31728,7 @@ pub struct RingbufRead {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for RingbufRead {
     type Builder = __RingbufReadBuilder;
+    const MEMBERS: usize = 3;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "device", &self.device)?;
         ::serde::ser::SerializeMap::serialize_entry(__m, "size", &self.size)?;
@@ -31533,6 +31797,7 @@ pub struct ChardevAdd {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for ChardevAdd {
     type Builder = __ChardevAddBuilder;
+    const MEMBERS: usize = 2;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "id", &self.id)?;
         ::serde::ser::SerializeMap::serialize_entry(__m, "backend", &self.backend)?;
@@ -31598,6 +31863,7 @@ pub struct ChardevChange {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for ChardevChange {
     type Builder = __ChardevChangeBuilder;
+    const MEMBERS: usize = 2;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "id", &self.id)?;
         ::serde::ser::SerializeMap::serialize_entry(__m, "backend", &self.backend)?;
@@ -31661,6 +31927,7 @@ pub struct ChardevRemove {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for ChardevRemove {
     type Builder = __ChardevRemoveBuilder;
+    const MEMBERS: usize = 1;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "id", &self.id)?;
         Ok(())
@@ -31721,6 +31988,7 @@ pub struct ChardevSendBreak {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for ChardevSendBreak {
     type Builder = __ChardevSendBreakBuilder;
+    const MEMBERS: usize = 1;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "id", &self.id)?;
         Ok(())
@@ -31783,6 +32051,7 @@ pub struct SetLink {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for SetLink {
     type Builder = __SetLinkBuilder;
+    const MEMBERS: usize = 2;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "name", &self.name)?;
         ::serde::ser::SerializeMap::serialize_entry(__m, "up", &self.up)?;
@@ -31874,6 +32143,7 @@ pub struct NetdevDel {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for NetdevDel {
     type Builder = __NetdevDelBuilder;
+    const MEMBERS: usize = 1;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "id", &self.id)?;
         Ok(())
@@ -31962,6 +32232,7 @@ pub struct QueryRxFilter {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for QueryRxFilter {
     type Builder = __QueryRxFilterBuilder;
+    const MEMBERS: usize = 1;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         if let ::core::option::Option::Some(__v) = &self.name { ::serde::ser::SerializeMap::serialize_entry(__m, "name", __v)?; }
         Ok(())
@@ -32022,6 +32293,7 @@ pub struct QueryRocker {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for QueryRocker {
     type Builder = __QueryRockerBuilder;
+    const MEMBERS: usize = 1;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "name", &self.name)?;
         Ok(())
@@ -32082,6 +32354,7 @@ pub struct QueryRockerPorts {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for QueryRockerPorts {
     type Builder = __QueryRockerPortsBuilder;
+    const MEMBERS: usize = 1;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "name", &self.name)?;
         Ok(())
@@ -32144,6 +32417,7 @@ pub struct QueryRockerOfDpaFlows {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for QueryRockerOfDpaFlows {
     type Builder = __QueryRockerOfDpaFlowsBuilder;
+    const MEMBERS: usize = 2;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "name", &self.name)?;
         if let ::core::option::Option::Some(__v) = &self.tbl_id { ::serde::ser::SerializeMap::serialize_entry(__m, "tbl-id", __v)?; }
@@ -32209,6 +32483,7 @@ pub struct QueryRockerOfDpaGroups {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for QueryRockerOfDpaGroups {
     type Builder = __QueryRockerOfDpaGroupsBuilder;
+    const MEMBERS: usize = 2;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "name", &self.name)?;
         if let ::core::option::Option::Some(__v) = &self.r#type { ::serde::ser::SerializeMap::serialize_entry(__m, "type", __v)?; }
@@ -32435,6 +32710,7 @@ pub struct SetPassword {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for SetPassword {
     type Builder = __SetPasswordBuilder;
+    const MEMBERS: usize = 3;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "protocol", &self.protocol)?;
         ::serde::ser::SerializeMap::serialize_entry(__m, "password", &self.password)?;
@@ -32503,6 +32779,7 @@ pub struct ExpirePassword {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for ExpirePassword {
     type Builder = __ExpirePasswordBuilder;
+    const MEMBERS: usize = 2;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "protocol", &self.protocol)?;
         ::serde::ser::SerializeMap::serialize_entry(__m, "time", &self.time)?;
@@ -32574,6 +32851,7 @@ pub struct Screendump {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for Screendump {
     type Builder = __ScreendumpBuilder;
+    const MEMBERS: usize = 4;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "filename", &self.filename)?;
         if let ::core::option::Option::Some(__v) = &self.device { ::serde::ser::SerializeMap::serialize_entry(__m, "device", __v)?; }
@@ -32802,6 +33080,7 @@ pub struct ChangeVncPassword {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for ChangeVncPassword {
     type Builder = __ChangeVncPasswordBuilder;
+    const MEMBERS: usize = 1;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "password", &self.password)?;
         Ok(())
@@ -32917,6 +33196,7 @@ pub struct SendKey {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for SendKey {
     type Builder = __SendKeyBuilder;
+    const MEMBERS: usize = 2;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "keys", &self.keys)?;
         if let ::core::option::Option::Some(__v) = &self.hold_time { ::serde::ser::SerializeMap::serialize_entry(__m, "hold-time", __v)?; }
@@ -32984,6 +33264,7 @@ pub struct InputSendEvent {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for InputSendEvent {
     type Builder = __InputSendEventBuilder;
+    const MEMBERS: usize = 3;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         if let ::core::option::Option::Some(__v) = &self.device { ::serde::ser::SerializeMap::serialize_entry(__m, "device", __v)?; }
         if let ::core::option::Option::Some(__v) = &self.head { ::serde::ser::SerializeMap::serialize_entry(__m, "head", __v)?; }
@@ -33103,6 +33384,7 @@ pub struct MigrateSetCapabilities {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for MigrateSetCapabilities {
     type Builder = __MigrateSetCapabilitiesBuilder;
+    const MEMBERS: usize = 1;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "capabilities", &self.capabilities)?;
         Ok(())
@@ -33305,6 +33587,7 @@ pub struct ClientMigrateInfo {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for ClientMigrateInfo {
     type Builder = __ClientMigrateInfoBuilder;
+    const MEMBERS: usize = 5;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "protocol", &self.protocol)?;
         ::serde::ser::SerializeMap::serialize_entry(__m, "hostname", &self.hostname)?;
@@ -33536,6 +33819,7 @@ pub struct MigrateContinue {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for MigrateContinue {
     type Builder = __MigrateContinueBuilder;
+    const MEMBERS: usize = 1;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "state", &self.state)?;
         Ok(())
@@ -33596,6 +33880,7 @@ pub struct MigrateSetDowntime {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for MigrateSetDowntime {
     type Builder = __MigrateSetDowntimeBuilder;
+    const MEMBERS: usize = 1;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "value", &self.value)?;
         Ok(())
@@ -33656,6 +33941,7 @@ pub struct MigrateSetSpeed {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for MigrateSetSpeed {
     type Builder = __MigrateSetSpeedBuilder;
+    const MEMBERS: usize = 1;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "value", &self.value)?;
         Ok(())
@@ -33716,6 +34002,7 @@ pub struct MigrateSetCacheSize {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for MigrateSetCacheSize {
     type Builder = __MigrateSetCacheSizeBuilder;
+    const MEMBERS: usize = 1;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "value", &self.value)?;
         Ok(())
@@ -33835,6 +34122,7 @@ pub struct Migrate {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for Migrate {
     type Builder = __MigrateBuilder;
+    const MEMBERS: usize = 4;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "uri", &self.uri)?;
         if let ::core::option::Option::Some(__v) = &self.blk { ::serde::ser::SerializeMap::serialize_entry(__m, "blk", __v)?; }
@@ -33904,6 +34192,7 @@ pub struct MigrateIncoming {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for MigrateIncoming {
     type Builder = __MigrateIncomingBuilder;
+    const MEMBERS: usize = 1;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "uri", &self.uri)?;
         Ok(())
@@ -33966,6 +34255,7 @@ pub struct XenSaveDevicesState {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for XenSaveDevicesState {
     type Builder = __XenSaveDevicesStateBuilder;
+    const MEMBERS: usize = 2;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "filename", &self.filename)?;
         if let ::core::option::Option::Some(__v) = &self.live { ::serde::ser::SerializeMap::serialize_entry(__m, "live", __v)?; }
@@ -34033,6 +34323,7 @@ pub struct XenSetReplication {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for XenSetReplication {
     type Builder = __XenSetReplicationBuilder;
+    const MEMBERS: usize = 3;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "enable", &self.enable)?;
         ::serde::ser::SerializeMap::serialize_entry(__m, "primary", &self.primary)?;
@@ -34207,6 +34498,7 @@ pub struct Transaction {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for Transaction {
     type Builder = __TransactionBuilder;
+    const MEMBERS: usize = 2;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "actions", &self.actions)?;
         if let ::core::option::Option::Some(__v) = &self.properties { ::serde::ser::SerializeMap::serialize_entry(__m, "properties", __v)?; }
@@ -34272,6 +34564,7 @@ pub struct TraceEventGetState {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for TraceEventGetState {
     type Builder = __TraceEventGetStateBuilder;
+    const MEMBERS: usize = 2;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "name", &self.name)?;
         if let ::core::option::Option::Some(__v) = &self.vcpu { ::serde::ser::SerializeMap::serialize_entry(__m, "vcpu", __v)?; }
@@ -34341,6 +34634,7 @@ pub struct TraceEventSetState {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for TraceEventSetState {
     type Builder = __TraceEventSetStateBuilder;
+    const MEMBERS: usize = 4;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "name", &self.name)?;
         ::serde::ser::SerializeMap::serialize_entry(__m, "enable", &self.enable)?;
@@ -34605,6 +34899,7 @@ pub struct AddClient {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for AddClient {
     type Builder = __AddClientBuilder;
+    const MEMBERS: usize = 4;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "protocol", &self.protocol)?;
         ::serde::ser::SerializeMap::serialize_entry(__m, "fdname", &self.fdname)?;
@@ -35366,6 +35661,7 @@ pub struct CpuAdd {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for CpuAdd {
     type Builder = __CpuAddBuilder;
+    const MEMBERS: usize = 1;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "id", &self.id)?;
         Ok(())
@@ -35432,6 +35728,7 @@ pub struct Memsave {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for Memsave {
     type Builder = __MemsaveBuilder;
+    const MEMBERS: usize = 4;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "val", &self.val)?;
         ::serde::ser::SerializeMap::serialize_entry(__m, "size", &self.size)?;
@@ -35505,6 +35802,7 @@ pub struct Pmemsave {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for Pmemsave {
     type Builder = __PmemsaveBuilder;
+    const MEMBERS: usize = 3;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "val", &self.val)?;
         ::serde::ser::SerializeMap::serialize_entry(__m, "size", &self.size)?;
@@ -35730,6 +36028,7 @@ pub struct Balloon {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for Balloon {
     type Builder = __BalloonBuilder;
+    const MEMBERS: usize = 1;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "value", &self.value)?;
         Ok(())
@@ -35792,6 +36091,7 @@ pub struct HumanMonitorCommand {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for HumanMonitorCommand {
     type Builder = __HumanMonitorCommandBuilder;
+    const MEMBERS: usize = 2;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "command-line", &self.command_line)?;
         if let ::core::option::Option::Some(__v) = &self.cpu_index { ::serde::ser::SerializeMap::serialize_entry(__m, "cpu-index", __v)?; }
@@ -35855,6 +36155,7 @@ pub struct QomList {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for QomList {
     type Builder = __QomListBuilder;
+    const MEMBERS: usize = 1;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "path", &self.path)?;
         Ok(())
@@ -35917,6 +36218,7 @@ pub struct QomGet {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for QomGet {
     type Builder = __QomGetBuilder;
+    const MEMBERS: usize = 2;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "path", &self.path)?;
         ::serde::ser::SerializeMap::serialize_entry(__m, "property", &self.property)?;
@@ -35984,6 +36286,7 @@ pub struct QomSet {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for QomSet {
     type Builder = __QomSetBuilder;
+    const MEMBERS: usize = 3;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "path", &self.path)?;
         ::serde::ser::SerializeMap::serialize_entry(__m, "property", &self.property)?;
@@ -36054,6 +36357,7 @@ pub struct Change {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for Change {
     type Builder = __ChangeBuilder;
+    const MEMBERS: usize = 3;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "device", &self.device)?;
         ::serde::ser::SerializeMap::serialize_entry(__m, "target", &self.target)?;
@@ -36122,6 +36426,7 @@ pub struct QomListTypes {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for QomListTypes {
     type Builder = __QomListTypesBuilder;
+    const MEMBERS: usize = 2;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         if let ::core::option::Option::Some(__v) = &self.implements { ::serde::ser::SerializeMap::serialize_entry(__m, "implements", __v)?; }
         if let ::core::option::Option::Some(__v) = &self.r#abstract { ::serde::ser::SerializeMap::serialize_entry(__m, "abstract", __v)?; }
@@ -36185,6 +36490,7 @@ pub struct DeviceListProperties {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for DeviceListProperties {
     type Builder = __DeviceListPropertiesBuilder;
+    const MEMBERS: usize = 1;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "typename", &self.typename)?;
         Ok(())
@@ -36246,6 +36552,7 @@ pub struct QomListProperties {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for QomListProperties {
     type Builder = __QomListPropertiesBuilder;
+    const MEMBERS: usize = 1;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "typename", &self.typename)?;
         Ok(())
@@ -36306,6 +36613,7 @@ pub struct XenSetGlobalDirtyLog {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for XenSetGlobalDirtyLog {
     type Builder = __XenSetGlobalDirtyLogBuilder;
+    const MEMBERS: usize = 1;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "enable", &self.enable)?;
         Ok(())
@@ -36395,6 +36703,7 @@ pub struct DeviceDel {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for DeviceDel {
     type Builder = __DeviceDelBuilder;
+    const MEMBERS: usize = 1;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "id", &self.id)?;
         Ok(())
@@ -36465,6 +36774,7 @@ pub struct DumpGuestMemory {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for DumpGuestMemory {
     type Builder = __DumpGuestMemoryBuilder;
+    const MEMBERS: usize = 6;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "paging", &self.paging)?;
         ::serde::ser::SerializeMap::serialize_entry(__m, "protocol", &self.protocol)?;
@@ -36646,6 +36956,7 @@ pub struct DumpSkeys {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for DumpSkeys {
     type Builder = __DumpSkeysBuilder;
+    const MEMBERS: usize = 1;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "filename", &self.filename)?;
         Ok(())
@@ -36710,6 +37021,7 @@ pub struct ObjectAdd {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for ObjectAdd {
     type Builder = __ObjectAddBuilder;
+    const MEMBERS: usize = 3;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "qom-type", &self.qom_type)?;
         ::serde::ser::SerializeMap::serialize_entry(__m, "id", &self.id)?;
@@ -36776,6 +37088,7 @@ pub struct ObjectDel {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for ObjectDel {
     type Builder = __ObjectDelBuilder;
+    const MEMBERS: usize = 1;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "id", &self.id)?;
         Ok(())
@@ -36837,6 +37150,7 @@ pub struct Getfd {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for Getfd {
     type Builder = __GetfdBuilder;
+    const MEMBERS: usize = 1;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "fdname", &self.fdname)?;
         Ok(())
@@ -36897,6 +37211,7 @@ pub struct Closefd {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for Closefd {
     type Builder = __ClosefdBuilder;
+    const MEMBERS: usize = 1;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "fdname", &self.fdname)?;
         Ok(())
@@ -37118,6 +37433,7 @@ pub struct QueryCpuModelExpansion {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for QueryCpuModelExpansion {
     type Builder = __QueryCpuModelExpansionBuilder;
+    const MEMBERS: usize = 2;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "type", &self.r#type)?;
         ::serde::ser::SerializeMap::serialize_entry(__m, "model", &self.model)?;
@@ -37183,6 +37499,7 @@ pub struct QueryCpuModelComparison {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for QueryCpuModelComparison {
     type Builder = __QueryCpuModelComparisonBuilder;
+    const MEMBERS: usize = 2;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "modela", &self.modela)?;
         ::serde::ser::SerializeMap::serialize_entry(__m, "modelb", &self.modelb)?;
@@ -37248,6 +37565,7 @@ pub struct QueryCpuModelBaseline {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for QueryCpuModelBaseline {
     type Builder = __QueryCpuModelBaselineBuilder;
+    const MEMBERS: usize = 2;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "modela", &self.modela)?;
         ::serde::ser::SerializeMap::serialize_entry(__m, "modelb", &self.modelb)?;
@@ -37419,6 +37737,7 @@ pub struct AddFd {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for AddFd {
     type Builder = __AddFdBuilder;
+    const MEMBERS: usize = 2;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         if let ::core::option::Option::Some(__v) = &self.fdset_id { ::serde::ser::SerializeMap::serialize_entry(__m, "fdset-id", __v)?; }
         if let ::core::option::Option::Some(__v) = &self.opaque { ::serde::ser::SerializeMap::serialize_entry(__m, "opaque", __v)?; }
@@ -37484,6 +37803,7 @@ pub struct RemoveFd {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for RemoveFd {
     type Builder = __RemoveFdBuilder;
+    const MEMBERS: usize = 2;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "fdset-id", &self.fdset_id)?;
         if let ::core::option::Option::Some(__v) = &self.fd { ::serde::ser::SerializeMap::serialize_entry(__m, "fd", __v)?; }
@@ -37653,6 +37973,7 @@ pub struct QueryCommandLineOptions {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for QueryCommandLineOptions {
     type Builder = __QueryCommandLineOptionsBuilder;
+    const MEMBERS: usize = 1;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         if let ::core::option::Option::Some(__v) = &self.option { ::serde::ser::SerializeMap::serialize_entry(__m, "option", __v)?; }
         Ok(())
@@ -37925,6 +38246,7 @@ pub struct XenLoadDevicesState {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for XenLoadDevicesState {
     type Builder = __XenLoadDevicesStateBuilder;
+    const MEMBERS: usize = 1;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "filename", &self.filename)?;
         Ok(())
@@ -38144,6 +38466,7 @@ pub struct WatchdogSetAction {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for WatchdogSetAction {
     type Builder = __WatchdogSetActionBuilder;
+    const MEMBERS: usize = 1;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "action", &self.action)?;
         Ok(())
@@ -38203,6 +38526,7 @@ pub struct OrgQmpkitGuestShutdown {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for OrgQmpkitGuestShutdown {
     type Builder = __OrgQmpkitGuestShutdownBuilder;
+    const MEMBERS: usize = 1;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         if let ::core::option::Option::Some(__v) = &self.reboot { ::serde::ser::SerializeMap::serialize_entry(__m, "reboot", __v)?; }
         Ok(())
@@ -38418,6 +38742,7 @@ pub struct OrgQmpkitIoError {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for OrgQmpkitIoError {
     type Builder = __OrgQmpkitIoErrorBuilder;
+    const MEMBERS: usize = 3;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "device", &self.device)?;
         if let ::core::option::Option::Some(__v) = &self.operation { ::serde::ser::SerializeMap::serialize_entry(__m, "operation", __v)?; }
@@ -38488,6 +38813,7 @@ pub struct OrgQmpkitInjectFailure {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for OrgQmpkitInjectFailure {
     type Builder = __OrgQmpkitInjectFailureBuilder;
+    const MEMBERS: usize = 4;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "command", &self.command)?;
         if let ::core::option::Option::Some(__v) = &self.desc { ::serde::ser::SerializeMap::serialize_entry(__m, "desc", __v)?; }
@@ -38561,6 +38887,7 @@ pub struct OrgQmpkitSetGuest {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for OrgQmpkitSetGuest {
     type Builder = __OrgQmpkitSetGuestBuilder;
+    const MEMBERS: usize = 3;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         if let ::core::option::Option::Some(__v) = &self.acpi { ::serde::ser::SerializeMap::serialize_entry(__m, "acpi", __v)?; }
         if let ::core::option::Option::Some(__v) = &self.powerdown_delay_ms { ::serde::ser::SerializeMap::serialize_entry(__m, "powerdown-delay-ms", __v)?; }
@@ -38732,6 +39059,7 @@ pub struct OrgQmpkitChardevWrite {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for OrgQmpkitChardevWrite {
     type Builder = __OrgQmpkitChardevWriteBuilder;
+    const MEMBERS: usize = 2;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "id", &self.id)?;
         ::serde::ser::SerializeMap::serialize_entry(__m, "data", &self.data)?;
@@ -38797,6 +39125,7 @@ pub struct OrgQmpkitGuestMemoryWrite {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for OrgQmpkitGuestMemoryWrite {
     type Builder = __OrgQmpkitGuestMemoryWriteBuilder;
+    const MEMBERS: usize = 2;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "addr", &self.addr)?;
         ::serde::ser::SerializeMap::serialize_entry(__m, "data", &self.data)?;
@@ -38859,6 +39188,7 @@ pub struct OrgQmpkitGuestDirtyRate {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for OrgQmpkitGuestDirtyRate {
     type Builder = __OrgQmpkitGuestDirtyRateBuilder;
+    const MEMBERS: usize = 1;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "pages-per-second", &self.pages_per_second)?;
         Ok(())
@@ -38925,6 +39255,7 @@ pub struct OrgQmpkitChardevRead {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for OrgQmpkitChardevRead {
     type Builder = __OrgQmpkitChardevReadBuilder;
+    const MEMBERS: usize = 3;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "id", &self.id)?;
         if let ::core::option::Option::Some(__v) = &self.size { ::serde::ser::SerializeMap::serialize_entry(__m, "size", __v)?; }
@@ -38993,6 +39324,7 @@ pub struct OrgQmpkitGuestSerialPort {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for OrgQmpkitGuestSerialPort {
     type Builder = __OrgQmpkitGuestSerialPortBuilder;
+    const MEMBERS: usize = 2;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "id", &self.id)?;
         ::serde::ser::SerializeMap::serialize_entry(__m, "open", &self.open)?;
@@ -39071,6 +39403,7 @@ pub struct OrgQmpkitGuestRxFilter {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for OrgQmpkitGuestRxFilter {
     type Builder = __OrgQmpkitGuestRxFilterBuilder;
+    const MEMBERS: usize = 8;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "name", &self.name)?;
         if let ::core::option::Option::Some(__v) = &self.promiscuous { ::serde::ser::SerializeMap::serialize_entry(__m, "promiscuous", __v)?; }
@@ -39168,6 +39501,7 @@ pub struct OrgQmpkitViewerConnect {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for OrgQmpkitViewerConnect {
     type Builder = __OrgQmpkitViewerConnectBuilder;
+    const MEMBERS: usize = 7;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "protocol", &self.protocol)?;
         if let ::core::option::Option::Some(__v) = &self.host { ::serde::ser::SerializeMap::serialize_entry(__m, "host", __v)?; }
@@ -39247,6 +39581,7 @@ pub struct OrgQmpkitViewerDisconnect {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for OrgQmpkitViewerDisconnect {
     type Builder = __OrgQmpkitViewerDisconnectBuilder;
+    const MEMBERS: usize = 2;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "protocol", &self.protocol)?;
         ::serde::ser::SerializeMap::serialize_entry(__m, "service", &self.service)?;
@@ -39312,6 +39647,7 @@ pub struct Shutdown {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for Shutdown {
     type Builder = __ShutdownBuilder;
+    const MEMBERS: usize = 2;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "guest", &self.guest)?;
         ::serde::ser::SerializeMap::serialize_entry(__m, "reason", &self.reason)?;
@@ -39426,6 +39762,7 @@ pub struct Reset {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for Reset {
     type Builder = __ResetBuilder;
+    const MEMBERS: usize = 2;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "guest", &self.guest)?;
         ::serde::ser::SerializeMap::serialize_entry(__m, "reason", &self.reason)?;
@@ -39742,6 +40079,7 @@ pub struct Watchdog {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for Watchdog {
     type Builder = __WatchdogBuilder;
+    const MEMBERS: usize = 1;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "action", &self.action)?;
         Ok(())
@@ -39802,6 +40140,7 @@ pub struct GuestPanicked {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for GuestPanicked {
     type Builder = __GuestPanickedBuilder;
+    const MEMBERS: usize = 2;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "action", &self.action)?;
         if let ::core::option::Option::Some(__v) = &self.info { ::serde::ser::SerializeMap::serialize_entry(__m, "info", __v)?; }
@@ -39873,6 +40212,7 @@ pub struct BlockImageCorrupted {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for BlockImageCorrupted {
     type Builder = __BlockImageCorruptedBuilder;
+    const MEMBERS: usize = 6;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "device", &self.device)?;
         if let ::core::option::Option::Some(__v) = &self.node_name { ::serde::ser::SerializeMap::serialize_entry(__m, "node-name", __v)?; }
@@ -39956,6 +40296,7 @@ pub struct BlockIoError {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for BlockIoError {
     type Builder = __BlockIoErrorBuilder;
+    const MEMBERS: usize = 6;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "device", &self.device)?;
         ::serde::ser::SerializeMap::serialize_entry(__m, "node-name", &self.node_name)?;
@@ -40039,6 +40380,7 @@ pub struct BlockJobCompleted {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for BlockJobCompleted {
     type Builder = __BlockJobCompletedBuilder;
+    const MEMBERS: usize = 6;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "type", &self.r#type)?;
         ::serde::ser::SerializeMap::serialize_entry(__m, "device", &self.device)?;
@@ -40120,6 +40462,7 @@ pub struct BlockJobCancelled {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for BlockJobCancelled {
     type Builder = __BlockJobCancelledBuilder;
+    const MEMBERS: usize = 5;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "type", &self.r#type)?;
         ::serde::ser::SerializeMap::serialize_entry(__m, "device", &self.device)?;
@@ -40194,6 +40537,7 @@ pub struct BlockJobError {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for BlockJobError {
     type Builder = __BlockJobErrorBuilder;
+    const MEMBERS: usize = 3;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "device", &self.device)?;
         ::serde::ser::SerializeMap::serialize_entry(__m, "operation", &self.operation)?;
@@ -40266,6 +40610,7 @@ pub struct BlockJobReady {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for BlockJobReady {
     type Builder = __BlockJobReadyBuilder;
+    const MEMBERS: usize = 5;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "type", &self.r#type)?;
         ::serde::ser::SerializeMap::serialize_entry(__m, "device", &self.device)?;
@@ -40340,6 +40685,7 @@ pub struct BlockWriteThreshold {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for BlockWriteThreshold {
     type Builder = __BlockWriteThresholdBuilder;
+    const MEMBERS: usize = 3;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "node-name", &self.node_name)?;
         ::serde::ser::SerializeMap::serialize_entry(__m, "amount-exceeded", &self.amount_exceeded)?;
@@ -40408,6 +40754,7 @@ pub struct DeviceTrayMoved {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for DeviceTrayMoved {
     type Builder = __DeviceTrayMovedBuilder;
+    const MEMBERS: usize = 3;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "device", &self.device)?;
         ::serde::ser::SerializeMap::serialize_entry(__m, "id", &self.id)?;
@@ -40476,6 +40823,7 @@ pub struct QuorumFailure {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for QuorumFailure {
     type Builder = __QuorumFailureBuilder;
+    const MEMBERS: usize = 3;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "reference", &self.reference)?;
         ::serde::ser::SerializeMap::serialize_entry(__m, "sector-num", &self.sector_num)?;
@@ -40548,6 +40896,7 @@ pub struct QuorumReportBad {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for QuorumReportBad {
     type Builder = __QuorumReportBadBuilder;
+    const MEMBERS: usize = 5;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "type", &self.r#type)?;
         if let ::core::option::Option::Some(__v) = &self.error { ::serde::ser::SerializeMap::serialize_entry(__m, "error", __v)?; }
@@ -40620,6 +40969,7 @@ pub struct JobStatusChange {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for JobStatusChange {
     type Builder = __JobStatusChangeBuilder;
+    const MEMBERS: usize = 2;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "id", &self.id)?;
         ::serde::ser::SerializeMap::serialize_entry(__m, "status", &self.status)?;
@@ -40684,6 +41034,7 @@ pub struct BlockJobPending {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for BlockJobPending {
     type Builder = __BlockJobPendingBuilder;
+    const MEMBERS: usize = 2;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "type", &self.r#type)?;
         ::serde::ser::SerializeMap::serialize_entry(__m, "id", &self.id)?;
@@ -40745,6 +41096,7 @@ pub struct BlockExportDeleted {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for BlockExportDeleted {
     type Builder = __BlockExportDeletedBuilder;
+    const MEMBERS: usize = 1;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "id", &self.id)?;
         Ok(())
@@ -40805,6 +41157,7 @@ pub struct VserportChange {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for VserportChange {
     type Builder = __VserportChangeBuilder;
+    const MEMBERS: usize = 2;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "id", &self.id)?;
         ::serde::ser::SerializeMap::serialize_entry(__m, "open", &self.open)?;
@@ -40868,6 +41221,7 @@ pub struct NicRxFilterChanged {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for NicRxFilterChanged {
     type Builder = __NicRxFilterChangedBuilder;
+    const MEMBERS: usize = 2;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         if let ::core::option::Option::Some(__v) = &self.name { ::serde::ser::SerializeMap::serialize_entry(__m, "name", __v)?; }
         ::serde::ser::SerializeMap::serialize_entry(__m, "path", &self.path)?;
@@ -40931,6 +41285,7 @@ pub struct SpiceConnected {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for SpiceConnected {
     type Builder = __SpiceConnectedBuilder;
+    const MEMBERS: usize = 2;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "server", &self.server)?;
         ::serde::ser::SerializeMap::serialize_entry(__m, "client", &self.client)?;
@@ -40994,6 +41349,7 @@ pub struct SpiceInitialized {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for SpiceInitialized {
     type Builder = __SpiceInitializedBuilder;
+    const MEMBERS: usize = 2;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "server", &self.server)?;
         ::serde::ser::SerializeMap::serialize_entry(__m, "client", &self.client)?;
@@ -41057,6 +41413,7 @@ pub struct SpiceDisconnected {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for SpiceDisconnected {
     type Builder = __SpiceDisconnectedBuilder;
+    const MEMBERS: usize = 2;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "server", &self.server)?;
         ::serde::ser::SerializeMap::serialize_entry(__m, "client", &self.client)?;
@@ -41171,6 +41528,7 @@ pub struct VncConnected {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for VncConnected {
     type Builder = __VncConnectedBuilder;
+    const MEMBERS: usize = 2;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "server", &self.server)?;
         ::serde::ser::SerializeMap::serialize_entry(__m, "client", &self.client)?;
@@ -41234,6 +41592,7 @@ pub struct VncInitialized {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for VncInitialized {
     type Builder = __VncInitializedBuilder;
+    const MEMBERS: usize = 2;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "server", &self.server)?;
         ::serde::ser::SerializeMap::serialize_entry(__m, "client", &self.client)?;
@@ -41297,6 +41656,7 @@ pub struct VncDisconnected {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for VncDisconnected {
     type Builder = __VncDisconnectedBuilder;
+    const MEMBERS: usize = 2;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "server", &self.server)?;
         ::serde::ser::SerializeMap::serialize_entry(__m, "client", &self.client)?;
@@ -41358,6 +41718,7 @@ pub struct Migration {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for Migration {
     type Builder = __MigrationBuilder;
+    const MEMBERS: usize = 1;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "status", &self.status)?;
         Ok(())
@@ -41416,6 +41777,7 @@ pub struct MigrationPass {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for MigrationPass {
     type Builder = __MigrationPassBuilder;
+    const MEMBERS: usize = 1;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "pass", &self.pass)?;
         Ok(())
@@ -41474,6 +41836,7 @@ pub struct BalloonChange {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for BalloonChange {
     type Builder = __BalloonChangeBuilder;
+    const MEMBERS: usize = 1;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "actual", &self.actual)?;
         Ok(())
@@ -41534,6 +41897,7 @@ pub struct DeviceDeleted {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for DeviceDeleted {
     type Builder = __DeviceDeletedBuilder;
+    const MEMBERS: usize = 2;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         if let ::core::option::Option::Some(__v) = &self.device { ::serde::ser::SerializeMap::serialize_entry(__m, "device", __v)?; }
         ::serde::ser::SerializeMap::serialize_entry(__m, "path", &self.path)?;
@@ -41597,6 +41961,7 @@ pub struct DumpCompleted {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for DumpCompleted {
     type Builder = __DumpCompletedBuilder;
+    const MEMBERS: usize = 2;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "result", &self.result)?;
         if let ::core::option::Option::Some(__v) = &self.error { ::serde::ser::SerializeMap::serialize_entry(__m, "error", __v)?; }
@@ -41660,6 +42025,7 @@ pub struct MemUnplugError {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for MemUnplugError {
     type Builder = __MemUnplugErrorBuilder;
+    const MEMBERS: usize = 2;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "device", &self.device)?;
         ::serde::ser::SerializeMap::serialize_entry(__m, "msg", &self.msg)?;
@@ -41721,6 +42087,7 @@ pub struct AcpiDeviceOst {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for AcpiDeviceOst {
     type Builder = __AcpiDeviceOstBuilder;
+    const MEMBERS: usize = 1;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "info", &self.info)?;
         Ok(())
@@ -41779,6 +42146,7 @@ pub struct RtcChange {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for RtcChange {
     type Builder = __RtcChangeBuilder;
+    const MEMBERS: usize = 1;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "offset", &self.offset)?;
         Ok(())

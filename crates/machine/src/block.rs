@@ -1027,33 +1027,32 @@ fn io_status(s: &str) -> api::BlockDeviceIoStatus {
 /// `query-block`.
 pub fn query_block(m: &Machine) -> Vec<api::BlockInfo> {
     let fronts = frontends(m);
-    m.block
-        .drives
-        .iter()
-        .map(|d| {
-            // A medium that went away under the drive (pivoted by a job) is found by its
-            // backend.
-            let medium = d.medium.as_ref();
-            let real = medium.filter(|med| med.user.is_some());
-            api::BlockInfo {
-                device: d.id.clone(),
-                qdev: fronts
-                    .get(d.id.as_str())
-                    .and_then(|&n| qdev_of_device(m, n)),
-                r#type: "unknown".into(),
-                removable: d.removable,
-                locked: d.locked,
-                inserted: medium.and_then(|med| inserted(m, med)).map(|mut ins| {
-                    report(m, &d.id, &mut ins);
-                    ins
-                }),
-                tray_open: d.has_tray.then_some(d.tray_open),
-                io_status: (d.interface != "floppy").then(|| io_status(d.io_status)),
-                dirty_bitmaps: real.and_then(|med| dirty_info(m, &med.node_name)),
-            }
-        })
-        .chain(plugged_info(m))
-        .collect()
+    // Made at its size at once: each entry is large, and a machine may have hundreds.
+    let mut out = Vec::with_capacity(m.block.drives.len() + m.block.plugged.len());
+    out.extend(m.block.drives.iter().map(|d| {
+        // A medium that went away under the drive (pivoted by a job) is found by its
+        // backend.
+        let medium = d.medium.as_ref();
+        let real = medium.filter(|med| med.user.is_some());
+        api::BlockInfo {
+            device: d.id.clone(),
+            qdev: fronts
+                .get(d.id.as_str())
+                .and_then(|&n| qdev_of_device(m, n)),
+            r#type: "unknown".into(),
+            removable: d.removable,
+            locked: d.locked,
+            inserted: medium.and_then(|med| inserted(m, med)).map(|mut ins| {
+                report(m, &d.id, &mut ins);
+                ins
+            }),
+            tray_open: d.has_tray.then_some(d.tray_open),
+            io_status: (d.interface != "floppy").then(|| io_status(d.io_status)),
+            dirty_bitmaps: real.and_then(|med| dirty_info(m, &med.node_name)),
+        }
+    }));
+    out.extend(plugged_info(m));
+    out
 }
 
 /// Fills a drive's `BlockDeviceInfo` with its limits: every average; a burst rate and its

@@ -163,6 +163,9 @@ impl Builder for EmptyBuilder {
 pub trait Object: Sized {
     /// Collects members one at a time.
     type Builder: Builder<Out = Self>;
+    /// How many members it writes at most (0: not said), so that a map can be made at its
+    /// size at once.
+    const MEMBERS: usize = 0;
     /// Write the members (schema order) into `m`.
     fn serialize_members<M: SerializeMap>(&self, m: &mut M) -> Result<(), M::Error>;
 }
@@ -434,7 +437,7 @@ pub mod __rt {
 
     /// Serialize an object type as a map of its members.
     pub fn serialize_object<S: Serializer, T: Object>(t: &T, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
+        let mut m = s.serialize_map((T::MEMBERS > 0).then_some(T::MEMBERS))?;
         t.serialize_members(&mut m)?;
         m.end()
     }

@@ -944,15 +944,17 @@ impl Inner {
     }
 
     /// The reply line of a finished handler.
+    /// Writes the reply; gives back the value written, for the caller to free once the reply
+    /// is sent (a large one takes a while to free).
     pub(crate) fn finish(
         &self,
         command_result: Option<Result<Value, QmpError>>,
         id: Option<Value>,
         respond: bool,
         out: &mut Vec<u8>,
-    ) {
+    ) -> Option<Value> {
         if !respond {
-            return;
+            return None;
         }
         match command_result {
             Some(Ok(v)) => {
@@ -964,10 +966,12 @@ impl Inner {
                     write_qemu(id, out);
                 }
                 out.extend_from_slice(b"}\r\n");
+                return Some(v);
             }
             Some(Err(e)) => error_line(out, &e, id),
             None => error_line(out, &handler_panicked("command"), id),
         }
+        None
     }
 }
 

@@ -114,6 +114,8 @@ pub struct SessionOptions {
 
 struct Out {
     buf: Vec<u8>,
+    /// Replies written into `buf`, freed once it is sent.
+    sent_values: Vec<Value>,
     pos: usize,
     pretty: bool,
     /// With `pretty`: where the messages not yet reformatted start.
@@ -178,6 +180,7 @@ impl Out {
             }
         }
         self.buf.clear();
+        self.sent_values.clear();
         self.pos = 0;
         self.plain_from = 0;
         if self.buf.capacity() > 4 << 20 {
@@ -229,6 +232,7 @@ async fn run(
     let pause = inner.opts.pause_backlog;
     let mut out = Out {
         buf: inner.greeting.clone(),
+        sent_values: Vec::new(),
         pos: 0,
         pretty: sopts.pretty,
         plain_from: 0,
@@ -300,7 +304,7 @@ async fn run(
                 if let Some(p) = current.take() {
                     drain_shared(&shared, &mut out);
                     let at = out.buf.len();
-                    inner.finish(r, p.id, p.respond, &mut out.buf);
+                    out.sent_values.extend(inner.finish(r, p.id, p.respond, &mut out.buf));
                     log_reply(st.info.id, &out.buf[at.min(out.buf.len())..]);
                 }
             }
@@ -377,7 +381,8 @@ fn run_queue(
             if let std::task::Poll::Ready(r) = std::pin::Pin::new(&mut p.fut).poll(&mut cx) {
                 if let Some(p) = current.take() {
                     let at = out.buf.len();
-                    inner.finish(r, p.id, p.respond, &mut out.buf);
+                    out.sent_values
+                        .extend(inner.finish(r, p.id, p.respond, &mut out.buf));
                     log_reply(st.info.id, &out.buf[at.min(out.buf.len())..]);
                 }
             }
@@ -407,7 +412,8 @@ fn run_oob(
     if let std::task::Poll::Ready(r) = std::pin::Pin::new(&mut p.fut).poll(&mut cx) {
         drain_shared(&st.shared, out);
         let at = out.buf.len();
-        inner.finish(r, p.id, p.respond, &mut out.buf);
+        out.sent_values
+            .extend(inner.finish(r, p.id, p.respond, &mut out.buf));
         log_reply(id, &out.buf[at.min(out.buf.len())..]);
         return;
     }

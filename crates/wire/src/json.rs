@@ -1259,9 +1259,28 @@ pub fn format_g17(x: f64, out: &mut Vec<u8>) {
     }
 }
 
+/// Bytes a JSON string of QEMU's carries as they are (printable ASCII but `"` and `\\`).
+const PLAIN: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0x20;
+    while b < 0x7F {
+        t[b] = b != b'"' as usize && b != b'\\' as usize;
+        b += 1;
+    }
+    t
+};
+
 fn write_string(s: &str, out: &mut Vec<u8>) {
-    out.push(b'"');
     let bytes = s.as_bytes();
+    // Short strings (member names, most values) without anything to escape: one copy.
+    if bytes.len() < 16 && bytes.iter().all(|&b| PLAIN[b as usize]) {
+        out.reserve(bytes.len() + 2);
+        out.push(b'"');
+        out.extend_from_slice(bytes);
+        out.push(b'"');
+        return;
+    }
+    out.push(b'"');
     let mut start = 0;
     let mut i = 0;
     while i < bytes.len() {

@@ -81,13 +81,15 @@ pub fn walk<'a, E>(
     // One word per member: bucket (9 bits) above the complement of its index, so that
     // sorting the words orders by bucket, then most recent first.
     let mut order = [0u32; SMALL];
-    for (i, k) in map.keys().enumerate() {
+    let mut members: [Option<(&'a String, &'a Value)>; SMALL] = [None; SMALL];
+    for (i, (k, v)) in map.iter().enumerate() {
         order[i] = (member_bucket(k) << 8) | (0xFF - i as u32);
+        members[i] = Some((k, v));
     }
     order[..n].sort_unstable();
     for &w in &order[..n] {
         let i = (0xFF - (w & 0xFF)) as usize;
-        if let Some((k, v)) = map.iter().nth(i) {
+        if let Some(Some((k, v))) = members.get(i) {
             f(k, v)?;
         }
     }

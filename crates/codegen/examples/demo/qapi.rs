@@ -74,6 +74,7 @@ pub struct Counter {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for Counter {
     type Builder = __CounterBuilder;
+    const MEMBERS: usize = 3;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "name", &self.name)?;
         ::serde::ser::SerializeMap::serialize_entry(__m, "value", &self.value)?;
@@ -136,6 +137,7 @@ pub struct CounterAdd {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for CounterAdd {
     type Builder = __CounterAddBuilder;
+    const MEMBERS: usize = 2;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "name", &self.name)?;
         if let ::core::option::Option::Some(__v) = &self.color { ::serde::ser::SerializeMap::serialize_entry(__m, "color", __v)?; }
@@ -201,6 +203,7 @@ pub struct CounterIncr {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for CounterIncr {
     type Builder = __CounterIncrBuilder;
+    const MEMBERS: usize = 2;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "name", &self.name)?;
         if let ::core::option::Option::Some(__v) = &self.by { ::serde::ser::SerializeMap::serialize_entry(__m, "by", __v)?; }
@@ -262,6 +265,7 @@ pub struct CounterDel {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for CounterDel {
     type Builder = __CounterDelBuilder;
+    const MEMBERS: usize = 1;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "name", &self.name)?;
         Ok(())
@@ -426,6 +430,7 @@ pub struct CounterChanged {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for CounterChanged {
     type Builder = __CounterChangedBuilder;
+    const MEMBERS: usize = 2;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         ::serde::ser::SerializeMap::serialize_entry(__m, "name", &self.name)?;
         ::serde::ser::SerializeMap::serialize_entry(__m, "value", &self.value)?;
