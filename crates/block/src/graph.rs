@@ -1588,6 +1588,17 @@ impl BlockGraph {
     }
 
     /// Whether a node has any parent node (is not a root).
+    /// Whether `node` is a root as QEMU's mirror and commit ask: no node above it and no
+    /// block job's link on it (a device's, an export's or a job's block backend is no parent
+    /// of this kind).
+    pub fn is_root(&self, node: &str) -> bool {
+        !self.has_parent_node(node)
+            && !self
+                .users
+                .iter()
+                .any(|u| u.node == node && matches!(u.kind, UserKind::Job { .. }))
+    }
+
     pub fn has_parent_node(&self, node: &str) -> bool {
         self.nodes
             .values()

@@ -213,6 +213,22 @@ pub struct JobOptions {
     pub speed: u64,
     /// The name of the job's filter node (`#blockNNN`, implicit, when absent).
     pub filter_node_name: Option<String>,
+    /// A negative speed was asked: the job is created, takes its links, and is dropped
+    /// with [`NEGATIVE_SPEED`] (QEMU sets the speed once the job is made).
+    pub negative_speed: bool,
+}
+
+/// QEMU's words for a negative speed.
+pub const NEGATIVE_SPEED: &str = "Parameter 'speed' expects a non-negative value";
+
+impl JobOptions {
+    /// The job's speed, once its links are in place.
+    fn check_speed(&self) -> Result<()> {
+        if self.negative_speed {
+            return Err(Error::generic(NEGATIVE_SPEED));
+        }
+        Ok(())
+    }
 }
 
 impl JobOptions {
@@ -223,6 +239,7 @@ impl JobOptions {
             auto_dismiss: true,
             speed: 0,
             filter_node_name: None,
+            negative_speed: false,
         }
     }
 }
@@ -700,7 +717,7 @@ impl Jobs {
                     ),
                 )?;
             }
-            Ok(())
+            opts.check_speed()
         })();
         if let Err(e) = links {
             Self::undo_start(graph, &opts.id, users, Some(&filter));
@@ -730,7 +747,7 @@ impl Jobs {
         base: Option<&str>,
     ) -> Result<()> {
         graph.require(device)?;
-        if graph.has_parent_node(device) {
+        if !graph.is_root(device) {
             return Err(Error::generic("Need a root block node"));
         }
         graph.check_blocked(device)?;
@@ -846,7 +863,8 @@ impl Jobs {
                 Self::attach_backend(graph, &mut users, &base, opts, writer)?;
                 Self::attach_backend(graph, &mut users, &top, opts, (PermSet::NONE, PermSet::ALL))
             }
-        })();
+        })()
+        .and_then(|()| opts.check_speed());
         if let Err(e) = links {
             Self::undo_start(graph, &opts.id, users, filter.as_ref());
             let _ = graph.set_read_only(&base, was_read_only);
@@ -975,7 +993,7 @@ impl Jobs {
             Some(b) => Self::check_backup_bitmap(graph, device, sync, b)?,
             None => None,
         };
-        if kind == JobKind::Mirror && graph.has_parent_node(device) {
+        if kind == JobKind::Mirror && !graph.is_root(device) {
             return Err(Error::generic("Need a root block node"));
         }
         if device == target {
@@ -1057,7 +1075,8 @@ impl Jobs {
                     (target, "target", (PermSet::NONE, PermSet::ALL)),
                 ],
             )
-        };
+        }
+        .and_then(|()| opts.check_speed());
         if let Err(e) = links {
             Self::undo_start(graph, &opts.id, users, Some(&filter));
             return Err(self.failed_early(&opts.id, e));

@@ -357,11 +357,26 @@ fn undo_snapshot(m: &mut Machine, u: SnapshotUndo, added_overlay: bool) {
 // ---------------------------------------------------------------------------
 // Jobs.
 
-fn speed(s: Option<i64>) -> R<u64> {
+/// A speed limit; a negative one refused in the served version's words.
+fn speed(m: &Machine, s: Option<i64>) -> R<u64> {
     match s {
-        Some(s) if s < 0 => Err(generic("Invalid parameter 'speed'")),
+        Some(s) if s < 0 => Err(generic(negative_speed(m))),
         Some(s) => Ok(s as u64),
         None => Ok(0),
+    }
+}
+
+/// Whether the served version creates a job with a negative speed and drops it once the
+/// job's links are in place (10.0), rather than refusing the command at once (2.12).
+fn creates_then_drops(m: &Machine) -> bool {
+    m.qemu_version() >= (10, 0, 0)
+}
+
+fn negative_speed(m: &Machine) -> &'static str {
+    if creates_then_drops(m) {
+        qmpkit_block::job::NEGATIVE_SPEED
+    } else {
+        "Invalid parameter 'speed'"
     }
 }
 
@@ -391,9 +406,13 @@ macro_rules! job_args {
     };
 }
 
-fn job_options(a: JobArgs) -> R<JobOptions> {
+fn job_options(m: &Machine, a: JobArgs) -> R<JobOptions> {
     let mut o = JobOptions::new(a.id.unwrap_or(a.device));
-    o.speed = speed(a.speed)?;
+    if creates_then_drops(m) && a.speed.is_some_and(|s| s < 0) {
+        o.negative_speed = true;
+    } else {
+        o.speed = speed(m, a.speed)?;
+    }
     o.auto_finalize = a.auto_finalize.unwrap_or(true);
     o.auto_dismiss = a.auto_dismiss.unwrap_or(true);
     o.filter_node_name = a.filter_node_name.map(str::to_string);
@@ -472,7 +491,7 @@ pub fn block_stream(m: &mut Machine, a: api::BlockStream, _: &mut Cx) -> R<Empty
         }
         (None, None) => None,
     };
-    let opts = job_options(job_args!(a, a.filter_node_name.as_deref()))?;
+    let opts = job_options(m, job_args!(a, a.filter_node_name.as_deref()))?;
     let block::BlockState { graph, jobs, .. } = &mut m.block;
     let r = jobs.start_stream(graph, &opts, &node, base.as_deref());
     // A job that failed after it was created still announces itself.
@@ -517,7 +536,7 @@ pub fn block_commit(m: &mut Machine, a: api::BlockCommit, _: &mut Cx) -> R<Empty
     if bottom.as_deref() == Some(top_or_device.as_str()) {
         return Err(generic("cannot commit an image into itself"));
     }
-    let opts = job_options(job_args!(a, a.filter_node_name.as_deref()))?;
+    let opts = job_options(m, job_args!(a, a.filter_node_name.as_deref()))?;
     let block::BlockState { graph, jobs, .. } = &mut m.block;
     let r = jobs.start_commit(graph, &opts, &node, top.as_deref(), base.as_deref());
     block::pump(m);
@@ -624,7 +643,7 @@ pub fn drive_mirror(m: &mut Machine, a: api::DriveMirrorCommand, _: &mut Cx) -> 
     let a = a.0;
     let source = block::resolve_node(m, &a.device)?;
     let sync = sync_mode(&a.sync)?;
-    let opts = job_options(job_args!(a, None))?;
+    let opts = job_options(m, job_args!(a, None))?;
     let (target, created) = open_target(
         m,
         &source,
@@ -648,7 +667,7 @@ pub fn blockdev_mirror(m: &mut Machine, a: api::BlockdevMirror, _: &mut Cx) -> R
     block::catch_up(m);
     let source = block::resolve_node(m, &a.device)?;
     let sync = sync_mode(&a.sync)?;
-    let opts = job_options(job_args!(a, a.filter_node_name.as_deref()))?;
+    let opts = job_options(m, job_args!(a, a.filter_node_name.as_deref()))?;
     let block::BlockState { graph, jobs, .. } = &mut m.block;
     let r = jobs.start_mirror(graph, &opts, &source, &a.target, sync);
     block::pump(m);
@@ -681,7 +700,7 @@ struct BackupUndo {
 fn drive_backup_start(m: &mut Machine, a: &api::DriveBackup) -> R<BackupUndo> {
     let source = block::resolve_node(m, &a.device)?;
     let (sync, bitmap) = backup_sync(&a.sync, a.bitmap.as_deref(), a.bitmap_mode.as_ref())?;
-    let opts = job_options(job_args!(a, a.filter_node_name.as_deref()))?;
+    let opts = job_options(m, job_args!(a, a.filter_node_name.as_deref()))?;
     let (target, created) = open_target(
         m,
         &source,
@@ -705,7 +724,7 @@ fn drive_backup_start(m: &mut Machine, a: &api::DriveBackup) -> R<BackupUndo> {
 fn blockdev_backup_start(m: &mut Machine, a: &api::BlockdevBackup) -> R<BackupUndo> {
     let source = block::resolve_node(m, &a.device)?;
     let (sync, bitmap) = backup_sync(&a.sync, a.bitmap.as_deref(), a.bitmap_mode.as_ref())?;
-    let opts = job_options(job_args!(a, a.filter_node_name.as_deref()))?;
+    let opts = job_options(m, job_args!(a, a.filter_node_name.as_deref()))?;
     let block::BlockState { graph, jobs, .. } = &mut m.block;
     jobs.start_backup(graph, &opts, &source, &a.target, sync, &bitmap)
         .map_err(qerr)?;
@@ -781,7 +800,7 @@ pub fn query_block_jobs(
 
 pub fn block_job_set_speed(m: &mut Machine, a: api::BlockJobSetSpeed, _: &mut Cx) -> R<Empty> {
     block_job(m, &a.device)?;
-    let s = speed(Some(a.speed))?;
+    let s = speed(m, Some(a.speed))?;
     m.block.jobs.set_speed(&a.device, s).map_err(qerr)?;
     block::pump(m);
     Ok(Empty)
