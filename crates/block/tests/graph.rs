@@ -316,32 +316,8 @@ fn chains_permissions_and_exports_match_qemu_storage_daemon() {
     let p = |n: &str| dir.path().join(n);
     let s = |n: &str| p(n).to_str().unwrap().to_string();
     run(&qemu_img, &["create", "-f", "raw", &s("base.img"), "4M"]);
-    run(
-        &qemu_img,
-        &[
-            "create",
-            "-f",
-            "qcow2",
-            "-b",
-            "base.img",
-            "-F",
-            "raw",
-            &s("mid.qcow2"),
-        ],
-    );
-    run(
-        &qemu_img,
-        &[
-            "create",
-            "-f",
-            "qcow2",
-            "-b",
-            "mid.qcow2",
-            "-F",
-            "qcow2",
-            &s("top.qcow2"),
-        ],
-    );
+    let layers = ["mid.qcow2", "top.qcow2"];
+    qmpkit_testkit::cmd::qcow2_chain(&qemu_img, dir.path(), "base.img", "raw", &layers, None);
     let mut g = BlockGraph::default();
     // Beside the daemon on the same files: the permission model without the locks between
     // the two processes (the locks have tests of their own).
@@ -652,18 +628,13 @@ fn an_nbd_export_of_a_node_serves_its_chain() {
         &qemu_io,
         &["-f", "raw", "-c", "write -P 0x41 0 1M", &s("base.img")],
     );
-    run(
+    qmpkit_testkit::cmd::qcow2_chain(
         &qemu_img,
-        &[
-            "create",
-            "-f",
-            "qcow2",
-            "-b",
-            "base.img",
-            "-F",
-            "raw",
-            &s("top.qcow2"),
-        ],
+        dir.path(),
+        "base.img",
+        "raw",
+        &["top.qcow2"],
+        None,
     );
     run(&qemu_io, &["-c", "write -P 0x42 1M 1M", &s("top.qcow2")]);
     let mut g = BlockGraph::default();

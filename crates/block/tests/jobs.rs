@@ -84,48 +84,14 @@ fn make_files(qemu_img: &Path, qemu_io: &Path, dir: &Path, three: bool) {
         qemu_io,
         &["-f", "raw", "-c", "write -P 0x41 0 1M", &s("base.img")],
     );
-    if three {
-        run(
-            qemu_img,
-            &[
-                "create",
-                "-f",
-                "qcow2",
-                "-b",
-                "base.img",
-                "-F",
-                "raw",
-                &s("mid.qcow2"),
-            ],
-        );
-        run(qemu_io, &["-c", "write -P 0x43 2M 512k", &s("mid.qcow2")]);
-        run(
-            qemu_img,
-            &[
-                "create",
-                "-f",
-                "qcow2",
-                "-b",
-                "mid.qcow2",
-                "-F",
-                "qcow2",
-                &s("top.qcow2"),
-            ],
-        );
+    let layers: &[&str] = if three {
+        &["mid.qcow2", "top.qcow2"]
     } else {
-        run(
-            qemu_img,
-            &[
-                "create",
-                "-f",
-                "qcow2",
-                "-b",
-                "base.img",
-                "-F",
-                "raw",
-                &s("top.qcow2"),
-            ],
-        );
+        &["top.qcow2"]
+    };
+    qmpkit_testkit::cmd::qcow2_chain(qemu_img, dir, "base.img", "raw", layers, None);
+    if three {
+        run(qemu_io, &["-c", "write -P 0x43 2M 512k", &s("mid.qcow2")]);
     }
     run(qemu_io, &["-c", "write -P 0x42 1M 1M", &s("top.qcow2")]);
     run(qemu_img, &["create", "-f", "raw", &s("tgt.img"), "4M"]);

@@ -132,6 +132,22 @@ fn two_nodes_of_one_graph_on_one_file_conflict_in_qemus_words() {
     assert_eq!(e.desc, "Block node is read-only");
 }
 
+/// The kernel's list of the locks held on `path` (`/proc/locks` lines of its inode).
+fn locks_on(path: &Path) -> String {
+    use std::os::unix::fs::MetadataExt;
+    let ino = std::fs::metadata(path).map(|m| m.ino()).unwrap_or(0);
+    let all = std::fs::read_to_string("/proc/locks").unwrap_or_default();
+    all.lines()
+        .filter(|l| {
+            l.split_whitespace()
+                .nth(5)
+                .and_then(|dev_ino| dev_ino.rsplit(':').next())
+                .is_some_and(|i| i == ino.to_string())
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 #[test]
 fn an_image_a_live_daemon_holds_keeps_the_graph_out() {
     let qemu_img = program_or_skip!("qemu-img");
@@ -147,10 +163,18 @@ fn an_image_a_live_daemon_holds_keeps_the_graph_out() {
     )
     .unwrap();
     let mut g = BlockGraph::default();
-    let e = g.add(&qcow2_node(&a, "mine")).unwrap_err();
-    assert_eq!(e.desc, "Failed to get \"write\" lock");
-    let e = g.add(&qcow2_node(&a, "mine").read_only(true)).unwrap_err();
-    assert_eq!(e.desc, "Failed to get shared \"write\" lock");
+    let refused = |g: &mut BlockGraph, o: &qmpkit_block::BlockdevOptions| match g.add(o) {
+        Err(e) => e.desc,
+        Ok(_) => panic!(
+            "{} let in while the daemon holds the image; the locks on it:\n{}",
+            o.node_name.as_deref().unwrap_or_default(),
+            locks_on(&a)
+        ),
+    };
+    let e = refused(&mut g, &qcow2_node(&a, "mine"));
+    assert_eq!(e, "Failed to get \"write\" lock");
+    let e = refused(&mut g, &qcow2_node(&a, "mine").read_only(true));
+    assert_eq!(e, "Failed to get shared \"write\" lock");
     q.call("blockdev-del", json!({"node-name": "q"})).unwrap();
     g.add(&qcow2_node(&a, "mine")).unwrap();
     // And the other way round: the daemon meets the graph's lock.

@@ -272,36 +272,11 @@ const KNOWN: &[(&str, &str, &str)] = &[
     ),
 ];
 
-/// The image files each directory starts with: `(name, qemu-img create arguments)`.
+/// The image files each directory starts with: `(name, qemu-img create arguments)`, and
+/// mid.qcow2 over base.qcow2 and top.qcow2 over it ([`make_images`]).
 const IMAGES: &[(&str, &[&str])] = &[
     ("base.qcow2", &["-f", "qcow2", "base.qcow2", "1M"]),
     ("disk.raw", &["-f", "raw", "disk.raw", "1M"]),
-    (
-        "mid.qcow2",
-        &[
-            "-f",
-            "qcow2",
-            "-b",
-            "base.qcow2",
-            "-F",
-            "qcow2",
-            "mid.qcow2",
-            "1M",
-        ],
-    ),
-    (
-        "top.qcow2",
-        &[
-            "-f",
-            "qcow2",
-            "-b",
-            "mid.qcow2",
-            "-F",
-            "qcow2",
-            "top.qcow2",
-            "1M",
-        ],
-    ),
     ("tgt.qcow2", &["-f", "qcow2", "tgt.qcow2", "1M"]),
     ("tgt2.qcow2", &["-f", "qcow2", "tgt2.qcow2", "1M"]),
     ("ovl.qcow2", &["-f", "qcow2", "ovl.qcow2", "1M"]),
@@ -867,6 +842,8 @@ fn make_images(qemu_img: &Path, qemu_io: &Path, dir: &Path) {
         let (code, _, err) = qmpkit_testkit::cmd::run_in(qemu_img, dir, &a);
         assert_eq!(code, 0, "qemu-img {a:?}: {err}");
     }
+    let layers = ["mid.qcow2", "top.qcow2"];
+    qmpkit_testkit::cmd::qcow2_chain(qemu_img, dir, "base.qcow2", "qcow2", &layers, Some("1M"));
     for (img, fmt, cmd) in [
         ("base.qcow2", "qcow2", "write -P 0x11 0 256k"),
         ("mid.qcow2", "qcow2", "write -P 0x22 256k 128k"),

@@ -138,38 +138,13 @@ impl Side {
 }
 
 fn make_images(img: &Path, io: &Path, dir: &Path) {
-    for args in [
-        vec!["create", "-q", "-f", "qcow2", "base.qcow2", "1M"],
-        vec![
-            "create",
-            "-q",
-            "-f",
-            "qcow2",
-            "-b",
-            "base.qcow2",
-            "-F",
-            "qcow2",
-            "mid.qcow2",
-            "1M",
-        ],
-        vec![
-            "create",
-            "-q",
-            "-f",
-            "qcow2",
-            "-b",
-            "mid.qcow2",
-            "-F",
-            "qcow2",
-            "top.qcow2",
-            "1M",
-        ],
-        vec!["create", "-q", "-f", "qcow2", "tgt.qcow2", "1M"],
-        vec!["create", "-q", "-f", "qcow2", "tgt2.qcow2", "1M"],
-    ] {
+    for file in ["base.qcow2", "tgt.qcow2", "tgt2.qcow2"] {
+        let args = ["create", "-q", "-f", "qcow2", file, "1M"];
         let (code, _, err) = qmpkit_testkit::cmd::run_in(img, dir, &args);
         assert_eq!(code, 0, "qemu-img {args:?}: {err}");
     }
+    let layers = ["mid.qcow2", "top.qcow2"];
+    qmpkit_testkit::cmd::qcow2_chain(img, dir, "base.qcow2", "qcow2", &layers, Some("1M"));
     for (file, cmd) in [
         ("base.qcow2", "write -P 0x11 0 256k"),
         ("mid.qcow2", "write -P 0x22 256k 128k"),
@@ -418,23 +393,13 @@ fn a_commit_names_its_top_and_base_by_node() {
         }
         req("block-commit", args)
     };
-    let layer = |name: &str, file: &str, backing: &str| {
-        req(
-            "blockdev-add",
-            json!({"driver": "qcow2", "node-name": name, "backing": backing,
-                   "file": {"driver": "file", "filename": format!("@DIR@/{file}")}}),
-        )
-    };
+    let [base, mid, top] = chain_by_nodes();
     run(
         "commit-nodes",
         &[
-            req(
-                "blockdev-add",
-                json!({"driver": "qcow2", "node-name": "base", "backing": null,
-                       "file": {"driver": "file", "filename": "@DIR@/base.qcow2"}}),
-            ),
-            layer("mid", "mid.qcow2", "base"),
-            layer("top", "top.qcow2", "mid"),
+            base,
+            mid,
+            top,
             add("other", "tgt.qcow2"),
             // QEMU's checks, in its order: the device is a root; the top, then the base.
             req(
@@ -469,6 +434,99 @@ fn a_commit_names_its_top_and_base_by_node() {
             Step::Wait("c1", "null"),
             graph(),
             nodes(),
+        ],
+    );
+}
+
+/// The chain base <- mid <- top as nodes of those names, each layer added on its own.
+fn chain_by_nodes() -> [Step; 3] {
+    let layer = |name: &str, file: &str, backing: Value| {
+        req(
+            "blockdev-add",
+            json!({"driver": "qcow2", "node-name": name, "backing": backing,
+                   "file": {"driver": "file", "filename": format!("@DIR@/{file}")}}),
+        )
+    };
+    [
+        layer("base", "base.qcow2", Value::Null),
+        layer("mid", "mid.qcow2", json!("base")),
+        layer("top", "top.qcow2", json!("mid")),
+    ]
+}
+
+#[test]
+fn a_negative_speed_makes_the_job_and_drops_it() {
+    let [base, mid, top] = chain_by_nodes();
+    let job = |cmd: &str, more: Value| {
+        let mut args = json!({"job-id": "j", "device": "top", "speed": -1});
+        if let (Some(a), Value::Object(m)) = (args.as_object_mut(), more) {
+            a.extend(m);
+        }
+        req(cmd, args)
+    };
+    run(
+        "negative-speed",
+        &[
+            base,
+            mid,
+            top,
+            add("tgt", "tgt.qcow2"),
+            // Checks before the job is made still come first.
+            job(
+                "blockdev-backup",
+                json!({"device": "nope", "target": "tgt", "sync": "full"}),
+            ),
+            // Then the job is announced, takes its links, and goes.
+            job("blockdev-backup", json!({"target": "tgt", "sync": "full"})),
+            job("blockdev-mirror", json!({"target": "tgt", "sync": "full"})),
+            job("block-stream", json!({})),
+            job("block-commit", json!({})),
+            job("block-commit", json!({"top-node": "mid"})),
+            req("query-jobs", json!({})),
+            graph(),
+            req("block-job-set-speed", json!({"device": "j", "speed": -1})),
+        ],
+    );
+}
+
+#[test]
+fn a_commits_links_make_its_nodes_no_roots() {
+    let [base, mid, top] = chain_by_nodes();
+    run(
+        "commit-root",
+        &[
+            base,
+            mid,
+            top,
+            add("tgt", "tgt.qcow2"),
+            req(
+                "block-commit",
+                json!({"job-id": "c", "device": "top", "top-node": "mid",
+                       "auto-finalize": false}),
+            ),
+            Step::Wait("c", "pending"),
+            // The job's link on the overlay counts as a parent, as the filter above the base
+            // and the node below it do.
+            req(
+                "blockdev-mirror",
+                json!({"job-id": "m", "device": "top", "target": "tgt", "sync": "full"}),
+            ),
+            req("block-commit", json!({"job-id": "c2", "device": "top"})),
+            req(
+                "blockdev-mirror",
+                json!({"job-id": "m", "device": "base", "target": "tgt", "sync": "full"}),
+            ),
+            req("job-finalize", json!({"id": "c"})),
+            Step::Wait("c", "null"),
+            // Once it is gone, the top is a root again.
+            req(
+                "blockdev-mirror",
+                json!({"job-id": "m", "device": "top", "target": "tgt", "sync": "full",
+                       "auto-finalize": false}),
+            ),
+            Step::Wait("m", "ready"),
+            req("job-cancel", json!({"id": "m"})),
+            Step::Wait("m", "null"),
         ],
     );
 }

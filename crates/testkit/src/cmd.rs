@@ -43,3 +43,41 @@ pub fn wait_for(path: &Path) {
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
 }
+
+/// Creates with `qemu_img`, in `dir`, the qcow2 layers `files`, each over the one before it
+/// (the first over `base`, an image of format `base_fmt`), named relative to `dir` in their
+/// headers; each of size `size`, or its backing file's size without one. Panics with
+/// qemu-img's words when it fails.
+pub fn qcow2_chain(
+    qemu_img: &Path,
+    dir: &Path,
+    base: &str,
+    base_fmt: &str,
+    files: &[&str],
+    size: Option<&str>,
+) {
+    let (mut below, mut fmt) = (base, base_fmt);
+    for &file in files {
+        let mut args = vec!["create", "-q", "-f", "qcow2", "-b", below, "-F", fmt, file];
+        args.extend(size);
+        let (code, _, err) = run_in(qemu_img, dir, &args);
+        assert_eq!(code, 0, "qemu-img {args:?}: {err}");
+        (below, fmt) = (file, "qcow2");
+    }
+}
+
+/// Connects to the unix socket at `path`, retrying for up to ten seconds: a server's socket
+/// file appears when it binds, a moment before it listens (a connection then is refused).
+/// Panics naming the socket when it never accepts.
+pub fn connect_unix(path: &Path) -> std::os::unix::net::UnixStream {
+    let t = std::time::Instant::now();
+    loop {
+        match std::os::unix::net::UnixStream::connect(path) {
+            Ok(s) => return s,
+            Err(e) if t.elapsed() > std::time::Duration::from_secs(10) => {
+                panic!("connect to {}: {e}", path.display())
+            }
+            Err(_) => std::thread::sleep(std::time::Duration::from_millis(10)),
+        }
+    }
+}

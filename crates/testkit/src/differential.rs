@@ -561,14 +561,7 @@ pub struct Conn {
 
 /// A connection in `mode`, and the greeting line.
 pub fn connect(path: &Path, mode: Mode) -> (Conn, Vec<u8>) {
-    let t = Instant::now();
-    let s = loop {
-        match UnixStream::connect(path) {
-            Ok(s) => break s,
-            Err(e) if t.elapsed() > Duration::from_secs(10) => panic!("{}: {e}", path.display()),
-            Err(_) => std::thread::sleep(Duration::from_millis(10)),
-        }
-    };
+    let s = crate::cmd::connect_unix(path);
     s.set_read_timeout(Some(Duration::from_secs(30)))
         .expect("timeout");
     let mut c = Conn {

@@ -16,18 +16,11 @@ pub struct Qmp {
 
 impl Qmp {
     pub fn connect(socket: &Path) -> Qmp {
-        // The socket file appears a moment before the daemon listens on it.
-        let t = std::time::Instant::now();
-        let s = loop {
-            match UnixStream::connect(socket) {
-                Ok(s) => break s,
-                Err(e) if t.elapsed() < std::time::Duration::from_secs(10) => {
-                    let _ = e;
-                    std::thread::sleep(std::time::Duration::from_millis(10));
-                }
-                Err(e) => panic!("connect to qemu-storage-daemon: {e}"),
-            }
-        };
+        let s = qmpkit_testkit::cmd::connect_unix(socket);
+        // A fresh daemon's monitor has been seen never to read its first command: fail
+        // rather than wait for ever.
+        s.set_read_timeout(Some(std::time::Duration::from_secs(30)))
+            .unwrap();
         let writer = s.try_clone().unwrap();
         let mut q = Qmp {
             reader: BufReader::new(s),

@@ -87,7 +87,7 @@ pub struct Qmp {
 impl Qmp {
     /// Connect and negotiate.
     pub fn connect(path: &Path) -> Qmp {
-        let s = UnixStream::connect(path).expect("connect");
+        let s = qmpkit_testkit::cmd::connect_unix(path);
         s.set_read_timeout(Some(Duration::from_secs(20))).ok();
         let w = s.try_clone().expect("clone");
         let mut q = Qmp {
