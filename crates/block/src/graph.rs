@@ -404,6 +404,9 @@ struct Node {
     /// Taken out of its chain by a commit while it stayed open: QEMU then names it by a
     /// `json:` description that includes its backing.
     dropped_from_chain: bool,
+    /// The backing file name a backing child is compared with to tell whether the client
+    /// chose another backing than the image's own (QEMU's `auto_backing_file`).
+    auto_backing: Option<String>,
 }
 
 /// `BlockdevCacheInfo`.
@@ -599,6 +602,22 @@ impl BlockGraph {
         }
     }
 
+    /// Whether a node may be given the name `n`, in QEMU's order and words.
+    pub fn check_new_node_name(&self, n: &str) -> Result<()> {
+        if !id_wellformed(n) {
+            return Err(Error::generic(format!("Invalid node-name: '{n}'")));
+        }
+        if self.nodes.contains_key(n) {
+            return Err(Error::generic(format!(
+                "Duplicate nodes with node-name='{n}'"
+            )));
+        }
+        if n.len() > 31 {
+            return Err(Error::generic("Node name too long"));
+        }
+        Ok(())
+    }
+
     /// Whether file nodes with `locking=auto` lock their files (they do by default, as QEMU
     /// does where the host offers OFD locks; without, as where it does not).
     pub fn set_auto_locking(&mut self, on: bool) {
@@ -683,17 +702,7 @@ impl BlockGraph {
         added: &mut Vec<String>,
     ) -> Result<String> {
         if let Some(n) = &o.node_name {
-            if !id_wellformed(n) {
-                return Err(Error::generic(format!("Invalid node-name: '{n}'")));
-            }
-            if n.len() > 31 {
-                return Err(Error::generic("Node name too long"));
-            }
-            if self.nodes.contains_key(n) {
-                return Err(Error::generic(format!(
-                    "Duplicate nodes with node-name='{n}'"
-                )));
-            }
+            self.check_new_node_name(n)?;
         }
         let mut children = Vec::new();
         let mut pending_backing: Option<Option<Option<BlockdevRef>>> = None;
@@ -849,6 +858,16 @@ impl BlockGraph {
         }
         if let Some(backing) = pending_backing {
             let path = PathBuf::from(&self.node(&name)?.filename);
+            // What QEMU compares the backing child's file name with: the header's name as
+            // written, or the file name of the backing it opened from the header itself.
+            let header = image::image_info(&path, Some(ImageFormat::Qcow2)).ok();
+            let auto = header.and_then(|h| match backing {
+                None => h.full_backing_filename,
+                Some(_) => h.backing_filename,
+            });
+            if let Some(n) = self.nodes.get_mut(&name) {
+                n.auto_backing = auto;
+            }
             let child = match backing {
                 Some(Some(r)) => Some(self.resolve_child(&r, added, true)),
                 Some(None) => None,
@@ -919,6 +938,7 @@ impl BlockGraph {
                 throttle_group: o.throttle_group.clone(),
                 implicit: false,
                 dropped_from_chain: false,
+                auto_backing: None,
             },
         );
         if !added.iter().any(|n| n == name) {
@@ -1512,19 +1532,26 @@ impl BlockGraph {
         }
         self.check_blocked(node)?;
         let n = self.node(node)?;
-        let format = match n.driver {
-            Driver::Qcow2 => ImageFormat::Qcow2,
-            Driver::Raw | Driver::File => ImageFormat::Raw,
-            d => {
-                return Err(Error::generic(format!(
-                    "Driver '{}' cannot be snapshotted here",
-                    d.name()
-                )))
-            }
-        };
+        let (backing_file, driver) = (n.filename.clone(), n.driver);
+        let null = matches!(driver, Driver::NullCo | Driver::NullAio);
+        if !null && !matches!(driver, Driver::Qcow2 | Driver::Raw | Driver::File) {
+            return Err(Error::generic(format!(
+                "Driver '{}' cannot be snapshotted here",
+                driver.name()
+            )));
+        }
         if create {
-            let backing_file = n.filename.clone();
-            image::create_overlay(overlay_file, &backing_file, format)?;
+            match driver {
+                Driver::Qcow2 => image::create_overlay(overlay_file, &backing_file, ImageFormat::Qcow2)?,
+                Driver::Raw | Driver::File => {
+                    image::create_overlay(overlay_file, &backing_file, ImageFormat::Raw)?
+                }
+                // A null node's overlay names it by its file name and driver.
+                _ => {
+                    let size = self.size(node)?;
+                    image::create_overlay_over(overlay_file, &backing_file, driver.name(), size)?
+                }
+            }
             // QEMU opens the new image to write it, and the backing file to read its size,
             // each a format node over a file node under generated names: four names are used.
             for _ in 0..4 {
@@ -1540,7 +1567,8 @@ impl BlockGraph {
         if !in_use {
             // The overlay goes once opened (at once, or when the transaction ends), but
             // the node was reopened read-only for it.
-            if !create || self.held.is_some() {
+            // (An overlay over a null node cannot be opened here: none is held.)
+            if (!create || self.held.is_some()) && !null {
                 let o = match overlay_name {
                     Some(n) if self.held.is_some() => self.add(&opts.clone().named(n))?,
                     _ => self.add_implicit(&opts)?,
@@ -1740,6 +1768,11 @@ impl BlockGraph {
         cur
     }
 
+    /// Whether `name` is a filter a job put in without a name from the client.
+    pub fn is_implicit(&self, name: &str) -> bool {
+        self.nodes.get(name).is_some_and(|n| n.implicit)
+    }
+
     /// `name`, or the node below the implicit job filters on it (what `query-block` shows of a
     /// drive whose node a job filters).
     pub fn below_implicit_filters(&self, name: &str) -> String {
@@ -1774,14 +1807,7 @@ impl BlockGraph {
         let (filename, data, read_only) =
             (child.filename.clone(), child.data.clone(), child.read_only);
         if let Some(n) = name {
-            if self.nodes.contains_key(n) {
-                return Err(Error::generic(format!(
-                    "Duplicate nodes with node-name='{n}'"
-                )));
-            }
-            if !id_wellformed(n) {
-                return Err(Error::generic(format!("Invalid node-name: '{n}'")));
-            }
+            self.check_new_node_name(n)?;
         }
         let implicit = name.is_none();
         let name = match name {
@@ -2048,8 +2074,18 @@ impl BlockGraph {
                 snapshots: Vec::new(),
                 qcow2: None,
             }),
-            (Data::Image(_), Driver::File) | (Data::Image(_), Driver::Raw) => {
+            (Data::Image(_), Driver::File) => {
                 image::image_info(Path::new(&node.filename), Some(ImageFormat::Raw))
+            }
+            (Data::Image(_), Driver::Raw) => {
+                let mut info = image::image_info(Path::new(&node.filename), Some(ImageFormat::Raw))?;
+                // A raw node reports its file child's cluster size (a qcow2 node's, when a
+                // snapshot put one below it).
+                let child = node.children.iter().find(|e| e.role == ChildRole::File);
+                if let Some(c) = child.and_then(|e| self.nodes.get(&e.child)) {
+                    info.cluster_size = self.image_info_of(c)?.cluster_size;
+                }
+                Ok(info)
             }
             (Data::Image(_), _) => {
                 image::image_info(Path::new(&node.filename), node.driver.format())
@@ -2057,36 +2093,56 @@ impl BlockGraph {
         }
     }
 
-    /// The backing file a qcow2 node's header names, resolved as QEMU opens it (None for
-    /// other drivers, or a header without one).
-    pub fn header_backing(&self, name: &str) -> Option<String> {
-        let node = self.nodes.get(name)?;
-        if node.driver != Driver::Qcow2 {
-            return None;
-        }
-        image::image_info(Path::new(&node.filename), Some(ImageFormat::Qcow2))
-            .ok()?
-            .full_backing_filename
+    /// The backing file name a node's backing child must have to be the image's own (QEMU's
+    /// `auto_backing_file`): the header's name as written, or, where the node opened the
+    /// backing its header names, that backing's file name. None for no name at all.
+    pub fn auto_backing_file(&self, name: &str) -> Option<String> {
+        self.nodes.get(name)?.auto_backing.clone()
     }
 
-    /// One node's `BlockDeviceInfo`; with `deep`, `backing_image` follows the chain.
+    /// Records the backing file name just written into a node's header.
+    pub fn set_auto_backing_file(&mut self, name: &str, file: Option<&str>) {
+        if let Some(n) = self.nodes.get_mut(name) {
+            n.auto_backing = file.map(str::to_string);
+        }
+    }
+
+    /// One node's `BlockDeviceInfo` as `query-block` shows a drive's; with `deep`,
+    /// `backing_image` follows the chain (past the filters jobs put in without a name).
     pub fn node_info(&self, name: &str, deep: bool) -> Result<NodeInfo> {
+        self.node_info_in(name, deep, true)
+    }
+
+    fn node_info_in(&self, name: &str, deep: bool, skip_implicit: bool) -> Result<NodeInfo> {
         let node = self.node(name)?;
-        // A job's filter shows no backing file of its own.
-        let chain = if node.driver.is_job_filter() {
+        // A filter shows no backing file of its own.
+        let chain = if node.driver.filtered_role().is_some() {
             vec![name.to_string()]
         } else {
             self.backing_chain(name)
         };
         let backing = chain.get(1).and_then(|b| self.nodes.get(b));
-        let backing_image = match (deep, backing) {
-            (true, Some(b)) => Some(Box::new(self.node_info(&b.name, true)?)),
+        // The image below: a filter's filtered child, another node's backing child.
+        let below = match node.driver.filtered_role() {
+            Some(role) => self.child(name, role),
+            None => self.child(name, ChildRole::Backing),
+        }
+        .map(|b| {
+            if skip_implicit {
+                self.below_implicit_filters(&b)
+            } else {
+                b
+            }
+        });
+        let backing_image = match (deep, below) {
+            (true, Some(b)) => Some(Box::new(self.node_info_in(&b, true, skip_implicit)?)),
             _ => None,
         };
         Ok(NodeInfo {
             node_name: node.name.clone(),
             file: node.filename.clone(),
-            ro: node.read_only,
+            // A commit's filter below the active layer is opened read-only.
+            ro: node.read_only || node.driver == Driver::CommitTop,
             drv: node.driver.name().to_string(),
             backing_file: backing.map(|b| b.filename.clone()),
             backing_file_depth: self.depth_below(name),
@@ -2116,7 +2172,7 @@ impl BlockGraph {
         self.node_names()
             .iter()
             .map(|n| {
-                let mut info = self.node_info(n, !flat)?;
+                let mut info = self.node_info_in(n, !flat, false)?;
                 // The flat list does not count backing files (QEMU 10.0 leaves it 0).
                 if flat {
                     info.backing_file_depth = 0;

@@ -275,37 +275,100 @@ pub fn create(path: &Path, opts: &CreateOptions) -> Result<()> {
             f.set_len(opts.size)?;
             Ok(())
         }
-        ImageFormat::Qcow2 => {
-            check_create_options(opts)?;
-            let cluster = opts.cluster_size.unwrap_or(65536);
-            let refcount = opts.refcount_bits.unwrap_or(16);
-            let f = std::fs::OpenOptions::new()
-                .create(true)
-                .read(true)
-                .write(true)
-                .truncate(true)
-                .open(path)
-                .map_err(|e| open_error(path, e))?;
-            let storage = ImagoFile::from_open_file(
-                f,
-                imago::StorageOpenOptions::new().filename(path).write(true),
-            )?;
-            let mut builder = Qcow2::<ImagoFile>::create_builder(storage)
-                .size(opts.size)
-                .cluster_size(cluster as usize)
-                .refcount_width(refcount as usize);
-            if let Some(b) = &opts.backing_file {
-                let fmt = match opts.backing_format {
-                    Some(f) => f,
-                    None => probe_format(Path::new(&full_backing_path(&path.to_string_lossy(), b)))
-                        .unwrap_or(ImageFormat::Raw),
-                };
-                builder = builder.backing(b.clone(), fmt.name().to_string());
-            }
-            builder.create()?;
-            Ok(())
-        }
+        ImageFormat::Qcow2 => create_qcow2(path, opts, qcow2_backing(path, opts), 0),
     }
+}
+
+/// The backing file name and format a new qcow2 image's header records (the format probed
+/// where not given).
+fn qcow2_backing(path: &Path, opts: &CreateOptions) -> Option<(String, String)> {
+    opts.backing_file.as_ref().map(|b| {
+        let fmt = match opts.backing_format {
+            Some(f) => f,
+            None => probe_format(Path::new(&full_backing_path(&path.to_string_lossy(), b)))
+                .unwrap_or(ImageFormat::Raw),
+        };
+        (b.clone(), fmt.name().to_string())
+    })
+}
+
+/// Creates an image in an existing file (`blockdev-create` over a node): as [`create`], but a
+/// qcow2 image leaves the file as long as it was where that is longer.
+pub fn create_in_place(path: &Path, opts: &CreateOptions) -> Result<()> {
+    let old = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+    match opts.format {
+        ImageFormat::Qcow2 => create_qcow2(path, opts, qcow2_backing(path, opts), old),
+        ImageFormat::Raw => create(path, opts),
+    }
+}
+
+/// Creates a qcow2 image with `backing` (its name and format as the header records them).
+/// A file that is longer keeps its length (`keep_length`: what it had, when QEMU writes the
+/// image into an existing file).
+fn create_qcow2(
+    path: &Path,
+    opts: &CreateOptions,
+    backing: Option<(String, String)>,
+    keep_length: u64,
+) -> Result<()> {
+    check_create_options(opts)?;
+    let cluster = opts.cluster_size.unwrap_or(65536);
+    let refcount = opts.refcount_bits.unwrap_or(16);
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .read(true)
+        .write(true)
+        .truncate(true)
+        .open(path)
+        .map_err(|e| open_error(path, e))?;
+    let storage = ImagoFile::from_open_file(
+        f,
+        imago::StorageOpenOptions::new().filename(path).write(true),
+    )?;
+    let mut builder = Qcow2::<ImagoFile>::create_builder(storage)
+        .size(opts.size)
+        .cluster_size(cluster as usize)
+        .refcount_width(refcount as usize);
+    if let Some((name, format)) = backing {
+        builder = builder.backing(name, format);
+    }
+    builder.create()?;
+    fit_l1_table(path, opts.size, cluster, keep_length)
+}
+
+/// Gives a new qcow2 image the L1 table QEMU gives it: as many entries as its size needs,
+/// written without the rest of their cluster (the file ends where they end, unless it was
+/// longer already: `keep_length`).
+fn fit_l1_table(path: &Path, size: u64, cluster: u64, keep_length: u64) -> Result<()> {
+    use std::io::{Read, Seek, SeekFrom, Write};
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .map_err(|e| open_error(path, e))?;
+    let mut header = [0u8; 48];
+    f.read_exact(&mut header)?;
+    let l1_size = u32::from_be_bytes([header[36], header[37], header[38], header[39]]);
+    let mut offset = [0u8; 8];
+    offset.copy_from_slice(&header[40..48]);
+    let l1_offset = u64::from_be_bytes(offset);
+    // Each L1 entry maps an L2 table of a cluster's worth of 8-byte entries.
+    let per_entry = cluster.saturating_mul(cluster / 8).max(1);
+    let needed = u32::try_from(size.div_ceil(per_entry)).unwrap_or(u32::MAX);
+    if needed == 0 || needed > l1_size || l1_offset == 0 {
+        return Ok(());
+    }
+    f.seek(SeekFrom::Start(36))?;
+    f.write_all(&needed.to_be_bytes())?;
+    f.set_len((l1_offset + u64::from(needed) * 8).max(keep_length))?;
+    Ok(())
+}
+
+/// Creates a qcow2 overlay of `size` over a backing that is no image file (a null node),
+/// named and of the driver as given: what `blockdev-snapshot-sync` makes of such a node.
+pub fn create_overlay_over(overlay: &Path, backing: &str, driver: &str, size: u64) -> Result<()> {
+    let opts = CreateOptions::new(ImageFormat::Qcow2, size);
+    create_qcow2(overlay, &opts, Some((backing.to_string(), driver.to_string())), 0)
 }
 
 /// Creates a qcow2 overlay whose backing file is `backing` (named as given, format recorded),

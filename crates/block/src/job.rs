@@ -480,6 +480,58 @@ impl Jobs {
         }
     }
 
+    /// What a job whose filter takes its permissions once the job was announced (a mirror,
+    /// an active commit, a stream) checks before it exists: it opens its filter first (a
+    /// refused name announces no job, and a generated one is used up even when the job's id
+    /// is refused then). `inserted`: the filter opens as a node of its own options (a
+    /// stream's), whose refused name QEMU reports as such.
+    fn filter_name_then_id(
+        &self,
+        graph: &mut BlockGraph,
+        opts: &JobOptions,
+        inserted: bool,
+    ) -> Result<()> {
+        match opts.filter_node_name.as_deref() {
+            Some(n) => graph.check_new_node_name(n).map_err(|e| {
+                if inserted {
+                    e.prepend("Could not create node: ")
+                } else {
+                    e
+                }
+            })?,
+            None => {
+                if self.check_new_id(&opts.id).is_err() {
+                    graph.generate_name();
+                }
+            }
+        }
+        self.check_new_id(&opts.id)
+    }
+
+    /// Puts a backup's filter above `below` as a node of its own options before the job
+    /// exists (its refusal, in opening it over its children, is reported as such), then
+    /// checks the job's id: a refusal of either announces no job, and a filter whose job is
+    /// refused goes again (its generated name stays used up).
+    fn filter_then_id(
+        &self,
+        graph: &mut BlockGraph,
+        opts: &JobOptions,
+        below: &str,
+        driver: Driver,
+        target: Option<&str>,
+    ) -> Result<String> {
+        let name = opts.filter_node_name.as_deref();
+        let f = name
+            .map_or(Ok(()), |n| graph.check_new_node_name(n))
+            .and_then(|()| graph.insert_job_filter(below, driver, name, target))
+            .map_err(|e| e.prepend("Could not create node: "))?;
+        if let Err(e) = self.check_new_id(&opts.id) {
+            graph.remove_job_filter(&f, below);
+            return Err(e);
+        }
+        Ok(f)
+    }
+
     /// A job that was created and then could not take its links: QEMU announces it, then
     /// drops it.
     fn failed_early(&mut self, id: &str, e: Error) -> Error {
@@ -626,7 +678,6 @@ impl Jobs {
         {
             graph.check_job_blocked(n)?;
         }
-        self.check_new_id(&opts.id)?;
         if let Some(b) = base {
             if !graph.backing_chain(device).iter().skip(1).any(|n| n == b) {
                 return Err(Error::generic(format!(
@@ -655,12 +706,12 @@ impl Jobs {
         // A copy-on-read filter above the device, then the job's links: the filter, a
         // reader on it, the device and the images it streams from. The job is announced
         // before any of them can be refused.
-        let filter = match graph.insert_job_filter(
-            device,
-            Driver::CopyOnRead,
-            opts.filter_node_name.as_deref(),
-            None,
-        ) {
+        if let Err(e) = self.filter_name_then_id(graph, opts, true) {
+            restore(graph);
+            return Err(e);
+        }
+        let name = opts.filter_node_name.as_deref();
+        let filter = match graph.insert_job_filter(device, Driver::CopyOnRead, name, None) {
             Ok(f) => f,
             Err(e) => {
                 restore(graph);
@@ -751,7 +802,6 @@ impl Jobs {
             return Err(Error::generic("Need a root block node"));
         }
         graph.check_blocked(device)?;
-        self.check_new_id(&opts.id)?;
         let chain = graph.backing_chain(device);
         let top = top.unwrap_or(device).to_string();
         let top_at = chain
@@ -794,10 +844,17 @@ impl Jobs {
         let most = PermSet::of(&[ConsistentRead, Write, WriteUnchanged]);
         let was_read_only = graph.is_read_only(&base)?;
         let mut filter: Option<(String, String)> = None;
+        // An active commit is a mirror of the top into the base: its filter goes above the
+        // top before the job exists. A commit below the active layer is a job first.
+        if overlay.is_none() {
+            self.filter_name_then_id(graph, opts, false)?;
+        } else {
+            self.check_new_id(&opts.id)?;
+        }
         let links = (|| -> Result<()> {
             if overlay.is_none() {
-                // An active commit is a mirror of the top into the base: its filter above the
-                // top, the job's links, and a writer on the base (opened read-write first).
+                // Its filter above the top, the job's links, and a writer on the base
+                // (opened read-write first).
                 let f = graph.insert_job_filter(
                     &top,
                     Driver::CommitActiveTop,
@@ -1003,9 +1060,14 @@ impl Jobs {
                 "Source and target cannot be the same"
             }));
         }
-        self.check_new_id(&opts.id)?;
-        graph.check_blocked(device)?;
-        graph.check_blocked(target)?;
+        if kind == JobKind::Backup {
+            // A backing file may be a backup's source or target.
+            graph.check_job_blocked(device)?;
+            graph.check_job_blocked(target)?;
+        } else {
+            graph.check_blocked(device)?;
+            graph.check_blocked(target)?;
+        }
         let size = graph.size(device)?;
         let same_size = graph.size(target)? == size;
         // A backup compares the sizes first; a mirror starts, and fails once it runs.
@@ -1024,22 +1086,23 @@ impl Jobs {
         let most = PermSet::of(&[ConsistentRead, Write, WriteUnchanged]);
         let read = PermSet::of(&[ConsistentRead]);
         let write = PermSet::of(&[Write]);
-        // A backup's filter goes in before the job exists (its refusal announces no job); a
-        // mirror's refusal comes once the job was announced.
+        // The filter goes in before the job exists (a refused name announces no job, nor
+        // does a backup's refused filter); a mirror's filter takes its permissions once the
+        // job was announced.
         let (driver, filter_target) = if kind == JobKind::Mirror {
             (Driver::MirrorTop, None)
         } else {
             (Driver::CopyBeforeWrite, Some(target))
         };
-        let f = match graph.insert_job_filter(
-            device,
-            driver,
-            opts.filter_node_name.as_deref(),
-            filter_target,
-        ) {
-            Ok(f) => f,
-            Err(e) if kind == JobKind::Mirror => return Err(self.failed_early(&opts.id, e)),
-            Err(e) => return Err(e),
+        let f = if kind == JobKind::Backup {
+            self.filter_then_id(graph, opts, device, driver, filter_target)?
+        } else {
+            self.filter_name_then_id(graph, opts, false)?;
+            let name = opts.filter_node_name.as_deref();
+            match graph.insert_job_filter(device, driver, name, filter_target) {
+                Ok(f) => f,
+                Err(e) => return Err(self.failed_early(&opts.id, e)),
+            }
         };
         let filter = (f.clone(), device.to_string());
         let links = if kind == JobKind::Mirror {
@@ -1240,7 +1303,12 @@ impl Jobs {
                     None => Ok(()),
                 })
                 .and_then(|()| {
-                    image::create(path, options).map_err(|e| {
+                    let created = if node.is_some() {
+                        image::create_in_place(path, options)
+                    } else {
+                        image::create(path, options)
+                    };
+                    created.map_err(|e| {
                         let reason = e
                             .desc
                             .split_once(": ")
@@ -1696,6 +1764,7 @@ fn rewrite_backing(graph: &mut BlockGraph, node: &str, backing: Option<&str>) ->
         None => None,
     };
     qcow2::change_backing_file(&path, entry.as_ref().map(|(n, f)| (n.as_str(), *f)))?;
+    graph.set_auto_backing_file(node, entry.as_ref().map(|(n, _)| n.as_str()));
     graph.set_backing(node, backing)
 }
 

@@ -87,11 +87,6 @@ const KNOWN: &[(&str, &str, &str)] = &[
     ),
     (
         "block-stream",
-        "error-vs-ok",
-        "permission conflicts between nodes sharing a file node",
-    ),
-    (
-        "block-stream",
         "events",
         "BLOCK_JOB_COMPLETED's len/offset: 0 for a node without a backing file in QEMU",
     ),
@@ -252,18 +247,8 @@ const KNOWN: &[(&str, &str, &str)] = &[
     ),
     (
         "transaction",
-        "error",
-        "snapshot actions' checks in another order",
-    ),
-    (
-        "transaction",
         "events",
         "a ready mirror's standby/ready on every drain",
-    ),
-    (
-        "transaction",
-        "ok-vs-error",
-        "follows nodes that differ",
     ),
     (
         "x-debug-query-block-graph",
@@ -914,6 +899,9 @@ fn replies_and_events_match_the_live_daemon() {
     // QMPKIT_CORPUS_DUMP=FILE writes every difference, known or not, to FILE.
     let mut dump = std::env::var_os("QMPKIT_CORPUS_DUMP")
         .map(|p| std::fs::File::create(p).expect("QMPKIT_CORPUS_DUMP"));
+    // QMPKIT_CORPUS_LOG=FILE writes every step with both outcomes to FILE.
+    let mut log = std::env::var_os("QMPKIT_CORPUS_LOG")
+        .map(|p| std::fs::File::create(p).expect("QMPKIT_CORPUS_LOG"));
     let started = Instant::now();
     for i in 0..steps {
         let step = next_step(&mut rng, &mut model, marker);
@@ -935,7 +923,17 @@ fn replies_and_events_match_the_live_daemon() {
         let ea: Vec<String> = ea.iter().map(|e| normalise(e, &da)).collect();
         let eb: Vec<String> = eb.iter().map(|e| normalise(e, &db)).collect();
         let cmd = step.req["execute"].as_str().unwrap_or("").to_string();
-        if let Some(what) = difference(&ra, &rb, &ea, &eb) {
+        let what = difference(&ra, &rb, &ea, &eb);
+        if let Some(all) = &mut log {
+            use std::io::Write;
+            let _ = writeln!(
+                all,
+                "step {i} ({}) {}\n  qsd:    {ra}\n  qmpkit: {rb}\n  qsd events:    {ea:?}\n  qmpkit events: {eb:?}",
+                what.unwrap_or("same"),
+                text.replace(marker, "$DIR")
+            );
+        }
+        if let Some(what) = what {
             if let Some(all) = &mut dump {
                 use std::io::Write;
                 let _ = writeln!(

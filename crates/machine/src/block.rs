@@ -17,6 +17,8 @@
 //! ([`on_timer`]), and their notifications become `JOB_STATUS_CHANGE` / `BLOCK_JOB_*` events
 //! in the order the job model gives them ([`pump`]).
 
+mod filename;
+
 use std::collections::HashMap;
 use std::path::Path;
 
@@ -372,6 +374,17 @@ pub fn node_name_of(m: &Machine, id: &str) -> Option<String> {
         .find(id)
         .and_then(|d| d.medium.as_ref())
         .map(|x| x.node_name.clone())
+}
+
+/// The name of the drive whose medium is node `node` (QEMU's device name of a node), empty
+/// for a node no drive has.
+pub fn drive_name_of(m: &Machine, node: &str) -> String {
+    m.block
+        .drives
+        .iter()
+        .find(|d| d.medium.as_ref().is_some_and(|x| x.node_name == node))
+        .map(|d| d.id.clone())
+        .unwrap_or_default()
 }
 
 /// Whether `name` names a drive, a drive's medium or a node (what a device's `drive`
@@ -845,61 +858,26 @@ pub fn image_info(
     }
 }
 
-/// A node's `BlockDeviceInfo` as the machine reports it: a filter's file name is its `json:`
-/// description, as QEMU names it (and so is a format node's over another format node).
+/// A node's `BlockDeviceInfo` as the machine reports it: each file name (the node's, its
+/// backing file's, its image chain's) the one QEMU shows ([`filename`]).
 pub fn node_device_info(m: &Machine, n: &qmpkit_block::NodeInfo) -> api::BlockDeviceInfo {
+    let g = &m.block.graph;
     let mut info = device_info(n);
     info.dirty_bitmaps = dirty_info(m, &n.node_name);
-    if described(&m.block.graph, &n.node_name, 0) {
-        let name = json_filename(m, &n.node_name);
-        info.file = name.clone();
-        info.image.filename = name;
+    info.file = filename::filename(g, &n.node_name);
+    if info.backing_file.is_some() {
+        info.backing_file = g
+            .child(&n.node_name, qmpkit_block::graph::ChildRole::Backing)
+            .map(|b| filename::filename(g, &b));
+    }
+    let mut level = Some(n);
+    let mut image = Some(&mut info.image);
+    while let (Some(l), Some(i)) = (level, image) {
+        i.filename = filename::filename(g, &l.node_name);
+        level = l.backing_image.as_deref();
+        image = i.backing_image.as_deref_mut();
     }
     info
-}
-
-/// Whether QEMU names a node by its `json:` description rather than a file name: a throttle
-/// filter, a format over another format's node (a qcow2 node over a raw one), a layer a
-/// commit took out of its chain, or a qcow2 node whose backing child is not the backing file
-/// its header names (another node given as `backing`, or none where the header names one).
-fn described(g: &qmpkit_block::BlockGraph, node: &str, depth: u32) -> bool {
-    use qmpkit_block::graph::ChildRole;
-    use qmpkit_block::Driver;
-    let Ok(driver) = g.driver(node) else {
-        return false;
-    };
-    let over_format = g
-        .child(node, ChildRole::File)
-        .is_some_and(|c| g.driver(&c).ok() == Some(Driver::Raw));
-    driver == Driver::Throttle
-        || over_format
-        || g.dropped_from_chain(node)
-        || backing_overridden(g, node, depth)
-}
-
-/// Whether a qcow2 node's backing child differs from what its header would open.
-fn backing_overridden(g: &qmpkit_block::BlockGraph, node: &str, depth: u32) -> bool {
-    use qmpkit_block::graph::ChildRole;
-    if g.driver(node).ok() != Some(qmpkit_block::Driver::Qcow2) || depth > 16 {
-        return false;
-    }
-    let header = g.header_backing(node);
-    match g.child(node, ChildRole::Backing) {
-        Some(b) => header.as_deref() != Some(shown_filename(g, &b, depth + 1).as_str()),
-        None => header.is_some(),
-    }
-}
-
-/// The file name QEMU shows for a node: its `json:` description where it has one, else the
-/// file it reads (a filter's is its child's).
-fn shown_filename(g: &qmpkit_block::BlockGraph, node: &str, depth: u32) -> String {
-    if described(g, node, depth) {
-        return format!(
-            "json:{}",
-            qmpkit_wire::json::to_qemu_string(&describe(g, node, depth))
-        );
-    }
-    g.filename(node).unwrap_or_default()
 }
 
 fn image_chain(n: &qmpkit_block::NodeInfo) -> api::ImageInfo {
@@ -1112,73 +1090,6 @@ pub fn dirty_info(m: &Machine, node: &str) -> Option<Vec<api::BlockDirtyInfo>> {
             })
             .collect()
     })
-}
-
-/// The `json:` description QEMU gives a node whose options no plain file name says (a
-/// filter): its driver's options down to the file, members in QEMU's order.
-pub fn json_filename(m: &Machine, node: &str) -> String {
-    format!(
-        "json:{}",
-        qmpkit_wire::json::to_qemu_string(&describe(&m.block.graph, node, 0))
-    )
-}
-
-/// A node's options as QEMU describes them, members in QEMU's order: its driver, its own
-/// options, and its children's descriptions (a qcow2 node's backing child only where it is
-/// not the one its header names).
-fn describe(g: &qmpkit_block::BlockGraph, node: &str, depth: u32) -> serde_json::Value {
-    qmpkit_wire::qdict::qemu_order(describe_in_order(g, node, depth))
-}
-
-fn describe_in_order(g: &qmpkit_block::BlockGraph, node: &str, depth: u32) -> serde_json::Value {
-    use qmpkit_block::graph::ChildRole;
-    use serde_json::json;
-    let Ok(driver) = g.driver(node) else {
-        return serde_json::Value::Null;
-    };
-    // A node named by its options from the start (a null node given a size) is described
-    // by them.
-    if let Some(v) = g
-        .filename(node)
-        .ok()
-        .and_then(|f| f.strip_prefix("json:").map(str::to_string))
-        .and_then(|j| serde_json::from_str::<serde_json::Value>(&j).ok())
-    {
-        return v;
-    }
-    let mut o = serde_json::Map::new();
-    if backing_overridden(g, node, depth) {
-        let b = g.child(node, ChildRole::Backing);
-        o.insert(
-            "backing".into(),
-            match b {
-                Some(b) if depth < 16 => describe_in_order(g, &b, depth + 1),
-                _ => serde_json::Value::Null,
-            },
-        );
-    } else if g.dropped_from_chain(node) && depth < 16 {
-        if let Some(b) = g.child(node, ChildRole::Backing) {
-            o.insert("backing".into(), describe_in_order(g, &b, depth + 1));
-        }
-    }
-    if let Some(t) = g.throttle_group(node) {
-        o.insert("throttle-group".into(), json!(t));
-    }
-    o.insert("driver".into(), json!(driver.name()));
-    match g.child(node, ChildRole::File) {
-        Some(c) if depth < 16 => {
-            o.insert("file".into(), describe_in_order(g, &c, depth + 1));
-        }
-        _ => {
-            if driver == qmpkit_block::Driver::File {
-                o.insert(
-                    "filename".into(),
-                    json!(g.filename(node).unwrap_or_default()),
-                );
-            }
-        }
-    }
-    serde_json::Value::Object(o)
 }
 
 /// `query-blockstats`: one entry per drive, counters of the guest's I/O.

@@ -47,6 +47,7 @@ impl BlockGraph {
                 ))
             },
         )?;
+        self.set_auto_backing_file(image, Some(backing_file));
         // The open image reads its header again (so nothing writes the old name back).
         self.reopen(image)
     }

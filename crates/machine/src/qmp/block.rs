@@ -339,8 +339,9 @@ pub fn blockdev_snapshot(m: &mut Machine, a: api::BlockdevSnapshot, _: &mut Cx) 
 
 fn undo_snapshot(m: &mut Machine, u: SnapshotUndo, added_overlay: bool) {
     let g = &mut m.block.graph;
+    // QEMU makes the old node read-only only once the transaction commits.
+    let _ = g.set_read_only(&u.node, u.was_read_only);
     if let Some(o) = &u.overlay {
-        let _ = g.set_read_only(&u.node, u.was_read_only);
         let _ = g.move_users(o, &u.node);
         if added_overlay {
             g.discard_unused(o);
@@ -380,11 +381,9 @@ fn negative_speed(m: &Machine) -> &'static str {
     }
 }
 
-/// What every block job takes: its id (the device's name by default), speed limit, and
-/// when it finalizes and is dismissed.
+/// What every block job takes: its id, speed limit, and when it finalizes and is dismissed.
 struct JobArgs<'a> {
     id: Option<&'a str>,
-    device: &'a str,
     speed: Option<i64>,
     auto_finalize: Option<bool>,
     auto_dismiss: Option<bool>,
@@ -397,7 +396,6 @@ macro_rules! job_args {
     ($a:expr, $filter:expr) => {
         JobArgs {
             id: $a.job_id.as_deref(),
-            device: &$a.device,
             speed: $a.speed,
             auto_finalize: $a.auto_finalize,
             auto_dismiss: $a.auto_dismiss,
@@ -406,8 +404,14 @@ macro_rules! job_args {
     };
 }
 
-fn job_options(m: &Machine, a: JobArgs) -> R<JobOptions> {
-    let mut o = JobOptions::new(a.id.unwrap_or(a.device));
+/// A job's options; its id is by default the name of the drive whose node `node` is
+/// (empty, and so refused, for a node no drive has).
+fn job_options(m: &Machine, node: &str, a: JobArgs) -> R<JobOptions> {
+    let id = match a.id {
+        Some(id) => id.to_string(),
+        None => block::drive_name_of(m, node),
+    };
+    let mut o = JobOptions::new(&id);
     if creates_then_drops(m) && a.speed.is_some_and(|s| s < 0) {
         o.negative_speed = true;
     } else {
@@ -491,7 +495,7 @@ pub fn block_stream(m: &mut Machine, a: api::BlockStream, _: &mut Cx) -> R<Empty
         }
         (None, None) => None,
     };
-    let opts = job_options(m, job_args!(a, a.filter_node_name.as_deref()))?;
+    let opts = job_options(m, &node, job_args!(a, a.filter_node_name.as_deref()))?;
     let block::BlockState { graph, jobs, .. } = &mut m.block;
     let r = jobs.start_stream(graph, &opts, &node, base.as_deref());
     // A job that failed after it was created still announces itself.
@@ -536,7 +540,7 @@ pub fn block_commit(m: &mut Machine, a: api::BlockCommit, _: &mut Cx) -> R<Empty
     if bottom.as_deref() == Some(top_or_device.as_str()) {
         return Err(generic("cannot commit an image into itself"));
     }
-    let opts = job_options(m, job_args!(a, a.filter_node_name.as_deref()))?;
+    let opts = job_options(m, &node, job_args!(a, a.filter_node_name.as_deref()))?;
     let block::BlockState { graph, jobs, .. } = &mut m.block;
     let r = jobs.start_commit(graph, &opts, &node, top.as_deref(), base.as_deref());
     block::pump(m);
@@ -643,7 +647,7 @@ pub fn drive_mirror(m: &mut Machine, a: api::DriveMirrorCommand, _: &mut Cx) -> 
     let a = a.0;
     let source = block::resolve_node(m, &a.device)?;
     let sync = sync_mode(&a.sync)?;
-    let opts = job_options(m, job_args!(a, None))?;
+    let opts = job_options(m, &source, job_args!(a, None))?;
     let (target, created) = open_target(
         m,
         &source,
@@ -667,7 +671,7 @@ pub fn blockdev_mirror(m: &mut Machine, a: api::BlockdevMirror, _: &mut Cx) -> R
     block::catch_up(m);
     let source = block::resolve_node(m, &a.device)?;
     let sync = sync_mode(&a.sync)?;
-    let opts = job_options(m, job_args!(a, a.filter_node_name.as_deref()))?;
+    let opts = job_options(m, &source, job_args!(a, a.filter_node_name.as_deref()))?;
     let block::BlockState { graph, jobs, .. } = &mut m.block;
     let r = jobs.start_mirror(graph, &opts, &source, &a.target, sync);
     block::pump(m);
@@ -700,7 +704,7 @@ struct BackupUndo {
 fn drive_backup_start(m: &mut Machine, a: &api::DriveBackup) -> R<BackupUndo> {
     let source = block::resolve_node(m, &a.device)?;
     let (sync, bitmap) = backup_sync(&a.sync, a.bitmap.as_deref(), a.bitmap_mode.as_ref())?;
-    let opts = job_options(m, job_args!(a, a.filter_node_name.as_deref()))?;
+    let opts = job_options(m, &source, job_args!(a, a.filter_node_name.as_deref()))?;
     let (target, created) = open_target(
         m,
         &source,
@@ -724,7 +728,7 @@ fn drive_backup_start(m: &mut Machine, a: &api::DriveBackup) -> R<BackupUndo> {
 fn blockdev_backup_start(m: &mut Machine, a: &api::BlockdevBackup) -> R<BackupUndo> {
     let source = block::resolve_node(m, &a.device)?;
     let (sync, bitmap) = backup_sync(&a.sync, a.bitmap.as_deref(), a.bitmap_mode.as_ref())?;
-    let opts = job_options(m, job_args!(a, a.filter_node_name.as_deref()))?;
+    let opts = job_options(m, &source, job_args!(a, a.filter_node_name.as_deref()))?;
     let block::BlockState { graph, jobs, .. } = &mut m.block;
     jobs.start_backup(graph, &opts, &source, &a.target, sync, &bitmap)
         .map_err(qerr)?;
