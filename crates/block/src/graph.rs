@@ -2024,6 +2024,9 @@ impl BlockGraph {
             PermSet::ALL,
         )?;
         self.detach_user(temp);
+        if matches!(self.node(name)?.data, Data::Null(_)) {
+            return Err(Error::generic("Image format driver does not support resize"));
+        }
         let img = self.image(name)?;
         let mut g = img
             .write()

@@ -92,6 +92,11 @@ const KNOWN: &[(&str, &str, &str)] = &[
     ),
     (
         "block_resize",
+        "events",
+        "a ready mirror's standby/ready on every drain",
+    ),
+    (
+        "block_resize",
         "error",
         "resize permission of nodes sharing a file node",
     ),

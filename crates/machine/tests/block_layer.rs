@@ -185,7 +185,7 @@ fn stream_pulls_a_backing_chain_into_the_top() {
         .unwrap();
     assert_eq!(topinfo["backing_file_depth"], 2);
     events(&mut m);
-    ok(run(&mut m, "block-stream", json!({"device": "top"})));
+    ok(run(&mut m, "block-stream", json!({"device": "top", "job-id": "top"})));
     // A second job on the node is refused in QEMU's words.
     assert_eq!(
         run(

@@ -217,7 +217,7 @@ fn device_or_node(m: &Machine, device: Option<&str>, node: Option<&str>) -> R<St
 pub fn block_resize(m: &mut Machine, a: api::BlockResize, _: &mut Cx) -> R<Empty> {
     let node = device_or_node(m, a.device.as_deref(), a.node_name.as_deref())?;
     if a.size < 0 {
-        return Err(generic("Invalid parameter 'size'"));
+        return Err(generic("Parameter 'size' expects a >0 size"));
     }
     m.block.graph.resize(&node, a.size as u64).map_err(qerr)?;
     Ok(Empty)
