@@ -196,7 +196,10 @@ pub fn run(results: &mut Map<String, Value>, fleet: bool) {
 
     // Ring buffers: one pair at a time, then pipelined.
     let rate = |v: Option<f64>| v.map(|r| format!("{r:.0}/s")).unwrap_or("-".into());
-    for (depth, key) in [(1, "ringbuf_pairs_per_s"), (RINGBUF_DEPTH, "ringbuf_pipelined_pairs_per_s")] {
+    for (depth, key) in [
+        (1, "ringbuf_pairs_per_s"),
+        (RINGBUF_DEPTH, "ringbuf_pipelined_pairs_per_s"),
+    ] {
         let ours = spawn(&bin, &["serve"], &dir.join(format!("rb{depth}.sock")))
             .and_then(|(_p, mut c)| ringbuf_rate(&mut c, RINGBUF_PAIRS, depth));
         let theirs = spawn(

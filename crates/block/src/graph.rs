@@ -1542,7 +1542,9 @@ impl BlockGraph {
         }
         if create {
             match driver {
-                Driver::Qcow2 => image::create_overlay(overlay_file, &backing_file, ImageFormat::Qcow2)?,
+                Driver::Qcow2 => {
+                    image::create_overlay(overlay_file, &backing_file, ImageFormat::Qcow2)?
+                }
                 Driver::Raw | Driver::File => {
                     image::create_overlay(overlay_file, &backing_file, ImageFormat::Raw)?
                 }
@@ -2025,7 +2027,9 @@ impl BlockGraph {
         )?;
         self.detach_user(temp);
         if matches!(self.node(name)?.data, Data::Null(_)) {
-            return Err(Error::generic("Image format driver does not support resize"));
+            return Err(Error::generic(
+                "Image format driver does not support resize",
+            ));
         }
         let img = self.image(name)?;
         let mut g = img
@@ -2081,7 +2085,8 @@ impl BlockGraph {
                 image::image_info(Path::new(&node.filename), Some(ImageFormat::Raw))
             }
             (Data::Image(_), Driver::Raw) => {
-                let mut info = image::image_info(Path::new(&node.filename), Some(ImageFormat::Raw))?;
+                let mut info =
+                    image::image_info(Path::new(&node.filename), Some(ImageFormat::Raw))?;
                 // A raw node reports its file child's cluster size (a qcow2 node's, when a
                 // snapshot put one below it).
                 let child = node.children.iter().find(|e| e.role == ChildRole::File);

@@ -368,7 +368,12 @@ fn fit_l1_table(path: &Path, size: u64, cluster: u64, keep_length: u64) -> Resul
 /// named and of the driver as given: what `blockdev-snapshot-sync` makes of such a node.
 pub fn create_overlay_over(overlay: &Path, backing: &str, driver: &str, size: u64) -> Result<()> {
     let opts = CreateOptions::new(ImageFormat::Qcow2, size);
-    create_qcow2(overlay, &opts, Some((backing.to_string(), driver.to_string())), 0)
+    create_qcow2(
+        overlay,
+        &opts,
+        Some((backing.to_string(), driver.to_string())),
+        0,
+    )
 }
 
 /// Creates a qcow2 overlay whose backing file is `backing` (named as given, format recorded),

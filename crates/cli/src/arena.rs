@@ -163,7 +163,11 @@ pub fn pause() {
     // no block, and discarding private anonymous pages leaves them mapped, zero-filled on
     // touch.
     unsafe {
-        libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_NOHUGEPAGE);
+        libc::madvise(
+            start as *mut libc::c_void,
+            end - start,
+            libc::MADV_NOHUGEPAGE,
+        );
         if used < end {
             libc::madvise(used as *mut libc::c_void, end - used, libc::MADV_DONTNEED);
         }

@@ -1409,8 +1409,22 @@ const ONE_IMAGE_TWICE: &str = "two snapshots onto the one existing image \
 /// `qemu-system-x86_64` 10.0.2 answered them: `(file, line, command, class, desc, why)`.
 /// Each must be answered so.
 const REFUSED_BY_QEMU: &[(&str, u64, &str, &str, &str, &str)] = &[
-    ("examples-qmp-commands-2.1-dev.jsonl", 1166, "transaction", "GenericError", LOCKED, ONE_IMAGE_TWICE),
-    ("examples-schema-2.12-dev.jsonl", 134, "transaction", "GenericError", LOCKED, ONE_IMAGE_TWICE),
+    (
+        "examples-qmp-commands-2.1-dev.jsonl",
+        1166,
+        "transaction",
+        "GenericError",
+        LOCKED,
+        ONE_IMAGE_TWICE,
+    ),
+    (
+        "examples-schema-2.12-dev.jsonl",
+        134,
+        "transaction",
+        "GenericError",
+        LOCKED,
+        ONE_IMAGE_TWICE,
+    ),
     (
         "examples-schema-2.12-dev.jsonl",
         1775,
@@ -1549,8 +1563,9 @@ fn all_documented_examples_as_served() {
     for (f, l, c, class, desc, _) in REFUSED_BY_QEMU {
         let at = format!("{f}:{l} {c}");
         assert!(
-            t.ok.iter()
-                .any(|(e, o, n)| *e == at && *o == Outcome::RefusedByQemu && n.starts_with(&format!("{class} {desc},"))),
+            t.ok.iter().any(|(e, o, n)| *e == at
+                && *o == Outcome::RefusedByQemu
+                && n.starts_with(&format!("{class} {desc},"))),
             "{at}: not answered {class} {desc}"
         );
     }

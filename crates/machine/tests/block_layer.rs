@@ -185,7 +185,11 @@ fn stream_pulls_a_backing_chain_into_the_top() {
         .unwrap();
     assert_eq!(topinfo["backing_file_depth"], 2);
     events(&mut m);
-    ok(run(&mut m, "block-stream", json!({"device": "top", "job-id": "top"})));
+    ok(run(
+        &mut m,
+        "block-stream",
+        json!({"device": "top", "job-id": "top"}),
+    ));
     // A second job on the node is refused in QEMU's words.
     assert_eq!(
         run(
@@ -426,7 +430,10 @@ fn snapshots_onto_existing_images() {
     );
     assert_eq!(ins["file"], named);
     assert_eq!(ins["backing_file_depth"], 1);
-    assert_eq!(ins["image"]["backing-image"]["filename"], base.to_string_lossy().as_ref());
+    assert_eq!(
+        ins["image"]["backing-image"]["filename"],
+        base.to_string_lossy().as_ref()
+    );
     assert_eq!(std::fs::metadata(&existing).unwrap().len(), size);
 }
 

@@ -58,7 +58,11 @@ fn inserting_a_medium_in_10_0s_words() {
         .expect("blockdev-add");
     }
     let insert = |m: &mut Machine, node: &str| {
-        run(m, "blockdev-insert-medium", json!({"id": qdev, "node-name": node}))
+        run(
+            m,
+            "blockdev-insert-medium",
+            json!({"id": qdev, "node-name": node}),
+        )
     };
     assert_eq!(
         insert(&mut m, "n1"),
@@ -83,7 +87,11 @@ fn inserting_a_medium_in_10_0s_words() {
         .and_then(|d| d["qdev"].as_str().map(str::to_string))
         .expect("ide0-hd0 has a device");
     assert_eq!(
-        run(&mut m, "blockdev-insert-medium", json!({"id": hd, "node-name": "n2"})),
+        run(
+            &mut m,
+            "blockdev-insert-medium",
+            json!({"id": hd, "node-name": "n2"})
+        ),
         Err("GenericError: Device is not removable".into())
     );
 }

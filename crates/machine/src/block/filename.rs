@@ -88,7 +88,9 @@ fn refresh(g: &BlockGraph, node: &str, depth: u32) -> Refreshed {
     }
     // Children newest first, as QEMU keeps them: a backing child after the file child.
     if backing_overridden {
-        let b = backing_r.as_ref().map_or(Value::Null, |b| b.options.clone());
+        let b = backing_r
+            .as_ref()
+            .map_or(Value::Null, |b| b.options.clone());
         o.insert("backing".into(), b);
     }
     let file = g.child(node, ChildRole::File);
@@ -109,15 +111,15 @@ fn refresh(g: &BlockGraph, node: &str, depth: u32) -> Refreshed {
             .as_ref()
             .map(|b| b.filename.clone())
             .unwrap_or_default(),
-        Driver::CopyBeforeWrite => file_r.as_ref().map(|f| f.filename.clone()).unwrap_or_default(),
+        Driver::CopyBeforeWrite => file_r
+            .as_ref()
+            .map(|f| f.filename.clone())
+            .unwrap_or_default(),
         _ => {
             // A format node over a protocol node it does not change takes that node's name.
-            let primary = file
-                .as_deref()
-                .zip(file_r.as_ref())
-                .filter(|(f, r)| {
-                    !r.exact.is_empty() && g.driver(f).map(is_protocol).unwrap_or(false)
-                });
+            let primary = file.as_deref().zip(file_r.as_ref()).filter(|(f, r)| {
+                !r.exact.is_empty() && g.driver(f).map(is_protocol).unwrap_or(false)
+            });
             match primary {
                 Some((_, r)) if filtered.is_none() && !strong && !backing_overridden => {
                     r.exact.clone()

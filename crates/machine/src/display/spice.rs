@@ -158,7 +158,11 @@ pub fn hmp_info(o: &mut String, v: &api::SpiceInfo) {
     }
     let _ = writeln!(o, "    migrated: {}", v.migrated);
     let _ = writeln!(o, "        auth: {}", v.auth.as_deref().unwrap_or(""));
-    let _ = writeln!(o, "    compiled: {}", v.compiled_version.as_deref().unwrap_or(""));
+    let _ = writeln!(
+        o,
+        "    compiled: {}",
+        v.compiled_version.as_deref().unwrap_or("")
+    );
     let _ = writeln!(o, "  mouse-mode: {}", v.mouse_mode);
     let channels = v.channels.as_deref().unwrap_or_default();
     if channels.is_empty() {
