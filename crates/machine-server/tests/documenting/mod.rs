@@ -361,8 +361,10 @@ pub fn context(cmd: &str, args: &Value, want: &Value) -> Option<Context> {
         },
         "blockdev-backup" => Context {
             images: vec![qcow2("src.qcow2", G), qcow2("tgt.qcow2", G)],
-            setup: vec![node("src-id", "src.qcow2"), node("tgt-id", "tgt.qcow2")],
-            why: "its nodes 'src-id' and 'tgt-id'",
+            // The job takes its id from the drive: a node no drive has would need an explicit one.
+            options: vec![drive("src-id", "src.qcow2", "")],
+            setup: vec![node("tgt-id", "tgt.qcow2")],
+            why: "its drive 'src-id' and the node 'tgt-id'",
             ..Default::default()
         },
         "block-dirty-bitmap-add" | "block-dirty-bitmap-remove" | "block-dirty-bitmap-clear"
