@@ -154,10 +154,15 @@ impl Libvirtd {
     /// The domain's state and reason, once it is `want` (or the last seen
     /// after thirty seconds: a loaded host can take that long).
     fn state(&self, dom: &str, want: &str) -> String {
+        self.state_within(dom, want, Duration::from_secs(30))
+    }
+
+    /// The state and reason of `dom` once it is `want`, or after `limit`.
+    fn state_within(&self, dom: &str, want: &str, limit: Duration) -> String {
         let t = Instant::now();
         loop {
             let (_, s, _) = self.virsh(&["domstate", dom, "--reason"]);
-            if s == want || t.elapsed() > Duration::from_secs(30) {
+            if s == want || t.elapsed() > limit {
                 return s;
             }
             std::thread::sleep(Duration::from_millis(50));
@@ -270,6 +275,15 @@ fn lifecycle(d: &Libvirtd, dom: &str, plays_guest: bool) -> (Vec<(String, String
             std::thread::sleep(Duration::from_millis(200));
             if plays_guest {
                 guest_powers_off(d, dom);
+                // A reset libvirt makes late for an earlier request (a reboot's)
+                // undoes the guest's power management set-up: the guest answers
+                // again until libvirt sees the state wanted.
+                for _ in 0..3 {
+                    if d.state_within(dom, want, Duration::from_secs(5)) == want {
+                        break;
+                    }
+                    guest_powers_off(d, dom);
+                }
             }
             // The guest's answer, then libvirt's reaction to it.
             std::thread::sleep(Duration::from_millis(1500));
