@@ -3,7 +3,7 @@
 //! rules and conflict words, in-use checks for deletion, and the answers of
 //! `query-named-block-nodes` and `x-debug-query-block-graph` as typed values.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
@@ -542,6 +542,9 @@ pub struct BlockGraph {
     /// While a transaction runs ([`BlockGraph::hold_overlays`]): the overlays of snapshots
     /// of nodes nothing uses, kept open (with their locks) until it ends.
     held: Option<Vec<String>>,
+    /// Drains of the whole graph since [`BlockGraph::take_drains`] (QEMU drains every node
+    /// each time it changes the graph: they pause and resume the jobs).
+    drains: u32,
 }
 
 impl Default for BlockGraph {
@@ -555,6 +558,39 @@ pub fn id_wellformed(id: &str) -> bool {
     let mut chars = id.chars();
     matches!(chars.next(), Some(c) if c.is_ascii_alphabetic())
         && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_'))
+}
+
+/// The drains of a `blockdev-add` that failed, by where it failed, as QEMU opens a node: a
+/// node that goes again drains once; a file that cannot be opened twice; a format node
+/// attaches its file child before it checks its own name and header (and detaches and
+/// closes it again).
+fn failed_open_drains(o: &BlockdevOptions, e: &Error) -> u32 {
+    let msg = e.desc.as_str();
+    let inline = matches!(o.file, Some(BlockdevRef::Inline(_)));
+    let Some(file) = &o.file else {
+        return if msg.starts_with("Could not open") {
+            2
+        } else {
+            1
+        };
+    };
+    let name_error = msg.starts_with("Invalid node-name")
+        || msg.starts_with("Duplicate nodes")
+        || msg.starts_with("Node name too long");
+    if name_error {
+        return 3 + u32::from(inline);
+    }
+    if msg.starts_with("Could not open backing file") {
+        return 4 + u32::from(inline);
+    }
+    match file {
+        BlockdevRef::Node(_) if msg.starts_with("Cannot find device") => 1,
+        BlockdevRef::Inline(child) if msg.starts_with("Could not open") => {
+            failed_open_drains(child, e) + 1
+        }
+        _ if msg.contains("format") => 6 + u32::from(inline),
+        _ => 5 + u32::from(inline),
+    }
 }
 
 fn not_found(name: &str) -> Error {
@@ -577,6 +613,7 @@ impl BlockGraph {
             locks: BTreeMap::new(),
             auto_locking: true,
             held: None,
+            drains: 0,
         }
     }
 
@@ -650,6 +687,10 @@ impl BlockGraph {
         let r = self
             .add_inner(opts, true, &mut added)
             .and_then(|name| self.check_perms_from(&name).map(|()| name));
+        self.drains += match &r {
+            Ok(_) => self.open_drains(&added),
+            Err(e) => failed_open_drains(opts, e),
+        };
         if r.is_err() {
             for n in added.iter().rev() {
                 self.nodes.remove(n);
@@ -657,6 +698,30 @@ impl BlockGraph {
             self.commit_locks();
         }
         r
+    }
+
+    /// The drains of opening the nodes `added`: three for a node that takes a file child (it
+    /// attaches the child, then refreshes itself twice), one for each backing child attached.
+    fn open_drains(&self, added: &[String]) -> u32 {
+        added
+            .iter()
+            .filter_map(|n| self.nodes.get(n))
+            .flat_map(|n| &n.children)
+            .map(|e| match e.role {
+                ChildRole::File => 3,
+                _ => 1,
+            })
+            .sum()
+    }
+
+    /// Drains since the last call (each pauses and resumes every job once).
+    pub fn take_drains(&mut self) -> u32 {
+        std::mem::take(&mut self.drains)
+    }
+
+    /// Counts `n` drains of the whole graph.
+    pub fn note_drains(&mut self, n: u32) {
+        self.drains += n;
     }
 
     /// What `-drive` does: adds the node and its children with a generated `#blockNNN` name
@@ -1178,11 +1243,15 @@ impl BlockGraph {
 
     /// Nodes with every parent before its children (QEMU refreshes permissions in this order).
     fn topological(&self) -> Vec<String> {
-        fn visit(g: &BlockGraph, n: &str, seen: &mut Vec<String>, out: &mut Vec<String>) {
-            if seen.iter().any(|x| x == n) || seen.len() > 4096 {
+        fn visit<'a>(
+            g: &'a BlockGraph,
+            n: &'a str,
+            seen: &mut HashSet<&'a str>,
+            out: &mut Vec<String>,
+        ) {
+            if !seen.insert(n) {
                 return;
             }
-            seen.push(n.to_string());
             if let Some(node) = g.nodes.get(n) {
                 for e in &node.children {
                     visit(g, &e.child, seen, out);
@@ -1190,10 +1259,20 @@ impl BlockGraph {
             }
             out.push(n.to_string());
         }
-        let mut roots: Vec<&Node> = self.nodes.values().collect();
+        // Linear in nodes and links: the children are collected once.
+        let children: HashSet<&str> = self
+            .nodes
+            .values()
+            .flat_map(|n| n.children.iter().map(|e| e.child.as_str()))
+            .collect();
+        let mut roots: Vec<&Node> = self
+            .nodes
+            .values()
+            .filter(|n| !children.contains(n.name.as_str()))
+            .collect();
         roots.sort_by_key(|n| n.serial);
-        let (mut seen, mut out) = (Vec::new(), Vec::new());
-        for n in roots.iter().filter(|n| !self.has_parent_node(&n.name)) {
+        let (mut seen, mut out) = (HashSet::new(), Vec::new());
+        for n in roots {
             visit(self, &n.name, &mut seen, &mut out);
         }
         out.reverse();
@@ -1580,7 +1659,9 @@ impl BlockGraph {
                 }
                 match &mut self.held {
                     Some(h) => h.push(o),
-                    None => self.remove_unreferenced(&o),
+                    None => {
+                        self.remove_unreferenced(&o);
+                    }
                 }
             }
             self.make_backing_read_only(node)?;
@@ -1661,7 +1742,8 @@ impl BlockGraph {
         if self.has_parent_node(name) {
             return Err(Error::generic(format!("Block device {name} is in use")));
         }
-        self.remove_unreferenced(name);
+        // Closing a node drains the graph once.
+        self.drains += self.remove_unreferenced(name);
         Ok(())
     }
 
@@ -1675,11 +1757,14 @@ impl BlockGraph {
     }
 
     /// Removes a node and then every implicit child no longer referenced.
-    fn remove_unreferenced(&mut self, name: &str) {
+    /// Returns how many nodes went.
+    fn remove_unreferenced(&mut self, name: &str) -> u32 {
         let mut queue = vec![name.to_string()];
+        let mut removed = 0;
         while let Some(n) = queue.pop() {
             self.store_bitmaps_quietly(&n);
             if let Some(node) = self.nodes.remove(&n) {
+                removed += 1;
                 for e in node.children {
                     let still_used = self.has_parent_node(&e.child)
                         || self.users.iter().any(|u| u.node == e.child);
@@ -1691,6 +1776,7 @@ impl BlockGraph {
             }
         }
         self.commit_locks();
+        removed
     }
 
     pub fn driver(&self, name: &str) -> Result<Driver> {
@@ -2026,6 +2112,9 @@ impl BlockGraph {
             PermSet::ALL,
         )?;
         self.detach_user(temp);
+        // QEMU drains the node's graph around the truncation, and once more as its
+        // temporary block backend goes.
+        self.drains += 2;
         if matches!(self.node(name)?.data, Data::Null(_)) {
             return Err(Error::generic(
                 "Image format driver does not support resize",

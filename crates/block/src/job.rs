@@ -471,7 +471,17 @@ impl Jobs {
                 reopened: None,
             },
         );
+        // QEMU drains the graph as the job's filter goes in, then as the job takes its links
+        // (the other jobs pause and resume each time; the new one is not running yet).
+        let (before, links) = match kind {
+            JobKind::Mirror | JobKind::Commit => (2, 2),
+            JobKind::Stream => (3, 2),
+            JobKind::Backup => (4, 1),
+            JobKind::Create => (0, 0),
+        };
+        self.drain(before);
         self.set_status(0, JobStatus::Created);
+        self.drain(links);
         self.set_status(0, JobStatus::Running);
         if kind == JobKind::Backup {
             // QEMU's backup job is paused and resumed once while its filter is put in place.
@@ -534,12 +544,19 @@ impl Jobs {
 
     /// A job that was created and then could not take its links: QEMU announces it, then
     /// drops it.
+    /// The graph is drained twice as the job's filter goes in, once for each link it took
+    /// before the refused one, and three times as its links and filter go again.
     fn failed_early(&mut self, id: &str, e: Error) -> Error {
-        for status in [JobStatus::Created, JobStatus::Null] {
+        self.drain(2);
+        // A link refused by a conflict comes after one the job took (a drain); a refused
+        // lock, on the first.
+        let took = u32::from(!e.desc.starts_with("Failed to get"));
+        for (status, drains) in [(JobStatus::Created, took), (JobStatus::Null, 3)] {
             self.events.push(JobEvent::StatusChange {
                 id: id.to_string(),
                 status,
             });
+            self.drain(drains);
         }
         e
     }
@@ -708,6 +725,11 @@ impl Jobs {
         // before any of them can be refused.
         if let Err(e) = self.filter_name_then_id(graph, opts, true) {
             restore(graph);
+            if !e.desc.starts_with("Could not create node") {
+                // QEMU refuses the job's id with its filter in place (three drains of the
+                // graph), which goes again (two more).
+                self.drain(5);
+            }
             return Err(e);
         }
         let name = opts.filter_node_name.as_deref();
@@ -1095,7 +1117,12 @@ impl Jobs {
             (Driver::CopyBeforeWrite, Some(target))
         };
         let f = if kind == JobKind::Backup {
-            self.filter_then_id(graph, opts, device, driver, filter_target)?
+            // Putting the filter in drains the graph, whether it goes in or not.
+            let f = self.filter_then_id(graph, opts, device, driver, filter_target);
+            if f.is_err() {
+                self.drain(4);
+            }
+            f?
         } else {
             self.filter_name_then_id(graph, opts, false)?;
             let name = opts.filter_node_name.as_deref();
@@ -1383,6 +1410,10 @@ impl Jobs {
             return;
         }
         self.release(graph, i);
+        if matches!(self.jobs[i].work, Work::Stream { .. }) {
+            // The stream's graph change, and its filter going.
+            self.drain(2);
+        }
         if self.jobs[i].kind.is_block_job() {
             let info = self.block_info(i);
             self.events.push(JobEvent::Completed(info));
@@ -1417,14 +1448,26 @@ impl Jobs {
         self.set_status(i, JobStatus::Concluded);
         if self.jobs[i].auto_dismiss {
             self.set_status(i, JobStatus::Null);
-            self.jobs.remove(i);
+            let j = self.jobs.remove(i);
+            if matches!(j.work, Work::Stream { .. }) {
+                // Its links on the nodes go with it.
+                self.drain(2);
+            }
         }
     }
 
     /// Aborting: cancelled (`cancelled` true) or failed (error set).
     fn abort(&mut self, graph: &mut BlockGraph, i: usize, cancelled: bool) {
+        if matches!(self.jobs[i].work, Work::Create { node: Some(_), .. }) {
+            // The block device it opened on its node went (the job itself runs on).
+            self.drain_others(1, Some(i));
+        }
         self.set_status(i, JobStatus::Aborting);
         self.release(graph, i);
+        if self.jobs[i].kind == JobKind::Mirror {
+            // Its filter and links go.
+            self.drain(4);
+        }
         if let Work::Backup {
             source,
             bitmap: Some((b, mode)),
@@ -1464,6 +1507,43 @@ impl Jobs {
         }
         self.abort(graph, i, true);
         Ok(())
+    }
+
+    /// `n` drains of the graph (QEMU drains every node when it takes the graph's write lock:
+    /// adding, deleting or resizing a node, an export, a transaction, …). Each drain pauses
+    /// every job that runs or is ready and that its user has not paused, oldest first (a
+    /// ready job goes to standby), then resumes them in the same order.
+    pub fn drain(&mut self, n: u32) {
+        self.drain_others(n, None);
+    }
+
+    /// [`Jobs::drain`] from within job `busy`'s own work, which goes on.
+    fn drain_others(&mut self, n: u32, busy: Option<usize>) {
+        for _ in 0..n {
+            let hit: Vec<usize> = (0..self.jobs.len())
+                .rev()
+                .filter(|&i| {
+                    let j = &self.jobs[i];
+                    Some(i) != busy
+                        && !j.user_paused
+                        && matches!(j.status, JobStatus::Running | JobStatus::Ready)
+                })
+                .collect();
+            for &i in &hit {
+                let to = match self.jobs[i].status {
+                    JobStatus::Ready => JobStatus::Standby,
+                    _ => JobStatus::Paused,
+                };
+                self.set_status(i, to);
+            }
+            for &i in &hit {
+                let to = match self.jobs[i].status {
+                    JobStatus::Standby => JobStatus::Ready,
+                    _ => JobStatus::Running,
+                };
+                self.set_status(i, to);
+            }
+        }
     }
 
     pub fn pause(&mut self, id: &str) -> Result<()> {

@@ -750,3 +750,68 @@ impl JoinStr for tempfile::TempDir {
         self.path().join(name).to_str().unwrap().to_string()
     }
 }
+
+/// Each drain of the graph pauses every job that runs or is ready and that its user did not
+/// pause, oldest first (a ready mirror to standby), then resumes them in the same order, as
+/// qemu-storage-daemon 10.0.2 does on every change of its graph; a new job's start drains
+/// around its announcement. Graph changes count their drains (a node closed: one; a format
+/// node over a file: three; a resize: two).
+#[test]
+fn drains_pause_and_resume_running_and_ready_jobs() {
+    let mut g = BlockGraph::default();
+    for n in ["s1", "t1", "s2", "t2", "x"] {
+        g.add(&BlockdevOptions::null(Some(1 << 20)).named(n))
+            .unwrap();
+    }
+    assert_eq!(g.take_drains(), 0, "null nodes open without a drain");
+    let mut jobs = Jobs::new(1 << 30);
+    jobs.start_mirror(&mut g, &JobOptions::new("m1"), "s1", "t1", SyncMode::Full)
+        .unwrap();
+    jobs.advance(&mut g, SEC);
+    assert_eq!(jobs.status("m1"), Some(JobStatus::Ready));
+    jobs.take_events();
+    let mut o = JobOptions::new("m2");
+    o.speed = 1;
+    jobs.start_mirror(&mut g, &o, "s2", "t2", SyncMode::Full)
+        .unwrap();
+    let names = |ev: Vec<JobEvent>| -> Vec<String> {
+        ev.into_iter()
+            .filter_map(|e| match e {
+                JobEvent::StatusChange { id, status } => Some(format!("{id}:{}", status.name())),
+                _ => None,
+            })
+            .collect()
+    };
+    assert_eq!(
+        names(jobs.take_events()),
+        [
+            "m1:standby",
+            "m1:ready",
+            "m1:standby",
+            "m1:ready",
+            "m2:created",
+            "m1:standby",
+            "m1:ready",
+            "m1:standby",
+            "m1:ready",
+            "m2:running"
+        ]
+    );
+    jobs.advance(&mut g, 2 * SEC);
+    jobs.take_events();
+    g.delete("x").unwrap();
+    jobs.drain(g.take_drains());
+    assert_eq!(
+        names(jobs.take_events()),
+        ["m1:standby", "m2:paused", "m1:ready", "m2:running"]
+    );
+    // A job its user paused stays as it is.
+    jobs.pause("m1").unwrap();
+    jobs.take_events();
+    jobs.drain(2);
+    assert_eq!(
+        names(jobs.take_events()),
+        ["m2:paused", "m2:running", "m2:paused", "m2:running"]
+    );
+    assert_eq!(jobs.status("m1"), Some(JobStatus::Standby));
+}

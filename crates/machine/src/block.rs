@@ -253,14 +253,15 @@ pub fn add_export(m: &mut Machine, e: &NewExport) -> Result<(), QmpError> {
             e.id
         )));
     }
-    let Some(server) = &m.block.nbd else {
-        return Err(QmpError::generic("NBD server not running"));
-    };
+    if m.block.nbd.is_none() {
+        return Err(export_refused(
+            m,
+            QmpError::generic("NBD server not running"),
+        ));
+    }
     if m.block.exports.iter().any(|x| x.name == e.name) {
-        return Err(QmpError::generic(format!(
-            "NBD server already has export named '{}'",
-            e.name
-        )));
+        let msg = format!("NBD server already has export named '{}'", e.name);
+        return Err(export_refused(m, QmpError::generic(msg)));
     }
     let perm = if e.writable {
         PermSet::of(&[Perm::ConsistentRead, Perm::Write])
@@ -278,14 +279,15 @@ pub fn add_export(m: &mut Machine, e: &NewExport) -> Result<(), QmpError> {
             // An NBD export keeps others from resizing its node.
             PermSet::ALL.minus(PermSet::of(&[Perm::Resize])),
         )
-        .map_err(qerr)?;
+        .map_err(qerr);
+    let user = user.map_err(|err| export_refused(m, err))?;
     let export = NbdExport {
         name: e.name.to_string(),
         description: e.description.map(str::to_string),
         writable: e.writable,
         backend,
     };
-    if let Err(err) = server.add_export(export) {
+    if let Some(Err(err)) = m.block.nbd.as_ref().map(|s| s.add_export(export)) {
         m.block.graph.detach_user(user);
         return Err(qerr(err));
     }
@@ -296,7 +298,18 @@ pub fn add_export(m: &mut Machine, e: &NewExport) -> Result<(), QmpError> {
         writable: e.writable,
         user,
     });
+    // Its block backend went onto the node.
+    m.block.graph.note_drains(1);
+    pump(m);
     Ok(())
+}
+
+/// An export refused once its block backend was on the node: QEMU finds out with it there,
+/// so it came and went (two drains of the graph).
+pub fn export_refused(m: &mut Machine, e: QmpError) -> QmpError {
+    m.block.graph.note_drains(2);
+    pump(m);
+    e
 }
 
 /// Removes the export named `name` (`BLOCK_EXPORT_DELETED` follows).
@@ -322,6 +335,8 @@ pub fn remove_export(
     }
     let e = m.block.exports.remove(i);
     m.block.graph.detach_user(e.user);
+    m.block.graph.note_drains(1);
+    pump(m);
     if hard {
         // QEMU's hard removal announces the export gone once its clients are, after the
         // command's reply.
@@ -338,8 +353,15 @@ pub fn stop_nbd(m: &mut Machine) -> Result<(), QmpError> {
         return Err(QmpError::generic("NBD server not running"));
     };
     s.stop();
-    for e in std::mem::take(&mut m.block.exports) {
+    // Every export's block backend leaves its node (a drain each), then the exports are
+    // announced gone, the newest first.
+    let exports = std::mem::take(&mut m.block.exports);
+    for e in &exports {
         m.block.graph.detach_user(e.user);
+    }
+    m.block.graph.note_drains(exports.len() as u32);
+    pump(m);
+    for e in exports.into_iter().rev() {
         m.emit_event(api::BlockExportDeleted { id: e.id });
     }
     Ok(())
@@ -1164,8 +1186,11 @@ pub fn job_status(s: JobStatus) -> api::JobStatus {
 }
 
 /// Turns the job model's notifications into events, in order, and keeps the clock ticking
-/// while a job runs. Called after every job command and timer.
+/// while a job runs. Called after every job command and timer. The graph's drains since the
+/// last call pause and resume the jobs first.
 pub fn pump(m: &mut Machine) {
+    let drains = m.block.graph.take_drains();
+    m.block.jobs.drain(drains);
     for ev in m.block.jobs.take_events() {
         match ev {
             JobEvent::StatusChange { id, status } => m.emit_event(api::JobStatusChange {

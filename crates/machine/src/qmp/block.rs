@@ -166,6 +166,12 @@ pub fn map_options(o: &api::BlockdevOptions) -> R<Opts> {
 }
 
 pub fn blockdev_add(m: &mut Machine, a: api::BlockdevAdd, _: &mut Cx) -> R<Empty> {
+    let r = add_node(m, &a);
+    block::pump(m);
+    r
+}
+
+fn add_node(m: &mut Machine, a: &api::BlockdevAdd) -> R<Empty> {
     let mut opts = map_options(&a.0)?;
     super::block_node::check_throttle_groups(m, &opts)?;
     let first = match m.block.graph.add(&opts) {
@@ -174,10 +180,14 @@ pub fn blockdev_add(m: &mut Machine, a: api::BlockdevAdd, _: &mut Cx) -> R<Empty
     };
     // `auto-read-only`: a file that cannot be opened for writing is opened read-only.
     if a.0.auto_read_only == Some(true) && !opts.read_only && opts.driver == Driver::File {
+        // QEMU falls back within one open: only the outcome's drains count.
+        let drains = m.block.graph.take_drains();
         opts.read_only = true;
         if m.block.graph.add(&opts).is_ok() {
             return Ok(Empty);
         }
+        m.block.graph.take_drains();
+        m.block.graph.note_drains(drains);
     }
     Err(first)
 }
@@ -185,6 +195,7 @@ pub fn blockdev_add(m: &mut Machine, a: api::BlockdevAdd, _: &mut Cx) -> R<Empty
 pub fn blockdev_del(m: &mut Machine, a: api::BlockdevDel, _: &mut Cx) -> R<Empty> {
     block::catch_up(m);
     m.block.graph.delete(&a.node_name).map_err(qerr)?;
+    block::pump(m);
     Ok(Empty)
 }
 
@@ -219,8 +230,9 @@ pub fn block_resize(m: &mut Machine, a: api::BlockResize, _: &mut Cx) -> R<Empty
     if a.size < 0 {
         return Err(generic("Parameter 'size' expects a >0 size"));
     }
-    m.block.graph.resize(&node, a.size as u64).map_err(qerr)?;
-    Ok(Empty)
+    let r = m.block.graph.resize(&node, a.size as u64).map_err(qerr);
+    block::pump(m);
+    r.map(|()| Empty)
 }
 
 pub fn block_set_write_threshold(
@@ -274,7 +286,12 @@ fn snapshot_sync(m: &mut Machine, a: &api::BlockdevSnapshotSync) -> R<SnapshotUn
         (Some(name), false) => g.snapshot_sync(&node, &path, Some(name)),
         (None, false) => g.snapshot_sync_unnamed(&node, &path),
     }
-    .map_err(qerr)?;
+    .map_err(qerr);
+    // Creating the overlay's image and opening it drain the graph 21 times in QEMU
+    // (whatever the graph did here in its stead).
+    m.block.graph.take_drains();
+    let overlay = overlay?;
+    m.block.graph.note_drains(21);
     block::sync_media(m);
     Ok(SnapshotUndo {
         node,
@@ -290,9 +307,10 @@ pub fn blockdev_snapshot_sync(
     _: &mut Cx,
 ) -> R<Empty> {
     block::catch_up(m);
-    snapshot_sync(m, &a)?;
+    transaction_drain(m);
+    let r = snapshot_sync(m, &a);
     block::pump(m);
-    Ok(Empty)
+    r.map(|_| Empty)
 }
 
 fn snapshot(m: &mut Machine, a: &api::BlockdevSnapshot) -> R<SnapshotUndo> {
@@ -321,6 +339,8 @@ fn snapshot(m: &mut Machine, a: &api::BlockdevSnapshot) -> R<SnapshotUndo> {
         return Err(qerr(e));
     }
     let _ = g.make_backing_read_only(&a.node);
+    // Attaching the backing child and reopening the node read-only drain the graph.
+    g.note_drains(2);
     block::sync_media(m);
     Ok(SnapshotUndo {
         node: a.node.clone(),
@@ -332,9 +352,10 @@ fn snapshot(m: &mut Machine, a: &api::BlockdevSnapshot) -> R<SnapshotUndo> {
 
 pub fn blockdev_snapshot(m: &mut Machine, a: api::BlockdevSnapshot, _: &mut Cx) -> R<Empty> {
     block::catch_up(m);
-    snapshot(m, &a)?;
+    transaction_drain(m);
+    let r = snapshot(m, &a);
     block::pump(m);
-    Ok(Empty)
+    r.map(|_| Empty)
 }
 
 fn undo_snapshot(m: &mut Machine, u: SnapshotUndo, added_overlay: bool) {
@@ -657,6 +678,8 @@ pub fn drive_mirror(m: &mut Machine, a: api::DriveMirrorCommand, _: &mut Cx) -> 
         a.mode.as_ref(),
         sync,
     )?;
+    // The target's opening drains the graph before the job exists.
+    block::pump(m);
     let block::BlockState { graph, jobs, .. } = &mut m.block;
     if let Err(e) = jobs.start_mirror(graph, &opts, &source, &target, sync) {
         let e = drop_target(graph, &target, created, e);
@@ -714,6 +737,8 @@ fn drive_backup_start(m: &mut Machine, a: &api::DriveBackup) -> R<BackupUndo> {
         a.mode.as_ref(),
         sync,
     )?;
+    // The target's opening drains the graph before the job exists.
+    block::pump(m);
     let block::BlockState { graph, jobs, .. } = &mut m.block;
     if let Err(e) = jobs.start_backup(graph, &opts, &source, &target, sync, &bitmap) {
         return Err(drop_target(graph, &target, created, e));
@@ -753,13 +778,15 @@ fn undo_backup(m: &mut Machine, u: BackupUndo) {
 
 pub fn drive_backup(m: &mut Machine, a: api::DriveBackupCommand, _: &mut Cx) -> R<Empty> {
     block::catch_up(m);
-    drive_backup_start(m, &a.0)?;
+    transaction_drain(m);
+    let r = drive_backup_start(m, &a.0);
     block::pump(m);
-    Ok(Empty)
+    r.map(|_| Empty)
 }
 
 pub fn blockdev_backup(m: &mut Machine, a: api::BlockdevBackupCommand, _: &mut Cx) -> R<Empty> {
     block::catch_up(m);
+    transaction_drain(m);
     let r = blockdev_backup_start(m, &a.0);
     block::pump(m);
     r?;
@@ -898,7 +925,7 @@ pub fn nbd_server_start(m: &mut Machine, a: api::NbdServerStart, _: &mut Cx) -> 
 
 pub fn nbd_server_add(m: &mut Machine, a: api::NbdServerAdd, _: &mut Cx) -> R<Empty> {
     if m.block.nbd.is_none() {
-        return Err(generic("NBD server not running"));
+        return Err(block::export_refused(m, generic("NBD server not running")));
     }
     let node = block::resolve_node(m, &a.device)?;
     let mut writable = a.writable.unwrap_or(false);
@@ -959,6 +986,12 @@ fn apply(m: &mut Machine, action: &api::TransactionAction) -> R<Option<Undo>> {
     }
 }
 
+/// A transaction (and the snapshot commands, which are one in QEMU) first drains the graph.
+fn transaction_drain(m: &mut Machine) {
+    m.block.graph.note_drains(1);
+    block::pump(m);
+}
+
 /// `transaction`: every action, or none. A failing action undoes the ones before it, newest
 /// first: no overlay, no target file, no job stays behind, and the jobs it would have started
 /// send no events.
@@ -971,6 +1004,7 @@ pub fn transaction(m: &mut Machine, a: api::Transaction, _: &mut Cx) -> R<Empty>
             ));
         }
     }
+    transaction_drain(m);
     let mut done: Vec<Undo> = Vec::new();
     m.block.graph.hold_overlays();
     for action in &a.actions {
@@ -978,6 +1012,8 @@ pub fn transaction(m: &mut Machine, a: api::Transaction, _: &mut Cx) -> R<Empty>
             Ok(Some(u)) => done.push(u),
             Ok(None) => {}
             Err(e) => {
+                // What the actions before drained stays; their undoing is not counted.
+                let drains = m.block.graph.take_drains();
                 m.block.graph.release_overlays();
                 for u in done.into_iter().rev() {
                     match u {
@@ -991,6 +1027,8 @@ pub fn transaction(m: &mut Machine, a: api::Transaction, _: &mut Cx) -> R<Empty>
                 }
                 // The jobs it started never ran: nothing of them is reported.
                 let _ = m.block.jobs.take_events();
+                m.block.graph.take_drains();
+                m.block.graph.note_drains(drains);
                 block::pump(m);
                 return Err(e);
             }
