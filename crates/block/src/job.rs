@@ -344,6 +344,9 @@ pub struct Jobs {
     now_ns: u64,
     events: Vec<JobEvent>,
     unlimited_rate: u64,
+    /// Inside a transaction: the jobs made so far stay created until it commits
+    /// ([`Jobs::hold_starts`]), oldest first.
+    held: Option<Vec<String>>,
 }
 
 impl Default for Jobs {
@@ -366,6 +369,7 @@ impl Jobs {
             now_ns: 0,
             events: Vec::new(),
             unlimited_rate: unlimited_rate.max(1),
+            held: None,
         }
     }
 
@@ -482,11 +486,52 @@ impl Jobs {
         self.drain(before);
         self.set_status(0, JobStatus::Created);
         self.drain(links);
+        if let Some(held) = &mut self.held {
+            held.push(opts.id.clone());
+            return;
+        }
         self.set_status(0, JobStatus::Running);
         if kind == JobKind::Backup {
             // QEMU's backup job is paused and resumed once while its filter is put in place.
             self.set_status(0, JobStatus::Paused);
             self.set_status(0, JobStatus::Running);
+        }
+    }
+
+    /// A transaction begins: jobs made until [`Jobs::release_starts`] stay created (QEMU
+    /// starts a transaction's jobs when it commits; an aborted one cancels them unstarted).
+    pub fn hold_starts(&mut self) {
+        self.held = Some(Vec::new());
+    }
+
+    /// The transaction ends: `commit` starts the jobs it made, as QEMU's commit does, newest
+    /// first, each backup pausing while its filter goes in, and then resuming, newest first.
+    /// Without `commit` (they were cancelled) nothing more happens.
+    pub fn release_starts(&mut self, commit: bool) {
+        let Some(held) = self.held.take() else {
+            return;
+        };
+        if !commit {
+            return;
+        }
+        let live = |s: &Jobs, id: &str| {
+            s.index(id)
+                .ok()
+                .filter(|&i| s.jobs[i].status == JobStatus::Created)
+        };
+        let mut backups = Vec::new();
+        for id in held.iter().rev() {
+            let Some(i) = live(self, id) else { continue };
+            self.set_status(i, JobStatus::Running);
+            if self.jobs[i].kind == JobKind::Backup {
+                self.set_status(i, JobStatus::Paused);
+                backups.push(id.clone());
+            }
+        }
+        for id in backups {
+            if let Ok(i) = self.index(&id) {
+                self.set_status(i, JobStatus::Running);
+            }
         }
     }
 
@@ -1458,6 +1503,8 @@ impl Jobs {
 
     /// Aborting: cancelled (`cancelled` true) or failed (error set).
     fn abort(&mut self, graph: &mut BlockGraph, i: usize, cancelled: bool) {
+        // A job a failed transaction cancels before it started reports no end of its own.
+        let started = self.jobs[i].status != JobStatus::Created;
         if matches!(self.jobs[i].work, Work::Create { node: Some(_), .. }) {
             // The block device it opened on its node went (the job itself runs on).
             self.drain_others(1, Some(i));
@@ -1482,7 +1529,7 @@ impl Jobs {
         if cancelled {
             self.jobs[i].error = Some("Operation canceled".to_string());
         }
-        if self.jobs[i].kind.is_block_job() {
+        if started && self.jobs[i].kind.is_block_job() {
             let mut info = self.block_info(i);
             if cancelled {
                 self.events.push(JobEvent::Cancelled(info));

@@ -294,8 +294,12 @@ fn snapshot_sync_then_commit_back() {
     assert!(buf.iter().all(|&b| b == 0x77));
 }
 
+/// A transaction whose last action fails, as `qemu-system-x86_64` 10.0.2 answers it: the
+/// drive and the nodes are as before, the backup job was made and cancelled unstarted
+/// (created, aborting, concluded, null), and the image files the actions created stay on the
+/// host (QEMU never deletes an image it created).
 #[test]
-fn a_transaction_whose_last_action_fails_leaves_no_trace() {
+fn a_transaction_whose_last_action_fails_undoes_its_actions() {
     let d = dir("transaction");
     let base = d.join("base.qcow2");
     qcow2(&base, 1 << 20, None);
@@ -320,16 +324,26 @@ fn a_transaction_whose_last_action_fails_leaves_no_trace() {
         r,
         Err("GenericError: Transaction aborted using Abort action".into())
     );
-    assert!(!snap.exists(), "the overlay file stayed");
-    assert!(!backup.exists(), "the backup target stayed");
+    assert!(snap.is_file(), "the overlay file went");
+    assert!(backup.is_file(), "the backup target went");
     assert_eq!(ok(run(&mut m, "query-block-jobs", json!({}))), json!([]));
     assert_eq!(
         ok(run(&mut m, "query-named-block-nodes", json!({}))),
         before_nodes
     );
     assert_eq!(ok(run(&mut m, "query-block", json!({}))), before_block);
-    assert_eq!(events(&mut m), []);
-    // The same actions without the abort all happen.
+    let evs = events(&mut m);
+    assert_eq!(
+        names(&evs),
+        [
+            "JOB_STATUS_CHANGE created",
+            "JOB_STATUS_CHANGE aborting",
+            "JOB_STATUS_CHANGE concluded",
+            "JOB_STATUS_CHANGE null",
+        ]
+    );
+    assert!(evs.iter().all(|(_, data)| data["id"] == "b0"), "{evs:?}");
+    // The same actions without the abort all happen (over the files left behind).
     ok(run(
         &mut m,
         "transaction",
@@ -340,10 +354,63 @@ fn a_transaction_whose_last_action_fails_leaves_no_trace() {
              "data": {"device": "ide0-hd0", "job-id": "b0", "target": backup, "sync": "full"}},
         ]}),
     ));
-    assert!(snap.exists() && backup.exists());
     step(&mut m, 50);
     let evs = names(&events(&mut m));
     assert!(evs.contains(&"BLOCK_JOB_COMPLETED".to_string()), "{evs:?}");
+}
+
+/// A transaction's jobs start when it commits, as `qemu-system-x86_64` 10.0.2 starts two
+/// backups: both are created, then each runs and pauses while its filter goes in, newest
+/// first, and then each resumes, newest first.
+#[test]
+fn a_transactions_jobs_start_when_it_commits() {
+    let d = dir("transaction-start");
+    let (a, b) = (d.join("a.qcow2"), d.join("b.qcow2"));
+    qcow2(&a, 1 << 20, None);
+    qcow2(&b, 1 << 20, None);
+    let mut m = machine_with_drive(&a, "qcow2");
+    ok(run(
+        &mut m,
+        "blockdev-add",
+        json!({"driver": "qcow2", "node-name": "b",
+               "file": {"driver": "file", "filename": b}}),
+    ));
+    events(&mut m);
+    ok(run(
+        &mut m,
+        "transaction",
+        json!({"actions": [
+            {"type": "drive-backup",
+             "data": {"device": "ide0-hd0", "job-id": "b0", "speed": 1,
+                      "target": d.join("ta.qcow2"), "sync": "full"}},
+            {"type": "drive-backup",
+             "data": {"device": "b", "job-id": "b1", "speed": 1,
+                      "target": d.join("tb.qcow2"), "sync": "full"}},
+        ]}),
+    ));
+    let evs: Vec<String> = events(&mut m)
+        .iter()
+        .map(|(n, data)| {
+            format!(
+                "{n} {} {}",
+                data["status"].as_str().unwrap_or(""),
+                data["id"].as_str().unwrap_or("")
+            )
+        })
+        .collect();
+    assert_eq!(
+        evs,
+        [
+            "JOB_STATUS_CHANGE created b0",
+            "JOB_STATUS_CHANGE created b1",
+            "JOB_STATUS_CHANGE running b1",
+            "JOB_STATUS_CHANGE paused b1",
+            "JOB_STATUS_CHANGE running b0",
+            "JOB_STATUS_CHANGE paused b0",
+            "JOB_STATUS_CHANGE running b1",
+            "JOB_STATUS_CHANGE running b0",
+        ]
+    );
 }
 
 /// Snapshots in mode `existing`, as `qemu-system-x86_64` 10.0.2 answers them: the image is

@@ -258,7 +258,6 @@ pub fn block_set_write_threshold(
 struct SnapshotUndo {
     node: String,
     overlay: Option<String>,
-    created_file: Option<PathBuf>,
     was_read_only: bool,
 }
 
@@ -278,7 +277,6 @@ fn snapshot_sync(m: &mut Machine, a: &api::BlockdevSnapshotSync) -> R<SnapshotUn
         return Err(generic("New overlay node-name missing"));
     }
     let path = PathBuf::from(&a.snapshot_file);
-    let existed = path.exists();
     let was_read_only = m.block.graph.is_read_only(&node).map_err(qerr)?;
     let g = &mut m.block.graph;
     let overlay = match (a.snapshot_node_name.as_deref(), existing) {
@@ -296,7 +294,6 @@ fn snapshot_sync(m: &mut Machine, a: &api::BlockdevSnapshotSync) -> R<SnapshotUn
     Ok(SnapshotUndo {
         node,
         overlay,
-        created_file: (!existed).then_some(path),
         was_read_only,
     })
 }
@@ -345,7 +342,6 @@ fn snapshot(m: &mut Machine, a: &api::BlockdevSnapshot) -> R<SnapshotUndo> {
     Ok(SnapshotUndo {
         node: a.node.clone(),
         overlay: Some(a.overlay.clone()),
-        created_file: None,
         was_read_only,
     })
 }
@@ -358,6 +354,8 @@ pub fn blockdev_snapshot(m: &mut Machine, a: api::BlockdevSnapshot, _: &mut Cx) 
     r.map(|_| Empty)
 }
 
+/// Undoes a snapshot of a failed transaction. The overlay's image file stays on the host
+/// when the snapshot created it, as QEMU leaves it.
 fn undo_snapshot(m: &mut Machine, u: SnapshotUndo, added_overlay: bool) {
     let g = &mut m.block.graph;
     // QEMU makes the old node read-only only once the transaction commits.
@@ -369,9 +367,6 @@ fn undo_snapshot(m: &mut Machine, u: SnapshotUndo, added_overlay: bool) {
         } else {
             let _ = g.set_backing(o, None);
         }
-    }
-    if let Some(f) = &u.created_file {
-        let _ = std::fs::remove_file(f);
     }
     block::sync_media(m);
 }
@@ -598,7 +593,8 @@ fn commit_layer(
 }
 
 /// A target file made for drive-mirror / drive-backup (`mode` absolute-paths): the source's
-/// format and size, opened as a node. Returns the node and whether the file was created.
+/// format and size, opened as a node. Returns the node. A file it created stays on the host
+/// whatever happens next, as QEMU leaves it.
 fn open_target(
     m: &mut Machine,
     source: &str,
@@ -607,7 +603,7 @@ fn open_target(
     node_name: Option<&str>,
     mode: Option<&api::NewImageMode>,
     sync: SyncMode,
-) -> R<(String, Option<PathBuf>)> {
+) -> R<String> {
     let g = &m.block.graph;
     let src_format = match g.driver(source).map_err(qerr)? {
         Driver::Qcow2 => "qcow2",
@@ -617,24 +613,20 @@ fn open_target(
     let fmt = ImageFormat::from_name(format)
         .ok_or_else(|| not_implemented(&format!("a target in format '{format}'")))?;
     let path = PathBuf::from(target);
-    let created = match mode {
-        Some(api::NewImageMode::Existing) => None,
-        _ => {
-            let size = g.size(source).map_err(qerr)?;
-            let mut co = CreateOptions::new(fmt, size);
-            if sync == SyncMode::Top && fmt == ImageFormat::Qcow2 {
-                if let Some(b) = g.child(source, qmpkit_block::graph::ChildRole::Backing) {
-                    co.backing_file = g.filename(&b).ok();
-                    co.backing_format = g
-                        .driver(&b)
-                        .ok()
-                        .and_then(|d| ImageFormat::from_name(d.name()));
-                }
+    if !matches!(mode, Some(api::NewImageMode::Existing)) {
+        let size = g.size(source).map_err(qerr)?;
+        let mut co = CreateOptions::new(fmt, size);
+        if sync == SyncMode::Top && fmt == ImageFormat::Qcow2 {
+            if let Some(b) = g.child(source, qmpkit_block::graph::ChildRole::Backing) {
+                co.backing_file = g.filename(&b).ok();
+                co.backing_format = g
+                    .driver(&b)
+                    .ok()
+                    .and_then(|d| ImageFormat::from_name(d.name()));
             }
-            image::create(&path, &co).map_err(qerr)?;
-            Some(path.clone())
         }
-    };
+        image::create(&path, &co).map_err(qerr)?;
+    }
     let driver = if fmt == ImageFormat::Qcow2 {
         Driver::Qcow2
     } else {
@@ -652,15 +644,7 @@ fn open_target(
         }
         None => m.block.graph.add_implicit(&opts),
     };
-    match added {
-        Ok(n) => Ok((n, created)),
-        Err(e) => {
-            if let Some(f) = &created {
-                let _ = std::fs::remove_file(f);
-            }
-            Err(qerr(e))
-        }
-    }
+    added.map_err(qerr)
 }
 
 pub fn drive_mirror(m: &mut Machine, a: api::DriveMirrorCommand, _: &mut Cx) -> R<Empty> {
@@ -669,7 +653,7 @@ pub fn drive_mirror(m: &mut Machine, a: api::DriveMirrorCommand, _: &mut Cx) -> 
     let source = block::resolve_node(m, &a.device)?;
     let sync = sync_mode(&a.sync)?;
     let opts = job_options(m, &source, job_args!(a, None))?;
-    let (target, created) = open_target(
+    let target = open_target(
         m,
         &source,
         &a.target,
@@ -682,7 +666,7 @@ pub fn drive_mirror(m: &mut Machine, a: api::DriveMirrorCommand, _: &mut Cx) -> 
     block::pump(m);
     let block::BlockState { graph, jobs, .. } = &mut m.block;
     if let Err(e) = jobs.start_mirror(graph, &opts, &source, &target, sync) {
-        let e = drop_target(graph, &target, created, e);
+        let e = drop_target(graph, &target, e);
         block::pump(m);
         return Err(e);
     }
@@ -702,18 +686,14 @@ pub fn blockdev_mirror(m: &mut Machine, a: api::BlockdevMirror, _: &mut Cx) -> R
     Ok(Empty)
 }
 
-/// A job that could not start leaves nothing behind: the target node it
-/// opened goes, and so does the image file it created.
+/// A job that could not start leaves its target node out of the graph (the image file it
+/// created stays, as QEMU leaves it).
 fn drop_target(
     graph: &mut qmpkit_block::graph::BlockGraph,
     target: &str,
-    created: Option<PathBuf>,
     e: qmpkit_block::Error,
 ) -> qmpkit_wire::QmpError {
     graph.discard_unused(target);
-    if let Some(f) = created {
-        let _ = std::fs::remove_file(f);
-    }
     qerr(e)
 }
 
@@ -721,14 +701,13 @@ fn drop_target(
 struct BackupUndo {
     job: String,
     target: Option<String>,
-    created_file: Option<PathBuf>,
 }
 
 fn drive_backup_start(m: &mut Machine, a: &api::DriveBackup) -> R<BackupUndo> {
     let source = block::resolve_node(m, &a.device)?;
     let (sync, bitmap) = backup_sync(&a.sync, a.bitmap.as_deref(), a.bitmap_mode.as_ref())?;
     let opts = job_options(m, &source, job_args!(a, a.filter_node_name.as_deref()))?;
-    let (target, created) = open_target(
+    let target = open_target(
         m,
         &source,
         &a.target,
@@ -741,12 +720,11 @@ fn drive_backup_start(m: &mut Machine, a: &api::DriveBackup) -> R<BackupUndo> {
     block::pump(m);
     let block::BlockState { graph, jobs, .. } = &mut m.block;
     if let Err(e) = jobs.start_backup(graph, &opts, &source, &target, sync, &bitmap) {
-        return Err(drop_target(graph, &target, created, e));
+        return Err(drop_target(graph, &target, e));
     }
     Ok(BackupUndo {
         job: opts.id,
         target: Some(target),
-        created_file: created,
     })
 }
 
@@ -760,7 +738,6 @@ fn blockdev_backup_start(m: &mut Machine, a: &api::BlockdevBackup) -> R<BackupUn
     Ok(BackupUndo {
         job: opts.id,
         target: None,
-        created_file: None,
     })
 }
 
@@ -770,9 +747,6 @@ fn undo_backup(m: &mut Machine, u: BackupUndo) {
     let _ = jobs.dismiss(&u.job);
     if let Some(t) = &u.target {
         graph.discard_unused(t);
-    }
-    if let Some(f) = &u.created_file {
-        let _ = std::fs::remove_file(f);
     }
 }
 
@@ -1007,6 +981,7 @@ pub fn transaction(m: &mut Machine, a: api::Transaction, _: &mut Cx) -> R<Empty>
     transaction_drain(m);
     let mut done: Vec<Undo> = Vec::new();
     m.block.graph.hold_overlays();
+    m.block.jobs.hold_starts();
     for action in &a.actions {
         match apply(m, action) {
             Ok(Some(u)) => done.push(u),
@@ -1015,6 +990,7 @@ pub fn transaction(m: &mut Machine, a: api::Transaction, _: &mut Cx) -> R<Empty>
                 // What the actions before drained stays; their undoing is not counted.
                 let drains = m.block.graph.take_drains();
                 m.block.graph.release_overlays();
+                m.block.jobs.release_starts(false);
                 for u in done.into_iter().rev() {
                     match u {
                         Undo::Snapshot(s, added) => undo_snapshot(m, s, added),
@@ -1025,8 +1001,7 @@ pub fn transaction(m: &mut Machine, a: api::Transaction, _: &mut Cx) -> R<Empty>
                         }
                     }
                 }
-                // The jobs it started never ran: nothing of them is reported.
-                let _ = m.block.jobs.take_events();
+                // Its jobs were made and cancelled unstarted: created, aborting, concluded.
                 m.block.graph.take_drains();
                 m.block.graph.note_drains(drains);
                 block::pump(m);
@@ -1035,6 +1010,7 @@ pub fn transaction(m: &mut Machine, a: api::Transaction, _: &mut Cx) -> R<Empty>
         }
     }
     m.block.graph.release_overlays();
+    m.block.jobs.release_starts(true);
     block::pump(m);
     Ok(Empty)
 }
