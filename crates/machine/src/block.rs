@@ -69,6 +69,8 @@ pub struct Drive {
     pub removable: bool,
     /// Whether the device has a tray (CD-ROMs).
     pub has_tray: bool,
+    /// A floppy disk drive's: removable, without a tray, and without an I/O status.
+    pub floppy: bool,
     pub tray_open: bool,
     /// Locked by the guest (prevent medium removal).
     pub locked: bool,
@@ -149,7 +151,8 @@ impl BlockState {
         let mut s = BlockState::default();
         for d in &config.drives {
             let cdrom = d.media == "cdrom";
-            let removable = cdrom || d.interface == "floppy";
+            let floppy = config.is_floppy_drive(&d.id);
+            let removable = cdrom || floppy;
             let medium = d.file.as_ref().map(|f| {
                 let format = d.format.clone().unwrap_or_else(|| probe_format(f));
                 s.open_medium(&d.id, f, &format, d.readonly)
@@ -167,6 +170,7 @@ impl BlockState {
                 interface: d.interface.clone(),
                 removable,
                 has_tray: cdrom,
+                floppy,
                 tray_open: false,
                 locked: false,
                 medium,
@@ -1047,7 +1051,7 @@ pub fn query_block(m: &Machine) -> Vec<api::BlockInfo> {
                 ins
             }),
             tray_open: d.has_tray.then_some(d.tray_open),
-            io_status: (d.interface != "floppy").then(|| io_status(d.io_status)),
+            io_status: (!d.floppy).then(|| io_status(d.io_status)),
             dirty_bitmaps: real.and_then(|med| dirty_info(m, &med.node_name)),
         }
     }));

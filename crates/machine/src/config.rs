@@ -409,7 +409,7 @@ impl MachineConfig {
     }
 
     /// The default machine: 2 vCPUs, 1 GiB, disks `ide0-hd0` and `virtio0`,
-    /// a CD-ROM `ide1-cd0`, a NIC `net0` on netdev `hostnet0` (user), a
+    /// a CD-ROM `ide1-cd0`, an empty floppy drive `floppy0` (as QEMU's PC has), a NIC `net0` on netdev `hostnet0` (user), a
     /// serial port `serial0`, a VNC display, a balloon, iothreads
     /// `iothread0`/`iothread1`, a memory backend `mem1`, a TPM `tpm0`, a
     /// display console `video0` and a VM generation ID device.
@@ -435,6 +435,12 @@ impl MachineConfig {
                 interface: "ide".into(),
                 media: "cdrom".into(),
                 readonly: true,
+                size: 0,
+                ..Default::default()
+            },
+            DriveConfig {
+                id: "floppy0".into(),
+                interface: "floppy".into(),
                 size: 0,
                 ..Default::default()
             },
@@ -661,6 +667,7 @@ impl MachineConfig {
                     self.max_cpus = self.max_cpus.min(max);
                 }
                 self.place_default_cdrom();
+                self.drop_default_floppy();
             }
             "accel" => {
                 let v = need(value)?;
@@ -689,7 +696,12 @@ impl MachineConfig {
                 let (gone, kept): (Vec<String>, Vec<String>) =
                     defaults.into_iter().partition(|id| {
                         *id == d.id
-                            || (slot.is_some() && self.ide_slot(id) == slot && d.interface == "ide")
+                            || (slot.is_some()
+                                && self.slot(id) == slot
+                                && self
+                                    .drives
+                                    .iter()
+                                    .any(|x| x.id == *id && x.interface == d.interface))
                     });
                 self.default_drives = kept;
                 // In the place of the first it replaces (query-block lists
@@ -708,17 +720,19 @@ impl MachineConfig {
                 }
                 self.follow_cd_devices();
             }
-            "hda" | "hdb" | "hdc" | "hdd" | "cdrom" => {
+            "hda" | "hdb" | "hdc" | "hdd" | "cdrom" | "fda" | "fdb" => {
                 let v = need(value)?;
-                let (index, media) = match name {
-                    "hda" => (0, "disk"),
-                    "hdb" => (1, "disk"),
-                    "hdc" => (2, "disk"),
-                    "hdd" => (3, "disk"),
-                    _ => (2, "cdrom"),
+                let (interface, index, media) = match name {
+                    "hda" => ("ide", 0, "disk"),
+                    "hdb" => ("ide", 1, "disk"),
+                    "hdc" => ("ide", 2, "disk"),
+                    "hdd" => ("ide", 3, "disk"),
+                    "fda" => ("floppy", 0, "disk"),
+                    "fdb" => ("floppy", 1, "disk"),
+                    _ => ("ide", 2, "cdrom"),
                 };
                 let opt = format!(
-                    "file={},if=ide,index={index},media={media}",
+                    "file={},if={interface},index={index},media={media}",
                     v.replace(',', ",,")
                 );
                 self.apply_option("drive", Some(&opt)).map_err(|e| {
@@ -1038,6 +1052,25 @@ impl MachineConfig {
     /// The default CD-ROM sits where `-cdrom` would put it, IDE index 2:
     /// `ide1-cd0` on the PC's two channels of two, `ide2-cd0` on the Q35's
     /// six ports of one.
+    /// The Q35 has no default floppy drive (nor a floppy controller without one).
+    fn drop_default_floppy(&mut self) {
+        if !(self.machine_type == "q35" || self.machine_type.starts_with("pc-q35")) {
+            return;
+        }
+        let gone: Vec<String> = self
+            .default_drives
+            .iter()
+            .filter(|id| {
+                self.drives
+                    .iter()
+                    .any(|d| d.id == **id && d.interface == "floppy")
+            })
+            .cloned()
+            .collect();
+        self.drives.retain(|d| !gone.contains(&d.id));
+        self.default_drives.retain(|id| !gone.contains(id));
+    }
+
     fn place_default_cdrom(&mut self) {
         let (_, units) = self.ide_geometry();
         let want = format!("ide{}-cd{}", 2 / units, 2 % units);
@@ -1230,30 +1263,64 @@ impl MachineConfig {
         }
     }
 
-    /// Where IDE drive `id` sits: from its generated name (`ide1-cd0`) or
-    /// as it was placed.
-    fn ide_slot(&self, id: &str) -> Option<(u32, u32)> {
+    /// Buses and units per bus of a drive interface with fixed places: IDE's
+    /// ([`Self::ide_geometry`]) and the floppy controller's one bus of two drives.
+    fn geometry(&self, interface: &str) -> (u32, u32) {
+        match interface {
+            "floppy" => (1, 2),
+            _ => self.ide_geometry(),
+        }
+    }
+
+    /// Where IDE or floppy drive `id` sits: from its generated name
+    /// (`ide1-cd0`, `floppy1`) or as it was placed.
+    fn slot(&self, id: &str) -> Option<(u32, u32)> {
         if let Some(s) = self.drive_slots.get(id) {
             return Some(*s);
         }
         let d = self.drives.iter().find(|d| d.id == id)?;
-        if d.interface != "ide" {
-            return None;
+        match d.interface.as_str() {
+            "ide" => {
+                let rest = id.strip_prefix("ide")?;
+                let (bus, unit) = rest.split_once('-')?;
+                let unit = unit
+                    .strip_prefix("hd")
+                    .or_else(|| unit.strip_prefix("cd"))?;
+                Some((bus.parse().ok()?, unit.parse().ok()?))
+            }
+            "floppy" => Some((0, id.strip_prefix("floppy")?.parse().ok()?)),
+            _ => None,
         }
-        let rest = id.strip_prefix("ide")?;
-        let (bus, unit) = rest.split_once('-')?;
-        let unit = unit
-            .strip_prefix("hd")
-            .or_else(|| unit.strip_prefix("cd"))?;
-        Some((bus.parse().ok()?, unit.parse().ok()?))
     }
 
-    /// An IDE slot held by a drive the command line gave (default drives
-    /// give way).
-    fn ide_slot_taken(&self, slot: (u32, u32)) -> bool {
+    /// The unit of floppy drive `id` on the controller (the drive it is, A or B).
+    pub fn floppy_unit(&self, id: &str) -> Option<u32> {
         self.drives
             .iter()
-            .any(|d| !self.default_drives.contains(&d.id) && self.ide_slot(&d.id) == Some(slot))
+            .any(|d| d.id == id && d.interface == "floppy")
+            .then(|| self.slot(id).map(|(_, u)| u))
+            .flatten()
+    }
+
+    /// Whether drive `id` is a floppy disk drive's: an `if=floppy` drive, or one a `floppy`
+    /// device takes.
+    pub fn is_floppy_drive(&self, id: &str) -> bool {
+        self.drives
+            .iter()
+            .any(|d| d.id == id && d.interface == "floppy")
+            || self.devices.iter().any(|d| {
+                d.driver == "floppy" && d.props.get("drive").map(String::as_str) == Some(id)
+            })
+    }
+
+    /// A slot of `interface` held by a drive the command line gave (default
+    /// drives give way).
+    fn slot_taken(&self, interface: &str, slot: (u32, u32)) -> bool {
+        self.drives.iter().any(|d| {
+            !self.default_drives.contains(&d.id)
+                && d.interface == interface
+                && self.slot(&d.id) == Some(slot)
+        })
     }
 
     /// A `-drive` option: the drive, and for IDE the (bus, unit) it takes,
@@ -1349,17 +1416,24 @@ impl MachineConfig {
         let suffix = if media == "cdrom" { "cd" } else { "hd" };
         let mut slot = None;
         let id = match interface.as_str() {
-            "ide" => {
-                let (buses, units) = self.ide_geometry();
+            "ide" | "floppy" => {
+                let (buses, units) = self.geometry(&interface);
+                // Floppy drives count units without a limit per bus (an index is a
+                // unit); the controller then takes two.
+                let per_bus = if interface == "floppy" {
+                    u32::MAX
+                } else {
+                    units
+                };
                 let (b, u) = match (index, bus.unwrap_or(0), unit) {
                     (Some(_), b, u) if b != 0 || u.is_some() => {
                         return err(format!(
                             "-drive {v}: index cannot be used with bus and unit"
                         ))
                     }
-                    (Some(i), _, _) => (i / units, i % units),
+                    (Some(i), _, _) => (i / per_bus, i % per_bus),
                     (None, b, Some(u)) => {
-                        if u >= units {
+                        if u >= per_bus {
                             return err(format!(
                                 "-drive {v}: unit {u} too big (max is {})",
                                 units - 1
@@ -1369,7 +1443,7 @@ impl MachineConfig {
                     }
                     (None, b, None) => {
                         let (mut b, mut u) = (b, 0);
-                        while self.ide_slot_taken((b, u)) {
+                        while self.slot_taken(&interface, (b, u)) {
                             u += 1;
                             if u >= units {
                                 u = 0;
@@ -1382,21 +1456,22 @@ impl MachineConfig {
                         (b, u)
                     }
                 };
-                if b >= buses {
+                if b >= buses || u >= units {
                     return err(format!(
-                        "-drive {v}: machine type does not support if=ide,bus={b},unit={u}"
+                        "-drive {v}: machine type does not support if={interface},bus={b},unit={u}"
                     ));
                 }
-                if self.ide_slot_taken((b, u)) {
+                if self.slot_taken(&interface, (b, u)) {
                     return err(format!(
                         "-drive {v}: drive with bus={b}, unit={u} (index={}) exists",
                         b * units + u
                     ));
                 }
                 slot = Some((b, u));
-                match kv.get("id") {
-                    Some(id) => id.clone(),
-                    None => format!("ide{b}-{suffix}{u}"),
+                match (kv.get("id"), interface.as_str()) {
+                    (Some(id), _) => id.clone(),
+                    (None, "floppy") => format!("floppy{}", b * units + u),
+                    (None, _) => format!("ide{b}-{suffix}{u}"),
                 }
             }
             _ => match kv.get("id") {
@@ -1416,7 +1491,6 @@ impl MachineConfig {
                     };
                     match interface.as_str() {
                         "scsi" => format!("scsi0-{}{}", suffix, index),
-                        "floppy" => format!("floppy{index}"),
                         "sd" => format!("sd{index}"),
                         "pflash" => format!("pflash{index}"),
                         "mtd" => format!("mtd{index}"),
@@ -2177,8 +2251,34 @@ mod tests {
         let c = command_line(&[("hda", Some("a.img")), ("cdrom", Some("b.iso"))]).unwrap();
         assert_eq!(
             ids(&c),
-            ["ide0-hd0=a.img", "virtio0=disk1.qcow2", "ide1-cd0=b.iso"]
+            [
+                "ide0-hd0=a.img",
+                "virtio0=disk1.qcow2",
+                "ide1-cd0=b.iso",
+                "floppy0="
+            ]
         );
+        // -fda takes the default floppy drive's place, -fdb the second unit.
+        let c = command_line(&[("fdb", Some("b.img")), ("fda", Some("a.img"))]).unwrap();
+        let mut floppies: Vec<String> = ids(&c)
+            .into_iter()
+            .filter(|d| d.starts_with("floppy"))
+            .collect();
+        floppies.sort();
+        assert_eq!(floppies, ["floppy0=a.img", "floppy1=b.img"]);
+        assert_eq!(
+            (c.floppy_unit("floppy0"), c.floppy_unit("floppy1")),
+            (Some(0), Some(1))
+        );
+        // The Q35 has no default floppy drive.
+        let c = command_line(&[("machine", Some("q35"))]).unwrap();
+        assert!(!ids(&c).iter().any(|d| d.starts_with("floppy")), "{c:?}");
+        let c = command_line(&[
+            ("machine", Some("q35")),
+            ("drive", Some("file=f,if=floppy")),
+        ])
+        .unwrap();
+        assert!(ids(&c).contains(&"floppy0=f".to_string()));
         // -hdc takes index 2: no default CD-ROM then.
         let c = command_line(&[("hdc", Some("c.img"))]).unwrap();
         assert_eq!(
@@ -2186,6 +2286,7 @@ mod tests {
             [
                 "ide0-hd0=disk0.qcow2",
                 "virtio0=disk1.qcow2",
+                "floppy0=",
                 "ide1-hd0=c.img"
             ]
         );
@@ -2204,6 +2305,7 @@ mod tests {
                 "ide0-hd0=1",
                 "virtio0=disk1.qcow2",
                 "ide1-hd0=3",
+                "floppy0=",
                 "ide0-hd1=2",
                 "ide1-hd1=4"
             ]
@@ -2251,6 +2353,22 @@ mod tests {
                     d("file=5,if=ide"),
                 ],
                 "-drive file=5,if=ide: machine type does not support if=ide,bus=2,unit=0",
+            ),
+            (
+                &[d("file=x,if=floppy,index=2")],
+                "-drive file=x,if=floppy,index=2: machine type does not support if=floppy,bus=0,unit=2",
+            ),
+            (
+                &[d("file=x,if=floppy,unit=2")],
+                "-drive file=x,if=floppy,unit=2: machine type does not support if=floppy,bus=0,unit=2",
+            ),
+            (
+                &[d("file=x,if=floppy,bus=1")],
+                "-drive file=x,if=floppy,bus=1: machine type does not support if=floppy,bus=1,unit=0",
+            ),
+            (
+                &[d("file=x,if=floppy,index=0"), d("file=y,if=floppy,index=0")],
+                "-drive file=y,if=floppy,index=0: drive with bus=0, unit=0 (index=0) exists",
             ),
         ];
         for (opts, want) in cases {

@@ -226,7 +226,7 @@ fn free_devfn(tree: &Tree, bus: NodeId) -> Option<i64> {
 fn is_full(tree: &Tree, bus: NodeId) -> bool {
     let n = bus_children(tree, bus).len();
     match tree.node(bus).ty {
-        "IDE" => n >= 2,
+        "IDE" | "floppy-bus" => n >= 2,
         _ => false,
     }
 }
@@ -298,6 +298,15 @@ fn create_device(
         tree.set_val(node, "hotplugged", true);
     }
     if let Some(b) = bus {
+        // A floppy drive takes the first unit free on its controller unless given one.
+        if tree.node(b).ty == "floppy-bus" && tree.val(node, "unit").is_none() {
+            let used: Vec<u64> = bus_children(tree, b)
+                .into_iter()
+                .filter_map(|d| tree.val(d, "unit").and_then(QomValue::as_u64))
+                .collect();
+            let unit = (0u64..).find(|u| !used.contains(u)).unwrap_or(0);
+            tree.set_val(node, "unit", unit);
+        }
         attach(tree, node, b);
     }
     // Controllers carry the bus their devices plug into.
@@ -335,6 +344,7 @@ pub fn child_bus_type(ty: &str) -> Option<&'static str> {
         "piix3-usb-uhci" | "ich9-usb-ehci1" | "nec-usb-xhci" | "qemu-xhci" => "usb-bus",
         "virtio-serial-pci" => "virtio-serial-bus",
         "virtio-scsi-pci" | "lsi53c895a" => "SCSI",
+        "isa-fdc" => "floppy-bus",
         _ => return None,
     })
 }
@@ -449,6 +459,26 @@ pub fn build_tree(config: &MachineConfig) -> Tree {
         t.set_val(n, "unit", ide_units[busno]);
         ide_units[busno] += 1;
         attach(&mut t, n, bus);
+    }
+    // The PC's floppy controller (the Q35's only for floppy drives), with a drive device for
+    // each floppy drive, in the unit the drive took.
+    let mut floppies: Vec<(u32, &str)> = config
+        .drives
+        .iter()
+        .filter(|d| d.interface == "floppy")
+        .map(|d| (config.floppy_unit(&d.id).unwrap_or(0), d.id.as_str()))
+        .collect();
+    floppies.sort_unstable();
+    if !machine_type_name(config).starts_with("pc-q35") || !floppies.is_empty() {
+        let fdc = add_numbered(&mut t, unattached, "isa-fdc");
+        attach(&mut t, fdc, isa);
+        let fbus = t.add(fdc, "floppy-bus.0", "floppy-bus");
+        for (unit, drive) in floppies {
+            let n = add_numbered(&mut t, unattached, "floppy");
+            t.set_val(n, "drive", drive.to_string());
+            t.set_val(n, "unit", unit);
+            attach(&mut t, n, fbus);
+        }
     }
     // -device, in order.
     for dc in &config.devices {

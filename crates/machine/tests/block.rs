@@ -39,7 +39,7 @@ fn query_block_lists_the_configured_drives() {
         .iter()
         .map(|b| b["device"].as_str().unwrap())
         .collect();
-    assert_eq!(names, ["ide0-hd0", "virtio0", "ide1-cd0"]);
+    assert_eq!(names, ["ide0-hd0", "virtio0", "ide1-cd0", "floppy0"]);
     let hd = drive(&v, "ide0-hd0");
     assert_eq!(hd["removable"], false);
     assert_eq!(hd["locked"], false);
@@ -65,6 +65,193 @@ fn query_block_lists_the_configured_drives() {
     assert_eq!(cd["removable"], true);
     assert_eq!(cd["tray_open"], false);
     assert!(cd.get("inserted").is_none());
+    // QEMU's PC has an empty floppy drive by default: removable, no tray, no I/O status.
+    let fd = drive(&v, "floppy0");
+    let mut keys: Vec<&String> = fd.as_object().unwrap().keys().collect();
+    keys.sort();
+    assert_eq!(keys, ["device", "locked", "qdev", "removable", "type"]);
+    assert_eq!(fd["removable"], true);
+    assert_eq!(fd["locked"], false);
+    let qdev = fd["qdev"].as_str().unwrap();
+    assert_eq!(
+        run(&mut m, "qom-get", json!({"path": qdev, "property": "type"})),
+        Ok(json!("floppy"))
+    );
+    assert_eq!(
+        run(&mut m, "qom-get", json!({"path": qdev, "property": "unit"})),
+        Ok(json!(0))
+    );
+}
+
+/// A machine claiming QEMU 10.0.2, serving its interface, started with `opts`.
+fn machine_10_with(opts: &[(&str, &str)]) -> Machine {
+    let p = qmpkit_testkit::data::path("qemu-ref/schema-10.0.2/qapi/qapi-schema.json");
+    let s = qmpkit_schema::load(&p, Dialect::Modern).expect("10.0.2 schema loads");
+    let mut c = MachineConfig::default_machine();
+    c.qemu_version = (10, 0, 2);
+    c.apply_option("nodefaults", None).unwrap();
+    for (k, v) in opts {
+        c.apply_option(k, Some(v)).unwrap();
+    }
+    Machine::new(Arc::new(c), Arc::new(s))
+}
+
+/// The floppy controllers among the machine's unattached devices, by QOM path.
+fn fdcs(m: &mut Machine) -> Vec<String> {
+    let children = run(m, "qom-list", json!({"path": "/machine/unattached"})).unwrap();
+    children
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["type"] == "child<isa-fdc>")
+        .map(|c| format!("/machine/unattached/{}", c["name"].as_str().unwrap()))
+        .collect()
+}
+
+/// A raw image of a 1.44 MB floppy disk.
+fn floppy_image(name: &str) -> String {
+    let d = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("qmpkit-floppy");
+    std::fs::create_dir_all(&d).unwrap();
+    let p = d.join(name);
+    let o = qmpkit_block::CreateOptions::new(qmpkit_block::ImageFormat::Raw, 1_474_560);
+    qmpkit_block::image::create(&p, &o).unwrap();
+    p.to_string_lossy().into_owned()
+}
+
+/// The floppy controller and its drives as `qemu-system-x86_64 -M pc -nodefaults` 10.0.2 has
+/// them: the controller always on the ISA bus, with its bus `floppy-bus.0`; a drive device
+/// on it per floppy drive; neither plugs nor unplugs at run time.
+#[test]
+fn the_pcs_floppy_controller_and_its_drives() {
+    // Without floppy drives the PC still has its controller (the Q35 has none).
+    let mut m = machine_10_with(&[]);
+    assert_eq!(run(&mut m, "query-block", json!({})), Ok(json!([])));
+    assert_eq!(
+        run(&mut m, "qom-list-types", json!({"implements": "isa-fdc"})),
+        Ok(json!([{"name": "isa-fdc", "parent": "isa-device"}]))
+    );
+    let fdc = match fdcs(&mut m).as_slice() {
+        [one] => one.clone(),
+        other => panic!("floppy controllers: {other:?}"),
+    };
+    assert_eq!(
+        run(
+            &mut m,
+            "qom-get",
+            json!({"path": fdc, "property": "parent_bus"})
+        ),
+        Ok(json!("/machine/unattached/device[3]/isa.0"))
+    );
+    assert_eq!(
+        run(
+            &mut m,
+            "qom-get",
+            json!({"path": format!("{fdc}/floppy-bus.0"), "property": "type"})
+        ),
+        Ok(json!("floppy-bus"))
+    );
+    assert_eq!(
+        fdcs(&mut machine_10_with(&[("machine", "q35")])),
+        Vec::<String>::new()
+    );
+
+    // -fda: the drive floppy0 behind an anonymous drive device, unit 0.
+    let a = floppy_image("a.img");
+    let mut m = machine_10_with(&[("fda", &a)]);
+    let v = run(&mut m, "query-block", json!({})).unwrap();
+    let fd = drive(&v, "floppy0");
+    assert_eq!(fd["removable"], true);
+    assert!(
+        fd.get("io-status").is_none() && fd.get("tray_open").is_none(),
+        "{fd}"
+    );
+    assert_eq!(fd["inserted"]["file"], a.as_str());
+    assert_eq!(fd["inserted"]["image"]["virtual-size"], 1_474_560);
+    let qdev = fd["qdev"].as_str().unwrap().to_string();
+    assert_eq!(
+        run(
+            &mut m,
+            "qom-get",
+            json!({"path": qdev, "property": "parent_bus"})
+        ),
+        Ok(json!(format!("{fdc}/floppy-bus.0")))
+    );
+
+    // -device floppy over an if=none drive: its id is the qdev, and it takes the first unit.
+    let drive_opt = format!("if=none,id=fd0,file={a},format=raw");
+    let mut m = machine_10_with(&[
+        ("drive", &drive_opt),
+        ("device", "floppy,drive=fd0,id=floppyA"),
+    ]);
+    let v = run(&mut m, "query-block", json!({})).unwrap();
+    let fd = drive(&v, "fd0");
+    assert_eq!(
+        (&fd["qdev"], &fd["removable"]),
+        (&json!("floppyA"), &json!(true))
+    );
+    assert!(fd.get("io-status").is_none(), "{fd}");
+    let get = |m: &mut Machine, prop: &str| {
+        run(
+            m,
+            "qom-get",
+            json!({"path": "/machine/peripheral/floppyA", "property": prop}),
+        )
+    };
+    assert_eq!(get(&mut m, "unit"), Ok(json!(0)));
+    assert_eq!(get(&mut m, "drive"), Ok(json!("fd0")));
+    assert_eq!(
+        get(&mut m, "parent_bus"),
+        Ok(json!(format!("{fdc}/floppy-bus.0")))
+    );
+    // No tray: the medium changes without tray events, read-only when asked.
+    events(&mut m);
+    let b = floppy_image("b.img");
+    run(
+        &mut m,
+        "blockdev-change-medium",
+        json!({"id": "floppyA", "filename": b, "format": "raw", "read-only-mode": "read-only"}),
+    )
+    .unwrap();
+    assert_eq!(events(&mut m), Vec::<String>::new());
+    let v = run(&mut m, "query-block", json!({})).unwrap();
+    assert_eq!(drive(&v, "fd0")["inserted"]["file"], b.as_str());
+    assert_eq!(drive(&v, "fd0")["inserted"]["ro"], true);
+    assert_eq!(
+        run(&mut m, "blockdev-open-tray", json!({"id": "floppyA"})),
+        Ok(json!({}))
+    );
+    assert_eq!(
+        run(&mut m, "eject", json!({"id": "floppyA"})),
+        Ok(json!({}))
+    );
+    assert_eq!(
+        run(&mut m, "blockdev-remove-medium", json!({"id": "floppyA"})),
+        Ok(json!({}))
+    );
+    assert_eq!(events(&mut m), Vec::<String>::new());
+    let v = run(&mut m, "query-block", json!({})).unwrap();
+    assert!(drive(&v, "fd0").get("inserted").is_none());
+    // Neither the drive nor the controller plugs or unplugs at run time.
+    assert_eq!(
+        run(&mut m, "device_del", json!({"id": "floppyA"})),
+        Err("GenericError: Bus 'floppy-bus.0' does not support hotplugging".into())
+    );
+    assert_eq!(
+        run(
+            &mut m,
+            "device_add",
+            json!({"driver": "floppy", "id": "f2"})
+        ),
+        Err("GenericError: Bus 'floppy-bus.0' does not support hotplugging".into())
+    );
+    assert_eq!(
+        run(
+            &mut m,
+            "device_add",
+            json!({"driver": "isa-fdc", "id": "f3"})
+        ),
+        Err("GenericError: Bus 'isa.0' does not support hotplugging".into())
+    );
 }
 
 #[test]

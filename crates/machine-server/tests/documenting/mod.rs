@@ -514,7 +514,7 @@ pub fn context(cmd: &str, args: &Value, want: &Value) -> Option<Context> {
             why: "its rocker switch 'sw1' with two ports and its switch id",
             ..Default::default()
         },
-        // Its drives' statistics (floppy0 and sd0 are drives this machine does not have).
+        // Its drives' statistics (sd0 is a drive this machine does not have).
         "query-blockstats" => Context {
             why: "its drives and their I/O counters",
             ..Default::default()

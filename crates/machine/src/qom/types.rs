@@ -449,6 +449,60 @@ static TPM_PROPS: &[PropDef] = &[
 
 static PVPANIC_PROPS: &[PropDef] = &[p!("ioport", "uint16", "1285")];
 
+const FLOPPY_DRIVE_TYPE: &str = "Floppy drive type (144/288/120/none/auto)";
+const BLOCK_SIZE: &str = "A power of two between 512 B and 2 MiB";
+
+/// A boot index the firmware may be told (no value until set).
+const fn bootindex(name: &'static str) -> PropDef {
+    PropDef {
+        name,
+        ty: "int32",
+        default: None,
+        desc: None,
+        dynamic: true,
+    }
+}
+
+/// The PC's floppy controller, in the order QEMU 10.0.2 lists them.
+static ISA_FDC_PROPS: &[PropDef] = &[
+    p!("fallback", "FloppyDriveType", "\"288\"", FLOPPY_DRIVE_TYPE),
+    p!("fdtypeB", "FloppyDriveType", "\"auto\"", FLOPPY_DRIVE_TYPE),
+    p!("dma", "uint32", "2"),
+    p!("irq", "uint32", "6"),
+    p!("fdtypeA", "FloppyDriveType", "\"auto\"", FLOPPY_DRIVE_TYPE),
+    p!("iobase", "uint32", "1008"),
+    bootindex("bootindexB"),
+    bootindex("bootindexA"),
+];
+
+/// A floppy drive on the controller's bus, in the order QEMU 10.0.2 lists them.
+static FLOPPY_PROPS: &[PropDef] = &[
+    p!(
+        "drive-type",
+        "FloppyDriveType",
+        "\"auto\"",
+        FLOPPY_DRIVE_TYPE
+    ),
+    p!("min_io_size", "size", "0"),
+    p!("backend_defaults", "OnOffAuto", "\"auto\"", ON_OFF_AUTO),
+    p!("account-invalid", "OnOffAuto", "\"auto\"", ON_OFF_AUTO),
+    p!("share-rw", "bool", "false", ON_OFF),
+    p!("account-failed", "OnOffAuto", "\"auto\"", ON_OFF_AUTO),
+    p!("logical_block_size", "size", "0", BLOCK_SIZE),
+    p!("write-cache", "OnOffAuto", "\"auto\"", ON_OFF_AUTO),
+    p!("opt_io_size", "size", "0"),
+    PropDef {
+        name: "drive",
+        ty: "str",
+        default: None,
+        desc: Some(DRIVE),
+        dynamic: false,
+    },
+    p!("unit", "uint32", "4294967295"),
+    p!("physical_block_size", "size", "0", BLOCK_SIZE),
+    p!("discard_granularity", "size", "4294967295"),
+];
+
 static MACHINE_PROPS: &[PropDef] = &[
     dp!("kernel", "string", "\"\""),
     dp!("initrd", "string", "\"\""),
@@ -627,6 +681,7 @@ pub static TYPES: &[TypeDef] = &[
     t!("virtio-pci-bus", Some("virtio-bus")),
     t!("virtio-serial-bus", Some("bus")),
     t!("i2c-bus", Some("bus")),
+    t!("floppy-bus", Some("bus")),
     // devices
     TypeDef {
         is_abstract: true,
@@ -1020,6 +1075,17 @@ pub static TYPES: &[TypeDef] = &[
     TypeDef {
         user_creatable: false,
         ..t!("i8042", Some("isa-device"))
+    },
+    TypeDef {
+        props: ISA_FDC_PROPS,
+        user_creatable: true,
+        ..t!("isa-fdc", Some("isa-device"))
+    },
+    TypeDef {
+        props: FLOPPY_PROPS,
+        bus: Some("floppy-bus"),
+        user_creatable: true,
+        ..t!("floppy", Some("device"))
     },
     TypeDef {
         user_creatable: false,
