@@ -2286,8 +2286,8 @@ mod tests {
             [
                 "ide0-hd0=disk0.qcow2",
                 "virtio0=disk1.qcow2",
-                "floppy0=",
-                "ide1-hd0=c.img"
+                "ide1-hd0=c.img",
+                "floppy0="
             ]
         );
         // Drives without an index take the first free unit.
