@@ -1242,24 +1242,7 @@ impl BlockGraph {
     }
 
     /// Nodes with every parent before its children (QEMU refreshes permissions in this order).
-    fn topological(&self) -> Vec<String> {
-        fn visit<'a>(
-            g: &'a BlockGraph,
-            n: &'a str,
-            seen: &mut HashSet<&'a str>,
-            out: &mut Vec<String>,
-        ) {
-            if !seen.insert(n) {
-                return;
-            }
-            if let Some(node) = g.nodes.get(n) {
-                for e in &node.children {
-                    visit(g, &e.child, seen, out);
-                }
-            }
-            out.push(n.to_string());
-        }
-        // Linear in nodes and links: the children are collected once.
+    fn topological(&self) -> Vec<&str> {
         let children: HashSet<&str> = self
             .nodes
             .values()
@@ -1271,9 +1254,38 @@ impl BlockGraph {
             .filter(|n| !children.contains(n.name.as_str()))
             .collect();
         roots.sort_by_key(|n| n.serial);
+        self.walk_down(roots.iter().map(|n| n.name.as_str()))
+    }
+
+    /// `top` and the nodes below it, every parent before its children.
+    fn topological_from(&self, top: &str) -> Vec<String> {
+        self.walk_down(std::iter::once(top))
+            .into_iter()
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// Depth first from each of `tops` in turn, reversed: parents before children.
+    fn walk_down<'a>(&'a self, tops: impl Iterator<Item = &'a str>) -> Vec<&'a str> {
+        fn visit<'a>(
+            g: &'a BlockGraph,
+            n: &'a str,
+            seen: &mut HashSet<&'a str>,
+            out: &mut Vec<&'a str>,
+        ) {
+            if !seen.insert(n) {
+                return;
+            }
+            if let Some(node) = g.nodes.get(n) {
+                for e in &node.children {
+                    visit(g, &e.child, seen, out);
+                }
+            }
+            out.push(n);
+        }
         let (mut seen, mut out) = (HashSet::new(), Vec::new());
-        for n in roots {
-            visit(self, &n.name, &mut seen, &mut out);
+        for n in tops {
+            visit(self, n, &mut seen, &mut out);
         }
         out.reverse();
         out
@@ -1304,7 +1316,7 @@ impl BlockGraph {
     /// everyone else's, this process's other nodes and other programs alike). All or nothing:
     /// on an error every lock is as it was.
     fn check_all_perms(&mut self) -> Result<()> {
-        let all = self.topological();
+        let all = self.topological().into_iter().map(str::to_string).collect();
         self.refresh_perms(all)
     }
 
@@ -1312,11 +1324,22 @@ impl BlockGraph {
     /// parents first (as QEMU refreshes only the subgraph of a changed node).
     fn check_perms_from(&mut self, start: &str) -> Result<()> {
         let below = self.descendants(start);
-        let order = self
-            .topological()
-            .into_iter()
-            .filter(|n| n == start || below.contains(n))
-            .collect();
+        let inside = |n: &str| n == start || below.iter().any(|b| b == n);
+        // A subgraph no node outside reaches is ordered the same walked from its top alone
+        // (what a new node and its own children are): no need to order the whole graph.
+        let reached_from_outside = self
+            .nodes
+            .values()
+            .any(|n| !inside(&n.name) && n.children.iter().any(|e| inside(&e.child)));
+        let order = if reached_from_outside {
+            self.topological()
+                .into_iter()
+                .filter(|n| inside(n))
+                .map(str::to_string)
+                .collect()
+        } else {
+            self.topological_from(start)
+        };
         self.refresh_perms(order)
     }
 
@@ -1347,7 +1370,13 @@ impl BlockGraph {
         }
         match result {
             Ok(()) => {
-                self.commit_locks();
+                // Only the nodes refreshed can have other parents' permissions now.
+                for n in prepared {
+                    let (perm, shared) = self.cumulative(&n, 0);
+                    if let Some(l) = self.locks.get_mut(&n) {
+                        l.commit(perm, shared);
+                    }
+                }
                 Ok(())
             }
             Err(e) => {
@@ -1502,6 +1531,16 @@ impl BlockGraph {
     }
 
     /// Users of a node: (kind, perm).
+    /// The newest node that has a user of this kind.
+    pub fn node_with_user(&self, kind: &UserKind) -> Option<String> {
+        self.users
+            .iter()
+            .filter(|u| u.kind == *kind)
+            .filter_map(|u| self.nodes.get(&u.node))
+            .max_by_key(|n| n.serial)
+            .map(|n| n.name.clone())
+    }
+
     pub fn users_of(&self, node: &str) -> Vec<UserKind> {
         self.users
             .iter()

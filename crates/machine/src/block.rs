@@ -1277,10 +1277,7 @@ pub fn sync_media(m: &mut Machine) {
 
 /// The node a user of the graph is on now.
 fn node_of_user(graph: &BlockGraph, kind: &UserKind) -> Option<String> {
-    graph
-        .node_names()
-        .into_iter()
-        .find(|n| graph.users_of(n).contains(kind))
+    graph.node_with_user(kind)
 }
 
 /// Guest devices whose `drive` names a graph node get a backend on it (and lose it when

@@ -585,3 +585,51 @@ fn an_nbd_client_reads_what_the_guest_wrote() {
         Err("GenericError: NBD server not running".into())
     );
 }
+
+/// A machine with 500 drives over real image files starts (the graph's permission refresh is
+/// linear in its nodes) and shows each drive's medium and both of its nodes.
+#[test]
+fn five_hundred_drives_over_real_files_start() {
+    let d = dir("many");
+    let mut c = MachineConfig::default_machine();
+    for i in 0..500 {
+        let f = d.join(format!("d{i}.raw"));
+        std::fs::write(&f, vec![0u8; 4096]).expect("image file");
+        c.drives.push(DriveConfig {
+            id: format!("d{i}"),
+            interface: "none".into(),
+            file: Some(f.to_string_lossy().into_owned()),
+            format: Some("raw".into()),
+            ..Default::default()
+        });
+    }
+    let mut m = Machine::new(Arc::new(c), schema());
+    let blocks = ok(run(&mut m, "query-block", json!({})));
+    let ours: Vec<&Value> = blocks
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|b| b["device"].as_str().is_some_and(|n| n.starts_with('d')))
+        .collect();
+    assert_eq!(ours.len(), 500);
+    for (i, b) in ours.iter().enumerate() {
+        let file = d.join(format!("d{i}.raw"));
+        assert_eq!(b["device"], format!("d{i}"));
+        assert_eq!(b["inserted"]["file"], file.to_string_lossy().as_ref());
+        assert_eq!(b["inserted"]["image"]["virtual-size"], 4096);
+    }
+    let nodes = ok(run(
+        &mut m,
+        "query-named-block-nodes",
+        json!({"flat": true}),
+    ));
+    let n = |drv: &str| {
+        nodes
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|x| x["drv"] == drv)
+            .count()
+    };
+    assert_eq!((n("raw"), n("file")), (500, 500));
+}
