@@ -39,6 +39,14 @@ pub enum DocItem<'t> {
 pub trait DocSource<'t> {
     fn next_item(&mut self) -> Result<DocItem<'t>, Box<QapiError>>;
 
+    /// The next item when it is a comment line that starts a line of its
+    /// own right after the previous one (by far the most common item), as
+    /// [`DocItem::Line`]'s fields; `None` (having moved nowhere) for
+    /// anything else, which [`DocSource::next_item`] then reads.
+    fn next_line(&mut self) -> Option<(u32, ItemPos, &'t str)> {
+        None
+    }
+
     /// The 1-based column of an item's position.
     fn column(&self, at: ItemPos) -> u32;
 }
@@ -73,7 +81,11 @@ impl<'t, S: DocSource<'t>> Reader<'_, 't, S> {
         if self.done {
             return Ok(None);
         }
-        match self.items.next_item()? {
+        let item = match self.items.next_line() {
+            Some((line, at, text)) => DocItem::Line { line, at, text },
+            None => self.items.next_item()?,
+        };
+        match item {
             DocItem::Line { line, at, text } => {
                 self.line = line;
                 self.at = Some(at);
@@ -87,7 +99,9 @@ impl<'t, S: DocSource<'t>> Reader<'_, 't, S> {
                     }
                     return Err(self.err("missing space after #"));
                 }
-                Ok(Some(trim_end(&text[2..])))
+                // SAFETY: the line starts with `#` and a space (ASCII), so
+                // byte 2 is a character boundary within it.
+                Ok(Some(trim_end(unsafe { text.get_unchecked(2..) })))
             }
             DocItem::End => {
                 self.done = true;

@@ -244,8 +244,14 @@ fn is_word_end(b: u8) -> bool {
 
 impl<'a> Lexer<'a> {
     /// The text of the current `Comment` token.
+    #[inline]
     fn comment(&self) -> &'a str {
-        &self.text[self.com.0..self.com.1]
+        let (start, end) = self.com;
+        debug_assert!(self.text.is_char_boundary(start) && self.text.is_char_boundary(end));
+        // SAFETY: a comment runs from a `#` to the next `\n` or to the end
+        // of the text: both ends are character boundaries (ASCII bytes, or
+        // the end), and `start <= end <= text.len()`.
+        unsafe { self.text.get_unchecked(start..end) }
     }
 
     fn info(&self) -> Info {
@@ -676,6 +682,27 @@ impl<'a> DocSource<'a> for Lexer<'a> {
             return Ok(DocItem::End);
         }
         Ok(DocItem::Line { line, at, text })
+    }
+
+    #[inline]
+    fn next_line(&mut self) -> Option<(u32, doc::ItemPos, &'a str)> {
+        // The previous comment's line end, then `#` (but not `##`) at the
+        // start of the next line: what `next_item` would find, without
+        // going through its cases.
+        let src = self.src;
+        let c = self.cursor;
+        if src.get(c) != Some(&b'\n') || src.get(c + 1) != Some(&b'#') || src.get(c + 2) == Some(&b'#') {
+            return None;
+        }
+        let start = c + 1;
+        let end = find_nl(src, start + 1);
+        self.line = self.line.saturating_add(1);
+        self.line_pos = start;
+        self.pos = start;
+        self.cursor = end;
+        self.com = (start, end);
+        self.tok = Tok::Comment;
+        Some((self.line, (start, start), self.comment()))
     }
 
     fn column(&self, at: doc::ItemPos) -> u32 {
