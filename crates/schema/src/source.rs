@@ -269,8 +269,15 @@ impl SourceProvider for FsProvider {
         }
         // One spare byte: reading to the end needs room to see the end.
         let mut buf = Vec::with_capacity((meta.len() as usize).saturating_add(1));
-        // `take` bounds devices and files that grow while being read.
-        file.take(MAX_FILE_SIZE + 1).read_to_end(&mut buf)?;
+        if meta.is_file() && meta.len() > 0 {
+            // A regular file is read up to the size it has (as it has it
+            // now): reading ends there, without a further read that finds
+            // nothing (a system call for each of a schema's files).
+            file.take(meta.len()).read_to_end(&mut buf)?;
+        } else {
+            // `take` bounds devices and files that grow while being read.
+            file.take(MAX_FILE_SIZE + 1).read_to_end(&mut buf)?;
+        }
         if buf.len() as u64 > MAX_FILE_SIZE {
             return Err(too_large());
         }
@@ -448,7 +455,26 @@ pub fn join_include(including: &str, name: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::normalize;
+    use super::{normalize, FsProvider, SourceProvider};
+
+    /// Regular files are read whole (with or without a final newline,
+    /// empty or not); a file whose size the system reports as 0 although
+    /// it has text (`/proc`) is read to its end all the same.
+    #[test]
+    fn files_are_read_whole() {
+        let dir = std::env::temp_dir().join(format!("qmpkit-read-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        for text in ["", "{ 'enum': 'E', 'data': [] }\n", "# no newline", "\u{e9}\n"] {
+            let f = dir.join("f.json");
+            std::fs::write(&f, text).unwrap();
+            assert_eq!(FsProvider.read(f.to_str().unwrap()).unwrap(), text);
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+        if std::fs::metadata("/proc/self/status").is_ok_and(|m| m.len() == 0) {
+            let status = FsProvider.read("/proc/self/status").unwrap();
+            assert!(status.starts_with("Name:"), "{status:?}");
+        }
+    }
 
     #[test]
     fn normalize_like_normpath() {
