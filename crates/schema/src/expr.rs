@@ -745,7 +745,7 @@ impl Checker<'_> {
             out.push(FeatureDef {
                 name,
                 ifcond,
-                info: info.clone(),
+                info: finfo,
             });
         }
         Ok(out)
@@ -895,7 +895,7 @@ impl Checker<'_> {
                 typ,
                 ifcond,
                 features,
-                info: info.clone(),
+                info: minfo,
             });
         }
         Ok(out)
@@ -1329,7 +1329,7 @@ impl Checker<'_> {
                 name: mname,
                 ifcond,
                 features,
-                info: info.clone(),
+                info: minfo,
             });
         }
         Ok(ExprKind::Enum(EnumDef {
@@ -1407,7 +1407,7 @@ impl Checker<'_> {
                 name: into_string(key),
                 typ,
                 ifcond,
-                info: info.clone(),
+                info: minfo,
             });
         }
         Ok(ExprKind::Union(UnionDef {
@@ -1472,7 +1472,7 @@ impl Checker<'_> {
                 name: into_string(key),
                 typ,
                 ifcond,
-                info: info.clone(),
+                info: minfo,
             });
         }
         Ok(ExprKind::Alternate(AlternateDef { common, branches }))
