@@ -7,7 +7,11 @@
 //! Each thread takes blocks from a chunk of the region of its own (threads parsing a schema's
 //! files side by side do not contend for one pointer); freeing a thread's newest allocation
 //! takes it back, and growing the newest grows it in place (the chunk grows with it while it
-//! is the region's last), so that a vector built up alone wastes nothing. When the region is
+//! is the region's last), so that a vector built up alone wastes nothing. Other freed blocks
+//! of 512 bytes or more (a file's lists once its parts are put in order, a vector's buffer
+//! before it grew) are kept on short lists, by size, for later blocks that fit: the less of
+//! the region a command touches, the fewer pages the kernel has to clear for it (checking
+//! QEMU's schema stays within two huge pages instead of three). When the region is
 //! used up (or cannot be had), allocations fall back to the system's allocator; blocks are
 //! told apart by address.
 //!
@@ -49,6 +53,105 @@ static FULL: AtomicBool = AtomicBool::new(false);
 const CHUNK: usize = 128 << 10;
 /// Chunks start on a cache line of their own.
 const LINE: usize = 64;
+/// Freed blocks this large or larger are kept for reuse (smaller ones are many, and mostly
+/// taken back as a thread's newest block).
+const REUSE_MIN_SHIFT: u32 = 9;
+const REUSE_MIN: usize = 1 << REUSE_MIN_SHIFT;
+/// Kept blocks are sorted by size class (a power of two: 512 bytes to 512 KiB and larger);
+/// each class keeps this many (when its list is full, a block is not kept).
+const CLASSES: usize = 11;
+const PER_CLASS: usize = 32;
+
+/// Freed blocks of the region, `(start, len)`, by size class, behind a spin lock: blocks this
+/// large are a few thousand in a schema check, so the lock is seldom contended and never
+/// held for long.
+struct FreeList {
+    busy: AtomicBool,
+    classes: std::cell::UnsafeCell<[Class; CLASSES]>,
+}
+
+#[derive(Clone, Copy)]
+struct Class {
+    n: usize,
+    blocks: [(usize, usize); PER_CLASS],
+}
+
+// SAFETY: `classes` is only touched while `busy` is held (see `FreeList::with`).
+unsafe impl Sync for FreeList {}
+
+static FREE: FreeList = FreeList {
+    busy: AtomicBool::new(false),
+    classes: std::cell::UnsafeCell::new(
+        [Class {
+            n: 0,
+            blocks: [(0, 0); PER_CLASS],
+        }; CLASSES],
+    ),
+};
+
+/// The size class of a block of `len` bytes (at least [`REUSE_MIN`]).
+fn class_of(len: usize) -> usize {
+    ((usize::BITS - 1 - len.leading_zeros() - REUSE_MIN_SHIFT) as usize).min(CLASSES - 1)
+}
+
+impl FreeList {
+    fn with<R>(&self, f: impl FnOnce(&mut [Class; CLASSES]) -> R) -> R {
+        while self
+            .busy
+            .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            std::hint::spin_loop();
+        }
+        // SAFETY: `busy` is held: no other reference to the classes exists.
+        let r = f(unsafe { &mut *self.classes.get() });
+        self.busy.store(false, Ordering::Release);
+        r
+    }
+
+    /// Keep the freed block `[a, a + len)` (when its class has room).
+    #[inline(never)]
+    fn put(&self, a: usize, len: usize) {
+        self.with(|classes| put_in(classes, a, len));
+    }
+
+    /// A kept block that holds `layout`, cut to it (a rest large enough is kept again): one
+    /// of the block's own class that is large enough, else any of a larger class.
+    #[inline(never)]
+    fn take(&self, layout: Layout) -> Option<*mut u8> {
+        let align = layout.align() - 1;
+        let fit = |(a, len): (usize, usize)| {
+            let p = a.checked_add(align)? & !align;
+            let e = p.checked_add(layout.size())?;
+            (e <= a + len).then_some((p, e))
+        };
+        self.with(|classes| {
+            for c in class_of(layout.size())..CLASSES {
+                let class = &mut classes[c];
+                let Some(k) = (0..class.n).rev().find(|&k| fit(class.blocks[k]).is_some()) else {
+                    continue;
+                };
+                let (a, len) = class.blocks[k];
+                class.n -= 1;
+                class.blocks[k] = class.blocks[class.n];
+                let (p, e) = fit((a, len))?;
+                if a + len - e >= REUSE_MIN {
+                    put_in(classes, e, a + len - e);
+                }
+                return Some(p as *mut u8);
+            }
+            None
+        })
+    }
+}
+
+fn put_in(classes: &mut [Class; CLASSES], a: usize, len: usize) {
+    let class = &mut classes[class_of(len)];
+    if class.n < PER_CLASS {
+        class.blocks[class.n] = (a, len);
+        class.n += 1;
+    }
+}
 
 thread_local! {
     /// This thread's chunk of the region: its first free byte and its end (`(0, 0)` before
@@ -61,6 +164,14 @@ thread_local! {
 pub fn enable() {
     if START.load(Ordering::Acquire) != 0 {
         return;
+    }
+    // What the C library still allocates for itself (a new thread asks it for the thread's
+    // attributes) comes from its main heap: a heap of its own for each new thread would be
+    // four system calls and a page fault more per thread.
+    // SAFETY: plain C call; tuning the C library's allocator before threads exist.
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 1);
     }
     // SAFETY: a fresh private anonymous mapping; no existing memory is affected.
     let p = unsafe {
@@ -90,6 +201,23 @@ pub fn enable() {
     END.store(start + RESERVE, Ordering::Relaxed);
     START.store(start, Ordering::Release);
     ACTIVE.store(true, Ordering::Release);
+    // The region's second huge page is made present on another core while this one starts
+    // the command (reading options and the first file takes about as long as the kernel
+    // takes to clear a huge page): otherwise whichever thread first reaches it clears it
+    // in the middle of the work. Where the kernel gives no huge pages, nothing is done.
+    let second = aligned + HUGE;
+    let _ = std::thread::Builder::new()
+        .stack_size(64 << 10)
+        .spawn(move || {
+            let thp = std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled");
+            if thp.is_ok_and(|t| !t.contains("[never]")) {
+                // SAFETY: advice on a range inside the region mapped above, which no block
+                // reaches yet; making pages present does not change their contents.
+                unsafe {
+                    libc::madvise(second as *mut libc::c_void, HUGE, libc::MADV_POPULATE_WRITE);
+                }
+            }
+        });
 }
 
 /// Serve allocations from a region of `want` bytes at least, present from the start (once; a
@@ -262,6 +390,11 @@ fn bump(layout: Layout) -> Option<*mut u8> {
 // over the newest block, when that block is freed or resized.
 unsafe impl GlobalAlloc for Alloc {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        if layout.size() >= REUSE_MIN && ACTIVE.load(Ordering::Acquire) {
+            if let Some(p) = FREE.take(layout) {
+                return p;
+            }
+        }
         match bump(layout) {
             Some(p) => p,
             None => System.alloc(layout),
@@ -271,14 +404,21 @@ unsafe impl GlobalAlloc for Alloc {
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         let a = ptr as usize;
         if in_arena(a) {
-            // This thread's newest block is taken back; any other stays (the process ends
-            // soon).
-            let _ = LOCAL.try_with(|local| {
-                let (next, end) = local.get();
-                if a.checked_add(layout.size()) == Some(next) {
-                    local.set((a, end));
-                }
-            });
+            // This thread's newest block is taken back; a large one is kept for reuse; any
+            // other stays (the process ends soon).
+            let newest = LOCAL
+                .try_with(|local| {
+                    let (next, end) = local.get();
+                    let newest = a.checked_add(layout.size()) == Some(next);
+                    if newest {
+                        local.set((a, end));
+                    }
+                    newest
+                })
+                .unwrap_or(false);
+            if !newest && layout.size() >= REUSE_MIN && ACTIVE.load(Ordering::Acquire) {
+                FREE.put(a, layout.size());
+            }
             return;
         }
         System.dealloc(ptr, layout)
@@ -317,6 +457,7 @@ unsafe impl GlobalAlloc for Alloc {
             // SAFETY: both blocks are live and at least `layout.size()` long; a new block
             // never overlaps a live one.
             std::ptr::copy_nonoverlapping(ptr, p, layout.size());
+            self.dealloc(ptr, layout);
         }
         p
     }
