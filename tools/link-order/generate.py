@@ -1,10 +1,12 @@
 #!/usr/bin/env python3
 """Record which functions of a release `qmpkit` run while `qmpkit serve` starts and answers a
-typical session, and write them as a linker script (`crates/cli/link-order.ld`, which
-`crates/cli/build.rs` hands to the linker for release builds) that gathers their sections
-into one output section ahead of the rest of the code. Placed together, the code a machine
-runs fills a few hundred KiB of the binary instead of being spread over most of its 10 MB of
-text, so a process maps (and faults in) far fewer pages of it.
+typical session, and then while `qmpkit schema check` checks QEMU's schema, and write them as
+a linker script (`crates/cli/link-order.ld`, which `crates/cli/build.rs` hands to the linker
+for release builds) that gathers their sections into one output section ahead of the rest of
+the code: a machine's functions first, then those only the check runs. Placed together, the
+code a machine (or a check) runs fills a few hundred KiB of the binary instead of being
+spread over most of its 10 MB of text, so a process maps (and faults in) far fewer pages of
+it.
 
 usage: tools/link-order/generate.py [path/to/release/qmpkit] [output]
 
@@ -68,6 +70,16 @@ def run_session(qmpkit, out):
     vg.send_signal(2)
     vg.wait(timeout=60)
     os.rmdir(d) if not os.listdir(d) else None
+
+
+def run_check(qmpkit, root, out):
+    schema = os.path.join(root, "tests/data/qemu-ref/schema-10.0.2/qapi/qapi-schema.json")
+    r = subprocess.run(
+        ["valgrind", "--tool=callgrind", "--dump-instr=yes", "--callgrind-out-file=" + out,
+         qmpkit, "schema", "check", schema],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    if r.returncode != 0:
+        sys.exit("qmpkit schema check failed under valgrind")
 
 
 def executed_addresses(cg, binary):
@@ -171,10 +183,16 @@ def main():
     with tempfile.NamedTemporaryFile(suffix=".callgrind") as cg:
         run_session(qmpkit, cg.name)
         names, syms = functions(qmpkit, executed_addresses(cg.name, qmpkit))
+    with tempfile.NamedTemporaryFile(suffix=".callgrind") as cg:
+        run_check(qmpkit, root, cg.name)
+        check, _ = functions(qmpkit, executed_addresses(cg.name, qmpkit))
+    serve = set(names)
+    names += [n for n in check if n not in serve]
     pats, size = patterns(names, syms)
     with open(out, "w") as f:
         f.write("/* Written by tools/link-order/generate.py: the functions `qmpkit serve` runs to\n"
-                "   start and answer a session, gathered ahead of the rest of the code. */\n")
+                "   start and answer a session, then those `qmpkit schema check` runs, gathered\n"
+                "   ahead of the rest of the code. */\n")
         f.write("SECTIONS {\n  .text.serve : {\n")
         f.write("".join(f"    *(.text.{p})\n" for p in pats))
         f.write("  }\n}\nINSERT BEFORE .text;\n")
