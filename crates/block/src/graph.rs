@@ -1749,6 +1749,31 @@ impl BlockGraph {
                 .any(|u| u.node == node && matches!(u.kind, UserKind::Job { .. }))
     }
 
+    /// Whether `blockdev-snapshot` finds `node` "already in use" as an overlay (found against
+    /// qemu-storage-daemon 10.0.2): a block backend on it (an export, a device, a job's
+    /// target), a qcow2 node over it as its file, or a parent that is itself in use (through
+    /// any link: a raw node's file, an overlay's backing).
+    pub fn in_use_as_overlay(&self, node: &str) -> bool {
+        self.in_use_as_overlay_at(node, 0)
+    }
+
+    fn in_use_as_overlay_at(&self, node: &str, depth: u32) -> bool {
+        let backend = |u: &User| match &u.kind {
+            UserKind::Job { role, .. } => role == "target",
+            _ => true,
+        };
+        if self.users.iter().any(|u| u.node == node && backend(u)) {
+            return true;
+        }
+        depth < 64
+            && self.nodes.values().any(|p| {
+                p.children.iter().any(|e| e.child == node)
+                    && (p.children.iter().any(|e| {
+                        e.child == node && e.role == ChildRole::File && p.driver == Driver::Qcow2
+                    }) || self.in_use_as_overlay_at(&p.name, depth + 1))
+            })
+    }
+
     pub fn has_parent_node(&self, node: &str) -> bool {
         self.nodes
             .values()
@@ -1838,6 +1863,16 @@ impl BlockGraph {
             .iter()
             .find(|e| e.role == role)
             .map(|e| e.child.clone())
+    }
+
+    /// The child holding a node's data (`query-blockstats`' `parent`): a filter's filtered
+    /// child, a format node's file; none for protocol and null nodes.
+    pub fn data_child(&self, name: &str) -> Option<String> {
+        let role = match self.nodes.get(name)?.driver {
+            Driver::Raw | Driver::Qcow2 => ChildRole::File,
+            d => d.filtered_role()?,
+        };
+        self.child(name, role)
     }
 
     /// The backing chain from `name` down: `name`, its backing, its backing's backing, …

@@ -167,11 +167,6 @@ const KNOWN: &[(&str, &str, &str)] = &[
     ),
     (
         "blockdev-snapshot",
-        "error-vs-ok",
-        "overlay permission checks",
-    ),
-    (
-        "blockdev-snapshot",
         "events",
         "jobs that differ pause and resume on every drain",
     ),
@@ -206,11 +201,6 @@ const KNOWN: &[(&str, &str, &str)] = &[
         "follows nodes and exports that differ",
     ),
     (
-        "nbd-server-remove",
-        "error",
-        "follows exports that differ",
-    ),
-    (
         "nbd-server-stop",
         "events",
         "jobs that differ pause and resume on every drain",
@@ -219,11 +209,6 @@ const KNOWN: &[(&str, &str, &str)] = &[
         "object-add",
         "error",
         "throttle-group and iothread property checks",
-    ),
-    (
-        "qom-list",
-        "return",
-        "children listed in creation order, QEMU's in hash order",
     ),
     (
         "query-block-exports",
@@ -238,12 +223,7 @@ const KNOWN: &[(&str, &str, &str)] = &[
     (
         "query-blockstats",
         "return",
-        "query-nodes: the statistics of every node (parent, driver-specific) are not listed",
-    ),
-    (
-        "query-chardev",
-        "return",
-        "chardevs listed in creation order, QEMU's in hash order",
+        "query-nodes: generated node names numbered otherwise once a job's filter took one; a node's highest written offset and a file node's discard counters after blockdev-create and jobs wrote (not counted)",
     ),
     (
         "query-jobs",

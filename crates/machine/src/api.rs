@@ -5194,6 +5194,433 @@ impl ::qmpkit_qapi::Builder for __BlockDeviceStatsBuilder {
     }
 }
 
+/// QAPI struct `BlockStatsSpecificFile`.
+///
+/// Counters a host file node keeps of its discard requests.
+///
+/// **Since:** 4.2
+#[allow(deprecated)]
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct BlockStatsSpecificFile {
+    /// discard requests that succeeded
+    pub discard_nb_ok: u64,
+    /// discard requests that failed
+    pub discard_nb_failed: u64,
+    /// bytes the successful discard requests covered
+    pub discard_bytes_ok: u64,
+}
+#[allow(deprecated)]
+impl ::qmpkit_qapi::Object for BlockStatsSpecificFile {
+    type Builder = __BlockStatsSpecificFileBuilder;
+    const MEMBERS: usize = 3;
+    fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
+        ::serde::ser::SerializeMap::serialize_entry(__m, "discard-nb-ok", &self.discard_nb_ok)?;
+        ::serde::ser::SerializeMap::serialize_entry(__m, "discard-nb-failed", &self.discard_nb_failed)?;
+        ::serde::ser::SerializeMap::serialize_entry(__m, "discard-bytes-ok", &self.discard_bytes_ok)?;
+        Ok(())
+    }
+}
+#[allow(deprecated)]
+impl ::serde::Serialize for BlockStatsSpecificFile {
+    fn serialize<__S: ::serde::Serializer>(&self, __s: __S) -> ::core::result::Result<__S::Ok, __S::Error> {
+        ::qmpkit_qapi::__rt::serialize_object(self, __s)
+    }
+}
+#[allow(deprecated)]
+impl<'de> ::serde::Deserialize<'de> for BlockStatsSpecificFile {
+    fn deserialize<__D: ::serde::Deserializer<'de>>(__d: __D) -> ::core::result::Result<Self, __D::Error> {
+        ::qmpkit_qapi::__rt::deserialize_object(__d, "BlockStatsSpecificFile")
+    }
+}
+#[doc(hidden)]
+#[allow(deprecated)]
+#[derive(Default)]
+pub struct __BlockStatsSpecificFileBuilder {
+    discard_nb_ok: ::core::option::Option<u64>,
+    discard_nb_failed: ::core::option::Option<u64>,
+    discard_bytes_ok: ::core::option::Option<u64>,
+}
+#[allow(deprecated)]
+impl ::qmpkit_qapi::Builder for __BlockStatsSpecificFileBuilder {
+    type Out = BlockStatsSpecificFile;
+    fn member<'de, __A: ::serde::de::MapAccess<'de>>(&mut self, __key: &str, __map: &mut __A) -> ::core::result::Result<bool, __A::Error> {
+        match __key {
+            "discard-nb-ok" => self.discard_nb_ok = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
+            "discard-nb-failed" => self.discard_nb_failed = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
+            "discard-bytes-ok" => self.discard_bytes_ok = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+    fn finish<__E: ::serde::de::Error>(self) -> ::core::result::Result<BlockStatsSpecificFile, __E> {
+        Ok(BlockStatsSpecificFile { discard_nb_ok: ::qmpkit_qapi::__rt::missing(self.discard_nb_ok, "discard-nb-ok")?, discard_nb_failed: ::qmpkit_qapi::__rt::missing(self.discard_nb_failed, "discard-nb-failed")?, discard_bytes_ok: ::qmpkit_qapi::__rt::missing(self.discard_bytes_ok, "discard-bytes-ok")?, })
+    }
+}
+
+/// QAPI union `BlockStatsSpecific` (tag `driver`).
+///
+/// Statistics only some block drivers keep.
+///
+/// **Since:** 4.2
+#[allow(deprecated)]
+#[derive(Debug, Clone, PartialEq)]
+pub enum BlockStatsSpecific {
+    /// `driver` is `file`.
+    File(BlockStatsSpecificFile),
+    /// `driver` is `host_device`.
+    HostDevice(BlockStatsSpecificFile),
+    /// `driver` is `blkdebug`.
+    Blkdebug,
+    /// `driver` is `blkverify`.
+    Blkverify,
+    /// `driver` is `bochs`.
+    Bochs,
+    /// `driver` is `cloop`.
+    Cloop,
+    /// `driver` is `dmg`.
+    Dmg,
+    /// `driver` is `ftp`.
+    Ftp,
+    /// `driver` is `ftps`.
+    Ftps,
+    /// `driver` is `gluster`.
+    Gluster,
+    /// `driver` is `host_cdrom`.
+    HostCdrom,
+    /// `driver` is `http`.
+    Http,
+    /// `driver` is `https`.
+    Https,
+    /// `driver` is `iscsi`.
+    Iscsi,
+    /// `driver` is `luks`.
+    Luks,
+    /// `driver` is `nbd`.
+    Nbd,
+    /// `driver` is `nfs`.
+    Nfs,
+    /// `driver` is `null-aio`.
+    NullAio,
+    /// `driver` is `null-co`.
+    NullCo,
+    /// `driver` is `parallels`.
+    Parallels,
+    /// `driver` is `qcow`.
+    Qcow,
+    /// `driver` is `qcow2`.
+    Qcow2,
+    /// `driver` is `qed`.
+    Qed,
+    /// `driver` is `quorum`.
+    Quorum,
+    /// `driver` is `raw`.
+    Raw,
+    /// `driver` is `rbd`.
+    Rbd,
+    /// `driver` is `replication`.
+    Replication,
+    /// `driver` is `sheepdog`.
+    Sheepdog,
+    /// `driver` is `ssh`.
+    Ssh,
+    /// `driver` is `throttle`.
+    Throttle,
+    /// `driver` is `vdi`.
+    Vdi,
+    /// `driver` is `vhdx`.
+    Vhdx,
+    /// `driver` is `vmdk`.
+    Vmdk,
+    /// `driver` is `vpc`.
+    Vpc,
+    /// `driver` is `vvfat`.
+    Vvfat,
+    /// `driver` is `vxhs`.
+    Vxhs,
+    /// A branch this schema does not know: an object with the tag `driver` and the branch's members.
+    Unknown(::serde_json::Value),
+}
+#[allow(deprecated)]
+impl BlockStatsSpecific {
+    /// The value of the tag `driver`.
+    pub fn tag(&self) -> &str {
+        match self {
+            BlockStatsSpecific::File(_) => "file",
+            BlockStatsSpecific::HostDevice(_) => "host_device",
+            BlockStatsSpecific::Blkdebug => "blkdebug",
+            BlockStatsSpecific::Blkverify => "blkverify",
+            BlockStatsSpecific::Bochs => "bochs",
+            BlockStatsSpecific::Cloop => "cloop",
+            BlockStatsSpecific::Dmg => "dmg",
+            BlockStatsSpecific::Ftp => "ftp",
+            BlockStatsSpecific::Ftps => "ftps",
+            BlockStatsSpecific::Gluster => "gluster",
+            BlockStatsSpecific::HostCdrom => "host_cdrom",
+            BlockStatsSpecific::Http => "http",
+            BlockStatsSpecific::Https => "https",
+            BlockStatsSpecific::Iscsi => "iscsi",
+            BlockStatsSpecific::Luks => "luks",
+            BlockStatsSpecific::Nbd => "nbd",
+            BlockStatsSpecific::Nfs => "nfs",
+            BlockStatsSpecific::NullAio => "null-aio",
+            BlockStatsSpecific::NullCo => "null-co",
+            BlockStatsSpecific::Parallels => "parallels",
+            BlockStatsSpecific::Qcow => "qcow",
+            BlockStatsSpecific::Qcow2 => "qcow2",
+            BlockStatsSpecific::Qed => "qed",
+            BlockStatsSpecific::Quorum => "quorum",
+            BlockStatsSpecific::Raw => "raw",
+            BlockStatsSpecific::Rbd => "rbd",
+            BlockStatsSpecific::Replication => "replication",
+            BlockStatsSpecific::Sheepdog => "sheepdog",
+            BlockStatsSpecific::Ssh => "ssh",
+            BlockStatsSpecific::Throttle => "throttle",
+            BlockStatsSpecific::Vdi => "vdi",
+            BlockStatsSpecific::Vhdx => "vhdx",
+            BlockStatsSpecific::Vmdk => "vmdk",
+            BlockStatsSpecific::Vpc => "vpc",
+            BlockStatsSpecific::Vvfat => "vvfat",
+            BlockStatsSpecific::Vxhs => "vxhs",
+            BlockStatsSpecific::Unknown(__v) => ::qmpkit_qapi::__rt::unknown_tag(__v, "driver"),
+        }
+    }
+}
+#[allow(deprecated)]
+impl ::qmpkit_qapi::Object for BlockStatsSpecific {
+    type Builder = __BlockStatsSpecificBuilder;
+    fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
+        ::serde::ser::SerializeMap::serialize_entry(__m, "driver", self.tag())?;
+        match &self {
+            BlockStatsSpecific::File(__v) => ::qmpkit_qapi::Object::serialize_members(__v, __m)?,
+            BlockStatsSpecific::HostDevice(__v) => ::qmpkit_qapi::Object::serialize_members(__v, __m)?,
+            BlockStatsSpecific::Blkdebug => {}
+            BlockStatsSpecific::Blkverify => {}
+            BlockStatsSpecific::Bochs => {}
+            BlockStatsSpecific::Cloop => {}
+            BlockStatsSpecific::Dmg => {}
+            BlockStatsSpecific::Ftp => {}
+            BlockStatsSpecific::Ftps => {}
+            BlockStatsSpecific::Gluster => {}
+            BlockStatsSpecific::HostCdrom => {}
+            BlockStatsSpecific::Http => {}
+            BlockStatsSpecific::Https => {}
+            BlockStatsSpecific::Iscsi => {}
+            BlockStatsSpecific::Luks => {}
+            BlockStatsSpecific::Nbd => {}
+            BlockStatsSpecific::Nfs => {}
+            BlockStatsSpecific::NullAio => {}
+            BlockStatsSpecific::NullCo => {}
+            BlockStatsSpecific::Parallels => {}
+            BlockStatsSpecific::Qcow => {}
+            BlockStatsSpecific::Qcow2 => {}
+            BlockStatsSpecific::Qed => {}
+            BlockStatsSpecific::Quorum => {}
+            BlockStatsSpecific::Raw => {}
+            BlockStatsSpecific::Rbd => {}
+            BlockStatsSpecific::Replication => {}
+            BlockStatsSpecific::Sheepdog => {}
+            BlockStatsSpecific::Ssh => {}
+            BlockStatsSpecific::Throttle => {}
+            BlockStatsSpecific::Vdi => {}
+            BlockStatsSpecific::Vhdx => {}
+            BlockStatsSpecific::Vmdk => {}
+            BlockStatsSpecific::Vpc => {}
+            BlockStatsSpecific::Vvfat => {}
+            BlockStatsSpecific::Vxhs => {}
+            BlockStatsSpecific::Unknown(__v) => ::qmpkit_qapi::__rt::serialize_unknown(__v, "driver", __m)?,
+        }
+        Ok(())
+    }
+}
+#[allow(deprecated)]
+impl ::serde::Serialize for BlockStatsSpecific {
+    fn serialize<__S: ::serde::Serializer>(&self, __s: __S) -> ::core::result::Result<__S::Ok, __S::Error> {
+        ::qmpkit_qapi::__rt::serialize_object(self, __s)
+    }
+}
+#[allow(deprecated)]
+impl<'de> ::serde::Deserialize<'de> for BlockStatsSpecific {
+    fn deserialize<__D: ::serde::Deserializer<'de>>(__d: __D) -> ::core::result::Result<Self, __D::Error> {
+        ::qmpkit_qapi::__rt::deserialize_object(__d, "BlockStatsSpecific")
+    }
+}
+#[doc(hidden)]
+#[allow(deprecated)]
+#[derive(Default)]
+pub enum __BlockStatsSpecificState {
+    #[default]
+    Pending,
+    Early(::std::vec::Vec<(::std::string::String, ::serde_json::Value)>),
+    File(::qmpkit_qapi::__rt::BuilderOf<BlockStatsSpecificFile>),
+    HostDevice(::qmpkit_qapi::__rt::BuilderOf<BlockStatsSpecificFile>),
+    Blkdebug,
+    Blkverify,
+    Bochs,
+    Cloop,
+    Dmg,
+    Ftp,
+    Ftps,
+    Gluster,
+    HostCdrom,
+    Http,
+    Https,
+    Iscsi,
+    Luks,
+    Nbd,
+    Nfs,
+    NullAio,
+    NullCo,
+    Parallels,
+    Qcow,
+    Qcow2,
+    Qed,
+    Quorum,
+    Raw,
+    Rbd,
+    Replication,
+    Sheepdog,
+    Ssh,
+    Throttle,
+    Vdi,
+    Vhdx,
+    Vmdk,
+    Vpc,
+    Vvfat,
+    Vxhs,
+    Unknown(::std::string::String, ::serde_json::Map<::std::string::String, ::serde_json::Value>),
+}
+#[allow(deprecated)]
+impl __BlockStatsSpecificState {
+    fn start(__t: ::std::string::String) -> Self {
+        match __t.as_str() {
+            "file" => __BlockStatsSpecificState::File(::core::default::Default::default()),
+            "host_device" => __BlockStatsSpecificState::HostDevice(::core::default::Default::default()),
+            "blkdebug" => __BlockStatsSpecificState::Blkdebug,
+            "blkverify" => __BlockStatsSpecificState::Blkverify,
+            "bochs" => __BlockStatsSpecificState::Bochs,
+            "cloop" => __BlockStatsSpecificState::Cloop,
+            "dmg" => __BlockStatsSpecificState::Dmg,
+            "ftp" => __BlockStatsSpecificState::Ftp,
+            "ftps" => __BlockStatsSpecificState::Ftps,
+            "gluster" => __BlockStatsSpecificState::Gluster,
+            "host_cdrom" => __BlockStatsSpecificState::HostCdrom,
+            "http" => __BlockStatsSpecificState::Http,
+            "https" => __BlockStatsSpecificState::Https,
+            "iscsi" => __BlockStatsSpecificState::Iscsi,
+            "luks" => __BlockStatsSpecificState::Luks,
+            "nbd" => __BlockStatsSpecificState::Nbd,
+            "nfs" => __BlockStatsSpecificState::Nfs,
+            "null-aio" => __BlockStatsSpecificState::NullAio,
+            "null-co" => __BlockStatsSpecificState::NullCo,
+            "parallels" => __BlockStatsSpecificState::Parallels,
+            "qcow" => __BlockStatsSpecificState::Qcow,
+            "qcow2" => __BlockStatsSpecificState::Qcow2,
+            "qed" => __BlockStatsSpecificState::Qed,
+            "quorum" => __BlockStatsSpecificState::Quorum,
+            "raw" => __BlockStatsSpecificState::Raw,
+            "rbd" => __BlockStatsSpecificState::Rbd,
+            "replication" => __BlockStatsSpecificState::Replication,
+            "sheepdog" => __BlockStatsSpecificState::Sheepdog,
+            "ssh" => __BlockStatsSpecificState::Ssh,
+            "throttle" => __BlockStatsSpecificState::Throttle,
+            "vdi" => __BlockStatsSpecificState::Vdi,
+            "vhdx" => __BlockStatsSpecificState::Vhdx,
+            "vmdk" => __BlockStatsSpecificState::Vmdk,
+            "vpc" => __BlockStatsSpecificState::Vpc,
+            "vvfat" => __BlockStatsSpecificState::Vvfat,
+            "vxhs" => __BlockStatsSpecificState::Vxhs,
+            _ => __BlockStatsSpecificState::Unknown(__t, ::serde_json::Map::new()),
+        }
+    }
+    fn replay<__E: ::serde::de::Error>(&mut self, __p: ::std::vec::Vec<(::std::string::String, ::serde_json::Value)>) -> ::core::result::Result<(), __E> {
+        match self {
+            __BlockStatsSpecificState::File(__b) => ::qmpkit_qapi::__rt::replay(__b, __p),
+            __BlockStatsSpecificState::HostDevice(__b) => ::qmpkit_qapi::__rt::replay(__b, __p),
+            __BlockStatsSpecificState::Unknown(_, __o) => { __o.extend(__p); Ok(()) }
+            _ => Ok(()),
+        }
+    }
+    fn member<'de, __A: ::serde::de::MapAccess<'de>>(&mut self, __key: &str, __map: &mut __A) -> ::core::result::Result<bool, __A::Error> {
+        match self {
+            __BlockStatsSpecificState::Pending => { *self = __BlockStatsSpecificState::Early(::std::vec![(__key.into(), ::serde::de::MapAccess::next_value(__map)?)]); Ok(true) }
+            __BlockStatsSpecificState::Early(__p) => { __p.push((__key.into(), ::serde::de::MapAccess::next_value(__map)?)); Ok(true) }
+            __BlockStatsSpecificState::File(__b) => ::qmpkit_qapi::Builder::member(__b, __key, __map),
+            __BlockStatsSpecificState::HostDevice(__b) => ::qmpkit_qapi::Builder::member(__b, __key, __map),
+            __BlockStatsSpecificState::Unknown(_, __o) => { __o.insert(__key.into(), ::serde::de::MapAccess::next_value(__map)?); Ok(true) }
+            _ => Ok(false),
+        }
+    }
+    fn finish<__E: ::serde::de::Error>(self) -> ::core::result::Result<BlockStatsSpecific, __E> {
+        Ok(match self {
+            __BlockStatsSpecificState::Pending | __BlockStatsSpecificState::Early(_) => return Err(__E::missing_field("driver")),
+            __BlockStatsSpecificState::File(__b) => BlockStatsSpecific::File(::qmpkit_qapi::Builder::finish(__b)?),
+            __BlockStatsSpecificState::HostDevice(__b) => BlockStatsSpecific::HostDevice(::qmpkit_qapi::Builder::finish(__b)?),
+            __BlockStatsSpecificState::Blkdebug => BlockStatsSpecific::Blkdebug,
+            __BlockStatsSpecificState::Blkverify => BlockStatsSpecific::Blkverify,
+            __BlockStatsSpecificState::Bochs => BlockStatsSpecific::Bochs,
+            __BlockStatsSpecificState::Cloop => BlockStatsSpecific::Cloop,
+            __BlockStatsSpecificState::Dmg => BlockStatsSpecific::Dmg,
+            __BlockStatsSpecificState::Ftp => BlockStatsSpecific::Ftp,
+            __BlockStatsSpecificState::Ftps => BlockStatsSpecific::Ftps,
+            __BlockStatsSpecificState::Gluster => BlockStatsSpecific::Gluster,
+            __BlockStatsSpecificState::HostCdrom => BlockStatsSpecific::HostCdrom,
+            __BlockStatsSpecificState::Http => BlockStatsSpecific::Http,
+            __BlockStatsSpecificState::Https => BlockStatsSpecific::Https,
+            __BlockStatsSpecificState::Iscsi => BlockStatsSpecific::Iscsi,
+            __BlockStatsSpecificState::Luks => BlockStatsSpecific::Luks,
+            __BlockStatsSpecificState::Nbd => BlockStatsSpecific::Nbd,
+            __BlockStatsSpecificState::Nfs => BlockStatsSpecific::Nfs,
+            __BlockStatsSpecificState::NullAio => BlockStatsSpecific::NullAio,
+            __BlockStatsSpecificState::NullCo => BlockStatsSpecific::NullCo,
+            __BlockStatsSpecificState::Parallels => BlockStatsSpecific::Parallels,
+            __BlockStatsSpecificState::Qcow => BlockStatsSpecific::Qcow,
+            __BlockStatsSpecificState::Qcow2 => BlockStatsSpecific::Qcow2,
+            __BlockStatsSpecificState::Qed => BlockStatsSpecific::Qed,
+            __BlockStatsSpecificState::Quorum => BlockStatsSpecific::Quorum,
+            __BlockStatsSpecificState::Raw => BlockStatsSpecific::Raw,
+            __BlockStatsSpecificState::Rbd => BlockStatsSpecific::Rbd,
+            __BlockStatsSpecificState::Replication => BlockStatsSpecific::Replication,
+            __BlockStatsSpecificState::Sheepdog => BlockStatsSpecific::Sheepdog,
+            __BlockStatsSpecificState::Ssh => BlockStatsSpecific::Ssh,
+            __BlockStatsSpecificState::Throttle => BlockStatsSpecific::Throttle,
+            __BlockStatsSpecificState::Vdi => BlockStatsSpecific::Vdi,
+            __BlockStatsSpecificState::Vhdx => BlockStatsSpecific::Vhdx,
+            __BlockStatsSpecificState::Vmdk => BlockStatsSpecific::Vmdk,
+            __BlockStatsSpecificState::Vpc => BlockStatsSpecific::Vpc,
+            __BlockStatsSpecificState::Vvfat => BlockStatsSpecific::Vvfat,
+            __BlockStatsSpecificState::Vxhs => BlockStatsSpecific::Vxhs,
+            __BlockStatsSpecificState::Unknown(__t, __o) => BlockStatsSpecific::Unknown(::qmpkit_qapi::__rt::unknown_branch("driver", __t, __o)),
+        })
+    }
+}
+#[doc(hidden)]
+#[allow(deprecated)]
+#[derive(Default)]
+pub struct __BlockStatsSpecificBuilder {
+    __branch: __BlockStatsSpecificState,
+}
+#[allow(deprecated)]
+impl ::qmpkit_qapi::Builder for __BlockStatsSpecificBuilder {
+    type Out = BlockStatsSpecific;
+    fn member<'de, __A: ::serde::de::MapAccess<'de>>(&mut self, __key: &str, __map: &mut __A) -> ::core::result::Result<bool, __A::Error> {
+        match __key {
+            "driver" => {
+                let __t: ::std::string::String = ::serde::de::MapAccess::next_value(__map)?;
+                let mut __s = __BlockStatsSpecificState::start(__t);
+                if let __BlockStatsSpecificState::Early(__p) = ::core::mem::take(&mut self.__branch) {
+                    __s.replay(__p)?;
+                }
+                self.__branch = __s;
+            }
+            _ => return self.__branch.member(__key, __map),
+        }
+        Ok(true)
+    }
+    fn finish<__E: ::serde::de::Error>(self) -> ::core::result::Result<BlockStatsSpecific, __E> {
+        self.__branch.finish()
+    }
+}
+
 /// QAPI struct `BlockStats`.
 ///
 /// Statistics of a block device or node, with its children's.
@@ -5208,6 +5635,8 @@ pub struct BlockStats {
     pub node_name: ::core::option::Option<::std::string::String>,
     /// the counters
     pub stats: BlockDeviceStats,
+    /// what the node's driver counts besides (since 4.2)
+    pub driver_specific: ::core::option::Option<BlockStatsSpecific>,
     /// the protocol layer's statistics
     pub parent: ::core::option::Option<::std::boxed::Box<BlockStats>>,
     /// the backing image's statistics
@@ -5216,11 +5645,12 @@ pub struct BlockStats {
 #[allow(deprecated)]
 impl ::qmpkit_qapi::Object for BlockStats {
     type Builder = __BlockStatsBuilder;
-    const MEMBERS: usize = 5;
+    const MEMBERS: usize = 6;
     fn serialize_members<__M: ::serde::ser::SerializeMap>(&self, __m: &mut __M) -> ::core::result::Result<(), __M::Error> {
         if let ::core::option::Option::Some(__v) = &self.device { ::serde::ser::SerializeMap::serialize_entry(__m, "device", __v)?; }
         if let ::core::option::Option::Some(__v) = &self.node_name { ::serde::ser::SerializeMap::serialize_entry(__m, "node-name", __v)?; }
         ::serde::ser::SerializeMap::serialize_entry(__m, "stats", &self.stats)?;
+        if let ::core::option::Option::Some(__v) = &self.driver_specific { ::serde::ser::SerializeMap::serialize_entry(__m, "driver-specific", __v)?; }
         if let ::core::option::Option::Some(__v) = &self.parent { ::serde::ser::SerializeMap::serialize_entry(__m, "parent", __v)?; }
         if let ::core::option::Option::Some(__v) = &self.backing { ::serde::ser::SerializeMap::serialize_entry(__m, "backing", __v)?; }
         Ok(())
@@ -5245,6 +5675,7 @@ pub struct __BlockStatsBuilder {
     device: ::core::option::Option<::std::string::String>,
     node_name: ::core::option::Option<::std::string::String>,
     stats: ::core::option::Option<BlockDeviceStats>,
+    driver_specific: ::core::option::Option<BlockStatsSpecific>,
     parent: ::core::option::Option<::std::boxed::Box<BlockStats>>,
     backing: ::core::option::Option<::std::boxed::Box<BlockStats>>,
 }
@@ -5256,6 +5687,7 @@ impl ::qmpkit_qapi::Builder for __BlockStatsBuilder {
             "device" => self.device = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
             "node-name" => self.node_name = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
             "stats" => self.stats = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
+            "driver-specific" => self.driver_specific = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
             "parent" => self.parent = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
             "backing" => self.backing = ::core::option::Option::Some(::serde::de::MapAccess::next_value(__map)?),
             _ => return Ok(false),
@@ -5263,7 +5695,7 @@ impl ::qmpkit_qapi::Builder for __BlockStatsBuilder {
         Ok(true)
     }
     fn finish<__E: ::serde::de::Error>(self) -> ::core::result::Result<BlockStats, __E> {
-        Ok(BlockStats { device: self.device, node_name: self.node_name, stats: ::qmpkit_qapi::__rt::missing(self.stats, "stats")?, parent: self.parent, backing: self.backing, })
+        Ok(BlockStats { device: self.device, node_name: self.node_name, stats: ::qmpkit_qapi::__rt::missing(self.stats, "stats")?, driver_specific: self.driver_specific, parent: self.parent, backing: self.backing, })
     }
 }
 

@@ -37,7 +37,9 @@ pub struct Compat {
     /// binary", checked before the id's uniqueness, which says "Duplicate ID 'X'").
     pub netdev_add_qapi: bool,
     /// 5.2: `nbd-server-add` makes its export as `block-export-add` does, and exports a
-    /// read-only node read-only even when asked for `writable` (before: refused).
+    /// read-only node read-only even when asked for `writable` (before: refused); and
+    /// `nbd-server-remove` looks the export up among the block exports, with no check of the
+    /// server first (10.0.2 without a server: "Export 'X' is not found").
     pub nbd_server_add_as_export: bool,
     /// 6.0: option strings spell flags `flag=on` (`server=on`); QOM answers as 6.0 does.
     pub options_6_0: bool,

@@ -360,9 +360,9 @@ pub fn build_tree(config: &MachineConfig) -> Tree {
     let mut t = Tree::new();
     // The storage daemon has no machine: its root holds the containers it uses.
     if config.storage_daemon {
-        t.add(Tree::ROOT, "backend", "container");
-        let objects = t.add(Tree::ROOT, "objects", "container");
         let chardevs = t.add(Tree::ROOT, "chardevs", "container");
+        let objects = t.add(Tree::ROOT, "objects", "container");
+        t.add(Tree::ROOT, "backend", "container");
         add_config_chardevs(&mut t, config, chardevs);
         add_config_objects(&mut t, config, objects);
         return t;

@@ -9,6 +9,7 @@
 //! registry, so an idle machine's tree stays small.
 
 pub mod daemon;
+pub mod hashorder;
 pub mod props;
 pub mod types;
 pub mod value;
@@ -45,6 +46,9 @@ pub struct Node {
     /// Values set explicitly (differing from the registry's defaults).
     pub vals: Vec<(Box<str>, QomValue)>,
     pub alive: bool,
+    /// A container's property table, which orders its children as QEMU lists them
+    /// ([`hashorder`]); `children` follows it.
+    pub table: Option<Box<hashorder::HashOrder<NodeId>>>,
 }
 
 /// Why a path did not resolve.
@@ -78,6 +82,7 @@ impl Tree {
                 links: Vec::new(),
                 vals: Vec::new(),
                 alive: true,
+                table: Some(Box::default()),
             }],
         }
     }
@@ -103,8 +108,16 @@ impl Tree {
             links: Vec::new(),
             vals: Vec::new(),
             alive: true,
+            table: (ty == "container").then(Box::default),
         });
-        self.node_mut(parent).children.push(id);
+        let p = self.node_mut(parent);
+        match &mut p.table {
+            Some(t) => {
+                t.insert(name, id);
+                p.children = t.listed();
+            }
+            None => p.children.push(id),
+        }
         id
     }
 
@@ -122,7 +135,12 @@ impl Tree {
             return;
         }
         if let Some(p) = self.node(id).parent {
-            self.node_mut(p).children.retain(|&c| c != id);
+            let name = self.node(id).name.clone();
+            let p = self.node_mut(p);
+            p.children.retain(|&c| c != id);
+            if let Some(t) = &mut p.table {
+                t.remove(&name);
+            }
         }
         let mut stack = vec![id];
         while let Some(n) = stack.pop() {

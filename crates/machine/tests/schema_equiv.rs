@@ -123,6 +123,8 @@ const NEWER: &[&str] = &[
     "q_obj_query-named-block-nodes-arg",
     "BitmapSyncMode",
     "ImageInfoSpecificFile",
+    "BlockStatsSpecificFile",
+    "BlockStatsSpecific",
 ];
 
 /// Seed definitions that grew members of later QEMU releases: each keeps every member the
@@ -156,6 +158,7 @@ const GROWN: &[&str] = &[
     "q_obj_blockdev-mirror-arg",
     "ImageInfoSpecific",
     "ImageInfoSpecificKind",
+    "BlockStats",
 ];
 
 /// Whether `name` (an entity, its implicit argument type or its array) is an extension or

@@ -24,9 +24,13 @@ pub fn query_block(m: &mut Machine, _: api::QueryBlock, _: &mut Cx) -> R<Vec<api
 
 pub fn query_blockstats(
     m: &mut Machine,
-    _: api::QueryBlockstats,
+    a: api::QueryBlockstats,
     _: &mut Cx,
 ) -> R<Vec<api::BlockStats>> {
+    if a.query_nodes == Some(true) {
+        block::catch_up(m);
+        return Ok(block::query_node_stats(m));
+    }
     Ok(block::query_blockstats(m))
 }
 
@@ -317,17 +321,22 @@ fn snapshot(m: &mut Machine, a: &api::BlockdevSnapshot) -> R<SnapshotUndo> {
         node,
         overlay: a.overlay.clone(),
     };
+    // QEMU's order: the node's blockers, then the overlay: found, unused, able to have a
+    // backing image, without one yet.
     let g = &m.block.graph;
+    g.check_blocked(&a.node).map_err(qerr)?;
     g.require(&a.overlay).map_err(qerr)?;
+    if g.in_use_as_overlay(&a.overlay) {
+        return Err(generic("The overlay is already in use"));
+    }
+    if g.driver(&a.overlay).map_err(qerr)? != qmpkit_block::graph::Driver::Qcow2 {
+        return Err(generic("The overlay does not support backing images"));
+    }
     if g.child(&a.overlay, qmpkit_block::graph::ChildRole::Backing)
         .is_some()
     {
         return Err(generic("The overlay already has a backing image"));
     }
-    if !g.users_of(&a.overlay).is_empty() || g.has_parent_node(&a.overlay) {
-        return Err(generic("The overlay is already in use"));
-    }
-    g.check_blocked(&a.node).map_err(qerr)?;
     let was_read_only = g.is_read_only(&a.node).map_err(qerr)?;
     let g = &mut m.block.graph;
     g.set_backing(&a.overlay, Some(&a.node)).map_err(qerr)?;

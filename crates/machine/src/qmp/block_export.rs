@@ -70,7 +70,7 @@ pub fn block_export_del(m: &mut Machine, a: api::BlockExportDel, _: &mut Cx) -> 
 }
 
 pub fn nbd_server_remove(m: &mut Machine, a: api::NbdServerRemove, _: &mut Cx) -> R<Empty> {
-    if m.block.nbd.is_none() {
+    if m.block.nbd.is_none() && !m.compat().nbd_server_add_as_export {
         return Err(generic("NBD server not running"));
     }
     // The name is looked up among the exports' IDs (the legacy command's exports have their
