@@ -1230,15 +1230,7 @@ fn throttle_filter_on_a_storage_daemon() {
     let d = dir("throttle-daemon");
     let disk = d.join("a.qcow2");
     qcow2(&disk, 1 << 20);
-    let mut c = MachineConfig::empty();
-    c.storage_daemon = true;
-    c.qemu_version = (10, 0, 2);
-    c.drives.clear();
-    c.devices.clear();
-    let p =
-        qmpkit_testkit::data::path("qemu-ref/schema-10.0.2/storage-daemon/qapi/qapi-schema.json");
-    let s = qmpkit_schema::load(&p, qmpkit_schema::Dialect::Modern).expect("schema");
-    let mut m = Machine::new(Arc::new(c), Arc::new(s));
+    let mut m = common::storage_daemon();
     ok(run(
         &mut m,
         "object-add",

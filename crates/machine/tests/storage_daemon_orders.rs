@@ -3,15 +3,14 @@
 //! which it lists character devices and objects, and `query-blockstats` over its nodes.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use qmpkit_block::image::{self, CreateOptions, ImageFormat};
-use qmpkit_machine::{Machine, MachineConfig};
+use qmpkit_machine::Machine;
 use serde_json::{json, Value};
 
 mod common;
 
-use common::{ok, run};
+use common::{ok, run, storage_daemon};
 
 fn dir(name: &str) -> PathBuf {
     let d = Path::new(env!("CARGO_TARGET_TMPDIR"))
@@ -22,18 +21,6 @@ fn dir(name: &str) -> PathBuf {
     d
 }
 
-fn daemon() -> Machine {
-    let mut c = MachineConfig::empty();
-    c.storage_daemon = true;
-    c.qemu_version = (10, 0, 2);
-    c.drives.clear();
-    c.devices.clear();
-    let p =
-        qmpkit_testkit::data::path("qemu-ref/schema-10.0.2/storage-daemon/qapi/qapi-schema.json");
-    let s = qmpkit_schema::load(&p, qmpkit_schema::Dialect::Modern).expect("schema");
-    Machine::new(Arc::new(c), Arc::new(s))
-}
-
 fn err(r: Result<Value, String>) -> String {
     r.expect_err("the request fails")
 }
@@ -42,29 +29,28 @@ fn add(m: &mut Machine, opts: Value) {
     ok(run(m, "blockdev-add", opts));
 }
 
+/// One member of every entry of a listing.
+fn member(listing: &Value, key: &str) -> Vec<String> {
+    listing
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p[key].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// `qom-list /chardevs`' names and `query-chardev`'s labels.
 fn listings(m: &mut Machine) -> (Vec<String>, Vec<String>) {
     let listed = ok(run(m, "qom-list", json!({"path": "/chardevs"})));
-    let names = listed
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p["name"].as_str().unwrap().to_string())
-        .collect();
     let chardevs = ok(run(m, "query-chardev", json!({})));
-    let listed = chardevs
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c["label"].as_str().unwrap().to_string())
-        .collect();
-    (names, listed)
+    (member(&listed, "name"), member(&chardevs, "label"))
 }
 
 /// Character devices are listed in the order of QEMU's property table: by their names'
 /// hashes, the table's size and its history, not by creation.
 #[test]
 fn chardevs_listed_in_the_daemons_order() {
-    let mut m = daemon();
+    let mut m = storage_daemon();
     let backend = json!({"type": "null", "data": {}});
     for id in ["mon0", "c0", "char48", "char72", "char80"] {
         ok(run(
@@ -98,7 +84,7 @@ fn chardevs_listed_in_the_daemons_order() {
 
 #[test]
 fn objects_listed_in_the_daemons_order() {
-    let mut m = daemon();
+    let mut m = storage_daemon();
     for id in ["io0", "obj160"] {
         ok(run(
             &mut m,
@@ -130,7 +116,7 @@ fn blockdev_snapshot_checks_in_qemus_order() {
         .unwrap()
         .set_len(1 << 20)
         .unwrap();
-    let mut m = daemon();
+    let mut m = storage_daemon();
     for (file, fnode, node, driver) in [
         ("top.qcow2", "ft", "top", "qcow2"),
         ("b.qcow2", "fb", "b", "qcow2"),
@@ -198,7 +184,7 @@ fn blockdev_snapshot_checks_in_qemus_order() {
 /// nbd-server-remove looks the export up first: without a server, none is found.
 #[test]
 fn nbd_server_remove_without_a_server() {
-    let mut m = daemon();
+    let mut m = storage_daemon();
     assert_eq!(
         err(run(&mut m, "nbd-server-remove", json!({"name": "x"}))),
         "GenericError: Export 'x' is not found"
@@ -212,7 +198,7 @@ fn node_stats_as_the_daemon_lists_them() {
     let d = dir("stats");
     let img = d.join("a.qcow2");
     image::create(&img, &CreateOptions::new(ImageFormat::Qcow2, 1 << 20)).expect("image");
-    let mut m = daemon();
+    let mut m = storage_daemon();
     add(
         &mut m,
         json!({"driver": "file", "filename": img, "node-name": "f0"}),

@@ -9,6 +9,8 @@
 //!   ranges), for code that passes messages on as they are.
 //! * [`qdict`] — the order in which QEMU walks and prints an object's members
 //!   ([`qemu_order`]); QEMU prints every object in that order.
+//! * [`ghash`] — GLib's string hash and hash table constants, for the orders
+//!   QEMU's GLib tables give their keys.
 //! * [`message`] — greeting, responses, events, requests and QEMU's envelope
 //!   checks ([`Request::parse`]), and [`encode_line`] (output form + CRLF).
 //! * [`error`] — [`ErrorClass`] and [`QmpError`].
@@ -20,6 +22,7 @@
 
 pub mod error;
 mod fast;
+pub mod ghash;
 pub mod json;
 pub mod message;
 pub mod opts;

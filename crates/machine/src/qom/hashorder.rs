@@ -9,29 +9,7 @@
 //! a removal never shrinks or rebuilds the table; only an insertion into a never-used bucket
 //! may resize it (grow, or shrink when fewer than a quarter of its buckets hold entries).
 
-/// Buckets of the smallest table (1 << 3).
-const MIN_SHIFT: u32 = 3;
-
-/// The modulus used for a table of `1 << shift` buckets: the largest prime below it.
-const PRIME_MOD: [u32; 32] = [
-    1, 2, 3, 7, 13, 31, 61, 127, 251, 509, 1021, 2039, 4093, 8191, 16381, 32749, 65521, 131071,
-    262139, 524287, 1048573, 2097143, 4194301, 8388593, 16777213, 33554393, 67108859, 134217689,
-    268435399, 536870909, 1073741789, 2147483647,
-];
-
-const UNUSED: u32 = 0;
-const TOMBSTONE: u32 = 1;
-
-fn is_real(h: u32) -> bool {
-    h >= 2
-}
-
-/// GLib's string hash (djb2 over the bytes as signed chars).
-fn str_hash(s: &str) -> u32 {
-    s.bytes().fold(5381u32, |h, b| {
-        h.wrapping_mul(33).wrapping_add(b as i8 as i32 as u32)
-    })
-}
+use qmpkit_wire::ghash::{g_str_hash, is_real, MIN_SHIFT, PRIME_MOD, TOMBSTONE, UNUSED};
 
 /// A model of one object's property table holding child names, each with a value `V`.
 #[derive(Debug, Clone)]
@@ -69,7 +47,7 @@ impl<V: Copy> HashOrder<V> {
     }
 
     fn key_hash(key: &str) -> u32 {
-        match str_hash(key) {
+        match g_str_hash(key) {
             h if is_real(h) => h,
             _ => 2,
         }
@@ -241,8 +219,8 @@ mod tests {
 
     #[test]
     fn string_hash_is_glibs() {
-        assert_eq!(str_hash(""), 5381);
-        assert_eq!(str_hash("mon0"), 2090515295);
-        assert_eq!(str_hash("c0"), 5863224);
+        assert_eq!(g_str_hash(""), 5381);
+        assert_eq!(g_str_hash("mon0"), 2090515295);
+        assert_eq!(g_str_hash("c0"), 5863224);
     }
 }

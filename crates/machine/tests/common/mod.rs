@@ -32,6 +32,20 @@ pub fn machine_10() -> Machine {
     Machine::new(Arc::new(c), Arc::new(s))
 }
 
+/// A storage daemon's machine claiming qemu-storage-daemon 10.0.2 and serving its
+/// interface (no PC machine, drives or devices).
+pub fn storage_daemon() -> Machine {
+    let p =
+        qmpkit_testkit::data::path("qemu-ref/schema-10.0.2/storage-daemon/qapi/qapi-schema.json");
+    let s = qmpkit_schema::load(&p, qmpkit_schema::Dialect::Modern).expect("schema");
+    let mut c = MachineConfig::empty();
+    c.storage_daemon = true;
+    c.qemu_version = (10, 0, 2);
+    c.drives.clear();
+    c.devices.clear();
+    Machine::new(Arc::new(c), Arc::new(s))
+}
+
 pub fn args(v: Value) -> Args {
     match v {
         Value::Object(m) => m,

@@ -26,28 +26,7 @@ pub fn qdict_bucket(name: &str) -> u32 {
     tdb_hash(name) % QDICT_BUCKETS
 }
 
-/// GLib's `g_str_hash` (djb2 over *signed* chars).
-fn g_str_hash(name: &str) -> u32 {
-    let mut h: u32 = 5381;
-    for b in name.as_bytes() {
-        let c = *b as i8 as i32 as u32;
-        h = (h << 5).wrapping_add(h).wrapping_add(c);
-    }
-    h
-}
-
-const PRIME_MOD: [u32; 32] = [
-    1, 2, 3, 7, 13, 31, 61, 127, 251, 509, 1021, 2039, 4093, 8191, 16381, 32749, 65521, 131071,
-    262139, 524287, 1048573, 2097143, 4194301, 8388593, 16777213, 33554393, 67108859, 134217689,
-    268435399, 536870909, 1073741789, 2147483647,
-];
-const MIN_SHIFT: u32 = 3;
-const UNUSED: u32 = 0;
-const TOMBSTONE: u32 = 1;
-
-fn is_real(h: u32) -> bool {
-    h >= 2
-}
+use qmpkit_wire::ghash::{g_str_hash, is_real, MIN_SHIFT, PRIME_MOD, TOMBSTONE, UNUSED};
 
 /// A model of a `GHashTable` holding string keys (indices into `keys`).
 struct GHash<'a> {
