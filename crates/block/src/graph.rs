@@ -2174,11 +2174,8 @@ impl BlockGraph {
     pub fn resize(&mut self, name: &str, size: u64) -> Result<()> {
         self.require_node(name)?;
         self.check_blocked(name)?;
-        let node = self.node(name)?;
-        if node.read_only {
-            return Err(Error::generic("Image is read-only"));
-        }
-        // Like QEMU, resize through a short-lived block backend that needs the permission.
+        // Like QEMU, resize through a short-lived block backend that needs the permission
+        // (its image lock and conflicts are checked before the node's read-only flag).
         let temp = self.attach_user(
             name,
             UserKind::Export(String::new()),
@@ -2189,6 +2186,9 @@ impl BlockGraph {
         // QEMU drains the node's graph around the truncation, and once more as its
         // temporary block backend goes.
         self.drains += 2;
+        if self.node(name)?.read_only {
+            return Err(Error::generic("Image is read-only"));
+        }
         if matches!(self.node(name)?.data, Data::Null(_)) {
             return Err(Error::generic(
                 "Image format driver does not support resize",

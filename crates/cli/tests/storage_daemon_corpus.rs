@@ -103,7 +103,7 @@ const KNOWN: &[(&str, &str, &str)] = &[
     (
         "block_resize",
         "error",
-        "resize permission of nodes sharing a file node",
+        "follows jobs that differ (a mirror qemu-storage-daemon refused for image locking)",
     ),
     (
         "blockdev-add",

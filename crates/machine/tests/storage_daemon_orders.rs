@@ -254,3 +254,58 @@ fn node_stats_as_the_daemon_lists_them() {
     // Without query-nodes: the daemon's block backends, of which it has none by name.
     assert_eq!(ok(run(&mut m, "query-blockstats", json!({}))), json!([]));
 }
+
+/// block_resize takes the resize permission (its image lock) before it looks at the node's
+/// read-only flag, and that before the driver's support.
+#[test]
+fn block_resize_checks_in_qemus_order() {
+    let d = dir("resize");
+    let raw = d.join("z.raw");
+    std::fs::File::create(&raw)
+        .unwrap()
+        .set_len(1 << 20)
+        .unwrap();
+    let img = d.join("y.qcow2");
+    image::create(&img, &CreateOptions::new(ImageFormat::Qcow2, 1 << 20)).expect("image");
+    let mut m = storage_daemon();
+    add(
+        &mut m,
+        json!({"driver": "file", "filename": raw, "node-name": "f1", "read-only": true}),
+    );
+    add(
+        &mut m,
+        json!({"driver": "file", "filename": img, "node-name": "fy"}),
+    );
+    add(
+        &mut m,
+        json!({"driver": "qcow2", "file": "fy", "node-name": "qy"}),
+    );
+    add(
+        &mut m,
+        json!({"driver": "file", "filename": img, "node-name": "fy2", "read-only": true}),
+    );
+    add(
+        &mut m,
+        json!({"driver": "null-co", "node-name": "n1", "read-only": true}),
+    );
+    add(&mut m, json!({"driver": "null-co", "node-name": "n2"}));
+    let resize = |m: &mut Machine, node: &str| {
+        err(run(
+            m,
+            "block_resize",
+            json!({"node-name": node, "size": 2 << 20}),
+        ))
+    };
+    let g = "GenericError: ";
+    assert_eq!(resize(&mut m, "f1"), format!("{g}Image is read-only"));
+    assert_eq!(
+        resize(&mut m, "fy2"),
+        format!("{g}Failed to get \"resize\" lock"),
+        "a read-only node on a file whose qcow2 node shares no resizing"
+    );
+    assert_eq!(resize(&mut m, "n1"), format!("{g}Image is read-only"));
+    assert_eq!(
+        resize(&mut m, "n2"),
+        format!("{g}Image format driver does not support resize")
+    );
+}

@@ -691,7 +691,10 @@ impl<'a> DocSource<'a> for Lexer<'a> {
         // going through its cases.
         let src = self.src;
         let c = self.cursor;
-        if src.get(c) != Some(&b'\n') || src.get(c + 1) != Some(&b'#') || src.get(c + 2) == Some(&b'#') {
+        if src.get(c) != Some(&b'\n')
+            || src.get(c + 1) != Some(&b'#')
+            || src.get(c + 2) == Some(&b'#')
+        {
             return None;
         }
         let start = c + 1;

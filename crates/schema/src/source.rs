@@ -464,7 +464,12 @@ mod tests {
     fn files_are_read_whole() {
         let dir = std::env::temp_dir().join(format!("qmpkit-read-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        for text in ["", "{ 'enum': 'E', 'data': [] }\n", "# no newline", "\u{e9}\n"] {
+        for text in [
+            "",
+            "{ 'enum': 'E', 'data': [] }\n",
+            "# no newline",
+            "\u{e9}\n",
+        ] {
             let f = dir.join("f.json");
             std::fs::write(&f, text).unwrap();
             assert_eq!(FsProvider.read(f.to_str().unwrap()).unwrap(), text);
