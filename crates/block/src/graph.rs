@@ -253,6 +253,9 @@ pub struct BlockdevOptions {
     pub read_zeroes: Option<bool>,
     /// `throttle`: the throttle group (callers check that it exists).
     pub throttle_group: Option<String>,
+    /// Given as a command line's text (`-drive`): options a node's `json:` name shows are
+    /// strings.
+    pub from_text: bool,
 }
 
 impl BlockdevOptions {
@@ -271,6 +274,7 @@ impl BlockdevOptions {
             size: None,
             read_zeroes: None,
             throttle_group: None,
+            from_text: false,
         }
     }
 
@@ -817,13 +821,24 @@ impl BlockGraph {
                 let filename = if o.size.is_none() && o.read_zeroes.is_none() {
                     format!("{}://", o.driver.name())
                 } else {
+                    // A command line's options are text ("on", "512").
+                    let q = if o.from_text { "\"" } else { "" };
                     let mut members = Vec::new();
                     if let Some(z) = o.read_zeroes {
-                        members.push(format!("\"read-zeroes\": {z}"));
+                        let z = if o.from_text && z {
+                            "on"
+                        } else if o.from_text {
+                            "off"
+                        } else if z {
+                            "true"
+                        } else {
+                            "false"
+                        };
+                        members.push(format!("\"read-zeroes\": {q}{z}{q}"));
                     }
                     members.push(format!("\"driver\": \"{}\"", o.driver.name()));
                     if let Some(size) = o.size {
-                        members.push(format!("\"size\": {size}"));
+                        members.push(format!("\"size\": {q}{size}{q}"));
                     }
                     format!("json:{{{}}}", members.join(", "))
                 };

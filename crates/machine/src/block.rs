@@ -31,6 +31,7 @@ use qmpkit_wire::{ErrorClass, QmpError};
 
 use crate::api;
 use crate::block_throttle::Bucket;
+use crate::config::DriveConfig;
 use crate::qom::types;
 use crate::{Machine, MachineConfig, TimerAction};
 
@@ -153,17 +154,24 @@ impl BlockState {
             let cdrom = d.media == "cdrom";
             let floppy = config.is_floppy_drive(&d.id);
             let removable = cdrom || floppy;
-            let medium = d.file.as_ref().map(|f| {
-                let format = d.format.clone().unwrap_or_else(|| probe_format(f));
-                s.open_medium(&d.id, f, &format, d.readonly)
-                    .unwrap_or_else(|| Medium {
-                        file: f.clone(),
-                        format,
-                        read_only: d.readonly,
-                        size: d.size,
-                        node_name: s.node_name(),
-                        user: None,
-                    })
+            let by_driver = s.open_driver_medium(d);
+            let medium = by_driver.or_else(|| {
+                d.file.as_ref().map(|f| {
+                    let format = d
+                        .format
+                        .clone()
+                        .or_else(|| d.driver.clone())
+                        .unwrap_or_else(|| probe_format(f));
+                    s.open_medium(&d.id, f, &format, d.readonly)
+                        .unwrap_or_else(|| Medium {
+                            file: f.clone(),
+                            format,
+                            read_only: d.readonly,
+                            size: d.size,
+                            node_name: s.node_name(),
+                            user: None,
+                        })
+                })
             });
             s.drives.push(Drive {
                 id: d.id.clone(),
@@ -193,15 +201,59 @@ impl BlockState {
             return None;
         }
         let opts = drive_options(file, format, read_only)?;
-        let node = self.graph.add_implicit(&opts).ok()?;
+        self.open_node_medium(id, &opts, file, format)
+    }
+
+    /// Opens the node of `-drive driver=…` (a null node, a file node by `filename=`) with
+    /// the driver's own options, for drive `d`.
+    fn open_driver_medium(&mut self, d: &DriveConfig) -> Option<Medium> {
+        let drv = d.driver.as_deref()?;
+        let text = |k: &str| d.options.get(k).map(String::as_str);
+        let mut o = match drv {
+            "null-co" | "null-aio" => {
+                let mut o = BlockdevOptions::new(Driver::from_name(drv)?);
+                o.size = match text("size") {
+                    Some(v) => Some(v.parse().ok()?),
+                    None => None,
+                };
+                o.read_zeroes = text("read-zeroes").map(|v| matches!(v, "on" | "true" | "yes"));
+                o
+            }
+            "file" => BlockdevOptions::file(text("filename")?),
+            _ => return None,
+        };
+        o.from_text = true;
+        o.read_only = d.readonly;
+        o.node_name = text("node-name").map(str::to_string);
+        let file = match drv {
+            "file" => text("filename").unwrap_or_default().to_string(),
+            _ => String::new(),
+        };
+        self.open_node_medium(&d.id, &o, &file, drv)
+    }
+
+    /// Adds the node `opts` describes as drive `id`'s medium, the drive's device on it.
+    fn open_node_medium(
+        &mut self,
+        id: &str,
+        opts: &BlockdevOptions,
+        file: &str,
+        format: &str,
+    ) -> Option<Medium> {
+        let read_only = opts.read_only;
+        let node = self.graph.add_implicit(opts).ok()?;
         let (perm, shared) = device_perms(read_only);
         let user = self
             .graph
             .attach_user(&node, UserKind::Device(id.to_string()), perm, shared)
             .ok();
         let size = self.graph.size(&node).unwrap_or(0);
+        let file = match file {
+            "" => self.graph.filename(&node).unwrap_or_default(),
+            f => f.to_string(),
+        };
         Some(Medium {
-            file: file.to_string(),
+            file,
             format: format.to_string(),
             read_only,
             size,

@@ -40,6 +40,10 @@ pub struct DriveConfig {
     pub media: String,
     pub file: Option<String>,
     pub format: Option<String>,
+    /// `driver=`: the top node's driver (`null-co`, `file`, `raw`, …) where no `format=`.
+    pub driver: Option<String>,
+    /// The driver's own options (`size`, `read-zeroes`, `filename`) and `node-name`.
+    pub options: BTreeMap<String, String>,
     pub readonly: bool,
     /// Virtual size in bytes (images are not read).
     pub size: u64,
@@ -53,6 +57,8 @@ impl Default for DriveConfig {
             media: "disk".into(),
             file: None,
             format: None,
+            driver: None,
+            options: BTreeMap::new(),
             readonly: false,
             size: 10 << 30,
         }
@@ -1384,9 +1390,29 @@ impl MachineConfig {
 
     fn drive_from_option(&self, v: &str) -> Result<(DriveConfig, Option<(u32, u32)>), ConfigError> {
         let kv = parse_keyval(v, None);
+        let driver = kv.get("driver").cloned();
+        if let Some(d) = &driver {
+            if kv.contains_key("format") {
+                return err(format!(
+                    "-drive {v}: Cannot specify both 'driver' and 'format'"
+                ));
+            }
+            if !DRIVE_DRIVERS.contains(&d.as_str()) {
+                return err(format!("-drive {v}: Unknown driver '{d}'"));
+            }
+        }
+        let own = |k: &str| driver.as_deref().is_some_and(|d| driver_option(d, k));
         for k in kv.keys() {
-            if !drive_option_known(k) {
+            if !drive_option_known(k) && !own(k) {
                 let msg = match (kv.get("format"), kv.get("file")) {
+                    _ if driver.as_deref().is_some_and(is_protocol) => format!(
+                        "Block protocol '{}' doesn't support the option '{k}'",
+                        driver.as_deref().unwrap_or_default()
+                    ),
+                    _ if driver.is_some() => format!(
+                        "Block format '{}' does not support the option '{k}'",
+                        driver.as_deref().unwrap_or_default()
+                    ),
                     (Some(f), _) => format!("Block format '{f}' does not support the option '{k}'"),
                     (None, Some(_)) => {
                         format!("Block protocol 'file' doesn't support the option '{k}'")
@@ -1512,6 +1538,12 @@ impl MachineConfig {
                 media: media.clone(),
                 file: kv.get("file").cloned(),
                 format: kv.get("format").cloned(),
+                options: kv
+                    .iter()
+                    .filter(|(k, _)| own(k) || k.as_str() == "node-name")
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
+                driver,
                 readonly,
                 size: if media == "cdrom" && !kv.contains_key("file") {
                     0
@@ -1542,6 +1574,23 @@ fn device_option_text(d: &DeviceConfig) -> String {
 
 /// Whether `key` is an option `-drive` takes (the drive's own and the
 /// block layer's common ones).
+/// The drivers `-drive driver=` opens.
+const DRIVE_DRIVERS: &[&str] = &["file", "raw", "qcow2", "null-co", "null-aio"];
+
+/// Drivers that are protocols (the words of their refusals differ).
+fn is_protocol(driver: &str) -> bool {
+    matches!(driver, "file" | "null-co" | "null-aio")
+}
+
+/// Options of a driver's own, given on `-drive` next to `driver=`.
+fn driver_option(driver: &str, key: &str) -> bool {
+    match driver {
+        "null-co" | "null-aio" => matches!(key, "size" | "read-zeroes" | "latency-ns"),
+        "file" => matches!(key, "filename" | "locking" | "aio"),
+        _ => false,
+    }
+}
+
 fn drive_option_known(key: &str) -> bool {
     const KEYS: &[&str] = &[
         "file",

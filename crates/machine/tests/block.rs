@@ -1,6 +1,7 @@
 //! Block devices and character devices: query-block, query-chardev, the
 //! CD-ROM tray (change, eject, blockdev-*-tray).
 
+use std::path::Path;
 use std::sync::Arc;
 
 use qmpkit_machine::{Cx, Machine, MachineConfig};
@@ -777,4 +778,79 @@ fn insert_medium_by_node_in_qemus_order() {
     assert_eq!(cd["inserted"]["file"], json!(iso.to_str().unwrap()));
     drop(m);
     let _ = std::fs::remove_file(&iso);
+}
+
+/// `-drive driver=…` opens that driver's node with its own options, as QEMU 10.0.2 shows
+/// them in `query-block` (a command line's options are text in a `json:` name), and refuses
+/// what QEMU refuses in its words.
+#[test]
+fn drive_driver_opens_the_node_it_names() {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("qmpkit-drive-driver");
+    std::fs::create_dir_all(&dir).unwrap();
+    let raw = dir.join("r.raw");
+    std::fs::write(&raw, vec![0u8; 1 << 20]).unwrap();
+    let file_opt = format!("if=none,id=d3,driver=file,filename={}", raw.display());
+    let mut m = machine_10_with(&[
+        (
+            "drive",
+            "if=none,id=d0,driver=null-co,size=512,read-zeroes=on",
+        ),
+        (
+            "drive",
+            "if=none,id=d1,driver=null-co,node-name=nn,readonly=on",
+        ),
+        ("drive", "if=none,id=d2,driver=null-aio"),
+        ("drive", &file_opt),
+    ]);
+    let v = run(&mut m, "query-block", json!({})).unwrap();
+    let ins = |d: &str| drive(&v, d)["inserted"].clone();
+    let d0 = ins("d0");
+    let json_name = r#"json:{"read-zeroes": "on", "driver": "null-co", "size": "512"}"#;
+    assert_eq!(
+        (&d0["drv"], &d0["file"], &d0["ro"]),
+        (&json!("null-co"), &json!(json_name), &json!(false))
+    );
+    assert_eq!(
+        (&d0["image"]["virtual-size"], &d0["image"]["format"]),
+        (&json!(512), &json!("null-co"))
+    );
+    assert!(
+        d0["node-name"].as_str().unwrap().starts_with("#block"),
+        "{d0}"
+    );
+    let d1 = ins("d1");
+    assert_eq!(
+        (&d1["node-name"], &d1["file"], &d1["ro"]),
+        (&json!("nn"), &json!("null-co://"), &json!(true))
+    );
+    assert_eq!(d1["image"]["virtual-size"], 1u64 << 30);
+    assert_eq!(
+        (&ins("d2")["drv"], &ins("d2")["file"]),
+        (&json!("null-aio"), &json!("null-aio://"))
+    );
+    let d3 = ins("d3");
+    assert_eq!(
+        (&d3["drv"], &d3["file"], &d3["image"]["virtual-size"]),
+        (
+            &json!("file"),
+            &json!(raw.to_str().unwrap()),
+            &json!(1 << 20)
+        )
+    );
+    let refused = |opt: &str| {
+        let mut c = MachineConfig::default_machine();
+        c.apply_option("drive", Some(opt)).unwrap_err().0
+    };
+    assert_eq!(
+        refused("if=none,id=d0,driver=null-co,format=raw"),
+        "-drive if=none,id=d0,driver=null-co,format=raw: Cannot specify both 'driver' and 'format'"
+    );
+    assert_eq!(
+        refused("if=none,id=d0,driver=nosuch"),
+        "-drive if=none,id=d0,driver=nosuch: Unknown driver 'nosuch'"
+    );
+    assert_eq!(
+        refused("if=none,id=d0,driver=null-co,foo=1"),
+        "-drive if=none,id=d0,driver=null-co,foo=1: Block protocol 'null-co' doesn't support the option 'foo'"
+    );
 }
