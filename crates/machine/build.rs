@@ -4,6 +4,8 @@
 //! - `schema.model`: the checked model in the schema crate's compact form (no doc comments,
 //!   no source positions),
 //!   read back by `embedded::load_prechecked`;
+//! - `schema_model.rs`: the same model as static data (`Schema::to_static_rust`), which
+//!   `embedded::own` borrows: serving starts without reading or building a model;
 //! - `qmp-schema.json`: the `query-qmp-schema` answer with the default introspection options
 //!   (no configuration symbols, masked names), encoded as the server encodes it (QEMU's
 //!   member order and formatting).
@@ -40,6 +42,13 @@ fn main() {
     let mut served = schema.clone();
     served.forget_positions();
     write(&out.join("schema.model"), &served.to_compact());
+    match served.to_static_rust() {
+        Ok(src) => write(&out.join("schema_model.rs"), src.as_bytes()),
+        Err(e) => {
+            eprintln!("the machine's schema (schema/) cannot be static data:\n{e}");
+            std::process::exit(1);
+        }
+    }
 
     let infos = qmpkit_schema::introspect::introspect(
         &schema,

@@ -125,11 +125,11 @@ fn load_schema(o: &mut opts::ServeOptions) -> Result<Loaded, ExitCode> {
             o.from_introspection = src == qmpkit_schema::SchemaSource::Introspection;
             Loaded::Other(s)
         }),
-        // Checked when the binary was built: read back, not parsed again,
-        // into memory that is kept for good (see `arena`), once for the
-        // server and the machine's conversions alike. A single machine
-        // and its server are built there too (`run` pauses the arena once
-        // they are); a fleet's machines are not.
+        // Checked when the binary was built and compiled into it as static
+        // data: borrowed, neither parsed nor built, once for the server and
+        // the machine's conversions alike. A single machine and its server
+        // are built in memory that is kept for good (see `arena`; `run`
+        // pauses the arena once they are); a fleet's machines are not.
         None => {
             crate::arena::enable_prefaulted(START_ARENA);
             let s = qmpkit_machine::embedded::shared();

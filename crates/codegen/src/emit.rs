@@ -280,7 +280,7 @@ impl<'a> W<'_, 'a> {
             doc.push("**Unstable.**".into());
         }
         Field {
-            wire: m.name.clone(),
+            wire: m.name.clone().into(),
             rust: ns.unique(&snake(&m.name), "_"),
             ty: self.boxed_type(obj, m.typ),
             optional: m.optional,
@@ -483,7 +483,7 @@ impl<'a> W<'_, 'a> {
                 self.l("    #[deprecated]");
             }
             let _ = writeln!(self.out, "    {v},");
-            vals.push((m.name.clone(), v));
+            vals.push((m.name.clone().into(), v));
         }
         let _ = writeln!(
             self.out,
@@ -551,7 +551,7 @@ impl<'a> W<'_, 'a> {
             };
             let br = match payload {
                 Payload::Unit => Br {
-                    case: v.name.clone(),
+                    case: v.name.clone().into(),
                     v: vname,
                     ty: None,
                     state: None,
@@ -563,7 +563,7 @@ impl<'a> W<'_, 'a> {
                     let boxed = p.boxed(id, t);
                     let r = self.rtype(t);
                     Br {
-                        case: v.name.clone(),
+                        case: v.name.clone().into(),
                         v: vname,
                         state: Some(format!("{RT}::DataBuilder<{r}>")),
                         ty: Some(if boxed {
@@ -581,7 +581,7 @@ impl<'a> W<'_, 'a> {
                     let r = self.rtype(t);
                     let obj = true;
                     Br {
-                        case: v.name.clone(),
+                        case: v.name.clone().into(),
                         v: vname,
                         state: Some(if obj {
                             format!("{RT}::BuilderOf<{r}>")
@@ -1096,7 +1096,7 @@ impl<'a> W<'_, 'a> {
             .events
             .iter()
             .map(|c| {
-                let wire = p.s.entities[c.id].name.clone();
+                let wire = p.s.entities[c.id].name.to_string();
                 (
                     ns.unique(&camel(&wire), ""),
                     wire,

@@ -8,9 +8,10 @@
 //! as simple unions, that shape its introspection).
 //!
 //! The build script runs the same pipeline once, at build time: a program
-//! that serves the schema takes the checked model from
-//! [`load_prechecked`] (read from its compact form, no parsing or
-//! checking) and the encoded `query-qmp-schema` answer from
+//! that serves the schema takes the checked model from [`own`] (static data
+//! the build script wrote, borrowed: no parsing, checking, reading or
+//! building; [`load_prechecked`] reads the same model from its compact
+//! form) and the encoded `query-qmp-schema` answer from
 //! [`QMP_SCHEMA_REPLY`].
 
 use qmpkit_schema::{Dialect, MemoryProvider, QapiError, Schema};
@@ -90,26 +91,33 @@ pub fn load_prechecked() -> Result<Schema, QapiError> {
     Schema::from_compact(MODEL)
 }
 
-/// The machine's own interface, read once per process from [`MODEL`].
-static OWN: std::sync::OnceLock<std::sync::Arc<Schema>> = std::sync::OnceLock::new();
-
-/// The machine's own interface, read once per process from [`MODEL`] (what converting
-/// another served interface's requests compares against, and what `query-events` lists).
-pub fn own() -> &'static Schema {
-    // The build script checked this model; reading it back cannot fail but on a corrupt binary.
-    OWN.get_or_init(|| {
-        std::sync::Arc::new(load_prechecked().expect("the embedded schema model reads back"))
-    })
+/// The model [`load_prechecked`] reads, as static data the build script wrote
+/// (`Schema::to_static_rust`).
+mod model {
+    include!(concat!(env!("OUT_DIR"), "/schema_model.rs"));
 }
 
-/// [`own`] to keep: the one copy of the machine's own interface in this process, read
-/// from [`MODEL`] on first use (a program serving it and the conversions share it).
+/// The embedded schema's checked model without its doc comments and source positions, made of
+/// the static data the build script wrote: nothing is read or built but a few small tables
+/// (what [`load_prechecked`] returns, borrowed from the program).
+pub fn load_static() -> Schema {
+    Schema::from_static(&model::MODEL)
+}
+
+/// The machine's own interface, made once per process ([`load_static`]).
+static OWN: std::sync::OnceLock<std::sync::Arc<Schema>> = std::sync::OnceLock::new();
+
+/// The machine's own interface, made once per process from the static model ([`load_static`]):
+/// what converting another served interface's requests compares against, and what
+/// `query-events` lists.
+pub fn own() -> &'static Schema {
+    OWN.get_or_init(|| std::sync::Arc::new(load_static()))
+}
+
+/// [`own`] to keep: the one copy of the machine's own interface in this process (a program
+/// serving it and the conversions share it).
 pub fn shared() -> Result<std::sync::Arc<Schema>, QapiError> {
-    if let Some(s) = OWN.get() {
-        return Ok(s.clone());
-    }
-    let s = std::sync::Arc::new(load_prechecked()?);
-    Ok(OWN.get_or_init(|| s).clone())
+    Ok(OWN.get_or_init(|| std::sync::Arc::new(load_static())).clone())
 }
 
 #[cfg(test)]
@@ -211,6 +219,30 @@ mod tests {
         }
         assert_eq!(pre.q_empty(), loaded.q_empty());
         assert_eq!(pre.qtype(), loaded.qtype());
+    }
+
+    #[test]
+    fn static_model_is_the_prechecked_one() {
+        let pre = match load_prechecked() {
+            Ok(s) => s,
+            Err(e) => panic!("the build script's model does not read back: {e}"),
+        };
+        let st = load_static();
+        assert!(st.to_compact() == MODEL, "the static model differs from the compact one");
+        assert_eq!(st.entities.len(), pre.entities.len());
+        for (id, e) in pre.iter() {
+            assert_eq!(&st.entities[id], e);
+            assert_eq!(st.lookup(&e.name), pre.lookup(&e.name), "{}", e.name);
+        }
+        assert_eq!(st.modules, pre.modules);
+        assert_eq!(st.pragma, pre.pragma);
+        assert_eq!(st.lookup("no-such-definition"), None);
+        assert_eq!((st.q_empty(), st.qtype()), (pre.q_empty(), pre.qtype()));
+        // Changing a static model makes the part changed owned; the rest stays shared.
+        let mut changed = st.clone();
+        changed.entities[0].name = "renamed".to_string().into();
+        assert_eq!(changed.entities[0].name, "renamed");
+        assert_eq!(own().entities[0].name, pre.entities[0].name);
     }
 
     #[test]

@@ -210,7 +210,7 @@ pub fn enum_has(schema: &Schema, type_name: &str, value: &str) -> bool {
 /// Member names of an object type (base first), empty if not an object.
 pub fn member_names(schema: &Schema, type_name: &str) -> Vec<String> {
     match schema.lookup(type_name) {
-        Some(id) => schema.object_members(id).map(|m| m.name.clone()).collect(),
+        Some(id) => schema.object_members(id).map(|m| m.name.to_string()).collect(),
         None => Vec::new(),
     }
 }
@@ -309,7 +309,7 @@ pub fn object_fits(schema: &Schema, id: EntityId, map: &Map<String, Value>, dept
         return false;
     }
     if let Some(br) = &o.branches {
-        let tag = map.get(&br.tag_name).and_then(Value::as_str);
+        let tag = map.get(br.tag_name.as_str()).and_then(Value::as_str);
         if let Some(v) = tag.and_then(|t| br.variants.iter().find(|v| v.name == t)) {
             let base: Vec<&str> = map.keys().take(taken).map(String::as_str).collect();
             if !members_fit(schema, v.typ, &mut it, &mut taken, Some(&base), depth) {
@@ -414,7 +414,7 @@ impl<'a> Shaper<'a> {
     /// A neutral value of `id` in place of `was`.
     fn replace(&mut self, id: EntityId, was: Value, depth: usize) -> Value {
         let expected = self.schema.entity(id).name.clone();
-        self.invent(InventionKind::WrongType { expected, was });
+        self.invent(InventionKind::WrongType { expected: expected.into(), was });
         synth(self.schema, id, depth)
     }
 
@@ -463,7 +463,7 @@ impl<'a> Shaper<'a> {
                 self.fill_members(id, &mut src, &mut out, depth);
                 if let Some(br) = &o.branches {
                     let tag = out
-                        .get(&br.tag_name)
+                        .get(br.tag_name.as_str())
                         .and_then(Value::as_str)
                         .map(str::to_string);
                     if let Some(v) = tag.and_then(|t| br.variants.iter().find(|v| v.name == t)) {
@@ -503,7 +503,7 @@ impl<'a> Shaper<'a> {
         let Some(br) = &o.branches else {
             return false;
         };
-        let Some(tag) = value.get(&br.tag_name).and_then(Value::as_str) else {
+        let Some(tag) = value.get(br.tag_name.as_str()).and_then(Value::as_str) else {
             return false;
         };
         let tag_type = schema
@@ -527,21 +527,21 @@ impl<'a> Shaper<'a> {
     ) {
         let schema = self.schema;
         for m in schema.object_members(id) {
-            if out.contains_key(&m.name) {
+            if out.contains_key(m.name.as_str()) {
                 continue;
             }
-            match src.remove(&m.name) {
+            match src.remove(m.name.as_str()) {
                 // An optional member whose value is a union branch the served interface does
                 // not have is left out, as a member it does not have (the interface that
                 // lacks the branch never reported such a value).
                 Some(v) if m.optional && self.branch_unknown(m.typ, &v) => {}
                 Some(v) => {
                     let v = self.at(&m.name, |s| s.conform(m.typ, v, depth + 1));
-                    out.insert(m.name.clone(), v);
+                    out.insert(m.name.clone().into(), v);
                 }
                 None if !m.optional => {
                     self.at(&m.name, |s| s.invent(InventionKind::MissingMember));
-                    out.insert(m.name.clone(), synth(schema, m.typ, depth + 1));
+                    out.insert(m.name.clone().into(), synth(schema, m.typ, depth + 1));
                 }
                 None => {}
             }
@@ -566,7 +566,7 @@ pub fn synth(schema: &Schema, id: EntityId, depth: usize) -> Value {
         EntityKind::Enum(e) => e
             .members
             .first()
-            .map(|m| Value::String(m.name.clone()))
+            .map(|m| Value::String(m.name.clone().into()))
             .unwrap_or(Value::Null),
         EntityKind::Array(_) => Value::Array(Vec::new()),
         EntityKind::Object(_) => {

@@ -432,7 +432,7 @@ fn events_of(schema: &Schema) -> Value {
         schema
             .iter()
             .filter(|(_, e)| matches!(e.kind, EntityKind::Event(_)))
-            .map(|(_, e)| serde_json::json!({ "name": e.name }))
+            .map(|(_, e)| serde_json::json!({ "name": e.name.as_str() }))
             .collect(),
     )
 }

@@ -637,7 +637,7 @@ fn doc_bodies(schema: &Schema) -> Vec<(String, Option<String>)> {
                 .doc
                 .and_then(|i| schema.docs.get(i))
                 .map(|d| d.body.text.split_whitespace().collect::<Vec<_>>().join(" "));
-            (e.name.clone(), body)
+            (e.name.to_string(), body)
         })
         .collect()
 }

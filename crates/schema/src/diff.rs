@@ -478,13 +478,13 @@ impl<'a> Side<'a> {
             return "?".to_string();
         };
         let word = match &e.kind {
-            EntityKind::Builtin(_) => return e.name.clone(),
+            EntityKind::Builtin(_) => return e.name.clone().into(),
             EntityKind::Array(a) => return format!("[{}]", self.describe_depth(a.element, 1)),
             EntityKind::Enum(_) => "enum",
             EntityKind::Object(o) if o.branches.is_some() => "union",
             EntityKind::Object(_) => "struct",
             EntityKind::Alternate(_) => "alternate",
-            _ => return e.name.clone(),
+            _ => return e.name.clone().into(),
         };
         if self.named(t) {
             format!("{word} {}", e.name)
@@ -534,7 +534,7 @@ impl<'a> Side<'a> {
                 RootKind::Event => matches!(e.kind, EntityKind::Event(_)),
                 RootKind::Type => false,
             })
-            .map(|(id, e)| (e.name.clone(), id))
+            .map(|(id, e)| (e.name.to_string(), id))
             .collect()
     }
 
@@ -548,7 +548,7 @@ impl<'a> Side<'a> {
                     EntityKind::Object(_) | EntityKind::Enum(_) | EntityKind::Alternate(_)
                 ) && self.named(*id)
             })
-            .map(|(id, e)| (e.name.clone(), id))
+            .map(|(id, e)| (e.name.to_string(), id))
             .collect()
     }
 }
@@ -1165,7 +1165,7 @@ impl<'a> Differ<'a> {
                 let loc = if self.old.named(o) && self.new.named(n) && on == nn {
                     Loc {
                         kind: RootKind::Type,
-                        name: nn,
+                        name: nn.into(),
                         path: String::new(),
                     }
                 } else {
@@ -1434,7 +1434,7 @@ impl<'a> Differ<'a> {
                     .filter(|a| norm(&a.name) == norm(&r.name))
                     .collect();
                 if c.len() == 1 {
-                    pairs.push((r.name.clone(), c[0].name.clone()));
+                    pairs.push((r.name.clone().into(), c[0].name.clone().into()));
                 }
             }
             if pairs.is_empty()
@@ -1443,7 +1443,7 @@ impl<'a> Differ<'a> {
                 && added.len() == 1
                 && self.old.describe(removed[0].typ) == self.new.describe(added[0].typ)
             {
-                pairs.push((removed[0].name.clone(), added[0].name.clone()));
+                pairs.push((removed[0].name.clone().into(), added[0].name.clone().into()));
             }
             for (a, b) in pairs {
                 self.renames.push(Rename {
@@ -1475,7 +1475,7 @@ impl<'a> Differ<'a> {
                     loc,
                     None,
                     None,
-                    Some(t.clone()),
+                    Some(t.clone().into()),
                     pos,
                     (C, C),
                 );
@@ -1498,7 +1498,7 @@ impl<'a> Differ<'a> {
                     ChangeKind::NoLongerUnion,
                     loc,
                     None,
-                    Some(t),
+                    Some(t.into()),
                     None,
                     pos,
                     (B, B),
@@ -1511,8 +1511,8 @@ impl<'a> Differ<'a> {
                         ChangeKind::TagChanged,
                         loc,
                         None,
-                        Some(ta.clone()),
-                        Some(tb.clone()),
+                        Some(ta.clone().into()),
+                        Some(tb.clone().into()),
                         pos,
                         (B, B),
                     );

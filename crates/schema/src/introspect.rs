@@ -308,13 +308,13 @@ impl Gen<'_> {
                     ret_type,
                     allow_oob: c.allow_oob.then_some(true),
                 };
-                self.push(e.name.clone(), meta, &e.ifcond, &e.features);
+                self.push(e.name.clone().into(), meta, &e.ifcond, &e.features);
             }
             EntityKind::Event(ev) => {
                 let arg = ev.arg_type.unwrap_or(s.q_empty());
                 let arg_type = self.use_type(arg);
                 self.push(
-                    e.name.clone(),
+                    e.name.clone().into(),
                     SchemaInfoMeta::Event { arg_type },
                     &e.ifcond,
                     &e.features,
@@ -332,7 +332,7 @@ impl Gen<'_> {
                 let meta = SchemaInfoMeta::Builtin {
                     json_type: b.json_type.to_string(),
                 };
-                self.push(e.name.clone(), meta, &IfCond::Always, &[]);
+                self.push(e.name.clone().into(), meta, &IfCond::Always, &[]);
             }
             EntityKind::Enum(en) => {
                 let mut members = Vec::new();
@@ -341,10 +341,10 @@ impl Gen<'_> {
                     if self.on(&m.ifcond) {
                         let features = self.features(&m.features);
                         members.push(SchemaInfoEnumMember {
-                            name: m.name.clone(),
+                            name: m.name.clone().into(),
                             features,
                         });
-                        values.push(m.name.clone());
+                        values.push(m.name.to_string());
                     }
                 }
                 let name = self.name(id);
@@ -379,7 +379,7 @@ impl Gen<'_> {
                     if self.on(&m.ifcond) {
                         let features = self.features(&m.features);
                         members.push(SchemaInfoObjectMember {
-                            name: m.name.clone(),
+                            name: m.name.clone().into(),
                             typ,
                             optional: m.optional,
                             features,
@@ -397,7 +397,7 @@ impl Gen<'_> {
                             let typ = self.use_type(v.typ);
                             if self.on(&v.ifcond) {
                                 vs.push(SchemaInfoObjectVariant {
-                                    case: v.name.clone(),
+                                    case: v.name.clone().into(),
                                     typ,
                                 });
                             }
@@ -411,7 +411,7 @@ impl Gen<'_> {
                     name,
                     SchemaInfoMeta::Object {
                         members,
-                        tag,
+                        tag: tag.map(Into::into),
                         variants,
                     },
                     &e.ifcond,

@@ -389,13 +389,13 @@ impl Server {
                 {
                     continue;
                 }
-                if table.contains_key(&e.name) {
+                if table.contains_key(e.name.as_str()) {
                     continue;
                 }
                 table.insert(
-                    e.name.clone(),
+                    e.name.clone().into(),
                     Arc::new(Entry {
-                        name: e.name.clone(),
+                        name: e.name.clone().into(),
                         entity: Some(id),
                         handler,
                         builtin,
@@ -406,9 +406,9 @@ impl Server {
                     }),
                 );
                 if c.gen {
-                    generated.push(e.name.clone());
+                    generated.push(e.name.to_string());
                 } else {
-                    by_hand.push(e.name.clone());
+                    by_hand.push(e.name.to_string());
                 }
             }
         }

@@ -83,7 +83,7 @@ impl Synth<'_> {
                 .iter()
                 .find(|m| self.on(&m.ifcond))
                 .map_or(Value::String(String::new()), |m| {
-                    Value::String(m.name.clone())
+                    Value::String(m.name.clone().into())
                 }),
             EntityKind::Array(_) => Value::Array(Vec::new()),
             EntityKind::Object(_) => {
@@ -127,15 +127,15 @@ impl Synth<'_> {
                 return;
             };
             for m in schema.object_members(typ) {
-                if m.optional || !self.on(&m.ifcond) || map.contains_key(&m.name) {
+                if m.optional || !self.on(&m.ifcond) || map.contains_key(m.name.as_str()) {
                     continue;
                 }
-                map.insert(m.name.clone(), self.value(m.typ, depth + 1));
+                map.insert(m.name.clone().into(), self.value(m.typ, depth + 1));
             }
             let Some(br) = &o.branches else {
                 return;
             };
-            let Some(Value::String(tag)) = map.get(&br.tag_name) else {
+            let Some(Value::String(tag)) = map.get(br.tag_name.as_str()) else {
                 return;
             };
             match br

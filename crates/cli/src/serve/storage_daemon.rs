@@ -633,13 +633,13 @@ fn retype(schema: &Schema, id: EntityId, v: &mut Value, path: &str) -> Result<()
                 return Ok(());
             };
             for member in schema.object_members(id) {
-                if let Some(x) = m.get_mut(&member.name) {
+                if let Some(x) = m.get_mut(member.name.as_str()) {
                     retype(schema, member.typ, x, &join(path, &member.name))?;
                 }
             }
             if let Some(b) = &o.branches {
                 let tag = m
-                    .get(&b.tag_name)
+                    .get(b.tag_name.as_str())
                     .and_then(Value::as_str)
                     .map(str::to_string);
                 if let Some(var) = tag.and_then(|t| b.variants.iter().find(|x| x.name == t)) {

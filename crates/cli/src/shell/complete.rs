@@ -36,7 +36,7 @@ impl Model {
         let mut commands: Vec<String> = schema
             .iter()
             .filter(|(_, e)| matches!(e.kind, EntityKind::Command(_)))
-            .map(|(_, e)| e.name.clone())
+            .map(|(_, e)| e.name.to_string())
             .collect();
         commands.sort();
         Model { schema, commands }
@@ -90,10 +90,10 @@ impl Model {
             return out;
         };
         for m in self.schema.object_members(id) {
-            out.push((m.name.clone(), m.typ, m.optional));
+            out.push((m.name.to_string(), m.typ, m.optional));
         }
         if let (Some(b), Some(typed)) = (&o.branches, typed) {
-            if let Some(Value::String(tag)) = typed.get(&b.tag_name) {
+            if let Some(Value::String(tag)) = typed.get(b.tag_name.as_str()) {
                 if let Some(v) = b.variants.iter().find(|v| &v.name == tag) {
                     for m in self.members_walk(v.typ, Some(typed), depth + 1) {
                         if !out.iter().any(|x| x.0 == m.0) {
@@ -126,7 +126,7 @@ impl Model {
     /// Enum values (or `true`/`false`) a value of type `id` may take.
     fn values_of(&self, id: EntityId) -> Vec<String> {
         match &self.schema.entity(id).kind {
-            EntityKind::Enum(e) => e.members.iter().map(|m| m.name.clone()).collect(),
+            EntityKind::Enum(e) => e.members.iter().map(|m| m.name.to_string()).collect(),
             EntityKind::Builtin(b) if b.json_type == "boolean" => {
                 vec!["true".into(), "false".into()]
             }
@@ -145,7 +145,7 @@ impl Model {
     pub fn type_text(&self, id: EntityId, depth: usize) -> String {
         let e = self.schema.entity(id);
         match &e.kind {
-            EntityKind::Builtin(_) => e.name.clone(),
+            EntityKind::Builtin(_) => e.name.to_string(),
             EntityKind::Enum(en) => {
                 let names: Vec<&str> = en.members.iter().map(|m| m.name.as_str()).collect();
                 if names.len() <= 6 {
@@ -165,7 +165,7 @@ impl Model {
                 .collect::<Vec<_>>()
                 .join(" or "),
             EntityKind::Object(_) | EntityKind::Alternate(_) => "{…}".into(),
-            _ => e.name.clone(),
+            _ => e.name.to_string(),
         }
     }
 
@@ -379,7 +379,7 @@ fn transaction_actions(model: &Model) -> Vec<String> {
         EntityKind::Object(o) => o
             .branches
             .as_ref()
-            .map(|b| b.variants.iter().map(|v| v.name.clone()).collect())
+            .map(|b| b.variants.iter().map(|v| v.name.to_string()).collect())
             .unwrap_or_default(),
         _ => Vec::new(),
     }

@@ -131,8 +131,8 @@ impl Schema {
             dialect,
             // The predefined types; `from_parsed` reserves for the rest
             // (growing a large list later would copy it).
-            entities: Vec::with_capacity(64),
-            modules: Vec::new(),
+            entities: Vec::with_capacity(64).into(),
+            modules: Vec::new().into(),
             docs: Vec::new(),
             doc_links: Vec::new(),
             legacy_docs: false,
@@ -147,8 +147,8 @@ impl Schema {
             q_empty: UNRESOLVED,
         };
         s.modules.push(Module {
-            name: BUILTIN_MODULE.to_string(),
-            entities: Vec::new(),
+            name: BUILTIN_MODULE.to_string().into(),
+            entities: Vec::new().into(),
         });
         s.module_for_file(fname);
         s.def_predefineds();
@@ -292,8 +292,8 @@ impl Schema {
             Some(i) => i,
             None => {
                 self.modules.push(Module {
-                    name,
-                    entities: Vec::new(),
+                    name: name.into(),
+                    entities: Vec::new().into(),
                 });
                 self.modules.len() - 1
             }
@@ -339,7 +339,7 @@ impl Schema {
         };
         for (name, json_type) in builtins {
             let e = Entity {
-                name: name.to_string(),
+                name: name.to_string().into(),
                 info: None,
                 doc: None,
                 ifcond: IfCond::Always,
@@ -353,7 +353,7 @@ impl Schema {
             let _ = self.make_array_type(name, None);
         }
         let e = Entity {
-            name: "q_empty".to_string(),
+            name: "q_empty".to_string().into(),
             info: None,
             doc: None,
             ifcond: IfCond::Always,
@@ -363,9 +363,9 @@ impl Schema {
             kind: EntityKind::Object(ObjectType {
                 base_name: None,
                 base: None,
-                local_members: Vec::new(),
+                local_members: Vec::new().into(),
                 branches: None,
-                members: Vec::new(),
+                members: Vec::new().into(),
                 state: CheckState::Unchecked,
             }),
         };
@@ -373,14 +373,14 @@ impl Schema {
         let members = QTYPES
             .iter()
             .map(|n| EnumMember {
-                name: n.to_string(),
+                name: n.to_string().into(),
                 ifcond: IfCond::Always,
                 features: Vec::new(),
                 info: None,
             })
             .collect();
         let e = Entity {
-            name: "QType".to_string(),
+            name: "QType".to_string().into(),
             info: None,
             doc: None,
             ifcond: IfCond::Always,
@@ -402,7 +402,7 @@ impl Schema {
         name.push_str("List");
         if self.lookup_type(&name).is_none() {
             let e = Entity {
-                name: name.clone(),
+                name: name.clone().into(),
                 info: info.cloned(),
                 doc: None,
                 ifcond: IfCond::Always,
@@ -410,7 +410,7 @@ impl Schema {
                 implicit: true,
                 module: 0,
                 kind: EntityKind::Array(ArrayType {
-                    element_name: element.to_string(),
+                    element_name: element.to_string().into(),
                     element: UNRESOLVED,
                 }),
             };
@@ -479,8 +479,8 @@ impl Schema {
             let features = self.make_features(m.features, info)?;
             let cname_hash = cname::c_name_hash(&m.name);
             out.push(Member {
-                name: m.name,
-                type_name,
+                name: m.name.into(),
+                type_name: type_name.into(),
                 typ: UNRESOLVED,
                 optional: m.optional,
                 ifcond: m.ifcond,
@@ -502,7 +502,7 @@ impl Schema {
         members: Vec<Member>,
     ) -> Entity {
         Entity {
-            name: name.to_string(),
+            name: name.to_string().into(),
             info: Some(info.clone()),
             doc: None,
             ifcond,
@@ -510,11 +510,11 @@ impl Schema {
             implicit: true,
             module: 0,
             kind: EntityKind::Object(ObjectType {
-                base_name: base,
+                base_name: base.map(Into::into),
                 base: None,
-                local_members: members,
+                local_members: members.into(),
                 branches: None,
-                members: Vec::new(),
+                members: Vec::new().into(),
                 state: CheckState::Unchecked,
             }),
         }
@@ -586,7 +586,7 @@ impl Schema {
     pub fn def_include(&mut self, fname: &str, info: &Info) {
         let module = self.module_for_file(fname);
         let e = Entity {
-            name: String::new(),
+            name: String::new().into(),
             info: Some(info.clone()),
             doc: None,
             ifcond: IfCond::Always,
@@ -600,7 +600,7 @@ impl Schema {
 
     fn definition(c: DefnCommon, features: Vec<Feature>, kind: EntityKind) -> Entity {
         Entity {
-            name: c.name,
+            name: c.name.into(),
             info: Some(c.info),
             doc: c.doc,
             ifcond: c.ifcond,
@@ -622,7 +622,7 @@ impl Schema {
         for m in members {
             let mf = self.make_features(m.features, &c.info)?;
             ms.push(EnumMember {
-                name: m.name,
+                name: m.name.into(),
                 ifcond: m.ifcond,
                 features: mf,
                 info: Some(m.info),
@@ -632,8 +632,8 @@ impl Schema {
             c,
             features,
             EntityKind::Enum(EnumType {
-                members: ms,
-                prefix,
+                members: ms.into(),
+                prefix: prefix.map(Into::into),
             }),
         );
         self.def_definition(e)
@@ -648,11 +648,11 @@ impl Schema {
         let features = self.make_features(std::mem::take(&mut c.features), &c.info)?;
         let ms = self.make_members(&c.name, members, &c.info)?;
         let kind = EntityKind::Object(ObjectType {
-            base_name: base,
+            base_name: base.map(Into::into),
             base: None,
-            local_members: ms,
+            local_members: ms.into(),
             branches: None,
-            members: Vec::new(),
+            members: Vec::new().into(),
             state: CheckState::Unchecked,
         });
         let e = Self::definition(c, features, kind);
@@ -688,8 +688,8 @@ impl Schema {
                 for b in branches {
                     let type_name = self.make_type_name(&c.name, &b.name, b.typ, &c.info)?;
                     variants.push(Variant {
-                        name: b.name,
-                        type_name,
+                        name: b.name.into(),
+                        type_name: type_name.into(),
                         typ: UNRESOLVED,
                         ifcond: b.ifcond,
                         info: Some(b.info),
@@ -703,8 +703,8 @@ impl Schema {
                 for b in branches {
                     let typ = self.make_type_name(&c.name, &b.name, b.typ, &c.info)?;
                     let data = Member {
-                        name: "data".to_string(),
-                        type_name: typ.clone(),
+                        name: "data".to_string().into(),
+                        type_name: typ.clone().into(),
                         typ: UNRESOLVED,
                         optional: false,
                         ifcond: IfCond::Always,
@@ -722,8 +722,8 @@ impl Schema {
                     )?;
                     self.stamp_by_name(&w);
                     variants.push(Variant {
-                        name: b.name,
-                        type_name: w.unwrap_or_default(),
+                        name: b.name.into(),
+                        type_name: w.unwrap_or_default().into(),
                         typ: UNRESOLVED,
                         ifcond: b.ifcond,
                         info: Some(b.info),
@@ -741,7 +741,7 @@ impl Schema {
                     })
                     .collect();
                 let e = Entity {
-                    name: kind_name.clone(),
+                    name: kind_name.clone().into(),
                     info: Some(c.info.clone()),
                     doc: None,
                     ifcond: c.ifcond.clone(),
@@ -755,8 +755,8 @@ impl Schema {
                 };
                 self.def_definition(e)?;
                 local_members.push(Member {
-                    name: "type".to_string(),
-                    type_name: kind_name,
+                    name: "type".to_string().into(),
+                    type_name: kind_name.into(),
                     typ: UNRESOLVED,
                     optional: false,
                     ifcond: IfCond::Always,
@@ -768,15 +768,15 @@ impl Schema {
             }
         }
         let kind = EntityKind::Object(ObjectType {
-            base_name,
+            base_name: base_name.map(Into::into),
             base: None,
-            local_members,
-            branches: Some(Box::new(Branches {
-                tag_name,
+            local_members: local_members.into(),
+            branches: Some(Boxed::new(Branches {
+                tag_name: tag_name.into(),
                 tag_member: None,
-                variants,
+                variants: variants.into(),
             })),
-            members: Vec::new(),
+            members: Vec::new().into(),
             state: CheckState::Unchecked,
         });
         let e = Self::definition(c, features, kind);
@@ -793,8 +793,8 @@ impl Schema {
         for b in branches {
             let type_name = self.make_type_name(&c.name, &b.name, b.typ, &c.info)?;
             variants.push(Variant {
-                name: b.name,
-                type_name,
+                name: b.name.into(),
+                type_name: type_name.into(),
                 typ: UNRESOLVED,
                 ifcond: b.ifcond,
                 info: Some(b.info),
@@ -804,7 +804,7 @@ impl Schema {
         let e = Self::definition(
             c,
             features,
-            EntityKind::Alternate(AlternateType { variants }),
+            EntityKind::Alternate(AlternateType { variants: variants.into() }),
         );
         self.def_object(e)
     }
@@ -837,9 +837,9 @@ impl Schema {
             Some(t) => Some(self.make_type_name(&c.name, "returns", t, &c.info)?),
         };
         let kind = EntityKind::Command(Command {
-            arg_type_name,
+            arg_type_name: arg_type_name.map(Into::into),
             arg_type: None,
-            ret_type_name,
+            ret_type_name: ret_type_name.map(Into::into),
             ret_type: None,
             gen: flags.gen,
             success_response: flags.success_response,
@@ -856,7 +856,7 @@ impl Schema {
         let features = self.make_features(std::mem::take(&mut c.features), &c.info)?;
         let arg_type_name = self.make_args(&c, data)?;
         let kind = EntityKind::Event(Event {
-            arg_type_name,
+            arg_type_name: arg_type_name.map(Into::into),
             arg_type: None,
             boxed,
         });

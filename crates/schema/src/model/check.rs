@@ -386,7 +386,7 @@ impl Schema {
         }
         let has_branches = match self.object_mut(id) {
             Some(o) => {
-                o.members = members;
+                o.members = members.into();
                 o.branches.is_some()
             }
             None => false,
@@ -502,7 +502,7 @@ impl Schema {
                 } else {
                     extra.push(Variant {
                         name: m.name.clone(),
-                        type_name: "q_empty".to_string(),
+                        type_name: "q_empty".to_string().into(),
                         typ: self.q_empty,
                         ifcond: m.ifcond.clone(),
                         info: info.clone(),

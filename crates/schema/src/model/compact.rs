@@ -231,7 +231,7 @@ impl Writer {
         self.usize(i);
     }
 
-    fn opt_str(&mut self, s: &Option<String>) {
+    fn opt_str(&mut self, s: &Option<Name>) {
         match s {
             None => self.buf.push(0),
             Some(s) => {
@@ -816,8 +816,8 @@ impl<'a> Reader<'a> {
         let mut v = Vec::with_capacity(n);
         for _ in 0..n {
             v.push(Variant {
-                name: self.string()?,
-                type_name: self.string()?,
+                name: (self.string()?).into(),
+                type_name: (self.string()?).into(),
                 typ: self.usize()?,
                 ifcond: self.ifcond(0)?,
                 info: self.opt_info(t)?,
@@ -852,19 +852,19 @@ impl<'a> Reader<'a> {
                 let mut members = Vec::with_capacity(n);
                 for _ in 0..n {
                     members.push(EnumMember {
-                        name: self.string()?,
+                        name: (self.string()?).into(),
                         ifcond: self.ifcond(0)?,
                         features: self.features(t)?,
                         info: self.opt_info(t)?,
                     });
                 }
                 EntityKind::Enum(EnumType {
-                    members,
-                    prefix: self.opt_string()?,
+                    members: members.into(),
+                    prefix: (self.opt_string()?).map(Into::into),
                 })
             }
             3 => EntityKind::Array(ArrayType {
-                element_name: self.string()?,
+                element_name: (self.string()?).into(),
                 element: self.usize()?,
             }),
             4 => {
@@ -874,8 +874,8 @@ impl<'a> Reader<'a> {
                 let mut local_members = Vec::with_capacity(n);
                 for _ in 0..n {
                     local_members.push(Member {
-                        name: self.string()?,
-                        type_name: self.string()?,
+                        name: (self.string()?).into(),
+                        type_name: (self.string()?).into(),
                         typ: self.usize()?,
                         optional: self.bool()?,
                         ifcond: self.ifcond(0)?,
@@ -897,9 +897,9 @@ impl<'a> Reader<'a> {
                         None
                     };
                     Some(Box::new(Branches {
-                        tag_name,
+                        tag_name: tag_name.into(),
                         tag_member,
-                        variants: self.variants(t)?,
+                        variants: (self.variants(t)?).into(),
                     }))
                 } else {
                     None
@@ -916,21 +916,21 @@ impl<'a> Reader<'a> {
                     _ => return Err(Bad("bad check state")),
                 };
                 EntityKind::Object(ObjectType {
-                    base_name,
+                    base_name: base_name.map(Into::into),
                     base,
-                    local_members,
-                    branches,
-                    members,
+                    local_members: local_members.into(),
+                    branches: branches.map(Into::into),
+                    members: members.into(),
                     state,
                 })
             }
             5 => EntityKind::Alternate(AlternateType {
-                variants: self.variants(t)?,
+                variants: (self.variants(t)?).into(),
             }),
             6 => EntityKind::Command(Command {
-                arg_type_name: self.opt_string()?,
+                arg_type_name: (self.opt_string()?).map(Into::into),
                 arg_type: self.opt_id()?,
-                ret_type_name: self.opt_string()?,
+                ret_type_name: (self.opt_string()?).map(Into::into),
                 ret_type: self.opt_id()?,
                 gen: self.bool()?,
                 success_response: self.bool()?,
@@ -940,7 +940,7 @@ impl<'a> Reader<'a> {
                 coroutine: self.bool()?,
             }),
             7 => EntityKind::Event(Event {
-                arg_type_name: self.opt_string()?,
+                arg_type_name: (self.opt_string()?).map(Into::into),
                 arg_type: self.opt_id()?,
                 boxed: self.bool()?,
             }),
@@ -977,8 +977,8 @@ impl<'a> Reader<'a> {
         let mut modules = Vec::with_capacity(n);
         for _ in 0..n {
             modules.push(Module {
-                name: self.string()?,
-                entities: self.ids()?,
+                name: (self.string()?).into(),
+                entities: (self.ids()?).into(),
             });
         }
         let n = self.len()?;
@@ -991,7 +991,7 @@ impl<'a> Reader<'a> {
                 by_name.insert(&name, id);
             }
             entities.push(Entity {
-                name,
+                name: name.into(),
                 info: self.opt_info(t)?,
                 doc: None,
                 ifcond: self.ifcond(0)?,
@@ -1003,8 +1003,8 @@ impl<'a> Reader<'a> {
         }
         let s = Schema {
             dialect,
-            entities,
-            modules,
+            entities: entities.into(),
+            modules: modules.into(),
             docs: Vec::new(),
             doc_links: Vec::new(),
             pragma,

@@ -189,7 +189,7 @@ impl Loader {
 
     fn entity(&self, name: String, implicit: bool, kind: EntityKind) -> Entity {
         Entity {
-            name,
+            name: name.into(),
             info: None,
             doc: None,
             ifcond: IfCond::Always,
@@ -361,7 +361,7 @@ pub fn load_schema_infos(infos: &[SchemaInfo]) -> Result<Schema, QapiError> {
                     members: members
                         .iter()
                         .map(|m| EnumMember {
-                            name: m.name.clone(),
+                            name: m.name.clone().into(),
                             ifcond: IfCond::Always,
                             features: features(&m.features),
                             info: None,
@@ -373,13 +373,13 @@ pub fn load_schema_infos(infos: &[SchemaInfo]) -> Result<Schema, QapiError> {
             SchemaInfoMeta::Object { .. } => EntityKind::Object(ObjectType {
                 base_name: None,
                 base: None,
-                local_members: Vec::new(),
+                local_members: Vec::new().into(),
                 branches: None,
-                members: Vec::new(),
+                members: Vec::new().into(),
                 state: super::CheckState::Done,
             }),
             SchemaInfoMeta::Alternate { .. } => EntityKind::Alternate(super::AlternateType {
-                variants: Vec::new(),
+                variants: Vec::new().into(),
             }),
             SchemaInfoMeta::Command { allow_oob, .. } => EntityKind::Command(Command {
                 arg_type_name: None,
@@ -440,7 +440,7 @@ pub fn load_schema_infos(infos: &[SchemaInfo]) -> Result<Schema, QapiError> {
                 for m in members {
                     let t = l.resolve(&m.typ, &info.name)?;
                     local.push(Member {
-                        name: m.name.clone(),
+                        name: m.name.clone().into(),
                         type_name: l.s.entities[t].name.clone(),
                         typ: t,
                         optional: m.optional,
@@ -469,7 +469,7 @@ pub fn load_schema_infos(infos: &[SchemaInfo]) -> Result<Schema, QapiError> {
                         for v in vs.iter().flatten() {
                             let t = l.resolve(&v.typ, &info.name)?;
                             out.push(Variant {
-                                name: v.case.clone(),
+                                name: v.case.clone().into(),
                                 type_name: l.s.entities[t].name.clone(),
                                 typ: t,
                                 ifcond: IfCond::Always,
@@ -478,9 +478,9 @@ pub fn load_schema_infos(infos: &[SchemaInfo]) -> Result<Schema, QapiError> {
                             });
                         }
                         Some(Box::new(super::Branches {
-                            tag_name: tag.clone(),
+                            tag_name: tag.clone().into(),
                             tag_member: Some(MemberRef { owner: id, index }),
-                            variants: out,
+                            variants: out.into(),
                         }))
                     }
                     (None, Some(_)) => {
@@ -495,9 +495,9 @@ pub fn load_schema_infos(infos: &[SchemaInfo]) -> Result<Schema, QapiError> {
                     .map(|index| MemberRef { owner: id, index })
                     .collect();
                 if let EntityKind::Object(o) = &mut l.s.entities[id].kind {
-                    o.local_members = local;
+                    o.local_members = local.into();
                     o.members = refs;
-                    o.branches = branches;
+                    o.branches = branches.map(Into::into);
                 }
             }
             SchemaInfoMeta::Alternate { members } => {
@@ -507,7 +507,7 @@ pub fn load_schema_infos(infos: &[SchemaInfo]) -> Result<Schema, QapiError> {
                     let t = l.resolve(&m.typ, &info.name)?;
                     let name = alternative_name(&l.s, t);
                     vs.push(Variant {
-                        name,
+                        name: name.into(),
                         type_name: l.s.entities[t].name.clone(),
                         typ: t,
                         ifcond: IfCond::Always,
@@ -522,7 +522,7 @@ pub fn load_schema_infos(infos: &[SchemaInfo]) -> Result<Schema, QapiError> {
                     vs.iter().map(|v| v.name.as_str()),
                 )?;
                 if let EntityKind::Alternate(a) = &mut l.s.entities[id].kind {
-                    a.variants = vs;
+                    a.variants = vs.into();
                 }
             }
             _ => {}
@@ -549,9 +549,9 @@ pub fn load_schema_infos(infos: &[SchemaInfo]) -> Result<Schema, QapiError> {
                 let (an, a) = opt_type(&l.s, a, q_empty);
                 let (rn, r) = opt_type(&l.s, r, q_empty);
                 if let EntityKind::Command(c) = &mut l.s.entities[id].kind {
-                    c.arg_type_name = an;
+                    c.arg_type_name = an.map(Into::into);
                     c.arg_type = a;
-                    c.ret_type_name = rn;
+                    c.ret_type_name = rn.map(Into::into);
                     c.ret_type = r;
                     c.boxed = boxed;
                 }
@@ -561,7 +561,7 @@ pub fn load_schema_infos(infos: &[SchemaInfo]) -> Result<Schema, QapiError> {
                 let boxed = is_union(&l.s, a);
                 let (an, a) = opt_type(&l.s, a, q_empty);
                 if let EntityKind::Event(ev) = &mut l.s.entities[id].kind {
-                    ev.arg_type_name = an;
+                    ev.arg_type_name = an.map(Into::into);
                     ev.arg_type = a;
                     ev.boxed = boxed;
                 }
@@ -596,7 +596,7 @@ fn once_each<'a>(
 /// The name QEMU gives an alternative: its type's name (arrays by their
 /// `…List` name).
 fn alternative_name(s: &Schema, t: EntityId) -> String {
-    s.entities[t].name.clone()
+    s.entities[t].name.clone().into()
 }
 
 fn is_union(s: &Schema, t: EntityId) -> bool {
@@ -611,7 +611,7 @@ fn opt_type(
     if Some(t) == q_empty {
         (None, None)
     } else {
-        (Some(s.entities[t].name.clone()), Some(t))
+        (Some(s.entities[t].name.clone().into()), Some(t))
     }
 }
 
@@ -677,7 +677,7 @@ fn keep_order(l: &mut Loader, infos: &[SchemaInfo]) -> Result<(), QapiError> {
     // commands and events, in order. A type listed before the next one
     // these would use was used by a command the server compiled out:
     // a hidden event uses it at that spot.
-    let visible: Vec<EntityId> = l.s.modules[l.module].entities.clone();
+    let visible: Vec<EntityId> = l.s.modules[l.module].entities.clone().into();
     let mut used: HashSet<EntityId> = HashSet::new();
     let mut p = 0usize;
     let mut module_list: Vec<EntityId> = Vec::with_capacity(visible.len());
@@ -725,7 +725,7 @@ fn keep_order(l: &mut Loader, infos: &[SchemaInfo]) -> Result<(), QapiError> {
         }
         module_list.push(c);
     }
-    l.s.modules[l.module].entities = module_list;
+    l.s.modules[l.module].entities = module_list.into();
     if listed_names(&l.s) == want {
         return Ok(());
     }
@@ -741,9 +741,9 @@ fn keep_order(l: &mut Loader, infos: &[SchemaInfo]) -> Result<(), QapiError> {
         EntityKind::Object(ObjectType {
             base_name: None,
             base: None,
-            local_members: Vec::new(),
+            local_members: Vec::new().into(),
             branches: None,
-            members: Vec::new(),
+            members: Vec::new().into(),
             state: super::CheckState::Done,
         }),
     );
@@ -753,7 +753,7 @@ fn keep_order(l: &mut Loader, infos: &[SchemaInfo]) -> Result<(), QapiError> {
         .iter()
         .enumerate()
         .map(|(i, &t)| Member {
-            name: format!("m{i}"),
+            name: format!("m{i}").into(),
             type_name: l.s.entities[t].name.clone(),
             typ: t,
             optional: true,
@@ -771,7 +771,7 @@ fn keep_order(l: &mut Loader, infos: &[SchemaInfo]) -> Result<(), QapiError> {
         })
         .collect();
     if let EntityKind::Object(o) = &mut l.s.entities[obj_id].kind {
-        o.local_members = local;
+        o.local_members = local.into();
         o.members = refs;
     }
     let ev = hidden_event(l, &mut hidden, obj_id)?;

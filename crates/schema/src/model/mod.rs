@@ -22,6 +22,10 @@ pub mod check;
 pub mod cname;
 pub mod compact;
 pub mod from_introspection;
+pub mod statics;
+pub mod storage;
+
+pub use storage::{Boxed, List, Name};
 
 use crate::source::{Dialect, Info};
 use std::collections::HashMap;
@@ -96,29 +100,39 @@ impl std::hash::Hasher for PrehashedHasher {
 }
 
 /// Definitions by name, keyed by the name's hash (names live in the
-/// entities); the rare names whose hash is taken go to `collisions`.
+/// entities); the rare names whose hash is taken go to `collisions`. A model
+/// made of static data ([`statics`]) has its index there too, sorted by hash
+/// (`fixed`); definitions added later go to the map.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct NameIndex {
+    fixed: &'static [(u64, EntityId)],
     by_hash: HashMap<u64, EntityId, std::hash::BuildHasherDefault<PrehashedHasher>>,
     collisions: NameMap<EntityId>,
 }
 
 impl NameIndex {
+    fn by_hash(&self, h: u64) -> Option<EntityId> {
+        if !self.fixed.is_empty() {
+            if let Ok(i) = self.fixed.binary_search_by_key(&h, |&(k, _)| k) {
+                return Some(self.fixed[i].1);
+            }
+        }
+        self.by_hash.get(&h).copied()
+    }
+
     fn get(&self, entities: &[Entity], name: &str) -> Option<EntityId> {
-        match self.by_hash.get(&name_hash(name)) {
-            Some(&id) if entities.get(id).is_some_and(|e| e.name == name) => Some(id),
+        match self.by_hash(name_hash(name)) {
+            Some(id) if entities.get(id).is_some_and(|e| e.name == name) => Some(id),
             _ => self.collisions.get(name).copied(),
         }
     }
 
     fn insert(&mut self, name: &str, id: EntityId) {
-        match self.by_hash.entry(name_hash(name)) {
-            std::collections::hash_map::Entry::Vacant(v) => {
-                v.insert(id);
-            }
-            std::collections::hash_map::Entry::Occupied(_) => {
-                self.collisions.insert(name.to_string(), id);
-            }
+        let h = name_hash(name);
+        if self.by_hash(h).is_some() {
+            self.collisions.insert(name.to_string(), id);
+        } else {
+            self.by_hash.insert(h, id);
         }
     }
 
@@ -156,9 +170,9 @@ impl Feature {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Module {
     /// Path relative to the main schema's directory, as QEMU names it.
-    pub name: String,
+    pub name: Name,
     /// Entities belonging to the module, in definition order.
-    pub entities: Vec<EntityId>,
+    pub entities: List<EntityId>,
 }
 
 /// Name of the module holding the built-in types.
@@ -167,7 +181,7 @@ pub const BUILTIN_MODULE: &str = "./builtin";
 /// One entity of the schema.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Entity {
-    pub name: String,
+    pub name: Name,
     /// Where it was defined; `None` for built-in entities.
     pub info: Option<Info>,
     /// The doc comment (index into [`Schema::docs`]).
@@ -208,7 +222,7 @@ pub struct BuiltinType {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EnumMember {
-    pub name: String,
+    pub name: Name,
     pub ifcond: IfCond,
     pub features: Vec<Feature>,
     pub info: Option<Info>,
@@ -216,21 +230,21 @@ pub struct EnumMember {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EnumType {
-    pub members: Vec<EnumMember>,
-    pub prefix: Option<String>,
+    pub members: List<EnumMember>,
+    pub prefix: Option<Name>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ArrayType {
-    pub element_name: String,
+    pub element_name: Name,
     pub element: EntityId,
 }
 
 /// A member of an object type.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Member {
-    pub name: String,
-    pub type_name: String,
+    pub name: Name,
+    pub type_name: Name,
     pub typ: EntityId,
     pub optional: bool,
     pub ifcond: IfCond,
@@ -245,8 +259,8 @@ pub struct Member {
 /// A union branch or an alternate's alternative.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Variant {
-    pub name: String,
-    pub type_name: String,
+    pub name: Name,
+    pub type_name: Name,
     pub typ: EntityId,
     pub ifcond: IfCond,
     pub info: Option<Info>,
@@ -264,10 +278,10 @@ pub struct MemberRef {
 /// A union's branches.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Branches {
-    pub tag_name: String,
+    pub tag_name: Name,
     /// The tag member (resolved during checking).
     pub tag_member: Option<MemberRef>,
-    pub variants: Vec<Variant>,
+    pub variants: List<Variant>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -281,26 +295,26 @@ pub(crate) enum CheckState {
 /// A struct or union type (QEMU calls both "object").
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ObjectType {
-    pub base_name: Option<String>,
+    pub base_name: Option<Name>,
     pub base: Option<EntityId>,
-    pub local_members: Vec<Member>,
-    pub branches: Option<Box<Branches>>,
+    pub local_members: List<Member>,
+    pub branches: Option<Boxed<Branches>>,
     /// All members, the base's first (valid once checked).
-    pub members: Vec<MemberRef>,
+    pub members: List<MemberRef>,
     pub(crate) state: CheckState,
 }
 
 /// An alternate type; its implicit tag member `type` is of type `QType`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AlternateType {
-    pub variants: Vec<Variant>,
+    pub variants: List<Variant>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Command {
-    pub arg_type_name: Option<String>,
+    pub arg_type_name: Option<Name>,
     pub arg_type: Option<EntityId>,
-    pub ret_type_name: Option<String>,
+    pub ret_type_name: Option<Name>,
     pub ret_type: Option<EntityId>,
     pub gen: bool,
     pub success_response: bool,
@@ -312,7 +326,7 @@ pub struct Command {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Event {
-    pub arg_type_name: Option<String>,
+    pub arg_type_name: Option<Name>,
     pub arg_type: Option<EntityId>,
     pub boxed: bool,
 }
@@ -321,8 +335,8 @@ pub struct Event {
 #[derive(Debug, Clone)]
 pub struct Schema {
     pub dialect: Dialect,
-    pub entities: Vec<Entity>,
-    pub modules: Vec<Module>,
+    pub entities: List<Entity>,
+    pub modules: List<Module>,
     pub docs: Vec<Doc>,
     /// How each doc comment was connected to the entities it documents.
     pub doc_links: Vec<check::DocLinks>,
@@ -462,8 +476,8 @@ impl Schema {
 }
 
 static NO_MEMBER: Member = Member {
-    name: String::new(),
-    type_name: String::new(),
+    name: Name::new_static(""),
+    type_name: Name::new_static(""),
     typ: UNRESOLVED,
     optional: false,
     ifcond: IfCond::Always,
