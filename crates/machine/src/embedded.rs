@@ -117,7 +117,9 @@ pub fn own() -> &'static Schema {
 /// [`own`] to keep: the one copy of the machine's own interface in this process (a program
 /// serving it and the conversions share it).
 pub fn shared() -> Result<std::sync::Arc<Schema>, QapiError> {
-    Ok(OWN.get_or_init(|| std::sync::Arc::new(load_static())).clone())
+    Ok(OWN
+        .get_or_init(|| std::sync::Arc::new(load_static()))
+        .clone())
 }
 
 #[cfg(test)]
@@ -228,7 +230,10 @@ mod tests {
             Err(e) => panic!("the build script's model does not read back: {e}"),
         };
         let st = load_static();
-        assert!(st.to_compact() == MODEL, "the static model differs from the compact one");
+        assert!(
+            st.to_compact() == MODEL,
+            "the static model differs from the compact one"
+        );
         assert_eq!(st.entities.len(), pre.entities.len());
         for (id, e) in pre.iter() {
             assert_eq!(&st.entities[id], e);

@@ -210,7 +210,10 @@ pub fn enum_has(schema: &Schema, type_name: &str, value: &str) -> bool {
 /// Member names of an object type (base first), empty if not an object.
 pub fn member_names(schema: &Schema, type_name: &str) -> Vec<String> {
     match schema.lookup(type_name) {
-        Some(id) => schema.object_members(id).map(|m| m.name.to_string()).collect(),
+        Some(id) => schema
+            .object_members(id)
+            .map(|m| m.name.to_string())
+            .collect(),
         None => Vec::new(),
     }
 }
@@ -414,7 +417,10 @@ impl<'a> Shaper<'a> {
     /// A neutral value of `id` in place of `was`.
     fn replace(&mut self, id: EntityId, was: Value, depth: usize) -> Value {
         let expected = self.schema.entity(id).name.clone();
-        self.invent(InventionKind::WrongType { expected: expected.into(), was });
+        self.invent(InventionKind::WrongType {
+            expected: expected.into(),
+            was,
+        });
         synth(self.schema, id, depth)
     }
 

@@ -804,7 +804,9 @@ impl Schema {
         let e = Self::definition(
             c,
             features,
-            EntityKind::Alternate(AlternateType { variants: variants.into() }),
+            EntityKind::Alternate(AlternateType {
+                variants: variants.into(),
+            }),
         );
         self.def_object(e)
     }

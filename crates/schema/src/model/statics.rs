@@ -126,7 +126,12 @@ impl Schema {
             "static MODULES: [Module; {}] = [\n{modules}];\n",
             self.modules.len()
         );
-        let mut index: Vec<(u64, EntityId)> = self.by_name.by_hash.iter().map(|(&h, &id)| (h, id)).collect();
+        let mut index: Vec<(u64, EntityId)> = self
+            .by_name
+            .by_hash
+            .iter()
+            .map(|(&h, &id)| (h, id))
+            .collect();
         index.extend(self.by_name.fixed.iter().copied());
         index.sort_unstable();
         let mut collisions: Vec<(&String, &EntityId)> = self.by_name.collisions.iter().collect();
@@ -202,7 +207,11 @@ impl RustWriter {
                 x.defined_in
             );
         }
-        let _ = writeln!(self.out, "static {label}: [Variant; {}] = [{items}];", v.len());
+        let _ = writeln!(
+            self.out,
+            "static {label}: [Variant; {}] = [{items}];",
+            v.len()
+        );
         Ok(())
     }
 
@@ -330,7 +339,12 @@ const fn opt_name(s: Option<&'static str>) -> Option<Name> {
     }
 }
 
-pub const fn entity(name: &'static str, implicit: bool, module: ModuleId, kind: EntityKind) -> Entity {
+pub const fn entity(
+    name: &'static str,
+    implicit: bool,
+    module: ModuleId,
+    kind: EntityKind,
+) -> Entity {
     Entity {
         name: Name::Static(name),
         info: None,
@@ -367,7 +381,10 @@ pub const fn value(name: &'static str) -> EnumMember {
     }
 }
 
-pub const fn enumeration(members: &'static [EnumMember], prefix: Option<&'static str>) -> EntityKind {
+pub const fn enumeration(
+    members: &'static [EnumMember],
+    prefix: Option<&'static str>,
+) -> EntityKind {
     EntityKind::Enum(EnumType {
         members: List::Static(members),
         prefix: opt_name(prefix),
@@ -487,7 +504,11 @@ pub const fn command(
     })
 }
 
-pub const fn event(arg_type_name: Option<&'static str>, arg_type: Option<EntityId>, boxed: bool) -> EntityKind {
+pub const fn event(
+    arg_type_name: Option<&'static str>,
+    arg_type: Option<EntityId>,
+    boxed: bool,
+) -> EntityKind {
     EntityKind::Event(Event {
         arg_type_name: opt_name(arg_type_name),
         arg_type,

@@ -113,10 +113,10 @@ pub fn fill(s: &Schema, t: usize, m: &mut Map<String, Value>, r: &mut Rng, depth
             continue;
         }
         let v = valid(s, mem.typ, r, depth + 1);
-        m.insert(mem.name.clone(), v);
+        m.insert(mem.name.to_string(), v);
     }
     if let Some(br) = &o.branches {
-        if let Some(Value::String(tag)) = m.get(&br.tag_name).cloned() {
+        if let Some(Value::String(tag)) = m.get(br.tag_name.as_str()).cloned() {
             if let Some(v) = br.variants.iter().find(|v| v.name == tag) {
                 fill(s, v.typ, m, r, depth);
             }
