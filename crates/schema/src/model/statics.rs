@@ -106,10 +106,12 @@ impl Schema {
                 e.module
             );
         }
-        let _ = writeln!(
-            w.out,
-            "static ENTITIES: [Entity; {}] = [\n{entities}];\n",
-            self.entities.len()
+        static_array(
+            &mut w.out,
+            "ENTITIES",
+            "Entity",
+            self.entities.len(),
+            &entities,
         );
         let mut modules = String::new();
         for (i, m) in self.modules.iter().enumerate() {
@@ -121,10 +123,12 @@ impl Schema {
             );
             let _ = writeln!(modules, "    module({:?}, &MODULE_{i}),", m.name.as_str());
         }
-        let _ = writeln!(
-            w.out,
-            "static MODULES: [Module; {}] = [\n{modules}];\n",
-            self.modules.len()
+        static_array(
+            &mut w.out,
+            "MODULES",
+            "Module",
+            self.modules.len(),
+            &modules,
         );
         let mut index: Vec<(u64, EntityId)> = self
             .by_name
@@ -139,13 +143,7 @@ impl Schema {
         let mut paths: Vec<(&String, &ModuleId)> = self.module_by_path.iter().collect();
         paths.sort();
         let strs = |v: &[String]| format!("&{v:?}");
-        let Pragma {
-            doc_required,
-            command_name_exceptions,
-            command_returns_exceptions,
-            documentation_exceptions,
-            member_name_exceptions,
-        } = &self.pragma;
+        let pragma = &self.pragma;
         let _ = writeln!(
             w.out,
             "pub static MODEL: StaticModel = StaticModel {{\n    \
@@ -155,7 +153,7 @@ impl Schema {
              modules: &MODULES,\n    \
              index: &{index:?},\n    \
              collisions: &{collisions:?},\n    \
-             doc_required: {doc_required},\n    \
+             doc_required: {},\n    \
              command_name_exceptions: {},\n    \
              command_returns_exceptions: {},\n    \
              documentation_exceptions: {},\n    \
@@ -167,10 +165,11 @@ impl Schema {
              q_empty: {},\n}};",
             self.dialect,
             self.legacy_docs,
-            strs(command_name_exceptions),
-            strs(command_returns_exceptions),
-            strs(documentation_exceptions),
-            strs(member_name_exceptions),
+            pragma.doc_required,
+            strs(&pragma.command_name_exceptions),
+            strs(&pragma.command_returns_exceptions),
+            strs(&pragma.documentation_exceptions),
+            strs(&pragma.member_name_exceptions),
             strs(&self.feature_names),
             self.schema_dir.to_string_lossy(),
             self.qtype,
@@ -178,6 +177,21 @@ impl Schema {
         );
         Ok(w.out)
     }
+}
+
+/// `static NAME: [TYPE; LEN] = [ITEMS];`, ITEMS each followed by a comma.
+fn static_array(out: &mut String, name: &str, ty: &str, len: usize, items: &str) {
+    let _ = writeln!(out, "static {name}: [{ty}; {len}] = [\n{items}];");
+}
+
+/// `CTOR("NAME", "TYPE_NAME", REST), ` for a member or a variant.
+fn typed_item(out: &mut String, ctor: &str, name: &Name, type_name: &Name, rest: &str) {
+    let _ = write!(
+        out,
+        "{ctor}({:?}, {:?}, {rest}), ",
+        name.as_str(),
+        type_name.as_str()
+    );
 }
 
 fn unsupported(name: &str) -> QapiError {
@@ -198,20 +212,10 @@ impl RustWriter {
             if x.ifcond.is_present() {
                 return Err(unsupported(&x.name));
             }
-            let _ = write!(
-                items,
-                "variant({:?}, {:?}, {}, {}), ",
-                x.name.as_str(),
-                x.type_name.as_str(),
-                x.typ,
-                x.defined_in
-            );
+            let rest = format!("{}, {}", x.typ, x.defined_in);
+            typed_item(&mut items, "variant", &x.name, &x.type_name, &rest);
         }
-        let _ = writeln!(
-            self.out,
-            "static {label}: [Variant; {}] = [{items}];",
-            v.len()
-        );
+        static_array(&mut self.out, label, "Variant", v.len(), &items);
         Ok(())
     }
 
@@ -231,11 +235,8 @@ impl RustWriter {
                     }
                     let _ = write!(items, "value({:?}), ", m.name.as_str());
                 }
-                let _ = writeln!(
-                    self.out,
-                    "static VALUES_{id}: [EnumMember; {}] = [{items}];",
-                    t.members.len()
-                );
+                let label = format!("VALUES_{id}");
+                static_array(&mut self.out, &label, "EnumMember", t.members.len(), &items);
                 format!("enumeration(&VALUES_{id}, {})", opt(&t.prefix))
             }
             EntityKind::Array(a) => format!("array({:?}, {})", a.element_name.as_str(), a.element),
@@ -245,33 +246,27 @@ impl RustWriter {
                     if m.ifcond.is_present() || !m.features.is_empty() {
                         return Err(unsupported(&m.name));
                     }
-                    let _ = write!(
-                        items,
-                        "member({:?}, {:?}, {}, {}, {}, {}), ",
-                        m.name.as_str(),
-                        m.type_name.as_str(),
-                        m.typ,
-                        m.optional,
-                        m.defined_in,
-                        m.cname_hash
+                    let rest = format!(
+                        "{}, {}, {}, {}",
+                        m.typ, m.optional, m.defined_in, m.cname_hash
                     );
+                    typed_item(&mut items, "member", &m.name, &m.type_name, &rest);
                 }
-                let _ = writeln!(
-                    self.out,
-                    "static MEMBERS_{id}: [Member; {}] = [{items}];",
-                    o.local_members.len()
+                let label = format!("MEMBERS_{id}");
+                static_array(
+                    &mut self.out,
+                    &label,
+                    "Member",
+                    o.local_members.len(),
+                    &items,
                 );
-                let refs: Vec<String> = o
+                let refs: String = o
                     .members
                     .iter()
-                    .map(|r| format!("mref({}, {})", r.owner, r.index))
+                    .map(|r| format!("mref({}, {}), ", r.owner, r.index))
                     .collect();
-                let _ = writeln!(
-                    self.out,
-                    "static REFS_{id}: [MemberRef; {}] = [{}];",
-                    refs.len(),
-                    refs.join(", ")
-                );
+                let label = format!("REFS_{id}");
+                static_array(&mut self.out, &label, "MemberRef", o.members.len(), &refs);
                 let branches = match &o.branches {
                     None => "None".to_string(),
                     Some(b) => {
