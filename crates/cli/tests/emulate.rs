@@ -34,8 +34,7 @@ struct Qmp {
 
 impl Qmp {
     fn connect(path: &Path) -> Qmp {
-        qmpkit_testkit::cmd::wait_for(path);
-        let s = UnixStream::connect(path).expect("connect");
+        let s = qmpkit_testkit::cmd::connect_unix(path);
         let mut q = Qmp {
             r: BufReader::new(s.try_clone().expect("clone")),
             w: s,

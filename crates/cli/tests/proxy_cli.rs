@@ -307,7 +307,7 @@ fn listener_rules_peer_uids_rate_and_commands_in_flight() {
         wait_for(&sock(n));
     }
     // A peer whose uid is not listed is hung up on before the greeting.
-    let s = std::os::unix::net::UnixStream::connect(sock("uid.sock")).expect("connect");
+    let s = qmpkit_testkit::cmd::connect_unix(&sock("uid.sock"));
     s.set_read_timeout(Some(Duration::from_secs(10))).ok();
     let mut buf = String::new();
     assert_eq!(

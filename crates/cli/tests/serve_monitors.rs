@@ -113,7 +113,7 @@ fn readline_monitor_speaks_as_qemus() {
         assert!(t.elapsed() < Duration::from_secs(10), "no monitor socket");
         std::thread::sleep(Duration::from_millis(20));
     }
-    let mut s = UnixStream::connect(&hmp).expect("connect");
+    let mut s = qmpkit_testkit::cmd::connect_unix(&hmp);
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     // Reads until `until` ends what was read.
     let read_until = |s: &mut UnixStream, until: &[u8]| -> Vec<u8> {

@@ -290,14 +290,21 @@ impl Tree {
         found.ok_or(ResolveError::NotFound)
     }
 
-    /// Nodes of the subtree under `id` (pre-order, `id` first).
+    /// Nodes of the subtree under `id` (pre-order, `id` first), each node's children in the
+    /// order they were added: a container lists its children in its property table's order
+    /// ([`hashorder`]), but devices, buses and back ends are realized, numbered and reported
+    /// in creation order.
     pub fn walk(&self, id: NodeId) -> Vec<NodeId> {
         let mut out = Vec::new();
         let mut stack = vec![id];
         while let Some(n) = stack.pop() {
             out.push(n);
-            for &c in self.node(n).children.iter().rev() {
-                stack.push(c);
+            let node = self.node(n);
+            let from = stack.len();
+            stack.extend(node.children.iter().rev());
+            if node.table.is_some() {
+                // Node ids grow with creation: newest first on the stack, oldest popped first.
+                stack[from..].sort_unstable_by(|a, b| b.cmp(a));
             }
         }
         out

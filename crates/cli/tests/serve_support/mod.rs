@@ -46,6 +46,7 @@ pub fn spawn(args: &[&str]) -> Serve {
     Serve { child }
 }
 
+#[allow(unused_imports)]
 pub use qmpkit_testkit::cmd::wait_for;
 
 /// A line-based QMP connection.
@@ -61,8 +62,7 @@ pub struct Qmp {
 
 impl Qmp {
     pub fn connect(path: &Path) -> Qmp {
-        wait_for(path);
-        let s = UnixStream::connect(path).expect("connect");
+        let s = qmpkit_testkit::cmd::connect_unix(path);
         s.set_read_timeout(Some(Duration::from_secs(10))).ok();
         let w = s.try_clone().expect("clone");
         let mut q = Qmp {

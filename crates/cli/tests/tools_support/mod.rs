@@ -130,8 +130,7 @@ impl Line {
     /// Connect and read the greeting (not negotiated).
     pub fn connect(path: &Path) -> Line {
         use std::io::BufRead;
-        wait_for(path);
-        let s = std::os::unix::net::UnixStream::connect(path).expect("connect");
+        let s = qmpkit_testkit::cmd::connect_unix(path);
         s.set_read_timeout(Some(Duration::from_secs(10))).ok();
         let w = s.try_clone().expect("clone");
         let mut r = std::io::BufReader::new(s);
