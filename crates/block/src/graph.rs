@@ -15,8 +15,11 @@ use crate::{Error, ErrorClass, Result};
 
 mod backing;
 mod bitmaps;
+mod passed;
 mod reopen;
 mod snapshots;
+
+pub use passed::{OpenFlags, OpenFn, PassedFile};
 
 /// Block drivers the graph knows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -239,6 +242,8 @@ pub struct BlockdevOptions {
     pub detect_zeroes: DetectZeroes,
     pub cache_direct: bool,
     pub cache_no_flush: bool,
+    /// Whether `cache` was given: without it, an inline child takes its parent's.
+    pub cache_given: bool,
     /// `file`: the host file.
     pub filename: Option<PathBuf>,
     /// `file`: whether the node takes QEMU's locks on the file.
@@ -267,6 +272,7 @@ impl BlockdevOptions {
             detect_zeroes: DetectZeroes::Off,
             cache_direct: false,
             cache_no_flush: false,
+            cache_given: false,
             filename: None,
             locking: Locking::Auto,
             file: None,
@@ -380,6 +386,16 @@ enum Data {
     Null(u64),
 }
 
+impl Node {
+    /// Where the node's file is on the host ([`BlockGraph::host_path`]).
+    fn path(&self) -> PathBuf {
+        match &self.passed {
+            Some(p) => p.path(),
+            None => PathBuf::from(&self.filename),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 struct Node {
     /// Creation number (x-debug-query-block-graph's ids).
@@ -392,8 +408,10 @@ struct Node {
     detect_zeroes: DetectZeroes,
     cache_direct: bool,
     cache_no_flush: bool,
-    /// The host file (file nodes: their own; format nodes: their file child's).
+    /// The file's name as given (file nodes: their own; format nodes: their file child's).
     filename: String,
+    /// The descriptor behind a file name that is not a host path (`/dev/fdset/N`).
+    passed: Option<Arc<PassedFile>>,
     children: Vec<Edge>,
     data: Data,
     write_threshold: u64,
@@ -549,11 +567,22 @@ pub struct BlockGraph {
     /// Drains of the whole graph since [`BlockGraph::take_drains`] (QEMU drains every node
     /// each time it changes the graph: they pause and resume the jobs).
     drains: u32,
+    /// Opens file names that are not host paths ([`BlockGraph::set_opener`]).
+    opener: passed::Opener,
 }
 
 impl Default for BlockGraph {
     fn default() -> Self {
         BlockGraph::new(0x9e37_79b9_7f4a_7c15)
+    }
+}
+
+/// A child opened with its parent takes the parent's cache mode unless it gives its own.
+fn inherit_cache(child: &mut BlockdevOptions, parent: &BlockdevOptions) {
+    if !child.cache_given {
+        child.cache_direct = parent.cache_direct;
+        child.cache_no_flush = parent.cache_no_flush;
+        child.cache_given = parent.cache_given;
     }
 }
 
@@ -618,7 +647,20 @@ impl BlockGraph {
             auto_locking: true,
             held: None,
             drains: 0,
+            opener: passed::Opener::default(),
         }
+    }
+
+    /// How file names that are not host paths open (QEMU's `/dev/fdset/N`, which the
+    /// graph's owner keeps): the file nodes naming them hold what `open` gives.
+    pub fn set_opener(&mut self, open: Arc<OpenFn>) {
+        self.opener = passed::Opener(Some(open));
+    }
+
+    /// Where a node's file is on the host (its file child's, for a format node): its name,
+    /// or the descriptor handed over for it.
+    pub fn host_path(&self, name: &str) -> Result<PathBuf> {
+        Ok(self.node(name)?.path())
     }
 
     fn next_random(&mut self) -> u64 {
@@ -745,11 +787,14 @@ impl BlockGraph {
         r
     }
 
+    /// A child by reference, or opened from its options: read-only under a read-only
+    /// parent (`ro`), and with its parent's cache mode unless it gives its own.
     fn resolve_child(
         &mut self,
         r: &BlockdevRef,
         added: &mut Vec<String>,
         ro: bool,
+        parent: &BlockdevOptions,
     ) -> Result<String> {
         match r {
             BlockdevRef::Node(name) => {
@@ -759,6 +804,7 @@ impl BlockGraph {
             BlockdevRef::Inline(o) => {
                 let mut o = (**o).clone();
                 o.read_only |= ro;
+                inherit_cache(&mut o, parent);
                 self.add_inner(&o, false, added)
             }
         }
@@ -776,6 +822,7 @@ impl BlockGraph {
         let mut children = Vec::new();
         let mut pending_backing: Option<Option<Option<BlockdevRef>>> = None;
         let mut stored_bitmaps = None;
+        let mut passed: Option<Arc<PassedFile>> = None;
         // A node is named before it opens (so a failed open still uses up a generated name,
         // as in QEMU), but after its file child.
         let name: Option<String>;
@@ -793,10 +840,21 @@ impl BlockGraph {
             }
             Driver::File => {
                 name = Some(self.name_for(o));
-                let path = o
+                let given = o
                     .filename
                     .as_ref()
                     .ok_or_else(|| Error::generic("Parameter 'filename' is missing"))?;
+                let flags = OpenFlags {
+                    write: !o.read_only,
+                    direct: o.cache_direct,
+                };
+                passed = self
+                    .opener
+                    .open(&given.to_string_lossy(), flags)
+                    .transpose()?
+                    .map(Arc::new);
+                let host = passed.as_ref().map(|p| p.path());
+                let path = host.as_ref().unwrap_or(given);
                 let img = Image::open(path, Some(ImageFormat::Raw), !o.read_only)?;
                 let locks = match o.locking {
                     Locking::On => true,
@@ -810,7 +868,7 @@ impl BlockGraph {
                     }
                 }
                 (
-                    path.to_string_lossy().into_owned(),
+                    given.to_string_lossy().into_owned(),
                     Data::Image(Arc::new(RwLock::new(img))),
                 )
             }
@@ -852,9 +910,10 @@ impl BlockGraph {
                     .file
                     .as_ref()
                     .ok_or_else(|| Error::generic("Parameter 'file' is missing"))?;
-                let file = self.resolve_child(file_ref, added, o.read_only)?;
+                let file = self.resolve_child(file_ref, added, o.read_only, o)?;
                 let child = self.node(&file)?;
                 let (filename, data) = (child.filename.clone(), child.data.clone());
+                passed = child.passed.clone();
                 let n = self.name_for(o);
                 children.push(self.edge(ChildRole::File, &file));
                 // The child is attached (and its permissions taken) before the node opens.
@@ -876,7 +935,7 @@ impl BlockGraph {
                     .file
                     .as_ref()
                     .ok_or_else(|| Error::generic("Parameter 'file' is missing"))?;
-                let file = self.resolve_child(file_ref, added, o.read_only)?;
+                let file = self.resolve_child(file_ref, added, o.read_only, o)?;
                 let file_node = self.node(&file)?;
                 // A raw node passes its file's data through unchanged: a format over it reads
                 // the same file (QEMU allows a qcow2 node over a raw one).
@@ -887,8 +946,9 @@ impl BlockGraph {
                     )));
                 }
                 let file_filename = file_node.filename.clone();
+                let path = file_node.path();
+                passed = file_node.passed.clone();
                 let n = self.name_for(o);
-                let path = PathBuf::from(&file_filename);
                 children.push(self.edge(ChildRole::File, &file));
                 // The file child is attached (its permissions taken, its file locked) before
                 // the format reads anything from it.
@@ -933,11 +993,14 @@ impl BlockGraph {
             None => self.name_for(o),
         };
         self.put_node(&name, o, top, filename, children, data, added);
+        if let Some(n) = self.nodes.get_mut(&name) {
+            n.passed = passed;
+        }
         if let Some(stored) = stored_bitmaps {
             self.attach_stored_bitmaps(&name, stored);
         }
         if let Some(backing) = pending_backing {
-            let path = PathBuf::from(&self.node(&name)?.filename);
+            let path = self.node(&name)?.path();
             // What QEMU compares the backing child's file name with: the header's name as
             // written, or the file name of the backing it opened from the header itself.
             let header = image::image_info(&path, Some(ImageFormat::Qcow2)).ok();
@@ -949,9 +1012,9 @@ impl BlockGraph {
                 n.auto_backing = auto;
             }
             let child = match backing {
-                Some(Some(r)) => Some(self.resolve_child(&r, added, true)),
+                Some(Some(r)) => Some(self.resolve_child(&r, added, true, o)),
                 Some(None) => None,
-                None => self.open_header_backing(&path, added).transpose(),
+                None => self.open_header_backing(&path, o, added).transpose(),
             };
             let child = child
                 .transpose()
@@ -1019,6 +1082,7 @@ impl BlockGraph {
                 implicit: false,
                 dropped_from_chain: false,
                 auto_backing: None,
+                passed: None,
             },
         );
         if !added.iter().any(|n| n == name) {
@@ -1037,6 +1101,7 @@ impl BlockGraph {
     fn open_header_backing(
         &mut self,
         path: &Path,
+        parent: &BlockdevOptions,
         added: &mut Vec<String>,
     ) -> Result<Option<String>> {
         let info = image::image_info(path, Some(ImageFormat::Qcow2))?;
@@ -1057,6 +1122,11 @@ impl BlockGraph {
             BlockdevRef::Inline(Box::new(BlockdevOptions::file(&full).read_only(true))),
         )
         .read_only(true);
+        let mut o = o;
+        inherit_cache(&mut o, parent);
+        if let Some(BlockdevRef::Inline(f)) = &mut o.file {
+            inherit_cache(f, parent);
+        }
         self.add_inner(&o, false, added).map(Some)
     }
 
@@ -1081,7 +1151,7 @@ impl BlockGraph {
                     )))
                 }
             };
-            specs.push((PathBuf::from(&node.filename), format));
+            specs.push((node.path(), format));
             cur = node
                 .children
                 .iter()
@@ -2116,7 +2186,7 @@ impl BlockGraph {
     ) -> Result<T> {
         let node = self.node(name)?;
         let format = node.driver.format();
-        let path = PathBuf::from(&node.filename);
+        let path = node.path();
         let writable = !node.read_only;
         let Data::Image(shared) = &node.data else {
             return edit(&path);
@@ -2260,11 +2330,10 @@ impl BlockGraph {
                 qcow2: None,
             }),
             (Data::Image(_), Driver::File) => {
-                image::image_info(Path::new(&node.filename), Some(ImageFormat::Raw))
+                image::image_info(&node.path(), Some(ImageFormat::Raw))
             }
             (Data::Image(_), Driver::Raw) => {
-                let mut info =
-                    image::image_info(Path::new(&node.filename), Some(ImageFormat::Raw))?;
+                let mut info = image::image_info(&node.path(), Some(ImageFormat::Raw))?;
                 // A raw node reports its file child's cluster size (a qcow2 node's, when a
                 // snapshot put one below it).
                 let child = node.children.iter().find(|e| e.role == ChildRole::File);
@@ -2273,9 +2342,7 @@ impl BlockGraph {
                 }
                 Ok(info)
             }
-            (Data::Image(_), _) => {
-                image::image_info(Path::new(&node.filename), node.driver.format())
-            }
+            (Data::Image(_), _) => image::image_info(&node.path(), node.driver.format()),
         }
     }
 

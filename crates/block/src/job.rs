@@ -1880,7 +1880,7 @@ fn rewrite_backing(graph: &mut BlockGraph, node: &str, backing: Option<&str>) ->
             "Node '{node}' cannot have a backing file"
         )));
     }
-    let path = PathBuf::from(graph.filename(node)?);
+    let path = graph.host_path(node)?;
     {
         let img = graph.image(node)?;
         let g = img.read().map_err(|_| lock_err())?;
@@ -1908,7 +1908,7 @@ fn commit_data(graph: &BlockGraph, top: &str, base: &str) -> Result<()> {
     let size = top_g.size();
     let ranges = union_allocated(graph, layers, size)?;
     // The base is read-only in the graph: write through a writable handle of its own.
-    let base_path = PathBuf::from(graph.filename(base)?);
+    let base_path = graph.host_path(base)?;
     let base_format = match graph.driver(base)? {
         Driver::Qcow2 => ImageFormat::Qcow2,
         _ => ImageFormat::Raw,
@@ -1945,7 +1945,7 @@ fn chain_spec_of(graph: &BlockGraph, node: &str) -> Result<image::ChainSpec> {
             Driver::Qcow2 => ImageFormat::Qcow2,
             _ => ImageFormat::Raw,
         };
-        specs.push((PathBuf::from(graph.filename(&n)?), format));
+        specs.push((graph.host_path(&n)?, format));
     }
     let mut spec: Option<image::ChainSpec> = None;
     for (path, format) in specs.into_iter().rev() {

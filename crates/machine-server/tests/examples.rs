@@ -20,6 +20,7 @@
 //! if any replayed example failed.
 
 use std::collections::HashMap;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
@@ -734,9 +735,10 @@ fn replay_as(
                 if let (Some(img), Some(d), "add-fd") =
                     (ctx.as_ref().and_then(|c| c.fd_image), &dir, scmd)
                 {
+                    // As the node that opens it asks: read-only, with O_DIRECT.
                     let f = std::fs::OpenOptions::new()
                         .read(true)
-                        .write(true)
+                        .custom_flags(libc::O_DIRECT)
                         .open(documenting::host_path(d.path(), img))
                         .map_err(|e| e.to_string())?;
                     scx.fds = vec![f.into()];
@@ -1359,12 +1361,6 @@ const DOCUMENTING_MACHINE: &[(&str, u64, &str, &str)] = &[
         1426,
         "query-named-block-nodes",
         "the documenting machine's node 'my-node' (disks/test.qcow2 over base.qcow2, with I/O limits and an internal snapshot): not rebuilt",
-    ),
-    (
-        "examples-schema-2.12-dev.jsonl",
-        3262,
-        "blockdev-add",
-        "a backing file opened through /dev/fdset/4: the block layer does not open fdsets",
     ),
     (
         "examples-schema-2.12-dev.jsonl",

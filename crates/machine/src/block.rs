@@ -148,8 +148,13 @@ fn drive_options(file: &str, format: &str, read_only: bool) -> Option<BlockdevOp
 }
 
 impl BlockState {
-    pub fn new(config: &MachineConfig) -> BlockState {
+    /// `opener`: how file nodes open `/dev/fdset/N` (the machine's fd sets).
+    pub fn new(
+        config: &MachineConfig,
+        opener: std::sync::Arc<qmpkit_block::graph::OpenFn>,
+    ) -> BlockState {
         let mut s = BlockState::default();
+        s.graph.set_opener(opener);
         for d in &config.drives {
             let cdrom = d.media == "cdrom";
             let floppy = config.is_floppy_drive(&d.id);

@@ -24,7 +24,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use qmpkit_wire::QmpError;
 
@@ -59,23 +59,34 @@ impl Fdset {
     }
 }
 
+/// Fd sets by id.
+pub type Sets = BTreeMap<i64, Fdset>;
+
 /// The machine's descriptors.
 #[derive(Debug, Default)]
 pub struct FdState {
     /// Named descriptors of calls that come without a session.
     pub named: HashMap<String, OwnedFd>,
-    /// Fd sets by id.
-    pub sets: BTreeMap<i64, Fdset>,
+    /// Fd sets by id, shared with the block graph, which opens `/dev/fdset/N` for its file
+    /// nodes itself ([`block_opener`]).
+    sets: Arc<Mutex<Sets>>,
 }
 
 impl FdState {
-    /// Forget duplicates whose holders closed them; drop sets that are left unused.
-    pub fn prune(&mut self) {
-        self.sets.retain(|_, s| {
-            s.dups.retain(|w| w.strong_count() > 0);
-            !(s.fds.is_empty() && s.dups.is_empty())
-        });
+    /// The sets, with duplicates whose holders closed them forgotten and sets left unused
+    /// dropped.
+    pub fn sets(&self) -> MutexGuard<'_, Sets> {
+        let mut sets = self.sets.lock().unwrap_or_else(|e| e.into_inner());
+        prune(&mut sets);
+        sets
     }
+}
+
+fn prune(sets: &mut Sets) {
+    sets.retain(|_, s| {
+        s.dups.retain(|w| w.strong_count() > 0);
+        !(s.fds.is_empty() && s.dups.is_empty())
+    });
 }
 
 /// A file a subsystem opened through [`open`]: a host file, or a duplicate of an fd set's
@@ -199,7 +210,17 @@ pub fn fdset_path(path: &str) -> Option<Result<i64, io::Error>> {
 /// words the error (`Could not open '…': <strerror>`, see [`crate::memory::strerror`]).
 pub fn open(m: &mut Machine, path: &str, opts: OpenOptions) -> io::Result<HostFile> {
     if let Some(id) = fdset_path(path) {
-        return dup_from_set(&mut m.fds, id?, opts.access);
+        let want = opts.access.accmode();
+        return dup_from_set(&mut m.fds.sets(), id?, want)
+            .map(|(file, used)| HostFile {
+                file,
+                used: Some(used),
+            })
+            .map_err(|e| match e {
+                DupError::NoSet => io::Error::from_raw_os_error(libc::ENOENT),
+                DupError::NoMatch => io::Error::from_raw_os_error(libc::EACCES),
+                DupError::Io(e) => e,
+            });
     }
     let mut o = std::fs::OpenOptions::new();
     match opts.access {
@@ -213,31 +234,75 @@ pub fn open(m: &mut Machine, path: &str, opts: OpenOptions) -> io::Result<HostFi
     Ok(HostFile::plain(o.open(path)?))
 }
 
-fn dup_from_set(st: &mut FdState, id: i64, access: Access) -> io::Result<HostFile> {
-    st.prune();
-    let set = st
-        .sets
-        .get_mut(&id)
-        .ok_or_else(|| io::Error::from_raw_os_error(libc::ENOENT))?;
-    let want = access.accmode();
+/// Why a set gave no duplicate.
+enum DupError {
+    NoSet,
+    NoMatch,
+    Io(io::Error),
+}
+
+/// A duplicate of the first descriptor of set `id` whose access mode and `O_DIRECT` flag
+/// are `want`'s (QEMU's rule), counted as in use while the returned mark lives.
+fn dup_from_set(
+    sets: &mut Sets,
+    id: i64,
+    want: libc::c_int,
+) -> Result<(File, Arc<FdsetUse>), DupError> {
+    let set = sets.get_mut(&id).ok_or(DupError::NoSet)?;
     let fd = set
         .fds
         .iter()
-        .find(|f| access_mode(f.fd.as_raw_fd()) == Some(want))
-        .ok_or_else(|| io::Error::from_raw_os_error(libc::EACCES))?;
-    let dup = fd.fd.try_clone()?;
+        .find(|f| matched_flags(f.fd.as_raw_fd()) == Some(want))
+        .ok_or(DupError::NoMatch)?;
+    let dup = fd.fd.try_clone().map_err(DupError::Io)?;
     let used = Arc::new(FdsetUse { fdset_id: id });
     set.dups.push(Arc::downgrade(&used));
-    Ok(HostFile {
-        file: File::from(dup),
-        used: Some(used),
-    })
+    Ok((File::from(dup), used))
 }
 
-fn access_mode(fd: RawFd) -> Option<libc::c_int> {
+/// The flags of a descriptor an fd set compares: its access mode and `O_DIRECT`.
+fn matched_flags(fd: RawFd) -> Option<libc::c_int> {
     // SAFETY: F_GETFL on a descriptor this process owns reads its status flags only.
     let fl = unsafe { libc::fcntl(fd, libc::F_GETFL) };
-    (fl >= 0).then_some(fl & libc::O_ACCMODE)
+    (fl >= 0).then_some(fl & (libc::O_ACCMODE | libc::O_DIRECT))
+}
+
+/// How the block graph opens `/dev/fdset/N` for a file node, in QEMU's words when it
+/// cannot: the set must exist and hold a descriptor with the node's access mode and
+/// `O_DIRECT` as its cache mode asks; the node holds a duplicate, which keeps the set.
+pub fn block_opener(fds: &FdState) -> Arc<qmpkit_block::graph::OpenFn> {
+    let sets = Arc::clone(&fds.sets);
+    Arc::new(move |path: &str, flags: qmpkit_block::graph::OpenFlags| {
+        let id = fdset_path(path)?;
+        let err = |desc: String| Some(Err(qmpkit_block::Error::generic(desc)));
+        let Ok(id) = id else {
+            return err(format!("Could not parse fdset {path}"));
+        };
+        let mut want = if flags.write {
+            libc::O_RDWR
+        } else {
+            libc::O_RDONLY
+        };
+        if flags.direct {
+            want |= libc::O_DIRECT;
+        }
+        let mut sets = sets.lock().unwrap_or_else(|e| e.into_inner());
+        prune(&mut sets);
+        match dup_from_set(&mut sets, id, want) {
+            Ok((file, used)) => Some(Ok(qmpkit_block::graph::PassedFile {
+                file,
+                keep: Box::new(used),
+            })),
+            Err(DupError::NoSet) => err(format!("Failed to find fdset {path}")),
+            Err(DupError::NoMatch) => err(format!(
+                "Failed to find file descriptor with matching flags=0x{want:x}"
+            )),
+            Err(DupError::Io(e)) => err(format!(
+                "Could not open '{path}': {}",
+                qmpkit_schema::source::strerror(&e)
+            )),
+        }
+    })
 }
 
 /// Take the descriptor named `name` from the calling client (or from the machine's own
@@ -320,23 +385,18 @@ pub fn add_fd(
         ));
     }
     let raw = fd.as_raw_fd() as i64;
-    let st = &mut m.fds;
-    st.prune();
+    let mut sets = m.fds.sets();
     let id = match want {
         Some(id) => id,
         None => {
             let mut id = 0;
-            while st.sets.contains_key(&id) {
+            while sets.contains_key(&id) {
                 id += 1;
             }
             id
         }
     };
-    st.sets
-        .entry(id)
-        .or_default()
-        .fds
-        .push(FdsetFd { fd, opaque });
+    sets.entry(id).or_default().fds.push(FdsetFd { fd, opaque });
     Ok((id, raw))
 }
 
@@ -351,9 +411,8 @@ pub fn remove_fd(m: &mut Machine, id: i64, fd: Option<i64>) -> Result<(), QmpErr
             }
         ))
     };
-    let st = &mut m.fds;
-    st.prune();
-    let set = st.sets.get_mut(&id).ok_or_else(not_found)?;
+    let mut sets = m.fds.sets();
+    let set = sets.get_mut(&id).ok_or_else(not_found)?;
     match fd {
         Some(f) => {
             let i = set
@@ -365,7 +424,7 @@ pub fn remove_fd(m: &mut Machine, id: i64, fd: Option<i64>) -> Result<(), QmpErr
         }
         None => set.fds.clear(),
     }
-    st.prune();
+    prune(&mut sets);
     Ok(())
 }
 
@@ -374,9 +433,8 @@ pub type Listed = (i64, Vec<(i64, Option<String>)>);
 
 /// The sets as `query-fdsets` lists them, descending ids.
 pub fn list(m: &mut Machine) -> Vec<Listed> {
-    m.fds.prune();
     m.fds
-        .sets
+        .sets()
         .iter()
         .rev()
         .map(|(id, s)| {

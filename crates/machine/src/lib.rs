@@ -205,7 +205,8 @@ impl Machine {
                 }
             }
         }
-        let block = block::BlockState::new(&config);
+        let fds = fdsets::FdState::default();
+        let block = block::BlockState::new(&config, fdsets::block_opener(&fds));
         let chardev = chardev::ChardevState::new(&config);
         let migration = migration::MigrationState::new(&config);
         let (major, minor, _) = config.qemu_version;
@@ -234,7 +235,7 @@ impl Machine {
             net: Default::default(),
             chardev,
             misc: Default::default(),
-            fds: Default::default(),
+            fds,
             migration,
             savevm: Default::default(),
             modules: Default::default(),

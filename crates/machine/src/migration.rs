@@ -585,7 +585,7 @@ pub fn migrate(
                 None => (path, "0"),
             };
             if let Some(id) = crate::fdsets::fdset_path(path) {
-                let known = id.is_ok_and(|id| m.fds.sets.contains_key(&id));
+                let known = id.is_ok_and(|id| m.fds.sets().contains_key(&id));
                 if !known {
                     return Err(generic(format!("Failed to find fdset {path}")));
                 }

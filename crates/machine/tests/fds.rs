@@ -294,3 +294,146 @@ fn add_client_takes_the_descriptor() {
         Err("GenericError: failed to add client".into())
     );
 }
+
+/// A raw image of 1 MiB opened with `flags` (`O_RDONLY`, `O_RDWR`, with `O_DIRECT` or not).
+fn image_fd(name: &str, flags: i32) -> OwnedFd {
+    use std::os::unix::fs::OpenOptionsExt;
+    let p = tmp(name);
+    let o = qmpkit_block::CreateOptions::new(qmpkit_block::ImageFormat::Raw, 1 << 20);
+    qmpkit_block::image::create(&p, &o).expect("test image");
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(flags & libc::O_ACCMODE == libc::O_RDWR)
+        .custom_flags(flags & !libc::O_ACCMODE)
+        .open(&p)
+        .expect("test image opens");
+    OwnedFd::from(f)
+}
+
+/// Image files named `/dev/fdset/N`, as `qemu-system-x86_64` 10.0.2 opens them: a duplicate
+/// of the set's descriptor whose access mode and `O_DIRECT` are the node's (a backing is
+/// read-only and takes its parent's cache mode), in QEMU's words when there is none; the
+/// node keeps the set while it lives, and shows the name it was given.
+#[test]
+fn image_files_open_through_fd_sets() {
+    let mut m = common::machine_10();
+    let mut cx = Cx::default();
+    let raw = |node: &str, read_only: bool, file: &str| {
+        json!({"driver": "raw", "node-name": node, "read-only": read_only,
+               "file": {"driver": "file", "filename": file}})
+    };
+    assert_eq!(
+        run_cx(
+            &mut m,
+            "blockdev-add",
+            raw("a0", false, "/dev/fdset/4"),
+            &mut cx
+        ),
+        Err("GenericError: Failed to find fdset /dev/fdset/4".into())
+    );
+    assert_eq!(
+        run_cx(
+            &mut m,
+            "blockdev-add",
+            raw("a0", false, "/dev/fdset/x"),
+            &mut cx
+        ),
+        Err("GenericError: Could not parse fdset /dev/fdset/x".into())
+    );
+    cx.fds.push(image_fd("fdset-ro.img", libc::O_RDONLY));
+    let added = ok(run_cx(
+        &mut m,
+        "add-fd",
+        json!({"fdset-id": 4, "opaque": "ro"}),
+        &mut cx,
+    ));
+    let fd = added["fd"].clone();
+    assert_eq!(
+        run_cx(
+            &mut m,
+            "blockdev-add",
+            raw("a1", false, "/dev/fdset/4"),
+            &mut cx
+        ),
+        Err("GenericError: Failed to find file descriptor with matching flags=0x2".into())
+    );
+    ok(run_cx(
+        &mut m,
+        "blockdev-add",
+        raw("a2", true, "/dev/fdset/4"),
+        &mut cx,
+    ));
+    let nodes = ok(run_cx(
+        &mut m,
+        "query-named-block-nodes",
+        json!({}),
+        &mut cx,
+    ));
+    let a2 = nodes
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["node-name"] == "a2")
+        .expect("a2 listed");
+    assert_eq!(a2["file"], "/dev/fdset/4");
+    assert_eq!(a2["ro"], true);
+    assert_eq!(a2["image"]["filename"], "/dev/fdset/4");
+    assert_eq!(a2["image"]["virtual-size"], 1 << 20);
+    // A backing under cache.direct asks for O_RDONLY | O_DIRECT.
+    let overlay = tmp("fdset-overlay.qcow2");
+    let o = qmpkit_block::CreateOptions::new(qmpkit_block::ImageFormat::Qcow2, 1 << 20);
+    qmpkit_block::image::create(&overlay, &o).unwrap();
+    let over = |backing: &str| {
+        json!({"driver": "qcow2", "node-name": "node0", "cache": {"direct": true},
+               "file": {"driver": "file", "filename": overlay},
+               "backing": {"driver": "raw",
+                           "file": {"driver": "file", "filename": backing}}})
+    };
+    assert_eq!(
+        run_cx(&mut m, "blockdev-add", over("/dev/fdset/4"), &mut cx),
+        Err("GenericError: Could not open backing file: Failed to find file descriptor with matching flags=0x4000".into())
+    );
+    cx.fds.push(image_fd(
+        "fdset-direct.img",
+        libc::O_RDONLY | libc::O_DIRECT,
+    ));
+    ok(run_cx(&mut m, "add-fd", json!({"fdset-id": 5}), &mut cx));
+    ok(run_cx(
+        &mut m,
+        "blockdev-add",
+        over("/dev/fdset/5"),
+        &mut cx,
+    ));
+    let nodes = ok(run_cx(
+        &mut m,
+        "query-named-block-nodes",
+        json!({}),
+        &mut cx,
+    ));
+    let node0 = nodes
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["node-name"] == "node0")
+        .expect("node0 listed");
+    assert_eq!(node0["backing_file"], "/dev/fdset/5");
+    assert_eq!(node0["cache"]["direct"], true);
+    // Each node of node0 (its file, its backing and the backing's file) takes its cache mode.
+    for n in nodes.as_array().unwrap() {
+        let of_a2 = n["file"] == "/dev/fdset/4";
+        assert_eq!(n["cache"]["direct"], !of_a2, "{n}");
+    }
+    // The set stays, emptied, while a node holds its duplicate, and goes with the node.
+    ok(run_cx(&mut m, "remove-fd", json!({"fdset-id": 4}), &mut cx));
+    let sets = ok(run_cx(&mut m, "query-fdsets", json!({}), &mut cx));
+    assert_eq!(sets[1], json!({"fdset-id": 4, "fds": []}), "{sets} ({fd})");
+    ok(run_cx(
+        &mut m,
+        "blockdev-del",
+        json!({"node-name": "a2"}),
+        &mut cx,
+    ));
+    let sets = ok(run_cx(&mut m, "query-fdsets", json!({}), &mut cx));
+    assert_eq!(sets.as_array().unwrap().len(), 1, "{sets}");
+    assert_eq!(sets[0]["fdset-id"], 5);
+}

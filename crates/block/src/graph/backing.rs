@@ -1,7 +1,5 @@
 //! `change-backing-file`: rewriting the backing file name an image's header records.
 
-use std::path::Path;
-
 use super::{BlockGraph, ChildRole, Data, Driver};
 use crate::nbd::ExportBackend;
 use crate::qcow2;
@@ -37,16 +35,14 @@ impl BlockGraph {
         if let Data::Image(img) = &node.data {
             ExportBackend::flush(&**img)?;
         }
-        let path = node.filename.clone();
+        let path = node.path();
         let format = self.driver(&backing)?.name();
-        qcow2::change_backing_file(Path::new(&path), Some((backing_file, format))).map_err(
-            |e| {
-                Error::generic(format!(
-                    "Could not change the backing file to '{backing_file}': {}",
-                    e.desc
-                ))
-            },
-        )?;
+        qcow2::change_backing_file(&path, Some((backing_file, format))).map_err(|e| {
+            Error::generic(format!(
+                "Could not change the backing file to '{backing_file}': {}",
+                e.desc
+            ))
+        })?;
         self.set_auto_backing_file(image, Some(backing_file));
         // The open image reads its header again (so nothing writes the old name back).
         self.reopen(image)

@@ -74,7 +74,7 @@ impl BlockGraph {
         };
         let has = n.bitmaps.lock().is_ok_and(|s| s.file_has_bitmaps);
         if n.driver == Driver::Qcow2 && !n.read_only && has {
-            let _ = qcow2_bitmaps::mark_in_use(Path::new(&n.filename));
+            let _ = qcow2_bitmaps::mark_in_use(&n.path());
         }
     }
 
@@ -100,7 +100,7 @@ impl BlockGraph {
         if n.driver != Driver::Qcow2 {
             return DEFAULT_GRANULARITY;
         }
-        image::image_info(Path::new(&n.filename), Some(ImageFormat::Qcow2))
+        image::image_info(&n.path(), Some(ImageFormat::Qcow2))
             .ok()
             .and_then(|i| i.cluster_size)
             .map_or(DEFAULT_GRANULARITY, |c| c.clamp(4096, DEFAULT_GRANULARITY))
@@ -314,7 +314,7 @@ impl BlockGraph {
             return Ok(());
         }
         ExportBackend::flush(&**img)?;
-        qcow2_bitmaps::store(Path::new(&n.filename), &order)?;
+        qcow2_bitmaps::store(&n.path(), &order)?;
         set.file_order = order.iter().map(|b| b.name.clone()).collect();
         set.file_has_bitmaps = !order.is_empty();
         Ok(())

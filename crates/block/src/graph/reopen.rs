@@ -34,6 +34,7 @@ struct Saved {
     cache_no_flush: bool,
     children: Vec<Edge>,
     filename: String,
+    passed: Option<std::sync::Arc<super::PassedFile>>,
 }
 
 fn missing(name: &str) -> Error {
@@ -93,12 +94,9 @@ impl BlockGraph {
     fn plan_backing(&self, name: &str, o: &BlockdevOptions) -> Result<Option<Option<String>>> {
         match &o.backing {
             None => {
-                let named = image::image_info(
-                    Path::new(&self.nodes[name].filename),
-                    Some(ImageFormat::Qcow2),
-                )
-                .map(|i| i.backing_filename.is_some())
-                .unwrap_or(false);
+                let named = image::image_info(&self.nodes[name].path(), Some(ImageFormat::Qcow2))
+                    .map(|i| i.backing_filename.is_some())
+                    .unwrap_or(false);
                 if named {
                     return Err(Error::generic(format!("backing is missing for '{name}'")));
                 }
@@ -137,6 +135,7 @@ impl BlockGraph {
                 cache_no_flush: n.cache_no_flush,
                 children: n.children.clone(),
                 filename: n.filename.clone(),
+                passed: n.passed.clone(),
             })
             .collect();
         let r = self.apply_plans(&plans);
@@ -149,6 +148,7 @@ impl BlockGraph {
                     n.cache_no_flush = s.cache_no_flush;
                     n.children = s.children.clone();
                     n.filename = s.filename.clone();
+                    n.passed = s.passed.clone();
                 }
             }
             for s in &saved {
@@ -205,7 +205,7 @@ impl BlockGraph {
         }
         for p in plans {
             let file_name = match &p.file {
-                Some(f) => Some(self.nodes[f].filename.clone()),
+                Some(f) => Some((self.nodes[f].filename.clone(), self.nodes[f].passed.clone())),
                 None => None,
             };
             let n = self
@@ -220,7 +220,7 @@ impl BlockGraph {
                 for e in n.children.iter_mut().filter(|e| e.role == ChildRole::File) {
                     e.child = f.clone();
                 }
-                n.filename = file_name;
+                (n.filename, n.passed) = file_name;
             }
         }
         self.check_all_perms()?;

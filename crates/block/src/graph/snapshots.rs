@@ -33,8 +33,8 @@ impl BlockGraph {
             return Err(Error::generic("Name is empty"));
         }
         self.check_job_blocked(node)?;
-        let path = self.filename(node)?;
-        let existing = qcow2_snapshots::list(std::path::Path::new(&path))?;
+        let path = self.host_path(node)?;
+        let existing = qcow2_snapshots::list(&path)?;
         if existing.iter().any(|e| e.name == name) {
             return Err(Error::generic(format!(
                 "Snapshot with name '{name}' already exists on device '{device}'"
@@ -68,11 +68,8 @@ impl BlockGraph {
                 name.unwrap_or("null")
             ))
         };
-        let path = self.filename(node)?;
-        if !qcow2_snapshots::list(std::path::Path::new(&path))?
-            .iter()
-            .any(matches)
-        {
+        let path = self.host_path(node)?;
+        if !qcow2_snapshots::list(&path)?.iter().any(matches) {
             return Err(missing());
         }
         if self.is_read_only(node)? {
@@ -88,7 +85,7 @@ impl BlockGraph {
         if self.node(node)?.driver != Driver::Qcow2 {
             return Ok(Vec::new());
         }
-        qcow2_snapshots::list(std::path::Path::new(&self.filename(node)?))
+        qcow2_snapshots::list(&self.host_path(node)?)
     }
 
     /// Reverts a qcow2 node's image to its snapshot named `name`.

@@ -44,7 +44,8 @@ pub struct Context {
     pub own: Vec<&'static str>,
     /// Simulated time to let pass after the setup (a migration under way), in ns.
     pub wait_ns: u64,
-    /// A descriptor of a raw image passed with `add-fd` setup requests.
+    /// A descriptor of a raw image passed with `add-fd` setup requests (read-only, with
+    /// `O_DIRECT`).
     pub fd_image: Option<&'static str>,
     /// What the documenting machine had, in one line.
     pub why: &'static str,
@@ -344,7 +345,10 @@ pub fn context(cmd: &str, args: &Value, want: &Value) -> Option<Context> {
                 c.images.push(raw("backing.raw", G));
                 c.fd_image = Some("backing.raw");
                 c.setup.push(("add-fd", json!({"fdset-id": 4})));
-                c.why = "its host's image and a raw image passed in fdset 4";
+                // The backing opens read-only with its parent's cache.direct: the set's
+                // descriptor must be one with O_RDONLY | O_DIRECT.
+                c.why = "its host's image and a raw image passed in fdset 4, opened read-only \
+                         with O_DIRECT";
             }
             c
         }

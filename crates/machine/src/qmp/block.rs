@@ -165,6 +165,7 @@ pub fn map_options(o: &api::BlockdevOptions) -> R<Opts> {
     if let Some(c) = &o.cache {
         out.cache_direct = c.direct.unwrap_or(false);
         out.cache_no_flush = c.no_flush.unwrap_or(false);
+        out.cache_given = true;
     }
     Ok(out)
 }
