@@ -310,6 +310,16 @@ fn image_fd(name: &str, flags: i32) -> OwnedFd {
     OwnedFd::from(f)
 }
 
+/// The node `name` as `query-named-block-nodes` lists it.
+fn named(m: &mut qmpkit_machine::Machine, cx: &mut Cx, name: &str) -> serde_json::Value {
+    let nodes = ok(run_cx(m, "query-named-block-nodes", json!({}), cx));
+    nodes
+        .as_array()
+        .and_then(|a| a.iter().find(|n| n["node-name"] == name))
+        .cloned()
+        .unwrap_or_else(|| panic!("{name} not listed in {nodes}"))
+}
+
 /// Image files named `/dev/fdset/N`, as `qemu-system-x86_64` 10.0.2 opens them: a duplicate
 /// of the set's descriptor whose access mode and `O_DIRECT` are the node's (a backing is
 /// read-only and takes its parent's cache mode), in QEMU's words when there is none; the
@@ -363,18 +373,7 @@ fn image_files_open_through_fd_sets() {
         raw("a2", true, "/dev/fdset/4"),
         &mut cx,
     ));
-    let nodes = ok(run_cx(
-        &mut m,
-        "query-named-block-nodes",
-        json!({}),
-        &mut cx,
-    ));
-    let a2 = nodes
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|n| n["node-name"] == "a2")
-        .expect("a2 listed");
+    let a2 = named(&mut m, &mut cx, "a2");
     assert_eq!(a2["file"], "/dev/fdset/4");
     assert_eq!(a2["ro"], true);
     assert_eq!(a2["image"]["filename"], "/dev/fdset/4");
@@ -404,21 +403,16 @@ fn image_files_open_through_fd_sets() {
         over("/dev/fdset/5"),
         &mut cx,
     ));
+    let node0 = named(&mut m, &mut cx, "node0");
+    assert_eq!(node0["backing_file"], "/dev/fdset/5");
+    assert_eq!(node0["cache"]["direct"], true);
+    // Each node of node0 (its file, its backing and the backing's file) takes its cache mode.
     let nodes = ok(run_cx(
         &mut m,
         "query-named-block-nodes",
         json!({}),
         &mut cx,
     ));
-    let node0 = nodes
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|n| n["node-name"] == "node0")
-        .expect("node0 listed");
-    assert_eq!(node0["backing_file"], "/dev/fdset/5");
-    assert_eq!(node0["cache"]["direct"], true);
-    // Each node of node0 (its file, its backing and the backing's file) takes its cache mode.
     for n in nodes.as_array().unwrap() {
         let of_a2 = n["file"] == "/dev/fdset/4";
         assert_eq!(n["cache"]["direct"], !of_a2, "{n}");
