@@ -1616,6 +1616,21 @@ impl BlockGraph {
     }
 
     /// Users of a node: (kind, perm).
+    /// For each device with a backend in the graph, the newest node it is on (one pass).
+    pub fn device_nodes(&self) -> std::collections::HashMap<&str, &str> {
+        let mut out: std::collections::HashMap<&str, &Node> = std::collections::HashMap::new();
+        for u in &self.users {
+            let (UserKind::Device(d), Some(n)) = (&u.kind, self.nodes.get(&u.node)) else {
+                continue;
+            };
+            let e = out.entry(d.as_str()).or_insert(n);
+            if n.serial > e.serial {
+                *e = n;
+            }
+        }
+        out.into_iter().map(|(d, n)| (d, n.name.as_str())).collect()
+    }
+
     /// The newest node that has a user of this kind.
     pub fn node_with_user(&self, kind: &UserKind) -> Option<String> {
         self.users

@@ -1335,6 +1335,13 @@ pub fn pump(m: &mut Machine) {
 /// Drives whose backend a job moved (a mirror's pivot, an active commit, a snapshot) follow
 /// it: the medium names the node the backend now uses.
 pub fn sync_media(m: &mut Machine) {
+    let on: HashMap<String, String> = m
+        .block
+        .graph
+        .device_nodes()
+        .into_iter()
+        .map(|(d, n)| (d.to_string(), n.to_string()))
+        .collect();
     for i in 0..m.block.drives.len() {
         let id = m.block.drives[i].id.clone();
         let Some(med) = &m.block.drives[i].medium else {
@@ -1345,8 +1352,7 @@ pub fn sync_media(m: &mut Machine) {
         }
         let node = med.node_name.clone();
         // A job's implicit filter above the drive's node does not show.
-        let now = node_of_user(&m.block.graph, &UserKind::Device(id.clone()))
-            .map(|n| m.block.graph.below_implicit_filters(&n));
+        let now = on.get(&id).map(|n| m.block.graph.below_implicit_filters(n));
         if let Some(now) = now {
             if now != node {
                 let file = m.block.graph.filename(&now).unwrap_or_default();
