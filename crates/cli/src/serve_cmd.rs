@@ -88,7 +88,7 @@ pub fn run(args: Vec<String>) -> ExitCode {
     }
     // Checks that need the whole command line (back ends named by devices,
     // in any option order) and the final version (QEMU's wording changed).
-    if let Err(e) = o.config.validate() {
+    if let Err(e) = o.config.check_fds().and_then(|()| o.config.validate()) {
         eprintln!("qmpkit serve: {}", one_line(&e.0));
         return ExitCode::FAILURE;
     }

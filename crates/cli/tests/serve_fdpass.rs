@@ -158,3 +158,80 @@ fn qemu_qmp_passes_descriptors() {
     assert_eq!(ours, theirs);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `-add-fd` hands an inherited descriptor to its set before the first command, and one the
+/// process does not have is refused at start in QEMU's words.
+#[test]
+fn add_fd_on_the_command_line() {
+    use std::io::Write;
+    use std::os::unix::process::CommandExt;
+    use std::process::Stdio;
+    let dir = tmpdir("addfd");
+    let img = dir.join("disk.img");
+    std::fs::write(&img, vec![0u8; 1 << 20]).expect("image");
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&img)
+        .expect("image opens");
+    let given = std::os::fd::AsRawFd::as_raw_fd(&file);
+    let mut cmd = Command::new(qmpkit());
+    cmd.args([
+        "serve",
+        "-S",
+        "-add-fd",
+        "fd=7,set=3,opaque=disk",
+        "-qmp",
+        "stdio",
+    ])
+    .stdin(Stdio::piped())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::null());
+    // SAFETY: dup2 is async-signal-safe; it only places the image's descriptor at 7.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::dup2(given, 7) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().expect("qmpkit serve");
+    let mut stdin = child.stdin.take().expect("stdin");
+    stdin
+        .write_all(
+            concat!(
+                "{\"execute\": \"qmp_capabilities\"}\n",
+                "{\"execute\": \"query-fdsets\"}\n",
+                "{\"execute\": \"blockdev-add\", \"arguments\": {\"driver\": \"raw\", ",
+                "\"node-name\": \"d0\", \"file\": {\"driver\": \"file\", ",
+                "\"filename\": \"/dev/fdset/3\"}}}\n",
+                "{\"execute\": \"quit\"}\n"
+            )
+            .as_bytes(),
+        )
+        .expect("requests");
+    drop(stdin);
+    let out = child.wait_with_output().expect("output");
+    let lines: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON line"))
+        .collect();
+    let sets = &lines[2]["return"];
+    assert_eq!(sets[0]["fdset-id"], json!(3), "{lines:?}");
+    assert_eq!(sets[0]["fds"][0]["opaque"], json!("disk"));
+    assert!(sets[0]["fds"][0]["fd"].as_i64().is_some_and(|fd| fd > 2));
+    assert_eq!(lines[3], json!({"return": {}}), "{lines:?}");
+
+    let refused = Command::new(qmpkit())
+        .args(["serve", "-add-fd", "fd=97,set=3", "-qmp", "stdio"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("qmpkit serve");
+    assert_eq!(refused.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&refused.stderr),
+        "qmpkit serve: -add-fd fd=97,set=3: fd is not valid or already in use\n"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

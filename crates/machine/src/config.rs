@@ -1157,6 +1157,23 @@ impl MachineConfig {
     /// (`netdev=`, `drive=`, `chardev=`) exist, whatever the order of the
     /// options (QEMU creates back ends before devices). Call once all
     /// options are applied; the error is QEMU's, after the option.
+    /// Whether every `-add-fd` descriptor is one the process has: QEMU's refusal otherwise.
+    /// Apart from [`validate`](Self::validate), which also checks saved configurations whose
+    /// descriptors belonged to another process.
+    pub fn check_fds(&self) -> Result<(), ConfigError> {
+        for f in &self.fds {
+            // SAFETY: F_GETFD only reads the descriptor's flags.
+            if unsafe { libc::fcntl(f.fd, libc::F_GETFD) } < 0 {
+                let mut spec = format!("fd={},set={}", f.fd, f.set);
+                if let Some(o) = &f.opaque {
+                    spec.push_str(&format!(",opaque={o}"));
+                }
+                return err(format!("-add-fd {spec}: fd is not valid or already in use"));
+            }
+        }
+        Ok(())
+    }
+
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.check_machine_limits()?;
         crate::catalog::check_cpu_option(self).map_err(ConfigError)?;

@@ -400,6 +400,28 @@ pub fn add_fd(
     Ok((id, raw))
 }
 
+/// The command line's `-add-fd` descriptors, each a close-on-exec duplicate in its set with
+/// its opaque string, in the order given, as QEMU takes them at start-up. The descriptors
+/// themselves stay the process's (a fleet's machines each take their own duplicates). One the
+/// process does not have is left out: the front ends refuse it, in QEMU's words, before a
+/// machine is made.
+pub fn add_from_config(state: &FdState, given: &[crate::config::FdConfig]) {
+    let mut sets = state.sets.lock().unwrap_or_else(|e| e.into_inner());
+    for g in given {
+        // SAFETY: F_DUPFD_CLOEXEC makes a new descriptor and leaves `g.fd` as it is.
+        let dup = unsafe { libc::fcntl(g.fd, libc::F_DUPFD_CLOEXEC, 3) };
+        if dup < 0 {
+            continue;
+        }
+        // SAFETY: `dup` was just made and nothing else owns it.
+        let fd = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(dup) };
+        sets.entry(g.set).or_default().fds.push(FdsetFd {
+            fd,
+            opaque: g.opaque.clone(),
+        });
+    }
+}
+
 /// `remove-fd`: close descriptor `fd` of set `id`, or all of the set's.
 pub fn remove_fd(m: &mut Machine, id: i64, fd: Option<i64>) -> Result<(), QmpError> {
     let not_found = || {

@@ -206,6 +206,7 @@ impl Machine {
             }
         }
         let fds = fdsets::FdState::default();
+        fdsets::add_from_config(&fds, &config.fds);
         let block = block::BlockState::new(&config, fdsets::block_opener(&fds));
         let chardev = chardev::ChardevState::new(&config);
         let migration = migration::MigrationState::new(&config);

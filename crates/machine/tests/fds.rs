@@ -431,3 +431,48 @@ fn image_files_open_through_fd_sets() {
     assert_eq!(sets.as_array().unwrap().len(), 1, "{sets}");
     assert_eq!(sets[0]["fdset-id"], 5);
 }
+
+/// `-add-fd` descriptors are in their sets from the start, as duplicates with their opaque
+/// strings, and an image file opens through them; the process keeps its own descriptor.
+#[test]
+fn command_line_descriptors_fill_their_sets() {
+    let given = image_fd("fdset-cmdline.img", libc::O_RDWR);
+    let raw_given = given.as_raw_fd();
+    let mut m = common::machine_with(|c| {
+        c.fds.push(qmpkit_machine::config::FdConfig {
+            fd: raw_given,
+            set: 2,
+            opaque: Some("disk".into()),
+        });
+        c.fds.push(qmpkit_machine::config::FdConfig {
+            fd: raw_given,
+            set: 2,
+            opaque: None,
+        });
+    });
+    let mut cx = Cx::default();
+    let sets = ok(run_cx(&mut m, "query-fdsets", json!({}), &mut cx));
+    let fds = sets[0]["fds"].as_array().expect("fds").clone();
+    assert_eq!(sets[0]["fdset-id"], json!(2));
+    assert_eq!(fds.len(), 2);
+    assert_eq!(fds[0]["opaque"], json!("disk"));
+    assert!(fds[1].get("opaque").is_none());
+    let (a, b) = (
+        fds[0]["fd"].as_i64().unwrap(),
+        fds[1]["fd"].as_i64().unwrap(),
+    );
+    assert!(a != raw_given as i64 && b != raw_given as i64 && a != b);
+    let added = run_cx(
+        &mut m,
+        "blockdev-add",
+        json!({"driver": "raw", "node-name": "d0",
+               "file": {"driver": "file", "filename": "/dev/fdset/2"}}),
+        &mut cx,
+    );
+    assert_eq!(added, Ok(json!({})));
+    // The process's own descriptor stays open.
+    assert!(unsafe { libc::fcntl(raw_given, libc::F_GETFD) } >= 0);
+    drop(m);
+    assert!(unsafe { libc::fcntl(raw_given, libc::F_GETFD) } >= 0);
+    drop(given);
+}

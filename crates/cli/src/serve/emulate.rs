@@ -170,12 +170,6 @@ fn probe(name: &str, value: Option<&str>) -> Option<String> {
     })
 }
 
-/// Whether `fd` is an open descriptor of this process.
-fn fd_open(fd: i32) -> bool {
-    // SAFETY: F_GETFD only reads the descriptor's flags.
-    unsafe { libc::fcntl(fd, libc::F_GETFD) >= 0 }
-}
-
 /// Parse QEMU's command line into the machine's configuration; `Err` is
 /// the message QEMU prints after its program name, or `Ok(Err(text))` a
 /// probe's answer.
@@ -246,15 +240,7 @@ pub fn parse(args: &[String]) -> Result<Result<MachineConfig, String>, String> {
             )
         }
     }
-    for f in &c.fds {
-        if !fd_open(f.fd) {
-            let mut spec = format!("fd={},set={}", f.fd, f.set);
-            if let Some(o) = &f.opaque {
-                spec.push_str(&format!(",opaque={o}"));
-            }
-            return Err(format!("-add-fd {spec}: fd is not valid or already in use"));
-        }
-    }
+    c.check_fds().map_err(|e| e.0)?;
     c.validate().map_err(|e| e.0)?;
     Ok(Ok(c))
 }
