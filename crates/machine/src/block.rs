@@ -194,7 +194,8 @@ impl BlockState {
         s
     }
 
-    /// Opens `file` in the graph for drive `id` when it exists on the host.
+    /// Opens `file` in the graph for drive `id` when it exists on the host (or names one of the
+    /// machine's fd sets).
     fn open_medium(
         &mut self,
         id: &str,
@@ -202,7 +203,7 @@ impl BlockState {
         format: &str,
         read_only: bool,
     ) -> Option<Medium> {
-        if !Path::new(file).is_file() {
+        if !(file.starts_with("/dev/fdset/") || Path::new(file).is_file()) {
             return None;
         }
         let opts = drive_options(file, format, read_only)?;

@@ -476,3 +476,33 @@ fn command_line_descriptors_fill_their_sets() {
     assert!(unsafe { libc::fcntl(raw_given, libc::F_GETFD) } >= 0);
     drop(given);
 }
+
+/// A `-drive` over `/dev/fdset/N` opens the image through the set the command line filled.
+#[test]
+fn drives_open_through_command_line_sets() {
+    let given = image_fd("fdset-drive.img", libc::O_RDWR);
+    let raw_given = given.as_raw_fd();
+    let mut m = common::machine_with(|c| {
+        c.fds.push(qmpkit_machine::config::FdConfig {
+            fd: raw_given,
+            set: 5,
+            opaque: None,
+        });
+        c.apply_option("drive", Some("file=/dev/fdset/5,format=raw,if=none,id=fd5"))
+            .expect("-drive");
+    });
+    let mut cx = Cx::default();
+    let blocks = ok(run_cx(&mut m, "query-block", json!({}), &mut cx));
+    let drive = blocks
+        .as_array()
+        .expect("drives")
+        .iter()
+        .find(|b| b["device"] == json!("fd5"))
+        .expect("drive fd5")
+        .clone();
+    // The image's own size (1 MiB), read through the set.
+    assert_eq!(drive["inserted"]["image"]["virtual-size"], json!(1 << 20));
+    assert_eq!(drive["inserted"]["file"], json!("/dev/fdset/5"));
+    drop(m);
+    drop(given);
+}
