@@ -439,16 +439,10 @@ fn command_line_descriptors_fill_their_sets() {
     let given = image_fd("fdset-cmdline.img", libc::O_RDWR);
     let raw_given = given.as_raw_fd();
     let mut m = common::machine_with(|c| {
-        c.fds.push(qmpkit_machine::config::FdConfig {
-            fd: raw_given,
-            set: 2,
-            opaque: Some("disk".into()),
-        });
-        c.fds.push(qmpkit_machine::config::FdConfig {
-            fd: raw_given,
-            set: 2,
-            opaque: None,
-        });
+        c.apply_option("add-fd", Some(&format!("fd={raw_given},set=2,opaque=disk")))
+            .expect("-add-fd");
+        c.apply_option("add-fd", Some(&format!("fd={raw_given},set=2")))
+            .expect("-add-fd");
     });
     let mut cx = Cx::default();
     let sets = ok(run_cx(&mut m, "query-fdsets", json!({}), &mut cx));
@@ -483,11 +477,8 @@ fn drives_open_through_command_line_sets() {
     let given = image_fd("fdset-drive.img", libc::O_RDWR);
     let raw_given = given.as_raw_fd();
     let mut m = common::machine_with(|c| {
-        c.fds.push(qmpkit_machine::config::FdConfig {
-            fd: raw_given,
-            set: 5,
-            opaque: None,
-        });
+        c.apply_option("add-fd", Some(&format!("fd={raw_given},set=5")))
+            .expect("-add-fd");
         c.apply_option("drive", Some("file=/dev/fdset/5,format=raw,if=none,id=fd5"))
             .expect("-drive");
     });
