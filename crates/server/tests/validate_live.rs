@@ -276,7 +276,30 @@ fn leftover_order_live() {
         let mut args = serde_json::Map::new();
         // Half the rounds use a command whose real members are consumed
         // (and removed from QEMU's table) before the leftover check.
-        let cmd = if round % 2 == 0 {
+        let mut n = n;
+        let cmd = if round % 3 == 2 {
+            // Many consumed members and few leftovers: the table shrinks
+            // (or not) as the visit takes members out of it.
+            let members = [
+                ("discard", Value::from("ignore")),
+                ("read-only", Value::from(false)),
+                ("auto-read-only", Value::from(false)),
+                ("force-share", Value::from(false)),
+                ("detect-zeroes", Value::from("off")),
+                ("size", Value::from(0)),
+                ("latency-ns", Value::from(0)),
+                ("read-zeroes", Value::from(true)),
+            ];
+            args.insert("driver".into(), Value::from("null-co"));
+            args.insert("node-name".into(), Value::from(format!("n{round}")));
+            for (k, v) in members {
+                if rng.below(4) != 0 {
+                    args.insert(k.into(), v);
+                }
+            }
+            n = args.len() + 1 + rng.below(3) as usize;
+            "blockdev-add"
+        } else if round % 2 == 0 {
             args.insert("driver".into(), Value::from("null-co"));
             args.insert("node-name".into(), Value::from(format!("n{round}")));
             args.insert("size".into(), Value::from(0));
@@ -285,7 +308,12 @@ fn leftover_order_live() {
         } else {
             "query-version"
         };
-        while args.len() < n + 4 {
+        let target = if cmd == "blockdev-add" && args.len() > 4 {
+            n
+        } else {
+            n + 4
+        };
+        while args.len() < target {
             let len = 1 + rng.below(12) as usize;
             let key: String = (0..len)
                 .map(|_| alphabet[rng.below(alphabet.len() as u64) as usize])
