@@ -1254,6 +1254,40 @@ fn print_counts(ok: &[Outcome], unimplemented: usize, failing: usize) {
     println!("  failing:                                     {failing}");
 }
 
+/// The replayed examples by the module of QEMU 2.12's schema that defines their command
+/// (`block-core.json`, `migration.json`, …), so each part of the machine can be followed.
+fn print_by_module(t: &Tally) {
+    let dir = qmpkit_testkit::data::path("seeds");
+    let schema = qmpkit_schema::load(
+        &dir.join("qemu-2.12-dev/qapi-schema.json"),
+        qmpkit_schema::Dialect::Legacy,
+    )
+    .expect("2.12 schema");
+    let module = |at: &str| {
+        let command = at.split(": ").next().unwrap_or(at).rsplit(' ').next();
+        command
+            .and_then(|c| schema.lookup(c))
+            .map(|id| schema.modules[schema.entity(id).module].name.to_string())
+            .unwrap_or_else(|| "(not in 2.12)".to_string())
+    };
+    // Per module: identical, other passing outcomes, not implemented, failing.
+    let mut rows: std::collections::BTreeMap<String, [usize; 4]> = Default::default();
+    for (at, o, _) in &t.ok {
+        let row = rows.entry(module(at)).or_default();
+        row[usize::from(*o != Outcome::Identical)] += 1;
+    }
+    for at in &t.unimplemented {
+        rows.entry(module(at)).or_default()[2] += 1;
+    }
+    for at in &t.failed {
+        rows.entry(module(at)).or_default()[3] += 1;
+    }
+    println!("by the module defining the command (identical / otherwise passing / not implemented / failing):");
+    for (m, [same, other, unimpl, failing]) in &rows {
+        println!("  {m}: {same} / {other} / {unimpl} / {failing}");
+    }
+}
+
 impl Tally {
     fn passed(&self) -> Vec<String> {
         self.ok.iter().map(|(e, _, _)| e.clone()).collect()
@@ -1473,6 +1507,7 @@ fn all_documented_examples_as_served() {
     );
     let outcomes: Vec<Outcome> = t.ok.iter().map(|(_, o, _)| *o).collect();
     print_counts(&outcomes, t.unimplemented.len(), t.failed.len());
+    print_by_module(&t);
     // Each example that does not match exactly, with the reason.
     for (what, o) in [
         ("invalid as documented", Outcome::InvalidAsDocumented),
