@@ -109,6 +109,39 @@ impl Side {
         (r, ev)
     }
 
+    /// The counter of the next generated node name: a raw node over an implicit file node
+    /// (on `probe.raw`) is added, its file node's name read and the node deleted again.
+    fn names_used(&mut self) -> u64 {
+        let file = self.dir.join("probe.raw");
+        std::fs::write(&file, [0u8; 512]).unwrap();
+        let add = json!({"execute": "blockdev-add", "arguments": {"driver": "raw",
+            "node-name": "probe", "file": {"driver": "file", "filename": file}}});
+        let (r, ev) = self.q.send(&add.to_string());
+        let ev: Vec<Value> = ev.iter().map(|e| self.norm(e)).collect();
+        self.events.extend(ev);
+        assert_eq!(r, r#"{"return": {}}"#, "probe node");
+        let list = self
+            .q
+            .ok(r#"{"execute": "query-named-block-nodes", "arguments": {"flat": true}}"#);
+        let name = list
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["drv"] == "file" && n["file"].as_str() == file.to_str())
+            .and_then(|n| n["node-name"].as_str())
+            .unwrap_or_default()
+            .to_string();
+        let del = r#"{"execute": "blockdev-del", "arguments": {"node-name": "probe"}}"#;
+        let (_, ev) = self.q.send(del);
+        let ev: Vec<Value> = ev.iter().map(|e| self.norm(e)).collect();
+        self.events.extend(ev);
+        let digits = name.trim_start_matches("#block");
+        // The last two digits are random.
+        digits[..digits.len().saturating_sub(2)]
+            .parse()
+            .unwrap_or(0)
+    }
+
     /// Polls `query-jobs` until job `id` is in `status` (or gone, for "null"); the events
     /// meanwhile.
     fn wait(&mut self, id: &str, status: &str) -> Vec<Value> {
@@ -189,6 +222,9 @@ enum Step {
     Wait(&'static str, &'static str),
     /// A write through the NBD export `name` of each daemon (socket `nbd.sock`).
     Write(&'static str, u64, u64),
+    /// How many `#blockNNN` names the daemon generated so far (the counter part of the next
+    /// one, read from a probe node's implicit file node, which is then deleted).
+    Names,
 }
 
 fn req(cmd: &str, args: Value) -> Step {
@@ -233,6 +269,7 @@ fn run(tag: &str, script: &[Step]) {
                     s.events.extend(ev);
                     json!({"events": std::mem::take(&mut s.events)})
                 }
+                Step::Names => json!({"names": s.names_used()}),
                 Step::Write(name, off, len) => {
                     let url = format!(
                         "nbd+unix:///{name}?socket={}",
@@ -251,6 +288,7 @@ fn run(tag: &str, script: &[Step]) {
             Step::Req(r) => r.to_string(),
             Step::Wait(id, st) => format!("wait for {id} {st}"),
             Step::Write(n, o, l) => format!("write {n} {o} {l}"),
+            Step::Names => "names used".into(),
         };
         assert_eq!(
             outcomes[1], outcomes[0],
@@ -634,6 +672,59 @@ fn backups_by_bitmap_hold_the_bitmap_and_leave_it_per_its_mode() {
             by_bitmap("b5", "always"),
             Step::Wait("b5", "null"),
             bitmaps(),
+        ],
+    );
+}
+
+/// `blockdev-snapshot-sync` over a `blockdev-snapshot-sync` uses four generated names in
+/// QEMU (making the image and opening the overlay's file), whether the node is in use, alone
+/// in a transaction, or in one that fails.
+#[test]
+fn snapshots_use_generated_names_as_qemu_does() {
+    let sync = |node: &str, file: &str, name: &str| {
+        json!({"node-name": node, "snapshot-file": format!("@DIR@/{file}"),
+               "snapshot-node-name": name, "format": "qcow2"})
+    };
+    let in_transaction = |action: Value, abort: bool| {
+        let mut actions = vec![json!({"type": "blockdev-snapshot-sync", "data": action})];
+        if abort {
+            actions.push(json!({"type": "abort", "data": {}}));
+        }
+        req("transaction", json!({"actions": actions}))
+    };
+    run(
+        "snapshot-names",
+        &[
+            Step::Names,
+            add("src", "base.qcow2"),
+            Step::Names,
+            req("blockdev-snapshot-sync", sync("src", "s1.qcow2", "s1")),
+            Step::Names,
+            in_transaction(sync("src", "s2.qcow2", "s2"), false),
+            Step::Names,
+            in_transaction(sync("src", "s3.qcow2", "s3"), true),
+            Step::Names,
+            req(
+                "nbd-server-start",
+                json!({"addr": {"type": "unix", "data": {"path": "@DIR@/nbd.sock"}}}),
+            ),
+            req(
+                "block-export-add",
+                json!({"type": "nbd", "id": "e1", "node-name": "src"}),
+            ),
+            req("blockdev-snapshot-sync", sync("src", "s4.qcow2", "s4")),
+            Step::Names,
+            in_transaction(sync("s4", "s5.qcow2", "s5"), false),
+            Step::Names,
+            req(
+                "blockdev-add",
+                json!({"driver": "null-co", "node-name": "n0"}),
+            ),
+            req("blockdev-snapshot-sync", sync("n0", "s6.qcow2", "s6")),
+            Step::Names,
+            in_transaction(sync("n0", "s7.qcow2", "s7"), false),
+            Step::Names,
+            nodes(),
         ],
     );
 }
