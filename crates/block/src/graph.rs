@@ -855,6 +855,20 @@ impl BlockGraph {
                     .map(Arc::new);
                 let host = passed.as_ref().map(|p| p.path());
                 let path = host.as_ref().unwrap_or(given);
+                // Only regular files: a directory does not even open for writing.
+                if let Ok(meta) = std::fs::metadata(path) {
+                    let shown = given.to_string_lossy();
+                    if meta.is_dir() && !o.read_only {
+                        return Err(Error::generic(format!(
+                            "Could not open '{shown}': Is a directory"
+                        )));
+                    }
+                    if !meta.is_file() {
+                        return Err(Error::generic(format!(
+                            "'file' driver requires '{shown}' to be a regular file"
+                        )));
+                    }
+                }
                 let img = Image::open(path, Some(ImageFormat::Raw), !o.read_only)?;
                 let locks = match o.locking {
                     Locking::On => true,

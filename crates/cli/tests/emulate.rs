@@ -141,6 +141,68 @@ fn errors_in_qemus_words() {
     }
 }
 
+/// A drive the command line gives whose image does not open stops start-up with QEMU's
+/// words after the option as written, and status 1 (what qemu-system-x86_64 10.0.2 prints
+/// for each).
+#[test]
+fn drives_whose_images_do_not_open_stop_start_up() {
+    let dir = tmp("drives");
+    let raw = dir.join("a.raw");
+    std::fs::write(&raw, vec![0u8; 1 << 16]).expect("image");
+    let (raw, dir_s) = (raw.display().to_string(), dir.display().to_string());
+    let cases: Vec<(Vec<String>, String)> = vec![
+        (
+            vec!["-drive".into(), "file=/nonexistent.img".into()],
+            "-drive file=/nonexistent.img: Could not open '/nonexistent.img': No such file or directory".into(),
+        ),
+        (
+            vec!["-hda".into(), "/nonexistent.img".into()],
+            "-hda /nonexistent.img: Could not open '/nonexistent.img': No such file or directory".into(),
+        ),
+        (
+            vec!["-fda".into(), "/nonexistent.img".into()],
+            "-fda /nonexistent.img: Could not open '/nonexistent.img': No such file or directory".into(),
+        ),
+        (
+            vec!["-cdrom".into(), "/nonexistent.iso".into()],
+            "-cdrom /nonexistent.iso: Could not open '/nonexistent.iso': No such file or directory".into(),
+        ),
+        (
+            vec!["-drive".into(), "file=/dev/fdset/2,format=raw,if=none,id=d0".into()],
+            "-drive file=/dev/fdset/2,format=raw,if=none,id=d0: Failed to find fdset /dev/fdset/2".into(),
+        ),
+        (
+            vec!["-drive".into(), format!("file={raw},format=qcow2,if=none,id=d0")],
+            format!("-drive file={raw},format=qcow2,if=none,id=d0: Image is not in qcow2 format"),
+        ),
+        (
+            vec!["-drive".into(), format!("file={dir_s},format=raw,if=none,id=d0")],
+            format!(
+                "-drive file={dir_s},format=raw,if=none,id=d0: 'file' driver requires '{dir_s}' to be a regular file"
+            ),
+        ),
+        (
+            vec!["-drive".into(), "if=none,id=d,driver=file".into()],
+            "-drive if=none,id=d,driver=file: The 'file' block driver requires a file name".into(),
+        ),
+        (
+            vec!["-drive".into(), "if=none,id=d,driver=file,filename=/nonexist".into()],
+            "-drive if=none,id=d,driver=file,filename=/nonexist: Could not open '/nonexist': No such file or directory".into(),
+        ),
+        (
+            vec!["-drive".into(), "file=/nonexistent.vmdk,format=vmdk".into()],
+            "-drive file=/nonexistent.vmdk,format=vmdk: Could not open '/nonexistent.vmdk': No such file or directory".into(),
+        ),
+    ];
+    for (args, want) in cases {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (code, out, err) = run(&args);
+        assert_eq!(code, 1, "{args:?}");
+        assert_eq!(out, "", "{args:?}");
+        assert_eq!(err, format!("qemu-system-x86_64: {want}\n"), "{args:?}");
+    }
+}
+
 /// The probe libvirt runs (`-daemonize`, `-pidfile`): the parent exits once
 /// the monitor listens, the pid file names the daemon and stays locked; the
 /// interface is QEMU 10.0.2's x86_64 build, byte for byte.

@@ -41,7 +41,24 @@ pub fn has_index(pattern: &str) -> bool {
 /// configured name (`%d` expanded, or `-N` appended; `vm-N` without one),
 /// with a UUID of its own.
 pub fn fleet_machine(config: &Arc<MachineConfig>, schema: &Arc<Schema>, index: usize) -> Machine {
-    let mut m = Machine::with_index(config.clone(), schema.clone(), index);
+    named(
+        Machine::with_index(config.clone(), schema.clone(), index),
+        config,
+        index,
+    )
+}
+
+/// Machine `index` of a fleet, or its start-up error (see [`Machine::try_new`]).
+pub fn try_fleet_machine(
+    config: &Arc<MachineConfig>,
+    schema: &Arc<Schema>,
+    index: usize,
+) -> Result<Machine, String> {
+    Machine::try_with_index(config.clone(), schema.clone(), index).map(|m| named(m, config, index))
+}
+
+/// Fleet member `m`'s name and UUID.
+fn named(mut m: Machine, config: &MachineConfig, index: usize) -> Machine {
     m.ident.name = Some(match &config.name {
         Some(n) if has_index(n) => expand_pattern(n, index),
         Some(n) => format!("{n}-{index}"),

@@ -14,5 +14,5 @@
 pub mod fleet;
 mod glue;
 
-pub use fleet::{build_fleet, expand_pattern, fleet_machine, has_index};
+pub use fleet::{build_fleet, expand_pattern, fleet_machine, has_index, try_fleet_machine};
 pub use glue::{answer_unhandled, lock, MachineHandle, SERVER_BUILTINS};

@@ -2,12 +2,13 @@
 //! block backends over graph nodes, their media and trays, the node graph itself, block jobs
 //! and NBD exports.
 //!
-//! A drive whose file exists on the host opens it for real: `-drive` creates a format node
-//! over a file node (named `#blockNNN`, as QEMU names them) and the drive's backend uses it,
-//! so `query-block`, jobs, snapshots and exports see the image's own facts and data. A drive
-//! whose file does not exist (the default machine's disks) keeps a simulated medium: a file
-//! name, a format and a size, never opened; commands that need the data refuse it in words
-//! that say so. `blockdev-add` nodes are always real.
+//! A drive's image opens for real: `-drive` creates a format node over a file node (named
+//! `#blockNNN`, as QEMU names them) and the drive's backend uses it, so `query-block`, jobs,
+//! snapshots and exports see the image's own facts and data. An image that does not open
+//! stops the machine from starting, with QEMU's words ([`Machine::try_new`]). Only the
+//! default machine's own disks, whose files exist nowhere, are simulated media (a file name,
+//! a format and a size, never opened; commands that need the data refuse them in words that
+//! say so). `blockdev-add` nodes are always real.
 //!
 //! Tray semantics follow QEMU's: a device with a tray (the IDE CD-ROM) reports
 //! `DEVICE_TRAY_MOVED` each time its tray opens or closes; changing the medium opens the
@@ -148,36 +149,30 @@ fn drive_options(file: &str, format: &str, read_only: bool) -> Option<BlockdevOp
 }
 
 impl BlockState {
-    /// `opener`: how file nodes open `/dev/fdset/N` (the machine's fd sets).
+    /// The drives of `config` over their media; `opener`: how file nodes open `/dev/fdset/N`
+    /// (the machine's fd sets). Also QEMU's start-up error for the first drive whose image
+    /// cannot be opened (that drive is left empty; the others are opened all the same).
     pub fn new(
         config: &MachineConfig,
         opener: std::sync::Arc<qmpkit_block::graph::OpenFn>,
-    ) -> BlockState {
+    ) -> (BlockState, Option<String>) {
         let mut s = BlockState::default();
         s.graph.set_opener(opener);
+        let mut first_error = None;
         for d in &config.drives {
             let cdrom = d.media == "cdrom";
             let floppy = config.is_floppy_drive(&d.id);
             let removable = cdrom || floppy;
-            let by_driver = s.open_driver_medium(d);
-            let medium = by_driver.or_else(|| {
-                d.file.as_ref().map(|f| {
-                    let format = d
-                        .format
-                        .clone()
-                        .or_else(|| d.driver.clone())
-                        .unwrap_or_else(|| probe_format(f));
-                    s.open_medium(&d.id, f, &format, d.readonly)
-                        .unwrap_or_else(|| Medium {
-                            file: f.clone(),
-                            format,
-                            read_only: d.readonly,
-                            size: d.size,
-                            node_name: s.node_name(),
-                            user: None,
-                        })
-                })
-            });
+            let medium = match s.drive_medium(d) {
+                Ok(m) => m,
+                Err(e) => {
+                    first_error.get_or_insert_with(|| match &d.option {
+                        Some(o) => format!("{o}: {}", e.desc),
+                        None => e.desc,
+                    });
+                    None
+                }
+            };
             s.drives.push(Drive {
                 id: d.id.clone(),
                 interface: d.interface.clone(),
@@ -191,42 +186,96 @@ impl BlockState {
                 stats: IoStats::default(),
             });
         }
-        s
+        (s, first_error)
     }
 
-    /// Opens `file` in the graph for drive `id` when it exists on the host (or names one of the
-    /// machine's fd sets).
+    /// Drive `d`'s medium at start-up: a simulated one where the configuration says so (the
+    /// default machine's disks, whose files exist nowhere), else its image opened in the
+    /// graph, or the error that refuses it.
+    fn drive_medium(&mut self, d: &DriveConfig) -> Result<Option<Medium>, QmpError> {
+        if d.format.is_none()
+            && matches!(d.driver.as_deref(), Some("null-co" | "null-aio" | "file"))
+        {
+            return self.open_driver_medium(d).map(Some);
+        }
+        let Some(f) = &d.file else {
+            return Ok(None);
+        };
+        let format = d
+            .format
+            .clone()
+            .or_else(|| d.driver.clone())
+            .unwrap_or_else(|| probe_format(f));
+        if d.simulated {
+            return Ok(Some(self.unread_medium(f, &format, d.readonly, d.size)));
+        }
+        self.open_medium(&d.id, f, &format, d.readonly).map(Some)
+    }
+
+    /// Opens `file` (a host file, or `/dev/fdset/N` through the machine's fd sets) in the
+    /// graph as `format` for drive `id`, or says why not in QEMU's words. A format the block
+    /// layer does not read (only raw and qcow2 are) gives a medium of the file's size that
+    /// is never read, once the file itself opens.
     fn open_medium(
         &mut self,
         id: &str,
         file: &str,
         format: &str,
         read_only: bool,
-    ) -> Option<Medium> {
-        if !(file.starts_with("/dev/fdset/") || Path::new(file).is_file()) {
-            return None;
+    ) -> Result<Medium, QmpError> {
+        // A host device (`/dev/sdb`, …) would take QEMU's `host_device` protocol, which the
+        // block layer does not have: a medium that is never read.
+        let device = std::fs::metadata(file).is_ok_and(|m| !m.is_file() && !m.is_dir());
+        if device && !file.starts_with("/dev/fdset/") {
+            return Ok(self.unread_medium(file, format, read_only, 0));
         }
-        let opts = drive_options(file, format, read_only)?;
-        self.open_node_medium(id, &opts, file, format)
+        if let Some(opts) = drive_options(file, format, read_only) {
+            let e = match self.open_node_medium(id, &opts, file, format) {
+                Err(e) if !read_only => e,
+                r => return r,
+            };
+            // A drive's image opens read-only where it cannot be opened for writing (QEMU's
+            // `auto-read-only`), and then says what that attempt met.
+            let ro = drive_options(file, format, true).unwrap_or(opts);
+            return match self.graph.add_implicit(&ro) {
+                Ok(node) => {
+                    self.graph.discard_unused(&node);
+                    Err(e)
+                }
+                Err(ro_err) => Err(qerr(ro_err)),
+            };
+        }
+        let opts = BlockdevOptions::file(file).read_only(read_only);
+        let node = self.graph.add_implicit(&opts).map_err(qerr)?;
+        let size = self.graph.size(&node).unwrap_or(0);
+        self.graph.discard_unused(&node);
+        Ok(self.unread_medium(file, format, read_only, size))
     }
 
     /// Opens the node of `-drive driver=…` (a null node, a file node by `filename=`) with
     /// the driver's own options, for drive `d`.
-    fn open_driver_medium(&mut self, d: &DriveConfig) -> Option<Medium> {
-        let drv = d.driver.as_deref()?;
+    fn open_driver_medium(&mut self, d: &DriveConfig) -> Result<Medium, QmpError> {
+        let drv = d.driver.as_deref().unwrap_or_default();
         let text = |k: &str| d.options.get(k).map(String::as_str);
+        // QEMU 10.0.2 aborts on a size that is no number, after these words.
+        let bad = |k: &str| {
+            QmpError::generic(format!(
+                "Parameter '{k}' expects a non-negative number below 2^64"
+            ))
+        };
         let mut o = match drv {
             "null-co" | "null-aio" => {
-                let mut o = BlockdevOptions::new(Driver::from_name(drv)?);
+                let mut o = BlockdevOptions::new(Driver::from_name(drv).unwrap_or(Driver::NullCo));
                 o.size = match text("size") {
-                    Some(v) => Some(v.parse().ok()?),
+                    Some(v) => Some(v.parse().map_err(|_| bad("size"))?),
                     None => None,
                 };
                 o.read_zeroes = text("read-zeroes").map(|v| matches!(v, "on" | "true" | "yes"));
                 o
             }
-            "file" => BlockdevOptions::file(text("filename")?),
-            _ => return None,
+            _ => BlockdevOptions::file(text("filename").ok_or_else(|| {
+                QmpError::generic("The 'file' block driver requires a file name")
+            })?),
         };
         o.from_text = true;
         o.read_only = d.readonly;
@@ -245,9 +294,9 @@ impl BlockState {
         opts: &BlockdevOptions,
         file: &str,
         format: &str,
-    ) -> Option<Medium> {
+    ) -> Result<Medium, QmpError> {
         let read_only = opts.read_only;
-        let node = self.graph.add_implicit(opts).ok()?;
+        let node = self.graph.add_implicit(opts).map_err(qerr)?;
         let (perm, shared) = device_perms(read_only);
         let user = self
             .graph
@@ -258,7 +307,7 @@ impl BlockState {
             "" => self.graph.filename(&node).unwrap_or_default(),
             f => f.to_string(),
         };
-        Some(Medium {
+        Ok(Medium {
             file,
             format: format.to_string(),
             read_only,
@@ -266,6 +315,18 @@ impl BlockState {
             node_name: node,
             user,
         })
+    }
+
+    /// A medium of `size` bytes that is never read (not in the graph).
+    fn unread_medium(&mut self, file: &str, format: &str, read_only: bool, size: u64) -> Medium {
+        Medium {
+            file: file.to_string(),
+            format: format.to_string(),
+            read_only,
+            size,
+            node_name: self.node_name(),
+            user: None,
+        }
     }
 
     /// A fresh generated node name for a simulated medium.
@@ -832,16 +893,11 @@ pub fn change_medium(
     let format = format
         .map(str::to_string)
         .unwrap_or_else(|| probe_format(filename));
+    // A file that does not open still goes in, as a medium never read (QEMU refuses it
+    // before the tray moves).
     let medium = match m.block.open_medium(&id, filename, &format, read_only) {
-        Some(med) => med,
-        None => Medium {
-            file: filename.to_string(),
-            format,
-            read_only,
-            size: 0,
-            node_name: m.block.node_name(),
-            user: None,
-        },
+        Ok(med) => med,
+        Err(_) => m.block.unread_medium(filename, &format, read_only, 0),
     };
     m.block.drives[i].medium = Some(medium);
     if had_tray {

@@ -45,8 +45,16 @@ pub struct DriveConfig {
     /// The driver's own options (`size`, `read-zeroes`, `filename`) and `node-name`.
     pub options: BTreeMap<String, String>,
     pub readonly: bool,
-    /// Virtual size in bytes (images are not read).
+    /// A simulated medium: `file` names no host file and is never opened; the medium has
+    /// `size` bytes. Only the default machine's own disks are (their files exist nowhere);
+    /// any other drive's file must open, or the machine does not start, as in QEMU.
+    pub simulated: bool,
+    /// A simulated medium's virtual size in bytes.
     pub size: u64,
+    /// The option that gave the drive, as the user wrote it (`-drive file=…`, `-hda a.img`):
+    /// what QEMU's start-up errors about the drive begin with.
+    #[serde(skip)]
+    pub option: Option<String>,
 }
 
 impl Default for DriveConfig {
@@ -60,7 +68,9 @@ impl Default for DriveConfig {
             driver: None,
             options: BTreeMap::new(),
             readonly: false,
+            simulated: false,
             size: 10 << 30,
+            option: None,
         }
     }
 }
@@ -427,6 +437,7 @@ impl MachineConfig {
                 interface: "ide".into(),
                 file: Some("disk0.qcow2".into()),
                 format: Some("qcow2".into()),
+                simulated: true,
                 ..Default::default()
             },
             DriveConfig {
@@ -434,6 +445,7 @@ impl MachineConfig {
                 interface: "virtio".into(),
                 file: Some("disk1.qcow2".into()),
                 format: Some("qcow2".into()),
+                simulated: true,
                 ..Default::default()
             },
             DriveConfig {
@@ -695,36 +707,7 @@ impl MachineConfig {
             }
             "drive" => {
                 let v = need(value)?;
-                let (d, slot) = self.drive_from_option(&v)?;
-                // A default drive in the same place, or with the same id,
-                // gives way (QEMU creates it only where there is room).
-                let defaults = std::mem::take(&mut self.default_drives);
-                let (gone, kept): (Vec<String>, Vec<String>) =
-                    defaults.into_iter().partition(|id| {
-                        *id == d.id
-                            || (slot.is_some()
-                                && self.slot(id) == slot
-                                && self
-                                    .drives
-                                    .iter()
-                                    .any(|x| x.id == *id && x.interface == d.interface))
-                    });
-                self.default_drives = kept;
-                // In the place of the first it replaces (query-block lists
-                // drives in the machine's order).
-                let at = self.drives.iter().position(|x| gone.contains(&x.id));
-                self.drives.retain(|x| !gone.contains(&x.id));
-                if self.drives.iter().any(|x| x.id == d.id) {
-                    return err(format!("-drive {v}: Duplicate ID '{}' for drive", d.id));
-                }
-                if let Some(slot) = slot {
-                    self.drive_slots.insert(d.id.clone(), slot);
-                }
-                match at {
-                    Some(i) => self.drives.insert(i, d),
-                    None => self.drives.push(d),
-                }
-                self.follow_cd_devices();
+                self.add_drive(&v, format!("-drive {v}"))?;
             }
             "hda" | "hdb" | "hdc" | "hdd" | "cdrom" | "fda" | "fdb" => {
                 let v = need(value)?;
@@ -741,7 +724,7 @@ impl MachineConfig {
                     "file={},if={interface},index={index},media={media}",
                     v.replace(',', ",,")
                 );
-                self.apply_option("drive", Some(&opt)).map_err(|e| {
+                self.add_drive(&opt, format!("-{name} {v}")).map_err(|e| {
                     // Errors name the option as given.
                     let prefix = format!("-drive {opt}: ");
                     ConfigError(match e.0.strip_prefix(&prefix) {
@@ -930,6 +913,41 @@ impl MachineConfig {
             }),
             other => return err(format!("-{other}: invalid option")),
         }
+        Ok(())
+    }
+
+    /// `-drive v` (shown as `shown` in start-up errors about the drive).
+    fn add_drive(&mut self, v: &str, shown: String) -> Result<(), ConfigError> {
+        let (mut d, slot) = self.drive_from_option(v)?;
+        d.option = Some(shown);
+        // A default drive in the same place, or with the same id,
+        // gives way (QEMU creates it only where there is room).
+        let defaults = std::mem::take(&mut self.default_drives);
+        let (gone, kept): (Vec<String>, Vec<String>) = defaults.into_iter().partition(|id| {
+            *id == d.id
+                || (slot.is_some()
+                    && self.slot(id) == slot
+                    && self
+                        .drives
+                        .iter()
+                        .any(|x| x.id == *id && x.interface == d.interface))
+        });
+        self.default_drives = kept;
+        // In the place of the first it replaces (query-block lists
+        // drives in the machine's order).
+        let at = self.drives.iter().position(|x| gone.contains(&x.id));
+        self.drives.retain(|x| !gone.contains(&x.id));
+        if self.drives.iter().any(|x| x.id == d.id) {
+            return err(format!("-drive {v}: Duplicate ID '{}' for drive", d.id));
+        }
+        if let Some(slot) = slot {
+            self.drive_slots.insert(d.id.clone(), slot);
+        }
+        match at {
+            Some(i) => self.drives.insert(i, d),
+            None => self.drives.push(d),
+        }
+        self.follow_cd_devices();
         Ok(())
     }
 
@@ -1562,11 +1580,13 @@ impl MachineConfig {
                     .collect(),
                 driver,
                 readonly,
+                simulated: false,
                 size: if media == "cdrom" && !kv.contains_key("file") {
                     0
                 } else {
                     10 << 30
                 },
+                option: None,
             },
             slot,
         ))

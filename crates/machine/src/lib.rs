@@ -188,8 +188,35 @@ impl Machine {
         Machine::with_index(config, schema, 0)
     }
 
+    /// A machine built from `config`, or QEMU's start-up error when it cannot be (a drive
+    /// whose image does not open). [`Machine::new`] builds it all the same, that drive empty.
+    pub fn try_new(config: Arc<MachineConfig>, schema: Arc<Schema>) -> Result<Machine, String> {
+        Machine::try_with_index(config, schema, 0)
+    }
+
     /// A fleet member.
     pub fn with_index(config: Arc<MachineConfig>, schema: Arc<Schema>, index: usize) -> Machine {
+        Machine::build(config, schema, index).0
+    }
+
+    /// A fleet member, or its start-up error (see [`Machine::try_new`]).
+    pub fn try_with_index(
+        config: Arc<MachineConfig>,
+        schema: Arc<Schema>,
+        index: usize,
+    ) -> Result<Machine, String> {
+        match Machine::build(config, schema, index) {
+            (m, None) => Ok(m),
+            (_, Some(e)) => Err(e),
+        }
+    }
+
+    /// The machine, and its start-up error if it has one.
+    fn build(
+        config: Arc<MachineConfig>,
+        schema: Arc<Schema>,
+        index: usize,
+    ) -> (Machine, Option<String>) {
         let run = runstate::RunStateData::new(&config);
         let testctl = testctl::TestCtl::new(&config);
         let mut qom = qom::QomState {
@@ -207,7 +234,7 @@ impl Machine {
         }
         let fds = fdsets::FdState::default();
         fdsets::add_from_config(&fds, &config.fds);
-        let block = block::BlockState::new(&config, fdsets::block_opener(&fds));
+        let (block, start_error) = block::BlockState::new(&config, fdsets::block_opener(&fds));
         let chardev = chardev::ChardevState::new(&config);
         let migration = migration::MigrationState::new(&config);
         let (major, minor, _) = config.qemu_version;
@@ -243,7 +270,7 @@ impl Machine {
         };
         migration::start_from_config(&mut m);
         catalog::start(&mut m);
-        m
+        (m, start_error)
     }
 
     /// Queue a typed event of the machine's own interface.

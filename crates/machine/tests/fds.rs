@@ -497,3 +497,36 @@ fn drives_open_through_command_line_sets() {
     drop(m);
     drop(given);
 }
+
+/// A `-drive` whose fd set cannot give the image stops the machine from starting with
+/// QEMU's words (qemu-system-x86_64 10.0.2's for each), rather than simulating a medium.
+#[test]
+fn drives_whose_sets_cannot_open_the_image_stop_start_up() {
+    let given = image_fd("fdset-drive-ro.img", libc::O_RDWR);
+    let raw_given = given.as_raw_fd();
+    let start = |opt: &str| {
+        let mut c = qmpkit_machine::MachineConfig::default_machine();
+        c.fds.push(qmpkit_machine::config::FdConfig {
+            fd: raw_given,
+            set: 5,
+            opaque: None,
+        });
+        c.apply_option("drive", Some(opt)).expect("-drive");
+        qmpkit_machine::Machine::try_new(Arc::new(c), common::schema()).map(|_| ())
+    };
+    // Only a read-write descriptor in the set: a read-only drive finds none that fits.
+    assert_eq!(
+        start("file=/dev/fdset/5,format=raw,if=none,id=d0,readonly=on"),
+        Err("-drive file=/dev/fdset/5,format=raw,if=none,id=d0,readonly=on: Failed to find file descriptor with matching flags=0x0".into())
+    );
+    assert_eq!(
+        start("file=/dev/fdset/6,format=raw,if=none,id=d0"),
+        Err(
+            "-drive file=/dev/fdset/6,format=raw,if=none,id=d0: Failed to find fdset /dev/fdset/6"
+                .into()
+        )
+    );
+    // The same set opens for a drive that writes.
+    assert_eq!(start("file=/dev/fdset/5,format=raw,if=none,id=d0"), Ok(()));
+    drop(given);
+}

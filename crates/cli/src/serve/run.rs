@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use qmpkit_machine::{Machine, MachineConfig};
 use qmpkit_machine_server::MachineHandle;
-use qmpkit_machine_server::{expand_pattern, fleet_machine, has_index};
+use qmpkit_machine_server::{expand_pattern, fleet_machine, has_index, try_fleet_machine};
 use qmpkit_schema::Schema;
 use qmpkit_server::{
     BindOptions, Listener, Monitor, MonitorMode, Registry, Server, ServerOptions, SessionOptions,
@@ -501,10 +501,19 @@ async fn serve_async(
     let trim_pending = Arc::new(AtomicBool::new(false));
     let mut units: Vec<(Unit, Vec<(Listener, MonitorMode)>)> = Vec::with_capacity(n);
     for i in 0..n {
-        let mut machine = if n > 1 {
-            fleet_machine(&config, &schema, i)
+        let built = if n > 1 {
+            try_fleet_machine(&config, &schema, i)
         } else {
-            Machine::new(config.clone(), schema.clone())
+            Machine::try_new(config.clone(), schema.clone())
+        };
+        let mut machine = match built {
+            Ok(m) => m,
+            Err(e) => {
+                for (_, ls) in &units {
+                    remove_sockets(ls);
+                }
+                return fail(e);
+            }
         };
         if let Some(startup) = &o.storage_daemon {
             let enabled = &sopts.introspection.enabled;
