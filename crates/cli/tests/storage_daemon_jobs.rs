@@ -728,3 +728,97 @@ fn snapshots_use_generated_names_as_qemu_does() {
         ],
     );
 }
+
+/// Every drain of the graph pauses a ready mirror and resumes it (`standby`, `ready`): the
+/// drains of failed opens through backing files, and of snapshots whose overlay is created,
+/// opened from an existing image, closed unused or undone by a failed transaction, counted
+/// as QEMU counts them.
+#[test]
+fn drains_of_backing_failures_and_snapshots_match_qemu() {
+    let null = |name: &str| {
+        req(
+            "blockdev-add",
+            json!({"driver": "null-co", "node-name": name, "size": 1048576}),
+        )
+    };
+    let sync = |node: &str, file: &str, name: &str, existing: bool| {
+        let mut a = json!({"node-name": node, "snapshot-file": format!("@DIR@/{file}"),
+                           "snapshot-node-name": name, "format": "qcow2"});
+        if existing {
+            a["mode"] = json!("existing");
+        }
+        a
+    };
+    let transaction = |actions: Vec<Value>, abort: bool| {
+        let mut list: Vec<Value> = actions
+            .into_iter()
+            .map(|a| json!({"type": "blockdev-snapshot-sync", "data": a}))
+            .collect();
+        if abort {
+            list.push(json!({"type": "abort", "data": {}}));
+        }
+        req("transaction", json!({"actions": list}))
+    };
+    let inline_file = |name: &str, file: &str| {
+        req(
+            "blockdev-add",
+            json!({"driver": "qcow2", "node-name": name,
+                   "file": {"driver": "file", "filename": format!("@DIR@/{file}")}}),
+        )
+    };
+    run(
+        "drains",
+        &[
+            null("m1"),
+            null("m2"),
+            req(
+                "blockdev-mirror",
+                json!({"job-id": "mj", "device": "m1", "target": "m2", "sync": "full"}),
+            ),
+            Step::Wait("mj", "ready"),
+            // base.qcow2 held for writing: the chains over it cannot open their backing.
+            add("src", "base.qcow2"),
+            inline_file("x1", "mid.qcow2"),
+            inline_file("x2", "top.qcow2"),
+            req(
+                "blockdev-add",
+                json!({"driver": "file", "node-name": "xf", "filename": "@DIR@/mid.qcow2"}),
+            ),
+            req(
+                "blockdev-add",
+                json!({"driver": "qcow2", "node-name": "x3", "file": "xf"}),
+            ),
+            Step::Wait("mj", "ready"),
+            // Unused nodes: the overlay closes again.
+            req("blockdev-add", json!({"driver": "null-co", "node-name": "n1"})),
+            req("blockdev-snapshot-sync", sync("xf", "s1.qcow2", "s1", false)),
+            transaction(vec![sync("n1", "s2.qcow2", "s2", false)], false),
+            transaction(
+                vec![
+                    sync("n1", "s3.qcow2", "s3", false),
+                    sync("xf", "s4.qcow2", "s4", false),
+                ],
+                false,
+            ),
+            transaction(vec![sync("n1", "s5.qcow2", "s5", false)], true),
+            req("blockdev-snapshot-sync", sync("n1", "tgt.qcow2", "e1", true)),
+            transaction(vec![sync("n1", "tgt.qcow2", "e2", true)], true),
+            Step::Wait("mj", "ready"),
+            // A node in use: the overlay takes its users.
+            req(
+                "nbd-server-start",
+                json!({"addr": {"type": "unix", "data": {"path": "@DIR@/nbd.sock"}}}),
+            ),
+            req(
+                "block-export-add",
+                json!({"type": "nbd", "id": "e1", "node-name": "src"}),
+            ),
+            req("blockdev-snapshot-sync", sync("src", "s6.qcow2", "s6", false)),
+            transaction(vec![sync("s6", "s7.qcow2", "s7", false)], false),
+            transaction(vec![sync("s7", "s8.qcow2", "s8", false)], true),
+            req("blockdev-snapshot-sync", sync("s7", "tgt2.qcow2", "s9", true)),
+            Step::Wait("mj", "ready"),
+            nodes(),
+        ],
+    );
+}
