@@ -203,6 +203,76 @@ fn drives_whose_images_do_not_open_stop_start_up() {
     }
 }
 
+/// `query-block` lists the command line's drives in its order, then QEMU's default CD-ROM and
+/// floppy drive where the command line left them room (qemu-system-x86_64 10.0.2's lists for
+/// the same command lines; the PC has no disks of its own).
+#[test]
+fn default_drives_come_after_the_command_lines() {
+    let dir = tmp("order");
+    let img = |n: &str| {
+        let p = dir.join(n);
+        std::fs::write(&p, vec![0u8; 1 << 16]).expect("image");
+        p.display().to_string()
+    };
+    let (a, b, c) = (img("a.img"), img("b.img"), img("c.img"));
+    let drive = |id: &str, f: &str| format!("file={f},format=raw,if=none,id={id}");
+    let cases: Vec<(Vec<String>, &[&str])> = vec![
+        (vec![], &["ide1-cd0", "floppy0"]),
+        (
+            vec!["-fdb".into(), b.clone(), "-fda".into(), a.clone()],
+            &["floppy1", "floppy0", "ide1-cd0"],
+        ),
+        (
+            vec!["-cdrom".into(), c.clone(), "-fda".into(), a.clone()],
+            &["ide1-cd0", "floppy0"],
+        ),
+        (
+            vec!["-drive".into(), drive("x", &a), "-fdb".into(), b.clone()],
+            &["x", "floppy1", "ide1-cd0", "floppy0"],
+        ),
+        (
+            vec!["-hdb".into(), a.clone(), "-hda".into(), b.clone()],
+            &["ide0-hd1", "ide0-hd0", "ide1-cd0", "floppy0"],
+        ),
+        (
+            vec!["-machine".into(), "q35".into(), "-fdb".into(), a.clone()],
+            &["floppy1", "ide2-cd0"],
+        ),
+        (
+            vec![
+                "-machine".into(),
+                "q35".into(),
+                "-hda".into(),
+                b.clone(),
+                "-cdrom".into(),
+                c,
+            ],
+            &["ide0-hd0", "ide2-cd0"],
+        ),
+    ];
+    for (i, (args, want)) in cases.into_iter().enumerate() {
+        let sock = dir.join(format!("q{i}.sock"));
+        let mut child = Command::new(bin())
+            .arg("emulate")
+            .args(["-S", "-display", "none", "-qmp"])
+            .arg(format!("unix:{},server=on,wait=off", sock.display()))
+            .args(&args)
+            .stdin(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn");
+        let mut q = Qmp::connect(&sock);
+        let blocks = q.cmd("query-block", None);
+        let devices: Vec<&str> = blocks["return"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|b| b["device"].as_str()).collect())
+            .unwrap_or_default();
+        assert_eq!(devices, want, "{args:?}");
+        q.cmd("quit", None);
+        let _ = child.wait();
+    }
+}
+
 /// The probe libvirt runs (`-daemonize`, `-pidfile`): the parent exits once
 /// the monitor listens, the pid file names the daemon and stays locked; the
 /// interface is QEMU 10.0.2's x86_64 build, byte for byte.

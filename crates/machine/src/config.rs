@@ -933,10 +933,13 @@ impl MachineConfig {
                         .any(|x| x.id == *id && x.interface == d.interface))
         });
         self.default_drives = kept;
-        // In the place of the first it replaces (query-block lists
-        // drives in the machine's order).
-        let at = self.drives.iter().position(|x| gone.contains(&x.id));
         self.drives.retain(|x| !gone.contains(&x.id));
+        // QEMU creates the command line's drives in its order and its default ones after
+        // them (query-block lists drives in the order they were created).
+        let at = self
+            .drives
+            .iter()
+            .position(|x| self.default_drives.contains(&x.id));
         if self.drives.iter().any(|x| x.id == d.id) {
             return err(format!("-drive {v}: Duplicate ID '{}' for drive", d.id));
         }
@@ -1944,6 +1947,21 @@ mod tests {
     }
 
     #[test]
+    fn command_line_drives_come_before_the_default_ones() {
+        let mut c = MachineConfig::default_machine();
+        c.apply_option("fdb", Some("b.img")).unwrap();
+        c.apply_option("fda", Some("a.img")).unwrap();
+        c.apply_option("drive", Some("file=x.img,if=none,id=x"))
+            .unwrap();
+        let ids: Vec<&str> = c.drives.iter().map(|d| d.id.as_str()).collect();
+        // `-fda` took the default floppy drive's place; the other defaults keep their order.
+        assert_eq!(
+            ids,
+            ["floppy1", "floppy0", "x", "ide0-hd0", "virtio0", "ide1-cd0"]
+        );
+    }
+
+    #[test]
     fn options() {
         let mut c = MachineConfig::empty();
         c.apply_option("m", Some("2G")).unwrap();
@@ -2303,10 +2321,10 @@ mod tests {
             ("machine", Some("q35")),
         ])
         .unwrap();
-        // (-cdrom takes the default CD-ROM's place in the list.)
+        // (The command line's drives in its order, then the defaults left.)
         assert_eq!(
             ide(&before),
-            ["ide0-hd0=disk0.qcow2", "ide2-cd0=c.iso", "ide1-hd0=b.img"]
+            ["ide1-hd0=b.img", "ide2-cd0=c.iso", "ide0-hd0=disk0.qcow2"]
         );
         assert_eq!(ide(&after), ide(&before));
     }
@@ -2333,14 +2351,14 @@ mod tests {
                 .map(|d| format!("{}={}", d.id, d.file.as_deref().unwrap_or("")))
                 .collect::<Vec<_>>()
         };
-        // -hda takes ide0-hd0, -cdrom ide1-cd0 (the default CD-ROM's place).
+        // -hda takes ide0-hd0, -cdrom ide1-cd0; the defaults left come after them.
         let c = command_line(&[("hda", Some("a.img")), ("cdrom", Some("b.iso"))]).unwrap();
         assert_eq!(
             ids(&c),
             [
                 "ide0-hd0=a.img",
-                "virtio0=disk1.qcow2",
                 "ide1-cd0=b.iso",
+                "virtio0=disk1.qcow2",
                 "floppy0="
             ]
         );
@@ -2370,9 +2388,9 @@ mod tests {
         assert_eq!(
             ids(&c),
             [
+                "ide1-hd0=c.img",
                 "ide0-hd0=disk0.qcow2",
                 "virtio0=disk1.qcow2",
-                "ide1-hd0=c.img",
                 "floppy0="
             ]
         );
@@ -2389,11 +2407,11 @@ mod tests {
             ids(&c),
             [
                 "ide0-hd0=1",
-                "virtio0=disk1.qcow2",
-                "ide1-hd0=3",
-                "floppy0=",
                 "ide0-hd1=2",
-                "ide1-hd1=4"
+                "ide1-hd0=3",
+                "ide1-hd1=4",
+                "virtio0=disk1.qcow2",
+                "floppy0="
             ]
         );
         let c = command_line(&[d("file=x,if=ide,bus=1")]).unwrap();

@@ -178,7 +178,11 @@ pub fn parse(args: &[String]) -> Result<Result<MachineConfig, String>, String> {
     c.qemu_version = VERSION;
     c.machine_type = "pc-i440fx-10.0".into();
     c.cpu_model = "qemu64".into();
-    // QEMU's own defaults: one vCPU, 128 MiB.
+    // QEMU's own defaults: one vCPU, 128 MiB, no disks (its default drives are the CD-ROM and
+    // the floppy drive).
+    c.drives.retain(|d| !d.simulated);
+    c.default_drives
+        .retain(|id| c.drives.iter().any(|d| &d.id == id));
     c.cpus = 1;
     c.max_cpus = 1;
     c.memory_bytes = 128 << 20;
