@@ -150,48 +150,49 @@ fn drives_whose_images_do_not_open_stop_start_up() {
     let raw = dir.join("a.raw");
     std::fs::write(&raw, vec![0u8; 1 << 16]).expect("image");
     let (raw, dir_s) = (raw.display().to_string(), dir.display().to_string());
+    // An option whose file `f` does not exist.
+    let missing = |opt: &str, arg: &str, f: &str| {
+        (
+            vec![opt.to_string(), arg.to_string()],
+            format!("{opt} {arg}: Could not open '{f}': No such file or directory"),
+        )
+    };
+    let refused = |arg: String, why: String| {
+        (
+            vec!["-drive".to_string(), arg.clone()],
+            format!("-drive {arg}: {why}"),
+        )
+    };
     let cases: Vec<(Vec<String>, String)> = vec![
-        (
-            vec!["-drive".into(), "file=/nonexistent.img".into()],
-            "-drive file=/nonexistent.img: Could not open '/nonexistent.img': No such file or directory".into(),
+        missing("-drive", "file=/nonexistent.img", "/nonexistent.img"),
+        missing("-hda", "/nonexistent.img", "/nonexistent.img"),
+        missing("-fda", "/nonexistent.img", "/nonexistent.img"),
+        missing("-cdrom", "/nonexistent.iso", "/nonexistent.iso"),
+        missing(
+            "-drive",
+            "if=none,id=d,driver=file,filename=/nonexist",
+            "/nonexist",
         ),
-        (
-            vec!["-hda".into(), "/nonexistent.img".into()],
-            "-hda /nonexistent.img: Could not open '/nonexistent.img': No such file or directory".into(),
+        missing(
+            "-drive",
+            "file=/nonexistent.vmdk,format=vmdk",
+            "/nonexistent.vmdk",
         ),
-        (
-            vec!["-fda".into(), "/nonexistent.img".into()],
-            "-fda /nonexistent.img: Could not open '/nonexistent.img': No such file or directory".into(),
+        refused(
+            "file=/dev/fdset/2,format=raw,if=none,id=d0".into(),
+            "Failed to find fdset /dev/fdset/2".into(),
         ),
-        (
-            vec!["-cdrom".into(), "/nonexistent.iso".into()],
-            "-cdrom /nonexistent.iso: Could not open '/nonexistent.iso': No such file or directory".into(),
+        refused(
+            format!("file={raw},format=qcow2,if=none,id=d0"),
+            "Image is not in qcow2 format".into(),
         ),
-        (
-            vec!["-drive".into(), "file=/dev/fdset/2,format=raw,if=none,id=d0".into()],
-            "-drive file=/dev/fdset/2,format=raw,if=none,id=d0: Failed to find fdset /dev/fdset/2".into(),
+        refused(
+            format!("file={dir_s},format=raw,if=none,id=d0"),
+            format!("'file' driver requires '{dir_s}' to be a regular file"),
         ),
-        (
-            vec!["-drive".into(), format!("file={raw},format=qcow2,if=none,id=d0")],
-            format!("-drive file={raw},format=qcow2,if=none,id=d0: Image is not in qcow2 format"),
-        ),
-        (
-            vec!["-drive".into(), format!("file={dir_s},format=raw,if=none,id=d0")],
-            format!(
-                "-drive file={dir_s},format=raw,if=none,id=d0: 'file' driver requires '{dir_s}' to be a regular file"
-            ),
-        ),
-        (
-            vec!["-drive".into(), "if=none,id=d,driver=file".into()],
-            "-drive if=none,id=d,driver=file: The 'file' block driver requires a file name".into(),
-        ),
-        (
-            vec!["-drive".into(), "if=none,id=d,driver=file,filename=/nonexist".into()],
-            "-drive if=none,id=d,driver=file,filename=/nonexist: Could not open '/nonexist': No such file or directory".into(),
-        ),
-        (
-            vec!["-drive".into(), "file=/nonexistent.vmdk,format=vmdk".into()],
-            "-drive file=/nonexistent.vmdk,format=vmdk: Could not open '/nonexistent.vmdk': No such file or directory".into(),
+        refused(
+            "if=none,id=d,driver=file".into(),
+            "The 'file' block driver requires a file name".into(),
         ),
     ];
     for (args, want) in cases {

@@ -790,8 +790,14 @@ fn drains_of_backing_failures_and_snapshots_match_qemu() {
             ),
             Step::Wait("mj", "ready"),
             // Unused nodes: the overlay closes again.
-            req("blockdev-add", json!({"driver": "null-co", "node-name": "n1"})),
-            req("blockdev-snapshot-sync", sync("xf", "s1.qcow2", "s1", false)),
+            req(
+                "blockdev-add",
+                json!({"driver": "null-co", "node-name": "n1"}),
+            ),
+            req(
+                "blockdev-snapshot-sync",
+                sync("xf", "s1.qcow2", "s1", false),
+            ),
             transaction(vec![sync("n1", "s2.qcow2", "s2", false)], false),
             transaction(
                 vec![
@@ -801,7 +807,10 @@ fn drains_of_backing_failures_and_snapshots_match_qemu() {
                 false,
             ),
             transaction(vec![sync("n1", "s5.qcow2", "s5", false)], true),
-            req("blockdev-snapshot-sync", sync("n1", "tgt.qcow2", "e1", true)),
+            req(
+                "blockdev-snapshot-sync",
+                sync("n1", "tgt.qcow2", "e1", true),
+            ),
             transaction(vec![sync("n1", "tgt.qcow2", "e2", true)], true),
             Step::Wait("mj", "ready"),
             // A node in use: the overlay takes its users.
@@ -813,10 +822,16 @@ fn drains_of_backing_failures_and_snapshots_match_qemu() {
                 "block-export-add",
                 json!({"type": "nbd", "id": "e1", "node-name": "src"}),
             ),
-            req("blockdev-snapshot-sync", sync("src", "s6.qcow2", "s6", false)),
+            req(
+                "blockdev-snapshot-sync",
+                sync("src", "s6.qcow2", "s6", false),
+            ),
             transaction(vec![sync("s6", "s7.qcow2", "s7", false)], false),
             transaction(vec![sync("s7", "s8.qcow2", "s8", false)], true),
-            req("blockdev-snapshot-sync", sync("s7", "tgt2.qcow2", "s9", true)),
+            req(
+                "blockdev-snapshot-sync",
+                sync("s7", "tgt2.qcow2", "s9", true),
+            ),
             Step::Wait("mj", "ready"),
             nodes(),
         ],

@@ -304,7 +304,11 @@ fn snapshot_sync(m: &mut Machine, a: &api::BlockdevSnapshotSync) -> R<SnapshotUn
     m.block.graph.note_drains(drains);
     let overlay = overlay?;
     let opened = if existing { 5 } else { 20 };
-    let closed = if overlay.is_none() { SNAPSHOT_CLOSE_DRAINS } else { 0 };
+    let closed = if overlay.is_none() {
+        SNAPSHOT_CLOSE_DRAINS
+    } else {
+        0
+    };
     m.block.graph.note_drains(opened + closed);
     block::sync_media(m);
     Ok(SnapshotUndo {
