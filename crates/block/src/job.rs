@@ -321,6 +321,9 @@ struct Job {
     /// Fractional bytes owed from clock steps, in byte-nanoseconds / 1e9 units.
     carry: u128,
     last_ns: Option<u64>,
+    /// Under a speed limit: when the job may do its next chunk of work (`None`: its first
+    /// chunk is still to come, at once).
+    next_chunk_ns: Option<u64>,
     error: Option<String>,
     /// Whether a ready job was cancelled softly (finishes without a pivot).
     soft_cancel: bool,
@@ -334,6 +337,74 @@ struct Job {
     /// A node the job opened read-write for itself (a stream's backing file, a commit's
     /// base), to make read-only again at its end.
     reopened: Option<String>,
+}
+
+/// A rate-limited job's time slice, as QEMU's rate limiter measures speed.
+const SLICE_NS: u64 = 100_000_000;
+
+impl Job {
+    /// The most a job does in one go: QEMU's stream and commit copy up to 512 KiB at a time,
+    /// a backup 1 MiB, a mirror (and so an active commit) its whole 16 MiB buffer.
+    fn chunk(&self) -> u64 {
+        match &self.work {
+            Work::Mirror { .. } | Work::Commit { overlay: None, .. } => 16 << 20,
+            Work::Backup { .. } => 1 << 20,
+            _ => 512 << 10,
+        }
+    }
+
+    /// Whether the run phase ends with a wait after its last chunk (a mirror finds it has
+    /// nothing left to copy only once it may copy again) rather than at once.
+    fn waits_after_last_chunk(&self) -> bool {
+        matches!(
+            self.work,
+            Work::Mirror { .. } | Work::Commit { overlay: None, .. }
+        )
+    }
+
+    /// How long a job under its speed limit waits after moving `bytes`: the bytes over the
+    /// quota of a 100 ms slice (at least one byte), in slices.
+    fn delay_ns(&self, bytes: u64) -> u64 {
+        let quota = (self.speed as u128 * SLICE_NS as u128 / 1_000_000_000).max(1);
+        u64::try_from(bytes as u128 * SLICE_NS as u128 / quota).unwrap_or(u64::MAX)
+    }
+
+    /// Moves a rate-limited job to `now_ns`: its first chunk at once, each next one when the
+    /// one before is paid for at its speed (QEMU's rule, measured on qemu-storage-daemon
+    /// 10.0.2: progress jumps by a chunk, then waits). Whether the run phase is over.
+    fn limited_steps(&mut self, now_ns: u64) -> bool {
+        let chunk = self.chunk();
+        let mut at = *self.next_chunk_ns.get_or_insert(now_ns);
+        while self.current < self.total && at <= now_ns {
+            let n = chunk.min(self.total - self.current);
+            self.current += n;
+            at = at.saturating_add(self.delay_ns(n));
+        }
+        self.next_chunk_ns = Some(at);
+        self.current >= self.total && (!self.waits_after_last_chunk() || at <= now_ns)
+    }
+
+    /// When a rate-limited job's run phase ends, at the speed it has now.
+    fn limited_end(&self, now_ns: u64) -> u64 {
+        let at = self.next_chunk_ns.unwrap_or(now_ns);
+        let left = self.total.saturating_sub(self.current);
+        if left == 0 {
+            return if self.waits_after_last_chunk() {
+                at
+            } else {
+                now_ns
+            };
+        }
+        let chunk = self.chunk();
+        let chunks = left.div_ceil(chunk);
+        let last = left - (chunks - 1) * chunk;
+        let end = at.saturating_add((chunks - 1).saturating_mul(self.delay_ns(chunk)));
+        if self.waits_after_last_chunk() {
+            end.saturating_add(self.delay_ns(last))
+        } else {
+            end
+        }
+    }
 }
 
 /// All jobs of one machine.
@@ -465,6 +536,7 @@ impl Jobs {
                 total,
                 carry: 0,
                 last_ns: Some(self.now_ns),
+                next_chunk_ns: None,
                 error: None,
                 soft_cancel: false,
                 write_blocking: false,
@@ -1302,6 +1374,9 @@ impl Jobs {
             .iter()
             .filter(|j| j.status == JobStatus::Running)
             .map(|j| {
+                if j.speed > 0 {
+                    return j.limited_end(self.now_ns);
+                }
                 let rate = match j.speed {
                     0 => self.unlimited_rate,
                     s => s,
@@ -1323,6 +1398,14 @@ impl Jobs {
         let j = &mut self.jobs[i];
         let last = j.last_ns.replace(now_ns).unwrap_or(now_ns);
         if j.status != JobStatus::Running {
+            return;
+        }
+        if j.speed > 0 {
+            let done = j.limited_steps(now_ns);
+            self.show_remaining(graph, i);
+            if done {
+                self.run_finished(graph, i);
+            }
             return;
         }
         let dt = now_ns.saturating_sub(last) as u128;
@@ -1627,7 +1710,14 @@ impl Jobs {
     pub fn set_speed(&mut self, id: &str, speed: u64) -> Result<()> {
         let i = self.index(id)?;
         self.check_verb(i, JobVerb::SetSpeed)?;
-        self.jobs[i].speed = speed;
+        let now = self.now_ns;
+        let j = &mut self.jobs[i];
+        if j.speed == 0 && speed > 0 {
+            // From here on in chunks, the next at once.
+            j.next_chunk_ns = None;
+        }
+        j.speed = speed;
+        j.last_ns = Some(now);
         Ok(())
     }
 

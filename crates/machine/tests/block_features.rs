@@ -1372,11 +1372,18 @@ fn export_removal_modes_with_a_client() {
 #[test]
 fn mirror_copy_mode_changes_as_in_qemu() {
     let mut m = common::machine_10();
-    for n in ["s0", "t0", "s1", "t1"] {
+    // The backup's nodes are larger than the 1 MiB it copies at once under its speed limit:
+    // it stays, waiting for its next chunk.
+    for (n, size) in [
+        ("s0", 1 << 20),
+        ("t0", 1 << 20),
+        ("s1", 4 << 20),
+        ("t1", 4 << 20),
+    ] {
         ok(run(
             &mut m,
             "blockdev-add",
-            json!({"driver": "null-co", "node-name": n, "size": 1 << 20}),
+            json!({"driver": "null-co", "node-name": n, "size": size}),
         ));
     }
     ok(run(
