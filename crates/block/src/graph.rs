@@ -1595,6 +1595,15 @@ impl BlockGraph {
         Ok(())
     }
 
+    /// Moves one user to another node that gives it the same data (a filter's child as the
+    /// filter goes), without a permission check.
+    pub fn move_user(&mut self, id: UserId, to: &str) {
+        if let Some(u) = self.users.iter_mut().find(|u| u.id == id) {
+            u.node = to.to_string();
+        }
+        self.commit_locks();
+    }
+
     /// What [`BlockGraph::move_users`] moves, without the permission check: the parent
     /// links it moved.
     fn move_users_unchecked(&mut self, from: &str, to: &str) -> Vec<(String, ChildRole)> {

@@ -861,7 +861,7 @@ impl Jobs {
         let mut users = Vec::new();
         use crate::graph::Perm::*;
         let most = PermSet::of(&[ConsistentRead, Write, WriteUnchanged]);
-        let links = (|| -> Result<()> {
+        let job = (|| -> Result<()> {
             Self::attach(
                 graph,
                 &mut users,
@@ -877,10 +877,19 @@ impl Jobs {
                 &filter.0,
                 opts,
                 (PermSet::of(&[ConsistentRead]), most),
-            )?;
+            )
+        })();
+        if let Err(e) = job {
+            Self::undo_start(graph, &opts.id, users, Some(&filter));
+            restore(graph);
+            return Err(self.failed_early(&opts.id, e));
+        }
+        // The links on the device and the images streamed from come once the job exists.
+        let mut links = Vec::new();
+        let attached = (|| -> Result<()> {
             Self::attach(
                 graph,
-                &mut users,
+                &mut links,
                 device,
                 opts,
                 JobKind::Stream,
@@ -896,7 +905,7 @@ impl Jobs {
             for n in &below {
                 Self::attach(
                     graph,
-                    &mut users,
+                    &mut links,
                     n,
                     opts,
                     JobKind::Stream,
@@ -907,9 +916,22 @@ impl Jobs {
                     ),
                 )?;
             }
-            opts.check_speed()
+            Ok(())
         })();
-        if let Err(e) = links {
+        if let Err(e) = attached {
+            // QEMU drops the job and its filter but not the job's block backend: it stays on
+            // the device (reading it, sharing all but resize), for good.
+            let backend = users.pop();
+            Self::undo_start(graph, &opts.id, users, None);
+            if let Some(b) = backend {
+                graph.move_user(b, device);
+            }
+            graph.remove_job_filter(&filter.0, device);
+            restore(graph);
+            return Err(self.failed_early(&opts.id, e));
+        }
+        users.extend(links);
+        if let Err(e) = opts.check_speed() {
             Self::undo_start(graph, &opts.id, users, Some(&filter));
             restore(graph);
             return Err(self.failed_early(&opts.id, e));
