@@ -94,11 +94,6 @@ const KNOWN: &[(&str, &str, &str)] = &[
         "nodes that differ once an earlier step differed; a raw node's size over a file whose length is not a multiple of 512",
     ),
     (
-        "transaction",
-        "events",
-        "creating a snapshot's overlay drains the graph 21 to 23 times (22 taken); jobs that differ",
-    ),
-    (
         "x-debug-query-block-graph",
         "return",
         "implicit nodes and job nodes numbered and listed in another order",
