@@ -1394,7 +1394,7 @@ const DOCUMENTING_MACHINE: &[(&str, u64, &str, &str)] = &[
         "examples-schema-2.12-dev.jsonl",
         1426,
         "query-named-block-nodes",
-        "the documenting machine's node 'my-node' (disks/test.qcow2 over base.qcow2, with I/O limits and an internal snapshot): not rebuilt",
+        "the documenting machine's node 'my-node' (disks/test.qcow2 over base.qcow2, with I/O limits and an internal snapshot) shows its drive's I/O limits and is listed alone; qemu-system-x86_64 10.0.2 with that set-up lists the chain's four nodes, each with bps 0 (limits belong to the drive), as the machine does (test drive_node_name_names_the_format_node)",
     ),
     (
         "examples-schema-2.12-dev.jsonl",

@@ -209,11 +209,14 @@ impl BlockState {
         if d.simulated {
             return Ok(Some(self.unread_medium(f, &format, d.readonly, d.size)));
         }
-        self.open_medium(&d.id, f, &format, d.readonly).map(Some)
+        let node_name = d.options.get("node-name").map(String::as_str);
+        self.open_medium(&d.id, f, &format, d.readonly, node_name)
+            .map(Some)
     }
 
     /// Opens `file` (a host file, or `/dev/fdset/N` through the machine's fd sets) in the
-    /// graph as `format` for drive `id`, or says why not in QEMU's words. A format the block
+    /// graph as `format` for drive `id`, its format node named `node_name` where given (else
+    /// a generated name), or says why not in QEMU's words. A format the block
     /// layer does not read (only raw and qcow2 are) gives a medium of the file's size that
     /// is never read, once the file itself opens.
     fn open_medium(
@@ -222,6 +225,7 @@ impl BlockState {
         file: &str,
         format: &str,
         read_only: bool,
+        node_name: Option<&str>,
     ) -> Result<Medium, QmpError> {
         // A host device (`/dev/sdb`, …) would take QEMU's `host_device` protocol, which the
         // block layer does not have: a medium that is never read.
@@ -229,7 +233,8 @@ impl BlockState {
         if device && !file.starts_with("/dev/fdset/") {
             return Ok(self.unread_medium(file, format, read_only, 0));
         }
-        if let Some(opts) = drive_options(file, format, read_only) {
+        if let Some(mut opts) = drive_options(file, format, read_only) {
+            opts.node_name = node_name.map(str::to_string);
             let e = match self.open_node_medium(id, &opts, file, format) {
                 Err(e) if !read_only => e,
                 r => return r,
@@ -895,7 +900,7 @@ pub fn change_medium(
         .unwrap_or_else(|| probe_format(filename));
     // A file that does not open still goes in, as a medium never read (QEMU refuses it
     // before the tray moves).
-    let medium = match m.block.open_medium(&id, filename, &format, read_only) {
+    let medium = match m.block.open_medium(&id, filename, &format, read_only, None) {
         Ok(med) => med,
         Err(_) => m.block.unread_medium(filename, &format, read_only, 0),
     };

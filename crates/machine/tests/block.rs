@@ -780,6 +780,94 @@ fn insert_medium_by_node_in_qemus_order() {
     let _ = std::fs::remove_file(&iso);
 }
 
+/// A `-drive` over an image names its format node after `node-name=`, and
+/// `query-named-block-nodes` lists the chain as qemu-system-x86_64 10.0.2 does for
+/// `-drive file=disks/test.qcow2,if=none,id=drive0,format=qcow2,node-name=my-node` over an
+/// overlay whose header names `base.qcow2` relatively: backing format node, its file node,
+/// `my-node`, its file node; generated names elsewhere; I/O limits are the drive's, not the
+/// node's (zero here).
+#[test]
+fn drive_node_name_names_the_format_node() {
+    use qmpkit_block::{image, CreateOptions, ImageFormat};
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("qmpkit-drive-node-name/disks");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let (base, top) = (dir.join("base.qcow2"), dir.join("test.qcow2"));
+    image::create(&base, &CreateOptions::new(ImageFormat::Qcow2, 2_048_000)).unwrap();
+    let mut o = CreateOptions::new(ImageFormat::Qcow2, 2_048_000);
+    o.backing_file = Some("base.qcow2".into());
+    o.backing_format = Some(ImageFormat::Qcow2);
+    image::create(&top, &o).unwrap();
+    let opt = format!(
+        "file={},if=none,id=drive0,format=qcow2,node-name=my-node",
+        top.display()
+    );
+    let mut m = machine_10_with(&[("drive", &opt)]);
+    run(
+        &mut m,
+        "block_set_io_throttle",
+        json!({"device": "drive0", "bps": 1_000_000, "bps_rd": 0, "bps_wr": 0,
+               "iops": 1_000_000, "iops_rd": 0, "iops_wr": 0, "bps_max": 8_000_000}),
+    )
+    .unwrap();
+    let v = run(&mut m, "query-named-block-nodes", json!({})).unwrap();
+    let ours: Vec<(String, String, String, u64, u64)> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|n| {
+            n["file"]
+                .as_str()
+                .is_some_and(|f| f.starts_with(dir.to_str().unwrap()))
+        })
+        .map(|n| {
+            let name = n["node-name"].as_str().unwrap();
+            let name = if name.starts_with("#block") {
+                "#block"
+            } else {
+                name
+            };
+            (
+                name.to_string(),
+                n["drv"].as_str().unwrap().to_string(),
+                n["file"]
+                    .as_str()
+                    .unwrap()
+                    .rsplit('/')
+                    .next()
+                    .unwrap()
+                    .to_string(),
+                n["backing_file_depth"].as_u64().unwrap(),
+                n["bps"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    let want = [
+        ("#block", "qcow2", "base.qcow2", 0, 0),
+        ("#block", "file", "base.qcow2", 0, 0),
+        ("my-node", "qcow2", "test.qcow2", 1, 0),
+        ("#block", "file", "test.qcow2", 0, 0),
+    ];
+    let want: Vec<_> = want
+        .iter()
+        .map(|(a, b, c, d, e)| (a.to_string(), b.to_string(), c.to_string(), *d, *e))
+        .collect();
+    assert_eq!(ours, want, "{v}");
+    let q = run(&mut m, "query-block", json!({})).unwrap();
+    let ins = &drive(&q, "drive0")["inserted"];
+    assert_eq!(
+        (&ins["node-name"], &ins["bps"]),
+        (&json!("my-node"), &json!(1_000_000))
+    );
+    let img = &ins["image"];
+    assert_eq!(
+        (&img["backing-filename"], &img["full-backing-filename"]),
+        (&json!("base.qcow2"), &json!(base.to_str().unwrap()))
+    );
+    drop(m);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// `-drive driver=…` opens that driver's node with its own options, as QEMU 10.0.2 shows
 /// them in `query-block` (a command line's options are text in a `json:` name), and refuses
 /// what QEMU refuses in its words.
