@@ -546,11 +546,51 @@ impl ExportBackend for NullBackend {
     }
 }
 
+/// A part of the graph each mutable use of which counts as a change (see
+/// [`BlockGraph::generation`]): what is worked out from the graph can be kept until it changes.
+#[derive(Debug, Default)]
+struct Counted<T> {
+    value: T,
+    changes: u64,
+}
+
+impl<T> Counted<T> {
+    fn new(value: T) -> Counted<T> {
+        Counted { value, changes: 0 }
+    }
+}
+
+impl<T> std::ops::Deref for Counted<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.value
+    }
+}
+
+impl<T> std::ops::DerefMut for Counted<T> {
+    fn deref_mut(&mut self) -> &mut T {
+        self.changes += 1;
+        &mut self.value
+    }
+}
+
+/// A graph's state as [`BlockGraph::generation`] tells it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Generation {
+    graph: u64,
+    changes: u64,
+}
+
+/// Numbers graphs, so that no two graphs' generations are the same.
+static GRAPHS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
 /// The graph of one machine (or storage daemon).
 #[derive(Debug)]
 pub struct BlockGraph {
-    nodes: BTreeMap<String, Node>,
-    users: Vec<User>,
+    /// This graph's number (see [`Generation`]).
+    id: u64,
+    nodes: Counted<BTreeMap<String, Node>>,
+    users: Counted<Vec<User>>,
     next_serial: u64,
     next_user: u64,
     auto_counter: u64,
@@ -644,8 +684,9 @@ impl BlockGraph {
     /// `seed` drives the two random digits of generated node names.
     pub fn new(seed: u64) -> BlockGraph {
         BlockGraph {
-            nodes: BTreeMap::new(),
-            users: Vec::new(),
+            id: GRAPHS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            nodes: Counted::new(BTreeMap::new()),
+            users: Counted::new(Vec::new()),
             next_serial: 1,
             next_user: 1,
             auto_counter: 0,
@@ -656,6 +697,16 @@ impl BlockGraph {
             held: None,
             drains: 0,
             opener: passed::Opener::default(),
+        }
+    }
+
+    /// Which graph this is and how often its nodes and users may have changed (a node added,
+    /// removed or changed in any way, a child or user attached, moved or detached): while it
+    /// stays the same, anything worked out from the graph's nodes and users still holds.
+    pub fn generation(&self) -> Generation {
+        Generation {
+            graph: self.id,
+            changes: self.nodes.changes + self.users.changes,
         }
     }
 
@@ -1582,7 +1633,7 @@ impl BlockGraph {
         let saved = self.users.clone();
         let moved = self.move_users_unchecked(from, to);
         if let Err(e) = self.check_perms_from(to) {
-            self.users = saved;
+            *self.users = saved;
             for (n, role) in moved {
                 if let Some(node) = self.nodes.get_mut(&n) {
                     for e in node.children.iter_mut().filter(|e| e.role == role) {
@@ -1650,7 +1701,7 @@ impl BlockGraph {
     /// For each device with a backend in the graph, the newest node it is on (one pass).
     pub fn device_nodes(&self) -> std::collections::HashMap<&str, &str> {
         let mut out: std::collections::HashMap<&str, &Node> = std::collections::HashMap::new();
-        for u in &self.users {
+        for u in self.users.iter() {
             let (UserKind::Device(d), Some(n)) = (&u.kind, self.nodes.get(&u.node)) else {
                 continue;
             };
@@ -1995,12 +2046,17 @@ impl BlockGraph {
 
     /// A node's child in a role.
     pub fn child(&self, name: &str, role: ChildRole) -> Option<String> {
+        self.child_of(name, role).map(str::to_string)
+    }
+
+    /// [`BlockGraph::child`], borrowed.
+    fn child_of(&self, name: &str, role: ChildRole) -> Option<&str> {
         self.nodes
             .get(name)?
             .children
             .iter()
             .find(|e| e.role == role)
-            .map(|e| e.child.clone())
+            .map(|e| e.child.as_str())
     }
 
     /// The child holding a node's data (`query-blockstats`' `parent`): a filter's filtered
@@ -2047,20 +2103,37 @@ impl BlockGraph {
     }
 
     /// How many filtered or backing children lie below `name` (QEMU counts filters as
-    /// layers).
+    /// layers): [`BlockGraph::layers_below`]'s count, without the list.
     fn depth_below(&self, name: &str) -> u64 {
-        self.layers_below(name).len() as u64 - 1
+        let mut cur = name;
+        let mut depth = 0;
+        while depth < 255 {
+            let Some(n) = self.nodes.get(cur) else { break };
+            let role = n.driver.filtered_role().unwrap_or(ChildRole::Backing);
+            match self.child_of(cur, role) {
+                Some(c) => cur = c,
+                None => break,
+            }
+            depth += 1;
+        }
+        depth
     }
 
     /// `name`, or the node below the job filters stacked on it.
     pub fn below_job_filters(&self, name: &str) -> String {
-        let mut cur = name.to_string();
+        self.below_filters(name, false).to_string()
+    }
+
+    /// `name`, or the node below the job filters stacked on it (only those a job put in
+    /// without a name, with `implicit_only`).
+    fn below_filters<'a>(&'a self, name: &'a str, implicit_only: bool) -> &'a str {
+        let mut cur = name;
         for _ in 0..64 {
-            let Some(n) = self.nodes.get(&cur) else { break };
-            if !n.driver.is_job_filter() {
+            let Some(n) = self.nodes.get(cur) else { break };
+            if !n.driver.is_job_filter() || (implicit_only && !n.implicit) {
                 break;
             }
-            match n.driver.filtered_role().and_then(|r| self.child(&cur, r)) {
+            match n.driver.filtered_role().and_then(|r| self.child_of(cur, r)) {
                 Some(c) => cur = c,
                 None => break,
             }
@@ -2076,18 +2149,12 @@ impl BlockGraph {
     /// `name`, or the node below the implicit job filters on it (what `query-block` shows of a
     /// drive whose node a job filters).
     pub fn below_implicit_filters(&self, name: &str) -> String {
-        let mut cur = name.to_string();
-        for _ in 0..64 {
-            let Some(n) = self.nodes.get(&cur) else { break };
-            if !(n.driver.is_job_filter() && n.implicit) {
-                break;
-            }
-            match n.driver.filtered_role().and_then(|r| self.child(&cur, r)) {
-                Some(c) => cur = c,
-                None => break,
-            }
-        }
-        cur
+        self.below_implicit(name).to_string()
+    }
+
+    /// [`BlockGraph::below_implicit_filters`], borrowed.
+    pub fn below_implicit<'a>(&'a self, name: &'a str) -> &'a str {
+        self.below_filters(name, true)
     }
 
     /// Puts a job's filter above `below` (named `name`, or `#blockNNN` then implicit): the
@@ -2131,7 +2198,7 @@ impl BlockGraph {
         let users = self.users.clone();
         let moved = self.move_users_unchecked(below, &name);
         if let Err(e) = self.check_perms_from(&name) {
-            self.users = users;
+            *self.users = users;
             for (n, role) in moved {
                 if let Some(node) = self.nodes.get_mut(&n) {
                     for e in node.children.iter_mut().filter(|e| e.role == role) {
@@ -2421,27 +2488,30 @@ impl BlockGraph {
 
     fn node_info_in(&self, name: &str, deep: bool, skip_implicit: bool) -> Result<NodeInfo> {
         let node = self.node(name)?;
-        // A filter shows no backing file of its own.
-        let chain = if node.driver.filtered_role().is_some() {
-            vec![name.to_string()]
-        } else {
-            self.backing_chain(name)
+        // A filter shows no backing file of its own; another node, the second of its
+        // backing chain (past the job filters).
+        let backing = match node.driver.filtered_role() {
+            Some(_) => None,
+            None => self
+                .child_of(name, ChildRole::Backing)
+                .map(|b| self.below_filters(b, false))
+                .and_then(|b| self.nodes.get(b)),
         };
-        let backing = chain.get(1).and_then(|b| self.nodes.get(b));
         // The image below: a filter's filtered child, another node's backing child.
-        let below = match node.driver.filtered_role() {
-            Some(role) => self.child(name, role),
-            None => self.child(name, ChildRole::Backing),
-        }
-        .map(|b| {
-            if skip_implicit {
-                self.below_implicit_filters(&b)
-            } else {
-                b
-            }
-        });
+        let below = self
+            .child_of(
+                name,
+                node.driver.filtered_role().unwrap_or(ChildRole::Backing),
+            )
+            .map(|b| {
+                if skip_implicit {
+                    self.below_implicit(b)
+                } else {
+                    b
+                }
+            });
         let backing_image = match (deep, below) {
-            (true, Some(b)) => Some(Box::new(self.node_info_in(&b, true, skip_implicit)?)),
+            (true, Some(b)) => Some(Box::new(self.node_info_in(b, true, skip_implicit)?)),
             _ => None,
         };
         Ok(NodeInfo {
@@ -2521,7 +2591,7 @@ impl BlockGraph {
                 shared_perm: shared.list_desc(),
             })
         };
-        for u in &self.users {
+        for u in self.users.iter() {
             let name = match &u.kind {
                 UserKind::Export(_) | UserKind::JobBackend(_) => String::new(),
                 UserKind::Device(d) => d.clone(),

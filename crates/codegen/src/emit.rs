@@ -1238,12 +1238,12 @@ impl W<'_, '_> {
         self.l("}\n");
         let _ = writeln!(
             self.out,
-            "/// Run command `name` on `h`: decode `args` (an `arguments` object the server has\n/// validated against this schema) into the command's struct, call its method and encode\n/// what it returns. `None`: this schema has no command `name`.\n#[allow(deprecated)]\npub fn dispatch<H: {tr} + ?::core::marker::Sized>(h: &mut H, name: &str, args: {VALUE}, cx: &mut H::Cx) -> {OPT}<{RES}<{VALUE}, ::qmpkit_qapi::server::CommandError>> {{"
+            "/// Run command `name` on `h`: decode `args` (an `arguments` object the server has\n/// validated against this schema) into the command's struct, call its method and encode\n/// what it returns as a JSON value. `None`: this schema has no command `name`.\n#[allow(deprecated)]\npub fn dispatch<H: {tr} + ?::core::marker::Sized>(h: &mut H, name: &str, args: {VALUE}, cx: &mut H::Cx) -> {OPT}<{RES}<{VALUE}, ::qmpkit_qapi::server::CommandError>> {{\n    dispatch_with(h, name, args, cx, &mut ::qmpkit_qapi::server::ToValue)\n}}\n/// [`dispatch`], what the method returns encoded by `enc` (straight from its typed value).\n#[allow(deprecated)]\npub fn dispatch_with<H: {tr} + ?::core::marker::Sized, E: ::qmpkit_qapi::server::Encode>(h: &mut H, name: &str, args: {VALUE}, cx: &mut H::Cx, enc: &mut E) -> {OPT}<{RES}<E::Out, ::qmpkit_qapi::server::CommandError>> {{"
         );
         if cmds.is_empty() {
             let _ = writeln!(
                 self.out,
-                "    let _ = (h, name, args, cx);\n    {OPT}::None\n}}"
+                "    let _ = (h, name, args, cx, enc);\n    {OPT}::None\n}}"
             );
             return;
         }
@@ -1253,7 +1253,7 @@ impl W<'_, '_> {
             let ty = self.arg_type(c);
             let _ = writeln!(
                 self.out,
-                "        {} => ::qmpkit_qapi::server::call::<{ty}>(args, |a| h.{}(a, cx)),",
+                "        {} => ::qmpkit_qapi::server::call_with::<{ty}, E>(args, enc, |a| h.{}(a, cx)),",
                 lit(&e.name),
                 c.method
             );

@@ -30,7 +30,7 @@
 //! | command | a struct of its arguments implementing [`qmpkit_qapi::Command`] (`NAME`, `Returns`, `ALLOW_OOB`); `boxed` commands and commands whose arguments are a union wrap the argument type (`BlockdevAdd(pub BlockdevOptions)`); `gen: false` commands take a JSON object (`serde_json::Map`) |
 //! | event | a struct of its data implementing [`qmpkit_qapi::Event`], and one variant of the enum `AnyEvent` ([`qmpkit_qapi::EventEnum`]; `Unknown { name, data }` for the others) |
 //! | commands, for servers | the trait `Commands<C>`: one async method per command, each answering "not implemented" unless overridden, and `register_commands` handing them to a [`qmpkit_qapi::server::Registrar`] |
-//! | commands, for a state machine ([`Options::handlers`]) | the trait `Handlers`: one `&mut self` method per command taking its arguments' struct and a context (`Handlers::Cx`), answering "not implemented" unless overridden; `Handlers::IMPLEMENTED` lists what an implementation provides; `dispatch` decodes a validated `arguments` object, calls the method and encodes its return value |
+//! | commands, for a state machine ([`Options::handlers`]) | the trait `Handlers`: one `&mut self` method per command taking its arguments' struct and a context (`Handlers::Cx`), answering "not implemented" unless overridden; `Handlers::IMPLEMENTED` lists what an implementation provides; `dispatch` decodes a validated `arguments` object, calls the method and encodes its return value as a JSON value, `dispatch_with` in the form an `Encode` gives (a server's wire bytes, written straight from the typed value) |
 //!
 //! Decoding is tolerant (unknown members ignored, unknown enum values and branches kept);
 //! [`qmpkit_qapi::decode_strict`] rejects what the types did not capture.

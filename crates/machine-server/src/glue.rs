@@ -19,12 +19,12 @@ use std::time::{Duration, Instant};
 
 use qmpkit_schema::model::EntityKind;
 use qmpkit_schema::Schema;
-use qmpkit_server::{Call, EventSender, Registry, Unhandled};
+use qmpkit_server::{Call, EventSender, Registry, Returned, ReturnedResult, Unhandled};
 use qmpkit_wire::{ErrorClass, QmpError};
 use serde_json::Value;
 use tokio::sync::{watch, Notify};
 
-use qmpkit_machine::{Cx, ExitReason, Machine};
+use qmpkit_machine::{Cx, ExitReason, Machine, Reply};
 
 pub use qmpkit_machine::SERVER_BUILTINS;
 
@@ -118,7 +118,9 @@ impl MachineHandle {
             for name in qmpkit_machine::testctl::COMMANDS {
                 if schema.lookup(name).is_none() {
                     let h = shared.clone();
-                    reg.register_sync(name, move |call: Call| h.call(call, None, unhandled));
+                    reg.register_sync_returned(name, move |call: Call| {
+                        h.call(call, None, unhandled)
+                    });
                 }
             }
         }
@@ -139,18 +141,13 @@ impl MachineHandle {
                 continue;
             }
             let h = shared.clone();
-            reg.register_sync(name, move |call: Call| h.call(call, Some(id), unhandled));
+            reg.register_sync_returned(name, move |call: Call| h.call(call, Some(id), unhandled));
         }
     }
 
     /// Serve one call; `entity`: the command's entity in the served schema.
     /// When no subsystem takes the call, `unhandled` says what to answer.
-    fn call(
-        &self,
-        call: Call,
-        entity: Option<usize>,
-        unhandled: Unhandled,
-    ) -> Result<Value, QmpError> {
+    fn call(&self, call: Call, entity: Option<usize>, unhandled: Unhandled) -> ReturnedResult {
         let given = call.fds.len();
         let mut cx = Cx {
             now_ns: self.now_ns(),
@@ -162,9 +159,12 @@ impl MachineHandle {
             if m.exit.is_some() {
                 return Err(QmpError::generic("The machine is shutting down"));
             }
-            let r = match m.execute(&call.command, &call.args, &mut cx) {
-                Some(r) => r,
-                None => answer_unhandled(&m.schema, &call.command, entity, unhandled),
+            let r = match m.execute_written(&call.command, &call.args, &mut cx) {
+                Some(Ok(Reply::Written(bytes))) => Ok(Returned::Written(bytes)),
+                Some(Ok(Reply::Value(v))) => Ok(Returned::Value(v)),
+                Some(Err(e)) => Err(e),
+                None => answer_unhandled(&m.schema, &call.command, entity, unhandled)
+                    .map(Returned::Value),
             };
             m.serve_main_loop_requests(cx.now_ns);
             // Broadcast while the machine is locked, so that events of

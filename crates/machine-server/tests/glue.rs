@@ -6,7 +6,7 @@ use std::sync::Arc;
 use qmpkit_machine::{Args, Machine, MachineConfig};
 use qmpkit_machine_server::MachineHandle;
 use qmpkit_schema::{Dialect, Schema};
-use qmpkit_server::{Call, EventSender, Registry, SessionInfo, Unhandled};
+use qmpkit_server::{Call, EventSender, Registry, Returned, SessionInfo, Unhandled};
 use serde_json::{json, Value};
 
 fn schema() -> Arc<Schema> {
@@ -43,8 +43,15 @@ fn call(reg: &Registry, cmd: &str, a: Value) -> Result<Value, String> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .build()
         .expect("runtime");
-    rt.block_on(h(c))
-        .map_err(|e| format!("{}: {}", e.class, e.desc))
+    match rt.block_on(h(c)) {
+        Ok(Returned::Value(v)) => Ok(v),
+        // A reply written straight from its type: read back as a client reads it.
+        Ok(Returned::Written(bytes)) => match qmpkit_wire::json::decode_all(&bytes).pop() {
+            Some(Ok(v)) => Ok(v),
+            other => panic!("{cmd}: unreadable reply {other:?}"),
+        },
+        Err(e) => Err(format!("{}: {}", e.class, e.desc)),
+    }
 }
 
 fn registry(s: Arc<Schema>, version: (u64, u64, u64), unhandled: Unhandled) -> Registry {

@@ -125,6 +125,8 @@ pub struct BlockState {
     tick_at: Option<u64>,
     /// Drives' I/O limits and throttle groups.
     pub throttle: crate::block_throttle::Throttles,
+    /// The file names QEMU shows for the graph's nodes, kept while the graph is unchanged.
+    names: filename::Names,
 }
 
 /// The permissions a guest device's backend takes on its node, and what it shares.
@@ -969,7 +971,7 @@ fn qcow2_specific(q: &qmpkit_block::image::Qcow2Info) -> api::ImageInfoSpecific 
 
 /// An image's facts as `ImageInfo`.
 pub fn image_info(
-    info: &qmpkit_block::ImageInfo,
+    info: qmpkit_block::ImageInfo,
     format: &str,
     backing: Option<api::ImageInfo>,
 ) -> api::ImageInfo {
@@ -985,7 +987,7 @@ pub fn image_info(
     };
 
     api::ImageInfo {
-        filename: info.filename.clone(),
+        filename: info.filename,
         format: format.to_string(),
         // The null drivers tell nothing of the kind.
         dirty_flag: (!format.starts_with("null")).then_some(info.dirty_flag),
@@ -994,9 +996,9 @@ pub fn image_info(
         cluster_size: info.cluster_size.map(i),
         encrypted: info.encrypted.then_some(true),
         compressed: None,
-        backing_filename: info.backing_filename.clone(),
-        full_backing_filename: info.full_backing_filename.clone(),
-        backing_filename_format: info.backing_filename_format.clone(),
+        backing_filename: info.backing_filename,
+        full_backing_filename: info.full_backing_filename,
+        backing_filename_format: info.backing_filename_format,
         snapshots,
         backing_image: backing.map(Box::new),
         format_specific,
@@ -1005,29 +1007,45 @@ pub fn image_info(
 
 /// A node's `BlockDeviceInfo` as the machine reports it: each file name (the node's, its
 /// backing file's, its image chain's) the one QEMU shows ([`filename`]).
-pub fn node_device_info(m: &Machine, n: &qmpkit_block::NodeInfo) -> api::BlockDeviceInfo {
+pub fn node_device_info(m: &Machine, n: qmpkit_block::NodeInfo) -> api::BlockDeviceInfo {
     let g = &m.block.graph;
-    let mut info = device_info(n);
-    info.dirty_bitmaps = dirty_info(m, &n.node_name);
-    info.file = filename::filename(g, &n.node_name);
-    if info.backing_file.is_some() {
-        info.backing_file = g
+    let names = &m.block.names;
+    let dirty_bitmaps = dirty_info(m, &n.node_name);
+    let file = names.filename(g, &n.node_name);
+    let backing_file = match n.backing_file {
+        Some(_) => g
             .child(&n.node_name, qmpkit_block::graph::ChildRole::Backing)
-            .map(|b| filename::filename(g, &b));
-    }
-    let mut level = Some(n);
-    let mut image = Some(&mut info.image);
-    while let (Some(l), Some(i)) = (level, image) {
-        i.filename = filename::filename(g, &l.node_name);
-        level = l.backing_image.as_deref();
-        image = i.backing_image.as_deref_mut();
-    }
+            .map(|b| names.filename(g, &b)),
+        None => None,
+    };
+    let mut info = device_info(n, &|node| names.filename(g, node));
+    info.dirty_bitmaps = dirty_bitmaps;
+    info.file = file;
+    info.backing_file = backing_file;
     info
 }
 
-fn image_chain(n: &qmpkit_block::NodeInfo) -> api::ImageInfo {
-    let backing = n.backing_image.as_deref().map(image_chain);
-    image_info(&n.image, &n.image_format, backing)
+/// A node's image and those below it; each level's file name as `filename` names its node.
+fn image_chain(
+    node_name: &str,
+    image: qmpkit_block::ImageInfo,
+    format: &str,
+    below: Option<Box<qmpkit_block::NodeInfo>>,
+    filename: &dyn Fn(&str) -> String,
+) -> api::ImageInfo {
+    let backing = below.map(|b| {
+        let b = *b;
+        image_chain(
+            &b.node_name,
+            b.image,
+            &b.image_format,
+            b.backing_image,
+            filename,
+        )
+    });
+    let mut info = image_info(image, format, backing);
+    info.filename = filename(node_name);
+    info
 }
 
 /// A `BlockDeviceInfo` with no limits, backing file or threshold: what the callers start from.
@@ -1081,32 +1099,52 @@ fn plain_info(
     }
 }
 
-/// A node's `BlockDeviceInfo`.
-pub fn device_info(n: &qmpkit_block::NodeInfo) -> api::BlockDeviceInfo {
-    let mut b = plain_info(
-        n.file.clone(),
-        n.node_name.clone(),
-        n.ro,
-        n.drv.clone(),
-        image_chain(n),
-    );
-    b.backing_file = n.backing_file.clone();
-    b.backing_file_depth = i(n.backing_file_depth);
-    b.active = n.active;
-    b.encrypted = n.encrypted;
-    b.detect_zeroes = detect_zeroes(n.detect_zeroes);
-    b.bps = i(n.bps);
-    b.bps_rd = i(n.bps_rd);
-    b.bps_wr = i(n.bps_wr);
-    b.iops = i(n.iops);
-    b.iops_rd = i(n.iops_rd);
-    b.iops_wr = i(n.iops_wr);
+/// A node's `BlockDeviceInfo`, its image chain's file names as `filename` names each node.
+fn device_info(
+    n: qmpkit_block::NodeInfo,
+    filename: &dyn Fn(&str) -> String,
+) -> api::BlockDeviceInfo {
+    let qmpkit_block::NodeInfo {
+        node_name,
+        file,
+        ro,
+        drv,
+        backing_file,
+        backing_file_depth,
+        encrypted,
+        detect_zeroes: zeroes,
+        bps,
+        bps_rd,
+        bps_wr,
+        iops,
+        iops_rd,
+        iops_wr,
+        write_threshold,
+        cache,
+        active,
+        image_format,
+        image,
+        backing_image,
+    } = n;
+    let image = image_chain(&node_name, image, &image_format, backing_image, filename);
+    let mut b = plain_info(file, node_name, ro, drv, image);
+    b.backing_file = backing_file;
+    b.backing_file_depth = i(backing_file_depth);
+    b.active = active;
+    b.encrypted = encrypted;
+    b.detect_zeroes = detect_zeroes(zeroes);
+    b.bps = i(bps);
+    b.bps_rd = i(bps_rd);
+    b.bps_wr = i(bps_wr);
+    b.iops = i(iops);
+    b.iops_rd = i(iops_rd);
+    b.iops_wr = i(iops_wr);
     b.cache = api::BlockdevCacheInfo {
-        writeback: n.cache.writeback,
-        direct: n.cache.direct,
-        no_flush: n.cache.no_flush,
+        writeback: cache.writeback,
+        direct: cache.direct,
+        no_flush: cache.no_flush,
     };
-    b.write_threshold = i(n.write_threshold);
+    b.write_threshold = i(write_threshold);
     b
 }
 
@@ -1133,7 +1171,7 @@ fn simulated_info(medium: &Medium) -> api::BlockDeviceInfo {
 fn inserted(m: &Machine, medium: &Medium) -> Option<api::BlockDeviceInfo> {
     if medium.user.is_some() {
         if let Ok(n) = m.block.graph.node_info(&medium.node_name, true) {
-            return Some(node_device_info(m, &n));
+            return Some(node_device_info(m, n));
         }
     }
     Some(simulated_info(medium))
@@ -1397,39 +1435,26 @@ pub fn pump(m: &mut Machine) {
 /// Drives whose backend a job moved (a mirror's pivot, an active commit, a snapshot) follow
 /// it: the medium names the node the backend now uses.
 pub fn sync_media(m: &mut Machine) {
-    let on: HashMap<String, String> = m
-        .block
-        .graph
-        .device_nodes()
-        .into_iter()
-        .map(|(d, n)| (d.to_string(), n.to_string()))
-        .collect();
-    for i in 0..m.block.drives.len() {
-        let id = m.block.drives[i].id.clone();
-        let Some(med) = &m.block.drives[i].medium else {
+    let BlockState { graph, drives, .. } = &mut m.block;
+    let on = graph.device_nodes();
+    for d in drives.iter_mut() {
+        let Some(med) = d.medium.as_mut() else {
             continue;
         };
         if med.user.is_none() {
             continue;
         }
-        let node = med.node_name.clone();
         // A job's implicit filter above the drive's node does not show.
-        let now = on.get(&id).map(|n| m.block.graph.below_implicit_filters(n));
-        if let Some(now) = now {
-            if now != node {
-                let file = m.block.graph.filename(&now).unwrap_or_default();
-                let format = m
-                    .block
-                    .graph
-                    .driver(&now)
-                    .map(|d| d.name().to_string())
-                    .unwrap_or_default();
-                if let Some(med) = m.block.drives[i].medium.as_mut() {
-                    med.node_name = now;
-                    med.file = file;
-                    med.format = format;
-                }
-            }
+        let Some(now) = on.get(d.id.as_str()).map(|n| graph.below_implicit(n)) else {
+            continue;
+        };
+        if now != med.node_name {
+            med.file = graph.filename(now).unwrap_or_default();
+            med.format = graph
+                .driver(now)
+                .map(|d| d.name().to_string())
+                .unwrap_or_default();
+            med.node_name = now.to_string();
         }
     }
 }
@@ -1484,7 +1509,7 @@ fn plugged_info(m: &Machine) -> Vec<api::BlockInfo> {
             let dirty_bitmaps = node.as_deref().and_then(|n| dirty_info(m, n));
             let inserted = node
                 .and_then(|n| m.block.graph.node_info(&n, true).ok())
-                .map(|n| node_device_info(m, &n));
+                .map(|n| node_device_info(m, n));
             api::BlockInfo {
                 device: String::new(),
                 qdev: Some(qdev.clone()),

@@ -84,6 +84,25 @@ pub type Args = Map<String, Value>;
 /// A command's result: the `return` value in schema order, or an error.
 pub type CmdResult = Result<Value, QmpError>;
 
+/// A successful reply as [`Machine::execute_written`] gives it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Reply {
+    /// The `return` value in the served schema's order (a server writes it in QEMU's).
+    Value(Value),
+    /// The `return` value already in QEMU's output form, members in QEMU's order.
+    Written(Vec<u8>),
+}
+
+/// What [`Machine::execute_written`] gives.
+pub type ReplyResult = Result<Reply, QmpError>;
+
+/// What running a command gave: the handler's reply, encoded, or the request conversion's
+/// own answer.
+enum Ran<T> {
+    Encoded(T),
+    Answered(Value),
+}
+
 /// Per-call context that is not machine state.
 #[derive(Default)]
 pub struct Cx {
@@ -408,24 +427,101 @@ impl Machine {
         Some(r.map(|v| view::reply(&schema, cmd, v, &mut self.view_faults)))
     }
 
+    /// [`Machine::execute`] for a server: where the served interface is the machine's own
+    /// and the reply is the handler's as it is (no reply of the served interface's own, no
+    /// member added for it), the handler's typed reply is written straight to QEMU's output
+    /// form ([`Reply::Written`]), the bytes `execute` would give (the types guarantee the
+    /// shape that converting would check); otherwise the converted value.
+    pub fn execute_written(&mut self, cmd: &str, args: &Args, cx: &mut Cx) -> Option<ReplyResult> {
+        if !self.writes_straight(cmd) {
+            return Some(self.execute(cmd, args, cx)?.map(Reply::Value));
+        }
+        Some(match self.run(cmd, args, cx, &mut qmp::WriteQemu)? {
+            Ok(Ran::Encoded(bytes)) => Ok(Reply::Written(bytes)),
+            Ok(Ran::Answered(v)) => {
+                let schema = self.schema.clone();
+                Ok(Reply::Value(view::reply(
+                    &schema,
+                    cmd,
+                    v,
+                    &mut self.view_faults,
+                )))
+            }
+            Err(e) => Err(e),
+        })
+    }
+
+    /// [`Machine::execute`], and the bytes [`Machine::execute_written`] would have written
+    /// instead where it writes them straight (`None` elsewhere), from one run of the handler:
+    /// for tests that the two agree.
+    #[doc(hidden)]
+    pub fn execute_both(
+        &mut self,
+        cmd: &str,
+        args: &Args,
+        cx: &mut Cx,
+    ) -> Option<Result<(Value, Option<Vec<u8>>), QmpError>> {
+        let straight = self.writes_straight(cmd);
+        let r = self.run(cmd, args, cx, &mut qmp::Both)?;
+        let (raw, written) = match r {
+            Ok(Ran::Encoded((v, bytes))) => (v, straight.then_some(bytes)),
+            Ok(Ran::Answered(v)) => (v, None),
+            Err(e) => return Some(Err(e)),
+        };
+        let schema = self.schema.clone();
+        let v = view::reply(
+            &schema,
+            cmd,
+            self.served_members(cmd, raw),
+            &mut self.view_faults,
+        );
+        Some(Ok((v, written)))
+    }
+
+    /// Whether [`Machine::execute_written`] writes `cmd`'s reply straight from its type.
+    fn writes_straight(&self, cmd: &str) -> bool {
+        std::ptr::eq(Arc::as_ptr(&self.schema), embedded::own())
+            && view::reply_is_the_handlers(cmd)
+            && !qmp::identity::SERVED_REPLY_MEMBERS.contains(&cmd)
+    }
+
     /// [`Machine::execute`] without converting the reply: the request converted to the
     /// machine's own form (see [`view::request`]) and the reply as the handler made it, in
     /// the machine's own types (what tests check against the machine's own schema).
     pub fn execute_raw(&mut self, cmd: &str, args: &Args, cx: &mut Cx) -> Option<CmdResult> {
+        Some(
+            match self.run(cmd, args, cx, &mut qmpkit_qapi::server::ToValue)? {
+                Ok(Ran::Encoded(v) | Ran::Answered(v)) => Ok(self.served_members(cmd, v)),
+                Err(e) => Err(e),
+            },
+        )
+    }
+
+    /// A handler's reply with the members the served interface adds to it.
+    fn served_members(&self, cmd: &str, mut v: Value) -> Value {
+        qmp::identity::served_reply_members(self, cmd, &mut v);
+        v
+    }
+
+    /// Run `cmd`: the request converted to the machine's own form, then its handler, whose
+    /// reply `enc` encodes (unless the conversion answered it itself).
+    fn run<E: qmpkit_qapi::server::Encode>(
+        &mut self,
+        cmd: &str,
+        args: &Args,
+        cx: &mut Cx,
+        enc: &mut E,
+    ) -> Option<Result<Ran<E::Out>, QmpError>> {
         self.now_ns = self.now_ns.max(cx.now_ns);
         if let Some(err) = self.testctl.take_injected(cmd) {
             return Some(Err(err));
         }
         let (command, args) = match view::request(cmd, args) {
             Ok(view::Request::Own { command, args }) => (command, args),
-            Ok(view::Request::Answered(v)) => return Some(Ok(v)),
+            Ok(view::Request::Answered(v)) => return Some(Ok(Ran::Answered(v))),
             Err(e) => return Some(Err(e)),
         };
-        let r = qmp::dispatch(self, &command, &args, cx)?;
-        Some(r.map(|mut v| {
-            qmp::identity::served_reply_members(self, cmd, &mut v);
-            v
-        }))
+        Some(qmp::dispatch_with(self, &command, &args, cx, enc)?.map(Ran::Encoded))
     }
 
     /// Hook: a device is about to be plugged; a subsystem that keeps state about such

@@ -426,6 +426,12 @@ pub const SERVED_REPLIES: &[(&str, &str, fn(&Schema) -> Value)] = &[(
     events_of,
 )];
 
+/// Whether the served interface's reply to `cmd` is the handler's (converted to the served
+/// interface's types), not one of [`SERVED_REPLIES`].
+pub fn reply_is_the_handlers(cmd: &str) -> bool {
+    !SERVED_REPLIES.iter().any(|(c, _, _)| *c == cmd)
+}
+
 /// `query-events` of `schema`: its events, in its order.
 fn events_of(schema: &Schema) -> Value {
     Value::Array(

@@ -71,6 +71,27 @@ pub trait Registrar<S: ?Sized, C> {
     fn command<K: Command>(&mut self, handler: HandlerFn<S, K, C>);
 }
 
+/// How a generated `dispatch_with` hands back what a handler returned: as a JSON value
+/// ([`ToValue`], what `dispatch` uses), or in any other form the server writes (its wire
+/// bytes, say), straight from the typed value.
+pub trait Encode {
+    /// The encoded reply.
+    type Out;
+    /// Encode a handler's typed reply.
+    fn encode<T: serde::Serialize + ?Sized>(&mut self, reply: &T) -> Result<Self::Out, String>;
+}
+
+/// Replies as JSON values.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ToValue;
+
+impl Encode for ToValue {
+    type Out = serde_json::Value;
+    fn encode<T: serde::Serialize + ?Sized>(&mut self, reply: &T) -> Result<Self::Out, String> {
+        crate::encode(&reply).map_err(|e| e.to_string())
+    }
+}
+
 /// What a generated `dispatch` does for one command: decode `args` into `K`, run `f`, encode
 /// the value it returns. `args` is an `arguments` object the server has already validated
 /// against the schema; should it still not decode (a server that skipped validation), the
@@ -79,6 +100,15 @@ pub fn call<K: Command>(
     args: serde_json::Value,
     f: impl FnOnce(K) -> Reply<K::Returns>,
 ) -> Result<serde_json::Value, CommandError> {
+    call_with(args, &mut ToValue, f)
+}
+
+/// [`call`], the reply encoded by `enc`.
+pub fn call_with<K: Command, E: Encode>(
+    args: serde_json::Value,
+    enc: &mut E,
+    f: impl FnOnce(K) -> Reply<K::Returns>,
+) -> Result<E::Out, CommandError> {
     let args = match args {
         serde_json::Value::Null => serde_json::Value::Object(serde_json::Map::new()),
         a => a,
@@ -86,7 +116,7 @@ pub fn call<K: Command>(
     let k: K = crate::decode(&args)
         .map_err(|e| CommandError::generic(format!("Invalid arguments for '{}': {e}", K::NAME)))?;
     let ret = f(k)?;
-    crate::encode(&ret).map_err(|e| {
+    enc.encode(&ret).map_err(|e| {
         CommandError::generic(format!("Cannot encode the reply of '{}': {e}", K::NAME))
     })
 }

@@ -14,13 +14,31 @@ use std::sync::{Arc, Mutex};
 use qmpkit_wire::QmpError;
 use serde_json::{Map, Value};
 
-/// What a handler's future resolves to: the `return` value (in schema
-/// order; the server applies `qemu_order` once when it writes the reply), or
-/// the error to answer.
+/// What a handler answers: the `return` value (in schema order; the server applies
+/// `qemu_order` once when it writes the reply), or the error to answer.
 pub type HandlerResult = Result<Value, QmpError>;
 
+/// The `return` of a reply as a handler hands it over.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Returned {
+    /// A value in schema order, which the server writes in QEMU's order.
+    Value(Value),
+    /// The value already in QEMU's output form, members in QEMU's order (what
+    /// `qmpkit_wire::write_qemu_ordered` writes): the server copies it as it is.
+    Written(Vec<u8>),
+}
+
+impl From<Value> for Returned {
+    fn from(v: Value) -> Returned {
+        Returned::Value(v)
+    }
+}
+
+/// What a handler's future resolves to.
+pub type ReturnedResult = Result<Returned, QmpError>;
+
 /// A boxed handler future.
-pub type HandlerFuture = Pin<Box<dyn Future<Output = HandlerResult> + Send + 'static>>;
+pub type HandlerFuture = Pin<Box<dyn Future<Output = ReturnedResult> + Send + 'static>>;
 
 /// A command handler: an async function of the call.
 pub type HandlerFn = Arc<dyn Fn(Call) -> HandlerFuture + Send + Sync + 'static>;
@@ -136,14 +154,29 @@ impl Registry {
         F: Fn(Call) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = HandlerResult> + Send + 'static,
     {
-        self.handlers
-            .insert(name.to_string(), Arc::new(move |call| Box::pin(f(call))));
+        let f = Arc::new(f);
+        self.handlers.insert(
+            name.to_string(),
+            Arc::new(move |call| {
+                let fut = f(call);
+                Box::pin(async move { fut.await.map(Returned::Value) })
+            }),
+        );
     }
 
     /// Register a synchronous handler (most machine commands).
     pub fn register_sync<F>(&mut self, name: &str, f: F)
     where
         F: Fn(Call) -> HandlerResult + Send + Sync + 'static,
+    {
+        self.register_sync_returned(name, move |call| f(call).map(Returned::Value))
+    }
+
+    /// Register a synchronous handler that may hand its reply over already written
+    /// ([`Returned::Written`]).
+    pub fn register_sync_returned<F>(&mut self, name: &str, f: F)
+    where
+        F: Fn(Call) -> ReturnedResult + Send + Sync + 'static,
     {
         self.handlers.insert(
             name.to_string(),

@@ -51,7 +51,8 @@ pub mod validate;
 
 pub use error::ServerError;
 pub use handler::{
-    Call, EventSender, HandlerFn, HandlerFuture, HandlerResult, Registry, SessionInfo,
+    Call, EventSender, HandlerFn, HandlerFuture, HandlerResult, Registry, Returned, ReturnedResult,
+    SessionInfo,
 };
 pub use server::{not_implemented, Served, Server, ServerOptions, Unhandled, EVENT_RATE_LIMIT};
 pub use session::SessionOptions;

@@ -18,7 +18,10 @@ use qmpkit_wire::{
 use serde_json::{Map, Value};
 use tokio::sync::Notify;
 
-use crate::handler::{Call, EventSender, HandlerFn, HandlerFuture, NameMap, Registry, SessionInfo};
+use crate::handler::{
+    Call, EventSender, HandlerFn, HandlerFuture, NameMap, Registry, Returned, ReturnedResult,
+    SessionInfo,
+};
 use crate::validate::{validate_args_cfg, validate_args_owned, ValidateOptions};
 
 /// How a server presents itself and behaves.
@@ -944,29 +947,32 @@ impl Inner {
     }
 
     /// The reply line of a finished handler.
-    /// Writes the reply; gives back the value written, for the caller to free once the reply
+    /// Writes the reply; gives back what was written, for the caller to free once the reply
     /// is sent (a large one takes a while to free).
     pub(crate) fn finish(
         &self,
-        command_result: Option<Result<Value, QmpError>>,
+        command_result: Option<ReturnedResult>,
         id: Option<Value>,
         respond: bool,
         out: &mut Vec<u8>,
-    ) -> Option<Value> {
+    ) -> Option<Returned> {
         if !respond {
             return None;
         }
         match command_result {
-            Some(Ok(v)) => {
+            Some(Ok(r)) => {
                 out.extend_from_slice(b"{\"return\": ");
-                // In QEMU's order, written straight from the handler's value.
-                write_qemu_ordered(&v, out);
+                match &r {
+                    // In QEMU's order, written straight from the handler's value.
+                    Returned::Value(v) => write_qemu_ordered(v, out),
+                    Returned::Written(bytes) => out.extend_from_slice(bytes),
+                }
                 if let Some(id) = &id {
                     out.extend_from_slice(b", \"id\": ");
                     write_qemu(id, out);
                 }
                 out.extend_from_slice(b"}\r\n");
-                return Some(v);
+                return Some(r);
             }
             Some(Err(e)) => error_line(out, &e, id),
             None => error_line(out, &handler_panicked("command"), id),

@@ -115,7 +115,7 @@ pub struct SessionOptions {
 struct Out {
     buf: Vec<u8>,
     /// Replies written into `buf`, freed once it is sent.
-    sent_values: Vec<Value>,
+    sent_values: Vec<crate::handler::Returned>,
     pos: usize,
     pretty: bool,
     /// With `pretty`: where the messages not yet reformatted start.

@@ -658,7 +658,7 @@ fn parse_tokens(tokens: &[Token], arena: &[u8]) -> Result<Value, JsonError> {
 // prints as that number. Nothing reads an `id` but the writers.
 
 /// The key of the object that stands for a largest double in an `id`.
-const LARGEST_DOUBLE_KEY: &str = "\u{FFFE}largest double";
+pub(crate) const LARGEST_DOUBLE_KEY: &str = "\u{FFFE}largest double";
 
 /// Whether `v`, decoded from `text`, is ±`f64::MAX` read as such (not beyond a double's range).
 fn is_largest_double(v: &Value, text: &[u8]) -> bool {
@@ -675,6 +675,16 @@ fn mark_largest_double(v: Value) -> Value {
     let mut m = Map::new();
     m.insert(LARGEST_DOUBLE_KEY.to_string(), v);
     Value::Object(m)
+}
+
+/// The largest double that the written value of a marked object's one member stands for: the
+/// overflow (`inf`, `-inf`) that the largest double is written as elsewhere.
+pub(crate) fn marked_double_text(value: &[u8]) -> Option<f64> {
+    match value {
+        b"inf" => Some(f64::MAX),
+        b"-inf" => Some(-f64::MAX),
+        _ => None,
+    }
 }
 
 /// The largest double a marked object stands for.
@@ -1156,12 +1166,18 @@ pub fn is_overflowed(n: &Number) -> bool {
     n.as_u64().is_none() && n.as_i64().is_none() && n.as_f64().is_some_and(|f| f.abs() == f64::MAX)
 }
 
+pub(crate) fn write_i64(i: i64, out: &mut Vec<u8>) {
+    if i < 0 {
+        out.push(b'-');
+    }
+    write_u64(i.unsigned_abs(), out);
+}
+
 fn write_number(n: &Number, out: &mut Vec<u8>) {
     if let Some(u) = n.as_u64() {
         write_u64(u, out);
     } else if let Some(i) = n.as_i64() {
-        out.push(b'-');
-        write_u64(i.unsigned_abs(), out);
+        write_i64(i, out);
     } else if let Some(f) = n.as_f64() {
         if f.abs() == f64::MAX {
             // An overflowed number (see `parse_number`): QEMU holds an infinity.
@@ -1172,7 +1188,7 @@ fn write_number(n: &Number, out: &mut Vec<u8>) {
     }
 }
 
-fn write_u64(mut u: u64, out: &mut Vec<u8>) {
+pub(crate) fn write_u64(mut u: u64, out: &mut Vec<u8>) {
     const PAIRS: &[u8; 200] = b"0001020304050607080910111213141516171819\
         2021222324252627282930313233343536373839\
         4041424344454647484950515253545556575859\
@@ -1270,7 +1286,7 @@ const PLAIN: [bool; 256] = {
     t
 };
 
-fn write_string(s: &str, out: &mut Vec<u8>) {
+pub(crate) fn write_string(s: &str, out: &mut Vec<u8>) {
     let bytes = s.as_bytes();
     // Short strings (member names, most values) without anything to escape: one copy.
     if bytes.len() < 16 && bytes.iter().all(|&b| PLAIN[b as usize]) {

@@ -9,6 +9,8 @@
 //!   ranges), for code that passes messages on as they are.
 //! * [`qdict`] — the order in which QEMU walks and prints an object's members
 //!   ([`qemu_order`]); QEMU prints every object in that order.
+//! * [`ser`] — the same output form written straight from any `Serialize` value
+//!   ([`write_qemu_serialized`]: a typed reply without a JSON value in between).
 //! * [`ghash`] — GLib's string hash and hash table constants, for the orders
 //!   QEMU's GLib tables give their keys.
 //! * [`message`] — greeting, responses, events, requests and QEMU's envelope
@@ -27,6 +29,7 @@ pub mod json;
 pub mod message;
 pub mod opts;
 pub mod qdict;
+pub mod ser;
 
 pub use error::{ErrorClass, QmpError};
 pub use fast::{ObjectScanner, Scanned};
@@ -35,3 +38,4 @@ pub use json::{
 };
 pub use message::*;
 pub use qdict::qemu_order;
+pub use ser::write_qemu_serialized;

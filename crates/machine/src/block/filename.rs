@@ -3,7 +3,10 @@
 //! up, a node either has a plain name (a protocol node's, or a format node's over a protocol
 //! node it does not change) or is named `json:` by its full options.
 
-use qmpkit_block::graph::{BlockGraph, ChildRole};
+use std::cell::RefCell;
+use std::collections::HashMap;
+
+use qmpkit_block::graph::{BlockGraph, ChildRole, Generation};
 use qmpkit_block::Driver;
 use serde_json::{json, Map, Value};
 
@@ -22,6 +25,39 @@ struct Refreshed {
 /// The file name QEMU shows for `node`.
 pub fn filename(g: &BlockGraph, node: &str) -> String {
     refresh(g, node, 0).filename
+}
+
+/// File names worked out for one graph, kept while the graph stays the same (its
+/// [`Generation`]): any change to its nodes or users (a node opened, reopened or deleted, a
+/// snapshot's overlay, a child or medium attached or moved, a job's filter) forgets them all.
+#[derive(Debug, Default)]
+pub struct Names {
+    cache: RefCell<(
+        Generation,
+        HashMap<String, String, foldhash::fast::FixedState>,
+    )>,
+}
+
+impl Names {
+    /// [`filename`], worked out once per node while `g` does not change.
+    pub fn filename(&self, g: &BlockGraph, node: &str) -> String {
+        let mut cache = self.cache.borrow_mut();
+        let (seen, names) = &mut *cache;
+        let now = g.generation();
+        if *seen != now {
+            names.clear();
+            *seen = now;
+        }
+        if let Some(name) = names.get(node) {
+            // Builds with debug assertions (the tests) check that nothing the name depends
+            // on changed without the graph's generation moving.
+            debug_assert_eq!(*name, filename(g, node), "stale file name of {node}");
+            return name.clone();
+        }
+        let name = filename(g, node);
+        names.insert(node.to_string(), name.clone());
+        name
+    }
 }
 
 /// Whether QEMU takes `driver`'s nodes for protocol nodes (whose name a format node over

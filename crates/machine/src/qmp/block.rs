@@ -213,7 +213,7 @@ pub fn query_named_block_nodes(
     let flat = a.flat.unwrap_or(false);
     let nodes = m.block.graph.named_nodes(flat).map_err(qerr)?;
     Ok(nodes
-        .iter()
+        .into_iter()
         .map(|n| block::node_device_info(m, n))
         .collect())
 }

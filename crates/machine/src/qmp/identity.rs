@@ -278,10 +278,13 @@ fn own_events() -> Vec<api::EventInfo> {
         .collect()
 }
 
+/// The commands whose replies [`served_reply_members`] completes.
+pub const SERVED_REPLY_MEMBERS: &[&str] = &["query-machines"];
+
 /// Members of identity replies that only a newer served schema has: `query-machines`'
 /// `acpi` (QEMU 8.0), added to the encoded reply when the served `MachineInfo` has it.
 pub fn served_reply_members(m: &Machine, cmd: &str, v: &mut Value) {
-    if cmd != "query-machines" {
+    if !SERVED_REPLY_MEMBERS.contains(&cmd) {
         return;
     }
     let has_acpi = crate::shape::member_names(&m.schema, "MachineInfo")

@@ -13,7 +13,7 @@
 //! subsystems' typed state and never see JSON. Errors are QMP errors ([`QmpError`]) in
 //! QEMU's words.
 
-use qmpkit_qapi::server::CommandError;
+use qmpkit_qapi::server::{CommandError, Encode};
 use qmpkit_qapi::Command;
 use qmpkit_wire::{ErrorClass, QmpError};
 
@@ -296,16 +296,54 @@ pub fn implemented() -> &'static [&'static str] {
     <Machine as api::Handlers>::IMPLEMENTED
 }
 
-/// Run `cmd` through the generated dispatch. `None`: the table does not implement it.
+/// Run `cmd` through the generated dispatch, its reply as a JSON value. `None`: the table
+/// does not implement it.
 pub fn dispatch(
     m: &mut Machine,
     cmd: &str,
     args: &crate::Args,
     cx: &mut Cx,
 ) -> Option<R<serde_json::Value>> {
+    dispatch_with(m, cmd, args, cx, &mut qmpkit_qapi::server::ToValue)
+}
+
+/// [`dispatch`], the reply encoded by `enc`.
+pub fn dispatch_with<E: Encode>(
+    m: &mut Machine,
+    cmd: &str,
+    args: &crate::Args,
+    cx: &mut Cx,
+    enc: &mut E,
+) -> Option<R<E::Out>> {
     if !implemented().contains(&cmd) {
         return None;
     }
-    let r = api::dispatch(m, cmd, serde_json::Value::Object(args.clone()), cx)?;
+    let r = api::dispatch_with(m, cmd, serde_json::Value::Object(args.clone()), cx, enc)?;
     Some(r.map_err(qmp_error))
+}
+
+/// Replies in QEMU's output form, written straight from the handler's typed value.
+pub struct WriteQemu;
+
+impl Encode for WriteQemu {
+    type Out = Vec<u8>;
+    fn encode<T: serde::Serialize + ?Sized>(&mut self, reply: &T) -> Result<Vec<u8>, String> {
+        let mut out = Vec::new();
+        qmpkit_wire::write_qemu_serialized(reply, &mut out).map_err(|e| e.to_string())?;
+        Ok(out)
+    }
+}
+
+/// Replies both as a JSON value and written as [`WriteQemu`] writes them (for tests that
+/// the two agree).
+pub struct Both;
+
+impl Encode for Both {
+    type Out = (serde_json::Value, Vec<u8>);
+    fn encode<T: serde::Serialize + ?Sized>(&mut self, reply: &T) -> Result<Self::Out, String> {
+        Ok((
+            qmpkit_qapi::server::ToValue.encode(reply)?,
+            WriteQemu.encode(reply)?,
+        ))
+    }
 }

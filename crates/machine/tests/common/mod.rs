@@ -7,8 +7,10 @@ use std::sync::Arc;
 use qmpkit_machine::{Args, Cx, Machine, MachineConfig};
 use serde_json::Value;
 
+/// The machine's own interface, as a program serving it has it (so that replies are written
+/// straight from their types, as [`run_cx`] checks).
 pub fn schema() -> Arc<qmpkit_schema::Schema> {
-    Arc::new(qmpkit_machine::embedded::load_schema().expect("embedded schema loads"))
+    qmpkit_machine::embedded::shared().expect("embedded schema loads")
 }
 
 pub fn machine_with(f: impl FnOnce(&mut MachineConfig)) -> Machine {
@@ -63,12 +65,33 @@ pub fn run(m: &mut Machine, cmd: &str, a: Value) -> Result<Value, String> {
 }
 
 /// Run `cmd` with `cx`; errors as "Class: desc". The arguments must be
-/// ones the server lets through ([`served_args`]).
+/// ones the server lets through ([`served_args`]). Where a server would have the reply
+/// written straight from its type ([`Machine::execute_written`]), those bytes must be the
+/// ones the converted value gives.
 pub fn run_cx(m: &mut Machine, cmd: &str, a: Value, cx: &mut Cx) -> Result<Value, String> {
     let a = served_args(m, cmd, a);
-    m.execute(cmd, &a, cx)
+    let (v, written) = m
+        .execute_both(cmd, &a, cx)
         .unwrap_or_else(|| Err(qmpkit_wire::QmpError::generic("unhandled")))
-        .map_err(|e| format!("{}: {}", e.class, e.desc))
+        .map_err(|e| format!("{}: {}", e.class, e.desc))?;
+    if let Some(written) = written {
+        let mut expected = Vec::new();
+        qmpkit_wire::write_qemu_ordered(&v, &mut expected);
+        assert!(
+            written == expected,
+            "{cmd}: the reply written from its type differs from the converted value's\n\
+             written:   {}\nconverted: {}",
+            String::from_utf8_lossy(&written),
+            String::from_utf8_lossy(&expected)
+        );
+        WRITTEN.with(|n| n.set(n.get() + 1));
+    }
+    Ok(v)
+}
+
+thread_local! {
+    /// How many replies [`run_cx`] compared in this thread.
+    pub static WRITTEN: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
 }
 
 /// `a` as the server hands it to the machine: validated against the served
