@@ -159,7 +159,7 @@ pub fn run(args: Vec<String>) -> ExitCode {
         // Check and dump judge by the rules of the dialect the text
         // declares (legacy markers: QEMU 1.x's `type` keyword, QEMU 2.x's
         // whitelist pragmas); the others load any schema as diff does.
-        Cmd::Check { dialect, file } => check(&file, declared(dialect, &file)),
+        Cmd::Check { dialect, file } => check(&file, dialect.map(Dialect::from)),
         Cmd::Dump {
             format: DumpFormat::QemuTest,
             dialect,
@@ -225,9 +225,9 @@ fn load_any(
     })
 }
 
-fn check(file: &Path, dialect: Dialect) -> ExitCode {
+fn check(file: &Path, dialect: Option<Dialect>) -> ExitCode {
     // Checking needs no doc comment text.
-    match qmpkit_schema::check_any(file, Some(dialect)) {
+    match qmpkit_schema::check_declared(file, dialect) {
         Ok((schema, _)) => {
             // The process ends here: taking the model apart is work nobody needs.
             std::mem::forget(schema);

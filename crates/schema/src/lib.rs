@@ -25,13 +25,25 @@ pub mod introspect;
 pub mod model;
 pub mod stats;
 
-pub use model::from_introspection::{check_any, load_any, load_introspection, SchemaSource};
+pub use model::from_introspection::{
+    check_any, check_declared, load_any, load_introspection, SchemaSource,
+};
 pub use model::Schema;
 
 /// Read, parse and check the schema at `path` (and its includes) from the
 /// file system: the whole pipeline up to the checked model.
 pub fn load(path: &std::path::Path, dialect: Dialect) -> Result<Schema, QapiError> {
     load_from(&path.to_string_lossy(), dialect, &FsProvider)
+}
+
+/// [`load`], with the text of the main file when it was read already.
+pub(crate) fn load_text(
+    path: &std::path::Path,
+    dialect: Dialect,
+    text: Option<String>,
+) -> Result<Schema, QapiError> {
+    let path = path.to_string_lossy();
+    load_from(&path, dialect, &source::SchemaFiles::new(&path, text))
 }
 
 /// [`load`] with files from any [`SourceProvider`].
@@ -50,8 +62,19 @@ pub fn load_from(
 /// are still being checked on another core; errors are the same as
 /// [`load`]'s.
 pub fn load_checking(path: &std::path::Path, dialect: Dialect) -> Result<Schema, QapiError> {
+    check_text(path, dialect, None)
+}
+
+/// [`load_checking`], with the text of the main file when it was read
+/// already.
+pub(crate) fn check_text(
+    path: &std::path::Path,
+    dialect: Dialect,
+    text: Option<String>,
+) -> Result<Schema, QapiError> {
     let path = path.to_string_lossy();
-    expr::parse_then(&path, dialect, &FsProvider, false, |raw, parsed| {
+    let files = source::SchemaFiles::new(&path, text);
+    expr::parse_then(&path, dialect, &files, false, |raw, parsed| {
         let mut s = Schema::begin(&parsed.fname, dialect, parsed.legacy_docs, raw.len());
         let doc_required = parsed.pragma.doc_required;
         expr::check_each(raw, &parsed, &mut |e| {

@@ -297,6 +297,57 @@ impl SourceProvider for FsProvider {
     }
 }
 
+/// Reads schema files as [`FsProvider`] does, for one schema: the main
+/// file's text, when it was read already (to see what kind of file it is),
+/// is not read again, and the current directory is looked up once, not for
+/// every file the schema includes.
+pub(crate) struct SchemaFiles {
+    main: String,
+    text: std::sync::Mutex<Option<String>>,
+    cwd: Option<String>,
+}
+
+impl SchemaFiles {
+    /// Files for the schema `main`, whose text is `text` when given.
+    pub(crate) fn new(main: &str, text: Option<String>) -> SchemaFiles {
+        let cwd = if main.starts_with('/') {
+            None
+        } else {
+            std::env::current_dir()
+                .ok()
+                .map(|d| d.display().to_string())
+        };
+        SchemaFiles {
+            main: main.to_string(),
+            text: std::sync::Mutex::new(text.filter(|t| t.len() as u64 <= MAX_FILE_SIZE)),
+            cwd,
+        }
+    }
+}
+
+impl SourceProvider for SchemaFiles {
+    fn shared(&self) -> Option<&(dyn SourceProvider + Sync)> {
+        Some(self)
+    }
+
+    fn read(&self, path: &str) -> Result<String, ReadError> {
+        if path == self.main {
+            let text = self.text.lock().map(|mut t| t.take());
+            if let Ok(Some(text)) = text {
+                return Ok(text);
+            }
+        }
+        FsProvider.read(path)
+    }
+
+    fn canonical(&self, path: &str) -> String {
+        match &self.cwd {
+            Some(cwd) if !path.starts_with('/') => normalize(&format!("{cwd}/{path}")),
+            _ => FsProvider.canonical(path),
+        }
+    }
+}
+
 fn too_large() -> ReadError {
     ReadError(format!("file too large (more than {MAX_FILE_SIZE} bytes)"))
 }

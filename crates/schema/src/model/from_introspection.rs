@@ -879,7 +879,7 @@ pub fn load_any(
     path: &std::path::Path,
     dialect: Option<Dialect>,
 ) -> Result<(Schema, SchemaSource), QapiError> {
-    load_any_with(path, dialect, crate::load)
+    load_any_with(path, dialect, crate::load_text)
 }
 
 /// [`load_any`] for a schema that is only checked: source is read with
@@ -888,16 +888,41 @@ pub fn check_any(
     path: &std::path::Path,
     dialect: Option<Dialect>,
 ) -> Result<(Schema, SchemaSource), QapiError> {
-    load_any_with(path, dialect, crate::load_checking)
+    load_any_with(path, dialect, crate::check_text)
+}
+
+/// [`check_any`] with the dialect given, else the one the text declares
+/// ([`Dialect::declared_by`]), as `qmpkit schema check` judges source: no
+/// second reading with another dialect. The main file is read once.
+pub fn check_declared(
+    path: &std::path::Path,
+    dialect: Option<Dialect>,
+) -> Result<(Schema, SchemaSource), QapiError> {
+    let text = read(path)?;
+    let dialect = dialect.unwrap_or_else(|| Dialect::declared_by(&text));
+    load_any_text(path, text, Some(dialect), crate::check_text)
+}
+
+fn read(path: &std::path::Path) -> Result<String, QapiError> {
+    std::fs::read_to_string(path).map_err(|e| err(format!("can't read '{}': {e}", path.display())))
 }
 
 fn load_any_with(
     path: &std::path::Path,
     dialect: Option<Dialect>,
-    load: fn(&std::path::Path, Dialect) -> Result<Schema, QapiError>,
+    load: fn(&std::path::Path, Dialect, Option<String>) -> Result<Schema, QapiError>,
 ) -> Result<(Schema, SchemaSource), QapiError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| err(format!("can't read '{}': {e}", path.display())))?;
+    load_any_text(path, read(path)?, dialect, load)
+}
+
+/// [`load_any_with`] of a file whose text is `text`; `load` is given the
+/// text the first time.
+fn load_any_text(
+    path: &std::path::Path,
+    text: String,
+    dialect: Option<Dialect>,
+    load: fn(&std::path::Path, Dialect, Option<String>) -> Result<Schema, QapiError>,
+) -> Result<(Schema, SchemaSource), QapiError> {
     if let Some(v) = looks_like_introspection(&text) {
         let s = load_introspection(&v).map_err(|mut e| {
             e.msg = format!("{}: {}", path.display(), e.msg);
@@ -909,11 +934,12 @@ fn load_any_with(
         Dialect::Legacy => Some(Dialect::Legacy),
         Dialect::Modern => None,
     });
+    let text = Some(text);
     match dialect {
-        Some(d) => load(path, d).map(|s| (s, SchemaSource::Source(d))),
-        None => match load(path, Dialect::Modern) {
+        Some(d) => load(path, d, text).map(|s| (s, SchemaSource::Source(d))),
+        None => match load(path, Dialect::Modern, text) {
             Ok(s) => Ok((s, SchemaSource::Source(Dialect::Modern))),
-            Err(modern) => match load(path, Dialect::Legacy) {
+            Err(modern) => match load(path, Dialect::Legacy, None) {
                 Ok(s) => Ok((s, SchemaSource::Source(Dialect::Legacy))),
                 Err(_) => Err(modern),
             },
