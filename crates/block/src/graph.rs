@@ -1217,6 +1217,9 @@ impl BlockGraph {
             let format = match node.driver {
                 Driver::File | Driver::Raw => ImageFormat::Raw,
                 Driver::Qcow2 => ImageFormat::Qcow2,
+                // A null node below an image reads as zeroes, as the image's unallocated
+                // parts read without a backing: the chain of data ends above it.
+                Driver::NullCo | Driver::NullAio if depth > 1 => break,
                 d => {
                     return Err(Error::generic(format!(
                         "Driver '{}' cannot be used as a backing node here",
@@ -2317,6 +2320,12 @@ impl BlockGraph {
         }
         let shared = shared.clone();
         let spec = match (format, self.child(name, ChildRole::Backing)) {
+            // A null backing reads as zeroes: as no backing at all.
+            (Some(_), Some(b))
+                if matches!(self.node(&b)?.driver, Driver::NullCo | Driver::NullAio) =>
+            {
+                None
+            }
             (Some(_), Some(b)) => Some(self.chain_spec(&b)?),
             _ => None,
         };

@@ -837,3 +837,36 @@ fn drains_of_backing_failures_and_snapshots_match_qemu() {
         ],
     );
 }
+
+/// Any node can be an image's backing: a null node too (what the image does not hold reads
+/// as the null node's zeroes).
+#[test]
+fn a_null_node_can_be_a_snapshots_backing() {
+    run(
+        "null-backing",
+        &[
+            req(
+                "blockdev-add",
+                json!({"driver": "null-co", "node-name": "n0", "size": 1048576}),
+            ),
+            req(
+                "blockdev-add",
+                json!({"driver": "qcow2", "node-name": "o1", "backing": null,
+                       "file": {"driver": "file", "filename": "@DIR@/tgt2.qcow2"}}),
+            ),
+            req("blockdev-snapshot", json!({"node": "n0", "overlay": "o1"})),
+            nodes(),
+            graph(),
+            req(
+                "nbd-server-start",
+                json!({"addr": {"type": "unix", "data": {"path": "@DIR@/nbd.sock"}}}),
+            ),
+            req(
+                "block-export-add",
+                json!({"type": "nbd", "id": "o1", "node-name": "o1", "writable": true}),
+            ),
+            Step::Write("o1", 4096, 4096),
+            req("blockdev-snapshot", json!({"node": "n0", "overlay": "o1"})),
+        ],
+    );
+}
