@@ -317,6 +317,22 @@ fn on_bm0(cmd: &str) -> Step {
     req(cmd, json!({"node": "src", "name": "bm0"}))
 }
 
+/// The NBD server on each daemon's `nbd.sock`.
+fn nbd_start() -> Step {
+    req(
+        "nbd-server-start",
+        json!({"addr": {"type": "unix", "data": {"path": "@DIR@/nbd.sock"}}}),
+    )
+}
+
+/// An NBD export `id` of `node`.
+fn export(id: &str, node: &str, writable: bool) -> Step {
+    req(
+        "block-export-add",
+        json!({"type": "nbd", "id": id, "node-name": node, "writable": writable}),
+    )
+}
+
 fn graph() -> Step {
     req("x-debug-query-block-graph", json!({}))
 }
@@ -385,14 +401,8 @@ fn mirror_and_active_commit_filters_take_the_parents_and_give_them_back() {
         &[
             add("top", "top.qcow2"),
             add("tgt", "tgt.qcow2"),
-            req(
-                "nbd-server-start",
-                json!({"addr": {"type": "unix", "data": {"path": "@DIR@/nbd.sock"}}}),
-            ),
-            req(
-                "block-export-add",
-                json!({"type": "nbd", "id": "e1", "node-name": "top", "writable": true}),
-            ),
+            nbd_start(),
+            export("e1", "top", true),
             req(
                 "blockdev-mirror",
                 json!({"job-id": "m1", "device": "top", "target": "tgt", "sync": "full",
@@ -587,14 +597,8 @@ fn backups_by_bitmap_hold_the_bitmap_and_leave_it_per_its_mode() {
             add("src", "base.qcow2"),
             add("tgt", "tgt.qcow2"),
             on_bm0("block-dirty-bitmap-add"),
-            req(
-                "nbd-server-start",
-                json!({"addr": {"type": "unix", "data": {"path": "@DIR@/nbd.sock"}}}),
-            ),
-            req(
-                "block-export-add",
-                json!({"type": "nbd", "id": "e1", "node-name": "src", "writable": true}),
-            ),
+            nbd_start(),
+            export("e1", "src", true),
             Step::Write("src", 0, 131072),
             Step::Write("src", 524288, 1000),
             // QEMU's checks, in its order.
@@ -704,14 +708,8 @@ fn snapshots_use_generated_names_as_qemu_does() {
             Step::Names,
             in_transaction(sync("src", "s3.qcow2", "s3"), true),
             Step::Names,
-            req(
-                "nbd-server-start",
-                json!({"addr": {"type": "unix", "data": {"path": "@DIR@/nbd.sock"}}}),
-            ),
-            req(
-                "block-export-add",
-                json!({"type": "nbd", "id": "e1", "node-name": "src"}),
-            ),
+            nbd_start(),
+            export("e1", "src", false),
             req("blockdev-snapshot-sync", sync("src", "s4.qcow2", "s4")),
             Step::Names,
             in_transaction(sync("s4", "s5.qcow2", "s5"), false),
@@ -814,14 +812,8 @@ fn drains_of_backing_failures_and_snapshots_match_qemu() {
             transaction(vec![sync("n1", "tgt.qcow2", "e2", true)], true),
             Step::Wait("mj", "ready"),
             // A node in use: the overlay takes its users.
-            req(
-                "nbd-server-start",
-                json!({"addr": {"type": "unix", "data": {"path": "@DIR@/nbd.sock"}}}),
-            ),
-            req(
-                "block-export-add",
-                json!({"type": "nbd", "id": "e1", "node-name": "src"}),
-            ),
+            nbd_start(),
+            export("e1", "src", false),
             req(
                 "blockdev-snapshot-sync",
                 sync("src", "s6.qcow2", "s6", false),
@@ -857,14 +849,8 @@ fn a_null_node_can_be_a_snapshots_backing() {
             req("blockdev-snapshot", json!({"node": "n0", "overlay": "o1"})),
             nodes(),
             graph(),
-            req(
-                "nbd-server-start",
-                json!({"addr": {"type": "unix", "data": {"path": "@DIR@/nbd.sock"}}}),
-            ),
-            req(
-                "block-export-add",
-                json!({"type": "nbd", "id": "o1", "node-name": "o1", "writable": true}),
-            ),
+            nbd_start(),
+            export("o1", "o1", true),
             Step::Write("o1", 4096, 4096),
             req("blockdev-snapshot", json!({"node": "n0", "overlay": "o1"})),
         ],
