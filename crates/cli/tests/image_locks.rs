@@ -4,26 +4,13 @@
 //! device, as qemu-storage-daemon 10.0.2 does. Skipped without qemu-storage-daemon 10.0.2,
 //! qemu-img or qemu-io.
 
+#[macro_use]
 #[path = "storage_daemon_support/mod.rs"]
 mod support;
 
 use std::path::Path;
 
 use support::Qmp;
-
-/// qemu-storage-daemon 10.0.2, qemu-img and qemu-io, or the test is skipped.
-macro_rules! qemu_tools {
-    () => {{
-        let real = qmpkit_testkit::program_or_skip!("qemu-storage-daemon");
-        let img = qmpkit_testkit::program_or_skip!("qemu-img");
-        let io = qmpkit_testkit::program_or_skip!("qemu-io");
-        let v = support::run(&real, &["--version"]);
-        if !String::from_utf8_lossy(&v.stdout).contains("version 10.0.2") {
-            qmpkit_testkit::skip!("qemu-storage-daemon is not 10.0.2");
-        }
-        (real, img, io)
-    }};
-}
 
 fn make_qcow2(img: &Path, dir: &Path, name: &str) -> String {
     let (code, _, err) =

@@ -26,6 +26,7 @@
 //! reason; any other difference fails the test. Skipped without qemu-storage-daemon,
 //! qemu-img or qemu-io.
 
+#[macro_use]
 #[path = "storage_daemon_support/mod.rs"]
 mod support;
 
@@ -723,13 +724,7 @@ fn make_images(qemu_img: &Path, qemu_io: &Path, dir: &Path) {
 
 #[test]
 fn replies_and_events_match_the_live_daemon() {
-    let real = qmpkit_testkit::program_or_skip!("qemu-storage-daemon");
-    let qemu_img = qmpkit_testkit::program_or_skip!("qemu-img");
-    let qemu_io = qmpkit_testkit::program_or_skip!("qemu-io");
-    let v = support::run(&real, &["--version"]);
-    if !String::from_utf8_lossy(&v.stdout).contains("version 10.0.2") {
-        qmpkit_testkit::skip!("qemu-storage-daemon is not 10.0.2");
-    }
+    let (real, qemu_img, qemu_io) = qemu_tools!();
     let root = support::tmpdir("corpus");
     let (da, db) = (root.join("a"), root.join("b"));
     for d in [&da, &db] {

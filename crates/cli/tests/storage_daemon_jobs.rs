@@ -7,6 +7,7 @@
 //! random digits of generated `#blockNNN` names (each daemon's names are numbered in the
 //! order they first appear). Skipped without qemu-storage-daemon 10.0.2, qemu-img or qemu-io.
 
+#[macro_use]
 #[path = "storage_daemon_support/mod.rs"]
 mod support;
 
@@ -245,13 +246,7 @@ static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn run(tag: &str, script: &[Step]) {
     let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let real = qmpkit_testkit::program_or_skip!("qemu-storage-daemon");
-    let img = qmpkit_testkit::program_or_skip!("qemu-img");
-    let io = qmpkit_testkit::program_or_skip!("qemu-io");
-    let v = support::run(&real, &["--version"]);
-    if !String::from_utf8_lossy(&v.stdout).contains("version 10.0.2") {
-        qmpkit_testkit::skip!("qemu-storage-daemon is not 10.0.2");
-    }
+    let (real, img, io) = qemu_tools!();
     let (mut sides, daemons, root) = both(tag, &real, &img, &io);
     for (i, step) in script.iter().enumerate() {
         let mut outcomes = Vec::new();

@@ -11,6 +11,21 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+/// qemu-storage-daemon 10.0.2, qemu-img and qemu-io, or the test is skipped.
+#[allow(unused_macros)]
+macro_rules! qemu_tools {
+    () => {{
+        let real = qmpkit_testkit::program_or_skip!("qemu-storage-daemon");
+        let img = qmpkit_testkit::program_or_skip!("qemu-img");
+        let io = qmpkit_testkit::program_or_skip!("qemu-io");
+        let v = support::run(&real, &["--version"]);
+        if !String::from_utf8_lossy(&v.stdout).contains("version 10.0.2") {
+            qmpkit_testkit::skip!("qemu-storage-daemon is not 10.0.2");
+        }
+        (real, img, io)
+    }};
+}
+
 /// A fresh directory.
 pub fn tmpdir(tag: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("qmpkit-qsd-{tag}-{}", std::process::id()));
