@@ -19,9 +19,10 @@ fn make_qcow2(img: &Path, dir: &Path, name: &str) -> String {
     dir.join(name).to_string_lossy().into_owned()
 }
 
-/// A daemon holding `path` as a writable qcow2 node `q`.
-fn holding(program: &Path, dir: &Path, path: &str) -> support::Daemon {
-    support::start(
+/// A daemon holding `path` as a writable qcow2 node `q`, once its monitor answers (the
+/// command line's nodes are open by then).
+fn holding(program: &Path, dir: &Path, path: &str) -> (support::Daemon, Qmp) {
+    let d = support::start(
         program,
         dir,
         &[
@@ -30,7 +31,10 @@ fn holding(program: &Path, dir: &Path, path: &str) -> support::Daemon {
             "--blockdev".into(),
             "qcow2,node-name=q,file=f".into(),
         ],
-    )
+    );
+    let mut q = Qmp::connect(&d.socket);
+    q.send(r#"{"execute":"query-named-block-nodes"}"#);
+    (d, q)
 }
 
 /// What QEMU's tools say when the image is locked: `(exit code, stderr)`.
