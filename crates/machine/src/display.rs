@@ -597,7 +597,7 @@ pub fn disconnect_viewer(m: &mut Machine, service: &str) -> Result<(), QmpError>
 }
 
 /// Whether `fd` is a socket.
-fn is_socket(fd: &OwnedFd) -> bool {
+pub fn is_socket(fd: &OwnedFd) -> bool {
     use std::os::fd::AsRawFd;
     let mut ty: libc::c_int = 0;
     let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
@@ -661,9 +661,6 @@ fn challenge() -> [u8; 16] {
 /// server speaks RFB on it from now on. Without a VNC server QEMU answers with success and
 /// keeps nothing.
 pub fn add_client(m: &mut Machine, fd: OwnedFd, skipauth: bool) -> Result<(), QmpError> {
-    if !is_socket(&fd) {
-        return Err(crate::generic("parameter @fdname must name a socket"));
-    }
     let Some(c) = vnc_config(m) else {
         return Ok(());
     };
@@ -690,7 +687,9 @@ pub fn add_client(m: &mut Machine, fd: OwnedFd, skipauth: bool) -> Result<(), Qm
 }
 
 fn schedule_poll(m: &mut Machine) {
-    if !m.display.polling && m.display.viewers.iter().any(|v| v.conn.is_some()) {
+    let waiting =
+        m.display.viewers.iter().any(|v| v.conn.is_some()) || !m.display.spice.pending.is_empty();
+    if !m.display.polling && waiting {
         m.display.polling = true;
         m.schedule(POLL_NS, TimerAction::Display(Timer::Poll));
     }
@@ -702,6 +701,7 @@ pub fn on_timer(m: &mut Machine, t: Timer) {
         Timer::Poll => {
             m.display.polling = false;
             poll_viewers(m);
+            spice::poll_pending(m);
             schedule_poll(m);
         }
     }

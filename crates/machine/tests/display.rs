@@ -828,3 +828,82 @@ fn hmp_info_spice() {
         format!("{server}Channel:\r\n     address: 127.0.0.1:53136\r\n     session: {session}\r\n     channel: 1:0\r\n     channel name: main\r\n")
     );
 }
+
+/// `add_client` with `protocol: spice`, as qemu-system-x86_64 10.0.2 answers it: the
+/// socket's two ends in SPICE_CONNECTED (`localhost` with no port for a unix socket, the
+/// numeric address and port for TCP), SPICE_DISCONNECTED when the peer sends what is no
+/// link or goes away, a TLS client refused without the server's TLS set-up, a descriptor
+/// that is no socket refused before anything else, and the descriptor taken whatever the
+/// answer.
+#[test]
+fn add_client_hands_a_socket_to_the_spice_server() {
+    use std::io::Write;
+    use std::os::fd::OwnedFd;
+    let pass = |m: &mut Machine, fd: OwnedFd, a: serde_json::Value| {
+        let mut cx = qmpkit_machine::Cx {
+            now_ns: m.now_ns,
+            fds: vec![fd],
+            ..Default::default()
+        };
+        ok(run_cx(m, "getfd", json!({"fdname": "s"}), &mut cx));
+        let r = run_cx(m, "add_client", a, &mut cx);
+        let closed = run_cx(m, "closefd", json!({"fdname": "s"}), &mut cx);
+        assert_eq!(
+            closed.unwrap_err(),
+            "GenericError: File descriptor named 's' not found"
+        );
+        r
+    };
+    let spice = json!({"protocol": "spice", "fdname": "s"});
+    let spice_tls = json!({"protocol": "spice", "fdname": "s", "tls": true});
+    // No SPICE server.
+    let mut m = machine();
+    let (_mine, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+    let e = pass(&mut m, theirs.into(), spice.clone()).unwrap_err();
+    assert_eq!(e, "DeviceNotActive: SPICE is not in use");
+    let (r, _w) = std::io::pipe().unwrap();
+    let e = pass(&mut m, OwnedFd::from(r), spice.clone()).unwrap_err();
+    assert_eq!(e, "GenericError: parameter @fdname must name a socket");
+    // With one.
+    let mut m = machine_with(|c| c.spice = Some("port=5930,disable-ticketing=on".into()));
+    events(&mut m);
+    let unix = r#"{"host":"localhost","port":"","family":"unix"}"#;
+    let both = format!("{{\"server\":{unix},\"client\":{unix}}}");
+    let (mut mine, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+    ok(pass(&mut m, theirs.into(), spice.clone()));
+    assert_eq!(events(&mut m), [format!("SPICE_CONNECTED {both}")]);
+    step(&mut m, 100);
+    assert!(events(&mut m).is_empty());
+    mine.write_all(b"no link message").unwrap();
+    step(&mut m, 100);
+    assert_eq!(events(&mut m), [format!("SPICE_DISCONNECTED {both}")]);
+    assert_eq!(
+        ok(run(&mut m, "query-spice", json!({})))["channels"],
+        json!([])
+    );
+    let (_mine, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+    let e = pass(&mut m, theirs.into(), spice_tls).unwrap_err();
+    assert_eq!(e, "GenericError: spice failed to add client");
+    assert_eq!(
+        events(&mut m),
+        [
+            format!("SPICE_CONNECTED {both}"),
+            format!("SPICE_DISCONNECTED {both}")
+        ]
+    );
+    // TCP: both ends by address and port; the peer closing ends the connection.
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let peer = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+    let (ours, _) = l.accept().unwrap();
+    let ends = format!(
+        "{{\"server\":{{\"host\":\"127.0.0.1\",\"port\":\"{}\",\"family\":\"ipv4\"}},\
+         \"client\":{{\"host\":\"127.0.0.1\",\"port\":\"{}\",\"family\":\"ipv4\"}}}}",
+        l.local_addr().unwrap().port(),
+        peer.local_addr().unwrap().port()
+    );
+    ok(pass(&mut m, ours.into(), spice));
+    assert_eq!(events(&mut m), [format!("SPICE_CONNECTED {ends}")]);
+    drop(peer);
+    step(&mut m, 100);
+    assert_eq!(events(&mut m), [format!("SPICE_DISCONNECTED {ends}")]);
+}

@@ -52,6 +52,95 @@ pub struct SpiceState {
     /// A migration completed with viewers told where to follow (`query-spice`'s
     /// `migrated`).
     pub migrated: bool,
+    /// Sockets `add_client` handed over whose viewer has not linked yet: the server waits
+    /// for the link message on each.
+    pub pending: Vec<PendingClient>,
+}
+
+/// A socket `add_client` gave the SPICE server, as its two ends were when it came.
+#[derive(Debug)]
+pub struct PendingClient {
+    fd: std::os::fd::OwnedFd,
+    server: api::SpiceBasicInfo,
+    client: api::SpiceBasicInfo,
+}
+
+/// One end of a socket as SPICE's events name it: a TCP end by its numeric address and
+/// port, any other socket as `localhost` with no port.
+fn socket_end(fd: &std::os::fd::OwnedFd, peer: bool) -> api::SpiceBasicInfo {
+    let tcp = fd.try_clone().ok().map(std::net::TcpStream::from);
+    let addr = tcp.and_then(|s| if peer { s.peer_addr() } else { s.local_addr() }.ok());
+    match addr {
+        Some(a) => basic(
+            &a.ip().to_string(),
+            &a.port().to_string(),
+            &if a.is_ipv4() {
+                api::NetworkAddressFamily::Ipv4
+            } else {
+                api::NetworkAddressFamily::Ipv6
+            },
+        ),
+        None => basic("localhost", "", &api::NetworkAddressFamily::Unix),
+    }
+}
+
+/// `add_client` for SPICE (the server is configured; `fd` is a connected socket): the
+/// socket becomes a viewer's connection (SPICE_CONNECTED, naming both its ends) and the
+/// server waits for the viewer's link message on it. A TLS client needs the server's TLS
+/// set-up (`tls-port`): without it the connection ends at once (SPICE_DISCONNECTED) and
+/// QEMU's words say so. The link itself is not modelled: whatever the viewer sends, or its
+/// closing the socket, ends the connection (SPICE_DISCONNECTED), as a peer that does not
+/// speak SPICE sees from QEMU.
+pub fn add_client(m: &mut Machine, fd: std::os::fd::OwnedFd, tls: bool) -> Result<(), QmpError> {
+    let Some(c) = config(m) else {
+        return Err(crate::generic("SPICE is not in use"));
+    };
+    let client = PendingClient {
+        server: socket_end(&fd, false),
+        client: socket_end(&fd, true),
+        fd,
+    };
+    m.emit_event(api::SpiceConnected {
+        server: client.server.clone(),
+        client: client.client.clone(),
+    });
+    if tls && c.tls_port.is_none() {
+        m.emit_event(api::SpiceDisconnected {
+            server: client.server,
+            client: client.client,
+        });
+        return Err(crate::generic("spice failed to add client"));
+    }
+    m.display.spice.pending.push(client);
+    super::schedule_poll(m);
+    Ok(())
+}
+
+/// Ends the pending connections whose viewer sent something or went away.
+pub fn poll_pending(m: &mut Machine) {
+    use std::os::fd::AsRawFd;
+    let pending = std::mem::take(&mut m.display.spice.pending);
+    let mut ended = Vec::new();
+    for p in pending {
+        let mut pfd = libc::pollfd {
+            fd: p.fd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd, no waiting.
+        let ready = unsafe { libc::poll(&mut pfd, 1, 0) } > 0;
+        if ready {
+            ended.push(p);
+        } else {
+            m.display.spice.pending.push(p);
+        }
+    }
+    for p in ended {
+        m.emit_event(api::SpiceDisconnected {
+            server: p.server,
+            client: p.client,
+        });
+    }
 }
 
 /// An outgoing migration completed: with `client_migrate_info` given, the SPICE server

@@ -51,12 +51,14 @@ pub fn add_client(m: &mut Machine, a: api::AddClient, cx: &mut Cx) -> R<Empty> {
             a.fdname
         )));
     };
+    if !display::is_socket(&fd) {
+        return Err(crate::generic("parameter @fdname must name a socket"));
+    }
     let inactive = |what: &str| Err(QmpError::new(ErrorClass::DeviceNotActive, what));
     match a.protocol.as_str() {
-        "spice" if display::spice::config(m).is_some() => Err(crate::generic(
-            "Command 'add_client' with 'protocol' = \"spice\" is not implemented by this \
-             simulated machine",
-        )),
+        "spice" if display::spice::config(m).is_some() => {
+            display::spice::add_client(m, fd, a.tls.unwrap_or(false)).map(|()| Empty)
+        }
         "spice" => inactive("SPICE is not in use"),
         "@dbus-display" => inactive("D-Bus display is not in use"),
         "vnc" => display::add_client(m, fd, a.skipauth.unwrap_or(false)).map(|()| Empty),
