@@ -193,24 +193,28 @@ fn add_client_takes_the_descriptor() {
             "foo",
             Err("GenericError: protocol 'foo' is invalid".to_string()),
         ),
-        // A VNC viewer is a socket.
-        (
-            "vnc",
-            Err("GenericError: parameter @fdname must name a socket".to_string()),
-        ),
     ];
     for (protocol, want) in cases {
-        give(&mut m, &mut cx, file_fd("fds-client", true));
-        let raw = session.lock().unwrap()["c"].as_raw_fd();
-        let got = run_cx(
-            &mut m,
-            "add_client",
-            json!({"protocol": protocol, "fdname": "c"}),
-            &mut cx,
-        );
-        assert_eq!(got, want, "{protocol}");
-        assert!(!session.lock().unwrap().contains_key("c"), "{protocol}");
-        assert!(!is_open(raw), "{protocol}");
+        // A descriptor that is no socket is refused first, whatever the protocol.
+        for (fd, want) in [
+            (
+                file_fd("fds-client", true),
+                Err("GenericError: parameter @fdname must name a socket".to_string()),
+            ),
+            (UnixStream::pair().unwrap().1.into(), want),
+        ] {
+            give(&mut m, &mut cx, fd);
+            let raw = session.lock().unwrap()["c"].as_raw_fd();
+            let got = run_cx(
+                &mut m,
+                "add_client",
+                json!({"protocol": protocol, "fdname": "c"}),
+                &mut cx,
+            );
+            assert_eq!(got, want, "{protocol}");
+            assert!(!session.lock().unwrap().contains_key("c"), "{protocol}");
+            assert!(!is_open(raw), "{protocol}");
+        }
     }
     // Without a VNC server, QEMU answers a VNC viewer with success (and closes it); a
     // descriptor that is no socket is refused all the same.
@@ -240,7 +244,8 @@ fn add_client_takes_the_descriptor() {
     // A character device that is not a socket refuses the client.
     let ring = json!({"id": "r", "backend": {"type": "ringbuf", "data": {}}});
     ok(run_cx(&mut m, "chardev-add", ring, &mut cx));
-    give(&mut m, &mut cx, file_fd("fds-client", true));
+    let (_mine, theirs) = UnixStream::pair().unwrap();
+    give(&mut m, &mut cx, theirs.into());
     assert_eq!(
         run_cx(
             &mut m,
@@ -283,7 +288,8 @@ fn add_client_takes_the_descriptor() {
     theirs.read_exact(&mut buf).expect("read");
     assert_eq!(&buf, b"hi");
     // A second client finds the place taken.
-    give(&mut m, &mut cx, file_fd("fds-client", true));
+    let (_second, theirs2) = UnixStream::pair().unwrap();
+    give(&mut m, &mut cx, theirs2.into());
     assert_eq!(
         run_cx(
             &mut m,
