@@ -386,7 +386,7 @@ impl Job {
 
     /// When a rate-limited job's run phase ends, at the speed it has now.
     fn limited_end(&self, now_ns: u64) -> u64 {
-        let at = self.next_chunk_ns.unwrap_or(now_ns);
+        let at = self.next_chunk_ns.or(self.last_ns).unwrap_or(now_ns);
         let left = self.total.saturating_sub(self.current);
         if left == 0 {
             return if self.waits_after_last_chunk() {
@@ -1420,9 +1420,17 @@ impl Jobs {
         let j = &mut self.jobs[i];
         let last = j.last_ns.replace(now_ns).unwrap_or(now_ns);
         if j.status != JobStatus::Running {
+            // Time a job does not run earns it no chunks: once it runs again, its next
+            // chunk goes at once.
+            if let Some(at) = j.next_chunk_ns.as_mut() {
+                *at = (*at).max(now_ns);
+            }
             return;
         }
         if j.speed > 0 {
+            // The first chunk goes when the job started running (or got its limit), not
+            // when the clock is next looked at.
+            j.next_chunk_ns.get_or_insert(last);
             let done = j.limited_steps(now_ns);
             self.show_remaining(graph, i);
             if done {

@@ -317,6 +317,26 @@ fn progress_follows_the_clock_and_the_speed_limit() {
     jobs.set_speed("b", 0).unwrap();
     jobs.advance(&mut g, t0 + 1001 * SEC);
     assert_eq!(jobs.status("b"), None);
+    // The clock looked at only well after the start: the chunks due since the start are
+    // done (the first went when the job started, not when the clock was next read).
+    let mut jobs = Jobs::new(1 << 30);
+    let mut o = JobOptions::new("b");
+    o.speed = 4_000_000;
+    let t1 = 20 * SEC;
+    jobs.advance(&mut g, t1);
+    jobs.start_backup(
+        &mut g,
+        &o,
+        "top",
+        "tgt",
+        SyncMode::Full,
+        &Default::default(),
+    )
+    .unwrap();
+    assert_eq!(jobs.next_deadline(), Some(t1 + 3 * wait));
+    jobs.advance(&mut g, t1 + wait);
+    assert_eq!(progress(&jobs), 2 << 20);
+    jobs.cancel(&mut g, "b", true).unwrap();
     // A mirror copies its whole buffer (16 MiB) at once, and is ready once that is paid
     // for: 4 MiB at 1 MiB/s, four seconds; a pause holds it.
     let mut jobs = Jobs::new(1 << 30);
