@@ -264,6 +264,12 @@ fn progress_follows_the_clock_and_the_speed_limit() {
     add_top(&mut g, dir.path());
     add_tgt(&mut g, dir.path());
     let progress = |jobs: &Jobs| jobs.query_jobs()[0].current_progress;
+    // A full backup of `top` to `tgt`.
+    let backup = |jobs: &mut Jobs, g: &mut BlockGraph, o: &JobOptions| {
+        let none = Default::default();
+        jobs.start_backup(g, o, "top", "tgt", SyncMode::Full, &none)
+            .unwrap();
+    };
     // Under a speed limit a job does a chunk of work at once, then waits until the chunk is
     // paid for at its speed (QEMU's rate limiter: the bytes over the quota of a 100 ms
     // slice). A backup moves 1 MiB at a time, and it
@@ -273,15 +279,7 @@ fn progress_follows_the_clock_and_the_speed_limit() {
     let mut jobs = Jobs::new(1 << 30);
     let mut o = JobOptions::new("b");
     o.speed = 4_000_000;
-    jobs.start_backup(
-        &mut g,
-        &o,
-        "top",
-        "tgt",
-        SyncMode::Full,
-        &Default::default(),
-    )
-    .unwrap();
+    backup(&mut jobs, &mut g, &o);
     jobs.advance(&mut g, 0);
     assert_eq!(progress(&jobs), 1 << 20);
     jobs.advance(&mut g, wait - 1);
@@ -300,15 +298,7 @@ fn progress_follows_the_clock_and_the_speed_limit() {
     o.speed = 1;
     let t0 = 10 * SEC;
     jobs.advance(&mut g, t0);
-    jobs.start_backup(
-        &mut g,
-        &o,
-        "top",
-        "tgt",
-        SyncMode::Full,
-        &Default::default(),
-    )
-    .unwrap();
+    backup(&mut jobs, &mut g, &o);
     jobs.advance(&mut g, t0);
     assert_eq!(progress(&jobs), 1 << 20);
     jobs.advance(&mut g, t0 + 1000 * SEC);
@@ -324,15 +314,7 @@ fn progress_follows_the_clock_and_the_speed_limit() {
     o.speed = 4_000_000;
     let t1 = 20 * SEC;
     jobs.advance(&mut g, t1);
-    jobs.start_backup(
-        &mut g,
-        &o,
-        "top",
-        "tgt",
-        SyncMode::Full,
-        &Default::default(),
-    )
-    .unwrap();
+    backup(&mut jobs, &mut g, &o);
     assert_eq!(jobs.next_deadline(), Some(t1 + 3 * wait));
     jobs.advance(&mut g, t1 + wait);
     assert_eq!(progress(&jobs), 2 << 20);

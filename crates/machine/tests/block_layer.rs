@@ -5,31 +5,17 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use qmpkit_block::image::{self, CreateOptions, Image, ImageFormat};
+use qmpkit_block::image::{self, Image, ImageFormat};
 use qmpkit_machine::config::DriveConfig;
 use qmpkit_machine::{Machine, MachineConfig};
 use serde_json::{json, Value};
 
 mod common;
 
-use common::{ok, run, schema, step};
+use common::{ok, qcow2, run, schema, step};
 
 fn dir(name: &str) -> PathBuf {
-    let d = Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .join("qmpkit-block-layer")
-        .join(name);
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).expect("test dir");
-    d
-}
-
-fn qcow2(path: &Path, size: u64, backing: Option<&Path>) {
-    let mut o = CreateOptions::new(ImageFormat::Qcow2, size);
-    if let Some(b) = backing {
-        o.backing_file = Some(b.to_string_lossy().into_owned());
-        o.backing_format = Some(ImageFormat::Qcow2);
-    }
-    image::create(path, &o).expect("create image");
+    common::scratch_dir("qmpkit-block-layer", name)
 }
 
 fn fill(path: &Path, offset: u64, byte: u8, len: usize) {

@@ -8,7 +8,6 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use qmpkit_block::image::{self, CreateOptions, ImageFormat};
 use qmpkit_machine::config::DriveConfig;
 use qmpkit_machine::{Cx, Machine, MachineConfig, Reply};
 use qmpkit_schema::model::EntityKind;
@@ -16,24 +15,10 @@ use serde_json::{json, Value};
 
 mod common;
 
-use common::{machine_10, ok, run, schema, served_args, WRITTEN};
+use common::{machine_10, ok, qcow2, run, schema, served_args, WRITTEN};
 
 fn dir(name: &str) -> PathBuf {
-    let d = Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .join("qmpkit-written-replies")
-        .join(name);
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).expect("test dir");
-    d
-}
-
-fn qcow2(path: &Path, size: u64, backing: Option<&Path>) {
-    let mut o = CreateOptions::new(ImageFormat::Qcow2, size);
-    if let Some(b) = backing {
-        o.backing_file = Some(b.to_string_lossy().into_owned());
-        o.backing_format = Some(ImageFormat::Qcow2);
-    }
-    image::create(path, &o).expect("create image");
+    common::scratch_dir("qmpkit-written-replies", name)
 }
 
 /// A machine with a real qcow2 chain, null drives with and without options, an empty

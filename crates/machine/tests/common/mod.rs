@@ -158,3 +158,25 @@ pub fn hmp(m: &mut Machine, line: &str) -> String {
     .unwrap()
     .to_string()
 }
+
+/// A fresh scratch directory `name` of the test group `group`, under the target's temporary
+/// directory.
+pub fn scratch_dir(group: &str, name: &str) -> std::path::PathBuf {
+    let d = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(group)
+        .join(name);
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).expect("test dir");
+    d
+}
+
+/// A real qcow2 image of `size` bytes at `path`, over the qcow2 image `backing` if given.
+pub fn qcow2(path: &std::path::Path, size: u64, backing: Option<&std::path::Path>) {
+    use qmpkit_block::{image, CreateOptions, ImageFormat};
+    let mut o = CreateOptions::new(ImageFormat::Qcow2, size);
+    if let Some(b) = backing {
+        o.backing_file = Some(b.to_string_lossy().into_owned());
+        o.backing_format = Some(ImageFormat::Qcow2);
+    }
+    image::create(path, &o).expect("create image");
+}
