@@ -24,9 +24,16 @@ fn file_fd(name: &str, write: bool) -> OwnedFd {
     OwnedFd::from(f)
 }
 
-fn is_open(raw: i32) -> bool {
-    // SAFETY: F_GETFD only asks whether the number is an open descriptor.
-    unsafe { libc::fcntl(raw, libc::F_GETFD) >= 0 }
+/// What descriptor number `raw` is now (`None`: no open descriptor). Other tests of this
+/// binary open descriptors at the same time, so a closed number may be taken again at once:
+/// whether a descriptor is still the one given shows as the same identity.
+fn identity(raw: i32) -> Option<std::path::PathBuf> {
+    std::fs::read_link(format!("/proc/self/fd/{raw}")).ok()
+}
+
+/// Whether `raw` is still the descriptor whose identity was `was`.
+fn is_open(raw: i32, was: &Option<std::path::PathBuf>) -> bool {
+    was.is_some() && identity(raw) == *was
 }
 
 #[test]
@@ -51,9 +58,10 @@ fn getfd_belongs_to_its_client() {
     cx.fds.push(file_fd("fds-a", true));
     ok(run_cx(&mut m, "getfd", json!({"fdname": "x"}), &mut cx));
     let raw = session.lock().unwrap()["x"].as_raw_fd();
-    assert!(is_open(raw));
+    let was = identity(raw);
+    assert!(is_open(raw, &was));
     ok(run_cx(&mut m, "closefd", json!({"fdname": "x"}), &mut cx));
-    assert!(!is_open(raw));
+    assert!(!is_open(raw, &was));
     assert_eq!(
         run_cx(&mut m, "closefd", json!({"fdname": "x"}), &mut cx),
         Err("GenericError: File descriptor named 'x' not found".into())
@@ -62,9 +70,10 @@ fn getfd_belongs_to_its_client() {
     cx.fds.push(file_fd("fds-b", true));
     ok(run_cx(&mut m, "getfd", json!({"fdname": "y"}), &mut cx));
     let raw = session.lock().unwrap()["y"].as_raw_fd();
+    let was = identity(raw);
     drop(cx);
     drop(session);
-    assert!(!is_open(raw));
+    assert!(!is_open(raw, &was));
 }
 
 #[test]
@@ -134,13 +143,14 @@ fn fdsets_ids_order_words_and_use() {
     let e = fdsets::open(&mut m, "/dev/fdset/3", fdsets::OpenOptions::write_create()).unwrap_err();
     assert_eq!(qmpkit_machine::memory::strerror(&e), "Permission denied");
     let raw = a["fd"].as_i64().unwrap() as i32;
+    let was = identity(raw);
     ok(run_cx(
         &mut m,
         "remove-fd",
         json!({"fdset-id": 0, "fd": raw}),
         &mut cx,
     ));
-    assert!(!is_open(raw));
+    assert!(!is_open(raw, &was));
     ok(run_cx(&mut m, "remove-fd", json!({"fdset-id": 0}), &mut cx));
     // Still in use: listed with no descriptors until its user lets go.
     let q = ok(run_cx(&mut m, "query-fdsets", json!({}), &mut cx));
@@ -205,6 +215,7 @@ fn add_client_takes_the_descriptor() {
         ] {
             give(&mut m, &mut cx, fd);
             let raw = session.lock().unwrap()["c"].as_raw_fd();
+            let was = identity(raw);
             let got = run_cx(
                 &mut m,
                 "add_client",
@@ -213,7 +224,7 @@ fn add_client_takes_the_descriptor() {
             );
             assert_eq!(got, want, "{protocol}");
             assert!(!session.lock().unwrap().contains_key("c"), "{protocol}");
-            assert!(!is_open(raw), "{protocol}");
+            assert!(!is_open(raw, &was), "{protocol}");
         }
     }
     // Without a VNC server, QEMU answers a VNC viewer with success (and closes it); a
@@ -234,13 +245,14 @@ fn add_client_takes_the_descriptor() {
     let (_mine, theirs) = UnixStream::pair().unwrap();
     give(&mut plain, &mut cx, theirs.into());
     let raw = session.lock().unwrap()["c"].as_raw_fd();
+    let was = identity(raw);
     ok(run_cx(
         &mut plain,
         "add_client",
         json!({"protocol": "vnc", "fdname": "c"}),
         &mut cx,
     ));
-    assert!(!is_open(raw));
+    assert!(!is_open(raw, &was));
     // A character device that is not a socket refuses the client.
     let ring = json!({"id": "r", "backend": {"type": "ringbuf", "data": {}}});
     ok(run_cx(&mut m, "chardev-add", ring, &mut cx));
