@@ -6,6 +6,9 @@
 //! `ceiling/responder.c`, compiled here at `-O2` and run as its own process, like
 //! qemu-storage-daemon. Otherwise the same loop in Rust, on its own thread with blocking std
 //! I/O, stands in; the target's name says which one ran.
+//!
+//! [`floor`] is the same responder answering with given bytes (a large reply captured from a
+//! real server): what serving that answer costs when nothing is done to make it.
 
 use crate::proto::{wait_listening, Target};
 use std::io::{Read, Write};
@@ -28,15 +31,16 @@ impl Drop for ProcGuard {
     }
 }
 
-fn tmpdir() -> Result<PathBuf, String> {
-    let dir = std::env::temp_dir().join(format!("qmpkit-bench-ceiling-{}", std::process::id()));
+fn tmpdir(tag: &str) -> Result<PathBuf, String> {
+    let dir = std::env::temp_dir().join(format!("qmpkit-bench-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     Ok(dir)
 }
 
-/// Compile and start the C responder; `Err` when there is no C compiler or it fails.
-fn c_responder(dir: &Path) -> Result<Target, String> {
+/// Compile and start the C responder (answering with the contents of `reply`, when given);
+/// `Err` when there is no C compiler or it fails.
+fn c_responder(dir: &Path, name: &str, reply: Option<&Path>) -> Result<Target, String> {
     let cc = std::env::var("CC").unwrap_or_else(|_| "gcc".into());
     let src = dir.join("responder.c");
     let exe = dir.join("responder");
@@ -58,6 +62,7 @@ fn c_responder(dir: &Path) -> Result<Target, String> {
     let child = Command::new(&exe)
         .arg(&socket)
         .arg(PACKAGE)
+        .args(reply)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -66,25 +71,25 @@ fn c_responder(dir: &Path) -> Result<Target, String> {
     let pid = child.id();
     let guard = ProcGuard(child, dir.to_path_buf());
     wait_listening(&socket)?;
-    Ok(Target::unix("ceiling (C responder)", socket, guard)
+    Ok(Target::unix(format!("{name} (C responder)"), socket, guard)
         .with_cpu(PathBuf::from(format!("/proc/{pid}"))))
 }
 
-/// The same responder in Rust, on its own thread.
-fn rust_responder(dir: &Path) -> Result<Target, String> {
+/// The same responder in Rust, on its own thread (answering with `reply`, when given).
+fn rust_responder(dir: &Path, name: &str, reply: Option<Vec<u8>>) -> Result<Target, String> {
     let socket = dir.join("ceiling.sock");
     let listener = UnixListener::bind(&socket).map_err(|e| e.to_string())?;
     std::thread::Builder::new()
         .name("ceiling".into())
         .spawn(move || {
             for s in listener.incoming().flatten() {
-                respond(s);
+                respond(s, reply.as_deref());
             }
         })
         .map_err(|e| e.to_string())?;
     wait_listening(&socket)?;
     Ok(Target::unix(
-        "ceiling (Rust responder)",
+        format!("{name} (Rust responder)"),
         socket,
         DirGuard(dir.to_path_buf()),
     ))
@@ -102,13 +107,14 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
 
-fn respond(mut s: UnixStream) {
+fn respond(mut s: UnixStream, reply: Option<&[u8]>) {
     let greeting = format!(
         "{{\"QMP\": {{\"version\": {{\"qemu\": {{\"micro\": 2, \"minor\": 0, \"major\": 10}}, \"package\": \"{PACKAGE}\"}}, \"capabilities\": [\"oob\"]}}}}\r\n"
     );
-    let ret = format!(
+    let version = format!(
         "{{\"return\": {{\"qemu\": {{\"micro\": 2, \"minor\": 0, \"major\": 10}}, \"package\": \"{PACKAGE}\"}}"
     );
+    let ret = reply.unwrap_or(version.as_bytes());
     if s.write_all(greeting.as_bytes()).is_err() {
         return;
     }
@@ -128,7 +134,7 @@ fn respond(mut s: UnixStream) {
             if find(line, b"qmp_capabilities").is_some() {
                 out.extend_from_slice(b"{\"return\": {}");
             } else {
-                out.extend_from_slice(ret.as_bytes());
+                out.extend_from_slice(ret);
             }
             if let (Some(i), Some(c)) = (
                 find(line, b"\"id\": "),
@@ -155,13 +161,32 @@ fn respond(mut s: UnixStream) {
 
 /// The ceiling target: the C responder if it compiles, else the Rust one.
 pub fn target() -> Result<Target, String> {
-    let dir = tmpdir()?;
-    match c_responder(&dir) {
+    let dir = tmpdir("ceiling")?;
+    match c_responder(&dir, "ceiling", None) {
         Ok(t) => Ok(t),
         Err(e) => {
             println!("proto: no C responder ({e}); the Rust responder is the ceiling");
-            let dir = tmpdir()?;
-            rust_responder(&dir)
+            let dir = tmpdir("ceiling")?;
+            rust_responder(&dir, "ceiling", None)
+        }
+    }
+}
+
+/// The responder answering every command with `reply` (a whole reply line, `\r\n` and
+/// all, without an `id`), named `name`: the C one if it compiles, else the Rust one.
+pub fn floor(name: &str, reply: &[u8]) -> Result<Target, String> {
+    let body = reply
+        .strip_suffix(b"}\r\n")
+        .ok_or("the reply does not end a QMP line")?;
+    let dir = tmpdir(name)?;
+    let file = dir.join("reply");
+    std::fs::write(&file, body).map_err(|e| format!("{}: {e}", file.display()))?;
+    match c_responder(&dir, name, Some(&file)) {
+        Ok(t) => Ok(t),
+        Err(e) => {
+            println!("{name}: no C responder ({e}); the Rust responder stands in");
+            let dir = tmpdir(name)?;
+            rust_responder(&dir, name, Some(body.to_vec()))
         }
     }
 }

@@ -10,6 +10,7 @@ mod migration;
 mod probe;
 mod process;
 mod proto;
+mod query_block;
 mod schema;
 mod startup;
 mod tools;
@@ -55,8 +56,9 @@ fn main() {
     if on("migration") || on("ringbuf") {
         migration::run(&mut results, on("migration"));
     }
-    if on("block") {
-        block::run(&mut results);
+    // `query-block` alone is the block section's `query-block` part.
+    if on("block") || on("query-block") {
+        block::run(&mut results, on("block"));
     }
     if on("tools") {
         tools::run(&mut results);

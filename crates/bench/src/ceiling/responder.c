@@ -6,7 +6,12 @@
  * one write per batch of lines read together. What a monitor costs beyond this is parsing,
  * dispatch and scheduling.
  *
- * usage: responder SOCKET-PATH PACKAGE
+ * With REPLY-FILE, every line but qmp_capabilities is answered with that file's bytes instead
+ * (a reply line without its closing `}\r\n`, which the responder adds after the id): the
+ * floor of a command whose answer is large, the same bytes served by a process that does
+ * nothing to make them.
+ *
+ * usage: responder SOCKET-PATH PACKAGE [REPLY-FILE]
  */
 #define _GNU_SOURCE
 #include <stdio.h>
@@ -17,7 +22,8 @@
 #include <unistd.h>
 
 static char in[1 << 16];
-static char out[1 << 20];
+static char *out;
+static size_t out_size;
 
 static int write_all(int fd, const char *p, size_t n)
 {
@@ -35,15 +41,34 @@ int main(int argc, char **argv)
 {
     if (argc < 3)
         return 2;
-    char greeting[512], ret[512];
+    char greeting[512], ver[512];
     int glen = snprintf(greeting, sizeof greeting,
                         "{\"QMP\": {\"version\": {\"qemu\": {\"micro\": 2, \"minor\": 0, "
                         "\"major\": 10}, \"package\": \"%s\"}, \"capabilities\": [\"oob\"]}}\r\n",
                         argv[2]);
-    int rlen = snprintf(ret, sizeof ret,
+    int vlen = snprintf(ver, sizeof ver,
                         "{\"return\": {\"qemu\": {\"micro\": 2, \"minor\": 0, \"major\": 10}, "
                         "\"package\": \"%s\"}", argv[2]);
-    if (glen <= 0 || rlen <= 0 || glen >= (int)sizeof greeting || rlen >= (int)sizeof ret)
+    if (glen <= 0 || vlen <= 0 || glen >= (int)sizeof greeting || vlen >= (int)sizeof ver)
+        return 2;
+    const char *ret = ver;
+    size_t rlen = (size_t)vlen;
+    if (argc > 3) {
+        FILE *f = fopen(argv[3], "rb");
+        if (f == NULL || fseek(f, 0, SEEK_END) != 0)
+            return 2;
+        long size = ftell(f);
+        char *r = size > 0 ? malloc((size_t)size) : NULL;
+        if (r == NULL || fseek(f, 0, SEEK_SET) != 0 || fread(r, 1, (size_t)size, f) != (size_t)size)
+            return 2;
+        fclose(f);
+        ret = r;
+        rlen = (size_t)size;
+    }
+    /* Room for a batch of replies, and always for one more with its id. */
+    out_size = (1 << 20) + rlen + 1024;
+    out = malloc(out_size);
+    if (out == NULL)
         return 2;
     int l = socket(AF_UNIX, SOCK_STREAM, 0);
     struct sockaddr_un a;
@@ -71,12 +96,17 @@ int main(int argc, char **argv)
             size_t o = 0;
             while ((nl = memchr(p, '\n', (size_t)(end - p))) != NULL) {
                 size_t len = (size_t)(nl - p);
+                if (o + rlen + 512 > out_size) {
+                    if (write_all(c, out, o) != 0)
+                        goto done;
+                    o = 0;
+                }
                 if (memmem(p, len, "qmp_capabilities", 16) != NULL) {
                     memcpy(out + o, "{\"return\": {}", 13);
                     o += 13;
                 } else {
-                    memcpy(out + o, ret, (size_t)rlen);
-                    o += (size_t)rlen;
+                    memcpy(out + o, ret, rlen);
+                    o += rlen;
                 }
                 char *id = memmem(p, len, "\"id\": ", 6);
                 char *close_brace = memrchr(p, '}', len);
@@ -92,11 +122,6 @@ int main(int argc, char **argv)
                 memcpy(out + o, "}\r\n", 3);
                 o += 3;
                 p = nl + 1;
-                if (o > sizeof out - 1024) {
-                    if (write_all(c, out, o) != 0)
-                        goto done;
-                    o = 0;
-                }
             }
             if (o > 0 && write_all(c, out, o) != 0)
                 break;
