@@ -465,6 +465,8 @@ pub struct NodeInfo {
     /// What the node's image says about itself; `backing_image` filled for non-flat queries.
     pub image: ImageInfo,
     pub backing_image: Option<Box<NodeInfo>>,
+    /// The node's dirty bitmaps.
+    pub bitmaps: Vec<crate::bitmap::DirtyBitmap>,
 }
 
 /// `XDbgBlockGraphNodeType`.
@@ -615,6 +617,14 @@ impl Default for BlockGraph {
     fn default() -> Self {
         BlockGraph::new(0x9e37_79b9_7f4a_7c15)
     }
+}
+
+/// `node`'s child in a role.
+fn child_in(node: &Node, role: ChildRole) -> Option<&str> {
+    node.children
+        .iter()
+        .find(|e| e.role == role)
+        .map(|e| e.child.as_str())
 }
 
 /// A child opened with its parent takes the parent's cache mode unless it gives its own.
@@ -2054,12 +2064,7 @@ impl BlockGraph {
 
     /// [`BlockGraph::child`], borrowed.
     fn child_of(&self, name: &str, role: ChildRole) -> Option<&str> {
-        self.nodes
-            .get(name)?
-            .children
-            .iter()
-            .find(|e| e.role == role)
-            .map(|e| e.child.as_str())
+        child_in(self.nodes.get(name)?, role)
     }
 
     /// The child holding a node's data (`query-blockstats`' `parent`): a filter's filtered
@@ -2105,19 +2110,19 @@ impl BlockGraph {
         out
     }
 
-    /// How many filtered or backing children lie below `name` (QEMU counts filters as
+    /// How many filtered or backing children lie below `node` (QEMU counts filters as
     /// layers): [`BlockGraph::layers_below`]'s count, without the list.
-    fn depth_below(&self, name: &str) -> u64 {
-        let mut cur = name;
+    fn depth_below_node(&self, node: &Node) -> u64 {
+        let mut cur = node;
         let mut depth = 0;
         while depth < 255 {
-            let Some(n) = self.nodes.get(cur) else { break };
-            let role = n.driver.filtered_role().unwrap_or(ChildRole::Backing);
-            match self.child_of(cur, role) {
-                Some(c) => cur = c,
+            let role = cur.driver.filtered_role().unwrap_or(ChildRole::Backing);
+            let Some(c) = child_in(cur, role) else { break };
+            depth += 1;
+            match self.nodes.get(c) {
+                Some(n) => cur = n,
                 None => break,
             }
-            depth += 1;
         }
         depth
     }
@@ -2501,24 +2506,22 @@ impl BlockGraph {
         // backing chain (past the job filters).
         let backing = match node.driver.filtered_role() {
             Some(_) => None,
-            None => self
-                .child_of(name, ChildRole::Backing)
+            None => child_in(node, ChildRole::Backing)
                 .map(|b| self.below_filters(b, false))
                 .and_then(|b| self.nodes.get(b)),
         };
         // The image below: a filter's filtered child, another node's backing child.
-        let below = self
-            .child_of(
-                name,
-                node.driver.filtered_role().unwrap_or(ChildRole::Backing),
-            )
-            .map(|b| {
-                if skip_implicit {
-                    self.below_implicit(b)
-                } else {
-                    b
-                }
-            });
+        let below = child_in(
+            node,
+            node.driver.filtered_role().unwrap_or(ChildRole::Backing),
+        )
+        .map(|b| {
+            if skip_implicit {
+                self.below_implicit(b)
+            } else {
+                b
+            }
+        });
         let backing_image = match (deep, below) {
             (true, Some(b)) => Some(Box::new(self.node_info_in(b, true, skip_implicit)?)),
             _ => None,
@@ -2530,7 +2533,7 @@ impl BlockGraph {
             ro: node.read_only || node.driver == Driver::CommitTop,
             drv: node.driver.name().to_string(),
             backing_file: backing.map(|b| b.filename.clone()),
-            backing_file_depth: self.depth_below(name),
+            backing_file_depth: self.depth_below_node(node),
             encrypted: false,
             detect_zeroes: node.detect_zeroes,
             bps: 0,
@@ -2549,6 +2552,11 @@ impl BlockGraph {
             image_format: node.driver.name().to_string(),
             image: self.image_info_of(node)?,
             backing_image,
+            bitmaps: node
+                .bitmaps
+                .lock()
+                .map(|set| set.list.clone())
+                .unwrap_or_default(),
         })
     }
 

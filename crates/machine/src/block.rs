@@ -127,6 +127,8 @@ pub struct BlockState {
     pub throttle: crate::block_throttle::Throttles,
     /// The file names QEMU shows for the graph's nodes, kept while the graph is unchanged.
     names: filename::Names,
+    /// The graph's generation when the drives' media last followed it ([`sync_media`]).
+    media_synced: Option<qmpkit_block::graph::Generation>,
 }
 
 /// The permissions a guest device's backend takes on its node, and what it shares.
@@ -1010,7 +1012,7 @@ pub fn image_info(
 pub fn node_device_info(m: &Machine, n: qmpkit_block::NodeInfo) -> api::BlockDeviceInfo {
     let g = &m.block.graph;
     let names = &m.block.names;
-    let dirty_bitmaps = dirty_info(m, &n.node_name);
+    let dirty_bitmaps = dirty_list(&n.bitmaps);
     let file = names.filename(g, &n.node_name);
     let backing_file = match n.backing_file {
         Some(_) => g
@@ -1125,6 +1127,7 @@ fn device_info(
         image_format,
         image,
         backing_image,
+        bitmaps: _,
     } = n;
     let image = image_chain(&node_name, image, &image_format, backing_image, filename);
     let mut b = plain_info(file, node_name, ro, drv, image);
@@ -1194,7 +1197,18 @@ pub fn query_block(m: &Machine) -> Vec<api::BlockInfo> {
         // A medium that went away under the drive (pivoted by a job) is found by its
         // backend.
         let medium = d.medium.as_ref();
-        let real = medium.filter(|med| med.user.is_some());
+        let inserted = medium.and_then(|med| inserted(m, med)).map(|mut ins| {
+            report(m, &d.id, &mut ins);
+            ins
+        });
+        // A real medium's node's bitmaps, as its `inserted` has them (a medium whose node
+        // is gone has none).
+        let dirty_bitmaps = match medium {
+            Some(med) if med.user.is_some() => {
+                inserted.as_ref().and_then(|i| i.dirty_bitmaps.clone())
+            }
+            _ => None,
+        };
         api::BlockInfo {
             device: d.id.clone(),
             qdev: fronts
@@ -1203,13 +1217,10 @@ pub fn query_block(m: &Machine) -> Vec<api::BlockInfo> {
             r#type: "unknown".into(),
             removable: d.removable,
             locked: d.locked,
-            inserted: medium.and_then(|med| inserted(m, med)).map(|mut ins| {
-                report(m, &d.id, &mut ins);
-                ins
-            }),
+            inserted,
             tray_open: d.has_tray.then_some(d.tray_open),
             io_status: (!d.floppy).then(|| io_status(d.io_status)),
-            dirty_bitmaps: real.and_then(|med| dirty_info(m, &med.node_name)),
+            dirty_bitmaps,
         }
     }));
     out.extend(plugged_info(m));
@@ -1251,7 +1262,11 @@ pub fn report(m: &Machine, drive: &str, info: &mut api::BlockDeviceInfo) {
 /// `dirty-bitmaps` of a node (2.12's `status` and 4.0's `recording`, `busy`, `persistent`
 /// and `inconsistent` alike); None when it has none.
 pub fn dirty_info(m: &Machine, node: &str) -> Option<Vec<api::BlockDirtyInfo>> {
-    let list = m.block.graph.bitmaps(node);
+    dirty_list(&m.block.graph.bitmaps(node))
+}
+
+/// [`dirty_info`] of a node's bitmaps.
+fn dirty_list(list: &[qmpkit_block::bitmap::DirtyBitmap]) -> Option<Vec<api::BlockDirtyInfo>> {
     (!list.is_empty()).then(|| {
         list.iter()
             .map(|b| api::BlockDirtyInfo {
@@ -1433,30 +1448,57 @@ pub fn pump(m: &mut Machine) {
 }
 
 /// Drives whose backend a job moved (a mirror's pivot, an active commit, a snapshot) follow
-/// it: the medium names the node the backend now uses.
+/// it: the medium names the node the backend now uses. Done again only once the graph has
+/// changed (its [`Generation`](qmpkit_block::graph::Generation)): a medium changes with the
+/// graph (its backend attached, moved or detached), never alone.
 pub fn sync_media(m: &mut Machine) {
-    let BlockState { graph, drives, .. } = &mut m.block;
-    let on = graph.device_nodes();
-    for d in drives.iter_mut() {
-        let Some(med) = d.medium.as_mut() else {
+    let BlockState {
+        graph,
+        drives,
+        media_synced,
+        ..
+    } = &mut m.block;
+    let now = graph.generation();
+    if *media_synced == Some(now) {
+        // Builds with debug assertions (the tests) check that nothing moved unseen.
+        debug_assert!(
+            moved_media(graph, drives).is_empty(),
+            "a drive's medium left its node without the graph changing"
+        );
+        return;
+    }
+    *media_synced = Some(now);
+    for (i, now) in moved_media(graph, drives) {
+        let Some(med) = drives[i].medium.as_mut() else {
             continue;
         };
-        if med.user.is_none() {
+        med.file = graph.filename(&now).unwrap_or_default();
+        med.format = graph
+            .driver(&now)
+            .map(|d| d.name().to_string())
+            .unwrap_or_default();
+        med.node_name = now;
+    }
+}
+
+/// The drives (by index) whose backend is on another node than their medium names, and that
+/// node.
+fn moved_media(graph: &BlockGraph, drives: &[Drive]) -> Vec<(usize, String)> {
+    let on = graph.device_nodes();
+    let mut out = Vec::new();
+    for (i, d) in drives.iter().enumerate() {
+        let Some(med) = d.medium.as_ref().filter(|med| med.user.is_some()) else {
             continue;
-        }
+        };
         // A job's implicit filter above the drive's node does not show.
         let Some(now) = on.get(d.id.as_str()).map(|n| graph.below_implicit(n)) else {
             continue;
         };
         if now != med.node_name {
-            med.file = graph.filename(now).unwrap_or_default();
-            med.format = graph
-                .driver(now)
-                .map(|d| d.name().to_string())
-                .unwrap_or_default();
-            med.node_name = now.to_string();
+            out.push((i, now.to_string()));
         }
     }
+    out
 }
 
 /// The node a user of the graph is on now.

@@ -50,6 +50,7 @@ pub fn write_qemu_serialized<T: Serialize + ?Sized>(
         out,
         members: Vec::new(),
         scratch: Vec::new(),
+        orders: Vec::new(),
         names: Names::default(),
     };
     let r = t.serialize(&mut w);
@@ -75,31 +76,56 @@ struct Writer<'a> {
     members: Vec<Member>,
     /// Where an object's text waits while its members are put in order.
     scratch: Vec<u8>,
+    /// An object's sort words while they are sorted.
+    orders: Vec<u64>,
     names: Names,
+}
+
+/// A member's sort word: its name's bucket ascending, then the member inserted last first
+/// (`index`: its place in its object).
+fn member_order(bucket: u32, index: usize) -> u64 {
+    (u64::from(bucket) << 32) | u64::from(u32::MAX - index as u32)
+}
+
+/// The place in its object of the member whose sort word is `order`.
+fn member_index(order: u64) -> usize {
+    (u32::MAX - order as u32) as usize
 }
 
 /// Member names that come back (each element of a list of one type has the same ones): each
 /// name's bucket and written form (`"name": `), found again by where its text is and checked
 /// against that text, so that it is hashed and escaped once. Names are memorised only once a
-/// value has had a few: small replies pay nothing for it.
+/// value has had a few: small replies pay nothing for it. The table is open-addressed and
+/// large beside the names a reply's types have (a few hundred at most), so that a name once
+/// seen is nearly always found again.
 #[derive(Default)]
 struct Names {
     seen: usize,
-    slots: Vec<Option<KnownName>>,
+    slots: Vec<KnownName>,
+    /// Each memorised name's text, then its written form.
+    arena: Vec<u8>,
 }
 
+/// A memorised name; `ptr` 0: a free slot.
+#[derive(Clone, Copy, Default)]
 struct KnownName {
     ptr: usize,
-    /// The name's text, then its written form.
-    text: Box<[u8]>,
-    len: usize,
+    len: u32,
+    /// Where its text starts in the arena (its written form follows).
+    at: u32,
+    /// Its written form's length.
+    written: u32,
     bucket: u32,
 }
 
 /// Names a value has before they are memorised.
 const NAMES_BEFORE_MEMO: usize = 64;
-/// Memorised names (a power of two).
-const NAME_SLOTS: usize = 128;
+/// Slots of the table (a power of two).
+const NAME_SLOTS: usize = 1024;
+/// Slots looked at for one name before it takes the first of them.
+const NAME_PROBES: usize = 8;
+/// The arena stops growing here (a value with ever new names gains nothing from it).
+const NAME_ARENA_MAX: usize = 1 << 20;
 
 impl Names {
     /// Write `key` as a member name (`"key": `) and give its bucket.
@@ -111,29 +137,47 @@ impl Names {
             return member_bucket(key);
         }
         if self.slots.is_empty() {
-            self.slots.resize_with(NAME_SLOTS, || None);
+            self.slots.resize(NAME_SLOTS, KnownName::default());
         }
         let ptr = key.as_ptr() as usize;
-        let slot = ((ptr >> 3) ^ (ptr >> 10) ^ key.len()) & (NAME_SLOTS - 1);
-        if let Some(k) = &self.slots[slot] {
-            if k.ptr == ptr && k.text[..k.len] == *key.as_bytes() {
-                out.extend_from_slice(&k.text[k.len..]);
+        let home = ((ptr as u64 ^ key.len() as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 54)
+            as usize
+            & (NAME_SLOTS - 1);
+        let mut free = None;
+        for i in 0..NAME_PROBES {
+            let slot = (home + i) & (NAME_SLOTS - 1);
+            let k = self.slots[slot];
+            if k.ptr == 0 {
+                free = Some(slot);
+                break;
+            }
+            let at = k.at as usize;
+            if k.ptr == ptr
+                && k.len as usize == key.len()
+                && self.arena[at..at + key.len()] == *key.as_bytes()
+            {
+                let w = at + key.len();
+                out.extend_from_slice(&self.arena[w..w + k.written as usize]);
                 return k.bucket;
             }
         }
-        let at = out.len();
+        let start = out.len();
         write_string(key, out);
         out.extend_from_slice(b": ");
         let bucket = member_bucket(key);
-        let mut text = Vec::with_capacity(key.len() + out.len() - at);
-        text.extend_from_slice(key.as_bytes());
-        text.extend_from_slice(&out[at..]);
-        self.slots[slot] = Some(KnownName {
-            ptr,
-            text: text.into_boxed_slice(),
-            len: key.len(),
-            bucket,
-        });
+        let written = out.len() - start;
+        if self.arena.len() + key.len() + written <= NAME_ARENA_MAX {
+            let at = self.arena.len();
+            self.arena.extend_from_slice(key.as_bytes());
+            self.arena.extend_from_slice(&out[start..]);
+            self.slots[free.unwrap_or(home)] = KnownName {
+                ptr,
+                len: key.len() as u32,
+                at: at as u32,
+                written: written as u32,
+                bucket,
+            };
+        }
         bucket
     }
 }
@@ -144,17 +188,29 @@ impl Writer<'_> {
     fn order_members(&mut self, base: usize, body: usize) {
         let n = self.members.len() - base;
         if n >= 2 {
-            let members = &mut self.members[base..];
-            members.sort_unstable_by_key(|m| m.order);
+            // The sort words alone are sorted (each holds its member's index).
+            let members = &self.members[base..];
+            self.orders.clear();
+            self.orders.extend(members.iter().map(|m| m.order));
+            self.orders.sort_unstable();
             self.scratch.clear();
             self.scratch.extend_from_slice(&self.out[body..]);
-            self.out.truncate(body);
-            for (i, m) in members.iter().enumerate() {
-                if i > 0 {
-                    self.out.extend_from_slice(b", ");
+            let (out, scratch) = (&mut *self.out, &self.scratch[..]);
+            out.truncate(body);
+            out.reserve(scratch.len() + 2 * n);
+            let text = |order: u64| {
+                members.get(member_index(order)).map_or(&[][..], |m| {
+                    scratch
+                        .get(m.start - body..m.end - body)
+                        .unwrap_or_default()
+                })
+            };
+            if let Some((&first, rest)) = self.orders.split_first() {
+                out.extend_from_slice(text(first));
+                for &order in rest {
+                    out.extend_from_slice(b", ");
+                    out.extend_from_slice(text(order));
                 }
-                self.out
-                    .extend_from_slice(&self.scratch[m.start - body..m.end - body]);
             }
         } else if n == 1 {
             // The marker of a largest double (see `json`): one member under its key whose
@@ -225,13 +281,12 @@ impl<'w, 'a> Compound<'w, 'a> {
 
     /// Start member `key`; its value comes next ([`Compound::value`]).
     fn key_str(&mut self, key: &str) {
-        let index = (self.w.members.len() - self.base) as u64;
+        let index = self.w.members.len() - self.base;
         let start = self.w.out.len();
         let bucket = self.w.names.write(key, self.w.out);
         let value = self.w.out.len();
         self.w.members.push(Member {
-            // Bucket ascending, then the member inserted last first.
-            order: (u64::from(bucket) << 32) | (u64::from(u32::MAX) - index),
+            order: member_order(bucket, index),
             start,
             end: value,
             marker: key == LARGEST_DOUBLE_KEY,

@@ -196,3 +196,77 @@ fn an_error_leaves_the_output_as_it_was() {
     assert!(write_qemu_serialized(&bad, &mut out).is_err());
     assert_eq!(out, before);
 }
+
+/// A struct with more members than the writer sorts without help, names in many buckets.
+#[derive(Serialize)]
+#[serde(rename_all = "kebab-case")]
+struct Wide {
+    node_name: String,
+    file: String,
+    ro: bool,
+    drv: String,
+    backing_file_depth: u64,
+    encrypted: bool,
+    detect_zeroes: String,
+    bps: u64,
+    bps_rd: u64,
+    bps_wr: u64,
+    iops: u64,
+    iops_rd: u64,
+    iops_wr: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    bps_max: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    group: Option<String>,
+    image: Inner,
+    cache: std::collections::BTreeMap<&'static str, bool>,
+    write_threshold: u64,
+    active: bool,
+    /// Keys that are made for each entry and dropped at once: one spelling may come back at
+    /// the same address as another.
+    by_number: std::collections::BTreeMap<u64, u8>,
+}
+
+#[test]
+fn large_replies_with_names_that_come_back() {
+    // Many elements of one type (names found again from the second element on), optional
+    // members present in some, map keys written from temporaries, and many distinct names
+    // (more than the writer keeps) in one value.
+    let wide: Vec<Wide> = (0..600u64)
+        .map(|i| Wide {
+            node_name: format!("#block{i}"),
+            file: "null-co://".into(),
+            ro: i % 3 == 0,
+            drv: "null-co".into(),
+            backing_file_depth: i % 2,
+            encrypted: false,
+            detect_zeroes: "off".into(),
+            bps: i,
+            bps_rd: 0,
+            bps_wr: 0,
+            iops: 0,
+            iops_rd: 0,
+            iops_wr: 0,
+            bps_max: (i % 5 == 0).then_some(i * 10),
+            group: (i % 7 == 0).then(|| format!("g{i}")),
+            image: Inner {
+                name: "null-co://".into(),
+                size: 1 << 30,
+                ratio: 0.5,
+                missing: None,
+            },
+            cache: [("writeback", true), ("direct", false), ("no-flush", false)]
+                .into_iter()
+                .collect(),
+            write_threshold: 0,
+            active: true,
+            by_number: (0..(i % 4)).map(|k| (i * 1000 + k, k as u8)).collect(),
+        })
+        .collect();
+    same(&wide);
+    let mut many = Map::new();
+    for i in 0..3000 {
+        many.insert(format!("member-{i}"), Value::from(i));
+    }
+    same(&vec![Value::Object(many.clone()), Value::Object(many)]);
+}
