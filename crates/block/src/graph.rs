@@ -16,10 +16,12 @@ use crate::{Error, ErrorClass, Result};
 mod backing;
 mod bitmaps;
 mod passed;
+pub mod quorum;
 mod reopen;
 mod snapshots;
 
 pub use passed::{OpenFlags, OpenFn, PassedFile};
+pub use quorum::{QuorumEvent, QuorumOp, QuorumOptions, QuorumSettings, ReadPattern};
 
 /// Block drivers the graph knows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -43,6 +45,8 @@ pub enum Driver {
     /// A backup job's filter above its source (`file` child) that writes to the target
     /// (`target` child).
     CopyBeforeWrite,
+    /// Votes between its `children.N` children (see [`quorum`]).
+    Quorum,
 }
 
 impl Driver {
@@ -58,6 +62,7 @@ impl Driver {
             Driver::CommitTop => "commit_top",
             Driver::CopyOnRead => "copy-on-read",
             Driver::CopyBeforeWrite => "copy-before-write",
+            Driver::Quorum => "quorum",
         }
     }
 
@@ -94,6 +99,7 @@ impl Driver {
             "null-co" => Driver::NullCo,
             "null-aio" => Driver::NullAio,
             "throttle" => Driver::Throttle,
+            "quorum" => Driver::Quorum,
             _ => return None,
         })
     }
@@ -258,6 +264,8 @@ pub struct BlockdevOptions {
     pub read_zeroes: Option<bool>,
     /// `throttle`: the throttle group (callers check that it exists).
     pub throttle_group: Option<String>,
+    /// `quorum`: its children and voting options.
+    pub quorum: Option<QuorumOptions>,
     /// Given as a command line's text (`-drive`): options a node's `json:` name shows are
     /// strings.
     pub from_text: bool,
@@ -280,6 +288,7 @@ impl BlockdevOptions {
             size: None,
             read_zeroes: None,
             throttle_group: None,
+            quorum: None,
             from_text: false,
         }
     }
@@ -326,14 +335,17 @@ pub enum ChildRole {
     Backing,
     /// A backup filter's target.
     Target,
+    /// A quorum's `children.N`.
+    Children(u32),
 }
 
 impl ChildRole {
-    pub fn name(self) -> &'static str {
+    pub fn name(self) -> std::borrow::Cow<'static, str> {
         match self {
-            ChildRole::File => "file",
-            ChildRole::Backing => "backing",
-            ChildRole::Target => "target",
+            ChildRole::File => "file".into(),
+            ChildRole::Backing => "backing".into(),
+            ChildRole::Target => "target".into(),
+            ChildRole::Children(n) => format!("children.{n}").into(),
         }
     }
 }
@@ -384,6 +396,17 @@ struct Edge {
 enum Data {
     Image(SharedImage),
     Null(u64),
+    Quorum(Arc<quorum::QuorumData>),
+}
+
+impl Data {
+    fn size(&self) -> u64 {
+        match self {
+            Data::Image(i) => ExportBackend::size(&**i),
+            Data::Null(s) => *s,
+            Data::Quorum(q) => q.size(),
+        }
+    }
 }
 
 impl Node {
@@ -985,6 +1008,12 @@ impl BlockGraph {
                 };
                 (filename, Data::Null(o.size.unwrap_or(1 << 30)))
             }
+            Driver::Quorum => {
+                let (n, edges, data) = self.open_quorum(o, top, added)?;
+                children = edges;
+                name = Some(n);
+                (String::new(), data)
+            }
             Driver::Throttle => {
                 o.throttle_group
                     .as_ref()
@@ -1353,6 +1382,9 @@ impl BlockGraph {
             _ => {}
         }
         match (parent.driver, role) {
+            // Measured on QEMU 10.0: a quorum passes its parents' needs to every child and
+            // shares only reads and unchanged writes, whatever its parents share.
+            (Driver::Quorum, _) => (p, unchanged),
             (Driver::Qcow2, ChildRole::File) => {
                 let mut perm = filtered.0;
                 // Metadata: written whenever the node is, always read consistently; nobody
@@ -1383,7 +1415,7 @@ impl BlockGraph {
             // QEMU 10.0: a mirror target's writer sharing only unchanged writes makes the
             // raw node share only those with its file).
             (Driver::Raw, ChildRole::File) => (p, s),
-            (_, ChildRole::File | ChildRole::Target) => filtered,
+            (_, ChildRole::File | ChildRole::Target | ChildRole::Children(_)) => filtered,
         }
     }
 
@@ -2251,7 +2283,9 @@ impl BlockGraph {
     pub fn image(&self, name: &str) -> Result<SharedImage> {
         match &self.node(name)?.data {
             Data::Image(i) => Ok(i.clone()),
-            Data::Null(_) => Err(Error::generic(format!("Node '{name}' has no image file"))),
+            Data::Null(_) | Data::Quorum(_) => {
+                Err(Error::generic(format!("Node '{name}' has no image file")))
+            }
         }
     }
 
@@ -2270,6 +2304,7 @@ impl BlockGraph {
                 bitmaps: self.node(name)?.bitmaps.clone(),
             }),
             Data::Null(size) => Arc::new(NullBackend(*size)),
+            Data::Quorum(q) => q.clone(),
         })
     }
 
@@ -2408,7 +2443,7 @@ impl BlockGraph {
         if self.node(name)?.read_only {
             return Err(Error::generic("Image is read-only"));
         }
-        if matches!(self.node(name)?.data, Data::Null(_)) {
+        if matches!(self.node(name)?.data, Data::Null(_) | Data::Quorum(_)) {
             return Err(Error::generic(
                 "Image format driver does not support resize",
             ));
@@ -2449,10 +2484,10 @@ impl BlockGraph {
             return Ok(info);
         }
         match (&node.data, node.driver) {
-            (Data::Null(size), _) => Ok(ImageInfo {
+            (Data::Null(_) | Data::Quorum(_), _) => Ok(ImageInfo {
                 filename: node.filename.clone(),
                 format: ImageFormat::Raw,
-                virtual_size: *size,
+                virtual_size: node.data.size(),
                 actual_size: Some(0),
                 cluster_size: None,
                 dirty_flag: false,

@@ -41,10 +41,7 @@ impl BlockGraph {
         let Some(node) = self.nodes.get(name) else {
             return;
         };
-        let size = match &node.data {
-            Data::Image(i) => ExportBackend::size(&**i),
-            Data::Null(s) => *s,
-        };
+        let size = node.data.size();
         let read_only = node.read_only;
         let Ok(mut set) = node.bitmaps.lock() else {
             return;
