@@ -2104,6 +2104,7 @@ impl BlockGraph {
     pub fn data_child(&self, name: &str) -> Option<String> {
         let role = match self.nodes.get(name)?.driver {
             Driver::Raw | Driver::Qcow2 => ChildRole::File,
+            Driver::Quorum => return self.quorum_only_child(name),
             d => d.filtered_role()?,
         };
         self.child(name, role)

@@ -991,8 +991,8 @@ pub fn image_info(
     api::ImageInfo {
         filename: info.filename,
         format: format.to_string(),
-        // The null drivers tell nothing of the kind.
-        dirty_flag: (!format.starts_with("null")).then_some(info.dirty_flag),
+        // The null and quorum drivers tell nothing of the kind.
+        dirty_flag: (!format.starts_with("null") && format != "quorum").then_some(info.dirty_flag),
         actual_size: info.actual_size.map(i),
         virtual_size: i(info.virtual_size),
         cluster_size: info.cluster_size.map(i),
@@ -1399,6 +1399,7 @@ pub fn job_status(s: JobStatus) -> api::JobStatus {
 /// while a job runs. Called after every job command and timer. The graph's drains since the
 /// last call pause and resume the jobs first.
 pub fn pump(m: &mut Machine) {
+    report_quorum_io(m);
     let drains = m.block.graph.take_drains();
     m.block.jobs.drain(drains);
     for ev in m.block.jobs.take_events() {
@@ -1580,6 +1581,47 @@ pub fn on_timer(m: &mut Machine, t: Timer) {
             pump(m);
         }
         Timer::ExportDeleted(id) => m.emit_event(api::BlockExportDeleted { id }),
+    }
+}
+
+/// The events of what quorums' I/O (exports' clients, jobs) reported since the last time:
+/// the machine looks before each command, so they come before its reply.
+pub fn report_quorum_io(m: &mut Machine) {
+    for ev in m.block.graph.take_quorum_events() {
+        quorum_event(m, ev);
+    }
+}
+
+/// `QUORUM_REPORT_BAD` / `QUORUM_FAILURE` for what a quorum's I/O reported.
+fn quorum_event(m: &mut Machine, ev: qmpkit_block::graph::QuorumEvent) {
+    use qmpkit_block::graph::{QuorumEvent, QuorumOp};
+    match ev {
+        QuorumEvent::ReportBad {
+            op,
+            error,
+            node,
+            sector_num,
+            sectors_count,
+        } => m.emit_event(api::QuorumReportBad {
+            r#type: match op {
+                QuorumOp::Read => api::QuorumOpType::Read,
+                QuorumOp::Write => api::QuorumOpType::Write,
+                QuorumOp::Flush => api::QuorumOpType::Flush,
+            },
+            error,
+            node_name: node,
+            sector_num: i(sector_num),
+            sectors_count: i(sectors_count),
+        }),
+        QuorumEvent::Failure {
+            reference,
+            sector_num,
+            sectors_count,
+        } => m.emit_event(api::QuorumFailure {
+            reference,
+            sector_num: i(sector_num),
+            sectors_count: i(sectors_count),
+        }),
     }
 }
 

@@ -513,6 +513,7 @@ impl Machine {
         enc: &mut E,
     ) -> Option<Result<Ran<E::Out>, QmpError>> {
         self.now_ns = self.now_ns.max(cx.now_ns);
+        block::report_quorum_io(self);
         if let Some(err) = self.testctl.take_injected(cmd) {
             return Some(Err(err));
         }

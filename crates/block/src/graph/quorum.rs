@@ -343,8 +343,17 @@ impl BlockGraph {
             .as_ref()
             .ok_or_else(|| Error::generic("Parameter 'children' is missing"))?;
         check_options(q)?;
-        // The quorum is named before it opens its children.
+        // The quorum is named and in the graph's list of nodes before it opens its children.
         let name = self.name_for(o);
+        self.put_node(
+            &name,
+            o,
+            top,
+            String::new(),
+            Vec::new(),
+            Data::Null(0),
+            added,
+        );
         let mut children = Vec::new();
         for (i, r) in q.children.iter().enumerate() {
             let child = match r {
@@ -455,8 +464,17 @@ impl BlockGraph {
         v.into_iter().map(|(_, c)| c.to_string()).collect()
     }
 
+    /// A quorum's child when it has only one (`query-blockstats` shows it as the quorum's
+    /// `parent`, as QEMU 10.0 does; none with more).
+    pub(super) fn quorum_only_child(&self, name: &str) -> Option<String> {
+        match self.quorum_children(name).as_slice() {
+            [one] => Some(one.clone()),
+            _ => None,
+        }
+    }
+
     /// What the quorums' I/O reported since the last call, oldest first per node.
-    pub fn take_quorum_events(&mut self) -> Vec<QuorumEvent> {
+    pub fn take_quorum_events(&self) -> Vec<QuorumEvent> {
         let mut out = Vec::new();
         for n in self.nodes.values() {
             if let Data::Quorum(q) = &n.data {

@@ -252,6 +252,18 @@ fn node(name: &str, file: &str) -> (&'static str, Value) {
     )
 }
 
+/// A quorum node of the documenting machine over `children` null nodes, one vote enough.
+fn quorum(name: &str, children: usize) -> (&'static str, Value) {
+    let children: Vec<Value> = (0..children)
+        .map(|_| json!({"driver": "null-co"}))
+        .collect();
+    (
+        "blockdev-add",
+        json!({"driver": "quorum", "node-name": name, "vote-threshold": 1,
+               "children": children}),
+    )
+}
+
 /// A drive of the documenting machine: `-drive file=FILE,if=none,id=ID` (a file name of the
 /// context, mapped).
 fn drive(id: &str, file: &str, extra: &str) -> (&'static str, String) {
@@ -468,6 +480,24 @@ pub fn context(cmd: &str, args: &Value, want: &Value) -> Option<Context> {
             // The default machine has the I/O thread 'iothread0'.
             setup: vec![node("disk1", "disk1.qcow2")],
             why: "its node 'disk1' and I/O thread 'iothread0'",
+            ..Default::default()
+        },
+        "x-blockdev-change" if s("/parent") == "disk1" && s("/node") == "new_node" => Context {
+            images: vec![raw("test.raw", G)],
+            setup: vec![
+                quorum("disk1", 1),
+                (
+                    "blockdev-add",
+                    json!({"driver": "raw", "node-name": "new_node",
+                           "file": {"driver": "file", "filename": "test.raw"}}),
+                ),
+            ],
+            why: "its quorum node 'disk1' and the node 'new_node' added for it",
+            ..Default::default()
+        },
+        "x-blockdev-change" if s("/parent") == "disk1" && s("/child") == "children.1" => Context {
+            setup: vec![quorum("disk1", 2)],
+            why: "its quorum node 'disk1' with two children",
             ..Default::default()
         },
         "blockdev-del" if s("/node-name") == "node0" => Context {

@@ -108,6 +108,28 @@ fn refresh(g: &BlockGraph, node: &str, depth: u32) -> Refreshed {
                 o = m;
             }
         }
+        Driver::Quorum => {
+            // Named by its options and its children's, always.
+            if let Some(q) = g.quorum_settings(node) {
+                o.insert("vote-threshold".into(), json!(q.vote_threshold));
+                if let Some(b) = q.blkverify {
+                    o.insert("blkverify".into(), json!(b));
+                }
+                if let Some(r) = q.rewrite_corrupted {
+                    o.insert("rewrite-corrupted".into(), json!(r));
+                }
+                if let Some(p) = q.read_pattern {
+                    o.insert("read-pattern".into(), json!(p.name()));
+                }
+            }
+            let children: Vec<Value> = g
+                .quorum_children(node)
+                .iter()
+                .map(|c| refresh(g, c, depth + 1).options)
+                .collect();
+            o.insert("children".into(), Value::Array(children));
+            strong = true;
+        }
         Driver::Throttle => {
             if let Some(t) = g.throttle_group(node) {
                 o.insert("throttle-group".into(), json!(t));

@@ -3,7 +3,9 @@
 
 use std::path::PathBuf;
 
-use qmpkit_block::graph::{BlockdevOptions as Opts, BlockdevRef as Ref, DetectZeroes, Driver};
+use qmpkit_block::graph::{
+    BlockdevOptions as Opts, BlockdevRef as Ref, DetectZeroes, Driver, ReadPattern,
+};
 use qmpkit_block::image::{self, CreateOptions, ImageFormat};
 use qmpkit_block::job::{BackupBitmap, BitmapMode, JobOptions, SyncMode};
 use qmpkit_block::nbd::{NbdListen, NbdServer};
@@ -142,6 +144,20 @@ pub fn map_options(o: &api::BlockdevOptions) -> R<Opts> {
         B::Throttle(t) => {
             let mut x = Opts::format(Driver::Throttle, map_ref(&t.file)?);
             x.throttle_group = Some(t.throttle_group.clone());
+            x
+        }
+        B::Quorum(q) => {
+            let children = q.children.iter().map(map_ref).collect::<R<Vec<_>>>()?;
+            let mut qo = qmpkit_block::graph::QuorumOptions::new(children, q.vote_threshold);
+            qo.blkverify = q.blkverify;
+            qo.rewrite_corrupted = q.rewrite_corrupted;
+            qo.read_pattern = match &q.read_pattern {
+                None => None,
+                Some(api::QuorumReadPattern::Fifo) => Some(ReadPattern::Fifo),
+                Some(_) => Some(ReadPattern::Quorum),
+            };
+            let mut x = Opts::new(Driver::Quorum);
+            x.quorum = Some(qo);
             x
         }
         B::NullCo(n) | B::NullAio(n) => {

@@ -168,6 +168,23 @@ pub fn x_blockdev_set_iothread(
     Ok(Empty)
 }
 
+/// `x-blockdev-change`: a child added to a quorum or removed from it. `parent` names a
+/// node or a drive (its root node).
+pub fn x_blockdev_change(m: &mut Machine, a: api::XBlockdevChange, _: &mut Cx) -> R<Empty> {
+    block::catch_up(m);
+    let parent = match m.block.find(&a.parent).and_then(|d| d.medium.as_ref()) {
+        Some(med) if m.block.graph.contains(&med.node_name) => med.node_name.clone(),
+        _ => a.parent.clone(),
+    };
+    let r = m
+        .block
+        .graph
+        .change_child(&parent, a.child.as_deref(), a.node.as_deref())
+        .map_err(qerr);
+    block::pump(m);
+    r.map(|()| Empty)
+}
+
 // ---------------------------------------------------------------------------
 // Throttle filters.
 

@@ -280,6 +280,7 @@ handlers! {
     block_set_io_throttle(BlockSetIoThrottle) => block_node::block_set_io_throttle;
     blockdev_snapshot_internal_sync(BlockdevSnapshotInternalSync) => block_node::blockdev_snapshot_internal_sync;
     x_blockdev_set_iothread(XBlockdevSetIothread) => block_node::x_blockdev_set_iothread;
+    x_blockdev_change(XBlockdevChange) => block_node::x_blockdev_change;
     blockdev_reopen(BlockdevReopen) => block_node::blockdev_reopen;
     blockdev_snapshot_delete_internal_sync(BlockdevSnapshotDeleteInternalSync) => block_node::blockdev_snapshot_delete_internal_sync;
     // (qmp/block_export.rs)
