@@ -352,6 +352,32 @@ fn x_blockdev_change_adds_and_removes_children_as_qemu_storage_daemon_does() {
     p.add(json!({"driver": "null-co", "node-name": "i0"}));
     p.same_edges("after removing an inline child");
 
+    // A quorum is never reopened; it does not resize, and passes the resize its parents
+    // need to its children.
+    for (ours, args) in [
+        (
+            options(&json!({"driver": "null-co", "node-name": "q"})),
+            json!({"driver": "null-co", "node-name": "q"}),
+        ),
+        (
+            options(
+                &json!({"driver": "quorum", "node-name": "q", "vote-threshold": 1,
+                            "children": ["n0"]}),
+            ),
+            json!({"driver": "quorum", "node-name": "q", "vote-threshold": 1, "children": ["n0"]}),
+        ),
+    ] {
+        let mine = p.g.reopen_options(&[ours]).map_err(|e| e.desc);
+        let theirs = p.q.call("blockdev-reopen", json!({ "options": [args] }));
+        p.compare("blockdev-reopen", mine, theirs);
+    }
+    for (node, size) in [("q", 1024u64), ("q2", 1 << 30), ("n3", 1024)] {
+        let mine = p.g.resize(node, size).map_err(|e| e.desc);
+        let theirs =
+            p.q.call("block_resize", json!({"node-name": node, "size": size}));
+        p.compare(&format!("block_resize {node}"), mine, theirs);
+    }
+
     // Deleting: a child in use, a quorum in use, a removed child.
     for n in ["n2", "q", "q2", "n1"] {
         p.del(n);

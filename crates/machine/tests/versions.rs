@@ -228,6 +228,7 @@ fn call_args(cmd: &str, tmp: &str) -> Option<Value> {
         "block-dirty-bitmap-merge" => json!({"node": "null9", "target": "b0", "bitmaps": ["b1"]}),
         "blockdev-reopen" => json!({"options": [{"driver": "null-co", "node-name": "null9"}]}),
         "x-blockdev-set-iothread" => json!({"node-name": "null9", "iothread": null}),
+        "x-blockdev-change" => json!({"parent": "null9", "node": "null8"}),
         "blockdev-snapshot-delete-internal-sync" => json!({"device": "virtio0", "name": "s1"}),
         "change-backing-file" => {
             json!({"device": "virtio0", "image-node-name": "null9", "backing-file": "x"})
@@ -404,6 +405,10 @@ const ERRORS: &[(&str, &str)] = &[
         "Cannot find device='' nor node-name='null9'",
     ),
     ("block-set-write-threshold", "Device 'null9' not found"),
+    (
+        "x-blockdev-change",
+        "Cannot find device='null9' nor node-name='null9'",
+    ),
     (
         "block-dirty-bitmap-add",
         "Cannot find device='null9' nor node-name='null9'",

@@ -50,6 +50,12 @@ impl BlockGraph {
         let n = self.nodes.get(&name).ok_or_else(|| {
             Error::generic(format!("Failed to find node with node-name='{name}'"))
         })?;
+        // A quorum cannot be reopened at all (QEMU says so before it looks at the options).
+        if n.driver == Driver::Quorum {
+            return Err(Error::generic(format!(
+                "Block format 'quorum' used by node '{name}' does not support reopening files"
+            )));
+        }
         if n.driver != o.driver {
             return Err(Error::generic("Cannot change the option 'driver'"));
         }
