@@ -132,7 +132,7 @@ fn eio() -> Error {
 /// The sectors a request covers.
 fn sectors(offset: u64, len: u64) -> (u64, u64) {
     let first = offset / 512;
-    (first, (offset + len).div_ceil(512) - first)
+    (first, offset.saturating_add(len).div_ceil(512) - first)
 }
 
 impl QuorumData {
