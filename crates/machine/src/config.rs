@@ -223,6 +223,12 @@ pub struct MachineConfig {
     pub cpu_model: String,
     /// KVM acceleration (`-enable-kvm`, `-machine accel=kvm`).
     pub kvm: bool,
+    /// Under KVM, answer what depends on the host's CPU (`host` and `max`, each CPU
+    /// model's unavailable features) as the host the catalogue was recorded on, not as the
+    /// host's `/dev/kvm` says (for comparing with recorded transcripts; without a usable
+    /// `/dev/kvm`, the recorded host's answers stand anyway).
+    #[serde(rename = "kvm-recorded-host")]
+    pub kvm_recorded_host: bool,
     /// `-S`: start in `prelaunch` and wait for `cont`.
     #[serde(rename = "start-paused")]
     pub start_paused: bool,
@@ -421,6 +427,7 @@ impl MachineConfig {
             default_drives: Vec::new(),
             drive_slots: BTreeMap::new(),
             storage_daemon: false,
+            kvm_recorded_host: false,
         }
     }
 

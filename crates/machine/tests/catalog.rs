@@ -36,13 +36,21 @@ fn schema_10() -> Arc<qmpkit_schema::Schema> {
 }
 
 /// A machine as `qmpkit emulate` makes it: QEMU 10.0.2, `-machine none`-free defaults,
-/// KVM or TCG.
+/// KVM or TCG; under KVM, answering as the host the catalogue was recorded on (as the
+/// recorded probe ran there).
 fn emulator(schema: &Arc<qmpkit_schema::Schema>, kvm: bool) -> Machine {
+    emulator_on(schema, kvm, true)
+}
+
+/// The same, under KVM answering as the host the catalogue was recorded on
+/// (`recorded_host`) or as this host's `/dev/kvm` says (as the real binary here does).
+fn emulator_on(schema: &Arc<qmpkit_schema::Schema>, kvm: bool, recorded_host: bool) -> Machine {
     let mut c = MachineConfig::default_machine();
     c.qemu_version = (10, 0, 2);
     c.machine_type = "pc-i440fx-10.0".into();
     c.cpu_model = "qemu64".into();
     c.kvm = kvm;
+    c.kvm_recorded_host = recorded_host;
     Machine::new(Arc::new(c), schema.clone())
 }
 
@@ -665,16 +673,28 @@ fn pc_with_cpu(schema: &Arc<qmpkit_schema::Schema>, cpu: &str) -> Result<Machine
     pc_with_cpu_on(schema, cpu, false)
 }
 
-/// The same under KVM (`kvm`) or TCG.
+/// The same under KVM (`kvm`, answering as the host the catalogue was recorded on) or TCG.
 fn pc_with_cpu_on(
     schema: &Arc<qmpkit_schema::Schema>,
     cpu: &str,
     kvm: bool,
 ) -> Result<Machine, String> {
+    pc_with_cpu_here(schema, cpu, kvm, true)
+}
+
+/// The same, under KVM answering as the recorded host (`recorded_host`) or as this host's
+/// `/dev/kvm` says.
+fn pc_with_cpu_here(
+    schema: &Arc<qmpkit_schema::Schema>,
+    cpu: &str,
+    kvm: bool,
+    recorded_host: bool,
+) -> Result<Machine, String> {
     let mut c = MachineConfig::default_machine();
     c.qemu_version = (10, 0, 2);
     c.machine_type = "pc-i440fx-10.0".into();
     c.kvm = kvm;
+    c.kvm_recorded_host = recorded_host;
     c.apply_option("cpu", Some(cpu)).map_err(|e| e.0)?;
     c.validate().map_err(|e| e.0)?;
     Ok(Machine::new(Arc::new(c), schema.clone()))
@@ -1051,7 +1071,7 @@ fn agrees_with_the_real_binary() {
     });
     for (accel, kvm, cpu) in cases {
         let theirs = Qemu::try_start(accel, &["-machine", "pc", "-cpu", cpu]);
-        let mine = pc_with_cpu_on(&schema, cpu, kvm);
+        let mine = pc_with_cpu_here(&schema, cpu, kvm, false);
         match (theirs, mine) {
             (Ok(mut q), Ok(mut m)) => {
                 let model = cpu.split(',').next().unwrap_or_default();
@@ -1072,7 +1092,7 @@ fn agrees_with_the_real_binary() {
             qmpkit_testkit::skip::skip("no usable /dev/kvm: the KVM pass is not compared");
             continue;
         }
-        let mut m = emulator(&schema, accel == "kvm");
+        let mut m = emulator_on(&schema, accel == "kvm", false);
         let mut q = Qemu::start(accel, &[]);
         for cmd in [
             "query-machines",
@@ -1279,7 +1299,7 @@ fn vcpu_properties_are_the_models_as_the_accelerator_gives_them() {
         }
         for model in ["Haswell", "EPYC"] {
             let mut q = Qemu::start(accel, &["-machine", "pc", "-cpu", model]);
-            let mut m = pc_with_cpu_on(&schema, model, kvm).expect("starts");
+            let mut m = pc_with_cpu_here(&schema, model, kvm, false).expect("starts");
             let cpu = "/machine/unattached/device[0]";
             // Every property the binary's vCPU has that holds a plain value, and a few more.
             let listed = q.ask("qom-list", &json!({ "path": cpu }));
@@ -1313,4 +1333,124 @@ fn vcpu_properties_are_the_models_as_the_accelerator_gives_them() {
         }
     }
     assert!(differ.is_empty(), "differ:\n{}", differ.join("\n"));
+}
+
+/// Under KVM, what depends on the host's CPU follows the host's KVM (here a made-up one,
+/// unlike the host the catalogue was recorded on): each model's unavailable features,
+/// `max`'s features, identification and CPUID levels.
+#[test]
+fn kvm_answers_follow_the_hosts_kvm() {
+    use qmpkit_machine::catalog::host::{KvmHost, Leaf};
+    use qmpkit_machine::catalog::CpuOptions;
+    let cat = qmpkit_machine::catalog::x86_64_10_0();
+    let cpus = cat.cpus();
+    let leaf = |function: u32, regs: [u32; 4]| Leaf {
+        function,
+        index: 0,
+        indexed: false,
+        regs,
+    };
+    // KVM gives fpu and sse2 (leaf 1 EDX bits 0 and 26), pni and x2apic (ECX bits 0 and
+    // 21), lm (0x80000001 EDX bit 29), invtsc (0x80000007 EDX bit 8), rdctl-no (bit 0 of
+    // MSR 0x10a); leaf 1 ECX bit 5 (vmx) and no VMX capability MSRs.
+    let host = KvmHost {
+        leaves: vec![
+            leaf(0, [0x10, 0, 0, 0]),
+            leaf(1, [0x50657, 0, 1 | 1 << 21, 1 | 1 << 26]),
+            leaf(0x8000_0000, [0x8000_0008, 0, 0, 0]),
+            leaf(0x8000_0001, [0, 0, 0, 1 << 29]),
+            leaf(0x8000_0007, [0, 0, 0, 1 << 8]),
+        ],
+        msrs: [(0x10a, 1)].into_iter().collect(),
+        vendor: "GenuineIntel".into(),
+        family: 6,
+        model: 85,
+        stepping: 7,
+        model_id: "Made-up CPU @ 1.00GHz".into(),
+        own: Default::default(),
+    };
+    let none = CpuOptions::default();
+    let u = cpus
+        .unavailable("qemu64", true, Some(&host), "qemu64", &none)
+        .expect("qemu64");
+    // (The recorded host's KVM lacks pni; this one has it, and lacks sse.)
+    let recorded = cpus
+        .unavailable("qemu64", true, None, "qemu64", &none)
+        .expect("qemu64");
+    assert_eq!(recorded, ["pni"]);
+    for f in ["pni", "sse2", "fpu", "lm"] {
+        assert!(!u.contains(&f.to_string()), "{f}: {u:?}");
+    }
+    let at = |f: &str| u.iter().position(|x| x == f);
+    // In the binary's order: leaf 1 EDX, then ECX, then 0x80000001 EDX, ECX.
+    assert!(at("de") < at("sse"), "{u:?}");
+    assert!(at("sse") < at("cx16"), "{u:?}");
+    assert!(at("cx16") < at("syscall"), "{u:?}");
+    assert!(at("syscall") < at("lahf-lm"), "{u:?}");
+    // `+f` of a feature KVM cannot give lists it, in its place; one it gives, not.
+    let plus = CpuOptions {
+        plus: vec!["avx".into(), "x2apic".into()],
+        ..CpuOptions::default()
+    };
+    let u2 = cpus
+        .unavailable("qemu64", true, Some(&host), "qemu64", &plus)
+        .expect("qemu64");
+    let at2 = |f: &str| u2.iter().position(|x| x == f);
+    assert!(
+        at2("cx16") < at2("avx") && at2("avx") < at2("syscall"),
+        "{u2:?}"
+    );
+    assert_eq!(at2("x2apic"), None);
+    // TCG does not depend on the host.
+    assert_eq!(
+        cpus.unavailable("qemu64", false, Some(&host), "qemu64", &none),
+        cpus.unavailable("qemu64", false, None, "qemu64", &none)
+    );
+
+    let expand = |full: bool, props: Value| {
+        let model = qmpkit_machine::api::CpuModelInfo {
+            name: "max".into(),
+            props: Some(props),
+        };
+        let e = cpus
+            .expand(cat.qom(), true, Some(&host), full, &model, "qemu64", &none)
+            .expect("expands");
+        e.props.expect("props")
+    };
+    let s = expand(false, json!({}));
+    for (p, v) in [
+        ("pni", json!(true)),
+        ("sse2", json!(true)),
+        ("x2apic", json!(true)),
+        ("lm", json!(true)),
+        ("rdctl-no", json!(true)),
+        ("sse", json!(false)),
+        ("gfni", json!(false)),
+        ("mds-no", json!(false)),
+        // (Not migratable.)
+        ("invtsc", json!(false)),
+        ("vendor", json!("GenuineIntel")),
+        ("family", json!(6)),
+        ("model", json!(85)),
+        ("stepping", json!(7)),
+        ("model-id", json!("Made-up CPU @ 1.00GHz")),
+        ("min-level", json!(16)),
+        ("min-xlevel", json!(0x8000_0008u32)),
+    ] {
+        assert_eq!(s[p], v, "{p}");
+    }
+    let f = expand(true, json!({"migratable": false}));
+    assert_eq!(f["invtsc"], json!(true));
+    assert_eq!(f["migratable"], json!(false));
+    assert_eq!(
+        (&f["level"], &f["xlevel"]),
+        (&json!(16), &json!(0x8000_0008u32))
+    );
+    // Given properties still apply over what the host gives.
+    let f = expand(true, json!({"pni": false, "level": 7}));
+    assert_eq!((&f["pni"], &f["level"]), (&json!(false), &json!(7)));
+    assert_eq!(
+        cpus.unavailable("max", true, Some(&host), "qemu64", &none),
+        Some(vec![])
+    );
 }

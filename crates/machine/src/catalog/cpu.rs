@@ -8,6 +8,14 @@
 //! values common to all models under the accelerator, and the model's own (`level`,
 //! `xlevel`, …). `host` and `max` also have variants for the properties that change what
 //! they take from the host (`migratable`, `hv-passthrough`).
+//!
+//! Under KVM, what depends on the host follows the host's KVM where the machine asks it
+//! (see [`super::host`]): a model's unavailable features are those of its features KVM
+//! cannot give, in the binary's order (by feature word, then bit: cpu-feature-bits.json);
+//! `host` and `max` have every feature KVM gives, less those the recorded `max` shows it
+//! leaves out (always, or unless `migratable=off`), the host CPU's identification and
+//! KVM's CPUID levels. The binary's own additions to KVM's list, as observed, are
+//! [`KVM_ALWAYS`] and [`KVM_FROM_HOST_CPU`].
 
 use std::collections::HashMap;
 use std::sync::OnceLock;
@@ -17,6 +25,7 @@ use serde_json::value::RawValue;
 use qmpkit_wire::QmpError;
 use serde_json::{Map, Value};
 
+use super::host::{reg_index, KvmHost};
 use super::QomTypes;
 use crate::api;
 
@@ -120,11 +129,109 @@ pub struct CpuOptions {
     pub props: Vec<(String, String)>,
 }
 
+/// Where each feature lives (cpu-feature-bits.json): the feature words in the order the
+/// binary lists unavailable features, and each feature's word and bit (or bits).
+#[derive(serde::Deserialize, Default)]
+struct FeatureBits {
+    /// `[kind, leaf, subleaf, register]`: kind `cpuid` or `msr` (then leaf is the MSR).
+    words: Vec<(String, u32, Option<u32>, Option<String>)>,
+    features: HashMap<String, (usize, Bits)>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(untagged)]
+enum Bits {
+    One(u32),
+    Many(Vec<u32>),
+}
+
+impl Bits {
+    fn all(&self) -> &[u32] {
+        match self {
+            Bits::One(b) => std::slice::from_ref(b),
+            Bits::Many(v) => v,
+        }
+    }
+}
+
+/// VMX capability MSRs whose upper half says which controls may be 1 (a feature's bit N
+/// is bit N + 32 of the MSR; Intel SDM, appendix A): pin-based, processor-based, exit and
+/// entry controls (and their `TRUE_` forms), secondary processor-based controls.
+const VMX_CONTROL_MSRS: &[u32] = &[
+    0x481, 0x482, 0x483, 0x484, 0x48b, 0x48d, 0x48e, 0x48f, 0x490,
+];
+
+/// Features the binary gives under KVM although the kernel's supported CPUID lacks them
+/// (observed: `max` has them, no model lists them unavailable, on a host whose KVM leaves
+/// leaf 0x80000007 EBX empty). The binary emulates machine checks itself.
+const KVM_ALWAYS: &[&str] = &["overflow-recov", "succor"];
+
+/// Features the binary gives under KVM when the host CPU's own CPUID has them, whatever
+/// the kernel's supported CPUID says (observed on a host whose KVM list lacks them and
+/// whose CPU has them; what the binary does on a host CPU without them and a KVM that
+/// lists them is not known here: the kernel's list is taken then).
+const KVM_FROM_HOST_CPU: &[&str] = &["erms", "fsrm"];
+
+/// What the host's KVM can give, read against the catalogue's feature words.
+struct Live<'a> {
+    host: &'a KvmHost,
+    bits: &'a FeatureBits,
+}
+
+impl Live<'_> {
+    /// Whether KVM can give feature `f`; `None`: a feature the catalogue cannot place (its
+    /// recorded answers stand).
+    fn available(&self, f: &str) -> Option<bool> {
+        let (word, bits) = self.bits.features.get(f)?;
+        let (kind, leaf, subleaf, reg) = self.bits.words.get(*word)?;
+        if KVM_ALWAYS.contains(&f) {
+            return Some(true);
+        }
+        let has = |regs: Option<[u32; 4]>| {
+            let r = reg.as_deref().and_then(reg_index);
+            match (regs, r) {
+                (Some(regs), Some(r)) => bits.all().iter().all(|b| regs[r] >> b & 1 == 1),
+                _ => false,
+            }
+        };
+        Some(match kind.as_str() {
+            "msr" => {
+                let shift = if VMX_CONTROL_MSRS.contains(leaf) {
+                    32
+                } else {
+                    0
+                };
+                self.host
+                    .msrs
+                    .get(leaf)
+                    .is_some_and(|v| bits.all().iter().all(|b| v >> (b + shift) & 1 == 1))
+            }
+            _ => {
+                let sub = subleaf.unwrap_or(0);
+                has(self.host.leaf(*leaf, sub))
+                    || (KVM_FROM_HOST_CPU.contains(&f) && has(self.host.own_leaf(*leaf, sub)))
+            }
+        })
+    }
+
+    /// Where feature `f` comes in the binary's lists: its word's place, then its bit.
+    fn rank(&self, f: &str) -> Option<u64> {
+        let (word, bits) = self.bits.features.get(f)?;
+        Some(*word as u64 * 64 + u64::from(*bits.all().first()?))
+    }
+}
+
 /// The models, in the binary's order, and the properties they share.
 pub struct CpuModels {
     models: Vec<Model<'static>>,
     props: Properties,
+    bits: FeatureBits,
+    /// See [`CpuModels::host_model_rules`].
+    host_rules: OnceLock<(Vec<String>, Vec<String>)>,
 }
+
+/// Models whose features under KVM are what the host's KVM gives.
+const HOST_MODELS: &[&str] = &["host", "max"];
 
 /// Properties that select a variant of `host` or `max`.
 const VARIANT_PROPS: &[&str] = &["migratable", "hv-passthrough"];
@@ -139,9 +246,12 @@ fn accel(kvm: bool) -> &'static str {
 
 impl CpuModels {
     /// The models of the data file `models` (one JSON object per line; each model's
-    /// expansions are read when first needed) and the shared properties `props`.
-    pub fn parse(models: &'static str, props: &str) -> CpuModels {
+    /// expansions are read when first needed), the shared properties `props` and where
+    /// each feature lives (`bits`).
+    pub fn parse(models: &'static str, props: &str, bits: &str) -> CpuModels {
         CpuModels {
+            bits: serde_json::from_str(bits).unwrap_or_default(),
+            host_rules: OnceLock::new(),
             models: models
                 .lines()
                 .filter_map(|l| serde_json::from_str(l).ok())
@@ -172,22 +282,32 @@ impl CpuModels {
     }
 
     /// What KVM or TCG cannot give model `name`, with `-cpu`'s `opts` (those of model
-    /// `chosen`) applied.
+    /// `chosen`) applied. Under KVM, `host` is the host's KVM, when the machine asks it
+    /// (else the recorded host's answers stand).
     pub fn unavailable(
         &self,
         name: &str,
         kvm: bool,
+        host: Option<&KvmHost>,
         chosen: &str,
         opts: &CpuOptions,
     ) -> Option<Vec<String>> {
         let m = self.models.iter().find(|m| m.name == name)?;
+        let live = self.live(kvm, host);
         let order = self
             .props
             .unsupported
             .get(accel(kvm))
             .map(Vec::as_slice)
             .unwrap_or_default();
-        let rank = |f: &str| order.iter().position(|x| x == f);
+        // (Under the host's KVM: a feature it cannot give, by its word and bit.)
+        let rank = |f: &str| match &live {
+            Some(l) => match l.available(f) {
+                Some(false) => l.rank(f),
+                _ => None,
+            },
+            None => order.iter().position(|x| x == f).map(|p| p as u64),
+        };
         // The features `opts` force on or off for this model, by their canonical names.
         let mut forced: Vec<(String, bool)> = Vec::new();
         if self.typename(chosen) == Some(m.typename.as_str()) {
@@ -217,9 +337,14 @@ impl CpuModels {
             .rev()
             .find(|(f, _)| f == "vmx")
             .is_some_and(|(_, on)| *on);
-        if let Some(with_vmx) = m.unavailable_with_vmx.as_ref().filter(|_| vmx_on) {
-            list = with_vmx.get(kvm).clone();
+        let mut with_vmx = false;
+        if let Some(recorded) = m.unavailable_with_vmx.as_ref().filter(|_| vmx_on) {
+            list = recorded.get(kvm).clone();
             forced.retain(|(f, _)| f != "vmx");
+            with_vmx = true;
+        }
+        if let Some(l) = &live {
+            list = self.relist(l, m, &list, with_vmx);
         }
         for (f, on) in forced {
             list.retain(|x| *x != f);
@@ -236,6 +361,141 @@ impl CpuModels {
         Some(list)
     }
 
+    /// Under the host's KVM, when the machine asks it.
+    fn live<'a>(&'a self, kvm: bool, host: Option<&'a KvmHost>) -> Option<Live<'a>> {
+        let host = host.filter(|_| kvm && !self.bits.features.is_empty())?;
+        Some(Live {
+            host,
+            bits: &self.bits,
+        })
+    }
+
+    /// What the host's KVM cannot give model `m` (with `vmx` on and the VMX capabilities it
+    /// brings: `with_vmx`), from the recorded list for that case: of its entries, those the
+    /// host's KVM cannot give either (and those the catalogue cannot place; an unnamed VMX
+    /// capability, `""`, when the host's KVM has no VMX at all, as no capability is then
+    /// there: with VMX, which unnamed ones it lacks is not known here), then the model's
+    /// features the recorded host gave and this one cannot, in the binary's order.
+    fn relist(&self, l: &Live, m: &Model, recorded: &[String], with_vmx: bool) -> Vec<String> {
+        let mut list: Vec<String> = recorded
+            .iter()
+            .filter(|e| match e.as_str() {
+                "" => l.available("vmx") != Some(true),
+                f => l.available(f) != Some(true),
+            })
+            .cloned()
+            .collect();
+        if HOST_MODELS.contains(&m.name.as_str()) {
+            // (Their features are those KVM gives.)
+            return list;
+        }
+        let mut expanded = self.props.base.clone();
+        for (k, v) in &m.detail().expansion.get(true).static_props {
+            expanded.insert(k.clone(), v.clone());
+        }
+        let mut features: Vec<String> = expanded
+            .into_iter()
+            .filter(|(_, v)| *v == Value::Bool(true))
+            .map(|(k, _)| k)
+            .collect();
+        if with_vmx {
+            features.push("vmx".into());
+            if let Some(b) = &m.vmx_brings {
+                features.extend(b.get(true).iter().cloned());
+            }
+        }
+        for f in features {
+            let Some(r) = l.rank(&f).filter(|_| l.available(&f) == Some(false)) else {
+                continue;
+            };
+            if list.contains(&f) {
+                continue;
+            }
+            let at = list
+                .iter()
+                .position(|x| l.available(x) == Some(false) && l.rank(x).is_some_and(|xr| xr > r))
+                .unwrap_or(list.len());
+            list.insert(at, f);
+        }
+        list
+    }
+
+    /// What `host` and `max` take from the host's KVM, as the recorded `max` shows it:
+    /// the features they leave out unless `migratable=off` (on under its variant only), and
+    /// those they leave out always (the recorded host's KVM gave them, the variant lacks
+    /// them).
+    fn host_model_rules(&self) -> &(Vec<String>, Vec<String>) {
+        self.host_rules.get_or_init(|| {
+            let Some(max) = self.models.iter().find(|m| m.name == "max") else {
+                return Default::default();
+            };
+            let d = max.detail();
+            let default = &d.expansion.get(true).static_props;
+            let unmigratable_key: Map<String, Value> =
+                [("migratable".to_string(), Value::Bool(false))]
+                    .into_iter()
+                    .collect();
+            let Some(variant) = d.variants.get("kvm").and_then(|vs| {
+                vs.iter().find_map(|(k, e)| {
+                    let props: Map<String, Value> = serde_json::from_str(k).ok()?;
+                    (props == unmigratable_key).then_some(e)
+                })
+            }) else {
+                return Default::default();
+            };
+            let on = |props: &Map<String, Value>, f: &str| {
+                props.get(f).or(self.props.base.get(f)) == Some(&Value::Bool(true))
+            };
+            let recorded_gave = |f: &str| {
+                !self
+                    .props
+                    .unsupported
+                    .get("kvm")
+                    .is_some_and(|u| u.iter().any(|x| x == f))
+            };
+            let mut unmigratable = Vec::new();
+            let mut never = Vec::new();
+            for f in self.bits.features.keys() {
+                let in_variant = on(&variant.static_props, f);
+                if in_variant && !on(default, f) {
+                    unmigratable.push(f.clone());
+                }
+                if !in_variant && recorded_gave(f) {
+                    never.push(f.clone());
+                }
+            }
+            (unmigratable, never)
+        })
+    }
+
+    /// `host`'s and `max`'s static properties under the host's KVM: every feature KVM gives
+    /// (less those the models leave out: see [`CpuModels::host_model_rules`]), the host
+    /// CPU's identification, and the CPUID levels KVM supports.
+    fn host_model_static(&self, l: &Live, migratable: bool, s: &mut Map<String, Value>) {
+        let (unmigratable, never) = self.host_model_rules();
+        for f in self.bits.features.keys() {
+            if !s.get(f).is_some_and(Value::is_boolean) {
+                continue;
+            }
+            let on = l.available(f) == Some(true)
+                && !never.contains(f)
+                && !(migratable && unmigratable.contains(f));
+            s.insert(f.clone(), Value::Bool(on));
+        }
+        let h = l.host;
+        s.insert("vendor".into(), Value::from(h.vendor.clone()));
+        s.insert("family".into(), Value::from(h.family));
+        s.insert("model".into(), Value::from(h.model));
+        s.insert("stepping".into(), Value::from(h.stepping));
+        s.insert("model-id".into(), Value::from(h.model_id.clone()));
+        if let Some(r) = h.leaf(0, 0) {
+            s.insert("min-level".into(), Value::from(r[0]));
+        }
+        if let Some(r) = h.leaf(0x8000_0000, 0) {
+            s.insert("min-xlevel".into(), Value::from(r[0]));
+        }
+    }
+
     /// A feature's canonical name (`sse4.1` for `sse4_1`).
     pub fn canonical<'a>(&'a self, f: &'a str) -> &'a str {
         self.props.aliases.get(f).map_or(f, String::as_str)
@@ -246,6 +506,7 @@ impl CpuModels {
     pub fn definitions(
         &self,
         kvm: bool,
+        host: Option<&KvmHost>,
         chosen: &str,
         opts: &CpuOptions,
     ) -> Vec<api::CpuDefinitionInfo> {
@@ -255,7 +516,7 @@ impl CpuModels {
                 name: m.name.clone(),
                 migration_safe: Some(m.migration_safe),
                 r#static: m.is_static,
-                unavailable_features: self.unavailable(&m.name, kvm, chosen, opts),
+                unavailable_features: self.unavailable(&m.name, kvm, host, chosen, opts),
                 typename: m.typename.clone(),
                 alias_of: m.alias_of.clone(),
                 deprecated: Some(m.deprecated),
@@ -267,10 +528,13 @@ impl CpuModels {
     /// or static. `qom` has the CPU types' properties, which the given ones are checked
     /// against. `-cpu`'s `opts` (given with model `chosen`) apply as to any CPU made: its
     /// properties to the chosen model's type before the given ones, `+f`/`-f` after.
+    /// Under KVM with the host's KVM (`host`), `host` and `max` are what it gives.
+    #[allow(clippy::too_many_arguments)]
     pub fn expand(
         &self,
         qom: &QomTypes,
         kvm: bool,
+        host: Option<&KvmHost>,
         full: bool,
         model: &api::CpuModelInfo,
         chosen: &str,
@@ -292,6 +556,7 @@ impl CpuModels {
         for (p, v) in &given {
             check_prop(qom, &m.typename, p, v)?;
         }
+        let migratable = given.get("migratable") != Some(&Value::Bool(false));
         // A variant of the model for the properties that select one.
         let (select, mut rest): (Map<String, Value>, Map<String, Value>) = given
             .into_iter()
@@ -326,6 +591,10 @@ impl CpuModels {
         let mut s = self.props.base.clone();
         for (k, v) in &e.static_props {
             s.insert(k.clone(), v.clone());
+        }
+        let live = self.live(kvm, host).filter(|_| HOST_MODELS.contains(&name));
+        if let Some(l) = &live {
+            self.host_model_static(l, migratable, &mut s);
         }
         for (p, v) in &applied {
             let canonical = self.canonical(p);
@@ -365,6 +634,18 @@ impl CpuModels {
         }
         for (k, v) in &e.full {
             f.insert(k.clone(), v.clone());
+        }
+        // (`host` and `max` run at the levels KVM supports.)
+        if let Some(l) = &live {
+            for (level, leaf) in [("level", 0), ("xlevel", 0x8000_0000u32)] {
+                if let Some(r) = l.host.leaf(leaf, 0) {
+                    f.insert(level.into(), Value::from(r[0]));
+                }
+            }
+            if let Some(r) = l.host.leaf(0xc000_0000, 0) {
+                f.insert("xlevel2".into(), Value::from(r[0]));
+                f.insert("min-xlevel2".into(), Value::from(r[0]));
+            }
         }
         // (Static properties and their spellings are set through `s`.)
         for (k, v) in &applied {

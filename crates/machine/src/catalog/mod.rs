@@ -12,6 +12,7 @@
 //! property lists walk the hierarchy, CPU expansions overlay a model's features on `base`.
 
 mod cpu;
+pub mod host;
 mod modules;
 mod qom;
 
@@ -113,6 +114,15 @@ pub fn of(m: &crate::Machine) -> Option<&'static Catalog> {
     (m.compat().catalog_10_0 && !m.config.storage_daemon).then(x86_64_10_0)
 }
 
+/// The host's KVM, for a machine under KVM that answers as the host it runs on (see
+/// [`crate::MachineConfig::kvm_recorded_host`]) where `/dev/kvm` answers: `host`'s and
+/// `max`'s expansions and every model's unavailable features are then what it gives.
+pub fn kvm_host(m: &crate::Machine) -> Option<&'static host::KvmHost> {
+    (m.config.kvm && !m.config.kvm_recorded_host)
+        .then(host::probe)
+        .flatten()
+}
+
 /// A look-up of type `name` by name (a device, an object, a chardev back end created;
 /// a type's properties listed): the module declaring it loads, as in the binary.
 pub fn look_up(m: &mut crate::Machine, name: &str) {
@@ -171,12 +181,20 @@ fn realized_props(
         props: None,
     };
     let e = cpus
-        .expand(c.qom(), m.config.kvm, true, &info, chosen, opts)
+        .expand(
+            c.qom(),
+            m.config.kvm,
+            kvm_host(m),
+            true,
+            &info,
+            chosen,
+            opts,
+        )
         .ok()?;
     let Some(Value::Object(mut props)) = e.props else {
         return None;
     };
-    let unavailable = cpus.unavailable(model, m.config.kvm, chosen, opts)?;
+    let unavailable = cpus.unavailable(model, m.config.kvm, kvm_host(m), chosen, opts)?;
     for (k, v) in props.iter_mut() {
         let canonical = cpus.canonical(k).replace('_', "-");
         if v.is_boolean() && unavailable.iter().any(|f| *f == canonical || f == k) {
@@ -239,7 +257,8 @@ pub fn cpu_qom_get(
     };
     let opts = cpu_options(m);
     if prop == "unavailable-features" {
-        let list = cpus.unavailable(model, m.config.kvm, &m.config.cpu_model, &opts)?;
+        let list =
+            cpus.unavailable(model, m.config.kvm, kvm_host(m), &m.config.cpu_model, &opts)?;
         return Some(Ok(Value::Array(
             list.into_iter().map(Value::String).collect(),
         )));
@@ -383,7 +402,11 @@ impl Catalog {
     /// The CPU models.
     pub fn cpus(&self) -> &CpuModels {
         self.cpus.get_or_init(|| {
-            CpuModels::parse(data!("cpu-models.jsonl"), data!("cpu-properties.json"))
+            CpuModels::parse(
+                data!("cpu-models.jsonl"),
+                data!("cpu-properties.json"),
+                data!("cpu-feature-bits.json"),
+            )
         })
     }
 

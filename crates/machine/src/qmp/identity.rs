@@ -75,8 +75,12 @@ pub fn query_cpu_definitions(
     Ok(match catalog::of(m) {
         Some(c) => {
             let opts = catalog::cpu_options(m);
-            c.cpus()
-                .definitions(m.config.kvm, &m.config.cpu_model, &opts)
+            c.cpus().definitions(
+                m.config.kvm,
+                catalog::kvm_host(m),
+                &m.config.cpu_model,
+                &opts,
+            )
         }
         None => {
             let newer = m.compat().cpu_deprecated_7_1.then_some(false);
@@ -99,8 +103,15 @@ pub fn query_cpu_model_expansion(
             let full = a.r#type == api::CpuModelExpansionType::Full;
             let opts = catalog::cpu_options(m);
             let chosen = m.config.cpu_model.as_str();
-            c.cpus()
-                .expand(c.qom(), m.config.kvm, full, &a.model, chosen, &opts)?
+            c.cpus().expand(
+                c.qom(),
+                m.config.kvm,
+                catalog::kvm_host(m),
+                full,
+                &a.model,
+                chosen,
+                &opts,
+            )?
         }
         None => identity::cpu_model_expansion(&a.r#type, &a.model)?,
     };
