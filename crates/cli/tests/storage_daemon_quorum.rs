@@ -277,6 +277,16 @@ fn quorum_nodes_and_x_blockdev_change_match_the_live_daemon() {
         std::thread::sleep(Duration::from_millis(1100));
         p.cmd("query-version", json!({}));
     }
+    // Two reports on one child within a second: the second waits for the second to end.
+    for cmd in ["read 0 512", "read 512 512"] {
+        for d in [&da, &db] {
+            let url = format!("nbd+unix:///vq?socket={}/nbd.sock", d.display());
+            support::run(&qemu_io, &["-f", "raw", "-c", cmd, &url]);
+        }
+    }
+    p.cmd("query-version", json!({}));
+    std::thread::sleep(Duration::from_millis(1500));
+    p.cmd("query-version", json!({}));
     assert!(
         p.failures.is_empty(),
         "differences from qemu-storage-daemon:\n{}",

@@ -43,7 +43,22 @@ pub enum Timer {
     Jobs,
     /// An export removed in `hard` mode is gone (its `BLOCK_EXPORT_DELETED`).
     ExportDeleted(String),
+    /// A second has passed since a quorum event of this key was sent (see
+    /// [`QuorumThrottle`]).
+    QuorumEvent(String),
 }
+
+/// QEMU sends a quorum's events at most once a second: `QUORUM_REPORT_BAD` per child node,
+/// `QUORUM_FAILURE` all together. The first goes at once; later ones within the second wait,
+/// only the latest kept, and go when it ends (which starts another second).
+#[derive(Debug, Default)]
+pub struct QuorumThrottle {
+    /// Keys whose second runs, with the event waiting for its end.
+    waiting: std::collections::BTreeMap<String, Option<qmpkit_block::graph::QuorumEvent>>,
+}
+
+/// How long a quorum event holds back the next one of its key.
+const QUORUM_EVENT_RATE_NS: u64 = 1_000_000_000;
 
 /// A medium in a drive.
 #[derive(Debug, Clone, PartialEq)]
@@ -129,6 +144,8 @@ pub struct BlockState {
     names: filename::Names,
     /// The graph's generation when the drives' media last followed it ([`sync_media`]).
     media_synced: Option<qmpkit_block::graph::Generation>,
+    /// Quorum events held back.
+    quorum_events: QuorumThrottle,
 }
 
 /// The permissions a guest device's backend takes on its node, and what it shares.
@@ -1581,6 +1598,7 @@ pub fn on_timer(m: &mut Machine, t: Timer) {
             pump(m);
         }
         Timer::ExportDeleted(id) => m.emit_event(api::BlockExportDeleted { id }),
+        Timer::QuorumEvent(key) => quorum_event_due(m, key),
     }
 }
 
@@ -1588,7 +1606,44 @@ pub fn on_timer(m: &mut Machine, t: Timer) {
 /// the machine looks before each command, so they come before its reply.
 pub fn report_quorum_io(m: &mut Machine) {
     for ev in m.block.graph.take_quorum_events() {
-        quorum_event(m, ev);
+        use qmpkit_block::graph::QuorumEvent;
+        let key = match &ev {
+            QuorumEvent::ReportBad { node, .. } => format!("QUORUM_REPORT_BAD {node}"),
+            QuorumEvent::Failure { .. } => "QUORUM_FAILURE".to_string(),
+        };
+        match m.block.quorum_events.waiting.get_mut(&key) {
+            Some(waiting) => *waiting = Some(ev),
+            None => {
+                quorum_event(m, ev);
+                m.block.quorum_events.waiting.insert(key.clone(), None);
+                m.schedule(
+                    QUORUM_EVENT_RATE_NS,
+                    TimerAction::Block(Timer::QuorumEvent(key)),
+                );
+            }
+        }
+    }
+}
+
+/// The second of a quorum event's key ended: the event that waited goes now.
+fn quorum_event_due(m: &mut Machine, key: String) {
+    match m
+        .block
+        .quorum_events
+        .waiting
+        .get_mut(&key)
+        .map(Option::take)
+    {
+        Some(Some(ev)) => {
+            quorum_event(m, ev);
+            m.schedule(
+                QUORUM_EVENT_RATE_NS,
+                TimerAction::Block(Timer::QuorumEvent(key)),
+            );
+        }
+        _ => {
+            m.block.quorum_events.waiting.remove(&key);
+        }
     }
 }
 

@@ -92,10 +92,24 @@ fn quorum_nodes_and_their_children_on_the_machines_interface() {
     backend.read(0, &mut buf).unwrap();
     assert!(buf.iter().all(|b| *b == 0x11));
     ok(run(&mut m, "query-status", json!({})));
+    let bad =
+        r#"QUORUM_REPORT_BAD {"type":"read","node-name":"r2","sector-num":0,"sectors-count":8}"#;
+    assert_eq!(events(&mut m), [bad]);
+    // At most one a second for a child: the next waits for the second to end.
+    let mut part = vec![0u8; 512];
+    backend.read(0, &mut buf).unwrap();
+    backend.read(512, &mut part).unwrap();
+    ok(run(&mut m, "query-status", json!({})));
+    assert!(events(&mut m).is_empty());
+    common::step(&mut m, 999);
+    assert!(events(&mut m).is_empty());
+    common::step(&mut m, 1);
     assert_eq!(
         events(&mut m),
-        [r#"QUORUM_REPORT_BAD {"type":"read","node-name":"r2","sector-num":0,"sectors-count":8}"#]
+        [r#"QUORUM_REPORT_BAD {"type":"read","node-name":"r2","sector-num":1,"sectors-count":1}"#]
     );
+    common::step(&mut m, 1000);
+    assert!(events(&mut m).is_empty());
     // Children out and in again, with QEMU's numbers.
     ok(run(
         &mut m,
