@@ -61,14 +61,28 @@ pub fn probe_format(path: &Path) -> Result<ImageFormat> {
     })
 }
 
+/// The C library's words for an I/O error (Rust's " (os error N)" left out).
+pub fn os_reason(e: &std::io::Error) -> String {
+    let s = e.to_string();
+    match s.rfind(" (os error ") {
+        Some(i) if s.ends_with(')') => s[..i].to_string(),
+        _ => s,
+    }
+}
+
 /// QEMU's words for a file that cannot be opened.
 pub fn open_error(path: &Path, e: std::io::Error) -> Error {
-    let reason = match e.kind() {
-        std::io::ErrorKind::NotFound => "No such file or directory".to_string(),
-        std::io::ErrorKind::PermissionDenied => "Permission denied".to_string(),
-        _ => e.to_string(),
-    };
-    Error::generic(format!("Could not open '{}': {reason}", path.display()))
+    Error::generic(format!("Could not open '{}': {}", path.display(), os_reason(&e)))
+}
+
+/// QEMU's words for an image file that cannot be created (a missing directory, a directory
+/// in its place, no right to write there).
+pub fn create_error(path: &Path, e: std::io::Error) -> Error {
+    Error::generic(format!(
+        "Could not create '{}': {}",
+        path.display(),
+        os_reason(&e)
+    ))
 }
 
 /// Qcow2's format-specific facts (`ImageInfoSpecificQCow2`).
@@ -271,7 +285,7 @@ pub fn create(path: &Path, opts: &CreateOptions) -> Result<()> {
                 .write(true)
                 .truncate(true)
                 .open(path)
-                .map_err(|e| open_error(path, e))?;
+                .map_err(|e| create_error(path, e))?;
             f.set_len(opts.size)?;
             Ok(())
         }
@@ -320,7 +334,7 @@ fn create_qcow2(
         .write(true)
         .truncate(true)
         .open(path)
-        .map_err(|e| open_error(path, e))?;
+        .map_err(|e| create_error(path, e))?;
     let storage = ImagoFile::from_open_file(
         f,
         imago::StorageOpenOptions::new().filename(path).write(true),
@@ -511,9 +525,13 @@ impl Image {
         self.writable
     }
 
-    /// The virtual disk size.
+    /// The virtual disk size (a raw file's in whole 512-byte sectors, as QEMU counts it: the
+    /// tail of a partial sector reads as zeroes).
     pub fn size(&self) -> u64 {
-        self.access.size()
+        match self.format {
+            ImageFormat::Raw => self.access.size().div_ceil(512).saturating_mul(512),
+            ImageFormat::Qcow2 => self.access.size(),
+        }
     }
 
     fn check_range(&self, offset: u64, len: usize) -> Result<()> {
@@ -529,7 +547,29 @@ impl Image {
         if buf.is_empty() {
             return Ok(());
         }
+        // A raw file's partial last sector reads as zeroes past the file's end.
+        let stored = self.access.size();
+        let end = offset + buf.len() as u64;
+        if end > stored {
+            let within = stored.saturating_sub(offset).min(buf.len() as u64) as usize;
+            buf[within..].fill(0);
+            if within > 0 {
+                self.access.read(&mut buf[..within], offset)?;
+            }
+            return Ok(());
+        }
         self.access.read(buf, offset)?;
+        Ok(())
+    }
+
+    /// A raw file whose partial last sector is written grows to the sector's end first.
+    fn grow_for(&self, offset: u64, len: u64) -> Result<()> {
+        let end = offset.saturating_add(len);
+        if self.format == ImageFormat::Raw && end > self.access.size() {
+            self.access
+                .resize_grow(self.size(), imago::format::PreallocateMode::None)
+                .map_err(|e| Error::generic(e.to_string()))?;
+        }
         Ok(())
     }
 
@@ -541,6 +581,7 @@ impl Image {
         if buf.is_empty() {
             return Ok(());
         }
+        self.grow_for(offset, buf.len() as u64)?;
         self.access.write(buf, offset)?;
         Ok(())
     }
@@ -550,6 +591,7 @@ impl Image {
         if !self.writable {
             return Err(Error::generic("Image is read-only"));
         }
+        self.grow_for(offset, len)?;
         self.access.write_zeroes(offset, len)?;
         Ok(())
     }
@@ -589,6 +631,10 @@ impl Image {
     /// Whether `offset` is allocated in this image itself (not only in a backing file), and
     /// for how many bytes from `offset` that answer holds (at most `max_len`).
     pub fn allocated(&self, offset: u64, max_len: u64) -> Result<(bool, u64)> {
+        if offset >= self.access.size() {
+            // A raw file's partial last sector: data.
+            return Ok((true, max_len.max(1)));
+        }
         let (mapping, len) = self.access.get_shallow_mapping(offset, max_len)?;
         let here = match mapping {
             ShallowMapping::Indirect { .. } => false,

@@ -226,6 +226,8 @@ enum Step {
     /// How many `#blockNNN` names the daemon generated so far (the counter part of the next
     /// one, read from a probe node's implicit file node, which is then deleted).
     Names,
+    /// What `qemu-img info` says of a file in the daemon's directory (as JSON, sharing it).
+    ImageInfo(&'static str),
 }
 
 fn req(cmd: &str, args: Value) -> Step {
@@ -265,6 +267,12 @@ fn run(tag: &str, script: &[Step]) {
                     json!({"events": std::mem::take(&mut s.events)})
                 }
                 Step::Names => json!({"names": s.names_used()}),
+                Step::ImageInfo(file) => {
+                    let args = ["info", "-U", "--output=json", file];
+                    let (code, out, err) = qmpkit_testkit::cmd::run_in(&img, &s.dir, &args);
+                    assert_eq!(code, 0, "qemu-img info {file}: {err}");
+                    json!({"info": s.norm(&out)})
+                }
                 Step::Write(name, off, len) => {
                     let url = format!(
                         "nbd+unix:///{name}?socket={}",
@@ -284,6 +292,7 @@ fn run(tag: &str, script: &[Step]) {
             Step::Wait(id, st) => format!("wait for {id} {st}"),
             Step::Write(n, o, l) => format!("write {n} {o} {l}"),
             Step::Names => "names used".into(),
+            Step::ImageInfo(f) => format!("qemu-img info {f}"),
         };
         assert_eq!(
             outcomes[1], outcomes[0],
@@ -848,6 +857,66 @@ fn a_null_node_can_be_a_snapshots_backing() {
             export("o1", "o1", true),
             Step::Write("o1", 4096, 4096),
             req("blockdev-snapshot", json!({"node": "n0", "overlay": "o1"})),
+        ],
+    );
+}
+
+/// Images that cannot be created (no such directory, a directory in the file's place) fail
+/// with QEMU's "Could not create" words, from snapshots, transactions, drive jobs and
+/// `blockdev-create`; an overlay takes its node's size and records the node's driver, even a
+/// protocol's.
+#[test]
+fn images_that_cannot_be_created_fail_as_in_qemu() {
+    let sync = |node: &str, file: &str, name: &str| {
+        json!({"node-name": node, "snapshot-file": format!("@DIR@/{file}"),
+               "snapshot-node-name": name})
+    };
+    run(
+        "create-errors",
+        &[
+            add("src", "base.qcow2"),
+            req("blockdev-snapshot-sync", sync("src", "nodir/s1.qcow2", "s1")),
+            req("blockdev-snapshot-sync", sync("src", "", "s1")),
+            req(
+                "transaction",
+                json!({"actions": [{"type": "blockdev-snapshot-sync",
+                                    "data": sync("src", "nodir/s2.qcow2", "s2")}]}),
+            ),
+            req(
+                "drive-backup",
+                json!({"job-id": "b1", "device": "src", "sync": "full",
+                       "target": "@DIR@/nodir/b.qcow2", "format": "qcow2"}),
+            ),
+            req(
+                "drive-mirror",
+                json!({"job-id": "m1", "device": "src", "sync": "full",
+                       "target": "@DIR@/nodir/m.raw", "format": "raw"}),
+            ),
+            req(
+                "drive-mirror",
+                json!({"job-id": "m1", "device": "src", "sync": "full",
+                       "target": "@DIR@/nodir/m.raw", "mode": "existing"}),
+            ),
+            req(
+                "blockdev-create",
+                json!({"job-id": "c1", "options": {"driver": "file",
+                       "filename": "@DIR@/nodir/c.raw", "size": 1048576}}),
+            ),
+            Step::Wait("c1", "concluded"),
+            req("query-jobs", json!({})),
+            req("job-dismiss", json!({"id": "c1"})),
+            Step::Names,
+            // A protocol node's overlay.
+            req(
+                "blockdev-add",
+                json!({"driver": "file", "node-name": "f1", "filename": "@DIR@/tgt2.qcow2"}),
+            ),
+            req("blockdev-snapshot-sync", sync("f1", "s3.qcow2", "s3")),
+            Step::ImageInfo("s3.qcow2"),
+            req("blockdev-snapshot-sync", sync("src", "s4.qcow2", "s4")),
+            Step::ImageInfo("s4.qcow2"),
+            Step::Names,
+            nodes(),
         ],
     );
 }
