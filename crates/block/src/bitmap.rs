@@ -370,6 +370,51 @@ impl ExportBackend for Tracked {
     }
 }
 
+/// Another node's data path seen through a node with bitmaps of its own (a raw node over
+/// a format node): writes mark these bitmaps, then the node's below.
+pub struct Marking {
+    pub inner: std::sync::Arc<dyn ExportBackend>,
+    pub bitmaps: SharedBitmaps,
+}
+
+impl Marking {
+    fn mark(&self, offset: u64, len: u64) {
+        if let Ok(mut s) = self.bitmaps.lock() {
+            s.record(offset, len);
+        }
+    }
+}
+
+impl ExportBackend for Marking {
+    fn size(&self) -> u64 {
+        self.inner.size()
+    }
+    fn read(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
+        self.inner.read(offset, buf)
+    }
+    fn write(&self, offset: u64, data: &[u8]) -> Result<()> {
+        self.inner.write(offset, data)?;
+        self.mark(offset, data.len() as u64);
+        Ok(())
+    }
+    fn write_zeroes(&self, offset: u64, len: u64) -> Result<()> {
+        self.inner.write_zeroes(offset, len)?;
+        self.mark(offset, len);
+        Ok(())
+    }
+    fn trim(&self, offset: u64, len: u64) -> Result<()> {
+        self.inner.trim(offset, len)?;
+        self.mark(offset, len);
+        Ok(())
+    }
+    fn flush(&self) -> Result<()> {
+        self.inner.flush()
+    }
+    fn reads_zeroes(&self, offset: u64, len: u64) -> bool {
+        self.inner.reads_zeroes(offset, len)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

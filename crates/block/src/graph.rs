@@ -452,6 +452,9 @@ struct Node {
     /// The backing file name a backing child is compared with to tell whether the client
     /// chose another backing than the image's own (QEMU's `auto_backing_file`).
     auto_backing: Option<String>,
+    /// A raw node over a node that is no host file (a format, another raw node, a null
+    /// node, a filter): its data is that child's, read and written through the child.
+    passthrough: bool,
 }
 
 /// `BlockdevCacheInfo`.
@@ -1049,64 +1052,101 @@ impl BlockGraph {
                     .ok_or_else(|| Error::generic("Parameter 'file' is missing"))?;
                 let file = self.resolve_child(file_ref, added, o.read_only, o)?;
                 let file_node = self.node(&file)?;
-                // A raw node passes its file's data through unchanged: a format over it reads
-                // the same file (QEMU allows a qcow2 node over a raw one).
-                if !matches!(file_node.driver, Driver::File | Driver::Raw) {
-                    return Err(Error::generic(format!(
-                        "Driver '{}' cannot be the file child of a format node here",
-                        file_node.driver.name()
-                    )));
-                }
-                let file_filename = file_node.filename.clone();
-                let path = file_node.path();
-                passed = file_node.passed.clone();
-                let n = self.name_for(o);
-                children.push(self.edge(ChildRole::File, &file));
-                // The file child is attached (its permissions taken, its file locked) before
-                // the format reads anything from it.
-                let placeholder = Data::Null(0);
-                self.put_node(
-                    &n,
-                    o,
-                    top,
-                    file_filename.clone(),
-                    children.clone(),
-                    placeholder,
-                    added,
-                );
-                self.check_perms_from(&n)?;
-                name = Some(n);
-                let format = o.driver.format().unwrap_or(ImageFormat::Raw);
-                if format == ImageFormat::Qcow2 {
-                    image::image_info(&path, Some(ImageFormat::Qcow2)).map_err(|e| {
-                        if e.desc.contains("not in qcow2 format") {
-                            Error::generic("Image is not in qcow2 format")
-                        } else {
-                            e
+                if o.driver == Driver::Raw && file_node.driver != Driver::File {
+                    // Any node may be a raw node's file: its data goes through that node.
+                    let (filename, data) = (file_node.filename.clone(), file_node.data.clone());
+                    passed = file_node.passed.clone();
+                    let n = self.name_for(o);
+                    children.push(self.edge(ChildRole::File, &file));
+                    self.put_node(
+                        &n,
+                        o,
+                        top,
+                        filename.clone(),
+                        children.clone(),
+                        data.clone(),
+                        added,
+                    );
+                    if let Some(node) = self.nodes.get_mut(&n) {
+                        node.passthrough = true;
+                    }
+                    self.check_perms_from(&n)?;
+                    name = Some(n);
+                    (filename, data)
+                } else {
+                    // A qcow2 image is read from the host file below its file child: through raw
+                    // nodes and filters that pass their data on unchanged.
+                    let holder = self.data_holder(&file);
+                    let holder_node = self.node(&holder)?;
+                    if !matches!(holder_node.driver, Driver::File | Driver::Raw) {
+                        // Data that is no host file (a null node's zeroes, another image's
+                        // disk): a qcow2 image only where its header is.
+                        let mut magic = [0u8; 4];
+                        let backend = self.backend(&file)?;
+                        if backend.size() < 4
+                            || backend.read(0, &mut magic).is_err()
+                            || &magic != b"QFI\xfb"
+                        {
+                            return Err(Error::generic("Image is not in qcow2 format"));
                         }
-                    })?;
+                        return Err(Error::generic(format!(
+                            "A qcow2 image inside the disk of node '{holder}' is not supported"
+                        )));
+                    }
+                    let file_node = holder_node;
+                    let file_filename = file_node.filename.clone();
+                    let path = file_node.path();
+                    passed = file_node.passed.clone();
+                    let n = self.name_for(o);
+                    children.push(self.edge(ChildRole::File, &file));
+                    // The file child is attached (its permissions taken, its file locked) before
+                    // the format reads anything from it.
+                    let placeholder = Data::Null(0);
+                    self.put_node(
+                        &n,
+                        o,
+                        top,
+                        file_filename.clone(),
+                        children.clone(),
+                        placeholder,
+                        added,
+                    );
+                    self.check_perms_from(&n)?;
+                    name = Some(n);
+                    let format = o.driver.format().unwrap_or(ImageFormat::Raw);
+                    if format == ImageFormat::Qcow2 {
+                        image::image_info(&path, Some(ImageFormat::Qcow2)).map_err(|e| {
+                            if e.desc.contains("not in qcow2 format") {
+                                Error::generic("Image is not in qcow2 format")
+                            } else {
+                                e
+                            }
+                        })?;
+                    }
+                    // Persistent bitmaps are read before the image opens for writing (which marks
+                    // them as no longer consistent in the file until they are stored again).
+                    if format == ImageFormat::Qcow2 {
+                        stored_bitmaps = Some(bitmaps::load_stored(&path));
+                    }
+                    // The node opens first, its backing after it (so implicit names count up as
+                    // QEMU's do); the data is re-opened with the chain once it is there.
+                    let img = Image::open_with_backing(&path, format, !o.read_only, None)?;
+                    if format == ImageFormat::Qcow2 {
+                        pending_backing = Some(o.backing.clone());
+                    }
+                    (file_filename, Data::Image(Arc::new(RwLock::new(img))))
                 }
-                // Persistent bitmaps are read before the image opens for writing (which marks
-                // them as no longer consistent in the file until they are stored again).
-                if format == ImageFormat::Qcow2 {
-                    stored_bitmaps = Some(bitmaps::load_stored(&path));
-                }
-                // The node opens first, its backing after it (so implicit names count up as
-                // QEMU's do); the data is re-opened with the chain once it is there.
-                let img = Image::open_with_backing(&path, format, !o.read_only, None)?;
-                if format == ImageFormat::Qcow2 {
-                    pending_backing = Some(o.backing.clone());
-                }
-                (file_filename, Data::Image(Arc::new(RwLock::new(img))))
             }
         };
         let name = match name {
             Some(n) => n,
             None => self.name_for(o),
         };
+        let passthrough = self.nodes.get(&name).is_some_and(|n| n.passthrough);
         self.put_node(&name, o, top, filename, children, data, added);
         if let Some(n) = self.nodes.get_mut(&name) {
             n.passed = passed;
+            n.passthrough = passthrough;
         }
         if let Some(stored) = stored_bitmaps {
             self.attach_stored_bitmaps(&name, stored);
@@ -1141,6 +1181,33 @@ impl BlockGraph {
             }
         }
         Ok(name)
+    }
+
+    /// The child whose data a node passes on unchanged: a filter's filtered child, a
+    /// pass-through raw node's file.
+    fn passes_to<'a>(&self, node: &'a Node) -> Option<&'a str> {
+        let role = match node.driver.filtered_role() {
+            Some(r) => r,
+            None if node.passthrough => ChildRole::File,
+            None => return None,
+        };
+        node.children
+            .iter()
+            .find(|e| e.role == role)
+            .map(|e| e.child.as_str())
+    }
+
+    /// The node that holds `name`'s data: `name`, or the node below the filters and
+    /// pass-through raw nodes over it.
+    fn data_holder(&self, name: &str) -> String {
+        let mut cur = name;
+        for _ in 0..256 {
+            match self.nodes.get(cur).and_then(|n| self.passes_to(n)) {
+                Some(c) => cur = c,
+                None => break,
+            }
+        }
+        cur.to_string()
     }
 
     /// A child link attached now.
@@ -1195,6 +1262,7 @@ impl BlockGraph {
                 dropped_from_chain: false,
                 auto_backing: None,
                 passed: None,
+                passthrough: false,
             },
         );
         if !added.iter().any(|n| n == name) {
@@ -1252,7 +1320,11 @@ impl BlockGraph {
             if depth > 256 {
                 return Err(Error::generic("Backing chain too deep"));
             }
-            let node = self.node(&n)?;
+            // A pass-through raw node's data is its file's.
+            let node = match self.node(&n)?.passthrough {
+                true => self.node(&self.data_holder(&n))?,
+                false => self.node(&n)?,
+            };
             let format = match node.driver {
                 Driver::File | Driver::Raw => ImageFormat::Raw,
                 Driver::Qcow2 => ImageFormat::Qcow2,
@@ -2285,6 +2357,15 @@ impl BlockGraph {
     /// The data behind a node, for exports and jobs.
     pub fn backend(&self, name: &str) -> Result<Arc<dyn ExportBackend>> {
         let node = self.node(name)?;
+        if node.passthrough {
+            // A raw node's writes mark its own bitmaps, then go on through its file.
+            if let Some(c) = self.passes_to(node) {
+                return Ok(Arc::new(crate::bitmap::Marking {
+                    inner: self.backend(c)?,
+                    bitmaps: node.bitmaps.clone(),
+                }));
+            }
+        }
         if let Some(role) = node.driver.filtered_role() {
             // A filter's I/O is its child's (and marks the child's bitmaps).
             if let Some(c) = self.child(name, role) {
@@ -2347,8 +2428,9 @@ impl BlockGraph {
         let Data::Image(shared) = &node.data else {
             return edit(&path);
         };
-        if node.driver.filtered_role().is_some() {
-            // A filter's data is its child's, opened by the child.
+        if node.driver.filtered_role().is_some() || node.passthrough {
+            // A filter's data is its child's, opened by the child (a pass-through raw
+            // node's too).
             return edit(&path);
         }
         let shared = shared.clone();
@@ -2476,6 +2558,22 @@ impl BlockGraph {
             }
             return Ok(info);
         }
+        if node.passthrough {
+            // A raw node over another node shows that node's data as raw: its size, cluster
+            // size and allocation, none of a format's own facts.
+            let child = self
+                .passes_to(node)
+                .and_then(|c| self.nodes.get(c))
+                .ok_or_else(|| not_found(&node.name))?;
+            let mut info = self.image_info_of(child)?;
+            info.format = ImageFormat::Raw;
+            info.qcow2 = None;
+            info.backing_filename = None;
+            info.full_backing_filename = None;
+            info.backing_filename_format = None;
+            info.snapshots.clear();
+            return Ok(info);
+        }
         match (&node.data, node.driver) {
             (Data::Null(_) | Data::Quorum(_), _) => Ok(ImageInfo {
                 filename: node.filename.clone(),
@@ -2484,6 +2582,7 @@ impl BlockGraph {
                 actual_size: Some(0),
                 cluster_size: None,
                 dirty_flag: false,
+                has_info: false,
                 encrypted: false,
                 backing_filename: None,
                 full_backing_filename: None,

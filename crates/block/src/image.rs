@@ -72,7 +72,11 @@ pub fn os_reason(e: &std::io::Error) -> String {
 
 /// QEMU's words for a file that cannot be opened.
 pub fn open_error(path: &Path, e: std::io::Error) -> Error {
-    Error::generic(format!("Could not open '{}': {}", path.display(), os_reason(&e)))
+    Error::generic(format!(
+        "Could not open '{}': {}",
+        path.display(),
+        os_reason(&e)
+    ))
 }
 
 /// QEMU's words for an image file that cannot be created (a missing directory, a directory
@@ -109,6 +113,9 @@ pub struct ImageInfo {
     pub actual_size: Option<u64>,
     pub cluster_size: Option<u64>,
     pub dirty_flag: bool,
+    /// Whether the driver tells facts of its kind (a null node does not, nor a raw node
+    /// over one): without them QEMU shows no `dirty-flag`.
+    pub has_info: bool,
     pub encrypted: bool,
     pub backing_filename: Option<String>,
     pub full_backing_filename: Option<String>,
@@ -147,6 +154,7 @@ pub fn image_info(path: &Path, format: Option<ImageFormat>) -> Result<ImageInfo>
             actual_size,
             cluster_size: None,
             dirty_flag: false,
+            has_info: true,
             encrypted: false,
             backing_filename: None,
             full_backing_filename: None,
@@ -181,6 +189,7 @@ pub fn image_info(path: &Path, format: Option<ImageFormat>) -> Result<ImageInfo>
                 actual_size,
                 cluster_size: Some(h.cluster_size()),
                 dirty_flag: h.dirty(),
+                has_info: true,
                 encrypted: h.crypt_method != 0,
                 backing_filename: h.backing_file.clone(),
                 full_backing_filename: full,

@@ -1008,8 +1008,9 @@ pub fn image_info(
     api::ImageInfo {
         filename: info.filename,
         format: format.to_string(),
-        // The null and quorum drivers tell nothing of the kind.
-        dirty_flag: (!format.starts_with("null") && format != "quorum").then_some(info.dirty_flag),
+        // The null and quorum drivers tell nothing of the kind (nor a raw node over a null
+        // node).
+        dirty_flag: (info.has_info && format != "quorum").then_some(info.dirty_flag),
         actual_size: info.actual_size.map(i),
         virtual_size: i(info.virtual_size),
         cluster_size: info.cluster_size.map(i),
