@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 
 use crate::graph::{BlockGraph, ChildRole, Driver, Perm, PermSet, UserId, UserKind};
-use crate::image::{self, CreateOptions, Image, ImageFormat};
+use crate::image::{self, CreateOptions, Image};
 use crate::qcow2;
 use crate::{Error, ErrorClass, Result};
 
@@ -337,6 +337,13 @@ struct Job {
     /// A node the job opened read-write for itself (a stream's backing file, a commit's
     /// base), to make read-only again at its end.
     reopened: Option<String>,
+    /// The disk ranges the job's data work goes over, in order (worked out when its first
+    /// data moves), and how many of their bytes it has done: data moves as progress does.
+    plan: Option<Vec<(u64, u64)>>,
+    moved: u64,
+    /// Whether its data work waits for a file's I/O (not when it only reads and writes null
+    /// nodes, whose I/O completes at once).
+    file_io: bool,
 }
 
 /// A rate-limited job's time slice, as QEMU's rate limiter measures speed.
@@ -360,6 +367,38 @@ impl Job {
             self.work,
             Work::Mirror { .. } | Work::Commit { overlay: None, .. }
         )
+    }
+
+    /// Whether the job is at work rather than waiting (QEMU's `busy`, as qemu-storage-daemon
+    /// 10.0.2 shows it): only a running job works; one under a speed limit waits between its
+    /// chunks (and after its last), a backup waits for the copies it hands out, and one
+    /// without a limit is seen at work only while it waits for a file's I/O (a mirror between
+    /// null nodes never does). A job that is paused, ready, pending or done waits.
+    fn busy(&self) -> bool {
+        if self.status != JobStatus::Running
+            || matches!(self.work, Work::Backup { .. } | Work::Create { .. })
+        {
+            return false;
+        }
+        if self.speed == 0 {
+            return self.file_io;
+        }
+        match (self.next_chunk_ns, self.last_ns) {
+            (Some(at), Some(now)) => at <= now,
+            _ => true,
+        }
+    }
+
+    /// Whether the job's progress counts disk offsets (so data up to `current` is done);
+    /// else it counts the bytes of its plan (an active commit's allocated data, a backup's
+    /// marked granules).
+    fn counts_offsets(&self) -> bool {
+        match &self.work {
+            Work::Commit { overlay, .. } => overlay.is_some(),
+            Work::Backup { sync, .. } => *sync != SyncMode::Bitmap,
+            Work::Create { .. } => false,
+            _ => true,
+        }
     }
 
     /// How long a job under its speed limit waits after moving `bytes`: the bytes over the
@@ -545,6 +584,9 @@ impl Jobs {
                 users,
                 filter: None,
                 reopened: None,
+                plan: None,
+                moved: 0,
+                file_io: true,
             },
         );
         // QEMU drains the graph as the job's filter goes in, then as the job takes its links
@@ -1417,7 +1459,16 @@ impl Jobs {
             0 => self.unlimited_rate,
             s => s,
         };
+        let file_io = match &self.jobs[i].work {
+            Work::Mirror { source, target, .. } | Work::Backup { source, target, .. } => {
+                [source, target]
+                    .iter()
+                    .any(|n| !matches!(graph.driver(n), Ok(Driver::NullCo | Driver::NullAio)))
+            }
+            _ => true,
+        };
         let j = &mut self.jobs[i];
+        j.file_io = file_io;
         let last = j.last_ns.replace(now_ns).unwrap_or(now_ns);
         if j.status != JobStatus::Running {
             // Time a job does not run earns it no chunks: once it runs again, its next
@@ -1433,6 +1484,9 @@ impl Jobs {
             j.next_chunk_ns.get_or_insert(last);
             let done = j.limited_steps(now_ns);
             self.show_remaining(graph, i);
+            if !self.move_data(graph, i, false) {
+                return;
+            }
             if done {
                 self.run_finished(graph, i);
             }
@@ -1445,39 +1499,112 @@ impl Jobs {
         j.current = j.current.saturating_add(bytes).min(j.total);
         let done = j.current >= j.total;
         self.show_remaining(graph, i);
+        if !self.move_data(graph, i, false) {
+            return;
+        }
         if done {
             self.run_finished(graph, i);
         }
+    }
+
+    /// Moves job `i`'s data as far as its progress goes (`all`: the whole plan, as its run
+    /// phase ends). A failure fails the job: false then.
+    fn move_data(&mut self, graph: &mut BlockGraph, i: usize, all: bool) -> bool {
+        let r = self.move_data_inner(graph, i, all);
+        if let Err(e) = r {
+            self.jobs[i].error = Some(e.desc);
+            self.abort(graph, i, false);
+            return false;
+        }
+        true
+    }
+
+    fn move_data_inner(&mut self, graph: &mut BlockGraph, i: usize, all: bool) -> Result<()> {
+        let j = &self.jobs[i];
+        if matches!(j.work, Work::Create { .. }) || (j.current == 0 && !all) {
+            return Ok(());
+        }
+        if j.plan.is_none() {
+            let plan = data_plan(graph, &j.work)?;
+            self.jobs[i].plan = Some(plan);
+        }
+        let j = &self.jobs[i];
+        let plan = j.plan.as_deref().unwrap_or_default();
+        let plan_len: u64 = plan.iter().map(|(s, e)| e - s).sum();
+        let target = if all || j.current >= j.total {
+            plan_len
+        } else if j.counts_offsets() {
+            plan.iter()
+                .map(|&(s, e)| e.min(j.current).saturating_sub(s))
+                .sum()
+        } else {
+            u64::try_from(j.current as u128 * plan_len as u128 / j.total.max(1) as u128)
+                .unwrap_or(plan_len)
+        };
+        if target <= j.moved {
+            return Ok(());
+        }
+        // The plan's bytes [moved, target) as disk ranges.
+        let mut ranges = Vec::new();
+        let mut pos = 0;
+        for &(s, e) in plan {
+            let (a, b) = (pos, pos + (e - s));
+            let from = a.max(j.moved);
+            let to = b.min(target);
+            if from < to {
+                ranges.push((s + (from - a), s + (to - a)));
+            }
+            pos = b;
+        }
+        let work = j.work.clone();
+        match &work {
+            Work::Stream { top, base } => stream_ranges(graph, top, base.as_deref(), &ranges)?,
+            Work::Commit { top, base, .. } => commit_ranges(graph, top, base, &ranges)?,
+            Work::Mirror {
+                source,
+                target,
+                sync,
+            } => copy_ranges(graph, source, target, *sync, None, &ranges)?,
+            Work::Backup {
+                source,
+                target,
+                sync,
+                bitmap,
+            } => copy_ranges(
+                graph,
+                source,
+                target,
+                *sync,
+                bitmap.as_ref().map(|b| b.0.as_str()),
+                &ranges,
+            )?,
+            Work::Create { .. } => {}
+        }
+        self.jobs[i].moved = target;
+        Ok(())
     }
 
     /// The run phase is over: do the data work, then become ready or go on to finalize.
     fn run_finished(&mut self, graph: &mut BlockGraph, i: usize) {
         let work = self.jobs[i].work.clone();
         let result = match &work {
-            Work::Stream { top, base } => stream_data(graph, top, base.as_deref()),
-            Work::Commit { top, base, .. } => commit_data(graph, top, base),
-            Work::Mirror {
-                source,
-                target,
-                sync,
-            } => match (graph.size(source), graph.size(target)) {
+            Work::Stream { top, .. } => self
+                .move_data_inner(graph, i, true)
+                .and_then(|()| flush_node(graph, top)),
+            Work::Commit { base, .. } => self
+                .move_data_inner(graph, i, true)
+                .and_then(|()| flush_node(graph, base)),
+            Work::Mirror { source, target, .. } => match (graph.size(source), graph.size(target)) {
                 (Ok(a), Ok(b)) if a != b => Err(Error::generic(
                     "Source and target image have different sizes",
                 )),
-                _ => copy_data(graph, source, target, *sync, None),
+                _ => self
+                    .move_data_inner(graph, i, true)
+                    .and_then(|()| graph.backend(target)?.flush()),
             },
-            Work::Backup {
-                source,
-                target,
-                sync,
-                bitmap,
-            } => copy_data(
-                graph,
-                source,
-                target,
-                *sync,
-                bitmap.as_ref().map(|b| b.0.as_str()),
-            ),
+            Work::Backup { target, .. } => self
+                .move_data_inner(graph, i, true)
+                .and_then(|()| graph.backend(target)?.flush()),
             Work::Create {
                 path,
                 options,
@@ -1622,6 +1749,12 @@ impl Jobs {
             // The block device it opened on its node went (the job itself runs on).
             self.drain_others(1, Some(i));
         }
+        // A paused job runs again to abort (a ready one in standby is ready again first).
+        match self.jobs[i].status {
+            JobStatus::Paused => self.set_status(i, JobStatus::Running),
+            JobStatus::Standby => self.set_status(i, JobStatus::Ready),
+            _ => {}
+        }
         self.set_status(i, JobStatus::Aborting);
         self.release(graph, i);
         if self.jobs[i].kind == JobKind::Mirror {
@@ -1659,6 +1792,12 @@ impl Jobs {
     pub fn cancel(&mut self, graph: &mut BlockGraph, id: &str, force: bool) -> Result<()> {
         let i = self.index(id)?;
         self.check_verb(i, JobVerb::Cancel)?;
+        if !force && self.jobs[i].user_paused {
+            // `block-job-cancel`'s own check (`job-cancel` always forces).
+            return Err(Error::generic(format!(
+                "The block job for device '{id}' is currently paused"
+            )));
+        }
         let j = &self.jobs[i];
         if !force && j.kind == JobKind::Mirror && j.status == JobStatus::Ready {
             self.jobs[i].soft_cancel = true;
@@ -1822,7 +1961,7 @@ impl Jobs {
                 device: j.id.clone(),
                 len: j.total,
                 offset: j.current,
-                busy: false,
+                busy: j.busy(),
                 paused: j.user_paused,
                 speed: j.speed,
                 io_status: "ok",
@@ -1937,25 +2076,94 @@ fn range_allocated(img: &Image, off: u64, len: u64) -> Result<bool> {
     Ok(false)
 }
 
-/// Stream: copy into `top` what the layers between it and `base` (all layers below without a
-/// base) hold, where `top` has nothing of its own.
-fn stream_data(graph: &BlockGraph, top: &str, base: Option<&str>) -> Result<()> {
-    let chain = graph.backing_chain(top);
-    let below: Vec<String> = chain
+/// The disk ranges a job's data work goes over, in order: what the layers a stream or
+/// commit takes data from hold, the whole disk for a mirror or backup (the granules its
+/// bitmap marks, for a backup by bitmap), nothing for a mirror between different sizes
+/// (which fails instead).
+fn data_plan(graph: &BlockGraph, work: &Work) -> Result<Vec<(u64, u64)>> {
+    match work {
+        Work::Stream { top, base } => {
+            let below = stream_layers(graph, top, base.as_deref());
+            if below.is_empty() {
+                return Ok(Vec::new());
+            }
+            union_allocated(graph, &below, graph.size(top)?)
+        }
+        Work::Commit { top, base, .. } => {
+            let chain = graph.backing_chain(top);
+            let base_at = chain
+                .iter()
+                .position(|n| n == base)
+                .ok_or_else(|| Error::generic(format!("Base '{base}' not found")))?;
+            union_allocated(graph, &chain[..base_at], graph.size(top)?)
+        }
+        Work::Mirror { source, target, .. } | Work::Backup { source, target, .. } => {
+            let size = graph.size(source)?;
+            if graph.size(target)? != size {
+                return Ok(Vec::new());
+            }
+            let bitmap = match work {
+                Work::Backup {
+                    sync: SyncMode::Bitmap,
+                    bitmap: Some((b, _)),
+                    ..
+                } => Some(graph.bitmap(source, b)?),
+                _ => None,
+            };
+            let Some(m) = bitmap else {
+                return Ok(if size > 0 {
+                    vec![(0, size)]
+                } else {
+                    Vec::new()
+                });
+            };
+            let mut out: Vec<(u64, u64)> = Vec::new();
+            let g = m.granularity.max(1);
+            for bit in 0..size.div_ceil(g) {
+                if m.is_set(bit) {
+                    let (s, e) = (bit * g, ((bit + 1) * g).min(size));
+                    match out.last_mut() {
+                        Some(last) if last.1 == s => last.1 = e,
+                        _ => out.push((s, e)),
+                    }
+                }
+            }
+            Ok(out)
+        }
+        Work::Create { .. } => Ok(Vec::new()),
+    }
+}
+
+fn flush_node(graph: &BlockGraph, node: &str) -> Result<()> {
+    let img = graph.image(node)?;
+    let g = img.read().map_err(|_| lock_err())?;
+    g.flush()
+}
+
+/// The layers a stream into `top` takes data from: those below it down to `base` (all
+/// without a base).
+fn stream_layers(graph: &BlockGraph, top: &str, base: Option<&str>) -> Vec<String> {
+    graph
+        .backing_chain(top)
         .iter()
         .skip(1)
         .take_while(|n| Some(n.as_str()) != base)
         .cloned()
-        .collect();
-    if below.is_empty() {
-        return Ok(());
-    }
+        .collect()
+}
+
+/// Stream, over `ranges`: copy into `top` what the layers between it and `base` hold, where
+/// `top` has nothing of its own.
+fn stream_ranges(
+    graph: &BlockGraph,
+    top: &str,
+    base: Option<&str>,
+    ranges: &[(u64, u64)],
+) -> Result<()> {
     let img = graph.image(top)?;
     let g = img.read().map_err(|_| lock_err())?;
-    let size = g.size();
-    let ranges = union_allocated(graph, &below, size)?;
     let mut buf = vec![0u8; CHUNK as usize];
-    for (start, end) in ranges {
+    for &(start, end) in ranges {
         let mut off = start;
         while off < end {
             let (here, n) = g.allocated(off, (end - off).min(CHUNK))?;
@@ -1973,7 +2181,7 @@ fn stream_data(graph: &BlockGraph, top: &str, base: Option<&str>) -> Result<()> 
             off += n;
         }
     }
-    g.flush()
+    Ok(())
 }
 
 /// The format and name a header records for a node as backing file.
@@ -2015,34 +2223,18 @@ fn rewrite_backing(graph: &mut BlockGraph, node: &str, backing: Option<&str>) ->
     graph.set_backing(node, backing)
 }
 
-/// Commit: write everything allocated in `top` and the layers down to `base` into `base`.
-fn commit_data(graph: &BlockGraph, top: &str, base: &str) -> Result<()> {
-    let chain = graph.backing_chain(top);
-    let base_at = chain
-        .iter()
-        .position(|n| n == base)
-        .ok_or_else(|| Error::generic(format!("Base '{base}' not found")))?;
-    let layers = &chain[..base_at];
+/// Commit, over `ranges`: write what `top` reads (its data and the layers' down to `base`)
+/// into `base`, which the job opened read-write.
+fn commit_ranges(graph: &BlockGraph, top: &str, base: &str, ranges: &[(u64, u64)]) -> Result<()> {
     let top_img = graph.image(top)?;
     let top_g = top_img.read().map_err(|_| lock_err())?;
-    let size = top_g.size();
-    let ranges = union_allocated(graph, layers, size)?;
-    // The base is read-only in the graph: write through a writable handle of its own.
-    let base_path = graph.host_path(base)?;
-    let base_format = match graph.driver(base)? {
-        Driver::Qcow2 => ImageFormat::Qcow2,
-        _ => ImageFormat::Raw,
-    };
-    let base_spec = match graph.child(base, ChildRole::Backing) {
-        Some(b) => Some(chain_spec_of(graph, &b)?),
-        None => None,
-    };
-    let writer = Image::open_with_backing(&base_path, base_format, true, base_spec.as_ref())?;
-    if writer.size() < size {
+    let base_img = graph.image(base)?;
+    let writer = base_img.read().map_err(|_| lock_err())?;
+    if writer.size() < top_g.size() {
         return Err(Error::generic("Top image is larger than the base image"));
     }
     let mut buf = vec![0u8; CHUNK as usize];
-    for (s, e) in ranges {
+    for &(s, e) in ranges {
         let mut off = s;
         while off < e {
             let n = CHUNK.min(e - off);
@@ -2052,30 +2244,7 @@ fn commit_data(graph: &BlockGraph, top: &str, base: &str) -> Result<()> {
             off += n;
         }
     }
-    writer.flush()?;
-    drop(writer);
-    drop(top_g);
     Ok(())
-}
-
-fn chain_spec_of(graph: &BlockGraph, node: &str) -> Result<image::ChainSpec> {
-    let mut specs = Vec::new();
-    for n in graph.backing_chain(node) {
-        let format = match graph.driver(&n)? {
-            Driver::Qcow2 => ImageFormat::Qcow2,
-            _ => ImageFormat::Raw,
-        };
-        specs.push((graph.host_path(&n)?, format));
-    }
-    let mut spec: Option<image::ChainSpec> = None;
-    for (path, format) in specs.into_iter().rev() {
-        spec = Some(image::ChainSpec {
-            path,
-            format,
-            backing: spec.map(Box::new),
-        });
-    }
-    spec.ok_or_else(|| Error::generic(format!("Node '{node}' not found")))
 }
 
 fn commit_finish(
@@ -2116,6 +2285,20 @@ fn copy_data(
     sync: SyncMode,
     bitmap: Option<&str>,
 ) -> Result<()> {
+    let size = graph.size(source)?;
+    copy_ranges(graph, source, target, sync, bitmap, &[(0, size)])?;
+    graph.backend(target)?.flush()
+}
+
+/// [`copy_data`] over `ranges` of the disk.
+fn copy_ranges(
+    graph: &BlockGraph,
+    source: &str,
+    target: &str,
+    sync: SyncMode,
+    bitmap: Option<&str>,
+    ranges: &[(u64, u64)],
+) -> Result<()> {
     if sync == SyncMode::None {
         return Ok(());
     }
@@ -2131,49 +2314,53 @@ fn copy_data(
     } else {
         None
     };
-    // A source known to read as zeroes (a null node) is copied as zeroes, without its data.
-    if below_top.is_none() && src.reads_zeroes(0, size) {
-        dst.write_zeroes(0, size)?;
-        return dst.flush();
-    }
     let mut buf = vec![0u8; CHUNK as usize];
-    let mut off = 0;
-    while off < size {
-        let n = CHUNK.min(size - off);
-        if let Some(m) = &marked {
-            // Granule by granule: only what the bitmap marks.
-            let g = m.granularity;
-            let bit = off / g;
-            let n = CHUNK.min(size - off).min(g - off % g);
-            if m.is_set(bit) {
-                let b = &mut buf[..n as usize];
-                src.read(off, b)?;
-                dst.write(off, b)?;
-            }
-            off += n;
+    for &(start, end) in ranges {
+        let end = end.min(size);
+        // A source known to read as zeroes (a null node) is copied as zeroes, without its
+        // data.
+        if below_top.is_none() && start < end && src.reads_zeroes(start, end - start) {
+            dst.write_zeroes(start, end - start)?;
             continue;
         }
-        if let Some(top) = &below_top {
-            let g = top.read().map_err(|_| lock_err())?;
-            if !range_allocated(&g, off, n)? {
+        let mut off = start;
+        while off < end {
+            let n = CHUNK.min(end - off);
+            if let Some(m) = &marked {
+                // Granule by granule: only what the bitmap marks.
+                let g = m.granularity;
+                let bit = off / g;
+                let n = n.min(g - off % g);
+                if m.is_set(bit) {
+                    let b = &mut buf[..n as usize];
+                    src.read(off, b)?;
+                    dst.write(off, b)?;
+                }
                 off += n;
                 continue;
             }
-        }
-        let b = &mut buf[..n as usize];
-        src.read(off, b)?;
-        // Zeroes are written as zeroes (no data allocated), granule by granule.
-        let mut at = 0usize;
-        for piece in b.chunks(GRANULE as usize) {
-            let o = off + at as u64;
-            if piece.iter().all(|&x| x == 0) {
-                dst.write_zeroes(o, piece.len() as u64)?;
-            } else {
-                dst.write(o, piece)?;
+            if let Some(top) = &below_top {
+                let g = top.read().map_err(|_| lock_err())?;
+                if !range_allocated(&g, off, n)? {
+                    off += n;
+                    continue;
+                }
             }
-            at += piece.len();
+            let b = &mut buf[..n as usize];
+            src.read(off, b)?;
+            // Zeroes are written as zeroes (no data allocated), granule by granule.
+            let mut at = 0usize;
+            for piece in b.chunks(GRANULE as usize) {
+                let o = off + at as u64;
+                if piece.iter().all(|&x| x == 0) {
+                    dst.write_zeroes(o, piece.len() as u64)?;
+                } else {
+                    dst.write(o, piece)?;
+                }
+                at += piece.len();
+            }
+            off += n;
         }
-        off += n;
     }
-    dst.flush()
+    Ok(())
 }

@@ -869,3 +869,197 @@ fn drains_pause_and_resume_running_and_ready_jobs() {
     );
     assert_eq!(jobs.status("m1"), Some(JobStatus::Standby));
 }
+
+/// `qemu-img map` of a file as JSON, without host offsets (which each writer places as it
+/// likes).
+fn map_of(qemu_img: &Path, file: &Path) -> Value {
+    let (ok, text) = run(
+        qemu_img,
+        &["map", "-U", "--output=json", file.to_str().unwrap()],
+    );
+    assert!(ok, "{text}");
+    let mut v: Value = serde_json::from_str(&text).unwrap();
+    for e in v.as_array_mut().unwrap() {
+        e.as_object_mut().unwrap().remove("offset");
+    }
+    v
+}
+
+/// The block job `id` as query-block-jobs shows it: (offset, busy, paused, status).
+fn their_job(q: &mut Qmp, id: &str) -> (u64, bool, bool, String) {
+    let list = q.call("query-block-jobs", json!({})).unwrap();
+    let j = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|j| j["device"] == id)
+        .unwrap_or_else(|| panic!("no job {id} in {list}"))
+        .clone();
+    (
+        j["offset"].as_u64().unwrap(),
+        j["busy"].as_bool().unwrap(),
+        j["paused"].as_bool().unwrap(),
+        j["status"].as_str().unwrap().to_string(),
+    )
+}
+
+fn our_job(jobs: &Jobs, id: &str) -> (u64, bool, bool, String) {
+    let j = jobs
+        .query_block_jobs()
+        .into_iter()
+        .find(|j| j.device == id)
+        .unwrap();
+    (j.offset, j.busy, j.paused, j.status.name().to_string())
+}
+
+/// Pauses their job `id` once its offset reached `offset` (polling), and waits until it is
+/// paused.
+fn pause_at(q: &mut Qmp, id: &str, offset: u64) {
+    let t = Instant::now();
+    while their_job(q, id).0 < offset {
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "{id} never reached {offset}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    q.call("block-job-pause", json!({"device": id})).unwrap();
+    wait_status(q, id, "paused");
+}
+
+/// A job under a speed limit moves its data chunk by chunk as its progress goes (what a
+/// paused job leaves in the files is what its offset says it did), and is not busy while it
+/// waits for its next chunk; a job between null nodes is not busy even without a limit.
+#[test]
+fn speed_limited_jobs_move_data_chunk_by_chunk() {
+    let qemu_img = program_or_skip!("qemu-img");
+    let qemu_io = program_or_skip!("qemu-io");
+    let Some((_qsd, mut q)) = start_qsd() else {
+        return;
+    };
+    let theirs = tempfile::tempdir().unwrap();
+    let ours = tempfile::tempdir().unwrap();
+    for d in [theirs.path(), ours.path()] {
+        make_files(&qemu_img, &qemu_io, d, false);
+    }
+    let tgt = |d: &Path| d.join("tgt.img");
+
+    // A backup at 1 MiB/s: its first MiB at once, the next a second later.
+    qsd_add_top_tgt(&mut q, theirs.path());
+    q.call(
+        "blockdev-backup",
+        json!({"job-id": "b", "device": "top", "target": "tgt", "sync": "full",
+               "speed": 1 << 20}),
+    )
+    .unwrap();
+    pause_at(&mut q, "b", 1 << 20);
+    let theirs_1 = their_job(&mut q, "b");
+    let mut g = BlockGraph::default();
+    add_top(&mut g, ours.path());
+    add_tgt(&mut g, ours.path());
+    let mut jobs = Jobs::new(1 << 30);
+    let mut o = JobOptions::new("b");
+    o.speed = 1 << 20;
+    let none = Default::default();
+    jobs.start_backup(&mut g, &o, "top", "tgt", SyncMode::Full, &none)
+        .unwrap();
+    jobs.advance(&mut g, 0);
+    assert_eq!(
+        our_job(&jobs, "b"),
+        (1 << 20, false, false, "running".into()),
+        "waiting for its next chunk"
+    );
+    jobs.pause("b").unwrap();
+    jobs.advance(&mut g, SEC / 2);
+    assert_eq!(our_job(&jobs, "b"), theirs_1);
+    for d in [theirs.path(), ours.path()] {
+        pattern(&qemu_io, "raw", &tgt(d), "read -P 0x41 0 1M");
+        pattern(&qemu_io, "raw", &tgt(d), "read -P 0 1M 3M");
+    }
+    q.call("block-job-resume", json!({"device": "b"})).unwrap();
+    pause_at(&mut q, "b", 2 << 20);
+    let theirs_2 = their_job(&mut q, "b");
+    jobs.resume("b").unwrap();
+    jobs.advance(&mut g, 3 * SEC / 2);
+    jobs.pause("b").unwrap();
+    jobs.advance(&mut g, 2 * SEC);
+    assert_eq!(our_job(&jobs, "b"), theirs_2);
+    for d in [theirs.path(), ours.path()] {
+        pattern(&qemu_io, "raw", &tgt(d), "read -P 0x41 0 1M");
+        pattern(&qemu_io, "raw", &tgt(d), "read -P 0x42 1M 1M");
+        pattern(&qemu_io, "raw", &tgt(d), "read -P 0 2M 2M");
+    }
+    q.call("block-job-cancel", json!({"device": "b", "force": true}))
+        .unwrap();
+    wait_status(&mut q, "b", "null");
+    jobs.cancel(&mut g, "b", true).unwrap();
+    jobs.advance(&mut g, 3 * SEC);
+
+    // A stream at 512 KiB/s: each 512 KiB chunk copied into the top as it goes.
+    q.call(
+        "block-stream",
+        json!({"job-id": "s", "device": "top", "speed": 512 << 10}),
+    )
+    .unwrap();
+    pause_at(&mut q, "s", 512 << 10);
+    let theirs_s = their_job(&mut q, "s");
+    let mut o = JobOptions::new("s");
+    o.speed = 512 << 10;
+    jobs.start_stream(&mut g, &o, "top", None).unwrap();
+    jobs.advance(&mut g, 3 * SEC);
+    assert!(!our_job(&jobs, "s").1);
+    jobs.pause("s").unwrap();
+    jobs.advance(&mut g, 3 * SEC + SEC / 2);
+    assert_eq!(our_job(&jobs, "s"), theirs_s);
+    let top = |d: &Path| d.join("top.qcow2");
+    assert_eq!(
+        map_of(&qemu_img, &top(ours.path())),
+        map_of(&qemu_img, &top(theirs.path())),
+        "what the paused stream copied into the top"
+    );
+    q.call("block-job-cancel", json!({"device": "s", "force": true}))
+        .unwrap();
+    wait_status(&mut q, "s", "null");
+    jobs.cancel(&mut g, "s", true).unwrap();
+    jobs.advance(&mut g, 4 * SEC);
+
+    // Without a limit: a mirror between null nodes never waits for I/O, one between files
+    // does.
+    for n in ["n1", "n2"] {
+        q.call(
+            "blockdev-add",
+            json!({"driver": "null-co", "node-name": n, "size": 64u64 << 30}),
+        )
+        .unwrap();
+        g.add(&BlockdevOptions::null(Some(64 << 30)).named(n))
+            .unwrap();
+    }
+    q.call(
+        "blockdev-mirror",
+        json!({"job-id": "m", "device": "n1", "target": "n2", "sync": "full"}),
+    )
+    .unwrap();
+    let (_, busy, _, status) = their_job(&mut q, "m");
+    jobs.start_mirror(&mut g, &JobOptions::new("m"), "n1", "n2", SyncMode::Full)
+        .unwrap();
+    jobs.advance(&mut g, 4 * SEC + 1);
+    let ours_m = our_job(&jobs, "m");
+    assert_eq!((ours_m.1, ours_m.3.as_str()), (busy, status.as_str()));
+    assert_eq!((busy, status.as_str()), (false, "running"));
+    jobs.cancel(&mut g, "m", true).unwrap();
+    jobs.advance(&mut g, 5 * SEC);
+    jobs.start_mirror(&mut g, &JobOptions::new("m2"), "top", "tgt", SyncMode::Full)
+        .unwrap();
+    jobs.advance(&mut g, 5 * SEC + 1);
+    assert_eq!(
+        our_job(&jobs, "m2").1,
+        true,
+        "a running mirror between files"
+    );
+    jobs.advance(&mut g, 6 * SEC);
+    assert_eq!(
+        our_job(&jobs, "m2"),
+        (4 << 20, false, false, "ready".into()),
+        "a ready mirror waits"
+    );
+}

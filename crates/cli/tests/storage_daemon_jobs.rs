@@ -82,7 +82,11 @@ impl Side {
     /// mid.qcow2. Of `query-named-block-nodes`, what jobs change is compared: names,
     /// drivers, files, read-only, backing depth, bitmaps and the image's format and size.
     fn call(&mut self, req: &Value) -> (Value, Vec<Value>) {
-        let mut text = req
+        let mut plain = req.clone();
+        if let Some(m) = plain.as_object_mut() {
+            m.remove("full");
+        }
+        let mut text = plain
             .to_string()
             .replace("@DIR@", &self.dir.to_string_lossy());
         if text.contains("@MID@") {
@@ -91,7 +95,8 @@ impl Side {
         }
         let (r, ev) = self.q.send(&text);
         let mut r = self.norm(&r);
-        if req["execute"] == "query-named-block-nodes" {
+        // `"full": true` beside the request: the whole reply is compared.
+        if req["execute"] == "query-named-block-nodes" && req["full"] != true {
             if let Some(list) = r["return"].as_array_mut() {
                 for n in list {
                     let keep = |n: &Value| {
@@ -228,6 +233,8 @@ enum Step {
     Names,
     /// What `qemu-img info` says of a file in the daemon's directory (as JSON, sharing it).
     ImageInfo(&'static str),
+    /// What `qemu-img map` says of a file (as JSON, without host offsets).
+    Map(&'static str),
 }
 
 fn req(cmd: &str, args: Value) -> Step {
@@ -273,6 +280,18 @@ fn run(tag: &str, script: &[Step]) {
                     assert_eq!(code, 0, "qemu-img info {file}: {err}");
                     json!({"info": s.norm(&out)})
                 }
+                Step::Map(file) => {
+                    let args = ["map", "-U", "--output=json", file];
+                    let (code, out, err) = qmpkit_testkit::cmd::run_in(&img, &s.dir, &args);
+                    assert_eq!(code, 0, "qemu-img map {file}: {err}");
+                    let mut map = s.norm(&out);
+                    for e in map.as_array_mut().into_iter().flatten() {
+                        if let Some(m) = e.as_object_mut() {
+                            m.remove("offset");
+                        }
+                    }
+                    json!({"map": map})
+                }
                 Step::Write(name, off, len) => {
                     let url = format!(
                         "nbd+unix:///{name}?socket={}",
@@ -293,6 +312,7 @@ fn run(tag: &str, script: &[Step]) {
             Step::Write(n, o, l) => format!("write {n} {o} {l}"),
             Step::Names => "names used".into(),
             Step::ImageInfo(f) => format!("qemu-img info {f}"),
+            Step::Map(f) => format!("qemu-img map {f}"),
         };
         assert_eq!(
             outcomes[1], outcomes[0],
@@ -875,7 +895,10 @@ fn images_that_cannot_be_created_fail_as_in_qemu() {
         "create-errors",
         &[
             add("src", "base.qcow2"),
-            req("blockdev-snapshot-sync", sync("src", "nodir/s1.qcow2", "s1")),
+            req(
+                "blockdev-snapshot-sync",
+                sync("src", "nodir/s1.qcow2", "s1"),
+            ),
             req("blockdev-snapshot-sync", sync("src", "", "s1")),
             req(
                 "transaction",
@@ -917,6 +940,104 @@ fn images_that_cannot_be_created_fail_as_in_qemu() {
             Step::ImageInfo("s4.qcow2"),
             Step::Names,
             nodes(),
+        ],
+    );
+}
+
+/// A job under a speed limit waits between its chunks (not busy), paused too; a paused job
+/// is cancelled only by force (it runs again to abort); `block-job-cancel` without force
+/// refuses in QEMU's words. What a cancelled mirror copied (all of it in one go, then waiting
+/// for its speed) stays in the target.
+#[test]
+fn paused_and_rate_limited_jobs_wait_and_cancel_as_in_qemu() {
+    let mirror = |id: &str| {
+        job_on_src(
+            "blockdev-mirror",
+            id,
+            json!({"sync": "full", "speed": 1024}),
+        )
+    };
+    run(
+        "paused-cancel",
+        &[
+            add("src", "top.qcow2"),
+            add("tgt", "tgt.qcow2"),
+            mirror("m1"),
+            req("block-job-pause", json!({"device": "m1"})),
+            Step::Wait("m1", "paused"),
+            req("query-block-jobs", json!({})),
+            req("block-job-cancel", json!({"device": "m1"})),
+            req("block-job-cancel", json!({"device": "m1", "force": true})),
+            Step::Wait("m1", "null"),
+            Step::Map("tgt.qcow2"),
+            mirror("m2"),
+            req("job-pause", json!({"id": "m2"})),
+            Step::Wait("m2", "paused"),
+            req("job-cancel", json!({"id": "m2"})),
+            Step::Wait("m2", "null"),
+            nodes(),
+        ],
+    );
+}
+
+/// Any node can be a format node's `file`: a raw node over a qcow2 node, a raw node or a null
+/// node reads and writes through it (an export's writes land in the qcow2 image), with QEMU's
+/// names (`json:` descriptions), image facts and permissions; a qcow2 node over data that
+/// holds no qcow2 image says so.
+#[test]
+fn any_node_can_be_a_format_nodes_file() {
+    let raw_over = |name: &str, file: Value| {
+        req(
+            "blockdev-add",
+            json!({"driver": "raw", "node-name": name, "file": file}),
+        )
+    };
+    let full_nodes = || {
+        Step::Req(json!({"execute": "query-named-block-nodes",
+                         "arguments": {"flat": true}, "full": true}))
+    };
+    run(
+        "any-file-child",
+        &[
+            add("q0", "top.qcow2"),
+            raw_over("r0", json!("q0")),
+            raw_over("r1", json!("r0")),
+            req(
+                "blockdev-add",
+                json!({"driver": "raw", "node-name": "r2", "file": "q0", "read-only": true}),
+            ),
+            req(
+                "blockdev-add",
+                json!({"driver": "null-co", "node-name": "n0", "size": 1048576}),
+            ),
+            raw_over("rn", json!("n0")),
+            req(
+                "blockdev-add",
+                json!({"driver": "qcow2", "node-name": "qn", "file": "n0"}),
+            ),
+            req(
+                "blockdev-add",
+                json!({"driver": "qcow2", "node-name": "qq", "file": "q0"}),
+            ),
+            req(
+                "blockdev-add",
+                json!({"driver": "qcow2", "node-name": "qr", "file": {"driver": "raw",
+                       "file": {"driver": "file", "filename": "@DIR@/tgt.qcow2"}}}),
+            ),
+            full_nodes(),
+            Step::Req(json!({"execute": "query-named-block-nodes", "full": true})),
+            graph(),
+            nbd_start(),
+            export("e1", "r1", true),
+            export("e2", "r2", true),
+            // Exports are named after their nodes.
+            Step::Write("r1", 65536, 65536),
+            Step::Map("top.qcow2"),
+            req("block-export-del", json!({"id": "e1"})),
+            req("blockdev-del", json!({"node-name": "q0"})),
+            req("blockdev-del", json!({"node-name": "r1"})),
+            req("blockdev-del", json!({"node-name": "r0"})),
+            full_nodes(),
         ],
     );
 }
