@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 
 use sha2::{Digest, Sha256};
 
+use crate::counted::WriteMark;
 use crate::nbd::{ExportBackend, SharedImage};
 use crate::{Error, Result};
 
@@ -333,6 +334,8 @@ pub fn check_new(
 pub struct Tracked {
     pub image: SharedImage,
     pub bitmaps: SharedBitmaps,
+    /// Where the node's writes ended, at the highest.
+    pub written: WriteMark,
 }
 
 impl Tracked {
@@ -353,11 +356,13 @@ impl ExportBackend for Tracked {
     fn write(&self, offset: u64, data: &[u8]) -> Result<()> {
         ExportBackend::write(&*self.image, offset, data)?;
         self.mark(offset, data.len() as u64);
+        self.written.record(offset + data.len() as u64);
         Ok(())
     }
     fn write_zeroes(&self, offset: u64, len: u64) -> Result<()> {
         ExportBackend::write_zeroes(&*self.image, offset, len)?;
         self.mark(offset, len);
+        self.written.record(offset + len);
         Ok(())
     }
     fn trim(&self, offset: u64, len: u64) -> Result<()> {
@@ -374,12 +379,15 @@ impl ExportBackend for Tracked {
 /// a format node): writes mark these bitmaps, then the node's below.
 pub struct Marking {
     pub inner: std::sync::Arc<dyn ExportBackend>,
-    pub bitmaps: SharedBitmaps,
+    /// The node's own bitmaps (none for a filter, whose writes mark its child's).
+    pub bitmaps: Option<SharedBitmaps>,
+    /// Where the node's writes ended, at the highest.
+    pub written: WriteMark,
 }
 
 impl Marking {
     fn mark(&self, offset: u64, len: u64) {
-        if let Ok(mut s) = self.bitmaps.lock() {
+        if let Some(Ok(mut s)) = self.bitmaps.as_ref().map(|b| b.lock()) {
             s.record(offset, len);
         }
     }
@@ -395,11 +403,13 @@ impl ExportBackend for Marking {
     fn write(&self, offset: u64, data: &[u8]) -> Result<()> {
         self.inner.write(offset, data)?;
         self.mark(offset, data.len() as u64);
+        self.written.record(offset + data.len() as u64);
         Ok(())
     }
     fn write_zeroes(&self, offset: u64, len: u64) -> Result<()> {
         self.inner.write_zeroes(offset, len)?;
         self.mark(offset, len);
+        self.written.record(offset + len);
         Ok(())
     }
     fn trim(&self, offset: u64, len: u64) -> Result<()> {

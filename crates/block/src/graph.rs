@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
 use crate::bitmap::{SharedBitmaps, Tracked};
+use crate::counted::WriteMark;
 use crate::image::{self, Image, ImageFormat, ImageInfo};
 use crate::lock::{FileLock, Locking};
 use crate::nbd::{ExportBackend, SharedImage};
@@ -455,6 +456,9 @@ struct Node {
     /// A raw node over a node that is no host file (a format, another raw node, a null
     /// node, a filter): its data is that child's, read and written through the child.
     passthrough: bool,
+    /// Where the writes through the node ended, at the highest (`wr_highest_offset`): a
+    /// file node counts every write to its file, the formats' metadata included.
+    written: WriteMark,
 }
 
 /// `BlockdevCacheInfo`.
@@ -918,6 +922,7 @@ impl BlockGraph {
         let mut pending_backing: Option<Option<Option<BlockdevRef>>> = None;
         let mut stored_bitmaps = None;
         let mut passed: Option<Arc<PassedFile>> = None;
+        let mut own_mark: Option<WriteMark> = None;
         // A node is named before it opens (so a failed open still uses up a generated name,
         // as in QEMU), but after its file child.
         let name: Option<String>;
@@ -964,7 +969,9 @@ impl BlockGraph {
                         )));
                     }
                 }
-                let img = Image::open(path, Some(ImageFormat::Raw), !o.read_only)?;
+                let mark = WriteMark::new();
+                own_mark = Some(mark.clone());
+                let img = Image::open_marked(path, ImageFormat::Raw, !o.read_only, None, mark)?;
                 let locks = match o.locking {
                     Locking::On => true,
                     Locking::Off => false,
@@ -1130,7 +1137,8 @@ impl BlockGraph {
                     }
                     // The node opens first, its backing after it (so implicit names count up as
                     // QEMU's do); the data is re-opened with the chain once it is there.
-                    let img = Image::open_with_backing(&path, format, !o.read_only, None)?;
+                    let mark = self.storage_mark(&file);
+                    let img = Image::open_marked(&path, format, !o.read_only, None, mark)?;
                     if format == ImageFormat::Qcow2 {
                         pending_backing = Some(o.backing.clone());
                     }
@@ -1147,6 +1155,9 @@ impl BlockGraph {
         if let Some(n) = self.nodes.get_mut(&name) {
             n.passed = passed;
             n.passthrough = passthrough;
+            if let Some(m) = own_mark {
+                n.written = m;
+            }
         }
         if let Some(stored) = stored_bitmaps {
             self.attach_stored_bitmaps(&name, stored);
@@ -1210,6 +1221,41 @@ impl BlockGraph {
         cur.to_string()
     }
 
+    /// The [`WriteMark`] of the host file below `name` (the file node under its raw nodes
+    /// and filters): what images opened over that file count their writes in.
+    fn storage_mark(&self, name: &str) -> WriteMark {
+        let mut cur = name;
+        for _ in 0..256 {
+            let Some(n) = self.nodes.get(cur) else { break };
+            if n.driver == Driver::File {
+                return n.written.clone();
+            }
+            let below = self.passes_to(n).or_else(|| {
+                n.children
+                    .iter()
+                    .find(|e| e.role == ChildRole::File)
+                    .map(|e| e.child.as_str())
+            });
+            match below {
+                Some(c) => cur = c,
+                None => break,
+            }
+        }
+        WriteMark::new()
+    }
+
+    /// Where the writes through a node ended, at the highest (`query-blockstats`'
+    /// `wr_highest_offset`).
+    pub fn wr_highest_offset(&self, name: &str) -> u64 {
+        self.nodes.get(name).map_or(0, |n| n.written.get())
+    }
+
+    /// Something wrote `name`'s host file directly up to `end` (creating an image in it,
+    /// rewriting a header): its file node counts it.
+    pub fn note_file_written(&self, name: &str, end: u64) {
+        self.storage_mark(name).record(end);
+    }
+
     /// A child link attached now.
     fn edge(&mut self, role: ChildRole, child: &str) -> Edge {
         self.next_attach += 1;
@@ -1240,6 +1286,11 @@ impl BlockGraph {
                 self.next_serial - 1
             }
         };
+        let written = self
+            .nodes
+            .get(name)
+            .map(|n| n.written.clone())
+            .unwrap_or_default();
         self.nodes.insert(
             name.to_string(),
             Node {
@@ -1263,6 +1314,7 @@ impl BlockGraph {
                 auto_backing: None,
                 passed: None,
                 passthrough: false,
+                written,
             },
         );
         if !added.iter().any(|n| n == name) {
@@ -2362,20 +2414,27 @@ impl BlockGraph {
             if let Some(c) = self.passes_to(node) {
                 return Ok(Arc::new(crate::bitmap::Marking {
                     inner: self.backend(c)?,
-                    bitmaps: node.bitmaps.clone(),
+                    bitmaps: Some(node.bitmaps.clone()),
+                    written: node.written.clone(),
                 }));
             }
         }
         if let Some(role) = node.driver.filtered_role() {
-            // A filter's I/O is its child's (and marks the child's bitmaps).
+            // A filter's I/O is its child's (and marks the child's bitmaps); it counts where
+            // its writes end.
             if let Some(c) = self.child(name, role) {
-                return self.backend(&c);
+                return Ok(Arc::new(crate::bitmap::Marking {
+                    inner: self.backend(&c)?,
+                    bitmaps: None,
+                    written: node.written.clone(),
+                }));
             }
         }
         Ok(match &node.data {
             Data::Image(i) => Arc::new(Tracked {
                 image: i.clone(),
                 bitmaps: self.node(name)?.bitmaps.clone(),
+                written: node.written.clone(),
             }),
             Data::Null(size) => Arc::new(NullBackend(*size)),
             Data::Quorum(q) => q.clone(),
@@ -2450,8 +2509,17 @@ impl BlockGraph {
         guard.flush()?;
         let r = edit(&path);
         let img = match format {
-            Some(f) => Image::open_with_backing(&path, f, writable, spec.as_ref())?,
-            None => Image::open(&path, Some(ImageFormat::Raw), writable)?,
+            Some(f) => {
+                let mark = match self.child(name, ChildRole::File) {
+                    Some(c) => self.storage_mark(&c),
+                    None => WriteMark::new(),
+                };
+                Image::open_marked(&path, f, writable, spec.as_ref(), mark)?
+            }
+            None => {
+                let mark = self.node(name)?.written.clone();
+                Image::open_marked(&path, ImageFormat::Raw, writable, None, mark)?
+            }
         };
         *guard = img;
         drop(guard);

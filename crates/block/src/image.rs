@@ -13,6 +13,7 @@ use imago::{
     ShallowMapping,
 };
 
+use crate::counted::{CountedFile, WriteMark};
 use crate::qcow2::{self, Header};
 use crate::{Error, Result};
 
@@ -415,7 +416,7 @@ pub struct Image {
     path: PathBuf,
     format: ImageFormat,
     writable: bool,
-    access: FormatAccess<ImagoFile>,
+    access: FormatAccess<CountedFile>,
 }
 
 impl std::fmt::Debug for Image {
@@ -443,18 +444,22 @@ fn open_access(
     writable: bool,
     backing: Option<&ChainSpec>,
     depth: u32,
-) -> Result<FormatAccess<ImagoFile>> {
+    mark: WriteMark,
+) -> Result<FormatAccess<CountedFile>> {
     if depth > 256 {
         return Err(Error::generic("Backing chain too deep"));
     }
     std::fs::metadata(path).map_err(|e| open_error(path, e))?;
     let gate = PermissiveImplicitOpenGate::default();
     Ok(match format {
-        ImageFormat::Raw => FormatAccess::new(
-            Raw::<ImagoFile>::builder_path(path)
-                .write(writable)
-                .open(gate)?,
-        ),
+        ImageFormat::Raw => {
+            let file = CountedFile::open_counted(path, writable, mark, 1)?;
+            FormatAccess::new(
+                Raw::<CountedFile>::builder(file)
+                    .write(writable)
+                    .open(gate)?,
+            )
+        }
         ImageFormat::Qcow2 => {
             let b = match backing {
                 Some(spec) => Some(open_access(
@@ -463,11 +468,16 @@ fn open_access(
                     false,
                     spec.backing.as_deref(),
                     depth + 1,
+                    WriteMark::new(),
                 )?),
                 None => None,
             };
+            let cluster = image_info(path, Some(ImageFormat::Qcow2))?
+                .cluster_size
+                .unwrap_or(65536);
+            let file = CountedFile::open_counted(path, writable, mark, cluster)?;
             FormatAccess::new(
-                Qcow2::<ImagoFile>::builder_path(path)
+                Qcow2::<CountedFile>::builder(file)
                     .write(writable)
                     .backing(b)
                     .open(gate)?,
@@ -487,12 +497,12 @@ impl Image {
         let gate = PermissiveImplicitOpenGate::default();
         let access = match format {
             ImageFormat::Raw => FormatAccess::new(
-                Raw::<ImagoFile>::builder_path(path)
+                Raw::<CountedFile>::builder_path(path)
                     .write(writable)
                     .open(gate)?,
             ),
             ImageFormat::Qcow2 => FormatAccess::new(
-                Qcow2::<ImagoFile>::builder_path(path)
+                Qcow2::<CountedFile>::builder_path(path)
                     .write(writable)
                     .open(gate)?,
             ),
@@ -513,7 +523,19 @@ impl Image {
         writable: bool,
         backing: Option<&ChainSpec>,
     ) -> Result<Image> {
-        let access = open_access(path, format, writable, backing, 0)?;
+        Image::open_marked(path, format, writable, backing, WriteMark::new())
+    }
+
+    /// [`Image::open_with_backing`], counting where writes to the file end in `mark` (the
+    /// file's node's).
+    pub fn open_marked(
+        path: &Path,
+        format: ImageFormat,
+        writable: bool,
+        backing: Option<&ChainSpec>,
+        mark: WriteMark,
+    ) -> Result<Image> {
+        let access = open_access(path, format, writable, backing, 0, mark)?;
         Ok(Image {
             path: path.to_path_buf(),
             format,

@@ -1615,8 +1615,12 @@ impl Jobs {
                     None => Ok(()),
                 })
                 .and_then(|()| {
-                    let created = if node.is_some() {
-                        image::create_in_place(path, options)
+                    let created = if let Some(n) = node {
+                        // Creating the image writes its file from the start to its end.
+                        image::create_in_place(path, options).inspect(|()| {
+                            let len = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+                            graph.note_file_written(n, len);
+                        })
                     } else {
                         image::create(path, options)
                     };
@@ -2219,6 +2223,14 @@ fn rewrite_backing(graph: &mut BlockGraph, node: &str, backing: Option<&str>) ->
         None => None,
     };
     qcow2::change_backing_file(&path, entry.as_ref().map(|(n, f)| (n.as_str(), *f)))?;
+    // QEMU writes the header's whole cluster again.
+    let cluster = image::image_info(&path, Some(image::ImageFormat::Qcow2))
+        .ok()
+        .and_then(|i| i.cluster_size)
+        .unwrap_or(65536);
+    if let Some(f) = graph.child(node, ChildRole::File) {
+        graph.note_file_written(&f, cluster);
+    }
     graph.set_auto_backing_file(node, entry.as_ref().map(|(n, _)| n.as_str()));
     graph.set_backing(node, backing)
 }
@@ -2228,8 +2240,8 @@ fn rewrite_backing(graph: &mut BlockGraph, node: &str, backing: Option<&str>) ->
 fn commit_ranges(graph: &BlockGraph, top: &str, base: &str, ranges: &[(u64, u64)]) -> Result<()> {
     let top_img = graph.image(top)?;
     let top_g = top_img.read().map_err(|_| lock_err())?;
-    let base_img = graph.image(base)?;
-    let writer = base_img.read().map_err(|_| lock_err())?;
+    // Through the base node's data path (its bitmaps and counters see the writes).
+    let writer = graph.backend(base)?;
     if writer.size() < top_g.size() {
         return Err(Error::generic("Top image is larger than the base image"));
     }
@@ -2240,7 +2252,7 @@ fn commit_ranges(graph: &BlockGraph, top: &str, base: &str, ranges: &[(u64, u64)
             let n = CHUNK.min(e - off);
             let b = &mut buf[..n as usize];
             top_g.read(b, off)?;
-            writer.write(b, off)?;
+            writer.write(off, b)?;
             off += n;
         }
     }

@@ -45,6 +45,7 @@
 //! ```
 
 pub mod bitmap;
+pub mod counted;
 pub mod graph;
 pub mod image;
 pub mod job;

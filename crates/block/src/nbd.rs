@@ -125,6 +125,60 @@ impl ExportBackend for RwLock<Image> {
     }
 }
 
+/// A data path its owner can point elsewhere while clients use it: an export's block
+/// backend, which follows its node's place in the graph (onto a job's filter while the job
+/// runs, onto a mirror's target once it pivots).
+pub struct Switchable(RwLock<Arc<dyn ExportBackend>>);
+
+impl std::fmt::Debug for Switchable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Switchable")
+    }
+}
+
+impl Switchable {
+    pub fn new(backend: Arc<dyn ExportBackend>) -> Switchable {
+        Switchable(RwLock::new(backend))
+    }
+
+    /// From now on, requests go to `backend`.
+    pub fn set(&self, backend: Arc<dyn ExportBackend>) {
+        if let Ok(mut b) = self.0.write() {
+            *b = backend;
+        }
+    }
+
+    fn current(&self) -> Result<Arc<dyn ExportBackend>> {
+        Ok(self.0.read().map_err(|_| poisoned())?.clone())
+    }
+}
+
+impl ExportBackend for Switchable {
+    fn size(&self) -> u64 {
+        self.current().map(|b| b.size()).unwrap_or(0)
+    }
+    fn read(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
+        self.current()?.read(offset, buf)
+    }
+    fn write(&self, offset: u64, data: &[u8]) -> Result<()> {
+        self.current()?.write(offset, data)
+    }
+    fn write_zeroes(&self, offset: u64, len: u64) -> Result<()> {
+        self.current()?.write_zeroes(offset, len)
+    }
+    fn trim(&self, offset: u64, len: u64) -> Result<()> {
+        self.current()?.trim(offset, len)
+    }
+    fn flush(&self) -> Result<()> {
+        self.current()?.flush()
+    }
+    fn reads_zeroes(&self, offset: u64, len: u64) -> bool {
+        self.current()
+            .map(|b| b.reads_zeroes(offset, len))
+            .unwrap_or(false)
+    }
+}
+
 /// One export as the server offers it.
 #[derive(Clone)]
 pub struct NbdExport {

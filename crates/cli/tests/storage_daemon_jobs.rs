@@ -235,6 +235,9 @@ enum Step {
     ImageInfo(&'static str),
     /// What `qemu-img map` says of a file (as JSON, without host offsets).
     Map(&'static str),
+    /// What a `qemu-io` command (a read with a pattern) says of a qcow2 file, timing left
+    /// out.
+    Io(&'static str, &'static str),
 }
 
 fn req(cmd: &str, args: Value) -> Step {
@@ -292,6 +295,12 @@ fn run(tag: &str, script: &[Step]) {
                     }
                     json!({"map": map})
                 }
+                Step::Io(file, cmd) => {
+                    let args = ["-r", "-U", "-f", "qcow2", "-c", cmd, file];
+                    let (code, out, err) = qmpkit_testkit::cmd::run_in(&io, &s.dir, &args);
+                    let first = out.lines().next().unwrap_or_default().to_string();
+                    json!({"io": [code, first, err]})
+                }
                 Step::Write(name, off, len) => {
                     let url = format!(
                         "nbd+unix:///{name}?socket={}",
@@ -313,6 +322,7 @@ fn run(tag: &str, script: &[Step]) {
             Step::Names => "names used".into(),
             Step::ImageInfo(f) => format!("qemu-img info {f}"),
             Step::Map(f) => format!("qemu-img map {f}"),
+            Step::Io(f, c) => format!("qemu-io {c} {f}"),
         };
         assert_eq!(
             outcomes[1], outcomes[0],
@@ -1038,6 +1048,82 @@ fn any_node_can_be_a_format_nodes_file() {
             req("blockdev-del", json!({"node-name": "r1"})),
             req("blockdev-del", json!({"node-name": "r0"})),
             full_nodes(),
+        ],
+    );
+}
+
+/// `query-blockstats` of the nodes: each node counts where the writes through it ended
+/// (`wr_highest_offset`) and no requests; a file node counts its image's metadata too, and
+/// what creating an image or rewriting a header wrote. Compared after blockdev-create, an
+/// export's write, and a commit, stream, backup and mirror; an export's writes follow its
+/// node onto the stream's filter, and onto the target a mirror pivots to.
+#[test]
+fn node_statistics_count_the_writes_through_each_node() {
+    let stats = || req("query-blockstats", json!({"query-nodes": true}));
+    run(
+        "node-stats",
+        &[
+            req(
+                "blockdev-create",
+                json!({"job-id": "c0", "options": {"driver": "file",
+                       "filename": "@DIR@/new.qcow2", "size": 0}}),
+            ),
+            Step::Wait("c0", "concluded"),
+            req("job-dismiss", json!({"id": "c0"})),
+            req(
+                "blockdev-add",
+                json!({"driver": "file", "node-name": "cf", "filename": "@DIR@/new.qcow2"}),
+            ),
+            req(
+                "blockdev-create",
+                json!({"job-id": "c1", "options": {"driver": "qcow2", "file": "cf",
+                       "size": 4194304}}),
+            ),
+            Step::Wait("c1", "concluded"),
+            req("job-dismiss", json!({"id": "c1"})),
+            stats(),
+            add("src", "top.qcow2"),
+            add("tgt", "tgt.qcow2"),
+            add("tgt2", "tgt2.qcow2"),
+            nbd_start(),
+            export("e1", "src", true),
+            Step::Write("src", 4096, 4096),
+            Step::Write("src", 700 << 10, 4096),
+            stats(),
+            req(
+                "block-commit",
+                json!({"job-id": "j1", "device": "src", "top-node": "@MID@"}),
+            ),
+            Step::Wait("j1", "null"),
+            stats(),
+            req(
+                "block-stream",
+                json!({"job-id": "j2", "device": "src", "speed": 1024,
+                       "filter-node-name": "cor"}),
+            ),
+            // The export's writes go through the stream's filter now.
+            Step::Write("src", 800 << 10, 4096),
+            stats(),
+            req("block-job-set-speed", json!({"device": "j2", "speed": 0})),
+            Step::Wait("j2", "null"),
+            stats(),
+            job_on_src("blockdev-backup", "j3", json!({"sync": "full"})),
+            Step::Wait("j3", "null"),
+            stats(),
+            req(
+                "blockdev-mirror",
+                json!({"job-id": "j4", "device": "src", "target": "tgt2", "sync": "full"}),
+            ),
+            Step::Wait("j4", "ready"),
+            stats(),
+            req("job-complete", json!({"id": "j4"})),
+            Step::Wait("j4", "null"),
+            // And to the target once the mirror pivoted.
+            Step::Write("src", 900 << 10, 4096),
+            stats(),
+            Step::Io("tgt2.qcow2", "read -P 0x55 900k 4k"),
+            Step::Io("tgt2.qcow2", "read -P 0x55 800k 4k"),
+            Step::Io("top.qcow2", "read -P 0 900k 4k"),
         ],
     );
 }

@@ -22,12 +22,13 @@ mod filename;
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::Arc;
 
 use qmpkit_block::graph::{
     BlockGraph, BlockdevOptions, BlockdevRef, Driver, Perm, PermSet, UserId, UserKind,
 };
 use qmpkit_block::job::{JobEvent, JobKind, JobStatus, Jobs};
-use qmpkit_block::nbd::{NbdExport, NbdServer};
+use qmpkit_block::nbd::{NbdExport, NbdServer, Switchable};
 use qmpkit_wire::{ErrorClass, QmpError};
 
 use crate::api;
@@ -118,6 +119,9 @@ pub struct Export {
     pub node: String,
     pub writable: bool,
     pub user: UserId,
+    /// The data path the NBD server uses, and the node it goes to now.
+    pub backend: Arc<Switchable>,
+    pub bound: String,
 }
 
 /// The block layer of one machine.
@@ -430,11 +434,12 @@ pub fn add_export(m: &mut Machine, e: &NewExport) -> Result<(), QmpError> {
         )
         .map_err(qerr);
     let user = user.map_err(|err| export_refused(m, err))?;
+    let backend = Arc::new(Switchable::new(backend));
     let export = NbdExport {
         name: e.name.to_string(),
         description: e.description.map(str::to_string),
         writable: e.writable,
-        backend,
+        backend: backend.clone(),
     };
     if let Some(Err(err)) = m.block.nbd.as_ref().map(|s| s.add_export(export)) {
         m.block.graph.detach_user(user);
@@ -446,6 +451,8 @@ pub fn add_export(m: &mut Machine, e: &NewExport) -> Result<(), QmpError> {
         node: e.node.to_string(),
         writable: e.writable,
         user,
+        backend,
+        bound: e.node.to_string(),
     });
     // Its block backend went onto the node.
     m.block.graph.note_drains(1);
@@ -1366,7 +1373,12 @@ fn node_stats(g: &qmpkit_block::graph::BlockGraph, name: &str, depth: usize) -> 
     api::BlockStats {
         device: None,
         node_name: Some(name.to_string()),
-        stats: api::BlockDeviceStats::default(),
+        // A node counts no requests of its own (those are its block backend's), only where
+        // the writes through it ended.
+        stats: api::BlockDeviceStats {
+            wr_highest_offset: i(g.wr_highest_offset(name)),
+            ..Default::default()
+        },
         driver_specific,
         parent,
         backing: None,
@@ -1497,6 +1509,24 @@ pub fn sync_media(m: &mut Machine) {
             .map(|d| d.name().to_string())
             .unwrap_or_default();
         med.node_name = now;
+    }
+    sync_exports(m);
+}
+
+/// Exports whose block backend moved in the graph (onto a job's filter, back, onto a
+/// mirror's target) send their requests to where it is now.
+fn sync_exports(m: &mut Machine) {
+    let BlockState { graph, exports, .. } = &mut m.block;
+    for e in exports.iter_mut() {
+        let Some(now) = graph.node_with_user(&UserKind::Export(e.name.clone())) else {
+            continue;
+        };
+        if now != e.bound {
+            if let Ok(b) = graph.backend(&now) {
+                e.backend.set(b);
+                e.bound = now;
+            }
+        }
     }
 }
 

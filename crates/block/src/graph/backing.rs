@@ -1,6 +1,7 @@
 //! `change-backing-file`: rewriting the backing file name an image's header records.
 
 use super::{BlockGraph, ChildRole, Data, Driver};
+use crate::image::{self, ImageFormat};
 use crate::nbd::ExportBackend;
 use crate::qcow2;
 use crate::{Error, Result};
@@ -43,6 +44,15 @@ impl BlockGraph {
                 e.desc
             ))
         })?;
+        // QEMU writes the header's whole cluster again.
+        if let Some(c) = image::image_info(&path, Some(ImageFormat::Qcow2))
+            .ok()
+            .and_then(|i| i.cluster_size)
+        {
+            if let Some(f) = self.child(image, ChildRole::File) {
+                self.note_file_written(&f, c);
+            }
+        }
         self.set_auto_backing_file(image, Some(backing_file));
         // The open image reads its header again (so nothing writes the old name back).
         self.reopen(image)
