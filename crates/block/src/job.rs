@@ -1591,9 +1591,15 @@ impl Jobs {
             Work::Stream { top, .. } => self
                 .move_data_inner(graph, i, true)
                 .and_then(|()| flush_node(graph, top)),
-            Work::Commit { base, .. } => self
-                .move_data_inner(graph, i, true)
-                .and_then(|()| flush_node(graph, base)),
+            Work::Commit { top, base, .. } => match (graph.size(top), graph.size(base)) {
+                // Even with nothing to move.
+                (Ok(t), Ok(b)) if b < t => {
+                    Err(Error::generic("Top image is larger than the base image"))
+                }
+                _ => self
+                    .move_data_inner(graph, i, true)
+                    .and_then(|()| flush_node(graph, base)),
+            },
             Work::Mirror { source, target, .. } => match (graph.size(source), graph.size(target)) {
                 (Ok(a), Ok(b)) if a != b => Err(Error::generic(
                     "Source and target image have different sizes",
