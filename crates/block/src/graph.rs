@@ -270,6 +270,10 @@ pub struct BlockdevOptions {
     /// Given as a command line's text (`-drive`): options a node's `json:` name shows are
     /// strings.
     pub from_text: bool,
+    /// `auto-read-only` (what `-drive` sets for its file): a read-write file node opens its
+    /// file for writing only once a parent needs to write; where it cannot (an fd set with
+    /// only a read-only descriptor) the node opens all the same and refuses the writer.
+    pub auto_read_only: bool,
 }
 
 impl BlockdevOptions {
@@ -291,6 +295,7 @@ impl BlockdevOptions {
             throttle_group: None,
             quorum: None,
             from_text: false,
+            auto_read_only: false,
         }
     }
 
@@ -436,6 +441,10 @@ struct Node {
     filename: String,
     /// The descriptor behind a file name that is not a host path (`/dev/fdset/N`).
     passed: Option<Arc<PassedFile>>,
+    /// A read-write file node whose file could only be had for reading (an fd set with no
+    /// descriptor for writing): why it cannot be written, said when a writer comes (QEMU
+    /// opens a file for writing only once a parent needs to write).
+    write_error: Option<String>,
     children: Vec<Edge>,
     data: Data,
     write_threshold: u64,
@@ -756,6 +765,25 @@ impl BlockGraph {
         self.opener = passed::Opener(Some(open));
     }
 
+    /// Why a node cannot be written although it was opened read-write (its file, or that of
+    /// a child, could only be had for reading), if so.
+    pub fn write_error(&self, name: &str) -> Option<String> {
+        let mut stack = vec![name.to_string()];
+        while let Some(n) = stack.pop() {
+            let node = self.nodes.get(&n)?;
+            if let Some(e) = &node.write_error {
+                return Some(e.clone());
+            }
+            stack.extend(
+                node.children
+                    .iter()
+                    .filter(|e| e.role == ChildRole::File)
+                    .map(|e| e.child.clone()),
+            );
+        }
+        None
+    }
+
     /// Where a node's file is on the host (its file child's, for a format node): its name,
     /// or the descriptor handed over for it.
     pub fn host_path(&self, name: &str) -> Result<PathBuf> {
@@ -923,6 +951,7 @@ impl BlockGraph {
         let mut stored_bitmaps = None;
         let mut passed: Option<Arc<PassedFile>> = None;
         let mut own_mark: Option<WriteMark> = None;
+        let mut write_error: Option<String> = None;
         // A node is named before it opens (so a failed open still uses up a generated name,
         // as in QEMU), but after its file child.
         let name: Option<String>;
@@ -948,17 +977,32 @@ impl BlockGraph {
                     write: !o.read_only,
                     direct: o.cache_direct,
                 };
-                passed = self
-                    .opener
-                    .open(&given.to_string_lossy(), flags)
-                    .transpose()?
-                    .map(Arc::new);
+                passed = match self.opener.open(&given.to_string_lossy(), flags) {
+                    // Without a descriptor for writing, the file is held for reading until
+                    // a writer comes.
+                    Some(Err(e)) if flags.write && o.auto_read_only => {
+                        let read = OpenFlags {
+                            write: false,
+                            ..flags
+                        };
+                        match self.opener.open(&given.to_string_lossy(), read) {
+                            Some(Ok(f)) => {
+                                write_error = Some(e.desc);
+                                Some(Arc::new(f))
+                            }
+                            _ => return Err(e),
+                        }
+                    }
+                    other => other.transpose()?.map(Arc::new),
+                };
                 let host = passed.as_ref().map(|p| p.path());
                 let path = host.as_ref().unwrap_or(given);
                 // Only regular files: a directory does not even open for writing.
                 if let Ok(meta) = std::fs::metadata(path) {
                     let shown = given.to_string_lossy();
-                    if meta.is_dir() && !o.read_only {
+                    // (With `auto-read-only` the open for writing falls back to reading,
+                    // and the check below speaks.)
+                    if meta.is_dir() && !o.read_only && !o.auto_read_only {
                         return Err(Error::generic(format!(
                             "Could not open '{shown}': Is a directory"
                         )));
@@ -971,7 +1015,7 @@ impl BlockGraph {
                 }
                 let mark = WriteMark::new();
                 own_mark = Some(mark.clone());
-                let img = Image::open_marked(path, ImageFormat::Raw, !o.read_only, None, mark)?;
+                let img = Image::open_marked(path, ImageFormat::Raw, !o.read_only && write_error.is_none(), None, mark)?;
                 let locks = match o.locking {
                     Locking::On => true,
                     Locking::Off => false,
@@ -1158,6 +1202,7 @@ impl BlockGraph {
             if let Some(m) = own_mark {
                 n.written = m;
             }
+            n.write_error = write_error;
         }
         if let Some(stored) = stored_bitmaps {
             self.attach_stored_bitmaps(&name, stored);
@@ -1315,6 +1360,7 @@ impl BlockGraph {
                 passed: None,
                 passthrough: false,
                 written,
+                write_error: None,
             },
         );
         if !added.iter().any(|n| n == name) {
@@ -1632,8 +1678,12 @@ impl BlockGraph {
     fn check_writable(&self, name: &str) -> Result<()> {
         let (perm, _) = self.cumulative(name, 0);
         let writes = perm.contains(Perm::Write) || perm.contains(Perm::WriteUnchanged);
-        if writes && self.node(name)?.read_only {
+        let node = self.node(name)?;
+        if writes && node.read_only {
             return Err(Error::generic("Block node is read-only"));
+        }
+        if let (true, Some(e)) = (writes, &node.write_error) {
+            return Err(Error::generic(e.clone()));
         }
         Ok(())
     }

@@ -71,6 +71,112 @@ pub fn os_reason(e: &std::io::Error) -> String {
     }
 }
 
+/// What QEMU's driver `format` says of a file that opened but is not an image of that
+/// format (`None`: the file's header is one of that format, or the format reads any file).
+/// Only the image formats whose data the block layer does not read are judged here (raw and
+/// qcow2 open for real); `shown` is the file's name as the error shows it. Each driver looks
+/// at its own header fields, in its own order, and words its refusal its own way.
+pub fn foreign_format_error(path: &Path, shown: &str, format: &str) -> Option<String> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = std::fs::File::open(path).ok()?;
+    // The block layer sees a file's length in whole sectors.
+    let size = f.metadata().ok()?.len().div_ceil(512) * 512;
+    let mut head = vec![0u8; 1024];
+    let mut got = 0;
+    while got < head.len() {
+        match f.read(&mut head[got..]) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got += n,
+        }
+    }
+    // Bytes past the end of the file read as zeroes.
+    let be32 = |o: usize| u32::from_be_bytes([head[o], head[o + 1], head[o + 2], head[o + 3]]);
+    let le32 = |o: usize| u32::from_le_bytes([head[o], head[o + 1], head[o + 2], head[o + 3]]);
+    let le64 = |o: usize| {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&head[o..o + 8]);
+        u64::from_le_bytes(b)
+    };
+    let starts = |m: &[u8]| head.starts_with(m);
+    match format {
+        "vmdk" => {
+            if size == 0 {
+                return Some("File is too small, not a valid image".into());
+            }
+            let text = b"# Disk DescriptorFile";
+            (!(starts(b"KDMV") || starts(b"COWD") || starts(text)))
+                .then(|| "invalid VMDK image descriptor".into())
+        }
+        "vdi" => {
+            const MAX: u64 = 0x1_ffff_f800_0000;
+            let disk_size = le64(368);
+            if disk_size > MAX {
+                return Some(format!(
+                    "Unsupported VDI image size (size is 0x{disk_size:x}, max supported is 0x{MAX:x})"
+                ));
+            }
+            let sig = le32(64);
+            (sig != 0xbeda_107f)
+                .then(|| format!("Image not in VDI format (bad signature {sig:08x})"))
+        }
+        "qed" => (!starts(b"QED\0")).then(|| "Image not in QED format".into()),
+        "vhdx" => {
+            (!starts(b"vhdxfile")).then(|| format!("Could not open '{shown}': Invalid argument"))
+        }
+        "qcow" => {
+            if !starts(b"QFI\xfb") {
+                return Some("Image not in qcow format".into());
+            }
+            let v = be32(4);
+            (v != 1).then(|| format!("qcow (v1) does not support qcow version {v}"))
+        }
+        "vpc" => {
+            if size < 512 {
+                return Some("File too small for a VHD header".into());
+            }
+            if starts(b"conectix") {
+                return None;
+            }
+            // A fixed-size image has its footer at the end only.
+            let mut tail = [0u8; 8];
+            let found = f.seek(SeekFrom::Start(size - 512)).is_ok()
+                && f.read_exact(&mut tail).is_ok()
+                && &tail == b"conectix";
+            (!found).then(|| "invalid VPC image".into())
+        }
+        "parallels" => (!(starts(b"WithoutFreeSpace") || starts(b"WithouFreSpacExt")))
+            .then(|| "Image not in Parallels format".into()),
+        "dmg" => {
+            if size < 512 {
+                return Some("dmg file must be at least 512 bytes long".into());
+            }
+            let mut tail = [0u8; 4];
+            let found = f.seek(SeekFrom::Start(size - 512)).is_ok()
+                && f.read_exact(&mut tail).is_ok()
+                && &tail == b"koly";
+            (!found).then(|| "Could not locate UDIF trailer in dmg file".into())
+        }
+        "bochs" => (!starts(b"Bochs Virtual HD Image")).then(|| "Image not in Bochs format".into()),
+        "cloop" => {
+            let bs = be32(128);
+            if bs == 0 {
+                Some("block_size cannot be zero".into())
+            } else if bs % 512 != 0 {
+                Some(format!("block_size {bs} must be a multiple of 512"))
+            } else if bs > 64 << 20 {
+                Some(format!("block_size {bs} must be 64 MB or less"))
+            } else {
+                None
+            }
+        }
+        "host_device" | "host_cdrom" => Some(format!(
+            "'{format}' driver requires '{shown}' to be either a character or block device"
+        )),
+        "luks" => Some("Parameter 'key-secret' is required for cipher".into()),
+        _ => None,
+    }
+}
+
 /// QEMU's words for a file that cannot be opened.
 pub fn open_error(path: &Path, e: std::io::Error) -> Error {
     Error::generic(format!(

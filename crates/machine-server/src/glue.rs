@@ -77,8 +77,25 @@ pub fn lock(m: &Mutex<Machine>) -> MutexGuard<'_, Machine> {
     }
 }
 
+/// Prints on the process's standard error what the machine would have printed on QEMU's
+/// (warnings that are not part of any reply).
+fn print_diagnostics(m: &mut Machine) {
+    let lines = m.take_diagnostics();
+    if !lines.is_empty() {
+        use std::io::Write;
+        let mut err = std::io::stderr().lock();
+        for l in lines {
+            let _ = err.write_all(l.as_bytes());
+        }
+        let _ = err.flush();
+    }
+}
+
 impl MachineHandle {
-    pub fn new(machine: Machine) -> MachineHandle {
+    pub fn new(mut machine: Machine) -> MachineHandle {
+        // What building the machine had to say (its drives' warnings), as QEMU says it at
+        // start-up.
+        print_diagnostics(&mut machine);
         let (tx, rx) = watch::channel(None);
         MachineHandle {
             machine: Arc::new(Mutex::new(machine)),
@@ -167,6 +184,7 @@ impl MachineHandle {
                     .map(Returned::Value),
             };
             m.serve_main_loop_requests(cx.now_ns);
+            print_diagnostics(&mut m);
             // Broadcast while the machine is locked, so that events of
             // concurrent calls go out in the order the machine made them.
             for (name, data) in m.take_events() {
@@ -300,6 +318,7 @@ impl MachineHandle {
                 return String::new();
             }
             let out = qmpkit_machine::hmp::run_line(&mut m, &mut cx, line);
+            print_diagnostics(&mut m);
             (
                 qmpkit_machine::hmp::crlf(&out),
                 m.take_events(),

@@ -74,6 +74,9 @@ fn glue_serves_each_command_as_the_mode_says() {
         sets.push((s, (1, 3, 0)));
     }
     let implemented = qmpkit_machine::handled();
+    // The medium `change` puts in (one that does not open is refused).
+    let iso = std::env::temp_dir().join(format!("qmpkit-glue-{}.iso", std::process::id()));
+    std::fs::write(&iso, vec![0u8; 1 << 16]).expect("image");
     for (s, ver) in sets {
         for mode in [
             Unhandled::NotImplemented,
@@ -81,11 +84,7 @@ fn glue_serves_each_command_as_the_mode_says() {
             Unhandled::NotFound,
         ] {
             let reg = registry(s.clone(), ver, mode);
-            let r = call(
-                &reg,
-                "change",
-                json!({"device": "ide1-cd0", "target": "/tmp/x.iso"}),
-            );
+            let r = call(&reg, "change", json!({"device": "ide1-cd0", "target": iso}));
             assert_eq!(r, Ok(json!({})), "{mode:?} {ver:?}");
             let mut unimplemented = 0;
             for name in reg.names() {
@@ -117,4 +116,5 @@ fn glue_serves_each_command_as_the_mode_says() {
             }
         }
     }
+    let _ = std::fs::remove_file(&iso);
 }

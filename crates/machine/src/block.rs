@@ -150,6 +150,29 @@ pub struct BlockState {
     media_synced: Option<qmpkit_block::graph::Generation>,
     /// Quorum events held back.
     quorum_events: QuorumThrottle,
+    /// Drives opened read-write whose image can only be read (an fd set without a descriptor
+    /// for writing), with QEMU's words for the writer that is refused.
+    unwritable: Vec<(String, String)>,
+    /// Warnings QEMU prints on its standard error (not in QMP), waiting to be printed
+    /// ([`Machine::take_diagnostics`]).
+    pub diagnostics: Vec<String>,
+}
+
+/// QEMU's warning for an image opened for writing whose format was probed as raw.
+fn probed_raw_warning(file: &str) -> String {
+    format!(
+        "WARNING: Image format was not specified for '{file}' and probing guessed raw.\n\
+         \x20        Automatically detecting the format is dangerous for raw images, write operations on block 0 will be restricted.\n\
+         \x20        Specify the 'raw' format explicitly to remove the restrictions.\n"
+    )
+}
+
+/// Queues QEMU's warning when `medium`, whose format was probed (not given), is raw and
+/// opened for writing: read-only media get none.
+fn warn_probed_raw(m: &mut Machine, file: &str, medium: &Medium) {
+    if medium.format == "raw" && !medium.read_only {
+        m.block.diagnostics.push(probed_raw_warning(file));
+    }
 }
 
 /// The permissions a guest device's backend takes on its node, and what it shares.
@@ -163,13 +186,20 @@ fn device_perms(read_only: bool) -> (PermSet, PermSet) {
 }
 
 /// Options of a format node over a file node, as `-drive file=…,format=…` opens it.
-fn drive_options(file: &str, format: &str, read_only: bool) -> Option<BlockdevOptions> {
+fn drive_options(
+    file: &str,
+    format: &str,
+    read_only: bool,
+    auto_read_only: bool,
+) -> Option<BlockdevOptions> {
     let driver = match format {
         "qcow2" => Driver::Qcow2,
         "raw" => Driver::Raw,
         _ => return None,
     };
-    let child = BlockdevRef::Inline(Box::new(BlockdevOptions::file(file).read_only(read_only)));
+    let mut f = BlockdevOptions::file(file).read_only(read_only);
+    f.auto_read_only = auto_read_only;
+    let child = BlockdevRef::Inline(Box::new(f));
     Some(BlockdevOptions::format(driver, child).read_only(read_only))
 }
 
@@ -211,6 +241,25 @@ impl BlockState {
                 stats: IoStats::default(),
             });
         }
+        // A guest device on a drive that cannot be written is refused when it is created:
+        // the board's own (`if=ide`, …) with the bare error, a `-device` with its option.
+        if first_error.is_none() {
+            let unwritable = std::mem::take(&mut s.unwritable);
+            first_error = unwritable.iter().find_map(|(id, e)| {
+                let d = config.drives.iter().find(|d| &d.id == id)?;
+                (d.interface != "none").then(|| e.clone())
+            });
+            if first_error.is_none() {
+                first_error = config.devices.iter().find_map(|dev| {
+                    let drive = dev.props.get("drive")?;
+                    let (_, e) = unwritable.iter().find(|(id, _)| id == drive)?;
+                    Some(match &dev.option {
+                        Some(o) => format!("{o}: {e}"),
+                        None => e.clone(),
+                    })
+                });
+            }
+        }
         (s, first_error)
     }
 
@@ -235,8 +284,21 @@ impl BlockState {
             return Ok(Some(self.unread_medium(f, &format, d.readonly, d.size)));
         }
         let node_name = d.options.get("node-name").map(String::as_str);
-        self.open_medium(&d.id, f, &format, d.readonly, node_name)
-            .map(Some)
+        let medium = self.open_medium(&d.id, f, &format, d.readonly, node_name, true)?;
+        // A snapshot writes to a temporary overlay: the image itself is only read.
+        let snapshot = d
+            .options
+            .get("snapshot")
+            .is_some_and(|v| matches!(v.as_str(), "on" | "yes" | "true"));
+        if d.format.is_none()
+            && d.driver.is_none()
+            && medium.format == "raw"
+            && !medium.read_only
+            && !snapshot
+        {
+            self.diagnostics.push(probed_raw_warning(f));
+        }
+        Ok(Some(medium))
     }
 
     /// Opens `file` (a host file, or `/dev/fdset/N` through the machine's fd sets) in the
@@ -251,6 +313,7 @@ impl BlockState {
         format: &str,
         read_only: bool,
         node_name: Option<&str>,
+        auto_read_only: bool,
     ) -> Result<Medium, QmpError> {
         // A host device (`/dev/sdb`, …) would take QEMU's `host_device` protocol, which the
         // block layer does not have: a medium that is never read.
@@ -258,15 +321,15 @@ impl BlockState {
         if device && !file.starts_with("/dev/fdset/") {
             return Ok(self.unread_medium(file, format, read_only, 0));
         }
-        if let Some(mut opts) = drive_options(file, format, read_only) {
+        if let Some(mut opts) = drive_options(file, format, read_only, auto_read_only) {
             opts.node_name = node_name.map(str::to_string);
             let e = match self.open_node_medium(id, &opts, file, format) {
-                Err(e) if !read_only => e,
+                Err(e) if !read_only && auto_read_only => e,
                 r => return r,
             };
             // A drive's image opens read-only where it cannot be opened for writing (QEMU's
-            // `auto-read-only`), and then says what that attempt met.
-            let ro = drive_options(file, format, true).unwrap_or(opts);
+            // `auto-read-only`, which `-drive` sets), and then says what that attempt met.
+            let ro = drive_options(file, format, true, true).unwrap_or(opts);
             return match self.graph.add_implicit(&ro) {
                 Ok(node) => {
                     self.graph.discard_unused(&node);
@@ -275,11 +338,42 @@ impl BlockState {
                 Err(ro_err) => Err(qerr(ro_err)),
             };
         }
+        // Protocols that name no file.
+        match format {
+            "nbd" if !file.starts_with("nbd:") => {
+                return Err(QmpError::generic(
+                    "File name string for NBD must start with 'nbd:'",
+                ))
+            }
+            "nbd" => return Ok(self.unread_medium(file, format, read_only, 0)),
+            "iscsi" => return Err(QmpError::generic(
+                "Unable to load module iscsi. Perhaps you want to install qemu-block-extra or qemu-block-supplemental package?",
+            )),
+            _ => {}
+        }
         let opts = BlockdevOptions::file(file).read_only(read_only);
         let node = self.graph.add_implicit(&opts).map_err(qerr)?;
         let size = self.graph.size(&node).unwrap_or(0);
+        // The format's driver reads the file's header and refuses one not of its kind.
+        let refused = self
+            .graph
+            .host_path(&node)
+            .ok()
+            .and_then(|path| qmpkit_block::image::foreign_format_error(&path, file, format));
         self.graph.discard_unused(&node);
+        if let Some(e) = refused {
+            return Err(QmpError::generic(e));
+        }
         Ok(self.unread_medium(file, format, read_only, size))
+    }
+
+    /// Lets go of a medium opened for a drive but never put in (a change that failed after
+    /// the new image opened): its user leaves the node, and the node goes unless used.
+    fn drop_medium(&mut self, med: Medium) {
+        if let Some(u) = med.user {
+            self.graph.detach_user(u);
+        }
+        self.graph.discard_unused(&med.node_name);
     }
 
     /// Opens the node of `-drive driver=…` (a null node, a file node by `filename=`) with
@@ -328,10 +422,21 @@ impl BlockState {
         let read_only = opts.read_only;
         let node = self.graph.add_implicit(opts).map_err(qerr)?;
         let (perm, shared) = device_perms(read_only);
-        let user = self
-            .graph
-            .attach_user(&node, UserKind::Device(id.to_string()), perm, shared)
-            .ok();
+        let user =
+            match self
+                .graph
+                .attach_user(&node, UserKind::Device(id.to_string()), perm, shared)
+            {
+                Ok(u) => Some(u),
+                Err(e) => {
+                    // A drive whose image cannot be written opens all the same; the device
+                    // that would write it is refused (see `BlockState::new`).
+                    if self.graph.write_error(&node).is_some() {
+                        self.unwritable.push((id.to_string(), e.desc));
+                    }
+                    None
+                }
+            };
         let size = self.graph.size(&node).unwrap_or(0);
         let file = match file {
             "" => self.graph.filename(&node).unwrap_or_default(),
@@ -913,8 +1018,6 @@ pub fn change_medium(
             }));
         }
     }
-    let had_tray = open_tray(m, i, name, true)?;
-    remove_medium(m, i, name)?;
     let id = m.block.drives[i].id.clone();
     let was_ro = m
         .config
@@ -923,15 +1026,31 @@ pub fn change_medium(
         .find(|d| d.id == id)
         .is_some_and(|d| d.readonly);
     let read_only = read_only.unwrap_or(was_ro);
+    if filename.is_empty() {
+        return Err(QmpError::generic(
+            "The 'file' block driver requires a file name",
+        ));
+    }
+    // The new image opens first: one that does not open is refused before the tray moves,
+    // and the drive keeps what it had.
+    let probed = format.is_none();
     let format = format
         .map(str::to_string)
         .unwrap_or_else(|| probe_format(filename));
-    // A file that does not open still goes in, as a medium never read (QEMU refuses it
-    // before the tray moves).
-    let medium = match m.block.open_medium(&id, filename, &format, read_only, None) {
-        Ok(med) => med,
-        Err(_) => m.block.unread_medium(filename, &format, read_only, 0),
-    };
+    let medium = m
+        .block
+        .open_medium(&id, filename, &format, read_only, None, false)?;
+    let had_tray =
+        match open_tray(m, i, name, true).and_then(|t| remove_medium(m, i, name).map(|()| t)) {
+            Ok(t) => t,
+            Err(e) => {
+                m.block.drop_medium(medium);
+                return Err(e);
+            }
+        };
+    if probed {
+        warn_probed_raw(m, filename, &medium);
+    }
     m.block.drives[i].medium = Some(medium);
     if had_tray {
         close_tray(m, i, name)?;
@@ -1234,17 +1353,18 @@ pub fn query_block(m: &Machine) -> Vec<api::BlockInfo> {
             }
             _ => None,
         };
+        // A drive no guest device uses has no tray and no I/O status, and counts as
+        // removable (QEMU asks the device, and without one the medium can always go).
+        let front = fronts.get(d.id.as_str()).copied();
         api::BlockInfo {
             device: d.id.clone(),
-            qdev: fronts
-                .get(d.id.as_str())
-                .and_then(|&n| qdev_of_device(m, n)),
+            qdev: front.and_then(|n| qdev_of_device(m, n)),
             r#type: "unknown".into(),
-            removable: d.removable,
+            removable: d.removable || front.is_none(),
             locked: d.locked,
             inserted,
-            tray_open: d.has_tray.then_some(d.tray_open),
-            io_status: (!d.floppy).then(|| io_status(d.io_status)),
+            tray_open: (d.has_tray && front.is_some()).then_some(d.tray_open),
+            io_status: (!d.floppy && front.is_some()).then(|| io_status(d.io_status)),
             dirty_bitmaps,
         }
     }));

@@ -82,6 +82,9 @@ pub struct DeviceConfig {
     pub driver: String,
     pub id: Option<String>,
     pub props: BTreeMap<String, String>,
+    /// The option as given (`-device TEXT`), for errors that name it.
+    #[serde(skip)]
+    pub option: Option<String>,
 }
 
 /// A network backend (`-netdev type,id=…`).
@@ -483,6 +486,7 @@ impl MachineConfig {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
+            option: None,
         };
         c.devices = vec![
             dev("VGA", "video0", &[]),
@@ -600,7 +604,14 @@ impl MachineConfig {
             }
             "daemonize" => self.daemonize = true,
             "enable-kvm" => self.kvm = true,
-            "nodefaults" => self.remove_defaults(),
+            "nodefaults" => {
+                self.remove_defaults();
+                // The board leaves out its own default devices too (the parallel port).
+                self.options.push(OptionConfig {
+                    name: name.to_string(),
+                    value: None,
+                });
+            }
             "nographic" => self.vnc = None,
             "name" => {
                 let v = need(value)?;
@@ -759,6 +770,7 @@ impl MachineConfig {
                     driver,
                     id,
                     props: kv,
+                    option: Some(format!("-device {v}")),
                 });
                 self.follow_cd_devices();
             }
@@ -1585,7 +1597,7 @@ impl MachineConfig {
                 format: kv.get("format").cloned(),
                 options: kv
                     .iter()
-                    .filter(|(k, _)| own(k) || k.as_str() == "node-name")
+                    .filter(|(k, _)| own(k) || matches!(k.as_str(), "node-name" | "snapshot"))
                     .map(|(k, v)| (k.clone(), v.clone()))
                     .collect(),
                 driver,

@@ -355,6 +355,43 @@ fn default_bus(tree: &Tree, bus_type: &str) -> Option<NodeId> {
         .find(|&b| types::is_a(tree.node(b).ty, bus_type) && !is_full(tree, b))
 }
 
+/// The unit of an IDE drive by its name (`ide0-hd1` → 1).
+fn ide_unit_of(id: &str) -> u32 {
+    id.chars().last().and_then(|c| c.to_digit(10)).unwrap_or(0)
+}
+
+/// The display adapter the last `-vga` names, which the board creates itself (none without
+/// the option: the machine's default display is a device of its configuration).
+fn vga_type(config: &MachineConfig) -> Option<&'static str> {
+    let v = config.options.iter().rev().find(|o| o.name == "vga")?;
+    match v.value.as_deref()? {
+        "std" => Some("VGA"),
+        "cirrus" => Some("cirrus-vga"),
+        "vmware" => Some("vmware-svga"),
+        "qxl" => Some("qxl-vga"),
+        "virtio" => Some("virtio-vga"),
+        "bochs" => Some("bochs-display"),
+        "ramfb" => Some("ramfb"),
+        _ => None,
+    }
+}
+
+/// How many parallel ports the board has: one per `-parallel` other than `none`, else the
+/// default one unless `-nodefaults` or `-parallel none` took it away.
+fn parallel_ports(config: &MachineConfig) -> usize {
+    let given: Vec<&str> = config
+        .options
+        .iter()
+        .filter(|o| o.name == "parallel")
+        .filter_map(|o| o.value.as_deref())
+        .collect();
+    if given.is_empty() {
+        usize::from(!config.options.iter().any(|o| o.name == "nodefaults"))
+    } else {
+        given.iter().filter(|v| **v != "none").count()
+    }
+}
+
 /// Build the initial tree from the configuration.
 pub fn build_tree(config: &MachineConfig) -> Tree {
     let mut t = Tree::new();
@@ -376,11 +413,20 @@ pub fn build_tree(config: &MachineConfig) -> Tree {
     if machine_type_name(config) == "none-machine" {
         return t;
     }
-    // vCPUs.
+    // The board's own devices under /machine/unattached, numbered in the order QEMU's PC
+    // creates them: the first vCPU and the TPR patching device of its APIC (kvmvapic), the
+    // other vCPUs, the chipset (PIIX3 with its IDE, ISA, power management and RTC functions
+    // as children), the IDE drives' devices, the interrupt controllers, the VGA `-vga`
+    // asked for, the HPET, timer and speaker, the serial and parallel ports, the floppy
+    // controller and its drives, the keyboard controller, VMware's port and mouse, port 92,
+    // the memory's SPD EEPROMs.
     let cpu_ty = cpu_type_name(config);
     for i in 0..config.vcpus() {
         let c = add_numbered(&mut t, unattached, cpu_ty);
         t.set_val(c, "apic-id", i);
+        if i == 0 {
+            add_numbered(&mut t, unattached, "kvmvapic");
+        }
     }
     // Chipset.
     let host = t.add(machine, "i440fx", "i440FX-pcihost");
@@ -394,32 +440,22 @@ pub fn build_tree(config: &MachineConfig) -> Tree {
     t.set_val(piix3, "addr", 8i64);
     t.set_val(piix3, "multifunction", true);
     attach(&mut t, piix3, pci);
-    let isa = t.add(piix3, "isa.0", "ISA");
-    let pm = add_numbered(&mut t, unattached, "PIIX4_PM");
-    t.set_val(pm, "addr", 11i64);
-    attach(&mut t, pm, pci);
-    let ide = add_numbered(&mut t, unattached, "piix3-ide");
+    let ide = t.add(piix3, "ide", "piix3-ide");
     t.set_val(ide, "addr", 9i64);
     attach(&mut t, ide, pci);
     let ide0 = t.add(ide, "ide.0", "IDE");
     let ide1 = t.add(ide, "ide.1", "IDE");
-    let rtc = add_numbered(&mut t, unattached, "mc146818rtc");
+    let isa = t.add(piix3, "isa.0", "ISA");
+    let pm = t.add(piix3, "pm", "PIIX4_PM");
+    t.set_val(pm, "addr", 11i64);
+    attach(&mut t, pm, pci);
+    let rtc = t.add(piix3, "rtc", "mc146818rtc");
     attach(&mut t, rtc, isa);
-    let kbd = add_numbered(&mut t, unattached, "i8042");
-    attach(&mut t, kbd, isa);
-    // Serial ports.
-    let chardevs = t.child(Tree::ROOT, "chardevs").unwrap_or(Tree::ROOT);
-    for (i, backend) in config.serials.iter().enumerate() {
-        let s = add_numbered(&mut t, unattached, "isa-serial");
-        t.set_val(s, "index", i);
-        t.set_val(s, "chardev", format!("serial{i}"));
-        attach(&mut t, s, isa);
-        let kind = backend.split([',', ':']).next().unwrap_or("null");
-        let cty = types::find(&format!("chardev-{kind}"))
-            .map(|x| x.name)
-            .unwrap_or("chardev-null");
-        t.add(chardevs, &format!("serial{i}"), cty);
+    for i in 0..2 {
+        let dma = t.add(piix3, &format!("dma[{i}]"), "i8257");
+        attach(&mut t, dma, isa);
     }
+    let chardevs = t.child(Tree::ROOT, "chardevs").unwrap_or(Tree::ROOT);
     // -qmp monitors get chardevs of their own.
     for (i, q) in config.qmp.iter().enumerate() {
         let cty = match q.split(':').next().unwrap_or("") {
@@ -436,8 +472,9 @@ pub fn build_tree(config: &MachineConfig) -> Tree {
     add_config_chardevs(&mut t, config, chardevs);
     let objects = t.child(Tree::ROOT, "objects").unwrap_or(Tree::ROOT);
     add_config_objects(&mut t, config, objects);
-    // IDE drives live on the chipset's buses.
-    let mut ide_units = [0u32; 2];
+    // IDE drives live on the chipset's buses, created in the order of their index (bus,
+    // then unit).
+    let mut ide_drives: Vec<(usize, u32, &crate::config::DriveConfig)> = Vec::new();
     for d in &config.drives {
         if d.interface != "ide" {
             continue;
@@ -448,6 +485,10 @@ pub fn build_tree(config: &MachineConfig) -> Tree {
                 .and_then(|c| c.to_digit(10))
                 .unwrap_or(0)
                 .min(1) as usize;
+        ide_drives.push((busno, ide_unit_of(&d.id), d));
+    }
+    ide_drives.sort_by_key(|&(bus, unit, _)| (bus, unit));
+    for (busno, unit, d) in ide_drives {
         let bus = if busno == 0 { ide0 } else { ide1 };
         let ty = if d.media == "cdrom" {
             "ide-cd"
@@ -456,9 +497,40 @@ pub fn build_tree(config: &MachineConfig) -> Tree {
         };
         let n = add_numbered(&mut t, unattached, ty);
         t.set_val(n, "drive", d.id.clone());
-        t.set_val(n, "unit", ide_units[busno]);
-        ide_units[busno] += 1;
+        t.set_val(n, "unit", unit);
         attach(&mut t, n, bus);
+    }
+    for _ in 0..2 {
+        let pic = add_numbered(&mut t, unattached, "isa-i8259");
+        attach(&mut t, pic, isa);
+    }
+    if let Some(ty) = vga_type(config) {
+        let n = add_numbered(&mut t, unattached, ty);
+        attach(&mut t, n, pci);
+    }
+    if !config.options.iter().any(|o| o.name == "no-hpet") {
+        add_numbered(&mut t, unattached, "hpet");
+    }
+    for ty in ["isa-pit", "isa-pcspk"] {
+        let n = add_numbered(&mut t, unattached, ty);
+        attach(&mut t, n, isa);
+    }
+    // Serial ports.
+    for (i, backend) in config.serials.iter().enumerate() {
+        let s = add_numbered(&mut t, unattached, "isa-serial");
+        t.set_val(s, "index", i);
+        t.set_val(s, "chardev", format!("serial{i}"));
+        attach(&mut t, s, isa);
+        let kind = backend.split([',', ':']).next().unwrap_or("null");
+        let cty = types::find(&format!("chardev-{kind}"))
+            .map(|x| x.name)
+            .unwrap_or("chardev-null");
+        t.add(chardevs, &format!("serial{i}"), cty);
+    }
+    for i in 0..parallel_ports(config) {
+        let p = add_numbered(&mut t, unattached, "isa-parallel");
+        t.set_val(p, "index", i);
+        attach(&mut t, p, isa);
     }
     // The PC's floppy controller (the Q35's only for floppy drives), with a drive device for
     // each floppy drive, in the unit the drive took.
@@ -479,6 +551,15 @@ pub fn build_tree(config: &MachineConfig) -> Tree {
             t.set_val(n, "unit", unit);
             attach(&mut t, n, fbus);
         }
+    }
+    let kbd = add_numbered(&mut t, unattached, "i8042");
+    attach(&mut t, kbd, isa);
+    for ty in ["vmport", "vmmouse", "port92"] {
+        let n = add_numbered(&mut t, unattached, ty);
+        attach(&mut t, n, isa);
+    }
+    for _ in 0..8 {
+        add_numbered(&mut t, unattached, "smbus-eeprom");
     }
     // -device, in order.
     for dc in &config.devices {

@@ -85,7 +85,11 @@ impl IdentityState {
             qom_path: if hotplugged {
                 format!("/machine/peripheral-anon/device[{index}]")
             } else {
-                format!("/machine/unattached/device[{index}]")
+                // The first vCPU's APIC brings a device numbered after it (kvmvapic).
+                format!(
+                    "/machine/unattached/device[{}]",
+                    if index == 0 { 0 } else { index + 1 }
+                )
             },
             thread_id: self.thread_base + 1 + index as i64,
             hotplugged,

@@ -330,6 +330,12 @@ impl Machine {
         std::mem::take(&mut self.outbox)
     }
 
+    /// Drain the lines QEMU would have printed on its standard error since last asked
+    /// (warnings, never in QMP), each ending in a newline: the glue prints them.
+    pub fn take_diagnostics(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.block.diagnostics)
+    }
+
     /// Whether events are waiting.
     pub fn has_events(&self) -> bool {
         !self.outbox.is_empty()

@@ -432,9 +432,15 @@ pub fn get_prop(tree: &Tree, modern: bool, id: NodeId, prop: &str) -> Result<Qom
                 .into())
         }
         "hotplug-handler" if tree.is_bus(id) => {
+            // The PC's PCI bus is hot-plugged through the chipset's ACPI function.
             let handler = match n.ty {
-                "PCI" => "/machine/unattached/device[3]",
-                _ => "",
+                "PCI" => tree
+                    .walk(Tree::ROOT)
+                    .into_iter()
+                    .find(|&x| tree.node(x).ty == "PIIX4_PM")
+                    .map(|x| tree.path(x))
+                    .unwrap_or_default(),
+                _ => String::new(),
             };
             return Ok(handler.into());
         }

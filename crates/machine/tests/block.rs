@@ -109,6 +109,15 @@ fn fdcs(m: &mut Machine) -> Vec<String> {
         .collect()
 }
 
+/// A raw image of 1 MiB for the CD-ROM drive, `name` in the test's scratch directory.
+fn cd_image(name: &str) -> String {
+    let d = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("qmpkit-cdrom");
+    std::fs::create_dir_all(&d).unwrap();
+    let p = d.join(name);
+    std::fs::write(&p, vec![0u8; 1 << 20]).unwrap();
+    p.to_string_lossy().into_owned()
+}
+
 /// A raw image of a 1.44 MB floppy disk.
 fn floppy_image(name: &str) -> String {
     let d = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("qmpkit-floppy");
@@ -141,7 +150,9 @@ fn the_pcs_floppy_controller_and_its_drives() {
             "qom-get",
             json!({"path": fdc, "property": "parent_bus"})
         ),
-        Ok(json!("/machine/unattached/device[3]/isa.0"))
+        // Two vCPUs, the first one's kvmvapic and the i440FX come before the PIIX3 (as
+        // `-smp 2` numbers them in QEMU).
+        Ok(json!("/machine/unattached/device[4]/isa.0"))
     );
     assert_eq!(
         run(
@@ -258,13 +269,11 @@ fn the_pcs_floppy_controller_and_its_drives() {
 #[test]
 fn change_inserts_a_medium_through_the_tray() {
     let mut m = machine();
+    let x = cd_image("change-x.iso");
+    let y = cd_image("change-y.img");
+    common::qcow2(Path::new(&y), 1 << 20, None);
     events(&mut m);
-    run(
-        &mut m,
-        "change",
-        json!({"device": "ide1-cd0", "target": "/tmp/x.iso"}),
-    )
-    .unwrap();
+    run(&mut m, "change", json!({"device": "ide1-cd0", "target": x})).unwrap();
     let ev = events(&mut m);
     assert_eq!(ev.len(), 2, "{ev:?}");
     assert!(
@@ -276,14 +285,14 @@ fn change_inserts_a_medium_through_the_tray() {
     let v = run(&mut m, "query-block", json!({})).unwrap();
     let cd = drive(&v, "ide1-cd0");
     assert_eq!(cd["tray_open"], false);
-    assert_eq!(cd["inserted"]["file"], "/tmp/x.iso");
+    assert_eq!(cd["inserted"]["file"], x.as_str());
     assert_eq!(cd["inserted"]["drv"], "raw");
     assert_eq!(cd["inserted"]["ro"], true);
     // The format argument names the driver.
     run(
         &mut m,
         "change",
-        json!({"device": "ide1-cd0", "target": "/tmp/y.img", "arg": "qcow2"}),
+        json!({"device": "ide1-cd0", "target": y, "arg": "qcow2"}),
     )
     .unwrap();
     let v = run(&mut m, "query-block", json!({})).unwrap();
@@ -292,7 +301,7 @@ fn change_inserts_a_medium_through_the_tray() {
         run(
             &mut m,
             "change",
-            json!({"device": "ide1-cd0", "target": "/tmp/y.img", "arg": "nosuch"}),
+            json!({"device": "ide1-cd0", "target": y, "arg": "nosuch"}),
         ),
         Err("GenericError: Unknown driver 'nosuch'".into())
     );
@@ -307,9 +316,87 @@ fn change_inserts_a_medium_through_the_tray() {
     assert!(
         b.as_str()
             .unwrap()
-            .contains("): /tmp/y.img (qcow2, read-only)"),
+            .contains(&format!("): {y} (qcow2, read-only)")),
         "{b}"
     );
+}
+
+/// A new medium that does not open is refused in QEMU's words before the tray moves, and
+/// the drive keeps what it had (qemu-system-x86_64 10.0.2's answers to the same changes;
+/// `crates/cli/tests/emulate_media.rs` runs them side by side).
+#[test]
+fn change_to_a_medium_that_does_not_open_changes_nothing() {
+    let mut m = machine();
+    let x = cd_image("refused-x.iso");
+    run(&mut m, "change", json!({"device": "ide1-cd0", "target": x})).unwrap();
+    events(&mut m);
+    let before = run(&mut m, "query-block", json!({})).unwrap();
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("qmpkit-cdrom");
+    let d = dir.display().to_string();
+    let text = dir.join("refused.txt");
+    std::fs::write(&text, b"hello\n").unwrap();
+    let t = text.display().to_string();
+    let cases: Vec<(Value, String)> = vec![
+        (
+            json!({"device": "ide1-cd0", "filename": format!("{d}/nosuch.iso")}),
+            format!("Could not open '{d}/nosuch.iso': No such file or directory"),
+        ),
+        (
+            json!({"device": "ide1-cd0", "filename": d}),
+            format!("'file' driver requires '{d}' to be a regular file"),
+        ),
+        (
+            json!({"device": "ide1-cd0", "filename": ""}),
+            "The 'file' block driver requires a file name".into(),
+        ),
+        (
+            json!({"device": "ide1-cd0", "filename": x, "format": "qcow2"}),
+            "Image is not in qcow2 format".into(),
+        ),
+        (
+            json!({"device": "ide1-cd0", "filename": t, "format": "vdi"}),
+            "Image not in VDI format (bad signature 00000000)".into(),
+        ),
+        (
+            json!({"device": "ide1-cd0", "filename": t, "format": "vmdk"}),
+            "invalid VMDK image descriptor".into(),
+        ),
+        (
+            json!({"device": "ide1-cd0", "filename": t, "format": "qcow"}),
+            "Image not in qcow format".into(),
+        ),
+        (
+            json!({"device": "ide1-cd0", "filename": t, "format": "cloop"}),
+            "block_size cannot be zero".into(),
+        ),
+        (
+            json!({"device": "ide1-cd0", "filename": t, "format": "nbd"}),
+            "File name string for NBD must start with 'nbd:'".into(),
+        ),
+        (
+            json!({"device": "ide1-cd0", "filename": t, "format": "host_device"}),
+            format!("'host_device' driver requires '{t}' to be either a character or block device"),
+        ),
+    ];
+    for (args, want) in cases {
+        assert_eq!(
+            run(&mut m, "blockdev-change-medium", args.clone()),
+            Err(format!("GenericError: {want}")),
+            "{args}"
+        );
+        let target = args["filename"].clone();
+        let mut legacy = json!({"device": "ide1-cd0", "target": target});
+        if let Some(f) = args.get("format") {
+            legacy["arg"] = f.clone();
+        }
+        assert_eq!(
+            run(&mut m, "change", legacy),
+            Err(format!("GenericError: {want}")),
+            "{args}"
+        );
+        assert_eq!(events(&mut m), Vec::<String>::new(), "{args}");
+        assert_eq!(run(&mut m, "query-block", json!({})).unwrap(), before);
+    }
 }
 
 #[test]
@@ -323,12 +410,18 @@ fn change_errors_in_qemus_words() {
         ),
         Err("DeviceNotFound: Device 'nosuch' not found".into())
     );
+    // The new image opens first (qemu-system-x86_64 10.0.2's order).
     assert_eq!(
         run(
             &mut m,
             "change",
             json!({"device": "ide0-hd0", "target": "/x"})
         ),
+        Err("GenericError: Could not open '/x': No such file or directory".into())
+    );
+    let x = cd_image("errors-x.iso");
+    assert_eq!(
+        run(&mut m, "change", json!({"device": "ide0-hd0", "target": x})),
         Err("GenericError: Device 'ide0-hd0' is not removable".into())
     );
     // The VNC form still reaches the display.
@@ -345,12 +438,8 @@ fn change_errors_in_qemus_words() {
 #[test]
 fn eject_and_tray_commands() {
     let mut m = machine();
-    run(
-        &mut m,
-        "change",
-        json!({"device": "ide1-cd0", "target": "/tmp/x.iso"}),
-    )
-    .unwrap();
+    let x = cd_image("eject-x.iso");
+    run(&mut m, "change", json!({"device": "ide1-cd0", "target": x})).unwrap();
     events(&mut m);
     run(&mut m, "eject", json!({"device": "ide1-cd0"})).unwrap();
     let ev = events(&mut m);
@@ -486,12 +575,8 @@ fn legacy_13_change_and_query_block() {
     let mut c = MachineConfig::default_machine();
     c.qemu_version = (1, 3, 0);
     let mut m = Machine::new(Arc::new(c), s);
-    run(
-        &mut m,
-        "change",
-        json!({"device": "ide1-cd0", "target": "/tmp/x.iso"}),
-    )
-    .unwrap();
+    let x = cd_image("legacy-x.iso");
+    run(&mut m, "change", json!({"device": "ide1-cd0", "target": x})).unwrap();
     let ev = events(&mut m);
     assert_eq!(
         ev,
@@ -520,7 +605,7 @@ fn legacy_13_change_and_query_block() {
     }
     let v = run(&mut m, "query-block", json!({})).unwrap();
     let cd = drive(&v, "ide1-cd0");
-    assert_eq!(cd["inserted"]["file"], "/tmp/x.iso");
+    assert_eq!(cd["inserted"]["file"], x.as_str());
     // 1.3's BlockDeviceInfo has no `image`: cut to the served type.
     assert!(cd["inserted"].get("image").is_none(), "{cd}");
 }
@@ -620,6 +705,7 @@ fn device_add_of_a_block_device_needs_a_drive() {
 #[test]
 fn hmp_change_and_eject() {
     let mut m = machine();
+    let z = cd_image("hmp-z.iso");
     let hmp = |m: &mut Machine, line: &str| -> String {
         run(m, "human-monitor-command", json!({"command-line": line}))
             .unwrap()
@@ -627,10 +713,10 @@ fn hmp_change_and_eject() {
             .unwrap()
             .to_string()
     };
-    assert_eq!(hmp(&mut m, "change ide1-cd0 /tmp/z.iso raw"), "");
+    assert_eq!(hmp(&mut m, &format!("change ide1-cd0 {z} raw")), "");
     assert_eq!(events(&mut m).len(), 2);
     let b = hmp(&mut m, "info block ide1-cd0");
-    assert!(b.contains("): /tmp/z.iso (raw, read-only)"), "{b}");
+    assert!(b.contains(&format!("): {z} (raw, read-only)")), "{b}");
     assert!(
         b.contains("Removable device: not locked, tray closed"),
         "{b}"

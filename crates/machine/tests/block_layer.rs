@@ -493,10 +493,12 @@ fn snapshots_onto_existing_images() {
 #[test]
 fn a_locked_tray_is_asked_then_forced() {
     let mut m = common::machine();
+    let iso = dir("locked-tray").join("x.iso");
+    std::fs::write(&iso, vec![0u8; 1 << 16]).unwrap();
     ok(run(
         &mut m,
         "blockdev-change-medium",
-        json!({"device": "ide1-cd0", "filename": "/nonexistent/x.iso", "format": "raw"}),
+        json!({"device": "ide1-cd0", "filename": iso, "format": "raw"}),
     ));
     events(&mut m);
     // The guest locks the tray.

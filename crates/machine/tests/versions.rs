@@ -789,6 +789,8 @@ fn own_schema_raw_replies_and_events_need_no_shaping() {
     let schema = Arc::new(qmpkit_machine::embedded::load_schema().expect("embedded"));
     let tmp = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("qmpkit-own-schema");
     std::fs::create_dir_all(&tmp).expect("tmp dir");
+    // The CD-ROM image the medium commands put in (one that does not open is refused).
+    std::fs::write(tmp.join("cd.iso"), vec![0u8; 1 << 16]).expect("cd image");
     let tmp = tmp.to_string_lossy().into_owned();
     let opts = ValidateOptions {
         qemu_version: Some((2, 12, 0)),
@@ -961,6 +963,8 @@ fn check_served_events(
 fn served_interfaces_differ_only_by_listed_gaps() {
     let tmp = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("qmpkit-served");
     std::fs::create_dir_all(&tmp).expect("tmp dir");
+    // The CD-ROM image the medium commands put in (one that does not open is refused).
+    std::fs::write(tmp.join("cd.iso"), vec![0u8; 1 << 16]).expect("cd image");
     let tmp = tmp.to_string_lossy().into_owned();
     let mut failures = Vec::new();
     let mut all_used = Vec::new();

@@ -448,6 +448,11 @@ pub fn context(cmd: &str, args: &Value, want: &Value) -> Option<Context> {
             why: "its CD-ROM drive, its tray opened and emptied, and the node added for it",
             ..Default::default()
         },
+        "change" if s("/device") == "ide1-cd0" => Context {
+            images: vec![raw("/srv/images/Fedora-12-x86_64-DVD.iso", 64 << 20)],
+            why: "its host's DVD image (a medium that does not open is refused)",
+            ..Default::default()
+        },
         "blockdev-change-medium" if s("/id") == "ide0-1-0" => Context {
             images: vec![raw("/srv/images/Fedora-12-x86_64-DVD.iso", 64 << 20)],
             options: vec![

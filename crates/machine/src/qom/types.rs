@@ -1150,6 +1150,30 @@ pub static TYPES: &[TypeDef] = &[
     TypeDef {
         ..t!("hpet", Some("sys-bus-device"))
     },
+    TypeDef {
+        ..t!("isa-i8259", Some("isa-device"))
+    },
+    TypeDef {
+        ..t!("isa-pit", Some("isa-device"))
+    },
+    TypeDef {
+        ..t!("i8257", Some("isa-device"))
+    },
+    TypeDef {
+        ..t!("isa-pcspk", Some("isa-device"))
+    },
+    TypeDef {
+        ..t!("vmport", Some("isa-device"))
+    },
+    TypeDef {
+        ..t!("vmmouse", Some("isa-device"))
+    },
+    TypeDef {
+        ..t!("port92", Some("isa-device"))
+    },
+    TypeDef {
+        ..t!("smbus-eeprom", Some("device"))
+    },
     // user-creatable objects
     TypeDef {
         is_abstract: true,
