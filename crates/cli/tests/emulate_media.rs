@@ -563,8 +563,9 @@ fn unattached_devices_are_numbered_like_qemu() {
 
 /// A read-write drive over `/dev/fdset/N` whose set holds only a read-only descriptor: QEMU
 /// opens it all the same (reading is all it needs until something writes), reports it
-/// read-write, and refuses whatever would write: a device on it (the board's own or a
-/// `-device`), a qcow2 image (which writes its header). The same command lines on both.
+/// read-write, and refuses whatever would write: a device on it (the board's own, a
+/// `-device`, one added at run time), a qcow2 image (which writes its header). The same
+/// command lines and requests on both.
 #[test]
 fn read_only_fd_sets_under_read_write_drives_like_qemu() {
     use std::os::fd::AsRawFd;
@@ -650,9 +651,13 @@ fn read_only_fd_sets_under_read_write_drives_like_qemu() {
         ] {
             outcomes.push(match Vm::start(&program, &pre, &args, &dir, &tag) {
                 Ok(mut vm) => {
-                    let reply = vm.request(&query);
+                    let mut replies = vm.request(&query);
+                    // A device that writes, plugged at run time.
+                    replies.extend(vm.request(&json!({"execute": "device_add",
+                        "arguments": {"driver": "virtio-blk-pci", "drive": "d0", "id": "v0"}})));
+                    replies.extend(vm.request(&query));
                     let stderr = vm.quit();
-                    Ok((reply, stderr))
+                    Ok((replies, stderr))
                 }
                 Err(e) => Err(e),
             });

@@ -158,6 +158,27 @@ pub struct BlockState {
     pub diagnostics: Vec<String>,
 }
 
+/// Hook: a device is about to be plugged. A device that would write to a drive whose image
+/// can only be read (see `BlockState::unwritable`) is refused in the words of the open
+/// for writing that failed; a CD-ROM device only reads.
+pub fn pre_plug(m: &Machine, info: &crate::devices::PlugInfo) -> Result<(), QmpError> {
+    let Some(drive) = info
+        .props
+        .iter()
+        .find(|(k, _)| k == "drive")
+        .and_then(|(_, v)| v.as_str())
+    else {
+        return Ok(());
+    };
+    if info.ty.ends_with("-cd") {
+        return Ok(());
+    }
+    match m.block.unwritable.iter().find(|(d, _)| d == drive) {
+        Some((_, e)) => Err(QmpError::generic(e.clone())),
+        None => Ok(()),
+    }
+}
+
 /// QEMU's warning for an image opened for writing whose format was probed as raw.
 fn probed_raw_warning(file: &str) -> String {
     format!(
@@ -244,7 +265,7 @@ impl BlockState {
         // A guest device on a drive that cannot be written is refused when it is created:
         // the board's own (`if=ide`, …) with the bare error, a `-device` with its option.
         if first_error.is_none() {
-            let unwritable = std::mem::take(&mut s.unwritable);
+            let unwritable = s.unwritable.clone();
             first_error = unwritable.iter().find_map(|(id, e)| {
                 let d = config.drives.iter().find(|d| &d.id == id)?;
                 (d.interface != "none").then(|| e.clone())
@@ -481,6 +502,8 @@ impl BlockState {
 
     /// Takes the medium out of drive `i`, releasing its backend on the node.
     fn take_medium(&mut self, i: usize) {
+        let id = self.drives[i].id.clone();
+        self.unwritable.retain(|(d, _)| *d != id);
         if let Some(med) = self.drives[i].medium.take() {
             if let Some(u) = med.user {
                 self.graph.detach_user(u);
@@ -782,8 +805,8 @@ fn frontends(m: &Machine) -> HashMap<&str, crate::qom::NodeId> {
     out
 }
 
-/// The `qdev` of a drive as QEMU reports it: the device's id when it has
-/// one, else its QOM path (a virtio proxy's backend for virtio drives).
+/// The `qdev` of a drive as QEMU reports it: for a virtio proxy its back end's QOM path
+/// (the back end has no id), else the device's id when it has one, else its QOM path.
 fn qdev_of(m: &Machine, id: &str) -> Option<String> {
     qdev_of_device(m, frontend(m, id)?)
 }
@@ -791,12 +814,13 @@ fn qdev_of(m: &Machine, id: &str) -> Option<String> {
 /// [`qdev_of`] for the device `n` in front of the drive.
 fn qdev_of_device(m: &Machine, n: crate::qom::NodeId) -> Option<String> {
     let tree = &m.qom.tree;
-    if let Some(qid) = crate::devices::device_id(tree, n) {
-        return Some(qid);
-    }
     let path = tree.path(n);
+    // A virtio proxy's drive is its back end's, which has no id of its own.
     if types::is_a(tree.node(n).ty, "virtio-pci") {
         return Some(format!("{path}/virtio-backend"));
+    }
+    if let Some(qid) = crate::devices::device_id(tree, n) {
+        return Some(qid);
     }
     Some(path)
 }

@@ -536,6 +536,7 @@ impl Machine {
     /// remove the device again on an error.
     pub fn pre_plug(&mut self, info: &devices::PlugInfo) -> Result<(), QmpError> {
         self.ident.pre_plug(&self.config, info)?;
+        block::pre_plug(self, info)?;
         net::rocker::pre_plug(self, info)
     }
 
