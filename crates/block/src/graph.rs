@@ -1015,7 +1015,13 @@ impl BlockGraph {
                 }
                 let mark = WriteMark::new();
                 own_mark = Some(mark.clone());
-                let img = Image::open_marked(path, ImageFormat::Raw, !o.read_only && write_error.is_none(), None, mark)?;
+                let img = Image::open_marked(
+                    path,
+                    ImageFormat::Raw,
+                    !o.read_only && write_error.is_none(),
+                    None,
+                    mark,
+                )?;
                 let locks = match o.locking {
                     Locking::On => true,
                     Locking::Off => false,
