@@ -9,9 +9,11 @@
 //! takes it back, and growing the newest grows it in place (the chunk grows with it while it
 //! is the region's last), so that a vector built up alone wastes nothing. Other freed blocks
 //! of 512 bytes or more (a file's lists once its parts are put in order, a vector's buffer
-//! before it grew) are kept on short lists, by size, for later blocks that fit: the less of
-//! the region a command touches, the fewer pages the kernel has to clear for it (checking
-//! QEMU's schema stays within two huge pages instead of three). When the region is
+//! before it grew) are kept on short lists, by size, for later blocks that fit; smaller ones
+//! (the parsed text of an expression once it is checked, temporary lists) go on the freeing
+//! thread's own lists, one per 16-byte size class, for its next blocks of that class: the
+//! less of the region a command touches, the fewer pages the kernel has to clear for it
+//! (checking QEMU's schema stays well within two huge pages instead of three). When the region is
 //! used up (or cannot be had), allocations fall back to the system's allocator; blocks are
 //! told apart by address.
 //!
@@ -61,6 +63,17 @@ const REUSE_MIN: usize = 1 << REUSE_MIN_SHIFT;
 /// each class keeps this many (when its list is full, a block is not kept).
 const CLASSES: usize = 11;
 const PER_CLASS: usize = 32;
+/// Which of the classes hold a block (bit `c` for class `c`): an allocation looks at the
+/// lists only when one that could hold it is not empty.
+static KEPT: AtomicUsize = AtomicUsize::new(0);
+
+/// Smaller freed blocks are kept by the thread that frees them, on lists by 16-byte class:
+/// class `c` holds blocks of `16 * c` to `16 * c + 15` bytes and serves requests of
+/// `16 * c - 15` to `16 * c` bytes. Only blocks on an 8-byte boundary are kept, for requests
+/// aligned to 8 bytes at most.
+const SMALL: usize = 16;
+const SMALL_CLASSES: usize = REUSE_MIN / SMALL;
+const SMALL_ALIGN: usize = 8;
 
 /// Freed blocks of the region, `(start, len)`, by size class, behind a spin lock: blocks this
 /// large are a few thousand in a schema check, so the lock is seldom contended and never
@@ -127,6 +140,9 @@ impl FreeList {
         };
         self.with(|classes| {
             for c in class_of(layout.size())..CLASSES {
+                if KEPT.load(Ordering::Relaxed) & (1 << c) == 0 {
+                    continue;
+                }
                 let class = &mut classes[c];
                 let Some(k) = (0..class.n).rev().find(|&k| fit(class.blocks[k]).is_some()) else {
                     continue;
@@ -134,6 +150,9 @@ impl FreeList {
                 let (a, len) = class.blocks[k];
                 class.n -= 1;
                 class.blocks[k] = class.blocks[class.n];
+                if class.n == 0 {
+                    KEPT.fetch_and(!(1 << c), Ordering::Relaxed);
+                }
                 let (p, e) = fit((a, len))?;
                 if a + len - e >= REUSE_MIN {
                     put_in(classes, e, a + len - e);
@@ -146,17 +165,70 @@ impl FreeList {
 }
 
 fn put_in(classes: &mut [Class; CLASSES], a: usize, len: usize) {
-    let class = &mut classes[class_of(len)];
+    let c = class_of(len);
+    let class = &mut classes[c];
     if class.n < PER_CLASS {
         class.blocks[class.n] = (a, len);
         class.n += 1;
+        KEPT.fetch_or(1 << c, Ordering::Relaxed);
     }
 }
 
-thread_local! {
-    /// This thread's chunk of the region: its first free byte and its end (`(0, 0)` before
+/// Whether a kept block of class [`class_of`]`(len)` or larger may exist.
+#[inline]
+fn may_take(len: usize) -> bool {
+    KEPT.load(Ordering::Relaxed) >> class_of(len) != 0
+}
+
+/// One thread's part of the arena.
+struct Local {
+    /// The thread's chunk of the region: its first free byte and its end (`(0, 0)` before
     /// the thread's first block).
-    static LOCAL: Cell<(usize, usize)> = const { Cell::new((0, 0)) };
+    chunk: Cell<(usize, usize)>,
+    /// The first freed small block of each class (0: none); each block holds the address
+    /// of the next in its first word.
+    small: [Cell<usize>; SMALL_CLASSES],
+}
+
+thread_local! {
+    static LOCAL: Local = const {
+        Local {
+            chunk: Cell::new((0, 0)),
+            small: [const { Cell::new(0) }; SMALL_CLASSES],
+        }
+    };
+}
+
+impl Local {
+    /// A kept small block for `layout` (at most `REUSE_MIN - 1` bytes, aligned to
+    /// [`SMALL_ALIGN`] at most).
+    #[inline]
+    fn take_small(&self, layout: Layout) -> Option<*mut u8> {
+        let head = self.small.get(layout.size().div_ceil(SMALL))?;
+        let a = head.get();
+        if a == 0 {
+            return None;
+        }
+        // SAFETY: `a` is a freed block of this thread's list (at least 16 bytes, aligned to
+        // 8), whose first word holds the next block's address.
+        head.set(unsafe { *(a as *const usize) });
+        Some(a as *mut u8)
+    }
+
+    /// Keep the freed small block `[a, a + len)` (16 to `REUSE_MIN - 1` bytes).
+    #[inline]
+    fn put_small(&self, a: usize, len: usize) {
+        if a % SMALL_ALIGN != 0 {
+            return;
+        }
+        let Some(head) = self.small.get(len / SMALL) else {
+            return;
+        };
+        // SAFETY: the block is freed, lies in the region, is at least 16 bytes long and
+        // aligned to 8: its first word can hold the list's link.
+        unsafe { *(a as *mut usize) = head.get() };
+        head.set(a);
+    }
 }
 
 /// Serve every allocation from now on from the arena (once; a no-op when the region cannot
@@ -204,20 +276,19 @@ pub fn enable() {
     // The region's second huge page is made present on another core while this one starts
     // the command (reading options and the first file takes about as long as the kernel
     // takes to clear a huge page): otherwise whichever thread first reaches it clears it
-    // in the middle of the work. Where the kernel gives no huge pages, nothing is done.
+    // in the middle of the work. Where the kernel gives no huge pages, nothing is done. The
+    // schema crate's helper thread does it, before the work the schema pipeline gives it.
     let second = aligned + HUGE;
-    let _ = std::thread::Builder::new()
-        .stack_size(64 << 10)
-        .spawn(move || {
-            let thp = std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled");
-            if thp.is_ok_and(|t| !t.contains("[never]")) {
-                // SAFETY: advice on a range inside the region mapped above, which no block
-                // reaches yet; making pages present does not change their contents.
-                unsafe {
-                    libc::madvise(second as *mut libc::c_void, HUGE, libc::MADV_POPULATE_WRITE);
-                }
+    qmpkit_schema::helper::detach(move || {
+        let thp = std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled");
+        if thp.is_ok_and(|t| !t.contains("[never]")) {
+            // SAFETY: advice on a range inside the region mapped above, which no block
+            // reaches yet; making pages present does not change their contents.
+            unsafe {
+                libc::madvise(second as *mut libc::c_void, HUGE, libc::MADV_POPULATE_WRITE);
             }
-        });
+        }
+    });
 }
 
 /// Serve allocations from a region of `want` bytes at least, present from the start (once; a
@@ -351,7 +422,13 @@ fn bump(layout: Layout) -> Option<*mut u8> {
         return None;
     }
     LOCAL
-        .try_with(|local| {
+        .try_with(|l| {
+            if layout.size() < REUSE_MIN && layout.align() <= SMALL_ALIGN {
+                if let Some(p) = l.take_small(layout) {
+                    return Some(p);
+                }
+            }
+            let local = &l.chunk;
             let align = layout.align() - 1;
             let (next, end) = local.get();
             let p = next.checked_add(align)? & !align;
@@ -387,10 +464,11 @@ fn bump(layout: Layout) -> Option<*mut u8> {
 
 // SAFETY: every block handed out is either the system allocator's (and goes back to it) or
 // a range of the arena that no other live block overlaps: the bump pointer only moves back
-// over the newest block, when that block is freed or resized.
+// over the newest block, when that block is freed or resized, and a kept block is on one
+// list at most, from the time it is freed until it is handed out again.
 unsafe impl GlobalAlloc for Alloc {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if layout.size() >= REUSE_MIN && ACTIVE.load(Ordering::Acquire) {
+        if layout.size() >= REUSE_MIN && may_take(layout.size()) && ACTIVE.load(Ordering::Acquire) {
             if let Some(p) = FREE.take(layout) {
                 return p;
             }
@@ -404,20 +482,26 @@ unsafe impl GlobalAlloc for Alloc {
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         let a = ptr as usize;
         if in_arena(a) {
-            // This thread's newest block is taken back; a large one is kept for reuse; any
-            // other stays (the process ends soon).
+            // This thread's newest block is taken back; any other of 16 bytes or more is
+            // kept for reuse while the arena serves blocks (a smaller one stays: the
+            // process ends soon).
+            let size = layout.size();
             let newest = LOCAL
-                .try_with(|local| {
-                    let (next, end) = local.get();
-                    let newest = a.checked_add(layout.size()) == Some(next);
-                    if newest {
-                        local.set((a, end));
+                .try_with(|l| {
+                    let (next, end) = l.chunk.get();
+                    if a.checked_add(size) == Some(next) {
+                        l.chunk.set((a, end));
+                        return true;
                     }
-                    newest
+                    if (SMALL..REUSE_MIN).contains(&size) && ACTIVE.load(Ordering::Acquire) {
+                        l.put_small(a, size);
+                        return true;
+                    }
+                    false
                 })
                 .unwrap_or(false);
-            if !newest && layout.size() >= REUSE_MIN && ACTIVE.load(Ordering::Acquire) {
-                FREE.put(a, layout.size());
+            if !newest && size >= REUSE_MIN && ACTIVE.load(Ordering::Acquire) {
+                FREE.put(a, size);
             }
             return;
         }
@@ -431,7 +515,8 @@ unsafe impl GlobalAlloc for Alloc {
         }
         // This thread's newest block grows or shrinks in place.
         let in_place = LOCAL
-            .try_with(|local| {
+            .try_with(|l| {
+                let local = &l.chunk;
                 let (next, _) = local.get();
                 let Some(e) = a.checked_add(new_size) else {
                     return false;

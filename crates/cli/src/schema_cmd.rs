@@ -144,8 +144,10 @@ enum Cmd {
 }
 
 pub fn run(args: Vec<String>) -> ExitCode {
-    // One command, then the process ends: memory comes from an arena never given back.
+    // One command, then the process ends: memory comes from an arena never given back, and
+    // the schema crate's helper thread ends as soon as a check no longer needs it.
     crate::arena::enable();
+    qmpkit_schema::helper::one_shot();
     let argv = std::iter::once("qmpkit schema".to_string()).chain(args);
     let cli = match Cli::try_parse_from(argv) {
         Ok(c) => c,

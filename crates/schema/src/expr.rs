@@ -430,9 +430,9 @@ impl Checker<'_> {
             }
         };
         let mut define_error = None;
-        std::thread::scope(|s| {
+        crate::helper::scope(|s| {
             // Without a second thread the first one checks every chunk.
-            let _ = std::thread::Builder::new().spawn_scoped(s, work);
+            s.spawn(work);
             let Some(define) = define.as_mut() else {
                 work();
                 return;

@@ -12,6 +12,7 @@ pub mod ast;
 pub mod doc;
 pub mod error;
 pub mod expr;
+pub mod helper;
 pub mod parser;
 pub mod source;
 
@@ -80,6 +81,7 @@ pub(crate) fn check_text(
         expr::check_each(raw, &parsed, &mut |e| {
             s.define(e, &parsed.docs, doc_required)
         })?;
+        helper::shared_work_done();
         s.finish(parsed.pragma, parsed.docs)
     })
 }

@@ -63,6 +63,42 @@ const MAX_NESTING: usize = 200;
 /// Names seen so far, with the hash of their C name.
 type Seen = Vec<(u64, SeenItem)>;
 
+/// How many emptied [`Seen`] lists a thread keeps for their capacity.
+const SPARE_SEEN: usize = 8;
+
+std::thread_local! {
+    /// Emptied [`Seen`] lists: checking a schema's objects and enums takes one for each and
+    /// gives it back, rather than allocating a list per type.
+    static SPARE: std::cell::RefCell<Vec<Seen>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// An empty [`Seen`] list with room for `n` names.
+fn seen_list(n: usize) -> Seen {
+    let spare = SPARE
+        .try_with(|s| s.try_borrow_mut().ok().and_then(|mut s| s.pop()))
+        .ok()
+        .flatten();
+    match spare {
+        Some(mut l) => {
+            l.reserve(n);
+            l
+        }
+        None => Seen::with_capacity(n),
+    }
+}
+
+/// Give a list taken with [`seen_list`] back.
+fn spare_seen(mut l: Seen) {
+    l.clear();
+    let _ = SPARE.try_with(|s| {
+        if let Ok(mut s) = s.try_borrow_mut() {
+            if s.len() < SPARE_SEEN {
+                s.push(l);
+            }
+        }
+    });
+}
+
 /// The QType an alternative's type is told apart by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum QType {
@@ -241,11 +277,12 @@ impl Schema {
             EntityKind::Enum(en) => {
                 Self::check_type_features(&e.features, &e.info)?;
                 if let Some(i) = &e.info {
-                    let mut seen = Seen::with_capacity(en.members.len());
+                    let mut seen = seen_list(en.members.len());
                     for (k, m) in en.members.iter().enumerate() {
                         self.clash(&mut seen, SeenItem::Value(id, k), i)?;
                         Self::check_features(&m.features, &e.info)?;
                     }
+                    spare_seen(seen);
                 }
                 Ok(())
             }
@@ -317,7 +354,7 @@ impl Schema {
             o.state = CheckState::InProgress;
         }
 
-        let mut seen = Seen::with_capacity(nlocal + 16);
+        let mut seen = seen_list(nlocal + 16);
         let mut members: Vec<MemberRef> = Vec::new();
         if has_base {
             let base = {
@@ -400,6 +437,7 @@ impl Schema {
         if let Some(o) = self.object_mut(id) {
             o.state = CheckState::Done;
         }
+        spare_seen(seen);
         Ok(())
     }
 
@@ -422,13 +460,14 @@ impl Schema {
         let Some(b) = self.object(id).and_then(|o| o.branches.as_ref()) else {
             return Ok(());
         };
-        let mut s = Seen::with_capacity(seen.len() + 16);
+        let mut s = seen_list(seen.len() + 16);
         for v in &b.variants {
             // Each branch starts from the common members only.
             s.clear();
             s.extend_from_slice(seen);
             self.object_check_clash(v.typ, info, &mut s)?;
         }
+        spare_seen(s);
         Ok(())
     }
 

@@ -5,7 +5,7 @@
 //! file's in place of its first `include`).
 //!
 //! The main file is parsed first, on the calling thread; a second thread
-//! starts only if it includes other files. Only a schema without errors is
+//! (the [`crate::helper`]) joins only if it includes other files. Only a schema without errors is
 //! read this way: an error in the main file before its first `include` is
 //! the error; any other error, an inclusion loop or anything else unusual
 //! makes the caller read the files one after the other, to report what QEMU
@@ -262,14 +262,12 @@ pub(super) fn parse_files<'t>(
     // The main file counts as a file being parsed: the second thread waits
     // for the files it names until it is parsed.
     pool.lock().busy = 1;
-    let failed = std::thread::scope(|s| {
-        // The second thread starts at the main file's first `include`, to
-        // be ready by the time the main file is parsed. Without it, the
-        // first one parses every file.
+    let failed = crate::helper::scope(|s| {
+        // The second thread (the helper) starts at the main file's first
+        // `include`, to be ready by the time the main file is parsed.
+        // Without it, the first one parses every file.
         let mut start = || {
-            let _ = std::thread::Builder::new().spawn_scoped(s, move || {
-                job.work(&mut Stacks::default(), &mut doc::DocScratch::new())
-            });
+            s.spawn(move || job.work(&mut Stacks::default(), &mut doc::DocScratch::new()));
         };
         let main = job.parse(
             fname.to_string(),
