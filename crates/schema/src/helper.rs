@@ -123,7 +123,7 @@ impl Helper {
     /// Queue `job` unless the helper is ending or, for a job someone waits for, has such a
     /// job already (running or queued).
     fn offer(&self, job: Job, ticket: Option<Arc<Ticket>>) -> Result<(), Job> {
-        let mut st = lock(&self.state);
+        let st = lock(&self.state);
         let taken = st.busy || st.queue.iter().any(|m| matches!(m, Msg::Run(_, Some(_))));
         if st.stopping || (taken && ticket.is_some()) {
             return Err(job);
