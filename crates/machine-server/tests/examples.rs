@@ -776,6 +776,16 @@ fn replay_as(
                     m.advance(t + s);
                 }
                 t += c.wait_ns;
+                if let Some(want) = c.settle_status {
+                    let began = std::time::Instant::now();
+                    while migration_status(&mut m, t).as_deref() != Some(want)
+                        && began.elapsed() < std::time::Duration::from_secs(60)
+                    {
+                        std::thread::sleep(std::time::Duration::from_millis(10));
+                        t += 100_000_000;
+                        m.advance(t);
+                    }
+                }
             }
             let own = !old.is_some_and(|o| Arc::ptr_eq(o, schema));
             let r = match m.execute_raw(cmd, &args, &mut cx_for(cmd, t, &session)) {
@@ -906,8 +916,15 @@ fn replay_as(
 
 /// Whether the machine's outgoing migration is still in `setup`.
 fn migration_in_setup(m: &mut Machine, t: u64) -> bool {
-    let r = m.execute("query-migrate", &Default::default(), &mut cx(t));
-    matches!(r, Some(Ok(v)) if v["status"] == "setup")
+    migration_status(m, t).as_deref() == Some("setup")
+}
+
+/// The machine's migration status now.
+fn migration_status(m: &mut Machine, t: u64) -> Option<String> {
+    match m.execute("query-migrate", &Default::default(), &mut cx(t)) {
+        Some(Ok(v)) => v["status"].as_str().map(str::to_string),
+        _ => None,
+    }
 }
 
 /// The return type of `cmd`.

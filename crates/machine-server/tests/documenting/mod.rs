@@ -44,6 +44,10 @@ pub struct Context {
     pub own: Vec<&'static str>,
     /// Simulated time to let pass after the setup (a migration under way), in ns.
     pub wait_ns: u64,
+    /// The migration status the documenting machine had reached: its stream is written by
+    /// real threads, so after `wait_ns` the clock keeps moving, in small steps with real
+    /// pauses, until the migration is there (a loaded host writes slower than the clock).
+    pub settle_status: Option<&'static str>,
     /// A descriptor of a raw image passed with `add-fd` setup requests (read-only, with
     /// `O_DIRECT`).
     pub fd_image: Option<&'static str>,
@@ -605,7 +609,10 @@ pub fn context(cmd: &str, args: &Value, want: &Value) -> Option<Context> {
                 why: "a migration that failed",
                 ..Default::default()
             },
-            "completed" => migrating(&[], 60_000_000_000, "a completed migration"),
+            "completed" => Context {
+                settle_status: Some("completed"),
+                ..migrating(&[], 60_000_000_000, "a completed migration")
+            },
             _ if ret?.get("xbzrle-cache").is_some() => {
                 migrating(&["xbzrle"], 1_000_000_000, "migrating with xbzrle")
             }
