@@ -16,11 +16,13 @@ use crate::{Error, ErrorClass, Result};
 
 mod backing;
 mod bitmaps;
+mod length;
 mod passed;
 pub mod quorum;
 mod reopen;
 mod snapshots;
 
+pub use length::LengthsBefore;
 pub use passed::{OpenFlags, OpenFn, PassedFile};
 pub use quorum::{QuorumEvent, QuorumOp, QuorumOptions, QuorumSettings, ReadPattern};
 
@@ -468,6 +470,10 @@ struct Node {
     /// Where the writes through the node ended, at the highest (`wr_highest_offset`): a
     /// file node counts every write to its file, the formats' metadata included.
     written: WriteMark,
+    /// File and raw nodes: the length QEMU counts for the node, in whole sectors, kept from
+    /// when it opened until a write through it ends beyond it, a truncation through it or a
+    /// reopen (`graph/length`); None: not counted yet (the file's length now).
+    length: Option<u64>,
 }
 
 /// `BlockdevCacheInfo`.
@@ -1210,6 +1216,7 @@ impl BlockGraph {
             }
             n.write_error = write_error;
         }
+        self.count_length(&name);
         if let Some(stored) = stored_bitmaps {
             self.attach_stored_bitmaps(&name, stored);
         }
@@ -1367,6 +1374,7 @@ impl BlockGraph {
                 passthrough: false,
                 written,
                 write_error: None,
+                length: None,
             },
         );
         if !added.iter().any(|n| n == name) {
@@ -2499,6 +2507,9 @@ impl BlockGraph {
 
     /// The virtual size of a node's data.
     pub fn size(&self, name: &str) -> Result<u64> {
+        if let Some(length) = self.counted_length(self.data_node(name)) {
+            return Ok(length);
+        }
         Ok(self.backend(name)?.size())
     }
 
@@ -2609,6 +2620,7 @@ impl BlockGraph {
             return Err(e);
         }
         self.bitmaps_follow_read_only(name, read_only);
+        self.recount_reopened(name);
         // Made read-only, the implicit file child follows (once no other parent writes it).
         if read_only {
             if let Some(f) = self.child(name, ChildRole::File) {
@@ -2647,12 +2659,19 @@ impl BlockGraph {
                 "Image format driver does not support resize",
             ));
         }
+        let before = self.lengths_before(name);
         let img = self.image(name)?;
         let mut g = img
             .write()
             .map_err(|_| Error::generic("image lock poisoned"))?;
         g.resize(size)?;
         self.resize_bitmaps(name, g.size());
+        drop(g);
+        if matches!(self.node(name)?.driver, Driver::File | Driver::Raw) {
+            self.note_truncated(name, size);
+        } else {
+            self.note_written(before);
+        }
         Ok(())
     }
 
@@ -2715,10 +2734,17 @@ impl BlockGraph {
                 qcow2: None,
             }),
             (Data::Image(_), Driver::File) => {
-                image::image_info(&node.path(), Some(ImageFormat::Raw))
+                let mut info = image::image_info(&node.path(), Some(ImageFormat::Raw))?;
+                if let Some(length) = self.counted_length(&node.name) {
+                    info.virtual_size = length;
+                }
+                Ok(info)
             }
             (Data::Image(_), Driver::Raw) => {
                 let mut info = image::image_info(&node.path(), Some(ImageFormat::Raw))?;
+                if let Some(length) = self.counted_length(&node.name) {
+                    info.virtual_size = length;
+                }
                 // A raw node reports its file child's cluster size (a qcow2 node's, when a
                 // snapshot put one below it).
                 let child = node.children.iter().find(|e| e.role == ChildRole::File);

@@ -405,7 +405,7 @@ pub fn create(path: &Path, opts: &CreateOptions) -> Result<()> {
             f.set_len(opts.size)?;
             Ok(())
         }
-        ImageFormat::Qcow2 => create_qcow2(path, opts, qcow2_backing(path, opts), 0),
+        ImageFormat::Qcow2 => create_qcow2(path, opts, qcow2_backing(path, opts), 0).map(|_| ()),
     }
 }
 
@@ -423,12 +423,13 @@ fn qcow2_backing(path: &Path, opts: &CreateOptions) -> Option<(String, String)> 
 }
 
 /// Creates an image in an existing file (`blockdev-create` over a node): as [`create`], but a
-/// qcow2 image leaves the file as long as it was where that is longer.
-pub fn create_in_place(path: &Path, opts: &CreateOptions) -> Result<()> {
+/// qcow2 image leaves the file as long as it was where that is longer. Returns where the
+/// image written ends (a raw image: its size).
+pub fn create_in_place(path: &Path, opts: &CreateOptions) -> Result<u64> {
     let old = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
     match opts.format {
         ImageFormat::Qcow2 => create_qcow2(path, opts, qcow2_backing(path, opts), old),
-        ImageFormat::Raw => create(path, opts),
+        ImageFormat::Raw => create(path, opts).map(|()| opts.size),
     }
 }
 
@@ -440,7 +441,7 @@ fn create_qcow2(
     opts: &CreateOptions,
     backing: Option<(String, String)>,
     keep_length: u64,
-) -> Result<()> {
+) -> Result<u64> {
     check_create_options(opts)?;
     let cluster = opts.cluster_size.unwrap_or(65536);
     let refcount = opts.refcount_bits.unwrap_or(16);
@@ -468,8 +469,8 @@ fn create_qcow2(
 
 /// Gives a new qcow2 image the L1 table QEMU gives it: as many entries as its size needs,
 /// written without the rest of their cluster (the file ends where they end, unless it was
-/// longer already: `keep_length`).
-fn fit_l1_table(path: &Path, size: u64, cluster: u64, keep_length: u64) -> Result<()> {
+/// longer already: `keep_length`). Returns where the image written ends.
+fn fit_l1_table(path: &Path, size: u64, cluster: u64, keep_length: u64) -> Result<u64> {
     use std::io::{Read, Seek, SeekFrom, Write};
     let mut f = std::fs::OpenOptions::new()
         .read(true)
@@ -486,12 +487,17 @@ fn fit_l1_table(path: &Path, size: u64, cluster: u64, keep_length: u64) -> Resul
     let per_entry = cluster.saturating_mul(cluster / 8).max(1);
     let needed = u32::try_from(size.div_ceil(per_entry)).unwrap_or(u32::MAX);
     if needed == 0 || needed > l1_size || l1_offset == 0 {
-        return Ok(());
+        let end = f.metadata()?.len();
+        if keep_length > end {
+            f.set_len(keep_length)?;
+        }
+        return Ok(end);
     }
     f.seek(SeekFrom::Start(36))?;
     f.write_all(&needed.to_be_bytes())?;
-    f.set_len((l1_offset + u64::from(needed) * 8).max(keep_length))?;
-    Ok(())
+    let end = l1_offset + u64::from(needed) * 8;
+    f.set_len(end.max(keep_length))?;
+    Ok(end)
 }
 
 /// Creates a qcow2 overlay of `size` over a backing that is no image file (a null node),
@@ -504,6 +510,7 @@ pub fn create_overlay_over(overlay: &Path, backing: &str, driver: &str, size: u6
         Some((backing.to_string(), driver.to_string())),
         0,
     )
+    .map(|_| ())
 }
 
 /// Creates a qcow2 overlay whose backing file is `backing` (named as given, format recorded),

@@ -304,6 +304,8 @@ enum Work {
         /// The node whose file the job writes (an image format over a node), opened by an
         /// unnamed block device that writes and resizes it when the job runs.
         node: Option<String>,
+        /// Why the job fails when it runs, before anything else (a node it cannot find).
+        fails: Option<String>,
     },
 }
 
@@ -1282,6 +1284,16 @@ impl Jobs {
             _ if !same_size => 0,
             (SyncMode::None, _) => 0,
             (SyncMode::Bitmap, Some((b, _))) => graph.bitmap(device, b)?.count().min(size),
+            // A backup copies whole clusters of its own (64 KiB, or the target's larger ones).
+            _ if kind == JobKind::Backup => {
+                let target_cluster = graph
+                    .node_info(target, false)
+                    .ok()
+                    .and_then(|i| i.image.cluster_size)
+                    .unwrap_or(0);
+                let cluster = target_cluster.max(65536);
+                size.div_ceil(cluster) * cluster
+            }
             _ => size,
         };
         let mut users = Vec::new();
@@ -1388,6 +1400,27 @@ impl Jobs {
         self.start_create_on(id, None, path, options)
     }
 
+    /// `blockdev-create` whose file node does not exist: the job starts all the same and
+    /// fails with `error` when it runs, as QEMU's looks the node up only then.
+    pub fn start_create_failing(&mut self, id: &str, error: &str) -> Result<()> {
+        self.check_new_id(id)?;
+        let mut opts = JobOptions::new(id);
+        opts.auto_dismiss = false;
+        self.push(
+            &opts,
+            JobKind::Create,
+            Work::Create {
+                path: PathBuf::new(),
+                options: CreateOptions::new(ImageFormat::Raw, 0),
+                node: None,
+                fails: Some(error.to_string()),
+            },
+            1,
+            Vec::new(),
+        );
+        Ok(())
+    }
+
     /// `blockdev-create` of an image format over `node` (the file it opened at `path`): the
     /// options are checked, then the node is opened to write and resize it, when the job runs;
     /// a failure there ends the job with the error.
@@ -1408,6 +1441,7 @@ impl Jobs {
                 path,
                 options,
                 node,
+                fails: None,
             },
             1,
             Vec::new(),
@@ -1587,6 +1621,14 @@ impl Jobs {
     /// The run phase is over: do the data work, then become ready or go on to finalize.
     fn run_finished(&mut self, graph: &mut BlockGraph, i: usize) {
         let work = self.jobs[i].work.clone();
+        // The node the data work writes into: the files below it may grow.
+        let written = match &work {
+            Work::Stream { top, .. } => Some(top),
+            Work::Commit { base, .. } => Some(base),
+            Work::Mirror { target, .. } | Work::Backup { target, .. } => Some(target),
+            Work::Create { .. } => None,
+        };
+        let before = written.map(|n| graph.lengths_before(n));
         let result = match &work {
             Work::Stream { top, .. } => self
                 .move_data_inner(graph, i, true)
@@ -1611,24 +1653,32 @@ impl Jobs {
             Work::Backup { target, .. } => self
                 .move_data_inner(graph, i, true)
                 .and_then(|()| graph.backend(target)?.flush()),
+            Work::Create { fails: Some(e), .. } => Err(Error::generic(e.clone())),
             Work::Create {
                 path,
                 options,
                 node,
+                ..
             } => image::check_create_options(options)
                 .and_then(|()| match node {
                     Some(n) => open_to_create(graph, n, &self.jobs[i].id),
                     None => Ok(()),
                 })
                 .and_then(|()| {
-                    let created = if let Some(n) = node {
+                    let created = match node {
                         // Creating the image writes its file from the start to its end.
-                        image::create_in_place(path, options).inspect(|()| {
+                        Some(n) => image::create_in_place(path, options).map(|end| {
                             let len = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
                             graph.note_file_written(n, len);
-                        })
-                    } else {
-                        image::create(path, options)
+                            graph.note_written_to(n, end);
+                            // QEMU opens the new image twice to finish it, under two
+                            // generated names.
+                            if options.format == ImageFormat::Qcow2 {
+                                graph.generate_name();
+                                graph.generate_name();
+                            }
+                        }),
+                        None => image::create(path, options),
                     };
                     created.map_err(|e| {
                         let reason = e
@@ -1640,6 +1690,9 @@ impl Jobs {
                     })
                 }),
         };
+        if let Some(before) = before {
+            graph.note_written(before);
+        }
         if let Err(e) = result {
             self.jobs[i].error = Some(e.desc);
             self.abort(graph, i, false);

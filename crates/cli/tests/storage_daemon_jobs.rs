@@ -1052,6 +1052,87 @@ fn any_node_can_be_a_format_nodes_file() {
     );
 }
 
+/// A file node counts its file's length when it opens and keeps it: another node that
+/// grows the file leaves it as it was. Writes through the node (a qcow2 image created over
+/// it, a stream into the image above it) make it reach their end, a truncation through it
+/// (a raw node's resize, in whole sectors) counts it again, and so does a reopen (the node a
+/// snapshot makes a backing file, with the file node it opened). Jobs compare these lengths.
+#[test]
+fn file_nodes_keep_the_length_they_counted() {
+    let file = |name: &str, f: &str| {
+        req(
+            "blockdev-add",
+            json!({"driver": "file", "node-name": name, "filename": format!("@DIR@/{f}")}),
+        )
+    };
+    run(
+        "lengths",
+        &[
+            file("fa", "tgt.qcow2"),
+            file("fb", "tgt.qcow2"),
+            req(
+                "blockdev-add",
+                json!({"driver": "raw", "node-name": "ri",
+                       "file": {"driver": "file", "filename": "@DIR@/tgt.qcow2"}}),
+            ),
+            req("block_resize", json!({"node-name": "fa", "size": 2097152})),
+            nodes(),
+            file("fc", "tgt.qcow2"),
+            nodes(),
+            // A qcow2 image written over fb: fb reaches the image's end, not the file's.
+            req(
+                "blockdev-create",
+                json!({"job-id": "c1", "options": {"driver": "qcow2", "file": "fb", "size": 65536}}),
+            ),
+            Step::Wait("c1", "concluded"),
+            req("job-dismiss", json!({"id": "c1"})),
+            nodes(),
+            // A raw node's resize truncates through its file node.
+            req("block_resize", json!({"node-name": "ri", "size": 1000})),
+            nodes(),
+            // Jobs compare the counted lengths.
+            req(
+                "blockdev-add",
+                json!({"driver": "null-co", "node-name": "n1024", "size": 1024}),
+            ),
+            req(
+                "blockdev-backup",
+                json!({"job-id": "b1", "device": "fa", "target": "n1024", "sync": "full"}),
+            ),
+            req(
+                "blockdev-backup",
+                json!({"job-id": "b2", "device": "ri", "target": "n1024", "sync": "full"}),
+            ),
+            Step::Wait("b2", "null"),
+            // A stream into top writes through its file node; another one on the same file
+            // keeps its length.
+            file("tf", "top.qcow2"),
+            file("ts", "top.qcow2"),
+            req(
+                "blockdev-add",
+                json!({"driver": "qcow2", "node-name": "top", "file": "tf"}),
+            ),
+            req("block-stream", json!({"job-id": "s1", "device": "top"})),
+            Step::Wait("s1", "null"),
+            nodes(),
+            // A snapshot reopens the node it makes a backing file, with its own file node.
+            req("block_resize", json!({"node-name": "fa", "size": 3145728})),
+            req(
+                "blockdev-snapshot-sync",
+                json!({"node-name": "ri", "snapshot-file": "@DIR@/snap.qcow2",
+                       "snapshot-node-name": "snap", "format": "qcow2"}),
+            ),
+            nodes(),
+            req(
+                "blockdev-snapshot-sync",
+                json!({"node-name": "fb", "snapshot-file": "@DIR@/snap2.qcow2",
+                       "snapshot-node-name": "snap2", "format": "qcow2"}),
+            ),
+            nodes(),
+        ],
+    );
+}
+
 /// `query-blockstats` of the nodes: each node counts where the writes through it ended
 /// (`wr_highest_offset`) and no requests; a file node counts its image's metadata too, and
 /// what creating an image or rewriting a header wrote. Compared after blockdev-create, an
@@ -1124,6 +1205,39 @@ fn node_statistics_count_the_writes_through_each_node() {
             Step::Io("tgt2.qcow2", "read -P 0x55 900k 4k"),
             Step::Io("tgt2.qcow2", "read -P 0x55 800k 4k"),
             Step::Io("top.qcow2", "read -P 0 900k 4k"),
+        ],
+    );
+}
+
+/// A qcow2 image created over a node is opened twice to be finished, under two generated
+/// names; a create that fails opens nothing. A node that does not exist fails the job, not
+/// the command.
+#[test]
+fn creates_use_generated_names_and_look_their_node_up_when_they_run() {
+    let create = |id: &str, file: &str, size: u64| {
+        req(
+            "blockdev-create",
+            json!({"job-id": id, "options": {"driver": "qcow2", "file": file, "size": size}}),
+        )
+    };
+    run(
+        "create-names",
+        &[
+            req(
+                "blockdev-add",
+                json!({"driver": "file", "node-name": "f", "filename": "@DIR@/tgt.qcow2"}),
+            ),
+            Step::Names,
+            create("c1", "f", 65536),
+            Step::Wait("c1", "concluded"),
+            Step::Names,
+            create("c2", "f", 123),
+            Step::Wait("c2", "concluded"),
+            Step::Names,
+            create("c3", "nosuch", 65536),
+            Step::Wait("c3", "concluded"),
+            req("query-jobs", json!({})),
+            Step::Names,
         ],
     );
 }

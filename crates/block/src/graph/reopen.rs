@@ -145,6 +145,11 @@ impl BlockGraph {
             })
             .collect();
         let r = self.apply_plans(&plans);
+        if r.is_ok() {
+            for p in &plans {
+                self.recount_reopened(&p.name);
+            }
+        }
         if r.is_err() {
             for s in &saved {
                 if let Some(n) = self.nodes.get_mut(&s.name) {

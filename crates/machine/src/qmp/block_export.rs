@@ -114,7 +114,18 @@ pub fn blockdev_create(m: &mut Machine, a: api::BlockdevCreate, _: &mut Cx) -> R
                     "blockdev-create with an inline definition of 'file'",
                 ));
             };
-            let node = block::resolve_node(m, file)?;
+            let node = match block::resolve_node(m, file) {
+                Ok(n) => n,
+                // QEMU looks the node up when the job runs, and the job fails there.
+                Err(e) => {
+                    m.block
+                        .jobs
+                        .start_create_failing(&a.job_id, &e.desc)
+                        .map_err(qerr)?;
+                    block::pump(m);
+                    return Ok(Empty);
+                }
+            };
             let path = PathBuf::from(m.block.graph.filename(&node).map_err(qerr)?);
             let mut co = CreateOptions::new(ImageFormat::Qcow2, q.size);
             co.cluster_size = q.cluster_size;
