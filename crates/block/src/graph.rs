@@ -2664,9 +2664,13 @@ impl BlockGraph {
         let mut g = img
             .write()
             .map_err(|_| Error::generic("image lock poisoned"))?;
+        let shrinks = size < g.size();
         g.resize(size)?;
         self.resize_bitmaps(name, g.size());
         drop(g);
+        if shrinks && self.node(name)?.driver == Driver::Qcow2 {
+            self.edit_closed(name, |path| crate::qcow2_file::finish_shrink(path, size))?;
+        }
         if matches!(self.node(name)?.driver, Driver::File | Driver::Raw) {
             self.note_truncated(name, size);
         } else {

@@ -227,6 +227,45 @@ impl Refcounts {
     }
 }
 
+/// Finishes shrinking a qcow2 image to `new_size` as QEMU does: the L2 tables of the L1
+/// entries the new size no longer reaches are given back, and the file ends after its last
+/// cluster in use.
+pub(crate) fn finish_shrink(path: &std::path::Path, new_size: u64) -> Result<()> {
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)?;
+    let (h, _) = header_of(&mut f)?;
+    let cs = h.cluster_size();
+    let per_l1 = cs.saturating_mul(cs / 8).max(1);
+    let needed = new_size.div_ceil(per_l1);
+    let mut rc = Refcounts::open(&mut f, &h)?;
+    let l1_size = u64::from(h.l1_size);
+    if l1_size > needed && h.l1_table_offset != 0 {
+        let l1 = read_exact_at(&mut f, h.l1_table_offset, (l1_size * 8) as usize)?;
+        for i in needed..l1_size {
+            let off = be64(&l1, (i * 8) as usize)? & OFFSET_MASK;
+            if off != 0 {
+                rc.add(&mut f, off / cs, -1)?;
+                write_at(&mut f, h.l1_table_offset + i * 8, &[0u8; 8])?;
+            }
+        }
+        rc.write(&mut f)?;
+    }
+    let len = f.metadata()?.len();
+    let mut end = 0;
+    for c in (0..len.div_ceil(cs)).rev() {
+        if rc.get(&mut f, c)? > 0 {
+            end = (c + 1) * cs;
+            break;
+        }
+    }
+    if end > 0 && end < len {
+        f.set_len(end)?;
+    }
+    Ok(())
+}
+
 pub(crate) fn get_entry(b: &[u8], i: u64, bits: u32) -> u64 {
     match bits {
         8 | 16 | 32 | 64 => {

@@ -1057,6 +1057,7 @@ fn any_node_can_be_a_format_nodes_file() {
 /// it, a stream into the image above it) make it reach their end, a truncation through it
 /// (a raw node's resize, in whole sectors) counts it again, and so does a reopen (the node a
 /// snapshot makes a backing file, with the file node it opened). Jobs compare these lengths.
+/// A qcow2 image that shrinks truncates its file.
 #[test]
 fn file_nodes_keep_the_length_they_counted() {
     let file = |name: &str, f: &str| {
@@ -1128,6 +1129,12 @@ fn file_nodes_keep_the_length_they_counted() {
                 json!({"node-name": "fb", "snapshot-file": "@DIR@/snap2.qcow2",
                        "snapshot-node-name": "snap2", "format": "qcow2"}),
             ),
+            nodes(),
+            // A qcow2 image that shrinks gives its tables back and truncates its file after
+            // the last cluster in use, through its file node.
+            req("block_resize", json!({"node-name": "top", "size": 65536})),
+            nodes(),
+            req("block_resize", json!({"node-name": "top", "size": 0})),
             nodes(),
         ],
     );
