@@ -2862,6 +2862,13 @@ impl BlockGraph {
     /// newest first); a node's id is the order in which the walk first meets it, and both
     /// lists come out in the reverse of the walk.
     pub fn debug_graph(&self) -> DebugGraph {
+        self.debug_graph_with_jobs(&[])
+    }
+
+    /// [`BlockGraph::debug_graph`] with every block job that exists, newest first (`jobs`):
+    /// QEMU lists a job until it is dismissed, with the links it still holds (none once it
+    /// concluded).
+    pub fn debug_graph_with_jobs(&self, block_jobs: &[String]) -> DebugGraph {
         #[derive(PartialEq)]
         enum Key {
             User(u64),
@@ -2904,7 +2911,7 @@ impl BlockGraph {
             let child = id(Key::Node(u.node.clone()));
             edge(me, child, "root".into(), u.perm, u.shared);
         }
-        let mut jobs: Vec<&str> = Vec::new();
+        let mut jobs: Vec<&str> = block_jobs.iter().map(String::as_str).collect();
         for u in self.users.iter().rev() {
             if let UserKind::Job { id: j, .. } = &u.kind {
                 if !jobs.contains(&j.as_str()) {

@@ -2014,6 +2014,15 @@ impl Jobs {
             .collect()
     }
 
+    /// The ids of the block jobs that exist (not dismissed), newest first.
+    pub fn block_job_ids(&self) -> Vec<String> {
+        self.jobs
+            .iter()
+            .filter(|j| j.kind.is_block_job())
+            .map(|j| j.id.clone())
+            .collect()
+    }
+
     /// `query-block-jobs`: the block jobs, newest first.
     pub fn query_block_jobs(&self) -> Vec<BlockJobInfo> {
         self.jobs

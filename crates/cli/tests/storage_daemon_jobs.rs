@@ -1248,3 +1248,38 @@ fn creates_use_generated_names_and_look_their_node_up_when_they_run() {
         ],
     );
 }
+
+/// A block job stays in the debug graph until it is dismissed, without links once it
+/// concluded (cancelled or done), in the order of the job list.
+#[test]
+fn concluded_jobs_stay_in_the_graph_until_dismissed() {
+    run(
+        "concluded-graph",
+        &[
+            add("src", "base.qcow2"),
+            add("other", "tgt2.qcow2"),
+            req(
+                "blockdev-add",
+                json!({"driver": "null-co", "node-name": "n", "size": 1048576}),
+            ),
+            req(
+                "blockdev-backup",
+                json!({"job-id": "b1", "device": "src", "target": "n", "sync": "full",
+                       "auto-dismiss": false}),
+            ),
+            Step::Wait("b1", "concluded"),
+            req(
+                "blockdev-mirror",
+                json!({"job-id": "m1", "device": "other", "target": "n", "sync": "full",
+                       "auto-dismiss": false}),
+            ),
+            Step::Wait("m1", "ready"),
+            graph(),
+            req("job-cancel", json!({"id": "m1"})),
+            Step::Wait("m1", "concluded"),
+            graph(),
+            req("job-dismiss", json!({"id": "b1"})),
+            graph(),
+        ],
+    );
+}

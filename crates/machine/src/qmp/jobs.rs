@@ -105,7 +105,10 @@ pub fn x_debug_query_block_graph(
             })
             .collect()
     };
-    let g = m.block.graph.debug_graph();
+    let g = m
+        .block
+        .graph
+        .debug_graph_with_jobs(&m.block.jobs.block_job_ids());
     Ok(api::XDbgBlockGraph {
         nodes: g
             .nodes
