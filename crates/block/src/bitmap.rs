@@ -336,6 +336,8 @@ pub struct Tracked {
     pub bitmaps: SharedBitmaps,
     /// Where the node's writes ended, at the highest.
     pub written: WriteMark,
+    /// The file nodes below, whose counted length the writes may grow.
+    pub growth: crate::graph::Growth,
 }
 
 impl Tracked {
@@ -357,12 +359,14 @@ impl ExportBackend for Tracked {
         ExportBackend::write(&*self.image, offset, data)?;
         self.mark(offset, data.len() as u64);
         self.written.record(offset + data.len() as u64);
+        self.growth.after_write();
         Ok(())
     }
     fn write_zeroes(&self, offset: u64, len: u64) -> Result<()> {
         ExportBackend::write_zeroes(&*self.image, offset, len)?;
         self.mark(offset, len);
         self.written.record(offset + len);
+        self.growth.after_write();
         Ok(())
     }
     fn trim(&self, offset: u64, len: u64) -> Result<()> {

@@ -22,7 +22,7 @@ pub mod quorum;
 mod reopen;
 mod snapshots;
 
-pub use length::LengthsBefore;
+pub use length::{Growth, LengthsBefore};
 pub use passed::{OpenFlags, OpenFn, PassedFile};
 pub use quorum::{QuorumEvent, QuorumOp, QuorumOptions, QuorumSettings, ReadPattern};
 
@@ -474,6 +474,8 @@ struct Node {
     /// when it opened until a write through it ends beyond it, a truncation through it or a
     /// reopen (`graph/length`); None: not counted yet (the file's length now).
     length: Option<u64>,
+    /// How far writes through a data path grew the file since (`graph/length`).
+    grown: length::GrownCell,
 }
 
 /// `BlockdevCacheInfo`.
@@ -1375,6 +1377,7 @@ impl BlockGraph {
                 written,
                 write_error: None,
                 length: None,
+                grown: Default::default(),
             },
         );
         if !added.iter().any(|n| n == name) {
@@ -2094,7 +2097,8 @@ impl BlockGraph {
         .backing(Some(BlockdevRef::Node(node.to_string())))
         // The overlay opens read-only when the node it covers is (a backing file already).
         .read_only(read_only);
-        let in_use = self.users.iter().any(|u| u.node == node);
+        // The overlay takes the node's place under every parent, nodes as well as users.
+        let in_use = self.users.iter().any(|u| u.node == node) || self.has_parent_node(node);
         if !in_use {
             // The overlay goes once opened (at once, or when the transaction ends), but
             // the node was reopened read-only for it.
@@ -2499,6 +2503,7 @@ impl BlockGraph {
                 image: i.clone(),
                 bitmaps: self.node(name)?.bitmaps.clone(),
                 written: node.written.clone(),
+                growth: self.growth_of(name),
             }),
             Data::Null(size) => Arc::new(NullBackend(*size)),
             Data::Quorum(q) => q.clone(),

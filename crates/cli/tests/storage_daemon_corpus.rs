@@ -65,11 +65,6 @@ const KNOWN: &[(&str, &str, &str)] = &[
         "permission conflicts checked in another order",
     ),
     (
-        "blockdev-del",
-        "error",
-        "nodes held by a job or parent differ once permissions differed",
-    ),
-    (
         "nbd-server-add",
         "error",
         "an export takes no lock on its node's image",
@@ -88,16 +83,6 @@ const KNOWN: &[(&str, &str, &str)] = &[
         "query-blockstats",
         "return",
         "query-nodes: generated node names numbered otherwise once a job's filter took one; a node's highest written offset and a file node's discard counters after blockdev-create and jobs wrote (not counted)",
-    ),
-    (
-        "query-named-block-nodes",
-        "return",
-        "nodes that differ once an earlier step differed; a raw node's size over a file whose length is not a multiple of 512",
-    ),
-    (
-        "x-debug-query-block-graph",
-        "return",
-        "implicit nodes and job nodes numbered and listed in another order",
     ),
 ];
 

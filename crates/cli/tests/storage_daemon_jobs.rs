@@ -80,7 +80,8 @@ impl Side {
 
     /// The reply and the events before it, normalised. `@MID@` names the node of
     /// mid.qcow2. Of `query-named-block-nodes`, what jobs change is compared: names,
-    /// drivers, files, read-only, backing depth, bitmaps and the image's format and size.
+    /// drivers, files, read-only, backing depth, bitmaps and the image's format, size and
+    /// backing format.
     fn call(&mut self, req: &Value) -> (Value, Vec<Value>) {
         let mut plain = req.clone();
         if let Some(m) = plain.as_object_mut() {
@@ -105,6 +106,7 @@ impl Side {
                             "ro": n["ro"], "backing_file_depth": n["backing_file_depth"],
                             "dirty-bitmaps": n["dirty-bitmaps"],
                             "format": n["image"]["format"], "size": n["image"]["virtual-size"],
+                            "backing-format": n["image"]["backing-filename-format"],
                         })
                     };
                     *n = keep(n);
@@ -1280,6 +1282,47 @@ fn concluded_jobs_stay_in_the_graph_until_dismissed() {
             graph(),
             req("job-dismiss", json!({"id": "b1"})),
             graph(),
+        ],
+    );
+}
+
+/// A snapshot's overlay takes its node's place under the node's parent nodes too (a raw or
+/// qcow2 node over a file node then reads the overlay), so it stays in the graph, in a
+/// transaction or not. The overlay of a file node records the driver `file` as its backing
+/// format.
+#[test]
+fn a_snapshot_of_a_file_node_goes_under_its_parents() {
+    let file = |name: &str, f: &str| {
+        req(
+            "blockdev-add",
+            json!({"driver": "file", "node-name": name, "filename": format!("@DIR@/{f}")}),
+        )
+    };
+    let sync = |node: &str, overlay: &str| {
+        json!({"node-name": node, "snapshot-file": format!("@DIR@/{overlay}.qcow2"),
+               "snapshot-node-name": overlay, "format": "qcow2"})
+    };
+    run(
+        "snapshot-parents",
+        &[
+            file("f1", "tgt.qcow2"),
+            req(
+                "blockdev-add",
+                json!({"driver": "raw", "node-name": "r1", "file": "f1"}),
+            ),
+            req("blockdev-snapshot-sync", sync("f1", "s1")),
+            file("f2", "tgt2.qcow2"),
+            req(
+                "blockdev-add",
+                json!({"driver": "qcow2", "node-name": "q2", "file": "f2"}),
+            ),
+            req(
+                "transaction",
+                json!({"actions": [{"type": "blockdev-snapshot-sync", "data": sync("f2", "s2")}]}),
+            ),
+            nodes(),
+            graph(),
+            req("blockdev-del", json!({"node-name": "f1"})),
         ],
     );
 }

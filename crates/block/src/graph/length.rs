@@ -6,9 +6,31 @@
 //! implicitly). A raw node counts its file child's length the same way, when it opens, is
 //! resized or reopened. `query-named-block-nodes` shows these lengths, and jobs compare them.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use super::{BlockGraph, ChildRole, Driver};
+
+/// How far writes through a node's data path (an export's, a job's) grew its file since
+/// the node last counted its length: shared with the data path, which runs on other threads.
+pub type GrownCell = Arc<AtomicU64>;
+
+/// The file and raw nodes below a node's data path, to reach the new end of their file
+/// after each write (a qcow2 image allocating clusters grows its file).
+#[derive(Debug, Default, Clone)]
+pub struct Growth(Vec<(GrownCell, PathBuf)>);
+
+impl Growth {
+    /// After a write: each node reaches its file's end, if the file grew beyond it.
+    pub fn after_write(&self) {
+        for (cell, path) in &self.0 {
+            if let Some(now) = disk_length(path) {
+                cell.fetch_max(now, Ordering::Relaxed);
+            }
+        }
+    }
+}
 
 /// A length in whole sectors.
 fn sectors(len: u64) -> u64 {
@@ -36,7 +58,7 @@ impl BlockGraph {
         if depth > 64 {
             return None;
         }
-        match node.driver {
+        let counted = match node.driver {
             Driver::File => node.length.or_else(|| disk_length(&node.path())),
             Driver::Raw => node.length.or_else(|| {
                 let child = self.child_of(name, ChildRole::File)?;
@@ -44,7 +66,8 @@ impl BlockGraph {
                     .or_else(|| disk_length(&node.path()))
             }),
             _ => None,
-        }
+        }?;
+        Some(counted.max(node.grown.load(Ordering::Relaxed)))
     }
 
     /// The node whose data a node passes on: `name`, or the node below the filters on it.
@@ -74,9 +97,27 @@ impl BlockGraph {
             },
             _ => return,
         };
+        self.set_length(name, length);
+    }
+
+    /// Sets a node's counted length (what its data path grew it by is in it now).
+    fn set_length(&mut self, name: &str, length: Option<u64>) {
         if let Some(n) = self.nodes.get_mut(name) {
             n.length = length;
+            n.grown.store(0, Ordering::Relaxed);
         }
+    }
+
+    /// What a write into `name`'s data path grows (see [`Growth`]).
+    pub(super) fn growth_of(&self, name: &str) -> Growth {
+        let LengthsBefore(chain) = self.lengths_before(name);
+        Growth(
+            chain
+                .into_iter()
+                .filter_map(|(n, _)| self.nodes.get(&n))
+                .map(|n| (n.grown.clone(), n.path()))
+                .collect(),
+        )
     }
 
     /// A node was reopened: it counts its length again, after the children it opened
@@ -145,9 +186,7 @@ impl BlockGraph {
             } else {
                 continue;
             };
-            if let Some(n) = self.nodes.get_mut(&name) {
-                n.length = length;
-            }
+            self.set_length(&name, length);
         }
     }
 
@@ -157,9 +196,10 @@ impl BlockGraph {
         let LengthsBefore(chain) = self.lengths_before(name);
         for (n, _) in chain {
             let counted = self.counted_length(&n);
-            if let Some(node) = self.nodes.get_mut(&n) {
-                node.length = Some(counted.map_or(sectors(end), |c| c.max(sectors(end))));
-            }
+            self.set_length(
+                &n,
+                Some(counted.map_or(sectors(end), |c| c.max(sectors(end)))),
+            );
         }
     }
 
@@ -170,10 +210,12 @@ impl BlockGraph {
         for (n, _) in chain.into_iter().rev() {
             self.count_length(&n);
         }
-        if let Some(node) = self.nodes.get_mut(name) {
-            if matches!(node.driver, Driver::File | Driver::Raw) {
-                node.length = Some(sectors(size));
-            }
+        if self
+            .nodes
+            .get(name)
+            .is_some_and(|n| matches!(n.driver, Driver::File | Driver::Raw))
+        {
+            self.set_length(name, Some(sectors(size)));
         }
     }
 }
