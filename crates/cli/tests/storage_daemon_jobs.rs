@@ -1326,3 +1326,29 @@ fn a_snapshot_of_a_file_node_goes_under_its_parents() {
         ],
     );
 }
+
+/// Checks in QEMU's order: `nbd-server-add` looks its node up before it asks for the
+/// server; `object-add` checks property values (an iothread's polling) before the id.
+#[test]
+fn checks_come_in_qemus_order() {
+    let iothread = |poll: i64| {
+        req(
+            "object-add",
+            json!({"qom-type": "iothread", "id": "io1", "poll-max-ns": poll}),
+        )
+    };
+    run(
+        "check-order",
+        &[
+            add("src", "base.qcow2"),
+            req(
+                "nbd-server-add",
+                json!({"device": "nosuchnode", "name": "e1"}),
+            ),
+            req("nbd-server-add", json!({"device": "src", "name": "e1"})),
+            iothread(10),
+            iothread(-5),
+            iothread(10),
+        ],
+    );
+}

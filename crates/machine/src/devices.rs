@@ -1376,29 +1376,8 @@ pub fn object_add(
             .ok_or_else(|| qom::err_prop_not_found(m.compat().options_6_0, td.name, k))?;
         vals.push((def.name, qom::check_value(k, def.ty, v)?));
     }
-    let tree = &m.qom.tree;
-    let Some(objects) = tree.child(Tree::ROOT, "objects") else {
-        return Err(QmpError::generic("machine not initialised"));
-    };
-    if tree.child(objects, id).is_some() {
-        return Err(QmpError::generic(format!(
-            "attempt to add duplicate property '{id}' to object (type 'container')"
-        )));
-    }
     let get = |name: &str| vals.iter().find(|(k, _)| *k == name).map(|(_, v)| v);
-    if types::is_a(td.name, "memory-backend") {
-        if td.name == "memory-backend-file" && get("mem-path").is_none() {
-            return Err(QmpError::generic("mem-path property not set"));
-        }
-        if get("size").and_then(QomValue::as_u64).unwrap_or(0) == 0 {
-            return Err(QmpError::generic("can't create backend with size 0"));
-        }
-    }
-    if td.name == "secret" && get("data").is_none() && get("file").is_none() {
-        return Err(QmpError::generic(
-            "Either 'file' or 'data' must be provided",
-        ));
-    }
+    // Property setters check their values before the object goes into the tree.
     if td.name == "iothread" {
         for k in ["poll-max-ns", "poll-grow", "poll-shrink"] {
             if get(k)
@@ -1412,6 +1391,28 @@ pub fn object_add(
                 )));
             }
         }
+    }
+    let tree = &m.qom.tree;
+    let Some(objects) = tree.child(Tree::ROOT, "objects") else {
+        return Err(QmpError::generic("machine not initialised"));
+    };
+    if tree.child(objects, id).is_some() {
+        return Err(QmpError::generic(format!(
+            "attempt to add duplicate property '{id}' to object (type 'container')"
+        )));
+    }
+    if types::is_a(td.name, "memory-backend") {
+        if td.name == "memory-backend-file" && get("mem-path").is_none() {
+            return Err(QmpError::generic("mem-path property not set"));
+        }
+        if get("size").and_then(QomValue::as_u64).unwrap_or(0) == 0 {
+            return Err(QmpError::generic("can't create backend with size 0"));
+        }
+    }
+    if td.name == "secret" && get("data").is_none() && get("file").is_none() {
+        return Err(QmpError::generic(
+            "Either 'file' or 'data' must be provided",
+        ));
     }
     if td.name == "tls-creds-x509" {
         // The certificates are read when the object is made.

@@ -939,10 +939,11 @@ pub fn nbd_server_start(m: &mut Machine, a: api::NbdServerStart, _: &mut Cx) -> 
 }
 
 pub fn nbd_server_add(m: &mut Machine, a: api::NbdServerAdd, _: &mut Cx) -> R<Empty> {
+    // The node is looked up before the server is asked for.
+    let node = block::resolve_node(m, &a.device)?;
     if m.block.nbd.is_none() {
         return Err(block::export_refused(m, generic("NBD server not running")));
     }
-    let node = block::resolve_node(m, &a.device)?;
     let mut writable = a.writable.unwrap_or(false);
     if writable && m.block.graph.is_read_only(&node).map_err(qerr)? {
         if !m.compat().nbd_server_add_as_export {
