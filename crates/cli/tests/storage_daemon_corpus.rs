@@ -65,16 +65,6 @@ const KNOWN: &[(&str, &str, &str)] = &[
         "permission conflicts checked in another order",
     ),
     (
-        "nbd-server-add",
-        "error",
-        "an export takes no lock on its node's image",
-    ),
-    (
-        "object-add",
-        "error",
-        "throttle-group and iothread property checks",
-    ),
-    (
         "query-block-exports",
         "return",
         "exports that differ (locking, permissions)",
