@@ -1882,6 +1882,15 @@ impl BlockGraph {
         Ok(())
     }
 
+    /// The node a user is attached to now (a job's filter, or the node a job moved its
+    /// parents to, once it is over).
+    pub fn user_node(&self, id: UserId) -> Option<String> {
+        self.users
+            .iter()
+            .find(|u| u.id == id)
+            .map(|u| u.node.clone())
+    }
+
     /// Moves one user to another node that gives it the same data (a filter's child as the
     /// filter goes), without a permission check.
     pub fn move_user(&mut self, id: UserId, to: &str) {

@@ -65,11 +65,6 @@ const KNOWN: &[(&str, &str, &str)] = &[
         "permission conflicts checked in another order",
     ),
     (
-        "query-block-exports",
-        "return",
-        "exports that differ (locking, permissions)",
-    ),
-    (
         "query-blockstats",
         "return",
         "query-nodes: generated node names numbered otherwise once a job's filter took one; a node's highest written offset and a file node's discard counters after blockdev-create and jobs wrote (not counted)",

@@ -1352,3 +1352,29 @@ fn checks_come_in_qemus_order() {
         ],
     );
 }
+
+/// An export names the node its block device is on now: a job's filter while the job runs,
+/// the base an active commit moved the parents to once it completed. Exports are listed
+/// newest first.
+#[test]
+fn an_export_names_the_node_it_is_on_now() {
+    run(
+        "export-node",
+        &[
+            add("top", "top.qcow2"),
+            req(
+                "blockdev-add",
+                json!({"driver": "null-co", "node-name": "n", "size": 1048576}),
+            ),
+            nbd_start(),
+            export("e1", "top", false),
+            export("e2", "n", false),
+            req("block-commit", json!({"job-id": "c1", "device": "top"})),
+            Step::Wait("c1", "ready"),
+            req("query-block-exports", json!({})),
+            req("job-complete", json!({"id": "c1"})),
+            Step::Wait("c1", "null"),
+            req("query-block-exports", json!({})),
+        ],
+    );
+}

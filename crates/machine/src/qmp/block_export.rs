@@ -18,13 +18,21 @@ pub fn query_block_exports(
     _: api::QueryBlockExports,
     _: &mut Cx,
 ) -> R<Vec<api::BlockExportInfo>> {
+    // Newest first.
     Ok(m.block
         .exports
         .iter()
+        .rev()
         .map(|e| api::BlockExportInfo {
             id: e.id.clone(),
             r#type: api::BlockExportType::Nbd,
-            node_name: e.node.clone(),
+            // The node its block device is on now: a job's filter above the node, or where
+            // a job moved the node's parents.
+            node_name: m
+                .block
+                .graph
+                .user_node(e.user)
+                .unwrap_or_else(|| e.node.clone()),
             shutting_down: false,
         })
         .collect())
