@@ -67,7 +67,7 @@ const KNOWN: &[(&str, &str, &str)] = &[
     (
         "query-blockstats",
         "return",
-        "query-nodes: generated node names numbered otherwise once a job's filter took one; a node's highest written offset and a file node's discard counters after blockdev-create and jobs wrote (not counted)",
+        "query-nodes: a node's highest written offset and a file node's discard counters (the writes of blockdev-create and jobs and the discards of a shrinking qcow2 image are not counted)",
     ),
 ];
 

@@ -939,11 +939,20 @@ pub fn nbd_server_start(m: &mut Machine, a: api::NbdServerStart, _: &mut Cx) -> 
 }
 
 pub fn nbd_server_add(m: &mut Machine, a: api::NbdServerAdd, _: &mut Cx) -> R<Empty> {
-    // The node is looked up before the server is asked for.
-    let node = block::resolve_node(m, &a.device)?;
+    // The node is looked up before the server is asked for (a simulated medium, which
+    // QEMU has no words for, is refused after it).
+    let node = match block::resolve_node(m, &a.device) {
+        Ok(n) => Some(n),
+        Err(_) if m.block.find(&a.device).is_some_and(|d| d.medium.is_some()) => None,
+        Err(e) => return Err(e),
+    };
     if m.block.nbd.is_none() {
         return Err(block::export_refused(m, generic("NBD server not running")));
     }
+    let node = match node {
+        Some(n) => n,
+        None => block::resolve_node(m, &a.device)?,
+    };
     let mut writable = a.writable.unwrap_or(false);
     if writable && m.block.graph.is_read_only(&node).map_err(qerr)? {
         if !m.compat().nbd_server_add_as_export {
