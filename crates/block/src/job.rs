@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 
 use crate::graph::{BlockGraph, ChildRole, Driver, Perm, PermSet, UserId, UserKind};
-use crate::image::{self, CreateOptions, Image};
+use crate::image::{self, CreateOptions, Image, ImageFormat};
 use crate::qcow2;
 use crate::{Error, ErrorClass, Result};
 
@@ -307,6 +307,18 @@ enum Work {
         /// Why the job fails when it runs, before anything else (a node it cannot find).
         fails: Option<String>,
     },
+}
+
+impl Work {
+    /// The node the data work writes into (the files below it may grow).
+    fn written_node(&self) -> Option<&str> {
+        match self {
+            Work::Stream { top, .. } => Some(top),
+            Work::Commit { base, .. } => Some(base),
+            Work::Mirror { target, .. } | Work::Backup { target, .. } => Some(target),
+            Work::Create { .. } => None,
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -1591,6 +1603,8 @@ impl Jobs {
             pos = b;
         }
         let work = j.work.clone();
+        // The files below the node written into may grow with this chunk.
+        let before = work.written_node().map(|n| graph.lengths_before(n));
         match &work {
             Work::Stream { top, base } => stream_ranges(graph, top, base.as_deref(), &ranges)?,
             Work::Commit { top, base, .. } => commit_ranges(graph, top, base, &ranges)?,
@@ -1614,6 +1628,9 @@ impl Jobs {
             )?,
             Work::Create { .. } => {}
         }
+        if let Some(before) = before {
+            graph.note_written(before);
+        }
         self.jobs[i].moved = target;
         Ok(())
     }
@@ -1622,13 +1639,7 @@ impl Jobs {
     fn run_finished(&mut self, graph: &mut BlockGraph, i: usize) {
         let work = self.jobs[i].work.clone();
         // The node the data work writes into: the files below it may grow.
-        let written = match &work {
-            Work::Stream { top, .. } => Some(top),
-            Work::Commit { base, .. } => Some(base),
-            Work::Mirror { target, .. } | Work::Backup { target, .. } => Some(target),
-            Work::Create { .. } => None,
-        };
-        let before = written.map(|n| graph.lengths_before(n));
+        let before = work.written_node().map(|n| graph.lengths_before(n));
         let result = match &work {
             Work::Stream { top, .. } => self
                 .move_data_inner(graph, i, true)
