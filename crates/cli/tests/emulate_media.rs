@@ -147,6 +147,45 @@ impl Vm {
         serde_json::from_str(&l).unwrap_or_else(|e| panic!("{e}: {l:?}"))
     }
 
+    /// The messages up to and with the reply to `req`, normalised; `None` when the process
+    /// went away first (a program that stops at a later option may greet and answer
+    /// before it stops).
+    fn try_request(&mut self, req: &Value) -> Option<Vec<Value>> {
+        writeln!(self.w, "{req}").ok()?;
+        let mut out = Vec::new();
+        loop {
+            let mut l = String::new();
+            if self.r.read_line(&mut l).ok()? == 0 {
+                return None;
+            }
+            let mut v: Value = serde_json::from_str(&l).unwrap_or_else(|e| panic!("{e}: {l:?}"));
+            let done = v.get("event").is_none();
+            normalise(&mut v);
+            out.push(v);
+            if done {
+                return Some(out);
+            }
+        }
+    }
+
+    /// How the process ended, in the form `start` gives for one that stops at an option.
+    fn exit(mut self) -> String {
+        let t = Instant::now();
+        let status = loop {
+            if let Ok(Some(st)) = self.child.try_wait() {
+                break st.code().unwrap_or(-1);
+            }
+            if t.elapsed() > Duration::from_secs(10) {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                break -1;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        let err = std::fs::read_to_string(&self.stderr).unwrap_or_default();
+        format!("exit {status}: {err}")
+    }
+
     /// The messages up to and with the reply to `req`, normalised.
     fn request(&mut self, req: &Value) -> Vec<Value> {
         writeln!(self.w, "{req}").expect("write");
@@ -651,13 +690,23 @@ fn read_only_fd_sets_under_read_write_drives_like_qemu() {
         ] {
             outcomes.push(match Vm::start(&program, &pre, &args, &dir, &tag) {
                 Ok(mut vm) => {
-                    let mut replies = vm.request(&query);
-                    // A device that writes, plugged at run time.
-                    replies.extend(vm.request(&json!({"execute": "device_add",
-                        "arguments": {"driver": "virtio-blk-pci", "drive": "d0", "id": "v0"}})));
-                    replies.extend(vm.request(&query));
-                    let stderr = vm.quit();
-                    Ok((replies, stderr))
+                    // A device that writes, plugged at run time, between two queries.
+                    let device = json!({"execute": "device_add",
+                        "arguments": {"driver": "virtio-blk-pci", "drive": "d0", "id": "v0"}});
+                    let mut replies = Some(Vec::new());
+                    for req in [&query, &device, &query] {
+                        replies = replies.and_then(|mut all| {
+                            all.extend(vm.try_request(req)?);
+                            Some(all)
+                        });
+                    }
+                    match replies {
+                        Some(replies) => {
+                            let stderr = vm.quit();
+                            Ok((replies, stderr))
+                        }
+                        None => Err(vm.exit()),
+                    }
                 }
                 Err(e) => Err(e),
             });
