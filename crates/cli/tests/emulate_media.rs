@@ -91,18 +91,7 @@ impl Vm {
         // A program that stops at a later option has made its monitor's socket already:
         // no greeting, then its exit.
         let exited = |mut child: Child| {
-            let t = Instant::now();
-            let status = loop {
-                if let Ok(Some(st)) = child.try_wait() {
-                    break st.code().unwrap_or(-1);
-                }
-                if t.elapsed() > Duration::from_secs(10) {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    break -1;
-                }
-                std::thread::sleep(Duration::from_millis(10));
-            };
+            let status = wait_exit(&mut child);
             let err = std::fs::read_to_string(&stderr).unwrap_or_default();
             Err(format!("exit {status}: {err}"))
         };
@@ -170,18 +159,7 @@ impl Vm {
 
     /// How the process ended, in the form `start` gives for one that stops at an option.
     fn exit(mut self) -> String {
-        let t = Instant::now();
-        let status = loop {
-            if let Ok(Some(st)) = self.child.try_wait() {
-                break st.code().unwrap_or(-1);
-            }
-            if t.elapsed() > Duration::from_secs(10) {
-                let _ = self.child.kill();
-                let _ = self.child.wait();
-                break -1;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        };
+        let status = wait_exit(&mut self.child);
         let err = std::fs::read_to_string(&self.stderr).unwrap_or_default();
         format!("exit {status}: {err}")
     }
@@ -202,18 +180,40 @@ impl Vm {
     }
 
     /// Quits and returns what it printed on standard error.
-    fn quit(mut self) -> String {
-        self.request(&json!({"execute": "quit"}));
-        let t = Instant::now();
-        while self.child.try_wait().ok().flatten().is_none() {
-            if t.elapsed() > Duration::from_secs(10) {
-                let _ = self.child.kill();
-                let _ = self.child.wait();
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(10));
+    fn quit(self) -> String {
+        self.try_quit().unwrap_or_else(|e| panic!("quit: {e}"))
+    }
+
+    /// Quits; what it printed on standard error when it answered `quit` and then ended with
+    /// status 0, and otherwise how it ended (QEMU may answer requests while it is still
+    /// reading its options, in a nested event loop, and then stop at a later option).
+    fn try_quit(mut self) -> Result<String, String> {
+        if self.try_request(&json!({"execute": "quit"})).is_none() {
+            return Err(self.exit());
         }
-        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+        let status = wait_exit(&mut self.child);
+        let err = std::fs::read_to_string(&self.stderr).unwrap_or_default();
+        if status == 0 {
+            Ok(err)
+        } else {
+            Err(format!("exit {status}: {err}"))
+        }
+    }
+}
+
+/// The exit status of a process that is ending, within ten seconds (killed after that: -1).
+fn wait_exit(child: &mut Child) -> i32 {
+    let t = Instant::now();
+    loop {
+        if let Ok(Some(st)) = child.try_wait() {
+            return st.code().unwrap_or(-1);
+        }
+        if t.elapsed() > Duration::from_secs(10) {
+            let _ = child.kill();
+            let _ = child.wait();
+            return -1;
+        }
+        std::thread::sleep(Duration::from_millis(10));
     }
 }
 
@@ -701,10 +701,7 @@ fn read_only_fd_sets_under_read_write_drives_like_qemu() {
                         });
                     }
                     match replies {
-                        Some(replies) => {
-                            let stderr = vm.quit();
-                            Ok((replies, stderr))
-                        }
+                        Some(replies) => vm.try_quit().map(|stderr| (replies, stderr)),
                         None => Err(vm.exit()),
                     }
                 }
