@@ -722,7 +722,12 @@ fn replies_and_events_match_the_live_daemon() {
     let qb = support::start(&prog, &db, &cmdline(&db));
     let mut a = Qmp::connect(&qa.socket);
     let mut b = Qmp::connect(&qb.socket);
-    let mut rng = Rng(SEED);
+    // QMPKIT_CORPUS_SEED=N walks another sequence (KNOWN's every-entry-occurs check is
+    // then not made: other walks meet other differences).
+    let seed = std::env::var("QMPKIT_CORPUS_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok());
+    let mut rng = Rng(seed.unwrap_or(SEED));
     let mut model = Model {
         nodes: vec![
             ("f0".into(), "file".into()),
@@ -891,7 +896,7 @@ fn replies_and_events_match_the_live_daemon() {
         .map(|((c, w, _), _)| format!("{c} ({w})"))
         .collect();
     assert!(
-        steps != STEPS || gone.is_empty(),
+        steps != STEPS || seed.is_some() || gone.is_empty(),
         "listed differences that no longer occur (take them out of KNOWN): {}",
         gone.join(", ")
     );
