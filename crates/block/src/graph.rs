@@ -1091,24 +1091,10 @@ impl BlockGraph {
                     .as_ref()
                     .ok_or_else(|| Error::generic("Parameter 'file' is missing"))?;
                 let file = self.resolve_child(file_ref, added, o.read_only, o)?;
-                let child = self.node(&file)?;
-                let (filename, data) = (child.filename.clone(), child.data.clone());
-                passed = child.passed.clone();
-                let n = self.name_for(o);
-                children.push(self.edge(ChildRole::File, &file));
-                // The child is attached (and its permissions taken) before the node opens.
-                self.put_node(
-                    &n,
-                    o,
-                    top,
-                    filename.clone(),
-                    children.clone(),
-                    data.clone(),
-                    added,
-                );
-                self.check_perms_from(&n)?;
+                let (n, opened) =
+                    self.open_over_child(o, top, &file, &mut children, &mut passed, added, false)?;
                 name = Some(n);
-                (filename, data)
+                opened
             }
             Driver::Raw | Driver::Qcow2 => {
                 let file_ref = o
@@ -1119,25 +1105,17 @@ impl BlockGraph {
                 let file_node = self.node(&file)?;
                 if o.driver == Driver::Raw && file_node.driver != Driver::File {
                     // Any node may be a raw node's file: its data goes through that node.
-                    let (filename, data) = (file_node.filename.clone(), file_node.data.clone());
-                    passed = file_node.passed.clone();
-                    let n = self.name_for(o);
-                    children.push(self.edge(ChildRole::File, &file));
-                    self.put_node(
-                        &n,
+                    let (n, opened) = self.open_over_child(
                         o,
                         top,
-                        filename.clone(),
-                        children.clone(),
-                        data.clone(),
+                        &file,
+                        &mut children,
+                        &mut passed,
                         added,
-                    );
-                    if let Some(node) = self.nodes.get_mut(&n) {
-                        node.passthrough = true;
-                    }
-                    self.check_perms_from(&n)?;
+                        true,
+                    )?;
                     name = Some(n);
-                    (filename, data)
+                    opened
                 } else {
                     // A qcow2 image is read from the host file below its file child: through raw
                     // nodes and filters that pass their data on unchanged.
@@ -1324,6 +1302,43 @@ impl BlockGraph {
             child: child.to_string(),
             attached: self.next_attach,
         }
+    }
+
+    /// Opens a node whose data is its file child `file`'s (a filter, a raw node over a node
+    /// that is no file): the child is attached, and its permissions taken, before the node
+    /// opens. Its name and its filename and data.
+    #[allow(clippy::too_many_arguments)]
+    fn open_over_child(
+        &mut self,
+        o: &BlockdevOptions,
+        top: bool,
+        file: &str,
+        children: &mut Vec<Edge>,
+        passed: &mut Option<Arc<PassedFile>>,
+        added: &mut Vec<String>,
+        passthrough: bool,
+    ) -> Result<(String, (String, Data))> {
+        let child = self.node(file)?;
+        let (filename, data) = (child.filename.clone(), child.data.clone());
+        *passed = child.passed.clone();
+        let n = self.name_for(o);
+        children.push(self.edge(ChildRole::File, file));
+        self.put_node(
+            &n,
+            o,
+            top,
+            filename.clone(),
+            children.clone(),
+            data.clone(),
+            added,
+        );
+        if passthrough {
+            if let Some(node) = self.nodes.get_mut(&n) {
+                node.passthrough = true;
+            }
+        }
+        self.check_perms_from(&n)?;
+        Ok((n, (filename, data)))
     }
 
     /// Puts a node in the graph, or completes the one put there while it opened (keeping its

@@ -1415,22 +1415,15 @@ impl Jobs {
     /// `blockdev-create` whose file node does not exist: the job starts all the same and
     /// fails with `error` when it runs, as QEMU's looks the node up only then.
     pub fn start_create_failing(&mut self, id: &str, error: &str) -> Result<()> {
-        self.check_new_id(id)?;
-        let mut opts = JobOptions::new(id);
-        opts.auto_dismiss = false;
-        self.push(
-            &opts,
-            JobKind::Create,
+        self.push_create(
+            id,
             Work::Create {
                 path: PathBuf::new(),
                 options: CreateOptions::new(ImageFormat::Raw, 0),
                 node: None,
                 fails: Some(error.to_string()),
             },
-            1,
-            Vec::new(),
-        );
-        Ok(())
+        )
     }
 
     /// `blockdev-create` of an image format over `node` (the file it opened at `path`): the
@@ -1443,21 +1436,23 @@ impl Jobs {
         path: PathBuf,
         options: CreateOptions,
     ) -> Result<()> {
-        self.check_new_id(id)?;
-        let mut opts = JobOptions::new(id);
-        opts.auto_dismiss = false;
-        self.push(
-            &opts,
-            JobKind::Create,
+        self.push_create(
+            id,
             Work::Create {
                 path,
                 options,
                 node,
                 fails: None,
             },
-            1,
-            Vec::new(),
-        );
+        )
+    }
+
+    /// A `blockdev-create` job doing `work`: not dismissed on its own, one unit of progress.
+    fn push_create(&mut self, id: &str, work: Work) -> Result<()> {
+        self.check_new_id(id)?;
+        let mut opts = JobOptions::new(id);
+        opts.auto_dismiss = false;
+        self.push(&opts, JobKind::Create, work, 1, Vec::new());
         Ok(())
     }
 

@@ -164,34 +164,62 @@ fn qmp_shell_drives_the_machine() {
         .spawn()
         .expect("qmp-shell");
     let mut stdin = child.stdin.take().expect("stdin");
+    // The shell's output as it comes, read on a thread, so that a step can wait for it.
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<u8>::new()));
+    let reader = {
+        let seen = seen.clone();
+        let mut stdout = child.stdout.take().expect("stdout");
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n @ 1..) = std::io::Read::read(&mut stdout, &mut buf) {
+                seen.lock().unwrap().extend_from_slice(&buf[..n]);
+            }
+        })
+    };
     let pause = |ms| std::thread::sleep(std::time::Duration::from_millis(ms));
-    let steps: &[(&str, u64)] = &[
-        ("query-status\ncont\n", 100),
-        ("\nstop\n", 100),
-        ("\nquery-status\ncont\n", 100),
+    // Empty lines (the shell prints pending events at each) until `text` has been printed.
+    let wait_for_output = |stdin: &mut std::process::ChildStdin, text: &str| {
+        let t = std::time::Instant::now();
+        while !String::from_utf8_lossy(&seen.lock().unwrap()).contains(text) {
+            assert!(
+                t.elapsed() < std::time::Duration::from_secs(20),
+                "no {text} from qmp-shell: {}",
+                String::from_utf8_lossy(&seen.lock().unwrap())
+            );
+            stdin.write_all(b"\n").expect("write");
+            stdin.flush().expect("flush");
+            pause(50);
+        }
+    };
+    let steps: &[(&str, Option<&str>)] = &[
+        ("query-status\ncont\n", None),
+        ("\nstop\n", None),
+        ("\nquery-status\ncont\n", None),
         (
             "\n__org.qmpkit_set-guest powerdown-delay-ms=100\nsystem_powerdown\n",
             // The modelled guest shuts down 100 ms after the request.
-            600,
+            Some("'event': 'SHUTDOWN'"),
         ),
-        ("\nquery-status\n", 100),
-        ("\n", 100),
-        ("\n", 100),
-        ("query-name\n\n", 0),
+        ("\nquery-status\n", None),
+        ("query-name\n\n", None),
     ];
-    for (text, ms) in steps {
+    for (text, wait) in steps {
         stdin.write_all(text.as_bytes()).expect("write");
         stdin.flush().expect("flush");
-        pause(*ms);
+        match wait {
+            Some(w) => wait_for_output(&mut stdin, w),
+            None => pause(100),
+        }
     }
     drop(stdin);
-    let out = child.wait_with_output().expect("qmp-shell");
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{text}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let status = child.wait().expect("qmp-shell");
+    reader.join().expect("reader");
+    let mut stderr = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        let _ = std::io::Read::read_to_string(&mut e, &mut stderr);
+    }
+    let text = String::from_utf8_lossy(&seen.lock().unwrap()).into_owned();
+    assert!(status.success(), "{text}{stderr}");
     let replies: Vec<Value> = text
         .lines()
         // Each reply follows the prompt: `(QEMU) {"return": …}`.
