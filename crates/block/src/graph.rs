@@ -26,6 +26,10 @@ pub use length::{Growth, LengthsBefore};
 pub use passed::{OpenFlags, OpenFn, PassedFile};
 pub use quorum::{QuorumEvent, QuorumOp, QuorumOptions, QuorumSettings, ReadPattern};
 
+/// How many layers below a node `query-named-block-nodes` and `query-block` describe at most
+/// (far more than the chains the graph's images open: see `chain_spec`).
+const MAX_INFO_DEPTH: usize = 1024;
+
 /// Block drivers the graph knows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Driver {
@@ -1937,6 +1941,19 @@ impl BlockGraph {
         moved
     }
 
+    /// Refuses to make `child` a `role` child of `parent` where `parent` is `child` or lies
+    /// below it (through any kind of child), in QEMU's words: the graph never holds a cycle,
+    /// so every walk down from a node ends.
+    pub(crate) fn check_no_cycle(&self, parent: &str, child: &str, role: ChildRole) -> Result<()> {
+        if parent == child || self.descendants(child).iter().any(|d| d == parent) {
+            return Err(Error::generic(format!(
+                "Making '{child}' a {} child of '{parent}' would create a cycle",
+                role.name()
+            )));
+        }
+        Ok(())
+    }
+
     /// Every node below `name` (its children, theirs, …).
     fn descendants(&self, name: &str) -> Vec<String> {
         let mut out: Vec<String> = Vec::new();
@@ -2547,13 +2564,22 @@ impl BlockGraph {
     pub fn set_backing(&mut self, name: &str, backing: Option<&str>) -> Result<()> {
         if let Some(b) = backing {
             self.node(b)?;
+            self.check_no_cycle(name, b, ChildRole::Backing)?;
         }
         let old = self.child(name, ChildRole::Backing);
         let edge = backing.map(|b| self.edge(ChildRole::Backing, b));
         let node = self.nodes.get_mut(name).ok_or_else(|| not_found(name))?;
+        let saved = node.children.clone();
         node.children.retain(|e| e.role != ChildRole::Backing);
         node.children.extend(edge);
-        self.reopen(name)?;
+        if let Err(e) = self.reopen(name) {
+            // The node keeps the backing it had when its image does not open over the new one.
+            if let Some(n) = self.nodes.get_mut(name) {
+                n.children = saved;
+            }
+            let _ = self.reopen(name);
+            return Err(e);
+        }
         if let Some(old) = old {
             let implicit = self.nodes.get(&old).is_some_and(|n| !n.monitor_owned);
             if implicit && !self.has_parent_node(&old) && self.users.iter().all(|u| u.node != old) {
@@ -2811,6 +2837,22 @@ impl BlockGraph {
     }
 
     fn node_info_in(&self, name: &str, deep: bool, skip_implicit: bool) -> Result<NodeInfo> {
+        self.node_info_at(name, deep, skip_implicit, 0)
+    }
+
+    /// [`BlockGraph::node_info_in`] for the node `depth` layers below the one asked about.
+    /// The graph holds no cycle and no chain longer than its images open, so the bound only
+    /// keeps a broken graph from taking the stack with it.
+    fn node_info_at(
+        &self,
+        name: &str,
+        deep: bool,
+        skip_implicit: bool,
+        depth: usize,
+    ) -> Result<NodeInfo> {
+        if depth > MAX_INFO_DEPTH {
+            return Err(Error::generic("Backing chain too deep"));
+        }
         let node = self.node(name)?;
         // A filter shows no backing file of its own; another node, the second of its
         // backing chain (past the job filters).
@@ -2833,7 +2875,12 @@ impl BlockGraph {
             }
         });
         let backing_image = match (deep, below) {
-            (true, Some(b)) => Some(Box::new(self.node_info_in(b, true, skip_implicit)?)),
+            (true, Some(b)) => Some(Box::new(self.node_info_at(
+                b,
+                true,
+                skip_implicit,
+                depth + 1,
+            )?)),
             _ => None,
         };
         Ok(NodeInfo {

@@ -1378,3 +1378,60 @@ fn an_export_names_the_node_it_is_on_now() {
         ],
     );
 }
+
+/// No link may close a cycle in the graph: a snapshot onto its own node, onto a node below
+/// it through a file child or a backing chain, a reopen's new backing or file child, and
+/// several backing children of one reopen that close a cycle only together are refused in
+/// QEMU's words, and the graph stays as it was (its deep description answers).
+#[test]
+fn no_link_closes_a_cycle() {
+    let reopen = |opts: Value| req("blockdev-reopen", json!({ "options": opts }));
+    let qcow2 = |name: &str, file: &str, backing: Value| json!({"driver": "qcow2", "node-name": name, "file": file, "backing": backing});
+    let file = |name: &str, f: &str| {
+        req(
+            "blockdev-add",
+            json!({"driver": "file", "node-name": name, "filename": format!("@DIR@/{f}")}),
+        )
+    };
+    let deep = || req("query-named-block-nodes", json!({"flat": false}));
+    run(
+        "cycles",
+        &[
+            file("fa", "tgt.qcow2"),
+            req(
+                "blockdev-add",
+                json!({"driver": "qcow2", "node-name": "a", "file": "fa"}),
+            ),
+            req("blockdev-snapshot", json!({"node": "a", "overlay": "a"})),
+            deep(),
+            req(
+                "blockdev-add",
+                json!({"driver": "raw", "node-name": "r", "file": "a"}),
+            ),
+            req("blockdev-snapshot", json!({"node": "r", "overlay": "a"})),
+            deep(),
+            file("fb", "tgt2.qcow2"),
+            req(
+                "blockdev-add",
+                json!({"driver": "qcow2", "node-name": "b", "file": "fb"}),
+            ),
+            file("fc", "base.qcow2"),
+            req("blockdev-add", json!(qcow2("c", "fc", json!("b")))),
+            req("blockdev-snapshot", json!({"node": "c", "overlay": "b"})),
+            deep(),
+            reopen(json!([qcow2("a", "fa", json!("a"))])),
+            reopen(json!([qcow2("a", "fa", json!("r"))])),
+            reopen(json!([{"driver": "qcow2", "node-name": "a", "file": "r"}])),
+            reopen(json!([
+                qcow2("b", "fb", json!("a")),
+                qcow2("a", "fa", json!("c"))
+            ])),
+            reopen(json!([
+                qcow2("a", "fa", json!("b")),
+                qcow2("b", "fb", json!("a"))
+            ])),
+            deep(),
+            graph(),
+        ],
+    );
+}

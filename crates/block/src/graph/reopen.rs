@@ -76,6 +76,7 @@ impl BlockGraph {
                 Some(BlockdevRef::Node(f)) => {
                     self.nodes.get(f).ok_or_else(|| missing(f))?;
                     if self.child(&name, ChildRole::File).as_deref() != Some(f.as_str()) {
+                        self.check_no_cycle(&name, f, ChildRole::File)?;
                         file = Some(f.clone());
                     }
                 }
@@ -111,11 +112,7 @@ impl BlockGraph {
             Some(None) => Ok(Some(None)),
             Some(Some(BlockdevRef::Node(b))) => {
                 self.nodes.get(b).ok_or_else(|| missing(b))?;
-                if self.backing_chain(b).iter().any(|x| x == name) {
-                    return Err(Error::generic(format!(
-                        "Making '{b}' a backing child of '{name}' would create a cycle"
-                    )));
-                }
+                self.check_no_cycle(name, b, ChildRole::Backing)?;
                 Ok(Some(Some(b.clone())))
             }
             Some(Some(BlockdevRef::Inline(_))) => {
@@ -215,6 +212,11 @@ impl BlockGraph {
             }
         }
         for p in plans {
+            // Each new file child against the graph the earlier ones made: together they
+            // may close a cycle that none closes alone.
+            if let Some(f) = &p.file {
+                self.check_no_cycle(&p.name, f, ChildRole::File)?;
+            }
             let file_name = match &p.file {
                 Some(f) => Some((self.nodes[f].filename.clone(), self.nodes[f].passed.clone())),
                 None => None,
