@@ -2656,10 +2656,16 @@ impl BlockGraph {
             return Ok(());
         }
         // An implicit file child inherits the mode, as QEMU reopens it with its parent.
+        let mut child_reopened = None;
         if !read_only {
             if let Some(f) = self.child(name, ChildRole::File) {
-                if self.nodes.get(&f).is_some_and(|n| !n.monitor_owned) {
+                if self
+                    .nodes
+                    .get(&f)
+                    .is_some_and(|n| !n.monitor_owned && n.read_only)
+                {
                     self.set_read_only(&f, false)?;
+                    child_reopened = Some(f);
                 }
             }
         }
@@ -2668,6 +2674,20 @@ impl BlockGraph {
         }
         let node = self.nodes.get_mut(name).ok_or_else(|| not_found(name))?;
         node.read_only = read_only;
+        if !read_only {
+            // Writable, the node takes more of its children (a format node writes and
+            // resizes its file): refused, as QEMU's reopen is, when another user of a
+            // child does not share that.
+            if let Err(e) = self.check_perms_from(name) {
+                if let Some(n) = self.nodes.get_mut(name) {
+                    n.read_only = true;
+                }
+                if let Some(f) = child_reopened {
+                    let _ = self.set_read_only(&f, true);
+                }
+                return Err(e);
+            }
+        }
         if let Err(e) = self.reopen(name) {
             if let Some(n) = self.nodes.get_mut(name) {
                 n.read_only = !read_only;
@@ -2714,6 +2734,22 @@ impl BlockGraph {
                 "Image format driver does not support resize",
             ));
         }
+        self.truncate(name, size)
+    }
+
+    /// A job grows the node it writes into to `size` (a commit's base smaller than its
+    /// top), through its own link that may resize: a node whose driver cannot change its
+    /// size (null, quorum) refuses with QEMU's "Operation not supported".
+    pub fn grow_for_job(&mut self, name: &str, size: u64) -> Result<()> {
+        if matches!(self.node(name)?.data, Data::Null(_) | Data::Quorum(_)) {
+            return Err(Error::generic("Operation not supported"));
+        }
+        self.truncate(name, size)
+    }
+
+    /// Changes the size of a node's image (its bitmaps, a shrinking qcow2 image's clusters
+    /// and the lengths counted below follow).
+    fn truncate(&mut self, name: &str, size: u64) -> Result<()> {
         let before = self.lengths_before(name);
         let img = self.image(name)?;
         let mut g = img

@@ -1060,18 +1060,35 @@ impl Jobs {
         use crate::graph::Perm::*;
         let most = PermSet::of(&[ConsistentRead, Write, WriteUnchanged]);
         let was_read_only = graph.is_read_only(&base)?;
+        // A base smaller than the top is grown as the job starts: the job's writer on the
+        // base asks for resize as well, from the start.
+        let grows = match (graph.size(&top), graph.size(&base)) {
+            (Ok(t), Ok(b)) => b < t,
+            _ => false,
+        };
+        let resize = if grows {
+            PermSet::of(&[Resize])
+        } else {
+            PermSet::NONE
+        };
         let mut filter: Option<(String, String)> = None;
-        // An active commit is a mirror of the top into the base: its filter goes above the
-        // top before the job exists. A commit below the active layer is a job first.
+        // An active commit is a mirror of the top into the base: the base is opened
+        // read-write and its filter goes above the top before the job exists (a base that
+        // cannot be reopened fails before any other check). A commit below the active layer
+        // is a job first.
         if overlay.is_none() {
-            self.filter_name_then_id(graph, opts, false)?;
+            graph.set_read_only(&base, false)?;
+            if let Err(e) = self.filter_name_then_id(graph, opts, false) {
+                let _ = graph.set_read_only(&base, was_read_only);
+                return Err(e);
+            }
         } else {
             self.check_new_id(&opts.id)?;
         }
         let links = (|| -> Result<()> {
             if overlay.is_none() {
                 // Its filter above the top, the job's links, and a writer on the base
-                // (opened read-write first).
+                // (opened read-write already).
                 let f = graph.insert_job_filter(
                     &top,
                     Driver::CommitActiveTop,
@@ -1091,7 +1108,6 @@ impl Jobs {
                     ],
                 )?;
                 Self::attach_intermediates(graph, &mut users, opts, &chain[top_at + 1..base_at])?;
-                graph.set_read_only(&base, false)?;
                 let granularity = crate::bitmap::DEFAULT_GRANULARITY;
                 graph.add_job_bitmaps(&f, 1, granularity);
                 Self::attach_backend(
@@ -1099,7 +1115,7 @@ impl Jobs {
                     &mut users,
                     &base,
                     opts,
-                    (PermSet::of(&[Write]), most),
+                    (PermSet::of(&[Write]).union(resize), most),
                 )
             } else {
                 // The job on the device, a commit_top filter above the top (in its overlay's
@@ -1133,7 +1149,10 @@ impl Jobs {
                 )?;
                 graph.set_read_only(&base, false)?;
                 let unchanged = PermSet::of(&[ConsistentRead, WriteUnchanged]);
-                let writer = (PermSet::of(&[ConsistentRead, Write]), unchanged);
+                let writer = (
+                    PermSet::of(&[ConsistentRead, Write]).union(resize),
+                    unchanged,
+                );
                 Self::attach_backend(graph, &mut users, &base, opts, writer)?;
                 Self::attach_backend(graph, &mut users, &top, opts, (PermSet::NONE, PermSet::ALL))
             }
@@ -1602,7 +1621,10 @@ impl Jobs {
         let before = work.written_node().map(|n| graph.lengths_before(n));
         match &work {
             Work::Stream { top, base } => stream_ranges(graph, top, base.as_deref(), &ranges)?,
-            Work::Commit { top, base, .. } => commit_ranges(graph, top, base, &ranges)?,
+            Work::Commit { top, base, .. } => {
+                grow_base(graph, top, base)?;
+                commit_ranges(graph, top, base, &ranges)?
+            }
             Work::Mirror {
                 source,
                 target,
@@ -1639,15 +1661,11 @@ impl Jobs {
             Work::Stream { top, .. } => self
                 .move_data_inner(graph, i, true)
                 .and_then(|()| flush_node(graph, top)),
-            Work::Commit { top, base, .. } => match (graph.size(top), graph.size(base)) {
-                // Even with nothing to move.
-                (Ok(t), Ok(b)) if b < t => {
-                    Err(Error::generic("Top image is larger than the base image"))
-                }
-                _ => self
-                    .move_data_inner(graph, i, true)
-                    .and_then(|()| flush_node(graph, base)),
-            },
+            // Through the base's data path: a base without an image of its own (a null
+            // node) takes the writes and the flush too.
+            Work::Commit { top, base, .. } => grow_base(graph, top, base)
+                .and_then(|()| self.move_data_inner(graph, i, true))
+                .and_then(|()| graph.backend(base)?.flush()),
             Work::Mirror { source, target, .. } => match (graph.size(source), graph.size(target)) {
                 (Ok(a), Ok(b)) if a != b => Err(Error::generic(
                     "Source and target image have different sizes",
@@ -2307,6 +2325,16 @@ fn rewrite_backing(graph: &mut BlockGraph, node: &str, backing: Option<&str>) ->
     }
     graph.set_auto_backing_file(node, entry.as_ref().map(|(n, _)| n.as_str()));
     graph.set_backing(node, backing)
+}
+
+/// A commit's base smaller than its top grows to the top's size as the job starts to run
+/// (even with nothing to move); one that cannot grow fails the job.
+fn grow_base(graph: &mut BlockGraph, top: &str, base: &str) -> Result<()> {
+    let (t, b) = (graph.size(top)?, graph.size(base)?);
+    if b < t {
+        graph.grow_for_job(base, t)?;
+    }
+    Ok(())
 }
 
 /// Commit, over `ranges`: write what `top` reads (its data and the layers' down to `base`)

@@ -50,11 +50,6 @@ const SEED: u64 = 0x5eed_0c0f_fee0_0d15;
 /// shrinks.
 const KNOWN: &[(&str, &str, &str)] = &[
     (
-        "block-commit",
-        "error-vs-ok",
-        "permission conflicts between nodes sharing a file node",
-    ),
-    (
         "blockdev-add",
         "events",
         "drains of failed opens (permission conflicts, backing files) counted otherwise; jobs that differ",

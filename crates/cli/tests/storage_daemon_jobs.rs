@@ -893,6 +893,145 @@ fn a_null_node_can_be_a_snapshots_backing() {
     );
 }
 
+/// An active commit into a null base writes into the null node (which takes and drops the
+/// data) and goes ready; completing it leaves the overlay over its null backing. A base
+/// smaller than the top grows to the top's size as the job starts; a null one cannot, and
+/// the job fails.
+#[test]
+fn an_active_commit_into_a_null_base_goes_ready() {
+    run(
+        "null-commit",
+        &[
+            req(
+                "blockdev-add",
+                json!({"driver": "null-co", "node-name": "n0"}),
+            ),
+            req(
+                "blockdev-add",
+                json!({"driver": "qcow2", "node-name": "o1", "backing": null,
+                       "file": {"driver": "file", "filename": "@DIR@/base.qcow2"}}),
+            ),
+            req("blockdev-snapshot", json!({"node": "n0", "overlay": "o1"})),
+            req("block-commit", json!({"job-id": "c1", "device": "o1"})),
+            Step::Wait("c1", "ready"),
+            req("query-block-jobs", json!({})),
+            req("job-complete", json!({"id": "c1"})),
+            Step::Wait("c1", "null"),
+            nodes(),
+            graph(),
+            req(
+                "blockdev-add",
+                json!({"driver": "null-co", "node-name": "n1", "size": 65536}),
+            ),
+            req(
+                "blockdev-add",
+                json!({"driver": "qcow2", "node-name": "o2", "backing": null,
+                       "file": {"driver": "file", "filename": "@DIR@/tgt.qcow2"}}),
+            ),
+            req("blockdev-snapshot", json!({"node": "n1", "overlay": "o2"})),
+            req("block-commit", json!({"job-id": "c2", "device": "o2"})),
+            Step::Wait("c2", "null"),
+            nodes(),
+            // A smaller qcow2 base grows to the top's size, below the active layer too.
+            add("b3", "tgt2.qcow2"),
+            req("block_resize", json!({"node-name": "b3", "size": 262144})),
+            req(
+                "blockdev-add",
+                json!({"driver": "qcow2", "node-name": "o3", "backing": null,
+                       "file": {"driver": "file", "filename": "@DIR@/mid.qcow2"}}),
+            ),
+            req("blockdev-snapshot", json!({"node": "b3", "overlay": "o3"})),
+            req(
+                "blockdev-add",
+                json!({"driver": "qcow2", "node-name": "o4", "backing": null,
+                       "file": {"driver": "file", "filename": "@DIR@/top.qcow2"}}),
+            ),
+            req("blockdev-snapshot", json!({"node": "o3", "overlay": "o4"})),
+            req(
+                "block-commit",
+                json!({"job-id": "c3", "device": "o4", "top-node": "o3"}),
+            ),
+            Step::Wait("c3", "null"),
+            nodes(),
+        ],
+    );
+}
+
+/// A commit whose base is smaller than its top asks for the base's resize permission as it
+/// starts, so a user of the base's file that does not share resizing refuses the job.
+#[test]
+fn a_commit_into_a_smaller_base_asks_to_resize_it() {
+    run(
+        "commit-resize",
+        &[
+            req(
+                "blockdev-add",
+                json!({"driver": "file", "node-name": "b3f", "filename": "@DIR@/tgt2.qcow2"}),
+            ),
+            req(
+                "blockdev-add",
+                json!({"driver": "qcow2", "node-name": "b3", "file": "b3f"}),
+            ),
+            req("block_resize", json!({"node-name": "b3", "size": 262144})),
+            req(
+                "blockdev-add",
+                json!({"driver": "qcow2", "node-name": "o3", "backing": null,
+                       "file": {"driver": "file", "filename": "@DIR@/mid.qcow2"}}),
+            ),
+            req("blockdev-snapshot", json!({"node": "b3", "overlay": "o3"})),
+            nbd_start(),
+            export("e1", "b3f", false),
+            req("block-commit", json!({"job-id": "c1", "device": "o3"})),
+            req("block-export-del", json!({"id": "e1"})),
+            req("block-commit", json!({"job-id": "c1", "device": "o3"})),
+            Step::Wait("c1", "ready"),
+            graph(),
+            nodes(),
+            req("job-complete", json!({"id": "c1"})),
+            Step::Wait("c1", "null"),
+            nodes(),
+            // Below the active layer.
+            req(
+                "blockdev-add",
+                json!({"driver": "file", "node-name": "b4f", "filename": "@DIR@/tgt.qcow2"}),
+            ),
+            req(
+                "blockdev-add",
+                json!({"driver": "qcow2", "node-name": "b4", "file": "b4f"}),
+            ),
+            req("block_resize", json!({"node-name": "b4", "size": 262144})),
+            req(
+                "blockdev-add",
+                json!({"driver": "qcow2", "node-name": "o4", "backing": null,
+                       "file": {"driver": "file", "filename": "@DIR@/top.qcow2"}}),
+            ),
+            req("blockdev-snapshot", json!({"node": "b4", "overlay": "o4"})),
+            req(
+                "blockdev-add",
+                json!({"driver": "qcow2", "node-name": "o5", "backing": null,
+                       "file": {"driver": "file", "filename": "@DIR@/base.qcow2"}}),
+            ),
+            req("blockdev-snapshot", json!({"node": "o4", "overlay": "o5"})),
+            export("e2", "b4f", false),
+            req(
+                "block-commit",
+                json!({"job-id": "c2", "device": "o5", "top-node": "o4", "auto-finalize": false}),
+            ),
+            req("block-export-del", json!({"id": "e2"})),
+            req(
+                "block-commit",
+                json!({"job-id": "c2", "device": "o5", "top-node": "o4", "auto-finalize": false}),
+            ),
+            Step::Wait("c2", "pending"),
+            graph(),
+            nodes(),
+            req("job-finalize", json!({"id": "c2"})),
+            Step::Wait("c2", "null"),
+            nodes(),
+        ],
+    );
+}
+
 /// Images that cannot be created (no such directory, a directory in the file's place) fail
 /// with QEMU's "Could not create" words, from snapshots, transactions, drive jobs and
 /// `blockdev-create`; an overlay takes its node's size and records the node's driver, even a
