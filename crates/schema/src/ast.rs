@@ -145,6 +145,9 @@ pub struct MemberDef {
     pub features: Vec<FeatureDef>,
     /// The enclosing definition's position.
     pub info: Info,
+    /// The hash of the member's C name (`model::cname`), computed where the expression is
+    /// checked (on either core) rather than where it is defined (in order, on one).
+    pub cname_hash: u64,
 }
 
 /// An enum value as written.

@@ -847,6 +847,7 @@ impl Checker<'_> {
                 }
                 let nested = self.members(arg, info, &key_source(), parent, depth + 1)?;
                 out.push(MemberDef {
+                    cname_hash: crate::model::cname::c_name_hash(name),
                     name: name.to_string(),
                     optional,
                     typ: TypeRef::Nested(nested),
@@ -890,6 +891,7 @@ impl Checker<'_> {
                 Cow::Borrowed(k) => k[usize::from(optional)..].to_string(),
             };
             out.push(MemberDef {
+                cname_hash: crate::model::cname::c_name_hash(&name),
                 name,
                 optional,
                 typ,

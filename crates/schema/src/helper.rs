@@ -11,9 +11,9 @@
 //! again in the thread that waits for it.
 //!
 //! A program that checks one schema and ends says so ([`one_shot`]): the helper's thread
-//! then ends as soon as the checks it shares are done, while the model's own checks run on
-//! the caller's thread, rather than being woken at the process's exit only to end then
-//! (which the process's parent would wait for).
+//! then ends as soon as the checks it shares are done (the model's own checks last), rather
+//! than being woken at the process's exit only to end then (which the process's parent
+//! would wait for).
 
 use std::any::Any;
 use std::collections::VecDeque;
@@ -112,11 +112,13 @@ impl Helper {
             st.busy = ticket.is_some();
             drop(st);
             let r = catch_unwind(AssertUnwindSafe(job));
+            // Free before the waiter hears of it: a caller that goes on to hand over its
+            // next job finds the helper free, rather than starting a thread for it.
+            st = lock(&self.state);
+            st.busy = false;
             if let Some(t) = ticket {
                 t.finish(r);
             }
-            st = lock(&self.state);
-            st.busy = false;
         }
     }
 

@@ -81,7 +81,9 @@ pub(crate) fn check_text(
         expr::check_each(raw, &parsed, &mut |e| {
             s.define(e, &parsed.docs, doc_required)
         })?;
+        // The model's checks share the helper too; then it is no longer needed.
+        let checked = s.finish(parsed.pragma, parsed.docs);
         helper::shared_work_done();
-        s.finish(parsed.pragma, parsed.docs)
+        checked
     })
 }

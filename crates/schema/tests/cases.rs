@@ -83,8 +83,27 @@ fn run_case(dir: &Path, name: &str) -> Result<(), String> {
     }
 }
 
+/// Runs of the cases one at a time: each sets how large a schema must be to be checked on
+/// two cores, for the whole process.
+static MODE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 #[test]
 fn qemu_schema_test_cases() {
+    all_cases(usize::MAX);
+}
+
+/// The same cases, every one checked on two cores (as QEMU's large schemas are): each error
+/// is found again in order, so the diagnostics are the same.
+#[test]
+fn qemu_schema_test_cases_checked_on_two_cores() {
+    all_cases(0);
+}
+
+fn all_cases(parallel_min: usize) {
+    let _one_at_a_time = MODE
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    qmpkit_schema::model::check::set_parallel_check_min(parallel_min);
     let dir = cases_dir();
     let list = std::fs::read_to_string(dir.join("CASES")).expect("test data");
     let names: Vec<&str> = list

@@ -143,6 +143,8 @@ impl Schema {
             cwd: std::env::current_dir().unwrap_or_default(),
             module_by_path: NameMap::default(),
             check_depth: 0,
+            defer_checks: false,
+            grown_branches: Vec::new(),
             qtype: UNRESOLVED,
             q_empty: UNRESOLVED,
         };
@@ -477,7 +479,7 @@ impl Schema {
         for m in members {
             let type_name = self.make_type_name(owner, &m.name, m.typ, info)?;
             let features = self.make_features(m.features, info)?;
-            let cname_hash = cname::c_name_hash(&m.name);
+            let cname_hash = m.cname_hash;
             out.push(Member {
                 name: m.name.into(),
                 type_name: type_name.into(),

@@ -5,6 +5,7 @@
 use super::*;
 use crate::error::QapiError;
 use cname::{c_name_eq, c_name_hash};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 type Result<T> = std::result::Result<T, QapiError>;
 
@@ -59,6 +60,17 @@ enum SeenItem {
 /// Python's recursion limit); deeper input is an error, not a stack
 /// overflow.
 const MAX_NESTING: usize = 200;
+
+/// Schemas with at least this many entities (QEMU's have over a thousand) are checked on two
+/// cores (see [`Schema::check`]); smaller ones are checked in order on one.
+static PARALLEL_MIN: AtomicUsize = AtomicUsize::new(512);
+
+/// Check schemas with at least `n` entities on two cores (0: every schema). For tests, which
+/// compare both ways of checking on small schemas.
+#[doc(hidden)]
+pub fn set_parallel_check_min(n: usize) {
+    PARALLEL_MIN.store(n, Ordering::Relaxed);
+}
 
 /// Names seen so far, with the hash of their C name.
 type Seen = Vec<(u64, SeenItem)>;
@@ -252,7 +264,25 @@ impl Schema {
     }
 
     /// Run every semantic check, connect doc comments and assign modules.
+    ///
+    /// A large schema is checked on two cores: one pass in order does what changes the
+    /// model (resolving names, flattening bases, adding implicit branches) with the checks
+    /// entangled with it, then the checks that only read the model (name clashes, enum
+    /// values, alternates' branches, doc comments) run over the entities on both cores.
+    /// Whenever either finds anything wrong, the model is put back as it was and checked
+    /// again in order, the one way that reports the error QEMU reports first.
     pub fn check(&mut self) -> Result<()> {
+        if self.entities.len() >= PARALLEL_MIN.load(Ordering::Relaxed) {
+            if self.check_split() {
+                return Ok(());
+            }
+            self.reset_checked();
+        }
+        self.check_in_order()
+    }
+
+    /// Every check in QEMU's order, on this thread.
+    fn check_in_order(&mut self) -> Result<()> {
         self.doc_links = self
             .docs
             .iter()
@@ -270,11 +300,213 @@ impl Schema {
         self.check_docs()
     }
 
+    /// [`Schema::check`] in two passes, the second on two cores; false when either found
+    /// something wrong (the model is then left half checked).
+    fn check_split(&mut self) -> bool {
+        self.defer_checks = true;
+        let ok = (0..self.entities.len()).all(|id| self.check_entity(id).is_ok());
+        self.defer_checks = false;
+        if !ok {
+            return false;
+        }
+        match self.verify_in_parallel() {
+            Some(links) => {
+                self.grown_branches = Vec::new();
+                self.doc_links = links;
+                self.assign_modules();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Undo what [`Schema::check_split`] did to the model, so that the checks in order find
+    /// it as the definitions left it.
+    fn reset_checked(&mut self) {
+        let grown = std::mem::take(&mut self.grown_branches);
+        for e in self.entities.to_mut() {
+            match &mut e.kind {
+                EntityKind::Array(a) => a.element = UNRESOLVED,
+                EntityKind::Object(o) => {
+                    o.state = CheckState::Unchecked;
+                    o.base = None;
+                    o.members = Vec::new().into();
+                    if let Some(b) = o.branches.as_mut() {
+                        b.tag_member = None;
+                    }
+                }
+                EntityKind::Command(c) => {
+                    c.arg_type = None;
+                    c.ret_type = None;
+                }
+                EntityKind::Event(ev) => ev.arg_type = None,
+                _ => {}
+            }
+        }
+        for (id, n) in grown {
+            if let Some(b) = self.object_mut(id).and_then(|o| o.branches.as_mut()) {
+                b.variants.to_mut().truncate(n);
+            }
+        }
+        self.check_depth = 0;
+        self.doc_links = Vec::new();
+    }
+
+    /// The checks [`Schema::check_split`] leaves to its second pass, on this thread and the
+    /// helper, each taking the next few entities until none are left. The doc comments'
+    /// connections when nothing is wrong (and each doc comment was connected to one entity
+    /// at most, as the checks in order would connect it).
+    fn verify_in_parallel(&self) -> Option<Vec<DocLinks>> {
+        const STEP: usize = 32;
+        let n = self.entities.len();
+        let next = AtomicUsize::new(0);
+        let failed = AtomicBool::new(false);
+        let work = || {
+            let mut out: Vec<(usize, DocLinks)> = Vec::new();
+            while !failed.load(Ordering::Relaxed) {
+                let start = next.fetch_add(STEP, Ordering::Relaxed);
+                if start >= n {
+                    break;
+                }
+                for id in start..(start + STEP).min(n) {
+                    if self.verify_entity(id, &mut out).is_err() {
+                        failed.store(true, Ordering::Relaxed);
+                        break;
+                    }
+                }
+            }
+            out
+        };
+        let mut theirs = None;
+        let mine = crate::helper::scope(|s| {
+            // Without a second thread this one takes every entity.
+            s.spawn(|| theirs = Some(work()));
+            work()
+        });
+        if failed.load(Ordering::Relaxed) {
+            return None;
+        }
+        let mut links: Vec<Option<DocLinks>> = Vec::with_capacity(self.docs.len());
+        links.resize_with(self.docs.len(), || None);
+        for (d, l) in mine.into_iter().chain(theirs.into_iter().flatten()) {
+            match links.get_mut(d) {
+                Some(slot @ None) => *slot = Some(l),
+                _ => return None,
+            }
+        }
+        let lax = self.lax_docs();
+        let mut out = Vec::with_capacity(links.len());
+        for (doc, l) in self.docs.iter().zip(links) {
+            match l {
+                Some(l) => out.push(l),
+                // A doc comment connected to nothing documents none of its members.
+                None if !lax && !(doc.args.is_empty() && doc.features.is_empty()) => return None,
+                None => out.push(DocLinks {
+                    args_connected: vec![false; doc.args.len()],
+                    features_connected: vec![false; doc.features.len()],
+                    stub_args: Vec::new(),
+                }),
+            }
+        }
+        Some(out)
+    }
+
+    /// The checks of entity `id` that only read the model (after [`Schema::check_split`]'s
+    /// first pass), and its doc comment's connections, added to `out`. An error's text
+    /// may differ from the one checking in order gives (only whether there is one counts).
+    fn verify_entity(&self, id: EntityId, out: &mut Vec<(usize, DocLinks)>) -> Result<()> {
+        let e = &self.entities[id];
+        match &e.kind {
+            EntityKind::Enum(_) => self.check_enum(id)?,
+            EntityKind::Object(_) => {
+                if e.info.is_some() && !self.members_distinct(id, &[]) {
+                    return Err(QapiError::bare(String::new()));
+                }
+            }
+            EntityKind::Alternate(_) => {
+                if let Some(i) = &e.info {
+                    self.alternate_branches(id, i)?;
+                }
+            }
+            _ => {}
+        }
+        let Some(d) = e.doc else { return Ok(()) };
+        let Some(doc) = self.docs.get(d) else {
+            return Ok(());
+        };
+        let mut links = DocLinks {
+            args_connected: vec![false; doc.args.len()],
+            features_connected: vec![false; doc.features.len()],
+            stub_args: Vec::new(),
+        };
+        self.connect_doc_to(&mut links, id, d)?;
+        if !self.lax_docs() {
+            bogus_sections(&doc.args, &links.args_connected, "member")?;
+            bogus_sections(&doc.features, &links.features_connected, "feature")?;
+        }
+        out.push((d, links));
+        Ok(())
+    }
+
+    /// Whether the C names of checked object `id`'s members, and of each of its branches'
+    /// (with theirs, recursively), differ from each other and from `common` (sorted hashes
+    /// of C names), as the clash checks require; false also when two different names merely
+    /// hash alike. Sorting makes it `n log n` where comparing each name with those before
+    /// it is quadratic.
+    fn members_distinct(&self, id: EntityId, common: &[u64]) -> bool {
+        let Some(o) = self.object(id) else {
+            return true;
+        };
+        let mut all = Vec::with_capacity(common.len() + o.members.len());
+        all.extend_from_slice(common);
+        all.extend(o.members.iter().map(|r| self.member(*r).cname_hash));
+        all.sort_unstable();
+        if all.windows(2).any(|w| w[0] == w[1]) {
+            return false;
+        }
+        match o.branches.as_ref() {
+            Some(b) => b
+                .variants
+                .iter()
+                .all(|v| self.members_distinct(v.typ, &all)),
+            None => true,
+        }
+    }
+
+    /// An enum's checks: its features, and its values' C names and features.
+    fn check_enum(&self, id: EntityId) -> Result<()> {
+        let e = &self.entities[id];
+        let EntityKind::Enum(en) = &e.kind else {
+            return Ok(());
+        };
+        Self::check_type_features(&e.features, &e.info)?;
+        let Some(i) = &e.info else { return Ok(()) };
+        for m in en.members.iter() {
+            Self::check_features(&m.features, &e.info)?;
+        }
+        // The C names: sorted hashes show that they differ (nearly always); names whose
+        // hashes match are compared as they come, which finds the clash QEMU reports.
+        let mut hashes: Vec<u64> = en.members.iter().map(|m| c_name_hash(&m.name)).collect();
+        hashes.sort_unstable();
+        if hashes.windows(2).all(|w| w[0] != w[1]) {
+            return Ok(());
+        }
+        let mut seen = seen_list(en.members.len());
+        for k in 0..en.members.len() {
+            self.clash(&mut seen, SeenItem::Value(id, k), i)?;
+        }
+        spare_seen(seen);
+        Ok(())
+    }
+
     fn check_entity(&mut self, id: EntityId) -> Result<()> {
         let e = &self.entities[id];
         match &e.kind {
             EntityKind::Include(_) | EntityKind::Builtin(_) => Ok(()),
             EntityKind::Enum(en) => {
+                if self.defer_checks {
+                    return Ok(());
+                }
                 Self::check_type_features(&e.features, &e.info)?;
                 if let Some(i) = &e.info {
                     let mut seen = seen_list(en.members.len());
@@ -354,7 +586,13 @@ impl Schema {
             o.state = CheckState::InProgress;
         }
 
-        let mut seen = seen_list(nlocal + 16);
+        // Name clashes are checked here unless left to a later pass.
+        let clashes = !self.defer_checks && self.entities[id].info.is_some();
+        let mut seen = if clashes {
+            seen_list(nlocal + 16)
+        } else {
+            Seen::new()
+        };
         let mut members: Vec<MemberRef> = Vec::new();
         if has_base {
             let base = {
@@ -377,7 +615,7 @@ impl Schema {
             let r = self.check_object(base);
             self.check_depth -= 1;
             r?;
-            if let Some(i) = &self.entities[id].info {
+            if let Some(i) = self.entities[id].info.as_ref().filter(|_| clashes) {
                 self.object_check_clash(base, i, &mut seen)?;
             }
             if let Some(b) = self.object(base) {
@@ -416,7 +654,7 @@ impl Schema {
                 owner: id,
                 index: k,
             };
-            if let Some(i) = &self.entities[id].info {
+            if let Some(i) = self.entities[id].info.as_ref().filter(|_| clashes) {
                 self.clash(&mut seen, SeenItem::Member(r), i)?;
             }
             members.push(r);
@@ -430,7 +668,7 @@ impl Schema {
         };
         if has_branches {
             self.check_branches(id)?;
-            if let Some(i) = &self.entities[id].info {
+            if let Some(i) = self.entities[id].info.as_ref().filter(|_| clashes) {
                 self.branches_check_clash(id, i, &seen)?;
             }
         }
@@ -550,14 +788,18 @@ impl Schema {
                 }
             }
         }
-        let nvar = match self.object_mut(id).and_then(|o| o.branches.as_mut()) {
+        let (nvar, declared) = match self.object_mut(id).and_then(|o| o.branches.as_mut()) {
             Some(b) => {
                 b.tag_member = Some(tag);
+                let declared = b.variants.len();
                 b.variants.extend(extra);
-                b.variants.len()
+                (b.variants.len(), declared)
             }
-            None => 0,
+            None => (0, 0),
         };
+        if nvar > declared && self.defer_checks {
+            self.grown_branches.push((id, declared));
+        }
         if nvar == 0 {
             return Err(Self::err(&info, "union has no branches".to_string()));
         }
@@ -661,11 +903,19 @@ impl Schema {
                 a.variants[k].typ = t;
             }
         }
-        let Some(i) = &info else { return Ok(()) };
+        match &info {
+            Some(i) if !self.defer_checks => self.alternate_branches(id, i),
+            _ => Ok(()),
+        }
+    }
+
+    /// An alternate's branches (their types resolved): distinct C names, types that can be
+    /// told apart.
+    fn alternate_branches(&self, id: EntityId, i: &Info) -> Result<()> {
         let EntityKind::Alternate(a) = &self.entities[id].kind else {
             return Ok(());
         };
-        let mut seen = Seen::with_capacity(n);
+        let mut seen = Seen::with_capacity(a.variants.len());
         let mut types_seen: Vec<(QType, &str)> = Vec::new();
         for (k, v) in a.variants.iter().enumerate() {
             self.clash(&mut seen, SeenItem::Branch(id, k), i)?;

@@ -534,6 +534,8 @@ impl Writer {
             cwd: _,
             module_by_path,
             check_depth: _,
+            defer_checks: _,
+            grown_branches: _,
             qtype,
             q_empty,
         } = s;
@@ -1015,6 +1017,8 @@ impl<'a> Reader<'a> {
             cwd: std::env::current_dir().unwrap_or_default(),
             module_by_path,
             check_depth: 0,
+            defer_checks: false,
+            grown_branches: Vec::new(),
             qtype,
             q_empty,
         };

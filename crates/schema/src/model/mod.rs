@@ -356,6 +356,11 @@ pub struct Schema {
     module_by_path: NameMap<ModuleId>,
     /// Current nesting of object checks (bases, branches).
     pub(crate) check_depth: usize,
+    /// The checks that only read the model are left to a later pass (see `check`).
+    pub(crate) defer_checks: bool,
+    /// Union types whose branches the check added to (implicit ones, for enum values without
+    /// a branch): the type and how many branches it had before.
+    pub(crate) grown_branches: Vec<(EntityId, usize)>,
     /// Names of the `QType` enum and `q_empty` object.
     pub(crate) qtype: EntityId,
     pub(crate) q_empty: EntityId,

@@ -76,6 +76,8 @@ impl Schema {
             cwd: std::env::current_dir().unwrap_or_default(),
             module_by_path,
             check_depth: 0,
+            defer_checks: false,
+            grown_branches: Vec::new(),
             qtype: m.qtype,
             q_empty: m.q_empty,
         }
