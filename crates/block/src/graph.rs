@@ -407,7 +407,9 @@ struct Edge {
 #[derive(Debug, Clone)]
 enum Data {
     Image(SharedImage),
-    Null(u64),
+    /// A null node: its size, and whether it reads as zeroes (`read-zeroes`), which makes
+    /// its whole disk allocated (as zeroes) to the layers above it.
+    Null(u64, bool),
     Quorum(Arc<quorum::QuorumData>),
 }
 
@@ -415,7 +417,7 @@ impl Data {
     fn size(&self) -> u64 {
         match self {
             Data::Image(i) => ExportBackend::size(&**i),
-            Data::Null(s) => *s,
+            Data::Null(s, _) => *s,
             Data::Quorum(q) => q.size(),
         }
     }
@@ -1078,7 +1080,10 @@ impl BlockGraph {
                     }
                     format!("json:{{{}}}", members.join(", "))
                 };
-                (filename, Data::Null(o.size.unwrap_or(1 << 30)))
+                (
+                    filename,
+                    Data::Null(o.size.unwrap_or(1 << 30), o.read_zeroes.unwrap_or(false)),
+                )
             }
             Driver::Quorum => {
                 let (n, edges, data) = self.open_quorum(o, top, added)?;
@@ -1148,7 +1153,7 @@ impl BlockGraph {
                     children.push(self.edge(ChildRole::File, &file));
                     // The file child is attached (its permissions taken, its file locked) before
                     // the format reads anything from it.
-                    let placeholder = Data::Null(0);
+                    let placeholder = Data::Null(0, false);
                     self.put_node(
                         &n,
                         o,
@@ -1944,7 +1949,7 @@ impl BlockGraph {
     /// Refuses to make `child` a `role` child of `parent` where `parent` is `child` or lies
     /// below it (through any kind of child), in QEMU's words: the graph never holds a cycle,
     /// so every walk down from a node ends.
-    pub(crate) fn check_no_cycle(&self, parent: &str, child: &str, role: ChildRole) -> Result<()> {
+    pub fn check_no_cycle(&self, parent: &str, child: &str, role: ChildRole) -> Result<()> {
         if parent == child || self.descendants(child).iter().any(|d| d == parent) {
             return Err(Error::generic(format!(
                 "Making '{child}' a {} child of '{parent}' would create a cycle",
@@ -1952,6 +1957,34 @@ impl BlockGraph {
             )));
         }
         Ok(())
+    }
+
+    /// The jobs a drain of `name` alone reaches (QEMU drains a node's parents with it, up
+    /// to the block backends and jobs on them): those linked to the node or to a node above
+    /// it, oldest link first.
+    pub fn jobs_drained_with(&self, name: &str) -> Vec<String> {
+        let mut nodes = vec![name.to_string()];
+        let mut i = 0;
+        while i < nodes.len() && nodes.len() < 4096 {
+            let n = nodes[i].clone();
+            for p in self.nodes.values() {
+                if p.children.iter().any(|e| e.child == n) && !nodes.contains(&p.name) {
+                    nodes.push(p.name.clone());
+                }
+            }
+            i += 1;
+        }
+        let mut ids: Vec<String> = Vec::new();
+        for u in self.users.iter() {
+            let id = match &u.kind {
+                UserKind::Job { id, .. } | UserKind::JobBackend(id) => id,
+                _ => continue,
+            };
+            if nodes.contains(&u.node) && !ids.contains(id) {
+                ids.push(id.clone());
+            }
+        }
+        ids
     }
 
     /// Every node below `name` (its children, theirs, …).
@@ -2209,28 +2242,13 @@ impl BlockGraph {
     }
 
     /// Whether `blockdev-snapshot` finds `node` "already in use" as an overlay (found against
-    /// qemu-storage-daemon 10.0.2): a block backend on it (an export, a device, a job's
-    /// target), a qcow2 node over it as its file, or a parent that is itself in use (through
-    /// any link: a raw node's file, an overlay's backing).
+    /// qemu-storage-daemon 10.0.2): when what its parents and users take on it includes
+    /// consistent reads (an export or a device on it or on a node above it through a data
+    /// link, a job's filter that reads it, a commit's writer on its base); a node only
+    /// written (a mirror's or backup's target, an active commit's base) or not read through
+    /// (the backing of an overlay nobody reads) is not.
     pub fn in_use_as_overlay(&self, node: &str) -> bool {
-        self.in_use_as_overlay_at(node, 0)
-    }
-
-    fn in_use_as_overlay_at(&self, node: &str, depth: u32) -> bool {
-        let backend = |u: &User| match &u.kind {
-            UserKind::Job { role, .. } => role == "target",
-            _ => true,
-        };
-        if self.users.iter().any(|u| u.node == node && backend(u)) {
-            return true;
-        }
-        depth < 64
-            && self.nodes.values().any(|p| {
-                p.children.iter().any(|e| e.child == node)
-                    && (p.children.iter().any(|e| {
-                        e.child == node && e.role == ChildRole::File && p.driver == Driver::Qcow2
-                    }) || self.in_use_as_overlay_at(&p.name, depth + 1))
-            })
+        self.cumulative(node, 0).0.contains(Perm::ConsistentRead)
     }
 
     pub fn has_parent_node(&self, node: &str) -> bool {
@@ -2505,11 +2523,34 @@ impl BlockGraph {
             .map(|n| n.name.clone())
     }
 
+    /// Whether the data at `offset` is the node's own (allocated in it, not left to its
+    /// backing), and for how many bytes from `offset` that holds (at most `max`, at least
+    /// one). A null node holds its whole disk when it reads as zeroes (`read-zeroes`) and
+    /// nothing otherwise; past a node's end nothing is its own.
+    pub fn allocated_here(&self, name: &str, offset: u64, max: u64) -> Result<(bool, u64)> {
+        let max = max.max(1);
+        match &self.node(name)?.data {
+            Data::Image(i) => {
+                let g = i
+                    .read()
+                    .map_err(|_| Error::generic("image lock poisoned"))?;
+                let size = g.size();
+                if offset >= size {
+                    return Ok((false, max));
+                }
+                let (here, n) = g.allocated(offset, max.min(size - offset))?;
+                Ok((here, n.max(1).min(max)))
+            }
+            Data::Null(size, zeroes) => Ok((*zeroes && offset < *size, max)),
+            Data::Quorum(_) => Err(Error::generic(format!("Node '{name}' has no image file"))),
+        }
+    }
+
     /// The open image of a raw/qcow2/file node.
     pub fn image(&self, name: &str) -> Result<SharedImage> {
         match &self.node(name)?.data {
             Data::Image(i) => Ok(i.clone()),
-            Data::Null(_) | Data::Quorum(_) => {
+            Data::Null(..) | Data::Quorum(_) => {
                 Err(Error::generic(format!("Node '{name}' has no image file")))
             }
         }
@@ -2546,7 +2587,7 @@ impl BlockGraph {
                 written: node.written.clone(),
                 growth: self.growth_of(name),
             }),
-            Data::Null(size) => Arc::new(NullBackend(*size)),
+            Data::Null(size, _) => Arc::new(NullBackend(*size)),
             Data::Quorum(q) => q.clone(),
         })
     }
@@ -2729,7 +2770,7 @@ impl BlockGraph {
         if self.node(name)?.read_only {
             return Err(Error::generic("Image is read-only"));
         }
-        if matches!(self.node(name)?.data, Data::Null(_) | Data::Quorum(_)) {
+        if matches!(self.node(name)?.data, Data::Null(..) | Data::Quorum(_)) {
             return Err(Error::generic(
                 "Image format driver does not support resize",
             ));
@@ -2741,7 +2782,7 @@ impl BlockGraph {
     /// top), through its own link that may resize: a node whose driver cannot change its
     /// size (null, quorum) refuses with QEMU's "Operation not supported".
     pub fn grow_for_job(&mut self, name: &str, size: u64) -> Result<()> {
-        if matches!(self.node(name)?.data, Data::Null(_) | Data::Quorum(_)) {
+        if matches!(self.node(name)?.data, Data::Null(..) | Data::Quorum(_)) {
             return Err(Error::generic("Operation not supported"));
         }
         self.truncate(name, size)
@@ -2813,7 +2854,7 @@ impl BlockGraph {
             return Ok(info);
         }
         match (&node.data, node.driver) {
-            (Data::Null(_) | Data::Quorum(_), _) => Ok(ImageInfo {
+            (Data::Null(..) | Data::Quorum(_), _) => Ok(ImageInfo {
                 filename: node.filename.clone(),
                 format: ImageFormat::Raw,
                 virtual_size: node.data.size(),

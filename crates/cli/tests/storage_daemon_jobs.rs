@@ -240,6 +240,9 @@ enum Step {
     /// What a `qemu-io` command (a read with a pattern) says of a qcow2 file, timing left
     /// out.
     Io(&'static str, &'static str),
+    /// `qemu-img` (first word "img") or `qemu-io` ("io") with these arguments in the
+    /// daemon's directory, to make or change a file no node holds; its exit status.
+    Tool(&'static [&'static str]),
 }
 
 fn req(cmd: &str, args: Value) -> Step {
@@ -303,6 +306,11 @@ fn run(tag: &str, script: &[Step]) {
                     let first = out.lines().next().unwrap_or_default().to_string();
                     json!({"io": [code, first, err]})
                 }
+                Step::Tool(args) => {
+                    let prog = if args[0] == "img" { &img } else { &io };
+                    let (code, _, err) = qmpkit_testkit::cmd::run_in(prog, &s.dir, &args[1..]);
+                    json!({"tool": [code, s.norm(&json!(err).to_string())]})
+                }
                 Step::Write(name, off, len) => {
                     let url = format!(
                         "nbd+unix:///{name}?socket={}",
@@ -325,6 +333,7 @@ fn run(tag: &str, script: &[Step]) {
             Step::ImageInfo(f) => format!("qemu-img info {f}"),
             Step::Map(f) => format!("qemu-img map {f}"),
             Step::Io(f, c) => format!("qemu-io {c} {f}"),
+            Step::Tool(args) => format!("qemu-{}", args.join(" ")),
         };
         assert_eq!(
             outcomes[1], outcomes[0],
@@ -1571,6 +1580,178 @@ fn no_link_closes_a_cycle() {
             ])),
             deep(),
             graph(),
+        ],
+    );
+}
+
+/// Jobs over null nodes: a stream into one (no backing: nothing to do) and a commit into one
+/// end as QEMU's do. A stream copies what the layers below hold, piece by piece as they
+/// state it: a piece that reads as zeroes is written as zeroes (no data allocated), whether
+/// its layer held data or zeroes; a null backing holds nothing, or zeroes everywhere with
+/// `read-zeroes`.
+#[test]
+fn streams_copy_zeroes_as_zeroes_and_jobs_take_null_nodes() {
+    let null = |name: &str, more: Value| {
+        let mut args = json!({"driver": "null-co", "node-name": name, "size": 1048576});
+        if let (Some(a), Value::Object(m)) = (args.as_object_mut(), more) {
+            a.extend(m);
+        }
+        req("blockdev-add", args)
+    };
+    let over = |name: &str, file: &str, backing: Value| {
+        req(
+            "blockdev-add",
+            json!({"driver": "qcow2", "node-name": name, "backing": backing,
+                   "file": {"driver": "file", "filename": format!("@DIR@/{file}")}}),
+        )
+    };
+    run(
+        "null-and-zero-streams",
+        &[
+            null("n0", json!({})),
+            req("block-stream", json!({"job-id": "s0", "device": "n0"})),
+            Step::Wait("s0", "null"),
+            over("q1", "tgt2.qcow2", json!("n0")),
+            req("block-commit", json!({"job-id": "c1", "device": "q1"})),
+            Step::Wait("c1", "ready"),
+            req("job-complete", json!({"id": "c1"})),
+            Step::Wait("c1", "null"),
+            nodes(),
+            // Zero data, data beside zeroes, a zero cluster, a partly written cluster.
+            Step::Tool(&["io", "-f", "qcow2", "-c", "write -P 0 0 64k", "tgt.qcow2"]),
+            Step::Tool(&["io", "-f", "qcow2", "-c", "write -P 1 64k 64k", "tgt.qcow2"]),
+            Step::Tool(&[
+                "io",
+                "-f",
+                "qcow2",
+                "-c",
+                "write -P 0 128k 64k",
+                "tgt.qcow2",
+            ]),
+            Step::Tool(&["io", "-f", "qcow2", "-c", "write -z 192k 64k", "tgt.qcow2"]),
+            Step::Tool(&["io", "-f", "qcow2", "-c", "write -P 0 320k 4k", "tgt.qcow2"]),
+            Step::Tool(&["io", "-f", "qcow2", "-c", "write -P 2 640k 4k", "tgt.qcow2"]),
+            Step::Tool(&[
+                "img",
+                "create",
+                "-q",
+                "-f",
+                "qcow2",
+                "-b",
+                "tgt.qcow2",
+                "-F",
+                "qcow2",
+                "z.qcow2",
+            ]),
+            add("z", "z.qcow2"),
+            req("block-stream", json!({"job-id": "s1", "device": "z"})),
+            Step::Wait("s1", "null"),
+            req("blockdev-del", json!({"node-name": "z"})),
+            Step::Map("z.qcow2"),
+            // Null backings, reading zeroes or not.
+            null("nz", json!({"read-zeroes": true})),
+            null("nd", json!({"read-zeroes": false})),
+            Step::Tool(&["img", "create", "-q", "-f", "qcow2", "a.qcow2", "1M"]),
+            Step::Tool(&["img", "create", "-q", "-f", "qcow2", "b.qcow2", "1M"]),
+            over("a", "a.qcow2", json!("nz")),
+            over("b", "b.qcow2", json!("nd")),
+            req("block-stream", json!({"job-id": "s2", "device": "a"})),
+            Step::Wait("s2", "null"),
+            req("block-stream", json!({"job-id": "s3", "device": "b"})),
+            Step::Wait("s3", "null"),
+            nodes(),
+            req("blockdev-del", json!({"node-name": "a"})),
+            req("blockdev-del", json!({"node-name": "b"})),
+            Step::Map("a.qcow2"),
+            Step::Map("b.qcow2"),
+        ],
+    );
+}
+
+/// `blockdev-snapshot` drains the graph, then its node (and what is above it) once found,
+/// then its overlay once the overlay's checks pass, until it is done: a job on either
+/// pauses once for all of it, other jobs at each drain. An overlay is in use when what is
+/// above it reads it (a mirror's source under its filter), not when it is only written (a
+/// mirror's target); a node that would become its own backing is refused as a cycle.
+#[test]
+fn snapshots_drain_their_nodes_and_refuse_overlays_that_are_read() {
+    let null = |name: &str| {
+        req(
+            "blockdev-add",
+            json!({"driver": "null-co", "node-name": name}),
+        )
+    };
+    let snap = |node: &str, overlay: &str| {
+        req(
+            "blockdev-snapshot",
+            json!({"node": node, "overlay": overlay}),
+        )
+    };
+    run(
+        "snapshot-drains",
+        &[
+            add("src", "base.qcow2"),
+            add("tgt", "tgt.qcow2"),
+            add("o", "tgt2.qcow2"),
+            null("n1"),
+            null("n2"),
+            req(
+                "blockdev-mirror",
+                json!({"job-id": "m", "device": "src", "target": "tgt", "sync": "none"}),
+            ),
+            Step::Wait("m", "ready"),
+            snap("tgt", "tgt"),
+            snap("src", "o"),
+            snap("nosuch", "o"),
+            snap("n1", "nosuch"),
+            snap("o", "o"),
+            snap("n1", "src"),
+            snap("n1", "tgt"),
+            Step::Wait("m", "ready"),
+            nodes(),
+            snap("n2", "o"),
+            snap("n2", "o"),
+            Step::Wait("m", "ready"),
+            nodes(),
+            req("block-job-cancel", json!({"device": "m"})),
+            Step::Wait("m", "null"),
+        ],
+    );
+}
+
+/// Formatting a qcow2 image over a file node drains the whole graph fourteen times while
+/// the create job runs (a ready mirror goes to standby and back each time); creating a
+/// file does not drain it.
+#[test]
+fn a_qcow2_create_over_a_node_drains_the_graph() {
+    run(
+        "create-drains",
+        &[
+            add("src", "base.qcow2"),
+            add("tgt", "tgt.qcow2"),
+            req(
+                "blockdev-mirror",
+                json!({"job-id": "m", "device": "src", "target": "tgt", "sync": "none"}),
+            ),
+            Step::Wait("m", "ready"),
+            req(
+                "blockdev-create",
+                json!({"job-id": "c0", "options": {"driver": "file",
+                       "filename": "@DIR@/new.img", "size": 65536}}),
+            ),
+            Step::Wait("c0", "concluded"),
+            req(
+                "blockdev-add",
+                json!({"driver": "file", "node-name": "f1", "filename": "@DIR@/new.img"}),
+            ),
+            req(
+                "blockdev-create",
+                json!({"job-id": "c1", "options": {"driver": "qcow2", "file": "f1",
+                       "size": 1048576}}),
+            ),
+            Step::Wait("c1", "concluded"),
+            req("block-job-cancel", json!({"device": "m"})),
+            Step::Wait("m", "null"),
         ],
     );
 }

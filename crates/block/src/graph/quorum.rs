@@ -351,7 +351,7 @@ impl BlockGraph {
             top,
             String::new(),
             Vec::new(),
-            Data::Null(0),
+            Data::Null(0, false),
             added,
         );
         let mut children = Vec::new();
@@ -370,7 +370,7 @@ impl BlockGraph {
             };
             children.push(self.edge(ChildRole::Children(i as u32), &child));
         }
-        let placeholder = Data::Null(0);
+        let placeholder = Data::Null(0, false);
         self.put_node(
             &name,
             o,

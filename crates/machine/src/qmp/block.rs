@@ -347,6 +347,17 @@ pub fn blockdev_snapshot_sync(
 }
 
 fn snapshot(m: &mut Machine, a: &api::BlockdevSnapshot) -> R<SnapshotUndo> {
+    snapshot_draining(m, a, None)
+}
+
+/// [`snapshot`]; with `held`, the overlay is drained (with what is above it) once its checks
+/// pass, as QEMU drains it while it attaches the node and reopens it: the jobs that pauses
+/// are added to `held`, for the caller to resume once the snapshot is done.
+fn snapshot_draining(
+    m: &mut Machine,
+    a: &api::BlockdevSnapshot,
+    held: Option<&mut Vec<String>>,
+) -> R<SnapshotUndo> {
     // The node may be named by its drive.
     let node = block::resolve_node(m, &a.node)?;
     let a = &api::BlockdevSnapshot {
@@ -369,6 +380,16 @@ fn snapshot(m: &mut Machine, a: &api::BlockdevSnapshot) -> R<SnapshotUndo> {
     {
         return Err(generic("The overlay already has a backing image"));
     }
+    if let Some(held) = held {
+        let ids = g.jobs_drained_with(&a.overlay);
+        held.extend(m.block.jobs.drain_begin(&ids));
+    }
+    let g = &m.block.graph;
+    if let Err(e) = g.check_no_cycle(&a.overlay, &a.node, qmpkit_block::graph::ChildRole::Backing) {
+        // QEMU finds the cycle as it attaches the backing child, which drains the graph.
+        m.block.graph.note_drains(1);
+        return Err(qerr(e));
+    }
     let was_read_only = g.is_read_only(&a.node).map_err(qerr)?;
     let g = &mut m.block.graph;
     g.set_backing(&a.overlay, Some(&a.node)).map_err(qerr)?;
@@ -390,7 +411,20 @@ fn snapshot(m: &mut Machine, a: &api::BlockdevSnapshot) -> R<SnapshotUndo> {
 pub fn blockdev_snapshot(m: &mut Machine, a: api::BlockdevSnapshot, _: &mut Cx) -> R<Empty> {
     block::catch_up(m);
     transaction_drain(m);
-    let r = snapshot(m, &a);
+    // Once the node is found, QEMU drains it (and what is above it) until the snapshot is
+    // done or refused, and the overlay once its checks pass: the jobs linked there pause
+    // once for all of it.
+    let mut held = match block::resolve_node(m, &a.node) {
+        Ok(node) => {
+            let ids = m.block.graph.jobs_drained_with(&node);
+            m.block.jobs.drain_begin(&ids)
+        }
+        Err(_) => Vec::new(),
+    };
+    let r = snapshot_draining(m, &a, Some(&mut held));
+    block::pump(m);
+    held.reverse();
+    m.block.jobs.drain_end(&held);
     block::pump(m);
     r.map(|_| Empty)
 }
