@@ -136,7 +136,8 @@ impl Helper {
 
     fn send(&self, mut st: MutexGuard<'_, State>, msg: Msg) {
         st.queue.push_back(msg);
-        let wake = st.idle;
+        // One wake-up is enough: the thread takes every message queued before it waits again.
+        let wake = std::mem::replace(&mut st.idle, false);
         drop(st);
         if wake {
             self.wake.notify_one();

@@ -381,6 +381,9 @@ impl Schema {
         let mine = crate::helper::scope(|s| {
             // Without a second thread this one takes every entity.
             s.spawn(|| theirs = Some(work()));
+            // The last work a check shares: a one-shot program's helper ends right after it,
+            // without waiting to be woken again.
+            crate::helper::shared_work_done();
             work()
         });
         if failed.load(Ordering::Relaxed) {
