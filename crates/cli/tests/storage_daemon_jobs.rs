@@ -1755,3 +1755,63 @@ fn a_qcow2_create_over_a_node_drains_the_graph() {
         ],
     );
 }
+
+/// As a job ends, its graph change and its filter and links going drain the graph (a
+/// mirror's or active commit's pivot five times, a mirror cancelled once ready or failing
+/// four, a backup three), and once it is dismissed its block backend
+/// going drains it once more: another job, ready, goes to standby and back each time.
+#[test]
+fn jobs_that_end_drain_the_graph_as_qemu_does() {
+    let img = |f: &'static [&'static str]| Step::Tool(f);
+    run(
+        "ending-drains",
+        &[
+            img(&["img", "create", "-q", "-f", "qcow2", "a.qcow2", "1M"]),
+            img(&["img", "create", "-q", "-f", "qcow2", "b.qcow2", "1M"]),
+            img(&["img", "create", "-q", "-f", "qcow2", "c.qcow2", "2M"]),
+            add("src", "base.qcow2"),
+            add("tgt", "tgt.qcow2"),
+            req(
+                "blockdev-mirror",
+                json!({"job-id": "m", "device": "src", "target": "tgt", "sync": "none"}),
+            ),
+            Step::Wait("m", "ready"),
+            add("a", "a.qcow2"),
+            add("b", "b.qcow2"),
+            add("c", "c.qcow2"),
+            job_on("blockdev-mirror", "m1", "a", "b", json!({"sync": "full"})),
+            Step::Wait("m1", "ready"),
+            req("job-complete", json!({"id": "m1"})),
+            Step::Wait("m1", "null"),
+            job_on("blockdev-mirror", "m2", "b", "a", json!({"sync": "full"})),
+            Step::Wait("m2", "ready"),
+            req("block-job-cancel", json!({"device": "m2"})),
+            Step::Wait("m2", "null"),
+            job_on("blockdev-mirror", "m3", "a", "c", json!({"sync": "full"})),
+            Step::Wait("m3", "null"),
+            job_on("blockdev-backup", "b1", "a", "b", json!({"sync": "full"})),
+            Step::Wait("b1", "null"),
+            job_on(
+                "blockdev-backup",
+                "b2",
+                "a",
+                "b",
+                json!({"sync": "full", "auto-dismiss": false}),
+            ),
+            Step::Wait("b2", "concluded"),
+            req("job-dismiss", json!({"id": "b2"})),
+            Step::Wait("b2", "null"),
+            req("block-job-cancel", json!({"device": "m"})),
+            Step::Wait("m", "null"),
+        ],
+    );
+}
+
+/// Job `cmd` with id `id` from `device` to `target`, with `more` arguments.
+fn job_on(cmd: &str, id: &str, device: &str, target: &str, more: Value) -> Step {
+    let mut args = json!({"job-id": id, "device": device, "target": target});
+    if let (Some(a), Value::Object(m)) = (args.as_object_mut(), more) {
+        a.extend(m);
+    }
+    req(cmd, args)
+}
