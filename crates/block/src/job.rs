@@ -735,10 +735,19 @@ impl Jobs {
     /// The graph is drained twice as the job's filter goes in, once for each link it took
     /// before the refused one, and three times as its links and filter go again.
     fn failed_early(&mut self, id: &str, e: Error) -> Error {
-        self.drain(2);
-        // A link refused by a conflict comes after one the job took (a drain); a refused
-        // lock, on the first.
         let took = u32::from(!e.desc.starts_with("Failed to get"));
+        self.failed_early_after(id, e, took)
+    }
+
+    /// [`Jobs::failed_early`] of a copy job that held `links` links when one was refused:
+    /// the graph drains once between the job's announcement and its end when it held two
+    /// or more (a refusal of its source link, the second, drains nothing there).
+    fn failed_after_links(&mut self, id: &str, e: Error, links: usize) -> Error {
+        self.failed_early_after(id, e, u32::from(links >= 2))
+    }
+
+    fn failed_early_after(&mut self, id: &str, e: Error, took: u32) -> Error {
+        self.drain(2);
         for (status, drains) in [(JobStatus::Created, took), (JobStatus::Null, 3)] {
             self.events.push(JobEvent::StatusChange {
                 id: id.to_string(),
@@ -1367,32 +1376,34 @@ impl Jobs {
             let name = opts.filter_node_name.as_deref();
             match graph.insert_job_filter(device, driver, name, filter_target) {
                 Ok(f) => f,
-                Err(e) => return Err(self.failed_early(&opts.id, e)),
+                // Refused as the filter takes the device's place: as at the source link.
+                Err(e) => return Err(self.failed_after_links(&opts.id, e, 1)),
             }
         };
         let filter = (f.clone(), device.to_string());
+        // How many links the job held when one was refused.
+        let mut held = 0;
         let links = if kind == JobKind::Mirror {
             // The job's links, then a writer on the target.
-            Self::attach_all(
-                graph,
-                &mut users,
-                opts,
-                kind,
-                &[
-                    (&f, "main node", (read, most)),
+            (|| -> Result<()> {
+                for (node, role, perms) in [
+                    (f.as_str(), "main node", (read, most)),
                     (device, "source", (PermSet::NONE, most)),
                     (target, "target", (PermSet::NONE, PermSet::ALL)),
-                ],
-            )
-            .and_then(|()| {
+                ] {
+                    Self::attach(graph, &mut users, node, opts, kind, role, perms)?;
+                    held += 1;
+                }
                 Self::attach_backend(
                     graph,
                     &mut users,
                     target,
                     opts,
                     (write, PermSet::of(&[WriteUnchanged])),
-                )
-            })
+                )?;
+                held += 1;
+                Ok(())
+            })()
         } else {
             Self::attach_all(
                 graph,
@@ -1408,7 +1419,11 @@ impl Jobs {
         .and_then(|()| opts.check_speed());
         if let Err(e) = links {
             Self::undo_start(graph, &opts.id, users, Some(&filter));
-            return Err(self.failed_early(&opts.id, e));
+            return Err(if kind == JobKind::Mirror {
+                self.failed_after_links(&opts.id, e, held)
+            } else {
+                self.failed_early(&opts.id, e)
+            });
         }
         if let Some((b, _)) = &bitmap {
             graph.bitmap_freeze(device, b)?;
@@ -1940,6 +1955,13 @@ impl Jobs {
     /// ready job goes to standby), then resumes them in the same order.
     pub fn drain(&mut self, n: u32) {
         self.drain_others(n, None);
+    }
+
+    /// A drain of one node: only the jobs `ids` (those linked to it or above it) pause and
+    /// resume, oldest first.
+    pub fn drain_jobs(&mut self, ids: &[String]) {
+        let held = self.drain_begin(ids);
+        self.drain_end(&held);
     }
 
     /// [`Jobs::drain`] from within job `busy`'s own work, which goes on.

@@ -1041,6 +1041,77 @@ fn a_commit_into_a_smaller_base_asks_to_resize_it() {
     );
 }
 
+/// A ready job goes to standby and back with each drain that reaches it: every drain of the
+/// whole graph, and a drain of a node it is linked to or that is below one (a new node that
+/// takes an existing node as its child drains that child twice). A mirror that pivots drains
+/// the graph five times, one that goes once more; a mirror refused at its source link
+/// drains nothing between its announcement and its end.
+#[test]
+fn drains_reach_the_jobs_above_the_drained_node() {
+    let raw = |name: &str, file: Value| {
+        req(
+            "blockdev-add",
+            json!({"driver": "raw", "node-name": name, "file": file}),
+        )
+    };
+    let file = |f: &str| json!({"driver": "file", "filename": format!("@DIR@/{f}")});
+    run(
+        "node-drains",
+        &[
+            req(
+                "blockdev-add",
+                json!({"driver": "null-co", "node-name": "n0"}),
+            ),
+            req(
+                "blockdev-add",
+                json!({"driver": "qcow2", "node-name": "o1", "backing": null,
+                       "file": {"driver": "file", "filename": "@DIR@/base.qcow2"}}),
+            ),
+            req("blockdev-snapshot", json!({"node": "n0", "overlay": "o1"})),
+            req("block-commit", json!({"job-id": "c1", "device": "o1"})),
+            Step::Wait("c1", "ready"),
+            raw("ra", file("tgt.qcow2")),
+            raw("rb", json!("n0")),
+            raw("rc", json!("ra")),
+            req("blockdev-del", json!({"node-name": "rc"})),
+            req("blockdev-del", json!({"node-name": "rb"})),
+            req("blockdev-del", json!({"node-name": "ra"})),
+            Step::Wait("c1", "ready"),
+            raw("s1", file("tgt.qcow2")),
+            raw("t1", file("tgt2.qcow2")),
+            req(
+                "blockdev-mirror",
+                json!({"job-id": "m1", "device": "s1", "target": "t1", "sync": "full"}),
+            ),
+            Step::Wait("m1", "ready"),
+            req("job-complete", json!({"id": "m1"})),
+            Step::Wait("m1", "null"),
+            req(
+                "blockdev-add",
+                json!({"driver": "file", "node-name": "mf", "filename": "@DIR@/mid.qcow2"}),
+            ),
+            req(
+                "blockdev-add",
+                json!({"driver": "qcow2", "node-name": "mq", "file": "mf", "backing": null}),
+            ),
+            raw("mr", json!("mf")),
+            raw("mr2", json!("mf")),
+            req(
+                "blockdev-mirror",
+                json!({"job-id": "m2", "device": "mr", "target": "mr2", "sync": "top"}),
+            ),
+            Step::Wait("c1", "ready"),
+            // Refused at its writer on the target (after three links): one drain between.
+            raw("s3", file("top.qcow2")),
+            req(
+                "blockdev-mirror",
+                json!({"job-id": "m3", "device": "s3", "target": "mr", "sync": "none"}),
+            ),
+            Step::Wait("c1", "ready"),
+        ],
+    );
+}
+
 /// Images that cannot be created (no such directory, a directory in the file's place) fail
 /// with QEMU's "Could not create" words, from snapshots, transactions, drive jobs and
 /// `blockdev-create`; an overlay takes its node's size and records the node's driver, even a

@@ -1576,6 +1576,9 @@ pub fn pump(m: &mut Machine) {
     report_quorum_io(m);
     let drains = m.block.graph.take_drains();
     m.block.jobs.drain(drains);
+    for jobs in m.block.graph.take_node_drains() {
+        m.block.jobs.drain_jobs(&jobs);
+    }
     for ev in m.block.jobs.take_events() {
         match ev {
             JobEvent::StatusChange { id, status } => m.emit_event(api::JobStatusChange {
