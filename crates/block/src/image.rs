@@ -530,6 +530,19 @@ pub struct Image {
     format: ImageFormat,
     writable: bool,
     access: FormatAccess<CountedFile>,
+    /// A qcow2 image whose own structures the refcounts do not count: writes fail (see
+    /// `qcow2_file::structures_counted`).
+    broken: bool,
+}
+
+/// Whether a writable image of `format` at `path` must refuse writes.
+fn broken(path: &Path, format: ImageFormat, writable: bool) -> bool {
+    writable && format == ImageFormat::Qcow2 && !crate::qcow2_file::structures_counted(path)
+}
+
+/// What a write to a broken image fails with (QEMU's EIO).
+fn io_error() -> Error {
+    Error::generic("Input/output error")
 }
 
 impl std::fmt::Debug for Image {
@@ -625,6 +638,7 @@ impl Image {
             format,
             writable,
             access,
+            broken: broken(path, format, writable),
         })
     }
 
@@ -654,6 +668,7 @@ impl Image {
             format,
             writable,
             access,
+            broken: broken(path, format, writable),
         })
     }
 
@@ -722,6 +737,9 @@ impl Image {
         if !self.writable {
             return Err(Error::generic("Image is read-only"));
         }
+        if self.broken {
+            return Err(io_error());
+        }
         if buf.is_empty() {
             return Ok(());
         }
@@ -735,6 +753,9 @@ impl Image {
         if !self.writable {
             return Err(Error::generic("Image is read-only"));
         }
+        if self.broken {
+            return Err(io_error());
+        }
         self.grow_for(offset, len)?;
         self.access.write_zeroes(offset, len)?;
         Ok(())
@@ -745,6 +766,9 @@ impl Image {
         self.check_range(offset, usize::try_from(len).unwrap_or(usize::MAX))?;
         if !self.writable {
             return Err(Error::generic("Image is read-only"));
+        }
+        if self.broken {
+            return Err(io_error());
         }
         self.access.discard_to_zero(offset, len)?;
         Ok(())
@@ -761,6 +785,9 @@ impl Image {
     pub fn resize(&mut self, new_size: u64) -> Result<()> {
         if !self.writable {
             return Err(Error::generic("Image is read-only"));
+        }
+        if self.broken {
+            return Err(io_error());
         }
         if self.format == ImageFormat::Qcow2 && new_size % 512 != 0 {
             return Err(Error::generic("The new size must be a multiple of 512"));

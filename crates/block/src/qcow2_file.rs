@@ -323,3 +323,43 @@ mod tests {
         }
     }
 }
+
+/// Whether every cluster that holds the image's own structures (the header, the refcount
+/// table, the L1 table) lies within the file and is counted in use by the refcounts. In an
+/// image where one is not (a file cut short, refcounts lost), the next cluster allocated
+/// would land on it, which QEMU refuses as metadata corruption; such an image takes no
+/// writes (and imago's allocator, which takes the refcounts at their word, never ends on
+/// it).
+pub(crate) fn structures_counted(path: &std::path::Path) -> bool {
+    let check = || -> Result<bool> {
+        let mut f = File::open(path)?;
+        let (h, _) = header_of(&mut f)?;
+        let cs = h.cluster_size();
+        let len = f.metadata()?.len();
+        let mut rc = Refcounts::open(&mut f, &h)?;
+        let l1_len = u64::from(h.l1_size) * 8;
+        let rt_len = u64::from(h.refcount_table_clusters) * cs;
+        for (off, bytes) in [
+            (0, 1),
+            (h.refcount_table_offset, rt_len),
+            (h.l1_table_offset, l1_len),
+        ] {
+            if bytes == 0 {
+                continue;
+            }
+            let Some(end) = off.checked_add(bytes) else {
+                return Ok(false);
+            };
+            if end > len {
+                return Ok(false);
+            }
+            for c in off / cs..end.div_ceil(cs) {
+                if rc.get(&mut f, c)? == 0 {
+                    return Ok(false);
+                }
+            }
+        }
+        Ok(true)
+    };
+    check().unwrap_or(false)
+}

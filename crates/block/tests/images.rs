@@ -278,6 +278,47 @@ fn backing_file_changes_keep_the_image_clean() {
     assert!(qcow2::change_backing_file(&top, Some((&long, "raw"))).is_err());
 }
 
+/// A qcow2 image cut short after its header (its refcount and L1 tables past the end of the
+/// file) still opens, but takes no write: the next cluster allocated would land on the
+/// image's own structures, which QEMU refuses as metadata corruption. The write fails with
+/// an I/O error and the file stays as it was, opened alone or over a backing chain.
+#[test]
+fn an_image_cut_short_takes_no_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().join("base.qcow2");
+    image::create(&base, &CreateOptions::new(ImageFormat::Qcow2, 1 << 20)).unwrap();
+    let cut = dir.path().join("cut.qcow2");
+    image::create(&cut, &CreateOptions::new(ImageFormat::Qcow2, 1 << 20)).unwrap();
+    let f = std::fs::OpenOptions::new().write(true).open(&cut).unwrap();
+    f.set_len(512).unwrap();
+    drop(f);
+    let chain = image::ChainSpec {
+        path: base.clone(),
+        format: ImageFormat::Qcow2,
+        backing: None,
+    };
+    for backing in [None, Some(&chain)] {
+        let mut img = Image::open_with_backing(&cut, ImageFormat::Qcow2, true, backing).unwrap();
+        for r in [
+            img.write(&[0x55; 4096], 0),
+            img.write(&[0x55; 512], 65536 * 3),
+            img.write_zeroes(0, 65536),
+            img.discard(0, 65536),
+            img.resize(2 << 20),
+        ] {
+            assert_eq!(r.unwrap_err().desc, "Input/output error");
+        }
+        img.flush().unwrap();
+        drop(img);
+        assert_eq!(std::fs::metadata(&cut).unwrap().len(), 512);
+    }
+    // The intact image takes the same writes.
+    let mut img = Image::open_with_backing(&base, ImageFormat::Qcow2, true, None).unwrap();
+    img.write(&[0x55; 4096], 0).unwrap();
+    img.write_zeroes(0, 65536).unwrap();
+    img.resize(2 << 20).unwrap();
+}
+
 #[test]
 fn errors_name_the_file() {
     let e = Image::open(Path::new("/nonexistent/x.qcow2"), None, false).unwrap_err();
