@@ -1301,6 +1301,14 @@ impl BlockGraph {
         cur.to_string()
     }
 
+    /// The node that holds `name`'s data (below its filters and pass-through raw nodes) and
+    /// its driver.
+    pub fn data_holder_driver(&self, name: &str) -> Result<(String, Driver)> {
+        let holder = self.data_holder(name);
+        let driver = self.driver(&holder)?;
+        Ok((holder, driver))
+    }
+
     /// The [`WriteMark`] of the host file below `name` (the file node under its raw nodes
     /// and filters): what images opened over that file count their writes in.
     fn storage_mark(&self, name: &str) -> WriteMark {

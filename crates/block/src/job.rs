@@ -1715,7 +1715,8 @@ impl Jobs {
                 ..
             } => image::check_create_options(options)
                 .and_then(|()| match node {
-                    Some(n) => open_to_create(graph, n, &self.jobs[i].id),
+                    Some(n) => open_to_create(graph, n, &self.jobs[i].id)
+                        .and_then(|()| create_over_host_file(graph, n)),
                     None => Ok(()),
                 })
                 .and_then(|()| {
@@ -2177,6 +2178,23 @@ impl Jobs {
 
     pub fn status(&self, id: &str) -> Option<JobStatus> {
         self.jobs.iter().find(|j| j.id == id).map(|j| j.status)
+    }
+}
+
+/// An image formatted over node `n` is written into the host file below it. Over a node
+/// whose data is no host file: a null node takes the header and reads back zeroes, so the new
+/// image does not open ("Image is not in qcow2 format", as in QEMU); an image inside another
+/// image's disk is not modelled.
+fn create_over_host_file(graph: &BlockGraph, n: &str) -> Result<()> {
+    match graph.data_holder_driver(n)? {
+        // (A raw node over a file node holds that file's data.)
+        (_, Driver::File | Driver::Raw) => Ok(()),
+        (_, Driver::NullCo | Driver::NullAio) => {
+            Err(Error::generic("Image is not in qcow2 format"))
+        }
+        (holder, _) => Err(Error::generic(format!(
+            "A qcow2 image inside the disk of node '{holder}' is not supported"
+        ))),
     }
 }
 

@@ -233,6 +233,8 @@ enum Step {
     /// How many `#blockNNN` names the daemon generated so far (the counter part of the next
     /// one, read from a probe node's implicit file node, which is then deleted).
     Names,
+    /// The names of the files in the daemon's directory (where it runs).
+    Files,
     /// What `qemu-img info` says of a file in the daemon's directory (as JSON, sharing it).
     ImageInfo(&'static str),
     /// What `qemu-img map` says of a file (as JSON, without host offsets).
@@ -282,6 +284,14 @@ fn run(tag: &str, script: &[Step]) {
                     json!({"events": std::mem::take(&mut s.events)})
                 }
                 Step::Names => json!({"names": s.names_used()}),
+                Step::Files => {
+                    let mut names: Vec<String> = std::fs::read_dir(&s.dir)
+                        .expect("read_dir")
+                        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+                        .collect();
+                    names.sort();
+                    json!({"files": names})
+                }
                 Step::ImageInfo(file) => {
                     let args = ["info", "-U", "--output=json", file];
                     let (code, out, err) = qmpkit_testkit::cmd::run_in(&img, &s.dir, &args);
@@ -330,6 +340,7 @@ fn run(tag: &str, script: &[Step]) {
             Step::Wait(id, st) => format!("wait for {id} {st}"),
             Step::Write(n, o, l) => format!("write {n} {o} {l}"),
             Step::Names => "names used".into(),
+            Step::Files => "files".into(),
             Step::ImageInfo(f) => format!("qemu-img info {f}"),
             Step::Map(f) => format!("qemu-img map {f}"),
             Step::Io(f, c) => format!("qemu-io {c} {f}"),
@@ -1823,6 +1834,58 @@ fn a_qcow2_create_over_a_node_drains_the_graph() {
             Step::Wait("c1", "concluded"),
             req("block-job-cancel", json!({"device": "m"})),
             Step::Wait("m", "null"),
+        ],
+    );
+}
+
+/// A qcow2 image formatted over a node goes into the host file below it (through raw nodes
+/// and filters); over a null node, whose data is zeroes whatever is written, the new image
+/// does not open, and no file is written anywhere.
+#[test]
+fn a_qcow2_create_writes_the_file_below_its_node() {
+    let create = |job: &str, node: &str| {
+        req(
+            "blockdev-create",
+            json!({"job-id": job, "options": {"driver": "qcow2", "file": node,
+                   "size": 1048576}}),
+        )
+    };
+    run(
+        "create-below",
+        &[
+            req(
+                "blockdev-add",
+                json!({"driver": "null-co", "node-name": "n0"}),
+            ),
+            req(
+                "blockdev-add",
+                json!({"driver": "null-co", "node-name": "n1", "read-zeroes": true,
+                       "size": 1048576}),
+            ),
+            create("c0", "n0"),
+            Step::Wait("c0", "concluded"),
+            create("c1", "n1"),
+            Step::Wait("c1", "concluded"),
+            req("query-jobs", json!({})),
+            req(
+                "blockdev-create",
+                json!({"job-id": "c2", "options": {"driver": "file",
+                       "filename": "@DIR@/new.img", "size": 0}}),
+            ),
+            Step::Wait("c2", "concluded"),
+            req(
+                "blockdev-add",
+                json!({"driver": "file", "node-name": "f2", "filename": "@DIR@/new.img"}),
+            ),
+            req(
+                "blockdev-add",
+                json!({"driver": "raw", "node-name": "r2", "file": "f2"}),
+            ),
+            create("c3", "r2"),
+            Step::Wait("c3", "concluded"),
+            req("query-jobs", json!({})),
+            Step::Files,
+            Step::ImageInfo("new.img"),
         ],
     );
 }

@@ -65,11 +65,12 @@ impl Drop for Daemon {
     }
 }
 
-/// Start `program` with a QMP monitor on `dir/qmp.sock` and `args` after it.
+/// Start `program` in `dir` with a QMP monitor on `dir/qmp.sock` and `args` after it.
 pub fn start(program: &Path, dir: &Path, args: &[String]) -> Daemon {
     let socket = dir.join("qmp.sock");
     let _ = std::fs::remove_file(&socket);
     let child = Command::new(program)
+        .current_dir(dir)
         .arg("--chardev")
         .arg(format!(
             "socket,id=mon0,path={},server=on,wait=off",
