@@ -1935,13 +1935,7 @@ impl BlockGraph {
         let moved = self.move_users_unchecked(from, to);
         if let Err(e) = self.check_perms_from(to) {
             *self.users = saved;
-            for (n, role) in moved {
-                if let Some(node) = self.nodes.get_mut(&n) {
-                    for e in node.children.iter_mut().filter(|e| e.role == role) {
-                        e.child = from.to_string();
-                    }
-                }
-            }
+            self.unmove_links(moved, from);
             return Err(e);
         }
         Ok(())
@@ -1967,21 +1961,46 @@ impl BlockGraph {
 
     /// What [`BlockGraph::move_users`] moves, without the permission check: the parent
     /// links it moved.
-    fn move_users_unchecked(&mut self, from: &str, to: &str) -> Vec<(String, ChildRole)> {
-        for u in self.users.iter_mut().filter(|u| u.node == from) {
-            if !matches!(u.kind, UserKind::Job { .. } | UserKind::JobBackend(_)) {
-                u.node = to.to_string();
+    /// A link moved is attached anew: the newest parent of `to`, and its parent's newest
+    /// child (as qemu-storage-daemon 10.0.2 lists them), in the order they were attached.
+    fn move_users_unchecked(&mut self, from: &str, to: &str) -> Vec<(String, ChildRole, u64)> {
+        // (attached before, user index or (node, child index)).
+        let mut links: Vec<(u64, std::result::Result<usize, (String, usize)>)> = Vec::new();
+        for (i, u) in self.users.iter().enumerate() {
+            if u.node == from && !matches!(u.kind, UserKind::Job { .. } | UserKind::JobBackend(_)) {
+                links.push((u.attached, Ok(i)));
             }
         }
         let below_to = self.descendants(to);
-        let mut moved = Vec::new();
-        for n in self.nodes.values_mut() {
+        for n in self.nodes.values() {
             if n.name == to || below_to.contains(&n.name) {
                 continue;
             }
-            for e in n.children.iter_mut().filter(|e| e.child == from) {
-                e.child = to.to_string();
-                moved.push((n.name.clone(), e.role));
+            for (i, e) in n.children.iter().enumerate() {
+                if e.child == from {
+                    links.push((e.attached, Err((n.name.clone(), i))));
+                }
+            }
+        }
+        links.sort_by_key(|(at, _)| *at);
+        let mut moved = Vec::new();
+        for (before, link) in links {
+            self.next_attach += 1;
+            let at = self.next_attach;
+            match link {
+                Ok(i) => {
+                    if let Some(u) = self.users.get_mut(i) {
+                        u.node = to.to_string();
+                        u.attached = at;
+                    }
+                }
+                Err((n, i)) => {
+                    if let Some(e) = self.nodes.get_mut(&n).and_then(|n| n.children.get_mut(i)) {
+                        e.child = to.to_string();
+                        e.attached = at;
+                        moved.push((n, e.role, before));
+                    }
+                }
             }
         }
         moved
@@ -2026,6 +2045,19 @@ impl BlockGraph {
             }
         }
         ids
+    }
+
+    /// Puts back the parent links [`BlockGraph::move_users_unchecked`] moved from `from`,
+    /// as they were.
+    fn unmove_links(&mut self, moved: Vec<(String, ChildRole, u64)>, from: &str) {
+        for (n, role, before) in moved {
+            if let Some(node) = self.nodes.get_mut(&n) {
+                for e in node.children.iter_mut().filter(|e| e.role == role) {
+                    e.child = from.to_string();
+                    e.attached = before;
+                }
+            }
+        }
     }
 
     /// Every node below `name` (its children, theirs, …).
@@ -2524,13 +2556,7 @@ impl BlockGraph {
         let moved = self.move_users_unchecked(below, &name);
         if let Err(e) = self.check_perms_from(&name) {
             *self.users = users;
-            for (n, role) in moved {
-                if let Some(node) = self.nodes.get_mut(&n) {
-                    for e in node.children.iter_mut().filter(|e| e.role == role) {
-                        e.child = below.to_string();
-                    }
-                }
-            }
+            self.unmove_links(moved, below);
             self.nodes.remove(&name);
             self.commit_locks();
             return Err(e);

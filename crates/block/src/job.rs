@@ -97,10 +97,14 @@ impl JobVerb {
             status,
             Created | Running | Paused | Ready | Standby | Waiting | Pending
         );
+        // A job that has done its work (waiting for its transaction, pending) can only be
+        // cancelled or finalized.
+        let working = matches!(status, Created | Running | Paused | Ready | Standby);
         match self {
-            JobVerb::Cancel | JobVerb::Pause | JobVerb::Resume | JobVerb::SetSpeed => live,
-            JobVerb::Change => live,
-            JobVerb::Complete => status == Ready,
+            JobVerb::Cancel => live,
+            JobVerb::Pause | JobVerb::Resume | JobVerb::SetSpeed | JobVerb::Change => working,
+            // A ready job its user paused (standby) takes it too, and completes once resumed.
+            JobVerb::Complete => matches!(status, Ready | Standby),
             JobVerb::Finalize => status == Pending,
             JobVerb::Dismiss => status == Concluded,
         }
@@ -341,6 +345,9 @@ struct Job {
     error: Option<String>,
     /// Whether a ready job was cancelled softly (finishes without a pivot).
     soft_cancel: bool,
+    /// `complete` was asked while its user had the ready job paused (standby): it completes
+    /// when resumed.
+    complete_asked: bool,
     /// A mirror's copy mode is `write-blocking` (else `background`).
     write_blocking: bool,
     actively_synced: bool,
@@ -374,13 +381,18 @@ impl Job {
         }
     }
 
-    /// Whether the run phase ends with a wait after its last chunk (a mirror finds it has
-    /// nothing left to copy only once it may copy again) rather than at once.
-    fn waits_after_last_chunk(&self) -> bool {
+    /// Whether QEMU's mirror job does the work (a mirror, or an active commit).
+    fn is_mirror(&self) -> bool {
         matches!(
             self.work,
             Work::Mirror { .. } | Work::Commit { overlay: None, .. }
         )
+    }
+
+    /// Whether the run phase ends with a wait after its last chunk (a mirror finds it has
+    /// nothing left to copy only once it may copy again) rather than at once.
+    fn waits_after_last_chunk(&self) -> bool {
+        self.is_mirror()
     }
 
     /// Whether the job is at work rather than waiting (QEMU's `busy`, as qemu-storage-daemon
@@ -607,6 +619,7 @@ impl Jobs {
                 next_chunk_ns: None,
                 error: None,
                 soft_cancel: false,
+                complete_asked: false,
                 write_blocking: false,
                 actively_synced: false,
                 work,
@@ -2051,7 +2064,7 @@ impl Jobs {
         Ok(())
     }
 
-    pub fn resume(&mut self, id: &str) -> Result<()> {
+    pub fn resume(&mut self, graph: &mut BlockGraph, id: &str) -> Result<()> {
         let i = self.index(id)?;
         // QEMU asks whether the user paused the job before it asks the state table.
         if !self.jobs[i].user_paused {
@@ -2061,7 +2074,12 @@ impl Jobs {
         self.jobs[i].user_paused = false;
         match self.jobs[i].status {
             JobStatus::Paused => self.set_status(i, JobStatus::Running),
-            JobStatus::Standby => self.set_status(i, JobStatus::Ready),
+            JobStatus::Standby => {
+                self.set_status(i, JobStatus::Ready);
+                if self.jobs[i].complete_asked {
+                    self.enter_pending(graph, i);
+                }
+            }
             _ => {}
         }
         Ok(())
@@ -2081,11 +2099,16 @@ impl Jobs {
         Ok(())
     }
 
-    /// `job-complete`: a ready mirror or active commit pivots and finishes.
+    /// `job-complete`: a ready mirror or active commit pivots and finishes; one its user
+    /// paused (standby) does so once resumed (asking again changes nothing).
     pub fn complete(&mut self, graph: &mut BlockGraph, id: &str) -> Result<()> {
         let i = self.index(id)?;
         self.check_verb(i, JobVerb::Complete)?;
-        self.enter_pending(graph, i);
+        if self.jobs[i].status == JobStatus::Standby {
+            self.jobs[i].complete_asked = true;
+        } else {
+            self.enter_pending(graph, i);
+        }
         Ok(())
     }
 
@@ -2163,7 +2186,9 @@ impl Jobs {
                 len: j.total,
                 offset: j.current,
                 busy: j.busy(),
-                paused: j.user_paused,
+                // A mirror (or active commit) that has done its work holds its source
+                // drained until it is finalized, which pauses it.
+                paused: j.user_paused || (j.status == JobStatus::Pending && j.is_mirror()),
                 speed: j.speed,
                 io_status: "ok",
                 ready: matches!(j.status, JobStatus::Ready | JobStatus::Standby),

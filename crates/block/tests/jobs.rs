@@ -208,9 +208,9 @@ fn state_machine_words() {
     );
     jobs.pause("c").unwrap();
     assert_eq!(jobs.pause("c").unwrap_err().desc, "Job is already paused");
-    jobs.resume("c").unwrap();
+    jobs.resume(&mut g, "c").unwrap();
     assert_eq!(
-        jobs.resume("c").unwrap_err().desc,
+        jobs.resume(&mut g, "c").unwrap_err().desc,
         "Can't resume a job that was not paused"
     );
     jobs.advance(&mut g, 0);
@@ -251,7 +251,22 @@ fn state_machine_words() {
     assert!(JobStatus::Running.can_become(JobStatus::Ready));
     assert!(!JobStatus::Concluded.can_become(JobStatus::Running));
     assert!(JobVerb::Complete.allowed_in(JobStatus::Ready));
-    assert!(!JobVerb::Complete.allowed_in(JobStatus::Standby));
+    // qemu-storage-daemon 10.0.2 takes `complete` of a ready job its user paused, and
+    // refuses everything but cancel and finalize once a job is pending.
+    assert!(JobVerb::Complete.allowed_in(JobStatus::Standby));
+    assert!(!JobVerb::Complete.allowed_in(JobStatus::Paused));
+    for verb in [
+        JobVerb::Pause,
+        JobVerb::Resume,
+        JobVerb::SetSpeed,
+        JobVerb::Change,
+        JobVerb::Complete,
+        JobVerb::Dismiss,
+    ] {
+        assert!(!verb.allowed_in(JobStatus::Pending), "{verb:?}");
+    }
+    assert!(JobVerb::Cancel.allowed_in(JobStatus::Pending));
+    assert!(JobVerb::Finalize.allowed_in(JobStatus::Pending));
 }
 
 #[test]
@@ -332,7 +347,7 @@ fn progress_follows_the_clock_and_the_speed_limit() {
     jobs.pause("m").unwrap();
     jobs.advance(&mut g, 5 * SEC);
     assert_eq!(jobs.status("m"), Some(JobStatus::Paused));
-    jobs.resume("m").unwrap();
+    jobs.resume(&mut g, "m").unwrap();
     jobs.advance(&mut g, 5 * SEC);
     assert_eq!(jobs.status("m"), Some(JobStatus::Ready));
     let bj = &jobs.query_block_jobs()[0];
@@ -434,7 +449,7 @@ fn mirror_and_its_cancels_match_qemu_storage_daemon() {
         .unwrap();
     step(&mut jobs, &mut g);
     jobs.pause("m3").unwrap();
-    jobs.resume("m3").unwrap();
+    jobs.resume(&mut g, "m3").unwrap();
     jobs.complete(&mut g, "m3").unwrap();
     assert_eq!(qmp_events(jobs.take_events()), q.take_events());
     assert_eq!(g.users_of("tgt"), vec![UserKind::Device("disk0".into())]);
@@ -979,7 +994,7 @@ fn speed_limited_jobs_move_data_chunk_by_chunk() {
     q.call("block-job-resume", json!({"device": "b"})).unwrap();
     pause_at(&mut q, "b", 2 << 20);
     let theirs_2 = their_job(&mut q, "b");
-    jobs.resume("b").unwrap();
+    jobs.resume(&mut g, "b").unwrap();
     jobs.advance(&mut g, 3 * SEC / 2);
     jobs.pause("b").unwrap();
     jobs.advance(&mut g, 2 * SEC);

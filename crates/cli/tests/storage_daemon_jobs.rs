@@ -1949,3 +1949,133 @@ fn job_on(cmd: &str, id: &str, device: &str, target: &str, more: Value) -> Step 
     }
     req(cmd, args)
 }
+
+/// A ready job its user paused (standby) takes `complete` (as often as asked) and completes
+/// once resumed; cancelled instead, it is cancelled. A mirror or active commit that has done
+/// its work shows as paused until finalized (it holds its source drained), and a pending job
+/// takes no verb but cancel and finalize.
+#[test]
+fn a_paused_ready_job_completes_when_resumed_and_pending_jobs_refuse_verbs() {
+    let verbs = |id: &'static str| {
+        [
+            req("job-pause", json!({"id": id})),
+            req("job-resume", json!({"id": id})),
+            req("block-job-set-speed", json!({"device": id, "speed": 5})),
+            req("job-complete", json!({"id": id})),
+            req(
+                "block-job-change",
+                json!({"id": id, "type": "mirror", "copy-mode": "write-blocking"}),
+            ),
+            req("job-dismiss", json!({"id": id})),
+            req("query-block-jobs", json!({})),
+        ]
+    };
+    let mut script = vec![
+        add("src", "top.qcow2"),
+        add("tgt", "tgt.qcow2"),
+        add("tgt2", "tgt2.qcow2"),
+        job_on_src("blockdev-mirror", "m1", json!({"sync": "full"})),
+        Step::Wait("m1", "ready"),
+        req("block-job-pause", json!({"device": "m1"})),
+        Step::Wait("m1", "standby"),
+        req("block-job-complete", json!({"device": "m1"})),
+        req("job-complete", json!({"id": "m1"})),
+        req("query-block-jobs", json!({})),
+        req("job-pause", json!({"id": "m1"})),
+        req("job-resume", json!({"id": "m1"})),
+        Step::Wait("m1", "null"),
+        nodes(),
+        // Asked to complete while paused, then cancelled: the cancel wins.
+        req(
+            "blockdev-mirror",
+            json!({"job-id": "m2", "device": "src", "target": "tgt2", "sync": "full"}),
+        ),
+        Step::Wait("m2", "ready"),
+        req("job-pause", json!({"id": "m2"})),
+        Step::Wait("m2", "standby"),
+        req("job-complete", json!({"id": "m2"})),
+        req("job-cancel", json!({"id": "m2"})),
+        Step::Wait("m2", "null"),
+        nodes(),
+        // Pending, not finalized: a mirror, then an active commit.
+        req(
+            "blockdev-mirror",
+            json!({"job-id": "m3", "device": "src", "target": "tgt2", "sync": "full",
+                   "auto-finalize": false, "auto-dismiss": false}),
+        ),
+        Step::Wait("m3", "ready"),
+        req("job-complete", json!({"id": "m3"})),
+        Step::Wait("m3", "pending"),
+    ];
+    script.extend(verbs("m3"));
+    script.extend([
+        req("job-finalize", json!({"id": "m3"})),
+        Step::Wait("m3", "concluded"),
+    ]);
+    script.extend(verbs("m3"));
+    script.extend([
+        Step::Wait("m3", "null"),
+        req(
+            "block-commit",
+            json!({"job-id": "c4", "device": "tgt2", "auto-finalize": false}),
+        ),
+        req(
+            "block-commit",
+            json!({"job-id": "c5", "device": "src",
+                                   "auto-finalize": false}),
+        ),
+        Step::Wait("c5", "ready"),
+        req("job-complete", json!({"id": "c5"})),
+        Step::Wait("c5", "pending"),
+        req("query-block-jobs", json!({})),
+        req("job-cancel", json!({"id": "c5"})),
+        Step::Wait("c5", "null"),
+        graph(),
+    ]);
+    run("complete-standby", &script);
+}
+
+/// A parent's link that moves to another node (a snapshot's overlay going in under the
+/// parents of the node, or back out when its transaction fails) is attached anew: the parent
+/// lists it as its newest child.
+#[test]
+fn a_link_that_moves_is_its_parents_newest_child() {
+    let snapshot_f = |file: &str, name: &str| {
+        json!({"type": "blockdev-snapshot-sync",
+               "data": {"node-name": "f", "snapshot-file": format!("@DIR@/{file}"),
+                        "snapshot-node-name": name, "format": "qcow2"}})
+    };
+    run(
+        "moved-links",
+        &[
+            req(
+                "blockdev-add",
+                json!({"driver": "file", "node-name": "f", "filename": "@DIR@/tgt2.qcow2"}),
+            ),
+            req(
+                "blockdev-add",
+                json!({"driver": "qcow2", "node-name": "q", "file": "f", "backing": null}),
+            ),
+            req(
+                "blockdev-add",
+                json!({"driver": "null-co", "node-name": "n0", "size": 1048576}),
+            ),
+            req("blockdev-snapshot", json!({"node": "n0", "overlay": "q"})),
+            graph(),
+            req(
+                "transaction",
+                json!({"actions": [snapshot_f("s1.qcow2", "s1"),
+                    {"type": "blockdev-snapshot-sync",
+                     "data": {"node-name": "nosuchnode", "snapshot-file": "@DIR@/never.qcow2",
+                              "format": "qcow2"}}]}),
+            ),
+            graph(),
+            req("blockdev-snapshot", json!({"node": "n0", "overlay": "q"})),
+            req(
+                "transaction",
+                json!({"actions": [snapshot_f("s2.qcow2", "s2")]}),
+            ),
+            graph(),
+        ],
+    );
+}

@@ -904,7 +904,8 @@ pub fn block_job_pause(m: &mut Machine, a: api::BlockJobPause, _: &mut Cx) -> R<
 
 pub fn block_job_resume(m: &mut Machine, a: api::BlockJobResume, _: &mut Cx) -> R<Empty> {
     block_job(m, &a.device)?;
-    m.block.jobs.resume(&a.device).map_err(qerr)?;
+    let block::BlockState { graph, jobs, .. } = &mut m.block;
+    jobs.resume(graph, &a.device).map_err(qerr)?;
     block::pump(m);
     Ok(Empty)
 }

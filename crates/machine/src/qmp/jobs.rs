@@ -54,7 +54,7 @@ pub fn job_pause(m: &mut Machine, a: api::JobPause, _: &mut Cx) -> R<Empty> {
 }
 
 pub fn job_resume(m: &mut Machine, a: api::JobResume, _: &mut Cx) -> R<Empty> {
-    verb(m, |b| b.jobs.resume(&a.id))
+    verb(m, |b| b.jobs.resume(&mut b.graph, &a.id))
 }
 
 pub fn job_cancel(m: &mut Machine, a: api::JobCancel, _: &mut Cx) -> R<Empty> {
