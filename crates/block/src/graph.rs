@@ -1884,7 +1884,9 @@ impl BlockGraph {
         self.next_attach += 1;
         // An export attaches sharing everything, then stops sharing what it must (QEMU's
         // NBD export forbids resizing only once it is in place): a conflict shows in the
-        // words of the first step that meets it.
+        // words of the first step that meets it. (The machine asks for the NBD server in
+        // between: it attaches sharing everything and then calls
+        // [`BlockGraph::set_user_shared`].)
         let steps = match kind {
             UserKind::Export(_) if shared != PermSet::ALL => vec![PermSet::ALL, shared],
             _ => vec![shared],
@@ -1908,6 +1910,24 @@ impl BlockGraph {
             }
         }
         Ok(id)
+    }
+
+    /// Changes what a user shares with the node's other parents (QEMU's NBD export stops
+    /// sharing resizes once it is in place); on a conflict, it shares what it did.
+    pub fn set_user_shared(&mut self, id: UserId, shared: PermSet) -> Result<()> {
+        let Some(u) = self.users.iter_mut().find(|u| u.id == id) else {
+            return Ok(());
+        };
+        let before = std::mem::replace(&mut u.shared, shared);
+        let node = u.node.clone();
+        if let Err(e) = self.check_perms_from(&node) {
+            if let Some(u) = self.users.iter_mut().find(|u| u.id == id) {
+                u.shared = before;
+            }
+            self.commit_locks();
+            return Err(e);
+        }
+        Ok(())
     }
 
     /// Removes a user. A node the monitor does not own (a snapshot's overlay) that is left

@@ -2079,3 +2079,65 @@ fn a_link_that_moves_is_its_parents_newest_child() {
         ],
     );
 }
+
+/// An export's checks in QEMU's order: its ID, its node, a writable export of a read-only node
+/// (`nbd-server-add` exports it read-only instead), then its block backend goes onto the node
+/// taking what it needs (permission conflicts and image locks show here, before the server is
+/// asked for), then the server, the export's name, and last the export stops sharing resizes.
+#[test]
+fn exports_check_in_qemus_order() {
+    let file = |name: &str, more: Value| {
+        let mut args = json!({"driver": "file", "node-name": name,
+                              "filename": "@DIR@/tgt.qcow2"});
+        if let (Some(a), Value::Object(m)) = (args.as_object_mut(), more) {
+            a.extend(m);
+        }
+        req("blockdev-add", args)
+    };
+    let exp = |id: &str, node: &str, more: Value| {
+        let mut args = json!({"type": "nbd", "id": id, "node-name": node});
+        if let (Some(a), Value::Object(m)) = (args.as_object_mut(), more) {
+            a.extend(m);
+        }
+        req("block-export-add", args)
+    };
+    let legacy = |node: &str, more: Value| {
+        let mut args = json!({"device": node});
+        if let (Some(a), Value::Object(m)) = (args.as_object_mut(), more) {
+            a.extend(m);
+        }
+        req("nbd-server-add", args)
+    };
+    let w = json!({"writable": true});
+    let mut script = vec![
+        file("fa", json!({})),
+        req(
+            "blockdev-add",
+            json!({"driver": "qcow2", "node-name": "qa", "file": "fa"}),
+        ),
+        // Opened read-only until a parent writes: the lock of the other node refuses it.
+        file("fb", json!({"auto-read-only": true})),
+        file("fc", json!({"read-only": true})),
+    ];
+    for _server in 0..2 {
+        script.extend([
+            exp("e1", "fb", w.clone()),
+            exp("e1", "fb", json!({})),
+            exp("e1", "fc", w.clone()),
+            exp("e1", "fa", w.clone()),
+            exp("e1", "fa", json!({"name": "x"})),
+            exp("e1", "nosuchnode", w.clone()),
+            legacy("fb", w.clone()),
+            legacy("fc", w.clone()),
+            legacy("fa", w.clone()),
+            legacy("nosuchnode", w.clone()),
+            exp("e2", "qa", json!({"name": "x"})),
+            exp("e3", "qa", json!({"name": "x"})),
+            exp("e2", "fa", json!({"name": "y"})),
+            legacy("fc", json!({"name": "x"})),
+            req("query-block-exports", json!({})),
+            nbd_start(),
+        ]);
+    }
+    run("export-order", &script);
+}

@@ -534,22 +534,15 @@ pub fn add_export(m: &mut Machine, e: &NewExport) -> Result<(), QmpError> {
             e.id
         )));
     }
-    if m.block.nbd.is_none() {
-        return Err(export_refused(
-            m,
-            QmpError::generic("NBD server not running"),
-        ));
-    }
-    if m.block.exports.iter().any(|x| x.name == e.name) {
-        let msg = format!("NBD server already has export named '{}'", e.name);
-        return Err(export_refused(m, QmpError::generic(msg)));
-    }
     let perm = if e.writable {
         PermSet::of(&[Perm::ConsistentRead, Perm::Write])
     } else {
         PermSet::of(&[Perm::ConsistentRead])
     };
     let backend = m.block.graph.backend(e.node).map_err(qerr)?;
+    // The export's block backend goes onto the node first, taking what it needs and sharing
+    // everything (a conflict or a lock shows first); then the NBD server is asked for, and
+    // the export stops sharing resizes (qemu-storage-daemon 10.0.2's order).
     let user = m
         .block
         .graph
@@ -557,11 +550,26 @@ pub fn add_export(m: &mut Machine, e: &NewExport) -> Result<(), QmpError> {
             e.node,
             UserKind::Export(e.name.to_string()),
             perm,
-            // An NBD export keeps others from resizing its node.
-            PermSet::ALL.minus(PermSet::of(&[Perm::Resize])),
+            PermSet::ALL,
         )
         .map_err(qerr);
     let user = user.map_err(|err| export_refused(m, err))?;
+    let refused = |m: &mut Machine, err: QmpError| {
+        m.block.graph.detach_user(user);
+        export_refused(m, err)
+    };
+    if m.block.nbd.is_none() {
+        return Err(refused(m, QmpError::generic("NBD server not running")));
+    }
+    if m.block.exports.iter().any(|x| x.name == e.name) {
+        let msg = format!("NBD server already has export named '{}'", e.name);
+        return Err(refused(m, QmpError::generic(msg)));
+    }
+    // An NBD export keeps others from resizing its node.
+    let shared = PermSet::ALL.minus(PermSet::of(&[Perm::Resize]));
+    if let Err(err) = m.block.graph.set_user_shared(user, shared) {
+        return Err(refused(m, qerr(err)));
+    }
     let backend = Arc::new(Switchable::new(backend));
     let export = NbdExport {
         name: e.name.to_string(),

@@ -981,7 +981,9 @@ pub fn nbd_server_add(m: &mut Machine, a: api::NbdServerAdd, _: &mut Cx) -> R<Em
         Err(_) if m.block.find(&a.device).is_some_and(|d| d.medium.is_some()) => None,
         Err(e) => return Err(e),
     };
-    if m.block.nbd.is_none() {
+    // Since 5.2 the export's block backend goes onto the node before the server is asked
+    // for (`block::add_export`).
+    if m.block.nbd.is_none() && (node.is_none() || !m.compat().nbd_server_add_as_export) {
         return Err(block::export_refused(m, generic("NBD server not running")));
     }
     let node = match node {

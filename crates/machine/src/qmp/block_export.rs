@@ -53,9 +53,6 @@ pub fn block_export_add(m: &mut Machine, a: api::BlockExportAdd, _: &mut Cx) -> 
         )));
     }
     m.block.graph.require_node(&a.node_name).map_err(qerr)?;
-    if m.block.nbd.is_none() {
-        return Err(block::export_refused(m, generic("NBD server not running")));
-    }
     let writable = a.writable.unwrap_or(false);
     if writable && m.block.graph.is_read_only(&a.node_name).map_err(qerr)? {
         return Err(generic("Cannot export read-only node as writable"));
