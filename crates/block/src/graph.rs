@@ -1338,6 +1338,20 @@ impl BlockGraph {
         self.nodes.get(name).map_or(0, |n| n.written.get())
     }
 
+    /// Writes through `name` ended at `end`: it and the nodes its data passes through down
+    /// to the one that holds it count them.
+    pub fn note_written_through(&self, name: &str, end: u64) {
+        let mut cur = name;
+        for _ in 0..256 {
+            let Some(n) = self.nodes.get(cur) else { break };
+            n.written.record(end);
+            match self.passes_to(n) {
+                Some(c) => cur = c,
+                None => break,
+            }
+        }
+    }
+
     /// Something wrote `name`'s host file directly up to `end` (creating an image in it,
     /// rewriting a header): its file node counts it.
     pub fn note_file_written(&self, name: &str, end: u64) {

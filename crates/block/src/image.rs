@@ -5,6 +5,9 @@
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
+/// A qcow2 image's cluster size when none is asked for.
+pub const DEFAULT_CLUSTER_SIZE: u64 = 65536;
+
 use imago::file::File as ImagoFile;
 use imago::qcow2::Qcow2;
 use imago::raw::Raw;

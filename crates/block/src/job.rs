@@ -1729,7 +1729,7 @@ impl Jobs {
             } => image::check_create_options(options)
                 .and_then(|()| match node {
                     Some(n) => open_to_create(graph, n, &self.jobs[i].id)
-                        .and_then(|()| create_over_host_file(graph, n)),
+                        .and_then(|()| create_over_host_file(graph, n, options)),
                     None => Ok(()),
                 })
                 .and_then(|()| {
@@ -2206,15 +2206,19 @@ impl Jobs {
     }
 }
 
-/// An image formatted over node `n` is written into the host file below it. Over a node
-/// whose data is no host file: a null node takes the header and reads back zeroes, so the new
-/// image does not open ("Image is not in qcow2 format", as in QEMU); an image inside another
-/// image's disk is not modelled.
-fn create_over_host_file(graph: &BlockGraph, n: &str) -> Result<()> {
+/// An image formatted over node `n` is written into the host file below it. Over a null
+/// node, whose data reads back as zeroes whatever is written, QEMU writes the image's first
+/// three clusters (header, refcount table and block), opens the new image under a generated
+/// name and finds no image ("Image is not in qcow2 format"); an image inside another image's
+/// disk is not modelled.
+fn create_over_host_file(graph: &mut BlockGraph, n: &str, options: &CreateOptions) -> Result<()> {
     match graph.data_holder_driver(n)? {
         // (A raw node over a file node holds that file's data.)
         (_, Driver::File | Driver::Raw) => Ok(()),
         (_, Driver::NullCo | Driver::NullAio) => {
+            let cluster = options.cluster_size.unwrap_or(image::DEFAULT_CLUSTER_SIZE);
+            graph.note_written_through(n, 3 * cluster);
+            graph.generate_name();
             Err(Error::generic("Image is not in qcow2 format"))
         }
         (holder, _) => Err(Error::generic(format!(
@@ -2223,9 +2227,6 @@ fn create_over_host_file(graph: &BlockGraph, n: &str) -> Result<()> {
     }
 }
 
-/// A create job writes an image through an unnamed block device on the node, which needs to
-/// write and resize it: a parent of the node that does not share that makes the job fail with
-/// QEMU's conflict words.
 fn open_to_create(graph: &mut BlockGraph, node: &str, job_id: &str) -> Result<()> {
     let user = graph.attach_user(
         node,

@@ -1840,7 +1840,8 @@ fn a_qcow2_create_over_a_node_drains_the_graph() {
 
 /// A qcow2 image formatted over a node goes into the host file below it (through raw nodes
 /// and filters); over a null node, whose data is zeroes whatever is written, the new image
-/// does not open, and no file is written anywhere.
+/// does not open (after its first three clusters were written through the nodes, and a name
+/// generated for it), and no file is written anywhere.
 #[test]
 fn a_qcow2_create_writes_the_file_below_its_node() {
     let create = |job: &str, node: &str| {
@@ -1867,6 +1868,22 @@ fn a_qcow2_create_writes_the_file_below_its_node() {
             create("c1", "n1"),
             Step::Wait("c1", "concluded"),
             req("query-jobs", json!({})),
+            req(
+                "blockdev-add",
+                json!({"driver": "null-co", "node-name": "n3"}),
+            ),
+            req(
+                "blockdev-add",
+                json!({"driver": "raw", "node-name": "r3", "file": "n3"}),
+            ),
+            req(
+                "blockdev-create",
+                json!({"job-id": "c4", "options": {"driver": "qcow2", "file": "r3",
+                       "size": 1048576, "cluster-size": 4096}}),
+            ),
+            Step::Wait("c4", "concluded"),
+            req("query-blockstats", json!({"query-nodes": true})),
+            Step::Names,
             req(
                 "blockdev-create",
                 json!({"job-id": "c2", "options": {"driver": "file",
