@@ -377,7 +377,7 @@ pub fn check_create_options(opts: &CreateOptions) -> Result<()> {
     if opts.format != ImageFormat::Qcow2 {
         return Ok(());
     }
-    let cluster = opts.cluster_size.unwrap_or(65536);
+    let cluster = opts.cluster_size.unwrap_or(DEFAULT_CLUSTER_SIZE);
     if !cluster.is_power_of_two() || !(512..=2 * 1024 * 1024).contains(&cluster) {
         return Err(Error::generic(
             "Cluster size must be a power of two between 512 and 2048k",
@@ -446,7 +446,7 @@ fn create_qcow2(
     keep_length: u64,
 ) -> Result<u64> {
     check_create_options(opts)?;
-    let cluster = opts.cluster_size.unwrap_or(65536);
+    let cluster = opts.cluster_size.unwrap_or(DEFAULT_CLUSTER_SIZE);
     let refcount = opts.refcount_bits.unwrap_or(16);
     let f = std::fs::OpenOptions::new()
         .create(true)
@@ -603,7 +603,7 @@ fn open_access(
             };
             let cluster = image_info(path, Some(ImageFormat::Qcow2))?
                 .cluster_size
-                .unwrap_or(65536);
+                .unwrap_or(DEFAULT_CLUSTER_SIZE);
             let file = CountedFile::open_counted(path, writable, mark, cluster)?;
             FormatAccess::new(
                 Qcow2::<CountedFile>::builder(file)
