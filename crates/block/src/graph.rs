@@ -1611,6 +1611,15 @@ impl BlockGraph {
         (perm, shared)
     }
 
+    /// Whether a node has a parent: a node that links it, or a user (export, device, job).
+    fn has_parents(&self, name: &str) -> bool {
+        self.users.iter().any(|u| u.node == name)
+            || self
+                .nodes
+                .values()
+                .any(|n| n.children.iter().any(|e| e.child == name))
+    }
+
     fn edge_perms(&self, parent: &Node, role: ChildRole) -> (PermSet, PermSet) {
         self.edge_perms_depth(parent, role, 0)
     }
@@ -1622,6 +1631,22 @@ impl BlockGraph {
     fn edge_perms_depth(&self, parent: &Node, role: ChildRole, depth: u32) -> (PermSet, PermSet) {
         use Perm::*;
         let (p, s) = self.cumulative(&parent.name, depth);
+        // A job's filter that no parent uses yet (it is being opened over its children,
+        // before it takes its place above the job's node) asks nothing of the node it
+        // filters but what its driver always does, and shares everything with it (measured
+        // on QEMU 10.0: a backup's filter opens over a source that another parent writes,
+        // and refuses it only once it is in place; a copy-on-read filter takes unchanged
+        // writes alone). A backup's target is written from the start.
+        if parent.driver.is_job_filter()
+            && parent.driver.filtered_role() == Some(role)
+            && !self.has_parents(&parent.name)
+        {
+            let always = match parent.driver {
+                Driver::CopyOnRead => PermSet::of(&[WriteUnchanged]),
+                _ => PermSet::NONE,
+            };
+            return (always, PermSet::ALL);
+        }
         let passthrough = PermSet::ALL;
         let unchanged = PermSet::of(&[ConsistentRead, WriteUnchanged]);
         let write_resize = PermSet::of(&[Write, Resize]);
@@ -1734,7 +1759,9 @@ impl BlockGraph {
             .collect()
     }
 
-    /// Depth first from each of `tops` in turn, reversed: parents before children.
+    /// Depth first from each of `tops` in turn, reversed: parents before children, and a
+    /// node's children (with what lies below them) in the order they were attached, so that
+    /// a refresh meets the first child's conflicts first (as QEMU's does).
     fn walk_down<'a>(&'a self, tops: impl Iterator<Item = &'a str>) -> Vec<&'a str> {
         fn visit<'a>(
             g: &'a BlockGraph,
@@ -1746,7 +1773,10 @@ impl BlockGraph {
                 return;
             }
             if let Some(node) = g.nodes.get(n) {
-                for e in &node.children {
+                // QEMU keeps a node's children newest first and walks them in that order.
+                let mut children: Vec<&'a Edge> = node.children.iter().collect();
+                children.sort_by_key(|e| std::cmp::Reverse(e.attached));
+                for e in children {
                     visit(g, &e.child, seen, out);
                 }
             }
@@ -1794,25 +1824,11 @@ impl BlockGraph {
     }
 
     /// The permission refresh of the nodes a change touched: `start` and every node below it,
-    /// parents first (as QEMU refreshes only the subgraph of a changed node).
+    /// in a walk down from `start` alone (parents first, a node's children in the order they
+    /// were attached), as QEMU refreshes only the subgraph of a changed node: a node below
+    /// that another parent outside also reaches is met where the walk from `start` meets it.
     fn check_perms_from(&mut self, start: &str) -> Result<()> {
-        let below = self.descendants(start);
-        let inside = |n: &str| n == start || below.iter().any(|b| b == n);
-        // A subgraph no node outside reaches is ordered the same walked from its top alone
-        // (what a new node and its own children are): no need to order the whole graph.
-        let reached_from_outside = self
-            .nodes
-            .values()
-            .any(|n| !inside(&n.name) && n.children.iter().any(|e| inside(&e.child)));
-        let order = if reached_from_outside {
-            self.topological()
-                .into_iter()
-                .filter(|n| inside(n))
-                .map(str::to_string)
-                .collect()
-        } else {
-            self.topological_from(start)
-        };
+        let order = self.topological_from(start);
         self.refresh_perms(order)
     }
 
@@ -2548,10 +2564,25 @@ impl BlockGraph {
         self.below_filters(name, true)
     }
 
-    /// Puts a job's filter above `below` (named `name`, or `#blockNNN` then implicit): the
-    /// filter takes over every parent of `below` but the job's own links, with its
-    /// permissions checked. `target` is a backup filter's target. Returns the filter's name.
+    /// Puts a job's filter driver above `below`: the filter opens over its children, then
+    /// takes the place of `below` (see [`BlockGraph::open_job_filter`] and
+    /// [`BlockGraph::place_job_filter`]). The filter's name, generated unless given.
     pub fn insert_job_filter(
+        &mut self,
+        below: &str,
+        driver: Driver,
+        name: Option<&str>,
+        target: Option<&str>,
+    ) -> Result<String> {
+        let f = self.open_job_filter(below, driver, name, target)?;
+        self.place_job_filter(&f, below)?;
+        Ok(f)
+    }
+
+    /// Opens a job's filter driver over `below` (and a backup's `target`) as a node no
+    /// parent uses yet: its children's permissions are checked as it takes them. On an
+    /// error nothing is left of it. The filter's name, generated unless given.
+    pub fn open_job_filter(
         &mut self,
         below: &str,
         driver: Driver,
@@ -2567,6 +2598,9 @@ impl BlockGraph {
         if let Some(n) = name {
             self.check_new_node_name(n)?;
         }
+        if let Some(t) = target {
+            self.node(t)?;
+        }
         let implicit = name.is_none();
         let name = match name {
             Some(n) => n.to_string(),
@@ -2574,7 +2608,6 @@ impl BlockGraph {
         };
         let mut children = vec![self.edge(role, below)];
         if let Some(t) = target {
-            self.node(t)?;
             children.push(self.edge(ChildRole::Target, t));
         }
         let mut o = BlockdevOptions::new(driver);
@@ -2584,18 +2617,28 @@ impl BlockGraph {
         if let Some(n) = self.nodes.get_mut(&name) {
             n.implicit = implicit;
         }
-        // The parents move over and the permissions are checked at once, as QEMU replaces
-        // a node.
-        let users = self.users.clone();
-        let moved = self.move_users_unchecked(below, &name);
         if let Err(e) = self.check_perms_from(&name) {
-            *self.users = users;
-            self.unmove_links(moved, below);
             self.nodes.remove(&name);
             self.commit_locks();
             return Err(e);
         }
         Ok(name)
+    }
+
+    /// Puts an opened job filter in the place of `below`: the parents of `below` move over
+    /// and the permissions are checked at once, as QEMU replaces a node. On an error the
+    /// parents are back and the filter is gone.
+    pub fn place_job_filter(&mut self, filter: &str, below: &str) -> Result<()> {
+        let users = self.users.clone();
+        let moved = self.move_users_unchecked(below, filter);
+        if let Err(e) = self.check_perms_from(filter) {
+            *self.users = users;
+            self.unmove_links(moved, below);
+            self.nodes.remove(filter);
+            self.commit_locks();
+            return Err(e);
+        }
+        Ok(())
     }
 
     /// Takes a job's filter out: its parents go to `to` (the node below it, or where a

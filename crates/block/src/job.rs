@@ -636,7 +636,8 @@ impl Jobs {
         let (before, links) = match kind {
             JobKind::Mirror | JobKind::Commit => (2, 2),
             JobKind::Stream => (3, 2),
-            JobKind::Backup => (4, 1),
+            // (A backup's filter drained the graph as it opened.)
+            JobKind::Backup => (0, 1),
             JobKind::Create => (0, 0),
         };
         self.drain(before);
@@ -719,12 +720,14 @@ impl Jobs {
         self.check_new_id(&opts.id)
     }
 
-    /// Puts a backup's filter above `below` as a node of its own options before the job
-    /// exists (its refusal, in opening it over its children, is reported as such), then
+    /// Opens a backup's filter over `below` and `target` as a node of its own options before
+    /// the job exists (a refusal, as it takes its children, is reported as such), then
     /// checks the job's id: a refusal of either announces no job, and a filter whose job is
-    /// refused goes again (its generated name stays used up).
+    /// refused goes again (its generated name stays used up). The graph drains four times
+    /// as the filter opens, and twice more as a refused job's filter goes. The filter takes
+    /// its place above `below` once the job was announced.
     fn filter_then_id(
-        &self,
+        &mut self,
         graph: &mut BlockGraph,
         opts: &JobOptions,
         below: &str,
@@ -734,10 +737,13 @@ impl Jobs {
         let name = opts.filter_node_name.as_deref();
         let f = name
             .map_or(Ok(()), |n| graph.check_new_node_name(n))
-            .and_then(|()| graph.insert_job_filter(below, driver, name, target))
-            .map_err(|e| e.prepend("Could not create node: "))?;
+            .and_then(|()| graph.open_job_filter(below, driver, name, target))
+            .map_err(|e| e.prepend("Could not create node: "));
+        self.drain(4);
+        let f = f?;
         if let Err(e) = self.check_new_id(&opts.id) {
             graph.remove_job_filter(&f, below);
+            self.drain(2);
             return Err(e);
         }
         Ok(f)
@@ -757,6 +763,20 @@ impl Jobs {
     /// or more (a refusal of its source link, the second, drains nothing there).
     fn failed_after_links(&mut self, id: &str, e: Error, links: usize) -> Error {
         self.failed_early_after(id, e, u32::from(links >= 2))
+    }
+
+    /// A backup whose filter opened and that could not go on once announced (its filter
+    /// could not take the source's place, or its links or speed were refused): QEMU
+    /// announces it, drops it, and drains the graph three times as its filter goes.
+    fn backup_failed(&mut self, id: &str, e: Error) -> Error {
+        for status in [JobStatus::Created, JobStatus::Null] {
+            self.events.push(JobEvent::StatusChange {
+                id: id.to_string(),
+                status,
+            });
+        }
+        self.drain(3);
+        e
     }
 
     fn failed_early_after(&mut self, id: &str, e: Error, took: u32) -> Error {
@@ -1378,12 +1398,12 @@ impl Jobs {
             (Driver::CopyBeforeWrite, Some(target))
         };
         let f = if kind == JobKind::Backup {
-            // Putting the filter in drains the graph, whether it goes in or not.
-            let f = self.filter_then_id(graph, opts, device, driver, filter_target);
-            if f.is_err() {
-                self.drain(4);
+            let f = self.filter_then_id(graph, opts, device, driver, filter_target)?;
+            // The job is announced, then its filter takes the source's place.
+            if let Err(e) = graph.place_job_filter(&f, device) {
+                return Err(self.backup_failed(&opts.id, e));
             }
-            f?
+            f
         } else {
             self.filter_name_then_id(graph, opts, false)?;
             let name = opts.filter_node_name.as_deref();
@@ -1435,7 +1455,7 @@ impl Jobs {
             return Err(if kind == JobKind::Mirror {
                 self.failed_after_links(&opts.id, e, held)
             } else {
-                self.failed_early(&opts.id, e)
+                self.backup_failed(&opts.id, e)
             });
         }
         if let Some((b, _)) = &bitmap {

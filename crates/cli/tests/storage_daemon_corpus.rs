@@ -55,11 +55,6 @@ const KNOWN: &[(&str, &str, &str)] = &[
         "drains of failed opens (permission conflicts, backing files) counted otherwise; jobs that differ",
     ),
     (
-        "blockdev-backup",
-        "error",
-        "permission conflicts checked in another order",
-    ),
-    (
         "query-blockstats",
         "return",
         "query-nodes: a node's highest written offset and a file node's discard counters (the writes of blockdev-create and jobs and the discards of a shrinking qcow2 image are not counted)",

@@ -2158,3 +2158,262 @@ fn exports_check_in_qemus_order() {
     }
     run("export-order", &script);
 }
+
+/// A job that runs at one byte a second between two null nodes: every drain of the graph
+/// pauses and resumes it, so the events count the drains.
+fn drain_counter() -> [Step; 3] {
+    [
+        req(
+            "blockdev-add",
+            json!({"driver": "null-co", "node-name": "n1"}),
+        ),
+        req(
+            "blockdev-add",
+            json!({"driver": "null-co", "node-name": "n2"}),
+        ),
+        job_on(
+            "blockdev-backup",
+            "j0",
+            "n1",
+            "n2",
+            json!({"sync": "full", "speed": 1}),
+        ),
+    ]
+}
+
+fn file_node(name: &str, file: &str, more: Value) -> Step {
+    let mut args = json!({"driver": "file", "node-name": name,
+                          "filename": format!("@DIR@/{file}")});
+    if let (Some(a), Value::Object(m)) = (args.as_object_mut(), more) {
+        a.extend(m);
+    }
+    req("blockdev-add", args)
+}
+
+fn over(driver: &str, name: &str, file: Value, more: Value) -> Step {
+    let mut args = json!({"driver": driver, "node-name": name, "file": file});
+    if let (Some(a), Value::Object(m)) = (args.as_object_mut(), more) {
+        a.extend(m);
+    }
+    req("blockdev-add", args)
+}
+
+/// A backup's filter first opens over its source and target as a node no parent uses: it
+/// writes the target from the start, but asks nothing of the source yet (a conflict or lock
+/// there is not its opening's: "Could not create node" is about the target). The job is
+/// announced, then the filter takes the source's place and asks to read it with no other
+/// writer: refused there, the job goes, with the error in its own words. The job's id is
+/// checked between the two (with the filter open), its speed after. Each way drains the
+/// graph as often as QEMU's does.
+#[test]
+fn a_backups_filter_opens_over_its_children_then_takes_the_sources_place() {
+    let backup = |id: &str, device: &str, more: Value| {
+        job_on("blockdev-backup", id, device, "rt", {
+            let mut m = json!({"sync": "none"});
+            if let (Some(a), Value::Object(x)) = (m.as_object_mut(), more) {
+                a.extend(x);
+            }
+            m
+        })
+    };
+    let mut script = Vec::from(drain_counter());
+    script.extend([
+        nbd_start(),
+        // The target: a raw node over tgt2.qcow2's file.
+        file_node("fb", "tgt2.qcow2", json!({})),
+        over("raw", "rt", json!("fb"), json!({})),
+        // A source over a file another node writes (through a writable export).
+        file_node("fs", "tgt.qcow2", json!({})),
+        over("raw", "rs", json!("fs"), json!({})),
+        over("raw", "rs2", json!("fs"), json!({})),
+        export("es", "rs2", true),
+        backup("j", "rs", json!({})),
+        backup("j0", "rs", json!({})),
+        req("block-export-del", json!({"id": "es"})),
+        req("blockdev-del", json!({"node-name": "rs2"})),
+        req("blockdev-del", json!({"node-name": "rs"})),
+        req("blockdev-del", json!({"node-name": "fs"})),
+        // A source over a file whose other node's format writes it (an image lock).
+        file_node("fa", "tgt.qcow2", json!({})),
+        over("qcow2", "qa", json!("fa"), json!({})),
+        over(
+            "raw",
+            "rsrc",
+            json!({"driver": "file", "filename": "@DIR@/tgt.qcow2"}),
+            json!({}),
+        ),
+        backup("j", "rsrc", json!({})),
+        backup("j", "rsrc", json!({"filter-node-name": "cbw"})),
+        backup("j", "rsrc", json!({"speed": -1})),
+        backup("j0", "rsrc", json!({})),
+        // Once the target's file has a format node that will not share its writes, the
+        // filter cannot open.
+        over("qcow2", "qb", json!("fb"), json!({})),
+        backup("j", "rsrc", json!({})),
+        backup("j0", "rsrc", json!({})),
+        graph(),
+        req("block-job-cancel", json!({"device": "j0"})),
+        Step::Wait("j0", "null"),
+    ]);
+    run("backup-filter-open", &script);
+}
+
+/// QEMU refreshes the permissions of the subgraph below a changed node walking down from it,
+/// a node's children in the order they were attached, and checks each node in turn (its
+/// parents' conflicts, then its file's locks): the first child's refusal is the one
+/// reported, whether it is a conflict between parents or an image lock, and whatever other
+/// parents outside the subgraph the nodes below have.
+#[test]
+fn a_permission_refresh_meets_the_first_childs_refusal_first() {
+    let ro = json!({"read-only": true});
+    let quorum = |name: &str, children: Value| {
+        req(
+            "blockdev-add",
+            json!({"driver": "quorum", "node-name": name, "vote-threshold": 1,
+                   "children": children}),
+        )
+    };
+    // (No job runs: the drains of a quorum that fails to open are not what is compared.)
+    let script = [
+        // fl's file is held by a read-only qcow2 node of another file node (it may not be
+        // written); fg's own qcow2 parent shares no writes.
+        over(
+            "qcow2",
+            "ql0",
+            json!({"driver": "file", "node-name": "fl0", "read-only": true,
+                   "filename": "@DIR@/tgt.qcow2"}),
+            ro.clone(),
+        ),
+        file_node("fl", "tgt.qcow2", json!({})),
+        file_node("fg", "tgt2.qcow2", json!({})),
+        over("qcow2", "qg", json!("fg"), ro),
+        quorum("q1", json!(["fl", "fg"])),
+        quorum("q2", json!(["fg", "fl"])),
+        nbd_start(),
+        export("e1", "q1", true),
+        export("e2", "q2", true),
+        // A new node's children: a quorum that will not share writes with two raw nodes,
+        // one over a file node another parent writes, one over a file node whose file
+        // another node's image writes (its lock).
+        file_node("fw", "mid.qcow2", json!({})),
+        over("raw", "rw", json!("fw"), json!({})),
+        over("raw", "rw2", json!("fw"), json!({})),
+        export("ew", "rw2", true),
+        over(
+            "qcow2",
+            "qx",
+            json!({"driver": "file", "filename": "@DIR@/base.qcow2"}),
+            json!({}),
+        ),
+        over(
+            "raw",
+            "rl",
+            json!({"driver": "file", "filename": "@DIR@/base.qcow2"}),
+            json!({}),
+        ),
+        quorum("q3", json!(["rl", "rw"])),
+        quorum("q4", json!(["rw", "rl"])),
+        graph(),
+    ];
+    run("refresh-order", &script);
+}
+
+/// A mirror's filter takes the source's place asking nothing of it, then the job's link on
+/// the filter reads it: what the source's file is refused then shows in the order QEMU's
+/// file locks check (the permissions taken before the ones no longer shared). Whether the
+/// reads or the resizes are refused depends on the locks of the other node on the same file:
+/// a mirror's target writer leaves that node's consistent reads unshared, a plain image
+/// does not.
+#[test]
+fn a_mirrors_source_is_read_once_the_job_links_its_filter() {
+    let mirror = |id: &str, device: &str, target: &str| {
+        job_on(
+            "blockdev-mirror",
+            id,
+            device,
+            target,
+            json!({"sync": "full", "auto-finalize": false}),
+        )
+    };
+    let mut script = Vec::from(drain_counter());
+    script.extend([
+        over(
+            "qcow2",
+            "q7",
+            json!({"driver": "file", "node-name": "ftop", "filename": "@DIR@/tgt.qcow2"}),
+            json!({}),
+        ),
+        over(
+            "raw",
+            "r24",
+            json!({"driver": "file", "filename": "@DIR@/tgt.qcow2"}),
+            json!({"read-only": true}),
+        ),
+        file_node("f35", "tgt2.qcow2", json!({})),
+        over("raw", "r61", json!("f35"), json!({})),
+        mirror("m1", "r24", "r61"),
+        req(
+            "blockdev-add",
+            json!({"driver": "null-co", "node-name": "n3", "size": 1048576}),
+        ),
+        job_on(
+            "blockdev-mirror",
+            "m54",
+            "n3",
+            "q7",
+            json!({"sync": "none"}),
+        ),
+        Step::Wait("m54", "ready"),
+        mirror("m2", "r24", "r61"),
+        graph(),
+        req("block-job-cancel", json!({"device": "m54"})),
+        Step::Wait("m54", "null"),
+        req("block-job-cancel", json!({"device": "j0"})),
+        Step::Wait("j0", "null"),
+    ]);
+    run("mirror-source-read", &script);
+}
+
+/// An export refused as its block backend goes onto the node (a permission conflict, an
+/// image lock) drains the graph once; one refused after that (no server, a name in use, a
+/// node others resize) twice, as its backend comes off again.
+#[test]
+fn an_export_refused_on_its_node_drains_once() {
+    let mut script = Vec::from(drain_counter());
+    script.extend([
+        req(
+            "blockdev-add",
+            json!({"driver": "null-co", "node-name": "n3"}),
+        ),
+        req(
+            "blockdev-add",
+            json!({"driver": "null-co", "node-name": "n4"}),
+        ),
+        file_node("fa", "tgt.qcow2", json!({})),
+        over("qcow2", "qa", json!("fa"), json!({})),
+        over("raw", "ra", json!("fa"), json!({})),
+        over(
+            "raw",
+            "ra2",
+            json!({"driver": "file", "filename": "@DIR@/tgt.qcow2"}),
+            json!({}),
+        ),
+        export("e0", "n3", true),
+        nbd_start(),
+        export("e1", "ra", true),
+        export("e2", "ra2", true),
+        req(
+            "block-export-add",
+            json!({"type": "nbd", "id": "e3", "node-name": "n3", "name": "nn"}),
+        ),
+        req(
+            "block-export-add",
+            json!({"type": "nbd", "id": "e4", "node-name": "n4", "name": "nn"}),
+        ),
+        export("e5", "ra", false),
+        req("query-block-exports", json!({})),
+        req("block-job-cancel", json!({"device": "j0"})),
+        Step::Wait("j0", "null"),
+    ]);
+    run("export-refused-drains", &script);
+}

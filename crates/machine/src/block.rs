@@ -553,7 +553,13 @@ pub fn add_export(m: &mut Machine, e: &NewExport) -> Result<(), QmpError> {
             PermSet::ALL,
         )
         .map_err(qerr);
-    let user = user.map_err(|err| export_refused(m, err))?;
+    // Refused as it goes onto the node (a permission conflict, an image lock): the graph
+    // drained once.
+    let user = user.map_err(|err| {
+        m.block.graph.note_drains(1);
+        pump(m);
+        err
+    })?;
     let refused = |m: &mut Machine, err: QmpError| {
         m.block.graph.detach_user(user);
         export_refused(m, err)
