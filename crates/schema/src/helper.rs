@@ -75,6 +75,70 @@ struct State {
     stopping: bool,
 }
 
+/// Start `run` on a thread of its own, on another core than this thread's where there is
+/// one. A new thread starts on its creator's core otherwise, and may wait there a millisecond
+/// or more before the scheduler moves one of the two (seen on Linux 6.x, where the two then
+/// take turns). The new thread may go to any core again once it runs.
+fn spawn_elsewhere(run: impl FnOnce() + Send + 'static) -> bool {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::unix::thread::JoinHandleExt;
+        use std::sync::atomic::AtomicU8;
+        // Who came first: the new thread (`RAN`), or this one, which moves it away
+        // (`MOVING`, then `MOVED`); the new thread gets its cores back once it is moved, and
+        // is not moved once it runs.
+        const RAN: u8 = 1;
+        const MOVING: u8 = 2;
+        const MOVED: u8 = 3;
+        let size = std::mem::size_of::<libc::cpu_set_t>();
+        // SAFETY: plain C calls on a zeroed CPU set of the right size.
+        let (here, all) = unsafe {
+            let mut all: libc::cpu_set_t = std::mem::zeroed();
+            let ok = libc::sched_getaffinity(0, size, &mut all) == 0;
+            (libc::sched_getcpu(), ok.then_some(all))
+        };
+        let state = Arc::new(AtomicU8::new(0));
+        let theirs = state.clone();
+        let spawned = std::thread::Builder::new().spawn(move || {
+            if theirs
+                .compare_exchange(0, RAN, Ordering::AcqRel, Ordering::Acquire)
+                .is_err()
+            {
+                while theirs.load(Ordering::Acquire) != MOVED {
+                    std::thread::yield_now();
+                }
+                if let Some(all) = all {
+                    // SAFETY: a valid CPU set; failure leaves the thread where it is.
+                    unsafe { libc::sched_setaffinity(0, size, &all) };
+                }
+            }
+            run()
+        });
+        let Ok(t) = spawned else {
+            return false;
+        };
+        if let Some(mut away) = all.filter(|_| here >= 0) {
+            if state
+                .compare_exchange(0, MOVING, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+            {
+                // SAFETY: as above; `t` is a thread of this process that has not begun
+                // `run` (it waits for `MOVED`), whose handle is kept until the call returns.
+                unsafe {
+                    libc::CPU_CLR(here as usize, &mut away);
+                    if libc::CPU_COUNT(&away) > 0 {
+                        libc::pthread_setaffinity_np(t.as_pthread_t(), size, &away);
+                    }
+                }
+                state.store(MOVED, Ordering::Release);
+            }
+        }
+        true
+    }
+    #[cfg(not(target_os = "linux"))]
+    std::thread::Builder::new().spawn(run).is_ok()
+}
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
@@ -88,10 +152,7 @@ fn helper() -> Option<&'static Helper> {
             state: Mutex::new(State::default()),
             wake: Condvar::new(),
         }));
-        std::thread::Builder::new()
-            .spawn(move || h.run())
-            .ok()
-            .map(|_| h)
+        spawn_elsewhere(move || h.run()).then_some(h)
     })
 }
 
@@ -245,6 +306,33 @@ pub(crate) fn scope<'env, R>(f: impl FnOnce(&Scope<'env>) -> R) -> R {
 mod tests {
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// The cores a thread may run on, as a count.
+    #[cfg(target_os = "linux")]
+    fn cores_allowed() -> i32 {
+        // SAFETY: plain C call on a zeroed CPU set of the right size.
+        unsafe {
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
+            assert_eq!(
+                libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set),
+                0
+            );
+            libc::CPU_COUNT(&set)
+        }
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_thread_started_elsewhere_runs_with_every_core_back() {
+        let all = cores_allowed();
+        for _ in 0..200 {
+            let (tx, rx) = std::sync::mpsc::channel();
+            assert!(spawn_elsewhere(move || {
+                let _ = tx.send(cores_allowed());
+            }));
+            assert_eq!(rx.recv().unwrap(), all);
+        }
+    }
 
     #[test]
     fn scoped_jobs_finish_before_scope_returns() {
