@@ -21,6 +21,7 @@ mod passed;
 pub mod quorum;
 mod reopen;
 mod snapshots;
+pub mod status;
 
 pub use length::{Growth, LengthsBefore};
 pub use passed::{OpenFlags, OpenFn, PassedFile};

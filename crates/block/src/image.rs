@@ -536,6 +536,19 @@ pub struct Image {
     /// A qcow2 image whose own structures the refcounts do not count: writes fail (see
     /// `qcow2_file::structures_counted`).
     broken: bool,
+    /// A qcow2 image's cluster size (0 for raw).
+    cluster: u64,
+}
+
+/// A qcow2 image's cluster size from its header (0 for raw or unreadable).
+fn cluster_of(path: &Path, format: ImageFormat) -> u64 {
+    match format {
+        ImageFormat::Raw => 0,
+        ImageFormat::Qcow2 => image_info(path, Some(ImageFormat::Qcow2))
+            .ok()
+            .and_then(|i| i.cluster_size)
+            .unwrap_or(DEFAULT_CLUSTER_SIZE),
+    }
 }
 
 /// Whether a writable image of `format` at `path` must refuse writes.
@@ -556,6 +569,15 @@ impl std::fmt::Debug for Image {
             .field("writable", &self.writable)
             .finish()
     }
+}
+
+/// What one layer says of a run of its disk ([`Image::layer_status`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LayerStatus {
+    Data,
+    Zero,
+    /// The backing file's data shows through.
+    Backing,
 }
 
 /// How to open an image with an explicit backing chain (the graph's, not the header's).
@@ -642,6 +664,7 @@ impl Image {
             writable,
             access,
             broken: broken(path, format, writable),
+            cluster: cluster_of(path, format),
         })
     }
 
@@ -672,6 +695,7 @@ impl Image {
             writable,
             access,
             broken: broken(path, format, writable),
+            cluster: cluster_of(path, format),
         })
     }
 
@@ -760,7 +784,22 @@ impl Image {
             return Err(io_error());
         }
         self.grow_for(offset, len)?;
-        self.access.write_zeroes(offset, len)?;
+        // A last cluster that the disk's end cuts short is zeroed by writing zeroes into
+        // it (imago cannot zero it as a whole).
+        let end = offset.saturating_add(len);
+        let whole = if self.cluster > 0 {
+            self.size() / self.cluster * self.cluster
+        } else {
+            end
+        };
+        if offset < whole {
+            self.access.write_zeroes(offset, end.min(whole) - offset)?;
+        }
+        let tail = offset.max(whole);
+        if tail < end {
+            let zeroes = vec![0u8; usize::try_from(end - tail).unwrap_or(0)];
+            self.write(&zeroes, tail)?;
+        }
         Ok(())
     }
 
@@ -800,6 +839,20 @@ impl Image {
             .map_err(|e| Error::generic(e.to_string()))?;
         self.access.flush()?;
         Ok(())
+    }
+
+    /// What this image itself says of the run at `offset` (within its size), and for how
+    /// many bytes (at most `max_len`): data (clusters one after the other in its file, or a
+    /// raw image's), zero clusters or, without a backing file, clusters it has not
+    /// allocated, or clusters its backing file holds.
+    pub fn layer_status(&self, offset: u64, max_len: u64) -> Result<(LayerStatus, u64)> {
+        let (mapping, len) = self.access.get_shallow_mapping(offset, max_len)?;
+        let status = match mapping {
+            ShallowMapping::Indirect { .. } => LayerStatus::Backing,
+            ShallowMapping::Zero { .. } => LayerStatus::Zero,
+            _ => LayerStatus::Data,
+        };
+        Ok((status, len.max(1).min(max_len)))
     }
 
     /// Whether `offset` is allocated in this image itself (not only in a backing file), and

@@ -365,6 +365,17 @@ struct Job {
     /// Whether its data work waits for a file's I/O (not when it only reads and writes null
     /// nodes, whose I/O completes at once).
     file_io: bool,
+    /// A backup's chunks, the lengths of its plan's pieces in order (see [`backup_plan`]);
+    /// other jobs go in chunks of one size ([`Job::chunk`]).
+    chunks: Option<Vec<u64>>,
+    /// Where [`Job::next_chunk_len`] last found `current`: the chunk's index and start.
+    chunk_cursor: (usize, u64),
+    /// Under a speed limit: the bytes moved since the job last waited (QEMU's rate limiter
+    /// lets chunks go at once until a 100 ms slice's quota is reached).
+    batch: u64,
+    /// A backup with `sync` `none`: it copies only what writes are about to change, and runs
+    /// until it is cancelled.
+    endless: bool,
 }
 
 /// A rate-limited job's time slice, as QEMU's rate limiter measures speed.
@@ -421,29 +432,62 @@ impl Job {
     fn counts_offsets(&self) -> bool {
         match &self.work {
             Work::Commit { overlay, .. } => overlay.is_some(),
-            Work::Backup { sync, .. } => *sync != SyncMode::Bitmap,
+            Work::Backup { .. } => false,
             Work::Create { .. } => false,
             _ => true,
         }
     }
 
-    /// How long a job under its speed limit waits after moving `bytes`: the bytes over the
-    /// quota of a 100 ms slice (at least one byte), in slices.
+    /// How long a job under its speed limit waits after moving `bytes` at its speed.
     fn delay_ns(&self, bytes: u64) -> u64 {
-        let quota = (self.speed as u128 * SLICE_NS as u128 / 1_000_000_000).max(1);
-        u64::try_from(bytes as u128 * SLICE_NS as u128 / quota).unwrap_or(u64::MAX)
+        let speed = self.speed.max(1) as u128;
+        u64::try_from(bytes as u128 * 1_000_000_000 / speed).unwrap_or(u64::MAX)
     }
 
-    /// Moves a rate-limited job to `now_ns`: its first chunk at once, each next one when the
-    /// one before is paid for at its speed (QEMU's rule, measured on qemu-storage-daemon
-    /// 10.0.2: progress jumps by a chunk, then waits). Whether the run phase is over.
+    /// Whether `batch` bytes moved since the last wait reach the quota of a 100 ms slice at
+    /// the job's speed (then the job waits until they are paid for).
+    fn quota_reached(&self, batch: u64) -> bool {
+        batch as u128 * 1_000_000_000 >= self.speed as u128 * SLICE_NS as u128
+    }
+
+    /// The bytes of the chunk the job does next, from `current` (the rest of a chunk it is
+    /// inside, when progress went otherwise than by chunks).
+    fn next_chunk_len(&mut self) -> u64 {
+        let left = self.total.saturating_sub(self.current);
+        let Some(lens) = &self.chunks else {
+            return self.chunk().min(left).max(1);
+        };
+        let (mut i, mut start) = self.chunk_cursor;
+        if self.current < start {
+            (i, start) = (0, 0);
+        }
+        while let Some(&l) = lens.get(i) {
+            if self.current < start + l {
+                self.chunk_cursor = (i, start);
+                return (start + l - self.current).min(left).max(1);
+            }
+            start += l;
+            i += 1;
+        }
+        self.chunk_cursor = (i, start);
+        left.max(1)
+    }
+
+    /// Moves a rate-limited job to `now_ns`, as QEMU's rate limiter goes (measured on
+    /// qemu-storage-daemon 10.0.2): its first chunk at once, and further chunks at once
+    /// while the bytes since the last wait stay below the quota of a 100 ms slice; once they
+    /// reach it, the next chunk goes when they are paid for at the job's speed. Whether the
+    /// run phase is over.
     fn limited_steps(&mut self, now_ns: u64) -> bool {
-        let chunk = self.chunk();
         let mut at = *self.next_chunk_ns.get_or_insert(now_ns);
         while self.current < self.total && at <= now_ns {
-            let n = chunk.min(self.total - self.current);
+            let n = self.next_chunk_len();
             self.current += n;
-            at = at.saturating_add(self.delay_ns(n));
+            self.batch += n;
+            if self.quota_reached(self.batch) {
+                at = at.saturating_add(self.delay_ns(self.batch));
+                self.batch = 0;
+            }
         }
         self.next_chunk_ns = Some(at);
         self.current >= self.total && (!self.waits_after_last_chunk() || at <= now_ns)
@@ -451,7 +495,7 @@ impl Job {
 
     /// When a rate-limited job's run phase ends, at the speed it has now.
     fn limited_end(&self, now_ns: u64) -> u64 {
-        let at = self.next_chunk_ns.or(self.last_ns).unwrap_or(now_ns);
+        let mut at = self.next_chunk_ns.or(self.last_ns).unwrap_or(now_ns);
         let left = self.total.saturating_sub(self.current);
         if left == 0 {
             return if self.waits_after_last_chunk() {
@@ -460,14 +504,73 @@ impl Job {
                 now_ns
             };
         }
-        let chunk = self.chunk();
-        let chunks = left.div_ceil(chunk);
-        let last = left - (chunks - 1) * chunk;
-        let end = at.saturating_add((chunks - 1).saturating_mul(self.delay_ns(chunk)));
-        if self.waits_after_last_chunk() {
-            end.saturating_add(self.delay_ns(last))
-        } else {
-            end
+        if self.chunks.is_none() && self.batch == 0 && self.quota_reached(self.chunk()) {
+            // Every chunk waits for itself.
+            let chunk = self.chunk();
+            let chunks = left.div_ceil(chunk);
+            let last = left - (chunks - 1) * chunk;
+            let end = at.saturating_add((chunks - 1).saturating_mul(self.delay_ns(chunk)));
+            return if self.waits_after_last_chunk() {
+                end.saturating_add(self.delay_ns(last))
+            } else {
+                end
+            };
+        }
+        // Chunk by chunk, as [`Job::limited_steps`] will go.
+        let mut probe = Job {
+            chunks: self.chunks.clone(),
+            ..self.shallow()
+        };
+        loop {
+            let n = probe.next_chunk_len();
+            probe.current += n;
+            probe.batch += n;
+            let full = probe.quota_reached(probe.batch);
+            if probe.current >= probe.total {
+                return if self.waits_after_last_chunk() && full {
+                    at.saturating_add(probe.delay_ns(probe.batch))
+                } else {
+                    at
+                };
+            }
+            if full {
+                at = at.saturating_add(probe.delay_ns(probe.batch));
+                probe.batch = 0;
+            }
+        }
+    }
+
+    /// The figures [`Job::limited_end`] steps through (its work and links left out).
+    fn shallow(&self) -> Job {
+        Job {
+            id: String::new(),
+            kind: self.kind,
+            status: self.status,
+            auto_finalize: self.auto_finalize,
+            auto_dismiss: self.auto_dismiss,
+            speed: self.speed,
+            user_paused: self.user_paused,
+            current: self.current,
+            total: self.total,
+            carry: 0,
+            last_ns: self.last_ns,
+            next_chunk_ns: self.next_chunk_ns,
+            error: None,
+            soft_cancel: false,
+            complete_asked: false,
+            write_blocking: false,
+            actively_synced: false,
+            work: self.work.clone(),
+            users: Vec::new(),
+            filter: None,
+            reopened: None,
+            plan: None,
+            moved: 0,
+            file_io: self.file_io,
+            chunks: None,
+            chunk_cursor: self.chunk_cursor,
+            batch: self.batch,
+            endless: self.endless,
         }
     }
 }
@@ -483,6 +586,9 @@ pub struct Jobs {
     /// Inside a transaction: the jobs made so far stay created until it commits
     /// ([`Jobs::hold_starts`]), oldest first.
     held: Option<Vec<String>>,
+    /// The jobs a backup's filter holds paused from its first drain until the job has
+    /// started (or failed to).
+    start_section: Vec<String>,
 }
 
 impl Default for Jobs {
@@ -521,6 +627,7 @@ impl Jobs {
             events: Vec::new(),
             unlimited_rate: unlimited_rate.max(1),
             held: None,
+            start_section: Vec::new(),
         }
     }
 
@@ -629,6 +736,10 @@ impl Jobs {
                 plan: None,
                 moved: 0,
                 file_io: true,
+                chunks: None,
+                chunk_cursor: (0, 0),
+                batch: 0,
+                endless: false,
             },
         );
         // QEMU drains the graph as the job's filter goes in, then as the job takes its links
@@ -643,8 +754,11 @@ impl Jobs {
         self.drain(before);
         self.set_status(0, JobStatus::Created);
         self.drain(links);
+        // The jobs a backup's filter held paused since it opened go on once it started.
+        let held_section = std::mem::take(&mut self.start_section);
         if let Some(held) = &mut self.held {
             held.push(opts.id.clone());
+            self.drain_end(&held_section);
             return;
         }
         self.set_status(0, JobStatus::Running);
@@ -653,6 +767,7 @@ impl Jobs {
             self.set_status(0, JobStatus::Paused);
             self.set_status(0, JobStatus::Running);
         }
+        self.drain_end(&held_section);
     }
 
     /// A transaction begins: jobs made until [`Jobs::release_starts`] stay created (QEMU
@@ -735,15 +850,26 @@ impl Jobs {
         target: Option<&str>,
     ) -> Result<String> {
         let name = opts.filter_node_name.as_deref();
+        // The jobs on `below` or above it pause with the filter's first drain and stay
+        // paused until the job has started (measured on QEMU 10.0.2).
+        let section = graph.jobs_drained_with(below);
         let f = name
             .map_or(Ok(()), |n| graph.check_new_node_name(n))
             .and_then(|()| graph.open_job_filter(below, driver, name, target))
             .map_err(|e| e.prepend("Could not create node: "));
+        self.start_section = self.drain_begin(&section);
         self.drain(4);
-        let f = f?;
+        let f = match f {
+            Ok(f) => f,
+            Err(e) => {
+                self.end_start_section();
+                return Err(e);
+            }
+        };
         if let Err(e) = self.check_new_id(&opts.id) {
             graph.remove_job_filter(&f, below);
             self.drain(2);
+            self.end_start_section();
             return Err(e);
         }
         Ok(f)
@@ -776,7 +902,14 @@ impl Jobs {
             });
         }
         self.drain(3);
+        self.end_start_section();
         e
+    }
+
+    /// The jobs a backup's filter held paused as it opened go on.
+    fn end_start_section(&mut self) {
+        let held = std::mem::take(&mut self.start_section);
+        self.drain_end(&held);
     }
 
     fn failed_early_after(&mut self, id: &str, e: Error, took: u32) -> Error {
@@ -1368,20 +1501,10 @@ impl Jobs {
         if kind == JobKind::Backup && !same_size {
             return Err(different());
         }
-        let total = match (sync, &bitmap) {
-            _ if !same_size => 0,
-            (SyncMode::None, _) => 0,
-            (SyncMode::Bitmap, Some((b, _))) => graph.bitmap(device, b)?.count().min(size),
-            // A backup copies whole clusters of its own (64 KiB, or the target's larger ones).
-            _ if kind == JobKind::Backup => {
-                let target_cluster = graph
-                    .node_info(target, false)
-                    .ok()
-                    .and_then(|i| i.image.cluster_size)
-                    .unwrap_or(0);
-                let cluster = target_cluster.max(65536);
-                size.div_ceil(cluster) * cluster
-            }
+        // A backup's length is worked out with its plan, once it has its links.
+        let total = match sync {
+            _ if !same_size || kind == JobKind::Backup => 0,
+            SyncMode::None => 0,
             _ => size,
         };
         let mut users = Vec::new();
@@ -1465,8 +1588,17 @@ impl Jobs {
         let granularity = crate::bitmap::DEFAULT_GRANULARITY;
         let count = if kind == JobKind::Mirror { 1 } else { 3 };
         graph.add_job_bitmaps(&f, count, granularity);
-        graph.block(device, &opts.id, &Self::in_use_reason(kind));
+        if kind == JobKind::Mirror {
+            graph.block(device, &opts.id, &Self::in_use_reason(kind));
+        }
+        // A backup's source stays free for other operations (another backup from it, a
+        // stream into it): its job holds the filter above it and the target.
         graph.block(target, &opts.id, &Self::in_use_reason(kind));
+        let plan = (kind == JobKind::Backup).then(|| {
+            let marks = bitmap.as_ref().map(|(b, _)| b.as_str());
+            backup_plan(graph, device, target, sync, marks)
+        });
+        let total = plan.as_ref().map_or(total, |p| p.total);
         let (source, target) = (device.to_string(), target.to_string());
         let work = if kind == JobKind::Mirror {
             Work::Mirror {
@@ -1484,6 +1616,12 @@ impl Jobs {
         };
         self.push(opts, kind, work, total, users);
         self.jobs[0].filter = Some(filter);
+        if let Some(p) = plan {
+            let j = &mut self.jobs[0];
+            j.chunks = Some(p.chunks.iter().map(|(s, e)| e - s).collect());
+            j.plan = Some(p.chunks);
+            j.endless = p.endless;
+        }
         self.show_remaining(graph, 0);
         Ok(())
     }
@@ -1559,7 +1697,7 @@ impl Jobs {
     pub fn next_deadline(&self) -> Option<u64> {
         self.jobs
             .iter()
-            .filter(|j| j.status == JobStatus::Running)
+            .filter(|j| j.status == JobStatus::Running && !j.endless)
             .map(|j| {
                 if j.speed > 0 {
                     return j.limited_end(self.now_ns);
@@ -1593,7 +1731,8 @@ impl Jobs {
         let j = &mut self.jobs[i];
         j.file_io = file_io;
         let last = j.last_ns.replace(now_ns).unwrap_or(now_ns);
-        if j.status != JobStatus::Running {
+        if j.status != JobStatus::Running || j.endless {
+            // (A backup without a sync mode copies nothing of its own.)
             // Time a job does not run earns it no chunks: once it runs again, its next
             // chunk goes at once.
             if let Some(at) = j.next_chunk_ns.as_mut() {
@@ -2113,6 +2252,7 @@ impl Jobs {
         if j.speed == 0 && speed > 0 {
             // From here on in chunks, the next at once.
             j.next_chunk_ns = None;
+            j.batch = 0;
         }
         j.speed = speed;
         j.last_ns = Some(now);
@@ -2331,9 +2471,8 @@ fn range_allocated(img: &Image, off: u64, len: u64) -> Result<bool> {
 }
 
 /// The disk ranges a job's data work goes over, in order: what the layers a stream or
-/// commit takes data from hold, the whole disk for a mirror or backup (the granules its
-/// bitmap marks, for a backup by bitmap), nothing for a mirror between different sizes
-/// (which fails instead).
+/// commit takes data from hold, the whole disk for a mirror, a backup's chunks
+/// ([`backup_plan`]), nothing for a mirror between different sizes (which fails instead).
 fn data_plan(graph: &BlockGraph, work: &Work) -> Result<Vec<(u64, u64)>> {
     match work {
         Work::Stream { top, base } => {
@@ -2351,41 +2490,174 @@ fn data_plan(graph: &BlockGraph, work: &Work) -> Result<Vec<(u64, u64)>> {
                 .ok_or_else(|| Error::generic(format!("Base '{base}' not found")))?;
             union_allocated(graph, &chain[..base_at], graph.size(top)?)
         }
-        Work::Mirror { source, target, .. } | Work::Backup { source, target, .. } => {
+        Work::Mirror { source, target, .. } => {
             let size = graph.size(source)?;
-            if graph.size(target)? != size {
-                return Ok(Vec::new());
-            }
-            let bitmap = match work {
-                Work::Backup {
-                    sync: SyncMode::Bitmap,
-                    bitmap: Some((b, _)),
-                    ..
-                } => Some(graph.bitmap(source, b)?),
-                _ => None,
-            };
-            let Some(m) = bitmap else {
-                return Ok(if size > 0 {
-                    vec![(0, size)]
-                } else {
-                    Vec::new()
-                });
-            };
-            let mut out: Vec<(u64, u64)> = Vec::new();
-            let g = m.granularity.max(1);
-            for bit in 0..size.div_ceil(g) {
-                if m.is_set(bit) {
-                    let (s, e) = (bit * g, ((bit + 1) * g).min(size));
-                    match out.last_mut() {
-                        Some(last) if last.1 == s => last.1 = e,
-                        _ => out.push((s, e)),
-                    }
-                }
-            }
-            Ok(out)
+            Ok(if graph.size(target)? != size || size == 0 {
+                Vec::new()
+            } else {
+                vec![(0, size)]
+            })
+        }
+        Work::Backup {
+            source,
+            target,
+            sync,
+            bitmap,
+        } => {
+            let marks = bitmap.as_ref().map(|(b, _)| b.as_str());
+            Ok(backup_plan(graph, source, target, *sync, marks).chunks)
         }
         Work::Create { .. } => Ok(Vec::new()),
     }
+}
+
+/// What a backup copies and how: its chunks in order and its length.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct BackupPlan {
+    chunks: Vec<(u64, u64)>,
+    total: u64,
+    /// `sync` `none`: nothing to copy of its own; it runs until cancelled.
+    endless: bool,
+}
+
+/// The most a backup copies in one chunk (more with clusters larger than that: one).
+const BACKUP_MAX_CHUNK: u64 = 1 << 20;
+
+/// A backup's plan, as QEMU 10.0.2's backup job goes (measured on qemu-storage-daemon): it
+/// works in clusters of its own (64 KiB, or the target's larger ones), and its length is
+/// what it has to copy in whole clusters: the whole disk (`full`, and `none`, which copies
+/// nothing of its own), the clusters with data of the source's own layer (`top`), or those
+/// its bitmap marks. It copies each stretch of those in chunks that follow the source's
+/// block status ([`BlockGraph::block_status`]): one run of data or of zeroes from one layer,
+/// cut down to whole clusters (a run shorter than a cluster makes one cluster; one that
+/// reaches the disk's end takes its last cluster in), at most 1 MiB or one larger cluster.
+/// A failure to read the source's status gives the whole disk in chunks of the most.
+fn backup_plan(
+    graph: &BlockGraph,
+    source: &str,
+    target: &str,
+    sync: SyncMode,
+    bitmap: Option<&str>,
+) -> BackupPlan {
+    let cluster = backup_cluster(graph, target);
+    let size = graph.size(source).unwrap_or(0);
+    let end = size.div_ceil(cluster) * cluster;
+    let planned = (|| -> Result<BackupPlan> {
+        let stretches = match (sync, bitmap) {
+            (SyncMode::None, _) => {
+                return Ok(BackupPlan {
+                    chunks: Vec::new(),
+                    total: end,
+                    endless: true,
+                })
+            }
+            (SyncMode::Top, _) => allocated_clusters(graph, source, size, cluster)?,
+            (SyncMode::Bitmap, Some(b)) => marked_clusters(graph, source, b, size, cluster)?,
+            _ if end > 0 => vec![(0, end)],
+            _ => Vec::new(),
+        };
+        let most = BACKUP_MAX_CHUNK.max(cluster);
+        let mut chunks = Vec::new();
+        for (s, e) in stretches {
+            let mut at = s;
+            while at < e {
+                let (_, run) = graph.block_status(source, at, e - at)?;
+                let n = if at.saturating_add(run) >= size {
+                    e - at
+                } else if run >= cluster {
+                    run / cluster * cluster
+                } else {
+                    cluster
+                };
+                let n = n.min(most).min(e - at);
+                chunks.push((at, at + n));
+                at += n;
+            }
+        }
+        let total = chunks.iter().map(|(s, e)| e - s).sum();
+        Ok(BackupPlan {
+            chunks,
+            total,
+            endless: false,
+        })
+    })();
+    planned.unwrap_or_else(|_| {
+        let mut chunks = Vec::new();
+        let mut at = 0;
+        while at < end {
+            let n = BACKUP_MAX_CHUNK.max(cluster).min(end - at);
+            chunks.push((at, at + n));
+            at += n;
+        }
+        BackupPlan {
+            chunks,
+            total: end,
+            endless: sync == SyncMode::None,
+        }
+    })
+}
+
+/// A backup's cluster: 64 KiB, or the target's cluster when larger.
+fn backup_cluster(graph: &BlockGraph, target: &str) -> u64 {
+    let target_cluster = graph
+        .node_info(target, false)
+        .ok()
+        .and_then(|i| i.image.cluster_size)
+        .unwrap_or(0);
+    target_cluster.max(65536)
+}
+
+/// Adds `[s, e)` to sorted, merged `ranges` (appended at their end or joined to the last).
+fn push_range(ranges: &mut Vec<(u64, u64)>, s: u64, e: u64) {
+    match ranges.last_mut() {
+        Some(last) if s <= last.1 => last.1 = last.1.max(e),
+        _ => ranges.push((s, e)),
+    }
+}
+
+/// The clusters of `source`'s disk that hold anything of its own layer (data or zero
+/// clusters; all of a disk without layers below, such as a raw one).
+fn allocated_clusters(
+    graph: &BlockGraph,
+    source: &str,
+    size: u64,
+    cluster: u64,
+) -> Result<Vec<(u64, u64)>> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    while at < size {
+        let (here, n) = graph.allocated_here(source, at, size - at)?;
+        let n = n.clamp(1, size - at);
+        if here {
+            let s = at / cluster * cluster;
+            let e = (at + n).div_ceil(cluster).saturating_mul(cluster);
+            push_range(&mut out, s, e);
+        }
+        at += n;
+    }
+    Ok(out)
+}
+
+/// The clusters of the disk that `bitmap` of `source` marks, in part or whole.
+fn marked_clusters(
+    graph: &BlockGraph,
+    source: &str,
+    bitmap: &str,
+    size: u64,
+    cluster: u64,
+) -> Result<Vec<(u64, u64)>> {
+    let m = graph.bitmap(source, bitmap)?;
+    let g = m.granularity.max(1);
+    let mut out = Vec::new();
+    for bit in 0..size.div_ceil(g) {
+        if m.is_set(bit) {
+            let (s, e) = (bit * g, ((bit + 1) * g).min(size));
+            let s = s / cluster * cluster;
+            let e = e.div_ceil(cluster).saturating_mul(cluster);
+            push_range(&mut out, s, e);
+        }
+    }
+    Ok(out)
 }
 
 /// Flushes what a job wrote into `node` (a null node has nothing to flush).

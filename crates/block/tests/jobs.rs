@@ -308,7 +308,7 @@ fn progress_follows_the_clock_and_the_speed_limit() {
         None,
         "concluded and dismissed with its last chunk"
     );
-    // At speed 1 the quota is one byte a slice: the first chunk, then a wait of 2^20 slices.
+    // At speed 1 the first chunk, then a wait of 2^20 seconds for it.
     let mut jobs = Jobs::new(1 << 30);
     o.speed = 1;
     let t0 = 10 * SEC;
@@ -318,7 +318,7 @@ fn progress_follows_the_clock_and_the_speed_limit() {
     assert_eq!(progress(&jobs), 1 << 20);
     jobs.advance(&mut g, t0 + 1000 * SEC);
     assert_eq!(progress(&jobs), 1 << 20);
-    assert_eq!(jobs.next_deadline(), Some(t0 + 3 * (1 << 20) * (SEC / 10)));
+    assert_eq!(jobs.next_deadline(), Some(t0 + 3 * (1 << 20) * SEC));
     jobs.set_speed("b", 0).unwrap();
     jobs.advance(&mut g, t0 + 1001 * SEC);
     assert_eq!(jobs.status("b"), None);
@@ -1077,4 +1077,114 @@ fn speed_limited_jobs_move_data_chunk_by_chunk() {
         (4 << 20, false, false, "ready".into()),
         "a ready mirror waits"
     );
+}
+
+/// Block status runs (QEMU's, as `qemu-img map` shows them) and the backup chunks that follow
+/// them: a backing file's data, clusters no layer holds, the top's own data; a host file's
+/// first 4 KiB count as data even in a hole. At speed 1 a backup's first chunk is its
+/// offset, and its length is the whole disk (`full`) or the top's own clusters (`top`).
+#[test]
+fn backups_go_by_the_sources_block_status() {
+    use qmpkit_block::graph::status::RunKind::{Data, Zero};
+    let qemu_img = program_or_skip!("qemu-img");
+    let qemu_io = program_or_skip!("qemu-io");
+    let dir = tempfile::tempdir().unwrap();
+    let s = |n: &str| dir.path().join(n).to_str().unwrap().to_string();
+    run(
+        &qemu_img,
+        &["create", "-f", "qcow2", &s("base.qcow2"), "1M"],
+    );
+    run(&qemu_io, &["-c", "write -P 0x11 0 256k", &s("base.qcow2")]);
+    qmpkit_testkit::cmd::qcow2_chain(
+        &qemu_img,
+        dir.path(),
+        "base.qcow2",
+        "qcow2",
+        &["top.qcow2"],
+        None,
+    );
+    run(&qemu_io, &["-c", "write -P 0x33 512k 64k", &s("top.qcow2")]);
+    run(
+        &qemu_img,
+        &["create", "-f", "raw", &s("hole.raw"), "197120"],
+    );
+    run(&qemu_img, &["create", "-f", "raw", &s("tgt.img"), "1M"]);
+    let mut g = BlockGraph::default();
+    add_top(&mut g, dir.path());
+    add_tgt(&mut g, dir.path());
+    g.add(
+        &BlockdevOptions::format(
+            Driver::Raw,
+            BlockdevRef::Inline(Box::new(BlockdevOptions::file(dir.path().join("hole.raw")))),
+        )
+        .named("hole"),
+    )
+    .unwrap();
+    let m = 1 << 20;
+    assert_eq!(g.block_status("top", 0, m).unwrap(), (Data, 256 << 10));
+    assert_eq!(
+        g.block_status("top", 256 << 10, m).unwrap(),
+        (Zero, 256 << 10)
+    );
+    assert_eq!(
+        g.block_status("top", 512 << 10, m).unwrap(),
+        (Data, 64 << 10)
+    );
+    assert_eq!(
+        g.block_status("top", 576 << 10, m).unwrap(),
+        (Zero, 448 << 10)
+    );
+    assert_eq!(g.block_status("hole", 0, m).unwrap(), (Data, 4096));
+    assert_eq!(
+        g.block_status("hole", 4096, m).unwrap(),
+        (Zero, 197120 - 4096)
+    );
+    let job = |jobs: &Jobs| {
+        let j = &jobs.query_jobs()[0];
+        (j.current_progress, j.total_progress)
+    };
+    let none = Default::default();
+    let mut o = JobOptions::new("b");
+    o.speed = 1;
+    for (sync, first, len) in [
+        (SyncMode::Full, 256 << 10, m),
+        (SyncMode::Top, 64 << 10, 64 << 10),
+        (SyncMode::None, 0, m),
+    ] {
+        let mut jobs = Jobs::new(1 << 30);
+        jobs.start_backup(&mut g, &o, "top", "tgt", sync, &none)
+            .unwrap();
+        jobs.advance(&mut g, 0);
+        if sync == SyncMode::Top {
+            // Its one chunk was its last.
+            assert_eq!(jobs.status("b"), None);
+            continue;
+        }
+        assert_eq!(job(&jobs), (first, len), "{sync:?}");
+        jobs.advance(&mut g, 1000 * SEC);
+        assert_eq!(job(&jobs), (first, len), "{sync:?}");
+        jobs.cancel(&mut g, "b", true).unwrap();
+    }
+    // Chunks go at once until the bytes since the last wait reach the quota of a 100 ms
+    // slice, then wait until those bytes are paid for (measured on qemu-storage-daemon
+    // 10.0.2). At 4 MiB/s the quota is 409.6 KiB: the first two runs (512 KiB) go at once
+    // and wait 125 ms; then the last two.
+    let mut jobs = Jobs::new(1 << 30);
+    o.speed = 4 << 20;
+    jobs.start_backup(&mut g, &o, "top", "tgt", SyncMode::Full, &none)
+        .unwrap();
+    jobs.advance(&mut g, 0);
+    assert_eq!(job(&jobs), (512 << 10, m));
+    assert_eq!(jobs.next_deadline(), Some(SEC / 8));
+    jobs.advance(&mut g, SEC / 8 - 1);
+    assert_eq!(job(&jobs), (512 << 10, m));
+    jobs.advance(&mut g, SEC / 8);
+    assert_eq!(jobs.status("b"), None, "done with its last chunk");
+    // At 10 MiB/s the whole disk is one slice's quota: all four at once.
+    let mut jobs = Jobs::new(1 << 30);
+    o.speed = 10 << 20;
+    jobs.start_backup(&mut g, &o, "top", "tgt", SyncMode::Full, &none)
+        .unwrap();
+    jobs.advance(&mut g, 0);
+    assert_eq!(jobs.status("b"), None);
 }

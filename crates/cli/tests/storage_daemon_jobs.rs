@@ -150,6 +150,29 @@ impl Side {
             .unwrap_or(0)
     }
 
+    /// Polls `query-jobs` until job `id` made progress (a speed-limited job's first chunk);
+    /// the events meanwhile.
+    fn moved(&mut self, id: &str) -> Vec<Value> {
+        let t = Instant::now();
+        let mut events = Vec::new();
+        loop {
+            let (r, ev) = self.call(&json!({"execute": "query-jobs"}));
+            events.extend(ev);
+            let jobs = r["return"].as_array().cloned().unwrap_or_default();
+            let job = jobs.iter().find(|j| j["id"] == id);
+            if job.is_none_or(|j| j["current-progress"].as_u64().unwrap_or(0) > 0) {
+                let (_, ev) = self.call(&json!({"execute": "query-version"}));
+                events.extend(ev);
+                return events;
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(20),
+                "job {id} never made progress"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
     /// Polls `query-jobs` until job `id` is in `status` (or gone, for "null"); the events
     /// meanwhile.
     fn wait(&mut self, id: &str, status: &str) -> Vec<Value> {
@@ -228,6 +251,8 @@ fn both(
 enum Step {
     Req(Value),
     Wait(&'static str, &'static str),
+    /// Waiting for a job's first progress (or its end).
+    Moved(&'static str),
     /// A write through the NBD export `name` of each daemon (socket `nbd.sock`).
     Write(&'static str, u64, u64),
     /// How many `#blockNNN` names the daemon generated so far (the counter part of the next
@@ -280,6 +305,11 @@ fn run(tag: &str, script: &[Step]) {
                 }
                 Step::Wait(id, status) => {
                     let ev = s.wait(id, status);
+                    s.events.extend(ev);
+                    json!({"events": std::mem::take(&mut s.events)})
+                }
+                Step::Moved(id) => {
+                    let ev = s.moved(id);
                     s.events.extend(ev);
                     json!({"events": std::mem::take(&mut s.events)})
                 }
@@ -338,6 +368,7 @@ fn run(tag: &str, script: &[Step]) {
         let what = match step {
             Step::Req(r) => r.to_string(),
             Step::Wait(id, st) => format!("wait for {id} {st}"),
+            Step::Moved(id) => format!("wait for {id} to move"),
             Step::Write(n, o, l) => format!("write {n} {o} {l}"),
             Step::Names => "names used".into(),
             Step::Files => "files".into(),
@@ -2416,4 +2447,147 @@ fn an_export_refused_on_its_node_drains_once() {
         Step::Wait("j0", "null"),
     ]);
     run("export-refused-drains", &script);
+}
+
+/// A backup `id` of `device` into `target` with `sync`, at `speed` (0: none).
+fn backup(id: &str, device: &str, target: &str, sync: &str, speed: u64) -> Step {
+    let mut a = json!({"job-id": id, "device": device, "target": target, "sync": sync});
+    if speed > 0 {
+        a["speed"] = json!(speed);
+    }
+    req("blockdev-backup", a)
+}
+
+/// A backup goes in chunks that follow its source's block status: a run of data or zeroes
+/// from one layer, in whole clusters of the job (64 KiB or the target's larger ones), at
+/// most 1 MiB or one larger cluster. At speed 1 the first chunk goes at once and the next
+/// waits: the offset shows the first chunk. Its length is what it copies: the whole disk
+/// in whole clusters (`full`), the clusters the source's own layer holds (`top`).
+#[test]
+fn backups_go_in_chunks_that_follow_the_sources_block_status() {
+    run(
+        "backup-chunks",
+        &[
+            Step::Tool(&["img", "create", "-q", "-f", "raw", "disk.raw", "1M"]),
+            Step::Tool(&["io", "-f", "raw", "-c", "write -P 0x44 0 512k", "disk.raw"]),
+            Step::Tool(&["img", "create", "-q", "-f", "raw", "hole.raw", "197120"]),
+            Step::Tool(&[
+                "img",
+                "create",
+                "-q",
+                "-f",
+                "qcow2",
+                "-o",
+                "cluster_size=512k",
+                "t512.qcow2",
+                "1M",
+            ]),
+            Step::Tool(&[
+                "img",
+                "create",
+                "-q",
+                "-f",
+                "qcow2",
+                "-o",
+                "cluster_size=2M",
+                "t2m.qcow2",
+                "1M",
+            ]),
+            // top.qcow2 reads base's data at 0-256k, mid's at 256k-384k, its own at
+            // 512k-576k.
+            add("src", "top.qcow2"),
+            add("tgt", "tgt.qcow2"),
+            add("tgt2", "tgt2.qcow2"),
+            add("t512", "t512.qcow2"),
+            add("t2m", "t2m.qcow2"),
+            req(
+                "blockdev-add",
+                json!({"driver": "raw", "node-name": "disk",
+                       "file": {"driver": "file", "filename": "@DIR@/disk.raw"}}),
+            ),
+            req(
+                "blockdev-add",
+                json!({"driver": "raw", "node-name": "hole",
+                       "file": {"driver": "file", "filename": "@DIR@/hole.raw"}}),
+            ),
+            req(
+                "blockdev-add",
+                json!({"driver": "null-co", "node-name": "n1", "size": 1 << 20}),
+            ),
+            req(
+                "blockdev-add",
+                json!({"driver": "null-co", "node-name": "nh", "size": 197120}),
+            ),
+            // The backing file's run first (another backup of the same source may start).
+            backup("b1", "src", "tgt", "full", 1),
+            Step::Moved("b1"),
+            backup("b2", "src", "tgt2", "full", 1),
+            Step::Moved("b2"),
+            req("query-block-jobs", json!({})),
+            req("job-cancel", json!({"id": "b2"})),
+            Step::Wait("b2", "null"),
+            // Only the top's own cluster: one chunk, and done.
+            backup("b3", "src", "tgt2", "top", 1),
+            Step::Wait("b3", "null"),
+            req("job-cancel", json!({"id": "b1"})),
+            Step::Wait("b1", "null"),
+            // A cluster of 512 KiB holds the first run; one of 2 MiB makes the length.
+            backup("b4", "src", "t512", "full", 1),
+            Step::Moved("b4"),
+            req("query-jobs", json!({})),
+            req("job-cancel", json!({"id": "b4"})),
+            Step::Wait("b4", "null"),
+            backup("b5", "src", "t512", "top", 1),
+            Step::Wait("b5", "null"),
+            backup("b6", "src", "t2m", "full", 1),
+            Step::Wait("b6", "null"),
+            // A raw file: its data, then its hole; a disk with no layer below is all its own.
+            backup("b7", "disk", "n1", "top", 1),
+            Step::Moved("b7"),
+            req("query-block-jobs", json!({})),
+            req("job-cancel", json!({"id": "b7"})),
+            Step::Wait("b7", "null"),
+            // A file that is all hole: its first 4 KiB count as data (one cluster), the
+            // rest runs to the disk's end, in whole clusters.
+            backup("b8", "hole", "nh", "full", 1),
+            Step::Moved("b8"),
+            req("query-jobs", json!({})),
+            req("job-cancel", json!({"id": "b8"})),
+            Step::Wait("b8", "null"),
+            backup("b9", "hole", "nh", "full", 0),
+            Step::Wait("b9", "null"),
+        ],
+    );
+}
+
+/// A backup with `sync` `none` copies only what writes are about to change, so it runs until
+/// it is cancelled: running, offset 0, its length the whole disk, not ready, never complete.
+#[test]
+fn a_backup_without_sync_runs_until_cancelled() {
+    run(
+        "backup-none",
+        &[
+            add("src", "top.qcow2"),
+            add("tgt", "tgt.qcow2"),
+            add("tgt2", "tgt2.qcow2"),
+            backup("n1", "src", "tgt", "none", 0),
+            Step::Wait("n1", "running"),
+            backup("n2", "src", "tgt2", "none", 1),
+            Step::Wait("n2", "running"),
+            req("query-block-jobs", json!({})),
+            req("query-jobs", json!({})),
+            req("job-complete", json!({"id": "n1"})),
+            req("job-pause", json!({"id": "n1"})),
+            Step::Wait("n1", "paused"),
+            req("query-block-jobs", json!({})),
+            req("job-resume", json!({"id": "n1"})),
+            Step::Wait("n1", "running"),
+            req("block-job-set-speed", json!({"device": "n2", "speed": 0})),
+            req("query-jobs", json!({})),
+            req("block-job-cancel", json!({"device": "n1"})),
+            Step::Wait("n1", "null"),
+            req("job-cancel", json!({"id": "n2"})),
+            Step::Wait("n2", "null"),
+        ],
+    );
 }
