@@ -2732,9 +2732,24 @@ impl BlockGraph {
                 written: node.written.clone(),
                 growth: self.growth_of(name),
             }),
-            Data::Null(size, _) => Arc::new(NullBackend(*size)),
+            // A null node drops what is written, but counts where the writes end and marks
+            // its bitmaps as any node does.
+            Data::Null(size, _) => Arc::new(crate::bitmap::Marking {
+                inner: Arc::new(NullBackend(*size)),
+                bitmaps: Some(node.bitmaps.clone()),
+                written: node.written.clone(),
+            }),
             Data::Quorum(q) => q.clone(),
         })
+    }
+
+    /// Whether a node's data is a null node's that does not say it reads as zeroes (no
+    /// `read-zeroes`): a mirror finds nothing to copy from it.
+    pub fn is_unzeroed_null(&self, name: &str) -> bool {
+        matches!(
+            self.nodes.get(name).map(|n| &n.data),
+            Some(Data::Null(_, false))
+        )
     }
 
     /// The virtual size of a node's data.

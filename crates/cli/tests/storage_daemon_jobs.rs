@@ -2560,6 +2560,58 @@ fn backups_go_in_chunks_that_follow_the_sources_block_status() {
     );
 }
 
+/// A null node counts where the writes into it end (`wr_highest_offset`) as any node does:
+/// a mirror or backup into it writes the source's whole length (zeroes included), a rate
+/// limited one its first chunk at once. A mirror from a null node that does not read as
+/// zeroes copies nothing: its target is left as it was.
+#[test]
+fn jobs_into_null_nodes_count_their_writes_and_mirrors_copy_nothing_from_them() {
+    let null = |name: &str, more: Value| {
+        let mut args = json!({"driver": "null-co", "node-name": name, "size": 1048576});
+        if let (Some(a), Value::Object(m)) = (args.as_object_mut(), more) {
+            a.extend(m);
+        }
+        req("blockdev-add", args)
+    };
+    let stats = || req("query-blockstats", json!({"query-nodes": true}));
+    run(
+        "null-writes",
+        &[
+            Step::Tool(&["io", "-f", "qcow2", "-c", "write -P 0x11 0 1M", "tgt.qcow2"]),
+            null("ns", json!({})),
+            null("nz", json!({"read-zeroes": true})),
+            null("t1", json!({})),
+            null("t2", json!({})),
+            null("t3", json!({})),
+            add("src", "base.qcow2"),
+            add("tq", "tgt.qcow2"),
+            job_on("blockdev-mirror", "m1", "nz", "t1", json!({"sync": "full"})),
+            Step::Wait("m1", "ready"),
+            req("block-job-cancel", json!({"device": "m1"})),
+            Step::Wait("m1", "null"),
+            job_on("blockdev-mirror", "m2", "ns", "tq", json!({"sync": "full"})),
+            Step::Wait("m2", "ready"),
+            req("block-job-cancel", json!({"device": "m2"})),
+            Step::Wait("m2", "null"),
+            job_on("blockdev-backup", "b1", "ns", "t2", json!({"sync": "full"})),
+            Step::Wait("b1", "null"),
+            job_on(
+                "blockdev-mirror",
+                "m3",
+                "src",
+                "t3",
+                json!({"sync": "full", "speed": 1}),
+            ),
+            stats(),
+            req("block-job-cancel", json!({"device": "m3"})),
+            Step::Wait("m3", "null"),
+            stats(),
+            req("blockdev-del", json!({"node-name": "tq"})),
+            Step::Io("tgt.qcow2", "read -P 0x11 0 1M"),
+        ],
+    );
+}
+
 /// A backup with `sync` `none` copies only what writes are about to change, so it runs until
 /// it is cancelled: running, offset 0, its length the whole disk, not ready, never complete.
 #[test]
@@ -2588,6 +2640,38 @@ fn a_backup_without_sync_runs_until_cancelled() {
             Step::Wait("n1", "null"),
             req("job-cancel", json!({"id": "n2"})),
             Step::Wait("n2", "null"),
+        ],
+    );
+}
+
+/// A qcow2 image created into a file longer than it leaves the file's length, and its file
+/// node counts where the image's writes end (`wr_highest_offset`), not the file's end.
+#[test]
+fn a_qcow2_created_in_a_longer_file_counts_only_its_writes() {
+    let create = |id: &str, file: &str, more: Value| {
+        let mut options = json!({"driver": "qcow2", "file": file, "size": 1048576});
+        if let (Some(a), Value::Object(m)) = (options.as_object_mut(), more) {
+            a.extend(m);
+        }
+        req("blockdev-create", json!({"job-id": id, "options": options}))
+    };
+    run(
+        "create-writes",
+        &[
+            Step::Tool(&["img", "create", "-q", "-f", "raw", "long.raw", "2M"]),
+            Step::Tool(&["img", "create", "-q", "-f", "raw", "empty.raw", "0"]),
+            file_node("fl", "long.raw", json!({})),
+            file_node("fe", "empty.raw", json!({})),
+            file_node("fl2", "tgt.qcow2", json!({})),
+            req("block_resize", json!({"node-name": "fl2", "size": 2097152})),
+            create("c1", "fl", json!({})),
+            Step::Wait("c1", "concluded"),
+            create("c2", "fe", json!({})),
+            Step::Wait("c2", "concluded"),
+            create("c3", "fl2", json!({"size": 4194304, "cluster-size": 4096})),
+            Step::Wait("c3", "concluded"),
+            req("query-blockstats", json!({"query-nodes": true})),
+            nodes(),
         ],
     );
 }
