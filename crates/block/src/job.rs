@@ -1588,6 +1588,9 @@ impl Jobs {
         let granularity = crate::bitmap::DEFAULT_GRANULARITY;
         let count = if kind == JobKind::Mirror { 1 } else { 3 };
         graph.add_job_bitmaps(&f, count, granularity);
+        if kind == JobKind::Backup {
+            graph.set_job_bitmap_full(&f);
+        }
         if kind == JobKind::Mirror {
             graph.block(device, &opts.id, &Self::in_use_reason(kind));
         }

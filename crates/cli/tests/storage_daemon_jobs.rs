@@ -2675,3 +2675,34 @@ fn a_qcow2_created_in_a_longer_file_counts_only_its_writes() {
         ],
     );
 }
+
+/// A backup's filter shows three bitmaps: the first marks the whole disk from the start to
+/// the job's end, whatever the sync mode; the last what is left to copy.
+#[test]
+fn a_backups_filter_shows_the_whole_disk_then_what_is_left() {
+    let backup = |id: &str, target: &str, more: Value| {
+        let mut args = json!({"job-id": id, "device": "src", "target": target,
+                              "auto-finalize": false, "filter-node-name": "cbw"});
+        if let (Some(a), Value::Object(m)) = (args.as_object_mut(), more) {
+            a.extend(m);
+        }
+        req("blockdev-backup", args)
+    };
+    run(
+        "backup-filter-bitmaps",
+        &[
+            add("src", "base.qcow2"),
+            add("t1", "tgt.qcow2"),
+            add("t2", "tgt2.qcow2"),
+            backup("b1", "t1", json!({"sync": "full"})),
+            Step::Wait("b1", "pending"),
+            nodes(),
+            req("job-finalize", json!({"id": "b1"})),
+            Step::Wait("b1", "null"),
+            backup("b2", "t2", json!({"sync": "none"})),
+            nodes(),
+            req("block-job-cancel", json!({"device": "b2"})),
+            Step::Wait("b2", "null"),
+        ],
+    );
+}

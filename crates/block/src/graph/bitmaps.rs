@@ -227,11 +227,23 @@ impl BlockGraph {
         });
     }
 
-    /// A job's filter's first bitmap marks `bytes` bytes left to copy.
+    /// A job's filter's last bitmap (a mirror's only one) marks `bytes` bytes left to copy.
     pub fn set_job_bitmap_count(&self, node: &str, bytes: u64) {
         let _ = self.with_bitmaps(node, |set| {
-            if let Some(b) = set.list.first_mut() {
+            if let Some(b) = set.list.last_mut() {
                 b.set_first(bytes);
+            }
+            Ok(())
+        });
+    }
+
+    /// A backup filter's first bitmap marks the whole disk (what the filter may be asked
+    /// to read: measured on qemu-storage-daemon 10.0.2, whatever the sync mode, from the
+    /// start to the job's end).
+    pub fn set_job_bitmap_full(&self, node: &str) {
+        let _ = self.with_bitmaps(node, |set| {
+            if let Some(b) = set.list.first_mut() {
+                b.set_first(u64::MAX);
             }
             Ok(())
         });
