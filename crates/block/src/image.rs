@@ -235,9 +235,13 @@ pub struct ImageInfo {
 }
 
 /// Resolves a backing file name against the directory of the image that names it, as QEMU
-/// does: absolute names stay, relative ones are joined to the image's directory.
+/// does: absolute names and names with a protocol prefix (`json:{…}`, `nbd:…`: a colon
+/// before any slash) stay, relative ones are joined to the image's directory.
 pub fn full_backing_path(image: &str, backing: &str) -> String {
-    if backing.starts_with('/') {
+    let protocol = backing
+        .find(':')
+        .is_some_and(|colon| !backing[..colon].contains('/'));
+    if backing.starts_with('/') || protocol {
         return backing.to_string();
     }
     match image.rfind('/') {

@@ -334,6 +334,8 @@ struct Job {
     auto_dismiss: bool,
     speed: u64,
     user_paused: bool,
+    /// How many drained sections of nodes hold the job paused now ([`Jobs::drain_begin`]).
+    quiesced: u32,
     current: u64,
     total: u64,
     /// Fractional bytes owed from clock steps, in byte-nanoseconds / 1e9 units.
@@ -550,6 +552,7 @@ impl Job {
             auto_dismiss: self.auto_dismiss,
             speed: self.speed,
             user_paused: self.user_paused,
+            quiesced: self.quiesced,
             current: self.current,
             total: self.total,
             carry: 0,
@@ -589,6 +592,9 @@ pub struct Jobs {
     /// The jobs a backup's filter holds paused from its first drain until the job has
     /// started (or failed to).
     start_section: Vec<String>,
+    /// The order in which a drain of the whole graph pauses the jobs (by the nodes they are
+    /// linked to, [`Jobs::rank`]); those not in it pause after, oldest first.
+    pause_order: Vec<String>,
 }
 
 impl Default for Jobs {
@@ -628,6 +634,7 @@ impl Jobs {
             unlimited_rate: unlimited_rate.max(1),
             held: None,
             start_section: Vec::new(),
+            pause_order: Vec::new(),
         }
     }
 
@@ -719,6 +726,7 @@ impl Jobs {
                 auto_dismiss: opts.auto_dismiss,
                 speed: opts.speed,
                 user_paused: false,
+                quiesced: 0,
                 current: 0,
                 total,
                 carry: 0,
@@ -1187,6 +1195,7 @@ impl Jobs {
             top: device.to_string(),
             base: base.map(str::to_string),
         };
+        self.rank(graph);
         self.push(opts, JobKind::Stream, work, total, users);
         self.jobs[0].filter = Some(filter);
         self.jobs[0].reopened = reopened;
@@ -1359,6 +1368,7 @@ impl Jobs {
             base: base.clone(),
             overlay: overlay.clone(),
         };
+        self.rank(graph);
         self.push(opts, JobKind::Commit, work, total, users);
         self.jobs[0].filter = filter;
         if overlay.is_none() {
@@ -1617,6 +1627,7 @@ impl Jobs {
                 bitmap,
             }
         };
+        self.rank(graph);
         self.push(opts, kind, work, total, users);
         self.jobs[0].filter = Some(filter);
         if let Some(p) = plan {
@@ -1805,6 +1816,19 @@ impl Jobs {
         } else {
             u64::try_from(j.current as u128 * plan_len as u128 / j.total.max(1) as u128)
                 .unwrap_or(plan_len)
+        };
+        // A stream copies whole pieces: its plan is made of them.
+        let target = if matches!(j.work, Work::Stream { .. }) {
+            let mut end = 0;
+            for &(s, e) in plan {
+                if end >= target {
+                    break;
+                }
+                end += e - s;
+            }
+            end
+        } else {
+            target
         };
         if target <= j.moved {
             return Ok(());
@@ -2152,6 +2176,12 @@ impl Jobs {
         self.drain_end(&held);
     }
 
+    /// Takes the order in which drains of the whole graph pause the jobs from the graph's
+    /// links ([`BlockGraph::jobs_by_first_node`]); they resume oldest first.
+    pub fn rank(&mut self, graph: &BlockGraph) {
+        self.pause_order = graph.jobs_by_first_node();
+    }
+
     /// [`Jobs::drain`] from within job `busy`'s own work, which goes on.
     fn drain_others(&mut self, n: u32, busy: Option<usize>) {
         for _ in 0..n {
@@ -2161,10 +2191,20 @@ impl Jobs {
                     let j = &self.jobs[i];
                     Some(i) != busy
                         && !j.user_paused
+                        && j.quiesced == 0
                         && matches!(j.status, JobStatus::Running | JobStatus::Ready)
                 })
                 .collect();
-            for &i in &hit {
+            let mut pausing = hit.clone();
+            let rank = |i: &usize| {
+                let id = &self.jobs[*i].id;
+                self.pause_order
+                    .iter()
+                    .position(|j| j == id)
+                    .unwrap_or(usize::MAX)
+            };
+            pausing.sort_by_key(rank);
+            for &i in &pausing {
                 let to = match self.jobs[i].status {
                     JobStatus::Ready => JobStatus::Standby,
                     _ => JobStatus::Paused,
@@ -2182,39 +2222,45 @@ impl Jobs {
     }
 
     /// A drain of one node begins: the jobs `ids` (those it reaches, see
-    /// [`crate::graph::BlockGraph::jobs_drained_with`]) that run or are ready, and that their
-    /// user has not paused, pause (a ready one goes to standby) until [`Jobs::drain_end`];
-    /// drains of the whole graph meanwhile pass them by. Returns the jobs it paused.
+    /// [`crate::graph::BlockGraph::jobs_drained_with`]) are held until [`Jobs::drain_end`];
+    /// those that run or are ready, and that their user has not paused, pause (a ready one
+    /// goes to standby) unless another section holds them already, oldest first. Drains of
+    /// the whole graph meanwhile pass them by. Returns the jobs it holds, for
+    /// [`Jobs::drain_end`].
     pub fn drain_begin(&mut self, ids: &[String]) -> Vec<String> {
         let hit: Vec<usize> = (0..self.jobs.len())
             .rev()
-            .filter(|&i| {
-                let j = &self.jobs[i];
-                ids.contains(&j.id)
-                    && !j.user_paused
-                    && matches!(j.status, JobStatus::Running | JobStatus::Ready)
-            })
+            .filter(|&i| ids.contains(&self.jobs[i].id))
             .collect();
         let mut held = Vec::new();
         for i in hit {
-            let to = match self.jobs[i].status {
+            let j = &mut self.jobs[i];
+            j.quiesced += 1;
+            held.push(j.id.clone());
+            if j.quiesced > 1 || j.user_paused {
+                continue;
+            }
+            let to = match j.status {
                 JobStatus::Ready => JobStatus::Standby,
-                _ => JobStatus::Paused,
+                JobStatus::Running => JobStatus::Paused,
+                _ => continue,
             };
             self.set_status(i, to);
-            held.push(self.jobs[i].id.clone());
         }
         held
     }
 
-    /// The drain [`Jobs::drain_begin`] began ends: its jobs go on as they were.
+    /// A section [`Jobs::drain_begin`] began ends: the jobs no other section holds go on as
+    /// they were, in the order given.
     pub fn drain_end(&mut self, held: &[String]) {
         for id in held {
             let Ok(i) = self.index(id) else { continue };
-            if self.jobs[i].user_paused {
+            let j = &mut self.jobs[i];
+            j.quiesced = j.quiesced.saturating_sub(1);
+            if j.quiesced > 0 || j.user_paused {
                 continue;
             }
-            let to = match self.jobs[i].status {
+            let to = match j.status {
                 JobStatus::Standby => JobStatus::Ready,
                 JobStatus::Paused => JobStatus::Running,
                 _ => continue,
@@ -2246,6 +2292,10 @@ impl Jobs {
         }
         self.check_verb(i, JobVerb::Resume)?;
         self.jobs[i].user_paused = false;
+        if self.jobs[i].quiesced > 0 {
+            // A drained section still holds it: it goes on when the section ends.
+            return Ok(());
+        }
         match self.jobs[i].status {
             JobStatus::Paused => self.set_status(i, JobStatus::Running),
             JobStatus::Standby => {
@@ -2490,13 +2540,7 @@ fn range_allocated(img: &Image, off: u64, len: u64) -> Result<bool> {
 /// ([`backup_plan`]), nothing for a mirror between different sizes (which fails instead).
 fn data_plan(graph: &BlockGraph, work: &Work) -> Result<Vec<(u64, u64)>> {
     match work {
-        Work::Stream { top, base } => {
-            let below = stream_layers(graph, top, base.as_deref());
-            if below.is_empty() {
-                return Ok(Vec::new());
-            }
-            union_allocated(graph, &below, graph.size(top)?)
-        }
+        Work::Stream { top, base } => stream_pieces(graph, top, base.as_deref()),
         Work::Commit { top, base, .. } => {
             let chain = graph.backing_chain(top);
             let base_at = chain
@@ -2692,6 +2736,66 @@ fn stream_layers(graph: &BlockGraph, top: &str, base: Option<&str>) -> Vec<Strin
         .collect()
 }
 
+/// Whether `top` holds `[off, off + max)` itself, and for how long from `off`. Over a raw
+/// layer, what `top` leaves to it is one run: QEMU does not tell the raw file's holes from
+/// its data there (the image's mapping would end its runs where they change).
+fn stream_top_run(img: &Image, off: u64, max: u64, over_raw: bool) -> Result<(bool, u64)> {
+    let (here, mut n) = img.allocated(off, max)?;
+    n = n.max(1).min(max);
+    while over_raw && !here && n < max {
+        let (h, more) = img.allocated(off + n, max - n)?;
+        if h {
+            break;
+        }
+        n = (n + more.max(1)).min(max);
+    }
+    Ok((here, n))
+}
+
+/// Whether the layer right below a stream's top is a raw image (or file).
+fn first_layer_raw(graph: &BlockGraph, layers: &[String]) -> bool {
+    layers
+        .first()
+        .and_then(|l| graph.driver(l).ok())
+        .is_some_and(|d| matches!(d, Driver::Raw | Driver::File))
+}
+
+/// The pieces a stream into `top` copies, in order, as QEMU's stream job goes over the disk
+/// from its start: each step covers at most [`STREAM_STEP`] bytes, a run that `top` holds
+/// itself (passed over) or a run the layers between it and `base` agree on (copied when one
+/// of them holds it). A raw layer holds all of its disk, its file's holes too.
+fn stream_pieces(graph: &BlockGraph, top: &str, base: Option<&str>) -> Result<Vec<(u64, u64)>> {
+    let layers = stream_layers(graph, top, base);
+    if layers.is_empty() {
+        return Ok(Vec::new());
+    }
+    let img = graph.image(top)?;
+    let g = img.read().map_err(|_| lock_err())?;
+    let size = g.size();
+    let over_raw = first_layer_raw(graph, &layers);
+    let mut out = Vec::new();
+    let mut off = 0;
+    while off < size {
+        let (here, mut n) = stream_top_run(&g, off, (size - off).min(STREAM_STEP), over_raw)?;
+        if !here {
+            let mut below = false;
+            for l in &layers {
+                let (h, len) = graph.allocated_here(l, off, n)?;
+                n = n.min(len.max(1));
+                if h {
+                    below = true;
+                    break;
+                }
+            }
+            if below {
+                out.push((off, off + n));
+            }
+        }
+        off += n;
+    }
+    Ok(out)
+}
+
 /// Stream, over `ranges`: copy into `top`, piece by piece as QEMU's stream job goes (at
 /// most [`STREAM_STEP`], each piece a run the layers agree on), what the layers between it
 /// and `base` hold where `top` has nothing of its own. A piece that reads as zeroes is
@@ -2706,6 +2810,7 @@ fn stream_ranges(
         return Ok(());
     }
     let layers = stream_layers(graph, top, base);
+    let over_raw = first_layer_raw(graph, &layers);
     let img = graph.image(top)?;
     let g = img.read().map_err(|_| lock_err())?;
     let mut buf = vec![0u8; STREAM_STEP as usize];
@@ -2713,8 +2818,7 @@ fn stream_ranges(
         let end = end.min(g.size());
         let mut off = start;
         while off < end {
-            let (here, n) = g.allocated(off, (end - off).min(STREAM_STEP))?;
-            let mut n = n.max(1).min(end - off);
+            let (here, mut n) = stream_top_run(&g, off, (end - off).min(STREAM_STEP), over_raw)?;
             if here {
                 off += n;
                 continue;

@@ -327,3 +327,25 @@ fn errors_name_the_file() {
         "Could not open '/nonexistent/x.qcow2': No such file or directory"
     );
 }
+
+/// Backing names resolve as QEMU resolves them (checked against `qemu-img info`'s
+/// `full-backing-filename`): relative names against the image's directory, absolute names
+/// and names with a protocol prefix (a colon before any slash) as they are.
+#[test]
+fn backing_names_with_a_protocol_stay_as_they_are() {
+    let cases = [
+        ("dir/top.qcow2", "base.qcow2", "dir/base.qcow2"),
+        ("dir/top.qcow2", "/abs/base.qcow2", "/abs/base.qcow2"),
+        (
+            "dir/top.qcow2",
+            r#"json:{"driver": "null-co", "size": 1048576}"#,
+            r#"json:{"driver": "null-co", "size": 1048576}"#,
+        ),
+        ("dir/top.qcow2", "a:b/c.qcow2", "a:b/c.qcow2"),
+        ("dir/top.qcow2", "x/a:b.qcow2", "dir/x/a:b.qcow2"),
+        ("top.qcow2", "base.qcow2", "base.qcow2"),
+    ];
+    for (image, backing, full) in cases {
+        assert_eq!(image::full_backing_path(image, backing), full, "{backing}");
+    }
+}

@@ -2706,3 +2706,218 @@ fn a_backups_filter_shows_the_whole_disk_then_what_is_left() {
         ],
     );
 }
+
+/// Snapshots in transactions drain as QEMU's do, phase by phase: a snapshot holds its node
+/// (and `blockdev-snapshot` its overlay) drained from when it finds it until the
+/// transaction is cleaned, drains the graph as it attaches or creates its overlay and as it
+/// commits; undone, it drains once, lets its section go and drains its node and overlay
+/// again around one more drain; an overlay image nobody uses closes with two. Jobs show it:
+/// a ready mirror on null nodes (every drain of the whole graph), mirrors above the
+/// snapshotted nodes through raw nodes (their sections) and one writing an overlay. The
+/// sections of a refused snapshot end in their own order, and a drain of the whole graph
+/// pauses the jobs in the order of the nodes they are linked to.
+#[test]
+fn snapshots_in_transactions_drain_phase_by_phase() {
+    let null = |name: &str| {
+        req(
+            "blockdev-add",
+            json!({"driver": "null-co", "node-name": name, "size": 1048576}),
+        )
+    };
+    let raw = |name: &str, file: &str| {
+        req(
+            "blockdev-add",
+            json!({"driver": "raw", "node-name": name, "file": file}),
+        )
+    };
+    let mirror = |id: &str, device: &str, target: &str| {
+        req(
+            "blockdev-mirror",
+            json!({"job-id": id, "device": device, "target": target, "sync": "none"}),
+        )
+    };
+    let snap = |node: &str, overlay: &str| json!({"type": "blockdev-snapshot", "data": {"node": node, "overlay": overlay}});
+    let sync = |node: &str, file: &str, name: &str| {
+        json!({"type": "blockdev-snapshot-sync", "data": {"node-name": node,
+               "snapshot-file": format!("@DIR@/{file}"), "snapshot-node-name": name}})
+    };
+    let abort = json!({"type": "abort", "data": {}});
+    let bitmap = |node: &str, name: &str| json!({"type": "block-dirty-bitmap-add", "data": {"node": node, "name": name}});
+    let transaction = |actions: Vec<Value>| req("transaction", json!({"actions": actions}));
+    let waits = || {
+        [
+            Step::Wait("mj", "ready"),
+            Step::Wait("m", "ready"),
+            Step::Wait("k", "ready"),
+        ]
+    };
+    let mut script = vec![
+        Step::Tool(&["img", "create", "-q", "-f", "qcow2", "o1.qcow2", "1M"]),
+        Step::Tool(&["img", "create", "-q", "-f", "qcow2", "o2.qcow2", "1M"]),
+        Step::Tool(&["img", "create", "-q", "-f", "qcow2", "o3.qcow2", "1M"]),
+        Step::Tool(&["img", "create", "-q", "-f", "raw", "r.img", "1M"]),
+        null("m1"),
+        null("m2"),
+        req(
+            "blockdev-mirror",
+            json!({"job-id": "mj", "device": "m1", "target": "m2", "sync": "full"}),
+        ),
+        Step::Wait("mj", "ready"),
+        add("src", "base.qcow2"),
+        add("tgt", "tgt.qcow2"),
+        add("o1", "o1.qcow2"),
+        add("o2", "o2.qcow2"),
+        add("o3", "o3.qcow2"),
+        null("n1"),
+        null("n3"),
+        null("n4"),
+        null("n5"),
+        // A raw node over a qcow2 node has the image's size, not its file's.
+        raw("r", "src"),
+        raw("r1", "n1"),
+        mirror("m", "r", "tgt"),
+        mirror("k", "r1", "n3"),
+        Step::Wait("m", "ready"),
+        Step::Wait("k", "ready"),
+        // Written only: o1 may still be an overlay of a node nobody reads.
+        mirror("mo", "n4", "o1"),
+        Step::Wait("mo", "ready"),
+    ];
+    let cases = vec![
+        // Refused as the users move (the mirror writing o1 shares no reads).
+        vec![snap("n1", "o3"), snap("src", "o1")],
+        vec![snap("n5", "o1"), abort.clone()],
+        vec![snap("src", "o2"), snap("n1", "o3"), abort.clone()],
+        vec![snap("n1", "o3"), snap("src", "o2"), abort.clone()],
+        vec![snap("n1", "o3"), snap("src", "nosuch")],
+        vec![
+            bitmap("src", "b"),
+            snap("src", "o2"),
+            bitmap("o2", "c"),
+            abort.clone(),
+        ],
+        vec![
+            sync("src", "s1.qcow2", "s1"),
+            snap("n1", "o3"),
+            abort.clone(),
+        ],
+        vec![
+            snap("src", "o2"),
+            sync("n1", "s2.qcow2", "s2"),
+            abort.clone(),
+        ],
+        vec![sync("n5", "s3.qcow2", "s3"), abort.clone()],
+        vec![sync("n5", "s4.qcow2", "s4")],
+    ];
+    for actions in cases {
+        script.push(transaction(actions));
+        script.extend(waits());
+        script.push(Step::Wait("mo", "ready"));
+    }
+    let existing = |file: &str| {
+        req(
+            "blockdev-snapshot-sync",
+            json!({"node-name": "n1", "snapshot-file": format!("@DIR@/{file}"),
+                   "snapshot-node-name": "x", "mode": "existing"}),
+        )
+    };
+    script.extend([
+        // An existing image that does not open: missing, of another format, locked.
+        existing("nosuch.qcow2"),
+        existing("r.img"),
+        existing("o2.qcow2"),
+        Step::Wait("k", "ready"),
+        // Refused before anything opens.
+        req(
+            "blockdev-snapshot-sync",
+            json!({"node-name": "n1", "snapshot-file": "@DIR@/nodir/x.qcow2",
+                   "snapshot-node-name": "x"}),
+        ),
+        req(
+            "blockdev-snapshot-sync",
+            json!({"node-name": "n1", "snapshot-file": "@DIR@/x.qcow2"}),
+        ),
+        Step::Wait("k", "ready"),
+        // Outside transactions, the same phases.
+        req("blockdev-snapshot", json!({"node": "n5", "overlay": "o1"})),
+        req("blockdev-snapshot", json!({"node": "src", "overlay": "o3"})),
+        req(
+            "blockdev-snapshot-sync",
+            json!({"node-name": "n1", "snapshot-file": "@DIR@/s5.qcow2",
+                   "snapshot-node-name": "s5"}),
+        ),
+    ]);
+    script.extend(waits());
+    script.extend([Step::Wait("mo", "ready"), nodes(), Step::Files]);
+    run("transaction-drains", &script);
+}
+
+/// A stream over a sparse raw file goes in whole pieces as QEMU's does: the raw layer holds
+/// all of its disk (its file's holes and data alike), so pieces of at most 512 KiB follow
+/// only what the top holds itself; a piece that reads as zeroes becomes zeroes in the top,
+/// any other piece data, whatever holes it spans.
+#[test]
+fn streams_over_sparse_raw_files_go_in_whole_pieces() {
+    let mut script = vec![
+        Step::Tool(&["img", "create", "-q", "-f", "raw", "sp.raw", "3200000"]),
+        Step::Tool(&[
+            "io",
+            "-f",
+            "raw",
+            "-c",
+            "write -P 0x11 1048676 1000",
+            "sp.raw",
+        ]),
+        Step::Tool(&[
+            "io",
+            "-f",
+            "raw",
+            "-c",
+            "write -P 0x22 2359296 196608",
+            "sp.raw",
+        ]),
+        Step::Tool(&[
+            "io",
+            "-f",
+            "raw",
+            "-c",
+            "write -P 0 2752512 65536",
+            "sp.raw",
+        ]),
+        Step::Tool(&["io", "-f", "raw", "-c", "write -P 0x44 3100000 7", "sp.raw"]),
+        Step::Tool(&[
+            "img", "create", "-q", "-f", "qcow2", "-b", "sp.raw", "-F", "raw", "sp.qcow2",
+        ]),
+        Step::Tool(&[
+            "io",
+            "-f",
+            "qcow2",
+            "-c",
+            "write -P 0x33 380416 99840",
+            "sp.qcow2",
+        ]),
+        Step::Tool(&[
+            "io",
+            "-f",
+            "qcow2",
+            "-c",
+            "write -P 0x55 1900544 4096",
+            "sp.qcow2",
+        ]),
+        add("sp", "sp.qcow2"),
+        req("block-stream", json!({"job-id": "s", "device": "sp"})),
+        Step::Wait("s", "null"),
+        req("blockdev-del", json!({"node-name": "sp"})),
+        Step::Map("sp.qcow2"),
+    ];
+    for read in [
+        "read -P 0x11 1048676 1000",
+        "read -P 0x22 2359296 196608",
+        "read -P 0x33 380416 99840",
+        "read -P 0x44 3100000 7",
+        "read -P 0 0 1048576",
+    ] {
+        script.push(Step::Io("sp.qcow2", read));
+    }
+    run("sparse-stream", &script);
+}

@@ -1588,6 +1588,7 @@ pub fn job_status(s: JobStatus) -> api::JobStatus {
 /// last call pause and resume the jobs first.
 pub fn pump(m: &mut Machine) {
     report_quorum_io(m);
+    m.block.jobs.rank(&m.block.graph);
     let drains = m.block.graph.take_drains();
     m.block.jobs.drain(drains);
     for jobs in m.block.graph.take_node_drains() {

@@ -60,11 +60,14 @@ impl BlockGraph {
         }
         let counted = match node.driver {
             Driver::File => node.length.or_else(|| disk_length(&node.path())),
-            Driver::Raw => node.length.or_else(|| {
-                let child = self.child_of(name, ChildRole::File)?;
-                self.counted_length_at(child, depth + 1)
-                    .or_else(|| disk_length(&node.path()))
-            }),
+            // A raw node over a node of another kind (a format node, a null node) has that
+            // node's size, not its file's length.
+            Driver::Raw => node
+                .length
+                .or_else(|| match self.child_of(name, ChildRole::File) {
+                    Some(child) => self.counted_length_at(child, depth + 1),
+                    None => disk_length(&node.path()),
+                }),
             _ => None,
         }?;
         Some(counted.max(node.grown.load(Ordering::Relaxed)))

@@ -1,5 +1,6 @@
 //! Block layer commands: drives, media and trays, nodes (`blockdev-add` / `-del`, the named
-//! nodes), resizing, snapshots, block jobs, NBD exports and `transaction`.
+//! nodes), resizing, block jobs and NBD exports (snapshots and `transaction` are in
+//! `transaction`).
 
 use std::path::PathBuf;
 
@@ -235,7 +236,7 @@ pub fn query_named_block_nodes(
 }
 
 /// The node a command names with `device` or `node-name` (one of them).
-fn device_or_node(m: &Machine, device: Option<&str>, node: Option<&str>) -> R<String> {
+pub(super) fn device_or_node(m: &Machine, device: Option<&str>, node: Option<&str>) -> R<String> {
     match (device, node) {
         (Some(d), None) => block::resolve_node(m, d),
         (_, Some(n)) => {
@@ -270,180 +271,6 @@ pub fn block_set_write_threshold(
         .set_write_threshold(&a.node_name, a.write_threshold)
         .map_err(qerr)?;
     Ok(Empty)
-}
-
-// ---------------------------------------------------------------------------
-// Snapshots.
-
-/// The drains of an unused snapshot overlay's closing.
-const SNAPSHOT_CLOSE_DRAINS: u32 = 2;
-/// The drains of a `blockdev-snapshot-sync` undone by a failed transaction (its overlay
-/// closed in its stead, when unused).
-const SNAPSHOT_UNDO_DRAINS: u32 = 3;
-
-/// What a snapshot did, so a failed transaction can undo it.
-struct SnapshotUndo {
-    node: String,
-    overlay: Option<String>,
-    was_read_only: bool,
-}
-
-fn snapshot_sync(m: &mut Machine, a: &api::BlockdevSnapshotSync) -> R<SnapshotUndo> {
-    let node = device_or_node(m, a.device.as_deref(), a.node_name.as_deref())?;
-    if let Some(f) = a.format.as_deref() {
-        if f != "qcow2" {
-            return Err(not_implemented(&format!(
-                "blockdev-snapshot-sync with format '{f}'"
-            )));
-        }
-    }
-    let existing = matches!(a.mode, Some(api::NewImageMode::Existing));
-    // A node named by its node name needs its overlay named too; a drive's gets a
-    // generated name.
-    if a.node_name.is_some() && a.snapshot_node_name.is_none() {
-        return Err(generic("New overlay node-name missing"));
-    }
-    let path = PathBuf::from(&a.snapshot_file);
-    let was_read_only = m.block.graph.is_read_only(&node).map_err(qerr)?;
-    let drains = m.block.graph.take_drains();
-    let g = &mut m.block.graph;
-    let overlay = match (a.snapshot_node_name.as_deref(), existing) {
-        (name, true) => g.snapshot_onto_existing(&node, &path, name),
-        (Some(name), false) => g.snapshot_sync(&node, &path, Some(name)),
-        (None, false) => g.snapshot_sync_unnamed(&node, &path),
-    }
-    .map_err(qerr);
-    // QEMU drains the graph 20 times as it creates the overlay's image and opens it, 5 as it
-    // opens an existing one, and twice more as an overlay nobody uses closes again
-    // (measured on qemu-storage-daemon 10.0.2; whatever the graph did here in its stead).
-    m.block.graph.take_drains();
-    m.block.graph.note_drains(drains);
-    let overlay = overlay?;
-    let opened = if existing { 5 } else { 20 };
-    let closed = if overlay.is_none() {
-        SNAPSHOT_CLOSE_DRAINS
-    } else {
-        0
-    };
-    m.block.graph.note_drains(opened + closed);
-    block::sync_media(m);
-    Ok(SnapshotUndo {
-        node,
-        overlay,
-        was_read_only,
-    })
-}
-
-pub fn blockdev_snapshot_sync(
-    m: &mut Machine,
-    a: api::BlockdevSnapshotSync,
-    _: &mut Cx,
-) -> R<Empty> {
-    block::catch_up(m);
-    transaction_drain(m);
-    let r = snapshot_sync(m, &a);
-    block::pump(m);
-    r.map(|_| Empty)
-}
-
-fn snapshot(m: &mut Machine, a: &api::BlockdevSnapshot) -> R<SnapshotUndo> {
-    snapshot_draining(m, a, None)
-}
-
-/// [`snapshot`]; with `held`, the overlay is drained (with what is above it) once its checks
-/// pass, as QEMU drains it while it attaches the node and reopens it: the jobs that pauses
-/// are added to `held`, for the caller to resume once the snapshot is done.
-fn snapshot_draining(
-    m: &mut Machine,
-    a: &api::BlockdevSnapshot,
-    held: Option<&mut Vec<String>>,
-) -> R<SnapshotUndo> {
-    // The node may be named by its drive.
-    let node = block::resolve_node(m, &a.node)?;
-    let a = &api::BlockdevSnapshot {
-        node,
-        overlay: a.overlay.clone(),
-    };
-    // QEMU's order: the node's blockers, then the overlay: found, unused, able to have a
-    // backing image, without one yet.
-    let g = &m.block.graph;
-    g.check_blocked(&a.node).map_err(qerr)?;
-    g.require(&a.overlay).map_err(qerr)?;
-    if g.in_use_as_overlay(&a.overlay) {
-        return Err(generic("The overlay is already in use"));
-    }
-    if g.driver(&a.overlay).map_err(qerr)? != qmpkit_block::graph::Driver::Qcow2 {
-        return Err(generic("The overlay does not support backing images"));
-    }
-    if g.child(&a.overlay, qmpkit_block::graph::ChildRole::Backing)
-        .is_some()
-    {
-        return Err(generic("The overlay already has a backing image"));
-    }
-    if let Some(held) = held {
-        let ids = g.jobs_drained_with(&a.overlay);
-        held.extend(m.block.jobs.drain_begin(&ids));
-    }
-    let g = &m.block.graph;
-    if let Err(e) = g.check_no_cycle(&a.overlay, &a.node, qmpkit_block::graph::ChildRole::Backing) {
-        // QEMU finds the cycle as it attaches the backing child, which drains the graph.
-        m.block.graph.note_drains(1);
-        return Err(qerr(e));
-    }
-    let was_read_only = g.is_read_only(&a.node).map_err(qerr)?;
-    let g = &mut m.block.graph;
-    g.set_backing(&a.overlay, Some(&a.node)).map_err(qerr)?;
-    if let Err(e) = g.move_users(&a.node, &a.overlay) {
-        let _ = g.set_backing(&a.overlay, None);
-        return Err(qerr(e));
-    }
-    let _ = g.make_backing_read_only(&a.node);
-    // Attaching the backing child and reopening the node read-only drain the graph.
-    g.note_drains(2);
-    block::sync_media(m);
-    Ok(SnapshotUndo {
-        node: a.node.clone(),
-        overlay: Some(a.overlay.clone()),
-        was_read_only,
-    })
-}
-
-pub fn blockdev_snapshot(m: &mut Machine, a: api::BlockdevSnapshot, _: &mut Cx) -> R<Empty> {
-    block::catch_up(m);
-    transaction_drain(m);
-    // Once the node is found, QEMU drains it (and what is above it) until the snapshot is
-    // done or refused, and the overlay once its checks pass: the jobs linked there pause
-    // once for all of it.
-    let mut held = match block::resolve_node(m, &a.node) {
-        Ok(node) => {
-            let ids = m.block.graph.jobs_drained_with(&node);
-            m.block.jobs.drain_begin(&ids)
-        }
-        Err(_) => Vec::new(),
-    };
-    let r = snapshot_draining(m, &a, Some(&mut held));
-    block::pump(m);
-    held.reverse();
-    m.block.jobs.drain_end(&held);
-    block::pump(m);
-    r.map(|_| Empty)
-}
-
-/// Undoes a snapshot of a failed transaction. The overlay's image file stays on the host
-/// when the snapshot created it, as QEMU leaves it.
-fn undo_snapshot(m: &mut Machine, u: SnapshotUndo, added_overlay: bool) {
-    let g = &mut m.block.graph;
-    // QEMU makes the old node read-only only once the transaction commits.
-    let _ = g.set_read_only(&u.node, u.was_read_only);
-    if let Some(o) = &u.overlay {
-        let _ = g.move_users(o, &u.node);
-        if added_overlay {
-            g.discard_unused(o);
-        } else {
-            let _ = g.set_backing(o, None);
-        }
-    }
-    block::sync_media(m);
 }
 
 // ---------------------------------------------------------------------------
@@ -773,12 +600,12 @@ fn drop_target(
 }
 
 /// What a backup started, so a failed transaction can undo it.
-struct BackupUndo {
+pub(super) struct BackupUndo {
     job: String,
     target: Option<String>,
 }
 
-fn drive_backup_start(m: &mut Machine, a: &api::DriveBackup) -> R<BackupUndo> {
+pub(super) fn drive_backup_start(m: &mut Machine, a: &api::DriveBackup) -> R<BackupUndo> {
     let source = block::resolve_node(m, &a.device)?;
     let (sync, bitmap) = backup_sync(&a.sync, a.bitmap.as_deref(), a.bitmap_mode.as_ref())?;
     let opts = job_options(m, &source, job_args!(a, a.filter_node_name.as_deref()))?;
@@ -803,7 +630,7 @@ fn drive_backup_start(m: &mut Machine, a: &api::DriveBackup) -> R<BackupUndo> {
     })
 }
 
-fn blockdev_backup_start(m: &mut Machine, a: &api::BlockdevBackup) -> R<BackupUndo> {
+pub(super) fn blockdev_backup_start(m: &mut Machine, a: &api::BlockdevBackup) -> R<BackupUndo> {
     let source = block::resolve_node(m, &a.device)?;
     let (sync, bitmap) = backup_sync(&a.sync, a.bitmap.as_deref(), a.bitmap_mode.as_ref())?;
     let opts = job_options(m, &source, job_args!(a, a.filter_node_name.as_deref()))?;
@@ -816,7 +643,7 @@ fn blockdev_backup_start(m: &mut Machine, a: &api::BlockdevBackup) -> R<BackupUn
     })
 }
 
-fn undo_backup(m: &mut Machine, u: BackupUndo) {
+pub(super) fn undo_backup(m: &mut Machine, u: BackupUndo) {
     let block::BlockState { graph, jobs, .. } = &mut m.block;
     let _ = jobs.cancel(graph, &u.job, true);
     let _ = jobs.dismiss(&u.job);
@@ -827,7 +654,7 @@ fn undo_backup(m: &mut Machine, u: BackupUndo) {
 
 pub fn drive_backup(m: &mut Machine, a: api::DriveBackupCommand, _: &mut Cx) -> R<Empty> {
     block::catch_up(m);
-    transaction_drain(m);
+    super::transaction::transaction_drain(m);
     let r = drive_backup_start(m, &a.0);
     block::pump(m);
     r.map(|_| Empty)
@@ -835,7 +662,7 @@ pub fn drive_backup(m: &mut Machine, a: api::DriveBackupCommand, _: &mut Cx) -> 
 
 pub fn blockdev_backup(m: &mut Machine, a: api::BlockdevBackupCommand, _: &mut Cx) -> R<Empty> {
     block::catch_up(m);
-    transaction_drain(m);
+    super::transaction::transaction_drain(m);
     let r = blockdev_backup_start(m, &a.0);
     block::pump(m);
     r?;
@@ -1012,103 +839,6 @@ pub fn nbd_server_add(m: &mut Machine, a: api::NbdServerAdd, _: &mut Cx) -> R<Em
 
 pub fn nbd_server_stop(m: &mut Machine, _: api::NbdServerStop, _: &mut Cx) -> R<Empty> {
     block::stop_nbd(m)?;
-    Ok(Empty)
-}
-
-// ---------------------------------------------------------------------------
-// Transactions.
-
-enum Undo {
-    Snapshot(SnapshotUndo, bool),
-    Backup(BackupUndo),
-    Bitmap(super::block_bitmap::Undo),
-    Internal(String, qmpkit_block::qcow2_snapshots::Entry),
-}
-
-fn apply(m: &mut Machine, action: &api::TransactionAction) -> R<Option<Undo>> {
-    use api::TransactionAction as A;
-    match action {
-        A::Abort(_) => Err(generic("Transaction aborted using Abort action")),
-        A::BlockdevSnapshotSync(s) => {
-            let u = snapshot_sync(m, s)?;
-            Ok(Some(Undo::Snapshot(u, true)))
-        }
-        A::BlockdevSnapshot(s) => Ok(Some(Undo::Snapshot(snapshot(m, s)?, false))),
-        A::DriveBackup(b) => Ok(Some(Undo::Backup(drive_backup_start(m, b)?))),
-        A::BlockdevBackup(b) => Ok(Some(Undo::Backup(blockdev_backup_start(m, b)?))),
-        A::BlockDirtyBitmapAdd(b) => Ok(Some(Undo::Bitmap(super::block_bitmap::add_action(m, b)?))),
-        A::BlockDirtyBitmapClear(b) => {
-            Ok(Some(Undo::Bitmap(super::block_bitmap::clear_action(m, b)?)))
-        }
-        A::BlockdevSnapshotInternalSync(s) => {
-            let (node, e) = super::block_node::snapshot_internal(m, &s.device, &s.name)?;
-            Ok(Some(Undo::Internal(node, e)))
-        }
-        A::Unknown(_) => Err(not_implemented("this transaction action")),
-    }
-}
-
-/// A transaction (and the snapshot commands, which are one in QEMU) first drains the graph.
-fn transaction_drain(m: &mut Machine) {
-    m.block.graph.note_drains(1);
-    block::pump(m);
-}
-
-/// `transaction`: every action, or none. A failing action undoes the ones before it, newest
-/// first: no overlay, no target file, no job stays behind, and the jobs it would have started
-/// send no events.
-pub fn transaction(m: &mut Machine, a: api::Transaction, _: &mut Cx) -> R<Empty> {
-    block::catch_up(m);
-    if let Some(p) = &a.properties {
-        if matches!(p.completion_mode, Some(api::ActionCompletionMode::Grouped)) {
-            return Err(generic(
-                "Action 'completion-mode' not supported by this action",
-            ));
-        }
-    }
-    transaction_drain(m);
-    let mut done: Vec<Undo> = Vec::new();
-    m.block.graph.hold_overlays();
-    m.block.jobs.hold_starts();
-    for action in &a.actions {
-        match apply(m, action) {
-            Ok(Some(u)) => done.push(u),
-            Ok(None) => {}
-            Err(e) => {
-                // What the actions before drained stays; their undoing is not counted, but
-                // a snapshot-sync's (its overlay closing counted in its stead).
-                let mut drains = m.block.graph.take_drains();
-                for u in &done {
-                    if let Undo::Snapshot(s, true) = u {
-                        if s.overlay.is_none() {
-                            drains -= SNAPSHOT_CLOSE_DRAINS;
-                        }
-                        drains += SNAPSHOT_UNDO_DRAINS;
-                    }
-                }
-                m.block.graph.release_overlays();
-                m.block.jobs.release_starts(false);
-                for u in done.into_iter().rev() {
-                    match u {
-                        Undo::Snapshot(s, added) => undo_snapshot(m, s, added),
-                        Undo::Backup(b) => undo_backup(m, b),
-                        Undo::Bitmap(b) => super::block_bitmap::undo(m, b),
-                        Undo::Internal(node, e) => {
-                            super::block_node::undo_snapshot_internal(m, &node, &e)
-                        }
-                    }
-                }
-                // Its jobs were made and cancelled unstarted: created, aborting, concluded.
-                m.block.graph.take_drains();
-                m.block.graph.note_drains(drains);
-                block::pump(m);
-                return Err(e);
-            }
-        }
-    }
-    m.block.graph.release_overlays();
-    m.block.jobs.release_starts(true);
-    block::pump(m);
     Ok(Empty)
 }
 

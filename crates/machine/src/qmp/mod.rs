@@ -40,6 +40,7 @@ pub mod net;
 pub mod qom;
 pub mod runstate;
 pub mod testctl;
+pub mod transaction;
 
 /// What a handler returns.
 pub type R<T> = Result<T, QmpError>;
@@ -251,8 +252,8 @@ handlers! {
     query_named_block_nodes(QueryNamedBlockNodes) => block::query_named_block_nodes;
     block_resize(BlockResize) => block::block_resize;
     block_set_write_threshold(BlockSetWriteThreshold) => block::block_set_write_threshold;
-    blockdev_snapshot_sync(BlockdevSnapshotSync) => block::blockdev_snapshot_sync;
-    blockdev_snapshot(BlockdevSnapshot) => block::blockdev_snapshot;
+    blockdev_snapshot_sync(BlockdevSnapshotSync) => transaction::blockdev_snapshot_sync;
+    blockdev_snapshot(BlockdevSnapshot) => transaction::blockdev_snapshot;
     block_stream(BlockStream) => block::block_stream;
     block_commit(BlockCommit) => block::block_commit;
     drive_mirror(DriveMirrorCommand) => block::drive_mirror;
@@ -268,7 +269,7 @@ handlers! {
     nbd_server_start(NbdServerStart) => block::nbd_server_start;
     nbd_server_add(NbdServerAdd) => block::nbd_server_add;
     nbd_server_stop(NbdServerStop) => block::nbd_server_stop;
-    transaction(Transaction) => block::transaction;
+    transaction(Transaction) => transaction::transaction;
     block_dirty_bitmap_add(BlockDirtyBitmapAdd) => block_bitmap::block_dirty_bitmap_add;
     block_dirty_bitmap_remove(BlockDirtyBitmapRemove) => block_bitmap::block_dirty_bitmap_remove;
     block_dirty_bitmap_clear(BlockDirtyBitmapClear) => block_bitmap::block_dirty_bitmap_clear;
