@@ -16,6 +16,7 @@ use crate::{Error, ErrorClass, Result};
 
 mod backing;
 mod bitmaps;
+mod describe;
 mod length;
 mod passed;
 pub mod quorum;
@@ -26,10 +27,6 @@ pub mod status;
 pub use length::{Growth, LengthsBefore};
 pub use passed::{OpenFlags, OpenFn, PassedFile};
 pub use quorum::{QuorumEvent, QuorumOp, QuorumOptions, QuorumSettings, ReadPattern};
-
-/// How many layers below a node `query-named-block-nodes` and `query-block` describe at most
-/// (far more than the chains the graph's images open: see `chain_spec`).
-const MAX_INFO_DEPTH: usize = 1024;
 
 /// Block drivers the graph knows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -1630,8 +1627,20 @@ impl BlockGraph {
     /// file child is its storage, a qcow2 backing child is copied from, raw and filters pass
     /// their parents' needs through).
     fn edge_perms_depth(&self, parent: &Node, role: ChildRole, depth: u32) -> (PermSet, PermSet) {
-        use Perm::*;
         let (p, s) = self.cumulative(&parent.name, depth);
+        self.edge_perms_given(parent, role, p, s)
+    }
+
+    /// What `parent` takes of its `role` child and shares, given what its own parents take
+    /// (`p`) and share (`s`).
+    fn edge_perms_given(
+        &self,
+        parent: &Node,
+        role: ChildRole,
+        p: PermSet,
+        s: PermSet,
+    ) -> (PermSet, PermSet) {
+        use Perm::*;
         // A job's filter that no parent uses yet (it is being opened over its children,
         // before it takes its place above the job's node) asks nothing of the node it
         // filters but what its driver always does, and shares everything with it (measured
@@ -1648,6 +1657,15 @@ impl BlockGraph {
             };
             return (always, PermSet::ALL);
         }
+        edge_perms_from(parent, role, p, s)
+    }
+}
+
+/// What `parent` takes of its `role` child and shares, by its driver alone, given what its
+/// own parents take (`p`) and share (`s`).
+fn edge_perms_from(parent: &Node, role: ChildRole, p: PermSet, s: PermSet) -> (PermSet, PermSet) {
+    {
+        use Perm::*;
         let passthrough = PermSet::ALL;
         let unchanged = PermSet::of(&[ConsistentRead, WriteUnchanged]);
         let write_resize = PermSet::of(&[Write, Resize]);
@@ -1710,7 +1728,9 @@ impl BlockGraph {
             (_, ChildRole::File | ChildRole::Target | ChildRole::Children(_)) => filtered,
         }
     }
+}
 
+impl BlockGraph {
     fn check_node_perms(&self, name: &str) -> Result<()> {
         let parents = self.parents(name);
         for a in &parents {
@@ -2554,23 +2574,6 @@ impl BlockGraph {
         out
     }
 
-    /// How many filtered or backing children lie below `node` (QEMU counts filters as
-    /// layers): [`BlockGraph::layers_below`]'s count, without the list.
-    fn depth_below_node(&self, node: &Node) -> u64 {
-        let mut cur = node;
-        let mut depth = 0;
-        while depth < 255 {
-            let role = cur.driver.filtered_role().unwrap_or(ChildRole::Backing);
-            let Some(c) = child_in(cur, role) else { break };
-            depth += 1;
-            match self.nodes.get(c) {
-                Some(n) => cur = n,
-                None => break,
-            }
-        }
-        depth
-    }
-
     /// `name`, or the node below the job filters stacked on it.
     pub fn below_job_filters(&self, name: &str) -> String {
         self.below_filters(name, false).to_string()
@@ -3032,82 +3035,6 @@ impl BlockGraph {
         Ok(())
     }
 
-    fn image_info_of(&self, node: &Node) -> Result<ImageInfo> {
-        if let Some(role) = node.driver.filtered_role() {
-            // A filter shows its child's image, without the format's own facts (a job's
-            // filter without its backing file either).
-            let child = node
-                .children
-                .iter()
-                .find(|e| e.role == role)
-                .and_then(|e| self.nodes.get(&e.child))
-                .ok_or_else(|| not_found(&node.name))?;
-            let mut info = self.image_info_of(child)?;
-            info.qcow2 = None;
-            if node.driver.is_job_filter() {
-                info.backing_filename = None;
-                info.full_backing_filename = None;
-                info.backing_filename_format = None;
-                info.snapshots.clear();
-            }
-            return Ok(info);
-        }
-        if node.passthrough {
-            // A raw node over another node shows that node's data as raw: its size, cluster
-            // size and allocation, none of a format's own facts.
-            let child = self
-                .passes_to(node)
-                .and_then(|c| self.nodes.get(c))
-                .ok_or_else(|| not_found(&node.name))?;
-            let mut info = self.image_info_of(child)?;
-            info.format = ImageFormat::Raw;
-            info.qcow2 = None;
-            info.backing_filename = None;
-            info.full_backing_filename = None;
-            info.backing_filename_format = None;
-            info.snapshots.clear();
-            return Ok(info);
-        }
-        match (&node.data, node.driver) {
-            (Data::Null(..) | Data::Quorum(_), _) => Ok(ImageInfo {
-                filename: node.filename.clone(),
-                format: ImageFormat::Raw,
-                virtual_size: node.data.size(),
-                actual_size: Some(0),
-                cluster_size: None,
-                dirty_flag: false,
-                has_info: false,
-                encrypted: false,
-                backing_filename: None,
-                full_backing_filename: None,
-                backing_filename_format: None,
-                snapshots: Vec::new(),
-                qcow2: None,
-            }),
-            (Data::Image(_), Driver::File) => {
-                let mut info = image::image_info(&node.path(), Some(ImageFormat::Raw))?;
-                if let Some(length) = self.counted_length(&node.name) {
-                    info.virtual_size = length;
-                }
-                Ok(info)
-            }
-            (Data::Image(_), Driver::Raw) => {
-                let mut info = image::image_info(&node.path(), Some(ImageFormat::Raw))?;
-                if let Some(length) = self.counted_length(&node.name) {
-                    info.virtual_size = length;
-                }
-                // A raw node reports its file child's cluster size (a qcow2 node's, when a
-                // snapshot put one below it).
-                let child = node.children.iter().find(|e| e.role == ChildRole::File);
-                if let Some(c) = child.and_then(|e| self.nodes.get(&e.child)) {
-                    info.cluster_size = self.image_info_of(c)?.cluster_size;
-                }
-                Ok(info)
-            }
-            (Data::Image(_), _) => image::image_info(&node.path(), node.driver.format()),
-        }
-    }
-
     /// The backing file name a node's backing child must have to be the image's own (QEMU's
     /// `auto_backing_file`): the header's name as written, or, where the node opened the
     /// backing its header names, that backing's file name. None for no name at all.
@@ -3120,108 +3047,6 @@ impl BlockGraph {
         if let Some(n) = self.nodes.get_mut(name) {
             n.auto_backing = file.map(str::to_string);
         }
-    }
-
-    /// One node's `BlockDeviceInfo` as `query-block` shows a drive's; with `deep`,
-    /// `backing_image` follows the chain (past the filters jobs put in without a name).
-    pub fn node_info(&self, name: &str, deep: bool) -> Result<NodeInfo> {
-        self.node_info_in(name, deep, true)
-    }
-
-    fn node_info_in(&self, name: &str, deep: bool, skip_implicit: bool) -> Result<NodeInfo> {
-        self.node_info_at(name, deep, skip_implicit, 0)
-    }
-
-    /// [`BlockGraph::node_info_in`] for the node `depth` layers below the one asked about.
-    /// The graph holds no cycle and no chain longer than its images open, so the bound only
-    /// keeps a broken graph from taking the stack with it.
-    fn node_info_at(
-        &self,
-        name: &str,
-        deep: bool,
-        skip_implicit: bool,
-        depth: usize,
-    ) -> Result<NodeInfo> {
-        if depth > MAX_INFO_DEPTH {
-            return Err(Error::generic("Backing chain too deep"));
-        }
-        let node = self.node(name)?;
-        // A filter shows no backing file of its own; another node, the second of its
-        // backing chain (past the job filters).
-        let backing = match node.driver.filtered_role() {
-            Some(_) => None,
-            None => child_in(node, ChildRole::Backing)
-                .map(|b| self.below_filters(b, false))
-                .and_then(|b| self.nodes.get(b)),
-        };
-        // The image below: a filter's filtered child, another node's backing child.
-        let below = child_in(
-            node,
-            node.driver.filtered_role().unwrap_or(ChildRole::Backing),
-        )
-        .map(|b| {
-            if skip_implicit {
-                self.below_implicit(b)
-            } else {
-                b
-            }
-        });
-        let backing_image = match (deep, below) {
-            (true, Some(b)) => Some(Box::new(self.node_info_at(
-                b,
-                true,
-                skip_implicit,
-                depth + 1,
-            )?)),
-            _ => None,
-        };
-        Ok(NodeInfo {
-            node_name: node.name.clone(),
-            file: node.filename.clone(),
-            // A commit's filter below the active layer is opened read-only.
-            ro: node.read_only || node.driver == Driver::CommitTop,
-            drv: node.driver.name().to_string(),
-            backing_file: backing.map(|b| b.filename.clone()),
-            backing_file_depth: self.depth_below_node(node),
-            encrypted: false,
-            detect_zeroes: node.detect_zeroes,
-            bps: 0,
-            bps_rd: 0,
-            bps_wr: 0,
-            iops: 0,
-            iops_rd: 0,
-            iops_wr: 0,
-            write_threshold: node.write_threshold,
-            cache: CacheInfo {
-                writeback: true,
-                direct: node.cache_direct,
-                no_flush: node.cache_no_flush,
-            },
-            active: true,
-            image_format: node.driver.name().to_string(),
-            image: self.image_info_of(node)?,
-            backing_image,
-            bitmaps: node
-                .bitmaps
-                .lock()
-                .map(|set| set.list.clone())
-                .unwrap_or_default(),
-        })
-    }
-
-    /// `query-named-block-nodes`: newest first, as QEMU lists them.
-    pub fn named_nodes(&self, flat: bool) -> Result<Vec<NodeInfo>> {
-        self.node_names()
-            .iter()
-            .map(|n| {
-                let mut info = self.node_info_in(n, !flat, false)?;
-                // The flat list does not count backing files (QEMU 10.0 leaves it 0).
-                if flat {
-                    info.backing_file_depth = 0;
-                }
-                Ok(info)
-            })
-            .collect()
     }
 
     /// `x-debug-query-block-graph`: block drivers and users with every edge's permissions.
@@ -3237,22 +3062,18 @@ impl BlockGraph {
     /// QEMU lists a job until it is dismissed, with the links it still holds (none once it
     /// concluded).
     pub fn debug_graph_with_jobs(&self, block_jobs: &[String]) -> DebugGraph {
-        #[derive(PartialEq)]
+        #[derive(PartialEq, Eq, Hash)]
         enum Key {
             User(u64),
             Job(String),
             Node(String),
         }
-        let mut ids: Vec<Key> = Vec::new();
+        let mut ids: std::collections::HashMap<Key, u64> = Default::default();
         let mut id = |k: Key| -> u64 {
-            match ids.iter().position(|x| *x == k) {
-                Some(i) => i as u64 + 1,
-                None => {
-                    ids.push(k);
-                    ids.len() as u64
-                }
-            }
+            let next = ids.len() as u64 + 1;
+            *ids.entry(k).or_insert(next)
         };
+        let cumulative = self.all_cumulative();
         let mut nodes = Vec::new();
         let mut edges = Vec::new();
         let mut edge = |parent: u64, child: u64, name: String, perm: PermSet, shared: PermSet| {
@@ -3315,7 +3136,11 @@ impl BlockGraph {
             let mut children: Vec<&Edge> = n.children.iter().collect();
             children.sort_by_key(|e| std::cmp::Reverse(e.attached));
             for e in children {
-                let (perm, shared) = self.edge_perms(n, e.role);
+                let (p, s) = cumulative
+                    .get(n.name.as_str())
+                    .copied()
+                    .unwrap_or((PermSet::NONE, PermSet::ALL));
+                let (perm, shared) = self.edge_perms_given(n, e.role, p, s);
                 let child = id(Key::Node(e.child.clone()));
                 edge(me, child, e.role.name().to_string(), perm, shared);
             }

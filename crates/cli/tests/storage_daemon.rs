@@ -1,6 +1,8 @@
 //! `qmpkit storage-daemon` and the binary run as `qemu-storage-daemon`: the daemon's
-//! identity, command line and QMP interface, and an NBD client reading one of its exports.
+//! identity, command line and QMP interface, an NBD client reading one of its exports, and
+//! deep stacks of filter nodes described as the real daemon describes them.
 
+#[macro_use]
 #[path = "storage_daemon_support/mod.rs"]
 mod support;
 
@@ -330,4 +332,174 @@ fn an_nbd_client_reads_an_export() {
     drop(q);
     drop(d);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `text` with the daemon's directory as `$DIR` and each generated `#blockNNN` name as
+/// `#block` (the digits are random in QEMU).
+fn norm_names(text: &str, dir: &std::path::Path) -> String {
+    let text = text.replace(&*dir.to_string_lossy(), "$DIR");
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text.as_str();
+    while let Some(at) = rest.find("#block") {
+        out.push_str(&rest[..at + 6]);
+        rest = rest[at + 6..].trim_start_matches(|c: char| c.is_ascii_digit());
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Whether layer `i` of the stacks below is a raw node (else a throttle filter): every fifth,
+/// up to layer 12.
+fn raw_layer(i: usize) -> bool {
+    i % 5 == 0 && i <= 12
+}
+
+/// Adds layers `from..=to` to the stack whose top is `n{from-1}`.
+fn stack_layers(q: &mut Qmp, from: usize, to: usize) {
+    for i in from..=to {
+        let layer = if raw_layer(i) {
+            json!({"driver": "raw", "node-name": format!("n{i}"), "file": format!("n{}", i - 1)})
+        } else {
+            json!({"driver": "throttle", "node-name": format!("n{i}"),
+                   "throttle-group": "tg0", "file": format!("n{}", i - 1)})
+        };
+        let req = json!({"execute": "blockdev-add", "arguments": layer});
+        q.ok(&req.to_string());
+    }
+}
+
+/// A stack of filters (throttle nodes, with raw nodes among them) over a qcow2 image, an
+/// NBD export writing on top: `query-named-block-nodes` (nested and flat),
+/// `x-debug-query-block-graph` (the export's permissions passed down every layer) and
+/// `query-block` answer byte for byte as qemu-storage-daemon's, with names deeper than any
+/// fixed bound (each layer's `json:` name nests all those below it, cut where QEMU cuts it).
+/// A deeper stack is described in time that follows the answer's size: each layer's name and
+/// image are worked out once per query, not again for every layer above it.
+#[test]
+fn deep_filter_stacks_are_described_as_the_daemon_does() {
+    let (real, img, _) = qemu_tools!();
+    let root = support::tmpdir("deep");
+    let prog = support::ours(&root);
+    let mut sides = Vec::new();
+    for (name, p) in [("real", real.as_path()), ("ours", prog.as_path())] {
+        let d = root.join(name);
+        std::fs::create_dir_all(&d).unwrap();
+        let args = ["create", "-q", "-f", "qcow2", "base.qcow2", "1M"];
+        let (code, _, err) = qmpkit_testkit::cmd::run_in(&img, &d, &args);
+        assert_eq!(code, 0, "{err}");
+        let daemon = support::start(p, &d, &[]);
+        let mut q = Qmp::connect(&daemon.socket);
+        q.ok(r#"{"execute": "object-add", "arguments": {"qom-type": "throttle-group", "id": "tg0"}}"#);
+        let base = json!({"execute": "blockdev-add", "arguments": {"driver": "qcow2",
+            "node-name": "n0", "file": {"driver": "file", "filename": d.join("base.qcow2")}}});
+        q.ok(&base.to_string());
+        let nbd = json!({"execute": "nbd-server-start",
+            "arguments": {"addr": {"type": "unix", "data": {"path": d.join("nbd.sock")}}}});
+        q.ok(&nbd.to_string());
+        sides.push((q, d, daemon));
+    }
+    let export = |top: usize| {
+        json!({"execute": "block-export-add", "arguments": {"type": "nbd", "id": format!("e{top}"),
+            "node-name": format!("n{top}"), "writable": true}})
+        .to_string()
+    };
+    let compare = |sides: &mut Vec<(Qmp, std::path::PathBuf, support::Daemon)>, reqs: &[&str]| {
+        for req in reqs {
+            let answers: Vec<String> = sides
+                .iter_mut()
+                .map(|(q, d, _)| norm_names(&q.send(req).0, d))
+                .collect();
+            assert!(
+                answers[0] == answers[1],
+                "{req}: qmpkit and qemu-storage-daemon differ:\n{}\n{}",
+                answers[1],
+                answers[0]
+            );
+        }
+    };
+    // A shallow stack, every answer whole.
+    for (q, _, _) in sides.iter_mut() {
+        stack_layers(q, 1, 12);
+        q.ok(&export(12));
+    }
+    compare(
+        &mut sides,
+        &[
+            r#"{"execute": "query-named-block-nodes"}"#,
+            r#"{"execute": "query-named-block-nodes", "arguments": {"flat": true}}"#,
+            r#"{"execute": "x-debug-query-block-graph"}"#,
+            r#"{"execute": "query-block"}"#,
+        ],
+    );
+    // Deeper than 64 layers (the real daemon takes seconds to nest this deep, so the nested
+    // answer is compared on the shallow stack only).
+    for (q, _, _) in sides.iter_mut() {
+        stack_layers(q, 13, 70);
+        q.ok(&export(70));
+    }
+    compare(
+        &mut sides,
+        &[
+            r#"{"execute": "query-named-block-nodes", "arguments": {"flat": true}}"#,
+            r#"{"execute": "x-debug-query-block-graph"}"#,
+        ],
+    );
+    let (mut q, dir, daemon) = sides.pop().unwrap();
+    drop(sides);
+    // Ours alone, deeper: each answer in bounded time (each layer worked out again for every
+    // layer above it took minutes here), and each nested entry made of the flat ones.
+    const TOP: usize = 120;
+    stack_layers(&mut q, 71, TOP);
+    let start = std::time::Instant::now();
+    let flat = q.ok(r#"{"execute": "query-named-block-nodes", "arguments": {"flat": true}}"#);
+    let nested = q.ok(r#"{"execute": "query-named-block-nodes"}"#);
+    let graph = q.ok(r#"{"execute": "x-debug-query-block-graph"}"#);
+    let took = start.elapsed();
+    eprintln!("{TOP} layers described in {took:?}");
+    assert!(
+        took < std::time::Duration::from_secs(20),
+        "describing {TOP} layers took {took:?}"
+    );
+    let flat = flat.as_array().unwrap();
+    let nested = nested.as_array().unwrap();
+    assert_eq!(flat.len(), TOP + 2);
+    assert_eq!(nested.len(), TOP + 2);
+    assert_eq!(graph["nodes"].as_array().unwrap().len(), TOP + 2 + 2);
+    let file_of: std::collections::HashMap<&str, &Value> = flat
+        .iter()
+        .map(|n| (n["node-name"].as_str().unwrap(), &n["file"]))
+        .collect();
+    for n in nested {
+        let name = n["node-name"].as_str().unwrap();
+        assert_eq!(n["file"], *file_of[name], "{name}");
+        // A filter nests the layers below it, down to the first that is not a filter (a
+        // raw node over a node is a format node: it nests what its backing would be).
+        let mut layers = vec![name.to_string()];
+        if let Some(mut k) = name.strip_prefix('n').and_then(|k| k.parse::<usize>().ok()) {
+            while k > 0 && !raw_layer(k) {
+                k -= 1;
+                layers.push(format!("n{k}"));
+            }
+        }
+        assert_eq!(n["backing_file_depth"], layers.len() - 1, "{name}");
+        let mut image = &n["image"];
+        for layer in &layers {
+            assert_eq!(
+                image["filename"],
+                *file_of[layer.as_str()],
+                "{name} at {layer}"
+            );
+            image = &image["backing-image"];
+        }
+        assert_eq!(*image, Value::Null, "{name}");
+    }
+    // The top layers' names are cut as QEMU cuts them; those of the layers low enough whole.
+    let top = flat[0]["file"].as_str().unwrap();
+    assert!(top.len() == 4095 && top.ends_with("..."), "{top}");
+    let low = file_of["n10"].as_str().unwrap();
+    assert!(low.starts_with("json:") && low.ends_with("}"), "{low}");
+    drop(q);
+    drop(daemon);
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(&root);
 }

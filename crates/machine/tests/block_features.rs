@@ -1501,3 +1501,98 @@ fn qcow2_node_over_a_raw_node() {
         ok(run(&mut m, "blockdev-del", json!({"node-name": n})));
     }
 }
+
+/// A drive whose medium is the top of a deep stack of throttle filters: `query-block`
+/// nests every layer's image under the drive's (each named by its options, with those of
+/// the layers below, and cut where QEMU cuts a name), and the machine describes the stack in
+/// time that follows the answer's size, not once more for every layer above.
+#[test]
+fn deep_filter_stacks_under_a_drive_are_described_in_bounded_time() {
+    const TOP: usize = 100;
+    let d = dir("deep-stack");
+    let disk = d.join("a.qcow2");
+    qcow2(&disk, 1 << 20);
+    let mut m = common::machine_10();
+    ok(run(
+        &mut m,
+        "object-add",
+        json!({"qom-type": "throttle-group", "id": "tg0"}),
+    ));
+    ok(run(
+        &mut m,
+        "blockdev-add",
+        json!({"driver": "qcow2", "node-name": "n0", "file": {"driver": "file", "filename": disk}}),
+    ));
+    for i in 1..=TOP {
+        ok(run(
+            &mut m,
+            "blockdev-add",
+            json!({"driver": "throttle", "node-name": format!("n{i}"), "throttle-group": "tg0",
+                   "file": format!("n{}", i - 1)}),
+        ));
+    }
+    let blocks = ok(run(&mut m, "query-block", json!({})));
+    let cd = blocks
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["device"] == "ide1-cd0")
+        .expect("the CD-ROM drive");
+    let qdev = cd["qdev"].as_str().unwrap().to_string();
+    ok(run(&mut m, "blockdev-open-tray", json!({"id": qdev})));
+    ok(run(
+        &mut m,
+        "blockdev-insert-medium",
+        json!({"id": qdev, "node-name": format!("n{TOP}")}),
+    ));
+    ok(run(&mut m, "blockdev-close-tray", json!({"id": qdev})));
+    let start = std::time::Instant::now();
+    let blocks = ok(run(&mut m, "query-block", json!({})));
+    let nodes = ok(run(&mut m, "query-named-block-nodes", json!({})));
+    let took = start.elapsed();
+    assert!(
+        took < std::time::Duration::from_secs(20),
+        "describing {TOP} layers took {took:?}"
+    );
+    let nodes = nodes.as_array().unwrap();
+    let file_of = |name: &str| {
+        nodes
+            .iter()
+            .find(|n| n["node-name"] == name)
+            .map(|n| n["file"].clone())
+            .unwrap_or_else(|| panic!("no node {name}"))
+    };
+    let cd = blocks
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["device"] == "ide1-cd0")
+        .unwrap();
+    let inserted = &cd["inserted"];
+    assert_eq!(inserted["node-name"], format!("n{TOP}"));
+    assert_eq!(inserted["backing_file_depth"], TOP);
+    let mut image = &inserted["image"];
+    for k in (0..=TOP).rev() {
+        assert_eq!(image["filename"], file_of(&format!("n{k}")), "layer n{k}");
+        assert_eq!(image["virtual-size"], 1 << 20, "layer n{k}");
+        image = &image["backing-image"];
+    }
+    assert_eq!(*image, Value::Null);
+    // Each layer's name nests those below it: whole low in the stack, cut near its top.
+    let whole = |k: usize| {
+        let mut o = json!({"driver": "qcow2", "file": {"driver": "file", "filename": disk}});
+        for _ in 0..k {
+            o = json!({"throttle-group": "tg0", "driver": "throttle", "file": o});
+        }
+        format!(
+            "json:{}",
+            qmpkit_wire::json::to_qemu_string(&qmpkit_wire::qdict::qemu_order(o))
+        )
+    };
+    assert_eq!(file_of("n3"), whole(3));
+    let top = file_of(&format!("n{TOP}"));
+    let top = top.as_str().unwrap();
+    assert_eq!(top.len(), 4095);
+    assert_eq!(&top[..4092], &whole(TOP)[..4092]);
+    assert!(top.ends_with("..."));
+}

@@ -5,6 +5,7 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use qmpkit_block::graph::{BlockGraph, ChildRole, Generation};
 use qmpkit_block::Driver;
@@ -24,39 +25,52 @@ struct Refreshed {
 
 /// The file name QEMU shows for `node`.
 pub fn filename(g: &BlockGraph, node: &str) -> String {
-    refresh(g, node, 0).filename
+    refreshed(g, node, &mut Memo::default()).filename.clone()
 }
+
+/// What was worked out of each node so far: a node's name is made of its children's, so each
+/// node is worked out once for all its parents, and describing a stack of N nodes costs what
+/// its names' text costs, not N times that.
+type Memo = HashMap<String, Arc<Refreshed>, foldhash::fast::FixedState>;
 
 /// File names worked out for one graph, kept while the graph stays the same (its
 /// [`Generation`]): any change to its nodes or users (a node opened, reopened or deleted, a
 /// snapshot's overlay, a child or medium attached or moved, a job's filter) forgets them all.
 #[derive(Debug, Default)]
 pub struct Names {
-    cache: RefCell<(
-        Generation,
-        HashMap<String, String, foldhash::fast::FixedState>,
-    )>,
+    cache: RefCell<(Generation, Memo)>,
 }
+
+/// Graphs up to this many worked-out nodes have each name checked again on every use in
+/// builds with debug assertions; larger ones (deep stacks of filters, where checking would
+/// cost what the memo saves) are not.
+const CHECKED_NODES: usize = 64;
 
 impl Names {
     /// [`filename`], worked out once per node while `g` does not change.
     pub fn filename(&self, g: &BlockGraph, node: &str) -> String {
         let mut cache = self.cache.borrow_mut();
-        let (seen, names) = &mut *cache;
+        let (seen, memo) = &mut *cache;
         let now = g.generation();
         if *seen != now {
-            names.clear();
+            memo.clear();
             *seen = now;
         }
-        if let Some(name) = names.get(node) {
+        if let Some(r) = memo.get(node) {
             // Builds with debug assertions (the tests) check that nothing the name depends
             // on changed without the graph's generation moving.
-            debug_assert_eq!(*name, filename(g, node), "stale file name of {node}");
-            return name.clone();
+            if cfg!(debug_assertions) && memo.len() <= CHECKED_NODES {
+                debug_assert_eq!(r.filename, filename(g, node), "stale file name of {node}");
+            }
+            return r.filename.clone();
         }
-        let name = filename(g, node);
-        names.insert(node.to_string(), name.clone());
-        name
+        refreshed(g, node, memo).filename.clone()
+    }
+}
+
+impl std::fmt::Debug for Refreshed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.filename)
     }
 }
 
@@ -66,28 +80,96 @@ fn is_protocol(driver: Driver) -> bool {
     matches!(driver, Driver::File | Driver::NullCo | Driver::NullAio)
 }
 
-fn refresh(g: &BlockGraph, node: &str, depth: u32) -> Refreshed {
-    let plain = |name: String| Refreshed {
+/// The nodes whose names `node`'s is made of (see [`refresh_one`]).
+fn inputs(g: &BlockGraph, node: &str) -> Vec<String> {
+    let Ok(driver) = g.driver(node) else {
+        return Vec::new();
+    };
+    let filtered = driver.filtered_role().and_then(|r| g.child(node, r));
+    if g.is_implicit(node) {
+        if let Some(c) = filtered {
+            return vec![c];
+        }
+    }
+    let mut v: Vec<String> = g.child(node, ChildRole::Backing).into_iter().collect();
+    if driver == Driver::Quorum {
+        v.extend(g.quorum_children(node));
+    }
+    v.extend(g.child(node, ChildRole::File));
+    v.extend(g.child(node, ChildRole::Target));
+    v
+}
+
+/// `node`'s name, and those of the nodes below it on the way, each worked out once into
+/// `memo`: children before their parents, on a stack of its own (a stack of filters may be
+/// deeper than a thread's stack would take).
+fn refreshed(g: &BlockGraph, node: &str, memo: &mut Memo) -> Arc<Refreshed> {
+    if let Some(r) = memo.get(node) {
+        return r.clone();
+    }
+    // (node, whether its inputs were pushed); a node whose inputs were pushed is on the way
+    // down from `node` until it is worked out, so meeting it again would be a cycle (which
+    // the graph never has; its name then goes without that child's).
+    let mut stack = vec![(node.to_string(), false)];
+    let mut on_way: std::collections::HashSet<String, foldhash::fast::FixedState> =
+        Default::default();
+    while let Some((n, expanded)) = stack.pop() {
+        if memo.contains_key(&n) {
+            continue;
+        }
+        if expanded {
+            let r = refresh_one(g, &n, memo);
+            on_way.remove(&n);
+            memo.insert(n, Arc::new(r));
+            continue;
+        }
+        let ins = inputs(g, &n);
+        on_way.insert(n.clone());
+        stack.push((n, true));
+        for c in ins {
+            if !memo.contains_key(&c) && !on_way.contains(&c) {
+                stack.push((c, false));
+            }
+        }
+    }
+    memo.get(node)
+        .cloned()
+        .unwrap_or_else(|| Arc::new(plain(String::new())))
+}
+
+fn plain(name: String) -> Refreshed {
+    Refreshed {
         exact: name.clone(),
         filename: name,
         options: Value::Null,
+    }
+}
+
+/// One node's name from its children's, which `memo` has.
+fn refresh_one(g: &BlockGraph, node: &str, memo: &Memo) -> Refreshed {
+    let get = |n: &str| -> Arc<Refreshed> {
+        memo.get(n)
+            .cloned()
+            .unwrap_or_else(|| Arc::new(plain(String::new())))
     };
     let Ok(driver) = g.driver(node) else {
         return plain(String::new());
     };
     let own = g.filename(node).unwrap_or_default();
-    if depth > 64 {
-        return plain(own);
-    }
     let filtered = driver.filtered_role().and_then(|r| g.child(node, r));
     // A filter a job put in without a name is its child to the user.
     if g.is_implicit(node) {
         if let Some(c) = &filtered {
-            return refresh(g, c, depth + 1);
+            let r = get(c);
+            return Refreshed {
+                exact: r.exact.clone(),
+                filename: r.filename.clone(),
+                options: r.options.clone(),
+            };
         }
     }
     let backing = g.child(node, ChildRole::Backing);
-    let backing_r = backing.as_deref().map(|b| refresh(g, b, depth + 1));
+    let backing_r = backing.as_deref().map(get);
     let auto = g.auto_backing_file(node);
     // The client chose another backing than the image's own (or none where it has one).
     let backing_overridden = g.dropped_from_chain(node)
@@ -125,7 +207,7 @@ fn refresh(g: &BlockGraph, node: &str, depth: u32) -> Refreshed {
             let children: Vec<Value> = g
                 .quorum_children(node)
                 .iter()
-                .map(|c| refresh(g, c, depth + 1).options)
+                .map(|c| get(c).options.clone())
                 .collect();
             o.insert("children".into(), Value::Array(children));
             strong = true;
@@ -152,12 +234,12 @@ fn refresh(g: &BlockGraph, node: &str, depth: u32) -> Refreshed {
         o.insert("backing".into(), b);
     }
     let file = g.child(node, ChildRole::File);
-    let file_r = file.as_deref().map(|f| refresh(g, f, depth + 1));
+    let file_r = file.as_deref().map(get);
     if let Some(f) = &file_r {
         o.insert("file".into(), f.options.clone());
     }
     if let Some(t) = g.child(node, ChildRole::Target) {
-        o.insert("target".into(), refresh(g, &t, depth + 1).options);
+        o.insert("target".into(), get(&t).options.clone());
     }
     let options = Value::Object(o);
     let exact = match driver {
