@@ -480,6 +480,8 @@ struct Node {
     length: Option<u64>,
     /// How far writes through a data path grew the file since (`graph/length`).
     grown: length::GrownCell,
+    /// A mirror's filter: what is written through it, for the job.
+    mirror_writes: Option<Arc<crate::mirror_writes::MirrorWrites>>,
 }
 
 /// `BlockdevCacheInfo`.
@@ -1455,6 +1457,7 @@ impl BlockGraph {
                 write_error: None,
                 length: None,
                 grown: Default::default(),
+                mirror_writes: None,
             },
         );
         if !added.iter().any(|n| n == name) {
@@ -2776,11 +2779,19 @@ impl BlockGraph {
             // A filter's I/O is its child's (and marks the child's bitmaps); it counts where
             // its writes end.
             if let Some(c) = self.child(name, role) {
-                return Ok(Arc::new(crate::bitmap::Marking {
+                let marking = Arc::new(crate::bitmap::Marking {
                     inner: self.backend(&c)?,
                     bitmaps: None,
                     written: node.written.clone(),
-                }));
+                });
+                // A mirror's filter notes what is written through it for its job.
+                return Ok(match &node.mirror_writes {
+                    Some(w) => Arc::new(crate::mirror_writes::Tracking {
+                        inner: marking,
+                        writes: w.clone(),
+                    }),
+                    None => marking,
+                });
             }
         }
         Ok(match &node.data {
@@ -3015,10 +3026,28 @@ impl BlockGraph {
             .write()
             .map_err(|_| Error::generic("image lock poisoned"))?;
         let shrinks = size < g.size();
-        g.resize(size)?;
-        self.resize_bitmaps(name, g.size());
-        drop(g);
-        if shrinks && self.node(name)?.driver == Driver::Qcow2 {
+        let qcow2 = self.node(name)?.driver == Driver::Qcow2;
+        if qcow2 && size > g.size() {
+            // A qcow2 image grows as QEMU grows it (its L1 table only as far as needed).
+            g.check_resize(size)?;
+            drop(g);
+            let end = self.edit_closed(name, |path| crate::qcow2_file::grow(path, size))?;
+            if let Some(file) = self.child(name, ChildRole::File) {
+                self.note_file_written(&file, end);
+            }
+            let now = self
+                .image(name)?
+                .read()
+                .map_err(|_| Error::generic("image lock poisoned"))?
+                .size();
+            self.resize_bitmaps(name, now);
+        } else {
+            g.resize(size)?;
+            let now = g.size();
+            drop(g);
+            self.resize_bitmaps(name, now);
+        }
+        if shrinks && qcow2 {
             self.edit_closed(name, |path| crate::qcow2_file::finish_shrink(path, size))?;
         }
         if matches!(self.node(name)?.driver, Driver::File | Driver::Raw) {
@@ -3182,6 +3211,17 @@ impl BlockGraph {
     pub fn mark_dropped_from_chain(&mut self, name: &str) {
         if let Some(n) = self.nodes.get_mut(name) {
             n.dropped_from_chain = true;
+        }
+    }
+
+    /// What is written through a mirror's filter `name` is noted in `writes` from now on.
+    pub fn set_mirror_writes(
+        &mut self,
+        name: &str,
+        writes: Option<Arc<crate::mirror_writes::MirrorWrites>>,
+    ) {
+        if let Some(n) = self.nodes.get_mut(name) {
+            n.mirror_writes = writes;
         }
     }
 

@@ -829,6 +829,16 @@ impl Image {
 
     /// Grows or shrinks the virtual disk (`block_resize`).
     pub fn resize(&mut self, new_size: u64) -> Result<()> {
+        self.check_resize(new_size)?;
+        self.access
+            .resize(new_size, imago::format::PreallocateMode::None)
+            .map_err(|e| Error::generic(e.to_string()))?;
+        self.access.flush()?;
+        Ok(())
+    }
+
+    /// Why the image cannot take `new_size`, if it cannot.
+    pub fn check_resize(&self, new_size: u64) -> Result<()> {
         if !self.writable {
             return Err(Error::generic("Image is read-only"));
         }
@@ -838,10 +848,6 @@ impl Image {
         if self.format == ImageFormat::Qcow2 && new_size % 512 != 0 {
             return Err(Error::generic("The new size must be a multiple of 512"));
         }
-        self.access
-            .resize(new_size, imago::format::PreallocateMode::None)
-            .map_err(|e| Error::generic(e.to_string()))?;
-        self.access.flush()?;
         Ok(())
     }
 

@@ -5,9 +5,11 @@
 //! real files when their run ends (and change the graph when they finalize, as QEMU does).
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use crate::graph::{BlockGraph, ChildRole, Driver, Perm, PermSet, UserId, UserKind};
 use crate::image::{self, CreateOptions, Image, ImageFormat};
+use crate::mirror_writes::MirrorWrites;
 use crate::qcow2;
 use crate::{Error, ErrorClass, Result};
 
@@ -220,6 +222,9 @@ pub struct JobOptions {
     /// A negative speed was asked: the job is created, takes its links, and is dropped
     /// with [`NEGATIVE_SPEED`] (QEMU sets the speed once the job is made).
     pub negative_speed: bool,
+    /// A mirror's dirty-tracking granularity in bytes (0: the default, from its target's
+    /// cluster size).
+    pub granularity: u64,
 }
 
 /// QEMU's words for a negative speed.
@@ -244,6 +249,7 @@ impl JobOptions {
             speed: 0,
             filter_node_name: None,
             negative_speed: false,
+            granularity: 0,
         }
     }
 }
@@ -378,6 +384,8 @@ struct Job {
     /// A backup with `sync` `none`: it copies only what writes are about to change, and runs
     /// until it is cancelled.
     endless: bool,
+    /// A mirror: what is written through its filter (which it copies, and counts).
+    writes: Option<Arc<MirrorWrites>>,
 }
 
 /// A rate-limited job's time slice, as QEMU's rate limiter measures speed.
@@ -574,6 +582,7 @@ impl Job {
             chunk_cursor: self.chunk_cursor,
             batch: self.batch,
             endless: self.endless,
+            writes: None,
         }
     }
 }
@@ -748,6 +757,7 @@ impl Jobs {
                 chunk_cursor: (0, 0),
                 batch: 0,
                 endless: false,
+                writes: None,
             },
         );
         // QEMU drains the graph as the job's filter goes in, then as the job takes its links
@@ -1481,14 +1491,19 @@ impl Jobs {
         backup_bitmap: Option<&BackupBitmap>,
     ) -> Result<()> {
         graph.require(device)?;
+        // A mirror's source must be a root, which is checked before its target is looked up.
+        if kind == JobKind::Mirror && !graph.is_root(device) {
+            return Err(Error::generic("Need a root block node"));
+        }
         graph.require(target)?;
         let bitmap = match backup_bitmap {
             Some(b) => Self::check_backup_bitmap(graph, device, sync, b)?,
             None => None,
         };
-        if kind == JobKind::Mirror && !graph.is_root(device) {
-            return Err(Error::generic("Need a root block node"));
-        }
+        let granularity = match kind {
+            JobKind::Mirror => mirror_granularity(graph, target, opts.granularity)?,
+            _ => crate::bitmap::DEFAULT_GRANULARITY,
+        };
         if device == target {
             return Err(Error::generic(if kind == JobKind::Mirror {
                 "Can't mirror node into itself"
@@ -1595,12 +1610,16 @@ impl Jobs {
             graph.bitmap_freeze(device, b)?;
         }
         // The filter's own bitmaps: what is left to copy (and, for a backup, two more).
-        let granularity = crate::bitmap::DEFAULT_GRANULARITY;
         let count = if kind == JobKind::Mirror { 1 } else { 3 };
         graph.add_job_bitmaps(&f, count, granularity);
         if kind == JobKind::Backup {
             graph.set_job_bitmap_full(&f);
         }
+        let writes = (kind == JobKind::Mirror).then(|| {
+            let w = MirrorWrites::new(granularity);
+            graph.set_mirror_writes(&f, Some(w.clone()));
+            w
+        });
         if kind == JobKind::Mirror {
             graph.block(device, &opts.id, &Self::in_use_reason(kind));
         }
@@ -1636,6 +1655,8 @@ impl Jobs {
             j.plan = Some(p.chunks);
             j.endless = p.endless;
         }
+        self.jobs[0].writes = writes;
+        self.note_copied(0);
         self.show_remaining(graph, 0);
         Ok(())
     }
@@ -1752,13 +1773,30 @@ impl Jobs {
             if let Some(at) = j.next_chunk_ns.as_mut() {
                 *at = (*at).max(now_ns);
             }
+            // A ready mirror copies what was written through its filter since it last
+            // looked, at once.
+            // What was mirrored at once counts even while the job is paused.
+            if j.status == JobStatus::Ready {
+                self.take_writes(graph, i);
+                self.show_remaining(graph, i);
+            } else if let Some(w) = &j.writes {
+                let synced = w.take_synced();
+                j.total = j.total.saturating_add(synced);
+                j.current = j.current.saturating_add(synced);
+            }
             return;
         }
         if j.speed > 0 {
             // The first chunk goes when the job started running (or got its limit), not
             // when the clock is next looked at.
             j.next_chunk_ns.get_or_insert(last);
-            let done = j.limited_steps(now_ns);
+            let mut done = j.limited_steps(now_ns);
+            // Due again after its last chunk, a mirror first copies what was written
+            // where it had copied: a chunk more, and a wait for it.
+            if done && self.take_writes(graph, i) {
+                done = self.jobs[i].limited_steps(now_ns);
+            }
+            self.note_copied(i);
             self.show_remaining(graph, i);
             if !self.move_data(graph, i, false) {
                 return;
@@ -1773,7 +1811,11 @@ impl Jobs {
         let bytes = (j.carry / 1_000_000_000) as u64;
         j.carry %= 1_000_000_000;
         j.current = j.current.saturating_add(bytes).min(j.total);
-        let done = j.current >= j.total;
+        let mut done = j.current >= j.total;
+        if done && self.take_writes(graph, i) {
+            done = false;
+        }
+        self.note_copied(i);
         self.show_remaining(graph, i);
         if !self.move_data(graph, i, false) {
             return;
@@ -1781,6 +1823,66 @@ impl Jobs {
         if done {
             self.run_finished(graph, i);
         }
+    }
+
+    /// Tells a mirror's record of writes how far the job has copied its disk: writes below
+    /// count, the rest is copied anyway.
+    fn note_copied(&self, i: usize) {
+        let j = &self.jobs[i];
+        if let Some(w) = &j.writes {
+            let done = j.current >= j.total || !j.counts_offsets();
+            w.set_copied_below(if done { u64::MAX } else { j.current });
+        }
+    }
+
+    /// A mirror takes what was written through its filter since it last looked: it copies
+    /// it to its target, and its progress grows by it (a ready job's done at once, a
+    /// running one's still to do). Whether there was any.
+    fn take_writes(&mut self, graph: &mut BlockGraph, i: usize) -> bool {
+        let Some(w) = self.jobs[i].writes.clone() else {
+            return false;
+        };
+        let Work::Mirror { source, target, .. } = &self.jobs[i].work else {
+            return false;
+        };
+        let (source, target) = (source.clone(), target.clone());
+        let size = graph.size(&source).unwrap_or(0);
+        let taken = w.take(size);
+        let bytes = taken.bytes;
+        if !taken.ranges.is_empty() {
+            let before = graph.lengths_before(&target);
+            let copied = copy_ranges(graph, &source, &target, SyncMode::Full, None, &taken.ranges)
+                .and_then(|()| graph.backend(&target)?.flush());
+            graph.note_written(before);
+            if let Err(e) = copied {
+                self.jobs[i].error = Some(e.desc);
+                self.abort(graph, i, false);
+                return false;
+            }
+        }
+        if bytes == 0 {
+            return false;
+        }
+        let j = &mut self.jobs[i];
+        j.total = j.total.saturating_add(bytes);
+        if j.status != JobStatus::Running {
+            j.current = j.current.saturating_add(bytes);
+        }
+        true
+    }
+
+    /// A mirror in the `write-blocking` mode that is actively synced writes what goes
+    /// through its filter to its target at once; otherwise only marks it.
+    fn mirror_at_once(&self, graph: &BlockGraph, i: usize) {
+        let j = &self.jobs[i];
+        let (Some(w), Work::Mirror { target, .. }) = (&j.writes, &j.work) else {
+            return;
+        };
+        let at_once = match j.actively_synced {
+            true => graph.backend(target).ok(),
+            false => None,
+        };
+        w.set_mirrored_at_once(at_once);
     }
 
     /// Moves job `i`'s data as far as its progress goes (`all`: the whole plan, as its run
@@ -1983,6 +2085,11 @@ impl Jobs {
             self.set_status(i, JobStatus::Ready);
             let j = &mut self.jobs[i];
             j.actively_synced = j.write_blocking;
+            self.note_copied(i);
+            if let Some(w) = &self.jobs[i].writes {
+                w.set_ready(true);
+            }
+            self.mirror_at_once(graph, i);
             let info = self.block_info(i);
             self.events.push(JobEvent::Ready(info));
         } else {
@@ -2007,6 +2114,8 @@ impl Jobs {
     /// Applies the job's graph change, then concludes (and is dismissed when auto-dismiss).
     fn finalize_at(&mut self, graph: &mut BlockGraph, i: usize) {
         let soft = self.jobs[i].soft_cancel;
+        // A mirror copies what was written through its filter since it last looked.
+        self.take_writes(graph, i);
         // The job's links and filter go first: its node's parents are back on it.
         self.release(graph, i);
         let result = match self.jobs[i].work.clone() {
@@ -2014,11 +2123,9 @@ impl Jobs {
             Work::Commit { top, base, overlay } => {
                 commit_finish(graph, &top, &base, overlay.as_deref())
             }
-            Work::Mirror {
-                source,
-                target,
-                sync,
-            } if !soft => copy_data(graph, &source, &target, sync, None)
+            Work::Mirror { source, target, .. } if !soft => graph
+                .backend(&target)
+                .and_then(|t| t.flush())
                 .and_then(|()| graph.move_users(&source, &target)),
             Work::Backup {
                 source,
@@ -2356,7 +2463,12 @@ impl Jobs {
     /// `block-job-change` of a mirror's copy mode, with QEMU's checks and words: only from
     /// `background` to `write-blocking` (or to the mode it has). Once the mirror is ready in
     /// `write-blocking` mode it is actively synced.
-    pub fn change_copy_mode(&mut self, id: &str, write_blocking: bool) -> Result<()> {
+    pub fn change_copy_mode(
+        &mut self,
+        graph: &BlockGraph,
+        id: &str,
+        write_blocking: bool,
+    ) -> Result<()> {
         let i = self.index(id)?;
         self.check_verb(i, JobVerb::Change)?;
         let j = &mut self.jobs[i];
@@ -2373,6 +2485,7 @@ impl Jobs {
         }
         j.write_blocking = true;
         j.actively_synced = matches!(j.status, JobStatus::Ready | JobStatus::Standby);
+        self.mirror_at_once(graph, i);
         Ok(())
     }
 
@@ -2957,21 +3070,7 @@ fn commit_finish(
     }
 }
 
-/// Mirror and backup: make `target` read as `source` does (where `bitmap` marks, with one
-/// and sync `bitmap`).
-fn copy_data(
-    graph: &BlockGraph,
-    source: &str,
-    target: &str,
-    sync: SyncMode,
-    bitmap: Option<&str>,
-) -> Result<()> {
-    let size = graph.size(source)?;
-    copy_ranges(graph, source, target, sync, bitmap, &[(0, size)])?;
-    graph.backend(target)?.flush()
-}
-
-/// [`copy_data`] over `ranges` of the disk.
+/// Copies `ranges` of the disk from `source` into `target`, as `sync` (and `bitmap`) say.
 fn copy_ranges(
     graph: &BlockGraph,
     source: &str,
@@ -3044,4 +3143,32 @@ fn copy_ranges(
         }
     }
     Ok(())
+}
+
+/// A mirror's dirty-tracking granularity: the one asked for (a power of two from 512 bytes
+/// to 64 MiB), or its target's cluster size within 4 KiB to 64 KiB (64 KiB for a target
+/// without clusters), as QEMU 10.0 chooses it.
+fn mirror_granularity(graph: &BlockGraph, target: &str, asked: u64) -> Result<u64> {
+    if asked != 0 {
+        if !(512..=64 << 20).contains(&asked) {
+            return Err(Error::generic(
+                "Parameter 'granularity' expects a value in range [512B, 64MB]",
+            ));
+        }
+        if !asked.is_power_of_two() {
+            return Err(Error::generic(
+                "Parameter 'granularity' expects a power of 2",
+            ));
+        }
+        return Ok(asked);
+    }
+    let cluster = graph
+        .node_info(target, false)
+        .ok()
+        .and_then(|i| i.image.cluster_size)
+        .unwrap_or(0);
+    Ok(match cluster {
+        0 => crate::bitmap::DEFAULT_GRANULARITY,
+        c => c.clamp(4096, crate::bitmap::DEFAULT_GRANULARITY),
+    })
 }

@@ -50,6 +50,7 @@ pub mod graph;
 pub mod image;
 pub mod job;
 pub mod lock;
+pub mod mirror_writes;
 pub mod nbd;
 pub mod qcow2;
 pub mod qcow2_bitmaps;

@@ -227,6 +227,59 @@ impl Refcounts {
     }
 }
 
+/// Grows a qcow2 image to `new_size` as QEMU does (measured on QEMU 10.0.2): the header
+/// takes the new size; the L1 table grows only when the new size needs more entries than it
+/// has, to exactly that many, into the first free clusters that fit while the old table
+/// still holds its own (which are given back afterwards); the file then ends where the new
+/// table does if that is past its end. Returns where the writes ended, at the highest.
+pub(crate) fn grow(path: &std::path::Path, new_size: u64) -> Result<u64> {
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)?;
+    let (h, _) = header_of(&mut f)?;
+    let cs = h.cluster_size();
+    let per_l1 = cs.saturating_mul(cs / 8).max(1);
+    let needed = new_size.div_ceil(per_l1);
+    let l1_size = u64::from(h.l1_size);
+    // The header's size field.
+    let mut highest = 32;
+    if needed > l1_size {
+        let entries = u32::try_from(needed).map_err(|_| invalid("The L1 table is too large"))?;
+        let old_bytes = l1_size * 8;
+        let new_bytes = needed * 8;
+        let mut table = if old_bytes > 0 && h.l1_table_offset != 0 {
+            read_exact_at(&mut f, h.l1_table_offset, old_bytes as usize)?
+        } else {
+            Vec::new()
+        };
+        table.resize(new_bytes as usize, 0);
+        let len_before = f.metadata()?.len();
+        let mut rc = Refcounts::open(&mut f, &h)?;
+        let at = rc.alloc(&mut f, new_bytes.div_ceil(cs))?;
+        if old_bytes > 0 && h.l1_table_offset != 0 {
+            rc.free(&mut f, h.l1_table_offset, old_bytes.div_ceil(cs))?;
+        }
+        for idx in &rc.dirty_blocks {
+            let off = rc.table[*idx] & OFFSET_MASK;
+            highest = highest.max(off + cs);
+        }
+        rc.write(&mut f)?;
+        write_at(&mut f, at, &table)?;
+        highest = highest.max(at + new_bytes);
+        // The file grows by what was written (the table's bytes, not its cluster's end).
+        let want = len_before.max(highest);
+        if f.metadata()?.len() > want {
+            f.set_len(want)?;
+        }
+        write_at(&mut f, 36, &entries.to_be_bytes())?;
+        write_at(&mut f, 40, &at.to_be_bytes())?;
+        highest = highest.max(48);
+    }
+    write_at(&mut f, 24, &new_size.to_be_bytes())?;
+    Ok(highest)
+}
+
 /// Finishes shrinking a qcow2 image to `new_size` as QEMU does: the L2 tables of the L1
 /// entries the new size no longer reaches are given back, and the file ends after its last
 /// cluster in use.

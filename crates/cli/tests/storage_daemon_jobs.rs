@@ -270,6 +270,12 @@ enum Step {
     /// `qemu-img` (first word "img") or `qemu-io` ("io") with these arguments in the
     /// daemon's directory, to make or change a file no node holds; its exit status.
     Tool(&'static [&'static str]),
+    /// A pause of this many milliseconds (for what the real daemon does in the background,
+    /// such as a ready mirror copying what was written, to be done).
+    Sleep(u64),
+    /// What `qemu-img map` says of a file, host offsets included (where its clusters are),
+    /// and the file's length.
+    HostMap(&'static str),
 }
 
 fn req(cmd: &str, args: Value) -> Step {
@@ -351,6 +357,17 @@ fn run(tag: &str, script: &[Step]) {
                     let (code, _, err) = qmpkit_testkit::cmd::run_in(prog, &s.dir, &args[1..]);
                     json!({"tool": [code, s.norm(&json!(err).to_string())]})
                 }
+                Step::Sleep(ms) => {
+                    std::thread::sleep(Duration::from_millis(*ms));
+                    json!({})
+                }
+                Step::HostMap(file) => {
+                    let args = ["map", "-U", "--output=json", file];
+                    let (code, out, err) = qmpkit_testkit::cmd::run_in(&img, &s.dir, &args);
+                    assert_eq!(code, 0, "qemu-img map {file}: {err}");
+                    let len = std::fs::metadata(s.dir.join(file)).map(|m| m.len()).ok();
+                    json!({"map": s.norm(&out), "length": len})
+                }
                 Step::Write(name, off, len) => {
                     let url = format!(
                         "nbd+unix:///{name}?socket={}",
@@ -374,6 +391,8 @@ fn run(tag: &str, script: &[Step]) {
             Step::Files => "files".into(),
             Step::ImageInfo(f) => format!("qemu-img info {f}"),
             Step::Map(f) => format!("qemu-img map {f}"),
+            Step::Sleep(ms) => format!("sleep {ms} ms"),
+            Step::HostMap(f) => format!("qemu-img map {f} (host offsets)"),
             Step::Io(f, c) => format!("qemu-io {c} {f}"),
             Step::Tool(args) => format!("qemu-{}", args.join(" ")),
         };
@@ -2920,4 +2939,202 @@ fn streams_over_sparse_raw_files_go_in_whole_pieces() {
         script.push(Step::Io("sp.qcow2", read));
     }
     run("sparse-stream", &script);
+}
+
+/// A mirror counts and copies what is written through its filter while it runs or is ready
+/// (measured on qemu-storage-daemon 10.0.2): in the background mode each granule written
+/// (the job's granularity: its target's cluster size within 4 KiB to 64 KiB, or as asked)
+/// once, the disk's last one only up to its end; in the `write-blocking` mode, once actively
+/// synced, each write's own bytes, a paused job's too. An export added to the source after the
+/// job started writes below the filter: the job does not see it, nor copy it. A granularity
+/// that is no power of two from 512 bytes to 64 MiB is refused, after the nodes are looked up.
+#[test]
+fn mirrors_count_what_is_written_through_their_filter() {
+    let jobs = || req("query-block-jobs", json!({}));
+    let nodes_full = || {
+        Step::Req(
+            json!({"execute": "query-named-block-nodes", "arguments": {"flat": true},
+                         "full": true}),
+        )
+    };
+    let mirror = |granularity: u64| {
+        req(
+            "blockdev-mirror",
+            json!({"job-id": "m0", "device": "src", "target": "tgt", "sync": "full",
+                   "granularity": granularity}),
+        )
+    };
+    run(
+        "mirror-writes",
+        &[
+            add("src", "base.qcow2"),
+            add("tgt", "tgt.qcow2"),
+            nbd_start(),
+            export("e0", "src", true),
+            req(
+                "blockdev-mirror",
+                json!({"job-id": "m0", "device": "nosuch",
+                "target": "tgt", "sync": "full", "granularity": 100}),
+            ),
+            mirror(100),
+            mirror(1000),
+            mirror(128 << 20),
+            mirror(0),
+            Step::Wait("m0", "ready"),
+            nodes_full(),
+            Step::Write("src", 0, 4096),
+            Step::Sleep(400),
+            jobs(),
+            // The same granule again, and one that spans two (the first counted before).
+            Step::Write("src", 100, 1000),
+            Step::Sleep(400),
+            Step::Write("src", 65535, 2),
+            Step::Sleep(400),
+            jobs(),
+            // The disk's last granule, and beyond what the first copy held.
+            Step::Write("src", (1 << 20) - 512, 512),
+            Step::Write("src", 700 << 10, 100),
+            Step::Sleep(400),
+            jobs(),
+            req(
+                "block-export-add",
+                json!({"type": "nbd", "id": "e1", "node-name": "src", "name": "late",
+                       "writable": true}),
+            ),
+            Step::Write("late", 400 << 10, 4096),
+            Step::Sleep(400),
+            jobs(),
+            req(
+                "block-job-change",
+                json!({"id": "m0", "type": "mirror", "copy-mode": "write-blocking"}),
+            ),
+            Step::Write("src", 200_000, 1000),
+            Step::Write("src", 200_000, 1000),
+            Step::Sleep(200),
+            jobs(),
+            req("job-pause", json!({"id": "m0"})),
+            Step::Wait("m0", "standby"),
+            Step::Write("src", 800 << 10, 3),
+            Step::Sleep(200),
+            jobs(),
+            req("job-resume", json!({"id": "m0"})),
+            Step::Wait("m0", "ready"),
+            req("job-complete", json!({"id": "m0"})),
+            Step::Wait("m0", "null"),
+            Step::Io("tgt.qcow2", "read -P 0x55 0 4096"),
+            Step::Io("tgt.qcow2", "read -P 0x55 65535 2"),
+            Step::Io("tgt.qcow2", "read -P 0x55 1048064 512"),
+            Step::Io("tgt.qcow2", "read -P 0x55 200000 1000"),
+            Step::Io("tgt.qcow2", "read -P 0x55 819200 3"),
+            Step::Io("tgt.qcow2", "read -P 0 409600 4096"),
+        ],
+    );
+}
+
+/// A mirror under a speed limit that has copied its disk once and waits for its speed
+/// counts the granules written meanwhile when it is due again, copies them as one more
+/// chunk, waits for that, and only then is ready; a mirror that copies nothing of its own
+/// (`sync: none`, a target of 4 KiB clusters) counts each granule written.
+#[test]
+fn rate_limited_and_empty_mirrors_count_writes_as_qemu_does() {
+    let jobs = || req("query-block-jobs", json!({}));
+    run(
+        "mirror-writes-limited",
+        &[
+            add("src", "base.qcow2"),
+            add("tgt", "tgt.qcow2"),
+            nbd_start(),
+            export("e0", "src", true),
+            job_on_src(
+                "blockdev-mirror",
+                "m0",
+                json!({"sync": "full", "speed": 1048576}),
+            ),
+            Step::Sleep(200),
+            jobs(),
+            Step::Write("src", 0, 4096),
+            Step::Write("src", 500_000, 4096),
+            jobs(),
+            Step::Wait("m0", "ready"),
+            jobs(),
+            req("block-job-cancel", json!({"device": "m0"})),
+            Step::Wait("m0", "null"),
+            Step::Tool(&[
+                "img",
+                "create",
+                "-q",
+                "-f",
+                "qcow2",
+                "-o",
+                "cluster_size=4096",
+                "small.qcow2",
+                "1M",
+            ]),
+            add("small", "small.qcow2"),
+            req(
+                "blockdev-mirror",
+                json!({"job-id": "m1", "device": "src", "target": "small", "sync": "none"}),
+            ),
+            Step::Wait("m1", "ready"),
+            Step::Write("src", 5000, 10_000),
+            Step::Sleep(400),
+            jobs(),
+            req("block-job-cancel", json!({"device": "m1"})),
+            Step::Wait("m1", "null"),
+            Step::Io("small.qcow2", "read -P 0x55 5000 10000"),
+        ],
+    );
+}
+
+/// A qcow2 image shrunk and grown again (`block_resize`) ends as QEMU's does, cluster for
+/// cluster: shrinking gives back the clusters beyond the new end and the file ends after its
+/// last cluster in use; growing changes the L1 table only when the new size needs more
+/// entries than it has, to exactly that many, in the first free clusters that fit (the old
+/// table's clusters given back after it moved); the clusters written next go where QEMU puts
+/// them.
+#[test]
+fn qcow2_images_shrink_and_grow_as_qemu_places_their_clusters() {
+    let resize = |size: u64| req("block_resize", json!({"node-name": "g", "size": size}));
+    run(
+        "qcow2-resize",
+        &[
+            Step::Tool(&["img", "create", "-q", "-f", "qcow2", "g.qcow2", "4M"]),
+            Step::Tool(&[
+                "io",
+                "-f",
+                "qcow2",
+                "-c",
+                "write -P 0x11 0 64k",
+                "-c",
+                "write -P 0x22 1M 64k",
+                "-c",
+                "write -P 0x33 3M 128k",
+                "g.qcow2",
+            ]),
+            add("g", "g.qcow2"),
+            resize(1 << 20),
+            Step::HostMap("g.qcow2"),
+            resize(4 << 20),
+            Step::HostMap("g.qcow2"),
+            nodes(),
+            // More L1 entries: a new table, then the old one's place taken again.
+            resize(600 << 20),
+            Step::HostMap("g.qcow2"),
+            resize(1025 << 20),
+            Step::HostMap("g.qcow2"),
+            resize(2 << 20),
+            resize(100 << 30),
+            Step::HostMap("g.qcow2"),
+            nodes(),
+            resize(4 << 20),
+            nbd_start(),
+            export("e0", "g", true),
+            Step::Write("g", 2 << 20, 65536),
+            Step::Write("g", 3 << 20, 65536),
+            Step::Write("g", 1 << 20, 65536),
+            Step::HostMap("g.qcow2"),
+            Step::ImageInfo("g.qcow2"),
+            Step::Io("g.qcow2", "read -P 0x11 0 64k"),
+        ],
+    );
 }

@@ -737,10 +737,22 @@ pub fn resolve_node(m: &Machine, name: &str) -> Result<String, QmpError> {
     Ok(name.to_string())
 }
 
+/// The node the guest's requests through drive `id` reach first: where the drive's block
+/// backend is now (a job's filter above its medium's node sees them), else the node `id`
+/// names.
+fn io_node(m: &Machine, id: &str) -> Result<String, QmpError> {
+    let node = resolve_node(m, id)?;
+    Ok(m.block
+        .graph
+        .device_nodes()
+        .get(id)
+        .map_or(node, |n| n.to_string()))
+}
+
 /// The guest writes `data` at `offset` through drive `id` (what an NBD client or a job then
 /// sees in the image).
 pub fn guest_write(m: &mut Machine, id: &str, offset: u64, data: &[u8]) -> Result<(), QmpError> {
-    let node = resolve_node(m, id)?;
+    let node = io_node(m, id)?;
     let backend = m.block.graph.backend(&node).map_err(qerr)?;
     backend.write(offset, data).map_err(qerr)?;
     backend.flush().map_err(qerr)?;
@@ -756,7 +768,7 @@ pub fn guest_write(m: &mut Machine, id: &str, offset: u64, data: &[u8]) -> Resul
 
 /// The guest reads `len` bytes at `offset` through drive `id`.
 pub fn guest_read(m: &mut Machine, id: &str, offset: u64, len: usize) -> Result<Vec<u8>, QmpError> {
-    let node = resolve_node(m, id)?;
+    let node = io_node(m, id)?;
     let backend = m.block.graph.backend(&node).map_err(qerr)?;
     let mut buf = vec![0; len];
     backend.read(offset, &mut buf).map_err(qerr)?;

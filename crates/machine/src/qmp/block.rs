@@ -554,7 +554,8 @@ pub fn drive_mirror(m: &mut Machine, a: api::DriveMirrorCommand, _: &mut Cx) -> 
     let a = a.0;
     let source = block::resolve_node(m, &a.device)?;
     let sync = sync_mode(&a.sync)?;
-    let opts = job_options(m, &source, job_args!(a, None))?;
+    let mut opts = job_options(m, &source, job_args!(a, None))?;
+    opts.granularity = a.granularity.map_or(0, u64::from);
     let target = open_target(
         m,
         &source,
@@ -580,7 +581,8 @@ pub fn blockdev_mirror(m: &mut Machine, a: api::BlockdevMirror, _: &mut Cx) -> R
     block::catch_up(m);
     let source = block::resolve_node(m, &a.device)?;
     let sync = sync_mode(&a.sync)?;
-    let opts = job_options(m, &source, job_args!(a, a.filter_node_name.as_deref()))?;
+    let mut opts = job_options(m, &source, job_args!(a, a.filter_node_name.as_deref()))?;
+    opts.granularity = a.granularity.map_or(0, u64::from);
     let block::BlockState { graph, jobs, .. } = &mut m.block;
     let r = jobs.start_mirror(graph, &opts, &source, &a.target, sync);
     block::pump(m);
@@ -698,8 +700,10 @@ pub fn query_block_jobs(
             status: Some(block::job_status(j.status)),
             auto_finalize: Some(j.auto_finalize),
             auto_dismiss: Some(j.auto_dismiss),
-            // Writes reach a mirror's target as they happen only in write-blocking mode.
-            actively_synced: (j.kind == qmpkit_block::job::JobKind::Mirror).then_some(false),
+            // Writes reach a mirror's target as they happen only in write-blocking mode,
+            // once the job is in sync.
+            actively_synced: (j.kind == qmpkit_block::job::JobKind::Mirror)
+                .then_some(j.actively_synced),
             error: j.error,
         })
         .collect())

@@ -176,9 +176,8 @@ pub fn block_job_change(m: &mut Machine, a: api::BlockJobChange, _: &mut Cx) -> 
         }
         _ => false,
     };
-    m.block
-        .jobs
-        .change_copy_mode(&a.id, write_blocking)
+    let block::BlockState { graph, jobs, .. } = &mut m.block;
+    jobs.change_copy_mode(graph, &a.id, write_blocking)
         .map_err(qerr)?;
     Ok(Empty)
 }
