@@ -3138,3 +3138,48 @@ fn qcow2_images_shrink_and_grow_as_qemu_places_their_clusters() {
         ],
     );
 }
+
+/// `blockdev-snapshot-sync` refuses overlay formats as the daemon's build does: drivers it
+/// lacks are unknown, drivers that create no images say so, and images without backing files
+/// say that; the node-name check comes first.
+#[test]
+fn snapshot_overlay_formats_are_refused_in_the_daemons_words() {
+    let snap = |format: &str| {
+        req(
+            "blockdev-snapshot-sync",
+            json!({"node-name": "src", "snapshot-file": format!("ov-{format}"),
+                   "snapshot-node-name": "o1", "format": format}),
+        )
+    };
+    let mut script = vec![
+        add("src", "base.qcow2"),
+        req(
+            "blockdev-snapshot-sync",
+            json!({"node-name": "src", "snapshot-file": "ov.raw", "format": "raw"}),
+        ),
+    ];
+    for f in [
+        "raw",
+        "file",
+        "luks",
+        "nbd",
+        "vpc",
+        "vhdx",
+        "host_device",
+        "null-co",
+        "throttle",
+        "quorum",
+        "dmg",
+        "vvfat",
+        "vmdk",
+        "ssh",
+        "http",
+        "blkreplay",
+        "Raw",
+        "bogus",
+    ] {
+        script.push(snap(f));
+    }
+    script.push(req("query-named-block-nodes", json!({"flat": true})));
+    run("snapshot-formats", &script);
+}

@@ -101,6 +101,64 @@ fn failed_open_drains(e: &qmpkit_wire::QmpError) -> u32 {
     }
 }
 
+/// How qemu-storage-daemon 10.0.2 (Debian's build) refuses to create an overlay image of
+/// format `f` over a qcow2 node, as `blockdev-snapshot-sync` does without `mode`
+/// `existing` (the node is never a vmdk image here): a driver it was built without is unknown, one that creates no images says
+/// so, and one whose images have no backing file says that. `Ok` for the formats whose
+/// images can have a backing file (qcow, qed, and vmdk over vmdk images).
+fn overlay_format_refusal(f: &str) -> R<()> {
+    // Drivers of the build that do not create images.
+    const NO_CREATE: &[&str] = &[
+        "blkdebug",
+        "blklogwrites",
+        "blkverify",
+        "bochs",
+        "cloop",
+        "compress",
+        "copy-before-write",
+        "copy-on-read",
+        "dmg",
+        "null-aio",
+        "null-co",
+        "preallocate",
+        "quorum",
+        "replication",
+        "snapshot-access",
+        "throttle",
+        "vvfat",
+    ];
+    // Drivers that create images without a backing file.
+    const NO_BACKING: &[&str] = &[
+        "file",
+        "host_cdrom",
+        "host_device",
+        "luks",
+        "nbd",
+        "nvme",
+        "parallels",
+        "raw",
+        "vdi",
+        "vhdx",
+        "vpc",
+    ];
+    if NO_CREATE.contains(&f) {
+        return Err(generic(format!(
+            "Format driver '{f}' does not support image creation"
+        )));
+    }
+    if NO_BACKING.contains(&f) {
+        return Err(generic(format!(
+            "Backing file not supported for file format '{f}'"
+        )));
+    }
+    match f {
+        // A vmdk image's backing file is a vmdk image (the node is a qcow2 image).
+        "vmdk" => Err(generic("backing_file must be a vmdk image")),
+        "qcow" | "qed" => Ok(()),
+        _ => Err(generic(format!("Unknown file format '{f}'"))),
+    }
+}
+
 /// A snapshot action that began: what it did, so that it can be committed, undone and
 /// cleaned.
 pub(super) struct SnapshotAction {
@@ -122,18 +180,19 @@ fn snapshot_sync_prepare(
 ) -> R<SnapshotAction> {
     let node = handlers::device_or_node(m, a.device.as_deref(), a.node_name.as_deref())?;
     drain_node(m, &node, held);
-    if let Some(f) = a.format.as_deref() {
-        if f != "qcow2" {
-            return Err(not_implemented(&format!(
-                "blockdev-snapshot-sync with format '{f}'"
-            )));
-        }
-    }
     let existing = matches!(a.mode, Some(api::NewImageMode::Existing));
     // A node named by its node name needs its overlay named too; a drive's gets a
     // generated name.
     if a.node_name.is_some() && a.snapshot_node_name.is_none() {
         return Err(generic("New overlay node-name missing"));
+    }
+    if let Some(f) = a.format.as_deref().filter(|f| *f != "qcow2") {
+        if !existing {
+            overlay_format_refusal(f)?;
+        }
+        return Err(not_implemented(&format!(
+            "blockdev-snapshot-sync with format '{f}'"
+        )));
     }
     let path = PathBuf::from(&a.snapshot_file);
     let was_read_only = m.block.graph.is_read_only(&node).map_err(qerr)?;
