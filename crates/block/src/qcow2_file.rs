@@ -12,6 +12,9 @@ use crate::{Error, Result};
 /// The host offset bits of L1, L2, refcount-table and bitmap-table entries.
 pub(crate) const OFFSET_MASK: u64 = 0x00ff_ffff_ffff_fe00;
 
+/// The most entries an L1 table may have (32 MiB of them), as QEMU 10.0.2 allows.
+const MAX_L1_ENTRIES: u64 = (32 << 20) / 8;
+
 pub(crate) fn invalid(s: &str) -> Error {
     Error::generic(s.to_string())
 }
@@ -245,6 +248,10 @@ pub(crate) fn grow(path: &std::path::Path, new_size: u64) -> Result<u64> {
     // The header's size field.
     let mut highest = 32;
     if needed > l1_size {
+        // QEMU's largest L1 table: 32 MiB (checked before anything is allocated).
+        if needed > MAX_L1_ENTRIES {
+            return Err(invalid("Failed to grow the L1 table: File too large"));
+        }
         let entries = u32::try_from(needed).map_err(|_| invalid("The L1 table is too large"))?;
         let old_bytes = l1_size * 8;
         let new_bytes = needed * 8;
